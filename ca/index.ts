@@ -1,0 +1,12 @@
+// The CA's public surface, for scripts and tests. Services never import it:
+// a workload never holds a CA key.
+export { CertificateAuthority, LEAF_MAX_DAYS, CA_MAX_DAYS } from "./authority.ts";
+export type { IssuedCert, IssueOptions, InitOptions, OpenOptions, Generation } from "./authority.ts";
+export { CaError } from "./errors.ts";
+export type { CaErrorCode } from "./errors.ts";
+export { KEY_TYPES } from "./keys.ts";
+export type { KeyType } from "./keys.ts";
+export { REVOCATION_REASONS } from "./crl.ts";
+export type { CertRow, IssuerRow } from "./ledger.ts";
+export { verifyPath, parseCertificates, parseCrls } from "./verify.ts";
+export type { VerifyResult, Purpose, Check } from "./verify.ts";

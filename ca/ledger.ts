@@ -1,0 +1,256 @@
+// The issuance ledger: SQLite (WAL) through better-sqlite3. Unique constraints
+// and transactions keep it consistent under concurrent commands and crashes.
+import Database from "better-sqlite3";
+import { existsSync } from "node:fs";
+import { CaError } from "./errors.ts";
+
+export type CertStatus = "valid" | "revoked" | "superseded";
+export type IssuerKind = "root" | "intermediate";
+export type GenerationState = "pending" | "published" | "retired";
+
+export interface IssuerRow {
+  id: string;
+  kind: IssuerKind;
+  generation: number;
+  parent: string | null;
+  name: string;
+  serial: string;
+  key_type: string;
+  not_before: string;
+  not_after: string;
+  /** For roots: pending (not in the bundle yet), published, retired. Intermediates follow their root. */
+  state: GenerationState;
+  crl_number: number;
+  crl_next_update: string | null;
+  created_at: string;
+}
+
+export interface CertRow {
+  serial: string;
+  name: string;
+  sans: string;
+  issuer_id: string;
+  key_type: string;
+  not_before: string;
+  not_after: string;
+  status: CertStatus;
+  revoked_at: string | null;
+  reason: string | null;
+  superseded_by: string | null;
+  source: "issue" | "csr" | "renew";
+  created_at: string;
+  pem: string;
+}
+
+const SCHEMA_VERSION = "1";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS issuers (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('root', 'intermediate')),
+  generation INTEGER NOT NULL,
+  parent TEXT REFERENCES issuers(id),
+  name TEXT NOT NULL,
+  serial TEXT NOT NULL UNIQUE,
+  key_type TEXT NOT NULL,
+  not_before TEXT NOT NULL,
+  not_after TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'published', 'retired')),
+  crl_number INTEGER NOT NULL DEFAULT 0,
+  crl_next_update TEXT,
+  created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS issuers_one_root_per_generation ON issuers(generation) WHERE kind = 'root';
+CREATE TABLE IF NOT EXISTS certs (
+  serial TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  sans TEXT NOT NULL,
+  issuer_id TEXT NOT NULL REFERENCES issuers(id),
+  key_type TEXT NOT NULL,
+  not_before TEXT NOT NULL,
+  not_after TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('valid', 'revoked', 'superseded')),
+  revoked_at TEXT,
+  reason TEXT,
+  superseded_by TEXT,
+  source TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  pem TEXT NOT NULL
+);
+-- At most one current certificate per name: two concurrent issues of one name cannot both land.
+CREATE UNIQUE INDEX IF NOT EXISTS certs_one_current_per_name ON certs(name) WHERE status = 'valid';
+CREATE INDEX IF NOT EXISTS certs_by_issuer_status ON certs(issuer_id, status, not_after);
+CREATE INDEX IF NOT EXISTS certs_by_name ON certs(name, created_at);
+`;
+
+function corrupt(path: string, err: unknown): CaError {
+  return new CaError("CORRUPT", `the ledger ${path} is not readable (${(err as Error).message}); restore it from a backup — nothing was changed`, { cause: err });
+}
+
+export class Ledger {
+  readonly db: Database.Database;
+  readonly path: string;
+
+  private constructor(db: Database.Database, path: string) {
+    this.db = db;
+    this.path = path;
+  }
+
+  static exists(path: string): boolean {
+    return existsSync(path);
+  }
+
+  /** Opens the ledger; `create` makes a new one (init only). */
+  static open(path: string, opts: { create?: boolean; readonly?: boolean } = {}): Ledger {
+    let db: Database.Database;
+    try {
+      db = new Database(path, { fileMustExist: !opts.create, readonly: !!opts.readonly && !opts.create });
+      db.pragma("busy_timeout = 20000");
+      if (opts.create) {
+        db.pragma("journal_mode = WAL");
+        db.exec(SCHEMA);
+        db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
+      }
+      // FULL: a CA writes little, and a committed issuance must survive a crash.
+      if (!opts.readonly) db.pragma("synchronous = FULL");
+      const row = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
+      if (!row) throw new Error("no schema version");
+      if (row.value !== SCHEMA_VERSION) throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
+    } catch (err) {
+      if (err instanceof CaError) throw err;
+      throw corrupt(path, err);
+    }
+    return new Ledger(db, path);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs fn in a write transaction that takes the lock up front (no upgrade deadlocks). */
+  write<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      if (err instanceof CaError) throw err;
+      if ((err as { code?: string }).code === "SQLITE_CORRUPT" || (err as { code?: string }).code === "SQLITE_NOTADB") throw corrupt(this.path, err);
+      throw err;
+    }
+  }
+
+  /**
+   * Like write(), for work that must await (signing a CRL) while holding the
+   * lock. better-sqlite3 transactions are synchronous, so this one is by hand.
+   */
+  async writeAsync<T>(fn: () => Promise<T>): Promise<T> {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const result = await fn();
+      this.db.exec("COMMIT");
+      return result;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
+  }
+
+  // --- issuers ---------------------------------------------------------------
+
+  insertIssuer(row: IssuerRow): void {
+    this.db.prepare(`INSERT INTO issuers (id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at)
+      VALUES (@id, @kind, @generation, @parent, @name, @serial, @key_type, @not_before, @not_after, @state, @crl_number, @crl_next_update, @created_at)`).run(row);
+  }
+
+  issuers(): IssuerRow[] {
+    return this.db.prepare("SELECT * FROM issuers ORDER BY generation, kind DESC, created_at").all() as IssuerRow[];
+  }
+
+  issuer(id: string): IssuerRow | undefined {
+    return this.db.prepare("SELECT * FROM issuers WHERE id = ?").get(id) as IssuerRow | undefined;
+  }
+
+  setIssuerState(generation: number, state: GenerationState): void {
+    this.db.prepare("UPDATE issuers SET state = ? WHERE generation = ?").run(state, generation);
+  }
+
+  /** Takes the next CRL number for an issuer (inside a write transaction). */
+  nextCrlNumber(id: string, nextUpdate: string): number {
+    this.db.prepare("UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = ? WHERE id = ?").run(nextUpdate, id);
+    return (this.db.prepare("SELECT crl_number FROM issuers WHERE id = ?").get(id) as { crl_number: number }).crl_number;
+  }
+
+  // --- certificates ----------------------------------------------------------
+
+  insertCert(row: CertRow): void {
+    this.db.prepare(`INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
+      VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(row);
+  }
+
+  /** The certificate currently in force for a name (status valid, possibly expired). */
+  current(name: string): CertRow | undefined {
+    return this.db.prepare("SELECT * FROM certs WHERE name = ? AND status = 'valid'").get(name) as CertRow | undefined;
+  }
+
+  latest(name: string): CertRow | undefined {
+    return this.db.prepare("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as CertRow | undefined;
+  }
+
+  bySerial(serial: string): CertRow | undefined {
+    return this.db.prepare("SELECT * FROM certs WHERE serial = ?").get(serial) as CertRow | undefined;
+  }
+
+  list(opts: { all?: boolean } = {}): CertRow[] {
+    const where = opts.all ? "" : "WHERE status != 'superseded'";
+    return this.db.prepare(`SELECT * FROM certs ${where} ORDER BY name, created_at`).all() as CertRow[];
+  }
+
+  /** Iterates rows without loading them all (list of a large ledger). */
+  iterate(opts: { all?: boolean } = {}): IterableIterator<CertRow> {
+    const where = opts.all ? "" : "WHERE status != 'superseded'";
+    return this.db.prepare(`SELECT * FROM certs ${where} ORDER BY name, created_at`).iterate() as IterableIterator<CertRow>;
+  }
+
+  markRevoked(serial: string, at: string, reason: string): boolean {
+    return this.db.prepare("UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ? AND status != 'revoked'").run(at, reason, serial).changes === 1;
+  }
+
+  markSuperseded(serial: string, by: string): boolean {
+    return this.db.prepare("UPDATE certs SET status = 'superseded', superseded_by = ? WHERE serial = ? AND status = 'valid'").run(by, serial).changes === 1;
+  }
+
+  /** Revoked certificates of an issuer still inside their validity: what its CRL must list. */
+  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
+    return this.db.prepare("SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?").all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
+  }
+
+  /** Valid, unexpired certificates issued by any CA of a generation. */
+  validInGeneration(generation: number, now: string): number {
+    return (this.db.prepare(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE i.generation = ? AND c.status = 'valid' AND c.not_after > ?`).get(generation, now) as { n: number }).n;
+  }
+
+  counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {
+    const r = this.db.prepare(`SELECT
+      sum(status = 'valid' AND not_after > @now) AS VALID,
+      sum(status = 'valid' AND not_after <= @now) AS EXPIRED,
+      sum(status = 'revoked') AS REVOKED,
+      sum(status = 'superseded') AS SUPERSEDED FROM certs`).get({ now }) as Record<string, number | null>;
+    return { VALID: r.VALID ?? 0, EXPIRED: r.EXPIRED ?? 0, REVOKED: r.REVOKED ?? 0, SUPERSEDED: r.SUPERSEDED ?? 0 };
+  }
+}
+
+/** The status a person sees: expiry is derived from the clock, never stored. */
+export function displayStatus(row: Pick<CertRow, "status" | "not_after">, now: Date): "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED" {
+  if (row.status === "revoked") return "REVOKED";
+  if (row.status === "superseded") return "SUPERSEDED";
+  return new Date(row.not_after) <= now ? "EXPIRED" : "VALID";
+}

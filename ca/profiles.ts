@@ -1,0 +1,135 @@
+// Certificate profiles (RFC 5280) for roots, intermediates and service leaves.
+// Subjects are structured values, never strings pasted into "CN=…".
+import { randomBytes } from "node:crypto";
+import { AsnConvert } from "@peculiar/asn1-schema";
+import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from "@peculiar/asn1-x509";
+import { signingAlgorithm, type KeyType } from "./keys.ts";
+import { x509 } from "./x509.ts";
+
+/** notBefore is backdated so a peer whose clock runs a little behind still accepts a fresh certificate. */
+export const BACKDATE_MS = 5 * 60 * 1000;
+export const DAY_MS = 86_400_000;
+
+/** The CA that signs: its certificate, its private key and that key's type. */
+export interface Signer {
+  cert: x509.X509Certificate;
+  key: CryptoKey;
+  keyType: KeyType;
+}
+
+export interface Validity {
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export function validityFor(now: Date, days: number): Validity {
+  return { notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + days * DAY_MS) };
+}
+
+/** 16 random bytes, positive (top bit clear) and never shorter than 16 bytes once DER-encoded. */
+export function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0]! & 0x7f) | 0x40;
+  return bytes.toString("hex");
+}
+
+const caKeyUsage = () => new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true);
+
+async function authorityKeyId(issuer: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
+  const ski = issuer.getExtension(x509.SubjectKeyIdentifierExtension);
+  if (ski) return new x509.AuthorityKeyIdentifierExtension(ski.keyId);
+  return x509.AuthorityKeyIdentifierExtension.create(issuer.publicKey);
+}
+
+export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyType: KeyType; validity: Validity }): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: [{ CN: [opts.name] }],
+    ...opts.validity,
+    keys: opts.keys,
+    signingAlgorithm: signingAlgorithm(opts.keyType),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      caKeyUsage(),
+      await x509.SubjectKeyIdentifierExtension.create(opts.keys.publicKey),
+    ],
+  });
+}
+
+function nameConstraints(permitDns: string[]): x509.Extension {
+  const subtrees = new GeneralSubtrees(permitDns.map((d) => new GeneralSubtree({ base: new GeneralName({ dNSName: d }) })));
+  const der = AsnConvert.serialize(new NameConstraints({ permittedSubtrees: subtrees }));
+  return new x509.Extension(id_ce_nameConstraints, true, der);
+}
+
+export async function createIntermediate(opts: {
+  name: string;
+  publicKey: CryptoKey;
+  issuer: Signer;
+  validity: Validity;
+  permitDns?: string[];
+}): Promise<x509.X509Certificate> {
+  const extensions: x509.Extension[] = [
+    // pathLen 0: an issuing CA signs leaves only, never another CA.
+    new x509.BasicConstraintsExtension(true, 0, true),
+    caKeyUsage(),
+    await x509.SubjectKeyIdentifierExtension.create(opts.publicKey),
+    await authorityKeyId(opts.issuer.cert),
+  ];
+  if (opts.permitDns && opts.permitDns.length > 0) extensions.push(nameConstraints(opts.permitDns));
+  return x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [opts.name] }],
+    issuer: opts.issuer.cert.subjectName,
+    ...opts.validity,
+    publicKey: opts.publicKey,
+    signingKey: opts.issuer.key,
+    signingAlgorithm: signingAlgorithm(opts.issuer.keyType),
+    extensions,
+  });
+}
+
+export interface LeafNames {
+  /** The service name: CN and first DNS SAN. */
+  name: string;
+  dns: string[];
+  ip: string[];
+  uri: string[];
+}
+
+export async function createLeaf(opts: {
+  names: LeafNames;
+  publicKey: CryptoKey | x509.PublicKey;
+  keyType: KeyType;
+  issuer: Signer;
+  validity: Validity;
+  serial?: string;
+}): Promise<x509.X509Certificate> {
+  const { names } = opts;
+  const san: x509.JsonGeneralNames = [
+    ...[names.name, ...names.dns.filter((d) => d !== names.name)].map((value) => ({ type: "dns" as const, value })),
+    ...names.ip.map((value) => ({ type: "ip" as const, value })),
+    ...names.uri.map((value) => ({ type: "url" as const, value })),
+  ];
+  let usage = x509.KeyUsageFlags.digitalSignature;
+  // RSA key exchange (TLS 1.2 without ECDHE) encrypts with the leaf key.
+  if (opts.keyType.startsWith("rsa")) usage |= x509.KeyUsageFlags.keyEncipherment;
+  return x509.X509CertificateGenerator.create({
+    serialNumber: opts.serial ?? randomSerial(),
+    subject: [{ CN: [names.name] }],
+    issuer: opts.issuer.cert.subjectName,
+    ...opts.validity,
+    publicKey: opts.publicKey,
+    signingKey: opts.issuer.key,
+    signingAlgorithm: signingAlgorithm(opts.issuer.keyType),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(usage, true),
+      // A mesh service is both a server and a client.
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension(san),
+      await x509.SubjectKeyIdentifierExtension.create(opts.publicKey),
+      await authorityKeyId(opts.issuer.cert),
+    ],
+  });
+}
