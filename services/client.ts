@@ -1,0 +1,124 @@
+// Calls from one service to another over mTLS: one undici Agent per own identity, dialing
+// 127.0.0.1 with the callee's DNS name as SNI and for the server-certificate check.
+import { Agent, Pool, type Dispatcher } from "undici";
+import type { TlsMaterial } from "./material.ts";
+import type { MeshLogger } from "./log.ts";
+import { MeshError } from "./errors.ts";
+import { dnsName } from "./names.ts";
+import { upstreamReason, type UpstreamReason } from "./reasons.ts";
+
+export interface UpstreamReply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+export class UpstreamError extends MeshError {
+  constructor(readonly upstream: string, readonly reason: UpstreamReason, message: string, readonly status?: number) {
+    super("UPSTREAM_FAILED", message);
+  }
+}
+
+export interface UpstreamOptions {
+  timeoutMs?: number;
+}
+
+export class Upstreams {
+  private agent: Agent;
+  private readonly timeoutMs: number;
+  /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
+  private readonly servernames = new Map<string, string>();
+  private readonly origins = new Map<string, string>();
+
+  constructor(private readonly service: string, material: TlsMaterial, addrs: Readonly<Record<string, string>>, private readonly log: MeshLogger, opts: UpstreamOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 5_000;
+    for (const [name, addr] of Object.entries(addrs)) {
+      const origin = `https://${addr}`;
+      this.origins.set(name, origin);
+      this.servernames.set(new URL(origin).origin, dnsName(name));
+    }
+    this.agent = this.build(material);
+  }
+
+  private build(m: TlsMaterial): Agent {
+    const timeout = this.timeoutMs;
+    return new Agent({
+      // No session cache: every new connection shows our certificate again, so a revocation
+      // or rotation is judged on the next connection, not on the next full handshake.
+      connect: { ca: m.ca, cert: m.cert, key: m.key, minVersion: "TLSv1.2", timeout, maxCachedSessions: 0 },
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      keepAliveTimeout: 4_000, // below the servers' 5 s, so we never reuse a socket they are closing
+      // Per-origin SNI: each callee is dialed by IP but must prove it is <name>.internal.
+      factory: (origin: string | URL, opts: Pool.Options) => {
+        const servername = this.servernames.get(new URL(String(origin)).origin);
+        const connect = { ...(opts.connect as object), servername };
+        return new Pool(origin, { ...opts, connect });
+      },
+    });
+  }
+
+  /** New own certificate or new trust: new connections use it; in-flight calls finish on the old agent. */
+  setMaterial(m: TlsMaterial): void {
+    const old = this.agent;
+    this.agent = this.build(m);
+    old.close().catch(() => {});
+  }
+
+  /**
+   * Call `name` and return its status and parsed JSON body. Transport failures and
+   * answers >= 500 or 403 throw UpstreamError and are logged as `upstream.failed` with a
+   * reason the operator can act on; other statuses (404, 409, 402...) are the callee's
+   * business answer and are returned.
+   */
+  async call(name: string, method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<UpstreamReply> {
+    const origin = this.origins.get(name);
+    if (!origin) {
+      const msg = `${this.service} has no address for upstream ${name} (start it with --upstream ${name}=127.0.0.1:PORT)`;
+      this.log.error({ event: "upstream.failed", upstream: name, method, path, reason: "upstream_down" }, msg);
+      throw new UpstreamError(name, "upstream_down", msg);
+    }
+    let status: number;
+    let parsed: unknown;
+    try {
+      const res = await this.agent.request({
+        origin,
+        method,
+        path,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs * 2),
+      });
+      status = res.statusCode;
+      const text = await res.body.text();
+      parsed = text ? safeJson(text) : undefined;
+    } catch (e) {
+      const addr = origin.slice("https://".length);
+      const { reason, code, sentence } = upstreamReason(e, name, addr);
+      this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code }, sentence);
+      throw new UpstreamError(name, reason, sentence);
+    }
+    if (status === 403 || status >= 500) {
+      const reason: UpstreamReason = status === 403 ? "forbidden" : "upstream_error";
+      const rule = (parsed as { rule?: unknown } | undefined)?.rule;
+      const sentence =
+        status === 403
+          ? `${name} refused ${method} ${path} for ${this.service} (rule ${String(rule)}); the mesh policy does not allow this call`
+          : `${name} answered ${status} to ${method} ${path}`;
+      this.log.warn({ event: "upstream.failed", upstream: name, method, path, reason, status, rule }, sentence);
+      throw new UpstreamError(name, reason, sentence, status);
+    }
+    return { status, body: parsed };
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}

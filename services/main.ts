@@ -1,0 +1,62 @@
+// Command-line entry for one mesh service:
+//   tsx services/main.ts --service payment --port 7402 --pki ./pki --policy mesh-policy.toml
+import { Command, InvalidArgumentError } from "commander";
+import { startService } from "./runtime.ts";
+import { SERVICES, isServiceName, isCallerName } from "./names.ts";
+import { isMeshError, messageOf } from "./errors.ts";
+
+const program = new Command("mesh-service")
+  .description("Run one mesh service (order, payment or inventory) over mTLS.")
+  .requiredOption("--service <name>", `one of ${SERVICES.join(", ")}`, (v: string) => {
+    if (!isServiceName(v)) throw new InvalidArgumentError(`must be one of ${SERVICES.join(", ")}`);
+    return v;
+  })
+  .option("--port <n>", "port to listen on (0 picks a free one)", port, 0)
+  .option("--host <addr>", "address to listen on", "127.0.0.1")
+  .option("--pki <dir>", "the CA's state folder (certs/, bundle.pem, crls.pem)", process.env.MESH_PKI_DIR ?? "./pki")
+  .option("--policy <file>", "the authorization policy", process.env.MESH_POLICY ?? "mesh-policy.toml")
+  .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
+  .addHelpText(
+    "after",
+    `
+Examples:
+  tsx services/main.ts --service payment --port 7402
+  tsx services/main.ts --service order --port 7401 --upstream payment=127.0.0.1:7402 --upstream inventory=127.0.0.1:7403
+
+Logs are JSON lines on stdout (pino). Exit codes: 0 stopped by a signal, 2 bad arguments or files.`,
+  )
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+function port(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
+  return n;
+}
+
+function upstream(v: string, acc: Record<string, string>): Record<string, string> {
+  const m = /^([a-z]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
+  if (!m || !isCallerName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
+  return { ...acc, [m[1]!]: `${m[2]}:${m[3]}` };
+}
+
+program.parse();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string> }>();
+
+try {
+  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream });
+  const stop = (signal: string) => {
+    svc.log.info({ event: "shutdown", signal }, `${o.service} stopping on ${signal}`);
+    const hard = setTimeout(() => process.exit(0), 3_000);
+    hard.unref();
+    svc.close().finally(() => {
+      svc.log.flush();
+      setImmediate(() => process.exit(0));
+    });
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+} catch (e) {
+  process.stderr.write(`${o.service}: ${isMeshError(e) ? e.message : `cannot start: ${messageOf(e)}`}\n`);
+  process.exit(2);
+}

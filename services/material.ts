@@ -1,0 +1,125 @@
+// A service's TLS material, read from the CA's state folder: its certificate chain and key,
+// the trust bundle and the CRLs. Loaded whole and validated before anything uses it.
+import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createSecureContext } from "node:tls";
+import { MeshError, messageOf } from "./errors.ts";
+
+export interface MaterialPaths {
+  readonly cert: string;
+  readonly key: string;
+  readonly bundle: string;
+  readonly crls: string;
+}
+
+export interface TrustInfo {
+  /** Subjects of the CAs in the bundle, "CN=Mesh CA" style. */
+  readonly subjects: readonly string[];
+  /** One line for humans: which CAs this service trusts. */
+  readonly describe: string;
+}
+
+export interface TlsMaterial {
+  readonly paths: MaterialPaths;
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+  readonly crl: Buffer;
+  readonly trust: TrustInfo;
+  readonly leaf: { readonly subject: string; readonly serial: string; readonly notAfter: string };
+  /** Content digests, to tell a real change from a touched file. */
+  readonly certDigest: string;
+  readonly trustDigest: string;
+}
+
+export function materialPaths(pkiDir: string, dns: string): MaterialPaths {
+  return {
+    cert: join(pkiDir, "certs", `${dns}.crt`),
+    key: join(pkiDir, "certs", `${dns}.key`),
+    bundle: join(pkiDir, "bundle.pem"),
+    crls: join(pkiDir, "crls.pem"),
+  };
+}
+
+function read(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const hint = (e as NodeJS.ErrnoException).code === "ENOENT" ? " (does the CA exist? run: npm run mesh:up, or npm run ca -- issue)" : "";
+    throw new MeshError("TLS_MATERIAL_MISSING", `cannot read ${what} ${path}: ${messageOf(e)}${hint}`);
+  }
+}
+
+/**
+ * Read and check everything: the PEM parses, the key belongs to the certificate, the
+ * certificate names `dns`, and OpenSSL accepts the whole set as a context. Throws
+ * MeshError; never returns half-valid material.
+ */
+export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
+  const cert = read(paths.cert, "certificate");
+  const key = read(paths.key, "private key");
+  const ca = read(paths.bundle, "trust bundle");
+  const crl = read(paths.crls, "CRL file");
+  const bad = (msg: string): never => {
+    throw new MeshError("TLS_MATERIAL_INVALID", msg);
+  };
+
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(cert);
+  } catch (e) {
+    return bad(`${paths.cert} is not a PEM certificate: ${messageOf(e)}`);
+  }
+  try {
+    if (!leaf.checkPrivateKey(createPrivateKey(key))) bad(`${paths.key} does not belong to ${paths.cert} (a renewal half written?)`);
+  } catch (e) {
+    if (e instanceof MeshError) throw e;
+    bad(`${paths.key} is not a usable private key: ${messageOf(e)}`);
+  }
+  if (!leaf.checkHost(dns, { subject: "never" })) bad(`${paths.cert} is not a certificate for ${dns} (its subject is ${oneLine(leaf.subject)})`);
+
+  const roots = pemBlocks(ca.toString("utf8"), "CERTIFICATE");
+  if (roots.length === 0) bad(`${paths.bundle} holds no certificate`);
+  const subjects: string[] = [];
+  for (const pem of roots) {
+    try {
+      subjects.push(oneLine(new X509Certificate(pem).subject));
+    } catch (e) {
+      bad(`${paths.bundle} holds a certificate that does not parse: ${messageOf(e)}`);
+    }
+  }
+  if (pemBlocks(crl.toString("utf8"), "X509 CRL").length === 0) bad(`${paths.crls} holds no "X509 CRL" block`);
+  try {
+    createSecureContext({ cert, key, ca, crl });
+  } catch (e) {
+    bad(`OpenSSL refuses the TLS material in ${paths.bundle}, ${paths.crls} or ${paths.cert}: ${messageOf(e)}`);
+  }
+
+  return {
+    paths,
+    cert,
+    key,
+    ca,
+    crl,
+    trust: { subjects, describe: subjects.join("; ") },
+    leaf: { subject: oneLine(leaf.subject), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
+    certDigest: digest(cert, key),
+    trustDigest: digest(ca, crl),
+  };
+}
+
+export function pemBlocks(text: string, label: string): string[] {
+  const re = new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, "g");
+  return text.match(re) ?? [];
+}
+
+function oneLine(dn: string): string {
+  return dn.split("\n").join(", ");
+}
+
+function digest(...parts: Buffer[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p).update("\0");
+  return h.digest("hex");
+}

@@ -1,0 +1,195 @@
+// The authorization matrix: parse and strictly validate mesh-policy.toml, and decide
+// requests with a pure function that fails closed.
+import { readFileSync } from "node:fs";
+import { parse, TomlError } from "smol-toml";
+import { MeshError, messageOf } from "./errors.ts";
+import { CALLERS, SERVICES, isCallerName, isServiceName } from "./names.ts";
+import { compilePath, type PathMatcher } from "./paths.ts";
+
+export interface RouteRule {
+  readonly method: string; // upper case, or "*" for any
+  readonly path: string; // "/charge", "/stock/:sku", "/admin/*"
+  readonly accepts: readonly string[];
+  readonly name: string; // "inventory.routes[0]", what logs call the rule
+  readonly line: number;
+  readonly match: PathMatcher;
+}
+
+export interface ServicePolicy {
+  readonly accepts: readonly string[] | null; // null: only the routes grant anything
+  readonly acceptsLine: number;
+  readonly routes: readonly RouteRule[];
+}
+
+export interface Policy {
+  readonly file: string;
+  readonly services: ReadonlyMap<string, ServicePolicy>;
+}
+
+export interface Decision {
+  readonly allow: boolean;
+  readonly rule: string;
+  readonly reason: string;
+  readonly hint?: string;
+}
+
+const METHODS = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"]);
+const SERVICE_KEYS = ["accepts", "routes"];
+const ROUTE_KEYS = ["method", "path", "accepts"];
+
+/**
+ * Decide whether `peer` may call `method path` on `service`.
+ * Security contract: the answer is allow only when a rule names the peer. A service with no
+ * table in the policy, a route no rule covers, an unknown or missing peer: all deny.
+ * The first route rule whose method and path match decides; when none matches, the
+ * service-level `accepts` decides. No I/O, no clock: the same inputs give the same answer.
+ */
+export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string): Decision {
+  const sp = policy.services.get(service);
+  if (!sp) {
+    return { allow: false, rule: "default-deny", reason: `the policy has no [${service}] table, so ${service} accepts nobody`, hint: `add [${service}] to ${policy.file}` };
+  }
+  if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
+  for (const r of sp.routes) {
+    if ((r.method === "*" || r.method === method) && r.match(path) !== null) {
+      return verdict(r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
+    }
+  }
+  if (sp.accepts === null) {
+    return { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}` };
+  }
+  return verdict(sp.accepts, peer, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
+}
+
+function verdict(accepts: readonly string[], peer: string, rule: string, where: string): Decision {
+  if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}` };
+  return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint: `to allow it, add "${peer}" to that accepts list (${where})` };
+}
+
+export function loadPolicy(file: string): Policy {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new MeshError("POLICY_UNREADABLE", `${file}: cannot read the policy file: ${messageOf(e)}`);
+  }
+  return parsePolicy(text, file);
+}
+
+/** Parse and validate; every error names `file:line` and nothing half-valid is returned. */
+export function parsePolicy(text: string, file: string): Policy {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    if (e instanceof TomlError) {
+      const first = e.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
+      throw new MeshError("POLICY_SYNTAX", `${file}:${e.line}:${e.column}: invalid TOML: ${first}`);
+    }
+    throw new MeshError("POLICY_SYNTAX", `${file}: invalid TOML: ${messageOf(e)}`);
+  }
+  const lines = new KeyLines(text);
+  const fail = (key: string, msg: string): never => {
+    throw new MeshError("POLICY_INVALID", `${file}:${lines.of(key)}: ${msg}`);
+  };
+  const services = new Map<string, ServicePolicy>();
+  for (const [name, table] of Object.entries(doc)) {
+    if (!isServiceName(name)) {
+      fail(name, `unknown service "${name}" (the mesh has: ${SERVICES.join(", ")})`);
+    }
+    if (!isPlainTable(table)) fail(name, `[${name}] must be a table, e.g. [${name}] accepts = ["order"]`);
+    const t = table as Record<string, unknown>;
+    for (const k of Object.keys(t)) {
+      if (!SERVICE_KEYS.includes(k)) fail(`${name}.${k}`, `unknown key "${k}" in [${name}] (allowed: ${SERVICE_KEYS.join(", ")})`);
+    }
+    if (t.accepts === undefined && t.routes === undefined) {
+      fail(name, `[${name}] needs "accepts" (use accepts = [] to accept nobody)`);
+    }
+    const accepts = t.accepts === undefined ? null : callers(t.accepts, `${name}.accepts`, fail);
+    const routes: RouteRule[] = [];
+    if (t.routes !== undefined) {
+      if (!Array.isArray(t.routes)) fail(`${name}.routes`, `"routes" in [${name}] must be an array of tables ([[${name}.routes]])`);
+      (t.routes as unknown[]).forEach((r, i) => routes.push(route(name, r, i, lines, fail)));
+    }
+    services.set(name, Object.freeze({ accepts, acceptsLine: lines.of(`${name}.accepts`), routes: Object.freeze(routes) }));
+  }
+  return Object.freeze({ file, services });
+}
+
+function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: (k: string, m: string) => never): RouteRule {
+  const at = `${service}.routes[${i}]`;
+  if (!isPlainTable(raw)) fail(at, `${at} must be a table with method, path and accepts`);
+  const r = raw as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!ROUTE_KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in ${at} (allowed: ${ROUTE_KEYS.join(", ")})`);
+  }
+  for (const k of ROUTE_KEYS) if (r[k] === undefined) fail(at, `${at} is missing "${k}"`);
+  if (typeof r.method !== "string" || !METHODS.has(r.method.toUpperCase())) {
+    fail(`${at}.method`, `${at}.method must be one of ${[...METHODS].join(", ")}`);
+  }
+  const path = r.path;
+  if (typeof path !== "string" || !/^\/[A-Za-z0-9._~:\/-]*(\/\*)?$/.test(path) || path.includes("//")) {
+    fail(`${at}.path`, `${at}.path must be a string path like "/charge", "/stock/:sku" or "/admin/*"`);
+  }
+  return Object.freeze({
+    method: (r.method as string).toUpperCase(),
+    path: path as string,
+    accepts: callers(r.accepts, `${at}.accepts`, fail),
+    name: at,
+    line: lines.of(at),
+    match: compilePath(path as string),
+  });
+}
+
+function callers(v: unknown, key: string, fail: (k: string, m: string) => never): readonly string[] {
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) fail(key, `${key} must be an array of service names, e.g. ["order"]`);
+  for (const c of v as string[]) {
+    if (!isCallerName(c)) fail(key, `${key} names unknown caller "${c}" (known: ${CALLERS.join(", ")})`);
+  }
+  return Object.freeze([...new Set(v as string[])]);
+}
+
+function isPlainTable(v: unknown): boolean {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/**
+ * smol-toml keeps no positions for valid documents, so semantic errors find their line by
+ * scanning the source for table headers and keys. Good enough for the shapes a policy uses.
+ */
+class KeyLines {
+  private readonly lines = new Map<string, number>();
+  constructor(text: string) {
+    let table = "";
+    const arrays = new Map<string, number>();
+    text.split(/\r?\n/).forEach((raw, n) => {
+      const line = raw.replace(/#.*$/, "").trim();
+      let m: RegExpMatchArray | null;
+      if ((m = line.match(/^\[\[\s*([^\]]+?)\s*\]\]/))) {
+        const i = arrays.get(m[1]!) ?? 0;
+        arrays.set(m[1]!, i + 1);
+        table = `${m[1]}[${i}]`;
+        this.set(table, n + 1);
+        this.set(m[1]!, n + 1);
+      } else if ((m = line.match(/^\[\s*([^\]]+?)\s*\]/))) {
+        table = m[1]!;
+        this.set(table, n + 1);
+      } else if ((m = line.match(/^([A-Za-z0-9_."-]+)\s*=/))) {
+        const key = m[1]!.replace(/"/g, "").replace(/\s/g, "");
+        this.set(table ? `${table}.${key}` : key, n + 1);
+      }
+    });
+  }
+  private set(key: string, line: number): void {
+    if (!this.lines.has(key)) this.lines.set(key, line);
+  }
+  /** The line of `key`, else of its nearest enclosing table, else 1. */
+  of(key: string): number {
+    for (let k = key; k; k = k.replace(/(\[\d+\]|\.[^.[]*)$/, "")) {
+      const n = this.lines.get(k);
+      if (n !== undefined) return n;
+      if (!/(\[\d+\]|\.[^.[]*)$/.test(k)) break;
+    }
+    return 1;
+  }
+}

@@ -1,0 +1,137 @@
+// Turns what OpenSSL and undici report into short stable reasons and one sentence a person
+// can act on: for a peer refused in the handshake, and for an upstream call that failed.
+import type { PeerCertificate } from "node:tls";
+import { formatName, type PresentedCert } from "./identity.ts";
+import type { TrustInfo } from "./material.ts";
+
+export type HandshakeReason =
+  | "no_client_cert"
+  | "unknown_ca"
+  | "expired"
+  | "not_yet_valid"
+  | "revoked"
+  | "crl_missing"
+  | "crl_expired"
+  | "bad_certificate"
+  | "ambiguous_identity"
+  | "protocol"
+  | "handshake_timeout"
+  | "tls_error";
+
+const UNKNOWN_CA = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_SIGNATURE_FAILURE",
+]);
+
+/**
+ * Why a verified-by-OpenSSL handshake must still be refused. `code` is the socket's
+ * authorizationError. With CRLs on, a stranger's certificate can show up as
+ * UNABLE_TO_GET_CRL (OpenSSL looks for the stranger CA's CRL before giving up), so that
+ * code is resolved by looking at whether the chain ends in a CA we trust.
+ */
+export function handshakeReason(
+  code: string,
+  peer: PeerCertificate | undefined,
+  shown: PresentedCert | undefined,
+  trust: TrustInfo,
+  service: string,
+): { reason: HandshakeReason; sentence: string } {
+  const who = shown?.subject ? `the client's certificate (${shown.subject}, serial ${shown.serial})` : "the client's certificate";
+  const trusted = `${service} trusts only: ${trust.describe}`;
+  if (!shown) {
+    return { reason: "no_client_cert", sentence: `the client sent no certificate; every caller of ${service} must present one issued by the mesh CA (${trusted})` };
+  }
+  if (code === "UNABLE_TO_GET_CRL" && !chainEndsInTrust(peer, trust)) code = "UNABLE_TO_GET_ISSUER_CERT";
+  if (UNKNOWN_CA.has(code)) {
+    return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, a CA this service does not trust; ${trusted}` };
+  }
+  switch (code) {
+    case "CERT_HAS_EXPIRED":
+      return { reason: "expired", sentence: `${who} expired on ${shown.validTo}; renew it (npm run ca -- renew --domain <name>)` };
+    case "CERT_NOT_YET_VALID":
+      return { reason: "not_yet_valid", sentence: `${who} is valid only from ${shown.validFrom}; check the clocks of the CA host and of the client` };
+    case "CERT_REVOKED":
+      return { reason: "revoked", sentence: `${who} has been revoked by the CA; issue the client a new certificate` };
+    case "UNABLE_TO_GET_CRL":
+      return { reason: "crl_missing", sentence: `no current CRL for ${shown.issuer} in ${service}'s crls.pem, so no certificate it issued can be checked; have the CA publish its CRLs` };
+    case "CRL_HAS_EXPIRED":
+    case "CRL_NOT_YET_VALID":
+      return { reason: "crl_expired", sentence: `the CRL of ${shown.issuer} that ${service} holds is out of date, which locks every client out; have the CA re-sign its CRLs` };
+    case "INVALID_PURPOSE":
+      return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer?.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
+    default:
+      return { reason: "tls_error", sentence: `${who} failed verification with ${code}` };
+  }
+}
+
+/** Walk the chain the peer sent (getPeerCertificate(true)) and see if it ends under a trusted CA. */
+function chainEndsInTrust(peer: PeerCertificate | undefined, trust: TrustInfo): boolean {
+  let c = peer as (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined;
+  for (let depth = 0; c && depth < 8; depth++) {
+    const issuer = formatName(c.issuer);
+    if (issuer && trust.subjects.includes(issuer)) return true;
+    if (!c.issuerCertificate || c.issuerCertificate === c) break;
+    c = c.issuerCertificate;
+  }
+  return false;
+}
+
+/** Errors surfacing in `tlsClientError`: the peer never got as far as presenting anything. */
+export function clientErrorReason(err: NodeJS.ErrnoException): { reason: HandshakeReason; sentence: string } {
+  const code = err.code ?? "";
+  if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
+    return { reason: "handshake_timeout", sentence: "the client opened a connection but did not complete a TLS handshake in time; dropped" };
+  }
+  if (code === "ERR_SSL_HTTP_REQUEST") {
+    return { reason: "protocol", sentence: "the client spoke plain HTTP to a TLS port; use https:// with a client certificate" };
+  }
+  if (code.startsWith("ERR_SSL_") || code === "ECONNRESET") {
+    return { reason: "protocol", sentence: `the client did not speak TLS or broke off the handshake (${code})` };
+  }
+  return { reason: "tls_error", sentence: `the TLS handshake failed: ${code || err.message}` };
+}
+
+export type UpstreamReason =
+  | "upstream_down"
+  | "rejected_in_handshake"
+  | "server_untrusted"
+  | "server_cert_expired"
+  | "server_name_mismatch"
+  | "timeout"
+  | "forbidden"
+  | "upstream_error"
+  | "network";
+
+/**
+ * A caller's view of a failed call. undici reports a peer that refused our certificate
+ * after a TLS 1.3 handshake only as "other side closed" (UND_ERR_SOCKET): say what it
+ * most likely means instead of repeating that.
+ */
+export function upstreamReason(err: unknown, upstream: string, addr: string): { reason: UpstreamReason; code: string; sentence: string } {
+  const codes: string[] = [];
+  for (let e = err as { code?: unknown; cause?: unknown; name?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++) {
+    if (typeof e.code === "string") codes.push(e.code);
+    else if (typeof e.name === "string" && (e.name === "TimeoutError" || e.name === "AbortError")) codes.push(e.name);
+  }
+  const code = codes[codes.length - 1] ?? "UNKNOWN";
+  const has = (...c: string[]) => codes.some((x) => c.includes(x));
+  if (has("ECONNREFUSED")) return { reason: "upstream_down", code, sentence: `nothing listens at ${addr}; is ${upstream} running?` };
+  if (has("UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT", "UNABLE_TO_GET_ISSUER_CERT")) {
+    return { reason: "server_untrusted", code, sentence: `${upstream}'s certificate at ${addr} was not issued by a CA in our trust bundle` };
+  }
+  if (has("CERT_HAS_EXPIRED")) return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
+  if (has("ERR_TLS_CERT_ALTNAME_INVALID")) {
+    return { reason: "server_name_mismatch", code, sentence: `the server at ${addr} is not ${upstream} (its certificate does not name it); check the --upstream address` };
+  }
+  if (has("UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "TimeoutError", "AbortError", "ETIMEDOUT")) {
+    return { reason: "timeout", code, sentence: `${upstream} at ${addr} did not answer in time` };
+  }
+  if (has("UND_ERR_SOCKET", "ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE")) {
+    return { reason: "rejected_in_handshake", code, sentence: `${upstream} closed the connection without an HTTP answer: it most likely refused our certificate (revoked, expired, or from a CA it does not trust); see tls.handshake_failed in ${upstream}'s log` };
+  }
+  return { reason: "network", code, sentence: `the call to ${upstream} at ${addr} failed (${code})` };
+}

@@ -1,0 +1,323 @@
+// The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
+// before any HTTP byte is parsed, then authorizes each request against the policy.
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TLSSocket, SecureContextOptions } from "node:tls";
+import { decide, type Policy } from "./policy.ts";
+import { identityOf, presented, type PeerIdentity } from "./identity.ts";
+import { handshakeReason, clientErrorReason } from "./reasons.ts";
+import type { TlsMaterial } from "./material.ts";
+import type { MeshLogger } from "./log.ts";
+import { compilePath, pathOf, type PathMatcher } from "./paths.ts";
+import { messageOf } from "./errors.ts";
+
+export interface Reply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+export interface RequestContext {
+  readonly peer: PeerIdentity;
+  readonly method: string;
+  readonly path: string;
+  readonly params: Record<string, string>;
+  readonly body: unknown;
+}
+
+export interface Route {
+  readonly method: string;
+  readonly path: string;
+  handle(ctx: RequestContext): Reply | Promise<Reply>;
+}
+
+/** An error a handler throws to answer with a given status and JSON body. */
+export class HttpError extends Error {
+  constructor(readonly status: number, readonly body: Record<string, unknown>) {
+    super(String(body.error ?? status));
+  }
+}
+
+export interface Limits {
+  handshakeTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxHeaderSize: number;
+  maxBodyBytes: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  handshakeTimeoutMs: 3_000,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  maxHeaderSize: 16 * 1024,
+  maxBodyBytes: 64 * 1024,
+};
+
+export interface MeshServerOptions {
+  service: string;
+  material: TlsMaterial;
+  policy: () => Policy;
+  routes: readonly Route[];
+  log: MeshLogger;
+  limits?: Partial<Limits>;
+}
+
+interface PeerState {
+  readonly identity: PeerIdentity;
+  readonly trustGen: number; // the trust generation the peer was verified under
+  readonly remote: string;
+}
+
+interface CompiledRoute {
+  readonly method: string;
+  readonly match: PathMatcher;
+  readonly route: Route;
+}
+
+export class MeshServer {
+  readonly https: Server;
+  private material: TlsMaterial;
+  private trustGen = 0;
+  private readonly peers = new WeakMap<TLSSocket, PeerState>();
+  private readonly sockets = new Set<TLSSocket>();
+  private readonly routes: CompiledRoute[];
+  private readonly limits: Limits;
+
+  constructor(private readonly opts: MeshServerOptions) {
+    this.material = opts.material;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
+    this.https = createServer(
+      {
+        ...this.tlsOptions(opts.material),
+        handshakeTimeout: this.limits.handshakeTimeoutMs,
+        maxHeaderSize: this.limits.maxHeaderSize,
+        headersTimeout: this.limits.headersTimeoutMs,
+        requestTimeout: this.limits.requestTimeoutMs,
+        keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+        // Node checks headersTimeout/requestTimeout only this often (default 30 s).
+        connectionsCheckingInterval: 1_000,
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    this.https.timeout = this.limits.idleTimeoutMs;
+    // Must run before https' own listener hands the socket to the HTTP parser.
+    this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
+    this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onTlsClientError(err, sock));
+  }
+
+  /**
+   * rejectUnauthorized is false on purpose: OpenSSL still verifies, but the socket reaches
+   * onSecureConnection, where the reason and the presented certificate can be logged
+   * before the socket is destroyed. setSecureContext() rebuilds from these options, so
+   * they are passed whole every time.
+   */
+  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false } {
+    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", requestCert: true, rejectUnauthorized: false };
+  }
+
+  listen(port: number, host = "127.0.0.1"): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.https.once("error", reject);
+      this.https.listen(port, host, () => {
+        this.https.off("error", reject);
+        const a = this.https.address();
+        resolve(typeof a === "object" && a ? a.port : port);
+      });
+    });
+  }
+
+  get trust(): TlsMaterial["trust"] {
+    return this.material.trust;
+  }
+
+  /**
+   * Use new material for new handshakes. Throws (keeping the old context) if OpenSSL
+   * refuses it. When the trust bundle or the CRLs changed, connections verified under the
+   * old trust are closed: a keep-alive connection from a peer revoked a second ago would
+   * otherwise go on being served.
+   */
+  setMaterial(m: TlsMaterial): { certChanged: boolean; trustChanged: boolean } {
+    const certChanged = m.certDigest !== this.material.certDigest;
+    const trustChanged = m.trustDigest !== this.material.trustDigest;
+    if (!certChanged && !trustChanged) return { certChanged, trustChanged };
+    this.https.setSecureContext(this.tlsOptions(m));
+    this.material = m;
+    if (trustChanged) {
+      this.trustGen++;
+      // Old session tickets would let a peer resume without showing its certificate again.
+      this.https.setTicketKeys(randomBytes(48));
+      this.closeStaleConnections("trust changed");
+    }
+    return { certChanged, trustChanged };
+  }
+
+  /**
+   * Close connections whose peer was verified under an older trust bundle or CRL set:
+   * idle ones now, busy ones after their current response (and at the latest after 2 s).
+   */
+  closeStaleConnections(why: string): number {
+    const stale: TLSSocket[] = [];
+    for (const s of this.sockets) {
+      const p = this.peers.get(s);
+      if (p && p.trustGen !== this.trustGen) stale.push(s);
+    }
+    if (stale.length === 0) return 0;
+    this.https.closeIdleConnections();
+    const t = setTimeout(() => {
+      for (const s of stale) if (!s.destroyed) s.destroy();
+    }, 2_000);
+    t.unref();
+    this.opts.log.info({ event: "tls.connections_closed", count: stale.length, why }, `closing ${stale.length} connection(s) verified under the previous trust`);
+    return stale.length;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.https.close(() => resolve());
+      this.https.closeAllConnections();
+      for (const s of this.sockets) s.destroy();
+    });
+  }
+
+  private onSecureConnection(sock: TLSSocket): void {
+    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
+    if (!sock.authorized) {
+      const chain = sock.getPeerCertificate(true);
+      const shown = presented(chain);
+      const code = String(sock.authorizationError ?? "UNKNOWN");
+      const { reason, sentence } = handshakeReason(code, chain, shown, this.material.trust, this.opts.service);
+      this.refuse(sock, reason, sentence, remote, code, shown);
+      return;
+    }
+    const cert = sock.getPeerCertificate();
+    const id = identityOf(cert);
+    if (!id.ok) {
+      this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
+      return;
+    }
+    this.peers.set(sock, { identity: id.identity, trustGen: this.trustGen, remote });
+    this.sockets.add(sock);
+    sock.once("close", () => this.sockets.delete(sock));
+  }
+
+  private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: object | undefined): void {
+    sock.destroy();
+    this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode, peer, trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined }, sentence);
+  }
+
+  private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
+    const { reason, sentence } = clientErrorReason(err);
+    const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
+    this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
+    if (!sock.destroyed) sock.destroy();
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const sock = req.socket as TLSSocket;
+    const peer = this.peers.get(sock);
+    // Second line of defence: onSecureConnection should have destroyed such a socket.
+    if (!peer || !sock.authorized) {
+      sock.destroy();
+      return;
+    }
+    if (peer.trustGen !== this.trustGen) res.shouldKeepAlive = false;
+    const method = req.method ?? "GET";
+    const path = pathOf(req.url);
+    const caller = peer.identity.name;
+    const d = decide(this.opts.policy(), this.opts.service, caller, method, path);
+    if (!d.allow) {
+      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
+      req.resume();
+      send(res, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
+      return;
+    }
+    const started = performance.now();
+    res.once("finish", () => {
+      this.opts.log.info({ event: "request", peer: caller, method, path, status: res.statusCode, rule: d.rule, ms: Math.round((performance.now() - started) * 100) / 100 }, "request");
+    });
+    this.route(req, res, peer.identity, method, path);
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse, peer: PeerIdentity, method: string, path: string): void {
+    let params: Record<string, string> | null = null;
+    let found: Route | undefined;
+    let pathKnown = false;
+    for (const r of this.routes) {
+      const p = r.match(path);
+      if (p === null) continue;
+      pathKnown = true;
+      if (r.method === method) {
+        params = p;
+        found = r.route;
+        break;
+      }
+    }
+    if (!found) {
+      req.resume();
+      send(res, pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
+      return;
+    }
+    const run = (body: unknown) => {
+      Promise.resolve()
+        .then(() => found.handle({ peer, method, path, params: params ?? {}, body }))
+        .then(
+          (reply) => send(res, reply.status, reply.body),
+          (e: unknown) => {
+            if (e instanceof HttpError) return send(res, e.status, e.body);
+            this.opts.log.error({ event: "request", err: messageOf(e), method, path }, "handler failed");
+            send(res, 500, { error: "internal" });
+          },
+        );
+    };
+    if (method === "GET" || method === "HEAD" || method === "DELETE") {
+      req.resume();
+      run(undefined);
+      return;
+    }
+    readJson(req, this.limits.maxBodyBytes).then(run, (e: HttpError) => {
+      // The rest of an oversized body is not worth reading: answer, then drop the socket.
+      res.shouldKeepAlive = false;
+      res.once("finish", () => req.destroy());
+      send(res, e.status, e.body);
+    });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        req.removeAllListeners("data");
+        req.pause();
+        reject(new HttpError(413, { error: "body_too_large", max }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      if (size === 0) return resolve(undefined);
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+      } catch {
+        reject(new HttpError(400, { error: "bad_json", message: "the request body is not valid JSON" }));
+      }
+    });
+    req.on("error", () => reject(new HttpError(400, { error: "bad_request" })));
+  });
+}
