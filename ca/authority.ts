@@ -56,6 +56,24 @@ export interface IssueOptions {
   allowWildcard?: boolean;
 }
 
+export interface ListedCert {
+  serial: string;
+  domain: string;
+  sans: LeafNames;
+  status: "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED";
+  issued: string;
+  notBefore: string;
+  notAfter: string;
+  issuer: string;
+  issuerId: string;
+  generation: number;
+  keyType: string;
+  source: string;
+  revokedAt: string | null;
+  reason: string | null;
+  supersededBy: string | null;
+}
+
 export interface Generation {
   generation: number;
   root: IssuerRow;
@@ -492,7 +510,7 @@ export class CertificateAuthority {
     }
     const stillValid = this.ledger.validInGeneration(generation, this.now().toISOString());
     if (stillValid > 0 && !opts.force) {
-      const names = this.ledger.list().filter((r) => r.status === "valid" && new Date(r.not_after) > this.now() && this.issuerRow(r.issuer_id).generation === generation).map((r) => r.name);
+      const names = this.list().filter((r) => r.status === "VALID" && r.generation === generation).map((r) => r.domain);
       throw new CaError("REFUSED", `cannot retire generation ${generation}: ${stillValid} valid certificate(s) still chain to it (${names.slice(0, 5).join(", ")}${names.length > 5 ? ", …" : ""}); renew them from the new generation first, or pass --force to break them`);
     }
     this.ledger.write(() => this.ledger.setIssuerState(generation, "retired"));
@@ -531,10 +549,16 @@ export class CertificateAuthority {
 
   // --- views ------------------------------------------------------------------
 
-  list(opts: { all?: boolean } = {}): Array<CertRow & { display: ReturnType<typeof displayStatus>; issuer: string }> {
-    const names = new Map(this.ledger.issuers().map((r) => [r.id, r.name]));
+  /** The ledger as a person or a script reads it: status derived from the clock. */
+  list(opts: { all?: boolean } = {}): ListedCert[] {
+    const issuers = new Map(this.ledger.issuers().map((r) => [r.id, r]));
     const now = this.now();
-    return this.ledger.list(opts).map((r) => ({ ...r, display: displayStatus(r, now), issuer: names.get(r.issuer_id) ?? r.issuer_id }));
+    return this.ledger.list(opts).map((r) => ({
+      serial: r.serial, domain: r.name, sans: JSON.parse(r.sans) as LeafNames, status: displayStatus(r, now),
+      issued: r.created_at, notBefore: r.not_before, notAfter: r.not_after,
+      issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id, issuerId: r.issuer_id, generation: issuers.get(r.issuer_id)?.generation ?? 0,
+      keyType: r.key_type, source: r.source, revokedAt: r.revoked_at, reason: r.reason, supersededBy: r.superseded_by,
+    }));
   }
 }
 

@@ -42,6 +42,9 @@ export interface CertRow {
   pem: string;
 }
 
+export type LedgerEntry = Omit<CertRow, "pem">;
+const ENTRY_COLUMNS = "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
+
 const SCHEMA_VERSION = "1";
 
 const SCHEMA = `
@@ -208,15 +211,10 @@ export class Ledger {
     return this.db.prepare("SELECT * FROM certs WHERE serial = ?").get(serial) as CertRow | undefined;
   }
 
-  list(opts: { all?: boolean } = {}): CertRow[] {
+  /** Rows without their PEM, ordered by name; superseded ones only with `all`. */
+  list(opts: { all?: boolean } = {}): LedgerEntry[] {
     const where = opts.all ? "" : "WHERE status != 'superseded'";
-    return this.db.prepare(`SELECT * FROM certs ${where} ORDER BY name, created_at`).all() as CertRow[];
-  }
-
-  /** Iterates rows without loading them all (list of a large ledger). */
-  iterate(opts: { all?: boolean } = {}): IterableIterator<CertRow> {
-    const where = opts.all ? "" : "WHERE status != 'superseded'";
-    return this.db.prepare(`SELECT * FROM certs ${where} ORDER BY name, created_at`).iterate() as IterableIterator<CertRow>;
+    return this.db.prepare(`SELECT ${ENTRY_COLUMNS} FROM certs ${where} ORDER BY name, created_at`).all() as LedgerEntry[];
   }
 
   markRevoked(serial: string, at: string, reason: string): boolean {

@@ -16,8 +16,7 @@ export function validateDnsName(name: string, opts: { allowWildcard?: boolean; w
   if (typeof name !== "string" || name.length === 0) throw badInput(`${what} is empty: give a DNS name such as payment.internal`);
   if (/[\u0000-\u001f\u007f]/.test(name)) throw badInput(`${what} ${shown} contains a control character (such as NUL): give a plain DNS name`);
   if (name.length > 253) throw badInput(`${what} is ${name.length} characters long: a DNS name has at most 253`);
-  if (name !== name.toLowerCase()) throw badInput(`${what} ${shown} has upper-case letters: use lower case (${name.toLowerCase()})`);
-  let labels = name.split(".");
+  let labels = name.toLowerCase().split(".");
   if (labels[0] === "*") {
     if (!opts.allowWildcard) throw badInput(`${what} ${shown} is a wildcard: pass --allow-wildcard if you really want one`);
     if (labels.length < 3) throw badInput(`${what} ${shown}: a wildcard needs at least two labels after "*."`);
@@ -30,6 +29,7 @@ export function validateDnsName(name: string, opts: { allowWildcard?: boolean; w
       throw badInput(`${what} ${shown} is not a valid DNS name: labels use only a-z, 0-9 and inner hyphens (no spaces, commas, slashes, underscores or wildcards)`);
     }
   }
+  if (name !== name.toLowerCase()) throw badInput(`${what} ${shown} has upper-case letters: use lower case (${name.toLowerCase()})`);
   return name;
 }
 

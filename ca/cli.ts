@@ -1,0 +1,311 @@
+// The CA's command line: `npm run ca -- <command>`. Error codes map to exit
+// codes here and only here; an expected failure is one line, never a trace.
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import { CertificateAuthority, type OpenOptions } from "./authority.ts";
+import { REVOCATION_REASONS } from "./crl.ts";
+import { CaError, badInput, type CaErrorCode } from "./errors.ts";
+import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
+import { KEY_TYPES } from "./keys.ts";
+
+const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
+  VERIFY_FAILED: 1,
+  BAD_INPUT: 2, USAGE: 2,
+  ALREADY_EXISTS: 3, NOT_FOUND: 3, REFUSED: 3,
+  NOT_INITIALISED: 4, CORRUPT: 4, BAD_PASSPHRASE: 4,
+  INTERNAL: 70,
+};
+
+const EXIT_CODES = `
+Exit codes:
+  0   done
+  1   verify: the certificate failed a check
+  2   bad input: a flag, name or file is wrong (nothing was changed)
+  3   refused: it exists already, is unknown, or a rule forbids it (nothing was changed)
+  4   the CA folder is missing, unreadable or its key's passphrase is wrong
+  70  an unexpected internal error`;
+
+const USAGE = `mtls-mesh CA: a private certificate authority for the mesh.
+
+  npm run ca -- init --name "Acme Corp CA"           create the root CA in ./pki
+  npm run ca -- issue --domain payment.internal      key + certificate for a service
+  npm run ca -- list                                 every certificate and its status
+  npm run ca -- revoke --domain payment.internal     revoke it and re-sign the CRL
+  npm run ca -- verify --cert pki/certs/payment.internal.crt
+
+More: intermediate, sign, renew, crl, generation, bundle, status.
+Every command has --help with examples and exit codes.`;
+
+interface StateFlags { dir?: string; passphraseFile?: string }
+
+/** The flags every command that touches the state folder shares. */
+function stateful(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--dir <path>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
+    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)");
+}
+
+function help(cmd: Command, examples: string[]): Command {
+  return cmd.addHelpText("after", `\nExamples:\n${examples.map((e) => `  $ npm run ca -- ${e}`).join("\n")}\n${EXIT_CODES}`);
+}
+
+function clock(): () => Date {
+  const fixed = process.env.MESH_CA_NOW;
+  if (!fixed) return () => new Date();
+  const d = new Date(fixed);
+  if (Number.isNaN(d.getTime())) throw badInput(`MESH_CA_NOW=${JSON.stringify(fixed)} is not a date (use ISO 8601, e.g. 2027-01-31T12:00:00Z)`);
+  return () => new Date(d);
+}
+
+function openOptions(flags: StateFlags): OpenOptions {
+  let passphrase = process.env.MESH_CA_PASSPHRASE || undefined;
+  if (flags.passphraseFile) {
+    try {
+      passphrase = readFileSync(flags.passphraseFile, "utf8").replace(/\r?\n$/, "");
+    } catch (err) {
+      throw badInput(`cannot read --passphrase-file ${flags.passphraseFile} (${(err as NodeJS.ErrnoException).code})`);
+    }
+    if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
+  }
+  return { dir: flags.dir ?? "./pki", passphrase, now: clock() };
+}
+
+/** Opens the CA, runs fn, prints CRL warnings, closes. */
+async function withCa(flags: StateFlags, fn: (ca: CertificateAuthority) => Promise<void> | void): Promise<void> {
+  const ca = await CertificateAuthority.open(openOptions(flags));
+  try {
+    await fn(ca);
+    for (const w of ca.crlWarnings()) console.error(`warning: ${w}`);
+  } finally {
+    ca.close();
+  }
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+const warn = (warnings: string[]) => warnings.forEach((w) => console.error(`warning: ${w}`));
+
+function parseGeneration(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw badInput(`generation ${JSON.stringify(value)} is not a generation number (1, 2, …)`);
+  return Number(value);
+}
+
+export function buildProgram(): Command {
+  const program = new Command("ca").description("A private certificate authority for the mTLS mesh").showHelpAfterError(false);
+
+  help(stateful(program.command("init").description("create root generation 1 in the state folder (never overwrites a CA)"))
+    .requiredOption("--name <name>", "the CA's name (its certificate's CN)")
+    .option("--days <n>", "validity in days", "3650")
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256")), [
+    `init --name "Acme Corp CA"`, `init --name "Acme Corp CA" --key-type ec-p384 --days 7300 --passphrase-file ca.pass`,
+  ]).action(async (o) => {
+    const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType });
+    const root = ca.issuerRow("root-1");
+    console.log(`Created the CA ${root.name} in ${shown(ca.layout.dir)}`);
+    console.log(`  root key     ${shown(ca.layout.root(1).key)}  (0600: KEEP IT SECRET${o.passphraseFile || process.env.MESH_CA_PASSPHRASE ? ", encrypted" : ""})`);
+    console.log(`  root cert    ${shown(ca.layout.root(1).cert)}`);
+    console.log(`  trust bundle ${shown(ca.layout.bundle)}  (distribute to every client and service)`);
+    console.log(`  CRLs         ${shown(ca.layout.crls)}`);
+    console.log(`  expires      ${longDate(root.not_after)}`);
+    ca.close();
+  });
+
+  help(stateful(program.command("issue").description("make a key and certificate for a service name"))
+    .requiredOption("--domain <name>", "the service's DNS name (CN and first SAN)")
+    .option("--days <n>", "validity in days", "90")
+    .option("--dns <name>", "another DNS name (repeatable)", collect)
+    .option("--ip <address>", "an IP address SAN (repeatable)", collect)
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256"))
+    .option("--allow-wildcard", "accept a *.name wildcard"), [
+    "issue --domain payment.internal", "issue --domain api.internal --days 30 --dns api --ip 127.0.0.1",
+  ]).action((o) => withCa(o, async (ca) => {
+    const c = await ca.issue({ domain: o.domain, days: o.days, dns: o.dns, ip: o.ip, keyType: o.keyType, allowWildcard: o.allowWildcard });
+    console.log(issuedSummary("Issued", c, ca.now()));
+    warn(c.warnings);
+  }));
+
+  help(stateful(program.command("sign").description("sign a service's CSR, so its key never leaves the service"))
+    .requiredOption("--csr <file>", "a PEM CERTIFICATE REQUEST")
+    .option("--days <n>", "validity in days", "90")
+    .option("--allow-wildcard", "accept a *.name wildcard"), [
+    "sign --csr payment.csr",
+    "sign --csr payment.csr --days 30   # make one: openssl req -new -key payment.key -subj /CN=payment.internal -out payment.csr",
+  ]).action((o) => withCa(o, async (ca) => {
+    let csrPem: string;
+    try { csrPem = readFileSync(o.csr, "utf8"); } catch (err) { throw badInput(`cannot read --csr ${o.csr} (${(err as NodeJS.ErrnoException).code})`); }
+    const c = await ca.signCsr({ csrPem, days: o.days, allowWildcard: o.allowWildcard });
+    console.log(issuedSummary("Signed", c, ca.now()));
+    warn(c.warnings);
+  }));
+
+  help(stateful(program.command("list").description("every certificate with its status (VALID, EXPIRED, REVOKED, SUPERSEDED)"))
+    .option("--json", "the ledger as JSON, for scripts")
+    .option("--all", "include superseded certificates"), ["list", "list --all", "list --json | jq '.[] | select(.status == \"VALID\")'"])
+    .action((o) => withCa(o, (ca) => {
+      const rows = ca.list({ all: o.all });
+      if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
+      else if (rows.length === 0) console.log(`No certificates yet (run: npm run ca -- issue --domain NAME)`);
+      else process.stdout.write(listTable(rows) + "\n");
+    }));
+
+  help(stateful(program.command("revoke").description("revoke a certificate and re-sign its CA's CRL"))
+    .argument("[domain]", "the name whose current certificate to revoke")
+    .option("--domain <name>", "the name whose current certificate to revoke")
+    .option("--serial <hex>", "revoke this exact certificate")
+    .addOption(new Option("--reason <reason>", "RFC 5280 reason").choices(REVOCATION_REASONS).default("unspecified")), [
+    "revoke --domain payment.internal", "revoke payment.internal --reason keyCompromise", "revoke --serial 4815b364aa70287518195df6c61d90ee",
+  ]).action((arg, o) => withCa(o, async (ca) => {
+    const domain = o.domain ?? arg;
+    if (!domain && !o.serial) throw badInput("say what to revoke: --domain NAME or --serial HEX");
+    if (domain && o.serial) throw badInput("give --domain or --serial, not both");
+    const row = await ca.revoke({ domain, serial: o.serial, reason: o.reason });
+    console.log(`Revoked: ${row.name} (serial ${row.serial}, reason ${row.reason})`);
+    console.log(`  CRL re-signed; services load ${shown(ca.layout.crls)}`);
+  }));
+
+  help(stateful(program.command("verify").description("full path validation: chain, CA flags, pathLen, EKU, name constraints, validity, revocation"))
+    .requiredOption("--cert <file>", "the certificate (with its chain) to check")
+    .option("--at <date>", "check at this time instead of now (ISO 8601)")
+    .addOption(new Option("--purpose <purpose>", "what it must be good for").choices(["mesh", "server", "client"]).default("mesh"))
+    .option("--ca-file <file>", "trust these roots instead of the published bundle")
+    .option("--crl-file <file>", "check revocation against these CRLs instead of crls.pem"), [
+    "verify --cert pki/certs/payment.internal.crt", "verify --cert old.crt --at 2027-06-01", "verify --cert peer.crt --ca-file other-root.crt --purpose client",
+  ]).action((o) => withCa(o, async (ca) => {
+    const read = (file: string, flag: string) => {
+      try { return readFileSync(file, "utf8"); } catch (err) { throw badInput(`cannot read ${flag} ${file} (${(err as NodeJS.ErrnoException).code})`); }
+    };
+    let at: Date | undefined;
+    if (o.at) {
+      at = new Date(o.at);
+      if (Number.isNaN(at.getTime())) throw badInput(`--at ${JSON.stringify(o.at)} is not a date (use ISO 8601, e.g. 2027-06-01)`);
+    }
+    const result = await ca.verify({
+      pem: read(o.cert, "--cert"), at, purpose: o.purpose,
+      trustPem: o.caFile ? read(o.caFile, "--ca-file") : undefined, crlPem: o.crlFile ? read(o.crlFile, "--crl-file") : undefined,
+    });
+    console.log(verifyReport(o.cert, result));
+    if (!result.ok) throw new CaError("VERIFY_FAILED", "");
+  }));
+
+  help(stateful(program.command("renew").description("new key and certificate for a name; the old one becomes SUPERSEDED"))
+    .requiredOption("--domain <name>", "the name to renew")
+    .option("--days <n>", "validity in days", "90")
+    .addOption(new Option("--key-type <type>", "key algorithm (default: the old one's)").choices(KEY_TYPES)), [
+    "renew --domain payment.internal", "renew --domain payment.internal --days 30",
+  ]).action((o) => withCa(o, async (ca) => {
+    const c = await ca.renew({ domain: o.domain, days: o.days, keyType: o.keyType });
+    console.log(issuedSummary("Renewed", c, ca.now()));
+    warn(c.warnings);
+  }));
+
+  help(stateful(program.command("intermediate").description("create an issuing CA under the root; it signs new certificates from now on"))
+    .requiredOption("--name <name>", "the issuing CA's name")
+    .option("--days <n>", "validity in days", "1825")
+    .option("--permit-dns <suffix>", "name constraint: only names under this suffix (repeatable)", collect)
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256")), [
+    `intermediate --name "Acme Issuing CA"`, `intermediate --name "Acme Issuing CA" --permit-dns .internal`,
+  ]).action((o) => withCa(o, async (ca) => {
+    const row = await ca.createIntermediate({ name: o.name, days: o.days, permitDns: o.permitDns, keyType: o.keyType });
+    const paths = ca.layout.issuer(row.id);
+    console.log(`Created the issuing CA ${issuerLine(row)}`);
+    console.log(`  key   ${shown(paths.key)}  (0600: keep it secret)`);
+    console.log(`  cert  ${shown(paths.cert)}`);
+    console.log(`  new certificates are signed by it and carry it in their chain`);
+  }));
+
+  help(stateful(program.command("crl").description("re-sign every CRL and rewrite crls.pem")), ["crl"])
+    .action((o) => withCa(o, async (ca) => {
+      for (const r of await ca.publishCrls()) console.log(`Re-signed the CRL of ${r.name}: next update ${longDate(r.crl_next_update!)}`);
+      console.log(`  services load ${shown(ca.layout.crls)}`);
+    }));
+
+  help(stateful(program.command("bundle").description("publish bundle.pem: every root generation not retired")), ["bundle"])
+    .action((o) => withCa(o, (ca) => {
+      const roots = ca.publishBundle();
+      console.log(`Published ${shown(ca.layout.bundle)} with ${roots.length} root(s):`);
+      for (const r of roots) console.log(`  ${issuerLine(r)}`);
+    }));
+
+  const generation = program.command("generation").description("root generations, for CA rotation: add, use, retire");
+  help(stateful(generation.command("add").description("add a root generation with a distinct subject (not trusted or signing yet)"))
+    .option("--name <name>", "its name (default: the first root's name + \" G<n>\")")
+    .option("--days <n>", "validity in days", "3650")
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES)), [
+    "generation add", `generation add --name "Acme Corp CA G2"`,
+  ]).action((o) => withCa(o, async (ca) => {
+    const row = await ca.addGeneration({ name: o.name, days: o.days, keyType: o.keyType });
+    console.log(`Added ${issuerLine(row)}`);
+    console.log(`  not trusted yet: publish it with  npm run ca -- bundle`);
+    console.log(`  not signing yet: switch with      npm run ca -- generation use ${row.generation}`);
+  }));
+  help(stateful(generation.command("use").description("make a generation sign new certificates").argument("<n>", "generation number")), ["generation use 2"])
+    .action((n, o) => withCa(o, (ca) => {
+      const row = ca.useGeneration(parseGeneration(n));
+      console.log(`New certificates are now signed by ${issuerLine(row)}`);
+      if (ca.issuerRow(`root-${row.generation}`).state === "pending") {
+        console.error(`warning: generation ${row.generation} is not in the trust bundle yet; publish it first (npm run ca -- bundle) or peers will reject what it signs`);
+      }
+    }));
+  help(stateful(generation.command("retire").description("drop a generation from bundle.pem and crls.pem").argument("<n>", "generation number")
+    .option("--force", "retire even though valid certificates still chain to it (they will be rejected)")), ["generation retire 1"])
+    .action((n, o) => withCa(o, (ca) => {
+      const { retired, stillValid } = ca.retireGeneration(parseGeneration(n), { force: o.force });
+      console.log(`Retired ${retired.name} (generation ${retired.generation}); ${shown(ca.layout.bundle)} and ${shown(ca.layout.crls)} no longer carry it`);
+      if (stillValid > 0) console.error(`warning: ${stillValid} valid certificate(s) still chain to it and will now be rejected`);
+    }));
+
+  help(stateful(program.command("status").description("generations, signing CA, bundle, CRL freshness, counts"))
+    .option("--json", "as JSON"), ["status", "status --json"])
+    .action((o) => withCa(o, (ca) => {
+      const signer = ca.signerId();
+      const counts = ca.ledger.counts(ca.now().toISOString());
+      const gens = ca.generations();
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ dir: ca.layout.dir, signer, generations: gens, counts, warnings: ca.crlWarnings() }, null, 2) + "\n");
+        return;
+      }
+      console.log(`CA in ${shown(ca.layout.dir)}`);
+      for (const g of gens) {
+        const state = { pending: "added, not yet trusted", published: "trusted (in bundle.pem)", retired: "retired" }[g.root.state];
+        console.log(`  generation ${g.generation}: ${g.root.name} — ${state}`);
+        for (const r of [g.root, ...g.intermediates]) {
+          const crl = r.crl_next_update ? `CRL #${r.crl_number} until ${shortDate(r.crl_next_update)}` : "no CRL";
+          console.log(`    ${r.id.padEnd(7)} ${r.kind.padEnd(12)} expires ${shortDate(r.not_after)}  ${crl}${r.id === signer ? "  <- signs new certificates" : ""}`);
+        }
+      }
+      console.log(`  certificates: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}`);
+    }));
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0) {
+    console.log(USAGE);
+    return 0;
+  }
+  const program = buildProgram();
+  const silence = (cmd: Command) => {
+    cmd.exitOverride().configureOutput({ writeErr: () => {} });
+    cmd.commands.forEach(silence);
+  };
+  silence(program);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) return 0;
+      console.error(`error: ${err.message.replace(/^error: /, "")} (see: npm run ca -- --help)`);
+      return EXIT.USAGE;
+    }
+    if (err instanceof CaError) {
+      if (err.message) console.error(`error: ${err.message}`);
+      return EXIT[err.code];
+    }
+    console.error(`error: unexpected failure: ${(err as Error).message}${process.env.MESH_DEBUG ? `\n${(err as Error).stack}` : " (set MESH_DEBUG=1 for details)"}`);
+    return EXIT.INTERNAL;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
