@@ -50,19 +50,32 @@ export function identityOf(cert: PeerCertificate): IdentityResult {
 
 /** Node renders SANs as "DNS:a, DNS:b, URI:…"; values with odd characters come JSON-quoted. */
 export function sanDnsNames(san: string | undefined): string[] {
-  if (!san) return [];
   const out: string[] = [];
-  for (const part of san.split(/,\s*/)) {
-    if (!part.startsWith("DNS:")) continue;
-    let v = part.slice(4);
-    if (v.startsWith('"')) {
+  let i = 0;
+  while (san && i < san.length) {
+    const colon = san.indexOf(":", i);
+    if (colon === -1) break;
+    const type = san.slice(i, colon);
+    let value: string;
+    let end: number;
+    if (san[colon + 1] === '"') {
+      // JSON string: find the closing quote that is not escaped.
+      let j = colon + 2;
+      while (j < san.length && san[j] !== '"') j += san[j] === "\\" ? 2 : 1;
+      end = j + 1;
       try {
-        v = JSON.parse(v) as string;
+        value = JSON.parse(san.slice(colon + 1, end)) as string;
       } catch {
-        continue; // an unparseable name can never equal a CN we accept
+        value = ""; // an unparseable name can never equal a CN we accept
       }
+    } else {
+      const comma = san.indexOf(", ", colon);
+      end = comma === -1 ? san.length : comma;
+      value = san.slice(colon + 1, end);
     }
-    out.push(v);
+    if (type === "DNS" && value) out.push(value);
+    i = end + (san.startsWith(", ", end) ? 2 : 0);
+    if (i === end && end < san.length) break;
   }
   return out;
 }

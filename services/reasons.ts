@@ -47,6 +47,9 @@ export function handshakeReason(
   }
   if (code === "UNABLE_TO_GET_CRL" && !chainEndsInTrust(peer, trust)) code = "UNABLE_TO_GET_ISSUER_CERT";
   if (UNKNOWN_CA.has(code)) {
+    if (shown.issuer && trust.subjects.includes(shown.issuer)) {
+      return { reason: "unknown_ca", sentence: `${who} names ${shown.issuer} as issuer, but its signature does not verify against the ${shown.issuer} this service trusts: another CA with the same name; ${trusted}` };
+    }
     return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, a CA this service does not trust; ${trusted}` };
   }
   switch (code) {

@@ -1,0 +1,173 @@
+// Every kind of peer the mesh must refuse is refused in the TLS handshake, with the right
+// reason in a parsed `tls.handshake_failed` line, and no HTTP byte of it is ever parsed.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, execFile } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { CertificateAuthority } from "../ca/index.ts";
+import { freshPki, start, call, identity, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
+
+let pki: TestPki;
+let foreign: TestPki;
+let pay: TestService;
+let port: number;
+
+before(async () => {
+  pki = await freshPki();
+  foreign = await freshPki(undefined, "Foreign CA");
+  // Certificates that are bad in time or revoked, all from the mesh's own CA.
+  const past = await CertificateAuthority.open({ dir: pki.dir, now: () => new Date("2020-01-01T00:00:00Z") });
+  await past.issue({ domain: "expired.internal", days: 30 });
+  past.close();
+  const future = await CertificateAuthority.open({ dir: pki.dir, now: () => new Date(Date.now() + 400 * 86_400_000) });
+  await future.issue({ domain: "future.internal", days: 30 });
+  future.close();
+  await pki.ca.issue({ domain: "gone.internal" });
+  await pki.ca.revoke({ domain: "gone.internal", reason: "keyCompromise" });
+  pay = await start(pki, "payment", { limits: { handshakeTimeoutMs: 600 } });
+  port = pay.svc.port;
+});
+
+after(async () => {
+  await pay.svc.close();
+  pki.cleanup();
+  foreign.cleanup();
+});
+
+function leaf(name: string, from: TestPki = pki): Identity {
+  const p = from.ca.paths.leaf(name);
+  return { cert: readFileSync(p.cert), key: readFileSync(p.key) };
+}
+
+/** A leaf signed by the mesh root with openssl, for shapes the CA rightly refuses to make. */
+function opensslLeaf(stem: string, subj: string, san: string): Identity {
+  const root = pki.ca.paths.root(1);
+  const d = pki.root;
+  const key = join(d, `${stem}.key`);
+  const csr = join(d, `${stem}.csr`);
+  const crt = join(d, `${stem}.crt`);
+  const ext = join(d, `${stem}.ext`);
+  execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", subj], { stdio: "pipe" });
+  writeFileSync(ext, `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`);
+  execFileSync("openssl", ["x509", "-req", "-in", csr, "-CA", root.cert, "-CAkey", root.key, "-set_serial", `0x${Date.now().toString(16)}`, "-days", "5", "-extfile", ext, "-out", crt], { stdio: "pipe" });
+  return { cert: readFileSync(crt), key: readFileSync(key) };
+}
+
+async function refused(who: Identity | null, opts: { maxVersion?: "TLSv1.2" | "TLSv1.3" } = {}): Promise<LogLine> {
+  const since = pay.logs.lines.length;
+  const r = await call(pki, port, "payment.internal", who, "POST", "/charge", { orderId: "x", amount: 1 }, opts);
+  assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
+  const line = await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since);
+  // Nothing of the request reached HTTP handling.
+  assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "request" || l.event === "authz.denied").length, 0);
+  return line;
+}
+
+test("a service's own caller is served (control)", async () => {
+  const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
+  assert.deepEqual(r, { status: 200, body: { service: "payment", caller: "order" } });
+});
+
+test("no client certificate, TLS 1.3 and TLS 1.2: no_client_cert", async () => {
+  for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
+    const l = await refused(null, { maxVersion });
+    assert.equal(l.reason, "no_client_cert", maxVersion);
+    assert.match(String(l.remote), /^127\.0\.0\.1:\d+$/);
+    assert.match(String(l.msg), /sent no certificate/);
+  }
+});
+
+test("a certificate from another CA: unknown_ca, naming the CAs this service trusts", async () => {
+  const l = await refused(leaf("order.internal", foreign));
+  assert.equal(l.reason, "unknown_ca");
+  const peer = l.peer as { subject: string; issuer: string; serial: string };
+  assert.equal(peer.subject, "CN=order.internal");
+  assert.equal(peer.issuer, "CN=Foreign CA");
+  assert.match(peer.serial, /^[0-9a-f]{16,}$/);
+  assert.deepEqual(l.trusts, ["CN=Mesh Test CA"]);
+  assert.match(String(l.msg), /signed by CN=Foreign CA, a CA this service does not trust; payment trusts only: CN=Mesh Test CA/);
+});
+
+test("expired and not-yet-valid certificates", async () => {
+  const e = await refused(leaf("expired.internal"));
+  assert.equal(e.reason, "expired");
+  assert.equal((e.peer as { subject: string }).subject, "CN=expired.internal");
+  const f = await refused(leaf("future.internal"));
+  assert.equal(f.reason, "not_yet_valid");
+});
+
+test("a revoked certificate: revoked", async () => {
+  const l = await refused(leaf("gone.internal"));
+  assert.equal(l.reason, "revoked");
+  assert.equal(l.tlsCode, "CERT_REVOKED");
+});
+
+test("the CA certificate used as a client certificate: bad_certificate", async () => {
+  const root = pki.ca.paths.root(1);
+  const l = await refused({ cert: readFileSync(root.cert), key: readFileSync(root.key) });
+  assert.equal(l.reason, "bad_certificate");
+  assert.match(String(l.msg), /CA certificate/);
+});
+
+test("ambiguous identities: two CNs, a CN not among the SANs", async () => {
+  const two = await refused(opensslLeaf("twocn", "/CN=order.internal/CN=payment.internal", "DNS:order.internal"));
+  assert.equal(two.reason, "ambiguous_identity");
+  assert.match(String(two.msg), /2 common names/);
+  const mismatch = await refused(opensslLeaf("mismatch", "/CN=order.internal", "DNS:inventory.internal"));
+  assert.equal(mismatch.reason, "ambiguous_identity");
+  assert.match(String(mismatch.msg), /not among the certificate's DNS SANs/);
+});
+
+function rawSocket(bytes: string | null): Promise<void> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1", () => {
+      if (bytes !== null) s.write(bytes);
+    });
+    s.on("error", () => {});
+    s.on("close", () => resolve());
+    s.resume();
+  });
+}
+
+test("plain HTTP, garbage and idle sockets are dropped without disturbing other clients", async () => {
+  let since = pay.logs.lines.length;
+  await rawSocket("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "protocol");
+  since = pay.logs.lines.length;
+  await rawSocket("\x16\x03\x01\x00\x05garbagegarbagegarbage\x00\xff\xfe");
+  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "protocol");
+
+  // Five idle sockets that never speak; a real client is served meanwhile, promptly.
+  since = pay.logs.lines.length;
+  const t0 = Date.now();
+  const idle = Array.from({ length: 5 }, () => rawSocket(null));
+  const ok = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
+  assert.equal("status" in ok && ok.status, 200);
+  assert.ok(Date.now() - t0 < 600, "the good client did not wait for the idle ones");
+  await Promise.all(idle); // closed by the server's handshake timeout
+  assert.ok(Date.now() - t0 < 3_000);
+  const timeouts = pay.logs.lines.slice(since).filter((l) => l.event === "tls.handshake_failed" && l.reason === "handshake_timeout");
+  assert.equal(timeouts.length, 5);
+});
+
+function curl(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile("curl", ["-sS", "--max-time", "5", ...args], (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+    });
+  });
+}
+
+test("curl with --cacert (never -k) is served, and refused without a certificate", async () => {
+  const order = pki.ca.paths.leaf("order.internal");
+  const base = ["--cacert", pki.ca.paths.bundle, "--resolve", `payment.internal:${port}:127.0.0.1`];
+  const ok = await curl([...base, "--cert", order.cert, "--key", order.key, "-H", "content-type: application/json", "-d", '{"orderId":"curl-1","amount":250}', `https://payment.internal:${port}/charge`]);
+  assert.equal(ok.code, 0, ok.out);
+  assert.equal(JSON.parse(ok.out).status, "captured");
+  const since = pay.logs.lines.length;
+  const no = await curl([...base, `https://payment.internal:${port}/charge`]);
+  assert.notEqual(no.code, 0);
+  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "no_client_cert");
+});
