@@ -15,6 +15,7 @@ const CATALOGUE: Record<string, { stock: number; unitPrice: number }> = {
   widget: { stock: 100, unitPrice: 250 },
   gadget: { stock: 20, unitPrice: 1999 },
   gizmo: { stock: 0, unitPrice: 4999 },
+  piano: { stock: 5, unitPrice: 250_000 }, // above payment's decline limit: shows the rollback
 };
 
 export function inventoryRoutes(): Route[] {
