@@ -1,0 +1,107 @@
+// npm run mesh:logs: filter and pretty-print the services' JSON logs, following them live.
+import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
+import { Command, Option } from "commander";
+import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
+
+const program = new Command("mesh:logs")
+  .description("Pretty-print the mesh's logs (logs/<service>.log), following them as they grow.")
+  .addOption(new Option("--logs <dir>", "the log folder").env("MESH_LOG_DIR").default("./logs"))
+  .option("--denied", "only authz.denied (403s)")
+  .option("--handshake", "only tls.handshake_failed")
+  .option("--failures", "only denials, handshake failures, upstream and reload failures")
+  .option("--service <name...>", "only these services")
+  .option("--event <name...>", "only these event names")
+  .option("--no-follow", "print what is there and exit")
+  .option("--json", "print matching lines as JSON instead of prettified")
+  .addHelpText("after", `\nExamples:\n  npm run mesh:logs\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --no-follow\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags or no log folder.`)
+  .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
+
+program.parse();
+const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow: boolean; json?: boolean }>();
+
+if (!existsSync(o.logs)) {
+  process.stderr.write(`mesh:logs: no log folder ${o.logs} (start the mesh with: npm run mesh:up)\n`);
+  process.exit(2);
+}
+
+const FAILURES = ["authz.denied", "tls.handshake_failed", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
+const events = new Set<string>(o.event ?? []);
+if (o.denied) events.add("authz.denied");
+if (o.handshake) events.add("tls.handshake_failed");
+if (o.failures) for (const e of FAILURES) events.add(e);
+
+function wanted(l: MeshLine): boolean {
+  if (events.size > 0 && !events.has(l.event ?? "")) return false;
+  if (o.service && !o.service.includes(l.service ?? "")) return false;
+  return true;
+}
+
+const offsets = new Map<string, number>();
+const partial = new Map<string, string>();
+
+/** Read what was appended since last time; a shrunk file was truncated: start over. */
+function drain(file: string): void {
+  let size: number;
+  try {
+    size = statSync(file).size;
+  } catch {
+    return;
+  }
+  let from = offsets.get(file) ?? 0;
+  if (size < from) from = 0;
+  if (size === from) return;
+  const buf = Buffer.alloc(size - from);
+  const fd = openSync(file, "r");
+  try {
+    readSync(fd, buf, 0, buf.length, from);
+  } finally {
+    closeSync(fd);
+  }
+  offsets.set(file, size);
+  const text = (partial.get(file) ?? "") + buf.toString("utf8");
+  const lines = text.split("\n");
+  partial.set(file, lines.pop() ?? "");
+  for (const raw of lines) {
+    const l = parseLine(raw);
+    if (l && wanted(l)) console.log(o.json ? raw : formatLine(l));
+  }
+}
+
+function files(): string[] {
+  return readdirSync(o.logs)
+    .filter((f) => f.endsWith(".log"))
+    .filter((f) => !o.service || o.service.includes(basename(f, ".log")))
+    .map((f) => join(o.logs, f));
+}
+
+// Existing lines first, merged in time order across services.
+const all: Array<{ l: MeshLine; raw: string }> = [];
+for (const f of files()) {
+  const size = statSync(f).size;
+  const buf = Buffer.alloc(size);
+  const fd = openSync(f, "r");
+  readSync(fd, buf, 0, size, 0);
+  closeSync(fd);
+  const text = buf.toString("utf8");
+  const cut = text.lastIndexOf("\n") + 1;
+  offsets.set(f, cut);
+  for (const raw of text.slice(0, cut).split("\n")) {
+    const l = parseLine(raw);
+    if (l && wanted(l)) all.push({ l, raw });
+  }
+}
+all.sort((a, b) => String(a.l.time).localeCompare(String(b.l.time)));
+for (const { l, raw } of all) console.log(o.json ? raw : formatLine(l));
+
+if (o.follow) {
+  const tick = setInterval(() => {
+    for (const f of files()) drain(f);
+  }, 250);
+  const stop = () => {
+    clearInterval(tick);
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
