@@ -171,7 +171,7 @@ async function main(): Promise<void> {
     return;
   }
   const ports = Object.fromEntries(children.map((c) => [c.name, c.port]));
-  writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pki: resolve(o.pki), policy: resolve(o.policy), ports }, null, 2) + "\n");
+  writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports }, null, 2) + "\n");
   banner(o, ports as Record<"order" | "payment" | "inventory", number>);
 }
 
