@@ -9,7 +9,7 @@ import { Ledger, displayStatus, type CertRow, type IssuerRow } from "./ledger.ts
 import { validateCaName, validateDays, validateDnsName, validateIp } from "./names.ts";
 import { DAY_MS, createIntermediate, createLeaf, createRoot, validityFor, type LeafNames, type Signer, type Validity } from "./profiles.ts";
 import { Journal, Layout, readStateFile } from "./store.ts";
-import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
+import { parseCertificates, parseCrls, permittedDns, verifyPath, withinDns, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, normalSerial, x509 } from "./x509.ts";
 
 export const LEAF_MAX_DAYS = 825; // the limit Apple platforms apply to TLS server certificates
@@ -326,6 +326,7 @@ export class CertificateAuthority {
     if (rootRow.state === "pending") {
       warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${this.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
     }
+    this.checkNameConstraints(opts.names, issuerId);
     const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity });
     const serial = normalSerial(cert.serialNumber);
     const certPem = certToPem(cert) + this.chainPem(issuerId);
@@ -364,6 +365,16 @@ export class CertificateAuthority {
       notBefore: validity.notBefore, notAfter: validity.notAfter, issuer: issuer.name, issuerId,
       generation: issuer.generation, warnings, supersedes: opts.supersede,
     };
+  }
+
+  /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
+  private checkNameConstraints(names: LeafNames, issuerId: string): void {
+    for (let row: IssuerRow | undefined = this.issuerRow(issuerId); row; row = row.parent ? this.issuerRow(row.parent) : undefined) {
+      const permitted = permittedDns(this.issuerCert(row.id));
+      if (!permitted) continue;
+      const outside = [names.name, ...names.dns].find((n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)));
+      if (outside) throw badInput(`${outside} is outside the names ${row.name} may certify (${permitted.join(", ")})`);
+    }
   }
 
   /** A certificate cannot outlive its issuer: path validation would reject it. */

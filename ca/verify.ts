@@ -74,7 +74,7 @@ function dnsNames(cert: x509.X509Certificate): string[] {
   return san ? san.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
 }
 
-function permittedDns(ca: x509.X509Certificate): string[] | undefined {
+export function permittedDns(ca: x509.X509Certificate): string[] | undefined {
   const ext = ca.getExtension(id_ce_nameConstraints);
   if (!ext) return undefined;
   const nc = AsnConvert.parse(ext.value, NameConstraints);
@@ -82,7 +82,7 @@ function permittedDns(ca: x509.X509Certificate): string[] | undefined {
 }
 
 /** RFC 5280 4.2.1.10 for DNS: a constraint matches the name itself and every name under it. */
-function withinDns(name: string, constraint: string): boolean {
+export function withinDns(name: string, constraint: string): boolean {
   if (constraint.startsWith(".")) return name.endsWith(constraint);
   return name === constraint || name.endsWith("." + constraint);
 }
