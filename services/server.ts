@@ -237,14 +237,17 @@ export class MeshServer {
       send(res, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
-    const started = performance.now();
-    res.once("finish", () => {
-      this.opts.log.info({ event: "request", peer: caller, method, path, status: res.statusCode, rule: d.rule, ms: Math.round((performance.now() - started) * 100) / 100 }, "request");
-    });
-    this.route(req, res, peer.identity, method, path);
+    this.route(req, res, peer.identity, method, path, d.rule, performance.now());
   }
 
-  private route(req: IncomingMessage, res: ServerResponse, peer: PeerIdentity, method: string, path: string): void {
+  /** Send the answer and log the `request` line (no per-request listener: this is the hot path). */
+  private reply(res: ServerResponse, status: number, body: unknown, peer: PeerIdentity, method: string, path: string, rule: string, started: number): void {
+    send(res, status, body);
+    this.opts.log.info({ event: "request", peer: peer.name, method, path, status, rule, ms: Math.round((performance.now() - started) * 100) / 100 }, "request");
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse, peer: PeerIdentity, method: string, path: string, rule: string, started: number): void {
+    const done = (status: number, body: unknown) => this.reply(res, status, body, peer, method, path, rule, started);
     let params: Record<string, string> | null = null;
     let found: Route | undefined;
     let pathKnown = false;
@@ -260,20 +263,25 @@ export class MeshServer {
     }
     if (!found) {
       req.resume();
-      send(res, pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
+      done(pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
       return;
     }
+    const route = found;
+    const fail = (e: unknown) => {
+      if (e instanceof HttpError) return done(e.status, e.body);
+      this.opts.log.error({ event: "request", err: messageOf(e), method, path }, "handler failed");
+      done(500, { error: "internal" });
+    };
     const run = (body: unknown) => {
-      Promise.resolve()
-        .then(() => found.handle({ peer, method, path, params: params ?? {}, body }))
-        .then(
-          (reply) => send(res, reply.status, reply.body),
-          (e: unknown) => {
-            if (e instanceof HttpError) return send(res, e.status, e.body);
-            this.opts.log.error({ event: "request", err: messageOf(e), method, path }, "handler failed");
-            send(res, 500, { error: "internal" });
-          },
-        );
+      let out: Reply | Promise<Reply>;
+      try {
+        out = route.handle({ peer, method, path, params: params ?? {}, body });
+      } catch (e) {
+        return fail(e);
+      }
+      // Synchronous handlers answer without a promise tick.
+      if (out instanceof Promise) out.then((r) => done(r.status, r.body), fail);
+      else done(out.status, out.body);
     };
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
@@ -284,7 +292,7 @@ export class MeshServer {
       // The rest of an oversized body is not worth reading: answer, then drop the socket.
       res.shouldKeepAlive = false;
       res.once("finish", () => req.destroy());
-      send(res, e.status, e.body);
+      done(e.status, e.body);
     });
   }
 }
