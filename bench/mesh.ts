@@ -30,8 +30,8 @@ interface ServerRun {
   server: string;
   phases: Phase[];
   rssIdleMb: number;
-  rssAfterFirstMb: number;
-  rssAfterMb: number;
+  rssAfterFirstMb: number; // after the first round of every phase
+  rssAfterMb: number; // after the last round
 }
 
 function pinned(core: number, args: string[]): [string, string[]] {
@@ -58,15 +58,10 @@ async function startServer(args: string[], logFile: string): Promise<{ proc: Chi
   for (let i = 0; i < 200; i++) {
     await new Promise((r) => setTimeout(r, 50));
     const m = /"event":"listening"[^\n]*?"port":(\d+)/.exec(existsSync(logFile) ? readFileSync(logFile, "utf8") : "");
-    if (m) return { proc, port: Number(m[1]), pid: findNodePid(proc.pid!) };
+    if (m) return { proc, port: Number(m[1]), pid: proc.pid! }; // taskset execs node: same pid
   }
   proc.kill("SIGKILL");
   throw new Error(`server ${args.join(" ")} did not start`);
-}
-
-/** With taskset in front, the node process is taskset's exec'd self: same pid. */
-function findNodePid(pid: number): number {
-  return pid;
 }
 
 function runLoad(mode: "conn" | "ka", port: number, pki: string, conns: number, seconds: number): Load {
@@ -76,46 +71,91 @@ function runLoad(mode: "conn" | "ka", port: number, pki: string, conns: number, 
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as Load;
 }
 
-async function measure(server: string, args: string[], pki: string, dir: string, seconds: number): Promise<ServerRun> {
-  const s = await startServer(args, join(dir, `${server}.log`));
+const PLAN: Array<[string, "conn" | "ka", number]> = [
+  ["new connections (8 in flight)", "conn", 8],
+  ["keep-alive, 1 connection", "ka", 1],
+  ["keep-alive, 16 connections", "ka", 16],
+  ["keep-alive, 64 connections", "ka", 64],
+];
+
+interface Started {
+  name: string;
+  proc: ChildProcess;
+  port: number;
+  pid: number;
+  samples: Phase[][]; // per phase, one sample per repetition
+  rss: number[]; // idle, then after each round
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function summarise(st: Started): ServerRun {
+  const phases = st.samples.map((reps, i) => ({
+    name: PLAN[i]![0],
+    ok: reps.reduce((a, r) => a + r.ok, 0),
+    errors: reps.reduce((a, r) => a + r.errors, 0),
+    seconds: reps.reduce((a, r) => a + r.seconds, 0),
+    rate: median(reps.map((r) => r.rate)),
+    p50: median(reps.map((r) => r.p50)),
+    p99: median(reps.map((r) => r.p99)),
+    cpuUsPerReq: median(reps.map((r) => r.cpuUsPerReq)),
+  }));
+  return { server: st.name, phases, rssIdleMb: st.rss[0]!, rssAfterFirstMb: st.rss[1]!, rssAfterMb: st.rss.at(-1)! };
+}
+
+/**
+ * Both servers run side by side (both pinned to core 0, only one loaded at a time); each
+ * phase alternates bare and mesh `rounds` times and keeps the median, so a noisy
+ * neighbour on the machine hits both alike.
+ */
+async function measureBoth(servers: Array<{ name: string; args: string[] }>, pki: string, dir: string, seconds: number, rounds: number): Promise<Started[]> {
+  const started: Started[] = [];
   try {
-    runLoad("ka", s.port, pki, 4, 1); // warm-up: JIT, session caches
-    const rssIdleMb = rssMb(s.pid);
-    const phases: Phase[] = [];
-    const plan: Array<[string, "conn" | "ka", number]> = [
-      ["new connections (8 in flight)", "conn", 8],
-      ["keep-alive, 1 connection", "ka", 1],
-      ["keep-alive, 16 connections", "ka", 16],
-      ["keep-alive, 64 connections", "ka", 64],
-    ];
-    let rssAfterFirstMb = 0;
-    for (const [name, mode, conns] of plan) {
-      const before = cpuTicks(s.pid);
-      const load = runLoad(mode, s.port, pki, conns, seconds);
-      const cpuUs = (cpuTicks(s.pid) - before) * TICK_US;
-      phases.push({ name, ...load, cpuUsPerReq: load.ok ? cpuUs / load.ok : 0 });
-      if (!rssAfterFirstMb) rssAfterFirstMb = rssMb(s.pid);
+    for (const sv of servers) {
+      const s = await startServer(sv.args, join(dir, `${sv.name}.log`));
+      started.push({ name: sv.name, ...s, samples: PLAN.map(() => []), rss: [] });
     }
-    // A second round of the heaviest phase: RSS must plateau, not grow with requests served.
-    runLoad("conn", s.port, pki, 8, seconds);
-    runLoad("ka", s.port, pki, 64, seconds);
-    return { server, phases, rssIdleMb, rssAfterFirstMb, rssAfterMb: rssMb(s.pid) };
+    for (const st of started) {
+      runLoad("ka", st.port, pki, 4, 1); // warm-up: JIT
+      st.rss.push(rssMb(st.pid));
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, [, mode, conns]] of PLAN.entries()) {
+        for (const st of round % 2 ? [...started].reverse() : started) {
+          const before = cpuTicks(st.pid);
+          const load = runLoad(mode, st.port, pki, conns, seconds);
+          const cpuUs = (cpuTicks(st.pid) - before) * TICK_US;
+          st.samples[i]!.push({ name: PLAN[i]![0], ...load, cpuUsPerReq: load.ok ? cpuUs / load.ok : 0 });
+        }
+      }
+      for (const st of started) st.rss.push(rssMb(st.pid));
+    }
+    return started;
   } finally {
-    s.proc.kill("SIGTERM");
-    await new Promise((r) => s.proc.once("exit", r));
+    for (const st of started) {
+      st.proc.kill("SIGTERM");
+      await new Promise((r) => st.proc.once("exit", r));
+    }
   }
 }
 
 export interface MeshBenchResult {
   pinned: boolean;
   seconds: number;
+  rounds: number;
+  rssMb: Record<string, number[]>;
   bare: ServerRun;
   mesh: ServerRun;
   ratios: Array<{ phase: string; rate: number; cpuPerReq: number; p50: number; p99: number }>;
 }
 
-export async function runMeshBench(opts: { seconds?: number } = {}): Promise<MeshBenchResult> {
-  const seconds = opts.seconds ?? Number(process.env.MESH_BENCH_SECONDS ?? 3);
+export async function runMeshBench(opts: { seconds?: number; rounds?: number } = {}): Promise<MeshBenchResult> {
+  const seconds = opts.seconds ?? Number(process.env.MESH_BENCH_SECONDS ?? 2);
+  const rounds = opts.rounds ?? Number(process.env.MESH_BENCH_ROUNDS ?? 3);
   const dir = mkdtempSync(join(tmpdir(), "mesh-bench-"));
   try {
     const pki = join(dir, "pki");
@@ -126,9 +166,20 @@ export async function runMeshBench(opts: { seconds?: number } = {}): Promise<Mes
     const policy = join(dir, "mesh-policy.toml");
     writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
 
-    console.log(`\nmesh bench: ${seconds} s per phase, server on core 0, load client on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}`);
-    const bare = await measure("bare", ["bench/mesh-bare.ts", pki, "payment.internal"], pki, dir, seconds);
-    const mesh = await measure("mesh", ["services/main.ts", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy], pki, dir, seconds);
+    console.log(`\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), servers on core 0, load client on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}`);
+    const runs = await measureBoth(
+      [
+        { name: "bare", args: ["bench/mesh-bare.ts", pki, "payment.internal"] },
+        { name: "mesh", args: ["services/main.ts", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy] },
+      ],
+      pki,
+      dir,
+      seconds,
+      rounds,
+    );
+    const bare = summarise(runs[0]!);
+    const mesh = summarise(runs[1]!);
+    const rss = Object.fromEntries(runs.map((r) => [r.name, r.rss]));
 
     const ratios = bare.phases.map((b, i) => {
       const m = mesh.phases[i]!;
@@ -145,8 +196,8 @@ export async function runMeshBench(opts: { seconds?: number } = {}): Promise<Mes
     }
     const errs = [...bare.phases, ...mesh.phases].reduce((a, p) => a + p.errors, 0);
     console.log(`errors: ${errs}`);
-    for (const s of [bare, mesh]) console.log(`RSS ${s.server}: idle ${s.rssIdleMb} MB, after first phase ${s.rssAfterFirstMb} MB, after all load ${s.rssAfterMb} MB`);
-    return { pinned: HAS_TASKSET, seconds, bare, mesh, ratios };
+    for (const [name, r] of Object.entries(rss)) console.log(`RSS ${name} (MB): idle ${r[0]}, after each round ${r.slice(1).join(", ")}`);
+    return { pinned: HAS_TASKSET, seconds, rounds, bare, mesh, ratios, rssMb: rss };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -198,3 +198,14 @@ async function stockAs(sku: string): Promise<number> {
   assert.ok("status" in r && r.status === 200, JSON.stringify(r));
   return (r as { body: { available: number } }).body.available;
 }
+
+test("no private key material ever reaches a log line", () => {
+  const all = JSON.stringify([...pay.logs.lines, ...inv.logs.lines, ...ord.logs.lines]);
+  assert.ok(pay.logs.lines.length > 10, "there are logs to check");
+  assert.doesNotMatch(all, /PRIVATE KEY/);
+  for (const n of ["order", "payment", "inventory"]) {
+    const body = readFileSync(pki.ca.paths.leaf(`${n}.internal`).key, "utf8").split("\n")[1]!;
+    assert.ok(body.length > 20);
+    assert.equal(all.includes(body.slice(0, 24)), false, `${n}'s key appears in a log`);
+  }
+});
