@@ -1,0 +1,114 @@
+// Timing helpers shared by the benchmarks: samples, medians, time-boxed rates
+// and wall time of spawned commands. Only relative numbers are meant to be read.
+import { spawnSync } from "node:child_process";
+import { performance } from "node:perf_hooks";
+
+/** A summary of timing samples, in milliseconds. */
+export interface Stats {
+  n: number;
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function stats(samples: number[]): Stats {
+  if (samples.length === 0) throw new Error("no samples to summarise");
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { n: sorted.length, median, min: sorted[0]!, max: sorted.at(-1)! };
+}
+
+/** Milliseconds one call of fn takes. */
+export async function timeOnce(fn: () => unknown): Promise<number> {
+  const start = performance.now();
+  await fn();
+  return performance.now() - start;
+}
+
+export interface Rate {
+  ops: number;
+  seconds: number;
+  perSec: number;
+}
+
+/**
+ * Calls fn back to back (never concurrently: that is how the CA is used) for
+ * at least durationMs and returns how many calls completed per second.
+ */
+export async function rateFor(fn: () => Promise<unknown>, durationMs: number): Promise<Rate> {
+  let ops = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  while (elapsed < durationMs) {
+    await fn();
+    ops++;
+    elapsed = performance.now() - start;
+  }
+  return { ops, seconds: elapsed / 1000, perSec: ops / (elapsed / 1000) };
+}
+
+/** Adds up rounds of the same measurement (taken interleaved with another) into one rate. */
+export function combineRates(rounds: Rate[]): Rate {
+  const ops = rounds.reduce((s, r) => s + r.ops, 0);
+  const seconds = rounds.reduce((s, r) => s + r.seconds, 0);
+  return { ops, seconds, perSec: ops / seconds };
+}
+
+/**
+ * Runs several measurements in alternating rounds (A B, B A, A B, …) so that
+ * drift — a warming disk cache, another process waking up — falls on all of
+ * them alike instead of on whichever ran last. Returns the samples per task.
+ */
+export async function interleaved(tasks: ((round: number) => Promise<unknown>)[], rounds: number): Promise<number[][]> {
+  const samples = tasks.map((): number[] => []);
+  for (let round = 0; round < rounds; round++) {
+    const order = tasks.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) samples[i]!.push(await timeOnce(() => tasks[i]!(round)));
+  }
+  return samples;
+}
+
+export interface CommandRun {
+  ms: number;
+  status: number | null;
+  /** The last line the command wrote to stderr, to explain a failure. */
+  lastError: string;
+}
+
+/**
+ * Wall time of one command, start-up included; stdout goes to /dev/null.
+ * spawnSync blocks this process on purpose: nothing else runs meanwhile.
+ */
+export function runCommand(cmd: string, args: string[], cwd: string): CommandRun {
+  const start = performance.now();
+  const r = spawnSync(cmd, args, { cwd, stdio: ["ignore", "ignore", "pipe"], encoding: "utf8", maxBuffer: 16 * 1024 * 1024 });
+  const ms = performance.now() - start;
+  if (r.error) throw r.error;
+  const lines = (r.stderr ?? "").trim().split("\n").filter((l) => l.trim() !== "");
+  return { ms, status: r.status, lastError: lines.at(-1) ?? "" };
+}
+
+export interface CommandTiming {
+  label: string;
+  /** Present when every measured run exited 0. */
+  stats?: Stats;
+  failed?: { status: number | null; error: string };
+}
+
+/** Times each command `runs` times after one warm-up run, interleaved like interleaved(). */
+export function timeCommands(commands: { label: string; cmd: string; args: string[] }[], runs: number, cwd: string): CommandTiming[] {
+  const samples = commands.map((): CommandRun[] => []);
+  for (const c of commands) runCommand(c.cmd, c.args, cwd); // warm-up: file cache, tsx's transform cache
+  for (let round = 0; round < runs; round++) {
+    const order = commands.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) samples[i]!.push(runCommand(commands[i]!.cmd, commands[i]!.args, cwd));
+  }
+  return commands.map((c, i) => {
+    const bad = samples[i]!.find((r) => r.status !== 0);
+    if (bad) return { label: c.label, failed: { status: bad.status, error: bad.lastError } };
+    return { label: c.label, stats: stats(samples[i]!.map((r) => r.ms)) };
+  });
+}
