@@ -18,8 +18,23 @@ const CATALOGUE: Record<string, { stock: number; unitPrice: number }> = {
   piano: { stock: 5, unitPrice: 250_000 }, // above payment's decline limit: shows the rollback
 };
 
+/**
+ * MESH_INVENTORY_STOCK="widget=100000,gadget=5" overrides starting stock, so a long
+ * demo or the rotation drill does not run out of widgets halfway.
+ */
+function stockOverrides(env = process.env.MESH_INVENTORY_STOCK): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const part of (env ?? "").split(",").filter(Boolean)) {
+    const m = /^([a-z]+)=(\d{1,12})$/.exec(part.trim());
+    if (!m || !CATALOGUE[m[1]!]) throw new Error(`MESH_INVENTORY_STOCK: "${part}" is not sku=count for a known sku (${Object.keys(CATALOGUE).join(", ")})`);
+    out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+
 export function inventoryRoutes(): Route[] {
-  const stock = new Map(Object.entries(CATALOGUE).map(([sku, v]) => [sku, { ...v }]));
+  const overrides = stockOverrides();
+  const stock = new Map(Object.entries(CATALOGUE).map(([sku, v]) => [sku, { ...v, stock: overrides.get(sku) ?? v.stock }]));
   const reservations = new Map<string, Reservation>();
   let next = 1;
   const item = (sku: string) => {

@@ -2,6 +2,7 @@
 //   tsx services/main.ts --service payment --port 7402 --pki ./pki --policy mesh-policy.toml
 import { Command, InvalidArgumentError } from "commander";
 import { startService } from "./runtime.ts";
+import { createStdoutLogger } from "./log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
 
@@ -44,14 +45,15 @@ program.parse();
 const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string> }>();
 
 try {
-  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream });
+  const out = createStdoutLogger(o.service);
+  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log });
   const stop = (signal: string) => {
     svc.log.info({ event: "shutdown", signal }, `${o.service} stopping on ${signal}`);
     const hard = setTimeout(() => process.exit(0), 3_000);
     hard.unref();
     svc.close().finally(() => {
-      svc.log.flush();
-      setImmediate(() => process.exit(0));
+      out.flush();
+      process.exit(0);
     });
   };
   process.once("SIGTERM", () => stop("SIGTERM"));

@@ -25,7 +25,12 @@ export interface TlsMaterial {
   readonly cert: Buffer;
   readonly key: Buffer;
   readonly ca: Buffer;
-  readonly crl: Buffer;
+  /**
+   * One PEM string per CRL. Node's `crl` option reads only the first CRL of a
+   * buffer, so a concatenated crls.pem passed whole would leave every other CA
+   * without a CRL (UNABLE_TO_GET_CRL for all its certificates).
+   */
+  readonly crl: string[];
   readonly trust: TrustInfo;
   readonly leaf: { readonly subject: string; readonly serial: string; readonly notAfter: string };
   /** Content digests, to tell a real change from a touched file. */
@@ -89,9 +94,10 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
       bad(`${paths.bundle} holds a certificate that does not parse: ${messageOf(e)}`);
     }
   }
-  if (pemBlocks(crl.toString("utf8"), "X509 CRL").length === 0) bad(`${paths.crls} holds no "X509 CRL" block`);
+  const crls = pemBlocks(crl.toString("utf8"), "X509 CRL");
+  if (crls.length === 0) bad(`${paths.crls} holds no "X509 CRL" block`);
   try {
-    createSecureContext({ cert, key, ca, crl });
+    createSecureContext({ cert, key, ca, crl: crls });
   } catch (e) {
     bad(`OpenSSL refuses the TLS material in ${paths.bundle}, ${paths.crls} or ${paths.cert}: ${messageOf(e)}`);
   }
@@ -101,7 +107,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     cert,
     key,
     ca,
-    crl,
+    crl: crls,
     trust: { subjects, describe: subjects.join("; ") },
     leaf: { subject: oneLine(leaf.subject), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
     certDigest: digest(cert, key),
