@@ -326,7 +326,7 @@ export class CertificateAuthority {
     if (rootRow.state === "pending") {
       warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${this.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
     }
-    this.checkNameConstraints(opts.names, issuerId);
+    await this.checkNameConstraints(opts.names, issuerId);
     const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity });
     const serial = normalSerial(cert.serialNumber);
     const certPem = certToPem(cert) + this.chainPem(issuerId);
@@ -368,9 +368,9 @@ export class CertificateAuthority {
   }
 
   /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
-  private checkNameConstraints(names: LeafNames, issuerId: string): void {
+  private async checkNameConstraints(names: LeafNames, issuerId: string): Promise<void> {
     for (let row: IssuerRow | undefined = this.issuerRow(issuerId); row; row = row.parent ? this.issuerRow(row.parent) : undefined) {
-      const permitted = permittedDns(this.issuerCert(row.id));
+      const permitted = permittedDns(row.id === issuerId ? (await this.signer(issuerId)).cert : this.issuerCert(row.id));
       if (!permitted) continue;
       const outside = [names.name, ...names.dns].find((n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)));
       if (outside) throw badInput(`${outside} is outside the names ${row.name} may certify (${permitted.join(", ")})`);

@@ -1,10 +1,13 @@
 // Certificate revocation lists: one per CA, re-signed from the ledger on every
 // change, with a generous nextUpdate because a lapsed CRL locks everyone out.
+// The list is assembled in linear time: @peculiar/x509's CRL generator costs
+// about a millisecond per entry, which would make revocation in a large CA slow.
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
+import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
 import { signingAlgorithm } from "./keys.ts";
 import { DAY_MS, type Signer } from "./profiles.ts";
-import { x509 } from "./x509.ts";
+import { subtle, x509 } from "./x509.ts";
 
 export const CRL_VALID_DAYS = 30;
 /** Commands warn when a CRL has less than this left before its nextUpdate. */
@@ -22,24 +25,45 @@ export interface CrlEntry {
   reason: RevocationReason;
 }
 
-export async function buildCrl(opts: { issuer: Signer; entries: CrlEntry[]; number: number; now: Date }): Promise<x509.X509Crl> {
-  const ski = opts.issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension);
-  const extensions: x509.Extension[] = [
-    new x509.Extension(id_ce_cRLNumber, false, AsnConvert.serialize(new CRLNumber(opts.number))),
-  ];
+const REASON_CODE: Record<RevocationReason, number> = {
+  unspecified: 0, keyCompromise: 1, cACompromise: 2, affiliationChanged: 3, superseded: 4,
+  cessationOfOperation: 5, certificateHold: 6, privilegeWithdrawn: 9,
+};
+// Extension { extnID id-ce-cRLReasons, extnValue OCTET STRING { ENUMERATED } }
+const REASON_OID = new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x15]);
+
+/** One revokedCertificates entry (RFC 5280 5.1.2.6); "unspecified" carries no reason code (5.3.1). */
+function entry(e: CrlEntry): Uint8Array<ArrayBuffer> {
+  const parts = [integerHex(e.serial), time(e.revokedAt)];
+  if (e.reason !== "unspecified") {
+    const value = tlv(0x04, tlv(0x0a, new Uint8Array([REASON_CODE[e.reason]])));
+    parts.push(sequence([sequence([REASON_OID, value])]));
+  }
+  return sequence(parts);
+}
+
+/** The signed CRL, DER-encoded (parsing it back would cost what building it saved). */
+export async function buildCrl(opts: { issuer: Signer; entries: CrlEntry[]; number: number; now: Date }): Promise<Uint8Array> {
+  const { issuer, now } = opts;
+  const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
+  const algId = new Uint8Array(AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));
+  const ski = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const extensions = [new x509.Extension(id_ce_cRLNumber, false, AsnConvert.serialize(new CRLNumber(opts.number)))];
   if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
-  return x509.X509CrlGenerator.create({
-    issuer: opts.issuer.cert.subjectName,
-    thisUpdate: opts.now,
-    nextUpdate: new Date(opts.now.getTime() + CRL_VALID_DAYS * DAY_MS),
-    signingKey: opts.issuer.key,
-    signingAlgorithm: signingAlgorithm(opts.issuer.keyType),
-    extensions,
-    entries: opts.entries.map((e) => ({
-      serialNumber: e.serial,
-      revocationDate: e.revokedAt,
-      // "unspecified" is left out, as RFC 5280 5.3.1 asks.
-      reason: e.reason === "unspecified" ? undefined : x509.X509CrlReason[e.reason],
-    })),
-  });
+  const tbsParts = [
+    new Uint8Array([0x02, 0x01, 0x01]), // version v2
+    algId,
+    new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
+    time(now),
+    time(new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS)),
+  ];
+  if (opts.entries.length > 0) tbsParts.push(sequence(opts.entries.map(entry)));
+  tbsParts.push(tlv(0xa0, sequence(extensions.map((e) => new Uint8Array(e.rawData)))));
+  const tbs = sequence(tbsParts);
+  let signature = new Uint8Array(await subtle.sign(algorithm, issuer.key, tbs));
+  if (algorithm.name === "ECDSA") {
+    // WebCrypto signs as r||s; X.509 wants the DER Ecdsa-Sig-Value.
+    signature = new Uint8Array(new x509.AsnEcSignatureFormatter().toAsnSignature(algorithm, signature)!);
+  }
+  return sequence([tbs, algId, bitString(signature)]);
 }

@@ -42,7 +42,9 @@ export function issuedSummary(verb: string, c: IssuedCert, now: Date): string {
 export function listTable(rows: ListedCert[]): string {
   const head = ["DOMAIN", "ISSUED", "EXPIRES", "STATUS", "SERIAL", "ISSUER"];
   const body = rows.map((r) => [r.domain, shortDate(r.issued), shortDate(r.notAfter), r.status, r.serial, r.issuer]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  // A loop, not Math.max(...rows): spreading 100,000 rows overflows the stack.
+  const widths = head.map((h) => h.length);
+  for (const row of body) row.forEach((c, i) => (widths[i] = Math.max(widths[i]!, c.length)));
   const line = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
   return [line(head), ...body.map(line)].join("\n");
 }

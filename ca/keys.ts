@@ -1,6 +1,6 @@
 // Key pairs: generation per key type, PKCS#8 PEM export (optionally encrypted
 // with a passphrase through node:crypto) and import back into WebCrypto.
-import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { KeyObject, createPrivateKey, createPublicKey } from "node:crypto";
 import { CaError, badInput } from "./errors.ts";
 import { subtle } from "./x509.ts";
 
@@ -41,8 +41,7 @@ export async function generateKeyPair(type: KeyType): Promise<CryptoKeyPair> {
 
 /** PKCS#8 PEM; encrypted with AES-256 when a passphrase is given. */
 export async function exportPrivateKey(key: CryptoKey, passphrase?: string): Promise<string> {
-  const der = Buffer.from(await subtle.exportKey("pkcs8", key));
-  const obj = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+  const obj = KeyObject.from(key);
   const pem = passphrase
     ? obj.export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase })
     : obj.export({ format: "pem", type: "pkcs8" });

@@ -95,9 +95,18 @@ export class Ledger {
   readonly db: Database.Database;
   readonly path: string;
 
+  private readonly statements = new Map<string, Database.Statement>();
+
   private constructor(db: Database.Database, path: string) {
     this.db = db;
     this.path = path;
+  }
+
+  /** Prepares each SQL text once per connection. */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (!st) this.statements.set(text, (st = this.db.prepare(text)));
+    return st;
   }
 
   static exists(path: string): boolean {
@@ -159,85 +168,85 @@ export class Ledger {
   }
 
   getMeta(key: string): string | undefined {
-    return (this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined)?.value;
+    return (this.sql("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined)?.value;
   }
 
   setMeta(key: string, value: string): void {
-    this.db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
+    this.sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 
   // --- issuers ---------------------------------------------------------------
 
   insertIssuer(row: IssuerRow): void {
-    this.db.prepare(`INSERT INTO issuers (id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at)
+    this.sql(`INSERT INTO issuers (id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at)
       VALUES (@id, @kind, @generation, @parent, @name, @serial, @key_type, @not_before, @not_after, @state, @crl_number, @crl_next_update, @created_at)`).run(row);
   }
 
   issuers(): IssuerRow[] {
-    return this.db.prepare("SELECT * FROM issuers ORDER BY generation, kind DESC, created_at").all() as IssuerRow[];
+    return this.sql("SELECT * FROM issuers ORDER BY generation, kind DESC, created_at").all() as IssuerRow[];
   }
 
   issuer(id: string): IssuerRow | undefined {
-    return this.db.prepare("SELECT * FROM issuers WHERE id = ?").get(id) as IssuerRow | undefined;
+    return this.sql("SELECT * FROM issuers WHERE id = ?").get(id) as IssuerRow | undefined;
   }
 
   setIssuerState(generation: number, state: GenerationState): void {
-    this.db.prepare("UPDATE issuers SET state = ? WHERE generation = ?").run(state, generation);
+    this.sql("UPDATE issuers SET state = ? WHERE generation = ?").run(state, generation);
   }
 
   /** Takes the next CRL number for an issuer (inside a write transaction). */
   nextCrlNumber(id: string, nextUpdate: string): number {
-    this.db.prepare("UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = ? WHERE id = ?").run(nextUpdate, id);
-    return (this.db.prepare("SELECT crl_number FROM issuers WHERE id = ?").get(id) as { crl_number: number }).crl_number;
+    this.sql("UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = ? WHERE id = ?").run(nextUpdate, id);
+    return (this.sql("SELECT crl_number FROM issuers WHERE id = ?").get(id) as { crl_number: number }).crl_number;
   }
 
   // --- certificates ----------------------------------------------------------
 
   insertCert(row: CertRow): void {
-    this.db.prepare(`INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
+    this.sql(`INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
       VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(row);
   }
 
   /** The certificate currently in force for a name (status valid, possibly expired). */
   current(name: string): CertRow | undefined {
-    return this.db.prepare("SELECT * FROM certs WHERE name = ? AND status = 'valid'").get(name) as CertRow | undefined;
+    return this.sql("SELECT * FROM certs WHERE name = ? AND status = 'valid'").get(name) as CertRow | undefined;
   }
 
   latest(name: string): CertRow | undefined {
-    return this.db.prepare("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as CertRow | undefined;
+    return this.sql("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as CertRow | undefined;
   }
 
   bySerial(serial: string): CertRow | undefined {
-    return this.db.prepare("SELECT * FROM certs WHERE serial = ?").get(serial) as CertRow | undefined;
+    return this.sql("SELECT * FROM certs WHERE serial = ?").get(serial) as CertRow | undefined;
   }
 
   /** Rows without their PEM, ordered by name; superseded ones only with `all`. */
   list(opts: { all?: boolean } = {}): LedgerEntry[] {
     const where = opts.all ? "" : "WHERE status != 'superseded'";
-    return this.db.prepare(`SELECT ${ENTRY_COLUMNS} FROM certs ${where} ORDER BY name, created_at`).all() as LedgerEntry[];
+    return this.sql(`SELECT ${ENTRY_COLUMNS} FROM certs ${where} ORDER BY name, created_at`).all() as LedgerEntry[];
   }
 
   markRevoked(serial: string, at: string, reason: string): boolean {
-    return this.db.prepare("UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ? AND status != 'revoked'").run(at, reason, serial).changes === 1;
+    return this.sql("UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ? AND status != 'revoked'").run(at, reason, serial).changes === 1;
   }
 
   markSuperseded(serial: string, by: string): boolean {
-    return this.db.prepare("UPDATE certs SET status = 'superseded', superseded_by = ? WHERE serial = ? AND status = 'valid'").run(by, serial).changes === 1;
+    return this.sql("UPDATE certs SET status = 'superseded', superseded_by = ? WHERE serial = ? AND status = 'valid'").run(by, serial).changes === 1;
   }
 
   /** Revoked certificates of an issuer still inside their validity: what its CRL must list. */
   revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
-    return this.db.prepare("SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?").all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
+    return this.sql("SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?").all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
   }
 
   /** Valid, unexpired certificates issued by any CA of a generation. */
   validInGeneration(generation: number, now: string): number {
-    return (this.db.prepare(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
+    return (this.sql(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
       WHERE i.generation = ? AND c.status = 'valid' AND c.not_after > ?`).get(generation, now) as { n: number }).n;
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {
-    const r = this.db.prepare(`SELECT
+    const r = this.sql(`SELECT
       sum(status = 'valid' AND not_after > @now) AS VALID,
       sum(status = 'valid' AND not_after <= @now) AS EXPIRED,
       sum(status = 'revoked') AS REVOKED,

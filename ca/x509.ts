@@ -10,8 +10,9 @@ export { x509 };
 export const subtle = webcrypto.subtle as unknown as SubtleCrypto;
 
 /** PEM for a CRL that OpenSSL and Node accept (x509's own writes "BEGIN CRL"). */
-export function crlToPem(crl: x509.X509Crl): string {
-  return x509.PemConverter.encode(crl.rawData, "X509 CRL") + "\n";
+export function crlToPem(crl: x509.X509Crl | Uint8Array): string {
+  const der = crl instanceof Uint8Array ? crl : new Uint8Array(crl.rawData);
+  return x509.PemConverter.encode(der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer, "X509 CRL") + "\n";
 }
 
 export function certToPem(cert: x509.X509Certificate): string {
