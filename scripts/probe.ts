@@ -1,0 +1,126 @@
+// The probe as a library: call every caller -> callee pair of a running mesh
+// with the caller's own certificate, plus strangers, and compare with the policy.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { request } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CertificateAuthority } from "../ca/index.ts";
+import { decide, type Policy } from "../services/policy.ts";
+import { SERVICES } from "../services/names.ts";
+import { parseLine } from "./mesh-format.ts";
+
+export const PROBE_PATH = "/healthz";
+
+interface Outcome {
+  kind: "http" | "refused" | "error";
+  status?: number;
+  rule?: string;
+  reason?: string;
+}
+
+export interface ProbeCell {
+  caller: string;
+  callee: string;
+  expected: string;
+  observed: string;
+  ok: boolean;
+}
+
+/** One request on a fresh connection; a refusal is told apart from an HTTP answer. */
+function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
+  return new Promise((done) => {
+    let localPort: number | undefined;
+    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ca, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (text += c));
+      res.on("end", () => {
+        let rule: string | undefined;
+        try {
+          rule = (JSON.parse(text) as { rule?: string }).rule;
+        } catch {
+          /* not JSON: no rule to show */
+        }
+        done({ kind: "http", status: res.statusCode, rule, localPort });
+      });
+    });
+    req.on("socket", (s) => s.on("connect", () => (localPort = s.localPort)));
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      const refused = ["ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"].includes(e.code ?? "") || /socket hang up/.test(e.message);
+      done({ kind: refused ? "refused" : "error", reason: e.code ?? e.message, localPort });
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
+    req.end();
+  });
+}
+
+/** The callee logged why it refused us: find its line by our source port. */
+async function reasonFromLog(logs: string, callee: string, localPort: number | undefined): Promise<string | undefined> {
+  const file = join(logs, `${callee}.log`);
+  if (localPort === undefined || !existsSync(file)) return undefined;
+  const want = `127.0.0.1:${localPort}`;
+  for (let i = 0; i < 20; i++) {
+    const text = readFileSync(file, "utf8");
+    for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
+      const l = parseLine(raw);
+      if (l?.event === "tls.handshake_failed" && l.remote === want) return String(l.reason);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return undefined;
+}
+
+function describeOutcome(o: Outcome): string {
+  if (o.kind === "http") return o.status === 403 ? `403 ${o.rule ?? ""}`.trim() : String(o.status);
+  if (o.kind === "refused") return `refused: ${o.reason}`;
+  return `error: ${o.reason}`;
+}
+
+/** Probes every pair; the callees' logs (in `logs`) give the reason for each refusal. */
+export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<string, number>; logs: string }): Promise<{ cells: ProbeCell[]; callers: string[] }> {
+  const { pki, policy, ports, logs } = o;
+  const bundle = join(pki, "bundle.pem");
+  if (!existsSync(bundle)) throw new Error(`no trust bundle at ${bundle}: is the mesh up? (npm run mesh:up)`);
+  const ca = readFileSync(bundle);
+  const own = (n: string) => {
+    const p = join(pki, "certs", `${n}.internal`);
+    return existsSync(`${p}.crt`) ? { cert: readFileSync(`${p}.crt`), key: readFileSync(`${p}.key`) } : null;
+  };
+
+  // A stranger: a CA nobody trusts, issuing a certificate that claims to be order.
+  const tmp = mkdtempSync(join(tmpdir(), "mesh-probe-"));
+  let foreign: { cert: Buffer; key: Buffer };
+  try {
+    const fca = await CertificateAuthority.init({ dir: tmp, name: "Probe Foreign CA" });
+    const leaf = await fca.issue({ domain: "order.internal", days: 1 });
+    foreign = { cert: readFileSync(leaf.certPath), key: readFileSync(leaf.keyPath!) };
+    fca.close();
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+
+  const callers: Array<{ name: string; who: { cert: Buffer; key: Buffer } | null; expect: (callee: string) => string }> = [];
+  for (const c of [...SERVICES, "edge"]) {
+    const who = own(c);
+    if (!who) continue;
+    callers.push({ name: c, who, expect: (callee) => {
+      const d = decide(policy, callee, c, "GET", PROBE_PATH);
+      return d.allow ? "200" : `403 ${d.rule}`;
+    } });
+  }
+  callers.push({ name: "(no cert)", who: null, expect: () => "refused: no_client_cert" });
+  callers.push({ name: "(foreign CA)", who: foreign, expect: () => "refused: unknown_ca" });
+
+  const cells: ProbeCell[] = [];
+  for (const c of callers) {
+    for (const callee of SERVICES) {
+      const out = await probe(ports[callee]!, callee, ca, c.who);
+      if (out.kind === "refused") out.reason = (await reasonFromLog(logs, callee, out.localPort)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
+      const observed = describeOutcome(out);
+      const expected = c.expect(callee);
+      cells.push({ caller: c.name, callee, expected, observed, ok: observed === expected });
+    }
+  }
+
+  return { cells, callers: callers.map((c) => c.name) };
+}
