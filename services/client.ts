@@ -6,6 +6,8 @@ import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
 import { upstreamReason, type UpstreamReason } from "./reasons.ts";
+import { connect } from "node:tls";
+import { presented, type PresentedCert } from "./identity.ts";
 
 export interface UpstreamReply {
   readonly status: number;
@@ -29,6 +31,8 @@ export class Upstreams {
   private readonly servernames = new Map<string, string>();
   private readonly origins = new Map<string, string>();
 
+  private material: TlsMaterial;
+
   constructor(private readonly service: string, material: TlsMaterial, addrs: Readonly<Record<string, string>>, private readonly log: MeshLogger, opts: UpstreamOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
     for (const [name, addr] of Object.entries(addrs)) {
@@ -36,6 +40,7 @@ export class Upstreams {
       this.origins.set(name, origin);
       this.servernames.set(new URL(origin).origin, dnsName(name));
     }
+    this.material = material;
     this.agent = this.build(material);
   }
 
@@ -61,6 +66,7 @@ export class Upstreams {
   setMaterial(m: TlsMaterial): void {
     const old = this.agent;
     this.agent = this.build(m);
+    this.material = m;
     old.close().catch(() => {});
   }
 
@@ -94,6 +100,13 @@ export class Upstreams {
     } catch (e) {
       const addr = origin.slice("https://".length);
       const { reason, code, sentence } = upstreamReason(e, name, addr);
+      if (reason === "server_untrusted") {
+        // Say which CA signed what the callee showed, and which ones we trust: that is the fix.
+        const shown = await servedCertificate(addr, dnsName(name), this.material);
+        const detail = `${shown ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}` : "its certificate could not be read"}; ${this.service} trusts only: ${this.material.trust.describe}`;
+        this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code, peer: shown, trusts: this.material.trust.subjects }, `${sentence}: ${detail}`);
+        throw new UpstreamError(name, reason, `${sentence}: ${detail}`);
+      }
       this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code }, sentence);
       throw new UpstreamError(name, reason, sentence);
     }
@@ -113,6 +126,24 @@ export class Upstreams {
   close(): Promise<void> {
     return this.agent.close();
   }
+}
+
+/**
+ * The certificate a server shows, read on a connection that does not verify it
+ * (and sends no request): for explaining a refusal, never for trusting anything.
+ */
+function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<PresentedCert | undefined> {
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
+  return new Promise((resolve) => {
+    // Our own certificate goes along, so the server sees a proper client and no failure to log.
+    const sock = connect({ host, port, servername, cert: own.cert, key: own.key, rejectUnauthorized: false }, () => {
+      resolve(presented(sock.getPeerCertificate()));
+      sock.end();
+    });
+    sock.setTimeout(1_000, () => sock.destroy());
+    sock.on("error", () => resolve(undefined));
+    sock.on("close", () => resolve(undefined));
+  });
 }
 
 function safeJson(text: string): unknown {

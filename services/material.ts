@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { MeshError, messageOf } from "./errors.ts";
+import { revokedSet } from "./revocations.ts";
 
 export interface MaterialPaths {
   readonly cert: string;
@@ -18,6 +19,10 @@ export interface TrustInfo {
   readonly subjects: readonly string[];
   /** One line for humans: which CAs this service trusts. */
   readonly describe: string;
+  /** SHA-256 fingerprints of the trusted roots, as Node writes fingerprint256. */
+  readonly fingerprints: ReadonlySet<string>;
+  /** Serials (normalised) the CRLs revoke, to re-check peers already connected. */
+  readonly revoked: ReadonlySet<string>;
 }
 
 export interface TlsMaterial {
@@ -32,7 +37,7 @@ export interface TlsMaterial {
    */
   readonly crl: string[];
   readonly trust: TrustInfo;
-  readonly leaf: { readonly subject: string; readonly serial: string; readonly notAfter: string };
+  readonly leaf: { readonly subject: string; readonly issuer: string; readonly serial: string; readonly notAfter: string };
   /** Content digests, to tell a real change from a touched file. */
   readonly certDigest: string;
   readonly trustDigest: string;
@@ -87,15 +92,24 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   const roots = pemBlocks(ca.toString("utf8"), "CERTIFICATE");
   if (roots.length === 0) bad(`${paths.bundle} holds no certificate`);
   const subjects: string[] = [];
+  const fingerprints = new Set<string>();
   for (const pem of roots) {
     try {
-      subjects.push(oneLine(new X509Certificate(pem).subject));
+      const root = new X509Certificate(pem);
+      subjects.push(oneLine(root.subject));
+      fingerprints.add(root.fingerprint256);
     } catch (e) {
       bad(`${paths.bundle} holds a certificate that does not parse: ${messageOf(e)}`);
     }
   }
   const crls = pemBlocks(crl.toString("utf8"), "X509 CRL");
   if (crls.length === 0) bad(`${paths.crls} holds no "X509 CRL" block`);
+  let revoked: Set<string>;
+  try {
+    revoked = revokedSet(crls);
+  } catch (e) {
+    return bad(`${paths.crls} holds a CRL that does not parse: ${messageOf(e)}`);
+  }
   try {
     createSecureContext({ cert, key, ca, crl: crls });
   } catch (e) {
@@ -108,8 +122,8 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     key,
     ca,
     crl: crls,
-    trust: { subjects, describe: subjects.join("; ") },
-    leaf: { subject: oneLine(leaf.subject), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
+    trust: { subjects, describe: subjects.join("; "), fingerprints, revoked },
+    leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
     certDigest: digest(cert, key),
     trustDigest: digest(ca, crl),
   };

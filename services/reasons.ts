@@ -15,6 +15,8 @@ export type HandshakeReason =
   | "bad_certificate"
   | "ambiguous_identity"
   | "protocol"
+  | "server_cert_rejected"
+  | "client_aborted"
   | "handshake_timeout"
   | "tls_error";
 
@@ -83,14 +85,26 @@ function chainEndsInTrust(peer: PeerCertificate | undefined, trust: TrustInfo): 
   return false;
 }
 
+/** Alerts a client sends when it will not accept the server's certificate. */
+const PEER_REFUSED_US = new Set(["ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED"]);
+
 /** Errors surfacing in `tlsClientError`: the peer never got as far as presenting anything. */
-export function clientErrorReason(err: NodeJS.ErrnoException): { reason: HandshakeReason; sentence: string } {
+export function clientErrorReason(err: NodeJS.ErrnoException, own?: { subject: string; issuer: string; serial: string }): { reason: HandshakeReason; sentence: string } {
   const code = err.code ?? "";
+  if (PEER_REFUSED_US.has(code)) {
+    const ours = own ? `this service's certificate (${own.subject}, serial ${own.serial}, issued by ${own.issuer})` : "this service's certificate";
+    return { reason: "server_cert_rejected", sentence: `the client refused ${ours} (${code}): it does not trust the CA that signed it; every client must trust that CA (npm run ca -- bundle) before a service presents a certificate from it` };
+  }
   if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
     return { reason: "handshake_timeout", sentence: "the client opened a connection but did not complete a TLS handshake in time; dropped" };
   }
   if (code === "ERR_SSL_HTTP_REQUEST") {
     return { reason: "protocol", sentence: "the client spoke plain HTTP to a TLS port; use https:// with a client certificate" };
+  }
+  if (code === "ECONNRESET" && own) {
+    // Node's TLS client checks the server's certificate only once its side of the handshake
+    // is done, and then just drops the connection: no alert tells the server why.
+    return { reason: "client_aborted", sentence: `the client dropped the connection during the handshake without saying why; most often it does not trust the CA that signed this service's certificate (${own.subject}, serial ${own.serial}, issued by ${own.issuer})` };
   }
   if (code.startsWith("ERR_SSL_") || code === "ECONNRESET") {
     return { reason: "protocol", sentence: `the client did not speak TLS or broke off the handshake (${code})` };

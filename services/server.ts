@@ -3,9 +3,9 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { TLSSocket, SecureContextOptions } from "node:tls";
+import type { DetailedPeerCertificate, TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Policy } from "./policy.ts";
-import { identityOf, presented, type PeerIdentity } from "./identity.ts";
+import { identityOf, normaliseSerial, presented, type PeerIdentity } from "./identity.ts";
 import { handshakeReason, clientErrorReason } from "./reasons.ts";
 import type { TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
@@ -46,6 +46,8 @@ export interface Limits {
   idleTimeoutMs: number;
   maxHeaderSize: number;
   maxBodyBytes: number;
+  /** How long idle connections made before a certificate change may stay (see drain()). */
+  drainGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -56,6 +58,7 @@ export const DEFAULT_LIMITS: Limits = {
   idleTimeoutMs: 30_000,
   maxHeaderSize: 16 * 1024,
   maxBodyBytes: 64 * 1024,
+  drainGraceMs: 1_000,
 };
 
 export interface MeshServerOptions {
@@ -69,8 +72,14 @@ export interface MeshServerOptions {
 
 interface PeerState {
   readonly identity: PeerIdentity;
-  readonly trustGen: number; // the trust generation the peer was verified under
   readonly remote: string;
+  /** Which of this server's certificates the connection was made under. */
+  readonly epoch: number;
+  /** Serials of the peer's verified chain and its root's fingerprint, to re-check it when trust changes. */
+  readonly serials: readonly string[];
+  readonly anchor: string | undefined;
+  /** Requests read and not yet answered on this connection. */
+  inFlight: number;
 }
 
 interface CompiledRoute {
@@ -82,7 +91,8 @@ interface CompiledRoute {
 export class MeshServer {
   readonly https: Server;
   private material: TlsMaterial;
-  private trustGen = 0;
+  private epoch = 0;
+  private sweeping?: NodeJS.Timeout;
   private readonly peers = new WeakMap<TLSSocket, PeerState>();
   private readonly sockets = new Set<TLSSocket>();
   private readonly routes: CompiledRoute[];
@@ -138,9 +148,10 @@ export class MeshServer {
 
   /**
    * Use new material for new handshakes. Throws (keeping the old context) if OpenSSL
-   * refuses it. When the trust bundle or the CRLs changed, connections verified under the
-   * old trust are closed: a keep-alive connection from a peer revoked a second ago would
-   * otherwise go on being served.
+   * refuses it. A peer already connected was verified under the old material, so:
+   * when trust changes, a connection whose peer is now revoked or no longer trusted is
+   * closed at once; when this server's own certificate changes, every older connection
+   * is drained, so each peer's next connection judges the new certificate.
    */
   setMaterial(m: TlsMaterial): { certChanged: boolean; trustChanged: boolean } {
     const certChanged = m.certDigest !== this.material.certDigest;
@@ -148,36 +159,64 @@ export class MeshServer {
     if (!certChanged && !trustChanged) return { certChanged, trustChanged };
     this.https.setSecureContext(this.tlsOptions(m));
     this.material = m;
-    if (trustChanged) {
-      this.trustGen++;
-      // Old session tickets would let a peer resume without showing its certificate again.
-      this.https.setTicketKeys(randomBytes(48));
-      this.closeStaleConnections("trust changed");
+    // Old session tickets would let a peer resume without a full handshake under the new material.
+    this.https.setTicketKeys(randomBytes(48));
+    if (trustChanged) this.closeInvalidated();
+    if (certChanged) {
+      this.epoch++;
+      this.drain("this service's certificate changed");
     }
     return { certChanged, trustChanged };
   }
 
-  /**
-   * Close connections whose peer was verified under an older trust bundle or CRL set:
-   * idle ones now, busy ones after their current response (and at the latest after 2 s).
-   */
-  closeStaleConnections(why: string): number {
-    const stale: TLSSocket[] = [];
+  /** Closes, at once, connections whose peer the current trust bundle and CRLs no longer accept. */
+  closeInvalidated(): number {
+    const { fingerprints, revoked } = this.material.trust;
+    const closed: string[] = [];
     for (const s of this.sockets) {
       const p = this.peers.get(s);
-      if (p && p.trustGen !== this.trustGen) stale.push(s);
+      if (!p) continue;
+      const why = p.anchor !== undefined && !fingerprints.has(p.anchor) ? "its CA is no longer trusted" : p.serials.some((x) => revoked.has(x)) ? "its certificate was revoked" : undefined;
+      if (!why) continue;
+      closed.push(`${p.identity.name} (${why})`);
+      s.destroy();
     }
-    if (stale.length === 0) return 0;
-    this.https.closeIdleConnections();
-    const t = setTimeout(() => {
-      for (const s of stale) if (!s.destroyed) s.destroy();
-    }, 2_000);
-    t.unref();
-    this.opts.log.info({ event: "tls.connections_closed", count: stale.length, why }, `closing ${stale.length} connection(s) verified under the previous trust`);
-    return stale.length;
+    if (closed.length > 0) {
+      this.opts.log.info({ event: "tls.connections_closed", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) whose peer is no longer accepted: ${closed.join(", ")}`);
+    }
+    return closed.length;
+  }
+
+  /**
+   * Drains connections made before the current epoch without losing a request: each
+   * gets "Connection: close" on its next response; idle ones are ended after the grace
+   * period (by then a peer that reloaded too has moved on); any left are destroyed at
+   * the deadline.
+   */
+  drain(why: string, graceMs = this.limits.drainGraceMs): number {
+    let count = 0;
+    for (const s of this.sockets) if (this.peers.get(s)?.epoch !== this.epoch) count++;
+    if (count === 0) return 0;
+    this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its current answer, idle ones in ${graceMs} ms`);
+    const deadline = Date.now() + graceMs + this.limits.requestTimeoutMs;
+    if (this.sweeping) clearTimeout(this.sweeping);
+    const sweep = () => {
+      let left = 0;
+      for (const s of this.sockets) {
+        const p = this.peers.get(s);
+        if (!p || p.epoch === this.epoch) continue;
+        if (p.inFlight === 0) s.end();
+        else if (Date.now() >= deadline) s.destroy();
+        else left++;
+      }
+      this.sweeping = left > 0 ? setTimeout(sweep, 250).unref() : undefined;
+    };
+    this.sweeping = setTimeout(sweep, graceMs).unref();
+    return count;
   }
 
   close(): Promise<void> {
+    if (this.sweeping) clearTimeout(this.sweeping);
     return new Promise((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -195,13 +234,13 @@ export class MeshServer {
       this.refuse(sock, reason, sentence, remote, code, shown);
       return;
     }
-    const cert = sock.getPeerCertificate();
+    const cert = sock.getPeerCertificate(true);
     const id = identityOf(cert);
     if (!id.ok) {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
     }
-    this.peers.set(sock, { identity: id.identity, trustGen: this.trustGen, remote });
+    this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, ...verifiedChain(cert), inFlight: 0 });
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
   }
@@ -212,7 +251,7 @@ export class MeshServer {
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
-    const { reason, sentence } = clientErrorReason(err);
+    const { reason, sentence } = clientErrorReason(err, this.material.leaf);
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
     if (!sock.destroyed) sock.destroy();
@@ -226,7 +265,8 @@ export class MeshServer {
       sock.destroy();
       return;
     }
-    if (peer.trustGen !== this.trustGen) res.shouldKeepAlive = false;
+    peer.inFlight++;
+    if (peer.epoch !== this.epoch) res.shouldKeepAlive = false;
     const method = req.method ?? "GET";
     const path = pathOf(req.url);
     const caller = peer.identity.name;
@@ -234,10 +274,10 @@ export class MeshServer {
     if (!d.allow) {
       this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       req.resume();
-      send(res, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
+      send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
-    const x = new Exchange(req, res, peer.identity, method, path, d.rule, this.opts.log);
+    const x = new Exchange(req, res, peer, method, path, d.rule, this.opts.log);
     let params: Record<string, string> | null = null;
     let found: Route | undefined;
     let pathKnown = false;
@@ -286,7 +326,7 @@ class Exchange {
   constructor(
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly peer: PeerIdentity,
+    private readonly state: PeerState,
     private readonly method: string,
     private readonly path: string,
     private readonly rule: string,
@@ -296,7 +336,7 @@ class Exchange {
   run(body: unknown): void {
     let out: Reply | Promise<Reply>;
     try {
-      out = this.route!.handle({ peer: this.peer, method: this.method, path: this.path, params: this.params, body });
+      out = this.route!.handle({ peer: this.state.identity, method: this.method, path: this.path, params: this.params, body });
     } catch (e) {
       return this.fail(e);
     }
@@ -313,16 +353,31 @@ class Exchange {
 
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
-    send(this.res, status, body);
-    this.log.info({ event: "request", peer: this.peer.name, method: this.method, path: this.path, status, rule: this.rule, ms: Math.round((performance.now() - this.started) * 100) / 100 }, "request");
+    send(this.res, this.state, status, body);
+    this.log.info({ event: "request", peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: Math.round((performance.now() - this.started) * 100) / 100 }, "request");
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: ServerResponse, peer: PeerState, status: number, body: unknown): void {
   if (res.headersSent) return;
+  peer.inFlight--;
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
+function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
+  const serials: string[] = [];
+  let c: DetailedPeerCertificate | undefined = cert;
+  for (let depth = 0; c && depth < 8; depth++) {
+    serials.push(normaliseSerial(c.serialNumber));
+    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
+      return { serials, anchor: c.fingerprint256 };
+    }
+    c = c.issuerCertificate;
+  }
+  return { serials, anchor: undefined };
 }
 
 function readJson(req: IncomingMessage, max: number): Promise<unknown> {

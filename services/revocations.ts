@@ -1,0 +1,66 @@
+// The serial numbers a set of CRLs revokes, read straight from their DER. A
+// service needs them to close keep-alive connections of a peer revoked while
+// connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
+import { normaliseSerial } from "./identity.ts";
+
+interface Tlv {
+  tag: number;
+  start: number; // first byte of the value
+  end: number; // one past the last byte
+}
+
+function readTlv(b: Uint8Array, at: number): Tlv {
+  const tag = b[at]!;
+  let len = b[at + 1]!;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4) throw new Error("unsupported DER length");
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!;
+    start += n;
+  }
+  if (start + len > b.length) throw new Error("truncated DER");
+  return { tag, start, end: start + len };
+}
+
+function children(b: Uint8Array, parent: Tlv): Tlv[] {
+  const out: Tlv[] = [];
+  for (let at = parent.start; at < parent.end; ) {
+    const t = readTlv(b, at);
+    out.push(t);
+    at = t.end;
+  }
+  return out;
+}
+
+/**
+ * Revoked serials of one DER CRL: CertificateList → tbsCertList → revokedCertificates
+ * (the SEQUENCE after the issuer and the times; RFC 5280 5.1).
+ */
+export function revokedSerials(der: Uint8Array): string[] {
+  const list = readTlv(der, 0);
+  const tbs = children(der, list)[0];
+  if (!tbs || tbs.tag !== 0x30) throw new Error("not a CRL");
+  const fields = children(der, tbs);
+  let i = fields[0]?.tag === 0x02 ? 1 : 0; // optional version
+  i += 2; // signature algorithm, issuer
+  i += 1; // thisUpdate
+  if (fields[i] && (fields[i]!.tag === 0x17 || fields[i]!.tag === 0x18)) i++; // optional nextUpdate
+  const revoked = fields[i];
+  if (!revoked || revoked.tag !== 0x30) return [];
+  return children(der, revoked).map((entry) => {
+    const serial = children(der, entry)[0]!;
+    return normaliseSerial(Buffer.from(der.subarray(serial.start, serial.end)).toString("hex"));
+  });
+}
+
+/** Every serial revoked by the CRLs in PEM blocks. Throws on a CRL that does not parse. */
+export function revokedSet(pems: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  for (const pem of pems) {
+    const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    for (const s of revokedSerials(der)) out.add(s);
+  }
+  return out;
+}
