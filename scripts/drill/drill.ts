@@ -1,0 +1,350 @@
+// The CA rotation drill: break the mesh with a careless rotation, recover,
+// then rotate every service to a new root generation with traffic flowing
+// and prove that nothing was lost and the old generation is locked out.
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
+import { launchService, type Launched } from "../launch.ts";
+import { loadPolicy } from "../../services/policy.ts";
+import { probeMesh, type ProbeCell } from "../probe.ts";
+import { LogBook, type Entry } from "./logbook.ts";
+import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
+import { Traffic, type PhaseCounts } from "./traffic.ts";
+
+export interface DrillOptions {
+  /** The CA state folder; a fresh temporary one when absent (./pki is never touched by default). */
+  dir?: string;
+  withIntermediate?: boolean;
+  /** Orders per second, each one call to inventory and one to payment. */
+  rate?: number;
+  /** How long traffic runs in each phase once its change has taken effect (ms). */
+  dwellMs?: number;
+  /** Progress lines, as they happen. */
+  say?: (line: string) => void;
+}
+
+export type PhaseName = "baseline" | "careless" | "recovery" | "trust-both" | "reissue" | "drop-old" | "proof";
+
+export interface PhaseReport extends PhaseCounts {
+  name: PhaseName;
+  title: string;
+  /** A safe phase must lose no request. */
+  safe: boolean;
+  startedAt: string;
+  ms: number;
+  longestGapMs: number;
+  /** Handshake refusals the services logged, "payment:unknown_ca" → count. */
+  handshakeFailures: Record<string, number>;
+  /** Failed calls order logged, "payment:server_untrusted" → count. */
+  upstreamFailures: Record<string, number>;
+  notes: string[];
+}
+
+export interface ReloadTiming {
+  phase: PhaseName;
+  who: string;
+  what: "certificate" | "trust";
+  /** From the CA's write to the service's tls.reloaded line. */
+  reloadMs: number;
+  /** From the CA's write to the first new handshake that shows the new certificate. */
+  effectMs?: number;
+}
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface DrillReport {
+  ok: boolean;
+  dir: string;
+  reportFile: string;
+  /** The services' JSON logs, one file each. */
+  logs: string;
+  withIntermediate: boolean;
+  rate: number;
+  generations: { old: number; new: number };
+  phases: PhaseReport[];
+  reloads: ReloadTiming[];
+  /** Log lines from both sides of the careless break. */
+  explanations: Array<{ service: string; event: string; reason: string; msg: string }>;
+  refusal?: string;
+  probe: ProbeCell[];
+  checks: Check[];
+  longestSafeGapMs: number;
+}
+
+const SERVICES = ["payment", "inventory", "order"] as const;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const DRILL_POLICY = `# The rotation drill's policy: the mesh's matrix, plus the drill's traffic client
+# ("edge") placing orders with order, so order calls inventory and payment.
+[payment]
+accepts = ["order"]
+
+[inventory]
+accepts = ["order"]
+
+[order]
+accepts = ["edge"]
+`;
+
+export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
+  const say = o.say ?? (() => {});
+  const rate = o.rate ?? 20;
+  const dwell = o.dwellMs ?? 2_500;
+  // Logs, the drill's policy and its report live beside the CA folder's contents, never in ./logs.
+  const work = o.dir ? join(resolve(o.dir), "drill") : mkdtempSync(join(tmpdir(), "mesh-drill-"));
+  const pki = o.dir ? resolve(o.dir) : join(work, "pki");
+  const logs = join(work, "logs");
+  mkdirSync(logs, { recursive: true });
+  const policy = join(work, "policy.toml");
+  writeFileSync(policy, DRILL_POLICY);
+
+  const book = new LogBook();
+  const services = new Map<string, Launched>();
+  const phases: PhaseReport[] = [];
+  const reloads: ReloadTiming[] = [];
+  const checks: Check[] = [];
+  const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
+
+  // --- the CA and the identities ---------------------------------------------
+  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
+  let traffic: Traffic | undefined;
+  let straggler: Straggler | undefined;
+  try {
+    const oldGen = ca.issuerRow(ca.signerId()).generation;
+    const oldRoot = ca.issuerRow(`root-${oldGen}`);
+    if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") {
+      await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
+    }
+    for (const name of ["order", "payment", "inventory", "edge"]) {
+      const domain = `${name}.internal`;
+      const current = ca.list().find((c) => c.domain === domain && c.status === "VALID");
+      if (!current) await ca.issue({ domain });
+      else if (current.issuerId !== ca.signerId()) await ca.renew({ domain });
+    }
+    say(`CA in ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs order, payment, inventory and edge`);
+
+    // --- the mesh ----------------------------------------------------------------
+    const start = async (service: string, upstreams: string[] = []) => {
+      const svc = await launchService({
+        service, port: 0, pki, policy, upstreams, logFile: join(logs, `${service}.log`),
+        onLine: (line) => line && book.add(service, line),
+        // Enough stock that the drill's orders never run out.
+        env: { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000" },
+      });
+      services.set(service, svc);
+      return svc;
+    };
+    const [payment, inventory] = await Promise.all([start("payment"), start("inventory")]);
+    const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
+    const ports = { order: order.port, payment: payment.port, inventory: inventory.port };
+    say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${rate} orders/s`);
+
+    // The old order certificate, kept to prove at the end that generation ${oldGen} is locked out.
+    const oldOrder = { cert: readFileSync(ca.paths.leaf("order.internal").cert), key: readFileSync(ca.paths.leaf("order.internal").key) };
+    let edgeReloads: Array<{ serial: string; at: number; trustChanged: boolean }> = [];
+    traffic = new Traffic({ pki, identity: "edge.internal", port: ports.order, rate, onReload: (r) => edgeReloads.push(r) });
+    // A long-lived keep-alive connection authenticated under the old generation.
+    straggler = new Straggler({ port: ports.payment, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...oldOrder });
+
+    // --- phase bookkeeping -----------------------------------------------------------
+    let current: { name: PhaseName; title: string; safe: boolean; at: number; notes: string[] } | undefined;
+    const begin = (name: PhaseName, title: string, safe: boolean) => {
+      current = { name, title, safe, at: Date.now(), notes: [] };
+      traffic!.phase = name;
+      say(`\n▶ ${title}`);
+    };
+    const note = (s: string) => {
+      current!.notes.push(s);
+      say(`  ${s}`);
+    };
+    const end = () => {
+      const c = current!;
+      const now = Date.now();
+      const counts = traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} };
+      phases.push({
+        name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: now - c.at, ...counts,
+        longestGapMs: traffic!.longestGap.get(c.name) ?? 0,
+        handshakeFailures: book.tally(c.at, now, "tls.handshake_failed", (l) => l.reason),
+        upstreamFailures: book.tally(c.at, now, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+        notes: c.notes,
+      });
+    };
+
+    /** Runs a CA step that changes one identity's certificate; waits until it is served. */
+    const certChange = async (who: string, step: () => Promise<IssuedCert>) => {
+      const issued = await step();
+      const written = Date.now();
+      if (who === "edge") {
+        await waitUntil(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
+        const r = edgeReloads.find((x) => x.serial === issued.serial)!;
+        reloads.push({ phase: current!.name, who, what: "certificate", reloadMs: Math.max(0, r.at - written) });
+        note(`edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`);
+        return issued;
+      }
+      const e = await book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial);
+      const port = ports[who as keyof typeof ports];
+      await waitUntil(async () => (await servedSerial(port, `${who}.internal`, readFileSync(ca.paths.leaf("edge.internal").cert), readFileSync(ca.paths.leaf("edge.internal").key))) === issued.serial, `${who} to serve ${issued.serial}`);
+      const timing = { phase: current!.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: Date.now() - written };
+      reloads.push(timing);
+      note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
+      return issued;
+    };
+
+    /** Runs a CA step that changes bundle.pem or crls.pem; waits until every service and the client reloaded. */
+    const trustChange = async (what: string, step: () => Promise<unknown> | unknown) => {
+      const before = edgeReloads.length;
+      await step();
+      const written = Date.now();
+      for (const s of SERVICES) {
+        const e = await book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true);
+        reloads.push({ phase: current!.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
+      }
+      await waitUntil(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
+      const slowest = Math.max(...reloads.filter((r) => r.phase === current!.name && r.what === "trust").map((r) => r.reloadMs));
+      note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
+    };
+
+    traffic.start();
+    straggler.start();
+
+    // 1. Baseline ---------------------------------------------------------------------
+    begin("baseline", `1. Baseline: everything issued by generation ${oldGen} and trusted as such`, true);
+    await sleep(dwell);
+    end();
+
+    // 2. The careless rotation ----------------------------------------------------------
+    begin("careless", "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet", false);
+    let newGen = 0;
+    await trustChange("a new root generation's CRL in crls.pem", async () => {
+      const g = await ca.addGeneration({});
+      newGen = g.generation;
+      note(`added ${g.name} (generation ${newGen}): not in bundle.pem yet`);
+    });
+    ca.useGeneration(newGen);
+    if (o.withIntermediate) {
+      const int = await ca.createIntermediate({ name: `${ca.issuerRow(`root-${newGen}`).name} Issuing` });
+      note(`added the issuing CA ${int.name} under generation ${newGen}`);
+    }
+    const carelessAt = Date.now();
+    const careless = await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
+    for (const w of careless.warnings) note(`the CA warned: ${w}`);
+    await sleep(dwell);
+    end();
+    const explanations = explain(book, carelessAt);
+    for (const e of explanations) say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg}`);
+
+    // 3. Recovery -------------------------------------------------------------------
+    begin("recovery", `3. Recovery: payment goes back to a generation ${oldGen} certificate`, false);
+    ca.useGeneration(oldGen);
+    await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
+    // Requests already failing when the fix landed are this phase's; what follows must be clean.
+    const recovered = traffic.counts.get("recovery")!.failed;
+    await sleep(dwell);
+    const after = traffic.counts.get("recovery")!.failed - recovered;
+    note(`${after} failed request(s) after payment's recovery took effect`);
+    end();
+
+    // 4a. Trust both ------------------------------------------------------------------
+    begin("trust-both", `4a. Safe rotation: every service trusts generations ${oldGen} and ${newGen}`, true);
+    await trustChange(`bundle.pem with generations ${oldGen} and ${newGen}`, () => ca.publishBundle());
+    await sleep(dwell);
+    end();
+
+    // 4b. Re-issue, one at a time ------------------------------------------------------
+    begin("reissue", `4b. Safe rotation: re-issue every identity from generation ${newGen}, one at a time`, true);
+    ca.useGeneration(newGen);
+    let refusal: string | undefined;
+    try {
+      ca.retireGeneration(oldGen);
+    } catch (e) {
+      if (!(e instanceof CaError)) throw e;
+      refusal = e.message;
+      note(`retiring generation ${oldGen} now is refused by the CA: ${e.message}`);
+    }
+    for (const who of ["payment", "inventory", "order", "edge"]) {
+      await certChange(who, () => ca.renew({ domain: `${who}.internal` }));
+      await sleep(dwell / 3);
+    }
+    await sleep(dwell / 2);
+    end();
+
+    // 4c. Drop the old generation ---------------------------------------------------
+    begin("drop-old", `4c. Safe rotation: retire generation ${oldGen} and drop it from every trust bundle`, true);
+    const dropAt = Date.now();
+    await trustChange(`bundle.pem with generation ${newGen} only`, () => {
+      const { retired } = ca.retireGeneration(oldGen);
+      note(`retired ${retired.name}`);
+    });
+    const closed = await book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined);
+    await sleep(dwell);
+    const lingering = straggler.summary(dropAt);
+    note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})` : "payment logged no closed connection");
+    note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
+    end();
+
+    // 5. Proof -------------------------------------------------------------------------
+    begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
+    const proofAt = Date.now();
+    const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
+    const logged = await book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined);
+    const reason = logged ? String(logged.line.reason) : "(nothing logged)";
+    note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
+    const { cells: probe } = await probeMesh({ pki, policy: loadPolicy(policy), ports, logs });
+    const mismatches = probe.filter((c) => !c.ok);
+    note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
+    await sleep(Math.min(dwell, 1_000));
+    end();
+
+    await traffic.stop();
+    traffic = undefined;
+
+    // --- the verdict -----------------------------------------------------------------
+    const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
+    check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed`);
+    const client = explanations.find((e) => e.service === "order");
+    const server = explanations.find((e) => e.service === "payment");
+    check("both sides explained the break", !!client && !!server, `${client ? `order: ${client.reason}` : "order: nothing"}; ${server ? `payment: ${server.reason}` : "payment: nothing"}`);
+    check("recovery healed the mesh", after === 0, `${after} failure(s) after the fix took effect`);
+    check("early retirement refused", refusal !== undefined, refusal ?? `the CA let generation ${oldGen} retire while certificates still chained to it`);
+    for (const p of phases.filter((x) => x.safe)) {
+      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
+    }
+    check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
+    check("old keep-alive connections closed", lingering.closedAfter && lingering.successesAfter === 0, `straggler closed by payment: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
+    check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
+
+    const report: DrillReport = {
+      ok: checks.every((c) => c.ok), dir: pki, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
+      generations: { old: oldGen, new: newGen }, phases, reloads, explanations, refusal, probe, checks,
+      longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
+    };
+    writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
+    return report;
+  } finally {
+    await traffic?.stop().catch(() => {});
+    straggler?.stop();
+    await Promise.all([...services.values()].map((s) => s.stop()));
+    ca.close();
+  }
+}
+
+/** The first lines on each side that explain the careless break. */
+function explain(book: LogBook, since: number): DrillReport["explanations"] {
+  const pick = (service: string, event: string) => book.since(since, (e) => e.service === service && e.line.event === event)[0];
+  return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
+    .filter((e): e is Entry => !!e)
+    .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
+}
+
+async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(25);
+  }
+}

@@ -1,0 +1,147 @@
+// Steady traffic for the rotation drill: a client with its own mesh identity
+// ("edge") places orders at a bounded rate; order then calls inventory and
+// payment. Like a service, it reloads its certificate and trust when they change.
+import { Agent } from "undici";
+import { loadMaterial, materialPaths, type TlsMaterial } from "../../services/material.ts";
+import { watchFiles, type Watch } from "../../services/reload.ts";
+import { upstreamReason } from "../../services/reasons.ts";
+
+export interface PhaseCounts {
+  sent: number;
+  succeeded: number;
+  failed: number;
+  /** Why requests failed: "502 payment:server_untrusted", "network:UND_ERR_SOCKET", … */
+  reasons: Record<string, number>;
+}
+
+export interface TrafficOptions {
+  pki: string;
+  /** The client's identity, e.g. "edge.internal". */
+  identity: string;
+  /** Where order listens. */
+  port: number;
+  /** Requests per second. */
+  rate: number;
+  /** Called when the client picked up new material (for the timeline). */
+  onReload?: (what: { certChanged: boolean; trustChanged: boolean; serial: string; at: number }) => void;
+}
+
+const MAX_IN_FLIGHT = 64;
+
+export class Traffic {
+  phase = "start";
+  readonly counts = new Map<string, PhaseCounts>();
+  private material: TlsMaterial;
+  private agent: Agent;
+  private timer?: NodeJS.Timeout;
+  private watch?: Watch;
+  private inFlight = new Set<Promise<void>>();
+  private lastSuccess = 0;
+  /** Longest time without a successful answer, per phase (ms). */
+  readonly longestGap = new Map<string, number>();
+
+  constructor(private readonly o: TrafficOptions) {
+    this.material = loadMaterial(materialPaths(o.pki, o.identity), o.identity);
+    this.agent = this.build(this.material);
+  }
+
+  private build(m: TlsMaterial): Agent {
+    return new Agent({
+      connect: { ca: m.ca, cert: m.cert, key: m.key, servername: "order.internal", maxCachedSessions: 0 },
+      keepAliveTimeout: 4_000,
+      headersTimeout: 5_000,
+      bodyTimeout: 5_000,
+    });
+  }
+
+  /** Re-reads own certificate and trust; a half-written pair is ignored until the next change. */
+  reload(): boolean {
+    let next: TlsMaterial;
+    try {
+      next = loadMaterial(materialPaths(this.o.pki, this.o.identity), this.o.identity);
+    } catch {
+      return false;
+    }
+    const certChanged = next.certDigest !== this.material.certDigest;
+    const trustChanged = next.trustDigest !== this.material.trustDigest;
+    if (!certChanged && !trustChanged) return true;
+    const old = this.agent;
+    this.agent = this.build(next);
+    this.material = next;
+    // Requests in flight finish on the old agent; its idle connections close from our side.
+    old.close().catch(() => {});
+    this.o.onReload?.({ certChanged, trustChanged, serial: next.leaf.serial, at: Date.now() });
+    return true;
+  }
+
+  get serial(): string {
+    return this.material.leaf.serial;
+  }
+
+  start(): void {
+    this.watch = watchFiles(Object.values(materialPaths(this.o.pki, this.o.identity)), () => this.reload());
+    this.lastSuccess = Date.now();
+    this.timer = setInterval(() => this.tick(), 1000 / this.o.rate);
+  }
+
+  private bucket(): PhaseCounts {
+    let c = this.counts.get(this.phase);
+    if (!c) this.counts.set(this.phase, (c = { sent: 0, succeeded: 0, failed: 0, reasons: {} }));
+    return c;
+  }
+
+  private tick(): void {
+    const phase = this.phase;
+    const counts = this.bucket();
+    counts.sent++;
+    if (this.inFlight.size >= MAX_IN_FLIGHT) {
+      this.fail(counts, "client:too_many_in_flight");
+      return;
+    }
+    const p = this.one(phase, counts).finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  }
+
+  private async one(phase: string, counts: PhaseCounts): Promise<void> {
+    try {
+      const res = await this.agent.request({
+        origin: `https://127.0.0.1:${this.o.port}`,
+        method: "POST",
+        path: "/orders",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ sku: "widget", quantity: 1 }),
+      });
+      const text = await res.body.text();
+      if (res.statusCode === 201) {
+        counts.succeeded++;
+        const now = Date.now();
+        const gap = now - this.lastSuccess;
+        if (gap > (this.longestGap.get(phase) ?? 0)) this.longestGap.set(phase, gap);
+        this.lastSuccess = now;
+        return;
+      }
+      let detail = "";
+      try {
+        const body = JSON.parse(text) as { upstream?: string; reason?: string; error?: string };
+        detail = body.upstream ? `${body.upstream}:${body.reason ?? body.error}` : String(body.error ?? "");
+      } catch { /* not JSON */ }
+      this.fail(counts, `${res.statusCode} ${detail}`.trim());
+    } catch (err) {
+      const { reason, code } = upstreamReason(err, "order", `127.0.0.1:${this.o.port}`);
+      this.fail(counts, `order:${reason} (${code})`);
+    }
+  }
+
+  private fail(counts: PhaseCounts, reason: string): void {
+    counts.failed++;
+    counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
+  }
+
+  /** Stops sending and waits for every request in flight to finish. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.watch?.close();
+    await Promise.allSettled([...this.inFlight]);
+    await this.agent.close().catch(() => {});
+  }
+}

@@ -1,0 +1,75 @@
+// Starts one mesh service as its own process and hands each of its JSON log
+// lines to the caller; shared by mesh:up and the rotation drill.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseLine, type MeshLine } from "./mesh-format.ts";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface LaunchOptions {
+  service: string;
+  port: number;
+  pki: string;
+  policy: string;
+  /** "payment=127.0.0.1:7402" for each service it calls. */
+  upstreams?: string[];
+  /** Every log line is appended here as it was written. */
+  logFile?: string;
+  /** Each stdout line, parsed when it is a log line (null otherwise). */
+  onLine?: (line: MeshLine | null, text: string) => void;
+  onStderr?: (text: string) => void;
+  /** Called when the service exits after it was listening. */
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Launched {
+  readonly name: string;
+  readonly port: number;
+  readonly proc: ChildProcess;
+  /** SIGTERM, then SIGKILL after graceMs; resolves when the process is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export function launchService(o: LaunchOptions): Promise<Launched> {
+  const args = [
+    "--import", "tsx", join(ROOT, "services", "main.ts"), "--service", o.service, "--port", String(o.port),
+    "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
+  ];
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
+  const file: WriteStream | undefined = o.logFile ? createWriteStream(o.logFile, { flags: "a" }) : undefined;
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  const stop = async (graceMs = 5_000) => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGTERM");
+      const hard = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(hard);
+    }
+  };
+  return new Promise((resolvePort, reject) => {
+    let listening = false;
+    createInterface({ input: proc.stdout! }).on("line", (text) => {
+      file?.write(text + "\n");
+      const line = parseLine(text);
+      if (line?.event === "listening" && !listening) {
+        listening = true;
+        resolvePort({ name: o.service, port: Number(line.port), proc, stop });
+      }
+      o.onLine?.(line, text);
+    });
+    let stderr = "";
+    createInterface({ input: proc.stderr! }).on("line", (text) => {
+      stderr += text + "\n";
+      o.onStderr?.(text);
+    });
+    proc.on("exit", (code, signal) => {
+      file?.end();
+      if (!listening) reject(new Error(`${o.service} exited (code ${code}) before listening${stderr ? `: ${stderr.trim()}` : ""}`));
+      else o.onExit?.(code, signal);
+    });
+  });
+}

@@ -1,0 +1,80 @@
+// The rotation drill end to end, as `npm run drill:rotate` runs it: real
+// services, real traffic, a real CA. Its verdict is checked here against the
+// parsed logs and counts, not just its exit code.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { runDrill, type DrillReport } from "../scripts/drill/drill.ts";
+import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
+import { ROOT } from "./helpers/ca.ts";
+
+const logLines = (r: DrillReport, service: string): MeshLine[] =>
+  readFileSync(join(r.logs, `${service}.log`), "utf8").split("\n").map(parseLine).filter((l): l is MeshLine => l !== null);
+
+test("the careless rotation breaks; the safe rotation loses nothing; generation 1 is locked out", { timeout: 90_000 }, async () => {
+  const report = await runDrill({ rate: 20, dwellMs: 1_000 });
+  try {
+    const phase = (n: string) => report.phases.find((p) => p.name === n)!;
+    assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "careless", "recovery", "trust-both", "reissue", "drop-old", "proof"]);
+
+    // The break is real and explained from both sides.
+    assert.ok(phase("careless").failed > 0, "the careless rotation must break calls to payment");
+    assert.ok(Object.keys(phase("careless").reasons).every((r) => r.includes("payment:server_untrusted")), JSON.stringify(phase("careless").reasons));
+    const orderLog = logLines(report, "order");
+    const untrusted = orderLog.find((l) => l.event === "upstream.failed" && l.reason === "server_untrusted");
+    assert.ok(untrusted, "order logs why payment is refused");
+    assert.equal((untrusted.peer as { issuer: string }).issuer, "CN=Acme Corp CA G2");
+    assert.deepEqual(untrusted.trusts, ["CN=Acme Corp CA"]);
+    assert.match(String(untrusted.msg), /issued by CN=Acme Corp CA G2; order trusts only: CN=Acme Corp CA$/);
+    const paymentLog = logLines(report, "payment");
+    assert.ok(paymentLog.some((l) => l.event === "tls.handshake_failed" && l.reason === "client_aborted" && /issued by CN=Acme Corp CA G2/.test(String(l.msg))));
+
+    // Zero failures in every safe phase, with traffic actually flowing through each.
+    for (const p of report.phases.filter((x) => x.safe)) {
+      assert.ok(p.sent >= 10, `${p.name}: traffic must flow (${p.sent} sent)`);
+      assert.equal(p.failed, 0, `${p.name}: ${JSON.stringify(p.reasons)}`);
+      assert.equal(p.succeeded, p.sent);
+    }
+    assert.match(report.refusal ?? "", /cannot retire generation 1: 4 valid certificate\(s\) still chain to it/);
+
+    // Every reload took effect without a restart, and was measured.
+    for (const who of ["payment", "inventory", "order"]) {
+      assert.ok(report.reloads.some((r) => r.phase === "reissue" && r.who === who && r.what === "certificate" && r.effectMs! > 0));
+      assert.ok(report.reloads.some((r) => r.phase === "drop-old" && r.who === who && r.what === "trust"));
+    }
+    assert.equal(paymentLog.filter((l) => l.event === "listening").length, 1, "payment was never restarted");
+
+    // The proof: an old-generation certificate is refused for unknown_ca, and the straggler was cut.
+    const refused = paymentLog.filter((l) => l.event === "tls.handshake_failed" && l.reason === "unknown_ca");
+    assert.ok(refused.some((l) => (l.peer as { issuer: string }).issuer === "CN=Acme Corp CA"));
+    assert.ok(paymentLog.some((l) => l.event === "tls.connections_closed" && (l.peers as string[] | undefined)?.includes("order (its CA is no longer trusted)")));
+    assert.ok(report.probe.length === 18 && report.probe.every((c) => c.ok), JSON.stringify(report.probe.filter((c) => !c.ok)));
+    assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks.filter((c) => !c.ok)));
+    assert.equal(report.ok, true);
+    assert.deepEqual(JSON.parse(readFileSync(report.reportFile, "utf8")).ok, true);
+  } finally {
+    rmSync(dirname(report.dir), { recursive: true, force: true });
+  }
+});
+
+test("npm run drill:rotate --with-intermediate exits 0 and prints the timeline", { timeout: 90_000 }, async () => {
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  const reportFile = /Report: (\S+)/.exec(out)?.[1];
+  try {
+    assert.equal(code, 0, out);
+    assert.match(out, /through an intermediate/);
+    assert.match(out, /Timeline\nphase\s+ms\s+sent\s+ok\s+failed/);
+    assert.match(out, /without losing a request/);
+    const report = JSON.parse(readFileSync(reportFile!, "utf8")) as DrillReport;
+    assert.equal(report.withIntermediate, true);
+    assert.ok(report.phases.find((p) => p.name === "careless")!.failed > 0);
+  } finally {
+    if (reportFile) rmSync(dirname(reportFile), { recursive: true, force: true });
+  }
+});
