@@ -162,18 +162,18 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       current!.notes.push(s);
       say(`  ${s}`);
     };
-    const end = () => {
-      const c = current!;
-      const now = Date.now();
-      const counts = traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} };
-      phases.push({
-        name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: now - c.at, ...counts,
-        longestGapMs: traffic!.longestGap.get(c.name) ?? 0,
-        handshakeFailures: book.tally(c.at, now, "tls.handshake_failed", (l) => l.reason),
-        upstreamFailures: book.tally(c.at, now, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
-        notes: c.notes,
-      });
-    };
+    // Counts are read when the drill is over, so a request still in flight at a
+    // phase's end is counted, success or failure, in the phase that sent it.
+    const ended: Array<NonNullable<typeof current> & { until: number }> = [];
+    const end = () => ended.push({ ...current!, until: Date.now() });
+    const phaseReports = (): PhaseReport[] => ended.map((c) => ({
+      name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
+      ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
+      longestGapMs: traffic!.longestGap.get(c.name) ?? 0,
+      handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
+      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+      notes: c.notes,
+    }));
 
     /** Runs a CA step that changes one identity's certificate; waits until it is served. */
     const certChange = async (who: string, step: () => Promise<IssuedCert>) => {
@@ -243,6 +243,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     ca.useGeneration(oldGen);
     await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
     // Requests already failing when the fix landed are this phase's; what follows must be clean.
+    await sleep(250);
     const recovered = traffic.counts.get("recovery")!.failed;
     await sleep(dwell);
     const after = traffic.counts.get("recovery")!.failed - recovered;
@@ -301,7 +302,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     end();
 
     await traffic.stop();
-    traffic = undefined;
+    phases.push(...phaseReports());
 
     // --- the verdict -----------------------------------------------------------------
     const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
@@ -326,7 +327,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
     return report;
   } finally {
-    await traffic?.stop().catch(() => {});
+    await traffic?.stop().catch(() => {}); // idempotent
     straggler?.stop();
     await Promise.all([...services.values()].map((s) => s.stop()));
     ca.close();

@@ -60,11 +60,13 @@ export function fingerprint(dir: string): string {
     let entries: string[];
     try { entries = readdirSync(d); } catch { return; }
     for (const name of entries.sort()) {
+      // The SQLite files change on open (WAL checkpoints) and come and go while other
+      // processes read the ledger; the ledger is compared by its rows instead.
+      if (/^ca\.db(-wal|-shm|-journal)?$/.test(name)) continue;
       const path = join(d, name);
       const st = statSync(path);
       if (st.isDirectory()) walk(path);
-      // The SQLite files change on open (WAL checkpoints); the ledger is compared by its rows.
-      else if (!/^ca\.db(-wal|-shm)?$/.test(name)) {
+      else {
         files.push(`${relative(dir, path)} ${(st.mode & 0o777).toString(8)} ${createHash("sha256").update(readFileSync(path)).digest("hex")}`);
       }
     }
