@@ -34,7 +34,7 @@ try {
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));
-    console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --handshake)`);
+    console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures --no-follow)`);
   }
   process.exitCode = report.ok ? 0 : 1;
 } catch (e) {

@@ -54,6 +54,12 @@ interface Opts {
   quiet?: boolean;
 }
 
+/** A path as the user would type it: relative below the working directory, absolute elsewhere. */
+function shown(path: string): string {
+  const rel = relative(".", path);
+  return rel === "" ? "." : rel.startsWith("..") ? path : rel;
+}
+
 function fail(msg: string, code: number): never {
   process.stderr.write(`mesh:up: ${msg}\n`);
   process.exit(code);
@@ -66,7 +72,7 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
     ca = await CertificateAuthority.open({ dir });
   } else {
     ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA" });
-    console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${relative(".", ca.paths.root(1).key)})`);
+    console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)})`);
   }
   try {
     const soon = Date.now() + renewWithinDays * 86_400_000;
@@ -81,7 +87,7 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
         continue;
       }
       const issued = current ? await ca.renew({ domain }) : await ca.issue({ domain });
-      console.log(`${current ? "renewed" : "issued"} ${domain.padEnd(19)} valid until ${issued.notAfter.toISOString().slice(0, 10)}: ${relative(".", issued.certPath)}`);
+      console.log(`${current ? "renewed" : "issued"} ${domain.padEnd(19)} valid until ${issued.notAfter.toISOString().slice(0, 10)}: ${shown(issued.certPath)}`);
     }
     // Re-sign every CRL so a lapsed one cannot lock the mesh out at start.
     await ca.publishCrls();
@@ -176,7 +182,7 @@ async function main(): Promise<void> {
 }
 
 function banner(o: Opts, ports: Record<"order" | "payment" | "inventory", number>): void {
-  const pki = relative(".", resolve(o.pki)) || ".";
+  const pki = shown(resolve(o.pki));
   const base = `curl --cacert ${pki}/bundle.pem --resolve payment.internal:${ports.payment}:127.0.0.1`;
   const cert = (n: string) => `--cert ${pki}/certs/${n}.internal.crt --key ${pki}/certs/${n}.internal.key`;
   const url = `https://payment.internal:${ports.payment}/charge`;
