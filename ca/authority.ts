@@ -454,11 +454,7 @@ export class CertificateAuthority {
     const cert = await createIntermediate({ name, publicKey: keys.publicKey, issuer: root, validity, permitDns });
     const n = this.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
     const id = `int-${n}`;
-    const paths = this.layout.issuer(id);
-    mkdirSync(paths.dir, { recursive: true, mode: 0o755 });
-    writeNew(paths.key, await exportPrivateKey(keys.privateKey, this.passphrase), KEY_MODE);
-    writeAtomic(paths.cert, certToPem(cert), CERT_MODE);
-    this.signers.set(id, { cert, key: keys.privateKey, keyType });
+    await this.saveIssuer(id, { cert, key: keys.privateKey, keyType });
     this.ledger.write(() => {
       this.ledger.insertIssuer(issuerRow(id, "intermediate", generation, rootId, cert, keyType, this.issuerRow(rootId).state, now));
       this.ledger.setMeta("signer", id);
@@ -480,14 +476,19 @@ export class CertificateAuthority {
     const keys = await generateKeyPair(keyType);
     const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
     const id = `root-${generation}`;
-    const paths = this.layout.issuer(id);
-    mkdirSync(paths.dir, { recursive: true, mode: 0o755 });
-    writeNew(paths.key, await exportPrivateKey(keys.privateKey, this.passphrase), KEY_MODE);
-    writeAtomic(paths.cert, certToPem(cert), CERT_MODE);
-    this.signers.set(id, { cert, key: keys.privateKey, keyType });
+    await this.saveIssuer(id, { cert, key: keys.privateKey, keyType });
     this.ledger.write(() => this.ledger.insertIssuer(issuerRow(id, "root", generation, null, cert, keyType, "pending", now)));
     await this.publishCrls([id]);
     return this.issuerRow(id);
+  }
+
+  /** Writes a new CA's key (never over an existing one) and certificate, and keeps it ready to sign. */
+  private async saveIssuer(id: string, signer: Signer): Promise<void> {
+    const paths = this.layout.issuer(id);
+    mkdirSync(paths.dir, { recursive: true, mode: 0o755 });
+    writeNew(paths.key, await exportPrivateKey(signer.key, this.passphrase), KEY_MODE);
+    writeAtomic(paths.cert, certToPem(signer.cert), CERT_MODE);
+    this.signers.set(id, signer);
   }
 
   /** Makes a generation sign new certificates: its newest intermediate if it has one, else its root. */

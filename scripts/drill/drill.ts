@@ -1,7 +1,7 @@
 // The CA rotation drill: break the mesh with a careless rotation, recover,
 // then rotate every service to a new root generation with traffic flowing
 // and prove that nothing was lost and the old generation is locked out.
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
@@ -99,6 +99,8 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
   const work = o.dir ? join(resolve(o.dir), "drill") : mkdtempSync(join(tmpdir(), "mesh-drill-"));
   const pki = o.dir ? resolve(o.dir) : join(work, "pki");
   const logs = join(work, "logs");
+  // Each run's logs stand beside its own report, not after an earlier run's.
+  rmSync(logs, { recursive: true, force: true });
   mkdirSync(logs, { recursive: true });
   const policy = join(work, "policy.toml");
   writeFileSync(policy, DRILL_POLICY);
