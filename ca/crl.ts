@@ -4,7 +4,7 @@
 // about a millisecond per entry, which would make revocation in a large CA slow.
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
-import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
+import { bitString, integerHex, sequence, time, tlv } from "./der.ts";
 import { signingAlgorithm } from "./keys.ts";
 import { DAY_MS, type Signer } from "./profiles.ts";
 import { subtle, x509 } from "./x509.ts";

@@ -1,6 +1,7 @@
 // The CA's public surface, for scripts and tests. Services never import it:
 // a workload never holds a CA key.
-export { CertificateAuthority, LEAF_MAX_DAYS, CA_MAX_DAYS } from "./authority.ts";
+export { CertificateAuthority } from "./authority.ts";
+export { LEAF_MAX_DAYS, CA_MAX_DAYS } from "./profiles.ts";
 export type { IssuedCert, ListedCert, IssueOptions, InitOptions, OpenOptions, Generation } from "./authority.ts";
 export { CaError } from "./errors.ts";
 export type { CaErrorCode } from "./errors.ts";

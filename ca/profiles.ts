@@ -9,6 +9,8 @@ import { x509 } from "./x509.ts";
 /** notBefore is backdated so a peer whose clock runs a little behind still accepts a fresh certificate. */
 export const BACKDATE_MS = 5 * 60 * 1000;
 export const DAY_MS = 86_400_000;
+export const LEAF_MAX_DAYS = 825; // the limit Apple platforms apply to TLS server certificates
+export const CA_MAX_DAYS = 7300;
 
 /** The CA that signs: its certificate, its private key and that key's type. */
 export interface Signer {
@@ -24,6 +26,13 @@ export interface Validity {
 
 export function validityFor(now: Date, days: number): Validity {
   return { notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + days * DAY_MS) };
+}
+
+/** A certificate cannot outlive its issuer: path validation would reject it. */
+export function clampToIssuer(v: Validity, issuer: x509.X509Certificate, warnings: string[]): Validity {
+  if (v.notAfter <= issuer.notAfter) return v;
+  warnings.push(`the issuing CA expires on ${issuer.notAfter.toISOString().slice(0, 10)}, so this certificate does too`);
+  return { notBefore: v.notBefore, notAfter: issuer.notAfter };
 }
 
 /** 16 random bytes, positive (top bit clear) and never shorter than 16 bytes once DER-encoded. */

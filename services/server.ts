@@ -277,7 +277,7 @@ export class MeshServer {
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
-    const x = new Exchange(req, res, peer, method, path, d.rule, this.opts.log);
+    const x = new Exchange(res, peer, method, path, d.rule, this.opts.log);
     let params: Record<string, string> | null = null;
     let found: Route | undefined;
     let pathKnown = false;
@@ -324,7 +324,6 @@ class Exchange {
   params: Record<string, string> = {};
   private readonly started = performance.now();
   constructor(
-    private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly state: PeerState,
     private readonly method: string,

@@ -38,7 +38,6 @@ describe("verify: real path validation, each failure named", () => {
   let dir: string;
   let ca: CertificateAuthority;
   let root: Signer;
-  const bundle = () => readFileSync(ca.paths.bundle, "utf8");
 
   /** Verifies a chain (leaf first) with the CA and with openssl; returns the CA's verdict. */
   async function check(chain: x509.X509Certificate[], opts: { purpose?: "mesh" | "server" | "client"; at?: Date; crlPem?: string } = {}) {

@@ -1,0 +1,110 @@
+// Issuing CAs and root generations: the CA's half of rotation. Adding a
+// generation, trusting it, signing with it and retiring the old one are
+// separate steps, and retiring refuses while anything still chains to it.
+import type { CertificateAuthority } from "./authority.ts";
+import { CaError, badInput } from "./errors.ts";
+import { generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
+import type { IssuerRow } from "./ledger.ts";
+import { validateCaName, validateDays, validateDnsName } from "./names.ts";
+import { CA_MAX_DAYS, clampToIssuer, createIntermediate as createIntermediateCert, createRoot, validityFor } from "./profiles.ts";
+import { normalSerial, x509 } from "./x509.ts";
+
+/** Creates an issuing CA under the signing generation's root; it signs every leaf from now on. */
+export async function createIntermediate(ca: CertificateAuthority, opts: { name: string; days?: number | string; permitDns?: string[]; keyType?: KeyType | string }): Promise<IssuerRow> {
+  const name = validateCaName(opts.name);
+  const days = validateDays(opts.days ?? 1825, CA_MAX_DAYS);
+  const permitDns = (opts.permitDns ?? []).map((d) => validateDnsName(d.replace(/^\./, ""), { what: "--permit-dns" }));
+  const keyType = validateKeyType(opts.keyType ?? "ec-p256");
+  refuseDuplicateName(ca, name);
+  const generation = ca.issuerRow(ca.signerId()).generation;
+  const rootId = `root-${generation}`;
+  const root = await ca.signer(rootId);
+  const now = ca.now();
+  const warnings: string[] = [];
+  const keys = await generateKeyPair(keyType);
+  const validity = clampToIssuer(validityFor(now, days), root.cert, warnings);
+  const cert = await createIntermediateCert({ name, publicKey: keys.publicKey, issuer: root, validity, permitDns });
+  const n = ca.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
+  const id = `int-${n}`;
+  await ca.saveIssuer(id, { cert, key: keys.privateKey, keyType });
+  ca.ledger.write(() => {
+    ca.ledger.insertIssuer(issuerRow(id, "intermediate", generation, rootId, cert, keyType, ca.issuerRow(rootId).state, now));
+    ca.ledger.setMeta("signer", id);
+  });
+  await ca.publishCrls([id]);
+  return ca.issuerRow(id);
+}
+
+/** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */
+export async function addGeneration(ca: CertificateAuthority, opts: { name?: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuerRow> {
+  const gens = ca.generations();
+  const generation = Math.max(...gens.map((g) => g.generation)) + 1;
+  const base = gens[0]!.root.name.replace(/ G\d+$/, "");
+  const name = validateCaName(opts.name ?? `${base} G${generation}`);
+  const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
+  const keyType = validateKeyType(opts.keyType ?? gens.at(-1)!.root.key_type);
+  refuseDuplicateName(ca, name);
+  const now = ca.now();
+  const keys = await generateKeyPair(keyType);
+  const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
+  const id = `root-${generation}`;
+  await ca.saveIssuer(id, { cert, key: keys.privateKey, keyType });
+  ca.ledger.write(() => ca.ledger.insertIssuer(issuerRow(id, "root", generation, null, cert, keyType, "pending", now)));
+  await ca.publishCrls([id]);
+  return ca.issuerRow(id);
+}
+
+/** Makes a generation sign new certificates: its newest intermediate if it has one, else its root. */
+export function useGeneration(ca: CertificateAuthority, generation: number): IssuerRow {
+  const gen = ca.generation(generation);
+  if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is retired: it cannot sign again`);
+  const issuer = gen.intermediates.at(-1) ?? gen.root;
+  ca.ledger.write(() => ca.ledger.setMeta("signer", issuer.id));
+  return issuer;
+}
+
+/** Publishes every generation not retired in bundle.pem (pending ones become trusted). */
+export function publishBundle(ca: CertificateAuthority): IssuerRow[] {
+  ca.ledger.write(() => {
+    for (const g of ca.generations()) if (g.root.state === "pending") ca.ledger.setIssuerState(g.generation, "published");
+  });
+  return ca.writeBundle();
+}
+
+/**
+ * Drops a generation from the bundle and the CRLs. Refused while any valid
+ * certificate still chains to it (that is the outage a careless rotation
+ * causes) unless forced, and always while it is the signing generation.
+ */
+export function retireGeneration(ca: CertificateAuthority, generation: number, opts: { force?: boolean } = {}): { retired: IssuerRow; stillValid: number } {
+  const gen = ca.generation(generation);
+  if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is already retired`);
+  const signing = ca.issuerRow(ca.signerId());
+  if (signing.generation === generation) {
+    throw new CaError("REFUSED", `cannot retire generation ${generation}: it signs new certificates; switch first (run: npm run ca -- generation use N)`);
+  }
+  const stillValid = ca.ledger.validInGeneration(generation, ca.now().toISOString());
+  if (stillValid > 0 && !opts.force) {
+    const names = ca.list().filter((r) => r.status === "VALID" && r.generation === generation).map((r) => r.domain);
+    throw new CaError("REFUSED", `cannot retire generation ${generation}: ${stillValid} valid certificate(s) still chain to it (${names.slice(0, 5).join(", ")}${names.length > 5 ? ", …" : ""}); renew them from the new generation first, or pass --force to break them`);
+  }
+  ca.ledger.write(() => ca.ledger.setIssuerState(generation, "retired"));
+  ca.writeBundle();
+  ca.writeCrlBundle();
+  return { retired: ca.issuerRow(gen.root.id), stillValid };
+}
+
+function refuseDuplicateName(ca: CertificateAuthority, name: string): void {
+  if (ca.ledger.issuers().some((r) => r.name === name)) {
+    throw badInput(`a CA named ${JSON.stringify(name)} already exists here: every CA needs a distinct subject, or peers cannot tell them apart`);
+  }
+}
+
+export function issuerRow(id: string, kind: IssuerRow["kind"], generation: number, parent: string | null, cert: x509.X509Certificate,
+  keyType: KeyType, state: IssuerRow["state"], now: Date): IssuerRow {
+  return {
+    id, kind, generation, parent, name: cert.subjectName.getField("CN")[0] ?? cert.subject,
+    serial: normalSerial(cert.serialNumber), key_type: keyType, not_before: cert.notBefore.toISOString(),
+    not_after: cert.notAfter.toISOString(), state, crl_number: 0, crl_next_update: null, created_at: now.toISOString(),
+  };
+}

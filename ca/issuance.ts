@@ -1,0 +1,187 @@
+// Leaf certificates: issue, sign a CSR, renew, revoke. Everything is validated
+// before any key is made; files and ledger row land together or not at all.
+import { REVOCATION_REASONS, type RevocationReason } from "./crl.ts";
+import type { CertificateAuthority, IssuedCert, IssueOptions } from "./authority.ts";
+import { CaError, badInput } from "./errors.ts";
+import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";
+import type { CertRow, IssuerRow } from "./ledger.ts";
+import { validateDays, validateDnsName, validateIp } from "./names.ts";
+import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, type LeafNames } from "./profiles.ts";
+import { permittedDns, withinDns } from "./verify.ts";
+import { certToPem, normalSerial, x509 } from "./x509.ts";
+
+const crashPoint = (where: string) => {
+  // Fault injection for the crash tests: the process dies here as if killed.
+  if (process.env.MESH_CA_CRASH_AT === where) process.kill(process.pid, "SIGKILL");
+};
+
+/** Issues a key and certificate for a name that has no valid certificate yet. */
+export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promise<IssuedCert> {
+  const names = leafNames(opts);
+  const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
+  const keyType = validateKeyType(opts.keyType ?? "ec-p256");
+  refuseIfCurrent(ca, names.name);
+  const keys = await generateKeyPair(keyType);
+  return signLeaf(ca, { names, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "issue" });
+}
+
+/** Signs a CSR after checking its PEM type, its signature and its names. */
+export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
+  const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
+  const csr = parseCsr(opts.csrPem);
+  if (!(await csr.verify())) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
+  const cn = csr.subjectName.getField("CN");
+  const sanExt = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
+  const ip = sanExt ? sanExt.names.items.filter((n) => n.type === "ip").map((n) => n.value) : [];
+  const other = sanExt ? sanExt.names.items.filter((n) => n.type !== "dns" && n.type !== "ip") : [];
+  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed`);
+  if (cn.length > 1) throw badInput(`the CSR's subject has ${cn.length} CNs (${cn.join(", ")}): a service certificate has exactly one`);
+  const name = cn[0] ?? dns[0];
+  if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
+  if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
+  const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard });
+  const keyType = publicKeyType(csr.publicKey.rawData);
+  refuseIfCurrent(ca, names.name);
+  return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
+}
+
+/** New key and certificate for a name; the old one becomes SUPERSEDED, linked to its successor. */
+export async function renew(ca: CertificateAuthority, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
+  const name = validateDnsName(opts.domain, { allowWildcard: true, what: "--domain" });
+  const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
+  const old = ca.ledger.current(name);
+  if (!old) {
+    const latest = ca.ledger.latest(name);
+    if (latest?.status === "revoked") throw new CaError("REFUSED", `cannot renew ${name}: its certificate ${latest.serial} is revoked; issue a fresh one (run: npm run ca -- issue --domain ${name})`);
+    throw new CaError("NOT_FOUND", `cannot renew ${name}: no certificate for it in ${ca.layout.dir} (run: npm run ca -- issue --domain ${name})`);
+  }
+  if (old.source === "csr") throw new CaError("REFUSED", `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`);
+  const keyType = validateKeyType(opts.keyType ?? old.key_type);
+  const sans = JSON.parse(old.sans) as LeafNames;
+  const keys = await generateKeyPair(keyType);
+  return signLeaf(ca, { names: sans, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "renew", supersede: old.serial });
+}
+
+export async function revoke(ca: CertificateAuthority, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
+  const reason = (opts.reason ?? "unspecified") as RevocationReason;
+  if (!REVOCATION_REASONS.includes(reason)) throw badInput(`--reason ${JSON.stringify(opts.reason)} is not a revocation reason: use one of ${REVOCATION_REASONS.join(", ")}`);
+  let row: CertRow | undefined;
+  if (opts.serial !== undefined) {
+    if (!/^[0-9a-fA-F:]{1,64}$/.test(opts.serial)) throw badInput(`--serial ${JSON.stringify(opts.serial)} is not a hexadecimal serial number`);
+    row = ca.ledger.bySerial(normalSerial(opts.serial.replaceAll(":", "")));
+    if (!row) throw new CaError("NOT_FOUND", `no certificate with serial ${opts.serial} in ${ca.layout.dir} (see: npm run ca -- list --all)`);
+  } else {
+    const name = validateDnsName(opts.domain ?? "", { allowWildcard: true, what: "--domain" });
+    row = ca.ledger.current(name);
+    if (!row) {
+      const latest = ca.ledger.latest(name);
+      if (latest?.status === "revoked") throw new CaError("REFUSED", `${name} is already revoked (serial ${latest.serial})`);
+      throw new CaError("NOT_FOUND", `no certificate for ${name} in ${ca.layout.dir} (see: npm run ca -- list)`);
+    }
+  }
+  if (row.status === "revoked") throw new CaError("REFUSED", `${row.name} (serial ${row.serial}) is already revoked`);
+  const signer = await ca.signer(row.issuer_id);
+  const at = ca.now();
+  const serial = row.serial;
+  // The ledger row and the re-signed CRL are written under one write lock,
+  // so two revocations at once cannot publish a CRL that misses either.
+  await ca.ledger.writeAsync(async () => {
+    if (!ca.ledger.markRevoked(serial, at.toISOString(), reason)) throw new CaError("REFUSED", `${row!.name} (serial ${serial}) was revoked by another command just now`);
+    await ca.resignCrl(row!.issuer_id, signer, at);
+  });
+  ca.writeCrlBundle();
+  return ca.ledger.bySerial(serial)!;
+}
+
+function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }): LeafNames {
+  const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
+  const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
+  const ip = (opts.ip ?? []).map(validateIp);
+  return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri: [] };
+}
+
+function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
+  const cur = ca.ledger.current(name);
+  if (cur && new Date(cur.not_after) > ca.now()) {
+    throw new CaError("ALREADY_EXISTS", `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`);
+  }
+}
+
+async function signLeaf(ca: CertificateAuthority, opts: {
+  names: LeafNames; days: number; keyType: KeyType; publicKey: CryptoKey | x509.PublicKey; privateKey?: CryptoKey;
+  source: CertRow["source"]; supersede?: string;
+}): Promise<IssuedCert> {
+  const issuerId = ca.signerId();
+  const issuer = ca.issuerRow(issuerId);
+  const signer = await ca.signer(issuerId);
+  const now = ca.now();
+  const warnings: string[] = [];
+  const validity = clampToIssuer(validityFor(now, opts.days), signer.cert, warnings);
+  const rootRow = ca.issuerRow(`root-${issuer.generation}`);
+  if (rootRow.state === "pending") {
+    warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
+  }
+  await checkNameConstraints(ca, opts.names, issuerId);
+  const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity });
+  const serial = normalSerial(cert.serialNumber);
+  const certPem = certToPem(cert) + ca.chainPem(issuerId);
+  const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
+  ca.journal.stage(serial, { cert: certPem, key: keyPem });
+  crashPoint("before-commit");
+  const name = opts.names.name;
+  try {
+    ca.ledger.write(() => {
+      if (opts.supersede !== undefined) {
+        if (!ca.ledger.markSuperseded(opts.supersede, serial)) throw new CaError("REFUSED", `${name} changed while renewing (another command renewed or revoked it); run list and try again`);
+      } else {
+        const cur = ca.ledger.current(name);
+        if (cur && new Date(cur.not_after) > now) throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
+        if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
+      }
+      ca.ledger.insertCert({
+        serial, name, sans: JSON.stringify(opts.names), issuer_id: issuerId, key_type: opts.keyType,
+        not_before: validity.notBefore.toISOString(), not_after: validity.notAfter.toISOString(),
+        status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
+        created_at: now.toISOString(), pem: certToPem(cert),
+      });
+    });
+  } catch (err) {
+    ca.journal.discard(serial);
+    if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
+      throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
+    }
+    throw err;
+  }
+  crashPoint("after-commit");
+  ca.journal.publish(serial, name);
+  const paths = ca.layout.leaf(name);
+  return {
+    serial, domain: name, sans: opts.names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
+    notBefore: validity.notBefore, notAfter: validity.notAfter, issuer: issuer.name, issuerId,
+    generation: issuer.generation, warnings, supersedes: opts.supersede,
+  };
+}
+
+/** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
+async function checkNameConstraints(ca: CertificateAuthority, names: LeafNames, issuerId: string): Promise<void> {
+  for (let row: IssuerRow | undefined = ca.issuerRow(issuerId); row; row = row.parent ? ca.issuerRow(row.parent) : undefined) {
+    const permitted = permittedDns(row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id));
+    if (!permitted) continue;
+    const outside = [names.name, ...names.dns].find((n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)));
+    if (outside) throw badInput(`${outside} is outside the names ${row.name} may certify (${permitted.join(", ")})`);
+  }
+}
+
+function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
+  const m = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(pem);
+  if (!m) throw badInput("the CSR file is not PEM: expected -----BEGIN CERTIFICATE REQUEST-----");
+  if (m[1] !== "CERTIFICATE REQUEST" && m[1] !== "NEW CERTIFICATE REQUEST") {
+    throw badInput(`the CSR file holds a ${m[1]}, not a CERTIFICATE REQUEST${m[1]!.includes("PRIVATE KEY") ? " (never send a private key to the CA: make a CSR with openssl req -new -key KEY)" : ""}`);
+  }
+  try {
+    return new x509.Pkcs10CertificateRequest(pem);
+  } catch {
+    throw badInput("the CSR file is not a readable PKCS#10 request");
+  }
+}
