@@ -9,6 +9,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { loadPolicy } from "../services/policy.ts";
 import { isMeshError } from "../services/errors.ts";
+import { onParentExit } from "../services/parent.ts";
 import { formatLine, parseLine, servicePrefix, bold, dim, red } from "./mesh-format.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -160,6 +161,8 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
+  // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
+  onParentExit(() => void stopAll(0));
   const onExit = (name: string, code: number | null) => {
     if (stopping) return;
     console.error(red(`mesh:up: ${name} exited unexpectedly (code ${code}); stopping the others`));

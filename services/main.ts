@@ -2,6 +2,7 @@
 //   tsx services/main.ts --service payment --port 7402 --pki ./pki --policy mesh-policy.toml
 import { Command, InvalidArgumentError } from "commander";
 import { startService } from "./runtime.ts";
+import { onParentExit } from "./parent.ts";
 import { createStdoutLogger } from "./log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
@@ -47,17 +48,25 @@ const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host:
 try {
   const out = createStdoutLogger(o.service);
   const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log });
+  let stopping = false;
   const stop = (signal: string) => {
-    svc.log.info({ event: "shutdown", signal }, `${o.service} stopping on ${signal}`);
-    const hard = setTimeout(() => process.exit(0), 3_000);
-    hard.unref();
-    svc.close().finally(() => {
+    if (stopping) return;
+    stopping = true;
+    // First make sure we exit, whatever happens below (stdout may be a pipe to a dead parent).
+    setTimeout(() => process.exit(0), 3_000).unref();
+    try {
+      svc.log.info({ event: "shutdown", signal }, `${o.service} stopping on ${signal}`);
+    } catch {
+      /* nowhere left to log to */
+    }
+    svc.close().catch(() => {}).finally(() => {
       out.flush();
       process.exit(0);
     });
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+  onParentExit(() => stop("parent exited"));
 } catch (e) {
   process.stderr.write(`${o.service}: ${isMeshError(e) ? e.message : `cannot start: ${messageOf(e)}`}\n`);
   process.exit(2);
