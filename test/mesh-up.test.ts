@@ -114,3 +114,15 @@ test("mesh:up refuses a broken policy with file:line, no stack trace, exit 2", a
   assert.equal(r.out.trim().split("\n").length, 1);
   assert.equal(existsSync(join(tmp, "pki2")), false, "nothing was created");
 });
+
+test("killed outright (SIGKILL, or npm killed under it), mesh:up still leaves no service behind", { timeout: 60_000 }, async () => {
+  const up = meshUp(["--logs", join(tmp, "logs3")]);
+  const stateFile = join(tmp, "logs3", "mesh.json");
+  await waitFor(() => existsSync(stateFile) && /Ctrl-C stops everything/.test(up.out()), 30_000, "mesh:up to be ready");
+  const { pids } = JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> };
+  assert.equal(Object.values(pids).filter(alive).length, 3);
+  up.proc.kill("SIGKILL");
+  await up.exited;
+  // Each service notices its launcher is gone (it was re-parented) within a second or so.
+  await waitFor(() => Object.values(pids).every((pid) => !alive(pid)), 10_000, "the orphaned services to exit");
+});
