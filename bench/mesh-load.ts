@@ -1,12 +1,13 @@
 // The benchmark's load client (run pinned to its own core): new connections per second,
-// or keep-alive requests per second at N connections, with latency percentiles.
+// or keep-alive requests per second at N connections, with latency percentiles and, given
+// the server's pid, the server's CPU ticks during the measured window only.
 import { request, type RequestOptions } from "node:https";
 import { createSecureContext } from "node:tls";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
 
-const [mode, portS, pki, connsS, secondsS] = process.argv.slice(2) as [string, string, string, string, string];
+const [mode, portS, pki, connsS, secondsS, serverPid] = process.argv.slice(2) as [string, string, string, string, string, string | undefined];
 const port = Number(portS);
 const conns = Number(connsS);
 const seconds = Number(secondsS);
@@ -22,7 +23,35 @@ const secureContext = createSecureContext(tls);
 const lat: number[] = [];
 let ok = 0;
 let errors = 0;
-const deadline = performance.now() + seconds * 1000;
+let deadline = Infinity;
+let start = 0;
+let ticksAtStart = 0;
+let elapsed = 0;
+let ticks = 0;
+
+/** utime + stime of the server (fields 14 and 15 of /proc/<pid>/stat), or 0 without a pid. */
+function serverTicks(): number {
+  if (!serverPid || !existsSync(`/proc/${serverPid}/stat`)) return 0;
+  const f = readFileSync(`/proc/${serverPid}/stat`, "utf8");
+  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return Number(rest[11]) + Number(rest[12]);
+}
+
+/**
+ * Starts the measured window. Keep-alive calls it after its warm-up: otherwise the warm-up's
+ * handshakes (64 of them at 64 connections) would count as time and server CPU of the
+ * keep-alive phase, and the mesh's costlier handshake would leak into its per-request numbers.
+ */
+function begin(): void {
+  start = performance.now();
+  deadline = start + seconds * 1000;
+  ticksAtStart = serverTicks();
+}
+
+function end(): void {
+  elapsed = (performance.now() - start) / 1000;
+  ticks = serverTicks() - ticksAtStart;
+}
 
 function once(): Promise<void> {
   return new Promise((resolve) => {
@@ -45,6 +74,7 @@ function once(): Promise<void> {
 }
 
 async function newConnections(): Promise<void> {
+  begin();
   await Promise.all(Array.from({ length: conns }, async () => {
     while (performance.now() < deadline) await once();
   }));
@@ -54,6 +84,7 @@ async function keepAlive(): Promise<void> {
   const pool = new Pool(`https://127.0.0.1:${port}`, { connections: conns, pipelining: 1, connect: tls });
   // Warm the connections up so handshakes are not counted as request latency.
   await Promise.all(Array.from({ length: conns }, () => pool.request({ method: "GET", path: "/healthz" }).then((r) => r.body.text())));
+  begin();
   await Promise.all(Array.from({ length: conns }, async () => {
     while (performance.now() < deadline) {
       const t = performance.now();
@@ -68,12 +99,11 @@ async function keepAlive(): Promise<void> {
       lat.push(performance.now() - t);
     }
   }));
+  end();
   await pool.close();
 }
 
-const start = performance.now();
-await (mode === "conn" ? newConnections() : keepAlive());
-const elapsed = (performance.now() - start) / 1000;
+await (mode === "conn" ? newConnections().then(end) : keepAlive());
 lat.sort((a, b) => a - b);
 const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0;
-console.log(JSON.stringify({ ok, errors, seconds: elapsed, rate: ok / elapsed, p50: pct(50), p99: pct(99) }));
+console.log(JSON.stringify({ ok, errors, seconds: elapsed, rate: ok / elapsed, p50: pct(50), p99: pct(99), serverTicks: ticks }));
