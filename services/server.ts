@@ -75,9 +75,6 @@ interface PeerState {
   readonly remote: string;
   /** Which of this server's certificates the connection was made under. */
   readonly epoch: number;
-  /** Serials of the peer's verified chain and its root's fingerprint, to re-check it when trust changes. */
-  readonly serials: readonly string[];
-  readonly anchor: string | undefined;
   /** Requests read and not yet answered on this connection. */
   inFlight: number;
 }
@@ -176,7 +173,9 @@ export class MeshServer {
     for (const s of this.sockets) {
       const p = this.peers.get(s);
       if (!p) continue;
-      const why = p.anchor !== undefined && !fingerprints.has(p.anchor) ? "its CA is no longer trusted" : p.serials.some((x) => revoked.has(x)) ? "its certificate was revoked" : undefined;
+      // The chain as verified at the handshake: the socket keeps the context it was made with.
+      const { serials, anchor } = verifiedChain(s.getPeerCertificate(true));
+      const why = anchor !== undefined && !fingerprints.has(anchor) ? "its CA is no longer trusted" : serials.some((x) => revoked.has(x)) ? "its certificate was revoked" : undefined;
       if (!why) continue;
       closed.push(`${p.identity.name} (${why})`);
       s.destroy();
@@ -234,13 +233,14 @@ export class MeshServer {
       this.refuse(sock, reason, sentence, remote, code, shown);
       return;
     }
-    const cert = sock.getPeerCertificate(true);
+    // The leaf only: the detailed chain costs ~10x more and is needed only when trust changes.
+    const cert = sock.getPeerCertificate();
     const id = identityOf(cert);
     if (!id.ok) {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
     }
-    this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, ...verifiedChain(cert), inFlight: 0 });
+    this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 });
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
   }

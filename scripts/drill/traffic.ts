@@ -36,7 +36,9 @@ export class Traffic {
   private timer?: NodeJS.Timeout;
   private watch?: Watch;
   private inFlight = new Set<Promise<void>>();
-  private lastSuccess = 0;
+  /** When the last success came in; gaps are measured only once traffic got through at all. */
+  private lastSuccess: number | undefined;
+  private readonly marks = new Set<PhaseCounts>();
   /** Longest time without a successful answer, per phase (ms). */
   readonly longestGap = new Map<string, number>();
 
@@ -80,7 +82,6 @@ export class Traffic {
 
   start(): void {
     this.watch = watchFiles(Object.values(materialPaths(this.o.pki, this.o.identity)), () => this.reload());
-    this.lastSuccess = Date.now();
     this.timer = setInterval(() => this.tick(), 1000 / this.o.rate);
   }
 
@@ -90,10 +91,31 @@ export class Traffic {
     return c;
   }
 
+  /**
+   * Counts, from now on, only the requests sent from now on: how a fix fared, without
+   * the requests that were already failing when it landed.
+   */
+  mark(): PhaseCounts {
+    const m = { sent: 0, succeeded: 0, failed: 0, reasons: {} };
+    this.marks.add(m);
+    return m;
+  }
+
+  /** Stops counting new requests into a mark; those already sent still report to it. */
+  unmark(m: PhaseCounts): void {
+    this.marks.delete(m);
+  }
+
+  get succeeded(): number {
+    let n = 0;
+    for (const c of this.counts.values()) n += c.succeeded;
+    return n;
+  }
+
   private tick(): void {
     const phase = this.phase;
-    const counts = this.bucket();
-    counts.sent++;
+    const counts = [this.bucket(), ...this.marks];
+    for (const c of counts) c.sent++;
     if (this.inFlight.size >= MAX_IN_FLIGHT) {
       this.fail(counts, "client:too_many_in_flight");
       return;
@@ -102,7 +124,7 @@ export class Traffic {
     this.inFlight.add(p);
   }
 
-  private async one(phase: string, counts: PhaseCounts): Promise<void> {
+  private async one(phase: string, counts: PhaseCounts[]): Promise<void> {
     try {
       const res = await this.agent.request({
         origin: `https://127.0.0.1:${this.o.port}`,
@@ -113,9 +135,9 @@ export class Traffic {
       });
       const text = await res.body.text();
       if (res.statusCode === 201) {
-        counts.succeeded++;
+        for (const c of counts) c.succeeded++;
         const now = Date.now();
-        const gap = now - this.lastSuccess;
+        const gap = this.lastSuccess === undefined ? 0 : now - this.lastSuccess;
         if (gap > (this.longestGap.get(phase) ?? 0)) this.longestGap.set(phase, gap);
         this.lastSuccess = now;
         return;
@@ -132,9 +154,11 @@ export class Traffic {
     }
   }
 
-  private fail(counts: PhaseCounts, reason: string): void {
-    counts.failed++;
-    counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
+  private fail(counts: PhaseCounts[], reason: string): void {
+    for (const c of counts) {
+      c.failed++;
+      c.reasons[reason] = (c.reasons[reason] ?? 0) + 1;
+    }
   }
 
   /** Stops sending and waits for every request in flight to finish. */
