@@ -39,10 +39,25 @@ export function createStdoutLogger(service: string): { log: MeshLogger; flush():
   };
 }
 
+let lastMs = 0;
+let lastTime = "";
+/**
+ * pino's isoTime, formatted at most once per millisecond: at thousands of requests per
+ * second, Date#toISOString on every line was a measurable share of a request's cost.
+ */
+function isoTimeCached(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
 export function createLogger(service: string, destination?: DestinationStream): MeshLogger {
   const dest = destination ?? pino.destination({ dest: 1, sync: false });
   // No pino `redact`: it runs on every line (once per request) and costs more than the rest
   // of the mesh's per-request work. Keys are kept out of logs by construction instead (only
   // PresentedCert and TrustInfo fields are ever logged), and a test checks it.
-  return pino({ base: { service }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  return pino({ base: { service }, timestamp: isoTimeCached }, dest);
 }
