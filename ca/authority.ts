@@ -1,7 +1,8 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
 import { existsSync, mkdirSync } from "node:fs";
-import { buildCrl, CRL_WARN_DAYS, type RevocationReason } from "./crl.ts";
+import { buildCrl, CRL_VALID_DAYS, CRL_WARN_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
+import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
@@ -239,15 +240,24 @@ export class CertificateAuthority {
   // --- CRLs and the published bundle ------------------------------------------
 
   /** Re-signs one CA's CRL from the ledger; the caller holds the write lock. */
-  /** @internal */
-  async resignCrl(issuerId: string, signer: Signer, now: Date): Promise<void> {
-    const revoked = this.ledger.revokedUnexpired(issuerId, now.toISOString());
-    const nextUpdate = new Date(now.getTime() + 30 * DAY_MS).toISOString();
+  /**
+   * @internal Re-signs one CA's CRL; the caller holds the write lock. `added` appends one
+   * revocation to the stored entries; without it they are rebuilt from the ledger, which
+   * also drops the certificates that have expired since.
+   */
+  async resignCrl(issuerId: string, signer: Signer, now: Date, added?: CrlEntry): Promise<void> {
+    const stored = added ? this.ledger.crlEntries(issuerId) : null;
+    let entries: Uint8Array;
+    if (added && stored) {
+      entries = concat([stored, encodeEntry(added)]);
+    } else {
+      const revoked = this.ledger.revokedUnexpired(issuerId, now.toISOString());
+      entries = encodeEntries(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: (r.reason ?? "unspecified") as RevocationReason })));
+    }
+    this.ledger.setCrlEntries(issuerId, entries);
+    const nextUpdate = new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS).toISOString();
     const number = this.ledger.nextCrlNumber(issuerId, nextUpdate);
-    const crl = await buildCrl({
-      issuer: signer, number, now,
-      entries: revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: (r.reason ?? "unspecified") as RevocationReason })),
-    });
+    const crl = await buildCrl({ issuer: signer, number, now, entries });
     writeAtomic(this.layout.issuer(issuerId).crl, crlToPem(crl), CERT_MODE);
   }
 

@@ -4,7 +4,7 @@
 // about a millisecond per entry, which would make revocation in a large CA slow.
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
-import { bitString, integerHex, sequence, time, tlv } from "./der.ts";
+import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
 import { signingAlgorithm } from "./keys.ts";
 import { DAY_MS, type Signer } from "./profiles.ts";
 import { subtle, x509 } from "./x509.ts";
@@ -33,7 +33,7 @@ const REASON_CODE: Record<RevocationReason, number> = {
 const REASON_OID = new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x15]);
 
 /** One revokedCertificates entry (RFC 5280 5.1.2.6); "unspecified" carries no reason code (5.3.1). */
-function entry(e: CrlEntry): Uint8Array<ArrayBuffer> {
+export function encodeEntry(e: CrlEntry): Uint8Array<ArrayBuffer> {
   const parts = [integerHex(e.serial), time(e.revokedAt)];
   if (e.reason !== "unspecified") {
     const value = tlv(0x04, tlv(0x0a, new Uint8Array([REASON_CODE[e.reason]])));
@@ -42,8 +42,15 @@ function entry(e: CrlEntry): Uint8Array<ArrayBuffer> {
   return sequence(parts);
 }
 
-/** The signed CRL, DER-encoded (parsing it back would cost what building it saved). */
-export async function buildCrl(opts: { issuer: Signer; entries: CrlEntry[]; number: number; now: Date }): Promise<Uint8Array> {
+export function encodeEntries(entries: CrlEntry[]): Uint8Array<ArrayBuffer> {
+  return concat(entries.map(encodeEntry));
+}
+
+/**
+ * The signed CRL, DER-encoded (parsing it back would cost what building it saved).
+ * `entries` are already-encoded revokedCertificates entries, concatenated.
+ */
+export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; number: number; now: Date }): Promise<Uint8Array> {
   const { issuer, now } = opts;
   const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
   const algId = new Uint8Array(AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));
@@ -57,7 +64,7 @@ export async function buildCrl(opts: { issuer: Signer; entries: CrlEntry[]; numb
     time(now),
     time(new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS)),
   ];
-  if (opts.entries.length > 0) tbsParts.push(sequence(opts.entries.map(entry)));
+  if (opts.entries.length > 0) tbsParts.push(tlv(0x30, opts.entries));
   tbsParts.push(tlv(0xa0, sequence(extensions.map((e) => new Uint8Array(e.rawData)))));
   const tbs = sequence(tbsParts);
   let signature = new Uint8Array(await subtle.sign(algorithm, issuer.key, tbs));

@@ -88,7 +88,7 @@ export async function revoke(ca: CertificateAuthority, opts: { domain?: string; 
   // so two revocations at once cannot publish a CRL that misses either.
   await ca.ledger.writeAsync(async () => {
     if (!ca.ledger.markRevoked(serial, at.toISOString(), reason)) throw new CaError("REFUSED", `${row!.name} (serial ${serial}) was revoked by another command just now`);
-    await ca.resignCrl(row!.issuer_id, signer, at);
+    await ca.resignCrl(row!.issuer_id, signer, at, { serial, revokedAt: at, reason });
   });
   ca.writeCrlBundle();
   return ca.ledger.bySerial(serial)!;

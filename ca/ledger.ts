@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS issuers (
   state TEXT NOT NULL CHECK (state IN ('pending', 'published', 'retired')),
   crl_number INTEGER NOT NULL DEFAULT 0,
   crl_next_update TEXT,
+  -- The CRL's revokedCertificates entries, DER, concatenated: a revocation appends one
+  -- entry instead of re-encoding them all (see crl.ts).
+  crl_entries BLOB,
   created_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS issuers_one_root_per_generation ON issuers(generation) WHERE kind = 'root';
@@ -192,6 +195,15 @@ export class Ledger {
 
   setIssuerState(generation: number, state: GenerationState): void {
     this.sql("UPDATE issuers SET state = ? WHERE generation = ?").run(state, generation);
+  }
+
+  crlEntries(id: string): Uint8Array | null {
+    const row = this.sql("SELECT crl_entries FROM issuers WHERE id = ?").get(id) as { crl_entries: Buffer | null } | undefined;
+    return row?.crl_entries ?? null;
+  }
+
+  setCrlEntries(id: string, der: Uint8Array): void {
+    this.sql("UPDATE issuers SET crl_entries = ? WHERE id = ?").run(Buffer.from(der.buffer, der.byteOffset, der.byteLength), id);
   }
 
   /** Takes the next CRL number for an issuer (inside a write transaction). */

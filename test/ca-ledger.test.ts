@@ -94,10 +94,11 @@ describe("ledger under concurrency and crashes", () => {
     for (let i = 0; i < 8; i++) {
       const args = i % 2 === 0 ? ["issue", "--domain", `kill${i}.internal`] : ["renew", "--domain", "svc0.internal"];
       const child = spawn(process.execPath, ["--import", tsx, join(ROOT, "ca", "cli.ts"), ...args, "--dir", dir], { stdio: "ignore" });
+      const closed = new Promise((r) => child.on("close", r)); // it may finish before the kill
       // Start-up takes ~0.5-1 s; spread the kills across start-up, key generation and the commit.
       await new Promise((r) => setTimeout(r, 450 + ((i * 137) % 600)));
       child.kill("SIGKILL");
-      await new Promise((r) => child.on("close", r));
+      await closed;
     }
     const list = await ca(["list", "--json", "--all", "--dir", dir]);
     assert.equal(list.code, 0, list.stderr);

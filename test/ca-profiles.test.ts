@@ -136,6 +136,15 @@ describe("certificate profiles, checked by openssl", () => {
       assert.match(crlText, new RegExp(a.serial.toUpperCase()));
       assert.match(crlText, /Key Compromise/);
       assert.match(crlText, /X509v3 CRL Number/);
+      // A revocation appends to the stored entries; a full re-sign rebuilds the same list.
+      await ca4.revoke({ domain: "b.internal", reason: "superseded" });
+      const serials = () => [...openssl(["crl", "-in", ca4.layout.issuer("int-1").crl, "-noout", "-text"]).out.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((m) => m[1]).sort();
+      const appended = serials();
+      assert.deepEqual(appended, [a.serial.toUpperCase(), b.serial.toUpperCase()].sort());
+      assert.match(check(b.certPath).out, /certificate revoked/);
+      await ca4.publishCrls();
+      assert.deepEqual(serials(), appended);
+      assert.match(check(b.certPath).out, /certificate revoked/);
     } finally {
       ca4.close();
       cleanup(dir4);
