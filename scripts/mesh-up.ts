@@ -146,7 +146,7 @@ async function main(): Promise<void> {
 
   const children: Child[] = [];
   let stopping = false;
-  const stopAll = async (code: number) => {
+  const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
     stopping = true;
     const exits = children.map((c) => new Promise<void>((r) => (c.proc.exitCode !== null || c.proc.signalCode !== null ? r() : c.proc.once("exit", () => r()))));
@@ -156,13 +156,14 @@ async function main(): Promise<void> {
     }, 5_000);
     await Promise.all(exits);
     clearTimeout(hard);
-    console.log(dim("mesh:up: all services stopped"));
+    if (!quiet) console.log(dim("mesh:up: all services stopped"));
     process.exit(code);
   };
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
-  onParentExit(() => void stopAll(0));
+  // Quietly: our stdout went with it.
+  onParentExit(() => void stopAll(0, true));
   const onExit = (name: string, code: number | null) => {
     if (stopping) return;
     console.error(red(`mesh:up: ${name} exited unexpectedly (code ${code}); stopping the others`));

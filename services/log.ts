@@ -24,6 +24,9 @@ export type MeshLogger = Logger;
  */
 export function createStdoutLogger(service: string): { log: MeshLogger; flush(): void } {
   const dest = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // A broken stdout (the launcher died) must not become an uncaught exception: the parent
+  // watch in main.ts ends the process; until then lines have nowhere to go.
+  dest.on("error", () => {});
   const timer = setInterval(() => dest.flush(), 100);
   timer.unref();
   return {

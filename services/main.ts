@@ -66,7 +66,9 @@ try {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
-  onParentExit(() => stop("parent exited"));
+  // Orphaned, with stdout and stderr gone with the launcher: nothing to flush, nobody to tell,
+  // and an error printed now could hang the process in tsx's loader. End at once.
+  onParentExit(() => process.kill(process.pid, "SIGKILL"));
 } catch (e) {
   process.stderr.write(`${o.service}: ${isMeshError(e) ? e.message : `cannot start: ${messageOf(e)}`}\n`);
   process.exit(2);
