@@ -1,18 +1,14 @@
 // npm run mesh:up: make sure the CA and the services' certificates exist, start order,
 // payment and inventory, show their logs, and stop them all on Ctrl-C or SIGTERM.
-import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, writeFileSync, type WriteStream } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { loadPolicy } from "../services/policy.ts";
 import { isMeshError } from "../services/errors.ts";
 import { onParentExit } from "../services/parent.ts";
-import { formatLine, parseLine, servicePrefix, bold, dim, red } from "./mesh-format.ts";
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+import { launchService, type Launched } from "./launch.ts";
+import { formatLine, servicePrefix, bold, dim, red } from "./mesh-format.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 
@@ -98,34 +94,15 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
   }
 }
 
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  port: number;
-  file: WriteStream;
-}
-
-function startChild(name: string, o: Opts, portNum: number, upstreams: string[], quiet: boolean, onExit: (name: string, code: number | null) => void): Promise<Child> {
-  const args = ["--import", "tsx", join(ROOT, "services", "main.ts"), "--service", name, "--port", String(portNum), "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...upstreams.flatMap((u) => ["--upstream", u])];
-  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: process.env });
-  const file = createWriteStream(join(o.logs, `${name}.log`), { flags: "a" });
-  return new Promise((resolvePort, reject) => {
-    let listening = false;
-    createInterface({ input: proc.stdout! }).on("line", (text) => {
-      file.write(text + "\n");
-      const l = parseLine(text);
-      if (l?.event === "listening" && !listening) {
-        listening = true;
-        resolvePort({ name, proc, port: Number(l.port), file });
-      }
-      if (!quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
-    });
-    createInterface({ input: proc.stderr! }).on("line", (text) => console.error(`${servicePrefix(name)} ${red(text)}`));
-    proc.on("exit", (code) => {
-      file.end();
-      if (!listening) reject(new Error(`${name} exited (code ${code}) before listening; see its message above`));
-      else onExit(name, code);
-    });
+/** One service, its log appended to logs/<name>.log and echoed with a prefix unless quiet. */
+function startChild(name: string, o: Opts, port: number, upstreams: string[], onExit: (name: string, code: number | null) => void): Promise<Launched> {
+  return launchService({
+    service: name, port, pki: o.pki, policy: o.policy, upstreams, logFile: join(o.logs, `${name}.log`),
+    onLine: (l, text) => {
+      if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
+    },
+    onStderr: (text) => console.error(`${servicePrefix(name)} ${red(text)}`),
+    onExit: (code) => onExit(name, code),
   });
 }
 
@@ -144,18 +121,12 @@ async function main(): Promise<void> {
   }
   mkdirSync(o.logs, { recursive: true });
 
-  const children: Child[] = [];
+  const children: Launched[] = [];
   let stopping = false;
   const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
     stopping = true;
-    const exits = children.map((c) => new Promise<void>((r) => (c.proc.exitCode !== null || c.proc.signalCode !== null ? r() : c.proc.once("exit", () => r()))));
-    for (const c of children) if (c.proc.exitCode === null) c.proc.kill("SIGTERM");
-    const hard = setTimeout(() => {
-      for (const c of children) if (c.proc.exitCode === null) c.proc.kill("SIGKILL");
-    }, 5_000);
-    await Promise.all(exits);
-    clearTimeout(hard);
+    await Promise.all(children.map((c) => c.stop()));
     if (!quiet) console.log(dim("mesh:up: all services stopped"));
     process.exit(code);
   };
@@ -171,9 +142,9 @@ async function main(): Promise<void> {
   };
 
   try {
-    const [pay, inv] = await Promise.all([startChild("payment", o, o.paymentPort, [], !!o.quiet, onExit), startChild("inventory", o, o.inventoryPort, [], !!o.quiet, onExit)]);
+    const [pay, inv] = await Promise.all([startChild("payment", o, o.paymentPort, [], onExit), startChild("inventory", o, o.inventoryPort, [], onExit)]);
     children.push(pay, inv);
-    const ord = await startChild("order", o, o.orderPort, [`payment=127.0.0.1:${pay.port}`, `inventory=127.0.0.1:${inv.port}`], !!o.quiet, onExit);
+    const ord = await startChild("order", o, o.orderPort, [`payment=127.0.0.1:${pay.port}`, `inventory=127.0.0.1:${inv.port}`], onExit);
     children.push(ord);
   } catch (e) {
     console.error(red(`mesh:up: ${(e as Error).message}`));
