@@ -10,7 +10,7 @@ import { Ledger, displayStatus, type CertRow, type IssuerRow } from "./ledger.ts
 import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
-import { validateCaName, validateDays } from "./names.ts";
+import { validateCaName, validateDays, validateDnsName } from "./names.ts";
 import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Signer } from "./profiles.ts";
 import { Journal, Layout, readStateFile } from "./store.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
@@ -26,6 +26,8 @@ export interface OpenOptions {
 
 export interface InitOptions extends OpenOptions {
   name: string;
+  /** A SPIFFE trust domain: leaves then also carry spiffe://<domain>/<name> as a URI SAN. */
+  trustDomain?: string;
   days?: number;
   keyType?: KeyType | string;
 }
@@ -115,6 +117,7 @@ export class CertificateAuthority {
   /** Creates root generation 1 in an empty state folder. Never overwrites a CA. */
   static async init(opts: InitOptions): Promise<CertificateAuthority> {
     const name = validateCaName(opts.name);
+    const trustDomain = opts.trustDomain === undefined ? undefined : validateDnsName(opts.trustDomain, { what: "--trust-domain" });
     const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
     const keyType = validateKeyType(opts.keyType ?? "ec-p256");
     const layout = new Layout(opts.dir);
@@ -134,6 +137,7 @@ export class CertificateAuthority {
     ledger.write(() => {
       ledger.insertIssuer(issuerRow("root-1", "root", 1, null, cert, keyType, "published", now));
       ledger.setMeta("signer", "root-1");
+      if (trustDomain) ledger.setMeta("trust_domain", trustDomain);
     });
     await ca.publishCrls(["root-1"]);
     ca.writeBundle();
@@ -156,6 +160,10 @@ export class CertificateAuthority {
   }
 
   // --- issuers ---------------------------------------------------------------
+
+  trustDomain(): string | undefined {
+    return this.ledger.getMeta("trust_domain");
+  }
 
   signerId(): string {
     const id = this.ledger.getMeta("signer");

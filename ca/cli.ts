@@ -95,10 +95,12 @@ export function buildProgram(): Command {
   help(stateful(program.command("init").description("create root generation 1 in the state folder (never overwrites a CA)"))
     .requiredOption("--name <name>", "the CA's name (its certificate's CN)")
     .option("--days <n>", "validity in days", "3650")
-    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256")), [
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256"))
+    .option("--trust-domain <domain>", "SPIFFE trust domain: leaves also get the URI SAN spiffe://<domain>/<name>"), [
     `init --name "Acme Corp CA"`, `init --name "Acme Corp CA" --key-type ec-p384 --days 7300 --passphrase-file ca.pass`,
+    `init --name "Acme Corp CA" --trust-domain acme.internal`,
   ]).action(async (o) => {
-    const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType });
+    const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType, trustDomain: o.trustDomain });
     const root = ca.issuerRow("root-1");
     console.log(`Created the CA ${root.name} in ${shown(ca.layout.dir)}`);
     console.log(`  root key     ${shown(ca.layout.root(1).key)}  (0600: KEEP IT SECRET${o.passphraseFile || process.env.MESH_CA_PASSPHRASE ? ", encrypted" : ""})`);
@@ -106,6 +108,7 @@ export function buildProgram(): Command {
     console.log(`  trust bundle ${shown(ca.layout.bundle)}  (distribute to every client and service)`);
     console.log(`  CRLs         ${shown(ca.layout.crls)}`);
     console.log(`  expires      ${longDate(root.not_after)}`);
+    if (ca.trustDomain()) console.log(`  SPIFFE IDs   spiffe://${ca.trustDomain()}/<name> on every leaf`);
     ca.close();
   });
 

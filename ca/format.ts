@@ -28,7 +28,7 @@ function inDays(to: Date, now: Date): string {
 
 export function issuedSummary(verb: string, c: IssuedCert, now: Date): string {
   const lines = [`${verb} ${c.domain}`];
-  const names = [...c.sans.dns, ...c.sans.ip];
+  const names = [...c.sans.dns, ...c.sans.ip, ...c.sans.uri];
   lines.push(`  certificate  ${shown(c.certPath)}  (leaf${c.issuerId.startsWith("int-") ? " + chain" : ""})`);
   if (c.keyPath) lines.push(`  key          ${shown(c.keyPath)}  (0600: keep it secret)`);
   if (names.length > 0) lines.push(`  also valid   ${names.join(", ")}`);

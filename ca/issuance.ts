@@ -17,7 +17,7 @@ const crashPoint = (where: string) => {
 
 /** Issues a key and certificate for a name that has no valid certificate yet. */
 export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promise<IssuedCert> {
-  const names = leafNames(opts);
+  const names = leafNames(opts, ca.trustDomain());
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
   refuseIfCurrent(ca, names.name);
@@ -40,7 +40,7 @@ export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; 
   const name = cn[0] ?? dns[0];
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
   if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
-  const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard });
+  const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
   const keyType = publicKeyType(csr.publicKey.rawData);
   refuseIfCurrent(ca, names.name);
   return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
@@ -94,11 +94,13 @@ export async function revoke(ca: CertificateAuthority, opts: { domain?: string; 
   return ca.ledger.bySerial(serial)!;
 }
 
-function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }): LeafNames {
+/** The SANs of a leaf; with a trust domain, also its SPIFFE ID, spiffe://<trust domain>/<name>. */
+function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
   const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
   const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
   const ip = (opts.ip ?? []).map(validateIp);
-  return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri: [] };
+  const uri = trustDomain && !name.startsWith("*.") ? [`spiffe://${trustDomain}/${name}`] : [];
+  return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri };
 }
 
 function refuseIfCurrent(ca: CertificateAuthority, name: string): void {

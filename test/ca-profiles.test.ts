@@ -1,7 +1,7 @@
 // Every certificate profile checked by the real openssl: strict path
 // validation, purposes, the three-level chain, CRLs, and the fields themselves.
 import assert from "node:assert/strict";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
@@ -67,6 +67,24 @@ describe("certificate profiles, checked by openssl", () => {
       const t = text(leaf.certPath);
       if (keyType === "rsa-2048") assert.match(t, /Digital Signature, Key Encipherment/);
       else assert.match(t, /Key Usage: critical\s+Digital Signature\n/);
+    }
+  });
+
+  it("with a SPIFFE trust domain, leaves also carry their SPIFFE ID as a URI SAN", async () => {
+    const d = tempDir();
+    const td = await CertificateAuthority.init({ dir: d, name: "Spiffe CA", trustDomain: "acme.internal" });
+    try {
+      const leaf = await td.issue({ domain: "payment.internal" });
+      assert.deepEqual(leaf.sans.uri, ["spiffe://acme.internal/payment.internal"]);
+      assert.match(text(leaf.certPath), /X509v3 Subject Alternative Name:\s+DNS:payment\.internal, URI:spiffe:\/\/acme\.internal\/payment\.internal/);
+      assert.equal(openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", td.paths.bundle, leaf.certPath]).code, 0);
+      const renewed = await td.renew({ domain: "payment.internal" });
+      assert.deepEqual(renewed.sans.uri, leaf.sans.uri, "renew keeps the SPIFFE ID");
+      await assert.rejects(CertificateAuthority.init({ dir: join(d, "bad"), name: "Bad", trustDomain: "Not A Domain" }), /--trust-domain "Not A Domain" is not a valid DNS name/);
+      assert.equal(existsSync(join(d, "bad")), false, "nothing was written");
+    } finally {
+      td.close();
+      cleanup(d);
     }
   });
 
