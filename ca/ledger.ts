@@ -1,7 +1,6 @@
 // The issuance ledger: SQLite (WAL) through better-sqlite3. Unique constraints
 // and transactions keep it consistent under concurrent commands and crashes.
 import Database from "better-sqlite3";
-import { existsSync } from "node:fs";
 import { CaError } from "./errors.ts";
 
 export type CertStatus = "valid" | "revoked" | "superseded";
@@ -112,9 +111,6 @@ export class Ledger {
     return st;
   }
 
-  static exists(path: string): boolean {
-    return existsSync(path);
-  }
 
   /** Opens the ledger; `create` makes a new one (init only). */
   static open(path: string, opts: { create?: boolean; readonly?: boolean } = {}): Ledger {

@@ -167,7 +167,7 @@ export class MeshServer {
   }
 
   /** Closes, at once, connections whose peer the current trust bundle and CRLs no longer accept. */
-  closeInvalidated(): number {
+  private closeInvalidated(): number {
     const { fingerprints, revoked } = this.material.trust;
     const closed: string[] = [];
     for (const s of this.sockets) {
