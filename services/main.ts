@@ -59,10 +59,7 @@ try {
     } catch {
       /* nowhere left to log to */
     }
-    svc.close().catch(() => {}).finally(() => {
-      out.flush();
-      process.exit(0);
-    });
+    svc.close().catch(() => {}).then(() => out.drained()).finally(() => process.exit(0));
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
