@@ -25,7 +25,7 @@ if (!existsSync(o.logs)) {
   process.exit(2);
 }
 
-const FAILURES = ["authz.denied", "tls.handshake_failed", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
+const FAILURES = ["authz.denied", "tls.handshake_failed", "http.client_error", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
 const events = new Set<string>(o.event ?? []);
 if (o.denied) events.add("authz.denied");
 if (o.handshake) events.add("tls.handshake_failed");

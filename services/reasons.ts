@@ -112,6 +112,20 @@ export function clientErrorReason(err: NodeJS.ErrnoException, own?: { subject: s
   return { reason: "tls_error", sentence: `the TLS handshake failed: ${code || err.message}` };
 }
 
+export type HttpErrorReason = "request_timeout" | "headers_too_large" | "bad_request";
+
+/** Why an authenticated peer's request was refused before it reached the mesh (Node's clientError). */
+export function httpErrorReason(err: NodeJS.ErrnoException, limits: { headersTimeoutMs: number; requestTimeoutMs: number; maxHeaderSize: number }): { reason: HttpErrorReason; status: number; sentence: string } {
+  const code = err.code ?? "";
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
+    return { reason: "request_timeout", status: 408, sentence: `the client did not send its request in time (headers within ${limits.headersTimeoutMs / 1000} s, the whole request within ${limits.requestTimeoutMs / 1000} s); the connection was closed` };
+  }
+  if (code === "HPE_HEADER_OVERFLOW") {
+    return { reason: "headers_too_large", status: 431, sentence: `the client's request headers were larger than ${limits.maxHeaderSize} bytes; the connection was closed` };
+  }
+  return { reason: "bad_request", status: 400, sentence: `the client sent something that is not a valid HTTP/1.1 request (${code || err.message}); the connection was closed` };
+}
+
 export type UpstreamReason =
   | "upstream_down"
   | "rejected_in_handshake"

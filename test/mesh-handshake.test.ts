@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { execFileSync, execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { freshPki, start, call, identity, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
@@ -170,4 +171,61 @@ test("curl with --cacert (never -k) is served, and refused without a certificate
   const no = await curl([...base, `https://payment.internal:${port}/charge`]);
   assert.notEqual(no.code, 0);
   assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "no_client_cert");
+});
+
+/** A TLS connection with `who`'s certificate that sends `bytes` and then nothing more. */
+function stalledPeer(port: number, who: Identity, bytes: string | null): Promise<{ answer: string; ms: number }> {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    let answer = "";
+    const s = tlsConnect({ host: "127.0.0.1", port, servername: "payment.internal", ca: readFileSync(pki.ca.paths.bundle), ...who }, () => {
+      if (bytes !== null) s.write(bytes);
+    });
+    s.setEncoding("utf8");
+    s.on("data", (c: string) => (answer += c));
+    s.on("error", () => {});
+    s.on("close", () => resolve({ answer, ms: Date.now() - t0 }));
+  });
+}
+
+test("after the handshake, stalled, oversized and malformed requests are answered, dropped and logged", async () => {
+  const strict = await start(pki, "payment", { limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, maxHeaderSize: 4096, maxBodyBytes: 1024 } });
+  const p = strict.svc.port;
+  const order = identity(pki, "order");
+  try {
+    const stalled = [
+      stalledPeer(p, order, null), // says nothing at all
+      stalledPeer(p, order, "GET /healthz HTTP/1.1\r\nHost: payment.internal\r\n"), // headers never end
+      stalledPeer(p, order, "POST /charge HTTP/1.1\r\nHost: payment.internal\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"orderId\":"), // body never ends
+    ];
+    // Meanwhile a well-behaved caller is served at once.
+    const ok = await call(pki, p, "payment.internal", order, "GET", "/healthz");
+    assert.equal("status" in ok && ok.status, 200);
+    for (const r of await Promise.all(stalled)) {
+      assert.match(r.answer, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+      assert.ok(r.ms < 3_000, `closed after ${r.ms} ms`);
+    }
+    const timeouts = strict.logs.lines.filter((l) => l.event === "http.client_error" && l.reason === "request_timeout");
+    assert.equal(timeouts.length, 3);
+    assert.equal(timeouts[0]!.peer, "order");
+    assert.match(String(timeouts[0]!.msg), /did not send its request in time \(headers within 0\.3 s, the whole request within 0\.6 s\)/);
+
+    const big = await stalledPeer(p, order, `GET /healthz HTTP/1.1\r\nHost: payment.internal\r\nx-padding: ${"a".repeat(8000)}\r\n\r\n`);
+    assert.match(big.answer, /^HTTP\/1\.1 431 /);
+    const tooLarge = await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "headers_too_large", 3_000);
+    assert.match(String(tooLarge.msg), /larger than 4096 bytes/);
+
+    const junk = await stalledPeer(p, order, "GET /healthz HTTP/1.1\r\nHost payment.internal\r\n\r\n");
+    assert.match(junk.answer, /^HTTP\/1\.1 400 /);
+    assert.equal((await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "bad_request", 3_000)).peer, "order");
+
+    const body = await call(pki, p, "payment.internal", order, "POST", "/charge", { orderId: "x".repeat(2000), amount: 1 });
+    assert.equal("status" in body && body.status, 413);
+    assert.equal("status" in body && body.body.error, "body_too_large");
+    // No body reached the handler; the access log tells what each caller was answered.
+    const charges = strict.logs.lines.filter((l) => l.event === "request" && l.path === "/charge");
+    assert.deepEqual(charges.map((l) => [l.status, l.abandoned]), [[408, true], [413, undefined]]);
+  } finally {
+    await strict.svc.close();
+  }
 });
