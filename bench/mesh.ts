@@ -75,8 +75,11 @@ async function measureAll(servers: Array<{ name: string; args: string[] }>, pki:
       const s = await startServer(sv.args, join(dir, `${sv.name}.log`));
       started.push({ name: sv.name, ...s, samples: PLAN.map(() => []), rss: [] });
     }
+    // Warm-up, so the first round does not pay for JIT compilation: the mesh has more code
+    // to compile than the baselines, and counting that as per-request cost would be wrong.
     for (const st of started) {
-      runLoad("ka", st.port, pki, 4, 1, st.pid); // warm-up: JIT
+      runLoad("conn", st.port, pki, 8, 1, st.pid);
+      runLoad("ka", st.port, pki, 16, 3, st.pid);
       st.rss.push(rssMb(st.pid));
     }
     for (let round = 0; round < rounds; round++) {
