@@ -41,6 +41,8 @@ export function formatLine(l: MeshLine, opts: { prefix?: boolean } = {}): string
   switch (ev) {
     case "request":
       return `${head}${time} ${green("request")} ${s("peer")} ${s("method")} ${s("path")} -> ${s("status")} ${dim(`${s("ms")}ms`)}`;
+    case "request.summary":
+      return `${head}${time} ${green("request")} ${s("peer")} ${s("method")} ${s("route")} -> ${s("status")} ${bold(`×${s("count")}`)} ${dim(`avg ${s("msAvg")}ms, max ${s("msMax")}ms (summary of the rest of this second)`)}`;
     case "authz.denied":
       return `${head}${time} ${yellow("authz.denied")} ${s("peer")} ${s("method")} ${s("path")} rule=${s("rule")}: ${s("reason")}${l.hint ? dim(` (${s("hint")})`) : ""}`;
     case "tls.handshake_failed": {

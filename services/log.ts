@@ -6,6 +6,7 @@ import { LineSink } from "./log-sink.ts";
 export type MeshEvent =
   | "listening"
   | "request"
+  | "request.summary"
   | "authz.denied"
   | "tls.handshake_failed"
   | "http.client_error"

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { startService } from "./runtime.ts";
 import { onParentExit } from "./parent.ts";
 import { createStdoutLogger } from "./log.ts";
+import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./access-log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
 
@@ -17,6 +18,11 @@ const program = new Command("mesh-service")
   .option("--host <addr>", "address to listen on", "127.0.0.1")
   .option("--pki <dir>", "the CA's state folder (certs/, bundle.pem, crls.pem)", process.env.MESH_PKI_DIR ?? "./pki")
   .option("--policy <file>", "the authorization policy", process.env.MESH_POLICY ?? "mesh-policy.toml")
+  .option(
+    "--request-lines <n>",
+    "request lines per second before the rest of the second is summarised (0: a line for every request)",
+    count,
+  )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
   .addHelpText(
     "after",
@@ -25,7 +31,9 @@ Examples:
   tsx services/main.ts --service payment --port 7402
   tsx services/main.ts --service order --port 7401 --upstream payment=127.0.0.1:7402 --upstream inventory=127.0.0.1:7403
 
-Logs are JSON lines on stdout (pino). Exit codes: 0 stopped by a signal, 2 bad arguments or files.`,
+Logs are JSON lines on stdout (pino). Up to --request-lines (default ${DEFAULT_REQUEST_LINES_PER_SECOND}, or
+MESH_REQUEST_LINES_PER_SECOND) requests a second get their own "request" line; the rest of
+that second is counted in "request.summary" lines. Exit codes: 0 stopped by a signal, 2 bad arguments or files.`,
   )
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -36,6 +44,12 @@ function port(v: string): number {
   return n;
 }
 
+function count(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("must be a whole number (0: no limit)");
+  return n;
+}
+
 function upstream(v: string, acc: Record<string, string>): Record<string, string> {
   const m = /^([a-z]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
   if (!m || !isCallerName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
@@ -43,11 +57,21 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string> }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number }>();
+
+let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
+if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
+  try {
+    requestLines = count(process.env.MESH_REQUEST_LINES_PER_SECOND);
+  } catch (e) {
+    process.stderr.write(`${o.service}: MESH_REQUEST_LINES_PER_SECOND ${messageOf(e)}\n`);
+    process.exit(2);
+  }
+}
 
 try {
   const out = createStdoutLogger(o.service);
-  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log });
+  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

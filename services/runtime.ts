@@ -27,6 +27,8 @@ export interface ServiceOptions {
   logDestination?: DestinationStream;
   watch?: boolean;
   limits?: Partial<Limits>;
+  /** `request` lines per second before summaries take over (see AccessLog); 0: every request. */
+  requestLinesPerSecond?: number;
   upstreamTimeoutMs?: number;
 }
 
@@ -52,7 +54,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   let material: TlsMaterial = loadMaterial(paths, dns);
 
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
-  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits });
+  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond });
   const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
 
   const reloadTls = (): boolean => {

@@ -8,7 +8,8 @@ import { decide, type Policy } from "./policy.ts";
 import { identityOf, normaliseSerial, presented, type PeerIdentity } from "./identity.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import type { TlsMaterial } from "./material.ts";
-import { requestLogger, type MeshLogger, type RequestRecord } from "./log.ts";
+import type { MeshLogger } from "./log.ts";
+import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 
@@ -66,6 +67,8 @@ export interface MeshServerOptions {
   routes: readonly Route[];
   log: MeshLogger;
   limits?: Partial<Limits>;
+  /** `request` lines per second before per-second summaries (see AccessLog); 0: every request. */
+  requestLinesPerSecond?: number;
 }
 
 interface PeerState {
@@ -98,7 +101,7 @@ export class MeshServer {
 
   constructor(private readonly opts: MeshServerOptions) {
     this.material = opts.material;
-    this.logs = { log: opts.log, request: requestLogger(opts.log) };
+    this.logs = { log: opts.log, access: new AccessLog(opts.log, opts.requestLinesPerSecond) };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
     this.https = createServer(
@@ -221,6 +224,7 @@ export class MeshServer {
 
   close(): Promise<void> {
     if (this.sweeping) clearTimeout(this.sweeping);
+    this.logs.access.close();
     return new Promise((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -316,7 +320,7 @@ export class MeshServer {
       return;
     }
     x.route = found;
-    x.params = params ?? {};
+    x.params = params ?? NO_PARAMS;
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
       x.run(undefined);
@@ -336,10 +340,12 @@ export class MeshServer {
   }
 }
 
+const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 interface ExchangeLogs {
   readonly log: MeshLogger;
-  /** The `request` line, written for every answered request (see requestLogger). */
-  readonly request: (r: RequestRecord) => void;
+  /** Where each answered request goes: its own `request` line, or a summary's count. */
+  readonly access: AccessLog;
 }
 
 /**
@@ -348,7 +354,7 @@ interface ExchangeLogs {
  */
 class Exchange {
   route: Route | undefined;
-  params: Record<string, string> = {};
+  params: Record<string, string> = NO_PARAMS;
   private readonly started = performance.now();
   constructor(
     private readonly res: ServerResponse,
@@ -395,7 +401,7 @@ class Exchange {
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
     send(this.res, this.state, status, body);
-    this.logs.request({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms() });
+    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms() }, this.route?.path ?? "(no route)");
   }
 }
 

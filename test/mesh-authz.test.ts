@@ -215,3 +215,23 @@ test("no private key material ever reaches a log line", () => {
     assert.equal(all.includes(body.slice(0, 24)), false, `${n}'s key appears in a log`);
   }
 });
+
+test("past its budget of request lines a second, a service counts requests into summaries and loses none", async () => {
+  const busy = await start(pki, "payment", { requestLinesPerSecond: 5 });
+  const client = new Client(`https://127.0.0.1:${busy.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("order"), servername: "payment.internal" } });
+  try {
+    for (let i = 0; i < 40; i++) {
+      const r = await client.request({ method: "GET", path: "/healthz" });
+      assert.equal(r.statusCode, 200);
+      await r.body.text();
+    }
+  } finally {
+    await client.close();
+    await busy.svc.close(); // writes the summaries still counting
+  }
+  const lines = busy.logs.lines.filter((l) => l.event === "request" && l.path === "/healthz");
+  const summaries = busy.logs.lines.filter((l) => l.event === "request.summary");
+  assert.ok(lines.length < 40 && summaries.length > 0, `${lines.length} lines, ${summaries.length} summaries`);
+  assert.equal(lines.length + summaries.reduce((n, s) => n + Number(s.count), 0), 40);
+  for (const s of summaries) assert.deepEqual([s.peer, s.method, s.route, s.status, s.rule], ["order", "GET", "/healthz", 200, "payment.accepts"]);
+});

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { pino } from "pino";
 import { createLogger, requestLogger, type RequestRecord } from "../services/log.ts";
 import { LineSink } from "../services/log-sink.ts";
+import { AccessLog } from "../services/access-log.ts";
 
 class Collect {
   text = "";
@@ -105,4 +106,30 @@ test("pino writes through the sink unchanged", async () => {
   child.stdin.end();
   const lines = (await done).trimEnd().split("\n").map((l) => JSON.parse(l));
   assert.deepEqual(lines.map((l) => [l.event, l.service]), [["listening", "payment"], ["request", "payment"]]);
+});
+
+test("the access log writes a line per request up to its budget, then counts the rest of the second", () => {
+  const out = new Collect();
+  const access = new AccessLog(createLogger("inventory", out), 3);
+  const r = (i: number, status = 200): RequestRecord => ({ peer: "order", method: "GET", path: `/stock/sku-${i}`, status, rule: "inventory.accepts", ms: i });
+  for (let i = 1; i <= 10; i++) access.record(r(i, i === 9 ? 404 : 200), "/stock/:sku");
+  const lines = () => out.text.trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines().map((l) => [l.event, l.path]), [["request", "/stock/sku-1"], ["request", "/stock/sku-2"], ["request", "/stock/sku-3"]]);
+  access.endSecond();
+  const summaries = lines().slice(3);
+  assert.deepEqual(
+    summaries.map((l) => [l.event, l.peer, l.method, l.route, l.status, l.count, l.msAvg, l.msMax]),
+    [["request.summary", "order", "GET", "/stock/:sku", 200, 6, 6.67, 10], ["request.summary", "order", "GET", "/stock/:sku", 404, 1, 9, 9]],
+  );
+  assert.match(summaries[0]!.msg, /^6 more GET \/stock\/:sku from order answered 200 this second, beyond 3 request lines a second$/);
+  // A new second: the budget is back, and nothing is counted twice.
+  access.record(r(11), "/stock/:sku");
+  access.close();
+  assert.deepEqual(lines().slice(5).map((l) => [l.event, l.path]), [["request", "/stock/sku-11"]]);
+  // Budget 0: every request its own line.
+  const all = new Collect();
+  const every = new AccessLog(createLogger("inventory", all), 0);
+  for (let i = 1; i <= 500; i++) every.record(r(i), "/stock/:sku");
+  every.close();
+  assert.equal(all.text.trimEnd().split("\n").length, 500);
 });
