@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { DetailedPeerCertificate, TLSSocket, SecureContextOptions } from "node:tls";
-import { decide, type Policy } from "./policy.ts";
+import { decide, type Decision, type Policy } from "./policy.ts";
 import { identityOf, normaliseSerial, presented, type PeerIdentity } from "./identity.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import type { TlsMaterial } from "./material.ts";
@@ -22,7 +22,7 @@ export interface RequestContext {
   readonly peer: PeerIdentity;
   readonly method: string;
   readonly path: string;
-  readonly params: Record<string, string>;
+  readonly params: Readonly<Record<string, string>>;
   readonly body: unknown;
 }
 
@@ -80,6 +80,20 @@ interface PeerState {
   inFlight: number;
   /** The status the connection was refused with after the handshake (see onClientError). */
   refused?: number;
+  /** What the previous request on this connection was decided and routed to (see routed()). */
+  last?: Routed;
+}
+
+/** A request's verdict and route: the same for the same policy, caller, method and path. */
+interface Routed {
+  readonly policy: Policy;
+  readonly method: string;
+  readonly path: string;
+  readonly decision: Decision;
+  readonly route: Route | undefined;
+  readonly params: Record<string, string>;
+  /** Some route has this path, for another method: 405 rather than 404. */
+  readonly pathKnown: boolean;
 }
 
 interface CompiledRoute {
@@ -266,6 +280,35 @@ export class MeshServer {
     if (!sock.destroyed) sock.destroy();
   }
 
+  /**
+   * The policy's verdict and the route for a request. A keep-alive connection mostly repeats
+   * one request: that is answered from the connection's memo, while the policy is the same
+   * object (a reload makes a new one) and the method and path are the same.
+   */
+  private routed(peer: PeerState, method: string, path: string): Routed {
+    const policy = this.opts.policy();
+    const last = peer.last;
+    if (last !== undefined && last.policy === policy && last.method === method && last.path === path) return last;
+    const decision = decide(policy, this.opts.service, peer.identity.name, method, path);
+    let route: Route | undefined;
+    let params: Record<string, string> = NO_PARAMS;
+    let pathKnown = false;
+    if (decision.allow) {
+      for (const r of this.routes) {
+        const p = r.match(path);
+        if (p === null) continue;
+        pathKnown = true;
+        if (r.method === method) {
+          // Shared by the requests that repeat this one on the connection: nobody may change it.
+          params = Object.isFrozen(p) ? p : Object.freeze(p);
+          route = r.route;
+          break;
+        }
+      }
+    }
+    return (peer.last = { policy, method, path, decision, route, params, pathKnown });
+  }
+
   /** After the handshake: a request that is too slow, too large or not HTTP at all. */
   private onClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
     const peer = this.peers.get(sock);
@@ -293,7 +336,7 @@ export class MeshServer {
     const method = req.method ?? "GET";
     const path = pathOf(req.url);
     const caller = peer.identity.name;
-    const d = decide(this.opts.policy(), this.opts.service, caller, method, path);
+    const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
     if (!d.allow) {
       this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       req.resume();
@@ -301,26 +344,13 @@ export class MeshServer {
       return;
     }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
-    let params: Record<string, string> | null = null;
-    let found: Route | undefined;
-    let pathKnown = false;
-    for (const r of this.routes) {
-      const p = r.match(path);
-      if (p === null) continue;
-      pathKnown = true;
-      if (r.method === method) {
-        params = p;
-        found = r.route;
-        break;
-      }
-    }
-    if (!found) {
+    if (!route) {
       req.resume();
       x.done(pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
       return;
     }
-    x.route = found;
-    x.params = params ?? NO_PARAMS;
+    x.route = route;
+    x.params = params;
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
       x.run(undefined);

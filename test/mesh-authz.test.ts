@@ -98,11 +98,21 @@ test("bad bodies get 400 naming the field; unknown routes 404 after authz", asyn
 
 test("a policy edit changes decisions without a restart; a broken edit keeps the old policy", async () => {
   const original = readFileSync(pki.policyFile, "utf8");
+  // A keep-alive connection that asks the same thing before and after: the connection's
+  // memo of its last verdict must not outlive the policy it came from.
+  const kept = new Client(`https://127.0.0.1:${pay.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("inventory"), servername: "payment.internal" } });
+  const keptStatus = async () => {
+    const res = await kept.request({ method: "GET", path: "/healthz" });
+    await res.body.text();
+    return res.statusCode;
+  };
+  assert.equal(await keptStatus(), 403);
   let since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, original.replace(`[payment]\naccepts = ["order"]`, `[payment]\naccepts = ["order", "inventory"]`));
   await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, since);
   let r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200, JSON.stringify(r));
+  assert.equal(await keptStatus(), 200);
 
   since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[payment]\naccepts = ["order", "inventory"]\nallow_all = true\n`);
@@ -116,6 +126,8 @@ test("a policy edit changes decisions without a restart; a broken edit keeps the
   await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, since);
   r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 403);
+  assert.equal(await keptStatus(), 403);
+  await kept.close();
 });
 
 test("a renewed certificate is served to new connections without a restart", async () => {
