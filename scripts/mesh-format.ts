@@ -50,6 +50,8 @@ export function formatLine(l: MeshLine, opts: { prefix?: boolean } = {}): string
       const who = peer ? dim(` [${peer.subject} from ${peer.issuer}, serial ${peer.serial}]`) : "";
       return `${head}${time} ${red("tls.handshake_failed")} ${bold(s("reason"))} ${s("remote")}: ${s("msg")}${who}`;
     }
+    case "http.client_error":
+      return `${head}${time} ${red(ev)} ${bold(s("reason"))} ${s("peer") || "?"} ${s("remote")}: ${s("msg")}`;
     case "upstream.failed":
       return `${head}${time} ${red("upstream.failed")} -> ${s("upstream")} ${bold(s("reason"))}: ${s("msg")}`;
     case "policy.reload_failed":
