@@ -52,31 +52,18 @@ export function decide(policy: Policy, service: string, peer: string | null, met
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
     if ((r.method === "*" || r.method === method) && r.match(path) !== null) {
-      return verdicts.get(r)?.get(peer) ?? verdict(r, r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
+      return verdict(r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
     }
   }
   if (sp.accepts === null) {
     return { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}` };
   }
-  return verdicts.get(sp)?.get(peer) ?? verdict(sp, sp.accepts, peer, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
+  return verdict(sp.accepts, peer, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
 }
 
-/**
- * A rule's verdict on a peer never changes (a policy reload makes new rules), and decide()
- * runs for every request: each verdict is built once and kept with its rule.
- */
-const verdicts = new WeakMap<object, Map<string, Decision>>();
-/** Peer names come from the CA's certificates; the bound only guards against the unforeseen. */
-const MAX_VERDICTS_PER_RULE = 1_000;
-
-function verdict(owner: object, accepts: readonly string[], peer: string, rule: string, where: string): Decision {
-  let known = verdicts.get(owner);
-  const d: Decision = accepts.includes(peer)
-    ? { allow: true, rule, reason: `${peer} is listed in ${rule}` }
-    : { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint: `to allow it, add "${peer}" to that accepts list (${where})` };
-  if (!known) verdicts.set(owner, (known = new Map()));
-  if (known.size < MAX_VERDICTS_PER_RULE) known.set(peer, d);
-  return d;
+function verdict(accepts: readonly string[], peer: string, rule: string, where: string): Decision {
+  if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}` };
+  return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint: `to allow it, add "${peer}" to that accepts list (${where})` };
 }
 
 export function loadPolicy(file: string): Policy {
