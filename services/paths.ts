@@ -3,7 +3,8 @@
 
 export type PathMatcher = (path: string) => Record<string, string> | null;
 
-const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+/** The params of a pattern without any: one frozen object, shared. */
+export const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** Compile a pattern once; matching a request is then a split and a loop, no regex. */
 export function compilePath(pattern: string): PathMatcher {

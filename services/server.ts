@@ -10,7 +10,7 @@ import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.t
 import type { TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
-import { compilePath, pathOf, type PathMatcher } from "./paths.ts";
+import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 
 export interface Reply {
@@ -91,7 +91,7 @@ interface Routed {
   readonly path: string;
   readonly decision: Decision;
   readonly route: Route | undefined;
-  readonly params: Record<string, string>;
+  readonly params: Readonly<Record<string, string>>;
   /** Some route has this path, for another method: 405 rather than 404. */
   readonly pathKnown: boolean;
 }
@@ -369,8 +369,6 @@ export class MeshServer {
     );
   }
 }
-
-const NO_PARAMS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 interface ExchangeLogs {
   readonly log: MeshLogger;
