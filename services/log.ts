@@ -74,9 +74,9 @@ const q = JSON.stringify;
 
 /**
  * A writer of `request` lines: byte for byte what log.info({ event: "request", ...r },
- * "request") writes (a test holds the two equal), without pino's generic serialiser. There is
- * one such line per request, and pino's walk over the object was about 3 µs of a 48 µs
- * keep-alive request; the destination, bindings and clock are still pino's.
+ * "request") writes (a test holds the two equal), without pino's generic serialiser: its walk
+ * over the object measured ~2 µs a line against ~0.9 µs, on a ~47 µs keep-alive request. The
+ * destination, bindings and clock are still pino's.
  */
 export function requestLogger(log: MeshLogger): (r: RequestRecord) => void {
   const { streamSym, chindingsSym, timeSym } = pino.symbols;
