@@ -133,7 +133,7 @@ const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
 const signed = (n: number) => `${n >= 0 ? "+" : ""}${n}`;
 const cols = (xs: string[], w: number) => xs.map((x) => x.padStart(w)).join("");
 
-export function printTables(phases: PhaseSummary[][], rs: PhaseRatios[], vs: Verdict[], rounds: number): void {
+export function printTables(phases: PhaseSummary[][], rs: PhaseRatios[], vs: Verdict[], rounds: number, pairedRounds: number): void {
   const [bare, identity, mesh] = phases as [PhaseSummary[], PhaseSummary[], PhaseSummary[]];
   const W = 30;
   console.log(`\nmedians of ${rounds} rounds (bare = no identity work, ident = CN cached per socket, mesh = payment)`);
@@ -154,7 +154,7 @@ export function printTables(phases: PhaseSummary[][], rs: PhaseRatios[], vs: Ver
   }
 
   console.log(`\ntargets against the identity-cached baseline: rate ≥ ${TARGETS.minRate.toFixed(2)}×, server CPU per request ≤ ${TARGETS.maxCpu.toFixed(2)}×,`);
-  console.log(`judged side by side (ident and mesh loaded at the same moment, ${rounds} rounds; the back-to-back m/i above is for comparison)`);
+  console.log(`judged side by side (ident and mesh loaded at the same moment, ${pairedRounds} rounds; the back-to-back m/i above is for comparison)`);
   const check = (c: TargetCheck) => `${f(c.ratio.median, 2)} (rounds ${f(c.ratio.min, 2)}–${f(c.ratio.max, 2)}) ${c.pass ? "PASS" : "FAIL"}${c.unsure ? "?" : " "}`;
   for (const v of vs) console.log(`${v.phase.padEnd(W)}rate ${check(v.rate).padEnd(27)}  CPU ${check(v.cpu).padEnd(27)}  ${v.pass ? "PASS" : "FAIL"}`);
   if (vs.some((v) => v.rate.unsure || v.cpu.unsure)) console.log(`(? = some rounds fell on the other side of the limit: within this run's noise)`);

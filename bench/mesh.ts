@@ -93,7 +93,7 @@ interface Started {
  * runs every phase against each server in turn, in reverse order on odd rounds (A B C, C B A),
  * so drift in the machine's load falls on every server alike; summaries keep medians.
  */
-async function measureAll(servers: Array<{ name: string; args: string[] }>, pki: string, dir: string, seconds: number, rounds: number): Promise<Started[]> {
+async function measureAll(servers: Array<{ name: string; args: string[] }>, pki: string, dir: string, seconds: number, rounds: number, pairedRounds: number): Promise<Started[]> {
   const started: Started[] = [];
   try {
     for (const sv of servers) {
@@ -120,12 +120,12 @@ async function measureAll(servers: Array<{ name: string; args: string[] }>, pki:
     // the machine is doing falls on both; this VM's speed moves by up to 2x within seconds,
     // more than the 10% the targets are about.
     const pair = started.filter((st) => st.name === "ident" || st.name === "mesh");
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < pairedRounds; round++) {
       for (const [i, [, mode, conns]] of PLAN.entries()) {
         const loads = await Promise.all(pair.map((st) => runLoadAsync(mode, st.port, pki, conns, seconds, st.pid)));
         loads.forEach((l, k) => pair[k]!.together[i]!.push(sample(l)));
       }
-      console.log(`  side-by-side round ${round + 1}/${rounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
+      console.log(`  side-by-side round ${round + 1}/${pairedRounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
     }
     return started;
   } finally {
@@ -140,6 +140,8 @@ export interface MeshBenchResult {
   pinned: boolean;
   seconds: number;
   rounds: number;
+  /** Side-by-side rounds, the ones the verdict is taken from. */
+  pairedRounds: number;
   /** 1-minute load average before and after: the machine is shared, so this says how much to trust it. */
   loadAverage: { before: number; after: number };
   /** Medians per phase, keyed bare, ident and mesh. */
@@ -151,9 +153,12 @@ export interface MeshBenchResult {
   rss: RssReport[];
 }
 
-export async function runMeshBench(opts: { seconds?: number; rounds?: number } = {}): Promise<MeshBenchResult> {
+export async function runMeshBench(opts: { seconds?: number; rounds?: number; pairedRounds?: number } = {}): Promise<MeshBenchResult> {
   const seconds = opts.seconds ?? Number(process.env.MESH_BENCH_SECONDS ?? 2);
   const rounds = opts.rounds ?? Number(process.env.MESH_BENCH_ROUNDS ?? 4);
+  // The verdict rests on these: at one connection, runs of 4-5 of them still differed by
+  // up to ±10% from one another; twice as many halve the spread for about a minute more.
+  const pairedRounds = opts.pairedRounds ?? Number(process.env.MESH_BENCH_PAIRED_ROUNDS ?? 2 * rounds);
   const dir = mkdtempSync(join(tmpdir(), "mesh-bench-"));
   try {
     const pki = join(dir, "pki");
@@ -165,7 +170,7 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number } =
     writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
 
     const loadBefore = loadavg()[0]!;
-    console.log(`\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), then ${rounds} side-by-side rounds of ident and mesh; servers on core 0, load clients on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`);
+    console.log(`\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), then ${pairedRounds} side-by-side rounds of ident and mesh; servers on core 0, load clients on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`);
     const runs = await measureAll(
       [
         { name: "bare", args: ["bench/mesh-bare.ts", pki, "payment.internal"] },
@@ -176,19 +181,20 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number } =
       dir,
       seconds,
       rounds,
+      pairedRounds,
     );
     const loadAfter = loadavg()[0]!;
     const [bare, identity, mesh] = runs as [Started, Started, Started];
     const summaries = runs.map((r) => r.samples.map((reps, i) => summarise(PLAN[i]![0], reps)));
     const rs = PLAN.map(([name], i) => ratios(name, { bare: bare.samples[i]!, identity: identity.samples[i]!, mesh: mesh.samples[i]! }, { identity: identity.together[i]!, mesh: mesh.together[i]! }));
     const vs = rs.map(verdict);
-    printTables(summaries, rs, vs, rounds);
+    printTables(summaries, rs, vs, rounds, pairedRounds);
     const errors = summaries.flat().reduce((a, p) => a + p.errors, 0);
     console.log(`errors: ${errors}; load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
     const rss = runs.map((r) => rssReport(r.name, r.rss));
     printRss(rss);
     return {
-      pinned: HAS_TASKSET, seconds, rounds, loadAverage: { before: loadBefore, after: loadAfter },
+      pinned: HAS_TASKSET, seconds, rounds, pairedRounds, loadAverage: { before: loadBefore, after: loadAfter },
       servers: Object.fromEntries(runs.map((r, i) => [r.name, summaries[i]!])),
       ratios: rs, verdicts: vs, pass: vs.every((v) => v.pass), errors, rss,
     };
