@@ -39,16 +39,11 @@ async function startServer(args: string[], logFile: string): Promise<{ proc: Chi
   throw new Error(`server ${args.join(" ")} did not start`);
 }
 
-/** The load client reads the server's CPU ticks itself, at the edges of its measured window. */
-function runLoad(mode: "conn" | "ka", port: number, pki: string, conns: number, seconds: number, serverPid: number): Load {
-  const [cmd, argv] = pinned(1, [process.execPath, "--import", "tsx", "bench/mesh-load.ts", mode, String(port), pki, String(conns), String(seconds), String(serverPid)]);
-  const r = spawnSync(cmd, argv, { cwd: ROOT, encoding: "utf8", timeout: (seconds + 30) * 1000 });
-  if (r.status !== 0) throw new Error(`load client failed: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split("\n").pop()!) as Load;
-}
-
-/** runLoad without blocking: two of these run at the same moment in the side-by-side rounds. */
-function runLoadAsync(mode: "conn" | "ka", port: number, pki: string, conns: number, seconds: number, serverPid: number): Promise<Load> {
+/**
+ * One load client run; it reads the server's CPU ticks itself, at the edges of its measured
+ * window. Asynchronous, so two can run at the same moment in the side-by-side rounds.
+ */
+function runLoad(mode: "conn" | "ka", port: number, pki: string, conns: number, seconds: number, serverPid: number): Promise<Load> {
   const [cmd, argv] = pinned(1, [process.execPath, "--import", "tsx", "bench/mesh-load.ts", mode, String(port), pki, String(conns), String(seconds), String(serverPid)]);
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
@@ -103,14 +98,14 @@ async function measureAll(servers: Array<{ name: string; args: string[] }>, pki:
     // Warm-up, so the first round does not pay for JIT compilation: the mesh has more code
     // to compile than the baselines, and counting that as per-request cost would be wrong.
     for (const st of started) {
-      runLoad("conn", st.port, pki, 8, 1, st.pid);
-      runLoad("ka", st.port, pki, 16, 3, st.pid);
+      await runLoad("conn", st.port, pki, 8, 1, st.pid);
+      await runLoad("ka", st.port, pki, 16, 3, st.pid);
       st.rss.push(rssMb(st.pid));
     }
     for (let round = 0; round < rounds; round++) {
       for (const [i, [, mode, conns]] of PLAN.entries()) {
         for (const st of round % 2 ? [...started].reverse() : started) {
-          st.samples[i]!.push(sample(runLoad(mode, st.port, pki, conns, seconds, st.pid)));
+          st.samples[i]!.push(sample(await runLoad(mode, st.port, pki, conns, seconds, st.pid)));
         }
       }
       for (const st of started) st.rss.push(rssMb(st.pid));
@@ -122,7 +117,7 @@ async function measureAll(servers: Array<{ name: string; args: string[] }>, pki:
     const pair = started.filter((st) => st.name === "ident" || st.name === "mesh");
     for (let round = 0; round < pairedRounds; round++) {
       for (const [i, [, mode, conns]] of PLAN.entries()) {
-        const loads = await Promise.all(pair.map((st) => runLoadAsync(mode, st.port, pki, conns, seconds, st.pid)));
+        const loads = await Promise.all(pair.map((st) => runLoad(mode, st.port, pki, conns, seconds, st.pid)));
         loads.forEach((l, k) => pair[k]!.together[i]!.push(sample(l)));
       }
       console.log(`  side-by-side round ${round + 1}/${pairedRounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
