@@ -1,16 +1,16 @@
 // Starts one mesh service: loads policy and TLS material, serves, and reloads both when
 // their files change, keeping the old state when a new file is broken.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
-import { loadPolicy, type Policy } from "./policy.ts";
+import { loadPolicy, parsePolicy, type Policy } from "./policy.ts";
 import { loadMaterial, materialPaths, type TlsMaterial } from "./material.ts";
 import { MeshServer, type Limits, type Route } from "./server.ts";
 import { Upstreams } from "./client.ts";
 import { createLogger, type MeshLogger } from "./log.ts";
 import { dnsName, type ServiceName } from "./names.ts";
 import { watchFiles, type Watch } from "./reload.ts";
-import { messageOf } from "./errors.ts";
+import { MeshError, messageOf } from "./errors.ts";
 import { orderRoutes } from "./order.ts";
 import { paymentRoutes } from "./payment.ts";
 import { inventoryRoutes } from "./inventory.ts";
@@ -30,7 +30,15 @@ export interface ServiceOptions {
   /** `request` lines per second before summaries take over (see AccessLog); 0: every request. */
   requestLinesPerSecond?: number;
   upstreamTimeoutMs?: number;
+  /**
+   * How long the policy file must stay unchanged (inode, size, mtime) before a reload reads
+   * it: a file rewritten in place is empty or cut short until its writer is done.
+   */
+  policySettleMs?: number;
 }
+
+/** Default settle window of the policy file (see ServiceOptions.policySettleMs). */
+export const POLICY_SETTLE_MS = 500;
 
 export interface RunningService {
   readonly service: ServiceName;
@@ -50,6 +58,9 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const dns = dnsName(o.service);
   let policy = loadPolicy(o.policyFile);
   let policyDigest = digestOf(o.policyFile);
+  // The content whose outcome was logged last: one line per change of the file, whichever
+  // watcher (fs.watch or the stat poll) noticed it, and however often.
+  let policySeen = policyDigest;
   const paths = materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
 
@@ -76,29 +87,62 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     }
   };
   const reloadPolicy = (): boolean => {
+    let bytes: Buffer | null;
     try {
-      const d = digestOf(o.policyFile);
-      if (d === policyDigest) return true;
-      const next = loadPolicy(o.policyFile);
+      bytes = readSettled(o.policyFile);
+    } catch (e) {
+      return policyFailed(`unreadable:${(e as { code?: string }).code}`, new MeshError("POLICY_UNREADABLE", `${o.policyFile}: cannot read the policy file: ${messageOf(e)}`));
+    }
+    // Changed while being read: the watcher sees the change too and comes back when it settles.
+    if (bytes === null) return false;
+    const d = createHash("sha256").update(bytes).digest("hex");
+    if (d === policySeen) return d === policyDigest;
+    policySeen = d;
+    if (d === policyDigest) {
+      log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(policy), restored: true }, `policy file ${o.policyFile} again holds the policy in force`);
+      return true;
+    }
+    try {
+      const next = parsePolicy(bytes.toString("utf8"), o.policyFile);
+      if (next.services.size === 0) {
+        throw new MeshError(
+          "POLICY_INVALID",
+          `${o.policyFile}: the policy file is empty (no [service] table): a file being rewritten in place is empty for a while, and applying it would refuse every call; to accept nobody on purpose, give each service a table with accepts = []`,
+        );
+      }
       policy = next; // one assignment: a request sees the old policy or the new one, never a mix
       policyDigest = d;
       log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
+      warnIfNoTable(next, "warn");
       return true;
     } catch (e) {
-      log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
-      return false;
+      return policyFailed(d, e);
     }
+  };
+  const policyFailed = (seen: string, e: unknown): false => {
+    policySeen = seen;
+    log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
+    return false;
+  };
+  // A service with no table is refused to everybody (default-deny): say so, it is rarely meant.
+  const warnIfNoTable = (p: Policy, level: "warn" | "error") => {
+    if (p.services.has(o.service)) return;
+    log[level](
+      { event: "policy.table_missing", file: o.policyFile },
+      `${o.policyFile} has no [${o.service}] table, so ${o.service} accepts nobody: every call to it is refused (403, rule default-deny); to let callers in, add [${o.service}] with accepts = ["…"]`,
+    );
   };
 
   const watches: Watch[] = [];
   if (o.watch !== false) {
     watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
-    watches.push(watchFiles([o.policyFile], reloadPolicy));
+    watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS }));
   }
   log.info(
     { event: "listening", port, host: o.host ?? "127.0.0.1", identity: dns, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects, upstreams: o.upstreams ?? {} },
     `${o.service} listening on https://${o.host ?? "127.0.0.1"}:${port} as ${dns}`,
   );
+  warnIfNoTable(policy, "error");
 
   let closing: Promise<void> | undefined;
   return {
@@ -137,6 +181,22 @@ function digestOf(file: string): string {
   } catch {
     return "unreadable";
   }
+}
+
+/**
+ * The file's bytes, or null when it changed while being read (inode, size or mtime moved, or
+ * fewer bytes than its size): never a mix of two versions.
+ */
+function readSettled(file: string): Buffer | null {
+  const sig = () => {
+    const s = statSync(file);
+    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+  };
+  const before = sig();
+  const bytes = readFileSync(file);
+  const after = sig();
+  if (before !== after || Number(after.split(":")[1]) !== bytes.length) return null;
+  return bytes;
 }
 
 function summary(p: Policy): Record<string, string[] | null> {
