@@ -57,7 +57,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
   let policy = loadPolicy(o.policyFile);
-  let policyDigest = digestOf(o.policyFile);
+  let policyDigest = policyDigestOf(o.policyFile);
   // The content whose outcome was logged last: one line per change of the file, whichever
   // watcher (fs.watch or the stat poll) noticed it, and however often.
   let policySeen = policyDigest;
@@ -68,12 +68,21 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond });
   const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
 
+  // The files' content when the last reload failed: the same broken set is reported once.
+  let tlsFailedOn: string | undefined;
   const reloadTls = (): boolean => {
     let next: TlsMaterial;
     try {
       next = loadMaterial(paths, dns);
       const { certChanged, trustChanged } = server.setMaterial(next);
-      if (!certChanged && !trustChanged) return true;
+      const restored = tlsFailedOn !== undefined;
+      tlsFailedOn = undefined;
+      if (!certChanged && !trustChanged) {
+        if (restored) {
+          log.info({ event: "tls.reloaded", certChanged, trustChanged, restored, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects }, "the TLS files again hold the material in force");
+        }
+        return true;
+      }
       upstreams.setMaterial(next);
       material = next;
       log.info(
@@ -82,6 +91,9 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       );
       return true;
     } catch (e) {
+      const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls);
+      if (failedOn === tlsFailedOn) return false;
+      tlsFailedOn = failedOn;
       log.error({ event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous TLS material: ${messageOf(e)}`);
       return false;
     }
@@ -95,7 +107,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     }
     // Changed while being read: the watcher sees the change too and comes back when it settles.
     if (bytes === null) return false;
-    const d = createHash("sha256").update(bytes).digest("hex");
+    const d = sha256(bytes);
     if (d === policySeen) return d === policyDigest;
     policySeen = d;
     if (d === policyDigest) {
@@ -175,12 +187,28 @@ function routesFor(service: ServiceName, up: Upstreams, log: MeshLogger): Route[
   }
 }
 
-function digestOf(file: string): string {
+function sha256(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function policyDigestOf(file: string): string {
   try {
-    return createHash("sha256").update(readFileSync(file)).digest("hex");
+    return sha256(readFileSync(file));
   } catch {
     return "unreadable";
   }
+}
+
+function digestOf(...files: string[]): string {
+  const h = createHash("sha256");
+  for (const f of files) {
+    try {
+      h.update(readFileSync(f)).update("\0");
+    } catch {
+      h.update("unreadable\0");
+    }
+  }
+  return h.digest("hex");
 }
 
 /**

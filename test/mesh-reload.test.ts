@@ -130,3 +130,22 @@ test("at start-up, a service whose table is missing says loudly that it accepts 
   await ok.svc.close();
   assert.equal(ok.logs.find((x) => x.event === "policy.table_missing"), undefined, "no warning when the table is there");
 });
+
+test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.reloaded", async () => {
+  const crls = pki.ca.paths.crls;
+  const good = readFileSync(crls);
+  const since = pay.logs.lines.length;
+  writeFileSync(crls, "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n");
+  const failed = await pay.logs.wait((l) => l.event === "tls.reload_failed", 5_000, since);
+  assert.match(String(failed.error), /crls\.pem/);
+  await sleep(2_500);
+  assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "tls.reload_failed").length, 1, "one line for one broken change");
+  assert.equal(await status("order"), 200, "the previous material is still served");
+
+  const mark = pay.logs.lines.length;
+  writeFileSync(crls, good);
+  const back = await pay.logs.wait((l) => l.event === "tls.reloaded", 5_000, mark);
+  assert.equal(back.restored, true);
+  await sleep(1_500);
+  assert.equal(pay.logs.lines.slice(mark).filter((l) => String(l.event).startsWith("tls.reload")).length, 1);
+});
