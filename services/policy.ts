@@ -42,7 +42,9 @@ const ROUTE_KEYS = ["method", "path", "accepts"];
  * Security contract: the answer is allow only when a rule names the peer. A service with no
  * table in the policy, a route no rule covers, an unknown or missing peer: all deny.
  * The first route rule whose method and path match decides; when none matches, the
- * service-level `accepts` decides. No I/O, no clock: the same inputs give the same answer.
+ * service-level `accepts` decides. A GET rule covers HEAD too (HEAD is GET without the body, so
+ * it may show no more than GET): who may not GET a path may not HEAD it, and the other way round.
+ * No I/O, no clock: the same inputs give the same answer.
  */
 export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string): Decision {
   const sp = policy.services.get(service);
@@ -51,7 +53,7 @@ export function decide(policy: Policy, service: string, peer: string | null, met
   }
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
-    if ((r.method === "*" || r.method === method) && r.match(path) !== null) {
+    if ((r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) && r.match(path) !== null) {
       return verdict(r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
     }
   }
