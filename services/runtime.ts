@@ -14,6 +14,7 @@ import { MeshError, messageOf } from "./errors.ts";
 import { orderRoutes } from "./order.ts";
 import { paymentRoutes } from "./payment.ts";
 import { inventoryRoutes } from "./inventory.ts";
+import { crlDeadlines } from "./crl-dates.ts";
 
 export interface ServiceOptions {
   service: ServiceName;
@@ -35,6 +36,10 @@ export interface ServiceOptions {
    * it: a file rewritten in place is empty or cut short until its writer is done.
    */
   policySettleMs?: number;
+  /** The clock the CRL deadlines are judged by (tests move it; OpenSSL keeps the real one). */
+  now?: () => Date;
+  /** How often the CRLs' nextUpdate is checked while running (default hourly). */
+  crlCheckMs?: number;
 }
 
 /** Default settle window of the policy file (see ServiceOptions.policySettleMs). */
@@ -89,6 +94,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
         `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
       );
+      if (trustChanged) checkCrls();
       return true;
     } catch (e) {
       const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls);
@@ -145,6 +151,26 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     );
   };
 
+  // A CRL past its nextUpdate makes OpenSSL refuse every client its CA issued: say so before
+  // it happens, and loudly once it has (mesh:up re-signs them while it runs; nothing else does).
+  const checkCrls = () => {
+    const fix = "re-sign the CRLs with npm run ca -- crl, or keep mesh:up running, which re-signs them";
+    for (const d of crlDeadlines(material.crl, (o.now ?? (() => new Date()))())) {
+      const at = { issuer: d.issuer, nextUpdate: d.nextUpdate, daysLeft: d.daysLeft, file: paths.crls };
+      if (d.state === "lapsed") {
+        log.error(
+          { event: "crl.lapsed", ...at },
+          `the CRL of ${d.issuer} in ${paths.crls} lapsed at ${d.nextUpdate}: OpenSSL now refuses every certificate that CA issued (CRL_HAS_EXPIRED), so every client will be refused; ${fix}`,
+        );
+      } else {
+        log.warn(
+          { event: "crl.expiring", ...at },
+          `the CRL of ${d.issuer} in ${paths.crls} expires at ${d.nextUpdate}, in ${d.daysLeft} days; after that every client will be refused (crl_expired): ${fix}`,
+        );
+      }
+    }
+  };
+
   const watches: Watch[] = [];
   if (o.watch !== false) {
     watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
@@ -155,6 +181,9 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     `${o.service} listening on https://${o.host ?? "127.0.0.1"}:${port} as ${dns}`,
   );
   warnIfNoTable(policy, "error");
+  checkCrls();
+  const crlTimer = setInterval(checkCrls, o.crlCheckMs ?? 3_600_000);
+  crlTimer.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -167,6 +196,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     reloadPolicy,
     close() {
       closing ??= (async () => {
+        clearInterval(crlTimer);
         for (const w of watches) w.close();
         await server.close();
         await upstreams.close().catch(() => {});
