@@ -109,3 +109,17 @@ test("while running, the CRLs are checked again on a timer, against the service'
     await s.svc.close();
   }
 });
+
+test("CRLs re-signed while a service runs are checked when they are loaded", async () => {
+  const s = await start(pki, "payment");
+  try {
+    assert.equal(s.logs.find((l) => String(l.event).startsWith("crl.")), undefined);
+    await resignCrls(26);
+    await s.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 5_000);
+    const w = await s.logs.wait((l) => l.event === "crl.expiring", 2_000);
+    assert.ok(Math.abs(Number(w.daysLeft) - 4) < 0.2, String(w.daysLeft));
+  } finally {
+    await s.svc.close();
+    await resignCrls(0);
+  }
+});

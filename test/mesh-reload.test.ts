@@ -112,7 +112,12 @@ test("one broken change is one reload_failed line; restoring the good policy log
 
 test("at start-up, a service whose table is missing says loudly that it accepts nobody", async () => {
   const original = readFileSync(pki.policyFile, "utf8");
+  const since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[inventory]\naccepts = ["order"]\n`);
+  // The running payment applies it (a valid policy), and warns that it now accepts nobody.
+  const dropped = await pay.logs.wait((x) => x.event === "policy.table_missing", 5_000, since);
+  assert.equal(dropped.level, 40);
+  assert.ok(pay.logs.lines.slice(since).some((x) => x.event === "policy.reloaded"));
   const lonely = await start(pki, "payment", { watch: false });
   try {
     const l = lonely.logs.find((x) => x.event === "policy.table_missing");
