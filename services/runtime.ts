@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
-import { loadPolicy, parsePolicy, type Policy } from "./policy.ts";
+import { parsePolicy, type Policy } from "./policy.ts";
 import { loadMaterial, materialPaths, type TlsMaterial } from "./material.ts";
 import { MeshServer, type Limits, type Route } from "./server.ts";
 import { Upstreams } from "./client.ts";
@@ -61,8 +61,11 @@ export interface RunningService {
 export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
-  let policy = loadPolicy(o.policyFile);
-  let policyDigest = policyDigestOf(o.policyFile);
+  // One read for the policy and its digest: a file changing in between would pair the old
+  // policy with the new content's digest, and the change would never be applied.
+  const policyBytes = readPolicy(o.policyFile);
+  let policy = parsePolicy(policyBytes.toString("utf8"), o.policyFile);
+  let policyDigest = sha256(policyBytes);
   // The content whose outcome was logged last: one line per change of the file, whichever
   // watcher (fs.watch or the stat poll) noticed it, and however often.
   let policySeen = policyDigest;
@@ -109,7 +112,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     try {
       bytes = readSettled(o.policyFile);
     } catch (e) {
-      return policyFailed(`unreadable:${(e as { code?: string }).code}`, new MeshError("POLICY_UNREADABLE", `${o.policyFile}: cannot read the policy file: ${messageOf(e)}`));
+      return policyFailed(`unreadable:${(e as { code?: string }).code}`, unreadable(o.policyFile, e));
     }
     // Changed while being read: the watcher sees the change too and comes back when it settles.
     if (bytes === null) return false;
@@ -221,12 +224,16 @@ function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
-function policyDigestOf(file: string): string {
+function readPolicy(file: string): Buffer {
   try {
-    return sha256(readFileSync(file));
-  } catch {
-    return "unreadable";
+    return readFileSync(file);
+  } catch (e) {
+    throw unreadable(file, e);
   }
+}
+
+function unreadable(file: string, e: unknown): MeshError {
+  return new MeshError("POLICY_UNREADABLE", `${file}: cannot read the policy file: ${messageOf(e)}`);
 }
 
 function digestOf(...files: string[]): string {
