@@ -42,8 +42,9 @@ const ROUTE_KEYS = ["method", "path", "accepts"];
  * Security contract: the answer is allow only when a rule names the peer. A service with no
  * table in the policy, a route no rule covers, an unknown or missing peer: all deny.
  * The first route rule whose method and path match decides; when none matches, the
- * service-level `accepts` decides. A GET rule covers HEAD too (HEAD is GET without the body, so
- * it may show no more than GET): who may not GET a path may not HEAD it, and the other way round.
+ * service-level `accepts` decides. A GET rule decides HEAD too (HEAD is GET without the body,
+ * so it shows no more than GET): who may not GET a path may not HEAD it either, unless an
+ * earlier rule names HEAD itself.
  * No I/O, no clock: the same inputs give the same answer.
  */
 export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string): Decision {
