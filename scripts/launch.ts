@@ -38,6 +38,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
   const args = [
     "--import", "tsx", join(ROOT, "services", "main.ts"), "--service", o.service, "--port", String(o.port),
     "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
+    "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell
   ];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
   const file: WriteStream | undefined = o.logFile ? createWriteStream(o.logFile, { flags: "a" }) : undefined;

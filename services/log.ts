@@ -15,6 +15,9 @@ export type MeshEvent =
   | "tls.connections_closed"
   | "policy.reloaded"
   | "policy.reload_failed"
+  | "policy.table_missing"
+  | "crl.expiring"
+  | "crl.lapsed"
   | "upstream.failed"
   | "shutdown"
   | "log.dropped";

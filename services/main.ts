@@ -24,6 +24,7 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
+  .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
   .addHelpText(
     "after",
     `
@@ -57,7 +58,7 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; exitWithParent?: boolean }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -87,9 +88,11 @@ try {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
-  // Orphaned, with stdout and stderr gone with the launcher: nothing to flush, nobody to tell,
-  // and an error printed now could hang the process in tsx's loader. End at once.
-  onParentExit(() => process.kill(process.pid, "SIGKILL"));
+  // Only a launcher that owns this process asks for this: a service started by systemd, nohup
+  // or setsid is re-parented as a matter of course and must keep serving. Orphaned, with stdout
+  // and stderr gone with the launcher: nothing to flush, nobody to tell, and an error printed
+  // now could hang the process in tsx's loader. End at once.
+  if (o.exitWithParent) onParentExit(() => process.kill(process.pid, "SIGKILL"));
 } catch (e) {
   process.stderr.write(`${o.service}: ${isMeshError(e) ? e.message : `cannot start: ${messageOf(e)}`}\n`);
   process.exit(2);

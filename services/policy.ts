@@ -42,7 +42,10 @@ const ROUTE_KEYS = ["method", "path", "accepts"];
  * Security contract: the answer is allow only when a rule names the peer. A service with no
  * table in the policy, a route no rule covers, an unknown or missing peer: all deny.
  * The first route rule whose method and path match decides; when none matches, the
- * service-level `accepts` decides. No I/O, no clock: the same inputs give the same answer.
+ * service-level `accepts` decides. A GET rule decides HEAD too (HEAD is GET without the body,
+ * so it shows no more than GET): who may not GET a path may not HEAD it either, unless an
+ * earlier rule names HEAD itself.
+ * No I/O, no clock: the same inputs give the same answer.
  */
 export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string): Decision {
   const sp = policy.services.get(service);
@@ -51,7 +54,7 @@ export function decide(policy: Policy, service: string, peer: string | null, met
   }
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
-    if ((r.method === "*" || r.method === method) && r.match(path) !== null) {
+    if ((r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) && r.match(path) !== null) {
       return verdict(r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
     }
   }

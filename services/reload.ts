@@ -1,6 +1,7 @@
 // Notices when files change on disk. The CA replaces files by rename, which defeats a
 // watch on the file itself, so this watches the parent directories and, as a fallback for
-// file systems where fs.watch is silent, polls the files' stat once a second.
+// file systems where fs.watch is silent, polls the files' stat once a second. With a settle
+// window it also waits until a file written in place has stopped changing.
 import { watch, statSync, type FSWatcher } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 
@@ -8,8 +9,20 @@ export interface Watch {
   close(): void;
 }
 
-export function watchFiles(files: readonly string[], onChange: () => void, opts: { debounceMs?: number; pollMs?: number } = {}): Watch {
+export interface WatchOptions {
+  debounceMs?: number;
+  pollMs?: number;
+  /**
+   * After the debounce, wait until the files' inode, size and mtime have stayed the same for
+   * this long before calling onChange (0: do not wait). A file rewritten in place (truncated,
+   * then appended to) is empty or cut short in between; this keeps such states from a reader.
+   */
+  settleMs?: number;
+}
+
+export function watchFiles(files: readonly string[], onChange: () => void, opts: WatchOptions = {}): Watch {
   const debounceMs = opts.debounceMs ?? 150;
+  const settleMs = opts.settleMs ?? 0;
   const abs = files.map((f) => resolve(f));
   const names = new Map<string, Set<string>>();
   for (const f of abs) {
@@ -19,13 +32,31 @@ export function watchFiles(files: readonly string[], onChange: () => void, opts:
   }
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  const fire = () => {
+    // The poll must not report again a change this call is about to handle (that logged
+    // every failed reload twice).
+    last = signature();
+    onChange();
+  };
+  const settle = (seen: string) => {
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (closed) return;
+      const now = signature();
+      if (now === seen) fire();
+      else settle(now);
+    }, settleMs);
+    timer.unref();
+  };
   // Several renames land together (certificate, then key): one reload after the burst.
   const kick = () => {
     if (closed) return;
     if (timer) clearTimeout(timer);
     timer = setTimeout(() => {
       timer = undefined;
-      if (!closed) onChange();
+      if (closed) return;
+      if (settleMs > 0) settle(signature());
+      else fire();
     }, debounceMs);
     timer.unref();
   };
@@ -51,9 +82,10 @@ export function watchFiles(files: readonly string[], onChange: () => void, opts:
       return "absent";
     }
   };
-  let last = abs.map(sig).join("|");
+  const signature = () => abs.map(sig).join("|");
+  let last = signature();
   const poll = setInterval(() => {
-    const now = abs.map(sig).join("|");
+    const now = signature();
     if (now !== last) {
       last = now;
       kick();

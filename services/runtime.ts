@@ -1,19 +1,20 @@
 // Starts one mesh service: loads policy and TLS material, serves, and reloads both when
 // their files change, keeping the old state when a new file is broken.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
-import { loadPolicy, type Policy } from "./policy.ts";
+import { parsePolicy, type Policy } from "./policy.ts";
 import { loadMaterial, materialPaths, type TlsMaterial } from "./material.ts";
 import { MeshServer, type Limits, type Route } from "./server.ts";
 import { Upstreams } from "./client.ts";
 import { createLogger, type MeshLogger } from "./log.ts";
 import { dnsName, type ServiceName } from "./names.ts";
 import { watchFiles, type Watch } from "./reload.ts";
-import { messageOf } from "./errors.ts";
+import { MeshError, messageOf } from "./errors.ts";
 import { orderRoutes } from "./order.ts";
 import { paymentRoutes } from "./payment.ts";
 import { inventoryRoutes } from "./inventory.ts";
+import { crlDeadlines } from "./crl-dates.ts";
 
 export interface ServiceOptions {
   service: ServiceName;
@@ -30,7 +31,19 @@ export interface ServiceOptions {
   /** `request` lines per second before summaries take over (see AccessLog); 0: every request. */
   requestLinesPerSecond?: number;
   upstreamTimeoutMs?: number;
+  /**
+   * How long the policy file must stay unchanged (inode, size, mtime) before a reload reads
+   * it: a file rewritten in place is empty or cut short until its writer is done.
+   */
+  policySettleMs?: number;
+  /** The clock the CRL deadlines are judged by (tests move it; OpenSSL keeps the real one). */
+  now?: () => Date;
+  /** How often the CRLs' nextUpdate is checked while running (default hourly). */
+  crlCheckMs?: number;
 }
+
+/** Default settle window of the policy file (see ServiceOptions.policySettleMs). */
+export const POLICY_SETTLE_MS = 500;
 
 export interface RunningService {
   readonly service: ServiceName;
@@ -48,8 +61,14 @@ export interface RunningService {
 export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
-  let policy = loadPolicy(o.policyFile);
-  let policyDigest = digestOf(o.policyFile);
+  // One read for the policy and its digest: a file changing in between would pair the old
+  // policy with the new content's digest, and the change would never be applied.
+  const policyBytes = readPolicy(o.policyFile);
+  let policy = parsePolicy(policyBytes.toString("utf8"), o.policyFile);
+  let policyDigest = sha256(policyBytes);
+  // The content whose outcome was logged last: one line per change of the file, whichever
+  // watcher (fs.watch or the stat poll) noticed it, and however often.
+  let policySeen = policyDigest;
   const paths = materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
 
@@ -57,48 +76,117 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond });
   const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
 
+  // The files' content when the last reload failed: the same broken set is reported once.
+  let tlsFailedOn: string | undefined;
   const reloadTls = (): boolean => {
     let next: TlsMaterial;
     try {
       next = loadMaterial(paths, dns);
       const { certChanged, trustChanged } = server.setMaterial(next);
-      if (!certChanged && !trustChanged) return true;
+      const restored = tlsFailedOn !== undefined;
+      tlsFailedOn = undefined;
+      if (!certChanged && !trustChanged) {
+        if (restored) {
+          log.info({ event: "tls.reloaded", certChanged, trustChanged, restored, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects }, "the TLS files again hold the material in force");
+        }
+        return true;
+      }
       upstreams.setMaterial(next);
       material = next;
       log.info(
         { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
         `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
       );
+      if (trustChanged) checkCrls();
       return true;
     } catch (e) {
+      const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls);
+      if (failedOn === tlsFailedOn) return false;
+      tlsFailedOn = failedOn;
       log.error({ event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous TLS material: ${messageOf(e)}`);
       return false;
     }
   };
   const reloadPolicy = (): boolean => {
+    let bytes: Buffer | null;
     try {
-      const d = digestOf(o.policyFile);
-      if (d === policyDigest) return true;
-      const next = loadPolicy(o.policyFile);
+      bytes = readSettled(o.policyFile);
+    } catch (e) {
+      return policyFailed(`unreadable:${(e as { code?: string }).code}`, unreadable(o.policyFile, e));
+    }
+    // Changed while being read: the watcher sees the change too and comes back when it settles.
+    if (bytes === null) return false;
+    const d = sha256(bytes);
+    if (d === policySeen) return d === policyDigest;
+    policySeen = d;
+    if (d === policyDigest) {
+      log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(policy), restored: true }, `policy file ${o.policyFile} again holds the policy in force`);
+      return true;
+    }
+    try {
+      const next = parsePolicy(bytes.toString("utf8"), o.policyFile);
+      if (next.services.size === 0) {
+        throw new MeshError(
+          "POLICY_INVALID",
+          `${o.policyFile}: the policy file is empty (no [service] table): a file being rewritten in place is empty for a while, and applying it would refuse every call; to accept nobody on purpose, give each service a table with accepts = []`,
+        );
+      }
       policy = next; // one assignment: a request sees the old policy or the new one, never a mix
       policyDigest = d;
       log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
+      warnIfNoTable(next, "warn");
       return true;
     } catch (e) {
-      log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
-      return false;
+      return policyFailed(d, e);
+    }
+  };
+  const policyFailed = (seen: string, e: unknown): false => {
+    policySeen = seen;
+    log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
+    return false;
+  };
+  // A service with no table is refused to everybody (default-deny): say so, it is rarely meant.
+  const warnIfNoTable = (p: Policy, level: "warn" | "error") => {
+    if (p.services.has(o.service)) return;
+    log[level](
+      { event: "policy.table_missing", file: o.policyFile },
+      `${o.policyFile} has no [${o.service}] table, so ${o.service} accepts nobody: every call to it is refused (403, rule default-deny); to let callers in, add [${o.service}] with accepts = ["…"]`,
+    );
+  };
+
+  // A CRL past its nextUpdate makes OpenSSL refuse every client its CA issued: say so before
+  // it happens, and loudly once it has (mesh:up re-signs them while it runs; nothing else does).
+  const checkCrls = () => {
+    const fix = "re-sign the CRLs with npm run ca -- crl, or keep mesh:up running, which re-signs them";
+    for (const d of crlDeadlines(material.crl, (o.now ?? (() => new Date()))())) {
+      const at = { issuer: d.issuer, nextUpdate: d.nextUpdate, daysLeft: d.daysLeft, file: paths.crls };
+      if (d.state === "lapsed") {
+        log.error(
+          { event: "crl.lapsed", ...at },
+          `the CRL of ${d.issuer} in ${paths.crls} lapsed at ${d.nextUpdate}: OpenSSL now refuses every certificate that CA issued (CRL_HAS_EXPIRED), so every client will be refused; ${fix}`,
+        );
+      } else {
+        log.warn(
+          { event: "crl.expiring", ...at },
+          `the CRL of ${d.issuer} in ${paths.crls} expires at ${d.nextUpdate}, in ${d.daysLeft} days; after that every client will be refused (crl_expired): ${fix}`,
+        );
+      }
     }
   };
 
   const watches: Watch[] = [];
   if (o.watch !== false) {
     watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
-    watches.push(watchFiles([o.policyFile], reloadPolicy));
+    watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS }));
   }
   log.info(
     { event: "listening", port, host: o.host ?? "127.0.0.1", identity: dns, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects, upstreams: o.upstreams ?? {} },
     `${o.service} listening on https://${o.host ?? "127.0.0.1"}:${port} as ${dns}`,
   );
+  warnIfNoTable(policy, "error");
+  checkCrls();
+  const crlTimer = setInterval(checkCrls, o.crlCheckMs ?? 3_600_000);
+  crlTimer.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -111,6 +199,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     reloadPolicy,
     close() {
       closing ??= (async () => {
+        clearInterval(crlTimer);
         for (const w of watches) w.close();
         await server.close();
         await upstreams.close().catch(() => {});
@@ -131,12 +220,48 @@ function routesFor(service: ServiceName, up: Upstreams, log: MeshLogger): Route[
   }
 }
 
-function digestOf(file: string): string {
+function sha256(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function readPolicy(file: string): Buffer {
   try {
-    return createHash("sha256").update(readFileSync(file)).digest("hex");
-  } catch {
-    return "unreadable";
+    return readFileSync(file);
+  } catch (e) {
+    throw unreadable(file, e);
   }
+}
+
+function unreadable(file: string, e: unknown): MeshError {
+  return new MeshError("POLICY_UNREADABLE", `${file}: cannot read the policy file: ${messageOf(e)}`);
+}
+
+function digestOf(...files: string[]): string {
+  const h = createHash("sha256");
+  for (const f of files) {
+    try {
+      h.update(readFileSync(f)).update("\0");
+    } catch {
+      h.update("unreadable\0");
+    }
+  }
+  return h.digest("hex");
+}
+
+/**
+ * The file's bytes, or null when it changed while being read (inode, size or mtime moved, or
+ * fewer bytes than its size): never a mix of two versions.
+ */
+function readSettled(file: string): Buffer | null {
+  const sig = () => {
+    const s = statSync(file);
+    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+  };
+  const before = sig();
+  const bytes = readFileSync(file);
+  const after = sig();
+  if (before !== after || Number(after.split(":")[1]) !== bytes.length) return null;
+  return bytes;
 }
 
 function summary(p: Policy): Record<string, string[] | null> {

@@ -298,7 +298,8 @@ export class MeshServer {
         const p = r.match(path);
         if (p === null) continue;
         pathKnown = true;
-        if (r.method === method) {
+        // HEAD is GET without the body (RFC 9110 9.3.2): Node's response drops the body.
+        if (r.method === method || (method === "HEAD" && r.method === "GET")) {
           // Shared by the requests that repeat this one on the connection: nobody may change it.
           params = Object.isFrozen(p) ? p : Object.freeze(p);
           route = r.route;
@@ -354,6 +355,15 @@ export class MeshServer {
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
       x.run(undefined);
+      return;
+    }
+    const type = req.headers["content-type"];
+    if (hasBody(req) && !isJson(type)) {
+      // Parsing a text/plain or form body as JSON would act on what the sender did not mean as JSON.
+      res.shouldKeepAlive = false;
+      res.once("finish", () => req.destroy());
+      const got = type === undefined ? "no content-type" : type.split(";")[0]!.trim().slice(0, 64);
+      x.done(415, { error: "unsupported_media_type", message: `${method} ${path} takes a JSON body: send it with content-type: application/json (got ${got})` });
       return;
     }
     readJson(req, this.limits.maxBodyBytes).then(
@@ -453,6 +463,18 @@ function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anch
     c = c.issuerCertificate;
   }
   return { serials, anchor: undefined };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers["content-length"];
+  return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
+}
+
+/** application/json, or a structured +json type, whatever its parameters (charset=utf-8). */
+function isJson(type: string | undefined): boolean {
+  if (type === undefined) return false;
+  const media = type.split(";")[0]!.trim().toLowerCase();
+  return media === "application/json" || /^application\/[a-z0-9.!#$&^_-]+\+json$/.test(media);
 }
 
 function readJson(req: IncomingMessage, max: number): Promise<unknown> {

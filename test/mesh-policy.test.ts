@@ -118,3 +118,29 @@ test("identity is the CN, refused when ambiguous", () => {
   assert.equal(bad(cert({ subject: { CN: "example.com" } as PeerCertificate["subject"], subjectaltname: "DNS:example.com" })), "ambiguous_identity");
   assert.deepEqual(sanDnsNames('DNS:a.internal, URI:spiffe://x/y, DNS:"b,c"'), ["a.internal", "b,c"]);
 });
+
+test("a GET rule decides HEAD too: HEAD shows what GET shows, minus the body", () => {
+  const p = parsePolicy(
+    `[inventory]
+accepts = ["order"]
+
+[[inventory.routes]]
+method = "GET"
+path = "/stock/:sku"
+accepts = ["order", "payment"]
+
+[[inventory.routes]]
+method = "GET"
+path = "/admin/*"
+accepts = []
+`,
+    "p.toml",
+  );
+  const head = decide(p, "inventory", "payment", "HEAD", "/stock/widget");
+  assert.equal(head.allow, true);
+  assert.equal(head.rule, "inventory.routes[0] (GET /stock/:sku)");
+  const admin = decide(p, "inventory", "order", "HEAD", "/admin/x");
+  assert.equal(admin.allow, false, "order may not GET /admin/x, so it may not HEAD it");
+  assert.equal(admin.rule, "inventory.routes[1] (GET /admin/*)");
+  assert.equal(decide(p, "inventory", "payment", "POST", "/stock/widget").allow, false, "only HEAD borrows GET's rules");
+});
