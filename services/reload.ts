@@ -8,7 +8,7 @@ export interface Watch {
   close(): void;
 }
 
-export function watchFiles(files: readonly string[], onChange: () => void, opts: { debounceMs?: number; pollMs?: number } = {}): Watch {
+export function watchFiles(files: readonly string[], onChange: (noticedAt: number) => void, opts: { debounceMs?: number; pollMs?: number } = {}): Watch {
   const debounceMs = opts.debounceMs ?? 150;
   const abs = files.map((f) => resolve(f));
   const names = new Map<string, Set<string>>();
@@ -19,13 +19,15 @@ export function watchFiles(files: readonly string[], onChange: () => void, opts:
   }
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  let noticedAt = 0; // when the burst's first change was seen: onChange gets it, for reload latency
   // Several renames land together (certificate, then key): one reload after the burst.
   const kick = () => {
     if (closed) return;
     if (timer) clearTimeout(timer);
+    else noticedAt = performance.now();
     timer = setTimeout(() => {
       timer = undefined;
-      if (!closed) onChange();
+      if (!closed) onChange(noticedAt);
     }, debounceMs);
     timer.unref();
   };

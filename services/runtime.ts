@@ -14,6 +14,7 @@ import { messageOf } from "./errors.ts";
 import { orderRoutes } from "./order.ts";
 import { paymentRoutes } from "./payment.ts";
 import { inventoryRoutes } from "./inventory.ts";
+import { MeshMetrics } from "./metrics.ts";
 
 export interface ServiceOptions {
   service: ServiceName;
@@ -37,6 +38,8 @@ export interface RunningService {
   readonly port: number;
   readonly server: MeshServer;
   readonly log: MeshLogger;
+  /** Its Prometheus registry and counters (serve them with admin.ts). */
+  readonly metrics: MeshMetrics;
   policy(): Policy;
   /** Re-read TLS files and policy now (the watchers do this on their own). */
   reloadTls(): boolean;
@@ -52,12 +55,15 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   let policyDigest = digestOf(o.policyFile);
   const paths = materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
+  const metrics = new MeshMetrics(o.service, material);
 
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
-  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond });
+  metrics.watchUpstreams(upstreams, Object.keys(o.upstreams ?? {}));
+  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond, metrics });
   const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
 
-  const reloadTls = (): boolean => {
+  // noticedAt: when the watcher first saw the change (performance.now()), for the reload latency metric.
+  const reloadTls = (noticedAt = performance.now()): boolean => {
     let next: TlsMaterial;
     try {
       next = loadMaterial(paths, dns);
@@ -69,22 +75,26 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
         `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
       );
+      metrics.reloaded("tls", true, noticedAt, next);
       return true;
     } catch (e) {
+      metrics.reloaded("tls", false, noticedAt);
       log.error({ event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous TLS material: ${messageOf(e)}`);
       return false;
     }
   };
-  const reloadPolicy = (): boolean => {
+  const reloadPolicy = (noticedAt = performance.now()): boolean => {
     try {
       const d = digestOf(o.policyFile);
       if (d === policyDigest) return true;
       const next = loadPolicy(o.policyFile);
       policy = next; // one assignment: a request sees the old policy or the new one, never a mix
       policyDigest = d;
+      metrics.reloaded("policy", true, noticedAt);
       log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
       return true;
     } catch (e) {
+      metrics.reloaded("policy", false, noticedAt);
       log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
       return false;
     }
@@ -106,6 +116,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     port,
     server,
     log,
+    metrics,
     policy: () => policy,
     reloadTls,
     reloadPolicy,
