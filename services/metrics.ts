@@ -23,6 +23,7 @@ const HANDSHAKE_REASONS: readonly HandshakeReason[] = [
   "no_client_cert", "unknown_ca", "expired", "not_yet_valid", "revoked", "crl_missing", "crl_expired",
   "bad_certificate", "ambiguous_identity", "protocol", "server_cert_rejected", "client_aborted", "handshake_timeout", "tls_error",
 ];
+const MISNAMED_DEFAULTS = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
 /** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */
 const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Reload latency: the watcher's debounce is 150 ms, its stat poll 1 s. */
@@ -199,6 +200,9 @@ export class MeshMetrics {
   constructor(readonly service: string, material?: TlsMaterial) {
     const r = this.registry;
     collectDefaultMetrics({ register: r });
+    // Gauges that prom-client names like counters, which `promtool check metrics` flags
+    // (`_total` is for counters); sum(nodejs_active_handles) etc. say the same by type.
+    for (const name of MISNAMED_DEFAULTS) r.removeSingleMetric(name);
     this.handshakes = new CellCounter(r, "mesh_tls_handshakes_total", "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.", ["outcome", "reason"]);
     this.accepted = this.handshakes.cell("accepted", "none");
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
