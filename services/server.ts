@@ -430,7 +430,7 @@ class Exchange {
   abandoned(): void {
     this.state.inFlight--;
     const status = this.state.refused ?? 499;
-    this.series?.answered(status, this.started);
+    this.series?.answered(status, this.ms());
     this.logs.log.info({ event: "request", peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms(), abandoned: true }, "request abandoned: the connection closed before the answer");
   }
 
@@ -441,8 +441,9 @@ class Exchange {
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
     send(this.res, this.state, status, body);
-    this.series?.answered(status, this.started);
-    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms() }, this.route?.path ?? "(no route)");
+    const ms = this.ms();
+    this.series?.answered(status, ms);
+    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, this.route?.path ?? "(no route)");
   }
 }
 
