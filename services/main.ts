@@ -25,7 +25,7 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
-  .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; off when not given)", port)
+  .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
   .addHelpText(
     "after",
@@ -78,12 +78,22 @@ if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !=
   }
 }
 
+let adminPort = o.adminPort;
+if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
+  try {
+    adminPort = port(process.env.MESH_ADMIN_PORT);
+  } catch (e) {
+    process.stderr.write(`${o.service}: MESH_ADMIN_PORT ${messageOf(e)}\n`);
+    process.exit(2);
+  }
+}
+
 try {
   const out = createStdoutLogger(o.service);
   const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines });
   let admin: Admin | undefined;
-  if (o.adminPort !== undefined) {
-    admin = await startAdmin({ exposition: svc.metrics.registry, port: o.adminPort, host: o.adminHost });
+  if (adminPort !== undefined) {
+    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost });
     svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
   }
   let stopping = false;

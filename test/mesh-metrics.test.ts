@@ -80,8 +80,8 @@ interface Proc {
   waitFor(event: string, ms?: number): Promise<Record<string, unknown>>;
 }
 
-function service(args: string[]): Proc {
-  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, "services", "main.ts"), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+function service(args: string[], env: Record<string, string> = {}): Proc {
+  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, "services", "main.ts"), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_ADMIN_PORT: "", ...env } });
   const p: Proc = {
     proc,
     lines: [],
@@ -200,9 +200,26 @@ test("a non-loopback --admin-host is refused with one line, before anything list
     assert.match(svc.stderr, /--admin-host.*must be a loopback address/);
     assert.deepEqual(svc.lines, [], "nothing started");
   }
+  const bad = service(["--service", "payment", "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile], { MESH_ADMIN_PORT: "70000" });
+  assert.equal(await bad.exited, 2);
+  assert.equal(bad.stderr, "payment: MESH_ADMIN_PORT must be a port number 0-65535\n");
+  assert.deepEqual(bad.lines, [], "nothing started");
   for (const host of ["127.0.0.1", "127.1.2.3", "::1"]) assert.ok(isLoopback(host), host);
   for (const host of ["0.0.0.0", "::", "::ffff:127.0.0.1", "128.0.0.1", "localhost", "127.0.0.1.example", ""]) assert.ok(!isLoopback(host), host);
   await assert.rejects(startAdmin({ exposition: { metrics: async () => "", contentType: "text/plain" }, port: 0, host: "0.0.0.0" }), (e: unknown) => e instanceof AdminHostError && /not a loopback address/.test(e.message));
+});
+
+test("MESH_ADMIN_PORT turns the admin listener on, as mesh:up can set it per service", async () => {
+  const svc = service(["--service", "inventory", "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile], { MESH_ADMIN_PORT: "0" });
+  try {
+    const admin = await svc.waitFor("admin.listening");
+    assert.equal((await get(Number(admin.port), "/healthz")).status, 200);
+    const s = parse((await get(Number(admin.port), "/metrics")).body);
+    assert.equal(value(s, "mesh_tls_handshakes_total", { outcome: "accepted", reason: "none" }), 0);
+  } finally {
+    svc.proc.kill("SIGTERM");
+    await svc.exited;
+  }
 });
 
 test("reloads are counted by kind and result, with their latency; a renewed trust bundle shows in the gauges", async () => {
