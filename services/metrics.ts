@@ -202,10 +202,7 @@ export class MeshMetrics {
 
   constructor(readonly service: string, material?: TlsMaterial) {
     const r = this.registry;
-    collectDefaultMetrics({ register: r });
-    // Gauges that prom-client names like counters, which `promtool check metrics` flags
-    // (`_total` is for counters); sum(nodejs_active_handles) etc. say the same by type.
-    for (const name of MISNAMED_DEFAULTS) r.removeSingleMetric(name);
+    for (const m of processMetrics().getMetricsAsArray()) r.registerMetric(m as unknown as Metric); // typed as the JSON shape, but they are the metric objects
     this.handshakes = new CellCounter(r, "mesh_tls_handshakes_total", "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.", ["outcome", "reason"]);
     this.accepted = this.handshakes.cell("accepted", "none");
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
@@ -341,6 +338,24 @@ export class MeshMetrics {
   renewalFailed(): void {
     this.renewalFailures.inc();
   }
+}
+
+let processRegistry: Registry | undefined;
+
+/**
+ * prom-client's default metrics describe the process, and each collectDefaultMetrics() keeps
+ * an event-loop timer and a GC observer running for good: one set per process, shared by the
+ * registries of every service in it (a test process starts dozens).
+ */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+    // Gauges that prom-client names like counters, which `promtool check metrics` flags
+    // (`_total` is for counters); sum(nodejs_active_handles) etc. say the same by type.
+    for (const name of MISNAMED_DEFAULTS) processRegistry.removeSingleMetric(name);
+  }
+  return processRegistry;
 }
 
 function oneLine(dn: string): string {
