@@ -3,10 +3,11 @@
 // metrics`, series by series; the admin listener's refusals; reloads and label bounds in-process.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { request } from "node:http";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -280,4 +281,26 @@ test("the shipped prometheus.yml passes promtool check config", async () => {
   assert.match(r.out, /SUCCESS/);
   const text = readFileSync(join(ROOT, "prometheus.yml"), "utf8");
   for (const port of [7411, 7412, 7413]) assert.ok(text.includes(`127.0.0.1:${port}`), String(port));
+});
+
+test("a CRL's issuer and nextUpdate read from its DER agree with openssl's reading", () => {
+  const d = mkdtempSync(join(tmpdir(), "mesh-crl-"));
+  try {
+    const ossl = (...args: string[]) => execFileSync("openssl", args, { cwd: d, stdio: ["ignore", "pipe", "pipe"] }).toString("utf8");
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/C=DE/O=Acme Ops/OU=Mesh/CN=Acme CA G2");
+    writeFileSync(join(d, "index.txt"), "");
+    writeFileSync(join(d, "ca.cnf"), "[ca]\ndefault_ca = x\n[x]\ndatabase = index.txt\ndefault_md = sha256\ndefault_crl_days = 9\n");
+    ossl("ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.crt", "-out", "crl.pem");
+    const info = crlInfo(readFileSync(join(d, "crl.pem"), "utf8"));
+    const next = /nextUpdate=(.+)/.exec(ossl("crl", "-in", "crl.pem", "-noout", "-nextupdate"))![1]!;
+    const last = /lastUpdate=(.+)/.exec(ossl("crl", "-in", "crl.pem", "-noout", "-lastupdate"))![1]!;
+    assert.equal(info.nextUpdate?.getTime(), Date.parse(next));
+    assert.equal(info.thisUpdate.getTime(), Date.parse(last));
+    // The same words Node uses for the CA certificate's subject, so the two can be matched.
+    assert.equal(info.issuer, new X509Certificate(readFileSync(join(d, "ca.crt"))).subject.split("\n").join(", "));
+    assert.equal(info.issuer, "C=DE, O=Acme Ops, OU=Mesh, CN=Acme CA G2");
+    assert.throws(() => crlInfo(readFileSync(join(d, "ca.crt"), "utf8")), /not a CRL|bad/);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });
