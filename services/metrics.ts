@@ -272,9 +272,11 @@ export class MeshMetrics {
     const callee = (name: string) => (CALLER_SET.has(name) ? name : OTHER);
     for (const name of callees) ok.set(name, this.upstream.cell(callee(name), "ok", "none"));
     const call = up.call.bind(up);
-    up.call = async (name, method, path, body) => {
+    // Every argument passed on as it came, whatever call() comes to take.
+    up.call = async (...args: Parameters<Upstreams["call"]>) => {
+      const name = args[0];
       try {
-        const reply = await call(name, method, path, body);
+        const reply = await call(...args);
         (ok.get(name) ?? this.upstream.cell(callee(name), "ok", "none")).n++;
         return reply;
       } catch (e) {
