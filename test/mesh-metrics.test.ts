@@ -260,18 +260,28 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
 
 test("upstream calls by callee, outcome and reason", async () => {
   const pay = await start(pki, "payment");
-  // inventory's address points at nothing: its calls fail as upstream_down.
-  const order = await start(pki, "order", { upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: "127.0.0.1:1" }, upstreamTimeoutMs: 1_000 });
+  const inv = await start(pki, "inventory");
+  const order = await start(pki, "order", { upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` } });
+  // A second order whose inventory address points at nothing: its calls fail as upstream_down.
+  const lonely = await start(pki, "order", { upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: "127.0.0.1:1" }, upstreamTimeoutMs: 1_000 });
   try {
-    const r = await call(pki, order.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
-    assert.ok("status" in r && r.status >= 500, JSON.stringify(r));
-    const s = parse(await order.svc.metrics.registry.metrics());
+    const ok = await call(pki, order.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
+    assert.equal("status" in ok && ok.status, 201, JSON.stringify(ok));
+    let s = parse(await order.svc.metrics.registry.metrics());
+    assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "inventory", outcome: "ok", reason: "none" }), 1);
+    assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "payment", outcome: "ok", reason: "none" }), 1);
+    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "edge", route: "/orders", method: "POST", status: "201", rule: "order.accepts" }), 1);
+
+    const down = await call(pki, lonely.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
+    assert.equal("status" in down && down.status, 502, JSON.stringify(down));
+    s = parse(await lonely.svc.metrics.registry.metrics());
     assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "inventory", outcome: "failed", reason: "upstream_down" }), 1);
-    assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "payment", outcome: "ok", reason: "none" }), 0);
-    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "edge", route: "/orders", method: "POST", status: String((r as { status: number }).status), rule: "order.accepts" }), 1);
+    assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "payment", outcome: "ok", reason: "none" }), 0, "payment is never called when the reservation fails");
+    // The callee counted the same calls from its side.
+    s = parse(await pay.svc.metrics.registry.metrics());
+    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "order", route: "/charge", method: "POST", status: "201", rule: "payment.accepts" }), 1);
   } finally {
-    await order.svc.close();
-    await pay.svc.close();
+    await Promise.all([order.svc.close(), lonely.svc.close(), inv.svc.close(), pay.svc.close()]);
   }
 });
 
