@@ -93,7 +93,7 @@ try {
   const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {
-    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost });
+    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => svc.server.https.listening });
     svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
   }
   let stopping = false;
