@@ -101,6 +101,11 @@ function derOf(pem: string): Buffer {
   return Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
 }
 
+/** crlDates of one PEM block ("X509 CRL"). Throws on what does not parse. */
+export function crlDatesOfPem(pem: string): CrlDates {
+  return crlDates(derOf(pem));
+}
+
 /**
  * The CRLs (PEM blocks) whose nextUpdate is within `warnDays` of `now`, or past it. A CRL
  * that does not parse is left out: loading the material has refused such files already.

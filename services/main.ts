@@ -7,6 +7,7 @@ import { createStdoutLogger } from "./log.ts";
 import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./access-log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
+import { startAdmin, isLoopback, type Admin } from "./admin.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")
@@ -25,12 +26,15 @@ const program = new Command("mesh-service")
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
   .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
+  .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
+  .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
   .addHelpText(
     "after",
     `
 Examples:
   tsx services/main.ts --service payment --port 7402
   tsx services/main.ts --service order --port 7401 --upstream payment=127.0.0.1:7402 --upstream inventory=127.0.0.1:7403
+  tsx services/main.ts --service payment --port 7402 --admin-port 7412   # curl http://127.0.0.1:7412/metrics
 
 Logs are JSON lines on stdout (pino). Up to --request-lines (default ${DEFAULT_REQUEST_LINES_PER_SECOND}, or
 MESH_REQUEST_LINES_PER_SECOND) requests a second get their own "request" line; the rest of
@@ -51,6 +55,11 @@ function count(v: string): number {
   return n;
 }
 
+function loopback(v: string): string {
+  if (!isLoopback(v)) throw new InvalidArgumentError("must be a loopback address such as 127.0.0.1 or ::1: the admin listener has no authentication");
+  return v;
+}
+
 function upstream(v: string, acc: Record<string, string>): Record<string, string> {
   const m = /^([a-z]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
   if (!m || !isCallerName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
@@ -58,7 +67,7 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; exitWithParent?: boolean }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -70,9 +79,24 @@ if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !=
   }
 }
 
+let adminPort = o.adminPort;
+if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
+  try {
+    adminPort = port(process.env.MESH_ADMIN_PORT);
+  } catch (e) {
+    process.stderr.write(`${o.service}: MESH_ADMIN_PORT ${messageOf(e)}\n`);
+    process.exit(2);
+  }
+}
+
 try {
   const out = createStdoutLogger(o.service);
   const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines });
+  let admin: Admin | undefined;
+  if (adminPort !== undefined) {
+    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => svc.server.https.listening });
+    svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -84,7 +108,7 @@ try {
     } catch {
       /* nowhere left to log to */
     }
-    svc.close().catch(() => {}).then(() => out.drained()).finally(() => process.exit(0));
+    Promise.all([svc.close(), admin?.close()]).catch(() => {}).then(() => out.drained()).finally(() => process.exit(0));
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));

@@ -20,7 +20,7 @@ export interface WatchOptions {
   settleMs?: number;
 }
 
-export function watchFiles(files: readonly string[], onChange: () => void, opts: WatchOptions = {}): Watch {
+export function watchFiles(files: readonly string[], onChange: (noticedAt: number) => void, opts: WatchOptions = {}): Watch {
   const debounceMs = opts.debounceMs ?? 150;
   const settleMs = opts.settleMs ?? 0;
   const abs = files.map((f) => resolve(f));
@@ -32,11 +32,12 @@ export function watchFiles(files: readonly string[], onChange: () => void, opts:
   }
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  let noticedAt = 0; // when the burst's first change was seen: onChange gets it, for reload latency
   const fire = () => {
     // The poll must not report again a change this call is about to handle (that logged
     // every failed reload twice).
     last = signature();
-    onChange();
+    onChange(noticedAt);
   };
   const settle = (seen: string) => {
     timer = setTimeout(() => {
@@ -52,6 +53,7 @@ export function watchFiles(files: readonly string[], onChange: () => void, opts:
   const kick = () => {
     if (closed) return;
     if (timer) clearTimeout(timer);
+    else noticedAt = performance.now();
     timer = setTimeout(() => {
       timer = undefined;
       if (closed) return;

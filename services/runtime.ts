@@ -15,6 +15,7 @@ import { orderRoutes } from "./order.ts";
 import { paymentRoutes } from "./payment.ts";
 import { inventoryRoutes } from "./inventory.ts";
 import { crlDeadlines } from "./crl-dates.ts";
+import { MeshMetrics } from "./metrics.ts";
 
 export interface ServiceOptions {
   service: ServiceName;
@@ -50,6 +51,8 @@ export interface RunningService {
   readonly port: number;
   readonly server: MeshServer;
   readonly log: MeshLogger;
+  /** Its Prometheus registry and counters (serve them with admin.ts). */
+  readonly metrics: MeshMetrics;
   policy(): Policy;
   /** Re-read TLS files and policy now (the watchers do this on their own). */
   reloadTls(): boolean;
@@ -71,14 +74,17 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   let policySeen = policyDigest;
   const paths = materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
+  const metrics = new MeshMetrics(o.service, material);
 
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
-  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond });
+  metrics.watchUpstreams(upstreams, Object.keys(o.upstreams ?? {}));
+  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond, metrics });
   const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
 
   // The files' content when the last reload failed: the same broken set is reported once.
   let tlsFailedOn: string | undefined;
-  const reloadTls = (): boolean => {
+  // noticedAt: when the watcher first saw the change (performance.now()), for the reload latency metric.
+  const reloadTls = (noticedAt = performance.now()): boolean => {
     let next: TlsMaterial;
     try {
       next = loadMaterial(paths, dns);
@@ -97,17 +103,19 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
         `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
       );
+      metrics.reloaded("tls", true, noticedAt, next);
       if (trustChanged) checkCrls();
       return true;
     } catch (e) {
       const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls);
       if (failedOn === tlsFailedOn) return false;
       tlsFailedOn = failedOn;
+      metrics.reloaded("tls", false, noticedAt);
       log.error({ event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous TLS material: ${messageOf(e)}`);
       return false;
     }
   };
-  const reloadPolicy = (): boolean => {
+  const reloadPolicy = (noticedAt = performance.now()): boolean => {
     let bytes: Buffer | null;
     try {
       bytes = readSettled(o.policyFile);
@@ -133,10 +141,12 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       }
       policy = next; // one assignment: a request sees the old policy or the new one, never a mix
       policyDigest = d;
+      metrics.reloaded("policy", true, noticedAt);
       log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
       warnIfNoTable(next, "warn");
       return true;
     } catch (e) {
+      metrics.reloaded("policy", false, noticedAt);
       return policyFailed(d, e);
     }
   };
@@ -194,6 +204,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     port,
     server,
     log,
+    metrics,
     policy: () => policy,
     reloadTls,
     reloadPolicy,

@@ -12,6 +12,7 @@ import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
+import type { MeshMetrics, RequestSeries } from "./metrics.ts";
 
 export interface Reply {
   readonly status: number;
@@ -69,6 +70,7 @@ export interface MeshServerOptions {
   limits?: Partial<Limits>;
   /** `request` lines per second before per-second summaries (see AccessLog); 0: every request. */
   requestLinesPerSecond?: number;
+  metrics?: MeshMetrics;
 }
 
 interface PeerState {
@@ -94,6 +96,8 @@ interface Routed {
   readonly params: Readonly<Record<string, string>>;
   /** Some route has this path, for another method: 405 rather than 404. */
   readonly pathKnown: boolean;
+  /** Its metrics series (see MeshMetrics#series). */
+  series?: RequestSeries;
 }
 
 interface CompiledRoute {
@@ -264,18 +268,21 @@ export class MeshServer {
       return;
     }
     this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 });
+    this.opts.metrics?.handshakeAccepted();
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
   }
 
   private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: object | undefined): void {
     sock.destroy();
+    this.opts.metrics?.handshakeRefused(reason);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode, peer, trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined }, sentence);
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
     const { reason, sentence } = clientErrorReason(err, this.material.leaf);
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
+    this.opts.metrics?.handshakeRefused(reason);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
     if (!sock.destroyed) sock.destroy();
   }
@@ -338,13 +345,16 @@ export class MeshServer {
     const path = pathOf(req.url);
     const caller = peer.identity.name;
     const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
+    const series = this.opts.metrics?.series(peer.last!, caller);
     if (!d.allow) {
       this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
+      series?.denied();
       req.resume();
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
+    x.series = series;
     if (!route) {
       req.resume();
       x.done(pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
@@ -393,6 +403,7 @@ interface ExchangeLogs {
 class Exchange {
   route: Route | undefined;
   params: Record<string, string> = NO_PARAMS;
+  series: RequestSeries | undefined;
   private readonly started = performance.now();
   constructor(
     private readonly res: ServerResponse,
@@ -429,6 +440,7 @@ class Exchange {
   abandoned(): void {
     this.state.inFlight--;
     const status = this.state.refused ?? 499;
+    this.series?.answered(status, this.ms());
     this.logs.log.info({ event: "request", peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms(), abandoned: true }, "request abandoned: the connection closed before the answer");
   }
 
@@ -439,7 +451,9 @@ class Exchange {
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
     send(this.res, this.state, status, body);
-    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms() }, this.route?.path ?? "(no route)");
+    const ms = this.ms();
+    this.series?.answered(status, ms);
+    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, this.route?.path ?? "(no route)");
   }
 }
 

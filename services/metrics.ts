@@ -1,0 +1,374 @@
+// A service's Prometheus metrics, in a Registry of its own (docs/metrics.md lists them). The
+// request path adds 1 to a number on an object its connection already holds; prom-client
+// reads those numbers only when scraped.
+import { X509Certificate } from "node:crypto";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import { CALLERS } from "./names.ts";
+import { pemBlocks, type TlsMaterial } from "./material.ts";
+import { crlDatesOfPem } from "./crl-dates.ts";
+import { UpstreamError, type Upstreams } from "./client.ts";
+import type { HandshakeReason } from "./reasons.ts";
+
+/** The route label of a request no route served: denied before routing, 404 or 405. */
+export const UNMATCHED = "(unmatched)";
+/** The label value past a label's allowlist or cap: label values stay bounded whatever peers send. */
+export const OTHER = "other";
+/** Distinct `rule` label values kept before the rest count as OTHER (a policy has a handful). */
+export const MAX_RULES = 64;
+
+const CALLER_SET: ReadonlySet<string> = new Set(CALLERS);
+const METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+/** Created at start so that each shows as 0 before it first happens (rate() needs the zero). */
+const HANDSHAKE_REASONS: readonly HandshakeReason[] = [
+  "no_client_cert", "unknown_ca", "expired", "not_yet_valid", "revoked", "crl_missing", "crl_expired",
+  "bad_certificate", "ambiguous_identity", "protocol", "server_cert_rejected", "client_aborted", "handshake_timeout", "tls_error",
+];
+const MISNAMED_DEFAULTS = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
+/** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */
+const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Reload latency: the watcher's debounce is 150 ms, its stat poll 1 s. */
+const RELOAD_BUCKETS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5];
+
+interface Cell {
+  readonly labels: Readonly<Record<string, string>>;
+  n: number;
+}
+
+/**
+ * A counter whose series are plain numbers. prom-client's labelled child (labels(...)) hashes
+ * and validates its labels on every inc() (lib/counter.js binds inc to the label object), so
+ * the hot path keeps a Cell instead and collect() copies the cells in at scrape time.
+ */
+class CellCounter {
+  private readonly cells = new Map<string, Cell>();
+  constructor(registry: Registry, name: string, help: string, private readonly labelNames: readonly string[]) {
+    const cells = this.cells;
+    new Counter({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of cells.values()) this.inc(c.labels, c.n);
+      },
+    });
+  }
+
+  /** The cell of these label values (in labelNames order), made on first use. Not for the hot path. */
+  cell(...values: string[]): Cell {
+    const key = values.join("\0");
+    let c = this.cells.get(key);
+    if (!c) {
+      const labels: Record<string, string> = {};
+      this.labelNames.forEach((l, i) => (labels[l] = values[i]!));
+      this.cells.set(key, (c = { labels, n: 0 }));
+    }
+    return c;
+  }
+}
+
+interface HistogramCell {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly buckets: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram with the same idea as CellCounter. prom-client's Histogram has no way to load
+ * counts from outside, so this is a metric of its own, handed to the registry with the shape
+ * Registry#metrics() reads (name, help, type, get()).
+ */
+class CellHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly cells = new Map<string, HistogramCell>();
+  constructor(registry: Registry, readonly name: string, readonly help: string, private readonly labelNames: readonly string[], private readonly bounds: readonly number[]) {
+    registry.registerMetric(this as unknown as Metric);
+  }
+
+  cell(...values: string[]): HistogramCell {
+    const key = values.join("\0");
+    let c = this.cells.get(key);
+    if (!c) {
+      const labels: Record<string, string> = {};
+      this.labelNames.forEach((l, i) => (labels[l] = values[i]!));
+      this.cells.set(key, (c = { labels, buckets: new Float64Array(this.bounds.length), sum: 0, count: 0 }));
+    }
+    return c;
+  }
+
+  observe(c: HistogramCell, seconds: number): void {
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (seconds <= b[i]!) {
+        c.buckets[i]!++;
+        break;
+      }
+    }
+    c.sum += seconds;
+    c.count++;
+  }
+
+  async get() {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const c of this.cells.values()) {
+      let acc = 0;
+      this.bounds.forEach((le, i) => {
+        acc += c.buckets[i]!;
+        values.push({ labels: { ...c.labels, le }, value: acc, metricName: `${this.name}_bucket` });
+      });
+      values.push({ labels: { ...c.labels, le: "+Inf" }, value: c.count, metricName: `${this.name}_bucket` });
+      values.push({ labels: { ...c.labels }, value: c.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { ...c.labels }, value: c.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    for (const c of this.cells.values()) {
+      c.buckets.fill(0);
+      c.sum = 0;
+      c.count = 0;
+    }
+  }
+}
+
+/** What server.ts's per-connection memo of a request (its `Routed`) offers and keeps. */
+export interface SeriesMemo {
+  readonly method: string;
+  readonly decision: { readonly rule: string };
+  readonly route: { readonly path: string } | undefined;
+  series?: RequestSeries;
+}
+
+/**
+ * The series of one caller, route, method and rule: what a request adds to. Kept on the
+ * connection's memo, so a request repeating the previous one finds it without a lookup.
+ */
+export class RequestSeries {
+  private status = -1;
+  private cell: Cell | undefined;
+  constructor(
+    private readonly requests: CellCounter,
+    private readonly labels: readonly [caller: string, route: string, method: string, rule: string],
+    private readonly durations: CellHistogram,
+    private readonly duration: HistogramCell,
+    private readonly deny: Cell,
+  ) {}
+
+  /**
+   * An answered (or abandoned) request and how long it took: the milliseconds the access log
+   * measured already, since a second clock read would cost more than all the counting here.
+   */
+  answered(status: number, ms: number): void {
+    this.count(status);
+    this.durations.observe(this.duration, ms / 1000);
+  }
+
+  /** A request the policy denied (answered 403 before routing). */
+  denied(): void {
+    this.deny.n++;
+    this.count(403);
+  }
+
+  private count(status: number): void {
+    if (status !== this.status) {
+      const [caller, route, method, rule] = this.labels;
+      this.cell = this.requests.cell(caller, route, method, String(status), rule);
+      this.status = status;
+    }
+    this.cell!.n++;
+  }
+}
+
+export class MeshMetrics {
+  readonly registry = new Registry();
+  private readonly handshakes: CellCounter;
+  private readonly accepted: Cell;
+  private readonly requests: CellCounter;
+  private readonly denials: CellCounter;
+  private readonly durations: CellHistogram;
+  private readonly upstream: CellCounter;
+  private readonly groups = new Map<string, RequestSeries>();
+  private readonly rules = new Set<string>();
+  private readonly reloads: Counter<"kind" | "result">;
+  private readonly reloadSeconds: Histogram<"kind">;
+  private readonly renewals: Counter;
+  private readonly renewalFailures: Counter;
+  private readonly certExpiry: Gauge;
+  private readonly certInfo: Gauge<"issuer" | "root" | "generation">;
+  private readonly roots: Gauge;
+  private readonly rootExpiry: Gauge<"subject">;
+  private readonly crlNextUpdate: Gauge<"issuer">;
+
+  constructor(readonly service: string, material?: TlsMaterial) {
+    const r = this.registry;
+    for (const m of processMetrics().getMetricsAsArray()) r.registerMetric(m as unknown as Metric); // typed as the JSON shape, but they are the metric objects
+    this.handshakes = new CellCounter(r, "mesh_tls_handshakes_total", "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.", ["outcome", "reason"]);
+    this.accepted = this.handshakes.cell("accepted", "none");
+    for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
+    this.requests = new CellCounter(r, "mesh_inbound_http_requests_total", "Requests answered, by caller (mesh name), route pattern, method, status and the policy rule that decided.", ["caller", "route", "method", "status", "rule"]);
+    this.denials = new CellCounter(r, "mesh_inbound_http_authz_deny_total", "Requests the policy denied (403), by caller and rule.", ["caller", "rule"]);
+    this.durations = new CellHistogram(r, "mesh_inbound_http_request_duration_seconds", "Time from a request's arrival to its answer, for requests the policy allowed.", ["caller", "route", "method"], REQUEST_BUCKETS);
+    this.upstream = new CellCounter(r, "mesh_outbound_http_requests_total", "Calls to other services, by callee, outcome (ok, failed) and the caller-side reason of a failure.", ["callee", "outcome", "reason"]);
+    this.reloads = new Counter({ name: "mesh_reloads_total", help: "Reloads of changed files by kind (tls, policy) and result (ok, failed); a failed one keeps the previous state.", labelNames: ["kind", "result"], registers: [r] });
+    this.reloadSeconds = new Histogram({ name: "mesh_reload_duration_seconds", help: "Seconds from a file change being noticed to the new state being in force, for reloads that succeeded.", labelNames: ["kind"], buckets: RELOAD_BUCKETS, registers: [r] });
+    for (const kind of ["tls", "policy"]) {
+      for (const result of ["ok", "failed"]) this.reloads.inc({ kind, result }, 0);
+      this.reloadSeconds.zero({ kind });
+    }
+    this.renewals = new Counter({ name: "mesh_identity_cert_renewals_total", help: "Renewals of this service's own certificate that succeeded.", registers: [r] });
+    this.renewalFailures = new Counter({ name: "mesh_identity_cert_renewal_failures_total", help: "Renewals of this service's own certificate that failed (the old one stays in use).", registers: [r] });
+    this.certExpiry = new Gauge({ name: "mesh_identity_cert_expiration_timestamp_seconds", help: "When this service's own certificate expires, in seconds since the Unix epoch.", registers: [r] });
+    this.certInfo = new Gauge({ name: "mesh_identity_cert_info", help: "Always 1: this service's certificate's issuer, the trust root it chains to and that root's generation.", labelNames: ["issuer", "root", "generation"], registers: [r] });
+    this.roots = new Gauge({ name: "mesh_trust_bundle_roots", help: "Root certificates in the trust bundle this service uses.", registers: [r] });
+    this.rootExpiry = new Gauge({ name: "mesh_trust_root_expiration_timestamp_seconds", help: "When each root in the trust bundle expires, in seconds since the Unix epoch.", labelNames: ["subject"], registers: [r] });
+    this.crlNextUpdate = new Gauge({ name: "mesh_crl_next_update_timestamp_seconds", help: "Each CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every peer that CA issued.", labelNames: ["issuer"], registers: [r] });
+    if (material) this.setMaterial(material);
+  }
+
+  // --- handshakes (server.ts) ---------------------------------------------------------
+
+  handshakeAccepted(): void {
+    this.accepted.n++;
+  }
+
+  handshakeRefused(reason: string): void {
+    this.handshakes.cell("refused", (HANDSHAKE_REASONS as readonly string[]).includes(reason) ? reason : OTHER).n++;
+  }
+
+  // --- requests (server.ts) -----------------------------------------------------------
+
+  /** The series of a request, kept on its connection's memo: found there from the second request on. */
+  series(memo: SeriesMemo, caller: string): RequestSeries {
+    return (memo.series ??= this.group(caller, memo.route?.path ?? UNMATCHED, memo.method, memo.decision.rule));
+  }
+
+  private group(peer: string, route: string, verb: string, decidedBy: string): RequestSeries {
+    const caller = CALLER_SET.has(peer) ? peer : OTHER;
+    const method = METHODS.has(verb) ? verb : OTHER;
+    let rule = decidedBy;
+    if (!this.rules.has(rule)) {
+      if (this.rules.size < MAX_RULES) this.rules.add(rule);
+      else rule = OTHER;
+    }
+    const key = `${caller}\0${route}\0${method}\0${rule}`;
+    let g = this.groups.get(key);
+    if (!g) {
+      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.durations.cell(caller, route, method), this.denials.cell(caller, rule));
+      this.groups.set(key, g);
+    }
+    return g;
+  }
+
+  // --- upstream calls (client.ts) -----------------------------------------------------
+
+  /**
+   * Counts every call of `up` by outcome, watching Upstreams#call's contract from outside
+   * (it resolves with the callee's answer or rejects with an UpstreamError and its reason), so
+   * that client.ts needs no hook at each of its exits.
+   */
+  watchUpstreams(up: Upstreams, callees: readonly string[]): void {
+    const ok = new Map<string, Cell>();
+    const callee = (name: string) => (CALLER_SET.has(name) ? name : OTHER);
+    for (const name of callees) ok.set(name, this.upstream.cell(callee(name), "ok", "none"));
+    const call = up.call.bind(up);
+    // Every argument passed on as it came, whatever call() comes to take.
+    up.call = async (...args: Parameters<Upstreams["call"]>) => {
+      const name = args[0];
+      try {
+        const reply = await call(...args);
+        (ok.get(name) ?? this.upstream.cell(callee(name), "ok", "none")).n++;
+        return reply;
+      } catch (e) {
+        this.upstream.cell(callee(name), "failed", e instanceof UpstreamError ? e.reason : OTHER).n++;
+        throw e;
+      }
+    };
+  }
+
+  // --- own certificate, trust bundle, CRLs (runtime.ts) -------------------------------
+
+  /** The material now in force. Never throws: a metric must not fail a reload that worked. */
+  setMaterial(m: TlsMaterial): void {
+    try {
+      this.readMaterial(m);
+    } catch {
+      // loadMaterial parsed all of it already; nothing is expected to land here.
+    }
+  }
+
+  private readMaterial(m: TlsMaterial): void {
+    const chain = pemBlocks(m.cert.toString("utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
+    const roots = pemBlocks(m.ca.toString("utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
+    const leaf = chain[0];
+    if (!leaf) return;
+    const top = chain[chain.length - 1]!;
+    const anchor = roots.find((r) => r.fingerprint256 === top.fingerprint256) ?? roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+    this.certExpiry.set(Math.floor(Date.parse(leaf.validTo) / 1000));
+    this.certInfo.reset();
+    this.certInfo.set({ issuer: oneLine(leaf.issuer), root: anchor ? oneLine(anchor.subject) : "(none)", generation: anchor ? generationOf(anchor) : "(none)" }, 1);
+    this.roots.set(roots.length);
+    this.rootExpiry.reset();
+    for (const r of roots) this.rootExpiry.set({ subject: oneLine(r.subject) }, Math.floor(Date.parse(r.validTo) / 1000));
+    this.crlNextUpdate.reset();
+    for (const pem of m.crl) {
+      try {
+        const info = crlDatesOfPem(pem);
+        if (info.nextUpdate) this.crlNextUpdate.set({ issuer: info.issuer }, Math.floor(info.nextUpdate.getTime() / 1000));
+      } catch {
+        // OpenSSL accepted the CRL (loadMaterial checked): a shape this reader does not know is only a missing series.
+      }
+    }
+  }
+
+  // --- reloads (runtime.ts) and renewals (the renewal loop, to come) ------------------
+
+  /**
+   * A reload that changed something or failed; `noticedAt` is performance.now() when the
+   * change was noticed, `material` what a TLS reload put in force.
+   */
+  reloaded(kind: "tls" | "policy", ok: boolean, noticedAt: number, material?: TlsMaterial): void {
+    this.reloads.inc({ kind, result: ok ? "ok" : "failed" });
+    if (ok) this.reloadSeconds.observe({ kind }, (performance.now() - noticedAt) / 1000);
+    if (ok && material) this.setMaterial(material);
+  }
+
+  renewed(): void {
+    this.renewals.inc();
+  }
+
+  renewalFailed(): void {
+    this.renewalFailures.inc();
+  }
+}
+
+let processRegistry: Registry | undefined;
+
+/**
+ * prom-client's default metrics describe the process, and each collectDefaultMetrics() keeps
+ * an event-loop timer and a GC observer running for good: one set per process, shared by the
+ * registries of every service in it (a test process starts dozens).
+ */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+    // Gauges that prom-client names like counters, which `promtool check metrics` flags
+    // (`_total` is for counters); sum(nodejs_active_handles) etc. say the same by type.
+    for (const name of MISNAMED_DEFAULTS) processRegistry.removeSingleMetric(name);
+  }
+  return processRegistry;
+}
+
+function oneLine(dn: string): string {
+  return dn.split("\n").join(", ");
+}
+
+/**
+ * The CA names root generation n > 1 "<first root's name> G<n>" (ca/generations.ts) and the
+ * first one without a suffix. A root renamed by hand is reported as its own name's reading.
+ */
+function generationOf(root: X509Certificate): string {
+  const m = / G(\d+)$/.exec(oneLine(root.subject));
+  return m ? m[1]! : "1";
+}
