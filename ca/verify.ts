@@ -142,6 +142,7 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
         if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) { crl = c; break; }
       }
       if (!crl) return fail("crl", `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (run: npm run ca -- crl)`);
+      if (crl.thisUpdate > input.at) return fail("crl", `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)`);
       if (crl.nextUpdate && crl.nextUpdate < input.at) return fail("crl", `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (run: npm run ca -- crl)`);
       const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
       if (entry && entry.revocationDate <= input.at) {
