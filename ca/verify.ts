@@ -148,6 +148,8 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
         if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) { crl = c; break; }
       }
       if (!crl) return fail("crl", `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})`);
+      const unusable = crlProblem(crl, issuer);
+      if (unusable) return fail("crl", unusable);
       if (crl.thisUpdate > input.at) return fail("crl", `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)`);
       if (crl.nextUpdate && crl.nextUpdate < input.at) return fail("crl", `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})`);
       const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
@@ -158,6 +160,23 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     }
   }
   return { ok: true, chain, revocationChecked };
+}
+
+// CRL extensions whose meaning this verifier applies; any other critical one (an issuing
+// distribution point, a delta CRL, an indirect CRL's certificateIssuer) would narrow or
+// redirect what the CRL covers, so such a CRL is not used, as OpenSSL does not use it.
+const CRL_EXTENSIONS = new Set(["2.5.29.20", AKI]);
+const SCOPED_CRL_EXTENSIONS = new Set(["2.5.29.27", "2.5.29.28"]); // delta CRL indicator, issuing distribution point
+
+/** Why `crl` cannot answer for certificates `issuer` signed, or undefined. */
+function crlProblem(crl: x509.X509Crl, issuer: x509.X509Certificate): string | undefined {
+  const ku = issuer.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.cRLSign)) return `${cn(issuer)} may not sign CRLs (its key usage lacks cRLSign), so its CRL cannot be trusted`;
+  const scoped = crl.extensions.find((e) => SCOPED_CRL_EXTENSIONS.has(e.type) || (e.critical && !CRL_EXTENSIONS.has(e.type)));
+  if (scoped) return `the CRL of ${cn(issuer)} carries an extension this verifier does not process (${scoped.type}), so it cannot say what is revoked`;
+  const entry = crl.entries.find((en) => en.extensions.some((e) => e.critical));
+  if (entry) return `the CRL of ${cn(issuer)} has an entry with a critical extension this verifier does not process, so it cannot say what is revoked`;
+  return undefined;
 }
 
 /**
