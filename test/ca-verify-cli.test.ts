@@ -93,6 +93,15 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
     assert.equal(fingerprint(localDir), localBefore);
   });
 
+  it("the CA's own root, given as the certificate to verify, fails for every purpose (it printed OK before)", async () => {
+    for (const purpose of ["mesh", "server", "client"]) {
+      const r = await ca(["verify", "--cert", join(localDir, "roots", "1", "ca.crt"), "--purpose", purpose, "--dir", localDir]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stdout, /ca\.crt: FAILED \(basic-constraints\)\n  Local CA is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose \(OpenSSL: unsuitable certificate purpose\)/);
+    }
+    assert.equal(fingerprint(localDir), localBefore);
+  });
+
   it("bad files are one-line errors with exit 2 that name the flag and the file", async () => {
     const cases: Array<[string[], RegExp]> = [
       [["--crl-file", "nope.pem"], /^error: cannot read --crl-file nope\.pem \(ENOENT\)$/],
