@@ -139,27 +139,38 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     }
   }
   if (input.crls) {
-    const hint = input.crlHint ?? "run: npm run ca -- crl";
-    for (let i = 0; i < chain.length - 1; i++) {
-      const cert = chain[i]!;
-      const issuer = chain[i + 1]!;
-      let crl: x509.X509Crl | undefined;
-      for (const c of input.crls) {
-        if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) { crl = c; break; }
-      }
-      if (!crl) return fail("crl", `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})`);
-      const unusable = crlProblem(crl, issuer);
-      if (unusable) return fail("crl", unusable);
-      if (crl.thisUpdate > input.at) return fail("crl", `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)`);
-      if (crl.nextUpdate && crl.nextUpdate < input.at) return fail("crl", `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})`);
-      const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
-      if (entry && entry.revocationDate <= input.at) {
-        const reason = entry.reason !== undefined ? `, reason ${x509.X509CrlReason[entry.reason]}` : "";
-        return fail("revocation", `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}`);
-      }
-    }
+    const revoked = await revocationProblem(chain, input.crls, input.at, input.crlHint ?? "run: npm run ca -- crl");
+    if (revoked) return fail(revoked.check, revoked.message);
   }
   return { ok: true, chain, revocationChecked };
+}
+
+/** Each certificate below the anchor against its issuer's CRL: the first failure, or undefined. */
+async function revocationProblem(chain: x509.X509Certificate[], crls: x509.X509Crl[], at: Date, hint: string): Promise<{ check: Check; message: string } | undefined> {
+  for (let i = 0; i < chain.length - 1; i++) {
+    const cert = chain[i]!;
+    const issuer = chain[i + 1]!;
+    const signed: x509.X509Crl[] = [];
+    for (const c of crls) {
+      if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) signed.push(c);
+    }
+    if (signed.length === 0) return { check: "crl", message: `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})` };
+    // Of several CRLs from one CA (an old and a new file), the newest current one decides.
+    const current = signed.filter((c) => c.thisUpdate <= at && !(c.nextUpdate && c.nextUpdate < at)).sort((a, b) => b.thisUpdate.getTime() - a.thisUpdate.getTime());
+    const crl = current[0] ?? signed[0]!;
+    const unusable = crlProblem(crl, issuer);
+    if (unusable) return { check: "crl", message: unusable };
+    if (crl.thisUpdate > at) return { check: "crl", message: `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)` };
+    if (crl.nextUpdate && crl.nextUpdate < at) return { check: "crl", message: `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})` };
+    const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
+    // Listed is revoked, whatever its revocationDate: a verifier whose clock is behind the
+    // CA's would otherwise accept a certificate revoked a moment ago (OpenSSL does not look).
+    if (entry) {
+      const reason = entry.reason !== undefined ? `, reason ${x509.X509CrlReason[entry.reason]}` : "";
+      return { check: "revocation", message: `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}` };
+    }
+  }
+  return undefined;
 }
 
 // CRL extensions whose meaning this verifier applies; any other critical one (an issuing
