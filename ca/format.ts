@@ -3,6 +3,7 @@
 import { relative } from "node:path";
 import type { IssuedCert, ListedCert } from "./authority.ts";
 import type { IssuerRow } from "./ledger.ts";
+import { printable } from "./printable.ts";
 import type { VerifyResult } from "./verify.ts";
 
 const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
@@ -56,7 +57,7 @@ export function issuerLine(r: IssuerRow): string {
 
 /** `crlSource` says where the CRLs came from, for the revocation line. */
 export function verifyReport(file: string, r: VerifyResult, crlSource = "crls.pem"): string {
-  const names = r.chain.map((c) => c.subjectName.getField("CN")[0] ?? c.subject);
+  const names = r.chain.map((c) => printable(c.subjectName.getField("CN")[0] ?? c.subject));
   if (r.ok) {
     const leaf = r.chain[0]!;
     // An OK without revocation is not the same OK: say so where the eye lands first.

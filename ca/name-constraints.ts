@@ -4,6 +4,7 @@
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { id_ce_nameConstraints, NameConstraints } from "@peculiar/asn1-x509";
 import { children, DerError, oid, readOne, type Tlv } from "./der-reader.ts";
+import { printable } from "./printable.ts";
 import { x509 } from "./x509.ts";
 
 export type NameForm = "DNS" | "IP" | "directoryName";
@@ -75,7 +76,7 @@ function subtree(base: Tlv): Subtree {
   switch (base.tag) {
     case 0x82: {
       const dns = ascii(base.body).toLowerCase();
-      return { form: "DNS", dns, shown: dns === "" ? "every DNS name" : dns };
+      return { form: "DNS", dns, shown: dns === "" ? "every DNS name" : printable(dns) };
     }
     case 0x87: {
       if (base.body.length !== 8 && base.body.length !== 32) throw new ConstraintError(`it holds an IP range of ${base.body.length} bytes (expected 8 for IPv4 or 32 for IPv6)`);
@@ -86,7 +87,7 @@ function subtree(base: Tlv): Subtree {
     case 0xa4: {
       const name = readOne(base.body);
       const dn = canonicalName(name);
-      return { form: "directoryName", dn, shown: dn.length === 0 ? "every directory name" : new x509.Name(toBuffer(name.raw)).toString() };
+      return { form: "directoryName", dn, shown: dn.length === 0 ? "every directory name" : showName(name.raw) };
     }
     default:
       throw new ConstraintError(`it constrains ${UNPROCESSED[base.tag] ?? `a name form with tag 0x${base.tag.toString(16)}`} names, which this verifier does not process`);
@@ -98,7 +99,7 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
   const subject = readOne(new Uint8Array(cert.subjectName.toArrayBuffer()));
   const rdns = canonicalName(subject);
   // An empty subject asserts no directory name (RFC 5280 6.1.3 (b)).
-  const names: CertNames = { dns: [], ip: [], dirs: rdns.length > 0 ? [{ rdns, shown: `the subject "${cert.subject}"` }] : [] };
+  const names: CertNames = { dns: [], ip: [], dirs: rdns.length > 0 ? [{ rdns, shown: `the subject "${printable(cert.subject)}"` }] : [] };
   const san = cert.extensions.find((e) => e.type === "2.5.29.17");
   if (san) {
     const seq = readOne(new Uint8Array(san.value));
@@ -107,7 +108,7 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
       else if (gn.tag === 0x87) names.ip.push(gn.body);
       else if (gn.tag === 0xa4) {
         const dir = readOne(gn.body);
-        names.dirs.push({ rdns: canonicalName(dir), shown: `the directoryName "${new x509.Name(toBuffer(dir.raw)).toString()}"` });
+        names.dirs.push({ rdns: canonicalName(dir), shown: `the directoryName "${showName(dir.raw)}"` });
       }
     }
   }
@@ -138,7 +139,7 @@ export function violation(names: CertNames, c: Constraints, ca: string, whose: s
     if (v) return v;
   }
   for (const dns of names.dns) {
-    const v = check("DNS", dns, (s) => withinDns(dns, s.dns!), (s) => withinDns(dns, s.dns!) || wildcardMeets(dns, s.dns!));
+    const v = check("DNS", printable(dns), (s) => withinDns(dns, s.dns!), (s) => withinDns(dns, s.dns!) || wildcardMeets(dns, s.dns!));
     if (v) return v;
   }
   for (const ip of names.ip) {
@@ -183,6 +184,14 @@ export function permittedDns(ca: x509.X509Certificate): string[] | undefined {
 }
 
 // --- names, shown and canonical -------------------------------------------------
+
+function showName(raw: Uint8Array): string {
+  try {
+    return printable(new x509.Name(toBuffer(raw)).toString());
+  } catch {
+    return "an unreadable name";
+  }
+}
 
 const ascii = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 const toBuffer = (b: Uint8Array) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;

@@ -5,6 +5,7 @@
 import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import { DerError } from "./der-reader.ts";
 import { certNames, ConstraintError, parseConstraints, violation, type Constraints } from "./name-constraints.ts";
+import { printable } from "./printable.ts";
 import { normalSerial, x509 } from "./x509.ts";
 
 export { permittedDns, withinDns } from "./name-constraints.ts";
@@ -44,7 +45,8 @@ const AKI = "2.5.29.35";
 const KNOWN_EXTENSIONS = new Set(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", SKI, AKI, id_ce_nameConstraints]);
 const MUST_NOT_BE_CRITICAL: Record<string, string> = { [SKI]: "subject key identifier (RFC 5280 4.2.1.2)", [AKI]: "authority key identifier (RFC 5280 4.2.1.1)" };
 
-const cn = (c: x509.X509Certificate) => c.subjectName.getField("CN")[0] ?? c.subject;
+// Names come from certificates, which anyone can make: printed escaped and bounded.
+const cn = (c: x509.X509Certificate) => printable(c.subjectName.getField("CN")[0] ?? c.subject);
 const day = (d: Date) => d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
 const selfIssued = (c: x509.X509Certificate) => c.subject === c.issuer;
 
@@ -100,7 +102,7 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     if (partial) {
       return fail("trust", `${cn(partial)} is trusted but not self-signed, so it is not a trust anchor (OpenSSL and Node refuse such a chain too): trust the root it chains to`);
     }
-    return fail("trust", `${cn(top)} was issued by "${top.issuerName.getField("CN")[0] ?? top.issuer}", which is not a trusted CA (trusted: ${trusted})`);
+    return fail("trust", `${cn(top)} was issued by "${printable(top.issuerName.getField("CN")[0] ?? top.issuer)}", which is not a trusted CA (trusted: ${trusted})`);
   }
   for (const cert of chain) {
     if (input.at < cert.notBefore) return fail("validity", `${cn(cert)} is not valid until ${day(cert.notBefore)}`);

@@ -13,6 +13,7 @@ import { exportPrivateKey } from "../ca/keys.ts";
 import { randomSerial, validityFor, type Signer } from "../ca/profiles.ts";
 import { verifyPath, type Check, type Purpose } from "../ca/verify.ts";
 import { certToPem, x509 } from "../ca/x509.ts";
+import { verifyReport } from "../ca/format.ts";
 import { cleanup, openssl, tempDir } from "./helpers/ca.ts";
 
 const ECDSA = { name: "ECDSA", hash: "SHA-256" } as EcdsaParams;
@@ -326,5 +327,25 @@ describe("verify refuses what OpenSSL refuses (issue 8, item 3)", () => {
       await refused([(await makeLeaf(c, { dns: ["*.svc.internal"] })).cert, c.cert], "name-constraints", /^\*\.svc\.internal is in a subtree Wild CA excludes \(db\.svc\.internal\)$/, { openssl: "accepts" });
       await accepted([(await makeLeaf(c, { dns: ["*.web.internal"] })).cert, c.cert]);
     });
+  });
+
+  it("names from certificates are printed escaped: a CN cannot forge report lines or send terminal escapes", async () => {
+    const evil = "x.internal\n  chain    Forged\u001b[2J";
+    const stranger = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial(), name: [{ CN: ["Stranger\u001b]0;pwned\u0007"] }], ...validityFor(new Date(), 30),
+      keys: await generateKeyPair("ec-p256"), signingAlgorithm: ECDSA, extensions: [new x509.BasicConstraintsExtension(true, undefined, true), ku(CA_KU)],
+    });
+    const keys = await generateKeyPair("ec-p256");
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerial(), subject: [{ CN: [evil] }], issuer: stranger.subjectName, ...validityFor(new Date(), 30),
+      publicKey: keys.publicKey, signingKey: (await generateKeyPair("ec-p256")).privateKey, signingAlgorithm: ECDSA,
+      extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+    });
+    const r = await verifyPath({ certs: [leaf], trusted: [root.cert], at: new Date(), purpose: "server" });
+    assert.equal(r.failed?.check, "trust");
+    const report = verifyReport("peer.crt", r);
+    assert.doesNotMatch(report, /[\u0000-\u0009\u000b-\u001f]/, "no control character but the report's own newlines");
+    assert.equal(report.split("\n").length, 2, report);
+    assert.match(report, /x\.internal\\x0a  chain    Forged\\x1b\[2J was issued by "Stranger\\x1b\]0;pwned\\x07"/);
   });
 });
