@@ -100,8 +100,8 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
   const rdns = canonicalName(subject);
   // An empty subject asserts no directory name (RFC 5280 6.1.3 (b)).
   const names: CertNames = { dns: [], ip: [], dirs: rdns.length > 0 ? [{ rdns, shown: `the subject "${printable(cert.subject)}"` }] : [] };
-  const san = cert.extensions.find((e) => e.type === "2.5.29.17");
-  if (san) {
+  // Every subjectAltName (verify refuses a repeated extension anyway, but none is left unchecked).
+  for (const san of cert.extensions.filter((e) => e.type === "2.5.29.17")) {
     const seq = readOne(new Uint8Array(san.value));
     for (const gn of children(seq.body)) {
       if (gn.tag === 0x82) names.dns.push(ascii(gn.body));
@@ -118,11 +118,15 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
   return names;
 }
 
-/** Why `names` break `c`, or undefined when they do not. `ca` names the constraining CA in the message. */
-export function violation(names: CertNames, c: Constraints, ca: string, whose: string): string | undefined {
+/**
+ * Why `names` break `c`, or undefined when they do not. `ca` names the constraining CA and
+ * `holder` the certificate the names are from (a leaf's names need no "of" in the message).
+ */
+export function violation(names: CertNames, c: Constraints, ca: string, holder: { name: string; isLeaf: boolean }): string | undefined {
   if ((names.dns.length + names.ip.length + names.dirs.length) * (c.permitted.length + c.excluded.length) > MAX_CHECKS) {
-    return `${whose} has too many names for ${ca}'s name constraints to be checked`;
+    return `${holder.name} has too many names for ${ca}'s name constraints to be checked`;
   }
+  const whose = holder.isLeaf ? "" : ` (a name of ${holder.name})`;
   const check = (form: NameForm, shown: string, within: (s: Subtree) => boolean, excludedHit: (s: Subtree) => boolean = within) => {
     const permitted = c.permitted.filter((s) => s.form === form);
     // A form with no permitted subtree is not restricted by the permitted list (RFC 5280 4.2.1.10).

@@ -107,6 +107,10 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
   for (const cert of chain) {
     if (input.at < cert.notBefore) return fail("validity", `${cn(cert)} is not valid until ${day(cert.notBefore)}`);
     if (input.at > cert.notAfter) return fail("validity", `${cn(cert)} expired on ${day(cert.notAfter)}`);
+    // RFC 5280 4.2: one instance of each; a second SAN or constraint would otherwise go unread.
+    const seen = new Set<string>();
+    const repeated = cert.extensions.find((e) => seen.size === seen.add(e.type).size);
+    if (repeated) return fail("parse", `${cn(cert)} carries the extension ${repeated.type} twice, which RFC 5280 forbids`);
     const unknown = cert.extensions.find((e) => e.critical && !KNOWN_EXTENSIONS.has(e.type));
     if (unknown) return fail("critical-extension", `${cn(cert)} has a critical extension this verifier does not understand (${unknown.type})`);
     const forbidden = cert.extensions.find((e) => e.critical && MUST_NOT_BE_CRITICAL[e.type]);
@@ -224,7 +228,7 @@ function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined
     for (let j = i + 1; j < chain.length; j++) {
       const c = constraints[j];
       if (!c) continue;
-      const v = violation(names, c, cn(chain[j]!), i === 0 ? "" : ` (a name of ${cn(cert)})`);
+      const v = violation(names, c, cn(chain[j]!), { name: cn(cert), isLeaf: i === 0 });
       if (v) return v;
     }
   }

@@ -322,6 +322,18 @@ describe("verify refuses what OpenSSL refuses (issue 8, item 3)", () => {
       }
     });
 
+    it("a second subjectAltName extension is refused, not left unchecked (OpenSSL refuses it too)", async () => {
+      const c = await makeCa({ name: "Twice CA", issuer: root, pathLen: 0, extensions: [nameConstraints({ permitted: [gn.dns("internal")] })] });
+      const leaf = await makeLeaf(c, {
+        dns: ["ok.internal"], extra: async (k) => [
+          new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "bank.example.com" }]),
+          await x509.SubjectKeyIdentifierExtension.create(k.publicKey),
+          new x509.AuthorityKeyIdentifierExtension(c.cert.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId),
+        ],
+      });
+      await refused([leaf.cert, c.cert], "parse", /^ok\.internal carries the extension 2\.5\.29\.17 twice, which RFC 5280 forbids$/);
+    });
+
     it("a wildcard that would cover an excluded host is refused (stricter than openssl, which compares strings)", async () => {
       const c = await makeCa({ name: "Wild CA", issuer: root, pathLen: 0, extensions: [nameConstraints({ excluded: [gn.dns("db.svc.internal")] })] });
       await refused([(await makeLeaf(c, { dns: ["*.svc.internal"] })).cert, c.cert], "name-constraints", /^\*\.svc\.internal is in a subtree Wild CA excludes \(db\.svc\.internal\)$/, { openssl: "accepts" });
