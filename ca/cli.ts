@@ -169,25 +169,33 @@ export function buildProgram(): Command {
     .requiredOption("--cert <file>", "the certificate (with its chain) to check")
     .option("--at <date>", "check at this time instead of now (ISO 8601)")
     .addOption(new Option("--purpose <purpose>", "what it must be good for").choices(["mesh", "server", "client"]).default("mesh"))
-    .option("--ca-file <file>", "trust these roots instead of the published bundle")
-    .option("--crl-file <file>", "check revocation against these CRLs instead of crls.pem"), [
-    "verify --cert pki/certs/payment.internal.crt", "verify --cert old.crt --at 2027-06-01", "verify --cert peer.crt --ca-file other-root.crt --purpose client",
-  ]).action((o) => withCa(o, async (ca) => {
-    const read = (file: string, flag: string) => {
-      try { return readFileSync(file, "utf8"); } catch (err) { throw badInput(`cannot read ${flag} ${file} (${(err as NodeJS.ErrnoException).code})`); }
-    };
+    .option("--ca-file <file>", "trust the roots in this file instead of the CA folder's bundle.pem; the CA folder is then not read")
+    .option("--crl-file <file>", "check revocation against the CRLs in this file (repeatable; one file may hold several) instead of crls.pem", collect), [
+    "verify --cert pki/certs/payment.internal.crt", "verify --cert old.crt --at 2027-06-01",
+    "verify --cert peer.crt --ca-file other-root.crt --purpose client   # revocation not checked: no CRL given",
+    "verify --cert peer.crt --ca-file other-root.crt --crl-file other-crls.pem",
+  ]).action(async (o) => {
+    const files = await import("./verify-files.ts");
     let at: Date | undefined;
     if (o.at) {
       at = new Date(o.at);
       if (Number.isNaN(at.getTime())) throw badInput(`--at ${JSON.stringify(o.at)} is not a date (use ISO 8601, e.g. 2027-06-01)`);
     }
-    const result = await ca.verify({
-      pem: read(o.cert, "--cert"), at, purpose: o.purpose,
-      trustPem: o.caFile ? read(o.caFile, "--ca-file") : undefined, crlPem: o.crlFile ? read(o.crlFile, "--crl-file") : undefined,
-    });
-    console.log(verifyReport(o.cert, result));
+    const crlFiles: string[] = o.crlFile ?? [];
+    let result: Awaited<ReturnType<typeof files.verifyFiles>>;
+    if (o.caFile) {
+      // Every file is given: a foreign CA's certificate is checked without any CA folder.
+      result = await files.verifyFiles({ certFile: o.cert, caFile: o.caFile, crlFiles, at: at ?? clock()(), purpose: o.purpose });
+    } else {
+      const pem = files.readFlagFile(o.cert, "--cert");
+      const crlPem = crlFiles.length > 0 ? files.crlsIn(crlFiles).pem : undefined;
+      let local: typeof result | undefined;
+      await withCa(o, async (ca) => { local = await ca.verify({ pem, at, purpose: o.purpose, crlPem }); });
+      result = local!;
+    }
+    console.log(verifyReport(o.cert, result, crlFiles.length > 0 ? "--crl-file" : "crls.pem"));
     if (!result.ok) throw new CaError("VERIFY_FAILED", "");
-  }));
+  });
 
   help(stateful(program.command("renew").description("new key and certificate for a name; the old one becomes SUPERSEDED"))
     .requiredOption("--domain <name>", "the name to renew")

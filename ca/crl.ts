@@ -1,12 +1,13 @@
 // Certificate revocation lists: one per CA, re-signed from the ledger on every
-// change, with a generous nextUpdate because a lapsed CRL locks everyone out.
+// change, with a generous nextUpdate because a lapsed CRL locks everyone out,
+// and a thisUpdate backdated like certificates' notBefore for peers whose clock is behind.
 // The list is assembled in linear time: @peculiar/x509's CRL generator costs
 // about a millisecond per entry, which would make revocation in a large CA slow.
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
 import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
 import { signingAlgorithm } from "./keys.ts";
-import { DAY_MS, type Signer } from "./profiles.ts";
+import { BACKDATE_MS, DAY_MS, type Signer } from "./profiles.ts";
 import { subtle, x509 } from "./x509.ts";
 
 export const CRL_VALID_DAYS = 30;
@@ -61,7 +62,9 @@ export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; numb
     new Uint8Array([0x02, 0x01, 0x01]), // version v2
     algId,
     new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
-    time(now),
+    // A CRL dated its signing second is "not yet valid" to a peer a minute behind, which
+    // then refuses every client right after a revoke; nextUpdate stays as the ledger has it.
+    time(new Date(now.getTime() - BACKDATE_MS)),
     time(new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS)),
   ];
   if (opts.entries.length > 0) tbsParts.push(tlv(0x30, opts.entries));

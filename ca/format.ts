@@ -3,6 +3,7 @@
 import { relative } from "node:path";
 import type { IssuedCert, ListedCert } from "./authority.ts";
 import type { IssuerRow } from "./ledger.ts";
+import { printable } from "./printable.ts";
 import type { VerifyResult } from "./verify.ts";
 
 const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
@@ -54,11 +55,16 @@ export function issuerLine(r: IssuerRow): string {
   return `${r.name} (${kind}; ${r.id}; expires ${longDate(r.not_after)})`;
 }
 
-export function verifyReport(file: string, r: VerifyResult): string {
-  const names = r.chain.map((c) => c.subjectName.getField("CN")[0] ?? c.subject);
+/** `crlSource` says where the CRLs came from, for the revocation line. */
+export function verifyReport(file: string, r: VerifyResult, crlSource = "crls.pem"): string {
+  const names = r.chain.map((c) => printable(c.subjectName.getField("CN")[0] ?? c.subject));
   if (r.ok) {
     const leaf = r.chain[0]!;
-    return `${shown(file)}: OK\n  chain    ${names.join(" <- ")}\n  expires  ${longDate(leaf.notAfter)}`;
+    // An OK without revocation is not the same OK: say so where the eye lands first.
+    const revocation = r.revocationChecked
+      ? `not revoked (CRLs from ${crlSource})`
+      : "NOT checked: no CRL was given (add the issuing CA's CRLs with --crl-file)";
+    return `${shown(file)}: OK${r.revocationChecked ? "" : " (revocation NOT checked)"}\n  chain       ${names.join(" <- ")}\n  expires     ${longDate(leaf.notAfter)}\n  revocation  ${revocation}`;
   }
   return `${shown(file)}: FAILED (${r.failed!.check})\n  ${r.failed!.message}${names.length > 1 ? `\n  chain    ${names.join(" <- ")}` : ""}`;
 }

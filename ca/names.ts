@@ -29,6 +29,14 @@ export function validateDnsName(name: string, opts: { allowWildcard?: boolean; w
       throw badInput(`${what} ${shown} is not a valid DNS name: labels use only a-z, 0-9 and inner hyphens (no spaces, commas, slashes, underscores or wildcards)`);
     }
   }
+  // RFC 1123 2.1: a top-level label is never all-numeric, so "127.0.0.1" or "1.2.3" is an
+  // address (or a typo), not a host name; TLS clients refuse such a DNS SAN.
+  if (/^[0-9]+$/.test(labels.at(-1)!)) {
+    // Only issue and sign take --ip; elsewhere (--permit-dns, --trust-domain) a DNS name is the only form.
+    const takesIp = what === "--domain" || what === "--dns";
+    const hint = !takesIp ? "give a DNS name" : isIP(name) ? `an IP address goes in an IP SAN: use --ip ${name}` : "for an IP address use --ip";
+    throw badInput(`${what} ${shown} is all-numeric, not a DNS name (RFC 1123: the last label must contain a letter); ${hint}`);
+  }
   if (name !== name.toLowerCase()) throw badInput(`${what} ${shown} has upper-case letters: use lower case (${name.toLowerCase()})`);
   return name;
 }

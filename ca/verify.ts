@@ -1,10 +1,14 @@
 // RFC 5280 path validation. X509ChainBuilder plus verify() checks only
 // signatures and dates; this also checks every issuer is a CA allowed to sign
 // certificates, path lengths, EKU, name constraints and revocation, and names
-// the check that failed.
-import { id_ce_nameConstraints, NameConstraints } from "@peculiar/asn1-x509";
-import { AsnConvert } from "@peculiar/asn1-schema";
+// the check that failed. It is never looser than the OpenSSL the mesh runs on.
+import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
+import { DerError } from "./der-reader.ts";
+import { certNames, ConstraintError, parseConstraints, violation, type Constraints } from "./name-constraints.ts";
+import { printable } from "./printable.ts";
 import { normalSerial, x509 } from "./x509.ts";
+
+export { permittedDns, withinDns } from "./name-constraints.ts";
 
 export type Check =
   | "parse" | "trust" | "signature" | "validity" | "basic-constraints" | "key-usage"
@@ -15,11 +19,14 @@ export type Purpose = "server" | "client" | "mesh";
 export interface VerifyInput {
   /** The certificate, optionally followed by the chain it is served with. */
   certs: x509.X509Certificate[];
+  /** Trusted certificates; only self-signed ones are trust anchors, the others may only complete a path. */
   trusted: x509.X509Certificate[];
   /** Extra intermediates that may complete the path (the CA's own issuing CAs). */
   intermediates?: x509.X509Certificate[];
-  /** When given, every certificate below the anchor needs a current CRL from its issuer. */
+  /** When given, every certificate below the anchor needs a current CRL from its issuer; when absent, revocation is not checked. */
   crls?: x509.X509Crl[];
+  /** What to tell the user when a CRL is missing or lapsed (default: re-sign this CA's CRLs). */
+  crlHint?: string;
   at: Date;
   purpose: Purpose;
 }
@@ -29,14 +36,19 @@ export interface VerifyResult {
   /** Leaf first, trust anchor last (as far as it was built). */
   chain: x509.X509Certificate[];
   failed?: { check: Check; message: string };
+  /** Whether CRLs were consulted: false when none were given, which the report must say. */
+  revocationChecked: boolean;
 }
 
-const KNOWN_EXTENSIONS = new Set([
-  "2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.14", "2.5.29.35", id_ce_nameConstraints,
-]);
+const SKI = "2.5.29.14";
+const AKI = "2.5.29.35";
+const KNOWN_EXTENSIONS = new Set(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", SKI, AKI, id_ce_nameConstraints]);
+const MUST_NOT_BE_CRITICAL: Record<string, string> = { [SKI]: "subject key identifier (RFC 5280 4.2.1.2)", [AKI]: "authority key identifier (RFC 5280 4.2.1.1)" };
 
-const cn = (c: x509.X509Certificate) => c.subjectName.getField("CN")[0] ?? c.subject;
+// Names come from certificates, which anyone can make: printed escaped and bounded.
+const cn = (c: x509.X509Certificate) => printable(c.subjectName.getField("CN")[0] ?? c.subject);
 const day = (d: Date) => d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+const selfIssued = (c: x509.X509Certificate) => c.subject === c.issuer;
 
 async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
   if (cert.issuer !== issuer.subject) return false;
@@ -47,60 +59,62 @@ async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate
   }
 }
 
-/** Builds leaf → … → anchor, choosing issuers whose signature verifies. */
-async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certificate[]; anchored: boolean }> {
-  const pool = [...input.certs.slice(1), ...(input.intermediates ?? [])];
+/**
+ * Builds leaf → … → anchor, choosing issuers whose signature verifies. As in
+ * OpenSSL and Node without partial-chain, only a self-signed trusted
+ * certificate ends a path; a trusted one that is not self-signed is just
+ * another intermediate, so the path must still reach a trusted root.
+ */
+async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certificate[]; anchored: boolean; notAnchors: x509.X509Certificate[] }> {
+  const anchors: x509.X509Certificate[] = [];
+  const notAnchors: x509.X509Certificate[] = [];
+  for (const t of input.trusted) ((await signedBy(t, t)) ? anchors : notAnchors).push(t);
+  const pool = [...input.certs.slice(1), ...(input.intermediates ?? []), ...notAnchors];
   const chain = [input.certs[0]!];
   for (let depth = 0; depth < 8; depth++) {
     const current = chain.at(-1)!;
-    for (const anchor of input.trusted) {
-      if (current.equal(anchor) || (await signedBy(current, anchor))) {
-        if (!current.equal(anchor)) chain.push(anchor);
-        return { chain, anchored: true };
+    for (const anchor of anchors) {
+      if (current.equal(anchor)) return { chain, anchored: true, notAnchors };
+      if (await signedBy(current, anchor)) {
+        chain.push(anchor);
+        return { chain, anchored: true, notAnchors };
       }
     }
     let next: x509.X509Certificate | undefined;
     for (const candidate of pool) {
       if (!chain.some((c) => c.equal(candidate)) && (await signedBy(current, candidate))) { next = candidate; break; }
     }
-    if (!next) return { chain, anchored: false };
+    if (!next) break;
     chain.push(next);
   }
-  return { chain, anchored: false };
-}
-
-function dnsNames(cert: x509.X509Certificate): string[] {
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  return san ? san.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
-}
-
-export function permittedDns(ca: x509.X509Certificate): string[] | undefined {
-  const ext = ca.getExtension(id_ce_nameConstraints);
-  if (!ext) return undefined;
-  const nc = AsnConvert.parse(ext.value, NameConstraints);
-  return nc.permittedSubtrees?.map((s) => s.base.dNSName).filter((d): d is string => !!d);
-}
-
-/** RFC 5280 4.2.1.10 for DNS: a constraint matches the name itself and every name under it. */
-export function withinDns(name: string, constraint: string): boolean {
-  if (constraint.startsWith(".")) return name.endsWith(constraint);
-  return name === constraint || name.endsWith("." + constraint);
+  return { chain, anchored: false, notAnchors };
 }
 
 export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
-  const { chain, anchored } = await buildPath(input);
-  const fail = (check: Check, message: string): VerifyResult => ({ ok: false, chain, failed: { check, message } });
+  const { chain, anchored, notAnchors } = await buildPath(input);
+  const revocationChecked = input.crls !== undefined;
+  const fail = (check: Check, message: string): VerifyResult => ({ ok: false, chain, failed: { check, message }, revocationChecked });
   const leaf = chain[0]!;
   if (!anchored) {
     const top = chain.at(-1)!;
     const trusted = input.trusted.map(cn).join(", ") || "none";
-    return fail("trust", `${cn(top)} was issued by "${top.issuerName.getField("CN")[0] ?? top.issuer}", which is not a trusted CA (trusted: ${trusted})`);
+    const partial = chain.find((c) => notAnchors.some((t) => t.equal(c)));
+    if (partial) {
+      return fail("trust", `${cn(partial)} is trusted but not self-signed, so it is not a trust anchor (OpenSSL and Node refuse such a chain too): trust the root it chains to`);
+    }
+    return fail("trust", `${cn(top)} was issued by "${printable(top.issuerName.getField("CN")[0] ?? top.issuer)}", which is not a trusted CA (trusted: ${trusted})`);
   }
   for (const cert of chain) {
     if (input.at < cert.notBefore) return fail("validity", `${cn(cert)} is not valid until ${day(cert.notBefore)}`);
     if (input.at > cert.notAfter) return fail("validity", `${cn(cert)} expired on ${day(cert.notAfter)}`);
+    // RFC 5280 4.2: one instance of each; a second SAN or constraint would otherwise go unread.
+    const seen = new Set<string>();
+    const repeated = cert.extensions.find((e) => seen.size === seen.add(e.type).size);
+    if (repeated) return fail("parse", `${cn(cert)} carries the extension ${repeated.type} twice, which RFC 5280 forbids`);
     const unknown = cert.extensions.find((e) => e.critical && !KNOWN_EXTENSIONS.has(e.type));
     if (unknown) return fail("critical-extension", `${cn(cert)} has a critical extension this verifier does not understand (${unknown.type})`);
+    const forbidden = cert.extensions.find((e) => e.critical && MUST_NOT_BE_CRITICAL[e.type]);
+    if (forbidden) return fail("critical-extension", `${cn(cert)} marks its ${MUST_NOT_BE_CRITICAL[forbidden.type]} extension critical, which RFC 5280 forbids`);
   }
   // Every certificate above the leaf must be a CA allowed to sign certificates.
   for (let i = 1; i < chain.length; i++) {
@@ -110,47 +124,115 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     const ku = ca.getExtension(x509.KeyUsagesExtension);
     if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) return fail("key-usage", `${cn(ca)} signed ${cn(chain[i - 1]!)} but its key usage does not allow signing certificates (keyCertSign)`);
     // Intermediates between this CA and the leaf, self-issued ones excepted.
-    const below = chain.slice(1, i).filter((c) => c.subject !== c.issuer).length;
+    const below = chain.slice(1, i).filter((c) => !selfIssued(c)).length;
     if (bc.pathLength !== undefined && below > bc.pathLength) {
       return fail("path-length", `${cn(ca)} allows ${bc.pathLength} CA(s) below it (pathLen:${bc.pathLength}) but ${below} follow it`);
     }
-    const permitted = permittedDns(ca);
-    if (permitted) {
-      const outside = dnsNames(leaf).find((n) => !permitted.some((p) => withinDns(n, p)));
-      if (outside) return fail("name-constraints", `${outside} is outside the names ${cn(ca)} may certify (${permitted.join(", ")})`);
-    }
   }
-  if (!leaf.equal(chain.at(-1)!)) {
-    const bc = leaf.getExtension(x509.BasicConstraintsExtension);
-    if (bc?.ca) return fail("basic-constraints", `${cn(leaf)} is a CA certificate, not a service certificate`);
-    const ku = leaf.getExtension(x509.KeyUsagesExtension);
-    if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return fail("key-usage", `${cn(leaf)} may not sign (digitalSignature is missing), so it cannot authenticate in TLS`);
-    const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
-    const need = input.purpose === "mesh" ? ["serverAuth", "clientAuth"] as const : input.purpose === "server" ? ["serverAuth"] as const : ["clientAuth"] as const;
-    for (const usage of need) {
-      if (eku && !eku.usages.includes(x509.ExtendedKeyUsage[usage])) {
-        return fail("extended-key-usage", `${cn(leaf)} is not allowed for ${usage} (its extended key usage lacks it)`);
-      }
+  const constrained = checkNameConstraints(chain);
+  if (constrained) return fail("name-constraints", constrained);
+  // The leaf's purpose is checked even when it is itself trusted: a CA certificate
+  // (the root above all) is never a peer's certificate, for any purpose.
+  const bc = leaf.getExtension(x509.BasicConstraintsExtension);
+  if (bc?.ca) return fail("basic-constraints", `${cn(leaf)} is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose (OpenSSL: unsuitable certificate purpose)`);
+  const ku = leaf.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return fail("key-usage", `${cn(leaf)} may not sign (digitalSignature is missing), so it cannot authenticate in TLS`);
+  const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
+  const need = input.purpose === "mesh" ? ["serverAuth", "clientAuth"] as const : input.purpose === "server" ? ["serverAuth"] as const : ["clientAuth"] as const;
+  for (const usage of need) {
+    if (eku && !eku.usages.includes(x509.ExtendedKeyUsage[usage])) {
+      return fail("extended-key-usage", `${cn(leaf)} is not allowed for ${usage} (its extended key usage lacks it)`);
     }
   }
   if (input.crls) {
-    for (let i = 0; i < chain.length - 1; i++) {
-      const cert = chain[i]!;
-      const issuer = chain[i + 1]!;
-      let crl: x509.X509Crl | undefined;
-      for (const c of input.crls) {
-        if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) { crl = c; break; }
-      }
-      if (!crl) return fail("crl", `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (run: npm run ca -- crl)`);
-      if (crl.nextUpdate && crl.nextUpdate < input.at) return fail("crl", `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (run: npm run ca -- crl)`);
-      const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
-      if (entry && entry.revocationDate <= input.at) {
-        const reason = entry.reason !== undefined ? `, reason ${x509.X509CrlReason[entry.reason]}` : "";
-        return fail("revocation", `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}`);
-      }
+    const revoked = await revocationProblem(chain, input.crls, input.at, input.crlHint ?? "run: npm run ca -- crl");
+    if (revoked) return fail(revoked.check, revoked.message);
+  }
+  return { ok: true, chain, revocationChecked };
+}
+
+/** Each certificate below the anchor against its issuer's CRL: the first failure, or undefined. */
+async function revocationProblem(chain: x509.X509Certificate[], crls: x509.X509Crl[], at: Date, hint: string): Promise<{ check: Check; message: string } | undefined> {
+  for (let i = 0; i < chain.length - 1; i++) {
+    const cert = chain[i]!;
+    const issuer = chain[i + 1]!;
+    const signed: x509.X509Crl[] = [];
+    for (const c of crls) {
+      if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) signed.push(c);
+    }
+    if (signed.length === 0) return { check: "crl", message: `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})` };
+    // Of several CRLs from one CA (an old and a new file), the newest current one decides.
+    const current = signed.filter((c) => c.thisUpdate <= at && !(c.nextUpdate && c.nextUpdate < at)).sort((a, b) => b.thisUpdate.getTime() - a.thisUpdate.getTime());
+    const crl = current[0] ?? signed[0]!;
+    const unusable = crlProblem(crl, issuer);
+    if (unusable) return { check: "crl", message: unusable };
+    if (crl.thisUpdate > at) return { check: "crl", message: `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)` };
+    if (crl.nextUpdate && crl.nextUpdate < at) return { check: "crl", message: `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})` };
+    const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
+    // Listed is revoked, whatever its revocationDate: a verifier whose clock is behind the
+    // CA's would otherwise accept a certificate revoked a moment ago (OpenSSL does not look).
+    if (entry) {
+      const reason = entry.reason !== undefined ? `, reason ${x509.X509CrlReason[entry.reason]}` : "";
+      return { check: "revocation", message: `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}` };
     }
   }
-  return { ok: true, chain };
+  return undefined;
+}
+
+// CRL extensions whose meaning this verifier applies; any other critical one (an issuing
+// distribution point, a delta CRL, an indirect CRL's certificateIssuer) would narrow or
+// redirect what the CRL covers, so such a CRL is not used, as OpenSSL does not use it.
+const CRL_EXTENSIONS = new Set(["2.5.29.20", AKI]);
+const SCOPED_CRL_EXTENSIONS = new Set(["2.5.29.27", "2.5.29.28"]); // delta CRL indicator, issuing distribution point
+
+/** Why `crl` cannot answer for certificates `issuer` signed, or undefined. */
+function crlProblem(crl: x509.X509Crl, issuer: x509.X509Certificate): string | undefined {
+  const ku = issuer.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.cRLSign)) return `${cn(issuer)} may not sign CRLs (its key usage lacks cRLSign), so its CRL cannot be trusted`;
+  const scoped = crl.extensions.find((e) => SCOPED_CRL_EXTENSIONS.has(e.type) || (e.critical && !CRL_EXTENSIONS.has(e.type)));
+  if (scoped) return `the CRL of ${cn(issuer)} carries an extension this verifier does not process (${scoped.type}), so it cannot say what is revoked`;
+  const entry = crl.entries.find((en) => en.extensions.some((e) => e.critical));
+  if (entry) return `the CRL of ${cn(issuer)} has an entry with a critical extension this verifier does not process, so it cannot say what is revoked`;
+  return undefined;
+}
+
+/**
+ * RFC 5280 6.1.3 (b)-(c): every certificate's names, below each CA (the anchor
+ * included, as OpenSSL does) with name constraints; self-issued intermediates
+ * are exempt. Returns why the path fails, or undefined.
+ */
+function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined {
+  const constraints: (Constraints | undefined)[] = [];
+  for (const ca of chain) {
+    const ext = ca.extensions.find((e) => e.type === id_ce_nameConstraints);
+    if (!ext || ca === chain[0]) { constraints.push(undefined); continue; }
+    try {
+      constraints.push(parseConstraints(ext.value));
+    } catch (err) {
+      if (!(err instanceof ConstraintError)) throw err;
+      // Unprocessed forms fail closed, critical or not: a name of that form below would go unchecked.
+      return `${cn(ca)} has ${ext.critical ? "critical " : ""}name constraints that cannot be checked, so nothing it certifies is accepted: ${err.message}`;
+    }
+  }
+  for (let i = 0; i < chain.length - 1; i++) {
+    const cert = chain[i]!;
+    if (i > 0 && selfIssued(cert)) continue;
+    if (!constraints.slice(i + 1).some(Boolean)) continue;
+    let names;
+    try {
+      names = certNames(cert, i === 0);
+    } catch (err) {
+      if (err instanceof DerError) return `the names of ${cn(cert)} cannot be read (${err.message}), so ${cn(chain[i + 1]!)}'s name constraints cannot be checked`;
+      throw err;
+    }
+    for (let j = i + 1; j < chain.length; j++) {
+      const c = constraints[j];
+      if (!c) continue;
+      const v = violation(names, c, cn(chain[j]!), { name: cn(cert), isLeaf: i === 0 });
+      if (v) return v;
+    }
+  }
+  return undefined;
 }
 
 /** Splits a PEM file into certificates; anything unreadable is a "parse" failure for the caller. */
