@@ -33,7 +33,11 @@ const USAGE = `mtls-mesh CA: a private certificate authority for the mesh.
   npm run ca -- revoke --domain payment.internal     revoke it and re-sign the CRL
   npm run ca -- verify --cert pki/certs/payment.internal.crt
 
-More: intermediate, sign, renew, crl, generation, bundle, status.
+Online CA (EST, see docs/est.md):
+  npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
+  npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
+
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
 Every command has --help with examples and exit codes.`;
 
 interface StateFlags { dir?: string; passphraseFile?: string }
@@ -277,6 +281,36 @@ export function buildProgram(): Command {
       }
       console.log(`  certificates: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}`);
     }));
+
+  // --- the online CA (docs/est.md) ---------------------------------------------
+  help(stateful(program.command("token").description("a one-time enrolment token for one name (for EST simpleenroll)"))
+    .requiredOption("--domain <name>", "the one name the token may enrol")
+    .option("--ttl <duration>", "how long it stays usable (max 24h)", "10m")
+    .option("--json", "as JSON, for scripts"), [
+    "token --domain shipping.internal", "token --domain shipping.internal --ttl 1h",
+    "token --domain shipping.internal --json | jq -r .token > shipping.token",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { createToken, TOKEN_MAX_TTL_MS } = await import("./tokens.ts");
+    const { parseDuration } = await import("./duration.ts");
+    const ttlMs = parseDuration(o.ttl, { flag: "--ttl", min: 10_000, max: TOKEN_MAX_TTL_MS });
+    const t = createToken(ca, { domain: o.domain, ttlMs });
+    const fp = `sha256 Fingerprint=${t.root.fingerprint.hex}`;
+    if (o.json) {
+      process.stdout.write(JSON.stringify({
+        token: t.token, domain: t.domain, expiresAt: t.expiresAt.toISOString(), ttl: t.ttl,
+        root: { name: t.root.name, generation: t.root.generation, sha256: t.root.fingerprint.hex, sha256B64url: t.root.fingerprint.b64url },
+      }, null, 2) + "\n");
+    } else {
+      // The token alone on stdout (TOKEN=$(npm run -s ca -- token ...)); the rest for people on stderr.
+      process.stdout.write(`${t.token}\n`);
+      console.error(`One-time enrolment token for ${t.domain}: works once, until ${t.expiresAt.toISOString()} (${t.ttl})`);
+      console.error(`  CA root   ${t.root.name} (generation ${t.root.generation})`);
+      console.error(`            ${fp}`);
+      console.error(`  the token carries this fingerprint; check it with: openssl x509 -noout -fingerprint -sha256 -in ${shown(ca.layout.root(t.root.generation).cert)}`);
+      console.error(`  keep it secret: it is a credential (pass it by file or environment, never as an argument)`);
+    }
+    if (!t.root.published) console.error(`warning: generation ${t.root.generation} signs but is not in the trust bundle yet (run: npm run ca -- bundle)`);
+  }));
 
   return program;
 }
