@@ -312,6 +312,46 @@ export function buildProgram(): Command {
     if (!t.root.published) console.error(`warning: generation ${t.root.generation} signs but is not in the trust bundle yet (run: npm run ca -- bundle)`);
   }));
 
+  help(stateful(program.command("serve").description("run the CA as an HTTPS server speaking EST (RFC 7030); logs JSON lines to stdout"))
+    .option("--listen <address>", "address to listen on (also in the server certificate's SANs)", "127.0.0.1")
+    .option("--port <n>", "TCP port", "7400")
+    .option("--default-lifetime <duration>", "lifetime of the certificates it issues", "1h")
+    .option("--max-lifetime <duration>", "the most a client may ask for with ?lifetime=", "24h")
+    .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
+    .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5"), [
+    "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
+    "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { CaServer } = await import("./server/server.ts");
+    const { parseDuration } = await import("./duration.ts");
+    if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535) throw badInput(`--port ${JSON.stringify(o.port)} is not a TCP port (0-65535)`);
+    const { isIP } = await import("node:net");
+    if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
+    const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
+    const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime", max: maxLifetimeMs });
+    const rate = (flag: string, v: string) => {
+      if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
+      return { capacity: Number(v), perMinute: Number(v) };
+    };
+    const limits = { perAddress: rate("--rate-per-address", o.ratePerAddress), perName: rate("--rate-per-name", o.ratePerName) };
+    let server: Awaited<ReturnType<typeof CaServer.start>>;
+    try {
+      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);
+      throw err;
+    }
+    console.error(`CA serving EST on ${server.url}  (Ctrl-C stops it)`);
+    console.error(`  trust it with ${shown(ca.layout.bundle)}: curl --cacert ${shown(ca.layout.bundle)} ${server.url}/.well-known/est/cacerts`);
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
+    server.log.info({ event: "ca.stopped", signal }, "CA server stopped");
+    await server.close();
+  }));
+
   return program;
 }
 
