@@ -328,7 +328,8 @@ export function buildProgram(): Command {
     const { isIP } = await import("node:net");
     if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
     const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
-    const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime", max: maxLifetimeMs });
+    const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
+    if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
     const rate = (flag: string, v: string) => {
       if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
       return { capacity: Number(v), perMinute: Number(v) };
