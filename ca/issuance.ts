@@ -140,6 +140,8 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
   const name = opts.names.name;
   try {
     ca.ledger.write(() => {
+      // First: of requests racing with one token, the losers are told the token was used.
+      opts.inTransaction?.(serial);
       if (opts.supersede !== undefined) {
         if (!ca.ledger.markSuperseded(opts.supersede, serial)) throw new CaError("REFUSED", `${name} changed while renewing (another command renewed or revoked it); run list and try again`);
       } else {
@@ -147,7 +149,6 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
         if (cur && new Date(cur.not_after) > now) throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
         if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
       }
-      opts.inTransaction?.(serial);
       ca.ledger.insertCert({
         serial, name, sans: JSON.stringify(opts.names), issuer_id: issuerId, key_type: opts.keyType,
         not_before: validity.notBefore.toISOString(), not_after: validity.notAfter.toISOString(),

@@ -75,6 +75,17 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.ok(!/PRIVATE KEY/.test(t.lines.raw()));
   });
 
+  it("spends a token once even when five requests race with it", async () => {
+    const { token } = createToken(t.ca, { domain: "racer.internal" });
+    const headers = { ...PKCS10, Authorization: `Bearer ${token}` };
+    const bodies = await Promise.all([1, 2, 3, 4, 5].map(() => makeCsr("racer.internal")));
+    const count = certCount(t);
+    const replies = await Promise.all(bodies.map((c) => est(t.server.url, { method: "POST", path: ENROL, headers, body: c.body, ca: t.bundle() })));
+    assert.deepEqual(replies.map((r) => r.status).sort(), [200, 401, 401, 401, 401], replies.map((r) => r.body).join(""));
+    for (const r of replies.filter((x) => x.status === 401)) assert.equal(r.body, "the enrolment token was already used: ask for a new one\n");
+    assert.equal(certCount(t), count + 1);
+  });
+
   it("refuses a token for another name without saying which name it is for; the token stays unused", async () => {
     const { token } = createToken(t.ca, { domain: "billing.internal" });
     const count = certCount(t);

@@ -238,8 +238,8 @@ export class CaServer {
     const peerSerial = (req.socket as TLSSocket).getPeerCertificate?.()?.serialNumber?.toLowerCase() ?? null;
     const route = KNOWN_ROUTES.has(path) || path.startsWith("/crl/") ? path.slice(0, 64) : "other";
     if (err instanceof HttpError) {
-      this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: err.message, name: err.subject?.slice(0, 253) ?? null, remote: remoteOf(req), serial: peerSerial },
-        `refused ${route}: ${err.message}`);
+      this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: err.message.slice(0, 500), name: err.subject?.slice(0, 253) ?? null, remote: remoteOf(req), serial: peerSerial },
+        `refused ${route}: ${err.message.slice(0, 200)}`);
       if (!res.headersSent) sendText(res, err.status, err.message, err.headers);
       return;
     }
