@@ -83,7 +83,7 @@ describe("curl + openssl against ca serve", () => {
     const list = await cli(["list", "--all", "--json", "--dir", join(work, "pki")]);
     const rows = (JSON.parse(list.stdout) as Array<{ domain: string; status: string; source: string }>).filter((x) => x.domain === "shipping.internal");
     assert.deepEqual(rows.map((x) => [x.status, x.source]), [["SUPERSEDED", "est-enrol"], ["VALID", "est-renew"]]);
-    // The log: JSON lines, the events, no token and no key.
+    // The log: JSON lines, the events (handshake failures aside), no token and no key.
     const events = stdout.trim().split("\n").map((l) => JSON.parse(l) as { event: string; status?: number });
     assert.deepEqual(events.map((e) => e.event).filter((e) => e.startsWith("est.")), ["est.enrolled", "est.refused", "est.renewed"]);
     assert.ok(!stdout.includes(token.stdout.trim().split(".")[1]!));
@@ -101,6 +101,12 @@ describe("curl + openssl against ca serve", () => {
     const old = s(["-tls1_1"]);
     assert.notEqual(old.status, 0);
     assert.doesNotMatch(old.stderr + old.stdout, /Protocol version/);
+  });
+
+  it("logs failed handshakes with the caller's address", async () => {
+    const deadline = Date.now() + 3_000;
+    while (!/"event":"tls.handshake_failed","remote":"127.0.0.1"/.test(stdout) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.match(stdout, /"event":"tls.handshake_failed","remote":"127.0.0.1","reason":"[A-Z_]+"/);
   });
 
   it("stops on SIGTERM with exit 0 and a ca.stopped line", async () => {

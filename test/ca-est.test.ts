@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { RateLimiter } from "../ca/rate-limit.ts";
 import { createToken, hashToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { openssl } from "./helpers/ca.ts";
@@ -300,5 +301,30 @@ describe("EST rate limits", () => {
     assert.equal(other.status, 429, "the address's bucket (3) is empty too");
     assert.match(other.body, /too many requests from this address/);
     assert.equal(t.lines.events("est.refused").filter((l) => l.reason === "rate_limited").length, 2);
+  });
+});
+
+describe("RateLimiter (token buckets)", () => {
+  it("allows a burst, then one per refill interval, and says when to retry", () => {
+    let now = 0;
+    const rl = new RateLimiter({ capacity: 2, perMinute: 6 }, () => now);
+    assert.deepEqual([rl.take("a"), rl.take("a")], [{ ok: true }, { ok: true }]);
+    assert.deepEqual(rl.take("a"), { ok: false, retryAfterSeconds: 10 });
+    assert.deepEqual(rl.take("b"), { ok: true }, "keys are separate");
+    now = 9_000;
+    assert.deepEqual(rl.take("a"), { ok: false, retryAfterSeconds: 1 });
+    now = 10_000;
+    assert.deepEqual(rl.take("a"), { ok: true });
+    now = 10 * 60_000;
+    assert.deepEqual([rl.take("a"), rl.take("a"), rl.take("a").ok], [{ ok: true }, { ok: true }, false], "refills only up to the burst");
+  });
+
+  it("forgets the least recently used key beyond its bound", () => {
+    const rl = new RateLimiter({ capacity: 1, perMinute: 1 }, () => 0, 2);
+    rl.take("a");
+    rl.take("b");
+    rl.take("c"); // evicts a
+    assert.deepEqual(rl.take("a"), { ok: true });
+    assert.equal(rl.take("c").ok, false);
   });
 });

@@ -86,6 +86,9 @@ export class CaServer {
       minVersion: "TLSv1.2", ciphers: CIPHERS,
       handshakeTimeout: 10_000, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 8 * 1024,
     }, (req, res) => void this.handle(req, res));
+    this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
+      this.log.warn({ event: "tls.handshake_failed", remote: sock.remoteAddress ?? "unknown", reason: err.code ?? "unknown", detail: err.message.slice(0, 200) }, "a TLS handshake failed");
+    });
   }
 
   /** Opens the CA's signing key (so a wrong passphrase fails now), listens, and gets its own certificate. */
