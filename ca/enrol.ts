@@ -23,12 +23,12 @@ export type EnrolErrorCode =
 export class EnrolError extends Error {
   readonly code: EnrolErrorCode;
   /** The name the request was about, once known (for the log). */
-  readonly name_?: string;
-  constructor(code: EnrolErrorCode, message: string, name?: string) {
+  readonly subject?: string;
+  constructor(code: EnrolErrorCode, message: string, subject?: string) {
     super(message);
     this.name = "EnrolError";
     this.code = code;
-    this.name_ = name;
+    this.subject = subject;
   }
 }
 
@@ -134,7 +134,7 @@ export function currentRow(ca: CertificateAuthority, presented: Uint8Array): Cer
   return row;
 }
 
-async function sign(ca: CertificateAuthority, opts: Parameters<typeof signLeaf>[1] extends infer O ? Omit<O & object, "days"> : never, name: string): Promise<Enrolled> {
+async function sign(ca: CertificateAuthority, opts: Omit<Parameters<typeof signLeaf>[1], "days">, name: string): Promise<Enrolled> {
   let issued: IssuedCert;
   try {
     issued = await signLeaf(ca, { ...opts, days: 1 });

@@ -83,6 +83,10 @@ describe("curl + openssl against ca serve", () => {
     const list = await cli(["list", "--all", "--json", "--dir", join(work, "pki")]);
     const rows = (JSON.parse(list.stdout) as Array<{ domain: string; status: string; source: string }>).filter((x) => x.domain === "shipping.internal");
     assert.deepEqual(rows.map((x) => [x.status, x.source]), [["SUPERSEDED", "est-enrol"], ["VALID", "est-renew"]]);
+    // The CLI cannot renew it: the key is in the service's folder, not the CA's.
+    const renew = await cli(["renew", "--domain", "shipping.internal", "--dir", join(work, "pki")]);
+    assert.equal(renew.code, 3);
+    assert.match(renew.stderr, /its key is not here/);
     // The log: JSON lines, the events (handshake failures aside), no token and no key.
     const events = stdout.trim().split("\n").map((l) => JSON.parse(l) as { event: string; status?: number });
     assert.deepEqual(events.map((e) => e.event).filter((e) => e.startsWith("est.")), ["est.enrolled", "est.refused", "est.renewed"]);

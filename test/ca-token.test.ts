@@ -90,6 +90,22 @@ describe("ca token", () => {
     });
   }
 
+  it("a ledger from before the online tables still opens, and gets them", async () => {
+    const old = join(tempDir(), "pki");
+    assert.equal((await ca(["init", "--name", "Old CA", "--dir", old])).code, 0);
+    assert.equal((await ca(["issue", "--domain", "kept.internal", "--dir", old])).code, 0);
+    const db = new Database(join(old, "ca.db"));
+    db.exec("DROP TABLE enrol_tokens; DROP TABLE bundles; DROP TABLE bundle_holders;");
+    db.close();
+    const list = await ca(["list", "--json", "--dir", old]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual((JSON.parse(list.stdout) as Array<{ domain: string }>).map((r) => r.domain), ["kept.internal"]);
+    const r = await ca(["token", "--domain", "new.internal", "--dir", old]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(tokenCount(old), 1);
+    cleanup(join(old, ".."));
+  });
+
   it("refuses without a CA", async () => {
     const empty = tempDir();
     const r = await ca(["token", "--domain", "s.internal", "--dir", join(empty, "pki")]);

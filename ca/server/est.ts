@@ -148,7 +148,7 @@ async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
   } catch (err) {
     if (err instanceof EnrolError) {
       const headers: Record<string, string> = STATUS[err.code] === 401 ? { "WWW-Authenticate": 'Bearer realm="est"' } : {};
-      throw new HttpError(STATUS[err.code], err.code, err.message, headers, err.name_ ?? name);
+      throw new HttpError(STATUS[err.code], err.code, err.message, headers, err.subject ?? name);
     }
     // A name outside an issuer's name constraints: a rule, not a malformed request.
     if (err instanceof CaError && err.code === "BAD_INPUT") throw new HttpError(403, "refused", err.message, {}, name);
