@@ -189,6 +189,32 @@ describe("EST simpleenroll with a one-time token", () => {
   });
 });
 
+describe("EST with an intermediate that the CLI adds while the server runs", () => {
+  let t: TestCa;
+  before(async () => { t = await startCa({ limits: HIGH }); });
+  after(() => t.stop());
+
+  it("answers with leaf + intermediate, names the intermediate's CRL, and serves it", async () => {
+    const { ca: cli } = await import("./helpers/ca.ts");
+    const made = await cli(["intermediate", "--name", "Acme Issuing CA", "--dir", t.dir]);
+    assert.equal(made.code, 0, made.stderr);
+    const { certs } = await enrolOnce(t, "chained.internal");
+    assert.deepEqual(certs.map((c) => c.subject), ["CN=chained.internal", "CN=Acme Issuing CA"]);
+    const dir = join(t.dir, "..");
+    writeFileSync(join(dir, "leaf.pem"), certs[0]!.toString("pem"));
+    writeFileSync(join(dir, "int.pem"), certs[1]!.toString("pem"));
+    writeFileSync(join(dir, "root.pem"), t.bundle());
+    assert.match(openssl(["verify", "-CAfile", join(dir, "root.pem"), "-untrusted", join(dir, "int.pem"), join(dir, "leaf.pem")]).out, /leaf\.pem: OK/);
+    assert.ok(openssl(["x509", "-noout", "-ext", "crlDistributionPoints"], certs[0]!.toString("pem")).out.includes(`URI:${t.server.url}/crl/int-1.crl`));
+    let status = 0;
+    for (const deadline = Date.now() + 1_500; status !== 200 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      status = (await est(t.server.url, { path: "/crl/int-1.crl", ca: t.bundle() })).status;
+    }
+    assert.equal(status, 200, "the intermediate's CRL is served within 1.5 s");
+    assert.equal((await est(t.server.url, { path: "/crl/int-9.crl", ca: t.bundle() })).status, 404);
+  });
+});
+
 describe("EST simplereenroll over mTLS", () => {
   let t: TestCa;
   before(async () => { t = await startCa({ limits: HIGH }); });

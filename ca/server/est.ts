@@ -71,7 +71,7 @@ export function cacerts(ctx: EstContext, req: IncomingMessage, res: ServerRespon
     res.end();
     return;
   }
-  res.writeHead(200, { ...headers, "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64" });
+  res.writeHead(200, { ...headers, "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Content-Length": String(Buffer.byteLength(p.cacertsBody)) });
   res.end(req.method === "HEAD" ? undefined : p.cacertsBody);
 }
 
@@ -157,6 +157,7 @@ async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
 }
 
 function sendCerts(res: ServerResponse, issued: Enrolled): void {
-  res.writeHead(200, { "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Cache-Control": "no-store" });
-  res.end(base64Lines(certsOnly(issued.chain)));
+  const body = base64Lines(certsOnly(issued.chain));
+  res.writeHead(200, { "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Cache-Control": "no-store", "Content-Length": String(Buffer.byteLength(body)) });
+  res.end(body);
 }
