@@ -33,7 +33,11 @@ const USAGE = `mtls-mesh CA: a private certificate authority for the mesh.
   npm run ca -- revoke --domain payment.internal     revoke it and re-sign the CRL
   npm run ca -- verify --cert pki/certs/payment.internal.crt
 
-More: intermediate, sign, renew, crl, generation, bundle, status.
+Online CA (EST, see docs/est.md):
+  npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
+  npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
+
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
 Every command has --help with examples and exit codes.`;
 
 interface StateFlags { dir?: string; passphraseFile?: string }
@@ -285,6 +289,77 @@ export function buildProgram(): Command {
       }
       console.log(`  certificates: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}`);
     }));
+
+  // --- the online CA (docs/est.md) ---------------------------------------------
+  help(stateful(program.command("token").description("a one-time enrolment token for one name (for EST simpleenroll)"))
+    .requiredOption("--domain <name>", "the one name the token may enrol")
+    .option("--ttl <duration>", "how long it stays usable (max 24h)", "10m")
+    .option("--json", "as JSON, for scripts"), [
+    "token --domain shipping.internal", "token --domain shipping.internal --ttl 1h",
+    "token --domain shipping.internal --json | jq -r .token > shipping.token",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { createToken, TOKEN_MAX_TTL_MS } = await import("./tokens.ts");
+    const { parseDuration } = await import("./duration.ts");
+    const ttlMs = parseDuration(o.ttl, { flag: "--ttl", min: 10_000, max: TOKEN_MAX_TTL_MS });
+    const t = createToken(ca, { domain: o.domain, ttlMs });
+    const fp = `sha256 Fingerprint=${t.root.fingerprint.hex}`;
+    if (o.json) {
+      process.stdout.write(JSON.stringify({
+        token: t.token, domain: t.domain, expiresAt: t.expiresAt.toISOString(), ttl: t.ttl,
+        root: { name: t.root.name, generation: t.root.generation, sha256: t.root.fingerprint.hex, sha256B64url: t.root.fingerprint.b64url },
+      }, null, 2) + "\n");
+    } else {
+      // The token alone on stdout (TOKEN=$(npm run -s ca -- token ...)); the rest for people on stderr.
+      process.stdout.write(`${t.token}\n`);
+      console.error(`One-time enrolment token for ${t.domain}: works once, until ${t.expiresAt.toISOString()} (${t.ttl})`);
+      console.error(`  CA root   ${t.root.name} (generation ${t.root.generation})`);
+      console.error(`            ${fp}`);
+      console.error(`  the token carries this fingerprint; check it with: openssl x509 -noout -fingerprint -sha256 -in ${shown(ca.layout.root(t.root.generation).cert)}`);
+      console.error(`  keep it secret: it is a credential (pass it by file or environment, never as an argument)`);
+    }
+    if (!t.root.published) console.error(`warning: generation ${t.root.generation} signs but is not in the trust bundle yet (run: npm run ca -- bundle)`);
+  }));
+
+  help(stateful(program.command("serve").description("run the CA as an HTTPS server speaking EST (RFC 7030); logs JSON lines to stdout"))
+    .option("--listen <address>", "address to listen on (also in the server certificate's SANs)", "127.0.0.1")
+    .option("--port <n>", "TCP port", "7400")
+    .option("--default-lifetime <duration>", "lifetime of the certificates it issues", "1h")
+    .option("--max-lifetime <duration>", "the most a client may ask for with ?lifetime=", "24h")
+    .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
+    .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5"), [
+    "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
+    "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { CaServer } = await import("./server/server.ts");
+    const { parseDuration } = await import("./duration.ts");
+    if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535) throw badInput(`--port ${JSON.stringify(o.port)} is not a TCP port (0-65535)`);
+    const { isIP } = await import("node:net");
+    if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
+    const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
+    const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
+    if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
+    const rate = (flag: string, v: string) => {
+      if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
+      return { capacity: Number(v), perMinute: Number(v) };
+    };
+    const limits = { perAddress: rate("--rate-per-address", o.ratePerAddress), perName: rate("--rate-per-name", o.ratePerName) };
+    let server: Awaited<ReturnType<typeof CaServer.start>>;
+    try {
+      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);
+      throw err;
+    }
+    console.error(`CA serving EST on ${server.url}  (Ctrl-C stops it)`);
+    console.error(`  trust it with ${shown(ca.layout.bundle)}: curl --cacert ${shown(ca.layout.bundle)} ${server.url}/.well-known/est/cacerts`);
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
+    server.log.info({ event: "ca.stopped", signal }, "CA server stopped");
+    await server.close();
+  }));
 
   return program;
 }

@@ -6,7 +6,7 @@ import { CaError, badInput } from "./errors.ts";
 import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
-import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, type LeafNames } from "./profiles.ts";
+import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
 import { permittedDns, withinDns } from "./verify.ts";
 import { certToPem, normalSerial, x509 } from "./x509.ts";
 
@@ -56,7 +56,7 @@ export async function renew(ca: CertificateAuthority, opts: { domain: string; da
     if (latest?.status === "revoked") throw new CaError("REFUSED", `cannot renew ${name}: its certificate ${latest.serial} is revoked; issue a fresh one (run: npm run ca -- issue --domain ${name})`);
     throw new CaError("NOT_FOUND", `cannot renew ${name}: no certificate for it in ${ca.layout.dir} (run: npm run ca -- issue --domain ${name})`);
   }
-  if (old.source === "csr") throw new CaError("REFUSED", `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`);
+  if (old.source !== "issue" && old.source !== "renew") throw new CaError("REFUSED", `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`);
   const keyType = validateKeyType(opts.keyType ?? old.key_type);
   const sans = JSON.parse(old.sans) as LeafNames;
   const keys = await generateKeyPair(keyType);
@@ -95,7 +95,7 @@ export async function revoke(ca: CertificateAuthority, opts: { domain?: string; 
 }
 
 /** The SANs of a leaf; with a trust domain, also its SPIFFE ID, spiffe://<trust domain>/<name>. */
-function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
+export function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
   const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
   const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
   const ip = (opts.ip ?? []).map(validateIp);
@@ -110,22 +110,28 @@ function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
   }
 }
 
-async function signLeaf(ca: CertificateAuthority, opts: {
+/**
+ * @internal Signs and records a leaf. The online CA (ca/enrol.ts) also uses it: a lifetime
+ * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
+ * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
+ */
+export async function signLeaf(ca: CertificateAuthority, opts: {
   names: LeafNames; days: number; keyType: KeyType; publicKey: CryptoKey | x509.PublicKey; privateKey?: CryptoKey;
   source: CertRow["source"]; supersede?: string;
+  lifetimeMs?: number; cdp?: (issuerId: string) => string[]; inTransaction?: (serial: string) => void;
 }): Promise<IssuedCert> {
   const issuerId = ca.signerId();
   const issuer = ca.issuerRow(issuerId);
   const signer = await ca.signer(issuerId);
   const now = ca.now();
   const warnings: string[] = [];
-  const validity = clampToIssuer(validityFor(now, opts.days), signer.cert, warnings);
+  const validity = clampToIssuer(opts.lifetimeMs !== undefined ? validityForMs(now, opts.lifetimeMs) : validityFor(now, opts.days), signer.cert, warnings);
   const rootRow = ca.issuerRow(`root-${issuer.generation}`);
   if (rootRow.state === "pending") {
     warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
   }
   await checkNameConstraints(ca, opts.names, issuerId);
-  const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity });
+  const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
   const serial = normalSerial(cert.serialNumber);
   const certPem = certToPem(cert) + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
@@ -134,6 +140,8 @@ async function signLeaf(ca: CertificateAuthority, opts: {
   const name = opts.names.name;
   try {
     ca.ledger.write(() => {
+      // First: of requests racing with one token, the losers are told the token was used.
+      opts.inTransaction?.(serial);
       if (opts.supersede !== undefined) {
         if (!ca.ledger.markSuperseded(opts.supersede, serial)) throw new CaError("REFUSED", `${name} changed while renewing (another command renewed or revoked it); run list and try again`);
       } else {

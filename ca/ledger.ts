@@ -36,7 +36,8 @@ export interface CertRow {
   revoked_at: string | null;
   reason: string | null;
   superseded_by: string | null;
-  source: "issue" | "csr" | "renew";
+  /** How it was made: CLI issue / sign / renew, or online: EST enrolment, EST renewal, the CA server's own TLS certificate. */
+  source: "issue" | "csr" | "renew" | "est-enrol" | "est-renew" | "ca-server";
   created_at: string;
   pem: string;
 }
@@ -89,6 +90,58 @@ CREATE INDEX IF NOT EXISTS certs_by_issuer_status ON certs(issuer_id, status, no
 CREATE INDEX IF NOT EXISTS certs_by_name ON certs(name, created_at);
 `;
 
+/**
+ * Tables of the online CA (ca serve), added to existing ledgers on first writable open:
+ * CREATE ... IF NOT EXISTS only, so older ledgers keep working and older code ignores them.
+ */
+const ONLINE_SCHEMA = `
+-- One-time enrolment tokens: only the SHA-256 of the token is stored, never the token.
+CREATE TABLE IF NOT EXISTS enrol_tokens (
+  hash TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  used_at TEXT,
+  used_by TEXT
+);
+CREATE INDEX IF NOT EXISTS enrol_tokens_by_name ON enrol_tokens(name);
+-- Every trust bundle the server has published: its ETag and the root generations in it.
+CREATE TABLE IF NOT EXISTS bundles (
+  etag TEXT PRIMARY KEY,
+  generations TEXT NOT NULL,
+  first_served_at TEXT NOT NULL
+);
+-- Which bundle each identity holds, as it said when polling cacerts over mTLS.
+CREATE TABLE IF NOT EXISTS bundle_holders (
+  name TEXT PRIMARY KEY,
+  serial TEXT NOT NULL,
+  held_etag TEXT,
+  served_etag TEXT NOT NULL,
+  seen_at TEXT NOT NULL,
+  remote TEXT
+);
+`;
+
+export interface TokenRow {
+  hash: string;
+  name: string;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+  used_by: string | null;
+}
+
+export interface BundleHolderRow {
+  name: string;
+  serial: string;
+  /** The ETag the caller sent in If-None-Match: the bundle it says it holds (null: none sent). */
+  held_etag: string | null;
+  /** The ETag of the bundle the server answered with (200) or confirmed (304). */
+  served_etag: string;
+  seen_at: string;
+  remote: string | null;
+}
+
 function corrupt(path: string, err: unknown): CaError {
   return new CaError("CORRUPT", `the ledger ${path} is not readable (${(err as Error).message}); restore it from a backup — nothing was changed`, { cause: err });
 }
@@ -128,6 +181,7 @@ export class Ledger {
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
       if (!row) throw new Error("no schema version");
       if (row.value !== SCHEMA_VERSION) throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
+      if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA);
     } catch (err) {
       if (err instanceof CaError) throw err;
       throw corrupt(path, err);
@@ -251,6 +305,47 @@ export class Ledger {
   validInGeneration(generation: number, now: string): number {
     return (this.sql(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
       WHERE i.generation = ? AND c.status = 'valid' AND c.not_after > ?`).get(generation, now) as { n: number }).n;
+  }
+
+  // --- the online CA: tokens, bundles, who holds which ---------------------------
+
+  /**
+   * Changes whenever another connection (a CLI command) commits: the server polls it to
+   * notice revocations and generation changes without a message from the CLI.
+   */
+  dataVersion(): number {
+    return this.db.pragma("data_version", { simple: true }) as number;
+  }
+
+  insertToken(row: TokenRow): void {
+    this.sql("INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES (@hash, @name, @created_at, @expires_at, @used_at, @used_by)").run(row);
+  }
+
+  token(hash: string): TokenRow | undefined {
+    return this.sql("SELECT * FROM enrol_tokens WHERE hash = ?").get(hash) as TokenRow | undefined;
+  }
+
+  /** Marks a token used, only if it still is unused and unexpired (inside the issuing transaction). */
+  consumeToken(hash: string, now: string, serial: string): boolean {
+    return this.sql("UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ?").run(now, serial, hash, now).changes === 1;
+  }
+
+  recordBundle(etag: string, generations: number[], now: string): void {
+    this.sql("INSERT OR IGNORE INTO bundles (etag, generations, first_served_at) VALUES (?, ?, ?)").run(etag, JSON.stringify(generations), now);
+  }
+
+  bundleGenerations(etag: string): number[] | undefined {
+    const row = this.sql("SELECT generations FROM bundles WHERE etag = ?").get(etag) as { generations: string } | undefined;
+    return row ? (JSON.parse(row.generations) as number[]) : undefined;
+  }
+
+  recordBundleHolder(row: BundleHolderRow): void {
+    this.sql(`INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES (@name, @serial, @held_etag, @served_etag, @seen_at, @remote)
+      ON CONFLICT(name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`).run(row);
+  }
+
+  bundleHolders(): BundleHolderRow[] {
+    return this.sql("SELECT * FROM bundle_holders ORDER BY name").all() as BundleHolderRow[];
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {

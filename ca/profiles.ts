@@ -28,6 +28,11 @@ export function validityFor(now: Date, days: number): Validity {
   return { notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + days * DAY_MS) };
 }
 
+/** A validity of a given length in milliseconds (the online CA's lifetimes are hours, not days). */
+export function validityForMs(now: Date, ms: number): Validity {
+  return { notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + ms) };
+}
+
 /** A certificate cannot outlive its issuer: path validation would reject it. */
 export function clampToIssuer(v: Validity, issuer: x509.X509Certificate, warnings: string[]): Validity {
   if (v.notAfter <= issuer.notAfter) return v;
@@ -113,6 +118,8 @@ export async function createLeaf(opts: {
   issuer: Signer;
   validity: Validity;
   serial?: string;
+  /** CRL distribution point URLs (RFC 5280 4.2.1.13); the online CA names where it serves the issuer's CRL. */
+  cdp?: string[];
 }): Promise<x509.X509Certificate> {
   const { names } = opts;
   const san: x509.JsonGeneralNames = [
@@ -139,6 +146,7 @@ export async function createLeaf(opts: {
       new x509.SubjectAlternativeNameExtension(san),
       await x509.SubjectKeyIdentifierExtension.create(opts.publicKey),
       await authorityKeyId(opts.issuer.cert),
+      ...(opts.cdp && opts.cdp.length > 0 ? [new x509.CRLDistributionPointsExtension(opts.cdp)] : []),
     ],
   });
 }

@@ -1,0 +1,172 @@
+// The online CA's two ways to get a certificate (EST, RFC 7030): a first one for
+// a CSR and a one-time token, and a renewal authorised by the current certificate.
+// No HTTP here: the server maps each EnrolError code to a status (ca/server/est.ts).
+import type { CertificateAuthority, IssuedCert } from "./authority.ts";
+import { CaError } from "./errors.ts";
+import { leafNames, signLeaf } from "./issuance.ts";
+import { publicKeyType, type KeyType } from "./keys.ts";
+import type { CertRow } from "./ledger.ts";
+import type { LeafNames } from "./profiles.ts";
+import { validateDnsName } from "./names.ts";
+import { checkToken, hashToken } from "./tokens.ts";
+import { normalSerial, x509 } from "./x509.ts";
+
+export type EnrolErrorCode =
+  | "malformed_csr"      // not a PKCS#10 request, bad signature, unsupported key, not one CN
+  | "wrong_name"         // the CSR asks for another name, or for more than one
+  | "token_malformed" | "token_unknown" | "token_used" | "token_expired" | "token_wrong_name"
+  | "cert_unknown"       // the presented certificate is not one this CA issued
+  | "cert_revoked" | "cert_superseded" | "cert_expired"
+  | "generation_untrusted" // its generation is pending or retired
+  | "same_key";          // a renewal must bring a new key
+
+export class EnrolError extends Error {
+  readonly code: EnrolErrorCode;
+  /** The name the request was about, once known (for the log). */
+  readonly subject?: string;
+  constructor(code: EnrolErrorCode, message: string, subject?: string) {
+    super(message);
+    this.name = "EnrolError";
+    this.code = code;
+    this.subject = subject;
+  }
+}
+
+export interface Enrolled extends IssuedCert {
+  /** The leaf, then any intermediate: what goes into the PKCS#7 answer. */
+  chain: x509.X509Certificate[];
+}
+
+export interface CsrIdentity {
+  csr: x509.Pkcs10CertificateRequest;
+  name: string;
+  keyType: KeyType;
+}
+
+/**
+ * Parses a DER CSR, checks its signature, and finds the one name it asks for: exactly one
+ * CN, and DNS SANs (if any) that are that same name, nothing else.
+ */
+export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(bytes(der));
+  } catch {
+    throw new EnrolError("malformed_csr", "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)");
+  }
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* unsupported algorithm: treated as unsigned */ }
+  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
+  let keyType: KeyType;
+  try { keyType = publicKeyType(csr.publicKey.rawData); } catch (err) { throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`); }
+  const cn = csr.subjectName.getField("CN");
+  if (cn.length !== 1) throw new EnrolError("malformed_csr", `the CSR's subject has ${cn.length} CNs: a service certificate has exactly one`);
+  let name: string;
+  try { name = validateDnsName(cn[0]!, { what: "the CSR's CN" }); } catch (err) { throw new EnrolError("malformed_csr", (err as Error).message); }
+  const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name));
+  if (others.length > 0) {
+    throw new EnrolError("wrong_name", `the CSR asks for ${others.length} name(s) besides its CN ${name}: this CA signs exactly one name per certificate`, name);
+  }
+  return { csr, name, keyType };
+}
+
+export interface OnlineIssueOptions {
+  lifetimeMs: number;
+  /** CRL distribution point URLs for a given issuer id. */
+  cdp?: (issuerId: string) => string[];
+}
+
+/** A first certificate: the token must be for exactly this name, unused and unexpired; it is spent with the issuance. */
+export async function enrol(ca: CertificateAuthority, id: CsrIdentity, token: string, opts: OnlineIssueOptions): Promise<Enrolled> {
+  const now = ca.now();
+  const verdict = checkToken(ca.ledger, token, id.name, now);
+  if (!verdict.ok) throw tokenError(verdict.why, id.name);
+  // A token is the operator's say-so for this name: a service that lost its key enrols
+  // again, and the certificate it had becomes SUPERSEDED.
+  const current = ca.ledger.current(id.name);
+  const hash = hashToken(token);
+  const issued = await sign(ca, {
+    names: leafNames({ domain: id.name }, ca.trustDomain()), keyType: id.keyType, publicKey: id.csr.publicKey, source: "est-enrol",
+    supersede: current?.serial, ...opts,
+    inTransaction: (serial) => {
+      if (!ca.ledger.consumeToken(hash, now.toISOString(), serial)) throw tokenError("used", id.name);
+    },
+  }, id.name);
+  return issued;
+}
+
+/**
+ * A renewal, authorised by the certificate the caller presented over mTLS (already
+ * verified by TLS against the published bundle): it must be this CA's record of a
+ * current certificate for the same name, and the CSR must bring a new key.
+ */
+export async function reenrol(ca: CertificateAuthority, id: CsrIdentity, presented: Uint8Array, opts: OnlineIssueOptions): Promise<Enrolled & { previous: CertRow }> {
+  const row = currentRow(ca, presented);
+  if (id.name !== row.name) throw new EnrolError("wrong_name", `the CSR asks for ${id.name}, but the certificate presented is ${row.name}'s: renewal keeps the name`, id.name);
+  const peer = new x509.X509Certificate(bytes(presented));
+  if (Buffer.from(peer.publicKey.rawData).equals(Buffer.from(id.csr.publicKey.rawData))) {
+    throw new EnrolError("same_key", "the CSR carries the current certificate's key: a renewal must bring a new key", row.name);
+  }
+  const issued = await sign(ca, {
+    names: JSON.parse(row.sans) as LeafNames, keyType: id.keyType, publicKey: id.csr.publicKey, source: "est-renew", supersede: row.serial, ...opts,
+  }, row.name);
+  return { ...issued, previous: row };
+}
+
+/**
+ * The ledger row of a presented certificate, if it is still one that may act: issued here
+ * (the exact bytes), not revoked, not superseded, not expired, of a published generation.
+ */
+export function currentRow(ca: CertificateAuthority, presented: Uint8Array): CertRow {
+  let serial: string;
+  try { serial = normalSerial(new x509.X509Certificate(bytes(presented)).serialNumber); } catch { throw new EnrolError("cert_unknown", "the presented certificate is not readable"); }
+  const row = ca.ledger.bySerial(serial);
+  if (!row || !Buffer.from(new x509.X509Certificate(row.pem).rawData).equals(Buffer.from(presented))) {
+    throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
+  }
+  if (row.status === "revoked") throw new EnrolError("cert_revoked", `the certificate ${row.serial} is revoked: a revoked identity cannot renew (enrol again with a new token)`, row.name);
+  if (row.status === "superseded") throw new EnrolError("cert_superseded", `the certificate ${row.serial} was already renewed: renew with the newest certificate`, row.name);
+  if (new Date(row.not_after) <= ca.now()) throw new EnrolError("cert_expired", `the certificate ${row.serial} expired at ${row.not_after}: enrol again with a new token`, row.name);
+  const generation = ca.issuerRow(row.issuer_id).generation;
+  const state = ca.issuerRow(`root-${generation}`).state;
+  if (state !== "published") throw new EnrolError("generation_untrusted", `the certificate's root generation ${generation} is ${state === "retired" ? "retired" : "not published"}: enrol again with a new token`, row.name);
+  return row;
+}
+
+async function sign(ca: CertificateAuthority, opts: Omit<Parameters<typeof signLeaf>[1], "days">, name: string): Promise<Enrolled> {
+  let issued: IssuedCert;
+  try {
+    issued = await signLeaf(ca, { ...opts, days: 1 });
+  } catch (err) {
+    // Another request renewed or revoked this name between our check and the commit.
+    if (err instanceof CaError && (err.code === "REFUSED" || err.code === "ALREADY_EXISTS")) {
+      throw new EnrolError("cert_superseded", `${name} changed while this request was signed (another renewal or revocation won): try again`, name);
+    }
+    throw err;
+  }
+  const row = ca.ledger.bySerial(issued.serial)!;
+  const chain = [new x509.X509Certificate(row.pem), ...chainCerts(ca, issued.issuerId)];
+  return { ...issued, chain };
+}
+
+function chainCerts(ca: CertificateAuthority, issuerId: string): x509.X509Certificate[] {
+  const out: x509.X509Certificate[] = [];
+  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!)) out.push(ca.issuerCert(row.id));
+  return out;
+}
+
+/** A copy in a plain ArrayBuffer, which is what @peculiar/x509 parses. */
+function bytes(u: Uint8Array): ArrayBuffer {
+  return u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength) as ArrayBuffer;
+}
+
+function tokenError(why: "malformed" | "unknown" | "wrong_name" | "used" | "expired", name: string): EnrolError {
+  switch (why) {
+    case "malformed": return new EnrolError("token_malformed", "the enrolment token is malformed (expected mt1.<secret>.<fingerprint>, from: npm run ca -- token)", name);
+    case "unknown": return new EnrolError("token_unknown", "the enrolment token is unknown to this CA", name);
+    case "wrong_name": return new EnrolError("token_wrong_name", `the enrolment token is not valid for ${name}`, name);
+    case "used": return new EnrolError("token_used", "the enrolment token was already used: ask for a new one", name);
+    case "expired": return new EnrolError("token_expired", "the enrolment token has expired: ask for a new one", name);
+  }
+}

@@ -1,0 +1,163 @@
+// The EST routes (RFC 7030 4.1, 4.2) and the CRLs, as handlers over one context.
+// Every refusal is an HttpError; the server turns it into a status, a line and a log event.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TLSSocket } from "node:tls";
+import type { Logger } from "pino";
+import type { CertificateAuthority } from "../authority.ts";
+import { parseDuration } from "../duration.ts";
+import { CaError } from "../errors.ts";
+import { EnrolError, csrIdentity, currentRow, enrol, reenrol, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
+import type { RateLimiter } from "../rate-limit.ts";
+import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
+import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
+
+export const EST_PREFIX = "/.well-known/est";
+export const PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only";
+/** The renew-now hint on cacerts: the caller's certificate is of a generation that no longer signs. */
+export const RENEW_NOW_HEADER = "Mesh-Renew-Now";
+
+export interface EstContext {
+  ca: CertificateAuthority;
+  log: Logger;
+  published(): Published;
+  limits: { address: RateLimiter; name: RateLimiter };
+  lifetime: { defaultMs: number; maxMs: number };
+  maxBodyBytes: number;
+  cdp(issuerId: string): string[];
+}
+
+const STATUS: Record<EnrolErrorCode, number> = {
+  malformed_csr: 400,
+  wrong_name: 403, token_wrong_name: 403,
+  token_malformed: 401, token_unknown: 401, token_used: 401, token_expired: 401,
+  cert_unknown: 403, cert_revoked: 403, cert_superseded: 403, cert_expired: 403, generation_untrusted: 403, same_key: 403,
+};
+
+export function remoteOf(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? "unknown";
+}
+
+/** The certificate the caller presented in the handshake, and whether TLS trusted it. */
+export function presented(req: IncomingMessage): { der: Uint8Array; authorized: boolean; error: string | null } | null {
+  const sock = req.socket as TLSSocket;
+  const peer = sock.getPeerCertificate?.(false);
+  if (!peer || !peer.raw) return null;
+  return { der: new Uint8Array(peer.raw), authorized: sock.authorized, error: sock.authorizationError ? String(sock.authorizationError) : null };
+}
+
+/** GET /.well-known/est/cacerts: every published root, with an ETag; records which bundle a known caller holds. */
+export function cacerts(ctx: EstContext, req: IncomingMessage, res: ServerResponse): void {
+  const p = ctx.published();
+  const held = req.headers["if-none-match"];
+  const headers: Record<string, string> = { ETag: p.etag, "Cache-Control": "no-cache" };
+  const peer = presented(req);
+  if (peer?.authorized) {
+    try {
+      const row = currentRow(ctx.ca, peer.der);
+      const generation = ctx.ca.issuerRow(row.issuer_id).generation;
+      // Never hint towards a generation that peers do not trust yet.
+      if (p.signerPublished && generation !== p.signerGeneration) headers[RENEW_NOW_HEADER] = "1";
+      ctx.ca.ledger.recordBundleHolder({
+        name: row.name, serial: row.serial, held_etag: held ? held.slice(0, 200) : null, served_etag: p.etag,
+        seen_at: ctx.ca.now().toISOString(), remote: remoteOf(req),
+      });
+    } catch (err) {
+      // Not a current identity (revoked, superseded…): served like anyone, recorded as no one.
+      if (!(err instanceof EnrolError)) ctx.log.warn({ event: "est.bundle_record_failed", err: (err as Error).message }, "could not record which bundle a caller holds");
+    }
+  }
+  if (matchesEtag(held, p.etag)) {
+    res.writeHead(304, headers);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { ...headers, "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Content-Length": String(Buffer.byteLength(p.cacertsBody)) });
+  res.end(req.method === "HEAD" ? undefined : p.cacertsBody);
+}
+
+/** POST /.well-known/est/simpleenroll: a CSR and a one-time token for exactly its name. */
+export async function simpleenroll(ctx: EstContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  limit(ctx.limits.address, remoteOf(req), "from this address");
+  const token = bearerToken(req);
+  const id = await readCsr(ctx, req);
+  const lifetimeMs = lifetimeOf(ctx, url, id.name);
+  limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
+  const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  sendCerts(res, issued);
+  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req), supersedes: issued.supersedes ?? null },
+    `enrolled ${issued.domain} with a one-time token`);
+}
+
+/** POST /.well-known/est/simplereenroll: renewal, authorised by the current certificate over mTLS. */
+export async function simplereenroll(ctx: EstContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  limit(ctx.limits.address, remoteOf(req), "from this address");
+  const peer = presented(req);
+  if (!peer) throw new HttpError(401, "no_client_cert", "renewal needs the current certificate, presented over mTLS (curl --cert/--key)");
+  if (!peer.authorized) throw new HttpError(403, "cert_untrusted", `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`);
+  const id = await readCsr(ctx, req);
+  const lifetimeMs = lifetimeOf(ctx, url, id.name);
+  limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
+  const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  sendCerts(res, issued);
+  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req) },
+    `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);
+}
+
+/** GET /crl/<issuer-id>.crl: one CA's current CRL, DER (RFC 5280 4.2.1.13 distribution points). */
+export function crl(ctx: EstContext, res: ServerResponse, issuerId: string): void {
+  const der = ctx.published().crls.get(issuerId);
+  if (!der) throw new HttpError(404, "not_found", `no current CRL for ${issuerId}`);
+  res.writeHead(200, { "Content-Type": "application/pkix-crl", "Content-Length": String(der.length), "Cache-Control": "no-cache" });
+  res.end(der);
+}
+
+/** GET /crls.pem: every current CRL, as crls.pem holds them (what a service loads). */
+export function crlsPem(ctx: EstContext, res: ServerResponse): void {
+  res.writeHead(200, { "Content-Type": "application/x-pem-file", "Cache-Control": "no-cache" });
+  res.end(ctx.published().crlsPem);
+}
+
+async function readCsr(ctx: EstContext, req: IncomingMessage): Promise<CsrIdentity> {
+  const type = mediaType(req.headers["content-type"]);
+  if (type !== "application/pkcs10") throw new HttpError(415, "wrong_media_type", `the body must be Content-Type: application/pkcs10 (got ${type ? JSON.stringify(type.slice(0, 60)) : "none"})`);
+  const cte = String(req.headers["content-transfer-encoding"] ?? "base64").trim().toLowerCase();
+  if (cte !== "base64") throw new HttpError(415, "wrong_media_type", "EST bodies are base64: Content-Transfer-Encoding: base64");
+  const der = decodeBase64(await readBody(req, ctx.maxBodyBytes));
+  return mapped(() => csrIdentity(der));
+}
+
+/** ?lifetime=1h asks for less (or more) than the default, never more than the maximum. */
+function lifetimeOf(ctx: EstContext, url: URL, name: string): number {
+  const asked = url.searchParams.get("lifetime");
+  if (asked === null) return ctx.lifetime.defaultMs;
+  try {
+    return parseDuration(asked, { flag: "lifetime", max: ctx.lifetime.maxMs });
+  } catch (err) {
+    throw new HttpError(400, "bad_lifetime", (err as Error).message, {}, name);
+  }
+}
+
+function limit(limiter: RateLimiter, key: string, what: string, name?: string): void {
+  const t = limiter.take(key);
+  if (!t.ok) throw new HttpError(429, "rate_limited", `too many requests ${what}: retry in ${t.retryAfterSeconds}s`, { "Retry-After": String(t.retryAfterSeconds) }, name);
+}
+
+async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof EnrolError) {
+      const headers: Record<string, string> = STATUS[err.code] === 401 ? { "WWW-Authenticate": 'Bearer realm="est"' } : {};
+      throw new HttpError(STATUS[err.code], err.code, err.message, headers, err.subject ?? name);
+    }
+    // A name outside an issuer's name constraints: a rule, not a malformed request.
+    if (err instanceof CaError && err.code === "BAD_INPUT") throw new HttpError(403, "refused", err.message, {}, name);
+    throw err;
+  }
+}
+
+function sendCerts(res: ServerResponse, issued: Enrolled): void {
+  const body = base64Lines(certsOnly(issued.chain));
+  res.writeHead(200, { "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Cache-Control": "no-store", "Content-Length": String(Buffer.byteLength(body)) });
+  res.end(body);
+}

@@ -1,0 +1,87 @@
+// One-time enrolment tokens: `mt1.<secret>.<fingerprint>`, bound to one name.
+// The ledger keeps only the token's SHA-256; the fingerprint of the signing root
+// rides along so a new service can trust the CA server without trusting on first use.
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { CertificateAuthority } from "./authority.ts";
+import { formatDuration } from "./duration.ts";
+import type { Ledger, TokenRow } from "./ledger.ts";
+import { validateDnsName } from "./names.ts";
+
+export const TOKEN_VERSION = "mt1";
+export const TOKEN_DEFAULT_TTL_MS = 10 * 60_000;
+/** A token is a bearer secret: a day is plenty to hand one to a deployment. */
+export const TOKEN_MAX_TTL_MS = 24 * 3_600_000;
+/** 32 random bytes and a SHA-256, each base64url without padding: 43 characters. */
+const TOKEN_SHAPE = /^mt1\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}$/;
+
+export interface RootFingerprint {
+  /** base64url (no padding) SHA-256 of the root certificate's DER: what the token carries. */
+  b64url: string;
+  /** The same, as `openssl x509 -noout -fingerprint -sha256` prints it: AB:CD:… */
+  hex: string;
+}
+
+export function rootFingerprint(der: ArrayBuffer | Uint8Array): RootFingerprint {
+  const digest = createHash("sha256").update(der instanceof Uint8Array ? der : new Uint8Array(der)).digest();
+  return { b64url: digest.toString("base64url"), hex: digest.toString("hex").toUpperCase().match(/../g)!.join(":") };
+}
+
+/** What the ledger stores: SHA-256 (hex) of the whole token string. */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+export function isTokenShaped(value: string): boolean {
+  return TOKEN_SHAPE.test(value);
+}
+
+export interface IssuedToken {
+  token: string;
+  domain: string;
+  createdAt: Date;
+  expiresAt: Date;
+  ttl: string;
+  /** The root of the signing generation, which the token's fingerprint names. */
+  root: { name: string; generation: number; fingerprint: RootFingerprint; published: boolean };
+}
+
+/** Makes a token for one name and records its hash. Needs no CA key: nothing is signed. */
+export function createToken(ca: CertificateAuthority, opts: { domain: string; ttlMs?: number }): IssuedToken {
+  const domain = validateDnsName(opts.domain, { what: "--domain" });
+  const ttlMs = opts.ttlMs ?? TOKEN_DEFAULT_TTL_MS;
+  const generation = ca.issuerRow(ca.signerId()).generation;
+  const rootRow = ca.issuerRow(`root-${generation}`);
+  const fingerprint = rootFingerprint(ca.issuerCert(rootRow.id).rawData);
+  const token = `${TOKEN_VERSION}.${randomBytes(32).toString("base64url")}.${fingerprint.b64url}`;
+  const createdAt = ca.now();
+  const expiresAt = new Date(createdAt.getTime() + ttlMs);
+  ca.ledger.write(() => ca.ledger.insertToken({
+    hash: hashToken(token), name: domain, created_at: createdAt.toISOString(), expires_at: expiresAt.toISOString(), used_at: null, used_by: null,
+  }));
+  return {
+    token, domain, createdAt, expiresAt, ttl: formatDuration(ttlMs),
+    root: { name: rootRow.name, generation, fingerprint, published: rootRow.state === "published" },
+  };
+}
+
+export type TokenVerdict =
+  | { ok: true; row: TokenRow }
+  | { ok: false; why: "malformed" | "unknown" | "wrong_name" | "used" | "expired" };
+
+/**
+ * Judges a presented token for a name. A token issued for another name is reported as
+ * "wrong_name" without saying which name it is for; whether it is also used or expired
+ * is not said either, so a caller learns nothing about other names' tokens.
+ */
+export function checkToken(ledger: Ledger, token: string, name: string, now: Date): TokenVerdict {
+  if (!isTokenShaped(token)) return { ok: false, why: "malformed" };
+  const hash = hashToken(token);
+  const row = ledger.token(hash);
+  // The lookup is by hash; compare again in constant time so the answer does not hinge on
+  // how a database index compares strings.
+  if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return { ok: false, why: "unknown" };
+  if (row.name !== name) return { ok: false, why: "wrong_name" };
+  if (row.used_at !== null) return { ok: false, why: "used" };
+  if (new Date(row.expires_at) <= now) return { ok: false, why: "expired" };
+  return { ok: true, row };
+}
