@@ -18,6 +18,8 @@ const program = new Command("mesh:logs")
   .addOption(new Option("--no-follow", "print what is there and exit (the default)").hideHelp())
   .option("--json", "print matching lines as JSON instead of prettified")
   .addHelpText("after", `\nExamples:\n  npm run mesh:logs -- --failures\n  npm run mesh:logs -- -f\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --event tls.reloaded\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags, no log folder or no log for a --service.`)
+  // One line per error: commander puts "(Did you mean …?)" on a line of its own.
+  .configureOutput({ outputError: (str, write) => write(str.replace(/\n(?!$)/g, " ")) })
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
