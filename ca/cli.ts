@@ -67,7 +67,8 @@ function openOptions(flags: StateFlags): OpenOptions {
     }
     if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
   }
-  return { dir: flags.dir ?? "./pki", passphrase, now: clock() };
+  // An empty MESH_PKI_DIR (or --dir "") means the default, never the current directory.
+  return { dir: flags.dir || "./pki", passphrase, now: clock() };
 }
 
 /** Opens the CA, runs fn, prints CRL warnings, closes. */

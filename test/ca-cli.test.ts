@@ -310,6 +310,19 @@ describe("ca CLI: CSRs, missing and broken state, passphrases", () => {
     }
   });
 
+  it("an empty MESH_PKI_DIR means ./pki, not the current directory", async () => {
+    const base = tempDir();
+    try {
+      const r = await ca(["init", "--name", "Env CA"], { cwd: base, env: { MESH_PKI_DIR: "" } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^Created the CA Env CA in pki\n/);
+      assert.ok(existsSync(join(base, "pki", "roots", "1", "ca.key")));
+      assert.ok(!existsSync(join(base, "roots")), "no CA files in the current directory");
+    } finally {
+      cleanup(base);
+    }
+  });
+
   it("writes nothing outside its folder even when told a relative --dir", async () => {
     const base = tempDir();
     try {
