@@ -90,13 +90,18 @@ function parseGeneration(value: string): number {
   return Number(value);
 }
 
-/** The version from package.json: one small file read, no module loaded for it. */
+/** The version from package.json: one small file read, no module loaded for it. Looks one level
+ * further up too, so that a compiled copy of this file (dist/ca/cli.js) finds the same file. */
 function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version?: string }).version ?? "unknown";
-  } catch {
-    return "unknown";
+  for (const rel of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "mtls-mesh" && pkg.version) return pkg.version;
+    } catch {
+      // not there: try the next level
+    }
   }
+  return "unknown";
 }
 
 /** Commander's private hooks used below; present in commander 14 and covered by test/ca-cli.test.ts. */
