@@ -24,6 +24,7 @@ const program = new Command("mesh:logs")
 
 program.parse();
 const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow?: boolean; json?: boolean }>();
+o.logs ||= "./logs"; // an empty MESH_LOG_DIR means the default
 
 // A reader that stopped early (`| head`, a closed pager) is how a listing ends, not a failure.
 process.stdout.on("error", (err: NodeJS.ErrnoException) => {

@@ -4,7 +4,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -20,8 +20,8 @@ interface Run {
 }
 
 /** Starts the real script; `done` resolves when it exits (or rejects after `timeoutMs`, killing it). */
-function meshLogs(args: string[], timeoutMs = 20_000) {
-  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", MESH_LOG_DIR: "" }, stdio: ["ignore", "pipe", "pipe"] });
+function meshLogs(args: string[], timeoutMs = 20_000, cwd = ROOT) {
+  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", MESH_LOG_DIR: "" }, stdio: ["ignore", "pipe", "pipe"] });
   const run: Run = { code: null, signal: null, stdout: "", stderr: "" };
   child.stdout.setEncoding("utf8").on("data", (c: string) => (run.stdout += c));
   child.stderr.setEncoding("utf8").on("data", (c: string) => (run.stderr += c));
@@ -128,6 +128,20 @@ describe("mesh:logs", { concurrency: 3 }, () => {
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /^\[payment\]\s+00:00:03 authz\.denied/);
     assert.equal(ok.stdout.trimEnd().split("\n").length, 1);
+  });
+
+  it("an empty MESH_LOG_DIR means ./logs", async () => {
+    // Run from a folder that has a ./logs; the spawn sets MESH_LOG_DIR="" for every run.
+    const base = mkdtempSync(join(tmpdir(), "mesh-logs-cwd-"));
+    try {
+      mkdirSync(join(base, "logs"));
+      writeFileSync(join(base, "logs", "payment.log"), denied("2026-01-01T00:00:03.000Z"));
+      const here = await meshLogs(["--service", "payment"], 20_000, base).done;
+      assert.equal(here.code, 0, here.stderr);
+      assert.match(here.stdout, /^\[payment\]\s+00:00:03 authz\.denied/);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 
   it("a missing log folder and an unknown flag are one-line errors, exit 2", async () => {

@@ -66,7 +66,7 @@ const normal = (text: string) =>
     .replace(/[ \t]+$/gm, "")
     .trimEnd();
 
-test("the README's CA commands work as written, in order, after mesh:up has made ./pki", { timeout: 120_000 }, async () => {
+test("the README's CA commands work as written, in order, after mesh:up has made ./pki", { timeout: 240_000 }, async () => {
   const steps = readmeSteps(readFileSync(join(ROOT, "README.md"), "utf8"));
   // Guard the parser itself: the session, the revocation step and the rotation by hand are all found.
   const shown = steps.map((s) => s.argv.join(" "));
