@@ -3,8 +3,28 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import { runCaBench } from "./ca.ts";
-import { runRotationBench } from "./rotation.ts";
+import { Command } from "commander";
+
+// Flags first: `--help` or a typo must never start seven minutes of benchmarks.
+new Command("npm run bench --")
+  .description("Run the CA, mesh and rotation benchmarks (about seven minutes on 2 cores); results go to bench-results/latest.json.")
+  .addHelpText("after", `
+Environment:
+  MESH_BENCH_SECONDS        seconds per mesh load round (default 2)
+  MESH_BENCH_ROUNDS         back-to-back mesh rounds (default 4)
+  MESH_BENCH_PAIRED_ROUNDS  side-by-side mesh rounds (default twice the rounds)
+
+One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts. See docs/bench.md.
+
+Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`)
+  // One line per error: commander puts "(Did you mean …?)" on a line of its own.
+  .configureOutput({ outputError: (str, write) => write(str.replace(/\n(?!$)/g, " ")) })
+  .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2))
+  .parse();
+
+// Loaded after the flags are parsed, so --help answers at once.
+const { runCaBench } = await import("./ca.ts");
+const { runRotationBench } = await import("./rotation.ts");
 
 const meshUrl = new URL("./mesh.ts", import.meta.url);
 const resultsDir = fileURLToPath(new URL("../bench-results/", import.meta.url));

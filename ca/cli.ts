@@ -71,7 +71,8 @@ function openOptions(flags: StateFlags): OpenOptions {
     }
     if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
   }
-  return { dir: flags.dir ?? "./pki", passphrase, now: clock() };
+  // An empty MESH_PKI_DIR (or --dir "") means the default, never the current directory.
+  return { dir: flags.dir || "./pki", passphrase, now: clock() };
 }
 
 /** Opens the CA, runs fn, prints CRL warnings, closes. */
@@ -93,8 +94,63 @@ function parseGeneration(value: string): number {
   return Number(value);
 }
 
+/** The version from package.json: one small file read, no module loaded for it. Looks one level
+ * further up too, so that a compiled copy of this file (dist/ca/cli.js) finds the same file. */
+function packageVersion(): string {
+  for (const rel of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "mtls-mesh" && pkg.version) return pkg.version;
+    } catch {
+      // not there: try the next level
+    }
+  }
+  return "unknown";
+}
+
+/** Commander's private hooks used below; present in commander 14 and covered by test/ca-cli.test.ts. */
+interface CommanderInternals {
+  parseOptions(argv: string[]): { operands: string[]; unknown: string[] };
+  missingMandatoryOptionValue(option: Option): never;
+  unknownOption(flag: string): never;
+}
+
+/**
+ * Every command and subcommand the same way: errors are thrown (main prints them as one line),
+ * a misspelled flag or command gets a suggestion, help still prints. Commander checks required
+ * options before unknown ones, so `issue --domian x` would say "--domain not specified" with no
+ * hint: a required option missing next to an unknown flag reports the unknown flag instead.
+ */
+function configure(cmd: Command, failed: { cmd?: Command }): void {
+  cmd.showSuggestionAfterError(true)
+    .exitOverride((err) => { failed.cmd = cmd; throw err; })
+    .configureOutput({ outputError: () => {} });
+  const c = cmd as unknown as CommanderInternals;
+  let unknown: string[] = [];
+  const parseOptions = c.parseOptions.bind(cmd);
+  c.parseOptions = (argv) => {
+    const parsed = parseOptions(argv);
+    unknown = parsed.unknown;
+    return parsed;
+  };
+  const missing = c.missingMandatoryOptionValue.bind(cmd);
+  c.missingMandatoryOptionValue = (option) => {
+    if (unknown[0]?.startsWith("-")) c.unknownOption(unknown[0]);
+    return missing(option);
+  };
+  cmd.commands.forEach((sub) => configure(sub, failed));
+}
+
+/** "generation add" for the failing command, so the error can point at its own --help. */
+function commandPath(cmd: Command | undefined): string {
+  const names: string[] = [];
+  for (let c = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(" ");
+}
+
 export function buildProgram(): Command {
-  const program = new Command("ca").description("A private certificate authority for the mTLS mesh").showHelpAfterError(false);
+  const program = new Command("ca").description("A private certificate authority for the mTLS mesh").showHelpAfterError(false)
+    .version(packageVersion(), "-V, --version", "print the version and exit");
 
   help(stateful(program.command("init").description("create root generation 1 in the state folder (never overwrites a CA)"))
     .requiredOption("--name <name>", "the CA's name (its certificate's CN)")
@@ -240,7 +296,8 @@ export function buildProgram(): Command {
       for (const r of roots) console.log(`  ${issuerLine(r)}`);
     }));
 
-  const generation = program.command("generation").description("root generations, for CA rotation: add, use, retire");
+  const generation = help(program.command("generation").description("root generations, for CA rotation: add, use, retire"),
+    ["generation add", "generation use 2", "generation retire 1"]);
   help(stateful(generation.command("add").description("add a root generation with a distinct subject (not trusted or signing yet)"))
     .option("--name <name>", "its name (default: the first root's name + \" G<n>\")")
     .option("--days <n>", "validity in days", "3650")
@@ -371,18 +428,19 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const program = buildProgram();
-  const silence = (cmd: Command) => {
-    cmd.exitOverride().configureOutput({ writeErr: () => {} });
-    cmd.commands.forEach(silence);
-  };
-  silence(program);
+  const failed: { cmd?: Command } = {};
+  configure(program, failed);
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) return 0;
-      console.error(`error: ${err.message.replace(/^error: /, "")} (see: npm run ca -- --help)`);
+      // A command that needs a subcommand (`generation`) was given none: commander has printed its
+      // help to stderr; that is a usage error, like any other.
+      if (err.code === "commander.help") return EXIT.USAGE;
+      const where = commandPath(failed.cmd);
+      console.error(`error: ${err.message.replace(/^error: /, "").replace(/\n/g, " ")} (see: npm run ca -- ${where ? `${where} ` : ""}--help)`);
       return EXIT.USAGE;
     }
     if (err instanceof CaError) {

@@ -1,28 +1,50 @@
-// npm run mesh:logs: filter and pretty-print the services' JSON logs, following them live.
+// npm run mesh:logs: filter and pretty-print the services' JSON logs; print and exit, or
+// follow them live with -f, as tail and kubectl logs do.
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Command, Option } from "commander";
 import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
 
 const program = new Command("mesh:logs")
-  .description("Pretty-print the mesh's logs (logs/<service>.log), following them as they grow.")
+  .description("Pretty-print the mesh's logs (logs/<service>.log) and exit; with -f, keep following them as they grow.")
   .addOption(new Option("--logs <dir>", "the log folder").env("MESH_LOG_DIR").default("./logs"))
   .option("--denied", "only authz.denied (403s)")
   .option("--handshake", "only tls.handshake_failed")
   .option("--failures", "only denials, handshake failures, upstream and reload failures")
   .option("--service <name...>", "only these services")
   .option("--event <name...>", "only these event names")
-  .option("--no-follow", "print what is there and exit")
+  .option("-f, --follow", "after printing what is there, print new lines as they are written (Ctrl-C stops)")
+  // The default before -f existed; still accepted so older command lines keep working.
+  .addOption(new Option("--no-follow", "print what is there and exit (the default)").hideHelp())
   .option("--json", "print matching lines as JSON instead of prettified")
-  .addHelpText("after", `\nExamples:\n  npm run mesh:logs\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --no-follow\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags or no log folder.`)
+  .addHelpText("after", `\nExamples:\n  npm run mesh:logs -- --failures\n  npm run mesh:logs -- -f\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --event tls.reloaded\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags, no log folder or no log for a --service.`)
+  // One line per error: commander puts "(Did you mean …?)" on a line of its own.
+  .configureOutput({ outputError: (str, write) => write(str.replace(/\n(?!$)/g, " ")) })
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow: boolean; json?: boolean }>();
+const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow?: boolean; json?: boolean }>();
+o.logs ||= "./logs"; // an empty MESH_LOG_DIR means the default
+
+// A reader that stopped early (`| head`, a closed pager) is how a listing ends, not a failure.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  process.stderr.write(`mesh:logs: cannot write to stdout (${err.code ?? err.message})\n`);
+  process.exit(1);
+});
 
 if (!existsSync(o.logs)) {
   process.stderr.write(`mesh:logs: no log folder ${o.logs} (start the mesh with: npm run mesh:up)\n`);
   process.exit(2);
+}
+
+const logged = readdirSync(o.logs).filter((f) => f.endsWith(".log")).map((f) => basename(f, ".log")).sort();
+for (const name of o.service ?? []) {
+  if (!logged.includes(name)) {
+    const known = logged.length > 0 ? `services with logs: ${logged.join(", ")}` : "it holds no <service>.log yet";
+    process.stderr.write(`mesh:logs: no log for service ${JSON.stringify(name)} in ${o.logs} (${known})\n`);
+    process.exit(2);
+  }
 }
 
 const FAILURES = ["authz.denied", "tls.handshake_failed", "http.client_error", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];

@@ -163,7 +163,7 @@ function banner(o: Opts, ports: Record<"order" | "payment" | "inventory", number
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
   console.log(`
-${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run mesh:logs)
+${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run mesh:logs -- -f)
   order      https://127.0.0.1:${ports.order}      (order.internal)
   payment    https://127.0.0.1:${ports.payment}      (payment.internal)
   inventory  https://127.0.0.1:${ports.inventory}      (inventory.internal)

@@ -150,6 +150,66 @@ describe("ca CLI: bad input is refused with one line, an exit code, and no chang
 
 });
 
+describe("ca CLI: help, suggestions and --version", { concurrency: 4 }, () => {
+  it("a command that needs a subcommand prints its help (stderr) and exits 2, not \"error: (outputHelp)\"", async () => {
+    const r = await ca(["generation"]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stdout, "");
+    assert.doesNotMatch(r.stderr, /outputHelp/);
+    assert.match(r.stderr, /^Usage: ca generation \[options\] \[command\]/);
+    for (const sub of ["add", "use", "retire"]) assert.match(r.stderr, new RegExp(`^\\s+${sub} `, "m"));
+    assert.match(r.stderr, /Examples:\n\s+\$ npm run ca -- generation add/);
+  });
+
+  // A misspelled flag gets "did you mean" whether or not the command also has a required option
+  // (commander checks required options first), on one line that points at that command's help.
+  const misspelled: Array<[string[], RegExp]> = [
+    [["issue", "--domian", "x.internal"], /^error: unknown option '--domian' \(Did you mean --domain\?\) \(see: npm run ca -- issue --help\)$/],
+    [["issue", "--domain", "x.internal", "--dyas", "3"], /^error: unknown option '--dyas' \(Did you mean --days\?\) \(see: npm run ca -- issue --help\)$/],
+    [["init", "--nmae", "X CA"], /^error: unknown option '--nmae' \(Did you mean --name\?\) \(see: npm run ca -- init --help\)$/],
+    [["verify", "--crt", "x.crt"], /^error: unknown option '--crt' \(Did you mean --cert\?\)/],
+    [["sign", "--scr", "x.csr"], /^error: unknown option '--scr' \(Did you mean --csr\?\)/],
+    [["renew", "--domian", "x.internal"], /^error: unknown option '--domian' \(Did you mean --domain\?\)/],
+    [["intermediate", "--nmae", "I"], /^error: unknown option '--nmae' \(Did you mean --name\?\)/],
+    [["list", "--jsn"], /^error: unknown option '--jsn' \(Did you mean --json\?\) \(see: npm run ca -- list --help\)$/],
+    [["generation", "add", "--nmae", "G2"], /^error: unknown option '--nmae' \(Did you mean --name\?\) \(see: npm run ca -- generation add --help\)$/],
+    [["generation", "ad"], /^error: unknown command 'ad' \(Did you mean add\?\) \(see: npm run ca -- generation --help\)$/],
+    [["isue"], /^error: unknown command 'isue' \(Did you mean issue\?\) \(see: npm run ca -- --help\)$/],
+  ];
+  for (const [args, message] of misspelled) {
+    it(`suggests the right spelling: ${args.join(" ")}`, async () => {
+      const empty = tempDir();
+      try {
+        const r = await ca([...args, "--dir", empty]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(oneLineError(r), message);
+        assert.equal(r.stdout, "");
+        assert.equal(fingerprint(empty), "(no ledger)", "nothing was created");
+      } finally {
+        cleanup(empty);
+      }
+    });
+  }
+
+  it("a required option that is simply missing still says so", async () => {
+    const r = await ca(["issue"]);
+    assert.equal(r.code, 2);
+    assert.match(oneLineError(r), /^error: required option '--domain <name>' not specified \(see: npm run ca -- issue --help\)$/);
+  });
+
+  it("--version and -V print package.json's version and exit 0", async () => {
+    const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    assert.match(version, /^\d+\.\d+\.\d+/);
+    for (const flag of ["--version", "-V"]) {
+      const r = await ca([flag]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${version}\n`);
+      assert.equal(r.stderr, "");
+    }
+    assert.match((await ca(["--help"])).stdout, /-V, --version\s+print the version and exit/);
+  });
+});
+
 describe("ca CLI: CSRs, missing and broken state, passphrases", () => {
   let dir: string;
   let before_: string;
@@ -247,6 +307,19 @@ describe("ca CLI: CSRs, missing and broken state, passphrases", () => {
       cleanup(pass);
     } finally {
       cleanup(enc);
+    }
+  });
+
+  it("an empty MESH_PKI_DIR means ./pki, not the current directory", async () => {
+    const base = tempDir();
+    try {
+      const r = await ca(["init", "--name", "Env CA"], { cwd: base, env: { MESH_PKI_DIR: "" } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^Created the CA Env CA in pki\n/);
+      assert.ok(existsSync(join(base, "pki", "roots", "1", "ca.key")));
+      assert.ok(!existsSync(join(base, "roots")), "no CA files in the current directory");
+    } finally {
+      cleanup(base);
     }
   });
 

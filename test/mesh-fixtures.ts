@@ -9,6 +9,12 @@ import { startService, type RunningService, type ServiceOptions } from "../servi
 import { createLogger } from "../services/log.ts";
 import type { ServiceName } from "../services/names.ts";
 
+/**
+ * A copy of the repository's mesh-policy.toml as shipped. Tests read this, never the working
+ * copy, which users are told to edit; test/policy-fixture.test.ts keeps the two in step.
+ */
+export const SHIPPED_POLICY_FILE = join(import.meta.dirname, "fixtures", "mesh-policy.toml");
+
 export const SEED_POLICY = `[payment]
 accepts = ["order"]
 

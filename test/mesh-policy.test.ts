@@ -7,7 +7,10 @@ import { MeshError } from "../services/errors.ts";
 import { identityOf, sanDnsNames } from "../services/identity.ts";
 import type { PeerCertificate } from "node:tls";
 
-const seed = parsePolicy(readFileSync("mesh-policy.toml", "utf8"), "mesh-policy.toml");
+import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+
+// The policy as shipped, not the working copy a user may have edited (test/fixtures/README.md).
+const seed = parsePolicy(readFileSync(SHIPPED_POLICY_FILE, "utf8"), "mesh-policy.toml");
 
 test("the shipped policy is the seed matrix", () => {
   const allowed: string[] = [];

@@ -7,13 +7,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
 
 before(() => {
   tmp = mkdtempSync(join(tmpdir(), "mesh-up-"));
 });
-after(() => rmSync(tmp, { recursive: true, force: true }));
+// A failed assertion must not leave a mesh running (the test process would wait for it forever).
+const started: ChildProcess[] = [];
+after(() => {
+  for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 interface Up {
   proc: ChildProcess;
@@ -22,7 +29,8 @@ interface Up {
 }
 
 function meshUp(extra: string[] = []): Up {
-  const proc = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet", ...extra], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  const proc = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet", "--policy", SHIPPED_POLICY_FILE, ...extra], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  started.push(proc);
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
   proc.stderr!.on("data", (c: Buffer) => (out += c));
