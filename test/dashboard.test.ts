@@ -43,8 +43,8 @@ const curlPayment = (extra: string[]) =>
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), "mesh-dash-"));
-  // The policy the repository ships, copied: a user's edits to their working copy are theirs.
-  copyFileSync(join(ROOT, "mesh-policy.toml"), join(tmp, "policy.toml"));
+  // The policy the repository ships (its test fixture): a user's edits to their working copy are theirs.
+  copyFileSync(join(ROOT, "test", "fixtures", "mesh-policy.toml"), join(tmp, "policy.toml"));
   up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", pki(), "--logs", join(tmp, "logs"), "--policy", join(tmp, "policy.toml"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   up.stdout!.on("data", (c: Buffer) => (upOut += c));
   up.stderr!.on("data", (c: Buffer) => (upOut += c));
