@@ -32,6 +32,12 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
     const paymentLog = logLines(report, "payment");
     assert.ok(paymentLog.some((l) => l.event === "tls.handshake_failed" && l.reason === "client_aborted" && /issued by CN=Acme Corp CA G2/.test(String(l.msg))));
 
+    // The timeline's columns: each failed order has one reason, and a phase's gap lies within it.
+    for (const p of report.phases) {
+      assert.equal(Object.values(p.reasons).reduce((n, x) => n + x, 0), p.failed, `${p.name}: ${JSON.stringify(p.reasons)}`);
+      assert.ok(p.longestGapMs <= p.ms, `${p.name}: gap ${p.longestGapMs} ms in a phase of ${p.ms} ms`);
+    }
+
     // Zero failures in every safe phase, with traffic actually flowing through each.
     for (const p of report.phases.filter((x) => x.safe)) {
       assert.ok(p.sent >= 10, `${p.name}: traffic must flow (${p.sent} sent)`);

@@ -10,7 +10,7 @@ import { loadPolicy } from "../../services/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
-import { Traffic, type PhaseCounts } from "./traffic.ts";
+import { longestGap, Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface DrillOptions {
   /** The CA state folder; a fresh temporary one when absent (./pki is never touched by default). */
@@ -39,10 +39,14 @@ export interface PhaseReport extends PhaseCounts {
   safe: boolean;
   startedAt: string;
   ms: number;
+  /** The longest stretch within the phase without a successful order (see traffic.ts longestGap). */
   longestGapMs: number;
-  /** Handshake refusals the services logged, "payment:unknown_ca" → count. */
+  /**
+   * tls.handshake_failed lines the services logged during the phase, "payment:unknown_ca" → count:
+   * log lines from any client (the drill's own old-certificate and probe calls too), not orders.
+   */
   handshakeFailures: Record<string, number>;
-  /** Failed calls order logged, "payment:server_untrusted" → count. */
+  /** upstream.failed lines order logged, "payment:server_untrusted" → count: the same failures as `reasons`, seen by order. */
   upstreamFailures: Record<string, number>;
   notes: string[];
 }
@@ -272,7 +276,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
     const phaseReports = (): PhaseReport[] => ended.map((c) => ({
       name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
       ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
-      longestGapMs: traffic!.longestGap.get(c.name) ?? 0,
+      longestGapMs: longestGap(traffic!.successes, c.at, c.until),
       handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
       upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
       notes: c.notes,
