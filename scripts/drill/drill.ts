@@ -246,7 +246,11 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       services.set(service, svc);
       return svc;
     };
-    const [payment, inventory] = await Promise.all([start("payment"), start("inventory")]);
+    await pause(0); // stopped already: start no service
+    // Both settle before a failure is thrown, so the clean-up finds every service that did start.
+    const started = await Promise.allSettled([start("payment"), start("inventory")]);
+    for (const r of started) if (r.status === "rejected") throw r.reason;
+    const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
     const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
     const ports = { order: order.port, payment: payment.port, inventory: inventory.port };
     say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${rate} orders/s`);
