@@ -14,7 +14,7 @@ const whole = (min: number, max: number) => (v: string) => {
 
 const program = new Command("drill:rotate")
   .description("Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way.")
-  .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one, removed at the end; ./pki is never touched)")
+  .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one whose CA state is removed at the end; ./pki is never touched)")
   .option("--keep-state", "keep the temporary CA state (keys included) after the run, to look at it")
   .option("--with-intermediate", "root -> intermediate -> leaf, the way production meshes run")
   .option("--rate <n>", "orders per second during the drill (each is a call to inventory and one to payment)", whole(1, 500), 20)
@@ -30,7 +30,7 @@ Without --dir the CA state (its keys) is removed whatever the outcome, Ctrl-C in
 the report and the logs stay where the drill says.
 
 Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it did not, 2 bad flags or a failure to run,
-130/143 interrupted by SIGINT/SIGTERM.`)
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.`)
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
