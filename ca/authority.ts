@@ -307,6 +307,22 @@ export class CertificateAuthority {
     });
   }
 
+  /**
+   * Re-signs every CRL (of a CA not retired) whose nextUpdate is within `renewWithinMs` of the
+   * CA's clock, or already past, and rewrites crls.pem; returns the CAs it re-signed. Whoever
+   * holds the CA for long (mesh:up, the CA server) calls this periodically, so a running mesh
+   * never meets a lapsed CRL. The default, a third of a CRL's validity, stays clear of the
+   * CRL_WARN_DAYS warnings.
+   */
+  async refreshCrls(opts: { renewWithinMs?: number } = {}): Promise<IssuerRow[]> {
+    const within = opts.renewWithinMs ?? (CRL_VALID_DAYS / 3) * DAY_MS;
+    const now = this.now().getTime();
+    const due = this.ledger.issuers()
+      .filter((r) => r.state !== "retired" && r.crl_next_update && new Date(r.crl_next_update).getTime() - now <= within)
+      .map((r) => r.id);
+    return due.length > 0 ? this.publishCrls(due) : [];
+  }
+
   // --- intermediates and root generations (ca/generations.ts) -----------------
 
   /** Creates an issuing CA under the signing generation's root; it signs every leaf from now on. */

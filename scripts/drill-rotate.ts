@@ -1,8 +1,9 @@
 // npm run drill:rotate: the CA rotation drill, live. Breaks the mesh with a
 // careless rotation, heals it, rotates it safely with traffic flowing, proves it.
+import { rmSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
 import { CaError } from "../ca/index.ts";
-import { runDrill } from "./drill/drill.ts";
+import { DrillInterrupted, runDrill } from "./drill/drill.ts";
 import { timeline } from "./drill/timeline.ts";
 
 const whole = (min: number, max: number) => (v: string) => {
@@ -13,7 +14,8 @@ const whole = (min: number, max: number) => (v: string) => {
 
 const program = new Command("drill:rotate")
   .description("Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way.")
-  .option("--dir <path>", "run against this CA state folder (default: a fresh temporary one; ./pki is never touched)")
+  .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one whose CA state is removed at the end; ./pki is never touched)")
+  .option("--keep-state", "keep the temporary CA state (keys included) after the run, to look at it")
   .option("--with-intermediate", "root -> intermediate -> leaf, the way production meshes run")
   .option("--rate <n>", "orders per second during the drill (each is a call to inventory and one to payment)", whole(1, 500), 20)
   .option("--dwell <ms>", "how long traffic runs in each phase after its change took effect", whole(200, 60_000), 2500)
@@ -24,20 +26,52 @@ Examples:
   npm run drill:rotate -- --with-intermediate
   npm run drill:rotate -- --rate 50 --json > report.json
 
-Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it did not, 2 bad flags or a failure to run.`)
+Without --dir the CA state (its keys) is removed whatever the outcome, Ctrl-C included;
+the report and the logs stay where the drill says.
+
+Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it did not, 2 bad flags or a failure to run,
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.`)
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ dir?: string; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean }>();
+const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean }>();
+
+// Ctrl-C or SIGTERM: the drill stops at its next wait and cleans up as on a normal end (the
+// services stopped, a temporary CA's keys removed). A second signal does not wait for that.
+const stop = new AbortController();
+let state: { pki: string; removeState: boolean } | undefined;
+const removeState = () => {
+  if (state?.removeState) rmSync(state.pki, { recursive: true, force: true });
+};
+// The last resort on any exit, an unexpected one included; a no-op once the drill removed it.
+process.on("exit", removeState);
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    if (stop.signal.aborted) {
+      console.error(`drill:rotate: ${sig} again: exiting now`);
+      process.exit(SIGNAL_EXIT[sig]);
+    }
+    console.error(`drill:rotate: ${sig}: stopping the services${state?.removeState ? " and removing the temporary CA state" : ""}…`);
+    stop.abort(sig);
+  });
+}
+
 try {
-  const report = await runDrill({ dir: o.dir, withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l) => console.log(l) });
+  const report = await runDrill({ dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => (state = w), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l) => console.log(l) });
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));
     console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures --no-follow)`);
+    console.log(report.stateRemoved ? "CA state: removed with its keys (--keep-state keeps it)" : `CA state (keys included): ${report.dir}`);
   }
   process.exitCode = report.ok ? 0 : 1;
 } catch (e) {
+  if (e instanceof DrillInterrupted) {
+    console.error(`drill:rotate: ${e.message}: everything stopped${state?.removeState ? ", the temporary CA state removed" : ""}`);
+    // Lingering timers (a log line still awaited) must not hold the exit.
+    process.exit(SIGNAL_EXIT[e.why] ?? 130);
+  }
   console.error(`drill:rotate: ${e instanceof CaError ? e.message : (e as Error).message}`);
   process.exitCode = 2;
 }

@@ -34,6 +34,11 @@ export interface Launched {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** "payment exited with code 3" / "payment was killed by SIGKILL": what Node's (code, signal) pair means. */
+export function describeExit(name: string, code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `${name} was killed by ${signal}` : `${name} exited with code ${code ?? "?"}`;
+}
+
 export function launchService(o: LaunchOptions): Promise<Launched> {
   const args = [
     "--import", "tsx", join(ROOT, "services", "main.ts"), "--service", o.service, "--port", String(o.port),
@@ -69,7 +74,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     });
     proc.on("exit", (code, signal) => {
       file?.end();
-      if (!listening) reject(new Error(`${o.service} exited (code ${code}) before listening${stderr ? `: ${stderr.trim()}` : ""}`));
+      if (!listening) reject(new Error(`${describeExit(o.service, code, signal)} before listening${stderr ? `: ${stderr.trim()}` : ""}`));
       else o.onExit?.(code, signal);
     });
   });

@@ -7,7 +7,7 @@ import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { loadPolicy } from "../services/policy.ts";
 import { isMeshError } from "../services/errors.ts";
 import { onParentExit } from "../services/parent.ts";
-import { launchService, type Launched } from "./launch.ts";
+import { describeExit, launchService, type Launched } from "./launch.ts";
 import { formatLine, servicePrefix, bold, dim, red } from "./mesh-format.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
@@ -15,6 +15,12 @@ const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 const port = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
+  return n;
+};
+
+const seconds = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 86_400) throw new InvalidArgumentError("must be a whole number of seconds from 1 to 86400");
   return n;
 };
 
@@ -27,6 +33,7 @@ const program = new Command("mesh:up")
   .addOption(new Option("--payment-port <n>", "payment's port").env("MESH_PAYMENT_PORT").default(DEFAULT_PORTS.payment).argParser(port))
   .addOption(new Option("--inventory-port <n>", "inventory's port").env("MESH_INVENTORY_PORT").default(DEFAULT_PORTS.inventory).argParser(port))
   .addOption(new Option("--renew-within <days>", "re-issue certificates expiring within this many days").default(30).argParser(port))
+  .addOption(new Option("--crl-check <seconds>", "while running, re-sign CRLs within 10 days of their nextUpdate; checked this often").env("MESH_CRL_CHECK_SECONDS").default(3600).argParser(seconds))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
   .addHelpText(
     "after",
@@ -48,6 +55,7 @@ interface Opts {
   paymentPort: number;
   inventoryPort: number;
   renewWithin: number;
+  crlCheck: number;
   quiet?: boolean;
 }
 
@@ -94,15 +102,44 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
   }
 }
 
+/**
+ * CRLs lapse 30 days after they are signed, and a lapsed CRL makes every service refuse every
+ * peer. mesh:up holds the CA, so while it runs it re-signs those near their nextUpdate. The CA
+ * is opened for each check only: a person may run CA commands on the same folder meanwhile.
+ */
+function keepCrlsFresh(dir: string, everyMs: number): () => void {
+  let busy = false;
+  const check = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const ca = await CertificateAuthority.open({ dir });
+      try {
+        for (const r of await ca.refreshCrls()) {
+          console.log(`mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`);
+        }
+      } finally {
+        ca.close();
+      }
+    } catch (e) {
+      console.error(red(`mesh:up: could not re-sign the CRLs in ${dir} (will try again in ${everyMs / 1000} s): ${(e as Error).message}`));
+    } finally {
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void check(), everyMs);
+  return () => clearInterval(timer);
+}
+
 /** One service, its log appended to logs/<name>.log and echoed with a prefix unless quiet. */
-function startChild(name: string, o: Opts, port: number, upstreams: string[], onExit: (name: string, code: number | null) => void): Promise<Launched> {
+function startChild(name: string, o: Opts, port: number, upstreams: string[], onExit: (name: string, code: number | null, signal: NodeJS.Signals | null) => void): Promise<Launched> {
   return launchService({
     service: name, port, pki: o.pki, policy: o.policy, upstreams, logFile: join(o.logs, `${name}.log`),
     onLine: (l, text) => {
       if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
     },
     onStderr: (text) => console.error(`${servicePrefix(name)} ${red(text)}`),
-    onExit: (code) => onExit(name, code),
+    onExit: (code, signal) => onExit(name, code, signal),
   });
 }
 
@@ -123,9 +160,11 @@ async function main(): Promise<void> {
 
   const children: Launched[] = [];
   let stopping = false;
+  let stopCrls = () => {};
   const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
     stopping = true;
+    stopCrls();
     await Promise.all(children.map((c) => c.stop()));
     if (!quiet) console.log(dim("mesh:up: all services stopped"));
     process.exit(code);
@@ -135,9 +174,9 @@ async function main(): Promise<void> {
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
   // Quietly: our stdout went with it.
   onParentExit(() => void stopAll(0, true));
-  const onExit = (name: string, code: number | null) => {
+  const onExit = (name: string, code: number | null, signal: NodeJS.Signals | null) => {
     if (stopping) return;
-    console.error(red(`mesh:up: ${name} exited unexpectedly (code ${code}); stopping the others`));
+    console.error(red(`mesh:up: ${describeExit(name, code, signal)}; stopping the others`));
     void stopAll(1);
   };
 
@@ -154,6 +193,7 @@ async function main(): Promise<void> {
   const ports = Object.fromEntries(children.map((c) => [c.name, c.port]));
   writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports }, null, 2) + "\n");
   banner(o, ports as Record<"order" | "payment" | "inventory", number>);
+  stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
 
 function banner(o: Opts, ports: Record<"order" | "payment" | "inventory", number>): void {

@@ -3,7 +3,8 @@
 // parsed logs and counts, not just its exit code.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { runDrill, type DrillReport } from "../scripts/drill/drill.ts";
@@ -31,6 +32,12 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
     const paymentLog = logLines(report, "payment");
     assert.ok(paymentLog.some((l) => l.event === "tls.handshake_failed" && l.reason === "client_aborted" && /issued by CN=Acme Corp CA G2/.test(String(l.msg))));
 
+    // The timeline's columns: each failed order has one reason, and a phase's gap lies within it.
+    for (const p of report.phases) {
+      assert.equal(Object.values(p.reasons).reduce((n, x) => n + x, 0), p.failed, `${p.name}: ${JSON.stringify(p.reasons)}`);
+      assert.ok(p.longestGapMs <= p.ms, `${p.name}: gap ${p.longestGapMs} ms in a phase of ${p.ms} ms`);
+    }
+
     // Zero failures in every safe phase, with traffic actually flowing through each.
     for (const p of report.phases.filter((x) => x.safe)) {
       assert.ok(p.sent >= 10, `${p.name}: traffic must flow (${p.sent} sent)`);
@@ -54,13 +61,24 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
     assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks.filter((c) => !c.ok)));
     assert.equal(report.ok, true);
     assert.deepEqual(JSON.parse(readFileSync(report.reportFile, "utf8")).ok, true);
+    // The temporary CA's keys did not outlive the run; the report and logs did.
+    assert.equal(report.stateRemoved, true);
+    assert.equal(existsSync(report.dir), false, `${report.dir} was left behind`);
   } finally {
     rmSync(dirname(report.dir), { recursive: true, force: true });
   }
 });
 
-test("npm run drill:rotate --with-intermediate exits 0 and prints the timeline", { timeout: 90_000 }, async () => {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+/** Every file below a folder, but tsx's compile cache (it follows TMPDIR too). */
+function filesBelow(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).filter((f) => !f.slice(dir.length).startsWith("/tsx-"));
+}
+
+test("npm run drill:rotate --with-intermediate exits 0, prints the timeline and leaves no key in the temporary folder", { timeout: 90_000 }, async () => {
+  // A private TMPDIR, so what the drill leaves behind can be listed.
+  const tmp = mkdtempSync(join(tmpdir(), "drill-tmp-"));
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -74,7 +92,14 @@ test("npm run drill:rotate --with-intermediate exits 0 and prints the timeline",
     const report = JSON.parse(readFileSync(reportFile!, "utf8")) as DrillReport;
     assert.equal(report.withIntermediate, true);
     assert.ok(report.phases.find((p) => p.name === "careless")!.failed > 0);
+    assert.match(out, /^CA state: removed with its keys/m);
+    // The drill worked in the private TMPDIR; its report and logs are there, no key nor ledger is.
+    assert.ok(reportFile!.startsWith(tmp), reportFile);
+    const left = filesBelow(tmp);
+    assert.ok(left.some((f) => f.endsWith("/logs/payment.log")), left.join("\n"));
+    const secrets = left.filter((f) => /\.key$|ca\.db/.test(f) || readFileSync(f, "utf8").includes("PRIVATE KEY"));
+    assert.deepEqual(secrets, []);
   } finally {
-    if (reportFile) rmSync(dirname(reportFile), { recursive: true, force: true });
+    rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -10,11 +10,17 @@ import { loadPolicy } from "../../services/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
-import { Traffic, type PhaseCounts } from "./traffic.ts";
+import { longestGap, Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface DrillOptions {
   /** The CA state folder; a fresh temporary one when absent (./pki is never touched by default). */
   dir?: string;
+  /** Keep the temporary CA state (its keys) after the run; without --dir it is removed on every exit. */
+  keepState?: boolean;
+  /** Aborting it (Ctrl-C) ends the drill at its next wait, through the same clean-up as a normal end. */
+  signal?: AbortSignal;
+  /** Told where the drill works before anything is created, so a last-ditch exit handler can clean up. */
+  onPrepared?: (where: { work: string; pki: string; removeState: boolean }) => void;
   withIntermediate?: boolean;
   /** Orders per second, each one call to inventory and one to payment. */
   rate?: number;
@@ -33,10 +39,14 @@ export interface PhaseReport extends PhaseCounts {
   safe: boolean;
   startedAt: string;
   ms: number;
+  /** The longest stretch within the phase without a successful order (see traffic.ts longestGap). */
   longestGapMs: number;
-  /** Handshake refusals the services logged, "payment:unknown_ca" → count. */
+  /**
+   * tls.handshake_failed lines the services logged during the phase, "payment:unknown_ca" → count:
+   * log lines from any client (the drill's own old-certificate and probe calls too), not orders.
+   */
   handshakeFailures: Record<string, number>;
-  /** Failed calls order logged, "payment:server_untrusted" → count. */
+  /** upstream.failed lines order logged, "payment:server_untrusted" → count: the same failures as `reasons`, seen by order. */
   upstreamFailures: Record<string, number>;
   notes: string[];
 }
@@ -59,7 +69,10 @@ export interface Check {
 
 export interface DrillReport {
   ok: boolean;
+  /** The CA state folder (pki/). */
   dir: string;
+  /** Whether that folder, keys and all, is removed when the drill ends (a temporary one without --keep-state). */
+  stateRemoved: boolean;
   reportFile: string;
   /** The services' JSON logs, one file each. */
   logs: string;
@@ -77,7 +90,61 @@ export interface DrillReport {
 }
 
 const SERVICES = ["payment", "inventory", "order"] as const;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The drill was stopped (Ctrl-C, SIGTERM) before it finished; everything it started was stopped. */
+export class DrillInterrupted extends Error {
+  constructor(readonly why: string) {
+    super(`interrupted (${why})`);
+  }
+}
+
+/**
+ * The state folder is somewhere the drill cannot start from; nothing was changed. The drill
+ * refuses rather than repairs, because a --dir may be a CA a person is rotating by hand.
+ */
+export class DrillRefused extends Error {}
+
+/** A wait that ends early, with DrillInterrupted, when the drill is aborted. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new DrillInterrupted(String(signal.reason ?? "aborted")));
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", stop);
+    };
+    const stop = () => {
+      done();
+      reject(new DrillInterrupted(String(signal!.reason ?? "aborted")));
+    };
+    const timer = setTimeout(() => {
+      done();
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", stop, { once: true });
+  });
+}
+
+/**
+ * Refuses a state folder left in the middle of a careless rotation (a drill killed in that
+ * phase, or a rotation by hand that skipped `bundle`): its signing generation is trusted by
+ * nobody, so a run would issue every identity from it and the mesh would refuse itself.
+ */
+export function checkStartState(ca: CertificateAuthority): void {
+  const signer = ca.issuerRow(ca.signerId());
+  const root = ca.issuerRow(`root-${signer.generation}`);
+  if (root.state === "published") return;
+  const trusted = ca.generations().filter((g) => g.root.state === "published").map((g) => g.generation);
+  const fromIt = ca.list().filter((c) => c.status === "VALID" && c.generation === signer.generation).map((c) => c.domain);
+  const dir = ca.paths.dir;
+  const back = trusted.at(-1);
+  const rollBack = back === undefined ? "" : `roll back with \`npm run ca -- generation use ${back} --dir ${dir}\`${fromIt.map((d) => ` and \`npm run ca -- renew --domain ${d} --dir ${dir}\``).join("")}, or `;
+  throw new DrillRefused(
+    `the CA in ${dir} is in the middle of a careless rotation (a drill stopped during its careless phase, or a rotation that skipped \`bundle\`): ` +
+    `generation ${signer.generation} (${root.name}) signs new certificates but is not in bundle.pem, so nobody trusts it` +
+    `${fromIt.length ? `, and ${fromIt.join(", ")} already hold${fromIt.length === 1 ? "s" : ""} a certificate from it` : ""}; ` +
+    `nothing was changed. To recover, ${rollBack}go forward with \`npm run ca -- bundle --dir ${dir}\` (trust it too); then run the drill again`,
+  );
+}
 
 const DRILL_POLICY = `# The rotation drill's policy: the mesh's matrix, plus the drill's traffic client
 # ("edge") placing orders with order, so order calls inventory and payment.
@@ -95,9 +162,48 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
   const say = o.say ?? (() => {});
   const rate = o.rate ?? 20;
   const dwell = o.dwellMs ?? 2_500;
+  const signal = o.signal;
+  const pause = (ms: number) => sleep(ms, signal);
+  const until = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs?: number) => waitUntil(cond, what, timeoutMs, signal);
+  // A log line to wait for, unless the drill is stopped first.
+  const interrupted = new Promise<never>((_, reject) => signal?.addEventListener("abort", () => reject(new DrillInterrupted(String(signal.reason ?? "aborted"))), { once: true }));
+  interrupted.catch(() => {}); // raced below; not an unhandled rejection when nobody waits
+  const orStop = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
+  if (signal?.aborted) throw new DrillInterrupted(String(signal.reason ?? "aborted"));
   // Logs, the drill's policy and its report live beside the CA folder's contents, never in ./logs.
   const work = o.dir ? join(resolve(o.dir), "drill") : mkdtempSync(join(tmpdir(), "mesh-drill-"));
   const pki = o.dir ? resolve(o.dir) : join(work, "pki");
+  // A temporary CA's keys must not outlive the run (the report and logs may).
+  const removeState = !o.dir && !o.keepState;
+  o.onPrepared?.({ work, pki, removeState });
+  try {
+    return await drill(o, { say, rate, dwell, pause, until, orStop, work, pki, removeState });
+  } finally {
+    if (removeState) rmSync(pki, { recursive: true, force: true });
+  }
+}
+
+interface Setup {
+  say: (line: string) => void;
+  rate: number;
+  dwell: number;
+  pause: (ms: number) => Promise<void>;
+  until: (cond: () => boolean | Promise<boolean>, what: string, timeoutMs?: number) => Promise<void>;
+  orStop: <T>(p: Promise<T>) => Promise<T>;
+  work: string;
+  pki: string;
+  removeState: boolean;
+}
+
+async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, work, pki, removeState }: Setup): Promise<DrillReport> {
+  // --- the CA, checked before anything is written ------------------------------------
+  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
+  try {
+    checkStartState(ca);
+  } catch (e) {
+    ca.close();
+    throw e;
+  }
   const logs = join(work, "logs");
   // Each run's logs stand beside its own report, not after an earlier run's.
   rmSync(logs, { recursive: true, force: true });
@@ -112,8 +218,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
   const checks: Check[] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
 
-  // --- the CA and the identities ---------------------------------------------
-  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
+  // --- the identities -------------------------------------------------------------
   let traffic: Traffic | undefined;
   let straggler: Straggler | undefined;
   try {
@@ -141,7 +246,11 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       services.set(service, svc);
       return svc;
     };
-    const [payment, inventory] = await Promise.all([start("payment"), start("inventory")]);
+    await pause(0); // stopped already: start no service
+    // Both settle before a failure is thrown, so the clean-up finds every service that did start.
+    const started = await Promise.allSettled([start("payment"), start("inventory")]);
+    for (const r of started) if (r.status === "rejected") throw r.reason;
+    const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
     const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
     const ports = { order: order.port, payment: payment.port, inventory: inventory.port };
     say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${rate} orders/s`);
@@ -171,7 +280,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     const phaseReports = (): PhaseReport[] => ended.map((c) => ({
       name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
       ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
-      longestGapMs: traffic!.longestGap.get(c.name) ?? 0,
+      longestGapMs: longestGap(traffic!.successes, c.at, c.until),
       handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
       upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
       notes: c.notes,
@@ -182,7 +291,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       const issued = await step();
       const written = Date.now();
       if (who === "edge") {
-        await waitUntil(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
+        await until(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
         const r = edgeReloads.find((x) => x.serial === issued.serial)!;
         reloads.push({ phase: current!.name, who, what: "certificate", reloadMs: Math.max(0, r.at - written) });
         note(`edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`);
@@ -191,9 +300,9 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       const port = ports[who as keyof typeof ports];
       const edge = ca.paths.leaf("edge.internal");
       // Watched from outside at once, not after the log line arrives (logs are flushed every 100 ms).
-      const served = waitUntil(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
+      const served = until(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
       served.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-      const e = await book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial);
+      const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial));
       const timing = { phase: current!.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: (await served) - written };
       reloads.push(timing);
       note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
@@ -206,10 +315,10 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       await step();
       const written = Date.now();
       for (const s of SERVICES) {
-        const e = await book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true);
+        const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true));
         reloads.push({ phase: current!.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
       }
-      await waitUntil(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
+      await until(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
       const slowest = Math.max(...reloads.filter((r) => r.phase === current!.name && r.what === "trust").map((r) => r.reloadMs));
       note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
     };
@@ -217,11 +326,11 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     traffic.start();
     straggler.start();
     // Warm up first: the first order crosses three cold services, which is no part of the baseline.
-    await waitUntil(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
+    await until(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
 
     // 1. Baseline ---------------------------------------------------------------------
     begin("baseline", `1. Baseline: everything issued by generation ${oldGen} and trusted as such`, true);
-    await sleep(dwell);
+    await pause(dwell);
     end();
 
     // 2. The careless rotation ----------------------------------------------------------
@@ -240,7 +349,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     const carelessAt = Date.now();
     const careless = await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
     for (const w of careless.warnings) note(`the CA warned: ${w}`);
-    await sleep(dwell);
+    await pause(dwell);
     end();
     const explanations = explain(book, carelessAt);
     for (const e of explanations) say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg}`);
@@ -251,7 +360,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
     // Requests already failing when the fix landed are this phase's; those sent after must all succeed.
     const recovered = traffic.mark();
-    await sleep(dwell);
+    await pause(dwell);
     traffic.unmark(recovered);
     note(`${recovered.failed} of ${recovered.sent} request(s) sent after payment's recovery took effect failed (so far)`);
     end();
@@ -259,7 +368,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     // 4a. Trust both ------------------------------------------------------------------
     begin("trust-both", `4a. Safe rotation: every service trusts generations ${oldGen} and ${newGen}`, true);
     await trustChange(`bundle.pem with generations ${oldGen} and ${newGen}`, () => ca.publishBundle());
-    await sleep(dwell);
+    await pause(dwell);
     end();
 
     // 4b. Re-issue, one at a time ------------------------------------------------------
@@ -275,9 +384,9 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     }
     for (const who of ["payment", "inventory", "order", "edge"]) {
       await certChange(who, () => ca.renew({ domain: `${who}.internal` }));
-      await sleep(dwell / 3);
+      await pause(dwell / 3);
     }
-    await sleep(dwell / 2);
+    await pause(dwell / 2);
     end();
 
     // 4c. Drop the old generation ---------------------------------------------------
@@ -287,8 +396,8 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
       const { retired } = ca.retireGeneration(oldGen);
       note(`retired ${retired.name}`);
     });
-    const closed = await book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined);
-    await sleep(dwell);
+    const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined));
+    await pause(dwell);
     const lingering = straggler.summary(dropAt);
     note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})` : "payment logged no closed connection");
     note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
@@ -298,13 +407,13 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
     const proofAt = Date.now();
     const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
-    const logged = await book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined);
+    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
     const reason = logged ? String(logged.line.reason) : "(nothing logged)";
     note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
     const { cells: probe } = await probeMesh({ pki, policy: loadPolicy(policy), ports, logs });
     const mismatches = probe.filter((c) => !c.ok);
     note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
-    await sleep(Math.min(dwell, 1_000));
+    await pause(Math.min(dwell, 1_000));
     end();
 
     await traffic.stop();
@@ -327,7 +436,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
     check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
 
     const report: DrillReport = {
-      ok: checks.every((c) => c.ok), dir: pki, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
+      ok: checks.every((c) => c.ok), dir: pki, stateRemoved: removeState, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
       generations: { old: oldGen, new: newGen }, phases, reloads, explanations, refusal, probe, checks,
       longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
     };
@@ -349,10 +458,10 @@ function explain(book: LogBook, since: number): DrillReport["explanations"] {
     .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
 }
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
+    await sleep(25, signal);
   }
 }

@@ -28,6 +28,22 @@ export interface TrafficOptions {
 
 const MAX_IN_FLIGHT = 64;
 
+/**
+ * The longest stretch of [from, to] without a successful answer: from its start to the first
+ * success, between successes, and from the last one to its end. Clipped to the window, so an
+ * outage that began in an earlier phase counts in each phase only for the part it lasted there.
+ */
+export function longestGap(successes: readonly number[], from: number, to: number): number {
+  let longest = 0;
+  let last = from;
+  for (const t of successes) {
+    if (t < from || t > to) continue;
+    longest = Math.max(longest, t - last);
+    last = t;
+  }
+  return Math.max(longest, to - last);
+}
+
 export class Traffic {
   phase = "start";
   readonly counts = new Map<string, PhaseCounts>();
@@ -36,11 +52,9 @@ export class Traffic {
   private timer?: NodeJS.Timeout;
   private watch?: Watch;
   private inFlight = new Set<Promise<void>>();
-  /** When the last success came in; gaps are measured only once traffic got through at all. */
-  private lastSuccess: number | undefined;
   private readonly marks = new Set<PhaseCounts>();
-  /** Longest time without a successful answer, per phase (ms). */
-  readonly longestGap = new Map<string, number>();
+  /** When each successful answer arrived (ms since the epoch), for the gaps of longestGap(). */
+  readonly successes: number[] = [];
 
   constructor(private readonly o: TrafficOptions) {
     this.material = loadMaterial(materialPaths(o.pki, o.identity), o.identity);
@@ -113,18 +127,17 @@ export class Traffic {
   }
 
   private tick(): void {
-    const phase = this.phase;
     const counts = [this.bucket(), ...this.marks];
     for (const c of counts) c.sent++;
     if (this.inFlight.size >= MAX_IN_FLIGHT) {
       this.fail(counts, "client:too_many_in_flight");
       return;
     }
-    const p = this.one(phase, counts).finally(() => this.inFlight.delete(p));
+    const p = this.one(counts).finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
   }
 
-  private async one(phase: string, counts: PhaseCounts[]): Promise<void> {
+  private async one(counts: PhaseCounts[]): Promise<void> {
     try {
       const res = await this.agent.request({
         origin: `https://127.0.0.1:${this.o.port}`,
@@ -136,10 +149,7 @@ export class Traffic {
       const text = await res.body.text();
       if (res.statusCode === 201) {
         for (const c of counts) c.succeeded++;
-        const now = Date.now();
-        const gap = this.lastSuccess === undefined ? 0 : now - this.lastSuccess;
-        if (gap > (this.longestGap.get(phase) ?? 0)) this.longestGap.set(phase, gap);
-        this.lastSuccess = now;
+        this.successes.push(Date.now());
         return;
       }
       let detail = "";
