@@ -9,6 +9,7 @@ import { CaError, badInput } from "../errors.ts";
 import { formatDuration } from "../duration.ts";
 import { RateLimiter, type BucketSpec } from "../rate-limit.ts";
 import { rootFingerprint } from "../tokens.ts";
+import { WriteGate } from "./write-gate.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type EstContext } from "./est.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
@@ -61,6 +62,7 @@ export class CaServer {
   private own!: ServerCert;
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
+  private readonly gate = new WriteGate();
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -110,6 +112,7 @@ export class CaServer {
     const every = opts.pollMs ?? POLL_MS;
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
+    await server.refreshCrls(); // a server started on an old folder must not serve a CRL about to lapse
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
@@ -180,14 +183,19 @@ export class CaServer {
   }
 
   /**
-   * CRL re-signing call site. Issue 9 wants every CRL re-signed well before its nextUpdate
-   * by the server on its own. The CA library's function for that (refreshCrls({ renewWithin }))
-   * is being written by another worker for mesh:up; LEAD: call it here when merging, then
-   * `await this.refresh()` so the new CRLs are served. A no-op until then, on purpose:
-   * no second copy of that logic.
+   * Re-signs every CRL well before its nextUpdate (a lapsed CRL locks every client out), with
+   * the same rule mesh:up uses, then serves the new ones. Alone: it holds a ledger transaction
+   * across the signing, which no request's write may nest in.
    */
-  private async refreshCrls(): Promise<void> {
-    // await this.ca.refreshCrls({ renewWithin: ... }); await this.refresh();
+  async refreshCrls(): Promise<void> {
+    try {
+      const resigned = await this.gate.alone(() => this.ca.refreshCrls());
+      if (resigned.length === 0) return;
+      this.log.info({ event: "ca.crls_resigned", issuers: resigned.map((r) => r.id), next_update: resigned.map((r) => r.crl_next_update) }, `re-signed ${resigned.length} CRL(s) before they lapse`);
+      await this.refresh();
+    } catch (err) {
+      this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
+    }
   }
 
   private listen(port: number): Promise<void> {
@@ -226,9 +234,9 @@ export class CaServer {
         if (!methods.includes(method)) throw new HttpError(405, "method_not_allowed", `${method.slice(0, 16)} is not allowed on ${path}: use ${methods.join(" or ")}`, { Allow: methods.join(", ") });
       };
       const crlMatch = /^\/crl\/((?:root|int)-\d{1,6})\.crl$/.exec(path);
-      if (path === `${EST_PREFIX}/cacerts`) { allow(["GET", "HEAD"]); cacerts(this.ctx, req, res); }
-      else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await simpleenroll(this.ctx, req, res, url); }
-      else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await simplereenroll(this.ctx, req, res, url); }
+      if (path === `${EST_PREFIX}/cacerts`) { allow(["GET", "HEAD"]); await this.gate.shared(() => cacerts(this.ctx, req, res)); }
+      else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, req, res, url)); }
+      else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, req, res, url)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
