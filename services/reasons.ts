@@ -130,6 +130,10 @@ export type UpstreamReason =
   | "upstream_down"
   | "rejected_in_handshake"
   | "server_untrusted"
+  | "server_revoked"
+  | "server_crl_missing"
+  | "server_crl_expired"
+  | "server_crl_not_yet_valid"
   | "server_cert_expired"
   | "server_name_mismatch"
   | "timeout"
@@ -153,6 +157,18 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
   if (has("ECONNREFUSED")) return { reason: "upstream_down", code, sentence: `nothing listens at ${addr}; is ${upstream} running?` };
   if (has("UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT", "UNABLE_TO_GET_ISSUER_CERT")) {
     return { reason: "server_untrusted", code, sentence: `${upstream}'s certificate at ${addr} was not issued by a CA in our trust bundle` };
+  }
+  if (has("CERT_REVOKED")) {
+    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new certificate (npm run ca -- issue --domain ${upstream}.internal)` };
+  }
+  if (has("UNABLE_TO_GET_CRL")) {
+    return { reason: "server_crl_missing", code, sentence: `no current CRL for the CA that signed ${upstream}'s certificate is in our crls.pem, so it cannot be checked and the call was refused; have the CA publish its CRLs (npm run ca -- crl)` };
+  }
+  if (has("CRL_HAS_EXPIRED")) {
+    return { reason: "server_crl_expired", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is past its nextUpdate, so the call was refused; have the CA re-sign its CRLs (npm run ca -- crl)` };
+  }
+  if (has("CRL_NOT_YET_VALID")) {
+    return { reason: "server_crl_not_yet_valid", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is dated in the future by our clock, so the call was refused; this host's clock is behind the CA's: check time sync (NTP)` };
   }
   if (has("CERT_HAS_EXPIRED")) return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
   if (has("ERR_TLS_CERT_ALTNAME_INVALID")) {

@@ -1,6 +1,7 @@
 // The serial numbers a set of CRLs revokes, read straight from their DER. A
 // service needs them to close keep-alive connections of a peer revoked while
 // connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
+import type { DetailedPeerCertificate } from "node:tls";
 import { normaliseSerial } from "./identity.ts";
 
 interface Tlv {
@@ -63,4 +64,37 @@ export function revokedSet(pems: readonly string[]): Set<string> {
     for (const s of revokedSerials(der)) out.add(s);
   }
   return out;
+}
+
+/** What a connection's re-check needs from the current trust (see TrustInfo). */
+export interface CurrentTrust {
+  readonly fingerprints: ReadonlySet<string>;
+  readonly revoked: ReadonlySet<string>;
+}
+
+/**
+ * Why a peer verified at its handshake is no longer accepted under `trust`, or undefined.
+ * `chain` is what getPeerCertificate(true) gives for the connection: the chain as
+ * verified then, completed with the root from the socket's own context. Used by both
+ * sides: the server for its callers, the client for its callees.
+ */
+export function withdrawn(chain: DetailedPeerCertificate, trust: CurrentTrust): string | undefined {
+  const { serials, anchor } = verifiedChain(chain);
+  if (anchor !== undefined && !trust.fingerprints.has(anchor)) return "its CA is no longer trusted";
+  if (serials.some((x) => trust.revoked.has(x))) return "its certificate was revoked";
+  return undefined;
+}
+
+/** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
+function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
+  const serials: string[] = [];
+  let c: DetailedPeerCertificate | undefined = cert;
+  for (let depth = 0; c && depth < 8; depth++) {
+    serials.push(normaliseSerial(c.serialNumber));
+    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
+      return { serials, anchor: c.fingerprint256 };
+    }
+    c = c.issuerCertificate;
+  }
+  return { serials, anchor: undefined };
 }

@@ -3,9 +3,10 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
-import type { DetailedPeerCertificate, TLSSocket, SecureContextOptions } from "node:tls";
+import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
-import { identityOf, normaliseSerial, presented, type PeerIdentity } from "./identity.ts";
+import { identityOf, presented, type PeerIdentity } from "./identity.ts";
+import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import type { TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
@@ -190,14 +191,12 @@ export class MeshServer {
 
   /** Closes, at once, connections whose peer the current trust bundle and CRLs no longer accept. */
   private closeInvalidated(): number {
-    const { fingerprints, revoked } = this.material.trust;
     const closed: string[] = [];
     for (const s of this.sockets) {
       const p = this.peers.get(s);
       if (!p) continue;
       // The chain as verified at the handshake: the socket keeps the context it was made with.
-      const { serials, anchor } = verifiedChain(s.getPeerCertificate(true));
-      const why = anchor !== undefined && !fingerprints.has(anchor) ? "its CA is no longer trusted" : serials.some((x) => revoked.has(x)) ? "its certificate was revoked" : undefined;
+      const why = withdrawn(s.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${p.identity.name} (${why})`);
       s.destroy();
@@ -439,20 +438,6 @@ function send(res: ServerResponse, peer: PeerState, status: number, body: unknow
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
-}
-
-/** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
-function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
-  const serials: string[] = [];
-  let c: DetailedPeerCertificate | undefined = cert;
-  for (let depth = 0; c && depth < 8; depth++) {
-    serials.push(normaliseSerial(c.serialNumber));
-    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
-      return { serials, anchor: c.fingerprint256 };
-    }
-    c = c.issuerCertificate;
-  }
-  return { serials, anchor: undefined };
 }
 
 function readJson(req: IncomingMessage, max: number): Promise<unknown> {
