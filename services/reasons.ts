@@ -12,6 +12,7 @@ export type HandshakeReason =
   | "revoked"
   | "crl_missing"
   | "crl_expired"
+  | "crl_not_yet_valid"
   | "bad_certificate"
   | "ambiguous_identity"
   | "protocol"
@@ -63,8 +64,10 @@ export function handshakeReason(
       return { reason: "revoked", sentence: `${who} has been revoked by the CA; issue the client a new certificate` };
     case "UNABLE_TO_GET_CRL":
       return { reason: "crl_missing", sentence: `no current CRL for ${shown.issuer} in ${service}'s crls.pem, so no certificate it issued can be checked; have the CA publish its CRLs` };
-    case "CRL_HAS_EXPIRED":
     case "CRL_NOT_YET_VALID":
+      // Re-signing would stamp another "now" from the CA's clock: the fix is the clocks.
+      return { reason: "crl_not_yet_valid", sentence: `the CRL of ${shown.issuer} that ${service} holds is dated later than ${service}'s clock, so no client can be checked: this host's clock is behind the CA's; check time sync (NTP) on both hosts (re-signing the CRLs does not help)` };
+    case "CRL_HAS_EXPIRED":
       return { reason: "crl_expired", sentence: `the CRL of ${shown.issuer} that ${service} holds is out of date, which locks every client out; have the CA re-sign its CRLs` };
     case "INVALID_PURPOSE":
       return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer?.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
