@@ -1,7 +1,7 @@
 // Calls from one service to another over mTLS: one undici Agent per own identity, dialing
 // 127.0.0.1 with the callee's DNS name as SNI and for the server-certificate check.
 import { Agent, Pool, buildConnector, type Dispatcher } from "undici";
-import type { TlsMaterial } from "./material.ts";
+import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
@@ -59,7 +59,7 @@ export class Upstreams {
    * revoked callee fails the handshake with CERT_REVOKED.
    */
   private connectorFor(m: TlsMaterial): buildConnector.connector {
-    const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2" });
+    const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
     // No session cache: every new connection shows our certificate again, so a revocation
     // or rotation is judged on the next connection, not on the next full handshake.
     return buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });

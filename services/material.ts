@@ -7,6 +7,25 @@ import { createSecureContext } from "node:tls";
 import { MeshError, messageOf } from "./errors.ts";
 import { revokedSet } from "./revocations.ts";
 
+/**
+ * TLS 1.2 suites the mesh accepts, as server and as client: ECDHE key exchange (forward
+ * secrecy) with an AEAD cipher only. No CBC suite (Lucky13-style padding oracles, and the
+ * SHA-1 MAC of ECDHE-ECDSA-AES128-SHA and friends), no static-RSA or finite-field DHE key
+ * exchange. TLS 1.3 suites are all AEAD; they are listed so the string says everything.
+ * Every TLS 1.2 client the mesh meets (curl, Go, Python, browsers) offers these.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
 export interface MaterialPaths {
   readonly cert: string;
   readonly key: string;
@@ -111,7 +130,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     return bad(`${paths.crls} holds a CRL that does not parse: ${messageOf(e)}`);
   }
   try {
-    createSecureContext({ cert, key, ca, crl: crls });
+    createSecureContext({ cert, key, ca, crl: crls, ciphers: TLS_CIPHERS, minVersion: "TLSv1.2" });
   } catch (e) {
     bad(`OpenSSL refuses the TLS material in ${paths.bundle}, ${paths.crls} or ${paths.cert}: ${messageOf(e)}`);
   }

@@ -8,7 +8,7 @@ import { decide, type Decision, type Policy } from "./policy.ts";
 import { identityOf, presented, type PeerIdentity } from "./identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
-import type { TlsMaterial } from "./material.ts";
+import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
@@ -148,7 +148,7 @@ export class MeshServer {
    * they are passed whole every time.
    */
   private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false } {
-    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", requestCert: true, rejectUnauthorized: false };
+    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false };
   }
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {

@@ -1,0 +1,79 @@
+// The TLS parameters a service uses as server and as client: TLS 1.2 with ECDHE and AEAD
+// suites only (no CBC, no SHA-1 MAC), checked with real openssl and a real undici call.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
+import { freshPki, start, identity, LogSink, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { Upstreams, UpstreamError } from "../services/client.ts";
+import { loadMaterial, materialPaths } from "../services/material.ts";
+import { createLogger } from "../services/log.ts";
+
+let pki: TestPki;
+let pay: TestService;
+
+before(async () => {
+  pki = await freshPki();
+  pay = await start(pki, "payment", { watch: false });
+});
+
+after(async () => {
+  await pay.svc.close();
+  pki.cleanup();
+});
+
+/** openssl s_client in a child process (never spawnSync: the server lives in this process). */
+function sClient(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const order = pki.ca.paths.leaf("order.internal");
+    const child = execFile(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${pay.svc.port}`, "-servername", "payment.internal", "-CAfile", pki.ca.paths.bundle, "-cert", order.cert, "-key", order.key, ...args],
+      { timeout: 10_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+    );
+    child.stdin?.end();
+  });
+}
+
+test("TLS 1.2 with an AEAD suite is accepted (control)", async () => {
+  for (const cipher of ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"]) {
+    const r = await sClient(["-tls1_2", "-cipher", cipher]);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, new RegExp(`Cipher is ${cipher}`));
+  }
+});
+
+test("TLS 1.2 with a CBC or SHA-1 suite is refused in the handshake", async () => {
+  for (const cipher of ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384"]) {
+    const since = pay.logs.lines.length;
+    const r = await sClient(["-tls1_2", "-cipher", cipher]);
+    assert.notEqual(r.code, 0, `${cipher} was accepted:\n${r.out}`);
+    assert.match(r.out, /handshake failure|no shared cipher/, cipher);
+    const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
+    assert.equal(l.tlsCode, "ERR_SSL_NO_SHARED_CIPHER", cipher);
+  }
+});
+
+test("as a client, a service refuses a callee that offers only CBC suites", async () => {
+  const p = pki.ca.paths.leaf("payment.internal");
+  const weak: TlsServer = createTlsServer({ cert: readFileSync(p.cert), key: readFileSync(p.key), ciphers: "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA", maxVersion: "TLSv1.2" }, (s) => s.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+  let handshakes = 0;
+  weak.on("secureConnection", () => handshakes++);
+  await new Promise<void>((r) => weak.listen(0, "127.0.0.1", r));
+  const port = (weak.address() as { port: number }).port;
+  const logs = new LogSink();
+  const up = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${port}` }, createLogger("order", logs));
+  try {
+    await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError);
+    assert.equal(handshakes, 0);
+    const l = await logs.wait((x) => x.event === "upstream.failed");
+    assert.equal(l.upstream, "payment");
+    assert.match(String(l.code), /HANDSHAKE_FAILURE|NO_SHARED_CIPHER|NO_CIPHERS/);
+  } finally {
+    await up.close();
+    await new Promise((r) => weak.close(r));
+  }
+  void identity;
+});
