@@ -86,7 +86,7 @@ function read(path: string, what: string): Buffer {
  * MeshError; never returns half-valid material.
  */
 export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
-  const cert = read(paths.cert, "certificate");
+  const certFile = read(paths.cert, "certificate");
   const key = read(paths.key, "private key");
   const ca = read(paths.bundle, "trust bundle");
   const crl = read(paths.crls, "CRL file");
@@ -95,8 +95,10 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   };
 
   let leaf: X509Certificate;
+  let cert: Buffer;
   try {
-    leaf = new X509Certificate(cert);
+    leaf = new X509Certificate(certFile);
+    cert = servedChain(certFile);
   } catch (e) {
     return bad(`${paths.cert} is not a PEM certificate: ${messageOf(e)}`);
   }
@@ -143,9 +145,28 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     crl: crls,
     trust: { subjects, describe: subjects.join("; "), fingerprints, revoked },
     leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
-    certDigest: digest(cert, key),
+    certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),
   };
+}
+
+/**
+ * What a service sends as its chain: the leaf and its intermediates, never a self-signed
+ * root. A peer must already hold the root to trust it, so sending it proves nothing and
+ * invites a careless client to trust whatever root comes along; a "full chain" file with the
+ * root at its end is served without it. (For a leaf signed by the root itself the file has
+ * nothing after the leaf, and OpenSSL's automatic chain building, which Node always leaves
+ * on, appends the root from the trust store: see docs/mesh.md, "How a peer is accepted".)
+ */
+function servedChain(file: Buffer): Buffer {
+  const blocks = pemBlocks(file.toString("utf8"), "CERTIFICATE");
+  if (blocks.length <= 1) return file;
+  const kept = blocks.filter((pem, i) => i === 0 || !selfSigned(new X509Certificate(pem)));
+  return kept.length === blocks.length ? file : Buffer.from(kept.join("\n") + "\n");
+}
+
+function selfSigned(c: X509Certificate): boolean {
+  return c.subject === c.issuer && c.verify(c.publicKey);
 }
 
 export function pemBlocks(text: string, label: string): string[] {

@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { freshPki, start, identity, LogSink, type TestPki, type TestService } from "./mesh-fixtures.ts";
 import { Upstreams, UpstreamError } from "../services/client.ts";
@@ -76,4 +76,38 @@ test("as a client, a service refuses a callee that offers only CBC suites", asyn
     await new Promise((r) => weak.close(r));
   }
   void identity;
+});
+
+/** The certificates a server sends, in order, as `openssl s_client -showcerts` prints them. */
+async function sentChain(port: number, from: TestPki): Promise<Array<{ subject: string; issuer: string }>> {
+  const order = from.ca.paths.leaf("order.internal");
+  const out = await new Promise<string>((resolve) => {
+    const child = execFile("openssl", ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "payment.internal", "-showcerts", "-cert", order.cert, "-key", order.key], { timeout: 10_000 }, (_e, stdout, stderr) => resolve(stdout + stderr));
+    child.stdin?.end();
+  });
+  const chain = out.slice(out.indexOf("Certificate chain"), out.indexOf("---\nServer certificate"));
+  return [...chain.matchAll(/^ *\d+ s:(.*)\n *i:(.*)$/gm)].map((m) => ({ subject: m[1]!.trim(), issuer: m[2]!.trim() }));
+}
+
+test("a service sends its leaf and intermediates, never the root, even from a full-chain file", async () => {
+  const two = await freshPki(undefined, "Chain Root CA");
+  try {
+    await two.ca.createIntermediate({ name: "Chain Issuing CA" });
+    await two.ca.renew({ domain: "payment.internal" });
+    await two.ca.renew({ domain: "order.internal" });
+    // A "full chain" file: leaf, intermediate, and the self-signed root at the end.
+    const p = two.ca.paths.leaf("payment.internal");
+    writeFileSync(p.cert, readFileSync(p.cert, "utf8") + readFileSync(two.ca.paths.root(1).cert, "utf8"));
+    const svc = await start(two, "payment", { watch: false });
+    try {
+      assert.deepEqual(await sentChain(svc.svc.port, two), [
+        { subject: "CN = payment.internal", issuer: "CN = Chain Issuing CA" },
+        { subject: "CN = Chain Issuing CA", issuer: "CN = Chain Root CA" },
+      ]);
+    } finally {
+      await svc.svc.close();
+    }
+  } finally {
+    two.cleanup();
+  }
 });
