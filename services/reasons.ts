@@ -19,6 +19,7 @@ export type HandshakeReason =
   | "server_cert_rejected"
   | "client_aborted"
   | "handshake_timeout"
+  | "old_tls_version"
   | "tls_error";
 
 const UNKNOWN_CA = new Set([
@@ -88,18 +89,31 @@ function chainEndsInTrust(peer: PeerCertificate | undefined, trust: TrustInfo): 
   return false;
 }
 
+/** TLSSocket.getProtocol() names of the versions below the mesh's minimum. */
+const OLD_VERSIONS: Record<string, string> = { SSLv3: "SSL 3.0", TLSv1: "TLS 1.0", "TLSv1.1": "TLS 1.1" };
+
 /** Alerts a client sends when it will not accept the server's certificate. */
 const PEER_REFUSED_US = new Set(["ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED"]);
 
 /** Errors surfacing in `tlsClientError`: the peer never got as far as presenting anything. */
-export function clientErrorReason(err: NodeJS.ErrnoException, own?: { subject: string; issuer: string; serial: string }): { reason: HandshakeReason; sentence: string } {
+export function clientErrorReason(
+  err: NodeJS.ErrnoException,
+  own?: { subject: string; issuer: string; serial: string },
+  seen: { protocol?: string | null; handshakeTimeoutMs?: number } = {},
+): { reason: HandshakeReason; sentence: string } {
   const code = err.code ?? "";
+  if (code === "ERR_SSL_UNSUPPORTED_PROTOCOL") {
+    // OpenSSL records the version the client asked for before it refuses it.
+    const offered = OLD_VERSIONS[seen.protocol ?? ""];
+    return { reason: "old_tls_version", sentence: `the client offered ${offered ?? "only a TLS version older than 1.2"}; the mesh requires TLS 1.2 or later: upgrade the client or its TLS settings` };
+  }
   if (PEER_REFUSED_US.has(code)) {
     const ours = own ? `this service's certificate (${own.subject}, serial ${own.serial}, issued by ${own.issuer})` : "this service's certificate";
     return { reason: "server_cert_rejected", sentence: `the client refused ${ours} (${code}): it does not trust the CA that signed it; every client must trust that CA (npm run ca -- bundle) before a service presents a certificate from it` };
   }
   if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
-    return { reason: "handshake_timeout", sentence: "the client opened a connection but did not complete a TLS handshake in time; dropped" };
+    const within = seen.handshakeTimeoutMs === undefined ? "in time" : `in ${seen.handshakeTimeoutMs / 1000} s`;
+    return { reason: "handshake_timeout", sentence: `the client opened a connection but did not complete a TLS handshake ${within}; dropped` };
   }
   if (code === "ERR_SSL_HTTP_REQUEST") {
     return { reason: "protocol", sentence: "the client spoke plain HTTP to a TLS port; use https:// with a client certificate" };

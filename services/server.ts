@@ -273,7 +273,7 @@ export class MeshServer {
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
-    const { reason, sentence } = clientErrorReason(err, this.material.leaf);
+    const { reason, sentence } = clientErrorReason(err, this.material.leaf, { protocol: sock.getProtocol(), handshakeTimeoutMs: this.limits.handshakeTimeoutMs });
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
     if (!sock.destroyed) sock.destroy();
@@ -311,6 +311,10 @@ export class MeshServer {
   /** After the handshake: a request that is too slow, too large or not HTTP at all. */
   private onClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
     const peer = this.peers.get(sock);
+    // https re-emits every tlsClientError as clientError: a peer that never got past the
+    // handshake is onTlsClientError's to log (one failure, one line), and there is no HTTP
+    // to answer on a socket that does not speak TLS.
+    if (!peer) return;
     // A peer that went away mid-request: nobody to answer, nothing to act on.
     if (err.code !== "ECONNRESET") {
       const { reason, status, sentence } = httpErrorReason(err, this.limits);
