@@ -38,6 +38,8 @@ export interface TrustInfo {
   readonly subjects: readonly string[];
   /** One line for humans: which CAs this service trusts. */
   readonly describe: string;
+  /** The trusted roots, parsed: a presented chain is judged by signature, not by name. */
+  readonly roots: readonly X509Certificate[];
   /** SHA-256 fingerprints of the trusted roots, as Node writes fingerprint256. */
   readonly fingerprints: ReadonlySet<string>;
   /** Serials (normalised) the CRLs revoke, to re-check peers already connected. */
@@ -114,9 +116,11 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   if (roots.length === 0) bad(`${paths.bundle} holds no certificate`);
   const subjects: string[] = [];
   const fingerprints = new Set<string>();
+  const parsed: X509Certificate[] = [];
   for (const pem of roots) {
     try {
       const root = new X509Certificate(pem);
+      parsed.push(root);
       subjects.push(oneLine(root.subject));
       fingerprints.add(root.fingerprint256);
     } catch (e) {
@@ -143,7 +147,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     key,
     ca,
     crl: crls,
-    trust: { subjects, describe: subjects.join("; "), fingerprints, revoked },
+    trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked },
     leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
     certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),

@@ -1,7 +1,8 @@
 // Turns what OpenSSL and undici report into short stable reasons and one sentence a person
 // can act on: for a peer refused in the handshake, and for an upstream call that failed.
-import type { PeerCertificate } from "node:tls";
-import { formatName, type PresentedCert } from "./identity.ts";
+import type { X509Certificate } from "node:crypto";
+import type { PresentedCert } from "./identity.ts";
+import { pathOf, chainFault, type ChainFaultReason } from "./chain.ts";
 import type { TrustInfo } from "./material.ts";
 
 export type HandshakeReason =
@@ -15,6 +16,7 @@ export type HandshakeReason =
   | "crl_not_yet_valid"
   | "bad_certificate"
   | "ambiguous_identity"
+  | ChainFaultReason
   | "protocol"
   | "server_cert_rejected"
   | "client_aborted"
@@ -32,29 +34,38 @@ const UNKNOWN_CA = new Set([
 ]);
 
 /**
- * Why a verified-by-OpenSSL handshake must still be refused. `code` is the socket's
- * authorizationError. With CRLs on, a stranger's certificate can show up as
- * UNABLE_TO_GET_CRL (OpenSSL looks for the stranger CA's CRL before giving up), so that
- * code is resolved by looking at whether the chain ends in a CA we trust.
+ * Why a handshake OpenSSL did not verify is refused. `code` is the socket's
+ * authorizationError, `peer` the leaf as getPeerX509Certificate() gives it, with the
+ * certificates the client sent after it as its issuerCertificate links. OpenSSL goes on
+ * after the first error and reports the last (with CRLs on, a stranger's or a broken chain
+ * mostly ends as UNABLE_TO_GET_CRL or UNSPECIFIED), so the chain itself is read first:
+ * where it leads (by signature, since a look-alike CA has the very same name), then its
+ * structure; only then is OpenSSL's code explained.
  */
 export function handshakeReason(
   code: string,
-  peer: PeerCertificate | undefined,
+  peer: X509Certificate | undefined,
   shown: PresentedCert | undefined,
   trust: TrustInfo,
   service: string,
 ): { reason: HandshakeReason; sentence: string } {
   const who = shown?.subject ? `the client's certificate (${shown.subject}, serial ${shown.serial})` : "the client's certificate";
   const trusted = `${service} trusts only: ${trust.describe}`;
-  if (!shown) {
+  if (!shown || !peer) {
     return { reason: "no_client_cert", sentence: `the client sent no certificate; every caller of ${service} must present one issued by the mesh CA (${trusted})` };
   }
-  if (code === "UNABLE_TO_GET_CRL" && !chainEndsInTrust(peer, trust)) code = "UNABLE_TO_GET_ISSUER_CERT";
-  if (UNKNOWN_CA.has(code)) {
-    if (shown.issuer && trust.subjects.includes(shown.issuer)) {
-      return { reason: "unknown_ca", sentence: `${who} names ${shown.issuer} as issuer, but its signature does not verify against the ${shown.issuer} this service trusts: another CA with the same name; ${trusted}` };
-    }
+  const path = pathOf(peer, trust);
+  const { anchor, name } = path;
+  if (anchor === "lookalike") {
+    return { reason: "unknown_ca", sentence: `${who} chains up to ${name}, but not to the ${name} this service trusts (the signature does not verify against its key): another CA with the same name; ${trusted}` };
+  }
+  if (anchor === "stranger") {
     return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, a CA this service does not trust; ${trusted}` };
+  }
+  const fault = chainFault(path.certs);
+  if (fault) return { reason: fault.reason, sentence: `${who} comes with a broken chain: ${fault.sentence}` };
+  if (UNKNOWN_CA.has(code)) {
+    return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, and its chain does not verify against the CAs this service trusts (${code}); ${trusted}` };
   }
   switch (code) {
     case "CERT_HAS_EXPIRED":
@@ -71,22 +82,10 @@ export function handshakeReason(
     case "CRL_HAS_EXPIRED":
       return { reason: "crl_expired", sentence: `the CRL of ${shown.issuer} that ${service} holds is out of date, which locks every client out; have the CA re-sign its CRLs` };
     case "INVALID_PURPOSE":
-      return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer?.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
+      return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
     default:
-      return { reason: "tls_error", sentence: `${who} failed verification with ${code}` };
+      return { reason: "tls_error", sentence: `${who} failed OpenSSL's verification (${code || "no reason given"}); check its chain with: npm run ca -- verify` };
   }
-}
-
-/** Walk the chain the peer sent (getPeerCertificate(true)) and see if it ends under a trusted CA. */
-function chainEndsInTrust(peer: PeerCertificate | undefined, trust: TrustInfo): boolean {
-  let c = peer as (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined;
-  for (let depth = 0; c && depth < 8; depth++) {
-    const issuer = formatName(c.issuer);
-    if (issuer && trust.subjects.includes(issuer)) return true;
-    if (!c.issuerCertificate || c.issuerCertificate === c) break;
-    c = c.issuerCertificate;
-  }
-  return false;
 }
 
 /** TLSSocket.getProtocol() names of the versions below the mesh's minimum. */

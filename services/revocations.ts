@@ -3,37 +3,7 @@
 // connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
 import type { DetailedPeerCertificate } from "node:tls";
 import { normaliseSerial } from "./identity.ts";
-
-interface Tlv {
-  tag: number;
-  start: number; // first byte of the value
-  end: number; // one past the last byte
-}
-
-function readTlv(b: Uint8Array, at: number): Tlv {
-  const tag = b[at]!;
-  let len = b[at + 1]!;
-  let start = at + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4) throw new Error("unsupported DER length");
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!;
-    start += n;
-  }
-  if (start + len > b.length) throw new Error("truncated DER");
-  return { tag, start, end: start + len };
-}
-
-function children(b: Uint8Array, parent: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  for (let at = parent.start; at < parent.end; ) {
-    const t = readTlv(b, at);
-    out.push(t);
-    at = t.end;
-  }
-  return out;
-}
+import { children, readTlv } from "./der.ts";
 
 /**
  * Revoked serials of one DER CRL: CertificateList → tbsCertList → revokedCertificates

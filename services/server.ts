@@ -248,10 +248,9 @@ export class MeshServer {
   private onSecureConnection(sock: TLSSocket): void {
     const remote = `${sock.remoteAddress}:${sock.remotePort}`;
     if (!sock.authorized) {
-      const chain = sock.getPeerCertificate(true);
-      const shown = presented(chain);
+      const shown = presented(sock.getPeerCertificate());
       const code = String(sock.authorizationError ?? "UNKNOWN");
-      const { reason, sentence } = handshakeReason(code, chain, shown, this.material.trust, this.opts.service);
+      const { reason, sentence } = handshakeReason(code, sock.getPeerX509Certificate(), shown, this.material.trust, this.opts.service);
       this.refuse(sock, reason, sentence, remote, code, shown);
       return;
     }
