@@ -101,3 +101,16 @@ test("a path-length violation: path_length_exceeded, naming the constraining CA"
   assert.equal(l.reason, "path_length_exceeded", String(l.tlsCode));
   assert.match(String(l.msg), /CN=Level One CA allows no CA below it \(pathLenConstraint 0\), but CN=Level Two CA is/);
 });
+
+test("caFacts reads basicConstraints and keyUsage from DER, and gives up on garbage without throwing", async () => {
+  const { caFacts } = await import("../services/chain.ts");
+  const { X509Certificate } = await import("node:crypto");
+  const der = (path: string) => new X509Certificate(readFileSync(path)).raw;
+  assert.deepEqual(caFacts(der(pki.ca.paths.root(1).cert)), { ca: true, pathLen: undefined, keyCertSign: true });
+  assert.deepEqual(caFacts(der(pki.ca.paths.leaf("order.internal").cert)), { ca: false, pathLen: undefined, keyCertSign: false });
+  const top = make("facts0", "/CN=Facts CA", "basicConstraints=critical,CA:TRUE,pathlen:3\nkeyUsage=critical,keyCertSign", meshRoot());
+  assert.deepEqual(caFacts(der(top.cert)), { ca: true, pathLen: 3, keyCertSign: true });
+  for (const junk of [new Uint8Array([]), new Uint8Array([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), new Uint8Array([0x30, 0x03, 0x30, 0x05, 0x00]), der(top.cert).subarray(0, 100)]) {
+    assert.equal(caFacts(junk), undefined);
+  }
+});
