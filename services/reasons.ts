@@ -22,6 +22,7 @@ export type HandshakeReason =
   | "client_aborted"
   | "handshake_timeout"
   | "old_tls_version"
+  | "no_shared_cipher"
   | "tls_error";
 
 const UNKNOWN_CA = new Set([
@@ -109,6 +110,9 @@ export function clientErrorReason(
   if (PEER_REFUSED_US.has(code)) {
     const ours = own ? `this service's certificate (${own.subject}, serial ${own.serial}, issued by ${own.issuer})` : "this service's certificate";
     return { reason: "server_cert_rejected", sentence: `the client refused ${ours} (${code}): it does not trust the CA that signed it; every client must trust that CA (npm run ca -- bundle) before a service presents a certificate from it` };
+  }
+  if (code === "ERR_SSL_NO_SHARED_CIPHER") {
+    return { reason: "no_shared_cipher", sentence: "the client offered no cipher suite the mesh accepts (TLS 1.2 needs ECDHE with AES-GCM or ChaCha20-Poly1305, never CBC or SHA-1; TLS 1.3 needs nothing more): upgrade the client or its TLS settings" };
   }
   if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
     const within = seen.handshakeTimeoutMs === undefined ? "in time" : `in ${seen.handshakeTimeoutMs / 1000} s`;

@@ -53,6 +53,11 @@ test("TLS 1.2 with a CBC or SHA-1 suite is refused in the handshake", async () =
     assert.match(r.out, /handshake failure|no shared cipher/, cipher);
     const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
     assert.equal(l.tlsCode, "ERR_SSL_NO_SHARED_CIPHER", cipher);
+    assert.equal(l.reason, "no_shared_cipher", cipher);
+    assert.match(String(l.msg), /offered no cipher suite the mesh accepts \(TLS 1\.2 needs ECDHE with AES-GCM or ChaCha20-Poly1305, never CBC or SHA-1/);
+    assert.match(String(l.remote), /^127\.0\.0\.1:\d+$/);
+    // One failure, one line.
+    assert.equal(pay.logs.lines.slice(since).length, 1, JSON.stringify(pay.logs.lines.slice(since)));
   }
 });
 
