@@ -155,6 +155,7 @@ export type UpstreamReason =
   | "server_crl_expired"
   | "server_crl_not_yet_valid"
   | "server_cert_expired"
+  | "server_tls_mismatch"
   | "server_name_mismatch"
   | "timeout"
   | "forbidden"
@@ -189,6 +190,9 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
   }
   if (has("CRL_NOT_YET_VALID")) {
     return { reason: "server_crl_not_yet_valid", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is dated in the future by our clock, so the call was refused; this host's clock is behind the CA's: check time sync (NTP)` };
+  }
+  if (has("ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE", "ERR_SSL_NO_SHARED_CIPHER", "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION", "ERR_SSL_UNSUPPORTED_PROTOCOL")) {
+    return { reason: "server_tls_mismatch", code, sentence: `${upstream} at ${addr} and this service agreed on no TLS version or cipher suite (the mesh allows TLS 1.2 or later, and in TLS 1.2 only ECDHE suites with AES-GCM or ChaCha20-Poly1305); is something else listening there, or is ${upstream} configured otherwise?` };
   }
   if (has("CERT_HAS_EXPIRED")) return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
   if (has("ERR_TLS_CERT_ALTNAME_INVALID")) {
