@@ -85,7 +85,7 @@ export function handshakeReason(
     case "INVALID_PURPOSE":
       return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
     default:
-      return { reason: "tls_error", sentence: `${who} failed OpenSSL's verification (${code || "no reason given"}); check its chain with: npm run ca -- verify` };
+      return { reason: "tls_error", sentence: `${who} failed OpenSSL's verification (${code || "no reason given"}); check it and the chain it was sent with: npm run ca -- verify --cert <file> --purpose client` };
   }
 }
 
