@@ -313,7 +313,11 @@ export class MeshServer {
     // https re-emits every tlsClientError as clientError: a peer that never got past the
     // handshake is onTlsClientError's to log (one failure, one line), and there is no HTTP
     // to answer on a socket that does not speak TLS.
-    if (!peer) return;
+    if (!peer) {
+      // onTlsClientError (listening after https) logs and destroys it within this tick.
+      setImmediate(() => sock.destroyed || sock.destroy());
+      return;
+    }
     // A peer that went away mid-request: nobody to answer, nothing to act on.
     if (err.code !== "ECONNRESET") {
       const { reason, status, sentence } = httpErrorReason(err, this.limits);
