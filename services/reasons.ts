@@ -189,7 +189,7 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
     return { reason: "server_crl_expired", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is past its nextUpdate, so the call was refused; have the CA re-sign its CRLs (npm run ca -- crl)` };
   }
   if (has("CRL_NOT_YET_VALID")) {
-    return { reason: "server_crl_not_yet_valid", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is dated in the future by our clock, so the call was refused; this host's clock is behind the CA's: check time sync (NTP)` };
+    return { reason: "server_crl_not_yet_valid", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is dated later than our clock, so the call was refused: this host's clock is behind the CA's: check time sync (NTP) on both hosts (re-signing the CRLs does not help)` };
   }
   if (has("ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE", "ERR_SSL_NO_SHARED_CIPHER", "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION", "ERR_SSL_UNSUPPORTED_PROTOCOL")) {
     return { reason: "server_tls_mismatch", code, sentence: `${upstream} at ${addr} and this service agreed on no TLS version or cipher suite (the mesh allows TLS 1.2 or later, and in TLS 1.2 only ECDHE suites with AES-GCM or ChaCha20-Poly1305); is something else listening there, or is ${upstream} configured otherwise?` };

@@ -3,7 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CertificateAuthority } from "../ca/index.ts";
-import { freshPki, start, call, identity } from "./mesh-fixtures.ts";
+import { freshPki, start, call, identity, LogSink } from "./mesh-fixtures.ts";
+import { Upstreams, UpstreamError } from "../services/client.ts";
+import { loadMaterial, materialPaths } from "../services/material.ts";
+import { createLogger } from "../services/log.ts";
 
 test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", async () => {
   const pki = await freshPki();
@@ -22,6 +25,18 @@ test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", a
     assert.match(String(l.msg), /clock is behind the CA's; check time sync/);
     assert.doesNotMatch(String(l.msg), /have the CA re-sign/);
     assert.equal(pay.logs.lines.filter((x) => x.event === "request").length, 0);
+
+    // A caller with the same CRLs refuses the callee for the same reason, on its side.
+    const logs = new LogSink();
+    const up = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${pay.svc.port}` }, createLogger("order", logs));
+    try {
+      await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError && e.reason === "server_crl_not_yet_valid");
+      const u = await logs.wait((x) => x.event === "upstream.failed");
+      assert.equal(u.code, "CRL_NOT_YET_VALID");
+      assert.match(String(u.msg), /this host's clock is behind the CA's: check time sync/);
+    } finally {
+      await up.close();
+    }
   } finally {
     await pay.svc.close();
     pki.cleanup();
