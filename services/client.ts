@@ -9,6 +9,8 @@ import { upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./identity.ts";
 import { withdrawn } from "./revocations.ts";
+import { pathOf } from "./chain.ts";
+import type { X509Certificate } from "node:crypto";
 
 export interface UpstreamReply {
   readonly status: number;
@@ -158,12 +160,20 @@ export class Upstreams {
       let { reason, sentence } = r;
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
-      const shown = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
-      if (reason === "server_crl_missing" && !(shown?.issuer && this.material.trust.subjects.includes(shown.issuer))) {
-        // OpenSSL looks for a stranger CA's CRL before it gives up on the chain: a callee
-        // whose certificate no trusted CA issued is untrusted, not short of a CRL.
-        reason = "server_untrusted";
-        sentence = `${name}'s certificate at ${addr} was not issued by a CA in our trust bundle`;
+      const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
+      const shown = served?.shown;
+      if (served?.leaf && (reason === "server_crl_missing" || reason === "server_untrusted")) {
+        // Judged by signature, as the server judges its callers (see chain.ts): OpenSSL looks
+        // for a stranger CA's CRL before it gives up on the chain, and a look-alike CA has
+        // the very name of ours.
+        const path = pathOf(served.leaf, this.material.trust);
+        if (path.anchor === "lookalike") {
+          reason = "server_untrusted";
+          sentence = `${name}'s certificate at ${addr} chains up to ${path.name}, but not to the ${path.name} we trust (the signature does not verify against its key): another CA with the same name`;
+        } else if (path.anchor === "stranger") {
+          reason = "server_untrusted";
+          sentence = `${name}'s certificate at ${addr} was not issued by a CA in our trust bundle`;
+        }
       }
       if (reason === "server_untrusted" || reason === "server_revoked") {
         const shownText = shown ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}` : "its certificate could not be read";
@@ -196,12 +206,13 @@ export class Upstreams {
  * The certificate a server shows, read on a connection that does not verify it
  * (and sends no request): for explaining a refusal, never for trusting anything.
  */
-function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<PresentedCert | undefined> {
+function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<{ shown: PresentedCert | undefined; leaf: X509Certificate | undefined } | undefined> {
   const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
   return new Promise((resolve) => {
     // Our own certificate goes along, so the server sees a proper client and no failure to log.
     const sock = connect({ host, port, servername, cert: own.cert, key: own.key, rejectUnauthorized: false }, () => {
-      resolve(presented(sock.getPeerCertificate()));
+      // The leaf with the certificates the server sent after it, as sent.
+      resolve({ shown: presented(sock.getPeerCertificate()), leaf: sock.getPeerX509Certificate() });
       sock.end();
     });
     sock.setTimeout(1_000, () => sock.destroy());

@@ -114,3 +114,29 @@ test("caFacts reads basicConstraints and keyUsage from DER, and gives up on garb
     assert.equal(caFacts(junk), undefined);
   }
 });
+
+test("a caller facing a look-alike callee says so too (another CA with the same name), sent with its chain or not", async () => {
+  const { Upstreams, UpstreamError } = await import("../services/client.ts");
+  const { loadMaterial, materialPaths } = await import("../services/material.ts");
+  const { createLogger } = await import("../services/log.ts");
+  const { LogSink } = await import("./mesh-fixtures.ts");
+  const { createServer } = await import("node:tls");
+  const t = twin.ca.paths.leaf("payment.internal");
+  const twinRoot = readFileSync(twin.ca.paths.root(1).cert, "utf8");
+  for (const cert of [readFileSync(t.cert, "utf8"), readFileSync(t.cert, "utf8") + twinRoot]) {
+    const fake = createServer({ cert, key: readFileSync(t.key) }, (s) => s.end());
+    await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+    const logs = new LogSink();
+    const up = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${(fake.address() as { port: number }).port}` }, createLogger("order", logs));
+    try {
+      await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError);
+      const l = await logs.wait((x) => x.event === "upstream.failed");
+      assert.equal(l.reason, "server_untrusted", String(l.code));
+      assert.match(String(l.msg), /another CA with the same name/);
+      assert.equal((l.peer as { issuer?: string }).issuer, "CN=Mesh Test CA");
+    } finally {
+      await up.close();
+      await new Promise((r) => fake.close(r));
+    }
+  }
+});
