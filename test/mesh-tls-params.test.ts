@@ -95,7 +95,7 @@ async function sentChain(port: number, from: TestPki): Promise<Array<{ subject: 
   return [...chain.matchAll(/^ *\d+ s:(.*)\n *i:(.*)$/gm)].map((m) => ({ subject: m[1]!.trim(), issuer: m[2]!.trim() }));
 }
 
-test("a service sends its leaf and intermediates, never the root, even from a full-chain file", async () => {
+test("a service sends its leaf and intermediates, never the root, even from a full-chain file, as server and as caller", async () => {
   const two = await freshPki(undefined, "Chain Root CA");
   try {
     await two.ca.createIntermediate({ name: "Chain Issuing CA" });
@@ -112,6 +112,28 @@ test("a service sends its leaf and intermediates, never the root, even from a fu
       ]);
     } finally {
       await svc.svc.close();
+    }
+
+    // As a caller too: a server that records the chain the client sent, as sent.
+    const o = two.ca.paths.leaf("order.internal");
+    writeFileSync(o.cert, readFileSync(o.cert, "utf8") + readFileSync(two.ca.paths.root(1).cert, "utf8"));
+    const p2 = two.ca.paths.leaf("payment.internal");
+    const seen: string[][] = [];
+    const recorder = createTlsServer({ cert: readFileSync(p2.cert), key: readFileSync(p2.key), ca: readFileSync(two.ca.paths.bundle), requestCert: true, rejectUnauthorized: false }, (s) => {
+      const chain: string[] = [];
+      for (let c = s.getPeerX509Certificate(), n = 0; c && n < 5; c = c.issuerCertificate, n++) chain.push(c.subject);
+      seen.push(chain);
+      s.once("data", () => s.end("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"));
+    });
+    await new Promise<void>((r) => recorder.listen(0, "127.0.0.1", r));
+    const up = new Upstreams("order", loadMaterial(materialPaths(two.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${(recorder.address() as { port: number }).port}` }, createLogger("order", new LogSink()));
+    try {
+      const r = await up.call("payment", "GET", "/healthz");
+      assert.equal(r.status, 200);
+      assert.deepEqual(seen, [["CN=order.internal", "CN=Chain Issuing CA"]]);
+    } finally {
+      await up.close();
+      await new Promise((r) => recorder.close(r));
     }
   } finally {
     two.cleanup();
