@@ -1,13 +1,16 @@
 // Calls from one service to another over mTLS: one undici Agent per own identity, dialing
 // 127.0.0.1 with the callee's DNS name as SNI and for the server-certificate check.
-import { Agent, Pool, type Dispatcher } from "undici";
-import type { TlsMaterial } from "./material.ts";
+import { Agent, Pool, buildConnector, type Dispatcher } from "undici";
+import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
 import { upstreamReason, type UpstreamReason } from "./reasons.ts";
-import { connect } from "node:tls";
+import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./identity.ts";
+import { withdrawn } from "./revocations.ts";
+import { pathOf } from "./chain.ts";
+import type { X509Certificate } from "node:crypto";
 
 export interface UpstreamReply {
   readonly status: number;
@@ -30,8 +33,14 @@ export class Upstreams {
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
   private readonly origins = new Map<string, string>();
+  /** origin -> upstream name, for logs about connections. */
+  private readonly names = new Map<string, string>();
+  /** Open connections to callees, to re-judge them when the CRLs or the bundle change. */
+  private readonly sockets = new Map<TLSSocket, string>();
 
   private material: TlsMaterial;
+  /** Dials with the current material: a CRL reload applies to the next connection. */
+  private connector: buildConnector.connector;
 
   constructor(private readonly service: string, material: TlsMaterial, addrs: Readonly<Record<string, string>>, private readonly log: MeshLogger, opts: UpstreamOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
@@ -39,35 +48,82 @@ export class Upstreams {
       const origin = `https://${addr}`;
       this.origins.set(name, origin);
       this.servernames.set(new URL(origin).origin, dnsName(name));
+      this.names.set(new URL(origin).origin, name);
     }
     this.material = material;
-    this.agent = this.build(material);
+    this.connector = this.connectorFor(material);
+    this.agent = this.build();
   }
 
-  private build(m: TlsMaterial): Agent {
+  /**
+   * The callee's chain is checked like a server checks its callers: against the trust
+   * bundle and against the CRLs (one `crl` entry per CRL, see TlsMaterial.crl), so a
+   * revoked callee fails the handshake with CERT_REVOKED.
+   */
+  private connectorFor(m: TlsMaterial): buildConnector.connector {
+    const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
+    // No session cache: every new connection shows our certificate again, so a revocation
+    // or rotation is judged on the next connection, not on the next full handshake.
+    return buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });
+  }
+
+  private build(): Agent {
     const timeout = this.timeoutMs;
     return new Agent({
-      // No session cache: every new connection shows our certificate again, so a revocation
-      // or rotation is judged on the next connection, not on the next full handshake.
-      connect: { ca: m.ca, cert: m.cert, key: m.key, minVersion: "TLSv1.2", timeout, maxCachedSessions: 0 },
       headersTimeout: timeout,
       bodyTimeout: timeout,
       keepAliveTimeout: 4_000, // below the servers' 5 s, so we never reuse a socket they are closing
       // Per-origin SNI: each callee is dialed by IP but must prove it is <name>.internal.
       factory: (origin: string | URL, opts: Pool.Options) => {
-        const servername = this.servernames.get(new URL(String(origin)).origin);
-        const connect = { ...(opts.connect as object), servername };
+        const key = new URL(String(origin)).origin;
+        const servername = this.servernames.get(key);
+        const upstream = this.names.get(key) ?? key;
+        const connect: buildConnector.connector = (o, cb) =>
+          this.connector({ ...o, servername: o.servername || servername }, (err, sock) => {
+            if (sock) this.track(sock as TLSSocket, upstream);
+            cb(err, sock as never);
+          });
         return new Pool(origin, { ...opts, connect });
       },
     });
   }
 
-  /** New own certificate or new trust: new connections use it; in-flight calls finish on the old agent. */
+  private track(sock: TLSSocket, upstream: string): void {
+    this.sockets.set(sock, upstream);
+    sock.once("close", () => this.sockets.delete(sock));
+  }
+
+  /**
+   * New material. New trust (bundle or CRLs) applies to the next connection, and a pooled
+   * connection to a callee that is now revoked or no longer trusted is closed at once, as
+   * the server does for its callers (OpenSSL judged the callee only at the handshake). A
+   * new own certificate gets a new agent: in-flight calls finish on the old one.
+   */
   setMaterial(m: TlsMaterial): void {
-    const old = this.agent;
-    this.agent = this.build(m);
+    const certChanged = m.certDigest !== this.material.certDigest;
+    const trustChanged = m.trustDigest !== this.material.trustDigest;
     this.material = m;
-    old.close().catch(() => {});
+    this.connector = this.connectorFor(m);
+    if (trustChanged) this.closeWithdrawn();
+    if (certChanged) {
+      const old = this.agent;
+      this.agent = this.build();
+      old.close().catch(() => {});
+    }
+  }
+
+  private closeWithdrawn(): void {
+    const closed: string[] = [];
+    for (const [sock, upstream] of this.sockets) {
+      if (sock.destroyed) continue;
+      const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
+      if (!why) continue;
+      closed.push(`${upstream} (${why})`);
+      sock.destroy();
+    }
+    if (closed.length > 0) {
+      this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);
+    }
   }
 
   /**
@@ -99,11 +155,29 @@ export class Upstreams {
       parsed = text ? safeJson(text) : undefined;
     } catch (e) {
       const addr = origin.slice("https://".length);
-      const { reason, code, sentence } = upstreamReason(e, name, addr);
-      if (reason === "server_untrusted") {
-        // Say which CA signed what the callee showed, and which ones we trust: that is the fix.
-        const shown = await servedCertificate(addr, dnsName(name), this.material);
-        const detail = `${shown ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}` : "its certificate could not be read"}; ${this.service} trusts only: ${this.material.trust.describe}`;
+      const r = upstreamReason(e, name, addr);
+      const { code } = r;
+      let { reason, sentence } = r;
+      const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
+      // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
+      const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
+      const shown = served?.shown;
+      if (served?.leaf && (reason === "server_crl_missing" || reason === "server_untrusted")) {
+        // Judged by signature, as the server judges its callers (see chain.ts): OpenSSL looks
+        // for a stranger CA's CRL before it gives up on the chain, and a look-alike CA has
+        // the very name of ours.
+        const path = pathOf(served.leaf, this.material.trust);
+        if (path.anchor === "lookalike") {
+          reason = "server_untrusted";
+          sentence = `${name}'s certificate at ${addr} chains up to ${path.name}, but not to the ${path.name} we trust (the signature does not verify against its key): another CA with the same name`;
+        } else if (path.anchor === "stranger") {
+          reason = "server_untrusted";
+          sentence = `${name}'s certificate at ${addr} was not issued by a CA in our trust bundle`;
+        }
+      }
+      if (reason === "server_untrusted" || reason === "server_revoked") {
+        const shownText = shown ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}` : "its certificate could not be read";
+        const detail = reason === "server_revoked" ? shownText : `${shownText}; ${this.service} trusts only: ${this.material.trust.describe}`;
         this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code, peer: shown, trusts: this.material.trust.subjects }, `${sentence}: ${detail}`);
         throw new UpstreamError(name, reason, `${sentence}: ${detail}`);
       }
@@ -132,12 +206,13 @@ export class Upstreams {
  * The certificate a server shows, read on a connection that does not verify it
  * (and sends no request): for explaining a refusal, never for trusting anything.
  */
-function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<PresentedCert | undefined> {
+function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<{ shown: PresentedCert | undefined; leaf: X509Certificate | undefined } | undefined> {
   const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
   return new Promise((resolve) => {
     // Our own certificate goes along, so the server sees a proper client and no failure to log.
     const sock = connect({ host, port, servername, cert: own.cert, key: own.key, rejectUnauthorized: false }, () => {
-      resolve(presented(sock.getPeerCertificate()));
+      // The leaf with the certificates the server sent after it, as sent.
+      resolve({ shown: presented(sock.getPeerCertificate()), leaf: sock.getPeerX509Certificate() });
       sock.end();
     });
     sock.setTimeout(1_000, () => sock.destroy());

@@ -7,6 +7,25 @@ import { createSecureContext } from "node:tls";
 import { MeshError, messageOf } from "./errors.ts";
 import { revokedSet } from "./revocations.ts";
 
+/**
+ * TLS 1.2 suites the mesh accepts, as server and as client: ECDHE key exchange (forward
+ * secrecy) with an AEAD cipher only. No CBC suite (Lucky13-style padding oracles, and the
+ * SHA-1 MAC of ECDHE-ECDSA-AES128-SHA and friends), no static-RSA or finite-field DHE key
+ * exchange. TLS 1.3 suites are all AEAD; they are listed so the string says everything.
+ * Every TLS 1.2 client the mesh meets (curl, Go, Python, browsers) offers these.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
 export interface MaterialPaths {
   readonly cert: string;
   readonly key: string;
@@ -19,6 +38,8 @@ export interface TrustInfo {
   readonly subjects: readonly string[];
   /** One line for humans: which CAs this service trusts. */
   readonly describe: string;
+  /** The trusted roots, parsed: a presented chain is judged by signature, not by name. */
+  readonly roots: readonly X509Certificate[];
   /** SHA-256 fingerprints of the trusted roots, as Node writes fingerprint256. */
   readonly fingerprints: ReadonlySet<string>;
   /** Serials (normalised) the CRLs revoke, to re-check peers already connected. */
@@ -67,7 +88,7 @@ function read(path: string, what: string): Buffer {
  * MeshError; never returns half-valid material.
  */
 export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
-  const cert = read(paths.cert, "certificate");
+  const certFile = read(paths.cert, "certificate");
   const key = read(paths.key, "private key");
   const ca = read(paths.bundle, "trust bundle");
   const crl = read(paths.crls, "CRL file");
@@ -76,8 +97,10 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   };
 
   let leaf: X509Certificate;
+  let cert: Buffer;
   try {
-    leaf = new X509Certificate(cert);
+    leaf = new X509Certificate(certFile);
+    cert = servedChain(certFile);
   } catch (e) {
     return bad(`${paths.cert} is not a PEM certificate: ${messageOf(e)}`);
   }
@@ -93,9 +116,11 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   if (roots.length === 0) bad(`${paths.bundle} holds no certificate`);
   const subjects: string[] = [];
   const fingerprints = new Set<string>();
+  const parsed: X509Certificate[] = [];
   for (const pem of roots) {
     try {
       const root = new X509Certificate(pem);
+      parsed.push(root);
       subjects.push(oneLine(root.subject));
       fingerprints.add(root.fingerprint256);
     } catch (e) {
@@ -111,7 +136,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     return bad(`${paths.crls} holds a CRL that does not parse: ${messageOf(e)}`);
   }
   try {
-    createSecureContext({ cert, key, ca, crl: crls });
+    createSecureContext({ cert, key, ca, crl: crls, ciphers: TLS_CIPHERS, minVersion: "TLSv1.2" });
   } catch (e) {
     bad(`OpenSSL refuses the TLS material in ${paths.bundle}, ${paths.crls} or ${paths.cert}: ${messageOf(e)}`);
   }
@@ -122,11 +147,30 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     key,
     ca,
     crl: crls,
-    trust: { subjects, describe: subjects.join("; "), fingerprints, revoked },
+    trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked },
     leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
-    certDigest: digest(cert, key),
+    certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),
   };
+}
+
+/**
+ * What a service sends as its chain: the leaf and its intermediates, never a self-signed
+ * root. A peer must already hold the root to trust it, so sending it proves nothing and
+ * invites a careless client to trust whatever root comes along; a "full chain" file with the
+ * root at its end is served without it. (For a leaf signed by the root itself the file has
+ * nothing after the leaf, and OpenSSL's automatic chain building, which Node always leaves
+ * on, appends the root from the trust store: see docs/mesh.md, "How a peer is accepted".)
+ */
+function servedChain(file: Buffer): Buffer {
+  const blocks = pemBlocks(file.toString("utf8"), "CERTIFICATE");
+  if (blocks.length <= 1) return file;
+  const kept = blocks.filter((pem, i) => i === 0 || !selfSigned(new X509Certificate(pem)));
+  return kept.length === blocks.length ? file : Buffer.from(kept.join("\n") + "\n");
+}
+
+function selfSigned(c: X509Certificate): boolean {
+  return c.subject === c.issuer && c.verify(c.publicKey);
 }
 
 export function pemBlocks(text: string, label: string): string[] {

@@ -1,7 +1,8 @@
 // Turns what OpenSSL and undici report into short stable reasons and one sentence a person
 // can act on: for a peer refused in the handshake, and for an upstream call that failed.
-import type { PeerCertificate } from "node:tls";
-import { formatName, type PresentedCert } from "./identity.ts";
+import type { X509Certificate } from "node:crypto";
+import type { PresentedCert } from "./identity.ts";
+import { pathOf, chainFault, type ChainFaultReason } from "./chain.ts";
 import type { TrustInfo } from "./material.ts";
 
 export type HandshakeReason =
@@ -12,12 +13,16 @@ export type HandshakeReason =
   | "revoked"
   | "crl_missing"
   | "crl_expired"
+  | "crl_not_yet_valid"
   | "bad_certificate"
   | "ambiguous_identity"
+  | ChainFaultReason
   | "protocol"
   | "server_cert_rejected"
   | "client_aborted"
   | "handshake_timeout"
+  | "old_tls_version"
+  | "no_shared_cipher"
   | "tls_error";
 
 const UNKNOWN_CA = new Set([
@@ -30,29 +35,38 @@ const UNKNOWN_CA = new Set([
 ]);
 
 /**
- * Why a verified-by-OpenSSL handshake must still be refused. `code` is the socket's
- * authorizationError. With CRLs on, a stranger's certificate can show up as
- * UNABLE_TO_GET_CRL (OpenSSL looks for the stranger CA's CRL before giving up), so that
- * code is resolved by looking at whether the chain ends in a CA we trust.
+ * Why a handshake OpenSSL did not verify is refused. `code` is the socket's
+ * authorizationError, `peer` the leaf as getPeerX509Certificate() gives it, with the
+ * certificates the client sent after it as its issuerCertificate links. OpenSSL goes on
+ * after the first error and reports the last (with CRLs on, a stranger's or a broken chain
+ * mostly ends as UNABLE_TO_GET_CRL or UNSPECIFIED), so the chain itself is read first:
+ * where it leads (by signature, since a look-alike CA has the very same name), then its
+ * structure; only then is OpenSSL's code explained.
  */
 export function handshakeReason(
   code: string,
-  peer: PeerCertificate | undefined,
+  peer: X509Certificate | undefined,
   shown: PresentedCert | undefined,
   trust: TrustInfo,
   service: string,
 ): { reason: HandshakeReason; sentence: string } {
   const who = shown?.subject ? `the client's certificate (${shown.subject}, serial ${shown.serial})` : "the client's certificate";
   const trusted = `${service} trusts only: ${trust.describe}`;
-  if (!shown) {
+  if (!shown || !peer) {
     return { reason: "no_client_cert", sentence: `the client sent no certificate; every caller of ${service} must present one issued by the mesh CA (${trusted})` };
   }
-  if (code === "UNABLE_TO_GET_CRL" && !chainEndsInTrust(peer, trust)) code = "UNABLE_TO_GET_ISSUER_CERT";
-  if (UNKNOWN_CA.has(code)) {
-    if (shown.issuer && trust.subjects.includes(shown.issuer)) {
-      return { reason: "unknown_ca", sentence: `${who} names ${shown.issuer} as issuer, but its signature does not verify against the ${shown.issuer} this service trusts: another CA with the same name; ${trusted}` };
-    }
+  const path = pathOf(peer, trust);
+  const { anchor, name } = path;
+  if (anchor === "lookalike") {
+    return { reason: "unknown_ca", sentence: `${who} chains up to ${name}, but not to the ${name} this service trusts (the signature does not verify against its key): another CA with the same name; ${trusted}` };
+  }
+  if (anchor === "stranger") {
     return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, a CA this service does not trust; ${trusted}` };
+  }
+  const fault = chainFault(path.certs);
+  if (fault) return { reason: fault.reason, sentence: `${who} comes with a broken chain: ${fault.sentence}` };
+  if (UNKNOWN_CA.has(code)) {
+    return { reason: "unknown_ca", sentence: `${who} was signed by ${shown.issuer ?? "an unknown issuer"}, and its chain does not verify against the CAs this service trusts (${code}); ${trusted}` };
   }
   switch (code) {
     case "CERT_HAS_EXPIRED":
@@ -63,40 +77,46 @@ export function handshakeReason(
       return { reason: "revoked", sentence: `${who} has been revoked by the CA; issue the client a new certificate` };
     case "UNABLE_TO_GET_CRL":
       return { reason: "crl_missing", sentence: `no current CRL for ${shown.issuer} in ${service}'s crls.pem, so no certificate it issued can be checked; have the CA publish its CRLs` };
-    case "CRL_HAS_EXPIRED":
     case "CRL_NOT_YET_VALID":
+      // Re-signing would stamp another "now" from the CA's clock: the fix is the clocks.
+      return { reason: "crl_not_yet_valid", sentence: `the CRL of ${shown.issuer} that ${service} holds is dated later than ${service}'s clock, so no client can be checked: this host's clock is behind the CA's; check time sync (NTP) on both hosts (re-signing the CRLs does not help)` };
+    case "CRL_HAS_EXPIRED":
       return { reason: "crl_expired", sentence: `the CRL of ${shown.issuer} that ${service} holds is out of date, which locks every client out; have the CA re-sign its CRLs` };
     case "INVALID_PURPOSE":
-      return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer?.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
+      return { reason: "bad_certificate", sentence: `${who} may not be used for client authentication (${peer.ca ? "it is a CA certificate" : "its key usage or EKU does not allow it"})` };
     default:
-      return { reason: "tls_error", sentence: `${who} failed verification with ${code}` };
+      return { reason: "tls_error", sentence: `${who} failed OpenSSL's verification (${code || "no reason given"}); check it and the chain it was sent with: npm run ca -- verify --cert <file> --purpose client` };
   }
 }
 
-/** Walk the chain the peer sent (getPeerCertificate(true)) and see if it ends under a trusted CA. */
-function chainEndsInTrust(peer: PeerCertificate | undefined, trust: TrustInfo): boolean {
-  let c = peer as (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined;
-  for (let depth = 0; c && depth < 8; depth++) {
-    const issuer = formatName(c.issuer);
-    if (issuer && trust.subjects.includes(issuer)) return true;
-    if (!c.issuerCertificate || c.issuerCertificate === c) break;
-    c = c.issuerCertificate;
-  }
-  return false;
-}
+/** TLSSocket.getProtocol() names of the versions below the mesh's minimum. */
+const OLD_VERSIONS: Record<string, string> = { SSLv3: "SSL 3.0", TLSv1: "TLS 1.0", "TLSv1.1": "TLS 1.1" };
 
 /** Alerts a client sends when it will not accept the server's certificate. */
 const PEER_REFUSED_US = new Set(["ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED"]);
 
 /** Errors surfacing in `tlsClientError`: the peer never got as far as presenting anything. */
-export function clientErrorReason(err: NodeJS.ErrnoException, own?: { subject: string; issuer: string; serial: string }): { reason: HandshakeReason; sentence: string } {
+export function clientErrorReason(
+  err: NodeJS.ErrnoException,
+  own?: { subject: string; issuer: string; serial: string },
+  seen: { protocol?: string | null; handshakeTimeoutMs?: number } = {},
+): { reason: HandshakeReason; sentence: string } {
   const code = err.code ?? "";
+  if (code === "ERR_SSL_UNSUPPORTED_PROTOCOL") {
+    // OpenSSL records the version the client asked for before it refuses it.
+    const offered = OLD_VERSIONS[seen.protocol ?? ""];
+    return { reason: "old_tls_version", sentence: `the client offered ${offered ?? "only a TLS version older than 1.2"}; the mesh requires TLS 1.2 or later: upgrade the client or its TLS settings` };
+  }
   if (PEER_REFUSED_US.has(code)) {
     const ours = own ? `this service's certificate (${own.subject}, serial ${own.serial}, issued by ${own.issuer})` : "this service's certificate";
     return { reason: "server_cert_rejected", sentence: `the client refused ${ours} (${code}): it does not trust the CA that signed it; every client must trust that CA (npm run ca -- bundle) before a service presents a certificate from it` };
   }
+  if (code === "ERR_SSL_NO_SHARED_CIPHER") {
+    return { reason: "no_shared_cipher", sentence: "the client offered no cipher suite the mesh accepts (TLS 1.2 needs ECDHE with AES-GCM or ChaCha20-Poly1305, never CBC or SHA-1; TLS 1.3 needs nothing more): upgrade the client or its TLS settings" };
+  }
   if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") {
-    return { reason: "handshake_timeout", sentence: "the client opened a connection but did not complete a TLS handshake in time; dropped" };
+    const within = seen.handshakeTimeoutMs === undefined ? "in time" : `in ${seen.handshakeTimeoutMs / 1000} s`;
+    return { reason: "handshake_timeout", sentence: `the client opened a connection but did not complete a TLS handshake ${within}; dropped` };
   }
   if (code === "ERR_SSL_HTTP_REQUEST") {
     return { reason: "protocol", sentence: "the client spoke plain HTTP to a TLS port; use https:// with a client certificate" };
@@ -130,7 +150,12 @@ export type UpstreamReason =
   | "upstream_down"
   | "rejected_in_handshake"
   | "server_untrusted"
+  | "server_revoked"
+  | "server_crl_missing"
+  | "server_crl_expired"
+  | "server_crl_not_yet_valid"
   | "server_cert_expired"
+  | "server_tls_mismatch"
   | "server_name_mismatch"
   | "timeout"
   | "forbidden"
@@ -153,6 +178,21 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
   if (has("ECONNREFUSED")) return { reason: "upstream_down", code, sentence: `nothing listens at ${addr}; is ${upstream} running?` };
   if (has("UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT", "UNABLE_TO_GET_ISSUER_CERT")) {
     return { reason: "server_untrusted", code, sentence: `${upstream}'s certificate at ${addr} was not issued by a CA in our trust bundle` };
+  }
+  if (has("CERT_REVOKED")) {
+    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new certificate (npm run ca -- issue --domain ${upstream}.internal)` };
+  }
+  if (has("UNABLE_TO_GET_CRL")) {
+    return { reason: "server_crl_missing", code, sentence: `no current CRL for the CA that signed ${upstream}'s certificate is in our crls.pem, so it cannot be checked and the call was refused; have the CA publish its CRLs (npm run ca -- crl)` };
+  }
+  if (has("CRL_HAS_EXPIRED")) {
+    return { reason: "server_crl_expired", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is past its nextUpdate, so the call was refused; have the CA re-sign its CRLs (npm run ca -- crl)` };
+  }
+  if (has("CRL_NOT_YET_VALID")) {
+    return { reason: "server_crl_not_yet_valid", code, sentence: `the CRL we hold for the CA that signed ${upstream}'s certificate is dated later than our clock, so the call was refused: this host's clock is behind the CA's: check time sync (NTP) on both hosts (re-signing the CRLs does not help)` };
+  }
+  if (has("ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE", "ERR_SSL_NO_SHARED_CIPHER", "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION", "ERR_SSL_UNSUPPORTED_PROTOCOL")) {
+    return { reason: "server_tls_mismatch", code, sentence: `${upstream} at ${addr} and this service agreed on no TLS version or cipher suite (the mesh allows TLS 1.2 or later, and in TLS 1.2 only ECDHE suites with AES-GCM or ChaCha20-Poly1305); is something else listening there, or is ${upstream} configured otherwise?` };
   }
   if (has("CERT_HAS_EXPIRED")) return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
   if (has("ERR_TLS_CERT_ALTNAME_INVALID")) {

@@ -1,38 +1,9 @@
 // The serial numbers a set of CRLs revokes, read straight from their DER. A
 // service needs them to close keep-alive connections of a peer revoked while
 // connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
+import type { DetailedPeerCertificate } from "node:tls";
 import { normaliseSerial } from "./identity.ts";
-
-interface Tlv {
-  tag: number;
-  start: number; // first byte of the value
-  end: number; // one past the last byte
-}
-
-function readTlv(b: Uint8Array, at: number): Tlv {
-  const tag = b[at]!;
-  let len = b[at + 1]!;
-  let start = at + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4) throw new Error("unsupported DER length");
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!;
-    start += n;
-  }
-  if (start + len > b.length) throw new Error("truncated DER");
-  return { tag, start, end: start + len };
-}
-
-function children(b: Uint8Array, parent: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  for (let at = parent.start; at < parent.end; ) {
-    const t = readTlv(b, at);
-    out.push(t);
-    at = t.end;
-  }
-  return out;
-}
+import { children, readTlv } from "./der.ts";
 
 /**
  * Revoked serials of one DER CRL: CertificateList → tbsCertList → revokedCertificates
@@ -63,4 +34,37 @@ export function revokedSet(pems: readonly string[]): Set<string> {
     for (const s of revokedSerials(der)) out.add(s);
   }
   return out;
+}
+
+/** What a connection's re-check needs from the current trust (see TrustInfo). */
+export interface CurrentTrust {
+  readonly fingerprints: ReadonlySet<string>;
+  readonly revoked: ReadonlySet<string>;
+}
+
+/**
+ * Why a peer verified at its handshake is no longer accepted under `trust`, or undefined.
+ * `chain` is what getPeerCertificate(true) gives for the connection: the chain as
+ * verified then, completed with the root from the socket's own context. Used by both
+ * sides: the server for its callers, the client for its callees.
+ */
+export function withdrawn(chain: DetailedPeerCertificate, trust: CurrentTrust): string | undefined {
+  const { serials, anchor } = verifiedChain(chain);
+  if (anchor !== undefined && !trust.fingerprints.has(anchor)) return "its CA is no longer trusted";
+  if (serials.some((x) => trust.revoked.has(x))) return "its certificate was revoked";
+  return undefined;
+}
+
+/** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
+function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
+  const serials: string[] = [];
+  let c: DetailedPeerCertificate | undefined = cert;
+  for (let depth = 0; c && depth < 8; depth++) {
+    serials.push(normaliseSerial(c.serialNumber));
+    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
+      return { serials, anchor: c.fingerprint256 };
+    }
+    c = c.issuerCertificate;
+  }
+  return { serials, anchor: undefined };
 }

@@ -3,11 +3,12 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
-import type { DetailedPeerCertificate, TLSSocket, SecureContextOptions } from "node:tls";
+import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
-import { identityOf, normaliseSerial, presented, type PeerIdentity } from "./identity.ts";
+import { identityOf, presented, type PeerIdentity } from "./identity.ts";
+import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
-import type { TlsMaterial } from "./material.ts";
+import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
@@ -151,7 +152,7 @@ export class MeshServer {
    * they are passed whole every time.
    */
   private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false } {
-    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", requestCert: true, rejectUnauthorized: false };
+    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false };
   }
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {
@@ -194,14 +195,12 @@ export class MeshServer {
 
   /** Closes, at once, connections whose peer the current trust bundle and CRLs no longer accept. */
   private closeInvalidated(): number {
-    const { fingerprints, revoked } = this.material.trust;
     const closed: string[] = [];
     for (const s of this.sockets) {
       const p = this.peers.get(s);
       if (!p) continue;
       // The chain as verified at the handshake: the socket keeps the context it was made with.
-      const { serials, anchor } = verifiedChain(s.getPeerCertificate(true));
-      const why = anchor !== undefined && !fingerprints.has(anchor) ? "its CA is no longer trusted" : serials.some((x) => revoked.has(x)) ? "its certificate was revoked" : undefined;
+      const why = withdrawn(s.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${p.identity.name} (${why})`);
       s.destroy();
@@ -253,10 +252,9 @@ export class MeshServer {
   private onSecureConnection(sock: TLSSocket): void {
     const remote = `${sock.remoteAddress}:${sock.remotePort}`;
     if (!sock.authorized) {
-      const chain = sock.getPeerCertificate(true);
-      const shown = presented(chain);
+      const shown = presented(sock.getPeerCertificate());
       const code = String(sock.authorizationError ?? "UNKNOWN");
-      const { reason, sentence } = handshakeReason(code, chain, shown, this.material.trust, this.opts.service);
+      const { reason, sentence } = handshakeReason(code, sock.getPeerX509Certificate(), shown, this.material.trust, this.opts.service);
       this.refuse(sock, reason, sentence, remote, code, shown);
       return;
     }
@@ -280,7 +278,7 @@ export class MeshServer {
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
-    const { reason, sentence } = clientErrorReason(err, this.material.leaf);
+    const { reason, sentence } = clientErrorReason(err, this.material.leaf, { protocol: sock.getProtocol(), handshakeTimeoutMs: this.limits.handshakeTimeoutMs });
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
     this.opts.metrics?.handshakeRefused(reason);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
@@ -320,6 +318,14 @@ export class MeshServer {
   /** After the handshake: a request that is too slow, too large or not HTTP at all. */
   private onClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
     const peer = this.peers.get(sock);
+    // https re-emits every tlsClientError as clientError: a peer that never got past the
+    // handshake is onTlsClientError's to log (one failure, one line), and there is no HTTP
+    // to answer on a socket that does not speak TLS.
+    if (!peer) {
+      // onTlsClientError (listening after https) logs and destroys it within this tick.
+      setImmediate(() => sock.destroyed || sock.destroy());
+      return;
+    }
     // A peer that went away mid-request: nobody to answer, nothing to act on.
     if (err.code !== "ECONNRESET") {
       const { reason, status, sentence } = httpErrorReason(err, this.limits);
@@ -463,20 +469,6 @@ function send(res: ServerResponse, peer: PeerState, status: number, body: unknow
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
-}
-
-/** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
-function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
-  const serials: string[] = [];
-  let c: DetailedPeerCertificate | undefined = cert;
-  for (let depth = 0; c && depth < 8; depth++) {
-    serials.push(normaliseSerial(c.serialNumber));
-    if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
-      return { serials, anchor: c.fingerprint256 };
-    }
-    c = c.issuerCertificate;
-  }
-  return { serials, anchor: undefined };
 }
 
 function hasBody(req: IncomingMessage): boolean {

@@ -160,11 +160,17 @@ test("revocation takes effect without a restart: new connections refused as revo
   assert.equal(still.statusCode, 200);
   await still.body.text();
 
-  // order's calls to the revoked inventory fail with a reason, not a hang.
+  // order's calls to the revoked inventory fail with a reason, not a hang: a caller checks
+  // its callee against the CRLs too (issue 8, item 1).
   since = ord.logs.lines.length;
   const o = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
   assert.ok("status" in o);
-  assert.equal(o.status, 201, "inventory still serves order: only inventory's own certificate was revoked");
+  assert.equal(o.status, 502, "order refuses the revoked inventory");
+  assert.equal(o.body.reason, "server_revoked");
+  // inventory gets a fresh certificate, so what follows is about order's revocation alone.
+  since = inv.logs.lines.length;
+  await pki.ca.issue({ domain: "inventory.internal" });
+  await inv.logs.wait((x) => x.event === "tls.reloaded" && x.certChanged === true, 5_000, since);
 
   // Now revoke order: its keep-alive connection is closed, its next connection refused,
   // and its own calls to payment fail as `rejected_in_handshake`.
