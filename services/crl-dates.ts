@@ -1,6 +1,7 @@
 // When the CRLs a service holds stop being valid: issuer, thisUpdate and nextUpdate read
 // from each CRL's DER (Node parses no CRLs), and which of them lapse soon or have lapsed.
 // A lapsed CRL makes OpenSSL refuse every certificate its CA issued (CRL_HAS_EXPIRED).
+import { children, readTlv, type Tlv } from "./der.ts";
 
 export interface CrlDates {
   /** "CN=Mesh Dev CA" style, the attributes in the order the CRL names them. */
@@ -20,38 +21,6 @@ export interface CrlDeadline {
 
 /** Warn this many days before a CRL's nextUpdate. */
 export const CRL_WARN_DAYS = 7;
-
-interface Tlv {
-  readonly tag: number;
-  readonly start: number;
-  readonly end: number;
-}
-
-function tlv(b: Uint8Array, at: number, within = b.length): Tlv {
-  if (at + 2 > within) throw new Error("truncated DER");
-  const tag = b[at]!;
-  let len = b[at + 1]!;
-  let start = at + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4 || start + n > within) throw new Error("unsupported DER length");
-    len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!;
-    start += n;
-  }
-  if (start + len > within) throw new Error("truncated DER");
-  return { tag, start, end: start + len };
-}
-
-function children(b: Uint8Array, parent: Tlv): Tlv[] {
-  const out: Tlv[] = [];
-  for (let at = parent.start; at < parent.end; ) {
-    const t = tlv(b, at, parent.end);
-    out.push(t);
-    at = t.end;
-  }
-  return out;
-}
 
 const ATTRIBUTES: Record<string, string> = { "550403": "CN", "55040a": "O", "55040b": "OU", "550406": "C", "550407": "L", "550408": "ST" };
 
@@ -84,7 +53,7 @@ const isTime = (t: Tlv | undefined): t is Tlv => t !== undefined && (t.tag === 0
 
 /** Issuer and validity of one DER CRL (RFC 5280 5.1: tbsCertList's issuer, thisUpdate, nextUpdate). */
 export function crlDates(der: Uint8Array): CrlDates {
-  const list = tlv(der, 0);
+  const list = readTlv(der, 0);
   const tbs = children(der, list)[0];
   if (!tbs || tbs.tag !== 0x30) throw new Error("not a CRL");
   const fields = children(der, tbs);

@@ -255,6 +255,8 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
   } finally {
     await pay.svc.close();
     writeFileSync(pki.policyFile, SEED_POLICY);
+    // Callers now refuse a revoked callee (server_revoked): the tests after this one need a good inventory.
+    await pki.ca.issue({ domain: "inventory.internal" });
   }
 });
 
