@@ -77,7 +77,12 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
     ca = await CertificateAuthority.open({ dir });
   } else {
     ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA" });
-    console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)})`);
+    // Leaves come from an intermediate, as in production: the root then signs only CAs and CRLs,
+    // and a service's chain file holds leaf + intermediate, which is what it sends. (With a leaf
+    // signed by the root itself, Node adds the root from the trust store to what a server sends.)
+    // Constrained to the mesh's domain: this CA cannot sign a name outside .internal.
+    const int = await ca.createIntermediate({ name: "Mesh Dev Issuing CA", permitDns: ["internal"] });
+    console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)}), issuing through "${int.name}" (.internal names only)`);
   }
   try {
     const soon = Date.now() + renewWithinDays * 86_400_000;

@@ -77,7 +77,7 @@ test("the page shows the three services, their identities and the policy, with n
     const card = page.locator(`[data-service="${s}"]`);
     await card.locator('[data-status="up"]').waitFor({ timeout: 10_000 });
     assert.match((await card.textContent()) ?? "", new RegExp(`${s}\\.internal`));
-    assert.match((await card.textContent()) ?? "", /Mesh Dev CA \(generation 1\)/);
+    assert.match((await card.textContent()) ?? "", /Mesh Dev Issuing CA \(generation 1\)/);
     await page.locator(`#graph [data-node="${s}"]`).waitFor();
   }
   assert.match((await page.locator('[data-cell="order>payment"]').textContent()) ?? "", /allow · payment\.accepts/);
