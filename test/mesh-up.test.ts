@@ -72,6 +72,10 @@ test("mesh:up from nothing, probed, curled, stopped with SIGTERM; a second run r
   assert.equal((up.out().match(/^issued /gm) ?? []).length, 4);
   for (const s of ["order", "payment", "inventory"]) assert.ok(state.ports[s]! > 0);
 
+  // What payment sends in the handshake: its leaf and the issuing intermediate, never the root.
+  const shown = await run("sh", ["-c", `openssl s_client -connect 127.0.0.1:${state.ports.payment} -servername payment.internal -showcerts </dev/null`]);
+  const sent = [...shown.out.matchAll(/^ *\d+ s:(.*)$/gm)].map((m) => m[1]!.trim());
+  assert.deepEqual(sent, ["CN = payment.internal", "CN = Mesh Dev Issuing CA"], shown.out);
   const probe = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", join(tmp, "logs")]);
   assert.equal(probe.code, 0, probe.out);
   assert.match(probe.out, /the mesh does what the policy says/);
