@@ -115,7 +115,8 @@ export async function build() {
   const inputs = [...Object.keys(result.metafile.inputs), relative(ROOT, fileURLToPath(import.meta.url))].map((file) => {
     const s = stamp(join(ROOT, file)) ?? [0, -1];
     // Changed while esbuild read it: record it as unknown so that the next run rebuilds.
-    return s[0] >= started - 1000 ? [file, -1, -1] : [file, ...s];
+    // (File times come from a coarse kernel clock, a few ms behind Date.now(): hence the margin.)
+    return s[0] >= started - 100 ? [file, -1, -1] : [file, ...s];
   });
   const tmpPointer = `${POINTER}.${process.pid}.${randomBytes(4).toString("hex")}`;
   writeFileSync(tmpPointer, JSON.stringify({ id, root: ROOT, built: new Date().toISOString(), inputs }) + "\n");
