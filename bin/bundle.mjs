@@ -2,6 +2,7 @@
 // in .build/ (git-ignored) and rebuilds it whenever a source file it was built from changed,
 // so running compiled code never runs stale code. Plain JavaScript: it must run before any
 // TypeScript can. `node bin/bundle.mjs` builds now (npm's prepare script runs it).
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -133,16 +134,28 @@ function removeOld(keep) {
   }
 }
 
-/** The build to run: the current one, or a fresh one when any source changed. */
-export async function ensureBuild() {
-  return currentBuild() ?? (await build());
+/**
+ * The build to run: the current one, or a fresh one when any source changed. The rebuild runs
+ * in a child process, so that a service started from a stale build does not keep esbuild's
+ * JavaScript side in its memory for its lifetime.
+ */
+export function ensureBuild() {
+  const current = currentBuild();
+  if (current) return current;
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--quiet"], { stdio: ["ignore", "ignore", "inherit"] });
+  const built = r.status === 0 ? currentBuild() : null;
+  if (!built) {
+    process.stderr.write(`error: could not compile ${ENTRIES.join(", ")} (run: node bin/bundle.mjs)\n`);
+    process.exit(70);
+  }
+  return built;
 }
 
 /** Runs one entry point (e.g. "ca/cli.ts") from the bundle, in this process. */
 export async function runEntry(entry) {
   // Only with MESH_DEBUG are stack traces shown; then they should name the .ts sources.
   if (process.env.MESH_DEBUG) process.setSourceMapsEnabled(true);
-  const { dir } = await ensureBuild();
+  const { dir } = ensureBuild();
   await import(pathToFileURL(join(dir, outName(entry))).href);
 }
 
@@ -154,7 +167,13 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.exitCode = fresh ? 0 : 1;
   } else {
     const t = performance.now();
-    const b = await build();
-    console.log(`built ${ENTRIES.join(", ")} into ${relative(ROOT, b.dir)}/ in ${Math.round(performance.now() - t)} ms`);
+    try {
+      const b = await build();
+      if (!process.argv.includes("--quiet")) console.log(`built ${ENTRIES.join(", ")} into ${relative(ROOT, b.dir)}/ in ${Math.round(performance.now() - t)} ms`);
+    } catch (err) {
+      // esbuild's message names the file, line and column of each error.
+      process.stderr.write(`${err.message}\n`);
+      process.exitCode = 1;
+    }
   }
 }

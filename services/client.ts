@@ -1,6 +1,7 @@
 // Calls from one service to another over mTLS: one undici Agent per own identity, dialing
 // 127.0.0.1 with the callee's DNS name as SNI and for the server-certificate check.
-import { Agent, Pool, type Dispatcher } from "undici";
+import { createRequire } from "node:module";
+import type { Agent, Dispatcher, Pool } from "undici";
 import type { TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
@@ -8,6 +9,9 @@ import { dnsName } from "./names.ts";
 import { upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect } from "node:tls";
 import { presented, type PresentedCert } from "./identity.ts";
+
+// undici adds about 20 MB to a process that loads it: only a service that calls another does.
+const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
 
 export interface UpstreamReply {
   readonly status: number;
@@ -25,7 +29,8 @@ export interface UpstreamOptions {
 }
 
 export class Upstreams {
-  private agent: Agent;
+  /** Absent while this service calls no one. */
+  private agent: Agent | undefined;
   private readonly timeoutMs: number;
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
@@ -41,10 +46,11 @@ export class Upstreams {
       this.servernames.set(new URL(origin).origin, dnsName(name));
     }
     this.material = material;
-    this.agent = this.build(material);
+    this.agent = this.origins.size > 0 ? this.build(material) : undefined;
   }
 
   private build(m: TlsMaterial): Agent {
+    const { Agent, Pool } = loadUndici();
     const timeout = this.timeoutMs;
     return new Agent({
       // No session cache: every new connection shows our certificate again, so a revocation
@@ -65,9 +71,9 @@ export class Upstreams {
   /** New own certificate or new trust: new connections use it; in-flight calls finish on the old agent. */
   setMaterial(m: TlsMaterial): void {
     const old = this.agent;
-    this.agent = this.build(m);
+    this.agent = this.origins.size > 0 ? this.build(m) : undefined;
     this.material = m;
-    old.close().catch(() => {});
+    old?.close().catch(() => {});
   }
 
   /**
@@ -86,7 +92,7 @@ export class Upstreams {
     let status: number;
     let parsed: unknown;
     try {
-      const res = await this.agent.request({
+      const res = await this.agent!.request({
         origin,
         method,
         path,
@@ -124,7 +130,7 @@ export class Upstreams {
   }
 
   close(): Promise<void> {
-    return this.agent.close();
+    return this.agent?.close() ?? Promise.resolve();
   }
 }
 
