@@ -225,13 +225,13 @@ function perRow(samples: number[][], extraRows: number): OpScaling {
 
 /** `list` spawned from the command line, start-up included, its table sent to /dev/null. */
 function cliList(smallDir: string, largeDir: string): CliScaling {
-  const args = (dir: string) => ["--import", "tsx", "ca/cli.ts", "list", "--dir", dir];
+  const args = (dir: string) => ["bin/ca.mjs", "list", "--dir", dir];
   const [small, large] = timeCommands([
     { label: `${SMALL_ROWS} rows`, cmd: process.execPath, args: args(smallDir) },
     { label: `${LARGE_ROWS} rows`, cmd: process.execPath, args: args(largeDir) },
   ], CLI_RUNS, REPO) as [CommandTiming, CommandTiming];
   const ratio = small.stats && large.stats ? large.stats.median / small.stats.median : undefined;
-  return { command: "node --import tsx ca/cli.ts list --dir X > /dev/null", small, large, ratio };
+  return { command: "node bin/ca.mjs list --dir X > /dev/null", small, large, ratio };
 }
 
 // --- the printed report -------------------------------------------------------
