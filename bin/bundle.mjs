@@ -15,6 +15,9 @@ export const ENTRIES = ["ca/cli.ts", "services/main.ts"];
 // Superseded builds stay this long: a process started from one may still import a lazy chunk.
 const KEEP_OLD_MS = 24 * 3600_000;
 
+/** How a missing file (a tsconfig.json that is not there) is recorded: its appearing is a change. */
+const GONE = [0, -1];
+
 /** [mtime, size] of a file, or null when it is gone. */
 function stamp(path) {
   try {
@@ -39,8 +42,8 @@ export function currentBuild() {
   }
   if (pointer.root !== ROOT || !Array.isArray(pointer.inputs)) return null;
   for (const [file, mtime, size] of pointer.inputs) {
-    const now = stamp(join(ROOT, file));
-    if (!now || now[0] !== mtime || now[1] !== size) return null;
+    const now = stamp(join(ROOT, file)) ?? GONE;
+    if (now[0] !== mtime || now[1] !== size) return null;
   }
   const dir = join(BUILD_DIR, pointer.id);
   if (!ENTRIES.every((e) => stamp(join(dir, outName(e))))) return null;
@@ -113,8 +116,9 @@ export async function build() {
       if (!stamp(dir)) throw err; // not another process's identical build: a real failure
     }
   }
-  const inputs = [...Object.keys(result.metafile.inputs), relative(ROOT, fileURLToPath(import.meta.url))].map((file) => {
-    const s = stamp(join(ROOT, file)) ?? [0, -1];
+  // Besides the sources: this file (the build's settings) and tsconfig.json, which esbuild reads too.
+  const inputs = [...Object.keys(result.metafile.inputs), relative(ROOT, fileURLToPath(import.meta.url)), "tsconfig.json"].map((file) => {
+    const s = stamp(join(ROOT, file)) ?? GONE;
     // Changed while esbuild read it: record it as unknown so that the next run rebuilds.
     // (File times come from a coarse kernel clock, a few ms behind Date.now(): hence the margin.)
     return s[0] >= started - 100 ? [file, -1, -1] : [file, ...s];

@@ -3,7 +3,7 @@
 // a temp folder, so the repository's own .build/ is never touched.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +18,7 @@ interface Copy {
 function copyOfSources(): Copy {
   const dir = mkdtempSync(join(tmpdir(), "mesh-build-"));
   for (const d of ["bin", "ca", "services"]) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
-  cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
+  for (const f of ["package.json", "tsconfig.json"]) cpSync(join(ROOT, f), join(dir, f));
   symlinkSync(realpathSync(join(ROOT, "node_modules")), join(dir, "node_modules"));
   return {
     dir,
@@ -106,4 +106,51 @@ test("list and status load no X.509 or ASN.1 library; signing commands do", (t) 
   const issue = c.run(["bin/ca.mjs", "issue", "--domain", "a.internal", "--dir", "pki"], { pre });
   assert.notEqual(issue.code, 0, "the hook refused nothing: this test proves nothing");
   assert.match(issue.stderr, /refused to load @peculiar\//);
+});
+
+/** Starts a service from the bundle; resolves with its first stdout line or, if it exits first, its stderr. */
+function startService(c: Copy, pre: string[], args: string[]): Promise<{ listening: boolean; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...pre, "bin/mesh-service.mjs", ...args], { cwd: c.dir, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (/"event":"listening"/.test(out)) {
+        child.kill("SIGKILL");
+        resolve({ listening: true, output: out });
+      }
+    });
+    child.stderr.on("data", (d) => (err += d));
+    child.on("close", () => resolve({ listening: false, output: err }));
+  });
+}
+
+test("a service that calls no other never loads undici; one that does, does", async (t) => {
+  const c = copyOfSources();
+  t.after(() => rmSync(c.dir, { recursive: true, force: true }));
+  for (const args of [["init", "--name", "Svc CA"], ["issue", "--domain", "payment.internal"], ["issue", "--domain", "order.internal"]]) {
+    const r = c.run(["bin/ca.mjs", ...args, "--dir", "pki"]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  writeFileSync(join(c.dir, "policy.toml"), `[payment]\naccepts = ["order"]\n`);
+  // undici is CommonJS: refuse it at require() (however it is reached) and as an ES import.
+  writeFileSync(join(c.dir, "no-undici.cjs"), `const Module = require("node:module");
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  if (request === "undici" || /[\\\\/]node_modules[\\\\/]undici[\\\\/]/.test(request)) throw new Error("refused to load undici");
+  return load.call(this, request, ...rest);
+};\n`);
+  writeFileSync(join(c.dir, "hooks.mjs"), `export async function resolve(spec, ctx, next) {
+  if (spec === "undici") throw new Error("refused to load undici");
+  return next(spec, ctx);
+}\n`);
+  writeFileSync(join(c.dir, "refuse.mjs"), `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`);
+  const pre = ["--require", "./no-undici.cjs", "--import", "./refuse.mjs"];
+  const common = ["--port", "0", "--pki", "pki", "--policy", "policy.toml"];
+  const payment = await startService(c, pre, ["--service", "payment", ...common]);
+  assert.ok(payment.listening, `payment did not start without undici: ${payment.output}`);
+  const order = await startService(c, pre, ["--service", "order", ...common, "--upstream", "payment=127.0.0.1:1"]);
+  assert.ok(!order.listening, "order started without undici: the refusal hooks prove nothing");
+  assert.match(order.output, /refused to load undici/);
 });
