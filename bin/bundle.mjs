@@ -144,15 +144,19 @@ function removeOld(keep) {
  * JavaScript side in its memory for its lifetime.
  */
 export function ensureBuild() {
-  const current = currentBuild();
-  if (current) return current;
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--quiet"], { stdio: ["ignore", "ignore", "inherit"] });
-  const built = r.status === 0 ? currentBuild() : null;
-  if (!built) {
-    process.stderr.write(`error: could not compile ${ENTRIES.join(", ")} (run: node bin/bundle.mjs)\n`);
-    process.exit(70);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const current = currentBuild();
+    if (current) return current;
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--quiet"], { stdio: ["ignore", "ignore", "inherit"] });
+    if (r.status !== 0) {
+      process.stderr.write(`error: could not compile ${ENTRIES.join(", ")} (run: node bin/bundle.mjs)\n`);
+      process.exit(70);
+    }
   }
-  return built;
+  // Sources kept changing while they were compiled (an editor saving, a checkout running):
+  // the newest build is at least as new as the sources were when this run started.
+  const { id } = JSON.parse(readFileSync(POINTER, "utf8"));
+  return { id, dir: join(BUILD_DIR, id) };
 }
 
 /** Runs one entry point (e.g. "ca/cli.ts") from the bundle, in this process. */
