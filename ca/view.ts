@@ -5,7 +5,7 @@ import { CRL_WARN_DAYS } from "./crl.ts";
 import { CaError } from "./errors.ts";
 import { Ledger, displayStatus, type IssuerRow } from "./ledger.ts";
 import type { LeafNames } from "./profiles.ts";
-import { Layout } from "./store.ts";
+import { Journal, Layout } from "./store.ts";
 
 // As in profiles.ts, which cannot be imported here: it loads @peculiar/x509.
 const DAY_MS = 86_400_000;
@@ -92,7 +92,10 @@ export class LedgerView {
 
   static open(opts: { dir: string; now?: () => Date }): LedgerView {
     const layout = new Layout(opts.dir);
-    return new LedgerView(layout, openLedger(layout), opts.now ?? (() => new Date()));
+    const ledger = openLedger(layout);
+    // Like every command, first finish (or discard) what a killed command left staged.
+    new Journal(layout).recover(ledger);
+    return new LedgerView(layout, ledger, opts.now ?? (() => new Date()));
   }
 
   close(): void {
