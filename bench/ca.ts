@@ -1,7 +1,7 @@
 // The CA part of `npm run bench`: issuance rate against bare WebCrypto, ledger
 // cost at 100 against 100,000 rows, and CLI start-up, each as a ratio to a baseline.
 import { randomBytes, webcrypto } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { CertificateAuthority } from "../ca/index.ts";
 import { fillLedger, type LedgerShape } from "./fill.ts";
 import { combineRates, interleaved, rateFor, stats, timeCommands, type CommandTiming, type Rate, type Stats } from "./measure.ts";
+import { cliStartupCost, printCliStartup, type CliStartup } from "./startup.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 
@@ -20,7 +21,6 @@ const LARGE_ROWS = 100_000;
 const OP_ROUNDS = 40; // section 2: issue and revoke samples per ledger size
 const LIST_ROUNDS = 9;
 const CLI_RUNS = 5;
-const STARTUP_RUNS = 7; // section 3
 const FLAT_TARGET = 2; // issue and revoke at 100,000 rows: at most 2× their cost at 100
 
 export interface IssuanceRate {
@@ -63,11 +63,6 @@ export interface LedgerScaling {
   ops: OpScaling[];
   /** Absent for the variant that skips it. */
   cli?: CliScaling;
-}
-
-export interface CliStartup {
-  baseline: CommandTiming;
-  commands: { timing: CommandTiming; ratio?: number; overheadMs?: number }[];
 }
 
 export interface CaBenchResult {
@@ -113,7 +108,7 @@ export async function runCaBench(): Promise<CaBenchResult> {
       ledgerScaling.push(result);
     }
 
-    const cliStartup = await cliStartupCost(join(root, "startup"), samplePem);
+    const cliStartup = await cliStartupCost(join(root, "startup"));
     printCliStartup(cliStartup);
 
     const seconds = (performance.now() - started) / 1000;
@@ -230,34 +225,13 @@ function perRow(samples: number[][], extraRows: number): OpScaling {
 
 /** `list` spawned from the command line, start-up included, its table sent to /dev/null. */
 function cliList(smallDir: string, largeDir: string): CliScaling {
-  const args = (dir: string) => ["--import", "tsx", "ca/cli.ts", "list", "--dir", dir];
+  const args = (dir: string) => ["bin/ca.mjs", "list", "--dir", dir];
   const [small, large] = timeCommands([
     { label: `${SMALL_ROWS} rows`, cmd: process.execPath, args: args(smallDir) },
     { label: `${LARGE_ROWS} rows`, cmd: process.execPath, args: args(largeDir) },
   ], CLI_RUNS, REPO) as [CommandTiming, CommandTiming];
   const ratio = small.stats && large.stats ? large.stats.median / small.stats.median : undefined;
-  return { command: "node --import tsx ca/cli.ts list --dir X > /dev/null", small, large, ratio };
-}
-
-// --- 3. CLI start-up ----------------------------------------------------------
-
-async function cliStartupCost(dir: string, pem: string): Promise<CliStartup> {
-  mkdirSync(dir, { recursive: true });
-  const ca = await filledCa(join(dir, "pki"), { rows: SMALL_ROWS, revoked: 1 }, pem);
-  const pki = ca.layout.dir;
-  ca.close();
-  const [baseline, ...commands] = timeCommands([
-    { label: "node -e 0", cmd: process.execPath, args: ["-e", "0"] },
-    { label: "node --import tsx ca/cli.ts list --dir <pki>", cmd: process.execPath, args: ["--import", "tsx", "ca/cli.ts", "list", "--dir", pki] },
-    { label: "npm run ca -- list --dir <pki>", cmd: "npm", args: ["run", "ca", "--", "list", "--dir", pki] },
-  ], STARTUP_RUNS, REPO) as [CommandTiming, ...CommandTiming[]];
-  return {
-    baseline,
-    commands: commands.map((timing) => {
-      if (!timing.stats || !baseline.stats) return { timing };
-      return { timing, ratio: timing.stats.median / baseline.stats.median, overheadMs: timing.stats.median - baseline.stats.median };
-    }),
-  };
+  return { command: "node bin/ca.mjs list --dir X > /dev/null", small, large, ratio };
 }
 
 // --- the printed report -------------------------------------------------------
@@ -289,12 +263,3 @@ function printLedgerScaling(s: LedgerScaling): void {
   if (c) console.log(col(["CLI list", timing(c.small), timing(c.large), c.ratio !== undefined ? times(c.ratio) : "—", c.command], w));
 }
 
-function printCliStartup(s: CliStartup): void {
-  console.log(`\n3. CLI start-up: wall time of one command against node -e 0 (median of ${STARTUP_RUNS}, ${SMALL_ROWS}-row pki)`);
-  const w = [46, 10, 8];
-  console.log(col([s.baseline.label, timing(s.baseline), "1.00×"], w));
-  for (const c of s.commands) {
-    const extra = c.overheadMs !== undefined ? `(+${ms(c.overheadMs)} over bare node)` : "";
-    console.log(col([c.timing.label, timing(c.timing), c.ratio !== undefined ? times(c.ratio) : "—", extra], w));
-  }
-}

@@ -94,6 +94,8 @@ export interface CommandTiming {
   label: string;
   /** Present when every measured run exited 0. */
   stats?: Stats;
+  /** Each measured run's wall time in ms, in round order: round i of every command ran side by side. */
+  samples?: number[];
   failed?: { status: number | null; error: string };
 }
 
@@ -109,6 +111,6 @@ export function timeCommands(commands: { label: string; cmd: string; args: strin
   return commands.map((c, i) => {
     const bad = samples[i]!.find((r) => r.status !== 0);
     if (bad) return { label: c.label, failed: { status: bad.status, error: bad.lastError } };
-    return { label: c.label, stats: stats(samples[i]!.map((r) => r.ms)) };
+    return { label: c.label, stats: stats(samples[i]!.map((r) => r.ms)), samples: samples[i]!.map((r) => r.ms) };
   });
 }

@@ -6,12 +6,15 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, existsSync,
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildSync } from "esbuild";
 import { CertificateAuthority } from "../ca/index.ts";
 import { printRss, printTables, ratios, rssReport, summarise, verdict, type PhaseRatios, type PhaseSummary, type RssReport, type Sample, type Verdict } from "./mesh-report.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
 const HAS_TASKSET = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
+/** Issue 8: a mesh service at rest within 1.3× the resident memory of the bare server. */
+export const IDLE_RSS_TARGET = 1.3;
 
 type Load = Omit<Sample, "cpuUsPerReq"> & { serverTicks: number };
 
@@ -24,10 +27,13 @@ function rssMb(pid: number): number {
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
 }
 
-/** Start a server pinned to core 0; its stdout goes to a file we poll for `listening`. */
+/**
+ * Start a server pinned to core 0; its stdout goes to a file we poll for `listening`. Every
+ * server runs compiled JavaScript (no tsx loader in the process), as mesh:up runs services.
+ */
 async function startServer(args: string[], logFile: string): Promise<{ proc: ChildProcess; port: number; pid: number }> {
   const out = openSync(logFile, "w");
-  const [cmd, argv] = pinned(0, [process.execPath, "--import", "tsx", ...args]);
+  const [cmd, argv] = pinned(0, [process.execPath, ...args]);
   const proc = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", out, "inherit"] });
   closeSync(out);
   for (let i = 0; i < 200; i++) {
@@ -81,6 +87,8 @@ interface Started {
   /** Per phase, one sample per side-by-side round (ident and mesh only). */
   together: Sample[][];
   rss: number[]; // idle, then after each round
+  /** RSS a second after it started listening, before any request. */
+  startedRss?: number;
 }
 
 /**
@@ -95,6 +103,8 @@ async function measureAll(servers: Array<{ name: string; args: string[] }>, pki:
       const s = await startServer(sv.args, join(dir, `${sv.name}.log`));
       started.push({ name: sv.name, ...s, samples: PLAN.map(() => []), together: PLAN.map(() => []), rss: [] });
     }
+    await new Promise((r) => setTimeout(r, 1_000));
+    for (const st of started) st.startedRss = rssMb(st.pid);
     // Warm-up, so the first round does not pay for JIT compilation: the mesh has more code
     // to compile than the baselines, and counting that as per-request cost would be wrong.
     for (const st of started) {
@@ -146,6 +156,8 @@ export interface MeshBenchResult {
   pass: boolean;
   errors: number;
   rss: RssReport[];
+  /** Resident memory at rest, before any request: mesh ÷ bare, against IDLE_RSS_TARGET. */
+  idleRss: { bareMb: number; meshMb: number; ratio: number; target: number; pass: boolean };
 }
 
 export async function runMeshBench(opts: { seconds?: number; rounds?: number; pairedRounds?: number } = {}): Promise<MeshBenchResult> {
@@ -161,6 +173,9 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number; pa
     await ca.issue({ domain: "payment.internal" });
     await ca.issue({ domain: "order.internal" });
     ca.close();
+    // The baselines compiled like the service (bin/bundle.mjs), so that no server carries tsx.
+    const bareJs = join(dir, "mesh-bare.mjs");
+    buildSync({ entryPoints: [join(ROOT, "bench", "mesh-bare.ts")], bundle: true, platform: "node", format: "esm", target: "node20", outfile: bareJs, logLevel: "error" });
     const policy = join(dir, "mesh-policy.toml");
     writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
 
@@ -168,9 +183,9 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number; pa
     console.log(`\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), then ${pairedRounds} side-by-side rounds of ident and mesh; servers on core 0, load clients on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`);
     const runs = await measureAll(
       [
-        { name: "bare", args: ["bench/mesh-bare.ts", pki, "payment.internal"] },
-        { name: "ident", args: ["bench/mesh-bare.ts", "--identity", pki, "payment.internal"] },
-        { name: "mesh", args: ["services/main.ts", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy] },
+        { name: "bare", args: [bareJs, pki, "payment.internal"] },
+        { name: "ident", args: [bareJs, "--identity", pki, "payment.internal"] },
+        { name: "mesh", args: ["bin/mesh-service.mjs", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy] },
       ],
       pki,
       dir,
@@ -188,10 +203,12 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number; pa
     console.log(`errors: ${errors}; load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
     const rss = runs.map((r) => rssReport(r.name, r.rss));
     printRss(rss);
+    const idleRss = { bareMb: bare.startedRss!, meshMb: mesh.startedRss!, ratio: mesh.startedRss! / bare.startedRss!, target: IDLE_RSS_TARGET, pass: mesh.startedRss! / bare.startedRss! <= IDLE_RSS_TARGET };
+    console.log(`at rest, before any request: mesh ${idleRss.meshMb} MB ÷ bare ${idleRss.bareMb} MB = ${idleRss.ratio.toFixed(2)}×   target ≤ ${IDLE_RSS_TARGET}×  ${idleRss.pass ? "PASS" : "FAIL"}`);
     return {
       pinned: HAS_TASKSET, seconds, rounds, pairedRounds, loadAverage: { before: loadBefore, after: loadAfter },
       servers: Object.fromEntries(runs.map((r, i) => [r.name, summaries[i]!])),
-      ratios: rs, verdicts: vs, pass: vs.every((v) => v.pass), errors, rss,
+      ratios: rs, verdicts: vs, pass: vs.every((v) => v.pass), errors, rss, idleRss,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });

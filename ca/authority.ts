@@ -1,12 +1,12 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
 import { existsSync, mkdirSync } from "node:fs";
-import { buildCrl, CRL_VALID_DAYS, CRL_WARN_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
+import { buildCrl, CRL_VALID_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
-import { Ledger, displayStatus, type CertRow, type IssuerRow } from "./ledger.ts";
+import { Ledger, type CertRow, type IssuerRow } from "./ledger.ts";
 import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
@@ -15,6 +15,9 @@ import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Sign
 import { Journal, Layout, readStateFile } from "./store.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
+import { crlWarnings, generationsOf, listCerts, openLedger, signerIdOf, type Generation, type ListedCert } from "./view.ts";
+
+export type { Generation, ListedCert } from "./view.ts";
 
 export interface OpenOptions {
   dir: string;
@@ -57,30 +60,6 @@ export interface IssueOptions {
   ip?: string[];
   keyType?: KeyType | string;
   allowWildcard?: boolean;
-}
-
-export interface ListedCert {
-  serial: string;
-  domain: string;
-  sans: LeafNames;
-  status: "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED";
-  issued: string;
-  notBefore: string;
-  notAfter: string;
-  issuer: string;
-  issuerId: string;
-  generation: number;
-  keyType: string;
-  source: string;
-  revokedAt: string | null;
-  reason: string | null;
-  supersededBy: string | null;
-}
-
-export interface Generation {
-  generation: number;
-  root: IssuerRow;
-  intermediates: IssuerRow[];
 }
 
 export class CertificateAuthority {
@@ -146,10 +125,7 @@ export class CertificateAuthority {
 
   static async open(opts: OpenOptions): Promise<CertificateAuthority> {
     const layout = new Layout(opts.dir);
-    if (!existsSync(layout.ledger)) {
-      throw new CaError("NOT_INITIALISED", `the CA is not initialised in ${layout.dir} (run: npm run ca -- init --name "Acme Corp CA")`);
-    }
-    const ledger = Ledger.open(layout.ledger);
+    const ledger = openLedger(layout);
     const ca = new CertificateAuthority(layout, ledger, opts);
     ca.journal.recover(ledger);
     return ca;
@@ -166,9 +142,7 @@ export class CertificateAuthority {
   }
 
   signerId(): string {
-    const id = this.ledger.getMeta("signer");
-    if (!id) throw new CaError("CORRUPT", `the ledger ${this.layout.ledger} names no signing CA; restore it from a backup`);
-    return id;
+    return signerIdOf(this.ledger, this.layout);
   }
 
   issuerRow(id: string): IssuerRow {
@@ -203,12 +177,7 @@ export class CertificateAuthority {
   }
 
   generations(): Generation[] {
-    const rows = this.ledger.issuers();
-    return rows.filter((r) => r.kind === "root").map((root) => ({
-      generation: root.generation,
-      root,
-      intermediates: rows.filter((r) => r.kind === "intermediate" && r.generation === root.generation),
-    }));
+    return generationsOf(this.ledger);
   }
 
   /** The chain a leaf of this issuer is served with: every CA between it and the root. */
@@ -298,13 +267,7 @@ export class CertificateAuthority {
 
   /** CRLs whose nextUpdate is near or past, for the warnings every command prints. */
   crlWarnings(): string[] {
-    const now = this.now().getTime();
-    return this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).flatMap((r) => {
-      const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
-      if (left <= 0) return [`the CRL of ${r.name} lapsed on ${r.crl_next_update!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`];
-      if (left < CRL_WARN_DAYS) return [`the CRL of ${r.name} lapses in ${left.toFixed(1)} days (run: npm run ca -- crl)`];
-      return [];
-    });
+    return crlWarnings(this.ledger, this.now());
   }
 
   /**
@@ -387,14 +350,7 @@ export class CertificateAuthority {
 
   /** The ledger as a person or a script reads it: status derived from the clock. */
   list(opts: { all?: boolean } = {}): ListedCert[] {
-    const issuers = new Map(this.ledger.issuers().map((r) => [r.id, r]));
-    const now = this.now();
-    return this.ledger.list(opts).map((r) => ({
-      serial: r.serial, domain: r.name, sans: JSON.parse(r.sans) as LeafNames, status: displayStatus(r, now),
-      issued: r.created_at, notBefore: r.not_before, notAfter: r.not_after,
-      issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id, issuerId: r.issuer_id, generation: issuers.get(r.issuer_id)?.generation ?? 0,
-      keyType: r.key_type, source: r.source, revokedAt: r.revoked_at, reason: r.reason, supersededBy: r.superseded_by,
-    }));
+    return listCerts(this.ledger, this.now(), opts);
   }
 }
 

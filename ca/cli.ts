@@ -2,11 +2,12 @@
 // codes here and only here; an expected failure is one line, never a trace.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
-import { CertificateAuthority, type OpenOptions } from "./authority.ts";
+import type { CertificateAuthority, OpenOptions } from "./authority.ts";
 import { REVOCATION_REASONS } from "./crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
 import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
 import { KEY_TYPES } from "./keys.ts";
+import { LedgerView } from "./view.ts";
 
 const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
   VERIFY_FAILED: 1,
@@ -75,8 +76,21 @@ function openOptions(flags: StateFlags): OpenOptions {
   return { dir: flags.dir || "./pki", passphrase, now: clock() };
 }
 
+/** Like withCa, for commands that only read the ledger (ca/view.ts). */
+async function withView(flags: StateFlags, fn: (ca: LedgerView) => void): Promise<void> {
+  const view = LedgerView.open(openOptions(flags));
+  try {
+    fn(view);
+    for (const w of view.crlWarnings()) console.error(`warning: ${w}`);
+  } finally {
+    view.close();
+  }
+}
+
 /** Opens the CA, runs fn, prints CRL warnings, closes. */
 async function withCa(flags: StateFlags, fn: (ca: CertificateAuthority) => Promise<void> | void): Promise<void> {
+  // Imported here: the signing code's libraries take longer to load than list or status run.
+  const { CertificateAuthority } = await import("./authority.ts");
   const ca = await CertificateAuthority.open(openOptions(flags));
   try {
     await fn(ca);
@@ -160,6 +174,7 @@ export function buildProgram(): Command {
     `init --name "Acme Corp CA"`, `init --name "Acme Corp CA" --key-type ec-p384 --days 7300 --passphrase-file ca.pass`,
     `init --name "Acme Corp CA" --trust-domain acme.internal`,
   ]).action(async (o) => {
+    const { CertificateAuthority } = await import("./authority.ts");
     const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType, trustDomain: o.trustDomain });
     const root = ca.issuerRow("root-1");
     console.log(`Created the CA ${root.name} in ${shown(ca.layout.dir)}`);
@@ -203,7 +218,7 @@ export function buildProgram(): Command {
   help(stateful(program.command("list").description("every certificate with its status (VALID, EXPIRED, REVOKED, SUPERSEDED)"))
     .option("--json", "the ledger as JSON, for scripts")
     .option("--all", "include superseded certificates"), ["list", "list --all", "list --json | jq '.[] | select(.status == \"VALID\")'"])
-    .action((o) => withCa(o, (ca) => {
+    .action((o) => withView(o, (ca) => {
       const rows = ca.list({ all: o.all });
       if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
       else if (rows.length === 0) console.log(`No certificates yet (run: npm run ca -- issue --domain NAME)`);
@@ -327,7 +342,7 @@ export function buildProgram(): Command {
 
   help(stateful(program.command("status").description("generations, signing CA, bundle, CRL freshness, counts"))
     .option("--json", "as JSON"), ["status", "status --json"])
-    .action((o) => withCa(o, (ca) => {
+    .action((o) => withView(o, (ca) => {
       const signer = ca.signerId();
       const counts = ca.ledger.counts(ca.now().toISOString());
       const gens = ca.generations();

@@ -3,12 +3,9 @@
 // and a thisUpdate backdated like certificates' notBefore for peers whose clock is behind.
 // The list is assembled in linear time: @peculiar/x509's CRL generator costs
 // about a millisecond per entry, which would make revocation in a large CA slow.
-import { AsnConvert } from "@peculiar/asn1-schema";
-import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
 import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
 import { signingAlgorithm } from "./keys.ts";
-import { BACKDATE_MS, DAY_MS, type Signer } from "./profiles.ts";
-import { subtle, x509 } from "./x509.ts";
+import type { Signer } from "./profiles.ts";
 
 export const CRL_VALID_DAYS = 30;
 /** Commands warn when a CRL has less than this left before its nextUpdate. */
@@ -52,6 +49,10 @@ export function encodeEntries(entries: CrlEntry[]): Uint8Array<ArrayBuffer> {
  * `entries` are already-encoded revokedCertificates entries, concatenated.
  */
 export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; number: number; now: Date }): Promise<Uint8Array> {
+  // Loaded here: the CLI imports this module for its constants, and list and status never sign.
+  const [{ AsnConvert }, { CRLNumber, id_ce_cRLNumber }, { BACKDATE_MS, DAY_MS }, { subtle, x509 }] = await Promise.all([
+    import("@peculiar/asn1-schema"), import("@peculiar/asn1-x509"), import("./profiles.ts"), import("./x509.ts"),
+  ]);
   const { issuer, now } = opts;
   const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
   const algId = new Uint8Array(AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));

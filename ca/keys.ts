@@ -1,8 +1,11 @@
 // Key pairs: generation per key type, PKCS#8 PEM export (optionally encrypted
 // with a passphrase through node:crypto) and import back into WebCrypto.
-import { KeyObject, createPrivateKey, createPublicKey } from "node:crypto";
+import { KeyObject, createPrivateKey, createPublicKey, webcrypto } from "node:crypto";
 import { CaError, badInput } from "./errors.ts";
-import { subtle } from "./x509.ts";
+
+// Node's WebCrypto, as ./x509.ts hands it to @peculiar/x509; taken from there, this module
+// (and the CLI, for KEY_TYPES) would load that library on every command.
+const subtle = webcrypto.subtle as unknown as SubtleCrypto;
 
 export const KEY_TYPES = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"] as const;
 export type KeyType = (typeof KEY_TYPES)[number];

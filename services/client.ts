@@ -1,6 +1,7 @@
 // Calls from one service to another over mTLS: one undici Agent per own identity, dialing
 // 127.0.0.1 with the callee's DNS name as SNI and for the server-certificate check.
-import { Agent, Pool, buildConnector, type Dispatcher } from "undici";
+import { createRequire } from "node:module";
+import type { Agent, Dispatcher, Pool, buildConnector } from "undici";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
@@ -11,6 +12,9 @@ import { presented, type PresentedCert } from "./identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";
+
+// undici adds about 20 MB to a process that loads it: only a service that calls another does.
+const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
 
 export interface UpstreamReply {
   readonly status: number;
@@ -28,7 +32,8 @@ export interface UpstreamOptions {
 }
 
 export class Upstreams {
-  private agent: Agent;
+  /** Absent while this service calls no one (and then undici is never loaded). */
+  private agent: Agent | undefined;
   private readonly timeoutMs: number;
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
@@ -40,7 +45,7 @@ export class Upstreams {
 
   private material: TlsMaterial;
   /** Dials with the current material: a CRL reload applies to the next connection. */
-  private connector: buildConnector.connector;
+  private connector: buildConnector.connector | undefined;
 
   constructor(private readonly service: string, material: TlsMaterial, addrs: Readonly<Record<string, string>>, private readonly log: MeshLogger, opts: UpstreamOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
@@ -51,8 +56,10 @@ export class Upstreams {
       this.names.set(new URL(origin).origin, name);
     }
     this.material = material;
-    this.connector = this.connectorFor(material);
-    this.agent = this.build();
+    if (this.origins.size > 0) {
+      this.connector = this.connectorFor(material);
+      this.agent = this.build();
+    }
   }
 
   /**
@@ -64,10 +71,11 @@ export class Upstreams {
     const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
     // No session cache: every new connection shows our certificate again, so a revocation
     // or rotation is judged on the next connection, not on the next full handshake.
-    return buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });
+    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });
   }
 
   private build(): Agent {
+    const { Agent, Pool } = loadUndici();
     const timeout = this.timeoutMs;
     return new Agent({
       headersTimeout: timeout,
@@ -79,7 +87,7 @@ export class Upstreams {
         const servername = this.servernames.get(key);
         const upstream = this.names.get(key) ?? key;
         const connect: buildConnector.connector = (o, cb) =>
-          this.connector({ ...o, servername: o.servername || servername }, (err, sock) => {
+          this.connector!({ ...o, servername: o.servername || servername }, (err, sock) => {
             if (sock) this.track(sock as TLSSocket, upstream);
             cb(err, sock as never);
           });
@@ -103,6 +111,7 @@ export class Upstreams {
     const certChanged = m.certDigest !== this.material.certDigest;
     const trustChanged = m.trustDigest !== this.material.trustDigest;
     this.material = m;
+    if (!this.agent) return; // calls no one: nothing to dial or close
     this.connector = this.connectorFor(m);
     if (trustChanged) this.closeWithdrawn();
     if (certChanged) {
@@ -142,7 +151,7 @@ export class Upstreams {
     let status: number;
     let parsed: unknown;
     try {
-      const res = await this.agent.request({
+      const res = await this.agent!.request({
         origin,
         method,
         path,
@@ -198,7 +207,7 @@ export class Upstreams {
   }
 
   close(): Promise<void> {
-    return this.agent.close();
+    return this.agent?.close() ?? Promise.resolve();
   }
 }
 

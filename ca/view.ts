@@ -1,0 +1,120 @@
+// The CA as list and status read it: the ledger alone. This module loads no X.509 or
+// ASN.1 library, so those commands start in a fraction of the time (docs/bench.md).
+import { existsSync } from "node:fs";
+import { CRL_WARN_DAYS } from "./crl.ts";
+import { CaError } from "./errors.ts";
+import { Ledger, displayStatus, type IssuerRow } from "./ledger.ts";
+import type { LeafNames } from "./profiles.ts";
+import { Journal, Layout } from "./store.ts";
+
+// As in profiles.ts, which cannot be imported here: it loads @peculiar/x509.
+const DAY_MS = 86_400_000;
+
+export interface ListedCert {
+  serial: string;
+  domain: string;
+  sans: LeafNames;
+  status: "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED";
+  issued: string;
+  notBefore: string;
+  notAfter: string;
+  issuer: string;
+  issuerId: string;
+  generation: number;
+  keyType: string;
+  source: string;
+  revokedAt: string | null;
+  reason: string | null;
+  supersededBy: string | null;
+}
+
+export interface Generation {
+  generation: number;
+  root: IssuerRow;
+  intermediates: IssuerRow[];
+}
+
+export function openLedger(layout: Layout): Ledger {
+  if (!existsSync(layout.ledger)) {
+    throw new CaError("NOT_INITIALISED", `the CA is not initialised in ${layout.dir} (run: npm run ca -- init --name "Acme Corp CA")`);
+  }
+  return Ledger.open(layout.ledger);
+}
+
+export function signerIdOf(ledger: Ledger, layout: Layout): string {
+  const id = ledger.getMeta("signer");
+  if (!id) throw new CaError("CORRUPT", `the ledger ${layout.ledger} names no signing CA; restore it from a backup`);
+  return id;
+}
+
+export function generationsOf(ledger: Ledger): Generation[] {
+  const rows = ledger.issuers();
+  return rows.filter((r) => r.kind === "root").map((root) => ({
+    generation: root.generation,
+    root,
+    intermediates: rows.filter((r) => r.kind === "intermediate" && r.generation === root.generation),
+  }));
+}
+
+/** The ledger as a person or a script reads it: status derived from the clock. */
+export function listCerts(ledger: Ledger, now: Date, opts: { all?: boolean } = {}): ListedCert[] {
+  const issuers = new Map(ledger.issuers().map((r) => [r.id, r]));
+  return ledger.list(opts).map((r) => ({
+    serial: r.serial, domain: r.name, sans: JSON.parse(r.sans) as LeafNames, status: displayStatus(r, now),
+    issued: r.created_at, notBefore: r.not_before, notAfter: r.not_after,
+    issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id, issuerId: r.issuer_id, generation: issuers.get(r.issuer_id)?.generation ?? 0,
+    keyType: r.key_type, source: r.source, revokedAt: r.revoked_at, reason: r.reason, supersededBy: r.superseded_by,
+  }));
+}
+
+/** CRLs whose nextUpdate is near or past, for the warnings every command prints. */
+export function crlWarnings(ledger: Ledger, at: Date): string[] {
+  const now = at.getTime();
+  return ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).flatMap((r) => {
+    const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
+    if (left <= 0) return [`the CRL of ${r.name} lapsed on ${r.crl_next_update!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`];
+    if (left < CRL_WARN_DAYS) return [`the CRL of ${r.name} lapses in ${left.toFixed(1)} days (run: npm run ca -- crl)`];
+    return [];
+  });
+}
+
+/** A read-only CA for the commands that only read the ledger: the same answers as the CA's own methods. */
+export class LedgerView {
+  readonly layout: Layout;
+  readonly ledger: Ledger;
+  readonly now: () => Date;
+
+  private constructor(layout: Layout, ledger: Ledger, now: () => Date) {
+    this.layout = layout;
+    this.ledger = ledger;
+    this.now = now;
+  }
+
+  static open(opts: { dir: string; now?: () => Date }): LedgerView {
+    const layout = new Layout(opts.dir);
+    const ledger = openLedger(layout);
+    // Like every command, first finish (or discard) what a killed command left staged.
+    new Journal(layout).recover(ledger);
+    return new LedgerView(layout, ledger, opts.now ?? (() => new Date()));
+  }
+
+  close(): void {
+    this.ledger.close();
+  }
+
+  signerId(): string {
+    return signerIdOf(this.ledger, this.layout);
+  }
+
+  generations(): Generation[] {
+    return generationsOf(this.ledger);
+  }
+
+  list(opts: { all?: boolean } = {}): ListedCert[] {
+    return listCerts(this.ledger, this.now(), opts);
+  }
+
+  crlWarnings(): string[] {
+    return crlWarnings(this.ledger, this.now());
+  }
+}
