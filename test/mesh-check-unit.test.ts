@@ -92,6 +92,8 @@ test("clock skew: within the Date header's rounding ✓, 10 s ahead ‼, 6 minut
   assert.equal(behind.severity, "error");
   assert.match(behind.detail, /behind this host, more than the 5 minutes certificates are backdated/);
   assert.equal(byName(only(service({ admin: { date: undefined } })), "clock").severity, "error");
+  assert.match(byName(only(service()), "clock").detail, /^in step with this host, to the Date header's second \(Date: Tue, 01 Dec 2026 12:00:00 GMT\)$/);
+  assert.match(byName(only(service({ admin: { date: httpDate(NOW + 2_000) } })), "clock").detail, /^inventory's clock is 1\.0 s ahead of this host/);
 });
 
 test("a trust bundle other than bundle.pem is × with `npm run ca -- bundle`", () => {
@@ -156,6 +158,9 @@ test("the text report: ✓ lines, and under × or ‼ the sentence and the fix; 
   assert.match(text, /^✓ answers over mTLS: handshake as edge\.internal/m);
   assert.match(text, /Status check results are ×: 1 failed, 0 warnings, 16 checks/);
   assert.equal(printable("a\nb"), "a\\u000ab");
+  // A check that could not run for a failure above: one line, the fix is the one above it.
+  const down = renderText(checkMesh({ ca: CA, services: [service({ admin: { error: "ECONNREFUSED", metrics: undefined } })] }, NOW));
+  assert.match(down, /^× admin port answers\n {4}nothing answers on http:\/\/127\.0\.0\.1:7413: ECONNREFUSED\n {4}fix: npm run mesh:up\n× holds the CA's current trust bundle: not checked: its admin port 7413 does not serve \/metrics\n/m);
 });
 
 test("the metrics reader takes the format's escapes and skips lines that do not parse", () => {

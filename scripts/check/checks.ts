@@ -182,7 +182,7 @@ export function checkClock(s: ServiceFacts): Check {
   const secs = `${(Math.abs(skew) / 1000).toFixed(1)} s ${skew > 0 ? "ahead of" : "behind"} this host`;
   if (Math.abs(skew) > CLOCK_ERROR_MS) return check("clock", title, "error", `${s.name}'s clock is ${secs}, more than the 5 minutes certificates are backdated: fresh certificates look not yet valid, or expired ones valid`, "timedatectl set-ntp true");
   if (Math.abs(skew) > CLOCK_WARN_MS) return check("clock", title, "warning", `${s.name}'s clock is ${secs}`, "timedatectl set-ntp true");
-  return check("clock", title, "ok", `within ${((CLOCK_WARN_MS) / 1000).toFixed(0)} s of this host (Date: ${a.date})`);
+  return check("clock", title, "ok", `${skew === 0 ? "in step with this host, to the Date header's second" : secs} (Date: ${a.date})`);
 }
 
 export function checkService(s: ServiceFacts, ca: CaFacts, now: number): Check[] {

@@ -16,6 +16,8 @@ export function printable(s: string): string {
 function line(c: Check): string[] {
   const paint = c.severity === "ok" ? green : c.severity === "warning" ? yellow : red;
   if (c.severity === "ok") return [`${paint(MARK.ok)} ${c.title}: ${dim(printable(c.detail))}`];
+  // A check that depends on one that failed above: one line, since its fix is the one shown there.
+  if (c.detail.startsWith("not checked: ")) return [`${paint(MARK[c.severity])} ${c.title}: ${printable(c.detail)}`];
   const out = [`${paint(MARK[c.severity])} ${c.title}`, `    ${printable(c.detail)}`];
   if (c.fix) out.push(`    fix: ${bold(printable(c.fix))}`);
   return out;
