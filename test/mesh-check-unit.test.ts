@@ -160,7 +160,7 @@ test("the text report: ✓ lines, and under × or ‼ the sentence and the fix; 
   assert.equal(printable("a\nb"), "a\\u000ab");
   // A check that could not run for a failure above: one line, the fix is the one above it.
   const down = renderText(checkMesh({ ca: CA, services: [service({ admin: { error: "ECONNREFUSED", metrics: undefined } })] }, NOW));
-  assert.match(down, /^× admin port answers\n {4}nothing answers on http:\/\/127\.0\.0\.1:7413: ECONNREFUSED\n {4}fix: npm run mesh:up\n× holds the CA's current trust bundle: not checked: its admin port 7413 does not serve \/metrics\n/m);
+  assert.match(down, /^× admin port answers\n {4}nothing answers on http:\/\/127\.0\.0\.1:7413: ECONNREFUSED\n {4}fix: npm run mesh:up\n✓ certificate is valid: .*\n× holds the CA's current trust bundle: not checked: its admin port 7413 does not serve \/metrics\n/m);
 });
 
 test("the metrics reader takes the format's escapes and skips lines that do not parse", () => {
