@@ -139,6 +139,10 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
     assert.match(section(bad.out, s), new RegExp(`^× policy is the file on disk\\n {4}.*policy\\.toml on disk does not load \\(.*policy\\.toml:\\d+(:\\d+)?: .*\\), so ${s} keeps its previous policy.*\\n {4}fix: npm run mesh:logs -- --service ${s} --event policy\\.reload_failed --no-follow$`, "m"));
   }
 
+  // A valid edit is taken up, and mesh_policy_info follows it: clean again.
+  writeFileSync(policy, readFileSync(join(ROOT, "mesh-policy.toml"), "utf8") + "\n# edited by the test\n");
+  await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after a valid policy edit");
+
   // 5. A service gone (mesh:up then stops the others too): × "nothing listens", fix mesh:up.
   process.kill(state.pids.inventory!, "SIGKILL");
   await new Promise((r) => up!.once("exit", r));
