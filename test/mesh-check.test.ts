@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -155,4 +155,15 @@ test("mesh:check with no mesh to check: one line, exit 2", async () => {
   const r = await run(["scripts/mesh-check.ts", "--logs", join(tmp, "nowhere")]);
   assert.equal(r.code, 2);
   assert.match(r.out, /^mesh:check: no .*nowhere\/mesh\.json with the services' ports: is the mesh up\? \(npm run mesh:up\), or pass --logs\n$/);
+  // A mesh.json whose CA folder is gone: one line naming it, exit 2, nothing created there.
+  const logs = join(tmp, "stale-logs");
+  mkdirSync(logs);
+  writeFileSync(join(logs, "mesh.json"), JSON.stringify({ pki: join(tmp, "no-pki"), ports: { order: 1, payment: 2, inventory: 3 } }));
+  const noCa = await run(["scripts/mesh-check.ts", "--logs", logs]);
+  assert.equal(noCa.code, 2);
+  assert.match(noCa.out, /^mesh:check: no CA in .*no-pki: is the mesh up\? \(npm run mesh:up\), or pass --pki\n$/);
+  assert.equal(existsSync(join(tmp, "no-pki")), false);
+  const flag = await run(["scripts/mesh-check.ts", "--bogus"]);
+  assert.equal(flag.code, 2);
+  assert.doesNotMatch(flag.out, /\n\s+at /);
 });
