@@ -88,6 +88,10 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   for (const l of marks) assert.match(l, /^✓ /);
   assert.match(section(clean.out, "payment"), /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev CA, generation 1$/m);
   assert.match(clean.out, /Status check results are ✓: 23 checks/);
+  // As a caller the policy allows where there is one, so checking leaves no denial in the logs; edge's 403 where there is none.
+  assert.match(section(clean.out, "payment"), /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m);
+  assert.match(section(clean.out, "order"), /^✓ answers over mTLS: handshake as edge\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 403 \(order\.accepts: /m);
+  for (const s of ["payment", "inventory"]) assert.doesNotMatch(readFileSync(join(tmp, "logs", `${s}.log`), "utf8"), /"event":"authz\.denied"/);
 
   // --json: the stable shape, the same verdicts.
   const json = await meshCheck("--json");

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../../ca/index.ts";
 import { normalSerial } from "../../ca/x509.ts";
-import { loadPolicy } from "../../services/policy.ts";
+import { decide, loadPolicy, type Policy } from "../../services/policy.ts";
 import { pemBlocks } from "../../services/material.ts";
 import { crlsDigest } from "../../services/metrics.ts";
 import { messageOf } from "../../services/errors.ts";
@@ -31,6 +31,7 @@ export interface Target {
 
 interface Identity {
   readonly dns: string;
+  readonly short: string;
   readonly cert: Buffer;
   readonly key: Buffer;
 }
@@ -38,7 +39,7 @@ interface Identity {
 interface CaState {
   readonly facts: CaFacts;
   readonly ledger: ReadonlyMap<string, LedgerCert>;
-  readonly identity: Identity | null;
+  readonly identityFor: (service: string) => Identity | null;
   readonly bundle: Buffer;
   readonly crls: string[];
 }
@@ -48,64 +49,65 @@ const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("he
 /** Thrown for what makes checking impossible (no CA, no bundle): the CLI exits 2 with it. */
 export class CheckSetupError extends Error {}
 
-function readCa(dir: string, policyFile: string): Promise<CaState> {
-  return (async () => {
-    if (!CertificateAuthority.exists(dir)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
-    const ca = await CertificateAuthority.open({ dir });
+async function readCa(dir: string, policyFile: string): Promise<CaState> {
+  if (!CertificateAuthority.exists(dir)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
+  const ca = await CertificateAuthority.open({ dir });
+  try {
+    const read = (path: string, what: string) => {
+      try {
+        return readFileSync(path);
+      } catch (e) {
+        throw new CheckSetupError(`cannot read the CA's ${what} ${path}: ${messageOf(e)} (npm run ca -- ${what === "trust bundle" ? "bundle" : "crl"} writes it)`);
+      }
+    };
+    const bundle = read(ca.paths.bundle, "trust bundle");
+    const crls = pemBlocks(read(ca.paths.crls, "CRL file").toString("utf8"), "X509 CRL");
+    let policyText: Buffer;
     try {
-      const read = (path: string, what: string) => {
-        try {
-          return readFileSync(path);
-        } catch (e) {
-          throw new CheckSetupError(`cannot read the CA's ${what} ${path}: ${messageOf(e)} (npm run ca -- ${what === "trust bundle" ? "bundle" : "crl"} writes it)`);
-        }
-      };
-      const bundle = read(ca.paths.bundle, "trust bundle");
-      const crls = pemBlocks(read(ca.paths.crls, "CRL file").toString("utf8"), "X509 CRL");
-      let policyText: Buffer;
-      try {
-        policyText = readFileSync(policyFile);
-      } catch (e) {
-        throw new CheckSetupError(`cannot read the policy file ${policyFile}: ${messageOf(e)} (pass --policy)`);
-      }
-      let policyError: string | undefined;
-      try {
-        loadPolicy(policyFile);
-      } catch (e) {
-        policyError = messageOf(e);
-      }
-      const ledger = new Map<string, LedgerCert>();
-      for (const c of ca.list({ all: true })) {
-        ledger.set(c.serial, { serial: c.serial, domain: c.domain, status: c.status, issuer: c.issuer, generation: c.generation, revokedAt: c.revokedAt, reason: c.reason, supersededBy: c.supersededBy });
-      }
-      // The identity mesh:check shows in its handshakes: edge first (it stands for an operator), one the CA still vouches for.
-      let identity: Identity | null = null;
-      for (const short of ["edge", ...CALLERS.filter((c) => c !== "edge")]) {
-        const dns = `${short}.internal`;
-        const files = ca.paths.leaf(dns);
-        if (!existsSync(files.cert) || !existsSync(files.key)) continue;
-        try {
-          const cert = readFileSync(files.cert);
-          const row = ledger.get(normalSerial(new X509Certificate(cert).serialNumber));
-          if (row?.status !== "VALID") continue;
-          identity = { dns, cert, key: readFileSync(files.key) };
-          break;
-        } catch {
-          continue; // unreadable or not a certificate: try the next identity
-        }
-      }
-      const issuers = ca.ledger.issuers().map((r) => ({ id: r.id, kind: r.kind, name: r.name, generation: r.generation, state: r.state, notBefore: r.not_before, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
-      const facts: CaFacts = { dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers };
-      return { facts, ledger, identity, bundle, crls };
-    } finally {
-      ca.close();
+      policyText = readFileSync(policyFile);
+    } catch (e) {
+      throw new CheckSetupError(`cannot read the policy file ${policyFile}: ${messageOf(e)} (pass --policy)`);
     }
-  })();
+    let policyError: string | undefined;
+    let policy: Policy | undefined;
+    try {
+      policy = loadPolicy(policyFile);
+    } catch (e) {
+      policyError = messageOf(e);
+    }
+    const ledger = new Map<string, LedgerCert>();
+    for (const c of ca.list({ all: true })) {
+      ledger.set(c.serial, { serial: c.serial, domain: c.domain, status: c.status, issuer: c.issuer, generation: c.generation, revokedAt: c.revokedAt, reason: c.reason, supersededBy: c.supersededBy });
+    }
+    // The identities mesh:check may show in its handshakes: those the CA still vouches for, edge (an operator's) first.
+    const identities: Identity[] = [];
+    for (const short of ["edge", ...CALLERS.filter((c) => c !== "edge")]) {
+      const dns = `${short}.internal`;
+      const files = ca.paths.leaf(dns);
+      if (!existsSync(files.cert) || !existsSync(files.key)) continue;
+      try {
+        const cert = readFileSync(files.cert);
+        const row = ledger.get(normalSerial(new X509Certificate(cert).serialNumber));
+        if (row?.status !== "VALID") continue;
+        identities.push({ dns, short, cert, key: readFileSync(files.key) });
+      } catch {
+        continue; // unreadable or not a certificate: try the next identity
+      }
+    }
+    const issuers = ca.ledger.issuers().map((r) => ({ id: r.id, kind: r.kind, name: r.name, generation: r.generation, state: r.state, notBefore: r.not_before, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
+    const facts: CaFacts = { dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers };
+    // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
+    // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
+    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
+    return { facts, ledger, identityFor, bundle, crls };
+  } finally {
+    ca.close();
+  }
 }
 
 /** A handshake as a mesh identity and GET /healthz; the served certificate judged by OpenSSL with the CA's bundle and CRLs. */
 function probeMtls(t: Target, ca: CaState): Promise<MtlsFacts> {
-  const id = ca.identity;
+  const id = ca.identityFor(t.name);
   if (!id) return Promise.resolve({ identity: null });
   return new Promise((done) => {
     let served: MtlsFacts["served"];
