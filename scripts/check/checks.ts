@@ -194,7 +194,7 @@ export function checkIssuer(i: IssuerFacts, now: number): Check {
   const what = `${i.kind} "${i.name}" (generation ${i.generation})`;
   const title = `${what} is valid for at least ${CA_WARN_DAYS} days`;
   const fix = i.kind === "root" ? "npm run ca -- generation add" : `npm run ca -- intermediate --name "${i.name} 2"`;
-  const then = i.kind === "root" ? ", then publish it, re-issue every service from it and retire this one (docs/ca.md, Rotating)" : ", which signs every new certificate from then on";
+  const then = i.kind === "root" ? ", then publish it, re-issue every service from it and retire this one (the README's \"Rotating the CA\")" : ", which signs every new certificate from then on";
   const end = Date.parse(i.notAfter);
   const start = Date.parse(i.notBefore);
   const name = `issuer:${i.id}`;
