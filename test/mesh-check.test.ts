@@ -7,6 +7,9 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+import { CertificateAuthority } from "../ca/index.ts";
+import { gatherMesh } from "../scripts/check/gather.ts";
+
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
 let up: ChildProcess | undefined;
@@ -123,6 +126,17 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const fix = await ca("issue", "--domain", "inventory.internal");
   assert.equal(fix.code, 0, fix.out);
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after the re-issue");
+
+  // A report taken the moment the CA re-issues waits for the service to load it (about a second), rather than a false ×.
+  assert.equal((await ca("revoke", "--domain", "inventory.internal")).code, 0);
+  await waitFor(async () => (await meshCheck()).code === 1, 10_000, "inventory's revocation to show");
+  const authority = await CertificateAuthority.open({ dir: join(tmp, "pki") });
+  const reissued = await authority.issue({ domain: "inventory.internal" });
+  authority.close();
+  const facts = await gatherMesh({ targets: ["order", "payment", "inventory"].map((n) => ({ name: n, port: state.ports[n]!, adminPort: state.adminPorts[n]! })), pki: join(tmp, "pki"), policyFile: policy });
+  const inv = facts.services.find((x) => x.name === "inventory")!;
+  assert.equal(inv.mtls.served?.serial, reissued.serial);
+  assert.equal(inv.ledger?.status, "VALID");
 
   // 3. A broken bundle.pem: every service keeps the bundle it had, which is no longer the file: ×, and `ca bundle` fixes it.
   const bundle = join(tmp, "pki", "bundle.pem");

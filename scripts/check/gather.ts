@@ -39,6 +39,8 @@ interface Identity {
 interface CaState {
   readonly facts: CaFacts;
   readonly ledger: ReadonlyMap<string, LedgerCert>;
+  /** Each name's VALID certificate by serial: what a service should be serving. */
+  readonly current: ReadonlyMap<string, string>;
   readonly identityFor: (service: string) => Identity | null;
   readonly bundle: Buffer;
   readonly crls: string[];
@@ -76,7 +78,9 @@ async function readCa(dir: string, policyFile: string): Promise<CaState> {
       policyError = messageOf(e);
     }
     const ledger = new Map<string, LedgerCert>();
+    const current = new Map<string, string>();
     for (const c of ca.list({ all: true })) {
+      if (c.status === "VALID") current.set(c.domain, c.serial);
       ledger.set(c.serial, { serial: c.serial, domain: c.domain, status: c.status, issuer: c.issuer, generation: c.generation, revokedAt: c.revokedAt, reason: c.reason, supersededBy: c.supersededBy });
     }
     // The identities mesh:check may show in its handshakes: those the CA still vouches for, edge (an operator's) first.
@@ -99,7 +103,7 @@ async function readCa(dir: string, policyFile: string): Promise<CaState> {
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
     const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
-    return { facts, ledger, identityFor, bundle, crls };
+    return { facts, ledger, current, identityFor, bundle, crls };
   } finally {
     ca.close();
   }
@@ -213,32 +217,34 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
   };
 }
 
-async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string): Promise<MeshFacts> {
+/**
+ * The facts, and whether a service has not caught up with the CA's files yet: it holds
+ * another bundle, CRLs or policy than on disk, or serves a certificate other than its name's
+ * VALID one in the ledger (renewed, or re-issued after a revocation). Each reloads within
+ * about a second.
+ */
+async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string): Promise<{ facts: MeshFacts; behind: boolean }> {
   const ca = await readCa(pki, policyFile);
+  let behind = false;
+  const differs = (held: string | undefined, disk: string) => held !== undefined && held !== disk;
   const services: ServiceFacts[] = await Promise.all(
     targets.map(async (t) => {
       const [mtls, admin] = await Promise.all([probeMtls(t, ca), probeAdmin(t)]);
+      const fresh = ca.current.get(`${t.name}.internal`);
+      if (differs(admin.trustBundleSha256, ca.facts.bundleSha256) || differs(admin.crlsSha256, ca.facts.crlsSha256) || differs(admin.policySha256, ca.facts.policySha256)) behind = true;
+      if (mtls.served && fresh !== undefined && fresh !== mtls.served.serial) behind = true;
       return { name: t.name, port: t.port, mtls, admin, ledger: mtls.served ? ca.ledger.get(mtls.served.serial) : undefined };
     }),
   );
-  return { ca: ca.facts, services };
+  return { facts: { ca: ca.facts, services }, behind };
 }
 
-/** A service that differs from the CA's files may just not have reloaded yet (it does within about a second). */
-function settling(f: MeshFacts): boolean {
-  return f.services.some((s) => {
-    const a = s.admin;
-    const differs = (held: string | undefined, disk: string) => held !== undefined && held !== disk;
-    return differs(a.trustBundleSha256, f.ca.bundleSha256) || differs(a.crlsSha256, f.ca.crlsSha256) || differs(a.policySha256, f.ca.policySha256) || s.ledger?.status === "SUPERSEDED";
-  });
-}
-
-/** The facts of the mesh; when a service has not caught up with the files yet, asked once more after settleMs. */
+/** The facts of the mesh; when a service has not caught up with the CA's files yet, asked once more after settleMs. */
 export async function gatherMesh(o: { targets: readonly Target[]; pki: string; policyFile: string; settleMs?: number }): Promise<MeshFacts> {
   const first = await gatherOnce(o.targets, o.pki, o.policyFile);
-  if (!settling(first) || o.settleMs === 0) return first;
+  if (!first.behind || o.settleMs === 0) return first.facts;
   await new Promise((r) => setTimeout(r, o.settleMs ?? 1_500));
-  return gatherOnce(o.targets, o.pki, o.policyFile);
+  return (await gatherOnce(o.targets, o.pki, o.policyFile)).facts;
 }
 
 /** logs/mesh.json, which mesh:up writes. */
