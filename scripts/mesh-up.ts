@@ -136,11 +136,16 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
   return () => clearInterval(timer);
 }
 
+/** Each service's admin listener (metrics, healthz), from its `admin.listening` line. */
+const adminPorts: Record<string, number> = {};
+
 /** One service, its log appended to logs/<name>.log and echoed with a prefix unless quiet. */
 function startChild(name: string, o: Opts, port: number, upstreams: string[], onExit: (name: string, code: number | null, signal: NodeJS.Signals | null) => void): Promise<Launched> {
   return launchService({
     service: name, port, pki: o.pki, policy: o.policy, upstreams, logFile: join(o.logs, `${name}.log`),
+    env: { ...process.env, MESH_ADMIN_PORT: String(port === 0 ? 0 : port + 10) },
     onLine: (l, text) => {
+      if (l?.event === "admin.listening") adminPorts[name] = Number(l.port);
       if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
     },
     onStderr: (text) => console.error(`${servicePrefix(name)} ${red(text)}`),
@@ -196,7 +201,9 @@ async function main(): Promise<void> {
     return;
   }
   const ports = Object.fromEntries(children.map((c) => [c.name, c.port]));
-  writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports }, null, 2) + "\n");
+  // The admin line follows the listening line by a few milliseconds.
+  for (let i = 0; i < 50 && children.some((c) => adminPorts[c.name] === undefined); i++) await new Promise((r) => setTimeout(r, 100));
+  writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts }, null, 2) + "\n");
   banner(o, ports as Record<"order" | "payment" | "inventory", number>);
   stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
@@ -222,6 +229,7 @@ Try:
   ${base} ${url}
 
   npm run mesh:probe          ${dim("# every caller -> callee pair against the policy")}
+  npm run mesh:check          ${dim("# health: certificates, trust bundle, CRLs, policy, clocks")}
 Ctrl-C stops everything.
 `);
 }

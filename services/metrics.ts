@@ -1,7 +1,7 @@
 // A service's Prometheus metrics, in a Registry of its own (docs/metrics.md lists them). The
 // request path adds 1 to a number on an object its connection already holds; prom-client
 // reads those numbers only when scraped.
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import { CALLERS } from "./names.ts";
 import { pemBlocks, type TlsMaterial } from "./material.ts";
@@ -199,6 +199,9 @@ export class MeshMetrics {
   private readonly roots: Gauge;
   private readonly rootExpiry: Gauge<"subject">;
   private readonly crlNextUpdate: Gauge<"issuer">;
+  private readonly bundleInfo: Gauge<"sha256">;
+  private readonly crlsInfo: Gauge<"sha256">;
+  private readonly policyInfo: Gauge<"sha256">;
 
   constructor(readonly service: string, material?: TlsMaterial) {
     const r = this.registry;
@@ -223,7 +226,17 @@ export class MeshMetrics {
     this.roots = new Gauge({ name: "mesh_trust_bundle_roots", help: "Root certificates in the trust bundle this service uses.", registers: [r] });
     this.rootExpiry = new Gauge({ name: "mesh_trust_root_expiration_timestamp_seconds", help: "When each root in the trust bundle expires, in seconds since the Unix epoch.", labelNames: ["subject"], registers: [r] });
     this.crlNextUpdate = new Gauge({ name: "mesh_crl_next_update_timestamp_seconds", help: "Each CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every peer that CA issued.", labelNames: ["issuer"], registers: [r] });
+    // Digests of what is in force, so mesh:check can tell whether the service holds what the CA publishes.
+    this.bundleInfo = new Gauge({ name: "mesh_trust_bundle_info", help: "Always 1: the SHA-256 of the trust bundle file (bundle.pem) in force.", labelNames: ["sha256"], registers: [r] });
+    this.crlsInfo = new Gauge({ name: "mesh_crls_info", help: "Always 1: the SHA-256 of the DER of the CRLs in force, in file order.", labelNames: ["sha256"], registers: [r] });
+    this.policyInfo = new Gauge({ name: "mesh_policy_info", help: "Always 1: the SHA-256 of the policy file's content in force.", labelNames: ["sha256"], registers: [r] });
     if (material) this.setMaterial(material);
+  }
+
+  /** The policy now in force, by the SHA-256 of its file's bytes (set at start and on each reload). */
+  setPolicy(sha256: string): void {
+    this.policyInfo.reset();
+    this.policyInfo.set({ sha256 }, 1);
   }
 
   // --- handshakes (server.ts) ---------------------------------------------------------
@@ -298,6 +311,10 @@ export class MeshMetrics {
   }
 
   private readMaterial(m: TlsMaterial): void {
+    this.bundleInfo.reset();
+    this.bundleInfo.set({ sha256: createHash("sha256").update(m.ca).digest("hex") }, 1);
+    this.crlsInfo.reset();
+    this.crlsInfo.set({ sha256: crlsDigest(m.crl) }, 1);
     const chain = pemBlocks(m.cert.toString("utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
     const roots = pemBlocks(m.ca.toString("utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
     const leaf = chain[0];
@@ -340,6 +357,16 @@ export class MeshMetrics {
   renewalFailed(): void {
     this.renewalFailures.inc();
   }
+}
+
+/**
+ * The SHA-256 of CRLs' DER, concatenated in order: the same CRLs give the same digest whatever
+ * the PEM's line breaks (a service keeps crls.pem split into one PEM per CRL).
+ */
+export function crlsDigest(pems: readonly string[]): string {
+  const h = createHash("sha256");
+  for (const pem of pems) h.update(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64"));
+  return h.digest("hex");
 }
 
 let processRegistry: Registry | undefined;

@@ -75,6 +75,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const paths = materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
   const metrics = new MeshMetrics(o.service, material);
+  metrics.setPolicy(policyDigest);
 
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
   metrics.watchUpstreams(upstreams, Object.keys(o.upstreams ?? {}));
@@ -141,6 +142,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       }
       policy = next; // one assignment: a request sees the old policy or the new one, never a mix
       policyDigest = d;
+      metrics.setPolicy(d);
       metrics.reloaded("policy", true, noticedAt);
       log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
       warnIfNoTable(next, "warn");

@@ -1,0 +1,227 @@
+// The checks of mesh:check as pure functions over the facts gather.ts collected and a clock
+// passed in: no I/O, so each verdict can be tested with literal facts.
+import { BACKDATE_MS } from "../../ca/profiles.ts";
+import { CRL_WARN_DAYS } from "../../ca/crl.ts";
+import type { CaFacts, IssuerFacts, MeshFacts, ServiceFacts } from "./facts.ts";
+
+export type Severity = "ok" | "warning" | "error";
+
+export interface Check {
+  /** A stable id for scripts: "certificate", "issuer:root-1", … */
+  readonly name: string;
+  /** What is asserted, in words: "certificate is valid". */
+  readonly title: string;
+  /** False only for an error: a warning passes, as in `linkerd check`. */
+  readonly ok: boolean;
+  readonly severity: Severity;
+  /** What was found; for a warning or an error, a sentence saying what is wrong. */
+  readonly detail: string;
+  /** The command that fixes it; null when there is nothing to fix. */
+  readonly fix: string | null;
+}
+
+export interface ServiceReport {
+  readonly name: string;
+  readonly port: number;
+  readonly adminPort: number | null;
+  readonly checks: readonly Check[];
+}
+
+export interface Report {
+  /** No check is an error. */
+  readonly ok: boolean;
+  readonly checkedAt: string;
+  readonly ca: { readonly dir: string; readonly checks: readonly Check[] };
+  readonly services: readonly ServiceReport[];
+}
+
+/** Like `linkerd check`: roots and issuers must stay valid for at least 60 days. */
+export const CA_WARN_DAYS = 60;
+/** A service certificate is renewed by mesh:up 30 days ahead; within 7 it is urgent. */
+export const LEAF_WARN_DAYS = 7;
+export { CRL_WARN_DAYS };
+/** The Date header has whole seconds: a skew this large is more than its rounding. */
+export const CLOCK_WARN_MS = 2_000;
+/** Certificates are backdated by 5 minutes: past that, a fresh one looks not yet valid. */
+export const CLOCK_ERROR_MS = BACKDATE_MS;
+
+const DAY_MS = 86_400_000;
+
+const check = (name: string, title: string, severity: Severity, detail: string, fix: string | null = null): Check => ({ name, title, ok: severity !== "error", severity, detail, fix });
+
+/** "2027-03-01 12:00 UTC" */
+export function when(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+}
+
+/** "in 89 days", "in 5 hours", "3 days ago" */
+export function until(ms: number, now: number): string {
+  const d = ms - now;
+  const a = Math.abs(d);
+  const n = a >= 2 * DAY_MS ? `${Math.floor(a / DAY_MS)} days` : a >= 2 * 3_600_000 ? `${Math.floor(a / 3_600_000)} hours` : `${Math.max(0, Math.floor(a / 60_000))} minutes`;
+  return d >= 0 ? `in ${n}` : `${n} ago`;
+}
+
+const short = (sha: string | undefined) => (sha ? `${sha.slice(0, 12)}…` : "(none)");
+const logs = (svc: string, event: string) => `npm run mesh:logs -- --service ${svc} --event ${event} --no-follow`;
+
+/** Why the admin-port facts cannot be judged, or null when they can. */
+function adminUnusable(s: ServiceFacts): string | null {
+  if (s.admin.port === null) return "not checked: mesh:up recorded no admin port for it";
+  if (s.admin.error !== undefined || s.admin.metrics !== 200) return `not checked: its admin port ${s.admin.port} does not serve /metrics`;
+  return null;
+}
+
+export function checkMtls(s: ServiceFacts): Check {
+  const title = "answers over mTLS";
+  const m = s.mtls;
+  const at = `127.0.0.1:${s.port}`;
+  if (m.identity === null) return check("mtls", title, "error", "mesh:check found no usable mesh identity in the CA's certs/ (edge, order, payment and inventory are missing, revoked or expired), so it cannot make an mTLS handshake", "npm run ca -- issue --domain edge.internal");
+  if (m.error === "ECONNREFUSED") return check("mtls", title, "error", `nothing listens on ${at}: ${s.name} is not running`, "npm run mesh:up");
+  if (m.error !== undefined) return check("mtls", title, "error", `no HTTP answer from ${at} to GET /healthz as ${m.identity}: ${m.error}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
+  if (m.status === undefined || m.status >= 500) return check("mtls", title, "error", `GET /healthz on ${at} answered ${m.status ?? "nothing"}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
+  const rule = m.status === 403 && m.rule ? ` (${m.rule}: denied by policy, which still proves it answers)` : "";
+  return check("mtls", title, "ok", `handshake as ${m.identity} on ${at}, GET /healthz: ${m.status}${rule}`);
+}
+
+export function checkAdmin(s: ServiceFacts): Check {
+  const title = "admin port answers";
+  const a = s.admin;
+  if (a.port === null) return check("admin", title, "error", `logs/mesh.json records no admin port for ${s.name} (a mesh started by an older mesh:up?), so its metrics cannot be read`, "npm run mesh:up");
+  const url = `http://127.0.0.1:${a.port}`;
+  if (a.error !== undefined) return check("admin", title, "error", `nothing answers on ${url}: ${a.error}`, "npm run mesh:up");
+  if (a.healthz !== 200) return check("admin", title, "error", `${url}/healthz answered ${a.healthz ?? "nothing"}: ${s.name}'s mTLS port no longer listens`, "npm run mesh:up");
+  if (a.metrics !== 200) return check("admin", title, "error", `${url}/metrics answered ${a.metrics ?? "nothing"}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
+  return check("admin", title, "ok", `${url}: /healthz 200, /metrics 200`);
+}
+
+export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Check {
+  const title = "certificate is valid";
+  const dns = `${s.name}.internal`;
+  const renew = `npm run ca -- renew --domain ${dns}`;
+  const c = s.mtls.served;
+  if (!c) return check("certificate", title, "error", `not checked: no handshake with ${s.name} completed, so its certificate could not be read`, checkMtls(s).fix ?? "npm run mesh:up");
+  const l = s.ledger;
+  const serial = `serial ${c.serial}`;
+  if (!l) return check("certificate", title, "error", `${s.name} serves a certificate (${serial}, issued by ${c.issuer}) that the CA in ${ca.dir} never issued`, renew);
+  if (l.status === "REVOKED") {
+    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, `npm run ca -- issue --domain ${dns}`);
+  }
+  const notAfter = Date.parse(c.notAfter);
+  const notBefore = Date.parse(c.notBefore);
+  if (notAfter <= now) return check("certificate", title, "error", `${s.name}'s certificate (${serial}) expired on ${when(notAfter)}: every peer refuses it`, renew);
+  if (notBefore > now) return check("certificate", title, "error", `${s.name}'s certificate (${serial}) is not valid before ${when(notBefore)}: is this host's clock behind?`, "timedatectl set-ntp true");
+  if (s.mtls.verifyError) return check("certificate", title, "error", `OpenSSL refuses ${s.name}'s certificate (${serial}) with ${ca.dir}/bundle.pem and crls.pem: ${s.mtls.verifyError}`, renew);
+  const gen = `${l.issuer}, generation ${l.generation}`;
+  const left = `valid until ${when(notAfter)} (${until(notAfter, now)})`;
+  if (l.status === "SUPERSEDED") return check("certificate", title, "warning", `${s.name} still serves ${serial}, superseded by ${l.supersededBy ?? "a newer one"}: it has not loaded its renewed certificate (it should within a second)`, logs(s.name, "tls.reload_failed"));
+  if (notAfter - now < LEAF_WARN_DAYS * DAY_MS) return check("certificate", title, "warning", `${s.name}'s certificate (${serial}) expires ${until(notAfter, now)}, on ${when(notAfter)}`, renew);
+  return check("certificate", title, "ok", `${serial}, ${left}, from ${gen}`);
+}
+
+export function checkTrustBundle(s: ServiceFacts, ca: CaFacts): Check {
+  const title = "holds the CA's current trust bundle";
+  const why = adminUnusable(s);
+  if (why) return check("trust-bundle", title, "error", why, checkAdmin(s).fix);
+  const held = s.admin.trustBundleSha256;
+  if (!held) return check("trust-bundle", title, "error", `${s.name}'s /metrics has no mesh_trust_bundle_info (a build older than mesh:check?)`, "npm run mesh:up");
+  if (held !== ca.bundleSha256) {
+    return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- bundle");
+  }
+  return check("trust-bundle", title, "ok", `sha256 ${short(held)}, the same as ${ca.dir}/bundle.pem`);
+}
+
+export function checkCrls(s: ServiceFacts, ca: CaFacts, now: number): Check {
+  const title = "CRLs are current";
+  const why = adminUnusable(s);
+  if (why) return check("crls", title, "error", why, checkAdmin(s).fix);
+  const list = [...(s.admin.crlNextUpdates ?? [])].sort((a, b) => a.at - b.at);
+  const first = list[0];
+  if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, "npm run ca -- crl");
+  if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, "npm run ca -- crl");
+  if (s.admin.crlsSha256 !== ca.crlsSha256) {
+    return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- crl");
+  }
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls", title, "warning", `the CRL of ${first.issuer} lapses ${until(first.at, now)}, on ${when(first.at)}: after that every peer it issued is refused`, "npm run ca -- crl");
+  return check("crls", title, "ok", `${list.length} CRL${list.length === 1 ? "" : "s"}, the same as ${ca.dir}/crls.pem, next update ${when(first.at)} (${until(first.at, now)})`);
+}
+
+export function checkPolicy(s: ServiceFacts, ca: CaFacts): Check {
+  const title = "policy is the file on disk";
+  const why = adminUnusable(s);
+  if (why) return check("policy", title, "error", why, checkAdmin(s).fix);
+  const held = s.admin.policySha256;
+  if (!held) return check("policy", title, "error", `${s.name}'s /metrics has no mesh_policy_info (a build older than mesh:check?)`, "npm run mesh:up");
+  if (held === ca.policySha256) return check("policy", title, "ok", `sha256 ${short(held)}, the same as ${ca.policyFile}`);
+  if (ca.policyError) {
+    return check("policy", title, "error", `${ca.policyFile} on disk does not load (${ca.policyError}), so ${s.name} keeps its previous policy (sha256 ${short(held)}); correct the file and it reloads within a second`, logs(s.name, "policy.reload_failed"));
+  }
+  return check("policy", title, "error", `${s.name} holds a policy (sha256 ${short(held)}) other than ${ca.policyFile} (${short(ca.policySha256)}): it did not reload the file, or was started with another --policy`, logs(s.name, "policy.reload_failed"));
+}
+
+/**
+ * The service's clock from its Date header, against ours (the CA's state is on this host).
+ * The header has whole seconds, so the service's time at the answer lies in [date, date+1s)
+ * and ours in [sentAt, receivedAt]: the skew shown is the smallest one those allow.
+ */
+export function clockSkew(date: string, sentAt: number, receivedAt: number): number | null {
+  const d = Date.parse(date);
+  if (Number.isNaN(d)) return null;
+  const lo = d - receivedAt;
+  const hi = d + 1_000 - sentAt;
+  return lo > 0 ? lo : hi < 0 ? hi : 0;
+}
+
+export function checkClock(s: ServiceFacts): Check {
+  const title = "clock agrees with the CA host's";
+  const why = adminUnusable(s);
+  if (why) return check("clock", title, "error", why, checkAdmin(s).fix);
+  const a = s.admin;
+  const skew = a.date && a.sentAt !== undefined && a.receivedAt !== undefined ? clockSkew(a.date, a.sentAt, a.receivedAt) : null;
+  if (skew === null) return check("clock", title, "error", `${s.name}'s admin answer has no readable Date header (${JSON.stringify(a.date ?? null)}), so its clock cannot be compared`, "npm run mesh:up");
+  const secs = `${(Math.abs(skew) / 1000).toFixed(1)} s ${skew > 0 ? "ahead of" : "behind"} this host`;
+  if (Math.abs(skew) > CLOCK_ERROR_MS) return check("clock", title, "error", `${s.name}'s clock is ${secs}, more than the 5 minutes certificates are backdated: fresh certificates look not yet valid, or expired ones valid`, "timedatectl set-ntp true");
+  if (Math.abs(skew) > CLOCK_WARN_MS) return check("clock", title, "warning", `${s.name}'s clock is ${secs}`, "timedatectl set-ntp true");
+  return check("clock", title, "ok", `${skew === 0 ? "in step with this host, to the Date header's second" : secs} (Date: ${a.date})`);
+}
+
+export function checkService(s: ServiceFacts, ca: CaFacts, now: number): Check[] {
+  return [checkMtls(s), checkAdmin(s), checkCertificate(s, ca, now), checkTrustBundle(s, ca), checkCrls(s, ca, now), checkPolicy(s, ca), checkClock(s)];
+}
+
+/** A root or intermediate: valid now, and for at least CA_WARN_DAYS more. */
+export function checkIssuer(i: IssuerFacts, now: number): Check {
+  const what = `${i.kind} "${i.name}" (generation ${i.generation})`;
+  const title = `${what} is valid for at least ${CA_WARN_DAYS} days`;
+  const fix = i.kind === "root" ? "npm run ca -- generation add" : `npm run ca -- intermediate --name "${i.name} 2"`;
+  const then = i.kind === "root" ? ", then publish it, re-issue every service from it and retire this one (the README's \"Rotating the CA\")" : ", which signs every new certificate from then on";
+  const end = Date.parse(i.notAfter);
+  const start = Date.parse(i.notBefore);
+  const name = `issuer:${i.id}`;
+  if (end <= now) return check(name, title, "error", `the ${what} expired on ${when(end)}: every certificate it issued is refused; add a new one${then}`, fix);
+  if (start > now) return check(name, title, "error", `the ${what} is not valid before ${when(start)}: is this host's clock behind?`, "timedatectl set-ntp true");
+  if (end - now < CA_WARN_DAYS * DAY_MS) return check(name, title, "warning", `the ${what} expires ${until(end, now)}, on ${when(end)}; add a new one${then}`, fix);
+  return check(name, title, "ok", `until ${when(end)} (${until(end, now)})${i.state === "pending" ? ", not yet in the trust bundle" : ""}`);
+}
+
+/** The CRLs the CA last signed, which crls.pem holds. */
+export function checkPublishedCrls(ca: CaFacts, now: number): Check {
+  const title = "the CA's published CRLs are current";
+  const live = ca.issuers.filter((i) => i.state !== "retired" && i.crlNextUpdate).map((i) => ({ name: i.name, at: Date.parse(i.crlNextUpdate!) })).sort((a, b) => a.at - b.at);
+  const first = live[0];
+  if (!first) return check("crls-published", title, "error", `the CA in ${ca.dir} has signed no CRL: services cannot start without crls.pem`, "npm run ca -- crl");
+  if (first.at <= now) return check("crls-published", title, "error", `the CRL of ${first.name} lapsed on ${when(first.at)}: every peer that CA issued is refused (crl_expired)`, "npm run ca -- crl");
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls-published", title, "warning", `the CRL of ${first.name} lapses ${until(first.at, now)}, on ${when(first.at)}`, "npm run ca -- crl");
+  return check("crls-published", title, "ok", `${live.length} CRL${live.length === 1 ? "" : "s"}, next update ${when(first.at)} (${until(first.at, now)})`);
+}
+
+export function checkCa(ca: CaFacts, now: number): Check[] {
+  return [...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
+}
+
+export function checkMesh(f: MeshFacts, now: number): Report {
+  const ca = checkCa(f.ca, now);
+  const services = f.services.map((s) => ({ name: s.name, port: s.port, adminPort: s.admin.port, checks: checkService(s, f.ca, now) }));
+  const all = [...ca, ...services.flatMap((s) => s.checks)];
+  return { ok: all.every((c) => c.ok), checkedAt: new Date(now).toISOString(), ca: { dir: f.ca.dir, checks: ca }, services };
+}

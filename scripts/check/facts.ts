@@ -1,0 +1,94 @@
+// What mesh:check observed, as plain data: gather.ts fills it in from the running mesh and
+// the CA's state, checks.ts judges it without I/O, so the checks can be tested with literals.
+
+/** A certificate as the service served it in the handshake. */
+export interface ServedCert {
+  readonly subject: string;
+  readonly issuer: string;
+  /** Lower-case hex without leading zeros, as the ledger keeps it. */
+  readonly serial: string;
+  /** ISO 8601. */
+  readonly notBefore: string;
+  readonly notAfter: string;
+}
+
+/** The ledger's row for a served certificate. */
+export interface LedgerCert {
+  readonly serial: string;
+  readonly domain: string;
+  readonly status: "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED";
+  readonly issuer: string;
+  readonly generation: number;
+  readonly revokedAt: string | null;
+  readonly reason: string | null;
+  readonly supersededBy: string | null;
+}
+
+export interface MtlsFacts {
+  /** The mesh identity mesh:check presented ("edge.internal"); null when none was usable. */
+  readonly identity: string | null;
+  /** Why no HTTP answer came: "ECONNREFUSED", "refused in the handshake", "timeout", … */
+  readonly error?: string;
+  readonly status?: number;
+  /** The policy rule a 403 named. */
+  readonly rule?: string;
+  readonly served?: ServedCert;
+  /** OpenSSL's verdict on the served chain with bundle.pem and crls.pem; null when it verified. */
+  readonly verifyError?: string | null;
+}
+
+export interface AdminFacts {
+  /** From logs/mesh.json; null when mesh:up recorded none. */
+  readonly port: number | null;
+  readonly error?: string;
+  /** Status of GET /healthz and GET /metrics. */
+  readonly healthz?: number;
+  readonly metrics?: number;
+  /** The Date header of the /metrics answer, and the local clock (ms) when it was asked and answered. */
+  readonly date?: string;
+  readonly sentAt?: number;
+  readonly receivedAt?: number;
+  readonly trustBundleSha256?: string;
+  readonly crlsSha256?: string;
+  readonly policySha256?: string;
+  /** mesh_crl_next_update_timestamp_seconds, in ms. */
+  readonly crlNextUpdates?: readonly { readonly issuer: string; readonly at: number }[];
+}
+
+export interface ServiceFacts {
+  readonly name: string;
+  readonly port: number;
+  readonly mtls: MtlsFacts;
+  readonly admin: AdminFacts;
+  /** The ledger's row of the served serial; undefined when the CA never issued it (or nothing was served). */
+  readonly ledger?: LedgerCert;
+}
+
+export interface IssuerFacts {
+  readonly id: string;
+  readonly kind: "root" | "intermediate";
+  readonly name: string;
+  readonly generation: number;
+  readonly state: "pending" | "published" | "retired";
+  readonly notBefore: string;
+  readonly notAfter: string;
+  /** The nextUpdate of the CRL the CA last signed for it. */
+  readonly crlNextUpdate: string | null;
+}
+
+/** The CA's state folder and the policy file, as they are on disk now. */
+export interface CaFacts {
+  readonly dir: string;
+  readonly bundleSha256: string;
+  readonly crlsSha256: string;
+  readonly policyFile: string;
+  readonly policySha256: string;
+  /** Why the policy file on disk does not load (file:line), if it does not. */
+  readonly policyError?: string;
+  readonly issuers: readonly IssuerFacts[];
+}
+
+export interface MeshFacts {
+  readonly ca: CaFacts;
+  readonly services: readonly ServiceFacts[];
+}

@@ -1,0 +1,265 @@
+// Collects mesh:check's facts: the CA's state and the policy file from disk, and from each
+// running service a real mTLS handshake (the certificate it serves) and its admin port's
+// /healthz and /metrics. Whatever a service sends is bounded in size and time.
+import { X509Certificate, createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import { CertificateAuthority } from "../../ca/index.ts";
+import { normalSerial } from "../../ca/x509.ts";
+import { decide, loadPolicy, type Policy } from "../../services/policy.ts";
+import { pemBlocks } from "../../services/material.ts";
+import { crlsDigest } from "../../services/metrics.ts";
+import { messageOf } from "../../services/errors.ts";
+import { CALLERS } from "../../services/names.ts";
+import type { AdminFacts, CaFacts, LedgerCert, MeshFacts, MtlsFacts, ServiceFacts } from "./facts.ts";
+import { samples } from "./prom.ts";
+
+const TIMEOUT_MS = 4_000;
+/** A /metrics of three services is ~30 KiB; anything past this is not ours to read. */
+const MAX_METRICS_BYTES = 4 * 1024 * 1024;
+const MAX_BODY_BYTES = 64 * 1024;
+const WANTED = new Set(["mesh_trust_bundle_info", "mesh_crls_info", "mesh_policy_info", "mesh_crl_next_update_timestamp_seconds"]);
+
+export interface Target {
+  readonly name: string;
+  readonly port: number;
+  readonly adminPort: number | null;
+}
+
+interface Identity {
+  readonly dns: string;
+  readonly short: string;
+  readonly cert: Buffer;
+  readonly key: Buffer;
+}
+
+interface CaState {
+  readonly facts: CaFacts;
+  readonly ledger: ReadonlyMap<string, LedgerCert>;
+  /** Each name's VALID certificate by serial: what a service should be serving. */
+  readonly current: ReadonlyMap<string, string>;
+  readonly identityFor: (service: string) => Identity | null;
+  readonly bundle: Buffer;
+  readonly crls: string[];
+}
+
+const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
+
+/** Thrown for what makes checking impossible (no CA, no bundle): the CLI exits 2 with it. */
+export class CheckSetupError extends Error {}
+
+async function readCa(dir: string, policyFile: string): Promise<CaState> {
+  if (!CertificateAuthority.exists(dir)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
+  const ca = await CertificateAuthority.open({ dir });
+  try {
+    const read = (path: string, what: string) => {
+      try {
+        return readFileSync(path);
+      } catch (e) {
+        throw new CheckSetupError(`cannot read the CA's ${what} ${path}: ${messageOf(e)} (npm run ca -- ${what === "trust bundle" ? "bundle" : "crl"} writes it)`);
+      }
+    };
+    const bundle = read(ca.paths.bundle, "trust bundle");
+    const crls = pemBlocks(read(ca.paths.crls, "CRL file").toString("utf8"), "X509 CRL");
+    let policyText: Buffer;
+    try {
+      policyText = readFileSync(policyFile);
+    } catch (e) {
+      throw new CheckSetupError(`cannot read the policy file ${policyFile}: ${messageOf(e)} (pass --policy)`);
+    }
+    let policyError: string | undefined;
+    let policy: Policy | undefined;
+    try {
+      policy = loadPolicy(policyFile);
+    } catch (e) {
+      policyError = messageOf(e);
+    }
+    const ledger = new Map<string, LedgerCert>();
+    const current = new Map<string, string>();
+    for (const c of ca.list({ all: true })) {
+      if (c.status === "VALID") current.set(c.domain, c.serial);
+      ledger.set(c.serial, { serial: c.serial, domain: c.domain, status: c.status, issuer: c.issuer, generation: c.generation, revokedAt: c.revokedAt, reason: c.reason, supersededBy: c.supersededBy });
+    }
+    // The identities mesh:check may show in its handshakes: those the CA still vouches for, edge (an operator's) first.
+    const identities: Identity[] = [];
+    for (const short of ["edge", ...CALLERS.filter((c) => c !== "edge")]) {
+      const dns = `${short}.internal`;
+      const files = ca.paths.leaf(dns);
+      if (!existsSync(files.cert) || !existsSync(files.key)) continue;
+      try {
+        const cert = readFileSync(files.cert);
+        const row = ledger.get(normalSerial(new X509Certificate(cert).serialNumber));
+        if (row?.status !== "VALID") continue;
+        identities.push({ dns, short, cert, key: readFileSync(files.key) });
+      } catch {
+        continue; // unreadable or not a certificate: try the next identity
+      }
+    }
+    const issuers = ca.ledger.issuers().map((r) => ({ id: r.id, kind: r.kind, name: r.name, generation: r.generation, state: r.state, notBefore: r.not_before, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
+    const facts: CaFacts = { dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers };
+    // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
+    // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
+    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
+    return { facts, ledger, current, identityFor, bundle, crls };
+  } finally {
+    ca.close();
+  }
+}
+
+/** A handshake as a mesh identity and GET /healthz; the served certificate judged by OpenSSL with the CA's bundle and CRLs. */
+function probeMtls(t: Target, ca: CaState): Promise<MtlsFacts> {
+  const id = ca.identityFor(t.name);
+  if (!id) return Promise.resolve({ identity: null });
+  return new Promise((done) => {
+    let served: MtlsFacts["served"];
+    let verifyError: string | null | undefined;
+    let settled = false;
+    const finish = (f: Omit<MtlsFacts, "identity" | "served" | "verifyError">) => {
+      if (settled) return;
+      settled = true;
+      done({ identity: id.dns, served, verifyError, ...f });
+    };
+    // rejectUnauthorized: false so that a revoked or expired certificate can still be read and
+    // named; OpenSSL's verdict is kept (verifyError) and the certificate check fails on it.
+    const req = httpsRequest(
+      { host: "127.0.0.1", port: t.port, servername: `${t.name}.internal`, path: "/healthz", method: "GET", ca: ca.bundle, crl: ca.crls, cert: id.cert, key: id.key, rejectUnauthorized: false, agent: false, timeout: TIMEOUT_MS },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          body += c;
+          if (body.length > MAX_BODY_BYTES) res.destroy();
+        });
+        res.on("close", () => {
+          let rule: string | undefined;
+          try {
+            const r = (JSON.parse(body) as { rule?: unknown }).rule;
+            if (typeof r === "string") rule = r.slice(0, 200);
+          } catch {
+            /* not JSON: no rule to show */
+          }
+          finish({ status: res.statusCode, rule });
+        });
+      },
+    );
+    req.on("socket", (s) => {
+      s.once("secureConnect", () => {
+        const tls = s as TLSSocket;
+        const peer = tls.getPeerX509Certificate();
+        if (peer) served = { subject: oneLine(peer.subject), issuer: oneLine(peer.issuer), serial: normalSerial(peer.serialNumber), notBefore: new Date(peer.validFrom).toISOString(), notAfter: new Date(peer.validTo).toISOString() };
+        verifyError = tls.authorized ? null : String(tls.authorizationError ?? "not authorized");
+      });
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })));
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNREFUSED") return finish({ error: "ECONNREFUSED" });
+      const afterHandshake = served !== undefined && (e.code === "ECONNRESET" || e.code === "EPIPE" || /socket hang up|alert/i.test(e.message));
+      finish({ error: afterHandshake ? `it closed the connection after the handshake: it refused ${id.dns} (its tls.handshake_failed line says why)` : `${e.code ?? ""} ${e.message}`.trim() });
+    });
+    req.end();
+  });
+}
+
+interface Got {
+  status: number;
+  date?: string;
+  body: string;
+  sentAt: number;
+  receivedAt: number;
+}
+
+function get(port: number, path: string, max: number): Promise<Got> {
+  return new Promise((done, fail) => {
+    const sentAt = Date.now();
+    const req = httpRequest({ host: "127.0.0.1", port, path, method: "GET", agent: false, timeout: TIMEOUT_MS }, (res) => {
+      const receivedAt = Date.now();
+      const chunks: Buffer[] = [];
+      let n = 0;
+      res.on("data", (c: Buffer) => {
+        n += c.length;
+        if (n > max) return req.destroy(new Error(`${path} is larger than ${max} bytes`));
+        chunks.push(c);
+      });
+      res.on("end", () => done({ status: res.statusCode ?? 0, date: typeof res.headers.date === "string" ? res.headers.date.slice(0, 64) : undefined, body: Buffer.concat(chunks).toString("utf8"), sentAt, receivedAt }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)));
+    req.on("error", fail);
+    req.end();
+  });
+}
+
+async function probeAdmin(t: Target): Promise<AdminFacts> {
+  if (t.adminPort === null) return { port: null };
+  let healthz: number;
+  try {
+    healthz = (await get(t.adminPort, "/healthz", MAX_BODY_BYTES)).status;
+  } catch (e) {
+    return { port: t.adminPort, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
+  }
+  let m: Got;
+  try {
+    m = await get(t.adminPort, "/metrics", MAX_METRICS_BYTES);
+  } catch (e) {
+    return { port: t.adminPort, healthz, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
+  }
+  const ss = samples(m.body, WANTED);
+  const info = (name: string) => {
+    const hits = ss.filter((s) => s.name === name && s.value === 1);
+    return hits.length === 1 ? hits[0]!.labels.sha256 : undefined; // none or several: not a digest to trust
+  };
+  const crlNextUpdates = ss.filter((s) => s.name === "mesh_crl_next_update_timestamp_seconds").map((s) => ({ issuer: s.labels.issuer ?? "?", at: s.value * 1000 }));
+  return {
+    port: t.adminPort, healthz, metrics: m.status, date: m.date, sentAt: m.sentAt, receivedAt: m.receivedAt,
+    trustBundleSha256: info("mesh_trust_bundle_info"), crlsSha256: info("mesh_crls_info"), policySha256: info("mesh_policy_info"), crlNextUpdates,
+  };
+}
+
+/**
+ * The facts, and whether a service has not caught up with the CA's files yet: it holds
+ * another bundle, CRLs or policy than on disk, or serves a certificate other than its name's
+ * VALID one in the ledger (renewed, or re-issued after a revocation). Each reloads within
+ * about a second.
+ */
+async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string): Promise<{ facts: MeshFacts; behind: boolean }> {
+  const ca = await readCa(pki, policyFile);
+  let behind = false;
+  const differs = (held: string | undefined, disk: string) => held !== undefined && held !== disk;
+  const services: ServiceFacts[] = await Promise.all(
+    targets.map(async (t) => {
+      const [mtls, admin] = await Promise.all([probeMtls(t, ca), probeAdmin(t)]);
+      const fresh = ca.current.get(`${t.name}.internal`);
+      if (differs(admin.trustBundleSha256, ca.facts.bundleSha256) || differs(admin.crlsSha256, ca.facts.crlsSha256) || differs(admin.policySha256, ca.facts.policySha256)) behind = true;
+      if (mtls.served && fresh !== undefined && fresh !== mtls.served.serial) behind = true;
+      return { name: t.name, port: t.port, mtls, admin, ledger: mtls.served ? ca.ledger.get(mtls.served.serial) : undefined };
+    }),
+  );
+  return { facts: { ca: ca.facts, services }, behind };
+}
+
+/** The facts of the mesh; when a service has not caught up with the CA's files yet, asked once more after settleMs. */
+export async function gatherMesh(o: { targets: readonly Target[]; pki: string; policyFile: string; settleMs?: number }): Promise<MeshFacts> {
+  const first = await gatherOnce(o.targets, o.pki, o.policyFile);
+  if (!first.behind || o.settleMs === 0) return first.facts;
+  await new Promise((r) => setTimeout(r, o.settleMs ?? 1_500));
+  return (await gatherOnce(o.targets, o.pki, o.policyFile)).facts;
+}
+
+/** logs/mesh.json, which mesh:up writes. */
+export function readMeshState(logs: string): { pki?: string; policy?: string; ports?: Record<string, number>; adminPorts?: Record<string, number> } | null {
+  const file = join(logs, "mesh.json");
+  if (!existsSync(file)) return null;
+  try {
+    const s = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    const nums = (v: unknown) => (v && typeof v === "object" ? Object.fromEntries(Object.entries(v).filter(([, n]) => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536)) as Record<string, number> : undefined);
+    return { pki: typeof s.pki === "string" ? s.pki : undefined, policy: typeof s.policy === "string" ? s.policy : undefined, ports: nums(s.ports), adminPorts: nums(s.adminPorts) };
+  } catch (e) {
+    throw new CheckSetupError(`${file} is not mesh:up's JSON: ${messageOf(e)}`);
+  }
+}
+
+function oneLine(dn: string): string {
+  return dn.split("\n").join(", ");
+}
