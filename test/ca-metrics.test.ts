@@ -11,7 +11,7 @@ import { createInterface } from "node:readline";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { ROOT, ca, cleanup, fingerprint, oneLineError, openssl, tempDir } from "./helpers/ca.ts";
-import { PKCS10, certsOf, est, makeCsr, pemOf } from "./helpers/est.ts";
+import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
 
 const TSX = import.meta.resolve("tsx");
 const PROMTOOL = "/usr/bin/promtool";
@@ -231,6 +231,37 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal((await http(adminPort, "/metrics", { host: `localhost:${adminPort}` })).status, 200);
     const health = await http(adminPort, "/healthz");
     assert.deepEqual([health.status, health.body], [200, "ok\n"]);
+  });
+});
+
+describe("the CA's gauges follow a rotation the CLI makes while the server runs", () => {
+  let t: TestCa;
+  before(async () => { t = await startCa(); });
+  after(() => t.stop());
+  const scrape = async () => parse(await t.server.metrics.registry.metrics());
+
+  it("a new generation's root and CRL appear once bundled; `generation use 2` moves the signer and the server's own certificate", async () => {
+    let s = await scrape();
+    assert.deepEqual(s.filter((x) => x.name === "mesh_ca_root_expiration_timestamp_seconds").map((x) => x.labels.issuer), ["root-1"]);
+    assert.equal(value(s, "mesh_ca_signer_generation"), 1);
+    const tlsBefore = value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds");
+
+    assert.equal((await ca(["generation", "add", "--dir", t.dir], { env: CLEAN })).code, 0);
+    assert.equal((await ca(["bundle", "--dir", t.dir], { env: CLEAN })).code, 0);
+    await t.lines.wait((l) => l.event === "ca.state_reloaded" && Array.isArray(l.generations) && l.generations.length === 2);
+    s = await scrape();
+    assert.equal(value(s, "mesh_ca_root_expiration_timestamp_seconds", { issuer: "root-2" }), Math.floor(t.ca.issuerCert("root-2").notAfter.getTime() / 1000));
+    assert.ok(value(s, "mesh_ca_crl_next_update_timestamp_seconds", { issuer: "root-2" })! > Date.now() / 1000);
+    assert.equal(value(s, "mesh_ca_signer_generation"), 1, "adding a generation does not make it sign");
+
+    assert.equal((await ca(["generation", "use", "2", "--dir", t.dir], { env: CLEAN })).code, 0);
+    const renewed = await t.lines.wait((l) => l.event === "ca.tls_renewed" && l.generation === 2);
+    s = await scrape();
+    assert.equal(value(s, "mesh_ca_signer_generation"), 2);
+    assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "server" }), 2, "at start, then on the rotation");
+    assert.equal(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds"), Math.floor(Date.parse(String(renewed.not_after)) / 1000));
+    assert.ok(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds")! >= tlsBefore!);
+    assert.equal(value(s, "mesh_ca_certificates", { status: "superseded" }), 1, "the server's first certificate");
   });
 });
 
