@@ -327,7 +327,7 @@ export function buildProgram(): Command {
     .option("--max-lifetime <duration>", "the most a client may ask for with ?lifetime=", "24h")
     .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
     .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5")
-    .addOption(new Option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; off unless given)").env("MESH_CA_ADMIN_PORT"))
+    .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
     .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
@@ -347,7 +347,9 @@ export function buildProgram(): Command {
     };
     const limits = { perAddress: rate("--rate-per-address", o.ratePerAddress), perName: rate("--rate-per-name", o.ratePerName) };
     const { startAdmin, isLoopback, AdminHostError } = await import("../lib/admin-http.ts");
-    if (o.adminPort !== undefined && (!/^\d{1,5}$/.test(o.adminPort) || Number(o.adminPort) > 65535)) throw badInput(`--admin-port ${JSON.stringify(o.adminPort)} is not a TCP port (0-65535)`);
+    // An empty MESH_CA_ADMIN_PORT is unset (a script's `MESH_CA_ADMIN_PORT=$PORT` with no PORT), not a bad port.
+    const [adminFrom, adminPort] = o.adminPort !== undefined ? ["--admin-port", o.adminPort as string] : ["MESH_CA_ADMIN_PORT", process.env.MESH_CA_ADMIN_PORT || undefined];
+    if (adminPort !== undefined && (!/^\d{1,5}$/.test(adminPort) || Number(adminPort) > 65535)) throw badInput(`${adminFrom} ${JSON.stringify(adminPort)} is not a TCP port (0-65535)`);
     if (!isLoopback(o.adminHost)) throw badInput(new AdminHostError(o.adminHost).message);
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
@@ -358,12 +360,12 @@ export function buildProgram(): Command {
       throw err;
     }
     let admin: Awaited<ReturnType<typeof startAdmin>> | undefined;
-    if (o.adminPort !== undefined) {
+    if (adminPort !== undefined) {
       try {
-        admin = await startAdmin({ exposition: server.metrics.registry, port: Number(o.adminPort), host: o.adminHost, healthy: () => server.listening });
+        admin = await startAdmin({ exposition: server.metrics.registry, port: Number(adminPort), host: o.adminHost, healthy: () => server.listening });
       } catch (err) {
         await server.close();
-        throw new CaError("REFUSED", `cannot listen on ${o.adminHost}:${o.adminPort} for the admin listener (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pick another --admin-port`);
+        throw new CaError("REFUSED", `cannot listen on ${o.adminHost}:${adminPort} for the admin listener (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pick another --admin-port`);
       }
       server.log.info({ event: "admin.listening", host: admin.host, port: admin.port, url: admin.url }, `CA admin (metrics, healthz) on ${admin.url}`);
     }

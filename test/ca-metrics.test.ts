@@ -74,6 +74,8 @@ interface Serving {
   lines: Record<string, unknown>[];
   exited: Promise<number | null>;
   waitFor(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
+  /** Resolves once it has said "CA serving EST" on stderr: printed in the tick that installs its SIGTERM handler. */
+  ready(): Promise<void>;
 }
 
 /** `ca serve` as a process, its JSON log lines collected. */
@@ -85,6 +87,10 @@ function serve(args: string[], env: Record<string, string> = {}): Serving {
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const s: Serving = {
     child, lines: [],
+    ready: async () => {
+      for (let i = 0; i < 400 && !stderr.includes("CA serving EST on"); i++) await new Promise((r) => setTimeout(r, 50));
+      if (!stderr.includes("CA serving EST on")) throw new Error(`not ready; stderr: ${stderr}`);
+    },
     exited: new Promise((r) => child.once("exit", (code) => r(code))),
     waitFor(pred, ms = 20_000) {
       return new Promise((done, fail) => {
@@ -144,6 +150,7 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal(admin.host, "127.0.0.1");
     adminPort = Number(admin.port);
     assert.ok(adminPort > 0);
+    await srv.ready();
   });
 
   after(async () => {
@@ -280,7 +287,7 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
     [["--admin-port", "0", "--admin-host", "localhost"], {}, /^error: --admin-host "localhost" is not a loopback address/],
     [["--admin-port", "0", "--admin-host", "10.0.0.1"], {}, /^error: --admin-host "10\.0\.0\.1" is not a loopback address/],
     [["--admin-port", "65536"], {}, /^error: --admin-port "65536" is not a TCP port \(0-65535\)$/],
-    [[], { MESH_CA_ADMIN_PORT: "metrics" }, /^error: --admin-port "metrics" is not a TCP port \(0-65535\)$/],
+    [[], { MESH_CA_ADMIN_PORT: "metrics" }, /^error: MESH_CA_ADMIN_PORT "metrics" is not a TCP port \(0-65535\)$/],
   ] as const) {
     it(`${args.join(" ") || JSON.stringify(env)}: exit 2 before anything listens`, async () => {
       const before = fingerprint(dir);
@@ -292,10 +299,24 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
     });
   }
 
+  it("MESH_CA_ADMIN_PORT set but empty: no admin listener, and the EST server runs", async () => {
+    const srv = serve(["--dir", dir], { MESH_CA_ADMIN_PORT: "" });
+    try {
+      const started = await srv.waitFor((l) => l.event === "ca.started");
+      assert.match(String(started.url), /^https:\/\/127\.0\.0\.1:\d+$/);
+      await srv.ready();
+      assert.equal(srv.lines.filter((l) => l.event === "admin.listening").length, 0);
+    } finally {
+      srv.child.kill("SIGTERM");
+      assert.equal(await srv.exited, 0);
+    }
+  });
+
   it("an admin port already taken: exit 3 in one line, and the EST server does not stay up", async () => {
     const other = serve(["--dir", dir, "--admin-port", "0"]);
     try {
       const taken = Number((await other.waitFor((l) => l.event === "admin.listening")).port);
+      await other.ready();
       const r = await ca(["serve", "--port", "0", "--dir", dir, "--admin-port", String(taken)], { env: CLEAN });
       assert.equal(r.code, 3, r.stderr);
       assert.match(oneLineError(r), new RegExp(`^error: cannot listen on 127\\.0\\.0\\.1:${taken} for the admin listener \\(EADDRINUSE\\): pick another --admin-port$`));
