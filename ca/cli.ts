@@ -351,6 +351,11 @@ export function buildProgram(): Command {
     const [adminFrom, adminPort] = o.adminPort !== undefined ? ["--admin-port", o.adminPort as string] : ["MESH_CA_ADMIN_PORT", process.env.MESH_CA_ADMIN_PORT || undefined];
     if (adminPort !== undefined && (!/^\d{1,5}$/.test(adminPort) || Number(adminPort) > 65535)) throw badInput(`${adminFrom} ${JSON.stringify(adminPort)} is not a TCP port (0-65535)`);
     if (!isLoopback(o.adminHost)) throw badInput(new AdminHostError(o.adminHost).message);
+    // Listened for before anything starts: a SIGTERM that comes as soon as ca.started is logged still stops it cleanly.
+    const stopped = new Promise<NodeJS.Signals>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
       server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
@@ -371,10 +376,7 @@ export function buildProgram(): Command {
     }
     console.error(`CA serving EST on ${server.url}  (Ctrl-C stops it)`);
     console.error(`  trust it with ${shown(ca.layout.bundle)}: curl --cacert ${shown(ca.layout.bundle)} ${server.url}/.well-known/est/cacerts`);
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once("SIGINT", resolve);
-      process.once("SIGTERM", resolve);
-    });
+    const signal = await stopped;
     server.log.info({ event: "ca.stopped", signal }, "CA server stopped");
     await Promise.all([server.close(), admin?.close()]);
   }));

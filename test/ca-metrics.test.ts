@@ -74,7 +74,7 @@ interface Serving {
   lines: Record<string, unknown>[];
   exited: Promise<number | null>;
   waitFor(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
-  /** Resolves once it has said "CA serving EST" on stderr: printed in the tick that installs its SIGTERM handler. */
+  /** Resolves once it has said "CA serving EST" on stderr: it is up, its admin listener too if asked for. */
   ready(): Promise<void>;
 }
 
@@ -310,6 +310,14 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
       srv.child.kill("SIGTERM");
       assert.equal(await srv.exited, 0);
     }
+  });
+
+  it("SIGTERM as soon as ca.started is logged (the admin listener still starting): exit 0, ca.stopped logged", async () => {
+    const srv = serve(["--dir", dir, "--admin-port", "0"]);
+    await srv.waitFor((l) => l.event === "ca.started");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    assert.equal(srv.lines.filter((l) => l.event === "ca.stopped").length, 1);
   });
 
   it("an admin port already taken: exit 3 in one line, and the EST server does not stay up", async () => {
