@@ -269,6 +269,8 @@ describe("the CA's gauges follow a rotation the CLI makes while the server runs"
     assert.equal(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds"), Math.floor(Date.parse(String(renewed.not_after)) / 1000));
     assert.ok(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds")! >= tlsBefore!);
     assert.equal(value(s, "mesh_ca_certificates", { status: "superseded" }), 1, "the server's first certificate");
+    const lint = await promtool(["check", "metrics"], await t.server.metrics.registry.metrics());
+    assert.deepEqual(lint, { code: 0, out: "" }, `promtool check metrics with two generations:\n${lint.out}`);
   });
 });
 
