@@ -7,7 +7,7 @@ import { createStdoutLogger } from "./log.ts";
 import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./access-log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
-import { startAdmin, isLoopback, type Admin } from "./admin.ts";
+import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")

@@ -51,7 +51,7 @@ export interface RunningService {
   readonly port: number;
   readonly server: MeshServer;
   readonly log: MeshLogger;
-  /** Its Prometheus registry and counters (serve them with admin.ts). */
+  /** Its Prometheus registry and counters (serve them with lib/admin-http.ts). */
   readonly metrics: MeshMetrics;
   policy(): Policy;
   /** Re-read TLS files and policy now (the watchers do this on their own). */

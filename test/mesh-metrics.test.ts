@@ -12,7 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { freshPki, start, call, identity, SEED_POLICY, type TestPki } from "./mesh-fixtures.ts";
-import { startAdmin, isLoopback, AdminHostError } from "../services/admin.ts";
+import { startAdmin, isLoopback, AdminHostError } from "../lib/admin-http.ts";
 import { crlDatesOfPem } from "../services/crl-dates.ts";
 import { pemBlocks } from "../services/material.ts";
 

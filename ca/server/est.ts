@@ -10,6 +10,7 @@ import { EnrolError, csrIdentity, currentRow, enrol, reenrol, type CsrIdentity, 
 import type { RateLimiter } from "../rate-limit.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
+import type { CaMetrics } from "./metrics.ts";
 
 export const EST_PREFIX = "/.well-known/est";
 export const PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only";
@@ -24,6 +25,7 @@ export interface EstContext {
   lifetime: { defaultMs: number; maxMs: number };
   maxBodyBytes: number;
   cdp(issuerId: string): string[];
+  metrics: CaMetrics;
 }
 
 const STATUS: Record<EnrolErrorCode, number> = {
@@ -83,6 +85,7 @@ export async function simpleenroll(ctx: EstContext, req: IncomingMessage, res: S
   const lifetimeMs = lifetimeOf(ctx, url, id.name);
   limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  ctx.metrics.issued("enrol");
   sendCerts(res, issued);
   ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req), supersedes: issued.supersedes ?? null },
     `enrolled ${issued.domain} with a one-time token`);
@@ -98,6 +101,7 @@ export async function simplereenroll(ctx: EstContext, req: IncomingMessage, res:
   const lifetimeMs = lifetimeOf(ctx, url, id.name);
   limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
   const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  ctx.metrics.issued("renew");
   sendCerts(res, issued);
   ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req) },
     `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);

@@ -14,6 +14,7 @@ import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenro
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
+import { CaMetrics } from "./metrics.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -53,6 +54,8 @@ export interface CaServerOptions {
 export class CaServer {
   readonly ca: CertificateAuthority;
   readonly log: Logger;
+  /** Its Prometheus registry (serve it with lib/admin-http.ts). */
+  readonly metrics: CaMetrics;
   private readonly https: https.Server;
   private readonly ctx: EstContext;
   private readonly host: string;
@@ -71,12 +74,14 @@ export class CaServer {
     this.published = published;
     this.stamp = stateStamp(this.ca);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
       ca: this.ca, log: this.log, published: () => this.published,
       limits: { address: new RateLimiter(limits.perAddress), name: new RateLimiter(limits.perName) },
       lifetime: { defaultMs: opts.defaultLifetimeMs ?? DEFAULT_LIFETIME_MS, maxMs: opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS },
       maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
       cdp: (issuerId) => [`${this.url}/crl/${issuerId}.crl`],
+      metrics: this.metrics,
     };
     // No certificate yet: it names the port, known only once listening. Nothing is
     // accepted before start() has set it.
@@ -103,6 +108,7 @@ export class CaServer {
     await server.listen(opts.port ?? DEFAULT_PORT);
     try {
       server.own = await issueServerCert(server.ca, { hosts: [server.host], lifetimeMs: maxMs, cdp: server.ctx.cdp });
+      server.metrics.issued("server");
       server.applyTls();
       server.recordBundle();
     } catch (err) {
@@ -124,6 +130,11 @@ export class CaServer {
 
   get url(): string {
     return `https://${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+
+  /** Whether the EST port still listens: the admin listener's /healthz. */
+  get listening(): boolean {
+    return this.https.listening;
   }
 
   get listeningPort(): number {
@@ -173,6 +184,7 @@ export class CaServer {
       if (reason) {
         const old = this.own.serial;
         this.own = await issueServerCert(this.ca, { hosts: [this.host], lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
+        this.metrics.issued("server");
         this.applyTls();
         this.log.info({ event: "ca.tls_renewed", serial: this.own.serial, previous: old, generation: this.own.generation, not_after: this.own.notAfter.toISOString(), reason }, `renewed the CA server's own certificate: ${reason}`);
       }
@@ -249,12 +261,14 @@ export class CaServer {
     const peerSerial = (req.socket as TLSSocket).getPeerCertificate?.()?.serialNumber?.toLowerCase() ?? null;
     const route = KNOWN_ROUTES.has(path) || path.startsWith("/crl/") ? path.slice(0, 64) : "other";
     if (err instanceof HttpError) {
+      this.metrics.refused(path, err.code);
       this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: err.message.slice(0, 500), name: err.subject?.slice(0, 253) ?? null, remote: remoteOf(req), serial: peerSerial },
         `refused ${route}: ${err.message.slice(0, 200)}`);
       if (!res.headersSent) sendText(res, err.status, err.message, err.headers);
       return;
     }
     const message = err instanceof CaError ? err.message : (err as Error).message;
+    this.metrics.failed(path);
     this.log.error({ event: "est.error", route, err: message, remote: remoteOf(req), serial: peerSerial }, `internal error on ${route}`);
     if (!res.headersSent) sendText(res, 500, "internal error: the CA could not complete the request (see its log)");
   }

@@ -1,5 +1,5 @@
 // The admin listener: plain HTTP on loopback only, GET /metrics (Prometheus text format) and
-// GET /healthz, like Linkerd's proxy admin port. Imports nothing of the mesh, so the CA can use it too.
+// GET /healthz, like Linkerd's proxy admin port. Knows nothing of the CA or the services: both use it.
 import { createServer, type Server } from "node:http";
 import { isIP } from "node:net";
 
