@@ -2,7 +2,8 @@
 // request path adds 1 to a number on an object its connection already holds; prom-client
 // reads those numbers only when scraped.
 import { X509Certificate, createHash } from "node:crypto";
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
+import { addProcessMetrics } from "../lib/process-metrics.ts";
 import { CALLERS } from "./names.ts";
 import { pemBlocks, type TlsMaterial } from "./material.ts";
 import { crlDatesOfPem } from "./crl-dates.ts";
@@ -19,11 +20,12 @@ export const MAX_RULES = 64;
 const CALLER_SET: ReadonlySet<string> = new Set(CALLERS);
 const METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 /** Created at start so that each shows as 0 before it first happens (rate() needs the zero). */
-const HANDSHAKE_REASONS: readonly HandshakeReason[] = [
-  "no_client_cert", "unknown_ca", "expired", "not_yet_valid", "revoked", "crl_missing", "crl_expired",
-  "bad_certificate", "ambiguous_identity", "protocol", "server_cert_rejected", "client_aborted", "handshake_timeout", "tls_error",
-];
-const MISNAMED_DEFAULTS = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
+// A record, so that a reason added to reasons.ts without a series here fails to compile.
+const HANDSHAKE_REASONS = Object.keys({
+  no_client_cert: 1, unknown_ca: 1, expired: 1, not_yet_valid: 1, revoked: 1, crl_missing: 1, crl_expired: 1, crl_not_yet_valid: 1,
+  bad_certificate: 1, ambiguous_identity: 1, issuer_not_ca: 1, issuer_cannot_sign: 1, path_length_exceeded: 1, protocol: 1,
+  server_cert_rejected: 1, client_aborted: 1, handshake_timeout: 1, old_tls_version: 1, no_shared_cipher: 1, tls_error: 1,
+} satisfies Record<HandshakeReason, 1>) as HandshakeReason[];
 /** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */
 const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Reload latency: the watcher's debounce is 150 ms, its stat poll 1 s. */
@@ -205,7 +207,7 @@ export class MeshMetrics {
 
   constructor(readonly service: string, material?: TlsMaterial) {
     const r = this.registry;
-    for (const m of processMetrics().getMetricsAsArray()) r.registerMetric(m as unknown as Metric); // typed as the JSON shape, but they are the metric objects
+    addProcessMetrics(r);
     this.handshakes = new CellCounter(r, "mesh_tls_handshakes_total", "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.", ["outcome", "reason"]);
     this.accepted = this.handshakes.cell("accepted", "none");
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
@@ -367,24 +369,6 @@ export function crlsDigest(pems: readonly string[]): string {
   const h = createHash("sha256");
   for (const pem of pems) h.update(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64"));
   return h.digest("hex");
-}
-
-let processRegistry: Registry | undefined;
-
-/**
- * prom-client's default metrics describe the process, and each collectDefaultMetrics() keeps
- * an event-loop timer and a GC observer running for good: one set per process, shared by the
- * registries of every service in it (a test process starts dozens).
- */
-function processMetrics(): Registry {
-  if (!processRegistry) {
-    processRegistry = new Registry();
-    collectDefaultMetrics({ register: processRegistry });
-    // Gauges that prom-client names like counters, which `promtool check metrics` flags
-    // (`_total` is for counters); sum(nodejs_active_handles) etc. say the same by type.
-    for (const name of MISNAMED_DEFAULTS) processRegistry.removeSingleMetric(name);
-  }
-  return processRegistry;
 }
 
 function oneLine(dn: string): string {
