@@ -17,7 +17,7 @@ interface Copy {
 
 function copyOfSources(): Copy {
   const dir = mkdtempSync(join(tmpdir(), "mesh-build-"));
-  for (const d of ["bin", "ca", "services"]) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
+  for (const d of ["bin", "ca", "services", "lib"]) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
   for (const f of ["package.json", "tsconfig.json"]) cpSync(join(ROOT, f), join(dir, f));
   symlinkSync(realpathSync(join(ROOT, "node_modules")), join(dir, "node_modules"));
   return {
