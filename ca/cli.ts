@@ -403,9 +403,9 @@ export function buildProgram(): Command {
         timeoutMs, intervalMs, name: o.name, signal: ac.signal,
         onEvent: (e) => {
           if (log) { log[e.state === "timeout" ? "error" : "info"](e, e.msg); return; }
-          const head = `gate ${rotation.GATE_NUMBER[e.gate]}/3 ${e.gate.padEnd(8)} ${e.state.padEnd(8)} ${e.msg}`;
-          (e.state === "timeout" ? console.error : console.log)(head);
-          if (e.state === "waiting" || e.state === "timeout") for (const l of names(e.waitingFor.map((name) => ({ name, why: e.why[name] ?? "" })))) console.log(l);
+          const out = e.state === "timeout" ? console.error : console.log;
+          out(`gate ${rotation.GATE_NUMBER[e.gate]}/3 ${e.gate.padEnd(8)} ${e.state.padEnd(8)} ${e.msg}`);
+          for (const l of names(e.waitingFor.map((name) => ({ name, why: e.why[name] ?? "" })))) out(l);
         },
       });
     } finally {
