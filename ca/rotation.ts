@@ -234,8 +234,9 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       // Always (again, on resume): publishing is idempotent, and a crash may have come before it.
       ca.publishBundle();
       emit("prepare", "started", `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`);
-      await waitGate("prepare", () => evaluatePrepare(prepareFacts(ledger, rot!, ca.now())));
+      const g1 = await waitGate("prepare", () => evaluatePrepare(prepareFacts(ledger, rot!, ca.now())));
       update({ phase: "activate" });
+      emit("prepare", "passed", `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`, [], g1.total);
       crashPoint("rotate:activate");
     }
 
@@ -252,13 +253,15 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
     // Gate 3: wait until nothing valid chains to the old generation, then retire it.
     if (rot.phase === "retire") {
       consistent();
+      let waited = "it was retired already";
       if (ca.generation(rot.from_generation).root.state !== "retired") {
         emit("retire", "started", `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`);
-        await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now())));
+        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now())));
         ca.retireGeneration(rot.from_generation);
+        waited = `no valid certificate chained to it any more after ${seconds(g3.waitedMs)}`;
       }
       update({ phase: "done", finished_at: ca.now().toISOString(), owner: null });
-      emit("retire", "passed", `retired generation ${rot.from_generation}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`);
+      emit("retire", "passed", `${waited}: retired generation ${rot.from_generation}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`);
     }
     return rot;
   } finally {
@@ -269,7 +272,8 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
     } catch { /* the ledger is closing; the lease goes stale on its own */ }
   }
 
-  async function waitGate(gate: GateName, evaluate: () => GateVerdict): Promise<void> {
+  /** Reads the ledger until the gate passes; says who it waits for whenever that changes. */
+  async function waitGate(gate: GateName, evaluate: () => GateVerdict): Promise<{ waitedMs: number; total: number }> {
     const start = clock();
     let lastKey = "";
     let lastSaid = -Infinity;
@@ -281,12 +285,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
         for (const n of v.notes) emit(gate, "waiting", n, [], v.total);
         notesSaid = true;
       }
-      if (v.passed) {
-        emit(gate, "passed", gate === "prepare"
-          ? `all ${v.total} enrolled identit${v.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot!.to_generation} (${seconds(clock() - start)})`
-          : `no valid certificate chains to generation ${rot!.from_generation} any more (${seconds(clock() - start)})`, [], v.total);
-        return;
-      }
+      if (v.passed) return { waitedMs: clock() - start, total: v.total };
       const key = v.waitingFor.map((w) => `${w.name}\n${w.why}`).join("\n");
       if (key !== lastKey || clock() - lastSaid >= REMIND_MS) {
         emit(gate, "waiting", waitingMessage(gate, rot!, v), v.waitingFor, v.total);
