@@ -202,9 +202,9 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
   const owner = opts.owner ?? `${hostname()}:${process.pid}`;
   const clock = opts.clock ?? (() => performance.now());
   const ledger = ca.ledger;
-  let rot = claim(ca, owner);
-  const resumed = rot !== null;
-  if (!rot) rot = begin(ca, owner);
+  const claimed = claimOrBegin(ca, owner);
+  let rot = claimed.row;
+  const resumed = claimed.resumed;
   const emit = (gate: GateName, state: GateState, msg: string, waiting: Waiting[] = [], total = 0) => {
     const shown = waiting.slice(0, MAX_NAMES);
     opts.onEvent({
@@ -312,27 +312,28 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
   }
 }
 
-/** Takes over the unfinished rotation, or null when there is none; refuses while another run lives. */
-function claim(ca: CertificateAuthority, owner: string): RotationRow | null {
+/**
+ * Takes over the unfinished rotation (refused while the run that holds it lives), or starts one
+ * from the signing generation to the newest generation not signing yet (adopted: added by hand,
+ * or by a run that died before recording it) or to the next number. One transaction: two runs
+ * started at once cannot both begin.
+ */
+function claimOrBegin(ca: CertificateAuthority, owner: string): { row: RotationRow; resumed: boolean } {
   return ca.ledger.write(() => {
+    const now = ca.now().toISOString();
     const row = ca.ledger.unfinishedRotation();
-    if (!row) return null;
-    if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeat_at, ca.now())) {
-      throw new CaError("REFUSED", `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`);
+    if (row) {
+      if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeat_at, ca.now())) {
+        throw new CaError("REFUSED", `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`);
+      }
+      ca.ledger.updateRotation(row.id, { owner, heartbeat_at: now }, now);
+      return { row: ca.ledger.rotation(row.id)!, resumed: true };
     }
-    ca.ledger.updateRotation(row.id, { owner, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString());
-    return ca.ledger.rotation(row.id)!;
-  });
-}
-
-/** A new rotation from the signing generation to the newest one not signing yet (adopted) or a new one. */
-function begin(ca: CertificateAuthority, owner: string): RotationRow {
-  return ca.ledger.write(() => {
     const from = ca.issuerRow(ca.signerId()).generation;
     const gens = ca.generations();
     const adopt = gens.filter((g) => g.generation > from && g.root.state !== "retired").at(-1);
     const to = adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1;
-    return ca.ledger.insertRotation({ from_generation: from, to_generation: to, started_at: ca.now().toISOString(), owner });
+    return { row: ca.ledger.insertRotation({ from_generation: from, to_generation: to, started_at: now, owner }), resumed: false };
   });
 }
 

@@ -264,3 +264,30 @@ test("rotate: a gate that times out names who never arrived, exits non-zero, and
     await t.stop();
   }
 });
+
+test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it for the next run to resume at once", { timeout: 60_000 }, async () => {
+  const t = await startCa();
+  try {
+    await Service.enrol(t, "a.internal"); // never polls: gate 1 waits
+    const run = rotate(t.dir, ["--timeout", "60s"]);
+    await run.wait((e) => e.gate === "prepare" && e.state === "waiting");
+    run.child.kill("SIGINT");
+    const r = await run.done;
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate again to carry on$/m);
+    assert.ok(run.events.some((e) => e.state === "interrupted" && same(e.waitingFor, ["a.internal"])));
+    const row = t.ca.ledger.db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as { phase: string; owner: string | null };
+    assert.deepEqual(row, { phase: "prepare", owner: null }, "the lease is released, the phase kept");
+
+    const again = rotate(t.dir, ["--timeout", "2s"]);
+    const resumed = await again.wait((e) => e.state === "started");
+    assert.match(resumed.msg, /resuming rotation 1 .* at gate 1 \(prepare\)/);
+    const end = await again.done;
+    assert.equal(end.code, 3);
+    assert.match(end.stderr, /still waiting for a\.internal/);
+    assert.equal(t.ca.generations().length, 2, "the resumed run adopted generation 2");
+  } finally {
+    killChildren();
+    await t.stop();
+  }
+});
