@@ -294,7 +294,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       }
       if (clock() - start >= opts.timeoutMs) {
         const names = v.waitingFor.map((w) => w.name);
-        emit(gate, "timeout", `gate ${GATE_NUMBER[gate]} (${gate}) timed out`, v.waitingFor, v.total);
+        emit(gate, "timeout", `gate ${GATE_NUMBER[gate]} (${gate}) timed out after ${seconds(opts.timeoutMs)}, still waiting for ${v.waitingFor.length} of ${v.total}: ${list(names)}`, v.waitingFor, v.total);
         throw new RotationTimeout(gate, v.waitingFor,
           `gate ${GATE_NUMBER[gate]} (${gate}) timed out after ${seconds(opts.timeoutMs)}: still waiting for ${list(names)}; ` +
           `rotation ${rot!.id} stays at ${gate}, nothing else changed. See who and why: npm run ca -- rotate --status; run npm run ca -- rotate again to carry on`);

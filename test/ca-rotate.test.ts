@@ -43,7 +43,7 @@ class Service {
 
   /** Polls until the bundle it holds has `roots` roots (the server notices the CLI within a second). */
   async pollUntil(roots: number): Promise<void> {
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 100; i++) {
       await this.poll();
       if (this.roots() === roots) return;
       await new Promise((r) => setTimeout(r, 100));
@@ -73,7 +73,7 @@ class Service {
 
   /** Polls as a service does until the CA hints renew-now (it notices the new signer within a second), then renews. */
   async renewWhenTold(): Promise<void> {
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 100; i++) {
       if (await this.step()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
