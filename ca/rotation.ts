@@ -84,7 +84,7 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
   const notes: string[] = [];
   const fileMode = [...new Set(f.certs.filter((c) => FILE_SOURCES.has(c.source)).map((c) => c.name))];
   if (fileMode.length > 0) {
-    notes.push(`not waited for: ${list(fileMode)} hold${fileMode.length === 1 ? "s" : ""} a file-mode certificate (CLI issue/sign/renew); ${fileMode.length === 1 ? "its service reads" : "their services read"} bundle.pem from the folder and never tell the CA`);
+    notes.push(`not waited for: ${list(fileMode)} ${fileMode.length === 1 ? "holds a file-mode certificate (CLI issue/sign/renew): its service reads bundle.pem from the folder and never tells" : "hold file-mode certificates (CLI issue/sign/renew): their services read bundle.pem from the folder and never tell"} the CA which bundle they hold`);
   }
   return { gate: "prepare", passed: waitingFor.length === 0, waitingFor, total: identities.length, notes };
 }
@@ -236,7 +236,9 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       emit("prepare", "started", `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`);
       const g1 = await waitGate("prepare", () => evaluatePrepare(prepareFacts(ledger, rot!, ca.now())));
       update({ phase: "activate" });
-      emit("prepare", "passed", `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`, [], g1.total);
+      emit("prepare", "passed", g1.total === 0
+        ? `no enrolled identity to wait for: none holds a valid certificate issued through EST`
+        : `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`, [], g1.total);
       crashPoint("rotate:activate");
     }
 

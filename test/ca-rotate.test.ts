@@ -291,3 +291,30 @@ test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it fo
     await t.stop();
   }
 });
+
+test("rotate without a server: file-mode certificates are not waited for at gate 1, gate 3 names them with the renew command, and the re-run after it finishes", { timeout: 60_000 }, async () => {
+  const root = tempDir();
+  try {
+    const dir = join(root, "pki");
+    assert.equal((await cli(["init", "--dir", dir, "--name", "Acme Corp CA"])).code, 0);
+    assert.equal((await cli(["issue", "--dir", dir, "--domain", "files.internal"])).code, 0);
+    const first = await cli(["rotate", "--dir", dir, "--timeout", "2s"]);
+    assert.equal(first.code, 3, first.stderr);
+    assert.match(first.stdout, /not waited for: files\.internal holds a file-mode certificate/);
+    assert.match(first.stdout, /gate 2\/3 activate passed/);
+    assert.match(first.stderr, /files\.internal .*run: npm run ca -- renew --domain files\.internal/);
+    assert.match(first.stderr, /^error: gate 3 \(retire\) timed out after 2\.0s: still waiting for files\.internal; rotation 1 stays at retire/m);
+
+    assert.equal((await cli(["renew", "--dir", dir, "--domain", "files.internal"])).code, 0);
+    const second = await cli(["rotate", "--dir", dir, "--timeout", "5s"]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /resuming rotation 1 .* at gate 3 \(retire\)/);
+    assert.match(second.stdout, /retired generation 1: bundle\.pem and crls\.pem carry generation 2/);
+    const v = openssl(["verify", "-CAfile", join(dir, "bundle.pem"), join(dir, "certs", "files.internal.crt")]);
+    assert.equal(v.code, 0, v.out);
+    const status = await cli(["rotate", "--dir", dir, "--status"]);
+    assert.match(status.stdout, /No rotation in progress/);
+  } finally {
+    cleanup(root);
+  }
+});
