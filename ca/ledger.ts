@@ -413,6 +413,11 @@ export class Ledger {
       WHERE c.status = 'valid' AND c.not_after > ? ORDER BY c.name`).all(now) as CurrentCertFact[];
   }
 
+  /** The root generation of the CA that issued a certificate (any status), or undefined. */
+  generationOf(serial: string): number | undefined {
+    return (this.sql("SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = ?").get(serial) as { generation: number } | undefined)?.generation;
+  }
+
   /** The rotation not done yet, if any (at most one: a unique index says so). */
   unfinishedRotation(): RotationRow | undefined {
     return this.sql("SELECT * FROM rotations WHERE phase != 'done'").get() as RotationRow | undefined;

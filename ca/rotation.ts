@@ -92,11 +92,18 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
 export interface RetireFacts {
   fromGeneration: number;
   certs: CurrentCertFact[];
+  /**
+   * With --in-use: what each name presented on its latest cacerts poll (serial, its generation,
+   * when), so the gate also waits until each enrolled identity has shown it serves its new certificate.
+   */
+  presented?: Map<string, { serial: string; generation: number | undefined; seen_at: string }>;
 }
 
 /**
  * Gate 3: no valid, unexpired certificate chains to the old generation (what `generation retire`
  * checks too). Then retiring it breaks nobody: every identity already holds a new-generation one.
+ * With `presented`, also: every enrolled identity has presented a certificate that is not of the
+ * old generation (issued is not yet in use: a lost answer or a crash before the swap).
  */
 export function evaluateRetire(f: RetireFacts): GateVerdict {
   const old = f.certs.filter((c) => c.generation === f.fromGeneration);
@@ -109,7 +116,22 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
     }
     return { name: c.name, why: `file-mode certificate ${c.serial} (CLI ${c.source}) until ${c.not_after}: nothing renews it online; run: npm run ca -- renew --domain ${c.name}` };
   });
-  return { gate: "retire", passed: waitingFor.length === 0, waitingFor, total: old.length, notes: [] };
+  let total = old.length;
+  if (f.presented) {
+    const moved = enrolledIdentities(f.certs).filter((c) => c.generation !== f.fromGeneration);
+    total += moved.length;
+    for (const c of moved) {
+      const p = f.presented.get(c.name);
+      if (p && p.generation !== undefined && p.generation !== f.fromGeneration) continue;
+      waitingFor.push({
+        name: c.name,
+        why: p
+          ? `renewed (serial ${c.serial}, generation ${c.generation}) but has not presented it yet: its last cacerts poll (${p.seen_at}) presented serial ${p.serial} of generation ${p.generation ?? "unknown"}`
+          : `renewed (serial ${c.serial}, generation ${c.generation}) but has not polled cacerts with it yet`,
+      });
+    }
+  }
+  return { gate: "retire", passed: waitingFor.length === 0, waitingFor, total, notes: [] };
 }
 
 /** Facts for gate 1, read from the ledger now. */
@@ -120,15 +142,19 @@ export function prepareFacts(ledger: Ledger, rotation: RotationRow, now: Date): 
   };
 }
 
-export function retireFacts(ledger: Ledger, rotation: RotationRow, now: Date): RetireFacts {
-  return { fromGeneration: rotation.from_generation, certs: ledger.currentCerts(now.toISOString()) };
+export function retireFacts(ledger: Ledger, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
+  const facts: RetireFacts = { fromGeneration: rotation.from_generation, certs: ledger.currentCerts(now.toISOString()) };
+  if (opts.inUse) {
+    facts.presented = new Map(ledger.bundleHolders().map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]));
+  }
+  return facts;
 }
 
 /** The verdict of the gate a rotation is at, from the ledger (what `rotate --status` prints). */
-export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow): GateVerdict | null {
+export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow, opts: { inUse?: boolean } = {}): GateVerdict | null {
   const now = ca.now();
   if (rotation.phase === "prepare") return evaluatePrepare(prepareFacts(ca.ledger, rotation, now));
-  if (rotation.phase === "retire") return evaluateRetire(retireFacts(ca.ledger, rotation, now));
+  if (rotation.phase === "retire") return evaluateRetire(retireFacts(ca.ledger, rotation, now, opts));
   return null;
 }
 
@@ -183,6 +209,8 @@ export interface RotateOptions {
   onEvent: (e: RotationEvent) => void;
   /** Who runs it (host:pid): a second run refuses while this one lives. */
   owner?: string;
+  /** Gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll. */
+  inUse?: boolean;
 }
 
 const MAX_NAMES = 100;
@@ -258,7 +286,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       let waited = "it was retired already";
       if (ca.generation(rot.from_generation).root.state !== "retired") {
         emit("retire", "started", `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`);
-        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now())));
+        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: opts.inUse })));
         ca.retireGeneration(rot.from_generation);
         waited = `no valid certificate chained to it any more after ${seconds(g3.waitedMs)}`;
       }

@@ -318,3 +318,25 @@ test("rotate without a server: file-mode certificates are not waited for at gate
     cleanup(root);
   }
 });
+
+test("rotate --in-use: gate 3 holds after the renewal until the service has presented its new certificate", { timeout: 60_000 }, async () => {
+  const t = await startCa();
+  try {
+    const a = await Service.enrol(t, "a.internal");
+    const run = rotate(t.dir, ["--timeout", "60s", "--in-use"]);
+    await run.wait((e) => e.gate === "prepare" && e.state === "waiting");
+    await a.pollUntil(2);
+    await run.wait((e) => e.gate === "activate" && e.state === "passed");
+    await a.renewWhenTold();
+    const held = await run.wait((e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""));
+    assert.match(held.why["a.internal"]!, /presented serial [0-9a-f]+ of generation 1/);
+    assert.equal(t.ca.generation(1).root.state, "published", "issued is not in use: generation 1 stays");
+    assert.equal((await a.poll()).renewNow, false);
+    const end = await run.done;
+    assert.equal(end.code, 0, end.stderr);
+    assert.equal(t.ca.generation(1).root.state, "retired");
+  } finally {
+    killChildren();
+    await t.stop();
+  }
+});

@@ -72,6 +72,25 @@ test("gate 3 waits for every valid certificate of the old generation, whatever m
   assert.equal(evaluateRetire({ fromGeneration: 1, certs: [cert("a.internal", 2)] }).passed, true);
 });
 
+test("gate 3 with --in-use also waits until each renewed identity has presented its new certificate", () => {
+  const certs = [cert("a.internal", 2), cert("b.internal", 2), cert("c.internal", 2), cert("ca.internal", 2, "ca-server")];
+  const presented = new Map([
+    ["a.internal", { serial: "new-a", generation: 2, seen_at: PUBLISHED }],   // polled with its new certificate
+    ["b.internal", { serial: "old-b", generation: 1, seen_at: PUBLISHED }],   // still presents the old one
+  ]);
+  const v = evaluateRetire({ fromGeneration: 1, certs, presented });
+  assert.equal(v.passed, false);
+  assert.equal(v.total, 3, "the three enrolled identities; the CA's own certificate is the server's business");
+  assert.deepEqual(v.waitingFor.map((w) => w.name), ["b.internal", "c.internal"]);
+  assert.match(v.waitingFor[0]!.why, /has not presented it yet: its last cacerts poll .* presented serial old-b of generation 1/);
+  assert.match(v.waitingFor[1]!.why, /has not polled cacerts with it yet/);
+  presented.set("b.internal", { serial: "new-b", generation: 2, seen_at: PUBLISHED });
+  presented.set("c.internal", { serial: "new-c", generation: 2, seen_at: PUBLISHED });
+  assert.equal(evaluateRetire({ fromGeneration: 1, certs, presented }).passed, true);
+  // Without --in-use, issued is enough.
+  assert.equal(evaluateRetire({ fromGeneration: 1, certs }).passed, true);
+});
+
 test("a rotation stops when the CA was changed by hand under it", () => {
   const row = (phase: RotationRow["phase"]) => ({ id: 1, from_generation: 1, to_generation: 2, phase } as RotationRow);
   const states = (s: Record<number, string>) => (g: number) => s[g];
