@@ -403,7 +403,11 @@ export function buildProgram(): Command {
       await rotation.runRotation(ca, {
         timeoutMs, intervalMs, name: o.name, signal: ac.signal, inUse: o.inUse,
         onEvent: (e) => {
-          if (log) { log[e.state === "timeout" ? "error" : "info"](e, e.msg); return; }
+          if (log) {
+            const { msg, ...fields } = e;
+            log[e.state === "timeout" ? "error" : "info"](fields, msg);
+            return;
+          }
           const out = e.state === "timeout" ? console.error : console.log;
           out(`gate ${rotation.GATE_NUMBER[e.gate]}/3 ${e.gate.padEnd(8)} ${e.state.padEnd(8)} ${e.msg}`);
           for (const l of names(e.waitingFor.map((name) => ({ name, why: e.why[name] ?? "" })))) out(l);

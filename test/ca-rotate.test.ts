@@ -193,6 +193,7 @@ test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves
     await a!.pollUntil(1);
     // Every gate was logged as rotate.gate with gate, state and waitingFor (the dashboard marks them).
     for (const e of run.events) assert.ok(e.event === "rotate.gate" && e.gate && e.state && Array.isArray(e.waitingFor), JSON.stringify(e));
+    for (const line of end.stdout.trim().split("\n")) assert.equal(line.match(/"msg":/g)?.length, 1, `one msg per line: ${line}`);
   } finally {
     killChildren();
     await t.stop();
