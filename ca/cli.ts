@@ -367,7 +367,7 @@ export function buildProgram(): Command {
     .option("--interval <duration>", "how often a waiting gate reads the ledger", "1s")
     .option("--name <name>", "the new generation's name (default: the first root's name + \" G<n>\")")
     .option("--json", "JSON lines (rotate.gate events) instead of text")
-    .option("--in-use", "gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll")
+    .option("--in-use", "gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll (kept when resuming)")
     .option("--status", "print where the rotation is and who its gate waits for, change nothing"), [
     "rotate", "rotate --timeout 2h --json >> logs/rotate.log", "rotate --status",
   ]).action((o) => withCa(o, async (ca) => {
@@ -383,7 +383,7 @@ export function buildProgram(): Command {
         else console.log("No rotation in progress (start one: npm run ca -- rotate)");
         return;
       }
-      const v = rotation.currentVerdict(ca, row, { inUse: o.inUse });
+      const v = rotation.currentVerdict(ca, row);
       if (o.json) { process.stdout.write(JSON.stringify({ rotation: row, verdict: v }, null, 2) + "\n"); return; }
       console.log(`Rotation ${row.id}: generation ${row.from_generation} → ${row.to_generation}, at gate ${rotation.GATE_NUMBER[row.phase as keyof typeof rotation.GATE_NUMBER] ?? 3}/3 (${row.phase}), started ${row.started_at}${row.owner ? `, run by ${row.owner}` : ", no run in progress"}`);
       if (v) {

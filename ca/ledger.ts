@@ -132,6 +132,8 @@ CREATE TABLE IF NOT EXISTS rotations (
   from_generation INTEGER NOT NULL,
   to_generation INTEGER NOT NULL,
   phase TEXT NOT NULL CHECK (phase IN ('prepare', 'activate', 'retire', 'done')),
+  -- 1: gate 3 also waits until each identity has presented its new certificate (rotate --in-use).
+  in_use INTEGER NOT NULL DEFAULT 0,
   started_at TEXT NOT NULL,
   published_at TEXT,
   activated_at TEXT,
@@ -144,7 +146,7 @@ CREATE TABLE IF NOT EXISTS rotations (
 CREATE UNIQUE INDEX IF NOT EXISTS rotations_one_unfinished ON rotations((1)) WHERE phase != 'done';
 `;
 
-const ROTATION_FIELDS = new Set(["to_generation", "phase", "published_at", "activated_at", "finished_at", "owner", "heartbeat_at"]);
+const ROTATION_FIELDS = new Set(["to_generation", "phase", "in_use", "published_at", "activated_at", "finished_at", "owner", "heartbeat_at"]);
 
 export type RotationPhase = "prepare" | "activate" | "retire" | "done";
 
@@ -154,6 +156,8 @@ export interface RotationRow {
   to_generation: number;
   /** The gate it is at: prepare (waiting for every identity to hold the new root), activate, retire (waiting for the old generation to drain), done. */
   phase: RotationPhase;
+  /** 1 when gate 3 also waits for each identity to present its new certificate (--in-use). */
+  in_use: number;
   started_at: string;
   /** When the new generation was published; only bundle fetches from then on count. */
   published_at: string | null;
@@ -427,14 +431,14 @@ export class Ledger {
     return this.sql("SELECT * FROM rotations WHERE id = ?").get(id) as RotationRow | undefined;
   }
 
-  insertRotation(row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner">): RotationRow {
-    const r = this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, started_at, updated_at, owner, heartbeat_at)
-      VALUES (@from_generation, @to_generation, 'prepare', @started_at, @started_at, @owner, @started_at)`).run(row);
+  insertRotation(row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number }): RotationRow {
+    const r = this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
+      VALUES (@from_generation, @to_generation, 'prepare', @in_use, @started_at, @started_at, @owner, @started_at)`).run({ in_use: 0, ...row });
     return this.rotation(Number(r.lastInsertRowid))!;
   }
 
   /** Moves a rotation on; `fields` are the timestamps this step sets. */
-  updateRotation(id: number, fields: Partial<Pick<RotationRow, "to_generation" | "phase" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at">>, now: string): void {
+  updateRotation(id: number, fields: Partial<Pick<RotationRow, "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at">>, now: string): void {
     const sets = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k)).map((k) => `${k} = @${k}`);
     this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({ ...fields, id, now });
   }

@@ -151,10 +151,10 @@ export function retireFacts(ledger: Ledger, rotation: RotationRow, now: Date, op
 }
 
 /** The verdict of the gate a rotation is at, from the ledger (what `rotate --status` prints). */
-export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow, opts: { inUse?: boolean } = {}): GateVerdict | null {
+export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow): GateVerdict | null {
   const now = ca.now();
   if (rotation.phase === "prepare") return evaluatePrepare(prepareFacts(ca.ledger, rotation, now));
-  if (rotation.phase === "retire") return evaluateRetire(retireFacts(ca.ledger, rotation, now, opts));
+  if (rotation.phase === "retire") return evaluateRetire(retireFacts(ca.ledger, rotation, now, { inUse: rotation.in_use === 1 }));
   return null;
 }
 
@@ -209,7 +209,7 @@ export interface RotateOptions {
   onEvent: (e: RotationEvent) => void;
   /** Who runs it (host:pid): a second run refuses while this one lives. */
   owner?: string;
-  /** Gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll. */
+  /** Gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll (kept in the rotation's row). */
   inUse?: boolean;
 }
 
@@ -230,7 +230,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
   const owner = opts.owner ?? `${hostname()}:${process.pid}`;
   const clock = opts.clock ?? (() => performance.now());
   const ledger = ca.ledger;
-  const claimed = claimOrBegin(ca, owner);
+  const claimed = claimOrBegin(ca, owner, !!opts.inUse);
   let rot = claimed.row;
   const resumed = claimed.resumed;
   const emit = (gate: GateName, state: GateState, msg: string, waiting: Waiting[] = [], total = 0) => {
@@ -286,7 +286,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       let waited = "it was retired already";
       if (ca.generation(rot.from_generation).root.state !== "retired") {
         emit("retire", "started", `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`);
-        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: opts.inUse })));
+        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: rot!.in_use === 1 })));
         ca.retireGeneration(rot.from_generation);
         waited = `no valid certificate chained to it any more after ${seconds(g3.waitedMs)}`;
       }
@@ -348,7 +348,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
  * or by a run that died before recording it) or to the next number. One transaction: two runs
  * started at once cannot both begin.
  */
-function claimOrBegin(ca: CertificateAuthority, owner: string): { row: RotationRow; resumed: boolean } {
+function claimOrBegin(ca: CertificateAuthority, owner: string, inUse: boolean): { row: RotationRow; resumed: boolean } {
   return ca.ledger.write(() => {
     const now = ca.now().toISOString();
     const row = ca.ledger.unfinishedRotation();
@@ -356,14 +356,15 @@ function claimOrBegin(ca: CertificateAuthority, owner: string): { row: RotationR
       if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeat_at, ca.now())) {
         throw new CaError("REFUSED", `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`);
       }
-      ca.ledger.updateRotation(row.id, { owner, heartbeat_at: now }, now);
+      // --in-use, once asked for, stays: a resumed run never waits for less.
+      ca.ledger.updateRotation(row.id, { owner, heartbeat_at: now, ...(inUse ? { in_use: 1 } : {}) }, now);
       return { row: ca.ledger.rotation(row.id)!, resumed: true };
     }
     const from = ca.issuerRow(ca.signerId()).generation;
     const gens = ca.generations();
     const adopt = gens.filter((g) => g.generation > from && g.root.state !== "retired").at(-1);
     const to = adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1;
-    return { row: ca.ledger.insertRotation({ from_generation: from, to_generation: to, started_at: now, owner }), resumed: false };
+    return { row: ca.ledger.insertRotation({ from_generation: from, to_generation: to, started_at: now, owner, in_use: inUse ? 1 : 0 }), resumed: false };
   });
 }
 

@@ -320,7 +320,7 @@ test("rotate without a server: file-mode certificates are not waited for at gate
   }
 });
 
-test("rotate --in-use: gate 3 holds after the renewal until the service has presented its new certificate", { timeout: 60_000 }, async () => {
+test("rotate --in-use: gate 3 holds after the renewal until the service has presented its new certificate, also when resumed without the flag", { timeout: 60_000 }, async () => {
   const t = await startCa();
   try {
     const a = await Service.enrol(t, "a.internal");
@@ -332,8 +332,13 @@ test("rotate --in-use: gate 3 holds after the renewal until the service has pres
     const held = await run.wait((e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""));
     assert.match(held.why["a.internal"]!, /presented serial [0-9a-f]+ of generation 1/);
     assert.equal(t.ca.generation(1).root.state, "published", "issued is not in use: generation 1 stays");
+    // Stopped and resumed without the flag: the rotation remembers it.
+    run.child.kill("SIGINT");
+    assert.equal((await run.done).code, 3);
+    const again = rotate(t.dir, ["--timeout", "60s"]);
+    await again.wait((e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""));
     assert.equal((await a.poll()).renewNow, false);
-    const end = await run.done;
+    const end = await again.done;
     assert.equal(end.code, 0, end.stderr);
     assert.equal(t.ca.generation(1).root.state, "retired");
   } finally {
