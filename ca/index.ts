@@ -11,3 +11,5 @@ export { REVOCATION_REASONS } from "./crl.ts";
 export type { CertRow, IssuerRow } from "./ledger.ts";
 export { verifyPath, parseCertificates, parseCrls } from "./verify.ts";
 export type { VerifyResult, Purpose, Check } from "./verify.ts";
+export { runRotation, RotationTimeout, evaluatePrepare, evaluateRetire } from "./rotation.ts";
+export type { RotateOptions, RotationEvent, GateName, GateState, GateVerdict } from "./rotation.ts";

@@ -122,6 +122,61 @@ CREATE TABLE IF NOT EXISTS bundle_holders (
 );
 `;
 
+/**
+ * The CA rotation's state (ca rotate, docs/rotation.md), added like the online tables: a run
+ * that stops half-way is resumed from here. At most one rotation is unfinished at a time.
+ */
+const ROTATION_SCHEMA = `
+CREATE TABLE IF NOT EXISTS rotations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  from_generation INTEGER NOT NULL,
+  to_generation INTEGER NOT NULL,
+  phase TEXT NOT NULL CHECK (phase IN ('prepare', 'activate', 'retire', 'done')),
+  -- 1: gate 3 also waits until each identity has presented its new certificate (rotate --in-use).
+  in_use INTEGER NOT NULL DEFAULT 0,
+  started_at TEXT NOT NULL,
+  published_at TEXT,
+  activated_at TEXT,
+  finished_at TEXT,
+  updated_at TEXT NOT NULL,
+  -- The process running it (host:pid) and when it last said so: a second run refuses while it lives.
+  owner TEXT,
+  heartbeat_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rotations_one_unfinished ON rotations((1)) WHERE phase != 'done';
+`;
+
+const ROTATION_FIELDS = new Set(["to_generation", "phase", "in_use", "published_at", "activated_at", "finished_at", "owner", "heartbeat_at"]);
+
+export type RotationPhase = "prepare" | "activate" | "retire" | "done";
+
+export interface RotationRow {
+  id: number;
+  from_generation: number;
+  to_generation: number;
+  /** The gate it is at: prepare (waiting for every identity to hold the new root), activate, retire (waiting for the old generation to drain), done. */
+  phase: RotationPhase;
+  /** 1 when gate 3 also waits for each identity to present its new certificate (--in-use). */
+  in_use: number;
+  started_at: string;
+  /** When the new generation was published; only bundle fetches from then on count. */
+  published_at: string | null;
+  activated_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+  owner: string | null;
+  heartbeat_at: string | null;
+}
+
+/** A current certificate as the rotation gates see it. */
+export interface CurrentCertFact {
+  name: string;
+  serial: string;
+  generation: number;
+  not_after: string;
+  source: CertRow["source"];
+}
+
 export interface TokenRow {
   hash: string;
   name: string;
@@ -181,7 +236,7 @@ export class Ledger {
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
       if (!row) throw new Error("no schema version");
       if (row.value !== SCHEMA_VERSION) throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
-      if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA);
+      if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA + ROTATION_SCHEMA);
     } catch (err) {
       if (err instanceof CaError) throw err;
       throw corrupt(path, err);
@@ -346,6 +401,46 @@ export class Ledger {
 
   bundleHolders(): BundleHolderRow[] {
     return this.sql("SELECT * FROM bundle_holders ORDER BY name").all() as BundleHolderRow[];
+  }
+
+  /** Every bundle the server has published: ETag → its root generations. */
+  bundles(): Map<string, number[]> {
+    const rows = this.sql("SELECT etag, generations FROM bundles").all() as { etag: string; generations: string }[];
+    return new Map(rows.map((r) => [r.etag, JSON.parse(r.generations) as number[]]));
+  }
+
+  // --- rotations (ca/rotation.ts) -------------------------------------------------
+
+  /** Valid, unexpired certificates with their root generation (what the rotation gates count). */
+  currentCerts(now: string): CurrentCertFact[] {
+    return this.sql(`SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE c.status = 'valid' AND c.not_after > ? ORDER BY c.name`).all(now) as CurrentCertFact[];
+  }
+
+  /** The root generation of the CA that issued a certificate (any status), or undefined. */
+  generationOf(serial: string): number | undefined {
+    return (this.sql("SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = ?").get(serial) as { generation: number } | undefined)?.generation;
+  }
+
+  /** The rotation not done yet, if any (at most one: a unique index says so). */
+  unfinishedRotation(): RotationRow | undefined {
+    return this.sql("SELECT * FROM rotations WHERE phase != 'done'").get() as RotationRow | undefined;
+  }
+
+  rotation(id: number): RotationRow | undefined {
+    return this.sql("SELECT * FROM rotations WHERE id = ?").get(id) as RotationRow | undefined;
+  }
+
+  insertRotation(row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number }): RotationRow {
+    const r = this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
+      VALUES (@from_generation, @to_generation, 'prepare', @in_use, @started_at, @started_at, @owner, @started_at)`).run({ in_use: 0, ...row });
+    return this.rotation(Number(r.lastInsertRowid))!;
+  }
+
+  /** Moves a rotation on; `fields` are the timestamps this step sets. */
+  updateRotation(id: number, fields: Partial<Pick<RotationRow, "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at">>, now: string): void {
+    const sets = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k)).map((k) => `${k} = @${k}`);
+    this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({ ...fields, id, now });
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {

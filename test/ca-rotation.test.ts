@@ -1,0 +1,146 @@
+// The rotation's gates as pure functions of ledger facts (no server), and the rotations
+// table: added to an older ledger on open, at most one unfinished rotation at a time.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { CertificateAuthority } from "../ca/authority.ts";
+import { Ledger, type BundleHolderRow, type CurrentCertFact, type RotationRow } from "../ca/ledger.ts";
+import { enrolledIdentities, etagsOf, evaluatePrepare, evaluateRetire, inconsistency, prepareFacts } from "../ca/rotation.ts";
+import { cleanup, tempDir } from "./helpers/ca.ts";
+
+const PUBLISHED = "2026-12-01T10:00:00.000Z";
+const OLD = '"old-bundle"';
+const BOTH = '"both-bundle"';
+const bundles = new Map([[OLD, [1]], [BOTH, [1, 2]]]);
+
+const cert = (name: string, generation: number, source: CurrentCertFact["source"] = "est-renew"): CurrentCertFact =>
+  ({ name, serial: `${name.length}ab`, generation, not_after: "2026-12-01T11:00:00.000Z", source });
+const holder = (name: string, seen_at: string, served_etag: string, held_etag: string | null = null): BundleHolderRow =>
+  ({ name, serial: "01", held_etag, served_etag, seen_at, remote: "127.0.0.1" });
+
+test("gate 1 waits for every enrolled identity and says why for each", () => {
+  const certs = [cert("a.internal", 1, "est-enrol"), cert("b.internal", 1), cert("c.internal", 1), cert("d.internal", 1)];
+  const v = evaluatePrepare({
+    toGeneration: 2, publishedAt: PUBLISHED, certs, bundles,
+    holders: [
+      holder("a.internal", "2026-12-01T10:00:05.000Z", BOTH),          // fetched the new bundle: done
+      holder("b.internal", "2026-12-01T09:59:00.000Z", OLD),           // polled before publication
+      holder("c.internal", "2026-12-01T10:00:05.000Z", OLD, OLD),      // polled after, but the server still served the old one
+      // d.internal never polled with its certificate
+    ],
+  });
+  assert.equal(v.passed, false);
+  assert.equal(v.total, 4);
+  assert.deepEqual(v.waitingFor.map((w) => w.name), ["b.internal", "c.internal", "d.internal"]);
+  assert.match(v.waitingFor[0]!.why, /before generation 2 was published/);
+  assert.match(v.waitingFor[1]!.why, /holds a bundle with generation 1 only/);
+  assert.match(v.waitingFor[2]!.why, /never fetched cacerts/);
+});
+
+test("gate 1 takes the bundle a caller says it holds (If-None-Match, lists and W/ tags) as evidence", () => {
+  const certs = [cert("a.internal", 1)];
+  const at = (held: string | null, served = OLD) => evaluatePrepare({ toGeneration: 2, publishedAt: PUBLISHED, certs, bundles, holders: [holder("a.internal", "2026-12-01T10:00:01.000Z", served, held)] });
+  assert.equal(at(`W/${BOTH}`).passed, true);
+  assert.equal(at(`"x", ${BOTH}`).passed, true);
+  assert.equal(at("*").passed, false, "* names no bundle");
+  assert.equal(at('"unknown-etag"').passed, false, "an ETag the server never published proves nothing");
+  assert.equal(at(null, BOTH).passed, true, "delivered with 200 counts");
+  assert.deepEqual(etagsOf(' W/"a" , "b",*, junk'), ['"a"', '"b"']);
+});
+
+test("gate 1 passes when all hold it; the CA's own certificate and file-mode ones are not waited for (a note says so)", () => {
+  const certs = [cert("a.internal", 1), cert("ca.internal", 1, "ca-server"), cert("files.internal", 1, "issue")];
+  assert.deepEqual(enrolledIdentities(certs).map((c) => c.name), ["a.internal"]);
+  const v = evaluatePrepare({ toGeneration: 2, publishedAt: PUBLISHED, certs, bundles, holders: [holder("a.internal", "2026-12-01T10:00:01.000Z", BOTH)] });
+  assert.equal(v.passed, true);
+  assert.equal(v.total, 1);
+  assert.equal(v.notes.length, 1);
+  assert.match(v.notes[0]!, /files\.internal holds a file-mode certificate/);
+  // No identity at all: nothing to wait for.
+  assert.equal(evaluatePrepare({ toGeneration: 2, publishedAt: PUBLISHED, certs: [], bundles, holders: [] }).passed, true);
+});
+
+test("gate 3 waits for every valid certificate of the old generation, whatever made it, and says what moves it", () => {
+  const certs = [cert("a.internal", 2), cert("b.internal", 1), cert("ca.internal", 1, "ca-server"), cert("files.internal", 1, "issue")];
+  const v = evaluateRetire({ fromGeneration: 1, certs });
+  assert.equal(v.passed, false);
+  assert.deepEqual(v.waitingFor.map((w) => w.name), ["b.internal", "ca.internal", "files.internal"]);
+  assert.match(v.waitingFor[0]!.why, /Mesh-Renew-Now: 1/);
+  assert.match(v.waitingFor[1]!.why, /ca serve replaces it/);
+  assert.match(v.waitingFor[2]!.why, /run: npm run ca -- renew --domain files\.internal/);
+  assert.equal(evaluateRetire({ fromGeneration: 1, certs: [cert("a.internal", 2)] }).passed, true);
+});
+
+test("gate 3 with --in-use also waits until each renewed identity has presented its new certificate", () => {
+  const certs = [cert("a.internal", 2), cert("b.internal", 2), cert("c.internal", 2), cert("ca.internal", 2, "ca-server")];
+  const presented = new Map([
+    ["a.internal", { serial: "new-a", generation: 2, seen_at: PUBLISHED }],   // polled with its new certificate
+    ["b.internal", { serial: "old-b", generation: 1, seen_at: PUBLISHED }],   // still presents the old one
+  ]);
+  const v = evaluateRetire({ fromGeneration: 1, certs, presented });
+  assert.equal(v.passed, false);
+  assert.equal(v.total, 3, "the three enrolled identities; the CA's own certificate is the server's business");
+  assert.deepEqual(v.waitingFor.map((w) => w.name), ["b.internal", "c.internal"]);
+  assert.match(v.waitingFor[0]!.why, /has not presented it yet: its last cacerts poll .* presented serial old-b of generation 1/);
+  assert.match(v.waitingFor[1]!.why, /has not polled cacerts with it yet/);
+  presented.set("b.internal", { serial: "new-b", generation: 2, seen_at: PUBLISHED });
+  presented.set("c.internal", { serial: "new-c", generation: 2, seen_at: PUBLISHED });
+  assert.equal(evaluateRetire({ fromGeneration: 1, certs, presented }).passed, true);
+  // Without --in-use, issued is enough.
+  assert.equal(evaluateRetire({ fromGeneration: 1, certs }).passed, true);
+});
+
+test("a rotation stops when the CA was changed by hand under it", () => {
+  const row = (phase: RotationRow["phase"]) => ({ id: 1, from_generation: 1, to_generation: 2, phase } as RotationRow);
+  const states = (s: Record<number, string>) => (g: number) => s[g];
+  assert.equal(inconsistency(row("prepare"), { signerGeneration: 1, rootState: states({ 1: "published", 2: "pending" }) }), null);
+  assert.match(inconsistency(row("retire"), { signerGeneration: 1, rootState: states({ 1: "published", 2: "published" }) })!, /generation 1 signs again/);
+  assert.match(inconsistency(row("activate"), { signerGeneration: 1, rootState: states({ 1: "retired", 2: "published" }) })!, /generation 1 was retired before/);
+  assert.match(inconsistency(row("retire"), { signerGeneration: 2, rootState: states({ 1: "published", 2: "retired" }) })!, /generation 2 was retired by hand/);
+});
+
+test("ledger: an older ledger without the rotations table gains it on open; one unfinished rotation at a time", async () => {
+  const root = tempDir();
+  try {
+    const dir = join(root, "pki");
+    const ca = await CertificateAuthority.init({ dir, name: "Acme Corp CA" });
+    ca.close();
+    // As a ledger made before rotations existed.
+    const raw = new Database(join(dir, "ca.db"));
+    raw.exec("DROP TABLE rotations");
+    raw.close();
+    const ledger = Ledger.open(join(dir, "ca.db"));
+    try {
+      const now = "2026-12-01T10:00:00.000Z";
+      const r = ledger.write(() => ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: now, owner: "h:1" }));
+      assert.equal(r.phase, "prepare");
+      assert.throws(() => ledger.write(() => ledger.insertRotation({ from_generation: 1, to_generation: 3, started_at: now, owner: "h:2" })), /UNIQUE constraint failed: index 'rotations_one_unfinished'/);
+      ledger.write(() => ledger.updateRotation(r.id, { phase: "done", finished_at: now }, now));
+      assert.equal(ledger.unfinishedRotation(), undefined);
+      const next = ledger.write(() => ledger.insertRotation({ from_generation: 2, to_generation: 3, started_at: now, owner: "h:2" }));
+      assert.equal(ledger.unfinishedRotation()?.id, next.id);
+    } finally {
+      ledger.close();
+    }
+  } finally {
+    cleanup(root);
+  }
+});
+
+test("prepareFacts reads the ledger's rows: a CLI-issued certificate is not an enrolled identity", async () => {
+  const root = tempDir();
+  try {
+    const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+    await ca.issue({ domain: "files.internal" });
+    const rot = ca.ledger.write(() => ca.ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: PUBLISHED, owner: null }));
+    const f = prepareFacts(ca.ledger, { ...rot, published_at: PUBLISHED }, ca.now());
+    assert.deepEqual(f.certs.map((c) => [c.name, c.generation, c.source]), [["files.internal", 1, "issue"]]);
+    const v = evaluatePrepare(f);
+    assert.equal(v.passed, true);
+    assert.match(v.notes[0]!, /files\.internal/);
+    ca.close();
+  } finally {
+    cleanup(root);
+  }
+});
