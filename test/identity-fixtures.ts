@@ -39,6 +39,8 @@ export async function world(policy = SEED_POLICY + `\n`): Promise<World> {
     token: (s) => createToken(ca.ca, { domain: `${s}.internal` }).token,
     edge: { cert: readFileSync(p.cert), key: readFileSync(p.key) },
     async cleanup() {
+      // A test may have restarted the server: close the one in place now.
+      await ca.server.close().catch(() => {});
       await ca.stop().catch(() => {});
       rmSync(root, { recursive: true, force: true });
     },
@@ -50,7 +52,7 @@ export interface Running {
   logs: LogSink;
 }
 
-export async function startIn(w: World, service: ServiceName, opts: Partial<IdentityOptions> & { token?: string | null; upstreams?: Record<string, string>; logs?: LogSink } = {}): Promise<Running> {
+export async function startIn(w: World, service: ServiceName, opts: Omit<Partial<IdentityOptions>, "token"> & { token?: string | null; upstreams?: Record<string, string>; logs?: LogSink } = {}): Promise<Running> {
   const logs = opts.logs ?? new LogSink();
   const tokenText = opts.token === null ? undefined : (opts.token ?? w.token(service));
   const svc = await startIdentityService({
