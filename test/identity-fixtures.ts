@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { request } from "node:https";
 import { createToken } from "../ca/tokens.ts";
 import { startCa, type TestCa } from "./helpers/est.ts";
-import { LogSink, SEED_POLICY } from "./mesh-fixtures.ts";
+import { LogSink } from "./mesh-fixtures.ts";
 import { createLogger } from "../services/log.ts";
 import type { ServiceName } from "../services/names.ts";
 import { parseToken } from "../services/identity/bootstrap.ts";
@@ -26,7 +26,10 @@ export interface World {
   cleanup(): Promise<void>;
 }
 
-export async function world(policy = SEED_POLICY + `\n`): Promise<World> {
+/** The seed policy, and edge (the tests' outside caller) may also call payment directly. */
+export const POLICY = `[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`;
+
+export async function world(policy = POLICY): Promise<World> {
   const ca = await startCa({ limits: ROOMY_LIMITS });
   const root = mkdtempSync(join(tmpdir(), "mesh-identity-"));
   const policyFile = join(root, "mesh-policy.toml");
