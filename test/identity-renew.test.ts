@@ -162,6 +162,8 @@ test("a new generation published, then made the signer: the service takes the bu
     assert.equal((await cli(["bundle"], { env })).code, 0);
     const updated = await pay.logs.wait((l) => l.event === "trust.updated" && Array.isArray(l.roots) && l.roots.length === 2, 5_000);
     assert.deepEqual(updated.roots, ["Acme Corp CA", "Acme Corp CA G2"]);
+    // Polling over mTLS with If-None-Match, the service tells the CA which bundle it holds (a rotation gate reads this).
+    await until(() => w.ca.ca.ledger.bundleHolders().some((h) => h.name === "payment.internal" && h.held_etag === updated.etag), 3_000, "the CA to record the bundle payment holds");
     assert.equal(renewals(pay.logs).length, 0, "no renewal for a bundle change alone");
     assert.equal((await cli(["generation", "use", "2"], { env })).code, 0);
     const hint = await pay.logs.wait((l) => l.event === "identity.renew_now", 5_000);

@@ -32,7 +32,7 @@ export function retryDelay(failures: number, period: number, untilExpiry: number
   const base = Math.max(200, Math.min(5_000, period / 30));
   const cap = Math.max(base, Math.min(300_000, period / 10));
   const d = Math.min(cap, base * 2 ** Math.max(0, failures - 1)) * (0.8 + 0.4 * random());
-  return Math.max(100, Math.min(d, untilExpiry - 250));
+  return Math.round(Math.max(100, Math.min(d, untilExpiry - 250)));
 }
 
 /** Node timers hold at most 2^31-1 ms. */
