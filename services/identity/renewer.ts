@@ -3,6 +3,8 @@
 // runtime's TLS reload. Each outcome is a log event; a failure is retried, never silent.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
+import { pemBlocks } from "../material.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -199,6 +201,13 @@ export class IdentityAgent {
       const bundle = await getCacerts(tls, etag);
       const crls = await getCrls(tls);
       if (this.stopped) return;
+      // What the CA sent must make a TLS context before it replaces the cache: a broken cache
+      // would stop the next start, when the CA may be down.
+      try {
+        createSecureContext({ ca: bundle.changed ? pemOf(bundle.roots) : cur.bundlePem, crl: pemBlocks(crls, "X509 CRL") });
+      } catch (e) {
+        throw new IdentityError("CA_ANSWER_INVALID", `the bundle or CRLs from the CA are unusable, the cached ones stay: ${messageOf(e)}`);
+      }
       const changed: string[] = [];
       let roots = cur.roots;
       if (bundle.changed) {
