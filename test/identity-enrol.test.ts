@@ -160,3 +160,40 @@ test("services/main.ts --ca with a malformed token file: one line, exit 2, no st
   assert.match(err, /^payment: cannot start: the enrolment token from .*bad\.token is not an mt1 token/);
   assert.ok(!existsSync(state));
 });
+
+test("a token for another name is refused (403) and stays good for its own name", async () => {
+  const forInventory = w.token("inventory");
+  const dir = join(w.root, "state", "payment-other-token");
+  await assert.rejects(startIn(w, "payment", { token: forInventory, stateDir: dir }), (e: unknown) => {
+    assert.ok(e instanceof IdentityError);
+    assert.equal(e.status, 403);
+    assert.match(e.message, /simpleenroll \(403\)/);
+    assert.ok(!e.message.includes("inventory"), "which name the token is for is not said");
+    return true;
+  });
+  assert.ok(!existsSync(dir));
+  assert.equal(checkToken(w.ca.ca.ledger, forInventory, "inventory.internal", new Date()).ok, true);
+});
+
+test("an expired identity: without a token it refuses to start and says how to fix it; with a new token it enrols again", async () => {
+  const dir = join(w.root, "state", "payment-expired");
+  const first = await startIn(w, "payment", { stateDir: dir, lifetime: "2s" });
+  const old = first.svc.identity.identity;
+  await first.svc.close();
+  await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(old.notAfter) - Date.now()) + 100));
+  const oldCert = readFileSync(join(dir, "cert.pem"), "utf8");
+  await assert.rejects(startIn(w, "payment", { stateDir: dir, token: null }), (e: unknown) => {
+    assert.ok(e instanceof IdentityError);
+    assert.equal(e.code, "IDENTITY_EXPIRED");
+    assert.match(e.message, /cert\.pem expired at .* cannot be renewed: make a token \(npm run -s ca -- token --domain payment\.internal > token\) and start again with --token-file token or MESH_ENROL_TOKEN/);
+    return true;
+  });
+  assert.equal(readFileSync(join(dir, "cert.pem"), "utf8"), oldCert, "nothing changed");
+  const again = await startIn(w, "payment", { stateDir: dir });
+  try {
+    assert.notEqual(again.svc.identity.identity.serial, old.serial);
+    assert.ok(again.logs.find((l) => l.event === "identity.enrolled"));
+  } finally {
+    await again.svc.close();
+  }
+});

@@ -14,10 +14,13 @@ export class IdentityError extends Error {
   readonly code: IdentityErrorCode;
   /** The HTTP status when the CA refused, and its one-line reason. */
   readonly status?: number;
-  constructor(code: IdentityErrorCode, message: string, opts: { status?: number; cause?: unknown } = {}) {
+  /** A 429's Retry-After, in milliseconds. */
+  readonly retryAfterMs?: number;
+  constructor(code: IdentityErrorCode, message: string, opts: { status?: number; retryAfterMs?: number; cause?: unknown } = {}) {
     super(message, { cause: opts.cause });
     this.name = "IdentityError";
     this.code = code;
     this.status = opts.status;
+    this.retryAfterMs = opts.retryAfterMs;
   }
 }

@@ -60,7 +60,8 @@ function oneLine(s: string): string {
 }
 
 function refused(path: string, a: Answer): IdentityError {
-  return new IdentityError("CA_REFUSED", `the CA refused ${path} (${a.status}): ${oneLine(a.body.toString("utf8").trim()) || "no reason given"}`, { status: a.status });
+  const after = typeof a.headers["retry-after"] === "string" && /^\d{1,6}$/.test(a.headers["retry-after"]) ? Number(a.headers["retry-after"]) * 1000 : undefined;
+  return new IdentityError("CA_REFUSED", `the CA refused ${path} (${a.status}): ${oneLine(a.body.toString("utf8").trim()) || "no reason given"}`, { status: a.status, retryAfterMs: after });
 }
 
 function certsOf(path: string, body: Buffer): X509Certificate[] {

@@ -165,8 +165,10 @@ export class IdentityAgent {
       const now = Date.now();
       const notAfter = Date.parse(before.notAfter);
       const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(receivedAt(this.o.paths), now));
-      const delay = retryDelay(this.failures, period, notAfter - now, this.random);
       const status = e instanceof IdentityError ? e.status : undefined;
+      // A rate-limited renewal waits as long as the CA asks, but not past expiry.
+      const asked = e instanceof IdentityError && e.retryAfterMs !== undefined ? Math.min(e.retryAfterMs, notAfter - now - 250) : 0;
+      const delay = Math.max(retryDelay(this.failures, period, notAfter - now, this.random), asked);
       this.h.log.warn(
         { event: "identity.renew_failed", ...factsFields(before), reason: messageOf(e), code: (e as { code?: string }).code, status, failures: this.failures, nextRetry: new Date(now + delay).toISOString(), expiresInMs: notAfter - now, trigger: reason },
         `could not renew ${this.o.dns}: ${messageOf(e)}; retrying in ${(delay / 1000).toFixed(1)} s; the certificate in force expires at ${before.notAfter}`,
