@@ -114,7 +114,14 @@ export class IdentityAgent {
   }
 
   private expired(): void {
-    if (this.stopped || Date.now() < Date.parse(this.facts.notAfter)) return;
+    if (this.stopped) return;
+    const left = Date.parse(this.facts.notAfter) - Date.now();
+    if (left >= 0) {
+      // A timer may fire a little before the wall clock agrees: look again just after.
+      this.expiryTimer = setTimeout(() => this.expired(), timerDelay(left + 10));
+      this.expiryTimer.unref();
+      return;
+    }
     clearTimeout(this.renewTimer);
     this.h.log.error(
       { event: "identity.expired", ...factsFields(this.facts), stateDir: this.o.paths.dir },
