@@ -29,8 +29,8 @@ export interface World {
 /** The seed policy, and edge (the tests' outside caller) may also call payment directly. */
 export const POLICY = `[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`;
 
-export async function world(policy = POLICY): Promise<World> {
-  const ca = await startCa({ limits: ROOMY_LIMITS });
+export async function world(policy = POLICY, limits: typeof ROOMY_LIMITS = ROOMY_LIMITS): Promise<World> {
+  const ca = await startCa({ limits });
   const root = mkdtempSync(join(tmpdir(), "mesh-identity-"));
   const policyFile = join(root, "mesh-policy.toml");
   writeFileSync(policyFile, policy);

@@ -15,8 +15,8 @@ const worlds: World[] = [];
 after(async () => {
   for (const w of worlds) await w.cleanup();
 });
-async function fresh(): Promise<World> {
-  const w = await world();
+async function fresh(limits?: typeof ROOMY_LIMITS): Promise<World> {
+  const w = await world(undefined, limits);
   worlds.push(w);
   return w;
 }
@@ -181,6 +181,25 @@ test("a new generation published, then made the signer: the service takes the bu
     assert.equal(renewals(pay.logs).length, 1);
     const r = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.deepEqual(r, { status: 200, body: JSON.stringify({ service: "payment", caller: "edge" }) });
+  } finally {
+    await pay.svc.close();
+  }
+});
+
+test("rate-limited by the CA (429): the retry waits as long as Retry-After says, not the short backoff", async () => {
+  // Per name: enrolment and one renewal at once, then one every 20 s.
+  const w = await fresh({ ...ROOMY_LIMITS, perName: { capacity: 2, perMinute: 3 } });
+  const pay = await startIn(w, "payment", { lifetime: "30s", pollMs: 60_000 });
+  try {
+    assert.equal(await pay.svc.identity.renew("test"), true);
+    const before = Date.now();
+    assert.equal(await pay.svc.identity.renew("test"), false);
+    const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed");
+    assert.equal(failed.status, 429);
+    assert.match(String(failed.reason), /\(429\): too many requests/);
+    // The lifetime-scaled backoff would retry within ~1.2 s; Retry-After asks for seconds more.
+    const wait = Date.parse(String(failed.nextRetry)) - before;
+    assert.ok(wait >= 5_000, `retry after ${wait} ms`);
   } finally {
     await pay.svc.close();
   }
