@@ -8,6 +8,8 @@ import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./access-log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./names.ts";
 import { isMeshError, messageOf } from "./errors.ts";
 import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
+import { identityOptions, IDENTITY_HELP } from "./identity/cli.ts";
+import { startIdentityService } from "./identity/service.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")
@@ -28,6 +30,11 @@ const program = new Command("mesh-service")
   .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
   .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
+  .option("--ca <url>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400); the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
+  .option("--state <dir>", "identity mode: this service's own folder (key, certificate, cached bundle and CRLs; default ./state/<service>)")
+  .option("--token-file <file>", "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN; never the token itself as an argument: ps shows those)")
+  .option("--lifetime <duration>", "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h; default the CA's)")
+  .option("--poll <seconds>", "identity mode: how often to fetch the trust bundle and CRLs from the CA (default 30)")
   .addHelpText(
     "after",
     `
@@ -38,7 +45,8 @@ Examples:
 
 Logs are JSON lines on stdout (pino). Up to --request-lines (default ${DEFAULT_REQUEST_LINES_PER_SECOND}, or
 MESH_REQUEST_LINES_PER_SECOND) requests a second get their own "request" line; the rest of
-that second is counted in "request.summary" lines. Exit codes: 0 stopped by a signal, 2 bad arguments or files.`,
+that second is counted in "request.summary" lines. Exit codes: 0 stopped by a signal, 2 bad arguments or files.
+${IDENTITY_HELP}`,
   )
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -67,7 +75,7 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -91,7 +99,8 @@ if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
 
 try {
   const out = createStdoutLogger(o.service);
-  const svc = await startService({ service: o.service, port: o.port, host: o.host, pkiDir: o.pki, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines });
+  const common = { service: o.service, port: o.port, host: o.host, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines };
+  const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {
     admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => svc.server.https.listening });

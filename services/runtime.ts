@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
 import { parsePolicy, type Policy } from "./policy.ts";
-import { loadMaterial, materialPaths, type TlsMaterial } from "./material.ts";
+import { loadMaterial, materialPaths, type MaterialPaths, type TlsMaterial } from "./material.ts";
 import { MeshServer, type Limits, type Route } from "./server.ts";
 import { Upstreams } from "./client.ts";
 import { createLogger, type MeshLogger } from "./log.ts";
@@ -41,6 +41,12 @@ export interface ServiceOptions {
   now?: () => Date;
   /** How often the CRLs' nextUpdate is checked while running (default hourly). */
   crlCheckMs?: number;
+  /**
+   * Identity mode (services/identity/): the TLS files are in the service's own state folder,
+   * not pkiDir, and its agent calls reloadTls() once it has written a key and certificate as a
+   * pair (a file watcher would see the key before its certificate).
+   */
+  tlsPaths?: MaterialPaths;
 }
 
 /** Default settle window of the policy file (see ServiceOptions.policySettleMs). */
@@ -72,7 +78,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   // The content whose outcome was logged last: one line per change of the file, whichever
   // watcher (fs.watch or the stat poll) noticed it, and however often.
   let policySeen = policyDigest;
-  const paths = materialPaths(o.pkiDir, dns);
+  const paths = o.tlsPaths ?? materialPaths(o.pkiDir, dns);
   let material: TlsMaterial = loadMaterial(paths, dns);
   const metrics = new MeshMetrics(o.service, material);
   metrics.setPolicy(policyDigest);
@@ -188,7 +194,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
 
   const watches: Watch[] = [];
   if (o.watch !== false) {
-    watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
+    if (!o.tlsPaths) watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
     watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS }));
   }
   log.info(

@@ -1,0 +1,37 @@
+// The identity-mode flags of services/main.ts, checked and turned into IdentityOptions.
+import { join } from "node:path";
+import { IdentityError } from "./errors.ts";
+import { readToken } from "./bootstrap.ts";
+import type { IdentityOptions } from "./service.ts";
+
+export const IDENTITY_HELP = `
+Identity mode (--ca): the service keeps its own key and certificate in --state, enrols on first
+start with a one-time token (--token-file FILE or MESH_ENROL_TOKEN; make one with
+npm run -s ca -- token --domain <service>.internal > FILE), trusts the CA only through the root
+fingerprint in the token, renews over mTLS at about 2/3 of the certificate's life, and polls the
+CA's bundle and CRLs. It starts from its cached state when the CA is down. See docs/identity.md.`;
+
+export function identityOptions(o: { service: string; ca: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }, env: NodeJS.ProcessEnv = process.env): IdentityOptions {
+  let url: URL;
+  try {
+    url = new URL(o.ca);
+  } catch {
+    throw new IdentityError("STATE_INVALID", `--ca ${JSON.stringify(o.ca.slice(0, 80))} is not a URL: use the CA's EST address, e.g. https://127.0.0.1:7400`);
+  }
+  if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
+    throw new IdentityError("STATE_INVALID", `--ca must be an https:// origin such as https://127.0.0.1:7400 (EST paths are added by the service)`);
+  }
+  if (o.lifetime !== undefined && !/^\d{1,9}(s|m|h|d)$/.test(o.lifetime)) {
+    throw new IdentityError("STATE_INVALID", `--lifetime ${JSON.stringify(o.lifetime.slice(0, 40))} is not a duration: use a whole number and a unit, e.g. 90s, 10m, 1h`);
+  }
+  let pollMs: number | undefined;
+  if (o.poll !== undefined) {
+    const n = Number(o.poll);
+    if (!/^\d+(\.\d+)?$/.test(o.poll) || n < 0.1 || n > 86_400) throw new IdentityError("STATE_INVALID", `--poll ${JSON.stringify(o.poll.slice(0, 40))} must be a number of seconds from 0.1 to 86400`);
+    pollMs = Math.round(n * 1000);
+  }
+  const token = readToken(o.tokenFile, env);
+  // Read once; nothing this process starts should inherit it.
+  delete env.MESH_ENROL_TOKEN;
+  return { caUrl: url.origin, stateDir: o.state ?? join("state", o.service), token, lifetime: o.lifetime, pollMs };
+}

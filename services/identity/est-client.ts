@@ -1,0 +1,112 @@
+// EST (RFC 7030) calls a service makes to the CA: cacerts, simpleenroll, simplereenroll and
+// the CRLs. One fresh connection per call; answers are bounded and parsed before use.
+import { X509Certificate } from "node:crypto";
+import { request } from "node:https";
+import { IdentityError } from "./errors.ts";
+import { pkcs7Certificates } from "./der.ts";
+
+const EST = "/.well-known/est";
+/** Bigger than any bundle or CRL set this CA serves; a hostile server cannot fill memory. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+const TIMEOUT_MS = 10_000;
+
+/** How to reach the CA: its URL and the TLS the call uses. */
+export interface CaTls {
+  url: string;
+  /** Roots the CA server's certificate must chain to; absent only for the bootstrap fetch. */
+  ca?: string;
+  /** The service's current identity, for calls over mTLS. */
+  cert?: string;
+  key?: string;
+  timeoutMs?: number;
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+function call(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const unverified = t.ca === undefined;
+    const req = request(`${t.url}${path}`, {
+      method, headers, agent: false, timeout: t.timeoutMs ?? TIMEOUT_MS,
+      ca: t.ca, cert: t.cert, key: t.key, minVersion: "TLSv1.2",
+      // Only the bootstrap fetch of cacerts goes unverified; its answer is trusted only through the token's fingerprint.
+      rejectUnauthorized: !unverified,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (d: Buffer) => {
+        size += d.length;
+        if (size > MAX_ANSWER_BYTES) {
+          req.destroy(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
+          return;
+        }
+        chunks.push(d);
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${t.timeoutMs ?? TIMEOUT_MS} ms`)));
+    req.on("error", (e) => reject(e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e })));
+    req.end(body);
+  });
+}
+
+function oneLine(s: string): string {
+  return s.replace(/[^\x20-\x7e]+/g, " ").slice(0, 300);
+}
+
+function refused(path: string, a: Answer): IdentityError {
+  const after = typeof a.headers["retry-after"] === "string" && /^\d{1,6}$/.test(a.headers["retry-after"]) ? Number(a.headers["retry-after"]) * 1000 : undefined;
+  return new IdentityError("CA_REFUSED", `the CA refused ${path} (${a.status}): ${oneLine(a.body.toString("utf8").trim()) || "no reason given"}`, { status: a.status, retryAfterMs: after });
+}
+
+function certsOf(path: string, body: Buffer): X509Certificate[] {
+  try {
+    const der = Buffer.from(body.toString("latin1").replace(/\s+/g, ""), "base64");
+    return pkcs7Certificates(der).map((d) => new X509Certificate(d));
+  } catch (e) {
+    throw new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is not a base64 certs-only PKCS#7: ${oneLine((e as Error).message)}`);
+  }
+}
+
+export type CacertsAnswer =
+  | { changed: false; renewNow: boolean }
+  | { changed: true; renewNow: boolean; etag: string | null; roots: X509Certificate[] };
+
+/** GET cacerts; with If-None-Match, a 304 costs nothing. Over mTLS the CA records which bundle we hold. */
+export async function getCacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
+  const path = `${EST}/cacerts`;
+  const a = await call(t, "GET", path, etag ? { "If-None-Match": etag } : {});
+  const renewNow = a.headers["mesh-renew-now"] === "1";
+  if (a.status === 304) return { changed: false, renewNow };
+  if (a.status !== 200) throw refused(path, a);
+  const roots = certsOf(path, a.body);
+  if (roots.length === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's cacerts answer holds no certificate`);
+  const tag = typeof a.headers.etag === "string" && a.headers.etag.length <= 200 ? a.headers.etag : null;
+  return { changed: true, renewNow, etag: tag, roots };
+}
+
+/** POST simpleenroll with the one-time token (Bearer) or simplereenroll over mTLS: the chain, leaf first. */
+export async function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
+  const path = `${EST}/${kind}${opts.lifetime ? `?lifetime=${encodeURIComponent(opts.lifetime)}` : ""}`;
+  const headers: Record<string, string> = { "Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64" };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  const a = await call(t, "POST", path, headers, csrDer.toString("base64").replace(/.{64}/g, "$&\n"));
+  if (a.status !== 200) throw refused(`${EST}/${kind}`, a);
+  const certs = certsOf(path, a.body);
+  if (certs.length === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${kind} answer holds no certificate`);
+  return certs;
+}
+
+/** GET /crls.pem: every current CRL, PEM. */
+export async function getCrls(t: CaTls): Promise<string> {
+  const a = await call(t, "GET", "/crls.pem");
+  if (a.status !== 200) throw refused("/crls.pem", a);
+  const text = a.body.toString("utf8");
+  if (!/-----BEGIN X509 CRL-----/.test(text)) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
+  return text;
+}
