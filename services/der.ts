@@ -3,6 +3,7 @@
 
 export interface Tlv {
   tag: number;
+  at: number; // first byte of the element (its tag)
   start: number; // first byte of the value
   end: number; // one past the last byte
 }
@@ -21,7 +22,7 @@ export function readTlv(b: Uint8Array, at: number): Tlv {
     start += n;
   }
   if (start + len > b.length) throw new Error("truncated DER");
-  return { tag, start, end: start + len };
+  return { tag, at, start, end: start + len };
 }
 
 export function children(b: Uint8Array, parent: Tlv): Tlv[] {

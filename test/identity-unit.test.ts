@@ -84,8 +84,8 @@ test("certs-only PKCS#7 as OpenSSL writes it: every certificate, in order; trunc
     const got = pkcs7Certificates(der).map((d) => new X509Certificate(d));
     assert.deepEqual(got.map((c) => c.subject), ["CN=a", "CN=b"]);
     assert.deepEqual(got.map((c) => c.fingerprint256), certs.map((c) => new X509Certificate(readFileSync(c)).fingerprint256));
-    assert.throws(() => pkcs7Certificates(der.subarray(0, der.length - 10)), /DER truncated|not a PKCS#7/);
-    assert.throws(() => pkcs7Certificates(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff])), /DER (truncated|length)/);
+    assert.throws(() => pkcs7Certificates(der.subarray(0, der.length - 10)), /truncated DER|not a PKCS#7/);
+    assert.throws(() => pkcs7Certificates(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff])), /truncated DER|unsupported DER length/);
     assert.throws(() => pkcs7Certificates(new X509Certificate(readFileSync(certs[0]!)).raw), /not a PKCS#7/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

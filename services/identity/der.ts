@@ -1,5 +1,6 @@
 // The few DER structures a service needs to enrol without the CA's libraries: a PKCS#10
 // request to build and a certs-only PKCS#7 to take apart. Input from the CA is bounded and checked.
+import { children, readTlv, type Tlv } from "../der.ts";
 
 export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
   const body = Buffer.concat(parts);
@@ -14,54 +15,20 @@ export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
   return Buffer.concat([Buffer.from([tag]), len, body]);
 }
 
-interface Node {
-  tag: number;
-  /** The whole element, header included. */
-  raw: Buffer;
-  value: Buffer;
-}
-
-/** One element at `off`; throws on anything truncated or with an over-long length. */
-function readAt(buf: Buffer, off: number): Node & { end: number } {
-  if (off + 2 > buf.length) throw new Error("DER truncated");
-  const tag = buf[off]!;
-  let len = buf[off + 1]!;
-  let head = 2;
-  if (len & 0x80) {
-    const k = len & 0x7f;
-    if (k === 0 || k > 4 || off + 2 + k > buf.length) throw new Error("DER length unsupported");
-    len = 0;
-    for (let i = 0; i < k; i++) len = len * 256 + buf[off + 2 + i]!;
-    head += k;
-  }
-  const end = off + head + len;
-  if (end > buf.length) throw new Error("DER truncated");
-  return { tag, raw: buf.subarray(off, end), value: buf.subarray(off + head, end), end };
-}
-
-function children(value: Buffer): Node[] {
-  const out: Node[] = [];
-  for (let off = 0; off < value.length; ) {
-    const n = readAt(value, off);
-    out.push(n);
-    off = n.end;
-  }
-  return out;
-}
-
 const OID_SIGNED_DATA = Buffer.from("06092a864886f70d010702", "hex");
 
 /** The certificates (DER, in order) of a certs-only PKCS#7 (RFC 7030 4.1.3, 4.2.3). */
 export function pkcs7Certificates(der: Buffer): Buffer[] {
-  const top = readAt(der, 0);
+  const top = readTlv(der, 0);
   if (top.tag !== 0x30 || top.end !== der.length) throw new Error("not a PKCS#7 ContentInfo");
-  const [type, content] = children(top.value);
-  if (!type || !content || !type.raw.equals(OID_SIGNED_DATA) || content.tag !== 0xa0) throw new Error("not a PKCS#7 SignedData");
-  const signed = children(content.value)[0];
+  const raw = (t: Tlv) => der.subarray(t.at, t.end);
+  const [type, content] = children(der, top);
+  if (!type || !content || !raw(type).equals(OID_SIGNED_DATA) || content.tag !== 0xa0) throw new Error("not a PKCS#7 SignedData");
+  const signed = children(der, content)[0];
   if (!signed || signed.tag !== 0x30) throw new Error("not a PKCS#7 SignedData");
-  const certs = children(signed.value).find((n) => n.tag === 0xa0);
+  const certs = children(der, signed).find((n) => n.tag === 0xa0);
   if (!certs) return [];
-  return children(certs.value).filter((n) => n.tag === 0x30).map((n) => Buffer.from(n.raw));
+  return children(der, certs).filter((n) => n.tag === 0x30).map((n) => Buffer.from(raw(n)));
 }
 
 const OID = {
