@@ -3,7 +3,7 @@
 // next to what prom-client's own labelled children would cost for the same counts.
 //   node --import tsx bench/metrics-hot-path.ts [--rounds 21] [--n 2000000]
 import { Counter, Histogram, Registry } from "prom-client";
-import { MeshMetrics, type SeriesMemo } from "../services/metrics.ts";
+import { MeshMetrics, type SeriesMemo } from "../services/mesh/metrics.ts";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);

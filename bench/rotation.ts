@@ -9,7 +9,7 @@ import { stats } from "./measure.ts";
 
 const RATE = 50;
 const DWELL_MS = 1_500;
-/** services/reload.ts waits this long after the last file event before reloading: no reload can beat it. */
+/** services/mesh/reload.ts waits this long after the last file event before reloading: no reload can beat it. */
 const DEBOUNCE_MS = 150;
 const INTERVAL_MS = 1000 / RATE;
 

@@ -4,8 +4,8 @@
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
 import { CaError } from "../ca/index.ts";
-import { SERVICES } from "../services/names.ts";
-import { messageOf } from "../services/errors.ts";
+import { SERVICES } from "../services/mesh/names.ts";
+import { messageOf } from "../services/mesh/errors.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
 import { CheckSetupError, gatherMesh, readMeshState, type Target } from "./check/gather.ts";
 import { checkMesh } from "./check/checks.ts";

@@ -4,9 +4,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { loadPolicy, type Policy } from "../services/policy.ts";
-import { isMeshError } from "../services/errors.ts";
-import { SERVICES } from "../services/names.ts";
+import { loadPolicy, type Policy } from "../services/mesh/policy.ts";
+import { isMeshError } from "../services/mesh/errors.ts";
+import { SERVICES } from "../services/mesh/names.ts";
 import { bold, dim, green, red } from "./mesh-format.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
 import { PROBE_PATH, probeMesh, type ProbeCell } from "./probe.ts";

@@ -5,8 +5,8 @@ import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
-import { decide, type Policy } from "../services/policy.ts";
-import { SERVICES } from "../services/names.ts";
+import { decide, type Policy } from "../services/mesh/policy.ts";
+import { SERVICES } from "../services/mesh/names.ts";
 import { parseLine } from "./mesh-format.ts";
 
 export const PROBE_PATH = "/healthz";

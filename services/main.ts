@@ -1,15 +1,15 @@
 // Command-line entry for one mesh service:
 //   tsx services/main.ts --service payment --port 7402 --pki ./pki --policy mesh-policy.toml
 import { Command, InvalidArgumentError } from "commander";
-import { startService } from "./runtime.ts";
-import { onParentExit } from "./parent.ts";
-import { createStdoutLogger } from "./log.ts";
-import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./access-log.ts";
-import { SERVICES, isServiceName, isCallerName } from "./names.ts";
-import { isMeshError, messageOf } from "./errors.ts";
+import { startService } from "./mesh/runtime.ts";
+import { onParentExit } from "./mesh/parent.ts";
+import { createStdoutLogger } from "./mesh/log.ts";
+import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./mesh/access-log.ts";
+import { SERVICES, isServiceName, isCallerName } from "./mesh/names.ts";
+import { isMeshError, messageOf } from "./mesh/errors.ts";
 import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
-import { identityOptions, IDENTITY_HELP } from "./identity/cli.ts";
-import { startIdentityService } from "./identity/service.ts";
+import { identityOptions, IDENTITY_HELP } from "./mesh/identity-agent/cli.ts";
+import { startIdentityService } from "./mesh/identity-agent/service.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")

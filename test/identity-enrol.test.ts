@@ -11,7 +11,7 @@ import { openssl } from "./helpers/ca.ts";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, callAs, stateIdentity, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
 import { LogSink } from "./mesh-fixtures.ts";
-import { IdentityError } from "../services/identity/errors.ts";
+import { IdentityError } from "../services/mesh/identity-agent/errors.ts";
 
 let w: World;
 before(async () => {

@@ -8,10 +8,10 @@ import { request } from "node:https";
 import { createToken } from "../ca/tokens.ts";
 import { startCa, type TestCa } from "./helpers/est.ts";
 import { LogSink } from "./mesh-fixtures.ts";
-import { createLogger } from "../services/log.ts";
-import type { ServiceName } from "../services/names.ts";
-import { parseToken } from "../services/identity/bootstrap.ts";
-import { startIdentityService, type IdentityOptions, type IdentityService } from "../services/identity/service.ts";
+import { createLogger } from "../services/mesh/log.ts";
+import type { ServiceName } from "../services/mesh/names.ts";
+import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
+import { startIdentityService, type IdentityOptions, type IdentityService } from "../services/mesh/identity-agent/service.ts";
 
 export const ROOMY_LIMITS = { perAddress: { capacity: 1000, perMinute: 6000 }, perName: { capacity: 1000, perMinute: 6000 } };
 

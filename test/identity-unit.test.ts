@@ -8,12 +8,12 @@ import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { renewAt, retryDelay, DEFAULT_SCHEDULE } from "../services/identity/timing.ts";
-import { newKeyAndCsr } from "../services/identity/csr.ts";
-import { pkcs7Certificates } from "../services/identity/der.ts";
-import { parseToken } from "../services/identity/bootstrap.ts";
-import { commitIdentity, recover, statePaths, writeAtomic } from "../services/identity/state-folder.ts";
-import { IdentityError } from "../services/identity/errors.ts";
+import { renewAt, retryDelay, DEFAULT_SCHEDULE } from "../services/mesh/identity-agent/timing.ts";
+import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
+import { pkcs7Certificates } from "../services/mesh/identity-agent/der.ts";
+import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
+import { commitIdentity, recover, statePaths, writeAtomic } from "../services/mesh/identity-agent/state-folder.ts";
+import { IdentityError } from "../services/mesh/identity-agent/errors.ts";
 
 const S = 1000;
 

@@ -103,7 +103,7 @@ test("a path-length violation: path_length_exceeded, naming the constraining CA"
 });
 
 test("caFacts reads basicConstraints and keyUsage from DER, and gives up on garbage without throwing", async () => {
-  const { caFacts } = await import("../services/chain.ts");
+  const { caFacts } = await import("../services/mesh/chain.ts");
   const { X509Certificate } = await import("node:crypto");
   const der = (path: string) => new X509Certificate(readFileSync(path)).raw;
   assert.deepEqual(caFacts(der(pki.ca.paths.root(1).cert)), { ca: true, pathLen: undefined, keyCertSign: true });
@@ -116,9 +116,9 @@ test("caFacts reads basicConstraints and keyUsage from DER, and gives up on garb
 });
 
 test("a caller facing a look-alike callee says so too (another CA with the same name), sent with its chain or not", async () => {
-  const { Upstreams, UpstreamError } = await import("../services/client.ts");
-  const { loadMaterial, materialPaths } = await import("../services/material.ts");
-  const { createLogger } = await import("../services/log.ts");
+  const { Upstreams, UpstreamError } = await import("../services/mesh/client.ts");
+  const { loadMaterial, materialPaths } = await import("../services/mesh/material.ts");
+  const { createLogger } = await import("../services/mesh/log.ts");
   const { LogSink } = await import("./mesh-fixtures.ts");
   const { createServer } = await import("node:tls");
   const t = twin.ca.paths.leaf("payment.internal");

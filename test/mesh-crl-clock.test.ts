@@ -4,9 +4,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CertificateAuthority } from "../ca/index.ts";
 import { freshPki, start, call, identity, LogSink } from "./mesh-fixtures.ts";
-import { Upstreams, UpstreamError } from "../services/client.ts";
-import { loadMaterial, materialPaths } from "../services/material.ts";
-import { createLogger } from "../services/log.ts";
+import { Upstreams, UpstreamError } from "../services/mesh/client.ts";
+import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
+import { createLogger } from "../services/mesh/log.ts";
 
 test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", async () => {
   const pki = await freshPki();

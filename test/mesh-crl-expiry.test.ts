@@ -7,8 +7,8 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CertificateAuthority } from "../ca/index.ts";
-import { crlDates, crlDeadlines } from "../services/crl-dates.ts";
-import { pemBlocks } from "../services/material.ts";
+import { crlDates, crlDeadlines } from "../services/mesh/crl-dates.ts";
+import { pemBlocks } from "../services/mesh/material.ts";
 import { freshPki, start, call, identity, type TestPki } from "./mesh-fixtures.ts";
 
 const DAY = 86_400_000;

@@ -5,9 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "node:https";
 import { CertificateAuthority } from "../ca/index.ts";
-import { startService, type RunningService, type ServiceOptions } from "../services/runtime.ts";
-import { createLogger } from "../services/log.ts";
-import type { ServiceName } from "../services/names.ts";
+import { startService, type RunningService, type ServiceOptions } from "../services/mesh/runtime.ts";
+import { createLogger } from "../services/mesh/log.ts";
+import type { ServiceName } from "../services/mesh/names.ts";
 
 /**
  * A copy of the repository's mesh-policy.toml as shipped. Tests read this, never the working

@@ -5,9 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { pino } from "pino";
-import { createLogger, requestLogger, type RequestRecord } from "../services/log.ts";
-import { LineSink } from "../services/log-sink.ts";
-import { AccessLog } from "../services/access-log.ts";
+import { createLogger, requestLogger, type RequestRecord } from "../services/mesh/log.ts";
+import { LineSink } from "../services/mesh/log-sink.ts";
+import { AccessLog } from "../services/mesh/access-log.ts";
 
 class Collect {
   text = "";

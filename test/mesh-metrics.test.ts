@@ -13,8 +13,8 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { freshPki, start, call, identity, SEED_POLICY, type TestPki } from "./mesh-fixtures.ts";
 import { startAdmin, isLoopback, AdminHostError } from "../lib/admin-http.ts";
-import { crlDatesOfPem } from "../services/crl-dates.ts";
-import { pemBlocks } from "../services/material.ts";
+import { crlDatesOfPem } from "../services/mesh/crl-dates.ts";
+import { pemBlocks } from "../services/mesh/material.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const PROMTOOL = "/usr/bin/promtool";

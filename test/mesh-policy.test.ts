@@ -2,9 +2,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { decide, parsePolicy } from "../services/policy.ts";
-import { MeshError } from "../services/errors.ts";
-import { identityOf, sanDnsNames } from "../services/identity.ts";
+import { decide, parsePolicy } from "../services/mesh/policy.ts";
+import { MeshError } from "../services/mesh/errors.ts";
+import { identityOf, sanDnsNames } from "../services/mesh/peer-identity.ts";
 import type { PeerCertificate } from "node:tls";
 
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";

@@ -7,7 +7,7 @@ import { buildCrl, encodeEntries } from "../ca/crl.ts";
 import { generateKeyPair } from "../ca/keys.ts";
 import { createRoot, randomSerial, validityFor } from "../ca/profiles.ts";
 import { crlToPem, normalSerial, x509 } from "../ca/x509.ts";
-import { revokedSerials, revokedSet } from "../services/revocations.ts";
+import { revokedSerials, revokedSet } from "../services/mesh/revocations.ts";
 
 async function signer() {
   const keys = await generateKeyPair("ec-p256");

@@ -6,9 +6,9 @@ import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { freshPki, start, LogSink, type TestPki, type TestService } from "./mesh-fixtures.ts";
-import { Upstreams, UpstreamError } from "../services/client.ts";
-import { loadMaterial, materialPaths } from "../services/material.ts";
-import { createLogger } from "../services/log.ts";
+import { Upstreams, UpstreamError } from "../services/mesh/client.ts";
+import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
+import { createLogger } from "../services/mesh/log.ts";
 
 let pki: TestPki;
 let pay: TestService;

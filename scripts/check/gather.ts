@@ -9,11 +9,11 @@ import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../../ca/index.ts";
 import { normalSerial } from "../../ca/x509.ts";
-import { decide, loadPolicy, type Policy } from "../../services/policy.ts";
-import { pemBlocks } from "../../services/material.ts";
-import { crlsDigest } from "../../services/metrics.ts";
-import { messageOf } from "../../services/errors.ts";
-import { CALLERS } from "../../services/names.ts";
+import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
+import { pemBlocks } from "../../services/mesh/material.ts";
+import { crlsDigest } from "../../services/mesh/metrics.ts";
+import { messageOf } from "../../services/mesh/errors.ts";
+import { CALLERS } from "../../services/mesh/names.ts";
 import type { AdminFacts, CaFacts, LedgerCert, MeshFacts, MtlsFacts, ServiceFacts } from "./facts.ts";
 import { samples } from "./prom.ts";
 

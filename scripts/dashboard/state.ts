@@ -3,9 +3,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
-import { decide, loadPolicy, type Policy } from "../../services/policy.ts";
-import { CALLERS, shortName } from "../../services/names.ts";
-import { messageOf } from "../../services/errors.ts";
+import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
+import { CALLERS, shortName } from "../../services/mesh/names.ts";
+import { messageOf } from "../../services/mesh/errors.ts";
 import { LogTail } from "./log-tail.ts";
 import { MeshModel, WINDOW_SECONDS, type ServiceState } from "./model.ts";
 import type { CellView, IdentityView, IssuerView, MatrixView, ServiceView, Snapshot } from "./view.ts";

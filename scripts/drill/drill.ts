@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
 import { launchService, type Launched } from "../launch.ts";
-import { loadPolicy } from "../../services/policy.ts";
+import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";

@@ -2,9 +2,9 @@
 // ("edge") places orders at a bounded rate; order then calls inventory and
 // payment. Like a service, it reloads its certificate and trust when they change.
 import { Agent } from "undici";
-import { loadMaterial, materialPaths, type TlsMaterial } from "../../services/material.ts";
-import { watchFiles, type Watch } from "../../services/reload.ts";
-import { upstreamReason } from "../../services/reasons.ts";
+import { loadMaterial, materialPaths, type TlsMaterial } from "../../services/mesh/material.ts";
+import { watchFiles, type Watch } from "../../services/mesh/reload.ts";
+import { upstreamReason } from "../../services/mesh/reasons.ts";
 
 export interface PhaseCounts {
   sent: number;

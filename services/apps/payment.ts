@@ -1,6 +1,6 @@
 // The payment service: charges, in memory, idempotent per order.
-import { HttpError, type Route } from "./server.ts";
-import { field } from "./validate.ts";
+import { HttpError, type Route } from "../mesh/server.ts";
+import { field } from "../mesh/validate.ts";
 
 /** Charges above this are declined, so the demo can show a failed charge being rolled back. */
 export const DECLINE_ABOVE_CENTS = 100_000;

@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:https";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
-import { identityOf, presented, type PeerIdentity } from "./identity.ts";
+import { identityOf, presented, type PeerIdentity } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";

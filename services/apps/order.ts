@@ -1,10 +1,10 @@
 // The order service, the mesh's entry point: reserve stock, then charge; if the charge
 // fails, release the reservation, so no outcome leaves a charge without goods or
 // goods locked without a charge.
-import { HttpError, type Route } from "./server.ts";
-import { UpstreamError, type Upstreams } from "./client.ts";
-import { field } from "./validate.ts";
-import type { MeshLogger } from "./log.ts";
+import { HttpError, type Route } from "../mesh/server.ts";
+import { UpstreamError, type Upstreams } from "../mesh/client.ts";
+import { field } from "../mesh/validate.ts";
+import type { MeshLogger } from "../mesh/log.ts";
 
 export function orderRoutes(up: Upstreams, log: MeshLogger): Route[] {
   let next = 1;

@@ -2,7 +2,7 @@
 // service needs them to close keep-alive connections of a peer revoked while
 // connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
 import type { DetailedPeerCertificate } from "node:tls";
-import { normaliseSerial } from "./identity.ts";
+import { normaliseSerial } from "./peer-identity.ts";
 import { children, readTlv } from "./der.ts";
 
 /**

@@ -1,6 +1,6 @@
 // The inventory service: stock levels and reservations, in memory.
-import { HttpError, type Route } from "./server.ts";
-import { field } from "./validate.ts";
+import { HttpError, type Route } from "../mesh/server.ts";
+import { field } from "../mesh/validate.ts";
 
 interface Reservation {
   readonly id: string;

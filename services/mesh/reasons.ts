@@ -1,7 +1,7 @@
 // Turns what OpenSSL and undici report into short stable reasons and one sentence a person
 // can act on: for a peer refused in the handshake, and for an upstream call that failed.
 import type { X509Certificate } from "node:crypto";
-import type { PresentedCert } from "./identity.ts";
+import type { PresentedCert } from "./peer-identity.ts";
 import { pathOf, chainFault, type ChainFaultReason } from "./chain.ts";
 import type { TrustInfo } from "./material.ts";
 

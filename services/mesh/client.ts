@@ -8,7 +8,7 @@ import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
 import { upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
-import { presented, type PresentedCert } from "./identity.ts";
+import { presented, type PresentedCert } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";

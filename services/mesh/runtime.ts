@@ -11,9 +11,9 @@ import { createLogger, type MeshLogger } from "./log.ts";
 import { dnsName, type ServiceName } from "./names.ts";
 import { watchFiles, type Watch } from "./reload.ts";
 import { MeshError, messageOf } from "./errors.ts";
-import { orderRoutes } from "./order.ts";
-import { paymentRoutes } from "./payment.ts";
-import { inventoryRoutes } from "./inventory.ts";
+import { orderRoutes } from "../apps/order.ts";
+import { paymentRoutes } from "../apps/payment.ts";
+import { inventoryRoutes } from "../apps/inventory.ts";
 import { crlDeadlines } from "./crl-dates.ts";
 import { MeshMetrics } from "./metrics.ts";
 
@@ -42,7 +42,7 @@ export interface ServiceOptions {
   /** How often the CRLs' nextUpdate is checked while running (default hourly). */
   crlCheckMs?: number;
   /**
-   * Identity mode (services/identity/): the TLS files are in the service's own state folder,
+   * Identity mode (services/mesh/identity-agent/): the TLS files are in the service's own state folder,
    * not pkiDir, and its agent calls reloadTls() once it has written a key and certificate as a
    * pair (a file watcher would see the key before its certificate).
    */

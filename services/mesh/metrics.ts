@@ -3,7 +3,7 @@
 // reads those numbers only when scraped.
 import { X509Certificate, createHash } from "node:crypto";
 import { Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
-import { addProcessMetrics } from "../lib/process-metrics.ts";
+import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import { CALLERS } from "./names.ts";
 import { pemBlocks, type TlsMaterial } from "./material.ts";
 import { crlDatesOfPem } from "./crl-dates.ts";
