@@ -51,3 +51,19 @@ test("a renewal or enrolment updates the identity and its last renewal", () => {
   assert.equal(s!.lastRenewal, "2026-12-01T10:30:00.000Z");
   assert.equal(s!.up, true);
 });
+
+test("the timeline spans what happened (a minute at least, five at most), so a short drill fills the chart", () => {
+  const m = new MeshModel();
+  m.ingest({ time: T, service: "drill", event: "drill.phase", phase: "baseline" });
+  m.ingest({ time: T, service: "payment", event: "request", peer: "order", method: "POST", path: "/charge", status: 201, rule: "payment.accepts" });
+  const short = m.timelineView(NOW);
+  assert.equal(short.ok.length, 60);
+  assert.equal(short.ok.reduce((a, b) => a + b, 0), 1);
+  assert.deepEqual(short.marks.map((x) => x.label), ["baseline"]);
+  const later = Date.parse(T) + 200_000;
+  const mid = m.timelineView(later);
+  assert.equal(mid.start, Math.floor(Date.parse(T) / 1000) - 2, "from just before the first event");
+  m.ingest({ time: new Date(Date.parse(T) + 600_000).toISOString(), service: "payment", event: "request", peer: "order", method: "GET", path: "/healthz", status: 200, rule: "payment.accepts" });
+  assert.equal(m.timelineView(Date.parse(T) + 700_000).ok.length, 103, "from just before the first event of the last five minutes");
+  assert.equal(m.timelineView(Date.parse(T) + 900_000).ok.length, 300, "never more than five minutes");
+});

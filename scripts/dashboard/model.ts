@@ -6,6 +6,8 @@ import { UNAUTHENTICATED, type EdgeView, type FeedItem, type ServiceView, type S
 
 export const WINDOW_SECONDS = 60;
 const TIMELINE_SECONDS = 300;
+/** The chart's narrowest span, so a quiet page still shows a minute. */
+const MIN_TIMELINE_SECONDS = 60;
 const FEED_MAX = 100;
 /** Hostile peers choose their certificate's subject: bound what is kept of any string. */
 const TEXT_MAX = 600;
@@ -193,7 +195,12 @@ export class MeshModel {
 
   timelineView(nowMs: number): TimelineView {
     const end = Math.floor(nowMs / 1000);
-    const start = end - TIMELINE_SECONDS + 1;
+    let start = end - TIMELINE_SECONDS + 1;
+    // A mesh that came up a minute ago (a drill) fills the chart instead of its last fifth.
+    let first = end;
+    for (const m of [this.ok, this.failed]) for (const t of m.keys()) if (t >= start && t < first) first = t;
+    for (const mk of this.marks) if (mk.t >= start && mk.t < first) first = mk.t;
+    start = Math.max(start, Math.min(end - MIN_TIMELINE_SECONDS + 1, first - 2));
     const ok: number[] = [];
     const failed: number[] = [];
     for (let t = start; t <= end; t++) {

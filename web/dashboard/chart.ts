@@ -42,6 +42,9 @@ export class Timeline {
     ctx.strokeStyle = "#58a6ff";
     ctx.fillStyle = "#d8dee6";
     ctx.font = `${12 * devicePixelRatio}px system-ui`;
+    const line = 14 * devicePixelRatio;
+    let row = 0;
+    let lastRight = -Infinity;
     for (const m of this.marks) {
       const x = u.valToPos(m.t, "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
@@ -49,7 +52,11 @@ export class Timeline {
       ctx.moveTo(x, u.bbox.top);
       ctx.lineTo(x, u.bbox.top + u.bbox.height);
       ctx.stroke();
-      ctx.fillText(m.label.slice(0, 40), x + 4, u.bbox.top + 12 * devicePixelRatio);
+      // Labels that would overlap the previous one go a row lower.
+      const label = m.label.slice(0, 40);
+      row = x + 4 < lastRight ? (row + 1) % 4 : 0;
+      ctx.fillText(label, x + 4, u.bbox.top + line * (row + 1));
+      lastRight = Math.max(lastRight, x + 4 + ctx.measureText(label).width);
     }
     ctx.restore();
   }
