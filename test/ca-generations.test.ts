@@ -112,9 +112,9 @@ describe("root generations", () => {
       assert.equal((await cli(["generation", "add", "--dir", d])).code, 0);
       const made = await cli(["intermediate", "--name", "Gen Issuing CA G2", "--permit-dns", "internal", "--generation", "2", "--dir", d]);
       assert.equal(made.code, 0, made.stderr);
-      assert.match(made.stdout, /Created the issuing CA Gen Issuing CA G2 \(intermediate, generation 2/);
+      assert.match(made.stdout, /Created the issuing CA Gen Issuing CA G2 \(intermediate under generation 2; int-2;/);
       assert.match(made.stdout, /generation 2 does not sign yet: npm run ca -- generation use 2 makes this issuing CA the signer/);
-      const int2 = join(d, "intermediates", "int-2", "ca.crt");
+      const int2 = join(d, "intermediates", "2", "ca.crt");
       assert.match(openssl(["x509", "-in", int2, "-noout", "-issuer"]).out, /CN\s*=\s*Gen CA G2/);
       assert.equal(openssl(["verify", "-CAfile", join(d, "roots", "2", "ca.crt"), int2]).code, 0);
       let status = JSON.parse((await cli(["status", "--json", "--dir", d])).stdout);
