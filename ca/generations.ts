@@ -79,7 +79,7 @@ export function intermediateProfile(ca: CertificateAuthority, id: string): Inter
     try { c = parseConstraints(ext.value); } catch { c = undefined; }
     const dns = c?.permitted.map((s) => (s.form === "DNS" && s.dns && !s.dns.startsWith(".") ? s.dns : null));
     if (!c || c.excluded.length > 0 || !dns || dns.some((d) => d === null)) {
-      throw new CaError("REFUSED", `the name constraints of ${row.name} (${id}) hold more than permitted DNS names, which cannot be copied exactly; create the new generation's issuing CA by hand (npm run ca -- intermediate --generation N) and run this again`);
+      throw new CaError("REFUSED", `the name constraints of ${row.name} (${id}) hold more than permitted DNS names, which cannot be copied exactly (a copy without them would certify more)`);
     }
     permitDns = dns as string[];
   }

@@ -402,7 +402,14 @@ async function ensureIntermediate(ca: CertificateAuthority, rot: RotationRow, sa
   }
   const signer = ca.issuerRow(ca.signerId());
   if (signer.kind !== "intermediate" || signer.generation !== rot.from_generation) return false;
-  const profile = intermediateProfile(ca, signer.id);
+  let profile: ReturnType<typeof intermediateProfile>;
+  try {
+    profile = intermediateProfile(ca, signer.id);
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    // Generation to_generation stays added (pending: neither trusted nor signing); one made by hand is adopted.
+    throw new CaError(err.code, `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.to_generation} by hand (npm run ca -- intermediate --generation ${rot.to_generation} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`);
+  }
   const root = ca.generation(rot.to_generation).root;
   const taken = new Set(ca.ledger.issuers().map((r) => r.name));
   const name = [`${profile.name.replace(/ G\d+$/, "")} G${rot.to_generation}`, `${root.name} Issuing`].find((n) => !taken.has(n)) ?? `${root.name} Issuing`;
