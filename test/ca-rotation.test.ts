@@ -191,3 +191,26 @@ test("runRotation copies an intermediate's profile only when it can do so exactl
     cleanup(root);
   }
 });
+
+test("runRotation resumed at gate 1 after the new generation was published without an intermediate: it adds one and counts gate 1's evidence from then", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    await ca.createIntermediate({ name: "Acme Issuing CA", permitDns: ["internal"] });
+    // As a run of older code left it: generation 2 added and published, no intermediate under it.
+    await ca.addGeneration({});
+    ca.publishBundle();
+    const early = new Date(ca.now().getTime() - 60_000).toISOString();
+    const row = ca.ledger.write(() => ca.ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: early, owner: null }));
+    ca.ledger.write(() => ca.ledger.updateRotation(row.id, { published_at: early }, early));
+    const events: string[] = [];
+    const done = await runRotation(ca, { timeoutMs: 2000, intervalMs: 50, onEvent: (e) => events.push(e.msg) });
+    assert.ok(events.some((m) => /added the issuing CA Acme Issuing CA G2 \(int-2, under generation 2, permitted DNS internal, ec-p256\)/.test(m)), events.join("\n"));
+    assert.ok(Date.parse(done.published_at!) > Date.parse(early), `published_at moved past the new intermediate's CRL: ${done.published_at}`);
+    assert.equal(ca.signerId(), "int-2");
+    assert.equal(ca.issuerRow("int-2").state, "published", "created under a published root, it is published with it");
+  } finally {
+    ca.close();
+    cleanup(root);
+  }
+});
