@@ -1,6 +1,7 @@
 // Issuing CAs and root generations: the CA's half of rotation. Adding a
 // generation, trusting it, signing with it and retiring the old one are
 // separate steps, and retiring refuses while anything still chains to it.
+import { existsSync } from "node:fs";
 import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError, badInput } from "./errors.ts";
@@ -40,7 +41,9 @@ export async function createIntermediate(ca: CertificateAuthority, opts: Interme
   const keys = await generateKeyPair(keyType);
   const validity = clampToIssuer(validityFor(now, days), root.cert, warnings);
   const cert = await createIntermediateCert({ name, publicKey: keys.publicKey, issuer: root, validity, permitDns });
-  const n = ca.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
+  let n = ca.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
+  // A folder with a key but no ledger row (a crash between the two) is never overwritten: skip it.
+  while (ca.ledger.issuer(`int-${n}`) || existsSync(ca.layout.issuer(`int-${n}`).key)) n++;
   const id = `int-${n}`;
   await ca.saveIssuer(id, { cert, key: keys.privateKey, keyType });
   ca.ledger.write(() => {

@@ -2,7 +2,7 @@
 // table: added to an older ledger on open, at most one unfinished rotation at a time.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from "@peculiar/asn1-x509";
@@ -209,6 +209,25 @@ test("runRotation resumed at gate 1 after the new generation was published witho
     assert.ok(Date.parse(done.published_at!) > Date.parse(early), `published_at moved past the new intermediate's CRL: ${done.published_at}`);
     assert.equal(ca.signerId(), "int-2");
     assert.equal(ca.issuerRow("int-2").state, "published", "created under a published root, it is published with it");
+  } finally {
+    ca.close();
+    cleanup(root);
+  }
+});
+
+test("runRotation after a crash that left the new intermediate's key without its ledger row: the key is kept, the intermediate takes the next id", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    await ca.createIntermediate({ name: "Acme Issuing CA", permitDns: ["internal"] });
+    const stray = ca.layout.issuer("int-2");
+    mkdirSync(stray.dir, { recursive: true });
+    writeFileSync(stray.key, "a key written just before a crash\n", { mode: 0o600 });
+    const done = await runRotation(ca, { timeoutMs: 2000, intervalMs: 50, onEvent: () => {} });
+    assert.equal(done.phase, "done");
+    assert.equal(readFileSync(stray.key, "utf8"), "a key written just before a crash\n", "never overwritten");
+    assert.equal(ca.signerId(), "int-3");
+    assert.deepEqual(ca.generation(2).intermediates.map((r) => [r.id, r.name]), [["int-3", "Acme Issuing CA G2"]]);
   } finally {
     ca.close();
     cleanup(root);
