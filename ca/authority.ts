@@ -288,8 +288,8 @@ export class CertificateAuthority {
 
   // --- intermediates and root generations (ca/generations.ts) -----------------
 
-  /** Creates an issuing CA under the signing generation's root; it signs every leaf from now on. */
-  createIntermediate(opts: { name: string; days?: number | string; permitDns?: string[]; keyType?: KeyType | string }): Promise<IssuerRow> {
+  /** Creates an issuing CA under a generation's root (default: the signing one's, and it then signs every leaf). */
+  createIntermediate(opts: generations.IntermediateOptions): Promise<IssuerRow> {
     return generations.createIntermediate(this, opts);
   }
 

@@ -283,19 +283,23 @@ export function buildProgram(): Command {
     warn(c.warnings);
   }));
 
-  help(stateful(program.command("intermediate").description("create an issuing CA under the root; it signs new certificates from now on"))
+  help(stateful(program.command("intermediate").description("create an issuing CA under a root (default: the signing generation's; it then signs new certificates)"))
     .requiredOption("--name <name>", "the issuing CA's name")
     .option("--days <n>", "validity in days", "1825")
     .option("--permit-dns <suffix>", "name constraint: only names under this suffix (repeatable)", collect)
-    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256")), [
+    .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256"))
+    .option("--generation <n>", "create it under this root generation (not retired); it signs only once that generation does (generation use N)"), [
     `intermediate --name "Acme Issuing CA"`, `intermediate --name "Acme Issuing CA" --permit-dns .internal`,
+    `intermediate --name "Acme Issuing CA G2" --permit-dns .internal --generation 2   # then: generation use 2`,
   ]).action((o) => withCa(o, async (ca) => {
-    const row = await ca.createIntermediate({ name: o.name, days: o.days, permitDns: o.permitDns, keyType: o.keyType });
+    const generation = o.generation === undefined ? undefined : parseGeneration(o.generation);
+    const row = await ca.createIntermediate({ name: o.name, days: o.days, permitDns: o.permitDns, keyType: o.keyType, generation });
     const paths = ca.layout.issuer(row.id);
     console.log(`Created the issuing CA ${issuerLine(row)}`);
     console.log(`  key   ${shown(paths.key)}  (0600: keep it secret)`);
     console.log(`  cert  ${shown(paths.cert)}`);
-    console.log(`  new certificates are signed by it and carry it in their chain`);
+    if (ca.signerId() === row.id) console.log(`  new certificates are signed by it and carry it in their chain`);
+    else console.log(`  generation ${row.generation} does not sign yet: npm run ca -- generation use ${row.generation} makes this issuing CA the signer`);
   }));
 
   help(stateful(program.command("crl").description("re-sign every CRL and rewrite crls.pem")), ["crl"])

@@ -1,22 +1,39 @@
 // Issuing CAs and root generations: the CA's half of rotation. Adding a
 // generation, trusting it, signing with it and retiring the old one are
 // separate steps, and retiring refuses while anything still chains to it.
+import { existsSync } from "node:fs";
+import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError, badInput } from "./errors.ts";
 import { generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
 import { CA_MAX_DAYS, clampToIssuer, createIntermediate as createIntermediateCert, createRoot, validityFor } from "./profiles.ts";
+import { parseConstraints } from "./name-constraints.ts";
 import { normalSerial, x509 } from "./x509.ts";
 
-/** Creates an issuing CA under the signing generation's root; it signs every leaf from now on. */
-export async function createIntermediate(ca: CertificateAuthority, opts: { name: string; days?: number | string; permitDns?: string[]; keyType?: KeyType | string }): Promise<IssuerRow> {
+export interface IntermediateOptions {
+  name: string;
+  days?: number | string;
+  permitDns?: string[];
+  keyType?: KeyType | string;
+  /**
+   * The root generation to create it under (default: the signing one). Under the signing
+   * generation it signs every leaf from now on; under another it waits until
+   * `generation use N` picks it (the rotation's prepare step makes one this way).
+   */
+  generation?: number;
+}
+
+/** Creates an issuing CA under a generation's root (default: the signing one's, and it then signs every leaf). */
+export async function createIntermediate(ca: CertificateAuthority, opts: IntermediateOptions): Promise<IssuerRow> {
   const name = validateCaName(opts.name);
   const days = validateDays(opts.days ?? 1825, CA_MAX_DAYS);
   const permitDns = (opts.permitDns ?? []).map((d) => validateDnsName(d.replace(/^\./, ""), { what: "--permit-dns" }));
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
+  const signing = ca.issuerRow(ca.signerId()).generation;
+  const generation = opts.generation === undefined ? signing : liveGeneration(ca, opts.generation);
   refuseDuplicateName(ca, name);
-  const generation = ca.issuerRow(ca.signerId()).generation;
   const rootId = `root-${generation}`;
   const root = await ca.signer(rootId);
   const now = ca.now();
@@ -24,15 +41,52 @@ export async function createIntermediate(ca: CertificateAuthority, opts: { name:
   const keys = await generateKeyPair(keyType);
   const validity = clampToIssuer(validityFor(now, days), root.cert, warnings);
   const cert = await createIntermediateCert({ name, publicKey: keys.publicKey, issuer: root, validity, permitDns });
-  const n = ca.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
+  let n = ca.ledger.issuers().filter((r) => r.kind === "intermediate").length + 1;
+  // A folder with a key but no ledger row (a crash between the two) is never overwritten: skip it.
+  while (ca.ledger.issuer(`int-${n}`) || existsSync(ca.layout.issuer(`int-${n}`).key)) n++;
   const id = `int-${n}`;
   await ca.saveIssuer(id, { cert, key: keys.privateKey, keyType });
   ca.ledger.write(() => {
     ca.ledger.insertIssuer(issuerRow(id, "intermediate", generation, rootId, cert, keyType, ca.issuerRow(rootId).state, now));
-    ca.ledger.setMeta("signer", id);
+    // Only under the signing generation: a generation that is not trusted everywhere yet must not sign.
+    if (generation === signing) ca.ledger.setMeta("signer", id);
   });
   await ca.publishCrls([id]);
   return ca.issuerRow(id);
+}
+
+/** A generation an intermediate may be created under: it exists and is not retired. */
+function liveGeneration(ca: CertificateAuthority, generation: number): number {
+  if (!Number.isSafeInteger(generation) || generation < 1) throw badInput(`generation ${JSON.stringify(generation)} is not a generation number (1, 2, …)`);
+  const gen = ca.generations().find((g) => g.generation === generation);
+  if (!gen) throw badInput(`no root generation ${generation} in ${ca.layout.dir}: --generation must name one that exists (see: npm run ca -- status)`);
+  if (gen.root.state === "retired") throw badInput(`generation ${generation} is retired: an issuing CA under it would never be trusted; pick one that is not retired (see: npm run ca -- status)`);
+  return generation;
+}
+
+/** What makes an intermediate's profile: its name, permitted DNS subtrees and key type. */
+export interface IntermediateProfile { name: string; permitDns: string[]; keyType: KeyType }
+
+/**
+ * The profile of an existing intermediate, for making its like under another root (rotation).
+ * Only what createIntermediate can write again exactly: permitted DNS subtrees without a
+ * leading dot. Anything else (excluded subtrees, other forms) is refused rather than dropped,
+ * since a copy without it would certify more than the original.
+ */
+export function intermediateProfile(ca: CertificateAuthority, id: string): IntermediateProfile {
+  const row = ca.issuerRow(id);
+  const ext = ca.issuerCert(id).getExtension(id_ce_nameConstraints);
+  let permitDns: string[] = [];
+  if (ext) {
+    let c: ReturnType<typeof parseConstraints> | undefined;
+    try { c = parseConstraints(ext.value); } catch { c = undefined; }
+    const dns = c?.permitted.map((s) => (s.form === "DNS" && s.dns && !s.dns.startsWith(".") ? s.dns : null));
+    if (!c || c.excluded.length > 0 || !dns || dns.some((d) => d === null)) {
+      throw new CaError("REFUSED", `the name constraints of ${row.name} (${id}) hold more than permitted DNS names, which cannot be copied exactly (a copy without them would certify more)`);
+    }
+    permitDns = dns as string[];
+  }
+  return { name: row.name, permitDns, keyType: validateKeyType(row.key_type) };
 }
 
 /** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */

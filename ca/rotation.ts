@@ -4,6 +4,7 @@
 import { hostname } from "node:os";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError } from "./errors.ts";
+import { createIntermediate, intermediateProfile } from "./generations.ts";
 import type { BundleHolderRow, CurrentCertFact, Ledger, RotationRow } from "./ledger.ts";
 
 export type GateName = "prepare" | "activate" | "retire";
@@ -258,7 +259,11 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       await ensureGeneration(ca, rot, opts.name, (msg) => emit("prepare", "started", msg));
       rot = ledger.rotation(rot.id)!;
       consistent();
-      if (!rot.published_at) update({ published_at: ca.now().toISOString() });
+      // Before publication, so its CRL is in crls.pem by the time the new bundle is fetched.
+      const created = await ensureIntermediate(ca, rot, (msg) => emit("prepare", "started", msg));
+      crashPoint("rotate:publish");
+      // A fetch before a new intermediate's CRL was published proves too little: count from now.
+      if (!rot.published_at || created) update({ published_at: ca.now().toISOString() });
       // Always (again, on resume): publishing is idempotent, and a crash may have come before it.
       ca.publishBundle();
       emit("prepare", "started", `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`);
@@ -381,6 +386,37 @@ async function ensureGeneration(ca: CertificateAuthority, rot: RotationRow, name
     ca.ledger.write(() => ca.ledger.updateRotation(rot.id, { to_generation: row.generation }, ca.now().toISOString()));
   }
   say(`rotation ${rot.id}: generation ${rot.from_generation} → ${row.generation}; added ${row.name} (generation ${row.generation})`);
+}
+
+/**
+ * When the old generation signs through an intermediate (its constrained issuing CA, so services
+ * send leaf + intermediate, never a root), makes sure the new generation has one with the same
+ * profile, which `generation use` then picks at gate 2. Adopts one not retired that exists
+ * already (a resumed run, or made by hand); returns whether it created one.
+ */
+async function ensureIntermediate(ca: CertificateAuthority, rot: RotationRow, say: (msg: string) => void): Promise<boolean> {
+  const existing = ca.generation(rot.to_generation).intermediates.filter((r) => r.state !== "retired").at(-1);
+  if (existing) {
+    say(`rotation ${rot.id}: adopted the issuing CA ${existing.name} (${existing.id}, under generation ${rot.to_generation}, added earlier)`);
+    return false;
+  }
+  const signer = ca.issuerRow(ca.signerId());
+  if (signer.kind !== "intermediate" || signer.generation !== rot.from_generation) return false;
+  let profile: ReturnType<typeof intermediateProfile>;
+  try {
+    profile = intermediateProfile(ca, signer.id);
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    // Generation to_generation stays added (pending: neither trusted nor signing); one made by hand is adopted.
+    throw new CaError(err.code, `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.to_generation} by hand (npm run ca -- intermediate --generation ${rot.to_generation} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`);
+  }
+  const root = ca.generation(rot.to_generation).root;
+  const taken = new Set(ca.ledger.issuers().map((r) => r.name));
+  const name = [`${profile.name.replace(/ G\d+$/, "")} G${rot.to_generation}`, `${root.name} Issuing`].find((n) => !taken.has(n)) ?? `${root.name} Issuing`;
+  const row = await createIntermediate(ca, { name, permitDns: profile.permitDns, keyType: profile.keyType, generation: rot.to_generation });
+  const constraints = profile.permitDns.length > 0 ? `permitted DNS ${profile.permitDns.join(", ")}` : "no name constraints";
+  say(`rotation ${rot.id}: generation ${rot.from_generation} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.to_generation}, ${constraints}, ${row.key_type}): it signs from gate 2`);
+  return true;
 }
 
 function publishedGenerations(ca: CertificateAuthority): number[] {

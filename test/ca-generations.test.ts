@@ -2,6 +2,7 @@
 // retire — and the refusals that prevent the careless-rotation outage.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
 import { parseCertificates, parseCrls } from "../ca/verify.ts";
@@ -98,6 +99,48 @@ describe("root generations", () => {
       const json = JSON.parse((await cli(["status", "--json", "--dir", d])).stdout);
       assert.equal(json.signer, "root-2");
       assert.deepEqual(json.counts, { VALID: 1, EXPIRED: 0, REVOKED: 0, SUPERSEDED: 0 });
+    } finally {
+      cleanup(d);
+    }
+  });
+
+  it("intermediate --generation N: created under that generation's root without taking over signing; an unknown or retired generation is a one-line error, exit 2, nothing changed", async () => {
+    const d = tempDir();
+    try {
+      assert.equal((await cli(["init", "--name", "Gen CA", "--dir", d])).code, 0);
+      assert.equal((await cli(["intermediate", "--name", "Gen Issuing CA", "--dir", d])).code, 0);
+      assert.equal((await cli(["generation", "add", "--dir", d])).code, 0);
+      const made = await cli(["intermediate", "--name", "Gen Issuing CA G2", "--permit-dns", "internal", "--generation", "2", "--dir", d]);
+      assert.equal(made.code, 0, made.stderr);
+      assert.match(made.stdout, /Created the issuing CA Gen Issuing CA G2 \(intermediate under generation 2; int-2;/);
+      assert.match(made.stdout, /generation 2 does not sign yet: npm run ca -- generation use 2 makes this issuing CA the signer/);
+      const int2 = join(d, "intermediates", "2", "ca.crt");
+      assert.match(openssl(["x509", "-in", int2, "-noout", "-issuer"]).out, /CN\s*=\s*Gen CA G2/);
+      assert.equal(openssl(["verify", "-CAfile", join(d, "roots", "2", "ca.crt"), int2]).code, 0);
+      let status = JSON.parse((await cli(["status", "--json", "--dir", d])).stdout);
+      assert.equal(status.signer, "int-1", "the signing generation's intermediate still signs");
+      assert.deepEqual(status.generations.map((g: { intermediates: { id: string; state: string }[] }) => g.intermediates.map((r) => [r.id, r.state])), [[["int-1", "published"]], [["int-2", "pending"]]]);
+      // generation use picks it.
+      assert.match((await cli(["generation", "use", "2", "--dir", d])).stdout, /signed by Gen Issuing CA G2/);
+      assert.equal((await cli(["generation", "use", "1", "--dir", d])).code, 0);
+      // Without --generation: under the signing generation's root, and it signs (unchanged).
+      assert.equal((await cli(["intermediate", "--name", "Gen Issuing CA 1b", "--dir", d])).code, 0);
+      status = JSON.parse((await cli(["status", "--json", "--dir", d])).stdout);
+      assert.equal(status.signer, "int-3");
+      assert.equal(status.generations[0].intermediates.at(-1).id, "int-3");
+
+      assert.equal((await cli(["bundle", "--dir", d])).code, 0);
+      assert.equal((await cli(["generation", "use", "2", "--dir", d])).code, 0);
+      assert.equal((await cli(["generation", "retire", "1", "--dir", d])).code, 0);
+      const before = fingerprint(d);
+      for (const [gen, why] of [["9", /^error: no root generation 9 in .*: --generation must name one that exists \(see: npm run ca -- status\)$/],
+        ["1", /^error: generation 1 is retired: an issuing CA under it would never be trusted; pick one that is not retired \(see: npm run ca -- status\)$/],
+        ["x", /^error: generation "x" is not a generation number/]] as const) {
+        const r = await cli(["intermediate", "--name", `Never ${gen}`, "--generation", gen, "--dir", d]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(oneLineError(r), why);
+      }
+      assert.equal(fingerprint(d), before, "a refused intermediate changed nothing");
     } finally {
       cleanup(d);
     }

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createToken } from "../ca/tokens.ts";
 import { x509 } from "../ca/x509.ts";
-import { ROOT, cleanup, fingerprint, openssl, tempDir, ca as cli, type Run } from "./helpers/ca.ts";
+import { ROOT, cleanup, fingerprint, ledgerRows, openssl, tempDir, ca as cli, type Run } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
 
 const TSX = import.meta.resolve("tsx");
@@ -341,6 +341,99 @@ test("rotate --in-use: gate 3 holds after the renewal until the service has pres
     const end = await again.done;
     assert.equal(end.code, 0, end.stderr);
     assert.equal(t.ca.generation(1).root.state, "retired");
+  } finally {
+    killChildren();
+    await t.stop();
+  }
+});
+
+/** The CN of every certificate in a PEM file, in file order. */
+const cnsIn = (file: string) => x509.PemConverter.decode(readFileSync(file, "utf8")).map((d) => new x509.X509Certificate(d).subjectName.getField("CN")[0]);
+const issuers = (dir: string) => (ledgerRows(dir).map((l) => JSON.parse(l)).filter((r) => r.kind) as { id: string; kind: string; generation: number; name: string; state: string; parent: string | null }[]);
+
+test("rotate with an issuing intermediate: the new generation gets one with the same name constraints and key type, it signs after activation (chain = leaf + it), and a crash after creating it does not make a second", { timeout: 90_000 }, async () => {
+  const root = tempDir();
+  try {
+    const dir = join(root, "pki");
+    assert.equal((await cli(["init", "--dir", dir, "--name", "Mesh Dev CA"])).code, 0);
+    const int1 = await cli(["intermediate", "--dir", dir, "--name", "Mesh Dev Issuing CA", "--permit-dns", "internal", "--key-type", "ec-p384"]);
+    assert.equal(int1.code, 0, int1.stderr);
+    assert.equal((await cli(["issue", "--dir", dir, "--domain", "files.internal"])).code, 0);
+    assert.deepEqual(cnsIn(join(dir, "certs", "files.internal.crt")).slice(1), ["Mesh Dev Issuing CA"], "the mesh sends leaf + intermediate, never the root");
+
+    // Killed right after gate 1 made the new intermediate, before it published anything.
+    const killed = await cli(["rotate", "--dir", dir, "--timeout", "2s"], { env: { MESH_CA_CRASH_AT: "rotate:publish" } });
+    assert.equal(killed.signal, "SIGKILL", killed.stderr);
+    const made = issuers(dir).filter((r) => r.kind === "intermediate" && r.generation === 2);
+    assert.deepEqual(made.map((r) => [r.id, r.name, r.parent, r.state]), [["int-2", "Mesh Dev Issuing CA G2", "root-2", "pending"]]);
+    assert.equal(ledgerRows(dir).map((l) => JSON.parse(l)).find((r) => r.key === "signer")?.value, "int-1", "the old intermediate signs until gate 2");
+
+    // The re-run adopts it, passes gates 1 and 2, and waits at gate 3 for the file-mode certificate.
+    const first = await cli(["rotate", "--dir", dir, "--timeout", "2s"]);
+    assert.equal(first.code, 3, first.stderr);
+    assert.match(first.stdout, /resuming rotation 1 .* at gate 1 \(prepare\)/);
+    assert.match(first.stdout, /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, added earlier\)/);
+    assert.match(first.stdout, /gate 2\/3 activate passed .*generation 2 signs new certificates \(int-2, Mesh Dev Issuing CA G2\)/);
+    assert.deepEqual(issuers(dir).filter((r) => r.kind === "intermediate").map((r) => [r.id, r.generation, r.state]), [["int-1", 1, "published"], ["int-2", 2, "published"]], "no second intermediate");
+
+    // The new intermediate: under root-2, the same constraints and key type as the old one.
+    const int2 = join(dir, "intermediates", "2", "ca.crt");
+    const nc = openssl(["x509", "-in", int2, "-noout", "-ext", "nameConstraints"]);
+    assert.match(nc.out, /X509v3 Name Constraints: critical\n\s+Permitted:\n\s+DNS:internal\n/);
+    assert.equal(nc.out, openssl(["x509", "-in", join(dir, "intermediates", "1", "ca.crt"), "-noout", "-ext", "nameConstraints"]).out);
+    assert.match(openssl(["x509", "-in", int2, "-noout", "-issuer", "-text"]).out, /issuer=CN\s*=\s*Mesh Dev CA G2[\s\S]*ASN1 OID: secp384r1/);
+
+    // A leaf renewed now comes from int-2, its chain file is leaf + int-2, and openssl accepts it.
+    const renewed = await cli(["renew", "--dir", dir, "--domain", "files.internal"]);
+    assert.equal(renewed.code, 0, renewed.stderr);
+    const leaf = join(dir, "certs", "files.internal.crt");
+    assert.deepEqual(cnsIn(leaf), ["files.internal", "Mesh Dev Issuing CA G2"]);
+    assert.match(openssl(["x509", "-in", leaf, "-noout", "-issuer"]).out, /CN\s*=\s*Mesh Dev Issuing CA G2/);
+    const chain = join(root, "chain.pem");
+    writeFileSync(chain, x509.PemConverter.decode(readFileSync(leaf, "utf8")).slice(1).map((d) => new x509.X509Certificate(d).toString("pem")).join("\n"));
+    const v = openssl(["verify", "-CAfile", join(dir, "bundle.pem"), "-untrusted", chain, leaf]);
+    assert.equal(v.code, 0, v.out);
+
+    // Gate 3 passes; retiring generation 1 retires its intermediate, whose CRL is no longer published.
+    const second = await cli(["rotate", "--dir", dir, "--timeout", "5s"]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.deepEqual(issuers(dir).map((r) => [r.id, r.state]), [["int-1", "retired"], ["int-2", "published"], ["root-1", "retired"], ["root-2", "published"]]);
+    const crls = readFileSync(join(dir, "crls.pem"), "utf8");
+    const crlIssuers = [...crls.matchAll(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g)].map((m) => openssl(["crl", "-noout", "-issuer"], m[0]).out.trim());
+    assert.deepEqual(crlIssuers.map((s) => s.replace(/^issuer=\s*CN\s*=\s*/, "")), ["Mesh Dev CA G2", "Mesh Dev Issuing CA G2"]);
+    assert.equal(openssl(["verify", "-crl_check_all", "-CAfile", join(dir, "bundle.pem"), "-CRLfile", join(dir, "crls.pem"), "-untrusted", chain, leaf]).code, 0);
+  } finally {
+    cleanup(root);
+  }
+});
+
+test("rotate online with an issuing intermediate: a re-run after gate 1 timed out adopts the new intermediate, and clients renew onto it", { timeout: 120_000 }, async () => {
+  const t = await startCa();
+  try {
+    await t.ca.createIntermediate({ name: "Mesh Dev Issuing CA", permitDns: ["internal"] });
+    const a = await Service.enrol(t, "a.internal");
+    assert.match(a.issuerCn(), /CN=Mesh Dev Issuing CA$/);
+    const first = rotate(t.dir, ["--timeout", "3s"]);
+    const made = await first.wait((e) => e.gate === "prepare" && /added the issuing CA/.test(e.msg));
+    assert.match(made.msg, /added the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, permitted DNS internal, ec-p256\): it signs from gate 2/);
+    assert.equal((await first.done).code, 3, "a.internal never polled: gate 1 timed out");
+    const intermediates = () => t.ca.ledger.issuers().filter((r) => r.kind === "intermediate").map((r) => [r.id, r.generation, r.parent]);
+    assert.deepEqual(intermediates(), [["int-1", 1, "root-1"], ["int-2", 2, "root-2"]]);
+    assert.equal(signer(t), "int-1");
+
+    const again = rotate(t.dir, ["--timeout", "60s"]);
+    await again.wait((e) => e.gate === "prepare" && e.state === "waiting");
+    assert.ok(again.events.some((e) => /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2/.test(e.msg)), JSON.stringify(again.events));
+    await a.pollUntil(2);
+    await again.wait((e) => e.gate === "activate" && e.state === "passed");
+    assert.equal(signer(t), "int-2", "gate 2 made the new intermediate the signer");
+    await a.renewWhenTold();
+    const chain = x509.PemConverter.decode(a.cert).map((d) => new x509.X509Certificate(d).subject);
+    assert.deepEqual(chain, ["CN=a.internal", "CN=Mesh Dev Issuing CA G2"], "served: leaf + the new intermediate, no root");
+    const end = await again.done;
+    assert.equal(end.code, 0, end.stderr);
+    assert.deepEqual(intermediates(), [["int-1", 1, "root-1"], ["int-2", 2, "root-2"]], "still one intermediate per generation");
+    assert.equal(t.ca.issuerRow("int-1").state, "retired");
   } finally {
     killChildren();
     await t.stop();

@@ -2,11 +2,16 @@
 // table: added to an older ledger on open, at most one unfinished rotation at a time.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { AsnConvert } from "@peculiar/asn1-schema";
+import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import Database from "better-sqlite3";
 import { CertificateAuthority } from "../ca/authority.ts";
 import { Ledger, type BundleHolderRow, type CurrentCertFact, type RotationRow } from "../ca/ledger.ts";
-import { enrolledIdentities, etagsOf, evaluatePrepare, evaluateRetire, inconsistency, prepareFacts } from "../ca/rotation.ts";
+import { intermediateProfile } from "../ca/generations.ts";
+import { enrolledIdentities, etagsOf, evaluatePrepare, evaluateRetire, inconsistency, prepareFacts, runRotation } from "../ca/rotation.ts";
+import { x509 } from "../ca/x509.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 
 const PUBLISHED = "2026-12-01T10:00:00.000Z";
@@ -141,6 +146,90 @@ test("prepareFacts reads the ledger's rows: a CLI-issued certificate is not an e
     assert.match(v.notes[0]!, /files\.internal/);
     ca.close();
   } finally {
+    cleanup(root);
+  }
+});
+
+test("runRotation copies an intermediate's profile only when it can do so exactly: excluded subtrees stop gate 1 with what to do, and an issuing CA made by hand is adopted", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    const int1 = await ca.createIntermediate({ name: "Acme Issuing CA", permitDns: ["internal"] });
+    assert.deepEqual(intermediateProfile(ca, int1.id), { name: "Acme Issuing CA", permitDns: ["internal"], keyType: "ec-p256" });
+    // Re-sign int-1 (same key, same subject) with an excluded subtree, which createIntermediate cannot write.
+    const old = ca.issuerCert(int1.id);
+    const rootSigner = await ca.signer("root-1");
+    const nc = new NameConstraints({
+      permittedSubtrees: new GeneralSubtrees([new GeneralSubtree({ base: new GeneralName({ dNSName: "internal" }) })]),
+      excludedSubtrees: new GeneralSubtrees([new GeneralSubtree({ base: new GeneralName({ dNSName: "db.internal" }) })]),
+    });
+    const crafted = await x509.X509CertificateGenerator.create({
+      serialNumber: "7f01", subject: old.subject, issuer: rootSigner.cert.subject, notBefore: old.notBefore, notAfter: old.notAfter,
+      publicKey: old.publicKey, signingKey: rootSigner.key, signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+      extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.Extension(id_ce_nameConstraints, true, AsnConvert.serialize(nc))],
+    });
+    writeFileSync(ca.layout.issuer(int1.id).cert, crafted.toString("pem"));
+    const events: string[] = [];
+    const opts = { timeoutMs: 2000, intervalMs: 50, onEvent: (e: { msg: string }) => events.push(e.msg) };
+    await assert.rejects(runRotation(ca, opts), (err: Error) => {
+      assert.match(err.message, /^rotation 1 stays at gate 1 \(prepare\): the name constraints of Acme Issuing CA \(int-1\) hold more than permitted DNS names, which cannot be copied exactly .*; create the issuing CA of generation 2 by hand \(npm run ca -- intermediate --generation 2 --name NAME --permit-dns …\), then run npm run ca -- rotate again: it adopts it$/);
+      return true;
+    });
+    assert.equal(ca.signerId(), "int-1");
+    assert.deepEqual(ca.generations().map((g) => [g.generation, g.root.state, g.intermediates.map((r) => r.id)]), [[1, "published", ["int-1"]], [2, "pending", []]], "nothing signs or is trusted that was not before");
+    assert.equal(ca.ledger.unfinishedRotation()?.phase, "prepare");
+
+    const byHand = await ca.createIntermediate({ name: "Acme Issuing CA G2", permitDns: ["internal"], generation: 2 });
+    assert.equal(ca.signerId(), "int-1", "made under generation 2, it does not sign yet");
+    const done = await runRotation(ca, opts);
+    assert.equal(done.phase, "done");
+    assert.ok(events.some((m) => /adopted the issuing CA Acme Issuing CA G2 \(int-2, under generation 2, added earlier\)/.test(m)), events.join("\n"));
+    assert.equal(ca.signerId(), byHand.id);
+    assert.deepEqual(ca.ledger.issuers().map((r) => [r.id, r.state]), [["root-1", "retired"], ["int-1", "retired"], ["root-2", "published"], ["int-2", "published"]]);
+  } finally {
+    ca.close();
+    cleanup(root);
+  }
+});
+
+test("runRotation resumed at gate 1 after the new generation was published without an intermediate: it adds one and counts gate 1's evidence from then", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    await ca.createIntermediate({ name: "Acme Issuing CA", permitDns: ["internal"] });
+    // As a run of older code left it: generation 2 added and published, no intermediate under it.
+    await ca.addGeneration({});
+    ca.publishBundle();
+    const early = new Date(ca.now().getTime() - 60_000).toISOString();
+    const row = ca.ledger.write(() => ca.ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: early, owner: null }));
+    ca.ledger.write(() => ca.ledger.updateRotation(row.id, { published_at: early }, early));
+    const events: string[] = [];
+    const done = await runRotation(ca, { timeoutMs: 2000, intervalMs: 50, onEvent: (e) => events.push(e.msg) });
+    assert.ok(events.some((m) => /added the issuing CA Acme Issuing CA G2 \(int-2, under generation 2, permitted DNS internal, ec-p256\)/.test(m)), events.join("\n"));
+    assert.ok(Date.parse(done.published_at!) > Date.parse(early), `published_at moved past the new intermediate's CRL: ${done.published_at}`);
+    assert.equal(ca.signerId(), "int-2");
+    assert.equal(ca.issuerRow("int-2").state, "published", "created under a published root, it is published with it");
+  } finally {
+    ca.close();
+    cleanup(root);
+  }
+});
+
+test("runRotation after a crash that left the new intermediate's key without its ledger row: the key is kept, the intermediate takes the next id", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    await ca.createIntermediate({ name: "Acme Issuing CA", permitDns: ["internal"] });
+    const stray = ca.layout.issuer("int-2");
+    mkdirSync(stray.dir, { recursive: true });
+    writeFileSync(stray.key, "a key written just before a crash\n", { mode: 0o600 });
+    const done = await runRotation(ca, { timeoutMs: 2000, intervalMs: 50, onEvent: () => {} });
+    assert.equal(done.phase, "done");
+    assert.equal(readFileSync(stray.key, "utf8"), "a key written just before a crash\n", "never overwritten");
+    assert.equal(ca.signerId(), "int-3");
+    assert.deepEqual(ca.generation(2).intermediates.map((r) => [r.id, r.name]), [["int-3", "Acme Issuing CA G2"]]);
+  } finally {
+    ca.close();
     cleanup(root);
   }
 });
