@@ -148,8 +148,11 @@ test("revocation takes effect without a restart: new connections refused as revo
   await first.body.text();
 
   let since = pay.logs.lines.length;
+  const ordSince = ord.logs.lines.length;
   await pki.ca.revoke({ domain: "inventory.internal", reason: "keyCompromise" });
   await pay.logs.wait((x) => x.event === "tls.reloaded" && x.trustChanged === true, 5_000, since);
+  // order reloads the CRLs on its own watcher: on a loaded machine that can come a little later.
+  await ord.logs.wait((x) => x.event === "tls.reloaded" && x.trustChanged === true, 5_000, ordSince);
   const refused = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("error" in refused, JSON.stringify(refused));
   const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
