@@ -317,7 +317,7 @@ async function main(): Promise<void> {
     JSON.stringify({
       pid: process.pid, mode, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
       state: mode === "online" ? resolve(o.state) : null, identities,
-      ca: caServer ? { url: caServer.url, adminUrl: caServer.admin?.url ?? null, lifetime: o.lifetime } : null,
+      ca: caServer ? { url: caServer.url, adminUrl: caServer.admin?.url ?? null, lifetime: o.lifetime, poll: o.poll } : null,
       dashboard: dashboard.url,
     }, null, 2) + "\n",
   );
