@@ -145,6 +145,14 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   assert.equal(check.code, 0, check.out);
   assert.match(check.out, /certificate is valid: serial [0-9a-f]+, valid until .*renews itself/);
 
+  // A revoked identity cannot renew: mesh:check says so, and that restarting mesh:up (which
+  // moves the folder aside and enrols afresh) is the fix, not the file mode's `ca issue`.
+  const revoke = await run(process.execPath, ["--import", "tsx", "ca/cli.ts", "revoke", "--dir", join(tmp, "online-pki"), "--domain", "inventory.internal"]);
+  assert.equal(revoke.code, 0, revoke.out);
+  const revoked = await run(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", logs]);
+  assert.equal(revoked.code, 1, revoked.out);
+  assert.match(revoked.out, /^× certificate is valid\n {4}inventory serves a revoked certificate .*the CA refuses to renew a revoked identity; stop mesh:up and start it again.*\n {4}fix: npm run mesh:up$/m);
+
   const caPort = Number(new URL(state.ca.url).port);
   const dashPort = Number(new URL(state.dashboard).port);
   assert.equal(await portOpen(caPort), true);
