@@ -242,6 +242,8 @@ async function main(): Promise<void> {
     void stopAll(1);
   };
   const echo = (l: MeshLine) => {
+    // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
+    if (l.service === "ca" && l.event === "est.enrolled" && CERT_NAMES.includes(String(l.name).replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const abort = async (msg: string, code: number) => {
