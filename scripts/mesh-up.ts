@@ -1,7 +1,7 @@
 // npm run mesh:up: the CA (created if absent) and, by default, its EST server; order, payment
 // and inventory enrolling and renewing their own identities; the dashboard; their logs; and
 // everything stopped on Ctrl-C or SIGTERM. --file-mode: CLI-issued certificates in ./pki instead.
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
@@ -323,7 +323,7 @@ async function main(): Promise<void> {
       dashboard: dashboard.url,
     }, null, 2) + "\n",
   );
-  await warnPolicy(policy, o.pki);
+  await warnPolicy(policy, o.pki, o.logs);
   banner(o, mode, ports as Record<"order" | "payment" | "inventory", number>, caServer, dashboard.url);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
@@ -332,7 +332,7 @@ async function main(): Promise<void> {
  * A policy may name a caller before it is deployed: not a reason to refuse, but worth a line
  * (a typo looks the same). Known: the names holding a valid certificate in the CA's ledger.
  */
-async function warnPolicy(policy: Policy, pki: string): Promise<void> {
+async function warnPolicy(policy: Policy, pki: string, logs: string): Promise<void> {
   let known: string[];
   try {
     const ca = await CertificateAuthority.open({ dir: pki });
@@ -344,7 +344,12 @@ async function warnPolicy(policy: Policy, pki: string): Promise<void> {
   } catch {
     return;
   }
-  for (const w of unknownCallers(policy, known)) console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
+  for (const w of unknownCallers(policy, known)) {
+    console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
+    // Logged too, where mesh:logs and the dashboard's feed read.
+    const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file, msg: w.message };
+    appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
+  }
 }
 
 function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: OnlineCa | undefined, dashboardUrl: string): void {
