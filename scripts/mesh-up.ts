@@ -33,7 +33,7 @@ const lifetime = (v: string) => {
   try {
     parseDuration(v, { flag: "--lifetime", min: 10_000, max: 30 * 86_400_000 });
   } catch (e) {
-    throw new InvalidArgumentError(messageOf(e).replace(/^--lifetime "?[^ ]*"? /, ""));
+    throw new InvalidArgumentError(messageOf(e).replace(/^--lifetime \S+ /, "It "));
   }
   return v;
 };
