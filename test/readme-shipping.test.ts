@@ -76,7 +76,7 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   await waitFor(() => existsSync(meshJson) && /Ctrl-C stops everything/.test(upOut), 60_000, "mesh:up").catch((e: Error) => {
     throw new Error(`${e.message}; it printed:\n${upOut}`);
   });
-  const state = JSON.parse(readFileSync(meshJson, "utf8")) as { ports: Record<string, number>; ca: { url: string } };
+  const state = JSON.parse(readFileSync(meshJson, "utf8")) as { ports: Record<string, number>; ca: { url: string }; dashboard: string };
   const caPort = new URL(state.ca.url).port;
   // The README's ports are mesh:up's defaults; the test's mesh listens on ephemeral ones.
   const ports = (s: string) => s.replaceAll("127.0.0.1:7400", `127.0.0.1:${caPort}`).replaceAll(":7403", `:${state.ports.inventory}`).replaceAll(":7402", `:${state.ports.payment}`);
@@ -112,6 +112,19 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
     assert.equal(c.out, `${shown}\n${status}`, cmd);
   }
   assert.ok(readFileSync(invLog, "utf8").includes('"peer":"shipping"'), "inventory logged the request as shipping's");
+
+  // mesh:up's dashboard shows the fourth identity: a caller in the policy matrix, its edges with their counts.
+  type Snap = { matrix: { callers: string[] }; edges: Array<{ from: string; to: string; allowed: number; denied: number }> };
+  let snap: Snap = { matrix: { callers: [] }, edges: [] };
+  const edge = (to: string) => snap.edges.find((e) => e.from === "shipping" && e.to === to);
+  const t0 = Date.now();
+  do {
+    await new Promise((r) => setTimeout(r, 250)); // the dashboard reads the logs a few times a second
+    snap = (await (await fetch(new URL("snapshot.json", state.dashboard))).json()) as Snap;
+  } while (!((edge("inventory")?.allowed ?? 0) >= 1) && Date.now() - t0 < 5_000);
+  assert.ok(snap.matrix.callers.includes("shipping"), JSON.stringify(snap.matrix.callers));
+  assert.ok((edge("inventory")?.allowed ?? 0) >= 1, JSON.stringify(snap.edges));
+  assert.ok((edge("payment")?.denied ?? 0) >= 1, JSON.stringify(snap.edges));
 
   up.kill("SIGTERM");
   await new Promise((r) => up!.once("exit", r));
