@@ -5,6 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { connect } from "node:net";
+import { X509Certificate } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -165,6 +166,21 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   assert.equal(await portOpen(caPort), false, "the CA server stopped too");
   assert.equal(await portOpen(dashPort), false, "and the dashboard");
   assert.equal(await portOpen(Number(new URL(state.ca.adminUrl).port)), false, "and the CA's admin listener");
+
+  // Started again: the revoked identity's folder is moved aside (its key kept) and inventory enrols afresh.
+  const restarted = meshUp(["--policy", policy, "--logs", logs, "--pki", join(tmp, "online-pki"), "--state", stateDir, "--ca-port", "0", "--dashboard-port", "0", "--lifetime", "1h"]);
+  await waitFor(() => /Ctrl-C stops everything/.test(restarted.out()), 60_000, "mesh:up to start again");
+  const moved = /state\/inventory: its certificate \(serial ([0-9a-f]+)\) is revoked; moved it to (\S+) and inventory enrols again/.exec(restarted.out());
+  assert.ok(moved, restarted.out());
+  assert.equal(new X509Certificate(readFileSync(join(moved[2]!, "cert.pem"))).serialNumber.toLowerCase().replace(/^0+/, ""), moved[1], "the folder moved is the revoked certificate's");
+  assert.ok(existsSync(join(moved[2]!, "key.pem")), "the old key was moved, not deleted");
+  assert.match(restarted.out(), /^token  inventory\.internal /m);
+  const healed = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", logs]);
+  assert.equal(healed.code, 0, healed.out);
+  const state3 = JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> };
+  restarted.proc.kill("SIGTERM");
+  assert.equal(await restarted.exited, 0);
+  for (const pid of Object.values(state3.pids)) assert.equal(alive(pid), false);
 });
 
 test("--file-mode: mesh:up from nothing issues files with the CLI, probed, curled, stopped with SIGTERM; a second run reissues nothing", { timeout: 90_000 }, async () => {
