@@ -103,10 +103,12 @@ function fail(msg: string, code: number): never {
 /** The CA in `dir`, created (root + constrained issuing intermediate) when absent. */
 async function openOrCreateCa(dir: string): Promise<CertificateAuthority> {
   let ca: CertificateAuthority;
+  // As the CA's CLI: a CA whose keys are encrypted is opened with MESH_CA_PASSPHRASE (never an argument).
+  const passphrase = process.env.MESH_CA_PASSPHRASE || undefined;
   if (CertificateAuthority.exists(dir)) {
-    ca = await CertificateAuthority.open({ dir });
+    ca = await CertificateAuthority.open({ dir, passphrase });
   } else {
-    ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA" });
+    ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA", passphrase });
     // Leaves come from an intermediate, as in production: the root then signs only CAs and CRLs,
     // and a service's chain file holds leaf + intermediate, which is what it sends. (With a leaf
     // signed by the root itself, Node adds the root from the trust store to what a server sends.)
@@ -154,7 +156,7 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
     if (busy) return;
     busy = true;
     try {
-      const ca = await CertificateAuthority.open({ dir });
+      const ca = await CertificateAuthority.open({ dir, passphrase: process.env.MESH_CA_PASSPHRASE || undefined });
       try {
         for (const r of await ca.refreshCrls()) {
           console.log(`mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`);
@@ -228,7 +230,8 @@ async function main(): Promise<void> {
     await Promise.all(children.map((c) => c.stop()));
     await Promise.all([dashboard?.close(), caServer?.close()].map((p) => p?.catch(() => {})));
     ca?.close();
-    if (!quiet) console.log(dim(`mesh:up: all services${caServer ? ", the CA server" : ""} and the dashboard stopped`));
+    const started = [children.length > 0 && "all services", caServer && "the CA server", dashboard && "the dashboard"].filter(Boolean);
+    if (!quiet && started.length > 0) console.log(dim(`mesh:up: ${started.join(", ").replace(/, ([^,]*)$/, " and $1")} stopped`));
     process.exit(code);
   };
   process.on("SIGINT", () => void stopAll(0));
