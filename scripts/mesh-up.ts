@@ -291,6 +291,8 @@ async function main(): Promise<void> {
       tokens.set(name, tokenFor(ca, name));
       console.log(`token  ${`${name}.internal`.padEnd(20)} one-time, for ${name}'s first start (in its environment, never its arguments)`);
     }
+    const edgeState = folderState(ca, join(o.state, "edge"));
+    if (edgeState.kind === "valid") console.log(dim(`kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`));
     try {
       edge = await startEdgeIdentity({ ca, caUrl: caServer.url, dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
     } catch (e) {
