@@ -1,7 +1,7 @@
 // npm run mesh:up: the CA (created if absent) and, by default, its EST server; order, payment
 // and inventory enrolling and renewing their own identities; the dashboard; their logs; and
 // everything stopped on Ctrl-C or SIGTERM. --file-mode: CLI-issued certificates in ./pki instead.
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
@@ -218,6 +218,7 @@ async function main(): Promise<void> {
   const children: Launched[] = [];
   let stopping = false;
   let stopCrls = () => {};
+  let stopPolicyWatch = () => {};
   let edge: EdgeIdentity | undefined;
   let caServer: OnlineCa | undefined;
   let ca: CertificateAuthority | undefined;
@@ -226,6 +227,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     stopCrls();
+    stopPolicyWatch();
     edge?.stop();
     await Promise.all(children.map((c) => c.stop()));
     await Promise.all([dashboard?.close(), caServer?.close()].map((p) => p?.catch(() => {})));
@@ -328,7 +330,9 @@ async function main(): Promise<void> {
       dashboard: dashboard.url,
     }, null, 2) + "\n",
   );
-  await warnPolicy(policy, o.pki, o.logs);
+  const warned = new Set<string>();
+  await warnPolicy(policy, o.pki, o.logs, warned);
+  stopPolicyWatch = watchPolicy(o, warned);
   banner(o, mode, ports as Record<"order" | "payment" | "inventory", number>, caServer, dashboard.url);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
@@ -337,7 +341,7 @@ async function main(): Promise<void> {
  * A policy may name a caller before it is deployed: not a reason to refuse, but worth a line
  * (a typo looks the same). Known: the names holding a valid certificate in the CA's ledger.
  */
-async function warnPolicy(policy: Policy, pki: string, logs: string): Promise<void> {
+async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set<string>): Promise<void> {
   let known: string[];
   try {
     const ca = await CertificateAuthority.open({ dir: pki });
@@ -350,11 +354,32 @@ async function warnPolicy(policy: Policy, pki: string, logs: string): Promise<vo
     return;
   }
   for (const w of unknownCallers(policy, known)) {
+    if (warned.has(w.caller)) continue;
+    warned.add(w.caller);
     console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
     // Logged too, where mesh:logs and the dashboard's feed read.
     const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file, msg: w.message };
     appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
   }
+}
+
+/**
+ * The services reload the policy on their own; mesh:up reads each new version only to warn
+ * about callers it names that hold no certificate yet (each once), as it did at start.
+ */
+function watchPolicy(o: Opts, warned: Set<string>): () => void {
+  const file = resolve(o.policy);
+  const onChange = () => {
+    let policy: Policy;
+    try {
+      policy = loadPolicy(file);
+    } catch {
+      return; // the services log policy.reload_failed, with file:line
+    }
+    void warnPolicy(policy, o.pki, o.logs, warned);
+  };
+  watchFile(file, { interval: 1_000 }, onChange);
+  return () => unwatchFile(file, onChange);
 }
 
 function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: OnlineCa | undefined, dashboardUrl: string): void {

@@ -5,7 +5,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -125,6 +125,13 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   assert.ok(snap.matrix.callers.includes("shipping"), JSON.stringify(snap.matrix.callers));
   assert.ok((edge("inventory")?.allowed ?? 0) >= 1, JSON.stringify(snap.edges));
   assert.ok((edge("payment")?.denied ?? 0) >= 1, JSON.stringify(snap.edges));
+
+  // shipping holds a certificate, so naming it was never worth a warning; a name nobody holds yet,
+  // added to the policy while the mesh runs, is (mesh:up reads each new version of the file).
+  assert.doesNotMatch(upOut, /policy\.unknown_caller/);
+  appendFileSync(join(tmp, "mesh-policy.toml"), `\n[[payment.routes]]\nmethod = "GET"\npath = "/refunds/:id"\naccepts = ["billing"]\n`);
+  await waitFor(() => /warning: policy\.unknown_caller billing: .*lets "billing" call \(payment\.routes\[0\]\), but no certificate for billing\.internal exists yet/.test(upOut), 10_000, "mesh:up to warn about billing");
+  assert.doesNotMatch(upOut, /policy\.unknown_caller shipping/);
 
   up.kill("SIGTERM");
   await new Promise((r) => up!.once("exit", r));
