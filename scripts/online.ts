@@ -5,7 +5,8 @@ import { createWriteStream, existsSync, readFileSync, renameSync, type WriteStre
 import { join } from "node:path";
 import { pino } from "pino";
 import { CertificateAuthority } from "../ca/index.ts";
-import { CaServer } from "../ca/server/server.ts";
+import { CaServer, DEFAULT_LIMITS } from "../ca/server/server.ts";
+import type { BucketSpec } from "../ca/rate-limit.ts";
 import { createToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { startAdmin, type Admin } from "../lib/admin-http.ts";
@@ -43,7 +44,7 @@ export async function startOnlineCa(o: { ca: CertificateAuthority; port: number;
     },
   );
   // The services ask for --lifetime; the server's own certificate lives its max (at least a day).
-  const server = await CaServer.start({ ca: o.ca, port: o.port, defaultLifetimeMs: o.lifetimeMs, maxLifetimeMs: Math.max(o.lifetimeMs, 24 * 3_600_000), log });
+  const server = await CaServer.start({ ca: o.ca, port: o.port, defaultLifetimeMs: o.lifetimeMs, maxLifetimeMs: Math.max(o.lifetimeMs, 24 * 3_600_000), log, limits: rateLimits(o.lifetimeMs) });
   let admin: Admin | undefined;
   if (o.adminPort !== null) {
     try {
@@ -65,6 +66,19 @@ export async function startOnlineCa(o: { ca: CertificateAuthority; port: number;
       await new Promise<void>((r) => file.end(() => r()));
     },
   };
+}
+
+/**
+ * The CA server's default limits (5 a minute per name, 30 per address) fit hour-long
+ * certificates. mesh:up's identities all renew from 127.0.0.1, at about 60 % of their life at the
+ * earliest: with lifetimes of seconds that is more than 5 a minute. Each name gets three times its
+ * renewal rate (retries, a restart's enrolment), and the address room for six such names (mesh:up's four and two enrolled by hand).
+ */
+export function rateLimits(lifetimeMs: number): { perName: BucketSpec; perAddress: BucketSpec } {
+  const renewalsPerMinute = 60_000 / (lifetimeMs * 0.6);
+  const perName = Math.max(DEFAULT_LIMITS.perName.perMinute, Math.ceil(3 * renewalsPerMinute));
+  const perAddress = Math.max(DEFAULT_LIMITS.perAddress.perMinute, 6 * perName);
+  return { perName: { capacity: perName, perMinute: perName }, perAddress: { capacity: perAddress, perMinute: perAddress } };
 }
 
 export type FolderState = { kind: "valid"; serial: string; notAfter: string } | { kind: "missing" } | { kind: "stale"; why: string };
