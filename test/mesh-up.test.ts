@@ -147,6 +147,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   const check = await run(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", logs]);
   assert.equal(check.code, 0, check.out);
   assert.match(check.out, /certificate is valid: serial [0-9a-f]+, valid until .*renews itself/);
+  assert.match(check.out, new RegExp(`^✓ the CA server answers: ${state.ca.url.replace(/[.]/g, "\\.")}: cacerts 200`, "m"));
 
   // A revoked identity cannot renew: mesh:check says so, and that restarting mesh:up (which
   // moves the folder aside and enrols afresh) is the fix, not the file mode's `ca issue`.

@@ -246,8 +246,20 @@ export function checkPublishedCrls(ca: CaFacts, now: number): Check {
   return check("crls-published", title, "ok", `${live.length} CRL${live.length === 1 ? "" : "s"}, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
+/** Online: the CA server the services enrol, renew and fetch their bundle and CRLs from. */
+export function checkCaServer(ca: CaFacts): Check | null {
+  const srv = ca.online?.server;
+  if (!srv) return null;
+  const title = "the CA server answers";
+  if (srv.error !== undefined || srv.status !== 200) {
+    return check("ca-server", title, "error", `GET ${srv.url}/.well-known/est/cacerts: ${srv.error ?? `answered ${srv.status}`}; services keep serving on what they hold, but cannot renew (each certificate lives ${Math.round((ca.online?.lifetimeMs ?? 0) / 60_000)} minutes) or learn of revocations`, "npm run mesh:up");
+  }
+  return check("ca-server", title, "ok", `${srv.url}: cacerts 200, its certificate trusted through ${ca.dir}/bundle.pem`);
+}
+
 export function checkCa(ca: CaFacts, now: number): Check[] {
-  return [...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
+  const server = checkCaServer(ca);
+  return [...(server ? [server] : []), ...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
 }
 
 export function checkMesh(f: MeshFacts, now: number): Report {

@@ -99,6 +99,8 @@ export interface OnlineFacts {
   /** When the CA's bundle.pem and crls.pem last changed (ms since the epoch). */
   readonly bundleChangedAt: number;
   readonly crlsChangedAt: number;
+  /** The CA's EST server, asked for its bundle over TLS checked against bundle.pem. */
+  readonly server?: { readonly url: string; readonly status?: number; readonly error?: string };
 }
 
 export interface MeshFacts {

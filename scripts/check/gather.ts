@@ -60,6 +60,8 @@ export interface OnlineMode {
   readonly lifetimeMs: number;
   readonly pollMs: number;
   readonly identities: IdentityFiles;
+  /** The CA's EST server (mesh.json's ca.url). */
+  readonly caUrl?: string;
 }
 
 async function readCa(dir: string, policyFile: string, online?: OnlineMode): Promise<CaState> {
@@ -117,9 +119,10 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
         return 0;
       }
     };
+    const server = online?.caUrl ? { url: online.caUrl, ...(await askCaServer(online.caUrl, bundle)) } : undefined;
     const facts: CaFacts = {
       dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
-      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls) } } : {}),
+      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server } } : {}),
     };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
@@ -128,6 +131,26 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
   } finally {
     ca.close();
   }
+}
+
+/** GET cacerts from the CA server, its certificate checked against the published roots (as a service does). */
+function askCaServer(url: string, bundle: Buffer): Promise<{ status?: number; error?: string }> {
+  return new Promise((done) => {
+    let target: URL;
+    try {
+      target = new URL("/.well-known/est/cacerts", url);
+    } catch {
+      return done({ error: `${url.slice(0, 80)} is not a URL` });
+    }
+    if (target.protocol !== "https:" || !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/.test(target.hostname)) return done({ error: `${url.slice(0, 80)} is not an https address on loopback` });
+    const req = httpsRequest(target, { method: "GET", ca: bundle, agent: false, timeout: TIMEOUT_MS }, (res) => {
+      res.resume();
+      res.on("end", () => done({ status: res.statusCode }));
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })));
+    req.on("error", (e: NodeJS.ErrnoException) => done({ error: e.code ?? messageOf(e) }));
+    req.end();
+  });
 }
 
 /** A handshake as a mesh identity and GET /healthz; the served certificate judged by OpenSSL with the CA's bundle and CRLs. */
@@ -297,7 +320,8 @@ function onlineOf(s: Record<string, unknown>, file: string): OnlineMode | undefi
     throw new CheckSetupError(`${file} says the mesh is online but records no certificate lifetime: restart it with npm run mesh:up`);
   }
   const poll = Number(ca.poll);
-  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities };
+  const caUrl = typeof (ca as { url?: unknown }).url === "string" ? ((ca as { url: string }).url) : undefined;
+  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities, caUrl };
 }
 
 function oneLine(dn: string): string {
