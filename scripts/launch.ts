@@ -24,6 +24,11 @@ export interface LaunchOptions {
   /** Called when the service exits after it was listening. */
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Identity mode: the service enrols with (a token in `env.MESH_ENROL_TOKEN`, never an argument)
+   * and renews from the CA's EST server, keeping its own state folder; `pki` is then not read.
+   */
+  identity?: { ca: string; state: string; lifetime?: string; poll?: number };
 }
 
 export interface Launched {
@@ -44,6 +49,9 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     // The compiled bundle (bin/bundle.mjs): tsx's loader would cost each service ~30 MB and its start-up.
     join(ROOT, "bin", "mesh-service.mjs"), "--service", o.service, "--port", String(o.port),
     "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
+    ...(o.identity
+      ? ["--ca", o.identity.ca, "--state", resolve(o.identity.state), ...(o.identity.lifetime ? ["--lifetime", o.identity.lifetime] : []), ...(o.identity.poll ? ["--poll", String(o.identity.poll)] : [])]
+      : []),
     "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell
   ];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });

@@ -33,7 +33,10 @@ async function main(): Promise<number> {
     if (!state?.ports) fail(`no ${o.logs}/mesh.json with the services' ports: is the mesh up? (npm run mesh:up), or pass --logs`);
     const ports: Record<string, number> = { ...DEFAULT_PORTS, ...state.ports };
     const targets: Target[] = SERVICES.map((name) => ({ name, port: ports[name]!, adminPort: state.adminPorts?.[name] ?? null }));
-    const facts = await gatherMesh({ targets, pki: resolve(o.pki ?? state.pki ?? "./pki"), policyFile: o.policy ?? state.policy ?? "mesh-policy.toml" });
+    const pki = resolve(o.pki ?? state.pki ?? "./pki");
+    // Online (mesh.json says so), identities live in state folders; a --pki other than the mesh's is checked as file mode.
+    const online = state.pki === undefined || resolve(state.pki) === pki ? state.online : undefined;
+    const facts = await gatherMesh({ targets, pki, policyFile: o.policy ?? state.policy ?? "mesh-policy.toml", online });
     const report = checkMesh(facts, Date.now());
     process.stdout.write(o.json ? renderJson(report) : renderText(report));
     return report.ok ? 0 : 1;

@@ -9,7 +9,7 @@ import { isMeshError } from "../services/mesh/errors.ts";
 import { SERVICES } from "../services/mesh/names.ts";
 import { bold, dim, green, red } from "./mesh-format.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
-import { PROBE_PATH, probeMesh, type ProbeCell } from "./probe.ts";
+import { PROBE_PATH, probeMesh, type IdentityFiles, type ProbeCell } from "./probe.ts";
 
 const program = new Command("mesh:probe")
   .description("Probe a running mesh: every caller -> callee pair, plus strangers, against the policy.")
@@ -32,7 +32,7 @@ async function main(): Promise<number> {
   program.parse();
   const o = program.opts<{ pki?: string; policy?: string; logs: string; orderPort?: string; paymentPort?: string; inventoryPort?: string; json?: boolean }>();
   const stateFile = join(o.logs, "mesh.json");
-  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, "utf8")) as { pki?: string; policy?: string; ports?: Record<string, number> }) : {};
+  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, "utf8")) as { pki?: string; policy?: string; ports?: Record<string, number>; identities?: Record<string, IdentityFiles> }) : {};
   const pki = resolve(o.pki ?? state.pki ?? "./pki");
   const policyFile = o.policy ?? state.policy ?? "mesh-policy.toml";
   const ports: Record<string, number> = { ...DEFAULT_PORTS, ...state.ports };
@@ -49,7 +49,10 @@ async function main(): Promise<number> {
   let cells: ProbeCell[];
   let callers: string[];
   try {
-    ({ cells, callers } = await probeMesh({ pki, policy, ports, logs: o.logs }));
+    // Online, each identity lives in its own state folder (mesh.json says where); a --pki other
+    // than the mesh's means that CA's certs/ (file mode).
+    const identities = state.pki === undefined || resolve(state.pki) === pki ? state.identities : undefined;
+    ({ cells, callers } = await probeMesh({ pki, policy, ports, logs: o.logs, identities }));
   } catch (e) {
     fail((e as Error).message);
   }

@@ -1,16 +1,21 @@
-// npm run mesh:up: make sure the CA and the services' certificates exist, start order,
-// payment and inventory, show their logs, and stop them all on Ctrl-C or SIGTERM.
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+// npm run mesh:up: the CA (created if absent) and, by default, its EST server; order, payment
+// and inventory enrolling and renewing their own identities; the dashboard; their logs; and
+// everything stopped on Ctrl-C or SIGTERM. --file-mode: CLI-issued certificates in ./pki instead.
+import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
-import { loadPolicy } from "../services/mesh/policy.ts";
-import { isMeshError } from "../services/mesh/errors.ts";
+import { parseDuration } from "../ca/duration.ts";
+import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
+import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
 import { describeExit, launchService, type Launched } from "./launch.ts";
-import { formatLine, servicePrefix, bold, dim, red } from "./mesh-format.ts";
-import { DEFAULT_PORTS } from "./mesh-ports.ts";
+import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from "./mesh-format.ts";
+import { DEFAULT_DASHBOARD_PORT, DEFAULT_PORTS } from "./mesh-ports.ts";
+import { startDashboard, type Dashboard } from "./dashboard/server.ts";
+import { folderState, identityFiles, moveAside, startEdgeIdentity, startOnlineCa, tokenFor, type EdgeIdentity, type OnlineCa } from "./online.ts";
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
+const SERVICE_NAMES = ["payment", "inventory", "order"] as const;
 
 const port = (v: string) => {
   const n = Number(v);
@@ -24,26 +29,44 @@ const seconds = (v: string) => {
   return n;
 };
 
+const lifetime = (v: string) => {
+  try {
+    parseDuration(v, { flag: "--lifetime", min: 10_000, max: 30 * 86_400_000 });
+  } catch (e) {
+    throw new InvalidArgumentError(messageOf(e).replace(/^--lifetime \S+ /, "It "));
+  }
+  return v;
+};
+
 const program = new Command("mesh:up")
-  .description("Create the CA if absent, issue missing certificates, and run the three services.")
+  .description("Create the CA if absent, start its EST server, and run the three services, which enrol with one-time tokens and renew themselves (--file-mode: CLI-issued certificates).")
   .addOption(new Option("--pki <dir>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
   .addOption(new Option("--policy <file>", "the authorization policy").env("MESH_POLICY").default("mesh-policy.toml"))
   .addOption(new Option("--logs <dir>", "where JSON logs are written").env("MESH_LOG_DIR").default("./logs"))
   .addOption(new Option("--order-port <n>", "order's port (0: any free one)").env("MESH_ORDER_PORT").default(DEFAULT_PORTS.order).argParser(port))
   .addOption(new Option("--payment-port <n>", "payment's port").env("MESH_PAYMENT_PORT").default(DEFAULT_PORTS.payment).argParser(port))
   .addOption(new Option("--inventory-port <n>", "inventory's port").env("MESH_INVENTORY_PORT").default(DEFAULT_PORTS.inventory).argParser(port))
-  .addOption(new Option("--renew-within <days>", "re-issue certificates expiring within this many days").default(30).argParser(port))
-  .addOption(new Option("--crl-check <seconds>", "while running, re-sign CRLs within 10 days of their nextUpdate; checked this often").env("MESH_CRL_CHECK_SECONDS").default(3600).argParser(seconds))
+  .addOption(new Option("--renew-within <days>", "file mode: re-issue certificates expiring within this many days").default(30).argParser(port))
+  .addOption(new Option("--crl-check <seconds>", "file mode: while running, re-sign CRLs within 10 days of their nextUpdate; checked this often (online, the CA server does)").env("MESH_CRL_CHECK_SECONDS").default(3600).argParser(seconds))
+  .option("--file-mode", "the tutorial's mode: issue 90-day certificates into <pki>/certs with the CA CLI and start the services on --pki; no CA server")
+  .addOption(new Option("--state <dir>", "online: where each identity keeps its own folder, <dir>/<name>/ (key.pem, cert.pem, bundle.pem, crls.pem)").env("MESH_STATE_DIR").default("./state"))
+  .addOption(new Option("--lifetime <d>", "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it").env("MESH_LIFETIME").default("1h").argParser(lifetime))
+  .addOption(new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs").env("MESH_POLL_SECONDS").default(30).argParser(seconds))
+  .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
+  .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
+  .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
   .addHelpText(
     "after",
     `
 Examples:
   npm run mesh:up
+  npm run mesh:up -- --lifetime 2m          # watch identity.renewed every ~80 s
+  npm run mesh:up -- --file-mode            # the tutorial's CLI-issued certificates
   npm run mesh:up -- --payment-port 9402
   MESH_PKI_DIR=/tmp/pki npm run mesh:up -- --order-port 0 --payment-port 0 --inventory-port 0
 
-Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 bad flags or policy, 4 CA problem.`,
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 bad flags or policy, 3 a port is taken, 4 CA problem.`,
   )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
@@ -56,6 +79,13 @@ interface Opts {
   inventoryPort: number;
   renewWithin: number;
   crlCheck: number;
+  fileMode?: boolean;
+  state: string;
+  lifetime: string;
+  poll: number;
+  caPort: number;
+  caAdminPort?: number;
+  dashboardPort: number;
   quiet?: boolean;
 }
 
@@ -70,13 +100,15 @@ function fail(msg: string, code: number): never {
   process.exit(code);
 }
 
-/** Create the CA when absent; issue what is missing, renew what expires soon; keep the rest. */
-async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
+/** The CA in `dir`, created (root + constrained issuing intermediate) when absent. */
+async function openOrCreateCa(dir: string): Promise<CertificateAuthority> {
   let ca: CertificateAuthority;
+  // As the CA's CLI: a CA whose keys are encrypted is opened with MESH_CA_PASSPHRASE (never an argument).
+  const passphrase = process.env.MESH_CA_PASSPHRASE || undefined;
   if (CertificateAuthority.exists(dir)) {
-    ca = await CertificateAuthority.open({ dir });
+    ca = await CertificateAuthority.open({ dir, passphrase });
   } else {
-    ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA" });
+    ca = await CertificateAuthority.init({ dir, name: "Mesh Dev CA", passphrase });
     // Leaves come from an intermediate, as in production: the root then signs only CAs and CRLs,
     // and a service's chain file holds leaf + intermediate, which is what it sends. (With a leaf
     // signed by the root itself, Node adds the root from the trust store to what a server sends.)
@@ -84,6 +116,12 @@ async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
     const int = await ca.createIntermediate({ name: "Mesh Dev Issuing CA", permitDns: ["internal"] });
     console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)}), issuing through "${int.name}" (.internal names only)`);
   }
+  return ca;
+}
+
+/** File mode: create the CA when absent; issue what is missing, renew what expires soon; keep the rest. */
+async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
+  const ca = await openOrCreateCa(dir);
   try {
     const soon = Date.now() + renewWithinDays * 86_400_000;
     const list = ca.list();
@@ -118,7 +156,7 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
     if (busy) return;
     busy = true;
     try {
-      const ca = await CertificateAuthority.open({ dir });
+      const ca = await CertificateAuthority.open({ dir, passphrase: process.env.MESH_CA_PASSPHRASE || undefined });
       try {
         for (const r of await ca.refreshCrls()) {
           console.log(`mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`);
@@ -139,11 +177,23 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
 /** Each service's admin listener (metrics, healthz), from its `admin.listening` line. */
 const adminPorts: Record<string, number> = {};
 
+/** Online: the CA's address and the one-time token of each service that has to enrol. */
+interface Online {
+  caUrl: string;
+  tokens: Map<string, string>;
+}
+
 /** One service, its log appended to logs/<name>.log and echoed with a prefix unless quiet. */
-function startChild(name: string, o: Opts, port: number, upstreams: string[], onExit: (name: string, code: number | null, signal: NodeJS.Signals | null) => void): Promise<Launched> {
+function startChild(name: string, o: Opts, port: number, upstreams: string[], online: Online | null, onExit: (name: string, code: number | null, signal: NodeJS.Signals | null) => void): Promise<Launched> {
+  const env: NodeJS.ProcessEnv = { ...process.env, MESH_ADMIN_PORT: String(port === 0 ? 0 : port + 10) };
+  // The token goes in the child's environment only (ps shows arguments); the service removes it once read.
+  delete env.MESH_ENROL_TOKEN;
+  const token = online?.tokens.get(name);
+  if (token) env.MESH_ENROL_TOKEN = token;
   return launchService({
     service: name, port, pki: o.pki, policy: o.policy, upstreams, logFile: join(o.logs, `${name}.log`),
-    env: { ...process.env, MESH_ADMIN_PORT: String(port === 0 ? 0 : port + 10) },
+    env,
+    identity: online ? { ca: online.caUrl, state: join(o.state, name), lifetime: o.lifetime, poll: o.poll } : undefined,
     onLine: (l, text) => {
       if (l?.event === "admin.listening") adminPorts[name] = Number(l.port);
       if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
@@ -156,27 +206,34 @@ function startChild(name: string, o: Opts, port: number, upstreams: string[], on
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts<Opts>();
+  const mode: "online" | "file" = o.fileMode ? "file" : "online";
+  let policy: Policy;
   try {
-    loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
+    policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
-  }
-  try {
-    await preparePki(o.pki, o.renewWithin);
-  } catch (e) {
-    fail(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
   }
   mkdirSync(o.logs, { recursive: true });
 
   const children: Launched[] = [];
   let stopping = false;
   let stopCrls = () => {};
+  let stopPolicyWatch = () => {};
+  let edge: EdgeIdentity | undefined;
+  let caServer: OnlineCa | undefined;
+  let ca: CertificateAuthority | undefined;
+  let dashboard: Dashboard | undefined;
   const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
     stopping = true;
     stopCrls();
+    stopPolicyWatch();
+    edge?.stop();
     await Promise.all(children.map((c) => c.stop()));
-    if (!quiet) console.log(dim("mesh:up: all services stopped"));
+    await Promise.all([dashboard?.close(), caServer?.close()].map((p) => p?.catch(() => {})));
+    ca?.close();
+    const started = [children.length > 0 && "all services", caServer && "the CA server", dashboard && "the dashboard"].filter(Boolean);
+    if (!quiet && started.length > 0) console.log(dim(`mesh:up: ${started.join(", ").replace(/, ([^,]*)$/, " and $1")} stopped`));
     process.exit(code);
   };
   process.on("SIGINT", () => void stopAll(0));
@@ -189,44 +246,167 @@ async function main(): Promise<void> {
     console.error(red(`mesh:up: ${describeExit(name, code, signal)}; stopping the others`));
     void stopAll(1);
   };
+  const echo = (l: MeshLine) => {
+    // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
+    if (l.service === "ca" && l.event === "est.enrolled" && CERT_NAMES.includes(String(l.name).replace(/\.internal$/, ""))) return;
+    if (!o.quiet) console.log(formatLine(l));
+  };
+  const abort = async (msg: string, code: number) => {
+    console.error(red(`mesh:up: ${msg}`));
+    await stopAll(code);
+  };
+
+  let online: Online | null = null;
+  if (mode === "file") {
+    try {
+      await preparePki(o.pki, o.renewWithin);
+    } catch (e) {
+      fail(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
+    }
+  } else {
+    try {
+      ca = await openOrCreateCa(o.pki);
+      await ca.publishCrls(); // a lapsed CRL would lock every service out at its first poll
+      for (const w of ca.crlWarnings()) console.log(`warning: ${w}`);
+    } catch (e) {
+      return abort(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
+    }
+    const lifetimeMs = parseDuration(o.lifetime, { flag: "--lifetime" });
+    const adminPort = o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10);
+    try {
+      caServer = await startOnlineCa({ ca, port: o.caPort, adminPort, lifetimeMs, logFile: join(o.logs, "ca.log"), echo });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return abort(err.code === "EADDRINUSE" ? `cannot start the CA server: port ${o.caPort} is taken (pick another with --ca-port, or 0 for any)` : `cannot start the CA server: ${messageOf(e)}`, 3);
+    }
+    // Each identity keeps its own folder; one the CA no longer vouches for is moved aside and enrolled again.
+    const tokens = new Map<string, string>();
+    mkdirSync(o.state, { recursive: true, mode: 0o700 });
+    for (const name of SERVICE_NAMES) {
+      const dir = join(o.state, name);
+      const st = folderState(ca, dir);
+      if (st.kind === "valid") {
+        console.log(dim(`kept   ${`${name}.internal`.padEnd(20)} valid until ${st.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(dir)}/ (renews itself)`));
+        continue;
+      }
+      if (st.kind === "stale") console.log(yellow(`${shown(dir)}: ${st.why}; moved it to ${shown(moveAside(dir))} and ${name} enrols again`));
+      tokens.set(name, tokenFor(ca, name));
+      console.log(`token  ${`${name}.internal`.padEnd(20)} one-time, for ${name}'s first start (in its environment, never its arguments)`);
+    }
+    const edgeState = folderState(ca, join(o.state, "edge"));
+    if (edgeState.kind === "valid") console.log(dim(`kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`));
+    try {
+      edge = await startEdgeIdentity({ ca, caUrl: caServer.url, dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
+    } catch (e) {
+      return abort(`cannot enrol edge.internal (the operator's client identity) into ${join(o.state, "edge")}: ${messageOf(e)}`, 4);
+    }
+    online = { caUrl: caServer.url, tokens };
+  }
 
   try {
-    const [pay, inv] = await Promise.all([startChild("payment", o, o.paymentPort, [], onExit), startChild("inventory", o, o.inventoryPort, [], onExit)]);
+    const [pay, inv] = await Promise.all([startChild("payment", o, o.paymentPort, [], online, onExit), startChild("inventory", o, o.inventoryPort, [], online, onExit)]);
     children.push(pay, inv);
-    const ord = await startChild("order", o, o.orderPort, [`payment=127.0.0.1:${pay.port}`, `inventory=127.0.0.1:${inv.port}`], onExit);
+    const ord = await startChild("order", o, o.orderPort, [`payment=127.0.0.1:${pay.port}`, `inventory=127.0.0.1:${inv.port}`], online, onExit);
     children.push(ord);
   } catch (e) {
-    console.error(red(`mesh:up: ${(e as Error).message}`));
-    await stopAll(1);
-    return;
+    return abort((e as Error).message, 1);
+  }
+  try {
+    dashboard = await startDashboard({ logs: o.logs, pki: o.pki, policy: o.policy, port: o.dashboardPort });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return abort(err.code === "EADDRINUSE" ? `cannot start the dashboard: port ${o.dashboardPort} is taken (pick another with --dashboard-port, or 0 for any)` : `cannot start the dashboard: ${messageOf(e)}`, 3);
   }
   const ports = Object.fromEntries(children.map((c) => [c.name, c.port]));
   // The admin line follows the listening line by a few milliseconds.
   for (let i = 0; i < 50 && children.some((c) => adminPorts[c.name] === undefined); i++) await new Promise((r) => setTimeout(r, 100));
-  writeFileSync(join(o.logs, "mesh.json"), JSON.stringify({ pid: process.pid, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts }, null, 2) + "\n");
-  banner(o, ports as Record<"order" | "payment" | "inventory", number>);
-  stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
+  const identities = Object.fromEntries(CERT_NAMES.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]));
+  writeFileSync(
+    join(o.logs, "mesh.json"),
+    JSON.stringify({
+      pid: process.pid, mode, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
+      state: mode === "online" ? resolve(o.state) : null, identities,
+      ca: caServer ? { url: caServer.url, adminUrl: caServer.admin?.url ?? null, lifetime: o.lifetime, poll: o.poll } : null,
+      dashboard: dashboard.url,
+    }, null, 2) + "\n",
+  );
+  const warned = new Set<string>();
+  await warnPolicy(policy, o.pki, o.logs, warned);
+  stopPolicyWatch = watchPolicy(o, warned);
+  banner(o, mode, ports as Record<"order" | "payment" | "inventory", number>, caServer, dashboard.url);
+  if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
 
-function banner(o: Opts, ports: Record<"order" | "payment" | "inventory", number>): void {
-  const pki = shown(resolve(o.pki));
-  const base = `curl --cacert ${pki}/bundle.pem --resolve payment.internal:${ports.payment}:127.0.0.1`;
-  const cert = (n: string) => `--cert ${pki}/certs/${n}.internal.crt --key ${pki}/certs/${n}.internal.key`;
+/**
+ * A policy may name a caller before it is deployed: not a reason to refuse, but worth a line
+ * (a typo looks the same). Known: the names holding a valid certificate in the CA's ledger.
+ */
+async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set<string>): Promise<void> {
+  let known: string[];
+  try {
+    const ca = await CertificateAuthority.open({ dir: pki });
+    try {
+      known = ca.list().filter((c) => c.status === "VALID").map((c) => c.domain);
+    } finally {
+      ca.close();
+    }
+  } catch {
+    return;
+  }
+  for (const w of unknownCallers(policy, known)) {
+    if (warned.has(w.caller)) continue;
+    warned.add(w.caller);
+    console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
+    // Logged too, where mesh:logs and the dashboard's feed read.
+    const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file, msg: w.message };
+    appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
+  }
+}
+
+/**
+ * The services reload the policy on their own; mesh:up reads each new version only to warn
+ * about callers it names that hold no certificate yet (each once), as it did at start.
+ */
+function watchPolicy(o: Opts, warned: Set<string>): () => void {
+  const file = resolve(o.policy);
+  const onChange = () => {
+    let policy: Policy;
+    try {
+      policy = loadPolicy(file);
+    } catch {
+      return; // the services log policy.reload_failed, with file:line
+    }
+    void warnPolicy(policy, o.pki, o.logs, warned);
+  };
+  watchFile(file, { interval: 1_000 }, onChange);
+  return () => unwatchFile(file, onChange);
+}
+
+function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: OnlineCa | undefined, dashboardUrl: string): void {
+  const files = (n: string) => identityFiles(mode, n, { state: o.state, pki: o.pki });
+  const p = (path: string) => shown(resolve(path));
+  const base = (n: string) => `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
+  const cert = (n: string) => `--cert ${p(files(n).cert)} --key ${p(files(n).key)}`;
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
+  const caLine = ca
+    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that${ca.admin ? `; metrics ${ca.admin.url}/metrics` : ""})\n`
+    : "";
+  const where = mode === "online" ? `identities: ${shown(resolve(o.state))}/<name>/` : `certificates: ${shown(resolve(o.pki))}/certs/`;
   console.log(`
-${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run mesh:logs -- -f)
-  order      https://127.0.0.1:${ports.order}      (order.internal)
+${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run mesh:logs -- -f; ${where})
+${caLine}  order      https://127.0.0.1:${ports.order}      (order.internal)
   payment    https://127.0.0.1:${ports.payment}      (payment.internal)
   inventory  https://127.0.0.1:${ports.inventory}      (inventory.internal)
+  dashboard  ${dashboardUrl}
 
 Try:
   ${dim("# order may charge: 201")}
-  ${base} ${cert("order")} ${body} ${url}
+  ${base("order")} ${cert("order")} ${body} ${url}
   ${dim("# inventory may not: 403, and payment logs authz.denied with the rule")}
-  ${base} ${cert("inventory")} ${body} ${url}
+  ${base("inventory")} ${cert("inventory")} ${body} ${url}
   ${dim("# no client certificate: refused in the TLS handshake (no_client_cert)")}
-  ${base} ${url}
+  ${base("edge")} ${url}
 
   npm run mesh:probe          ${dim("# every caller -> callee pair against the policy")}
   npm run mesh:check          ${dim("# health: certificates, trust bundle, CRLs, policy, clocks")}

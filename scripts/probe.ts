@@ -1,5 +1,6 @@
 // The probe as a library: call every caller -> callee pair of a running mesh
 // with the caller's own certificate, plus strangers, and compare with the policy.
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
@@ -70,21 +71,47 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
   return undefined;
 }
 
+function pairs(cert: Buffer, key: Buffer): boolean {
+  try {
+    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch {
+    return false;
+  }
+}
+
 function describeOutcome(o: Outcome): string {
   if (o.kind === "http") return o.status === 403 ? `403 ${o.rule ?? ""}`.trim() : String(o.status);
   if (o.kind === "refused") return `refused: ${o.reason}`;
   return `error: ${o.reason}`;
 }
 
-/** Probes every pair; the callees' logs (in `logs`) give the reason for each refusal. */
-export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<string, number>; logs: string }): Promise<{ cells: ProbeCell[]; callers: string[] }> {
+/** Where one identity's certificate chain and key are (mesh.json's `identities`). */
+export interface IdentityFiles {
+  cert: string;
+  key: string;
+}
+
+/**
+ * Probes every pair; the callees' logs (in `logs`) give the reason for each refusal. Each
+ * caller's certificate and key come from `identities` (online mode: its state folder), else
+ * from the CA's `certs/` (file mode).
+ */
+export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<string, number>; logs: string; identities?: Record<string, IdentityFiles> }): Promise<{ cells: ProbeCell[]; callers: string[] }> {
   const { pki, policy, ports, logs } = o;
   const bundle = join(pki, "bundle.pem");
   if (!existsSync(bundle)) throw new Error(`no trust bundle at ${bundle}: is the mesh up? (npm run mesh:up)`);
   const ca = readFileSync(bundle);
   const own = (n: string) => {
     const p = join(pki, "certs", `${n}.internal`);
-    return existsSync(`${p}.crt`) ? { cert: readFileSync(`${p}.crt`), key: readFileSync(`${p}.key`) } : null;
+    const f = o.identities?.[n] ?? { cert: `${p}.crt`, key: `${p}.key` };
+    if (!existsSync(f.cert) || !existsSync(f.key)) return null;
+    // Read the key first: a renewal commits the key, then the certificate, so a pair read in the
+    // other order could straddle it. Checked below, and read again once if it does not pair.
+    for (let i = 0; ; i++) {
+      const key = readFileSync(f.key);
+      const cert = readFileSync(f.cert);
+      if (i > 0 || pairs(cert, key)) return { cert, key };
+    }
   };
 
   // A stranger: a CA nobody trusts, issuing a certificate that claims to be order.

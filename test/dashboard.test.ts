@@ -38,14 +38,16 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
 }
 
 const pki = (...p: string[]) => join(tmp, "pki", ...p);
+// mesh:up runs online: each identity's files are in its own state folder.
+const state = (...p: string[]) => join(tmp, "state", ...p);
 const curlPayment = (extra: string[]) =>
-  run("curl", ["-sS", "--max-time", "5", "--cacert", pki("bundle.pem"), "--resolve", `payment.internal:${ports.payment}:127.0.0.1`, ...extra, "-H", "content-type: application/json", "-d", '{"orderId":"d-1","amount":5}', `https://payment.internal:${ports.payment}/charge`]);
+  run("curl", ["-sS", "--max-time", "5", "--cacert", state("edge", "bundle.pem"), "--resolve", `payment.internal:${ports.payment}:127.0.0.1`, ...extra, "-H", "content-type: application/json", "-d", '{"orderId":"d-1","amount":5}', `https://payment.internal:${ports.payment}/charge`]);
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), "mesh-dash-"));
   // The policy the repository ships (its test fixture): a user's edits to their working copy are theirs.
   copyFileSync(join(ROOT, "test", "fixtures", "mesh-policy.toml"), join(tmp, "policy.toml"));
-  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", pki(), "--logs", join(tmp, "logs"), "--policy", join(tmp, "policy.toml"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", pki(), "--logs", join(tmp, "logs"), "--policy", join(tmp, "policy.toml"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--state", state(), "--ca-port", "0", "--dashboard-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   up.stdout!.on("data", (c: Buffer) => (upOut += c));
   up.stderr!.on("data", (c: Buffer) => (upOut += c));
   const stateFile = join(tmp, "logs", "mesh.json");
@@ -87,7 +89,7 @@ test("the page shows the three services, their identities and the policy, with n
 });
 
 test("a denied curl shows in the feed with its sentence and fix within seconds, and turns its edge red", { timeout: 30_000 }, async () => {
-  const r = await curlPayment(["--cert", pki("certs/inventory.internal.crt"), "--key", pki("certs/inventory.internal.key")]);
+  const r = await curlPayment(["--cert", state("inventory", "cert.pem"), "--key", state("inventory", "key.pem")]);
   assert.match(r.out, /"error":"forbidden"/);
   const item = page.locator('#feed li[data-event="authz.denied"]').first();
   await item.waitFor({ timeout: 5_000 });

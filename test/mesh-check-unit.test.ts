@@ -178,3 +178,37 @@ test("the metrics reader takes the format's escapes and skips lines that do not 
     { name: "mesh_crl_next_update_timestamp_seconds", labels: { issuer: 'CN=a "b", O=c\\d' }, value: 1790000000 },
   ]);
 });
+
+test("online: hour-long certificates are healthy; a late renewal warns, a revoked one's fix is restarting mesh:up; the CA server is checked", () => {
+  const HOUR = 3_600_000;
+  const online = { lifetimeMs: HOUR, pollMs: 30_000, bundleChangedAt: NOW - DAY, crlsChangedAt: NOW - DAY, server: { url: "https://127.0.0.1:7400", status: 200 } };
+  const ONLINE: CaFacts = { ...CA, online };
+  const fresh = service({ mtls: { served: { subject: "CN=inventory.internal", issuer: "CN=Mesh Dev Issuing CA", serial: "4c99cf4d6ea7c4333fc95f244c5c5d92", notBefore: iso(NOW - 20 * 60_000), notAfter: iso(NOW + 40 * 60_000) } } });
+  // In file mode the same 40 minutes left is a warning (7 days); online it is the normal state.
+  assert.equal(byName(only(fresh), "certificate").severity, "warning");
+  const ok = byName(only(fresh, ONLINE), "certificate");
+  assert.equal(ok.severity, "ok", ok.detail);
+  assert.match(ok.detail, /renews itself/);
+
+  const late = service({ mtls: { served: { subject: "CN=inventory.internal", issuer: "CN=Mesh Dev Issuing CA", serial: "4c99cf4d6ea7c4333fc95f244c5c5d92", notBefore: iso(NOW - 50 * 60_000), notAfter: iso(NOW + 10 * 60_000) } } });
+  const lateCheck = byName(only(late, ONLINE), "certificate");
+  assert.equal(lateCheck.severity, "warning");
+  assert.match(lateCheck.detail, /should have renewed itself by now/);
+  assert.equal(lateCheck.fix, "npm run mesh:logs -- --service inventory --event identity.renew_failed --no-follow");
+
+  const revoked = byName(only(service({ ledger: { status: "REVOKED", revokedAt: iso(NOW - 60_000) } }), ONLINE), "certificate");
+  assert.equal(revoked.severity, "error");
+  assert.equal(revoked.fix, "npm run mesh:up");
+
+  // CRLs the CA changed 10 s ago are on their way (the next poll); after a poll and more, an error.
+  const behind = service({ admin: { crlsSha256: "d".repeat(64) } });
+  assert.equal(byName(only(behind, { ...CA, online: { ...online, crlsChangedAt: NOW - 10_000 } }), "crls").severity, "warning");
+  assert.equal(byName(only(behind, { ...CA, online: { ...online, crlsChangedAt: NOW - 60_000 } }), "crls").severity, "error");
+
+  assert.equal(byName(checkCa(ONLINE, NOW), "ca-server").severity, "ok");
+  const down = byName(checkCa({ ...CA, online: { ...online, server: { url: "https://127.0.0.1:7400", error: "ECONNREFUSED" } } }, NOW), "ca-server");
+  assert.equal(down.severity, "error");
+  assert.match(down.detail, /ECONNREFUSED; services keep serving on what they hold, but cannot renew/);
+  assert.equal(down.fix, "npm run mesh:up");
+  assert.equal(checkCa(CA, NOW).some((c) => c.name === "ca-server"), false, "file mode has no CA server to check");
+});

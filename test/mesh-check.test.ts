@@ -1,5 +1,6 @@
 // mesh:check against a real mesh:up in a temporary folder: clean, then a revoked service, its
-// fix, a broken trust bundle and its fix, a broken policy edit, and a service gone.
+// fix, a broken trust bundle and its fix, a broken policy edit, and a service gone. In --file-mode:
+// its fixes are the CA CLI's (issue, bundle); the online mode's checks are in mesh-up.test.ts.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
@@ -71,7 +72,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const policy = join(tmp, "policy.toml");
   copyFileSync(join(ROOT, "mesh-policy.toml"), policy);
   let out = "";
-  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--policy", policy, "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--policy", policy, "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--file-mode", "--dashboard-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   up.stdout!.on("data", (c: Buffer) => (out += c));
   up.stderr!.on("data", (c: Buffer) => (out += c));
   const stateFile = join(tmp, "logs", "mesh.json");

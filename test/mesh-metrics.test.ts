@@ -230,7 +230,7 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
     const scrape = async () => parse(await m.registry.metrics());
     writeFileSync(pki.policyFile, SEED_POLICY.replace('[payment]\naccepts = ["order"]', '[payment]\naccepts = ["order", "edge"]'));
     await pay.logs.wait((l) => l.event === "policy.reloaded");
-    writeFileSync(pki.policyFile, "[payment]\naccepts = [\"nobody\"]\n");
+    writeFileSync(pki.policyFile, "[payment]\naccepts = [\"no body\"]\n"); // not a mesh name: refused (any valid name would load)
     await pay.logs.wait((l) => l.event === "policy.reload_failed");
     let s = await scrape();
     assert.equal(value(s, "mesh_reloads_total", { kind: "policy", result: "ok" }), 1);

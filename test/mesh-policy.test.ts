@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { decide, parsePolicy } from "../services/mesh/policy.ts";
+import { decide, parsePolicy, policyCallers, unknownCallers } from "../services/mesh/policy.ts";
 import { MeshError } from "../services/mesh/errors.ts";
 import { identityOf, sanDnsNames } from "../services/mesh/peer-identity.ts";
 import type { PeerCertificate } from "node:tls";
@@ -87,7 +87,9 @@ test("semantic errors name the line of the offending key", () => {
     [`[payment]\naccepts = ["order"]\n\n[billing]\naccepts = []\n`, /^mesh-policy\.toml:4: unknown service "billing"/],
     [`[payment]\naccepts = ["order"]\nacept = ["x"]\n`, /^mesh-policy\.toml:3: unknown key "acept" in \[payment\]/],
     [`[payment]\naccepts = "order"\n`, /^mesh-policy\.toml:2: payment\.accepts must be an array/],
-    [`[payment]\naccepts = ["order", "ordr"]\n`, /^mesh-policy\.toml:2: payment\.accepts names unknown caller "ordr"/],
+    [`[payment]\naccepts = ["order", "Order"]\n`, /^mesh-policy\.toml:2: payment\.accepts names "Order", which is not a mesh identity/],
+    [`[payment]\naccepts = ["order", "shipping.internal"]\n`, /^mesh-policy\.toml:2: payment\.accepts names "shipping\.internal", which is not a mesh identity/],
+    [`[[inventory.routes]]\nmethod = "GET"\npath = "/x"\naccepts = ["-x"]\n`, /^mesh-policy\.toml:4: inventory\.routes\[0\]\.accepts names "-x"/],
     [`[payment]\naccepts = [1]\n`, /^mesh-policy\.toml:2: /],
     [`payment = 3\n`, /^mesh-policy\.toml:1: \[payment\] must be a table/],
     [`[order]\n`, /^mesh-policy\.toml:1: \[order\] needs "accepts"/],
@@ -146,4 +148,22 @@ accepts = []
   assert.equal(admin.allow, false, "order may not GET /admin/x, so it may not HEAD it");
   assert.equal(admin.rule, "inventory.routes[1] (GET /admin/*)");
   assert.equal(decide(p, "inventory", "payment", "POST", "/stock/widget").allow, false, "only HEAD borrows GET's rules");
+});
+
+test("any mesh identity may be a caller: a policy naming shipping loads, with a warning until shipping.internal holds a certificate", () => {
+  const text = `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[[inventory.routes]]\nmethod = "GET"\npath = "/stock/:sku"\naccepts = ["order", "shipping"]\n`;
+  const p = parsePolicy(text, "mesh-policy.toml");
+  assert.deepEqual(policyCallers(p), ["order", "shipping"]);
+  assert.equal(decide(p, "inventory", "shipping", "GET", "/stock/widget").allow, true);
+  assert.equal(decide(p, "inventory", "shipping", "POST", "/reserve").allow, false, "the route grants GET /stock/:sku only");
+  assert.equal(decide(p, "payment", "shipping", "POST", "/charge").allow, false);
+  const warned = unknownCallers(p, ["order.internal", "payment.internal", "inventory.internal", "edge.internal"]);
+  assert.equal(warned.length, 1);
+  assert.equal(warned[0]!.caller, "shipping");
+  assert.deepEqual(warned[0]!.rules, ["inventory.routes[0]"]);
+  assert.match(warned[0]!.message, /^mesh-policy\.toml lets "shipping" call \(inventory\.routes\[0\]\), but no certificate for shipping\.internal exists yet/);
+  assert.deepEqual(unknownCallers(p, ["order", "shipping.internal"]), [], "once shipping holds a certificate there is nothing to warn about");
+  // a typo is a warning too, not a refusal to start
+  const typo = parsePolicy(`[payment]\naccepts = ["order", "ordr"]\n`, "mesh-policy.toml");
+  assert.deepEqual(unknownCallers(typo, ["order"]).map((w) => w.caller), ["ordr"]);
 });

@@ -1,5 +1,6 @@
 // CRLs do not lapse under a running mesh (the CA's refreshCrls, and mesh:up calling it), and
 // mesh:up names the signal that killed one of its services instead of "code null".
+// In --file-mode: there mesh:up holds the CA; online, the CA server re-signs its CRLs (ca-est-crl-refresh.test.ts).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -59,7 +60,7 @@ interface Up {
 }
 
 function meshUp(name: string, extra: string[] = [], env: Record<string, string> = {}): Up {
-  const proc = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, name, "pki"), "--logs", join(tmp, name, "logs"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet", ...extra], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...env } });
+  const proc = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, name, "pki"), "--logs", join(tmp, name, "logs"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet", "--file-mode", "--dashboard-port", "0", ...extra], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...env } });
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
   proc.stderr!.on("data", (c: Buffer) => (out += c));

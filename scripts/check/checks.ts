@@ -62,6 +62,14 @@ export function until(ms: number, now: number): string {
   return d >= 0 ? `in ${n}` : `${n} ago`;
 }
 
+/** "in 42 s", "in 17 minutes": for lifetimes of seconds to hours. */
+function untilShort(at: number, now: number): string {
+  const d = Math.round((at - now) / 1000);
+  const a = Math.abs(d);
+  const n = a < 120 ? `${a} s` : a < 7_200 ? `${Math.floor(a / 60)} minutes` : `${Math.floor(a / 3_600)} hours`;
+  return d >= 0 ? `in ${n}` : `${n} ago`;
+}
+
 const short = (sha: string | undefined) => (sha ? `${sha.slice(0, 12)}…` : "(none)");
 const logs = (svc: string, event: string) => `npm run mesh:logs -- --service ${svc} --event ${event} --no-follow`;
 
@@ -72,11 +80,15 @@ function adminUnusable(s: ServiceFacts): string | null {
   return null;
 }
 
-export function checkMtls(s: ServiceFacts): Check {
+export function checkMtls(s: ServiceFacts, ca?: CaFacts): Check {
   const title = "answers over mTLS";
   const m = s.mtls;
   const at = `127.0.0.1:${s.port}`;
-  if (m.identity === null) return check("mtls", title, "error", "mesh:check found no usable mesh identity in the CA's certs/ (edge, order, payment and inventory are missing, revoked or expired), so it cannot make an mTLS handshake", "npm run ca -- issue --domain edge.internal");
+  if (m.identity === null) {
+    return ca?.online
+      ? check("mtls", title, "error", "mesh:check found no usable mesh identity in the state folders mesh:up records in logs/mesh.json (edge, order, payment and inventory are missing, revoked or expired), so it cannot make an mTLS handshake; mesh:up enrols them again when it starts", "npm run mesh:up")
+      : check("mtls", title, "error", "mesh:check found no usable mesh identity in the CA's certs/ (edge, order, payment and inventory are missing, revoked or expired), so it cannot make an mTLS handshake", "npm run ca -- issue --domain edge.internal");
+  }
   if (m.error === "ECONNREFUSED") return check("mtls", title, "error", `nothing listens on ${at}: ${s.name} is not running`, "npm run mesh:up");
   if (m.error !== undefined) return check("mtls", title, "error", `no HTTP answer from ${at} to GET /healthz as ${m.identity}: ${m.error}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
   if (m.status === undefined || m.status >= 500) return check("mtls", title, "error", `GET /healthz on ${at} answered ${m.status ?? "nothing"}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
@@ -98,12 +110,16 @@ export function checkAdmin(s: ServiceFacts): Check {
 export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Check {
   const title = "certificate is valid";
   const dns = `${s.name}.internal`;
-  const renew = `npm run ca -- renew --domain ${dns}`;
+  // Online, a service renews itself: what to look at is why it did not.
+  const renew = ca.online ? logs(s.name, "identity.renew_failed") : `npm run ca -- renew --domain ${dns}`;
   const c = s.mtls.served;
-  if (!c) return check("certificate", title, "error", `not checked: no handshake with ${s.name} completed, so its certificate could not be read`, checkMtls(s).fix ?? "npm run mesh:up");
+  if (!c) return check("certificate", title, "error", `not checked: no handshake with ${s.name} completed, so its certificate could not be read`, checkMtls(s, ca).fix ?? "npm run mesh:up");
   const l = s.ledger;
   const serial = `serial ${c.serial}`;
   if (!l) return check("certificate", title, "error", `${s.name} serves a certificate (${serial}, issued by ${c.issuer}) that the CA in ${ca.dir} never issued`, renew);
+  if (l.status === "REVOKED" && ca.online) {
+    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake, and the CA refuses to renew a revoked identity; stop mesh:up and start it again: it moves ${s.name}'s state folder aside and enrols it with a new one-time token`, "npm run mesh:up");
+  }
   if (l.status === "REVOKED") {
     return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, `npm run ca -- issue --domain ${dns}`);
   }
@@ -115,16 +131,29 @@ export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Che
   const gen = `${l.issuer}, generation ${l.generation}`;
   const left = `valid until ${when(notAfter)} (${until(notAfter, now)})`;
   if (l.status === "SUPERSEDED") return check("certificate", title, "warning", `${s.name} still serves ${serial}, superseded by ${l.supersededBy ?? "a newer one"}: it has not loaded its renewed certificate (it should within a second)`, logs(s.name, "tls.reload_failed"));
+  if (ca.online) {
+    // Renewed at about 2/3 of its life (at most 73 %): with less than a fifth left, renewal is late.
+    if (notAfter - now < ca.online.lifetimeMs / 5) return check("certificate", title, "warning", `${s.name}'s certificate (${serial}) expires ${untilShort(notAfter, now)}: it should have renewed itself by now (it renews at about 2/3 of its ${Math.round(ca.online.lifetimeMs / 1000)} s life)`, renew);
+    return check("certificate", title, "ok", `${serial}, valid until ${when(notAfter)} (${untilShort(notAfter, now)}; renews itself), from ${gen}`);
+  }
   if (notAfter - now < LEAF_WARN_DAYS * DAY_MS) return check("certificate", title, "warning", `${s.name}'s certificate (${serial}) expires ${until(notAfter, now)}, on ${when(notAfter)}`, renew);
   return check("certificate", title, "ok", `${serial}, ${left}, from ${gen}`);
 }
 
-export function checkTrustBundle(s: ServiceFacts, ca: CaFacts): Check {
+/** Online, services fetch the CA's bundle and CRLs every poll: a change newer than that is on its way. */
+function notFetchedYet(ca: CaFacts, changedAt: number, now: number): string | null {
+  if (!ca.online || now - changedAt > ca.online.pollMs + 5_000) return null;
+  return `the CA changed it ${Math.max(0, Math.round((now - changedAt) / 1000))} s ago and services fetch it every ${Math.round(ca.online.pollMs / 1000)} s: it arrives at the next poll`;
+}
+
+export function checkTrustBundle(s: ServiceFacts, ca: CaFacts, now = Date.now()): Check {
   const title = "holds the CA's current trust bundle";
   const why = adminUnusable(s);
   if (why) return check("trust-bundle", title, "error", why, checkAdmin(s).fix);
   const held = s.admin.trustBundleSha256;
   if (!held) return check("trust-bundle", title, "error", `${s.name}'s /metrics has no mesh_trust_bundle_info (a build older than mesh:check?)`, "npm run mesh:up");
+  const pending = held !== ca.bundleSha256 && ca.online ? notFetchedYet(ca, ca.online.bundleChangedAt, now) : null;
+  if (pending) return check("trust-bundle", title, "warning", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (held !== ca.bundleSha256) {
     return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- bundle");
   }
@@ -139,6 +168,8 @@ export function checkCrls(s: ServiceFacts, ca: CaFacts, now: number): Check {
   const first = list[0];
   if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, "npm run ca -- crl");
   if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, "npm run ca -- crl");
+  const pending = s.admin.crlsSha256 !== ca.crlsSha256 && ca.online ? notFetchedYet(ca, ca.online.crlsChangedAt, now) : null;
+  if (pending) return check("crls", title, "warning", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (s.admin.crlsSha256 !== ca.crlsSha256) {
     return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- crl");
   }
@@ -186,7 +217,7 @@ export function checkClock(s: ServiceFacts): Check {
 }
 
 export function checkService(s: ServiceFacts, ca: CaFacts, now: number): Check[] {
-  return [checkMtls(s), checkAdmin(s), checkCertificate(s, ca, now), checkTrustBundle(s, ca), checkCrls(s, ca, now), checkPolicy(s, ca), checkClock(s)];
+  return [checkMtls(s, ca), checkAdmin(s), checkCertificate(s, ca, now), checkTrustBundle(s, ca, now), checkCrls(s, ca, now), checkPolicy(s, ca), checkClock(s)];
 }
 
 /** A root or intermediate: valid now, and for at least CA_WARN_DAYS more. */
@@ -215,8 +246,20 @@ export function checkPublishedCrls(ca: CaFacts, now: number): Check {
   return check("crls-published", title, "ok", `${live.length} CRL${live.length === 1 ? "" : "s"}, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
+/** Online: the CA server the services enrol, renew and fetch their bundle and CRLs from. */
+export function checkCaServer(ca: CaFacts): Check | null {
+  const srv = ca.online?.server;
+  if (!srv) return null;
+  const title = "the CA server answers";
+  if (srv.error !== undefined || srv.status !== 200) {
+    return check("ca-server", title, "error", `GET ${srv.url}/.well-known/est/cacerts: ${srv.error ?? `answered ${srv.status}`}; services keep serving on what they hold, but cannot renew (each certificate lives ${Math.round((ca.online?.lifetimeMs ?? 0) / 60_000)} minutes) or learn of revocations`, "npm run mesh:up");
+  }
+  return check("ca-server", title, "ok", `${srv.url}: cacerts 200, its certificate trusted through ${ca.dir}/bundle.pem`);
+}
+
 export function checkCa(ca: CaFacts, now: number): Check[] {
-  return [...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
+  const server = checkCaServer(ca);
+  return [...(server ? [server] : []), ...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
 }
 
 export function checkMesh(f: MeshFacts, now: number): Report {

@@ -86,6 +86,21 @@ export interface CaFacts {
   /** Why the policy file on disk does not load (file:line), if it does not. */
   readonly policyError?: string;
   readonly issuers: readonly IssuerFacts[];
+  /**
+   * Online mode (mesh:up's default): services enrol and renew from the CA server and poll its
+   * bundle and CRLs, so what counts as "expiring" and "behind" follows the lifetime and the poll.
+   */
+  readonly online?: OnlineFacts;
+}
+
+export interface OnlineFacts {
+  readonly lifetimeMs: number;
+  readonly pollMs: number;
+  /** When the CA's bundle.pem and crls.pem last changed (ms since the epoch). */
+  readonly bundleChangedAt: number;
+  readonly crlsChangedAt: number;
+  /** The CA's EST server, asked for its bundle over TLS checked against bundle.pem. */
+  readonly server?: { readonly url: string; readonly status?: number; readonly error?: string };
 }
 
 export interface MeshFacts {

@@ -2,12 +2,13 @@
 // running service a real mTLS handshake (the certificate it serves) and its admin port's
 // /healthz and /metrics. Whatever a service sends is bounded in size and time.
 import { X509Certificate, createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../../ca/index.ts";
+import { parseDuration } from "../../ca/duration.ts";
 import { normalSerial } from "../../ca/x509.ts";
 import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
 import { pemBlocks } from "../../services/mesh/material.ts";
@@ -51,7 +52,19 @@ const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("he
 /** Thrown for what makes checking impossible (no CA, no bundle): the CLI exits 2 with it. */
 export class CheckSetupError extends Error {}
 
-async function readCa(dir: string, policyFile: string): Promise<CaState> {
+/** Where the identities mesh:check may present are, online (each in its state folder; mesh.json says). */
+export type IdentityFiles = Record<string, { cert: string; key: string }>;
+
+/** Online mode, from mesh.json: the lifetime services ask for and how often they poll. */
+export interface OnlineMode {
+  readonly lifetimeMs: number;
+  readonly pollMs: number;
+  readonly identities: IdentityFiles;
+  /** The CA's EST server (mesh.json's ca.url). */
+  readonly caUrl?: string;
+}
+
+async function readCa(dir: string, policyFile: string, online?: OnlineMode): Promise<CaState> {
   if (!CertificateAuthority.exists(dir)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
   const ca = await CertificateAuthority.open({ dir });
   try {
@@ -87,7 +100,7 @@ async function readCa(dir: string, policyFile: string): Promise<CaState> {
     const identities: Identity[] = [];
     for (const short of ["edge", ...CALLERS.filter((c) => c !== "edge")]) {
       const dns = `${short}.internal`;
-      const files = ca.paths.leaf(dns);
+      const files = online?.identities[short] ?? ca.paths.leaf(dns);
       if (!existsSync(files.cert) || !existsSync(files.key)) continue;
       try {
         const cert = readFileSync(files.cert);
@@ -99,7 +112,18 @@ async function readCa(dir: string, policyFile: string): Promise<CaState> {
       }
     }
     const issuers = ca.ledger.issuers().map((r) => ({ id: r.id, kind: r.kind, name: r.name, generation: r.generation, state: r.state, notBefore: r.not_before, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
-    const facts: CaFacts = { dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers };
+    const changedAt = (path: string) => {
+      try {
+        return statSync(path).mtimeMs;
+      } catch {
+        return 0;
+      }
+    };
+    const server = online?.caUrl ? { url: online.caUrl, ...(await askCaServer(online.caUrl, bundle)) } : undefined;
+    const facts: CaFacts = {
+      dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
+      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server } } : {}),
+    };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
     const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
@@ -107,6 +131,26 @@ async function readCa(dir: string, policyFile: string): Promise<CaState> {
   } finally {
     ca.close();
   }
+}
+
+/** GET cacerts from the CA server, its certificate checked against the published roots (as a service does). */
+function askCaServer(url: string, bundle: Buffer): Promise<{ status?: number; error?: string }> {
+  return new Promise((done) => {
+    let target: URL;
+    try {
+      target = new URL("/.well-known/est/cacerts", url);
+    } catch {
+      return done({ error: `${url.slice(0, 80)} is not a URL` });
+    }
+    if (target.protocol !== "https:" || !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/.test(target.hostname)) return done({ error: `${url.slice(0, 80)} is not an https address on loopback` });
+    const req = httpsRequest(target, { method: "GET", ca: bundle, agent: false, timeout: TIMEOUT_MS }, (res) => {
+      res.resume();
+      res.on("end", () => done({ status: res.statusCode }));
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })));
+    req.on("error", (e: NodeJS.ErrnoException) => done({ error: e.code ?? messageOf(e) }));
+    req.end();
+  });
 }
 
 /** A handshake as a mesh identity and GET /healthz; the served certificate judged by OpenSSL with the CA's bundle and CRLs. */
@@ -223,8 +267,8 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
  * VALID one in the ledger (renewed, or re-issued after a revocation). Each reloads within
  * about a second.
  */
-async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string): Promise<{ facts: MeshFacts; behind: boolean }> {
-  const ca = await readCa(pki, policyFile);
+async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string, online?: OnlineMode): Promise<{ facts: MeshFacts; behind: boolean }> {
+  const ca = await readCa(pki, policyFile, online);
   let behind = false;
   const differs = (held: string | undefined, disk: string) => held !== undefined && held !== disk;
   const services: ServiceFacts[] = await Promise.all(
@@ -240,24 +284,44 @@ async function gatherOnce(targets: readonly Target[], pki: string, policyFile: s
 }
 
 /** The facts of the mesh; when a service has not caught up with the CA's files yet, asked once more after settleMs. */
-export async function gatherMesh(o: { targets: readonly Target[]; pki: string; policyFile: string; settleMs?: number }): Promise<MeshFacts> {
-  const first = await gatherOnce(o.targets, o.pki, o.policyFile);
+export async function gatherMesh(o: { targets: readonly Target[]; pki: string; policyFile: string; settleMs?: number; online?: OnlineMode }): Promise<MeshFacts> {
+  const first = await gatherOnce(o.targets, o.pki, o.policyFile, o.online);
   if (!first.behind || o.settleMs === 0) return first.facts;
   await new Promise((r) => setTimeout(r, o.settleMs ?? 1_500));
-  return (await gatherOnce(o.targets, o.pki, o.policyFile)).facts;
+  return (await gatherOnce(o.targets, o.pki, o.policyFile, o.online)).facts;
 }
 
 /** logs/mesh.json, which mesh:up writes. */
-export function readMeshState(logs: string): { pki?: string; policy?: string; ports?: Record<string, number>; adminPorts?: Record<string, number> } | null {
+export function readMeshState(logs: string): { pki?: string; policy?: string; ports?: Record<string, number>; adminPorts?: Record<string, number>; online?: OnlineMode } | null {
   const file = join(logs, "mesh.json");
   if (!existsSync(file)) return null;
   try {
     const s = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
     const nums = (v: unknown) => (v && typeof v === "object" ? Object.fromEntries(Object.entries(v).filter(([, n]) => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536)) as Record<string, number> : undefined);
-    return { pki: typeof s.pki === "string" ? s.pki : undefined, policy: typeof s.policy === "string" ? s.policy : undefined, ports: nums(s.ports), adminPorts: nums(s.adminPorts) };
+    return { pki: typeof s.pki === "string" ? s.pki : undefined, policy: typeof s.policy === "string" ? s.policy : undefined, ports: nums(s.ports), adminPorts: nums(s.adminPorts), online: onlineOf(s, file) };
   } catch (e) {
     throw new CheckSetupError(`${file} is not mesh:up's JSON: ${messageOf(e)}`);
   }
+}
+
+/** mesh.json of an online mesh: its lifetime, poll and where each identity's files are. */
+function onlineOf(s: Record<string, unknown>, file: string): OnlineMode | undefined {
+  if (s.mode !== "online") return undefined;
+  const ca = (s.ca ?? {}) as { lifetime?: unknown; poll?: unknown };
+  const ids = (s.identities ?? {}) as Record<string, { cert?: unknown; key?: unknown }>;
+  const identities: IdentityFiles = {};
+  for (const [name, f] of Object.entries(ids)) {
+    if (typeof f?.cert === "string" && typeof f.key === "string") identities[name] = { cert: f.cert, key: f.key };
+  }
+  let lifetimeMs: number;
+  try {
+    lifetimeMs = parseDuration(String(ca.lifetime), { flag: "lifetime" });
+  } catch {
+    throw new CheckSetupError(`${file} says the mesh is online but records no certificate lifetime: restart it with npm run mesh:up`);
+  }
+  const poll = Number(ca.poll);
+  const caUrl = typeof (ca as { url?: unknown }).url === "string" ? ((ca as { url: string }).url) : undefined;
+  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities, caUrl };
 }
 
 function oneLine(dn: string): string {

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
-import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
+import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
 import { CALLERS, shortName } from "../../services/mesh/names.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { LogTail } from "./log-tail.ts";
@@ -89,7 +89,8 @@ export class DashboardState {
   private matrix(running: string[]): MatrixView {
     const p = this.policy;
     const services = [...new Set([...(p ? [...p.services.keys()] : []), ...running])].sort();
-    const seen = new Set<string>(CALLERS);
+    // The demo's callers, any other the policy names (a fourth identity), and any seen calling.
+    const seen = new Set<string>([...CALLERS, ...(p ? policyCallers(p) : [])]);
     for (const e of this.model.edgesView(Date.now())) if (shortName(`${e.from}.internal`) === e.from) seen.add(e.from);
     const callers = [...seen].sort();
     const cells: CellView[] = [];

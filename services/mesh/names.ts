@@ -5,8 +5,10 @@ export const SERVICES = ["order", "payment", "inventory"] as const;
 export type ServiceName = (typeof SERVICES)[number];
 
 /**
- * Identities that may appear as callers. `edge` stands for whatever calls the mesh from
- * outside (an operator's curl, an ingress): it holds a certificate but serves nothing.
+ * The demo's well-known callers. `edge` stands for whatever calls the mesh from outside (an
+ * operator's curl, an ingress): it holds a certificate but serves nothing. Any other name under
+ * the mesh domain may be a caller too (isIdentityName); this list only bounds metric labels
+ * and orders what the tools show.
  */
 export const CALLERS = [...SERVICES, "edge"] as const;
 export type CallerName = (typeof CALLERS)[number];
@@ -21,6 +23,18 @@ export function isCallerName(s: string): s is CallerName {
   return (CALLERS as readonly string[]).includes(s);
 }
 
+/** One DNS label, lower case (RFC 1123): what `<name>.internal` may put before the domain. */
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * Any identity the mesh can hold: a name whose `<name>.internal` certificate the CA may issue.
+ * The policy may name one before any certificate carries it (a policy is written before the
+ * service is deployed); tools warn about those rather than refuse.
+ */
+export function isIdentityName(s: string): boolean {
+  return LABEL.test(s);
+}
+
 export function dnsName(short: string): string {
   return `${short}.${MESH_DOMAIN}`;
 }
@@ -30,5 +44,5 @@ export function shortName(dns: string): string | null {
   const suffix = `.${MESH_DOMAIN}`;
   if (!dns.endsWith(suffix)) return null;
   const head = dns.slice(0, -suffix.length);
-  return /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(head) ? head : null;
+  return LABEL.test(head) ? head : null;
 }

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "./errors.ts";
-import { CALLERS, SERVICES, isCallerName, isServiceName } from "./names.ts";
+import { SERVICES, isIdentityName, isServiceName } from "./names.ts";
 import { compilePath, type PathMatcher } from "./paths.ts";
 
 export interface RouteRule {
@@ -147,9 +147,52 @@ function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: 
 function callers(v: unknown, key: string, fail: (k: string, m: string) => never): readonly string[] {
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) fail(key, `${key} must be an array of service names, e.g. ["order"]`);
   for (const c of v as string[]) {
-    if (!isCallerName(c)) fail(key, `${key} names unknown caller "${c}" (known: ${CALLERS.join(", ")})`);
+    // Any mesh identity, not only the demo's: a caller with no certificate yet is for the tools
+    // to warn about (unknownCallers), not a reason to refuse the policy.
+    if (!isIdentityName(c)) fail(key, `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order"`);
   }
   return Object.freeze([...new Set(v as string[])]);
+}
+
+/** Every caller the policy names anywhere, in the order first named. */
+export function policyCallers(policy: Policy): string[] {
+  const out = new Set<string>();
+  for (const sp of policy.services.values()) {
+    for (const c of sp.accepts ?? []) out.add(c);
+    for (const r of sp.routes) for (const c of r.accepts) out.add(c);
+  }
+  return [...out];
+}
+
+export interface UnknownCaller {
+  readonly caller: string;
+  /** Where the policy names it: "payment.accepts", "inventory.routes[0]". */
+  readonly rules: readonly string[];
+  readonly message: string;
+}
+
+/**
+ * Callers the policy names that hold no certificate yet (`known`: the names that do, short or
+ * `<name>.internal`). A warning, never a refusal: the policy may be written before the service
+ * enrols, and a typo shows up here too.
+ */
+export function unknownCallers(policy: Policy, known: Iterable<string>): UnknownCaller[] {
+  const have = new Set([...known].map((k) => k.replace(/\.internal$/, "")));
+  const out: UnknownCaller[] = [];
+  for (const caller of policyCallers(policy)) {
+    if (have.has(caller)) continue;
+    const rules: string[] = [];
+    for (const [name, sp] of policy.services) {
+      if (sp.accepts?.includes(caller)) rules.push(`${name}.accepts`);
+      for (const r of sp.routes) if (r.accepts.includes(caller)) rules.push(r.name);
+    }
+    out.push({
+      caller,
+      rules,
+      message: `${policy.file} lets "${caller}" call (${rules.join(", ")}), but no certificate for ${caller}.internal exists yet: it is granted once one is issued (npm run -s ca -- token --domain ${caller}.internal); if "${caller}" is a typo, fix the policy`,
+    });
+  }
+  return out;
 }
 
 function isPlainTable(v: unknown): boolean {
