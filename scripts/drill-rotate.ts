@@ -1,10 +1,13 @@
 // npm run drill:rotate: the CA rotation drill, live. Breaks the mesh with a
 // careless rotation, heals it, rotates it safely with traffic flowing, proves it.
 import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { CaError } from "../ca/index.ts";
 import { DrillInterrupted, runDrill } from "./drill/drill.ts";
 import { timeline } from "./drill/timeline.ts";
+import { startDashboard, type Dashboard } from "./dashboard/server.ts";
+import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
 
 const whole = (min: number, max: number) => (v: string) => {
   const n = Number(v);
@@ -20,11 +23,13 @@ const program = new Command("drill:rotate")
   .option("--rate <n>", "orders per second during the drill (each is a call to inventory and one to payment)", whole(1, 500), 20)
   .option("--dwell <ms>", "how long traffic runs in each phase after its change took effect", whole(200, 60_000), 2500)
   .option("--json", "print the report as JSON instead of the timeline")
+  .option("--dashboard [port]", `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`)
   .addHelpText("after", `
 Examples:
   npm run drill:rotate
   npm run drill:rotate -- --with-intermediate
   npm run drill:rotate -- --rate 50 --json > report.json
+  npm run drill:rotate -- --dashboard      # and open the address it prints
 
 Without --dir the CA state (its keys) is removed whatever the outcome, Ctrl-C included;
 the report and the logs stay where the drill says.
@@ -34,7 +39,15 @@ Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it di
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean }>();
+const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean; dashboard?: boolean | string }>();
+let dashboardPort: number | undefined;
+if (o.dashboard !== undefined) {
+  dashboardPort = o.dashboard === true ? DEFAULT_DASHBOARD_PORT : Number(o.dashboard);
+  if (!/^\d+$/.test(String(o.dashboard === true ? dashboardPort : o.dashboard)) || dashboardPort > 65535) {
+    console.error(`drill:rotate: --dashboard ${String(o.dashboard)} is not a port number 0-65535`);
+    process.exit(2);
+  }
+}
 
 // Ctrl-C or SIGTERM: the drill stops at its next wait and cleans up as on a normal end (the
 // services stopped, a temporary CA's keys removed). A second signal does not wait for that.
@@ -57,12 +70,21 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   });
 }
 
+let dashboard: Promise<Dashboard | undefined> = Promise.resolve(undefined);
+/** The drill's own mesh, on the page: its logs folder fills as the services start. */
+const watch = (w: { work: string; pki: string }) => {
+  if (dashboardPort === undefined) return;
+  dashboard = startDashboard({ logs: join(w.work, "logs"), pki: w.pki, policy: join(w.work, "policy.toml"), port: dashboardPort }).then(
+    (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
+    (e: NodeJS.ErrnoException) => (console.error(`drill:rotate: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`), undefined),
+  );
+};
 try {
-  const report = await runDrill({ dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => (state = w), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l) => console.log(l) });
+  const report = await runDrill({ dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => ((state = w), watch(w)), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l) => console.log(l) });
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));
-    console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures --no-follow)`);
+    console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures)`);
     console.log(report.stateRemoved ? "CA state: removed with its keys (--keep-state keeps it)" : `CA state (keys included): ${report.dir}`);
   }
   process.exitCode = report.ok ? 0 : 1;
@@ -75,3 +97,4 @@ try {
   console.error(`drill:rotate: ${e instanceof CaError ? e.message : (e as Error).message}`);
   process.exitCode = 2;
 }
+await (await dashboard)?.close();

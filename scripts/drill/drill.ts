@@ -1,7 +1,7 @@
 // The CA rotation drill: break the mesh with a careless rotation, recover,
 // then rotate every service to a new root generation with traffic flowing
 // and prove that nothing was lost and the old generation is locked out.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
@@ -268,6 +268,8 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       current = { name, title, safe, at: Date.now(), notes: [] };
       traffic!.phase = name;
       say(`\n▶ ${title}`);
+      // Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases.
+      appendFileSync(join(logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(current.at).toISOString(), service: "drill", event: "drill.phase", phase: name, safe, msg: title }) + "\n");
     };
     const note = (s: string) => {
       current!.notes.push(s);
