@@ -24,6 +24,8 @@ export interface LaunchOptions {
   /** Called when the service exits after it was listening. */
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
   env?: NodeJS.ProcessEnv;
+  /** More arguments, e.g. identity mode's --ca/--state/--lifetime (a service in that mode does not read --pki). */
+  extraArgs?: string[];
 }
 
 export interface Launched {
@@ -45,6 +47,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     join(ROOT, "bin", "mesh-service.mjs"), "--service", o.service, "--port", String(o.port),
     "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
     "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell
+    ...(o.extraArgs ?? []),
   ];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
   const file: WriteStream | undefined = o.logFile ? createWriteStream(o.logFile, { flags: "a" }) : undefined;
