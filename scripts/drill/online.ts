@@ -182,7 +182,10 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     note(`added ${g2.name} (generation ${carelessGen}) and made it the signer; bundle.pem still holds only generation ${oldGen}`);
     // Nothing is forced: the next scheduled renewal meets the untrusted signer.
     const firstFailure = await orStop(book.waitFor("a renewal to meet the untrusted signer", carelessAt, (e) => e.line.event === "identity.renew_failed", lifeMs + 10_000));
-    note(`${firstFailure.service} renewed on schedule and got a certificate from ${g2.name}: it refused to install it (${String(firstFailure.line.reason)}), keeps its old one, which the CA has already marked superseded`);
+    const why = String(firstFailure.line.reason);
+    note(/does not chain to a root/.test(why)
+      ? `${firstFailure.service} renewed on schedule and got a certificate from ${g2.name}: it refused to install it (${why}), keeps its old one, which the CA has already marked superseded`
+      : `${firstFailure.service}'s renewal failed: ${why}`);
     const superseded = await orStop(book.waitFor("a retried renewal to be refused", carelessAt, (e) => e.line.event === "identity.renew_failed" && /superseded|already renewed/.test(String(e.line.reason)), lifeMs + 10_000).catch(() => undefined));
     if (superseded) note(`${superseded.service} retried: refused (${String(superseded.line.reason)}); it cannot renew any more and runs out of life`);
     const failedBefore = traffic.counts.get("careless")?.failed ?? 0;
