@@ -2,7 +2,8 @@
 // several clients in flight against the in-process `issue` rate of the same run; what that means
 // in workloads per CA; the cost to a service of one renewal; the hands-off rotation's duration
 // against the certificate lifetime. Alone: npx tsx bench/est.ts (short settings: see docs/bench.md).
-import { X509Certificate } from "node:crypto";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,6 +25,7 @@ import { launchService, type Launched } from "../scripts/launch.ts";
 import { servedSerial } from "../scripts/drill/peers.ts";
 import { combineRates, rateFor, stats, type Rate, type Stats } from "./measure.ts";
 
+const REPO = fileURLToPath(new URL("..", import.meta.url));
 const env = (name: string, dflt: number) => {
   const v = Number(process.env[name]);
   return Number.isFinite(v) && v > 0 ? v : dflt;
@@ -53,8 +55,8 @@ export interface EstBenchResult {
   ratePass: boolean;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
-  renewal: { n: number; firstUse: Stats | null; failedRequests: number; sentRequests: number; pass: boolean };
-  rotation: { ms: number; lifetimeMs: number; pollMs: number; ratio: number; polls: number; projectedDefaultMs: number; projectedRatio: number; failedRequests: number; sentRequests: number; pass: boolean };
+  renewal: { why: Record<string, number>; n: number; firstUse: Stats | null; failedRequests: number; sentRequests: number; pass: boolean };
+  rotation: { gates: string[]; why: Record<string, number>; ms: number; lifetimeMs: number; pollMs: number; ratio: number; polls: number; projectedDefaultMs: number; projectedRatio: number; failedRequests: number; sentRequests: number; pass: boolean };
   pass: boolean;
   seconds: number;
 }
@@ -81,10 +83,19 @@ async function concurrentRate(n: number, ms: number, worker: (client: number) =>
 
 async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew">> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
-  const serverCa = await CertificateAuthority.open({ dir });
-  const server = await CaServer.start({ ca: serverCa, port: 0, log: quiet(), limits: ROOMY });
+  // The CA service as deployed: `ca serve` in its own process (its own core), the clients here.
+  const server = spawn(process.execPath, [join(REPO, "bin", "ca.mjs"), "serve", "--dir", dir, "--port", "0", "--rate-per-address", "999999", "--rate-per-name", "999999"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<void>((r) => server.once("exit", () => r()));
   try {
-    const url = server.url;
+    const url = await new Promise<string>((resolve, reject) => {
+      let err = "";
+      server.stderr!.on("data", (d) => (err += d));
+      createInterface({ input: server.stdout! }).on("line", (l) => {
+        const m = /"event":"ca.started".*"url":"(https:\/\/[^"]+)"/.exec(l);
+        if (m) resolve(m[1]!);
+      });
+      server.once("exit", (code) => reject(new Error(`ca serve exited with ${code}: ${err.trim()}`)));
+    });
     const bundle = readFileSync(ca.paths.bundle, "utf8");
     // Keys, CSRs and tokens are made before the clock starts: the CA's rate is measured, not the clients'.
     const guess = 600 * (ROUND_MS / 1000); // more than the CA can take in a round on this kind of machine
@@ -134,8 +145,8 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     }
     return { issue: combineRates(rounds.issue), enrol: combineRates(rounds.enrol), renew: combineRates(rounds.renew) };
   } finally {
-    await server.close();
-    serverCa.close();
+    server.kill("SIGTERM");
+    await exited;
     ca.close();
   }
 }
@@ -193,16 +204,20 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
       log: createLogger("edge", { write() {} }), metrics: { renewed() {}, renewalFailed() {} },
     });
     agent.start();
-    const counts = { sent: 0, failed: 0 };
-    let window = counts;
+    type Window = { sent: number; failed: number; why: Record<string, number> };
+    const fail = (c: Window, why: string) => {
+      c.failed++;
+      c.why[why] = (c.why[why] ?? 0) + 1;
+    };
+    let window: Window = { sent: 0, failed: 0, why: {} };
     timer = setInterval(() => {
       const c = window;
       c.sent++;
       client!.request({ origin: `https://127.0.0.1:${ports.order}`, method: "POST", path: "/orders", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "widget", quantity: 1 }) })
         .then(async (res) => {
-          await res.body.text();
-          if (res.statusCode !== 201) c.failed++;
-        }, () => c.failed++);
+          const text = await res.body.text();
+          if (res.statusCode !== 201) fail(c, `${res.statusCode} ${text.slice(0, 80)}`);
+        }, (e: NodeJS.ErrnoException) => fail(c, String(e.code ?? e.message).slice(0, 80)));
     }, 1000 / TRAFFIC_RATE);
 
     // (b) New handshakes every 25 ms per service: when does each one first present its renewed certificate?
@@ -219,20 +234,22 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
         }).finally(() => (busy = false));
       }, 25));
     }
-    const watch = { sent: 0, failed: 0 };
+    const watch: Window = { sent: 0, failed: 0, why: {} };
     window = watch;
     await new Promise((r) => setTimeout(r, RENEWAL_WATCH_MS));
     await new Promise((r) => setTimeout(r, 300)); // the last renewal's first handshake
     const firstUse = renewed.filter((r) => seen.has(r.serial)).map((r) => Math.max(0, seen.get(r.serial)! - r.writtenAt));
-    const renewal = { n: firstUse.length, firstUse: firstUse.length ? stats(firstUse) : null, failedRequests: watch.failed, sentRequests: watch.sent, pass: watch.failed === 0 && firstUse.length > 0 };
+    for (const p of pollers) clearInterval(p);
+    const renewal = { why: watch.why, n: firstUse.length, firstUse: firstUse.length ? stats(firstUse) : null, failedRequests: watch.failed, sentRequests: watch.sent, pass: watch.failed === 0 && firstUse.length > 0 };
 
     // (c) The hands-off rotation, with its own CA handle, while traffic flows.
-    const during = { sent: 0, failed: 0 };
+    const during: Window = { sent: 0, failed: 0, why: {} };
     window = during;
     const rotCa = await CertificateAuthority.open({ dir: pki });
     const t0 = performance.now();
+    const gates: string[] = [];
     try {
-      await runRotation(rotCa, { timeoutMs: 60_000, intervalMs: 100, inUse: true, onEvent: () => {} });
+      await runRotation(rotCa, { timeoutMs: 60_000, intervalMs: 100, inUse: true, onEvent: (e) => gates.push(`+${((performance.now() - t0) / 1000).toFixed(1)}s ${e.gate} ${e.state} ${e.waitingFor.join(",")}`) });
     } finally {
       rotCa.close();
     }
@@ -243,7 +260,7 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     const projectedDefaultMs = polls * DEFAULT_POLL_S * 1000;
     const rotation = {
       ms, lifetimeMs, pollMs: MESH_POLL_MS, ratio: ms / lifetimeMs, polls, projectedDefaultMs, projectedRatio: projectedDefaultMs / (DEFAULT_LIFETIME_S * 1000),
-      failedRequests: during.failed, sentRequests: during.sent,
+      failedRequests: during.failed, sentRequests: during.sent, why: during.why, gates,
       // Faster than any scheduled renewal could move the mesh (at 60 % of the life at the earliest):
       // the renew-now hint, not expiry or the schedule, drives it. And nothing lost.
       pass: ms < lifetimeMs / 3 && during.failed === 0 && during.sent > 0,
@@ -278,7 +295,7 @@ export async function runEstBench(): Promise<EstBenchResult> {
     const renewVsIssue = t.renew.perSec / t.issue.perSec;
     const ratePass = enrolVsIssue >= RATE_TARGET && renewVsIssue >= RATE_TARGET;
     const workloadsPerCa = t.renew.perSec * DEFAULT_LIFETIME_S * RENEW_FRACTION;
-    const row = (label: string, r: Rate, extra = "") => console.log(`   ${label.padEnd(52)}${`${r.perSec.toFixed(1)} /s`.padEnd(12)}(${r.ops} in ${r.seconds.toFixed(1)} s)${extra}`);
+    const row = (label: string, r: Rate, extra = "") => console.log(`   ${label.padEnd(60)}${`${r.perSec.toFixed(1)} /s`.padEnd(12)}(${r.ops} in ${r.seconds.toFixed(1)} s)${extra}`);
     console.log("(a) Issuance over EST against in-process issue (same run, interleaved rounds)");
     row("ca.issue({domain}) in-process, back to back", t.issue);
     row(`simpleenroll (token) over HTTPS, ${CONCURRENCY} in flight`, t.enrol, `  ${enrolVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${enrolVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`);
@@ -289,9 +306,11 @@ export async function runEstBench(): Promise<EstBenchResult> {
     const m = await onlineMesh(join(root, "mesh"));
     const fu = m.renewal.firstUse;
     console.log(`   (b) one renewal: cert.pem written → first new handshake presenting it: ${fu ? `median ${fu.median.toFixed(0)} ms, max ${fu.max.toFixed(0)} ms over ${fu.n} renewals` : "no renewal seen"} (probe every 25 ms)`);
-    console.log(`       requests failed while they renewed: ${m.renewal.failedRequests} of ${m.renewal.sentRequests}  (target 0: ${m.renewal.pass ? "PASS" : "FAIL"})`);
+    console.log(`       requests failed while they renewed: ${m.renewal.failedRequests} of ${m.renewal.sentRequests}  (target 0: ${m.renewal.pass ? "PASS" : "FAIL"})${m.renewal.failedRequests ? ` ${JSON.stringify(m.renewal.why)}` : ""}`);
     const r = m.rotation;
     console.log(`   (c) hands-off rotation (runRotation --in-use, 3 gates): ${(r.ms / 1000).toFixed(1)} s = ${(r.ratio * 100).toFixed(1)}% of a ${MESH_LIFETIME_S} s lifetime (≈ ${r.polls.toFixed(1)} poll intervals); ${r.failedRequests} of ${r.sentRequests} requests failed`);
+    if (r.failedRequests) console.log(`       why: ${JSON.stringify(r.why)}`);
+    if (!r.pass) console.log(`       gates: ${r.gates.join(" | ")}`);
     console.log(`       target: under 1/3 of the lifetime (a scheduled renewal alone takes ≥ 60 %) and 0 failed: ${r.pass ? "PASS" : "FAIL"}`);
     console.log(`       at the defaults (--poll ${DEFAULT_POLL_S} s, 1 h certificates) the same number of polls is ≈ ${(r.projectedDefaultMs / 1000).toFixed(0)} s = ${(r.projectedRatio * 100).toFixed(1)}% of the lifetime`);
     const seconds = (performance.now() - started) / 1000;
