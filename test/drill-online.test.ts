@@ -49,6 +49,9 @@ test("online drill: the careless rotation breaks through the services' own renew
       assert.doesNotMatch(c, /mt1\./, "no token on a command line");
     }
 
+    // The baseline held a renewal on the services' own schedule, under traffic, and lost nothing.
+    const baseline = phase("baseline");
+    assert.match(baseline.notes.join("\n"), /renewed on its own schedule under traffic: serial \w+… → \w+… \(generation 1\)/);
     // The careless break is real: a renewal met the untrusted signer, the service refused the
     // certificate, its retry was refused as superseded, and orders failed once it expired.
     const careless = phase("careless");

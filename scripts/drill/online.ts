@@ -170,6 +170,9 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
 
     // 1. Baseline ---------------------------------------------------------------------
     begin("baseline", `1. Baseline: four identities enrolled over EST from generation ${oldGen}, renewing on their own every ~${Math.round((lifeMs * 2) / 3000)} s`, true);
+    // Until one of them has renewed on its own schedule, under traffic: a renewal is part of normal life.
+    const firstRenewal = await orStop(book.waitFor("the first scheduled renewal", 0, (e) => e.line.event === "identity.renewed", lifeMs + 10_000));
+    note(`${firstRenewal.service} renewed on its own schedule under traffic: serial ${String(firstRenewal.line.previous).slice(0, 12)}… → ${String(firstRenewal.line.serial).slice(0, 12)}… (generation ${String(firstRenewal.line.generation)}), valid until ${String(firstRenewal.line.notAfter)}`);
     await pause(dwell);
     end();
 
