@@ -30,8 +30,9 @@ const env = (name: string, dflt: number) => {
   const v = Number(process.env[name]);
   return Number.isFinite(v) && v > 0 ? v : dflt;
 };
-/** Seconds per rate round (two rounds per side, interleaved). */
-const ROUND_MS = env("MESH_BENCH_EST_SECONDS", 2) * 1000;
+/** Seconds per rate round; ROUNDS rounds per side, interleaved in alternating order (drift falls on all alike). */
+const ROUND_MS = env("MESH_BENCH_EST_SECONDS", 1) * 1000;
+const ROUNDS = env("MESH_BENCH_EST_ROUNDS", 4);
 const CONCURRENCY = env("MESH_BENCH_EST_CLIENTS", 8);
 /** The mesh for (b) and (c): certificate lifetime, poll interval, how long to watch renewals. */
 const MESH_LIFETIME_S = env("MESH_BENCH_EST_LIFETIME", 10);
@@ -103,8 +104,9 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     let n = 0;
     const issue = () => ca.issue({ domain: `issue-${n++}.bench.internal` });
 
+    let enrolRounds = 0;
     const enrolRound = async (round: number) => {
-      const items = prepare(guess, `enrol${round}`).map((x) => ({ ...x, token: createToken(ca, { domain: x.name }).token }));
+      const items = prepare(guess, `enrol${enrolRounds++}-${round}`).map((x) => ({ ...x, token: createToken(ca, { domain: x.name }).token }));
       let next = 0;
       return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
         const it = items[next++];
@@ -138,10 +140,9 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     await rateFor(issue, 300); // warm-up: signer cache, JIT
     await enrolRound(99);
     const rounds: Record<"issue" | "enrol" | "renew", Rate[]> = { issue: [], enrol: [], renew: [] };
-    for (let r = 0; r < 2; r++) {
-      rounds.issue.push(await rateFor(issue, ROUND_MS));
-      rounds.enrol.push(await enrolRound(r));
-      rounds.renew.push(await renewRound());
+    const sides: Array<[keyof typeof rounds, () => Promise<Rate>]> = [["issue", () => rateFor(issue, ROUND_MS)], ["enrol", () => enrolRound(0)], ["renew", () => renewRound()]];
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run());
     }
     return { issue: combineRates(rounds.issue), enrol: combineRates(rounds.enrol), renew: combineRates(rounds.renew) };
   } finally {
