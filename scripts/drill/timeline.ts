@@ -33,8 +33,8 @@ export function timeline(r: DrillReport): string {
     out.push(bold("\nRotation gates") + dim(" (runRotation against the online mesh; also rotate.gate lines in logs/drill.log)"));
     const t0 = Date.parse(r.gates[0]!.at);
     for (const g of r.gates) {
-      const who = g.waitingFor.length ? dim(` [${g.waitingFor.join(", ")}]`) : "";
-      out.push(`  +${pad(((Date.parse(g.at) - t0) / 1000).toFixed(1) + "s", 7)} ${pad(g.gate, 9)} ${pad(g.state, 8)} ${g.msg.length > 150 ? g.msg.slice(0, 149) + "…" : g.msg}${who}`);
+      // A waiting gate's message names whom it waits for (bounded); the full list is in report.json.
+      out.push(`  +${pad(((Date.parse(g.at) - t0) / 1000).toFixed(1) + "s", 7)} ${pad(g.gate, 9)} ${pad(g.state, 8)} ${g.msg.length > 150 ? g.msg.slice(0, 149) + "…" : g.msg}`);
     }
   }
   if (r.online) {
