@@ -200,7 +200,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     // Long enough to see the break spread as connections are made anew.
     await pause(Math.max(dwell, 2_000));
     end();
-    const victims = [...new Set(since(carelessAt, (e) => e.line.event === "identity.renew_failed").map((e) => e.service))];
+    const failedRenewal = since(carelessAt, (e) => e.line.event === "identity.renew_failed").map((e) => e.service);
     const explanations = [firstFailure, superseded, expired, since(carelessAt, (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0]]
       .filter((e): e is Entry => !!e)
       .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
@@ -209,6 +209,11 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     // 3. Recovery -------------------------------------------------------------------
     begin("recovery", `3. Recovery: generation ${oldGen} signs again; each victim enrols again with a new token`, false);
     ca.useGeneration(oldGen);
+    // From here no certificate of the careless generation is issued: the ledger names every
+    // identity whose current certificate came from it (issued, never installed), even one whose
+    // renew_failed line is still in its log buffer.
+    const fromCareless = ca.list().filter((c) => c.status === "VALID" && c.generation === carelessGen).map((c) => c.domain.replace(/\.internal$/, ""));
+    const victims = [...new Set([...failedRenewal, ...fromCareless])].filter((v) => (IDENTITIES as readonly string[]).includes(v));
     note(`generation use ${oldGen}; victims (their renewal refused, no way back by renewal): ${victims.join(", ")}`);
     for (const v of victims) {
       // What identity.expired tells a person to do: a new token, and the service started with it.
@@ -277,11 +282,16 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
 
     // 4c. Drop the old generation: it was retired by gate 3; each service drops it at its next poll.
     begin("drop-old", `4c. Safe rotation done: generation ${oldGen} retired; every service drops it at its next bundle poll`, true);
-    const dropAt = Date.now();
-    for (const s of [...SERVICES, "edge"]) {
-      await orStop(book.waitFor(`${s} to fetch the bundle without generation ${oldGen}`, dropAt - 2_000, (x) => x.service === s && x.line.event === "trust.updated" && Array.isArray(x.line.roots) && !(x.line.roots as string[]).includes(oldRoot.name), 10 * pollMs + 10_000));
+    const notDropped: string[] = [];
+    for (const s of IDENTITIES) {
+      const seen = await orStop(book.waitFor(`${s} to fetch the bundle without generation ${oldGen}`, retiredAt, (x) => x.service === s && x.line.event === "trust.updated" && Array.isArray(x.line.roots) && !(x.line.roots as string[]).includes(oldRoot.name), 10 * pollMs + 10_000).catch(() => undefined));
+      if (!seen) {
+        // What it did last, for the report: the check below fails with it.
+        const last = since(retiredAt - 5_000, (x) => x.service === s && /^(trust|identity|tls)\./.test(String(x.line.event))).at(-1);
+        notDropped.push(`${s} (last: ${last ? `${String(last.line.event)} ${String(last.line.msg ?? "").slice(0, 120)}` : "nothing since the retirement"})`);
+      }
     }
-    note(`every service and edge dropped ${oldRoot.name} from its trust (the drill waited for each trust.updated)`);
+    note(notDropped.length ? `still trusting ${oldRoot.name}: ${notDropped.join("; ")}` : `every service and edge dropped ${oldRoot.name} from its trust (the drill waited for each trust.updated)`);
     const closed = since(retiredAt, (x) => x.service === "payment" && x.line.event === "tls.connections_closed")[0];
     await pause(dwell);
     const lingering = straggler.summary(retiredAt);
@@ -344,6 +354,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
       check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
     }
     check(`every identity on generation ${newGen}`, onNew.length === IDENTITIES.length && SERVICES.every((s) => served[s] !== undefined && held.some((c) => c.serial.toLowerCase() === served[s] && c.generation === newGen)), `ledger: ${onNew.join(", ")}; served: ${SERVICES.map((s) => `${s} ${served[s]?.slice(0, 8) ?? "?"}`).join(", ")}`);
+    check(`every identity dropped generation ${oldGen} from its trust`, notDropped.length === 0, notDropped.join("; ") || "services and edge: trust.updated without it");
     check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
     check("no answer on an old-generation connection after retirement", lingering.successesAfter === 0, `straggler closed: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
     check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
