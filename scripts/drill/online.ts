@@ -163,7 +163,6 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     };
     const end = () => ended.push({ ...current!, until: Date.now() });
     const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
-    const renewedTo = (gen: number, from: number) => since(from, (e) => e.line.event === "identity.renewed" && e.line.generation === gen);
 
     traffic.start();
     await until(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
@@ -244,7 +243,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     end();
 
     // 4. The safe rotation, hands-off -------------------------------------------------------
-    // A keep-alive connection under generation ${oldGen} (order's newest certificate), to see it cut at retirement.
+    // A keep-alive connection under the old generation (order's newest certificate), to see it cut at retirement.
     const orderNow = { cert: readFileSync(stateOf("order").cert), key: readFileSync(stateOf("order").key) };
     const oldOrder = orderNow;
     straggler = new Straggler({ port: ports.payment!, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...orderNow });
