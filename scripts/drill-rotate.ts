@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { CaError } from "../ca/index.ts";
 import { DrillInterrupted, runDrill } from "./drill/drill.ts";
+import { ONLINE_DEFAULTS, runOnlineDrill } from "./drill/online.ts";
 import { timeline } from "./drill/timeline.ts";
 import { startDashboard, type Dashboard } from "./dashboard/server.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
@@ -16,7 +17,11 @@ const whole = (min: number, max: number) => (v: string) => {
 };
 
 const program = new Command("drill:rotate")
-  .description("Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way.")
+  .description("Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way. Online by default: a CA server, services that enrol and renew over EST, and the hands-off rotation (runRotation, gate by gate).")
+  .option("--online", "the online mesh (the default): CA server, services with --ca/--state and a token each, careless rotation broken by the services' own renewals, safe rotation by `ca rotate`'s gates")
+  .option("--file-mode", "the file-mode drill instead: the CA writes into the folder the services read (--pki), every step by hand")
+  .option("--lifetime <seconds>", "online: lifetime of every certificate, so renewals happen during the drill", whole(5, 86_400), ONLINE_DEFAULTS.lifetimeMs / 1000)
+  .option("--poll <ms>", "online: how often each service polls the CA's bundle and CRLs (the gates move at this pace)", whole(100, 60_000), ONLINE_DEFAULTS.pollMs)
   .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one whose CA state is removed at the end; ./pki is never touched)")
   .option("--keep-state", "keep the temporary CA state (keys included) after the run, to look at it")
   .option("--with-intermediate", "root -> intermediate -> leaf, the way production meshes run")
@@ -27,7 +32,8 @@ const program = new Command("drill:rotate")
   .addHelpText("after", `
 Examples:
   npm run drill:rotate
-  npm run drill:rotate -- --with-intermediate
+  npm run drill:rotate -- --lifetime 30            # online, renewals every ~20 s
+  npm run drill:rotate -- --file-mode --with-intermediate
   npm run drill:rotate -- --rate 50 --json > report.json
   npm run drill:rotate -- --dashboard      # and open the address it prints
 
@@ -39,7 +45,11 @@ Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it di
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean; dashboard?: boolean | string }>();
+const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean; dashboard?: boolean | string; online?: boolean; fileMode?: boolean; lifetime: number; poll: number }>();
+if (o.online && o.fileMode) {
+  console.error("drill:rotate: --online and --file-mode exclude each other: pick one (online is the default)");
+  process.exit(2);
+}
 let dashboardPort: number | undefined;
 if (o.dashboard !== undefined) {
   dashboardPort = o.dashboard === true ? DEFAULT_DASHBOARD_PORT : Number(o.dashboard);
@@ -52,9 +62,12 @@ if (o.dashboard !== undefined) {
 // Ctrl-C or SIGTERM: the drill stops at its next wait and cleans up as on a normal end (the
 // services stopped, a temporary CA's keys removed). A second signal does not wait for that.
 const stop = new AbortController();
-let state: { pki: string; removeState: boolean } | undefined;
+let state: { work: string; pki: string; removeState: boolean } | undefined;
 const removeState = () => {
-  if (state?.removeState) rmSync(state.pki, { recursive: true, force: true });
+  if (!state?.removeState) return;
+  rmSync(state.pki, { recursive: true, force: true });
+  // Online: the services' own keys, in their state folders.
+  rmSync(join(state.work, "state"), { recursive: true, force: true });
 };
 // The last resort on any exit, an unexpected one included; a no-op once the drill removed it.
 process.on("exit", removeState);
@@ -80,7 +93,8 @@ const watch = (w: { work: string; pki: string }) => {
   );
 };
 try {
-  const report = await runDrill({ dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => ((state = w), watch(w)), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l) => console.log(l) });
+  const common = { dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w: { work: string; pki: string; removeState: boolean }) => ((state = w), watch(w)), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l: string) => console.log(l) };
+  const report = o.fileMode ? await runDrill(common) : await runOnlineDrill({ ...common, lifetimeMs: o.lifetime * 1000, pollMs: o.poll });
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));

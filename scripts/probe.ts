@@ -55,8 +55,11 @@ function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; ke
   });
 }
 
-/** The callee logged why it refused us: find its line by our source port. */
-async function reasonFromLog(logs: string, callee: string, localPort: number | undefined): Promise<string | undefined> {
+/**
+ * The callee logged why it refused us: find its line by our source port, logged since `since`
+ * (ms): an ephemeral port is reused, and an older refusal from it is someone else's.
+ */
+async function reasonFromLog(logs: string, callee: string, localPort: number | undefined, since = 0): Promise<string | undefined> {
   const file = join(logs, `${callee}.log`);
   if (localPort === undefined || !existsSync(file)) return undefined;
   const want = `127.0.0.1:${localPort}`;
@@ -64,7 +67,7 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
     const text = readFileSync(file, "utf8");
     for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
       const l = parseLine(raw);
-      if (l?.event === "tls.handshake_failed" && l.remote === want) return String(l.reason);
+      if (l?.event === "tls.handshake_failed" && l.remote === want && !(l.time && Date.parse(l.time) < since)) return String(l.reason);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -141,8 +144,9 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   const cells: ProbeCell[] = [];
   for (const c of callers) {
     for (const callee of SERVICES) {
+      const sent = Date.now();
       const out = await probe(ports[callee]!, callee, ca, c.who);
-      if (out.kind === "refused") out.reason = (await reasonFromLog(logs, callee, out.localPort)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
+      if (out.kind === "refused") out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
       const observed = describeOutcome(out);
       const expected = c.expect(callee);
       cells.push({ caller: c.name, callee, expected, observed, ok: observed === expected });

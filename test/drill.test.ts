@@ -75,10 +75,10 @@ function filesBelow(dir: string): string[] {
     .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).filter((f) => !f.slice(dir.length).startsWith("/tsx-"));
 }
 
-test("npm run drill:rotate --with-intermediate exits 0, prints the timeline and leaves no key in the temporary folder", { timeout: 90_000 }, async () => {
+test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the timeline and leaves no key in the temporary folder", { timeout: 90_000 }, async () => {
   // A private TMPDIR, so what the drill leaves behind can be listed.
   const tmp = mkdtempSync(join(tmpdir(), "drill-tmp-"));
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } });
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--file-mode", "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));

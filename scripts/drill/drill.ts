@@ -69,6 +69,8 @@ export interface Check {
 
 export interface DrillReport {
   ok: boolean;
+  /** file: the CA writes into a folder the services read (--pki); online: a CA server, services that enrol and renew over EST, runRotation. */
+  mode?: "file" | "online";
   /** The CA state folder (pki/). */
   dir: string;
   /** Whether that folder, keys and all, is removed when the drill ends (a temporary one without --keep-state). */
@@ -87,9 +89,22 @@ export interface DrillReport {
   probe: ProbeCell[];
   checks: Check[];
   longestSafeGapMs: number;
+  /** Online mode: the rotation's gate events as they came (also in logs/drill.log as rotate.gate lines). */
+  gates?: GateMark[];
+  /** Online mode: the certificates' lifetime and the services' poll interval. */
+  online?: { lifetimeMs: number; pollMs: number; carelessGeneration: number; victims: string[]; renewals: number; rotationMs: number };
 }
 
-const SERVICES = ["payment", "inventory", "order"] as const;
+/** A rotate.gate event and when it came. */
+export interface GateMark {
+  at: string;
+  gate: string;
+  state: string;
+  waitingFor: string[];
+  msg: string;
+}
+
+export const SERVICES = ["payment", "inventory", "order"] as const;
 
 /** The drill was stopped (Ctrl-C, SIGTERM) before it finished; everything it started was stopped. */
 export class DrillInterrupted extends Error {
@@ -105,7 +120,7 @@ export class DrillInterrupted extends Error {
 export class DrillRefused extends Error {}
 
 /** A wait that ends early, with DrillInterrupted, when the drill is aborted. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new DrillInterrupted(String(signal.reason ?? "aborted")));
     const done = () => {
@@ -146,7 +161,7 @@ export function checkStartState(ca: CertificateAuthority): void {
   );
 }
 
-const DRILL_POLICY = `# The rotation drill's policy: the mesh's matrix, plus the drill's traffic client
+export const DRILL_POLICY = `# The rotation drill's policy: the mesh's matrix, plus the drill's traffic client
 # ("edge") placing orders with order, so order calls inventory and payment.
 [payment]
 accepts = ["order"]
@@ -159,6 +174,14 @@ accepts = ["edge"]
 `;
 
 export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
+  return runWith(o, drill);
+}
+
+/**
+ * What every drill shares: where it works, its waits that end on Ctrl-C, and the clean-up of a
+ * temporary CA and of the services' state folders (keys) however it ends.
+ */
+export async function runWith<O extends DrillOptions>(o: O, body: (o: O, setup: Setup) => Promise<DrillReport>): Promise<DrillReport> {
   const say = o.say ?? (() => {});
   const rate = o.rate ?? 20;
   const dwell = o.dwellMs ?? 2_500;
@@ -177,13 +200,16 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
   const removeState = !o.dir && !o.keepState;
   o.onPrepared?.({ work, pki, removeState });
   try {
-    return await drill(o, { say, rate, dwell, pause, until, orStop, work, pki, removeState });
+    return await body(o, { say, rate, dwell, pause, until, orStop, work, pki, removeState });
   } finally {
-    if (removeState) rmSync(pki, { recursive: true, force: true });
+    if (removeState) {
+      rmSync(pki, { recursive: true, force: true });
+      rmSync(join(work, "state"), { recursive: true, force: true });
+    }
   }
 }
 
-interface Setup {
+export interface Setup {
   say: (line: string) => void;
   rate: number;
   dwell: number;
@@ -438,7 +464,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
     check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
 
     const report: DrillReport = {
-      ok: checks.every((c) => c.ok), dir: pki, stateRemoved: removeState, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
+      ok: checks.every((c) => c.ok), mode: "file", dir: pki, stateRemoved: removeState, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
       generations: { old: oldGen, new: newGen }, phases, reloads, explanations, refusal, probe, checks,
       longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
     };
@@ -453,14 +479,14 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
 }
 
 /** The first lines on each side that explain the careless break. */
-function explain(book: LogBook, since: number): DrillReport["explanations"] {
+export function explain(book: LogBook, since: number): DrillReport["explanations"] {
   const pick = (service: string, event: string) => book.since(since, (e) => e.service === service && e.line.event === event)[0];
   return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
     .filter((e): e is Entry => !!e)
     .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
 }
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {
+export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

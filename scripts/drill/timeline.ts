@@ -29,7 +29,19 @@ export function timeline(r: DrillReport): string {
     out.push(`${pad(p.name, 12)}${pad(p.ms, 7)}${pad(p.sent, 6)}${pad(p.succeeded, 6)}${failed}${pad(p.longestGapMs, 8)}${dim(pad(whys[i]!, whyWidth))}${dim(refusals)}`);
   });
   for (const l of LEGEND) out.push(dim(`  ${l}`));
-  out.push(bold("\nHot reloads") + dim(" (CA write → tls.reloaded; → first new handshake with the new certificate)"));
+  if (r.gates?.length) {
+    out.push(bold("\nRotation gates") + dim(" (runRotation against the online mesh; also rotate.gate lines in logs/drill.log)"));
+    const t0 = Date.parse(r.gates[0]!.at);
+    for (const g of r.gates) {
+      // A waiting gate's message names whom it waits for (bounded); the full list is in report.json.
+      out.push(`  +${pad(((Date.parse(g.at) - t0) / 1000).toFixed(1) + "s", 7)} ${pad(g.gate, 9)} ${pad(g.state, 8)} ${g.msg.length > 150 ? g.msg.slice(0, 149) + "…" : g.msg}`);
+    }
+  }
+  if (r.online) {
+    const o = r.online;
+    out.push(dim(`  certificates live ${o.lifetimeMs / 1000} s, services poll every ${o.pollMs} ms; ${o.renewals} renewal(s) during the drill; careless generation ${o.carelessGeneration} broke ${o.victims.join(", ") || "no one"}; the hands-off rotation took ${(o.rotationMs / 1000).toFixed(1)} s (${((o.rotationMs / o.lifetimeMs) * 100).toFixed(1)}% of a certificate's life)`));
+  }
+  if (r.reloads.length) out.push(bold("\nHot reloads") + dim(" (CA write → tls.reloaded; → first new handshake with the new certificate)"));
   for (const x of r.reloads) {
     out.push(`  ${pad(x.phase, 11)} ${pad(x.who, 10)} ${pad(x.what, 12)} ${pad(`${x.reloadMs} ms`, 8)}${x.effectMs !== undefined ? ` → ${x.effectMs} ms` : ""}`);
   }

@@ -2,7 +2,7 @@
 // ("edge") places orders at a bounded rate; order then calls inventory and
 // payment. Like a service, it reloads its certificate and trust when they change.
 import { Agent } from "undici";
-import { loadMaterial, materialPaths, type TlsMaterial } from "../../services/mesh/material.ts";
+import { loadMaterial, materialPaths, type MaterialPaths, type TlsMaterial } from "../../services/mesh/material.ts";
 import { watchFiles, type Watch } from "../../services/mesh/reload.ts";
 import { upstreamReason } from "../../services/mesh/reasons.ts";
 
@@ -22,6 +22,13 @@ export interface TrafficOptions {
   port: number;
   /** Requests per second. */
   rate: number;
+  /** Its own files instead of the CA folder's (identity mode: a state folder). */
+  paths?: MaterialPaths;
+  /**
+   * A new connection after this many requests (default: keep-alive only). A mesh's clients come
+   * and go; an expired certificate is refused only on a new handshake, never on a live connection.
+   */
+  requestsPerConnection?: number;
   /** Called when the client picked up new material (for the timeline). */
   onReload?: (what: { certChanged: boolean; trustChanged: boolean; serial: string; at: number }) => void;
 }
@@ -57,14 +64,19 @@ export class Traffic {
   readonly successes: number[] = [];
 
   constructor(private readonly o: TrafficOptions) {
-    this.material = loadMaterial(materialPaths(o.pki, o.identity), o.identity);
+    this.material = loadMaterial(this.paths, o.identity);
     this.agent = this.build(this.material);
+  }
+
+  private get paths(): MaterialPaths {
+    return this.o.paths ?? materialPaths(this.o.pki, this.o.identity);
   }
 
   private build(m: TlsMaterial): Agent {
     return new Agent({
       connect: { ca: m.ca, cert: m.cert, key: m.key, servername: "order.internal", maxCachedSessions: 0 },
       keepAliveTimeout: 4_000,
+      ...(this.o.requestsPerConnection ? { maxRequestsPerClient: this.o.requestsPerConnection } : {}),
       headersTimeout: 5_000,
       bodyTimeout: 5_000,
     });
@@ -74,7 +86,7 @@ export class Traffic {
   reload(): boolean {
     let next: TlsMaterial;
     try {
-      next = loadMaterial(materialPaths(this.o.pki, this.o.identity), this.o.identity);
+      next = loadMaterial(this.paths, this.o.identity);
     } catch {
       return false;
     }
@@ -95,7 +107,7 @@ export class Traffic {
   }
 
   start(): void {
-    this.watch = watchFiles(Object.values(materialPaths(this.o.pki, this.o.identity)), () => this.reload());
+    this.watch = watchFiles(Object.values(this.paths), () => this.reload());
     this.timer = setInterval(() => this.tick(), 1000 / this.o.rate);
   }
 
