@@ -24,7 +24,17 @@ function secretsBelow(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name))
     .filter((f) => !f.slice(dir.length).startsWith("/tsx-"))
-    .filter((f) => /\.key$|ca\.db/.test(f) || readFileSync(f, "utf8").includes("PRIVATE KEY"));
+    .filter((f) => /\.key$|ca\.db/.test(f) || holdsKey(f));
+}
+
+/** A file read while the drill runs may be renamed away in between (an atomic write's temporary). */
+function holdsKey(f: string): boolean {
+  try {
+    return readFileSync(f, "utf8").includes("PRIVATE KEY");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw e;
+  }
 }
 
 /** Processes whose command line mentions `text` (the services get --pki <folder>). */
