@@ -144,6 +144,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * phase, or a rotation by hand that skipped `bundle`): its signing generation is trusted by
  * nobody, so a run would issue every identity from it and the mesh would refuse itself.
  */
+/** The drill's CA: the one in `pki`, or a new "Acme Corp CA"; refused (and closed) if left mid careless rotation. */
+export async function openDrillCa(pki: string): Promise<CertificateAuthority> {
+  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
+  try {
+    checkStartState(ca);
+  } catch (e) {
+    ca.close();
+    throw e;
+  }
+  return ca;
+}
+
 export function checkStartState(ca: CertificateAuthority): void {
   const signer = ca.issuerRow(ca.signerId());
   const root = ca.issuerRow(`root-${signer.generation}`);
@@ -223,13 +235,7 @@ export interface Setup {
 
 async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, work, pki, removeState }: Setup): Promise<DrillReport> {
   // --- the CA, checked before anything is written ------------------------------------
-  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
-  try {
-    checkStartState(ca);
-  } catch (e) {
-    ca.close();
-    throw e;
-  }
+  const ca = await openDrillCa(pki);
   const logs = join(work, "logs");
   // Each run's logs stand beside its own report, not after an earlier run's.
   rmSync(logs, { recursive: true, force: true });

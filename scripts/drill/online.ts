@@ -15,7 +15,7 @@ import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh } from "../probe.ts";
-import { checkStartState, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
+import { openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { longestGap, Traffic } from "./traffic.ts";
@@ -62,13 +62,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
   const lifeMs = Number(lifetime.slice(0, -1)) * 1000;
 
   // --- the CA: the drill's own handle (as the CLI has), checked before anything is written ---
-  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
-  try {
-    checkStartState(ca);
-  } catch (e) {
-    ca.close();
-    throw e;
-  }
+  const ca = await openDrillCa(pki);
   const logs = join(work, "logs");
   const stateRoot = join(work, "state");
   rmSync(logs, { recursive: true, force: true });
