@@ -2,9 +2,8 @@
 // listener, real EST enrolments, renewals and refusals, real CLI commands beside it; /metrics
 // checked by the real `promtool check metrics` and series by series, dates against openssl.
 import assert from "node:assert/strict";
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { request } from "node:http";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -12,61 +11,18 @@ import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { ROOT, ca, cleanup, fingerprint, oneLineError, openssl, tempDir } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
+import { get, parse, promtool, value, type Sample } from "./helpers/prom.ts";
 
 const TSX = import.meta.resolve("tsx");
-const PROMTOOL = "/usr/bin/promtool";
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
 /** The environment a test's CLI runs in: nothing inherited that would change what it does. */
 const CLEAN = { MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_ADMIN_PORT: "" };
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
-
-/** The text exposition format's sample lines (label values here hold no `"` or newline). */
-function parse(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/** The value of the one series of `name` with exactly these labels; undefined if absent. */
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const key = (l: Record<string, string>) => JSON.stringify(Object.entries(l).sort());
-  const hits = samples.filter((s) => s.name === name && key(s.labels) === key(labels));
-  assert.ok(hits.length <= 1, `${name} ${key(labels)} appears ${hits.length} times`);
-  return hits[0]?.value;
-}
-
 /** Every non-zero series of a metric, as "label=value,… value" lines: what an exact comparison needs. */
 function nonZero(samples: Sample[], name: string): string[] {
   return samples.filter((s) => s.name === name && s.value !== 0)
     .map((s) => `${Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(",")} ${s.value}`).sort();
-}
-
-function http(port: number, path: string, opts: { method?: string; host?: string } = {}): Promise<{ status: number; type: string | undefined; body: string }> {
-  return new Promise((done, fail) => {
-    const req = request({ host: "127.0.0.1", port, path, method: opts.method ?? "GET", headers: opts.host ? { host: opts.host } : {}, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8").on("data", (c: string) => (body += c));
-      res.on("end", () => done({ status: res.statusCode ?? 0, type: res.headers["content-type"], body }));
-    });
-    req.on("error", fail);
-    req.end();
-  });
-}
-
-function promtool(args: string[], input?: string): Promise<{ code: number; out: string }> {
-  return new Promise((done) => {
-    const p = execFile(PROMTOOL, args, (err, stdout, stderr) => done({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
-    if (input !== undefined) p.stdin!.end(input);
-  });
 }
 
 interface Serving {
@@ -161,7 +117,7 @@ describe("ca serve --admin-port: the CA's metrics", () => {
 
   it("counts an enrolment, a reused token, a renewal, a bad CSR and the CLI's work exactly; promtool finds no problem", async () => {
     // Before anything: every kind, token result and issuing-route reason is there at 0 (rate() needs the zero).
-    let s = parse((await http(adminPort, "/metrics")).body);
+    let s = parse((await get(adminPort, "/metrics")).body);
     assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "enrol" }), 0);
     assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "server" }), 1, "the server's own TLS certificate");
     assert.equal(value(s, "mesh_ca_tokens_total", { result: "refused", reason: "token_used" }), 0);
@@ -192,7 +148,7 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal((await ca(["revoke", "--domain", "cli.internal", "--dir", dir], { env: CLEAN })).code, 0);
     await srv.waitFor((l) => l.event === "ca.state_reloaded", 5_000);
 
-    const res = await http(adminPort, "/metrics");
+    const res = await get(adminPort, "/metrics");
     assert.equal(res.status, 200);
     assert.equal(res.type, "text/plain; version=0.0.4; charset=utf-8");
     const lint = await promtool(["check", "metrics"], res.body);
@@ -228,15 +184,15 @@ describe("ca serve --admin-port: the CA's metrics", () => {
   });
 
   it("the admin listener: 404, 405, 421 to a foreign Host, /healthz", async () => {
-    const notFound = await http(adminPort, "/.well-known/est/cacerts");
+    const notFound = await get(adminPort, "/.well-known/est/cacerts");
     assert.equal(notFound.status, 404);
     assert.match(notFound.body, /serves GET \/metrics and GET \/healthz/);
-    assert.equal((await http(adminPort, "/metrics", { method: "POST" })).status, 405);
-    const rebound = await http(adminPort, "/metrics", { host: "metrics.evil.example" });
+    assert.equal((await get(adminPort, "/metrics", { method: "POST" })).status, 405);
+    const rebound = await get(adminPort, "/metrics", { host: "metrics.evil.example" });
     assert.equal(rebound.status, 421);
     assert.doesNotMatch(rebound.body, /mesh_ca/);
-    assert.equal((await http(adminPort, "/metrics", { host: `localhost:${adminPort}` })).status, 200);
-    const health = await http(adminPort, "/healthz");
+    assert.equal((await get(adminPort, "/metrics", { host: `localhost:${adminPort}` })).status, 200);
+    const health = await get(adminPort, "/healthz");
     assert.deepEqual([health.status, health.body], [200, "ok\n"]);
   });
 });

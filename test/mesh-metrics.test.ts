@@ -3,9 +3,8 @@
 // metrics`, series by series; the admin listener's refusals; reloads and label bounds in-process.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { request } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -15,9 +14,9 @@ import { freshPki, start, call, identity, SEED_POLICY, type TestPki } from "./me
 import { startAdmin, isLoopback, AdminHostError } from "../lib/admin-http.ts";
 import { crlDatesOfPem } from "../services/mesh/crl-dates.ts";
 import { pemBlocks } from "../services/mesh/material.ts";
+import { get, parse, promtool, value } from "./helpers/prom.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const PROMTOOL = "/usr/bin/promtool";
 
 let pki: TestPki;
 before(async () => {
@@ -26,52 +25,6 @@ before(async () => {
   await pki.ca.issue({ domain: "stranger.internal" });
 });
 after(() => pki.cleanup());
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The text exposition format's sample lines (label values here never hold `",` or newlines). */
-function parse(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/** The value of the one series of `name` whose labels are exactly `labels`; undefined if absent. */
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const hits = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(Object.entries(labels).sort()));
-  assert.ok(hits.length <= 1, `${name} ${JSON.stringify(labels)} appears ${hits.length} times`);
-  return hits[0]?.value;
-}
-
-function get(port: number, path: string, opts: { method?: string; host?: string } = {}): Promise<{ status: number; type: string | undefined; body: string }> {
-  return new Promise((done, fail) => {
-    const req = request({ host: "127.0.0.1", port, path, method: opts.method ?? "GET", headers: opts.host ? { host: opts.host } : {}, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8").on("data", (c: string) => (body += c));
-      res.on("end", () => done({ status: res.statusCode ?? 0, type: res.headers["content-type"], body }));
-    });
-    req.on("error", fail);
-    req.end();
-  });
-}
-
-function promtool(args: string[], input?: string): Promise<{ code: number; out: string }> {
-  return new Promise((done) => {
-    const p = execFile(PROMTOOL, args, (err, stdout, stderr) => done({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
-    if (input !== undefined) p.stdin!.end(input);
-  });
-}
 
 interface Proc {
   proc: ChildProcess;
