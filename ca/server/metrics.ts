@@ -21,11 +21,11 @@ const CRL_PATH = /^\/crl\/(?:root|int)-\d{1,6}\.crl$/;
 const TOKEN_REFUSALS = ["token_missing", "token_malformed", "token_unknown", "token_used", "token_expired", "token_wrong_name"] as const;
 /** Every code an est.refused line can carry (docs/est.md, "Refusals"); anything else counts as OTHER. */
 const ENROL_REASONS: readonly string[] = [
-  ...TOKEN_REFUSALS, "malformed_csr", "wrong_name", "bad_lifetime", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  ...TOKEN_REFUSALS, "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
 ];
 const REENROL_REASONS: readonly string[] = [
   "no_client_cert", "cert_untrusted", "cert_unknown", "cert_revoked", "cert_superseded", "cert_expired", "generation_untrusted", "same_key",
-  "malformed_csr", "wrong_name", "bad_lifetime", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
 ];
 const REASONS: ReadonlySet<string> = new Set([...ENROL_REASONS, ...REENROL_REASONS, "not_found", "method_not_allowed", "bad_request"]);
 export const OTHER = "other";
