@@ -101,14 +101,15 @@ export function cacerts(ctx: EstContext, call: Call): void {
  */
 export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   const { req } = call;
-  const { id, token } = await beforeAuthentication(ctx, call, async () => {
-    const token = bearerToken(req);
-    const closed = ctx.admission.gate(call.remote);
-    if (closed && !tokenOpen(ctx.ca, token)) throw closed;
+  const token = await beforeAuthentication(ctx, call, async () => bearerToken(req));
+  // The gate's own refusal is not charged again: the budgets refill at their rate during a flood.
+  const closed = ctx.admission.gate(call.remote);
+  if (closed && !tokenOpen(ctx.ca, token)) throw closed;
+  const id = await beforeAuthentication(ctx, call, async () => {
     const id = await readCsr(ctx, req);
     call.claimed = id.name;
     await mapped(async () => authenticateToken(ctx.ca, id, token), id.name);
-    return { id, token };
+    return id;
   });
   call.authenticated = id.name;
   ctx.admission.enrolment(id.name);
