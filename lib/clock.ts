@@ -72,9 +72,17 @@ export function isSkewed(offsetMs: number): boolean {
 
 /** "2d 0h", "10m 3s", "45s": the size of an offset, for people. */
 export function formatOffset(ms: number): string {
-  const s = Math.round(Math.abs(ms) / 1000);
-  if (s >= 86_400) return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3_600)}h`;
-  if (s >= 3_600) return `${Math.floor(s / 3_600)}h ${Math.floor((s % 3_600) / 60)}m`;
+  // Rounded at the precision shown: an HTTP date has whole seconds, so 2 days can measure 1d 23h 59m 59.4s.
+  const abs = Math.abs(ms);
+  if (abs >= 86_400_000 - 1_800_000) {
+    const h = Math.round(abs / 3_600_000);
+    return `${Math.floor(h / 24)}d ${h % 24}h`;
+  }
+  if (abs >= 3_600_000 - 30_000) {
+    const m = Math.round(abs / 60_000);
+    return `${Math.floor(m / 60)}h ${m % 60}m`;
+  }
+  const s = Math.round(abs / 1000);
   if (s >= 60) return `${Math.floor(s / 60)}m ${s % 60}s`;
   return `${s}s`;
 }
