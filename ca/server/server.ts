@@ -17,6 +17,7 @@ import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
+import { SkewLog, skewFields } from "./skew-log.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -35,9 +36,7 @@ export const DEFAULT_LIMITS: Limits = {
   // Failures from every address together: a flood from many addresses.
   unauthenticated: { capacity: 60, perMinute: 60 },
 };
-/** Clients whose clock is off get an est.clock_skew line at most this often per name. */
-const SKEW_LINE_EVERY_MS = 60_000;
-const MAX_SKEW_NAMES = 1_000;
+
 /** CRL re-signing check interval (see refreshCrls). */
 const CRL_REFRESH_MS = 10 * 60_000;
 
@@ -78,8 +77,7 @@ export class CaServer {
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
   private readonly refusals: RefusalLog;
-  /** When each authenticated name last got an est.clock_skew line. */
-  private readonly skewLogged = new Map<string, number>();
+  private readonly skew: SkewLog;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -108,6 +106,7 @@ export class CaServer {
       handshakeTimeout: 10_000, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 8 * 1024,
     }, (req, res) => void this.handle(req, res));
     this.refusals = new RefusalLog(this.log, opts.refusalLog);
+    this.skew = new SkewLog(this.log, this.refusals);
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
       const remote = sock.remoteAddress ?? "unknown";
       const reason = err.code ?? "unknown";
@@ -279,7 +278,7 @@ export class CaServer {
     } catch (err) {
       this.refuse(call, path, err);
     } finally {
-      this.noteSkew(call, path);
+      this.skew.note(call, routeName(path));
     }
   }
 
@@ -310,35 +309,10 @@ export class CaServer {
     this.log.error({ event: "est.error", route, err: message, remote: call.remote, serial: peerSerial }, `internal error on ${route}`);
     if (!res.headersSent) sendText(res, 500, "internal error: the CA could not complete the request (see its log)");
   }
-
-  /** Says when a client's clock is off: once a minute per authenticated name, through the refusal log for anyone else. */
-  private noteSkew(call: Call, path: string): void {
-    if (call.skewMs === null || !isSkewed(call.skewMs)) return;
-    const who = call.authenticated ?? call.claimed ?? call.remote;
-    const line = () => this.log.warn({ event: "est.clock_skew", name: call.authenticated ?? call.claimed, authenticated: call.authenticated !== null, remote: call.remote, route: routeName(path), ...skewFields(call) },
-      `clock skew: ${describeSkew(`${who}'s`, call.skewMs!, "this CA's")}`);
-    if (call.authenticated === null) {
-      this.refusals.note("clock_skew", call.remote, call.claimed, line);
-      return;
-    }
-    const now = Date.now();
-    const last = this.skewLogged.get(call.authenticated);
-    if (last !== undefined && now - last < SKEW_LINE_EVERY_MS) return;
-    this.skewLogged.delete(call.authenticated);
-    if (this.skewLogged.size >= MAX_SKEW_NAMES) this.skewLogged.delete(this.skewLogged.keys().next().value!);
-    this.skewLogged.set(call.authenticated, now);
-    line();
-  }
 }
 
 function routeName(path: string): string {
   return KNOWN_ROUTES.has(path) || path.startsWith("/crl/") ? path.slice(0, 64) : "other";
-}
-
-/** The client's and the CA's clocks, when the client sent a Date. */
-function skewFields(call: Call): Record<string, unknown> {
-  if (call.skewMs === null) return {};
-  return { clock_offset_ms: call.skewMs };
 }
 
 /**
