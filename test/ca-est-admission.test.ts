@@ -170,6 +170,8 @@ describe("unauthenticated refusals are summarised, authenticated ones keep their
     // The metric counts each refusal, summarised or not.
     const refused = await t.server.metrics.registry.getSingleMetric("mesh_ca_requests_refused_total")!.get();
     assert.equal(refused.values.find((v) => v.labels.route === ENROL && v.labels.reason === "token_unknown")!.value, N);
+    const handshakes = await t.server.metrics.registry.getSingleMetric("mesh_ca_tls_handshake_failures_total")!.get();
+    assert.deepEqual(handshakes.values.filter((v) => v.value > 0).map((v) => [v.labels.reason, v.value]), [["not_tls", 30]]);
   });
 });
 

@@ -110,6 +110,7 @@ export class CaServer {
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
       const remote = sock.remoteAddress ?? "unknown";
       const reason = err.code ?? "unknown";
+      this.metrics.handshakeFailed(reason);
       this.refusals.note(`tls:${reason}`.slice(0, 80), remote, null, () => {
         this.log.warn({ event: "tls.handshake_failed", remote, reason, detail: err.message.slice(0, 200), hint: handshakeHint(reason) }, "a TLS handshake failed");
       });
