@@ -8,7 +8,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ROOT, ca as cli, cleanup, tempDir } from "./helpers/ca.ts";
-import type { LogLine } from "./helpers/est.ts";
+import { PKCS10, est, makeCsr, startCa, type LogLine } from "./helpers/est.ts";
 
 const TSX = import.meta.resolve("tsx");
 const MINUTE = 60_000;
@@ -155,5 +155,28 @@ it("a MESH_CLOCK_OFFSET_MS that is not a number: one line, exit 2", async () => 
     assert.equal(r.stderr.trim().split("\n").length, 1);
   } finally {
     cleanup(work);
+  }
+});
+
+it("any refusal to a client whose Date is off says clock skew; the CA's Date is its own clock", async () => {
+  const t = await startCa({ refusalLog: { linesPerInterval: 100 } });
+  try {
+    t.shift(-10 * MINUTE); // the CA's clock, as MESH_CLOCK_OFFSET_MS would move it
+    const ahead = new Date(Date.now()).toUTCString();
+    const r = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Date: ahead, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` }, body: (await makeCsr("shipping.internal")).body, ca: t.bundle() });
+    assert.equal(r.status, 401);
+    assert.match(r.body, /^the enrolment token is unknown to this CA \(note: clock skew, your clock is \d+m \d+s ahead of this CA's; fix the clock that is wrong\)\n$/);
+    assert.ok(near(r.body, 10), r.body);
+    assert.ok(Math.abs(Date.parse(String(r.headers.date)) - (Date.now() - 10 * MINUTE)) < 5_000, `the CA's Date is its clock: ${r.headers.date}`);
+    const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "token_unknown");
+    assert.ok(Math.abs(Number(refused.clock_offset_ms) - 10 * MINUTE) < 3_000);
+    const skew = await t.lines.wait((l) => l.event === "est.clock_skew");
+    assert.equal(skew.authenticated, false);
+    assert.equal(skew.name, "shipping.internal");
+    // No Date, no comparison: curl is not told anything about clocks.
+    const plain = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` }, body: (await makeCsr("shipping.internal")).body, ca: t.bundle() });
+    assert.equal(plain.body, "the enrolment token is unknown to this CA\n");
+  } finally {
+    await t.stop();
   }
 });
