@@ -15,6 +15,7 @@ import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Sign
 import { Journal, Layout, readStateFile } from "./store.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
+import { ClockOffsetError, offsetClock } from "../lib/clock.ts";
 import { crlWarnings, generationsOf, listCerts, openLedger, signerIdOf, type Generation, type ListedCert } from "./view.ts";
 
 export type { Generation, ListedCert } from "./view.ts";
@@ -74,7 +75,7 @@ export class CertificateAuthority {
   private constructor(layout: Layout, ledger: Ledger, opts: OpenOptions) {
     this.layout = layout;
     this.ledger = ledger;
-    this.now = opts.now ?? (() => new Date());
+    this.now = caClock(opts.now);
     this.passphrase = opts.passphrase;
     this.journal = new Journal(layout);
   }
@@ -354,3 +355,12 @@ export class CertificateAuthority {
   }
 }
 
+/** The CA's clock: the given one (or the system's), moved by MESH_CLOCK_OFFSET_MS (lib/clock.ts), a test and teaching knob. */
+function caClock(base?: () => Date): () => Date {
+  try {
+    return offsetClock(base);
+  } catch (err) {
+    if (err instanceof ClockOffsetError) throw badInput(err.message);
+    throw err;
+  }
+}

@@ -8,7 +8,7 @@ import { publicKeyType, type KeyType } from "./keys.ts";
 import type { CertRow } from "./ledger.ts";
 import type { LeafNames } from "./profiles.ts";
 import { validateDnsName } from "./names.ts";
-import { checkToken, hashToken } from "./tokens.ts";
+import { checkToken, hashToken, isTokenShaped } from "./tokens.ts";
 import { normalSerial, x509 } from "./x509.ts";
 
 export type EnrolErrorCode =
@@ -77,11 +77,27 @@ export interface OnlineIssueOptions {
   cdp?: (issuerId: string) => string[];
 }
 
+/**
+ * Whether a token is one this CA could still accept for some name: well formed, known, unused,
+ * unexpired. A cheap look (a hash and an indexed read) before any parsing, for when the server
+ * is refusing requests that fail to authenticate; authenticateToken gives the verdict.
+ */
+export function tokenOpen(ca: CertificateAuthority, token: string): boolean {
+  if (!isTokenShaped(token)) return false;
+  const row = ca.ledger.token(hashToken(token));
+  return row !== undefined && row.used_at === null && new Date(row.expires_at) > ca.now();
+}
+
+/** Authenticates an enrolment: the token must be for exactly the CSR's name, unused and unexpired. */
+export function authenticateToken(ca: CertificateAuthority, id: CsrIdentity, token: string): void {
+  const verdict = checkToken(ca.ledger, token, id.name, ca.now());
+  if (!verdict.ok) throw tokenError(verdict.why, id.name);
+}
+
 /** A first certificate: the token must be for exactly this name, unused and unexpired; it is spent with the issuance. */
 export async function enrol(ca: CertificateAuthority, id: CsrIdentity, token: string, opts: OnlineIssueOptions): Promise<Enrolled> {
   const now = ca.now();
-  const verdict = checkToken(ca.ledger, token, id.name, now);
-  if (!verdict.ok) throw tokenError(verdict.why, id.name);
+  authenticateToken(ca, id, token);
   // A token is the operator's say-so for this name: a service that lost its key enrols
   // again, and the certificate it had becomes SUPERSEDED.
   const current = ca.ledger.current(id.name);

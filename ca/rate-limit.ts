@@ -24,10 +24,17 @@ export class RateLimiter {
     if (!(spec.capacity >= 1) || !(spec.perMinute > 0)) throw new Error(`a rate limit needs capacity >= 1 and perMinute > 0 (got ${spec.capacity}, ${spec.perMinute})`);
   }
 
+  /** Whether key has a token now, without taking it (a key never seen has a full bucket). */
+  peek(key: string): Take {
+    const b = this.buckets.get(key);
+    if (!b) return { ok: true };
+    return this.verdict(Math.min(this.spec.capacity, b.tokens + (this.now() - b.at) * this.perMs));
+  }
+
   /** Takes one token for key, or says how many seconds until one is back. */
   take(key: string): Take {
     const now = this.now();
-    const perMs = this.spec.perMinute / 60_000;
+    const perMs = this.perMs;
     let b = this.buckets.get(key);
     if (b) {
       b.tokens = Math.min(this.spec.capacity, b.tokens + (now - b.at) * perMs);
@@ -43,6 +50,20 @@ export class RateLimiter {
       b.tokens -= 1;
       return { ok: true };
     }
-    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / perMs / 1000)) };
+    return this.verdict(b.tokens);
+  }
+
+  /** Keys held now (at most maxKeys). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  private get perMs(): number {
+    return this.spec.perMinute / 60_000;
+  }
+
+  private verdict(tokens: number): Take {
+    if (tokens >= 1) return { ok: true };
+    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / this.perMs / 1000)) };
   }
 }

@@ -13,7 +13,9 @@ import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./he
 
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
-const HIGH = { perAddress: { capacity: 1000, perMinute: 1000 }, perName: { capacity: 100, perMinute: 100 } };
+const HIGH = { perAddress: { capacity: 1000, perMinute: 1000 }, perName: { capacity: 100, perMinute: 100 }, unauthenticated: { capacity: 1000, perMinute: 1000 } };
+/** These suites look at each refusal's own line: room for all of them (the aggregation has its own tests, est-abuse.test.ts). */
+const LOUD = { linesPerInterval: 1000 };
 
 function certCount(t: TestCa): number {
   return (t.ca.ledger.db.prepare("SELECT count(*) AS n FROM certs").get() as { n: number }).n;
@@ -30,7 +32,7 @@ async function enrolOnce(t: TestCa, name: string, query = "") {
 
 describe("EST simpleenroll with a one-time token", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH }); });
+  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
   after(() => t.stop());
 
   it("issues a 1h leaf for exactly the CSR's name, with the CRL distribution point, once", async () => {
@@ -191,7 +193,7 @@ describe("EST simpleenroll with a one-time token", () => {
 
 describe("EST with an intermediate that the CLI adds while the server runs", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH }); });
+  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
   after(() => t.stop());
 
   it("answers with leaf + intermediate, names the intermediate's CRL, and serves it", async () => {
@@ -217,7 +219,7 @@ describe("EST with an intermediate that the CLI adds while the server runs", () 
 
 describe("EST simplereenroll over mTLS", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH }); });
+  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
   after(() => t.stop());
 
   it("renews with a new key: a new certificate, the old one SUPERSEDED; the old one cannot renew again", async () => {
@@ -263,7 +265,7 @@ describe("EST simplereenroll over mTLS", () => {
   });
 
   it("refuses a certificate from another CA (TLS does not trust it)", async () => {
-    const other = await startCa({ limits: HIGH });
+    const other = await startCa({ limits: HIGH, refusalLog: LOUD });
     try {
       const foreign = await enrolOnce(other, "stock2.internal");
       const r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("stock2.internal")).body, ca: t.bundle(), cert: foreign.pem, key: foreign.csr.keyPem });
@@ -309,24 +311,30 @@ describe("EST simplereenroll over mTLS", () => {
 
 describe("EST rate limits", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: { perAddress: { capacity: 3, perMinute: 3 }, perName: { capacity: 2, perMinute: 2 } } }); });
+  before(async () => { t = await startCa({ limits: { perAddress: { capacity: 3, perMinute: 3 }, perName: { capacity: 2, perMinute: 2 } }, refusalLog: LOUD }); });
   after(() => t.stop());
 
-  it("answers 429 with Retry-After per name, then per address, and logs it", async () => {
-    const body = (await makeCsr("busy.internal")).body;
+  it("charges bad tokens to the address, never to the name they claim; a valid token still enrols; the name's own budget is separate", async () => {
+    const junk = { ...PKCS10, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` };
     const statuses: number[] = [];
     let last = undefined as Awaited<ReturnType<typeof est>> | undefined;
-    for (let i = 0; i < 3; i++) {
-      last = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` }, body, ca: t.bundle() });
+    for (let i = 0; i < 4; i++) {
+      last = await est(t.server.url, { method: "POST", path: ENROL, headers: junk, body: (await makeCsr("busy.internal")).body, ca: t.bundle() });
       statuses.push(last.status);
     }
-    assert.deepEqual(statuses, [401, 401, 429], "two tries for busy.internal, then the name's bucket is empty");
-    assert.match(last!.body, /^too many requests for busy\.internal: retry in \d+s\n$/);
+    assert.deepEqual(statuses, [401, 401, 401, 429], "three failures from this address, then its failure budget is empty");
+    assert.match(last!.body, /^too many requests from this address failed to authenticate: retry in \d+s\n$/);
     assert.ok(Number(last!.headers["retry-after"]) >= 1);
-    const other = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: "Bearer x" }, body: (await makeCsr("calm.internal")).body, ca: t.bundle() });
-    assert.equal(other.status, 429, "the address's bucket (3) is empty too");
-    assert.match(other.body, /too many requests from this address/);
-    assert.equal(t.lines.events("est.refused").filter((l) => l.reason === "rate_limited").length, 2);
+    // busy.internal's own enrolments are untouched by the junk that named it, from this very address.
+    for (let i = 0; i < 2; i++) await enrolOnce(t, "busy.internal");
+    const { token } = createToken(t.ca, { domain: "busy.internal" });
+    const third = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("busy.internal")).body, ca: t.bundle() });
+    assert.equal(third.status, 429, "the name's enrolment budget (2) is spent by its own enrolments");
+    assert.match(third.body, /^too many requests: busy\.internal may enrol 2 times a minute; retry in \d+s\n$/);
+    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "a refused enrolment does not spend its token");
+    const limited = t.lines.events("est.refused").filter((l) => l.reason === "rate_limited");
+    // The address's 429 comes before the body is read: no name is known, none charged.
+    assert.deepEqual(limited.map((l) => [l.name, l.authenticated]), [[null, false], ["busy.internal", true]]);
   });
 });
 

@@ -187,8 +187,8 @@ test("a new generation published, then made the signer: the service takes the bu
 });
 
 test("rate-limited by the CA (429): the retry waits as long as Retry-After says, not the short backoff", async () => {
-  // Per name: enrolment and one renewal at once, then one every 20 s.
-  const w = await fresh({ ...ROOMY_LIMITS, perName: { capacity: 2, perMinute: 3 } });
+  // Per name (enrolments and renewals have a bucket each): one renewal at once, then one every 20 s.
+  const w = await fresh({ ...ROOMY_LIMITS, perName: { capacity: 1, perMinute: 3 } });
   const pay = await startIn(w, "payment", { lifetime: "30s", pollMs: 60_000 });
   try {
     assert.equal(await pay.svc.identity.renew("test"), true);

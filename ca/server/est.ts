@@ -4,10 +4,11 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { CertificateAuthority } from "../authority.ts";
-import { parseDuration } from "../duration.ts";
+import { formatDuration, parseDuration } from "../duration.ts";
 import { CaError } from "../errors.ts";
-import { EnrolError, csrIdentity, currentRow, enrol, reenrol, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
-import type { RateLimiter } from "../rate-limit.ts";
+import { EnrolError, authenticateToken, csrIdentity, currentRow, enrol, reenrol, tokenOpen, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
+import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
+import type { Admission } from "./admission.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
@@ -21,11 +22,25 @@ export interface EstContext {
   ca: CertificateAuthority;
   log: Logger;
   published(): Published;
-  limits: { address: RateLimiter; name: RateLimiter };
+  admission: Admission;
   lifetime: { defaultMs: number; maxMs: number };
   maxBodyBytes: number;
   cdp(issuerId: string): string[];
   metrics: CaMetrics;
+}
+
+/** One request as the routes see it, and what they learnt about it (the server logs from it). */
+export interface Call {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  remote: string;
+  /** The client's clock minus the CA's, from the request's Date header; null without one. */
+  skewMs: number | null;
+  /** The name the request proved it acts for (a valid token, or that name's current certificate), once it has. */
+  authenticated: string | null;
+  /** The name it asked for (its CSR's CN), once read: only for the log. */
+  claimed: string | null;
 }
 
 const STATUS: Record<EnrolErrorCode, number> = {
@@ -48,7 +63,8 @@ export function presented(req: IncomingMessage): { der: Uint8Array; authorized: 
 }
 
 /** GET /.well-known/est/cacerts: every published root, with an ETag; records which bundle a known caller holds. */
-export function cacerts(ctx: EstContext, req: IncomingMessage, res: ServerResponse): void {
+export function cacerts(ctx: EstContext, call: Call): void {
+  const { req, res } = call;
   const p = ctx.published();
   const held = req.headers["if-none-match"];
   const headers: Record<string, string> = { ETag: p.etag, "Cache-Control": "no-cache" };
@@ -56,12 +72,13 @@ export function cacerts(ctx: EstContext, req: IncomingMessage, res: ServerRespon
   if (peer?.authorized) {
     try {
       const row = currentRow(ctx.ca, peer.der);
+      call.authenticated = row.name;
       const generation = ctx.ca.issuerRow(row.issuer_id).generation;
       // Never hint towards a generation that peers do not trust yet.
       if (p.signerPublished && generation !== p.signerGeneration) headers[RENEW_NOW_HEADER] = "1";
       ctx.ca.ledger.recordBundleHolder({
         name: row.name, serial: row.serial, held_etag: held ? held.slice(0, 200) : null, served_etag: p.etag,
-        seen_at: ctx.ca.now().toISOString(), remote: remoteOf(req),
+        seen_at: ctx.ca.now().toISOString(), remote: call.remote,
       });
     } catch (err) {
       // Not a current identity (revoked, superseded…): served like anyone, recorded as no one.
@@ -77,33 +94,58 @@ export function cacerts(ctx: EstContext, req: IncomingMessage, res: ServerRespon
   res.end(req.method === "HEAD" ? undefined : p.cacertsBody);
 }
 
-/** POST /.well-known/est/simpleenroll: a CSR and a one-time token for exactly its name. */
-export async function simpleenroll(ctx: EstContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  limit(ctx.limits.address, remoteOf(req), "from this address");
-  const token = bearerToken(req);
-  const id = await readCsr(ctx, req);
-  const lifetimeMs = lifetimeOf(ctx, url, id.name);
-  limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
+/**
+ * POST /.well-known/est/simpleenroll: a CSR and a one-time token for exactly its name. Until the
+ * token verifies, a failure is charged to the source address (and the shared failure budget);
+ * after, the enrolment is charged to the name.
+ */
+export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
+  const { req } = call;
+  const token = await beforeAuthentication(ctx, call, async () => bearerToken(req));
+  // The gate's own refusal is not charged again: the budgets refill at their rate during a flood.
+  const closed = ctx.admission.gate(call.remote);
+  if (closed && !tokenOpen(ctx.ca, token)) throw closed;
+  const id = await beforeAuthentication(ctx, call, async () => {
+    const id = await readCsr(ctx, req);
+    call.claimed = id.name;
+    await mapped(async () => authenticateToken(ctx.ca, id, token), id.name);
+    return id;
+  });
+  call.authenticated = id.name;
+  ctx.admission.enrolment(id.name);
+  const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
+  usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("enrol");
-  sendCerts(res, issued);
-  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req), supersedes: issued.supersedes ?? null },
+  sendCerts(call.res, issued);
+  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
     `enrolled ${issued.domain} with a one-time token`);
 }
 
-/** POST /.well-known/est/simplereenroll: renewal, authorised by the current certificate over mTLS. */
-export async function simplereenroll(ctx: EstContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  limit(ctx.limits.address, remoteOf(req), "from this address");
-  const peer = presented(req);
-  if (!peer) throw new HttpError(401, "no_client_cert", "renewal needs the current certificate, presented over mTLS (curl --cert/--key)");
-  if (!peer.authorized) throw new HttpError(403, "cert_untrusted", `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`);
+/**
+ * POST /.well-known/est/simplereenroll: renewal, authorised by the current certificate over mTLS.
+ * A certificate that is absent, untrusted or no longer current is a failure charged to the source
+ * address; the name's own current certificate is charged to the name's renewal budget only.
+ */
+export async function simplereenroll(ctx: EstContext, call: Call): Promise<void> {
+  const { req } = call;
+  const { peer, row } = await beforeAuthentication(ctx, call, async () => {
+    const peer = presented(req);
+    if (!peer) throw new HttpError(401, "no_client_cert", "renewal needs the current certificate, presented over mTLS (curl --cert/--key)");
+    if (!peer.authorized) throw new HttpError(403, "cert_untrusted", `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`);
+    const row = await mapped(async () => currentRow(ctx.ca, peer.der));
+    return { peer, row };
+  });
+  call.authenticated = row.name;
+  ctx.admission.renewal(row.name);
   const id = await readCsr(ctx, req);
-  const lifetimeMs = lifetimeOf(ctx, url, id.name);
-  limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
+  call.claimed = id.name;
+  const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
+  usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("renew");
-  sendCerts(res, issued);
-  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: remoteOf(req) },
+  sendCerts(call.res, issued);
+  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
     `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);
 }
 
@@ -141,9 +183,27 @@ function lifetimeOf(ctx: EstContext, url: URL, name: string): number {
   }
 }
 
-function limit(limiter: RateLimiter, key: string, what: string, name?: string): void {
-  const t = limiter.take(key);
-  if (!t.ok) throw new HttpError(429, "rate_limited", `too many requests ${what}: retry in ${t.retryAfterSeconds}s`, { "Retry-After": String(t.retryAfterSeconds) }, name);
+/** Runs the steps before a request has authenticated: a refusal there is charged to its address, never to a name. */
+async function beforeAuthentication<T>(ctx: EstContext, call: Call, steps: () => Promise<T>): Promise<T> {
+  try {
+    return await steps();
+  } catch (err) {
+    if (err instanceof HttpError) ctx.admission.failed(call.remote);
+    throw err;
+  }
+}
+
+/**
+ * Refuses to issue what the client's own clock would already call expired, or nearly: a renewal
+ * would supersede the certificate it has for one it cannot use. Judged from its Date header.
+ */
+function usableByClient(ctx: EstContext, call: Call, lifetimeMs: number, name: string): void {
+  const skew = call.skewMs;
+  if (skew === null || !isSkewed(skew) || skew < lifetimeMs / 2) return;
+  const caNow = ctx.ca.now().getTime();
+  throw new HttpError(400, "clock_skew",
+    `clock skew: ${describeSkew("your", skew, "this CA's")} (your Date ${httpDate(caNow + skew)}, the CA's ${httpDate(caNow)}): a certificate for ${formatDuration(lifetimeMs)} from the CA's now would be expired or nearly so by your clock; fix the clock that is wrong (NTP) and try again`,
+    {}, name);
 }
 
 async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {

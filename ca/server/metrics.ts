@@ -21,14 +21,28 @@ const CRL_PATH = /^\/crl\/(?:root|int)-\d{1,6}\.crl$/;
 const TOKEN_REFUSALS = ["token_missing", "token_malformed", "token_unknown", "token_used", "token_expired", "token_wrong_name"] as const;
 /** Every code an est.refused line can carry (docs/est.md, "Refusals"); anything else counts as OTHER. */
 const ENROL_REASONS: readonly string[] = [
-  ...TOKEN_REFUSALS, "malformed_csr", "wrong_name", "bad_lifetime", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  ...TOKEN_REFUSALS, "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
 ];
 const REENROL_REASONS: readonly string[] = [
   "no_client_cert", "cert_untrusted", "cert_unknown", "cert_revoked", "cert_superseded", "cert_expired", "generation_untrusted", "same_key",
-  "malformed_csr", "wrong_name", "bad_lifetime", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
 ];
 const REASONS: ReadonlySet<string> = new Set([...ENROL_REASONS, ...REENROL_REASONS, "not_found", "method_not_allowed", "bad_request"]);
 export const OTHER = "other";
+/**
+ * Failed TLS handshakes by a short stable reason: OpenSSL's codes are many and a peer picks them,
+ * so they are folded into a few (label values stay bounded).
+ */
+const HANDSHAKE_REASONS: ReadonlyArray<[string, RegExp]> = [
+  ["not_tls", /WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|PACKET_LENGTH_TOO_LONG|RECORD_LAYER/],
+  ["protocol_version", /UNSUPPORTED_PROTOCOL|PROTOCOL_VERSION|NO_PROTOCOLS/],
+  ["no_shared_cipher", /NO_SHARED_CIPHER|HANDSHAKE_FAILURE/],
+  ["certificate_dates", /CERTIFICATE_EXPIRED|CERTIFICATE_NOT_YET_VALID|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/],
+  ["certificate_refused", /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|DECRYPT_ERROR)/],
+  ["timeout", /TIMEOUT|ETIMEDOUT/],
+  ["reset", /ECONNRESET|EPIPE/],
+];
+const HANDSHAKE_LABELS = [...HANDSHAKE_REASONS.map(([r]) => r), OTHER];
 
 /** What the server has in force, read at scrape time. */
 export interface CaServerState {
@@ -43,6 +57,7 @@ export class CaMetrics {
   private readonly refusals: Counter<"route" | "reason">;
   private readonly errors: Counter<"route">;
   private readonly tokens: Counter<"result" | "reason">;
+  private readonly handshakes: Counter<"reason">;
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
   private cliStatement: Statement<[string], { n: number }> | undefined;
@@ -70,6 +85,8 @@ export class CaMetrics {
     for (const route of [ENROL, REENROL]) this.errors.inc({ route }, 0);
     this.tokens = new Counter({ name: "mesh_ca_tokens_total", help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).", labelNames: ["result", "reason"], registers: [r] });
     this.tokens.inc({ result: "used", reason: "none" }, 0);
+    this.handshakes = new Counter({ name: "mesh_ca_tls_handshake_failures_total", help: "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.", labelNames: ["reason"], registers: [r] });
+    for (const reason of HANDSHAKE_LABELS) this.handshakes.inc({ reason }, 0);
     for (const reason of TOKEN_REFUSALS) this.tokens.inc({ result: "refused", reason }, 0);
 
     new Gauge({
@@ -127,6 +144,11 @@ export class CaMetrics {
     const r = REASONS.has(reason) ? reason : OTHER;
     this.refusals.inc({ route: routeOf(path), reason: r });
     if ((TOKEN_REFUSALS as readonly string[]).includes(r)) this.tokens.inc({ result: "refused", reason: r });
+  }
+
+  /** A failed handshake, with OpenSSL's (or Node's) error code. */
+  handshakeFailed(code: string): void {
+    this.handshakes.inc({ reason: HANDSHAKE_REASONS.find(([, re]) => re.test(code))?.[0] ?? OTHER });
   }
 
   /** A request that ended in a 500. */

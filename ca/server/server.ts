@@ -7,14 +7,17 @@ import { pino, type Logger } from "pino";
 import type { CertificateAuthority } from "../authority.ts";
 import { CaError, badInput } from "../errors.ts";
 import { formatDuration } from "../duration.ts";
-import { RateLimiter, type BucketSpec } from "../rate-limit.ts";
 import { rootFingerprint } from "../tokens.ts";
 import { WriteGate } from "./write-gate.ts";
-import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type EstContext } from "./est.ts";
+import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
+import { Admission, type Limits } from "./admission.ts";
+import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
+import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
+import { SkewLog, skewFields } from "./skew-log.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -23,12 +26,17 @@ export const DEFAULT_MAX_LIFETIME_MS = 24 * 3_600_000;
 export const POLL_MS = 500;
 /** A CSR is a few hundred bytes; 16 KiB leaves room for RSA-4096 and extensions. */
 export const MAX_BODY_BYTES = 16 * 1024;
-export const DEFAULT_LIMITS: { perAddress: BucketSpec; perName: BucketSpec } = {
-  // Enrolment and renewal requests per remote address: a burst of 30, then one every 2 s.
+/** Charged after authentication (admission.ts); perRenewal defaults to perName. */
+export const DEFAULT_LIMITS: Limits = {
+  // Enrolments and renewals that failed to authenticate, per source address: 30 at once, then one every 2 s.
   perAddress: { capacity: 30, perMinute: 30 },
-  // Per name: a service renews a few times per lifetime; 5 at once, then one every 12 s.
+  // Per name, once authenticated: a service renews a few times per lifetime; 5 at once, then one every 12 s.
+  // Enrolments and renewals have a bucket each.
   perName: { capacity: 5, perMinute: 5 },
+  // Failures from every address together: a flood from many addresses.
+  unauthenticated: { capacity: 60, perMinute: 60 },
 };
+
 /** CRL re-signing check interval (see refreshCrls). */
 const CRL_REFRESH_MS = 10 * 60_000;
 
@@ -48,7 +56,9 @@ export interface CaServerOptions {
   log?: Logger;
   pollMs?: number;
   maxBodyBytes?: number;
-  limits?: Partial<typeof DEFAULT_LIMITS>;
+  limits?: Partial<Limits>;
+  /** How unauthenticated refusals are summarised (refusal-log.ts). */
+  refusalLog?: RefusalLogOptions;
 }
 
 export class CaServer {
@@ -66,6 +76,8 @@ export class CaServer {
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
+  private readonly refusals: RefusalLog;
+  private readonly skew: SkewLog;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -77,7 +89,7 @@ export class CaServer {
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
       ca: this.ca, log: this.log, published: () => this.published,
-      limits: { address: new RateLimiter(limits.perAddress), name: new RateLimiter(limits.perName) },
+      admission: new Admission(limits),
       lifetime: { defaultMs: opts.defaultLifetimeMs ?? DEFAULT_LIFETIME_MS, maxMs: opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS },
       maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
       cdp: (issuerId) => [`${this.url}/crl/${issuerId}.crl`],
@@ -93,8 +105,15 @@ export class CaServer {
       minVersion: "TLSv1.2", ciphers: CIPHERS,
       handshakeTimeout: 10_000, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 8 * 1024,
     }, (req, res) => void this.handle(req, res));
+    this.refusals = new RefusalLog(this.log, opts.refusalLog);
+    this.skew = new SkewLog(this.log, this.refusals);
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
-      this.log.warn({ event: "tls.handshake_failed", remote: sock.remoteAddress ?? "unknown", reason: err.code ?? "unknown", detail: err.message.slice(0, 200) }, "a TLS handshake failed");
+      const remote = sock.remoteAddress ?? "unknown";
+      const reason = err.code ?? "unknown";
+      this.metrics.handshakeFailed(reason);
+      this.refusals.note(`tls:${reason}`.slice(0, 80), remote, null, () => {
+        this.log.warn({ event: "tls.handshake_failed", remote, reason, detail: err.message.slice(0, 200), hint: handshakeHint(reason) }, "a TLS handshake failed");
+      });
     });
   }
 
@@ -149,6 +168,7 @@ export class CaServer {
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.refusals.close();
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -237,41 +257,74 @@ export class CaServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let path = "";
+    // The CA's clock, not the system's, is the one a client compares its own with (lib/clock.ts).
+    const caNow = this.ca.now().getTime();
+    res.setHeader("Date", httpDate(caNow));
+    const clientDate = parseHttpDate(req.headers.date);
+    const call: Call = { req, res, url: new URL("https://ca.internal/"), remote: remoteOf(req), skewMs: clientDate === null ? null : clientDate - caNow, authenticated: null, claimed: null };
     try {
-      let url: URL;
-      try { url = new URL(req.url ?? "/", "https://ca.internal"); } catch { throw new HttpError(400, "bad_request", "the request target is not a path"); }
-      path = url.pathname;
+      try { call.url = new URL(req.url ?? "/", "https://ca.internal"); } catch { throw new HttpError(400, "bad_request", "the request target is not a path"); }
+      path = call.url.pathname;
       const method = req.method ?? "";
       const allow = (methods: string[]) => {
         if (!methods.includes(method)) throw new HttpError(405, "method_not_allowed", `${method.slice(0, 16)} is not allowed on ${path}: use ${methods.join(" or ")}`, { Allow: methods.join(", ") });
       };
       const crlMatch = /^\/crl\/((?:root|int)-\d{1,6})\.crl$/.exec(path);
-      if (path === `${EST_PREFIX}/cacerts`) { allow(["GET", "HEAD"]); await this.gate.shared(() => cacerts(this.ctx, req, res)); }
-      else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, req, res, url)); }
-      else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, req, res, url)); }
+      if (path === `${EST_PREFIX}/cacerts`) { allow(["GET", "HEAD"]); await this.gate.shared(() => cacerts(this.ctx, call)); }
+      else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, call)); }
+      else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, call)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
     } catch (err) {
-      this.refuse(req, res, path, err);
+      this.refuse(call, path, err);
+    } finally {
+      this.skew.note(call, routeName(path));
     }
   }
 
-  private refuse(req: IncomingMessage, res: ServerResponse, path: string, err: unknown): void {
+  /**
+   * A refusal: its status and one line to the client, a metric always, and a log line of its own
+   * when the request had authenticated; otherwise it goes to the aggregated refusal log.
+   */
+  private refuse(call: Call, path: string, err: unknown): void {
+    const { req, res } = call;
     const peerSerial = (req.socket as TLSSocket).getPeerCertificate?.()?.serialNumber?.toLowerCase() ?? null;
-    const route = KNOWN_ROUTES.has(path) || path.startsWith("/crl/") ? path.slice(0, 64) : "other";
+    const route = routeName(path);
     if (err instanceof HttpError) {
       this.metrics.refused(path, err.code);
-      this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: err.message.slice(0, 500), name: err.subject?.slice(0, 253) ?? null, remote: remoteOf(req), serial: peerSerial },
-        `refused ${route}: ${err.message.slice(0, 200)}`);
-      if (!res.headersSent) sendText(res, err.status, err.message, err.headers);
+      // A client whose clock is off is told so, whatever else is wrong.
+      const skewNote = call.skewMs !== null && isSkewed(call.skewMs) && err.code !== "clock_skew"
+        ? ` (note: clock skew, ${describeSkew("your", call.skewMs, "this CA's")}; fix the clock that is wrong)` : "";
+      const message = err.message + skewNote;
+      const name = (err.subject ?? call.claimed)?.slice(0, 253) ?? null;
+      const line = () => this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: message.slice(0, 500), name, remote: call.remote, serial: peerSerial, authenticated: call.authenticated !== null, ...skewFields(call) },
+        `refused ${route}: ${message.slice(0, 200)}`);
+      if (call.authenticated !== null) line();
+      else this.refusals.note(err.code, call.remote, name, line);
+      if (!res.headersSent) sendText(res, err.status, message, err.headers);
       return;
     }
     const message = err instanceof CaError ? err.message : (err as Error).message;
     this.metrics.failed(path);
-    this.log.error({ event: "est.error", route, err: message, remote: remoteOf(req), serial: peerSerial }, `internal error on ${route}`);
+    this.log.error({ event: "est.error", route, err: message, remote: call.remote, serial: peerSerial }, `internal error on ${route}`);
     if (!res.headersSent) sendText(res, 500, "internal error: the CA could not complete the request (see its log)");
   }
+}
+
+function routeName(path: string): string {
+  return KNOWN_ROUTES.has(path) || path.startsWith("/crl/") ? path.slice(0, 64) : "other";
+}
+
+/**
+ * What a failed handshake may mean beyond OpenSSL's code. A client that finds this CA's
+ * certificate expired or not yet valid, when by the CA's clock it is neither, has a clock off.
+ */
+function handshakeHint(code: string): string | undefined {
+  if (/CERTIFICATE_EXPIRED|CERTIFICATE_NOT_YET_VALID|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/i.test(code)) {
+    return "the client finds a certificate's dates wrong: if it is this CA's own certificate, which is valid by the CA's clock, the client's clock is off (clock skew)";
+  }
+  return undefined;
 }
 
 const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem"]);

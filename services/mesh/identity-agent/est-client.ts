@@ -2,6 +2,8 @@
 // the CRLs. One fresh connection per call; answers are bounded and parsed before use.
 import { X509Certificate } from "node:crypto";
 import { request } from "node:https";
+import type { PeerCertificate, TLSSocket } from "node:tls";
+import { describeSkew, httpDate, isSkewed, nowMs, parseHttpDate } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { pkcs7Certificates } from "./der.ts";
 
@@ -25,13 +27,16 @@ interface Answer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
+  /** The CA's clock minus ours, from its Date header; null without one. */
+  caOffsetMs: number | null;
 }
 
 function call(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const unverified = t.ca === undefined;
     const req = request(`${t.url}${path}`, {
-      method, headers, agent: false, timeout: t.timeoutMs ?? TIMEOUT_MS,
+      // Our clock, for the CA to compare with its own (it logs and names a skew).
+      method, headers: { ...headers, Date: httpDate(nowMs()) }, agent: false, timeout: t.timeoutMs ?? TIMEOUT_MS,
       ca: t.ca, cert: t.cert, key: t.key, minVersion: "TLSv1.2",
       // Only the bootstrap fetch of cacerts goes unverified; its answer is trusted only through the token's fingerprint.
       rejectUnauthorized: !unverified,
@@ -46,13 +51,72 @@ function call(t: CaTls, method: string, path: string, headers: Record<string, st
         }
         chunks.push(d);
       });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), caOffsetMs: caOffset(res.headers.date) }));
       res.on("error", reject);
     });
+    if (!unverified) {
+      // OpenSSL judges the CA's certificate by the system clock; this process's clock may be moved
+      // (MESH_CLOCK_OFFSET_MS), and then it is the one that must agree.
+      req.on("socket", (sock) => sock.once("secureConnect", () => {
+        const dates = wrongDates((sock as TLSSocket).getPeerCertificate());
+        if (dates) req.destroy(Object.assign(new Error(dates.message), { code: dates.code }));
+      }));
+    }
     req.on("timeout", () => req.destroy(new Error(`no answer within ${t.timeoutMs ?? TIMEOUT_MS} ms`)));
-    req.on("error", (e) => reject(e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e })));
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      if (e instanceof IdentityError) return reject(e);
+      const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
+      // A certificate "expired" or "not yet valid" may be a clock that is off, ours or the CA's: ask the CA's.
+      if (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID") void clockVerdict(t, unreachable).then(reject);
+      else reject(unreachable);
+    });
     req.end(body);
   });
+}
+
+/** The CA's clock minus ours, from an answer's Date header. */
+function caOffset(date: string | undefined): number | null {
+  const at = parseHttpDate(date);
+  return at === null ? null : at - nowMs();
+}
+
+/** Why a certificate's dates do not hold by this process's clock, or null when they do. */
+function wrongDates(peer: PeerCertificate | undefined): { code: string; message: string } | null {
+  if (!peer?.valid_to) return null;
+  const now = nowMs();
+  if (Date.parse(peer.valid_to) <= now) return { code: "CERT_HAS_EXPIRED", message: `certificate has expired (at ${iso(peer.valid_to)}, by this host's clock ${new Date(now).toISOString()})` };
+  if (Date.parse(peer.valid_from) > now) return { code: "CERT_NOT_YET_VALID", message: `certificate is not yet valid (until ${iso(peer.valid_from)}, by this host's clock ${new Date(now).toISOString()})` };
+  return null;
+}
+
+function iso(date: string): string {
+  return new Date(date).toISOString();
+}
+
+/**
+ * The CA's certificate looked expired or not yet valid. Asks the CA its time (its Date header,
+ * over a connection that trusts nothing: only a message depends on it): when the clocks disagree,
+ * the error says clock skew and by how much; otherwise the original one stands.
+ */
+async function clockVerdict(t: CaTls, original: IdentityError): Promise<IdentityError> {
+  const offset = await new Promise<number | null>((resolve) => {
+    const req = request(`${t.url}${EST}/cacerts`, { method: "HEAD", headers: { Date: httpDate(nowMs()) }, agent: false, timeout: 5_000, rejectUnauthorized: false, minVersion: "TLSv1.2" }, (res) => {
+      res.resume();
+      resolve(caOffset(res.headers.date));
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(null));
+    req.end();
+  });
+  if (offset === null || !isSkewed(offset)) return original;
+  return new IdentityError("CLOCK_SKEW",
+    `clock skew: ${describeSkew("this host's", -offset, "the CA's")} (the CA's Date header says ${httpDate(nowMs() + offset)}), so the CA's certificate looks ${/not yet valid/.test(original.message) ? "not yet valid" : "expired"} from here (${oneLine((original.cause as Error).message)}); fix the clock that is wrong (NTP)`,
+    { cause: original });
+}
+
+/** ", and the CA's clock is 10m 0s behind this host's (clock skew)" when an answer says so. */
+function skewNote(a: Answer): string {
+  return a.caOffsetMs !== null && isSkewed(a.caOffsetMs) ? `; clock skew: ${describeSkew("the CA's", a.caOffsetMs, "this host's")}` : "";
 }
 
 function oneLine(s: string): string {
@@ -61,7 +125,10 @@ function oneLine(s: string): string {
 
 function refused(path: string, a: Answer): IdentityError {
   const after = typeof a.headers["retry-after"] === "string" && /^\d{1,6}$/.test(a.headers["retry-after"]) ? Number(a.headers["retry-after"]) * 1000 : undefined;
-  return new IdentityError("CA_REFUSED", `the CA refused ${path} (${a.status}): ${oneLine(a.body.toString("utf8").trim()) || "no reason given"}`, { status: a.status, retryAfterMs: after });
+  const reason = oneLine(a.body.toString("utf8").trim());
+  const skew = skewNote(a);
+  const code = reason.startsWith("clock skew") || skew ? "CLOCK_SKEW" : "CA_REFUSED";
+  return new IdentityError(code, `the CA refused ${path} (${a.status}): ${reason || "no reason given"}${skew}`, { status: a.status, retryAfterMs: after });
 }
 
 function certsOf(path: string, body: Buffer): X509Certificate[] {
@@ -99,6 +166,11 @@ export async function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll"
   if (a.status !== 200) throw refused(`${EST}/${kind}`, a);
   const certs = certsOf(path, a.body);
   if (certs.length === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${kind} answer holds no certificate`);
+  // Expired on arrival by our clock: with the CA's clock elsewhere, say which (checkChain would only say "expired").
+  const now = nowMs();
+  if (Date.parse(certs[0]!.validTo) <= now + 1_000 && a.caOffsetMs !== null && isSkewed(a.caOffsetMs)) {
+    throw new IdentityError("CLOCK_SKEW", `clock skew: the certificate from the CA is valid until ${iso(certs[0]!.validTo)}, already past by this host's clock (${new Date(now).toISOString()}): ${describeSkew("the CA's", a.caOffsetMs, "this host's")}; fix the clock that is wrong (NTP)`);
+  }
   return certs;
 }
 

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { startService, type RunningService, type ServiceOptions } from "../runtime.ts";
 import { createLogger } from "../log.ts";
 import { dnsName } from "../names.ts";
+import { processClockOffsetMs } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
@@ -34,6 +35,7 @@ export interface IdentityService extends RunningService {
  * before listening on anything.
  */
 export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "tlsPaths"> & { identity: IdentityOptions }): Promise<IdentityService> {
+  processClockOffsetMs(); // a bad MESH_CLOCK_OFFSET_MS stops the start here, not a renewal later
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
   const id = o.identity;

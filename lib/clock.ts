@@ -1,0 +1,93 @@
+// The process's idea of the time, and how two processes' clocks are compared.
+//
+// MESH_CLOCK_OFFSET_MS is a test and teaching knob, read here and nowhere else: it moves
+// this process's clock by that many milliseconds (negative: behind), so a test or a drill can
+// show what a skewed CA or service looks like without touching the machine's clock. The CA
+// applies it to every date it judges and signs, a service to the dates it checks and sends;
+// OpenSSL inside TLS still uses the real clock, so the runtimes check a peer's certificate dates
+// against this clock themselves where it matters (the EST client does).
+//
+// Clocks are compared through HTTP's Date header (RFC 9110 6.6.1): every EST request from the
+// identity agent carries one, and every answer from the CA does.
+
+export const CLOCK_OFFSET_ENV = "MESH_CLOCK_OFFSET_MS";
+/** Beyond this, two clocks are said to be skewed: HTTP dates have whole seconds, and a loaded request can wait a few. */
+export const SKEW_THRESHOLD_MS = 30_000;
+/** Ten years: anything larger is a typo, not a drill. */
+const MAX_OFFSET_MS = 10 * 365 * 86_400_000;
+
+export class ClockOffsetError extends Error {
+  constructor(value: string) {
+    super(`${CLOCK_OFFSET_ENV}=${JSON.stringify(value.slice(0, 40))} is not a whole number of milliseconds within ±10 years (e.g. -600000 for 10 minutes behind)`);
+    this.name = "ClockOffsetError";
+  }
+}
+
+/** The offset MESH_CLOCK_OFFSET_MS asks for (0 when unset or empty); throws ClockOffsetError when it is not a number. */
+export function clockOffsetMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[CLOCK_OFFSET_ENV];
+  if (raw === undefined || raw.trim() === "") return 0;
+  if (!/^[+-]?\d{1,12}$/.test(raw.trim())) throw new ClockOffsetError(raw);
+  const ms = Number(raw.trim());
+  if (Math.abs(ms) > MAX_OFFSET_MS) throw new ClockOffsetError(raw);
+  return ms;
+}
+
+let cached: number | undefined;
+
+/** This process's offset, read once; call it at start so a bad value fails there, not mid-request. */
+export function processClockOffsetMs(): number {
+  cached ??= clockOffsetMs();
+  return cached;
+}
+
+/** Now, by this process's clock (the system clock moved by MESH_CLOCK_OFFSET_MS), in ms since the epoch. */
+export function nowMs(): number {
+  return Date.now() + processClockOffsetMs();
+}
+
+/** A clock for code that takes one: `base` (default the system clock) moved by this process's offset. */
+export function offsetClock(base: () => Date = () => new Date()): () => Date {
+  const offset = processClockOffsetMs();
+  return offset === 0 ? base : () => new Date(base().getTime() + offset);
+}
+
+/** An HTTP date (IMF-fixdate) of a time. */
+export function httpDate(ms: number): string {
+  return new Date(ms).toUTCString();
+}
+
+/** The time in an HTTP Date header a peer sent, or null when absent or not an IMF-fixdate. Hostile input: bounded. */
+export function parseHttpDate(header: unknown): number | null {
+  if (typeof header !== "string" || header.length > 40) return null;
+  if (!/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(header)) return null;
+  const ms = Date.parse(header);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/** Whether an offset is large enough to be called clock skew. */
+export function isSkewed(offsetMs: number): boolean {
+  return Math.abs(offsetMs) >= SKEW_THRESHOLD_MS;
+}
+
+/** "2d 0h", "10m 3s", "45s": the size of an offset, for people. */
+export function formatOffset(ms: number): string {
+  // Rounded at the precision shown: an HTTP date has whole seconds, so 2 days can measure 1d 23h 59m 59.4s.
+  const abs = Math.abs(ms);
+  if (abs >= 86_400_000 - 1_800_000) {
+    const h = Math.round(abs / 3_600_000);
+    return `${Math.floor(h / 24)}d ${h % 24}h`;
+  }
+  if (abs >= 3_600_000 - 30_000) {
+    const m = Math.round(abs / 60_000);
+    return `${Math.floor(m / 60)}h ${m % 60}m`;
+  }
+  const s = Math.round(abs / 1000);
+  if (s >= 60) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+/** "this host's clock is 10m 0s ahead of the CA's": offsetMs is theirs minus ours' reference (positive: `who` is ahead). */
+export function describeSkew(who: string, offsetMs: number, reference: string): string {
+  return `${who} clock is ${formatOffset(offsetMs)} ${offsetMs >= 0 ? "ahead of" : "behind"} ${reference}`;
+}
