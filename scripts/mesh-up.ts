@@ -257,6 +257,7 @@ async function main(): Promise<void> {
   process.stdout.on("error", () => {});
   process.stderr.on("error", () => {});
   const logs = resolve(o.logs);
+  const startedAt = new Date().toISOString();
   const events = eventLog(logs);
   const recordFile = join(logs, "mesh-up.pids");
   await clearLeftovers(recordFile, events);
@@ -419,7 +420,7 @@ async function main(): Promise<void> {
     writeFileSync(
       join(logs, "mesh.json"),
       JSON.stringify({
-        pid: process.pid, mode, pids: Object.fromEntries(services.map((s) => [s.runner.name, pidOf(s.runner.name)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
+        pid: process.pid, startedAt, mode, pids: Object.fromEntries(services.map((s) => [s.runner.name, pidOf(s.runner.name)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
         state: mode === "online" ? resolve(o.state) : null, identities,
         ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca") } : null,
         dashboard: dashboardUrl,
