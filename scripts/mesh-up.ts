@@ -186,11 +186,13 @@ const EXIT_RUNNING = 5;
 
 /** How a component that failed its first start ends mesh:up: 3 when its port is taken. */
 function startFailure(name: string, e: unknown): { msg: string; code: number } {
-  const msg = messageOf(e);
+  // `ca serve`'s own advice names its flags, not mesh:up's.
+  const msg = messageOf(e).replace(/: pick another --port or --listen$/, "");
   const taken = /EADDRINUSE|port \d+ is taken|cannot listen on/.test(msg);
   const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? `--${name}-port`;
-  if (taken) return { msg: `cannot start ${name === "ca" ? "the CA server" : `the ${name}`}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
-  return { msg: `cannot start ${name === "ca" ? "the CA server" : name}: ${msg}`, code: name === "ca" ? 4 : 1 };
+  const what = { ca: "the CA server", dashboard: "the dashboard" }[name] ?? name;
+  if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
+  return { msg: `cannot start ${what}: ${msg}`, code: name === "ca" ? 4 : 1 };
 }
 
 /**
@@ -217,7 +219,10 @@ function eventLog(logs: string): Logger {
   return pino({ base: { service: "mesh-up" }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: join(logs, "mesh-up.log"), append: true, sync: true, mkdir: true }));
 }
 
-/** Each supervisor event: a line in mesh-up.log and, unless it is a first start, one on the console. */
+/**
+ * Each supervisor event: a line in mesh-up.log and, unless it is a first start, one on the console
+ * (`quiet`: the death of a part that never got ready, which mesh:up reports as a failed start).
+ */
 function reportEvent(e: SupervisorEvent, events: Logger, stopping: boolean): void {
   const { event, ...fields } = e;
   switch (e.event) {
@@ -274,7 +279,8 @@ async function main(): Promise<void> {
   let writeState = () => {};
   const supervisor = new Supervisor({
     onEvent: (e) => {
-      reportEvent(e, events, stopping);
+      const firstStartFailed = e.event === "supervisor.exited" && runners.find((r) => r.name === e.component)?.everReady === false;
+      reportEvent(e, events, stopping || firstStartFailed);
       if (e.event === "supervisor.started") writeState();
     },
   });

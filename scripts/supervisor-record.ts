@@ -31,15 +31,24 @@ export function recordOf(pid: number): RecordedProcess {
   return { pid, startTime: startTimeOf(pid) };
 }
 
-/** Whether the process recorded is still the same one running. */
-export function stillRunning(p: RecordedProcess): boolean {
+/**
+ * Whether the process recorded is still the same one running: "unknown" when a process has its
+ * pid but no start time can tell (no /proc), since a pid may have been given to another since.
+ */
+export function sameProcess(p: RecordedProcess): "yes" | "no" | "unknown" {
   try {
     process.kill(p.pid, 0);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EPERM") return false;
+    if ((e as NodeJS.ErrnoException).code !== "EPERM") return "no";
   }
   const now = startTimeOf(p.pid);
-  return p.startTime === null || now === null ? true : now === p.startTime;
+  if (p.startTime === null || now === null) return "unknown";
+  return now === p.startTime ? "yes" : "no";
+}
+
+/** Only a process known to be the one recorded is ever signalled. */
+export function stillRunning(p: RecordedProcess): boolean {
+  return sameProcess(p) === "yes";
 }
 
 export function writeRecord(file: string, r: SupervisorRecord): void {
@@ -73,7 +82,8 @@ export interface Leftovers {
 export function leftovers(r: SupervisorRecord | null): Leftovers {
   if (!r) return { supervisor: null, orphans: [] };
   return {
-    supervisor: stillRunning(r.supervisor) && r.supervisor.pid !== process.pid ? r.supervisor : null,
+    // Refusing to start is the safe answer when it cannot be told: the message names the pid.
+    supervisor: sameProcess(r.supervisor) !== "no" && r.supervisor.pid !== process.pid ? r.supervisor : null,
     orphans: Object.entries(r.components).filter(([, p]) => stillRunning(p)).map(([name, p]) => ({ name, pid: p.pid })),
   };
 }

@@ -28,7 +28,7 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
-  .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
+  .option("--exit-with-parent", "end when the process that started this one exits (what the rotation drill asks for; mesh:up supervises its services instead; a service started by systemd, nohup or setsid keeps running)")
   .option("--admin-port <n>", "serve GET /metrics (Prometheus), GET /healthz and GET /readyz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
   .option("--ca <url>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400); the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
