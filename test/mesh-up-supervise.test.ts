@@ -9,7 +9,7 @@ import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -37,12 +37,13 @@ interface Up {
   exited: Promise<number | null>;
 }
 
-function meshUp(name: string, extra: string[] = []): Up {
+/** `group`: mesh:up leads its own process group, as in a terminal, where Ctrl-C signals the whole group. */
+function meshUp(name: string, extra: string[] = [], group = false): Up {
   const d = join(tmp, name);
   const proc = spawn(process.execPath, [
     "--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", join(d, "logs"), "--state", join(d, "state"), "--policy", policy,
     "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--quiet", ...extra,
-  ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_INVENTORY_STOCK: "widget=100000000" } });
+  ], { cwd: ROOT, detached: group, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_INVENTORY_STOCK: "widget=100000000" } });
   started.push(proc);
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
@@ -172,7 +173,7 @@ function run(args: string[]): Promise<{ code: number; out: string }> {
 test("kill -9 of the CA server under steady traffic, then of a service: each restarted, no request between the others fails, renewals go on; mesh:check says so; Ctrl-C leaves no process", { timeout: 300_000 }, async () => {
   const logs = join(tmp, "a", "logs");
   const state = join(tmp, "a", "state");
-  const up = meshUp("a", ["--lifetime", "30s", "--poll", "1"]);
+  const up = meshUp("a", ["--lifetime", "30s", "--poll", "1"], true);
   await waitFor(() => existsSync(join(logs, "mesh.json")) && /Ctrl-C stops everything/.test(up.out()), 90_000, () => `mesh:up to be ready:\n${up.out()}`);
   assert.match(up.out(), /Each part is its own process: one that dies is restarted, the others keep serving/);
   const m = meshJson(logs);
@@ -247,10 +248,10 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   assert.match(check.out, /^✓ order keeps running: never restarted/m);
   assert.match(check.out, /^✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\)/m);
 
-  // Ctrl-C: everything stops, and no process is left.
+  // Ctrl-C, as a terminal sends it: SIGINT to mesh:up's whole process group. Everything stops, and no process is left.
   const all = Object.values(meshJson(logs).supervisor.components).map((c) => c.pid);
   assert.equal(all.length, 5);
-  up.proc.kill("SIGINT");
+  process.kill(-up.proc.pid!, "SIGINT");
   assert.equal(await up.exited, 0);
   assert.match(up.out(), /mesh:up: all services, the CA server and the dashboard stopped/);
   for (const pid of all) assert.equal(alive(pid), false, `pid ${pid} still running`);
@@ -297,4 +298,22 @@ test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run
   assert.equal(await next.exited, 0);
   for (const c of Object.values(n.supervisor.components)) assert.equal(alive(c.pid), false);
   assert.deepEqual(processesUnder(join(tmp, "b")), [], "no process left");
+});
+
+test("a part that cannot start (its port taken) is not restarted: mesh:up says why, stops what it started and exits 3, leaving no process", { timeout: 120_000 }, async () => {
+  const taken = await new Promise<import("node:net").Server>((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => resolve(srv));
+  });
+  try {
+    const port = (taken.address() as { port: number }).port;
+    const up = meshUp("c", ["--payment-port", String(port)]);
+    assert.equal(await up.exited, 3, up.out());
+    assert.match(up.out(), new RegExp(`^mesh:up: cannot start payment: payment exited with code 2 before it was ready: payment: cannot start: .*EADDRINUSE.*127\\.0\\.0\\.1:${port} \\(pick another port with --payment-port, or 0 for any\\)$`, "m"));
+    assert.doesNotMatch(up.out(), /restarting payment|the rest of the mesh keeps running/);
+    const ev = logEvents(join(tmp, "c", "logs", "mesh-up.log"));
+    assert.equal(ev.filter((l) => l.event === "supervisor.restarting").length, 0);
+    assert.deepEqual(processesUnder(join(tmp, "c")), [], "no process left");
+  } finally {
+    taken.close();
+  }
 });
