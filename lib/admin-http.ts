@@ -80,12 +80,13 @@ export function startAdmin(o: AdminOptions): Promise<Admin> {
       res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), "cache-control": "no-store", ...extra });
       res.end(body);
     };
-    if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return answer(404, "text/plain; charset=utf-8", "not found: this admin listener serves GET /metrics, GET /healthz and GET /readyz\n");
+    if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return answer(404, "text/plain; charset=utf-8", "not found: this admin listener serves GET /metrics and GET /healthz, and GET /readyz\n");
     if (req.method !== "GET" && req.method !== "HEAD") return answer(405, "text/plain; charset=utf-8", "method not allowed\n", { allow: "GET, HEAD" });
     if (!hostAllowed(req.headers.host)) return answer(421, "text/plain; charset=utf-8", "misdirected request: use the loopback address\n");
     if (path === "/healthz" || path === "/readyz") {
       const h = verdict(path === "/readyz" ? (o.ready ?? o.healthy) : o.healthy);
-      return answer(h.ok ? 200 : 503, "text/plain; charset=utf-8", h.ok ? "ok\n" : `${path === "/readyz" ? "not ready" : "unhealthy"}: ${h.reason ?? "no reason given"}\n`);
+      const verdictWord = path === "/readyz" ? "not ready" : "unhealthy";
+      return answer(h.ok ? 200 : 503, "text/plain; charset=utf-8", h.ok ? "ok\n" : `${verdictWord}${h.reason ? `: ${h.reason}` : ""}\n`);
     }
     o.exposition.metrics().then(
       (text) => answer(200, o.exposition.contentType, text),
