@@ -1,5 +1,6 @@
-// The admin listener: plain HTTP on loopback only, GET /metrics (Prometheus text format) and
-// GET /healthz, like Linkerd's proxy admin port. Knows nothing of the CA or the services: both use it.
+// The admin listener: plain HTTP on loopback only, GET /metrics (Prometheus text format),
+// GET /healthz and GET /readyz, like Linkerd's proxy admin port. Knows nothing of the CA or the
+// services: both use it.
 import { createServer, type Server } from "node:http";
 import { isIP } from "node:net";
 
@@ -14,8 +15,16 @@ export interface AdminOptions {
   port: number;
   /** A loopback address; anything else is refused before binding. */
   host?: string;
-  /** What /healthz answers: 200 while true, 503 otherwise. */
-  healthy?: () => boolean;
+  /** What /healthz answers: 200 while ok, 503 otherwise, with the reason in the body. */
+  healthy?: () => boolean | Health;
+  /** What /readyz answers, likewise (default: the same as /healthz). */
+  ready?: () => boolean | Health;
+}
+
+/** A verdict and, when it is not ok, why, in words (the body of the 503). */
+export interface Health {
+  readonly ok: boolean;
+  readonly reason?: string;
 }
 
 export interface Admin {
@@ -51,6 +60,16 @@ function hostAllowed(header: string | undefined): boolean {
   return h === "localhost" || isLoopback(h);
 }
 
+function verdict(f: (() => boolean | Health) | undefined): Health {
+  try {
+    const v = f?.() ?? true;
+    return typeof v === "boolean" ? { ok: v } : v;
+  } catch (e) {
+    // A check that throws is no evidence of health.
+    return { ok: false, reason: `the health check failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` };
+  }
+}
+
 export function startAdmin(o: AdminOptions): Promise<Admin> {
   const host = o.host ?? "127.0.0.1";
   if (!isLoopback(host)) return Promise.reject(new AdminHostError(host));
@@ -61,12 +80,13 @@ export function startAdmin(o: AdminOptions): Promise<Admin> {
       res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), "cache-control": "no-store", ...extra });
       res.end(body);
     };
-    if (path !== "/metrics" && path !== "/healthz") return answer(404, "text/plain; charset=utf-8", "not found: this admin listener serves GET /metrics and GET /healthz\n");
+    if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return answer(404, "text/plain; charset=utf-8", "not found: this admin listener serves GET /metrics and GET /healthz, and GET /readyz\n");
     if (req.method !== "GET" && req.method !== "HEAD") return answer(405, "text/plain; charset=utf-8", "method not allowed\n", { allow: "GET, HEAD" });
     if (!hostAllowed(req.headers.host)) return answer(421, "text/plain; charset=utf-8", "misdirected request: use the loopback address\n");
-    if (path === "/healthz") {
-      const ok = o.healthy?.() ?? true;
-      return answer(ok ? 200 : 503, "text/plain; charset=utf-8", ok ? "ok\n" : "unhealthy\n");
+    if (path === "/healthz" || path === "/readyz") {
+      const h = verdict(path === "/readyz" ? (o.ready ?? o.healthy) : o.healthy);
+      const verdictWord = path === "/readyz" ? "not ready" : "unhealthy";
+      return answer(h.ok ? 200 : 503, "text/plain; charset=utf-8", h.ok ? "ok\n" : `${verdictWord}${h.reason ? `: ${h.reason}` : ""}\n`);
     }
     o.exposition.metrics().then(
       (text) => answer(200, o.exposition.contentType, text),

@@ -1,11 +1,13 @@
-// Starts one mesh service as its own process and hands each of its JSON log
-// lines to the caller; shared by mesh:up and the rotation drill.
+// Starts one mesh service as its own process that ends with its launcher (--exit-with-parent)
+// and hands each of its JSON log lines to the caller: the rotation drill's way. mesh:up
+// supervises its processes instead (supervisor.ts, mesh-components.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
+import { describeExit } from "./supervisor.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -39,10 +41,7 @@ export interface Launched {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** "payment exited with code 3" / "payment was killed by SIGKILL": what Node's (code, signal) pair means. */
-export function describeExit(name: string, code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `${name} was killed by ${signal}` : `${name} exited with code ${code ?? "?"}`;
-}
+export { describeExit };
 
 export function launchService(o: LaunchOptions): Promise<Launched> {
   const args = [

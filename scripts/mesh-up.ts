@@ -1,19 +1,22 @@
 // npm run mesh:up: the CA (created if absent) and, by default, its EST server; order, payment
-// and inventory enrolling and renewing their own identities; the dashboard; their logs; and
-// everything stopped on Ctrl-C or SIGTERM. --file-mode: CLI-issued certificates in ./pki instead.
+// and inventory enrolling and renewing their own identities; the dashboard; their logs. Each is
+// its own process, supervised: one that dies is restarted (supervisor.ts) and nothing else stops.
+// Everything is stopped on Ctrl-C or SIGTERM. --file-mode: CLI-issued certificates in ./pki instead.
 import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { pino, type Logger } from "pino";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { parseDuration } from "../ca/duration.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
-import { describeExit, launchService, type Launched } from "./launch.ts";
 import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from "./mesh-format.ts";
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_PORTS } from "./mesh-ports.ts";
-import { startDashboard, type Dashboard } from "./dashboard/server.ts";
-import { folderState, identityFiles, moveAside, startEdgeIdentity, startOnlineCa, tokenFor, type EdgeIdentity, type OnlineCa } from "./online.ts";
+import { folderState, identityFiles, moveAside, rateLimits, startEdgeIdentity, tokenFor, type EdgeIdentity } from "./online.ts";
+import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from "./supervisor.ts";
+import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
+import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 const SERVICE_NAMES = ["payment", "inventory", "order"] as const;
 
@@ -66,7 +69,11 @@ Examples:
   npm run mesh:up -- --payment-port 9402
   MESH_PKI_DIR=/tmp/pki npm run mesh:up -- --order-port 0 --payment-port 0 --inventory-port 0
 
-Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 bad flags or policy, 3 a port is taken, 4 CA problem.`,
+Each part runs in its own process; one that dies is restarted (0.5 s, then doubling to 30 s;
+given up after ${DEFAULT_RESTART.burst} restarts within ${DEFAULT_RESTART.intervalMs / 60_000} minutes), logged in <logs>/mesh-up.log.
+
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service did not start, 2 bad flags or policy, 3 a port is taken,
+4 CA problem, 5 another mesh:up runs on the same --logs.`,
   )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
@@ -174,33 +181,70 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
   return () => clearInterval(timer);
 }
 
-/** Each service's admin listener (metrics, healthz), from its `admin.listening` line. */
-const adminPorts: Record<string, number> = {};
+/** Exit code of mesh:up when another mesh:up already runs on the same log folder. */
+const EXIT_RUNNING = 5;
 
-/** Online: the CA's address and the one-time token of each service that has to enrol. */
-interface Online {
-  caUrl: string;
-  tokens: Map<string, string>;
+/** How a component that failed its first start ends mesh:up: 3 when its port is taken. */
+function startFailure(name: string, e: unknown): { msg: string; code: number } {
+  // `ca serve`'s own advice names its flags, not mesh:up's.
+  const msg = messageOf(e).replace(/: pick another --port or --listen$/, "");
+  const taken = /EADDRINUSE|port \d+ is taken|cannot listen on/.test(msg);
+  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? `--${name}-port`;
+  const what = { ca: "the CA server", dashboard: "the dashboard" }[name] ?? name;
+  if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
+  return { msg: `cannot start ${what}: ${msg}`, code: name === "ca" ? 4 : 1 };
 }
 
-/** One service, its log appended to logs/<name>.log and echoed with a prefix unless quiet. */
-function startChild(name: string, o: Opts, port: number, upstreams: string[], online: Online | null, onExit: (name: string, code: number | null, signal: NodeJS.Signals | null) => void): Promise<Launched> {
-  const env: NodeJS.ProcessEnv = { ...process.env, MESH_ADMIN_PORT: String(port === 0 ? 0 : port + 10) };
-  // The token goes in the child's environment only (ps shows arguments); the service removes it once read.
-  delete env.MESH_ENROL_TOKEN;
-  const token = online?.tokens.get(name);
-  if (token) env.MESH_ENROL_TOKEN = token;
-  return launchService({
-    service: name, port, pki: o.pki, policy: o.policy, upstreams, logFile: join(o.logs, `${name}.log`),
-    env,
-    identity: online ? { ca: online.caUrl, state: join(o.state, name), lifetime: o.lifetime, poll: o.poll } : undefined,
-    onLine: (l, text) => {
-      if (l?.event === "admin.listening") adminPorts[name] = Number(l.port);
-      if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
-    },
-    onStderr: (text) => console.error(`${servicePrefix(name)} ${red(text)}`),
-    onExit: (code, signal) => onExit(name, code, signal),
-  });
+/**
+ * What an earlier mesh:up on the same log folder left: refused while it still runs, and its
+ * components stopped when it was killed outright (they outlive it on purpose, docs/mesh.md).
+ */
+async function clearLeftovers(recordFile: string, events: Logger): Promise<void> {
+  const record = readRecord(recordFile);
+  const left = leftovers(record);
+  if (left.supervisor) {
+    fail(`another mesh:up (pid ${left.supervisor.pid}) is running on ${shown(dirname(recordFile))}: stop it first (Ctrl-C in its terminal, or kill ${left.supervisor.pid}), or give this one other --logs`, EXIT_RUNNING);
+  }
+  if (record && left.orphans.length > 0) {
+    const list = left.orphans.map((p) => `${p.name} (pid ${p.pid})`).join(", ");
+    console.log(yellow(`mesh:up: ${list} still running from an earlier mesh:up (pid ${record.supervisor.pid}) that was killed outright; stopping them first`));
+    await stopOrphans(left.orphans, record);
+    events.warn({ event: "supervisor.orphans_stopped", supervisor: record.supervisor.pid, components: Object.fromEntries(left.orphans.map((p) => [p.name, p.pid])) }, `stopped ${list}, left running by mesh:up pid ${record.supervisor.pid}`);
+  }
+  removeRecord(recordFile);
+}
+
+/** mesh-up.log: pino JSON lines like the services' own, written synchronously (they must survive an exit right after). */
+function eventLog(logs: string): Logger {
+  return pino({ base: { service: "mesh-up" }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: join(logs, "mesh-up.log"), append: true, sync: true, mkdir: true }));
+}
+
+/**
+ * Each supervisor event: a line in mesh-up.log and, unless it is a first start, one on the console
+ * (`quiet`: the death of a part that never got ready, which mesh:up reports as a failed start).
+ */
+function reportEvent(e: SupervisorEvent, events: Logger, stopping: boolean): void {
+  const { event, ...fields } = e;
+  switch (e.event) {
+    case "supervisor.started":
+      events.info({ event, ...fields }, `${e.component} started (pid ${e.pid}${e.restarts > 0 ? `, restart ${e.restarts}` : ""})`);
+      if (e.restarts > 0) console.log(yellow(`mesh:up: started ${e.component} again (pid ${e.pid}, restart ${e.restarts})`));
+      return;
+    case "supervisor.exited": {
+      const how = describeExit(e.component, e.code, e.signal);
+      events[stopping ? "info" : "warn"]({ event, ...fields }, `${how} (pid ${e.pid})`);
+      if (!stopping) console.error(red(`mesh:up: ${how} (pid ${e.pid}); the rest of the mesh keeps running`));
+      return;
+    }
+    case "supervisor.restarting":
+      events.warn({ event, ...fields }, `restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`);
+      console.error(yellow(`mesh:up: restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`));
+      return;
+    case "supervisor.gave_up":
+      events.error({ event, ...fields }, `gave up on ${e.component} after ${e.restarts} restarts in a row; the rest of the mesh keeps running`);
+      console.error(red(`mesh:up: gave up on ${e.component}: it died ${DEFAULT_RESTART.burst + 1} times within ${DEFAULT_RESTART.intervalMs / 60_000} minutes (see logs/${e.component}.stderr and logs/${e.component}.log); the rest keeps running; stop mesh:up and start it again once fixed`));
+      return;
+  }
 }
 
 async function main(): Promise<void> {
@@ -214,49 +258,81 @@ async function main(): Promise<void> {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
   mkdirSync(o.logs, { recursive: true });
+  // Its stdout may go with npm or a closed terminal: a failed write must not end the supervisor.
+  process.stdout.on("error", () => {});
+  process.stderr.on("error", () => {});
+  const logs = resolve(o.logs);
+  const startedAt = new Date().toISOString();
+  const events = eventLog(logs);
+  const recordFile = join(logs, "mesh-up.pids");
+  await clearLeftovers(recordFile, events);
 
-  const children: Launched[] = [];
+  const runners: Runner[] = [];
   let stopping = false;
   let stopCrls = () => {};
   let stopPolicyWatch = () => {};
   let edge: EdgeIdentity | undefined;
-  let caServer: OnlineCa | undefined;
   let ca: CertificateAuthority | undefined;
-  let dashboard: Dashboard | undefined;
+  let caProc: CaProcess | undefined;
+  let dashboard: DashboardProcess | undefined;
+  const services: ServiceProcess[] = [];
+  let writeState = () => {};
+  const supervisor = new Supervisor({
+    onEvent: (e) => {
+      const firstStartFailed = e.event === "supervisor.exited" && runners.find((r) => r.name === e.component)?.everReady === false;
+      reportEvent(e, events, stopping || firstStartFailed);
+      if (e.event === "supervisor.started") writeState();
+    },
+  });
+  const record = () =>
+    writeRecord(recordFile, { supervisor: recordOf(process.pid), components: Object.fromEntries(runners.flatMap((r) => (r.proc?.pid ? [[r.name, recordOf(r.proc.pid)]] : []))) });
+  writeState = record;
   const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
     stopping = true;
     stopCrls();
     stopPolicyWatch();
     edge?.stop();
-    await Promise.all(children.map((c) => c.stop()));
-    await Promise.all([dashboard?.close(), caServer?.close()].map((p) => p?.catch(() => {})));
+    await supervisor.stop();
+    for (const r of runners) r.stop();
     ca?.close();
-    const started = [children.length > 0 && "all services", caServer && "the CA server", dashboard && "the dashboard"].filter(Boolean);
+    removeRecord(recordFile);
+    const started = [services.length > 0 && "all services", caProc && "the CA server", dashboard && "the dashboard"].filter(Boolean);
     if (!quiet && started.length > 0) console.log(dim(`mesh:up: ${started.join(", ").replace(/, ([^,]*)$/, " and $1")} stopped`));
+    events.info({ event: "supervisor.stopped", code }, "mesh:up stopped everything");
     process.exit(code);
   };
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
+  process.on("SIGHUP", () => void stopAll(0, true));
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
   // Quietly: our stdout went with it.
   onParentExit(() => void stopAll(0, true));
-  const onExit = (name: string, code: number | null, signal: NodeJS.Signals | null) => {
-    if (stopping) return;
-    console.error(red(`mesh:up: ${describeExit(name, code, signal)}; stopping the others`));
-    void stopAll(1);
+  const abort = async (msg: string, code: number) => {
+    console.error(red(`mesh:up: ${msg}`));
+    await stopAll(code);
+  };
+  /** Starts a component under supervision and waits until it is ready; a failed first start ends mesh:up. */
+  const start = async (r: Runner): Promise<boolean> => {
+    runners.push(r);
+    supervisor.add(r);
+    try {
+      await r.ready();
+      return true;
+    } catch (e) {
+      const f = startFailure(r.name, e);
+      await abort(f.msg, f.code);
+      return false;
+    }
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
     if (l.service === "ca" && l.event === "est.enrolled" && CERT_NAMES.includes(String(l.name).replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
-  const abort = async (msg: string, code: number) => {
-    console.error(red(`mesh:up: ${msg}`));
-    await stopAll(code);
-  };
+  const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);
 
-  let online: Online | null = null;
+  let online: { caUrl: string; token(name: string, restarts: number): string | undefined } | null = null;
   if (mode === "file") {
     try {
       await preparePki(o.pki, o.renewWithin);
@@ -272,13 +348,14 @@ async function main(): Promise<void> {
       return abort(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
     }
     const lifetimeMs = parseDuration(o.lifetime, { flag: "--lifetime" });
-    const adminPort = o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10);
-    try {
-      caServer = await startOnlineCa({ ca, port: o.caPort, adminPort, lifetimeMs, logFile: join(o.logs, "ca.log"), echo });
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      return abort(err.code === "EADDRINUSE" ? `cannot start the CA server: port ${o.caPort} is taken (pick another with --ca-port, or 0 for any)` : `cannot start the CA server: ${messageOf(e)}`, 3);
-    }
+    const limits = rateLimits(lifetimeMs);
+    // The services ask for --lifetime; the server's own certificate lives its max (at least a day).
+    caProc = caProcess({
+      logs, pki: resolve(o.pki), port: o.caPort, adminPort: o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10),
+      lifetime: o.lifetime, maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h",
+      ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, onStderr: stderrOf("ca"),
+    });
+    if (!(await start(caProc.runner))) return;
     // Each identity keeps its own folder; one the CA no longer vouches for is moved aside and enrolled again.
     const tokens = new Map<string, string>();
     mkdirSync(o.state, { recursive: true, mode: 0o700 });
@@ -296,44 +373,72 @@ async function main(): Promise<void> {
     const edgeState = folderState(ca, join(o.state, "edge"));
     if (edgeState.kind === "valid") console.log(dim(`kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`));
     try {
-      edge = await startEdgeIdentity({ ca, caUrl: caServer.url, dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
+      edge = await startEdgeIdentity({ ca, caUrl: caProc.url, dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
     } catch (e) {
       return abort(`cannot enrol edge.internal (the operator's client identity) into ${join(o.state, "edge")}: ${messageOf(e)}`, 4);
     }
-    online = { caUrl: caServer.url, tokens };
+    const heldCa = ca;
+    online = {
+      caUrl: caProc.url,
+      // A restart enrols afresh when the folder holds no identity the CA vouches for (it died before
+      // enrolling, or its identity expired while it was down), as a start of mesh:up would.
+      token: (name, restarts) => {
+        if (restarts === 0) return tokens.get(name);
+        const dir = join(o.state, name);
+        const st = folderState(heldCa, dir);
+        if (st.kind === "valid") return undefined;
+        if (st.kind === "stale") events.warn({ event: "identity.replaced", component: name, stateDir: dir, movedTo: moveAside(dir), why: st.why }, `${dir}: ${st.why}; moved aside, ${name} enrols again`);
+        return tokenFor(heldCa, name);
+      },
+    };
   }
 
-  try {
-    const [pay, inv] = await Promise.all([startChild("payment", o, o.paymentPort, [], online, onExit), startChild("inventory", o, o.inventoryPort, [], online, onExit)]);
-    children.push(pay, inv);
-    const ord = await startChild("order", o, o.orderPort, [`payment=127.0.0.1:${pay.port}`, `inventory=127.0.0.1:${inv.port}`], online, onExit);
-    children.push(ord);
-  } catch (e) {
-    return abort((e as Error).message, 1);
-  }
-  try {
-    dashboard = await startDashboard({ logs: o.logs, pki: o.pki, policy: o.policy, port: o.dashboardPort });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    return abort(err.code === "EADDRINUSE" ? `cannot start the dashboard: port ${o.dashboardPort} is taken (pick another with --dashboard-port, or 0 for any)` : `cannot start the dashboard: ${messageOf(e)}`, 3);
-  }
-  const ports = Object.fromEntries(children.map((c) => [c.name, c.port]));
-  // The admin line follows the listening line by a few milliseconds.
-  for (let i = 0; i < 50 && children.some((c) => adminPorts[c.name] === undefined); i++) await new Promise((r) => setTimeout(r, 100));
+  const service = (name: (typeof SERVICE_NAMES)[number], port: number, upstreams: string[]) => {
+    const s = serviceProcess({
+      name, logs, pki: resolve(o.pki), policy: resolve(o.policy), port, upstreams,
+      identity: online ? { ca: online.caUrl, state: resolve(o.state, name), lifetime: o.lifetime, poll: o.poll, token: (n) => online!.token(name, n) } : undefined,
+      onLine: (l, text) => {
+        if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
+      },
+      onStderr: stderrOf(name),
+    });
+    services.push(s);
+    return start(s.runner);
+  };
+  const pay = service("payment", o.paymentPort, []);
+  const inv = service("inventory", o.inventoryPort, []);
+  if (!(await pay) || !(await inv)) return;
+  const [payment, inventory] = services as [ServiceProcess, ServiceProcess];
+  if (!(await service("order", o.orderPort, [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]))) return;
+  dashboard = dashboardProcess({ logs, pki: resolve(o.pki), policy: resolve(o.policy), port: o.dashboardPort, onStderr: stderrOf("dashboard") });
+  if (!(await start(dashboard.runner))) return;
+
+  const ports = Object.fromEntries(services.map((s) => [s.runner.name, s.port])) as Record<"order" | "payment" | "inventory", number>;
+  const adminPorts = Object.fromEntries(services.map((s) => [s.runner.name, s.adminPort]));
   const identities = Object.fromEntries(CERT_NAMES.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]));
-  writeFileSync(
-    join(o.logs, "mesh.json"),
-    JSON.stringify({
-      pid: process.pid, mode, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
-      state: mode === "online" ? resolve(o.state) : null, identities,
-      ca: caServer ? { url: caServer.url, adminUrl: caServer.admin?.url ?? null, lifetime: o.lifetime, poll: o.poll } : null,
-      dashboard: dashboard.url,
-    }, null, 2) + "\n",
-  );
+  const dashboardUrl = dashboard.url;
+  const caInfo = caProc;
+  writeState = () => {
+    record();
+    // pids follow restarts: what mesh:check and the tests read.
+    const comps = supervisor.list();
+    const pidOf = (name: string) => comps.find((c) => c.name === name)?.proc?.pid ?? null;
+    writeFileSync(
+      join(logs, "mesh.json"),
+      JSON.stringify({
+        pid: process.pid, startedAt, mode, pids: Object.fromEntries(services.map((s) => [s.runner.name, pidOf(s.runner.name)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
+        state: mode === "online" ? resolve(o.state) : null, identities,
+        ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca") } : null,
+        dashboard: dashboardUrl,
+        supervisor: { log: join(logs, "mesh-up.log"), record: recordFile, components: Object.fromEntries(comps.map((c) => [c.name, { pid: c.proc?.pid ?? null, state: c.state, restarts: c.restarts }])) },
+      }, null, 2) + "\n",
+    );
+  };
+  writeState();
   const warned = new Set<string>();
   await warnPolicy(policy, o.pki, o.logs, warned);
   stopPolicyWatch = watchPolicy(o, warned);
-  banner(o, mode, ports as Record<"order" | "payment" | "inventory", number>, caServer, dashboard.url);
+  banner(o, mode, ports, caProc, dashboardUrl);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
 
@@ -382,7 +487,7 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
   return () => unwatchFile(file, onChange);
 }
 
-function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: OnlineCa | undefined, dashboardUrl: string): void {
+function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string): void {
   const files = (n: string) => identityFiles(mode, n, { state: o.state, pki: o.pki });
   const p = (path: string) => shown(resolve(path));
   const base = (n: string) => `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
@@ -390,7 +495,7 @@ function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payme
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
   const caLine = ca
-    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that${ca.admin ? `; metrics ${ca.admin.url}/metrics` : ""})\n`
+    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that; metrics ${ca.adminUrl}/metrics)\n`
     : "";
   const where = mode === "online" ? `identities: ${shown(resolve(o.state))}/<name>/` : `certificates: ${shown(resolve(o.pki))}/certs/`;
   console.log(`
@@ -409,7 +514,8 @@ Try:
   ${base("edge")} ${url}
 
   npm run mesh:probe          ${dim("# every caller -> callee pair against the policy")}
-  npm run mesh:check          ${dim("# health: certificates, trust bundle, CRLs, policy, clocks")}
+  npm run mesh:check          ${dim("# health: certificates, trust bundle, CRLs, policy, clocks, restarts")}
+Each part is its own process: one that dies is restarted, the others keep serving (${o.logs}/mesh-up.log).
 Ctrl-C stops everything.
 `);
 }

@@ -1,15 +1,14 @@
-// mesh:up's online mode: the CA's EST server in-process, one-time tokens for the identities whose
+// mesh:up's online mode: the CA server's rate limits, one-time tokens for the identities whose
 // state folders hold none, and the edge identity (an operator's curl) enrolled and kept renewed here.
+// The CA server itself runs as its own process (mesh-components.ts).
 import { X509Certificate } from "node:crypto";
-import { createWriteStream, existsSync, readFileSync, renameSync, type WriteStream } from "node:fs";
+import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { pino } from "pino";
 import { CertificateAuthority } from "../ca/index.ts";
-import { CaServer, DEFAULT_LIMITS } from "../ca/server/server.ts";
+import { DEFAULT_LIMITS } from "../ca/server/server.ts";
 import type { BucketSpec } from "../ca/rate-limit.ts";
 import { createToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
-import { startAdmin, type Admin } from "../lib/admin-http.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";
@@ -18,55 +17,6 @@ import { parseLine, type MeshLine } from "./mesh-format.ts";
 
 /** A token lives long enough for a slow start, and no longer: it is a bearer secret. */
 const TOKEN_TTL_MS = 10 * 60_000;
-
-export interface OnlineCa {
-  readonly server: CaServer;
-  readonly admin: Admin | undefined;
-  readonly url: string;
-  close(): Promise<void>;
-}
-
-/**
- * Starts the CA server on the open CA; its JSON lines go to `logFile` and those a person wants
- * to see as mesh:up runs (start, enrolments, refusals, errors) to `echo`.
- */
-export async function startOnlineCa(o: { ca: CertificateAuthority; port: number; adminPort: number | null; lifetimeMs: number; logFile: string; echo: (line: MeshLine) => void }): Promise<OnlineCa> {
-  const file: WriteStream = createWriteStream(o.logFile, { flags: "a" });
-  const shown = new Set(["ca.started", "est.enrolled", "est.refused", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
-  const log = pino(
-    { base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime },
-    {
-      write(text: string) {
-        file.write(text);
-        const l = parseLine(text);
-        if (l?.event && shown.has(l.event)) o.echo(l);
-      },
-    },
-  );
-  // The services ask for --lifetime; the server's own certificate lives its max (at least a day).
-  const server = await CaServer.start({ ca: o.ca, port: o.port, defaultLifetimeMs: o.lifetimeMs, maxLifetimeMs: Math.max(o.lifetimeMs, 24 * 3_600_000), log, limits: rateLimits(o.lifetimeMs) });
-  let admin: Admin | undefined;
-  if (o.adminPort !== null) {
-    try {
-      admin = await startAdmin({ exposition: server.metrics.registry, port: o.adminPort, healthy: () => server.listening });
-    } catch (e) {
-      await server.close();
-      file.end();
-      throw new Error(`cannot listen on 127.0.0.1:${o.adminPort} for the CA's admin listener (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): pick another --ca-admin-port (0: any free one)`);
-    }
-    log.info({ event: "admin.listening", host: admin.host, port: admin.port, url: admin.url }, `CA admin (metrics, healthz) on ${admin.url}`);
-  }
-  return {
-    server,
-    admin,
-    url: server.url,
-    async close() {
-      log.info({ event: "ca.stopped", signal: "mesh:up" }, "CA server stopped");
-      await Promise.all([server.close(), admin?.close()]);
-      await new Promise<void>((r) => file.end(() => r()));
-    },
-  };
-}
 
 /**
  * The CA server's default limits (5 a minute per name, 30 per address) fit hour-long

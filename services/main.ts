@@ -8,6 +8,7 @@ import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./mesh/access-log.ts";
 import { SERVICES, isServiceName, isCallerName } from "./mesh/names.ts";
 import { isMeshError, messageOf } from "./mesh/errors.ts";
 import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
+import { serviceHealth, serviceReadiness } from "./mesh/health.ts";
 import { identityOptions, IDENTITY_HELP } from "./mesh/identity-agent/cli.ts";
 import { startIdentityService } from "./mesh/identity-agent/service.ts";
 
@@ -27,8 +28,8 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
-  .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
-  .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
+  .option("--exit-with-parent", "end when the process that started this one exits (what the rotation drill asks for; mesh:up supervises its services instead; a service started by systemd, nohup or setsid keeps running)")
+  .option("--admin-port <n>", "serve GET /metrics (Prometheus), GET /healthz and GET /readyz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
   .option("--ca <url>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400); the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
   .option("--state <dir>", "identity mode: this service's own folder (key, certificate, cached bundle and CRLs; default ./state/<service>)")
@@ -103,7 +104,8 @@ try {
   const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {
-    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => svc.server.https.listening });
+    const facts = () => ({ listening: svc.server.https.listening, material: svc.material() });
+    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => serviceHealth(facts()), ready: () => serviceReadiness(facts()) });
     svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
   }
   let stopping = false;

@@ -88,11 +88,13 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const clean = await meshCheck();
   assert.equal(clean.code, 0, clean.out);
   const marks = clean.out.split("\n").filter((l) => /^[✓‼×] /.test(l));
-  // The CA: its root, its issuing intermediate, its CRLs; then seven checks per service.
-  assert.equal(marks.length, 3 + 3 * 7, clean.out);
+  // The CA: its root, its issuing intermediate, its CRLs; then seven checks per service; then
+  // mesh:up's supervision: itself, and each part it runs (file mode: no CA server).
+  assert.equal(marks.length, 3 + 3 * 7 + 5, clean.out);
   for (const l of marks) assert.match(l, /^✓ /);
   assert.match(section(clean.out, "payment"), /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev Issuing CA, generation 1$/m);
-  assert.match(clean.out, /Status check results are ✓: 24 checks/);
+  assert.match(clean.out, /Status check results are ✓: 29 checks/);
+  assert.match(clean.out, /^mesh:up \(restarts\)\n-+\n✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\) and restarts any part that dies\n(✓ (payment|inventory|order|dashboard) keeps running: never restarted\n){4}/m);
   // As a caller the policy allows where there is one, so checking leaves no denial in the logs; edge's 403 where there is none.
   assert.match(section(clean.out, "payment"), /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m);
   assert.match(section(clean.out, "order"), /^✓ answers over mTLS: handshake as edge\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 403 \(order\.accepts: /m);
@@ -102,7 +104,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const json = await meshCheck("--json");
   assert.equal(json.code, 0, json.out);
   const report = JSON.parse(json.out) as JsonReport;
-  assert.deepEqual(Object.keys(report), ["ok", "checkedAt", "ca", "services"]);
+  assert.deepEqual(Object.keys(report), ["ok", "checkedAt", "ca", "services", "supervisor"]);
   assert.equal(report.ok, true);
   assert.deepEqual(report.services.map((s) => [s.name, s.port, s.adminPort]), ["order", "payment", "inventory"].map((s) => [s, state.ports[s], state.adminPorts[s]]));
   for (const c of [...report.ca.checks, ...report.services.flatMap((s) => s.checks)]) {
@@ -117,11 +119,13 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const revoked = await meshCheck();
   assert.equal(revoked.code, 1, revoked.out);
   assert.match(section(revoked.out, "inventory"), /^× certificate is valid\n {4}inventory serves a revoked certificate \(serial [0-9a-f]+, revoked .* UTC, reason unspecified\): every peer refuses it in the handshake.*\n {4}fix: npm run ca -- issue --domain inventory\.internal$/m);
+  // Its admin port's /healthz says so too: a service serving a revoked certificate is not healthy.
+  assert.match(section(revoked.out, "inventory"), /^× admin port answers\n {4}http:\/\/127\.0\.0\.1:\d+\/healthz answered 503: inventory: its certificate \(CN=inventory\.internal, serial [0-9a-f]+\) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity \(the certificate check says what to do\)$/m);
   for (const s of ["order", "payment"]) assert.doesNotMatch(section(revoked.out, s), /^×/m);
-  assert.match(revoked.out, /Status check results are ×: 1 failed/);
+  assert.match(revoked.out, /Status check results are ×: 2 failed/);
   const revokedJson = JSON.parse((await meshCheck("--json")).out) as JsonReport;
   const failed = revokedJson.services.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => `${s.name}/${c.name}`));
-  assert.deepEqual(failed, ["inventory/certificate"]);
+  assert.deepEqual(failed, ["inventory/admin", "inventory/certificate"]);
   assert.equal(revokedJson.ok, false);
 
   // The fix it names works: inventory loads its fresh certificate and the report is clean again.
@@ -163,8 +167,8 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   writeFileSync(policy, readFileSync(join(ROOT, "mesh-policy.toml"), "utf8") + "\n# edited by the test\n");
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after a valid policy edit");
 
-  // 5. A service gone (mesh:up then stops the others too): × "nothing listens", fix mesh:up.
-  process.kill(state.pids.inventory!, "SIGKILL");
+  // 5. A service gone (mesh:up stopped; one merely killed is restarted: mesh-up-supervise.test.ts): × "nothing listens", fix mesh:up.
+  up!.kill("SIGTERM");
   await new Promise((r) => up!.once("exit", r));
   const gone = await meshCheck();
   assert.equal(gone.code, 1, gone.out);

@@ -1,5 +1,5 @@
 // services/main.ts as a person runs it: started with setsid from a shell that exits at once,
-// it keeps serving; started with --exit-with-parent (what mesh:up and the drill pass), it
+// it keeps serving; started with --exit-with-parent (what the rotation drill passes), it
 // ends with the process that started it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

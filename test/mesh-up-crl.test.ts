@@ -1,5 +1,5 @@
 // CRLs do not lapse under a running mesh (the CA's refreshCrls, and mesh:up calling it), and
-// mesh:up names the signal that killed one of its services instead of "code null".
+// mesh:up names the signal that killed one of its services instead of "code null", and restarts it.
 // In --file-mode: there mesh:up holds the CA; online, the CA server re-signs its CRLs (ca-est-crl-refresh.test.ts).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -116,15 +116,20 @@ test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the se
   }
 });
 
-test("mesh:up names the signal that killed a service, stops the others and exits 1", { timeout: 60_000 }, async () => {
+test("--file-mode: mesh:up names the signal that killed a service and restarts it; the others keep running", { timeout: 60_000 }, async () => {
   const up = meshUp("killed");
   const stateFile = join(tmp, "killed", "logs", "mesh.json");
   await waitFor(() => existsSync(stateFile) && /Ctrl-C stops everything/.test(up.out()), 30_000, "mesh:up to be ready", up.out);
   const { pids } = JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> };
   process.kill(pids.payment!, "SIGKILL");
-  const { code } = await up.exited;
-  assert.equal(code, 1, up.out());
-  assert.match(up.out(), /^mesh:up: payment was killed by SIGKILL; stopping the others$/m);
+  await waitFor(() => /mesh:up: started payment again \(pid \d+, restart 1\)/.test(up.out()), 30_000, "payment to be restarted", up.out);
+  assert.match(up.out(), new RegExp(`^mesh:up: payment was killed by SIGKILL \\(pid ${pids.payment}\\); the rest of the mesh keeps running$`, "m"));
   assert.doesNotMatch(up.out(), /code null/);
-  for (const pid of Object.values(pids)) assert.equal(alive(pid), false, `pid ${pid} still running`);
+  assert.ok(alive(pids.order!) && alive(pids.inventory!), "the others were not stopped");
+  await waitFor(() => (JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> }).pids.payment !== pids.payment, 10_000, "mesh.json to name the new payment", up.out);
+  const now = (JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> }).pids;
+  assert.ok(alive(now.payment!));
+  up.proc.kill("SIGTERM");
+  assert.equal((await up.exited).code, 0, up.out());
+  for (const pid of [...Object.values(pids), ...Object.values(now)]) assert.equal(alive(pid), false, `pid ${pid} still running`);
 });

@@ -33,6 +33,8 @@ export interface Report {
   readonly checkedAt: string;
   readonly ca: { readonly dir: string; readonly checks: readonly Check[] };
   readonly services: readonly ServiceReport[];
+  /** mesh:up's supervision of the parts (check/supervision.ts), when it was read. */
+  readonly supervisor?: { readonly checks: readonly Check[] };
 }
 
 /** Like `linkerd check`: roots and issuers must stay valid for at least 60 days. */
@@ -102,6 +104,8 @@ export function checkAdmin(s: ServiceFacts): Check {
   if (a.port === null) return check("admin", title, "error", `logs/mesh.json records no admin port for ${s.name} (a mesh started by an older mesh:up?), so its metrics cannot be read`, "npm run mesh:up");
   const url = `http://127.0.0.1:${a.port}`;
   if (a.error !== undefined) return check("admin", title, "error", `nothing answers on ${url}: ${a.error}`, "npm run mesh:up");
+  // A reason from the service itself (a dead identity) has its fix under "certificate is valid".
+  if (a.healthz !== 200 && a.healthzReason) return check("admin", title, "error", `${url}/healthz answered ${a.healthz ?? "nothing"}: ${s.name}: ${a.healthzReason} (the certificate check says what to do)`);
   if (a.healthz !== 200) return check("admin", title, "error", `${url}/healthz answered ${a.healthz ?? "nothing"}: ${s.name}'s mTLS port no longer listens`, "npm run mesh:up");
   if (a.metrics !== 200) return check("admin", title, "error", `${url}/metrics answered ${a.metrics ?? "nothing"}`, `npm run mesh:logs -- --service ${s.name} --failures --no-follow`);
   return check("admin", title, "ok", `${url}: /healthz 200, /metrics 200`);

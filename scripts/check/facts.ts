@@ -43,6 +43,8 @@ export interface AdminFacts {
   readonly error?: string;
   /** Status of GET /healthz and GET /metrics. */
   readonly healthz?: number;
+  /** Why /healthz answered 503, as the service said it (its body's first line, bounded). */
+  readonly healthzReason?: string;
   readonly metrics?: number;
   /** The Date header of the /metrics answer, and the local clock (ms) when it was asked and answered. */
   readonly date?: string;

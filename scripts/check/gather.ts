@@ -238,8 +238,11 @@ function get(port: number, path: string, max: number): Promise<Got> {
 async function probeAdmin(t: Target): Promise<AdminFacts> {
   if (t.adminPort === null) return { port: null };
   let healthz: number;
+  let healthzReason: string | undefined;
   try {
-    healthz = (await get(t.adminPort, "/healthz", MAX_BODY_BYTES)).status;
+    const h = await get(t.adminPort, "/healthz", MAX_BODY_BYTES);
+    healthz = h.status;
+    if (healthz !== 200) healthzReason = h.body.split("\n")[0]!.replace(/^unhealthy: /, "").slice(0, 500) || undefined;
   } catch (e) {
     return { port: t.adminPort, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
   }
@@ -247,7 +250,7 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
   try {
     m = await get(t.adminPort, "/metrics", MAX_METRICS_BYTES);
   } catch (e) {
-    return { port: t.adminPort, healthz, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
+    return { port: t.adminPort, healthz, healthzReason, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
   }
   const ss = samples(m.body, WANTED);
   const info = (name: string) => {
@@ -256,7 +259,7 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
   };
   const crlNextUpdates = ss.filter((s) => s.name === "mesh_crl_next_update_timestamp_seconds").map((s) => ({ issuer: s.labels.issuer ?? "?", at: s.value * 1000 }));
   return {
-    port: t.adminPort, healthz, metrics: m.status, date: m.date, sentAt: m.sentAt, receivedAt: m.receivedAt,
+    port: t.adminPort, healthz, healthzReason, metrics: m.status, date: m.date, sentAt: m.sentAt, receivedAt: m.receivedAt,
     trustBundleSha256: info("mesh_trust_bundle_info"), crlsSha256: info("mesh_crls_info"), policySha256: info("mesh_policy_info"), crlNextUpdates,
   };
 }

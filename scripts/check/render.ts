@@ -30,7 +30,8 @@ function group(heading: string, checks: readonly Check[]): string[] {
 export function renderText(r: Report): string {
   const out = [...group(`mesh CA (${printable(r.ca.dir)})`, r.ca.checks)];
   for (const s of r.services) out.push(...group(`${s.name} :${s.port}${s.adminPort === null ? "" : ` (admin :${s.adminPort})`}`, s.checks));
-  const all = [...r.ca.checks, ...r.services.flatMap((s) => s.checks)];
+  if (r.supervisor) out.push(...group("mesh:up (restarts)", r.supervisor.checks));
+  const all = [...r.ca.checks, ...r.services.flatMap((s) => s.checks), ...(r.supervisor?.checks ?? [])];
   const errors = all.filter((c) => c.severity === "error").length;
   const warnings = all.filter((c) => c.severity === "warning").length;
   out.push("");

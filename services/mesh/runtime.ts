@@ -60,6 +60,8 @@ export interface RunningService {
   /** Its Prometheus registry and counters (serve them with lib/admin-http.ts). */
   readonly metrics: MeshMetrics;
   policy(): Policy;
+  /** The TLS material in force (what /healthz judges). */
+  material(): TlsMaterial;
   /** Re-read TLS files and policy now (the watchers do this on their own). */
   reloadTls(): boolean;
   reloadPolicy(): boolean;
@@ -214,6 +216,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     log,
     metrics,
     policy: () => policy,
+    material: () => material,
     reloadTls,
     reloadPolicy,
     close() {

@@ -47,6 +47,8 @@ export class IdentityAgent {
   private renewing?: Promise<boolean>;
   private polling?: Promise<void>;
   private failures = 0;
+  /** The code of the last renewal failure: CA_UNREACHABLE is resumed as soon as a poll gets through. */
+  private failedWith: string | undefined;
   private pollFailing = false;
   private warnedExpiring = false;
   private stopped = false;
@@ -156,11 +158,13 @@ export class IdentityAgent {
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
       this.facts = facts;
+      const failedBefore = this.failures;
       this.failures = 0;
+      this.failedWith = undefined;
       this.warnedExpiring = false;
       this.h.metrics.renewed();
       this.h.log.info(
-        { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason },
+        { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason, ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}) },
         `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation}), valid until ${facts.notAfter}`,
       );
       this.scheduleRenewal();
@@ -176,9 +180,14 @@ export class IdentityAgent {
       // A rate-limited renewal waits as long as the CA asks, but not past expiry.
       const asked = e instanceof IdentityError && e.retryAfterMs !== undefined ? Math.min(e.retryAfterMs, notAfter - now - 250) : 0;
       const delay = Math.max(retryDelay(this.failures, period, notAfter - now, this.random), asked);
-      this.h.log.warn(
+      const code = (e as { code?: string }).code;
+      // The CA down is said once (and again should the reason change), not at every retry: the
+      // poll's trust.poll_restored says when it is back, and the renewal then runs at once.
+      const repeated = code === "CA_UNREACHABLE" && this.failedWith === code;
+      this.failedWith = code;
+      this.h.log[repeated ? "debug" : "warn"](
         { event: "identity.renew_failed", ...factsFields(before), reason: messageOf(e), code: (e as { code?: string }).code, status, failures: this.failures, nextRetry: new Date(now + delay).toISOString(), expiresInMs: notAfter - now, trigger: reason },
-        `could not renew ${this.o.dns}: ${messageOf(e)}; retrying in ${(delay / 1000).toFixed(1)} s; the certificate in force expires at ${before.notAfter}`,
+        `could not renew ${this.o.dns}: ${messageOf(e)}; retrying in ${(delay / 1000).toFixed(1)} s${code === "CA_UNREACHABLE" ? " and as soon as the CA answers a poll again (further failures while it is unreachable are not logged)" : ""}; the certificate in force (still served) expires at ${before.notAfter}`,
       );
       if (!this.warnedExpiring && notAfter - now < Math.max(period / 6, 1_000)) {
         this.warnedExpiring = true;
@@ -236,6 +245,9 @@ export class IdentityAgent {
         this.pollFailing = false;
         this.h.log.info({ event: "trust.poll_restored", ca: this.o.caUrl }, `the CA at ${this.o.caUrl} answers again`);
       }
+      // A renewal that failed because the CA was unreachable waits in a backoff of up to minutes;
+      // the CA answers again, so renew now rather than at the end of it.
+      const resume = this.failures > 0 && this.failedWith === "CA_UNREACHABLE";
       if (changed.length > 0) {
         const ok = this.h.reloadTls();
         this.h.log.info(
@@ -243,7 +255,8 @@ export class IdentityAgent {
           `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
         );
       }
-      if (bundle.renewNow) {
+      if (resume) await this.renew("the CA answers again");
+      else if (bundle.renewNow) {
         this.h.log.info({ event: "identity.renew_now", ...factsFields(this.facts) }, "the CA asks for renewal now (Mesh-Renew-Now: its signer changed)");
         // A renewal in backoff keeps its schedule: the hint is repeated on every poll.
         if (this.failures === 0) await this.renew("renew-now hint");
