@@ -88,11 +88,11 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const clean = await meshCheck();
   assert.equal(clean.code, 0, clean.out);
   const marks = clean.out.split("\n").filter((l) => /^[✓‼×] /.test(l));
-  // The CA: its root, its issuing intermediate, its CRLs; then seven checks per service.
-  assert.equal(marks.length, 3 + 3 * 7, clean.out);
+  // The CA: its root, its issuing intermediate, its CRLs; then eight checks per service.
+  assert.equal(marks.length, 3 + 3 * 8, clean.out);
   for (const l of marks) assert.match(l, /^✓ /);
   assert.match(section(clean.out, "payment"), /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev Issuing CA, generation 1$/m);
-  assert.match(clean.out, /Status check results are ✓: 24 checks/);
+  assert.match(clean.out, /Status check results are ✓: 27 checks/);
   // As a caller the policy allows where there is one, so checking leaves no denial in the logs; edge's 403 where there is none.
   assert.match(section(clean.out, "payment"), /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m);
   assert.match(section(clean.out, "order"), /^✓ answers over mTLS: handshake as edge\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 403 \(order\.accepts: /m);
@@ -109,7 +109,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
     assert.deepEqual(Object.keys(c), ["name", "title", "ok", "severity", "detail", "fix"]);
     assert.deepEqual([c.ok, c.severity, c.fix], [true, "ok", null], c.name);
   }
-  assert.deepEqual(report.services[0]!.checks.map((c) => c.name), ["mtls", "admin", "certificate", "trust-bundle", "crls", "policy", "clock"]);
+  assert.deepEqual(report.services[0]!.checks.map((c) => c.name), ["mtls", "admin", "certificate", "renewal", "trust-bundle", "crls", "policy", "clock"]);
 
   // 2. Revoke inventory: exit 1, inventory's certificate ×, with why and the fix; the others still ✓.
   const revoke = await ca("revoke", "--domain", "inventory.internal");
