@@ -1,6 +1,6 @@
 // The CA server's Prometheus metrics (docs/metrics.md, "The CA"): counters the EST routes bump
 // with one call each, and gauges read from the ledger and the published state only when scraped.
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Statement } from "better-sqlite3";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import type { CertificateAuthority } from "../authority.ts";
@@ -42,6 +42,7 @@ export class CaMetrics {
   private readonly issuedCounts = new Map<IssuedKind, number>(KINDS.map((k) => [k, 0]));
   private readonly refusals: Counter<"route" | "reason">;
   private readonly errors: Counter<"route">;
+  private readonly durations: Histogram<"route" | "outcome">;
   private readonly tokens: Counter<"result" | "reason">;
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
@@ -68,6 +69,8 @@ export class CaMetrics {
     for (const reason of REENROL_REASONS) this.refusals.inc({ route: REENROL, reason }, 0);
     this.errors = new Counter({ name: "mesh_ca_request_errors_total", help: "Requests the CA server could not complete (500, an est.error log line), by route pattern.", labelNames: ["route"], registers: [r] });
     for (const route of [ENROL, REENROL]) this.errors.inc({ route }, 0);
+    // A signature and a ledger transaction: a few ms; the write gate can queue a request behind a rotation.
+    this.durations = new Histogram({ name: "mesh_ca_request_duration_seconds", help: "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).", labelNames: ["route", "outcome"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] });
     this.tokens = new Counter({ name: "mesh_ca_tokens_total", help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).", labelNames: ["result", "reason"], registers: [r] });
     this.tokens.inc({ result: "used", reason: "none" }, 0);
     for (const reason of TOKEN_REFUSALS) this.tokens.inc({ result: "refused", reason }, 0);
@@ -127,6 +130,11 @@ export class CaMetrics {
     const r = REASONS.has(reason) ? reason : OTHER;
     this.refusals.inc({ route: routeOf(path), reason: r });
     if ((TOKEN_REFUSALS as readonly string[]).includes(r)) this.tokens.inc({ result: "refused", reason: r });
+  }
+
+  /** Any request, once answered: how long it took, by route pattern and outcome (ok, refused, error). */
+  answered(path: string, outcome: "ok" | "refused" | "error", seconds: number): void {
+    this.durations.observe({ route: routeOf(path), outcome }, seconds);
   }
 
   /** A request that ended in a 500. */

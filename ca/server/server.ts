@@ -236,7 +236,9 @@ export class CaServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = performance.now();
     let path = "";
+    let outcome: "ok" | "refused" | "error" = "ok";
     try {
       let url: URL;
       try { url = new URL(req.url ?? "/", "https://ca.internal"); } catch { throw new HttpError(400, "bad_request", "the request target is not a path"); }
@@ -253,8 +255,10 @@ export class CaServer {
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
     } catch (err) {
+      outcome = err instanceof HttpError ? "refused" : "error";
       this.refuse(req, res, path, err);
     }
+    this.metrics.answered(path, outcome, (performance.now() - t0) / 1000);
   }
 
   private refuse(req: IncomingMessage, res: ServerResponse, path: string, err: unknown): void {
