@@ -70,7 +70,7 @@ function certs(pems: readonly string[]): x509.X509Certificate[] {
 
 /** verifyPath's verdict; a certificate or CRL @peculiar/x509 cannot parse is refused, as `ca verify` refuses its file. */
 async function run(c: Case): Promise<VerifyResult> {
-  let input;
+  let input: Pick<Parameters<typeof verifyPath>[0], "certs" | "trusted" | "intermediates" | "crls">;
   try {
     input = { certs: certs([c.peer]), trusted: certs(c.trusted), intermediates: certs(c.intermediates), crls: c.crls?.map((p) => new x509.X509Crl(p)) };
   } catch (err) {

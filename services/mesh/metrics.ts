@@ -214,7 +214,6 @@ export class MeshMetrics {
   private readonly handshakeStarts = new Map<string, number>();
   private readonly caSeconds: Histogram<"operation" | "outcome">;
   private readonly lastRenewal: Gauge;
-  private readonly certRemaining: Gauge;
   /** The leaf in force (its fingerprint) and when this service put it in force (ms since the epoch). */
   private leafFingerprint: string | undefined;
   private obtainedAt = 0;
@@ -258,7 +257,8 @@ export class MeshMetrics {
     this.renewalFailures = new Counter({ name: "mesh_identity_cert_renewal_failures_total", help: "Renewals of this service's own certificate that failed (the old one stays in use).", registers: [r] });
     this.lastRenewal = new Gauge({ name: "mesh_identity_cert_last_renewal_timestamp_seconds", help: "When this service put its certificate in force (a renewal, a reload with a new certificate, or, at start, when the certificate was obtained), in seconds since the Unix epoch.", registers: [r] });
     const metrics = this;
-    this.certRemaining = new Gauge({
+    // Read only at scrape time, from the leaf's notAfter: nothing to keep a handle on.
+    new Gauge({
       name: "mesh_identity_cert_validity_remaining_seconds", help: "Seconds until this service's own certificate expires, as of the scrape (negative once expired).", registers: [r],
       collect() {
         if (metrics.leafNotAfter > 0) this.set((metrics.leafNotAfter - Date.now()) / 1000);
