@@ -337,14 +337,14 @@ export class CertificateAuthority {
    * Validates a certificate file the way a mesh peer would: anchored in
    * bundle.pem (or the given trust), through any intermediate, against crls.pem.
    */
-  async verify(opts: { pem: string; at?: Date; purpose?: Purpose; trustPem?: string; crlPem?: string }): Promise<VerifyResult> {
+  async verify(opts: { pem: string; at?: Date; purpose?: Purpose; trustPem?: string; crlPem?: string; name?: string }): Promise<VerifyResult> {
     const certs = parseCertificates(opts.pem);
     if (certs.length === 0) throw badInput("the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     const trusted = parseCertificates(opts.trustPem ?? readStateFile(this.layout.bundle, "the trust bundle"));
     if (trusted.length === 0) throw new CaError("REFUSED", `the trust bundle is empty: publish one (run: npm run ca -- bundle)`);
     const intermediates = this.ledger.issuers().filter((r) => r.kind === "intermediate").map((r) => this.issuerCert(r.id));
     const crls = parseCrls(opts.crlPem ?? readStateFile(this.layout.crls, "the CRL bundle"));
-    return verifyPath({ certs, trusted, intermediates, crls, at: opts.at ?? this.now(), purpose: opts.purpose ?? "mesh" });
+    return verifyPath({ certs, trusted, intermediates, crls, at: opts.at ?? this.now(), purpose: opts.purpose ?? "mesh", name: opts.name });
   }
 
   // --- views ------------------------------------------------------------------

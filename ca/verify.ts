@@ -3,6 +3,9 @@
 // certificates, path lengths, EKU, name constraints and revocation, and names
 // the check that failed. It is never looser than the OpenSSL the mesh runs on.
 import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
+import { X509Certificate as NodeCertificate } from "node:crypto";
+import { isIP } from "node:net";
+import { akiAllows } from "./authority-key-id.ts";
 import { DerError } from "./der-reader.ts";
 import { certNames, ConstraintError, parseConstraints, violation, type Constraints } from "./name-constraints.ts";
 import { printable } from "./printable.ts";
@@ -12,7 +15,7 @@ export { permittedDns, withinDns } from "./name-constraints.ts";
 
 export type Check =
   | "parse" | "trust" | "signature" | "validity" | "basic-constraints" | "key-usage"
-  | "path-length" | "extended-key-usage" | "name-constraints" | "critical-extension" | "crl" | "revocation";
+  | "path-length" | "extended-key-usage" | "name-constraints" | "critical-extension" | "crl" | "revocation" | "name";
 
 export type Purpose = "server" | "client" | "mesh";
 
@@ -29,6 +32,14 @@ export interface VerifyInput {
   crlHint?: string;
   at: Date;
   purpose: Purpose;
+  /**
+   * The name the peer must hold, as `openssl verify -verify_hostname`/`-verify_ip` check it
+   * (OpenSSL's own X509_check_host/X509_check_ip, through Node): a DNS name or an IP address.
+   * The subject's CN is never consulted, only the SANs (stricter than OpenSSL's default).
+   */
+  name?: string;
+  /** At most this many CA certificates between the leaf and the anchor (`openssl verify -verify_depth`); default 8. */
+  maxDepth?: number;
 }
 
 export interface VerifyResult {
@@ -41,6 +52,8 @@ export interface VerifyResult {
 }
 
 const SKI = "2.5.29.14";
+/** The most CA certificates between a leaf and its anchor that a path may hold, unless maxDepth says fewer. */
+const DEFAULT_MAX_DEPTH = 8;
 const AKI = "2.5.29.35";
 const KNOWN_EXTENSIONS = new Set(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", SKI, AKI, id_ce_nameConstraints]);
 const MUST_NOT_BE_CRITICAL: Record<string, string> = { [SKI]: "subject key identifier (RFC 5280 4.2.1.2)", [AKI]: "authority key identifier (RFC 5280 4.2.1.1)" };
@@ -51,7 +64,7 @@ const day = (d: Date) => d.toISOString().replace("T", " ").slice(0, 16) + " UTC"
 const selfIssued = (c: x509.X509Certificate) => c.subject === c.issuer;
 
 async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
-  if (cert.issuer !== issuer.subject) return false;
+  if (cert.issuer !== issuer.subject || !akiAllows(cert, issuer)) return false;
   try {
     return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
   } catch {
@@ -71,7 +84,7 @@ async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certific
   for (const t of input.trusted) ((await signedBy(t, t)) ? anchors : notAnchors).push(t);
   const pool = [...input.certs.slice(1), ...(input.intermediates ?? []), ...notAnchors];
   const chain = [input.certs[0]!];
-  for (let depth = 0; depth < 8; depth++) {
+  for (let depth = 0; depth < DEFAULT_MAX_DEPTH + 1; depth++) {
     const current = chain.at(-1)!;
     for (const anchor of anchors) {
       if (current.equal(anchor)) return { chain, anchored: true, notAnchors };
@@ -91,6 +104,17 @@ async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certific
 }
 
 export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
+  try {
+    return await validate(input);
+  } catch (err) {
+    // @peculiar/x509 parses extensions when first read: a certificate that parsed as a whole can
+    // still carry an extension that does not (a malformed AIA). Hostile input fails closed, never throws.
+    const why = printable(err instanceof Error ? err.message : String(err));
+    return { ok: false, chain: [input.certs[0]!], failed: { check: "parse", message: `a certificate of the path cannot be read in full (${why}), so it is not accepted` }, revocationChecked: input.crls !== undefined };
+  }
+}
+
+async function validate(input: VerifyInput): Promise<VerifyResult> {
   const { chain, anchored, notAnchors } = await buildPath(input);
   const revocationChecked = input.crls !== undefined;
   const fail = (check: Check, message: string): VerifyResult => ({ ok: false, chain, failed: { check, message }, revocationChecked });
@@ -104,9 +128,13 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     }
     return fail("trust", `${cn(top)} was issued by "${printable(top.issuerName.getField("CN")[0] ?? top.issuer)}", which is not a trusted CA (trusted: ${trusted})`);
   }
+  // OpenSSL's -verify_depth n allows n intermediates; self-issued ones count too (it counts certificates).
+  const depth = Math.min(input.maxDepth ?? DEFAULT_MAX_DEPTH, DEFAULT_MAX_DEPTH);
+  if (chain.length - 2 > depth) return fail("path-length", `the path holds ${chain.length - 2} CA certificate(s) between ${cn(leaf)} and its root, more than the ${depth} allowed`);
   for (const cert of chain) {
     if (input.at < cert.notBefore) return fail("validity", `${cn(cert)} is not valid until ${day(cert.notBefore)}`);
-    if (input.at > cert.notAfter) return fail("validity", `${cn(cert)} expired on ${day(cert.notAfter)}`);
+    // At notAfter itself OpenSSL already says expired (X509_cmp_time: "earlier than or equal"), and the mesh runs on OpenSSL.
+    if (input.at >= cert.notAfter) return fail("validity", `${cn(cert)} expired on ${day(cert.notAfter)}`);
     // RFC 5280 4.2: one instance of each; a second SAN or constraint would otherwise go unread.
     const seen = new Set<string>();
     const repeated = cert.extensions.find((e) => seen.size === seen.add(e.type).size);
@@ -135,6 +163,13 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
   // (the root above all) is never a peer's certificate, for any purpose.
   const bc = leaf.getExtension(x509.BasicConstraintsExtension);
   if (bc?.ca) return fail("basic-constraints", `${cn(leaf)} is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose (OpenSSL: unsuitable certificate purpose)`);
+  // The services refuse a peer with several CNs as ambiguous (services/mesh/peer-identity.ts): so does verify.
+  const cns = leaf.subjectName.getField("CN");
+  if (cns.length > 1) return fail("name", `${cn(leaf)} has ${cns.length} common names (${cns.map((n) => printable(n)).join(", ")}); a certificate for one identity has exactly one`);
+  if (input.name !== undefined) {
+    const wrong = nameProblem(leaf, input.name);
+    if (wrong) return fail("name", wrong);
+  }
   const ku = leaf.getExtension(x509.KeyUsagesExtension);
   if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return fail("key-usage", `${cn(leaf)} may not sign (digitalSignature is missing), so it cannot authenticate in TLS`);
   const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
@@ -149,6 +184,13 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     if (revoked) return fail(revoked.check, revoked.message);
   }
   return { ok: true, chain, revocationChecked };
+}
+
+/** Why `leaf` does not hold `name` (a DNS name or an IP address), or undefined. */
+function nameProblem(leaf: x509.X509Certificate, name: string): string | undefined {
+  const cert = new NodeCertificate(new Uint8Array(leaf.rawData));
+  const held = isIP(name) ? cert.checkIP(name) !== undefined : cert.checkHost(name, { subject: "never", wildcards: true, partialWildcards: false }) !== undefined;
+  return held ? undefined : `${cn(leaf)} does not hold the name ${printable(name)} (its subjectAltName: ${printable(cert.subjectAltName ?? "none")})`;
 }
 
 /** Each certificate below the anchor against its issuer's CRL: the first failure, or undefined. */
@@ -182,7 +224,8 @@ async function revocationProblem(chain: x509.X509Certificate[], crls: x509.X509C
 // CRL extensions whose meaning this verifier applies; any other critical one (an issuing
 // distribution point, a delta CRL, an indirect CRL's certificateIssuer) would narrow or
 // redirect what the CRL covers, so such a CRL is not used, as OpenSSL does not use it.
-const CRL_EXTENSIONS = new Set(["2.5.29.20", AKI]);
+// A critical CRL number is unprocessed too: RFC 5280 5.2.3 makes it non-critical and OpenSSL 3.0 refuses the CRL.
+const CRL_EXTENSIONS = new Set([AKI]);
 const SCOPED_CRL_EXTENSIONS = new Set(["2.5.29.27", "2.5.29.28"]); // delta CRL indicator, issuing distribution point
 
 /** Why `crl` cannot answer for certificates `issuer` signed, or undefined. */

@@ -164,6 +164,13 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     ].sort());
     assert.deepEqual(nonZero(s, "mesh_ca_tokens_total"), ["result=refused,reason=token_used 1", "result=used,reason=none 1"]);
     assert.deepEqual(nonZero(s, "mesh_ca_request_errors_total"), []);
+    // Every request timed by route pattern and outcome: the two issued, the three refused issuing requests, the 11 not found.
+    assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: ENROL, outcome: "ok" }), 1);
+    assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: REENROL, outcome: "ok" }), 1);
+    assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: ENROL, outcome: "refused" }), 2);
+    assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: "(unmatched)", outcome: "refused" }), 10);
+    assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: "/crl/:issuer", outcome: "refused" }), 1);
+    assert.ok(value(s, "mesh_ca_request_duration_seconds_sum", { route: REENROL, outcome: "ok" })! > 0);
     // The server's own + the renewed one valid; the enrolled one superseded; the CLI's revoked.
     for (const [status, n] of [["valid", 2], ["superseded", 1], ["revoked", 1], ["expired", 0]] as const) {
       assert.equal(value(s, "mesh_ca_certificates", { status }), n, status);

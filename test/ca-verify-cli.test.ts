@@ -55,6 +55,14 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
     assert.equal(existsSync(join(cwd, "pki")), false);
   });
 
+  it("--name checks the name the peer must hold, as openssl verify -verify_hostname does", async () => {
+    const ok = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "peer.partner.example"], { cwd });
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    const wrong = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "gone.partner.example"], { cwd });
+    assert.equal(wrong.code, 1, wrong.stdout + wrong.stderr);
+    assert.match(wrong.stdout, /^peer\.crt: FAILED \(name\)\n  peer\.partner\.example does not hold the name gone\.partner\.example \(its subjectAltName: DNS:peer\.partner\.example/);
+  });
+
   it("without a CRL it says plainly that revocation was NOT checked", async () => {
     const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--purpose", "client"], { cwd });
     assert.equal(r.code, 0, r.stderr);

@@ -341,6 +341,25 @@ describe("verify refuses what OpenSSL refuses (issue 8, item 3)", () => {
     });
   });
 
+  describe("the peer's names", () => {
+    // The services refuse such a peer as ambiguous_identity (services/mesh/peer-identity.ts); OpenSSL does not look.
+    it("a CA-signed certificate with two CNs is refused (stricter than openssl, which accepts it)", async () => {
+      const leaf = await makeLeaf(root, { subject: [{ CN: ["order.internal"] }, { CN: ["payment.internal"] }], dns: ["order.internal", "payment.internal"] });
+      await refused([leaf.cert], "name", /has 2 common names \(order\.internal, payment\.internal\)/, { openssl: "accepts" });
+    });
+    it("with a name asked for, a certificate without it is refused and one with it accepted (OpenSSL's X509_check_host and X509_check_ip)", async () => {
+      const leaf = await makeLeaf(root, { dns: ["order.internal"], ip: ["127.0.0.1"] });
+      const at = new Date();
+      const check = (name: string) => verifyPath({ certs: [leaf.cert], trusted: [root.cert], at, purpose: "server", name });
+      assert.equal((await check("order.internal")).ok, true);
+      assert.equal((await check("127.0.0.1")).ok, true);
+      const wrong = await check("payment.internal");
+      assert.equal(wrong.failed?.check, "name");
+      assert.match(wrong.failed!.message, /does not hold the name payment\.internal \(its subjectAltName: DNS:order\.internal, IP Address:127\.0\.0\.1\)/);
+      assert.equal((await check("127.0.0.2")).failed?.check, "name");
+    });
+  });
+
   it("names from certificates are printed escaped: a CN cannot forge report lines or send terminal escapes", async () => {
     const evil = "x.internal\n  chain    Forged\u001b[2J";
     const stranger = await x509.X509CertificateGenerator.createSelfSigned({

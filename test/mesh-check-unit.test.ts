@@ -21,7 +21,7 @@ function service(over: { mtls?: Partial<ServiceFacts["mtls"]>; admin?: Partial<S
     name: "inventory",
     port: 7403,
     mtls: { identity: "edge.internal", status: 403, rule: "inventory.accepts", verifyError: null, served: { subject: "CN=inventory.internal", issuer: "CN=Mesh Dev CA", serial, notBefore: iso(NOW - DAY), notAfter: iso(NOW + 89 * DAY) }, ...over.mtls },
-    admin: { port: 7413, healthz: 200, metrics: 200, date: httpDate(NOW), sentAt: NOW - 5, receivedAt: NOW + 5, trustBundleSha256: CA.bundleSha256, crlsSha256: CA.crlsSha256, policySha256: CA.policySha256, crlNextUpdates: [{ issuer: "CN=Mesh Dev CA", at: NOW + 30 * DAY }], ...over.admin },
+    admin: { port: 7413, healthz: 200, metrics: 200, date: httpDate(NOW), sentAt: NOW - 5, receivedAt: NOW + 5, trustBundleSha256: CA.bundleSha256, crlsSha256: CA.crlsSha256, policySha256: CA.policySha256, crlNextUpdates: [{ issuer: "CN=Mesh Dev CA", at: NOW + 30 * DAY }], lastRenewalAt: NOW - DAY, certExpiresAt: NOW + 89 * DAY, ...over.admin },
     ledger: over.ledger === null ? undefined : { serial, domain: "inventory.internal", status: "VALID", issuer: "Mesh Dev CA", generation: 1, revokedAt: null, reason: null, supersededBy: null, ...over.ledger },
   };
 }
@@ -36,10 +36,33 @@ const only = (s: ServiceFacts, ca: CaFacts = CA) => checkService(s, ca, NOW);
 test("a healthy mesh: every check ✓, the report ok", () => {
   const r = checkMesh({ ca: CA, services: [service()] }, NOW);
   const all = [...r.ca.checks, ...r.services[0]!.checks];
-  assert.deepEqual(all.map((c) => c.name), ["issuer:root-1", "crls-published", "mtls", "admin", "certificate", "trust-bundle", "crls", "policy", "clock"]);
+  assert.deepEqual(all.map((c) => c.name), ["issuer:root-1", "crls-published", "mtls", "admin", "certificate", "renewal", "trust-bundle", "crls", "policy", "clock"]);
   for (const c of all) assert.equal(c.severity, "ok", `${c.name}: ${c.detail}`);
   assert.equal(r.ok, true);
   assert.match(byName(all, "certificate").detail, /serial 4c99cf4d6ea7c4333fc95f244c5c5d92, valid until 2027-02-28 12:00 UTC \(in 89 days\), from Mesh Dev CA, generation 1/);
+});
+
+test("a certificate still in force past 2/3 of its life plus slack is ×, with a sentence and the fix; just before, ✓", () => {
+  // 90 days obtained 61 days ago: due at day 60, late after day 69.
+  const ontime = byName(only(service({ admin: { lastRenewalAt: NOW - 61 * DAY, certExpiresAt: NOW + 29 * DAY } })), "renewal");
+  assert.equal(ontime.severity, "ok", ontime.detail);
+  const overdue = byName(only(service({ admin: { lastRenewalAt: NOW - 70 * DAY, certExpiresAt: NOW + 20 * DAY } })), "renewal");
+  assert.equal(overdue.severity, "error");
+  assert.equal(overdue.ok, false);
+  assert.match(overdue.detail, /^inventory's certificate is overdue for renewal: obtained 2026-09-22 12:00 UTC, due at 2026-11-21 12:00 UTC \(2\/3 of its life\), still in force, and it expires in 480 hours; once it does, every peer refuses inventory \("Ready, then expired"\)/);
+  assert.equal(overdue.fix, "npm run ca -- renew --domain inventory.internal");
+  // Online, the service renews itself: the fix is to read why it failed.
+  const online = { ...CA, online: { lifetimeMs: 3_600_000, pollMs: 30_000, bundleChangedAt: NOW - DAY, crlsChangedAt: NOW - DAY } };
+  const agent = byName(checkService(service({ admin: { lastRenewalAt: NOW - 50 * 60_000, certExpiresAt: NOW + 10 * 60_000 } }), online, NOW), "renewal");
+  assert.equal(agent.severity, "error");
+  assert.match(agent.detail, /a renewal keeps failing or never ran/);
+  assert.equal(agent.fix, "npm run mesh:logs -- --service inventory --event identity.renew_failed --no-follow");
+  // The heartbeat counts from when it was obtained, not from a backdated notBefore: an hour's certificate obtained 39 min ago is on time.
+  assert.equal(byName(checkService(service({ admin: { lastRenewalAt: NOW - 39 * 60_000, certExpiresAt: NOW + 21 * 60_000 } }), online, NOW), "renewal").severity, "ok");
+  // An older build without the heartbeat: said, not guessed.
+  const old = byName(only(service({ admin: { lastRenewalAt: undefined } })), "renewal");
+  assert.equal(old.severity, "warning");
+  assert.match(old.detail, /exports no renewal heartbeat/);
 });
 
 test("a CRL lapsing in 3 days is ‼ with `npm run ca -- crl`; a lapsed one is ×", () => {
@@ -156,11 +179,11 @@ test("the text report: ✓ lines, and under × or ‼ the sentence and the fix; 
   assert.match(text, /CN=evil\\u001b\[2J\\u001b\]0;pwned\\u0007/);
   assert.match(text, /^× certificate is valid\n {4}inventory serves a certificate .* never issued\n {4}fix: npm run ca -- renew --domain inventory\.internal$/m);
   assert.match(text, /^✓ answers over mTLS: handshake as edge\.internal/m);
-  assert.match(text, /Status check results are ×: 1 failed, 0 warnings, 16 checks/);
+  assert.match(text, /Status check results are ×: 1 failed, 0 warnings, 18 checks/);
   assert.equal(printable("a\nb"), "a\\u000ab");
   // A check that could not run for a failure above: one line, the fix is the one above it.
   const down = renderText(checkMesh({ ca: CA, services: [service({ admin: { error: "ECONNREFUSED", metrics: undefined } })] }, NOW));
-  assert.match(down, /^× admin port answers\n {4}nothing answers on http:\/\/127\.0\.0\.1:7413: ECONNREFUSED\n {4}fix: npm run mesh:up\n✓ certificate is valid: .*\n× holds the CA's current trust bundle: not checked: its admin port 7413 does not serve \/metrics\n/m);
+  assert.match(down, /^× admin port answers\n {4}nothing answers on http:\/\/127\.0\.0\.1:7413: ECONNREFUSED\n {4}fix: npm run mesh:up\n✓ certificate is valid: .*\n× renews its certificate on time: not checked: its admin port 7413 does not serve \/metrics\n× holds the CA's current trust bundle: not checked: its admin port 7413 does not serve \/metrics\n/m);
 });
 
 test("the metrics reader takes the format's escapes and skips lines that do not parse", () => {

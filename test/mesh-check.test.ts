@@ -88,12 +88,12 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const clean = await meshCheck();
   assert.equal(clean.code, 0, clean.out);
   const marks = clean.out.split("\n").filter((l) => /^[✓‼×] /.test(l));
-  // The CA: its root, its issuing intermediate, its CRLs; then seven checks per service; then
+  // The CA: its root, its issuing intermediate, its CRLs; then eight checks per service; then
   // mesh:up's supervision: itself, and each part it runs (file mode: no CA server).
-  assert.equal(marks.length, 3 + 3 * 7 + 5, clean.out);
+  assert.equal(marks.length, 3 + 3 * 8 + 5, clean.out);
   for (const l of marks) assert.match(l, /^✓ /);
   assert.match(section(clean.out, "payment"), /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev Issuing CA, generation 1$/m);
-  assert.match(clean.out, /Status check results are ✓: 29 checks/);
+  assert.match(clean.out, /Status check results are ✓: 32 checks/);
   assert.match(clean.out, /^mesh:up \(restarts\)\n-+\n✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\) and restarts any part that dies\n(✓ (payment|inventory|order|dashboard) keeps running: never restarted\n){4}/m);
   // As a caller the policy allows where there is one, so checking leaves no denial in the logs; edge's 403 where there is none.
   assert.match(section(clean.out, "payment"), /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m);
@@ -111,7 +111,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
     assert.deepEqual(Object.keys(c), ["name", "title", "ok", "severity", "detail", "fix"]);
     assert.deepEqual([c.ok, c.severity, c.fix], [true, "ok", null], c.name);
   }
-  assert.deepEqual(report.services[0]!.checks.map((c) => c.name), ["mtls", "admin", "certificate", "trust-bundle", "crls", "policy", "clock"]);
+  assert.deepEqual(report.services[0]!.checks.map((c) => c.name), ["mtls", "admin", "certificate", "renewal", "trust-bundle", "crls", "policy", "clock"]);
 
   // 2. Revoke inventory: exit 1, inventory's certificate ×, with why and the fix; the others still ✓.
   const revoke = await ca("revoke", "--domain", "inventory.internal");

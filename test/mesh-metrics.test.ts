@@ -107,12 +107,17 @@ test("a running service's /metrics after real handshakes: promtool finds no prob
     assert.equal(value(s, "mesh_tls_handshakes_total", { outcome: "refused", reason: "revoked" }), 0, "every known reason is there from the start");
     assert.equal(value(s, "mesh_tls_handshakes_total", { outcome: "accepted", reason: "none" }), 13);
     assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "order", route: "/charge", method: "POST", status: "201", rule: "payment.accepts" }), 1);
-    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "inventory", route: "(unmatched)", method: "POST", status: "403", rule: "payment.accepts" }), 1);
+    // A denied request keeps its route's pattern (issue 14): it was "(unmatched)".
+    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "inventory", route: "/charge", method: "POST", status: "403", rule: "payment.accepts" }), 1);
+    assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "stranger", route: "/healthz", method: "GET", status: "403", rule: "payment.accepts" }), 1);
     assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "order", route: "(unmatched)", method: "GET", status: "404", rule: "payment.accepts" }), 10);
     assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "inventory", rule: "payment.accepts" }), 1);
-    assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "other", rule: "payment.accepts" }), 1);
-    assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "order", rule: "payment.accepts" }), 0, "order was never denied");
-    assert.ok(!res.body.includes("stranger"), "a caller outside the mesh's names is counted as other");
+    // A name the CA issued (its certificate chained to the service's trust) is labelled by itself, as logs name it (issue 14).
+    assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "stranger", rule: "payment.accepts" }), 1);
+    assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "other", rule: "payment.accepts" }), undefined);
+    // Series are made when first observed: order was never denied, inventory and stranger never allowed (issue 14).
+    assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: "order", rule: "payment.accepts" }), undefined, "order was never denied");
+    assert.ok(!s.some((x) => x.name.startsWith("mesh_inbound_http_request_duration_seconds") && (x.labels.caller === "inventory" || x.labels.caller === "stranger")), "no histogram for callers only ever denied");
     assert.ok(!res.body.includes("/no/such"), "no raw path in any label");
     assert.equal(value(s, "mesh_inbound_http_request_duration_seconds_count", { caller: "order", route: "/charge", method: "POST" }), 1);
     assert.equal(value(s, "mesh_inbound_http_request_duration_seconds_bucket", { caller: "order", route: "/charge", method: "POST", le: "+Inf" }), 1);
@@ -121,6 +126,14 @@ test("a running service's /metrics after real handshakes: promtool finds no prob
     assert.equal(value(s, "mesh_identity_cert_expiration_timestamp_seconds"), Math.floor(Date.parse(leaf.validTo) / 1000));
     assert.equal(value(s, "mesh_identity_cert_info", { issuer: "CN=Mesh Test CA", root: "CN=Mesh Test CA", generation: "1" }), 1);
     assert.equal(value(s, "mesh_identity_cert_renewals_total"), 0);
+    // The heartbeat: no renewal yet in file mode, so the certificate counts from its notBefore.
+    assert.equal(value(s, "mesh_identity_cert_last_renewal_timestamp_seconds"), Date.parse(leaf.validFrom) / 1000);
+    const remaining = value(s, "mesh_identity_cert_validity_remaining_seconds")!;
+    assert.ok(Math.abs(remaining - (Date.parse(leaf.validTo) - Date.now()) / 1000) < 60, `remaining ${remaining}`);
+    // Handshakes timed by outcome: the 13 accepted and the one without a certificate.
+    assert.equal(value(s, "mesh_tls_handshake_duration_seconds_count", { outcome: "accepted" }), 13);
+    assert.equal(value(s, "mesh_tls_handshake_duration_seconds_count", { outcome: "refused" }), 1);
+    assert.ok(value(s, "mesh_tls_handshake_duration_seconds_sum", { outcome: "accepted" })! > 0);
     assert.equal(value(s, "mesh_identity_cert_renewal_failures_total"), 0);
     assert.equal(value(s, "mesh_trust_bundle_roots"), 1);
     const root = new X509Certificate(readFileSync(pki.ca.paths.bundle));
@@ -205,6 +218,16 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
     assert.equal(value(s, "mesh_reloads_total", { kind: "tls", result: "ok" }), 1);
     assert.equal(value(s, "mesh_tls_handshakes_total", { outcome: "refused", reason: "revoked" }), 1);
     assert.ok(value(s, "mesh_crl_next_update_timestamp_seconds", { issuer: "CN=Mesh Test CA" })! > before);
+
+    // A renewed certificate of its own (here by the CLI, then the reload) moves the renewal heartbeat.
+    const heartbeat = value(s, "mesh_identity_cert_last_renewal_timestamp_seconds")!;
+    const since = pay.logs.lines.length;
+    const renewedAt = Date.now();
+    await pki.ca.renew({ domain: "payment.internal" });
+    await pay.logs.wait((l) => l.event === "tls.reloaded", 10_000, since);
+    s = await scrape();
+    const after = value(s, "mesh_identity_cert_last_renewal_timestamp_seconds")!;
+    assert.ok(after > heartbeat && after * 1000 >= renewedAt - 1, `heartbeat ${heartbeat} -> ${after}`);
   } finally {
     await pay.svc.close();
     writeFileSync(pki.policyFile, SEED_POLICY);
@@ -225,12 +248,17 @@ test("upstream calls by callee, outcome and reason", async () => {
     let s = parse(await order.svc.metrics.registry.metrics());
     assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "inventory", outcome: "ok", reason: "none" }), 1);
     assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "payment", outcome: "ok", reason: "none" }), 1);
+    // Each call's latency, per upstream and outcome (issue 14).
+    assert.equal(value(s, "mesh_outbound_http_request_duration_seconds_count", { callee: "inventory", outcome: "ok" }), 1);
+    assert.equal(value(s, "mesh_outbound_http_request_duration_seconds_count", { callee: "payment", outcome: "ok" }), 1);
+    assert.ok(value(s, "mesh_outbound_http_request_duration_seconds_sum", { callee: "payment", outcome: "ok" })! > 0);
     assert.equal(value(s, "mesh_inbound_http_requests_total", { caller: "edge", route: "/orders", method: "POST", status: "201", rule: "order.accepts" }), 1);
 
     const down = await call(pki, lonely.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
     assert.equal("status" in down && down.status, 502, JSON.stringify(down));
     s = parse(await lonely.svc.metrics.registry.metrics());
     assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "inventory", outcome: "failed", reason: "upstream_down" }), 1);
+    assert.equal(value(s, "mesh_outbound_http_request_duration_seconds_count", { callee: "inventory", outcome: "failed" }), 1);
     assert.equal(value(s, "mesh_outbound_http_requests_total", { callee: "payment", outcome: "ok", reason: "none" }), 0, "payment is never called when the reservation fails");
     // The callee counted the same calls from its side.
     s = parse(await pay.svc.metrics.registry.metrics());
@@ -268,4 +296,20 @@ test("a CRL's issuer and nextUpdate read from its DER agree with openssl's readi
   } finally {
     rmSync(d, { recursive: true, force: true });
   }
+});
+
+test("caller labels: a name the CA issued is its own label up to MAX_CALLERS names, then other; never a raw string", async () => {
+  const { MeshMetrics, MAX_CALLERS, OTHER } = await import("../services/mesh/metrics.ts");
+  const m = new MeshMetrics("payment");
+  const memo = (path: string) => ({ method: "GET", decision: { rule: "payment.accepts" }, route: { path } });
+  // Names as identityOf gives them (from certificates that chained to the trust bundle).
+  for (let i = 0; i < MAX_CALLERS + 10; i++) m.series(memo("/healthz"), `svc-${i}`).denied();
+  // Not a mesh name at all (identityOf never yields one; bounded anyway).
+  m.series(memo("/healthz"), "Evil\"}\n").denied();
+  const s = parse(await m.registry.metrics());
+  const callers = new Set(s.filter((x) => x.name === "mesh_inbound_http_authz_deny_total").map((x) => x.labels.caller!));
+  // The demo's four names are in the set from the start; the rest fill it up to the cap.
+  assert.equal(callers.size, MAX_CALLERS - 4 + 1, [...callers].join(" "));
+  assert.ok(callers.has("svc-0") && callers.has(OTHER));
+  assert.equal(value(s, "mesh_inbound_http_authz_deny_total", { caller: OTHER, rule: "payment.accepts" }), 10 + 4 + 1);
 });

@@ -1,6 +1,6 @@
 // The CA server's Prometheus metrics (docs/metrics.md, "The CA"): counters the EST routes bump
 // with one call each, and gauges read from the ledger and the published state only when scraped.
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Statement } from "better-sqlite3";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import type { CertificateAuthority } from "../authority.ts";
@@ -56,6 +56,7 @@ export class CaMetrics {
   private readonly issuedCounts = new Map<IssuedKind, number>(KINDS.map((k) => [k, 0]));
   private readonly refusals: Counter<"route" | "reason">;
   private readonly errors: Counter<"route">;
+  private readonly durations: Histogram<"route" | "outcome">;
   private readonly tokens: Counter<"result" | "reason">;
   private readonly handshakes: Counter<"reason">;
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
@@ -83,6 +84,8 @@ export class CaMetrics {
     for (const reason of REENROL_REASONS) this.refusals.inc({ route: REENROL, reason }, 0);
     this.errors = new Counter({ name: "mesh_ca_request_errors_total", help: "Requests the CA server could not complete (500, an est.error log line), by route pattern.", labelNames: ["route"], registers: [r] });
     for (const route of [ENROL, REENROL]) this.errors.inc({ route }, 0);
+    // A signature and a ledger transaction: a few ms; the write gate can queue a request behind a rotation.
+    this.durations = new Histogram({ name: "mesh_ca_request_duration_seconds", help: "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).", labelNames: ["route", "outcome"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] });
     this.tokens = new Counter({ name: "mesh_ca_tokens_total", help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).", labelNames: ["result", "reason"], registers: [r] });
     this.tokens.inc({ result: "used", reason: "none" }, 0);
     this.handshakes = new Counter({ name: "mesh_ca_tls_handshake_failures_total", help: "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.", labelNames: ["reason"], registers: [r] });
@@ -149,6 +152,11 @@ export class CaMetrics {
   /** A failed handshake, with OpenSSL's (or Node's) error code. */
   handshakeFailed(code: string): void {
     this.handshakes.inc({ reason: HANDSHAKE_REASONS.find(([, re]) => re.test(code))?.[0] ?? OTHER });
+  }
+
+  /** Any request, once answered: how long it took, by route pattern and outcome (ok, refused, error). */
+  answered(path: string, outcome: "ok" | "refused" | "error", seconds: number): void {
+    this.durations.observe({ route: routeOf(path), outcome }, seconds);
   }
 
   /** A request that ended in a 500. */

@@ -256,12 +256,14 @@ export class CaServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = performance.now();
     let path = "";
     // The CA's clock, not the system's, is the one a client compares its own with (lib/clock.ts).
     const caNow = this.ca.now().getTime();
     res.setHeader("Date", httpDate(caNow));
     const clientDate = parseHttpDate(req.headers.date);
     const call: Call = { req, res, url: new URL("https://ca.internal/"), remote: remoteOf(req), skewMs: clientDate === null ? null : clientDate - caNow, authenticated: null, claimed: null };
+    let outcome: "ok" | "refused" | "error" = "ok";
     try {
       try { call.url = new URL(req.url ?? "/", "https://ca.internal"); } catch { throw new HttpError(400, "bad_request", "the request target is not a path"); }
       path = call.url.pathname;
@@ -277,10 +279,12 @@ export class CaServer {
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
     } catch (err) {
+      outcome = err instanceof HttpError ? "refused" : "error";
       this.refuse(call, path, err);
     } finally {
       this.skew.note(call, routeName(path));
     }
+    this.metrics.answered(path, outcome, (performance.now() - t0) / 1000);
   }
 
   /**

@@ -181,6 +181,40 @@ export function checkCrls(s: ServiceFacts, ca: CaFacts, now: number): Check {
   return check("crls", title, "ok", `${list.length} CRL${list.length === 1 ? "" : "s"}, the same as ${ca.dir}/crls.pem, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
+/** Services renew at 2/3 of a certificate's life (the agent's default, and mesh:up's 30 days of 90). */
+export const RENEWAL_FRACTION = 2 / 3;
+/** Past the 2/3 point by this much of the life (and at least RENEWAL_SLACK_MIN_MS): the agent's jitter reaches 73 %, a retry a few seconds more. */
+export const RENEWAL_SLACK = 0.1;
+export const RENEWAL_SLACK_MIN_MS = 30_000;
+
+/**
+ * The renewal heartbeat: a certificate still in force past the point it should have been
+ * renewed at is an error before it expires, since "Ready, then expired" is what a quiet renewal
+ * failure looks like (cert-manager's most common complaint). Counted from when the service
+ * obtained it (mesh_identity_cert_last_renewal_timestamp_seconds), not from its backdated notBefore.
+ */
+export function checkRenewal(s: ServiceFacts, ca: CaFacts, now: number): Check {
+  const title = "renews its certificate on time";
+  const why = adminUnusable(s);
+  if (why) return check("renewal", title, "error", why, checkAdmin(s).fix);
+  const obtained = s.admin.lastRenewalAt;
+  const notAfter = s.admin.certExpiresAt;
+  if (obtained === undefined || notAfter === undefined) {
+    return check("renewal", title, "warning", `${s.name} exports no renewal heartbeat (mesh_identity_cert_last_renewal_timestamp_seconds and _expiration_timestamp_seconds): it runs an older build, so its renewal cannot be judged`, "npm run mesh:up");
+  }
+  const period = Math.max(0, notAfter - obtained);
+  const due = obtained + period * RENEWAL_FRACTION;
+  const late = due + Math.max(period * RENEWAL_SLACK, RENEWAL_SLACK_MIN_MS);
+  const dns = `${s.name}.internal`;
+  const fix = ca.online ? logs(s.name, "identity.renew_failed") : `npm run ca -- renew --domain ${dns}`;
+  if (now > late && now < notAfter) {
+    const who = ca.online ? `${s.name} renews itself from the CA server, so a renewal keeps failing or never ran (its identity.renew_failed lines say why)` : `renew it with the CA; ${s.name} loads the new certificate within a second`;
+    return check("renewal", title, "error", `${s.name}'s certificate is overdue for renewal: obtained ${when(obtained)}, due at ${when(due)} (2/3 of its life), still in force, and it expires ${untilShort(notAfter, now)}; once it does, every peer refuses ${s.name} ("Ready, then expired"): ${who}`, fix);
+  }
+  if (now >= notAfter) return check("renewal", title, "error", `${s.name}'s certificate expired on ${when(notAfter)} without being renewed (obtained ${when(obtained)}, due ${when(due)})`, fix);
+  return check("renewal", title, "ok", `obtained ${when(obtained)}; next renewal due ${when(due)} (${period > 2 * DAY_MS ? until(due, now) : untilShort(due, now)})`);
+}
+
 export function checkPolicy(s: ServiceFacts, ca: CaFacts): Check {
   const title = "policy is the file on disk";
   const why = adminUnusable(s);
@@ -221,7 +255,7 @@ export function checkClock(s: ServiceFacts): Check {
 }
 
 export function checkService(s: ServiceFacts, ca: CaFacts, now: number): Check[] {
-  return [checkMtls(s, ca), checkAdmin(s), checkCertificate(s, ca, now), checkTrustBundle(s, ca, now), checkCrls(s, ca, now), checkPolicy(s, ca), checkClock(s)];
+  return [checkMtls(s, ca), checkAdmin(s), checkCertificate(s, ca, now), checkRenewal(s, ca, now), checkTrustBundle(s, ca, now), checkCrls(s, ca, now), checkPolicy(s, ca), checkClock(s)];
 }
 
 /** A root or intermediate: valid now, and for at least CA_WARN_DAYS more. */

@@ -55,6 +55,10 @@ export interface AdminFacts {
   readonly policySha256?: string;
   /** mesh_crl_next_update_timestamp_seconds, in ms. */
   readonly crlNextUpdates?: readonly { readonly issuer: string; readonly at: number }[];
+  /** mesh_identity_cert_last_renewal_timestamp_seconds, in ms: when the certificate in force was obtained. */
+  readonly lastRenewalAt?: number;
+  /** mesh_identity_cert_expiration_timestamp_seconds, in ms. */
+  readonly certExpiresAt?: number;
 }
 
 export interface ServiceFacts {

@@ -22,7 +22,7 @@ const TIMEOUT_MS = 4_000;
 /** A /metrics of three services is ~30 KiB; anything past this is not ours to read. */
 const MAX_METRICS_BYTES = 4 * 1024 * 1024;
 const MAX_BODY_BYTES = 64 * 1024;
-const WANTED = new Set(["mesh_trust_bundle_info", "mesh_crls_info", "mesh_policy_info", "mesh_crl_next_update_timestamp_seconds"]);
+const WANTED = new Set(["mesh_trust_bundle_info", "mesh_crls_info", "mesh_policy_info", "mesh_crl_next_update_timestamp_seconds", "mesh_identity_cert_last_renewal_timestamp_seconds", "mesh_identity_cert_expiration_timestamp_seconds"]);
 
 export interface Target {
   readonly name: string;
@@ -258,9 +258,15 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
     return hits.length === 1 ? hits[0]!.labels.sha256 : undefined; // none or several: not a digest to trust
   };
   const crlNextUpdates = ss.filter((s) => s.name === "mesh_crl_next_update_timestamp_seconds").map((s) => ({ issuer: s.labels.issuer ?? "?", at: s.value * 1000 }));
+  // One unlabelled sample each, or not a time to judge by.
+  const time = (name: string) => {
+    const hits = ss.filter((s) => s.name === name && Number.isFinite(s.value) && s.value > 0);
+    return hits.length === 1 ? hits[0]!.value * 1000 : undefined;
+  };
   return {
     port: t.adminPort, healthz, healthzReason, metrics: m.status, date: m.date, sentAt: m.sentAt, receivedAt: m.receivedAt,
     trustBundleSha256: info("mesh_trust_bundle_info"), crlsSha256: info("mesh_crls_info"), policySha256: info("mesh_policy_info"), crlNextUpdates,
+    lastRenewalAt: time("mesh_identity_cert_last_renewal_timestamp_seconds"), certExpiresAt: time("mesh_identity_cert_expiration_timestamp_seconds"),
   };
 }
 

@@ -94,8 +94,9 @@ export function chainFault(path: readonly X509Certificate[]): { reason: ChainFau
   return undefined;
 }
 
-function oneLine(dn: string): string {
-  return dn.split("\n").join(", ");
+// Node gives `undefined` for an empty name (a peer can send one): never a throw in the handshake's handler.
+function oneLine(dn: string | undefined): string {
+  return dn ? dn.split("\n").join(", ") : "(empty name)";
 }
 
 const BASIC_CONSTRAINTS = "551d13";

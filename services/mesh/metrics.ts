@@ -4,7 +4,7 @@
 import { X509Certificate, createHash } from "node:crypto";
 import { Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
-import { CALLERS } from "./names.ts";
+import { CALLERS, isIdentityName } from "./names.ts";
 import { pemBlocks, type TlsMaterial } from "./material.ts";
 import { crlDatesOfPem } from "./crl-dates.ts";
 import { UpstreamError, type Upstreams } from "./client.ts";
@@ -16,8 +16,13 @@ export const UNMATCHED = "(unmatched)";
 export const OTHER = "other";
 /** Distinct `rule` label values kept before the rest count as OTHER (a policy has a handful). */
 export const MAX_RULES = 64;
-
-const CALLER_SET: ReadonlySet<string> = new Set(CALLERS);
+/**
+ * Distinct `caller`/`callee` names kept before the rest count as OTHER. A name enters the set
+ * only from a certificate that chained to this service's trust (the CA issued it), or from the
+ * service's own configuration (its upstreams): a peer cannot mint one. The cap bounds the
+ * series even if the CA issues many names (docs/metrics.md).
+ */
+export const MAX_CALLERS = 64;
 const METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 /** Created at start so that each shows as 0 before it first happens (rate() needs the zero). */
 // A record, so that a reason added to reasons.ts without a series here fails to compile.
@@ -28,6 +33,16 @@ const HANDSHAKE_REASONS = Object.keys({
 } satisfies Record<HandshakeReason, 1>) as HandshakeReason[];
 /** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */
 const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** TLS handshakes on loopback take ~1-3 ms of CPU (ECDSA P-256); a loaded host or a slow peer, more. */
+const HANDSHAKE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Calls to another service or to the CA: a few ms on loopback, up to the client's 10 s timeout. */
+const CALL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Operations of the EST client (services/mesh/identity-agent/est-client.ts). */
+export type CaOperation = "enrol" | "renew" | "cacerts" | "crls";
+/** How an EST call ended: answered, refused by the CA (4xx/5xx), not reached (or no answer in time), or an answer that did not parse. */
+export type CaOutcome = "ok" | "refused" | "unreachable" | "invalid";
+const CA_OPERATIONS: ReadonlySet<string> = new Set<CaOperation>(["enrol", "renew", "cacerts", "crls"]);
+const CA_OUTCOMES: ReadonlySet<string> = new Set<CaOutcome>(["ok", "refused", "unreachable", "invalid"]);
 /** Reload latency: the watcher's debounce is 150 ms, its stat poll 1 s. */
 const RELOAD_BUCKETS = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5];
 
@@ -149,12 +164,15 @@ export interface SeriesMemo {
 export class RequestSeries {
   private status = -1;
   private cell: Cell | undefined;
+  // Made when first observed, so that a caller only ever denied exports no all-zero histogram
+  // and one only ever allowed no zero denial counter.
+  private duration: HistogramCell | undefined;
+  private deny: Cell | undefined;
   constructor(
     private readonly requests: CellCounter,
     private readonly labels: readonly [caller: string, route: string, method: string, rule: string],
     private readonly durations: CellHistogram,
-    private readonly duration: HistogramCell,
-    private readonly deny: Cell,
+    private readonly denials: CellCounter,
   ) {}
 
   /**
@@ -163,12 +181,12 @@ export class RequestSeries {
    */
   answered(status: number, ms: number): void {
     this.count(status);
-    this.durations.observe(this.duration, ms / 1000);
+    this.durations.observe((this.duration ??= this.durations.cell(this.labels[0], this.labels[1], this.labels[2])), ms / 1000);
   }
 
   /** A request the policy denied (answered 403 before routing). */
   denied(): void {
-    this.deny.n++;
+    (this.deny ??= this.denials.cell(this.labels[0], this.labels[3])).n++;
     this.count(403);
   }
 
@@ -190,8 +208,19 @@ export class MeshMetrics {
   private readonly denials: CellCounter;
   private readonly durations: CellHistogram;
   private readonly upstream: CellCounter;
+  private readonly upstreamSeconds: Histogram<"callee" | "outcome">;
+  private readonly handshakeSeconds: Histogram<"outcome">;
+  /** When each connection in its handshake arrived (performance.now()), by remote address and port. */
+  private readonly handshakeStarts = new Map<string, number>();
+  private readonly caSeconds: Histogram<"operation" | "outcome">;
+  private readonly lastRenewal: Gauge;
+  /** The leaf in force (its fingerprint) and when this service put it in force (ms since the epoch). */
+  private leafFingerprint: string | undefined;
+  private obtainedAt = 0;
+  private leafNotAfter = 0;
   private readonly groups = new Map<string, RequestSeries>();
   private readonly rules = new Set<string>();
+  private readonly names = new Set<string>(CALLERS);
   private readonly reloads: Counter<"kind" | "result">;
   private readonly reloadSeconds: Histogram<"kind">;
   private readonly renewals: Counter;
@@ -215,6 +244,9 @@ export class MeshMetrics {
     this.denials = new CellCounter(r, "mesh_inbound_http_authz_deny_total", "Requests the policy denied (403), by caller and rule.", ["caller", "rule"]);
     this.durations = new CellHistogram(r, "mesh_inbound_http_request_duration_seconds", "Time from a request's arrival to its answer, for requests the policy allowed.", ["caller", "route", "method"], REQUEST_BUCKETS);
     this.upstream = new CellCounter(r, "mesh_outbound_http_requests_total", "Calls to other services, by callee, outcome (ok, failed) and the caller-side reason of a failure.", ["callee", "outcome", "reason"]);
+    this.upstreamSeconds = new Histogram({ name: "mesh_outbound_http_request_duration_seconds", help: "Time from a call to another service to its answer or failure, by callee and outcome (ok, failed).", labelNames: ["callee", "outcome"], buckets: CALL_BUCKETS, registers: [r] });
+    this.handshakeSeconds = new Histogram({ name: "mesh_tls_handshake_duration_seconds", help: "Inbound TLS handshakes, from the TCP connection's arrival to the verdict, by outcome (accepted, refused).", labelNames: ["outcome"], buckets: HANDSHAKE_BUCKETS, registers: [r] });
+    this.caSeconds = new Histogram({ name: "mesh_identity_ca_request_duration_seconds", help: "Calls of this service's identity agent to the CA (EST), by operation (enrol, renew, cacerts, crls) and outcome (ok, refused, unreachable, invalid).", labelNames: ["operation", "outcome"], buckets: CALL_BUCKETS, registers: [r] });
     this.reloads = new Counter({ name: "mesh_reloads_total", help: "Reloads of changed files by kind (tls, policy) and result (ok, failed); a failed one keeps the previous state.", labelNames: ["kind", "result"], registers: [r] });
     this.reloadSeconds = new Histogram({ name: "mesh_reload_duration_seconds", help: "Seconds from a file change being noticed to the new state being in force, for reloads that succeeded.", labelNames: ["kind"], buckets: RELOAD_BUCKETS, registers: [r] });
     for (const kind of ["tls", "policy"]) {
@@ -223,6 +255,15 @@ export class MeshMetrics {
     }
     this.renewals = new Counter({ name: "mesh_identity_cert_renewals_total", help: "Renewals of this service's own certificate that succeeded.", registers: [r] });
     this.renewalFailures = new Counter({ name: "mesh_identity_cert_renewal_failures_total", help: "Renewals of this service's own certificate that failed (the old one stays in use).", registers: [r] });
+    this.lastRenewal = new Gauge({ name: "mesh_identity_cert_last_renewal_timestamp_seconds", help: "When this service put its certificate in force (a renewal, a reload with a new certificate, or, at start, when the certificate was obtained), in seconds since the Unix epoch.", registers: [r] });
+    const metrics = this;
+    // Read only at scrape time, from the leaf's notAfter: nothing to keep a handle on.
+    new Gauge({
+      name: "mesh_identity_cert_validity_remaining_seconds", help: "Seconds until this service's own certificate expires, as of the scrape (negative once expired).", registers: [r],
+      collect() {
+        if (metrics.leafNotAfter > 0) this.set((metrics.leafNotAfter - Date.now()) / 1000);
+      },
+    });
     this.certExpiry = new Gauge({ name: "mesh_identity_cert_expiration_timestamp_seconds", help: "When this service's own certificate expires, in seconds since the Unix epoch.", registers: [r] });
     this.certInfo = new Gauge({ name: "mesh_identity_cert_info", help: "Always 1: this service's certificate's issuer, the trust root it chains to and that root's generation.", labelNames: ["issuer", "root", "generation"], registers: [r] });
     this.roots = new Gauge({ name: "mesh_trust_bundle_roots", help: "Root certificates in the trust bundle this service uses.", registers: [r] });
@@ -243,12 +284,42 @@ export class MeshMetrics {
 
   // --- handshakes (server.ts) ---------------------------------------------------------
 
-  handshakeAccepted(): void {
-    this.accepted.n++;
+  /** A TCP connection arrived at the TLS port (the server's `connection` event): its handshake starts. */
+  handshakeStarted(raw: { remoteAddress?: string; remotePort?: number; once(event: "close", f: () => void): unknown }): void {
+    const key = `${raw.remoteAddress}:${raw.remotePort}`;
+    this.handshakeStarts.set(key, performance.now());
+    // A connection that closes before any verdict (a port scan) leaves nothing behind.
+    raw.once("close", () => this.handshakeStarts.delete(key));
   }
 
-  handshakeRefused(reason: string): void {
+  handshakeAccepted(sock?: { remoteAddress?: string; remotePort?: number }): void {
+    this.accepted.n++;
+    this.handshakeTimed("accepted", sock);
+  }
+
+  handshakeRefused(reason: string, sock?: { remoteAddress?: string; remotePort?: number }): void {
     this.handshakes.cell("refused", (HANDSHAKE_REASONS as readonly string[]).includes(reason) ? reason : OTHER).n++;
+    this.handshakeTimed("refused", sock);
+  }
+
+  private handshakeTimed(outcome: "accepted" | "refused", sock: { remoteAddress?: string; remotePort?: number } | undefined): void {
+    if (!sock?.remoteAddress) return;
+    const key = `${sock.remoteAddress}:${sock.remotePort}`;
+    const t0 = this.handshakeStarts.get(key);
+    if (t0 === undefined) return;
+    this.handshakeStarts.delete(key);
+    this.handshakeSeconds.observe({ outcome }, (performance.now() - t0) / 1000);
+  }
+
+  /**
+   * The label of a mesh name: itself while the set of names seen has room, else OTHER. Called
+   * with names from verified certificates and from configuration only, never per request.
+   */
+  private label(name: string): string {
+    if (this.names.has(name)) return name;
+    if (this.names.size >= MAX_CALLERS || !isIdentityName(name)) return OTHER;
+    this.names.add(name);
+    return name;
   }
 
   // --- requests (server.ts) -----------------------------------------------------------
@@ -259,7 +330,7 @@ export class MeshMetrics {
   }
 
   private group(peer: string, route: string, verb: string, decidedBy: string): RequestSeries {
-    const caller = CALLER_SET.has(peer) ? peer : OTHER;
+    const caller = this.label(peer);
     const method = METHODS.has(verb) ? verb : OTHER;
     let rule = decidedBy;
     if (!this.rules.has(rule)) {
@@ -269,7 +340,7 @@ export class MeshMetrics {
     const key = `${caller}\0${route}\0${method}\0${rule}`;
     let g = this.groups.get(key);
     if (!g) {
-      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.durations.cell(caller, route, method), this.denials.cell(caller, rule));
+      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.denials);
       this.groups.set(key, g);
     }
     return g;
@@ -284,18 +355,21 @@ export class MeshMetrics {
    */
   watchUpstreams(up: Upstreams, callees: readonly string[]): void {
     const ok = new Map<string, Cell>();
-    const callee = (name: string) => (CALLER_SET.has(name) ? name : OTHER);
+    const callee = (name: string) => this.label(name);
     for (const name of callees) ok.set(name, this.upstream.cell(callee(name), "ok", "none"));
     const call = up.call.bind(up);
     // Every argument passed on as it came, whatever call() comes to take.
     up.call = async (...args: Parameters<Upstreams["call"]>) => {
       const name = args[0];
+      const t0 = performance.now();
       try {
         const reply = await call(...args);
         (ok.get(name) ?? this.upstream.cell(callee(name), "ok", "none")).n++;
+        this.upstreamSeconds.observe({ callee: callee(name), outcome: "ok" }, (performance.now() - t0) / 1000);
         return reply;
       } catch (e) {
         this.upstream.cell(callee(name), "failed", e instanceof UpstreamError ? e.reason : OTHER).n++;
+        this.upstreamSeconds.observe({ callee: callee(name), outcome: "failed" }, (performance.now() - t0) / 1000);
         throw e;
       }
     };
@@ -321,6 +395,14 @@ export class MeshMetrics {
     const roots = pemBlocks(m.ca.toString("utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
     const leaf = chain[0];
     if (!leaf) return;
+    const nb = Date.parse(leaf.validFrom);
+    this.leafNotAfter = Date.parse(leaf.validTo);
+    // A new certificate in force is a renewal, whoever renewed it (the agent, or `ca renew` and a
+    // reload); the first one counts from when it was obtained, no earlier than its notBefore.
+    if (this.leafFingerprint === undefined) this.obtainedAt = Math.max(nb, this.obtainedAt);
+    else if (this.leafFingerprint !== leaf.fingerprint256) this.obtainedAt = Date.now();
+    this.leafFingerprint = leaf.fingerprint256;
+    if (this.obtainedAt > 0) this.lastRenewal.set(this.obtainedAt / 1000);
     const top = chain[chain.length - 1]!;
     const anchor = roots.find((r) => r.fingerprint256 === top.fingerprint256) ?? roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
     this.certExpiry.set(Math.floor(Date.parse(leaf.validTo) / 1000));
@@ -354,6 +436,24 @@ export class MeshMetrics {
 
   renewed(): void {
     this.renewals.inc();
+    this.obtainedAt = Date.now();
+    this.lastRenewal.set(this.obtainedAt / 1000);
+  }
+
+  /**
+   * When the certificate in force at start was obtained (ms since the epoch): the identity
+   * agent knows when it enrolled or last renewed, which a restart must not reset.
+   */
+  certificateObtained(at: number): void {
+    if (!(at > 0)) return;
+    this.obtainedAt = at;
+    this.lastRenewal.set(this.obtainedAt / 1000);
+  }
+
+  /** One call of the EST client to the CA (services/mesh/identity-agent/est-client.ts). */
+  caRequest(operation: string, outcome: string, seconds: number): void {
+    if (!CA_OPERATIONS.has(operation) || !CA_OUTCOMES.has(outcome)) return;
+    this.caSeconds.observe({ operation, outcome }, seconds);
   }
 
   renewalFailed(): void {

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:https";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
+import type { Socket } from "node:net";
 import { decide, type Decision, type Policy } from "./policy.ts";
 import { identityOf, presented, type PeerIdentity } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
@@ -142,6 +143,9 @@ export class MeshServer {
     // Must run before https' own listener hands the socket to the HTTP parser.
     this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onTlsClientError(err, sock));
+    // Once per connection: when its handshake started, for mesh_tls_handshake_duration_seconds.
+    const metrics = opts.metrics;
+    if (metrics) this.https.on("connection", (raw: Socket) => metrics.handshakeStarted(raw));
     this.https.on("clientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onClientError(err, sock));
   }
 
@@ -266,21 +270,21 @@ export class MeshServer {
       return;
     }
     this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 });
-    this.opts.metrics?.handshakeAccepted();
+    this.opts.metrics?.handshakeAccepted(sock);
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
   }
 
   private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: object | undefined): void {
+    this.opts.metrics?.handshakeRefused(reason, sock);
     sock.destroy();
-    this.opts.metrics?.handshakeRefused(reason);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode, peer, trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined }, sentence);
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
     const { reason, sentence } = clientErrorReason(err, this.material.leaf, { protocol: sock.getProtocol(), handshakeTimeoutMs: this.limits.handshakeTimeoutMs });
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
-    this.opts.metrics?.handshakeRefused(reason);
+    this.opts.metrics?.handshakeRefused(reason, sock);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
     if (!sock.destroyed) sock.destroy();
   }
@@ -298,18 +302,18 @@ export class MeshServer {
     let route: Route | undefined;
     let params: Record<string, string> = NO_PARAMS;
     let pathKnown = false;
-    if (decision.allow) {
-      for (const r of this.routes) {
-        const p = r.match(path);
-        if (p === null) continue;
-        pathKnown = true;
-        // HEAD is GET without the body (RFC 9110 9.3.2): Node's response drops the body.
-        if (r.method === method || (method === "HEAD" && r.method === "GET")) {
-          // Shared by the requests that repeat this one on the connection: nobody may change it.
-          params = Object.isFrozen(p) ? p : Object.freeze(p);
-          route = r.route;
-          break;
-        }
+    // Routed whatever the verdict, so that a denied request is counted under its route's pattern
+    // (a hostile path still matches only the service's own patterns, else "(unmatched)").
+    for (const r of this.routes) {
+      const p = r.match(path);
+      if (p === null) continue;
+      pathKnown = true;
+      // HEAD is GET without the body (RFC 9110 9.3.2): Node's response drops the body.
+      if (r.method === method || (method === "HEAD" && r.method === "GET")) {
+        // Shared by the requests that repeat this one on the connection: nobody may change it.
+        params = Object.isFrozen(p) ? p : Object.freeze(p);
+        route = r.route;
+        break;
       }
     }
     return (peer.last = { policy, method, path, decision, route, params, pathKnown });

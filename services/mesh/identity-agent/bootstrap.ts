@@ -3,7 +3,7 @@
 import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { IdentityError } from "./errors.ts";
-import { enrolCsr, getCacerts, getCrls } from "./est-client.ts";
+import { enrolCsr, getCacerts, getCrls, type CaObserver } from "./est-client.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, ensureFolder, writeAtomic, type StatePaths } from "./state-folder.ts";
@@ -46,8 +46,8 @@ export function fingerprintOf(cert: X509Certificate): string {
  * The root whose SHA-256 is the token's fingerprint, from an unverified cacerts fetch: nothing
  * else from that answer is trusted. Refuses before anything is sent to the CA.
  */
-export async function pinnedRoot(caUrl: string, token: Token): Promise<X509Certificate> {
-  const offered = await getCacerts({ url: caUrl });
+export async function pinnedRoot(caUrl: string, token: Token, observe?: CaObserver): Promise<X509Certificate> {
+  const offered = await getCacerts({ url: caUrl, observe });
   if (!offered.changed) throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${caUrl} answered cacerts with no bundle`);
   const root = offered.roots.find((r) => fingerprintOf(r) === token.fingerprint);
   if (!root) {
@@ -66,16 +66,17 @@ export interface Enrolled {
 }
 
 /** Enrols with the token and fills the state folder: bundle, CRLs, then key and certificate as a pair. */
-export async function enrolWithToken(o: { caUrl: string; token: Token; dns: string; paths: StatePaths; lifetime?: string }): Promise<Enrolled> {
-  const pinned = (await pinnedRoot(o.caUrl, o.token)).toString();
+export async function enrolWithToken(o: { caUrl: string; token: Token; dns: string; paths: StatePaths; lifetime?: string; observe?: CaObserver }): Promise<Enrolled> {
+  const observe = o.observe;
+  const pinned = (await pinnedRoot(o.caUrl, o.token, observe)).toString();
   // From here on the CA server is verified against the pinned root; the bundle comes over that.
-  const bundle = await getCacerts({ url: o.caUrl, ca: pinned });
+  const bundle = await getCacerts({ url: o.caUrl, ca: pinned, observe });
   if (!bundle.changed) throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${o.caUrl} answered cacerts with no bundle`);
   const bundlePem = pemOf(bundle.roots);
   const { keyPem, csr } = newKeyAndCsr(o.dns);
-  const chain = await enrolCsr({ url: o.caUrl, ca: pinned }, "simpleenroll", csr, { token: o.token.value, lifetime: o.lifetime });
+  const chain = await enrolCsr({ url: o.caUrl, ca: pinned, observe }, "simpleenroll", csr, { token: o.token.value, lifetime: o.lifetime });
   const facts = checkChain(chain, bundle.roots, o.dns, keyPem);
-  const crls = await getCrls({ url: o.caUrl, ca: bundlePem });
+  const crls = await getCrls({ url: o.caUrl, ca: bundlePem, observe });
   ensureFolder(o.paths.dir);
   writeAtomic(o.paths.bundle, bundlePem);
   writeAtomic(o.paths.etag, bundle.etag ?? "");

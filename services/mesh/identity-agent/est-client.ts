@@ -21,6 +21,26 @@ export interface CaTls {
   cert?: string;
   key?: string;
   timeoutMs?: number;
+  /** Told how each call ended and how long it took (the service's metrics, MeshMetrics#caRequest). */
+  observe?: CaObserver;
+}
+
+/** `operation`: enrol, renew, cacerts, crls; `outcome`: ok, refused, unreachable, invalid. */
+export type CaObserver = (operation: "enrol" | "renew" | "cacerts" | "crls", outcome: "ok" | "refused" | "unreachable" | "invalid", seconds: number) => void;
+
+/** Runs one EST operation, telling `t.observe` its outcome (from the IdentityError code) and duration. */
+async function timed<T>(t: CaTls, operation: Parameters<CaObserver>[0], run: () => Promise<T>): Promise<T> {
+  if (!t.observe) return run();
+  const t0 = performance.now();
+  try {
+    const out = await run();
+    t.observe(operation, "ok", (performance.now() - t0) / 1000);
+    return out;
+  } catch (e) {
+    const code = e instanceof IdentityError ? e.code : undefined;
+    t.observe(operation, code === "CA_REFUSED" ? "refused" : code === "CA_ANSWER_INVALID" ? "invalid" : "unreachable", (performance.now() - t0) / 1000);
+    throw e;
+  }
 }
 
 interface Answer {
@@ -145,7 +165,11 @@ export type CacertsAnswer =
   | { changed: true; renewNow: boolean; etag: string | null; roots: X509Certificate[] };
 
 /** GET cacerts; with If-None-Match, a 304 costs nothing. Over mTLS the CA records which bundle we hold. */
-export async function getCacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
+export function getCacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
+  return timed(t, "cacerts", () => cacerts(t, etag));
+}
+
+async function cacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
   const path = `${EST}/cacerts`;
   const a = await call(t, "GET", path, etag ? { "If-None-Match": etag } : {});
   const renewNow = a.headers["mesh-renew-now"] === "1";
@@ -158,7 +182,11 @@ export async function getCacerts(t: CaTls, etag?: string | null): Promise<Cacert
 }
 
 /** POST simpleenroll with the one-time token (Bearer) or simplereenroll over mTLS: the chain, leaf first. */
-export async function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
+export function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
+  return timed(t, kind === "simpleenroll" ? "enrol" : "renew", () => enrol(t, kind, csrDer, opts));
+}
+
+async function enrol(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
   const path = `${EST}/${kind}${opts.lifetime ? `?lifetime=${encodeURIComponent(opts.lifetime)}` : ""}`;
   const headers: Record<string, string> = { "Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64" };
   if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
@@ -175,7 +203,11 @@ export async function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll"
 }
 
 /** GET /crls.pem: every current CRL, PEM. */
-export async function getCrls(t: CaTls): Promise<string> {
+export function getCrls(t: CaTls): Promise<string> {
+  return timed(t, "crls", () => crls(t));
+}
+
+async function crls(t: CaTls): Promise<string> {
   const a = await call(t, "GET", "/crls.pem");
   if (a.status !== 200) throw refused("/crls.pem", a);
   const text = a.body.toString("utf8");

@@ -8,7 +8,7 @@ import { pemBlocks } from "../material.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
-import { enrolCsr, getCacerts, getCrls, type CaTls } from "./est-client.ts";
+import { enrolCsr, getCacerts, getCrls, type CaObserver, type CaTls } from "./est-client.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, splitPem, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, readText, receivedAt, writeAtomic, type StatePaths } from "./state-folder.ts";
@@ -20,7 +20,7 @@ export interface AgentHooks {
   /** The runtime's hot reload of the TLS files: true when the new material is in force. */
   reloadTls(): boolean;
   log: MeshLogger;
-  metrics: { renewed(): void; renewalFailed(): void };
+  metrics: { renewed(): void; renewalFailed(): void; caRequest?: CaObserver };
 }
 
 export interface AgentOptions {
@@ -92,7 +92,7 @@ export class IdentityAgent {
   }
 
   private tls(cur: { certPem: string; keyPem: string; bundlePem: string }): CaTls {
-    return { url: this.o.caUrl, ca: cur.bundlePem, cert: cur.certPem, key: cur.keyPem };
+    return { url: this.o.caUrl, ca: cur.bundlePem, cert: cur.certPem, key: cur.keyPem, observe: this.h.metrics.caRequest?.bind(this.h.metrics) };
   }
 
   private scheduleRenewal(delay?: number): void {

@@ -9,7 +9,8 @@ import { processClockOffsetMs } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
-import { hasIdentity, recover, statePaths } from "./state-folder.ts";
+import { hasIdentity, receivedAt, recover, statePaths } from "./state-folder.ts";
+import type { CaObserver } from "./est-client.ts";
 import type { Schedule } from "./timing.ts";
 
 export interface IdentityOptions {
@@ -43,13 +44,15 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
   recover(paths);
   const expiredAt = hasIdentity(paths) ? expiryOf(paths.cert) : undefined;
   const usable = expiredAt !== undefined && expiredAt > Date.now();
+  // The enrolment's EST calls happen before the service (and its metrics) exist: kept, then counted.
+  const early: Parameters<CaObserver>[] = [];
   if (!usable) {
     if (!id.token) {
       throw expiredAt !== undefined
         ? new IdentityError("IDENTITY_EXPIRED", `the identity in ${paths.cert} expired at ${new Date(expiredAt).toISOString()} and an expired certificate cannot be renewed: make a token (npm run -s ca -- token --domain ${dns} > token) and start again with --token-file token or MESH_ENROL_TOKEN`)
         : new IdentityError("TOKEN_MISSING", `${id.stateDir} holds no identity yet: enrol with a one-time token (npm run -s ca -- token --domain ${dns} > token), passed with --token-file token or MESH_ENROL_TOKEN`);
     }
-    const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime });
+    const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime, observe: (...call) => early.push(call) });
     log.info(
       { event: "identity.enrolled", ...factsFields(e.facts), etag: e.etag, roots: e.roots, stateDir: id.stateDir, ca: id.caUrl },
       `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation}), valid until ${e.facts.notAfter}`,
@@ -58,6 +61,9 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
     log.info({ event: "identity.token_unused", stateDir: id.stateDir }, `${id.stateDir} already holds a valid identity: the enrolment token was not used`);
   }
   const svc = await startService({ ...o, log, pkiDir: id.stateDir, tlsPaths: paths });
+  for (const call of early) svc.metrics.caRequest(...call);
+  // The renewal heartbeat counts from when this identity was obtained, which a restart must not reset.
+  svc.metrics.certificateObtained(receivedAt(paths));
   let agent: IdentityAgent;
   try {
     agent = new IdentityAgent({ caUrl: id.caUrl, dns, paths, lifetime: id.lifetime, schedule: id.schedule, pollMs: id.pollMs, random: id.random }, { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics });
