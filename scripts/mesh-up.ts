@@ -214,6 +214,8 @@ async function main(): Promise<void> {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
   mkdirSync(o.logs, { recursive: true });
+  // Before anything starts: the dashboard shows this run from here on, not what earlier runs logged.
+  appendFileSync(join(o.logs, "mesh-up.log"), JSON.stringify({ level: 30, time: new Date().toISOString(), service: "mesh-up", event: "mesh.started", pid: process.pid, mode, msg: `mesh:up started (pid ${process.pid}, ${mode} mode)` }) + "\n");
 
   const children: Launched[] = [];
   let stopping = false;

@@ -1,4 +1,5 @@
-// The timeline: calls per second that succeeded and failed over the last minutes, with the
+// The timeline: calls per second that succeeded, were held back as the policy asks, and failed
+// over the last minutes, with the
 // drill's phases and the rotation's gates marked. uPlot draws it on a canvas.
 import uPlot from "uplot";
 import type { TimelineView } from "../../scripts/dashboard/view.ts";
@@ -11,7 +12,7 @@ export class Timeline {
 
   update(t: TimelineView): void {
     const xs = t.ok.map((_, i) => t.start + i);
-    const data: uPlot.AlignedData = [xs, t.ok, t.failed];
+    const data: uPlot.AlignedData = [xs, t.ok, t.held, t.failed];
     this.marks = t.marks;
     if (!this.plot) {
       this.plot = new uPlot(
@@ -21,7 +22,8 @@ export class Timeline {
           series: [
             {},
             { label: "succeeded", stroke: "#3fb950", fill: "rgba(63,185,80,.15)" },
-            { label: "failed", stroke: "#f85149", fill: "rgba(248,81,73,.25)" },
+            { label: "denied or kept out, as intended", stroke: "#7d93b2", fill: "rgba(125,147,178,.15)", dash: [6, 4] },
+            { label: "failed or refused unexpectedly", stroke: "#f85149", fill: "rgba(248,81,73,.25)" },
           ],
           axes: [{ stroke: "#8b96a3", grid: { stroke: "#2d3640" } }, { stroke: "#8b96a3", grid: { stroke: "#2d3640" } }],
           hooks: { draw: [(u) => this.drawMarks(u)] },
