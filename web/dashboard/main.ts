@@ -63,7 +63,7 @@ function renderServices(services: ServiceView[], components: ComponentView[]): v
               h("dt", {}, "serial"), h("dd", {}, id.serial),
               h("dt", {}, "issuer"), h("dd", {}, id.issuer ? `${id.issuer}${id.generation ? ` (generation ${id.generation})` : ""}` : "not in this CA's ledger"),
               h("dt", {}, "expires in"), h("dd", { class: "countdown", "data-not-after": id.notAfter }, until(id.notAfter, now)),
-              h("dt", {}, svc.client ? "issued" : "last renewal"), h("dd", {}, svc.lastRenewal ? clock(svc.lastRenewal) : "—"),
+              h("dt", {}, svc.client ? "valid from" : "last renewal"), h("dd", {}, svc.lastRenewal ? clock(svc.lastRenewal) : "—"),
               svc.client ? null : h("dt", {}, "trusts"), svc.client ? null : h("dd", {}, svc.trusts.join("; ") || "—"),
               id.revokedAt ? h("dt", {}, "revoked") : null, id.revokedAt ? h("dd", {}, id.revokedAt) : null,
               comp?.lastExit ? h("dt", {}, "last exit") : null, comp?.lastExit ? h("dd", {}, `${comp.lastExit} at ${clock(comp.lastExitAt)}`) : null,
@@ -96,9 +96,10 @@ function seenLine(v: SeenView): HTMLElement {
   const times = v.count > 1 ? ` ×${v.count}` : "";
   const say =
     v.verdict === "mismatch" ? ` ≠ policy: ${v.expectAllow ? "allow" : "deny"} (${v.expectRule})`
-    : v.verdict === "stale" ? " (before the callee's last policy reload or restart: not judged)"
+    : v.verdict === "stale" ? " · under an earlier policy"
     : "";
-  return h("span", { class: `seen ${v.verdict}`, "data-verdict": v.verdict, title: `at ${clock(v.at)}; the policy in force says ${v.expectAllow ? "allow" : "deny"}${v.expectRule ? ` (${v.expectRule})` : ""} for ${v.method} ${v.path}` }, `seen ${v.text}${times}${say}`);
+  const why = v.verdict === "stale" ? "; seen before the callee last reloaded its policy or restarted, so not judged by the policy in force now" : "";
+  return h("span", { class: `seen ${v.verdict}`, "data-verdict": v.verdict, title: `last at ${clock(v.at)}; the policy in force says ${v.expectAllow ? "allow" : "deny"}${v.expectRule ? ` (${v.expectRule})` : ""} for ${v.method} ${v.path}${why}` }, `seen ${v.text}${times}${say}`);
 }
 
 function renderMatrix(snap: Snapshot): void {
