@@ -60,9 +60,13 @@ test("each call seen is judged by the policy for its own method and path; a rout
   f.line("inventory.log", { time: at(9_000), service: "inventory", event: "authz.denied", peer: "shipping", method: "POST", path: "/reserve", rule: "inventory.accepts", reason: "shipping is not listed in inventory.accepts" });
   // A call the policy denies, answered 200: what a service running another policy would do.
   f.line("inventory.log", { time: at(8_000), service: "inventory", event: "request", peer: "payment", method: "GET", path: "/healthz", status: 200, rule: "inventory.accepts", ms: 1 });
+  // The drill's edge logs its enrolment but listens nowhere: a client, not a callee.
+  f.line("edge.log", { time: at(18_000), service: "edge", event: "identity.enrolled", identity: "edge.internal", serial: "0e", notAfter: at(-3_600_000) });
   const st = new DashboardState({ logs: f.logs, pki: join(f.dir, "no-pki"), policy: f.policy });
   st.refresh();
   const s = st.snapshot();
+  assert.equal(s.services.find((x) => x.name === "edge")!.client, true);
+  assert.deepEqual(s.matrix.services, ["inventory", "order", "payment"]);
   const ship = cell(s, "shipping", "inventory");
   assert.equal(ship.allow, false, "GET /healthz is not granted to shipping");
   assert.deepEqual(ship.exceptions, ["allow GET /stock/:sku (inventory.routes[0])"]);

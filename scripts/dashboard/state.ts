@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
 import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
-import { CALLERS, isIdentityName } from "../../services/mesh/names.ts";
+import { CALLERS, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { ClientIdentities, type ClientCert } from "./clients.ts";
 import { LogTail } from "./log-tail.ts";
@@ -24,6 +24,9 @@ const normaliseSerial = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, "");
 const samplePath = (pattern: string) => pattern.replace(/\/\*$/, "/x").replace(/\/:[^/]+/g, "/x");
 /** "CN=Mesh Dev Issuing CA, O=Acme" -> "Mesh Dev Issuing CA". */
 const commonName = (dn: string) => /(?:^|[,/]\s*)CN=([^,/]+)/.exec(dn)?.[1]?.trim() ?? dn.trim();
+
+/** An identity that never said it listens and is not one of the mesh's services: a caller only. */
+const isClient = (s: ServiceState) => s.port === null && !isServiceName(s.name);
 
 export class DashboardState {
   readonly model: MeshModel;
@@ -66,7 +69,8 @@ export class DashboardState {
     const running = this.model.servicesView().filter((s) => s.name !== "drill" && s.name !== "mesh-up");
     const names = new Set(running.map((s) => s.name));
     const clients = this.clients.list().filter((c) => !names.has(c.name));
-    const matrix = this.matrix(running.map((s) => s.name));
+    // A callee listens; an identity that only logs its certificate (the drill's edge) is a client.
+    const matrix = this.matrix(running.filter((s) => !isClient(s)).map((s) => s.name));
     const mismatched = new Set(matrix.cells.filter((c) => c.mismatch).map((c) => `${c.caller}>${c.service}`));
     return {
       version: this.version(),
@@ -106,7 +110,7 @@ export class DashboardState {
 
   private serviceView(s: ServiceState, now: Date): ServiceView {
     const identity = s.serial && s.notAfter ? this.identityView(s.serial, s.notAfter, s.dns ?? s.name, now) : null;
-    return { name: s.name, port: s.port, up: s.up, client: false, identity, lastRenewal: s.lastRenewal, trusts: s.trusts };
+    return { name: s.name, port: s.port, up: s.up, client: isClient(s), identity, lastRenewal: s.lastRenewal, trusts: s.trusts };
   }
 
   /** edge (and any other client identity mesh:up keeps): its certificate file is all there is. */
