@@ -188,6 +188,11 @@ test("edge, the tools' client identity, has an identity card from its certificat
   assert.equal(card.identity?.status, "valid");
   assert.equal(s.services.length, 1, "a name that is not an identity name is not read");
   assert.equal(s.rotation, null);
+  // A certificate of one of our own CAs refused as unknown is something wrong (red)...
+  const refusal = () => f.line("payment.log", { time: at(0), service: "payment", event: "tls.handshake_failed", reason: "unknown_ca", peer: { subject: "CN=order.internal", issuer: "CN=Dash Test CA" }, msg: "not trusted" });
+  refusal();
+  st.refresh();
+  assert.equal(st.snapshot().feed[0]!.severity, "refused");
 
   // The README's command, as a person runs it: plain text on a terminal, no --json, no log file.
   const rot = cli(["rotate", "--dir", pki, "--timeout", "2m", "--interval", "1s"]);
@@ -219,6 +224,10 @@ test("edge, the tools' client identity, has an identity card from its certificat
     });
     assert.equal(done.gate, 3);
     assert.equal(await exited, 0, out);
+    // ...once its generation is retired, refusing it is the rotation done: kept out, calmly.
+    refusal();
+    st.refresh();
+    assert.equal(st.snapshot().feed[0]!.severity, "kept-out");
   } finally {
     if (rot.exitCode === null) rot.kill("SIGTERM");
     st.close();

@@ -211,7 +211,8 @@ export class DashboardState {
     if (stamp !== this.lastPki) {
       this.lastPki = stamp;
       this.pkiVersion++;
-      this.ownIssuers = new Set(this.issuers().map((i) => i.name));
+      // A retired generation is no longer ours to trust: its certificates refused is the rotation done.
+      this.ownIssuers = new Set(this.issuers().filter((i) => i.state !== "retired").map((i) => i.name));
     }
   }
 

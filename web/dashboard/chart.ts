@@ -45,8 +45,8 @@ export class Timeline {
     ctx.fillStyle = "#d8dee6";
     ctx.font = `${12 * devicePixelRatio}px system-ui`;
     const line = 14 * devicePixelRatio;
-    let row = 0;
-    let lastRight = -Infinity;
+    // Where each of the four label rows is taken up to: a label goes in the first row free at its x.
+    const rowRight = [-Infinity, -Infinity, -Infinity, -Infinity];
     for (const m of this.marks) {
       const x = u.valToPos(m.t, "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
@@ -54,11 +54,12 @@ export class Timeline {
       ctx.moveTo(x, u.bbox.top);
       ctx.lineTo(x, u.bbox.top + u.bbox.height);
       ctx.stroke();
-      // Labels that would overlap the previous one go a row lower.
+      // Labels that would overlap an earlier one go a row lower (the least taken row when none is free).
       const label = m.label.slice(0, 40);
-      row = x + 4 < lastRight ? (row + 1) % 4 : 0;
+      let row = rowRight.findIndex((r) => x + 4 >= r + 6);
+      if (row < 0) row = rowRight.indexOf(Math.min(...rowRight));
       ctx.fillText(label, x + 4, u.bbox.top + line * (row + 1));
-      lastRight = Math.max(lastRight, x + 4 + ctx.measureText(label).width);
+      rowRight[row] = x + 4 + ctx.measureText(label).width;
     }
     ctx.restore();
   }
