@@ -45,8 +45,8 @@ export class Timeline {
     ctx.fillStyle = "#d8dee6";
     ctx.font = `${12 * devicePixelRatio}px system-ui`;
     const line = 14 * devicePixelRatio;
-    // Where each of the four label rows is taken up to: a label goes in the first row free at its x.
-    const rowRight = [-Infinity, -Infinity, -Infinity, -Infinity];
+    // Where each of the six label rows is taken up to: a label goes in the first row free at its x.
+    const rowRight = [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity];
     for (const m of this.marks) {
       const x = u.valToPos(m.t, "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
