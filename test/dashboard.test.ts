@@ -8,6 +8,7 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { CertificateAuthority } from "../ca/authority.ts";
 import { startDashboard, type Dashboard } from "../scripts/dashboard/server.ts";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -295,6 +296,40 @@ test("restarts by mesh:up's supervisor show per component: a calm note for one r
   assert.match((await row.textContent()) ?? "", /killed by SIGKILL/);
   assert.equal(await page.locator("#processes b").count(), 0, "a component name is text");
   assert.match((await page.locator('#processes [data-component="payment"]').textContent()) ?? "", /exited with code 1/);
+});
+
+test("`npm run ca -- rotate` as the README runs it shows on the page: the gate it is at, who it waits for and why, then done", { timeout: 120_000 }, async () => {
+  // A CA of its own with a file-mode certificate: gate 3 waits for it until it is renewed.
+  const dir = join(tmp, "rotation");
+  mkdirSync(join(dir, "logs"), { recursive: true });
+  const authority = await CertificateAuthority.init({ dir: join(dir, "pki"), name: "Rotation Test CA" });
+  await authority.issue({ domain: "files.internal" });
+  authority.close();
+  const d = await startDashboard({ logs: join(dir, "logs"), pki: join(dir, "pki"), policy: join(tmp, "policy.toml"), port: 0, pollMs: 100 });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  await p.goto(d.url);
+  assert.match((await p.locator("#rotation").textContent()) ?? "", /No rotation in progress/);
+  const rot = spawn(process.execPath, ["--import", "tsx", "ca/cli.ts", "rotate", "--dir", join(dir, "pki"), "--timeout", "2m", "--interval", "1s"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_PKI_DIR: "" } });
+  let out = "";
+  rot.stdout!.on("data", (c: Buffer) => (out += c));
+  rot.stderr!.on("data", (c: Buffer) => (out += c));
+  try {
+    const waiting = p.locator('#rotation [data-waiting="files.internal"]');
+    await waiting.waitFor({ timeout: 60_000 });
+    assert.match((await waiting.textContent()) ?? "", /run: npm run ca -- renew --domain files\.internal/);
+    assert.match((await p.locator("#rotation .rotation-head").textContent()) ?? "", /generation 1 → 2, at gate 3\/3 \(retire\)/);
+    assert.equal(await p.locator('#rotation [data-gate="retire"]').getAttribute("class"), "current");
+    const renewed = await run(process.execPath, ["--import", "tsx", "ca/cli.ts", "renew", "--dir", join(dir, "pki"), "--domain", "files.internal"]);
+    assert.equal(renewed.code, 0, renewed.out);
+    await p.locator('#rotation [data-phase="done"]').waitFor({ timeout: 30_000 });
+    await p.screenshot({ path: shot("rotation-done.png") });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\nca rotate said:\n${out}`);
+  } finally {
+    if (rot.exitCode === null) rot.kill("SIGTERM");
+    await p.close();
+    await d.close();
+  }
 });
 
 test("the server is read-only, loopback-only, sends a strict CSP and refuses a foreign Host", async () => {
