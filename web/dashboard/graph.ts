@@ -48,7 +48,8 @@ export function drawGraph(svg: SVGSVGElement, snap: Snapshot): void {
     const cls = ["node", n === UNAUTHENTICATED ? "stranger" : "", svc?.client ? "client" : "", svc && !svc.up ? "down" : "", bad ? "bad" : ""].filter(Boolean).join(" ");
     return s("g", { class: cls, "data-node": n }, s("circle", { cx: p.x, cy: p.y, r: R }), label(n, p));
   });
-  fill(svg, defs, ...edges, ...nodes);
+  const empty = order.length === 0 ? s("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no service or caller seen in this run yet") : null;
+  fill(svg, defs, ...edges, ...nodes, empty);
 }
 
 /** The name outside the ellipse: beside a node on the sides, above or below one at the top or bottom. */

@@ -73,6 +73,7 @@ function renderServices(services: ServiceView[], components: ComponentView[]): v
       );
     }),
   );
+  if (services.length === 0) fill($("services"), h("p", { class: "muted" }, "No identity seen in this run yet."));
 }
 
 function renderFeed(feed: FeedItem[]): void {
