@@ -3,6 +3,8 @@
 // refusals with their sentences, and the supervisor's restarts; scoped to the current mesh:up run
 // (from its mesh.started line on). Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
 import type { MeshLine } from "../mesh-format.ts";
+import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
+import { SeenCalls, type Seen } from "./seen.ts";
 import { Supervision } from "./supervision.ts";
 import { UNAUTHENTICATED, type ComponentView, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
 
@@ -13,25 +15,6 @@ const MIN_TIMELINE_SECONDS = 60;
 const FEED_MAX = 100;
 /** Hostile peers choose their certificate's subject: bound what is kept of any string. */
 const TEXT_MAX = 600;
-
-/** What to do about a handshake refusal, in one line (the log's sentence says what happened). */
-const FIXES: Record<string, string> = {
-  no_client_cert: "present a certificate from the mesh CA (curl --cert/--key)",
-  unknown_ca: "use a certificate from this mesh's CA, or add its root to the trust bundle",
-  expired: "renew it: npm run ca -- renew --domain <name>",
-  not_yet_valid: "check the clocks of the CA host and of the client",
-  revoked: "issue the peer a new certificate: npm run ca -- issue --domain <name>",
-  crl_missing: "publish the CA's CRLs: npm run ca -- crl",
-  crl_expired: "re-sign the CRLs: npm run ca -- crl",
-  crl_not_yet_valid: "check this host's clock against the CA's",
-  server_revoked: "the callee's certificate was revoked: issue it a new one",
-  server_untrusted: "give the caller the callee's root in its trust bundle",
-  rejected_in_handshake: "see the callee's tls.handshake_failed line for why",
-  upstream_down: "start the callee (npm run mesh:up)",
-};
-
-/** Upstream failures the callee never saw, so they are counted on the caller's side. */
-const CALLER_ONLY = new Set(["upstream_down", "timeout", "network", "server_untrusted", "server_revoked", "server_cert_expired", "server_name_mismatch"]);
 
 interface Counts {
   allowed: number;
@@ -66,21 +49,8 @@ interface ServiceState {
   policyAt: number;
 }
 
-/** One kind of call seen between a caller and a callee. */
-export interface Seen {
-  method: string;
-  path: string;
-  status: number | null;
-  text: string;
-  at: string;
-  atMs: number;
-  count: number;
-}
 
-/** Handshake refusals that are the mesh keeping a stranger out, as it should. */
-const KEPT_OUT = new Set(["no_client_cert", "old_tls_version", "no_shared_cipher"]);
-/** Kinds of call kept per caller and callee, and pairs kept: paths come from peers. */
-const SEEN_PER_PAIR = 4;
+/** Caller -> callee pairs kept: a peer could otherwise make the page grow without end. */
 const PAIRS_MAX = 400;
 
 export interface ModelOptions {
@@ -102,7 +72,7 @@ export class MeshModel {
   private edges = new Map<string, EdgeState>();
   private services = new Map<string, ServiceState>();
   private feed: FeedItem[] = [];
-  private seen = new Map<string, Seen[]>();
+  private seen = new SeenCalls();
   private ok = new Map<number, number>();
   private held = new Map<number, number>();
   private failed = new Map<number, number>();
@@ -221,7 +191,7 @@ export class MeshModel {
     this.edges = new Map();
     this.services = new Map();
     this.feed = [];
-    this.seen = new Map();
+    this.seen = new SeenCalls();
     this.ok = new Map();
     this.held = new Map();
     this.failed = new Map();
@@ -274,12 +244,12 @@ export class MeshModel {
   /** The calls seen from caller to service, newest first, and since when the callee's policy is the one in force (ms). */
   seenFor(caller: string, service: string): { seen: Seen[]; judgedSince: number } {
     const svc = this.services.get(service);
-    return { seen: [...(this.seen.get(`${caller}>${service}`) ?? [])].sort((a, b) => b.atMs - a.atMs), judgedSince: Math.max(svc?.startedAt ?? 0, svc?.policyAt ?? 0) };
+    return { seen: this.seen.between(caller, service), judgedSince: Math.max(svc?.startedAt ?? 0, svc?.policyAt ?? 0) };
   }
 
   /** Every caller seen calling (authenticated), for the policy table's rows. */
   callersSeen(): string[] {
-    return [...new Set([...this.seen.keys()].map((k) => k.slice(0, k.indexOf(">"))))];
+    return this.seen.callers();
   }
 
   timelineView(nowMs: number): TimelineView {
@@ -347,27 +317,8 @@ export class MeshModel {
   }
 
   private observe(caller: string, service: string, method: string, path: string, status: number | null, atMs: number, at: string, n = 1): void {
-    if (!caller || !service || caller === UNAUTHENTICATED) return;
-    const key = `${caller}>${service}`;
-    let list = this.seen.get(key);
-    if (!list) {
-      if (this.seen.size >= PAIRS_MAX) return;
-      this.seen.set(key, (list = []));
-    }
-    const m = method.slice(0, 10);
-    const p = path.slice(0, 200);
-    const what = status === null ? p : `${status} ${m} ${p}`;
-    const same = list.find((x) => x.method === m && x.path === p);
-    if (same) {
-      // The latest answer for this method and path is the one judged.
-      Object.assign(same, { status, text: what, at, atMs: Math.max(same.atMs, atMs), count: same.count + n });
-      return;
-    }
-    list.push({ method: m, path: p, status, text: what, at, atMs, count: n });
-    if (list.length > SEEN_PER_PAIR) {
-      list.sort((a, b) => b.atMs - a.atMs);
-      list.length = SEEN_PER_PAIR;
-    }
+    if (caller === UNAUTHENTICATED) return;
+    this.seen.add(caller, service, method, path, status, atMs, at, n);
   }
 
   private tick(sec: number, m: Map<number, number>, n: number): void {
