@@ -92,6 +92,11 @@ test("the page shows the three services, their identities and the policy, with n
   assert.match((await page.locator('[data-cell="order>payment"]').textContent()) ?? "", /allow · payment\.accepts/);
   assert.match((await page.locator('[data-cell="inventory>payment"]').textContent()) ?? "", /deny · payment\.accepts/);
   assert.equal(await page.locator("#status").textContent(), "live");
+  // mesh:up said where its run begins; the page shows that run only.
+  const started = readFileSync(join(tmp, "logs", "mesh-up.log"), "utf8").split("\n").filter((l) => l.includes('"event":"mesh.started"'));
+  assert.equal(started.length, 1);
+  assert.equal(dash.state.snapshot().runStartedAt, (JSON.parse(started[0]!) as { time: string }).time);
+  assert.match((await page.locator("#run").textContent()) ?? "", /this mesh:up run since \d\d:\d\d:\d\d/);
   assert.deepEqual(pageErrors, []);
 });
 
