@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/authority.ts";
+import { page } from "../scripts/dashboard/server.ts";
 import { DashboardState } from "../scripts/dashboard/state.ts";
 import type { CellView, Snapshot } from "../scripts/dashboard/view.ts";
 import { ca, cleanup, ROOT, tempDir } from "./helpers/ca.ts";
@@ -232,4 +233,18 @@ test("edge, the tools' client identity, has an identity card from its certificat
     if (rot.exitCode === null) rot.kill("SIGTERM");
     st.close();
   }
+});
+
+test("the snapshot embedded in the page cannot close its data block, whatever a log line says", () => {
+  const f = folder();
+  const evil = `</script><script>alert(1)</script><!-- & \u2028`;
+  f.line("payment.log", { time: at(1_000), service: "payment", event: "tls.handshake_failed", reason: "unknown_ca", peer: { subject: `CN=${evil}`, issuer: "CN=x" }, msg: evil });
+  const st = new DashboardState({ logs: f.logs, pki: join(f.dir, "no-pki"), policy: f.policy });
+  st.refresh();
+  const html = page("<body><!--initial-state--></body>", st);
+  const m = /^<body><script type="application\/json" id="initial-state">([^<]*)<\/script><\/body>$/.exec(html);
+  assert.ok(m, "one data block, with no < inside it");
+  const snap = JSON.parse(m[1]!) as Snapshot;
+  assert.equal(snap.feed[0]!.sentence, evil, "the text comes back as it was");
+  st.close();
 });
