@@ -40,7 +40,8 @@ export function drawGraph(svg: SVGSVGElement, snap: Snapshot): void {
   const gaveUp = new Set(snap.components.filter((c) => c.state === "gave_up").map((c) => c.component));
 
   const defs = s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M 0 0 L 10 5 L 0 10 z" })));
-  const edges = snap.edges.map((e) => edge(e, pos));
+  const taken: Box[] = [];
+  const edges = snap.edges.map((e) => edge(e, pos, taken));
   const nodes = order.map((n) => {
     const p = pos.get(n)!;
     const svc = snap.services.find((x) => x.name === n);
@@ -61,7 +62,35 @@ function label(name: string, p: Placed): SVGElement {
   return s("text", { class: "label", x: p.x, y: p.uy < 0 ? p.y - d : p.y + d + 10, "text-anchor": "middle" }, name);
 }
 
-function edge(e: EdgeView, pos: Map<string, Placed>): SVGElement {
+interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+const overlaps = (a: Box, b: Box) => Math.abs(a.x - b.x) * 2 < a.w + b.w && Math.abs(a.y - b.y) * 2 < a.h + b.h;
+
+/**
+ * Where along its line an edge's counts go: the middle, unless another edge's counts are there
+ * already (lines cross in the middle of the ellipse), then a little towards either end.
+ */
+function labelAt(x1: number, y1: number, x2: number, y2: number, text: string, taken: Box[]): { x: number; y: number } {
+  const w = 7.5 * [...text].length + 6;
+  let best = { x: (x1 + x2) / 2, y: (y1 + y2) / 2 };
+  for (const t of [0.5, 0.38, 0.62, 0.3, 0.7]) {
+    const b = { x: x1 + (x2 - x1) * t, y: y1 + (y2 - y1) * t, w, h: 16 };
+    if (!taken.some((o) => overlaps(o, b))) {
+      taken.push(b);
+      return b;
+    }
+    if (t === 0.5) best = b;
+  }
+  taken.push({ ...best, w, h: 16 });
+  return best;
+}
+
+function edge(e: EdgeView, pos: Map<string, Placed>, taken: Box[]): SVGElement {
   const a = pos.get(e.from)!;
   const b = pos.get(e.to)!;
   const dx = b.x - a.x;
@@ -78,8 +107,10 @@ function edge(e: EdgeView, pos: Map<string, Placed>): SVGElement {
   const total = e.allowed + e.denied + e.keptOut + e.refused + e.failed;
   const parts = [e.allowed && `✓${e.allowed}`, e.denied && `⊘${e.denied}`, e.keptOut && `⊖${e.keptOut}`, e.refused && `✗${e.refused}`, e.failed && `!${e.failed}`].filter(Boolean).join(" ");
   const text = parts || "idle";
-  const mx = (x1 + x2) / 2;
-  const my = (y1 + y2) / 2;
+  // The counts sit beside the line (on the side of its own direction), the padlock on it.
+  const at = labelAt(x1 + nx * 3, y1 + ny * 3 + 4, x2 + nx * 3, y2 + ny * 3 + 4, text, taken);
+  const mx = at.x - nx * 3;
+  const my = at.y - ny * 3 - 4;
   // One look per edge, the worst first: wrong (red), then held (calm), then allowed.
   const look = e.failing || e.mismatch ? "failing" : total === 0 ? "idle" : e.allowed === 0 && e.denied > 0 ? "held" : e.allowed === 0 && e.keptOut > 0 ? "kept" : "ok";
   const cls = ["edge", look, e.mismatch ? "mismatch" : "", e.locked ? "locked" : ""].filter(Boolean).join(" ");
@@ -90,7 +121,7 @@ function edge(e: EdgeView, pos: Map<string, Placed>): SVGElement {
     s("title", {}, title),
     s("line", { x1, y1, x2, y2, "marker-end": "url(#arrow)" }),
     e.locked ? lock(mx, my) : null,
-    s("text", { class: "count", x: mx + nx * 3, y: my + ny * 3 + 4 }, text),
+    s("text", { class: "count", x: at.x, y: at.y }, text),
   );
 }
 
