@@ -213,6 +213,7 @@ export class DashboardState {
       this.pkiVersion++;
       // A retired generation is no longer ours to trust: its certificates refused is the rotation done.
       this.ownIssuers = new Set(this.issuers().filter((i) => i.state !== "retired").map((i) => i.name));
+      this.rotationReadAt = 0; // the ledger moved: the rotation may have too, read it with the rest
     }
   }
 
