@@ -266,6 +266,9 @@ async function main(): Promise<void> {
   const events = eventLog(logs);
   const recordFile = join(logs, "mesh-up.pids");
   await clearLeftovers(recordFile, events);
+  // Before any part starts (after an earlier run's leftovers are stopped): the dashboard shows
+  // this run from here on, not what earlier runs logged.
+  events.info({ event: "mesh.started", pid: process.pid, mode }, `mesh:up started (pid ${process.pid}, ${mode} mode)`);
 
   const runners: Runner[] = [];
   let stopping = false;

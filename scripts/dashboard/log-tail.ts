@@ -6,6 +6,7 @@ import { parseLine, type MeshLine } from "../mesh-format.ts";
 
 /** Bounds what one poll reads from one file, so a huge old log cannot stall the loop. */
 const MAX_READ = 8 * 1024 * 1024;
+const FIRST = "mesh-up.log";
 
 export class LogTail {
   private readonly offsets = new Map<string, number>();
@@ -17,7 +18,8 @@ export class LogTail {
   poll(): number {
     let names: string[];
     try {
-      names = readdirSync(this.dir).filter((f) => f.endsWith(".log"));
+      // mesh-up.log first: its mesh.started line says which run the other files' lines belong to.
+      names = readdirSync(this.dir).filter((f) => f.endsWith(".log")).sort((a, b) => Number(b === FIRST) - Number(a === FIRST) || a.localeCompare(b));
     } catch {
       return 0; // no folder yet: mesh:up has not started
     }
