@@ -1,8 +1,9 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
 import { existsSync, mkdirSync } from "node:fs";
-import { buildCrl, CRL_VALID_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
-import { concat } from "./der.ts";
+import { encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "../lib/crl.ts";
+import { concat } from "../lib/der.ts";
+import { buildCrl, CRL_VALID_DAYS } from "./crl.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import type { CertificateAuthority, OpenOptions } from "./authority.ts";
-import { REVOCATION_REASONS } from "./crl.ts";
+import { REVOCATION_REASONS } from "../lib/crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
 import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
 import { KEY_TYPES } from "./keys.ts";

@@ -7,7 +7,7 @@ export { CaError } from "./errors.ts";
 export type { CaErrorCode } from "./errors.ts";
 export { KEY_TYPES } from "./keys.ts";
 export type { KeyType } from "./keys.ts";
-export { REVOCATION_REASONS } from "./crl.ts";
+export { REVOCATION_REASONS } from "../lib/crl.ts";
 export type { CertRow, IssuerRow } from "./ledger.ts";
 export { verifyPath, parseCertificates, parseCrls } from "./verify.ts";
 export type { VerifyResult, Purpose, Check } from "./verify.ts";

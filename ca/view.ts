@@ -1,7 +1,7 @@
 // The CA as list and status read it: the ledger alone. This module loads no X.509 or
 // ASN.1 library, so those commands start in a fraction of the time (docs/bench.md).
 import { existsSync } from "node:fs";
-import { CRL_WARN_DAYS } from "./crl.ts";
+import { CRL_WARN_DAYS } from "../lib/crl.ts";
 import { CaError } from "./errors.ts";
 import { Ledger, displayStatus, type IssuerRow } from "./ledger.ts";
 import type { LeafNames } from "./profiles.ts";

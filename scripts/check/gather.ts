@@ -11,7 +11,7 @@ import { CertificateAuthority } from "../../ca/index.ts";
 import { parseDuration } from "../../ca/duration.ts";
 import { normalSerial } from "../../ca/x509.ts";
 import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
-import { pemBlocks } from "../../services/mesh/material.ts";
+import { pemBlocks } from "../../lib/pem.ts";
 import { crlsDigest } from "../../services/mesh/metrics.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { CALLERS } from "../../services/mesh/names.ts";

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { MeshError, messageOf } from "./errors.ts";
 import { revokedSet } from "./revocations.ts";
+import { pemBlocks } from "../../lib/pem.ts";
 
 /**
  * TLS 1.2 suites the mesh accepts, as server and as client: ECDHE key exchange (forward
@@ -171,11 +172,6 @@ function servedChain(file: Buffer): Buffer {
 
 function selfSigned(c: X509Certificate): boolean {
   return c.subject === c.issuer && c.verify(c.publicKey);
-}
-
-export function pemBlocks(text: string, label: string): string[] {
-  const re = new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, "g");
-  return text.match(re) ?? [];
 }
 
 function oneLine(dn: string): string {

@@ -5,8 +5,9 @@ import { X509Certificate, createHash } from "node:crypto";
 import { Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import { CALLERS, isIdentityName } from "./names.ts";
-import { pemBlocks, type TlsMaterial } from "./material.ts";
-import { crlDatesOfPem } from "./crl-dates.ts";
+import { crlDates } from "../../lib/crl.ts";
+import { pemBlocks, pemToDer } from "../../lib/pem.ts";
+import type { TlsMaterial } from "./material.ts";
 import { UpstreamError, type Upstreams } from "./client.ts";
 import type { HandshakeReason } from "./reasons.ts";
 
@@ -414,7 +415,7 @@ export class MeshMetrics {
     this.crlNextUpdate.reset();
     for (const pem of m.crl) {
       try {
-        const info = crlDatesOfPem(pem);
+        const info = crlDates(pemToDer(pem));
         if (info.nextUpdate) this.crlNextUpdate.set({ issuer: info.issuer }, Math.floor(info.nextUpdate.getTime() / 1000));
       } catch {
         // OpenSSL accepted the CRL (loadMaterial checked): a shape this reader does not know is only a missing series.
@@ -467,7 +468,7 @@ export class MeshMetrics {
  */
 export function crlsDigest(pems: readonly string[]): string {
   const h = createHash("sha256");
-  for (const pem of pems) h.update(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64"));
+  for (const pem of pems) h.update(pemToDer(pem));
   return h.digest("hex");
 }
 

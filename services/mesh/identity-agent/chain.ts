@@ -2,6 +2,7 @@
 // chains through the given intermediates to a root in the bundle. Fails closed.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { IdentityError } from "./errors.ts";
+import { pemBlocks } from "../../../lib/pem.ts";
 
 export interface IdentityFacts {
   serial: string;
@@ -19,7 +20,7 @@ export function pemOf(certs: readonly X509Certificate[]): string {
 }
 
 export function splitPem(text: string): X509Certificate[] {
-  return (text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
+  return pemBlocks(text, "CERTIFICATE").map((p) => new X509Certificate(p));
 }
 
 const oneLine = (dn: string) => dn.split("\n").join(", ");

@@ -5,7 +5,8 @@ import { request } from "node:https";
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { describeSkew, httpDate, isSkewed, nowMs, parseHttpDate } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
-import { pkcs7Certificates } from "./der.ts";
+import { pkcs7Certificates } from "../../../lib/pkcs7.ts";
+import { countPem } from "../../../lib/pem.ts";
 
 const EST = "/.well-known/est";
 /** Bigger than any bundle or CRL set this CA serves; a hostile server cannot fill memory. */
@@ -211,6 +212,6 @@ async function crls(t: CaTls): Promise<string> {
   const a = await call(t, "GET", "/crls.pem");
   if (a.status !== 200) throw refused("/crls.pem", a);
   const text = a.body.toString("utf8");
-  if (!/-----BEGIN X509 CRL-----/.test(text)) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
+  if (countPem(text, "X509 CRL") === 0) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
   return text;
 }

@@ -4,7 +4,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { pemBlocks } from "../material.ts";
+import { countPem, pemBlocks } from "../../../lib/pem.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -251,7 +251,7 @@ export class IdentityAgent {
       if (changed.length > 0) {
         const ok = this.h.reloadTls();
         this.h.log.info(
-          { event: "trust.updated", changed, etag: bundle.changed ? bundle.etag : etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: (crls.match(/-----BEGIN X509 CRL-----/g) ?? []).length, applied: ok },
+          { event: "trust.updated", changed, etag: bundle.changed ? bundle.etag : etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: countPem(crls, "X509 CRL"), applied: ok },
           `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
         );
       }
