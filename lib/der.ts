@@ -113,20 +113,18 @@ export const isTime = (t: Tlv | undefined): t is Tlv => t !== undefined && (t.ta
 // --- writing ------------------------------------------------------------------------
 // Linear in the output: each element's length is known from its parts.
 
-/** One element from its tag and its contents (the parts, concatenated). */
-export function tlv(tag: number, ...parts: Uint8Array[]): Bytes {
-  const body = parts.length === 1 ? parts[0]! : concat(parts);
+/** One element from its tag and its contents. */
+export function tlv(tag: number, body: Uint8Array): Bytes {
   const n = body.length;
-  let head: number[];
-  if (n < 0x80) head = [tag, n];
+  const lenBytes = n < 0x80 ? 0 : n < 0x100 ? 1 : n < 0x10000 ? 2 : n < 0x1000000 ? 3 : 4;
+  const out = new Uint8Array(2 + lenBytes + n);
+  out[0] = tag;
+  if (lenBytes === 0) out[1] = n;
   else {
-    const bytes: number[] = [];
-    for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
-    head = [tag, 0x80 | bytes.length, ...bytes];
+    out[1] = 0x80 | lenBytes;
+    for (let i = lenBytes, v = n; i > 0; i--, v = Math.floor(v / 256)) out[1 + i] = v & 0xff;
   }
-  const out = new Uint8Array(head.length + n);
-  out.set(head, 0);
-  out.set(body, head.length);
+  out.set(body, 2 + lenBytes);
   return out;
 }
 
@@ -146,21 +144,44 @@ export const sequence = (parts: readonly Uint8Array[]): Bytes => tlv(0x30, conca
 
 /** A non-negative INTEGER from hex (a leading 00 keeps a high first bit positive). */
 export function integerHex(hex: string): Bytes {
-  let bytes = Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
-  while (bytes.length > 1 && bytes[0] === 0 && bytes[1]! < 0x80) bytes = bytes.subarray(1);
-  if (bytes[0]! >= 0x80) bytes = Buffer.concat([Buffer.from([0]), bytes]);
+  let bytes: Uint8Array = Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
+  let skip = 0;
+  while (bytes.length - skip > 1 && bytes[skip] === 0 && bytes[skip + 1]! < 0x80) skip++;
+  bytes = bytes.subarray(skip);
+  if (bytes.length === 0 || bytes[0]! >= 0x80) {
+    const padded = new Uint8Array(bytes.length + 1);
+    padded.set(bytes, 1);
+    bytes = padded;
+  }
   return tlv(0x02, bytes);
 }
 
-/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5). */
+/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5): seconds, Z. */
 export function time(d: Date): Bytes {
-  const iso = d.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ
-  const digits = iso.slice(0, 19).replace(/[-:T]/g, "") + "Z";
-  return d.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(digits.slice(2))) : tlv(0x18, Buffer.from(digits));
+  const year = d.getUTCFullYear();
+  if (!(year >= 1950 && year <= 9999)) throw new RangeError(`the year ${year} cannot be encoded as an RFC 5280 time`);
+  const utc = year < 2050;
+  const out = new Uint8Array(utc ? 15 : 17);
+  out[0] = utc ? 0x17 : 0x18;
+  out[1] = utc ? 13 : 15;
+  let at = 2;
+  const put = (v: number, digits: number) => {
+    for (let i = digits - 1; i >= 0; i--, v = Math.floor(v / 10)) out[at + i] = 0x30 + (v % 10);
+    at += digits;
+  };
+  if (utc) put(year % 100, 2);
+  else put(year, 4);
+  put(d.getUTCMonth() + 1, 2);
+  put(d.getUTCDate(), 2);
+  put(d.getUTCHours(), 2);
+  put(d.getUTCMinutes(), 2);
+  put(d.getUTCSeconds(), 2);
+  out[at] = 0x5a; // Z
+  return out;
 }
 
 /** A BIT STRING of whole bytes (no unused bits), as signatures and keys are. */
-export const bitString = (bytes: Uint8Array): Bytes => tlv(0x03, new Uint8Array([0]), bytes);
+export const bitString = (bytes: Uint8Array): Bytes => tlv(0x03, concat([new Uint8Array([0]), bytes]));
 
 /** An OBJECT IDENTIFIER's encoding from its dotted form. */
 export function oidDer(dotted: string): Bytes {
