@@ -145,3 +145,20 @@ test("PKCS#7 certs-only: the certificates openssl crl2pkcs7 packs, in order; for
   assert.throws(() => pkcs7Certificates(certs[0]!), /not a PKCS#7/);
   assert.throws(() => pkcs7Certificates(p7, 2), /more than 2 elements/);
 });
+
+test("a PKCS#10 request written with lib/der: openssl verifies it, and its schema re-encodes it to the same bytes", async () => {
+  const { newKeyAndCsr } = await import("../services/mesh/identity-agent/csr.ts");
+  const { AsnConvert } = await import("@peculiar/asn1-schema");
+  const { CertificationRequest } = await import("@peculiar/asn1-csr");
+  const { csr } = newKeyAndCsr("payment.internal");
+  const file = join(dir, "req.der");
+  writeFileSync(file, csr);
+  const text = execFileSync("openssl", ["req", "-inform", "DER", "-in", file, "-verify", "-noout", "-text"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  assert.match(text, /Subject: CN\s*=\s*payment\.internal/);
+  assert.match(text, /X509v3 Subject Alternative Name:\s*\n\s*DNS:payment\.internal/);
+  assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
+  const reencoded = Buffer.from(AsnConvert.serialize(AsnConvert.parse(csr, CertificationRequest)));
+  assert.deepEqual(reencoded, csr);
+  const req = new x509.Pkcs10CertificateRequest(new Uint8Array(csr));
+  assert.equal(await req.verify(), true);
+});
