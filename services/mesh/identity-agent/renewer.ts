@@ -5,6 +5,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { countPem, pemBlocks } from "../../../lib/pem.ts";
+import { formatGenerationsFile, generationsPath, parseRootGenerations, readGenerations, rootGenerations } from "../../../lib/generations.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -80,15 +81,17 @@ export class IdentityAgent {
   }
 
   /** The material in the state folder and its facts, checked against the cached bundle. */
-  private current(): { certPem: string; keyPem: string; bundlePem: string; roots: X509Certificate[]; facts: IdentityFacts } {
+  private current(): { certPem: string; keyPem: string; bundlePem: string; roots: X509Certificate[]; generations: Map<string, number>; facts: IdentityFacts } {
     const p = this.o.paths;
     const certPem = readFileSync(p.cert, "utf8");
     const keyPem = readFileSync(p.key, "utf8");
     const bundlePem = readFileSync(p.bundle, "utf8");
     const roots = splitPem(bundlePem);
+    // A state folder from before the CA sent generations has none: unknown until the next poll.
+    const generations = readGenerations(p.bundle);
     // Expiry is the agent's to judge (identity.expired), and a new bundle may have dropped our root.
-    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true });
-    return { certPem, keyPem, bundlePem, roots, facts };
+    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true, generations });
+    return { certPem, keyPem, bundlePem, roots, generations, facts };
   }
 
   private tls(cur: { certPem: string; keyPem: string; bundlePem: string }): CaTls {
@@ -153,7 +156,7 @@ export class IdentityAgent {
       }
       const { keyPem, csr } = newKeyAndCsr(this.o.dns);
       const chain = await enrolCsr(this.tls(cur), "simplereenroll", csr, { lifetime: this.o.lifetime });
-      const facts = checkChain(chain, cur.roots, this.o.dns, keyPem);
+      const facts = checkChain(chain, cur.roots, this.o.dns, keyPem, Date.now(), { generations: cur.generations });
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
@@ -165,7 +168,7 @@ export class IdentityAgent {
       this.h.metrics.renewed();
       this.h.log.info(
         { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason, ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}) },
-        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation}), valid until ${facts.notAfter}`,
+        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation ?? "unknown"}), valid until ${facts.notAfter}`,
       );
       this.scheduleRenewal();
       return true;
@@ -228,6 +231,13 @@ export class IdentityAgent {
       }
       const changed: string[] = [];
       let roots = cur.roots;
+      // The roots' generations first (also from a 304: how a state folder from before learns them),
+      // so a reload on the new bundle finds its facts.
+      const gens = parseRootGenerations(bundle.rootGenerations, (bundle.changed ? bundle.roots : cur.roots).length);
+      if (gens) {
+        const text = formatGenerationsFile(rootGenerations(bundle.changed ? bundle.roots : cur.roots, gens));
+        if (text !== readText(generationsPath(p.bundle))) writeAtomic(generationsPath(p.bundle), text);
+      }
       if (bundle.changed) {
         const pem = pemOf(bundle.roots);
         if (pem !== cur.bundlePem) {
