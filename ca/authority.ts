@@ -7,6 +7,9 @@ import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
 import { Ledger, type CertRow, type IssuerRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
+import { PgLedger } from "./store/postgres.ts";
+import { parseStore } from "./store/url.ts";
 import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
@@ -25,6 +28,8 @@ export interface OpenOptions {
   now?: () => Date;
   /** Passphrase of the CA keys, when they are encrypted. */
   passphrase?: string;
+  /** Where the ledger is: "sqlite" (default, ca.db in dir) or a postgres:// URL (default: MESH_CA_STORE). */
+  store?: string;
 }
 
 export interface InitOptions extends OpenOptions {
@@ -64,14 +69,14 @@ export interface IssueOptions {
 
 export class CertificateAuthority {
   readonly layout: Layout;
-  readonly ledger: Ledger;
+  readonly ledger: LedgerStore;
   readonly now: () => Date;
   private readonly passphrase?: string;
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
   private readonly signers = new Map<string, Signer>();
 
-  private constructor(layout: Layout, ledger: Ledger, opts: OpenOptions) {
+  private constructor(layout: Layout, ledger: LedgerStore, opts: OpenOptions) {
     this.layout = layout;
     this.ledger = ledger;
     this.now = opts.now ?? (() => new Date());
@@ -101,16 +106,19 @@ export class CertificateAuthority {
     const keyType = validateKeyType(opts.keyType ?? "ec-p256");
     const layout = new Layout(opts.dir);
     const rootPaths = layout.root(1);
-    if (existsSync(layout.ledger) || existsSync(rootPaths.key)) {
+    const store = parseStore(opts.store ?? process.env.MESH_CA_STORE);
+    if ((store.kind === "sqlite" && existsSync(layout.ledger)) || existsSync(rootPaths.key)) {
       throw new CaError("ALREADY_EXISTS", `a CA already exists in ${layout.dir}: refusing to overwrite its key (use another --dir, or move that folder away yourself)`);
     }
+    // A database that already holds a CA is refused before any key is written.
+    const shared = store.kind === "postgres" ? PgLedger.open(store.config, store.shown, { create: true }) : undefined;
     const now = (opts.now ?? (() => new Date()))();
     const keys = await generateKeyPair(keyType);
     const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
     mkdirSync(rootPaths.dir, { recursive: true, mode: 0o755 });
     writeNew(rootPaths.key, await exportPrivateKey(keys.privateKey, opts.passphrase), KEY_MODE);
     writeAtomic(rootPaths.cert, certToPem(cert), CERT_MODE);
-    const ledger = Ledger.open(layout.ledger, { create: true });
+    const ledger: LedgerStore = shared ?? Ledger.open(layout.ledger, { create: true });
     const ca = new CertificateAuthority(layout, ledger, opts);
     ca.signers.set("root-1", { cert, key: keys.privateKey, keyType });
     ledger.write(() => {
@@ -125,7 +133,7 @@ export class CertificateAuthority {
 
   static async open(opts: OpenOptions): Promise<CertificateAuthority> {
     const layout = new Layout(opts.dir);
-    const ledger = openLedger(layout);
+    const ledger = openLedger(layout, opts.store);
     const ca = new CertificateAuthority(layout, ledger, opts);
     ca.journal.recover(ledger);
     return ca;
@@ -235,6 +243,8 @@ export class CertificateAuthority {
     const nextUpdate = new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS).toISOString();
     const number = this.ledger.nextCrlNumber(issuerId, nextUpdate);
     const crl = await buildCrl({ issuer: signer, number, now, entries });
+    // In the ledger too: replicas on other hosts serve this one, not their folder's older file.
+    this.ledger.setSignedCrl(issuerId, crl);
     writeAtomic(this.layout.issuer(issuerId).crl, crlToPem(crl), CERT_MODE);
   }
 

@@ -7,6 +7,7 @@ import { REVOCATION_REASONS } from "./crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
 import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
 import { KEY_TYPES } from "./keys.ts";
+import { parseStore } from "./store/url.ts";
 import { LedgerView } from "./view.ts";
 
 const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
@@ -41,13 +42,14 @@ Online CA (EST, see docs/est.md):
 More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
 Every command has --help with examples and exit codes.`;
 
-interface StateFlags { dir?: string; passphraseFile?: string }
+interface StateFlags { dir?: string; passphraseFile?: string; store?: string }
 
 /** The flags every command that touches the state folder shares. */
 function stateful(cmd: Command): Command {
   return cmd
     .addOption(new Option("--dir <path>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
-    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)");
+    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)")
+    .addOption(new Option("--store <url>", "where the ledger is: sqlite (ca.db in --dir) or postgres://user@host/db, shared by CA replicas; the password only from PGPASSWORD or ~/.pgpass (docs/est.md)").env("MESH_CA_STORE"));
 }
 
 function help(cmd: Command, examples: string[]): Command {
@@ -73,7 +75,9 @@ function openOptions(flags: StateFlags): OpenOptions {
     if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
   }
   // An empty MESH_PKI_DIR (or --dir "") means the default, never the current directory.
-  return { dir: flags.dir || "./pki", passphrase, now: clock() };
+  // Checked here, before anything is opened: a URL with a password is refused outright.
+  parseStore(flags.store);
+  return { dir: flags.dir || "./pki", passphrase, now: clock(), store: flags.store ?? "sqlite" };
 }
 
 /** Like withCa, for commands that only read the ledger (ca/view.ts). */
@@ -404,10 +408,12 @@ export function buildProgram(): Command {
     .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
     .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5")
     .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
-    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1"), [
+    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1")
+    .option("--lease <duration>", "replicas on one store: how long the once-only jobs' lease lasts unrenewed (a dead holder's jobs move within it)", "15s"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
     "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
+    "serve --store postgres://ca@db.internal/mesh_ca --port 7400   # one of several replicas (docs/est.md)",
   ]).action((o) => withCa(o, async (ca) => {
     const { CaServer } = await import("./server/server.ts");
     const { parseDuration } = await import("./duration.ts");
@@ -416,6 +422,7 @@ export function buildProgram(): Command {
     if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
     const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
     const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
+    const leaseMs = parseDuration(o.lease, { flag: "--lease", max: 3_600_000 });
     if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
     const rate = (flag: string, v: string) => {
       if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
@@ -434,7 +441,7 @@ export function buildProgram(): Command {
     });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, leaseMs });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);

@@ -10,6 +10,7 @@ import { formatDuration } from "../duration.ts";
 import { RateLimiter, type BucketSpec } from "../rate-limit.ts";
 import { rootFingerprint } from "../tokens.ts";
 import { WriteGate } from "./write-gate.ts";
+import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type EstContext } from "./est.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
@@ -49,6 +50,8 @@ export interface CaServerOptions {
   pollMs?: number;
   maxBodyBytes?: number;
   limits?: Partial<typeof DEFAULT_LIMITS>;
+  /** The term of the lease on the once-only jobs (DEFAULT_LEASE_MS); renewed every third of it. */
+  leaseMs?: number;
 }
 
 export class CaServer {
@@ -66,6 +69,8 @@ export class CaServer {
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
+  /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
+  readonly lease: Lease;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -73,6 +78,7 @@ export class CaServer {
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
     this.stamp = stateStamp(this.ca);
+    this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
@@ -118,12 +124,15 @@ export class CaServer {
     const every = opts.pollMs ?? POLL_MS;
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
-    await server.refreshCrls(); // a server started on an old folder must not serve a CRL about to lapse
+    server.timers.push(setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref());
+    // The lease holder re-signs at once: a server started on an old folder must not serve a CRL about to lapse.
+    await server.leaseTick();
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
       root_sha256: rootFingerprint(root.rawData).hex, tls_serial: server.own.serial, tls_not_after: server.own.notAfter.toISOString(),
       default_lifetime: formatDuration(defaultMs), max_lifetime: formatDuration(maxMs),
+      store: server.ca.ledger.kind, lease_holder: server.lease.holder, runs_jobs: server.lease.held,
     }, `CA serving EST on ${server.url}`);
     return server;
   }
@@ -149,6 +158,7 @@ export class CaServer {
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    await this.gate.shared(() => this.lease.release());
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -200,6 +210,7 @@ export class CaServer {
    * across the signing, which no request's write may nest in.
    */
   async refreshCrls(): Promise<void> {
+    if (!this.lease.held) return;
     try {
       const resigned = await this.gate.alone(() => this.ca.refreshCrls());
       if (resigned.length === 0) return;
@@ -208,6 +219,13 @@ export class CaServer {
     } catch (err) {
       this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
     }
+  }
+
+  /** Takes or renews the lease; on taking it over, runs the once-only jobs at once. */
+  async leaseTick(): Promise<void> {
+    const was = this.lease.held;
+    const held = await this.gate.shared(() => this.lease.tick());
+    if (held && !was) await this.refreshCrls();
   }
 
   private listen(port: number): Promise<void> {
