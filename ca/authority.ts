@@ -1,6 +1,6 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { buildCrl, CRL_VALID_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
@@ -263,9 +263,17 @@ export class CertificateAuthority {
   /** crls.pem: the current CRL of every CA not retired (Node needs one for every CA in a chain). */
   /** @internal */
   writeCrlBundle(): void {
-    const pems = this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update)
-      .map((r) => readStateFile(this.layout.issuer(r.id).crl, "the CRL"));
-    writeAtomic(this.layout.crls, pems.join(""), CERT_MODE);
+    const pems = this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).map((r) => {
+      // The ledger's copy is the newest, whichever host signed it (replicas on a shared store).
+      const stored = this.ledger.signedCrl(r.id);
+      const path = this.layout.issuer(r.id).crl;
+      if (!stored) return readStateFile(path, "the CRL");
+      const pem = crlToPem(stored);
+      if (!existsSync(path) || readFileSync(path, "utf8") !== pem) writeAtomic(path, pem, CERT_MODE);
+      return pem;
+    });
+    const bundle = pems.join("");
+    if (!existsSync(this.layout.crls) || readFileSync(this.layout.crls, "utf8") !== bundle) writeAtomic(this.layout.crls, bundle, CERT_MODE);
   }
 
   /** bundle.pem: every published root generation, the trust anchors of the mesh. */

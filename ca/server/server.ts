@@ -185,6 +185,8 @@ export class CaServer {
         if (next.etag !== before.etag || next.crlsPem !== before.crlsPem || next.signerId !== before.signerId) {
           this.log.info({ event: "ca.state_reloaded", etag: next.etag, generations: next.generations, signer: next.signerId, crls: [...next.crls.keys()] }, "picked up the state folder's changes");
         }
+        // Another replica (or the CLI on another host) signed a CRL: this host's files follow the store.
+        if (next.crlsPem !== before.crlsPem && this.ca.ledger.kind === "postgres") this.ca.writeCrlBundle();
         if (next.rootsPem !== before.rootsPem) {
           this.recordBundle();
           this.applyTls();
