@@ -2,7 +2,7 @@
 // when the replica it used is killed (kill -9), renews through the next: real `ca serve`
 // processes on one ledger, the identity agent's own EST client.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -13,7 +13,7 @@ import { identityOptions } from "../services/mesh/identity-agent/cli.ts";
 import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
 import { enrolCsr, getCacerts } from "../services/mesh/identity-agent/est-client.ts";
 import { statePaths } from "../services/mesh/identity-agent/state-folder.ts";
-import { cleanup, tempDir } from "./helpers/ca.ts";
+import { ROOT, cleanup, tempDir } from "./helpers/ca.ts";
 import { startReplica, type Replica } from "./helpers/replicas.ts";
 
 /** An address nothing listens on: a port taken, then released. */
@@ -78,5 +78,25 @@ describe("a service with several CA addresses", () => {
     const [d1, d2] = [await deadUrl(), await deadUrl()];
     await assert.rejects(getCacerts({ url: `${d1},${d2}`, ca: readFileSync(join(dir, "bundle.pem"), "utf8") }), (err: Error & { code?: string }) =>
       err.code === "CA_UNREACHABLE" && err.message.includes(d1) && err.message.includes(d2));
+  });
+});
+
+describe("mesh:up --ca-urls", () => {
+  it("refuses an address that is not an https origin, in one line, exit 2, creating nothing", async () => {
+    const root = tempDir("mesh-up-caurls-");
+    try {
+      const { spawn } = await import("node:child_process");
+      const child = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(root, "pki"), "--state", join(root, "state"), "--logs", join(root, "logs"), "--ca-urls", "https://10.0.0.2:7400,http://10.0.0.3:7400"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      child.stdout!.on("data", (d) => (out += d));
+      child.stderr!.on("data", (d) => (out += d));
+      const code = await new Promise<number | null>((r) => child.on("close", r));
+      assert.equal(code, 2, out);
+      assert.match(out, /--ca-urls.*http:\/\/10\.0\.0\.3:7400.*is not an https:\/\/ origin/);
+      assert.equal(out.trim().split("\n").length, 1, out);
+      assert.equal(existsSync(join(root, "pki")), false);
+    } finally {
+      cleanup(root);
+    }
   });
 });
