@@ -156,7 +156,9 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
         status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
         created_at: now.toISOString(), pem: certToPem(cert),
       });
-    });
+      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+      // one current certificate per name is a unique index, so issuances need not queue.
+    }, { shared: true });
   } catch (err) {
     ca.journal.discard(serial);
     if (isUniqueViolation(err)) {

@@ -20,8 +20,13 @@ export interface LedgerStore {
   /** Where it is, for messages: the file, or the URL without any secret. */
   readonly path: string;
   close(): void;
-  /** A write transaction; on PostgreSQL it also takes the CA's write lock, so writers are serialised as on SQLite. */
-  write<T>(fn: () => T): T;
+  /**
+   * A write transaction; on PostgreSQL it also takes the CA's write lock, so writers are
+   * serialised as on SQLite. `shared`: a write whose every check is a unique index or a
+   * conditional UPDATE (recording an issuance): such writes run side by side on several
+   * replicas and only exclude the exclusive ones (CRLs, generations, rotations).
+   */
+  write<T>(fn: () => T, opts?: { shared?: boolean }): T;
   /** The same, for work that awaits (signing a CRL) inside; the caller keeps other writers of this process out. */
   writeAsync<T>(fn: () => Promise<T>): Promise<T>;
 

@@ -163,14 +163,14 @@ export class PgLedger implements LedgerStore {
     return this.pg.query(sql, params).rowCount;
   }
 
-  private begin(): string | null {
+  private begin(shared = false): string | null {
     if (this.depth++ > 0) {
       const sp = `sp${this.depth}`;
       this.pg.query(`SAVEPOINT ${sp}`);
       return sp;
     }
-    this.pg.query("BEGIN");
-    this.pg.query(`SELECT pg_advisory_xact_lock(${WRITE_LOCK})`);
+    // One round trip for both.
+    this.pg.query(`BEGIN; SELECT pg_advisory_xact_lock${shared ? "_shared" : ""}(${WRITE_LOCK})`);
     return null;
   }
 
@@ -184,8 +184,8 @@ export class PgLedger implements LedgerStore {
     }
   }
 
-  write<T>(fn: () => T): T {
-    const sp = this.begin();
+  write<T>(fn: () => T, opts: { shared?: boolean } = {}): T {
+    const sp = this.begin(opts.shared);
     let result: T;
     try {
       result = fn();
