@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
+import { cpus, loadavg, tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
@@ -47,6 +47,8 @@ export interface ReplicaBenchResult {
   scalePass: boolean;
   failover: { ms: Stats; leaseTakeoverMs: Stats | null; ratioOfLifetime: number; pass: boolean };
   storeCost: { sqliteMs: Stats; pgMs: Stats; ratio: number };
+  /** 1-minute load average at the start and the end: on a shared machine, replicas cannot scale past idle cores. */
+  loadAverage: [number, number];
   pass: boolean;
 }
 
@@ -147,7 +149,8 @@ async function storeCost(ca: CertificateAuthority, n: number, tag: string): Prom
 }
 
 export async function runReplicaBench(): Promise<ReplicaBenchResult> {
-  console.log(`\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight, ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side`);
+  const loadAtStart = loadavg()[0]!;
+  console.log(`\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight, ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side (load average ${loadAtStart.toFixed(1)})`);
   const work = mkdtempSync(join(tmpdir(), "mesh-bench-replicas-"));
   const dbName = `pgstore_bench_${randomBytes(4).toString("hex")}`;
   const store = `postgres:///${dbName}?host=${PGHOST}`;
@@ -209,6 +212,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
       scalePass: pg2.perSec / pg1.perSec >= SCALE_TARGET,
       failover: { ms: failMs, leaseTakeoverMs: leases.length ? stats(leases) : null, ratioOfLifetime, pass: ratioOfLifetime < FAILOVER_TARGET },
       storeCost: { sqliteMs: sMs, pgMs: pMs, ratio: pMs.median / sMs.median },
+      loadAverage: [loadAtStart, loadavg()[0]!],
       pass: false,
     };
     result.pass = result.scalePass && result.failover.pass;
@@ -219,6 +223,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     console.log(`  failover (kill -9 to the next enrolment answered, ${fo.length} runs): median ${failMs.median.toFixed(0)} ms, max ${failMs.max.toFixed(0)} ms = ${(ratioOfLifetime * 100).toFixed(3)}% of the default 1h lifetime   target < ${FAILOVER_TARGET * 100}%  ${result.failover.pass ? "PASS" : "FAIL"}`);
     if (result.failover.leaseTakeoverMs) console.log(`  lease on the once-only jobs taken over after: median ${result.failover.leaseTakeoverMs.median.toFixed(0)} ms (lease 3 s)`);
     console.log(`  store cost per enrolment, in process: SQLite ${sMs.median.toFixed(2)} ms, PostgreSQL ${pMs.median.toFixed(2)} ms (median of ${sMs.n}) = ${f(result.storeCost.ratio)}x`);
+    console.log(`  load average (1 min) ${loadAtStart.toFixed(1)} at the start, ${result.loadAverage[1].toFixed(1)} at the end, on ${cpus().length} cores`);
     return result;
   } finally {
     await Promise.all(servers.map((s) => stop(s, "SIGKILL")));

@@ -136,3 +136,32 @@ describe("what both stores share", () => {
     }
   });
 });
+
+describe("the synchronous PostgreSQL connection", () => {
+  it("a connection lost inside a transaction commits nothing of it, not even on the fresh connection", async () => {
+    const db = await createDb();
+    const setting = parseStore(db.url);
+    assert.equal(setting.kind, "postgres");
+    const { SyncPg } = await import("../ca/store/pg-sync.ts");
+    const a = new SyncPg(setting.kind === "postgres" ? setting.config : {});
+    const b = new SyncPg(setting.kind === "postgres" ? setting.config : {});
+    try {
+      a.query("CREATE TABLE t (x int)");
+      a.query("BEGIN");
+      a.query("INSERT INTO t VALUES (1)");
+      const pid = a.query("SELECT pg_backend_pid() AS p").rows[0]!.p as number;
+      b.query("SELECT pg_terminate_backend($1)", [pid]);
+      assert.throws(() => a.query("INSERT INTO t VALUES (2)"));
+      // Without the guard this would run in autocommit on a new connection and stay.
+      assert.throws(() => a.query("INSERT INTO t VALUES (3)"), /lost inside a transaction/);
+      assert.throws(() => a.query("COMMIT"), /lost inside a transaction/);
+      a.query("ROLLBACK");
+      a.query("INSERT INTO t VALUES (4)");
+      assert.deepEqual(b.query("SELECT x FROM t ORDER BY x").rows, [{ x: 4 }]);
+    } finally {
+      a.close();
+      b.close();
+      await db.drop();
+    }
+  });
+});

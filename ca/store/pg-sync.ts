@@ -28,25 +28,39 @@ const { workerData } = require("node:worker_threads");
 const pg = require(workerData.pgPath);
 const { port, flag, config } = workerData;
 let client = null;
+// A transaction is open on the connection; "lost": the connection died inside it, so every
+// statement fails until the caller's ROLLBACK (a fresh connection must never run the rest of
+// a transaction in autocommit, committing half of it).
+let inTx = false;
+let lost = false;
+function drop() { const c = client; client = null; c?.end().catch(() => {}); if (inTx) lost = true; }
 async function connect() {
   const c = new pg.Client(config);
-  c.on("error", () => { if (client === c) client = null; });
+  c.on("error", () => { if (client === c) drop(); });
   await c.connect();
   return c;
 }
 port.on("message", async (m) => {
   let answer;
+  const verb = m.sql ? m.sql.trimStart().slice(0, 8).toUpperCase() : "";
   try {
     if (m.close) { if (client) await client.end().catch(() => {}); client = null; answer = { rows: [], rowCount: 0 }; }
-    else {
+    else if (lost) {
+      if (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T")) { lost = false; inTx = false; answer = { rows: [], rowCount: 0 }; }
+      else throw Object.assign(new Error("the connection to PostgreSQL was lost inside a transaction: nothing of it was committed"), { code: "08006" });
+    } else {
       client ??= await connect();
+      if (verb.startsWith("BEGIN")) inTx = true;
       const r = await client.query({ text: m.sql, values: m.params });
+      if (verb.startsWith("COMMIT") || (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T"))) inTx = false;
       const last = Array.isArray(r) ? r[r.length - 1] : r;
       answer = { rows: last.rows ?? [], rowCount: last.rowCount ?? 0 };
     }
   } catch (e) {
     // A broken connection is not reused: the next query opens a fresh one.
-    if (!e.code || /^(08|57P)/.test(e.code)) { const c = client; client = null; c?.end().catch(() => {}); }
+    if (!e.code || /^(08|57P)/.test(e.code)) drop();
+    // A failed COMMIT ends the transaction too (PostgreSQL rolled it back, or the connection is gone).
+    if (verb.startsWith("COMMIT")) { inTx = false; lost = false; }
     answer = { error: String(e.message), code: String(e.code ?? "08000") };
   }
   port.postMessage(answer);
