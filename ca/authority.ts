@@ -94,8 +94,10 @@ export class CertificateAuthority {
     };
   }
 
-  static exists(dir: string): boolean {
-    return existsSync(new Layout(dir).ledger);
+  /** Whether the folder holds a CA: its ledger file, or with a PostgreSQL store (MESH_CA_STORE) its first root's key. */
+  static exists(dir: string, store: string | undefined = process.env.MESH_CA_STORE): boolean {
+    const layout = new Layout(dir);
+    return parseStore(store).kind === "postgres" ? existsSync(layout.root(1).key) : existsSync(layout.ledger);
   }
 
   /** Creates root generation 1 in an empty state folder. Never overwrites a CA. */

@@ -63,6 +63,16 @@ describe("the CA's commands on PostgreSQL", () => {
     assert.match(sqlite.stderr, /not initialised/);
   });
 
+  it("rotate runs its gates on the store: new generation published and signing, gate 3 waits for what still chains to the old one", async () => {
+    const r = await run(["rotate", "--timeout", "3s"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /gate 3 \(retire\) timed out/);
+    const status = await run(["rotate", "--status"]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /generation 2 → 3, at gate 3\/3 \(retire\)/);
+    assert.match(status.stdout, /e\.internal/);
+  });
+
   it("refuses a password in the URL in one line, before touching anything", async () => {
     const r = await run(["list"], { MESH_CA_STORE: "postgres://ca:hunter2@127.0.0.1/mesh" });
     assert.equal(r.code, 2);
