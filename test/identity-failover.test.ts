@@ -14,6 +14,7 @@ import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
 import { enrolCsr, getCacerts } from "../services/mesh/identity-agent/est-client.ts";
 import { statePaths } from "../services/mesh/identity-agent/state-folder.ts";
 import { ROOT, cleanup, tempDir } from "./helpers/ca.ts";
+import { Lines } from "./helpers/est.ts";
 import { startReplica, type Replica } from "./helpers/replicas.ts";
 
 /** An address nothing listens on: a port taken, then released. */
@@ -72,6 +73,46 @@ describe("a service with several CA addresses", () => {
     const renewed = await other.lines.wait((l) => l.event === "est.renewed" && l.name === "payment.internal");
     assert.equal(renewed.previous, e.facts.serial.toLowerCase());
     assert.ok(Date.now() - started < 10_000);
+  });
+
+  it("services/main.ts --ca a,b: the service enrols, its CA replica is killed (kill -9), and it renews through the other", { timeout: 120_000 }, async () => {
+    const dead = await deadUrl();
+    // A pair of its own: the test before killed one of the shared pair.
+    const [a, b] = [await startReplica({ dir }), await startReplica({ dir })];
+    replicas.push(a, b);
+    const { spawn } = await import("node:child_process");
+    const state = join(root, "state", "inventory");
+    const child = spawn(process.execPath, ["--import", "tsx", "services/main.ts", "--service", "inventory", "--port", "0", "--ca", `${dead},${a.url},${b.url}`, "--state", state, "--lifetime", "30s", "--poll", "1"], {
+      cwd: ROOT, stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, MESH_ENROL_TOKEN: createToken(ca, { domain: "inventory.internal" }).token, MESH_PKI_DIR: "/nonexistent", MESH_CA_URL: "" },
+    });
+    const lines = new Lines();
+    let buf = "";
+    let err = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      buf += d;
+      const cut = buf.lastIndexOf("\n");
+      if (cut < 0) return;
+      lines.write(buf.slice(0, cut + 1).split("\n").filter((l) => l.startsWith("{")).join("\n") + "\n");
+      buf = buf.slice(cut + 1);
+    });
+    child.stderr!.on("data", (d) => (err += d));
+    try {
+      const enrolled = await lines.wait((l) => l.event === "identity.enrolled", 30_000).catch((e: Error) => { throw new Error(`${e.message}\n${err}`); });
+      const served = [a, b].find((r) => r.lines.events("est.enrolled").some((l) => l.name === "inventory.internal"))!;
+      assert.ok(served, "one of the replicas enrolled it");
+      const other = served === a ? b : a;
+      await served.kill();
+      const renewed = await lines.wait((l) => l.event === "identity.renewed", 60_000).catch((e: Error) => {
+        throw new Error(`${e.message.slice(0, 3000)}\nthe other replica (${other.url}, exit ${other.child.exitCode} ${other.child.signalCode}) logged:\n${other.lines.raw().slice(-3000)}`);
+      });
+      assert.notEqual(renewed.serial, enrolled.serial);
+      await other.lines.wait((l) => l.event === "est.renewed" && l.name === "inventory.internal", 10_000);
+      assert.equal(child.exitCode, null, "the service kept running");
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
   });
 
   it("a list of only dead addresses fails with one error that names them all", async () => {
