@@ -39,7 +39,7 @@ Online CA (EST, see docs/est.md):
   npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
   npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
 
-More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token, rotate, store-copy.
 Every command has --help with examples and exit codes.`;
 
 interface StateFlags { dir?: string; passphraseFile?: string; store?: string }
@@ -347,6 +347,17 @@ export function buildProgram(): Command {
       console.log(`Retired ${retired.name} (generation ${retired.generation}); ${shown(ca.layout.bundle)} and ${shown(ca.layout.crls)} no longer carry it`);
       if (stillValid > 0) console.error(`warning: ${stillValid} valid certificate(s) still chain to it and will now be rejected`);
     }));
+
+  help(stateful(program.command("store-copy").description("copy the SQLite ledger of --dir into an empty PostgreSQL database, to run CA replicas on it (docs/est.md)"))
+    .requiredOption("--to <url>", "the PostgreSQL database: postgres://user@host/db (the password from PGPASSWORD or ~/.pgpass)"), [
+    "store-copy --to postgres://ca@db.internal/mesh_ca   # then: export MESH_CA_STORE=postgres://ca@db.internal/mesh_ca",
+  ]).action((o) => withCa({ ...o, store: "sqlite" }, async (ca) => {
+    const { copyToPostgres } = await import("./store/copy.ts");
+    const r = copyToPostgres(ca.ledger, o.to);
+    console.log(`Copied the ledger of ${shown(ca.layout.dir)} into ${r.to}`);
+    for (const [table, n] of Object.entries(r.rows)) console.log(`  ${table.padEnd(15)} ${n} row(s)`);
+    console.log(`  ${shown(ca.layout.ledger)} is unchanged; from now on use --store ${r.to} (or MESH_CA_STORE), and stop using the SQLite file`);
+  }));
 
   help(stateful(program.command("status").description("generations, signing CA, bundle, CRL freshness, counts"))
     .option("--json", "as JSON"), ["status", "status --json"])

@@ -175,3 +175,39 @@ describe("the synchronous PostgreSQL connection", () => {
     }
   });
 });
+
+describe("ca store-copy", () => {
+  it("moves a SQLite CA's ledger into an empty database, row for row, and refuses one that holds a CA", async () => {
+    const db = await createDb();
+    const root = tempDir("mesh-storecopy-");
+    const dir = join(root, "pki");
+    const sqlite = (args: string[]) => cli([...args, "--dir", dir]);
+    try {
+      assert.equal((await sqlite(["init", "--name", "Copy CA", "--trust-domain", "acme.test"])).code, 0);
+      for (const n of ["a", "b"]) assert.equal((await sqlite(["issue", "--domain", `${n}.internal`])).code, 0);
+      assert.equal((await sqlite(["revoke", "--domain", "b.internal"])).code, 0);
+      const token = (await sqlite(["token", "--domain", "c.internal"])).stdout.trim();
+      const before = (await sqlite(["list", "--all", "--json"])).stdout;
+      const copy = await sqlite(["store-copy", "--to", db.url]);
+      assert.equal(copy.code, 0, copy.stderr);
+      assert.match(copy.stdout, /^  certs +2 row\(s\)$/m);
+      const after = await cli(["list", "--all", "--json", "--dir", dir, "--store", db.url]);
+      assert.equal(after.stdout, before, "the same ledger on PostgreSQL");
+      const ca = await CertificateAuthority.open({ dir, store: db.url });
+      try {
+        assert.equal(ca.trustDomain(), "acme.test");
+        const { checkToken } = await import("../ca/tokens.ts");
+        assert.equal(checkToken(ca.ledger, token, "c.internal", new Date()).ok, true, "a token made before the copy works after it");
+        assert.ok(ca.ledger.signedCrl("root-1"));
+      } finally {
+        ca.close();
+      }
+      const again = await sqlite(["store-copy", "--to", db.url]);
+      assert.equal(again.code, 3);
+      assert.match(again.stderr, /already exists/);
+    } finally {
+      await db.drop();
+      cleanup(root);
+    }
+  });
+});

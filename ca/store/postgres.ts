@@ -388,6 +388,34 @@ export class PgLedger implements LedgerStore {
     this.run(`UPDATE rotations SET ${[...sets, `updated_at = $${keys.length + 1}`].join(", ")} WHERE id = $${keys.length + 2}`, [...values, now, id]);
   }
 
+  // --- copying a SQLite ledger in (ca/store/copy.ts) -----------------------------------------
+
+  /** Inserts rows as they are, in batches; inside write(). Column names come from the rows, checked against the table's. */
+  importRows(table: string, rows: Record<string, unknown>[]): void {
+    if (rows.length === 0) return;
+    const known = new Set(this.rows<{ column_name: string }>("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1", [table]).map((r) => r.column_name));
+    const columns = Object.keys(rows[0]!).filter((c) => known.has(c));
+    for (let i = 0; i < rows.length; i += 200) {
+      const batch = rows.slice(i, i + 200);
+      const values: unknown[] = [];
+      const tuples = batch.map((r) => `(${columns.map((c) => {
+        const v = r[c];
+        values.push(v instanceof Uint8Array ? Buffer.from(v) : v);
+        return `$${values.length}`;
+      }).join(", ")})`);
+      this.run(`INSERT INTO ${table} (${columns.join(", ")}) VALUES ${tuples.join(", ")}`, values);
+    }
+    if (table === "rotations") this.run("SELECT setval(pg_get_serial_sequence('rotations', 'id'), (SELECT max(id) FROM rotations))");
+  }
+
+  /** After a failed copy: the database back to empty, so the copy can be run again. */
+  dropEverything(): void {
+    try {
+      this.pg.query(`DROP TABLE IF EXISTS signed_crls, leases, rotations, bundle_holders, bundles, enrol_tokens, certs, issuers, meta, store_version CASCADE;
+        DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE`);
+    } catch { /* the connection is gone: nothing more to undo here */ }
+  }
+
   // --- replicas ----------------------------------------------------------------------------
 
   takeLease(name: string, holder: string, now: string, expiresAt: string): LeaseRow {
