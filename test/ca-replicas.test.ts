@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/authority.ts";
-import { createToken } from "../ca/tokens.ts";
+import { createToken, hashToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr } from "./helpers/est.ts";
@@ -86,8 +86,9 @@ describe("CA replicas on one PostgreSQL store", () => {
       assert.equal(row?.name, names[i]);
       assert.equal(row?.status, "valid");
     }
-    // Every replica took part.
+    // Every replica took part, and none replaced its own certificate because another's superseded it.
     for (const r of replicas) assert.ok(r.lines.events("est.enrolled").length > 0);
+    for (const r of replicas) assert.equal(r.lines.events("ca.tls_renewed").length, 0);
   });
 
   it("kill -9 of the lease holder mid-burst: nothing answered is lost, each token spent once, the lease moves", async () => {
@@ -118,6 +119,9 @@ describe("CA replicas on one PostgreSQL store", () => {
       const rows = ca.ledger.list({ all: true }).filter((r) => r.name === n);
       assert.ok(rows.length <= 1, `${n}: ${rows.length} certificates`);
       const a = answers[i]!;
+      const spent = ca.ledger.token(hashToken(tokens[i]!));
+      if (a.status === 200) assert.equal(spent?.used_by, a.serial, `${n}: the token names the certificate answered`);
+      if (spent?.used_by) assert.equal(rows[0]?.serial, spent.used_by, `${n}: a spent token names the one certificate in the ledger`);
       // A request whose answer died with the replica may have spent its token: then its retry is refused as used, never issued twice.
       if (a.status !== 200) assert.ok(a.status === 401 || a.status === 0, `${n}: ${a.status} ${a.body}`);
     }
