@@ -47,6 +47,8 @@ export interface ReplicaBenchResult {
   scalePass: boolean;
   failover: { ms: Stats; leaseTakeoverMs: Stats | null; ratioOfLifetime: number; pass: boolean };
   storeCost: { sqliteMs: Stats; pgMs: Stats; ratio: number };
+  /** CPU per enrolment in the CA servers and in the bench's process, per side: what the cores were spent on. */
+  cpu: Record<"sqlite1" | "pg1" | "pg2", CpuPerEnrolment>;
   /** 1-minute load average at the start and the end: on a shared machine, replicas cannot scale past idle cores. */
   loadAverage: [number, number];
   pass: boolean;
@@ -83,8 +85,32 @@ async function stop(s: Served, signal: NodeJS.Signals = "SIGTERM"): Promise<void
   await s.exited;
 }
 
+/** CPU seconds (user + system) a process has used, from /proc (Linux; 0 elsewhere). */
+function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU milliseconds per enrolment: in the servers (all of them), in this process (the clients), in PostgreSQL's backends for the database. */
+export interface CpuPerEnrolment { serversMs: number; clientMs: number; postgresMs: number }
+
+/** The PostgreSQL backends serving a database (the replicas' connections), to read their CPU. */
+async function backendPids(db: string): Promise<number[]> {
+  const c = new pg.Client({ host: PGHOST, user: PGUSER, database: "postgres" });
+  await c.connect();
+  try {
+    return (await c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [db])).rows.map((r) => r.pid);
+  } finally {
+    await c.end();
+  }
+}
+
 /** One round: CLIENTS enrolments in flight, spread over the replicas, for ROUND_MS. */
-async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: string, tag: string): Promise<Rate> {
+async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: string, tag: string, pids: number[] = []): Promise<Rate & { clientCpuS: number; serverCpuS: number }> {
   const guess = 400 * (ROUND_MS / 1000);
   const items = Array.from({ length: guess }, (_, i) => {
     const name = `${tag}-${i}.bench.internal`;
@@ -92,6 +118,9 @@ async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: strin
   });
   let next = 0;
   let ops = 0;
+  // CPU from here on: the measured window only, not the preparation above.
+  const serverCpu0 = pids.reduce((t, p) => t + cpuSeconds(p), 0);
+  const clientCpu0 = process.cpuUsage();
   const start = performance.now();
   const deadline = start + ROUND_MS;
   await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
@@ -103,7 +132,8 @@ async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: strin
     }
   }));
   const seconds = (performance.now() - start) / 1000;
-  return { ops, seconds, perSec: ops / seconds };
+  const c = process.cpuUsage(clientCpu0);
+  return { ops, seconds, perSec: ops / seconds, clientCpuS: (c.user + c.system) / 1e6, serverCpuS: pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0 };
 }
 
 /** From kill -9 of the replica a client uses to that client's next answered enrolment (through its address list). */
@@ -184,14 +214,29 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     await enrolRate(sqliteCa, [s1.url], sqliteBundle, "warm-s");
     await enrolRate(pgCa, [p1.url, p2.url], pgBundle, "warm-p");
     const rounds: Record<"sqlite1" | "pg1" | "pg2", Rate[]> = { sqlite1: [], pg1: [], pg2: [] };
-    const sides: Array<[keyof typeof rounds, (r: number) => Promise<Rate>]> = [
-      ["sqlite1", (r) => enrolRate(sqliteCa, [s1.url], sqliteBundle, `s1-${r}`)],
-      ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`)],
-      ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`)],
+    const sides: Array<[keyof typeof rounds, (r: number) => Promise<Rate & { clientCpuS: number; serverCpuS: number }>]> = [
+      ["sqlite1", (r) => enrolRate(sqliteCa, [s1.url], sqliteBundle, `s1-${r}`, [s1.child.pid!])],
+      ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`, [p1.child.pid!])],
+      ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`, [p1.child.pid!, p2.child.pid!])],
     ];
+    const cpu: Record<keyof typeof rounds, { servers: number; client: number; postgres: number; ops: number }> = {
+      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0 }, pg1: { servers: 0, client: 0, postgres: 0, ops: 0 }, pg2: { servers: 0, client: 0, postgres: 0, ops: 0 },
+    };
+    const backends = await backendPids(dbName);
+    const pgCpu = () => backends.reduce((t, p) => t + cpuSeconds(p), 0);
     for (let r = 0; r < ROUNDS; r++) {
-      for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run(r));
+      for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) {
+        // PostgreSQL's share includes the round's token inserts (made before its clock starts): an upper bound.
+        const pg0 = pgCpu();
+        const { clientCpuS, serverCpuS, ...rate } = await run(r);
+        cpu[side].postgres += pgCpu() - pg0;
+        cpu[side].servers += serverCpuS;
+        cpu[side].client += clientCpuS;
+        cpu[side].ops += rate.ops;
+        rounds[side].push(rate);
+      }
     }
+    const perOp = (k: keyof typeof rounds): CpuPerEnrolment => ({ serversMs: (cpu[k].servers / cpu[k].ops) * 1000, clientMs: (cpu[k].client / cpu[k].ops) * 1000, postgresMs: (cpu[k].postgres / cpu[k].ops) * 1000 });
     await Promise.all(servers.splice(0).map((s) => stop(s)));
 
     // (b) failover.
@@ -212,6 +257,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
       scalePass: pg2.perSec / pg1.perSec >= SCALE_TARGET,
       failover: { ms: failMs, leaseTakeoverMs: leases.length ? stats(leases) : null, ratioOfLifetime, pass: ratioOfLifetime < FAILOVER_TARGET },
       storeCost: { sqliteMs: sMs, pgMs: pMs, ratio: pMs.median / sMs.median },
+      cpu: { sqlite1: perOp("sqlite1"), pg1: perOp("pg1"), pg2: perOp("pg2") },
       loadAverage: [loadAtStart, loadavg()[0]!],
       pass: false,
     };
@@ -221,6 +267,9 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     console.log(`  one replica, PostgreSQL   ${pg1.perSec.toFixed(1)} enrolments/s  = ${f(result.pg1VsSqlite1)}x SQLite`);
     console.log(`  two replicas, PostgreSQL  ${pg2.perSec.toFixed(1)} enrolments/s  = ${f(result.pg2VsSqlite1)}x SQLite, ${f(result.pg2VsPg1)}x one replica   target >= ${SCALE_TARGET}x  ${result.scalePass ? "PASS" : "FAIL"}`);
     console.log(`  failover (kill -9 to the next enrolment answered, ${fo.length} runs): median ${failMs.median.toFixed(0)} ms, max ${failMs.max.toFixed(0)} ms = ${(ratioOfLifetime * 100).toFixed(3)}% of the default 1h lifetime   target < ${FAILOVER_TARGET * 100}%  ${result.failover.pass ? "PASS" : "FAIL"}`);
+    for (const k of ["sqlite1", "pg1", "pg2"] as const) {
+      console.log(`  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ≤ ${result.cpu[k].postgresMs.toFixed(1)} ms`);
+    }
     if (result.failover.leaseTakeoverMs) console.log(`  lease on the once-only jobs taken over after: median ${result.failover.leaseTakeoverMs.median.toFixed(0)} ms (lease 3 s)`);
     console.log(`  store cost per enrolment, in process: SQLite ${sMs.median.toFixed(2)} ms, PostgreSQL ${pMs.median.toFixed(2)} ms (median of ${sMs.n}) = ${f(result.storeCost.ratio)}x`);
     console.log(`  load average (1 min) ${loadAtStart.toFixed(1)} at the start, ${result.loadAverage[1].toFixed(1)} at the end, on ${cpus().length} cores`);
