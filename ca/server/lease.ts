@@ -32,7 +32,8 @@ export class Lease {
     let row: { holder: string; expires_at: string } | undefined;
     try {
       const now = this.ca.now();
-      row = this.ca.ledger.write(() => this.ca.ledger.takeLease(this.name, this.holder, now.toISOString(), new Date(now.getTime() + this.ttlMs).toISOString()));
+      // Shared: the upsert's own condition decides who holds it; issuances need not wait for it.
+      row = this.ca.ledger.write(() => this.ca.ledger.takeLease(this.name, this.holder, now.toISOString(), new Date(now.getTime() + this.ttlMs).toISOString()), { shared: true });
       this.heldNow = row.holder === this.holder;
     } catch (err) {
       this.heldNow = false;
