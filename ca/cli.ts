@@ -7,6 +7,7 @@ import { REVOCATION_REASONS } from "./crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
 import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
 import { KEY_TYPES } from "./keys.ts";
+import { parseStore } from "./store/url.ts";
 import { LedgerView } from "./view.ts";
 
 const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
@@ -38,16 +39,17 @@ Online CA (EST, see docs/est.md):
   npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
   npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
 
-More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token, rotate, store-copy.
 Every command has --help with examples and exit codes.`;
 
-interface StateFlags { dir?: string; passphraseFile?: string }
+interface StateFlags { dir?: string; passphraseFile?: string; store?: string }
 
 /** The flags every command that touches the state folder shares. */
 function stateful(cmd: Command): Command {
   return cmd
     .addOption(new Option("--dir <path>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
-    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)");
+    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)")
+    .addOption(new Option("--store <url>", "where the ledger is: sqlite (ca.db in --dir) or postgres://user@host/db, shared by CA replicas; the password only from PGPASSWORD or ~/.pgpass (docs/est.md)").env("MESH_CA_STORE"));
 }
 
 function help(cmd: Command, examples: string[]): Command {
@@ -73,7 +75,9 @@ function openOptions(flags: StateFlags): OpenOptions {
     if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
   }
   // An empty MESH_PKI_DIR (or --dir "") means the default, never the current directory.
-  return { dir: flags.dir || "./pki", passphrase, now: clock() };
+  // Checked here, before anything is opened: a URL with a password is refused outright.
+  parseStore(flags.store);
+  return { dir: flags.dir || "./pki", passphrase, now: clock(), store: flags.store ?? "sqlite" };
 }
 
 /** Like withCa, for commands that only read the ledger (ca/view.ts). */
@@ -345,6 +349,17 @@ export function buildProgram(): Command {
       if (stillValid > 0) console.error(`warning: ${stillValid} valid certificate(s) still chain to it and will now be rejected`);
     }));
 
+  help(stateful(program.command("store-copy").description("copy the SQLite ledger of --dir into an empty PostgreSQL database, to run CA replicas on it (docs/est.md)"))
+    .requiredOption("--to <url>", "the PostgreSQL database: postgres://user@host/db (the password from PGPASSWORD or ~/.pgpass)"), [
+    "store-copy --to postgres://ca@db.internal/mesh_ca   # then: export MESH_CA_STORE=postgres://ca@db.internal/mesh_ca",
+  ]).action((o) => withCa({ ...o, store: "sqlite" }, async (ca) => {
+    const { copyToPostgres } = await import("./store/copy.ts");
+    const r = copyToPostgres(ca.ledger, o.to);
+    console.log(`Copied the ledger of ${shown(ca.layout.dir)} into ${r.to}`);
+    for (const [table, n] of Object.entries(r.rows)) console.log(`  ${table.padEnd(15)} ${n} row(s)`);
+    console.log(`  ${shown(ca.layout.ledger)} is unchanged; from now on use --store ${r.to} (or MESH_CA_STORE), and stop using the SQLite file`);
+  }));
+
   help(stateful(program.command("status").description("generations, signing CA, bundle, CRL freshness, counts"))
     .option("--json", "as JSON"), ["status", "status --json"])
     .action((o) => withView(o, (ca) => {
@@ -405,10 +420,12 @@ export function buildProgram(): Command {
     .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
     .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5")
     .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
-    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1"), [
+    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1")
+    .option("--lease <duration>", "replicas on one store: how long the once-only jobs' lease lasts unrenewed (a dead holder's jobs move within it)", "15s"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
     "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
+    "serve --store postgres://ca@db.internal/mesh_ca --port 7400   # one of several replicas (docs/est.md)",
   ]).action((o) => withCa(o, async (ca) => {
     const { CaServer } = await import("./server/server.ts");
     const { parseDuration } = await import("./duration.ts");
@@ -417,6 +434,7 @@ export function buildProgram(): Command {
     if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
     const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
     const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
+    const leaseMs = parseDuration(o.lease, { flag: "--lease", max: 3_600_000 });
     if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
     const rate = (flag: string, v: string) => {
       if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
@@ -435,7 +453,7 @@ export function buildProgram(): Command {
     });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, leaseMs });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);

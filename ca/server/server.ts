@@ -12,6 +12,7 @@ import { WriteGate } from "./write-gate.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
+import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
@@ -59,6 +60,8 @@ export interface CaServerOptions {
   limits?: Partial<Limits>;
   /** How unauthenticated refusals are summarised (refusal-log.ts). */
   refusalLog?: RefusalLogOptions;
+  /** The term of the lease on the once-only jobs (DEFAULT_LEASE_MS); renewed every third of it. */
+  leaseMs?: number;
 }
 
 export class CaServer {
@@ -78,6 +81,8 @@ export class CaServer {
   private readonly gate = new WriteGate();
   private readonly refusals: RefusalLog;
   private readonly skew: SkewLog;
+  /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
+  readonly lease: Lease;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -85,6 +90,7 @@ export class CaServer {
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
     this.stamp = stateStamp(this.ca);
+    this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
@@ -137,12 +143,15 @@ export class CaServer {
     const every = opts.pollMs ?? POLL_MS;
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
-    await server.refreshCrls(); // a server started on an old folder must not serve a CRL about to lapse
+    server.timers.push(setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref());
+    // The lease holder re-signs at once: a server started on an old folder must not serve a CRL about to lapse.
+    await server.leaseTick();
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
       root_sha256: rootFingerprint(root.rawData).hex, tls_serial: server.own.serial, tls_not_after: server.own.notAfter.toISOString(),
       default_lifetime: formatDuration(defaultMs), max_lifetime: formatDuration(maxMs),
+      store: server.ca.ledger.kind, lease_holder: server.lease.holder, runs_jobs: server.lease.held,
     }, `CA serving EST on ${server.url}`);
     return server;
   }
@@ -169,6 +178,7 @@ export class CaServer {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.refusals.close();
+    await this.gate.shared(() => this.lease.release());
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -195,6 +205,8 @@ export class CaServer {
         if (next.etag !== before.etag || next.crlsPem !== before.crlsPem || next.signerId !== before.signerId) {
           this.log.info({ event: "ca.state_reloaded", etag: next.etag, generations: next.generations, signer: next.signerId, crls: [...next.crls.keys()] }, "picked up the state folder's changes");
         }
+        // Another replica (or the CLI on another host) signed a CRL: this host's files follow the store.
+        if (next.crlsPem !== before.crlsPem && this.ca.ledger.kind === "postgres") this.ca.writeCrlBundle();
         if (next.rootsPem !== before.rootsPem) {
           this.recordBundle();
           this.applyTls();
@@ -220,6 +232,7 @@ export class CaServer {
    * across the signing, which no request's write may nest in.
    */
   async refreshCrls(): Promise<void> {
+    if (!this.lease.held) return;
     try {
       const resigned = await this.gate.alone(() => this.ca.refreshCrls());
       if (resigned.length === 0) return;
@@ -228,6 +241,13 @@ export class CaServer {
     } catch (err) {
       this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
     }
+  }
+
+  /** Takes or renews the lease; on taking it over, runs the once-only jobs at once. */
+  async leaseTick(): Promise<void> {
+    const was = this.lease.held;
+    const held = await this.gate.shared(() => this.lease.tick());
+    if (held && !was) await this.refreshCrls();
   }
 
   private listen(port: number): Promise<void> {
