@@ -38,7 +38,7 @@ Online CA (EST, see docs/est.md):
   npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
   npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
 
-More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token, prune.
 Every command has --help with examples and exit codes.`;
 
 interface StateFlags { dir?: string; passphraseFile?: string }
@@ -366,6 +366,26 @@ export function buildProgram(): Command {
       console.log(`  certificates: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}`);
     }));
 
+  help(stateful(program.command("prune").description("delete certificates expired more than --older-than ago (and expired tokens); drop expired serials from the CRLs"))
+    .option("--older-than <duration>", "keep what expired less than this long ago (ca serve prunes with its --retention)", "7d")
+    .option("--dry-run", "say what would go, change nothing")
+    .option("--json", "as JSON, for scripts"), [
+    "prune", "prune --older-than 30d --dry-run", "prune --older-than 1d --json",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { parseDuration } = await import("./duration.ts");
+    const retention = await import("./retention.ts");
+    const olderThanMs = parseDuration(o.olderThan, { flag: "--older-than", min: 0, max: 100 * 365 * 86_400_000 });
+    const r = await retention.prune(ca, { olderThanMs, dryRun: !!o.dryRun });
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ ...r, cutoff: r.cutoff.toISOString() }, null, 2) + "\n");
+      return;
+    }
+    const verb = r.dryRun ? "would delete" : "deleted";
+    console.log(`${verb} ${r.certs} certificate(s) and ${r.tokens} enrolment token(s) expired before ${r.cutoff.toISOString()}`);
+    if (r.dryRun) console.log(`${r.crlExpiredBefore} expired serial(s) still on the CRLs (a run re-signs those CRLs)`);
+    else if (r.crlsResigned.length > 0) console.log(`re-signed the CRL of ${r.crlsResigned.join(", ")}: ${r.crlExpiredBefore - r.crlExpiredAfter} expired serial(s) dropped, ${r.crlExpiredAfter} kept until a CRL signed after their expiry has listed them (RFC 5280 3.3)`);
+  }));
+
   // --- the online CA (docs/est.md) ---------------------------------------------
   help(stateful(program.command("token").description("a one-time enrolment token for one name (for EST simpleenroll)"))
     .requiredOption("--domain <name>", "the one name the token may enrol")
@@ -404,8 +424,11 @@ export function buildProgram(): Command {
     .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
     .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5")
     .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
-    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1"), [
+    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1")
+    .option("--retention <duration>", "delete certificates this long after they expire, checked every 10 minutes (off: keep all)", "7d"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
+    "serve --listen 10.0.0.1 --port 7400   # reachable from other machines (docs/mesh.md)",
+    "serve --retention 30d",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
     "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
   ]).action((o) => withCa(o, async (ca) => {
@@ -422,6 +445,7 @@ export function buildProgram(): Command {
       return { capacity: Number(v), perMinute: Number(v) };
     };
     const limits = { perAddress: rate("--rate-per-address", o.ratePerAddress), perName: rate("--rate-per-name", o.ratePerName) };
+    const retentionMs = o.retention === "off" ? null : parseDuration(o.retention, { flag: "--retention", min: 0, max: 100 * 365 * 86_400_000 });
     const { startAdmin, isLoopback, AdminHostError } = await import("../lib/admin-http.ts");
     // An empty MESH_CA_ADMIN_PORT is unset (a script's `MESH_CA_ADMIN_PORT=$PORT` with no PORT), not a bad port.
     const [adminFrom, adminPort] = o.adminPort !== undefined ? ["--admin-port", o.adminPort as string] : ["MESH_CA_ADMIN_PORT", process.env.MESH_CA_ADMIN_PORT || undefined];
@@ -434,7 +458,7 @@ export function buildProgram(): Command {
     });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, retentionMs });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);

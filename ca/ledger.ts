@@ -443,6 +443,23 @@ export class Ledger {
     this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({ ...fields, id, now });
   }
 
+  /**
+   * Retention (ca prune, docs/ca.md): deletes the certificates whose notAfter is before
+   * `cutoff` (any status: valid ones expired unrenewed, superseded, revoked) and the enrolment
+   * tokens that expired before it; with `dryRun`, only counts them. The caller drops expired
+   * serials from the CRLs first (ca/retention.ts). Inside a write transaction.
+   */
+  pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
+    const at = cutoff.toISOString();
+    if (opts.dryRun) {
+      const n = (table: string, column: string) => (this.sql(`SELECT count(*) AS n FROM ${table} WHERE ${column} < ?`).get(at) as { n: number }).n;
+      return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
+    }
+    const certs = this.sql("DELETE FROM certs WHERE not_after < ?").run(at).changes;
+    const tokens = this.sql("DELETE FROM enrol_tokens WHERE expires_at < ?").run(at).changes;
+    return { certs, tokens };
+  }
+
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {
     const r = this.sql(`SELECT
       sum(status = 'valid' AND not_after > @now) AS VALID,

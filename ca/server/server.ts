@@ -15,6 +15,7 @@ import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
+import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type PruneResult } from "../retention.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -49,6 +50,8 @@ export interface CaServerOptions {
   pollMs?: number;
   maxBodyBytes?: number;
   limits?: Partial<typeof DEFAULT_LIMITS>;
+  /** Delete certificates this long after they expire (ca/retention.ts); null keeps them all. */
+  retentionMs?: number | null;
 }
 
 export class CaServer {
@@ -66,12 +69,14 @@ export class CaServer {
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
+  private readonly retentionMs: number | null;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
     this.host = opts.host ?? "127.0.0.1";
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
+    this.retentionMs = opts.retentionMs === undefined ? DEFAULT_RETENTION_MS : opts.retentionMs;
     this.stamp = stateStamp(this.ca);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
@@ -119,6 +124,10 @@ export class CaServer {
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
     await server.refreshCrls(); // a server started on an old folder must not serve a CRL about to lapse
+    if (server.retentionMs !== null) {
+      server.timers.push(setInterval(() => void server.prune(), RETENTION_CHECK_MS).unref());
+      await server.prune();
+    }
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
@@ -207,6 +216,28 @@ export class CaServer {
       await this.refresh();
     } catch (err) {
       this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
+    }
+  }
+
+  /**
+   * Retention (ca/retention.ts): drops expired serials from the CRLs and deletes what expired
+   * more than retentionMs ago. Alone, like refreshCrls: it may re-sign CRLs. Logs ca.pruned
+   * when it changed anything; a failure is logged and the next check tries again.
+   */
+  async prune(): Promise<PruneResult | undefined> {
+    if (this.retentionMs === null) return undefined;
+    const olderThanMs = this.retentionMs;
+    try {
+      const r = await this.gate.alone(() => prune(this.ca, { olderThanMs }));
+      if (r.certs > 0 || r.tokens > 0 || r.crlsResigned.length > 0) {
+        this.log.info({ event: "ca.pruned", certs: r.certs, tokens: r.tokens, cutoff: r.cutoff.toISOString(), crls_resigned: r.crlsResigned, crl_expired_dropped: r.crlExpiredBefore - r.crlExpiredAfter, crl_expired_kept: r.crlExpiredAfter },
+          `retention: deleted ${r.certs} certificate(s) and ${r.tokens} token(s) expired before ${r.cutoff.toISOString()}${r.crlsResigned.length > 0 ? `, re-signed ${r.crlsResigned.length} CRL(s)` : ""}`);
+        if (r.crlsResigned.length > 0) await this.refresh();
+      }
+      return r;
+    } catch (err) {
+      this.log.error({ event: "ca.prune_failed", err: (err as Error).message }, "retention run failed; trying again at the next check");
+      return undefined;
     }
   }
 
