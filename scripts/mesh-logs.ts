@@ -59,35 +59,75 @@ function wanted(l: MeshLine): boolean {
   return true;
 }
 
-const offsets = new Map<string, number>();
+/** Where -f is in each <service>.log: which file (inode) and how far into it. */
+const offsets = new Map<string, { ino: number; offset: number }>();
 const partial = new Map<string, string>();
 
-/** Read what was appended since last time; a shrunk file was truncated: start over. */
-function drain(file: string): void {
-  let size: number;
-  try {
-    size = statSync(file).size;
-  } catch {
-    return;
-  }
-  let from = offsets.get(file) ?? 0;
-  if (size < from) from = 0;
-  if (size === from) return;
-  const buf = Buffer.alloc(size - from);
+function readRange(file: string, from: number, to: number): string {
+  if (to <= from) return "";
+  const buf = Buffer.alloc(to - from);
   const fd = openSync(file, "r");
   try {
     readSync(fd, buf, 0, buf.length, from);
   } finally {
     closeSync(fd);
   }
-  offsets.set(file, size);
-  const text = (partial.get(file) ?? "") + buf.toString("utf8");
-  const lines = text.split("\n");
+  return buf.toString("utf8");
+}
+
+function emit(file: string, text: string): void {
+  const lines = ((partial.get(file) ?? "") + text).split("\n");
   partial.set(file, lines.pop() ?? "");
   for (const raw of lines) {
     const l = parseLine(raw);
     if (l && wanted(l)) console.log(o.json ? raw : formatLine(l));
   }
+}
+
+/** How many rotated files (<file>.1 … <file>.N) -f looks through for the one it was reading. */
+const ROTATED_LOOKBACK = 20;
+
+/**
+ * Print what was appended since last time. A new inode means the file was rotated
+ * (lib/rotating-file.ts: <file> → <file>.1 → <file>.2 …): finish the old file where it now
+ * is, then any rotated after it, then the new one from its start. A shrunk file was truncated
+ * (copytruncate): start over.
+ */
+function drain(file: string): void {
+  let st: { ino: number; size: number };
+  try {
+    st = statSync(file);
+  } catch {
+    return;
+  }
+  const at = offsets.get(file);
+  let from = at?.offset ?? 0;
+  if (at && at.ino !== st.ino) {
+    let n = 1;
+    for (; n <= ROTATED_LOOKBACK; n++) {
+      try {
+        if (statSync(`${file}.${n}`).ino === at.ino) break;
+      } catch {
+        /* not there: keep looking */
+      }
+    }
+    if (n <= ROTATED_LOOKBACK) {
+      for (let k = n; k >= 1; k--) {
+        const rotated = `${file}.${k}`;
+        try {
+          emit(file, readRange(rotated, k === n ? at.offset : 0, statSync(rotated).size));
+        } catch {
+          /* rotated away again while we read: those lines are gone */
+        }
+      }
+    }
+    partial.set(file, "");
+    from = 0;
+  } else if (st.size < from) {
+    from = 0;
+  }
+  offsets.set(file, { ino: st.ino, offset: st.size });
+  if (st.size > from) emit(file, readRange(file, from, st.size));
 }
 
 function files(): string[] {
@@ -97,18 +137,27 @@ function files(): string[] {
     .map((f) => join(o.logs, f));
 }
 
-// Existing lines first, merged in time order across services.
+/** The rotated files of a log that are there, oldest first. */
+function rotatedOf(file: string): string[] {
+  const out: string[] = [];
+  for (let n = 1; n <= ROTATED_LOOKBACK && existsSync(`${file}.${n}`); n++) out.unshift(`${file}.${n}`);
+  return out;
+}
+
+// Existing lines first (the rotated files' too), merged in time order across services.
 const all: Array<{ l: MeshLine; raw: string }> = [];
 for (const f of files()) {
-  const size = statSync(f).size;
-  const buf = Buffer.alloc(size);
-  const fd = openSync(f, "r");
-  readSync(fd, buf, 0, size, 0);
-  closeSync(fd);
-  const text = buf.toString("utf8");
-  const cut = text.lastIndexOf("\n") + 1;
-  offsets.set(f, cut);
-  for (const raw of text.slice(0, cut).split("\n")) {
+  for (const rotated of rotatedOf(f)) {
+    for (const raw of readRange(rotated, 0, statSync(rotated).size).split("\n")) {
+      const l = parseLine(raw);
+      if (l && wanted(l)) all.push({ l, raw });
+    }
+  }
+  const st = statSync(f);
+  const text = readRange(f, 0, st.size);
+  const cut = Buffer.byteLength(text.slice(0, text.lastIndexOf("\n") + 1));
+  offsets.set(f, { ino: st.ino, offset: cut });
+  for (const raw of text.slice(0, text.lastIndexOf("\n") + 1).split("\n")) {
     const l = parseLine(raw);
     if (l && wanted(l)) all.push({ l, raw });
   }

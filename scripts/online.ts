@@ -1,7 +1,7 @@
 // mesh:up's online mode: the CA's EST server in-process, one-time tokens for the identities whose
 // state folders hold none, and the edge identity (an operator's curl) enrolled and kept renewed here.
 import { X509Certificate } from "node:crypto";
-import { createWriteStream, existsSync, readFileSync, renameSync, type WriteStream } from "node:fs";
+import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import { CertificateAuthority } from "../ca/index.ts";
@@ -10,6 +10,7 @@ import type { BucketSpec } from "../ca/rate-limit.ts";
 import { createToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { startAdmin, type Admin } from "../lib/admin-http.ts";
+import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";
@@ -31,7 +32,7 @@ export interface OnlineCa {
  * to see as mesh:up runs (start, enrolments, refusals, errors) to `echo`.
  */
 export async function startOnlineCa(o: { ca: CertificateAuthority; port: number; adminPort: number | null; lifetimeMs: number; logFile: string; echo: (line: MeshLine) => void }): Promise<OnlineCa> {
-  const file: WriteStream = createWriteStream(o.logFile, { flags: "a" });
+  const file = new RotatingFile(o.logFile, rotationFromEnv());
   const shown = new Set(["ca.started", "est.enrolled", "est.refused", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
   const log = pino(
     { base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime },

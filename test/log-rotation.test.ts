@@ -1,0 +1,110 @@
+// Log rotation (issue 13): lib/rotating-file.ts caps a log at maxBytes × (1 + keep) with
+// logrotate's names, never splits a line, and mesh:logs -f follows a log across rotations
+// without losing or repeating a line.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
+
+const ROOT = join(import.meta.dirname, "..");
+const TSX = import.meta.resolve("tsx");
+
+const line = (i: number) => `${JSON.stringify({ level: 30, time: new Date(Date.UTC(2026, 0, 1, 0, 0, 0, i)).toISOString(), service: "payment", event: "request", seq: i, peer: "order", method: "GET", path: `/charge/${i}`, status: 200, ms: 1, msg: "request" })}\n`;
+
+function write(out: RotatingFile, text: string): Promise<void> {
+  return new Promise((resolve, reject) => out.write(text, (err) => (err ? reject(err) : resolve())));
+}
+
+function end(out: RotatingFile): Promise<void> {
+  return new Promise((resolve) => out.end(() => resolve()));
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: () => string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+let dir: string;
+before(() => { dir = mkdtempSync(join(tmpdir(), "mesh-logrot-")); });
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("RotatingFile", () => {
+  it("keeps the current file and `keep` rotated ones, each under maxBytes, whole lines only, newest last", async () => {
+    const path = join(dir, "cap", "payment.log");
+    (await import("node:fs")).mkdirSync(join(dir, "cap"));
+    writeFileSync(path, line(-1)); // what a previous run left is appended to
+    const rotations: string[] = [];
+    const out = new RotatingFile(path, { maxBytes: 2_000, keep: 2, onRotate: (p) => rotations.push(p) });
+    for (let i = 0; i < 200; i++) await write(out, line(i));
+    await end(out);
+    assert.deepEqual(readdirSync(join(dir, "cap")).sort(), ["payment.log", "payment.log.1", "payment.log.2"]);
+    assert.ok(rotations.length > 10, `rotated only ${rotations.length} times`);
+    const seqs: number[] = [];
+    for (const f of ["payment.log.2", "payment.log.1", "payment.log"]) {
+      const text = readFileSync(join(dir, "cap", f), "utf8");
+      assert.ok(statSync(join(dir, "cap", f)).size <= 2_000, `${f} is over maxBytes`);
+      assert.ok(text.endsWith("\n"), `${f} ends inside a line`);
+      for (const raw of text.trimEnd().split("\n")) seqs.push((JSON.parse(raw) as { seq: number }).seq);
+    }
+    // The newest lines, in order, up to 199: the oldest went with the files past `keep`.
+    assert.equal(seqs.at(-1), 199);
+    assert.deepEqual(seqs, seqs.map((_, k) => 199 - seqs.length + 1 + k));
+  });
+
+  it("MESH_LOG_MAX_SIZE and MESH_LOG_KEEP are read strictly", () => {
+    assert.deepEqual(rotationFromEnv({}), { maxBytes: 10 * 1024 * 1024, keep: 5 });
+    assert.deepEqual(rotationFromEnv({ MESH_LOG_MAX_SIZE: "512k", MESH_LOG_KEEP: "0" }), { maxBytes: 512 * 1024, keep: 0 });
+    assert.throws(() => rotationFromEnv({ MESH_LOG_MAX_SIZE: "ten megs" }), /MESH_LOG_MAX_SIZE="ten megs" is not a size/);
+    assert.throws(() => rotationFromEnv({ MESH_LOG_KEEP: "-1" }), /MESH_LOG_KEEP="-1" is not a whole number/);
+  });
+});
+
+describe("mesh:logs -f across rotations", () => {
+  it("prints every line once, in order, while the log rotates under it (also twice between two of its reads)", async () => {
+    const logs = join(dir, "follow");
+    (await import("node:fs")).mkdirSync(logs);
+    const path = join(logs, "payment.log");
+    const out = new RotatingFile(path, { maxBytes: 4_000, keep: 5 });
+    for (let i = 0; i < 10; i++) await write(out, line(i)); // history, printed first
+    const child = spawn(process.execPath, ["--import", TSX, join(ROOT, "scripts", "mesh-logs.ts"), "--logs", logs, "-f", "--json"], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const seqs = () => stdout.split("\n").filter(Boolean).map((raw) => (JSON.parse(raw) as { seq: number }).seq);
+    try {
+      await waitFor(() => seqs().length >= 10, 30_000, () => `history not printed: ${stdout}${stderr}`);
+      let next = 10;
+      // Slowly: a rotation at most every few of mesh:logs' reads.
+      for (let burst = 0; burst < 6; burst++) {
+        for (let k = 0; k < 12; k++) await write(out, line(next++));
+        const want = next;
+        await waitFor(() => seqs().length >= want, 30_000, () => `stuck at ${seqs().length} of ${want}: ${stderr}`);
+      }
+      // Fast: ~3 rotations in one go, between two of its reads (it reads every 250 ms).
+      for (let k = 0; k < 50; k++) await write(out, line(next++));
+      const want = next;
+      await waitFor(() => seqs().length >= want, 30_000, () => `stuck at ${seqs().length} of ${want} after fast rotations: ${stderr}`);
+      assert.ok(existsRotated(path, 3), "the log did not rotate three times");
+      assert.deepEqual(seqs(), Array.from({ length: want }, (_, i) => i));
+    } finally {
+      child.kill("SIGTERM");
+      await end(out);
+    }
+  });
+});
+
+function existsRotated(path: string, n: number): boolean {
+  try {
+    statSync(`${path}.${n}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
