@@ -126,3 +126,19 @@ export function rotationFromEnv(env: NodeJS.ProcessEnv = process.env): { maxByte
   }
   return { maxBytes, keep };
 }
+
+/** How far back (<file>.1 … <file>.N) a follower looks for the file it was reading. */
+export const FOLLOW_LOOKBACK = 20;
+
+/**
+ * For a follower (mesh:logs -f, the dashboard) that was reading inode `ino` of `file` and now
+ * finds another inode there: the rotated files to finish, in the order they were written: the
+ * one it was reading (now `<file>.n`; read it from where it was), then each rotated after it.
+ * Empty when its file is gone (rotated past `keep`): those lines are lost to it.
+ */
+export function rotatedSince(file: string, ino: number, statIno: (path: string) => number | undefined): string[] {
+  for (let n = 1; n <= FOLLOW_LOOKBACK; n++) {
+    if (statIno(rotatedPath(file, n)) === ino) return Array.from({ length: n }, (_, k) => rotatedPath(file, n - k));
+  }
+  return [];
+}

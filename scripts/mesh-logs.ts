@@ -3,7 +3,16 @@
 import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Command, Option } from "commander";
+import { FOLLOW_LOOKBACK, rotatedSince } from "../lib/rotating-file.ts";
 import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
+
+function inoOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
+  }
+}
 
 const program = new Command("mesh:logs")
   .description("Pretty-print the mesh's logs (logs/<service>.log) and exit; with -f, keep following them as they grow.")
@@ -84,9 +93,6 @@ function emit(file: string, text: string): void {
   }
 }
 
-/** How many rotated files (<file>.1 … <file>.N) -f looks through for the one it was reading. */
-const ROTATED_LOOKBACK = 20;
-
 /**
  * Print what was appended since last time. A new inode means the file was rotated
  * (lib/rotating-file.ts: <file> → <file>.1 → <file>.2 …): finish the old file where it now
@@ -103,24 +109,14 @@ function drain(file: string): void {
   const at = offsets.get(file);
   let from = at?.offset ?? 0;
   if (at && at.ino !== st.ino) {
-    let n = 1;
-    for (; n <= ROTATED_LOOKBACK; n++) {
+    const rotated = rotatedSince(file, at.ino, inoOf);
+    rotated.forEach((path, k) => {
       try {
-        if (statSync(`${file}.${n}`).ino === at.ino) break;
+        emit(file, readRange(path, k === 0 ? at.offset : 0, statSync(path).size));
       } catch {
-        /* not there: keep looking */
+        /* rotated away again while we read: those lines are gone */
       }
-    }
-    if (n <= ROTATED_LOOKBACK) {
-      for (let k = n; k >= 1; k--) {
-        const rotated = `${file}.${k}`;
-        try {
-          emit(file, readRange(rotated, k === n ? at.offset : 0, statSync(rotated).size));
-        } catch {
-          /* rotated away again while we read: those lines are gone */
-        }
-      }
-    }
+    });
     partial.set(file, "");
     from = 0;
   } else if (st.size < from) {
@@ -140,7 +136,7 @@ function files(): string[] {
 /** The rotated files of a log that are there, oldest first. */
 function rotatedOf(file: string): string[] {
   const out: string[] = [];
-  for (let n = 1; n <= ROTATED_LOOKBACK && existsSync(`${file}.${n}`); n++) out.unshift(`${file}.${n}`);
+  for (let n = 1; n <= FOLLOW_LOOKBACK && existsSync(`${file}.${n}`); n++) out.unshift(`${file}.${n}`);
   return out;
 }
 

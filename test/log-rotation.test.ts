@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
+import { LogTail } from "../scripts/dashboard/log-tail.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
@@ -97,6 +98,23 @@ describe("mesh:logs -f across rotations", () => {
       child.kill("SIGTERM");
       await end(out);
     }
+  });
+});
+
+describe("the dashboard's LogTail across rotations", () => {
+  it("hands on every line once, in order, when the log rotated once or three times between polls", async () => {
+    const logs = join(dir, "tail");
+    (await import("node:fs")).mkdirSync(logs);
+    const out = new RotatingFile(join(logs, "payment.log"), { maxBytes: 3_000, keep: 5 });
+    const got: number[] = [];
+    const tail = new LogTail(logs, (l) => got.push((l as unknown as { seq: number }).seq));
+    let next = 0;
+    for (const burst of [5, 20, 5, 60, 1]) {
+      for (let k = 0; k < burst; k++) await write(out, line(next++));
+      tail.poll();
+      assert.deepEqual(got, Array.from({ length: next }, (_, i) => i), `after a burst of ${burst}`);
+    }
+    await end(out);
   });
 });
 

@@ -1,7 +1,9 @@
 // Follows every `*.log` in a folder of JSON log lines: what is there first, then what is
-// appended, whole lines only; a file that shrank was truncated and is read again from the top.
+// appended, whole lines only; a file that shrank was truncated and is read again from the top;
+// a rotated one (a new inode, lib/rotating-file.ts) is finished where it went, then the new one read.
 import { closeSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { rotatedSince } from "../../lib/rotating-file.ts";
 import { parseLine, type MeshLine } from "../mesh-format.ts";
 
 /** Bounds what one poll reads from one file, so a huge old log cannot stall the loop. */
@@ -9,6 +11,7 @@ const MAX_READ = 8 * 1024 * 1024;
 
 export class LogTail {
   private readonly offsets = new Map<string, number>();
+  private readonly inodes = new Map<string, number>();
   private readonly partial = new Map<string, string>();
 
   constructor(readonly dir: string, private readonly onLine: (line: MeshLine, file: string) => void) {}
@@ -28,28 +31,53 @@ export class LogTail {
 
   private drain(file: string): number {
     let size: number;
+    let ino: number;
     try {
-      size = statSync(file).size;
+      ({ size, ino } = statSync(file));
     } catch {
       return 0;
     }
     let from = this.offsets.get(file) ?? 0;
-    if (size < from) {
+    let n = 0;
+    const was = this.inodes.get(file);
+    this.inodes.set(file, ino);
+    if (was !== undefined && was !== ino) {
+      rotatedSince(file, was, inoOf).forEach((path, k) => {
+        n += this.read(file, path, k === 0 ? from : 0);
+      });
+      this.partial.delete(file);
+      from = 0;
+    } else if (size < from) {
       from = 0;
       this.partial.delete(file);
     }
-    if (size === from) return 0;
+    if (size === from) {
+      this.offsets.set(file, from);
+      return n;
+    }
     // Start a large existing file near its end: the page shows recent events only.
-    if (from === 0 && size > MAX_READ) from = size - MAX_READ;
+    if (from === 0 && size > MAX_READ && was === undefined) from = size - MAX_READ;
+    return n + this.read(file, file, from);
+  }
+
+  /** Hands on the whole lines of `path` from `from` (at most MAX_READ), as lines of `file`. */
+  private read(file: string, path: string, from: number): number {
+    let size: number;
+    try {
+      size = statSync(path).size;
+    } catch {
+      return 0;
+    }
+    if (size <= from) return 0;
     const len = Math.min(size - from, MAX_READ);
     const buf = Buffer.alloc(len);
-    const fd = openSync(file, "r");
+    const fd = openSync(path, "r");
     try {
       readSync(fd, buf, 0, len, from);
     } finally {
       closeSync(fd);
     }
-    this.offsets.set(file, from + len);
+    if (path === file) this.offsets.set(file, from + len);
     const lines = ((this.partial.get(file) ?? "") + buf.toString("utf8")).split("\n");
     this.partial.set(file, (lines.pop() ?? "").slice(-65_536));
     let n = 0;
@@ -61,5 +89,13 @@ export class LogTail {
       }
     }
     return n;
+  }
+}
+
+function inoOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
   }
 }
