@@ -105,6 +105,8 @@ CREATE TABLE IF NOT EXISTS enrol_tokens (
   used_by TEXT
 );
 CREATE INDEX IF NOT EXISTS enrol_tokens_by_name ON enrol_tokens(name);
+-- Retention (pruneExpired) finds what expired without reading every row.
+CREATE INDEX IF NOT EXISTS certs_by_not_after ON certs(not_after);
 -- Every trust bundle the server has published: its ETag and the root generations in it.
 CREATE TABLE IF NOT EXISTS bundles (
   etag TEXT PRIMARY KEY,
