@@ -128,16 +128,25 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     assert.equal(spawnSync(process.execPath, [join(ROOT, "bin", "bundle.mjs")], { cwd: ROOT }).status, 0);
   });
 
-  after(async () => {
+  /** Kills everything in the namespaces and deletes them; synchronous, so it can run on exit too. */
+  const teardown = () => {
     for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
-    await Promise.all(procs.map((p) => Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))])));
     for (const ns of Object.values(NS)) {
-      // Anything still running in a namespace (nothing should be) goes with it.
+      // Anything still running in a namespace goes with it (ca serve has no --exit-with-parent).
       const pids = ip(["netns", "pids", ns]);
       if (pids.ok) for (const pid of pids.out.split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), "SIGKILL"); } catch { /* gone */ }
       ip(["netns", "del", ns]);
     }
     if (base) rmSync(base, { recursive: true, force: true });
+  };
+  // If the runner ends this process (a timeout) before `after` runs, still leave nothing behind.
+  process.once("exit", teardown);
+  process.once("SIGTERM", () => process.exit(143));
+
+  after(async () => {
+    teardown();
+    await Promise.all(procs.map((p) => Promise.race([p.exited, new Promise((r) => setTimeout(r, 5_000))])));
+    process.off("exit", teardown);
   });
 
   it("enrol across hosts with only a token copied, call by name across hosts, keep serving when the CA dies mid-renewal", async () => {
