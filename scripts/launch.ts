@@ -58,6 +58,8 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
   ];
   // Opened first: a bad MESH_LOG_MAX_SIZE must fail before a process is started.
   const file = o.logFile ? new RotatingFile(o.logFile, o.logRotation ?? rotationFromEnv(o.env ?? process.env)) : undefined;
+  // A log that cannot be written (disk full, folder removed) is said once; the service runs on.
+  file?.once("error", (e) => o.onStderr?.(`cannot write ${o.logFile}: ${e.message}`));
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   const stop = async (graceMs = 5_000) => {

@@ -33,6 +33,8 @@ export interface OnlineCa {
  */
 export async function startOnlineCa(o: { ca: CertificateAuthority; port: number; adminPort: number | null; lifetimeMs: number; logFile: string; echo: (line: MeshLine) => void }): Promise<OnlineCa> {
   const file = new RotatingFile(o.logFile, rotationFromEnv());
+  // A log that cannot be written (disk full, folder removed) is said once; the CA runs on.
+  file.once("error", (e) => process.stderr.write(`mesh:up: cannot write ${o.logFile}: ${e.message}\n`));
   const shown = new Set(["ca.started", "est.enrolled", "est.refused", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
   const log = pino(
     { base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime },
