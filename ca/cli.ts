@@ -417,7 +417,8 @@ export function buildProgram(): Command {
   }));
 
   help(stateful(program.command("serve").description("run the CA as an HTTPS server speaking EST (RFC 7030); logs JSON lines to stdout"))
-    .option("--listen <address>", "address to listen on (also in the server certificate's SANs)", "127.0.0.1")
+    .option("--listen <address>", "address to listen on (also in the server certificate's SANs; 0.0.0.0 or ::: every interface, then give --san)", "127.0.0.1")
+    .option("--san <name>", "an address or DNS name clients reach it by, added to its certificate (repeatable; the first is its URL when --listen is 0.0.0.0 or ::)", collect)
     .option("--port <n>", "TCP port", "7400")
     .option("--default-lifetime <duration>", "lifetime of the certificates it issues", "1h")
     .option("--max-lifetime <duration>", "the most a client may ask for with ?lifetime=", "24h")
@@ -437,6 +438,12 @@ export function buildProgram(): Command {
     if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535) throw badInput(`--port ${JSON.stringify(o.port)} is not a TCP port (0-65535)`);
     const { isIP } = await import("node:net");
     if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
+    const sans = (o.san ?? []) as string[];
+    for (const san of sans) {
+      if (isIP(san) === 0 && !/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(san)) throw badInput(`--san ${JSON.stringify(san.slice(0, 80))} is neither an IP address nor a DNS name`);
+      if (san === "0.0.0.0" || san === "::") throw badInput(`--san ${san} is not an address a client can reach: give the machine's address or name`);
+    }
+    if ((o.listen === "0.0.0.0" || o.listen === "::") && sans.length === 0) throw badInput(`--listen ${o.listen} listens on every interface: say how clients reach it with --san <address or name> (e.g. --san 10.0.0.1)`);
     const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
     const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
     if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
@@ -458,7 +465,7 @@ export function buildProgram(): Command {
     });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, retentionMs });
+      server = await CaServer.start({ ca, host: o.listen, names: sans, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, retentionMs });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);

@@ -30,6 +30,8 @@ export const DEFAULT_LIMITS: { perAddress: BucketSpec; perName: BucketSpec } = {
   // Per name: a service renews a few times per lifetime; 5 at once, then one every 12 s.
   perName: { capacity: 5, perMinute: 5 },
 };
+/** Listen addresses that mean "every interface": never a SAN, never a URL. */
+const UNSPECIFIED = new Set(["0.0.0.0", "::"]);
 /** CRL re-signing check interval (see refreshCrls). */
 const CRL_REFRESH_MS = 10 * 60_000;
 
@@ -50,6 +52,11 @@ export interface CaServerOptions {
   pollMs?: number;
   maxBodyBytes?: number;
   limits?: Partial<typeof DEFAULT_LIMITS>;
+  /**
+   * The addresses and DNS names clients reach it by, when not (only) `host`: its certificate's
+   * SANs, and the first is its URL (the CRL distribution points) when `host` is 0.0.0.0 or ::.
+   */
+  names?: string[];
   /** Delete certificates this long after they expire (ca/retention.ts); null keeps them all. */
   retentionMs?: number | null;
 }
@@ -62,6 +69,8 @@ export class CaServer {
   private readonly https: https.Server;
   private readonly ctx: EstContext;
   private readonly host: string;
+  /** What goes into its certificate: the listen address unless unspecified, then `names`. */
+  private readonly hosts: string[];
   private port = 0;
   private published: Published;
   private stamp: string;
@@ -74,6 +83,7 @@ export class CaServer {
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
     this.host = opts.host ?? "127.0.0.1";
+    this.hosts = [...(UNSPECIFIED.has(this.host) ? [] : [this.host]), ...(opts.names ?? [])];
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
     this.retentionMs = opts.retentionMs === undefined ? DEFAULT_RETENTION_MS : opts.retentionMs;
@@ -112,7 +122,7 @@ export class CaServer {
     const server = new CaServer(opts, loadPublished(opts.ca));
     await server.listen(opts.port ?? DEFAULT_PORT);
     try {
-      server.own = await issueServerCert(server.ca, { hosts: [server.host], lifetimeMs: maxMs, cdp: server.ctx.cdp });
+      server.own = await issueServerCert(server.ca, { hosts: server.hosts, lifetimeMs: maxMs, cdp: server.ctx.cdp });
       server.metrics.issued("server");
       server.applyTls();
       server.recordBundle();
@@ -138,7 +148,8 @@ export class CaServer {
   }
 
   get url(): string {
-    return `https://${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}`;
+    const host = UNSPECIFIED.has(this.host) ? (this.hosts[0] ?? "127.0.0.1") : this.host;
+    return `https://${host.includes(":") ? `[${host}]` : host}:${this.port}`;
   }
 
   /** Whether the EST port still listens: the admin listener's /healthz. */
@@ -192,7 +203,7 @@ export class CaServer {
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
         const old = this.own.serial;
-        this.own = await issueServerCert(this.ca, { hosts: [this.host], lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
+        this.own = await issueServerCert(this.ca, { hosts: this.hosts, lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
         this.metrics.issued("server");
         this.applyTls();
         this.log.info({ event: "ca.tls_renewed", serial: this.own.serial, previous: old, generation: this.own.generation, not_after: this.own.notAfter.toISOString(), reason }, `renewed the CA server's own certificate: ${reason}`);
