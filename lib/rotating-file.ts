@@ -3,7 +3,7 @@
 // deleted. A Writable, so it replaces fs.createWriteStream where a launcher writes a log.
 // Chunks are whole lines (each write is one or more lines): rotation happens between writes,
 // never inside a line. Queued writes are joined into one write(2), as fs.WriteStream does.
-import { closeSync, fstatSync, openSync, renameSync, rmSync, write } from "node:fs";
+import { closeSync, fstatSync, openSync, renameSync, rmSync, write, writeSync } from "node:fs";
 import { Writable } from "node:stream";
 
 /** 10 MiB × (1 + 5) files: at most ~60 MiB a service, whatever it logs. */
@@ -17,6 +17,12 @@ export interface RotatingFileOptions {
   keep?: number;
   /** Called after each rotation (for a log line or a metric). */
   onRotate?: (path: string) => void;
+  /**
+   * Write with write(2) before write() returns, as Node writes stdout to a file: for a process
+   * logging its own lines in batches (a service's LineSink), so the lines of its last moments
+   * are on disk even when it exits at once. Default: asynchronous, for a launcher.
+   */
+  sync?: boolean;
 }
 
 /** `<path>.<n>`: the n-th newest rotated file. */
@@ -31,6 +37,7 @@ export class RotatingFile extends Writable {
   private readonly maxBytes: number;
   private readonly keep: number;
   private readonly onRotate?: (path: string) => void;
+  private readonly sync: boolean;
 
   constructor(path: string, opts: RotatingFileOptions = {}) {
     super({ decodeStrings: true });
@@ -38,6 +45,7 @@ export class RotatingFile extends Writable {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
     this.keep = opts.keep ?? DEFAULT_KEEP;
     this.onRotate = opts.onRotate;
+    this.sync = !!opts.sync;
     if (!(this.maxBytes > 0) || !Number.isInteger(this.keep) || this.keep < 0) throw new RangeError("RotatingFile: maxBytes must be > 0 and keep a whole number");
     // Appends to what a previous run left, as createWriteStream(path, { flags: "a" }) did.
     this.fd = openSync(path, "a", 0o644);
@@ -63,14 +71,22 @@ export class RotatingFile extends Writable {
 
   private append(buf: Buffer, cb: (err?: Error | null) => void): void {
     try {
-      // A file never starts empty-handed: a single batch larger than maxBytes still goes in whole.
+      // A write is never split (it is whole lines): a file can pass maxBytes by one write, and a
+      // write larger than maxBytes goes whole into a file of its own.
       if (this.size > 0 && this.size + buf.length > this.maxBytes) this.rotate();
     } catch (err) {
       cb(err as Error);
       return;
     }
     this.size += buf.length;
-    writeAll(this.fd, buf, cb);
+    if (!this.sync) return writeAll(this.fd, buf, cb);
+    try {
+      for (let at = 0; at < buf.length;) at += writeSync(this.fd, buf, at, buf.length - at);
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb();
   }
 
   /**

@@ -11,6 +11,7 @@ import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
 import { identityOptions, IDENTITY_HELP } from "./mesh/identity-agent/cli.ts";
 import { startIdentityService } from "./mesh/identity-agent/service.ts";
 import { readPeers } from "./mesh/peers.ts";
+import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")
@@ -28,6 +29,7 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
+  .option("--log-file <path>", "append the log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)")
   .option("--peers <file>", "where called services listen, one \"payment.internal 10.0.0.3:7402\" a line (for services on other machines; --upstream wins)")
   .option("--exit-with-parent", "end when the process that started this one exits (what mesh:up and the drill ask for; a service started by systemd, nohup or setsid keeps running)")
   .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
@@ -78,7 +80,7 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; logFile?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -101,7 +103,7 @@ if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
 }
 
 try {
-  const out = createStdoutLogger(o.service);
+  const out = createStdoutLogger(o.service, o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined);
   const upstreams = o.peers ? { ...readPeers(o.peers), ...o.upstream } : o.upstream;
   const common = { service: o.service, port: o.port, host: o.host, policyFile: o.policy, upstreams, log: out.log, requestLinesPerSecond: requestLines };
   const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 import { LogTail } from "../scripts/dashboard/log-tail.ts";
+import { freshPki, call, identity } from "./mesh-fixtures.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
@@ -115,6 +116,46 @@ describe("the dashboard's LogTail across rotations", () => {
       assert.deepEqual(got, Array.from({ length: next }, (_, i) => i), `after a burst of ${burst}`);
     }
     await end(out);
+  });
+});
+
+describe("a service's own --log-file", () => {
+  it("rotates under MESH_LOG_MAX_SIZE/MESH_LOG_KEEP, whole lines only, and holds the shutdown line", async () => {
+    const pki = await freshPki();
+    const logs = join(pki.root, "svc-logs");
+    (await import("node:fs")).mkdirSync(logs);
+    const file = join(logs, "payment.log");
+    const child = spawn(process.execPath, ["--import", TSX, "services/main.ts", "--service", "payment", "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile, "--log-file", file], {
+      cwd: ROOT, env: { ...process.env, MESH_LOG_MAX_SIZE: "4k", MESH_LOG_KEEP: "2", MESH_REQUEST_LINES_PER_SECOND: "0" }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    try {
+      const read = (f: string) => { try { return readFileSync(f, "utf8"); } catch { return ""; } };
+      await waitFor(() => read(file).includes('"event":"listening"'), 60_000, () => `no listening line in ${file}`);
+      const port = Number((JSON.parse(read(file).split("\n").find((l) => l.includes('"event":"listening"'))!) as { port: number }).port);
+      // Enough request lines (~250 bytes each) for several rotations, in several batches.
+      for (let i = 0; i < 80; i++) {
+        const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
+        assert.equal((r as { status: number }).status, 200);
+        if (i % 20 === 19) await new Promise((r) => setTimeout(r, 150)); // let the sink's 100 ms batch go
+      }
+      await waitFor(() => existsRotated(file, 2), 30_000, () => `not rotated twice: ${readdirSync(logs).join(", ")}`);
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+      assert.equal(stdout, "", "the log went to stdout as well");
+      assert.deepEqual(readdirSync(logs).sort(), ["payment.log", "payment.log.1", "payment.log.2"]);
+      for (const f of readdirSync(logs)) {
+        const text = read(join(logs, f));
+        assert.ok(text.endsWith("\n"), `${f} ends inside a line`);
+        for (const raw of text.trimEnd().split("\n")) JSON.parse(raw);
+      }
+      assert.match(read(file).trimEnd().split("\n").at(-1)!, /"event":"shutdown"/);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      pki.cleanup();
+    }
   });
 });
 
