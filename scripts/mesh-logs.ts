@@ -1,6 +1,6 @@
 // npm run mesh:logs: filter and pretty-print the services' JSON logs; print and exit, or
 // follow them live with -f, as tail and kubectl logs do.
-import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Command, Option } from "commander";
 import { FOLLOW_LOOKBACK, rotatedSince } from "../lib/rotating-file.ts";
@@ -72,16 +72,21 @@ function wanted(l: MeshLine): boolean {
 const offsets = new Map<string, { ino: number; offset: number }>();
 const partial = new Map<string, string>();
 
-function readRange(file: string, from: number, to: number): string {
+/** Bytes from..to of an open file; fewer if it is shorter (never the zeros of a short read). */
+function readFd(fd: number, from: number, to: number): string {
   if (to <= from) return "";
   const buf = Buffer.alloc(to - from);
+  const n = readSync(fd, buf, 0, buf.length, from);
+  return buf.subarray(0, n).toString("utf8");
+}
+
+function readRange(file: string, from: number, to?: number): string {
   const fd = openSync(file, "r");
   try {
-    readSync(fd, buf, 0, buf.length, from);
+    return readFd(fd, from, to ?? fstatSync(fd).size);
   } finally {
     closeSync(fd);
   }
-  return buf.toString("utf8");
 }
 
 function emit(file: string, text: string): void {
@@ -100,19 +105,29 @@ function emit(file: string, text: string): void {
  * (copytruncate): start over.
  */
 function drain(file: string): void {
-  let st: { ino: number; size: number };
+  // Opened first, then measured: the inode and size are the open file's even if it is rotated now.
+  let fd: number;
   try {
-    st = statSync(file);
+    fd = openSync(file, "r");
   } catch {
     return;
   }
+  try {
+    drainOpen(file, fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function drainOpen(file: string, fd: number): void {
+  const st = fstatSync(fd);
   const at = offsets.get(file);
   let from = at?.offset ?? 0;
   if (at && at.ino !== st.ino) {
     const rotated = rotatedSince(file, at.ino, inoOf);
     rotated.forEach((path, k) => {
       try {
-        emit(file, readRange(path, k === 0 ? at.offset : 0, statSync(path).size));
+        emit(file, readRange(path, k === 0 ? at.offset : 0));
       } catch {
         /* rotated away again while we read: those lines are gone */
       }
@@ -123,7 +138,7 @@ function drain(file: string): void {
     from = 0;
   }
   offsets.set(file, { ino: st.ino, offset: st.size });
-  if (st.size > from) emit(file, readRange(file, from, st.size));
+  if (st.size > from) emit(file, readFd(fd, from, st.size));
 }
 
 function files(): string[] {
@@ -144,13 +159,20 @@ function rotatedOf(file: string): string[] {
 const all: Array<{ l: MeshLine; raw: string }> = [];
 for (const f of files()) {
   for (const rotated of rotatedOf(f)) {
-    for (const raw of readRange(rotated, 0, statSync(rotated).size).split("\n")) {
+    for (const raw of readRange(rotated, 0).split("\n")) {
       const l = parseLine(raw);
       if (l && wanted(l)) all.push({ l, raw });
     }
   }
-  const st = statSync(f);
-  const text = readRange(f, 0, st.size);
+  const fd = openSync(f, "r");
+  let st: { ino: number; size: number };
+  let text: string;
+  try {
+    st = fstatSync(fd);
+    text = readFd(fd, 0, st.size);
+  } finally {
+    closeSync(fd);
+  }
   const cut = Buffer.byteLength(text.slice(0, text.lastIndexOf("\n") + 1));
   offsets.set(f, { ino: st.ino, offset: cut });
   for (const raw of text.slice(0, text.lastIndexOf("\n") + 1).split("\n")) {
