@@ -9,7 +9,7 @@ import { ca as runCa, cleanup, tempDir } from "./helpers/ca.ts";
 import { startCa } from "./helpers/est.ts";
 import { CertificateAuthority } from "../ca/index.ts";
 
-test("ca serve --listen 0.0.0.0 without --san, or a bad --san: one line, exit 2, nothing listens", async () => {
+test("ca serve --listen 0.0.0.0 without --san, a bad --san or --retention: one line, exit 2, nothing listens", async () => {
   const dir = tempDir();
   try {
     (await CertificateAuthority.init({ dir, name: "Listen CA" })).close();
@@ -17,6 +17,7 @@ test("ca serve --listen 0.0.0.0 without --san, or a bad --san: one line, exit 2,
       [["--listen", "0.0.0.0"], /--listen 0\.0\.0\.0 listens on every interface: say how clients reach it with --san/],
       [["--san", "not a name"], /--san "not a name" is neither an IP address nor a DNS name/],
       [["--listen", "::", "--san", "::"], /--san :: is not an address a client can reach/],
+      [["--retention", "a week"], /--retention "a week" is not a duration/],
     ];
     for (const [args, re] of cases) {
       const r = await runCa(["serve", "--dir", dir, "--port", "0", ...args]);
