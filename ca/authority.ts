@@ -1,7 +1,7 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { buildCrl, CRL_VALID_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
+import { buildCrl, CRL_VALID_DAYS, dropCutoff, encodeEntries, encodeEntry, lastSignedAt, type CrlEntry, type RevocationReason } from "./crl.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
@@ -231,7 +231,7 @@ export class CertificateAuthority {
   /**
    * @internal Re-signs one CA's CRL; the caller holds the write lock. `added` appends one
    * revocation to the stored entries; without it they are rebuilt from the ledger, which
-   * also drops the certificates that have expired since.
+   * also drops the certificates that had expired when the previous CRL was signed.
    */
   async resignCrl(issuerId: string, signer: Signer, now: Date, added?: CrlEntry): Promise<void> {
     const stored = added ? this.ledger.crlEntries(issuerId) : null;
@@ -239,7 +239,9 @@ export class CertificateAuthority {
     if (added && stored) {
       entries = concat([stored, encodeEntry(added)]);
     } else {
-      const revoked = this.ledger.revokedUnexpired(issuerId, now.toISOString());
+      // Expired serials leave only once a CRL signed after their expiry listed them (crl.ts).
+      const cutoff = dropCutoff(lastSignedAt(this.ledger.issuer(issuerId)?.crl_next_update ?? null), now);
+      const revoked = this.ledger.revokedUnexpired(issuerId, cutoff.toISOString());
       entries = encodeEntries(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: (r.reason ?? "unspecified") as RevocationReason })));
     }
     this.ledger.setCrlEntries(issuerId, entries);

@@ -106,6 +106,8 @@ CREATE TABLE IF NOT EXISTS enrol_tokens (
   used_by TEXT
 );
 CREATE INDEX IF NOT EXISTS enrol_tokens_by_name ON enrol_tokens(name);
+-- Retention (pruneExpired) finds what expired without reading every row.
+CREATE INDEX IF NOT EXISTS certs_by_not_after ON certs(not_after);
 -- Every trust bundle the server has published: its ETag and the root generations in it.
 CREATE TABLE IF NOT EXISTS bundles (
   etag TEXT PRIMARY KEY,
@@ -489,8 +491,21 @@ export class Ledger implements LedgerStore {
     return (this.sql("SELECT count(*) AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= ?").get(since) as { n: number }).n;
   }
 
-  pruneExpired(expiredBefore: string): number {
-    return this.sql("DELETE FROM certs WHERE not_after < ?").run(expiredBefore).changes;
+  /**
+   * Retention (ca prune, docs/ca.md): deletes the certificates whose notAfter is before
+   * `cutoff` (any status: valid ones expired unrenewed, superseded, revoked) and the enrolment
+   * tokens that expired before it; with `dryRun`, only counts them. The caller drops expired
+   * serials from the CRLs first (ca/retention.ts). Inside a write transaction.
+   */
+  pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
+    const at = cutoff.toISOString();
+    if (opts.dryRun) {
+      const n = (table: string, column: string) => (this.sql(`SELECT count(*) AS n FROM ${table} WHERE ${column} < ?`).get(at) as { n: number }).n;
+      return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
+    }
+    const certs = this.sql("DELETE FROM certs WHERE not_after < ?").run(at).changes;
+    const tokens = this.sql("DELETE FROM enrol_tokens WHERE expires_at < ?").run(at).changes;
+    return { certs, tokens };
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {

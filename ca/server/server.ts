@@ -19,6 +19,7 @@ import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
 import { SkewLog, skewFields } from "./skew-log.ts";
+import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type PruneResult } from "../retention.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -37,7 +38,8 @@ export const DEFAULT_LIMITS: Limits = {
   // Failures from every address together: a flood from many addresses.
   unauthenticated: { capacity: 60, perMinute: 60 },
 };
-
+/** Listen addresses that mean "every interface": never a SAN, never a URL. */
+const UNSPECIFIED = new Set(["0.0.0.0", "::"]);
 /** CRL re-signing check interval (see refreshCrls). */
 const CRL_REFRESH_MS = 10 * 60_000;
 
@@ -62,6 +64,13 @@ export interface CaServerOptions {
   refusalLog?: RefusalLogOptions;
   /** The term of the lease on the once-only jobs (DEFAULT_LEASE_MS); renewed every third of it. */
   leaseMs?: number;
+  /**
+   * The addresses and DNS names clients reach it by, when not (only) `host`: its certificate's
+   * SANs, and the first is its URL (the CRL distribution points) when `host` is 0.0.0.0 or ::.
+   */
+  names?: string[];
+  /** Delete certificates this long after they expire (ca/retention.ts); null keeps them all. */
+  retentionMs?: number | null;
 }
 
 export class CaServer {
@@ -72,6 +81,8 @@ export class CaServer {
   private readonly https: https.Server;
   private readonly ctx: EstContext;
   private readonly host: string;
+  /** What goes into its certificate: the listen address unless unspecified, then `names`. */
+  private readonly hosts: string[];
   private port = 0;
   private published: Published;
   private stamp: string;
@@ -83,12 +94,15 @@ export class CaServer {
   private readonly skew: SkewLog;
   /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
   readonly lease: Lease;
+  private readonly retentionMs: number | null;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
     this.host = opts.host ?? "127.0.0.1";
+    this.hosts = [...(UNSPECIFIED.has(this.host) ? [] : [this.host]), ...(opts.names ?? [])];
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
+    this.retentionMs = opts.retentionMs === undefined ? DEFAULT_RETENTION_MS : opts.retentionMs;
     this.stamp = stateStamp(this.ca);
     this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -132,7 +146,7 @@ export class CaServer {
     const server = new CaServer(opts, loadPublished(opts.ca));
     await server.listen(opts.port ?? DEFAULT_PORT);
     try {
-      server.own = await issueServerCert(server.ca, { hosts: [server.host], lifetimeMs: maxMs, cdp: server.ctx.cdp });
+      server.own = await issueServerCert(server.ca, { hosts: server.hosts, lifetimeMs: maxMs, cdp: server.ctx.cdp });
       server.metrics.issued("server");
       server.applyTls();
       server.recordBundle();
@@ -146,6 +160,10 @@ export class CaServer {
     server.timers.push(setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref());
     // The lease holder re-signs at once: a server started on an old folder must not serve a CRL about to lapse.
     await server.leaseTick();
+    if (server.retentionMs !== null) {
+      server.timers.push(setInterval(() => void server.prune(), RETENTION_CHECK_MS).unref());
+      await server.prune();
+    }
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
@@ -157,7 +175,8 @@ export class CaServer {
   }
 
   get url(): string {
-    return `https://${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}`;
+    const host = UNSPECIFIED.has(this.host) ? (this.hosts[0] ?? "127.0.0.1") : this.host;
+    return `https://${host.includes(":") ? `[${host}]` : host}:${this.port}`;
   }
 
   /** Whether the EST port still listens: the admin listener's /healthz. */
@@ -215,7 +234,7 @@ export class CaServer {
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
         const old = this.own.serial;
-        this.own = await issueServerCert(this.ca, { hosts: [this.host], lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
+        this.own = await issueServerCert(this.ca, { hosts: this.hosts, lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
         this.metrics.issued("server");
         this.applyTls();
         this.log.info({ event: "ca.tls_renewed", serial: this.own.serial, previous: old, generation: this.own.generation, not_after: this.own.notAfter.toISOString(), reason }, `renewed the CA server's own certificate: ${reason}`);
@@ -248,6 +267,29 @@ export class CaServer {
     const was = this.lease.held;
     const held = await this.gate.shared(() => this.lease.tick());
     if (held && !was) await this.refreshCrls();
+  }
+
+  /**
+   * Retention (ca/retention.ts): drops expired serials from the CRLs and deletes what expired
+   * more than retentionMs ago. Alone, like refreshCrls: it may re-sign CRLs. Logs ca.pruned
+   * when it changed anything; a failure is logged and the next check tries again.
+   */
+  async prune(): Promise<PruneResult | undefined> {
+    // Once-only, like re-signing CRLs: the lease holder runs it (replicas on one store).
+    if (this.retentionMs === null || !this.lease.held) return undefined;
+    const olderThanMs = this.retentionMs;
+    try {
+      const r = await this.gate.alone(() => prune(this.ca, { olderThanMs }));
+      if (r.certs > 0 || r.tokens > 0 || r.crlsResigned.length > 0) {
+        this.log.info({ event: "ca.pruned", certs: r.certs, tokens: r.tokens, cutoff: r.cutoff.toISOString(), crls_resigned: r.crlsResigned, crl_expired_dropped: r.crlExpiredBefore - r.crlExpiredAfter, crl_expired_kept: r.crlExpiredAfter },
+          `retention: deleted ${r.certs} certificate(s) and ${r.tokens} token(s) expired before ${r.cutoff.toISOString()}${r.crlsResigned.length > 0 ? `, re-signed ${r.crlsResigned.length} CRL(s)` : ""}`);
+        if (r.crlsResigned.length > 0) await this.refresh();
+      }
+      return r;
+    } catch (err) {
+      this.log.error({ event: "ca.prune_failed", err: (err as Error).message }, "retention run failed; trying again at the next check");
+      return undefined;
+    }
   }
 
   private listen(port: number): Promise<void> {

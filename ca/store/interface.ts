@@ -57,10 +57,11 @@ export interface LedgerStore {
   /** Certificates the CLI issued (issue, csr, renew) since a time: a metric of the CA server. */
   cliIssuedSince(since: string): number;
   /**
-   * Retention: deletes the certificates that expired before `expiredBefore` (ISO), whatever
-   * their status; they are off every CRL already. Returns how many went.
+   * Retention (ca prune, docs/ca.md): deletes the certificates that expired before `cutoff`,
+   * whatever their status (the caller has taken them off every CRL first, ca/retention.ts), and
+   * the enrolment tokens that expired before it; with `dryRun`, only counts them.
    */
-  pruneExpired(expiredBefore: string): number;
+  pruneExpired(cutoff: Date, opts?: { dryRun?: boolean }): { certs: number; tokens: number };
 
   /** Changes when another connection (the CLI, another replica) changed the issuers or the settings. */
   dataVersion(): number;

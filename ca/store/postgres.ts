@@ -310,8 +310,13 @@ export class PgLedger implements LedgerStore {
     return this.one<{ n: number }>("SELECT count(*)::int AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= $1", [since])!.n;
   }
 
-  pruneExpired(expiredBefore: string): number {
-    return this.run("DELETE FROM certs WHERE not_after < $1", [expiredBefore]);
+  pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
+    const at = cutoff.toISOString();
+    if (opts.dryRun) {
+      const n = (table: string, column: string) => this.one<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} < $1`, [at])!.n;
+      return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
+    }
+    return { certs: this.run("DELETE FROM certs WHERE not_after < $1", [at]), tokens: this.run("DELETE FROM enrol_tokens WHERE expires_at < $1", [at]) };
   }
 
   dataVersion(): number {
