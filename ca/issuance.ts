@@ -29,7 +29,11 @@ export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promi
 export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const csr = parseCsr(opts.csrPem);
-  if (!(await csr.verify())) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
+  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
+  const keyType = csrKeyType(csr);
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: unsigned */ }
+  if (!signed) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
   const cn = csr.subjectName.getField("CN");
   const sanExt = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
@@ -41,7 +45,6 @@ export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; 
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
   if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
   const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
-  const keyType = publicKeyType(csr.publicKey.rawData);
   refuseIfCurrent(ca, names.name);
   return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
 }
@@ -193,5 +196,15 @@ function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
     return new x509.Pkcs10CertificateRequest(pem);
   } catch {
     throw badInput("the CSR file is not a readable PKCS#10 request");
+  }
+}
+
+/** The CA's name for a CSR's key type; an unsupported key or curve is named as such. */
+function csrKeyType(csr: x509.Pkcs10CertificateRequest): KeyType {
+  try {
+    return publicKeyType(csr.publicKey.rawData);
+  } catch (err) {
+    if (err instanceof CaError) throw badInput(`the CSR's key is not supported: ${err.message}`);
+    throw badInput("the CSR's public key is not readable: make a new CSR");
   }
 }
