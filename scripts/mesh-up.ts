@@ -4,8 +4,7 @@
 import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { CertificateAuthority, CaError } from "../ca/index.ts";
-import { parseDuration } from "../ca/duration.ts";
+import { CertificateAuthority, CaError, parseDuration } from "../ca/index.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";

@@ -1,7 +1,6 @@
 // The checks of mesh:check as pure functions over the facts gather.ts collected and a clock
 // passed in: no I/O, so each verdict can be tested with literal facts.
-import { BACKDATE_MS } from "../../ca/profiles.ts";
-import { CRL_WARN_DAYS } from "../../ca/crl.ts";
+import { BACKDATE_MS, CRL_WARN_DAYS } from "../../ca/index.ts";
 import type { CaFacts, IssuerFacts, MeshFacts, ServiceFacts } from "./facts.ts";
 
 export type Severity = "ok" | "warning" | "error";
