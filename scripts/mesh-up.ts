@@ -13,6 +13,12 @@ import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_PORTS } from "./mesh-ports.ts";
 import { startDashboard, type Dashboard } from "./dashboard/server.ts";
 import { folderState, identityFiles, moveAside, startEdgeIdentity, startOnlineCa, tokenFor, type EdgeIdentity, type OnlineCa } from "./online.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
+// Until main has a mesh to stop, it simply ends.
+let onClosedOutput: () => void = () => process.exit(0);
+endQuietlyOnClosedOutput(() => onClosedOutput());
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 const SERVICE_NAMES = ["payment", "inventory", "order"] as const;
 
@@ -237,6 +243,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
+  onClosedOutput = () => void stopAll(0, true);
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
   // Quietly: our stdout went with it.
   onParentExit(() => void stopAll(0, true));

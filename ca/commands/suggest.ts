@@ -18,19 +18,14 @@ function shellWord(s: string): string {
 
 /** `npm run ca -- <command>` with the --dir the user gave, for a line printed by a command. */
 export function caCommand(command: string): string {
-  const [path, rest] = splitCommand(command);
-  return `npm run ca -- ${path}${dirFlag}${rest}`;
-}
-
-function splitCommand(command: string): [string, string] {
-  const m = /^(generation \w+|\w+)(.*)$/s.exec(command);
-  return m ? [m[1]!, m[2]!] : [command, ""];
+  return `npm run ca -- ${command}${dirFlag}`;
 }
 
 /** A message from the CA, ready to show: its suggestions carry --dir, its paths are relative where they can be. */
 export function forUser(message: string): string {
   let text = message;
-  if (dirFlag) text = text.replace(/npm run ca -- (generation \w+|\w+)/g, (m) => m + dirFlag);
+  // After the command and its generation number, if any: "generation use 2 --dir x", "crl --dir x".
+  if (dirFlag) text = text.replace(/npm run ca -- (generation \w+(?: (?:\d+|N)\b)?|\w+)/g, (m) => m + dirFlag);
   const cwd = process.cwd() + sep;
   // Only whole paths: at the start, or after a space, quote or parenthesis.
   return text.replace(/(^|[\s("'=])(\/[^\s)"',;]*)/g, (m, pre: string, path: string) => (path.startsWith(cwd) ? pre + relative(process.cwd(), path) : m));

@@ -8,6 +8,7 @@ import { parseDuration } from "../duration.ts";
 import { CaError } from "../errors.ts";
 import { EnrolError, csrIdentity, currentRow, enrol, reenrol, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
 import type { RateLimiter } from "../rate-limit.ts";
+import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
@@ -82,6 +83,9 @@ export async function simpleenroll(ctx: EstContext, req: IncomingMessage, res: S
   limit(ctx.limits.address, remoteOf(req), "from this address");
   const token = bearerToken(req);
   const id = await readCsr(ctx, req);
+  // Even with a token (one minted before this rule, or by hand in the ledger): ca.internal is the server's own.
+  const reserved = reservedReason(id.name, ctx.ca.trustDomain());
+  if (reserved) throw new HttpError(403, "reserved_name", `${id.name} cannot be enrolled: it is ${reserved}`, {}, id.name);
   const lifetimeMs = lifetimeOf(ctx, url, id.name);
   limit(ctx.limits.name, id.name, `for ${id.name}`, id.name);
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
