@@ -6,7 +6,7 @@ import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
-import { upstreamReason, type UpstreamReason } from "./reasons.ts";
+import { CALLEE_WITHDRAWN, upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
@@ -128,7 +128,9 @@ export class Upstreams {
       const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
-      sock.destroy();
+      // With an error of our own: a call in flight on it fails as callee_withdrawn, not as a
+      // callee that refused us (undici reports a plain close as "other side closed").
+      sock.destroy(Object.assign(new Error(`${upstream}'s certificate is no longer accepted (${why})`), { code: CALLEE_WITHDRAWN }));
     }
     if (closed.length > 0) {
       this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);

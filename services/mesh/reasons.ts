@@ -74,7 +74,8 @@ export function handshakeReason(
     case "CERT_NOT_YET_VALID":
       return { reason: "not_yet_valid", sentence: `${who} is valid only from ${shown.validFrom}; check the clocks of the CA host and of the client` };
     case "CERT_REVOKED":
-      return { reason: "revoked", sentence: `${who} has been revoked by the CA; issue the client a new certificate` };
+      // A revoked identity can never renew; how it gets a new one depends on how it got this one.
+      return { reason: "revoked", sentence: `${who} has been revoked by the CA, and a revoked identity cannot renew: give the client a new one (online: restart mesh:up, which moves its state folder aside and enrols it with a new one-time token; file mode: npm run ca -- issue --domain <name>)` };
     case "UNABLE_TO_GET_CRL":
       return { reason: "crl_missing", sentence: `no current CRL for ${shown.issuer} in ${service}'s crls.pem, so no certificate it issued can be checked; have the CA publish its CRLs` };
     case "CRL_NOT_YET_VALID":
@@ -149,6 +150,7 @@ export function httpErrorReason(err: NodeJS.ErrnoException, limits: { headersTim
 export type UpstreamReason =
   | "upstream_down"
   | "rejected_in_handshake"
+  | "callee_withdrawn"
   | "server_untrusted"
   | "server_revoked"
   | "server_crl_missing"
@@ -180,7 +182,7 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
     return { reason: "server_untrusted", code, sentence: `${upstream}'s certificate at ${addr} was not issued by a CA in our trust bundle` };
   }
   if (has("CERT_REVOKED")) {
-    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new certificate (npm run ca -- issue --domain ${upstream}.internal)` };
+    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
   }
   if (has("UNABLE_TO_GET_CRL")) {
     return { reason: "server_crl_missing", code, sentence: `no current CRL for the CA that signed ${upstream}'s certificate is in our crls.pem, so it cannot be checked and the call was refused; have the CA publish its CRLs (npm run ca -- crl)` };
@@ -201,8 +203,27 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
   if (has("UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "TimeoutError", "AbortError", "ETIMEDOUT")) {
     return { reason: "timeout", code, sentence: `${upstream} at ${addr} did not answer in time` };
   }
+  if (has(CALLEE_WITHDRAWN)) {
+    // Not the callee refusing us: this caller closed the connection (client.ts, closeWithdrawn).
+    const why = messageWithCode(err, CALLEE_WITHDRAWN);
+    return { reason: "callee_withdrawn", code, sentence: `this caller closed its connection to ${upstream} at ${addr} mid-call: ${why}; ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
+  }
   if (has("UND_ERR_SOCKET", "ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE")) {
     return { reason: "rejected_in_handshake", code, sentence: `${upstream} closed the connection without an HTTP answer: it most likely refused our certificate (revoked, expired, or from a CA it does not trust); see tls.handshake_failed in ${upstream}'s log` };
   }
   return { reason: "network", code, sentence: `the call to ${upstream} at ${addr} failed (${code})` };
+}
+
+/**
+ * The code of the error a caller destroys a pooled connection with when its callee's certificate
+ * is no longer accepted (revoked, or its CA no longer trusted): undici fails the call in flight
+ * on that connection with this very error, so the caller can tell it from a callee's refusal.
+ */
+export const CALLEE_WITHDRAWN = "MESH_CALLEE_WITHDRAWN";
+
+function messageWithCode(err: unknown, code: string): string {
+  for (let e = err as { code?: unknown; cause?: unknown; message?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++) {
+    if (e.code === code && typeof e.message === "string") return e.message;
+  }
+  return "its certificate is no longer accepted";
 }
