@@ -154,7 +154,7 @@ export function checkTrustBundle(s: ServiceFacts, ca: CaFacts, now = Date.now())
   const pending = held !== ca.bundleSha256 && ca.online ? notFetchedYet(ca, ca.online.bundleChangedAt, now) : null;
   if (pending) return check("trust-bundle", title, "warning", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (held !== ca.bundleSha256) {
-    return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- bundle");
+    return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, caFix(ca, "bundle"));
   }
   return check("trust-bundle", title, "ok", `sha256 ${short(held)}, the same as ${ca.dir}/bundle.pem`);
 }
@@ -165,14 +165,14 @@ export function checkCrls(s: ServiceFacts, ca: CaFacts, now: number): Check {
   if (why) return check("crls", title, "error", why, checkAdmin(s).fix);
   const list = [...(s.admin.crlNextUpdates ?? [])].sort((a, b) => a.at - b.at);
   const first = list[0];
-  if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, "npm run ca -- crl");
-  if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, "npm run ca -- crl");
+  if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, caFix(ca, "crl"));
+  if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, caFix(ca, "crl"));
   const pending = s.admin.crlsSha256 !== ca.crlsSha256 && ca.online ? notFetchedYet(ca, ca.online.crlsChangedAt, now) : null;
   if (pending) return check("crls", title, "warning", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (s.admin.crlsSha256 !== ca.crlsSha256) {
-    return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- crl");
+    return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, caFix(ca, "crl"));
   }
-  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls", title, "warning", `the CRL of ${first.issuer} lapses ${until(first.at, now)}, on ${when(first.at)}: after that every peer it issued is refused`, "npm run ca -- crl");
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls", title, "warning", `the CRL of ${first.issuer} lapses ${until(first.at, now)}, on ${when(first.at)}: after that every peer it issued is refused`, caFix(ca, "crl"));
   return check("crls", title, "ok", `${list.length} CRL${list.length === 1 ? "" : "s"}, the same as ${ca.dir}/crls.pem, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
@@ -239,9 +239,9 @@ export function checkPublishedCrls(ca: CaFacts, now: number): Check {
   const title = "the CA's published CRLs are current";
   const live = ca.issuers.filter((i) => i.state !== "retired" && i.crlNextUpdate).map((i) => ({ name: i.name, at: Date.parse(i.crlNextUpdate!) })).sort((a, b) => a.at - b.at);
   const first = live[0];
-  if (!first) return check("crls-published", title, "error", `the CA in ${ca.dir} has signed no CRL: services cannot start without crls.pem`, "npm run ca -- crl");
-  if (first.at <= now) return check("crls-published", title, "error", `the CRL of ${first.name} lapsed on ${when(first.at)}: every peer that CA issued is refused (crl_expired)`, "npm run ca -- crl");
-  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls-published", title, "warning", `the CRL of ${first.name} lapses ${until(first.at, now)}, on ${when(first.at)}`, "npm run ca -- crl");
+  if (!first) return check("crls-published", title, "error", `the CA in ${ca.dir} has signed no CRL: services cannot start without crls.pem`, caFix(ca, "crl"));
+  if (first.at <= now) return check("crls-published", title, "error", `the CRL of ${first.name} lapsed on ${when(first.at)}: every peer that CA issued is refused (crl_expired)`, caFix(ca, "crl"));
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls-published", title, "warning", `the CRL of ${first.name} lapses ${until(first.at, now)}, on ${when(first.at)}`, caFix(ca, "crl"));
   return check("crls-published", title, "ok", `${live.length} CRL${live.length === 1 ? "" : "s"}, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
@@ -266,4 +266,9 @@ export function checkMesh(f: MeshFacts, now: number): Report {
   const services = f.services.map((s) => ({ name: s.name, port: s.port, adminPort: s.admin.port, checks: checkService(s, f.ca, now) }));
   const all = [...ca, ...services.flatMap((s) => s.checks)];
   return { ok: all.every((c) => c.ok), checkedAt: new Date(now).toISOString(), ca: { dir: f.ca.dir, checks: ca }, services };
+}
+
+/** A CA command to paste: with --dir when the mesh's CA is not in the default ./pki. */
+function caFix(ca: CaFacts, command: string): string {
+  return `npm run ca -- ${command}${ca.dir === "pki" ? "" : ` --dir ${ca.dir}`}`;
 }
