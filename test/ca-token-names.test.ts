@@ -93,3 +93,27 @@ describe("EST: a reserved name is never enrolled, token or not", () => {
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "the token is not spent");
   });
 });
+
+describe("ca token > file: the token file is 0600 whatever the umask", () => {
+  it("a 0644 file it is redirected into becomes 0600 before the token is written", async () => {
+    const { spawn } = await import("node:child_process");
+    const { openSync, closeSync, statSync, readFileSync: read } = await import("node:fs");
+    const work = tempDir("mesh-token-file-");
+    try {
+      const pki = join(work, "pki");
+      assert.equal((await ca(["init", "--name", "File CA", "--dir", pki])).code, 0);
+      const file = join(work, "svc.token");
+      const fd = openSync(file, "w", 0o644);
+      const code = await new Promise<number | null>((resolve) => {
+        const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), join(import.meta.dirname, "..", "ca", "cli.ts"), "token", "--domain", "svc.internal", "--dir", pki], { stdio: ["ignore", fd, "ignore"] });
+        child.on("close", resolve);
+      });
+      closeSync(fd);
+      assert.equal(code, 0);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.match(read(file, "utf8"), /^mt1\.\S+\n$/);
+    } finally {
+      cleanup(work);
+    }
+  });
+});

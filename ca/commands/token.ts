@@ -1,4 +1,5 @@
 // ca token: a one-time enrolment token for one name (EST simpleenroll, docs/est.md).
+import { fchmodSync, fstatSync } from "node:fs";
 import type { Command } from "commander";
 import { shown } from "../format.ts";
 import { CA_READ, help } from "./exits.ts";
@@ -22,6 +23,7 @@ export function register(program: Command): void {
       const ttlMs = parseDuration(o.ttl, { flag: "--ttl", min: 10_000, max: TOKEN_MAX_TTL_MS });
       const t = createToken(ca, { domain: o.domain, ttlMs, replace: o.replace });
       const fp = `sha256 Fingerprint=${t.root.fingerprint.hex}`;
+      privateStdout();
       if (o.json) {
         process.stdout.write(JSON.stringify({
           token: t.token, domain: t.domain, expiresAt: t.expiresAt.toISOString(), ttl: t.ttl,
@@ -42,4 +44,17 @@ export function register(program: Command): void {
       }
       if (!t.root.published) console.error(`warning: generation ${t.root.generation} signs but is not in the trust bundle yet (run: ${caCommand("bundle")})`);
     }));
+}
+
+/**
+ * `token … > file` writes a credential: when stdout is a regular file, it is made 0600 before the
+ * token goes in, whatever the shell's umask left it (a pipe or a terminal is left alone).
+ */
+function privateStdout(): void {
+  try {
+    const st = fstatSync(1);
+    if (st.isFile() && (st.mode & 0o077) !== 0) fchmodSync(1, 0o600);
+  } catch {
+    // not ours to change (another user's file): the shell's redirection decided
+  }
 }
