@@ -3,7 +3,7 @@
 // an expected failure is one line, never a trace.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { Command, CommanderError, type Option } from "commander";
+import { type Command, CommanderError, type Option } from "commander";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { buildProgram } from "./commands/index.ts";
 import { EXIT } from "./commands/exits.ts";

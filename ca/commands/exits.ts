@@ -31,7 +31,7 @@ export function exitCodesText(lines: ExitLines): string {
   return `Exit codes:\n${all.map(([code, text]) => `  ${String(code).padEnd(3)} ${text}`).join("\n")}`;
 }
 
-/** The exit codes a command's help lists, kept on it for tests and for main's check. */
+/** The exit codes each command's help lists (test/ca-cli.test.ts holds every refusal it provokes to them). */
 const declared = new WeakMap<Command, number[]>();
 
 export function listedExits(cmd: Command): number[] | undefined {
