@@ -110,7 +110,7 @@ export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Che
   const title = "certificate is valid";
   const dns = `${s.name}.internal`;
   // Online, a service renews itself: what to look at is why it did not.
-  const renew = ca.online ? logs(s.name, "identity.renew_failed") : `npm run ca -- renew --domain ${dns}`;
+  const renew = ca.online ? logs(s.name, "identity.renew_failed") : caFix(ca, `renew --domain ${dns}`);
   const c = s.mtls.served;
   if (!c) return check("certificate", title, "error", `not checked: no handshake with ${s.name} completed, so its certificate could not be read`, checkMtls(s, ca).fix ?? "npm run mesh:up");
   const l = s.ledger;
@@ -120,7 +120,7 @@ export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Che
     return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake, and the CA refuses to renew a revoked identity; stop mesh:up and start it again: it moves ${s.name}'s state folder aside and enrols it with a new one-time token`, "npm run mesh:up");
   }
   if (l.status === "REVOKED") {
-    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, `npm run ca -- issue --domain ${dns}`);
+    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, caFix(ca, `issue --domain ${dns}`));
   }
   const notAfter = Date.parse(c.notAfter);
   const notBefore = Date.parse(c.notBefore);
