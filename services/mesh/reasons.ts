@@ -203,27 +203,19 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
   if (has("UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "TimeoutError", "AbortError", "ETIMEDOUT")) {
     return { reason: "timeout", code, sentence: `${upstream} at ${addr} did not answer in time` };
   }
-  if (has(CALLEE_WITHDRAWN)) {
-    // Not the callee refusing us: this caller closed the connection (client.ts, closeWithdrawn).
-    const why = messageWithCode(err, CALLEE_WITHDRAWN);
-    return { reason: "callee_withdrawn", code, sentence: `this caller closed its connection to ${upstream} at ${addr} mid-call: ${why}; ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
-  }
   if (has("UND_ERR_SOCKET", "ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED", "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE")) {
     return { reason: "rejected_in_handshake", code, sentence: `${upstream} closed the connection without an HTTP answer: it most likely refused our certificate (revoked, expired, or from a CA it does not trust); see tls.handshake_failed in ${upstream}'s log` };
   }
   return { reason: "network", code, sentence: `the call to ${upstream} at ${addr} failed (${code})` };
 }
 
-/**
- * The code of the error a caller destroys a pooled connection with when its callee's certificate
- * is no longer accepted (revoked, or its CA no longer trusted): undici fails the call in flight
- * on that connection with this very error, so the caller can tell it from a callee's refusal.
- */
-export const CALLEE_WITHDRAWN = "MESH_CALLEE_WITHDRAWN";
 
-function messageWithCode(err: unknown, code: string): string {
-  for (let e = err as { code?: unknown; cause?: unknown; message?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++) {
-    if (e.code === code && typeof e.message === "string") return e.message;
-  }
-  return "its certificate is no longer accepted";
+/**
+ * A call that failed because this caller itself closed the connection it was on: new CRLs or a
+ * new bundle no longer accept the callee's certificate (client.ts closes such connections at
+ * once). undici reports that close like any other ("other side closed"): without this, it would
+ * read as the callee refusing us.
+ */
+export function calleeWithdrawn(upstream: string, addr: string, why: string): { reason: UpstreamReason; sentence: string } {
+  return { reason: "callee_withdrawn", sentence: `this caller closed its connection to ${upstream} at ${addr} mid-call: ${upstream}'s certificate is no longer accepted (${why}); ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
 }
