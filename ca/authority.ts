@@ -1,7 +1,9 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
-// and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
+// and bundle; leaf issuance and generations are in issuance.ts and generations.ts, which
+// take it as the CaCore interface (core.ts), so that neither imports this file back.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { buildCrl, CRL_VALID_DAYS, dropCutoff, encodeEntries, encodeEntry, lastSignedAt, type CrlEntry, type RevocationReason } from "./crl.ts";
+import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
@@ -14,7 +16,7 @@ import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
-import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Signer } from "./profiles.ts";
+import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type Signer } from "./profiles.ts";
 import { Journal, Layout, readStateFile } from "./store.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
@@ -22,6 +24,7 @@ import { ClockOffsetError, offsetClock } from "../lib/clock.ts";
 import { crlWarnings, generationsOf, listCerts, openLedger, signerIdOf, type Generation, type ListedCert } from "./view.ts";
 
 export type { Generation, ListedCert } from "./view.ts";
+export type { IssuedCert, IssueOptions } from "./core.ts";
 
 export interface OpenOptions {
   dir: string;
@@ -41,34 +44,7 @@ export interface InitOptions extends OpenOptions {
   keyType?: KeyType | string;
 }
 
-export interface IssuedCert {
-  serial: string;
-  domain: string;
-  sans: LeafNames;
-  certPath: string;
-  /** Absent for a certificate signed from a CSR: its key never left the service. */
-  keyPath?: string;
-  notBefore: Date;
-  notAfter: Date;
-  /** The issuing CA's name and id ("root-1", "int-1"). */
-  issuer: string;
-  issuerId: string;
-  generation: number;
-  /** Things the user should know: a clamped expiry, an unpublished generation. */
-  warnings: string[];
-  supersedes?: string;
-}
-
-export interface IssueOptions {
-  domain: string;
-  days?: number | string;
-  dns?: string[];
-  ip?: string[];
-  keyType?: KeyType | string;
-  allowWildcard?: boolean;
-}
-
-export class CertificateAuthority {
+export class CertificateAuthority implements CaCore {
   readonly layout: Layout;
   readonly ledger: LedgerStore;
   readonly now: () => Date;

@@ -4,9 +4,7 @@
 import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
-import { CertificateAuthority, runRotation, type RotationEvent } from "../../ca/index.ts";
-import { CaServer } from "../../ca/server/server.ts";
-import { createToken } from "../../ca/tokens.ts";
+import { CaServer, CertificateAuthority, createToken, runRotation, type RotationEvent } from "../../ca/index.ts";
 import { createLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
@@ -104,7 +102,8 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     // --- the mesh: each service enrols with its own one-time token, passed in its environment ---
     const ports: Record<string, number> = { payment: 0, inventory: 0, order: 0 };
     const start = async (service: string, upstreams: string[] = []) => {
-      const token = createToken(ca, { domain: `${service}.internal` }).token;
+      // replace: a victim of the careless rotation enrols again in place of the certificate it never installed.
+      const token = createToken(ca, { domain: `${service}.internal`, replace: true }).token;
       const svc = await launchService({
         service, port: ports[service] ?? 0, pki, policy, upstreams, logFile: join(logs, `${service}.log`),
         onLine: (line) => line && book.add(service, line),
@@ -126,7 +125,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const edgeLog = createLogger("edge", sink(join(logs, "edge.log"), "edge", book));
     const edgeFiles = (p: StatePaths) => ({ key: p.key, cert: p.cert, bundle: p.bundle, crls: p.crls });
     const enrolEdge = async () => {
-      const e = await enrolWithToken({ caUrl, token: parseToken(createToken(ca, { domain: "edge.internal" }).token, "the drill"), dns: "edge.internal", paths: stateOf("edge"), lifetime });
+      const e = await enrolWithToken({ caUrl, token: parseToken(createToken(ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: stateOf("edge"), lifetime });
       edgeLog.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
     };
     const startEdgeAgent = () => {

@@ -6,7 +6,7 @@ import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
-import { upstreamReason, type UpstreamReason } from "./reasons.ts";
+import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
@@ -42,6 +42,8 @@ export class Upstreams {
   private readonly names = new Map<string, string>();
   /** Open connections to callees, to re-judge them when the CRLs or the bundle change. */
   private readonly sockets = new Map<TLSSocket, string>();
+  /** When this caller last closed a connection to each callee itself, and why. */
+  private readonly withdrawnAt = new Map<string, { at: number; why: string }>();
 
   private material: TlsMaterial;
   /** Dials with the current material: a CRL reload applies to the next connection. */
@@ -128,6 +130,10 @@ export class Upstreams {
       const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
+      // Remembered, so that a call in flight on it is reported as ours (callee_withdrawn), not as
+      // the callee refusing us. A plain destroy: an error of our own would make undici fail the
+      // calls queued for that callee too, instead of dialing again for them.
+      this.withdrawnAt.set(upstream, { at: performance.now(), why });
       sock.destroy();
     }
     if (closed.length > 0) {
@@ -150,6 +156,7 @@ export class Upstreams {
     }
     let status: number;
     let parsed: unknown;
+    const started = performance.now();
     try {
       const res = await this.agent!.request({
         origin,
@@ -167,6 +174,8 @@ export class Upstreams {
       const r = upstreamReason(e, name, addr);
       const { code } = r;
       let { reason, sentence } = r;
+      const ours = this.withdrawnAt.get(name);
+      if (reason === "rejected_in_handshake" && ours && ours.at >= started) ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
       const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
