@@ -15,6 +15,7 @@ import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
+import { CRLS_WATCH_PATH, HeldCalls, crlsWatch } from "./crl-watch.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -66,6 +67,8 @@ export class CaServer {
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
+  /** Long polls on the CRLs, answered as soon as a refresh changes them (crl-watch.ts). */
+  private readonly held = new HeldCalls();
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -149,6 +152,7 @@ export class CaServer {
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.held.close();
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -179,6 +183,7 @@ export class CaServer {
           this.recordBundle();
           this.applyTls();
         }
+        if (next.trustEtag !== before.trustEtag) this.held.changed();
       }
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
@@ -250,6 +255,7 @@ export class CaServer {
       else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, req, res, url)); }
       else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, req, res, url)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
+      else if (path === CRLS_WATCH_PATH) { allow(["GET"]); crlsWatch(() => this.published, this.held, req, res, url); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
     } catch (err) {
@@ -274,5 +280,5 @@ export class CaServer {
   }
 }
 
-const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem"]);
+const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem", CRLS_WATCH_PATH]);
 

@@ -5,6 +5,7 @@ export type IdentityErrorCode =
   | "TOKEN_MALFORMED"
   | "FINGERPRINT_MISMATCH"
   | "CA_UNREACHABLE"
+  | "CA_TIMEOUT"
   | "CA_REFUSED"
   | "CA_ANSWER_INVALID"
   | "IDENTITY_EXPIRED"
