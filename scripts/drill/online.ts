@@ -3,9 +3,7 @@
 // and the safe rotation run hands-off by runRotation, gate by gate, with traffic flowing.
 import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { pino } from "pino";
 import { CertificateAuthority, runRotation, type RotationEvent } from "../../ca/index.ts";
-import { CaServer } from "../../ca/server/server.ts";
 import { createToken } from "../../ca/tokens.ts";
 import { createLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
@@ -15,6 +13,7 @@ import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh } from "../probe.ts";
+import { startDrillCa, type DrillCa } from "./ca-process.ts";
 import { openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
@@ -81,8 +80,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const stateOf = (who: string): StatePaths => statePaths(join(stateRoot, who));
 
-  let server: CaServer | undefined;
-  let serverCa: CertificateAuthority | undefined;
+  let server: DrillCa | undefined;
   let rotationCa: CertificateAuthority | undefined;
   let traffic: Traffic | undefined;
   let straggler: Straggler | undefined;
@@ -92,12 +90,12 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const oldRoot = ca.issuerRow(`root-${oldGen}`);
     if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
 
-    // The server has its own handle on the folder, as `ca serve` would.
-    serverCa = await CertificateAuthority.open({ dir: pki });
-    server = await CaServer.start({
-      ca: serverCa, host: "127.0.0.1", port: 0, defaultLifetimeMs: lifeMs, limits: LIMITS, pollMs: Math.min(500, pollMs),
-      log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, sink(join(logs, "ca.log"), "ca", book)),
-    });
+    // The server runs in a process of its own, with its own handle on the folder, as `ca serve`
+    // does (ca-process.ts says why it must not share the drill's event loop).
+    server = await startDrillCa(
+      { pki, lifetimeMs: lifeMs, limits: LIMITS, pollMs: Math.min(500, pollMs) },
+      { logFile: join(logs, "ca.log"), onLine: (line) => book.add("ca", line) },
+    );
     const caUrl = server.url;
     say(`CA serving EST on ${caUrl} from ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs; certificates live ${lifetime}, services poll every ${pollMs} ms`);
 
@@ -366,8 +364,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     await traffic?.stop().catch(() => {});
     straggler?.stop();
     await Promise.all([...services.values()].map((s) => s.stop()));
-    await server?.close().catch(() => {});
-    serverCa?.close();
+    await server?.stop().catch(() => {});
     rotationCa?.close();
     ca.close();
   }
