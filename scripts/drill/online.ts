@@ -308,6 +308,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const lent = join(stateRoot, ".probe");
     mkdirSync(join(lent, "certs"), { recursive: true, mode: 0o700 });
     copyFileSync(ca.paths.bundle, join(lent, "bundle.pem"));
+    copyFileSync(ca.paths.crls, join(lent, "crls.pem")); // the probe checks each server against them
     for (const who of IDENTITIES) {
       copyFileSync(stateOf(who).cert, join(lent, "certs", `${who}.internal.crt`));
       copyFileSync(stateOf(who).key, join(lent, "certs", `${who}.internal.key`));
