@@ -338,6 +338,15 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
     check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed; victims: ${victims.join(", ") || "none"}`);
     check("both sides explained the break", !!firstFailure && explanations.some((e) => e.event === "tls.handshake_failed" || e.event === "upstream.failed"), explanations.map((e) => `${e.service}: ${e.event} ${e.reason}`.slice(0, 120)).join("; "));
+    // A renewal that stalls says so: each victim that expired had logged a failed attempt and
+    // identity.expiring first (on a loaded machine order once logged nothing until it expired).
+    const expiries = since(carelessAt, (e) => e.line.event === "identity.expired");
+    const unannounced = [...new Set(expiries.map((e) => e.service))].filter((who) => {
+      const at = expiries.find((e) => e.service === who)!.at;
+      const said = (event: string) => since(carelessAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
+      return !said("identity.renew_failed") || !said("identity.expiring");
+    });
+    check("every expiry was announced", unannounced.length === 0, unannounced.length ? `expired without a renew_failed and an identity.expiring before it: ${unannounced.join(", ")}` : `${new Set(expiries.map((e) => e.service)).size} victim(s) expired, each after renew_failed and identity.expiring`);
     check("recovery healed the mesh", recovered.failed === 0 && recovered.sent > 0, `${recovered.failed} of ${recovered.sent} request(s) sent after the victims enrolled again failed`);
     const passed = gates.filter((g) => g.state === "passed").map((g) => g.gate);
     check("every gate passed, in order", passed.join(",") === "prepare,activate,retire", `passed: ${passed.join(", ") || "none"}`);
