@@ -5,7 +5,7 @@
 // services do. The services poll every minute here: only the long poll can be this fast.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "undici";
 import { ca as cli } from "./helpers/ca.ts";
@@ -186,4 +186,40 @@ async function waitFor(cond: () => boolean, what: string, ms = DEADLINE_MS): Pro
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+test("a CA that serves an older CRL set than the one in force (a replica behind, a restored backup): the service keeps the newer one (trust.crls_stale)", async () => {
+  const w = await world();
+  worlds.push(w);
+  const pay = await startIn(w, "payment", { lifetime: "1h", pollMs: 60_000 });
+  try {
+    // The CA's CRL files before the revocation, to put back afterwards.
+    const files = [w.ca.ca.paths.crls, ...findCrlFiles(w.ca.dir)];
+    const old = new Map(files.map((f) => [f, readFileSync(f)]));
+    const mark = pay.logs.lines.length;
+    const r = await cli(["revoke", "--domain", "edge.internal"], { env: { MESH_PKI_DIR: w.ca.dir } });
+    assert.equal(r.code, 0, r.stderr);
+    await pay.logs.wait((l) => l.event === "trust.updated" && l.via === "watch", DEADLINE_MS, mark);
+    const edge = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
+    assert.ok("error" in edge, "edge is refused once revoked");
+    // The CA goes back to the CRLs from before (the server picks the files up and announces them).
+    for (const [f, bytes] of old) writeFileSync(f, bytes);
+    const stale = await pay.logs.wait((l) => l.event === "trust.crls_stale", DEADLINE_MS, mark);
+    assert.deepEqual(stale.issuers, ["CN=Acme Corp CA"]);
+    const still = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
+    assert.ok("error" in still, `edge is still refused: ${JSON.stringify(still)}`);
+    // The periodic poll brings the same old set: still kept.
+    await pay.svc.identity.poll();
+    assert.ok("error" in (await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz")));
+  } finally {
+    await pay.svc.close();
+  }
+});
+
+function findCrlFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile() && e.name === "crl.pem") out.push(join(e.parentPath, e.name));
+  }
+  return out;
 }
