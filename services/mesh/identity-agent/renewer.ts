@@ -170,6 +170,8 @@ export class IdentityAgent {
     if (this.stopped || this.warnedExpiring) return;
     const left = Date.parse(this.facts.notAfter) - Date.now();
     if (left <= 0) return; // identity.expired says the rest
+    // A schedule that renews this late on purpose (fraction > 5/6) is not a stall yet.
+    if (Date.now() < this.nextRenewal && this.failures === 0) return;
     this.warnedExpiring = true;
     const why = this.lastError ? `could not be renewed (${this.lastError})` : `has not been renewed (due at ${new Date(this.nextRenewal).toISOString()}${this.renewing ? ", still in progress" : ""})`;
     this.h.log.warn(
