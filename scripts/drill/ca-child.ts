@@ -14,6 +14,8 @@ const server = await CaServer.start({
   ca, host: "127.0.0.1", port: 0, defaultLifetimeMs: cfg.lifetimeMs, limits: cfg.limits, pollMs: cfg.pollMs,
   log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }),
 });
+// Ctrl-C reaches the whole process group: the drill stops this server itself, after its services.
+process.on("SIGINT", () => {});
 process.once("SIGTERM", () => {
   void server.close().finally(() => {
     ca.close();
