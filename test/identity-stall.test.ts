@@ -6,7 +6,9 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createServer as createTcpServer, type Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
+import { getCacerts } from "../services/mesh/identity-agent/est-client.ts";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
 
@@ -124,5 +126,44 @@ test("a renewal timer held up by a blocked event loop says identity.renewal_late
     assert.ok(pay.logs.lines.indexOf(late) < pay.logs.lines.indexOf(renewed));
   } finally {
     await pay.svc.close();
+  }
+});
+
+test("every EST call ends at its deadline with CA_TIMEOUT: a CA that never completes the handshake, and one that trickles its answer a byte at a time", { timeout: 60_000 }, async () => {
+  const w = await world();
+  worlds.push(w);
+  const issued = await w.ca.ca.issue({ domain: "slow-ca.internal", ip: ["127.0.0.1"] });
+  const tls = { cert: readFileSync(issued.certPath), key: readFileSync(issued.keyPath!) };
+  const sockets = new Set<Socket>();
+  // Accepts TCP, never speaks TLS.
+  const mute = createTcpServer({ pauseOnConnect: true }, (s) => void sockets.add(s));
+  // Answers 200 with a long body, one byte every 100 ms: the socket is never idle.
+  const trickle = createServer(tls, (sock) => {
+    sockets.add(sock);
+    sock.on("error", () => {});
+    sock.once("data", () => {
+      sock.write("HTTP/1.1 200 OK\r\nContent-Type: application/pkcs7-mime\r\nContent-Length: 100000\r\n\r\n");
+      const t = setInterval(() => (sock.writable ? sock.write("A") : clearInterval(t)), 100);
+      sock.once("close", () => clearInterval(t));
+    });
+  });
+  const listen = (s: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }) =>
+    new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as { port: number }).port)));
+  const [mutePort, tricklePort] = [await listen(mute), await listen(trickle)];
+  try {
+    for (const [port, what] of [[mutePort, /did not complete the TCP and TLS handshake within 1000 ms/], [tricklePort, /did not answer within 1500 ms/]] as const) {
+      const started = Date.now();
+      await assert.rejects(getCacerts({ url: `https://127.0.0.1:${port}`, ca: w.ca.bundle(), timeoutMs: 1_500, connectTimeoutMs: 1_000 }), (e: Error & { code?: string }) => {
+        assert.equal(e.code, "CA_TIMEOUT", e.message);
+        assert.match(e.message, what);
+        return true;
+      });
+      const took = Date.now() - started;
+      assert.ok(took < 5_000, `gave up after ${took} ms`);
+    }
+  } finally {
+    for (const s of sockets) s.destroy();
+    mute.close();
+    trickle.close();
   }
 });

@@ -56,7 +56,10 @@ function call(t: CaTls, method: string, path: string, headers: Record<string, st
       t.signal?.removeEventListener("abort", onAbort);
       fn();
     };
-    const fail = (e: unknown) => settle(() => reject(e));
+    // What we destroyed the request with (a deadline, an oversized answer, an abort) is the
+    // error, whichever event reports the destruction first ("aborted", "socket hang up").
+    let why: Error | undefined;
+    const fail = (e: unknown) => settle(() => reject(why ?? (e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`, { cause: e }))));
     const unverified = t.ca === undefined;
     let answered = false;
     const req = request(`${t.url}${path}`, {
@@ -71,7 +74,7 @@ function call(t: CaTls, method: string, path: string, headers: Record<string, st
       res.on("data", (d: Buffer) => {
         size += d.length;
         if (size > MAX_ANSWER_BYTES) {
-          req.destroy(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
+          stop(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
           return;
         }
         chunks.push(d);
@@ -83,18 +86,22 @@ function call(t: CaTls, method: string, path: string, headers: Record<string, st
         if (!res.complete) fail(new IdentityError("CA_UNREACHABLE", `the CA at ${t.url} closed the connection in the middle of its answer to ${path}`));
       });
     });
+    const stop = (e: Error) => {
+      why ??= e;
+      req.destroy(e);
+    };
     const deadline = (ms: number, what: string) =>
-      setTimeout(() => req.destroy(new IdentityError("CA_TIMEOUT", `the CA at ${t.url} did not ${what} within ${ms} ms (${method} ${path.split("?")[0]})`)), ms);
+      setTimeout(() => stop(new IdentityError("CA_TIMEOUT", `the CA at ${t.url} did not ${what} within ${ms} ms (${method} ${path.split("?")[0]})`)), ms);
     timers.push(deadline(totalMs, "answer"));
     req.on("socket", (sock) => {
       const connecting = deadline(connectMs, "complete the TCP and TLS handshake");
       timers.push(connecting);
       (sock as TLSSocket).once("secureConnect", () => clearTimeout(connecting));
     });
-    const onAbort = () => req.destroy(t.signal?.reason instanceof Error ? t.signal.reason : new IdentityError("CA_UNREACHABLE", "the call was aborted"));
+    const onAbort = () => stop(t.signal?.reason instanceof Error ? t.signal.reason : new IdentityError("CA_UNREACHABLE", "the call was aborted"));
     if (t.signal?.aborted) onAbort();
     else t.signal?.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (e) => fail(e instanceof IdentityError || e === t.signal?.reason ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e })));
+    req.on("error", fail);
     // Once an answer has begun, its own close and error events decide (see above).
     req.on("close", () => {
       if (!answered) fail(new IdentityError("CA_UNREACHABLE", `the connection to the CA at ${t.url} closed without an answer to ${path}`));
