@@ -9,7 +9,7 @@ import { dnsName } from "./names.ts";
 import { upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./peer-identity.ts";
-import { withdrawn } from "./revocations.ts";
+import { REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";
 
@@ -123,12 +123,25 @@ export class Upstreams {
 
   private closeWithdrawn(): void {
     const closed: string[] = [];
+    const retiring: TLSSocket[] = [];
     for (const [sock, upstream] of this.sockets) {
       if (sock.destroyed) continue;
       const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
-      sock.destroy();
+      // A revoked callee is cut at once. A connection made under a CA that was since dropped (a
+      // rotation's retirement: the callee renewed long ago) gets no new request and ends once
+      // its request in flight is answered: cut at once, that request was lost.
+      if (why === REVOKED) sock.destroy();
+      else retiring.push(sock);
+    }
+    if (retiring.length > 0 && this.agent) {
+      const old = this.agent;
+      this.agent = this.build();
+      old.close().catch(() => {});
+      setTimeout(() => {
+        for (const s of retiring) s.destroy();
+      }, this.timeoutMs * 2).unref();
     }
     if (closed.length > 0) {
       this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);
