@@ -5,10 +5,15 @@
 // (warn, seconds left) before identity.expired; a renewal timer held up says identity.renewal_late.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer as createTcpServer, type Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { getCacerts } from "../services/mesh/identity-agent/est-client.ts";
+import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
+import { IdentityAgent } from "../services/mesh/identity-agent/renewer.ts";
+import { statePaths } from "../services/mesh/identity-agent/state-folder.ts";
+import { createLogger } from "../services/mesh/log.ts";
+import { LogSink } from "./mesh-fixtures.ts";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
 
@@ -166,4 +171,30 @@ test("every EST call ends at its deadline with CA_TIMEOUT: a CA that never compl
     mute.close();
     trickle.close();
   }
+});
+
+test("a renewal answered by a generation whose bundle arrived during the call is judged against the bundle in force then, not the one read before it", async () => {
+  const w = await world();
+  worlds.push(w);
+  const paths = statePaths(w.stateDir("payment"));
+  const logs = new LogSink();
+  const e = await enrolWithToken({ caUrl: w.ca.server.url, token: parseToken(w.token("payment"), "test"), dns: "payment.internal", paths, lifetime: "1h" });
+  // A CA server that does not look at the folder again: its own TLS certificate stays from
+  // generation 1 (which the service trusts) while generation 2 signs, as it is for a moment in a rotation.
+  const log = w.ca.server.log;
+  await w.ca.server.close();
+  w.ca.server = await CaServer.start({ ca: w.ca.ca, port: 0, pollMs: 3_600_000, limits: ROOMY_LIMITS, log });
+  // Not started: no poll, no watch; only the renewal below touches the folder.
+  const agent = new IdentityAgent({ caUrl: w.ca.server.url, dns: "payment.internal", paths, lifetime: "1h", watch: false }, { reloadTls: () => true, log: createLogger("payment", logs), metrics: { renewed() {}, renewalFailed() {} } });
+  // A safe rotation's first steps: generation 2 published, then made the signer.
+  await w.ca.ca.addGeneration({});
+  w.ca.ca.publishBundle();
+  w.ca.ca.useGeneration(2);
+  const renewing = agent.renew("test");
+  // The poll that fetched the new bundle lands while the renewal is on the wire.
+  writeFileSync(paths.bundle, readFileSync(w.ca.ca.paths.bundle));
+  assert.equal(await renewing, true, JSON.stringify(logs.lines.filter((l) => l.event === "identity.renew_failed")));
+  assert.notEqual(agent.identity.serial, e.facts.serial);
+  assert.equal(agent.identity.generation, 2);
+  agent.stop();
 });

@@ -228,7 +228,11 @@ export class IdentityAgent {
       }
       const { keyPem, csr } = newKeyAndCsr(this.o.dns);
       const chain = await enrolCsr({ ...this.tls(cur), ...this.callTimeouts() }, "simplereenroll", csr, { lifetime: this.o.lifetime });
-      const facts = checkChain(chain, cur.roots, this.o.dns, keyPem);
+      // Judged against the bundle in force now, not the one read before the call: a poll may have
+      // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
+      // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
+      // refusal here could never be retried.
+      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem);
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
