@@ -20,6 +20,7 @@ import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
 import { SkewLog, skewFields } from "./skew-log.ts";
 import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type PruneResult } from "../retention.ts";
+import { CRLS_WATCH_PATH, HeldCalls, crlsWatch } from "./crl-watch.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -95,6 +96,8 @@ export class CaServer {
   /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
   readonly lease: Lease;
   private readonly retentionMs: number | null;
+  /** Long polls on the CRLs, answered as soon as a refresh changes them (crl-watch.ts). */
+  private readonly held = new HeldCalls();
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -198,6 +201,7 @@ export class CaServer {
     this.timers = [];
     this.refusals.close();
     await this.gate.shared(() => this.lease.release());
+    this.held.close();
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -230,6 +234,7 @@ export class CaServer {
           this.recordBundle();
           this.applyTls();
         }
+        if (next.trustEtag !== before.trustEtag) this.held.changed();
       }
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
@@ -338,6 +343,7 @@ export class CaServer {
       else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, call)); }
       else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, call)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
+      else if (path === CRLS_WATCH_PATH) { allow(["GET"]); crlsWatch(() => this.published, this.held, req, res, call.url); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
       else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
     } catch (err) {
@@ -393,5 +399,5 @@ function handshakeHint(code: string): string | undefined {
   return undefined;
 }
 
-const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem"]);
+const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem", CRLS_WATCH_PATH]);
 

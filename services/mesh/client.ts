@@ -9,7 +9,7 @@ import { dnsName } from "./names.ts";
 import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { connect, createSecureContext, type TLSSocket } from "node:tls";
 import { presented, type PresentedCert } from "./peer-identity.ts";
-import { withdrawn } from "./revocations.ts";
+import { REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";
 
@@ -125,16 +125,29 @@ export class Upstreams {
 
   private closeWithdrawn(): void {
     const closed: string[] = [];
+    const retiring: TLSSocket[] = [];
     for (const [sock, upstream] of this.sockets) {
       if (sock.destroyed) continue;
       const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
       // Remembered, so that a call in flight on it is reported as ours (callee_withdrawn), not as
-      // the callee refusing us. A plain destroy: an error of our own would make undici fail the
-      // calls queued for that callee too, instead of dialing again for them.
+      // the callee refusing us. A revoked callee is cut at once, with a plain destroy: an error of
+      // our own would make undici fail the calls queued for that callee too, instead of dialing
+      // again for them. A connection made under a CA that was since dropped (a rotation's
+      // retirement: the callee renewed long ago) gets no new request and ends once its request in
+      // flight is answered: cut at once, that request was lost.
       this.withdrawnAt.set(upstream, { at: performance.now(), why });
-      sock.destroy();
+      if (why === REVOKED) sock.destroy();
+      else retiring.push(sock);
+    }
+    if (retiring.length > 0 && this.agent) {
+      const old = this.agent;
+      this.agent = this.build();
+      old.close().catch(() => {});
+      setTimeout(() => {
+        for (const s of retiring) s.destroy();
+      }, this.timeoutMs * 2).unref();
     }
     if (closed.length > 0) {
       this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);
