@@ -55,11 +55,12 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
   } catch {
     throw new EnrolError("malformed_csr", "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)");
   }
-  let signed = false;
-  try { signed = await csr.verify(); } catch { /* unsupported algorithm: treated as unsigned */ }
-  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
+  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
   let keyType: KeyType;
   try { keyType = publicKeyType(csr.publicKey.rawData); } catch (err) { throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`); }
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: treated as unsigned */ }
+  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
   const cn = csr.subjectName.getField("CN");
   if (cn.length !== 1) throw new EnrolError("malformed_csr", `the CSR's subject has ${cn.length} CNs: a service certificate has exactly one`);
   let name: string;

@@ -1,12 +1,13 @@
 // Leaf certificates: issue, sign a CSR, renew, revoke. Everything is validated
 // before any key is made; files and ledger row land together or not at all.
 import { REVOCATION_REASONS, type RevocationReason } from "../lib/crl.ts";
-import type { CertificateAuthority, IssuedCert, IssueOptions } from "./authority.ts";
+import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
 import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
+import { isUniqueViolation } from "./store/interface.ts";
 import { permittedDns, withinDns } from "./verify.ts";
 import { certToPem, normalSerial, x509 } from "./x509.ts";
 
@@ -16,7 +17,7 @@ const crashPoint = (where: string) => {
 };
 
 /** Issues a key and certificate for a name that has no valid certificate yet. */
-export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promise<IssuedCert> {
+export async function issue(ca: CaCore, opts: IssueOptions): Promise<IssuedCert> {
   const names = leafNames(opts, ca.trustDomain());
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
@@ -26,10 +27,14 @@ export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promi
 }
 
 /** Signs a CSR after checking its PEM type, its signature and its names. */
-export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
+export async function signCsr(ca: CaCore, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const csr = parseCsr(opts.csrPem);
-  if (!(await csr.verify())) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
+  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
+  const keyType = csrKeyType(csr);
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: unsigned */ }
+  if (!signed) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
   const cn = csr.subjectName.getField("CN");
   const sanExt = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
@@ -41,13 +46,12 @@ export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; 
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
   if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
   const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
-  const keyType = publicKeyType(csr.publicKey.rawData);
   refuseIfCurrent(ca, names.name);
   return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
 }
 
 /** New key and certificate for a name; the old one becomes SUPERSEDED, linked to its successor. */
-export async function renew(ca: CertificateAuthority, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
+export async function renew(ca: CaCore, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
   const name = validateDnsName(opts.domain, { allowWildcard: true, what: "--domain" });
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const old = ca.ledger.current(name);
@@ -63,7 +67,7 @@ export async function renew(ca: CertificateAuthority, opts: { domain: string; da
   return signLeaf(ca, { names: sans, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "renew", supersede: old.serial });
 }
 
-export async function revoke(ca: CertificateAuthority, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
+export async function revoke(ca: CaCore, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
   const reason = (opts.reason ?? "unspecified") as RevocationReason;
   if (!REVOCATION_REASONS.includes(reason)) throw badInput(`--reason ${JSON.stringify(opts.reason)} is not a revocation reason: use one of ${REVOCATION_REASONS.join(", ")}`);
   let row: CertRow | undefined;
@@ -103,7 +107,7 @@ export function leafNames(opts: { domain: string; dns?: string[]; ip?: string[];
   return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri };
 }
 
-function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
+function refuseIfCurrent(ca: CaCore, name: string): void {
   const cur = ca.ledger.current(name);
   if (cur && new Date(cur.not_after) > ca.now()) {
     throw new CaError("ALREADY_EXISTS", `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`);
@@ -115,7 +119,7 @@ function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
  * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
  * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
  */
-export async function signLeaf(ca: CertificateAuthority, opts: {
+export async function signLeaf(ca: CaCore, opts: {
   names: LeafNames; days: number; keyType: KeyType; publicKey: CryptoKey | x509.PublicKey; privateKey?: CryptoKey;
   source: CertRow["source"]; supersede?: string;
   lifetimeMs?: number; cdp?: (issuerId: string) => string[]; inTransaction?: (serial: string) => void;
@@ -155,10 +159,12 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
         status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
         created_at: now.toISOString(), pem: certToPem(cert),
       });
-    });
+      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+      // one current certificate per name is a unique index, so issuances need not queue.
+    }, { shared: true });
   } catch (err) {
     ca.journal.discard(serial);
-    if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
+    if (isUniqueViolation(err)) {
       throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
     }
     throw err;
@@ -174,7 +180,7 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
 }
 
 /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
-async function checkNameConstraints(ca: CertificateAuthority, names: LeafNames, issuerId: string): Promise<void> {
+async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: string): Promise<void> {
   for (let row: IssuerRow | undefined = ca.issuerRow(issuerId); row; row = row.parent ? ca.issuerRow(row.parent) : undefined) {
     const permitted = permittedDns(row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id));
     if (!permitted) continue;
@@ -193,5 +199,15 @@ function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
     return new x509.Pkcs10CertificateRequest(pem);
   } catch {
     throw badInput("the CSR file is not a readable PKCS#10 request");
+  }
+}
+
+/** The CA's name for a CSR's key type; an unsupported key or curve is named as such. */
+function csrKeyType(csr: x509.Pkcs10CertificateRequest): KeyType {
+  try {
+    return publicKeyType(csr.publicKey.rawData);
+  } catch (err) {
+    if (err instanceof CaError) throw badInput(`the CSR's key is not supported: ${err.message}`);
+    throw badInput("the CSR's public key is not readable: make a new CSR");
   }
 }

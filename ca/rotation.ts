@@ -5,7 +5,8 @@ import { hostname } from "node:os";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError } from "./errors.ts";
 import { createIntermediate, generationName, intermediateProfile } from "./generations.ts";
-import type { BundleHolderRow, CurrentCertFact, Ledger, RotationRow } from "./ledger.ts";
+import type { BundleHolderRow, CurrentCertFact, RotationRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
 
 export type GateName = "prepare" | "activate" | "retire";
 export type GateState = "started" | "waiting" | "passed" | "timeout" | "interrupted";
@@ -37,7 +38,15 @@ export interface PrepareFacts {
   holders: BundleHolderRow[];
   /** ETag → root generations, for every bundle the server has published. */
   bundles: Map<string, number[]>;
+  /** The CA's clock when the facts were read (ISO): until SILENCE_GRACE_MS after publishing, no one is suspected of being down. */
+  now?: string;
 }
+
+/**
+ * How long after publishing a service that has not fetched the new bundle is simply waiting for
+ * its next poll, rather than maybe not running: two of the services' default poll intervals (30 s).
+ */
+export const SILENCE_GRACE_MS = 60_000;
 
 /**
  * An enrolled identity: a name whose current certificate is valid, unexpired and was issued
@@ -73,7 +82,9 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
       continue;
     }
     if (Date.parse(h.seen_at) < published) {
-      waitingFor.push({ name: id.name, why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): is its service running?` });
+      const quietFor = f.now === undefined ? Infinity : Date.parse(f.now) - published;
+      const ask = quietFor >= SILENCE_GRACE_MS ? "is its service running?" : "waiting for its next poll";
+      waitingFor.push({ name: id.name, why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): ${ask}` });
       continue;
     }
     const tags = [...etagsOf(h.held_etag), h.served_etag];
@@ -136,14 +147,14 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
 }
 
 /** Facts for gate 1, read from the ledger now. */
-export function prepareFacts(ledger: Ledger, rotation: RotationRow, now: Date): PrepareFacts {
+export function prepareFacts(ledger: LedgerStore, rotation: RotationRow, now: Date): PrepareFacts {
   return {
     toGeneration: rotation.to_generation, publishedAt: rotation.published_at ?? now.toISOString(),
-    certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(),
+    certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(), now: now.toISOString(),
   };
 }
 
-export function retireFacts(ledger: Ledger, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
+export function retireFacts(ledger: LedgerStore, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
   const facts: RetireFacts = { fromGeneration: rotation.from_generation, certs: ledger.currentCerts(now.toISOString()) };
   if (opts.inUse) {
     facts.presented = new Map(ledger.bundleHolders().map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]));
@@ -241,7 +252,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       waitingFor: shown.map((w) => w.name), why: Object.fromEntries(shown.map((w) => [w.name, w.why])), total, msg,
     });
   };
-  const update = (fields: Parameters<Ledger["updateRotation"]>[1]) => {
+  const update = (fields: Parameters<LedgerStore["updateRotation"]>[1]) => {
     ledger.write(() => ledger.updateRotation(rot!.id, { ...fields, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()));
     rot = ledger.rotation(rot!.id)!;
   };

@@ -2,7 +2,7 @@
 // library: the CA keeps each issuer's revokedCertificates encoded and re-signs in linear time,
 // and a service reads which serials are revoked and when its CRLs lapse (Node parses no CRLs).
 // Signing is the CA's (ca/crl.ts); nothing here holds a key.
-import { children, concat, DerError, firstChild, hexOf, integerHex, isTime, readTime, readTlv, sequence, time, tlv, type Tlv } from "./der.ts";
+import { children, concat, DerError, elements, firstChild, hexOf, integerHex, isTime, readTime, readTlv, sequence, time, tlv, type Tlv } from "./der.ts";
 
 /** Commands and services warn when a CRL has less than this left before its nextUpdate. */
 export const CRL_WARN_DAYS = 7;
@@ -47,6 +47,8 @@ export interface CrlFields {
   readonly nextUpdate?: Tlv;
   /** revokedCertificates: absent when nothing is revoked. */
   readonly revoked?: Tlv;
+  /** crlExtensions, [0] EXPLICIT SEQUENCE OF Extension. */
+  readonly extensions?: Tlv;
 }
 
 /** CertificateList → tbsCertList: version?, signature, issuer, thisUpdate, nextUpdate?, revokedCertificates? */
@@ -61,8 +63,9 @@ export function crlFields(der: Uint8Array): CrlFields {
   const thisUpdate = fields[i++];
   if (!issuer || issuer.tag !== 0x30 || !isTime(thisUpdate)) throw new DerError("not a CRL");
   const nextUpdate = isTime(fields[i]) ? fields[i++] : undefined;
-  const revoked = fields[i]?.tag === 0x30 ? fields[i] : undefined;
-  return { issuer, thisUpdate, nextUpdate, revoked };
+  const revoked = fields[i]?.tag === 0x30 ? fields[i++] : undefined;
+  const extensions = fields[i]?.tag === 0xa0 ? fields[i] : undefined;
+  return { issuer, thisUpdate, nextUpdate, revoked, extensions };
 }
 
 /**
@@ -71,9 +74,17 @@ export function crlFields(der: Uint8Array): CrlFields {
  */
 export function revokedSerials(der: Uint8Array): string[] {
   const { revoked } = crlFields(der);
-  if (!revoked) return [];
-  return children(revoked, Number.MAX_SAFE_INTEGER).map((entry) => {
-    const serial = firstChild(entry);
+  return revoked ? serialsOf(children(revoked, Number.MAX_SAFE_INTEGER)) : [];
+}
+
+/** The serials of revokedCertificates entries as the CA stores them: encodeEntry's, concatenated. */
+export function entrySerials(entries: Uint8Array): string[] {
+  return serialsOf(elements(entries, Number.MAX_SAFE_INTEGER));
+}
+
+function serialsOf(entries: readonly Tlv[]): string[] {
+  return entries.map((entry) => {
+    const serial = entry.tag === 0x30 ? firstChild(entry) : undefined;
     if (!serial || serial.tag !== 0x02) throw new DerError("a revoked entry has no serial number");
     return normalSerial(hexOf(serial));
   });
@@ -90,12 +101,36 @@ export interface CrlDates {
   readonly thisUpdate: Date;
   /** Absent when the CRL names none (RFC 5280 makes it mandatory; a foreign CRL may omit it). */
   readonly nextUpdate?: Date;
+  /** The cRLNumber extension (RFC 5280 5.2.3): grows with every CRL its CA signs. */
+  readonly number?: bigint;
 }
 
 /** Issuer and validity of one DER CRL. */
 export function crlDates(der: Uint8Array): CrlDates {
   const f = crlFields(der);
-  return { issuer: nameText(f.issuer), thisUpdate: readTime(f.thisUpdate), nextUpdate: f.nextUpdate && readTime(f.nextUpdate) };
+  return {
+    issuer: nameText(f.issuer), thisUpdate: readTime(f.thisUpdate), nextUpdate: f.nextUpdate && readTime(f.nextUpdate),
+    number: f.extensions && crlNumber(f.extensions),
+  };
+}
+
+const CRL_NUMBER_OID = "551d14"; // 2.5.29.20
+
+/** The cRLNumber in crlExtensions, if present and an INTEGER of at most 20 octets (RFC 5280 5.2.3). */
+function crlNumber(explicit: Tlv): bigint | undefined {
+  const list = firstChild(explicit);
+  if (!list || list.tag !== 0x30) return undefined;
+  for (const ext of children(list, 256)) {
+    const parts = children(ext, 3);
+    const type = parts[0];
+    const value = parts[parts.length - 1];
+    if (!type || type.tag !== 0x06 || hexOf(type) !== CRL_NUMBER_OID) continue;
+    if (!value || value.tag !== 0x04) return undefined;
+    const int = readTlv(value.buf, value.start, value.end);
+    if (int.tag !== 0x02 || int.end - int.start > 20) return undefined;
+    return BigInt(`0x${hexOf(int) || "0"}`);
+  }
+  return undefined;
 }
 
 const ATTRIBUTES: Record<string, string> = { "550403": "CN", "55040a": "O", "55040b": "OU", "550406": "C", "550407": "L", "550408": "ST" };

@@ -71,6 +71,11 @@ export function children(parent: Tlv, max = 10_000): Tlv[] {
   return out;
 }
 
+/** The elements that make up the whole of `buf`, one after another; at most `max` of them. */
+export function elements(buf: Uint8Array, max = 10_000): Tlv[] {
+  return children(new Tlv(buf, 0x30, 0, 0, buf.length), max);
+}
+
 /** The first child of `parent`, or undefined when it is empty. */
 export function firstChild(parent: Tlv): Tlv | undefined {
   return parent.start < parent.end ? readTlv(parent.buf, parent.start, parent.end) : undefined;

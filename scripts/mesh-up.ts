@@ -6,8 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFil
 import { dirname, join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino, type Logger } from "pino";
-import { CertificateAuthority, CaError } from "../ca/index.ts";
-import { parseDuration } from "../ca/duration.ts";
+import { CertificateAuthority, CaError, parseDuration } from "../ca/index.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
@@ -17,6 +16,12 @@ import { folderState, identityFiles, moveAside, rateLimits, startEdgeIdentity, t
 import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from "./supervisor.ts";
 import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
 import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
+// Until main has a mesh to stop, it simply ends.
+let onClosedOutput: () => void = () => process.exit(0);
+endQuietlyOnClosedOutput(() => onClosedOutput());
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 const SERVICE_NAMES = ["payment", "inventory", "order"] as const;
 
@@ -30,6 +35,17 @@ const seconds = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 86_400) throw new InvalidArgumentError("must be a whole number of seconds from 1 to 86400");
   return n;
+};
+
+/** Further CA replicas (their own `ca serve --store postgres://…`): https origins, comma-separated. */
+const caUrls = (v: string) => {
+  const list = v.split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+  for (const u of list) {
+    let url: URL | undefined;
+    try { url = new URL(u); } catch { /* refused below */ }
+    if (!url || url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) throw new InvalidArgumentError(`${JSON.stringify(u.slice(0, 80))} is not an https:// origin such as https://10.0.0.2:7400`);
+  }
+  return list.join(",");
 };
 
 const lifetime = (v: string) => {
@@ -56,6 +72,7 @@ const program = new Command("mesh:up")
   .addOption(new Option("--lifetime <d>", "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it").env("MESH_LIFETIME").default("1h").argParser(lifetime))
   .addOption(new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs").env("MESH_POLL_SECONDS").default(30).argParser(seconds))
   .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
+  .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
   .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
   .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
@@ -92,6 +109,7 @@ interface Opts {
   poll: number;
   caPort: number;
   caAdminPort?: number;
+  caUrls?: string;
   dashboardPort: number;
   quiet?: boolean;
 }
@@ -308,6 +326,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
   process.on("SIGHUP", () => void stopAll(0, true));
+  onClosedOutput = () => void stopAll(0, true);
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
   // Quietly: our stdout went with it.
   onParentExit(() => void stopAll(0, true));
@@ -382,7 +401,8 @@ async function main(): Promise<void> {
     }
     const heldCa = ca;
     online = {
-      caUrl: caProc.url,
+      // The services' address list: this CA server first, then any other replicas (they fail over in turn).
+      caUrl: o.caUrls ? `${caProc.url},${o.caUrls}` : caProc.url,
       // A restart enrols afresh when the folder holds no identity the CA vouches for (it died before
       // enrolling, or its identity expired while it was down), as a start of mesh:up would.
       token: (name, restarts) => {

@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
 import { SERVICES } from "../services/mesh/names.ts";
+import { pemBlocks } from "../lib/pem.ts";
+import { upstreamReason } from "../services/mesh/reasons.ts";
 import { parseLine } from "./mesh-format.ts";
 
 export const PROBE_PATH = "/healthz";
@@ -17,6 +19,8 @@ interface Outcome {
   status?: number;
   rule?: string;
   reason?: string;
+  /** Refused by the probe itself (the server's certificate), not by the callee. */
+  ours?: boolean;
 }
 
 export interface ProbeCell {
@@ -27,11 +31,18 @@ export interface ProbeCell {
   ok: boolean;
 }
 
-/** One request on a fresh connection; a refusal is told apart from an HTTP answer. */
-function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
+/** What our side's verification of the server's certificate can say (reasons.ts). */
+const SERVER_REFUSED = new Set(["server_untrusted", "server_revoked", "server_crl_missing", "server_crl_expired", "server_crl_not_yet_valid", "server_cert_expired", "server_name_mismatch"]);
+
+/**
+ * One request on a fresh connection; a refusal is told apart from an HTTP answer. The callee is
+ * judged as the services judge it, against the bundle and the CRLs (`crl`: one entry per CRL):
+ * a revoked server is refused ("refused: server_revoked"), whatever it would have answered.
+ */
+function probe(port: number, callee: string, trust: { ca: Buffer; crl: string[] }, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
   return new Promise((done) => {
     let localPort: number | undefined;
-    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ca, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
+    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ...trust, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (text += c));
@@ -47,6 +58,12 @@ function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; ke
     });
     req.on("socket", (s) => s.on("connect", () => (localPort = s.localPort)));
     req.on("error", (e: NodeJS.ErrnoException) => {
+      // Our side refused the server's certificate (revoked, untrusted, a lapsed CRL…): the services' reason.
+      const server = upstreamReason(e, callee, `127.0.0.1:${port}`).reason;
+      if (SERVER_REFUSED.has(server)) {
+        done({ kind: "refused", reason: server, localPort, ours: true });
+        return;
+      }
       const refused = ["ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"].includes(e.code ?? "") || /socket hang up/.test(e.message);
       done({ kind: refused ? "refused" : "error", reason: e.code ?? e.message, localPort });
     });
@@ -64,10 +81,18 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
   if (localPort === undefined || !existsSync(file)) return undefined;
   const want = `127.0.0.1:${localPort}`;
   for (let i = 0; i < 20; i++) {
-    const text = readFileSync(file, "utf8");
-    for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
-      const l = parseLine(raw);
-      if (l?.event === "tls.handshake_failed" && l.remote === want && !(l.time && Date.parse(l.time) < since)) return String(l.reason);
+    // The log may have rotated since the refusal (lib/rotating-file.ts): its line is then in .1.
+    for (const f of [file, `${file}.1`]) {
+      let text: string;
+      try {
+        text = readFileSync(f, "utf8");
+      } catch {
+        continue; // not there (yet, or any more)
+      }
+      for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
+        const l = parseLine(raw);
+        if (l?.event === "tls.handshake_failed" && l.remote === want && !(l.time && Date.parse(l.time) < since)) return String(l.reason);
+      }
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -104,6 +129,9 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   const bundle = join(pki, "bundle.pem");
   if (!existsSync(bundle)) throw new Error(`no trust bundle at ${bundle}: is the mesh up? (npm run mesh:up)`);
   const ca = readFileSync(bundle);
+  // The CA's CRLs, as the services load them; a folder without (an old file-mode copy) checks no revocation.
+  const crlsFile = join(pki, "crls.pem");
+  const trust = { ca, crl: existsSync(crlsFile) ? pemBlocks(readFileSync(crlsFile, "utf8"), "X509 CRL") : [] };
   const own = (n: string) => {
     const p = join(pki, "certs", `${n}.internal`);
     const f = o.identities?.[n] ?? { cert: `${p}.crt`, key: `${p}.key` };
@@ -145,8 +173,8 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   for (const c of callers) {
     for (const callee of SERVICES) {
       const sent = Date.now();
-      const out = await probe(ports[callee]!, callee, ca, c.who);
-      if (out.kind === "refused") out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
+      const out = await probe(ports[callee]!, callee, trust, c.who);
+      if (out.kind === "refused" && !out.ours) out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
       const observed = describeOutcome(out);
       const expected = c.expect(callee);
       cells.push({ caller: c.name, callee, expected, observed, ok: observed === expected });

@@ -10,6 +10,7 @@ import { EnrolError, authenticateToken, csrIdentity, currentRow, enrol, reenrol,
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
 import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/generations.ts";
 import type { Admission } from "./admission.ts";
+import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
@@ -115,6 +116,9 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
     return id;
   });
   call.authenticated = id.name;
+  // Even with a token (one minted before this rule, or by hand in the ledger): ca.internal is the server's own.
+  const reserved = reservedReason(id.name, ctx.ca.trustDomain());
+  if (reserved) throw new HttpError(403, "reserved_name", `${id.name} cannot be enrolled: it is ${reserved}`, {}, id.name);
   ctx.admission.enrolment(id.name);
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
 import { readStateFile } from "../store.ts";
-import { certToPem, x509 } from "../x509.ts";
+import { certToPem, crlToPem, x509 } from "../x509.ts";
 
 export interface Published {
   /** Strong ETag of the bundle: a quoted base64url SHA-256 of its PKCS#7 DER. */
@@ -19,6 +19,8 @@ export interface Published {
   crls: Map<string, Uint8Array>;
   /** Every current CRL as PEM, as crls.pem holds them. */
   crlsPem: string;
+  /** ETag of the CRLs and the bundle together: what GET /.well-known/est/crls watches (crl-watch.ts). */
+  trustEtag: string;
   /** The issuing CA that signs now, and its generation. */
   signerId: string;
   signerGeneration: number;
@@ -43,21 +45,30 @@ export function loadPublished(ca: CertificateAuthority): Published {
   const crls = new Map<string, Uint8Array>();
   const pems: string[] = [];
   for (const r of issuers.filter((i) => i.state !== "retired" && i.crl_next_update)) {
-    const pem = readStateFile(ca.layout.issuer(r.id).crl, "the CRL");
+    // The ledger's copy is the newest whichever replica or host signed it; a ledger from
+    // before replicas has only the file.
+    const stored = ca.ledger.signedCrl(r.id);
+    const pem = stored ? crlToPem(stored) : readStateFile(ca.layout.issuer(r.id).crl, "the CRL");
     pems.push(pem);
-    crls.set(r.id, new Uint8Array(x509.PemConverter.decode(pem)[0]!));
+    crls.set(r.id, stored ?? new Uint8Array(x509.PemConverter.decode(pem)[0]!));
   }
   const signerId = ca.signerId();
   const signerGeneration = ca.issuerRow(signerId).generation;
+  const etag = `"${createHash("sha256").update(pkcs7).digest("base64url")}"`;
   return {
-    etag: `"${createHash("sha256").update(pkcs7).digest("base64url")}"`,
+    etag,
     generations: roots.map((r) => r.generation),
     cacertsBody: base64Lines(pkcs7),
     rootsPem: rootCerts.map(certToPem).join(""),
-    crls, crlsPem: pems.join(""),
+    crls, crlsPem: pems.join(""), trustEtag: trustEtag(pems.join(""), etag),
     signerId, signerGeneration,
     signerPublished: roots.some((r) => r.generation === signerGeneration),
   };
+}
+
+/** The ETag of what GET /.well-known/est/crls watches: the CRLs and the bundle's ETag. */
+export function trustEtag(crlsPem: string, bundleEtag: string): string {
+  return `"${createHash("sha256").update(crlsPem).update("\n").update(bundleEtag).digest("base64url")}"`;
 }
 
 /**

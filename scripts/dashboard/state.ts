@@ -2,7 +2,7 @@
 // from the CA's ledger (read-only), the policy from its file, assembled into one snapshot.
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
+import { Ledger, type IssuerRow } from "../../ca/index.ts";
 import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
 import { CALLERS, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
 import { messageOf } from "../../services/mesh/errors.ts";

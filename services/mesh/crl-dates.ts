@@ -32,3 +32,32 @@ export function crlDeadlines(pems: readonly string[], now: Date, warnDays = CRL_
   }
   return out;
 }
+
+/**
+ * The issuers whose CRL in `next` is older (a lower cRLNumber) than the one in `held`: a set
+ * fetched before a revocation and delivered after a newer one (two fetches racing, a CA
+ * replica behind the others) must not undo it. An issuer present in one set only is no
+ * evidence either way (a generation added or retired); CRLs that do not parse are left to
+ * the material's own checks.
+ */
+export function olderCrls(next: readonly string[], held: readonly string[]): string[] {
+  const numbers = (pems: readonly string[]) => {
+    const m = new Map<string, bigint>();
+    for (const pem of pems) {
+      try {
+        const d = crlDates(pemToDer(pem));
+        if (d.number !== undefined) m.set(d.issuer, d.number);
+      } catch {
+        // see above
+      }
+    }
+    return m;
+  };
+  const had = numbers(held);
+  const out: string[] = [];
+  for (const [issuer, n] of numbers(next)) {
+    const h = had.get(issuer);
+    if (h !== undefined && n < h) out.push(issuer);
+  }
+  return out;
+}
