@@ -170,9 +170,9 @@ export function buildProgram(): Command {
     .requiredOption("--name <name>", "the CA's name (its certificate's CN)")
     .option("--days <n>", "validity in days", "3650")
     .addOption(new Option("--key-type <type>", "key algorithm").choices(KEY_TYPES).default("ec-p256"))
-    .option("--trust-domain <domain>", "SPIFFE trust domain: leaves also get the URI SAN spiffe://<domain>/<name>"), [
+    .option("--trust-domain <domain>", "SPIFFE trust domain: every leaf carries the URI SAN spiffe://<domain>/<name> (default: internal, the mesh's domain)"), [
     `init --name "Acme Corp CA"`, `init --name "Acme Corp CA" --key-type ec-p384 --days 7300 --passphrase-file ca.pass`,
-    `init --name "Acme Corp CA" --trust-domain acme.internal`,
+    `init --name "Acme Corp CA" --trust-domain example.org`,
   ]).action(async (o) => {
     const { CertificateAuthority } = await import("./authority.ts");
     const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType, trustDomain: o.trustDomain });
@@ -183,7 +183,7 @@ export function buildProgram(): Command {
     console.log(`  trust bundle ${shown(ca.layout.bundle)}  (distribute to every client and service)`);
     console.log(`  CRLs         ${shown(ca.layout.crls)}`);
     console.log(`  expires      ${longDate(root.not_after)}`);
-    if (ca.trustDomain()) console.log(`  SPIFFE IDs   spiffe://${ca.trustDomain()}/<name> on every leaf`);
+    console.log(`  trust domain ${ca.trustDomain()}  (every leaf's SPIFFE ID: spiffe://${ca.trustDomain()}/<name>)`);
     ca.close();
   });
 
@@ -351,10 +351,13 @@ export function buildProgram(): Command {
       const counts = ca.ledger.counts(ca.now().toISOString());
       const gens = ca.generations();
       if (o.json) {
-        process.stdout.write(JSON.stringify({ dir: ca.layout.dir, signer, generations: gens, counts, warnings: ca.crlWarnings() }, null, 2) + "\n");
+        const td = ca.trustDomainSetting();
+        process.stdout.write(JSON.stringify({ dir: ca.layout.dir, trust_domain: td.trustDomain, trust_domain_source: td.source, signer, generations: gens, counts, warnings: ca.crlWarnings() }, null, 2) + "\n");
         return;
       }
       console.log(`CA in ${shown(ca.layout.dir)}`);
+      const td = ca.trustDomainSetting();
+      console.log(`  trust domain ${td.trustDomain}${td.source === "default" ? " (the default: this CA was made before trust domains)" : ""}; SPIFFE IDs spiffe://${td.trustDomain}/<name>`);
       for (const g of gens) {
         const state = { pending: "added, not yet trusted", published: "trusted (in bundle.pem)", retired: "retired" }[g.root.state];
         console.log(`  generation ${g.generation}: ${g.root.name} — ${state}`);
