@@ -11,6 +11,7 @@ import { rootFingerprint } from "../tokens.ts";
 import { WriteGate } from "./write-gate.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
+import { SPIFFE_BUNDLE_PATH, SpiffeBundleEndpoint } from "./spiffe-bundle.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
@@ -71,6 +72,7 @@ export class CaServer {
   private readonly host: string;
   private port = 0;
   private published: Published;
+  private readonly spiffeBundle: SpiffeBundleEndpoint;
   private stamp: string;
   private own!: ServerCert;
   private timers: NodeJS.Timeout[] = [];
@@ -84,6 +86,7 @@ export class CaServer {
     this.host = opts.host ?? "127.0.0.1";
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
+    this.spiffeBundle = new SpiffeBundleEndpoint(this.ca, this.log);
     this.stamp = stateStamp(this.ca);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
@@ -274,8 +277,9 @@ export class CaServer {
       else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, call)); }
       else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, call)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
+      else if (path === SPIFFE_BUNDLE_PATH) { allow(["GET", "HEAD"]); this.spiffeBundle.serve(this.published, req.headers["if-none-match"], method, res); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
-      else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
+      else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/, the SPIFFE bundle at ${SPIFFE_BUNDLE_PATH}`);
     } catch (err) {
       this.refuse(call, path, err);
     } finally {
@@ -327,5 +331,5 @@ function handshakeHint(code: string): string | undefined {
   return undefined;
 }
 
-const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem"]);
+const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem", SPIFFE_BUNDLE_PATH]);
 
