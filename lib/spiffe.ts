@@ -51,7 +51,7 @@ export function parseSpiffeId(text: string): SpiffeParse {
   const segments: string[] = [];
   if (slash !== -1) {
     const path = rest.slice(slash + 1);
-    if (path === "") return bad("it ends with a slash");
+    if (path === "" || path.endsWith("/")) return bad("it ends with a slash");
     for (const s of path.split("/")) {
       if (s === "") return bad("its path has an empty segment (// or a trailing slash)");
       if (s === "." || s === "..") return bad(`its path has a "${s}" segment`);
