@@ -145,3 +145,20 @@ test("policy: SPIFFE IDs are validated strictly, with file:line", () => {
   assert.deepEqual(unknownCallers(p, ["order.internal", "inventory.internal"]), [], "a SPIFFE ID caller with a certificate is known");
   assert.match(unknownCallers(p, ["inventory.internal"])[0]!.message, /no certificate for order\.internal exists yet/);
 });
+
+test("a callee is held to the same SPIFFE rules: its ID must agree with the name it is dialed by", async () => {
+  const { calleeIdentity } = await import("../services/mesh/client.ts");
+  const peer = (san: string) => ({ subject: { CN: "payment.internal" }, subjectaltname: san, ca: false, serialNumber: "01" }) as unknown as import("node:tls").PeerCertificate;
+  assert.equal(calleeIdentity("payment.internal", peer("DNS:payment.internal, URI:spiffe://internal/payment"), "internal"), undefined);
+  assert.equal(calleeIdentity("payment.internal", peer("DNS:payment.internal"), "internal"), undefined, "a certificate from before SPIFFE IDs");
+  for (const [san, reason] of [
+    ["DNS:payment.internal, URI:spiffe://internal/order", "spiffe_mismatch"],
+    ["DNS:payment.internal, URI:spiffe://internal/payment, URI:spiffe://internal/order", "spiffe_ambiguous"],
+    ["DNS:payment.internal, URI:spiffe://example.org/payment", "spiffe_foreign_domain"],
+  ] as const) {
+    const err = calleeIdentity("payment.internal", peer(san), "internal") as (Error & { code?: string; reason?: string }) | undefined;
+    assert.equal(err?.reason, reason, san);
+    assert.equal(err?.code, "ERR_TLS_CERT_ALTNAME_INVALID");
+  }
+  assert.ok(calleeIdentity("inventory.internal", peer("DNS:payment.internal, URI:spiffe://internal/payment"), "internal"), "Node's own name check still applies");
+});
