@@ -3,8 +3,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
-import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
-import { CALLERS, shortName } from "../../services/mesh/names.ts";
+import { callerName, decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
+import { CALLERS, dnsName, shortName } from "../../services/mesh/names.ts";
+import { DEFAULT_TRUST_DOMAIN, spiffeIdForName } from "../../lib/spiffe.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { LogTail } from "./log-tail.ts";
 import { MeshModel, WINDOW_SECONDS, type ServiceState } from "./model.ts";
@@ -90,13 +91,15 @@ export class DashboardState {
     const p = this.policy;
     const services = [...new Set([...(p ? [...p.services.keys()] : []), ...running])].sort();
     // The demo's callers, any other the policy names (a fourth identity), and any seen calling.
-    const seen = new Set<string>([...CALLERS, ...(p ? policyCallers(p) : [])]);
+    // A caller the policy names by SPIFFE ID is shown by its short name, like the services log it.
+    const seen = new Set<string>([...CALLERS, ...(p ? policyCallers(p).map(callerName) : [])]);
     for (const e of this.model.edgesView(Date.now())) if (shortName(`${e.from}.internal`) === e.from) seen.add(e.from);
     const callers = [...seen].sort();
     const cells: CellView[] = [];
     for (const caller of callers) {
       for (const service of services) {
-        const d = p ? decide(p, service, caller, "GET", "/healthz") : { allow: false, rule: "no policy" };
+        // As the services decide for a certificate of the mesh's CA (mesh:up's trust domain is the default).
+        const d = p ? decide(p, service, caller, "GET", "/healthz", spiffeIdForName(DEFAULT_TRUST_DOMAIN, dnsName(caller))) : { allow: false, rule: "no policy" };
         const o = this.model.observedFor(caller, service);
         cells.push({ caller, service, allow: d.allow, rule: d.rule, observed: o?.text ?? null, observedAt: o?.at ?? null });
       }

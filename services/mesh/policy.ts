@@ -210,7 +210,7 @@ export function unknownCallers(policy: Policy, known: Iterable<string>): Unknown
 }
 
 /** The short name a policy entry stands for: itself, or the workload its SPIFFE ID names. */
-function callerName(caller: string): string {
+export function callerName(caller: string): string {
   if (!caller.startsWith("spiffe://")) return caller;
   const id = parseSpiffeId(caller);
   const dns = id.ok ? dnsNameOfSpiffeId(id.value) : null;
