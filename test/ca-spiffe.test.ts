@@ -11,7 +11,7 @@ import pino from "pino";
 import { createToken } from "../ca/tokens.ts";
 import { loadPublished } from "../ca/server/published.ts";
 import { SpiffeBundleEndpoint } from "../ca/server/spiffe-bundle.ts";
-import { ca as cli, openssl, tempDir, cleanup } from "./helpers/ca.ts";
+import { ca as cli, oneLineError, openssl, tempDir, cleanup } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
 
 const ENROL = "/.well-known/est/simpleenroll";
@@ -107,6 +107,35 @@ describe("SPIFFE identities from the online CA", () => {
     // A restarted server (a new endpoint over the same folder) keeps the number for the same roots.
     const again = new SpiffeBundleEndpoint(t.ca, pino({ level: "silent" })).current(loadPublished(t.ca));
     assert.equal((JSON.parse(again.body) as { spiffe_sequence: number }).spiffe_sequence, doc2.spiffe_sequence);
+  });
+});
+
+describe("the trust domain at the CLI", () => {
+  it("init --trust-domain keeps it; status and status --json show it; issue signs its SPIFFE ID; a bad one is a one-line error", async () => {
+    const root = tempDir("mesh-spiffe-cli-");
+    const dir = join(root, "pki");
+    try {
+      const init = await cli(["init", "--name", "Org CA", "--trust-domain", "example.org", "--dir", dir]);
+      assert.equal(init.code, 0, init.stderr);
+      assert.match(init.stdout, /trust domain example\.org/);
+      const status = await cli(["status", "--json", "--dir", dir]);
+      assert.equal(status.code, 0, status.stderr);
+      const json = JSON.parse(status.stdout) as { trust_domain: string; trust_domain_source: string };
+      assert.deepEqual([json.trust_domain, json.trust_domain_source], ["example.org", "config"]);
+      assert.match((await cli(["status", "--dir", dir])).stdout, /trust domain example\.org; SPIFFE IDs spiffe:\/\/example\.org\/<name>/);
+      const issued = await cli(["issue", "--domain", "order.example.org", "--dir", dir]);
+      assert.equal(issued.code, 0, issued.stderr);
+      assert.match(issued.stdout, /SPIFFE ID {4}spiffe:\/\/example\.org\/order\n/);
+      const san = openssl(["x509", "-noout", "-ext", "subjectAltName", "-in", join(dir, "certs", "order.example.org.crt")]).out;
+      assert.deepEqual(uris(san), ["spiffe://example.org/order"]);
+      for (const bad of ["Example.org", "example.org:8443", "spiffe://example.org", "ex ample"]) {
+        const r = await cli(["init", "--name", "Bad", "--trust-domain", bad, "--dir", join(root, "bad")]);
+        assert.equal(r.code, 2, bad);
+        assert.match(oneLineError(r), /^error: --trust-domain .* is not a SPIFFE trust domain/);
+      }
+    } finally {
+      cleanup(root);
+    }
   });
 });
 
