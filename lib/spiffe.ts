@@ -86,7 +86,9 @@ export function spiffeIdForName(trustDomain: string, dnsName: string): string | 
  */
 export function dnsNameOfSpiffeId(id: SpiffeId): string | null {
   if (id.segments.length !== 1) return null;
-  const seg = id.segments[0]!.toLowerCase();
+  // No case folding: SPIFFE paths are case-sensitive, and the CA only ever signs lower case, so
+  // spiffe://internal/Order is not order.internal's ID (it is a mismatch, refused).
+  const seg = id.segments[0]!;
   return seg.includes(".") ? seg : `${seg}.${id.trustDomain}`;
 }
 

@@ -129,6 +129,7 @@ test("identity is the CN, refused when ambiguous", () => {
   // In a trust domain that is not the mesh's DNS domain, the CA names order.internal spiffe://other.example/order.internal.
   assert.equal(identityOf(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://other.example/order.internal" }), "other.example").ok, true, "the local trust domain decides");
   assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/order/x" })), "spiffe_mismatch");
+  assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/Order" })), "spiffe_mismatch", "SPIFFE paths are case-sensitive");
   assert.deepEqual(sanDnsNames('DNS:a.internal, URI:spiffe://x/y, DNS:"b,c"'), ["a.internal", "b,c"]);
 });
 
