@@ -8,9 +8,14 @@ import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { CertificateAuthority } from "../ca/index.ts";
+import { createLogger } from "../services/mesh/log.ts";
+import { startService } from "../services/mesh/runtime.ts";
 import { MeshError } from "../services/mesh/errors.ts";
 import { decide, parsePolicy, unknownCallers } from "../services/mesh/policy.ts";
-import { freshPki, start, call, identity, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
+import { LogSink, freshPki, start, call, identity, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
 
 const execFileP = promisify(execFile);
 
@@ -161,4 +166,36 @@ test("a callee is held to the same SPIFFE rules: its ID must agree with the name
     assert.equal(err?.code, "ERR_TLS_CERT_ALTNAME_INVALID");
   }
   assert.ok(calleeIdentity("inventory.internal", peer("DNS:payment.internal, URI:spiffe://internal/payment"), "internal"), "Node's own name check still applies");
+});
+
+test("a CA with another trust domain: services take theirs from their own certificate, and the policy names callers in it", async () => {
+  const root = mkdtempSync(join(tmpdir(), "mesh-spiffe-td-"));
+  const dir = join(root, "pki");
+  const ca = await CertificateAuthority.init({ dir, name: "Org CA", trustDomain: "example.org" });
+  const logs = new LogSink();
+  let svc: Awaited<ReturnType<typeof startService>> | undefined;
+  try {
+    for (const n of ["order", "payment", "edge"]) await ca.issue({ domain: `${n}.internal` });
+    const policyFile = join(root, "policy.toml");
+    writeFileSync(policyFile, `[payment]\naccepts = ["spiffe://example.org/order.internal"]\n`);
+    svc = await startService({ service: "payment", pkiDir: dir, policyFile, port: 0, log: createLogger("payment", logs) });
+    const tp = { ca } as unknown as TestPki;
+    const who = (n: string) => ({ cert: readFileSync(ca.paths.leaf(`${n}.internal`).cert), key: readFileSync(ca.paths.leaf(`${n}.internal`).key) });
+    assert.deepEqual(await call(tp, svc.port, "payment.internal", who("order"), "GET", "/healthz"), { status: 200, body: { service: "payment", caller: "order" } });
+    const no = await call(tp, svc.port, "payment.internal", who("edge"), "GET", "/healthz");
+    assert.equal("status" in no && no.status, 403);
+    // A certificate of this CA claiming the default trust domain is another trust domain here.
+    const key = join(root, "x.key"), csr = join(root, "x.csr"), crt = join(root, "x.crt"), ext = join(root, "x.ext");
+    execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=order.internal"], { stdio: "pipe" });
+    writeFileSync(ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:order.internal,URI:spiffe://internal/order\n");
+    execFileSync("openssl", ["x509", "-req", "-in", csr, "-CA", ca.paths.root(1).cert, "-CAkey", ca.paths.root(1).key, "-set_serial", "0x5151", "-days", "5", "-extfile", ext, "-out", crt], { stdio: "pipe" });
+    const since = logs.lines.length;
+    const r = await call(tp, svc.port, "payment.internal", { cert: readFileSync(crt), key: readFileSync(key) }, "GET", "/healthz");
+    assert.ok("error" in r, JSON.stringify(r));
+    assert.equal((await logs.wait((l) => l.event === "tls.handshake_failed", 5_000, since)).reason, "spiffe_foreign_domain");
+  } finally {
+    await svc?.close();
+    ca.close();
+    rmSync(root, { recursive: true, force: true });
+  }
 });
