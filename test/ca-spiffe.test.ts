@@ -55,6 +55,7 @@ describe("SPIFFE identities from the online CA", () => {
     const text = openssl(["x509", "-noout", "-text"], leaf.toString("pem")).out;
     assert.match(text, /CA:FALSE/);
     assert.match(text, /X509v3 Key Usage: critical\s+Digital Signature\n/);
+    assert.equal((await t.lines.wait((l) => l.event === "est.enrolled" && l.name === "shipping.internal")).spiffe_id, "spiffe://internal/shipping");
 
     // Renewal over mTLS: the SPIFFE ID comes from the presented certificate's name again.
     const next = await makeCsr("shipping.internal", { sans: [{ type: "url", value: "spiffe://internal/order" }] });
