@@ -18,8 +18,10 @@ import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
-import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type Signer } from "./profiles.ts";
+import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Signer } from "./profiles.ts";
 import { Journal, Layout, readStateFile } from "./store.ts";
+import { loadTrustDomain, saveTrustDomain, validateTrustDomain, type TrustDomainSetting } from "./trust-domain.ts";
+import { DEFAULT_TRUST_DOMAIN } from "../lib/spiffe.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
 import { ClockOffsetError, offsetClock } from "../lib/clock.ts";
@@ -40,7 +42,7 @@ export interface OpenOptions {
 
 export interface InitOptions extends OpenOptions {
   name: string;
-  /** A SPIFFE trust domain: leaves then also carry spiffe://<domain>/<name> as a URI SAN. */
+  /** The SPIFFE trust domain (default "internal"): every leaf carries spiffe://<domain>/<name> as its one URI SAN. */
   trustDomain?: string;
   days?: number;
   keyType?: KeyType | string;
@@ -54,6 +56,7 @@ export class CertificateAuthority implements CaCore {
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
   private readonly signers = new Map<string, Signer>();
+  private trustDomainCache?: TrustDomainSetting;
 
   private constructor(layout: Layout, ledger: LedgerStore, opts: OpenOptions) {
     this.layout = layout;
@@ -82,7 +85,7 @@ export class CertificateAuthority implements CaCore {
   /** Creates root generation 1 in an empty state folder. Never overwrites a CA. */
   static async init(opts: InitOptions): Promise<CertificateAuthority> {
     const name = validateCaName(opts.name);
-    const trustDomain = opts.trustDomain === undefined ? undefined : validateDnsName(opts.trustDomain, { what: "--trust-domain" });
+    const trustDomain = validateTrustDomain(opts.trustDomain ?? DEFAULT_TRUST_DOMAIN);
     const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
     const keyType = validateKeyType(opts.keyType ?? "ec-p256");
     const layout = new Layout(opts.dir);
@@ -98,6 +101,7 @@ export class CertificateAuthority implements CaCore {
     const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
     mkdirSync(rootPaths.dir, { recursive: true, mode: 0o755 });
     writeNew(rootPaths.key, await exportPrivateKey(keys.privateKey, opts.passphrase), KEY_MODE);
+    saveTrustDomain(layout.dir, trustDomain);
     writeAtomic(rootPaths.cert, certToPem(cert), CERT_MODE);
     const ledger: LedgerStore = shared ?? Ledger.open(layout.ledger, { create: true });
     const ca = new CertificateAuthority(layout, ledger, opts);
@@ -105,7 +109,6 @@ export class CertificateAuthority implements CaCore {
     ledger.write(() => {
       ledger.insertIssuer(issuerRow("root-1", "root", 1, null, cert, keyType, "published", now));
       ledger.setMeta("signer", "root-1");
-      if (trustDomain) ledger.setMeta("trust_domain", trustDomain);
     });
     await ca.publishCrls(["root-1"]);
     ca.writeBundle();
@@ -126,8 +129,15 @@ export class CertificateAuthority implements CaCore {
 
   // --- issuers ---------------------------------------------------------------
 
-  trustDomain(): string | undefined {
-    return this.ledger.getMeta("trust_domain");
+  /** The SPIFFE trust domain every leaf's SPIFFE ID is in (ca/trust-domain.ts). */
+  trustDomain(): string {
+    return this.trustDomainSetting().trustDomain;
+  }
+
+  /** The trust domain and where it came from, for status. */
+  trustDomainSetting(): TrustDomainSetting {
+    this.trustDomainCache ??= loadTrustDomain(this.layout.dir, () => this.ledger.getMeta("trust_domain"));
+    return this.trustDomainCache;
   }
 
   signerId(): string {

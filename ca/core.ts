@@ -43,7 +43,7 @@ export interface CaCore {
   readonly now: () => Date;
   /** The staging area of issuance.ts: a certificate's files and its ledger row land together. */
   readonly journal: Journal;
-  trustDomain(): string | undefined;
+  trustDomain(): string;
   signerId(): string;
   issuerRow(id: string): IssuerRow;
   issuerCert(id: string): x509.X509Certificate;

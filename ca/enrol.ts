@@ -66,7 +66,9 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
   let name: string;
   try { name = validateDnsName(cn[0]!, { what: "the CSR's CN" }); } catch (err) { throw new EnrolError("malformed_csr", (err as Error).message); }
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
-  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name));
+  // A URI SAN is not the CSR's to choose: the CA sets the one SPIFFE ID from the authenticated
+  // name (issuance.ts svidNames) and ignores whatever URI the CSR asks for.
+  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name) && n.type !== "url");
   if (others.length > 0) {
     throw new EnrolError("wrong_name", `the CSR asks for ${others.length} name(s) besides its CN ${name}: this CA signs exactly one name per certificate`, name);
   }

@@ -10,6 +10,7 @@ import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, t
 import { isUniqueViolation } from "./store/interface.ts";
 import { permittedDns, withinDns } from "./verify.ts";
 import { certToPem, normalSerial, x509 } from "./x509.ts";
+import { spiffeIdForName } from "../lib/spiffe.ts";
 
 const crashPoint = (where: string) => {
   // Fault injection for the crash tests: the process dies here as if killed.
@@ -40,7 +41,7 @@ export async function signCsr(ca: CaCore, opts: { csrPem: string; days?: number 
   const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
   const ip = sanExt ? sanExt.names.items.filter((n) => n.type === "ip").map((n) => n.value) : [];
   const other = sanExt ? sanExt.names.items.filter((n) => n.type !== "dns" && n.type !== "ip") : [];
-  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed`);
+  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed (the CA sets the SPIFFE ID itself, from the name)`);
   if (cn.length > 1) throw badInput(`the CSR's subject has ${cn.length} CNs (${cn.join(", ")}): a service certificate has exactly one`);
   const name = cn[0] ?? dns[0];
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
@@ -98,13 +99,23 @@ export async function revoke(ca: CaCore, opts: { domain?: string; serial?: strin
   return ca.ledger.bySerial(serial)!;
 }
 
-/** The SANs of a leaf; with a trust domain, also its SPIFFE ID, spiffe://<trust domain>/<name>. */
+/** The SANs of a leaf; with a trust domain, also its SPIFFE ID (svidNames). */
 export function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
   const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
   const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
   const ip = (opts.ip ?? []).map(validateIp);
-  const uri = trustDomain && !name.startsWith("*.") ? [`spiffe://${trustDomain}/${name}`] : [];
-  return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri };
+  const names = { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri: [] };
+  return trustDomain === undefined ? names : svidNames(names, trustDomain);
+}
+
+/**
+ * The names with exactly the one URI SAN an X.509-SVID carries, its SPIFFE ID
+ * (spiffe://<trust domain>/<name>, lib/spiffe.ts), whatever URI the names held before: the CA
+ * alone decides it, from the name, never from a request. A wildcard is no one workload: no URI.
+ */
+export function svidNames(names: LeafNames, trustDomain: string): LeafNames {
+  const id = spiffeIdForName(trustDomain, names.name);
+  return { ...names, uri: id === null ? [] : [id] };
 }
 
 function refuseIfCurrent(ca: CaCore, name: string): void {
@@ -134,14 +145,16 @@ export async function signLeaf(ca: CaCore, opts: {
   if (rootRow.state === "pending") {
     warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
   }
-  await checkNameConstraints(ca, opts.names, issuerId);
-  const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
+  // Every leaf, however it came to be signed (issue, sign, renew, EST, the CA server's own), gets its SPIFFE ID here.
+  const names = svidNames(opts.names, ca.trustDomain());
+  await checkNameConstraints(ca, names, issuerId);
+  const cert = await createLeaf({ names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
   const serial = normalSerial(cert.serialNumber);
   const certPem = certToPem(cert) + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
   ca.journal.stage(serial, { cert: certPem, key: keyPem });
   crashPoint("before-commit");
-  const name = opts.names.name;
+  const name = names.name;
   try {
     ca.ledger.write(() => {
       // First: of requests racing with one token, the losers are told the token was used.
@@ -154,7 +167,7 @@ export async function signLeaf(ca: CaCore, opts: {
         if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
       }
       ca.ledger.insertCert({
-        serial, name, sans: JSON.stringify(opts.names), issuer_id: issuerId, key_type: opts.keyType,
+        serial, name, sans: JSON.stringify(names), issuer_id: issuerId, key_type: opts.keyType,
         not_before: validity.notBefore.toISOString(), not_after: validity.notAfter.toISOString(),
         status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
         created_at: now.toISOString(), pem: certToPem(cert),
@@ -173,7 +186,7 @@ export async function signLeaf(ca: CaCore, opts: {
   ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   return {
-    serial, domain: name, sans: opts.names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
+    serial, domain: name, sans: names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
     notBefore: validity.notBefore, notAfter: validity.notAfter, issuer: issuer.name, issuerId,
     generation: issuer.generation, warnings, supersedes: opts.supersede,
   };

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
+import { spiffeIdOf } from "../lib/spiffe.ts";
 import { SERVICES } from "../services/mesh/names.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
@@ -161,8 +162,10 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   for (const c of [...SERVICES, "edge"]) {
     const who = own(c);
     if (!who) continue;
+    // The SPIFFE ID the certificate carries, so a rule naming the caller by it is expected to allow.
+    const spiffeId = spiffeIdOf(new X509Certificate(who.cert));
     callers.push({ name: c, who, expect: (callee) => {
-      const d = decide(policy, callee, c, "GET", PROBE_PATH);
+      const d = decide(policy, callee, c, "GET", PROBE_PATH, spiffeId);
       return d.allow ? "200" : `403 ${d.rule}`;
     } });
   }

@@ -9,9 +9,9 @@ export function register(program: Command): void {
     .requiredOption("--name <name>", "the CA's name (its certificate's CN)")
     .addOption(daysOption("3650"))
     .addOption(keyTypeOption("key algorithm", "ec-p256"))
-    .option("--trust-domain <domain>", "SPIFFE trust domain: leaves also get the URI SAN spiffe://<domain>/<name>"), [
+    .option("--trust-domain <domain>", "SPIFFE trust domain: every leaf carries the URI SAN spiffe://<domain>/<name> (default: internal, the mesh's domain)"), [
     `init --name "Acme Corp CA"`, `init --name "Acme Corp CA" --key-type ec-p384 --days 7300 --passphrase-file ca.pass`,
-    `init --name "Acme Corp CA" --trust-domain acme.internal`,
+    `init --name "Acme Corp CA" --trust-domain example.org`,
   ], { 3: "refused: a CA already exists in that folder (nothing was changed)" }).action(async (o) => {
     const { CertificateAuthority } = await import("../authority.ts");
     const ca = await CertificateAuthority.init({ ...openOptions(o), name: o.name, days: o.days, keyType: o.keyType, trustDomain: o.trustDomain });
@@ -22,7 +22,7 @@ export function register(program: Command): void {
     console.log(`  trust bundle ${shown(ca.layout.bundle)}  (distribute to every client and service)`);
     console.log(`  CRLs         ${shown(ca.layout.crls)}`);
     console.log(`  expires      ${longDate(root.not_after)}`);
-    if (ca.trustDomain()) console.log(`  SPIFFE IDs   spiffe://${ca.trustDomain()}/<name> on every leaf`);
+    console.log(`  trust domain ${ca.trustDomain()}  (every leaf's SPIFFE ID: spiffe://${ca.trustDomain()}/<name>)`);
     ca.close();
   });
 }

@@ -13,10 +13,13 @@ export function register(program: Command): void {
       const counts = ca.ledger.counts(ca.now().toISOString());
       const gens = ca.generations();
       if (o.json) {
-        process.stdout.write(JSON.stringify({ dir: ca.layout.dir, signer, generations: gens, counts, warnings: ca.crlWarnings() }, null, 2) + "\n");
+        const td = ca.trustDomainSetting();
+        process.stdout.write(JSON.stringify({ dir: ca.layout.dir, trust_domain: td.trustDomain, trust_domain_source: td.source, signer, generations: gens, counts, warnings: ca.crlWarnings() }, null, 2) + "\n");
         return;
       }
       console.log(`CA in ${shown(ca.layout.dir)}`);
+      const td = ca.trustDomainSetting();
+      console.log(`  trust domain ${td.trustDomain}${td.source === "default" ? " (the default: this CA was made before trust domains)" : ""}; SPIFFE IDs spiffe://${td.trustDomain}/<name>`);
       for (const g of gens) {
         const state = { pending: "added, not yet trusted", published: "trusted (in bundle.pem)", retired: "retired" }[g.root.state];
         console.log(`  generation ${g.generation}: ${g.root.name} — ${state}`);

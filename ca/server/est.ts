@@ -125,7 +125,7 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("enrol");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
+  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
     `enrolled ${issued.domain} with a one-time token`);
 }
 
@@ -152,7 +152,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("renew");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
+  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
     `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);
 }
 

@@ -9,6 +9,7 @@ import { isAbsolute, join, relative } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { CertificateAuthority, normalSerial, parseDuration } from "../../ca/index.ts";
 import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
+import { spiffeIdOf } from "../../lib/spiffe.ts";
 import { pemBlocks } from "../../lib/pem.ts";
 import { crlsDigest } from "../../services/mesh/metrics.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
@@ -124,7 +125,7 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
     };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
-    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
+    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz", spiffeIdOf(new X509Certificate(i.cert))).allow) ?? identities[0] ?? null;
     return { facts, ledger, current, identityFor, bundle, crls };
   } finally {
     ca.close();

@@ -7,8 +7,8 @@ import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
 import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
-import { connect, createSecureContext, type TLSSocket } from "node:tls";
-import { presented, type PresentedCert } from "./peer-identity.ts";
+import { checkServerIdentity, connect, createSecureContext, type PeerCertificate, type TLSSocket } from "node:tls";
+import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
 import { REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";
@@ -29,6 +29,19 @@ export class UpstreamError extends MeshError {
 
 export interface UpstreamOptions {
   timeoutMs?: number;
+}
+
+/**
+ * A callee must be who its DNS name says (Node's own check) and, when its certificate carries
+ * a SPIFFE ID, that ID must be one, agree with the name and be in our trust domain: the same
+ * rules a server applies to its callers. A refusal is a name mismatch (server_name_mismatch).
+ */
+export function calleeIdentity(host: string, cert: PeerCertificate, trustDomain: string): Error | undefined {
+  const err = checkServerIdentity(host, cert);
+  if (err) return err;
+  const id = identityOf(cert, trustDomain);
+  if (id.ok || !id.reason.startsWith("spiffe_")) return undefined;
+  return Object.assign(new Error(`the certificate of ${host} is not a usable SPIFFE identity (${id.reason}): ${id.detail}`), { code: "ERR_TLS_CERT_ALTNAME_INVALID", reason: id.reason, host, cert });
 }
 
 export class Upstreams {
@@ -73,7 +86,7 @@ export class Upstreams {
     const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
     // No session cache: every new connection shows our certificate again, so a revocation
     // or rotation is judged on the next connection, not on the next full handshake.
-    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });
+    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0, checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain) });
   }
 
   private build(): Agent {

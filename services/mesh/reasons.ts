@@ -16,6 +16,10 @@ export type HandshakeReason =
   | "crl_not_yet_valid"
   | "bad_certificate"
   | "ambiguous_identity"
+  | "spiffe_ambiguous"
+  | "spiffe_invalid"
+  | "spiffe_mismatch"
+  | "spiffe_foreign_domain"
   | ChainFaultReason
   | "protocol"
   | "server_cert_rejected"

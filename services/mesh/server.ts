@@ -265,7 +265,7 @@ export class MeshServer {
     }
     // The leaf only: the detailed chain costs ~10x more and is needed only when trust changes.
     const cert = sock.getPeerCertificate();
-    const id = identityOf(cert);
+    const id = identityOf(cert, this.material.leaf.trustDomain);
     if (!id.ok) {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
@@ -299,7 +299,7 @@ export class MeshServer {
     const policy = this.opts.policy();
     const last = peer.last;
     if (last !== undefined && last.policy === policy && last.method === method && last.path === path) return last;
-    const decision = decide(policy, this.opts.service, peer.identity.name, method, path);
+    const decision = decide(policy, this.opts.service, peer.identity.name, method, path, peer.identity.spiffeId);
     let route: Route | undefined;
     let params: Record<string, string> = NO_PARAMS;
     let pathKnown = false;
@@ -358,7 +358,7 @@ export class MeshServer {
     const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
     const series = this.opts.metrics?.series(peer.last!, caller);
     if (!d.allow) {
-      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
+      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, peerSpiffeId: peer.identity.spiffeId, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       series?.denied();
       req.resume();
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
