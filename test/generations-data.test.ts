@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it, test } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
 import { formatGenerationsFile, formatRootGenerations, generationsPath, parseGenerationsFile, parseRootGenerations, readGenerations, rootSha256 } from "../lib/generations.ts";
@@ -74,4 +75,30 @@ describe("a second generation named like a seventh", () => {
     ca.publishBundle();
     assert.equal(readGenerations(ca.paths.bundle).size, 2);
   });
+});
+
+test("an identity state folder from before the generations file learns them from the CA's 304, and the next renewal names its generation", async () => {
+  const { world, startIn } = await import("./identity-fixtures.ts");
+  const w = await world();
+  try {
+    const first = await startIn(w, "payment", { lifetime: "1h" });
+    const file = generationsPath(join(w.stateDir("payment"), "bundle.pem"));
+    assert.equal(readGenerations(join(w.stateDir("payment"), "bundle.pem")).size, 1, "enrolment wrote it");
+    await first.svc.close();
+    rmSync(file);
+    const again = await startIn(w, "payment", { lifetime: "1h", token: null });
+    try {
+      const started = await again.logs.wait((l) => l.event === "identity.agent_started", 20_000);
+      assert.equal(started.generation, null, "unknown, not guessed from the root's name");
+      await again.svc.identity.poll(); // the bundle is unchanged: a 304, which carries the header
+      assert.deepEqual([...readGenerations(join(w.stateDir("payment"), "bundle.pem")).values()], [1]);
+      assert.equal(await again.svc.identity.renew("test"), true);
+      const renewed = await again.logs.wait((l) => l.event === "identity.renewed", 20_000);
+      assert.equal(renewed.generation, 1);
+    } finally {
+      await again.svc.close();
+    }
+  } finally {
+    await w.cleanup();
+  }
 });
