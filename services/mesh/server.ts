@@ -1,7 +1,7 @@
 // The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
 // before any HTTP byte is parsed, then authorizes each request against the policy.
 import { randomBytes } from "node:crypto";
-import { createServer, type Server } from "node:https";
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
@@ -14,6 +14,8 @@ import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 import type { MeshMetrics, RequestSeries } from "./metrics.ts";
+import type { Forward, ForwardPeer } from "./app.ts";
+import { isGrpc, sendGrpcStatus, GRPC_PERMISSION_DENIED } from "./grpc-status.ts";
 
 export interface Reply {
   readonly status: number;
@@ -67,6 +69,8 @@ export interface MeshServerOptions {
   material: TlsMaterial;
   policy: () => Policy;
   routes: readonly Route[];
+  /** Instead of routes: every allowed request is handed to this (the sidecar, see app.ts). */
+  forward?: Forward;
   log: MeshLogger;
   limits?: Partial<Limits>;
   /** `request` lines per second before per-second summaries (see AccessLog); 0: every request. */
@@ -74,8 +78,15 @@ export interface MeshServerOptions {
   metrics?: MeshMetrics;
 }
 
+/** The PeerState of a socket, as a property: read through HTTP/2's proxy of the socket too. */
+const PEER = Symbol("mesh.peer");
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
 interface PeerState {
   readonly identity: PeerIdentity;
+  /** What a forwarder needs of the caller's certificate, read once per connection when asked. */
+  forward?: ForwardPeer;
   readonly remote: string;
   /** Which of this server's certificates the connection was made under. */
   readonly epoch: number;
@@ -108,7 +119,8 @@ interface CompiledRoute {
 }
 
 export class MeshServer {
-  readonly https: Server;
+  /** HTTP/2 (ALPN h2) and HTTP/1.1 on one TLS listener. */
+  readonly https: Http2SecureServer;
   private material: TlsMaterial;
   private epoch = 0;
   private sweeping?: NodeJS.Timeout;
@@ -123,19 +135,26 @@ export class MeshServer {
     this.logs = { log: opts.log, access: new AccessLog(opts.log, opts.requestLinesPerSecond) };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
-    this.https = createServer(
+    this.https = createSecureServer(
       {
         ...this.tlsOptions(opts.material),
         handshakeTimeout: this.limits.handshakeTimeoutMs,
-        maxHeaderSize: this.limits.maxHeaderSize,
-        headersTimeout: this.limits.headersTimeoutMs,
-        requestTimeout: this.limits.requestTimeoutMs,
-        keepAliveTimeout: this.limits.keepAliveTimeoutMs,
-        // Node checks headersTimeout/requestTimeout only this often (default 30 s).
-        connectionsCheckingInterval: Math.min(1_000, Math.max(50, this.limits.headersTimeoutMs / 4)),
+        allowHTTP1: true,
+        maxSessionMemory: 10,
+        settings: { maxHeaderListSize: this.limits.maxHeaderSize },
       },
-      (req, res) => this.onRequest(req, res),
+      (req: Req, res: Res) => this.onRequest(req, res),
     );
+    // HTTP/1.1 connections go to node:http's parser, which reads its limits from the server
+    // object (http2's constructor sets its own defaults there, so they are set after it).
+    Object.assign(this.https, {
+      maxHeaderSize: this.limits.maxHeaderSize,
+      headersTimeout: this.limits.headersTimeoutMs,
+      requestTimeout: this.limits.requestTimeoutMs,
+      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+      // Node checks headersTimeout/requestTimeout only this often (default 30 s).
+      connectionsCheckingInterval: Math.min(1_000, Math.max(50, this.limits.headersTimeoutMs / 4)),
+    });
     // No socket idle timeout (server.timeout): the four limits above bound every phase of a
     // connection already, and an idle timer refreshed on every read and write was about
     // 1.3 µs of each keep-alive request.
@@ -151,8 +170,8 @@ export class MeshServer {
    * before the socket is destroyed. setSecureContext() rebuilds from these options, so
    * they are passed whole every time.
    */
-  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false } {
-    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false };
+  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false; ALPNProtocols: string[] } {
+    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ["h2", "http/1.1"] };
   }
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {
@@ -244,7 +263,6 @@ export class MeshServer {
     this.logs.access.close();
     return new Promise((resolve) => {
       this.https.close(() => resolve());
-      this.https.closeAllConnections();
       for (const s of this.sockets) s.destroy();
     });
   }
@@ -265,7 +283,9 @@ export class MeshServer {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
     }
-    this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 });
+    const state: PeerState = { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 };
+    this.peers.set(sock, state);
+    (sock as TLSSocket & { [PEER]?: PeerState })[PEER] = state;
     this.opts.metrics?.handshakeAccepted();
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
@@ -337,16 +357,16 @@ export class MeshServer {
     sock.destroy();
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const sock = req.socket as TLSSocket;
-    const peer = this.peers.get(sock);
+  private onRequest(req: Req, res: Res): void {
+    const sock = req.socket as TLSSocket & { [PEER]?: PeerState };
+    const peer = sock[PEER];
     // Second line of defence: onSecureConnection should have destroyed such a socket.
     if (!peer || !sock.authorized) {
       sock.destroy();
       return;
     }
     peer.inFlight++;
-    if (peer.epoch !== this.epoch) res.shouldKeepAlive = false;
+    if (peer.epoch !== this.epoch) (res as ServerResponse).shouldKeepAlive = false;
     const method = req.method ?? "GET";
     const path = pathOf(req.url);
     const caller = peer.identity.name;
@@ -356,11 +376,18 @@ export class MeshServer {
       this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       series?.denied();
       req.resume();
+      // A gRPC client reads a refusal from grpc-status, never from an HTTP status.
+      if (isGrpc(req)) return sendGrpcStatus(res, peer, GRPC_PERMISSION_DENIED, `${caller} may not call ${method} ${path} on ${this.opts.service} (rule ${d.rule})`);
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
     x.series = series;
+    if (this.opts.forward) {
+      peer.forward ??= forwardPeer(sock, peer.identity);
+      this.opts.forward(req, res, peer.forward, (status) => x.forwarded(status));
+      return;
+    }
     if (!route) {
       req.resume();
       x.done(pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
@@ -376,7 +403,7 @@ export class MeshServer {
     const type = req.headers["content-type"];
     if (hasBody(req) && !isJson(type)) {
       // Parsing a text/plain or form body as JSON would act on what the sender did not mean as JSON.
-      res.shouldKeepAlive = false;
+      (res as ServerResponse).shouldKeepAlive = false;
       res.once("finish", () => req.destroy());
       const got = type === undefined ? "no content-type" : type.split(";")[0]!.trim().slice(0, 64);
       x.done(415, { error: "unsupported_media_type", message: `${method} ${path} takes a JSON body: send it with content-type: application/json (got ${got})` });
@@ -388,7 +415,7 @@ export class MeshServer {
         // The connection broke while the body was on its way: no answer can be sent.
         if (sock.destroyed) return x.abandoned();
         // The rest of an oversized body is not worth reading: answer, then drop the socket.
-        res.shouldKeepAlive = false;
+        (res as ServerResponse).shouldKeepAlive = false;
         res.once("finish", () => req.destroy());
         x.done(e.status, e.body);
       },
@@ -412,7 +439,7 @@ class Exchange {
   series: RequestSeries | undefined;
   private readonly started = performance.now();
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: Res,
     private readonly state: PeerState,
     private readonly method: string,
     private readonly path: string,
@@ -454,6 +481,14 @@ class Exchange {
     return Math.round((performance.now() - this.started) * 100) / 100;
   }
 
+  /** A forwarder answered (see app.ts): log and count it as done() does. */
+  forwarded(status: number): void {
+    this.state.inFlight--;
+    const ms = this.ms();
+    this.series?.answered(status, ms);
+    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, "(forwarded)");
+  }
+
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
     send(this.res, this.state, status, body);
@@ -463,7 +498,7 @@ class Exchange {
   }
 }
 
-function send(res: ServerResponse, peer: PeerState, status: number, body: unknown): void {
+function send(res: Res, peer: { inFlight: number }, status: number, body: unknown): void {
   if (res.headersSent) return;
   peer.inFlight--;
   const text = JSON.stringify(body);
@@ -471,7 +506,21 @@ function send(res: ServerResponse, peer: PeerState, status: number, body: unknow
   res.end(text);
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/** The caller's certificate facts a forwarder passes on (XFCC): read once per connection. */
+function forwardPeer(sock: TLSSocket, identity: PeerIdentity): ForwardPeer {
+  const c = sock.getPeerCertificate();
+  return { identity, der: c.raw, san: c.subjectaltname, subject: formatSubject(c.subject) };
+}
+
+/** RFC 2253 order (most specific first), as Envoy writes XFCC's Subject. */
+function formatSubject(n: object | undefined): string | undefined {
+  if (!n) return undefined;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(n)) for (const x of Array.isArray(v) ? v : [v]) parts.push(`${k}=${String(x).replace(/[,+"\\<>;=]/g, (ch) => `\\${ch}`)}`);
+  return parts.reverse().join(",");
+}
+
+function hasBody(req: Req): boolean {
   const len = req.headers["content-length"];
   return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
 }
@@ -483,7 +532,7 @@ function isJson(type: string | undefined): boolean {
   return media === "application/json" || /^application\/[a-z0-9.!#$&^_-]+\+json$/.test(media);
 }
 
-function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+function readJson(req: Req, max: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
