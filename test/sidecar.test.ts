@@ -1,0 +1,211 @@
+// The sidecar in front of an app it does not contain: the inbound side authenticates, applies
+// the policy and names the caller in XFCC; the outbound side calls other services with the
+// workload's identity and refuses a callee that is not the one named, or revoked.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { request } from "node:http";
+import { execFile } from "node:child_process";
+import { freshPki, LogSink, call, identity, type TestPki } from "./mesh-fixtures.ts";
+import { startService, type RunningService } from "../services/mesh/runtime.ts";
+import { createLogger } from "../services/mesh/log.ts";
+import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
+import { Upstreams } from "../services/mesh/client.ts";
+import { appNamed } from "../services/apps/index.ts";
+import { sidecarApp, type OutboundRoute } from "../services/mesh/sidecar/index.ts";
+import { echoApp, curl, parseXfcc, type EchoApp } from "./helpers/sidecar.ts";
+
+const POLICY = `[billing]
+accepts = ["order"]
+
+[[billing.routes]]
+method = "GET"
+path = "/secret"
+accepts = []
+
+[payment]
+accepts = ["order", "billing"]
+
+[inventory]
+accepts = ["order", "billing"]
+
+[order]
+accepts = ["edge"]
+`;
+
+let pki: TestPki;
+const closers: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of closers.reverse()) await c();
+  pki?.cleanup();
+});
+
+async function setup(): Promise<TestPki> {
+  if (!pki) {
+    pki = await freshPki(POLICY);
+    await pki.ca.issue({ domain: "billing.internal" });
+  }
+  return pki;
+}
+
+async function sidecar(name: string, app: string, outbound: OutboundRoute[] = []): Promise<{ svc: RunningService; logs: LogSink; ports: Record<string, number> }> {
+  const logs = new LogSink();
+  let ports: Record<string, number> = {};
+  const svc = await startService({
+    service: name,
+    app: sidecarApp({ app: { kind: "tcp", host: "127.0.0.1", port: Number(app) }, outbound, onOutbound: (p) => (ports = { ...p }) }),
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger(name, logs),
+  });
+  closers.push(() => svc.close());
+  return { svc, logs, ports };
+}
+
+async function builtIn(name: string): Promise<{ svc: RunningService; logs: LogSink }> {
+  const logs = new LogSink();
+  const svc = await startService({ service: name, app: appNamed(name)!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger(name, logs) });
+  closers.push(() => svc.close());
+  return { svc, logs };
+}
+
+function leafFiles(name: string) {
+  return pki.ca.paths.leaf(`${name}.internal`);
+}
+
+function derSha256(name: string): string {
+  return createHash("sha256").update(new X509Certificate(readFileSync(leafFiles(name).cert)).raw).digest("hex");
+}
+
+let app: EchoApp;
+let billing: { svc: RunningService; logs: LogSink; ports: Record<string, number> };
+
+test("inbound: a TS mesh service (order) is let through and named in XFCC; edge is refused with the reason", async () => {
+  await setup();
+  app = await echoApp();
+  closers.push(() => app.close());
+  billing = await sidecar("billing", String(app.port));
+
+  const order = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { billing: `127.0.0.1:${billing.svc.port}` }, createLogger("order", new LogSink()));
+  closers.push(() => order.close());
+  const r = await order.call("billing", "GET", "/whoami?x=1");
+  assert.equal(r.status, 200);
+  const body = r.body as { path: string; xfcc: string };
+  assert.equal(body.path, "/whoami?x=1");
+  const pairs = parseXfcc(body.xfcc);
+  assert.deepEqual(pairs, [
+    ["By", "spiffe://internal/billing"],
+    ["Hash", derSha256("order")],
+    ["Subject", "CN=order.internal"],
+    ["URI", "spiffe://internal/order"],
+    ["DNS", "order.internal"],
+  ]);
+  const line = await billing.logs.wait((l) => l.event === "request" && l.peer === "order");
+  assert.equal(line.status, 200);
+
+  // edge is not in billing's accepts: 403 with the rule, logged as for any service.
+  const denied = await call(pki, billing.svc.port, "billing.internal", identity(pki, "edge"), "GET", "/whoami");
+  assert.ok("status" in denied);
+  assert.equal(denied.status, 403);
+  assert.equal(denied.body.caller, "edge");
+  const why = await billing.logs.wait((l) => l.event === "authz.denied" && l.peer === "edge");
+  assert.equal(why.rule, "billing.accepts");
+  assert.equal(app.seen.length, 1, "a denied request never reaches the app");
+});
+
+test("curl: allowed and denied certificates; a forged XFCC from the caller never reaches the app", async () => {
+  const bundle = pki.ca.paths.bundle;
+  const url = `https://billing.internal:${billing.svc.port}/whoami`;
+  const resolve = `billing.internal:${billing.svc.port}:127.0.0.1`;
+  const forged = "By=spiffe://internal/billing;URI=spiffe://internal/payment;DNS=payment.internal";
+  const ok = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-H", `X-Forwarded-Client-Cert: ${forged}`, "-H", `x-forwarded-client-cert: ${forged}`, url]);
+  assert.equal(ok.code, 0, ok.stderr);
+  const seen = JSON.parse(ok.stdout) as { xfcc: string };
+  assert.ok(!seen.xfcc.includes("payment"), seen.xfcc);
+  assert.ok(!seen.xfcc.includes(","), `one element only: ${seen.xfcc}`);
+  assert.match(seen.xfcc, /;URI=spiffe:\/\/internal\/order;/);
+  assert.equal(app.seen.at(-1)!["x-forwarded-client-cert"], seen.xfcc, "the app got exactly one XFCC header, the sidecar's");
+
+  // A per-route rule: GET /secret accepts nobody, whoever billing.accepts lets in.
+  const secret = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_code}", `https://billing.internal:${billing.svc.port}/secret`]);
+  const [text, status] = secret.stdout.trimEnd().split("\n");
+  assert.equal(status, "403");
+  assert.match(JSON.parse(text!).rule, /billing\.routes\[0\]/);
+
+  const edge = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("edge").cert, "--key", leafFiles("edge").key, "-w", "\\n%{http_code}", url]);
+  assert.equal(edge.stdout.trimEnd().split("\n").at(-1), "403");
+});
+
+test("h2: curl --http2 and openssl s_client -alpn h2 negotiate h2, and the request is served over it", async () => {
+  const resolve = `billing.internal:${billing.svc.port}:127.0.0.1`;
+  const r = await curl(["--http2", "--resolve", resolve, "--cacert", pki.ca.paths.bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_version}", `https://billing.internal:${billing.svc.port}/h2`]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.equal(lines.at(-1), "2");
+  assert.match(JSON.parse(lines[0]!).xfcc, /URI=spiffe:\/\/internal\/order/);
+  // Async: the server runs in this process, a synchronous child would starve it.
+  const out = await new Promise<string>((resolve) => {
+    const c = execFile("openssl", ["s_client", "-connect", `127.0.0.1:${billing.svc.port}`, "-servername", "billing.internal", "-alpn", "h2", "-cert", leafFiles("order").cert, "-key", leafFiles("order").key, "-CAfile", pki.ca.paths.bundle], { encoding: "utf8", timeout: 15_000 }, (_e, stdout) => resolve(stdout));
+    c.stdin!.end();
+  });
+  assert.match(out, /ALPN protocol: h2/);
+  assert.match(out, /Verify return code: 0 \(ok\)/);
+});
+
+test("the app down: 503 with reason app_down, logged as upstream.failed", async () => {
+  const gone = await echoApp();
+  const port = gone.port;
+  await gone.close();
+  const s = await sidecar("billing", String(port));
+  const r = await call(pki, s.svc.port, "billing.internal", identity(pki, "order"), "GET", "/whoami");
+  assert.ok("status" in r);
+  assert.equal(r.status, 503);
+  assert.equal(r.body.reason, "app_down");
+  const line = await s.logs.wait((l) => l.event === "upstream.failed");
+  assert.equal(line.reason, "app_down");
+  assert.equal(line.upstream, "app");
+  const req = await s.logs.wait((l) => l.event === "request" && l.status === 503);
+  assert.equal(req.peer, "order");
+});
+
+function plainGet(port: number, path: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, agent: false, timeout: 10_000 }, (res) => {
+      let t = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (t += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: t ? JSON.parse(t) : undefined }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+test("outbound: the app calls payment on loopback in plain HTTP and is seen as billing; a callee with another identity, or revoked, is refused", async () => {
+  const payment = await builtIn("payment");
+  const inventory = await builtIn("inventory");
+  const s = await sidecar("billing", String(app.port), [
+    { name: "payment", addr: `127.0.0.1:${payment.svc.port}`, listenPort: 0 },
+    // Names payment but dials inventory: a mesh certificate, but not payment's.
+    { name: "payment-impostor", addr: `127.0.0.1:${inventory.svc.port}`, listenPort: 0 },
+  ]);
+  const ok = await plainGet(s.ports.payment!, "/healthz");
+  assert.equal(ok.status, 200);
+  assert.deepEqual(ok.body, { service: "payment", caller: "billing" });
+
+  const wrong = await plainGet(s.ports["payment-impostor"]!, "/healthz");
+  assert.equal(wrong.status, 502);
+  assert.equal(wrong.body.reason, "server_name_mismatch");
+  const failed = await s.logs.wait((l) => l.event === "upstream.failed" && l.upstream === "payment-impostor");
+  assert.equal(failed.reason, "server_name_mismatch");
+  assert.equal(inventory.logs.find((l) => l.event === "request"), undefined, "nothing reached the impostor");
+
+  const since = s.logs.lines.length;
+  await pki.ca.revoke({ domain: "payment.internal", reason: "keyCompromise" });
+  await s.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 10_000, since);
+  const revoked = await plainGet(s.ports.payment!, "/healthz");
+  assert.equal(revoked.status, 502);
+  assert.equal(revoked.body.reason, "server_revoked");
+});
