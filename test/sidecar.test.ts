@@ -5,6 +5,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { request } from "node:http";
 import { execFile } from "node:child_process";
 import { freshPki, LogSink, call, identity, type TestPki } from "./mesh-fixtures.ts";
@@ -32,6 +33,14 @@ accepts = ["order", "billing"]
 
 [order]
 accepts = ["edge"]
+
+[greeter]
+accepts = ["frontend"]
+
+[[greeter.routes]]
+method = "POST"
+path = "/greet.Greeter/Secret"
+accepts = []
 `;
 
 let pki: TestPki;
@@ -44,17 +53,17 @@ after(async () => {
 async function setup(): Promise<TestPki> {
   if (!pki) {
     pki = await freshPki(POLICY);
-    await pki.ca.issue({ domain: "billing.internal" });
+    for (const n of ["billing", "greeter", "frontend"]) await pki.ca.issue({ domain: `${n}.internal` });
   }
   return pki;
 }
 
-async function sidecar(name: string, app: string, outbound: OutboundRoute[] = []): Promise<{ svc: RunningService; logs: LogSink; ports: Record<string, number> }> {
+async function sidecar(name: string, app: string, outbound: OutboundRoute[] = [], appProtocol: "http1" | "h2c" = "http1"): Promise<{ svc: RunningService; logs: LogSink; ports: Record<string, number> }> {
   const logs = new LogSink();
   let ports: Record<string, number> = {};
   const svc = await startService({
     service: name,
-    app: sidecarApp({ app: { kind: "tcp", host: "127.0.0.1", port: Number(app) }, outbound, onOutbound: (p) => (ports = { ...p }) }),
+    app: sidecarApp({ app: { kind: "tcp", host: "127.0.0.1", port: Number(app) }, outbound, appProtocol, onOutbound: (p) => (ports = { ...p }) }),
     pkiDir: pki.dir,
     policyFile: pki.policyFile,
     port: 0,
@@ -208,4 +217,68 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   const revoked = await plainGet(s.ports.payment!, "/healthz");
   assert.equal(revoked.status, 502);
   assert.equal(revoked.body.reason, "server_revoked");
+});
+
+test("gRPC through two sidecars: unary and server-streaming with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {
+  await setup();
+  const grpc = await import("@grpc/grpc-js");
+  const loader = await import("@grpc/proto-loader");
+  const def = loader.loadSync(join(import.meta.dirname, "fixtures", "greeter.proto"));
+  const pkg = grpc.loadPackageDefinition(def) as any;
+  const xfccOf = (m: import("@grpc/grpc-js").Metadata) => String(m.get("x-forwarded-client-cert")[0] ?? "");
+  const server = new grpc.Server();
+  server.addService(pkg.greet.Greeter.service, {
+    SayHello: (call: any, cb: any) => {
+      const trailer = new grpc.Metadata();
+      trailer.set("x-app-trailer", "kept");
+      cb(null, { message: `hello ${call.request.name}`, caller: xfccOf(call.metadata) }, trailer);
+    },
+    Count: (call: any) => {
+      for (let i = 1; i <= call.request.n; i++) call.write({ message: "tick", i, caller: xfccOf(call.metadata) });
+      call.end();
+    },
+    Secret: (_call: any, cb: any) => cb(null, { message: "should never run" }),
+    Fail: (_call: any, cb: any) => cb({ code: grpc.status.NOT_FOUND, details: "no such greeting" }),
+  });
+  const appPort = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  closers.push(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+
+  const greeter = await sidecar("greeter", String(appPort), [], "h2c");
+  const frontend = await sidecar("frontend", "1", [{ name: "greeter", addr: `127.0.0.1:${greeter.svc.port}`, listenPort: 0 }]);
+  const client = new pkg.greet.Greeter(`127.0.0.1:${frontend.ports.greeter}`, grpc.credentials.createInsecure());
+  closers.push(() => client.close());
+
+  // Unary: the answer, the trailer, and the caller as the greeter's sidecar saw it.
+  const trailers: import("@grpc/grpc-js").Metadata[] = [];
+  const hello = await new Promise<any>((resolve, reject) => {
+    const c = client.SayHello({ name: "mesh" }, (e: unknown, r: unknown) => (e ? reject(e) : resolve(r)));
+    c.on("status", (st: { metadata: import("@grpc/grpc-js").Metadata }) => trailers.push(st.metadata));
+  });
+  assert.equal(hello.message, "hello mesh");
+  assert.match(hello.caller, /^By=spiffe:\/\/internal\/greeter;Hash=[0-9a-f]{64};Subject="CN=frontend.internal";URI=spiffe:\/\/internal\/frontend;DNS=frontend.internal$/);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(trailers[0]?.get("x-app-trailer"), ["kept"]);
+
+  // Server streaming: every message, in order, then OK.
+  const got: number[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const st = client.Count({ n: 5 });
+    st.on("data", (m: { i: number }) => got.push(m.i));
+    st.on("error", reject);
+    st.on("end", resolve);
+  });
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+
+  // The app's own error status passes through as it was sent.
+  const failed = await new Promise<any>((resolve) => client.Fail({ name: "x" }, (e: unknown) => resolve(e)));
+  assert.equal(failed.code, grpc.status.NOT_FOUND);
+  assert.equal(failed.details, "no such greeting");
+
+  // The policy refuses Secret: PERMISSION_DENIED with the reason, not a broken stream.
+  const denied = await new Promise<any>((resolve) => client.Secret({ name: "x" }, (e: unknown) => resolve(e)));
+  assert.equal(denied.code, grpc.status.PERMISSION_DENIED);
+  assert.match(denied.details, /frontend may not call POST \/greet\.Greeter\/Secret on greeter \(rule greeter\.routes\[0\]/);
+  const line = await greeter.logs.wait((l) => l.event === "authz.denied");
+  assert.equal(line.peer, "frontend");
+  assert.equal(line.path, "/greet.Greeter/Secret");
 });

@@ -7,6 +7,7 @@ import { createServer as h1Server, type IncomingMessage, type Server as H1Server
 import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
 import { connect as h2connect, createServer as h2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { createServer as netServer, type Server as NetServer, type Socket } from "node:net";
+import { Duplex } from "node:stream";
 import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from "node:tls";
 import type { MeshLogger } from "../log.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "../material.ts";
@@ -66,9 +67,15 @@ class Lane {
       sock.once("close", () => this.sockets.delete(sock));
       sock.once("data", (first: Buffer) => {
         sock.pause();
-        sock.unshift(first);
         const h2 = first.subarray(0, PREFACE.length).equals(PREFACE.subarray(0, Math.min(first.length, PREFACE.length)));
-        (h2 ? this.h2c : this.h1).emit("connection", sock);
+        if (h2) {
+          // node:http2 reads a native socket from its handle, past anything unshifted: hand it
+          // a stream that replays the first bytes instead.
+          this.h2c.emit("connection", replaying(sock, first));
+        } else {
+          sock.unshift(first);
+          this.h1.emit("connection", sock);
+        }
         sock.resume();
       });
       sock.on("error", () => sock.destroy());
@@ -119,6 +126,29 @@ class Lane {
     for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.net.close(() => resolve()));
   }
+}
+
+/** A duplex over `sock` that yields `first` before the rest of what `sock` reads. */
+function replaying(sock: Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read: () => void sock.resume(),
+    write: (chunk: Buffer, _enc, cb) => void sock.write(chunk, cb),
+    final: (cb) => {
+      sock.end();
+      cb();
+    },
+    destroy: (err, cb) => {
+      sock.destroy();
+      cb(err);
+    },
+  });
+  d.push(first);
+  sock.on("data", (c: Buffer) => {
+    if (!d.push(c)) sock.pause();
+  });
+  sock.once("end", () => d.push(null));
+  sock.once("close", () => d.destroy());
+  return d;
 }
 
 function contextOf(m: TlsMaterial): SecureContext {
