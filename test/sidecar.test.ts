@@ -282,3 +282,41 @@ test("gRPC through two sidecars: unary and server-streaming with trailers and st
   assert.equal(line.peer, "frontend");
   assert.equal(line.path, "/greet.Greeter/Secret");
 });
+
+test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the stream under way still gets its answer", async () => {
+  await setup();
+  const { connect } = await import("node:http2");
+  const { createServer } = await import("node:http");
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let arrived!: () => void;
+  const inApp = new Promise<void>((r) => (arrived = r));
+  const slow = createServer((_req, res) => {
+    arrived();
+    void held.then(() => res.end("late but whole"));
+  });
+  await new Promise<void>((r) => slow.listen(0, "127.0.0.1", r));
+  closers.push(() => new Promise<void>((r) => (slow.close(() => r()), slow.closeAllConnections())));
+  const s = await sidecar("billing", String((slow.address() as import("node:net").AddressInfo).port));
+
+  const order = identity(pki, "order");
+  const session = connect(`https://127.0.0.1:${s.svc.port}`, { servername: "billing.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  closers.push(() => void session.destroy());
+  const goaway = new Promise<void>((r) => session.once("goaway", () => r()));
+  const stream = session.request({ ":path": "/slow" });
+  stream.end();
+  let body = "";
+  stream.setEncoding("utf8").on("data", (c) => (body += c));
+  const status = new Promise<number>((r) => stream.once("response", (h) => r(Number(h[":status"]))));
+  const ended = new Promise<void>((r) => stream.once("end", () => r()));
+  await inApp;
+
+  const since = s.logs.lines.length;
+  await pki.ca.renew({ domain: "billing.internal" });
+  await s.logs.wait((l) => l.event === "tls.reloaded" && l.certChanged === true, 10_000, since);
+  await Promise.race([goaway, new Promise((_, reject) => setTimeout(() => reject(new Error("no GOAWAY after the certificate changed")), 5_000))]);
+  release();
+  assert.equal(await status, 200);
+  await ended;
+  assert.equal(body, "late but whole");
+});

@@ -1,7 +1,7 @@
 // The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
 // before any HTTP byte is parsed, then authorizes each request against the policy.
 import { randomBytes } from "node:crypto";
-import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
@@ -87,6 +87,8 @@ interface PeerState {
   readonly identity: PeerIdentity;
   /** What a forwarder needs of the caller's certificate, read once per connection when asked. */
   forward?: ForwardPeer;
+  /** The HTTP/2 session on this connection, if it speaks h2 (drained with GOAWAY). */
+  session?: ServerHttp2Session;
   readonly remote: string;
   /** Which of this server's certificates the connection was made under. */
   readonly epoch: number;
@@ -160,6 +162,10 @@ export class MeshServer {
     // 1.3 µs of each keep-alive request.
     // Must run before https' own listener hands the socket to the HTTP parser.
     this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
+    this.https.on("session", (session: ServerHttp2Session) => {
+      const state = (session.socket as TLSSocket & { [PEER]?: PeerState })[PEER];
+      if (state) state.session = session;
+    });
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onTlsClientError(err, sock));
     this.https.on("clientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onClientError(err, sock));
   }
@@ -241,6 +247,12 @@ export class MeshServer {
     for (const s of this.sockets) if (this.peers.get(s)?.epoch !== this.epoch) count++;
     if (count === 0) return 0;
     this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its current answer, idle ones in ${graceMs} ms`);
+    // HTTP/2's own "Connection: close": GOAWAY now, so the peer opens its next streams on a new
+    // connection while the streams under way finish on this one.
+    for (const s of this.sockets) {
+      const p = this.peers.get(s);
+      if (p?.session && p.epoch !== this.epoch && !p.session.closed) p.session.close();
+    }
     const deadline = Date.now() + graceMs + this.limits.requestTimeoutMs;
     if (this.sweeping) clearTimeout(this.sweeping);
     const sweep = () => {
