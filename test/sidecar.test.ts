@@ -320,3 +320,20 @@ test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the str
   await ended;
   assert.equal(body, "late but whole");
 });
+
+test("the built-in services speak h2 on the same listener: curl --http2 GET and a JSON POST to inventory", async () => {
+  await setup();
+  const inventory = await builtIn("inventory");
+  const port = inventory.svc.port;
+  const tls = ["--http2", "--resolve", `inventory.internal:${port}:127.0.0.1`, "--cacert", pki.ca.paths.bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_version} %{http_code}"];
+  const get = await curl([...tls, `https://inventory.internal:${port}/stock/widget`]);
+  const [getBody, getStatus] = get.stdout.trimEnd().split("\n");
+  assert.equal(getStatus, "2 200", get.stderr);
+  assert.equal(JSON.parse(getBody!).sku, "widget");
+  const post = await curl([...tls, "-H", "content-type: application/json", "--data", JSON.stringify({ orderId: "o-h2", sku: "widget", quantity: 2 }), `https://inventory.internal:${port}/reserve`]);
+  const [postBody, postStatus] = post.stdout.trimEnd().split("\n");
+  assert.equal(postStatus, "2 201", post.stderr);
+  assert.equal(JSON.parse(postBody!).quantity, 2);
+  const line = await inventory.logs.wait((l) => l.event === "request" && l.path === "/reserve");
+  assert.equal(line.status, 201);
+});
