@@ -337,3 +337,20 @@ test("the built-in services speak h2 on the same listener: curl --http2 GET and 
   const line = await inventory.logs.wait((l) => l.event === "request" && l.path === "/reserve");
   assert.equal(line.status, 201);
 });
+
+test("inbound to an app on a unix socket", async () => {
+  await setup();
+  const { createServer } = await import("node:http");
+  const sockPath = join(pki.root, "app.sock");
+  const unixApp = createServer((req, res) => res.end(JSON.stringify({ via: "unix", xfcc: req.headers["x-forwarded-client-cert"] })));
+  await new Promise<void>((r) => unixApp.listen(sockPath, r));
+  closers.push(() => new Promise<void>((r) => (unixApp.close(() => r()), unixApp.closeAllConnections())));
+  const logs = new LogSink();
+  const svc = await startService({ service: "billing", app: sidecarApp({ app: { kind: "unix", path: sockPath } }), pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("billing", logs) });
+  closers.push(() => svc.close());
+  const r = await call(pki, svc.port, "billing.internal", identity(pki, "order"), "GET", "/x");
+  assert.ok("status" in r, JSON.stringify(r));
+  assert.equal(r.status, 200);
+  assert.equal(r.body.via, "unix");
+  assert.match(r.body.xfcc, /URI=spiffe:\/\/internal\/order/);
+});
