@@ -193,9 +193,10 @@ function plainGet(port: number, path: string): Promise<{ status: number; body: a
 }
 
 test("outbound: the app calls payment on loopback in plain HTTP and is seen as billing; a callee with another identity, or revoked, is refused", async () => {
+  await setup();
   const payment = await builtIn("payment");
   const inventory = await builtIn("inventory");
-  const s = await sidecar("billing", String(app.port), [
+  const s = await sidecar("billing", "1", [
     { name: "payment", addr: `127.0.0.1:${payment.svc.port}`, listenPort: 0 },
     // Names payment but dials inventory: a mesh certificate, but not payment's.
     { name: "payment-impostor", addr: `127.0.0.1:${inventory.svc.port}`, listenPort: 0 },
@@ -217,6 +218,12 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   const revoked = await plainGet(s.ports.payment!, "/healthz");
   assert.equal(revoked.status, 502);
   assert.equal(revoked.body.reason, "server_revoked");
+
+  // Counted as the built-in client's calls are (mesh_outbound_http_requests_total).
+  const text = await s.svc.metrics.registry.metrics();
+  assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="ok",reason="none"\} 1\b/);
+  assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="failed",reason="server_revoked"\} 1\b/);
+  assert.match(text, /mesh_outbound_http_requests_total\{callee="other",outcome="failed",reason="server_name_mismatch"\} 1\b/);
 });
 
 test("gRPC through two sidecars: unary and server-streaming with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {

@@ -23,7 +23,7 @@ export interface SidecarOptions {
 export function sidecarApp(o: SidecarOptions): App {
   return async (ctx) => {
     const inbound = new Inbound({ service: ctx.service, app: o.app, protocol: o.appProtocol ?? "http1", log: ctx.log, material: ctx.material });
-    const outbound = new Outbound(ctx.service, o.outbound ?? [], ctx.material, ctx.log);
+    const outbound = new Outbound(ctx.service, o.outbound ?? [], ctx.material, ctx.log, ctx.metrics);
     let ports: Record<string, number>;
     try {
       ports = await outbound.listen();

@@ -10,6 +10,7 @@ import { createServer as netServer, type Server as NetServer, type Socket } from
 import { Duplex } from "node:stream";
 import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from "node:tls";
 import type { MeshLogger } from "../log.ts";
+import type { MeshMetrics } from "../metrics.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "../material.ts";
 import { dnsName } from "../names.ts";
 import { identityOf } from "../peer-identity.ts";
@@ -52,7 +53,7 @@ class Lane {
   readonly net: NetServer;
   private readonly sockets = new Set<Socket>();
 
-  constructor(readonly route: OutboundRoute, material: TlsMaterial, private readonly service: string, private readonly log: MeshLogger) {
+  constructor(readonly route: OutboundRoute, material: TlsMaterial, private readonly service: string, private readonly log: MeshLogger, private readonly metrics: MeshMetrics | undefined) {
     this.servername = dnsName(route.name);
     this.context = contextOf(material);
     this.agent = newAgent();
@@ -90,10 +91,20 @@ class Lane {
       req.httpVersionMajor === 2
         ? { protocol: "h2" as const, scheme: "https" as const, authority: `${this.servername}:${port}`, session: () => this.h2.session(), lastError: () => this.h2.lastError() }
         : { protocol: "http1" as const, request: (o: object) => httpsRequest({ ...o, host, port, servername: this.servername, secureContext: context, checkServerIdentity: check, agent, headers: { ...headers, host: `${this.servername}:${port}` } } as RequestOptions) };
-    relay(req, res, dial, { headers, done: () => {}, failed: (e) => this.failed(req, res, e) });
+    let reason: string | undefined;
+    relay(req, res, dial, {
+      headers,
+      // As client.ts counts: a 403 or a 5xx from the callee is a failed call too.
+      done: (status) => this.metrics?.outboundCall(this.route.name, reason ?? (status === 403 ? "forbidden" : status >= 500 ? "upstream_error" : status === 499 ? "cancelled" : undefined)),
+      failed: (e) => {
+        const r = this.failed(req, res, e);
+        reason = r.reason;
+        return r.status;
+      },
+    });
   }
 
-  private failed(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse, e: Error): number {
+  private failed(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse, e: Error): { status: number; reason: string } {
     const name = this.route.name;
     const code = (e as { code?: string }).code;
     const r =
@@ -103,12 +114,12 @@ class Lane {
     this.log.warn({ event: "upstream.failed", side: "outbound", upstream: name, addr: this.route.addr, method: req.method, path: req.url, reason: r.reason, code: r.code }, r.sentence);
     if (isGrpc(req)) {
       sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `${r.reason}: ${r.sentence}`);
-      return 200;
+      return { status: 200, reason: r.reason };
     }
     const text = JSON.stringify({ error: "upstream_unavailable", upstream: name, reason: r.reason, message: r.sentence, from: this.service });
     res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);
-    return 502;
+    return { status: 502, reason: r.reason };
   }
 
   /** New calls use the new material; pooled connections to callees are re-made under it. */
@@ -168,8 +179,8 @@ function splitAddr(addr: string): [string, number] {
 
 export class Outbound {
   private readonly lanes: Lane[];
-  constructor(service: string, routes: readonly OutboundRoute[], material: TlsMaterial, log: MeshLogger) {
-    this.lanes = routes.map((r) => new Lane(r, material, service, log));
+  constructor(service: string, routes: readonly OutboundRoute[], material: TlsMaterial, log: MeshLogger, metrics?: MeshMetrics) {
+    this.lanes = routes.map((r) => new Lane(r, material, service, log, metrics));
   }
 
   /** Listens on loopback only; returns name -> port the app calls. */
