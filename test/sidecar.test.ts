@@ -226,7 +226,7 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   assert.match(text, /mesh_outbound_http_requests_total\{callee="other",outcome="failed",reason="server_name_mismatch"\} 1\b/);
 });
 
-test("gRPC through two sidecars: unary and server-streaming with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {
+test("gRPC through two sidecars: unary, server-streaming and bidirectional with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {
   await setup();
   const grpc = await import("@grpc/grpc-js");
   const loader = await import("@grpc/proto-loader");
@@ -246,6 +246,10 @@ test("gRPC through two sidecars: unary and server-streaming with trailers and st
     },
     Secret: (_call: any, cb: any) => cb(null, { message: "should never run" }),
     Fail: (_call: any, cb: any) => cb({ code: grpc.status.NOT_FOUND, details: "no such greeting" }),
+    Chat: (call: any) => {
+      call.on("data", (m: { name: string }) => call.write({ message: `echo ${m.name}` }));
+      call.on("end", () => call.end());
+    },
   });
   const appPort = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
   closers.push(() => new Promise<void>((r) => server.tryShutdown(() => r())));
@@ -275,6 +279,19 @@ test("gRPC through two sidecars: unary and server-streaming with trailers and st
     st.on("end", resolve);
   });
   assert.deepEqual(got, [1, 2, 3, 4, 5]);
+
+  // Bidirectional: each answer arrives before the next message is sent (nothing buffered).
+  const chat = client.Chat();
+  const echoes: string[] = [];
+  const next = () => new Promise<string>((r) => chat.once("data", (m: { message: string }) => r(m.message)));
+  for (const w of ["a", "b", "c"]) {
+    const answer = next();
+    chat.write({ name: w });
+    echoes.push(await answer);
+  }
+  chat.end();
+  await new Promise<void>((resolve, reject) => (chat.on("status", (st: { code: number }) => (st.code === 0 ? resolve() : reject(new Error(`status ${st.code}`)))), chat.on("error", reject)));
+  assert.deepEqual(echoes, ["echo a", "echo b", "echo c"]);
 
   // The app's own error status passes through as it was sent.
   const failed = await new Promise<any>((resolve) => client.Fail({ name: "x" }, (e: unknown) => resolve(e)));
