@@ -378,3 +378,21 @@ test("inbound to an app on a unix socket", async () => {
   assert.equal(r.body.via, "unix");
   assert.match(r.body.xfcc, /URI=spiffe:\/\/internal\/order/);
 });
+
+test("h2: an idle HTTP/2 connection is closed after the keep-alive timeout, as HTTP/1.1 ones are", async () => {
+  await setup();
+  const { connect } = await import("node:http2");
+  const logs = new LogSink();
+  const svc = await startService({ service: "inventory", app: appNamed("inventory")!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("inventory", logs), limits: { keepAliveTimeoutMs: 300 } });
+  closers.push(() => svc.close());
+  const order = identity(pki, "order");
+  const session = connect(`https://127.0.0.1:${svc.port}`, { servername: "inventory.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  closers.push(() => void session.destroy());
+  const closed = new Promise<void>((r) => session.once("close", () => r()));
+  const stream = session.request({ ":path": "/stock/widget" });
+  stream.end();
+  const status = await new Promise<number>((r) => stream.once("response", (h) => r(Number(h[":status"]))));
+  stream.resume();
+  assert.equal(status, 200);
+  await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error("the idle h2 connection was not closed")), 10_000))]);
+});

@@ -164,7 +164,13 @@ export class MeshServer {
     this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
     this.https.on("session", (session: ServerHttp2Session) => {
       const state = (session.socket as TLSSocket & { [PEER]?: PeerState })[PEER];
-      if (state) state.session = session;
+      if (!state) return;
+      state.session = session;
+      // node:http's timeouts bound HTTP/1.1 only: an idle HTTP/2 connection is closed after the
+      // keep-alive timeout too, but never under a stream still open (a quiet gRPC stream).
+      session.setTimeout(this.limits.keepAliveTimeoutMs, () => {
+        if (state.inFlight === 0) session.close();
+      });
     });
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onTlsClientError(err, sock));
     this.https.on("clientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onClientError(err, sock));
