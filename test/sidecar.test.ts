@@ -396,3 +396,23 @@ test("h2: an idle HTTP/2 connection is closed after the keep-alive timeout, as H
   assert.equal(status, 200);
   await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error("the idle h2 connection was not closed")), 10_000))]);
 });
+
+test("h2: a request body that stops coming is cut off after the request timeout, as over HTTP/1.1", async () => {
+  await setup();
+  const { connect } = await import("node:http2");
+  const logs = new LogSink();
+  const svc = await startService({ service: "inventory", app: appNamed("inventory")!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("inventory", logs), limits: { requestTimeoutMs: 300 } });
+  closers.push(() => svc.close());
+  const order = identity(pki, "order");
+  const session = connect(`https://127.0.0.1:${svc.port}`, { servername: "inventory.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  closers.push(() => void session.destroy());
+  session.on("error", () => {});
+  const stream = session.request({ ":path": "/reserve", ":method": "POST", "content-type": "application/json" });
+  stream.on("error", () => {});
+  stream.write('{"orderId":"slow",'); // and nothing more
+  const closed = new Promise<number>((r) => stream.once("close", () => r(stream.rstCode)));
+  const code = await Promise.race([closed, new Promise<number>((_, reject) => setTimeout(() => reject(new Error("the stalled h2 request was not cut off")), 10_000))]);
+  assert.equal(code, 8 /* NGHTTP2_CANCEL */);
+  const line = await logs.wait((l) => l.event === "request" && l.path === "/reserve");
+  assert.equal(line.abandoned, true);
+});

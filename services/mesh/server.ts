@@ -1,7 +1,7 @@
 // The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
 // before any HTTP byte is parsed, then authorizes each request against the policy.
 import { randomBytes } from "node:crypto";
-import { createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { constants, createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import { decide, type Decision, type Policy } from "./policy.ts";
@@ -413,6 +413,9 @@ export class MeshServer {
     }
     x.route = route;
     x.params = params;
+    // requestTimeout bounds an HTTP/1.1 request only: an HTTP/2 stream to a route gets as long
+    // without progress (a forwarded stream, gRPC's, may be quiet for longer and has none).
+    if ("stream" in req) req.setTimeout(this.limits.requestTimeoutMs, () => req.stream.close(constants.NGHTTP2_CANCEL));
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
       x.run(undefined);
@@ -431,7 +434,7 @@ export class MeshServer {
       (body) => x.run(body),
       (e: HttpError) => {
         // The connection broke while the body was on its way: no answer can be sent.
-        if (sock.destroyed) return x.abandoned();
+        if (sock.destroyed || e.status === 499) return x.abandoned();
         // The rest of an oversized body is not worth reading: answer, then drop the socket.
         (res as ServerResponse).shouldKeepAlive = false;
         res.once("finish", () => req.destroy());
@@ -573,5 +576,7 @@ function readJson(req: Req, max: number): Promise<unknown> {
       }
     });
     req.on("error", () => reject(new HttpError(400, { error: "bad_request" })));
+    // An HTTP/2 stream reset mid-body ends neither in "end" nor in "error".
+    req.once("aborted", () => reject(new HttpError(499, { error: "aborted" })));
   });
 }
