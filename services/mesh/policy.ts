@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "./errors.ts";
-import { SERVICES, isIdentityName, isServiceName, shortName } from "./names.ts";
+import { isIdentityName, shortName } from "./names.ts";
 import { dnsNameOfSpiffeId, parseSpiffeId } from "../../lib/spiffe.ts";
 import { compilePath, type PathMatcher } from "./paths.ts";
 
