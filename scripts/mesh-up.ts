@@ -9,6 +9,7 @@ import { pino, type Logger } from "pino";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { parseDuration } from "../ca/duration.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
+import { checkPolicyTests } from "./policy/tests-file.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
 import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from "./mesh-format.ts";
@@ -84,7 +85,7 @@ Examples:
 Each part runs in its own process; one that dies is restarted (0.5 s, then doubling to 30 s;
 given up after ${DEFAULT_RESTART.burst} restarts within ${DEFAULT_RESTART.intervalMs / 60_000} minutes), logged in <logs>/mesh-up.log.
 
-Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service did not start, 2 bad flags or policy, 3 a port is taken,
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service did not start, 2 bad flags or policy (or a failing policy test), 3 a port is taken,
 4 CA problem, 5 another mesh:up runs on the same --logs.`,
   )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
@@ -267,6 +268,8 @@ async function main(): Promise<void> {
   let policy: Policy;
   try {
     policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
+    // The expected decisions beside the policy (scripts/policy/tests-file.ts), before anything starts.
+    checkPolicyTests(policy, o.policy);
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
