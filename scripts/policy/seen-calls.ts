@@ -12,6 +12,9 @@ export interface SeenCall {
   readonly path: string;
   /** How many times it was seen in the logs (0 for a probe pair the logs never showed). */
   count: number;
+  /** Answered (request, request.summary) and let-through-in-audit (authz.would_deny) counts: one call writes both, so count is the larger. */
+  answered: number;
+  audited: number;
   /** Where it comes from: "logs", "probe", or both. */
   readonly sources: Set<"logs" | "probe">;
 }
@@ -38,12 +41,16 @@ export class SeenCalls {
   linesRead = 0;
   linesTaken = 0;
 
-  add(caller: string, service: string, method: string, path: string, count: number, source: "logs" | "probe"): void {
+  add(caller: string, service: string, method: string, path: string, count: number, source: "logs" | "probe", kind: "answered" | "audited" | "denied" = "answered"): void {
     const key = `${caller} ${service} ${method} ${path}`;
     let c = this.calls.get(key);
-    if (!c) this.calls.set(key, (c = { caller, service, method, path, count: 0, sources: new Set() }));
-    if (source === "logs") c.count += count;
+    if (!c) this.calls.set(key, (c = { caller, service, method, path, count: 0, answered: 0, audited: 0, sources: new Set() }));
     c.sources.add(source);
+    if (source !== "logs") return;
+    // A denied call writes authz.denied alone; one let through in audit mode writes authz.would_deny and its request line.
+    if (kind === "audited") c.audited += count;
+    else c.answered += count;
+    c.count = Math.max(c.answered, c.audited);
   }
 
   /** Every caller → callee GET /healthz, as mesh:probe asks it. */
@@ -74,7 +81,7 @@ export class SeenCalls {
     // An abandoned request or a handler error line has no verdict of its own to compare.
     const count = l.event === "request.summary" && typeof l.count === "number" && Number.isSafeInteger(l.count) && l.count > 0 ? l.count : 1;
     this.linesTaken++;
-    this.add(peer, service, method, path, count, "logs");
+    this.add(peer, service, method, path, count, "logs", l.event === "authz.would_deny" ? "audited" : "answered");
   }
 
   /** Every <name>.log and rotated <name>.log.N in `dir`. */
