@@ -23,7 +23,9 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
-const policyOption = () => new Option("--policy <file>", "the policy in force").env("MESH_POLICY").default("mesh-policy.toml");
+const DEFAULT_POLICY = "mesh-policy.toml";
+// An empty MESH_POLICY means the default.
+const policyOption = () => new Option("--policy <file>", "the policy in force").env("MESH_POLICY").default(DEFAULT_POLICY);
 
 const program = new Command("policy")
   .description("Try a policy before it applies: what-if against the calls the mesh saw, expected decisions (tests), and why a call is decided as it is (explain).")
@@ -47,9 +49,9 @@ program
   .option("--json", "print the result as JSON")
   .addHelpText("after", `
 Examples:
-  cp mesh-policy.toml candidate.toml && $EDITOR candidate.toml
   npm run policy -- what-if candidate.toml
   npm run policy -- what-if candidate.toml --since 2h --logs ./logs --json
+  cp mesh-policy.toml candidate.toml && $EDITOR candidate.toml   # make a candidate
 
 Output, one line per call whose decision changes:
   allowed → denied: order → payment POST /charge, rule payment.routes[1] (candidate.toml:12), seen 37 times
@@ -57,6 +59,9 @@ Output, one line per call whose decision changes:
 Exit codes: 0 no call that goes through today would be denied, 1 some would (use it to gate a change in CI),
 2 bad input (an invalid policy, a bad --since, no such --logs folder).`)
   .action((candidateFile: string, o: { policy: string; since: string; logs: string; json?: boolean }, cmd: Command) => {
+    o.policy ||= DEFAULT_POLICY;
+    const logsGiven = Boolean(o.logs) && cmd.getOptionValueSource("logs") !== "default";
+    o.logs ||= "./logs"; // an empty MESH_LOG_DIR means the default
     const window = parseSince(o.since);
     if (window === null) throw new UsageError(`--since ${JSON.stringify(o.since)} is not a duration: write e.g. 30s, 15m, 2h or 1d`);
     const current = loadPolicy(o.policy);
@@ -64,7 +69,6 @@ Exit codes: 0 no call that goes through today would be denied, 1 some would (use
     const seen = new SeenCalls();
     const since = Date.now() - window;
     let note = "";
-    const logsGiven = cmd.getOptionValueSource("logs") !== "default";
     if (existsSync(o.logs) && statSync(o.logs).isDirectory()) seen.addLogDir(o.logs, since);
     else if (logsGiven) throw new UsageError(`no log folder ${o.logs} (give the folder mesh:up writes, e.g. --logs ./logs)`);
     else note = `no log folder ${o.logs}: only mesh:probe's pairs were replayed`;
@@ -104,6 +108,7 @@ Examples:
 
 Exit codes: 0 every expectation holds, 1 one does not, 2 bad input (an invalid policy or tests file, with file:line).`)
   .action((o: { policy: string; tests?: string; json?: boolean }) => {
+    o.policy ||= DEFAULT_POLICY;
     const policy = loadPolicy(o.policy);
     const file = o.tests ?? testsFileOf(o.policy);
     if (!existsSync(file)) throw new UsageError(`no policy tests file ${file} (write one: npm run policy -- test --help shows the format)`);
@@ -140,7 +145,7 @@ Exit codes: 0 explained (whatever the decision), 2 bad input (an invalid policy,
     const method = methodArg.toUpperCase();
     if (!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].includes(method)) throw new UsageError(`method ${JSON.stringify(methodArg.slice(0, 20))} is not one of GET POST PUT PATCH DELETE HEAD OPTIONS`);
     if (!/^\/[\x21-\x7e]*$/.test(path)) throw new UsageError(`path ${JSON.stringify(path.slice(0, 80))} must start with "/"`);
-    const policy = loadPolicy(o.policy);
+    const policy = loadPolicy(o.policy || DEFAULT_POLICY);
     const d = decide(policy, service, caller, method, path);
     const verdict = verdictOf(d);
     const edit = smallestEdit(policy, service, caller, d);
