@@ -87,7 +87,8 @@ describe("what-if", () => {
     // edge → payment GET /healthz: denied today, allowed by the candidate's first route (a mesh:probe pair).
     assert.equal(lines[2], `denied → allowed: edge → payment GET /healthz, rule payment.routes[0] (${at("candidate.toml")}:4), a mesh:probe pair`);
     assert.equal(lines[3], "1 call that goes through today would be denied");
-    assert.equal(lines.length, 4);
+    assert.equal(lines[4], "1 call denied today would go through");
+    assert.equal(lines.length, 5);
   });
 
   it("--json: the same result, machine-readable; a wider --since takes the old line too", () => {

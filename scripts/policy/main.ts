@@ -75,15 +75,17 @@ Exit codes: 0 no call that goes through today would be denied, 1 some would (use
     seen.addProbePairs();
     const r = whatIf(current, candidate, seen.all());
     const breaking = r.changes.filter((c) => c.breaking).length;
+    const opened = r.changes.filter((c) => c.from === "deny").length;
     process.exitCode = breaking > 0 ? 1 : 0;
     if (o.json) {
-      out(JSON.stringify({ current: current.file, candidate: candidate.file, since: new Date(since).toISOString(), logLines: seen.linesTaken, calls: r.calls, unchanged: r.unchanged, breaking, changes: r.changes, note: note || undefined }));
+      out(JSON.stringify({ current: current.file, candidate: candidate.file, since: new Date(since).toISOString(), logLines: seen.linesTaken, calls: r.calls, unchanged: r.unchanged, breaking, opened, changes: r.changes, note: note || undefined }));
       return;
     }
     if (note) out(note);
     out(`${candidate.file} against ${current.file}: ${r.calls} calls (${seen.linesTaken} log lines since ${new Date(since).toISOString().slice(11, 19)} UTC, and mesh:probe's pairs), ${r.changes.length} decision${r.changes.length === 1 ? "" : "s"} would change, ${r.unchanged} unchanged`);
     for (const c of r.changes) out(changeLine(c));
     if (breaking > 0) out(`${breaking} call${breaking === 1 ? "" : "s"} that go${breaking === 1 ? "es" : ""} through today would be denied`);
+    if (opened > 0) out(`${opened} call${opened === 1 ? "" : "s"} denied today would go through${r.changes.some((c) => c.from === "deny" && c.to === "would_deny") ? " (a rule in audit mode lets through every caller it does not list)" : ""}`);
   });
 
 program
