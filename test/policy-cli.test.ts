@@ -214,15 +214,18 @@ it("every command's --help shows examples and exit codes", () => {
   }
 });
 
-it("ends quietly when its reader goes away", async () => {
-  // A reader that closes at once: the output goes to a closed pipe.
-  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, "test", "--help"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  child.stdout.destroy();
+it("ends quietly, with its exit code, when its reader goes away", async () => {
+  // Enough output (3000 test lines, one failing) that writing it meets the closed pipe.
+  const one = (expect: string) => `[[test]]\ncaller = "order"\nservice = "payment"\nexpect = "${expect}"\n\n`;
+  writeFileSync(at("many.tests.toml"), one("deny") + one("allow").repeat(3000));
+  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, "test", "--policy", at("current.toml"), "--tests", at("many.tests.toml")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  // Read the first chunk, then close: the reader went away (as `| head -1` does).
+  await new Promise<void>((resolve) => child.stdout.once("data", () => (child.stdout.destroy(), resolve())));
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
   const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
   assert.equal(stderr, "");
-  assert.equal(code, 0);
+  assert.equal(code, 1); // a test failed: the closed pipe does not change that
 });
 
 it("mesh:up refuses to start on a failing policy test: exit 2, one line, nothing created", () => {
