@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { pino, type Logger } from "pino";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { parseDuration } from "../ca/duration.ts";
-import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
+import { auditedRules, loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { checkPolicyTests } from "./policy/tests-file.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
@@ -270,6 +270,8 @@ async function main(): Promise<void> {
     policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
     // The expected decisions beside the policy (scripts/policy/tests-file.ts), before anything starts.
     checkPolicyTests(policy, o.policy);
+    const audited = auditedRules(policy);
+    if (audited.length > 0) console.log(yellow(`warning: ${o.policy} has rules in audit mode (${audited.join(", ")}): they let through the calls they would deny, logged as authz.would_deny (docs/policy.md)`));
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { decide, parsePolicy, smallestEdit } from "../services/mesh/policy.ts";
+import { auditedRules, decide, parsePolicy, smallestEdit } from "../services/mesh/policy.ts";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
 
 const AUDIT = `[payment]
@@ -43,6 +43,9 @@ test("audit mode: a call the rule would deny is allowed with wouldDeny and the d
   assert.deepEqual([r.allow, r.wouldDeny, r.rule, r.where], [true, true, "inventory.routes[0] (POST /reserve)", "p.toml:8"]);
   const s = decide(p, "inventory", "payment", "GET", "/stock/widget");
   assert.deepEqual([s.allow, s.wouldDeny, s.rule], [false, undefined, "inventory.accepts"]);
+  // What mesh:up warns about at start.
+  assert.deepEqual(auditedRules(p), ["payment.accepts", "inventory.routes[0]"]);
+  assert.deepEqual(auditedRules(parsePolicy(AUDIT.replaceAll(`mode = "audit"\n`, ""), "p.toml")), []);
 });
 
 test("audit mode fails closed: a route can enforce inside an auditing service; no table and no identity still deny", () => {

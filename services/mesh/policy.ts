@@ -210,6 +210,17 @@ function callers(v: unknown, key: string, fail: (k: string, m: string) => never)
   return Object.freeze([...new Set(v as string[])]);
 }
 
+/** The rules in audit mode ("payment.accepts", "inventory.routes[1]"): each lets through every caller it does not list. */
+export function auditedRules(policy: Policy): string[] {
+  const out: string[] = [];
+  for (const [name, sp] of policy.services) {
+    if (sp.mode === "audit" && sp.accepts !== null) out.push(`${name}.accepts`);
+    if (sp.mode === "audit" && sp.accepts === null) out.push(`${name}.routes`);
+    for (const r of sp.routes) if (r.mode === "audit") out.push(r.name);
+  }
+  return out;
+}
+
 /** Every caller the policy names anywhere, in the order first named. */
 export function policyCallers(policy: Policy): string[] {
   const out = new Set<string>();
