@@ -44,7 +44,10 @@ export class SeenCalls {
   add(caller: string, service: string, method: string, path: string, count: number, source: "logs" | "probe", kind: "answered" | "audited" | "denied" = "answered"): void {
     const key = `${caller} ${service} ${method} ${path}`;
     let c = this.calls.get(key);
-    if (!c) this.calls.set(key, (c = { caller, service, method, path, count: 0, answered: 0, audited: 0, sources: new Set() }));
+    if (!c) {
+      c = { caller, service, method, path, count: 0, answered: 0, audited: 0, sources: new Set() };
+      this.calls.set(key, c);
+    }
     c.sources.add(source);
     if (source !== "logs") return;
     // A denied call writes authz.denied alone; one let through in audit mode writes authz.would_deny and its request line.

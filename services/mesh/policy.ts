@@ -156,7 +156,7 @@ export function parsePolicy(text: string, file: string): Policy {
     const routes: RouteRule[] = [];
     if (t.routes !== undefined) {
       if (!Array.isArray(t.routes)) fail(`${name}.routes`, `"routes" in [${name}] must be an array of tables ([[${name}.routes]])`);
-      (t.routes as unknown[]).forEach((r, i) => routes.push(route(name, r, i, lines, fail, mode, file)));
+      for (const [i, r] of (t.routes as unknown[]).entries()) routes.push(route(name, r, i, lines, fail, mode, file));
     }
     const acceptsLine = lines.of(`${name}.accepts`);
     services.set(name, Object.freeze({ accepts, acceptsLine, routes: Object.freeze(routes), mode, acceptsWhere: `${file}:${acceptsLine}` }));
