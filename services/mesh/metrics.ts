@@ -174,7 +174,7 @@ export class RequestSeries {
     private readonly labels: readonly [caller: string, route: string, method: string, rule: string],
     private readonly durations: CellHistogram,
     private readonly denials: CellCounter,
-    private readonly wouldDenials?: CellCounter,
+    private readonly wouldDenials: CellCounter,
   ) {}
 
   /**
@@ -194,7 +194,7 @@ export class RequestSeries {
 
   /** A request a rule in audit mode let through that enforcing it would deny (then answered as usual). */
   wouldDeny(): void {
-    if (this.wouldDenials) (this.audit ??= this.wouldDenials.cell(this.labels[0], this.labels[3])).n++;
+    (this.audit ??= this.wouldDenials.cell(this.labels[0], this.labels[3])).n++;
   }
 
   private count(status: number): void {
