@@ -41,6 +41,7 @@ Exit codes: 0 ok, 1 what-if: a call that succeeds would be denied / test: an exp
 
 program
   .command("what-if")
+  .summary("which decisions a candidate policy would change, on the calls the logs show")
   .description("Replay the calls the logs show (request, request.summary, authz.denied, authz.would_deny lines of the last --since) and mesh:probe's pairs (every caller → callee GET /healthz) through the policy in force and through <candidate>; print the decisions that would change.")
   .argument("<candidate>", "the candidate policy file")
   .addOption(policyOption())
@@ -90,6 +91,7 @@ Exit codes: 0 no call that goes through today would be denied, 1 some would (use
 
 program
   .command("test")
+  .summary("check the expected decisions in <policy>.tests.toml")
   .description("Check the expected decisions written beside the policy (<policy>.tests.toml, e.g. mesh-policy.tests.toml). mesh:up runs the same check before it starts anything.")
   .addOption(policyOption())
   .option("--tests <file>", "the tests file (default: beside the policy, <name>.tests.toml)")
@@ -127,6 +129,7 @@ Exit codes: 0 every expectation holds, 1 one does not, 2 bad input (an invalid p
 
 program
   .command("explain")
+  .summary("which rule decides a call, why, and the edit that would change it")
   .description("Which rule decides a call (file:line), why, and the smallest edit of the policy that would change it.")
   .argument("<caller>", "the calling identity, e.g. order")
   .argument("<service>", `the service called (${SERVICES.join(", ")})`)
