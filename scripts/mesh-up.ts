@@ -491,6 +491,22 @@ async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set
 }
 
 /**
+ * A new version of the policy is in force in the services already (they reload it on their
+ * own): a failing expectation in its tests file can only be a warning now, in one line on the
+ * console and in mesh-up.log (mesh:logs and the dashboard read it there).
+ */
+function warnPolicyTests(policy: Policy, file: string, logs: string): void {
+  try {
+    checkPolicyTests(policy, file);
+  } catch (e) {
+    const msg = `${isMeshError(e) ? e.message : String(e)} (the services run this policy already: fix it or its tests)`;
+    console.log(yellow(`warning: ${msg}`));
+    const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.test_failed", policy: policy.file, msg };
+    appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
+  }
+}
+
+/**
  * The services reload the policy on their own; mesh:up reads each new version only to warn
  * about callers it names that hold no certificate yet (each once), as it did at start.
  */
@@ -504,6 +520,7 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
       return; // the services log policy.reload_failed, with file:line
     }
     void warnPolicy(policy, o.pki, o.logs, warned);
+    warnPolicyTests(policy, file, o.logs);
   };
   watchFile(file, { interval: 1_000 }, onChange);
   return () => unwatchFile(file, onChange);
