@@ -5,9 +5,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const SCRIPT = join(ROOT, "scripts", "policy", "main.ts");
@@ -129,10 +131,17 @@ describe("what-if", () => {
 });
 
 describe("test", () => {
-  it("passes on the shipped mesh-policy.toml and its mesh-policy.tests.toml", () => {
-    const r = policy(["test"]);
+  it("passes on the shipped mesh-policy.toml and its mesh-policy.tests.toml (their copies in test/fixtures)", () => {
+    const r = policy(["test", "--policy", SHIPPED_POLICY_FILE]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^\d+ passed, 0 failed \(mesh-policy\.tests\.toml against mesh-policy\.toml\)$/m);
+    assert.match(r.stdout, /^5 passed, 0 failed \(.*fixtures\/mesh-policy\.tests\.toml against .*fixtures\/mesh-policy\.toml\)$/m);
+  });
+
+  // As test/policy-fixture.test.ts does for the policy: the copy is the file git ships (the
+  // working copy is the user's to edit and is not compared).
+  const shipped = spawnSync("git", ["-C", ROOT, "show", ":mesh-policy.tests.toml"], { encoding: "utf8" });
+  it("the tests fixture is the mesh-policy.tests.toml the repository ships", { skip: shipped.error || shipped.status !== 0 ? "no git checkout here" : false }, () => {
+    assert.equal(readFileSync(join(ROOT, "test", "fixtures", "mesh-policy.tests.toml"), "utf8"), shipped.stdout, "copy it over: git show :mesh-policy.tests.toml > test/fixtures/mesh-policy.tests.toml");
   });
 
   it("a failing expectation: exit 1, the test's file:line and the rule that decided", () => {
