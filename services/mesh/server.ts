@@ -404,6 +404,11 @@ export class MeshServer {
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
+    if (d.wouldDeny) {
+      // Audit mode (docs/policy.md): the call goes on; the line says what enforcing would deny.
+      this.opts.log.warn({ event: "authz.would_deny", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`);
+      series?.wouldDeny();
+    }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
     x.series = series;
     if (this.opts.forward) {
