@@ -6,7 +6,8 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { pemBlocks } from "../material.ts";
+import { countPem, pemBlocks } from "../../../lib/pem.ts";
+import { formatGenerationsFile, generationsPath, parseRootGenerations, readGenerations, rootGenerations } from "../../../lib/generations.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -107,8 +108,10 @@ export class IdentityAgent {
     const keyPem = readFileSync(p.key, "utf8");
     const bundlePem = readFileSync(p.bundle, "utf8");
     const roots = splitPem(bundlePem);
+    // A state folder from before the CA sent generations has none: unknown until the next poll.
+    const generations = readGenerations(p.bundle);
     // Expiry is the agent's to judge (identity.expired), and a new bundle may have dropped our root.
-    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true });
+    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true, generations });
     return { certPem, keyPem, bundlePem, roots, facts };
   }
 
@@ -234,7 +237,7 @@ export class IdentityAgent {
       // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
       // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
       // refusal here could never be retried.
-      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem);
+      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem, Date.now(), { generations: readGenerations(this.o.paths.bundle) });
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
@@ -247,7 +250,7 @@ export class IdentityAgent {
       this.h.metrics.renewed();
       this.h.log.info(
         { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason, ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}) },
-        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation}), valid until ${facts.notAfter}`,
+        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation ?? "unknown"}), valid until ${facts.notAfter}`,
       );
       this.scheduleRenewal();
       return true;
@@ -306,6 +309,13 @@ export class IdentityAgent {
       }
       const changed: string[] = [];
       let roots = cur.roots;
+      // The roots' generations first (also from a 304: how a state folder from before learns them),
+      // so a reload on the new bundle finds its facts.
+      const gens = parseRootGenerations(bundle.rootGenerations, (bundle.changed ? bundle.roots : cur.roots).length);
+      if (gens) {
+        const text = formatGenerationsFile(rootGenerations(bundle.changed ? bundle.roots : cur.roots, gens));
+        if (text !== readText(generationsPath(p.bundle))) writeAtomic(generationsPath(p.bundle), text);
+      }
       if (bundle.changed) {
         const pem = pemOf(bundle.roots);
         if (pem !== cur.bundlePem) {
@@ -347,7 +357,7 @@ export class IdentityAgent {
   private updated(changed: string[], etag: string | null, roots: readonly X509Certificate[], crls: string, via: "poll" | "watch"): void {
     const ok = this.h.reloadTls();
     this.h.log.info(
-      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: (crls.match(/-----BEGIN X509 CRL-----/g) ?? []).length, applied: ok, via },
+      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: countPem(crls, "X509 CRL"), applied: ok, via },
       `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
     );
   }

@@ -55,7 +55,7 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
     const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime, observe: (...call) => early.push(call) });
     log.info(
       { event: "identity.enrolled", ...factsFields(e.facts), etag: e.etag, roots: e.roots, stateDir: id.stateDir, ca: id.caUrl },
-      `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation}), valid until ${e.facts.notAfter}`,
+      `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation ?? "unknown"}), valid until ${e.facts.notAfter}`,
     );
   } else if (id.token) {
     log.info({ event: "identity.token_unused", stateDir: id.stateDir }, `${id.stateDir} already holds a valid identity: the enrolment token was not used`);
