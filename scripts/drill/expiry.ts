@@ -17,7 +17,10 @@ import { DrillMesh, evidence, SERVICES, type Evidence, type StoryReport } from "
 import type { Entry } from "./logbook.ts";
 
 const IDENTITIES = [...SERVICES, "edge"] as const;
-const ORDER_EXTRA_MS = 5_000;
+const EDGE_EXTRA_MS = 5_000;
+const ORDER_EXTRA_MS = 10_000;
+/** Longer than the mesh client's 4 s keep-alive. */
+const LULL_MS = 4_500;
 
 export function runExpiryDrill(o: FailureDrillOptions = {}): Promise<StoryReport> {
   return runWith(o, expiry);
@@ -59,13 +62,14 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
   const checks: StoryReport["checks"] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   try {
-    // order's certificates live 5 s longer, so the expiries come in an order that shows both
-    // sides: payment and inventory first (order, the caller, says upstream.failed
-    // server_cert_expired), then edge (order, the callee, refuses it: tls.handshake_failed expired).
-    // A caller whose own certificate expired is refused by its callee in the same way; order cannot
-    // show both at once, since edge refuses an expired order before order calls anyone.
+    // edge's certificates live 5 s longer than payment's and inventory's, order's 10 s longer, so
+    // the expiries come in an order that shows both sides: payment and inventory first (order, the
+    // caller, says upstream.failed server_cert_expired), then edge (order, the callee, refuses it:
+    // tls.handshake_failed expired), then order. A caller whose own certificate expired is refused
+    // by its callee in the same way; order cannot show both at once, since edge refuses an
+    // expired order before order calls anyone.
     const life = mesh.lifeMs;
-    await mesh.up({ order: life + ORDER_EXTRA_MS });
+    await mesh.up({ edge: life + EDGE_EXTRA_MS, order: life + ORDER_EXTRA_MS });
     mesh.begin("baseline", `1. Baseline: four identities enrolled over EST, certificates living ${life / 1000} s, orders flowing`, true);
     const check0 = await certificateCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's certificate: ${check0.severity}: ${check0.detail}`);
@@ -83,8 +87,19 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const warned = await certificateCheck(mesh, expiring?.service && expiring.service !== "edge" ? expiring.service : "payment");
     mesh.note(`mesh:check, certificate: ${warned.severity}: ${warned.detail}`);
 
+    // payment's certificate runs out; order's connections to it, made before, still work (an
+    // expired certificate is refused on a new handshake only). A lull longer than order's 4 s
+    // keep-alive lets them close, as a quiet moment does, so the next call is a new handshake.
+    const paymentExpired = await mesh.line("payment's certificate to expire", downAt, (e) => e.service === "payment" && e.line.event === "identity.expired", life + 10_000);
+    if (paymentExpired) {
+      mesh.note(`payment's certificate expired; traffic pauses ${LULL_MS / 1000} s (order's idle connections to payment close), then resumes`);
+      mesh.traffic!.paused = true;
+      await pause(LULL_MS);
+      mesh.traffic!.paused = false;
+    }
+
     // Every identity runs out: the last one enrolled (edge) a little after the others.
-    await setup.until(() => IDENTITIES.every((s) => mesh.book.since(downAt, (e) => e.service === s && e.line.event === "identity.expired").length > 0), "every identity to expire", life + ORDER_EXTRA_MS + 20_000).catch(() => {});
+    await setup.until(() => IDENTITIES.every((s) => mesh.book.since(downAt, (e) => e.service === s && e.line.event === "identity.expired").length > 0), "every identity to expire", life + ORDER_EXTRA_MS + 15_000).catch(() => {});
     const expired = mesh.book.since(downAt, (e) => e.line.event === "identity.expired");
     const victims = [...new Set(expired.map((e) => e.service))];
     if (expired[0]) mesh.note(`[${expired[0].service}] identity.expired: ${String(expired[0].line.msg).slice(0, 260)}`);
@@ -111,7 +126,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const restart = async (s: string) => {
       if (!victims.includes(s)) return;
       await mesh.stopService(s);
-      await mesh.startService(s, { token: true, lifetimeMs: s === "order" ? life + ORDER_EXTRA_MS : undefined });
+      await mesh.startService(s, { token: true });
       mesh.note(`${s} restarted with a new token on :${mesh.ports[s]}: enrolled afresh`);
     };
     const restarted = await Promise.allSettled([restart("payment"), restart("inventory")]);

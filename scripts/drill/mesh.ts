@@ -166,13 +166,14 @@ export class DrillMesh {
   }
 
   /** edge enrols with a token (again, after its state folder was moved aside) and its agent renews it. */
-  async enrolEdge(): Promise<void> {
+  async enrolEdge(lifetimeMs?: number): Promise<void> {
     this.edgeAgent?.stop();
-    const e = await enrolWithToken({ caUrl: this.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: this.stateOf("edge"), lifetime: this.lifetime });
+    const lifetime = lifetimeMs ? seconds(lifetimeMs) : this.lifetime;
+    const e = await enrolWithToken({ caUrl: this.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: this.stateOf("edge"), lifetime });
     this.edgeLog.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
     this.traffic?.reload();
     this.edgeAgent = new IdentityAgent(
-      { caUrl: this.caUrl, dns: "edge.internal", paths: this.stateOf("edge"), lifetime: this.lifetime, pollMs: this.o.pollMs },
+      { caUrl: this.caUrl, dns: "edge.internal", paths: this.stateOf("edge"), lifetime, pollMs: this.o.pollMs },
       { reloadTls: () => this.traffic?.reload() ?? true, log: this.edgeLog, metrics: { renewed() {}, renewalFailed() {} } },
     );
     this.edgeAgent.start();
@@ -186,7 +187,7 @@ export class DrillMesh {
     const started = await Promise.allSettled([this.startService("payment", { token: true, lifetimeMs: lifetimes.payment }), this.startService("inventory", { token: true, lifetimeMs: lifetimes.inventory })]);
     for (const r of started) if (r.status === "rejected") throw r.reason;
     await this.startService("order", { token: true, lifetimeMs: lifetimes.order });
-    await this.enrolEdge();
+    await this.enrolEdge(lifetimes.edge);
     const s = this.stateOf("edge");
     // A new connection every 2 s or so: an expired identity is refused on new handshakes only.
     this.traffic = new Traffic({ pki: this.setup.pki, identity: "edge.internal", port: this.ports.order!, rate, paths: { key: s.key, cert: s.cert, bundle: s.bundle, crls: s.crls }, requestsPerConnection: Math.max(5, 2 * rate) });
