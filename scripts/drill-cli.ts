@@ -58,6 +58,7 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
     rmSync(state.pki, { recursive: true, force: true });
     rmSync(join(state.work, "state"), { recursive: true, force: true });
     rmSync(join(state.work, "impostor-pki"), { recursive: true, force: true });
+    rmSync(join(state.work, "thief"), { recursive: true, force: true });
   };
   process.on("exit", removeState);
   const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGPIPE: 141 };

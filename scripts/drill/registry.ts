@@ -26,6 +26,12 @@ export const DRILLS: readonly FailureDrill[] = [
     lifetimeS: 60,
     run: async (o) => (await import("./impostor.ts")).runImpostorDrill(o),
   },
+  {
+    name: "stolen",
+    summary: "a copy of order's key is used from elsewhere: the operator revokes it, every service refuses it within seconds and cuts its connection; the real order re-enrols",
+    lifetimeS: 60,
+    run: async (o) => (await import("./stolen.ts")).runStolenDrill(o),
+  },
 ];
 
 export function listDrills(): string {
