@@ -14,7 +14,7 @@ test("drill --list names every drill with one line each; an unknown name is a on
   const list = await runDrillCli(["--list"]);
   assert.equal(list.code, 0, list.err);
   const lines = list.out.trim().split("\n");
-  assert.deepEqual(lines.map((l) => l.split(/\s+/)[0]), ["rotate", "expiry", "impostor"]);
+  assert.deepEqual(lines.map((l) => l.split(/\s+/)[0]), ["rotate", "expiry", "impostor", "stolen"]);
   for (const l of lines) assert.ok(l.length > 40, l);
   const bad = await runDrillCli(["nope"]);
   assert.equal(bad.code, 2);
