@@ -8,6 +8,8 @@ import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { DrillInterrupted } from "./drill/drill.ts";
 import { DRILLS, listDrills } from "./drill/registry.ts";
 import { storyTimeline } from "./drill/story.ts";
+import { startDashboard, type Dashboard } from "./dashboard/server.ts";
+import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
 
 const [first, ...rest] = process.argv.slice(2);
 if (first === "rotate") {
@@ -46,10 +48,25 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
     .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one, removed at the end)")
     .option("--keep-state", "keep the temporary CA state (keys included) after the run")
     .option("--json", "print the report as JSON instead of the timeline")
+    .option("--dashboard [port]", `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`)
     .addHelpText("after", `\nExit codes: 0 every check held, 1 one did not, 2 bad flags or a failure to run, 130/143/129 interrupted, 141 output closed.`)
     .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
   program.parse(args, { from: "user" });
-  const o = program.opts<{ lifetime: number; poll: number; rate: number; dwell: number; dir?: string; keepState?: boolean; json?: boolean }>();
+  const o = program.opts<{ lifetime: number; poll: number; rate: number; dwell: number; dir?: string; keepState?: boolean; json?: boolean; dashboard?: boolean | string }>();
+  const dashboardPort = o.dashboard === undefined ? undefined : o.dashboard === true ? DEFAULT_DASHBOARD_PORT : Number(o.dashboard);
+  if (dashboardPort !== undefined && (!/^\d+$/.test(String(o.dashboard === true ? dashboardPort : o.dashboard)) || dashboardPort > 65535)) {
+    console.error(`drill ${name}: --dashboard ${String(o.dashboard)} is not a port number 0-65535`);
+    process.exit(2);
+  }
+  let dashboard: Promise<Dashboard | undefined> = Promise.resolve(undefined);
+  /** The drill's own mesh, on the page: its logs folder fills as the services start. */
+  const watch = (w: { work: string; pki: string }) => {
+    if (dashboardPort === undefined) return;
+    dashboard = startDashboard({ logs: join(w.work, "logs"), pki: w.pki, policy: join(w.work, "policy.toml"), port: dashboardPort }).then(
+      (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
+      (e: NodeJS.ErrnoException) => (console.error(`drill ${name}: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`), undefined),
+    );
+  };
 
   const stop = new AbortController();
   let state: { work: string; pki: string; removeState: boolean } | undefined;
@@ -72,7 +89,7 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
   }
   try {
     const report = await drill.run({
-      dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => (state = w), rate: o.rate, dwellMs: o.dwell,
+      dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => ((state = w), watch(w)), rate: o.rate, dwellMs: o.dwell,
       lifetimeMs: o.lifetime * 1000, pollMs: o.poll, say: o.json ? undefined : (l) => console.log(l),
     });
     if (o.json) console.log(JSON.stringify(report, null, 2));
@@ -90,4 +107,5 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
     console.error(`drill ${name}: ${e instanceof CaError ? e.message : (e as Error).message}`);
     process.exitCode = 2;
   }
+  await (await dashboard)?.close();
 }
