@@ -19,6 +19,7 @@ test("drill expiry: the CA goes away, every identity expires loudly, both sides 
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
     assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "ca-down", "ca-back", "re-enrol", "after"]);
+    assert.ok(report.checks.some((c) => c.name === "the metrics moved" && c.ok), "the metrics a dashboard shows moved");
     assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks));
     assert.deepEqual(new Set(report.facts.victims as string[]), new Set(["payment", "inventory", "order", "edge"]));
     const mc = report.facts.mesh_check as Record<string, { severity: string; detail: string }>;

@@ -33,6 +33,7 @@ test("drill impostor: callers and callees refuse the look-alike and say so; the 
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
     assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "impostor", "heal", "after"]);
+    assert.ok(report.checks.some((c) => c.name === "payment's refusal counter moved" && c.ok), "the metrics a dashboard shows moved");
     assert.ok(report.checks.length >= 7 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
     // Same name, another key: the report names both keys.
     const keys = report.facts.keys as { trusted: string; impostor: string };

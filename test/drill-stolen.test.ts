@@ -18,6 +18,7 @@ test("drill stolen: revoked, the stolen copy is refused everywhere within second
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
     assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "revoke", "re-enrol", "after"]);
+    assert.ok(report.checks.some((c) => c.name === "payment's refusal counter moved" && c.ok), "the metrics a dashboard shows moved");
     assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks));
     const within = report.facts.refusedInMs as Record<string, number>;
     for (const s of ["payment", "inventory", "order"]) assert.ok(within[s]! >= 0 && within[s]! <= 5_000, `${s}: ${within[s]}`);

@@ -106,6 +106,12 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const callee = await mesh.line("a callee to refuse an expired caller", downAt, (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "expired", 5_000);
     const caller = await mesh.line("order to say its call failed", downAt, (e) => e.service === "order" && e.line.event === "upstream.failed" && e.line.reason === "server_cert_expired", 5_000);
     for (const e of [callee, caller]) if (e) mesh.note(`[${e.service}] ${String(e.line.event)} ${String(e.line.reason)}: ${String(e.line.msg).slice(0, 220)}`);
+    const moved = {
+      orderExpiredRefusals: await mesh.metric("order", "mesh_tls_handshakes_total", { outcome: "refused", reason: "expired" }),
+      paymentRenewalFailures: await mesh.metric("payment", "mesh_identity_cert_renewal_failures_total"),
+      paymentValidityRemaining: await mesh.metric("payment", "mesh_identity_cert_validity_remaining_seconds"),
+    };
+    mesh.note(`metrics: order's mesh_tls_handshakes_total{outcome="refused",reason="expired"} ${moved.orderExpiredRefusals}; payment's mesh_identity_cert_renewal_failures_total ${moved.paymentRenewalFailures}, mesh_identity_cert_validity_remaining_seconds ${moved.paymentValidityRemaining}`);
     const failedCheck = await certificateCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's certificate: ${failedCheck.severity}: ${failedCheck.detail}`);
     await pause(dwell);
@@ -157,6 +163,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     });
     check("renewals failed loudly: CA unreachable", renewFailed.some((e) => e.line.code === "CA_UNREACHABLE"), renewFailed.map((e) => `${e.service}: ${String(e.line.code)}`).join(", ") || "no identity.renew_failed");
     check("every identity expired, each announced first", victims.length === IDENTITIES.length && announced.length === victims.length, `expired: ${victims.join(", ") || "none"}; announced by renew_failed and expiring before: ${announced.join(", ") || "none"}`);
+    check("the metrics moved", (moved.orderExpiredRefusals ?? 0) > 0 && (moved.paymentRenewalFailures ?? 0) > 0 && (moved.paymentValidityRemaining ?? 1) < 0, `order's refusals for expired: ${moved.orderExpiredRefusals}; payment's renewal failures: ${moved.paymentRenewalFailures}, validity remaining: ${moved.paymentValidityRemaining} s`);
     check("mesh:check warned, then failed", warned.severity === "warning" && failedCheck.severity === "error", `before expiry: ${warned.severity}; after: ${failedCheck.severity}`);
     check("the callee refused an expired caller as expired", callee?.line.reason === "expired", callee ? `${callee.service}: tls.handshake_failed expired` : "no tls.handshake_failed expired");
     check("the caller said its callee expired", !!caller, caller ? `order: upstream.failed ${String(caller.line.upstream)} ${String(caller.line.reason)}` : "no upstream.failed server_cert_expired");
@@ -170,7 +177,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
       drill: "expiry", ok: checks.every((c) => c.ok), dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs: mesh.logs, rate: setup.rate,
       lifetimeMs: life, pollMs: mesh.o.pollMs, phases, evidence: ev,
       heal: "not by itself: once a certificate has expired the agent stops renewing (the CA refuses expired certificates over EST), so the CA's return changes nothing for it. The operator's action, as identity.expired says: a new one-time token per expired identity (npm run -s ca -- token --domain <name>.internal > token) and a restart with --token-file token (mesh:up does both when restarted). A CA back before expiry heals everything by itself: the first poll that gets through renews at once (docs/identity.md)",
-      checks, facts: { victims, mesh_check: { before: check0, expiring: warned, expired: failedCheck, healed: check2 } },
+      checks, facts: { victims, metrics: moved, mesh_check: { before: check0, expiring: warned, expired: failedCheck, healed: check2 } },
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
     return report;

@@ -145,7 +145,8 @@ export class DrillMesh {
 
   /** A service as its own process; with `token`, it enrols (again) with a new one-time token. */
   async startService(service: string, o: { token?: boolean; lifetimeMs?: number } = { token: true }): Promise<Launched> {
-    const env: NodeJS.ProcessEnv = { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000" };
+    // The admin port (metrics, healthz) on any free port: its admin.listening line says which.
+    const env: NodeJS.ProcessEnv = { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000", MESH_ADMIN_PORT: "0" };
     delete env.MESH_ENROL_TOKEN;
     if (o.token) env.MESH_ENROL_TOKEN = createToken(this.ca, { domain: `${service}.internal`, replace: true }).token;
     const upstreams = service === "order" ? [`payment=127.0.0.1:${this.ports.payment}`, `inventory=127.0.0.1:${this.ports.inventory}`] : [];
@@ -219,6 +220,21 @@ export class DrillMesh {
     return this.setup.orStop(this.book.waitFor(what, since, match, timeoutMs).catch(() => undefined));
   }
 
+  /**
+   * The sum of one metric's samples whose labels include `labels`, as the service's /metrics
+   * says now (its latest admin.listening line names the port); undefined when it does not answer.
+   */
+  async metric(service: string, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+    const listening = this.book.since(0, (e) => e.service === service && e.line.event === "admin.listening").at(-1);
+    if (!listening) return undefined;
+    try {
+      const res = await fetch(`http://127.0.0.1:${String(listening.line.port)}/metrics`, { signal: AbortSignal.timeout(3_000) });
+      return metricValue(await res.text(), name, labels);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** The phases, counted once traffic has stopped (a request in flight at a phase's end counts in it). */
   async report(): Promise<StoryPhase[]> {
     this.end();
@@ -242,6 +258,18 @@ export class DrillMesh {
     await this.server?.stop().catch(() => {});
     this.ca.close();
   }
+}
+
+/** Sum of the samples of `name` in a Prometheus exposition whose labels include `labels`. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = new Map([...(m[2] ?? "").matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1]!, x[2]!]));
+    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) sum += Number(m[3]);
+  }
+  return sum;
 }
 
 export const evidence = (e: Entry): Evidence => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? ""), at: new Date(e.at).toISOString() });

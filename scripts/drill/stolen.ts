@@ -46,6 +46,8 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
 
     // 2. Revoke ---------------------------------------------------------------------------
     mesh.begin("revoke", `2. The operator revokes order's certificate (keyCompromise): every service must refuse it within ${REFUSED_WITHIN_MS / 1000} s`, false);
+    const REVOKED = { outcome: "refused", reason: "revoked" };
+    const refusalsBefore = await mesh.metric("payment", "mesh_tls_handshakes_total", REVOKED);
     const revokedAt = Date.now();
     await mesh.ca.revoke({ serial, reason: "keyCompromise" });
     mesh.note(`revoked serial ${serial.slice(0, 12)}… (npm run ca -- revoke --serial ${serial.slice(0, 12)}… --reason keyCompromise)`);
@@ -65,6 +67,8 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
       }
     }));
     mesh.note(`the stolen certificate refused, ms after the revocation: ${SERVICES.map((s) => `${s} ${refusedIn[s] ?? "NOT refused"}`).join(", ")}`);
+    const refusalsAfter = await mesh.metric("payment", "mesh_tls_handshakes_total", REVOKED);
+    mesh.note(`payment's mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`);
     const cut = await mesh.line("payment to cut the thief's live connection", revokedAt, (e) => e.service === "payment" && e.line.event === "tls.connections_closed" && e.line.why === "trust withdrawn", 10_000);
     if (cut) mesh.note(`payment: tls.connections_closed: ${String(cut.line.msg).slice(0, 200)}`);
     const callee = mesh.book.since(revokedAt, (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "revoked")[0];
@@ -94,6 +98,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const refusedAll = SERVICES.every((s) => refusedIn[s] !== undefined && refusedIn[s]! <= REFUSED_WITHIN_MS);
     check("the stolen copy got in before the revocation", inBefore, inBefore ? "payment answered it" : "payment refused it already");
     check(`every service refused it within ${REFUSED_WITHIN_MS / 1000} s`, refusedAll, SERVICES.map((s) => `${s}: ${refusedIn[s] ?? "never"} ms`).join(", "));
+    check("payment's refusal counter moved", refusalsBefore !== undefined && refusalsAfter !== undefined && refusalsAfter > refusalsBefore, `mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`);
     check("its live connection was cut", !!cut && lingering.closedAfter && lingering.successesAfter === 0, `payment logged tls.connections_closed: ${!!cut}; thief's connection closed: ${lingering.closedAfter}; answers after: ${lingering.successesAfter}`);
     check("the real order was refused too", phases.find((p) => p.name === "revoke")!.failed > 0 && !!caller, caller ? `order: upstream.failed ${String(caller.line.reason)}` : "no upstream.failed");
     check("re-enrolment healed the mesh", healed.failed === 0 && healed.sent > 0, `${healed.failed} of ${healed.sent} failed after it`);
@@ -105,7 +110,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
       drill: "stolen", ok: checks.every((c) => c.ok), dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs: mesh.logs, rate: setup.rate,
       lifetimeMs: mesh.lifeMs, pollMs: mesh.o.pollMs, phases, evidence: ev,
       heal: "the operator revokes the stolen certificate (npm run ca -- revoke --serial <serial> --reason keyCompromise): every service has the new CRLs within a second or two by the long poll, refuses it and cuts its live connections; the real order, whose certificate it was, cannot renew a revoked identity: its folder is moved aside and it enrols afresh with a new token (mesh:up does that when restarted)",
-      checks, facts: { serial, refusedInMs: refusedIn },
+      checks, facts: { serial, refusedInMs: refusedIn, metrics: { paymentRevokedRefusals: [refusalsBefore, refusalsAfter] } },
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
     return report;
