@@ -22,7 +22,12 @@ test("drill --list names every drill with one line each; an unknown name is a on
   const flag = await runDrillCli(["impostor", "--rate", "x"]);
   assert.equal(flag.code, 2);
   assert.doesNotMatch(flag.err, /\n\s+at /);
-  for (const r of [list, bad, flag]) rmSync(r.tmp, { recursive: true, force: true });
+  // rotate is the rotation drill's own command line underneath.
+  const rotate = await runDrillCli(["rotate", "--help"]);
+  assert.equal(rotate.code, 0, rotate.err);
+  assert.match(rotate.out, /^Usage: drill:rotate \[options\]/);
+  assert.match(rotate.out, /--file-mode/);
+  for (const r of [list, bad, flag, rotate]) rmSync(r.tmp, { recursive: true, force: true });
 });
 
 test("drill impostor: callers and callees refuse the look-alike and say so; the real payment heals; nothing left behind", { timeout: 120_000 }, async () => {
