@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
-import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { privateTmp, processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
 
 test("drill stolen: revoked, the stolen copy is refused everywhere within seconds and its connection cut; order re-enrols; nothing left behind", { timeout: 120_000 }, async () => {
   const r = await runDrillCli(["stolen", "--json", "--dwell", "1000", "--rate", "10"]);
@@ -47,4 +47,25 @@ test("drill stolen: revoked, the stolen copy is refused everywhere within second
     if (passed) rmSync(r.tmp, { recursive: true, force: true });
     else console.log(`drill output kept in ${r.tmp}`);
   }
+});
+
+test("drill stolen failing mid-run (after the theft): the thief's copy, the CA's keys and every process are gone", { timeout: 90_000 }, async () => {
+  const { runStolenDrill } = await import("../scripts/drill/stolen.ts");
+  const tmp = privateTmp();
+  const old = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  let work = "";
+  try {
+    await assert.rejects(runStolenDrill({ rate: 5, dwellMs: 300, onPrepared: (w) => (work = w.work), say: (l) => {
+      if (l.includes("▶ 2.")) throw new Error("boom as the revocation begins");
+    } }), /boom as the revocation begins/);
+  } finally {
+    if (old === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = old;
+  }
+  assert.ok(work.startsWith(tmp), work);
+  assert.equal(existsSync(join(work, "thief")), false);
+  assert.deepEqual(secretsBelow(tmp), []);
+  assert.deepEqual(processesMentioning(tmp), []);
+  rmSync(tmp, { recursive: true, force: true });
 });
