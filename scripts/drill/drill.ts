@@ -193,7 +193,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
  * What every drill shares: where it works, its waits that end on Ctrl-C, and the clean-up of a
  * temporary CA and of the services' state folders (keys) however it ends.
  */
-export async function runWith<O extends DrillOptions>(o: O, body: (o: O, setup: Setup) => Promise<DrillReport>): Promise<DrillReport> {
+export async function runWith<O extends DrillOptions, R = DrillReport>(o: O, body: (o: O, setup: Setup) => Promise<R>): Promise<R> {
   const say = o.say ?? (() => {});
   const rate = o.rate ?? 20;
   const dwell = o.dwellMs ?? 2_500;
