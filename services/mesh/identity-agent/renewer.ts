@@ -12,6 +12,7 @@ import { enrolCsr, getCacerts, getCrls, type CaObserver, type CaTls } from "./es
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, splitPem, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, readText, receivedAt, writeAtomic, type StatePaths } from "./state-folder.ts";
+import { every, systemClock, type Clock, type ClockTimer } from "../../../lib/clock.ts";
 import { DEFAULT_SCHEDULE, renewAt, retryDelay, timerDelay, type Schedule } from "./timing.ts";
 
 export const DEFAULT_POLL_MS = 30_000;
@@ -32,6 +33,8 @@ export interface AgentOptions {
   schedule?: Schedule;
   pollMs?: number;
   random?: () => number;
+  /** Now and the timers of renewal, expiry and polling (default the system's; tests advance a TestClock). */
+  clock?: Clock;
 }
 
 /** What the log events carry about the certificate in force. */
@@ -41,9 +44,9 @@ export function factsFields(f: IdentityFacts) {
 
 export class IdentityAgent {
   private facts: IdentityFacts;
-  private renewTimer?: NodeJS.Timeout;
-  private pollTimer?: NodeJS.Timeout;
-  private expiryTimer?: NodeJS.Timeout;
+  private renewTimer?: ClockTimer;
+  private stopPolling?: () => void;
+  private expiryTimer?: ClockTimer;
   private renewing?: Promise<boolean>;
   private polling?: Promise<void>;
   private failures = 0;
@@ -53,11 +56,15 @@ export class IdentityAgent {
   private warnedExpiring = false;
   private stopped = false;
   private readonly random: () => number;
+  private readonly clock: Clock;
+  /** How many polls have completed (answered or failed): a test waits for it to grow, not for time. */
+  polls = 0;
   /** When the next renewal is due (ms since the epoch), for tests and the log. */
   nextRenewal = 0;
 
   constructor(private readonly o: AgentOptions, private readonly h: AgentHooks) {
     this.random = o.random ?? Math.random;
+    this.clock = o.clock ?? systemClock;
     this.facts = this.current().facts;
   }
 
@@ -67,16 +74,15 @@ export class IdentityAgent {
 
   start(): void {
     this.scheduleRenewal();
-    this.pollTimer = setInterval(() => void this.poll(), this.o.pollMs ?? DEFAULT_POLL_MS);
-    this.pollTimer.unref();
+    this.stopPolling = every(this.clock, this.o.pollMs ?? DEFAULT_POLL_MS, () => void this.poll());
     void this.poll(); // started from the cache: learn at once what changed while it was down
   }
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.renewTimer);
-    clearTimeout(this.expiryTimer);
-    clearInterval(this.pollTimer);
+    this.clock.clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.expiryTimer);
+    this.stopPolling?.();
   }
 
   /** The material in the state folder and its facts, checked against the cached bundle. */
@@ -97,9 +103,9 @@ export class IdentityAgent {
 
   private scheduleRenewal(delay?: number): void {
     if (this.stopped) return;
-    clearTimeout(this.renewTimer);
-    clearTimeout(this.expiryTimer);
-    const now = Date.now();
+    this.clock.clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.expiryTimer);
+    const now = this.clock.now();
     const notAfter = Date.parse(this.facts.notAfter);
     this.nextRenewal = delay !== undefined ? now + delay : renewAt(
       { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: receivedAt(this.o.paths) },
@@ -109,29 +115,25 @@ export class IdentityAgent {
       this.expired();
       return;
     }
-    this.renewTimer = setTimeout(() => void this.renew("scheduled"), timerDelay(this.nextRenewal - now));
-    this.renewTimer.unref();
-    this.expiryTimer = setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
-    this.expiryTimer.unref();
+    this.renewTimer = this.clock.setTimeout(() => void this.renew("scheduled"), timerDelay(this.nextRenewal - now));
+    this.expiryTimer = this.clock.setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
   }
 
   private expired(): void {
     if (this.stopped) return;
-    const left = Date.parse(this.facts.notAfter) - Date.now();
+    const left = Date.parse(this.facts.notAfter) - this.clock.now();
     if (left >= 0) {
       // A timer may fire a little before the wall clock agrees: look again just after.
-      this.expiryTimer = setTimeout(() => this.expired(), timerDelay(left + 10));
-      this.expiryTimer.unref();
+      this.expiryTimer = this.clock.setTimeout(() => this.expired(), timerDelay(left + 10));
       return;
     }
-    clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.renewTimer);
     this.h.log.error(
       { event: "identity.expired", ...factsFields(this.facts), stateDir: this.o.paths.dir },
       `the identity ${this.o.dns} (serial ${this.facts.serial}) expired at ${this.facts.notAfter}: every peer now refuses this service and the CA will not renew it; enrol again: make a token (npm run -s ca -- token --domain ${this.o.dns} > token) and restart this service with --token-file token or MESH_ENROL_TOKEN`,
     );
     // Said again every minute while it lasts: an outage that explains itself.
-    this.expiryTimer = setTimeout(() => this.expired(), 60_000);
-    this.expiryTimer.unref();
+    this.expiryTimer = this.clock.setTimeout(() => this.expired(), 60_000);
   }
 
   /** Renews now (the schedule, the CA's renew-now hint, or a caller). Resolves true once the new certificate is in force. */
@@ -147,7 +149,7 @@ export class IdentityAgent {
     const before = this.facts;
     try {
       const cur = this.current();
-      if (Date.now() >= Date.parse(cur.facts.notAfter)) {
+      if (this.clock.now() >= Date.parse(cur.facts.notAfter)) {
         this.expired();
         return false;
       }
@@ -173,7 +175,7 @@ export class IdentityAgent {
       if (this.stopped) return false;
       this.failures += 1;
       this.h.metrics.renewalFailed();
-      const now = Date.now();
+      const now = this.clock.now();
       const notAfter = Date.parse(before.notAfter);
       const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(receivedAt(this.o.paths), now));
       const status = e instanceof IdentityError ? e.status : undefined;
@@ -205,6 +207,7 @@ export class IdentityAgent {
   poll(): Promise<void> {
     this.polling ??= this.doPoll().finally(() => {
       this.polling = undefined;
+      this.polls += 1;
     });
     return this.polling;
   }
