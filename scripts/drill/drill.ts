@@ -10,7 +10,8 @@ import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
-import { longestGap, Traffic, type PhaseCounts } from "./traffic.ts";
+import { PhaseLog, type Phase, type PhaseName, type PhaseReport } from "./phases.ts";
+import { Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface DrillOptions {
   /** The CA state folder; a fresh temporary one when absent (./pki is never touched by default). */
@@ -30,26 +31,7 @@ export interface DrillOptions {
   say?: (line: string) => void;
 }
 
-export type PhaseName = "baseline" | "careless" | "recovery" | "trust-both" | "reissue" | "drop-old" | "proof";
-
-export interface PhaseReport extends PhaseCounts {
-  name: PhaseName;
-  title: string;
-  /** A safe phase must lose no request. */
-  safe: boolean;
-  startedAt: string;
-  ms: number;
-  /** The longest stretch within the phase without a successful order (see traffic.ts longestGap). */
-  longestGapMs: number;
-  /**
-   * tls.handshake_failed lines the services logged during the phase, "payment:unknown_ca" → count:
-   * log lines from any client (the drill's own old-certificate and probe calls too), not orders.
-   */
-  handshakeFailures: Record<string, number>;
-  /** upstream.failed lines order logged, "payment:server_untrusted" → count: the same failures as `reasons`, seen by order. */
-  upstreamFailures: Record<string, number>;
-  notes: string[];
-}
+export type { PhaseName, PhaseReport } from "./phases.ts";
 
 export interface ReloadTiming {
   phase: PhaseName;
@@ -268,7 +250,7 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
     traffic = new Traffic({ pki: setup.pki, identity: "edge.internal", port: ports.order, rate: setup.rate, onReload: (r) => edgeReloads.push(r) });
     // A long-lived keep-alive connection authenticated under the old generation.
     straggler = new Straggler({ port: ports.payment, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...oldOrder });
-    const run: Run = { ...setup, o, ca, logs, policy, book, ports, oldOrder, oldGen, traffic, straggler, edgeReloads, reloads: [], phases: new PhaseLog(setup.say, logs, traffic, book) };
+    const run: Run = { ...setup, o, ca, logs, policy, book, ports, oldOrder, oldGen, traffic, straggler, edgeReloads, reloads: [], phases: new PhaseLog(setup.say, (c) => recordPhase(logs, c), traffic, book) };
 
     traffic.start();
     straggler.start();
@@ -299,6 +281,11 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
     await Promise.all([...services.values()].map((s) => s.stop()));
     ca.close();
   }
+}
+
+/** Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases. */
+function recordPhase(logs: string, c: Phase): void {
+  appendFileSync(join(logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(c.at).toISOString(), service: "drill", event: "drill.phase", phase: c.name, safe: c.safe, msg: c.title }) + "\n");
 }
 
 /** A fresh logs folder and the drill's policy in the work folder. */
@@ -348,48 +335,6 @@ async function startMesh({ pause }: Setup, m: { pki: string; policy: string; log
   const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
   const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
   return { order: order.port, payment: payment.port, inventory: inventory.port };
-}
-
-/** The phases' bookkeeping: each begun, noted and ended, its counts read when the drill is over. */
-class PhaseLog {
-  current: { name: PhaseName; title: string; safe: boolean; at: number; notes: string[] } | undefined;
-  private readonly ended: Array<NonNullable<PhaseLog["current"]> & { until: number }> = [];
-
-  constructor(private readonly say: (line: string) => void, private readonly logs: string, private readonly traffic: Traffic, private readonly book: LogBook) {}
-
-  get name(): PhaseName {
-    return this.current!.name;
-  }
-
-  begin(name: PhaseName, title: string, safe: boolean): void {
-    this.current = { name, title, safe, at: Date.now(), notes: [] };
-    this.traffic.phase = name;
-    this.say(`\n▶ ${title}`);
-    // Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases.
-    appendFileSync(join(this.logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(this.current.at).toISOString(), service: "drill", event: "drill.phase", phase: name, safe, msg: title }) + "\n");
-  }
-
-  note(s: string): void {
-    this.current!.notes.push(s);
-    this.say(`  ${s}`);
-  }
-
-  end(): void {
-    this.ended.push({ ...this.current!, until: Date.now() });
-  }
-
-  // Counts are read when the drill is over, so a request still in flight at a
-  // phase's end is counted, success or failure, in the phase that sent it.
-  reports(): PhaseReport[] {
-    return this.ended.map((c) => ({
-      name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
-      ...(this.traffic.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
-      longestGapMs: longestGap(this.traffic.successes, c.at, c.until),
-      handshakeFailures: this.book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: this.book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
-      notes: c.notes,
-    }));
-  }
 }
 
 /** Runs a CA step that changes one identity's certificate; waits until it is served. */
