@@ -3,10 +3,7 @@
 // and the safe rotation run hands-off by runRotation, gate by gate, with traffic flowing.
 import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { pino } from "pino";
-import { CertificateAuthority, runRotation, type RotationEvent } from "../../ca/index.ts";
-import { CaServer } from "../../ca/server/server.ts";
-import { createToken } from "../../ca/tokens.ts";
+import { CertificateAuthority, createToken, runRotation, type RotationEvent } from "../../ca/index.ts";
 import { createLogger, type MeshLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
@@ -15,6 +12,7 @@ import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
+import { startDrillCa, type DrillCa } from "./ca-process.ts";
 import { openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
@@ -80,8 +78,7 @@ interface OnlineRun extends Setup {
 }
 
 interface Held {
-  server?: CaServer;
-  serverCa?: CertificateAuthority;
+  server?: DrillCa;
   rotationCa?: CertificateAuthority;
   traffic?: Traffic;
   straggler?: Straggler;
@@ -143,8 +140,7 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
     await held.traffic?.stop().catch(() => {});
     held.straggler?.stop();
     await Promise.all([...held.services.values()].map((s) => s.stop()));
-    await held.server?.close().catch(() => {});
-    held.serverCa?.close();
+    await held.server?.stop().catch(() => {});
     held.rotationCa?.close();
     ca.close();
   }
@@ -164,13 +160,15 @@ function prepareOnlineWork(work: string) {
   return { logs, stateRoot, policy, drillLog };
 }
 
-/** The CA server, with its own handle on the folder as `ca serve` would; returns its URL. */
+/**
+ * The CA server, in a process of its own with its own handle on the folder, as `ca serve` does
+ * (ca-process.ts says why it must not share the drill's event loop); returns its URL.
+ */
 async function startCaServer(pki: string, held: Held, s: { logs: string; book: LogBook; lifeMs: number; pollMs: number }): Promise<string> {
-  held.serverCa = await CertificateAuthority.open({ dir: pki });
-  held.server = await CaServer.start({
-    ca: held.serverCa, host: "127.0.0.1", port: 0, defaultLifetimeMs: s.lifeMs, limits: LIMITS, pollMs: Math.min(500, s.pollMs),
-    log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, sink(join(s.logs, "ca.log"), "ca", s.book)),
-  });
+  held.server = await startDrillCa(
+    { pki, lifetimeMs: s.lifeMs, limits: LIMITS, pollMs: Math.min(500, s.pollMs) },
+    { logFile: join(s.logs, "ca.log"), onLine: (line) => s.book.add("ca", line) },
+  );
   return held.server.url;
 }
 
@@ -194,7 +192,8 @@ class OnlineMesh {
 
   async start(service: string, upstreams: string[] = []): Promise<Launched> {
     const { s } = this;
-    const token = createToken(this.ca, { domain: `${service}.internal` }).token;
+    // replace: a victim of the careless rotation enrols again in place of the certificate it never installed.
+    const token = createToken(this.ca, { domain: `${service}.internal`, replace: true }).token;
     const svc = await launchService({
       service, port: this.ports[service] ?? 0, pki: s.pki, policy: s.policy, upstreams, logFile: join(s.logs, `${service}.log`),
       onLine: (line) => line && s.book.add(service, line),
@@ -233,7 +232,7 @@ class Edge {
 
   async enrol(): Promise<void> {
     const { s } = this;
-    const e = await enrolWithToken({ caUrl: s.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal" }).token, "the drill"), dns: "edge.internal", paths: s.paths, lifetime: s.lifetime });
+    const e = await enrolWithToken({ caUrl: s.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: s.paths, lifetime: s.lifetime });
     this.log.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
   }
 
@@ -263,6 +262,7 @@ async function baseline(run: OnlineRun): Promise<void> {
 }
 
 interface Careless {
+  carelessAt: number;
   carelessGen: number;
   firstFailure: Entry;
   failedRenewal: string[];
@@ -301,7 +301,7 @@ async function carelessRotation(run: OnlineRun): Promise<Careless> {
     .filter((e): e is Entry => !!e)
     .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
   for (const e of explanations) run.say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg.slice(0, 200)}`);
-  return { carelessGen, firstFailure, failedRenewal, explanations };
+  return { carelessAt, carelessGen, firstFailure, failedRenewal, explanations };
 }
 
 // 3. Recovery -------------------------------------------------------------------
@@ -460,6 +460,7 @@ async function probeLent(run: OnlineRun): Promise<ProbeCell[]> {
   const lent = join(run.stateRoot, ".probe");
   mkdirSync(join(lent, "certs"), { recursive: true, mode: 0o700 });
   copyFileSync(ca.paths.bundle, join(lent, "bundle.pem"));
+  copyFileSync(ca.paths.crls, join(lent, "crls.pem")); // the probe checks each server against them
   for (const who of IDENTITIES) {
     copyFileSync(mesh.stateOf(who).cert, join(lent, "certs", `${who}.internal.crt`));
     copyFileSync(mesh.stateOf(who).key, join(lent, "certs", `${who}.internal.key`));
@@ -481,10 +482,11 @@ interface Outcome {
 }
 
 // --- the verdict -----------------------------------------------------------------
-function verdict(oldGen: number, { phases, careless, recovery, rotation, dropped, proven }: Outcome): Check[] {
+function verdict(oldGen: number, book: LogBook, { phases, careless, recovery, rotation, dropped, proven }: Outcome): Check[] {
   const checks: Check[] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
-  const { explanations, firstFailure } = careless;
+  const { explanations, firstFailure, carelessAt } = careless;
+  const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
   const { victims, recovered } = recovery;
   const { gates, newGen } = rotation;
   const { notDropped, lingering } = dropped;
@@ -492,6 +494,15 @@ function verdict(oldGen: number, { phases, careless, recovery, rotation, dropped
   const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
   check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed; victims: ${victims.join(", ") || "none"}`);
   check("both sides explained the break", !!firstFailure && explanations.some((e) => e.event === "tls.handshake_failed" || e.event === "upstream.failed"), explanations.map((e) => `${e.service}: ${e.event} ${e.reason}`.slice(0, 120)).join("; "));
+  // A renewal that stalls says so: each victim that expired had logged a failed attempt and
+  // identity.expiring first (on a loaded machine order once logged nothing until it expired).
+  const expiries = since(carelessAt, (e) => e.line.event === "identity.expired");
+  const unannounced = [...new Set(expiries.map((e) => e.service))].filter((who) => {
+    const at = expiries.find((e) => e.service === who)!.at;
+    const said = (event: string) => since(carelessAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
+    return !said("identity.renew_failed") || !said("identity.expiring");
+  });
+  check("every expiry was announced", unannounced.length === 0, unannounced.length ? `expired without a renew_failed and an identity.expiring before it: ${unannounced.join(", ")}` : `${new Set(expiries.map((e) => e.service)).size} victim(s) expired, each after renew_failed and identity.expiring`);
   check("recovery healed the mesh", recovered.failed === 0 && recovered.sent > 0, `${recovered.failed} of ${recovered.sent} request(s) sent after the victims enrolled again failed`);
   const passed = gates.filter((g) => g.state === "passed").map((g) => g.gate);
   check("every gate passed, in order", passed.join(",") === "prepare,activate,retire", `passed: ${passed.join(", ") || "none"}`);
@@ -511,7 +522,7 @@ function verdict(oldGen: number, { phases, careless, recovery, rotation, dropped
 /** The report, written beside the logs. */
 function report(run: OnlineRun, outcome: Outcome): DrillReport {
   const { phases, careless, recovery, rotation, proven } = outcome;
-  const checks = verdict(run.oldGen, outcome);
+  const checks = verdict(run.oldGen, run.book, outcome);
   const renewals = run.book.since(0, (e) => e.line.event === "identity.renewed").length;
   const r: DrillReport = {
     ok: checks.every((c) => c.ok), mode: "online", dir: run.pki, stateRemoved: run.removeState, reportFile: join(run.work, "report.json"), logs: run.logs, withIntermediate: !!run.o.withIntermediate, rate: run.rate,
