@@ -45,6 +45,8 @@ export function formatLine(l: MeshLine, opts: { prefix?: boolean } = {}): string
       return `${head}${time} ${green("request")} ${s("peer")} ${s("method")} ${s("route")} -> ${s("status")} ${bold(`×${s("count")}`)} ${dim(`avg ${s("msAvg")}ms, max ${s("msMax")}ms (summary of the rest of this second)`)}`;
     case "authz.denied":
       return `${head}${time} ${yellow("authz.denied")} ${s("peer")} ${s("method")} ${s("path")} rule=${s("rule")}: ${s("reason")}${l.hint ? dim(` (${s("hint")})`) : ""}`;
+    case "authz.would_deny":
+      return `${head}${time} ${yellow("authz.would_deny")} ${s("peer")} ${s("method")} ${s("path")} rule=${s("rule")} (audit, let through): ${s("reason")}${l.hint ? dim(` (${s("hint")})`) : ""}`;
     case "tls.handshake_failed": {
       const peer = l.peer as { subject?: string; issuer?: string; serial?: string } | undefined;
       const who = peer ? dim(` [${peer.subject} from ${peer.issuer}, serial ${peer.serial}]`) : "";

@@ -9,6 +9,7 @@ export type MeshEvent =
   | "request"
   | "request.summary"
   | "authz.denied"
+  | "authz.would_deny"
   | "tls.handshake_failed"
   | "http.client_error"
   | "tls.reloaded"
