@@ -41,9 +41,15 @@ test("every() repeats on the clock until stopped", () => {
 });
 
 test("the system clock's timers fire on real time", async () => {
-  const at = systemClock.now();
-  await new Promise<void>((resolve) => systemClock.setTimeout(resolve, 20));
-  assert.ok(systemClock.now() - at >= 15);
+  // The system clock's timers are unref'd (they never hold a process open): this one keeps the test alive meanwhile.
+  const alive = setInterval(() => {}, 1_000);
+  try {
+    const at = systemClock.now();
+    await new Promise<void>((resolve) => systemClock.setTimeout(resolve, 20));
+    assert.ok(systemClock.now() - at >= 15);
+  } finally {
+    clearInterval(alive);
+  }
 });
 
 test("the watcher's stat poll, on a test clock: a file that appears is reported once, a later change once more", () => {
