@@ -375,6 +375,11 @@ export class MeshMetrics {
     };
   }
 
+  /** One call made for an app by the sidecar's outbound side: failed when `reason` is given. */
+  outboundCall(callee: string, reason: string | undefined): void {
+    this.upstream.cell(this.label(callee), reason === undefined ? "ok" : "failed", reason ?? "none").n++;
+  }
+
   // --- own certificate, trust bundle, CRLs (runtime.ts) -------------------------------
 
   /** The material now in force. Never throws: a metric must not fail a reload that worked. */

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "./errors.ts";
-import { SERVICES, isIdentityName, isServiceName, shortName } from "./names.ts";
+import { isIdentityName, shortName } from "./names.ts";
 import { dnsNameOfSpiffeId, parseSpiffeId } from "../../lib/spiffe.ts";
 import { compilePath, type PathMatcher } from "./paths.ts";
 
@@ -102,8 +102,9 @@ export function parsePolicy(text: string, file: string): Policy {
   };
   const services = new Map<string, ServicePolicy>();
   for (const [name, table] of Object.entries(doc)) {
-    if (!isServiceName(name)) {
-      fail(name, `unknown service "${name}" (the mesh has: ${SERVICES.join(", ")})`);
+    // Any mesh name may serve (an in-process app or an app behind a sidecar), not a fixed list.
+    if (!isIdentityName(name)) {
+      fail(name, `"${name}" is not a mesh name: a table is named for the service it guards, one lower-case DNS label such as [payment] or [billing-api]`);
     }
     if (!isPlainTable(table)) fail(name, `[${name}] must be a table, e.g. [${name}] accepts = ["order"]`);
     const t = table as Record<string, unknown>;
