@@ -77,7 +77,7 @@ const program = new Command("mesh:up")
   .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
   .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
   .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
-  .addOption(new Option("--workloads <file>", "the apps behind sidecars to start (any language; docs/workloads.md); none when the default file is absent").env("MESH_WORKLOADS").default("mesh-workloads.toml"))
+  .addOption(new Option("--workloads <file>", "the apps behind sidecars to start (any language; docs/workloads.md) (default: mesh-workloads.toml beside the policy, if there)").env("MESH_WORKLOADS"))
   .addOption(new Option("--workload-ports <which>", "the workloads' ports: as the file says, or any free ones (sidecars, apps and outbound listeners)").env("MESH_WORKLOAD_PORTS").choices(["file", "any"]).default("file"))
   .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
@@ -117,7 +117,7 @@ interface Opts {
   caUrls?: string;
   dashboardPort: number;
   quiet?: boolean;
-  workloads: string;
+  workloads?: string;
   workloadPorts: "file" | "any";
 }
 
@@ -482,15 +482,16 @@ async function main(): Promise<void> {
 // --- workloads: apps in any language behind their sidecars (mesh-workloads.toml) -------------
 
 /**
- * The workloads file, refused early with its file:line (exit 2), as the policy is. The default
- * file may be absent (no workloads); one named by --workloads or MESH_WORKLOADS must be there.
+ * The workloads file, refused early with its file:line (exit 2), as the policy is. The default,
+ * mesh-workloads.toml beside the policy, may be absent (no workloads); one named by --workloads
+ * or MESH_WORKLOADS must be there.
  */
 function readWorkloads(o: Opts): Workloads | null {
-  const named = program.getOptionValueSource("workloads") !== "default";
-  if (!named && !existsSync(o.workloads)) return null;
+  const file = o.workloads ?? join(dirname(o.policy), "mesh-workloads.toml");
+  if (o.workloads === undefined && !existsSync(file)) return null;
   let w: Workloads;
   try {
-    w = loadWorkloads(o.workloads, SERVICE_NAMES);
+    w = loadWorkloads(file, SERVICE_NAMES);
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
@@ -498,8 +499,8 @@ function readWorkloads(o: Opts): Workloads | null {
   for (const x of w.workloads) {
     const program = x.command?.[0];
     if (!program || program === "node") continue;
-    const found = program.includes("/") ? existsSync(resolve(workloadsCwd(o.workloads), program)) : spawnSync("sh", ["-c", 'command -v "$1"', "sh", program], { stdio: "ignore" }).status === 0;
-    if (!found) fail(`${o.workloads}:${x.line}: [${x.name}] command: ${program} is not ${program.includes("/") ? "there" : "on the PATH"}; install it or fix the command`, 2);
+    const found = program.includes("/") ? existsSync(resolve(workloadsCwd(file), program)) : spawnSync("sh", ["-c", 'command -v "$1"', "sh", program], { stdio: "ignore" }).status === 0;
+    if (!found) fail(`${file}:${x.line}: [${x.name}] command: ${program} is not ${program.includes("/") ? "there" : "on the PATH"}; install it or fix the command`, 2);
   }
   return w;
 }
@@ -574,10 +575,10 @@ function workloadBanner(placed: readonly PlacedWorkload[]): { lines: string; tri
 function workloadTries(placed: readonly PlacedWorkload[], curlAs: (name: string, port: number) => string): string {
   const at = new Map(placed.map((p) => [p.name, p.port]));
   const out: string[] = [];
-  const shipping = at.get("shipping");
-  if (shipping) {
+  const delivery = at.get("delivery");
+  if (delivery) {
     out.push(`  ${dim("# a Python app (standard library) behind its sidecar: it names its caller (from XFCC) and asks inventory through its sidecar")}`);
-    out.push(`  ${curlAs("shipping", shipping)} -H 'content-type: application/json' -d '{"orderId":"demo-1","sku":"widget"}' https://shipping.internal:${shipping}/ship`);
+    out.push(`  ${curlAs("delivery", delivery)} -H 'content-type: application/json' -d '{"orderId":"demo-1","sku":"widget"}' https://delivery.internal:${delivery}/ship`);
   }
   const cashier = at.get("cashier");
   if (cashier && at.has("ledger")) {

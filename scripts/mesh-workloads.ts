@@ -130,7 +130,7 @@ export interface WorkloadAppOptions {
 
 /**
  * The app of a workload, component `<name>-app`, from its command (`node` is this Node). Its
- * output goes to <logs>/<name>-app.log and .stderr. Ready when its port or socket accepts a
+ * output goes to <logs>/<name>-app.out and .stderr. Ready when its port or socket accepts a
  * connection: any app, in any language, with no line to print.
  */
 export function workloadApp(o: WorkloadAppOptions): Runner {
@@ -140,6 +140,9 @@ export function workloadApp(o: WorkloadAppOptions): Runner {
   const runner: Runner = new Runner({
     name: `${p.name}-app`,
     logs: o.logs,
+    // Not a .log: the app's output is its own, not the mesh's JSON lines (mesh:logs and the
+    // dashboard follow *.log); the sidecar logs every request it forwards.
+    outFile: join(o.logs, `${p.name}-app.out`),
     command: () => {
       const mine = ++generation;
       void waitConnectable(p.app, () => mine !== generation || (runner.proc !== undefined && (runner.proc.exitCode !== null || runner.proc.signalCode !== null))).then((up) => {

@@ -23,12 +23,12 @@ function refused(text: string, line: number, pattern: RegExp): void {
 
 test("the shipped mesh-workloads.toml: a Python app, a gRPC server (h2c) and its client, with their upstreams", () => {
   const w = loadWorkloads(join(ROOT, "mesh-workloads.toml"), BUILT_IN);
-  assert.deepEqual(w.workloads.map((x) => x.name), ["shipping", "ledger", "cashier"]);
-  const [shipping, ledger, cashier] = w.workloads;
-  assert.deepEqual(shipping!.command, ["python3", "workloads/python-shipping/app.py"]);
-  assert.deepEqual(shipping!.app, { kind: "port", port: 7431 });
-  assert.equal(shipping!.protocol, "http1");
-  assert.deepEqual([...shipping!.upstreams], [["inventory", 7451]]);
+  assert.deepEqual(w.workloads.map((x) => x.name), ["delivery", "ledger", "cashier"]);
+  const [delivery, ledger, cashier] = w.workloads;
+  assert.deepEqual(delivery!.command, ["python3", "workloads/python-delivery/app.py"]);
+  assert.deepEqual(delivery!.app, { kind: "port", port: 7431 });
+  assert.equal(delivery!.protocol, "http1");
+  assert.deepEqual([...delivery!.upstreams], [["inventory", 7451]]);
   assert.equal(ledger!.protocol, "h2c");
   assert.deepEqual([...cashier!.upstreams], [["ledger", 7452]]);
 });
@@ -65,7 +65,7 @@ test("each kind of mistake is refused with its file:line", () => {
   refused(`[a]\n${ok}protocol = "grpc"\n`, 5, /"http1" or "h2c"/);
   refused(`[a]\n${ok}\n[b]\ncommand = ["y"]\napp_port = 8002\nport = 7001\n`, 9, /b\.port is port 7001, already a\.port/);
   refused(`[a]\n${ok}upstreams = { payment = 8001 }\n`, 5, /a\.upstreams\.payment is port 8001, already a\.app_port/);
-  refused(`[a]\n${ok}\n[a.upstreams]\npayment = 9001\nshipping = 9002\n`, 8, /a\.upstreams names "shipping", which is neither a workload in this file nor a built-in service/);
+  refused(`[a]\n${ok}\n[a.upstreams]\npayment = 9001\ndelivery = 9002\n`, 8, /a\.upstreams names "delivery", which is neither a workload in this file nor a built-in service/);
   refused(`[a]\n${ok}upstreams = { a = 9001 }\n`, 5, /does not call itself/);
   refused(`[a]\n${ok}upstreams = ["payment"]\n`, 5, /must be a table/);
   refused(`[a]\n${ok}upstreams = { payment = "x" }\n`, 5, /a\.upstreams\.payment must be a port number/);

@@ -1,8 +1,8 @@
-# shipping: a mesh workload in Python, standard library only. It holds no key and speaks plain
+# delivery: a mesh workload in Python, standard library only. It holds no key and speaks plain
 # HTTP on loopback; its sidecar does the mTLS. It learns who called from the sidecar's
 # x-forwarded-client-cert header (Envoy's format) and calls inventory through the sidecar's
-# outbound listener (MESH_UPSTREAM_INVENTORY), where it is seen as shipping.
-#   GET  /healthz              -> {"service": "shipping", "caller": "<who called>"}
+# outbound listener (MESH_UPSTREAM_INVENTORY), where it is seen as delivery.
+#   GET  /healthz              -> {"service": "delivery", "caller": "<who called>"}
 #   POST /ship {"orderId", "sku"} -> 201 {"shipped": true, ..., "caller", "available"}
 import json
 import os
@@ -30,7 +30,7 @@ def caller_of(xfcc):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "shipping"
+    server_version = "delivery"
 
     def answer(self, status, body):
         data = json.dumps(body).encode()
@@ -46,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/healthz":
-            return self.answer(200, {"service": "shipping", "caller": self.caller()})
+            return self.answer(200, {"service": "delivery", "caller": self.caller()})
         self.answer(404, {"error": "not_found", "path": self.path[:200]})
 
     def do_POST(self):
@@ -60,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
             order_id, sku = str(body["orderId"]), str(body["sku"])
         except (ValueError, KeyError, TypeError):
             return self.answer(400, {"error": "bad_request", "message": 'expected {"orderId": "...", "sku": "..."}'})
-        # Through the sidecar: plain HTTP on loopback, mTLS as shipping from there on.
+        # Through the sidecar: plain HTTP on loopback, mTLS as delivery from there on.
         url = f"{INVENTORY}/stock/{urllib.parse.quote(sku, safe='')}"
         try:
             with urllib.request.urlopen(url, timeout=10) as r:
@@ -82,7 +82,7 @@ def main():
     port = int(os.environ.get("MESH_APP_PORT", "0"))
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(json.dumps({"event": "app.listening", "service": "shipping", "port": server.server_address[1]}), flush=True)
+    print(json.dumps({"event": "app.listening", "service": "delivery", "port": server.server_address[1]}), flush=True)
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):
