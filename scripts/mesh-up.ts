@@ -214,7 +214,9 @@ function startFailure(name: string, e: unknown): { msg: string; code: number } {
   // `ca serve`'s own advice names its flags, not mesh:up's.
   const msg = messageOf(e).replace(/: pick another --port or --listen$/, "");
   const taken = /EADDRINUSE|port \d+ is taken|cannot listen on/.test(msg);
-  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? `--${name}-port`;
+  const builtIn = (SERVICE_NAMES as readonly string[]).includes(name);
+  // A workload's ports (its sidecar `<name>`, its app `<name>-app`) are in the workloads file.
+  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? (builtIn ? `--${name}-port` : `its ports in the workloads file, or --workload-ports any`);
   const what = { ca: "the CA server", dashboard: "the dashboard" }[name] ?? name;
   if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
   return { msg: `cannot start ${what}: ${msg}`, code: name === "ca" ? 4 : 1 };

@@ -26,11 +26,11 @@ test("the shipped mesh-workloads.toml: a Python app, a gRPC server (h2c) and its
   assert.deepEqual(w.workloads.map((x) => x.name), ["delivery", "ledger", "cashier"]);
   const [delivery, ledger, cashier] = w.workloads;
   assert.deepEqual(delivery!.command, ["python3", "workloads/python-delivery/app.py"]);
-  assert.deepEqual(delivery!.app, { kind: "port", port: 7431 });
+  assert.deepEqual(delivery!.app, { kind: "port", port: 7424 });
   assert.equal(delivery!.protocol, "http1");
-  assert.deepEqual([...delivery!.upstreams], [["inventory", 7451]]);
+  assert.deepEqual([...delivery!.upstreams], [["inventory", 7434]]);
   assert.equal(ledger!.protocol, "h2c");
-  assert.deepEqual([...cashier!.upstreams], [["ledger", 7452]]);
+  assert.deepEqual([...cashier!.upstreams], [["ledger", 7435]]);
 });
 
 test("an app started elsewhere (address), a unix socket, an upstream to a later workload, upper-case env names", () => {
