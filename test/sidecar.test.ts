@@ -306,6 +306,19 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
   const line = await greeter.logs.wait((l) => l.event === "authz.denied");
   assert.equal(line.peer, "frontend");
   assert.equal(line.path, "/greet.Greeter/Secret");
+
+  // A gRPC client holding a mesh certificate calls a sidecar directly over mTLS; its app is
+  // down: UNAVAILABLE with the reason, not a broken stream.
+  const dead = await sidecar("greeter", "1", [], "h2c");
+  const front = identity(pki, "frontend");
+  const creds = grpc.credentials.createSsl(readFileSync(pki.ca.paths.bundle), Buffer.from(front.key), Buffer.from(front.cert));
+  const direct = new pkg.greet.Greeter(`127.0.0.1:${dead.svc.port}`, creds, { "grpc.ssl_target_name_override": "greeter.internal", "grpc.default_authority": "greeter.internal" });
+  closers.push(() => direct.close());
+  const down = await new Promise<any>((resolve) => direct.SayHello({ name: "x" }, (e: unknown) => resolve(e)));
+  assert.equal(down.code, grpc.status.UNAVAILABLE);
+  assert.match(down.details, /^app_down: /);
+  const gone = await dead.logs.wait((l) => l.event === "upstream.failed");
+  assert.equal(gone.reason, "app_down");
 });
 
 test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the stream under way still gets its answer", async () => {
