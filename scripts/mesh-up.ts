@@ -518,14 +518,16 @@ interface WorkloadContext {
 
 /**
  * Starts each workload's sidecar (enrolled with its one-time token, online) and then its app,
- * both supervised. Every port is decided first, so workloads may call each other in any order.
+ * both supervised, all workloads at once. Every port is decided first, so workloads may call
+ * each other in any order.
  * Null when one failed to start (mesh:up is then stopping).
  */
 async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext): Promise<PlacedWorkload[] | null> {
   const placed = await placeWorkloads(declared.workloads, o.workloadPorts === "any");
   const mtls = new Map<string, number>([...c.services.map((s) => [s.runner.name, s.port] as const), ...placed.map((p) => [p.name, p.port] as const)]);
   const cwd = workloadsCwd(declared.file);
-  for (const p of placed) {
+  // All at once: every port is known, so no workload waits for another (each sidecar, then its app).
+  const one = async (p: PlacedWorkload): Promise<boolean> => {
     const sidecar = workloadSidecar({
       placed: p, logs: c.logs, pki: resolve(o.pki), policy: resolve(o.policy),
       addressOf: (name) => `127.0.0.1:${mtls.get(name)}`,
@@ -535,8 +537,8 @@ async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext):
       },
       onStderr: c.stderrOf(p.name),
     });
-    if (!(await c.start(sidecar))) return null;
-    if (!p.workload.command) continue;
+    if (!(await c.start(sidecar))) return false;
+    if (!p.workload.command) return true;
     const app = workloadApp({
       placed: p, logs: c.logs, cwd,
       onLine: (text) => {
@@ -544,10 +546,12 @@ async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext):
       },
       onStderr: c.stderrOf(`${p.name}-app`),
     });
-    if (!(await c.start(app))) return null;
+    if (!(await c.start(app))) return false;
     c.events.info({ event: "workload.started", workload: p.name, port: p.port, app: p.app, upstreams: Object.fromEntries(p.outbound) }, `${p.name}: sidecar on ${p.port}, app at ${p.app}`);
-  }
-  return placed;
+    return true;
+  };
+  const started = await Promise.all(placed.map(one));
+  return started.every(Boolean) ? placed : null;
 }
 
 /** mesh.json's `workloads`: what the tools need to reach and show each one. */
