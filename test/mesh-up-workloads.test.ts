@@ -151,6 +151,15 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   assert.deepEqual(matrix.cells.filter((c) => !c.ok), []);
   assert.equal(probe.code, 0);
 
+  // mesh:check reports on each workload as on a service: its sidecar's certificate, bundle, CRLs, policy.
+  const check = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    execFile(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", join(tmp, "logs")], { cwd: ROOT, timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } }, (e, stdout) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout }));
+  });
+  for (const w of ["delivery", "ledger", "cashier"]) {
+    assert.match(check.stdout, new RegExp(`^${w} :${state.ports[w]} \\(admin :\\d+\\)\n-+\n✓ answers over mTLS`, "m"), check.stdout);
+    assert.match(check.stdout, new RegExp(`✓ ${w}-app keeps running`));
+  }
+
   // The Python app killed -9: restarted by mesh:up, on its port, and serving again.
   const first = state.workloads!.list.delivery!.appPid!;
   assert.ok(alive(first));
