@@ -76,3 +76,27 @@ test("each kind of mistake is refused with its file:line", () => {
 test("a duplicate table is a TOML error with its line", () => {
   refused(`[a]\ncommand = ["x"]\napp_port = 8001\nport = 7001\n[a]\nport = 1\n`, 5, /invalid TOML/);
 });
+
+test("mesh:up refuses a bad workloads file, or a program that is not there, with file:line and exit 2, before starting anything", { timeout: 60_000 }, async () => {
+  const { mkdtempSync, rmSync, writeFileSync, existsSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { spawnSync } = await import("node:child_process");
+  const dir = mkdtempSync(join(tmpdir(), "mesh-workloads-file-"));
+  try {
+    const run = (text: string) => {
+      const file = join(dir, "w.toml");
+      writeFileSync(file, text);
+      return spawnSync(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--workloads", file, "--pki", join(dir, "pki"), "--logs", join(dir, "logs"), "--state", join(dir, "state")], { cwd: ROOT, encoding: "utf8", timeout: 50_000 });
+    };
+    const bad = run(`[a]\ncommand = ["x"]\napp_port = 8001\nport = 7001\nupstreams = { nobody = 1 }\n`);
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /^mesh:up: .*w\.toml:5: a\.upstreams names "nobody", which is neither a workload/);
+    assert.doesNotMatch(bad.stderr, /\n\s+at /, "no stack trace");
+    const missing = run(`[a]\ncommand = ["no-such-program-here", "x"]\napp_port = 8001\nport = 7001\n`);
+    assert.equal(missing.status, 2, missing.stderr);
+    assert.match(missing.stderr, /w\.toml:1: \[a\] command: no-such-program-here is not on the PATH/);
+    assert.equal(existsSync(join(dir, "pki")), false, "no CA was created");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
