@@ -2,14 +2,11 @@
 // no app and no list of names; an app is a function that gets the runtime's parts and returns
 // either routes (an in-process TypeScript service) or a forwarder (the sidecar, in front of an
 // app in another process). services/apps/index.ts registers the in-process demo apps.
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { Route } from "./server.ts";
 import type { Upstreams } from "./client.ts";
 import type { MeshLogger } from "./log.ts";
 import type { MeshMetrics } from "./metrics.ts";
 import type { TlsMaterial } from "./material.ts";
-import type { PeerIdentity } from "./peer-identity.ts";
 
 /** What the runtime gives an app when it starts it. */
 export interface AppContext {
@@ -23,24 +20,9 @@ export interface AppContext {
   readonly material: TlsMaterial;
 }
 
-export type MeshRequest = IncomingMessage | Http2ServerRequest;
-export type MeshResponse = ServerResponse | Http2ServerResponse;
-
-/** The caller of an authorized request, as a forwarder needs it. */
-export interface ForwardPeer {
-  readonly identity: PeerIdentity;
-  /** The caller's leaf certificate as DER (for XFCC's Hash). */
-  readonly der: Buffer;
-  /** Its SANs as Node renders them ("DNS:order.internal, URI:spiffe://…"). */
-  readonly san: string | undefined;
-  readonly subject: string | undefined;
-}
-
-/**
- * Hands an authorized request on and answers it. It calls `done(status)` once the answer is
- * complete (or the exchange broke: status 499 or 502/503), so the server logs and counts it.
- */
-export type Forward = (req: MeshRequest, res: MeshResponse, peer: ForwardPeer, done: (status: number) => void) => void;
+// The forwarder's types live in forward.ts, which server.ts imports without importing this file.
+export type { Forward, ForwardPeer, MeshRequest, MeshResponse } from "./forward.ts";
+import type { Forward } from "./forward.ts";
 
 export interface AppInstance {
   /** An in-process app: the server matches these after the policy allowed the request. */

@@ -15,7 +15,7 @@ import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 import type { MeshMetrics, RequestSeries } from "./metrics.ts";
-import type { Forward, ForwardPeer } from "./app.ts";
+import type { Forward, ForwardPeer } from "./forward.ts";
 import { isGrpc, sendGrpcStatus, GRPC_PERMISSION_DENIED } from "./grpc-status.ts";
 
 export interface Reply {
