@@ -38,7 +38,9 @@ async function main(): Promise<number> {
     const state = readMeshState(o.logs);
     if (!state?.ports) fail(`no ${o.logs}/mesh.json with the services' ports: is the mesh up? (npm run mesh:up), or pass --logs`);
     const ports: Record<string, number> = { ...DEFAULT_PORTS, ...state.ports };
-    const targets: Target[] = SERVICES.map((name) => ({ name, port: ports[name]!, adminPort: state.adminPorts?.[name] ?? null }));
+    // Every service the mesh runs, as mesh.json lists them: the built-in ones, then the workloads behind their sidecars.
+    const names = [...new Set([...SERVICES, ...Object.keys(state.ports)])];
+    const targets: Target[] = names.map((name) => ({ name, port: ports[name]!, adminPort: state.adminPorts?.[name] ?? null }));
     const pki = resolve(o.pki ?? state.pki ?? "./pki");
     // Online (mesh.json says so), identities live in state folders; a --pki other than the mesh's is checked as file mode.
     const online = state.pki === undefined || resolve(state.pki) === pki ? state.online : undefined;

@@ -15,8 +15,8 @@ export interface RunnerOptions {
   logs: string;
   /** Where its stdout goes (default <logs>/<name>.log). */
   outFile?: string;
-  /** The command line and environment of a start (`restarts`: how many came before). */
-  command(restarts: number): { args: string[]; env: NodeJS.ProcessEnv };
+  /** The command line and environment of a start (`restarts`: how many came before); `file`: the program, else this Node. */
+  command(restarts: number): { args: string[]; env: NodeJS.ProcessEnv; file?: string; cwd?: string };
   /** Whether this stdout line says the process is ready (listening); may record what it learns. */
   isReady(line: MeshLine | null, text: string): boolean;
   onLine?(line: MeshLine | null, text: string): void;
@@ -59,14 +59,14 @@ export class Runner implements ComponentSpec {
   }
 
   spawn(restarts: number): ChildProcess {
-    const { args, env } = this.o.command(restarts);
+    const { args, env, file, cwd } = this.o.command(restarts);
     const out = openSync(this.outFile, "a", 0o600);
     const err = openSync(this.errFile, "a", 0o600);
     let proc: ChildProcess;
     try {
       // detached: its own process group, so a Ctrl-C in mesh:up's terminal reaches mesh:up alone,
       // which then stops everything in order; and it keeps running if mesh:up is killed outright.
-      proc = spawn(process.execPath, args, { cwd: ROOT, detached: true, stdio: ["ignore", out, err], env });
+      proc = spawn(file ?? process.execPath, args, { cwd: cwd ?? ROOT, detached: true, stdio: ["ignore", out, err], env });
     } finally {
       closeSync(out);
       closeSync(err);
@@ -88,6 +88,14 @@ export class Runner implements ComponentSpec {
       p.reject(new Error(`${describeExit(this.name, code, signal)} before it was ready${why ? `: ${why}` : ""}`));
     });
     return proc;
+  }
+
+  /** Ready by a test of its own rather than a line (a workload's app accepting connections). */
+  markReady(): void {
+    if (!this.pending) return;
+    this.everReady = true;
+    this.pending.resolve();
+    this.pending = undefined;
   }
 
   stop(): void {

@@ -36,7 +36,7 @@ async function main(): Promise<number> {
   program.parse();
   const o = program.opts<{ pki?: string; policy?: string; logs: string; orderPort?: string; paymentPort?: string; inventoryPort?: string; json?: boolean }>();
   const stateFile = join(o.logs, "mesh.json");
-  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, "utf8")) as { pki?: string; policy?: string; ports?: Record<string, number>; identities?: Record<string, IdentityFiles> }) : {};
+  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, "utf8")) as { pki?: string; policy?: string; ports?: Record<string, number>; identities?: Record<string, IdentityFiles>; workloads?: { list?: Record<string, unknown> } | null }) : {};
   const pki = resolve(o.pki ?? state.pki ?? "./pki");
   const policyFile = o.policy ?? state.policy ?? "mesh-policy.toml";
   const ports: Record<string, number> = { ...DEFAULT_PORTS, ...state.ports };
@@ -56,15 +56,16 @@ async function main(): Promise<number> {
     // Online, each identity lives in its own state folder (mesh.json says where); a --pki other
     // than the mesh's means that CA's certs/ (file mode).
     const identities = state.pki === undefined || resolve(state.pki) === pki ? state.identities : undefined;
-    ({ cells, callers } = await probeMesh({ pki, policy, ports, logs: o.logs, identities }));
+    ({ cells, callers } = await probeMesh({ pki, policy, ports, logs: o.logs, identities, workloads: Object.keys(state.workloads?.list ?? {}) }));
   } catch (e) {
     fail((e as Error).message);
   }
   if (o.json) {
     console.log(JSON.stringify({ ports, policy: policyFile, cells }, null, 2));
   } else {
-    const w = 34;
-    console.log(`${bold("caller".padEnd(14))}${SERVICES.map((s) => bold(`${s} :${ports[s]}`.padEnd(w))).join("")}`);
+    const w = new Set(cells.map((x) => x.callee)).size > 3 ? 28 : 34;
+    const callees = [...new Set(cells.map((x) => x.callee))];
+    console.log(`${bold("caller".padEnd(14))}${callees.map((s) => bold(`${s} :${ports[s]}`.padEnd(w))).join("")}`);
     for (const name of callers) {
       const row = cells.filter((x) => x.caller === name);
       console.log(`${name.padEnd(14)}${row.map((x) => (x.ok ? green(`✓ ${x.observed}`.padEnd(w)) : red(`✗ ${x.observed}`.padEnd(w)))).join("")}`);

@@ -18,6 +18,9 @@ import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from 
 import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
 import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+import { loadWorkloads, type Workloads } from "../services/mesh/workloads.ts";
+import { placeWorkloads, workloadApp, workloadsCwd, workloadSidecar, type PlacedWorkload } from "./mesh-workloads.ts";
+import { spawnSync } from "node:child_process";
 
 // A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
 // Until main has a mesh to stop, it simply ends.
@@ -75,6 +78,8 @@ const program = new Command("mesh:up")
   .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
   .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
   .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
+  .addOption(new Option("--workloads <file>", "the apps behind sidecars to start (any language; docs/workloads.md) (default: mesh-workloads.toml beside the policy, if there)").env("MESH_WORKLOADS"))
+  .addOption(new Option("--workload-ports <which>", "the workloads' ports: as the file says, or any free ones (sidecars, apps and outbound listeners)").env("MESH_WORKLOAD_PORTS").choices(["file", "any"]).default("file"))
   .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
   .addHelpText(
@@ -113,6 +118,8 @@ interface Opts {
   caUrls?: string;
   dashboardPort: number;
   quiet?: boolean;
+  workloads?: string;
+  workloadPorts: "file" | "any";
 }
 
 /** A path as the user would type it: relative below the working directory, absolute elsewhere. */
@@ -146,12 +153,12 @@ async function openOrCreateCa(dir: string): Promise<CertificateAuthority> {
 }
 
 /** File mode: create the CA when absent; issue what is missing, renew what expires soon; keep the rest. */
-async function preparePki(dir: string, renewWithinDays: number): Promise<void> {
+async function preparePki(dir: string, renewWithinDays: number, names: readonly string[]): Promise<void> {
   const ca = await openOrCreateCa(dir);
   try {
     const soon = Date.now() + renewWithinDays * 86_400_000;
     const list = ca.list();
-    for (const short of CERT_NAMES) {
+    for (const short of names) {
       const domain = `${short}.internal`;
       const current = list.find((c) => c.domain === domain && c.status === "VALID");
       const files = ca.paths.leaf(domain);
@@ -208,7 +215,9 @@ function startFailure(name: string, e: unknown): { msg: string; code: number } {
   // `ca serve`'s own advice names its flags, not mesh:up's.
   const msg = messageOf(e).replace(/: pick another --port or --listen$/, "");
   const taken = /EADDRINUSE|port \d+ is taken|cannot listen on/.test(msg);
-  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? `--${name}-port`;
+  const builtIn = (SERVICE_NAMES as readonly string[]).includes(name);
+  // A workload's ports (its sidecar `<name>`, its app `<name>-app`) are in the workloads file.
+  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? (builtIn ? `--${name}-port` : `its ports in the workloads file, or --workload-ports any`);
   const what = { ca: "the CA server", dashboard: "the dashboard" }[name] ?? name;
   if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
   return { msg: `cannot start ${what}: ${msg}`, code: name === "ca" ? 4 : 1 };
@@ -280,6 +289,9 @@ async function main(): Promise<void> {
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
+  const declared = readWorkloads(o);
+  const workloadNames = declared?.workloads.map((w) => w.name) ?? [];
+  const certNames = [...CERT_NAMES, ...workloadNames];
   mkdirSync(o.logs, { recursive: true });
   // Its stdout may go with npm or a closed terminal: a failed write must not end the supervisor.
   process.stdout.on("error", () => {});
@@ -354,7 +366,7 @@ async function main(): Promise<void> {
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
-    if (l.service === "ca" && l.event === "est.enrolled" && CERT_NAMES.includes(String(l.name).replace(/\.internal$/, ""))) return;
+    if (l.service === "ca" && l.event === "est.enrolled" && certNames.includes(String(l.name).replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);
@@ -362,7 +374,7 @@ async function main(): Promise<void> {
   let online: { caUrl: string; token(name: string, restarts: number): string | undefined } | null = null;
   if (mode === "file") {
     try {
-      await preparePki(o.pki, o.renewWithin);
+      await preparePki(o.pki, o.renewWithin, certNames);
     } catch (e) {
       fail(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
     }
@@ -386,7 +398,7 @@ async function main(): Promise<void> {
     // Each identity keeps its own folder; one the CA no longer vouches for is moved aside and enrolled again.
     const tokens = new Map<string, string>();
     mkdirSync(o.state, { recursive: true, mode: 0o700 });
-    for (const name of SERVICE_NAMES) {
+    for (const name of [...SERVICE_NAMES, ...workloadNames]) {
       const dir = join(o.state, name);
       const st = folderState(ca, dir);
       if (st.kind === "valid") {
@@ -438,12 +450,15 @@ async function main(): Promise<void> {
   if (!(await pay) || !(await inv)) return;
   const [payment, inventory] = services as [ServiceProcess, ServiceProcess];
   if (!(await service("order", o.orderPort, [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]))) return;
+  const workloads = declared ? await startWorkloads(declared, o, { logs, online, start, services, events, stderrOf }) : [];
+  if (workloads === null) return;
   dashboard = dashboardProcess({ logs, pki: resolve(o.pki), policy: resolve(o.policy), port: o.dashboardPort, onStderr: stderrOf("dashboard") });
   if (!(await start(dashboard.runner))) return;
 
-  const ports = Object.fromEntries(services.map((s) => [s.runner.name, s.port])) as Record<"order" | "payment" | "inventory", number>;
-  const adminPorts = Object.fromEntries(services.map((s) => [s.runner.name, s.adminPort]));
-  const identities = Object.fromEntries(CERT_NAMES.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]));
+  // The workloads beside the services: the tools (mesh:probe, mesh:check, the dashboard) read this list.
+  const ports = { ...Object.fromEntries(services.map((s) => [s.runner.name, s.port])), ...Object.fromEntries(workloads.map((w) => [w.name, w.port])) } as Record<"order" | "payment" | "inventory", number> & Record<string, number>;
+  const adminPorts = { ...Object.fromEntries(services.map((s) => [s.runner.name, s.adminPort])), ...Object.fromEntries(workloads.map((w) => [w.name, w.adminPort])) };
+  const identities = Object.fromEntries(certNames.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]));
   const dashboardUrl = dashboard.url;
   const caInfo = caProc;
   writeState = () => {
@@ -454,10 +469,11 @@ async function main(): Promise<void> {
     writeFileSync(
       join(logs, "mesh.json"),
       JSON.stringify({
-        pid: process.pid, startedAt, mode, pids: Object.fromEntries(services.map((s) => [s.runner.name, pidOf(s.runner.name)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
+        pid: process.pid, startedAt, mode, pids: Object.fromEntries([...services.map((s) => s.runner.name), ...workloadNames].map((n) => [n, pidOf(n)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
         state: mode === "online" ? resolve(o.state) : null, identities,
         ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca") } : null,
         dashboard: dashboardUrl,
+        workloads: workloadsState(declared, workloads, pidOf),
         supervisor: { log: join(logs, "mesh-up.log"), record: recordFile, components: Object.fromEntries(comps.map((c) => [c.name, { pid: c.proc?.pid ?? null, state: c.state, restarts: c.restarts }])) },
       }, null, 2) + "\n",
     );
@@ -466,8 +482,121 @@ async function main(): Promise<void> {
   const warned = new Set<string>();
   await warnPolicy(policy, o.pki, o.logs, warned);
   stopPolicyWatch = watchPolicy(o, warned);
-  banner(o, mode, ports, caProc, dashboardUrl);
+  banner(o, mode, ports, caProc, dashboardUrl, workloads);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
+}
+
+// --- workloads: apps in any language behind their sidecars (mesh-workloads.toml) -------------
+
+/**
+ * The workloads file, refused early with its file:line (exit 2), as the policy is. The default,
+ * mesh-workloads.toml beside the policy, may be absent (no workloads); one named by --workloads
+ * or MESH_WORKLOADS must be there.
+ */
+function readWorkloads(o: Opts): Workloads | null {
+  const file = o.workloads ?? join(dirname(o.policy), "mesh-workloads.toml");
+  if (o.workloads === undefined && !existsSync(file)) return null;
+  let w: Workloads;
+  try {
+    w = loadWorkloads(file, SERVICE_NAMES);
+  } catch (e) {
+    fail(isMeshError(e) ? e.message : String(e), 2);
+  }
+  // A program that is not there would fail each restart in the same way: say it once, now.
+  for (const x of w.workloads) {
+    const program = x.command?.[0];
+    if (!program || program === "node") continue;
+    const found = program.includes("/") ? existsSync(resolve(workloadsCwd(file), program)) : spawnSync("sh", ["-c", 'command -v "$1"', "sh", program], { stdio: "ignore" }).status === 0;
+    if (!found) fail(`${file}:${x.line}: [${x.name}] command: ${program} is not ${program.includes("/") ? "there" : "on the PATH"}; install it or fix the command`, 2);
+  }
+  return w;
+}
+
+interface WorkloadContext {
+  logs: string;
+  online: { caUrl: string; token(name: string, restarts: number): string | undefined } | null;
+  start(r: Runner): Promise<boolean>;
+  services: readonly ServiceProcess[];
+  events: Logger;
+  stderrOf(name: string): (text: string) => void;
+}
+
+/**
+ * Starts each workload's sidecar (enrolled with its one-time token, online) and then its app,
+ * both supervised, all workloads at once. Every port is decided first, so workloads may call
+ * each other in any order.
+ * Null when one failed to start (mesh:up is then stopping).
+ */
+async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext): Promise<PlacedWorkload[] | null> {
+  const placed = await placeWorkloads(declared.workloads, o.workloadPorts === "any");
+  const mtls = new Map<string, number>([...c.services.map((s) => [s.runner.name, s.port] as const), ...placed.map((p) => [p.name, p.port] as const)]);
+  const cwd = workloadsCwd(declared.file);
+  // All at once: every port is known, so no workload waits for another (each sidecar, then its app).
+  const one = async (p: PlacedWorkload): Promise<boolean> => {
+    const sidecar = workloadSidecar({
+      placed: p, logs: c.logs, pki: resolve(o.pki), policy: resolve(o.policy),
+      addressOf: (name) => `127.0.0.1:${mtls.get(name)}`,
+      identity: c.online ? { ca: c.online.caUrl, state: resolve(o.state, p.name), lifetime: o.lifetime, poll: o.poll, token: (n) => c.online!.token(p.name, n) } : undefined,
+      onLine: (l, text) => {
+        if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(p.name)} ${text}`);
+      },
+      onStderr: c.stderrOf(p.name),
+    });
+    if (!(await c.start(sidecar))) return false;
+    if (!p.workload.command) return true;
+    const app = workloadApp({
+      placed: p, logs: c.logs, cwd,
+      onLine: (text) => {
+        if (!o.quiet) console.log(`${servicePrefix(`${p.name}-app`)} ${dim(text)}`);
+      },
+      onStderr: c.stderrOf(`${p.name}-app`),
+    });
+    if (!(await c.start(app))) return false;
+    c.events.info({ event: "workload.started", workload: p.name, port: p.port, app: p.app, upstreams: Object.fromEntries(p.outbound) }, `${p.name}: sidecar on ${p.port}, app at ${p.app}`);
+    return true;
+  };
+  const started = await Promise.all(placed.map(one));
+  return started.every(Boolean) ? placed : null;
+}
+
+/** mesh.json's `workloads`: what the tools need to reach and show each one. */
+function workloadsState(declared: Workloads | null, placed: readonly PlacedWorkload[], pidOf: (name: string) => number | null) {
+  if (!declared) return null;
+  return {
+    file: resolve(declared.file),
+    list: Object.fromEntries(placed.map((p) => [p.name, {
+      port: p.port, adminPort: p.adminPort, app: p.app, protocol: p.workload.protocol, command: p.workload.command,
+      upstreams: Object.fromEntries(p.outbound), pid: pidOf(p.name), appPid: p.workload.command ? pidOf(`${p.name}-app`) : null,
+    }])),
+  };
+}
+
+/** The banner's lines for the workloads: each one's port, language and app, and a call to try. */
+function workloadBanner(placed: readonly PlacedWorkload[]): { lines: string; tries: string[] } {
+  const kind = (p: PlacedWorkload) => {
+    const prog = p.workload.command?.[0] ?? "";
+    if (p.workload.protocol === "h2c") return "gRPC";
+    return /python/.test(prog) ? "Python" : prog === "node" ? "Node" : prog ? prog.split("/").pop()! : "external app";
+  };
+  const lines = placed.map((p) => `  ${p.name.padEnd(10)} https://127.0.0.1:${p.port}      (${p.name}.internal, ${kind(p)} app at ${p.app} behind its sidecar)\n`).join("");
+  return { lines, tries: [] };
+}
+
+/** What to try on the demo's workloads, when they are there: the polyglot mesh at work. */
+function workloadTries(placed: readonly PlacedWorkload[], curlAs: (name: string, port: number) => string): string {
+  const at = new Map(placed.map((p) => [p.name, p.port]));
+  const out: string[] = [];
+  const delivery = at.get("delivery");
+  if (delivery) {
+    out.push(`  ${dim("# a Python app (standard library) behind its sidecar: it names its caller (from XFCC) and asks inventory through its sidecar")}`);
+    out.push(`  ${curlAs("delivery", delivery)} -H 'content-type: application/json' -d '{"orderId":"demo-1","sku":"widget"}' https://delivery.internal:${delivery}/ship`);
+  }
+  const cashier = at.get("cashier");
+  if (cashier && at.has("ledger")) {
+    out.push(`  ${dim("# cashier records the payment in ledger over gRPC, through two sidecars; ledger names cashier as the caller")}`);
+    out.push(`  ${curlAs("cashier", cashier)} -H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}' https://cashier.internal:${cashier}/pay`);
+  }
+  return out.map((l) => `${l}\n`).join("");
 }
 
 /**
@@ -532,7 +661,7 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
   return () => unwatchFile(file, onChange);
 }
 
-function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string): void {
+function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string, workloads: readonly PlacedWorkload[]): void {
   const files = (n: string) => identityFiles(mode, n, { state: o.state, pki: o.pki });
   const p = (path: string) => shown(resolve(path));
   const base = (n: string) => `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
@@ -548,7 +677,7 @@ ${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run 
 ${caLine}  order      https://127.0.0.1:${ports.order}      (order.internal)
   payment    https://127.0.0.1:${ports.payment}      (payment.internal)
   inventory  https://127.0.0.1:${ports.inventory}      (inventory.internal)
-  dashboard  ${dashboardUrl}
+${workloadBanner(workloads).lines}  dashboard  ${dashboardUrl}
 
 Try:
   ${dim("# order may charge: 201")}
@@ -557,7 +686,7 @@ Try:
   ${base("inventory")} ${cert("inventory")} ${body} ${url}
   ${dim("# no client certificate: refused in the TLS handshake (no_client_cert)")}
   ${base("edge")} ${url}
-
+${workloadTries(workloads, (n, port) => `curl --cacert ${p(files("edge").bundle)} --resolve ${n}.internal:${port}:127.0.0.1 ${cert("edge")}`)}
   npm run mesh:probe          ${dim("# every caller -> callee pair against the policy")}
   npm run mesh:check          ${dim("# health: certificates, trust bundle, CRLs, policy, clocks, restarts")}
 Each part is its own process: one that dies is restarted, the others keep serving (${o.logs}/mesh-up.log).

@@ -66,9 +66,10 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   assert.match(enrol, /\/\.well-known\/est\/simpleenroll/);
   assert.doesNotMatch(enrol + call, / -k\b|--insecure/);
 
-  // A fresh folder where `npm run mesh:up` runs, as in a fresh clone: its own mesh-policy.toml.
+  // A fresh folder where `npm run mesh:up` runs, as in a fresh clone: its own mesh-policy.toml,
+  // and the shipped workloads (the apps in other languages the policy names), on free ports.
   copyFileSync(SHIPPED_POLICY_FILE, join(tmp, "mesh-policy.toml"));
-  up = spawn(process.execPath, ["--import", TSX, join(ROOT, "scripts", "mesh-up.ts"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0"], { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: meshEnv() });
+  up = spawn(process.execPath, ["--import", TSX, join(ROOT, "scripts", "mesh-up.ts"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--workloads", join(ROOT, "mesh-workloads.toml"), "--workload-ports", "any"], { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: meshEnv() });
   let upOut = "";
   up.stdout!.on("data", (c: Buffer) => (upOut += c));
   up.stderr!.on("data", (c: Buffer) => (upOut += c));

@@ -219,11 +219,12 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   assert.equal(revoked.status, 502);
   assert.equal(revoked.body.reason, "server_revoked");
 
-  // Counted as the built-in client's calls are (mesh_outbound_http_requests_total).
+  // Counted as the built-in client's calls are (mesh_outbound_http_requests_total), labelled by
+  // the upstream's mesh name as main's metrics label every mesh name.
   const text = await s.svc.metrics.registry.metrics();
   assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="ok",reason="none"\} 1\b/);
   assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="failed",reason="server_revoked"\} 1\b/);
-  assert.match(text, /mesh_outbound_http_requests_total\{callee="other",outcome="failed",reason="server_name_mismatch"\} 1\b/);
+  assert.match(text, /mesh_outbound_http_requests_total\{callee="payment-impostor",outcome="failed",reason="server_name_mismatch"\} 1\b/);
 });
 
 test("gRPC through two sidecars: unary, server-streaming and bidirectional with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {

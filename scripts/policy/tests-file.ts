@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "../../services/mesh/errors.ts";
 import { SERVICES, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
-import { KeyLines, decide, type Decision, type Policy } from "../../services/mesh/policy.ts";
+import { decide, type Decision, type Policy } from "../../services/mesh/policy.ts";
+import { KeyLines } from "../../services/mesh/toml-lines.ts";
 
 /** allow: allowed by a rule that lists the caller; would_deny: let through by a rule in audit mode; deny: 403. */
 export type Expectation = "allow" | "deny" | "would_deny";

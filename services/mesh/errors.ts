@@ -2,6 +2,9 @@
 // and a one-line message a person can act on. Never a stack trace for an expected failure.
 
 export type MeshErrorCode =
+  | "WORKLOADS_SYNTAX"
+  | "WORKLOADS_INVALID"
+  | "WORKLOADS_UNREADABLE"
   | "POLICY_SYNTAX"
   | "POLICY_INVALID"
   | "POLICY_UNREADABLE"

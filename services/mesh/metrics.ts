@@ -387,9 +387,8 @@ export class MeshMetrics {
   }
 
   /** One call made for an app by the sidecar's outbound side: failed when `reason` is given. */
-  outboundCall(name: string, reason: string | undefined): void {
-    const c = this.label(name);
-    this.upstream.cell(c, reason === undefined ? "ok" : "failed", reason ?? "none").n++;
+  outboundCall(callee: string, reason: string | undefined): void {
+    this.upstream.cell(this.label(callee), reason === undefined ? "ok" : "failed", reason ?? "none").n++;
   }
 
   // --- own certificate, trust bundle, CRLs (runtime.ts) -------------------------------
