@@ -2,6 +2,7 @@
 // codes here and only here; an expected failure is one line, never a trace.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
+import type { EventLogger } from "../lib/events.ts";
 import type { CertificateAuthority, OpenOptions } from "./authority.ts";
 import { REVOCATION_REASONS } from "./crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
@@ -491,7 +492,7 @@ export function buildProgram(): Command {
       return;
     }
     const { pino } = await import("pino");
-    const log = o.json ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }) : null;
+    const log: EventLogger | null = o.json ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }) : null;
     const ac = new AbortController();
     const stop = () => ac.abort();
     process.once("SIGINT", stop);

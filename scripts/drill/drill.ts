@@ -5,6 +5,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
+import { eventLine } from "../../lib/events.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
@@ -301,7 +302,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       traffic!.phase = name;
       say(`\n▶ ${title}`);
       // Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases.
-      appendFileSync(join(logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(current.at).toISOString(), service: "drill", event: "drill.phase", phase: name, safe, msg: title }) + "\n");
+      appendFileSync(join(logs, "drill.log"), eventLine({ level: "info", service: "drill", time: new Date(current.at) }, { event: "drill.phase", phase: name, safe }, title));
     };
     const note = (s: string) => {
       current!.notes.push(s);

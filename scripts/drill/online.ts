@@ -5,6 +5,7 @@ import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFil
 import { join } from "node:path";
 import { pino } from "pino";
 import { CertificateAuthority, runRotation, type RotationEvent } from "../../ca/index.ts";
+import { eventLine } from "../../lib/events.ts";
 import { CaServer } from "../../ca/server/server.ts";
 import { createToken } from "../../ca/tokens.ts";
 import { createLogger } from "../../services/mesh/log.ts";
@@ -71,7 +72,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
   mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
   const policy = join(work, "policy.toml");
   writeFileSync(policy, DRILL_POLICY);
-  const drillLog = (line: Record<string, unknown>) => appendFileSync(join(logs, "drill.log"), JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n");
+  const drillLog = (line: string) => appendFileSync(join(logs, "drill.log"), line);
 
   const book = new LogBook();
   const services = new Map<string, Launched>();
@@ -149,7 +150,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
       current = { name, title, safe, at: Date.now(), notes: [] };
       traffic!.phase = name;
       say(`\n▶ ${title}`);
-      drillLog({ level: 30, service: "drill", event: "drill.phase", phase: name, safe, msg: title });
+      drillLog(eventLine({ level: "info", service: "drill" }, { event: "drill.phase", phase: name, safe }, title));
     };
     const note = (s: string) => {
       current!.notes.push(s);
@@ -255,7 +256,8 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
       newGen = e.to;
       const at = new Date().toISOString();
       gates.push({ at, gate: e.gate, state: e.state, waitingFor: e.waitingFor, msg: e.msg });
-      drillLog({ level: e.state === "timeout" ? 50 : 30, service: "ca", ...e });
+      const { msg, ...fields } = e;
+      drillLog(eventLine({ level: e.state === "timeout" ? "error" : "info", service: "ca" }, fields, msg));
       say(`  gate ${e.gate} ${e.state}: ${e.msg}`);
       if (e.gate === "retire" && e.state === "passed") retiredAt = Date.now();
       if (e.gate === "activate" && e.state === "started") {
