@@ -310,13 +310,13 @@ export function isEventName(name: unknown): name is EventName {
 
 /**
  * A log line as its event: undefined for anything that is not a JSON object with a
- * catalogued `event` and a numeric level (a stack trace, a line of another program, a
- * half-written line). The fields are taken as the writer's: lines come from our own processes;
- * a reader showing them to people still escapes them.
+ * catalogued `event`, pino's level, time and msg, and the fields the catalogue gives that event, with
+ * their types (a stack trace, another program's line, a half-written line, a writer that
+ * drifted). Fields the catalogue does not name are kept: a newer writer may add some.
  */
 export function parseEventLine(text: string): LoggedEvent | undefined {
   const l = parseJsonLine(text);
-  return l && isEventName(l.event) && typeof l.level === "number" ? (l as unknown as LoggedEvent) : undefined;
+  return l && asEvent(l);
 }
 
 /** Any JSON object line (an event the catalogue does not know included): for tools that show every line. */
@@ -324,15 +324,50 @@ export function parseJsonLine(text: string): UnknownLine | undefined {
   if (!text.startsWith("{")) return undefined;
   try {
     const v: unknown = JSON.parse(text);
-    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as UnknownLine) : undefined;
+    return isObject(v) ? (v as UnknownLine) : undefined;
   } catch {
     return undefined;
   }
 }
 
+/** A parsed line as its catalogued event, checked as parseEventLine checks it; undefined when it is not one. */
+export function asEvent(l: UnknownLine | null | undefined): LoggedEvent | undefined {
+  if (!l || !isEventName(l.event) || typeof l.level !== "number" || typeof l.time !== "string" || typeof l.msg !== "string") return undefined;
+  const fields: Readonly<Record<string, FieldSpec>> = EVENTS[l.event].fields;
+  for (const [name, spec] of Object.entries(fields)) {
+    const optional = spec.endsWith("?");
+    const v = l[name];
+    if (v === undefined ? !optional : !FIELD_CHECKS[(optional ? spec.slice(0, -1) : spec) as keyof FieldTypes](v)) return undefined;
+  }
+  return l as unknown as LoggedEvent;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+const isString = (v: unknown): v is string => typeof v === "string";
+const isNumber = (v: unknown): v is number => typeof v === "number";
+const arrayOf = (each: (v: unknown) => boolean) => (v: unknown) => Array.isArray(v) && v.every(each);
+const mapOf = (each: (v: unknown) => boolean) => (v: unknown) => isObject(v) && Object.values(v).every(each);
+const optionalString = (v: unknown) => v === undefined || isString(v);
+
+const FIELD_CHECKS: { [T in keyof FieldTypes]: (v: unknown) => boolean } = {
+  string: isString,
+  number: isNumber,
+  boolean: (v) => typeof v === "boolean",
+  "string|null": (v) => v === null || isString(v),
+  "number|null": (v) => v === null || isNumber(v),
+  "string[]": arrayOf(isString),
+  "(string|null)[]": arrayOf((v) => v === null || isString(v)),
+  "number[]": arrayOf(isNumber),
+  "map<string>": mapOf(isString),
+  "map<number>": mapOf(isNumber),
+  "map<string[]|null>": mapOf((v) => v === null || arrayOf(isString)(v)),
+  cert: (v) => isObject(v) && ["subject", "issuer", "serial", "validFrom", "validTo"].every((k) => optionalString(v[k])),
+  "top[]": arrayOf((v) => isObject(v) && isNumber(v.count) && optionalString(v.remote) && optionalString(v.name)),
+};
+
 /** Whether a parsed line is the given event (a type guard for lines of unknown kind). */
-export function isEvent<E extends EventName>(l: { event?: unknown } | null | undefined, name: E): l is LoggedEvent<E> {
-  return l?.event === name;
+export function isEvent<E extends EventName>(l: UnknownLine | null | undefined, name: E): l is UnknownLine & LoggedEvent<E> {
+  return l?.event === name && asEvent(l) !== undefined;
 }
 
 /**

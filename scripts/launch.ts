@@ -6,6 +6,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { isEvent } from "../lib/events.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 import { describeExit } from "./supervisor.ts";
 
@@ -69,9 +70,9 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     createInterface({ input: proc.stdout! }).on("line", (text) => {
       file?.write(text + "\n");
       const line = parseLine(text);
-      if (line?.event === "listening" && !listening) {
+      if (isEvent(line, "listening") && !listening) {
         listening = true;
-        resolvePort({ name: o.service, port: Number(line.port), proc, stop });
+        resolvePort({ name: o.service, port: line.port, proc, stop });
       }
       o.onLine?.(line, text);
     });

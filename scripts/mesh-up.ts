@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFil
 import { dirname, join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
-import { eventLine, type EventLogger } from "../lib/events.ts";
+import { eventLine, isEvent, type EventLogger } from "../lib/events.ts";
 import { CertificateAuthority, CaError } from "../ca/index.ts";
 import { parseDuration } from "../ca/duration.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
@@ -327,7 +327,7 @@ async function main(): Promise<void> {
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
-    if (l.service === "ca" && l.event === "est.enrolled" && CERT_NAMES.includes(String(l.name).replace(/\.internal$/, ""))) return;
+    if (l.service === "ca" && isEvent(l, "est.enrolled") && CERT_NAMES.includes(l.name.replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);

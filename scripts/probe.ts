@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
 import { SERVICES } from "../services/mesh/names.ts";
-import { parseLine } from "./mesh-format.ts";
+import { parseEventLine } from "../lib/events.ts";
 
 export const PROBE_PATH = "/healthz";
 
@@ -66,8 +66,8 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
   for (let i = 0; i < 20; i++) {
     const text = readFileSync(file, "utf8");
     for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
-      const l = parseLine(raw);
-      if (l?.event === "tls.handshake_failed" && l.remote === want && !(l.time && Date.parse(l.time) < since)) return String(l.reason);
+      const l = parseEventLine(raw);
+      if (l?.event === "tls.handshake_failed" && l.remote === want && !(Date.parse(l.time) < since)) return l.reason;
     }
     await new Promise((r) => setTimeout(r, 100));
   }

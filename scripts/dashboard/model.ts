@@ -1,6 +1,7 @@
 // The dashboard's picture of the mesh, built from the services' log lines as they arrive: who
 // calls whom and how it goes, each service's identity, and the feed of refusals with their
 // sentences. Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
+import { asEvent, type FieldTypes, type LoggedEvent } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
 import { UNAUTHENTICATED, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
 
@@ -83,82 +84,91 @@ export class MeshModel {
 
   ingest(l: MeshLine): void {
     const service = text(l.service);
-    if (!service || !l.event) return;
+    if (!service || typeof l.event !== "string") return;
     const s = epoch(l.time);
     const time = text(l.time) || new Date(s * 1000).toISOString();
     this.version++;
-    switch (l.event) {
+    // A catalogued event with the fields the catalogue gives it, or undefined (lib/events.ts).
+    const e = asEvent(l);
+    switch (e?.event) {
       case "listening":
-        this.identity(service, l, false).up = true;
-        this.service(service).port = typeof l.port === "number" ? l.port : null;
+        this.identity(service, e, false).up = true;
+        this.service(service).port = e.port;
         break;
       case "tls.reloaded":
-        if (l.certChanged) this.identity(service, l, true).lastRenewal = time;
-        if (Array.isArray(l.trusts)) this.service(service).trusts = l.trusts.map(text);
+        if (e.certChanged) this.identity(service, e, true).lastRenewal = time;
+        this.service(service).trusts = e.trusts.map(text);
         break;
       case "identity.enrolled":
       case "identity.renewed":
-        this.identity(service, l, true).lastRenewal = time;
+        this.identity(service, e, true).lastRenewal = time;
         break;
       case "shutdown":
         this.service(service).up = false;
         break;
       case "request": {
-        const status = Number(l.status);
-        if (status === 403) break; // authz.denied says it, with the rule
-        const peer = text(l.peer);
+        // A handler's error line has no status: the answered line (500) that follows counts it.
+        const status = e.status;
+        if (status === undefined || status === 403) break; // authz.denied says a 403, with the rule
+        const peer = text(e.peer);
         this.count(peer, service, s, status >= 500 ? "failed" : "allowed", true, null);
-        this.observe(peer, service, `${status} ${text(l.method)} ${text(l.path)}`, time);
+        this.observe(peer, service, `${status} ${text(e.method)} ${text(e.path)}`, time);
         this.tick(s, status >= 500 ? this.failed : this.ok, 1);
         break;
       }
       case "request.summary": {
-        const n = Math.max(0, Math.min(1e9, Number(l.count) || 0));
-        const status = Number(l.status);
-        if (status === 403) break;
-        this.count(text(l.peer), service, s, status >= 500 ? "failed" : "allowed", true, null, n);
-        this.tick(s, status >= 500 ? this.failed : this.ok, n);
+        const n = Math.max(0, Math.min(1e9, e.count || 0));
+        if (e.status === 403) break;
+        this.count(text(e.peer), service, s, e.status >= 500 ? "failed" : "allowed", true, null, n);
+        this.tick(s, e.status >= 500 ? this.failed : this.ok, n);
         break;
       }
       case "authz.denied": {
-        const peer = text(l.peer);
-        this.count(peer, service, s, "denied", true, text(l.rule));
-        this.observe(peer, service, `403 ${text(l.method)} ${text(l.path)} (${text(l.rule)})`, time);
+        const peer = text(e.peer);
+        this.count(peer, service, s, "denied", true, text(e.rule));
+        this.observe(peer, service, `403 ${text(e.method)} ${text(e.path)} (${text(e.rule)})`, time);
         this.tick(s, this.failed, 1);
-        this.push({ time, service, event: l.event, severity: "denied", reason: text(l.rule), peer, sentence: text(l.reason) || text(l.msg), fix: text(l.hint) || null });
+        this.push({ time, service, event: e.event, severity: "denied", reason: text(e.rule), peer, sentence: text(e.reason) || text(e.msg), fix: text(e.hint) || null });
         break;
       }
       case "tls.handshake_failed": {
-        const reason = text(l.reason);
-        const claimed = peerText(l.peer);
+        const reason = text(e.reason);
+        const claimed = peerText(e.peer);
         this.count(UNAUTHENTICATED, service, s, "refused", false, reason);
         this.tick(s, this.failed, 1);
-        this.push({ time, service, event: l.event, severity: "refused", reason, peer: claimed, sentence: text(l.msg), fix: FIXES[reason] ?? null });
+        this.push({ time, service, event: e.event, severity: "refused", reason, peer: claimed, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "upstream.failed": {
-        const reason = text(l.reason);
-        const callee = text(l.upstream);
+        const reason = text(e.reason);
+        const callee = text(e.upstream);
         if (reason !== "forbidden") {
           this.count(service, callee, s, "failed", false, reason);
           this.observe(service, callee, `failed: ${reason}`, time);
         }
         if (CALLER_ONLY.has(reason)) this.tick(s, this.failed, 1);
-        this.push({ time, service, event: l.event, severity: "failed", reason, peer: callee, sentence: text(l.msg), fix: FIXES[reason] ?? null });
+        this.push({ time, service, event: e.event, severity: "failed", reason, peer: callee, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "drill.phase":
+        this.mark(s, e.phase);
+        break;
       case "rotate.gate":
-        this.marks.push({ t: s, label: text(l.phase ?? l.gate ?? l.msg) });
-        if (this.marks.length > 50) this.marks.shift();
+        this.mark(s, e.gate);
         break;
       default:
+        // Any other line, catalogued or not (a newer writer): shown when it reads as a problem.
         if (/(_failed|\.lapsed|\.expiring|\.missing)$/.test(l.event) || l.level === 50 || l.level === 40) {
           this.push({ time, service, event: text(l.event), severity: "warning", reason: text(l.reason ?? l.code ?? l.event), peer: null, sentence: text(l.msg), fix: text(l.hint) || null });
         } else {
           this.version--; // nothing the page shows changed
         }
     }
+  }
+
+  private mark(t: number, label: string): void {
+    this.marks.push({ t, label: text(label) });
+    if (this.marks.length > 50) this.marks.shift();
   }
 
   servicesView(): ServiceState[] {
@@ -217,12 +227,12 @@ export class MeshModel {
     return s;
   }
 
-  private identity(name: string, l: MeshLine, renewal: boolean): ServiceState {
+  private identity(name: string, l: LoggedEvent<"listening" | "tls.reloaded" | "identity.enrolled" | "identity.renewed">, renewal: boolean): ServiceState {
     const s = this.service(name);
-    if (typeof l.identity === "string") s.dns = text(l.identity);
+    if ("identity" in l) s.dns = text(l.identity);
     if (l.serial !== undefined) s.serial = text(l.serial).toLowerCase();
     if (l.notAfter !== undefined) s.notAfter = text(l.notAfter);
-    if (Array.isArray(l.trusts)) s.trusts = l.trusts.map(text);
+    if ("trusts" in l && l.trusts) s.trusts = l.trusts.map(text);
     if (renewal) s.up = true;
     return s;
   }
@@ -254,11 +264,10 @@ export class MeshModel {
 }
 
 /** "CN=x, O=y (issued by CN=z)": what a refused peer's certificate claimed, bounded. */
-function peerText(p: unknown): string | null {
-  if (!p || typeof p !== "object") return null;
-  const o = p as Record<string, unknown>;
-  const subject = text(o.subject);
-  const issuer = text(o.issuer);
+function peerText(p: FieldTypes["cert"] | undefined): string | null {
+  if (!p) return null;
+  const subject = text(p.subject);
+  const issuer = text(p.issuer);
   if (!subject && !issuer) return null;
   return `${subject || "(no subject)"}${issuer ? ` (issued by ${issuer})` : ""}`.slice(0, TEXT_MAX);
 }
