@@ -5,7 +5,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
-import { eventLine } from "../../lib/events.ts";
+import { eventLine, type EventName } from "../../lib/events.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
@@ -317,7 +317,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
       longestGapMs: longestGap(traffic!.successes, c.at, c.until),
       handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${l.upstream}:${l.reason}`),
       notes: c.notes,
     }));
 
@@ -337,7 +337,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       // Watched from outside at once, not after the log line arrives (logs are flushed every 100 ms).
       const served = until(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
       served.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-      const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial));
+      const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, { event: "tls.reloaded", where: (x) => x.service === who && x.line.serial === issued.serial }));
       const timing = { phase: current!.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: (await served) - written };
       reloads.push(timing);
       note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
@@ -350,7 +350,7 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       await step();
       const written = Date.now();
       for (const s of SERVICES) {
-        const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true));
+        const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, { event: "tls.reloaded", where: (x) => x.service === s && x.line.trustChanged }));
         reloads.push({ phase: current!.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
       }
       await until(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
@@ -431,10 +431,10 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
       const { retired } = ca.retireGeneration(oldGen);
       note(`retired ${retired.name}`);
     });
-    const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined));
+    const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, { event: "tls.connections_closed", where: (x) => x.service === "payment" }, 5_000).catch(() => undefined));
     await pause(dwell);
     const lingering = straggler.summary(dropAt);
-    note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})` : "payment logged no closed connection");
+    note(closed ? `payment closed ${closed.line.count} keep-alive connection(s) still authenticated under the old trust (${closed.line.why})` : "payment logged no closed connection");
     note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
     end();
 
@@ -442,8 +442,8 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
     begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
     const proofAt = Date.now();
     const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
-    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
-    const reason = logged ? String(logged.line.reason) : "(nothing logged)";
+    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, { event: "tls.handshake_failed", where: (x) => x.service === "payment" && x.line.peer?.serial !== undefined }, 5_000).catch(() => undefined));
+    const reason = logged ? logged.line.reason : "(nothing logged)";
     note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
     const { cells: probe } = await probeMesh({ pki, policy: loadPolicy(policy), ports, logs });
     const mismatches = probe.filter((c) => !c.ok);
@@ -487,10 +487,15 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
 
 /** The first lines on each side that explain the careless break. */
 export function explain(book: LogBook, since: number): DrillReport["explanations"] {
-  const pick = (service: string, event: string) => book.since(since, (e) => e.service === service && e.line.event === event)[0];
+  const pick = <E extends EventName>(service: string, event: E) => book.since(since, { event, where: (e) => e.service === service })[0];
   return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
-    .filter((e): e is Entry => !!e)
-    .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
+    .filter((e) => e !== undefined)
+    .map(explanation);
+}
+
+/** What an entry that explains a failure says: its event, its reason code and its sentence. */
+export function explanation(e: Entry<"upstream.failed" | "tls.handshake_failed" | "identity.renew_failed" | "identity.expired">): DrillReport["explanations"][number] {
+  return { service: e.service, event: e.line.event, reason: "reason" in e.line ? e.line.reason : "", msg: e.line.msg };
 }
 
 export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {

@@ -16,7 +16,7 @@ import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh } from "../probe.ts";
-import { openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
+import { explanation, openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { longestGap, Traffic } from "./traffic.ts";
@@ -157,7 +157,6 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
       say(`  ${s}`);
     };
     const end = () => ended.push({ ...current!, until: Date.now() });
-    const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
 
     traffic.start();
     await until(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
@@ -165,8 +164,8 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     // 1. Baseline ---------------------------------------------------------------------
     begin("baseline", `1. Baseline: four identities enrolled over EST from generation ${oldGen}, renewing on their own every ~${Math.round((lifeMs * 2) / 3000)} s`, true);
     // Until one of them has renewed on its own schedule, under traffic: a renewal is part of normal life.
-    const firstRenewal = await orStop(book.waitFor("the first scheduled renewal", 0, (e) => e.line.event === "identity.renewed", lifeMs + 10_000));
-    note(`${firstRenewal.service} renewed on its own schedule under traffic: serial ${String(firstRenewal.line.previous).slice(0, 12)}… → ${String(firstRenewal.line.serial).slice(0, 12)}… (generation ${String(firstRenewal.line.generation)}), valid until ${String(firstRenewal.line.notAfter)}`);
+    const firstRenewal = await orStop(book.waitFor("the first scheduled renewal", 0, { event: "identity.renewed" }, lifeMs + 10_000));
+    note(`${firstRenewal.service} renewed on its own schedule under traffic: serial ${firstRenewal.line.previous.slice(0, 12)}… → ${firstRenewal.line.serial.slice(0, 12)}… (generation ${firstRenewal.line.generation}), valid until ${firstRenewal.line.notAfter}`);
     await pause(dwell);
     end();
 
@@ -178,26 +177,26 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     ca.useGeneration(carelessGen);
     note(`added ${g2.name} (generation ${carelessGen}) and made it the signer; bundle.pem still holds only generation ${oldGen}`);
     // Nothing is forced: the next scheduled renewal meets the untrusted signer.
-    const firstFailure = await orStop(book.waitFor("a renewal to meet the untrusted signer", carelessAt, (e) => e.line.event === "identity.renew_failed", lifeMs + 10_000));
-    const why = String(firstFailure.line.reason);
+    const firstFailure = await orStop(book.waitFor("a renewal to meet the untrusted signer", carelessAt, { event: "identity.renew_failed" }, lifeMs + 10_000));
+    const why = firstFailure.line.reason;
     note(/does not chain to a root/.test(why)
       ? `${firstFailure.service} renewed on schedule and got a certificate from ${g2.name}: it refused to install it (${why}), keeps its old one, which the CA has already marked superseded`
       : `${firstFailure.service}'s renewal failed: ${why}`);
-    const superseded = await orStop(book.waitFor("a retried renewal to be refused", carelessAt, (e) => e.line.event === "identity.renew_failed" && /superseded|already renewed/.test(String(e.line.reason)), lifeMs + 10_000).catch(() => undefined));
-    if (superseded) note(`${superseded.service} retried: refused (${String(superseded.line.reason)}); it cannot renew any more and runs out of life`);
+    const superseded = await orStop(book.waitFor("a retried renewal to be refused", carelessAt, { event: "identity.renew_failed", where: (e) => /superseded|already renewed/.test(e.line.reason) }, lifeMs + 10_000).catch(() => undefined));
+    if (superseded) note(`${superseded.service} retried: refused (${superseded.line.reason}); it cannot renew any more and runs out of life`);
     const failedBefore = traffic.counts.get("careless")?.failed ?? 0;
     // Every identity renews within ~3/4 of its life and expires at its end: within two lifetimes
     // some victim's expiry meets a new handshake.
     await until(() => (traffic!.counts.get("careless")?.failed ?? 0) > failedBefore, "the first failed order once a victim's certificate expires", 2 * lifeMs + 10_000).catch(() => {});
-    const expired = since(carelessAt, (e) => e.line.event === "identity.expired")[0];
-    if (expired) note(`${expired.service}'s certificate expired (${String(expired.line.serial).slice(0, 12)}…): ${String(expired.line.msg).slice(0, 160)}`);
+    const expired = book.since(carelessAt, { event: "identity.expired" })[0];
+    if (expired) note(`${expired.service}'s certificate expired (${expired.line.serial.slice(0, 12)}…): ${expired.line.msg.slice(0, 160)}`);
     // Long enough to see the break spread as connections are made anew.
     await pause(Math.max(dwell, 2_000));
     end();
-    const failedRenewal = since(carelessAt, (e) => e.line.event === "identity.renew_failed").map((e) => e.service);
-    const explanations = [firstFailure, superseded, expired, since(carelessAt, (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0]]
-      .filter((e): e is Entry => !!e)
-      .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
+    const failedRenewal = book.since(carelessAt, { event: "identity.renew_failed" }).map((e) => e.service);
+    const explanations = [firstFailure, superseded, expired, book.since(carelessAt, (e): e is Entry<"tls.handshake_failed" | "upstream.failed"> => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0]]
+      .filter((e) => e !== undefined)
+      .map(explanation);
     for (const e of explanations) say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg.slice(0, 200)}`);
 
     // 3. Recovery -------------------------------------------------------------------
@@ -279,18 +278,18 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     begin("drop-old", `4c. Safe rotation done: generation ${oldGen} retired; every service drops it at its next bundle poll`, true);
     const notDropped: string[] = [];
     for (const s of IDENTITIES) {
-      const seen = await orStop(book.waitFor(`${s} to fetch the bundle without generation ${oldGen}`, retiredAt, (x) => x.service === s && x.line.event === "trust.updated" && Array.isArray(x.line.roots) && !(x.line.roots as string[]).includes(oldRoot.name), 10 * pollMs + 10_000).catch(() => undefined));
+      const seen = await orStop(book.waitFor(`${s} to fetch the bundle without generation ${oldGen}`, retiredAt, { event: "trust.updated", where: (x) => x.service === s && !x.line.roots.includes(oldRoot.name) }, 10 * pollMs + 10_000).catch(() => undefined));
       if (!seen) {
         // What it did last, for the report: the check below fails with it.
-        const last = since(retiredAt - 5_000, (x) => x.service === s && /^(trust|identity|tls)\./.test(String(x.line.event))).at(-1);
-        notDropped.push(`${s} (last: ${last ? `${String(last.line.event)} ${String(last.line.msg ?? "").slice(0, 120)}` : "nothing since the retirement"})`);
+        const last = book.since(retiredAt - 5_000, (x) => x.service === s && /^(trust|identity|tls)\./.test(x.line.event)).at(-1);
+        notDropped.push(`${s} (last: ${last ? `${last.line.event} ${last.line.msg.slice(0, 120)}` : "nothing since the retirement"})`);
       }
     }
     note(notDropped.length ? `still trusting ${oldRoot.name}: ${notDropped.join("; ")}` : `every service and edge dropped ${oldRoot.name} from its trust (the drill waited for each trust.updated)`);
-    const closed = since(retiredAt, (x) => x.service === "payment" && x.line.event === "tls.connections_closed")[0];
+    const closed = book.since(retiredAt, { event: "tls.connections_closed", where: (x) => x.service === "payment" })[0];
     await pause(dwell);
     const lingering = straggler.summary(retiredAt);
-    note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust` : "payment logged no closed connection");
+    note(closed ? `payment closed ${closed.line.count} keep-alive connection(s) still authenticated under the old trust` : "payment logged no closed connection");
     note(`the straggler (a keep-alive connection with an order certificate from generation ${oldGen}): ${lingering.closedAfter ? "closed" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
     end();
 
@@ -298,8 +297,8 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     begin("proof", `5. Proof: generation ${oldGen} is locked out; every identity holds a generation ${newGen} certificate`, true);
     const proofAt = Date.now();
     const refusedOld = await tryOldCertificate(ports.payment!, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
-    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
-    const reason = logged ? String(logged.line.reason) : "(nothing logged)";
+    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, { event: "tls.handshake_failed", where: (x) => x.service === "payment" && x.line.peer?.serial !== undefined }, 5_000).catch(() => undefined));
+    const reason = logged ? logged.line.reason : "(nothing logged)";
     note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}`);
     const served: Record<string, string | undefined> = {};
     const edgeMat = { cert: readFileSync(stateOf("edge").cert), key: readFileSync(stateOf("edge").key) };
@@ -333,7 +332,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
       ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
       longestGapMs: longestGap(traffic!.successes, c.at, c.until),
       handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${l.upstream}:${l.reason}`),
       notes: c.notes,
     })));
 
@@ -354,7 +353,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     check("no answer on an old-generation connection after retirement", lingering.successesAfter === 0, `straggler closed: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
     check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
 
-    const renewals = since(0, (e) => e.line.event === "identity.renewed").length;
+    const renewals = book.since(0, { event: "identity.renewed" }).length;
     const report: DrillReport = {
       ok: checks.every((c) => c.ok), mode: "online", dir: pki, stateRemoved: removeState, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
       generations: { old: oldGen, new: newGen }, phases, reloads: [], explanations, probe, checks,
