@@ -310,7 +310,7 @@ export function isEventName(name: unknown): name is EventName {
 
 /**
  * A log line as its event: undefined for anything that is not a JSON object with a
- * catalogued `event`, pino's level, time and msg, and the fields the catalogue gives that event, with
+ * catalogued `event` at one of its levels, pino's time and msg, and the fields the catalogue gives that event, with
  * their types (a stack trace, another program's line, a half-written line, a writer that
  * drifted). Fields the catalogue does not name are kept: a newer writer may add some.
  */
@@ -332,8 +332,10 @@ export function parseJsonLine(text: string): UnknownLine | undefined {
 
 /** A parsed line as its catalogued event, checked as parseEventLine checks it; undefined when it is not one. */
 export function asEvent(l: UnknownLine | null | undefined): LoggedEvent | undefined {
-  if (!l || !isEventName(l.event) || typeof l.level !== "number" || typeof l.time !== "string" || typeof l.msg !== "string") return undefined;
-  const fields: Readonly<Record<string, FieldSpec>> = EVENTS[l.event].fields;
+  if (!l || !isEventName(l.event) || typeof l.time !== "string" || typeof l.msg !== "string") return undefined;
+  const spec: EventSpec = EVENTS[l.event];
+  if (!spec.level.some((name) => LEVELS[name] === l.level)) return undefined;
+  const fields = spec.fields;
   for (const [name, spec] of Object.entries(fields)) {
     const optional = spec.endsWith("?");
     const v = l[name];
@@ -375,8 +377,8 @@ export function isEvent<E extends EventName>(l: UnknownLine | null | undefined, 
  * hold a logger (a sink reporting its own drops, the drill's phases, mesh:up's policy check).
  */
 export function eventLine<E extends EventName>(
-  head: { level: (typeof EVENTS)[E]["level"][number]; service: string; time?: Date | string },
-  fields: EventFields<E>,
+  head: { level: NoInfer<(typeof EVENTS)[E]["level"][number]>; service: string; time?: Date | string },
+  fields: EventFields<E> & { event: E },
   msg: string,
 ): string {
   const time = head.time === undefined ? new Date().toISOString() : typeof head.time === "string" ? head.time : head.time.toISOString();

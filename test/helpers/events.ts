@@ -1,15 +1,16 @@
-// Log lines in tests. `logged` builds a line as the writers build one (eventLine, the
-// catalogue's levels), so a fixture missing a field, or with one of the wrong type, fails tsc.
+// Log lines in tests. `logged` builds a line as eventLine does (at the catalogue's levels), so a fixture missing a field, or with one of the wrong type, fails tsc.
 // `checkedLine` parses a line a real writer wrote and holds it to the catalogue: a line that is
 // not a catalogued event with its fields fails the test file that saw it (the tests exercise
 // nearly every writer, so the catalogue cannot drift from what the processes really write).
 import { after } from "node:test";
-import { EVENTS, asEvent, eventLine, parseJsonLine, type EventFields, type EventName, type LevelName, type UnknownLine } from "../../lib/events.ts";
+import { EVENTS, LEVELS, asEvent, parseJsonLine, type EventFields, type EventName, type LevelName, type UnknownLine } from "../../lib/events.ts";
 
-export function logged<E extends EventName>(service: string, fields: EventFields<E>, o: { time?: string; msg?: string; level?: LevelName } = {}): UnknownLine {
-  const spec: { level: readonly LevelName[] } = EVENTS[fields.event as EventName];
-  const level = (o.level ?? spec.level[0]) as (typeof EVENTS)[E]["level"][number];
-  return parseJsonLine(eventLine<E>({ level, service, time: o.time }, fields, o.msg ?? fields.event).trimEnd())!;
+export function logged<E extends EventName>(service: string, fields: EventFields<E> & { event: E }, o: { time?: string; msg?: string; level?: LevelName } = {}): UnknownLine {
+  // The catalogue's first level unless told; built like eventLine, which the writers use.
+  const name = (fields as { event: EventName }).event;
+  const spec: { level: readonly LevelName[] } = EVENTS[name];
+  const line = { level: LEVELS[o.level ?? spec.level[0]!], time: o.time ?? new Date().toISOString(), service, ...fields, msg: o.msg ?? name };
+  return parseJsonLine(JSON.stringify(line))!;
 }
 
 const offCatalogue: string[] = [];
