@@ -1,6 +1,7 @@
 // Synthetic ledger rows for the scaling benchmark: a CA with 100,000 certificates
 // in seconds, by inserting rows straight into its ledger instead of issuing them.
 import type { CertificateAuthority, CertRow } from "../ca/index.ts";
+import { sqliteLedger } from "../ca/ledger.ts";
 
 export interface LedgerShape {
   rows: number;
@@ -23,7 +24,7 @@ const LEAF_DAYS_MS = 90 * 86_400_000;
 export function fillLedger(ca: CertificateAuthority, shape: LedgerShape, pem: string): void {
   // One prepared statement: Ledger.insertCert prepares anew on every call,
   // which is fine for one issuance and slow for 100,000.
-  const insert = ca.ledger.db.prepare(INSERT);
+  const insert = sqliteLedger(ca.ledger).db.prepare(INSERT);
   const step = shape.revoked > 0 ? Math.floor(shape.rows / shape.revoked) : Infinity;
   const start = Date.now() - shape.rows * SPACING_MS;
   ca.ledger.write(() => {
@@ -53,5 +54,5 @@ export function fillLedger(ca: CertificateAuthority, shape: LedgerShape, pem: st
   });
   // A ledger that grew over months has been checkpointed many times; leave
   // this one the same way rather than with one huge write-ahead log.
-  ca.ledger.db.pragma("wal_checkpoint(TRUNCATE)");
+  sqliteLedger(ca.ledger).db.pragma("wal_checkpoint(TRUNCATE)");
 }

@@ -19,8 +19,12 @@ Environment:
   MESH_BENCH_EST_LIFETIME   certificate lifetime of the EST bench's mesh, seconds (default 10)
   MESH_BENCH_EST_POLL_MS    its services' poll interval (default 500)
   MESH_BENCH_EST_WATCH      seconds of renewals watched under traffic (default 20)
+  MESH_BENCH_REPLICA_SECONDS   seconds per CA-replica rate round (default 2)
+  MESH_BENCH_REPLICA_ROUNDS    CA-replica rate rounds per side, interleaved (default 3)
+  MESH_BENCH_REPLICA_FAILOVERS kill -9 failovers timed (default 3)
 
-One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts. See docs/bench.md.
+One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
+(the last needs PostgreSQL: PGHOST, default /var/run/postgresql). See docs/bench.md.
 
 Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`)
   // One line per error: commander puts "(Did you mean …?)" on a line of its own.
@@ -32,6 +36,7 @@ Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags
 const { runCaBench } = await import("./ca.ts");
 const { runRotationBench } = await import("./rotation.ts");
 const { runEstBench } = await import("./est.ts");
+const { runReplicaBench } = await import("./replicas.ts");
 
 const meshUrl = new URL("./mesh.ts", import.meta.url);
 const resultsDir = fileURLToPath(new URL("../bench-results/", import.meta.url));
@@ -86,6 +91,15 @@ try {
 } catch (err) {
   console.error(`\nthe EST bench failed: ${(err as Error).stack ?? err}`);
   results.est = { error: (err as Error).message };
+  process.exitCode = 1;
+}
+try {
+  const replicas = await runReplicaBench();
+  results.replicas = replicas;
+  if (!replicas.pass) process.exitCode = 1;
+} catch (err) {
+  console.error(`\nthe CA replica bench failed: ${(err as Error).stack ?? err}`);
+  results.replicas = { error: (err as Error).message };
   process.exitCode = 1;
 }
 mkdirSync(resultsDir, { recursive: true });

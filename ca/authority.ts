@@ -1,12 +1,15 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
-import { existsSync, mkdirSync } from "node:fs";
-import { buildCrl, CRL_VALID_DAYS, encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "./crl.ts";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { buildCrl, CRL_VALID_DAYS, dropCutoff, encodeEntries, encodeEntry, lastSignedAt, type CrlEntry, type RevocationReason } from "./crl.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
 import { Ledger, type CertRow, type IssuerRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
+import { PgLedger } from "./store/postgres.ts";
+import { parseStore } from "./store/url.ts";
 import * as generations from "./generations.ts";
 import { issuerRow } from "./generations.ts";
 import * as issuance from "./issuance.ts";
@@ -26,6 +29,8 @@ export interface OpenOptions {
   now?: () => Date;
   /** Passphrase of the CA keys, when they are encrypted. */
   passphrase?: string;
+  /** Where the ledger is: "sqlite" (default, ca.db in dir) or a postgres:// URL (default: MESH_CA_STORE). */
+  store?: string;
 }
 
 export interface InitOptions extends OpenOptions {
@@ -65,14 +70,14 @@ export interface IssueOptions {
 
 export class CertificateAuthority {
   readonly layout: Layout;
-  readonly ledger: Ledger;
+  readonly ledger: LedgerStore;
   readonly now: () => Date;
   private readonly passphrase?: string;
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
   private readonly signers = new Map<string, Signer>();
 
-  private constructor(layout: Layout, ledger: Ledger, opts: OpenOptions) {
+  private constructor(layout: Layout, ledger: LedgerStore, opts: OpenOptions) {
     this.layout = layout;
     this.ledger = ledger;
     this.now = caClock(opts.now);
@@ -90,8 +95,10 @@ export class CertificateAuthority {
     };
   }
 
-  static exists(dir: string): boolean {
-    return existsSync(new Layout(dir).ledger);
+  /** Whether the folder holds a CA: its ledger file, or with a PostgreSQL store (MESH_CA_STORE) its first root's key. */
+  static exists(dir: string, store: string | undefined = process.env.MESH_CA_STORE): boolean {
+    const layout = new Layout(dir);
+    return parseStore(store).kind === "postgres" ? existsSync(layout.root(1).key) : existsSync(layout.ledger);
   }
 
   /** Creates root generation 1 in an empty state folder. Never overwrites a CA. */
@@ -102,16 +109,19 @@ export class CertificateAuthority {
     const keyType = validateKeyType(opts.keyType ?? "ec-p256");
     const layout = new Layout(opts.dir);
     const rootPaths = layout.root(1);
-    if (existsSync(layout.ledger) || existsSync(rootPaths.key)) {
+    const store = parseStore(opts.store ?? process.env.MESH_CA_STORE);
+    if ((store.kind === "sqlite" && existsSync(layout.ledger)) || existsSync(rootPaths.key)) {
       throw new CaError("ALREADY_EXISTS", `a CA already exists in ${layout.dir}: refusing to overwrite its key (use another --dir, or move that folder away yourself)`);
     }
+    // A database that already holds a CA is refused before any key is written.
+    const shared = store.kind === "postgres" ? PgLedger.open(store.config, store.shown, { create: true }) : undefined;
     const now = (opts.now ?? (() => new Date()))();
     const keys = await generateKeyPair(keyType);
     const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
     mkdirSync(rootPaths.dir, { recursive: true, mode: 0o755 });
     writeNew(rootPaths.key, await exportPrivateKey(keys.privateKey, opts.passphrase), KEY_MODE);
     writeAtomic(rootPaths.cert, certToPem(cert), CERT_MODE);
-    const ledger = Ledger.open(layout.ledger, { create: true });
+    const ledger: LedgerStore = shared ?? Ledger.open(layout.ledger, { create: true });
     const ca = new CertificateAuthority(layout, ledger, opts);
     ca.signers.set("root-1", { cert, key: keys.privateKey, keyType });
     ledger.write(() => {
@@ -126,7 +136,7 @@ export class CertificateAuthority {
 
   static async open(opts: OpenOptions): Promise<CertificateAuthority> {
     const layout = new Layout(opts.dir);
-    const ledger = openLedger(layout);
+    const ledger = openLedger(layout, opts.store);
     const ca = new CertificateAuthority(layout, ledger, opts);
     ca.journal.recover(ledger);
     return ca;
@@ -221,7 +231,7 @@ export class CertificateAuthority {
   /**
    * @internal Re-signs one CA's CRL; the caller holds the write lock. `added` appends one
    * revocation to the stored entries; without it they are rebuilt from the ledger, which
-   * also drops the certificates that have expired since.
+   * also drops the certificates that had expired when the previous CRL was signed.
    */
   async resignCrl(issuerId: string, signer: Signer, now: Date, added?: CrlEntry): Promise<void> {
     const stored = added ? this.ledger.crlEntries(issuerId) : null;
@@ -229,13 +239,17 @@ export class CertificateAuthority {
     if (added && stored) {
       entries = concat([stored, encodeEntry(added)]);
     } else {
-      const revoked = this.ledger.revokedUnexpired(issuerId, now.toISOString());
+      // Expired serials leave only once a CRL signed after their expiry listed them (crl.ts).
+      const cutoff = dropCutoff(lastSignedAt(this.ledger.issuer(issuerId)?.crl_next_update ?? null), now);
+      const revoked = this.ledger.revokedUnexpired(issuerId, cutoff.toISOString());
       entries = encodeEntries(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: (r.reason ?? "unspecified") as RevocationReason })));
     }
     this.ledger.setCrlEntries(issuerId, entries);
     const nextUpdate = new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS).toISOString();
     const number = this.ledger.nextCrlNumber(issuerId, nextUpdate);
     const crl = await buildCrl({ issuer: signer, number, now, entries });
+    // In the ledger too: replicas on other hosts serve this one, not their folder's older file.
+    this.ledger.setSignedCrl(issuerId, crl);
     writeAtomic(this.layout.issuer(issuerId).crl, crlToPem(crl), CERT_MODE);
   }
 
@@ -254,9 +268,17 @@ export class CertificateAuthority {
   /** crls.pem: the current CRL of every CA not retired (Node needs one for every CA in a chain). */
   /** @internal */
   writeCrlBundle(): void {
-    const pems = this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update)
-      .map((r) => readStateFile(this.layout.issuer(r.id).crl, "the CRL"));
-    writeAtomic(this.layout.crls, pems.join(""), CERT_MODE);
+    const pems = this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).map((r) => {
+      // The ledger's copy is the newest, whichever host signed it (replicas on a shared store).
+      const stored = this.ledger.signedCrl(r.id);
+      const path = this.layout.issuer(r.id).crl;
+      if (!stored) return readStateFile(path, "the CRL");
+      const pem = crlToPem(stored);
+      if (!existsSync(path) || readFileSync(path, "utf8") !== pem) writeAtomic(path, pem, CERT_MODE);
+      return pem;
+    });
+    const bundle = pems.join("");
+    if (!existsSync(this.layout.crls) || readFileSync(this.layout.crls, "utf8") !== bundle) writeAtomic(this.layout.crls, bundle, CERT_MODE);
   }
 
   /** bundle.pem: every published root generation, the trust anchors of the mesh. */

@@ -8,6 +8,7 @@ import { REVOCATION_REASONS } from "./crl.ts";
 import { CaError, badInput, type CaErrorCode } from "./errors.ts";
 import { issuedSummary, issuerLine, listTable, longDate, shortDate, shown, verifyReport } from "./format.ts";
 import { KEY_TYPES } from "./keys.ts";
+import { parseStore } from "./store/url.ts";
 import { LedgerView } from "./view.ts";
 
 const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
@@ -39,16 +40,17 @@ Online CA (EST, see docs/est.md):
   npm run ca -- serve --port 7400                    run the CA as an HTTPS (EST) server
   npm run ca -- token --domain shipping.internal     one-time enrolment token for a name
 
-More: intermediate, sign, renew, crl, generation, bundle, status, serve, token.
+More: intermediate, sign, renew, crl, generation, bundle, status, serve, token, rotate, store-copy, prune.
 Every command has --help with examples and exit codes.`;
 
-interface StateFlags { dir?: string; passphraseFile?: string }
+interface StateFlags { dir?: string; passphraseFile?: string; store?: string }
 
 /** The flags every command that touches the state folder shares. */
 function stateful(cmd: Command): Command {
   return cmd
     .addOption(new Option("--dir <path>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
-    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)");
+    .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)")
+    .addOption(new Option("--store <url>", "where the ledger is: sqlite (ca.db in --dir) or postgres://user@host/db, shared by CA replicas; the password only from PGPASSWORD or ~/.pgpass (docs/est.md)").env("MESH_CA_STORE"));
 }
 
 function help(cmd: Command, examples: string[]): Command {
@@ -74,7 +76,9 @@ function openOptions(flags: StateFlags): OpenOptions {
     if (passphrase.length === 0) throw badInput(`--passphrase-file ${flags.passphraseFile} is empty`);
   }
   // An empty MESH_PKI_DIR (or --dir "") means the default, never the current directory.
-  return { dir: flags.dir || "./pki", passphrase, now: clock() };
+  // Checked here, before anything is opened: a URL with a password is refused outright.
+  parseStore(flags.store);
+  return { dir: flags.dir || "./pki", passphrase, now: clock(), store: flags.store ?? "sqlite" };
 }
 
 /** Like withCa, for commands that only read the ledger (ca/view.ts). */
@@ -346,6 +350,17 @@ export function buildProgram(): Command {
       if (stillValid > 0) console.error(`warning: ${stillValid} valid certificate(s) still chain to it and will now be rejected`);
     }));
 
+  help(stateful(program.command("store-copy").description("copy the SQLite ledger of --dir into an empty PostgreSQL database, to run CA replicas on it (docs/est.md)"))
+    .requiredOption("--to <url>", "the PostgreSQL database: postgres://user@host/db (the password from PGPASSWORD or ~/.pgpass)"), [
+    "store-copy --to postgres://ca@db.internal/mesh_ca   # then: export MESH_CA_STORE=postgres://ca@db.internal/mesh_ca",
+  ]).action((o) => withCa({ ...o, store: "sqlite" }, async (ca) => {
+    const { copyToPostgres } = await import("./store/copy.ts");
+    const r = copyToPostgres(ca.ledger, o.to);
+    console.log(`Copied the ledger of ${shown(ca.layout.dir)} into ${r.to}`);
+    for (const [table, n] of Object.entries(r.rows)) console.log(`  ${table.padEnd(15)} ${n} row(s)`);
+    console.log(`  ${shown(ca.layout.ledger)} is unchanged; from now on use --store ${r.to} (or MESH_CA_STORE), and stop using the SQLite file`);
+  }));
+
   help(stateful(program.command("status").description("generations, signing CA, bundle, CRL freshness, counts"))
     .option("--json", "as JSON"), ["status", "status --json"])
     .action((o) => withView(o, (ca) => {
@@ -367,6 +382,26 @@ export function buildProgram(): Command {
       }
       console.log(`  certificates: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}`);
     }));
+
+  help(stateful(program.command("prune").description("delete certificates expired more than --older-than ago (and expired tokens); drop expired serials from the CRLs"))
+    .option("--older-than <duration>", "keep what expired less than this long ago (ca serve prunes with its --retention)", "7d")
+    .option("--dry-run", "say what would go, change nothing")
+    .option("--json", "as JSON, for scripts"), [
+    "prune", "prune --older-than 30d --dry-run", "prune --older-than 1d --json",
+  ]).action((o) => withCa(o, async (ca) => {
+    const { parseDuration } = await import("./duration.ts");
+    const retention = await import("./retention.ts");
+    const olderThanMs = parseDuration(o.olderThan, { flag: "--older-than", min: 0, max: 100 * 365 * 86_400_000 });
+    const r = await retention.prune(ca, { olderThanMs, dryRun: !!o.dryRun });
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ ...r, cutoff: r.cutoff.toISOString() }, null, 2) + "\n");
+      return;
+    }
+    const verb = r.dryRun ? "would delete" : "deleted";
+    console.log(`${verb} ${r.certs} certificate(s) and ${r.tokens} enrolment token(s) expired before ${r.cutoff.toISOString()}`);
+    if (r.dryRun) console.log(`${r.crlExpiredBefore} expired serial(s) still on the CRLs (a run re-signs those CRLs)`);
+    else if (r.crlsResigned.length > 0) console.log(`re-signed the CRL of ${r.crlsResigned.join(", ")}: ${r.crlExpiredBefore - r.crlExpiredAfter} expired serial(s) dropped, ${r.crlExpiredAfter} kept until a CRL signed after their expiry has listed them (RFC 5280 3.3)`);
+  }));
 
   // --- the online CA (docs/est.md) ---------------------------------------------
   help(stateful(program.command("token").description("a one-time enrolment token for one name (for EST simpleenroll)"))
@@ -399,31 +434,45 @@ export function buildProgram(): Command {
   }));
 
   help(stateful(program.command("serve").description("run the CA as an HTTPS server speaking EST (RFC 7030); logs JSON lines to stdout"))
-    .option("--listen <address>", "address to listen on (also in the server certificate's SANs)", "127.0.0.1")
+    .option("--listen <address>", "address to listen on (also in the server certificate's SANs; 0.0.0.0 or ::: every interface, then give --san)", "127.0.0.1")
+    .option("--san <name>", "an address or DNS name clients reach it by, added to its certificate (repeatable; the first is its URL when --listen is 0.0.0.0 or ::)", collect)
     .option("--port <n>", "TCP port", "7400")
     .option("--default-lifetime <duration>", "lifetime of the certificates it issues", "1h")
     .option("--max-lifetime <duration>", "the most a client may ask for with ?lifetime=", "24h")
     .option("--rate-per-address <n>", "enrolments + renewals per minute from one address (also the burst)", "30")
     .option("--rate-per-name <n>", "enrolments + renewals per minute for one name (also the burst)", "5")
     .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
-    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1"), [
+    .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1")
+    .option("--lease <duration>", "replicas on one store: how long the once-only jobs' lease lasts unrenewed (a dead holder's jobs move within it)", "15s")
+    .option("--retention <duration>", "delete certificates this long after they expire, checked every 10 minutes (off: keep all)", "7d"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
+    "serve --listen 10.0.0.1 --port 7400   # reachable from other machines (docs/mesh.md)",
+    "serve --retention 30d",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
     "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
+    "serve --store postgres://ca@db.internal/mesh_ca --port 7400   # one of several replicas (docs/est.md)",
   ]).action((o) => withCa(o, async (ca) => {
     const { CaServer } = await import("./server/server.ts");
     const { parseDuration } = await import("./duration.ts");
     if (!/^\d{1,5}$/.test(o.port) || Number(o.port) > 65535) throw badInput(`--port ${JSON.stringify(o.port)} is not a TCP port (0-65535)`);
     const { isIP } = await import("node:net");
     if (isIP(o.listen) === 0 && o.listen !== "localhost") throw badInput(`--listen ${JSON.stringify(o.listen)} is not an IP address (e.g. 127.0.0.1)`);
+    const sans = (o.san ?? []) as string[];
+    for (const san of sans) {
+      if (isIP(san) === 0 && !/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(san)) throw badInput(`--san ${JSON.stringify(san.slice(0, 80))} is neither an IP address nor a DNS name`);
+      if (san === "0.0.0.0" || san === "::") throw badInput(`--san ${san} is not an address a client can reach: give the machine's address or name`);
+    }
+    if ((o.listen === "0.0.0.0" || o.listen === "::") && sans.length === 0) throw badInput(`--listen ${o.listen} listens on every interface: say how clients reach it with --san <address or name> (e.g. --san 10.0.0.1)`);
     const maxLifetimeMs = parseDuration(o.maxLifetime, { flag: "--max-lifetime", max: 825 * 86_400_000 });
     const defaultLifetimeMs = parseDuration(o.defaultLifetime, { flag: "--default-lifetime" });
+    const leaseMs = parseDuration(o.lease, { flag: "--lease", max: 3_600_000 });
     if (defaultLifetimeMs > maxLifetimeMs) throw badInput(`--default-lifetime ${o.defaultLifetime} is longer than --max-lifetime ${o.maxLifetime}`);
     const rate = (flag: string, v: string) => {
       if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw badInput(`${flag} ${JSON.stringify(v)} is not a whole number of requests per minute (at least 1)`);
       return { capacity: Number(v), perMinute: Number(v) };
     };
     const limits = { perAddress: rate("--rate-per-address", o.ratePerAddress), perName: rate("--rate-per-name", o.ratePerName) };
+    const retentionMs = o.retention === "off" ? null : parseDuration(o.retention, { flag: "--retention", min: 0, max: 100 * 365 * 86_400_000 });
     const { startAdmin, isLoopback, AdminHostError } = await import("../lib/admin-http.ts");
     // An empty MESH_CA_ADMIN_PORT is unset (a script's `MESH_CA_ADMIN_PORT=$PORT` with no PORT), not a bad port.
     const [adminFrom, adminPort] = o.adminPort !== undefined ? ["--admin-port", o.adminPort as string] : ["MESH_CA_ADMIN_PORT", process.env.MESH_CA_ADMIN_PORT || undefined];
@@ -436,7 +485,7 @@ export function buildProgram(): Command {
     });
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits });
+      server = await CaServer.start({ ca, host: o.listen, names: sans, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, leaseMs, retentionMs });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);

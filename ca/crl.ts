@@ -78,3 +78,40 @@ export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; numb
   }
   return sequence([tbs, algId, bitString(signature)]);
 }
+
+/**
+ * The serials a CA's stored revokedCertificates entries list (see encodeEntry), normalised
+ * like the ledger's. The blob is the CA's own writing, but read with the bounded reader all
+ * the same.
+ */
+export async function listedSerials(entries: Uint8Array): Promise<string[]> {
+  const { children } = await import("./der-reader.ts");
+  return children(entries, 10_000_000).map((e) => {
+    const serial = children(e.body, 3)[0]!;
+    const hex = Buffer.from(serial.body).toString("hex").replace(/^0+/, "");
+    return hex === "" ? "0" : hex;
+  });
+}
+
+/**
+ * When a revoked serial may leave its CA's CRL. RFC 5280 3.3: "An entry MUST NOT be removed
+ * from the CRL until it appears on one regularly scheduled CRL issued beyond the revoked
+ * certificate's validity period." So a rebuild keeps every revoked certificate whose notAfter
+ * is after the last CRL's signing time (`lastSignedAt`), and drops the ones that had expired
+ * when that CRL was signed: those have already been listed on a CRL issued after they expired.
+ * A first rebuild after expiry keeps the serial, the next one drops it.
+ *
+ * The CRLs carry no ExpiredCertsOnCRL extension (X.509 9.6.2.9; RFC 5280 does not profile
+ * it): they make no promise to list expired certificates, which is what RFC 5280 assumes of a
+ * CRL without it. A relying party must not trust an expired certificate whatever the CRL says,
+ * and the mesh's verifiers check notAfter before revocation.
+ */
+export function dropCutoff(lastSignedAt: Date | null, now: Date): Date {
+  return lastSignedAt && lastSignedAt < now ? lastSignedAt : now;
+}
+
+/** The signing time of the CRL the ledger last recorded for a CA (its nextUpdate less the validity). */
+export function lastSignedAt(crlNextUpdate: string | null): Date | null {
+  if (!crlNextUpdate) return null;
+  return new Date(new Date(crlNextUpdate).getTime() - CRL_VALID_DAYS * 86_400_000);
+}

@@ -7,6 +7,7 @@ import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type
 import type { CertRow, IssuerRow } from "./ledger.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
 import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
+import { isUniqueViolation } from "./store/interface.ts";
 import { permittedDns, withinDns } from "./verify.ts";
 import { certToPem, normalSerial, x509 } from "./x509.ts";
 
@@ -155,10 +156,12 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
         status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
         created_at: now.toISOString(), pem: certToPem(cert),
       });
-    });
+      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+      // one current certificate per name is a unique index, so issuances need not queue.
+    }, { shared: true });
   } catch (err) {
     ca.journal.discard(serial);
-    if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
+    if (isUniqueViolation(err)) {
       throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
     }
     throw err;

@@ -2,6 +2,7 @@
 // and transactions keep it consistent under concurrent commands and crashes.
 import Database from "better-sqlite3";
 import { CaError } from "./errors.ts";
+import type { LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
 
 export type CertStatus = "valid" | "revoked" | "superseded";
 export type IssuerKind = "root" | "intermediate";
@@ -105,6 +106,8 @@ CREATE TABLE IF NOT EXISTS enrol_tokens (
   used_by TEXT
 );
 CREATE INDEX IF NOT EXISTS enrol_tokens_by_name ON enrol_tokens(name);
+-- Retention (pruneExpired) finds what expired without reading every row.
+CREATE INDEX IF NOT EXISTS certs_by_not_after ON certs(not_after);
 -- Every trust bundle the server has published: its ETag and the root generations in it.
 CREATE TABLE IF NOT EXISTS bundles (
   etag TEXT PRIMARY KEY,
@@ -119,6 +122,23 @@ CREATE TABLE IF NOT EXISTS bundle_holders (
   served_etag TEXT NOT NULL,
   seen_at TEXT NOT NULL,
   remote TEXT
+);
+`;
+
+/**
+ * What several CA servers on one ledger share (docs/est.md, "Running several CA replicas"):
+ * the leases of the jobs only one of them runs, and the CRLs as signed, so each serves the same.
+ */
+const REPLICA_SCHEMA = `
+CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  acquired_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signed_crls (
+  issuer_id TEXT PRIMARY KEY REFERENCES issuers(id),
+  der BLOB NOT NULL
 );
 `;
 
@@ -201,7 +221,8 @@ function corrupt(path: string, err: unknown): CaError {
   return new CaError("CORRUPT", `the ledger ${path} is not readable (${(err as Error).message}); restore it from a backup — nothing was changed`, { cause: err });
 }
 
-export class Ledger {
+export class Ledger implements LedgerStore {
+  readonly kind = "sqlite" as const;
   readonly db: Database.Database;
   readonly path: string;
 
@@ -236,7 +257,7 @@ export class Ledger {
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
       if (!row) throw new Error("no schema version");
       if (row.value !== SCHEMA_VERSION) throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
-      if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA + ROTATION_SCHEMA);
+      if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA + ROTATION_SCHEMA + REPLICA_SCHEMA);
     } catch (err) {
       if (err instanceof CaError) throw err;
       throw corrupt(path, err);
@@ -438,9 +459,53 @@ export class Ledger {
   }
 
   /** Moves a rotation on; `fields` are the timestamps this step sets. */
-  updateRotation(id: number, fields: Partial<Pick<RotationRow, "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at">>, now: string): void {
+  updateRotation(id: number, fields: RotationFields, now: string): void {
     const sets = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k)).map((k) => `${k} = @${k}`);
     this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({ ...fields, id, now });
+  }
+
+  // --- replicas: leases, signed CRLs; retention -------------------------------------
+
+  takeLease(name: string, holder: string, now: string, expiresAt: string): LeaseRow {
+    this.sql(`INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES (@name, @holder, @now, @expiresAt)
+      ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+        acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
+      WHERE leases.holder = excluded.holder OR leases.expires_at <= @now`).run({ name, holder, now, expiresAt });
+    return this.sql("SELECT * FROM leases WHERE name = ?").get(name) as LeaseRow;
+  }
+
+  releaseLease(name: string, holder: string): void {
+    this.sql("DELETE FROM leases WHERE name = ? AND holder = ?").run(name, holder);
+  }
+
+  signedCrl(id: string): Uint8Array | null {
+    const row = this.sql("SELECT der FROM signed_crls WHERE issuer_id = ?").get(id) as { der: Buffer } | undefined;
+    return row ? new Uint8Array(row.der) : null;
+  }
+
+  setSignedCrl(id: string, der: Uint8Array): void {
+    this.sql("INSERT INTO signed_crls (issuer_id, der) VALUES (?, ?) ON CONFLICT(issuer_id) DO UPDATE SET der = excluded.der").run(id, Buffer.from(der));
+  }
+
+  cliIssuedSince(since: string): number {
+    return (this.sql("SELECT count(*) AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= ?").get(since) as { n: number }).n;
+  }
+
+  /**
+   * Retention (ca prune, docs/ca.md): deletes the certificates whose notAfter is before
+   * `cutoff` (any status: valid ones expired unrenewed, superseded, revoked) and the enrolment
+   * tokens that expired before it; with `dryRun`, only counts them. The caller drops expired
+   * serials from the CRLs first (ca/retention.ts). Inside a write transaction.
+   */
+  pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
+    const at = cutoff.toISOString();
+    if (opts.dryRun) {
+      const n = (table: string, column: string) => (this.sql(`SELECT count(*) AS n FROM ${table} WHERE ${column} < ?`).get(at) as { n: number }).n;
+      return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
+    }
+    const certs = this.sql("DELETE FROM certs WHERE not_after < ?").run(at).changes;
+    const tokens = this.sql("DELETE FROM enrol_tokens WHERE expires_at < ?").run(at).changes;
+    return { certs, tokens };
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {
@@ -458,4 +523,10 @@ export function displayStatus(row: Pick<CertRow, "status" | "not_after">, now: D
   if (row.status === "revoked") return "REVOKED";
   if (row.status === "superseded") return "SUPERSEDED";
   return new Date(row.not_after) <= now ? "EXPIRED" : "VALID";
+}
+
+/** The SQLite ledger behind a store, for what only SQLite has (pragmas, bulk loading in the benchmark). */
+export function sqliteLedger(store: LedgerStore): Ledger {
+  if (!(store instanceof Ledger)) throw new CaError("REFUSED", `this needs the SQLite ledger, and the CA's ledger is at ${store.path}`);
+  return store;
 }

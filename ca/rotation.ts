@@ -5,7 +5,8 @@ import { hostname } from "node:os";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError } from "./errors.ts";
 import { createIntermediate, intermediateProfile } from "./generations.ts";
-import type { BundleHolderRow, CurrentCertFact, Ledger, RotationRow } from "./ledger.ts";
+import type { BundleHolderRow, CurrentCertFact, RotationRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
 
 export type GateName = "prepare" | "activate" | "retire";
 export type GateState = "started" | "waiting" | "passed" | "timeout" | "interrupted";
@@ -136,14 +137,14 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
 }
 
 /** Facts for gate 1, read from the ledger now. */
-export function prepareFacts(ledger: Ledger, rotation: RotationRow, now: Date): PrepareFacts {
+export function prepareFacts(ledger: LedgerStore, rotation: RotationRow, now: Date): PrepareFacts {
   return {
     toGeneration: rotation.to_generation, publishedAt: rotation.published_at ?? now.toISOString(),
     certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(),
   };
 }
 
-export function retireFacts(ledger: Ledger, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
+export function retireFacts(ledger: LedgerStore, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
   const facts: RetireFacts = { fromGeneration: rotation.from_generation, certs: ledger.currentCerts(now.toISOString()) };
   if (opts.inUse) {
     facts.presented = new Map(ledger.bundleHolders().map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]));
@@ -241,7 +242,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       waitingFor: shown.map((w) => w.name), why: Object.fromEntries(shown.map((w) => [w.name, w.why])), total, msg,
     });
   };
-  const update = (fields: Parameters<Ledger["updateRotation"]>[1]) => {
+  const update = (fields: Parameters<LedgerStore["updateRotation"]>[1]) => {
     ledger.write(() => ledger.updateRotation(rot!.id, { ...fields, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()));
     rot = ledger.rotation(rot!.id)!;
   };

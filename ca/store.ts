@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSyn
 import { join } from "node:path";
 import { CaError } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, inside, writeAtomic } from "./files.ts";
-import type { Ledger } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
 import { fileStem } from "./names.ts";
 
 export interface IssuerPaths {
@@ -89,7 +89,7 @@ export class Journal {
   }
 
   /** Finishes or undoes what crashed commands left behind. */
-  recover(ledger: Ledger): void {
+  recover(ledger: LedgerStore): void {
     let entries: string[];
     try {
       entries = readdirSync(this.layout.pendingDir);

@@ -4,7 +4,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { CertificateAuthority } from "./authority.ts";
 import { formatDuration } from "./duration.ts";
-import type { Ledger, TokenRow } from "./ledger.ts";
+import type { TokenRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
 import { validateDnsName } from "./names.ts";
 
 export const TOKEN_VERSION = "mt1";
@@ -73,7 +74,7 @@ export type TokenVerdict =
  * "wrong_name" without saying which name it is for; whether it is also used or expired
  * is not said either, so a caller learns nothing about other names' tokens.
  */
-export function checkToken(ledger: Ledger, token: string, name: string, now: Date): TokenVerdict {
+export function checkToken(ledger: LedgerStore, token: string, name: string, now: Date): TokenVerdict {
   if (!isTokenShaped(token)) return { ok: false, why: "malformed" };
   const hash = hashToken(token);
   const row = ledger.token(hash);

@@ -4,6 +4,9 @@ import { existsSync } from "node:fs";
 import { CRL_WARN_DAYS } from "./crl.ts";
 import { CaError } from "./errors.ts";
 import { Ledger, displayStatus, type IssuerRow } from "./ledger.ts";
+import type { LedgerStore } from "./store/interface.ts";
+import { PgLedger } from "./store/postgres.ts";
+import { parseStore } from "./store/url.ts";
 import type { LeafNames } from "./profiles.ts";
 import { Journal, Layout } from "./store.ts";
 
@@ -34,20 +37,26 @@ export interface Generation {
   intermediates: IssuerRow[];
 }
 
-export function openLedger(layout: Layout): Ledger {
+/**
+ * Opens the ledger: the state folder's ca.db, or the PostgreSQL database `store` names
+ * (--store, MESH_CA_STORE). Keys, CA certificates and CRL files stay in the state folder.
+ */
+export function openLedger(layout: Layout, store: string | undefined = process.env.MESH_CA_STORE): LedgerStore {
+  const setting = parseStore(store);
+  if (setting.kind === "postgres") return PgLedger.open(setting.config, setting.shown);
   if (!existsSync(layout.ledger)) {
     throw new CaError("NOT_INITIALISED", `the CA is not initialised in ${layout.dir} (run: npm run ca -- init --name "Acme Corp CA")`);
   }
   return Ledger.open(layout.ledger);
 }
 
-export function signerIdOf(ledger: Ledger, layout: Layout): string {
+export function signerIdOf(ledger: LedgerStore, layout: Layout): string {
   const id = ledger.getMeta("signer");
   if (!id) throw new CaError("CORRUPT", `the ledger ${layout.ledger} names no signing CA; restore it from a backup`);
   return id;
 }
 
-export function generationsOf(ledger: Ledger): Generation[] {
+export function generationsOf(ledger: LedgerStore): Generation[] {
   const rows = ledger.issuers();
   return rows.filter((r) => r.kind === "root").map((root) => ({
     generation: root.generation,
@@ -57,7 +66,7 @@ export function generationsOf(ledger: Ledger): Generation[] {
 }
 
 /** The ledger as a person or a script reads it: status derived from the clock. */
-export function listCerts(ledger: Ledger, now: Date, opts: { all?: boolean } = {}): ListedCert[] {
+export function listCerts(ledger: LedgerStore, now: Date, opts: { all?: boolean } = {}): ListedCert[] {
   const issuers = new Map(ledger.issuers().map((r) => [r.id, r]));
   return ledger.list(opts).map((r) => ({
     serial: r.serial, domain: r.name, sans: JSON.parse(r.sans) as LeafNames, status: displayStatus(r, now),
@@ -68,7 +77,7 @@ export function listCerts(ledger: Ledger, now: Date, opts: { all?: boolean } = {
 }
 
 /** CRLs whose nextUpdate is near or past, for the warnings every command prints. */
-export function crlWarnings(ledger: Ledger, at: Date): string[] {
+export function crlWarnings(ledger: LedgerStore, at: Date): string[] {
   const now = at.getTime();
   return ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).flatMap((r) => {
     const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
@@ -81,18 +90,18 @@ export function crlWarnings(ledger: Ledger, at: Date): string[] {
 /** A read-only CA for the commands that only read the ledger: the same answers as the CA's own methods. */
 export class LedgerView {
   readonly layout: Layout;
-  readonly ledger: Ledger;
+  readonly ledger: LedgerStore;
   readonly now: () => Date;
 
-  private constructor(layout: Layout, ledger: Ledger, now: () => Date) {
+  private constructor(layout: Layout, ledger: LedgerStore, now: () => Date) {
     this.layout = layout;
     this.ledger = ledger;
     this.now = now;
   }
 
-  static open(opts: { dir: string; now?: () => Date }): LedgerView {
+  static open(opts: { dir: string; now?: () => Date; store?: string }): LedgerView {
     const layout = new Layout(opts.dir);
-    const ledger = openLedger(layout);
+    const ledger = openLedger(layout, opts.store);
     // Like every command, first finish (or discard) what a killed command left staged.
     new Journal(layout).recover(ledger);
     return new LedgerView(layout, ledger, opts.now ?? (() => new Date()));

@@ -171,7 +171,7 @@ export const EVENTS = {
     level: ["info"], about: "the CA serves EST: its URL, generations, signer, root fingerprint, own certificate and lifetimes",
     fields: {
       url: "string", generations: "number[]", signer: "string", root_sha256: "string", tls_serial: "string", tls_not_after: "string",
-      default_lifetime: "string", max_lifetime: "string",
+      default_lifetime: "string", max_lifetime: "string", store: "string?", lease_holder: "string?", runs_jobs: "boolean?",
     },
   },
   "ca.stopped": { level: ["info"], about: "ca serve stopped on a signal", fields: { signal: "string" } },
@@ -189,6 +189,21 @@ export const EVENTS = {
     fields: { issuers: "string[]", next_update: "(string|null)[]" },
   },
   "ca.crls_resign_failed": { level: ["error"], about: "the CRLs could not be re-signed; retried at the next check", fields: { err: "string" } },
+  "ca.pruned": {
+    level: ["info"], about: "retention deleted expired certificates and spent tokens from the ledger, and dropped long-expired entries from CRLs",
+    fields: { certs: "number", tokens: "number", cutoff: "string", crls_resigned: "string[]", crl_expired_dropped: "number", crl_expired_kept: "number" },
+  },
+  "ca.prune_failed": { level: ["error"], about: "a retention run failed; tried again at the next check", fields: { err: "string" } },
+  "ca.lease_acquired": {
+    level: ["info"], about: "this CA server took the lease for the once-only jobs (re-signing CRLs, retention) among its replicas",
+    fields: { lease: "string", holder: "string", expires_at: "string" },
+  },
+  "ca.lease_lost": {
+    level: ["warn"], about: "another replica holds the lease now: this server stops running the once-only jobs",
+    fields: { lease: "string", holder: "string|null" },
+  },
+  "ca.lease_released": { level: ["info"], about: "this server gave the lease up (it stops)", fields: { lease: "string", holder: "string" } },
+  "ca.lease_failed": { level: ["warn"], about: "the lease could not be renewed (the store did not answer): this server acts as not holding it", fields: { lease: "string", err: "string" } },
   "est.enrolled": {
     level: ["info"], about: "EST simpleenroll with a one-time token issued a certificate",
     fields: { name: "string", serial: "string", issuer: "string", generation: "number", not_after: "string", remote: "string", supersedes: "string|null" },
@@ -223,6 +238,10 @@ export const EVENTS = {
   },
 
   // --- the scripts (mesh:up, the drill) ---
+  "mesh.started": {
+    level: ["info"], about: "mesh:up began a run (the dashboard shows the logs from here on)",
+    fields: { pid: "number", mode: "string" },
+  },
   "supervisor.started": {
     level: ["info"], about: "mesh:up started a component (restarts: how many times before)",
     fields: { component: "string", pid: "number", restarts: "number" },

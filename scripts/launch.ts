@@ -2,11 +2,11 @@
 // and hands each of its JSON log lines to the caller: the rotation drill's way. mesh:up
 // supervises its processes instead (supervisor.ts, mesh-components.ts).
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, type WriteStream } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { isEvent } from "../lib/events.ts";
+import { RotatingFile, rotationFromEnv, type RotatingFileOptions } from "../lib/rotating-file.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 import { describeExit } from "./supervisor.ts";
 
@@ -19,8 +19,10 @@ export interface LaunchOptions {
   policy: string;
   /** "payment=127.0.0.1:7402" for each service it calls. */
   upstreams?: string[];
-  /** Every log line is appended here as it was written. */
+  /** Every log line is appended here as it was written; the file rotates by size (lib/rotating-file.ts). */
   logFile?: string;
+  /** Default: MESH_LOG_MAX_SIZE and MESH_LOG_KEEP, else 10 MiB and 5 rotated files. */
+  logRotation?: RotatingFileOptions;
   /** Each stdout line, parsed when it is a log line (null otherwise). */
   onLine?: (line: MeshLine | null, text: string) => void;
   onStderr?: (text: string) => void;
@@ -54,8 +56,11 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
       : []),
     "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell
   ];
+  // Opened first: a bad MESH_LOG_MAX_SIZE must fail before a process is started.
+  const file = o.logFile ? new RotatingFile(o.logFile, o.logRotation ?? rotationFromEnv(o.env ?? process.env)) : undefined;
+  // A log that cannot be written (disk full, folder removed) is said once; the service runs on.
+  file?.once("error", (e) => o.onStderr?.(`cannot write ${o.logFile}: ${e.message}`));
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
-  const file: WriteStream | undefined = o.logFile ? createWriteStream(o.logFile, { flags: "a" }) : undefined;
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   const stop = async (graceMs = 5_000) => {
     if (proc.exitCode === null && proc.signalCode === null) {

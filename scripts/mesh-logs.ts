@@ -1,10 +1,19 @@
 // npm run mesh:logs: filter and pretty-print the services' JSON logs; print and exit, or
 // follow them live with -f, as tail and kubectl logs do.
-import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Command, Option } from "commander";
 import { isEventName, type EventName } from "../lib/events.ts";
+import { FOLLOW_LOOKBACK, rotatedSince } from "../lib/rotating-file.ts";
 import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
+
+function inoOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
+  }
+}
 
 const program = new Command("mesh:logs")
   .description("Pretty-print the mesh's logs (logs/<service>.log) and exit; with -f, keep following them as they grow.")
@@ -63,35 +72,77 @@ function wanted(l: MeshLine): boolean {
   return true;
 }
 
-const offsets = new Map<string, number>();
+/** Where -f is in each <service>.log: which file (inode) and how far into it. */
+const offsets = new Map<string, { ino: number; offset: number }>();
 const partial = new Map<string, string>();
 
-/** Read what was appended since last time; a shrunk file was truncated: start over. */
-function drain(file: string): void {
-  let size: number;
-  try {
-    size = statSync(file).size;
-  } catch {
-    return;
-  }
-  let from = offsets.get(file) ?? 0;
-  if (size < from) from = 0;
-  if (size === from) return;
-  const buf = Buffer.alloc(size - from);
+/** Bytes from..to of an open file; fewer if it is shorter (never the zeros of a short read). */
+function readFd(fd: number, from: number, to: number): string {
+  if (to <= from) return "";
+  const buf = Buffer.alloc(to - from);
+  const n = readSync(fd, buf, 0, buf.length, from);
+  return buf.subarray(0, n).toString("utf8");
+}
+
+function readRange(file: string, from: number, to?: number): string {
   const fd = openSync(file, "r");
   try {
-    readSync(fd, buf, 0, buf.length, from);
+    return readFd(fd, from, to ?? fstatSync(fd).size);
   } finally {
     closeSync(fd);
   }
-  offsets.set(file, size);
-  const text = (partial.get(file) ?? "") + buf.toString("utf8");
-  const lines = text.split("\n");
+}
+
+function emit(file: string, text: string): void {
+  const lines = ((partial.get(file) ?? "") + text).split("\n");
   partial.set(file, lines.pop() ?? "");
   for (const raw of lines) {
     const l = parseLine(raw);
     if (l && wanted(l)) console.log(o.json ? raw : formatLine(l));
   }
+}
+
+/**
+ * Print what was appended since last time. A new inode means the file was rotated
+ * (lib/rotating-file.ts: <file> → <file>.1 → <file>.2 …): finish the old file where it now
+ * is, then any rotated after it, then the new one from its start. A shrunk file was truncated
+ * (copytruncate): start over.
+ */
+function drain(file: string): void {
+  // Opened first, then measured: the inode and size are the open file's even if it is rotated now.
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return;
+  }
+  try {
+    drainOpen(file, fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function drainOpen(file: string, fd: number): void {
+  const st = fstatSync(fd);
+  const at = offsets.get(file);
+  let from = at?.offset ?? 0;
+  if (at && at.ino !== st.ino) {
+    const rotated = rotatedSince(file, at.ino, inoOf);
+    rotated.forEach((path, k) => {
+      try {
+        emit(file, readRange(path, k === 0 ? at.offset : 0));
+      } catch {
+        /* rotated away again while we read: those lines are gone */
+      }
+    });
+    partial.set(file, "");
+    from = 0;
+  } else if (st.size < from) {
+    from = 0;
+  }
+  offsets.set(file, { ino: st.ino, offset: st.size });
+  if (st.size > from) emit(file, readFd(fd, from, st.size));
 }
 
 function files(): string[] {
@@ -101,18 +152,34 @@ function files(): string[] {
     .map((f) => join(o.logs, f));
 }
 
-// Existing lines first, merged in time order across services.
+/** The rotated files of a log that are there, oldest first. */
+function rotatedOf(file: string): string[] {
+  const out: string[] = [];
+  for (let n = 1; n <= FOLLOW_LOOKBACK && existsSync(`${file}.${n}`); n++) out.unshift(`${file}.${n}`);
+  return out;
+}
+
+// Existing lines first (the rotated files' too), merged in time order across services.
 const all: Array<{ l: MeshLine; raw: string }> = [];
 for (const f of files()) {
-  const size = statSync(f).size;
-  const buf = Buffer.alloc(size);
+  for (const rotated of rotatedOf(f)) {
+    for (const raw of readRange(rotated, 0).split("\n")) {
+      const l = parseLine(raw);
+      if (l && wanted(l)) all.push({ l, raw });
+    }
+  }
   const fd = openSync(f, "r");
-  readSync(fd, buf, 0, size, 0);
-  closeSync(fd);
-  const text = buf.toString("utf8");
-  const cut = text.lastIndexOf("\n") + 1;
-  offsets.set(f, cut);
-  for (const raw of text.slice(0, cut).split("\n")) {
+  let st: { ino: number; size: number };
+  let text: string;
+  try {
+    st = fstatSync(fd);
+    text = readFd(fd, 0, st.size);
+  } finally {
+    closeSync(fd);
+  }
+  const cut = Buffer.byteLength(text.slice(0, text.lastIndexOf("\n") + 1));
+  offsets.set(f, { ino: st.ino, offset: cut });
+  for (const raw of text.slice(0, text.lastIndexOf("\n") + 1).split("\n")) {
     const l = parseLine(raw);
     if (l && wanted(l)) all.push({ l, raw });
   }

@@ -33,6 +33,17 @@ const seconds = (v: string) => {
   return n;
 };
 
+/** Further CA replicas (their own `ca serve --store postgres://…`): https origins, comma-separated. */
+const caUrls = (v: string) => {
+  const list = v.split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+  for (const u of list) {
+    let url: URL | undefined;
+    try { url = new URL(u); } catch { /* refused below */ }
+    if (!url || url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) throw new InvalidArgumentError(`${JSON.stringify(u.slice(0, 80))} is not an https:// origin such as https://10.0.0.2:7400`);
+  }
+  return list.join(",");
+};
+
 const lifetime = (v: string) => {
   try {
     parseDuration(v, { flag: "--lifetime", min: 10_000, max: 30 * 86_400_000 });
@@ -57,6 +68,7 @@ const program = new Command("mesh:up")
   .addOption(new Option("--lifetime <d>", "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it").env("MESH_LIFETIME").default("1h").argParser(lifetime))
   .addOption(new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs").env("MESH_POLL_SECONDS").default(30).argParser(seconds))
   .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
+  .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
   .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
   .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
@@ -93,6 +105,7 @@ interface Opts {
   poll: number;
   caPort: number;
   caAdminPort?: number;
+  caUrls?: string;
   dashboardPort: number;
   quiet?: boolean;
 }
@@ -266,6 +279,9 @@ async function main(): Promise<void> {
   const events = eventLog(logs);
   const recordFile = join(logs, "mesh-up.pids");
   await clearLeftovers(recordFile, events);
+  // Before any part starts (after an earlier run's leftovers are stopped): the dashboard shows
+  // this run from here on, not what earlier runs logged.
+  events.info({ event: "mesh.started", pid: process.pid, mode }, `mesh:up started (pid ${process.pid}, ${mode} mode)`);
 
   const runners: Runner[] = [];
   let stopping = false;
@@ -379,7 +395,8 @@ async function main(): Promise<void> {
     }
     const heldCa = ca;
     online = {
-      caUrl: caProc.url,
+      // The services' address list: this CA server first, then any other replicas (they fail over in turn).
+      caUrl: o.caUrls ? `${caProc.url},${o.caUrls}` : caProc.url,
       // A restart enrols afresh when the folder holds no identity the CA vouches for (it died before
       // enrolling, or its identity expired while it was down), as a start of mesh:up would.
       token: (name, restarts) => {

@@ -64,10 +64,18 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
   if (localPort === undefined || !existsSync(file)) return undefined;
   const want = `127.0.0.1:${localPort}`;
   for (let i = 0; i < 20; i++) {
-    const text = readFileSync(file, "utf8");
-    for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
-      const l = parseEventLine(raw);
-      if (l?.event === "tls.handshake_failed" && l.remote === want && !(Date.parse(l.time) < since)) return l.reason;
+    // The log may have rotated since the refusal (lib/rotating-file.ts): its line is then in .1.
+    for (const f of [file, `${file}.1`]) {
+      let text: string;
+      try {
+        text = readFileSync(f, "utf8");
+      } catch {
+        continue; // not there (yet, or any more)
+      }
+      for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
+        const l = parseEventLine(raw);
+        if (l?.event === "tls.handshake_failed" && l.remote === want && !(Date.parse(l.time) < since)) return l.reason;
+      }
     }
     await new Promise((r) => setTimeout(r, 100));
   }

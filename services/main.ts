@@ -11,6 +11,8 @@ import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
 import { serviceHealth, serviceReadiness } from "./mesh/health.ts";
 import { identityOptions, IDENTITY_HELP } from "./mesh/identity-agent/cli.ts";
 import { startIdentityService } from "./mesh/identity-agent/service.ts";
+import { readPeers } from "./mesh/peers.ts";
+import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 
 const program = new Command("mesh-service")
   .description("Run one mesh service (order, payment or inventory) over mTLS.")
@@ -28,10 +30,12 @@ const program = new Command("mesh-service")
     count,
   )
   .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
+  .option("--log-file <path>", "append the log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)")
+  .option("--peers <file>", "where called services listen, one \"payment.internal 10.0.0.3:7402\" a line (for services on other machines; --upstream wins)")
   .option("--exit-with-parent", "end when the process that started this one exits (what the rotation drill asks for; mesh:up supervises its services instead; a service started by systemd, nohup or setsid keeps running)")
   .option("--admin-port <n>", "serve GET /metrics (Prometheus), GET /healthz and GET /readyz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
-  .option("--ca <url>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400); the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
+  .option("--ca <urls>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400), or several replicas' separated by commas, tried in turn when one is down or answers 5xx; the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
   .option("--state <dir>", "identity mode: this service's own folder (key, certificate, cached bundle and CRLs; default ./state/<service>)")
   .option("--token-file <file>", "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN; never the token itself as an argument: ps shows those)")
   .option("--lifetime <duration>", "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h; default the CA's)")
@@ -43,6 +47,7 @@ Examples:
   tsx services/main.ts --service payment --port 7402
   tsx services/main.ts --service order --port 7401 --upstream payment=127.0.0.1:7402 --upstream inventory=127.0.0.1:7403
   tsx services/main.ts --service payment --port 7402 --admin-port 7412   # curl http://127.0.0.1:7412/metrics
+  tsx services/main.ts --service order --host 10.0.0.2 --port 7401 --peers peers.txt --ca https://10.0.0.1:7400   # docs/mesh.md
 
 Logs are JSON lines on stdout (pino). Up to --request-lines (default ${DEFAULT_REQUEST_LINES_PER_SECOND}, or
 MESH_REQUEST_LINES_PER_SECOND) requests a second get their own "request" line; the rest of
@@ -76,7 +81,7 @@ function upstream(v: string, acc: Record<string, string>): Record<string, string
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
+const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; logFile?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -99,8 +104,9 @@ if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
 }
 
 try {
-  const out = createStdoutLogger(o.service);
-  const common = { service: o.service, port: o.port, host: o.host, policyFile: o.policy, upstreams: o.upstream, log: out.log, requestLinesPerSecond: requestLines };
+  const out = createStdoutLogger(o.service, o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined);
+  const upstreams = o.peers ? { ...readPeers(o.peers), ...o.upstream } : o.upstream;
+  const common = { service: o.service, port: o.port, host: o.host, policyFile: o.policy, upstreams, log: out.log, requestLinesPerSecond: requestLines };
   const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {

@@ -1,6 +1,7 @@
 // The CLI and the server on one state folder at the same time: WAL and busy_timeout
 // make them wait for each other; every command and every enrolment lands.
 import assert from "node:assert/strict";
+import { sqliteLedger } from "../ca/ledger.ts";
 import { after, before, describe, it } from "node:test";
 import { createToken } from "../ca/tokens.ts";
 import { ca as cli } from "./helpers/ca.ts";
@@ -12,8 +13,8 @@ describe("CLI and server together", () => {
   after(() => t.stop());
 
   it("the ledger is in WAL mode with a busy timeout", () => {
-    assert.equal(t.ca.ledger.db.pragma("journal_mode", { simple: true }), "wal");
-    assert.equal(t.ca.ledger.db.pragma("busy_timeout", { simple: true }), 20_000);
+    assert.equal(sqliteLedger(t.ca.ledger).db.pragma("journal_mode", { simple: true }), "wal");
+    assert.equal(sqliteLedger(t.ca.ledger).db.pragma("busy_timeout", { simple: true }), 20_000);
   });
 
   it("CLI issues and a revocation land while six enrolments run", async () => {

@@ -1,6 +1,7 @@
 // The online CA over real sockets: EST enrolment with one-time tokens, renewal over
 // mTLS, refusals with the right status and reason, and nothing changed by a refusal.
 import assert from "node:assert/strict";
+import { sqliteLedger } from "../ca/ledger.ts";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -18,7 +19,7 @@ const HIGH = { perAddress: { capacity: 1000, perMinute: 1000 }, perName: { capac
 const LOUD = { linesPerInterval: 1000 };
 
 function certCount(t: TestCa): number {
-  return (t.ca.ledger.db.prepare("SELECT count(*) AS n FROM certs").get() as { n: number }).n;
+  return (sqliteLedger(t.ca.ledger).db.prepare("SELECT count(*) AS n FROM certs").get() as { n: number }).n;
 }
 
 async function enrolOnce(t: TestCa, name: string, query = "") {

@@ -1,6 +1,7 @@
 // `ca rotate` end to end: a real CA server on 127.0.0.1:0, the real CLI as a process, and
 // real EST clients doing what a service does (enrol with a token, poll cacerts over mTLS
 // with If-None-Match, renew with a new key when told Mesh-Renew-Now: 1). The test decides
+import { sqliteLedger } from "../ca/ledger.ts";
 // when each client acts, so it can show who each gate waits for.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -133,7 +134,7 @@ function rotate(dir: string, args: string[], env: Record<string, string> = {}) {
 
 const same = (a: string[], b: string[]) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
 const signer = (t: TestCa) => t.ca.ledger.getMeta("signer");
-const rotationRow = (t: TestCa) => t.ca.ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as { id: number; phase: string; from_generation: number; to_generation: number } | undefined;
+const rotationRow = (t: TestCa) => sqliteLedger(t.ca.ledger).db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as { id: number; phase: string; from_generation: number; to_generation: number } | undefined;
 
 test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves the signer, the hint makes clients renew, gate 3 waits for the old generation to drain, then retires it", { timeout: 120_000 }, async () => {
   const t = await startCa();
@@ -277,7 +278,7 @@ test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it fo
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate again to carry on$/m);
     assert.ok(run.events.some((e) => e.state === "interrupted" && same(e.waitingFor, ["a.internal"])));
-    const row = t.ca.ledger.db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as { phase: string; owner: string | null };
+    const row = sqliteLedger(t.ca.ledger).db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as { phase: string; owner: string | null };
     assert.deepEqual(row, { phase: "prepare", owner: null }, "the lease is released, the phase kept");
 
     const again = rotate(t.dir, ["--timeout", "2s"]);

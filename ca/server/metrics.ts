@@ -1,7 +1,6 @@
 // The CA server's Prometheus metrics (docs/metrics.md, "The CA"): counters the EST routes bump
 // with one call each, and gauges read from the ledger and the published state only when scraped.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { Statement } from "better-sqlite3";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import type { Published } from "./published.ts";
@@ -61,7 +60,6 @@ export class CaMetrics {
   private readonly handshakes: Counter<"reason">;
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
-  private cliStatement: Statement<[string], { n: number }> | undefined;
 
   constructor(private readonly ca: CertificateAuthority, state: () => CaServerState) {
     const r = this.registry;
@@ -166,8 +164,7 @@ export class CaMetrics {
 
   private cliIssued(): number {
     // Indexed by nothing useful, but a scrape every few seconds over a demo's ledger costs well under a millisecond.
-    this.cliStatement ??= this.ca.ledger.db.prepare("SELECT count(*) AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= ?");
-    return this.cliStatement.get(this.cliSince)!.n;
+    return this.ca.ledger.cliIssuedSince(this.cliSince);
   }
 }
 

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
 import { readStateFile } from "../store.ts";
-import { certToPem, x509 } from "../x509.ts";
+import { certToPem, crlToPem, x509 } from "../x509.ts";
 
 export interface Published {
   /** Strong ETag of the bundle: a quoted base64url SHA-256 of its PKCS#7 DER. */
@@ -43,9 +43,12 @@ export function loadPublished(ca: CertificateAuthority): Published {
   const crls = new Map<string, Uint8Array>();
   const pems: string[] = [];
   for (const r of issuers.filter((i) => i.state !== "retired" && i.crl_next_update)) {
-    const pem = readStateFile(ca.layout.issuer(r.id).crl, "the CRL");
+    // The ledger's copy is the newest whichever replica or host signed it; a ledger from
+    // before replicas has only the file.
+    const stored = ca.ledger.signedCrl(r.id);
+    const pem = stored ? crlToPem(stored) : readStateFile(ca.layout.issuer(r.id).crl, "the CRL");
     pems.push(pem);
-    crls.set(r.id, new Uint8Array(x509.PemConverter.decode(pem)[0]!));
+    crls.set(r.id, stored ?? new Uint8Array(x509.PemConverter.decode(pem)[0]!));
   }
   const signerId = ca.signerId();
   const signerGeneration = ca.issuerRow(signerId).generation;

@@ -13,12 +13,14 @@ import { WriteGate } from "./write-gate.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
+import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
 import { SkewLog, skewFields } from "./skew-log.ts";
+import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type PruneResult } from "../retention.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -37,7 +39,8 @@ export const DEFAULT_LIMITS: Limits = {
   // Failures from every address together: a flood from many addresses.
   unauthenticated: { capacity: 60, perMinute: 60 },
 };
-
+/** Listen addresses that mean "every interface": never a SAN, never a URL. */
+const UNSPECIFIED = new Set(["0.0.0.0", "::"]);
 /** CRL re-signing check interval (see refreshCrls). */
 const CRL_REFRESH_MS = 10 * 60_000;
 
@@ -60,6 +63,15 @@ export interface CaServerOptions {
   limits?: Partial<Limits>;
   /** How unauthenticated refusals are summarised (refusal-log.ts). */
   refusalLog?: RefusalLogOptions;
+  /** The term of the lease on the once-only jobs (DEFAULT_LEASE_MS); renewed every third of it. */
+  leaseMs?: number;
+  /**
+   * The addresses and DNS names clients reach it by, when not (only) `host`: its certificate's
+   * SANs, and the first is its URL (the CRL distribution points) when `host` is 0.0.0.0 or ::.
+   */
+  names?: string[];
+  /** Delete certificates this long after they expire (ca/retention.ts); null keeps them all. */
+  retentionMs?: number | null;
 }
 
 export class CaServer {
@@ -70,6 +82,8 @@ export class CaServer {
   private readonly https: https.Server;
   private readonly ctx: EstContext;
   private readonly host: string;
+  /** What goes into its certificate: the listen address unless unspecified, then `names`. */
+  private readonly hosts: string[];
   private port = 0;
   private published: Published;
   private stamp: string;
@@ -79,13 +93,19 @@ export class CaServer {
   private readonly gate = new WriteGate();
   private readonly refusals: RefusalLog;
   private readonly skew: SkewLog;
+  /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
+  readonly lease: Lease;
+  private readonly retentionMs: number | null;
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
     this.host = opts.host ?? "127.0.0.1";
+    this.hosts = [...(UNSPECIFIED.has(this.host) ? [] : [this.host]), ...(opts.names ?? [])];
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
+    this.retentionMs = opts.retentionMs === undefined ? DEFAULT_RETENTION_MS : opts.retentionMs;
     this.stamp = stateStamp(this.ca);
+    this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
@@ -127,7 +147,7 @@ export class CaServer {
     const server = new CaServer(opts, loadPublished(opts.ca));
     await server.listen(opts.port ?? DEFAULT_PORT);
     try {
-      server.own = await issueServerCert(server.ca, { hosts: [server.host], lifetimeMs: maxMs, cdp: server.ctx.cdp });
+      server.own = await issueServerCert(server.ca, { hosts: server.hosts, lifetimeMs: maxMs, cdp: server.ctx.cdp });
       server.metrics.issued("server");
       server.applyTls();
       server.recordBundle();
@@ -138,18 +158,26 @@ export class CaServer {
     const every = opts.pollMs ?? POLL_MS;
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
-    await server.refreshCrls(); // a server started on an old folder must not serve a CRL about to lapse
+    server.timers.push(setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref());
+    // The lease holder re-signs at once: a server started on an old folder must not serve a CRL about to lapse.
+    await server.leaseTick();
+    if (server.retentionMs !== null) {
+      server.timers.push(setInterval(() => void server.prune(), RETENTION_CHECK_MS).unref());
+      await server.prune();
+    }
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
     server.log.info({
       event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
       root_sha256: rootFingerprint(root.rawData).hex, tls_serial: server.own.serial, tls_not_after: server.own.notAfter.toISOString(),
       default_lifetime: formatDuration(defaultMs), max_lifetime: formatDuration(maxMs),
+      store: server.ca.ledger.kind, lease_holder: server.lease.holder, runs_jobs: server.lease.held,
     }, `CA serving EST on ${server.url}`);
     return server;
   }
 
   get url(): string {
-    return `https://${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}`;
+    const host = UNSPECIFIED.has(this.host) ? (this.hosts[0] ?? "127.0.0.1") : this.host;
+    return `https://${host.includes(":") ? `[${host}]` : host}:${this.port}`;
   }
 
   /** Whether the EST port still listens: the admin listener's /healthz. */
@@ -170,6 +198,7 @@ export class CaServer {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.refusals.close();
+    await this.gate.shared(() => this.lease.release());
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -196,6 +225,8 @@ export class CaServer {
         if (next.etag !== before.etag || next.crlsPem !== before.crlsPem || next.signerId !== before.signerId) {
           this.log.info({ event: "ca.state_reloaded", etag: next.etag, generations: next.generations, signer: next.signerId, crls: [...next.crls.keys()] }, "picked up the state folder's changes");
         }
+        // Another replica (or the CLI on another host) signed a CRL: this host's files follow the store.
+        if (next.crlsPem !== before.crlsPem && this.ca.ledger.kind === "postgres") this.ca.writeCrlBundle();
         if (next.rootsPem !== before.rootsPem) {
           this.recordBundle();
           this.applyTls();
@@ -204,7 +235,7 @@ export class CaServer {
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
         const old = this.own.serial;
-        this.own = await issueServerCert(this.ca, { hosts: [this.host], lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
+        this.own = await issueServerCert(this.ca, { hosts: this.hosts, lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
         this.metrics.issued("server");
         this.applyTls();
         this.log.info({ event: "ca.tls_renewed", serial: this.own.serial, previous: old, generation: this.own.generation, not_after: this.own.notAfter.toISOString(), reason }, `renewed the CA server's own certificate: ${reason}`);
@@ -221,6 +252,7 @@ export class CaServer {
    * across the signing, which no request's write may nest in.
    */
   async refreshCrls(): Promise<void> {
+    if (!this.lease.held) return;
     try {
       const resigned = await this.gate.alone(() => this.ca.refreshCrls());
       if (resigned.length === 0) return;
@@ -228,6 +260,36 @@ export class CaServer {
       await this.refresh();
     } catch (err) {
       this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
+    }
+  }
+
+  /** Takes or renews the lease; on taking it over, runs the once-only jobs at once. */
+  async leaseTick(): Promise<void> {
+    const was = this.lease.held;
+    const held = await this.gate.shared(() => this.lease.tick());
+    if (held && !was) await this.refreshCrls();
+  }
+
+  /**
+   * Retention (ca/retention.ts): drops expired serials from the CRLs and deletes what expired
+   * more than retentionMs ago. Alone, like refreshCrls: it may re-sign CRLs. Logs ca.pruned
+   * when it changed anything; a failure is logged and the next check tries again.
+   */
+  async prune(): Promise<PruneResult | undefined> {
+    // Once-only, like re-signing CRLs: the lease holder runs it (replicas on one store).
+    if (this.retentionMs === null || !this.lease.held) return undefined;
+    const olderThanMs = this.retentionMs;
+    try {
+      const r = await this.gate.alone(() => prune(this.ca, { olderThanMs }));
+      if (r.certs > 0 || r.tokens > 0 || r.crlsResigned.length > 0) {
+        this.log.info({ event: "ca.pruned", certs: r.certs, tokens: r.tokens, cutoff: r.cutoff.toISOString(), crls_resigned: r.crlsResigned, crl_expired_dropped: r.crlExpiredBefore - r.crlExpiredAfter, crl_expired_kept: r.crlExpiredAfter },
+          `retention: deleted ${r.certs} certificate(s) and ${r.tokens} token(s) expired before ${r.cutoff.toISOString()}${r.crlsResigned.length > 0 ? `, re-signed ${r.crlsResigned.length} CRL(s)` : ""}`);
+        if (r.crlsResigned.length > 0) await this.refresh();
+      }
+      return r;
+    } catch (err) {
+      this.log.error({ event: "ca.prune_failed", err: (err as Error).message }, "retention run failed; trying again at the next check");
+      return undefined;
     }
   }
 

@@ -1,9 +1,13 @@
 // The dashboard's picture of the mesh, built from the services' log lines as they arrive: who
-// calls whom and how it goes, each service's identity, and the feed of refusals with their
-// sentences. Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
+// calls whom and how it goes, each service's identity, the calls seen per route, the feed of
+// refusals with their sentences, and the supervisor's restarts; scoped to the current mesh:up run
+// (from its mesh.started line on). Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
 import { asEvent, type FieldTypes, type LoggedEvent } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
-import { UNAUTHENTICATED, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
+import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
+import { SeenCalls, type Seen } from "./seen.ts";
+import { Supervision } from "./supervision.ts";
+import { UNAUTHENTICATED, type ComponentView, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
 
 export const WINDOW_SECONDS = 60;
 const TIMELINE_SECONDS = 300;
@@ -13,31 +17,15 @@ const FEED_MAX = 100;
 /** Hostile peers choose their certificate's subject: bound what is kept of any string. */
 const TEXT_MAX = 600;
 
-/** What to do about a handshake refusal, in one line (the log's sentence says what happened). */
-const FIXES: Record<string, string> = {
-  no_client_cert: "present a certificate from the mesh CA (curl --cert/--key)",
-  unknown_ca: "use a certificate from this mesh's CA, or add its root to the trust bundle",
-  expired: "renew it: npm run ca -- renew --domain <name>",
-  not_yet_valid: "check the clocks of the CA host and of the client",
-  revoked: "issue the peer a new certificate: npm run ca -- issue --domain <name>",
-  crl_missing: "publish the CA's CRLs: npm run ca -- crl",
-  crl_expired: "re-sign the CRLs: npm run ca -- crl",
-  crl_not_yet_valid: "check this host's clock against the CA's",
-  server_revoked: "the callee's certificate was revoked: issue it a new one",
-  server_untrusted: "give the caller the callee's root in its trust bundle",
-  rejected_in_handshake: "see the callee's tls.handshake_failed line for why",
-  upstream_down: "start the callee (npm run mesh:up)",
-};
-
-/** Upstream failures the callee never saw, so they are counted on the caller's side. */
-const CALLER_ONLY = new Set(["upstream_down", "timeout", "network", "server_untrusted", "server_revoked", "server_cert_expired", "server_name_mismatch"]);
-
 interface Counts {
   allowed: number;
   denied: number;
+  keptOut: number;
   refused: number;
   failed: number;
 }
+
+const zero = (): Counts => ({ allowed: 0, denied: 0, keptOut: 0, refused: 0, failed: 0 });
 
 interface EdgeState {
   from: string;
@@ -57,47 +45,78 @@ interface ServiceState {
   notAfter: string | null;
   lastRenewal: string | null;
   trusts: string[];
+  /** When it last started listening, and last put a new policy in force (ms): calls seen before are not judged by today's policy. */
+  startedAt: number;
+  policyAt: number;
 }
 
-interface Observed {
-  text: string;
-  at: string;
+
+/** Caller -> callee pairs kept: a peer could otherwise make the page grow without end. */
+const PAIRS_MAX = 400;
+
+export interface ModelOptions {
+  /**
+   * Whether a refused certificate's issuer (its subject text, e.g. "CN=Mesh Dev Issuing CA G2")
+   * is one of this mesh's CAs: such a refusal is one of our own identities locked out (red); a
+   * stranger's CA being refused is the mesh doing its job.
+   */
+  isOwnIssuer?: (issuer: string) => boolean;
 }
 
 const text = (v: unknown): string => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v)).slice(0, TEXT_MAX);
-const epoch = (time: string | undefined): number => {
+const timeMs = (time: string | undefined): number => {
   const t = time ? Date.parse(time) : NaN;
-  return Math.floor((Number.isNaN(t) ? Date.now() : t) / 1000);
+  return Number.isNaN(t) ? Date.now() : t;
 };
 
 export class MeshModel {
-  private readonly edges = new Map<string, EdgeState>();
-  private readonly services = new Map<string, ServiceState>();
-  private readonly feed: FeedItem[] = [];
-  private readonly observed = new Map<string, Observed>();
-  private readonly ok = new Map<number, number>();
-  private readonly failed = new Map<number, number>();
-  private readonly marks: Array<{ t: number; label: string }> = [];
+  private edges = new Map<string, EdgeState>();
+  private services = new Map<string, ServiceState>();
+  private feed: FeedItem[] = [];
+  private seen = new SeenCalls();
+  private ok = new Map<number, number>();
+  private held = new Map<number, number>();
+  private failed = new Map<number, number>();
+  private marks: Array<{ t: number; label: string }> = [];
+  private supervision = new Supervision();
   private nextId = 1;
+  /** The current mesh:up run began here (ms); lines from before it are an earlier run's. */
+  private runStart: number | null = null;
   /** Bumped on every change, so the server pushes only when there is something new. */
   version = 0;
 
+  constructor(private readonly opts: ModelOptions = {}) {}
+
   ingest(l: MeshLine): void {
-    const service = text(l.service);
-    if (!service || typeof l.event !== "string") return;
-    const s = epoch(l.time);
-    const time = text(l.time) || new Date(s * 1000).toISOString();
+    if (!l.event || typeof l.event !== "string") return;
+    const ms = timeMs(typeof l.time === "string" ? l.time : undefined);
+    if (this.runStart !== null && ms < this.runStart) return; // an earlier run's line, read after this run began
+    const s = Math.floor(ms / 1000);
+    const time = text(l.time) || new Date(ms).toISOString();
+    if (l.event === "mesh.started") return this.newRun(ms);
     this.version++;
-    // A catalogued event with the fields the catalogue gives it, or undefined (lib/events.ts).
+    if (this.supervision.ingest(l, time)) return;
+    const service = text(l.service);
+    if (!service) {
+      this.version--;
+      return;
+    }
+    // A catalogued event with the fields the catalogue gives it (lib/events.ts); other lines go to default.
     const e = asEvent(l);
     switch (e?.event) {
-      case "listening":
-        this.identity(service, e, false).up = true;
-        this.service(service).port = e.port;
+      case "listening": {
+        const svc = this.identity(service, e, false);
+        svc.up = true;
+        svc.port = typeof e.port === "number" ? e.port : null;
+        svc.startedAt = ms;
+        break;
+      }
+      case "policy.reloaded":
+        this.service(service).policyAt = ms;
         break;
       case "tls.reloaded":
         if (e.certChanged) this.identity(service, e, true).lastRenewal = time;
-        this.service(service).trusts = e.trusts.map(text);
+        if (Array.isArray(e.trusts)) this.service(service).trusts = e.trusts.slice(0, 20).map(text);
         break;
       case "identity.enrolled":
       case "identity.renewed":
@@ -107,36 +126,40 @@ export class MeshModel {
         this.service(service).up = false;
         break;
       case "request": {
-        // A handler's error line has no status: the answered line (500) that follows counts it.
-        const status = e.status;
-        if (status === undefined || status === 403) break; // authz.denied says a 403, with the rule
+        const status = Number(e.status);
+        if (status === 403) break; // authz.denied says it, with the rule
         const peer = text(e.peer);
         this.count(peer, service, s, status >= 500 ? "failed" : "allowed", true, null);
-        this.observe(peer, service, `${status} ${text(e.method)} ${text(e.path)}`, time);
+        this.observe(peer, service, text(e.method), text(e.path), status, ms, time);
         this.tick(s, status >= 500 ? this.failed : this.ok, 1);
         break;
       }
       case "request.summary": {
-        const n = Math.max(0, Math.min(1e9, e.count || 0));
-        if (e.status === 403) break;
-        this.count(text(e.peer), service, s, e.status >= 500 ? "failed" : "allowed", true, null, n);
-        this.tick(s, e.status >= 500 ? this.failed : this.ok, n);
+        const n = Math.max(0, Math.min(1e9, Number(e.count) || 0));
+        const status = Number(e.status);
+        if (status === 403) break;
+        const peer = text(e.peer);
+        this.count(peer, service, s, status >= 500 ? "failed" : "allowed", true, null, n);
+        // The route pattern stands for the paths: the policy decides on patterns, so judging one is fair.
+        this.observe(peer, service, text(e.method), text(e.route), status, ms, time, n);
+        this.tick(s, status >= 500 ? this.failed : this.ok, n);
         break;
       }
       case "authz.denied": {
         const peer = text(e.peer);
         this.count(peer, service, s, "denied", true, text(e.rule));
-        this.observe(peer, service, `403 ${text(e.method)} ${text(e.path)} (${text(e.rule)})`, time);
-        this.tick(s, this.failed, 1);
+        this.observe(peer, service, text(e.method), text(e.path), 403, ms, time);
+        this.tick(s, this.held, 1);
         this.push({ time, service, event: e.event, severity: "denied", reason: text(e.rule), peer, sentence: text(e.reason) || text(e.msg), fix: text(e.hint) || null });
         break;
       }
       case "tls.handshake_failed": {
         const reason = text(e.reason);
         const claimed = peerText(e.peer);
-        this.count(UNAUTHENTICATED, service, s, "refused", false, reason);
-        this.tick(s, this.failed, 1);
-        this.push({ time, service, event: e.event, severity: "refused", reason, peer: claimed, sentence: text(e.msg), fix: FIXES[reason] ?? null });
+        const kept = this.keptOut(reason, e.peer);
+        this.count(UNAUTHENTICATED, service, s, kept ? "keptOut" : "refused", false, reason);
+        this.tick(s, kept ? this.held : this.failed, 1);
+        this.push({ time, service, event: e.event, severity: kept ? "kept-out" : "refused", reason, peer: claimed, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "upstream.failed": {
@@ -144,20 +167,20 @@ export class MeshModel {
         const callee = text(e.upstream);
         if (reason !== "forbidden") {
           this.count(service, callee, s, "failed", false, reason);
-          this.observe(service, callee, `failed: ${reason}`, time);
+          this.observe(service, callee, "", `failed: ${reason}`, null, ms, time);
         }
         if (CALLER_ONLY.has(reason)) this.tick(s, this.failed, 1);
-        this.push({ time, service, event: e.event, severity: "failed", reason, peer: callee, sentence: text(e.msg), fix: FIXES[reason] ?? null });
+        // A 403 the callee gave (it logged authz.denied) is the policy at work, not a failure.
+        this.push({ time, service, event: e.event, severity: reason === "forbidden" ? "denied" : "failed", reason, peer: callee, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "drill.phase":
-        this.mark(s, e.phase);
+        this.mark(s, text(e.phase));
         break;
       case "rotate.gate":
-        this.mark(s, e.gate);
+        this.mark(s, text(e.gate));
         break;
       default:
-        // Any other line, catalogued or not (a newer writer): shown when it reads as a problem.
         if (/(_failed|\.lapsed|\.expiring|\.missing)$/.test(l.event) || l.level === 50 || l.level === 40) {
           this.push({ time, service, event: text(l.event), severity: "warning", reason: text(l.reason ?? l.code ?? l.event), peer: null, sentence: text(l.msg), fix: text(l.hint) || null });
         } else {
@@ -166,31 +189,55 @@ export class MeshModel {
     }
   }
 
-  private mark(t: number, label: string): void {
-    this.marks.push({ t, label: text(label) });
-    if (this.marks.length > 50) this.marks.shift();
+  /** A new mesh:up run: what the earlier one left (nodes, counts, calls seen, refusals) goes. */
+  private newRun(ms: number): void {
+    if (this.runStart !== null && ms <= this.runStart) return;
+    this.runStart = ms;
+    this.edges = new Map();
+    this.services = new Map();
+    this.feed = [];
+    this.seen = new SeenCalls();
+    this.ok = new Map();
+    this.held = new Map();
+    this.failed = new Map();
+    this.marks = [];
+    this.supervision = new Supervision();
+    this.version++;
+  }
+
+  /** When the run shown began (its mesh.started line), or null. */
+  runStartedAt(): string | null {
+    return this.runStart === null ? null : new Date(this.runStart).toISOString();
+  }
+
+  private keptOut(reason: string, peer: unknown): boolean {
+    if (KEPT_OUT.has(reason)) return true;
+    if (reason !== "unknown_ca") return false;
+    const issuer = peer && typeof peer === "object" ? text((peer as Record<string, unknown>).issuer) : "";
+    return !(this.opts.isOwnIssuer?.(issuer) ?? false);
   }
 
   servicesView(): ServiceState[] {
     return [...this.services.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
+  componentsView(): ComponentView[] {
+    return this.supervision.view();
+  }
+
   edgesView(nowMs: number): EdgeView[] {
     const from = Math.floor(nowMs / 1000) - WINDOW_SECONDS;
     const out: EdgeView[] = [];
     for (const e of this.edges.values()) {
-      const c: Counts = { allowed: 0, denied: 0, refused: 0, failed: 0 };
+      const c = zero();
       for (const [sec, n] of e.seconds) {
         if (sec <= from) {
           e.seconds.delete(sec);
           continue;
         }
-        c.allowed += n.allowed;
-        c.denied += n.denied;
-        c.refused += n.refused;
-        c.failed += n.failed;
+        for (const k of Object.keys(c) as Array<keyof Counts>) c[k] += n[k];
       }
-      out.push({ from: e.from, to: e.to, ...c, locked: e.locked, failing: c.denied + c.refused + c.failed > 0, lastReason: e.lastReason });
+      out.push({ from: e.from, to: e.to, ...c, locked: e.locked, failing: c.refused + c.failed > 0, mismatch: false, lastReason: e.lastReason });
     }
     return out.sort((a, b) => `${a.from}>${a.to}`.localeCompare(`${b.from}>${b.to}`));
   }
@@ -199,8 +246,15 @@ export class MeshModel {
     return [...this.feed].reverse();
   }
 
-  observedFor(caller: string, service: string): Observed | undefined {
-    return this.observed.get(`${caller}>${service}`);
+  /** The calls seen from caller to service, newest first, and since when the callee's policy is the one in force (ms). */
+  seenFor(caller: string, service: string): { seen: Seen[]; judgedSince: number } {
+    const svc = this.services.get(service);
+    return { seen: this.seen.between(caller, service), judgedSince: Math.max(svc?.startedAt ?? 0, svc?.policyAt ?? 0) };
+  }
+
+  /** Every caller seen calling (authenticated), for the policy table's rows. */
+  callersSeen(): string[] {
+    return this.seen.callers();
   }
 
   timelineView(nowMs: number): TimelineView {
@@ -208,31 +262,46 @@ export class MeshModel {
     let start = end - TIMELINE_SECONDS + 1;
     // A mesh that came up a minute ago (a drill) fills the chart instead of its last fifth.
     let first = end;
-    for (const m of [this.ok, this.failed]) for (const t of m.keys()) if (t >= start && t < first) first = t;
+    for (const m of [this.ok, this.held, this.failed]) for (const t of m.keys()) if (t >= start && t < first) first = t;
     for (const mk of this.marks) if (mk.t >= start && mk.t < first) first = mk.t;
     start = Math.max(start, Math.min(end - MIN_TIMELINE_SECONDS + 1, first - 2));
     const ok: number[] = [];
+    const held: number[] = [];
     const failed: number[] = [];
     for (let t = start; t <= end; t++) {
       ok.push(this.ok.get(t) ?? 0);
+      held.push(this.held.get(t) ?? 0);
       failed.push(this.failed.get(t) ?? 0);
     }
-    for (const m of [this.ok, this.failed]) for (const t of m.keys()) if (t < start) m.delete(t);
-    return { start, ok, failed, marks: this.marks.filter((m) => m.t >= start) };
+    for (const m of [this.ok, this.held, this.failed]) for (const t of m.keys()) if (t < start) m.delete(t);
+    return { start, ok, held, failed, marks: this.marks.filter((m) => m.t >= start) };
+  }
+
+  /**
+   * A mark on the timeline (a drill phase, a rotation gate). A gate says "started" and "waiting"
+   * several times, and the ledger tells of it too: the same label within 5 s is marked once.
+   */
+  mark(t: number, label: string): void {
+    if (this.runStart !== null && t * 1000 < this.runStart - 999) return;
+    if (this.marks.some((m) => Math.abs(m.t - t) <= 5 && m.label === label)) return;
+    this.marks.push({ t, label: label.slice(0, 80) });
+    this.marks.sort((a, b) => a.t - b.t);
+    if (this.marks.length > 50) this.marks.shift();
+    this.version++;
   }
 
   private service(name: string): ServiceState {
     let s = this.services.get(name);
-    if (!s) this.services.set(name, (s = { name, port: null, up: false, dns: null, serial: null, notAfter: null, lastRenewal: null, trusts: [] }));
+    if (!s) this.services.set(name, (s = { name, port: null, up: false, dns: null, serial: null, notAfter: null, lastRenewal: null, trusts: [], startedAt: 0, policyAt: 0 }));
     return s;
   }
 
-  private identity(name: string, l: LoggedEvent<"listening" | "tls.reloaded" | "identity.enrolled" | "identity.renewed">, renewal: boolean): ServiceState {
+  private identity(name: string, l: MeshLine, renewal: boolean): ServiceState {
     const s = this.service(name);
-    if ("identity" in l) s.dns = text(l.identity);
+    if (typeof l.identity === "string") s.dns = text(l.identity);
     if (l.serial !== undefined) s.serial = text(l.serial).toLowerCase();
     if (l.notAfter !== undefined) s.notAfter = text(l.notAfter);
-    if ("trusts" in l && l.trusts) s.trusts = l.trusts.map(text);
+    if (Array.isArray(l.trusts)) s.trusts = l.trusts.slice(0, 20).map(text);
     if (renewal) s.up = true;
     return s;
   }
@@ -241,16 +310,20 @@ export class MeshModel {
     if (!from || !to) return;
     const key = `${from}>${to}`;
     let e = this.edges.get(key);
-    if (!e) this.edges.set(key, (e = { from, to, seconds: new Map(), locked: false, lastReason: null }));
+    if (!e) {
+      if (this.edges.size >= PAIRS_MAX) return;
+      this.edges.set(key, (e = { from, to, seconds: new Map(), locked: false, lastReason: null }));
+    }
     let c = e.seconds.get(sec);
-    if (!c) e.seconds.set(sec, (c = { allowed: 0, denied: 0, refused: 0, failed: 0 }));
+    if (!c) e.seconds.set(sec, (c = zero()));
     c[kind] += n;
     e.locked = authenticated;
     if (reason !== null || kind === "allowed") e.lastReason = kind === "allowed" ? null : reason;
   }
 
-  private observe(caller: string, service: string, what: string, at: string): void {
-    if (caller && service) this.observed.set(`${caller}>${service}`, { text: what.slice(0, 200), at });
+  private observe(caller: string, service: string, method: string, path: string, status: number | null, atMs: number, at: string, n = 1): void {
+    if (caller === UNAUTHENTICATED) return;
+    this.seen.add(caller, service, method, path, status, atMs, at, n);
   }
 
   private tick(sec: number, m: Map<number, number>, n: number): void {
@@ -264,10 +337,11 @@ export class MeshModel {
 }
 
 /** "CN=x, O=y (issued by CN=z)": what a refused peer's certificate claimed, bounded. */
-function peerText(p: FieldTypes["cert"] | undefined): string | null {
-  if (!p) return null;
-  const subject = text(p.subject);
-  const issuer = text(p.issuer);
+function peerText(p: unknown): string | null {
+  if (!p || typeof p !== "object") return null;
+  const o = p as Record<string, unknown>;
+  const subject = text(o.subject);
+  const issuer = text(o.issuer);
   if (!subject && !issuer) return null;
   return `${subject || "(no subject)"}${issuer ? ` (issued by ${issuer})` : ""}`.slice(0, TEXT_MAX);
 }

@@ -116,6 +116,8 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       return;
     }
     if (path === "/snapshot.json") return send(res, 200, "application/json", JSON.stringify(state.snapshot()), head);
+    // The page comes with the state as it is now, so its first paint shows the mesh; the stream then updates it.
+    if (path === "/") return send(res, 200, "text/html; charset=utf-8", page(files["/"]!.body.toString("utf8"), state), head);
     const f = files[path];
     if (!f) return send(res, 404, "text/plain; charset=utf-8", "not found\n", head);
     send(res, 200, f.type, f.body, head);
@@ -158,6 +160,16 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       state.close();
     },
   };
+}
+
+/**
+ * The page with the current snapshot in a `<script type="application/json">` data block: the
+ * CSP allows it (a data block is never run), and the page script reads it before its first
+ * render. Every "<" is escaped, so no text in it (a hostile subject) can close the block.
+ */
+export function page(html: string, state: DashboardState): string {
+  const json = JSON.stringify(state.snapshot()).replace(/</g, "\\u003c").replace(/>/g, "\\u003e").replace(/&/g, "\\u0026").replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
+  return html.replace("<!--initial-state-->", () => `<script type="application/json" id="initial-state">${json}</script>`);
 }
 
 function frame(state: DashboardState): string {

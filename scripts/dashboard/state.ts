@@ -4,11 +4,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
 import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
-import { CALLERS, shortName } from "../../services/mesh/names.ts";
+import { CALLERS, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
+import { ClientIdentities, type ClientCert } from "./clients.ts";
 import { LogTail } from "./log-tail.ts";
 import { MeshModel, WINDOW_SECONDS, type ServiceState } from "./model.ts";
-import type { CellView, IdentityView, IssuerView, MatrixView, ServiceView, Snapshot } from "./view.ts";
+import { readRotation } from "./rotation.ts";
+import type { CellView, IdentityView, IssuerView, MatrixView, RotationView, SeenView, ServiceView, Snapshot } from "./view.ts";
 
 export interface Sources {
   logs: string;
@@ -18,9 +20,21 @@ export interface Sources {
 
 const normaliseSerial = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, "");
 
+/** The path a route pattern stands for, to ask the policy about it: "/stock/:sku" -> "/stock/x". */
+const samplePath = (pattern: string) => pattern.replace(/\/\*$/, "/x").replace(/\/:[^/]+/g, "/x");
+/** "CN=Mesh Dev Issuing CA, O=Acme" -> "Mesh Dev Issuing CA". */
+const commonName = (dn: string) => /(?:^|[,/]\s*)CN=([^,/]+)/.exec(dn)?.[1]?.trim() ?? dn.trim();
+
+/** An identity that never said it listens and is not one of the mesh's services: a caller only. */
+const isClient = (s: ServiceState) => s.port === null && !isServiceName(s.name);
+
 export class DashboardState {
-  readonly model = new MeshModel();
+  readonly model: MeshModel;
   private readonly tail: LogTail;
+  private readonly clients: ClientIdentities;
+  private ownIssuers = new Set<string>();
+  private rotation: RotationView | null = null;
+  private rotationReadAt = 0;
   private ledger: Ledger | null = null;
   private policy: Policy | null = null;
   private policyError: string | null = null;
@@ -29,16 +43,21 @@ export class DashboardState {
   private lastPki = "";
 
   constructor(readonly sources: Sources) {
+    this.model = new MeshModel({ isOwnIssuer: (issuer) => this.ownIssuers.has(commonName(issuer)) });
     this.tail = new LogTail(sources.logs, (l) => this.model.ingest(l));
+    this.clients = new ClientIdentities(sources.logs);
   }
 
-  /** Reads new log lines, the policy and the ledger; true when the page should be told. */
-  refresh(): boolean {
-    const before = this.model.version;
-    this.tail.poll();
-    this.readPolicy();
+  /** Reads the ledger, the policy and new log lines; true when the page should be told. */
+  refresh(now = Date.now()): boolean {
+    const before = this.version();
+    // The ledger first: whether a refused certificate came from one of our CAs is decided as its line is read.
     this.readPki();
-    return this.model.version !== before;
+    this.readPolicy();
+    this.tail.poll();
+    if (this.clients.refresh()) this.pkiVersion++;
+    this.readRotation(now);
+    return this.version() !== before;
   }
 
   /** A number that changes whenever the snapshot would. */
@@ -47,18 +66,25 @@ export class DashboardState {
   }
 
   snapshot(now = new Date()): Snapshot {
-    const services = this.model.servicesView().filter((s) => s.name !== "drill");
-    const issuers = this.issuers();
+    const running = this.model.servicesView().filter((s) => s.name !== "drill" && s.name !== "mesh-up");
+    const names = new Set(running.map((s) => s.name));
+    const clients = this.clients.list().filter((c) => !names.has(c.name));
+    // A callee listens; an identity that only logs its certificate (the drill's edge) is a client.
+    const matrix = this.matrix(running.filter((s) => !isClient(s)).map((s) => s.name));
+    const mismatched = new Set(matrix.cells.filter((c) => c.mismatch).map((c) => `${c.caller}>${c.service}`));
     return {
       version: this.version(),
       at: now.toISOString(),
       windowSeconds: WINDOW_SECONDS,
-      services: services.map((s) => this.serviceView(s, now)),
-      edges: this.model.edgesView(now.getTime()),
-      matrix: this.matrix(services.map((s) => s.name)),
+      services: [...running.map((s) => this.serviceView(s, now)), ...clients.map((c) => this.clientView(c, now))],
+      edges: this.model.edgesView(now.getTime()).map((e) => (mismatched.has(`${e.from}>${e.to}`) ? { ...e, mismatch: true } : e)),
+      matrix,
       feed: this.model.feedView(),
       timeline: this.model.timelineView(now.getTime()),
-      issuers,
+      issuers: this.issuers(),
+      components: this.model.componentsView(),
+      rotation: this.rotation,
+      runStartedAt: this.model.runStartedAt(),
       sources: { logs: resolve(this.sources.logs), pki: resolve(this.sources.pki), policy: resolve(this.sources.policy) },
     };
   }
@@ -68,40 +94,80 @@ export class DashboardState {
     this.ledger = null;
   }
 
-  private serviceView(s: ServiceState, now: Date): ServiceView {
-    let identity: IdentityView | null = null;
-    if (s.serial && s.notAfter) {
-      const row = this.ledgerRow(s.serial);
-      const expired = Date.parse(s.notAfter) <= now.getTime();
-      identity = {
-        dns: s.dns ?? s.name,
-        serial: s.serial,
-        notAfter: s.notAfter,
-        issuer: row?.issuerName ?? null,
-        generation: row?.generation ?? null,
-        status: row?.status === "revoked" ? "revoked" : expired ? "expired" : (row?.status ?? "unknown"),
-        revokedAt: row?.revokedAt ?? null,
-      };
-    }
-    return { name: s.name, port: s.port, up: s.up, identity, lastRenewal: s.lastRenewal, trusts: s.trusts };
+  private identityView(serial: string, notAfter: string, dns: string, now: Date): IdentityView {
+    const row = this.ledgerRow(serial);
+    const expired = Date.parse(notAfter) <= now.getTime();
+    return {
+      dns,
+      serial,
+      notAfter,
+      issuer: row?.issuerName ?? null,
+      generation: row?.generation ?? null,
+      status: row?.status === "revoked" ? "revoked" : expired ? "expired" : (row?.status ?? "unknown"),
+      revokedAt: row?.revokedAt ?? null,
+    };
   }
 
+  private serviceView(s: ServiceState, now: Date): ServiceView {
+    const identity = s.serial && s.notAfter ? this.identityView(s.serial, s.notAfter, s.dns ?? s.name, now) : null;
+    return { name: s.name, port: s.port, up: s.up, client: isClient(s), identity, lastRenewal: s.lastRenewal, trusts: s.trusts };
+  }
+
+  /** edge (and any other client identity mesh:up keeps): its certificate file is all there is. */
+  private clientView(c: ClientCert, now: Date): ServiceView {
+    const identity = c.serial && c.notAfter ? this.identityView(c.serial, c.notAfter, c.dns, now) : null;
+    return { name: c.name, port: null, up: true, client: true, identity, lastRenewal: c.notBefore, trusts: [] };
+  }
+
+  /**
+   * The policy beside what was seen. Each call seen is judged against the policy's verdict for
+   * its own method and path (decide(), the function the services run), with the policy in force
+   * now; a call seen before the callee last reloaded its policy or restarted is shown, not judged.
+   */
   private matrix(running: string[]): MatrixView {
     const p = this.policy;
     const services = [...new Set([...(p ? [...p.services.keys()] : []), ...running])].sort();
     // The demo's callers, any other the policy names (a fourth identity), and any seen calling.
-    const seen = new Set<string>([...CALLERS, ...(p ? policyCallers(p) : [])]);
-    for (const e of this.model.edgesView(Date.now())) if (shortName(`${e.from}.internal`) === e.from) seen.add(e.from);
-    const callers = [...seen].sort();
+    const callerSet = new Set<string>([...CALLERS, ...(p ? policyCallers(p) : [])]);
+    for (const c of this.model.callersSeen()) if (isIdentityName(c)) callerSet.add(c);
+    const callers = [...callerSet].sort();
     const cells: CellView[] = [];
     for (const caller of callers) {
       for (const service of services) {
         const d = p ? decide(p, service, caller, "GET", "/healthz") : { allow: false, rule: "no policy" };
-        const o = this.model.observedFor(caller, service);
-        cells.push({ caller, service, allow: d.allow, rule: d.rule, observed: o?.text ?? null, observedAt: o?.at ?? null });
+        const exceptions: string[] = [];
+        for (const r of p?.services.get(service)?.routes ?? []) {
+          const dr = decide(p!, service, caller, r.method === "*" ? "GET" : r.method, samplePath(r.path));
+          if (dr.allow !== d.allow && dr.rule.startsWith(r.name)) exceptions.push(`${dr.allow ? "allow" : "deny"} ${r.method} ${r.path} (${r.name})`);
+        }
+        const { seen, judgedSince } = this.model.seenFor(caller, service);
+        const seenViews = seen.map((o): SeenView => {
+          const path = o.path.split("?")[0]!;
+          const e = p && o.status !== null ? decide(p, service, caller, o.method, path) : { allow: false, rule: "" };
+          const verdict = o.status === null ? "failed" : o.atMs < judgedSince ? "stale" : (o.status !== 403) === e.allow ? "agrees" : "mismatch";
+          return { method: o.method, path: o.path, status: o.status, text: o.text, at: o.at, count: o.count, expectAllow: e.allow, expectRule: e.rule, verdict };
+        });
+        cells.push({ caller, service, allow: d.allow, rule: d.rule, exceptions: exceptions.slice(0, 6), seen: seenViews, mismatch: p !== null && seenViews.some((v) => v.verdict === "mismatch") });
       }
     }
     return { callers, services, cells, policyFile: this.sources.policy, policyError: this.policyError };
+  }
+
+  /** The CA rotation, from the ledger: read at most once a second (a waiting gate reads a few tables). */
+  private readRotation(now: number): void {
+    if (!this.ledger || now - this.rotationReadAt < 1_000) return;
+    this.rotationReadAt = now;
+    const r = readRotation(this.ledger, new Date(now));
+    const key = JSON.stringify(r);
+    if (key !== JSON.stringify(this.rotation)) {
+      this.rotation = r;
+      this.pkiVersion++;
+    }
+    if (!r) return;
+    const at = (iso: string | null) => (iso ? Math.floor(Date.parse(iso) / 1000) : NaN);
+    for (const [t, label] of [[at(r.startedAt), "prepare"], [at(r.activatedAt), "activate"], [at(r.finishedAt), "retire"]] as const) {
+      if (Number.isFinite(t)) this.model.mark(t, label);
+    }
   }
 
   private readPolicy(): void {
@@ -145,6 +211,9 @@ export class DashboardState {
     if (stamp !== this.lastPki) {
       this.lastPki = stamp;
       this.pkiVersion++;
+      // A retired generation is no longer ours to trust: its certificates refused is the rotation done.
+      this.ownIssuers = new Set(this.issuers().filter((i) => i.state !== "retired").map((i) => i.name));
+      this.rotationReadAt = 0; // the ledger moved: the rotation may have too, read it with the rest
     }
   }
 

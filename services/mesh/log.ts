@@ -1,5 +1,6 @@
 // The mesh's structured log: pino JSON lines, one `event` name per kind of thing that
 // happened, a plain sentence in `msg`. The destination is injectable so tests parse lines.
+import type { Writable } from "node:stream";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { eventLine, type EventCatalogue, type EventLogger } from "../../lib/events.ts";
 import { LineSink } from "./log-sink.ts";
@@ -13,11 +14,13 @@ export type ServiceLogger = Omit<Logger, "trace" | "debug" | "info" | "warn" | "
 /**
  * The logger of a service process: JSON lines to stdout, in batches (see LineSink). Node's
  * stdout writes a pipe without blocking (a slow reader queues lines, it does not stall
- * requests) and a file or terminal directly. Await drained() before exiting.
+ * requests) and a file or terminal directly. `out` replaces stdout (--log-file: a
+ * lib/rotating-file.ts stream, synchronous like stdout to a file). Await drained() before exiting.
  */
-export function createStdoutLogger(service: string): { log: MeshLogger; drained(): Promise<void> } {
-  const sink = new LineSink(process.stdout, {
-    droppedLine: (count) => eventLine({ level: "warn", service }, { event: "log.dropped", count }, `dropped ${count} log line(s): stdout was not being read`),
+export function createStdoutLogger(service: string, out: Writable = process.stdout): { log: MeshLogger; drained(): Promise<void> } {
+  const sink = new LineSink(out, {
+    droppedLine: (count) =>
+      eventLine({ level: "warn", service }, { event: "log.dropped", count }, `dropped ${count} log line(s): ${out === process.stdout ? "stdout was not being read" : "the log file could not keep up"}`),
   });
   // Whatever ends the process (a crash included), the lines of its last moments are the
   // ones most worth having: hand them over while stdout can still take them.

@@ -24,7 +24,7 @@ export function ca(args: string[], opts: { env?: Record<string, string>; cwd?: s
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", TSX, CLI, ...args], {
       cwd: opts.cwd ?? ROOT,
-      env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_CRASH_AT: "", ...opts.env },
+      env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_CRASH_AT: "", MESH_CA_STORE: "", ...opts.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";

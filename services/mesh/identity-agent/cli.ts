@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { IdentityError } from "./errors.ts";
 import { readToken } from "./bootstrap.ts";
+import { caOrigins } from "./est-client.ts";
 import type { IdentityOptions } from "./service.ts";
 
 export const IDENTITY_HELP = `
@@ -11,16 +12,24 @@ npm run -s ca -- token --domain <service>.internal > FILE), trusts the CA only t
 fingerprint in the token, renews over mTLS at about 2/3 of the certificate's life, and polls the
 CA's bundle and CRLs. It starts from its cached state when the CA is down. See docs/identity.md.`;
 
-export function identityOptions(o: { service: string; ca: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }, env: NodeJS.ProcessEnv = process.env): IdentityOptions {
+function caOrigin(text: string): string {
   let url: URL;
   try {
-    url = new URL(o.ca);
+    url = new URL(text);
   } catch {
-    throw new IdentityError("STATE_INVALID", `--ca ${JSON.stringify(o.ca.slice(0, 80))} is not a URL: use the CA's EST address, e.g. https://127.0.0.1:7400`);
+    throw new IdentityError("STATE_INVALID", `--ca ${JSON.stringify(text.slice(0, 80))} is not a URL: use the CA's EST address, e.g. https://127.0.0.1:7400`);
   }
   if (url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) {
-    throw new IdentityError("STATE_INVALID", `--ca must be an https:// origin such as https://127.0.0.1:7400 (EST paths are added by the service)`);
+    throw new IdentityError("STATE_INVALID", `--ca must be https:// origins such as https://127.0.0.1:7400 (EST paths are added by the service)`);
   }
+  return url.origin;
+}
+
+export function identityOptions(o: { service: string; ca: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }, env: NodeJS.ProcessEnv = process.env): IdentityOptions {
+  // Several CA replicas: their origins separated by commas, tried in turn (est-client.ts).
+  const origins = caOrigins(o.ca);
+  if (origins.length === 0 || origins.length > 16) throw new IdentityError("STATE_INVALID", `--ca needs from 1 to 16 CA addresses, e.g. https://127.0.0.1:7400 or https://10.0.0.1:7400,https://10.0.0.2:7400`);
+  const urls = origins.map((u) => caOrigin(u));
   if (o.lifetime !== undefined && !/^\d{1,9}(s|m|h|d)$/.test(o.lifetime)) {
     throw new IdentityError("STATE_INVALID", `--lifetime ${JSON.stringify(o.lifetime.slice(0, 40))} is not a duration: use a whole number and a unit, e.g. 90s, 10m, 1h`);
   }
@@ -33,5 +42,5 @@ export function identityOptions(o: { service: string; ca: string; state?: string
   const token = readToken(o.tokenFile, env);
   // Read once; nothing this process starts should inherit it.
   delete env.MESH_ENROL_TOKEN;
-  return { caUrl: url.origin, stateDir: o.state ?? join("state", o.service), token, lifetime: o.lifetime, pollMs };
+  return { caUrl: urls.join(","), stateDir: o.state ?? join("state", o.service), token, lifetime: o.lifetime, pollMs };
 }

@@ -14,6 +14,7 @@ const TIMEOUT_MS = 10_000;
 
 /** How to reach the CA: its URL and the TLS the call uses. */
 export interface CaTls {
+  /** One origin, or several replicas' origins separated by commas, tried in turn (see call). */
   url: string;
   /** Roots the CA server's certificate must chain to; absent only for the bootstrap fetch. */
   ca?: string;
@@ -51,7 +52,45 @@ interface Answer {
   caOffsetMs: number | null;
 }
 
-function call(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+/** The origins of a CA address list ("https://a:7400,https://b:7400"). */
+export function caOrigins(list: string): string[] {
+  return list.split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+}
+
+/** Per address list, the replica that answered last: tried first next time, so a dead one costs one attempt, not one per call. */
+const preferred = new Map<string, number>();
+
+/**
+ * One EST call to a CA that may have several replicas: starting with the one that answered
+ * last, the next is tried when one cannot be reached or answers 5xx. Any other answer (200,
+ * 304, a 4xx refusal) is the CA's word and ends the round: the replicas share one ledger.
+ */
+async function call(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+  const origins = caOrigins(t.url);
+  if (origins.length <= 1) return callOne(t, method, path, headers, body);
+  const start = preferred.get(t.url) ?? 0;
+  let failure: unknown;
+  for (let i = 0; i < origins.length; i++) {
+    const at = (start + i) % origins.length;
+    try {
+      const a = await callOne({ ...t, url: origins[at]! }, method, path, headers, body);
+      if (a.status >= 500 && i < origins.length - 1) {
+        failure = refused(path, a);
+        continue;
+      }
+      preferred.set(t.url, at);
+      return a;
+    } catch (e) {
+      if (!(e instanceof IdentityError && e.code === "CA_UNREACHABLE")) throw e;
+      failure = e;
+    }
+  }
+  throw failure instanceof IdentityError && failure.code === "CA_UNREACHABLE"
+    ? new IdentityError("CA_UNREACHABLE", `cannot reach any of the CA's ${origins.length} addresses (${origins.join(", ")}): ${failure.message}`, { cause: failure })
+    : failure;
+}
+
+function callOne(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const unverified = t.ca === undefined;
     const req = request(`${t.url}${path}`, {

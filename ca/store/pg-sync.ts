@@ -1,0 +1,127 @@
+// PostgreSQL, called synchronously: a worker thread owns one `pg` connection and the calling
+// thread blocks on an Atomics.wait until the answer is back. The CA's ledger interface is
+// synchronous (better-sqlite3 is), and so are the dozens of callers that read it between
+// two awaits; this keeps every one of them unchanged on PostgreSQL. A round trip costs
+// about as much as a query over the local socket plus two thread wake-ups (docs/bench.md).
+import { createRequire } from "node:module";
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+
+export interface QueryResult {
+  rows: Record<string, unknown>[];
+  rowCount: number;
+}
+
+/** An error PostgreSQL answered with: its SQLSTATE in `code` (23505: unique violation). */
+export class PgError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = "PgError";
+    this.code = code;
+  }
+}
+
+// Plain JavaScript evaluated in the worker: it runs the same way under tsx and from the
+// esbuild bundle (a worker file next to this one would not be in the bundle).
+const WORKER = `
+const { workerData } = require("node:worker_threads");
+const pg = require(workerData.pgPath);
+const { port, flag, config } = workerData;
+let client = null;
+// A transaction is open on the connection; "lost": the connection died inside it, so every
+// statement fails until the caller's ROLLBACK (a fresh connection must never run the rest of
+// a transaction in autocommit, committing half of it).
+let inTx = false;
+let lost = false;
+function drop() { const c = client; client = null; c?.end().catch(() => {}); if (inTx) lost = true; }
+async function connect() {
+  const c = new pg.Client(config);
+  c.on("error", () => { if (client === c) drop(); });
+  await c.connect();
+  return c;
+}
+port.on("message", async (m) => {
+  let answer;
+  const verb = m.sql ? m.sql.trimStart().slice(0, 8).toUpperCase() : "";
+  try {
+    if (m.close) { if (client) await client.end().catch(() => {}); client = null; answer = { rows: [], rowCount: 0 }; }
+    else if (lost) {
+      if (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T")) { lost = false; inTx = false; answer = { rows: [], rowCount: 0 }; }
+      else throw Object.assign(new Error("the connection to PostgreSQL was lost inside a transaction: nothing of it was committed"), { code: "08006" });
+    } else {
+      client ??= await connect();
+      if (verb.startsWith("BEGIN")) inTx = true;
+      const r = await client.query({ text: m.sql, values: m.params });
+      if (verb.startsWith("COMMIT") || (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T"))) inTx = false;
+      const last = Array.isArray(r) ? r[r.length - 1] : r;
+      answer = { rows: last.rows ?? [], rowCount: last.rowCount ?? 0 };
+    }
+  } catch (e) {
+    // A broken connection is not reused: the next query opens a fresh one.
+    if (!e.code || /^(08|57P)/.test(e.code)) drop();
+    // A failed COMMIT ends the transaction too (PostgreSQL rolled it back, or the connection is gone).
+    if (verb.startsWith("COMMIT")) { inTx = false; lost = false; }
+    answer = { error: String(e.message), code: String(e.code ?? "08000") };
+  }
+  port.postMessage(answer);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+});
+`;
+
+/** How long one query may block before the caller gives up (a lock held by a dead replica is released by PostgreSQL well before). */
+const QUERY_TIMEOUT_MS = 60_000;
+
+export interface PgConfig {
+  host?: string;
+  port?: number;
+  user?: string;
+  database?: string;
+  /** Never from the URL: PGPASSWORD or ~/.pgpass, which `pg` reads itself. */
+  application_name?: string;
+}
+
+export class SyncPg {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly flag = new Int32Array(new SharedArrayBuffer(4));
+  private closed = false;
+
+  constructor(config: PgConfig) {
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const pgPath = createRequire(import.meta.url).resolve("pg");
+    this.worker = new Worker(WORKER, {
+      eval: true,
+      workerData: { port: port2, flag: this.flag, config: { ...config, statement_timeout: QUERY_TIMEOUT_MS }, pgPath },
+      transferList: [port2],
+      // The worker must not run tsx's loader: it is plain JavaScript.
+      execArgv: [],
+    });
+    this.worker.unref();
+  }
+
+  /** Runs one statement (or several separated by `;` when there are no parameters). */
+  query(sql: string, params: unknown[] = []): QueryResult {
+    if (this.closed) throw new PgError("the PostgreSQL store is closed", "08003");
+    Atomics.store(this.flag, 0, 0);
+    this.port.postMessage({ sql, params });
+    if (Atomics.wait(this.flag, 0, 0, QUERY_TIMEOUT_MS + 5_000) === "timed-out") {
+      throw new PgError(`PostgreSQL did not answer within ${QUERY_TIMEOUT_MS / 1000} s`, "57014");
+    }
+    const m = receiveMessageOnPort(this.port)?.message as (QueryResult & { error?: string; code?: string }) | undefined;
+    if (!m) throw new PgError("the PostgreSQL worker gave no answer", "08000");
+    if (m.error !== undefined) throw new PgError(m.error, m.code ?? "08000");
+    return m;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    Atomics.store(this.flag, 0, 0);
+    this.port.postMessage({ close: true });
+    Atomics.wait(this.flag, 0, 0, 2_000);
+    this.closed = true;
+    void this.worker.terminate();
+    this.port.close();
+  }
+}

@@ -1,0 +1,43 @@
+// The CA rotation as the dashboard shows it, read from the CA's ledger: `ca rotate` keeps its
+// progress there (the rotations row) whatever it prints, so a rotation run from any terminal,
+// with or without --json, shows. Who a waiting gate waits for is the gate's own verdict,
+// evaluated on the same ledger facts `ca rotate` reads (read-only here).
+import type { Ledger, RotationRow } from "../../ca/ledger.ts";
+import { GATE_NUMBER, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict } from "../../ca/rotation.ts";
+import type { RotationView } from "./view.ts";
+
+/** A finished rotation stays on the page this long. */
+const SHOW_DONE_MS = 15 * 60_000;
+const NAMES_MAX = 50;
+
+export function readRotation(ledger: Ledger, now: Date): RotationView | null {
+  let row: RotationRow | undefined;
+  try {
+    row = ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined;
+  } catch {
+    return null; // a CA from before rotations: no such table
+  }
+  if (!row) return null;
+  if (row.phase === "done" && (!row.finished_at || now.getTime() - Date.parse(row.finished_at) > SHOW_DONE_MS)) return null;
+  let v: GateVerdict | null = null;
+  try {
+    if (row.phase === "prepare") v = evaluatePrepare(prepareFacts(ledger, row, now));
+    else if (row.phase === "retire") v = evaluateRetire(retireFacts(ledger, row, now, { inUse: row.in_use === 1 }));
+  } catch {
+    v = null;
+  }
+  return {
+    id: row.id,
+    from: row.from_generation,
+    to: row.to_generation,
+    phase: row.phase,
+    gate: row.phase === "done" ? 3 : GATE_NUMBER[row.phase],
+    startedAt: row.started_at,
+    activatedAt: row.activated_at,
+    finishedAt: row.finished_at,
+    owner: row.owner,
+    total: v?.total ?? 0,
+    waitingFor: (v?.waitingFor ?? []).slice(0, NAMES_MAX).map((w) => ({ name: w.name.slice(0, 120), why: w.why.slice(0, 600) })),
+    notes: (v?.notes ?? []).slice(0, 5).map((n) => n.slice(0, 600)),
+  };
+}
