@@ -6,7 +6,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { EVENTS, eventLine, isEvent, parseEventLine, parseJsonLine, type EventLogger, type LoggedEvent } from "../lib/events.ts";
-import { createLogger } from "../services/mesh/log.ts";
+import { createLogger, type ServiceLogger } from "../services/mesh/log.ts";
 import { EVENTS_DOC, renderEventsDoc } from "../scripts/events-doc.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -102,7 +102,7 @@ test("every catalogued event has levels, a sentence and field types the reader k
 
 // Never called: tsc (npm run typecheck, CI) fails if a writer could log off the catalogue, or
 // a reader could not narrow. Each @ts-expect-error must stay an error.
-export function typeChecks(log: EventLogger, l: LoggedEvent): void {
+export function typeChecks(log: EventLogger, l: LoggedEvent, svc: ServiceLogger): void {
   log.warn({ event: "authz.denied", peer: "a", method: "GET", path: "/", rule: "r", reason: "x" }, "m");
   // @ts-expect-error an unknown event
   log.warn({ event: "authz.denid", peer: "a", method: "GET", path: "/", rule: "r", reason: "x" }, "m");
@@ -116,6 +116,8 @@ export function typeChecks(log: EventLogger, l: LoggedEvent): void {
   log.info({ event: "authz.denied", peer: "a", method: "GET", path: "/", rule: "r", reason: "x" }, "m");
   // @ts-expect-error no sentence
   log.info({ event: "shutdown", signal: "SIGTERM" });
+  // @ts-expect-error a child logger is held to the catalogue too
+  svc.child({ zone: "a" }).info({ event: "authz.nope" }, "m");
   // @ts-expect-error a hand-made line is checked the same way
   eventLine({ level: "info", service: "x" }, { event: "log.dropped", count: 1 }, "m");
   if (l.event === "authz.denied") {

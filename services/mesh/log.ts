@@ -9,7 +9,8 @@ import { LineSink } from "./log-sink.ts";
 export type MeshLogger = EventLogger;
 
 /** What createLogger makes: pino's Logger whose level methods take only catalogued events. */
-export type ServiceLogger = Omit<Logger, "trace" | "debug" | "info" | "warn" | "error" | "fatal"> & EventLogger;
+export type ServiceLogger = Omit<Logger, "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "child"> &
+  EventLogger & { child(bindings: Record<string, unknown>): ServiceLogger };
 
 /**
  * The logger of a service process: JSON lines to stdout, in batches (see LineSink). Node's
