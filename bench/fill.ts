@@ -1,7 +1,6 @@
 // Synthetic ledger rows for the scaling benchmark: a CA with 100,000 certificates
 // in seconds, by inserting rows straight into its ledger instead of issuing them.
-import type { CertificateAuthority, CertRow } from "../ca/index.ts";
-import { sqliteLedger } from "../ca/ledger.ts";
+import { sqliteLedger, type CertificateAuthority, type CertRow } from "../ca/index.ts";
 
 export interface LedgerShape {
   rows: number;

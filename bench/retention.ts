@@ -13,10 +13,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { CertificateAuthority } from "../ca/index.ts";
-import type { Ledger } from "../ca/ledger.ts";
-import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune } from "../ca/retention.ts";
-import { DAY_MS } from "../ca/profiles.ts";
+import { CertificateAuthority, DAY_MS, DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type Ledger } from "../ca/index.ts";
 import { eventLine } from "../lib/events.ts";
 import { RotatingFile } from "../lib/rotating-file.ts";
 

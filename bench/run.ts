@@ -4,6 +4,10 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// First, before anything is written (help included): `| head` ends it quietly.
+endQuietlyOnClosedOutput();
 
 // Flags first: `--help` or a typo must never start seven minutes of benchmarks.
 new Command("npm run bench --")

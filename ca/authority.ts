@@ -1,7 +1,9 @@
 // The Certificate Authority: opens the state folder, holds its issuers, CRLs
-// and bundle; leaf issuance and generations are in issuance.ts and generations.ts.
+// and bundle; leaf issuance and generations are in issuance.ts and generations.ts, which
+// take it as the CaCore interface (core.ts), so that neither imports this file back.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { buildCrl, CRL_VALID_DAYS, dropCutoff, encodeEntries, encodeEntry, lastSignedAt, type CrlEntry, type RevocationReason } from "./crl.ts";
+import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
@@ -16,12 +18,15 @@ import * as issuance from "./issuance.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
 import { CA_MAX_DAYS, DAY_MS, createRoot, validityFor, type LeafNames, type Signer } from "./profiles.ts";
 import { Journal, Layout, readStateFile } from "./store.ts";
+import { loadTrustDomain, saveTrustDomain, validateTrustDomain, type TrustDomainSetting } from "./trust-domain.ts";
+import { DEFAULT_TRUST_DOMAIN } from "../lib/spiffe.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
 import { ClockOffsetError, offsetClock } from "../lib/clock.ts";
 import { crlWarnings, generationsOf, listCerts, openLedger, signerIdOf, type Generation, type ListedCert } from "./view.ts";
 
 export type { Generation, ListedCert } from "./view.ts";
+export type { IssuedCert, IssueOptions } from "./core.ts";
 
 export interface OpenOptions {
   dir: string;
@@ -35,40 +40,13 @@ export interface OpenOptions {
 
 export interface InitOptions extends OpenOptions {
   name: string;
-  /** A SPIFFE trust domain: leaves then also carry spiffe://<domain>/<name> as a URI SAN. */
+  /** The SPIFFE trust domain (default "internal"): every leaf carries spiffe://<domain>/<name> as its one URI SAN. */
   trustDomain?: string;
   days?: number;
   keyType?: KeyType | string;
 }
 
-export interface IssuedCert {
-  serial: string;
-  domain: string;
-  sans: LeafNames;
-  certPath: string;
-  /** Absent for a certificate signed from a CSR: its key never left the service. */
-  keyPath?: string;
-  notBefore: Date;
-  notAfter: Date;
-  /** The issuing CA's name and id ("root-1", "int-1"). */
-  issuer: string;
-  issuerId: string;
-  generation: number;
-  /** Things the user should know: a clamped expiry, an unpublished generation. */
-  warnings: string[];
-  supersedes?: string;
-}
-
-export interface IssueOptions {
-  domain: string;
-  days?: number | string;
-  dns?: string[];
-  ip?: string[];
-  keyType?: KeyType | string;
-  allowWildcard?: boolean;
-}
-
-export class CertificateAuthority {
+export class CertificateAuthority implements CaCore {
   readonly layout: Layout;
   readonly ledger: LedgerStore;
   readonly now: () => Date;
@@ -76,6 +54,7 @@ export class CertificateAuthority {
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
   private readonly signers = new Map<string, Signer>();
+  private trustDomainCache?: TrustDomainSetting;
 
   private constructor(layout: Layout, ledger: LedgerStore, opts: OpenOptions) {
     this.layout = layout;
@@ -104,7 +83,7 @@ export class CertificateAuthority {
   /** Creates root generation 1 in an empty state folder. Never overwrites a CA. */
   static async init(opts: InitOptions): Promise<CertificateAuthority> {
     const name = validateCaName(opts.name);
-    const trustDomain = opts.trustDomain === undefined ? undefined : validateDnsName(opts.trustDomain, { what: "--trust-domain" });
+    const trustDomain = validateTrustDomain(opts.trustDomain ?? DEFAULT_TRUST_DOMAIN);
     const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
     const keyType = validateKeyType(opts.keyType ?? "ec-p256");
     const layout = new Layout(opts.dir);
@@ -120,6 +99,7 @@ export class CertificateAuthority {
     const cert = await createRoot({ name, keys, keyType, validity: validityFor(now, days) });
     mkdirSync(rootPaths.dir, { recursive: true, mode: 0o755 });
     writeNew(rootPaths.key, await exportPrivateKey(keys.privateKey, opts.passphrase), KEY_MODE);
+    saveTrustDomain(layout.dir, trustDomain);
     writeAtomic(rootPaths.cert, certToPem(cert), CERT_MODE);
     const ledger: LedgerStore = shared ?? Ledger.open(layout.ledger, { create: true });
     const ca = new CertificateAuthority(layout, ledger, opts);
@@ -127,7 +107,6 @@ export class CertificateAuthority {
     ledger.write(() => {
       ledger.insertIssuer(issuerRow("root-1", "root", 1, null, cert, keyType, "published", now));
       ledger.setMeta("signer", "root-1");
-      if (trustDomain) ledger.setMeta("trust_domain", trustDomain);
     });
     await ca.publishCrls(["root-1"]);
     ca.writeBundle();
@@ -148,8 +127,15 @@ export class CertificateAuthority {
 
   // --- issuers ---------------------------------------------------------------
 
-  trustDomain(): string | undefined {
-    return this.ledger.getMeta("trust_domain");
+  /** The SPIFFE trust domain every leaf's SPIFFE ID is in (ca/trust-domain.ts). */
+  trustDomain(): string {
+    return this.trustDomainSetting().trustDomain;
+  }
+
+  /** The trust domain and where it came from, for status. */
+  trustDomainSetting(): TrustDomainSetting {
+    this.trustDomainCache ??= loadTrustDomain(this.layout.dir, () => this.ledger.getMeta("trust_domain"));
+    return this.trustDomainCache;
   }
 
   signerId(): string {

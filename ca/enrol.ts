@@ -54,17 +54,20 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
   } catch {
     throw new EnrolError("malformed_csr", "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)");
   }
-  let signed = false;
-  try { signed = await csr.verify(); } catch { /* unsupported algorithm: treated as unsigned */ }
-  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
+  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
   let keyType: KeyType;
   try { keyType = publicKeyType(csr.publicKey.rawData); } catch (err) { throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`); }
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: treated as unsigned */ }
+  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
   const cn = csr.subjectName.getField("CN");
   if (cn.length !== 1) throw new EnrolError("malformed_csr", `the CSR's subject has ${cn.length} CNs: a service certificate has exactly one`);
   let name: string;
   try { name = validateDnsName(cn[0]!, { what: "the CSR's CN" }); } catch (err) { throw new EnrolError("malformed_csr", (err as Error).message); }
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
-  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name));
+  // A URI SAN is not the CSR's to choose: the CA sets the one SPIFFE ID from the authenticated
+  // name (issuance.ts svidNames) and ignores whatever URI the CSR asks for.
+  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name) && n.type !== "url");
   if (others.length > 0) {
     throw new EnrolError("wrong_name", `the CSR asks for ${others.length} name(s) besides its CN ${name}: this CA signs exactly one name per certificate`, name);
   }

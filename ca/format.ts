@@ -29,10 +29,11 @@ function inDays(to: Date, now: Date): string {
 
 export function issuedSummary(verb: string, c: IssuedCert, now: Date): string {
   const lines = [`${verb} ${c.domain}`];
-  const names = [...c.sans.dns, ...c.sans.ip, ...c.sans.uri];
+  const names = [...c.sans.dns, ...c.sans.ip];
   lines.push(`  certificate  ${shown(c.certPath)}  (leaf${c.issuerId.startsWith("int-") ? " + chain" : ""})`);
   if (c.keyPath) lines.push(`  key          ${shown(c.keyPath)}  (0600: keep it secret)`);
   if (names.length > 0) lines.push(`  also valid   ${names.join(", ")}`);
+  for (const id of c.sans.uri) lines.push(`  SPIFFE ID    ${id}`);
   lines.push(`  signed by    ${c.issuer} (generation ${c.generation})`);
   lines.push(`  serial       ${c.serial}`);
   lines.push(`  expires      ${longDate(c.notAfter)} (${inDays(c.notAfter, now)})`);

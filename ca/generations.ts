@@ -3,7 +3,7 @@
 // separate steps, and retiring refuses while anything still chains to it.
 import { existsSync } from "node:fs";
 import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
-import type { CertificateAuthority } from "./authority.ts";
+import type { CaCore } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
@@ -26,7 +26,7 @@ export interface IntermediateOptions {
 }
 
 /** Creates an issuing CA under a generation's root (default: the signing one's, and it then signs every leaf). */
-export async function createIntermediate(ca: CertificateAuthority, opts: IntermediateOptions): Promise<IssuerRow> {
+export async function createIntermediate(ca: CaCore, opts: IntermediateOptions): Promise<IssuerRow> {
   const name = validateCaName(opts.name);
   const days = validateDays(opts.days ?? 1825, CA_MAX_DAYS);
   const permitDns = (opts.permitDns ?? []).map((d) => validateDnsName(d.replace(/^\./, ""), { what: "--permit-dns" }));
@@ -56,7 +56,7 @@ export async function createIntermediate(ca: CertificateAuthority, opts: Interme
 }
 
 /** A generation an intermediate may be created under: it exists and is not retired. */
-function liveGeneration(ca: CertificateAuthority, generation: number): number {
+function liveGeneration(ca: CaCore, generation: number): number {
   if (!Number.isSafeInteger(generation) || generation < 1) throw badInput(`generation ${JSON.stringify(generation)} is not a generation number (1, 2, …)`);
   const gen = ca.generations().find((g) => g.generation === generation);
   if (!gen) throw badInput(`no root generation ${generation} in ${ca.layout.dir}: --generation must name one that exists (see: npm run ca -- status)`);
@@ -73,7 +73,7 @@ export interface IntermediateProfile { name: string; permitDns: string[]; keyTyp
  * leading dot. Anything else (excluded subtrees, other forms) is refused rather than dropped,
  * since a copy without it would certify more than the original.
  */
-export function intermediateProfile(ca: CertificateAuthority, id: string): IntermediateProfile {
+export function intermediateProfile(ca: CaCore, id: string): IntermediateProfile {
   const row = ca.issuerRow(id);
   const ext = ca.issuerCert(id).getExtension(id_ce_nameConstraints);
   let permitDns: string[] = [];
@@ -90,7 +90,7 @@ export function intermediateProfile(ca: CertificateAuthority, id: string): Inter
 }
 
 /** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */
-export async function addGeneration(ca: CertificateAuthority, opts: { name?: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuerRow> {
+export async function addGeneration(ca: CaCore, opts: { name?: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuerRow> {
   const gens = ca.generations();
   const generation = Math.max(...gens.map((g) => g.generation)) + 1;
   const base = gens[0]!.root.name.replace(/ G\d+$/, "");
@@ -109,7 +109,7 @@ export async function addGeneration(ca: CertificateAuthority, opts: { name?: str
 }
 
 /** Makes a generation sign new certificates: its newest intermediate if it has one, else its root. */
-export function useGeneration(ca: CertificateAuthority, generation: number): IssuerRow {
+export function useGeneration(ca: CaCore, generation: number): IssuerRow {
   const gen = ca.generation(generation);
   if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is retired: it cannot sign again`);
   const issuer = gen.intermediates.at(-1) ?? gen.root;
@@ -118,7 +118,7 @@ export function useGeneration(ca: CertificateAuthority, generation: number): Iss
 }
 
 /** Publishes every generation not retired in bundle.pem (pending ones become trusted). */
-export function publishBundle(ca: CertificateAuthority): IssuerRow[] {
+export function publishBundle(ca: CaCore): IssuerRow[] {
   ca.ledger.write(() => {
     for (const g of ca.generations()) if (g.root.state === "pending") ca.ledger.setIssuerState(g.generation, "published");
   });
@@ -130,7 +130,7 @@ export function publishBundle(ca: CertificateAuthority): IssuerRow[] {
  * certificate still chains to it (that is the outage a careless rotation
  * causes) unless forced, and always while it is the signing generation.
  */
-export function retireGeneration(ca: CertificateAuthority, generation: number, opts: { force?: boolean } = {}): { retired: IssuerRow; stillValid: number } {
+export function retireGeneration(ca: CaCore, generation: number, opts: { force?: boolean } = {}): { retired: IssuerRow; stillValid: number } {
   const gen = ca.generation(generation);
   if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is already retired`);
   const signing = ca.issuerRow(ca.signerId());
@@ -148,7 +148,7 @@ export function retireGeneration(ca: CertificateAuthority, generation: number, o
   return { retired: ca.issuerRow(gen.root.id), stillValid };
 }
 
-function refuseDuplicateName(ca: CertificateAuthority, name: string): void {
+function refuseDuplicateName(ca: CaCore, name: string): void {
   if (ca.ledger.issuers().some((r) => r.name === name)) {
     throw badInput(`a CA named ${JSON.stringify(name)} already exists here: every CA needs a distinct subject, or peers cannot tell them apart`);
   }

@@ -1,7 +1,7 @@
 // Leaf certificates: issue, sign a CSR, renew, revoke. Everything is validated
 // before any key is made; files and ledger row land together or not at all.
 import { REVOCATION_REASONS, type RevocationReason } from "./crl.ts";
-import type { CertificateAuthority, IssuedCert, IssueOptions } from "./authority.ts";
+import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
@@ -10,6 +10,7 @@ import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, t
 import { isUniqueViolation } from "./store/interface.ts";
 import { permittedDns, withinDns } from "./verify.ts";
 import { certToPem, normalSerial, x509 } from "./x509.ts";
+import { spiffeIdForName } from "../lib/spiffe.ts";
 
 const crashPoint = (where: string) => {
   // Fault injection for the crash tests: the process dies here as if killed.
@@ -17,7 +18,7 @@ const crashPoint = (where: string) => {
 };
 
 /** Issues a key and certificate for a name that has no valid certificate yet. */
-export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promise<IssuedCert> {
+export async function issue(ca: CaCore, opts: IssueOptions): Promise<IssuedCert> {
   const names = leafNames(opts, ca.trustDomain());
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
@@ -27,28 +28,31 @@ export async function issue(ca: CertificateAuthority, opts: IssueOptions): Promi
 }
 
 /** Signs a CSR after checking its PEM type, its signature and its names. */
-export async function signCsr(ca: CertificateAuthority, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
+export async function signCsr(ca: CaCore, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const csr = parseCsr(opts.csrPem);
-  if (!(await csr.verify())) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
+  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
+  const keyType = csrKeyType(csr);
+  let signed = false;
+  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: unsigned */ }
+  if (!signed) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
   const cn = csr.subjectName.getField("CN");
   const sanExt = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
   const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
   const ip = sanExt ? sanExt.names.items.filter((n) => n.type === "ip").map((n) => n.value) : [];
   const other = sanExt ? sanExt.names.items.filter((n) => n.type !== "dns" && n.type !== "ip") : [];
-  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed`);
+  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed (the CA sets the SPIFFE ID itself, from the name)`);
   if (cn.length > 1) throw badInput(`the CSR's subject has ${cn.length} CNs (${cn.join(", ")}): a service certificate has exactly one`);
   const name = cn[0] ?? dns[0];
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
   if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
   const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
-  const keyType = publicKeyType(csr.publicKey.rawData);
   refuseIfCurrent(ca, names.name);
   return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
 }
 
 /** New key and certificate for a name; the old one becomes SUPERSEDED, linked to its successor. */
-export async function renew(ca: CertificateAuthority, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
+export async function renew(ca: CaCore, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
   const name = validateDnsName(opts.domain, { allowWildcard: true, what: "--domain" });
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const old = ca.ledger.current(name);
@@ -64,7 +68,7 @@ export async function renew(ca: CertificateAuthority, opts: { domain: string; da
   return signLeaf(ca, { names: sans, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "renew", supersede: old.serial });
 }
 
-export async function revoke(ca: CertificateAuthority, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
+export async function revoke(ca: CaCore, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
   const reason = (opts.reason ?? "unspecified") as RevocationReason;
   if (!REVOCATION_REASONS.includes(reason)) throw badInput(`--reason ${JSON.stringify(opts.reason)} is not a revocation reason: use one of ${REVOCATION_REASONS.join(", ")}`);
   let row: CertRow | undefined;
@@ -95,16 +99,26 @@ export async function revoke(ca: CertificateAuthority, opts: { domain?: string; 
   return ca.ledger.bySerial(serial)!;
 }
 
-/** The SANs of a leaf; with a trust domain, also its SPIFFE ID, spiffe://<trust domain>/<name>. */
+/** The SANs of a leaf; with a trust domain, also its SPIFFE ID (svidNames). */
 export function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
   const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
   const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
   const ip = (opts.ip ?? []).map(validateIp);
-  const uri = trustDomain && !name.startsWith("*.") ? [`spiffe://${trustDomain}/${name}`] : [];
-  return { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri };
+  const names = { name, dns: [...new Set(dns)].filter((d) => d !== name), ip: [...new Set(ip)], uri: [] };
+  return trustDomain === undefined ? names : svidNames(names, trustDomain);
 }
 
-function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
+/**
+ * The names with exactly the one URI SAN an X.509-SVID carries, its SPIFFE ID
+ * (spiffe://<trust domain>/<name>, lib/spiffe.ts), whatever URI the names held before: the CA
+ * alone decides it, from the name, never from a request. A wildcard is no one workload: no URI.
+ */
+export function svidNames(names: LeafNames, trustDomain: string): LeafNames {
+  const id = spiffeIdForName(trustDomain, names.name);
+  return { ...names, uri: id === null ? [] : [id] };
+}
+
+function refuseIfCurrent(ca: CaCore, name: string): void {
   const cur = ca.ledger.current(name);
   if (cur && new Date(cur.not_after) > ca.now()) {
     throw new CaError("ALREADY_EXISTS", `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`);
@@ -116,7 +130,7 @@ function refuseIfCurrent(ca: CertificateAuthority, name: string): void {
  * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
  * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
  */
-export async function signLeaf(ca: CertificateAuthority, opts: {
+export async function signLeaf(ca: CaCore, opts: {
   names: LeafNames; days: number; keyType: KeyType; publicKey: CryptoKey | x509.PublicKey; privateKey?: CryptoKey;
   source: CertRow["source"]; supersede?: string;
   lifetimeMs?: number; cdp?: (issuerId: string) => string[]; inTransaction?: (serial: string) => void;
@@ -131,14 +145,16 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
   if (rootRow.state === "pending") {
     warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
   }
-  await checkNameConstraints(ca, opts.names, issuerId);
-  const cert = await createLeaf({ names: opts.names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
+  // Every leaf, however it came to be signed (issue, sign, renew, EST, the CA server's own), gets its SPIFFE ID here.
+  const names = svidNames(opts.names, ca.trustDomain());
+  await checkNameConstraints(ca, names, issuerId);
+  const cert = await createLeaf({ names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
   const serial = normalSerial(cert.serialNumber);
   const certPem = certToPem(cert) + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
   ca.journal.stage(serial, { cert: certPem, key: keyPem });
   crashPoint("before-commit");
-  const name = opts.names.name;
+  const name = names.name;
   try {
     ca.ledger.write(() => {
       // First: of requests racing with one token, the losers are told the token was used.
@@ -151,7 +167,7 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
         if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
       }
       ca.ledger.insertCert({
-        serial, name, sans: JSON.stringify(opts.names), issuer_id: issuerId, key_type: opts.keyType,
+        serial, name, sans: JSON.stringify(names), issuer_id: issuerId, key_type: opts.keyType,
         not_before: validity.notBefore.toISOString(), not_after: validity.notAfter.toISOString(),
         status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
         created_at: now.toISOString(), pem: certToPem(cert),
@@ -170,14 +186,14 @@ export async function signLeaf(ca: CertificateAuthority, opts: {
   ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   return {
-    serial, domain: name, sans: opts.names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
+    serial, domain: name, sans: names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
     notBefore: validity.notBefore, notAfter: validity.notAfter, issuer: issuer.name, issuerId,
     generation: issuer.generation, warnings, supersedes: opts.supersede,
   };
 }
 
 /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
-async function checkNameConstraints(ca: CertificateAuthority, names: LeafNames, issuerId: string): Promise<void> {
+async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: string): Promise<void> {
   for (let row: IssuerRow | undefined = ca.issuerRow(issuerId); row; row = row.parent ? ca.issuerRow(row.parent) : undefined) {
     const permitted = permittedDns(row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id));
     if (!permitted) continue;
@@ -196,5 +212,15 @@ function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
     return new x509.Pkcs10CertificateRequest(pem);
   } catch {
     throw badInput("the CSR file is not a readable PKCS#10 request");
+  }
+}
+
+/** The CA's name for a CSR's key type; an unsupported key or curve is named as such. */
+function csrKeyType(csr: x509.Pkcs10CertificateRequest): KeyType {
+  try {
+    return publicKeyType(csr.publicKey.rawData);
+  } catch (err) {
+    if (err instanceof CaError) throw badInput(`the CSR's key is not supported: ${err.message}`);
+    throw badInput("the CSR's public key is not readable: make a new CSR");
   }
 }

@@ -70,6 +70,12 @@ export function keyTypeOf(obj: KeyObject): KeyType {
     case "ed25519":
       return "ed25519";
   }
+  if (obj.asymmetricKeyType === "ec") {
+    // Named, so that a P-192 or secp256k1 key is not mistaken for a bad signature (WebCrypto cannot verify either).
+    const nist: Record<string, string> = { prime192v1: "P-192", secp224r1: "P-224", secp521r1: "P-521" };
+    const curve = d.namedCurve ? (nist[d.namedCurve] ? `${nist[d.namedCurve]} (${d.namedCurve})` : d.namedCurve) : "(unnamed)";
+    throw badInput(`unsupported curve ${curve}: this CA signs EC keys on P-256 (prime256v1) or P-384 (secp384r1) only; or use ${KEY_TYPES.filter((k) => !k.startsWith("ec-")).join(", ")}`);
+  }
   throw badInput(`unsupported key (${obj.asymmetricKeyType} ${d.namedCurve ?? d.modulusLength ?? ""}): use one of ${KEY_TYPES.join(", ")}`);
 }
 

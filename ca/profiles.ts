@@ -122,6 +122,8 @@ export async function createLeaf(opts: {
   cdp?: string[];
 }): Promise<x509.X509Certificate> {
   const { names } = opts;
+  // X509-SVID.md 2: exactly one URI SAN, the SPIFFE ID; two would make a certificate every SPIFFE validator rejects.
+  if (names.uri.length > 1) throw new Error(`a leaf carries at most one URI SAN (its SPIFFE ID), not ${names.uri.length}`);
   const san: x509.JsonGeneralNames = [
     ...[names.name, ...names.dns.filter((d) => d !== names.name)].map((value) => ({ type: "dns" as const, value })),
     ...names.ip.map((value) => ({ type: "ip" as const, value })),

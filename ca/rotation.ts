@@ -38,7 +38,15 @@ export interface PrepareFacts {
   holders: BundleHolderRow[];
   /** ETag → root generations, for every bundle the server has published. */
   bundles: Map<string, number[]>;
+  /** The CA's clock when the facts were read (ISO): until SILENCE_GRACE_MS after publishing, no one is suspected of being down. */
+  now?: string;
 }
+
+/**
+ * How long after publishing a service that has not fetched the new bundle is simply waiting for
+ * its next poll, rather than maybe not running: two of the services' default poll intervals (30 s).
+ */
+export const SILENCE_GRACE_MS = 60_000;
 
 /**
  * An enrolled identity: a name whose current certificate is valid, unexpired and was issued
@@ -74,7 +82,9 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
       continue;
     }
     if (Date.parse(h.seen_at) < published) {
-      waitingFor.push({ name: id.name, why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): is its service running?` });
+      const quietFor = f.now === undefined ? Infinity : Date.parse(f.now) - published;
+      const ask = quietFor >= SILENCE_GRACE_MS ? "is its service running?" : "waiting for its next poll";
+      waitingFor.push({ name: id.name, why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): ${ask}` });
       continue;
     }
     const tags = [...etagsOf(h.held_etag), h.served_etag];
@@ -140,7 +150,7 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
 export function prepareFacts(ledger: LedgerStore, rotation: RotationRow, now: Date): PrepareFacts {
   return {
     toGeneration: rotation.to_generation, publishedAt: rotation.published_at ?? now.toISOString(),
-    certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(),
+    certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(), now: now.toISOString(),
   };
 }
 

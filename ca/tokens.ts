@@ -6,7 +6,9 @@ import type { CertificateAuthority } from "./authority.ts";
 import { formatDuration } from "./duration.ts";
 import type { TokenRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";
+import { CaError } from "./errors.ts";
 import { validateDnsName } from "./names.ts";
+import { reservedReason } from "./reserved.ts";
 
 export const TOKEN_VERSION = "mt1";
 export const TOKEN_DEFAULT_TTL_MS = 10 * 60_000;
@@ -44,12 +46,34 @@ export interface IssuedToken {
   ttl: string;
   /** The root of the signing generation, which the token's fingerprint names. */
   root: { name: string; generation: number; fingerprint: RootFingerprint; published: boolean };
+  /** The live certificate that enrolling with this token will supersede (only with `replace`). */
+  replaces?: { serial: string; notAfter: Date };
 }
 
-/** Makes a token for one name and records its hash. Needs no CA key: nothing is signed. */
-export function createToken(ca: CertificateAuthority, opts: { domain: string; ttlMs?: number }): IssuedToken {
-  const domain = validateDnsName(opts.domain, { what: "--domain" });
+export interface TokenOptions {
+  domain: string;
+  ttlMs?: number;
+  /**
+   * Mint it even though the name holds a live certificate. Enrolling with the token then
+   * supersedes that certificate, and the service holding it can no longer renew.
+   */
+  replace?: boolean;
+}
+
+/**
+ * Makes a token for one name and records its hash. Needs no CA key: nothing is signed.
+ * Refused (REFUSED) for a reserved name (ca/reserved.ts), and for a name with a live (valid,
+ * unexpired) certificate unless `replace` is set: a token is the power to take that name over.
+ */
+export function createToken(ca: CertificateAuthority, opts: TokenOptions): IssuedToken {
+  const domain = validateDnsName(opts.domain, { what: "--domain", allowWildcard: true });
+  const reserved = reservedReason(domain, ca.trustDomain());
+  if (reserved) throw new CaError("REFUSED", `no token for ${domain}: it is ${reserved}`);
   const ttlMs = opts.ttlMs ?? TOKEN_DEFAULT_TTL_MS;
+  const live = liveCert(ca, domain);
+  if (live && !opts.replace) {
+    throw new CaError("REFUSED", `${domain} has a live certificate (serial ${live.serial}, valid until ${live.notAfter.toISOString()}): enrolling with a token would supersede it and its service could no longer renew; pass --replace if that is what you want`);
+  }
   const generation = ca.issuerRow(ca.signerId()).generation;
   const rootRow = ca.issuerRow(`root-${generation}`);
   const fingerprint = rootFingerprint(ca.issuerCert(rootRow.id).rawData);
@@ -62,7 +86,16 @@ export function createToken(ca: CertificateAuthority, opts: { domain: string; tt
   return {
     token, domain, createdAt, expiresAt, ttl: formatDuration(ttlMs),
     root: { name: rootRow.name, generation, fingerprint, published: rootRow.state === "published" },
+    ...(live ? { replaces: live } : {}),
   };
+}
+
+/** The name's current certificate, when it is valid and not expired by the CA's clock. */
+function liveCert(ca: CertificateAuthority, name: string): { serial: string; notAfter: Date } | undefined {
+  const row = ca.ledger.current(name);
+  if (!row) return undefined;
+  const notAfter = new Date(row.not_after);
+  return notAfter > ca.now() ? { serial: row.serial, notAfter } : undefined;
 }
 
 export type TokenVerdict =

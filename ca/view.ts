@@ -1,5 +1,6 @@
 // The CA as list and status read it: the ledger alone. This module loads no X.509 or
 // ASN.1 library, so those commands start in a fraction of the time (docs/bench.md).
+import { loadTrustDomain, type TrustDomainSetting } from "./trust-domain.ts";
 import { existsSync } from "node:fs";
 import { CRL_WARN_DAYS } from "./crl.ts";
 import { CaError } from "./errors.ts";
@@ -125,5 +126,10 @@ export class LedgerView {
 
   crlWarnings(): string[] {
     return crlWarnings(this.ledger, this.now());
+  }
+
+  /** The SPIFFE trust domain and where it came from (ca/trust-domain.ts). */
+  trustDomainSetting(): TrustDomainSetting {
+    return loadTrustDomain(this.layout.dir, () => this.ledger.getMeta("trust_domain"));
   }
 }

@@ -64,7 +64,7 @@ export const EVENTS = {
   },
   "authz.denied": {
     level: ["warn"], about: "the policy refused a caller (403): who, what, the deciding rule, why, and what would allow it",
-    fields: { peer: "string", peerDns: "string?", method: "string", path: "string", rule: "string", reason: "string", hint: "string?", remote: "string?" },
+    fields: { peer: "string", peerDns: "string?", peerSpiffeId: "string|null?", method: "string", path: "string", rule: "string", reason: "string", hint: "string?", remote: "string?" },
   },
   "tls.handshake_failed": {
     level: ["warn"], about: "a TLS handshake was refused (a service, or the CA server): the reason and what the peer presented",
@@ -141,8 +141,12 @@ export const EVENTS = {
     fields: { ...FACTS, reason: "string", code: "string?", status: "number?", failures: "number", nextRetry: "string", expiresInMs: "number", trigger: "string" },
   },
   "identity.expiring": {
-    level: ["error"], about: "the certificate is in its last sixth of life and could not be renewed",
-    fields: { ...FACTS, expiresInMs: "number" },
+    level: ["warn"], about: "the certificate nears its end and no renewal has replaced it (failed, or stalled): said once per certificate",
+    fields: { ...FACTS, expiresInMs: "number", secondsLeft: "number?", failures: "number?", lastError: "string|null?" },
+  },
+  "identity.renewal_late": {
+    level: ["warn"], about: "a scheduled renewal starts late: this process was held up (an overloaded machine, a blocked event loop, a suspend)",
+    fields: { ...FACTS, due: "string", lateMs: "number", expiresInMs: "number" },
   },
   "identity.expired": {
     level: ["error"], about: "the certificate expired: peers refuse it and the CA will not renew it; enrol again",
@@ -158,7 +162,19 @@ export const EVENTS = {
   },
   "trust.updated": {
     level: ["info"], about: "a new trust bundle and/or CRLs fetched from the CA (applied: in force)",
-    fields: { changed: "string[]", etag: "string|null", roots: "string[]", crls: "number", applied: "boolean" },
+    fields: { changed: "string[]", etag: "string|null", roots: "string[]", crls: "number", applied: "boolean", via: "string?" },
+  },
+  "trust.crls_stale": {
+    level: ["warn"], about: "the CA sent an older CRL than the one in force: the newer one is kept",
+    fields: { ca: "string", issuers: "string[]" },
+  },
+  "trust.update_failed": {
+    level: ["warn"], about: "the CRLs the CA announced are unusable: the cached ones stay in force",
+    fields: { ca: "string", reason: "string" },
+  },
+  "trust.watch_unsupported": {
+    level: ["info"], about: "the CA offers no CRL watch endpoint: CRLs come with the periodic poll only",
+    fields: { ca: "string", status: "number" },
   },
   "trust.poll_failed": {
     level: ["warn"], about: "the trust bundle and CRLs could not be fetched from the CA: the cached ones stay in force",
@@ -206,11 +222,11 @@ export const EVENTS = {
   "ca.lease_failed": { level: ["warn"], about: "the lease could not be renewed (the store did not answer): this server acts as not holding it", fields: { lease: "string", err: "string" } },
   "est.enrolled": {
     level: ["info"], about: "EST simpleenroll with a one-time token issued a certificate",
-    fields: { name: "string", serial: "string", issuer: "string", generation: "number", not_after: "string", remote: "string", supersedes: "string|null" },
+    fields: { name: "string", serial: "string", spiffe_id: "string|null?", issuer: "string", generation: "number", not_after: "string", remote: "string", supersedes: "string|null" },
   },
   "est.renewed": {
     level: ["info"], about: "EST simplereenroll renewed a certificate and superseded the previous one",
-    fields: { name: "string", serial: "string", previous: "string", issuer: "string", generation: "number", not_after: "string", remote: "string" },
+    fields: { name: "string", serial: "string", spiffe_id: "string|null?", previous: "string", issuer: "string", generation: "number", not_after: "string", remote: "string" },
   },
   "est.refused": {
     level: ["warn"], about: "an EST request was refused: route, status, reason code and why",
@@ -232,6 +248,14 @@ export const EVENTS = {
   },
   "est.error": { level: ["error"], about: "an internal error answering an EST request (500)", fields: { route: "string", err: "string", remote: "string", serial: "string|null" } },
   "est.bundle_record_failed": { level: ["warn"], about: "the CA could not record which trust bundle is published or held", fields: { err: "string" } },
+  "spiffe.bundle_sequence_unreadable": {
+    level: ["warn"], about: "the SPIFFE bundle endpoint's sequence file is unreadable: the sequence starts again",
+    fields: { file: "string", err: "string" },
+  },
+  "spiffe.bundle_sequence_unwritable": {
+    level: ["warn"], about: "the SPIFFE bundle endpoint could not record its sequence number",
+    fields: { file: "string", err: "string" },
+  },
   "rotate.gate": {
     level: ["info", "error"], about: "a root rotation's gate started, passed, waits or timed out (ca rotate --json, the drill)",
     fields: { rotation: "number", from: "number", to: "number", gate: "string", state: "string", waitingFor: "string[]", why: "map<string>", total: "number" },

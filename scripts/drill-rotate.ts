@@ -9,6 +9,12 @@ import { ONLINE_DEFAULTS, runOnlineDrill } from "./drill/online.ts";
 import { timeline } from "./drill/timeline.ts";
 import { startDashboard, type Dashboard } from "./dashboard/server.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// A closed stdout (`drill:rotate | head`): before the drill starts, just end; once it runs, stop it
+// as a signal does, so the services stop and a temporary CA's keys are removed (exit 141, as SIGPIPE).
+let onClosedOutput: () => void = () => process.exit(0);
+endQuietlyOnClosedOutput(() => onClosedOutput());
 
 const whole = (min: number, max: number) => (v: string) => {
   const n = Number(v);
@@ -41,7 +47,7 @@ Without --dir the CA state (its keys) is removed whatever the outcome, Ctrl-C in
 the report and the logs stay where the drill says.
 
 Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it did not, 2 bad flags or a failure to run,
-130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.`)
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP, 141 its output was closed (| head) while it ran.`)
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
@@ -71,7 +77,8 @@ const removeState = () => {
 };
 // The last resort on any exit, an unexpected one included; a no-op once the drill removed it.
 process.on("exit", removeState);
-const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGPIPE: 141 };
+onClosedOutput = () => stop.abort("SIGPIPE");
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
     if (stop.signal.aborted) {

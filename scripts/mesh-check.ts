@@ -12,6 +12,10 @@ import { CheckSetupError, gatherMesh, readMeshState, type Target } from "./check
 import { checkMesh } from "./check/checks.ts";
 import { renderJson, renderText } from "./check/render.ts";
 import { checkSupervision, readSupervision } from "./check/supervision.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// First, before anything is written (help included): `| head` ends it quietly.
+endQuietlyOnClosedOutput();
 
 const program = new Command("mesh:check")
   .description("Check a running mesh: certificates, trust bundle, CRLs, policy, clocks, and the CA's roots.")

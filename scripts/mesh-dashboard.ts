@@ -3,6 +3,10 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { startDashboard, DashboardError } from "./dashboard/server.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// First, before anything is written (help included): `| head` ends it quietly.
+endQuietlyOnClosedOutput();
 
 const port = (v: string) => {
   const n = Number(v);

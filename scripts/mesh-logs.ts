@@ -6,6 +6,11 @@ import { Command, Option } from "commander";
 import { isEventName, type EventName } from "../lib/events.ts";
 import { FOLLOW_LOOKBACK, rotatedSince } from "../lib/rotating-file.ts";
 import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// A reader that stopped early (`| head`, a closed pager) is how a listing ends, not a failure;
+// installed before the flags are parsed, so `--help | head -1` ends quietly too.
+endQuietlyOnClosedOutput();
 
 function inoOf(path: string): number | undefined {
   try {
@@ -35,13 +40,6 @@ const program = new Command("mesh:logs")
 program.parse();
 const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow?: boolean; json?: boolean }>();
 o.logs ||= "./logs"; // an empty MESH_LOG_DIR means the default
-
-// A reader that stopped early (`| head`, a closed pager) is how a listing ends, not a failure.
-process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-  if (err.code === "EPIPE") process.exit(0);
-  process.stderr.write(`mesh:logs: cannot write to stdout (${err.code ?? err.message})\n`);
-  process.exit(1);
-});
 
 if (!existsSync(o.logs)) {
   process.stderr.write(`mesh:logs: no log folder ${o.logs} (start the mesh with: npm run mesh:up)\n`);

@@ -10,6 +10,10 @@ import { SERVICES } from "../services/mesh/names.ts";
 import { bold, dim, green, red } from "./mesh-format.ts";
 import { DEFAULT_PORTS } from "./mesh-ports.ts";
 import { PROBE_PATH, probeMesh, type IdentityFiles, type ProbeCell } from "./probe.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// First, before anything is written (help included): `| head` ends it quietly.
+endQuietlyOnClosedOutput();
 
 const program = new Command("mesh:probe")
   .description("Probe a running mesh: every caller -> callee pair, plus strangers, against the policy.")

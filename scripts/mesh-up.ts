@@ -7,8 +7,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { eventLine, isEvent, type EventLogger } from "../lib/events.ts";
-import { CertificateAuthority, CaError } from "../ca/index.ts";
-import { parseDuration } from "../ca/duration.ts";
+import { CertificateAuthority, CaError, parseDuration } from "../ca/index.ts";
 import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
@@ -18,6 +17,12 @@ import { folderState, identityFiles, moveAside, rateLimits, startEdgeIdentity, t
 import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from "./supervisor.ts";
 import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
 import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
+import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+
+// A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
+// Until main has a mesh to stop, it simply ends.
+let onClosedOutput: () => void = () => process.exit(0);
+endQuietlyOnClosedOutput(() => onClosedOutput());
 const CERT_NAMES = ["order", "payment", "inventory", "edge"];
 const SERVICE_NAMES = ["payment", "inventory", "order"] as const;
 
@@ -321,6 +326,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stopAll(0));
   process.on("SIGTERM", () => void stopAll(0));
   process.on("SIGHUP", () => void stopAll(0, true));
+  onClosedOutput = () => void stopAll(0, true);
   // npm does not pass SIGTERM on to the script it runs: notice npm going away instead.
   // Quietly: our stdout went with it.
   onParentExit(() => void stopAll(0, true));

@@ -4,11 +4,7 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { CertificateAuthority } from "../ca/index.ts";
-import { DEFAULT_LIMITS } from "../ca/server/server.ts";
-import type { BucketSpec } from "../ca/rate-limit.ts";
-import { createToken } from "../ca/tokens.ts";
-import { normalSerial } from "../ca/x509.ts";
+import { CertificateAuthority, DEFAULT_LIMITS, createToken, normalSerial, type BucketSpec } from "../ca/index.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";
@@ -65,9 +61,13 @@ export function moveAside(dir: string): string {
   return to;
 }
 
-/** A one-time token for `<name>.internal`: the token goes only into an environment or a Bearer header. */
+/**
+ * A one-time token for `<name>.internal`: the token goes only into an environment or a Bearer header.
+ * Asked for only when the identity's folder holds nothing the CA vouches for (folderState), so a
+ * live certificate the ledger still has for the name is held by no one here: it is replaced.
+ */
 export function tokenFor(ca: CertificateAuthority, name: string): string {
-  return createToken(ca, { domain: `${name}.internal`, ttlMs: TOKEN_TTL_MS }).token;
+  return createToken(ca, { domain: `${name}.internal`, ttlMs: TOKEN_TTL_MS, replace: true }).token;
 }
 
 export interface EdgeIdentity {

@@ -7,8 +7,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
+import { spiffeIdOf } from "../lib/spiffe.ts";
 import { SERVICES } from "../services/mesh/names.ts";
 import { parseEventLine } from "../lib/events.ts";
+import { pemBlocks } from "../services/mesh/material.ts";
+import { upstreamReason } from "../services/mesh/reasons.ts";
+import { parseLine } from "./mesh-format.ts";
 
 export const PROBE_PATH = "/healthz";
 
@@ -17,6 +21,8 @@ interface Outcome {
   status?: number;
   rule?: string;
   reason?: string;
+  /** Refused by the probe itself (the server's certificate), not by the callee. */
+  ours?: boolean;
 }
 
 export interface ProbeCell {
@@ -27,11 +33,18 @@ export interface ProbeCell {
   ok: boolean;
 }
 
-/** One request on a fresh connection; a refusal is told apart from an HTTP answer. */
-function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
+/** What our side's verification of the server's certificate can say (reasons.ts). */
+const SERVER_REFUSED = new Set(["server_untrusted", "server_revoked", "server_crl_missing", "server_crl_expired", "server_crl_not_yet_valid", "server_cert_expired", "server_name_mismatch"]);
+
+/**
+ * One request on a fresh connection; a refusal is told apart from an HTTP answer. The callee is
+ * judged as the services judge it, against the bundle and the CRLs (`crl`: one entry per CRL):
+ * a revoked server is refused ("refused: server_revoked"), whatever it would have answered.
+ */
+function probe(port: number, callee: string, trust: { ca: Buffer; crl: string[] }, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
   return new Promise((done) => {
     let localPort: number | undefined;
-    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ca, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
+    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ...trust, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (text += c));
@@ -47,6 +60,12 @@ function probe(port: number, callee: string, ca: Buffer, who: { cert: Buffer; ke
     });
     req.on("socket", (s) => s.on("connect", () => (localPort = s.localPort)));
     req.on("error", (e: NodeJS.ErrnoException) => {
+      // Our side refused the server's certificate (revoked, untrusted, a lapsed CRL…): the services' reason.
+      const server = upstreamReason(e, callee, `127.0.0.1:${port}`).reason;
+      if (SERVER_REFUSED.has(server)) {
+        done({ kind: "refused", reason: server, localPort, ours: true });
+        return;
+      }
       const refused = ["ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"].includes(e.code ?? "") || /socket hang up/.test(e.message);
       done({ kind: refused ? "refused" : "error", reason: e.code ?? e.message, localPort });
     });
@@ -112,6 +131,9 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   const bundle = join(pki, "bundle.pem");
   if (!existsSync(bundle)) throw new Error(`no trust bundle at ${bundle}: is the mesh up? (npm run mesh:up)`);
   const ca = readFileSync(bundle);
+  // The CA's CRLs, as the services load them; a folder without (an old file-mode copy) checks no revocation.
+  const crlsFile = join(pki, "crls.pem");
+  const trust = { ca, crl: existsSync(crlsFile) ? pemBlocks(readFileSync(crlsFile, "utf8"), "X509 CRL") : [] };
   const own = (n: string) => {
     const p = join(pki, "certs", `${n}.internal`);
     const f = o.identities?.[n] ?? { cert: `${p}.crt`, key: `${p}.key` };
@@ -141,8 +163,10 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   for (const c of [...SERVICES, "edge"]) {
     const who = own(c);
     if (!who) continue;
+    // The SPIFFE ID the certificate carries, so a rule naming the caller by it is expected to allow.
+    const spiffeId = spiffeIdOf(new X509Certificate(who.cert));
     callers.push({ name: c, who, expect: (callee) => {
-      const d = decide(policy, callee, c, "GET", PROBE_PATH);
+      const d = decide(policy, callee, c, "GET", PROBE_PATH, spiffeId);
       return d.allow ? "200" : `403 ${d.rule}`;
     } });
   }
@@ -153,8 +177,8 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
   for (const c of callers) {
     for (const callee of SERVICES) {
       const sent = Date.now();
-      const out = await probe(ports[callee]!, callee, ca, c.who);
-      if (out.kind === "refused") out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
+      const out = await probe(ports[callee]!, callee, trust, c.who);
+      if (out.kind === "refused" && !out.ours) out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
       const observed = describeOutcome(out);
       const expected = c.expect(callee);
       cells.push({ caller: c.name, callee, expected, observed, ok: observed === expected });

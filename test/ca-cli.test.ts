@@ -5,6 +5,19 @@ import { readFileSync, writeFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ca, cleanup, fingerprint, oneLineError, openssl, tempDir } from "./helpers/ca.ts";
+import { buildProgram } from "../ca/commands/index.ts";
+import { listedExits } from "../ca/commands/exits.ts";
+
+/** The exit codes the --help of the command `args` names lists (the root's: 0 and 2, usage errors). */
+function exitsListed(args: string[]): number[] {
+  let cmd = buildProgram();
+  for (const word of args) {
+    const sub = cmd.commands.find((c) => c.name() === word);
+    if (!sub) break;
+    cmd = sub;
+  }
+  return listedExits(cmd) ?? [0, 2];
+}
 
 describe("ca CLI: the README's happy path", () => {
   let dir: string;
@@ -125,7 +138,7 @@ describe("ca CLI: bad input is refused with one line, an exit code, and no chang
     ["--days absurd", ["issue", "--domain", "x.internal", "--days", "100000"], 2, /--days 100000 is more than the 825 days/],
     ["a bad --ip", ["issue", "--domain", "x.internal", "--ip", "1.2.3"], 2, /--ip "1\.2\.3" is not an IPv4 or IPv6 address/],
     ["an unknown key type", ["issue", "--domain", "x.internal", "--key-type", "dsa"], 2, /Allowed choices are ec-p256/],
-    ["a name that has a valid certificate", ["issue", "--domain", "payment.internal"], 3, /already has a valid certificate .* run: npm run ca -- renew --domain payment\.internal/],
+    ["a name that has a valid certificate", ["issue", "--domain", "payment.internal"], 3, /already has a valid certificate .* run: npm run ca -- renew --dir \S+ --domain payment\.internal/],
     ["init over an existing CA", ["init", "--name", "Other CA"], 3, /a CA already exists in .*: refusing to overwrite its key/],
     ["revoke of an unknown name", ["revoke", "--domain", "nobody.internal"], 3, /no certificate for nobody\.internal/],
     ["revoke of an unknown serial", ["revoke", "--serial", "abcdef"], 3, /no certificate with serial abcdef/],
@@ -142,6 +155,7 @@ describe("ca CLI: bad input is refused with one line, an exit code, and no chang
     it(`refuses ${what}`, async () => {
       const r = await ca([...args, "--dir", dir]);
       assert.equal(r.code, code, `exit code for ${what}: ${r.stderr}`);
+      assert.ok(exitsListed(args).includes(code), `${args[0]}'s --help lists the exit code ${code} it returned (it lists ${exitsListed(args).join(", ")})`);
       assert.match(oneLineError(r), message);
       assert.equal(r.stdout, "");
       assert.equal(fingerprint(dir), before_, "state must not change");
@@ -255,7 +269,8 @@ describe("ca CLI: CSRs, missing and broken state, passphrases", () => {
       for (const args of [["issue", "--domain", "a.internal"], ["list"], ["revoke", "a.internal"]]) {
         const r = await ca([...args, "--dir", empty]);
         assert.equal(r.code, 4);
-        assert.match(oneLineError(r), /the CA is not initialised in .* \(run: npm run ca -- init --name "Acme Corp CA"\)/);
+        // The suggestion works when pasted: it carries the --dir that was given.
+        assert.ok(oneLineError(r).endsWith(`(run: npm run ca -- init --dir ${empty} --name "Acme Corp CA")`), oneLineError(r));
       }
       assert.equal(fingerprint(empty), "(no ledger)", "nothing was created");
     } finally {

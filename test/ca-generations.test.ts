@@ -113,7 +113,8 @@ describe("root generations", () => {
       const made = await cli(["intermediate", "--name", "Gen Issuing CA G2", "--permit-dns", "internal", "--generation", "2", "--dir", d]);
       assert.equal(made.code, 0, made.stderr);
       assert.match(made.stdout, /Created the issuing CA Gen Issuing CA G2 \(intermediate under generation 2; int-2;/);
-      assert.match(made.stdout, /generation 2 does not sign yet: npm run ca -- generation use 2 makes this issuing CA the signer/);
+      // The suggestion carries the --dir given, so it works when pasted.
+      assert.ok(made.stdout.includes(`generation 2 does not sign yet: npm run ca -- generation use 2 --dir ${d} makes this issuing CA the signer`), made.stdout);
       const int2 = join(d, "intermediates", "2", "ca.crt");
       assert.match(openssl(["x509", "-in", int2, "-noout", "-issuer"]).out, /CN\s*=\s*Gen CA G2/);
       assert.equal(openssl(["verify", "-CAfile", join(d, "roots", "2", "ca.crt"), int2]).code, 0);
@@ -133,8 +134,8 @@ describe("root generations", () => {
       assert.equal((await cli(["generation", "use", "2", "--dir", d])).code, 0);
       assert.equal((await cli(["generation", "retire", "1", "--dir", d])).code, 0);
       const before = fingerprint(d);
-      for (const [gen, why] of [["9", /^error: no root generation 9 in .*: --generation must name one that exists \(see: npm run ca -- status\)$/],
-        ["1", /^error: generation 1 is retired: an issuing CA under it would never be trusted; pick one that is not retired \(see: npm run ca -- status\)$/],
+      for (const [gen, why] of [["9", /^error: no root generation 9 in .*: --generation must name one that exists \(see: npm run ca -- status --dir \S+\)$/],
+        ["1", /^error: generation 1 is retired: an issuing CA under it would never be trusted; pick one that is not retired \(see: npm run ca -- status --dir \S+\)$/],
         ["x", /^error: generation "x" is not a generation number/]] as const) {
         const r = await cli(["intermediate", "--name", `Never ${gen}`, "--generation", gen, "--dir", d]);
         assert.equal(r.code, 2, r.stderr);
@@ -152,7 +153,7 @@ describe("root generations", () => {
       assert.equal((await cli(["init", "--name", "Stale CA", "--dir", d])).code, 0);
       const soon = { MESH_CA_NOW: new Date(Date.now() + 25 * 86_400_000).toISOString() };
       const list = await cli(["list", "--dir", d], { env: soon });
-      assert.match(list.stderr, /warning: the CRL of Stale CA lapses in [\d.]+ days \(run: npm run ca -- crl\)/);
+      assert.match(list.stderr, /warning: the CRL of Stale CA lapses in [\d.]+ days \(run: npm run ca -- crl --dir \S+\)/);
       const crl = await cli(["crl", "--dir", d], { env: soon });
       assert.equal(crl.code, 0, crl.stderr);
       assert.match(crl.stdout, /Re-signed the CRL of Stale CA: next update/);

@@ -1,7 +1,7 @@
 // Every certificate profile checked by the real openssl: strict path
 // validation, purposes, the three-level chain, CRLs, and the fields themselves.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
@@ -43,7 +43,8 @@ describe("certificate profiles, checked by openssl", () => {
     assert.match(t, /X509v3 Basic Constraints: critical\s+CA:FALSE/);
     assert.match(t, /X509v3 Key Usage: critical\s+Digital Signature\n/);
     assert.match(t, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication, TLS Web Client Authentication/);
-    assert.match(t, /X509v3 Subject Alternative Name:\s+DNS:api\.internal, IP Address:127\.0\.0\.1/);
+    // The SPIFFE ID in the default trust domain, "internal": the name relative to it.
+    assert.match(t, /X509v3 Subject Alternative Name:\s+DNS:api\.internal, IP Address:127\.0\.0\.1, URI:spiffe:\/\/internal\/api\n/);
     assert.match(t, /X509v3 Authority Key Identifier/);
     assert.match(t, /X509v3 Subject Key Identifier/);
     // A random positive serial of 16 bytes (at least 64 bits).
@@ -70,7 +71,7 @@ describe("certificate profiles, checked by openssl", () => {
     }
   });
 
-  it("with a SPIFFE trust domain, leaves also carry their SPIFFE ID as a URI SAN", async () => {
+  it("with a configured trust domain, every leaf carries exactly one URI SAN, its SPIFFE ID (issue, renew)", async () => {
     const d = tempDir();
     const td = await CertificateAuthority.init({ dir: d, name: "Spiffe CA", trustDomain: "acme.internal" });
     try {
@@ -80,10 +81,37 @@ describe("certificate profiles, checked by openssl", () => {
       assert.equal(openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", td.paths.bundle, leaf.certPath]).code, 0);
       const renewed = await td.renew({ domain: "payment.internal" });
       assert.deepEqual(renewed.sans.uri, leaf.sans.uri, "renew keeps the SPIFFE ID");
-      await assert.rejects(CertificateAuthority.init({ dir: join(d, "bad"), name: "Bad", trustDomain: "Not A Domain" }), /--trust-domain "Not A Domain" is not a valid DNS name/);
-      assert.equal(existsSync(join(d, "bad")), false, "nothing was written");
+      const sanExt = openssl(["x509", "-noout", "-ext", "subjectAltName", "-in", renewed.certPath]).out;
+      assert.equal(sanExt.match(/URI:/g)?.length, 1, sanExt);
+      assert.match(sanExt, /URI:spiffe:\/\/acme\.internal\/payment\.internal\n/);
+      const under = await td.issue({ domain: "shipping.acme.internal" });
+      assert.deepEqual(under.sans.uri, ["spiffe://acme.internal/shipping"], "a name under the trust domain is relative to it");
+      const wild = await td.issue({ domain: "*.wild.internal", allowWildcard: true });
+      assert.deepEqual(wild.sans.uri, [], "a wildcard names no one workload: no SPIFFE ID");
+      assert.equal(td.trustDomainSetting().source, "config");
+      assert.deepEqual(JSON.parse(readFileSync(join(d, "spiffe.json"), "utf8")), { trust_domain: "acme.internal" });
+      for (const bad of ["Not A Domain", "Upper.Case", "example.org:8443", "spiffe://example.org", "a/b", ""]) {
+        await assert.rejects(CertificateAuthority.init({ dir: join(d, "bad"), name: "Bad", trustDomain: bad }), /--trust-domain .* is not a SPIFFE trust domain/, bad);
+        assert.equal(existsSync(join(d, "bad")), false, "nothing was written");
+      }
     } finally {
       td.close();
+      cleanup(d);
+    }
+  });
+
+  it("a CA from before trust domains (no spiffe.json) keeps working in the default trust domain, internal", async () => {
+    const d = tempDir();
+    const old = await CertificateAuthority.init({ dir: d, name: "Old CA" });
+    old.close();
+    rmSync(join(d, "spiffe.json"));
+    const reopened = await CertificateAuthority.open({ dir: d });
+    try {
+      assert.deepEqual(reopened.trustDomainSetting(), { trustDomain: "internal", source: "default" });
+      const leaf = await reopened.issue({ domain: "order.internal" });
+      assert.deepEqual(leaf.sans.uri, ["spiffe://internal/order"]);
+    } finally {
+      reopened.close();
       cleanup(d);
     }
   });

@@ -242,7 +242,7 @@ test("rotate: a gate that times out names who never arrived, exits non-zero, and
     assert.equal(r.code, 3, r.stderr);
     const error = r.stderr.trimEnd().split("\n").at(-1)!;
     assert.match(error, /^error: gate 1 \(prepare\) timed out after 4\.0s: still waiting for b\.internal; rotation 1 stays at prepare/);
-    assert.match(error, /npm run ca -- rotate --status/);
+    assert.match(error, /npm run ca -- rotate --dir \S+ --status/, "the suggestion carries the --dir given");
     const timeout = run.events.find((e) => e.state === "timeout")!;
     assert.deepEqual(timeout.waitingFor, ["b.internal"]);
     assert.match(timeout.why["b.internal"]!, /never fetched cacerts/);
@@ -276,7 +276,7 @@ test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it fo
     run.child.kill("SIGINT");
     const r = await run.done;
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stderr, /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate again to carry on$/m);
+    assert.match(r.stderr, /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate --dir \S+ again to carry on$/m);
     assert.ok(run.events.some((e) => e.state === "interrupted" && same(e.waitingFor, ["a.internal"])));
     const row = sqliteLedger(t.ca.ledger).db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as { phase: string; owner: string | null };
     assert.deepEqual(row, { phase: "prepare", owner: null }, "the lease is released, the phase kept");

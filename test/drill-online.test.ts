@@ -27,6 +27,7 @@ function cmdlines(text: string): string[] {
 
 test("online drill: the careless rotation breaks through the services' own renewals; runRotation's gates move the mesh without losing a request", { timeout: 150_000 }, async () => {
   let work = "";
+  let passed = false;
   let seenAtBaseline: string[] = [];
   const report = await runOnlineDrill({
     lifetimeMs: 30_000, pollMs: 500, rate: 20, dwellMs: 800,
@@ -96,7 +97,10 @@ test("online drill: the careless rotation breaks through the services' own renew
     assert.equal(existsSync(join(work, "state")), false);
     for (const f of readdirSync(report.logs)) assert.doesNotMatch(readFileSync(join(report.logs, f), "utf8"), /mt1\.|PRIVATE KEY/, f);
     assert.deepEqual(cmdlines(join(work, "state")), [], "every service stopped");
+    passed = true;
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    // A failure keeps the logs for a post-mortem (the drill has removed the keys already).
+    if (passed) rmSync(work, { recursive: true, force: true });
+    else console.log(`online drill logs kept in ${join(work, "logs")}`);
   }
 });

@@ -39,7 +39,8 @@ export async function world(policy = POLICY, limits: typeof ROOMY_LIMITS = ROOMY
   return {
     ca, root, policyFile,
     stateDir: (s) => join(root, "state", s),
-    token: (s) => createToken(ca.ca, { domain: `${s}.internal` }).token,
+    // replace: the tests enrol the same names again in fresh state folders, on purpose.
+    token: (s) => createToken(ca.ca, { domain: `${s}.internal`, replace: true }).token,
     edge: { cert: readFileSync(p.cert), key: readFileSync(p.key) },
     async cleanup() {
       // A test may have restarted the server: close the one in place now.

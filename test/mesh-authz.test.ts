@@ -157,6 +157,9 @@ test("revocation takes effect without a restart: new connections refused as revo
   assert.ok("error" in refused, JSON.stringify(refused));
   const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
   assert.equal(l.reason, "revoked");
+  // The fix it names works online too: a revoked identity cannot renew, and mesh:up enrols it afresh.
+  assert.match(String(l.msg), /a revoked identity cannot renew: give the client a new one \(online: restart mesh:up, .*; file mode: npm run ca -- issue --domain <name>\)/);
+  assert.doesNotMatch(String(l.msg), /issue the client a new certificate/);
   assert.equal((l.peer as { subject: string }).subject, "CN=inventory.internal");
   // order is not revoked: its keep-alive connection is still served.
   const still = await keep.request({ method: "GET", path: "/healthz" });

@@ -235,3 +235,9 @@ test("online: hour-long certificates are healthy; a late renewal warns, a revoke
   assert.equal(down.fix, "npm run mesh:up");
   assert.equal(checkCa(CA, NOW).some((c) => c.name === "ca-server"), false, "file mode has no CA server to check");
 });
+
+test("a fix for a CA outside ./pki carries --dir, so it works when pasted", () => {
+  const other = { ...CA, dir: "other-pki" };
+  assert.equal(byName(only(service({ admin: { crlsSha256: "d".repeat(64) } }), other), "crls").fix, "npm run ca -- crl --dir other-pki");
+  assert.equal(byName(checkCa({ ...other, issuers: [{ ...ROOT, crlNextUpdate: iso(NOW + 3 * DAY) }] }, NOW), "crls-published").fix, "npm run ca -- crl --dir other-pki");
+});

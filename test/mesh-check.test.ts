@@ -118,7 +118,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   assert.equal(revoke.code, 0, revoke.out);
   const revoked = await meshCheck();
   assert.equal(revoked.code, 1, revoked.out);
-  assert.match(section(revoked.out, "inventory"), /^× certificate is valid\n {4}inventory serves a revoked certificate \(serial [0-9a-f]+, revoked .* UTC, reason unspecified\): every peer refuses it in the handshake.*\n {4}fix: npm run ca -- issue --domain inventory\.internal$/m);
+  assert.match(section(revoked.out, "inventory"), /^× certificate is valid\n {4}inventory serves a revoked certificate \(serial [0-9a-f]+, revoked .* UTC, reason unspecified\): every peer refuses it in the handshake.*\n {4}fix: npm run ca -- issue --domain inventory\.internal --dir \S+pki$/m);
   // Its admin port's /healthz says so too: a service serving a revoked certificate is not healthy.
   assert.match(section(revoked.out, "inventory"), /^× admin port answers\n {4}http:\/\/127\.0\.0\.1:\d+\/healthz answered 503: inventory: its certificate \(CN=inventory\.internal, serial [0-9a-f]+\) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity \(the certificate check says what to do\)$/m);
   for (const s of ["order", "payment"]) assert.doesNotMatch(section(revoked.out, s), /^×/m);
@@ -150,7 +150,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const stale = await meshCheck();
   assert.equal(stale.code, 1, stale.out);
   for (const s of ["order", "payment", "inventory"]) {
-    assert.match(section(stale.out, s), new RegExp(`^× holds the CA's current trust bundle\\n {4}${s} holds a trust bundle \\(sha256 [0-9a-f]{12}…\\) other than the one the CA publishes in .*bundle\\.pem.*\\n {4}fix: npm run ca -- bundle$`, "m"));
+    assert.match(section(stale.out, s), new RegExp(`^× holds the CA's current trust bundle\\n {4}${s} holds a trust bundle \\(sha256 [0-9a-f]{12}…\\) other than the one the CA publishes in .*bundle\\.pem.*\\n {4}fix: npm run ca -- bundle --dir \\S+pki$`, "m"));
   }
   assert.equal((await ca("bundle")).code, 0);
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after ca bundle");

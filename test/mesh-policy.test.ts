@@ -110,7 +110,9 @@ function cert(over: Partial<PeerCertificate>): PeerCertificate {
 
 test("identity is the CN, refused when ambiguous", () => {
   const ok = identityOf(cert({}));
-  assert.deepEqual(ok, { ok: true, identity: { name: "order", dns: "order.internal", serial: "abc" } });
+  assert.deepEqual(ok, { ok: true, identity: { name: "order", dns: "order.internal", spiffeId: null, serial: "abc" } });
+  const svid = identityOf(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/order" }));
+  assert.deepEqual(svid, { ok: true, identity: { name: "order", dns: "order.internal", spiffeId: "spiffe://internal/order", serial: "abc" } });
   const bad = (c: PeerCertificate) => {
     const r = identityOf(c);
     assert.equal(r.ok, false);
@@ -121,6 +123,13 @@ test("identity is the CN, refused when ambiguous", () => {
   assert.equal(bad(cert({ subjectaltname: "DNS:payment.internal" })), "ambiguous_identity");
   assert.equal(bad(cert({ subject: {} as PeerCertificate["subject"] })), "ambiguous_identity");
   assert.equal(bad(cert({ subject: { CN: "example.com" } as PeerCertificate["subject"], subjectaltname: "DNS:example.com" })), "ambiguous_identity");
+  assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/payment" })), "spiffe_mismatch");
+  assert.equal(bad(cert({ subjectaltname: 'DNS:order.internal, URI:spiffe://internal/order, URI:"spiffe://internal/order,x"' })), "spiffe_ambiguous");
+  assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://other.example/order" })), "spiffe_foreign_domain");
+  // In a trust domain that is not the mesh's DNS domain, the CA names order.internal spiffe://other.example/order.internal.
+  assert.equal(identityOf(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://other.example/order.internal" }), "other.example").ok, true, "the local trust domain decides");
+  assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/order/x" })), "spiffe_mismatch");
+  assert.equal(bad(cert({ subjectaltname: "DNS:order.internal, URI:spiffe://internal/Order" })), "spiffe_mismatch", "SPIFFE paths are case-sensitive");
   assert.deepEqual(sanDnsNames('DNS:a.internal, URI:spiffe://x/y, DNS:"b,c"'), ["a.internal", "b,c"]);
 });
 

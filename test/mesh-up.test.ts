@@ -156,6 +156,13 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   const revoked = await run(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", logs]);
   assert.equal(revoked.code, 1, revoked.out);
   assert.match(revoked.out, /^× certificate is valid\n {4}inventory serves a revoked certificate .*the CA refuses to renew a revoked identity; stop mesh:up and start it again.*\n {4}fix: npm run mesh:up$/m);
+  // mesh:probe as the README shows it: every caller, the probe too, refuses inventory's certificate,
+  // and every service refuses inventory, the CRLs in force within seconds by the services' long poll.
+  await waitFor(() => ["order", "payment"].every((n) => logEvents(join(logs, `${n}.log`)).some((l) => l.event === "trust.updated" && (l as { via?: string }).via === "watch")), 10_000, "order and payment to take the new CRLs");
+  const probed = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", logs]);
+  assert.equal(probed.code, 1, probed.out);
+  assert.match(probed.out, /^order +✓ 403 order\.accepts +✓ 200 +✗ refused: server_revoked/m, probed.out);
+  assert.match(probed.out, /^inventory +✗ refused: revoked +✗ refused: revoked +✗ refused: server_revoked/m, probed.out);
 
   const caPort = Number(new URL(state.ca.url).port);
   const dashPort = Number(new URL(state.dashboard).port);

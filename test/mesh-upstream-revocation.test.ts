@@ -89,7 +89,7 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
   assert.equal(failed.code, "CERT_REVOKED");
   assert.equal((failed.peer as { subject?: string; serial?: string }).subject, "CN=inventory.internal");
   assert.equal((failed.peer as { serial?: string }).serial, revoked.serial.toLowerCase().replace(/^0+/, ""));
-  assert.match(String(failed.msg), /^inventory's certificate at 127\.0\.0\.1:\d+ has been revoked by the CA, so the call was refused; inventory needs a new certificate/);
+  assert.match(String(failed.msg), /^inventory's certificate at 127\.0\.0\.1:\d+ has been revoked by the CA, so the call was refused; inventory needs a new identity \(online: restart mesh:up/);
   assert.equal(inv.logs.lines.slice(invSince).filter((l) => l.event === "request").length, 0, "no request reached the revoked callee");
   assert.equal(payHandshakes, 0, "payment was neither called nor reconnected");
 
@@ -101,4 +101,40 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
   const o = await run("openssl", ["s_client", "-connect", `127.0.0.1:${inv.svc.port}`, "-servername", "inventory.internal", "-CAfile", pki.ca.paths.bundle, "-CRL", pki.ca.paths.crls, "-crl_check", "-verify_return_error", "-cert", order_.cert, "-key", order_.key]);
   assert.notEqual(o.code, 0, o.out);
   assert.match(o.out, /verify error:num=23:certificate revoked/);
+});
+
+test("a call in flight when the callee is revoked fails as callee_withdrawn (this caller closed it), not rejected_in_handshake", async () => {
+  // A callee that takes the request and never answers, serving inventory's real certificate.
+  const { createServer } = await import("node:https");
+  const { readFileSync } = await import("node:fs");
+  const { Upstreams, UpstreamError } = await import("../services/mesh/client.ts");
+  const { loadMaterial, materialPaths } = await import("../services/mesh/material.ts");
+  const { createLogger } = await import("../services/mesh/log.ts");
+  const { LogSink } = await import("./mesh-fixtures.ts");
+  const p = await freshPki();
+  const leaf = p.ca.paths.leaf("inventory.internal");
+  let arrived!: () => void;
+  const got = new Promise<void>((r) => (arrived = r));
+  const slow = createServer({ cert: readFileSync(leaf.cert), key: readFileSync(leaf.key) }, () => arrived());
+  await new Promise<void>((r) => slow.listen(0, "127.0.0.1", r));
+  const logs = new LogSink();
+  const material = () => loadMaterial(materialPaths(p.dir, "order.internal"), "order.internal");
+  const up = new Upstreams("order", material(), { inventory: `127.0.0.1:${(slow.address() as { port: number }).port}` }, createLogger("order", logs), { timeoutMs: 10_000 });
+  try {
+    const pending = up.call("inventory", "GET", "/stock/widget").then(() => assert.fail("the call cannot succeed"), (e: unknown) => e);
+    await got;
+    await p.ca.revoke({ domain: "inventory.internal" });
+    up.setMaterial(material());
+    const err = await pending;
+    assert.ok(err instanceof UpstreamError, String(err));
+    assert.equal(err.reason, "callee_withdrawn");
+    assert.match(err.message, /^this caller closed its connection to inventory at 127\.0\.0\.1:\d+ mid-call: inventory's certificate is no longer accepted \(its certificate was revoked\)/);
+    const failed = await logs.wait((l) => l.event === "upstream.failed");
+    assert.equal(failed.reason, "callee_withdrawn");
+    assert.doesNotMatch(String(failed.msg), /refused our certificate/);
+  } finally {
+    slow.closeAllConnections();
+    await new Promise((r) => slow.close(r));
+    p.cleanup();
+  }
 });

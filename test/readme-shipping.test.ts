@@ -85,6 +85,8 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   assert.equal(e.code, 0, e.out + e.err);
   assert.equal(e.out.trim(), "shipping/cert.pem: OK", "openssl verify accepts what the CA issued");
   assert.equal(statSync(join(tmp, "shipping")).mode & 0o777, 0o700, "the key's folder is private");
+  // The secrets themselves are 0600 too, whatever the reader's umask (the block sets its own).
+  for (const f of ["token", "auth.hdr", "key.pem"]) assert.equal(statSync(join(tmp, "shipping", f)).mode & 0o777, 0o600, `shipping/${f} is 0600`);
   assert.match(readFileSync(join(tmp, "shipping", "cert.pem"), "utf8"), /subject=\/?CN ?= ?shipping\.internal/);
   await waitFor(() => /\[ca\] +\S+ est\.enrolled: enrolled shipping\.internal/.test(upOut), 5_000, "mesh:up to show the enrolment");
   assert.doesNotMatch(upOut, /mt1\./, "the token is never shown");

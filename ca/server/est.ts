@@ -9,6 +9,7 @@ import { CaError } from "../errors.ts";
 import { EnrolError, authenticateToken, csrIdentity, currentRow, enrol, reenrol, tokenOpen, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
 import type { Admission } from "./admission.ts";
+import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
@@ -112,13 +113,16 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
     return id;
   });
   call.authenticated = id.name;
+  // Even with a token (one minted before this rule, or by hand in the ledger): ca.internal is the server's own.
+  const reserved = reservedReason(id.name, ctx.ca.trustDomain());
+  if (reserved) throw new HttpError(403, "reserved_name", `${id.name} cannot be enrolled: it is ${reserved}`, {}, id.name);
   ctx.admission.enrolment(id.name);
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("enrol");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
+  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
     `enrolled ${issued.domain} with a one-time token`);
 }
 
@@ -145,7 +149,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("renew");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
+  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
     `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);
 }
 

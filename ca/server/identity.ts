@@ -6,10 +6,11 @@ import type { CertificateAuthority } from "../authority.ts";
 import { CaError } from "../errors.ts";
 import { signLeaf } from "../issuance.ts";
 import { exportPrivateKey, generateKeyPair } from "../keys.ts";
+import { CA_SERVER_NAME } from "../reserved.ts";
 import { certToPem } from "../x509.ts";
 import type { Published } from "./published.ts";
 
-export const SERVER_NAME = "ca.internal";
+export const SERVER_NAME = CA_SERVER_NAME;
 /** Renew at two thirds of its life, as step-ca's renewer does by default. */
 const RENEW_AT = 2 / 3;
 

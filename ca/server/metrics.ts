@@ -13,7 +13,7 @@ const KINDS: readonly IssuedKind[] = ["enrol", "renew", "cli", "server"];
 export const UNMATCHED = "(unmatched)";
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
-const EXACT_ROUTES: ReadonlySet<string> = new Set(["/.well-known/est/cacerts", ENROL, REENROL, "/crls.pem"]);
+const EXACT_ROUTES: ReadonlySet<string> = new Set(["/.well-known/est/cacerts", ENROL, REENROL, "/crls.pem", "/.well-known/spiffe/bundle"]);
 /** The CRL route as server.ts matches it. */
 const CRL_PATH = /^\/crl\/(?:root|int)-\d{1,6}\.crl$/;
 

@@ -19,6 +19,8 @@ export interface Published {
   crls: Map<string, Uint8Array>;
   /** Every current CRL as PEM, as crls.pem holds them. */
   crlsPem: string;
+  /** ETag of the CRLs and the bundle together: what GET /.well-known/est/crls watches (crl-watch.ts). */
+  trustEtag: string;
   /** The issuing CA that signs now, and its generation. */
   signerId: string;
   signerGeneration: number;
@@ -52,15 +54,21 @@ export function loadPublished(ca: CertificateAuthority): Published {
   }
   const signerId = ca.signerId();
   const signerGeneration = ca.issuerRow(signerId).generation;
+  const etag = `"${createHash("sha256").update(pkcs7).digest("base64url")}"`;
   return {
-    etag: `"${createHash("sha256").update(pkcs7).digest("base64url")}"`,
+    etag,
     generations: roots.map((r) => r.generation),
     cacertsBody: base64Lines(pkcs7),
     rootsPem: rootCerts.map(certToPem).join(""),
-    crls, crlsPem: pems.join(""),
+    crls, crlsPem: pems.join(""), trustEtag: trustEtag(pems.join(""), etag),
     signerId, signerGeneration,
     signerPublished: roots.some((r) => r.generation === signerGeneration),
   };
+}
+
+/** The ETag of what GET /.well-known/est/crls watches: the CRLs and the bundle's ETag. */
+export function trustEtag(crlsPem: string, bundleEtag: string): string {
+  return `"${createHash("sha256").update(crlsPem).update("\n").update(bundleEtag).digest("base64url")}"`;
 }
 
 /**

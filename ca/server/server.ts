@@ -12,6 +12,7 @@ import { rootFingerprint } from "../tokens.ts";
 import { WriteGate } from "./write-gate.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
+import { SPIFFE_BUNDLE_PATH, SpiffeBundleEndpoint } from "./spiffe-bundle.ts";
 import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
 import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { HttpError, sendText } from "./http.ts";
@@ -21,6 +22,7 @@ import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";
 import { SkewLog, skewFields } from "./skew-log.ts";
 import { DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type PruneResult } from "../retention.ts";
+import { CRLS_WATCH_PATH, HeldCalls, crlsWatch } from "./crl-watch.ts";
 
 export const DEFAULT_PORT = 7400;
 export const DEFAULT_LIFETIME_MS = 3_600_000;
@@ -86,6 +88,7 @@ export class CaServer {
   private readonly hosts: string[];
   private port = 0;
   private published: Published;
+  private readonly spiffeBundle: SpiffeBundleEndpoint;
   private stamp: string;
   private own!: ServerCert;
   private timers: NodeJS.Timeout[] = [];
@@ -96,6 +99,8 @@ export class CaServer {
   /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
   readonly lease: Lease;
   private readonly retentionMs: number | null;
+  /** Long polls on the CRLs, answered as soon as a refresh changes them (crl-watch.ts). */
+  private readonly held = new HeldCalls();
 
   private constructor(opts: CaServerOptions, published: Published) {
     this.ca = opts.ca;
@@ -104,6 +109,7 @@ export class CaServer {
     this.log = opts.log ?? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime });
     this.published = published;
     this.retentionMs = opts.retentionMs === undefined ? DEFAULT_RETENTION_MS : opts.retentionMs;
+    this.spiffeBundle = new SpiffeBundleEndpoint(this.ca, this.log);
     this.stamp = stateStamp(this.ca);
     this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
@@ -199,6 +205,7 @@ export class CaServer {
     this.timers = [];
     this.refusals.close();
     await this.gate.shared(() => this.lease.release());
+    this.held.close();
     await new Promise<void>((resolve) => {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
@@ -231,6 +238,7 @@ export class CaServer {
           this.recordBundle();
           this.applyTls();
         }
+        if (next.trustEtag !== before.trustEtag) this.held.changed();
       }
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
@@ -339,8 +347,10 @@ export class CaServer {
       else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, call)); }
       else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, call)); }
       else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
+      else if (path === CRLS_WATCH_PATH) { allow(["GET"]); crlsWatch(() => this.published, this.held, req, res, call.url); }
+      else if (path === SPIFFE_BUNDLE_PATH) { allow(["GET", "HEAD"]); this.spiffeBundle.serve(this.published, req.headers["if-none-match"], method, res); }
       else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
-      else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/`);
+      else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/, the SPIFFE bundle at ${SPIFFE_BUNDLE_PATH}`);
     } catch (err) {
       outcome = err instanceof HttpError ? "refused" : "error";
       this.refuse(call, path, err);
@@ -394,5 +404,5 @@ function handshakeHint(code: string): string | undefined {
   return undefined;
 }
 
-const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem"]);
+const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem", CRLS_WATCH_PATH, SPIFFE_BUNDLE_PATH]);
 

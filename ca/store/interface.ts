@@ -3,7 +3,7 @@
 // synchronous to their callers (see pg-sync.ts for why); rows keep the ledger's column names.
 import type {
   BundleHolderRow, CertRow, CurrentCertFact, GenerationState, IssuerRow, LedgerEntry, RotationRow, TokenRow,
-} from "../ledger.ts";
+} from "./rows.ts";
 
 /** A job only one replica may run (re-signing CRLs…): who holds it, until when. */
 export interface LeaseRow {

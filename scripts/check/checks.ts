@@ -1,7 +1,6 @@
 // The checks of mesh:check as pure functions over the facts gather.ts collected and a clock
 // passed in: no I/O, so each verdict can be tested with literal facts.
-import { BACKDATE_MS } from "../../ca/profiles.ts";
-import { CRL_WARN_DAYS } from "../../ca/crl.ts";
+import { BACKDATE_MS, CRL_WARN_DAYS } from "../../ca/index.ts";
 import type { EventName } from "../../lib/events.ts";
 import type { CaFacts, IssuerFacts, MeshFacts, ServiceFacts } from "./facts.ts";
 
@@ -116,7 +115,7 @@ export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Che
   const title = "certificate is valid";
   const dns = `${s.name}.internal`;
   // Online, a service renews itself: what to look at is why it did not.
-  const renew = ca.online ? logs(s.name, "identity.renew_failed") : `npm run ca -- renew --domain ${dns}`;
+  const renew = ca.online ? logs(s.name, "identity.renew_failed") : caFix(ca, `renew --domain ${dns}`);
   const c = s.mtls.served;
   if (!c) return check("certificate", title, "error", `not checked: no handshake with ${s.name} completed, so its certificate could not be read`, checkMtls(s, ca).fix ?? "npm run mesh:up");
   const l = s.ledger;
@@ -126,7 +125,7 @@ export function checkCertificate(s: ServiceFacts, ca: CaFacts, now: number): Che
     return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake, and the CA refuses to renew a revoked identity; stop mesh:up and start it again: it moves ${s.name}'s state folder aside and enrols it with a new one-time token`, "npm run mesh:up");
   }
   if (l.status === "REVOKED") {
-    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, `npm run ca -- issue --domain ${dns}`);
+    return check("certificate", title, "error", `${s.name} serves a revoked certificate (${serial}, revoked ${l.revokedAt ? when(Date.parse(l.revokedAt)) : ""}, reason ${l.reason ?? "unspecified"}): every peer refuses it in the handshake; a revoked name cannot be renewed, so issue it a fresh certificate, which ${s.name} loads within a second`, caFix(ca, `issue --domain ${dns}`));
   }
   const notAfter = Date.parse(c.notAfter);
   const notBefore = Date.parse(c.notBefore);
@@ -160,7 +159,7 @@ export function checkTrustBundle(s: ServiceFacts, ca: CaFacts, now = Date.now())
   const pending = held !== ca.bundleSha256 && ca.online ? notFetchedYet(ca, ca.online.bundleChangedAt, now) : null;
   if (pending) return check("trust-bundle", title, "warning", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (held !== ca.bundleSha256) {
-    return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- bundle");
+    return check("trust-bundle", title, "error", `${s.name} holds a trust bundle (sha256 ${short(held)}) other than the one the CA publishes in ${ca.dir}/bundle.pem (${short(ca.bundleSha256)}): it may refuse peers from a new root generation or still trust a retired one; re-publish it (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, caFix(ca, "bundle"));
   }
   return check("trust-bundle", title, "ok", `sha256 ${short(held)}, the same as ${ca.dir}/bundle.pem`);
 }
@@ -171,14 +170,14 @@ export function checkCrls(s: ServiceFacts, ca: CaFacts, now: number): Check {
   if (why) return check("crls", title, "error", why, checkAdmin(s).fix);
   const list = [...(s.admin.crlNextUpdates ?? [])].sort((a, b) => a.at - b.at);
   const first = list[0];
-  if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, "npm run ca -- crl");
-  if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, "npm run ca -- crl");
+  if (!first) return check("crls", title, "error", `${s.name} exports no CRL's next update: it holds no CRL it can read`, caFix(ca, "crl"));
+  if (first.at <= now) return check("crls", title, "error", `the CRL of ${first.issuer} that ${s.name} holds lapsed on ${when(first.at)}: OpenSSL refuses every peer that CA issued (crl_expired)`, caFix(ca, "crl"));
   const pending = s.admin.crlsSha256 !== ca.crlsSha256 && ca.online ? notFetchedYet(ca, ca.online.crlsChangedAt, now) : null;
   if (pending) return check("crls", title, "warning", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): ${pending}`, logs(s.name, "trust.updated"));
   if (s.admin.crlsSha256 !== ca.crlsSha256) {
-    return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, "npm run ca -- crl");
+    return check("crls", title, "error", `${s.name} holds CRLs (sha256 ${short(s.admin.crlsSha256)}) other than ${ca.dir}/crls.pem (${short(ca.crlsSha256)}): revocations published since are not in force there; re-publish them (if it still differs, ${logs(s.name, "tls.reload_failed")} says why)`, caFix(ca, "crl"));
   }
-  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls", title, "warning", `the CRL of ${first.issuer} lapses ${until(first.at, now)}, on ${when(first.at)}: after that every peer it issued is refused`, "npm run ca -- crl");
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls", title, "warning", `the CRL of ${first.issuer} lapses ${until(first.at, now)}, on ${when(first.at)}: after that every peer it issued is refused`, caFix(ca, "crl"));
   return check("crls", title, "ok", `${list.length} CRL${list.length === 1 ? "" : "s"}, the same as ${ca.dir}/crls.pem, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
@@ -279,9 +278,9 @@ export function checkPublishedCrls(ca: CaFacts, now: number): Check {
   const title = "the CA's published CRLs are current";
   const live = ca.issuers.filter((i) => i.state !== "retired" && i.crlNextUpdate).map((i) => ({ name: i.name, at: Date.parse(i.crlNextUpdate!) })).sort((a, b) => a.at - b.at);
   const first = live[0];
-  if (!first) return check("crls-published", title, "error", `the CA in ${ca.dir} has signed no CRL: services cannot start without crls.pem`, "npm run ca -- crl");
-  if (first.at <= now) return check("crls-published", title, "error", `the CRL of ${first.name} lapsed on ${when(first.at)}: every peer that CA issued is refused (crl_expired)`, "npm run ca -- crl");
-  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls-published", title, "warning", `the CRL of ${first.name} lapses ${until(first.at, now)}, on ${when(first.at)}`, "npm run ca -- crl");
+  if (!first) return check("crls-published", title, "error", `the CA in ${ca.dir} has signed no CRL: services cannot start without crls.pem`, caFix(ca, "crl"));
+  if (first.at <= now) return check("crls-published", title, "error", `the CRL of ${first.name} lapsed on ${when(first.at)}: every peer that CA issued is refused (crl_expired)`, caFix(ca, "crl"));
+  if (first.at - now < CRL_WARN_DAYS * DAY_MS) return check("crls-published", title, "warning", `the CRL of ${first.name} lapses ${until(first.at, now)}, on ${when(first.at)}`, caFix(ca, "crl"));
   return check("crls-published", title, "ok", `${live.length} CRL${live.length === 1 ? "" : "s"}, next update ${when(first.at)} (${until(first.at, now)})`);
 }
 
@@ -306,4 +305,9 @@ export function checkMesh(f: MeshFacts, now: number): Report {
   const services = f.services.map((s) => ({ name: s.name, port: s.port, adminPort: s.admin.port, checks: checkService(s, f.ca, now) }));
   const all = [...ca, ...services.flatMap((s) => s.checks)];
   return { ok: all.every((c) => c.ok), checkedAt: new Date(now).toISOString(), ca: { dir: f.ca.dir, checks: ca }, services };
+}
+
+/** A CA command to paste: with --dir when the mesh's CA is not in the default ./pki. */
+function caFix(ca: CaFacts, command: string): string {
+  return `npm run ca -- ${command}${ca.dir === "pki" ? "" : ` --dir ${ca.dir}`}`;
 }

@@ -5,12 +5,11 @@ import { X509Certificate, createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { CertificateAuthority } from "../../ca/index.ts";
-import { parseDuration } from "../../ca/duration.ts";
-import { normalSerial } from "../../ca/x509.ts";
+import { CertificateAuthority, normalSerial, parseDuration } from "../../ca/index.ts";
 import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
+import { spiffeIdOf } from "../../lib/spiffe.ts";
 import { pemBlocks } from "../../services/mesh/material.ts";
 import { crlsDigest } from "../../services/mesh/metrics.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
@@ -121,12 +120,12 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
     };
     const server = online?.caUrl ? { url: online.caUrl, ...(await askCaServer(online.caUrl, bundle)) } : undefined;
     const facts: CaFacts = {
-      dir, bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
+      dir: shownDir(dir), bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
       ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server } } : {}),
     };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
-    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz").allow) ?? identities[0] ?? null;
+    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz", spiffeIdOf(new X509Certificate(i.cert))).allow) ?? identities[0] ?? null;
     return { facts, ledger, current, identityFor, bundle, crls };
   } finally {
     ca.close();
@@ -335,4 +334,10 @@ function onlineOf(s: Record<string, unknown>, file: string): OnlineMode | undefi
 
 function oneLine(dn: string): string {
   return dn.split("\n").join(", ");
+}
+
+/** The CA folder as the report shows it: relative to where the user stands when it is under it (pki, as the docs show). */
+function shownDir(dir: string): string {
+  const rel = relative(process.cwd(), dir);
+  return rel === "" || rel.startsWith("..") || isAbsolute(rel) ? dir : rel;
 }

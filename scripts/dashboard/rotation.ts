@@ -2,8 +2,7 @@
 // progress there (the rotations row) whatever it prints, so a rotation run from any terminal,
 // with or without --json, shows. Who a waiting gate waits for is the gate's own verdict,
 // evaluated on the same ledger facts `ca rotate` reads (read-only here).
-import type { Ledger, RotationRow } from "../../ca/ledger.ts";
-import { GATE_NUMBER, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict } from "../../ca/rotation.ts";
+import { GATE_NUMBER, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict, type Ledger, type RotationRow } from "../../ca/index.ts";
 import type { RotationView } from "./view.ts";
 
 /** A finished rotation stays on the page this long. */

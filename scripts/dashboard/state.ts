@@ -2,9 +2,10 @@
 // from the CA's ledger (read-only), the policy from its file, assembled into one snapshot.
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Ledger, type IssuerRow } from "../../ca/ledger.ts";
-import { decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
-import { CALLERS, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
+import { Ledger, type IssuerRow } from "../../ca/index.ts";
+import { callerName, decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
+import { CALLERS, dnsName, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
+import { DEFAULT_TRUST_DOMAIN, spiffeIdForName } from "../../lib/spiffe.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { ClientIdentities, type ClientCert } from "./clients.ts";
 import { LogTail } from "./log-tail.ts";
@@ -128,22 +129,25 @@ export class DashboardState {
     const p = this.policy;
     const services = [...new Set([...(p ? [...p.services.keys()] : []), ...running])].sort();
     // The demo's callers, any other the policy names (a fourth identity), and any seen calling.
-    const callerSet = new Set<string>([...CALLERS, ...(p ? policyCallers(p) : [])]);
+    // A caller the policy names by SPIFFE ID is shown by its short name, like the services log it.
+    const callerSet = new Set<string>([...CALLERS, ...(p ? policyCallers(p).map(callerName) : [])]);
     for (const c of this.model.callersSeen()) if (isIdentityName(c)) callerSet.add(c);
     const callers = [...callerSet].sort();
     const cells: CellView[] = [];
     for (const caller of callers) {
+      // As the services decide for a certificate of the mesh's CA (mesh:up's trust domain is the default).
+      const callerId = spiffeIdForName(DEFAULT_TRUST_DOMAIN, dnsName(caller));
       for (const service of services) {
-        const d = p ? decide(p, service, caller, "GET", "/healthz") : { allow: false, rule: "no policy" };
+        const d = p ? decide(p, service, caller, "GET", "/healthz", callerId) : { allow: false, rule: "no policy" };
         const exceptions: string[] = [];
         for (const r of p?.services.get(service)?.routes ?? []) {
-          const dr = decide(p!, service, caller, r.method === "*" ? "GET" : r.method, samplePath(r.path));
+          const dr = decide(p!, service, caller, r.method === "*" ? "GET" : r.method, samplePath(r.path), callerId);
           if (dr.allow !== d.allow && dr.rule.startsWith(r.name)) exceptions.push(`${dr.allow ? "allow" : "deny"} ${r.method} ${r.path} (${r.name})`);
         }
         const { seen, judgedSince } = this.model.seenFor(caller, service);
         const seenViews = seen.map((o): SeenView => {
           const path = o.path.split("?")[0]!;
-          const e = p && o.status !== null ? decide(p, service, caller, o.method, path) : { allow: false, rule: "" };
+          const e = p && o.status !== null ? decide(p, service, caller, o.method, path, callerId) : { allow: false, rule: "" };
           const verdict = o.status === null ? "failed" : o.atMs < judgedSince ? "stale" : (o.status !== 403) === e.allow ? "agrees" : "mismatch";
           return { method: o.method, path: o.path, status: o.status, text: o.text, at: o.at, count: o.count, expectAllow: e.allow, expectRule: e.rule, verdict };
         });

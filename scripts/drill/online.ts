@@ -3,11 +3,8 @@
 // and the safe rotation run hands-off by runRotation, gate by gate, with traffic flowing.
 import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { pino } from "pino";
-import { CertificateAuthority, runRotation, type RotationEvent } from "../../ca/index.ts";
-import { eventLine } from "../../lib/events.ts";
-import { CaServer } from "../../ca/server/server.ts";
-import { createToken } from "../../ca/tokens.ts";
+import { CertificateAuthority, createToken, runRotation, type RotationEvent } from "../../ca/index.ts";
+import { eventLine, type EventName } from "../../lib/events.ts";
 import { createLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
@@ -16,6 +13,7 @@ import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh } from "../probe.ts";
+import { startDrillCa, type DrillCa } from "./ca-process.ts";
 import { explanation, openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
@@ -82,8 +80,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const stateOf = (who: string): StatePaths => statePaths(join(stateRoot, who));
 
-  let server: CaServer | undefined;
-  let serverCa: CertificateAuthority | undefined;
+  let server: DrillCa | undefined;
   let rotationCa: CertificateAuthority | undefined;
   let traffic: Traffic | undefined;
   let straggler: Straggler | undefined;
@@ -93,19 +90,20 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const oldRoot = ca.issuerRow(`root-${oldGen}`);
     if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
 
-    // The server has its own handle on the folder, as `ca serve` would.
-    serverCa = await CertificateAuthority.open({ dir: pki });
-    server = await CaServer.start({
-      ca: serverCa, host: "127.0.0.1", port: 0, defaultLifetimeMs: lifeMs, limits: LIMITS, pollMs: Math.min(500, pollMs),
-      log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, sink(join(logs, "ca.log"), "ca", book)),
-    });
+    // The server runs in a process of its own, with its own handle on the folder, as `ca serve`
+    // does (ca-process.ts says why it must not share the drill's event loop).
+    server = await startDrillCa(
+      { pki, lifetimeMs: lifeMs, limits: LIMITS, pollMs: Math.min(500, pollMs) },
+      { logFile: join(logs, "ca.log"), onLine: (line) => book.add("ca", line) },
+    );
     const caUrl = server.url;
     say(`CA serving EST on ${caUrl} from ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs; certificates live ${lifetime}, services poll every ${pollMs} ms`);
 
     // --- the mesh: each service enrols with its own one-time token, passed in its environment ---
     const ports: Record<string, number> = { payment: 0, inventory: 0, order: 0 };
     const start = async (service: string, upstreams: string[] = []) => {
-      const token = createToken(ca, { domain: `${service}.internal` }).token;
+      // replace: a victim of the careless rotation enrols again in place of the certificate it never installed.
+      const token = createToken(ca, { domain: `${service}.internal`, replace: true }).token;
       const svc = await launchService({
         service, port: ports[service] ?? 0, pki, policy, upstreams, logFile: join(logs, `${service}.log`),
         onLine: (line) => line && book.add(service, line),
@@ -127,7 +125,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const edgeLog = createLogger("edge", sink(join(logs, "edge.log"), "edge", book));
     const edgeFiles = (p: StatePaths) => ({ key: p.key, cert: p.cert, bundle: p.bundle, crls: p.crls });
     const enrolEdge = async () => {
-      const e = await enrolWithToken({ caUrl, token: parseToken(createToken(ca, { domain: "edge.internal" }).token, "the drill"), dns: "edge.internal", paths: stateOf("edge"), lifetime });
+      const e = await enrolWithToken({ caUrl, token: parseToken(createToken(ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: stateOf("edge"), lifetime });
       edgeLog.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
     };
     const startEdgeAgent = () => {
@@ -311,6 +309,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const lent = join(stateRoot, ".probe");
     mkdirSync(join(lent, "certs"), { recursive: true, mode: 0o700 });
     copyFileSync(ca.paths.bundle, join(lent, "bundle.pem"));
+    copyFileSync(ca.paths.crls, join(lent, "crls.pem")); // the probe checks each server against them
     for (const who of IDENTITIES) {
       copyFileSync(stateOf(who).cert, join(lent, "certs", `${who}.internal.crt`));
       copyFileSync(stateOf(who).key, join(lent, "certs", `${who}.internal.key`));
@@ -340,6 +339,15 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
     check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed; victims: ${victims.join(", ") || "none"}`);
     check("both sides explained the break", !!firstFailure && explanations.some((e) => e.event === "tls.handshake_failed" || e.event === "upstream.failed"), explanations.map((e) => `${e.service}: ${e.event} ${e.reason}`.slice(0, 120)).join("; "));
+    // A renewal that stalls says so: each victim that expired had logged a failed attempt and
+    // identity.expiring first (on a loaded machine order once logged nothing until it expired).
+    const expiries = book.since(carelessAt, { event: "identity.expired" });
+    const unannounced = [...new Set(expiries.map((e) => e.service))].filter((who) => {
+      const at = expiries.find((e) => e.service === who)!.at;
+      const said = (event: EventName) => book.since(carelessAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
+      return !said("identity.renew_failed") || !said("identity.expiring");
+    });
+    check("every expiry was announced", unannounced.length === 0, unannounced.length ? `expired without a renew_failed and an identity.expiring before it: ${unannounced.join(", ")}` : `${new Set(expiries.map((e) => e.service)).size} victim(s) expired, each after renew_failed and identity.expiring`);
     check("recovery healed the mesh", recovered.failed === 0 && recovered.sent > 0, `${recovered.failed} of ${recovered.sent} request(s) sent after the victims enrolled again failed`);
     const passed = gates.filter((g) => g.state === "passed").map((g) => g.gate);
     check("every gate passed, in order", passed.join(",") === "prepare,activate,retire", `passed: ${passed.join(", ") || "none"}`);
@@ -367,8 +375,7 @@ async function online(o: OnlineDrillOptions, { say, rate, dwell, pause, until, o
     await traffic?.stop().catch(() => {});
     straggler?.stop();
     await Promise.all([...services.values()].map((s) => s.stop()));
-    await server?.close().catch(() => {});
-    serverCa?.close();
+    await server?.stop().catch(() => {});
     rotationCa?.close();
     ca.close();
   }

@@ -6,10 +6,10 @@ import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { MeshError } from "./errors.ts";
 import { dnsName } from "./names.ts";
-import { upstreamReason, type UpstreamReason } from "./reasons.ts";
-import { connect, createSecureContext, type TLSSocket } from "node:tls";
-import { presented, type PresentedCert } from "./peer-identity.ts";
-import { withdrawn } from "./revocations.ts";
+import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
+import { checkServerIdentity, connect, createSecureContext, type PeerCertificate, type TLSSocket } from "node:tls";
+import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
+import { REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import type { X509Certificate } from "node:crypto";
 
@@ -31,6 +31,19 @@ export interface UpstreamOptions {
   timeoutMs?: number;
 }
 
+/**
+ * A callee must be who its DNS name says (Node's own check) and, when its certificate carries
+ * a SPIFFE ID, that ID must be one, agree with the name and be in our trust domain: the same
+ * rules a server applies to its callers. A refusal is a name mismatch (server_name_mismatch).
+ */
+export function calleeIdentity(host: string, cert: PeerCertificate, trustDomain: string): Error | undefined {
+  const err = checkServerIdentity(host, cert);
+  if (err) return err;
+  const id = identityOf(cert, trustDomain);
+  if (id.ok || !id.reason.startsWith("spiffe_")) return undefined;
+  return Object.assign(new Error(`the certificate of ${host} is not a usable SPIFFE identity (${id.reason}): ${id.detail}`), { code: "ERR_TLS_CERT_ALTNAME_INVALID", reason: id.reason, host, cert });
+}
+
 export class Upstreams {
   /** Absent while this service calls no one (and then undici is never loaded). */
   private agent: Agent | undefined;
@@ -42,6 +55,8 @@ export class Upstreams {
   private readonly names = new Map<string, string>();
   /** Open connections to callees, to re-judge them when the CRLs or the bundle change. */
   private readonly sockets = new Map<TLSSocket, string>();
+  /** When this caller last closed a connection to each callee itself, and why. */
+  private readonly withdrawnAt = new Map<string, { at: number; why: string }>();
 
   private material: TlsMaterial;
   /** Dials with the current material: a CRL reload applies to the next connection. */
@@ -71,7 +86,7 @@ export class Upstreams {
     const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
     // No session cache: every new connection shows our certificate again, so a revocation
     // or rotation is judged on the next connection, not on the next full handshake.
-    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0 });
+    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0, checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain) });
   }
 
   private build(): Agent {
@@ -123,12 +138,29 @@ export class Upstreams {
 
   private closeWithdrawn(): void {
     const closed: string[] = [];
+    const retiring: TLSSocket[] = [];
     for (const [sock, upstream] of this.sockets) {
       if (sock.destroyed) continue;
       const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
-      sock.destroy();
+      // Remembered, so that a call in flight on it is reported as ours (callee_withdrawn), not as
+      // the callee refusing us. A revoked callee is cut at once, with a plain destroy: an error of
+      // our own would make undici fail the calls queued for that callee too, instead of dialing
+      // again for them. A connection made under a CA that was since dropped (a rotation's
+      // retirement: the callee renewed long ago) gets no new request and ends once its request in
+      // flight is answered: cut at once, that request was lost.
+      this.withdrawnAt.set(upstream, { at: performance.now(), why });
+      if (why === REVOKED) sock.destroy();
+      else retiring.push(sock);
+    }
+    if (retiring.length > 0 && this.agent) {
+      const old = this.agent;
+      this.agent = this.build();
+      old.close().catch(() => {});
+      setTimeout(() => {
+        for (const s of retiring) s.destroy();
+      }, this.timeoutMs * 2).unref();
     }
     if (closed.length > 0) {
       this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);
@@ -150,6 +182,7 @@ export class Upstreams {
     }
     let status: number;
     let parsed: unknown;
+    const started = performance.now();
     try {
       const res = await this.agent!.request({
         origin,
@@ -167,6 +200,8 @@ export class Upstreams {
       const r = upstreamReason(e, name, addr);
       const { code } = r;
       let { reason, sentence } = r;
+      const ours = this.withdrawnAt.get(name);
+      if (reason === "rejected_in_handshake" && ours && ours.at >= started) ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
       const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;

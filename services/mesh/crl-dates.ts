@@ -9,6 +9,8 @@ export interface CrlDates {
   readonly thisUpdate: Date;
   /** Absent when the CRL names none (RFC 5280 makes it mandatory; a foreign CRL may omit it). */
   readonly nextUpdate?: Date;
+  /** The cRLNumber extension (RFC 5280 5.2.3): grows with every CRL its CA signs. */
+  readonly number?: bigint;
 }
 
 export interface CrlDeadline {
@@ -63,7 +65,27 @@ export function crlDates(der: Uint8Array): CrlDates {
   const thisUpdate = fields[i++];
   const nextUpdate = fields[i];
   if (!issuer || issuer.tag !== 0x30 || !isTime(thisUpdate)) throw new Error("not a CRL");
-  return { issuer: nameOf(der, issuer), thisUpdate: timeOf(der, thisUpdate), nextUpdate: isTime(nextUpdate) ? timeOf(der, nextUpdate) : undefined };
+  const extensions = fields.find((f) => f.tag === 0xa0);
+  return { issuer: nameOf(der, issuer), thisUpdate: timeOf(der, thisUpdate), nextUpdate: isTime(nextUpdate) ? timeOf(der, nextUpdate) : undefined, number: extensions ? crlNumber(der, extensions) : undefined };
+}
+
+const CRL_NUMBER_OID = "551d14"; // 2.5.29.20
+
+/** The cRLNumber in crlExtensions ([0] EXPLICIT SEQUENCE OF Extension), if present. */
+function crlNumber(b: Uint8Array, explicit: Tlv): bigint | undefined {
+  const list = children(b, explicit)[0];
+  if (!list || list.tag !== 0x30) return undefined;
+  for (const ext of children(b, list)) {
+    const parts = children(b, ext);
+    const oid = parts[0];
+    const value = parts[parts.length - 1];
+    if (!oid || oid.tag !== 0x06 || Buffer.from(b.subarray(oid.start, oid.end)).toString("hex") !== CRL_NUMBER_OID) continue;
+    if (!value || value.tag !== 0x04) return undefined;
+    const int = readTlv(b, value.start);
+    if (int.tag !== 0x02 || int.end - int.start > 20) return undefined;
+    return BigInt(`0x${Buffer.from(b.subarray(int.start, int.end)).toString("hex") || "0"}`);
+  }
+  return undefined;
 }
 
 function derOf(pem: string): Buffer {
@@ -92,6 +114,35 @@ export function crlDeadlines(pems: readonly string[], now: Date, warnDays = CRL_
     const daysLeft = (d.nextUpdate.getTime() - now.getTime()) / 86_400_000;
     if (daysLeft > warnDays) continue;
     out.push({ state: daysLeft <= 0 ? "lapsed" : "expiring", issuer: d.issuer, nextUpdate: d.nextUpdate.toISOString(), daysLeft: Math.round(daysLeft * 10) / 10 });
+  }
+  return out;
+}
+
+/**
+ * The issuers whose CRL in `next` is older (a lower cRLNumber) than the one in `held`: a set
+ * fetched before a revocation and delivered after a newer one (two fetches racing, a CA
+ * replica behind the others) must not undo it. An issuer present in one set only is no
+ * evidence either way (a generation added or retired); CRLs that do not parse are left to
+ * the material's own checks.
+ */
+export function olderCrls(next: readonly string[], held: readonly string[]): string[] {
+  const numbers = (pems: readonly string[]) => {
+    const m = new Map<string, bigint>();
+    for (const pem of pems) {
+      try {
+        const d = crlDates(derOf(pem));
+        if (d.number !== undefined) m.set(d.issuer, d.number);
+      } catch {
+        // see above
+      }
+    }
+    return m;
+  };
+  const had = numbers(held);
+  const out: string[] = [];
+  for (const [issuer, n] of numbers(next)) {
+    const h = had.get(issuer);
+    if (h !== undefined && n < h) out.push(issuer);
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // A service's TLS material, read from the CA's state folder: its certificate chain and key,
 // the trust bundle and the CRLs. Loaded whole and validated before anything uses it.
+import { DEFAULT_TRUST_DOMAIN, svidIdOf } from "../../lib/spiffe.ts";
 import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -58,7 +59,7 @@ export interface TlsMaterial {
    */
   readonly crl: string[];
   readonly trust: TrustInfo;
-  readonly leaf: { readonly subject: string; readonly issuer: string; readonly serial: string; readonly notAfter: string };
+  readonly leaf: { readonly subject: string; readonly issuer: string; readonly serial: string; readonly notAfter: string; readonly trustDomain: string };
   /** Content digests, to tell a real change from a touched file. */
   readonly certDigest: string;
   readonly trustDigest: string;
@@ -87,6 +88,15 @@ function read(path: string, what: string): Buffer {
  * certificate names `dns`, and OpenSSL accepts the whole set as a context. Throws
  * MeshError; never returns half-valid material.
  */
+/**
+ * The mesh's trust domain, as this service's own certificate says: the trust domain of its
+ * SPIFFE ID (the CA's, `ca init --trust-domain`), or the default for a certificate without one.
+ */
+function trustDomainOf(leaf: X509Certificate): string {
+  const svid = svidIdOf(leaf);
+  return svid.kind === "one" ? svid.id.trustDomain : DEFAULT_TRUST_DOMAIN;
+}
+
 export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
   const certFile = read(paths.cert, "certificate");
   const key = read(paths.key, "private key");
@@ -148,7 +158,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     ca,
     crl: crls,
     trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked },
-    leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString() },
+    leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString(), trustDomain: trustDomainOf(leaf) },
     certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),
   };

@@ -28,7 +28,7 @@ const METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PAT
 // A record, so that a reason added to reasons.ts without a series here fails to compile.
 const HANDSHAKE_REASONS = Object.keys({
   no_client_cert: 1, unknown_ca: 1, expired: 1, not_yet_valid: 1, revoked: 1, crl_missing: 1, crl_expired: 1, crl_not_yet_valid: 1,
-  bad_certificate: 1, ambiguous_identity: 1, issuer_not_ca: 1, issuer_cannot_sign: 1, path_length_exceeded: 1, protocol: 1,
+  bad_certificate: 1, ambiguous_identity: 1, spiffe_ambiguous: 1, spiffe_invalid: 1, spiffe_mismatch: 1, spiffe_foreign_domain: 1, issuer_not_ca: 1, issuer_cannot_sign: 1, path_length_exceeded: 1, protocol: 1,
   server_cert_rejected: 1, client_aborted: 1, handshake_timeout: 1, old_tls_version: 1, no_shared_cipher: 1, tls_error: 1,
 } satisfies Record<HandshakeReason, 1>) as HandshakeReason[];
 /** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */

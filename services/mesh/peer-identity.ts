@@ -1,17 +1,31 @@
-// Who a verified peer is: its CN mapped to a mesh name, refused when the certificate
-// could mean more than one thing (several CNs, a CN not among the SANs, CA:TRUE).
+// Who a verified peer is: its SPIFFE ID when it carries one (X.509-SVID), which must agree
+// with its CN and DNS name, else its CN mapped to a mesh name; refused when the certificate
+// could mean more than one thing (several CNs or URI SANs, a CN not among the SANs, a SPIFFE
+// ID that names someone else or another trust domain, CA:TRUE).
 import type { PeerCertificate } from "node:tls";
+import { DEFAULT_TRUST_DOMAIN, dnsNameOfSpiffeId, sanEntries, svidIdOf } from "../../lib/spiffe.ts";
 import { shortName } from "./names.ts";
 
 export interface PeerIdentity {
   readonly name: string; // "order"
   readonly dns: string; // "order.internal"
+  /** "spiffe://internal/order"; null for a certificate from a CA older than SPIFFE IDs. */
+  readonly spiffeId: string | null;
   readonly serial: string;
 }
 
+/** Why a verified certificate is still no mesh identity (docs/mesh.md, handshake reasons). */
+export type IdentityRefusal =
+  | "bad_certificate"
+  | "ambiguous_identity"
+  | "spiffe_ambiguous" // more than one URI SAN (X509-SVID.md 5.2: must be rejected)
+  | "spiffe_invalid" // its one URI SAN is not a SPIFFE ID of a workload
+  | "spiffe_mismatch" // its SPIFFE ID and its DNS name / CN name different workloads
+  | "spiffe_foreign_domain"; // its SPIFFE ID is in another trust domain than this service's
+
 export type IdentityResult =
   | { readonly ok: true; readonly identity: PeerIdentity }
-  | { readonly ok: false; readonly reason: "bad_certificate" | "ambiguous_identity"; readonly detail: string };
+  | { readonly ok: false; readonly reason: IdentityRefusal; readonly detail: string };
 
 /** What a peer presented, for logs: never the key, only public names and numbers. */
 export interface PresentedCert {
@@ -26,7 +40,7 @@ export interface PresentedCert {
  * OpenSSL verifies signatures, dates and purpose; it does not care whether the name is
  * unambiguous. These are the extra checks a mesh needs before trusting a name.
  */
-export function identityOf(cert: PeerCertificate): IdentityResult {
+export function identityOf(cert: PeerCertificate, trustDomain: string = DEFAULT_TRUST_DOMAIN): IdentityResult {
   if (cert.ca) {
     return { ok: false, reason: "bad_certificate", detail: "presented a CA certificate (CA:TRUE) as a client certificate" };
   }
@@ -41,43 +55,34 @@ export function identityOf(cert: PeerCertificate): IdentityResult {
   if (!dns.includes(cn)) {
     return { ok: false, reason: "ambiguous_identity", detail: `CN ${cn} is not among the certificate's DNS SANs (${dns.join(", ") || "none"})` };
   }
+  const svid = svidIdOf(cert);
+  let spiffeId: string | null = null;
+  if (svid.kind === "ambiguous") return { ok: false, reason: "spiffe_ambiguous", detail: svid.why };
+  if (svid.kind === "invalid") return { ok: false, reason: "spiffe_invalid", detail: svid.why };
+  if (svid.kind === "one") {
+    const id = svid.id;
+    if (id.trustDomain !== trustDomain) {
+      return { ok: false, reason: "spiffe_foreign_domain", detail: `its SPIFFE ID ${id.id} is in the trust domain ${id.trustDomain}, not in this mesh's, ${trustDomain}` };
+    }
+    if (id.segments.length === 0) {
+      return { ok: false, reason: "spiffe_invalid", detail: `its SPIFFE ID ${id.id} names the trust domain, not a workload (X509-SVID.md 3.1: a leaf's has a path)` };
+    }
+    const named = dnsNameOfSpiffeId(id);
+    if (named !== cn) {
+      return { ok: false, reason: "spiffe_mismatch", detail: `its SPIFFE ID ${id.id} stands for ${named ?? "no single DNS name"}, but its CN and DNS name are ${cn}` };
+    }
+    spiffeId = id.id;
+  }
   const name = shortName(cn);
   if (name === null) {
     return { ok: false, reason: "ambiguous_identity", detail: `CN ${cn} is not a mesh name (<service>.internal)` };
   }
-  return { ok: true, identity: { name, dns: cn, serial: normaliseSerial(cert.serialNumber) } };
+  return { ok: true, identity: { name, dns: cn, spiffeId, serial: normaliseSerial(cert.serialNumber) } };
 }
 
-/** Node renders SANs as "DNS:a, DNS:b, URI:…"; values with odd characters come JSON-quoted. */
+/** The DNS SANs of Node's subjectaltname text ("DNS:a, DNS:b, URI:…"; odd values JSON-quoted). */
 export function sanDnsNames(san: string | undefined): string[] {
-  const out: string[] = [];
-  let i = 0;
-  while (san && i < san.length) {
-    const colon = san.indexOf(":", i);
-    if (colon === -1) break;
-    const type = san.slice(i, colon);
-    let value: string;
-    let end: number;
-    if (san[colon + 1] === '"') {
-      // JSON string: find the closing quote that is not escaped.
-      let j = colon + 2;
-      while (j < san.length && san[j] !== '"') j += san[j] === "\\" ? 2 : 1;
-      end = j + 1;
-      try {
-        value = JSON.parse(san.slice(colon + 1, end)) as string;
-      } catch {
-        value = ""; // an unparseable name can never equal a CN we accept
-      }
-    } else {
-      const comma = san.indexOf(", ", colon);
-      end = comma === -1 ? san.length : comma;
-      value = san.slice(colon + 1, end);
-    }
-    if (type === "DNS" && value) out.push(value);
-    i = end + (san.startsWith(", ", end) ? 2 : 0);
-    if (i === end && end < san.length) break;
-  }
-  return out;
+  return sanEntries(san).filter((e) => e.type === "DNS" && e.value !== "").map((e) => e.value);
 }
 
 export function normaliseSerial(serial: string | undefined): string {

@@ -3,7 +3,8 @@
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "./errors.ts";
-import { SERVICES, isIdentityName, isServiceName } from "./names.ts";
+import { SERVICES, isIdentityName, isServiceName, shortName } from "./names.ts";
+import { dnsNameOfSpiffeId, parseSpiffeId } from "../../lib/spiffe.ts";
 import { compilePath, type PathMatcher } from "./paths.ts";
 
 export interface RouteRule {
@@ -38,7 +39,10 @@ const SERVICE_KEYS = ["accepts", "routes"];
 const ROUTE_KEYS = ["method", "path", "accepts"];
 
 /**
- * Decide whether `peer` may call `method path` on `service`.
+ * Decide whether `peer` may call `method path` on `service`. A rule names a caller by its short
+ * name ("order") or by its SPIFFE ID ("spiffe://internal/order"); `peerSpiffeId` is the one the
+ * peer's certificate carries (peer-identity.ts has checked that it and the name agree), and a
+ * SPIFFE ID in a rule matches only a peer whose certificate carries exactly that ID.
  * Security contract: the answer is allow only when a rule names the peer. A service with no
  * table in the policy, a route no rule covers, an unknown or missing peer: all deny.
  * The first route rule whose method and path match decides; when none matches, the
@@ -47,7 +51,7 @@ const ROUTE_KEYS = ["method", "path", "accepts"];
  * earlier rule names HEAD itself.
  * No I/O, no clock: the same inputs give the same answer.
  */
-export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string): Decision {
+export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string, peerSpiffeId: string | null = null): Decision {
   const sp = policy.services.get(service);
   if (!sp) {
     return { allow: false, rule: "default-deny", reason: `the policy has no [${service}] table, so ${service} accepts nobody`, hint: `add [${service}] to ${policy.file}` };
@@ -55,17 +59,18 @@ export function decide(policy: Policy, service: string, peer: string | null, met
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
     if ((r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) && r.match(path) !== null) {
-      return verdict(r.accepts, peer, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
+      return verdict(r.accepts, peer, peerSpiffeId, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
     }
   }
   if (sp.accepts === null) {
     return { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}` };
   }
-  return verdict(sp.accepts, peer, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
+  return verdict(sp.accepts, peer, peerSpiffeId, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
 }
 
-function verdict(accepts: readonly string[], peer: string, rule: string, where: string): Decision {
+function verdict(accepts: readonly string[], peer: string, peerSpiffeId: string | null, rule: string, where: string): Decision {
   if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}` };
+  if (peerSpiffeId !== null && accepts.includes(peerSpiffeId)) return { allow: true, rule, reason: `${peer} (${peerSpiffeId}) is listed in ${rule}` };
   return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint: `to allow it, add "${peer}" to that accepts list (${where})` };
 }
 
@@ -145,11 +150,20 @@ function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: 
 }
 
 function callers(v: unknown, key: string, fail: (k: string, m: string) => never): readonly string[] {
-  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) fail(key, `${key} must be an array of service names, e.g. ["order"]`);
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) fail(key, `${key} must be an array of service names or SPIFFE IDs, e.g. ["order", "spiffe://internal/shipping"]`);
   for (const c of v as string[]) {
+    if (c.startsWith("spiffe:") || c.includes("://")) {
+      const id = parseSpiffeId(c);
+      if (!id.ok) fail(key, `${key} names ${JSON.stringify(c.slice(0, 120))}, which is not a SPIFFE ID: ${id.why}; e.g. "spiffe://internal/order"`);
+      if (!id.ok) continue;
+      const p = id.value;
+      if (p.segments.length === 0) fail(key, `${key} names ${p.id}, a trust domain: a caller is a workload, spiffe://<trust domain>/<name>`);
+      if (p.segments.length !== 1) fail(key, `${key} names ${p.id}: a mesh caller's SPIFFE ID has one path segment, spiffe://<trust domain>/<name>`);
+      continue;
+    }
     // Any mesh identity, not only the demo's: a caller with no certificate yet is for the tools
     // to warn about (unknownCallers), not a reason to refuse the policy.
-    if (!isIdentityName(c)) fail(key, `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order"`);
+    if (!isIdentityName(c)) fail(key, `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order", or its SPIFFE ID, e.g. "spiffe://internal/order"`);
   }
   return Object.freeze([...new Set(v as string[])]);
 }
@@ -180,7 +194,7 @@ export function unknownCallers(policy: Policy, known: Iterable<string>): Unknown
   const have = new Set([...known].map((k) => k.replace(/\.internal$/, "")));
   const out: UnknownCaller[] = [];
   for (const caller of policyCallers(policy)) {
-    if (have.has(caller)) continue;
+    if (have.has(callerName(caller))) continue;
     const rules: string[] = [];
     for (const [name, sp] of policy.services) {
       if (sp.accepts?.includes(caller)) rules.push(`${name}.accepts`);
@@ -189,10 +203,18 @@ export function unknownCallers(policy: Policy, known: Iterable<string>): Unknown
     out.push({
       caller,
       rules,
-      message: `${policy.file} lets "${caller}" call (${rules.join(", ")}), but no certificate for ${caller}.internal exists yet: it is granted once one is issued (npm run -s ca -- token --domain ${caller}.internal); if "${caller}" is a typo, fix the policy`,
+      message: `${policy.file} lets "${caller}" call (${rules.join(", ")}), but no certificate for ${callerName(caller)}.internal exists yet: it is granted once one is issued (npm run -s ca -- token --domain ${callerName(caller)}.internal); if "${caller}" is a typo, fix the policy`,
     });
   }
   return out;
+}
+
+/** The short name a policy entry stands for: itself, or the workload its SPIFFE ID names. */
+export function callerName(caller: string): string {
+  if (!caller.startsWith("spiffe://")) return caller;
+  const id = parseSpiffeId(caller);
+  const dns = id.ok ? dnsNameOfSpiffeId(id.value) : null;
+  return (dns && shortName(dns)) ?? caller;
 }
 
 function isPlainTable(v: unknown): boolean {

@@ -16,6 +16,10 @@ export type HandshakeReason =
   | "crl_not_yet_valid"
   | "bad_certificate"
   | "ambiguous_identity"
+  | "spiffe_ambiguous"
+  | "spiffe_invalid"
+  | "spiffe_mismatch"
+  | "spiffe_foreign_domain"
   | ChainFaultReason
   | "protocol"
   | "server_cert_rejected"
@@ -74,7 +78,8 @@ export function handshakeReason(
     case "CERT_NOT_YET_VALID":
       return { reason: "not_yet_valid", sentence: `${who} is valid only from ${shown.validFrom}; check the clocks of the CA host and of the client` };
     case "CERT_REVOKED":
-      return { reason: "revoked", sentence: `${who} has been revoked by the CA; issue the client a new certificate` };
+      // A revoked identity can never renew; how it gets a new one depends on how it got this one.
+      return { reason: "revoked", sentence: `${who} has been revoked by the CA, and a revoked identity cannot renew: give the client a new one (online: restart mesh:up, which moves its state folder aside and enrols it with a new one-time token; file mode: npm run ca -- issue --domain <name>)` };
     case "UNABLE_TO_GET_CRL":
       return { reason: "crl_missing", sentence: `no current CRL for ${shown.issuer} in ${service}'s crls.pem, so no certificate it issued can be checked; have the CA publish its CRLs` };
     case "CRL_NOT_YET_VALID":
@@ -149,6 +154,7 @@ export function httpErrorReason(err: NodeJS.ErrnoException, limits: { headersTim
 export type UpstreamReason =
   | "upstream_down"
   | "rejected_in_handshake"
+  | "callee_withdrawn"
   | "server_untrusted"
   | "server_revoked"
   | "server_crl_missing"
@@ -180,7 +186,7 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
     return { reason: "server_untrusted", code, sentence: `${upstream}'s certificate at ${addr} was not issued by a CA in our trust bundle` };
   }
   if (has("CERT_REVOKED")) {
-    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new certificate (npm run ca -- issue --domain ${upstream}.internal)` };
+    return { reason: "server_revoked", code, sentence: `${upstream}'s certificate at ${addr} has been revoked by the CA, so the call was refused; ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
   }
   if (has("UNABLE_TO_GET_CRL")) {
     return { reason: "server_crl_missing", code, sentence: `no current CRL for the CA that signed ${upstream}'s certificate is in our crls.pem, so it cannot be checked and the call was refused; have the CA publish its CRLs (npm run ca -- crl)` };
@@ -205,4 +211,15 @@ export function upstreamReason(err: unknown, upstream: string, addr: string): { 
     return { reason: "rejected_in_handshake", code, sentence: `${upstream} closed the connection without an HTTP answer: it most likely refused our certificate (revoked, expired, or from a CA it does not trust); see tls.handshake_failed in ${upstream}'s log` };
   }
   return { reason: "network", code, sentence: `the call to ${upstream} at ${addr} failed (${code})` };
+}
+
+
+/**
+ * A call that failed because this caller itself closed the connection it was on: new CRLs or a
+ * new bundle no longer accept the callee's certificate (client.ts closes such connections at
+ * once). undici reports that close like any other ("other side closed"): without this, it would
+ * read as the callee refusing us.
+ */
+export function calleeWithdrawn(upstream: string, addr: string, why: string): { reason: UpstreamReason; sentence: string } {
+  return { reason: "callee_withdrawn", sentence: `this caller closed its connection to ${upstream} at ${addr} mid-call: ${upstream}'s certificate is no longer accepted (${why}); ${upstream} needs a new identity (online: restart mesh:up, which enrols it again; file mode: npm run ca -- issue --domain ${upstream}.internal)` };
 }

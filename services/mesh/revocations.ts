@@ -42,6 +42,9 @@ export interface CurrentTrust {
   readonly revoked: ReadonlySet<string>;
 }
 
+/** withdrawn()'s answer for a revoked certificate in the chain. */
+export const REVOKED = "its certificate was revoked";
+
 /**
  * Why a peer verified at its handshake is no longer accepted under `trust`, or undefined.
  * `chain` is what getPeerCertificate(true) gives for the connection: the chain as
@@ -51,7 +54,7 @@ export interface CurrentTrust {
 export function withdrawn(chain: DetailedPeerCertificate, trust: CurrentTrust): string | undefined {
   const { serials, anchor } = verifiedChain(chain);
   if (anchor !== undefined && !trust.fingerprints.has(anchor)) return "its CA is no longer trusted";
-  if (serials.some((x) => trust.revoked.has(x))) return "its certificate was revoked";
+  if (serials.some((x) => trust.revoked.has(x))) return REVOKED;
   return undefined;
 }
 

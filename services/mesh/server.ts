@@ -49,7 +49,7 @@ export interface Limits {
   keepAliveTimeoutMs: number;
   maxHeaderSize: number;
   maxBodyBytes: number;
-  /** How long idle connections made before a certificate change may stay (see drain()). */
+  /** After a certificate change, when the drain starts watching for connections stuck past their request time (see drain()). */
   drainGraceMs: number;
 }
 
@@ -217,24 +217,25 @@ export class MeshServer {
 
   /**
    * Drains connections made before the current epoch without losing a request: each
-   * gets "Connection: close" on its next response; idle ones are ended after the grace
-   * period (by then a peer that reloaded too has moved on); any left are destroyed at
-   * the deadline.
+   * gets "Connection: close" on its next response, and an idle one is closed by the
+   * keep-alive timeout, which the mesh's callers stay under (client.ts). Ending idle ones
+   * ourselves raced a caller that took one from its pool at that moment: its request was
+   * lost ("other side closed"; three orders in the online drill on a loaded machine). Any
+   * still open at the deadline (a request stuck in flight) are destroyed.
    */
   drain(why: string, graceMs = this.limits.drainGraceMs): number {
     let count = 0;
     for (const s of this.sockets) if (this.peers.get(s)?.epoch !== this.epoch) count++;
     if (count === 0) return 0;
-    this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its current answer, idle ones in ${graceMs} ms`);
-    const deadline = Date.now() + graceMs + this.limits.requestTimeoutMs;
+    this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its next answer, idle ones at their keep-alive timeout (${this.limits.keepAliveTimeoutMs} ms)`);
+    const deadline = Date.now() + Math.max(graceMs + this.limits.requestTimeoutMs, this.limits.keepAliveTimeoutMs + 1_000);
     if (this.sweeping) clearTimeout(this.sweeping);
     const sweep = () => {
       let left = 0;
       for (const s of this.sockets) {
         const p = this.peers.get(s);
         if (!p || p.epoch === this.epoch) continue;
-        if (p.inFlight === 0) s.end();
-        else if (Date.now() >= deadline) s.destroy();
+        if (Date.now() >= deadline) s.destroy();
         else left++;
       }
       this.sweeping = left > 0 ? setTimeout(sweep, 250).unref() : undefined;
@@ -264,7 +265,7 @@ export class MeshServer {
     }
     // The leaf only: the detailed chain costs ~10x more and is needed only when trust changes.
     const cert = sock.getPeerCertificate();
-    const id = identityOf(cert);
+    const id = identityOf(cert, this.material.leaf.trustDomain);
     if (!id.ok) {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
@@ -298,7 +299,7 @@ export class MeshServer {
     const policy = this.opts.policy();
     const last = peer.last;
     if (last !== undefined && last.policy === policy && last.method === method && last.path === path) return last;
-    const decision = decide(policy, this.opts.service, peer.identity.name, method, path);
+    const decision = decide(policy, this.opts.service, peer.identity.name, method, path, peer.identity.spiffeId);
     let route: Route | undefined;
     let params: Record<string, string> = NO_PARAMS;
     let pathKnown = false;
@@ -357,7 +358,7 @@ export class MeshServer {
     const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
     const series = this.opts.metrics?.series(peer.last!, caller);
     if (!d.allow) {
-      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
+      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, peerSpiffeId: peer.identity.spiffeId, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       series?.denied();
       req.resume();
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });

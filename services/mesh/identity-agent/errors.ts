@@ -6,6 +6,7 @@ export type IdentityErrorCode =
   | "FINGERPRINT_MISMATCH"
   | "CA_UNREACHABLE"
   | "CLOCK_SKEW"
+  | "CA_TIMEOUT"
   | "CA_REFUSED"
   | "CA_ANSWER_INVALID"
   | "IDENTITY_EXPIRED"

@@ -1,5 +1,6 @@
 // EST (RFC 7030) calls a service makes to the CA: cacerts, simpleenroll, simplereenroll and
-// the CRLs. One fresh connection per call; answers are bounded and parsed before use.
+// the CRLs. One fresh connection per call; answers are bounded in size and in time, and
+// parsed before use.
 import { X509Certificate } from "node:crypto";
 import { request } from "node:https";
 import type { PeerCertificate, TLSSocket } from "node:tls";
@@ -10,7 +11,15 @@ import { pkcs7Certificates } from "./der.ts";
 const EST = "/.well-known/est";
 /** Bigger than any bundle or CRL set this CA serves; a hostile server cannot fill memory. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
-const TIMEOUT_MS = 10_000;
+/**
+ * Every call ends within its total time, whatever the CA does: a CA that accepts the
+ * connection and never answers, or answers a byte at a time, must not hold a renewal past
+ * the certificate's expiry. (The socket's idle `timeout` of http.request is no bound: it
+ * measured twice its value against a silent server, and each trickled byte restarts it.)
+ */
+export const TOTAL_TIMEOUT_MS = 10_000;
+/** TCP connect and TLS handshake: on loopback or a LAN, well under a second when the CA is alive. */
+export const CONNECT_TIMEOUT_MS = 5_000;
 
 /** How to reach the CA: its URL and the TLS the call uses. */
 export interface CaTls {
@@ -21,7 +30,12 @@ export interface CaTls {
   /** The service's current identity, for calls over mTLS. */
   cert?: string;
   key?: string;
+  /** The whole call, connect to the answer's last byte (default TOTAL_TIMEOUT_MS). */
   timeoutMs?: number;
+  /** TCP connect and TLS handshake (default CONNECT_TIMEOUT_MS, never more than timeoutMs). */
+  connectTimeoutMs?: number;
+  /** Aborts the call (the agent stopping): rejects with the signal's reason. */
+  signal?: AbortSignal;
   /** Told how each call ended and how long it took (the service's metrics, MeshMetrics#caRequest). */
   observe?: CaObserver;
 }
@@ -91,43 +105,84 @@ async function call(t: CaTls, method: string, path: string, headers: Record<stri
 }
 
 function callOne(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+  const totalMs = t.timeoutMs ?? TOTAL_TIMEOUT_MS;
+  const connectMs = Math.min(t.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, totalMs);
   return new Promise((resolve, reject) => {
+    // Settled exactly once, whichever of answer, error, abort or a deadline comes first.
+    let settled = false;
+    const timers: NodeJS.Timeout[] = [];
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      for (const x of timers) clearTimeout(x);
+      t.signal?.removeEventListener("abort", onAbort);
+      fn();
+    };
+    // What we destroyed the request with (a deadline, an oversized answer, an abort) is the
+    // error, whichever event reports the destruction first ("aborted", "socket hang up").
+    let why: Error | undefined;
+    const fail = (e: unknown) => settle(() => reject(why ?? (e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`, { cause: e }))));
     const unverified = t.ca === undefined;
+    let answered = false;
     const req = request(`${t.url}${path}`, {
       // Our clock, for the CA to compare with its own (it logs and names a skew).
-      method, headers: { ...headers, Date: httpDate(nowMs()) }, agent: false, timeout: t.timeoutMs ?? TIMEOUT_MS,
+      method, headers: { ...headers, Date: httpDate(nowMs()) }, agent: false,
       ca: t.ca, cert: t.cert, key: t.key, minVersion: "TLSv1.2",
       // Only the bootstrap fetch of cacerts goes unverified; its answer is trusted only through the token's fingerprint.
       rejectUnauthorized: !unverified,
     }, (res) => {
+      answered = true;
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (d: Buffer) => {
         size += d.length;
         if (size > MAX_ANSWER_BYTES) {
-          req.destroy(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
+          stop(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
           return;
         }
         chunks.push(d);
       });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), caOffsetMs: caOffset(res.headers.date) }));
-      res.on("error", reject);
+      res.on("end", () => settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), caOffsetMs: caOffset(res.headers.date) })));
+      res.on("error", fail);
+      // Closed before its end without an error event: still an answer cut short, never a hang.
+      res.on("close", () => {
+        if (!res.complete) fail(new IdentityError("CA_UNREACHABLE", `the CA at ${t.url} closed the connection in the middle of its answer to ${path}`));
+      });
     });
-    if (!unverified) {
-      // OpenSSL judges the CA's certificate by the system clock; this process's clock may be moved
-      // (MESH_CLOCK_OFFSET_MS), and then it is the one that must agree.
-      req.on("socket", (sock) => sock.once("secureConnect", () => {
+    const stop = (e: Error) => {
+      why ??= e;
+      req.destroy(e);
+    };
+    const deadline = (ms: number, what: string) =>
+      setTimeout(() => stop(new IdentityError("CA_TIMEOUT", `the CA at ${t.url} did not ${what} within ${ms} ms (${method} ${path.split("?")[0]})`)), ms);
+    timers.push(deadline(totalMs, "answer"));
+    req.on("socket", (sock) => {
+      const connecting = deadline(connectMs, "complete the TCP and TLS handshake");
+      timers.push(connecting);
+      (sock as TLSSocket).once("secureConnect", () => {
+        clearTimeout(connecting);
+        // OpenSSL judges the CA's certificate by the system clock; this process's clock may be moved
+        // (MESH_CLOCK_OFFSET_MS), and then it is the one that must agree.
+        if (unverified) return;
         const dates = wrongDates((sock as TLSSocket).getPeerCertificate());
         if (dates) req.destroy(Object.assign(new Error(dates.message), { code: dates.code }));
-      }));
-    }
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${t.timeoutMs ?? TIMEOUT_MS} ms`)));
+      });
+    });
+    const onAbort = () => stop(t.signal?.reason instanceof Error ? t.signal.reason : new IdentityError("CA_UNREACHABLE", "the call was aborted"));
+    if (t.signal?.aborted) onAbort();
+    else t.signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (e: NodeJS.ErrnoException) => {
-      if (e instanceof IdentityError) return reject(e);
-      const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
       // A certificate "expired" or "not yet valid" may be a clock that is off, ours or the CA's: ask the CA's.
-      if (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID") void clockVerdict(t, unreachable).then(reject);
-      else reject(unreachable);
+      if (!why && !(e instanceof IdentityError) && (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID")) {
+        const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
+        void clockVerdict(t, unreachable).then((verdict) => settle(() => reject(verdict)));
+        return;
+      }
+      fail(e);
+    });
+    // Once an answer has begun, its own close and error events decide (see above).
+    req.on("close", () => {
+      if (!answered) fail(new IdentityError("CA_UNREACHABLE", `the connection to the CA at ${t.url} closed without an answer to ${path}`));
     });
     req.end(body);
   });
@@ -252,4 +307,27 @@ async function crls(t: CaTls): Promise<string> {
   const text = a.body.toString("utf8");
   if (!/-----BEGIN X509 CRL-----/.test(text)) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
   return text;
+}
+
+/** The trust watch's path: the CRLs, held open until they (or the bundle) change. Not part of RFC 7030. */
+export const CRLS_WATCH_PATH = `${EST}/crls`;
+
+export type CrlsAnswer =
+  | { changed: false; etag: string | null }
+  | { changed: true; etag: string | null; crls: string; bundleEtag: string | null };
+
+/**
+ * GET /.well-known/est/crls?wait=<s> with If-None-Match: the CA holds the call until its CRLs or
+ * its bundle change (200, the CRLs, a new ETag, and the bundle's ETag in Mesh-Bundle-ETag) or the
+ * wait is over (304). Bounded by the wait plus `t.timeoutMs`.
+ */
+export async function watchCrls(t: CaTls, etag: string | null, waitS: number): Promise<CrlsAnswer> {
+  const path = `${CRLS_WATCH_PATH}?wait=${waitS}`;
+  const a = await call({ ...t, timeoutMs: waitS * 1000 + (t.timeoutMs ?? TOTAL_TIMEOUT_MS) }, "GET", path, etag ? { "If-None-Match": etag } : {});
+  const tag = (h: string | string[] | undefined) => (typeof h === "string" && h.length <= 200 ? h : null);
+  if (a.status === 304) return { changed: false, etag: tag(a.headers.etag) ?? etag };
+  if (a.status !== 200) throw refused(CRLS_WATCH_PATH, a);
+  const crls = a.body.toString("utf8");
+  if (!/-----BEGIN X509 CRL-----/.test(crls)) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${CRLS_WATCH_PATH} holds no CRL`);
+  return { changed: true, etag: tag(a.headers.etag), crls, bundleEtag: tag(a.headers["mesh-bundle-etag"]) };
 }

@@ -1,6 +1,8 @@
 // The identity agent of a running service: renews its certificate over mTLS with a new key at
-// a set fraction of its life, polls the bundle and CRLs, and applies every change through the
-// runtime's TLS reload. Each outcome is a log event; a failure is retried, never silent.
+// a set fraction of its life, polls the bundle and CRLs, holds a long poll on the CRLs (so a
+// revocation is in force within a second), and applies every change through the runtime's TLS
+// reload. Each outcome is a log event; a failure is retried, never silent, and a renewal that is
+// late or a certificate near its end without a renewal is said before it expires.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
@@ -9,6 +11,8 @@ import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolCsr, getCacerts, getCrls, type CaObserver, type CaTls } from "./est-client.ts";
+import { olderCrls } from "../crl-dates.ts";
+import { TrustWatch } from "./trust-watch.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, splitPem, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, readText, receivedAt, writeAtomic, type StatePaths } from "./state-folder.ts";
@@ -32,7 +36,12 @@ export interface AgentOptions {
   schedule?: Schedule;
   pollMs?: number;
   random?: () => number;
+  /** Hold a long poll on the CA's CRLs (trust-watch.ts); default true. */
+  watch?: boolean;
 }
+
+/** A scheduled renewal whose timer fires later than this (or 1/20 of the life) is logged as late. */
+export const LATE_MS = 1_000;
 
 /** What the log events carry about the certificate in force. */
 export function factsFields(f: IdentityFacts) {
@@ -44,6 +53,9 @@ export class IdentityAgent {
   private renewTimer?: NodeJS.Timeout;
   private pollTimer?: NodeJS.Timeout;
   private expiryTimer?: NodeJS.Timeout;
+  private expiringTimer?: NodeJS.Timeout;
+  private watch?: TrustWatch;
+  private lastError?: string;
   private renewing?: Promise<boolean>;
   private polling?: Promise<void>;
   private failures = 0;
@@ -70,13 +82,22 @@ export class IdentityAgent {
     this.pollTimer = setInterval(() => void this.poll(), this.o.pollMs ?? DEFAULT_POLL_MS);
     this.pollTimer.unref();
     void this.poll(); // started from the cache: learn at once what changed while it was down
+    if (this.o.watch !== false) {
+      this.watch = new TrustWatch({
+        tls: () => this.tls(this.current()), changed: (crls, bundleEtag) => this.watched(crls, bundleEtag),
+        log: this.h.log, caUrl: this.o.caUrl, retryMs: this.o.pollMs ?? DEFAULT_POLL_MS, random: this.random,
+      });
+      this.watch.start();
+    }
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.renewTimer);
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.expiringTimer);
     clearInterval(this.pollTimer);
+    this.watch?.stop();
   }
 
   /** The material in the state folder and its facts, checked against the cached bundle. */
@@ -99,6 +120,7 @@ export class IdentityAgent {
     if (this.stopped) return;
     clearTimeout(this.renewTimer);
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.expiringTimer);
     const now = Date.now();
     const notAfter = Date.parse(this.facts.notAfter);
     this.nextRenewal = delay !== undefined ? now + delay : renewAt(
@@ -109,10 +131,65 @@ export class IdentityAgent {
       this.expired();
       return;
     }
-    this.renewTimer = setTimeout(() => void this.renew("scheduled"), timerDelay(this.nextRenewal - now));
+    const due = this.nextRenewal;
+    this.renewTimer = setTimeout(() => {
+      this.noteLate(due);
+      void this.renew("scheduled");
+    }, timerDelay(due - now));
     this.renewTimer.unref();
     this.expiryTimer = setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
     this.expiryTimer.unref();
+    // Said before it expires, whatever holds the renewal up (the CA, this process, the clock).
+    this.expiringTimer = setTimeout(() => this.warnExpiring(), timerDelay(notAfter - this.expiringLead() - now));
+    this.expiringTimer.unref();
+  }
+
+  /** The life of the certificate in force, counted as the schedule counts it (timing.ts). */
+  private period(now = Date.now()): number {
+    const notAfter = Date.parse(this.facts.notAfter);
+    return notAfter - Math.max(Date.parse(this.facts.notBefore), Math.min(receivedAt(this.o.paths), now));
+  }
+
+  /** identity.expiring comes this long before the end: 1/6 of the life (10 minutes of an hour), at least a second. */
+  private expiringLead(): number {
+    return Math.max(1_000, this.period() / 6);
+  }
+
+  /** A renewal timer that fired late: the event loop was blocked, the machine overloaded or asleep. */
+  private noteLate(due: number): void {
+    const now = Date.now();
+    const late = now - due;
+    if (late <= Math.max(LATE_MS, this.period(now) / 20)) return;
+    const left = Date.parse(this.facts.notAfter) - now;
+    this.h.log.warn(
+      { event: "identity.renewal_late", ...factsFields(this.facts), due: new Date(due).toISOString(), lateMs: late, expiresInMs: left },
+      `the renewal of ${this.o.dns} due at ${new Date(due).toISOString()} starts ${(late / 1000).toFixed(1)} s late (this process was held up: an overloaded machine, a blocked event loop, a suspend); the certificate in force expires in ${Math.max(0, Math.round(left / 1000))} s`,
+    );
+  }
+
+  /** identity.expiring, once per certificate: it is near its end and no renewal has replaced it. */
+  private warnExpiring(): void {
+    if (this.stopped || this.warnedExpiring) return;
+    const left = Date.parse(this.facts.notAfter) - Date.now();
+    if (left <= 0) return; // identity.expired says the rest
+    // A schedule that renews this late on purpose (fraction > 5/6) is not a stall yet.
+    if (Date.now() < this.nextRenewal && this.failures === 0) return;
+    this.warnedExpiring = true;
+    const why = this.lastError ? `could not be renewed (${this.lastError})` : `has not been renewed (due at ${new Date(this.nextRenewal).toISOString()}${this.renewing ? ", still in progress" : ""})`;
+    this.h.log.warn(
+      { event: "identity.expiring", ...factsFields(this.facts), expiresInMs: left, secondsLeft: Math.round(left / 1000), failures: this.failures, lastError: this.lastError ?? null },
+      `${this.o.dns}'s certificate expires in ${Math.max(0, Math.round(left / 1000))} s and ${why}: once it expires, every peer refuses this service; check the CA at ${this.o.caUrl}`,
+    );
+  }
+
+  /**
+   * Time for one EST call of a renewal: a third of the time left, between 2 s and 15 s, so a CA
+   * that accepts and never answers leaves room for retries before expiry.
+   */
+  private callTimeouts(): { timeoutMs: number; connectTimeoutMs: number } {
+    const left = Date.parse(this.facts.notAfter) - Date.now();
+    const timeoutMs = Math.round(Math.min(15_000, Math.max(2_000, left / 3)));
+    return { timeoutMs, connectTimeoutMs: Math.min(5_000, timeoutMs) };
   }
 
   private expired(): void {
@@ -152,8 +229,12 @@ export class IdentityAgent {
         return false;
       }
       const { keyPem, csr } = newKeyAndCsr(this.o.dns);
-      const chain = await enrolCsr(this.tls(cur), "simplereenroll", csr, { lifetime: this.o.lifetime });
-      const facts = checkChain(chain, cur.roots, this.o.dns, keyPem);
+      const chain = await enrolCsr({ ...this.tls(cur), ...this.callTimeouts() }, "simplereenroll", csr, { lifetime: this.o.lifetime });
+      // Judged against the bundle in force now, not the one read before the call: a poll may have
+      // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
+      // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
+      // refusal here could never be retried.
+      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem);
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
@@ -161,6 +242,7 @@ export class IdentityAgent {
       const failedBefore = this.failures;
       this.failures = 0;
       this.failedWith = undefined;
+      this.lastError = undefined;
       this.warnedExpiring = false;
       this.h.metrics.renewed();
       this.h.log.info(
@@ -172,6 +254,7 @@ export class IdentityAgent {
     } catch (e) {
       if (this.stopped) return false;
       this.failures += 1;
+      this.lastError = messageOf(e);
       this.h.metrics.renewalFailed();
       const now = Date.now();
       const notAfter = Date.parse(before.notAfter);
@@ -183,19 +266,13 @@ export class IdentityAgent {
       const code = (e as { code?: string }).code;
       // The CA down is said once (and again should the reason change), not at every retry: the
       // poll's trust.poll_restored says when it is back, and the renewal then runs at once.
-      const repeated = code === "CA_UNREACHABLE" && this.failedWith === code;
+      const repeated = (code === "CA_UNREACHABLE" || code === "CA_TIMEOUT") && this.failedWith === code;
       this.failedWith = code;
       this.h.log[repeated ? "debug" : "warn"](
         { event: "identity.renew_failed", ...factsFields(before), reason: messageOf(e), code: (e as { code?: string }).code, status, failures: this.failures, nextRetry: new Date(now + delay).toISOString(), expiresInMs: notAfter - now, trigger: reason },
         `could not renew ${this.o.dns}: ${messageOf(e)}; retrying in ${(delay / 1000).toFixed(1)} s${code === "CA_UNREACHABLE" ? " and as soon as the CA answers a poll again (further failures while it is unreachable are not logged)" : ""}; the certificate in force (still served) expires at ${before.notAfter}`,
       );
-      if (!this.warnedExpiring && notAfter - now < Math.max(period / 6, 1_000)) {
-        this.warnedExpiring = true;
-        this.h.log.error(
-          { event: "identity.expiring", ...factsFields(before), expiresInMs: notAfter - now },
-          `${this.o.dns}'s certificate expires in ${Math.max(0, Math.round((notAfter - now) / 1000))} s and could not be renewed (${messageOf(e)}): once it expires, every peer refuses this service; check the CA at ${this.o.caUrl}`,
-        );
-      }
+      if (notAfter - now < this.expiringLead()) this.warnExpiring();
       this.scheduleRenewal(delay);
       return false;
     }
@@ -217,8 +294,9 @@ export class IdentityAgent {
       const tls = this.tls(cur);
       const etag = readText(p.etag)?.trim() || null;
       const bundle = await getCacerts(tls, etag);
-      const crls = await getCrls(tls);
+      const fetched = await getCrls(tls);
       if (this.stopped) return;
+      const crls = this.notOlder(fetched);
       // What the CA sent must make a TLS context before it replaces the cache: a broken cache
       // would stop the next start, when the CA may be down.
       try {
@@ -247,14 +325,8 @@ export class IdentityAgent {
       }
       // A renewal that failed because the CA was unreachable waits in a backoff of up to minutes;
       // the CA answers again, so renew now rather than at the end of it.
-      const resume = this.failures > 0 && this.failedWith === "CA_UNREACHABLE";
-      if (changed.length > 0) {
-        const ok = this.h.reloadTls();
-        this.h.log.info(
-          { event: "trust.updated", changed, etag: bundle.changed ? bundle.etag : etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: (crls.match(/-----BEGIN X509 CRL-----/g) ?? []).length, applied: ok },
-          `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
-        );
-      }
+      const resume = this.failures > 0 && (this.failedWith === "CA_UNREACHABLE" || this.failedWith === "CA_TIMEOUT");
+      if (changed.length > 0) this.updated(changed, bundle.changed ? bundle.etag : etag, roots, crls, "poll");
       if (resume) await this.renew("the CA answers again");
       else if (bundle.renewNow) {
         this.h.log.info({ event: "identity.renew_now", ...factsFields(this.facts) }, "the CA asks for renewal now (Mesh-Renew-Now: its signer changed)");
@@ -268,6 +340,52 @@ export class IdentityAgent {
         { event: "trust.poll_failed", ca: this.o.caUrl, reason: messageOf(e) },
         `cannot refresh the trust bundle and CRLs from ${this.o.caUrl}: ${messageOf(e)}; serving with the cached ones and trying again every ${Math.round((this.o.pollMs ?? DEFAULT_POLL_MS) / 1000)} s`,
       );
+    }
+  }
+
+  /** Applies new trust through the runtime's reload, and says so. */
+  private updated(changed: string[], etag: string | null, roots: readonly X509Certificate[], crls: string, via: "poll" | "watch"): void {
+    const ok = this.h.reloadTls();
+    this.h.log.info(
+      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: (crls.match(/-----BEGIN X509 CRL-----/g) ?? []).length, applied: ok, via },
+      `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
+    );
+  }
+
+  /**
+   * `crls`, unless one of its CRLs is older than the one this service holds (a lower cRLNumber):
+   * then the held set stays, so an answer that left the CA before a revocation can never undo it.
+   */
+  private notOlder(crls: string): string {
+    const held = readText(this.o.paths.crls) ?? "";
+    const older = olderCrls(pemBlocks(crls, "X509 CRL"), pemBlocks(held, "X509 CRL"));
+    if (older.length === 0) return crls;
+    this.h.log.warn({ event: "trust.crls_stale", ca: this.o.caUrl, issuers: older }, `the CA sent an older CRL than the one in force for ${older.join(", ")}: kept the newer one`);
+    return held;
+  }
+
+  /**
+   * The watch's answer (trust-watch.ts): new CRLs in force at once; a new bundle is fetched by a
+   * full poll (cacerts over mTLS: the CA records it, and may hint renew-now).
+   */
+  private async watched(crls: string, bundleEtag: string | null): Promise<void> {
+    if (this.stopped) return;
+    const p = this.o.paths;
+    if (bundleEtag !== null && bundleEtag !== (readText(p.etag)?.trim() || null)) {
+      // A poll under way may have read the bundle before it changed: one more after it.
+      await this.polling;
+      await this.poll();
+      return;
+    }
+    try {
+      const cur = this.current();
+      const fresh = this.notOlder(crls);
+      if (fresh === readText(p.crls)) return;
+      createSecureContext({ ca: cur.bundlePem, crl: pemBlocks(fresh, "X509 CRL") });
+      writeAtomic(p.crls, fresh);
+      this.updated(["crls"], readText(p.etag)?.trim() || null, cur.roots, fresh, "watch");
+    } catch (e) {
+      this.h.log.warn({ event: "trust.update_failed", ca: this.o.caUrl, reason: messageOf(e) }, `the CRLs the CA announced are unusable, the cached ones stay: ${messageOf(e)}`);
     }
   }
 }
