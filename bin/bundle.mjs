@@ -11,7 +11,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BUILD_DIR = join(ROOT, ".build");
 const POINTER = join(BUILD_DIR, "current.json");
-export const ENTRIES = ["ca/cli.ts", "services/main.ts"];
+export const ENTRIES = ["ca/cli.ts", "services/main.ts", "services/sidecar.ts"];
 // Superseded builds stay this long: a process started from one may still import a lazy chunk.
 const KEEP_OLD_MS = 24 * 3600_000;
 

@@ -22,6 +22,8 @@ export interface FieldTypes {
   "map<string[]|null>": Record<string, string[] | null>;
   /** What a peer's certificate says about itself (services/mesh/peer-identity.ts's PresentedCert). */
   cert: { subject?: string; issuer?: string; serial?: string; validFrom?: string; validTo?: string };
+  /** A caller's certificate (cert) or, from a sidecar's inbound side, its mesh name. */
+  "cert|string": { subject?: string; issuer?: string; serial?: string; validFrom?: string; validTo?: string } | string;
   /** The busiest callers of an interval: { remote | name, count }. */
   "top[]": Array<{ remote?: string; name?: string; count: number }>;
 }
@@ -64,6 +66,10 @@ export const EVENTS = {
   },
   "authz.denied": {
     level: ["warn"], about: "the policy refused a caller (403): who, what, the deciding rule, why, and what would allow it",
+    fields: { peer: "string", peerDns: "string?", peerSpiffeId: "string|null?", method: "string", path: "string", rule: "string", reason: "string", hint: "string?", remote: "string?" },
+  },
+  "authz.would_deny": {
+    level: ["warn"], about: "audit mode: the policy would refuse this caller, and let it through (the same fields as authz.denied)",
     fields: { peer: "string", peerDns: "string?", peerSpiffeId: "string|null?", method: "string", path: "string", rule: "string", reason: "string", hint: "string?", remote: "string?" },
   },
   "tls.handshake_failed": {
@@ -109,9 +115,17 @@ export const EVENTS = {
   "upstream.failed": {
     level: ["warn", "error"], about: "a call to another service failed: unreachable, refused in the handshake, 403 or 5xx (the order app: a reservation not released)",
     fields: {
-      upstream: "string", reason: "string", method: "string?", path: "string?", addr: "string?", code: "string?", peer: "cert?", trusts: "string[]?",
+      upstream: "string", reason: "string", side: "string?", method: "string?", path: "string?", addr: "string?", code: "string?", peer: "cert|string?", trusts: "string[]?",
       status: "number?", rule: "string?", reservationId: "string?", orderId: "string?",
     },
+  },
+  "outbound.listening": {
+    level: ["info"], about: "a sidecar's outbound port for its app is open: calls to it go over mTLS to the named upstream",
+    fields: { upstream: "string", addr: "string", port: "number" },
+  },
+  "sidecar.app": {
+    level: ["info"], about: "a sidecar forwards allowed requests to its app (where, and over which protocol)",
+    fields: { app: "string", protocol: "string" },
   },
   shutdown: { level: ["info"], about: "a service stops on a signal", fields: { signal: "string" } },
   "log.dropped": {
@@ -291,6 +305,10 @@ export const EVENTS = {
     level: ["warn"], about: "mesh:up found a policy rule naming a caller that has no identity (a typo, or a service not started)",
     fields: { caller: "string", rules: "string[]", policy: "string" },
   },
+  "policy.test_failed": {
+    level: ["warn"], about: "mesh:up ran the policy file's tests and one failed (the services run the policy already)",
+    fields: { policy: "string" },
+  },
   "drill.phase": {
     level: ["info"], about: "the rotation drill began a phase (safe: whether the mesh should keep answering through it)",
     fields: { phase: "string", safe: "boolean" },
@@ -393,6 +411,7 @@ const isNumber = (v: unknown): v is number => typeof v === "number";
 const arrayOf = (each: (v: unknown) => boolean) => (v: unknown) => Array.isArray(v) && v.every(each);
 const mapOf = (each: (v: unknown) => boolean) => (v: unknown) => isObject(v) && Object.values(v).every(each);
 const optionalString = (v: unknown) => v === undefined || isString(v);
+const isCert = (v: unknown) => isObject(v) && ["subject", "issuer", "serial", "validFrom", "validTo"].every((k) => optionalString(v[k]));
 
 const FIELD_CHECKS: { [T in keyof FieldTypes]: (v: unknown) => boolean } = {
   string: isString,
@@ -406,7 +425,8 @@ const FIELD_CHECKS: { [T in keyof FieldTypes]: (v: unknown) => boolean } = {
   "map<string>": mapOf(isString),
   "map<number>": mapOf(isNumber),
   "map<string[]|null>": mapOf((v) => v === null || arrayOf(isString)(v)),
-  cert: (v) => isObject(v) && ["subject", "issuer", "serial", "validFrom", "validTo"].every((k) => optionalString(v[k])),
+  cert: isCert,
+  "cert|string": (v) => isString(v) || isCert(v),
   "top[]": arrayOf((v) => isObject(v) && isNumber(v.count) && optionalString(v.remote) && optionalString(v.name)),
 };
 

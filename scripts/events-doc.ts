@@ -39,16 +39,17 @@ and run \`npm run events:doc\`.
 
 A field's type is one of \`string\`, \`number\`, \`boolean\`, \`string[]\`, \`number[]\`, a
 \`map<…>\` (an object of names to values of that type), \`cert\` (what a peer's certificate says
-of itself: \`subject\`, \`issuer\`, \`serial\`, \`validFrom\`, \`validTo\`, each optional) or \`top[]\`
+of itself: \`subject\`, \`issuer\`, \`serial\`, \`validFrom\`, \`validTo\`, each optional), \`cert|string\`
+(that, or a mesh name) or \`top[]\`
 (\`{ remote | name, count }\` objects); \`?\` marks a field that may be absent.
 
 `;
 
 const SECTIONS: Array<{ title: string; match: (name: string) => boolean }> = [
-  { title: "The mesh runtime (services/mesh)", match: (n) => /^(listening|request|authz|tls\.|http\.|policy\.(reload|table)|crl\.|upstream\.|shutdown|log\.)/.test(n) },
+  { title: "The mesh runtime and sidecar (services/mesh)", match: (n) => /^(listening|request|authz|tls\.|http\.|policy\.(reload|table)|crl\.|upstream\.|outbound\.|sidecar\.|shutdown|log\.)/.test(n) },
   { title: "The identity agent (services/mesh/identity-agent)", match: (n) => /^(identity|trust)\./.test(n) },
   { title: "The CA server (ca/server, ca serve, ca rotate)", match: (n) => /^(ca|est|rotate|spiffe)\./.test(n) },
-  { title: "The scripts (mesh:up, the drill)", match: (n) => /^(supervisor|drill|mesh)\.|^policy\.unknown_caller$/.test(n) },
+  { title: "The scripts (mesh:up, the drill)", match: (n) => /^(supervisor|drill|mesh)\.|^policy\.(unknown_caller|test_failed)$/.test(n) },
   { title: "Any process", match: () => true },
 ];
 

@@ -35,6 +35,8 @@ export function formatLine(l: MeshLine, opts: { prefix?: boolean } = {}): string
       return `${head}${time} ${green("request")} ${e.peer} ${e.method} ${e.route} -> ${e.status} ${bold(`×${e.count}`)} ${dim(`avg ${e.msAvg}ms, max ${e.msMax}ms (summary of the rest of this second)`)}`;
     case "authz.denied":
       return `${head}${time} ${yellow("authz.denied")} ${e.peer} ${e.method} ${e.path} rule=${e.rule}: ${e.reason}${e.hint ? dim(` (${e.hint})`) : ""}`;
+    case "authz.would_deny":
+      return `${head}${time} ${yellow("authz.would_deny")} ${e.peer} ${e.method} ${e.path} rule=${e.rule} (audit, let through): ${e.reason}${e.hint ? dim(` (${e.hint})`) : ""}`;
     case "tls.handshake_failed": {
       const who = e.peer ? dim(` [${e.peer.subject} from ${e.peer.issuer}, serial ${e.peer.serial}]`) : "";
       return `${head}${time} ${red("tls.handshake_failed")} ${bold(e.reason)} ${e.remote ?? ""}: ${msg}${who}`;

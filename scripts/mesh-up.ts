@@ -8,7 +8,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { eventLine, isEvent, type EventLogger } from "../lib/events.ts";
 import { CertificateAuthority, CaError, parseDuration } from "../ca/index.ts";
-import { loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
+import { auditedRules, loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
+import { checkPolicyTests } from "./policy/tests-file.ts";
 import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
 import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from "./mesh-format.ts";
@@ -90,7 +91,7 @@ Examples:
 Each part runs in its own process; one that dies is restarted (0.5 s, then doubling to 30 s;
 given up after ${DEFAULT_RESTART.burst} restarts within ${DEFAULT_RESTART.intervalMs / 60_000} minutes), logged in <logs>/mesh-up.log.
 
-Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service did not start, 2 bad flags or policy, 3 a port is taken,
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 a service did not start, 2 bad flags or policy (or a failing policy test), 3 a port is taken,
 4 CA problem, 5 another mesh:up runs on the same --logs.`,
   )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
@@ -272,6 +273,10 @@ async function main(): Promise<void> {
   let policy: Policy;
   try {
     policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
+    // The expected decisions beside the policy (scripts/policy/tests-file.ts), before anything starts.
+    checkPolicyTests(policy, o.policy);
+    const audited = auditedRules(policy);
+    if (audited.length > 0) console.log(yellow(`warning: ${o.policy} has rules in audit mode (${audited.join(", ")}): they let through the calls they would deny, logged as authz.would_deny (docs/policy.md)`));
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
@@ -492,6 +497,21 @@ async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set
 }
 
 /**
+ * A new version of the policy is in force in the services already (they reload it on their
+ * own): a failing expectation in its tests file can only be a warning now, in one line on the
+ * console and in mesh-up.log (mesh:logs and the dashboard read it there).
+ */
+function warnPolicyTests(policy: Policy, file: string, logs: string): void {
+  try {
+    checkPolicyTests(policy, file);
+  } catch (e) {
+    const msg = `${isMeshError(e) ? e.message : String(e)} (the services run this policy already: fix it or its tests)`;
+    console.log(yellow(`warning: ${msg}`));
+    appendFileSync(join(logs, "mesh-up.log"), eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.test_failed", policy: policy.file }, msg));
+  }
+}
+
+/**
  * The services reload the policy on their own; mesh:up reads each new version only to warn
  * about callers it names that hold no certificate yet (each once), as it did at start.
  */
@@ -505,6 +525,7 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
       return; // the services log policy.reload_failed, with file:line
     }
     void warnPolicy(policy, o.pki, o.logs, warned);
+    warnPolicyTests(policy, file, o.logs);
   };
   watchFile(file, { interval: 1_000 }, onChange);
   return () => unwatchFile(file, onChange);

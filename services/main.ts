@@ -5,7 +5,8 @@ import { startService } from "./mesh/runtime.ts";
 import { onParentExit } from "./mesh/parent.ts";
 import { createStdoutLogger } from "./mesh/log.ts";
 import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./mesh/access-log.ts";
-import { SERVICES, isServiceName, isCallerName } from "./mesh/names.ts";
+import { isIdentityName } from "./mesh/names.ts";
+import { APPS, appNamed } from "./apps/index.ts";
 import { isMeshError, messageOf } from "./mesh/errors.ts";
 import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
 import { serviceHealth, serviceReadiness } from "./mesh/health.ts";
@@ -15,9 +16,9 @@ import { readPeers } from "./mesh/peers.ts";
 import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 
 const program = new Command("mesh-service")
-  .description("Run one mesh service (order, payment or inventory) over mTLS.")
-  .requiredOption("--service <name>", `one of ${SERVICES.join(", ")}`, (v: string) => {
-    if (!isServiceName(v)) throw new InvalidArgumentError(`must be one of ${SERVICES.join(", ")}`);
+  .description(`Run one in-process mesh service (${Object.keys(APPS).join(", ")}) over mTLS; for an app in another process or language, see npm run sidecar.`)
+  .requiredOption("--service <name>", `the app to run, one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts)`, (v: string) => {
+    if (!appNamed(v)) throw new InvalidArgumentError(`must be one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts); to put another app behind the mesh, run it behind the sidecar (docs/sidecar.md)`);
     return v;
   })
   .option("--port <n>", "port to listen on (0 picks a free one)", port, 0)
@@ -75,13 +76,13 @@ function loopback(v: string): string {
 }
 
 function upstream(v: string, acc: Record<string, string>): Record<string, string> {
-  const m = /^([a-z]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
-  if (!m || !isCallerName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
+  const m = /^([a-z0-9-]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
+  if (!m || !isIdentityName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
   return { ...acc, [m[1]!]: `${m[2]}:${m[3]}` };
 }
 
 program.parse();
-const o = program.opts<{ service: (typeof SERVICES)[number]; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; logFile?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
+const o = program.opts<{ service: string; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; logFile?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -106,7 +107,7 @@ if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
 try {
   const out = createStdoutLogger(o.service, o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined);
   const upstreams = o.peers ? { ...readPeers(o.peers), ...o.upstream } : o.upstream;
-  const common = { service: o.service, port: o.port, host: o.host, policyFile: o.policy, upstreams, log: out.log, requestLinesPerSecond: requestLines };
+  const common = { service: o.service, app: appNamed(o.service)!, port: o.port, host: o.host, policyFile: o.policy, upstreams, log: out.log, requestLinesPerSecond: requestLines };
   const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {

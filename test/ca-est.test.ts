@@ -23,7 +23,8 @@ function certCount(t: TestCa): number {
 }
 
 async function enrolOnce(t: TestCa, name: string, query = "") {
-  const { token } = createToken(t.ca, { domain: name });
+  // Some tests enrol a live name again on purpose.
+  const { token } = createToken(t.ca, { domain: name, replace: true });
   const csr = await makeCsr(name);
   const r = await est(t.server.url, { method: "POST", path: ENROL + query, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: t.bundle() });
   assert.equal(r.status, 200, r.body);
@@ -328,7 +329,7 @@ describe("EST rate limits", () => {
     assert.ok(Number(last!.headers["retry-after"]) >= 1);
     // busy.internal's own enrolments are untouched by the junk that named it, from this very address.
     for (let i = 0; i < 2; i++) await enrolOnce(t, "busy.internal");
-    const { token } = createToken(t.ca, { domain: "busy.internal" });
+    const { token } = createToken(t.ca, { domain: "busy.internal", replace: true });
     const third = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("busy.internal")).body, ca: t.bundle() });
     assert.equal(third.status, 429, "the name's enrolment budget (2) is spent by its own enrolments");
     assert.match(third.body, /^too many requests: busy\.internal may enrol 2 times a minute; retry in \d+s\n$/);

@@ -12,6 +12,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import type { ServiceName } from "../services/mesh/names.ts";
 import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { startIdentityService, type IdentityOptions, type IdentityService } from "../services/mesh/identity-agent/service.ts";
+import { appNamed } from "../services/apps/index.ts";
 
 export const ROOMY_LIMITS = { perAddress: { capacity: 1000, perMinute: 6000 }, perName: { capacity: 1000, perMinute: 6000 } };
 
@@ -60,7 +61,7 @@ export async function startIn(w: World, service: ServiceName, opts: Omit<Partial
   const logs = opts.logs ?? new LogSink();
   const tokenText = opts.token === null ? undefined : (opts.token ?? w.token(service));
   const svc = await startIdentityService({
-    service, policyFile: w.policyFile, port: 0, log: createLogger(service, logs), upstreams: opts.upstreams,
+    service, app: appNamed(service)!, policyFile: w.policyFile, port: 0, log: createLogger(service, logs), upstreams: opts.upstreams,
     identity: {
       caUrl: opts.caUrl ?? w.ca.server.url, stateDir: opts.stateDir ?? w.stateDir(service),
       token: tokenText ? parseToken(tokenText, "test") : undefined,

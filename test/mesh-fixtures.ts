@@ -10,6 +10,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import type { ServiceName } from "../services/mesh/names.ts";
 import type { EventName, LoggedEvent } from "../lib/events.ts";
 import { checkedLine } from "./helpers/events.ts";
+import { appNamed } from "../services/apps/index.ts";
 
 /**
  * A copy of the repository's mesh-policy.toml as shipped. Tests read this, never the working
@@ -102,7 +103,7 @@ export interface TestService {
 
 export async function start(pki: TestPki, service: ServiceName, extra: Partial<ServiceOptions> = {}): Promise<TestService> {
   const logs = new LogSink();
-  const svc = await startService({ service, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger(service, logs), ...extra });
+  const svc = await startService({ service, app: appNamed(service)!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger(service, logs), ...extra });
   return { svc, logs };
 }
 

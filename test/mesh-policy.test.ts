@@ -82,9 +82,14 @@ test("invalid TOML names file:line:column", () => {
   assert.match(e.message, /^mesh-policy\.toml:\d+:\d+: invalid TOML/);
 });
 
+test("any mesh name may have a table: the policy knows no fixed list of services", () => {
+  const p = parsePolicy(`[billing-api]\naccepts = ["order"]\n`, "mesh-policy.toml");
+  assert.deepEqual([...p.services.keys()], ["billing-api"]);
+});
+
 test("semantic errors name the line of the offending key", () => {
   const cases: Array<[string, RegExp]> = [
-    [`[payment]\naccepts = ["order"]\n\n[billing]\naccepts = []\n`, /^mesh-policy\.toml:4: unknown service "billing"/],
+    [`[payment]\naccepts = ["order"]\n\n[Billing_API]\naccepts = []\n`, /^mesh-policy\.toml:4: "Billing_API" is not a mesh name/],
     [`[payment]\naccepts = ["order"]\nacept = ["x"]\n`, /^mesh-policy\.toml:3: unknown key "acept" in \[payment\]/],
     [`[payment]\naccepts = "order"\n`, /^mesh-policy\.toml:2: payment\.accepts must be an array/],
     [`[payment]\naccepts = ["order", "Order"]\n`, /^mesh-policy\.toml:2: payment\.accepts names "Order", which is not a mesh identity/],

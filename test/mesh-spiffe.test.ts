@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { CertificateAuthority } from "../ca/index.ts";
 import { createLogger } from "../services/mesh/log.ts";
+import { appNamed } from "../services/apps/index.ts";
 import { startService } from "../services/mesh/runtime.ts";
 import { MeshError } from "../services/mesh/errors.ts";
 import { decide, parsePolicy, unknownCallers } from "../services/mesh/policy.ts";
@@ -178,7 +179,7 @@ test("a CA with another trust domain: services take theirs from their own certif
     for (const n of ["order", "payment", "edge"]) await ca.issue({ domain: `${n}.internal` });
     const policyFile = join(root, "policy.toml");
     writeFileSync(policyFile, `[payment]\naccepts = ["spiffe://example.org/order.internal"]\n`);
-    svc = await startService({ service: "payment", pkiDir: dir, policyFile, port: 0, log: createLogger("payment", logs) });
+    svc = await startService({ service: "payment", app: appNamed("payment")!, pkiDir: dir, policyFile, port: 0, log: createLogger("payment", logs) });
     const tp = { ca } as unknown as TestPki;
     const who = (n: string) => ({ cert: readFileSync(ca.paths.leaf(`${n}.internal`).cert), key: readFileSync(ca.paths.leaf(`${n}.internal`).key) });
     assert.deepEqual(await call(tp, svc.port, "payment.internal", who("order"), "GET", "/healthz"), { status: 200, body: { service: "payment", caller: "order" } });

@@ -168,11 +168,13 @@ export class RequestSeries {
   // and one only ever allowed no zero denial counter.
   private duration: HistogramCell | undefined;
   private deny: Cell | undefined;
+  private audit: Cell | undefined;
   constructor(
     private readonly requests: CellCounter,
     private readonly labels: readonly [caller: string, route: string, method: string, rule: string],
     private readonly durations: CellHistogram,
     private readonly denials: CellCounter,
+    private readonly wouldDenials: CellCounter,
   ) {}
 
   /**
@@ -188,6 +190,11 @@ export class RequestSeries {
   denied(): void {
     (this.deny ??= this.denials.cell(this.labels[0], this.labels[3])).n++;
     this.count(403);
+  }
+
+  /** A request a rule in audit mode let through that enforcing it would deny (then answered as usual). */
+  wouldDeny(): void {
+    (this.audit ??= this.wouldDenials.cell(this.labels[0], this.labels[3])).n++;
   }
 
   private count(status: number): void {
@@ -206,6 +213,7 @@ export class MeshMetrics {
   private readonly accepted: Cell;
   private readonly requests: CellCounter;
   private readonly denials: CellCounter;
+  private readonly wouldDenials: CellCounter;
   private readonly durations: CellHistogram;
   private readonly upstream: CellCounter;
   private readonly upstreamSeconds: Histogram<"callee" | "outcome">;
@@ -242,6 +250,7 @@ export class MeshMetrics {
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
     this.requests = new CellCounter(r, "mesh_inbound_http_requests_total", "Requests answered, by caller (mesh name), route pattern, method, status and the policy rule that decided.", ["caller", "route", "method", "status", "rule"]);
     this.denials = new CellCounter(r, "mesh_inbound_http_authz_deny_total", "Requests the policy denied (403), by caller and rule.", ["caller", "rule"]);
+    this.wouldDenials = new CellCounter(r, "mesh_inbound_http_authz_would_deny_total", "Requests a policy rule in audit mode let through that it would deny if enforced, by caller and rule.", ["caller", "rule"]);
     this.durations = new CellHistogram(r, "mesh_inbound_http_request_duration_seconds", "Time from a request's arrival to its answer, for requests the policy allowed.", ["caller", "route", "method"], REQUEST_BUCKETS);
     this.upstream = new CellCounter(r, "mesh_outbound_http_requests_total", "Calls to other services, by callee, outcome (ok, failed) and the caller-side reason of a failure.", ["callee", "outcome", "reason"]);
     this.upstreamSeconds = new Histogram({ name: "mesh_outbound_http_request_duration_seconds", help: "Time from a call to another service to its answer or failure, by callee and outcome (ok, failed).", labelNames: ["callee", "outcome"], buckets: CALL_BUCKETS, registers: [r] });
@@ -340,7 +349,7 @@ export class MeshMetrics {
     const key = `${caller}\0${route}\0${method}\0${rule}`;
     let g = this.groups.get(key);
     if (!g) {
-      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.denials);
+      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.denials, this.wouldDenials);
       this.groups.set(key, g);
     }
     return g;
@@ -373,6 +382,12 @@ export class MeshMetrics {
         throw e;
       }
     };
+  }
+
+  /** One call made for an app by the sidecar's outbound side: failed when `reason` is given. */
+  outboundCall(name: string, reason: string | undefined): void {
+    const c = this.label(name);
+    this.upstream.cell(c, reason === undefined ? "ok" : "failed", reason ?? "none").n++;
   }
 
   // --- own certificate, trust bundle, CRLs (runtime.ts) -------------------------------

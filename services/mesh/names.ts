@@ -1,6 +1,10 @@
 // The mesh's vocabulary of identities: short names the policy speaks in, and the DNS names
 // the certificates carry (`order` <-> `order.internal`).
 
+/**
+ * The demo's built-in services (what mesh:up starts and the tools show). The runtime does not
+ * use this list: any identity name can serve (services/apps/index.ts, the sidecar).
+ */
 export const SERVICES = ["order", "payment", "inventory"] as const;
 export type ServiceName = (typeof SERVICES)[number];
 

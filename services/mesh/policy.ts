@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
 import { MeshError, messageOf } from "./errors.ts";
-import { SERVICES, isIdentityName, isServiceName, shortName } from "./names.ts";
+import { isIdentityName, shortName } from "./names.ts";
 import { dnsNameOfSpiffeId, parseSpiffeId } from "../../lib/spiffe.ts";
 import { compilePath, type PathMatcher } from "./paths.ts";
 
@@ -13,6 +13,10 @@ export interface RouteRule {
   readonly accepts: readonly string[];
   readonly name: string; // "inventory.routes[0]", what logs call the rule
   readonly line: number;
+  /** Its own `mode`, else its service's. */
+  readonly mode: PolicyMode;
+  /** "mesh-policy.toml:12", built once here so that a decision only points at it. */
+  readonly where: string;
   readonly match: PathMatcher;
 }
 
@@ -20,7 +24,17 @@ export interface ServicePolicy {
   readonly accepts: readonly string[] | null; // null: only the routes grant anything
   readonly acceptsLine: number;
   readonly routes: readonly RouteRule[];
+  readonly mode: PolicyMode;
+  /** Where `accepts` is written ("mesh-policy.toml:8"), else the table's header. */
+  readonly acceptsWhere: string;
 }
+
+/**
+ * enforce: a denial is a 403. audit: a call the rule would deny is let through and logged as
+ * `authz.would_deny`, so that a tightened rule can be watched before it is enforced.
+ */
+export type PolicyMode = "enforce" | "audit";
+export const POLICY_MODES: readonly PolicyMode[] = ["enforce", "audit"];
 
 export interface Policy {
   readonly file: string;
@@ -32,11 +46,21 @@ export interface Decision {
   readonly rule: string;
   readonly reason: string;
   readonly hint?: string;
+  /** Where the deciding rule is written ("mesh-policy.toml:8"); absent when no rule decided (default-deny). */
+  readonly where?: string;
+  /** The accepts list that decided: "payment.accepts", "inventory.routes[0].accepts". */
+  readonly list?: string;
+  /**
+   * The deciding rule is in audit mode and does not list the caller: `allow` is true (the call
+   * goes through), and `rule`, `reason` and `hint` say what enforcing it would deny.
+   */
+  readonly wouldDeny?: true;
 }
 
 const METHODS = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"]);
-const SERVICE_KEYS = ["accepts", "routes"];
+const SERVICE_KEYS = ["accepts", "routes", "mode"];
 const ROUTE_KEYS = ["method", "path", "accepts"];
+const ROUTE_OPTIONAL_KEYS = ["mode"];
 
 /**
  * Decide whether `peer` may call `method path` on `service`. A rule names a caller by its short
@@ -49,6 +73,8 @@ const ROUTE_KEYS = ["method", "path", "accepts"];
  * service-level `accepts` decides. A GET rule decides HEAD too (HEAD is GET without the body,
  * so it shows no more than GET): who may not GET a path may not HEAD it either, unless an
  * earlier rule names HEAD itself.
+ * A rule in audit mode that does not list the peer allows with `wouldDeny` set; a missing
+ * table and a peer with no identity deny whatever any mode says.
  * No I/O, no clock: the same inputs give the same answer.
  */
 export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string, peerSpiffeId: string | null = null): Decision {
@@ -59,19 +85,36 @@ export function decide(policy: Policy, service: string, peer: string | null, met
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
     if ((r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) && r.match(path) !== null) {
-      return verdict(r.accepts, peer, peerSpiffeId, `${r.name} (${r.method} ${r.path})`, `${policy.file}:${r.line}`);
+      return verdict(r.accepts, peer, peerSpiffeId, `${r.name} (${r.method} ${r.path})`, r.where, `${r.name}.accepts`, r.mode);
     }
   }
   if (sp.accepts === null) {
-    return { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}` };
+    const d: Decision = { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}`, where: sp.acceptsWhere };
+    return sp.mode === "audit" ? { ...d, allow: true, wouldDeny: true } : d;
   }
-  return verdict(sp.accepts, peer, peerSpiffeId, `${service}.accepts`, `${policy.file}:${sp.acceptsLine}`);
+  return verdict(sp.accepts, peer, peerSpiffeId, `${service}.accepts`, sp.acceptsWhere, `${service}.accepts`, sp.mode);
 }
 
-function verdict(accepts: readonly string[], peer: string, peerSpiffeId: string | null, rule: string, where: string): Decision {
-  if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}` };
-  if (peerSpiffeId !== null && accepts.includes(peerSpiffeId)) return { allow: true, rule, reason: `${peer} (${peerSpiffeId}) is listed in ${rule}` };
-  return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint: `to allow it, add "${peer}" to that accepts list (${where})` };
+function verdict(accepts: readonly string[], peer: string, peerSpiffeId: string | null, rule: string, where: string, list: string, mode: PolicyMode): Decision {
+  if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}`, where, list };
+  if (peerSpiffeId !== null && accepts.includes(peerSpiffeId)) return { allow: true, rule, reason: `${peer} (${peerSpiffeId}) is listed in ${rule}`, where, list };
+  const hint = `to allow it, add "${peer}" to that accepts list (${where})`;
+  if (mode === "audit") return { allow: true, wouldDeny: true, rule, reason: `${peer} is not listed in ${rule}`, hint, where, list };
+  return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint, where, list };
+}
+
+/**
+ * The smallest edit of the policy that would turn `d` (decide()'s answer for `peer`) the other
+ * way, as a sentence: `add "inventory" to payment.accepts (mesh-policy.toml:8)`. For a call
+ * allowed only because its rule audits, enforcing is not the edit asked for: the sentence says
+ * what would allow it for good.
+ */
+export function smallestEdit(policy: Policy, service: string, peer: string | null, d: Decision): string {
+  if (peer === null) return "none: a caller with no mesh identity is always denied";
+  if (!policy.services.has(service)) return `add a [${service}] table with accepts = ["${peer}"] to ${policy.file}`;
+  if (d.list === undefined) return `add accepts = ["${peer}"] to [${service}], or a route rule covering this call (${d.where ?? policy.file})`;
+  if (d.allow && !d.wouldDeny) return `remove "${peer}" from ${d.list} (${d.where})`;
+  return `add "${peer}" to ${d.list} (${d.where})`;
 }
 
 export function loadPolicy(file: string): Policy {
@@ -102,8 +145,9 @@ export function parsePolicy(text: string, file: string): Policy {
   };
   const services = new Map<string, ServicePolicy>();
   for (const [name, table] of Object.entries(doc)) {
-    if (!isServiceName(name)) {
-      fail(name, `unknown service "${name}" (the mesh has: ${SERVICES.join(", ")})`);
+    // Any mesh name may serve (an in-process app or an app behind a sidecar), not a fixed list.
+    if (!isIdentityName(name)) {
+      fail(name, `"${name}" is not a mesh name: a table is named for the service it guards, one lower-case DNS label such as [payment] or [billing-api]`);
     }
     if (!isPlainTable(table)) fail(name, `[${name}] must be a table, e.g. [${name}] accepts = ["order"]`);
     const t = table as Record<string, unknown>;
@@ -114,22 +158,33 @@ export function parsePolicy(text: string, file: string): Policy {
       fail(name, `[${name}] needs "accepts" (use accepts = [] to accept nobody)`);
     }
     const accepts = t.accepts === undefined ? null : callers(t.accepts, `${name}.accepts`, fail);
+    const mode = modeOf(t.mode, `${name}.mode`, "enforce", fail);
     const routes: RouteRule[] = [];
     if (t.routes !== undefined) {
       if (!Array.isArray(t.routes)) fail(`${name}.routes`, `"routes" in [${name}] must be an array of tables ([[${name}.routes]])`);
-      (t.routes as unknown[]).forEach((r, i) => routes.push(route(name, r, i, lines, fail)));
+      for (const [i, r] of (t.routes as unknown[]).entries()) routes.push(route(name, r, i, lines, fail, mode, file));
     }
-    services.set(name, Object.freeze({ accepts, acceptsLine: lines.of(`${name}.accepts`), routes: Object.freeze(routes) }));
+    const acceptsLine = lines.of(`${name}.accepts`);
+    services.set(name, Object.freeze({ accepts, acceptsLine, routes: Object.freeze(routes), mode, acceptsWhere: `${file}:${acceptsLine}` }));
   }
   return Object.freeze({ file, services });
 }
 
-function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: (k: string, m: string) => never): RouteRule {
+/** A `mode` key: absent means `inherited`; anything but "enforce" or "audit" is an error (fails closed). */
+function modeOf(v: unknown, key: string, inherited: PolicyMode, fail: (k: string, m: string) => never): PolicyMode {
+  if (v === undefined) return inherited;
+  if (typeof v !== "string" || !(POLICY_MODES as readonly string[]).includes(v)) {
+    fail(key, `${key} must be "enforce" or "audit" (got ${JSON.stringify(v)?.slice(0, 40)})`);
+  }
+  return v as PolicyMode;
+}
+
+function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: (k: string, m: string) => never, serviceMode: PolicyMode = "enforce", file = ""): RouteRule {
   const at = `${service}.routes[${i}]`;
   if (!isPlainTable(raw)) fail(at, `${at} must be a table with method, path and accepts`);
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!ROUTE_KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in ${at} (allowed: ${ROUTE_KEYS.join(", ")})`);
+    if (!ROUTE_KEYS.includes(k) && !ROUTE_OPTIONAL_KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in ${at} (allowed: ${[...ROUTE_KEYS, ...ROUTE_OPTIONAL_KEYS].join(", ")})`);
   }
   for (const k of ROUTE_KEYS) if (r[k] === undefined) fail(at, `${at} is missing "${k}"`);
   if (typeof r.method !== "string" || !METHODS.has(r.method.toUpperCase())) {
@@ -146,6 +201,8 @@ function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: 
     name: at,
     line: lines.of(at),
     match: compilePath(path as string),
+    mode: modeOf(r.mode, `${at}.mode`, serviceMode, fail),
+    where: `${file}:${lines.of(at)}`,
   });
 }
 
@@ -166,6 +223,17 @@ function callers(v: unknown, key: string, fail: (k: string, m: string) => never)
     if (!isIdentityName(c)) fail(key, `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order", or its SPIFFE ID, e.g. "spiffe://internal/order"`);
   }
   return Object.freeze([...new Set(v as string[])]);
+}
+
+/** The rules in audit mode ("payment.accepts", "inventory.routes[1]"): each lets through every caller it does not list. */
+export function auditedRules(policy: Policy): string[] {
+  const out: string[] = [];
+  for (const [name, sp] of policy.services) {
+    if (sp.mode === "audit" && sp.accepts !== null) out.push(`${name}.accepts`);
+    if (sp.mode === "audit" && sp.accepts === null) out.push(`${name}.routes`);
+    for (const r of sp.routes) if (r.mode === "audit") out.push(r.name);
+  }
+  return out;
 }
 
 /** Every caller the policy names anywhere, in the order first named. */
@@ -225,7 +293,7 @@ function isPlainTable(v: unknown): boolean {
  * smol-toml keeps no positions for valid documents, so semantic errors find their line by
  * scanning the source for table headers and keys. Good enough for the shapes a policy uses.
  */
-class KeyLines {
+export class KeyLines {
   private readonly lines = new Map<string, number>();
   constructor(text: string) {
     let table = "";

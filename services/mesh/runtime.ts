@@ -8,17 +8,18 @@ import { loadMaterial, materialPaths, type MaterialPaths, type TlsMaterial } fro
 import { MeshServer, type Limits, type Route } from "./server.ts";
 import { Upstreams } from "./client.ts";
 import { createLogger, type MeshLogger } from "./log.ts";
-import { dnsName, type ServiceName } from "./names.ts";
+import { dnsName, isIdentityName } from "./names.ts";
 import { watchFiles, type Watch } from "./reload.ts";
 import { MeshError, messageOf } from "./errors.ts";
-import { orderRoutes } from "../apps/order.ts";
-import { paymentRoutes } from "../apps/payment.ts";
-import { inventoryRoutes } from "../apps/inventory.ts";
+import type { App } from "./app.ts";
 import { crlDeadlines } from "./crl-dates.ts";
 import { MeshMetrics } from "./metrics.ts";
 
 export interface ServiceOptions {
-  service: ServiceName;
+  /** The identity served as: any mesh name (its certificate is `<service>.internal`). */
+  service: string;
+  /** What is served: routes of an in-process app, or a forwarder (see app.ts). */
+  app: App;
   pkiDir: string;
   policyFile: string;
   port?: number;
@@ -53,7 +54,7 @@ export interface ServiceOptions {
 export const POLICY_SETTLE_MS = 500;
 
 export interface RunningService {
-  readonly service: ServiceName;
+  readonly service: string;
   readonly port: number;
   readonly server: MeshServer;
   readonly log: MeshLogger;
@@ -70,6 +71,7 @@ export interface RunningService {
 
 /** Throws MeshError (bad policy, missing or invalid TLS files) before listening on anything. */
 export async function startService(o: ServiceOptions): Promise<RunningService> {
+  if (!isIdentityName(o.service)) throw new MeshError("BAD_ARGUMENT", `${JSON.stringify(o.service.slice(0, 80))} is not a mesh name: one lower-case DNS label such as payment or billing-api`);
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
   // One read for the policy and its digest: a file changing in between would pair the old
@@ -87,8 +89,16 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
 
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
   metrics.watchUpstreams(upstreams, Object.keys(o.upstreams ?? {}));
-  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: routesFor(o.service, upstreams, log), log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond, metrics });
-  const port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
+  const app = await o.app({ service: o.service, upstreams, log, metrics, material });
+  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: app.routes ?? [], forward: app.forward, log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond, metrics });
+  let port: number;
+  try {
+    port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
+  } catch (e) {
+    await app.close?.().catch(() => {});
+    await upstreams.close().catch(() => {});
+    throw e;
+  }
 
   // The files' content when the last reload failed: the same broken set is reported once.
   let tlsFailedOn: string | undefined;
@@ -107,6 +117,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         return true;
       }
       upstreams.setMaterial(next);
+      app.setMaterial?.(next);
       material = next;
       log.info(
         { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
@@ -224,22 +235,12 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
         clearInterval(crlTimer);
         for (const w of watches) w.close();
         await server.close();
+        await app.close?.().catch(() => {});
         await upstreams.close().catch(() => {});
       })();
       return closing;
     },
   };
-}
-
-function routesFor(service: ServiceName, up: Upstreams, log: MeshLogger): Route[] {
-  switch (service) {
-    case "order":
-      return orderRoutes(up, log);
-    case "payment":
-      return paymentRoutes();
-    case "inventory":
-      return inventoryRoutes();
-  }
 }
 
 function sha256(bytes: Buffer): string {

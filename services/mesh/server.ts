@@ -1,7 +1,7 @@
 // The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
 // before any HTTP byte is parsed, then authorizes each request against the policy.
 import { randomBytes } from "node:crypto";
-import { createServer, type Server } from "node:https";
+import { constants, createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import type { Socket } from "node:net";
@@ -15,6 +15,8 @@ import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 import type { MeshMetrics, RequestSeries } from "./metrics.ts";
+import type { Forward, ForwardPeer } from "./forward.ts";
+import { isGrpc, sendGrpcStatus, GRPC_PERMISSION_DENIED } from "./grpc-status.ts";
 
 export interface Reply {
   readonly status: number;
@@ -68,6 +70,8 @@ export interface MeshServerOptions {
   material: TlsMaterial;
   policy: () => Policy;
   routes: readonly Route[];
+  /** Instead of routes: every allowed request is handed to this (the sidecar, see app.ts). */
+  forward?: Forward;
   log: MeshLogger;
   limits?: Partial<Limits>;
   /** `request` lines per second before per-second summaries (see AccessLog); 0: every request. */
@@ -75,8 +79,17 @@ export interface MeshServerOptions {
   metrics?: MeshMetrics;
 }
 
+/** The PeerState of a socket, as a property: read through HTTP/2's proxy of the socket too. */
+const PEER = Symbol("mesh.peer");
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
 interface PeerState {
   readonly identity: PeerIdentity;
+  /** What a forwarder needs of the caller's certificate, read once per connection when asked. */
+  forward?: ForwardPeer;
+  /** The HTTP/2 session on this connection, if it speaks h2 (drained with GOAWAY). */
+  session?: ServerHttp2Session;
   readonly remote: string;
   /** Which of this server's certificates the connection was made under. */
   readonly epoch: number;
@@ -109,7 +122,8 @@ interface CompiledRoute {
 }
 
 export class MeshServer {
-  readonly https: Server;
+  /** HTTP/2 (ALPN h2) and HTTP/1.1 on one TLS listener. */
+  readonly https: Http2SecureServer;
   private material: TlsMaterial;
   private epoch = 0;
   private sweeping?: NodeJS.Timeout;
@@ -124,24 +138,41 @@ export class MeshServer {
     this.logs = { log: opts.log, access: new AccessLog(opts.log, opts.requestLinesPerSecond) };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
-    this.https = createServer(
+    this.https = createSecureServer(
       {
         ...this.tlsOptions(opts.material),
         handshakeTimeout: this.limits.handshakeTimeoutMs,
-        maxHeaderSize: this.limits.maxHeaderSize,
-        headersTimeout: this.limits.headersTimeoutMs,
-        requestTimeout: this.limits.requestTimeoutMs,
-        keepAliveTimeout: this.limits.keepAliveTimeoutMs,
-        // Node checks headersTimeout/requestTimeout only this often (default 30 s).
-        connectionsCheckingInterval: Math.min(1_000, Math.max(50, this.limits.headersTimeoutMs / 4)),
+        allowHTTP1: true,
+        maxSessionMemory: 10,
+        settings: { maxHeaderListSize: this.limits.maxHeaderSize },
       },
-      (req, res) => this.onRequest(req, res),
+      (req: Req, res: Res) => this.onRequest(req, res),
     );
+    // HTTP/1.1 connections go to node:http's parser, which reads its limits from the server
+    // object (http2's constructor sets its own defaults there, so they are set after it).
+    Object.assign(this.https, {
+      maxHeaderSize: this.limits.maxHeaderSize,
+      headersTimeout: this.limits.headersTimeoutMs,
+      requestTimeout: this.limits.requestTimeoutMs,
+      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+      // Node checks headersTimeout/requestTimeout only this often (default 30 s).
+      connectionsCheckingInterval: Math.min(1_000, Math.max(50, this.limits.headersTimeoutMs / 4)),
+    });
     // No socket idle timeout (server.timeout): the four limits above bound every phase of a
     // connection already, and an idle timer refreshed on every read and write was about
     // 1.3 µs of each keep-alive request.
     // Must run before https' own listener hands the socket to the HTTP parser.
     this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
+    this.https.on("session", (session: ServerHttp2Session) => {
+      const state = (session.socket as TLSSocket & { [PEER]?: PeerState })[PEER];
+      if (!state) return;
+      state.session = session;
+      // node:http's timeouts bound HTTP/1.1 only: an idle HTTP/2 connection is closed after the
+      // keep-alive timeout too, but never under a stream still open (a quiet gRPC stream).
+      session.setTimeout(this.limits.keepAliveTimeoutMs, () => {
+        if (state.inFlight === 0) session.close();
+      });
+    });
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onTlsClientError(err, sock));
     // Once per connection: when its handshake started, for mesh_tls_handshake_duration_seconds.
     const metrics = opts.metrics;
@@ -155,8 +186,8 @@ export class MeshServer {
    * before the socket is destroyed. setSecureContext() rebuilds from these options, so
    * they are passed whole every time.
    */
-  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false } {
-    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false };
+  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false; ALPNProtocols: string[] } {
+    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ["h2", "http/1.1"] };
   }
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {
@@ -228,6 +259,12 @@ export class MeshServer {
     for (const s of this.sockets) if (this.peers.get(s)?.epoch !== this.epoch) count++;
     if (count === 0) return 0;
     this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its next answer, idle ones at their keep-alive timeout (${this.limits.keepAliveTimeoutMs} ms)`);
+    // HTTP/2's own "Connection: close": GOAWAY now, so the peer opens its next streams on a new
+    // connection while the streams under way finish on this one.
+    for (const s of this.sockets) {
+      const p = this.peers.get(s);
+      if (p?.session && p.epoch !== this.epoch && !p.session.closed) p.session.close();
+    }
     const deadline = Date.now() + Math.max(graceMs + this.limits.requestTimeoutMs, this.limits.keepAliveTimeoutMs + 1_000);
     if (this.sweeping) clearTimeout(this.sweeping);
     const sweep = () => {
@@ -249,7 +286,6 @@ export class MeshServer {
     this.logs.access.close();
     return new Promise((resolve) => {
       this.https.close(() => resolve());
-      this.https.closeAllConnections();
       for (const s of this.sockets) s.destroy();
     });
   }
@@ -270,7 +306,9 @@ export class MeshServer {
       this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
       return;
     }
-    this.peers.set(sock, { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 });
+    const state: PeerState = { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 };
+    this.peers.set(sock, state);
+    (sock as TLSSocket & { [PEER]?: PeerState })[PEER] = state;
     this.opts.metrics?.handshakeAccepted(sock);
     this.sockets.add(sock);
     sock.once("close", () => this.sockets.delete(sock));
@@ -342,16 +380,16 @@ export class MeshServer {
     sock.destroy();
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const sock = req.socket as TLSSocket;
-    const peer = this.peers.get(sock);
+  private onRequest(req: Req, res: Res): void {
+    const sock = req.socket as TLSSocket & { [PEER]?: PeerState };
+    const peer = sock[PEER];
     // Second line of defence: onSecureConnection should have destroyed such a socket.
     if (!peer || !sock.authorized) {
       sock.destroy();
       return;
     }
     peer.inFlight++;
-    if (peer.epoch !== this.epoch) res.shouldKeepAlive = false;
+    if (peer.epoch !== this.epoch) (res as ServerResponse).shouldKeepAlive = false;
     const method = req.method ?? "GET";
     const path = pathOf(req.url);
     const caller = peer.identity.name;
@@ -361,11 +399,23 @@ export class MeshServer {
       this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, peerSpiffeId: peer.identity.spiffeId, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
       series?.denied();
       req.resume();
+      // A gRPC client reads a refusal from grpc-status, never from an HTTP status.
+      if (isGrpc(req)) return sendGrpcStatus(res, peer, GRPC_PERMISSION_DENIED, `${caller} may not call ${method} ${path} on ${this.opts.service} (rule ${d.rule})`);
       send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
       return;
     }
+    if (d.wouldDeny) {
+      // Audit mode (docs/policy.md): the call goes on; the line says what enforcing would deny.
+      this.opts.log.warn({ event: "authz.would_deny", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`);
+      series?.wouldDeny();
+    }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
     x.series = series;
+    if (this.opts.forward) {
+      peer.forward ??= forwardPeer(sock, peer.identity);
+      this.opts.forward(req, res, peer.forward, (status) => x.forwarded(status));
+      return;
+    }
     if (!route) {
       req.resume();
       x.done(pathKnown ? 405 : 404, { error: pathKnown ? "method_not_allowed" : "not_found" });
@@ -373,6 +423,9 @@ export class MeshServer {
     }
     x.route = route;
     x.params = params;
+    // requestTimeout bounds an HTTP/1.1 request only: an HTTP/2 stream to a route gets as long
+    // without progress (a forwarded stream, gRPC's, may be quiet for longer and has none).
+    if ("stream" in req) req.setTimeout(this.limits.requestTimeoutMs, () => req.stream.close(constants.NGHTTP2_CANCEL));
     if (method === "GET" || method === "HEAD" || method === "DELETE") {
       req.resume();
       x.run(undefined);
@@ -381,7 +434,7 @@ export class MeshServer {
     const type = req.headers["content-type"];
     if (hasBody(req) && !isJson(type)) {
       // Parsing a text/plain or form body as JSON would act on what the sender did not mean as JSON.
-      res.shouldKeepAlive = false;
+      (res as ServerResponse).shouldKeepAlive = false;
       res.once("finish", () => req.destroy());
       const got = type === undefined ? "no content-type" : type.split(";")[0]!.trim().slice(0, 64);
       x.done(415, { error: "unsupported_media_type", message: `${method} ${path} takes a JSON body: send it with content-type: application/json (got ${got})` });
@@ -391,9 +444,9 @@ export class MeshServer {
       (body) => x.run(body),
       (e: HttpError) => {
         // The connection broke while the body was on its way: no answer can be sent.
-        if (sock.destroyed) return x.abandoned();
+        if (sock.destroyed || e.status === 499) return x.abandoned();
         // The rest of an oversized body is not worth reading: answer, then drop the socket.
-        res.shouldKeepAlive = false;
+        (res as ServerResponse).shouldKeepAlive = false;
         res.once("finish", () => req.destroy());
         x.done(e.status, e.body);
       },
@@ -417,7 +470,7 @@ class Exchange {
   series: RequestSeries | undefined;
   private readonly started = performance.now();
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: Res,
     private readonly state: PeerState,
     private readonly method: string,
     private readonly path: string,
@@ -459,6 +512,14 @@ class Exchange {
     return Math.round((performance.now() - this.started) * 100) / 100;
   }
 
+  /** A forwarder answered (see app.ts): log and count it as done() does. */
+  forwarded(status: number): void {
+    this.state.inFlight--;
+    const ms = this.ms();
+    this.series?.answered(status, ms);
+    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, "(forwarded)");
+  }
+
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
     send(this.res, this.state, status, body);
@@ -468,7 +529,7 @@ class Exchange {
   }
 }
 
-function send(res: ServerResponse, peer: PeerState, status: number, body: unknown): void {
+function send(res: Res, peer: { inFlight: number }, status: number, body: unknown): void {
   if (res.headersSent) return;
   peer.inFlight--;
   const text = JSON.stringify(body);
@@ -476,7 +537,21 @@ function send(res: ServerResponse, peer: PeerState, status: number, body: unknow
   res.end(text);
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/** The caller's certificate facts a forwarder passes on (XFCC): read once per connection. */
+function forwardPeer(sock: TLSSocket, identity: PeerIdentity): ForwardPeer {
+  const c = sock.getPeerCertificate();
+  return { identity, der: c.raw, san: c.subjectaltname, subject: formatSubject(c.subject) };
+}
+
+/** RFC 2253 order (most specific first), as Envoy writes XFCC's Subject. */
+function formatSubject(n: object | undefined): string | undefined {
+  if (!n) return undefined;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(n)) for (const x of Array.isArray(v) ? v : [v]) parts.push(`${k}=${String(x).replace(/[,+"\\<>;=]/g, (ch) => `\\${ch}`)}`);
+  return parts.reverse().join(",");
+}
+
+function hasBody(req: Req): boolean {
   const len = req.headers["content-length"];
   return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
 }
@@ -488,7 +563,7 @@ function isJson(type: string | undefined): boolean {
   return media === "application/json" || /^application\/[a-z0-9.!#$&^_-]+\+json$/.test(media);
 }
 
-function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+function readJson(req: Req, max: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -511,5 +586,7 @@ function readJson(req: IncomingMessage, max: number): Promise<unknown> {
       }
     });
     req.on("error", () => reject(new HttpError(400, { error: "bad_request" })));
+    // An HTTP/2 stream reset mid-body ends neither in "end" nor in "error".
+    req.once("aborted", () => reject(new HttpError(499, { error: "aborted" })));
   });
 }

@@ -121,7 +121,18 @@ function callOne(t: CaTls, method: string, path: string, headers: Record<string,
     // What we destroyed the request with (a deadline, an oversized answer, an abort) is the
     // error, whichever event reports the destruction first ("aborted", "socket hang up").
     let why: Error | undefined;
-    const fail = (e: unknown) => settle(() => reject(why ?? (e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`, { cause: e }))));
+    // Set while the CA is asked its time: the verdict settles the call, not the close that follows.
+    let askingClock = false;
+    const fail = (e: unknown) => {
+      if (askingClock) return;
+      settle(() => reject(why ?? (e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`, { cause: e }))));
+    };
+    // A certificate "expired" or "not yet valid" may be a clock that is off, ours or the CA's: ask the CA's.
+    const askClock = (e: Error) => {
+      askingClock = true;
+      const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
+      void clockVerdict(t, unreachable).then((verdict) => settle(() => reject(verdict)));
+    };
     const unverified = t.ca === undefined;
     let answered = false;
     const req = request(`${t.url}${path}`, {
@@ -165,20 +176,18 @@ function callOne(t: CaTls, method: string, path: string, headers: Record<string,
         // (MESH_CLOCK_OFFSET_MS), and then it is the one that must agree.
         if (unverified) return;
         const dates = wrongDates((sock as TLSSocket).getPeerCertificate());
-        if (dates) req.destroy(Object.assign(new Error(dates.message), { code: dates.code }));
+        if (!dates) return;
+        const e = Object.assign(new Error(dates.message), { code: dates.code });
+        askClock(e);
+        req.destroy(e);
       });
     });
     const onAbort = () => stop(t.signal?.reason instanceof Error ? t.signal.reason : new IdentityError("CA_UNREACHABLE", "the call was aborted"));
     if (t.signal?.aborted) onAbort();
     else t.signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (e: NodeJS.ErrnoException) => {
-      // A certificate "expired" or "not yet valid" may be a clock that is off, ours or the CA's: ask the CA's.
-      if (!why && !(e instanceof IdentityError) && (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID")) {
-        const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
-        void clockVerdict(t, unreachable).then((verdict) => settle(() => reject(verdict)));
-        return;
-      }
-      fail(e);
+      if (!why && !askingClock && !(e instanceof IdentityError) && (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID")) askClock(e);
+      else fail(e);
     });
     // Once an answer has begun, its own close and error events decide (see above).
     req.on("close", () => {

@@ -1,0 +1,113 @@
+// The sidecar's inbound side: a request the mesh server has authenticated and the policy has
+// allowed goes on to the app, on a loopback port or a unix socket, with the caller named in
+// XFCC; an app that does not answer gets the caller a 503 (gRPC: UNAVAILABLE) and a log line.
+import { Agent, request, type OutgoingHttpHeaders } from "node:http";
+import { connect as h2connect } from "node:http2";
+import { connect as netConnect } from "node:net";
+import type { Forward, ForwardPeer, MeshRequest, MeshResponse } from "../app.ts";
+import type { MeshLogger } from "../log.ts";
+import type { TlsMaterial } from "../material.ts";
+import { MeshError } from "../errors.ts";
+import { isGrpc, sendGrpcStatus, GRPC_UNAVAILABLE } from "../grpc-status.ts";
+import { isLoopback } from "../../../lib/admin-http.ts";
+import { forwardable } from "./headers.ts";
+import { relay, H2Connection, type Dial } from "./relay.ts";
+import { ownSpiffeId, xfccElement, XFCC } from "./xfcc.ts";
+
+export type AppAddress = { readonly kind: "tcp"; readonly host: string; readonly port: number } | { readonly kind: "unix"; readonly path: string };
+/** How the app speaks: HTTP/1.1, or HTTP/2 without TLS (h2c, prior knowledge: a gRPC server). */
+export type AppProtocol = "http1" | "h2c";
+
+/** `http://127.0.0.1:8080`, `127.0.0.1:8080`, `[::1]:8080` or `unix:/run/app.sock`; loopback only. */
+export function parseAppAddress(s: string): AppAddress {
+  if (s.startsWith("unix:")) {
+    const path = s.slice(5);
+    if (!path.startsWith("/")) throw new MeshError("BAD_ARGUMENT", `--app ${JSON.stringify(s.slice(0, 80))}: a unix socket needs an absolute path, e.g. unix:/run/app.sock`);
+    return { kind: "unix", path };
+  }
+  const m = /^(?:http:\/\/)?(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})\/?$/.exec(s);
+  const host = m ? m[1]!.replace(/^\[|\]$/g, "") : "";
+  const port = m ? Number(m[2]) : 0;
+  if (!m || port < 1 || port > 65535 || !(host === "localhost" || isLoopback(host))) {
+    throw new MeshError("BAD_ARGUMENT", `--app ${JSON.stringify(s.slice(0, 80))} must be the app's loopback address (http://127.0.0.1:8080) or a unix socket (unix:/run/app.sock): the app speaks plain HTTP, so it must not be reachable from the network`);
+  }
+  return { kind: "tcp", host: host === "localhost" ? "127.0.0.1" : host, port };
+}
+
+export function describeApp(a: AppAddress): string {
+  return a.kind === "unix" ? `unix:${a.path}` : `http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+export interface InboundOptions {
+  service: string;
+  app: AppAddress;
+  protocol: AppProtocol;
+  log: MeshLogger;
+  material: TlsMaterial;
+}
+
+export class Inbound {
+  private by: string;
+  private readonly dial: Dial;
+  private readonly agent: Agent | undefined;
+  private readonly h2: H2Connection | undefined;
+  /** XFCC per caller connection (the same certificate for every request on it). */
+  private readonly xfcc = new WeakMap<ForwardPeer, { by: string; value: string }>();
+  private readonly where: string;
+
+  constructor(private readonly o: InboundOptions) {
+    this.by = ownSpiffeId(o.service, o.material.cert);
+    this.where = describeApp(o.app);
+    const a = o.app;
+    if (o.protocol === "http1") {
+      const agent = new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxFreeSockets: 64 });
+      this.agent = agent;
+      const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
+      this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };
+    } else {
+      const h2 = new H2Connection(() => (a.kind === "unix" ? h2connect("http://localhost", { createConnection: () => netConnect(a.path) }) : h2connect(`http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`)));
+      this.h2 = h2;
+      this.dial = { protocol: "h2", scheme: "http", authority: a.kind === "unix" ? "localhost" : `${a.host}:${a.port}`, session: () => h2.session(), lastError: () => h2.lastError() };
+    }
+  }
+
+  readonly forward: Forward = (req, res, peer, done) => {
+    const headers: OutgoingHttpHeaders = forwardable(req.headers);
+    headers[XFCC] = this.xfccOf(peer);
+    // The authority the caller asked for (it named this service), for apps that route by Host.
+    const authority = req.headers[":authority"] ?? req.headers.host;
+    if (this.dial.protocol === "http1" && typeof authority === "string") headers.host = authority;
+    relay(req, res, this.dial, { headers, done, failed: (e) => this.appFailed(req, res, peer, e) });
+  };
+
+  private xfccOf(peer: ForwardPeer): string {
+    const seen = this.xfcc.get(peer);
+    if (seen && seen.by === this.by) return seen.value;
+    const value = xfccElement(this.by, peer);
+    this.xfcc.set(peer, { by: this.by, value });
+    return value;
+  }
+
+  private appFailed(req: MeshRequest, res: MeshResponse, peer: ForwardPeer, e: Error): number {
+    const code = (e as { code?: string }).code ?? "UNKNOWN";
+    const sentence = `the app at ${this.where} did not answer ${req.method} ${req.url} (${code}); is it running, and is --app right?`;
+    this.o.log.warn({ event: "upstream.failed", upstream: "app", addr: this.where, method: req.method, path: req.url, peer: peer.identity.name, reason: "app_down", code }, sentence);
+    if (isGrpc(req)) {
+      sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `app_down: ${sentence}`);
+      return 200;
+    }
+    const text = JSON.stringify({ error: "app_unavailable", reason: "app_down", service: this.o.service, message: sentence });
+    res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+    return 503;
+  }
+
+  setMaterial(m: TlsMaterial): void {
+    this.by = ownSpiffeId(this.o.service, m.cert);
+  }
+
+  close(): void {
+    this.agent?.destroy();
+    this.h2?.close();
+  }
+}

@@ -1,0 +1,74 @@
+// Who called, as the app behind a sidecar learns it: Envoy's x-forwarded-client-cert header
+// (By, Hash, Subject, URI, DNS), set by the sidecar alone, and the SPIFFE IDs in it.
+import { createHash, X509Certificate } from "node:crypto";
+import type { ForwardPeer } from "../app.ts";
+import { MESH_DOMAIN } from "../names.ts";
+
+export const XFCC = "x-forwarded-client-cert";
+
+/** `spiffe://internal/<name>` unless the certificate carries a spiffe:// URI SAN of its own. */
+export function spiffeIdOf(name: string, san: string | undefined): string {
+  return sanValues(san, "URI").find((u) => u.startsWith("spiffe://")) ?? `spiffe://${MESH_DOMAIN}/${name}`;
+}
+
+/** This process's own SPIFFE ID (XFCC's By), from its certificate. */
+export function ownSpiffeId(name: string, certPem: Buffer | string): string {
+  let san: string | undefined;
+  try {
+    san = new X509Certificate(certPem).subjectAltName;
+  } catch {
+    san = undefined;
+  }
+  return spiffeIdOf(name, san);
+}
+
+/**
+ * One XFCC element for the caller, as Envoy writes it with Subject, URI and DNS details:
+ * `By=<own>;Hash=<sha256 of the DER>;Subject="…";URI=<caller>;DNS=<each DNS SAN>`.
+ */
+export function xfccElement(by: string, peer: ForwardPeer): string {
+  const parts = [`By=${value(by)}`, `Hash=${createHash("sha256").update(peer.der).digest("hex")}`, `Subject=${quoted(peer.subject ?? "")}`, `URI=${value(spiffeIdOf(peer.identity.name, peer.san))}`];
+  for (const d of sanValues(peer.san, "DNS")) parts.push(`DNS=${value(d)}`);
+  return parts.join(";");
+}
+
+/** Values with , ; = or a quote are double-quoted, inner quotes and backslashes escaped. */
+function value(v: string): string {
+  return /[,;="\\\s]/.test(v) ? quoted(v) : v;
+}
+
+function quoted(v: string): string {
+  return `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+/** The SANs of one type from Node's rendering ("DNS:a, URI:spiffe://…"; odd values JSON-quoted). */
+export function sanValues(san: string | undefined, type: "DNS" | "URI"): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (san && i < san.length) {
+    const colon = san.indexOf(":", i);
+    if (colon === -1) break;
+    const t = san.slice(i, colon);
+    let v: string;
+    let end: number;
+    if (san[colon + 1] === '"') {
+      let j = colon + 2;
+      while (j < san.length && san[j] !== '"') j += san[j] === "\\" ? 2 : 1;
+      end = j + 1;
+      try {
+        v = JSON.parse(san.slice(colon + 1, end)) as string;
+      } catch {
+        v = "";
+      }
+    } else {
+      const comma = san.indexOf(", ", colon);
+      end = comma === -1 ? san.length : comma;
+      v = san.slice(colon + 1, end);
+    }
+    if (t === type && v) out.push(v);
+    const next = end + (san.startsWith(", ", end) ? 2 : 0);
+    if (next <= i) break;
+    i = next;
+  }
+  return out;
+}
