@@ -2,9 +2,11 @@
 // and bundle; leaf issuance and generations are in issuance.ts and generations.ts, which
 // take it as the CaCore interface (core.ts), so that neither imports this file back.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { buildCrl, CRL_VALID_DAYS, dropCutoff, encodeEntries, encodeEntry, lastSignedAt, type CrlEntry, type RevocationReason } from "./crl.ts";
+import { encodeEntries, encodeEntry, type CrlEntry, type RevocationReason } from "../lib/crl.ts";
+import { concat } from "../lib/der.ts";
+import { formatGenerationsFile, generationsPath, rootSha256 } from "../lib/generations.ts";
+import { buildCrl, CRL_VALID_DAYS, dropCutoff, lastSignedAt } from "./crl.ts";
 import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
-import { concat } from "./der.ts";
 import { CaError, badInput } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
@@ -270,7 +272,12 @@ export class CertificateAuthority implements CaCore {
   /** bundle.pem: every published root generation, the trust anchors of the mesh. */
   writeBundle(): IssuerRow[] {
     const roots = this.ledger.issuers().filter((r) => r.kind === "root" && r.state === "published");
-    writeAtomic(this.layout.bundle, roots.map((r) => certToPem(this.issuerCert(r.id))).join(""), CERT_MODE);
+    const certs = roots.map((r) => this.issuerCert(r.id));
+    // Which root is which generation, as data beside the bundle (lib/generations.ts), written
+    // first: a service that reloads on the bundle's change finds the facts of the new one.
+    const facts = roots.map((r, i) => ({ sha256: rootSha256(new Uint8Array(certs[i]!.rawData)), generation: r.generation }));
+    writeAtomic(generationsPath(this.layout.bundle), formatGenerationsFile(facts), CERT_MODE);
+    writeAtomic(this.layout.bundle, certs.map(certToPem).join(""), CERT_MODE);
     return roots;
   }
 

@@ -1,7 +1,7 @@
 // What leaf issuance (issuance.ts) and root generations (generations.ts) need of the CA: the
 // interface CertificateAuthority (authority.ts) implements. They take this interface, not the
 // class, so authority.ts can call them without an import circle (test/import-graph.test.ts).
-import type { CrlEntry } from "./crl.ts";
+import type { CrlEntry } from "../lib/crl.ts";
 import type { KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";

@@ -2,47 +2,13 @@
 // change, with a generous nextUpdate because a lapsed CRL locks everyone out,
 // and a thisUpdate backdated like certificates' notBefore for peers whose clock is behind.
 // The list is assembled in linear time: @peculiar/x509's CRL generator costs
-// about a millisecond per entry, which would make revocation in a large CA slow.
-import { bitString, concat, integerHex, sequence, time, tlv } from "./der.ts";
+// about a millisecond per entry, which would make revocation in a large CA slow. The
+// entries' encoding and every reading of a CRL are in lib/crl.ts; the signing is here.
+import { bitString, sequence, time, tlv } from "../lib/der.ts";
 import { signingAlgorithm } from "./keys.ts";
 import type { Signer } from "./profiles.ts";
 
 export const CRL_VALID_DAYS = 30;
-/** Commands warn when a CRL has less than this left before its nextUpdate. */
-export const CRL_WARN_DAYS = 7;
-
-export const REVOCATION_REASONS = [
-  "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
-  "cessationOfOperation", "certificateHold", "privilegeWithdrawn",
-] as const;
-export type RevocationReason = (typeof REVOCATION_REASONS)[number];
-
-export interface CrlEntry {
-  serial: string;
-  revokedAt: Date;
-  reason: RevocationReason;
-}
-
-const REASON_CODE: Record<RevocationReason, number> = {
-  unspecified: 0, keyCompromise: 1, cACompromise: 2, affiliationChanged: 3, superseded: 4,
-  cessationOfOperation: 5, certificateHold: 6, privilegeWithdrawn: 9,
-};
-// Extension { extnID id-ce-cRLReasons, extnValue OCTET STRING { ENUMERATED } }
-const REASON_OID = new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x15]);
-
-/** One revokedCertificates entry (RFC 5280 5.1.2.6); "unspecified" carries no reason code (5.3.1). */
-export function encodeEntry(e: CrlEntry): Uint8Array<ArrayBuffer> {
-  const parts = [integerHex(e.serial), time(e.revokedAt)];
-  if (e.reason !== "unspecified") {
-    const value = tlv(0x04, tlv(0x0a, new Uint8Array([REASON_CODE[e.reason]])));
-    parts.push(sequence([sequence([REASON_OID, value])]));
-  }
-  return sequence(parts);
-}
-
-export function encodeEntries(entries: CrlEntry[]): Uint8Array<ArrayBuffer> {
-  return concat(entries.map(encodeEntry));
-}
 
 /**
  * The signed CRL, DER-encoded (parsing it back would cost what building it saved).
@@ -77,20 +43,6 @@ export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; numb
     signature = new Uint8Array(new x509.AsnEcSignatureFormatter().toAsnSignature(algorithm, signature)!);
   }
   return sequence([tbs, algId, bitString(signature)]);
-}
-
-/**
- * The serials a CA's stored revokedCertificates entries list (see encodeEntry), normalised
- * like the ledger's. The blob is the CA's own writing, but read with the bounded reader all
- * the same.
- */
-export async function listedSerials(entries: Uint8Array): Promise<string[]> {
-  const { children } = await import("./der-reader.ts");
-  return children(entries, 10_000_000).map((e) => {
-    const serial = children(e.body, 3)[0]!;
-    const hex = Buffer.from(serial.body).toString("hex").replace(/^0+/, "");
-    return hex === "" ? "0" : hex;
-  });
 }
 
 /**

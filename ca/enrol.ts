@@ -10,6 +10,7 @@ import type { LeafNames } from "./profiles.ts";
 import { validateDnsName } from "./names.ts";
 import { checkToken, hashToken, isTokenShaped } from "./tokens.ts";
 import { normalSerial, x509 } from "./x509.ts";
+import { firstPemDer } from "../lib/pem.ts";
 
 export type EnrolErrorCode =
   | "malformed_csr"      // not a PKCS#10 request, bad signature, unsupported key, not one CN
@@ -146,7 +147,7 @@ function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: Ce
   try { peer = new x509.X509Certificate(bytes(presented)); } catch { throw new EnrolError("cert_unknown", "the presented certificate is not readable"); }
   const row = ca.ledger.bySerial(normalSerial(peer.serialNumber));
   // The exact bytes, compared without parsing the stored PEM again (each parse is ~0.25 ms).
-  if (!row || !derOfPem(row.pem).equals(Buffer.from(presented))) {
+  if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(presented))) {
     throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
   }
   if (row.status === "revoked") throw new EnrolError("cert_revoked", `the certificate ${row.serial} is revoked: a revoked identity cannot renew (enrol again with a new token)`, row.name);
@@ -158,11 +159,6 @@ function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: Ce
   return { row, peer };
 }
 
-/** The DER of the first PEM block: the ledger stores a leaf's PEM alone. */
-function derOfPem(pem: string): Buffer {
-  const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(pem);
-  return Buffer.from(m ? m[1]!.replace(/\s/g, "") : "", "base64");
-}
 
 async function sign(ca: CertificateAuthority, opts: Omit<Parameters<typeof signLeaf>[1], "days">, name: string): Promise<Enrolled> {
   let issued: IssuedCert;

@@ -89,12 +89,20 @@ export function intermediateProfile(ca: CaCore, id: string): IntermediateProfile
   return { name: row.name, permitDns, keyType: validateKeyType(row.key_type) };
 }
 
+/**
+ * The default name of generation n's CA: the first one's name with " G<n>" ("Mesh Dev CA G2",
+ * "Mesh Dev Issuing CA G2"). A name only: the generation itself travels as data (the ledger,
+ * bundle.generations.json, the cacerts header; lib/generations.ts), never parsed back from it.
+ */
+export function generationName(name: string, generation: number): string {
+  return `${name.replace(/ G\d+$/, "")} G${generation}`;
+}
+
 /** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */
 export async function addGeneration(ca: CaCore, opts: { name?: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuerRow> {
   const gens = ca.generations();
   const generation = Math.max(...gens.map((g) => g.generation)) + 1;
-  const base = gens[0]!.root.name.replace(/ G\d+$/, "");
-  const name = validateCaName(opts.name ?? `${base} G${generation}`);
+  const name = validateCaName(opts.name ?? generationName(gens[0]!.root.name, generation));
   const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
   const keyType = validateKeyType(opts.keyType ?? gens.at(-1)!.root.key_type);
   refuseDuplicateName(ca, name);

@@ -8,7 +8,7 @@ export { CaError } from "./errors.ts";
 export type { CaErrorCode } from "./errors.ts";
 export { KEY_TYPES } from "./keys.ts";
 export type { KeyType } from "./keys.ts";
-export { REVOCATION_REASONS, CRL_WARN_DAYS } from "./crl.ts";
+export { REVOCATION_REASONS, CRL_WARN_DAYS } from "../lib/crl.ts";
 export { Ledger, sqliteLedger } from "./ledger.ts";
 export type { CertRow, IssuerRow, RotationRow } from "./ledger.ts";
 export { verifyPath, parseCertificates, parseCrls } from "./verify.ts";

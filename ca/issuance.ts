@@ -1,6 +1,6 @@
 // Leaf certificates: issue, sign a CSR, renew, revoke. Everything is validated
 // before any key is made; files and ledger row land together or not at all.
-import { REVOCATION_REASONS, type RevocationReason } from "./crl.ts";
+import { REVOCATION_REASONS, type RevocationReason } from "../lib/crl.ts";
 import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";

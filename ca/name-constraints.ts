@@ -3,7 +3,7 @@
 // OpenSSL matches them. Any other form fails closed: never "half checked, OK".
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { id_ce_nameConstraints, NameConstraints } from "@peculiar/asn1-x509";
-import { children, DerError, oid, readOne, type Tlv } from "./der-reader.ts";
+import { children, DerError, oid, readOne, type Tlv } from "../lib/der.ts";
 import { printable } from "./printable.ts";
 import { x509 } from "./x509.ts";
 
@@ -53,12 +53,12 @@ export function parseConstraints(value: ArrayBuffer): Constraints {
     const top = readOne(new Uint8Array(value));
     if (top.tag !== 0x30) throw new DerError("not a SEQUENCE");
     const out: Constraints = { permitted: [], excluded: [] };
-    for (const part of children(top.body, 2)) {
+    for (const part of children(top, 2)) {
       if (part.tag !== 0xa0 && part.tag !== 0xa1) throw new DerError("unexpected field");
       const list = part.tag === 0xa0 ? out.permitted : out.excluded;
-      for (const st of children(part.body, MAX_SUBTREES)) {
+      for (const st of children(part, MAX_SUBTREES)) {
         if (st.tag !== 0x30) throw new DerError("a GeneralSubtree is not a SEQUENCE");
-        const [base, ...rest] = children(st.body, 3);
+        const [base, ...rest] = children(st, 3);
         if (!base) throw new DerError("empty GeneralSubtree");
         // minimum DEFAULT 0 is never encoded in DER; anything here is a minimum or maximum.
         if (rest.length > 0) throw new ConstraintError("it sets a minimum or maximum on a subtree, which RFC 5280 forbids");
@@ -103,7 +103,7 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
   // Every subjectAltName (verify refuses a repeated extension anyway, but none is left unchecked).
   for (const san of cert.extensions.filter((e) => e.type === "2.5.29.17")) {
     const seq = readOne(new Uint8Array(san.value));
-    for (const gn of children(seq.body)) {
+    for (const gn of children(seq)) {
       if (gn.tag === 0x82) names.dns.push(ascii(gn.body));
       else if (gn.tag === 0x87) names.ip.push(gn.body);
       else if (gn.tag === 0xa4) {
@@ -229,10 +229,10 @@ const STRING_TAGS: Record<number, (b: Uint8Array) => string> = {
  */
 function canonicalName(name: Tlv): string[] {
   if (name.tag !== 0x30) throw new DerError("a Name is not a SEQUENCE");
-  return children(name.body, 256).map((rdn) => {
+  return children(name, 256).map((rdn) => {
     if (rdn.tag !== 0x31) throw new DerError("an RDN is not a SET");
-    return children(rdn.body, 64).map((atv) => {
-      const [type, value] = children(atv.body, 2);
+    return children(rdn, 64).map((atv) => {
+      const [type, value] = children(atv, 2);
       if (atv.tag !== 0x30 || type?.tag !== 0x06 || !value) throw new DerError("bad AttributeTypeAndValue");
       const decode = STRING_TAGS[value.tag];
       let text: string | undefined;

@@ -2,7 +2,7 @@
 // certificates a week is ~125,000 ledger rows; nothing needs them once they are well expired.
 // `ca prune` runs this once, `ca serve` every RETENTION_CHECK_MS.
 import type { CertificateAuthority } from "./authority.ts";
-import { listedSerials } from "./crl.ts";
+import { entrySerials } from "../lib/crl.ts";
 import { DAY_MS } from "./profiles.ts";
 
 /** How long after its notAfter a certificate stays in the ledger (ca list, ca status) by default. */
@@ -35,7 +35,7 @@ export async function expiredOnCrls(ca: CertificateAuthority): Promise<Map<strin
     const blob = ca.ledger.crlEntries(issuer.id);
     if (!blob || blob.length === 0) continue;
     const unexpired = new Set(ca.ledger.revokedUnexpired(issuer.id, now).map((r) => r.serial));
-    const expired = (await listedSerials(blob)).filter((s) => !unexpired.has(s));
+    const expired = entrySerials(blob).filter((s) => !unexpired.has(s));
     if (expired.length > 0) out.set(issuer.id, expired);
   }
   return out;

@@ -4,7 +4,7 @@
 import { hostname } from "node:os";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError } from "./errors.ts";
-import { createIntermediate, intermediateProfile } from "./generations.ts";
+import { createIntermediate, generationName, intermediateProfile } from "./generations.ts";
 import type { BundleHolderRow, CurrentCertFact, RotationRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";
 
@@ -423,7 +423,7 @@ async function ensureIntermediate(ca: CertificateAuthority, rot: RotationRow, sa
   }
   const root = ca.generation(rot.to_generation).root;
   const taken = new Set(ca.ledger.issuers().map((r) => r.name));
-  const name = [`${profile.name.replace(/ G\d+$/, "")} G${rot.to_generation}`, `${root.name} Issuing`].find((n) => !taken.has(n)) ?? `${root.name} Issuing`;
+  const name = [generationName(profile.name, rot.to_generation), `${root.name} Issuing`].find((n) => !taken.has(n)) ?? `${root.name} Issuing`;
   const row = await createIntermediate(ca, { name, permitDns: profile.permitDns, keyType: profile.keyType, generation: rot.to_generation });
   const constraints = profile.permitDns.length > 0 ? `permitted DNS ${profile.permitDns.join(", ")}` : "no name constraints";
   say(`rotation ${rot.id}: generation ${rot.from_generation} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.to_generation}, ${constraints}, ${row.key_type}): it signs from gate 2`);

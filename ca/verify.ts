@@ -6,7 +6,8 @@ import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import { X509Certificate as NodeCertificate } from "node:crypto";
 import { isIP } from "node:net";
 import { akiAllows } from "./authority-key-id.ts";
-import { DerError } from "./der-reader.ts";
+import { DerError } from "../lib/der.ts";
+import { pemBlocks } from "../lib/pem.ts";
 import { certNames, ConstraintError, parseConstraints, violation, type Constraints } from "./name-constraints.ts";
 import { printable } from "./printable.ts";
 import { normalSerial, x509 } from "./x509.ts";
@@ -280,11 +281,9 @@ function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined
 
 /** Splits a PEM file into certificates; anything unreadable is a "parse" failure for the caller. */
 export function parseCertificates(pem: string): x509.X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((b) => new x509.X509Certificate(b));
+  return pemBlocks(pem, "CERTIFICATE").map((b) => new x509.X509Certificate(b));
 }
 
 export function parseCrls(pem: string): x509.X509Crl[] {
-  const blocks = pem.match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/g) ?? [];
-  return blocks.map((b) => new x509.X509Crl(b));
+  return pemBlocks(pem, "X509 CRL").map((b) => new x509.X509Crl(b));
 }

@@ -2,7 +2,7 @@
 // ASN.1 library, so those commands start in a fraction of the time (docs/bench.md).
 import { loadTrustDomain, type TrustDomainSetting } from "./trust-domain.ts";
 import { existsSync } from "node:fs";
-import { CRL_WARN_DAYS } from "./crl.ts";
+import { CRL_WARN_DAYS } from "../lib/crl.ts";
 import { CaError } from "./errors.ts";
 import { Ledger, displayStatus, type IssuerRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";

@@ -3,6 +3,7 @@
 import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
+import { derToPem } from "../lib/pem.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -11,8 +12,7 @@ export const subtle = webcrypto.subtle as unknown as SubtleCrypto;
 
 /** PEM for a CRL that OpenSSL and Node accept (x509's own writes "BEGIN CRL"). */
 export function crlToPem(crl: x509.X509Crl | Uint8Array): string {
-  const der = crl instanceof Uint8Array ? crl : new Uint8Array(crl.rawData);
-  return x509.PemConverter.encode(der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer, "X509 CRL") + "\n";
+  return derToPem(crl instanceof Uint8Array ? crl : new Uint8Array(crl.rawData), "X509 CRL");
 }
 
 export function certToPem(cert: x509.X509Certificate): string {

@@ -91,3 +91,110 @@ export function formatOffset(ms: number): string {
 export function describeSkew(who: string, offsetMs: number, reference: string): string {
   return `${who} clock is ${formatOffset(offsetMs)} ${offsetMs >= 0 ? "ahead of" : "behind"} ${reference}`;
 }
+
+// Time for code that waits: now and timers behind one small interface, so a test can drive a
+// renewal due in 40 minutes, or a watcher's poll, without waiting for it (SPIRE's clock.Mock,
+// jose's currentDate). Production code takes `systemClock`; tests take a TestClock and advance it.
+
+/** A timer handle of a Clock: opaque to its users. */
+export type ClockTimer = { readonly __clockTimer: true } | NodeJS.Timeout;
+
+export interface Clock {
+  /** Now, in ms since the epoch. */
+  now(): number;
+  /** Calls fn once, ms from now; the timer does not keep the process alive. */
+  setTimeout(fn: () => void, ms: number): ClockTimer;
+  clearTimeout(t: ClockTimer | undefined): void;
+}
+
+/** The machine's clock (not moved by MESH_CLOCK_OFFSET_MS: see nowMs for that), with Node's timers, unref'd. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    t.unref();
+    return t;
+  },
+  clearTimeout(t) {
+    if (t !== undefined) clearTimeout(t as NodeJS.Timeout);
+  },
+};
+
+/** Calls fn every ms on a clock, each call timed from the end of the previous one; returns the stop. */
+export function every(clock: Clock, ms: number, fn: () => void): () => void {
+  let t: ClockTimer | undefined;
+  let stopped = false;
+  const tick = () => {
+    if (stopped) return;
+    fn();
+    if (!stopped) t = clock.setTimeout(tick, ms);
+  };
+  t = clock.setTimeout(tick, ms);
+  return () => {
+    stopped = true;
+    clock.clearTimeout(t);
+  };
+}
+
+interface Pending {
+  readonly __clockTimer: true;
+  at: number;
+  seq: number;
+  fn: () => void;
+}
+
+/**
+ * A clock that moves only when told: `advance(ms)` runs every timer due by then, in order of
+ * their due time (timers a timer sets are run too if they fall within the advance).
+ */
+export class TestClock implements Clock {
+  private t: number;
+  private seq = 0;
+  private timers: Pending[] = [];
+
+  constructor(start: number | Date = Date.now()) {
+    this.t = typeof start === "number" ? start : start.getTime();
+  }
+
+  now(): number {
+    return this.t;
+  }
+
+  setTimeout(fn: () => void, ms: number): ClockTimer {
+    const p: Pending = { __clockTimer: true, at: this.t + Math.max(0, ms), seq: this.seq++, fn };
+    this.timers.push(p);
+    return p;
+  }
+
+  clearTimeout(t: ClockTimer | undefined): void {
+    this.timers = this.timers.filter((p) => p !== t);
+  }
+
+  /** How many timers wait. */
+  get pending(): number {
+    return this.timers.length;
+  }
+
+  /** When the next timer is due, or undefined. */
+  nextAt(): number | undefined {
+    return this.timers.reduce<number | undefined>((m, p) => (m === undefined || p.at < m ? p.at : m), undefined);
+  }
+
+  /** Moves the clock ms forward, running each timer at its due time. */
+  advance(ms: number): void {
+    const end = this.t + Math.max(0, ms);
+    for (;;) {
+      const due = this.timers.filter((p) => p.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
+      if (!due) break;
+      this.timers = this.timers.filter((p) => p !== due);
+      this.t = Math.max(this.t, due.at);
+      due.fn();
+    }
+    this.t = end;
+  }
+
+  /** Sets the clock to a time (forward only), running the timers due by then. */
+  set(to: number | Date): void {
+    this.advance((typeof to === "number" ? to : to.getTime()) - this.t);
+  }
+}

@@ -44,7 +44,7 @@ export interface EventSpec {
 }
 
 // What every identity event says of the certificate in force (the identity agent's factsFields).
-const FACTS = { serial: "string", issuer: "string", root: "string", generation: "number", notAfter: "string" } as const;
+const FACTS = { serial: "string", issuer: "string", root: "string", generation: "number|null", notAfter: "string" } as const;
 
 export const EVENTS = {
   // --- the mesh runtime (services/mesh) ---

@@ -10,7 +10,7 @@ import { decide, type Policy } from "../services/mesh/policy.ts";
 import { spiffeIdOf } from "../lib/spiffe.ts";
 import { SERVICES } from "../services/mesh/names.ts";
 import { parseEventLine } from "../lib/events.ts";
-import { pemBlocks } from "../services/mesh/material.ts";
+import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
 import { parseLine } from "./mesh-format.ts";
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { connect, createServer, type TLSSocket } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
-import { sequence, tlv } from "../ca/der.ts";
+import { sequence, tlv } from "../lib/der.ts";
 import { generateKeyPair } from "../ca/keys.ts";
 import { exportPrivateKey } from "../ca/keys.ts";
 import { randomSerial, validityFor, type Signer } from "../ca/profiles.ts";

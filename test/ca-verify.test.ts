@@ -164,7 +164,8 @@ describe("verify: real path validation, each failure named", () => {
     // Revoke the intermediate itself at the root: every leaf under it fails.
     const int = ca.issuerRow("int-1");
     const signer = await ca.signer("root-1");
-    const { buildCrl, encodeEntries } = await import("../ca/crl.ts");
+    const { buildCrl } = await import("../ca/crl.ts");
+    const { encodeEntries } = await import("../lib/crl.ts");
     const rootCrl = await buildCrl({ issuer: signer, number: 99, now: new Date(), entries: encodeEntries([{ serial: int.serial, revokedAt: new Date(Date.now() - 1000), reason: "cACompromise" }]) });
     const { crlToPem } = await import("../ca/x509.ts");
     const intCrl = readFileSync(ca.layout.issuer("int-1").crl, "utf8");

@@ -6,8 +6,11 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { CertificateAuthority } from "../ca/index.ts";
-import { crlDatesOfPem, olderCrls } from "../services/mesh/crl-dates.ts";
-import { pemBlocks } from "../services/mesh/material.ts";
+import { crlDates } from "../lib/crl.ts";
+import { olderCrls } from "../services/mesh/crl-dates.ts";
+
+const crlDatesOfPem = (pem: string) => crlDates(pemToDer(pem));
+import { pemBlocks, pemToDer } from "../lib/pem.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 
 test("cRLNumber from the DER is openssl's; olderCrls flags a set that would undo a revocation, and nothing else", async () => {

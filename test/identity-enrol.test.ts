@@ -28,7 +28,7 @@ test("enrolment with a token: key 0600 made in the state folder, certificate, bu
     const dir = w.stateDir("payment");
     assert.equal(statSync(join(dir, "key.pem")).mode & 0o777, 0o600);
     assert.equal(statSync(dir).mode & 0o777, 0o700);
-    assert.deepEqual(readdirSync(dir).sort(), ["bundle.etag", "bundle.pem", "cert.pem", "crls.pem", "key.pem"]);
+    assert.deepEqual(readdirSync(dir).sort(), ["bundle.etag", "bundle.generations.json", "bundle.pem", "cert.pem", "crls.pem", "key.pem"]);
     // OpenSSL agrees: the certificate chains to the cached bundle, and names payment.internal.
     const v = openssl(["verify", "-CAfile", join(dir, "bundle.pem"), "-crl_check", "-CRLfile", join(dir, "crls.pem"), join(dir, "cert.pem")]);
     assert.match(v.out, /cert\.pem: OK/);

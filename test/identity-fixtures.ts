@@ -65,7 +65,7 @@ export async function startIn(w: World, service: ServiceName, opts: Omit<Partial
     identity: {
       caUrl: opts.caUrl ?? w.ca.server.url, stateDir: opts.stateDir ?? w.stateDir(service),
       token: tokenText ? parseToken(tokenText, "test") : undefined,
-      lifetime: opts.lifetime, pollMs: opts.pollMs ?? 60_000, schedule: opts.schedule, random: opts.random,
+      lifetime: opts.lifetime, pollMs: opts.pollMs ?? 60_000, schedule: opts.schedule, random: opts.random, clock: opts.clock,
     },
   });
   return { svc, logs };

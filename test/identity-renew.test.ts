@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "undici";
 import { CaServer } from "../ca/server/server.ts";
+import { TestClock } from "../lib/clock.ts";
 import { ca as cli } from "./helpers/ca.ts";
 import { world, startIn, callAs, ROOMY_LIMITS, type World, type Result } from "./identity-fixtures.ts";
 import type { LogSink } from "./mesh-fixtures.ts";
@@ -137,6 +138,7 @@ test("the CA down for longer than a renewal interval and back: traffic unharmed,
   try {
     const downAt = Date.now();
     await w.ca.server.close();
+    // Real time on purpose: the end-to-end test of an outage that outlasts the renewal time.
     await sleep(Math.max(0, due - Date.now()) + 800); // past the renewal time
     const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed");
     assert.equal(failed.code, "CA_UNREACHABLE");
@@ -177,8 +179,9 @@ test("a new generation published, then made the signer: the service takes the bu
     assert.equal(renewed.reason, "renew-now hint");
     assert.equal(renewed.generation, 2);
     assert.equal(renewed.root, "Acme Corp CA G2");
-    // Once on the signing generation, the hint stops: no second renewal.
-    await sleep(1_000);
+    // Once on the signing generation, the hint stops: three more polls, and no second renewal.
+    const polls = pay.svc.identity.polls;
+    await until(() => pay.svc.identity.polls >= polls + 3, 5_000, "three more polls of the CA");
     assert.equal(renewals(pay.logs).length, 1);
     const r = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.deepEqual(r, { status: 200, body: JSON.stringify({ service: "payment", caller: "edge" }) });
@@ -201,6 +204,36 @@ test("rate-limited by the CA (429): the retry waits as long as Retry-After says,
     // The lifetime-scaled backoff would retry within ~1.2 s; Retry-After asks for seconds more.
     const wait = Date.parse(String(failed.nextRetry)) - before;
     assert.ok(wait >= 5_000, `retry after ${wait} ms`);
+  } finally {
+    await pay.svc.close();
+  }
+});
+
+test("on a test clock, a certificate of an hour renews at two thirds of its life and expires, loudly, with no wait", async () => {
+  const w = await fresh();
+  const clock = new TestClock();
+  const pay = await startIn(w, "payment", { lifetime: "1h", pollMs: 60_000, random: () => 0.5, clock });
+  try {
+    const agent = pay.svc.identity;
+    const first = agent.identity;
+    const due = agent.nextRenewal;
+    const life = Date.parse(first.notAfter) - clock.now();
+    assert.ok(Math.abs(due - clock.now() - (life * 2) / 3) < 5_000, `renewal due at 2/3 of the life (${due - clock.now()} ms of ${life})`);
+    clock.set(due - 1_000);
+    await agent.poll(); // a round trip to the CA: a renewal started by the advance would be logged by now
+    assert.equal(renewals(pay.logs).length, 0, "nothing before the renewal time");
+    clock.set(due);
+    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 10_000);
+    assert.equal(renewed.reason, "scheduled");
+    assert.equal(renewed.previous, first.serial);
+    assert.ok(agent.nextRenewal > due, "the next renewal is scheduled after this one");
+
+    // The CA gone for good: the clock moved past the new certificate's end says identity.expired.
+    await w.ca.server.close();
+    clock.set(Date.parse(agent.identity.notAfter) + 1_000);
+    const expired = await pay.logs.wait((l) => l.event === "identity.expired", 10_000);
+    assert.equal(expired.serial, agent.identity.serial);
+    assert.equal(expired.level, 50);
   } finally {
     await pay.svc.close();
   }

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { renewAt, retryDelay, DEFAULT_SCHEDULE } from "../services/mesh/identity-agent/timing.ts";
 import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
-import { pkcs7Certificates } from "../services/mesh/identity-agent/der.ts";
+import { pkcs7Certificates } from "../lib/pkcs7.ts";
 import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { commitIdentity, recover, statePaths, writeAtomic } from "../services/mesh/identity-agent/state-folder.ts";
 import { IdentityError } from "../services/mesh/identity-agent/errors.ts";

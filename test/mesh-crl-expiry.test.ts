@@ -7,8 +7,9 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CertificateAuthority } from "../ca/index.ts";
-import { crlDates, crlDeadlines } from "../services/mesh/crl-dates.ts";
-import { pemBlocks } from "../services/mesh/material.ts";
+import { crlDates } from "../lib/crl.ts";
+import { crlDeadlines } from "../services/mesh/crl-dates.ts";
+import { pemBlocks, pemToDer } from "../lib/pem.ts";
 import { freshPki, start, call, identity, type TestPki } from "./mesh-fixtures.ts";
 
 const DAY = 86_400_000;
@@ -32,7 +33,7 @@ async function resignCrls(daysAgo: number): Promise<void> {
 
 test("issuer, thisUpdate and nextUpdate from the CRL's DER are what openssl reads", () => {
   const pem = pemBlocks(readFileSync(pki.ca.paths.crls, "utf8"), "X509 CRL")[0]!;
-  const d = crlDates(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64"));
+  const d = crlDates(pemToDer(pem));
   const out = execFileSync("openssl", ["crl", "-noout", "-issuer", "-lastupdate", "-nextupdate", "-nameopt", "RFC2253"], { input: pem, encoding: "utf8" });
   const field = (k: string) => new RegExp(`^${k}=(.*)$`, "m").exec(out)![1]!;
   assert.equal(d.issuer, field("issuer"));
@@ -60,7 +61,7 @@ test("a CRL three days from lapsing is warned about at start-up, naming its issu
     assert.ok(w, "a crl.expiring line");
     assert.equal(w.level, 40);
     assert.equal(w.issuer, "CN=Mesh Test CA");
-    const next = crlDates(Buffer.from(pemBlocks(readFileSync(pki.ca.paths.crls, "utf8"), "X509 CRL")[0]!.replace(/-----[^-]+-----|\s/g, ""), "base64")).nextUpdate!;
+    const next = crlDates(pemToDer(pemBlocks(readFileSync(pki.ca.paths.crls, "utf8"), "X509 CRL")[0]!)).nextUpdate!;
     assert.equal(w.nextUpdate, next.toISOString());
     assert.ok(Math.abs(Number(w.daysLeft) - 3) < 0.2, String(w.daysLeft));
     assert.match(String(w.msg), /npm run ca -- crl/);

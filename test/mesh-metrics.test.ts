@@ -12,8 +12,9 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { freshPki, start, call, identity, SEED_POLICY, type TestPki } from "./mesh-fixtures.ts";
 import { startAdmin, isLoopback, AdminHostError } from "../lib/admin-http.ts";
-import { crlDatesOfPem } from "../services/mesh/crl-dates.ts";
-import { pemBlocks } from "../services/mesh/material.ts";
+import { crlDates } from "../lib/crl.ts";
+import { pemBlocks, pemToDer } from "../lib/pem.ts";
+const crlDatesOfPem = (pem: string) => crlDates(pemToDer(pem));
 import { get, parse, promtool, value } from "./helpers/prom.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");

@@ -10,10 +10,34 @@ import { freshPki, start, call, identity, type TestPki, type TestService } from 
 
 let pki: TestPki;
 let pay: TestService;
+/** Each watcher's stat polls so far, and who waits for more. */
+const polls = { tls: 0, policy: 0 };
+let pollWaiters: Array<() => boolean> = [];
+
+/**
+ * Resolves once the watcher has polled the files n more times: the positive evidence that it
+ * looked again, where a test asserts that a change was NOT reported a second time.
+ */
+function polled(watcher: "tls" | "policy", n = 3): Promise<void> {
+  const target = polls[watcher] + n;
+  return new Promise((resolve) => {
+    const check = () => (polls[watcher] >= target ? (resolve(), true) : false);
+    if (!check()) pollWaiters.push(check);
+  });
+}
 
 before(async () => {
   pki = await freshPki();
-  pay = await start(pki, "payment");
+  // A short stat poll (still real time and real files), counted so a test waits for polls, not time.
+  pay = await start(pki, "payment", {
+    watchPoll: {
+      pollMs: 100,
+      onPoll: (w) => {
+        polls[w] += 1;
+        pollWaiters = pollWaiters.filter((done) => !done());
+      },
+    },
+  });
 });
 
 after(async () => {
@@ -95,8 +119,8 @@ test("one broken change is one reload_failed line; restoring the good policy log
   const since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[payment]\naccepts = ["order"]\nallow_all = true\n`);
   await pay.logs.wait((l) => l.event === "policy.reload_failed", 5_000, since);
-  // Past the watcher's 1 s stat poll, which used to report the same change a second time.
-  await sleep(2_500);
+  // Past three of the watcher's stat polls, which used to report the same change a second time.
+  await polled("policy");
   const failures = pay.logs.lines.slice(since).filter((l) => l.event === "policy.reload_failed");
   assert.equal(failures.length, 1, failures.map((l) => l.error).join("\n"));
   assert.match(String(failures[0]!.error), /:3: unknown key "allow_all"/);
@@ -106,7 +130,7 @@ test("one broken change is one reload_failed line; restoring the good policy log
   writeFileSync(pki.policyFile, original);
   const restored = await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, mark);
   assert.deepEqual((restored.accepts as Record<string, string[]>).payment, ["order"]);
-  await sleep(2_500);
+  await polled("policy");
   assert.equal(pay.logs.lines.slice(mark).filter((l) => l.event === "policy.reloaded" || l.event === "policy.reload_failed").length, 1, "one line for one change");
 });
 
@@ -129,7 +153,10 @@ test("at start-up, a service whose table is missing says loudly that it accepts 
     assert.ok("status" in r && r.status === 403);
   } finally {
     await lonely.svc.close();
+    // The running payment must be back on the original before the next test calls it.
+    const mark = pay.logs.lines.length;
     writeFileSync(pki.policyFile, original);
+    await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, mark);
   }
   const ok = await start(pki, "inventory", { watch: false });
   await ok.svc.close();
@@ -143,7 +170,7 @@ test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.rel
   writeFileSync(crls, "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n");
   const failed = await pay.logs.wait((l) => l.event === "tls.reload_failed", 5_000, since);
   assert.match(String(failed.error), /crls\.pem/);
-  await sleep(2_500);
+  await polled("tls");
   assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "tls.reload_failed").length, 1, "one line for one broken change");
   assert.equal(await status("order"), 200, "the previous material is still served");
 
@@ -151,6 +178,6 @@ test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.rel
   writeFileSync(crls, good);
   const back = await pay.logs.wait((l) => l.event === "tls.reloaded", 5_000, mark);
   assert.equal(back.restored, true);
-  await sleep(1_500);
+  await polled("tls");
   assert.equal(pay.logs.lines.slice(mark).filter((l) => String(l.event).startsWith("tls.reload")).length, 1);
 });

@@ -3,11 +3,12 @@
 // nextUpdate, empty and long.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildCrl, encodeEntries } from "../ca/crl.ts";
+import { buildCrl } from "../ca/crl.ts";
 import { generateKeyPair } from "../ca/keys.ts";
 import { createRoot, randomSerial, validityFor } from "../ca/profiles.ts";
 import { crlToPem, normalSerial, x509 } from "../ca/x509.ts";
-import { revokedSerials, revokedSet } from "../services/mesh/revocations.ts";
+import { encodeEntries, revokedSerials } from "../lib/crl.ts";
+import { revokedSet } from "../services/mesh/revocations.ts";
 
 async function signer() {
   const keys = await generateKeyPair("ec-p256");

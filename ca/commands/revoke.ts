@@ -1,6 +1,6 @@
 // ca revoke: revoke a certificate and re-sign its CA's CRL.
 import { type Command, Option } from "commander";
-import { REVOCATION_REASONS } from "../crl.ts";
+import { REVOCATION_REASONS } from "../../lib/crl.ts";
 import { badInput } from "../errors.ts";
 import { shown } from "../format.ts";
 import { CA_KEY, help } from "./exits.ts";

@@ -8,6 +8,7 @@ import { formatDuration, parseDuration } from "../duration.ts";
 import { CaError } from "../errors.ts";
 import { EnrolError, authenticateToken, csrIdentity, currentRow, enrol, reenrol, tokenOpen, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
+import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/generations.ts";
 import type { Admission } from "./admission.ts";
 import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
@@ -68,7 +69,9 @@ export function cacerts(ctx: EstContext, call: Call): void {
   const { req, res } = call;
   const p = ctx.published();
   const held = req.headers["if-none-match"];
-  const headers: Record<string, string> = { ETag: p.etag, "Cache-Control": "no-cache" };
+  // The generation of each root, in the PKCS#7's order, as data (lib/generations.ts): also on a
+  // 304, so an agent that holds the bundle learns it without fetching the bundle again.
+  const headers: Record<string, string> = { ETag: p.etag, "Cache-Control": "no-cache", [ROOT_GENERATIONS_HEADER]: formatRootGenerations(p.generations) };
   const peer = presented(req);
   if (peer?.authorized) {
     try {

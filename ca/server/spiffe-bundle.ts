@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
+import { pemBlocks } from "../../lib/pem.ts";
 import { CERT_MODE, inside, writeAtomic } from "../files.ts";
 import { matchesEtag, type Published } from "./published.ts";
 
@@ -28,8 +29,7 @@ export interface SpiffeBundleDoc {
 
 /** One JWK per root: the public key members from the certificate itself (RFC 7517, RFC 7518 6). */
 export function bundleKeys(rootsPem: string): SpiffeJwk[] {
-  const pems = rootsPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  return pems.map((pem) => {
+  return pemBlocks(rootsPem, "CERTIFICATE").map((pem) => {
     const cert = new X509Certificate(pem);
     const jwk = cert.publicKey.export({ format: "jwk" }) as Record<string, unknown>;
     return { use: "x509-svid", ...jwk, kty: String(jwk.kty), x5c: [cert.raw.toString("base64")] };

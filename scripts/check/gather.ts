@@ -10,7 +10,7 @@ import type { TLSSocket } from "node:tls";
 import { CertificateAuthority, normalSerial, parseDuration } from "../../ca/index.ts";
 import { decide, loadPolicy, type Policy } from "../../services/mesh/policy.ts";
 import { spiffeIdOf } from "../../lib/spiffe.ts";
-import { pemBlocks } from "../../services/mesh/material.ts";
+import { pemBlocks } from "../../lib/pem.ts";
 import { crlsDigest } from "../../services/mesh/metrics.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { CALLERS } from "../../services/mesh/names.ts";

@@ -17,6 +17,8 @@ export interface DrillCaConfig {
   lifetimeMs: number;
   pollMs: number;
   limits: { perAddress: BucketSpec; perName: BucketSpec };
+  /** Where to listen (default 0: any free port); a CA that comes back listens where it was. */
+  port?: number;
 }
 
 export interface DrillCa {

@@ -5,13 +5,13 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
-import { eventLine, type EventName } from "../../lib/events.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
-import { longestGap, Traffic, type PhaseCounts } from "./traffic.ts";
+import { PhaseLog, type Phase, type PhaseName, type PhaseReport } from "./phases.ts";
+import { Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface DrillOptions {
   /** The CA state folder; a fresh temporary one when absent (./pki is never touched by default). */
@@ -31,26 +31,7 @@ export interface DrillOptions {
   say?: (line: string) => void;
 }
 
-export type PhaseName = "baseline" | "careless" | "recovery" | "trust-both" | "reissue" | "drop-old" | "proof";
-
-export interface PhaseReport extends PhaseCounts {
-  name: PhaseName;
-  title: string;
-  /** A safe phase must lose no request. */
-  safe: boolean;
-  startedAt: string;
-  ms: number;
-  /** The longest stretch within the phase without a successful order (see traffic.ts longestGap). */
-  longestGapMs: number;
-  /**
-   * tls.handshake_failed lines the services logged during the phase, "payment:unknown_ca" → count:
-   * log lines from any client (the drill's own old-certificate and probe calls too), not orders.
-   */
-  handshakeFailures: Record<string, number>;
-  /** upstream.failed lines order logged, "payment:server_untrusted" → count: the same failures as `reasons`, seen by order. */
-  upstreamFailures: Record<string, number>;
-  notes: string[];
-}
+export type { PhaseName, PhaseReport } from "./phases.ts";
 
 export interface ReloadTiming {
   phase: PhaseName;
@@ -194,7 +175,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
  * What every drill shares: where it works, its waits that end on Ctrl-C, and the clean-up of a
  * temporary CA and of the services' state folders (keys) however it ends.
  */
-export async function runWith<O extends DrillOptions>(o: O, body: (o: O, setup: Setup) => Promise<DrillReport>): Promise<DrillReport> {
+export async function runWith<O extends DrillOptions, R = DrillReport>(o: O, body: (o: O, setup: Setup) => Promise<R>): Promise<R> {
   const say = o.say ?? (() => {});
   const rate = o.rate ?? 20;
   const dwell = o.dwellMs ?? 2_500;
@@ -234,245 +215,62 @@ export interface Setup {
   removeState: boolean;
 }
 
-async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, work, pki, removeState }: Setup): Promise<DrillReport> {
-  // --- the CA, checked before anything is written ------------------------------------
-  const ca = await openDrillCa(pki);
-  const logs = join(work, "logs");
-  // Each run's logs stand beside its own report, not after an earlier run's.
-  rmSync(logs, { recursive: true, force: true });
-  mkdirSync(logs, { recursive: true });
-  const policy = join(work, "policy.toml");
-  writeFileSync(policy, DRILL_POLICY);
+/** What the phases of one file-mode run share. */
+interface Run extends Setup {
+  o: DrillOptions;
+  ca: CertificateAuthority;
+  logs: string;
+  policy: string;
+  book: LogBook;
+  ports: { order: number; payment: number; inventory: number };
+  /** The old order certificate, kept to prove at the end that the old generation is locked out. */
+  oldOrder: { cert: Buffer; key: Buffer };
+  oldGen: number;
+  traffic: Traffic;
+  straggler: Straggler;
+  edgeReloads: Array<{ serial: string; at: number; trustChanged: boolean }>;
+  reloads: ReloadTiming[];
+  phases: PhaseLog;
+}
 
+async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
+  // --- the CA, checked before anything is written ------------------------------------
+  const ca = await openDrillCa(setup.pki);
+  const { logs, policy } = prepareWork(setup.work);
   const book = new LogBook();
   const services = new Map<string, Launched>();
-  const phases: PhaseReport[] = [];
-  const reloads: ReloadTiming[] = [];
-  const checks: Check[] = [];
-  const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
-
-  // --- the identities -------------------------------------------------------------
   let traffic: Traffic | undefined;
   let straggler: Straggler | undefined;
   try {
-    const oldGen = ca.issuerRow(ca.signerId()).generation;
-    const oldRoot = ca.issuerRow(`root-${oldGen}`);
-    if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") {
-      await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
-    }
-    for (const name of ["order", "payment", "inventory", "edge"]) {
-      const domain = `${name}.internal`;
-      const current = ca.list().find((c) => c.domain === domain && c.status === "VALID");
-      if (!current) await ca.issue({ domain });
-      else if (current.issuerId !== ca.signerId()) await ca.renew({ domain });
-    }
-    say(`CA in ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs order, payment, inventory and edge`);
-
-    // --- the mesh ----------------------------------------------------------------
-    const start = async (service: string, upstreams: string[] = []) => {
-      const svc = await launchService({
-        service, port: 0, pki, policy, upstreams, logFile: join(logs, `${service}.log`),
-        onLine: (line) => line && book.add(service, line),
-        // Enough stock that the drill's orders never run out.
-        env: { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000" },
-      });
-      services.set(service, svc);
-      return svc;
-    };
-    await pause(0); // stopped already: start no service
-    // Both settle before a failure is thrown, so the clean-up finds every service that did start.
-    const started = await Promise.allSettled([start("payment"), start("inventory")]);
-    for (const r of started) if (r.status === "rejected") throw r.reason;
-    const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
-    const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
-    const ports = { order: order.port, payment: payment.port, inventory: inventory.port };
-    say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${rate} orders/s`);
-
-    // The old order certificate, kept to prove at the end that generation ${oldGen} is locked out.
+    const oldGen = await issueIdentities(o, setup, ca);
+    const ports = await startMesh(setup, { pki: setup.pki, policy, logs, book, services });
+    setup.say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${setup.rate} orders/s`);
     const oldOrder = { cert: readFileSync(ca.paths.leaf("order.internal").cert), key: readFileSync(ca.paths.leaf("order.internal").key) };
-    let edgeReloads: Array<{ serial: string; at: number; trustChanged: boolean }> = [];
-    traffic = new Traffic({ pki, identity: "edge.internal", port: ports.order, rate, onReload: (r) => edgeReloads.push(r) });
+    const edgeReloads: Run["edgeReloads"] = [];
+    traffic = new Traffic({ pki: setup.pki, identity: "edge.internal", port: ports.order, rate: setup.rate, onReload: (r) => edgeReloads.push(r) });
     // A long-lived keep-alive connection authenticated under the old generation.
     straggler = new Straggler({ port: ports.payment, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...oldOrder });
-
-    // --- phase bookkeeping -----------------------------------------------------------
-    let current: { name: PhaseName; title: string; safe: boolean; at: number; notes: string[] } | undefined;
-    const begin = (name: PhaseName, title: string, safe: boolean) => {
-      current = { name, title, safe, at: Date.now(), notes: [] };
-      traffic!.phase = name;
-      say(`\n▶ ${title}`);
-      // Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases.
-      appendFileSync(join(logs, "drill.log"), eventLine({ level: "info", service: "drill", time: new Date(current.at) }, { event: "drill.phase", phase: name, safe }, title));
-    };
-    const note = (s: string) => {
-      current!.notes.push(s);
-      say(`  ${s}`);
-    };
-    // Counts are read when the drill is over, so a request still in flight at a
-    // phase's end is counted, success or failure, in the phase that sent it.
-    const ended: Array<NonNullable<typeof current> & { until: number }> = [];
-    const end = () => ended.push({ ...current!, until: Date.now() });
-    const phaseReports = (): PhaseReport[] => ended.map((c) => ({
-      name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
-      ...(traffic!.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
-      longestGapMs: longestGap(traffic!.successes, c.at, c.until),
-      handshakeFailures: book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: book.tally(c.at, c.until, "upstream.failed", (l) => `${l.upstream}:${l.reason}`),
-      notes: c.notes,
-    }));
-
-    /** Runs a CA step that changes one identity's certificate; waits until it is served. */
-    const certChange = async (who: string, step: () => Promise<IssuedCert>) => {
-      const issued = await step();
-      const written = Date.now();
-      if (who === "edge") {
-        await until(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
-        const r = edgeReloads.find((x) => x.serial === issued.serial)!;
-        reloads.push({ phase: current!.name, who, what: "certificate", reloadMs: Math.max(0, r.at - written) });
-        note(`edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`);
-        return issued;
-      }
-      const port = ports[who as keyof typeof ports];
-      const edge = ca.paths.leaf("edge.internal");
-      // Watched from outside at once, not after the log line arrives (logs are flushed every 100 ms).
-      const served = until(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
-      served.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-      const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, { event: "tls.reloaded", where: (x) => x.service === who && x.line.serial === issued.serial }));
-      const timing = { phase: current!.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: (await served) - written };
-      reloads.push(timing);
-      note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
-      return issued;
-    };
-
-    /** Runs a CA step that changes bundle.pem or crls.pem; waits until every service and the client reloaded. */
-    const trustChange = async (what: string, step: () => Promise<unknown> | unknown) => {
-      const before = edgeReloads.length;
-      await step();
-      const written = Date.now();
-      for (const s of SERVICES) {
-        const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, { event: "tls.reloaded", where: (x) => x.service === s && x.line.trustChanged }));
-        reloads.push({ phase: current!.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
-      }
-      await until(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
-      const slowest = Math.max(...reloads.filter((r) => r.phase === current!.name && r.what === "trust").map((r) => r.reloadMs));
-      note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
-    };
+    const run: Run = { ...setup, o, ca, logs, policy, book, ports, oldOrder, oldGen, traffic, straggler, edgeReloads, reloads: [], phases: new PhaseLog(setup.say, (c) => recordPhase(logs, c), traffic, book) };
 
     traffic.start();
     straggler.start();
     // Warm up first: the first order crosses three cold services, which is no part of the baseline.
-    await until(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
+    await run.until(() => traffic!.succeeded >= 3, "the first orders to get through", 30_000);
 
-    // 1. Baseline ---------------------------------------------------------------------
-    begin("baseline", `1. Baseline: everything issued by generation ${oldGen} and trusted as such`, true);
-    await pause(dwell);
-    end();
-
-    // 2. The careless rotation ----------------------------------------------------------
-    begin("careless", "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet", false);
-    let newGen = 0;
-    await trustChange("a new root generation's CRL in crls.pem", async () => {
-      const g = await ca.addGeneration({});
-      newGen = g.generation;
-      note(`added ${g.name} (generation ${newGen}): not in bundle.pem yet`);
-    });
-    ca.useGeneration(newGen);
-    if (o.withIntermediate) {
-      const int = await ca.createIntermediate({ name: `${ca.issuerRow(`root-${newGen}`).name} Issuing` });
-      note(`added the issuing CA ${int.name} under generation ${newGen}`);
-    }
-    const carelessAt = Date.now();
-    const careless = await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
-    for (const w of careless.warnings) note(`the CA warned: ${w}`);
-    await pause(dwell);
-    end();
-    const explanations = explain(book, carelessAt);
-    for (const e of explanations) say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg}`);
-
-    // 3. Recovery -------------------------------------------------------------------
-    begin("recovery", `3. Recovery: payment goes back to a generation ${oldGen} certificate`, false);
-    ca.useGeneration(oldGen);
-    await certChange("payment", () => ca.renew({ domain: "payment.internal" }));
-    // Requests already failing when the fix landed are this phase's; those sent after must all succeed.
-    const recovered = traffic.mark();
-    await pause(dwell);
-    traffic.unmark(recovered);
-    note(`${recovered.failed} of ${recovered.sent} request(s) sent after payment's recovery took effect failed (so far)`);
-    end();
-
-    // 4a. Trust both ------------------------------------------------------------------
-    begin("trust-both", `4a. Safe rotation: every service trusts generations ${oldGen} and ${newGen}`, true);
-    await trustChange(`bundle.pem with generations ${oldGen} and ${newGen}`, () => ca.publishBundle());
-    await pause(dwell);
-    end();
-
-    // 4b. Re-issue, one at a time ------------------------------------------------------
-    begin("reissue", `4b. Safe rotation: re-issue every identity from generation ${newGen}, one at a time`, true);
-    ca.useGeneration(newGen);
-    let refusal: string | undefined;
-    try {
-      ca.retireGeneration(oldGen);
-    } catch (e) {
-      if (!(e instanceof CaError)) throw e;
-      refusal = e.message;
-      note(`retiring generation ${oldGen} now is refused by the CA: ${e.message}`);
-    }
-    for (const who of ["payment", "inventory", "order", "edge"]) {
-      await certChange(who, () => ca.renew({ domain: `${who}.internal` }));
-      await pause(dwell / 3);
-    }
-    await pause(dwell / 2);
-    end();
-
-    // 4c. Drop the old generation ---------------------------------------------------
-    begin("drop-old", `4c. Safe rotation: retire generation ${oldGen} and drop it from every trust bundle`, true);
-    const dropAt = Date.now();
-    await trustChange(`bundle.pem with generation ${newGen} only`, () => {
-      const { retired } = ca.retireGeneration(oldGen);
-      note(`retired ${retired.name}`);
-    });
-    const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, { event: "tls.connections_closed", where: (x) => x.service === "payment" }, 5_000).catch(() => undefined));
-    await pause(dwell);
-    const lingering = straggler.summary(dropAt);
-    note(closed ? `payment closed ${closed.line.count} keep-alive connection(s) still authenticated under the old trust (${closed.line.why})` : "payment logged no closed connection");
-    note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
-    end();
-
-    // 5. Proof -------------------------------------------------------------------------
-    begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
-    const proofAt = Date.now();
-    const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
-    const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, { event: "tls.handshake_failed", where: (x) => x.service === "payment" && x.line.peer?.serial !== undefined }, 5_000).catch(() => undefined));
-    const reason = logged ? logged.line.reason : "(nothing logged)";
-    note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
-    const { cells: probe } = await probeMesh({ pki, policy: loadPolicy(policy), ports, logs });
-    const mismatches = probe.filter((c) => !c.ok);
-    note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
-    await pause(Math.min(dwell, 1_000));
-    end();
+    await baseline(run);
+    const { newGen, explanations } = await carelessRotation(run);
+    const recovered = await recovery(run);
+    await trustBoth(run, newGen);
+    const refusal = await reissue(run, newGen);
+    const lingering = await dropOld(run, newGen);
+    const proven = await proof(run);
 
     await traffic.stop();
-    phases.push(...phaseReports());
-
-    // --- the verdict -----------------------------------------------------------------
-    const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
-    check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed`);
-    const client = explanations.find((e) => e.service === "order");
-    const server = explanations.find((e) => e.service === "payment");
-    check("both sides explained the break", !!client && !!server, `${client ? `order: ${client.reason}` : "order: nothing"}; ${server ? `payment: ${server.reason}` : "payment: nothing"}`);
-    const after = recovered.failed;
-    check("recovery healed the mesh", after === 0 && recovered.sent > 0, `${after} of ${recovered.sent} request(s) sent after the fix took effect failed`);
-    check("early retirement refused", refusal !== undefined, refusal ?? `the CA let generation ${oldGen} retire while certificates still chained to it`);
-    for (const p of phases.filter((x) => x.safe)) {
-      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
-    }
-    check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
-    check("old keep-alive connections closed", lingering.closedAfter && lingering.successesAfter === 0, `straggler closed by payment: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
-    check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
-
+    const phases = run.phases.reports();
+    const checks = verdict(oldGen, phases, explanations, recovered, refusal, lingering, proven);
     const report: DrillReport = {
-      ok: checks.every((c) => c.ok), mode: "file", dir: pki, stateRemoved: removeState, reportFile: join(work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate,
-      generations: { old: oldGen, new: newGen }, phases, reloads, explanations, refusal, probe, checks,
+      ok: checks.every((c) => c.ok), mode: "file", dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate: setup.rate,
+      generations: { old: oldGen, new: newGen }, phases, reloads: run.reloads, explanations, refusal, probe: proven.probe, checks,
       longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
@@ -485,17 +283,246 @@ async function drill(o: DrillOptions, { say, rate, dwell, pause, until, orStop, 
   }
 }
 
-/** The first lines on each side that explain the careless break. */
-export function explain(book: LogBook, since: number): DrillReport["explanations"] {
-  const pick = <E extends EventName>(service: string, event: E) => book.since(since, { event, where: (e) => e.service === service })[0];
-  return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
-    .filter((e) => e !== undefined)
-    .map(explanation);
+/** Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases. */
+function recordPhase(logs: string, c: Phase): void {
+  appendFileSync(join(logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(c.at).toISOString(), service: "drill", event: "drill.phase", phase: c.name, safe: c.safe, msg: c.title }) + "\n");
 }
 
-/** What an entry that explains a failure says: its event, its reason code and its sentence. */
-export function explanation(e: Entry<"upstream.failed" | "tls.handshake_failed" | "identity.renew_failed" | "identity.expired">): DrillReport["explanations"][number] {
-  return { service: e.service, event: e.line.event, reason: "reason" in e.line ? e.line.reason : "", msg: e.line.msg };
+/** A fresh logs folder and the drill's policy in the work folder. */
+function prepareWork(work: string): { logs: string; policy: string } {
+  const logs = join(work, "logs");
+  // Each run's logs stand beside its own report, not after an earlier run's.
+  rmSync(logs, { recursive: true, force: true });
+  mkdirSync(logs, { recursive: true });
+  const policy = join(work, "policy.toml");
+  writeFileSync(policy, DRILL_POLICY);
+  return { logs, policy };
+}
+
+/** Every identity the drill needs, issued by the signer in force; returns its generation. */
+async function issueIdentities(o: DrillOptions, { say, pki }: Setup, ca: CertificateAuthority): Promise<number> {
+  const oldGen = ca.issuerRow(ca.signerId()).generation;
+  const oldRoot = ca.issuerRow(`root-${oldGen}`);
+  if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") {
+    await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
+  }
+  for (const name of ["order", "payment", "inventory", "edge"]) {
+    const domain = `${name}.internal`;
+    const current = ca.list().find((c) => c.domain === domain && c.status === "VALID");
+    if (!current) await ca.issue({ domain });
+    else if (current.issuerId !== ca.signerId()) await ca.renew({ domain });
+  }
+  say(`CA in ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs order, payment, inventory and edge`);
+  return oldGen;
+}
+
+/** payment and inventory, then order in front of them; every service started is in `services`. */
+async function startMesh({ pause }: Setup, m: { pki: string; policy: string; logs: string; book: LogBook; services: Map<string, Launched> }): Promise<Run["ports"]> {
+  const start = async (service: string, upstreams: string[] = []) => {
+    const svc = await launchService({
+      service, port: 0, pki: m.pki, policy: m.policy, upstreams, logFile: join(m.logs, `${service}.log`),
+      onLine: (line) => line && m.book.add(service, line),
+      // Enough stock that the drill's orders never run out.
+      env: { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000" },
+    });
+    m.services.set(service, svc);
+    return svc;
+  };
+  await pause(0); // stopped already: start no service
+  // Both settle before a failure is thrown, so the clean-up finds every service that did start.
+  const started = await Promise.allSettled([start("payment"), start("inventory")]);
+  for (const r of started) if (r.status === "rejected") throw r.reason;
+  const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
+  const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
+  return { order: order.port, payment: payment.port, inventory: inventory.port };
+}
+
+/** Runs a CA step that changes one identity's certificate; waits until it is served. */
+async function certChange(run: Run, who: string, step: () => Promise<IssuedCert>): Promise<IssuedCert> {
+  const { until, orStop, book, reloads, phases, ca, ports, edgeReloads } = run;
+  const issued = await step();
+  const written = Date.now();
+  if (who === "edge") {
+    await until(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
+    const r = edgeReloads.find((x) => x.serial === issued.serial)!;
+    reloads.push({ phase: phases.name, who, what: "certificate", reloadMs: Math.max(0, r.at - written) });
+    phases.note(`edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`);
+    return issued;
+  }
+  const port = ports[who as keyof typeof ports];
+  const edge = ca.paths.leaf("edge.internal");
+  // Watched from outside at once, not after the log line arrives (logs are flushed every 100 ms).
+  const served = until(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
+  served.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+  const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial));
+  const timing = { phase: phases.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: (await served) - written };
+  reloads.push(timing);
+  phases.note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
+  return issued;
+}
+
+/** Runs a CA step that changes bundle.pem or crls.pem; waits until every service and the client reloaded. */
+async function trustChange(run: Run, what: string, step: () => Promise<unknown> | unknown): Promise<void> {
+  const { until, orStop, book, reloads, phases, edgeReloads } = run;
+  const before = edgeReloads.length;
+  await step();
+  const written = Date.now();
+  for (const s of SERVICES) {
+    const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true));
+    reloads.push({ phase: phases.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
+  }
+  await until(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
+  const slowest = Math.max(...reloads.filter((r) => r.phase === phases.name && r.what === "trust").map((r) => r.reloadMs));
+  phases.note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
+}
+
+// 1. Baseline ---------------------------------------------------------------------
+async function baseline(run: Run): Promise<void> {
+  run.phases.begin("baseline", `1. Baseline: everything issued by generation ${run.oldGen} and trusted as such`, true);
+  await run.pause(run.dwell);
+  run.phases.end();
+}
+
+// 2. The careless rotation ----------------------------------------------------------
+async function carelessRotation(run: Run): Promise<{ newGen: number; explanations: DrillReport["explanations"] }> {
+  const { ca, phases, o } = run;
+  phases.begin("careless", "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet", false);
+  let newGen = 0;
+  await trustChange(run, "a new root generation's CRL in crls.pem", async () => {
+    const g = await ca.addGeneration({});
+    newGen = g.generation;
+    phases.note(`added ${g.name} (generation ${newGen}): not in bundle.pem yet`);
+  });
+  ca.useGeneration(newGen);
+  if (o.withIntermediate) {
+    const int = await ca.createIntermediate({ name: `${ca.issuerRow(`root-${newGen}`).name} Issuing` });
+    phases.note(`added the issuing CA ${int.name} under generation ${newGen}`);
+  }
+  const carelessAt = Date.now();
+  const careless = await certChange(run, "payment", () => ca.renew({ domain: "payment.internal" }));
+  for (const w of careless.warnings) phases.note(`the CA warned: ${w}`);
+  await run.pause(run.dwell);
+  phases.end();
+  const explanations = explain(run.book, carelessAt);
+  for (const e of explanations) run.say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg}`);
+  return { newGen, explanations };
+}
+
+// 3. Recovery -------------------------------------------------------------------
+async function recovery(run: Run): Promise<PhaseCounts> {
+  const { ca, phases, traffic } = run;
+  phases.begin("recovery", `3. Recovery: payment goes back to a generation ${run.oldGen} certificate`, false);
+  ca.useGeneration(run.oldGen);
+  await certChange(run, "payment", () => ca.renew({ domain: "payment.internal" }));
+  // Requests already failing when the fix landed are this phase's; those sent after must all succeed.
+  const recovered = traffic.mark();
+  await run.pause(run.dwell);
+  traffic.unmark(recovered);
+  phases.note(`${recovered.failed} of ${recovered.sent} request(s) sent after payment's recovery took effect failed (so far)`);
+  phases.end();
+  return recovered;
+}
+
+// 4a. Trust both ------------------------------------------------------------------
+async function trustBoth(run: Run, newGen: number): Promise<void> {
+  run.phases.begin("trust-both", `4a. Safe rotation: every service trusts generations ${run.oldGen} and ${newGen}`, true);
+  await trustChange(run, `bundle.pem with generations ${run.oldGen} and ${newGen}`, () => run.ca.publishBundle());
+  await run.pause(run.dwell);
+  run.phases.end();
+}
+
+// 4b. Re-issue, one at a time ------------------------------------------------------
+/** Returns the CA's refusal to retire the old generation early (undefined: it did not refuse). */
+async function reissue(run: Run, newGen: number): Promise<string | undefined> {
+  const { ca, phases, oldGen } = run;
+  phases.begin("reissue", `4b. Safe rotation: re-issue every identity from generation ${newGen}, one at a time`, true);
+  ca.useGeneration(newGen);
+  let refusal: string | undefined;
+  try {
+    ca.retireGeneration(oldGen);
+  } catch (e) {
+    if (!(e instanceof CaError)) throw e;
+    refusal = e.message;
+    phases.note(`retiring generation ${oldGen} now is refused by the CA: ${e.message}`);
+  }
+  for (const who of ["payment", "inventory", "order", "edge"]) {
+    await certChange(run, who, () => ca.renew({ domain: `${who}.internal` }));
+    await run.pause(run.dwell / 3);
+  }
+  await run.pause(run.dwell / 2);
+  phases.end();
+  return refusal;
+}
+
+// 4c. Drop the old generation ---------------------------------------------------
+async function dropOld(run: Run, newGen: number): Promise<ReturnType<Straggler["summary"]>> {
+  const { ca, phases, oldGen, book, orStop } = run;
+  phases.begin("drop-old", `4c. Safe rotation: retire generation ${oldGen} and drop it from every trust bundle`, true);
+  const dropAt = Date.now();
+  await trustChange(run, `bundle.pem with generation ${newGen} only`, () => {
+    const { retired } = ca.retireGeneration(oldGen);
+    phases.note(`retired ${retired.name}`);
+  });
+  const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined));
+  await run.pause(run.dwell);
+  const lingering = run.straggler.summary(dropAt);
+  phases.note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})` : "payment logged no closed connection");
+  phases.note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
+  phases.end();
+  return lingering;
+}
+
+interface Proof {
+  refusedOld: boolean;
+  reason: string;
+  probe: ProbeCell[];
+}
+
+// 5. Proof -------------------------------------------------------------------------
+async function proof(run: Run): Promise<Proof> {
+  const { ca, phases, oldGen, book, orStop, ports } = run;
+  phases.begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
+  const proofAt = Date.now();
+  const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), run.oldOrder);
+  const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
+  const reason = logged ? String(logged.line.reason) : "(nothing logged)";
+  phases.note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
+  const { cells: probe } = await probeMesh({ pki: run.pki, policy: loadPolicy(run.policy), ports, logs: run.logs });
+  const mismatches = probe.filter((c) => !c.ok);
+  phases.note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
+  await run.pause(Math.min(run.dwell, 1_000));
+  phases.end();
+  return { refusedOld, reason, probe };
+}
+
+// --- the verdict -----------------------------------------------------------------
+function verdict(oldGen: number, phases: PhaseReport[], explanations: DrillReport["explanations"], recovered: PhaseCounts, refusal: string | undefined, lingering: ReturnType<Straggler["summary"]>, { refusedOld, reason, probe }: Proof): Check[] {
+  const checks: Check[] = [];
+  const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
+  const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
+  check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed`);
+  const client = explanations.find((e) => e.service === "order");
+  const server = explanations.find((e) => e.service === "payment");
+  check("both sides explained the break", !!client && !!server, `${client ? `order: ${client.reason}` : "order: nothing"}; ${server ? `payment: ${server.reason}` : "payment: nothing"}`);
+  const after = recovered.failed;
+  check("recovery healed the mesh", after === 0 && recovered.sent > 0, `${after} of ${recovered.sent} request(s) sent after the fix took effect failed`);
+  check("early retirement refused", refusal !== undefined, refusal ?? `the CA let generation ${oldGen} retire while certificates still chained to it`);
+  for (const p of phases.filter((x) => x.safe)) {
+    check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
+  }
+  check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
+  check("old keep-alive connections closed", lingering.closedAfter && lingering.successesAfter === 0, `straggler closed by payment: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
+  const mismatches = probe.filter((c) => !c.ok);
+  check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
+  return checks;
+}
+
+/** The first lines on each side that explain the careless break. */
+export function explain(book: LogBook, since: number): DrillReport["explanations"] {
+  const pick = (service: string, event: string) => book.since(since, (e) => e.service === service && e.line.event === event)[0];
+  return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
+    .filter((e): e is Entry => !!e)
+    .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
 }
 
 export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {

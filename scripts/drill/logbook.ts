@@ -8,8 +8,14 @@ export interface Entry<E extends EventName = EventName> {
   service: string;
   /** When the service logged it (ms since the epoch, from pino's time). */
   at: number;
-  line: LoggedEvent<E>;
+  line: LoggedEvent<E> & Loose<E>;
 }
+
+/**
+ * An entry of any event (found by a predicate) also reads as a bag of fields, unknown-typed,
+ * for code that has not narrowed it; one asked for by name ({ event }) is exactly that event.
+ */
+type Loose<E extends EventName> = [EventName] extends [E] ? Record<string, unknown> : unknown;
 
 interface Waiter {
   match: (e: Entry) => boolean;

@@ -53,6 +53,8 @@ export function longestGap(successes: readonly number[], from: number, to: numbe
 
 export class Traffic {
   phase = "start";
+  /** While true, no order is placed: a lull, in which idle keep-alive connections close. */
+  paused = false;
   readonly counts = new Map<string, PhaseCounts>();
   private material: TlsMaterial;
   private agent: Agent;
@@ -139,6 +141,7 @@ export class Traffic {
   }
 
   private tick(): void {
+    if (this.paused) return;
     const counts = [this.bucket(), ...this.marks];
     for (const c of counts) c.sent++;
     if (this.inFlight.size >= MAX_IN_FLIGHT) {

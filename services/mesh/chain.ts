@@ -2,7 +2,7 @@
 // OpenSSL keeps verifying after the first error and reports the last one (with CRLs on, often
 // UNABLE_TO_GET_CRL or UNSPECIFIED), so the service looks at the chain to name the real fault.
 import { X509Certificate } from "node:crypto";
-import { children, readTlv, type Tlv } from "./der.ts";
+import { children, firstChild, hexOf, readTlv } from "../../lib/der.ts";
 
 /** Where the presented chain leads: to a root this service trusts, to another CA of the same name, or elsewhere. */
 export type Anchor = "trusted" | "lookalike" | "stranger";
@@ -108,28 +108,25 @@ const KEY_USAGE = "551d0f";
  */
 export function caFacts(der: Uint8Array): { ca: boolean; pathLen?: number; keyCertSign?: boolean } | undefined {
   try {
-    const cert = readTlv(der, 0);
-    const tbs = children(der, cert)[0];
+    const tbs = firstChild(readTlv(der, 0));
     if (!tbs || tbs.tag !== 0x30) return undefined;
-    const exts = children(der, tbs).find((t) => t.tag === 0xa3);
+    const exts = children(tbs, 16).find((t) => t.tag === 0xa3);
     let ca = false;
     let pathLen: number | undefined;
     let keyCertSign: boolean | undefined;
-    if (!exts) return { ca };
-    const list = children(der, exts)[0];
+    const list = exts && firstChild(exts);
     if (!list) return { ca };
-    for (const ext of children(der, list)) {
-      const parts = children(der, ext);
-      const oid = hex(der, parts[0]!);
+    for (const ext of children(list, 256)) {
+      const parts = children(ext, 3);
+      const oid = hexOf(parts[0]!);
       const value = parts[parts.length - 1]!; // OCTET STRING, after the optional critical flag
       if (oid === BASIC_CONSTRAINTS) {
-        const seq = readTlv(der, value.start);
-        for (const f of children(der, seq)) {
+        for (const f of children(readTlv(der, value.start, value.end), 2)) {
           if (f.tag === 0x01) ca = der[f.start] !== 0;
-          if (f.tag === 0x02 && f.end - f.start <= 4) pathLen = Number.parseInt(hex(der, f), 16);
+          if (f.tag === 0x02 && f.end - f.start <= 4) pathLen = Number.parseInt(hexOf(f), 16);
         }
       } else if (oid === KEY_USAGE) {
-        const bits = readTlv(der, value.start);
+        const bits = readTlv(der, value.start, value.end);
         // First byte: unused bits; keyCertSign is bit 5 of the first byte of flags.
         keyCertSign = bits.end - bits.start >= 2 ? (der[bits.start + 1]! & 0x04) !== 0 : false;
       }
@@ -138,8 +135,4 @@ export function caFacts(der: Uint8Array): { ca: boolean; pathLen?: number; keyCe
   } catch {
     return undefined;
   }
-}
-
-function hex(der: Uint8Array, t: Tlv): string {
-  return Buffer.from(der.subarray(t.start, t.end)).toString("hex");
 }

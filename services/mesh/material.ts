@@ -7,6 +7,8 @@ import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { MeshError, messageOf } from "./errors.ts";
 import { revokedSet } from "./revocations.ts";
+import { pemBlocks } from "../../lib/pem.ts";
+import { readGenerations } from "../../lib/generations.ts";
 
 /**
  * TLS 1.2 suites the mesh accepts, as server and as client: ECDHE key exchange (forward
@@ -45,6 +47,11 @@ export interface TrustInfo {
   readonly fingerprints: ReadonlySet<string>;
   /** Serials (normalised) the CRLs revoke, to re-check peers already connected. */
   readonly revoked: ReadonlySet<string>;
+  /**
+   * Root generations as the CA gave them (bundle.generations.json beside the bundle), by
+   * lower-case hex SHA-256 of each root's DER; empty when the file is absent (an older CA).
+   */
+  readonly generations: ReadonlyMap<string, number>;
 }
 
 export interface TlsMaterial {
@@ -157,7 +164,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     key,
     ca,
     crl: crls,
-    trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked },
+    trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked, generations: readGenerations(paths.bundle) },
     leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString(), trustDomain: trustDomainOf(leaf) },
     certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),
@@ -181,11 +188,6 @@ function servedChain(file: Buffer): Buffer {
 
 function selfSigned(c: X509Certificate): boolean {
   return c.subject === c.issuer && c.verify(c.publicKey);
-}
-
-export function pemBlocks(text: string, label: string): string[] {
-  const re = new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, "g");
-  return text.match(re) ?? [];
 }
 
 function oneLine(dn: string): string {

@@ -5,8 +5,10 @@ import { X509Certificate, createHash } from "node:crypto";
 import { Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
 import { addProcessMetrics } from "../../lib/process-metrics.ts";
 import { CALLERS, isIdentityName } from "./names.ts";
-import { pemBlocks, type TlsMaterial } from "./material.ts";
-import { crlDatesOfPem } from "./crl-dates.ts";
+import { crlDates } from "../../lib/crl.ts";
+import { pemBlocks, pemToDer } from "../../lib/pem.ts";
+import { rootSha256 } from "../../lib/generations.ts";
+import type { TlsMaterial } from "./material.ts";
 import { UpstreamError, type Upstreams } from "./client.ts";
 import type { HandshakeReason } from "./reasons.ts";
 
@@ -422,14 +424,14 @@ export class MeshMetrics {
     const anchor = roots.find((r) => r.fingerprint256 === top.fingerprint256) ?? roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
     this.certExpiry.set(Math.floor(Date.parse(leaf.validTo) / 1000));
     this.certInfo.reset();
-    this.certInfo.set({ issuer: oneLine(leaf.issuer), root: anchor ? oneLine(anchor.subject) : "(none)", generation: anchor ? generationOf(anchor) : "(none)" }, 1);
+    this.certInfo.set({ issuer: oneLine(leaf.issuer), root: anchor ? oneLine(anchor.subject) : "(none)", generation: anchor ? String(m.trust.generations.get(rootSha256(anchor.raw)) ?? "unknown") : "(none)" }, 1);
     this.roots.set(roots.length);
     this.rootExpiry.reset();
     for (const r of roots) this.rootExpiry.set({ subject: oneLine(r.subject) }, Math.floor(Date.parse(r.validTo) / 1000));
     this.crlNextUpdate.reset();
     for (const pem of m.crl) {
       try {
-        const info = crlDatesOfPem(pem);
+        const info = crlDates(pemToDer(pem));
         if (info.nextUpdate) this.crlNextUpdate.set({ issuer: info.issuer }, Math.floor(info.nextUpdate.getTime() / 1000));
       } catch {
         // OpenSSL accepted the CRL (loadMaterial checked): a shape this reader does not know is only a missing series.
@@ -482,19 +484,10 @@ export class MeshMetrics {
  */
 export function crlsDigest(pems: readonly string[]): string {
   const h = createHash("sha256");
-  for (const pem of pems) h.update(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64"));
+  for (const pem of pems) h.update(pemToDer(pem));
   return h.digest("hex");
 }
 
 function oneLine(dn: string): string {
   return dn.split("\n").join(", ");
-}
-
-/**
- * The CA names root generation n > 1 "<first root's name> G<n>" (ca/generations.ts) and the
- * first one without a suffix. A root renamed by hand is reported as its own name's reading.
- */
-function generationOf(root: X509Certificate): string {
-  const m = / G(\d+)$/.exec(oneLine(root.subject));
-  return m ? m[1]! : "1";
 }

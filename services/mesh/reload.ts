@@ -1,11 +1,14 @@
 // Notices when files change on disk. The CA replaces files by rename, which defeats a
 // watch on the file itself, so this watches the parent directories and, as a fallback for
-// file systems where fs.watch is silent, polls the files' stat once a second. With a settle
+// file systems where fs.watch is silent, polls the files' stat (once a second unless told). With a settle
 // window it also waits until a file written in place has stopped changing.
 import { watch, statSync, type FSWatcher } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
+import { every, systemClock, type Clock, type ClockTimer } from "../../lib/clock.ts";
 
 export interface Watch {
+  /** How many stat polls have run: a test waits for this to grow rather than for time to pass. */
+  readonly polls: number;
   close(): void;
 }
 
@@ -18,11 +21,16 @@ export interface WatchOptions {
    * then appended to) is empty or cut short in between; this keeps such states from a reader.
    */
   settleMs?: number;
+  /** The debounce, settle and poll timers run on this clock (default the system's). */
+  clock?: Clock;
+  /** Called after each stat poll, with the count so far: evidence that the watcher looked. */
+  onPoll?: (polls: number) => void;
 }
 
 export function watchFiles(files: readonly string[], onChange: (noticedAt: number) => void, opts: WatchOptions = {}): Watch {
   const debounceMs = opts.debounceMs ?? 150;
   const settleMs = opts.settleMs ?? 0;
+  const clock = opts.clock ?? systemClock;
   const abs = files.map((f) => resolve(f));
   const names = new Map<string, Set<string>>();
   for (const f of abs) {
@@ -30,7 +38,7 @@ export function watchFiles(files: readonly string[], onChange: (noticedAt: numbe
     if (!names.has(d)) names.set(d, new Set());
     names.get(d)!.add(basename(f));
   }
-  let timer: NodeJS.Timeout | undefined;
+  let timer: ClockTimer | undefined;
   let closed = false;
   let noticedAt = 0; // when the burst's first change was seen: onChange gets it, for reload latency
   const fire = () => {
@@ -40,27 +48,25 @@ export function watchFiles(files: readonly string[], onChange: (noticedAt: numbe
     onChange(noticedAt);
   };
   const settle = (seen: string) => {
-    timer = setTimeout(() => {
+    timer = clock.setTimeout(() => {
       timer = undefined;
       if (closed) return;
       const now = signature();
       if (now === seen) fire();
       else settle(now);
     }, settleMs);
-    timer.unref();
   };
   // Several renames land together (certificate, then key): one reload after the burst.
   const kick = () => {
     if (closed) return;
-    if (timer) clearTimeout(timer);
+    if (timer) clock.clearTimeout(timer);
     else noticedAt = performance.now();
-    timer = setTimeout(() => {
+    timer = clock.setTimeout(() => {
       timer = undefined;
       if (closed) return;
       if (settleMs > 0) settle(signature());
       else fire();
     }, debounceMs);
-    timer.unref();
   };
 
   const watchers: FSWatcher[] = [];
@@ -86,20 +92,25 @@ export function watchFiles(files: readonly string[], onChange: (noticedAt: numbe
   };
   const signature = () => abs.map(sig).join("|");
   let last = signature();
-  const poll = setInterval(() => {
+  let polls = 0;
+  const stopPolling = every(clock, opts.pollMs ?? 1000, () => {
     const now = signature();
     if (now !== last) {
       last = now;
       kick();
     }
-  }, opts.pollMs ?? 1000);
-  poll.unref();
+    polls += 1;
+    opts.onPoll?.(polls);
+  });
 
   return {
+    get polls() {
+      return polls;
+    },
     close() {
       closed = true;
-      clearInterval(poll);
-      if (timer) clearTimeout(timer);
+      stopPolling();
+      if (timer) clock.clearTimeout(timer);
       for (const w of watchers) w.close();
     },
   };

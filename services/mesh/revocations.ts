@@ -2,37 +2,14 @@
 // service needs them to close keep-alive connections of a peer revoked while
 // connected (OpenSSL checks CRLs only during a handshake); Node parses no CRLs.
 import type { DetailedPeerCertificate } from "node:tls";
+import { revokedSerials } from "../../lib/crl.ts";
+import { pemToDer } from "../../lib/pem.ts";
 import { normaliseSerial } from "./peer-identity.ts";
-import { children, readTlv } from "./der.ts";
-
-/**
- * Revoked serials of one DER CRL: CertificateList → tbsCertList → revokedCertificates
- * (the SEQUENCE after the issuer and the times; RFC 5280 5.1).
- */
-export function revokedSerials(der: Uint8Array): string[] {
-  const list = readTlv(der, 0);
-  const tbs = children(der, list)[0];
-  if (!tbs || tbs.tag !== 0x30) throw new Error("not a CRL");
-  const fields = children(der, tbs);
-  let i = fields[0]?.tag === 0x02 ? 1 : 0; // optional version
-  i += 2; // signature algorithm, issuer
-  i += 1; // thisUpdate
-  if (fields[i] && (fields[i]!.tag === 0x17 || fields[i]!.tag === 0x18)) i++; // optional nextUpdate
-  const revoked = fields[i];
-  if (!revoked || revoked.tag !== 0x30) return [];
-  return children(der, revoked).map((entry) => {
-    const serial = children(der, entry)[0]!;
-    return normaliseSerial(Buffer.from(der.subarray(serial.start, serial.end)).toString("hex"));
-  });
-}
 
 /** Every serial revoked by the CRLs in PEM blocks. Throws on a CRL that does not parse. */
 export function revokedSet(pems: readonly string[]): Set<string> {
   const out = new Set<string>();
-  for (const pem of pems) {
-    const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
-    for (const s of revokedSerials(der)) out.add(s);
-  }
+  for (const pem of pems) for (const s of revokedSerials(pemToDer(pem))) out.add(s);
   return out;
 }
 

@@ -29,6 +29,8 @@ export interface ServiceOptions {
   log?: MeshLogger;
   logDestination?: DestinationStream;
   watch?: boolean;
+  /** The file watchers' stat poll: how often (default 1 s), and a call after each, naming the watcher (tests wait for it). */
+  watchPoll?: { pollMs?: number; onPoll?(watcher: "tls" | "policy"): void };
   limits?: Partial<Limits>;
   /** `request` lines per second before summaries take over (see AccessLog); 0: every request. */
   requestLinesPerSecond?: number;
@@ -207,8 +209,9 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
 
   const watches: Watch[] = [];
   if (o.watch !== false) {
-    if (!o.tlsPaths) watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls));
-    watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS }));
+    const poll = (watcher: "tls" | "policy") => ({ pollMs: o.watchPoll?.pollMs, onPoll: o.watchPoll?.onPoll && (() => o.watchPoll?.onPoll?.(watcher)) });
+    if (!o.tlsPaths) watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls, poll("tls")));
+    watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS, ...poll("policy") }));
   }
   log.info(
     { event: "listening", port, host: o.host ?? "127.0.0.1", identity: dns, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects, upstreams: o.upstreams ?? {} },

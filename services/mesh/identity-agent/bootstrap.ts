@@ -2,6 +2,7 @@
 // only (as `step ca bootstrap --fingerprint`), then enrolment with a key made in the state folder.
 import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { formatGenerationsFile, generationsPath, parseRootGenerations, rootGenerations } from "../../../lib/generations.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolCsr, getCacerts, getCrls, type CaObserver } from "./est-client.ts";
 import { newKeyAndCsr } from "./csr.ts";
@@ -75,9 +76,12 @@ export async function enrolWithToken(o: { caUrl: string; token: Token; dns: stri
   const bundlePem = pemOf(bundle.roots);
   const { keyPem, csr } = newKeyAndCsr(o.dns);
   const chain = await enrolCsr({ url: o.caUrl, ca: pinned, observe }, "simpleenroll", csr, { token: o.token.value, lifetime: o.lifetime });
-  const facts = checkChain(chain, bundle.roots, o.dns, keyPem);
+  const gens = parseRootGenerations(bundle.rootGenerations, bundle.roots.length);
+  const known = gens ? rootGenerations(bundle.roots, gens) : [];
+  const facts = checkChain(chain, bundle.roots, o.dns, keyPem, Date.now(), { generations: new Map(known.map((r) => [r.sha256, r.generation])) });
   const crls = await getCrls({ url: o.caUrl, ca: bundlePem, observe });
   ensureFolder(o.paths.dir);
+  if (gens) writeAtomic(generationsPath(o.paths.bundle), formatGenerationsFile(known));
   writeAtomic(o.paths.bundle, bundlePem);
   writeAtomic(o.paths.etag, bundle.etag ?? "");
   writeAtomic(o.paths.crls, crls);

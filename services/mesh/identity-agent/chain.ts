@@ -2,14 +2,16 @@
 // chains through the given intermediates to a root in the bundle. Fails closed.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { IdentityError } from "./errors.ts";
+import { pemBlocks } from "../../../lib/pem.ts";
+import { rootSha256 } from "../../../lib/generations.ts";
 
 export interface IdentityFacts {
   serial: string;
   /** The leaf's issuer, one line. */
   issuer: string;
-  /** The root it chains to, and that root's generation as the CA names roots ("<name> G<n>"; no suffix: 1). */
+  /** The root it chains to, and that root's generation as the CA gave it (lib/generations.ts); null when unknown. */
   root: string;
-  generation: number;
+  generation: number | null;
   notBefore: string;
   notAfter: string;
 }
@@ -19,13 +21,16 @@ export function pemOf(certs: readonly X509Certificate[]): string {
 }
 
 export function splitPem(text: string): X509Certificate[] {
-  return (text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
+  return pemBlocks(text, "CERTIFICATE").map((p) => new X509Certificate(p));
 }
 
 const oneLine = (dn: string) => dn.split("\n").join(", ");
 
-/** The facts of a chain whose leaf must name `dns`, pair with `keyPem` (when given), and chain to one of `roots`. */
-export function checkChain(chain: readonly X509Certificate[], roots: readonly X509Certificate[], dns: string, keyPem?: string, now = Date.now(), opts: { anyRoot?: boolean } = {}): IdentityFacts {
+/**
+ * The facts of a chain whose leaf must name `dns`, pair with `keyPem` (when given), and chain to one of `roots`;
+ * `generations` (root SHA-256 → generation, from the CA) names the root's generation.
+ */
+export function checkChain(chain: readonly X509Certificate[], roots: readonly X509Certificate[], dns: string, keyPem?: string, now = Date.now(), opts: { anyRoot?: boolean; generations?: ReadonlyMap<string, number> } = {}): IdentityFacts {
   const bad = (why: string): never => {
     throw new IdentityError("CA_ANSWER_INVALID", `the certificate from the CA cannot be used: ${why}`);
   };
@@ -42,12 +47,11 @@ export function checkChain(chain: readonly X509Certificate[], roots: readonly X5
   // anyRoot: describing the certificate in force, which a new bundle may no longer cover.
   if (!root && !opts.anyRoot) bad("it does not chain to a root in the trust bundle");
   const rootName = root ? (/CN=([^\n]*)/.exec(root.subject)?.[1] ?? oneLine(root.subject)) : "(no root in the bundle)";
-  const g = / G(\d+)$/.exec(rootName);
   return {
     serial: leaf.serialNumber.toLowerCase(),
     issuer: oneLine(leaf.issuer),
     root: rootName,
-    generation: root ? (g ? Number(g[1]) : 1) : 0,
+    generation: (root && opts.generations?.get(rootSha256(root.raw))) ?? null,
     notBefore: new Date(leaf.validFrom).toISOString(),
     notAfter: new Date(leaf.validTo).toISOString(),
   };

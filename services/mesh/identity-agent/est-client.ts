@@ -6,7 +6,9 @@ import { request } from "node:https";
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { describeSkew, httpDate, isSkewed, nowMs, parseHttpDate } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
-import { pkcs7Certificates } from "./der.ts";
+import { pkcs7Certificates } from "../../../lib/pkcs7.ts";
+import { countPem } from "../../../lib/pem.ts";
+import { ROOT_GENERATIONS_HEADER } from "../../../lib/generations.ts";
 
 const EST = "/.well-known/est";
 /** Bigger than any bundle or CRL set this CA serves; a hostile server cannot fill memory. */
@@ -263,9 +265,13 @@ function certsOf(path: string, body: Buffer): X509Certificate[] {
   }
 }
 
+/**
+ * `rootGenerations`: the CA's Mesh-Root-Generations header as sent (on a 304 too), for
+ * lib/generations.ts's parseRootGenerations against the roots it describes; absent from an older CA.
+ */
 export type CacertsAnswer =
-  | { changed: false; renewNow: boolean }
-  | { changed: true; renewNow: boolean; etag: string | null; roots: X509Certificate[] };
+  | { changed: false; renewNow: boolean; rootGenerations?: string }
+  | { changed: true; renewNow: boolean; etag: string | null; roots: X509Certificate[]; rootGenerations?: string };
 
 /** GET cacerts; with If-None-Match, a 304 costs nothing. Over mTLS the CA records which bundle we hold. */
 export function getCacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
@@ -276,12 +282,14 @@ async function cacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
   const path = `${EST}/cacerts`;
   const a = await call(t, "GET", path, etag ? { "If-None-Match": etag } : {});
   const renewNow = a.headers["mesh-renew-now"] === "1";
-  if (a.status === 304) return { changed: false, renewNow };
+  const g = a.headers[ROOT_GENERATIONS_HEADER.toLowerCase()];
+  const rootGenerations = typeof g === "string" ? g : undefined;
+  if (a.status === 304) return { changed: false, renewNow, rootGenerations };
   if (a.status !== 200) throw refused(path, a);
   const roots = certsOf(path, a.body);
   if (roots.length === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's cacerts answer holds no certificate`);
   const tag = typeof a.headers.etag === "string" && a.headers.etag.length <= 200 ? a.headers.etag : null;
-  return { changed: true, renewNow, etag: tag, roots };
+  return { changed: true, renewNow, etag: tag, roots, rootGenerations };
 }
 
 /** POST simpleenroll with the one-time token (Bearer) or simplereenroll over mTLS: the chain, leaf first. */
@@ -314,7 +322,7 @@ async function crls(t: CaTls): Promise<string> {
   const a = await call(t, "GET", "/crls.pem");
   if (a.status !== 200) throw refused("/crls.pem", a);
   const text = a.body.toString("utf8");
-  if (!/-----BEGIN X509 CRL-----/.test(text)) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
+  if (countPem(text, "X509 CRL") === 0) throw new IdentityError("CA_ANSWER_INVALID", "the CA's /crls.pem holds no CRL");
   return text;
 }
 
@@ -337,6 +345,6 @@ export async function watchCrls(t: CaTls, etag: string | null, waitS: number): P
   if (a.status === 304) return { changed: false, etag: tag(a.headers.etag) ?? etag };
   if (a.status !== 200) throw refused(CRLS_WATCH_PATH, a);
   const crls = a.body.toString("utf8");
-  if (!/-----BEGIN X509 CRL-----/.test(crls)) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${CRLS_WATCH_PATH} holds no CRL`);
+  if (countPem(crls, "X509 CRL") === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${CRLS_WATCH_PATH} holds no CRL`);
   return { changed: true, etag: tag(a.headers.etag), crls, bundleEtag: tag(a.headers["mesh-bundle-etag"]) };
 }

@@ -6,7 +6,8 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { pemBlocks } from "../material.ts";
+import { countPem, pemBlocks } from "../../../lib/pem.ts";
+import { formatGenerationsFile, generationsPath, parseRootGenerations, readGenerations, rootGenerations } from "../../../lib/generations.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -16,6 +17,7 @@ import { TrustWatch } from "./trust-watch.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, splitPem, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, readText, receivedAt, writeAtomic, type StatePaths } from "./state-folder.ts";
+import { every, systemClock, type Clock, type ClockTimer } from "../../../lib/clock.ts";
 import { DEFAULT_SCHEDULE, renewAt, retryDelay, timerDelay, type Schedule } from "./timing.ts";
 
 export const DEFAULT_POLL_MS = 30_000;
@@ -38,6 +40,8 @@ export interface AgentOptions {
   random?: () => number;
   /** Hold a long poll on the CA's CRLs (trust-watch.ts); default true. */
   watch?: boolean;
+  /** Now and the timers of renewal, expiry and polling (default the system's; tests advance a TestClock). */
+  clock?: Clock;
 }
 
 /** A scheduled renewal whose timer fires later than this (or 1/20 of the life) is logged as late. */
@@ -50,10 +54,10 @@ export function factsFields(f: IdentityFacts) {
 
 export class IdentityAgent {
   private facts: IdentityFacts;
-  private renewTimer?: NodeJS.Timeout;
-  private pollTimer?: NodeJS.Timeout;
-  private expiryTimer?: NodeJS.Timeout;
-  private expiringTimer?: NodeJS.Timeout;
+  private renewTimer?: ClockTimer;
+  private stopPolling?: () => void;
+  private expiryTimer?: ClockTimer;
+  private expiringTimer?: ClockTimer;
   private watch?: TrustWatch;
   private lastError?: string;
   private renewing?: Promise<boolean>;
@@ -65,11 +69,15 @@ export class IdentityAgent {
   private warnedExpiring = false;
   private stopped = false;
   private readonly random: () => number;
+  private readonly clock: Clock;
+  /** How many polls have completed (answered or failed): a test waits for it to grow, not for time. */
+  polls = 0;
   /** When the next renewal is due (ms since the epoch), for tests and the log. */
   nextRenewal = 0;
 
   constructor(private readonly o: AgentOptions, private readonly h: AgentHooks) {
     this.random = o.random ?? Math.random;
+    this.clock = o.clock ?? systemClock;
     this.facts = this.current().facts;
   }
 
@@ -79,8 +87,7 @@ export class IdentityAgent {
 
   start(): void {
     this.scheduleRenewal();
-    this.pollTimer = setInterval(() => void this.poll(), this.o.pollMs ?? DEFAULT_POLL_MS);
-    this.pollTimer.unref();
+    this.stopPolling = every(this.clock, this.o.pollMs ?? DEFAULT_POLL_MS, () => void this.poll());
     void this.poll(); // started from the cache: learn at once what changed while it was down
     if (this.o.watch !== false) {
       this.watch = new TrustWatch({
@@ -93,10 +100,10 @@ export class IdentityAgent {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.renewTimer);
-    clearTimeout(this.expiryTimer);
-    clearTimeout(this.expiringTimer);
-    clearInterval(this.pollTimer);
+    this.clock.clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.expiryTimer);
+    this.clock.clearTimeout(this.expiringTimer);
+    this.stopPolling?.();
     this.watch?.stop();
   }
 
@@ -107,8 +114,10 @@ export class IdentityAgent {
     const keyPem = readFileSync(p.key, "utf8");
     const bundlePem = readFileSync(p.bundle, "utf8");
     const roots = splitPem(bundlePem);
+    // A state folder from before the CA sent generations has none: unknown until the next poll.
+    const generations = readGenerations(p.bundle);
     // Expiry is the agent's to judge (identity.expired), and a new bundle may have dropped our root.
-    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true });
+    const facts = checkChain(splitPem(certPem), roots, this.o.dns, keyPem, 0, { anyRoot: true, generations });
     return { certPem, keyPem, bundlePem, roots, facts };
   }
 
@@ -118,10 +127,10 @@ export class IdentityAgent {
 
   private scheduleRenewal(delay?: number): void {
     if (this.stopped) return;
-    clearTimeout(this.renewTimer);
-    clearTimeout(this.expiryTimer);
-    clearTimeout(this.expiringTimer);
-    const now = Date.now();
+    this.clock.clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.expiryTimer);
+    this.clock.clearTimeout(this.expiringTimer);
+    const now = this.clock.now();
     const notAfter = Date.parse(this.facts.notAfter);
     this.nextRenewal = delay !== undefined ? now + delay : renewAt(
       { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: receivedAt(this.o.paths) },
@@ -132,20 +141,17 @@ export class IdentityAgent {
       return;
     }
     const due = this.nextRenewal;
-    this.renewTimer = setTimeout(() => {
+    this.renewTimer = this.clock.setTimeout(() => {
       this.noteLate(due);
       void this.renew("scheduled");
     }, timerDelay(due - now));
-    this.renewTimer.unref();
-    this.expiryTimer = setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
-    this.expiryTimer.unref();
+    this.expiryTimer = this.clock.setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
     // Said before it expires, whatever holds the renewal up (the CA, this process, the clock).
-    this.expiringTimer = setTimeout(() => this.warnExpiring(), timerDelay(notAfter - this.expiringLead() - now));
-    this.expiringTimer.unref();
+    this.expiringTimer = this.clock.setTimeout(() => this.warnExpiring(), timerDelay(notAfter - this.expiringLead() - now));
   }
 
   /** The life of the certificate in force, counted as the schedule counts it (timing.ts). */
-  private period(now = Date.now()): number {
+  private period(now = this.clock.now()): number {
     const notAfter = Date.parse(this.facts.notAfter);
     return notAfter - Math.max(Date.parse(this.facts.notBefore), Math.min(receivedAt(this.o.paths), now));
   }
@@ -157,7 +163,7 @@ export class IdentityAgent {
 
   /** A renewal timer that fired late: the event loop was blocked, the machine overloaded or asleep. */
   private noteLate(due: number): void {
-    const now = Date.now();
+    const now = this.clock.now();
     const late = now - due;
     if (late <= Math.max(LATE_MS, this.period(now) / 20)) return;
     const left = Date.parse(this.facts.notAfter) - now;
@@ -170,10 +176,10 @@ export class IdentityAgent {
   /** identity.expiring, once per certificate: it is near its end and no renewal has replaced it. */
   private warnExpiring(): void {
     if (this.stopped || this.warnedExpiring) return;
-    const left = Date.parse(this.facts.notAfter) - Date.now();
+    const left = Date.parse(this.facts.notAfter) - this.clock.now();
     if (left <= 0) return; // identity.expired says the rest
     // A schedule that renews this late on purpose (fraction > 5/6) is not a stall yet.
-    if (Date.now() < this.nextRenewal && this.failures === 0) return;
+    if (this.clock.now() < this.nextRenewal && this.failures === 0) return;
     this.warnedExpiring = true;
     const why = this.lastError ? `could not be renewed (${this.lastError})` : `has not been renewed (due at ${new Date(this.nextRenewal).toISOString()}${this.renewing ? ", still in progress" : ""})`;
     this.h.log.warn(
@@ -187,28 +193,26 @@ export class IdentityAgent {
    * that accepts and never answers leaves room for retries before expiry.
    */
   private callTimeouts(): { timeoutMs: number; connectTimeoutMs: number } {
-    const left = Date.parse(this.facts.notAfter) - Date.now();
+    const left = Date.parse(this.facts.notAfter) - this.clock.now();
     const timeoutMs = Math.round(Math.min(15_000, Math.max(2_000, left / 3)));
     return { timeoutMs, connectTimeoutMs: Math.min(5_000, timeoutMs) };
   }
 
   private expired(): void {
     if (this.stopped) return;
-    const left = Date.parse(this.facts.notAfter) - Date.now();
+    const left = Date.parse(this.facts.notAfter) - this.clock.now();
     if (left >= 0) {
       // A timer may fire a little before the wall clock agrees: look again just after.
-      this.expiryTimer = setTimeout(() => this.expired(), timerDelay(left + 10));
-      this.expiryTimer.unref();
+      this.expiryTimer = this.clock.setTimeout(() => this.expired(), timerDelay(left + 10));
       return;
     }
-    clearTimeout(this.renewTimer);
+    this.clock.clearTimeout(this.renewTimer);
     this.h.log.error(
       { event: "identity.expired", ...factsFields(this.facts), stateDir: this.o.paths.dir },
       `the identity ${this.o.dns} (serial ${this.facts.serial}) expired at ${this.facts.notAfter}: every peer now refuses this service and the CA will not renew it; enrol again: make a token (npm run -s ca -- token --domain ${this.o.dns} > token) and restart this service with --token-file token or MESH_ENROL_TOKEN`,
     );
     // Said again every minute while it lasts: an outage that explains itself.
-    this.expiryTimer = setTimeout(() => this.expired(), 60_000);
-    this.expiryTimer.unref();
+    this.expiryTimer = this.clock.setTimeout(() => this.expired(), 60_000);
   }
 
   /** Renews now (the schedule, the CA's renew-now hint, or a caller). Resolves true once the new certificate is in force. */
@@ -224,7 +228,7 @@ export class IdentityAgent {
     const before = this.facts;
     try {
       const cur = this.current();
-      if (Date.now() >= Date.parse(cur.facts.notAfter)) {
+      if (this.clock.now() >= Date.parse(cur.facts.notAfter)) {
         this.expired();
         return false;
       }
@@ -234,7 +238,7 @@ export class IdentityAgent {
       // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
       // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
       // refusal here could never be retried.
-      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem);
+      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem, Date.now(), { generations: readGenerations(this.o.paths.bundle) });
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
       if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
@@ -247,7 +251,7 @@ export class IdentityAgent {
       this.h.metrics.renewed();
       this.h.log.info(
         { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason, ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}) },
-        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation}), valid until ${facts.notAfter}`,
+        `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation ?? "unknown"}), valid until ${facts.notAfter}`,
       );
       this.scheduleRenewal();
       return true;
@@ -256,7 +260,7 @@ export class IdentityAgent {
       this.failures += 1;
       this.lastError = messageOf(e);
       this.h.metrics.renewalFailed();
-      const now = Date.now();
+      const now = this.clock.now();
       const notAfter = Date.parse(before.notAfter);
       const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(receivedAt(this.o.paths), now));
       const status = e instanceof IdentityError ? e.status : undefined;
@@ -282,6 +286,7 @@ export class IdentityAgent {
   poll(): Promise<void> {
     this.polling ??= this.doPoll().finally(() => {
       this.polling = undefined;
+      this.polls += 1;
     });
     return this.polling;
   }
@@ -306,6 +311,13 @@ export class IdentityAgent {
       }
       const changed: string[] = [];
       let roots = cur.roots;
+      // The roots' generations first (also from a 304: how a state folder from before learns them),
+      // so a reload on the new bundle finds its facts.
+      const gens = parseRootGenerations(bundle.rootGenerations, (bundle.changed ? bundle.roots : cur.roots).length);
+      if (gens) {
+        const text = formatGenerationsFile(rootGenerations(bundle.changed ? bundle.roots : cur.roots, gens));
+        if (text !== readText(generationsPath(p.bundle))) writeAtomic(generationsPath(p.bundle), text);
+      }
       if (bundle.changed) {
         const pem = pemOf(bundle.roots);
         if (pem !== cur.bundlePem) {
@@ -347,7 +359,7 @@ export class IdentityAgent {
   private updated(changed: string[], etag: string | null, roots: readonly X509Certificate[], crls: string, via: "poll" | "watch"): void {
     const ok = this.h.reloadTls();
     this.h.log.info(
-      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: (crls.match(/-----BEGIN X509 CRL-----/g) ?? []).length, applied: ok, via },
+      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: countPem(crls, "X509 CRL"), applied: ok, via },
       `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
     );
   }

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { startService, type RunningService, type ServiceOptions } from "../runtime.ts";
 import { createLogger } from "../log.ts";
 import { dnsName } from "../names.ts";
-import { processClockOffsetMs } from "../../../lib/clock.ts";
+import { processClockOffsetMs, type Clock } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
@@ -24,6 +24,8 @@ export interface IdentityOptions {
   schedule?: Schedule;
   pollMs?: number;
   random?: () => number;
+  /** The agent's clock (renewal, expiry and poll timers); tests pass a TestClock. */
+  clock?: Clock;
 }
 
 export interface IdentityService extends RunningService {
@@ -55,7 +57,7 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
     const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime, observe: (...call) => early.push(call) });
     log.info(
       { event: "identity.enrolled", ...factsFields(e.facts), etag: e.etag, roots: e.roots, stateDir: id.stateDir, ca: id.caUrl },
-      `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation}), valid until ${e.facts.notAfter}`,
+      `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation ?? "unknown"}), valid until ${e.facts.notAfter}`,
     );
   } else if (id.token) {
     log.info({ event: "identity.token_unused", stateDir: id.stateDir }, `${id.stateDir} already holds a valid identity: the enrolment token was not used`);
@@ -66,7 +68,7 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
   svc.metrics.certificateObtained(receivedAt(paths));
   let agent: IdentityAgent;
   try {
-    agent = new IdentityAgent({ caUrl: id.caUrl, dns, paths, lifetime: id.lifetime, schedule: id.schedule, pollMs: id.pollMs, random: id.random }, { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics });
+    agent = new IdentityAgent({ caUrl: id.caUrl, dns, paths, lifetime: id.lifetime, schedule: id.schedule, pollMs: id.pollMs, random: id.random, clock: id.clock }, { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics });
   } catch (e) {
     await svc.close();
     throw e;

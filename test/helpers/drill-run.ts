@@ -1,0 +1,67 @@
+// Runs `npm run drill -- <name>` as its own process with a private TMPDIR, so whatever it leaves
+// behind (keys, the CA's ledger, processes) can be listed afterwards.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ROOT } from "./ca.ts";
+
+export function privateTmp(): string {
+  return mkdtempSync(join(tmpdir(), "drill-tmp-"));
+}
+
+/** Files below `dir` holding a key or the CA's ledger (tsx's compile cache aside). */
+export function secretsBelow(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name))
+    .filter((f) => !f.slice(dir.length).startsWith("/tsx-"))
+    .filter((f) => /\.key$|ca\.db/.test(f) || holdsKey(f));
+}
+
+function holdsKey(f: string): boolean {
+  try {
+    return readFileSync(f, "utf8").includes("PRIVATE KEY");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw e;
+  }
+}
+
+/** Processes whose command line mentions `text` (services get --state/--pki below the drill's folder, the CA child its pki). */
+export function processesMentioning(text: string): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const c = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      if (c.includes(text)) out.push(`${pid}: ${c.replace(/\0/g, " ").slice(0, 200)}`);
+    } catch { /* gone meanwhile */ }
+  }
+  return out;
+}
+
+export interface DrillRun {
+  tmp: string;
+  code: number | null;
+  out: string;
+  err: string;
+  /** The output once `interruptWhen` matched and the signal was sent. */
+  interrupted: boolean;
+}
+
+/** `drill <args>`; with `interrupt`, sends its signal once its pattern shows in the output. */
+export function runDrillCli(args: string[], o: { interrupt?: { when: RegExp; signal: NodeJS.Signals } } = {}): Promise<DrillRun> {
+  const tmp = privateTmp();
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-cli.ts"), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" } });
+  let out = "";
+  let err = "";
+  let interrupted = false;
+  const look = () => {
+    if (o.interrupt && !interrupted && o.interrupt.when.test(out + err)) {
+      interrupted = true;
+      child.kill(o.interrupt.signal);
+    }
+  };
+  child.stdout.on("data", (d: Buffer) => ((out += d), look()));
+  child.stderr.on("data", (d: Buffer) => ((err += d), look()));
+  return new Promise((resolve) => child.on("close", (code) => resolve({ tmp, code, out, err, interrupted })));
+}
