@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { Agent } from "undici";
 import { CaServer, CertificateAuthority, createToken, runRotation } from "../ca/index.ts";
+import { isEvent } from "../lib/events.ts";
 import { enrolCsr } from "../services/mesh/identity-agent/est-client.ts";
 import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
 import { pemOf } from "../services/mesh/identity-agent/chain.ts";
@@ -179,7 +180,7 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
         identity: { ca: server.url, state: state(service).dir, lifetime: `${MESH_LIFETIME_S}s`, poll: MESH_POLL_MS / 1000 },
         onLine: (line) => {
           // cert.pem's mtime is when the new certificate was written (docs/identity.md).
-          if (line?.event === "identity.renewed") renewed.push({ service, serial: String(line.serial), writtenAt: statSync(state(service).cert).mtimeMs });
+          if (isEvent(line, "identity.renewed")) renewed.push({ service, serial: line.serial, writtenAt: statSync(state(service).cert).mtimeMs });
         },
       });
       services.set(service, svc);

@@ -9,12 +9,13 @@ import { performance } from "node:perf_hooks";
 import type { Writable } from "node:stream";
 // @ts-expect-error pino-roll ships no types
 import pinoRoll from "pino-roll";
+import { eventLine } from "../lib/events.ts";
 import { RotatingFile } from "../lib/rotating-file.ts";
 
 const LINES = Number(process.env.MESH_BENCH_LOG_LINES ?? 200_000);
 const ROUNDS = Number(process.env.MESH_BENCH_ROUNDS ?? 4);
 const MAX = 10 * 1024 * 1024;
-const line = `${JSON.stringify({ level: 30, time: new Date().toISOString(), service: "payment", event: "request", peer: "order.internal", method: "POST", path: "/charge", status: 200, rule: "order-charges", ms: 0.42, msg: "request" })}\n`;
+const line = eventLine({ level: "info", service: "payment" }, { event: "request", peer: "order.internal", method: "POST", path: "/charge", status: 200, rule: "order-charges", ms: 0.42 }, "request");
 
 type Make = (dir: string) => Promise<Writable & { end(cb?: () => void): unknown }>;
 const writers: Record<string, Make> = {

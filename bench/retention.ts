@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { CertificateAuthority, DAY_MS, DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type Ledger } from "../ca/index.ts";
+import { eventLine } from "../lib/events.ts";
 import { RotatingFile } from "../lib/rotating-file.ts";
 
 const WEEKS = Number(process.env.MESH_BENCH_WEEKS ?? 3);
@@ -98,7 +99,7 @@ async function ledgerWeeks(withRetention: boolean): Promise<Array<{ week: number
 async function logWeek(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "mesh-bench-logweek-"));
   try {
-    const line = `${JSON.stringify({ level: 30, time: new Date().toISOString(), service: "payment", event: "request", peer: "order", method: "POST", path: "/charge", status: 201, rule: "payment.accepts", ms: "0.42", msg: "request" })}\n`;
+    const line = eventLine({ level: "info", service: "payment" }, { event: "request", peer: "order", method: "POST", path: "/charge", status: 201, rule: "payment.accepts", ms: 0.42 }, "request");
     // Batches of lines, as the launcher's stream receives them under load.
     const batch = line.repeat(64);
     const out = new RotatingFile(join(dir, "payment.log"));

@@ -5,6 +5,7 @@ import { loadavg, tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runDrill, type DrillReport, type PhaseName } from "../scripts/drill/drill.ts";
+import { parseEventLine } from "../lib/events.ts";
 import { stats } from "./measure.ts";
 
 const RATE = 50;
@@ -82,10 +83,8 @@ function orderMedians(r: DrillReport): Map<PhaseName, number> {
   const answers: Array<{ at: number; ms: number }> = [];
   for (const raw of text.split("\n")) {
     if (!raw.includes('"event":"request"')) continue;
-    try {
-      const l = JSON.parse(raw) as { path?: string; status?: number; time?: string; ms?: number };
-      if (l.path === "/orders" && l.status === 201 && l.time && typeof l.ms === "number") answers.push({ at: Date.parse(l.time), ms: l.ms });
-    } catch { /* a torn last line */ }
+    const l = parseEventLine(raw); // undefined for a torn last line
+    if (l?.event === "request" && l.path === "/orders" && l.status === 201 && l.ms !== undefined) answers.push({ at: Date.parse(l.time), ms: l.ms });
   }
   const out = new Map<PhaseName, number>();
   for (const p of r.phases) {

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { isEvent } from "../lib/events.ts";
 import { RotatingFile, rotationFromEnv, type RotatingFileOptions } from "../lib/rotating-file.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 import { describeExit } from "./supervisor.ts";
@@ -74,9 +75,9 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     createInterface({ input: proc.stdout! }).on("line", (text) => {
       file?.write(text + "\n");
       const line = parseLine(text);
-      if (line?.event === "listening" && !listening) {
+      if (isEvent(line, "listening") && !listening) {
         listening = true;
-        resolvePort({ name: o.service, port: Number(line.port), proc, stop });
+        resolvePort({ name: o.service, port: line.port, proc, stop });
       }
       o.onLine?.(line, text);
     });

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { followFile, sizeOf, type Follower } from "./log-follow.ts";
+import { isEvent } from "../lib/events.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 import { describeExit, type ComponentSpec } from "./supervisor.ts";
 import { ROOT } from "./launch.ts";
@@ -159,11 +160,11 @@ export function caProcess(o: {
       };
     },
     isReady: (l) => {
-      if (l?.event === "ca.started" && typeof l.url === "string") {
+      if (isEvent(l, "ca.started")) {
         started = true;
         ca.url = l.url;
       }
-      if (l?.event === "admin.listening" && typeof l.url === "string") {
+      if (isEvent(l, "admin.listening") && l.url !== undefined) {
         admin = true;
         ca.adminUrl = l.url;
       }
@@ -227,13 +228,13 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
       };
     },
     isReady: (l) => {
-      if (l?.event === "listening") {
+      if (isEvent(l, "listening")) {
         listening = true;
-        s.port = Number(l.port);
+        s.port = l.port;
       }
-      if (l?.event === "admin.listening") {
+      if (isEvent(l, "admin.listening")) {
         admin = true;
-        s.adminPort = Number(l.port);
+        s.adminPort = l.port;
       }
       return listening && admin;
     },

@@ -3,6 +3,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Command, Option } from "commander";
+import { isEventName, type EventName } from "../lib/events.ts";
 import { FOLLOW_LOOKBACK, rotatedSince } from "../lib/rotating-file.ts";
 import { formatLine, parseLine, type MeshLine } from "./mesh-format.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
@@ -54,8 +55,11 @@ for (const name of o.service ?? []) {
   }
 }
 
-const FAILURES = ["authz.denied", "tls.handshake_failed", "http.client_error", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
+const FAILURES: EventName[] = ["authz.denied", "tls.handshake_failed", "http.client_error", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
 const events = new Set<string>(o.event ?? []);
+// A name the catalogue does not know is most likely a typo: say so, but still filter on it
+// (a newer service may write events this checkout does not know).
+for (const e of events) if (!isEventName(e)) console.error(`mesh:logs: no event is named ${e} in the catalogue (docs/events.md lists them); showing lines named ${e} anyway`);
 if (o.denied) events.add("authz.denied");
 if (o.handshake) events.add("tls.handshake_failed");
 if (o.failures) for (const e of FAILURES) events.add(e);

@@ -5,7 +5,8 @@
 import { appendFileSync, existsSync, mkdirSync, unwatchFile, watchFile, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { pino, type Logger } from "pino";
+import { pino } from "pino";
+import { eventLine, isEvent, type EventLogger } from "../lib/events.ts";
 import { CertificateAuthority, CaError, parseDuration } from "../ca/index.ts";
 import { auditedRules, loadPolicy, unknownCallers, type Policy } from "../services/mesh/policy.ts";
 import { checkPolicyTests } from "./policy/tests-file.ts";
@@ -227,7 +228,7 @@ function startFailure(name: string, e: unknown): { msg: string; code: number } {
  * What an earlier mesh:up on the same log folder left: refused while it still runs, and its
  * components stopped when it was killed outright (they outlive it on purpose, docs/mesh.md).
  */
-async function clearLeftovers(recordFile: string, events: Logger): Promise<void> {
+async function clearLeftovers(recordFile: string, events: EventLogger): Promise<void> {
   const record = readRecord(recordFile);
   const left = leftovers(record);
   if (left.supervisor) {
@@ -243,7 +244,7 @@ async function clearLeftovers(recordFile: string, events: Logger): Promise<void>
 }
 
 /** mesh-up.log: pino JSON lines like the services' own, written synchronously (they must survive an exit right after). */
-function eventLog(logs: string): Logger {
+function eventLog(logs: string): EventLogger {
   return pino({ base: { service: "mesh-up" }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: join(logs, "mesh-up.log"), append: true, sync: true, mkdir: true }));
 }
 
@@ -251,25 +252,24 @@ function eventLog(logs: string): Logger {
  * Each supervisor event: a line in mesh-up.log and, unless it is a first start, one on the console
  * (`quiet`: the death of a part that never got ready, which mesh:up reports as a failed start).
  */
-function reportEvent(e: SupervisorEvent, events: Logger, stopping: boolean): void {
-  const { event, ...fields } = e;
+function reportEvent(e: SupervisorEvent, events: EventLogger, stopping: boolean): void {
   switch (e.event) {
     case "supervisor.started":
-      events.info({ event, ...fields }, `${e.component} started (pid ${e.pid}${e.restarts > 0 ? `, restart ${e.restarts}` : ""})`);
+      events.info(e, `${e.component} started (pid ${e.pid}${e.restarts > 0 ? `, restart ${e.restarts}` : ""})`);
       if (e.restarts > 0) console.log(yellow(`mesh:up: started ${e.component} again (pid ${e.pid}, restart ${e.restarts})`));
       return;
     case "supervisor.exited": {
       const how = describeExit(e.component, e.code, e.signal);
-      events[stopping ? "info" : "warn"]({ event, ...fields }, `${how} (pid ${e.pid})`);
+      events[stopping ? "info" : "warn"](e, `${how} (pid ${e.pid})`);
       if (!stopping) console.error(red(`mesh:up: ${how} (pid ${e.pid}); the rest of the mesh keeps running`));
       return;
     }
     case "supervisor.restarting":
-      events.warn({ event, ...fields }, `restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`);
+      events.warn(e, `restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`);
       console.error(yellow(`mesh:up: restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`));
       return;
     case "supervisor.gave_up":
-      events.error({ event, ...fields }, `gave up on ${e.component} after ${e.restarts} restarts in a row; the rest of the mesh keeps running`);
+      events.error(e, `gave up on ${e.component} after ${e.restarts} restarts in a row; the rest of the mesh keeps running`);
       console.error(red(`mesh:up: gave up on ${e.component}: it died ${DEFAULT_RESTART.burst + 1} times within ${DEFAULT_RESTART.intervalMs / 60_000} minutes (see logs/${e.component}.stderr and logs/${e.component}.log); the rest keeps running; stop mesh:up and start it again once fixed`));
       return;
   }
@@ -366,7 +366,7 @@ async function main(): Promise<void> {
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
-    if (l.service === "ca" && l.event === "est.enrolled" && certNames.includes(String(l.name).replace(/\.internal$/, ""))) return;
+    if (l.service === "ca" && isEvent(l, "est.enrolled") && certNames.includes(l.name.replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);
@@ -517,7 +517,7 @@ interface WorkloadContext {
   online: { caUrl: string; token(name: string, restarts: number): string | undefined } | null;
   start(r: Runner): Promise<boolean>;
   services: readonly ServiceProcess[];
-  events: Logger;
+  events: EventLogger;
   stderrOf(name: string): (text: string) => void;
 }
 
@@ -620,8 +620,8 @@ async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set
     warned.add(w.caller);
     console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
     // Logged too, where mesh:logs and the dashboard's feed read.
-    const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file, msg: w.message };
-    appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
+    const line = eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file }, w.message);
+    appendFileSync(join(logs, "mesh-up.log"), line);
   }
 }
 
@@ -636,8 +636,7 @@ function warnPolicyTests(policy: Policy, file: string, logs: string): void {
   } catch (e) {
     const msg = `${isMeshError(e) ? e.message : String(e)} (the services run this policy already: fix it or its tests)`;
     console.log(yellow(`warning: ${msg}`));
-    const line = { level: 40, time: new Date().toISOString(), service: "mesh-up", event: "policy.test_failed", policy: policy.file, msg };
-    appendFileSync(join(logs, "mesh-up.log"), JSON.stringify(line) + "\n");
+    appendFileSync(join(logs, "mesh-up.log"), eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.test_failed", policy: policy.file }, msg));
   }
 }
 

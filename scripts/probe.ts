@@ -9,6 +9,7 @@ import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
 import { spiffeIdOf } from "../lib/spiffe.ts";
 import { SERVICES } from "../services/mesh/names.ts";
+import { parseEventLine } from "../lib/events.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
 import { parseLine } from "./mesh-format.ts";
@@ -93,8 +94,8 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
         continue; // not there (yet, or any more)
       }
       for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
-        const l = parseLine(raw);
-        if (l?.event === "tls.handshake_failed" && l.remote === want && !(l.time && Date.parse(l.time) < since)) return String(l.reason);
+        const l = parseEventLine(raw);
+        if (l?.event === "tls.handshake_failed" && l.remote === want && !(Date.parse(l.time) < since)) return l.reason;
       }
     }
     await new Promise((r) => setTimeout(r, 100));

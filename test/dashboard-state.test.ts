@@ -10,6 +10,7 @@ import { page } from "../scripts/dashboard/server.ts";
 import { DashboardState } from "../scripts/dashboard/state.ts";
 import type { CellView, Snapshot } from "../scripts/dashboard/view.ts";
 import { ca, cleanup, ROOT, tempDir } from "./helpers/ca.ts";
+import { EVENTS, LEVELS, isEventName, type EventSpec } from "../lib/events.ts";
 
 const dirs: string[] = [];
 after(() => dirs.forEach(cleanup));
@@ -47,7 +48,9 @@ function folder(): { dir: string; logs: string; policy: string; line: (file: str
   mkdirSync(logs);
   const policy = join(dir, "policy.toml");
   writeFileSync(policy, POLICY);
-  return { dir, logs, policy, line: (file, l) => appendFileSync(join(logs, file), `${JSON.stringify({ level: 30, ...l })}\n`) };
+  // Each event at its catalogued level (lib/events.ts), with a sentence unless the line has one.
+  const level = (event: unknown) => (isEventName(event) ? LEVELS[(EVENTS[event] as EventSpec).level[0]!] : 30);
+  return { dir, logs, policy, line: (file, l) => appendFileSync(join(logs, file), `${JSON.stringify({ level: level(l.event), msg: String(l.event), ...l })}\n`) };
 }
 
 const at = (msAgo: number) => new Date(Date.now() - msAgo).toISOString();
@@ -55,14 +58,14 @@ const cell = (s: Snapshot, caller: string, service: string): CellView => s.matri
 
 test("each call seen is judged by the policy for its own method and path; a route rule's allow is not a mismatch", () => {
   const f = folder();
-  f.line("mesh-up.log", { time: at(20_000), service: "mesh-up", event: "mesh.started", pid: 1 });
+  f.line("mesh-up.log", { time: at(20_000), service: "mesh-up", event: "mesh.started", pid: 1, mode: "online" });
   f.line("inventory.log", { time: at(19_000), service: "inventory", event: "listening", port: 7403, identity: "inventory.internal", serial: "0a", notAfter: at(-3_600_000) });
   f.line("inventory.log", { time: at(10_000), service: "inventory", event: "request", peer: "shipping", method: "GET", path: "/stock/widget", status: 200, rule: "inventory.routes[0] (GET /stock/:sku)", ms: 1 });
   f.line("inventory.log", { time: at(9_000), service: "inventory", event: "authz.denied", peer: "shipping", method: "POST", path: "/reserve", rule: "inventory.accepts", reason: "shipping is not listed in inventory.accepts" });
   // A call the policy denies, answered 200: what a service running another policy would do.
   f.line("inventory.log", { time: at(8_000), service: "inventory", event: "request", peer: "payment", method: "GET", path: "/healthz", status: 200, rule: "inventory.accepts", ms: 1 });
   // The drill's edge logs its enrolment but listens nowhere: a client, not a callee.
-  f.line("edge.log", { time: at(18_000), service: "edge", event: "identity.enrolled", identity: "edge.internal", serial: "0e", notAfter: at(-3_600_000) });
+  f.line("edge.log", { time: at(18_000), service: "edge", event: "identity.enrolled", identity: "edge.internal", serial: "0e", issuer: "CN=Dash Test CA", root: "CN=Dash Test CA", generation: 1, notAfter: at(-3_600_000) });
   const st = new DashboardState({ logs: f.logs, pki: join(f.dir, "no-pki"), policy: f.policy });
   st.refresh();
   const s = st.snapshot();
@@ -84,7 +87,7 @@ test("each call seen is judged by the policy for its own method and path; a rout
 
 test("re-judged when the policy changes: a call seen before the callee reloaded it is not judged, one after is; a new mesh:up run starts clean", () => {
   const f = folder();
-  f.line("mesh-up.log", { time: at(60_000), service: "mesh-up", event: "mesh.started", pid: 1 });
+  f.line("mesh-up.log", { time: at(60_000), service: "mesh-up", event: "mesh.started", pid: 1, mode: "online" });
   f.line("inventory.log", { time: at(59_000), service: "inventory", event: "listening", port: 7403, identity: "inventory.internal", serial: "0a", notAfter: at(-3_600_000) });
   f.line("inventory.log", { time: at(50_000), service: "inventory", event: "request", peer: "shipping", method: "GET", path: "/stock/widget", status: 200, rule: "inventory.routes[0]", ms: 1 });
   const st = new DashboardState({ logs: f.logs, pki: join(f.dir, "no-pki"), policy: f.policy });
@@ -92,7 +95,7 @@ test("re-judged when the policy changes: a call seen before the callee reloaded 
   assert.equal(cell(st.snapshot(), "shipping", "inventory").seen[0]!.verdict, "agrees");
   // The route rule is taken out; inventory reloads the policy.
   writeFileSync(f.policy, REVERTED);
-  f.line("inventory.log", { time: at(40_000), service: "inventory", event: "policy.reloaded", file: f.policy });
+  f.line("inventory.log", { time: at(40_000), service: "inventory", event: "policy.reloaded", file: f.policy, accepts: {} });
   st.refresh();
   let c = cell(st.snapshot(), "shipping", "inventory");
   assert.deepEqual([c.seen[0]!.verdict, c.mismatch, c.exceptions], ["stale", false, []]);
@@ -108,7 +111,7 @@ test("re-judged when the policy changes: a call seen before the callee reloaded 
   assert.deepEqual([c.seen[0]!.verdict, c.mismatch], ["stale", false]);
   // mesh:up starts again: the earlier run's calls, edges and nodes go.
   const restart = at(10_000);
-  f.line("mesh-up.log", { time: restart, service: "mesh-up", event: "mesh.started", pid: 2 });
+  f.line("mesh-up.log", { time: restart, service: "mesh-up", event: "mesh.started", pid: 2, mode: "online" });
   f.line("payment.log", { time: at(9_000), service: "payment", event: "listening", port: 7402, identity: "payment.internal", serial: "0c", notAfter: at(-3_600_000) });
   st.refresh();
   const s = st.snapshot();
@@ -122,10 +125,10 @@ test("re-judged when the policy changes: a call seen before the callee reloaded 
 test("a dashboard started after a restart reads only the current run, whatever order the files are read in", () => {
   const f = folder();
   // Earlier run: a denial drawn in an earlier run must not show.
-  f.line("mesh-up.log", { time: at(120_000), service: "mesh-up", event: "mesh.started", pid: 1 });
+  f.line("mesh-up.log", { time: at(120_000), service: "mesh-up", event: "mesh.started", pid: 1, mode: "online" });
   f.line("a-first.log", { time: at(110_000), service: "shipping", event: "listening", port: 1, identity: "shipping.internal", serial: "01", notAfter: at(-3_600_000) });
   f.line("inventory.log", { time: at(100_000), service: "inventory", event: "authz.denied", peer: "shipping", method: "GET", path: "/stock/widget", rule: "inventory.accepts", reason: "no" });
-  f.line("mesh-up.log", { time: at(30_000), service: "mesh-up", event: "mesh.started", pid: 2 });
+  f.line("mesh-up.log", { time: at(30_000), service: "mesh-up", event: "mesh.started", pid: 2, mode: "online" });
   f.line("inventory.log", { time: at(20_000), service: "inventory", event: "listening", port: 7403, identity: "inventory.internal", serial: "0a", notAfter: at(-3_600_000) });
   const st = new DashboardState({ logs: f.logs, pki: join(f.dir, "no-pki"), policy: f.policy });
   st.refresh();
@@ -138,7 +141,7 @@ test("a dashboard started after a restart reads only the current run, whatever o
 
 test("the supervisor's restarts come from a hand-written mesh-up.log", () => {
   const f = folder();
-  f.line("mesh-up.log", { time: at(30_000), service: "mesh-up", event: "mesh.started", pid: 1 });
+  f.line("mesh-up.log", { time: at(30_000), service: "mesh-up", event: "mesh.started", pid: 1, mode: "online" });
   f.line("mesh-up.log", { time: at(29_000), service: "mesh-up", event: "supervisor.started", component: "payment", pid: 11 });
   f.line("mesh-up.log", { time: at(29_000), service: "mesh-up", event: "supervisor.started", component: "inventory", pid: 12 });
   f.line("mesh-up.log", { time: at(20_000), service: "mesh-up", event: "supervisor.exited", component: "payment", pid: 11, code: null, signal: "SIGKILL" });

@@ -8,6 +8,8 @@ import { CertificateAuthority } from "../ca/index.ts";
 import { startService, type RunningService, type ServiceOptions } from "../services/mesh/runtime.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import type { ServiceName } from "../services/mesh/names.ts";
+import type { EventName, LoggedEvent } from "../lib/events.ts";
+import { checkedLine } from "./helpers/events.ts";
 import { appNamed } from "../services/apps/index.ts";
 
 /**
@@ -41,7 +43,8 @@ export class LogSink {
   write(chunk: string): boolean {
     for (const raw of chunk.split("\n")) {
       if (!raw.trim()) continue;
-      const line = JSON.parse(raw) as LogLine;
+      const line = checkedLine(raw) as LogLine | undefined;
+      if (!line) throw new Error(`not a JSON log line: ${raw.slice(0, 200)}`);
       this.lines.push(line);
       this.waiters = this.waiters.filter((w) => (w.pred(line) ? (w.resolve(line), false) : true));
     }
@@ -49,6 +52,10 @@ export class LogSink {
   }
   find(pred: (l: LogLine) => boolean): LogLine | undefined {
     return this.lines.find(pred);
+  }
+  /** The first `event` line (already logged or still to come) that matches `pred`, with its fields typed. */
+  waitEvent<E extends EventName>(event: E, pred: (l: LoggedEvent<E>) => boolean = () => true, ms = 5_000, since = 0): Promise<LoggedEvent<E>> {
+    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms, since) as unknown as Promise<LoggedEvent<E>>;
   }
   /** The first line (already logged or still to come) matching `pred`. */
   wait(pred: (l: LogLine) => boolean, ms = 5_000, since = 0): Promise<LogLine> {

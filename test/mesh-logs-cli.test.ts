@@ -48,8 +48,8 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
 }
 
 const line = (o: Record<string, unknown>) => JSON.stringify({ level: 30, ...o }) + "\n";
-const denied = (time: string) => line({ time, service: "payment", event: "authz.denied", peer: "inventory", method: "POST", path: "/charge", rule: "payment.accepts", reason: "inventory is not listed in payment.accepts", msg: "denied" });
-const request = (time: string, service = "inventory") => line({ time, service, event: "request", peer: "order", method: "GET", path: "/stock/sku-1", status: 200, ms: 1 });
+const denied = (time: string) => line({ time, level: 40, service: "payment", event: "authz.denied", peer: "inventory", method: "POST", path: "/charge", rule: "payment.accepts", reason: "inventory is not listed in payment.accepts", msg: "denied" });
+const request = (time: string, service = "inventory") => line({ time, level: 30, service, event: "request", peer: "order", method: "GET", path: "/stock/sku-1", status: 200, rule: "inventory.accepts", ms: 1, msg: "request" });
 const handshake = (time: string) => line({ time, level: 40, service: "order", event: "tls.handshake_failed", reason: "no_client_cert", remote: "127.0.0.1:4000", msg: "the client sent no certificate" });
 
 let logs: string;

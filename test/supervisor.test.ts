@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Supervisor, restartDelay, DEFAULT_RESTART, type SupervisorEvent } from "../scripts/supervisor.ts";
 import { checkSupervision, readSupervision } from "../scripts/check/supervision.ts";
+import { EVENTS, LEVELS, type EventFields, type EventSpec } from "../lib/events.ts";
 
 const node = (code: string) => () => spawn(process.execPath, ["-e", code], { detached: true, stdio: "ignore" });
 const alive = (pid: number) => {
@@ -101,7 +102,8 @@ test("mesh:check on mesh-up.log: ‼ for a recent restart, × for a part given u
     const now = Date.parse("2026-12-06T12:00:00Z");
     const at = (min: number) => new Date(now - min * 60_000).toISOString();
     writeFileSync(join(logs, "mesh.json"), JSON.stringify({ pid: process.pid, startedAt: at(60) }));
-    const line = (min: number, f: Record<string, unknown>) => JSON.stringify({ level: 30, time: at(min), service: "mesh-up", ...f });
+    // Lines as mesh:up writes them: each event at its catalogued level, with a sentence.
+    const line = (min: number, f: EventFields) => JSON.stringify({ level: LEVELS[(EVENTS[f.event] as EventSpec).level[0]!], time: at(min), service: "mesh-up", ...f, msg: f.event });
     writeFileSync(join(logs, "mesh-up.log"), [
       line(120, { event: "supervisor.gave_up", component: "order", restarts: 5 }), // an earlier run: ignored
       ...["ca", "payment", "order", "dashboard"].map((c) => line(59, { event: "supervisor.started", component: c, pid: 10, restarts: 0 })),

@@ -1,5 +1,6 @@
 // ca rotate: rotate the root against the online mesh, each gate passed on evidence (docs/rotation.md).
 import type { Command } from "commander";
+import type { EventLogger } from "../../lib/events.ts";
 import { CA_KEY, help } from "./exits.ts";
 import { jsonOption, stateful } from "./flags.ts";
 import { withCa } from "./session.ts";
@@ -39,7 +40,7 @@ export function register(program: Command): void {
         return;
       }
       const { pino } = await import("pino");
-      const log = o.json ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }) : null;
+      const log: EventLogger | null = o.json ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }) : null;
       const ac = new AbortController();
       const stop = () => ac.abort();
       process.once("SIGINT", stop);

@@ -2,7 +2,7 @@
 // Every refusal is an HttpError; the server turns it into a status, a line and a log event.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
-import type { Logger } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import { formatDuration, parseDuration } from "../duration.ts";
 import { CaError } from "../errors.ts";
@@ -22,7 +22,7 @@ export const RENEW_NOW_HEADER = "Mesh-Renew-Now";
 
 export interface EstContext {
   ca: CertificateAuthority;
-  log: Logger;
+  log: EventLogger;
   published(): Published;
   admission: Admission;
   lifetime: { defaultMs: number; maxMs: number };

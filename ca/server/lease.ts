@@ -4,7 +4,7 @@
 // thus elect one holder; when it dies, another takes over once the lease has run out.
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import type { Logger } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
 
 export const SINGLETON_LEASE = "ca-server-jobs";
@@ -16,7 +16,7 @@ export class Lease {
   readonly holder = `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
   private heldNow = false;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly log: Logger, readonly ttlMs = DEFAULT_LEASE_MS, readonly name = SINGLETON_LEASE) {}
+  constructor(private readonly ca: CertificateAuthority, private readonly log: EventLogger, readonly ttlMs = DEFAULT_LEASE_MS, readonly name = SINGLETON_LEASE) {}
 
   get held(): boolean {
     return this.heldNow;

@@ -3,7 +3,7 @@
 // rest are counted into one `est.refused_summary` line: by reason, the top source addresses and
 // the top names claimed. Every map is bounded. (A 22,000-socket flood once wrote 27,000 lines.)
 // Metrics still count every refusal; an authenticated refusal always keeps its own line.
-import type { Logger } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 
 export interface RefusalLogOptions {
   /** How long one interval lasts. */
@@ -30,7 +30,7 @@ export class RefusalLog {
   private readonly names = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly log: Logger, opts: RefusalLogOptions = {}) {
+  constructor(private readonly log: EventLogger, opts: RefusalLogOptions = {}) {
     this.o = { ...DEFAULT_REFUSAL_LOG, ...opts };
     this.left = this.o.linesPerInterval;
     this.timer = setInterval(() => this.flush(), this.o.intervalMs).unref();

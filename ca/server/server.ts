@@ -3,7 +3,8 @@
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
-import { pino, type Logger } from "pino";
+import { pino } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import { CaError, badInput } from "../errors.ts";
 import { formatDuration } from "../duration.ts";
@@ -58,7 +59,7 @@ export interface CaServerOptions {
   port?: number;
   defaultLifetimeMs?: number;
   maxLifetimeMs?: number;
-  log?: Logger;
+  log?: EventLogger;
   pollMs?: number;
   maxBodyBytes?: number;
   limits?: Partial<Limits>;
@@ -77,7 +78,7 @@ export interface CaServerOptions {
 
 export class CaServer {
   readonly ca: CertificateAuthority;
-  readonly log: Logger;
+  readonly log: EventLogger;
   /** Its Prometheus registry (serve it with lib/admin-http.ts). */
   readonly metrics: CaMetrics;
   private readonly https: https.Server;

@@ -1,7 +1,7 @@
 // Says when a client's clock is off the CA's (from its Date header, lib/clock.ts): an
 // `est.clock_skew` line at most once a minute per authenticated name, and through the summarised
 // refusal log for a client that has not authenticated (it could send any Date, as often as it likes).
-import type { Logger } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 import { describeSkew, isSkewed } from "../../lib/clock.ts";
 import type { Call } from "./est.ts";
 import type { RefusalLog } from "./refusal-log.ts";
@@ -13,7 +13,7 @@ export class SkewLog {
   /** When each authenticated name last had a line; the least recently logged go first past MAX_NAMES. */
   private readonly logged = new Map<string, number>();
 
-  constructor(private readonly log: Logger, private readonly refusals: RefusalLog) {}
+  constructor(private readonly log: EventLogger, private readonly refusals: RefusalLog) {}
 
   note(call: Call, route: string): void {
     if (call.skewMs === null || !isSkewed(call.skewMs)) return;

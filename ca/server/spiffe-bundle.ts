@@ -4,7 +4,7 @@
 import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
-import type { Logger } from "pino";
+import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import { pemBlocks } from "../../lib/pem.ts";
 import { CERT_MODE, inside, writeAtomic } from "../files.ts";
@@ -50,7 +50,7 @@ export class SpiffeBundleEndpoint {
   private cached?: { roots: string; body: string; etag: string };
   private readonly file: string;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly log: Logger) {
+  constructor(private readonly ca: CertificateAuthority, private readonly log: EventLogger) {
     this.file = inside(ca.layout.dir, "spiffe-bundle.json");
   }
 

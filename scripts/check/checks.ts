@@ -1,6 +1,7 @@
 // The checks of mesh:check as pure functions over the facts gather.ts collected and a clock
 // passed in: no I/O, so each verdict can be tested with literal facts.
 import { BACKDATE_MS, CRL_WARN_DAYS } from "../../ca/index.ts";
+import type { EventName } from "../../lib/events.ts";
 import type { CaFacts, IssuerFacts, MeshFacts, ServiceFacts } from "./facts.ts";
 
 export type Severity = "ok" | "warning" | "error";
@@ -72,7 +73,7 @@ function untilShort(at: number, now: number): string {
 }
 
 const short = (sha: string | undefined) => (sha ? `${sha.slice(0, 12)}…` : "(none)");
-const logs = (svc: string, event: string) => `npm run mesh:logs -- --service ${svc} --event ${event} --no-follow`;
+const logs = (svc: string, event: EventName) => `npm run mesh:logs -- --service ${svc} --event ${event} --no-follow`;
 
 /** Why the admin-port facts cannot be judged, or null when they can. */
 function adminUnusable(s: ServiceFacts): string | null {

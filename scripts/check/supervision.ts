@@ -3,6 +3,7 @@
 // and whether mesh:up itself still runs. Reading is gather-like I/O; judging is a pure function.
 import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { parseEventLine } from "../../lib/events.ts";
 import type { Check } from "./checks.ts";
 
 /** A restart within this long is worth a warning: the part may be crashing over and over. */
@@ -23,15 +24,6 @@ export interface SupervisionFacts {
   readonly pid: number | null;
   readonly running: boolean;
   readonly components: readonly ComponentFacts[];
-}
-
-interface Line {
-  time?: string;
-  event?: string;
-  component?: string;
-  restarts?: number;
-  code?: number | null;
-  signal?: string | null;
 }
 
 /** mesh:up's pid and start time, from the mesh.json it wrote. */
@@ -67,21 +59,17 @@ export function readSupervision(logs: string): SupervisionFacts | null {
   const byName = new Map<string, { restarts: number[]; lastExit?: ComponentFacts["lastExit"]; gaveUp: boolean }>();
   for (const raw of text.split("\n")) {
     if (!raw.startsWith("{") || !raw.includes('"supervisor.')) continue;
-    let l: Line;
-    try {
-      l = JSON.parse(raw) as Line;
-    } catch {
-      continue;
-    }
-    const at = Date.parse(l.time ?? "");
-    if (!(at >= since) || typeof l.component !== "string") continue;
+    const l = parseEventLine(raw);
+    if (l?.event !== "supervisor.started" && l?.event !== "supervisor.exited" && l?.event !== "supervisor.gave_up") continue;
+    const at = Date.parse(l.time);
+    if (!(at >= since)) continue;
     const c = byName.get(l.component) ?? { restarts: [], gaveUp: false };
     byName.set(l.component, c);
     if (l.event === "supervisor.started") {
       c.gaveUp = false;
-      if ((l.restarts ?? 0) > 0) c.restarts.push(at);
-    } else if (l.event === "supervisor.exited") c.lastExit = { at, code: l.code ?? null, signal: l.signal ?? null };
-    else if (l.event === "supervisor.gave_up") c.gaveUp = true;
+      if (l.restarts > 0) c.restarts.push(at);
+    } else if (l.event === "supervisor.exited") c.lastExit = { at, code: l.code, signal: l.signal };
+    else c.gaveUp = true;
   }
   const pid = mesh?.pid ?? null;
   return { pid, running: pid !== null && alive(pid), components: [...byName].map(([name, c]) => ({ name, ...c })) };

@@ -2,6 +2,7 @@
 // calls whom and how it goes, each service's identity, the calls seen per route, the feed of
 // refusals with their sentences, and the supervisor's restarts; scoped to the current mesh:up run
 // (from its mesh.started line on). Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
+import { asEvent, type FieldTypes, type LoggedEvent } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
 import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
 import { SeenCalls, type Seen } from "./seen.ts";
@@ -100,11 +101,13 @@ export class MeshModel {
       this.version--;
       return;
     }
-    switch (l.event) {
+    // A catalogued event with the fields the catalogue gives it (lib/events.ts); other lines go to default.
+    const e = asEvent(l);
+    switch (e?.event) {
       case "listening": {
-        const svc = this.identity(service, l, false);
+        const svc = this.identity(service, e, false);
         svc.up = true;
-        svc.port = typeof l.port === "number" ? l.port : null;
+        svc.port = typeof e.port === "number" ? e.port : null;
         svc.startedAt = ms;
         break;
       }
@@ -112,68 +115,70 @@ export class MeshModel {
         this.service(service).policyAt = ms;
         break;
       case "tls.reloaded":
-        if (l.certChanged) this.identity(service, l, true).lastRenewal = time;
-        if (Array.isArray(l.trusts)) this.service(service).trusts = l.trusts.slice(0, 20).map(text);
+        if (e.certChanged) this.identity(service, e, true).lastRenewal = time;
+        if (Array.isArray(e.trusts)) this.service(service).trusts = e.trusts.slice(0, 20).map(text);
         break;
       case "identity.enrolled":
       case "identity.renewed":
-        this.identity(service, l, true).lastRenewal = time;
+        this.identity(service, e, true).lastRenewal = time;
         break;
       case "shutdown":
         this.service(service).up = false;
         break;
       case "request": {
-        const status = Number(l.status);
+        const status = Number(e.status);
         if (status === 403) break; // authz.denied says it, with the rule
-        const peer = text(l.peer);
+        const peer = text(e.peer);
         this.count(peer, service, s, status >= 500 ? "failed" : "allowed", true, null);
-        this.observe(peer, service, text(l.method), text(l.path), status, ms, time);
+        this.observe(peer, service, text(e.method), text(e.path), status, ms, time);
         this.tick(s, status >= 500 ? this.failed : this.ok, 1);
         break;
       }
       case "request.summary": {
-        const n = Math.max(0, Math.min(1e9, Number(l.count) || 0));
-        const status = Number(l.status);
+        const n = Math.max(0, Math.min(1e9, Number(e.count) || 0));
+        const status = Number(e.status);
         if (status === 403) break;
-        const peer = text(l.peer);
+        const peer = text(e.peer);
         this.count(peer, service, s, status >= 500 ? "failed" : "allowed", true, null, n);
         // The route pattern stands for the paths: the policy decides on patterns, so judging one is fair.
-        this.observe(peer, service, text(l.method), text(l.route), status, ms, time, n);
+        this.observe(peer, service, text(e.method), text(e.route), status, ms, time, n);
         this.tick(s, status >= 500 ? this.failed : this.ok, n);
         break;
       }
       case "authz.denied": {
-        const peer = text(l.peer);
-        this.count(peer, service, s, "denied", true, text(l.rule));
-        this.observe(peer, service, text(l.method), text(l.path), 403, ms, time);
+        const peer = text(e.peer);
+        this.count(peer, service, s, "denied", true, text(e.rule));
+        this.observe(peer, service, text(e.method), text(e.path), 403, ms, time);
         this.tick(s, this.held, 1);
-        this.push({ time, service, event: l.event, severity: "denied", reason: text(l.rule), peer, sentence: text(l.reason) || text(l.msg), fix: text(l.hint) || null });
+        this.push({ time, service, event: e.event, severity: "denied", reason: text(e.rule), peer, sentence: text(e.reason) || text(e.msg), fix: text(e.hint) || null });
         break;
       }
       case "tls.handshake_failed": {
-        const reason = text(l.reason);
-        const claimed = peerText(l.peer);
-        const kept = this.keptOut(reason, l.peer);
+        const reason = text(e.reason);
+        const claimed = peerText(e.peer);
+        const kept = this.keptOut(reason, e.peer);
         this.count(UNAUTHENTICATED, service, s, kept ? "keptOut" : "refused", false, reason);
         this.tick(s, kept ? this.held : this.failed, 1);
-        this.push({ time, service, event: l.event, severity: kept ? "kept-out" : "refused", reason, peer: claimed, sentence: text(l.msg), fix: FIXES[reason] ?? null });
+        this.push({ time, service, event: e.event, severity: kept ? "kept-out" : "refused", reason, peer: claimed, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "upstream.failed": {
-        const reason = text(l.reason);
-        const callee = text(l.upstream);
+        const reason = text(e.reason);
+        const callee = text(e.upstream);
         if (reason !== "forbidden") {
           this.count(service, callee, s, "failed", false, reason);
           this.observe(service, callee, "", `failed: ${reason}`, null, ms, time);
         }
         if (CALLER_ONLY.has(reason)) this.tick(s, this.failed, 1);
         // A 403 the callee gave (it logged authz.denied) is the policy at work, not a failure.
-        this.push({ time, service, event: l.event, severity: reason === "forbidden" ? "denied" : "failed", reason, peer: callee, sentence: text(l.msg), fix: FIXES[reason] ?? null });
+        this.push({ time, service, event: e.event, severity: reason === "forbidden" ? "denied" : "failed", reason, peer: callee, sentence: text(e.msg), fix: FIXES[reason] ?? null });
         break;
       }
       case "drill.phase":
+        this.mark(s, text(e.phase));
+        break;
       case "rotate.gate":
-        this.mark(s, text(l.phase ?? l.gate ?? l.msg));
+        this.mark(s, text(e.gate));
         break;
       default:
         if (/(_failed|\.lapsed|\.expiring|\.missing)$/.test(l.event) || l.level === 50 || l.level === 40) {

@@ -1,6 +1,7 @@
 // What mesh:up's supervisor says about the processes it runs (its `supervisor.*` lines in
 // mesh-up.log): each component's restarts, its last exit, and whether it was given up on.
 // Pure: fed parsed lines; every value from a line is bounded before it is kept.
+import type { EventName } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
 import type { ComponentView } from "./view.ts";
 
@@ -13,7 +14,7 @@ const int = (v: unknown): number | null => (typeof v === "number" && Number.isFi
 /** Signals are names like SIGKILL: anything else is not shown. */
 const signal = (v: unknown): string | null => (typeof v === "string" && /^SIG[A-Z0-9]{1,10}$/.test(v) ? v : null);
 
-export const SUPERVISOR_EVENTS = new Set(["supervisor.started", "supervisor.exited", "supervisor.restarting", "supervisor.gave_up"]);
+export const SUPERVISOR_EVENTS = new Set<string>(["supervisor.started", "supervisor.exited", "supervisor.restarting", "supervisor.gave_up"] satisfies EventName[]);
 
 export class Supervision {
   private readonly components = new Map<string, ComponentView>();

@@ -1,26 +1,42 @@
 // Every log line the drill's services write, parsed, with a way to wait for
 // the line that proves something happened (a reload, a refusal).
+import { asEvent, type EventName, type LoggedEvent } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
 
-export interface Entry {
+/** One catalogued event a service logged (lib/events.ts): narrow on line.event, or ask for one event by name. */
+export interface Entry<E extends EventName = EventName> {
   service: string;
   /** When the service logged it (ms since the epoch, from pino's time). */
   at: number;
-  line: MeshLine;
+  line: LoggedEvent<E> & Loose<E>;
 }
+
+/**
+ * An entry of any event (found by a predicate) also reads as a bag of fields, unknown-typed,
+ * for code that has not narrowed it; one asked for by name ({ event }) is exactly that event.
+ */
+type Loose<E extends EventName> = [EventName] extends [E] ? Record<string, unknown> : unknown;
 
 interface Waiter {
   match: (e: Entry) => boolean;
   resolve: (e: Entry) => void;
 }
 
+/** A match on one event, or on any entry. */
+type Match<E extends EventName> = { event: E; where?: (e: Entry<E>) => boolean };
+const matcher = <E extends EventName>(m: Match<E> | ((e: Entry) => boolean)) =>
+  typeof m === "function" ? m : (e: Entry): e is Entry<E> => e.line.event === m.event && (m.where?.(e as Entry<E>) ?? true);
+
 export class LogBook {
   readonly entries: Entry[] = [];
   private waiters = new Set<Waiter>();
 
-  add(service: string, line: MeshLine): void {
-    const at = line.time ? Date.parse(line.time) : Date.now();
-    const entry = { service, at, line };
+  /** Keeps a catalogued event; anything else (a stack trace, a line the catalogue does not know) is not evidence. */
+  add(service: string, raw: MeshLine): void {
+    const line = asEvent(raw);
+    if (!line) return;
+    const at = Date.parse(line.time) || Date.now();
+    const entry: Entry = { service, at, line };
     this.entries.push(entry);
     for (const w of this.waiters) {
       if (w.match(entry)) {
@@ -30,18 +46,24 @@ export class LogBook {
     }
   }
 
-  /** Lines since `since` (ms) that match. */
-  since(since: number, match: (e: Entry) => boolean = () => true): Entry[] {
-    return this.entries.filter((e) => e.at >= since && match(e));
+  /** Lines since `since` (ms) that match: one event (`{ event, where }`), or any predicate. */
+  since<E extends EventName>(since: number, match: Match<E> | ((e: Entry) => e is Entry<E>)): Entry<E>[];
+  since(since: number, match?: (e: Entry) => boolean): Entry[];
+  since<E extends EventName>(since: number, match: Match<E> | ((e: Entry) => boolean) = () => true): Entry[] {
+    const m = matcher(match);
+    return this.entries.filter((e) => e.at >= since && m(e));
   }
 
   /** The first line (already logged since `since`, or still to come) that matches; rejects after timeoutMs. */
-  waitFor(what: string, since: number, match: (e: Entry) => boolean, timeoutMs = 10_000): Promise<Entry> {
-    const seen = this.entries.find((e) => e.at >= since && match(e));
+  waitFor<E extends EventName>(what: string, since: number, match: Match<E>, timeoutMs?: number): Promise<Entry<E>>;
+  waitFor(what: string, since: number, match: (e: Entry) => boolean, timeoutMs?: number): Promise<Entry>;
+  waitFor<E extends EventName>(what: string, since: number, match: Match<E> | ((e: Entry) => boolean), timeoutMs = 10_000): Promise<Entry> {
+    const m = matcher(match);
+    const seen = this.entries.find((e) => e.at >= since && m(e));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const w: Waiter = {
-        match,
+        match: m,
         resolve: (e) => {
           clearTimeout(timer);
           resolve(e);
@@ -56,10 +78,10 @@ export class LogBook {
   }
 
   /** Counts of "service:key" over one event's lines in a time window, e.g. handshake failure reasons. */
-  tally(since: number, until: number, event: string, key: (line: MeshLine) => unknown): Record<string, number> {
+  tally<E extends EventName>(since: number, until: number, event: E, key: (line: LoggedEvent<E>) => unknown): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const e of this.entries) {
-      if (e.at < since || e.at > until || e.line.event !== event) continue;
+    for (const e of this.since(since, { event })) {
+      if (e.at > until) continue;
       const k = `${e.service}:${String(key(e.line) ?? "?")}`;
       out[k] = (out[k] ?? 0) + 1;
     }

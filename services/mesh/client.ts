@@ -235,7 +235,8 @@ export class Upstreams {
         status === 403
           ? `${name} refused ${method} ${path} for ${this.service} (rule ${String(rule)}); the mesh policy does not allow this call`
           : `${name} answered ${status} to ${method} ${path}`;
-      this.log.warn({ event: "upstream.failed", upstream: name, method, path, reason, status, rule }, sentence);
+      // The callee's 403 body is its own say: only a string rule is logged as one.
+      this.log.warn({ event: "upstream.failed", upstream: name, method, path, reason, status, rule: typeof rule === "string" ? rule.slice(0, 200) : undefined }, sentence);
       throw new UpstreamError(name, reason, sentence, status);
     }
     return { status, body: parsed };

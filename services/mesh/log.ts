@@ -2,29 +2,15 @@
 // happened, a plain sentence in `msg`. The destination is injectable so tests parse lines.
 import type { Writable } from "node:stream";
 import { pino, type DestinationStream, type Logger } from "pino";
+import { eventLine, type EventCatalogue, type EventLogger } from "../../lib/events.ts";
 import { LineSink } from "./log-sink.ts";
 
-export type MeshEvent =
-  | "listening"
-  | "request"
-  | "request.summary"
-  | "authz.denied"
-  | "authz.would_deny"
-  | "tls.handshake_failed"
-  | "http.client_error"
-  | "tls.reloaded"
-  | "tls.reload_failed"
-  | "tls.connections_closed"
-  | "policy.reloaded"
-  | "policy.reload_failed"
-  | "policy.table_missing"
-  | "crl.expiring"
-  | "crl.lapsed"
-  | "upstream.failed"
-  | "shutdown"
-  | "log.dropped";
+/** The writers' view of a service's logger: only catalogued events (lib/events.ts), at their levels. */
+export type MeshLogger = EventLogger;
 
-export type MeshLogger = Logger;
+/** What createLogger makes: pino's Logger whose level methods take only catalogued events. */
+export type ServiceLogger = Omit<Logger, "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "child"> &
+  EventLogger & { child(bindings: Record<string, unknown>): ServiceLogger };
 
 /**
  * The logger of a service process: JSON lines to stdout, in batches (see LineSink). Node's
@@ -35,7 +21,7 @@ export type MeshLogger = Logger;
 export function createStdoutLogger(service: string, out: Writable = process.stdout): { log: MeshLogger; drained(): Promise<void> } {
   const sink = new LineSink(out, {
     droppedLine: (count) =>
-      `${JSON.stringify({ level: 40, time: new Date().toISOString(), service, event: "log.dropped", count, msg: `dropped ${count} log line(s): ${out === process.stdout ? "stdout was not being read" : "the log file could not keep up"}` })}\n`,
+      eventLine({ level: "warn", service }, { event: "log.dropped", count }, `dropped ${count} log line(s): ${out === process.stdout ? "stdout was not being read" : "the log file could not keep up"}`),
   });
   // Whatever ends the process (a crash included), the lines of its last moments are the
   // ones most worth having: hand them over while stdout can still take them.
@@ -58,7 +44,7 @@ function isoTimeCached(): string {
   return lastTime;
 }
 
-export function createLogger(service: string, destination?: DestinationStream): MeshLogger {
+export function createLogger(service: string, destination?: DestinationStream): ServiceLogger {
   const dest = destination ?? pino.destination({ dest: 1, sync: false });
   // No pino `redact`: it runs on every line (once per request) and costs more than the rest
   // of the mesh's per-request work. Keys are kept out of logs by construction instead (only
@@ -67,14 +53,7 @@ export function createLogger(service: string, destination?: DestinationStream): 
 }
 
 /** What the `request` line of an answered request says. */
-export interface RequestRecord {
-  peer: string;
-  method: string;
-  path: string;
-  status: number;
-  rule: string;
-  ms: number;
-}
+export type RequestRecord = Required<Pick<EventCatalogue["request"], "peer" | "method" | "path" | "status" | "rule" | "ms">>;
 
 const q = JSON.stringify;
 

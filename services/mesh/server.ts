@@ -6,7 +6,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:ht
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import type { Socket } from "node:net";
 import { decide, type Decision, type Policy } from "./policy.ts";
-import { identityOf, presented, type PeerIdentity } from "./peer-identity.ts";
+import { identityOf, presented, type PeerIdentity, type PresentedCert } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
@@ -314,7 +314,7 @@ export class MeshServer {
     sock.once("close", () => this.sockets.delete(sock));
   }
 
-  private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: object | undefined): void {
+  private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: PresentedCert | undefined): void {
     this.opts.metrics?.handshakeRefused(reason, sock);
     sock.destroy();
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode, peer, trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined }, sentence);

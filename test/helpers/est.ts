@@ -7,7 +7,9 @@ import { pino } from "pino";
 import { CertificateAuthority } from "../../ca/authority.ts";
 import { CaServer, type CaServerOptions } from "../../ca/server/server.ts";
 import { x509 } from "../../ca/x509.ts";
+import type { EventName, LoggedEvent } from "../../lib/events.ts";
 import { cleanup, tempDir } from "./ca.ts";
+import { checkedLine } from "./events.ts";
 
 export interface LogLine { event?: string; [k: string]: unknown }
 
@@ -18,7 +20,8 @@ export class Lines {
   write(chunk: string): void {
     for (const raw of chunk.split("\n")) {
       if (!raw.trim()) continue;
-      const line = JSON.parse(raw) as LogLine;
+      const line = checkedLine(raw) as LogLine | undefined;
+      if (!line) throw new Error(`not a JSON log line: ${raw.slice(0, 200)}`);
       this.all.push(line);
       this.waiters = this.waiters.filter((w) => (w.pred(line) ? (w.resolve(line), false) : true));
     }
@@ -28,6 +31,10 @@ export class Lines {
   }
   events(event: string): LogLine[] {
     return this.all.filter((l) => l.event === event);
+  }
+  /** The first `event` line (already logged or still to come) that matches `pred`, with its fields typed. */
+  waitEvent<E extends EventName>(event: E, pred: (l: LoggedEvent<E>) => boolean = () => true, ms = 5_000): Promise<LoggedEvent<E>> {
+    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms) as unknown as Promise<LoggedEvent<E>>;
   }
   wait(pred: (l: LogLine) => boolean, ms = 5_000): Promise<LogLine> {
     const found = this.all.find(pred);
@@ -57,7 +64,7 @@ export async function startCa(opts: Partial<CaServerOptions> = {}): Promise<Test
   const now = () => new Date(Date.now() + offset);
   const ca = await CertificateAuthority.init({ dir, name: "Acme Corp CA", now });
   const lines = new Lines();
-  const log = pino({ base: { service: "ca" } }, { write: (s: string) => lines.write(s) });
+  const log = pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, { write: (s: string) => lines.write(s) });
   const server = await CaServer.start({ ca, port: 0, log, ...opts });
   return {
     dir, ca, server, lines,
