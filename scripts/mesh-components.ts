@@ -1,7 +1,9 @@
 // One process of mesh:up (the CA server, a service, the dashboard) as the supervisor starts it:
-// detached into its own process group, its stdout appended to <logs>/<name>.log and its stderr
-// to <logs>/<name>.stderr by the process itself (no pipe to mesh:up, which it must be able to
-// outlive), both read back by following the files, to echo them and to see when it is ready.
+// detached into its own process group, writing its log to <logs>/<name>.log itself with
+// --log-file (rotated by size, MESH_LOG_MAX_SIZE/MESH_LOG_KEEP, lib/rotating-file.ts) and its
+// stderr (and any stray stdout) appended to <logs>/<name>.stderr, with no pipe to mesh:up, which
+// it must be able to outlive; both read back by following the files (across rotations), to echo
+// them and to see when it is ready.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
@@ -15,8 +17,11 @@ export interface RunnerOptions {
   logs: string;
   /** Where its stdout goes (default <logs>/<name>.log). */
   outFile?: string;
-  /** The command line and environment of a start (`restarts`: how many came before). */
-  command(restarts: number): { args: string[]; env: NodeJS.ProcessEnv };
+  /**
+   * The command line and environment of a start (`restarts`: how many came before); `logFile`
+   * is where it must write its log itself (its --log-file): an fd would not follow a rotation.
+   */
+  command(restarts: number, logFile: string): { args: string[]; env: NodeJS.ProcessEnv };
   /** Whether this stdout line says the process is ready (listening); may record what it learns. */
   isReady(line: MeshLine | null, text: string): boolean;
   onLine?(line: MeshLine | null, text: string): void;
@@ -59,16 +64,14 @@ export class Runner implements ComponentSpec {
   }
 
   spawn(restarts: number): ChildProcess {
-    const { args, env } = this.o.command(restarts);
-    const out = openSync(this.outFile, "a", 0o600);
+    const { args, env } = this.o.command(restarts, this.outFile);
     const err = openSync(this.errFile, "a", 0o600);
     let proc: ChildProcess;
     try {
       // detached: its own process group, so a Ctrl-C in mesh:up's terminal reaches mesh:up alone,
       // which then stops everything in order; and it keeps running if mesh:up is killed outright.
-      proc = spawn(process.execPath, args, { cwd: ROOT, detached: true, stdio: ["ignore", out, err], env });
+      proc = spawn(process.execPath, args, { cwd: ROOT, detached: true, stdio: ["ignore", err, err], env });
     } finally {
-      closeSync(out);
       closeSync(err);
     }
     this.proc = proc;
@@ -121,7 +124,7 @@ export interface CaProcess {
 }
 
 /** JSON lines of the CA worth showing as mesh:up runs (the rest are in logs/ca.log). */
-const CA_SHOWN = new Set(["ca.started", "est.enrolled", "est.refused", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
+const CA_SHOWN = new Set(["ca.started", "est.enrolled", "est.refused", "est.refused_summary", "est.clock_skew", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
 /** What `ca serve` says on stderr for a person at its terminal: the banner says it for mesh:up. */
 const CA_STDERR_QUIET = /^(CA serving EST on |  trust it with )/;
 
@@ -136,7 +139,7 @@ export function caProcess(o: {
   ca.runner = new Runner({
     name: "ca",
     logs: o.logs,
-    command: () => {
+    command: (_restarts, logFile) => {
       started = admin = false;
       // A restart comes back on the ports of the first start: the services know the CA by its URL.
       const port = ca.url ? Number(new URL(ca.url).port) : o.port;
@@ -145,7 +148,7 @@ export function caProcess(o: {
         args: [
           join(ROOT, "bin", "ca.mjs"), "serve", "--dir", o.pki, "--port", String(port), "--admin-port", String(adminPort),
           "--default-lifetime", o.lifetime, "--max-lifetime", o.maxLifetime,
-          "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress),
+          "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress), "--log-file", logFile,
         ],
         env: process.env, // MESH_CA_PASSPHRASE, if the CA's keys are encrypted
       };
@@ -198,7 +201,7 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
   s.runner = new Runner({
     name: o.name,
     logs: o.logs,
-    command: (restarts) => {
+    command: (restarts, logFile) => {
       listening = admin = false;
       const port = s.port || o.port;
       const adminPort = s.adminPort || (o.port === 0 ? 0 : o.port + 10);
@@ -211,7 +214,7 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
       return {
         args: [
           // The compiled bundle (bin/bundle.mjs): tsx's loader would cost each service ~30 MB and its start-up.
-          join(ROOT, "bin", "mesh-service.mjs"), "--service", o.name, "--port", String(port), "--pki", o.pki, "--policy", o.policy,
+          join(ROOT, "bin", "mesh-service.mjs"), "--service", o.name, "--port", String(port), "--pki", o.pki, "--policy", o.policy, "--log-file", logFile,
           ...o.upstreams.flatMap((u) => ["--upstream", u]),
           ...(id ? ["--ca", id.ca, "--state", id.state, "--lifetime", id.lifetime, "--poll", String(id.poll)] : []),
         ],
@@ -247,8 +250,8 @@ export function dashboardProcess(o: { logs: string; pki: string; policy: string;
     name: "dashboard",
     logs: o.logs,
     outFile: join(o.logs, "dashboard.out"),
-    command: () => ({
-      args: ["--import", "tsx", join(ROOT, "scripts", "mesh-dashboard.ts"), "--logs", o.logs, "--pki", o.pki, "--policy", o.policy, "--port", String(d.url ? Number(new URL(d.url).port) : o.port)],
+    command: (_restarts, logFile) => ({
+      args: ["--import", "tsx", join(ROOT, "scripts", "mesh-dashboard.ts"), "--logs", o.logs, "--pki", o.pki, "--policy", o.policy, "--port", String(d.url ? Number(new URL(d.url).port) : o.port), "--log-file", logFile],
       env: process.env,
     }),
     isReady: (_l, text) => {
