@@ -6,6 +6,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RotatingFile } from "../lib/rotating-file.ts";
@@ -107,6 +108,20 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
   await waitFor(() => allLines(logs, "payment.log").some((l) => l.event === "identity.renewed" && Date.parse(l.time!) > restartedAt), 90_000, () => "payment to renew after the CA's restart");
   const caRotations = readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length;
   await waitFor(() => readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length > caRotations, 90_000, () => "ca.log to rotate after the restart");
+
+  // Unauthenticated refusals beyond a few are summarised by the CA every 10 s: the console shows the summary.
+  const caUrl = (JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { url: string } }).ca.url;
+  for (let i = 0; i < 8; i++) {
+    await new Promise<void>((resolve) => {
+      const req = httpsRequest(`${caUrl}/.well-known/est/simpleenroll`, { method: "POST", rejectUnauthorized: false, agent: false, headers: { authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}`, "content-type": "application/pkcs10" } }, (res) => {
+        res.resume();
+        res.on("end", resolve);
+      });
+      req.on("error", () => resolve());
+      req.end("MIIB");
+    });
+  }
+  await waitFor(() => /^\[ca\]\s.*est\.refused_summary/m.test(out), 60_000, () => `est.refused_summary on the console:\n${out.slice(-3000)}`);
 
   proc.kill("SIGTERM");
   assert.equal(await exited, 0);
