@@ -24,3 +24,4 @@ export type { CaServerOptions } from "./server/server.ts";
 export type { BucketSpec } from "./rate-limit.ts";
 export { parseDuration } from "./duration.ts";
 export { normalSerial } from "./x509.ts";
+export { parseStore } from "./store/url.ts";

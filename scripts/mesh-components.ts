@@ -131,13 +131,18 @@ const CA_STDERR_QUIET = /^(CA serving EST on |  trust it with )/;
 export function caProcess(o: {
   logs: string; pki: string; port: number; adminPort: number; lifetime: string; maxLifetime: string;
   ratePerName: number; ratePerAddress: number;
+  /** Its component and log name (default "ca"; replicas: ca2, ca3), shown as its lines' prefix. */
+  name?: string;
+  /** The ledger's store (--store), when not the folder's SQLite. */
+  store?: string;
   echo(line: MeshLine): void; onStderr(text: string): void;
 }): CaProcess {
+  const name = o.name ?? "ca";
   const ca: CaProcess = { runner: undefined as unknown as Runner, url: "", adminUrl: "" };
   let started = false;
   let admin = false;
   ca.runner = new Runner({
-    name: "ca",
+    name,
     logs: o.logs,
     command: (_restarts, logFile) => {
       started = admin = false;
@@ -149,6 +154,7 @@ export function caProcess(o: {
           join(ROOT, "bin", "ca.mjs"), "serve", "--dir", o.pki, "--port", String(port), "--admin-port", String(adminPort),
           "--default-lifetime", o.lifetime, "--max-lifetime", o.maxLifetime,
           "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress), "--log-file", logFile,
+          ...(o.store ? ["--store", o.store] : []),
         ],
         env: process.env, // MESH_CA_PASSPHRASE, if the CA's keys are encrypted
       };
@@ -165,7 +171,8 @@ export function caProcess(o: {
       return started && admin;
     },
     onLine: (l) => {
-      if (l?.event && CA_SHOWN.has(l.event)) o.echo(l);
+      // A replica's lines say "ca" too (it is the same CA): the console tells them apart.
+      if (l?.event && CA_SHOWN.has(l.event)) o.echo(name === "ca" ? l : { ...l, service: name });
     },
     onStderr: (text) => {
       if (!CA_STDERR_QUIET.test(text)) o.onStderr(text);
