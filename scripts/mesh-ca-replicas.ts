@@ -1,7 +1,8 @@
 // mesh:up --ca-replicas N --store postgres://…: N `ca serve` processes on one PostgreSQL store
 // acting as one CA (docs/est.md, "Running several CA replicas"), each supervised on its own
 // ports, the services given every address. Replica 1 is "ca" (logs/ca.log, --ca-port); replica
-// k is "ca<k>" (logs/ca<k>.log) on --ca-port + k - 1 and its admin port + k - 1.
+// k is "ca<k>" (logs/ca<k>.log) on --ca-port + 20 × (k - 1) and its admin port + 20 × (k - 1):
+// 7420/7430 and 7440/7450 by default, clear of the services' 7401-7403 and the dashboard's 7480.
 import { InvalidArgumentError } from "commander";
 import { parseStore } from "../ca/index.ts";
 import { messageOf } from "../services/mesh/errors.ts";
@@ -36,9 +37,9 @@ export function storeFlagsProblem(o: { store?: string; caReplicas: number; fileM
   return null;
 }
 
-/** Ports of replica k: 0 stays 0 (any free one); otherwise the first replica's plus k - 1. */
+/** Ports of replica k: 0 stays 0 (any free one); otherwise the first replica's plus 20 × (k - 1). */
 export function replicaPorts(k: number, caPort: number, caAdminPort: number): { port: number; adminPort: number } {
-  const next = (p: number) => (p === 0 ? 0 : p + k - 1);
+  const next = (p: number) => (p === 0 ? 0 : p + 20 * (k - 1));
   return { port: next(caPort), adminPort: next(caAdminPort) };
 }
 
