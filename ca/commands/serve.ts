@@ -81,7 +81,7 @@ export function register(program: Command): void {
     console.error(`CA serving EST on ${server.url}  (Ctrl-C stops it)`);
     console.error(`  trust it with ${shown(ca.layout.bundle)}: curl --cacert ${shown(ca.layout.bundle)} ${server.url}/.well-known/est/cacerts`);
     const signal = await stopped;
-    server.log.info({ event: "ca.stopped", signal }, "CA server stopped");
+    server.log.info({ event: "ca.stopped", signal, url: server.url }, "CA server stopped");
     await Promise.all([server.close(), admin?.close()]);
   }));
 }

@@ -87,6 +87,7 @@ export class DashboardState {
       timeline: this.model.timelineView(now.getTime()),
       issuers: this.issuers(),
       components: this.model.componentsView(),
+      caReplicas: this.model.caReplicasView(),
       rotation: this.rotation,
       runStartedAt: this.model.runStartedAt(),
       sources: { logs: resolve(this.sources.logs), pki: resolve(this.sources.pki), policy: resolve(this.sources.policy) },
