@@ -135,6 +135,20 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
     for (const r of linesOf(join(logs, `${name}.log`)).filter((l) => l.event === "identity.renewed")) assert.ok(issued.has(r.serial!.toLowerCase()), `${name}'s renewal ${r.serial} in neither CA log`);
   }
 
+  // The dashboard mesh:up runs reads the ledger from the store (there is no ca.db) and shows both CA servers.
+  const dashboard = (JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { dashboard: string }).dashboard;
+  interface Snap { issuers: { name: string }[]; services: { name: string; identity?: { status?: string; issuer?: string } }[]; caReplicas: { replicas: { url: string; starts: number; runsJobs: boolean }[] } }
+  let snap: Snap | undefined;
+  const snapshot = async () => (snap = (await (await fetch(new URL("/snapshot.json", dashboard))).json()) as Snap);
+  await waitFor(async () => {
+    const s = await snapshot();
+    const byUrl = new Map(s.caReplicas.replicas.map((r) => [r.url, r]));
+    return byUrl.get(first.url)?.starts === 2 && byUrl.get(second.url)?.starts === 1 && s.caReplicas.replicas.filter((r) => r.runsJobs).length === 1;
+  }, 60_000, () => `the dashboard's CA servers: ${JSON.stringify(snap?.caReplicas)}`);
+  assert.equal(existsSync(join(d, "pki", "ca.db")), false);
+  assert.deepEqual(snap!.issuers.map((i) => i.name).sort(), ["Mesh Dev CA", "Mesh Dev Issuing CA"]);
+  assert.equal(snap!.services.find((x) => x.name === "payment")?.identity?.status, "valid");
+
   proc.kill("SIGTERM");
   assert.equal(await exited, 0);
   assert.match(out, /mesh:up: all services, the CA server and the dashboard stopped/);
