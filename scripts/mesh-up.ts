@@ -17,6 +17,7 @@ import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from 
 import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
 import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+import { rotationFromEnv } from "../lib/rotating-file.ts";
 import { caAddressList, furtherReplicas, replicaBannerLines, replicaCount, storeFlagsProblem, MAX_CA_REPLICAS } from "./mesh-ca-replicas.ts";
 
 // A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
@@ -277,6 +278,7 @@ async function main(): Promise<void> {
   const o = program.opts<Opts>();
   const mode: "online" | "file" = o.fileMode ? "file" : "online";
   useStore(o);
+  checkLogRotation();
   let policy: Policy;
   try {
     policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
@@ -474,6 +476,15 @@ async function main(): Promise<void> {
   stopPolicyWatch = watchPolicy(o, warned);
   banner(o, mode, ports, caProc, dashboardUrl, replicas);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
+}
+
+/** Every part rotates its own log by MESH_LOG_MAX_SIZE/MESH_LOG_KEEP: a bad value stops mesh:up here (exit 2), not each part's start. */
+function checkLogRotation(): void {
+  try {
+    rotationFromEnv();
+  } catch (e) {
+    fail(messageOf(e), 2);
+  }
 }
 
 // --- several CA replicas (--ca-replicas, --store; scripts/mesh-ca-replicas.ts) ----------------

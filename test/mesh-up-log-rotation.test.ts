@@ -149,3 +149,17 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
   assert.equal(shown.length, allLines(logs, "payment.log").length);
   assert.deepEqual(shown.filter((l) => l.event === "identity.renewed").map((l) => l.serial), allLines(logs, "payment.log").filter((l) => l.event === "identity.renewed").map((l) => l.serial));
 });
+
+test("a bad MESH_LOG_MAX_SIZE stops mesh:up with one line and exit 2 before any part starts", async () => {
+  const d = join(tmp, "bad");
+  const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+    const p = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", join(d, "logs"), "--state", join(d, "state"), "--ca-port", "0", "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--dashboard-port", "0"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "huge" } });
+    let out = "";
+    p.stdout!.on("data", (c: Buffer) => (out += c));
+    p.stderr!.on("data", (c: Buffer) => (out += c));
+    p.on("exit", (code) => resolve({ code, out }));
+  });
+  assert.equal(r.code, 2, r.out);
+  assert.equal(r.out, 'mesh:up: MESH_LOG_MAX_SIZE="huge" is not a size: use bytes or a number with k, m or g, e.g. 10m\n');
+  assert.equal(existsSync(join(d, "pki")), false, "no CA was created");
+});
