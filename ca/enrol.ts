@@ -155,7 +155,7 @@ function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: Ce
   if (new Date(row.not_after) <= ca.now()) throw new EnrolError("cert_expired", `the certificate ${row.serial} expired at ${row.not_after}: enrol again with a new token`, row.name);
   const generation = ca.issuerRow(row.issuer_id).generation;
   const state = ca.issuerRow(`root-${generation}`).state;
-  if (state !== "published") throw new EnrolError("generation_untrusted", `the certificate's root generation ${generation} is ${state === "retired" ? "retired" : "not published"}: enrol again with a new token`, row.name);
+  if (state !== "published") throw new EnrolError("generation_untrusted", `the certificate's root generation ${generation} is ${state === "retired" ? "retired" : "not published"}: enrol again with a new token (it is still live: npm run -s ca -- token --domain ${row.name} --replace)`, row.name);
   return { row, peer };
 }
 

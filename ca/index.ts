@@ -24,3 +24,6 @@ export type { CaServerOptions } from "./server/server.ts";
 export type { BucketSpec } from "./rate-limit.ts";
 export { parseDuration } from "./duration.ts";
 export { normalSerial } from "./x509.ts";
+export { parseStore } from "./store/url.ts";
+export { openLedgerIn } from "./view.ts";
+export type { LedgerStore } from "./store/interface.ts";

@@ -42,6 +42,11 @@ export interface Generation {
  * Opens the ledger: the state folder's ca.db, or the PostgreSQL database `store` names
  * (--store, MESH_CA_STORE). Keys, CA certificates and CRL files stay in the state folder.
  */
+/** openLedger for a state folder by its path: what a reader outside ca/ (the dashboard) opens. */
+export function openLedgerIn(dir: string, store?: string): LedgerStore {
+  return openLedger(new Layout(dir), store);
+}
+
 export function openLedger(layout: Layout, store: string | undefined = process.env.MESH_CA_STORE): LedgerStore {
   const setting = parseStore(store);
   if (setting.kind === "postgres") return PgLedger.open(setting.config, setting.shown);

@@ -204,7 +204,7 @@ export const EVENTS = {
       default_lifetime: "string", max_lifetime: "string", store: "string?", lease_holder: "string?", runs_jobs: "boolean?",
     },
   },
-  "ca.stopped": { level: ["info"], about: "ca serve stopped on a signal", fields: { signal: "string" } },
+  "ca.stopped": { level: ["info"], about: "ca serve stopped on a signal", fields: { signal: "string", url: "string?" } },
   "ca.state_reloaded": {
     level: ["info"], about: "the CA server picked up changes of its state folder (new CRLs, generations, signer)",
     fields: { etag: "string", generations: "number[]", signer: "string", crls: "string[]" },

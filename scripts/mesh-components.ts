@@ -1,7 +1,9 @@
 // One process of mesh:up (the CA server, a service, the dashboard) as the supervisor starts it:
-// detached into its own process group, its stdout appended to <logs>/<name>.log and its stderr
-// to <logs>/<name>.stderr by the process itself (no pipe to mesh:up, which it must be able to
-// outlive), both read back by following the files, to echo them and to see when it is ready.
+// detached into its own process group, writing its log to <logs>/<name>.log itself with
+// --log-file (rotated by size, MESH_LOG_MAX_SIZE/MESH_LOG_KEEP, lib/rotating-file.ts) and its
+// stderr (and any stray stdout) appended to <logs>/<name>.stderr, with no pipe to mesh:up, which
+// it must be able to outlive; both read back by following the files (across rotations), to echo
+// them and to see when it is ready.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
@@ -16,8 +18,13 @@ export interface RunnerOptions {
   logs: string;
   /** Where its stdout goes (default <logs>/<name>.log). */
   outFile?: string;
-  /** The command line and environment of a start (`restarts`: how many came before); `file`: the program, else this Node. */
-  command(restarts: number): { args: string[]; env: NodeJS.ProcessEnv; file?: string; cwd?: string };
+  /**
+   * The command line and environment of a start (`restarts`: how many came before). `logFile` is
+   * where a mesh part writes its log itself (its --log-file, rotated: an fd would not follow a
+   * rotation), and it says so with `ownLog`; otherwise its stdout is appended to `logFile`. `file`:
+   * the program, else this Node; `cwd`: else the project's folder.
+   */
+  command(restarts: number, logFile: string): { args: string[]; env: NodeJS.ProcessEnv; file?: string; cwd?: string; ownLog?: boolean };
   /** Whether this stdout line says the process is ready (listening); may record what it learns. */
   isReady(line: MeshLine | null, text: string): boolean;
   onLine?(line: MeshLine | null, text: string): void;
@@ -60,16 +67,16 @@ export class Runner implements ComponentSpec {
   }
 
   spawn(restarts: number): ChildProcess {
-    const { args, env, file, cwd } = this.o.command(restarts);
-    const out = openSync(this.outFile, "a", 0o600);
+    const { args, env, file, cwd, ownLog } = this.o.command(restarts, this.outFile);
+    const out = ownLog ? undefined : openSync(this.outFile, "a", 0o600);
     const err = openSync(this.errFile, "a", 0o600);
     let proc: ChildProcess;
     try {
       // detached: its own process group, so a Ctrl-C in mesh:up's terminal reaches mesh:up alone,
       // which then stops everything in order; and it keeps running if mesh:up is killed outright.
-      proc = spawn(file ?? process.execPath, args, { cwd: cwd ?? ROOT, detached: true, stdio: ["ignore", out, err], env });
+      proc = spawn(file ?? process.execPath, args, { cwd: cwd ?? ROOT, detached: true, stdio: ["ignore", out ?? err, err], env });
     } finally {
-      closeSync(out);
+      if (out !== undefined) closeSync(out);
       closeSync(err);
     }
     this.proc = proc;
@@ -130,22 +137,27 @@ export interface CaProcess {
 }
 
 /** JSON lines of the CA worth showing as mesh:up runs (the rest are in logs/ca.log). */
-const CA_SHOWN = new Set(["ca.started", "est.enrolled", "est.refused", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
+const CA_SHOWN = new Set(["ca.started", "est.enrolled", "est.refused", "est.refused_summary", "est.clock_skew", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
 /** What `ca serve` says on stderr for a person at its terminal: the banner says it for mesh:up. */
 const CA_STDERR_QUIET = /^(CA serving EST on |  trust it with )/;
 
 export function caProcess(o: {
   logs: string; pki: string; port: number; adminPort: number; lifetime: string; maxLifetime: string;
   ratePerName: number; ratePerAddress: number;
+  /** Its component and log name (default "ca"; replicas: ca2, ca3), shown as its lines' prefix. */
+  name?: string;
+  /** The ledger's store (--store), when not the folder's SQLite. */
+  store?: string;
   echo(line: MeshLine): void; onStderr(text: string): void;
 }): CaProcess {
+  const name = o.name ?? "ca";
   const ca: CaProcess = { runner: undefined as unknown as Runner, url: "", adminUrl: "" };
   let started = false;
   let admin = false;
   ca.runner = new Runner({
-    name: "ca",
+    name,
     logs: o.logs,
-    command: () => {
+    command: (_restarts, logFile) => {
       started = admin = false;
       // A restart comes back on the ports of the first start: the services know the CA by its URL.
       const port = ca.url ? Number(new URL(ca.url).port) : o.port;
@@ -154,9 +166,11 @@ export function caProcess(o: {
         args: [
           join(ROOT, "bin", "ca.mjs"), "serve", "--dir", o.pki, "--port", String(port), "--admin-port", String(adminPort),
           "--default-lifetime", o.lifetime, "--max-lifetime", o.maxLifetime,
-          "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress),
+          "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress), "--log-file", logFile,
+          ...(o.store ? ["--store", o.store] : []),
         ],
         env: process.env, // MESH_CA_PASSPHRASE, if the CA's keys are encrypted
+        ownLog: true,
       };
     },
     isReady: (l) => {
@@ -171,7 +185,8 @@ export function caProcess(o: {
       return started && admin;
     },
     onLine: (l) => {
-      if (l?.event && CA_SHOWN.has(l.event)) o.echo(l);
+      // A replica's lines say "ca" too (it is the same CA): the console tells them apart.
+      if (l?.event && CA_SHOWN.has(l.event)) o.echo(name === "ca" ? l : { ...l, service: name });
     },
     onStderr: (text) => {
       if (!CA_STDERR_QUIET.test(text)) o.onStderr(text);
@@ -207,7 +222,7 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
   s.runner = new Runner({
     name: o.name,
     logs: o.logs,
-    command: (restarts) => {
+    command: (restarts, logFile) => {
       listening = admin = false;
       const port = s.port || o.port;
       const adminPort = s.adminPort || (o.port === 0 ? 0 : o.port + 10);
@@ -220,11 +235,12 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
       return {
         args: [
           // The compiled bundle (bin/bundle.mjs): tsx's loader would cost each service ~30 MB and its start-up.
-          join(ROOT, "bin", "mesh-service.mjs"), "--service", o.name, "--port", String(port), "--pki", o.pki, "--policy", o.policy,
+          join(ROOT, "bin", "mesh-service.mjs"), "--service", o.name, "--port", String(port), "--pki", o.pki, "--policy", o.policy, "--log-file", logFile,
           ...o.upstreams.flatMap((u) => ["--upstream", u]),
           ...(id ? ["--ca", id.ca, "--state", id.state, "--lifetime", id.lifetime, "--poll", String(id.poll)] : []),
         ],
         env,
+        ownLog: true,
       };
     },
     isReady: (l) => {
@@ -256,9 +272,10 @@ export function dashboardProcess(o: { logs: string; pki: string; policy: string;
     name: "dashboard",
     logs: o.logs,
     outFile: join(o.logs, "dashboard.out"),
-    command: () => ({
-      args: ["--import", "tsx", join(ROOT, "scripts", "mesh-dashboard.ts"), "--logs", o.logs, "--pki", o.pki, "--policy", o.policy, "--port", String(d.url ? Number(new URL(d.url).port) : o.port)],
+    command: (_restarts, logFile) => ({
+      args: ["--import", "tsx", join(ROOT, "scripts", "mesh-dashboard.ts"), "--logs", o.logs, "--pki", o.pki, "--policy", o.policy, "--port", String(d.url ? Number(new URL(d.url).port) : o.port), "--log-file", logFile],
       env: process.env,
+      ownLog: true,
     }),
     isReady: (_l, text) => {
       const m = /^dashboard: (http:\/\/\S+)/.exec(text);

@@ -22,6 +22,8 @@ import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { loadWorkloads, type Workloads } from "../services/mesh/workloads.ts";
 import { placeWorkloads, workloadApp, workloadsCwd, workloadSidecar, type PlacedWorkload } from "./mesh-workloads.ts";
 import { spawnSync } from "node:child_process";
+import { rotationFromEnv } from "../lib/rotating-file.ts";
+import { caAddressList, furtherReplicas, replicaBannerLines, replicaCount, storeFlagsProblem, MAX_CA_REPLICAS } from "./mesh-ca-replicas.ts";
 
 // A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
 // Until main has a mesh to stop, it simply ends.
@@ -78,6 +80,8 @@ const program = new Command("mesh:up")
   .addOption(new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs").env("MESH_POLL_SECONDS").default(30).argParser(seconds))
   .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
   .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
+  .addOption(new Option("--ca-replicas <n>", `online: run this many CA servers (1-${MAX_CA_REPLICAS}) on one --store postgres://…, replica k on --ca-port + 20 × (k - 1): 7420, 7440; the services get every address (docs/est.md)`).env("MESH_CA_REPLICAS").default(1).argParser(replicaCount))
+  .addOption(new Option("--store <url>", "online: where the CA's ledger is: sqlite (ca.db in --pki) or postgres://user@host/db, shared by the replicas; the password only from PGPASSWORD or ~/.pgpass").env("MESH_CA_STORE"))
   .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
   .addOption(new Option("--workloads <file>", "the apps behind sidecars to start (any language; docs/workloads.md) (default: mesh-workloads.toml beside the policy, if there)").env("MESH_WORKLOADS"))
   .addOption(new Option("--workload-ports <which>", "the workloads' ports: as the file says, or any free ones (sidecars, apps and outbound listeners)").env("MESH_WORKLOAD_PORTS").choices(["file", "any"]).default("file"))
@@ -91,6 +95,7 @@ Examples:
   npm run mesh:up -- --lifetime 2m          # watch identity.renewed every ~80 s
   npm run mesh:up -- --file-mode            # the tutorial's CLI-issued certificates
   npm run mesh:up -- --payment-port 9402
+  npm run mesh:up -- --ca-replicas 2 --store postgres:///mesh_ca?host=/var/run/postgresql
   MESH_PKI_DIR=/tmp/pki npm run mesh:up -- --order-port 0 --payment-port 0 --inventory-port 0
 
 Each part runs in its own process; one that dies is restarted (0.5 s, then doubling to 30 s;
@@ -117,6 +122,8 @@ interface Opts {
   caPort: number;
   caAdminPort?: number;
   caUrls?: string;
+  caReplicas: number;
+  store?: string;
   dashboardPort: number;
   quiet?: boolean;
   workloads?: string;
@@ -216,12 +223,13 @@ function startFailure(name: string, e: unknown): { msg: string; code: number } {
   // `ca serve`'s own advice names its flags, not mesh:up's.
   const msg = messageOf(e).replace(/: pick another --port or --listen$/, "");
   const taken = /EADDRINUSE|port \d+ is taken|cannot listen on/.test(msg);
+  const isCa = /^ca\d*$/.test(name); // a replica (ca2, ca3) is on ports counted from the first's
   const builtIn = (SERVICE_NAMES as readonly string[]).includes(name);
   // A workload's ports (its sidecar `<name>`, its app `<name>-app`) are in the workloads file.
-  const flag = { ca: "--ca-port or --ca-admin-port", dashboard: "--dashboard-port" }[name] ?? (builtIn ? `--${name}-port` : `its ports in the workloads file, or --workload-ports any`);
-  const what = { ca: "the CA server", dashboard: "the dashboard" }[name] ?? name;
+  const flag = isCa ? "--ca-port or --ca-admin-port" : name === "dashboard" ? "--dashboard-port" : builtIn ? `--${name}-port` : "its ports in the workloads file, or --workload-ports any";
+  const what = isCa ? (name === "ca" ? "the CA server" : `the CA replica ${name}`) : name === "dashboard" ? "the dashboard" : name;
   if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
-  return { msg: `cannot start ${what}: ${msg}`, code: name === "ca" ? 4 : 1 };
+  return { msg: `cannot start ${what}: ${msg}`, code: isCa ? 4 : 1 };
 }
 
 /**
@@ -279,6 +287,8 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<Opts>();
   const mode: "online" | "file" = o.fileMode ? "file" : "online";
+  useStore(o);
+  checkLogRotation();
   let policy: Policy;
   try {
     policy = loadPolicy(o.policy); // refuse early, with the file:line, rather than three times in the children
@@ -312,6 +322,7 @@ async function main(): Promise<void> {
   let edge: EdgeIdentity | undefined;
   let ca: CertificateAuthority | undefined;
   let caProc: CaProcess | undefined;
+  let replicas: CaProcess[] = [];
   let dashboard: DashboardProcess | undefined;
   const services: ServiceProcess[] = [];
   let writeState = () => {};
@@ -366,7 +377,7 @@ async function main(): Promise<void> {
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
-    if (l.service === "ca" && isEvent(l, "est.enrolled") && certNames.includes(l.name.replace(/\.internal$/, ""))) return;
+    if (/^ca\d*$/.test(String(l.service)) && isEvent(l, "est.enrolled") && certNames.includes(l.name.replace(/\.internal$/, ""))) return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);
@@ -392,9 +403,11 @@ async function main(): Promise<void> {
     caProc = caProcess({
       logs, pki: resolve(o.pki), port: o.caPort, adminPort: o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10),
       lifetime: o.lifetime, maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h",
-      ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, onStderr: stderrOf("ca"),
+      ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, onStderr: stderrOf("ca"), store: o.store,
     });
     if (!(await start(caProc.runner))) return;
+    replicas = caReplicas(o, caProc, { logs, lifetime: o.lifetime, maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h", ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, stderrOf });
+    if (!(await Promise.all(replicas.map((r) => start(r.runner)))).every(Boolean)) return;
     // Each identity keeps its own folder; one the CA no longer vouches for is moved aside and enrolled again.
     const tokens = new Map<string, string>();
     mkdirSync(o.state, { recursive: true, mode: 0o700 });
@@ -412,14 +425,14 @@ async function main(): Promise<void> {
     const edgeState = folderState(ca, join(o.state, "edge"));
     if (edgeState.kind === "valid") console.log(dim(`kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`));
     try {
-      edge = await startEdgeIdentity({ ca, caUrl: caProc.url, dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
+      edge = await startEdgeIdentity({ ca, caUrl: caAddressList([caProc, ...replicas], o.caUrls), dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
     } catch (e) {
       return abort(`cannot enrol edge.internal (the operator's client identity) into ${join(o.state, "edge")}: ${messageOf(e)}`, 4);
     }
     const heldCa = ca;
     online = {
       // The services' address list: this CA server first, then any other replicas (they fail over in turn).
-      caUrl: o.caUrls ? `${caProc.url},${o.caUrls}` : caProc.url,
+      caUrl: caAddressList([caProc, ...replicas], o.caUrls),
       // A restart enrols afresh when the folder holds no identity the CA vouches for (it died before
       // enrolling, or its identity expired while it was down), as a start of mesh:up would.
       token: (name, restarts) => {
@@ -471,7 +484,7 @@ async function main(): Promise<void> {
       JSON.stringify({
         pid: process.pid, startedAt, mode, pids: Object.fromEntries([...services.map((s) => s.runner.name), ...workloadNames].map((n) => [n, pidOf(n)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
         state: mode === "online" ? resolve(o.state) : null, identities,
-        ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca") } : null,
+        ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca"), ...replicaState(o, [caInfo, ...replicas], pidOf) } : null,
         dashboard: dashboardUrl,
         workloads: workloadsState(declared, workloads, pidOf),
         supervisor: { log: join(logs, "mesh-up.log"), record: recordFile, components: Object.fromEntries(comps.map((c) => [c.name, { pid: c.proc?.pid ?? null, state: c.state, restarts: c.restarts }])) },
@@ -482,7 +495,7 @@ async function main(): Promise<void> {
   const warned = new Set<string>();
   await warnPolicy(policy, o.pki, o.logs, warned);
   stopPolicyWatch = watchPolicy(o, warned);
-  banner(o, mode, ports, caProc, dashboardUrl, workloads);
+  banner(o, mode, ports, caProc, dashboardUrl, workloads, replicas);
   if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
 }
 
@@ -599,6 +612,42 @@ function workloadTries(placed: readonly PlacedWorkload[], curlAs: (name: string,
   return out.map((l) => `${l}\n`).join("");
 }
 
+/** Every part rotates its own log by MESH_LOG_MAX_SIZE/MESH_LOG_KEEP: a bad value stops mesh:up here (exit 2), not each part's start. */
+function checkLogRotation(): void {
+  try {
+    rotationFromEnv();
+  } catch (e) {
+    fail(messageOf(e), 2);
+  }
+}
+
+// --- several CA replicas (--ca-replicas, --store; scripts/mesh-ca-replicas.ts) ----------------
+
+/** Refuses a bad --store/--ca-replicas pair (exit 2); a store given is every CA open's and child's (MESH_CA_STORE). */
+function useStore(o: Opts): void {
+  const problem = storeFlagsProblem(o);
+  if (problem) fail(problem, 2);
+  if (o.store) process.env.MESH_CA_STORE = o.store;
+}
+
+/** Replicas 2…--ca-replicas, on the ports after the first's (0: any free one). */
+function caReplicas(o: Opts, first: CaProcess, c: { logs: string; lifetime: string; maxLifetime: string; ratePerName: number; ratePerAddress: number; echo(l: MeshLine): void; stderrOf(name: string): (text: string) => void }): CaProcess[] {
+  const caPort = Number(new URL(first.url).port);
+  const adminPort = Number(new URL(first.adminUrl).port);
+  // Asked for 0 (any free one): each replica gets any free one too, not the first's port + 1.
+  const base = o.caPort === 0 ? 0 : caPort;
+  const adminBase = (o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10)) === 0 ? 0 : adminPort;
+  return furtherReplicas(o.caReplicas, { logs: c.logs, pki: resolve(o.pki), lifetime: c.lifetime, maxLifetime: c.maxLifetime, ratePerName: c.ratePerName, ratePerAddress: c.ratePerAddress, store: o.store, echo: c.echo }, c.stderrOf, base, adminBase);
+}
+
+/** mesh.json's record of the replicas: what mesh:check and the dashboard read. */
+function replicaState(o: Opts, all: CaProcess[], pidOf: (name: string) => number | null) {
+  return {
+    store: o.store ? o.store : "sqlite",
+    replicas: all.map((r) => ({ name: r.runner.name, url: r.url, adminUrl: r.adminUrl, pid: pidOf(r.runner.name) })),
+  };
+}
+
 /**
  * A policy may name a caller before it is deployed: not a reason to refuse, but worth a line
  * (a typo looks the same). Known: the names holding a valid certificate in the CA's ledger.
@@ -660,7 +709,7 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
   return () => unwatchFile(file, onChange);
 }
 
-function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string, workloads: readonly PlacedWorkload[]): void {
+function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string, workloads: readonly PlacedWorkload[], replicas: CaProcess[] = []): void {
   const files = (n: string) => identityFiles(mode, n, { state: o.state, pki: o.pki });
   const p = (path: string) => shown(resolve(path));
   const base = (n: string) => `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
@@ -668,7 +717,7 @@ function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payme
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
   const caLine = ca
-    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that; metrics ${ca.adminUrl}/metrics)\n`
+    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that; metrics ${ca.adminUrl}/metrics)\n${replicaBannerLines(replicas, o.store)}`
     : "";
   const where = mode === "online" ? `identities: ${shown(resolve(o.state))}/<name>/` : `certificates: ${shown(resolve(o.pki))}/certs/`;
   console.log(`

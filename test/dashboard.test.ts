@@ -303,6 +303,22 @@ test("restarts by mesh:up's supervisor show per component: a calm note for one r
   assert.match((await page.locator('#processes [data-component="payment"]').textContent()) ?? "", /exited with code 1/);
 });
 
+test("the CA servers show with who holds the jobs' lease (hand-written ca2.log lines, as a second replica writes them); values are text", { timeout: 30_000 }, async () => {
+  const now = () => new Date().toISOString();
+  const ca2 = (event: string, f: Record<string, unknown>) => appendFileSync(join(tmp, "logs", "ca2.log"), `${JSON.stringify({ level: 30, time: now(), service: "ca", event, ...f })}\n`);
+  ca2("ca.started", { url: "https://127.0.0.1:7420/<b>x</b>", store: "postgres", lease_holder: "host:7777:zz", runs_jobs: false });
+  ca2("ca.lease_acquired", { lease: "ca-server-jobs", holder: "host:7777:zz" });
+  const row = page.locator('#ca-replicas [data-ca-url="https://127.0.0.1:7420/<b>x</b>"]');
+  await row.waitFor({ timeout: 10_000 });
+  assert.equal(await row.getAttribute("data-runs-jobs"), "true");
+  assert.match((await row.textContent()) ?? "", /7777.*postgres.*holds the lease/);
+  assert.equal(await page.locator("#ca-replicas b").count(), 0, "a URL is text");
+  assert.match((await page.locator("#ca-replicas").textContent()) ?? "", /once-only jobs \(re-signing CRLs\) run on host:7777:zz/);
+  // One holder at a time, whatever else the logs list.
+  assert.equal(await page.locator('#ca-replicas [data-runs-jobs="true"]').count(), 1);
+  assert.deepEqual(pageErrors, []);
+});
+
 test("`npm run ca -- rotate` as the README runs it shows on the page: the gate it is at, who it waits for and why, then done", { timeout: 120_000 }, async () => {
   // A CA of its own with a file-mode certificate: gate 3 waits for it until it is renewed.
   const dir = join(tmp, "rotation");

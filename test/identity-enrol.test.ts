@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { checkToken, hashToken } from "../ca/tokens.ts";
+import { checkToken, createToken, hashToken } from "../ca/tokens.ts";
 import { openssl } from "./helpers/ca.ts";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, callAs, stateIdentity, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
@@ -114,9 +114,15 @@ test("restarted with the CA down, a service starts from its state folder's cache
   }
 });
 
-test("no identity and no token: a clear error that says how to enrol", async () => {
+test("no identity and no token: a clear error that says how to enrol, --replace included where the name is live (its folder lost)", async () => {
   const dir = join(w.root, "state", "payment-none");
-  await assert.rejects(startIn(w, "payment", { stateDir: dir, token: null }), /holds no identity yet: enrol with a one-time token \(npm run -s ca -- token --domain payment\.internal > token\), passed with --token-file token or MESH_ENROL_TOKEN/);
+  let message = "";
+  await assert.rejects(startIn(w, "payment", { stateDir: dir, token: null }), (e: Error) => ((message = e.message), true));
+  assert.match(message, /holds no identity yet: enrol with a one-time token \(npm run -s ca -- token --domain payment\.internal > token; add --replace if payment\.internal still has a live certificate, e\.g\. this folder was lost: the old one is then superseded\), passed with --token-file token or MESH_ENROL_TOKEN/);
+  // The advice holds against the CA: payment.internal is live (enrolled above; issued here when run alone), so the token needs --replace.
+  if (!w.ca.ca.ledger.current("payment.internal")) await w.ca.ca.issue({ domain: "payment.internal" });
+  assert.throws(() => createToken(w.ca.ca, { domain: "payment.internal" }), /has a live certificate .*pass --replace/);
+  assert.match(createToken(w.ca.ca, { domain: "payment.internal", replace: true }).token, /^mt1\./);
 });
 
 test("services/main.ts --ca: enrols from MESH_ENROL_TOKEN, which never appears in its command line", async () => {

@@ -236,6 +236,18 @@ test("online: hour-long certificates are healthy; a late renewal warns, a revoke
   assert.equal(checkCa(CA, NOW).some((c) => c.name === "ca-server"), false, "file mode has no CA server to check");
 });
 
+test("CA replicas (mesh:up --ca-replicas): each further one checked; one down is a warning while another answers, an error when none does", () => {
+  const online = { lifetimeMs: 3_600_000, pollMs: 30_000, bundleChangedAt: NOW - DAY, crlsChangedAt: NOW - DAY };
+  const up: { url: string; status?: number; error?: string } = { url: "https://127.0.0.1:7400", status: 200 };
+  const r2 = (srv: { url: string; status?: number; error?: string }, first = up) => checkCa({ ...CA, online: { ...online, server: first, replicas: [srv] } }, NOW).find((c) => c.name === "ca-replica-2")!;
+  assert.equal(r2({ url: "https://127.0.0.1:7420", status: 200 }).severity, "ok");
+  const down = r2({ url: "https://127.0.0.1:7420", error: "ECONNREFUSED" });
+  assert.equal(down.severity, "warning");
+  assert.match(down.detail, /^GET https:\/\/127\.0\.0\.1:7420\/\.well-known\/est\/cacerts: ECONNREFUSED; the services renew through the replicas that answer/);
+  assert.equal(r2({ url: "https://127.0.0.1:7420", error: "ECONNREFUSED" }, { url: "https://127.0.0.1:7400", error: "ECONNREFUSED" }).severity, "error");
+  assert.equal(checkCa({ ...CA, online: { ...online, server: up } }, NOW).some((c) => c.name.startsWith("ca-replica")), false, "one CA server: no replica checks");
+});
+
 test("a fix for a CA outside ./pki carries --dir, so it works when pasted", () => {
   const other = { ...CA, dir: "other-pki" };
   assert.equal(byName(only(service({ admin: { crlsSha256: "d".repeat(64) } }), other), "crls").fix, "npm run ca -- crl --dir other-pki");

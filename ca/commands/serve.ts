@@ -18,10 +18,12 @@ export function register(program: Command): void {
     .option("--admin-port <n>", "serve GET /metrics (Prometheus) and GET /healthz over plain HTTP on this port (0 picks a free one; default MESH_CA_ADMIN_PORT, else off)")
     .option("--admin-host <addr>", "loopback address of the admin listener (127.0.0.1, 127.x.y.z or ::1)", "127.0.0.1")
     .option("--lease <duration>", "replicas on one store: how long the once-only jobs' lease lasts unrenewed (a dead holder's jobs move within it)", "15s")
-    .option("--retention <duration>", "delete certificates this long after they expire, checked every 10 minutes (off: keep all)", "7d"), [
+    .option("--retention <duration>", "delete certificates this long after they expire, checked every 10 minutes (off: keep all)", "7d")
+    .option("--log-file <path>", "append the JSON log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)"), [
     "serve", "serve --port 7400 --default-lifetime 1h --max-lifetime 24h",
     "serve --listen 10.0.0.1 --port 7400   # reachable from other machines (docs/mesh.md)",
     "serve --retention 30d",
+    "serve --log-file logs/ca.log   # rotated at 10 MiB: ca.log.1 … ca.log.5",
     "serve --admin-port 7410   # then: curl http://127.0.0.1:7410/metrics (docs/metrics.md)",
     "serve --dir ./pki --passphrase-file ca.pass   # then: see docs/est.md for curl + openssl",
     "serve --store postgres://ca@db.internal/mesh_ca --port 7400   # one of several replicas (docs/est.md)",
@@ -57,9 +59,10 @@ export function register(program: Command): void {
       process.once("SIGINT", resolve);
       process.once("SIGTERM", resolve);
     });
+    const log = o.logFile ? await fileLog(o.logFile as string) : undefined;
     let server: Awaited<ReturnType<typeof CaServer.start>>;
     try {
-      server = await CaServer.start({ ca, host: o.listen, names: sans, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, leaseMs, retentionMs });
+      server = await CaServer.start({ ca, host: o.listen, names: sans, port: Number(o.port), defaultLifetimeMs, maxLifetimeMs, limits, leaseMs, retentionMs, log });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new CaError("REFUSED", `cannot listen on ${o.listen}:${o.port} (${code}): pick another --port or --listen`);
@@ -78,7 +81,24 @@ export function register(program: Command): void {
     console.error(`CA serving EST on ${server.url}  (Ctrl-C stops it)`);
     console.error(`  trust it with ${shown(ca.layout.bundle)}: curl --cacert ${shown(ca.layout.bundle)} ${server.url}/.well-known/est/cacerts`);
     const signal = await stopped;
-    server.log.info({ event: "ca.stopped", signal }, "CA server stopped");
+    server.log.info({ event: "ca.stopped", signal, url: server.url }, "CA server stopped");
     await Promise.all([server.close(), admin?.close()]);
   }));
+}
+
+/**
+ * --log-file: the server's pino lines through a file rotated by size as the services' own
+ * (lib/rotating-file.ts), written before each call returns so the last lines survive an exit.
+ */
+async function fileLog(path: string) {
+  const { pino } = await import("pino");
+  const { RotatingFile, rotationFromEnv } = await import("../../lib/rotating-file.ts");
+  let file: InstanceType<typeof RotatingFile>;
+  try {
+    file = new RotatingFile(path, { ...rotationFromEnv(), sync: true });
+  } catch (err) {
+    throw badInput(err instanceof RangeError ? err.message : `--log-file ${JSON.stringify(path.slice(0, 200))}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  file.on("error", (err) => process.stderr.write(`ca serve: cannot write ${path}: ${err.message}\n`));
+  return pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, file);
 }

@@ -295,9 +295,27 @@ export function checkCaServer(ca: CaFacts): Check | null {
   return check("ca-server", title, "ok", `${srv.url}: cacerts 200, its certificate trusted through ${ca.dir}/bundle.pem`);
 }
 
+/**
+ * Online with replicas (mesh:up --ca-replicas): each further one answers too. One down is a
+ * warning while another answers (the services fail over to it), an error when none does.
+ */
+export function checkCaReplicas(ca: CaFacts): Check[] {
+  const all = [ca.online?.server, ...(ca.online?.replicas ?? [])].filter((s) => s !== undefined);
+  const up = (s: { status?: number; error?: string }) => s.error === undefined && s.status === 200;
+  const anyUp = all.some(up);
+  return (ca.online?.replicas ?? []).map((srv, i) => {
+    const title = `CA replica ${i + 2} answers`;
+    if (up(srv)) return check(`ca-replica-${i + 2}`, title, "ok", `${srv.url}: cacerts 200, on the same store as the first`);
+    const why = `GET ${srv.url}/.well-known/est/cacerts: ${srv.error ?? `answered ${srv.status}`}`;
+    return anyUp
+      ? check(`ca-replica-${i + 2}`, title, "warning", `${why}; the services renew through the replicas that answer (mesh:up restarts it)`, "npm run mesh:up")
+      : check(`ca-replica-${i + 2}`, title, "error", `${why}; no replica answers: services cannot renew`, "npm run mesh:up");
+  });
+}
+
 export function checkCa(ca: CaFacts, now: number): Check[] {
   const server = checkCaServer(ca);
-  return [...(server ? [server] : []), ...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
+  return [...(server ? [server] : []), ...checkCaReplicas(ca), ...ca.issuers.filter((i) => i.state !== "retired").map((i) => checkIssuer(i, now)), checkPublishedCrls(ca, now)];
 }
 
 export function checkMesh(f: MeshFacts, now: number): Report {

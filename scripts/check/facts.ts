@@ -107,6 +107,8 @@ export interface OnlineFacts {
   readonly crlsChangedAt: number;
   /** The CA's EST server, asked for its bundle over TLS checked against bundle.pem. */
   readonly server?: { readonly url: string; readonly status?: number; readonly error?: string };
+  /** Further CA replicas on the same store (mesh:up --ca-replicas), asked the same way. */
+  readonly replicas?: readonly { readonly url: string; readonly status?: number; readonly error?: string }[];
 }
 
 export interface MeshFacts {

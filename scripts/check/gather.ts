@@ -61,11 +61,17 @@ export interface OnlineMode {
   readonly identities: IdentityFiles;
   /** The CA's EST server (mesh.json's ca.url). */
   readonly caUrl?: string;
+  /** Further replicas mesh:up runs (mesh.json's ca.replicas after the first). */
+  readonly replicaUrls?: readonly string[];
+  /** The ledger's store when not the folder's SQLite (mesh.json's ca.store). */
+  readonly store?: string;
 }
 
 async function readCa(dir: string, policyFile: string, online?: OnlineMode): Promise<CaState> {
-  if (!CertificateAuthority.exists(dir)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
-  const ca = await CertificateAuthority.open({ dir });
+  // The mesh's store, unless the user names one (MESH_CA_STORE).
+  const store = process.env.MESH_CA_STORE || online?.store;
+  if (!CertificateAuthority.exists(dir, store)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
+  const ca = await CertificateAuthority.open({ dir, store });
   try {
     const read = (path: string, what: string) => {
       try {
@@ -119,9 +125,10 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
       }
     };
     const server = online?.caUrl ? { url: online.caUrl, ...(await askCaServer(online.caUrl, bundle)) } : undefined;
+    const replicas = await Promise.all((online?.replicaUrls ?? []).map(async (url) => ({ url, ...(await askCaServer(url, bundle)) })));
     const facts: CaFacts = {
       dir: shownDir(dir), bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
-      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server } } : {}),
+      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server, ...(replicas.length > 0 ? { replicas } : {}) } } : {}),
     };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
@@ -329,7 +336,10 @@ function onlineOf(s: Record<string, unknown>, file: string): OnlineMode | undefi
   }
   const poll = Number(ca.poll);
   const caUrl = typeof (ca as { url?: unknown }).url === "string" ? ((ca as { url: string }).url) : undefined;
-  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities, caUrl };
+  const listed = (ca as { replicas?: unknown }).replicas;
+  const replicaUrls = (Array.isArray(listed) ? listed : []).map((r) => (r as { url?: unknown })?.url).filter((u): u is string => typeof u === "string" && u !== caUrl);
+  const store = (ca as { store?: unknown }).store;
+  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities, caUrl, replicaUrls, ...(typeof store === "string" && store !== "sqlite" ? { store } : {}) };
 }
 
 function oneLine(dn: string): string {

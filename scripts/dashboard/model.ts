@@ -7,7 +7,8 @@ import type { MeshLine } from "../mesh-format.ts";
 import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
 import { SeenCalls, type Seen } from "./seen.ts";
 import { Supervision } from "./supervision.ts";
-import { UNAUTHENTICATED, type ComponentView, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
+import { CaReplicas } from "./ca-replicas.ts";
+import { UNAUTHENTICATED, type CaReplicasView, type ComponentView, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
 
 export const WINDOW_SECONDS = 60;
 const TIMELINE_SECONDS = 300;
@@ -79,6 +80,7 @@ export class MeshModel {
   private failed = new Map<number, number>();
   private marks: Array<{ t: number; label: string }> = [];
   private supervision = new Supervision();
+  private caReplicas = new CaReplicas();
   private nextId = 1;
   /** The current mesh:up run began here (ms); lines from before it are an earlier run's. */
   private runStart: number | null = null;
@@ -96,6 +98,7 @@ export class MeshModel {
     if (l.event === "mesh.started") return this.newRun(ms);
     this.version++;
     if (this.supervision.ingest(l, time)) return;
+    this.caReplicas.ingest(l, time); // and on: the CA's lines are the CA's card too
     const service = text(l.service);
     if (!service) {
       this.version--;
@@ -202,6 +205,7 @@ export class MeshModel {
     this.failed = new Map();
     this.marks = [];
     this.supervision = new Supervision();
+    this.caReplicas = new CaReplicas();
     this.version++;
   }
 
@@ -223,6 +227,10 @@ export class MeshModel {
 
   componentsView(): ComponentView[] {
     return this.supervision.view();
+  }
+
+  caReplicasView(): CaReplicasView {
+    return this.caReplicas.view();
   }
 
   edgesView(nowMs: number): EdgeView[] {

@@ -2,17 +2,18 @@
 // progress there (the rotations row) whatever it prints, so a rotation run from any terminal,
 // with or without --json, shows. Who a waiting gate waits for is the gate's own verdict,
 // evaluated on the same ledger facts `ca rotate` reads (read-only here).
-import { GATE_NUMBER, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict, type Ledger, type RotationRow } from "../../ca/index.ts";
+import { GATE_NUMBER, Ledger, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict, type LedgerStore, type RotationRow } from "../../ca/index.ts";
 import type { RotationView } from "./view.ts";
 
 /** A finished rotation stays on the page this long. */
 const SHOW_DONE_MS = 15 * 60_000;
 const NAMES_MAX = 50;
 
-export function readRotation(ledger: Ledger, now: Date): RotationView | null {
+export function readRotation(ledger: LedgerStore, now: Date): RotationView | null {
   let row: RotationRow | undefined;
   try {
-    row = ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined;
+    // A store other than SQLite is read through its interface: the rotation under way (a finished one is not shown).
+    row = ledger instanceof Ledger ? (ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined) : ledger.unfinishedRotation();
   } catch {
     return null; // a CA from before rotations: no such table
   }

@@ -2,7 +2,7 @@
 // from the CA's ledger (read-only), the policy from its file, assembled into one snapshot.
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Ledger, type IssuerRow } from "../../ca/index.ts";
+import { Ledger, openLedgerIn, parseStore, type IssuerRow, type LedgerStore } from "../../ca/index.ts";
 import { callerName, decide, loadPolicy, policyCallers, type Policy } from "../../services/mesh/policy.ts";
 import { CALLERS, dnsName, isIdentityName, isServiceName } from "../../services/mesh/names.ts";
 import { DEFAULT_TRUST_DOMAIN, spiffeIdForName } from "../../lib/spiffe.ts";
@@ -17,6 +17,8 @@ export interface Sources {
   logs: string;
   pki: string;
   policy: string;
+  /** The CA's store when its ledger is not the folder's ca.db: a postgres:// URL (default MESH_CA_STORE). */
+  store?: string;
 }
 
 const normaliseSerial = (s: string) => s.toLowerCase().replace(/^0+(?=.)/, "");
@@ -36,7 +38,8 @@ export class DashboardState {
   private ownIssuers = new Set<string>();
   private rotation: RotationView | null = null;
   private rotationReadAt = 0;
-  private ledger: Ledger | null = null;
+  /** ca.db opened read-only, or the CA's PostgreSQL store (read through its store interface only). */
+  private ledger: LedgerStore | null = null;
   private policy: Policy | null = null;
   private policyError: string | null = null;
   private policyText = "";
@@ -84,6 +87,7 @@ export class DashboardState {
       timeline: this.model.timelineView(now.getTime()),
       issuers: this.issuers(),
       components: this.model.componentsView(),
+      caReplicas: this.model.caReplicasView(),
       rotation: this.rotation,
       runStartedAt: this.model.runStartedAt(),
       sources: { logs: resolve(this.sources.logs), pki: resolve(this.sources.pki), policy: resolve(this.sources.policy) },
@@ -197,16 +201,22 @@ export class DashboardState {
   private readPki(): void {
     const db = join(this.sources.pki, "ca.db");
     if (!this.ledger) {
-      if (!existsSync(db)) return;
+      const store = this.sources.store ?? process.env.MESH_CA_STORE;
       try {
-        this.ledger = Ledger.open(db, { readonly: true });
+        if (parseStore(store).kind === "postgres") this.ledger = openLedgerIn(this.sources.pki, store);
+        else if (existsSync(db)) this.ledger = Ledger.open(db, { readonly: true });
+        else return;
       } catch {
-        return;
+        return; // not there yet, or the database is down: tried again at the next refresh
       }
     }
     let stamp: string;
     try {
-      const r = this.ledger.db.prepare("SELECT count(*) AS n, max(created_at) AS c, sum(status = 'revoked') AS r, (SELECT group_concat(state || crl_next_update) FROM issuers) AS i FROM certs").get() as Record<string, unknown>;
+      const l = this.ledger;
+      // SQLite: one query. A store: its change counter (issuers, settings, CRLs) and the certificates' counts by status.
+      const r = l instanceof Ledger
+        ? l.db.prepare("SELECT count(*) AS n, max(created_at) AS c, sum(status = 'revoked') AS r, (SELECT group_concat(state || crl_next_update) FROM issuers) AS i FROM certs").get()
+        : { v: l.dataVersion(), counts: l.counts(new Date().toISOString()) };
       stamp = JSON.stringify(r);
     } catch {
       this.close();

@@ -141,6 +141,29 @@ export interface ComponentView {
   delayMs: number | null;
 }
 
+/** One `ca serve` replica, from its own log lines (scripts/dashboard/ca-replicas.ts). */
+export interface CaReplicaView {
+  url: string;
+  /** Its name as a lease holder (host:pid:random) since its latest start, and that pid. */
+  holder: string | null;
+  pid: number | null;
+  /** Where its ledger is: sqlite or postgres. */
+  store: string | null;
+  state: "running" | "stopped";
+  /** ca.started lines seen in this run: 1 + its restarts. */
+  starts: number;
+  startedAt: string;
+  /** Whether it holds the lease: it runs the once-only jobs (re-signing CRLs). */
+  runsJobs: boolean;
+}
+
+export interface CaReplicasView {
+  replicas: CaReplicaView[];
+  /** Who holds the once-only jobs' lease (a holder name), and since when. */
+  leaseHolder: string | null;
+  leaseSince: string | null;
+}
+
 /** A CA rotation (`ca rotate`), read from the CA's ledger: where it is and who its gate waits for. */
 export interface RotationView {
   id: number;
@@ -169,6 +192,8 @@ export interface Snapshot {
   timeline: TimelineView;
   issuers: IssuerView[];
   components: ComponentView[];
+  /** The CA servers (one, or mesh:up --ca-replicas) and who holds the jobs' lease. */
+  caReplicas: CaReplicasView;
   rotation: RotationView | null;
   /** When the mesh:up run shown began (its mesh.started line), or null when the logs hold none. */
   runStartedAt: string | null;

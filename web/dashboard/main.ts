@@ -1,6 +1,6 @@
 // The dashboard page: draws the snapshot the page came with at once, then listens to the
 // server's snapshot stream and redraws each panel.
-import type { CellView, ComponentView, FeedItem, IssuerView, RotationView, SeenView, ServiceView, Snapshot } from "../../scripts/dashboard/view.ts";
+import type { CaReplicasView, CellView, ComponentView, FeedItem, IssuerView, RotationView, SeenView, ServiceView, Snapshot } from "../../scripts/dashboard/view.ts";
 import { clock, fill, h, until } from "./dom.ts";
 import { drawGraph } from "./graph.ts";
 import { Timeline } from "./chart.ts";
@@ -21,6 +21,7 @@ function render(snap: Snapshot): void {
   renderIssuers(snap.issuers);
   renderRotation(snap.rotation);
   renderProcesses(snap.components);
+  renderCaReplicas(snap.caReplicas);
   timeline.update(snap.timeline);
   fill($("sources"), `logs ${snap.sources.logs} · CA ${snap.sources.pki} · policy ${snap.sources.policy}`);
 }
@@ -197,6 +198,37 @@ function renderProcesses(components: ComponentView[]): void {
         }),
       ),
     ),
+  );
+}
+
+/** The CA servers from their own lines: where each listens, its pid, restarts, and which one runs the once-only jobs. */
+function renderCaReplicas(v: CaReplicasView): void {
+  if (v.replicas.length === 0) {
+    fill($("ca-replicas"), h("p", { class: "muted" }, "No ca.started line in this run's logs."));
+    return;
+  }
+  const lease = v.leaseHolder ? `the once-only jobs (re-signing CRLs) run on ${v.leaseHolder} since ${clock(v.leaseSince)}` : "no replica holds the jobs' lease now";
+  fill(
+    $("ca-replicas"),
+    h(
+      "table",
+      { class: "processes" },
+      h("thead", {}, h("tr", {}, ...["address", "state", "pid", "starts", "store", "jobs"].map((t) => h("th", {}, t)))),
+      h(
+        "tbody",
+        {},
+        ...v.replicas.map((r) =>
+          h(
+            "tr",
+            { class: r.state === "stopped" ? "warn" : r.starts > 1 ? "calm" : "", "data-ca-url": r.url, "data-runs-jobs": String(r.runsJobs) },
+            h("td", {}, r.url), h("td", {}, r.state), h("td", {}, r.pid === null ? "—" : String(r.pid)),
+            h("td", {}, r.starts > 1 ? `${r.starts} (restarted ${r.starts - 1}×)` : String(r.starts)),
+            h("td", {}, r.store ?? "—"), h("td", {}, r.runsJobs ? "holds the lease" : "—"),
+          ),
+        ),
+      ),
+    ),
+    h("p", { class: "muted" }, lease),
   );
 }
 

@@ -20,7 +20,7 @@ export interface Token {
 export function parseToken(text: string, from: string): Token {
   const value = text.trim();
   const m = /^mt1\.[A-Za-z0-9_-]{43}\.([A-Za-z0-9_-]{43})$/.exec(value);
-  if (!m) throw new IdentityError("TOKEN_MALFORMED", `the enrolment token from ${from} is not an mt1 token (mt1.<secret>.<fingerprint>): make one with npm run -s ca -- token --domain <service>.internal > <file>`);
+  if (!m) throw new IdentityError("TOKEN_MALFORMED", `the enrolment token from ${from} is not an mt1 token (mt1.<secret>.<fingerprint>): make one with npm run -s ca -- token --domain <service>.internal > <file> (add --replace if that name has a live certificate)`);
   return { value, fingerprint: m[1]! };
 }
 

@@ -52,7 +52,7 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
     if (!id.token) {
       throw expiredAt !== undefined
         ? new IdentityError("IDENTITY_EXPIRED", `the identity in ${paths.cert} expired at ${new Date(expiredAt).toISOString()} and an expired certificate cannot be renewed: make a token (npm run -s ca -- token --domain ${dns} > token) and start again with --token-file token or MESH_ENROL_TOKEN`)
-        : new IdentityError("TOKEN_MISSING", `${id.stateDir} holds no identity yet: enrol with a one-time token (npm run -s ca -- token --domain ${dns} > token), passed with --token-file token or MESH_ENROL_TOKEN`);
+        : new IdentityError("TOKEN_MISSING", `${id.stateDir} holds no identity yet: enrol with a one-time token (npm run -s ca -- token --domain ${dns} > token; add --replace if ${dns} still has a live certificate, e.g. this folder was lost: the old one is then superseded), passed with --token-file token or MESH_ENROL_TOKEN`);
     }
     const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime, observe: (...call) => early.push(call) });
     log.info(
