@@ -193,16 +193,24 @@ test("a CA that serves an older CRL set than the one in force (a replica behind,
   worlds.push(w);
   const pay = await startIn(w, "payment", { lifetime: "1h", pollMs: 60_000 });
   try {
-    // The CA's CRL files before the revocation, to put back afterwards.
+    // The CA's CRLs before the revocation, to put back afterwards: the files, and the ledger's
+    // signed copies, which the CA serves ahead of the files (the newest whichever replica signed).
     const files = [w.ca.ca.paths.crls, ...findCrlFiles(w.ca.dir)];
     const old = new Map(files.map((f) => [f, readFileSync(f)]));
+    const ledger = w.ca.ca.ledger;
+    const oldSigned = ledger.issuers().flatMap((r) => {
+      const der = ledger.signedCrl(r.id);
+      return der ? [[r.id, der] as const] : [];
+    });
     const mark = pay.logs.lines.length;
     const r = await cli(["revoke", "--domain", "edge.internal"], { env: { MESH_PKI_DIR: w.ca.dir } });
     assert.equal(r.code, 0, r.stderr);
     await pay.logs.wait((l) => l.event === "trust.updated" && l.via === "watch", DEADLINE_MS, mark);
     const edge = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.ok("error" in edge, "edge is refused once revoked");
-    // The CA goes back to the CRLs from before (the server picks the files up and announces them).
+    // The CA goes back to the CRLs from before, as a restored backup would: the ledger's copies,
+    // then the files (the server sees the files change, reloads and announces the old set).
+    for (const [id, der] of oldSigned) ledger.setSignedCrl(id, der);
     for (const [f, bytes] of old) writeFileSync(f, bytes);
     const stale = await pay.logs.wait((l) => l.event === "trust.crls_stale", DEADLINE_MS, mark);
     assert.deepEqual(stale.issuers, ["CN=Acme Corp CA"]);

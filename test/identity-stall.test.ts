@@ -12,6 +12,7 @@ import { getCacerts } from "../services/mesh/identity-agent/est-client.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent } from "../services/mesh/identity-agent/renewer.ts";
 import { statePaths } from "../services/mesh/identity-agent/state-folder.ts";
+import { generationsPath } from "../lib/generations.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { LogSink } from "./mesh-fixtures.ts";
 import { CaServer } from "../ca/server/server.ts";
@@ -191,7 +192,9 @@ test("a renewal answered by a generation whose bundle arrived during the call is
   w.ca.ca.publishBundle();
   w.ca.ca.useGeneration(2);
   const renewing = agent.renew("test");
-  // The poll that fetched the new bundle lands while the renewal is on the wire.
+  // The poll that fetched the new bundle lands while the renewal is on the wire: the roots'
+  // generations (carried as data since libpki, never read from a root's name), then the bundle.
+  writeFileSync(generationsPath(paths.bundle), readFileSync(generationsPath(w.ca.ca.paths.bundle)));
   writeFileSync(paths.bundle, readFileSync(w.ca.ca.paths.bundle));
   assert.equal(await renewing, true, JSON.stringify(logs.lines.filter((l) => l.event === "identity.renew_failed")));
   assert.notEqual(agent.identity.serial, e.facts.serial);

@@ -270,7 +270,9 @@ export class IdentityAgent {
       const code = (e as { code?: string }).code;
       // The CA down is said once (and again should the reason change), not at every retry: the
       // poll's trust.poll_restored says when it is back, and the renewal then runs at once.
-      const repeated = (code === "CA_UNREACHABLE" || code === "CA_TIMEOUT") && this.failedWith === code;
+      // A CA_TIMEOUT is warned at every attempt (docs/identity.md): a CA that takes the
+      // connection and never answers is up but stuck, and each attempt costs its whole deadline.
+      const repeated = code === "CA_UNREACHABLE" && this.failedWith === code;
       this.failedWith = code;
       this.h.log[repeated ? "debug" : "warn"](
         { event: "identity.renew_failed", ...factsFields(before), reason: messageOf(e), code: (e as { code?: string }).code, status, failures: this.failures, nextRetry: new Date(now + delay).toISOString(), expiresInMs: notAfter - now, trigger: reason },
