@@ -223,6 +223,13 @@ export interface RotateOptions {
   owner?: string;
   /** Gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll (kept in the rotation's row). */
   inUse?: boolean;
+  /**
+   * Awaited once gate 1 has passed (the row already says activate: a crash here resumes at gate 2)
+   * and before gate 2 makes the new generation the signer: while it runs, every identity trusts
+   * both generations and the old one still signs. The rotation drill holds that state with
+   * traffic flowing; since the CRL long poll, gate 1 passes within a fraction of a second.
+   */
+  beforeActivate?: () => Promise<void>;
 }
 
 const MAX_NAMES = 100;
@@ -288,6 +295,13 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
 
     // Gate 2: the new generation signs; services move at renewal, or at once on the hint.
     if (rot.phase === "activate") {
+      if (opts.beforeActivate) {
+        await opts.beforeActivate();
+        if (opts.signal?.aborted) {
+          emit("activate", "interrupted", `interrupted before gate 2 (activate)`);
+          throw new CaError("REFUSED", `interrupted before gate 2 (activate): rotation ${rot.id} stays there; run npm run ca -- rotate again to carry on`);
+        }
+      }
       consistent();
       emit("activate", "started", `every identity trusts generation ${rot.to_generation}: making it the signer`);
       const signer = ca.useGeneration(rot.to_generation);

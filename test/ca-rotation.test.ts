@@ -233,3 +233,32 @@ test("runRotation after a crash that left the new intermediate's key without its
     cleanup(root);
   }
 });
+
+test("runRotation awaits beforeActivate after gate 1 passed and before gate 2: both generations published, the old one still signs", async () => {
+  const root = tempDir();
+  const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
+  try {
+    const events: string[] = [];
+    let seen: { phase: string; signer: number; published: number[]; events: string[] } | undefined;
+    const done = await runRotation(ca, {
+      timeoutMs: 2000, intervalMs: 50, onEvent: (e) => events.push(`${e.gate} ${e.state}`),
+      beforeActivate: async () => {
+        await new Promise((r) => setTimeout(r, 50)); // the run waits for it, across the event loop
+        seen = {
+          phase: ca.ledger.unfinishedRotation()!.phase,
+          signer: ca.issuerRow(ca.signerId()).generation,
+          published: ca.generations().filter((g) => g.root.state === "published").map((g) => g.generation),
+          events: [...events],
+        };
+      },
+    });
+    assert.deepEqual(seen, { phase: "activate", signer: 1, published: [1, 2], events: events.slice(0, seen!.events.length) });
+    assert.equal(seen!.events.at(-1), "prepare passed");
+    assert.ok(!seen!.events.includes("activate started"), seen!.events.join(", "));
+    assert.equal(done.phase, "done");
+    assert.equal(ca.issuerRow(ca.signerId()).generation, 2);
+  } finally {
+    ca.close();
+    cleanup(root);
+  }
+});

@@ -209,6 +209,7 @@ class OnlineMesh {
   async restart(service: string): Promise<void> {
     await this.services.get(service)?.stop();
     this.services.delete(service);
+    rmSync(this.stateOf(service).dir, { recursive: true, force: true });
     await this.start(service, service === "order" ? this.upstreamsOfOrder() : []);
   }
 }
@@ -317,9 +318,12 @@ async function recover(run: OnlineRun, { carelessGen, failedRenewal }: Careless)
   phases.note(`generation use ${oldGen}; victims (their renewal refused, no way back by renewal): ${victims.join(", ")}`);
   for (const v of victims) {
     // What identity.expired tells a person to do: a new token, and the service started with it.
-    rmSync(mesh.stateOf(v).dir, { recursive: true, force: true });
+    // Its state folder goes only once it has stopped: a running agent writes there (the new CRLs
+    // of `generation use`), and removing the folder under it failed with ENOTEMPTY.
     if (v === "edge") {
       edge.stop();
+      // In this process: a poll already in flight may still land a file; rm retries on ENOTEMPTY.
+      rmSync(mesh.stateOf(v).dir, { recursive: true, force: true, maxRetries: 5 });
       await edge.enrol();
       traffic.reload();
       edge.startAgent(traffic);
@@ -384,7 +388,14 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   };
   const rotationStart = Date.now();
   try {
-    await runRotation(rotationCa, { timeoutMs: run.gateTimeoutMs, intervalMs: Math.min(250, pollMs), inUse: true, signal: stop.signal, onEvent, owner: `drill:${process.pid}` });
+    // Gate 1 passes within a fraction of a second (the CRL long poll brings every identity the new
+    // bundle at once): hold the mesh trusting both generations, the old one signing, for a dwell
+    // with traffic flowing, as the file-mode drill does, before gate 2 makes the new one sign.
+    const beforeActivate = async () => {
+      phases.note(`every identity holds a bundle with generations ${run.oldGen} and ${newGen}; generation ${run.oldGen} still signs: held ${run.dwell} ms with traffic flowing before gate 2`);
+      await run.pause(run.dwell);
+    };
+    await runRotation(rotationCa, { timeoutMs: run.gateTimeoutMs, intervalMs: Math.min(250, pollMs), inUse: true, signal: stop.signal, onEvent, beforeActivate, owner: `drill:${process.pid}` });
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
   }
