@@ -3,6 +3,7 @@
 import { createHash, X509Certificate } from "node:crypto";
 import type { ForwardPeer } from "../app.ts";
 import { MESH_DOMAIN } from "../names.ts";
+import { sanEntries } from "../../../lib/spiffe.ts";
 
 export const XFCC = "x-forwarded-client-cert";
 
@@ -43,32 +44,5 @@ function quoted(v: string): string {
 
 /** The SANs of one type from Node's rendering ("DNS:a, URI:spiffe://…"; odd values JSON-quoted). */
 export function sanValues(san: string | undefined, type: "DNS" | "URI"): string[] {
-  const out: string[] = [];
-  let i = 0;
-  while (san && i < san.length) {
-    const colon = san.indexOf(":", i);
-    if (colon === -1) break;
-    const t = san.slice(i, colon);
-    let v: string;
-    let end: number;
-    if (san[colon + 1] === '"') {
-      let j = colon + 2;
-      while (j < san.length && san[j] !== '"') j += san[j] === "\\" ? 2 : 1;
-      end = j + 1;
-      try {
-        v = JSON.parse(san.slice(colon + 1, end)) as string;
-      } catch {
-        v = "";
-      }
-    } else {
-      const comma = san.indexOf(", ", colon);
-      end = comma === -1 ? san.length : comma;
-      v = san.slice(colon + 1, end);
-    }
-    if (t === type && v) out.push(v);
-    const next = end + (san.startsWith(", ", end) ? 2 : 0);
-    if (next <= i) break;
-    i = next;
-  }
-  return out;
+  return sanEntries(san).filter((e) => e.type === type && e.value).map((e) => e.value);
 }
