@@ -8,7 +8,8 @@ import { createStdoutLogger } from "./mesh/log.ts";
 import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./mesh/access-log.ts";
 import { isIdentityName } from "./mesh/names.ts";
 import { isMeshError, messageOf } from "./mesh/errors.ts";
-import { startAdmin, isLoopback, type Admin } from "../lib/admin-http.ts";
+import { startAdmin, type Admin } from "../lib/admin-http.ts";
+import { count, loopback, port } from "./flags.ts";
 import { identityOptions, IDENTITY_HELP } from "./mesh/identity-agent/cli.ts";
 import { startIdentityService } from "./mesh/identity-agent/service.ts";
 import { sidecarApp, parseAppAddress, type AppAddress, type OutboundRoute } from "./mesh/sidecar/index.ts";
@@ -57,22 +58,8 @@ ${IDENTITY_HELP}`,
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-function port(v: string): number {
-  const n = Number(v);
-  if (!/^\d{1,5}$/.test(v) || n > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
-  return n;
-}
 
-function count(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("must be a whole number (0: no limit)");
-  return n;
-}
 
-function loopback(v: string): string {
-  if (!isLoopback(v)) throw new InvalidArgumentError("must be a loopback address such as 127.0.0.1 or ::1: the admin listener has no authentication");
-  return v;
-}
 
 function upstream(v: string, acc: OutboundRoute[]): OutboundRoute[] {
   const m = /^([a-z0-9-]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})(?:@(\d{1,5}))?$/.exec(v);
