@@ -15,24 +15,15 @@ import { parseLine } from "../mesh-format.ts";
 import { startDrillCa, type DrillCa } from "./ca-process.ts";
 import { DRILL_POLICY, openDrillCa, SERVICES, type Check, type Setup } from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
-import { longestGap, Traffic, type PhaseCounts } from "./traffic.ts";
+import type { PhaseReport } from "./phases.ts";
+import { longestGap, Traffic } from "./traffic.ts";
 
 /** Enrolments and renewals are the drill's own: the server's per-name limits must not pace them. */
 const LIMITS = { perAddress: { capacity: 1000, perMinute: 6000 }, perName: { capacity: 1000, perMinute: 6000 } };
 
-export interface StoryPhase extends PhaseCounts {
+/** A failure drill's phase: the rotation drill's report, with a name of the drill's own. */
+export interface StoryPhase extends Omit<PhaseReport, "name"> {
   name: string;
-  title: string;
-  /** A safe phase must lose no request. */
-  safe: boolean;
-  startedAt: string;
-  ms: number;
-  longestGapMs: number;
-  /** tls.handshake_failed lines during the phase, "payment:expired" → count (log lines, not orders). */
-  handshakeFailures: Record<string, number>;
-  /** upstream.failed lines order logged, "payment:server_untrusted" → count. */
-  upstreamFailures: Record<string, number>;
-  notes: string[];
 }
 
 /** One log line a person should look for, as the drill saw it. */
