@@ -8,7 +8,16 @@ import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { CertificateAuthority } from "../ca/index.ts";
 import { fillLedger, type LedgerShape } from "./fill.ts";
-import { combineRates, interleaved, rateFor, stats, timeCommands, type CommandTiming, type Rate, type Stats } from "./measure.ts";
+import {
+  combineRates,
+  interleaved,
+  rateFor,
+  stats,
+  timeCommands,
+  type CommandTiming,
+  type Rate,
+  type Stats,
+} from "./measure.ts";
 import { cliStartupCost, printCliStartup, type CliStartup } from "./startup.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
@@ -88,17 +97,23 @@ export async function runCaBench(): Promise<CaBenchResult> {
     const { rate, samplePem } = await issuanceRate(join(root, "rate"));
     printIssuanceRate(rate);
 
-    console.log(`\n2. Ledger size: ${SMALL_ROWS} rows against ${LARGE_ROWS.toLocaleString("en")} rows (median per op, in-process unless marked CLI)`);
+    console.log(
+      `\n2. Ledger size: ${SMALL_ROWS} rows against ${LARGE_ROWS.toLocaleString("en")} rows (median per op, in-process unless marked CLI)`,
+    );
     const variants: Variant[] = [
       {
-        variant: "revoked-1pct", withCli: true,
+        variant: "revoked-1pct",
+        withCli: true,
         description: "1% of rows revoked, so root-1's CRL has ~1 entry at 100 rows and ~1,000 at 100,000",
-        small: { rows: SMALL_ROWS, revoked: 1 }, large: { rows: LARGE_ROWS, revoked: LARGE_ROWS / 100 },
+        small: { rows: SMALL_ROWS, revoked: 1 },
+        large: { rows: LARGE_ROWS, revoked: LARGE_ROWS / 100 },
       },
       {
-        variant: "revoked-10", withCli: false, // CLI list does not depend on the CRL: timed once above
+        variant: "revoked-10",
+        withCli: false, // CLI list does not depend on the CRL: timed once above
         description: "10 revoked rows at both sizes: the ledger's size alone",
-        small: { rows: SMALL_ROWS, revoked: 10 }, large: { rows: LARGE_ROWS, revoked: 10 },
+        small: { rows: SMALL_ROWS, revoked: 10 },
+        large: { rows: LARGE_ROWS, revoked: 10 },
       },
     ];
     const ledgerScaling: LedgerScaling[] = [];
@@ -192,19 +207,36 @@ async function ledgerScalingFor(dir: string, v: Variant, pem: string): Promise<L
     // Fresh names for issue; revoke then takes the same names back, so both CAs
     // gain the same rows and CRL entries and only the starting size differs.
     const name = (round: number) => `op-${round}.bench.internal`;
-    const issue = await interleaved(cas.map((ca) => (round: number) => ca.issue({ domain: name(round) })), OP_ROUNDS);
-    const revoke = await interleaved(cas.map((ca) => (round: number) => ca.revoke({ domain: name(round) })), OP_ROUNDS);
+    const issue = await interleaved(
+      cas.map((ca) => (round: number) => ca.issue({ domain: name(round) })),
+      OP_ROUNDS,
+    );
+    const revoke = await interleaved(
+      cas.map((ca) => (round: number) => ca.revoke({ domain: name(round) })),
+      OP_ROUNDS,
+    );
     const listedRows = { small: small.list().length, large: large.list().length };
-    const list = await interleaved(cas.map((ca) => async () => ca.list()), LIST_ROUNDS);
+    const list = await interleaved(
+      cas.map((ca) => async () => ca.list()),
+      LIST_ROUNDS,
+    );
 
     const ops: OpScaling[] = [
-      flat("issue", issue), flat("revoke", revoke),
+      flat("issue", issue),
+      flat("revoke", revoke),
       perRow(list, listedRows.large - listedRows.small),
     ];
     const cli = v.withCli ? cliList(small.layout.dir, large.layout.dir) : undefined;
     return {
-      variant: v.variant, description: v.description, small: v.small, large: v.large, fillSeconds,
-      listedRows, crlEntries: { small: crlEntries(small), large: crlEntries(large) }, ops, cli,
+      variant: v.variant,
+      description: v.description,
+      small: v.small,
+      large: v.large,
+      fillSeconds,
+      listedRows,
+      crlEntries: { small: crlEntries(small), large: crlEntries(large) },
+      ops,
+      cli,
     };
   } finally {
     for (const ca of cas) ca.close();
@@ -220,16 +252,26 @@ function flat(op: "issue" | "revoke", samples: number[][]): OpScaling {
 
 function perRow(samples: number[][], extraRows: number): OpScaling {
   const [small, large] = samples.map(stats) as [Stats, Stats];
-  return { op: "list", small, large, ratio: large.median / small.median, perRowUs: ((large.median - small.median) / extraRows) * 1000 };
+  return {
+    op: "list",
+    small,
+    large,
+    ratio: large.median / small.median,
+    perRowUs: ((large.median - small.median) / extraRows) * 1000,
+  };
 }
 
 /** `list` spawned from the command line, start-up included, its table sent to /dev/null. */
 function cliList(smallDir: string, largeDir: string): CliScaling {
   const args = (dir: string) => ["bin/ca.mjs", "list", "--dir", dir];
-  const [small, large] = timeCommands([
-    { label: `${SMALL_ROWS} rows`, cmd: process.execPath, args: args(smallDir) },
-    { label: `${LARGE_ROWS} rows`, cmd: process.execPath, args: args(largeDir) },
-  ], CLI_RUNS, REPO) as [CommandTiming, CommandTiming];
+  const [small, large] = timeCommands(
+    [
+      { label: `${SMALL_ROWS} rows`, cmd: process.execPath, args: args(smallDir) },
+      { label: `${LARGE_ROWS} rows`, cmd: process.execPath, args: args(largeDir) },
+    ],
+    CLI_RUNS,
+    REPO,
+  ) as [CommandTiming, CommandTiming];
   const ratio = small.stats && large.stats ? large.stats.median / small.stats.median : undefined;
   return { command: "node bin/ca.mjs list --dir X > /dev/null", small, large, ratio };
 }
@@ -239,27 +281,67 @@ function cliList(smallDir: string, largeDir: string): CliScaling {
 const ms = (v: number) => `${v < 1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`;
 const times = (v: number) => `${v < 10 ? v.toFixed(2) : v.toFixed(0)}×`;
 const count = (v: number) => v.toLocaleString("en");
-const col = (cells: string[], widths: number[]) => "   " + cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd();
-const timing = (t: CommandTiming) => (t.stats ? ms(t.stats.median) : `FAILED (exit ${t.failed!.status}: ${t.failed!.error})`);
+const col = (cells: string[], widths: number[]) =>
+  "   " +
+  cells
+    .map((c, i) => c.padEnd(widths[i] ?? 0))
+    .join("  ")
+    .trimEnd();
+const timing = (t: CommandTiming) =>
+  t.stats ? ms(t.stats.median) : `FAILED (exit ${t.failed!.status}: ${t.failed!.error})`;
 
 function printIssuanceRate(r: IssuanceRate): void {
   const w = [48, 14];
   console.log("1. In-process issuance rate (back to back, fresh CA in a temp dir)");
-  console.log(col(["ca.issue({domain}): key + sign + ledger + files", `${r.issue.perSec.toFixed(1)} ops/s`, `(${ms(1000 / r.issue.perSec)}/op, ${r.issue.ops} certs)`], w));
-  console.log(col(["ceiling: WebCrypto P-256 generateKey + sign", `${r.ceiling.perSec.toFixed(1)} ops/s`, `(${ms(1000 / r.ceiling.perSec)}/op)`], w));
-  console.log(col(["ratio issue / ceiling", r.ratio.toFixed(3), `(the CA issues at ${(r.ratio * 100).toFixed(1)}% of the bare crypto rate)`], w));
+  console.log(
+    col(
+      [
+        "ca.issue({domain}): key + sign + ledger + files",
+        `${r.issue.perSec.toFixed(1)} ops/s`,
+        `(${ms(1000 / r.issue.perSec)}/op, ${r.issue.ops} certs)`,
+      ],
+      w,
+    ),
+  );
+  console.log(
+    col(
+      [
+        "ceiling: WebCrypto P-256 generateKey + sign",
+        `${r.ceiling.perSec.toFixed(1)} ops/s`,
+        `(${ms(1000 / r.ceiling.perSec)}/op)`,
+      ],
+      w,
+    ),
+  );
+  console.log(
+    col(
+      [
+        "ratio issue / ceiling",
+        r.ratio.toFixed(3),
+        `(the CA issues at ${(r.ratio * 100).toFixed(1)}% of the bare crypto rate)`,
+      ],
+      w,
+    ),
+  );
 }
 
 function printLedgerScaling(s: LedgerScaling): void {
   console.log(`\n   ${s.variant}: ${s.description}`);
-  console.log(`   (filled in ${s.fillSeconds.toFixed(1)} s; CRL after the runs: ${count(s.crlEntries.small)} vs ${count(s.crlEntries.large)} entries)`);
+  console.log(
+    `   (filled in ${s.fillSeconds.toFixed(1)} s; CRL after the runs: ${count(s.crlEntries.small)} vs ${count(s.crlEntries.large)} entries)`,
+  );
   const w = [10, 12, 14, 8];
   console.log(col(["op", `${SMALL_ROWS} rows`, `${count(LARGE_ROWS)} rows`, "ratio", "target"], w));
   for (const o of s.ops) {
-    const verdict = o.target !== undefined ? `≤ ${o.target}×  ${o.pass ? "PASS" : "FAIL"}` : `O(rows): ${o.perRowUs!.toFixed(2)} µs/row (${count(s.listedRows.small)} vs ${count(s.listedRows.large)} rows listed)`;
+    const verdict =
+      o.target !== undefined
+        ? `≤ ${o.target}×  ${o.pass ? "PASS" : "FAIL"}`
+        : `O(rows): ${o.perRowUs!.toFixed(2)} µs/row (${count(s.listedRows.small)} vs ${count(s.listedRows.large)} rows listed)`;
     console.log(col([o.op, ms(o.small.median), ms(o.large.median), times(o.ratio), verdict], w));
   }
   const c = s.cli;
-  if (c) console.log(col(["CLI list", timing(c.small), timing(c.large), c.ratio !== undefined ? times(c.ratio) : "—", c.command], w));
+  if (c)
+    console.log(
+      col(["CLI list", timing(c.small), timing(c.large), c.ratio !== undefined ? times(c.ratio) : "—", c.command], w),
+    );
 }
-

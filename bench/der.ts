@@ -37,9 +37,19 @@ const now: Impl = { revokedSerials, crlDates, encodeEntries, caFacts, pkcs7Certi
 async function before(dir: string): Promise<Impl> {
   const at = (p: string) => import(pathToFileURL(resolve(dir, p)).href);
   const [rev, dates, crl, chain, der] = await Promise.all([
-    at("services/mesh/revocations.ts"), at("services/mesh/crl-dates.ts"), at("ca/crl.ts"), at("services/mesh/chain.ts"), at("services/mesh/identity-agent/der.ts"),
+    at("services/mesh/revocations.ts"),
+    at("services/mesh/crl-dates.ts"),
+    at("ca/crl.ts"),
+    at("services/mesh/chain.ts"),
+    at("services/mesh/identity-agent/der.ts"),
   ]);
-  return { revokedSerials: rev.revokedSerials, crlDates: dates.crlDates, encodeEntries: crl.encodeEntries, caFacts: chain.caFacts, pkcs7Certificates: der.pkcs7Certificates };
+  return {
+    revokedSerials: rev.revokedSerials,
+    crlDates: dates.crlDates,
+    encodeEntries: crl.encodeEntries,
+    caFacts: chain.caFacts,
+    pkcs7Certificates: der.pkcs7Certificates,
+  };
 }
 
 let sink = 0;
@@ -53,21 +63,66 @@ function time(fn: () => void, reps: number): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const keys = await generateKeyPair("ec-p256");
-const rootCert = await createRoot({ name: "Bench CA", keys, keyType: "ec-p256", validity: validityFor(new Date(), 10) });
+const rootCert = await createRoot({
+  name: "Bench CA",
+  keys,
+  keyType: "ec-p256",
+  validity: validityFor(new Date(), 10),
+});
 const issuer = { cert: rootCert, key: keys.privateKey, keyType: "ec-p256" as const };
-const entries: CrlEntry[] = Array.from({ length: ENTRIES }, (_, i) => ({ serial: randomSerial(), revokedAt: new Date(), reason: i % 3 ? "keyCompromise" : "unspecified" }));
+const entries: CrlEntry[] = Array.from({ length: ENTRIES }, (_, i) => ({
+  serial: randomSerial(),
+  revokedAt: new Date(),
+  reason: i % 3 ? "keyCompromise" : "unspecified",
+}));
 const crl = await buildCrl({ issuer, number: 1, now: new Date(), entries: encodeEntries(entries) });
 const intKeys = await generateKeyPair("ec-p256");
-const intCert = await createIntermediate({ name: "Bench Issuing CA", publicKey: intKeys.publicKey, issuer, validity: validityFor(new Date(), 5), permitDns: ["internal"] });
+const intCert = await createIntermediate({
+  name: "Bench Issuing CA",
+  publicKey: intKeys.publicKey,
+  issuer,
+  validity: validityFor(new Date(), 5),
+  permitDns: ["internal"],
+});
 const caDer = new Uint8Array(intCert.rawData);
 const p7 = Buffer.from(new x509.X509Certificates([rootCert, intCert]).export("raw"));
 
 const cases: { name: string; reps: number; run: (impl: Impl) => void }[] = [
-  { name: `revokedSerials (${ENTRIES} entries)`, reps: 3, run: (m) => { sink += m.revokedSerials(crl).length; } },
-  { name: "crlDates", reps: 2000, run: (m) => { sink += m.crlDates(crl) ? 1 : 0; } },
-  { name: `encodeEntries (${ENTRIES})`, reps: 3, run: (m) => { sink += m.encodeEntries(entries).length; } },
-  { name: "caFacts", reps: 20_000, run: (m) => { sink += m.caFacts(caDer) ? 1 : 0; } },
-  { name: "pkcs7Certificates (2)", reps: 20_000, run: (m) => { sink += m.pkcs7Certificates(p7).length; } },
+  {
+    name: `revokedSerials (${ENTRIES} entries)`,
+    reps: 3,
+    run: (m) => {
+      sink += m.revokedSerials(crl).length;
+    },
+  },
+  {
+    name: "crlDates",
+    reps: 2000,
+    run: (m) => {
+      sink += m.crlDates(crl) ? 1 : 0;
+    },
+  },
+  {
+    name: `encodeEntries (${ENTRIES})`,
+    reps: 3,
+    run: (m) => {
+      sink += m.encodeEntries(entries).length;
+    },
+  },
+  {
+    name: "caFacts",
+    reps: 20_000,
+    run: (m) => {
+      sink += m.caFacts(caDer) ? 1 : 0;
+    },
+  },
+  {
+    name: "pkcs7Certificates (2)",
+    reps: 20_000,
+    run: (m) => {
+      sink += m.pkcs7Certificates(p7).length;
+    },
+  },
 ];
 
 const old = BEFORE ? await before(BEFORE) : undefined;
@@ -90,7 +145,21 @@ for (const c of cases) {
 // Its parser refuses a CRL of 10,000 entries (too many ASN.1 nodes): 1,000 here.
 const small = await buildCrl({ issuer, number: 2, now: new Date(), entries: encodeEntries(entries.slice(0, 1000)) });
 const smallPem = crlToPem(small);
-const peculiar = median(Array.from({ length: 5 }, () => time(() => { sink += new x509.X509Crl(smallPem).entries.length; }, 1)));
-const ours = median(Array.from({ length: 5 }, () => time(() => { sink += revokedSerials(small).length; }, 20)));
-console.log(`  1,000 entries: @peculiar/x509 X509Crl ${peculiar.toFixed(2)} ms, revokedSerials ${ours.toFixed(3)} ms (${(peculiar / ours).toFixed(0)}×)`);
+const peculiar = median(
+  Array.from({ length: 5 }, () =>
+    time(() => {
+      sink += new x509.X509Crl(smallPem).entries.length;
+    }, 1),
+  ),
+);
+const ours = median(
+  Array.from({ length: 5 }, () =>
+    time(() => {
+      sink += revokedSerials(small).length;
+    }, 20),
+  ),
+);
+console.log(
+  `  1,000 entries: @peculiar/x509 X509Crl ${peculiar.toFixed(2)} ms, revokedSerials ${ours.toFixed(3)} ms (${(peculiar / ours).toFixed(0)}×)`,
+);
 if (sink === -1) console.log("unreachable");

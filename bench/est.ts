@@ -55,8 +55,28 @@ export interface EstBenchResult {
   ratePass: boolean;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
-  renewal: { why: Record<string, number>; n: number; firstUse: Stats | null; failedRequests: number; sentRequests: number; pass: boolean };
-  rotation: { gates: string[]; why: Record<string, number>; ms: number; lifetimeMs: number; pollMs: number; ratio: number; polls: number; projectedDefaultMs: number; projectedRatio: number; failedRequests: number; sentRequests: number; pass: boolean };
+  renewal: {
+    why: Record<string, number>;
+    n: number;
+    firstUse: Stats | null;
+    failedRequests: number;
+    sentRequests: number;
+    pass: boolean;
+  };
+  rotation: {
+    gates: string[];
+    why: Record<string, number>;
+    ms: number;
+    lifetimeMs: number;
+    pollMs: number;
+    ratio: number;
+    polls: number;
+    projectedDefaultMs: number;
+    projectedRatio: number;
+    failedRequests: number;
+    sentRequests: number;
+    pass: boolean;
+  };
   pass: boolean;
   seconds: number;
 }
@@ -71,12 +91,14 @@ async function concurrentRate(n: number, ms: number, worker: (client: number) =>
   let ops = 0;
   const start = performance.now();
   const deadline = start + ms;
-  await Promise.all(Array.from({ length: n }, async (_, c) => {
-    while (performance.now() < deadline) {
-      if (!(await worker(c))) return; // out of prepared material
-      ops++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async (_, c) => {
+      while (performance.now() < deadline) {
+        if (!(await worker(c))) return; // out of prepared material
+        ops++;
+      }
+    }),
+  );
   const seconds = (performance.now() - start) / 1000;
   return { ops, seconds, perSec: ops / seconds };
 }
@@ -84,7 +106,22 @@ async function concurrentRate(n: number, ms: number, worker: (client: number) =>
 async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew">> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
   // The CA service as deployed: `ca serve` in its own process (its own core), the clients here.
-  const server = spawn(process.execPath, [join(REPO, "bin", "ca.mjs"), "serve", "--dir", dir, "--port", "0", "--rate-per-address", "999999", "--rate-per-name", "999999"], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const server = spawn(
+    process.execPath,
+    [
+      join(REPO, "bin", "ca.mjs"),
+      "serve",
+      "--dir",
+      dir,
+      "--port",
+      "0",
+      "--rate-per-address",
+      "999999",
+      "--rate-per-name",
+      "999999",
+    ],
+    { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
+  );
   const exited = new Promise<void>((r) => server.once("exit", () => r()));
   try {
     const url = await new Promise<string>((resolve, reject) => {
@@ -99,13 +136,20 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     const bundle = readFileSync(ca.paths.bundle, "utf8");
     // Keys, CSRs and tokens are made before the clock starts: the CA's rate is measured, not the clients'.
     const guess = 600 * (ROUND_MS / 1000); // more than the CA can take in a round on this kind of machine
-    const prepare = (n: number, prefix: string) => Array.from({ length: n }, (_, i) => ({ name: `${prefix}-${i}.bench.internal`, ...newKeyAndCsr(`${prefix}-${i}.bench.internal`) }));
+    const prepare = (n: number, prefix: string) =>
+      Array.from({ length: n }, (_, i) => ({
+        name: `${prefix}-${i}.bench.internal`,
+        ...newKeyAndCsr(`${prefix}-${i}.bench.internal`),
+      }));
     let n = 0;
     const issue = () => ca.issue({ domain: `issue-${n++}.bench.internal` });
 
     let enrolRounds = 0;
     const enrolRound = async (round: number) => {
-      const items = prepare(guess, `enrol${enrolRounds++}-${round}`).map((x) => ({ ...x, token: createToken(ca, { domain: x.name }).token }));
+      const items = prepare(guess, `enrol${enrolRounds++}-${round}`).map((x) => ({
+        ...x,
+        token: createToken(ca, { domain: x.name }).token,
+      }));
       let next = 0;
       return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
         const it = items[next++];
@@ -120,11 +164,15 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     for (let c = 0; c < CONCURRENCY; c++) {
       const name = `renew-${c}.bench.internal`;
       const first = newKeyAndCsr(name);
-      const chain = await enrolCsr({ url, ca: bundle }, "simpleenroll", first.csr, { token: createToken(ca, { domain: name }).token });
+      const chain = await enrolCsr({ url, ca: bundle }, "simpleenroll", first.csr, {
+        token: createToken(ca, { domain: name }).token,
+      });
       holders.push({ name, cert: pemOf(chain), key: first.keyPem });
     }
     const renewRound = async () => {
-      const pools = holders.map((h) => prepare(Math.ceil(guess / CONCURRENCY), h.name.split(".")[0]!).map((x) => ({ ...x, ...newKeyAndCsr(h.name) })));
+      const pools = holders.map((h) =>
+        prepare(Math.ceil(guess / CONCURRENCY), h.name.split(".")[0]!).map((x) => ({ ...x, ...newKeyAndCsr(h.name) })),
+      );
       return concurrentRate(CONCURRENCY, ROUND_MS, async (c) => {
         const h = holders[c]!;
         const it = pools[c]!.pop();
@@ -139,7 +187,11 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     await rateFor(issue, 300); // warm-up: signer cache, JIT
     await enrolRound(99);
     const rounds: Record<"issue" | "enrol" | "renew", Rate[]> = { issue: [], enrol: [], renew: [] };
-    const sides: Array<[keyof typeof rounds, () => Promise<Rate>]> = [["issue", () => rateFor(issue, ROUND_MS)], ["enrol", () => enrolRound(0)], ["renew", () => renewRound()]];
+    const sides: Array<[keyof typeof rounds, () => Promise<Rate>]> = [
+      ["issue", () => rateFor(issue, ROUND_MS)],
+      ["enrol", () => enrolRound(0)],
+      ["renew", () => renewRound()],
+    ];
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run());
     }
@@ -163,7 +215,14 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
   writeFileSync(policy, POLICY);
   const ca = await CertificateAuthority.init({ dir: pki, name: "Bench Mesh CA" });
   const serverCa = await CertificateAuthority.open({ dir: pki });
-  const server = await CaServer.start({ ca: serverCa, port: 0, log: quiet(), limits: ROOMY, defaultLifetimeMs: MESH_LIFETIME_S * 1000, pollMs: 250 });
+  const server = await CaServer.start({
+    ca: serverCa,
+    port: 0,
+    log: quiet(),
+    limits: ROOMY,
+    defaultLifetimeMs: MESH_LIFETIME_S * 1000,
+    pollMs: 250,
+  });
   const services = new Map<string, Launched>();
   const renewed: Array<{ service: string; serial: string; writtenAt: number }> = [];
   const state = (s: string) => statePaths(join(work, "state", s));
@@ -175,12 +234,27 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     const ports: Record<string, number> = {};
     const start = async (service: string, upstreams: string[] = []) => {
       const svc = await launchService({
-        service, port: 0, pki, policy, upstreams, logFile: join(logs, `${service}.log`),
-        env: { ...process.env, MESH_ENROL_TOKEN: createToken(ca, { domain: `${service}.internal` }).token, MESH_INVENTORY_STOCK: "widget=100000000" },
-        identity: { ca: server.url, state: state(service).dir, lifetime: `${MESH_LIFETIME_S}s`, poll: MESH_POLL_MS / 1000 },
+        service,
+        port: 0,
+        pki,
+        policy,
+        upstreams,
+        logFile: join(logs, `${service}.log`),
+        env: {
+          ...process.env,
+          MESH_ENROL_TOKEN: createToken(ca, { domain: `${service}.internal` }).token,
+          MESH_INVENTORY_STOCK: "widget=100000000",
+        },
+        identity: {
+          ca: server.url,
+          state: state(service).dir,
+          lifetime: `${MESH_LIFETIME_S}s`,
+          poll: MESH_POLL_MS / 1000,
+        },
         onLine: (line) => {
           // cert.pem's mtime is when the new certificate was written (docs/identity.md).
-          if (isEvent(line, "identity.renewed")) renewed.push({ service, serial: line.serial, writtenAt: statSync(state(service).cert).mtimeMs });
+          if (isEvent(line, "identity.renewed"))
+            renewed.push({ service, serial: line.serial, writtenAt: statSync(state(service).cert).mtimeMs });
         },
       });
       services.set(service, svc);
@@ -191,18 +265,38 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
 
     // Steady traffic from edge, an enrolled identity renewing like the services (in this process).
     const edge = state("edge");
-    await enrolWithToken({ caUrl: server.url, token: parseToken(createToken(ca, { domain: "edge.internal" }).token, "bench"), dns: "edge.internal", paths: edge, lifetime: `${MESH_LIFETIME_S}s` });
-    const build = () => new Agent({ connect: { ca: readFileSync(edge.bundle), cert: readFileSync(edge.cert), key: readFileSync(edge.key), servername: "order.internal" }, keepAliveTimeout: 4_000, maxRequestsPerClient: 2 * TRAFFIC_RATE });
-    client = build();
-    agent = new IdentityAgent({ caUrl: server.url, dns: "edge.internal", paths: edge, lifetime: `${MESH_LIFETIME_S}s`, pollMs: MESH_POLL_MS }, {
-      reloadTls: () => {
-        const old = client!;
-        client = build();
-        old.close().catch(() => {});
-        return true;
-      },
-      log: createLogger("edge", { write() {} }), metrics: { renewed() {}, renewalFailed() {} },
+    await enrolWithToken({
+      caUrl: server.url,
+      token: parseToken(createToken(ca, { domain: "edge.internal" }).token, "bench"),
+      dns: "edge.internal",
+      paths: edge,
+      lifetime: `${MESH_LIFETIME_S}s`,
     });
+    const build = () =>
+      new Agent({
+        connect: {
+          ca: readFileSync(edge.bundle),
+          cert: readFileSync(edge.cert),
+          key: readFileSync(edge.key),
+          servername: "order.internal",
+        },
+        keepAliveTimeout: 4_000,
+        maxRequestsPerClient: 2 * TRAFFIC_RATE,
+      });
+    client = build();
+    agent = new IdentityAgent(
+      { caUrl: server.url, dns: "edge.internal", paths: edge, lifetime: `${MESH_LIFETIME_S}s`, pollMs: MESH_POLL_MS },
+      {
+        reloadTls: () => {
+          const old = client!;
+          client = build();
+          old.close().catch(() => {});
+          return true;
+        },
+        log: createLogger("edge", { write() {} }),
+        metrics: { renewed() {}, renewalFailed() {} },
+      },
+    );
     agent.start();
     type Window = { sent: number; failed: number; why: Record<string, number> };
     const fail = (c: Window, why: string) => {
@@ -213,11 +307,21 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     timer = setInterval(() => {
       const c = window;
       c.sent++;
-      client!.request({ origin: `https://127.0.0.1:${ports.order}`, method: "POST", path: "/orders", headers: { "content-type": "application/json" }, body: JSON.stringify({ sku: "widget", quantity: 1 }) })
-        .then(async (res) => {
-          const text = await res.body.text();
-          if (res.statusCode !== 201) fail(c, `${res.statusCode} ${text.slice(0, 80)}`);
-        }, (e: NodeJS.ErrnoException) => fail(c, String(e.code ?? e.message).slice(0, 80)));
+      client!
+        .request({
+          origin: `https://127.0.0.1:${ports.order}`,
+          method: "POST",
+          path: "/orders",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ sku: "widget", quantity: 1 }),
+        })
+        .then(
+          async (res) => {
+            const text = await res.body.text();
+            if (res.statusCode !== 201) fail(c, `${res.statusCode} ${text.slice(0, 80)}`);
+          },
+          (e: NodeJS.ErrnoException) => fail(c, String(e.code ?? e.message).slice(0, 80)),
+        );
     }, 1000 / TRAFFIC_RATE);
 
     // (b) New handshakes every 25 ms per service: when does each one first present its renewed certificate?
@@ -225,22 +329,35 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     const edgeMat = () => ({ cert: readFileSync(edge.cert), key: readFileSync(edge.key) });
     for (const s of ["payment", "inventory", "order"]) {
       let busy = false;
-      pollers.push(setInterval(() => {
-        if (busy) return;
-        busy = true;
-        const m = edgeMat();
-        void servedSerial(ports[s]!, `${s}.internal`, m.cert, m.key).then((serial) => {
-          if (serial && !seen.has(serial)) seen.set(serial, Date.now());
-        }).finally(() => (busy = false));
-      }, 25));
+      pollers.push(
+        setInterval(() => {
+          if (busy) return;
+          busy = true;
+          const m = edgeMat();
+          void servedSerial(ports[s]!, `${s}.internal`, m.cert, m.key)
+            .then((serial) => {
+              if (serial && !seen.has(serial)) seen.set(serial, Date.now());
+            })
+            .finally(() => (busy = false));
+        }, 25),
+      );
     }
     const watch: Window = { sent: 0, failed: 0, why: {} };
     window = watch;
     await new Promise((r) => setTimeout(r, RENEWAL_WATCH_MS));
     await new Promise((r) => setTimeout(r, 300)); // the last renewal's first handshake
-    const firstUse = renewed.filter((r) => seen.has(r.serial)).map((r) => Math.max(0, seen.get(r.serial)! - r.writtenAt));
+    const firstUse = renewed
+      .filter((r) => seen.has(r.serial))
+      .map((r) => Math.max(0, seen.get(r.serial)! - r.writtenAt));
     for (const p of pollers) clearInterval(p);
-    const renewal = { why: watch.why, n: firstUse.length, firstUse: firstUse.length ? stats(firstUse) : null, failedRequests: watch.failed, sentRequests: watch.sent, pass: watch.failed === 0 && firstUse.length > 0 };
+    const renewal = {
+      why: watch.why,
+      n: firstUse.length,
+      firstUse: firstUse.length ? stats(firstUse) : null,
+      failedRequests: watch.failed,
+      sentRequests: watch.sent,
+      pass: watch.failed === 0 && firstUse.length > 0,
+    };
 
     // (c) The hands-off rotation, with its own CA handle, while traffic flows.
     const during: Window = { sent: 0, failed: 0, why: {} };
@@ -249,7 +366,15 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     const t0 = performance.now();
     const gates: string[] = [];
     try {
-      await runRotation(rotCa, { timeoutMs: 60_000, intervalMs: 100, inUse: true, onEvent: (e) => gates.push(`+${((performance.now() - t0) / 1000).toFixed(1)}s ${e.gate} ${e.state} ${e.waitingFor.join(",")}`) });
+      await runRotation(rotCa, {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        inUse: true,
+        onEvent: (e) =>
+          gates.push(
+            `+${((performance.now() - t0) / 1000).toFixed(1)}s ${e.gate} ${e.state} ${e.waitingFor.join(",")}`,
+          ),
+      });
     } finally {
       rotCa.close();
     }
@@ -259,8 +384,17 @@ async function onlineMesh(work: string): Promise<Pick<EstBenchResult, "renewal" 
     const polls = ms / MESH_POLL_MS;
     const projectedDefaultMs = polls * DEFAULT_POLL_S * 1000;
     const rotation = {
-      ms, lifetimeMs, pollMs: MESH_POLL_MS, ratio: ms / lifetimeMs, polls, projectedDefaultMs, projectedRatio: projectedDefaultMs / (DEFAULT_LIFETIME_S * 1000),
-      failedRequests: during.failed, sentRequests: during.sent, why: during.why, gates,
+      ms,
+      lifetimeMs,
+      pollMs: MESH_POLL_MS,
+      ratio: ms / lifetimeMs,
+      polls,
+      projectedDefaultMs,
+      projectedRatio: projectedDefaultMs / (DEFAULT_LIFETIME_S * 1000),
+      failedRequests: during.failed,
+      sentRequests: during.sent,
+      why: during.why,
+      gates,
       // Faster than any scheduled renewal could move the mesh (at 60 % of the life at the earliest):
       // the renew-now hint, not expiry or the schedule, drives it. And nothing lost.
       pass: ms < lifetimeMs / 3 && during.failed === 0 && during.sent > 0,
@@ -289,34 +423,71 @@ export async function runEstBench(): Promise<EstBenchResult> {
   };
   process.once("SIGINT", onInterrupt);
   try {
-    console.log(`\nOnline CA (EST) benchmark: ${CONCURRENCY} clients in flight over HTTPS to a CaServer on 127.0.0.1, rate limits raised`);
+    console.log(
+      `\nOnline CA (EST) benchmark: ${CONCURRENCY} clients in flight over HTTPS to a CaServer on 127.0.0.1, rate limits raised`,
+    );
     const t = await throughput(join(root, "rate"));
     const enrolVsIssue = t.enrol.perSec / t.issue.perSec;
     const renewVsIssue = t.renew.perSec / t.issue.perSec;
     const ratePass = enrolVsIssue >= RATE_TARGET && renewVsIssue >= RATE_TARGET;
     const workloadsPerCa = t.renew.perSec * DEFAULT_LIFETIME_S * RENEW_FRACTION;
-    const row = (label: string, r: Rate, extra = "") => console.log(`   ${label.padEnd(60)}${`${r.perSec.toFixed(1)} /s`.padEnd(12)}(${r.ops} in ${r.seconds.toFixed(1)} s)${extra}`);
+    const row = (label: string, r: Rate, extra = "") =>
+      console.log(
+        `   ${label.padEnd(60)}${`${r.perSec.toFixed(1)} /s`.padEnd(12)}(${r.ops} in ${r.seconds.toFixed(1)} s)${extra}`,
+      );
     console.log("(a) Issuance over EST against in-process issue (same run, interleaved rounds)");
     row("ca.issue({domain}) in-process, back to back", t.issue);
-    row(`simpleenroll (token) over HTTPS, ${CONCURRENCY} in flight`, t.enrol, `  ${enrolVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${enrolVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`);
-    row(`simplereenroll (mTLS, new key) over HTTPS, ${CONCURRENCY} in flight`, t.renew, `  ${renewVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${renewVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`);
-    console.log(`   workloads per CA = renewals/s × lifetime × 2/3 = ${t.renew.perSec.toFixed(1)} × ${DEFAULT_LIFETIME_S} s × 2/3 ≈ ${Math.round(workloadsPerCa).toLocaleString("en")} (1 h certificates renewed at 2/3 of their life, CA busy with nothing else)`);
+    row(
+      `simpleenroll (token) over HTTPS, ${CONCURRENCY} in flight`,
+      t.enrol,
+      `  ${enrolVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${enrolVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`,
+    );
+    row(
+      `simplereenroll (mTLS, new key) over HTTPS, ${CONCURRENCY} in flight`,
+      t.renew,
+      `  ${renewVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${renewVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`,
+    );
+    console.log(
+      `   workloads per CA = renewals/s × lifetime × 2/3 = ${t.renew.perSec.toFixed(1)} × ${DEFAULT_LIFETIME_S} s × 2/3 ≈ ${Math.round(workloadsPerCa).toLocaleString("en")} (1 h certificates renewed at 2/3 of their life, CA busy with nothing else)`,
+    );
 
-    console.log(`(b)+(c) An online mesh: 3 services + edge enrolled over EST, ${MESH_LIFETIME_S} s certificates, --poll ${MESH_POLL_MS} ms, ${TRAFFIC_RATE} orders/s`);
+    console.log(
+      `(b)+(c) An online mesh: 3 services + edge enrolled over EST, ${MESH_LIFETIME_S} s certificates, --poll ${MESH_POLL_MS} ms, ${TRAFFIC_RATE} orders/s`,
+    );
     const m = await onlineMesh(join(root, "mesh"));
     const fu = m.renewal.firstUse;
-    console.log(`   (b) one renewal: cert.pem written → first new handshake presenting it: ${fu ? `median ${fu.median.toFixed(0)} ms, max ${fu.max.toFixed(0)} ms over ${fu.n} renewals` : "no renewal seen"} (probe every 25 ms)`);
-    console.log(`       requests failed while they renewed: ${m.renewal.failedRequests} of ${m.renewal.sentRequests}  (target 0: ${m.renewal.pass ? "PASS" : "FAIL"})${m.renewal.failedRequests ? ` ${JSON.stringify(m.renewal.why)}` : ""}`);
+    console.log(
+      `   (b) one renewal: cert.pem written → first new handshake presenting it: ${fu ? `median ${fu.median.toFixed(0)} ms, max ${fu.max.toFixed(0)} ms over ${fu.n} renewals` : "no renewal seen"} (probe every 25 ms)`,
+    );
+    console.log(
+      `       requests failed while they renewed: ${m.renewal.failedRequests} of ${m.renewal.sentRequests}  (target 0: ${m.renewal.pass ? "PASS" : "FAIL"})${m.renewal.failedRequests ? ` ${JSON.stringify(m.renewal.why)}` : ""}`,
+    );
     const r = m.rotation;
-    console.log(`   (c) hands-off rotation (runRotation --in-use, 3 gates): ${(r.ms / 1000).toFixed(1)} s = ${(r.ratio * 100).toFixed(1)}% of a ${MESH_LIFETIME_S} s lifetime (≈ ${r.polls.toFixed(1)} poll intervals); ${r.failedRequests} of ${r.sentRequests} requests failed`);
+    console.log(
+      `   (c) hands-off rotation (runRotation --in-use, 3 gates): ${(r.ms / 1000).toFixed(1)} s = ${(r.ratio * 100).toFixed(1)}% of a ${MESH_LIFETIME_S} s lifetime (≈ ${r.polls.toFixed(1)} poll intervals); ${r.failedRequests} of ${r.sentRequests} requests failed`,
+    );
     if (r.failedRequests) console.log(`       why: ${JSON.stringify(r.why)}`);
     if (!r.pass) console.log(`       gates: ${r.gates.join(" | ")}`);
-    console.log(`       target: under 1/3 of the lifetime (a scheduled renewal alone takes ≥ 60 %) and 0 failed: ${r.pass ? "PASS" : "FAIL"}`);
-    console.log(`       at the defaults (--poll ${DEFAULT_POLL_S} s, 1 h certificates) the same number of polls is ≈ ${(r.projectedDefaultMs / 1000).toFixed(0)} s = ${(r.projectedRatio * 100).toFixed(1)}% of the lifetime`);
+    console.log(
+      `       target: under 1/3 of the lifetime (a scheduled renewal alone takes ≥ 60 %) and 0 failed: ${r.pass ? "PASS" : "FAIL"}`,
+    );
+    console.log(
+      `       at the defaults (--poll ${DEFAULT_POLL_S} s, 1 h certificates) the same number of polls is ≈ ${(r.projectedDefaultMs / 1000).toFixed(0)} s = ${(r.projectedRatio * 100).toFixed(1)}% of the lifetime`,
+    );
     const seconds = (performance.now() - started) / 1000;
     const pass = ratePass && m.renewal.pass && r.pass;
     console.log(`   EST bench ${pass ? "PASS" : "FAIL"} (${seconds.toFixed(0)} s)`);
-    return { concurrency: CONCURRENCY, ...t, enrolVsIssue, renewVsIssue, ratePass, workloadsPerCa, ...m, pass, seconds };
+    return {
+      concurrency: CONCURRENCY,
+      ...t,
+      enrolVsIssue,
+      renewVsIssue,
+      ratePass,
+      workloadsPerCa,
+      ...m,
+      pass,
+      seconds,
+    };
   } finally {
     process.removeListener("SIGINT", onInterrupt);
     rmSync(root, { recursive: true, force: true });

@@ -83,10 +83,18 @@ export interface CommandRun {
  */
 export function runCommand(cmd: string, args: string[], cwd: string): CommandRun {
   const start = performance.now();
-  const r = spawnSync(cmd, args, { cwd, stdio: ["ignore", "ignore", "pipe"], encoding: "utf8", maxBuffer: 16 * 1024 * 1024 });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    stdio: ["ignore", "ignore", "pipe"],
+    encoding: "utf8",
+    maxBuffer: 16 * 1024 * 1024,
+  });
   const ms = performance.now() - start;
   if (r.error) throw r.error;
-  const lines = (r.stderr ?? "").trim().split("\n").filter((l) => l.trim() !== "");
+  const lines = (r.stderr ?? "")
+    .trim()
+    .split("\n")
+    .filter((l) => l.trim() !== "");
   return { ms, status: r.status, lastError: lines.at(-1) ?? "" };
 }
 
@@ -100,7 +108,11 @@ export interface CommandTiming {
 }
 
 /** Times each command `runs` times after one warm-up run, interleaved like interleaved(). */
-export function timeCommands(commands: { label: string; cmd: string; args: string[] }[], runs: number, cwd: string): CommandTiming[] {
+export function timeCommands(
+  commands: { label: string; cmd: string; args: string[] }[],
+  runs: number,
+  cwd: string,
+): CommandTiming[] {
   const samples = commands.map((): CommandRun[] => []);
   for (const c of commands) runCommand(c.cmd, c.args, cwd); // warm-up: file cache, tsx's transform cache
   for (let round = 0; round < runs; round++) {

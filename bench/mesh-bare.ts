@@ -36,7 +36,9 @@ const server = createServer(
   },
   (req, res) => {
     req.resume();
-    const body = identity ? JSON.stringify({ service: "payment", caller: callerOf(req.socket as TLSSocket) }) : fixedBody;
+    const body = identity
+      ? JSON.stringify({ service: "payment", caller: callerOf(req.socket as TLSSocket) })
+      : fixedBody;
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
   },

@@ -7,7 +7,14 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
 
-const [mode, portS, pki, connsS, secondsS, serverPid] = process.argv.slice(2) as [string, string, string, string, string, string | undefined];
+const [mode, portS, pki, connsS, secondsS, serverPid] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string,
+  string,
+  string | undefined,
+];
 const port = Number(portS);
 const conns = Number(connsS);
 const seconds = Number(secondsS);
@@ -56,15 +63,26 @@ function end(): void {
 function once(): Promise<void> {
   return new Promise((resolve) => {
     const t = performance.now();
-    const req = request({ host: "127.0.0.1", port, path: "/healthz", secureContext, servername: tls.servername, agent: false, headers: { connection: "close" } } as RequestOptions, (res) => {
-      res.resume();
-      res.on("end", () => {
-        if (res.statusCode === 200) ok++;
-        else errors++;
-        lat.push(performance.now() - t);
-        resolve();
-      });
-    });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/healthz",
+        secureContext,
+        servername: tls.servername,
+        agent: false,
+        headers: { connection: "close" },
+      } as RequestOptions,
+      (res) => {
+        res.resume();
+        res.on("end", () => {
+          if (res.statusCode === 200) ok++;
+          else errors++;
+          lat.push(performance.now() - t);
+          resolve();
+        });
+      },
+    );
     req.on("error", () => {
       errors++;
       resolve();
@@ -75,30 +93,36 @@ function once(): Promise<void> {
 
 async function newConnections(): Promise<void> {
   begin();
-  await Promise.all(Array.from({ length: conns }, async () => {
-    while (performance.now() < deadline) await once();
-  }));
+  await Promise.all(
+    Array.from({ length: conns }, async () => {
+      while (performance.now() < deadline) await once();
+    }),
+  );
 }
 
 async function keepAlive(): Promise<void> {
   const pool = new Pool(`https://127.0.0.1:${port}`, { connections: conns, pipelining: 1, connect: tls });
   // Warm the connections up so handshakes are not counted as request latency.
-  await Promise.all(Array.from({ length: conns }, () => pool.request({ method: "GET", path: "/healthz" }).then((r) => r.body.text())));
+  await Promise.all(
+    Array.from({ length: conns }, () => pool.request({ method: "GET", path: "/healthz" }).then((r) => r.body.text())),
+  );
   begin();
-  await Promise.all(Array.from({ length: conns }, async () => {
-    while (performance.now() < deadline) {
-      const t = performance.now();
-      try {
-        const r = await pool.request({ method: "GET", path: "/healthz" });
-        await r.body.text();
-        if (r.statusCode === 200) ok++;
-        else errors++;
-      } catch {
-        errors++;
+  await Promise.all(
+    Array.from({ length: conns }, async () => {
+      while (performance.now() < deadline) {
+        const t = performance.now();
+        try {
+          const r = await pool.request({ method: "GET", path: "/healthz" });
+          await r.body.text();
+          if (r.statusCode === 200) ok++;
+          else errors++;
+        } catch {
+          errors++;
+        }
+        lat.push(performance.now() - t);
       }
-      lat.push(performance.now() - t);
-    }
-  }));
+    }),
+  );
   end();
   await pool.close();
 }
@@ -106,4 +130,6 @@ async function keepAlive(): Promise<void> {
 await (mode === "conn" ? newConnections().then(end) : keepAlive());
 lat.sort((a, b) => a - b);
 const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0;
-console.log(JSON.stringify({ ok, errors, seconds: elapsed, rate: ok / elapsed, p50: pct(50), p99: pct(99), serverTicks: ticks }));
+console.log(
+  JSON.stringify({ ok, errors, seconds: elapsed, rate: ok / elapsed, p50: pct(50), p99: pct(99), serverTicks: ticks }),
+);

@@ -82,7 +82,10 @@ export function summarise(name: string, rounds: Sample[]): PhaseSummary {
     name,
     ok: rounds.reduce((a, r) => a + r.ok, 0),
     errors: rounds.reduce((a, r) => a + r.errors, 0),
-    rate: of("rate"), cpuUsPerReq: of("cpuUsPerReq"), p50: of("p50"), p99: of("p99"),
+    rate: of("rate"),
+    cpuUsPerReq: of("cpuUsPerReq"),
+    p50: of("p50"),
+    p99: of("p99"),
     roundRates: rounds.map((r) => r.rate),
   };
 }
@@ -97,10 +100,21 @@ function paired(a: Sample[], b: Sample[], m: Metric): Spread {
   return { median: median(rs), min: Math.min(...rs), max: Math.max(...rs) };
 }
 
-const allPaired = (a: Sample[], b: Sample[]) => Object.fromEntries(METRICS.map((m) => [m, paired(a, b, m)])) as Record<Metric, Spread>;
+const allPaired = (a: Sample[], b: Sample[]) =>
+  Object.fromEntries(METRICS.map((m) => [m, paired(a, b, m)])) as Record<Metric, Spread>;
 
-export function ratios(phase: string, s: { bare: Sample[]; identity: Sample[]; mesh: Sample[] }, together: { identity: Sample[]; mesh: Sample[] }): PhaseRatios {
-  return { phase, identityVsBare: allPaired(s.identity, s.bare), meshVsBare: allPaired(s.mesh, s.bare), meshVsIdentity: allPaired(s.mesh, s.identity), sideBySide: allPaired(together.mesh, together.identity) };
+export function ratios(
+  phase: string,
+  s: { bare: Sample[]; identity: Sample[]; mesh: Sample[] },
+  together: { identity: Sample[]; mesh: Sample[] },
+): PhaseRatios {
+  return {
+    phase,
+    identityVsBare: allPaired(s.identity, s.bare),
+    meshVsBare: allPaired(s.mesh, s.bare),
+    meshVsIdentity: allPaired(s.mesh, s.identity),
+    sideBySide: allPaired(together.mesh, together.identity),
+  };
 }
 
 /**
@@ -114,8 +128,18 @@ export function verdict(r: PhaseRatios): Verdict {
   const cpuPass = cpu.median <= TARGETS.maxCpu;
   return {
     phase: r.phase,
-    rate: { ratio: rate, limit: TARGETS.minRate, pass: ratePass, unsure: ratePass ? rate.min < TARGETS.minRate : rate.max >= TARGETS.minRate },
-    cpu: { ratio: cpu, limit: TARGETS.maxCpu, pass: cpuPass, unsure: cpuPass ? cpu.max > TARGETS.maxCpu : cpu.min <= TARGETS.maxCpu },
+    rate: {
+      ratio: rate,
+      limit: TARGETS.minRate,
+      pass: ratePass,
+      unsure: ratePass ? rate.min < TARGETS.minRate : rate.max >= TARGETS.minRate,
+    },
+    cpu: {
+      ratio: cpu,
+      limit: TARGETS.maxCpu,
+      pass: cpuPass,
+      unsure: cpuPass ? cpu.max > TARGETS.maxCpu : cpu.min <= TARGETS.maxCpu,
+    },
     pass: ratePass && cpuPass,
   };
 }
@@ -125,7 +149,14 @@ export function rssReport(server: string, rss: number[]): RssReport {
   const first = afterRoundsMb[0] ?? idleMb;
   const last = afterRoundsMb.at(-1) ?? idleMb;
   const roundsGrowthMb = round1(last - first);
-  return { server, idleMb, afterRoundsMb, loadGrowthMb: round1(last - idleMb), roundsGrowthMb, grew: roundsGrowthMb > RSS_SLACK_MB };
+  return {
+    server,
+    idleMb,
+    afterRoundsMb,
+    loadGrowthMb: round1(last - idleMb),
+    roundsGrowthMb,
+    grew: roundsGrowthMb > RSS_SLACK_MB,
+  };
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
@@ -133,37 +164,74 @@ const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
 const signed = (n: number) => `${n >= 0 ? "+" : ""}${n}`;
 const cols = (xs: string[], w: number) => xs.map((x) => x.padStart(w)).join("");
 
-export function printTables(phases: PhaseSummary[][], rs: PhaseRatios[], vs: Verdict[], rounds: number, pairedRounds: number): void {
+export function printTables(
+  phases: PhaseSummary[][],
+  rs: PhaseRatios[],
+  vs: Verdict[],
+  rounds: number,
+  pairedRounds: number,
+): void {
   const [bare, identity, mesh] = phases as [PhaseSummary[], PhaseSummary[], PhaseSummary[]];
   const W = 30;
   console.log(`\nmedians of ${rounds} rounds (bare = no identity work, ident = CN cached per socket, mesh = payment)`);
-  console.log(`${"".padEnd(W)}${"rate /s".padStart(21)}  ${"server CPU µs/req".padStart(21)}  ${"p50 ms".padStart(21)}  ${"p99 ms".padStart(21)}`);
+  console.log(
+    `${"".padEnd(W)}${"rate /s".padStart(21)}  ${"server CPU µs/req".padStart(21)}  ${"p50 ms".padStart(21)}  ${"p99 ms".padStart(21)}`,
+  );
   console.log(`${"phase".padEnd(W)}${[0, 1, 2, 3].map(() => cols(["bare", "ident", "mesh"], 7)).join("  ")}`);
   for (const [i, b] of bare.entries()) {
-    const row = (m: Metric, d: number) => cols([b, identity[i]!, mesh[i]!].map((p) => f(p[m], d)), 7);
+    const row = (m: Metric, d: number) =>
+      cols(
+        [b, identity[i]!, mesh[i]!].map((p) => f(p[m], d)),
+        7,
+      );
     console.log(`${b.name.padEnd(W)}${row("rate", 0)}  ${row("cpuUsPerReq", 0)}  ${row("p50", 2)}  ${row("p99", 1)}`);
   }
 
   console.log(`\nratios, median of per-round ratios (i/b = ident÷bare, m/b = mesh÷bare, m/i = mesh÷ident)`);
-  console.log(`${"".padEnd(W)}${"rate".padStart(18)}  ${"CPU µs/req".padStart(18)}  ${"p50".padStart(12)}  ${"p99".padStart(12)}`);
-  console.log(`${"phase".padEnd(W)}${cols(["i/b", "m/b", "m/i"], 6)}  ${cols(["i/b", "m/b", "m/i"], 6)}  ${cols(["m/b", "m/i"], 6)}  ${cols(["m/b", "m/i"], 6)}`);
+  console.log(
+    `${"".padEnd(W)}${"rate".padStart(18)}  ${"CPU µs/req".padStart(18)}  ${"p50".padStart(12)}  ${"p99".padStart(12)}`,
+  );
+  console.log(
+    `${"phase".padEnd(W)}${cols(["i/b", "m/b", "m/i"], 6)}  ${cols(["i/b", "m/b", "m/i"], 6)}  ${cols(["m/b", "m/i"], 6)}  ${cols(["m/b", "m/i"], 6)}`,
+  );
   for (const r of rs) {
-    const three = (m: Metric) => cols([r.identityVsBare[m], r.meshVsBare[m], r.meshVsIdentity[m]].map((x) => f(x.median, 2)), 6);
-    const two = (m: Metric) => cols([r.meshVsBare[m], r.meshVsIdentity[m]].map((x) => f(x.median, 2)), 6);
+    const three = (m: Metric) =>
+      cols(
+        [r.identityVsBare[m], r.meshVsBare[m], r.meshVsIdentity[m]].map((x) => f(x.median, 2)),
+        6,
+      );
+    const two = (m: Metric) =>
+      cols(
+        [r.meshVsBare[m], r.meshVsIdentity[m]].map((x) => f(x.median, 2)),
+        6,
+      );
     console.log(`${r.phase.padEnd(W)}${three("rate")}  ${three("cpuUsPerReq")}  ${two("p50")}  ${two("p99")}`);
   }
 
-  console.log(`\ntargets against the identity-cached baseline: rate ≥ ${TARGETS.minRate.toFixed(2)}×, server CPU per request ≤ ${TARGETS.maxCpu.toFixed(2)}×,`);
-  console.log(`judged side by side (ident and mesh loaded at the same moment, ${pairedRounds} rounds; the back-to-back m/i above is for comparison)`);
-  const check = (c: TargetCheck) => `${f(c.ratio.median, 2)} (rounds ${f(c.ratio.min, 2)}–${f(c.ratio.max, 2)}) ${c.pass ? "PASS" : "FAIL"}${c.unsure ? "?" : " "}`;
-  for (const v of vs) console.log(`${v.phase.padEnd(W)}rate ${check(v.rate).padEnd(27)}  CPU ${check(v.cpu).padEnd(27)}  ${v.pass ? "PASS" : "FAIL"}`);
-  if (vs.some((v) => v.rate.unsure || v.cpu.unsure)) console.log(`(? = some rounds fell on the other side of the limit: within this run's noise)`);
+  console.log(
+    `\ntargets against the identity-cached baseline: rate ≥ ${TARGETS.minRate.toFixed(2)}×, server CPU per request ≤ ${TARGETS.maxCpu.toFixed(2)}×,`,
+  );
+  console.log(
+    `judged side by side (ident and mesh loaded at the same moment, ${pairedRounds} rounds; the back-to-back m/i above is for comparison)`,
+  );
+  const check = (c: TargetCheck) =>
+    `${f(c.ratio.median, 2)} (rounds ${f(c.ratio.min, 2)}–${f(c.ratio.max, 2)}) ${c.pass ? "PASS" : "FAIL"}${c.unsure ? "?" : " "}`;
+  for (const v of vs)
+    console.log(
+      `${v.phase.padEnd(W)}rate ${check(v.rate).padEnd(27)}  CPU ${check(v.cpu).padEnd(27)}  ${v.pass ? "PASS" : "FAIL"}`,
+    );
+  if (vs.some((v) => v.rate.unsure || v.cpu.unsure))
+    console.log(`(? = some rounds fell on the other side of the limit: within this run's noise)`);
 }
 
 export function printRss(reports: RssReport[]): void {
   console.log(`\nRSS (MB): idle, then after each round`);
   for (const r of reports) {
-    const grew = r.grew ? `GREW ${signed(r.roundsGrowthMb)} MB from the first round to the last` : `steady across rounds (${signed(r.roundsGrowthMb)} MB, first → last)`;
-    console.log(`${r.server.padEnd(6)} ${String(r.idleMb).padStart(6)} → ${r.afterRoundsMb.map((x) => String(x).padStart(6)).join("")}   ${signed(r.loadGrowthMb)} MB over idle; ${grew}`);
+    const grew = r.grew
+      ? `GREW ${signed(r.roundsGrowthMb)} MB from the first round to the last`
+      : `steady across rounds (${signed(r.roundsGrowthMb)} MB, first → last)`;
+    console.log(
+      `${r.server.padEnd(6)} ${String(r.idleMb).padStart(6)} → ${r.afterRoundsMb.map((x) => String(x).padStart(6)).join("")}   ${signed(r.loadGrowthMb)} MB over idle; ${grew}`,
+    );
   }
 }

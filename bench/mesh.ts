@@ -8,7 +8,19 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildSync } from "esbuild";
 import { CertificateAuthority } from "../ca/index.ts";
-import { printRss, printTables, ratios, rssReport, summarise, verdict, type PhaseRatios, type PhaseSummary, type RssReport, type Sample, type Verdict } from "./mesh-report.ts";
+import {
+  printRss,
+  printTables,
+  ratios,
+  rssReport,
+  summarise,
+  verdict,
+  type PhaseRatios,
+  type PhaseSummary,
+  type RssReport,
+  type Sample,
+  type Verdict,
+} from "./mesh-report.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
@@ -31,7 +43,10 @@ function rssMb(pid: number): number {
  * Start a server pinned to core 0; its stdout goes to a file we poll for `listening`. Every
  * server runs compiled JavaScript (no tsx loader in the process), as mesh:up runs services.
  */
-async function startServer(args: string[], logFile: string): Promise<{ proc: ChildProcess; port: number; pid: number }> {
+async function startServer(
+  args: string[],
+  logFile: string,
+): Promise<{ proc: ChildProcess; port: number; pid: number }> {
   const out = openSync(logFile, "w");
   const [cmd, argv] = pinned(0, [process.execPath, ...args]);
   const proc = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", out, "inherit"] });
@@ -49,8 +64,26 @@ async function startServer(args: string[], logFile: string): Promise<{ proc: Chi
  * One load client run; it reads the server's CPU ticks itself, at the edges of its measured
  * window. Asynchronous, so two can run at the same moment in the side-by-side rounds.
  */
-function runLoad(mode: "conn" | "ka", port: number, pki: string, conns: number, seconds: number, serverPid: number): Promise<Load> {
-  const [cmd, argv] = pinned(1, [process.execPath, "--import", "tsx", "bench/mesh-load.ts", mode, String(port), pki, String(conns), String(seconds), String(serverPid)]);
+function runLoad(
+  mode: "conn" | "ka",
+  port: number,
+  pki: string,
+  conns: number,
+  seconds: number,
+  serverPid: number,
+): Promise<Load> {
+  const [cmd, argv] = pinned(1, [
+    process.execPath,
+    "--import",
+    "tsx",
+    "bench/mesh-load.ts",
+    mode,
+    String(port),
+    pki,
+    String(conns),
+    String(seconds),
+    String(serverPid),
+  ]);
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -96,7 +129,14 @@ interface Started {
  * runs every phase against each server in turn, in reverse order on odd rounds (A B C, C B A),
  * so drift in the machine's load falls on every server alike; summaries keep medians.
  */
-async function measureAll(servers: Array<{ name: string; args: string[] }>, pki: string, dir: string, seconds: number, rounds: number, pairedRounds: number): Promise<Started[]> {
+async function measureAll(
+  servers: Array<{ name: string; args: string[] }>,
+  pki: string,
+  dir: string,
+  seconds: number,
+  rounds: number,
+  pairedRounds: number,
+): Promise<Started[]> {
   const started: Started[] = [];
   try {
     for (const sv of servers) {
@@ -160,7 +200,9 @@ export interface MeshBenchResult {
   idleRss: { bareMb: number; meshMb: number; ratio: number; target: number; pass: boolean };
 }
 
-export async function runMeshBench(opts: { seconds?: number; rounds?: number; pairedRounds?: number } = {}): Promise<MeshBenchResult> {
+export async function runMeshBench(
+  opts: { seconds?: number; rounds?: number; pairedRounds?: number } = {},
+): Promise<MeshBenchResult> {
   const seconds = opts.seconds ?? Number(process.env.MESH_BENCH_SECONDS ?? 2);
   const rounds = opts.rounds ?? Number(process.env.MESH_BENCH_ROUNDS ?? 4);
   // The verdict rests on these: at one connection, runs of 4-5 of them still differed by
@@ -175,17 +217,30 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number; pa
     ca.close();
     // The baselines compiled like the service (bin/bundle.mjs), so that no server carries tsx.
     const bareJs = join(dir, "mesh-bare.mjs");
-    buildSync({ entryPoints: [join(ROOT, "bench", "mesh-bare.ts")], bundle: true, platform: "node", format: "esm", target: "node20", outfile: bareJs, logLevel: "error" });
+    buildSync({
+      entryPoints: [join(ROOT, "bench", "mesh-bare.ts")],
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: bareJs,
+      logLevel: "error",
+    });
     const policy = join(dir, "mesh-policy.toml");
     writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
 
     const loadBefore = loadavg()[0]!;
-    console.log(`\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), then ${pairedRounds} side-by-side rounds of ident and mesh; servers on core 0, load clients on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`);
+    console.log(
+      `\nmesh bench: ${rounds} rounds x ${seconds} s per phase and server (medians), then ${pairedRounds} side-by-side rounds of ident and mesh; servers on core 0, load clients on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`,
+    );
     const runs = await measureAll(
       [
         { name: "bare", args: [bareJs, pki, "payment.internal"] },
         { name: "ident", args: [bareJs, "--identity", pki, "payment.internal"] },
-        { name: "mesh", args: ["bin/mesh-service.mjs", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy] },
+        {
+          name: "mesh",
+          args: ["bin/mesh-service.mjs", "--service", "payment", "--port", "0", "--pki", pki, "--policy", policy],
+        },
       ],
       pki,
       dir,
@@ -196,19 +251,42 @@ export async function runMeshBench(opts: { seconds?: number; rounds?: number; pa
     const loadAfter = loadavg()[0]!;
     const [bare, identity, mesh] = runs as [Started, Started, Started];
     const summaries = runs.map((r) => r.samples.map((reps, i) => summarise(PLAN[i]![0], reps)));
-    const rs = PLAN.map(([name], i) => ratios(name, { bare: bare.samples[i]!, identity: identity.samples[i]!, mesh: mesh.samples[i]! }, { identity: identity.together[i]!, mesh: mesh.together[i]! }));
+    const rs = PLAN.map(([name], i) =>
+      ratios(
+        name,
+        { bare: bare.samples[i]!, identity: identity.samples[i]!, mesh: mesh.samples[i]! },
+        { identity: identity.together[i]!, mesh: mesh.together[i]! },
+      ),
+    );
     const vs = rs.map(verdict);
     printTables(summaries, rs, vs, rounds, pairedRounds);
     const errors = summaries.flat().reduce((a, p) => a + p.errors, 0);
     console.log(`errors: ${errors}; load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after`);
     const rss = runs.map((r) => rssReport(r.name, r.rss));
     printRss(rss);
-    const idleRss = { bareMb: bare.startedRss!, meshMb: mesh.startedRss!, ratio: mesh.startedRss! / bare.startedRss!, target: IDLE_RSS_TARGET, pass: mesh.startedRss! / bare.startedRss! <= IDLE_RSS_TARGET };
-    console.log(`at rest, before any request: mesh ${idleRss.meshMb} MB ÷ bare ${idleRss.bareMb} MB = ${idleRss.ratio.toFixed(2)}×   target ≤ ${IDLE_RSS_TARGET}×  ${idleRss.pass ? "PASS" : "FAIL"}`);
+    const idleRss = {
+      bareMb: bare.startedRss!,
+      meshMb: mesh.startedRss!,
+      ratio: mesh.startedRss! / bare.startedRss!,
+      target: IDLE_RSS_TARGET,
+      pass: mesh.startedRss! / bare.startedRss! <= IDLE_RSS_TARGET,
+    };
+    console.log(
+      `at rest, before any request: mesh ${idleRss.meshMb} MB ÷ bare ${idleRss.bareMb} MB = ${idleRss.ratio.toFixed(2)}×   target ≤ ${IDLE_RSS_TARGET}×  ${idleRss.pass ? "PASS" : "FAIL"}`,
+    );
     return {
-      pinned: HAS_TASKSET, seconds, rounds, pairedRounds, loadAverage: { before: loadBefore, after: loadAfter },
+      pinned: HAS_TASKSET,
+      seconds,
+      rounds,
+      pairedRounds,
+      loadAverage: { before: loadBefore, after: loadAfter },
       servers: Object.fromEntries(runs.map((r, i) => [r.name, summaries[i]!])),
-      ratios: rs, verdicts: vs, pass: vs.every((v) => v.pass), errors, rss, idleRss,
+      ratios: rs,
+      verdicts: vs,
+      pass: vs.every((v) => v.pass),
+      errors,
+      rss,
+      idleRss,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });

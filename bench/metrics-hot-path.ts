@@ -34,8 +34,19 @@ function requests(metrics: MeshMetrics | undefined, n: number): void {
 
 function promClientChildren(n: number): void {
   const r = new Registry();
-  const c = new Counter({ name: "c_total", help: "h", labelNames: ["caller", "route", "method", "status", "rule"], registers: [r] });
-  const h = new Histogram({ name: "h_seconds", help: "h", labelNames: ["caller", "route", "method"], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] });
+  const c = new Counter({
+    name: "c_total",
+    help: "h",
+    labelNames: ["caller", "route", "method", "status", "rule"],
+    registers: [r],
+  });
+  const h = new Histogram({
+    name: "h_seconds",
+    help: "h",
+    labelNames: ["caller", "route", "method"],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [r],
+  });
   const child = c.labels({ caller: "order", route: "/charge", method: "POST", status: "201", rule: "payment.accepts" });
   const hChild = h.labels({ caller: "order", route: "/charge", method: "POST" });
   for (let i = 0; i < n; i++) {
@@ -77,7 +88,14 @@ for (const [name, xs] of Object.entries(results)) {
 }
 // Paired differences per round, so a drift of the VM's speed between rounds cancels out.
 const paired = results["MeshMetrics (cells on the memo)"]!.map((x, i) => x - results["no metrics (baseline)"]![i]!);
-console.log(`  metrics - baseline, paired by round: median ${median(paired).toFixed(1)} ns, min ${Math.min(...paired).toFixed(1)}, max ${Math.max(...paired).toFixed(1)}`);
+console.log(
+  `  metrics - baseline, paired by round: median ${median(paired).toFixed(1)} ns, min ${Math.min(...paired).toFixed(1)}, max ${Math.max(...paired).toFixed(1)}`,
+);
 const text = await metrics.registry.metrics();
-if (!text.includes(`mesh_inbound_http_requests_total{caller="order",route="/charge",method="POST",status="201",rule="payment.accepts"} ${(ROUNDS + 1) * N}`)) throw new Error("the counted requests do not add up");
+if (
+  !text.includes(
+    `mesh_inbound_http_requests_total{caller="order",route="/charge",method="POST",status="201",rule="payment.accepts"} ${(ROUNDS + 1) * N}`,
+  )
+)
+  throw new Error("the counted requests do not add up");
 if (sink === 0) console.log("");

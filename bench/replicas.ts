@@ -55,14 +55,41 @@ export interface ReplicaBenchResult {
 async function admin(sql: string): Promise<void> {
   const c = new pg.Client({ host: PGHOST, user: PGUSER, database: "postgres" });
   await c.connect();
-  try { await c.query(sql); } finally { await c.end(); }
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
 }
 
-interface Served { url: string; child: ChildProcess; exited: Promise<void>; leaseAt: Promise<number> }
+interface Served {
+  url: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  leaseAt: Promise<number>;
+}
 
 function serve(dir: string, store?: string): Promise<Served> {
-  const args = [join(REPO, "bin", "ca.mjs"), "serve", "--dir", dir, "--port", "0", "--rate-per-address", "999999", "--rate-per-name", "999999", "--lease", "3s", ...(store ? ["--store", store] : [])];
-  const child = spawn(process.execPath, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_CA_STORE: "", MESH_CA_ADMIN_PORT: "" } });
+  const args = [
+    join(REPO, "bin", "ca.mjs"),
+    "serve",
+    "--dir",
+    dir,
+    "--port",
+    "0",
+    "--rate-per-address",
+    "999999",
+    "--rate-per-name",
+    "999999",
+    "--lease",
+    "3s",
+    ...(store ? ["--store", store] : []),
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, MESH_CA_STORE: "", MESH_CA_ADMIN_PORT: "" },
+  });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   let leaseResolve!: (t: number) => void;
   const leaseAt = new Promise<number>((r) => (leaseResolve = r));
@@ -94,21 +121,33 @@ function cpuSeconds(pid: number): number {
 }
 
 /** CPU milliseconds per enrolment: in the servers (all of them), in this process (the clients), in PostgreSQL's backends for the database. */
-export interface CpuPerEnrolment { serversMs: number; clientMs: number; postgresMs: number }
+export interface CpuPerEnrolment {
+  serversMs: number;
+  clientMs: number;
+  postgresMs: number;
+}
 
 /** The PostgreSQL backends serving a database (the replicas' connections), to read their CPU. */
 async function backendPids(db: string): Promise<number[]> {
   const c = new pg.Client({ host: PGHOST, user: PGUSER, database: "postgres" });
   await c.connect();
   try {
-    return (await c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [db])).rows.map((r) => r.pid);
+    return (await c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1", [db])).rows.map(
+      (r) => r.pid,
+    );
   } finally {
     await c.end();
   }
 }
 
 /** One round: CLIENTS enrolments in flight, spread over the replicas, for ROUND_MS. */
-async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: string, tag: string, pids: number[] = []): Promise<Rate & { clientCpuS: number; serverCpuS: number }> {
+async function enrolRate(
+  ca: CertificateAuthority,
+  urls: string[],
+  bundle: string,
+  tag: string,
+  pids: number[] = [],
+): Promise<Rate & { clientCpuS: number; serverCpuS: number }> {
   const guess = 400 * (ROUND_MS / 1000);
   const items = Array.from({ length: guess }, (_, i) => {
     const name = `${tag}-${i}.bench.internal`;
@@ -121,21 +160,35 @@ async function enrolRate(ca: CertificateAuthority, urls: string[], bundle: strin
   const clientCpu0 = process.cpuUsage();
   const start = performance.now();
   const deadline = start + ROUND_MS;
-  await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
-    while (performance.now() < deadline) {
-      const it = items[next++];
-      if (!it) return;
-      await enrolCsr({ url: urls[c % urls.length]!, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
-      ops++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      while (performance.now() < deadline) {
+        const it = items[next++];
+        if (!it) return;
+        await enrolCsr({ url: urls[c % urls.length]!, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
+        ops++;
+      }
+    }),
+  );
   const seconds = (performance.now() - start) / 1000;
   const c = process.cpuUsage(clientCpu0);
-  return { ops, seconds, perSec: ops / seconds, clientCpuS: (c.user + c.system) / 1e6, serverCpuS: pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0 };
+  return {
+    ops,
+    seconds,
+    perSec: ops / seconds,
+    clientCpuS: (c.user + c.system) / 1e6,
+    serverCpuS: pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0,
+  };
 }
 
 /** From kill -9 of the replica a client uses to that client's next answered enrolment (through its address list). */
-async function failoverOnce(ca: CertificateAuthority, store: string, dir: string, bundle: string, round: number): Promise<{ ms: number; leaseMs: number | null }> {
+async function failoverOnce(
+  ca: CertificateAuthority,
+  store: string,
+  dir: string,
+  bundle: string,
+  round: number,
+): Promise<{ ms: number; leaseMs: number | null }> {
   const a = await serve(dir, store);
   const b = await serve(dir, store);
   try {
@@ -143,7 +196,9 @@ async function failoverOnce(ca: CertificateAuthority, store: string, dir: string
     const one = async (i: number) => {
       const name = `failover${round}-${i}.bench.internal`;
       const { csr } = newKeyAndCsr(name);
-      await enrolCsr({ url: list, ca: bundle }, "simpleenroll", csr, { token: createToken(ca, { domain: name }).token });
+      await enrolCsr({ url: list, ca: bundle }, "simpleenroll", csr, {
+        token: createToken(ca, { domain: name }).token,
+      });
     };
     await one(0); // a answers: it is first in the list
     const aHeld = await Promise.race([a.leaseAt.then(() => true), b.leaseAt.then(() => false)]);
@@ -151,7 +206,12 @@ async function failoverOnce(ca: CertificateAuthority, store: string, dir: string
     a.child.kill("SIGKILL");
     let i = 1;
     for (;;) {
-      try { await one(i++); break; } catch { /* tried both; go on */ }
+      try {
+        await one(i++);
+        break;
+      } catch {
+        /* tried both; go on */
+      }
     }
     const ms = performance.now() - killed;
     const leaseMs = aHeld ? (await b.leaseAt) - killed : null;
@@ -178,7 +238,9 @@ async function storeCost(ca: CertificateAuthority, n: number, tag: string): Prom
 
 export async function runReplicaBench(): Promise<ReplicaBenchResult> {
   const loadAtStart = loadavg()[0]!;
-  console.log(`\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight, ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side (load average ${loadAtStart.toFixed(1)})`);
+  console.log(
+    `\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight, ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side (load average ${loadAtStart.toFixed(1)})`,
+  );
   const work = mkdtempSync(join(tmpdir(), "mesh-bench-replicas-"));
   const dbName = `pgstore_bench_${randomBytes(4).toString("hex")}`;
   const store = `postgres:///${dbName}?host=${PGHOST}`;
@@ -200,8 +262,17 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     const costS: number[] = [];
     const costP: number[] = [];
     for (let r = 0; r < 4; r++) {
-      const order = r % 2 === 0 ? [[sqliteCa, costS], [pgCa, costP]] as const : [[pgCa, costP], [sqliteCa, costS]] as const;
-      for (const [ca, out] of order) out.push(...await storeCost(ca, 30, `r${r}-${ca === sqliteCa ? "s" : "p"}`));
+      const order =
+        r % 2 === 0
+          ? ([
+              [sqliteCa, costS],
+              [pgCa, costP],
+            ] as const)
+          : ([
+              [pgCa, costP],
+              [sqliteCa, costS],
+            ] as const);
+      for (const [ca, out] of order) out.push(...(await storeCost(ca, 30, `r${r}-${ca === sqliteCa ? "s" : "p"}`)));
     }
 
     // (a) throughput: one SQLite server, two PostgreSQL replicas (one of them alone, then both).
@@ -212,13 +283,17 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     await enrolRate(sqliteCa, [s1.url], sqliteBundle, "warm-s");
     await enrolRate(pgCa, [p1.url, p2.url], pgBundle, "warm-p");
     const rounds: Record<"sqlite1" | "pg1" | "pg2", Rate[]> = { sqlite1: [], pg1: [], pg2: [] };
-    const sides: Array<[keyof typeof rounds, (r: number) => Promise<Rate & { clientCpuS: number; serverCpuS: number }>]> = [
+    const sides: Array<
+      [keyof typeof rounds, (r: number) => Promise<Rate & { clientCpuS: number; serverCpuS: number }>]
+    > = [
       ["sqlite1", (r) => enrolRate(sqliteCa, [s1.url], sqliteBundle, `s1-${r}`, [s1.child.pid!])],
       ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`, [p1.child.pid!])],
       ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`, [p1.child.pid!, p2.child.pid!])],
     ];
     const cpu: Record<keyof typeof rounds, { servers: number; client: number; postgres: number; ops: number }> = {
-      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0 }, pg1: { servers: 0, client: 0, postgres: 0, ops: 0 }, pg2: { servers: 0, client: 0, postgres: 0, ops: 0 },
+      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0 },
+      pg1: { servers: 0, client: 0, postgres: 0, ops: 0 },
+      pg2: { servers: 0, client: 0, postgres: 0, ops: 0 },
     };
     const backends = await backendPids(dbName);
     const pgCpu = () => backends.reduce((t, p) => t + cpuSeconds(p), 0);
@@ -234,7 +309,11 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
         rounds[side].push(rate);
       }
     }
-    const perOp = (k: keyof typeof rounds): CpuPerEnrolment => ({ serversMs: (cpu[k].servers / cpu[k].ops) * 1000, clientMs: (cpu[k].client / cpu[k].ops) * 1000, postgresMs: (cpu[k].postgres / cpu[k].ops) * 1000 });
+    const perOp = (k: keyof typeof rounds): CpuPerEnrolment => ({
+      serversMs: (cpu[k].servers / cpu[k].ops) * 1000,
+      clientMs: (cpu[k].client / cpu[k].ops) * 1000,
+      postgresMs: (cpu[k].postgres / cpu[k].ops) * 1000,
+    });
     await Promise.all(servers.splice(0).map((s) => stop(s)));
 
     // (b) failover.
@@ -250,10 +329,20 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     const sMs = stats(costS);
     const pMs = stats(costP);
     const result: ReplicaBenchResult = {
-      clients: CLIENTS, sqlite1, pg1, pg2,
-      pg1VsSqlite1: pg1.perSec / sqlite1.perSec, pg2VsSqlite1: pg2.perSec / sqlite1.perSec, pg2VsPg1: pg2.perSec / pg1.perSec,
+      clients: CLIENTS,
+      sqlite1,
+      pg1,
+      pg2,
+      pg1VsSqlite1: pg1.perSec / sqlite1.perSec,
+      pg2VsSqlite1: pg2.perSec / sqlite1.perSec,
+      pg2VsPg1: pg2.perSec / pg1.perSec,
       scalePass: pg2.perSec / pg1.perSec >= SCALE_TARGET,
-      failover: { ms: failMs, leaseTakeoverMs: leases.length ? stats(leases) : null, ratioOfLifetime, pass: ratioOfLifetime < FAILOVER_TARGET },
+      failover: {
+        ms: failMs,
+        leaseTakeoverMs: leases.length ? stats(leases) : null,
+        ratioOfLifetime,
+        pass: ratioOfLifetime < FAILOVER_TARGET,
+      },
       storeCost: { sqliteMs: sMs, pgMs: pMs, ratio: pMs.median / sMs.median },
       cpu: { sqlite1: perOp("sqlite1"), pg1: perOp("pg1"), pg2: perOp("pg2") },
       loadAverage: [loadAtStart, loadavg()[0]!],
@@ -261,16 +350,33 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     };
     result.pass = result.scalePass && result.failover.pass;
     const f = (x: number) => x.toFixed(2);
-    console.log(`  one server, SQLite        ${sqlite1.perSec.toFixed(1)} enrolments/s  (${sqlite1.ops} in ${sqlite1.seconds.toFixed(1)} s)`);
-    console.log(`  one replica, PostgreSQL   ${pg1.perSec.toFixed(1)} enrolments/s  = ${f(result.pg1VsSqlite1)}x SQLite`);
-    console.log(`  two replicas, PostgreSQL  ${pg2.perSec.toFixed(1)} enrolments/s  = ${f(result.pg2VsSqlite1)}x SQLite, ${f(result.pg2VsPg1)}x one replica   target >= ${SCALE_TARGET}x  ${result.scalePass ? "PASS" : "FAIL"}`);
-    console.log(`  failover (kill -9 to the next enrolment answered, ${fo.length} runs): median ${failMs.median.toFixed(0)} ms, max ${failMs.max.toFixed(0)} ms = ${(ratioOfLifetime * 100).toFixed(3)}% of the default 1h lifetime   target < ${FAILOVER_TARGET * 100}%  ${result.failover.pass ? "PASS" : "FAIL"}`);
+    console.log(
+      `  one server, SQLite        ${sqlite1.perSec.toFixed(1)} enrolments/s  (${sqlite1.ops} in ${sqlite1.seconds.toFixed(1)} s)`,
+    );
+    console.log(
+      `  one replica, PostgreSQL   ${pg1.perSec.toFixed(1)} enrolments/s  = ${f(result.pg1VsSqlite1)}x SQLite`,
+    );
+    console.log(
+      `  two replicas, PostgreSQL  ${pg2.perSec.toFixed(1)} enrolments/s  = ${f(result.pg2VsSqlite1)}x SQLite, ${f(result.pg2VsPg1)}x one replica   target >= ${SCALE_TARGET}x  ${result.scalePass ? "PASS" : "FAIL"}`,
+    );
+    console.log(
+      `  failover (kill -9 to the next enrolment answered, ${fo.length} runs): median ${failMs.median.toFixed(0)} ms, max ${failMs.max.toFixed(0)} ms = ${(ratioOfLifetime * 100).toFixed(3)}% of the default 1h lifetime   target < ${FAILOVER_TARGET * 100}%  ${result.failover.pass ? "PASS" : "FAIL"}`,
+    );
     for (const k of ["sqlite1", "pg1", "pg2"] as const) {
-      console.log(`  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ≤ ${result.cpu[k].postgresMs.toFixed(1)} ms`);
+      console.log(
+        `  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ≤ ${result.cpu[k].postgresMs.toFixed(1)} ms`,
+      );
     }
-    if (result.failover.leaseTakeoverMs) console.log(`  lease on the once-only jobs taken over after: median ${result.failover.leaseTakeoverMs.median.toFixed(0)} ms (lease 3 s)`);
-    console.log(`  store cost per enrolment, in process: SQLite ${sMs.median.toFixed(2)} ms, PostgreSQL ${pMs.median.toFixed(2)} ms (median of ${sMs.n}) = ${f(result.storeCost.ratio)}x`);
-    console.log(`  load average (1 min) ${loadAtStart.toFixed(1)} at the start, ${result.loadAverage[1].toFixed(1)} at the end, on ${cpus().length} cores`);
+    if (result.failover.leaseTakeoverMs)
+      console.log(
+        `  lease on the once-only jobs taken over after: median ${result.failover.leaseTakeoverMs.median.toFixed(0)} ms (lease 3 s)`,
+      );
+    console.log(
+      `  store cost per enrolment, in process: SQLite ${sMs.median.toFixed(2)} ms, PostgreSQL ${pMs.median.toFixed(2)} ms (median of ${sMs.n}) = ${f(result.storeCost.ratio)}x`,
+    );
+    console.log(
+      `  load average (1 min) ${loadAtStart.toFixed(1)} at the start, ${result.loadAverage[1].toFixed(1)} at the end, on ${cpus().length} cores`,
+    );
     return result;
   } finally {
     await Promise.all(servers.map((s) => stop(s, "SIGKILL")));

@@ -13,7 +13,14 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { CertificateAuthority, DAY_MS, DEFAULT_RETENTION_MS, RETENTION_CHECK_MS, prune, type Ledger } from "../ca/index.ts";
+import {
+  CertificateAuthority,
+  DAY_MS,
+  DEFAULT_RETENTION_MS,
+  RETENTION_CHECK_MS,
+  prune,
+  type Ledger,
+} from "../ca/index.ts";
 import { eventLine } from "../lib/events.ts";
 import { RotatingFile } from "../lib/rotating-file.ts";
 
@@ -61,9 +68,20 @@ async function ledgerWeeks(withRetention: boolean): Promise<Array<{ week: number
               const prev = current.get(name);
               if (prev) ca.ledger.markSuperseded(prev, serial);
               ca.ledger.insertCert({
-                serial, name, sans: JSON.stringify({ dns: [name] }), issuer_id: "root-1", key_type: "ec-p256",
-                not_before: new Date(now - 300_000).toISOString(), not_after: new Date(now + LIFETIME_MS).toISOString(),
-                status: "valid", revoked_at: null, reason: null, superseded_by: null, source: "est-renew", created_at: new Date(now).toISOString(), pem,
+                serial,
+                name,
+                sans: JSON.stringify({ dns: [name] }),
+                issuer_id: "root-1",
+                key_type: "ec-p256",
+                not_before: new Date(now - 300_000).toISOString(),
+                not_after: new Date(now + LIFETIME_MS).toISOString(),
+                status: "valid",
+                revoked_at: null,
+                reason: null,
+                superseded_by: null,
+                source: "est-renew",
+                created_at: new Date(now).toISOString(),
+                pem,
               });
               current.set(name, serial);
             }
@@ -87,7 +105,9 @@ async function ledgerWeeks(withRetention: boolean): Promise<Array<{ week: number
     }
     if (pruneMs.length > 0) {
       const sorted = [...pruneMs].sort((a, b) => a - b);
-      console.log(`  retention runs: ${pruneMs.length}, median ${sorted[sorted.length >> 1]!.toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms`);
+      console.log(
+        `  retention runs: ${pruneMs.length}, median ${sorted[sorted.length >> 1]!.toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms`,
+      );
     }
     ca.close();
     return out;
@@ -99,13 +119,27 @@ async function ledgerWeeks(withRetention: boolean): Promise<Array<{ week: number
 async function logWeek(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "mesh-bench-logweek-"));
   try {
-    const line = eventLine({ level: "info", service: "payment" }, { event: "request", peer: "order", method: "POST", path: "/charge", status: 201, rule: "payment.accepts", ms: 0.42 }, "request");
+    const line = eventLine(
+      { level: "info", service: "payment" },
+      {
+        event: "request",
+        peer: "order",
+        method: "POST",
+        path: "/charge",
+        status: 201,
+        rule: "payment.accepts",
+        ms: 0.42,
+      },
+      "request",
+    );
     // Batches of lines, as the launcher's stream receives them under load.
     const batch = line.repeat(64);
     const out = new RotatingFile(join(dir, "payment.log"));
     let written = 0;
     let rotations = 0;
-    out.on("error", (e) => { throw e; });
+    out.on("error", (e) => {
+      throw e;
+    });
     const t = performance.now();
     while (written < LOG_BYTES) {
       if (!out.write(batch)) await new Promise((r) => out.once("drain", r));
@@ -115,18 +149,29 @@ async function logWeek(): Promise<void> {
     const files = readdirSync(dir);
     const kept = files.reduce((n, f) => n + statSync(join(dir, f)).size, 0);
     rotations = Math.floor(written / (10 * MIB));
-    console.log(`logs: ${(written / MIB).toFixed(0)} MiB written (${Math.round(written / line.length).toLocaleString("en")} lines of ${line.length} bytes) in ${((performance.now() - t) / 1000).toFixed(1)} s;`);
-    console.log(`  kept ${files.length} files, ${(kept / MIB).toFixed(1)} MiB (${files.sort().join(", ")}); about ${rotations} rotations`);
+    console.log(
+      `logs: ${(written / MIB).toFixed(0)} MiB written (${Math.round(written / line.length).toLocaleString("en")} lines of ${line.length} bytes) in ${((performance.now() - t) / 1000).toFixed(1)} s;`,
+    );
+    console.log(
+      `  kept ${files.length} files, ${(kept / MIB).toFixed(1)} MiB (${files.sort().join(", ")}); about ${rotations} rotations`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-console.log(`ledger: ${IDENTITIES} identities renewing every ${(LIFETIME_MS * 2 / 3 / 1000).toFixed(0)} s (lifetime ${LIFETIME_MS / 1000} s), ${WEEKS} simulated weeks`);
+console.log(
+  `ledger: ${IDENTITIES} identities renewing every ${((LIFETIME_MS * 2) / 3 / 1000).toFixed(0)} s (lifetime ${LIFETIME_MS / 1000} s), ${WEEKS} simulated weeks`,
+);
 for (const withRetention of [false, true]) {
-  console.log(withRetention ? `with retention (${DEFAULT_RETENTION_MS / DAY_MS} days, every ${RETENTION_CHECK_MS / 60_000} simulated minutes):` : "without retention:");
+  console.log(
+    withRetention
+      ? `with retention (${DEFAULT_RETENTION_MS / DAY_MS} days, every ${RETENTION_CHECK_MS / 60_000} simulated minutes):`
+      : "without retention:",
+  );
   const t = performance.now();
-  for (const w of await ledgerWeeks(withRetention)) console.log(`  after week ${w.week}: ${w.rows.toLocaleString("en")} rows, ca.db ${w.mib.toFixed(1)} MiB`);
+  for (const w of await ledgerWeeks(withRetention))
+    console.log(`  after week ${w.week}: ${w.rows.toLocaleString("en")} rows, ca.db ${w.mib.toFixed(1)} MiB`);
   console.log(`  (${((performance.now() - t) / 1000).toFixed(1)} s)`);
 }
 if (LOG_BYTES > 0) await logWeek();

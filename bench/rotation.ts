@@ -47,7 +47,15 @@ export interface RotationBenchResult {
     vsInterval: number;
   };
   /** orderMedianMs: how long order took to answer, from its own request log lines (a cold mesh is slow). */
-  phases: Array<{ name: PhaseName; safe: boolean; sent: number; succeeded: number; failed: number; longestGapMs: number; orderMedianMs: number | null }>;
+  phases: Array<{
+    name: PhaseName;
+    safe: boolean;
+    sent: number;
+    succeeded: number;
+    failed: number;
+    longestGapMs: number;
+    orderMedianMs: number | null;
+  }>;
   safeFailures: number;
   drillOk: boolean;
   failedChecks: string[];
@@ -56,7 +64,13 @@ export interface RotationBenchResult {
 function latency(ms: number[]): Latency {
   if (ms.length === 0) throw new Error("the drill reported no reload of this kind");
   const s = stats(ms);
-  return { n: s.n, medianMs: s.median, maxMs: s.max, medianVsDebounce: s.median / DEBOUNCE_MS, maxVsDebounce: s.max / DEBOUNCE_MS };
+  return {
+    n: s.n,
+    medianMs: s.median,
+    maxMs: s.max,
+    medianVsDebounce: s.median / DEBOUNCE_MS,
+    maxVsDebounce: s.max / DEBOUNCE_MS,
+  };
 }
 
 /**
@@ -65,7 +79,8 @@ function latency(ms: number[]): Latency {
  */
 function removeDrillDir(pki: string): void {
   const work = dirname(resolve(pki));
-  if (basename(work).startsWith("mesh-drill-") && dirname(work) === resolve(tmpdir())) rmSync(work, { recursive: true, force: true });
+  if (basename(work).startsWith("mesh-drill-") && dirname(work) === resolve(tmpdir()))
+    rmSync(work, { recursive: true, force: true });
   else console.log(`left the drill's folder in place (not a temporary drill folder): ${work}`);
 }
 
@@ -84,7 +99,8 @@ function orderMedians(r: DrillReport): Map<PhaseName, number> {
   for (const raw of text.split("\n")) {
     if (!raw.includes('"event":"request"')) continue;
     const l = parseEventLine(raw); // undefined for a torn last line
-    if (l?.event === "request" && l.path === "/orders" && l.status === 201 && l.ms !== undefined) answers.push({ at: Date.parse(l.time), ms: l.ms });
+    if (l?.event === "request" && l.path === "/orders" && l.status === 201 && l.ms !== undefined)
+      answers.push({ at: Date.parse(l.time), ms: l.ms });
   }
   const out = new Map<PhaseName, number>();
   for (const p of r.phases) {
@@ -106,9 +122,14 @@ function summarise(r: DrillReport, loadBefore: number): RotationBenchResult {
   const order = orderMedians(r);
   const worst = rotation.reduce((a, p) => (p.longestGapMs > a.longestGapMs ? p : a), rotation[0]!);
   return {
-    rate: RATE, dwellMs: DWELL_MS, debounceMs: DEBOUNCE_MS, requestIntervalMs: INTERVAL_MS,
+    rate: RATE,
+    dwellMs: DWELL_MS,
+    debounceMs: DEBOUNCE_MS,
+    requestIntervalMs: INTERVAL_MS,
     loadAverage: { before: loadBefore, after: loadavg()[0]! },
-    certificate, certificateReload, trust,
+    certificate,
+    certificateReload,
+    trust,
     gaps: {
       baselineMs: baseline.longestGapMs,
       safeRotationMs: worst.longestGapMs,
@@ -116,7 +137,15 @@ function summarise(r: DrillReport, loadBefore: number): RotationBenchResult {
       vsBaseline: worst.longestGapMs / baseline.longestGapMs,
       vsInterval: worst.longestGapMs / INTERVAL_MS,
     },
-    phases: r.phases.map((p) => ({ name: p.name, safe: p.safe, sent: p.sent, succeeded: p.succeeded, failed: p.failed, longestGapMs: p.longestGapMs, orderMedianMs: order.get(p.name) ?? null })),
+    phases: r.phases.map((p) => ({
+      name: p.name,
+      safe: p.safe,
+      sent: p.sent,
+      succeeded: p.succeeded,
+      failed: p.failed,
+      longestGapMs: p.longestGapMs,
+      orderMedianMs: order.get(p.name) ?? null,
+    })),
     safeFailures: r.phases.filter((p) => p.safe).reduce((a, p) => a + p.failed, 0),
     drillOk: r.ok,
     failedChecks: r.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`),
@@ -128,25 +157,37 @@ function print(b: RotationBenchResult): void {
   const row = (label: string, l: Latency) =>
     `${label.padEnd(44)}${String(l.n).padStart(3)}${f(l.medianMs).padStart(8)}${f(l.maxMs).padStart(8)}${f(l.medianVsDebounce, 2).padStart(11)}${f(l.maxVsDebounce, 2).padStart(9)}`;
   console.log(`\nhot-reload latency, CA write → in force (floor: the ${DEBOUNCE_MS} ms reload debounce)`);
-  console.log(`${"change".padEnd(44)}${"n".padStart(3)}${"median".padStart(8)}${"max".padStart(8)}${"median÷150".padStart(11)}${"max÷150".padStart(9)}`);
+  console.log(
+    `${"change".padEnd(44)}${"n".padStart(3)}${"median".padStart(8)}${"max".padStart(8)}${"median÷150".padStart(11)}${"max÷150".padStart(9)}`,
+  );
   console.log(row("certificate (first new handshake serving it)", b.certificate));
   console.log(row("  the same changes, to tls.reloaded", b.certificateReload));
   console.log(row("trust bundle / CRLs (tls.reloaded)", b.trust));
 
-  console.log(`\n${"phase".padEnd(12)}${"safe".padEnd(6)}${"sent".padStart(6)}${"ok".padStart(6)}${"failed".padStart(8)}${"longest gap ms".padStart(16)}${"order answers, median ms".padStart(26)}`);
+  console.log(
+    `\n${"phase".padEnd(12)}${"safe".padEnd(6)}${"sent".padStart(6)}${"ok".padStart(6)}${"failed".padStart(8)}${"longest gap ms".padStart(16)}${"order answers, median ms".padStart(26)}`,
+  );
   for (const p of b.phases) {
     const med = p.orderMedianMs === null ? "-" : f(p.orderMedianMs, 1);
-    console.log(`${p.name.padEnd(12)}${(p.safe ? "yes" : "no").padEnd(6)}${String(p.sent).padStart(6)}${String(p.succeeded).padStart(6)}${String(p.failed).padStart(8)}${String(p.longestGapMs).padStart(16)}${med.padStart(26)}`);
+    console.log(
+      `${p.name.padEnd(12)}${(p.safe ? "yes" : "no").padEnd(6)}${String(p.sent).padStart(6)}${String(p.succeeded).padStart(6)}${String(p.failed).padStart(8)}${String(p.longestGapMs).padStart(16)}${med.padStart(26)}`,
+    );
   }
   const g = b.gaps;
-  console.log(`longest gap between successes in the safe rotation: ${g.safeRotationMs} ms (${g.safeRotationPhase}) = ${f(g.vsBaseline, 2)}× the baseline phase's ${g.baselineMs} ms, ${f(g.vsInterval, 1)}× the request interval (${INTERVAL_MS} ms at ${RATE}/s)`);
-  console.log(`failed requests in safe phases: ${b.safeFailures} ${b.safeFailures === 0 ? "PASS" : "FAIL (must be 0)"}`);
+  console.log(
+    `longest gap between successes in the safe rotation: ${g.safeRotationMs} ms (${g.safeRotationPhase}) = ${f(g.vsBaseline, 2)}× the baseline phase's ${g.baselineMs} ms, ${f(g.vsInterval, 1)}× the request interval (${INTERVAL_MS} ms at ${RATE}/s)`,
+  );
+  console.log(
+    `failed requests in safe phases: ${b.safeFailures} ${b.safeFailures === 0 ? "PASS" : "FAIL (must be 0)"}`,
+  );
   console.log(b.drillOk ? "drill checks: all passed" : `drill checks FAILED: ${b.failedChecks.join("; ")}`);
 }
 
 export async function runRotationBench(): Promise<RotationBenchResult> {
   const loadBefore = loadavg()[0]!;
-  console.log(`\nrotation bench: the rotation drill at ${RATE} orders/s, ${DWELL_MS} ms per phase; load average ${loadBefore.toFixed(1)}`);
+  console.log(
+    `\nrotation bench: the rotation drill at ${RATE} orders/s, ${DWELL_MS} ms per phase; load average ${loadBefore.toFixed(1)}`,
+  );
   // The drill's progress lines are kept for a failure; its first one names its CA folder.
   const said: string[] = [];
   let report: DrillReport;

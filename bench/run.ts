@@ -11,8 +11,12 @@ endQuietlyOnClosedOutput();
 
 // Flags first: `--help` or a typo must never start seven minutes of benchmarks.
 new Command("npm run bench --")
-  .description("Run the CA, mesh and rotation benchmarks (about eight minutes on 2 cores); results go to bench-results/latest.json.")
-  .addHelpText("after", `
+  .description(
+    "Run the CA, mesh and rotation benchmarks (about eight minutes on 2 cores); results go to bench-results/latest.json.",
+  )
+  .addHelpText(
+    "after",
+    `
 Environment:
   MESH_BENCH_SECONDS        seconds per mesh load round (default 2)
   MESH_BENCH_ROUNDS         back-to-back mesh rounds (default 4)
@@ -30,7 +34,8 @@ Environment:
 One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
 (the last needs PostgreSQL: PGHOST, default /var/run/postgresql). See docs/bench.md.
 
-Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`)
+Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`,
+  )
   // One line per error: commander puts "(Did you mean …?)" on a line of its own.
   .configureOutput({ outputError: (str, write) => write(str.replace(/\n(?!$)/g, " ")) })
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2))

@@ -100,7 +100,10 @@ export async function build() {
     logLevel: "silent",
     plugins: [sourceMeta],
   });
-  const id = createHash("sha256").update(result.outputFiles.map((f) => f.hash).join()).digest("hex").slice(0, 16);
+  const id = createHash("sha256")
+    .update(result.outputFiles.map((f) => f.hash).join())
+    .digest("hex")
+    .slice(0, 16);
   const dir = join(BUILD_DIR, id);
   if (!stamp(dir)) {
     const tmp = join(BUILD_DIR, `tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -117,7 +120,11 @@ export async function build() {
     }
   }
   // Besides the sources: this file (the build's settings) and tsconfig.json, which esbuild reads too.
-  const inputs = [...Object.keys(result.metafile.inputs), relative(ROOT, fileURLToPath(import.meta.url)), "tsconfig.json"].map((file) => {
+  const inputs = [
+    ...Object.keys(result.metafile.inputs),
+    relative(ROOT, fileURLToPath(import.meta.url)),
+    "tsconfig.json",
+  ].map((file) => {
     const s = stamp(join(ROOT, file)) ?? GONE;
     // Changed while esbuild read it: record it as unknown so that the next run rebuilds.
     // (File times come from a coarse kernel clock, a few ms behind Date.now(): hence the margin.)
@@ -147,7 +154,9 @@ export function ensureBuild() {
   for (let attempt = 0; attempt < 3; attempt++) {
     const current = currentBuild();
     if (current) return current;
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--quiet"], { stdio: ["ignore", "ignore", "inherit"] });
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--quiet"], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
     if (r.status !== 0) {
       process.stderr.write(`error: could not compile ${ENTRIES.join(", ")} (run: node bin/bundle.mjs)\n`);
       process.exit(70);
@@ -177,7 +186,10 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     const t = performance.now();
     try {
       const b = await build();
-      if (!process.argv.includes("--quiet")) console.log(`built ${ENTRIES.join(", ")} into ${relative(ROOT, b.dir)}/ in ${Math.round(performance.now() - t)} ms`);
+      if (!process.argv.includes("--quiet"))
+        console.log(
+          `built ${ENTRIES.join(", ")} into ${relative(ROOT, b.dir)}/ in ${Math.round(performance.now() - t)} ms`,
+        );
     } catch (err) {
       // esbuild's message names the file, line and column of each error.
       process.stderr.write(`${err.message}\n`);

@@ -4,10 +4,17 @@
 // X509_check_issued), and so a self-signed root whose AKI does not describe itself is not a
 // trust anchor: `openssl verify` then looks for its issuer ("unable to get issuer certificate").
 import { AsnConvert } from "@peculiar/asn1-schema";
-import { AuthorityKeyIdentifier, Certificate, id_ce_authorityKeyIdentifier, id_ce_subjectKeyIdentifier, SubjectKeyIdentifier } from "@peculiar/asn1-x509";
+import {
+  AuthorityKeyIdentifier,
+  Certificate,
+  id_ce_authorityKeyIdentifier,
+  id_ce_subjectKeyIdentifier,
+  SubjectKeyIdentifier,
+} from "@peculiar/asn1-x509";
 import type { x509 } from "./x509.ts";
 
-const hex = (b: ArrayBuffer | Uint8Array) => Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString("hex");
+const hex = (b: ArrayBuffer | Uint8Array) =>
+  Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString("hex");
 
 /**
  * Whether `cert`'s AKI allows `issuer` as its issuer, as OpenSSL's X509_check_akid decides:
@@ -27,10 +34,17 @@ export function akiAllows(cert: x509.X509Certificate, issuer: x509.X509Certifica
         if (hex(aki.keyIdentifier.buffer) !== hex(ski.buffer)) return false;
       }
     }
-    if (aki.authorityCertSerialNumber && hex(aki.authorityCertSerialNumber).replace(/^(00)+/, "") !== hex(issuerTbs(issuer).serialNumber).replace(/^(00)+/, "")) return false;
+    if (
+      aki.authorityCertSerialNumber &&
+      hex(aki.authorityCertSerialNumber).replace(/^(00)+/, "") !==
+        hex(issuerTbs(issuer).serialNumber).replace(/^(00)+/, "")
+    )
+      return false;
     if (aki.authorityCertIssuer) {
       const want = hex(AsnConvert.serialize(issuerTbs(issuer).issuer));
-      const named = aki.authorityCertIssuer.some((g) => g.directoryName && hex(AsnConvert.serialize(g.directoryName)) === want);
+      const named = aki.authorityCertIssuer.some(
+        (g) => g.directoryName && hex(AsnConvert.serialize(g.directoryName)) === want,
+      );
       if (!named) return false;
     }
     return true;

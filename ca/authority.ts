@@ -25,7 +25,15 @@ import { DEFAULT_TRUST_DOMAIN } from "../lib/spiffe.ts";
 import { parseCertificates, parseCrls, verifyPath, type Purpose, type VerifyResult } from "./verify.ts";
 import { certToPem, crlToPem, x509 } from "./x509.ts";
 import { ClockOffsetError, offsetClock } from "../lib/clock.ts";
-import { crlWarnings, generationsOf, listCerts, openLedger, signerIdOf, type Generation, type ListedCert } from "./view.ts";
+import {
+  crlWarnings,
+  generationsOf,
+  listCerts,
+  openLedger,
+  signerIdOf,
+  type Generation,
+  type ListedCert,
+} from "./view.ts";
 
 export type { Generation, ListedCert } from "./view.ts";
 export type { IssuedCert, IssueOptions } from "./core.ts";
@@ -70,7 +78,11 @@ export class CertificateAuthority implements CaCore {
   get paths() {
     const l = this.layout;
     return {
-      dir: l.dir, bundle: l.bundle, crls: l.crls, certsDir: l.certsDir, ledger: l.ledger,
+      dir: l.dir,
+      bundle: l.bundle,
+      crls: l.crls,
+      certsDir: l.certsDir,
+      ledger: l.ledger,
       root: (generation: number) => l.root(generation),
       leaf: (name: string) => l.leaf(name),
     };
@@ -92,7 +104,10 @@ export class CertificateAuthority implements CaCore {
     const rootPaths = layout.root(1);
     const store = parseStore(opts.store ?? process.env.MESH_CA_STORE);
     if ((store.kind === "sqlite" && existsSync(layout.ledger)) || existsSync(rootPaths.key)) {
-      throw new CaError("ALREADY_EXISTS", `a CA already exists in ${layout.dir}: refusing to overwrite its key (use another --dir, or move that folder away yourself)`);
+      throw new CaError(
+        "ALREADY_EXISTS",
+        `a CA already exists in ${layout.dir}: refusing to overwrite its key (use another --dir, or move that folder away yourself)`,
+      );
     }
     // A database that already holds a CA is refused before any key is written.
     const shared = store.kind === "postgres" ? PgLedger.open(store.config, store.shown, { create: true }) : undefined;
@@ -156,7 +171,10 @@ export class CertificateAuthority implements CaCore {
       return new x509.X509Certificate(readStateFile(path, "the CA certificate"));
     } catch (err) {
       if (err instanceof CaError) throw err;
-      throw new CaError("CORRUPT", `the CA certificate ${path} is not a readable certificate; restore it from your backup`);
+      throw new CaError(
+        "CORRUPT",
+        `the CA certificate ${path} is not a readable certificate; restore it from your backup`,
+      );
     }
   }
 
@@ -166,9 +184,16 @@ export class CertificateAuthority implements CaCore {
     if (cached) return cached;
     const paths = this.layout.issuer(id);
     const cert = this.issuerCert(id);
-    const { key, type, spki } = await importSigningKey(readStateFile(paths.key, "the CA key"), paths.key, this.passphrase);
+    const { key, type, spki } = await importSigningKey(
+      readStateFile(paths.key, "the CA key"),
+      paths.key,
+      this.passphrase,
+    );
     if (!spki.equals(Buffer.from(cert.publicKey.rawData))) {
-      throw new CaError("CORRUPT", `the CA key ${paths.key} does not match its certificate ${paths.cert}; restore the pair from your backup`);
+      throw new CaError(
+        "CORRUPT",
+        `the CA key ${paths.key} does not match its certificate ${paths.cert}; restore the pair from your backup`,
+      );
     }
     const signer = { cert, key, keyType: type };
     this.signers.set(id, signer);
@@ -230,7 +255,13 @@ export class CertificateAuthority implements CaCore {
       // Expired serials leave only once a CRL signed after their expiry listed them (crl.ts).
       const cutoff = dropCutoff(lastSignedAt(this.ledger.issuer(issuerId)?.crl_next_update ?? null), now);
       const revoked = this.ledger.revokedUnexpired(issuerId, cutoff.toISOString());
-      entries = encodeEntries(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: (r.reason ?? "unspecified") as RevocationReason })));
+      entries = encodeEntries(
+        revoked.map((r) => ({
+          serial: r.serial,
+          revokedAt: new Date(r.revoked_at!),
+          reason: (r.reason ?? "unspecified") as RevocationReason,
+        })),
+      );
     }
     this.ledger.setCrlEntries(issuerId, entries);
     const nextUpdate = new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS).toISOString();
@@ -243,7 +274,12 @@ export class CertificateAuthority implements CaCore {
 
   /** Re-signs the CRLs of the given CAs (default: every CA not retired) and rewrites crls.pem. */
   async publishCrls(ids?: string[]): Promise<IssuerRow[]> {
-    const targets = ids ?? this.ledger.issuers().filter((r) => r.state !== "retired").map((r) => r.id);
+    const targets =
+      ids ??
+      this.ledger
+        .issuers()
+        .filter((r) => r.state !== "retired")
+        .map((r) => r.id);
     const signers = new Map<string, Signer>();
     for (const id of targets) signers.set(id, await this.signer(id));
     await this.ledger.writeAsync(async () => {
@@ -256,17 +292,21 @@ export class CertificateAuthority implements CaCore {
   /** crls.pem: the current CRL of every CA not retired (Node needs one for every CA in a chain). */
   /** @internal */
   writeCrlBundle(): void {
-    const pems = this.ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).map((r) => {
-      // The ledger's copy is the newest, whichever host signed it (replicas on a shared store).
-      const stored = this.ledger.signedCrl(r.id);
-      const path = this.layout.issuer(r.id).crl;
-      if (!stored) return readStateFile(path, "the CRL");
-      const pem = crlToPem(stored);
-      if (!existsSync(path) || readFileSync(path, "utf8") !== pem) writeAtomic(path, pem, CERT_MODE);
-      return pem;
-    });
+    const pems = this.ledger
+      .issuers()
+      .filter((r) => r.state !== "retired" && r.crl_next_update)
+      .map((r) => {
+        // The ledger's copy is the newest, whichever host signed it (replicas on a shared store).
+        const stored = this.ledger.signedCrl(r.id);
+        const path = this.layout.issuer(r.id).crl;
+        if (!stored) return readStateFile(path, "the CRL");
+        const pem = crlToPem(stored);
+        if (!existsSync(path) || readFileSync(path, "utf8") !== pem) writeAtomic(path, pem, CERT_MODE);
+        return pem;
+      });
     const bundle = pems.join("");
-    if (!existsSync(this.layout.crls) || readFileSync(this.layout.crls, "utf8") !== bundle) writeAtomic(this.layout.crls, bundle, CERT_MODE);
+    if (!existsSync(this.layout.crls) || readFileSync(this.layout.crls, "utf8") !== bundle)
+      writeAtomic(this.layout.crls, bundle, CERT_MODE);
   }
 
   /** bundle.pem: every published root generation, the trust anchors of the mesh. */
@@ -275,7 +315,10 @@ export class CertificateAuthority implements CaCore {
     const certs = roots.map((r) => this.issuerCert(r.id));
     // Which root is which generation, as data beside the bundle (lib/generations.ts), written
     // first: a service that reloads on the bundle's change finds the facts of the new one.
-    const facts = roots.map((r, i) => ({ sha256: rootSha256(new Uint8Array(certs[i]!.rawData)), generation: r.generation }));
+    const facts = roots.map((r, i) => ({
+      sha256: rootSha256(new Uint8Array(certs[i]!.rawData)),
+      generation: r.generation,
+    }));
     writeAtomic(generationsPath(this.layout.bundle), formatGenerationsFile(facts), CERT_MODE);
     writeAtomic(this.layout.bundle, certs.map(certToPem).join(""), CERT_MODE);
     return roots;
@@ -296,8 +339,11 @@ export class CertificateAuthority implements CaCore {
   async refreshCrls(opts: { renewWithinMs?: number } = {}): Promise<IssuerRow[]> {
     const within = opts.renewWithinMs ?? (CRL_VALID_DAYS / 3) * DAY_MS;
     const now = this.now().getTime();
-    const due = this.ledger.issuers()
-      .filter((r) => r.state !== "retired" && r.crl_next_update && new Date(r.crl_next_update).getTime() - now <= within)
+    const due = this.ledger
+      .issuers()
+      .filter(
+        (r) => r.state !== "retired" && r.crl_next_update && new Date(r.crl_next_update).getTime() - now <= within,
+      )
       .map((r) => r.id);
     return due.length > 0 ? this.publishCrls(due) : [];
   }
@@ -329,7 +375,6 @@ export class CertificateAuthority implements CaCore {
     return generations.retireGeneration(this, generation, opts);
   }
 
-
   /** Writes a new CA's key (never over an existing one) and certificate, and keeps it ready to sign. */
   /** @internal */
   async saveIssuer(id: string, signer: Signer): Promise<void> {
@@ -342,7 +387,11 @@ export class CertificateAuthority implements CaCore {
 
   generation(generation: number): Generation {
     const gen = this.generations().find((g) => g.generation === generation);
-    if (!gen) throw new CaError("NOT_FOUND", `no root generation ${generation} in ${this.layout.dir} (see: npm run ca -- status)`);
+    if (!gen)
+      throw new CaError(
+        "NOT_FOUND",
+        `no root generation ${generation} in ${this.layout.dir} (see: npm run ca -- status)`,
+      );
     return gen;
   }
 
@@ -352,14 +401,33 @@ export class CertificateAuthority implements CaCore {
    * Validates a certificate file the way a mesh peer would: anchored in
    * bundle.pem (or the given trust), through any intermediate, against crls.pem.
    */
-  async verify(opts: { pem: string; at?: Date; purpose?: Purpose; trustPem?: string; crlPem?: string; name?: string }): Promise<VerifyResult> {
+  async verify(opts: {
+    pem: string;
+    at?: Date;
+    purpose?: Purpose;
+    trustPem?: string;
+    crlPem?: string;
+    name?: string;
+  }): Promise<VerifyResult> {
     const certs = parseCertificates(opts.pem);
     if (certs.length === 0) throw badInput("the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     const trusted = parseCertificates(opts.trustPem ?? readStateFile(this.layout.bundle, "the trust bundle"));
-    if (trusted.length === 0) throw new CaError("REFUSED", `the trust bundle is empty: publish one (run: npm run ca -- bundle)`);
-    const intermediates = this.ledger.issuers().filter((r) => r.kind === "intermediate").map((r) => this.issuerCert(r.id));
+    if (trusted.length === 0)
+      throw new CaError("REFUSED", `the trust bundle is empty: publish one (run: npm run ca -- bundle)`);
+    const intermediates = this.ledger
+      .issuers()
+      .filter((r) => r.kind === "intermediate")
+      .map((r) => this.issuerCert(r.id));
     const crls = parseCrls(opts.crlPem ?? readStateFile(this.layout.crls, "the CRL bundle"));
-    return verifyPath({ certs, trusted, intermediates, crls, at: opts.at ?? this.now(), purpose: opts.purpose ?? "mesh", name: opts.name });
+    return verifyPath({
+      certs,
+      trusted,
+      intermediates,
+      crls,
+      at: opts.at ?? this.now(),
+      purpose: opts.purpose ?? "mesh",
+      name: opts.name,
+    });
   }
 
   // --- views ------------------------------------------------------------------

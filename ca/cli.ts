@@ -14,7 +14,9 @@ const FIRST_STEPS = `  npm run ca -- init --name "Acme Corp CA"           create
   npm run ca -- issue --domain payment.internal      key + certificate for a service`;
 
 /** Once a CA exists (mesh:up makes one), `init` would fail: show what works on it instead. */
-const EXISTING_STEPS = (dir: string) => `  npm run ca -- status                               the CA in ${dir}: generations, CRLs, counts
+const EXISTING_STEPS = (
+  dir: string,
+) => `  npm run ca -- status                               the CA in ${dir}: generations, CRLs, counts
   npm run ca -- issue --domain payment.internal      key + certificate for a service`;
 
 function usage(): string {
@@ -49,8 +51,12 @@ interface CommanderInternals {
  * hint: a required option missing next to an unknown flag reports the unknown flag instead.
  */
 function configure(cmd: Command, failed: { cmd?: Command }): void {
-  cmd.showSuggestionAfterError(true)
-    .exitOverride((err) => { failed.cmd = cmd; throw err; })
+  cmd
+    .showSuggestionAfterError(true)
+    .exitOverride((err) => {
+      failed.cmd = cmd;
+      throw err;
+    })
     .configureOutput({ outputError: () => {} });
   const c = cmd as unknown as CommanderInternals;
   let unknown: string[] = [];
@@ -95,14 +101,18 @@ export async function main(argv: string[]): Promise<number> {
       // help to stderr; that is a usage error, like any other.
       if (err.code === "commander.help") return EXIT.USAGE;
       const where = commandPath(failed.cmd);
-      console.error(`error: ${err.message.replace(/^error: /, "").replace(/\n/g, " ")} (see: npm run ca -- ${where ? `${where} ` : ""}--help)`);
+      console.error(
+        `error: ${err.message.replace(/^error: /, "").replace(/\n/g, " ")} (see: npm run ca -- ${where ? `${where} ` : ""}--help)`,
+      );
       return EXIT.USAGE;
     }
     if (err instanceof CaError) {
       if (err.message) console.error(`error: ${forUser(err.message)}`);
       return EXIT[err.code];
     }
-    console.error(`error: unexpected failure: ${(err as Error).message}${process.env.MESH_DEBUG ? `\n${(err as Error).stack}` : " (set MESH_DEBUG=1 for details)"}`);
+    console.error(
+      `error: unexpected failure: ${(err as Error).message}${process.env.MESH_DEBUG ? `\n${(err as Error).stack}` : " (set MESH_DEBUG=1 for details)"}`,
+    );
     return EXIT.INTERNAL;
   }
 }

@@ -14,11 +14,16 @@ export const CRL_VALID_DAYS = 30;
  * The signed CRL, DER-encoded (parsing it back would cost what building it saved).
  * `entries` are already-encoded revokedCertificates entries, concatenated.
  */
-export async function buildCrl(opts: { issuer: Signer; entries: Uint8Array; number: number; now: Date }): Promise<Uint8Array> {
+export async function buildCrl(opts: {
+  issuer: Signer;
+  entries: Uint8Array;
+  number: number;
+  now: Date;
+}): Promise<Uint8Array> {
   // Loaded here: the CLI imports this module for its constants, and list and status never sign.
-  const [{ AsnConvert }, { CRLNumber, id_ce_cRLNumber }, { BACKDATE_MS, DAY_MS }, { subtle, x509 }] = await Promise.all([
-    import("@peculiar/asn1-schema"), import("@peculiar/asn1-x509"), import("./profiles.ts"), import("./x509.ts"),
-  ]);
+  const [{ AsnConvert }, { CRLNumber, id_ce_cRLNumber }, { BACKDATE_MS, DAY_MS }, { subtle, x509 }] = await Promise.all(
+    [import("@peculiar/asn1-schema"), import("@peculiar/asn1-x509"), import("./profiles.ts"), import("./x509.ts")],
+  );
   const { issuer, now } = opts;
   const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
   const algId = new Uint8Array(AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));

@@ -8,18 +8,25 @@ const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 export function parseDuration(value: unknown, opts: { flag: string; min?: number; max?: number }): number {
   const text = String(value);
   const m = /^(\d{1,9})(s|m|h|d)$/.exec(text);
-  if (!m) throw badInput(`${opts.flag} ${JSON.stringify(text.slice(0, 40))} is not a duration: use a whole number and a unit, e.g. 90s, 10m, 1h, 2d`);
+  if (!m)
+    throw badInput(
+      `${opts.flag} ${JSON.stringify(text.slice(0, 40))} is not a duration: use a whole number and a unit, e.g. 90s, 10m, 1h, 2d`,
+    );
   const ms = Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
   const min = opts.min ?? 1_000;
   if (ms < min) throw badInput(`${opts.flag} ${text} is shorter than the ${formatDuration(min)} allowed`);
-  if (opts.max !== undefined && ms > opts.max) throw badInput(`${opts.flag} ${text} is longer than the ${formatDuration(opts.max)} allowed`);
+  if (opts.max !== undefined && ms > opts.max)
+    throw badInput(`${opts.flag} ${text} is longer than the ${formatDuration(opts.max)} allowed`);
   return ms;
 }
 
 /** 600000 → "10m", 5400000 → "90m", 86400000 → "24h": the largest unit that divides it exactly (days from 2d). */
 export function formatDuration(ms: number): string {
   if (ms >= 2 * UNIT_MS.d && ms % UNIT_MS.d === 0) return `${ms / UNIT_MS.d}d`;
-  for (const [unit, size] of [["h", UNIT_MS.h], ["m", UNIT_MS.m]] as const) {
+  for (const [unit, size] of [
+    ["h", UNIT_MS.h],
+    ["m", UNIT_MS.m],
+  ] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${Math.round(ms / 1000)}s`;

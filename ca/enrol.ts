@@ -13,13 +13,19 @@ import { normalSerial, x509 } from "./x509.ts";
 import { firstPemDer } from "../lib/pem.ts";
 
 export type EnrolErrorCode =
-  | "malformed_csr"      // not a PKCS#10 request, bad signature, unsupported key, not one CN
-  | "wrong_name"         // the CSR asks for another name, or for more than one
-  | "token_malformed" | "token_unknown" | "token_used" | "token_expired" | "token_wrong_name"
-  | "cert_unknown"       // the presented certificate is not one this CA issued
-  | "cert_revoked" | "cert_superseded" | "cert_expired"
+  | "malformed_csr" // not a PKCS#10 request, bad signature, unsupported key, not one CN
+  | "wrong_name" // the CSR asks for another name, or for more than one
+  | "token_malformed"
+  | "token_unknown"
+  | "token_used"
+  | "token_expired"
+  | "token_wrong_name"
+  | "cert_unknown" // the presented certificate is not one this CA issued
+  | "cert_revoked"
+  | "cert_superseded"
+  | "cert_expired"
   | "generation_untrusted" // its generation is pending or retired
-  | "same_key";          // a renewal must bring a new key
+  | "same_key"; // a renewal must bring a new key
 
 export class EnrolError extends Error {
   readonly code: EnrolErrorCode;
@@ -53,24 +59,53 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
   try {
     csr = new x509.Pkcs10CertificateRequest(bytes(der));
   } catch {
-    throw new EnrolError("malformed_csr", "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)");
+    throw new EnrolError(
+      "malformed_csr",
+      "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)",
+    );
   }
   // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
   let keyType: KeyType;
-  try { keyType = publicKeyType(csr.publicKey.rawData); } catch (err) { throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`); }
+  try {
+    keyType = publicKeyType(csr.publicKey.rawData);
+  } catch (err) {
+    throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`);
+  }
   let signed = false;
-  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: treated as unsigned */ }
-  if (!signed) throw new EnrolError("malformed_csr", "the CSR's signature does not verify: it was altered or signed with another key");
+  try {
+    signed = await csr.verify();
+  } catch {
+    /* an algorithm that cannot verify: treated as unsigned */
+  }
+  if (!signed)
+    throw new EnrolError(
+      "malformed_csr",
+      "the CSR's signature does not verify: it was altered or signed with another key",
+    );
   const cn = csr.subjectName.getField("CN");
-  if (cn.length !== 1) throw new EnrolError("malformed_csr", `the CSR's subject has ${cn.length} CNs: a service certificate has exactly one`);
+  if (cn.length !== 1)
+    throw new EnrolError(
+      "malformed_csr",
+      `the CSR's subject has ${cn.length} CNs: a service certificate has exactly one`,
+    );
   let name: string;
-  try { name = validateDnsName(cn[0]!, { what: "the CSR's CN" }); } catch (err) { throw new EnrolError("malformed_csr", (err as Error).message); }
-  const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  try {
+    name = validateDnsName(cn[0]!, { what: "the CSR's CN" });
+  } catch (err) {
+    throw new EnrolError("malformed_csr", (err as Error).message);
+  }
+  const san = csr.extensions.find(
+    (e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension,
+  );
   // A URI SAN is not the CSR's to choose: the CA sets the one SPIFFE ID from the authenticated
   // name (issuance.ts svidNames) and ignores whatever URI the CSR asks for.
   const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name) && n.type !== "url");
   if (others.length > 0) {
-    throw new EnrolError("wrong_name", `the CSR asks for ${others.length} name(s) besides its CN ${name}: this CA signs exactly one name per certificate`, name);
+    throw new EnrolError(
+      "wrong_name",
+      `the CSR asks for ${others.length} name(s) besides its CN ${name}: this CA signs exactly one name per certificate`,
+      name,
+    );
   }
   return { csr, name, keyType };
 }
@@ -99,20 +134,33 @@ export function authenticateToken(ca: CertificateAuthority, id: CsrIdentity, tok
 }
 
 /** A first certificate: the token must be for exactly this name, unused and unexpired; it is spent with the issuance. */
-export async function enrol(ca: CertificateAuthority, id: CsrIdentity, token: string, opts: OnlineIssueOptions): Promise<Enrolled> {
+export async function enrol(
+  ca: CertificateAuthority,
+  id: CsrIdentity,
+  token: string,
+  opts: OnlineIssueOptions,
+): Promise<Enrolled> {
   const now = ca.now();
   authenticateToken(ca, id, token);
   // A token is the operator's say-so for this name: a service that lost its key enrols
   // again, and the certificate it had becomes SUPERSEDED.
   const current = ca.ledger.current(id.name);
   const hash = hashToken(token);
-  const issued = await sign(ca, {
-    names: leafNames({ domain: id.name }, ca.trustDomain()), keyType: id.keyType, publicKey: id.csr.publicKey, source: "est-enrol",
-    supersede: current?.serial, ...opts,
-    inTransaction: (serial) => {
-      if (!ca.ledger.consumeToken(hash, now.toISOString(), serial)) throw tokenError("used", id.name);
+  const issued = await sign(
+    ca,
+    {
+      names: leafNames({ domain: id.name }, ca.trustDomain()),
+      keyType: id.keyType,
+      publicKey: id.csr.publicKey,
+      source: "est-enrol",
+      supersede: current?.serial,
+      ...opts,
+      inTransaction: (serial) => {
+        if (!ca.ledger.consumeToken(hash, now.toISOString(), serial)) throw tokenError("used", id.name);
+      },
     },
-  }, id.name);
+    id.name,
+  );
   return issued;
 }
 
@@ -121,15 +169,38 @@ export async function enrol(ca: CertificateAuthority, id: CsrIdentity, token: st
  * verified by TLS against the published bundle): it must be this CA's record of a
  * current certificate for the same name, and the CSR must bring a new key.
  */
-export async function reenrol(ca: CertificateAuthority, id: CsrIdentity, presented: Uint8Array, opts: OnlineIssueOptions): Promise<Enrolled & { previous: CertRow }> {
+export async function reenrol(
+  ca: CertificateAuthority,
+  id: CsrIdentity,
+  presented: Uint8Array,
+  opts: OnlineIssueOptions,
+): Promise<Enrolled & { previous: CertRow }> {
   const { row, peer } = currentCert(ca, presented);
-  if (id.name !== row.name) throw new EnrolError("wrong_name", `the CSR asks for ${id.name}, but the certificate presented is ${row.name}'s: renewal keeps the name`, id.name);
+  if (id.name !== row.name)
+    throw new EnrolError(
+      "wrong_name",
+      `the CSR asks for ${id.name}, but the certificate presented is ${row.name}'s: renewal keeps the name`,
+      id.name,
+    );
   if (Buffer.from(peer.publicKey.rawData).equals(Buffer.from(id.csr.publicKey.rawData))) {
-    throw new EnrolError("same_key", "the CSR carries the current certificate's key: a renewal must bring a new key", row.name);
+    throw new EnrolError(
+      "same_key",
+      "the CSR carries the current certificate's key: a renewal must bring a new key",
+      row.name,
+    );
   }
-  const issued = await sign(ca, {
-    names: JSON.parse(row.sans) as LeafNames, keyType: id.keyType, publicKey: id.csr.publicKey, source: "est-renew", supersede: row.serial, ...opts,
-  }, row.name);
+  const issued = await sign(
+    ca,
+    {
+      names: JSON.parse(row.sans) as LeafNames,
+      keyType: id.keyType,
+      publicKey: id.csr.publicKey,
+      source: "est-renew",
+      supersede: row.serial,
+      ...opts,
+    },
+    row.name,
+  );
   return { ...issued, previous: row };
 }
 
@@ -144,30 +215,61 @@ export function currentRow(ca: CertificateAuthority, presented: Uint8Array): Cer
 /** currentRow, with the presented certificate parsed once (a renewal needs its key too). */
 function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: CertRow; peer: x509.X509Certificate } {
   let peer: x509.X509Certificate;
-  try { peer = new x509.X509Certificate(bytes(presented)); } catch { throw new EnrolError("cert_unknown", "the presented certificate is not readable"); }
+  try {
+    peer = new x509.X509Certificate(bytes(presented));
+  } catch {
+    throw new EnrolError("cert_unknown", "the presented certificate is not readable");
+  }
   const row = ca.ledger.bySerial(normalSerial(peer.serialNumber));
   // The exact bytes, compared without parsing the stored PEM again (each parse is ~0.25 ms).
   if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(presented))) {
     throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
   }
-  if (row.status === "revoked") throw new EnrolError("cert_revoked", `the certificate ${row.serial} is revoked: a revoked identity cannot renew (enrol again with a new token)`, row.name);
-  if (row.status === "superseded") throw new EnrolError("cert_superseded", `the certificate ${row.serial} was already renewed: renew with the newest certificate`, row.name);
-  if (new Date(row.not_after) <= ca.now()) throw new EnrolError("cert_expired", `the certificate ${row.serial} expired at ${row.not_after}: enrol again with a new token`, row.name);
+  if (row.status === "revoked")
+    throw new EnrolError(
+      "cert_revoked",
+      `the certificate ${row.serial} is revoked: a revoked identity cannot renew (enrol again with a new token)`,
+      row.name,
+    );
+  if (row.status === "superseded")
+    throw new EnrolError(
+      "cert_superseded",
+      `the certificate ${row.serial} was already renewed: renew with the newest certificate`,
+      row.name,
+    );
+  if (new Date(row.not_after) <= ca.now())
+    throw new EnrolError(
+      "cert_expired",
+      `the certificate ${row.serial} expired at ${row.not_after}: enrol again with a new token`,
+      row.name,
+    );
   const generation = ca.issuerRow(row.issuer_id).generation;
   const state = ca.issuerRow(`root-${generation}`).state;
-  if (state !== "published") throw new EnrolError("generation_untrusted", `the certificate's root generation ${generation} is ${state === "retired" ? "retired" : "not published"}: enrol again with a new token (it is still live: npm run -s ca -- token --domain ${row.name} --replace)`, row.name);
+  if (state !== "published")
+    throw new EnrolError(
+      "generation_untrusted",
+      `the certificate's root generation ${generation} is ${state === "retired" ? "retired" : "not published"}: enrol again with a new token (it is still live: npm run -s ca -- token --domain ${row.name} --replace)`,
+      row.name,
+    );
   return { row, peer };
 }
 
-
-async function sign(ca: CertificateAuthority, opts: Omit<Parameters<typeof signLeaf>[1], "days">, name: string): Promise<Enrolled> {
+async function sign(
+  ca: CertificateAuthority,
+  opts: Omit<Parameters<typeof signLeaf>[1], "days">,
+  name: string,
+): Promise<Enrolled> {
   let issued: IssuedCert;
   try {
     issued = await signLeaf(ca, { ...opts, days: 1 });
   } catch (err) {
     // Another request renewed or revoked this name between our check and the commit.
     if (err instanceof CaError && (err.code === "REFUSED" || err.code === "ALREADY_EXISTS")) {
-      throw new EnrolError("cert_superseded", `${name} changed while this request was signed (another renewal or revocation won): try again`, name);
+      throw new EnrolError(
+        "cert_superseded",
+        `${name} changed while this request was signed (another renewal or revocation won): try again`,
+        name,
+      );
     }
     throw err;
   }
@@ -178,7 +280,8 @@ async function sign(ca: CertificateAuthority, opts: Omit<Parameters<typeof signL
 
 function chainCerts(ca: CertificateAuthority, issuerId: string): x509.X509Certificate[] {
   const out: x509.X509Certificate[] = [];
-  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!)) out.push(ca.issuerCert(row.id));
+  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!))
+    out.push(ca.issuerCert(row.id));
   return out;
 }
 
@@ -189,10 +292,19 @@ function bytes(u: Uint8Array): ArrayBuffer {
 
 function tokenError(why: "malformed" | "unknown" | "wrong_name" | "used" | "expired", name: string): EnrolError {
   switch (why) {
-    case "malformed": return new EnrolError("token_malformed", "the enrolment token is malformed (expected mt1.<secret>.<fingerprint>, from: npm run ca -- token)", name);
-    case "unknown": return new EnrolError("token_unknown", "the enrolment token is unknown to this CA", name);
-    case "wrong_name": return new EnrolError("token_wrong_name", `the enrolment token is not valid for ${name}`, name);
-    case "used": return new EnrolError("token_used", "the enrolment token was already used: ask for a new one", name);
-    case "expired": return new EnrolError("token_expired", "the enrolment token has expired: ask for a new one", name);
+    case "malformed":
+      return new EnrolError(
+        "token_malformed",
+        "the enrolment token is malformed (expected mt1.<secret>.<fingerprint>, from: npm run ca -- token)",
+        name,
+      );
+    case "unknown":
+      return new EnrolError("token_unknown", "the enrolment token is unknown to this CA", name);
+    case "wrong_name":
+      return new EnrolError("token_wrong_name", `the enrolment token is not valid for ${name}`, name);
+    case "used":
+      return new EnrolError("token_used", "the enrolment token was already used: ask for a new one", name);
+    case "expired":
+      return new EnrolError("token_expired", "the enrolment token has expired: ask for a new one", name);
   }
 }

@@ -21,8 +21,14 @@ export function inside(root: string, ...parts: string[]): string {
 function fsyncDir(dir: string): void {
   try {
     const fd = openSync(dir, "r");
-    try { fsyncSync(fd); } finally { closeSync(fd); }
-  } catch { /* some filesystems refuse fsync on a directory; the rename is still atomic */ }
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    /* some filesystems refuse fsync on a directory; the rename is still atomic */
+  }
 }
 
 /** Writes data to a fresh temporary file beside path, with mode, flushed to disk. Returns its name. */
@@ -39,7 +45,11 @@ export function writeTemp(path: string, data: string | Uint8Array, mode: number)
     unlinkSync(tmp);
     throw err;
   } finally {
-    try { closeSync(fd); } catch { /* already closed */ }
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
   }
   return tmp;
 }

@@ -6,7 +6,20 @@ import type { IssuerRow } from "./ledger.ts";
 import { printable } from "./printable.ts";
 import type { VerifyResult } from "./verify.ts";
 
-const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS = [
+  "January",
+  "February",
+  "March",
+  "April",
+  "May",
+  "June",
+  "July",
+  "August",
+  "September",
+  "October",
+  "November",
+  "December",
+];
 
 export function longDate(d: Date | string): string {
   const date = typeof d === "string" ? new Date(d) : d;

@@ -8,7 +8,13 @@ import { CaError, badInput } from "./errors.ts";
 import { generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
-import { CA_MAX_DAYS, clampToIssuer, createIntermediate as createIntermediateCert, createRoot, validityFor } from "./profiles.ts";
+import {
+  CA_MAX_DAYS,
+  clampToIssuer,
+  createIntermediate as createIntermediateCert,
+  createRoot,
+  validityFor,
+} from "./profiles.ts";
 import { parseConstraints } from "./name-constraints.ts";
 import { normalSerial, x509 } from "./x509.ts";
 
@@ -47,7 +53,9 @@ export async function createIntermediate(ca: CaCore, opts: IntermediateOptions):
   const id = `int-${n}`;
   await ca.saveIssuer(id, { cert, key: keys.privateKey, keyType });
   ca.ledger.write(() => {
-    ca.ledger.insertIssuer(issuerRow(id, "intermediate", generation, rootId, cert, keyType, ca.issuerRow(rootId).state, now));
+    ca.ledger.insertIssuer(
+      issuerRow(id, "intermediate", generation, rootId, cert, keyType, ca.issuerRow(rootId).state, now),
+    );
     // Only under the signing generation: a generation that is not trusted everywhere yet must not sign.
     if (generation === signing) ca.ledger.setMeta("signer", id);
   });
@@ -57,15 +65,26 @@ export async function createIntermediate(ca: CaCore, opts: IntermediateOptions):
 
 /** A generation an intermediate may be created under: it exists and is not retired. */
 function liveGeneration(ca: CaCore, generation: number): number {
-  if (!Number.isSafeInteger(generation) || generation < 1) throw badInput(`generation ${JSON.stringify(generation)} is not a generation number (1, 2, …)`);
+  if (!Number.isSafeInteger(generation) || generation < 1)
+    throw badInput(`generation ${JSON.stringify(generation)} is not a generation number (1, 2, …)`);
   const gen = ca.generations().find((g) => g.generation === generation);
-  if (!gen) throw badInput(`no root generation ${generation} in ${ca.layout.dir}: --generation must name one that exists (see: npm run ca -- status)`);
-  if (gen.root.state === "retired") throw badInput(`generation ${generation} is retired: an issuing CA under it would never be trusted; pick one that is not retired (see: npm run ca -- status)`);
+  if (!gen)
+    throw badInput(
+      `no root generation ${generation} in ${ca.layout.dir}: --generation must name one that exists (see: npm run ca -- status)`,
+    );
+  if (gen.root.state === "retired")
+    throw badInput(
+      `generation ${generation} is retired: an issuing CA under it would never be trusted; pick one that is not retired (see: npm run ca -- status)`,
+    );
   return generation;
 }
 
 /** What makes an intermediate's profile: its name, permitted DNS subtrees and key type. */
-export interface IntermediateProfile { name: string; permitDns: string[]; keyType: KeyType }
+export interface IntermediateProfile {
+  name: string;
+  permitDns: string[];
+  keyType: KeyType;
+}
 
 /**
  * The profile of an existing intermediate, for making its like under another root (rotation).
@@ -79,10 +98,17 @@ export function intermediateProfile(ca: CaCore, id: string): IntermediateProfile
   let permitDns: string[] = [];
   if (ext) {
     let c: ReturnType<typeof parseConstraints> | undefined;
-    try { c = parseConstraints(ext.value); } catch { c = undefined; }
+    try {
+      c = parseConstraints(ext.value);
+    } catch {
+      c = undefined;
+    }
     const dns = c?.permitted.map((s) => (s.form === "DNS" && s.dns && !s.dns.startsWith(".") ? s.dns : null));
     if (!c || c.excluded.length > 0 || !dns || dns.some((d) => d === null)) {
-      throw new CaError("REFUSED", `the name constraints of ${row.name} (${id}) hold more than permitted DNS names, which cannot be copied exactly (a copy without them would certify more)`);
+      throw new CaError(
+        "REFUSED",
+        `the name constraints of ${row.name} (${id}) hold more than permitted DNS names, which cannot be copied exactly (a copy without them would certify more)`,
+      );
     }
     permitDns = dns as string[];
   }
@@ -99,7 +125,10 @@ export function generationName(name: string, generation: number): string {
 }
 
 /** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */
-export async function addGeneration(ca: CaCore, opts: { name?: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuerRow> {
+export async function addGeneration(
+  ca: CaCore,
+  opts: { name?: string; days?: number | string; keyType?: KeyType | string },
+): Promise<IssuerRow> {
   const gens = ca.generations();
   const generation = Math.max(...gens.map((g) => g.generation)) + 1;
   const name = validateCaName(opts.name ?? generationName(gens[0]!.root.name, generation));
@@ -119,7 +148,8 @@ export async function addGeneration(ca: CaCore, opts: { name?: string; days?: nu
 /** Makes a generation sign new certificates: its newest intermediate if it has one, else its root. */
 export function useGeneration(ca: CaCore, generation: number): IssuerRow {
   const gen = ca.generation(generation);
-  if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is retired: it cannot sign again`);
+  if (gen.root.state === "retired")
+    throw new CaError("REFUSED", `generation ${generation} is retired: it cannot sign again`);
   const issuer = gen.intermediates.at(-1) ?? gen.root;
   ca.ledger.write(() => ca.ledger.setMeta("signer", issuer.id));
   return issuer;
@@ -128,7 +158,8 @@ export function useGeneration(ca: CaCore, generation: number): IssuerRow {
 /** Publishes every generation not retired in bundle.pem (pending ones become trusted). */
 export function publishBundle(ca: CaCore): IssuerRow[] {
   ca.ledger.write(() => {
-    for (const g of ca.generations()) if (g.root.state === "pending") ca.ledger.setIssuerState(g.generation, "published");
+    for (const g of ca.generations())
+      if (g.root.state === "pending") ca.ledger.setIssuerState(g.generation, "published");
   });
   return ca.writeBundle();
 }
@@ -138,17 +169,30 @@ export function publishBundle(ca: CaCore): IssuerRow[] {
  * certificate still chains to it (that is the outage a careless rotation
  * causes) unless forced, and always while it is the signing generation.
  */
-export function retireGeneration(ca: CaCore, generation: number, opts: { force?: boolean } = {}): { retired: IssuerRow; stillValid: number } {
+export function retireGeneration(
+  ca: CaCore,
+  generation: number,
+  opts: { force?: boolean } = {},
+): { retired: IssuerRow; stillValid: number } {
   const gen = ca.generation(generation);
   if (gen.root.state === "retired") throw new CaError("REFUSED", `generation ${generation} is already retired`);
   const signing = ca.issuerRow(ca.signerId());
   if (signing.generation === generation) {
-    throw new CaError("REFUSED", `cannot retire generation ${generation}: it signs new certificates; switch first (run: npm run ca -- generation use N)`);
+    throw new CaError(
+      "REFUSED",
+      `cannot retire generation ${generation}: it signs new certificates; switch first (run: npm run ca -- generation use N)`,
+    );
   }
   const stillValid = ca.ledger.validInGeneration(generation, ca.now().toISOString());
   if (stillValid > 0 && !opts.force) {
-    const names = ca.list().filter((r) => r.status === "VALID" && r.generation === generation).map((r) => r.domain);
-    throw new CaError("REFUSED", `cannot retire generation ${generation}: ${stillValid} valid certificate(s) still chain to it (${names.slice(0, 5).join(", ")}${names.length > 5 ? ", …" : ""}); renew them from the new generation first, or pass --force to break them`);
+    const names = ca
+      .list()
+      .filter((r) => r.status === "VALID" && r.generation === generation)
+      .map((r) => r.domain);
+    throw new CaError(
+      "REFUSED",
+      `cannot retire generation ${generation}: ${stillValid} valid certificate(s) still chain to it (${names.slice(0, 5).join(", ")}${names.length > 5 ? ", …" : ""}); renew them from the new generation first, or pass --force to break them`,
+    );
   }
   ca.ledger.write(() => ca.ledger.setIssuerState(generation, "retired"));
   ca.writeBundle();
@@ -158,15 +202,35 @@ export function retireGeneration(ca: CaCore, generation: number, opts: { force?:
 
 function refuseDuplicateName(ca: CaCore, name: string): void {
   if (ca.ledger.issuers().some((r) => r.name === name)) {
-    throw badInput(`a CA named ${JSON.stringify(name)} already exists here: every CA needs a distinct subject, or peers cannot tell them apart`);
+    throw badInput(
+      `a CA named ${JSON.stringify(name)} already exists here: every CA needs a distinct subject, or peers cannot tell them apart`,
+    );
   }
 }
 
-export function issuerRow(id: string, kind: IssuerRow["kind"], generation: number, parent: string | null, cert: x509.X509Certificate,
-  keyType: KeyType, state: IssuerRow["state"], now: Date): IssuerRow {
+export function issuerRow(
+  id: string,
+  kind: IssuerRow["kind"],
+  generation: number,
+  parent: string | null,
+  cert: x509.X509Certificate,
+  keyType: KeyType,
+  state: IssuerRow["state"],
+  now: Date,
+): IssuerRow {
   return {
-    id, kind, generation, parent, name: cert.subjectName.getField("CN")[0] ?? cert.subject,
-    serial: normalSerial(cert.serialNumber), key_type: keyType, not_before: cert.notBefore.toISOString(),
-    not_after: cert.notAfter.toISOString(), state, crl_number: 0, crl_next_update: null, created_at: now.toISOString(),
+    id,
+    kind,
+    generation,
+    parent,
+    name: cert.subjectName.getField("CN")[0] ?? cert.subject,
+    serial: normalSerial(cert.serialNumber),
+    key_type: keyType,
+    not_before: cert.notBefore.toISOString(),
+    not_after: cert.notAfter.toISOString(),
+    state,
+    crl_number: 0,
+    crl_next_update: null,
+    created_at: now.toISOString(),
   };
 }

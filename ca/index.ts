@@ -13,7 +13,15 @@ export { Ledger, sqliteLedger } from "./ledger.ts";
 export type { CertRow, IssuerRow, RotationRow } from "./ledger.ts";
 export { verifyPath, parseCertificates, parseCrls } from "./verify.ts";
 export type { VerifyResult, Purpose, Check } from "./verify.ts";
-export { runRotation, RotationTimeout, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, GATE_NUMBER } from "./rotation.ts";
+export {
+  runRotation,
+  RotationTimeout,
+  evaluatePrepare,
+  evaluateRetire,
+  prepareFacts,
+  retireFacts,
+  GATE_NUMBER,
+} from "./rotation.ts";
 export type { RotateOptions, RotationEvent, GateName, GateState, GateVerdict } from "./rotation.ts";
 export { createToken } from "./tokens.ts";
 export { csrIdentity, enrol } from "./enrol.ts";

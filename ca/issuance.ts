@@ -24,64 +24,120 @@ export async function issue(ca: CaCore, opts: IssueOptions): Promise<IssuedCert>
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
   refuseIfCurrent(ca, names.name);
   const keys = await generateKeyPair(keyType);
-  return signLeaf(ca, { names, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "issue" });
+  return signLeaf(ca, {
+    names,
+    days,
+    keyType,
+    publicKey: keys.publicKey,
+    privateKey: keys.privateKey,
+    source: "issue",
+  });
 }
 
 /** Signs a CSR after checking its PEM type, its signature and its names. */
-export async function signCsr(ca: CaCore, opts: { csrPem: string; days?: number | string; allowWildcard?: boolean }): Promise<IssuedCert> {
+export async function signCsr(
+  ca: CaCore,
+  opts: { csrPem: string; days?: number | string; allowWildcard?: boolean },
+): Promise<IssuedCert> {
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const csr = parseCsr(opts.csrPem);
   // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
   const keyType = csrKeyType(csr);
   let signed = false;
-  try { signed = await csr.verify(); } catch { /* an algorithm that cannot verify: unsigned */ }
-  if (!signed) throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
+  try {
+    signed = await csr.verify();
+  } catch {
+    /* an algorithm that cannot verify: unsigned */
+  }
+  if (!signed)
+    throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
   const cn = csr.subjectName.getField("CN");
-  const sanExt = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension);
+  const sanExt = csr.extensions.find(
+    (e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension,
+  );
   const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
   const ip = sanExt ? sanExt.names.items.filter((n) => n.type === "ip").map((n) => n.value) : [];
   const other = sanExt ? sanExt.names.items.filter((n) => n.type !== "dns" && n.type !== "ip") : [];
-  if (other.length > 0) throw badInput(`the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed (the CA sets the SPIFFE ID itself, from the name)`);
-  if (cn.length > 1) throw badInput(`the CSR's subject has ${cn.length} CNs (${cn.join(", ")}): a service certificate has exactly one`);
+  if (other.length > 0)
+    throw badInput(
+      `the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed (the CA sets the SPIFFE ID itself, from the name)`,
+    );
+  if (cn.length > 1)
+    throw badInput(`the CSR's subject has ${cn.length} CNs (${cn.join(", ")}): a service certificate has exactly one`);
   const name = cn[0] ?? dns[0];
   if (!name) throw badInput("the CSR names nothing: give it a CN or a DNS subjectAltName");
-  if (cn[0] && dns.length > 0 && !dns.includes(cn[0])) throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
+  if (cn[0] && dns.length > 0 && !dns.includes(cn[0]))
+    throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
   const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
   refuseIfCurrent(ca, names.name);
   return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
 }
 
 /** New key and certificate for a name; the old one becomes SUPERSEDED, linked to its successor. */
-export async function renew(ca: CaCore, opts: { domain: string; days?: number | string; keyType?: KeyType | string }): Promise<IssuedCert> {
+export async function renew(
+  ca: CaCore,
+  opts: { domain: string; days?: number | string; keyType?: KeyType | string },
+): Promise<IssuedCert> {
   const name = validateDnsName(opts.domain, { allowWildcard: true, what: "--domain" });
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const old = ca.ledger.current(name);
   if (!old) {
     const latest = ca.ledger.latest(name);
-    if (latest?.status === "revoked") throw new CaError("REFUSED", `cannot renew ${name}: its certificate ${latest.serial} is revoked; issue a fresh one (run: npm run ca -- issue --domain ${name})`);
-    throw new CaError("NOT_FOUND", `cannot renew ${name}: no certificate for it in ${ca.layout.dir} (run: npm run ca -- issue --domain ${name})`);
+    if (latest?.status === "revoked")
+      throw new CaError(
+        "REFUSED",
+        `cannot renew ${name}: its certificate ${latest.serial} is revoked; issue a fresh one (run: npm run ca -- issue --domain ${name})`,
+      );
+    throw new CaError(
+      "NOT_FOUND",
+      `cannot renew ${name}: no certificate for it in ${ca.layout.dir} (run: npm run ca -- issue --domain ${name})`,
+    );
   }
-  if (old.source !== "issue" && old.source !== "renew") throw new CaError("REFUSED", `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`);
+  if (old.source !== "issue" && old.source !== "renew")
+    throw new CaError(
+      "REFUSED",
+      `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`,
+    );
   const keyType = validateKeyType(opts.keyType ?? old.key_type);
   const sans = JSON.parse(old.sans) as LeafNames;
   const keys = await generateKeyPair(keyType);
-  return signLeaf(ca, { names: sans, days, keyType, publicKey: keys.publicKey, privateKey: keys.privateKey, source: "renew", supersede: old.serial });
+  return signLeaf(ca, {
+    names: sans,
+    days,
+    keyType,
+    publicKey: keys.publicKey,
+    privateKey: keys.privateKey,
+    source: "renew",
+    supersede: old.serial,
+  });
 }
 
-export async function revoke(ca: CaCore, opts: { domain?: string; serial?: string; reason?: string }): Promise<CertRow> {
+export async function revoke(
+  ca: CaCore,
+  opts: { domain?: string; serial?: string; reason?: string },
+): Promise<CertRow> {
   const reason = (opts.reason ?? "unspecified") as RevocationReason;
-  if (!REVOCATION_REASONS.includes(reason)) throw badInput(`--reason ${JSON.stringify(opts.reason)} is not a revocation reason: use one of ${REVOCATION_REASONS.join(", ")}`);
+  if (!REVOCATION_REASONS.includes(reason))
+    throw badInput(
+      `--reason ${JSON.stringify(opts.reason)} is not a revocation reason: use one of ${REVOCATION_REASONS.join(", ")}`,
+    );
   let row: CertRow | undefined;
   if (opts.serial !== undefined) {
-    if (!/^[0-9a-fA-F:]{1,64}$/.test(opts.serial)) throw badInput(`--serial ${JSON.stringify(opts.serial)} is not a hexadecimal serial number`);
+    if (!/^[0-9a-fA-F:]{1,64}$/.test(opts.serial))
+      throw badInput(`--serial ${JSON.stringify(opts.serial)} is not a hexadecimal serial number`);
     row = ca.ledger.bySerial(normalSerial(opts.serial.replaceAll(":", "")));
-    if (!row) throw new CaError("NOT_FOUND", `no certificate with serial ${opts.serial} in ${ca.layout.dir} (see: npm run ca -- list --all)`);
+    if (!row)
+      throw new CaError(
+        "NOT_FOUND",
+        `no certificate with serial ${opts.serial} in ${ca.layout.dir} (see: npm run ca -- list --all)`,
+      );
   } else {
     const name = validateDnsName(opts.domain ?? "", { allowWildcard: true, what: "--domain" });
     row = ca.ledger.current(name);
     if (!row) {
       const latest = ca.ledger.latest(name);
-      if (latest?.status === "revoked") throw new CaError("REFUSED", `${name} is already revoked (serial ${latest.serial})`);
+      if (latest?.status === "revoked")
+        throw new CaError("REFUSED", `${name} is already revoked (serial ${latest.serial})`);
       throw new CaError("NOT_FOUND", `no certificate for ${name} in ${ca.layout.dir} (see: npm run ca -- list)`);
     }
   }
@@ -92,7 +148,8 @@ export async function revoke(ca: CaCore, opts: { domain?: string; serial?: strin
   // The ledger row and the re-signed CRL are written under one write lock,
   // so two revocations at once cannot publish a CRL that misses either.
   await ca.ledger.writeAsync(async () => {
-    if (!ca.ledger.markRevoked(serial, at.toISOString(), reason)) throw new CaError("REFUSED", `${row!.name} (serial ${serial}) was revoked by another command just now`);
+    if (!ca.ledger.markRevoked(serial, at.toISOString(), reason))
+      throw new CaError("REFUSED", `${row!.name} (serial ${serial}) was revoked by another command just now`);
     await ca.resignCrl(row!.issuer_id, signer, at, { serial, revokedAt: at, reason });
   });
   ca.writeCrlBundle();
@@ -100,7 +157,10 @@ export async function revoke(ca: CaCore, opts: { domain?: string; serial?: strin
 }
 
 /** The SANs of a leaf; with a trust domain, also its SPIFFE ID (svidNames). */
-export function leafNames(opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean }, trustDomain?: string): LeafNames {
+export function leafNames(
+  opts: { domain: string; dns?: string[]; ip?: string[]; allowWildcard?: boolean },
+  trustDomain?: string,
+): LeafNames {
   const name = validateDnsName(opts.domain, { allowWildcard: opts.allowWildcard, what: "--domain" });
   const dns = (opts.dns ?? []).map((d) => validateDnsName(d, { allowWildcard: opts.allowWildcard, what: "--dns" }));
   const ip = (opts.ip ?? []).map(validateIp);
@@ -121,7 +181,10 @@ export function svidNames(names: LeafNames, trustDomain: string): LeafNames {
 function refuseIfCurrent(ca: CaCore, name: string): void {
   const cur = ca.ledger.current(name);
   if (cur && new Date(cur.not_after) > ca.now()) {
-    throw new CaError("ALREADY_EXISTS", `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`);
+    throw new CaError(
+      "ALREADY_EXISTS",
+      `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`,
+    );
   }
 }
 
@@ -130,25 +193,48 @@ function refuseIfCurrent(ca: CaCore, name: string): void {
  * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
  * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
  */
-export async function signLeaf(ca: CaCore, opts: {
-  names: LeafNames; days: number; keyType: KeyType; publicKey: CryptoKey | x509.PublicKey; privateKey?: CryptoKey;
-  source: CertRow["source"]; supersede?: string;
-  lifetimeMs?: number; cdp?: (issuerId: string) => string[]; inTransaction?: (serial: string) => void;
-}): Promise<IssuedCert> {
+export async function signLeaf(
+  ca: CaCore,
+  opts: {
+    names: LeafNames;
+    days: number;
+    keyType: KeyType;
+    publicKey: CryptoKey | x509.PublicKey;
+    privateKey?: CryptoKey;
+    source: CertRow["source"];
+    supersede?: string;
+    lifetimeMs?: number;
+    cdp?: (issuerId: string) => string[];
+    inTransaction?: (serial: string) => void;
+  },
+): Promise<IssuedCert> {
   const issuerId = ca.signerId();
   const issuer = ca.issuerRow(issuerId);
   const signer = await ca.signer(issuerId);
   const now = ca.now();
   const warnings: string[] = [];
-  const validity = clampToIssuer(opts.lifetimeMs !== undefined ? validityForMs(now, opts.lifetimeMs) : validityFor(now, opts.days), signer.cert, warnings);
+  const validity = clampToIssuer(
+    opts.lifetimeMs !== undefined ? validityForMs(now, opts.lifetimeMs) : validityFor(now, opts.days),
+    signer.cert,
+    warnings,
+  );
   const rootRow = ca.issuerRow(`root-${issuer.generation}`);
   if (rootRow.state === "pending") {
-    warnings.push(`generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`);
+    warnings.push(
+      `generation ${issuer.generation} is not in the published trust bundle yet: peers that trust only ${ca.layout.bundle} will reject this certificate (publish it first: npm run ca -- bundle)`,
+    );
   }
   // Every leaf, however it came to be signed (issue, sign, renew, EST, the CA server's own), gets its SPIFFE ID here.
   const names = svidNames(opts.names, ca.trustDomain());
   await checkNameConstraints(ca, names, issuerId);
-  const cert = await createLeaf({ names, publicKey: opts.publicKey, keyType: opts.keyType, issuer: signer, validity, cdp: opts.cdp?.(issuerId) });
+  const cert = await createLeaf({
+    names,
+    publicKey: opts.publicKey,
+    keyType: opts.keyType,
+    issuer: signer,
+    validity,
+    cdp: opts.cdp?.(issuerId),
+  });
   const serial = normalSerial(cert.serialNumber);
   const certPem = certToPem(cert) + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
@@ -156,25 +242,46 @@ export async function signLeaf(ca: CaCore, opts: {
   crashPoint("before-commit");
   const name = names.name;
   try {
-    ca.ledger.write(() => {
-      // First: of requests racing with one token, the losers are told the token was used.
-      opts.inTransaction?.(serial);
-      if (opts.supersede !== undefined) {
-        if (!ca.ledger.markSuperseded(opts.supersede, serial)) throw new CaError("REFUSED", `${name} changed while renewing (another command renewed or revoked it); run list and try again`);
-      } else {
-        const cur = ca.ledger.current(name);
-        if (cur && new Date(cur.not_after) > now) throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
-        if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
-      }
-      ca.ledger.insertCert({
-        serial, name, sans: JSON.stringify(names), issuer_id: issuerId, key_type: opts.keyType,
-        not_before: validity.notBefore.toISOString(), not_after: validity.notAfter.toISOString(),
-        status: "valid", revoked_at: null, reason: null, superseded_by: null, source: opts.source,
-        created_at: now.toISOString(), pem: certToPem(cert),
-      });
-      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
-      // one current certificate per name is a unique index, so issuances need not queue.
-    }, { shared: true });
+    ca.ledger.write(
+      () => {
+        // First: of requests racing with one token, the losers are told the token was used.
+        opts.inTransaction?.(serial);
+        if (opts.supersede !== undefined) {
+          if (!ca.ledger.markSuperseded(opts.supersede, serial))
+            throw new CaError(
+              "REFUSED",
+              `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+            );
+        } else {
+          const cur = ca.ledger.current(name);
+          if (cur && new Date(cur.not_after) > now)
+            throw new CaError(
+              "ALREADY_EXISTS",
+              `${name} was issued by another command just now (serial ${cur.serial})`,
+            );
+          if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
+        }
+        ca.ledger.insertCert({
+          serial,
+          name,
+          sans: JSON.stringify(names),
+          issuer_id: issuerId,
+          key_type: opts.keyType,
+          not_before: validity.notBefore.toISOString(),
+          not_after: validity.notAfter.toISOString(),
+          status: "valid",
+          revoked_at: null,
+          reason: null,
+          superseded_by: null,
+          source: opts.source,
+          created_at: now.toISOString(),
+          pem: certToPem(cert),
+        });
+        // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+        // one current certificate per name is a unique index, so issuances need not queue.
+      },
+      { shared: true },
+    );
   } catch (err) {
     ca.journal.discard(serial);
     if (isUniqueViolation(err)) {
@@ -186,18 +293,33 @@ export async function signLeaf(ca: CaCore, opts: {
   ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   return {
-    serial, domain: name, sans: names, certPath: paths.cert, keyPath: keyPem ? paths.key : undefined,
-    notBefore: validity.notBefore, notAfter: validity.notAfter, issuer: issuer.name, issuerId,
-    generation: issuer.generation, warnings, supersedes: opts.supersede,
+    serial,
+    domain: name,
+    sans: names,
+    certPath: paths.cert,
+    keyPath: keyPem ? paths.key : undefined,
+    notBefore: validity.notBefore,
+    notAfter: validity.notAfter,
+    issuer: issuer.name,
+    issuerId,
+    generation: issuer.generation,
+    warnings,
+    supersedes: opts.supersede,
   };
 }
 
 /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
 async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: string): Promise<void> {
-  for (let row: IssuerRow | undefined = ca.issuerRow(issuerId); row; row = row.parent ? ca.issuerRow(row.parent) : undefined) {
+  for (
+    let row: IssuerRow | undefined = ca.issuerRow(issuerId);
+    row;
+    row = row.parent ? ca.issuerRow(row.parent) : undefined
+  ) {
     const permitted = permittedDns(row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id));
     if (!permitted) continue;
-    const outside = [names.name, ...names.dns].find((n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)));
+    const outside = [names.name, ...names.dns].find(
+      (n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)),
+    );
     if (outside) throw badInput(`${outside} is outside the names ${row.name} may certify (${permitted.join(", ")})`);
   }
 }
@@ -206,7 +328,9 @@ function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
   const m = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(pem);
   if (!m) throw badInput("the CSR file is not PEM: expected -----BEGIN CERTIFICATE REQUEST-----");
   if (m[1] !== "CERTIFICATE REQUEST" && m[1] !== "NEW CERTIFICATE REQUEST") {
-    throw badInput(`the CSR file holds a ${m[1]}, not a CERTIFICATE REQUEST${m[1]!.includes("PRIVATE KEY") ? " (never send a private key to the CA: make a CSR with openssl req -new -key KEY)" : ""}`);
+    throw badInput(
+      `the CSR file holds a ${m[1]}, not a CERTIFICATE REQUEST${m[1]!.includes("PRIVATE KEY") ? " (never send a private key to the CA: make a CSR with openssl req -new -key KEY)" : ""}`,
+    );
   }
   try {
     return new x509.Pkcs10CertificateRequest(pem);

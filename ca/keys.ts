@@ -17,13 +17,24 @@ interface KeyProfile {
 }
 
 const rsa = (bits: number): KeyProfile => ({
-  generate: { name: "RSASSA-PKCS1-v1_5", modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" } as RsaHashedKeyGenParams,
+  generate: {
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: bits,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  } as RsaHashedKeyGenParams,
   signing: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" } as Algorithm,
 });
 
 const PROFILES: Record<KeyType, KeyProfile> = {
-  "ec-p256": { generate: { name: "ECDSA", namedCurve: "P-256" }, signing: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams },
-  "ec-p384": { generate: { name: "ECDSA", namedCurve: "P-384" }, signing: { name: "ECDSA", hash: "SHA-384" } as EcdsaParams },
+  "ec-p256": {
+    generate: { name: "ECDSA", namedCurve: "P-256" },
+    signing: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
+  },
+  "ec-p384": {
+    generate: { name: "ECDSA", namedCurve: "P-384" },
+    signing: { name: "ECDSA", hash: "SHA-384" } as EcdsaParams,
+  },
   "rsa-2048": rsa(2048),
   "rsa-3072": rsa(3072),
   ed25519: { generate: { name: "Ed25519" }, signing: { name: "Ed25519" } },
@@ -73,26 +84,45 @@ export function keyTypeOf(obj: KeyObject): KeyType {
   if (obj.asymmetricKeyType === "ec") {
     // Named, so that a P-192 or secp256k1 key is not mistaken for a bad signature (WebCrypto cannot verify either).
     const nist: Record<string, string> = { prime192v1: "P-192", secp224r1: "P-224", secp521r1: "P-521" };
-    const curve = d.namedCurve ? (nist[d.namedCurve] ? `${nist[d.namedCurve]} (${d.namedCurve})` : d.namedCurve) : "(unnamed)";
-    throw badInput(`unsupported curve ${curve}: this CA signs EC keys on P-256 (prime256v1) or P-384 (secp384r1) only; or use ${KEY_TYPES.filter((k) => !k.startsWith("ec-")).join(", ")}`);
+    const curve = d.namedCurve
+      ? nist[d.namedCurve]
+        ? `${nist[d.namedCurve]} (${d.namedCurve})`
+        : d.namedCurve
+      : "(unnamed)";
+    throw badInput(
+      `unsupported curve ${curve}: this CA signs EC keys on P-256 (prime256v1) or P-384 (secp384r1) only; or use ${KEY_TYPES.filter((k) => !k.startsWith("ec-")).join(", ")}`,
+    );
   }
-  throw badInput(`unsupported key (${obj.asymmetricKeyType} ${d.namedCurve ?? d.modulusLength ?? ""}): use one of ${KEY_TYPES.join(", ")}`);
+  throw badInput(
+    `unsupported key (${obj.asymmetricKeyType} ${d.namedCurve ?? d.modulusLength ?? ""}): use one of ${KEY_TYPES.join(", ")}`,
+  );
 }
 
 /**
  * Loads a PKCS#8 PEM private key for signing. `where` names the file for the
  * error messages a user sees.
  */
-export async function importSigningKey(pem: string, where: string, passphrase?: string): Promise<{ key: CryptoKey; type: KeyType; spki: Buffer }> {
+export async function importSigningKey(
+  pem: string,
+  where: string,
+  passphrase?: string,
+): Promise<{ key: CryptoKey; type: KeyType; spki: Buffer }> {
   let obj: KeyObject;
   if (isEncryptedPem(pem) && !passphrase) {
-    throw new CaError("BAD_PASSPHRASE", `the CA key ${where} is encrypted: pass --passphrase-file FILE or set MESH_CA_PASSPHRASE`);
+    throw new CaError(
+      "BAD_PASSPHRASE",
+      `the CA key ${where} is encrypted: pass --passphrase-file FILE or set MESH_CA_PASSPHRASE`,
+    );
   }
   try {
     obj = createPrivateKey({ key: pem, format: "pem", passphrase });
   } catch (err) {
-    if (isEncryptedPem(pem)) throw new CaError("BAD_PASSPHRASE", `cannot decrypt the CA key ${where}: the passphrase is wrong`);
-    throw new CaError("CORRUPT", `the key ${where} is not a readable private key (${(err as Error).message}); restore it from your backup`);
+    if (isEncryptedPem(pem))
+      throw new CaError("BAD_PASSPHRASE", `cannot decrypt the CA key ${where}: the passphrase is wrong`);
+    throw new CaError(
+      "CORRUPT",
+      `the key ${where} is not a readable private key (${(err as Error).message}); restore it from your backup`,
+    );
   }
   const type = keyTypeOf(obj);
   const der = obj.export({ format: "der", type: "pkcs8" });

@@ -3,10 +3,32 @@
 import Database from "better-sqlite3";
 import { CaError } from "./errors.ts";
 import type { LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
-import type { BundleHolderRow, CertRow, CurrentCertFact, GenerationState, IssuerRow, LedgerEntry, RotationRow, TokenRow } from "./store/rows.ts";
-export type { BundleHolderRow, CertRow, CertStatus, CurrentCertFact, GenerationState, IssuerKind, IssuerRow, LedgerEntry, RotationPhase, RotationRow, TokenRow } from "./store/rows.ts";
+import type {
+  BundleHolderRow,
+  CertRow,
+  CurrentCertFact,
+  GenerationState,
+  IssuerRow,
+  LedgerEntry,
+  RotationRow,
+  TokenRow,
+} from "./store/rows.ts";
+export type {
+  BundleHolderRow,
+  CertRow,
+  CertStatus,
+  CurrentCertFact,
+  GenerationState,
+  IssuerKind,
+  IssuerRow,
+  LedgerEntry,
+  RotationPhase,
+  RotationRow,
+  TokenRow,
+} from "./store/rows.ts";
 
-const ENTRY_COLUMNS = "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
+const ENTRY_COLUMNS =
+  "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
 
 const SCHEMA_VERSION = "1";
 
@@ -128,10 +150,23 @@ CREATE TABLE IF NOT EXISTS rotations (
 CREATE UNIQUE INDEX IF NOT EXISTS rotations_one_unfinished ON rotations((1)) WHERE phase != 'done';
 `;
 
-const ROTATION_FIELDS = new Set(["to_generation", "phase", "in_use", "published_at", "activated_at", "finished_at", "owner", "heartbeat_at"]);
+const ROTATION_FIELDS = new Set([
+  "to_generation",
+  "phase",
+  "in_use",
+  "published_at",
+  "activated_at",
+  "finished_at",
+  "owner",
+  "heartbeat_at",
+]);
 
 function corrupt(path: string, err: unknown): CaError {
-  return new CaError("CORRUPT", `the ledger ${path} is not readable (${(err as Error).message}); restore it from a backup — nothing was changed`, { cause: err });
+  return new CaError(
+    "CORRUPT",
+    `the ledger ${path} is not readable (${(err as Error).message}); restore it from a backup — nothing was changed`,
+    { cause: err },
+  );
 }
 
 export class Ledger implements LedgerStore {
@@ -168,7 +203,8 @@ export class Ledger implements LedgerStore {
       if (!opts.readonly) db.pragma("synchronous = FULL");
       const row = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
       if (!row) throw new Error("no schema version");
-      if (row.value !== SCHEMA_VERSION) throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
+      if (row.value !== SCHEMA_VERSION)
+        throw new Error(`schema version ${row.value}, this CA understands ${SCHEMA_VERSION}`);
       if (!opts.readonly || opts.create) db.exec(ONLINE_SCHEMA + ROTATION_SCHEMA + REPLICA_SCHEMA);
     } catch (err) {
       if (err instanceof CaError) throw err;
@@ -187,7 +223,8 @@ export class Ledger implements LedgerStore {
       return this.db.transaction(fn).immediate();
     } catch (err) {
       if (err instanceof CaError) throw err;
-      if ((err as { code?: string }).code === "SQLITE_CORRUPT" || (err as { code?: string }).code === "SQLITE_NOTADB") throw corrupt(this.path, err);
+      if ((err as { code?: string }).code === "SQLITE_CORRUPT" || (err as { code?: string }).code === "SQLITE_NOTADB")
+        throw corrupt(this.path, err);
       throw err;
     }
   }
@@ -213,14 +250,19 @@ export class Ledger implements LedgerStore {
   }
 
   setMeta(key: string, value: string): void {
-    this.sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
+    this.sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(
+      key,
+      value,
+    );
   }
 
   // --- issuers ---------------------------------------------------------------
 
   insertIssuer(row: IssuerRow): void {
     this.sql(`INSERT INTO issuers (id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at)
-      VALUES (@id, @kind, @generation, @parent, @name, @serial, @key_type, @not_before, @not_after, @state, @crl_number, @crl_next_update, @created_at)`).run(row);
+      VALUES (@id, @kind, @generation, @parent, @name, @serial, @key_type, @not_before, @not_after, @state, @crl_number, @crl_next_update, @created_at)`).run(
+      row,
+    );
   }
 
   issuers(): IssuerRow[] {
@@ -236,12 +278,17 @@ export class Ledger implements LedgerStore {
   }
 
   crlEntries(id: string): Uint8Array | null {
-    const row = this.sql("SELECT crl_entries FROM issuers WHERE id = ?").get(id) as { crl_entries: Buffer | null } | undefined;
+    const row = this.sql("SELECT crl_entries FROM issuers WHERE id = ?").get(id) as
+      | { crl_entries: Buffer | null }
+      | undefined;
     return row?.crl_entries ?? null;
   }
 
   setCrlEntries(id: string, der: Uint8Array): void {
-    this.sql("UPDATE issuers SET crl_entries = ? WHERE id = ?").run(Buffer.from(der.buffer, der.byteOffset, der.byteLength), id);
+    this.sql("UPDATE issuers SET crl_entries = ? WHERE id = ?").run(
+      Buffer.from(der.buffer, der.byteOffset, der.byteLength),
+      id,
+    );
   }
 
   /** Takes the next CRL number for an issuer (inside a write transaction). */
@@ -254,7 +301,9 @@ export class Ledger implements LedgerStore {
 
   insertCert(row: CertRow): void {
     this.sql(`INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
-      VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(row);
+      VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(
+      row,
+    );
   }
 
   /** The certificate currently in force for a name (status valid, possibly expired). */
@@ -263,7 +312,9 @@ export class Ledger implements LedgerStore {
   }
 
   latest(name: string): CertRow | undefined {
-    return this.sql("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as CertRow | undefined;
+    return this.sql("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as
+      | CertRow
+      | undefined;
   }
 
   bySerial(serial: string): CertRow | undefined {
@@ -277,22 +328,35 @@ export class Ledger implements LedgerStore {
   }
 
   markRevoked(serial: string, at: string, reason: string): boolean {
-    return this.sql("UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ? AND status != 'revoked'").run(at, reason, serial).changes === 1;
+    return (
+      this.sql(
+        "UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ? AND status != 'revoked'",
+      ).run(at, reason, serial).changes === 1
+    );
   }
 
   markSuperseded(serial: string, by: string): boolean {
-    return this.sql("UPDATE certs SET status = 'superseded', superseded_by = ? WHERE serial = ? AND status = 'valid'").run(by, serial).changes === 1;
+    return (
+      this.sql("UPDATE certs SET status = 'superseded', superseded_by = ? WHERE serial = ? AND status = 'valid'").run(
+        by,
+        serial,
+      ).changes === 1
+    );
   }
 
   /** Revoked certificates of an issuer still inside their validity: what its CRL must list. */
   revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
-    return this.sql("SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?").all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
+    return this.sql(
+      "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?",
+    ).all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
   }
 
   /** Valid, unexpired certificates issued by any CA of a generation. */
   validInGeneration(generation: number, now: string): number {
-    return (this.sql(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
-      WHERE i.generation = ? AND c.status = 'valid' AND c.not_after > ?`).get(generation, now) as { n: number }).n;
+    return (
+      this.sql(`SELECT count(*) AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE i.generation = ? AND c.status = 'valid' AND c.not_after > ?`).get(generation, now) as { n: number }
+    ).n;
   }
 
   // --- the online CA: tokens, bundles, who holds which ---------------------------
@@ -306,7 +370,9 @@ export class Ledger implements LedgerStore {
   }
 
   insertToken(row: TokenRow): void {
-    this.sql("INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES (@hash, @name, @created_at, @expires_at, @used_at, @used_by)").run(row);
+    this.sql(
+      "INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES (@hash, @name, @created_at, @expires_at, @used_at, @used_by)",
+    ).run(row);
   }
 
   token(hash: string): TokenRow | undefined {
@@ -315,21 +381,33 @@ export class Ledger implements LedgerStore {
 
   /** Marks a token used, only if it still is unused and unexpired (inside the issuing transaction). */
   consumeToken(hash: string, now: string, serial: string): boolean {
-    return this.sql("UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ?").run(now, serial, hash, now).changes === 1;
+    return (
+      this.sql(
+        "UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ?",
+      ).run(now, serial, hash, now).changes === 1
+    );
   }
 
   recordBundle(etag: string, generations: number[], now: string): void {
-    this.sql("INSERT OR IGNORE INTO bundles (etag, generations, first_served_at) VALUES (?, ?, ?)").run(etag, JSON.stringify(generations), now);
+    this.sql("INSERT OR IGNORE INTO bundles (etag, generations, first_served_at) VALUES (?, ?, ?)").run(
+      etag,
+      JSON.stringify(generations),
+      now,
+    );
   }
 
   bundleGenerations(etag: string): number[] | undefined {
-    const row = this.sql("SELECT generations FROM bundles WHERE etag = ?").get(etag) as { generations: string } | undefined;
+    const row = this.sql("SELECT generations FROM bundles WHERE etag = ?").get(etag) as
+      | { generations: string }
+      | undefined;
     return row ? (JSON.parse(row.generations) as number[]) : undefined;
   }
 
   recordBundleHolder(row: BundleHolderRow): void {
     this.sql(`INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES (@name, @serial, @held_etag, @served_etag, @seen_at, @remote)
-      ON CONFLICT(name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`).run(row);
+      ON CONFLICT(name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`).run(
+      row,
+    );
   }
 
   bundleHolders(): BundleHolderRow[] {
@@ -352,7 +430,11 @@ export class Ledger implements LedgerStore {
 
   /** The root generation of the CA that issued a certificate (any status), or undefined. */
   generationOf(serial: string): number | undefined {
-    return (this.sql("SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = ?").get(serial) as { generation: number } | undefined)?.generation;
+    return (
+      this.sql("SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = ?").get(
+        serial,
+      ) as { generation: number } | undefined
+    )?.generation;
   }
 
   /** The rotation not done yet, if any (at most one: a unique index says so). */
@@ -364,16 +446,27 @@ export class Ledger implements LedgerStore {
     return this.sql("SELECT * FROM rotations WHERE id = ?").get(id) as RotationRow | undefined;
   }
 
-  insertRotation(row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number }): RotationRow {
-    const r = this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
-      VALUES (@from_generation, @to_generation, 'prepare', @in_use, @started_at, @started_at, @owner, @started_at)`).run({ in_use: 0, ...row });
+  insertRotation(
+    row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+  ): RotationRow {
+    const r =
+      this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
+      VALUES (@from_generation, @to_generation, 'prepare', @in_use, @started_at, @started_at, @owner, @started_at)`).run(
+        { in_use: 0, ...row },
+      );
     return this.rotation(Number(r.lastInsertRowid))!;
   }
 
   /** Moves a rotation on; `fields` are the timestamps this step sets. */
   updateRotation(id: number, fields: RotationFields, now: string): void {
-    const sets = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k)).map((k) => `${k} = @${k}`);
-    this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({ ...fields, id, now });
+    const sets = Object.keys(fields)
+      .filter((k) => ROTATION_FIELDS.has(k))
+      .map((k) => `${k} = @${k}`);
+    this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({
+      ...fields,
+      id,
+      now,
+    });
   }
 
   // --- replicas: leases, signed CRLs; retention -------------------------------------
@@ -396,11 +489,17 @@ export class Ledger implements LedgerStore {
   }
 
   setSignedCrl(id: string, der: Uint8Array): void {
-    this.sql("INSERT INTO signed_crls (issuer_id, der) VALUES (?, ?) ON CONFLICT(issuer_id) DO UPDATE SET der = excluded.der").run(id, Buffer.from(der));
+    this.sql(
+      "INSERT INTO signed_crls (issuer_id, der) VALUES (?, ?) ON CONFLICT(issuer_id) DO UPDATE SET der = excluded.der",
+    ).run(id, Buffer.from(der));
   }
 
   cliIssuedSince(since: string): number {
-    return (this.sql("SELECT count(*) AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= ?").get(since) as { n: number }).n;
+    return (
+      this.sql("SELECT count(*) AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= ?").get(
+        since,
+      ) as { n: number }
+    ).n;
   }
 
   /**
@@ -412,7 +511,8 @@ export class Ledger implements LedgerStore {
   pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
     const at = cutoff.toISOString();
     if (opts.dryRun) {
-      const n = (table: string, column: string) => (this.sql(`SELECT count(*) AS n FROM ${table} WHERE ${column} < ?`).get(at) as { n: number }).n;
+      const n = (table: string, column: string) =>
+        (this.sql(`SELECT count(*) AS n FROM ${table} WHERE ${column} < ?`).get(at) as { n: number }).n;
       return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
     }
     const certs = this.sql("DELETE FROM certs WHERE not_after < ?").run(at).changes;
@@ -431,7 +531,10 @@ export class Ledger implements LedgerStore {
 }
 
 /** The status a person sees: expiry is derived from the clock, never stored. */
-export function displayStatus(row: Pick<CertRow, "status" | "not_after">, now: Date): "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED" {
+export function displayStatus(
+  row: Pick<CertRow, "status" | "not_after">,
+  now: Date,
+): "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED" {
   if (row.status === "revoked") return "REVOKED";
   if (row.status === "superseded") return "SUPERSEDED";
   return new Date(row.not_after) <= now ? "EXPIRED" : "VALID";
@@ -439,6 +542,7 @@ export function displayStatus(row: Pick<CertRow, "status" | "not_after">, now: D
 
 /** The SQLite ledger behind a store, for what only SQLite has (pragmas, bulk loading in the benchmark). */
 export function sqliteLedger(store: LedgerStore): Ledger {
-  if (!(store instanceof Ledger)) throw new CaError("REFUSED", `this needs the SQLite ledger, and the CA's ledger is at ${store.path}`);
+  if (!(store instanceof Ledger))
+    throw new CaError("REFUSED", `this needs the SQLite ledger, and the CA's ledger is at ${store.path}`);
   return store;
 }

@@ -36,8 +36,12 @@ export interface CertNames {
 export class ConstraintError extends Error {}
 
 const UNPROCESSED: Record<number, string> = {
-  0xa0: "otherName", 0x81: "rfc822Name (email)", 0xa3: "x400Address", 0xa5: "ediPartyName",
-  0x86: "uniformResourceIdentifier (URI)", 0x88: "registeredID",
+  0xa0: "otherName",
+  0x81: "rfc822Name (email)",
+  0xa3: "x400Address",
+  0xa5: "ediPartyName",
+  0x86: "uniformResourceIdentifier (URI)",
+  0x88: "registeredID",
 };
 // Bounds a hostile CA cannot exceed: OpenSSL caps names x constraints the same way.
 const MAX_SUBTREES = 1024;
@@ -61,7 +65,8 @@ export function parseConstraints(value: ArrayBuffer): Constraints {
         const [base, ...rest] = children(st, 3);
         if (!base) throw new DerError("empty GeneralSubtree");
         // minimum DEFAULT 0 is never encoded in DER; anything here is a minimum or maximum.
-        if (rest.length > 0) throw new ConstraintError("it sets a minimum or maximum on a subtree, which RFC 5280 forbids");
+        if (rest.length > 0)
+          throw new ConstraintError("it sets a minimum or maximum on a subtree, which RFC 5280 forbids");
         list.push(subtree(base));
       }
     }
@@ -79,7 +84,10 @@ function subtree(base: Tlv): Subtree {
       return { form: "DNS", dns, shown: dns === "" ? "every DNS name" : printable(dns) };
     }
     case 0x87: {
-      if (base.body.length !== 8 && base.body.length !== 32) throw new ConstraintError(`it holds an IP range of ${base.body.length} bytes (expected 8 for IPv4 or 32 for IPv6)`);
+      if (base.body.length !== 8 && base.body.length !== 32)
+        throw new ConstraintError(
+          `it holds an IP range of ${base.body.length} bytes (expected 8 for IPv4 or 32 for IPv6)`,
+        );
       const half = base.body.length / 2;
       const ip = { addr: base.body.subarray(0, half), mask: base.body.subarray(half) };
       return { form: "IP", ip, shown: showRange(ip.addr, ip.mask) };
@@ -90,7 +98,9 @@ function subtree(base: Tlv): Subtree {
       return { form: "directoryName", dn, shown: dn.length === 0 ? "every directory name" : showName(name.raw) };
     }
     default:
-      throw new ConstraintError(`it constrains ${UNPROCESSED[base.tag] ?? `a name form with tag 0x${base.tag.toString(16)}`} names, which this verifier does not process`);
+      throw new ConstraintError(
+        `it constrains ${UNPROCESSED[base.tag] ?? `a name form with tag 0x${base.tag.toString(16)}`} names, which this verifier does not process`,
+      );
   }
 }
 
@@ -99,7 +109,11 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
   const subject = readOne(new Uint8Array(cert.subjectName.toArrayBuffer()));
   const rdns = canonicalName(subject);
   // An empty subject asserts no directory name (RFC 5280 6.1.3 (b)).
-  const names: CertNames = { dns: [], ip: [], dirs: rdns.length > 0 ? [{ rdns, shown: `the subject "${printable(cert.subject)}"` }] : [] };
+  const names: CertNames = {
+    dns: [],
+    ip: [],
+    dirs: rdns.length > 0 ? [{ rdns, shown: `the subject "${printable(cert.subject)}"` }] : [],
+  };
   // Every subjectAltName (verify refuses a repeated extension anyway, but none is left unchecked).
   for (const san of cert.extensions.filter((e) => e.type === "2.5.29.17")) {
     const seq = readOne(new Uint8Array(san.value));
@@ -122,12 +136,25 @@ export function certNames(cert: x509.X509Certificate, isLeaf: boolean): CertName
  * Why `names` break `c`, or undefined when they do not. `ca` names the constraining CA and
  * `holder` the certificate the names are from (a leaf's names need no "of" in the message).
  */
-export function violation(names: CertNames, c: Constraints, ca: string, holder: { name: string; isLeaf: boolean }): string | undefined {
-  if ((names.dns.length + names.ip.length + names.dirs.length) * (c.permitted.length + c.excluded.length) > MAX_CHECKS) {
+export function violation(
+  names: CertNames,
+  c: Constraints,
+  ca: string,
+  holder: { name: string; isLeaf: boolean },
+): string | undefined {
+  if (
+    (names.dns.length + names.ip.length + names.dirs.length) * (c.permitted.length + c.excluded.length) >
+    MAX_CHECKS
+  ) {
     return `${holder.name} has too many names for ${ca}'s name constraints to be checked`;
   }
   const whose = holder.isLeaf ? "" : ` (a name of ${holder.name})`;
-  const check = (form: NameForm, shown: string, within: (s: Subtree) => boolean, excludedHit: (s: Subtree) => boolean = within) => {
+  const check = (
+    form: NameForm,
+    shown: string,
+    within: (s: Subtree) => boolean,
+    excludedHit: (s: Subtree) => boolean = within,
+  ) => {
     const permitted = c.permitted.filter((s) => s.form === form);
     // A form with no permitted subtree is not restricted by the permitted list (RFC 5280 4.2.1.10).
     if (permitted.length > 0 && !permitted.some(within)) {
@@ -139,11 +166,20 @@ export function violation(names: CertNames, c: Constraints, ca: string, holder: 
   };
   for (const dir of names.dirs) {
     // A subtree is an RDN-sequence prefix.
-    const v = check("directoryName", dir.shown, (s) => s.dn!.length <= dir.rdns.length && s.dn!.every((rdn, i) => dir.rdns[i] === rdn));
+    const v = check(
+      "directoryName",
+      dir.shown,
+      (s) => s.dn!.length <= dir.rdns.length && s.dn!.every((rdn, i) => dir.rdns[i] === rdn),
+    );
     if (v) return v;
   }
   for (const dns of names.dns) {
-    const v = check("DNS", printable(dns), (s) => withinDns(dns, s.dns!), (s) => withinDns(dns, s.dns!) || wildcardMeets(dns, s.dns!));
+    const v = check(
+      "DNS",
+      printable(dns),
+      (s) => withinDns(dns, s.dns!),
+      (s) => withinDns(dns, s.dns!) || wildcardMeets(dns, s.dns!),
+    );
     if (v) return v;
   }
   for (const ip of names.ip) {
@@ -208,7 +244,10 @@ function looksLikeHost(cn: string): boolean {
     if (/[A-Za-z0-9_]/.test(c)) continue;
     if (i > 0 && i < cn.length - 1) {
       if (c === "-") continue;
-      if (c === "." && cn[i + 1] !== "." && cn[i - 1] !== "-" && cn[i + 1] !== "-") { dns = true; continue; }
+      if (c === "." && cn[i + 1] !== "." && cn[i - 1] !== "-" && cn[i + 1] !== "-") {
+        dns = true;
+        continue;
+      }
     }
     return false;
   }
@@ -217,9 +256,21 @@ function looksLikeHost(cn: string): boolean {
 
 const STRING_TAGS: Record<number, (b: Uint8Array) => string> = {
   0x0c: (b) => new TextDecoder("utf-8", { fatal: true }).decode(b),
-  0x13: ascii, 0x16: ascii, 0x1a: ascii, 0x14: ascii,
-  0x1e: (b) => { const s: string[] = []; for (let i = 0; i + 1 < b.length; i += 2) s.push(String.fromCharCode((b[i]! << 8) | b[i + 1]!)); return s.join(""); },
-  0x1c: (b) => { const s: string[] = []; for (let i = 0; i + 3 < b.length; i += 4) s.push(String.fromCodePoint(((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0)); return s.join(""); },
+  0x13: ascii,
+  0x16: ascii,
+  0x1a: ascii,
+  0x14: ascii,
+  0x1e: (b) => {
+    const s: string[] = [];
+    for (let i = 0; i + 1 < b.length; i += 2) s.push(String.fromCharCode((b[i]! << 8) | b[i + 1]!));
+    return s.join("");
+  },
+  0x1c: (b) => {
+    const s: string[] = [];
+    for (let i = 0; i + 3 < b.length; i += 4)
+      s.push(String.fromCodePoint(((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0));
+    return s.join("");
+  },
 };
 
 /**
@@ -231,23 +282,38 @@ function canonicalName(name: Tlv): string[] {
   if (name.tag !== 0x30) throw new DerError("a Name is not a SEQUENCE");
   return children(name, 256).map((rdn) => {
     if (rdn.tag !== 0x31) throw new DerError("an RDN is not a SET");
-    return children(rdn, 64).map((atv) => {
-      const [type, value] = children(atv, 2);
-      if (atv.tag !== 0x30 || type?.tag !== 0x06 || !value) throw new DerError("bad AttributeTypeAndValue");
-      const decode = STRING_TAGS[value.tag];
-      let text: string | undefined;
-      try { text = decode?.(value.body); } catch { text = undefined; }
-      const canon = text === undefined
-        ? `#${Buffer.from(value.raw).toString("hex")}`
-        : `"${text.replace(/[ \t\n\v\f\r]+/g, " ").trim().replace(/[A-Z]/g, (c) => c.toLowerCase())}`;
-      return `${oid(type.body)}=${canon}`;
-    }).sort().join("+");
+    return children(rdn, 64)
+      .map((atv) => {
+        const [type, value] = children(atv, 2);
+        if (atv.tag !== 0x30 || type?.tag !== 0x06 || !value) throw new DerError("bad AttributeTypeAndValue");
+        const decode = STRING_TAGS[value.tag];
+        let text: string | undefined;
+        try {
+          text = decode?.(value.body);
+        } catch {
+          text = undefined;
+        }
+        const canon =
+          text === undefined
+            ? `#${Buffer.from(value.raw).toString("hex")}`
+            : `"${text
+                .replace(/[ \t\n\v\f\r]+/g, " ")
+                .trim()
+                .replace(/[A-Z]/g, (c) => c.toLowerCase())}`;
+        return `${oid(type.body)}=${canon}`;
+      })
+      .sort()
+      .join("+");
   });
 }
 
 function showIp(ip: Uint8Array): string {
   if (ip.length === 4) return [...ip].join(".");
-  if (ip.length === 16) return [...Array(8).keys()].map((i) => ((ip[2 * i]! << 8) | ip[2 * i + 1]!).toString(16)).join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
+  if (ip.length === 16)
+    return [...Array(8).keys()]
+      .map((i) => ((ip[2 * i]! << 8) | ip[2 * i + 1]!).toString(16))
+      .join(":")
+      .replace(/(^|:)0(:0)+(:|$)/, "::");
   return `a malformed IP address (${ip.length} bytes)`;
 }
 
@@ -256,7 +322,10 @@ function showRange(addr: Uint8Array, mask: Uint8Array): string {
   let contiguous = true;
   for (const b of mask) {
     for (let i = 7; i >= 0; i--) {
-      if (b & (1 << i)) { if (!contiguous) return `${showIp(addr)} mask ${showIp(mask)}`; bits++; } else contiguous = false;
+      if (b & (1 << i)) {
+        if (!contiguous) return `${showIp(addr)} mask ${showIp(mask)}`;
+        bits++;
+      } else contiguous = false;
     }
   }
   return `${showIp(addr)}/${bits}`;

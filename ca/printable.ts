@@ -4,6 +4,9 @@
 
 /** Control characters escaped as \xNN, length bounded. */
 export function printable(text: string, max = 200): string {
-  const escaped = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  const escaped = text.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
   return escaped.length > max ? `${escaped.slice(0, max)}…` : escaped;
 }

@@ -2,7 +2,13 @@
 // Subjects are structured values, never strings pasted into "CN=…".
 import { randomBytes } from "node:crypto";
 import { AsnConvert } from "@peculiar/asn1-schema";
-import { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from "@peculiar/asn1-x509";
+import {
+  GeneralName,
+  GeneralSubtree,
+  GeneralSubtrees,
+  NameConstraints,
+  id_ce_nameConstraints,
+} from "@peculiar/asn1-x509";
 import { signingAlgorithm, type KeyType } from "./keys.ts";
 import { x509 } from "./x509.ts";
 
@@ -36,7 +42,9 @@ export function validityForMs(now: Date, ms: number): Validity {
 /** A certificate cannot outlive its issuer: path validation would reject it. */
 export function clampToIssuer(v: Validity, issuer: x509.X509Certificate, warnings: string[]): Validity {
   if (v.notAfter <= issuer.notAfter) return v;
-  warnings.push(`the issuing CA expires on ${issuer.notAfter.toISOString().slice(0, 10)}, so this certificate does too`);
+  warnings.push(
+    `the issuing CA expires on ${issuer.notAfter.toISOString().slice(0, 10)}, so this certificate does too`,
+  );
   return { notBefore: v.notBefore, notAfter: issuer.notAfter };
 }
 
@@ -55,7 +63,12 @@ async function authorityKeyId(issuer: x509.X509Certificate): Promise<x509.Author
   return x509.AuthorityKeyIdentifierExtension.create(issuer.publicKey);
 }
 
-export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyType: KeyType; validity: Validity }): Promise<x509.X509Certificate> {
+export async function createRoot(opts: {
+  name: string;
+  keys: CryptoKeyPair;
+  keyType: KeyType;
+  validity: Validity;
+}): Promise<x509.X509Certificate> {
   return x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
     name: [{ CN: [opts.name] }],
@@ -71,7 +84,9 @@ export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyT
 }
 
 function nameConstraints(permitDns: string[]): x509.Extension {
-  const subtrees = new GeneralSubtrees(permitDns.map((d) => new GeneralSubtree({ base: new GeneralName({ dNSName: d }) })));
+  const subtrees = new GeneralSubtrees(
+    permitDns.map((d) => new GeneralSubtree({ base: new GeneralName({ dNSName: d }) })),
+  );
   const der = AsnConvert.serialize(new NameConstraints({ permittedSubtrees: subtrees }));
   return new x509.Extension(id_ce_nameConstraints, true, der);
 }
@@ -123,7 +138,8 @@ export async function createLeaf(opts: {
 }): Promise<x509.X509Certificate> {
   const { names } = opts;
   // X509-SVID.md 2: exactly one URI SAN, the SPIFFE ID; two would make a certificate every SPIFFE validator rejects.
-  if (names.uri.length > 1) throw new Error(`a leaf carries at most one URI SAN (its SPIFFE ID), not ${names.uri.length}`);
+  if (names.uri.length > 1)
+    throw new Error(`a leaf carries at most one URI SAN (its SPIFFE ID), not ${names.uri.length}`);
   const san: x509.JsonGeneralNames = [
     ...[names.name, ...names.dns.filter((d) => d !== names.name)].map((value) => ({ type: "dns" as const, value })),
     ...names.ip.map((value) => ({ type: "ip" as const, value })),

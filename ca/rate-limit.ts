@@ -21,7 +21,8 @@ export class RateLimiter {
     private readonly now: () => number = Date.now,
     private readonly maxKeys = 10_000,
   ) {
-    if (!(spec.capacity >= 1) || !(spec.perMinute > 0)) throw new Error(`a rate limit needs capacity >= 1 and perMinute > 0 (got ${spec.capacity}, ${spec.perMinute})`);
+    if (!(spec.capacity >= 1) || !(spec.perMinute > 0))
+      throw new Error(`a rate limit needs capacity >= 1 and perMinute > 0 (got ${spec.capacity}, ${spec.perMinute})`);
   }
 
   /** Whether key has a token now, without taking it (a key never seen has a full bucket). */

@@ -57,7 +57,10 @@ export async function dropExpiredFromCrls(ca: CertificateAuthority): Promise<str
  * the ledger, so none leaves a CRL unlisted past its expiry), then the ledger rows and tokens
  * whose notAfter (expiry) is more than `olderThanMs` ago. dryRun changes nothing.
  */
-export async function prune(ca: CertificateAuthority, opts: { olderThanMs?: number; dryRun?: boolean } = {}): Promise<PruneResult> {
+export async function prune(
+  ca: CertificateAuthority,
+  opts: { olderThanMs?: number; dryRun?: boolean } = {},
+): Promise<PruneResult> {
   const dryRun = !!opts.dryRun;
   const cutoff = new Date(ca.now().getTime() - (opts.olderThanMs ?? DEFAULT_RETENTION_MS));
   const count = (m: Map<string, string[]>) => [...m.values()].reduce((n, s) => n + s.length, 0);

@@ -13,7 +13,10 @@ export type GateState = "started" | "waiting" | "passed" | "timeout" | "interrup
 export const GATE_NUMBER: Record<GateName, number> = { prepare: 1, activate: 2, retire: 3 };
 
 /** Who a gate still waits for, and why, in words a person can act on. */
-export interface Waiting { name: string; why: string }
+export interface Waiting {
+  name: string;
+  why: string;
+}
 
 export interface GateVerdict {
   gate: GateName;
@@ -61,7 +64,10 @@ export function enrolledIdentities(certs: CurrentCertFact[]): CurrentCertFact[] 
 /** The ETags of an If-None-Match value as the client sent it (a list, W/ tags); "*" names none. */
 export function etagsOf(header: string | null): string[] {
   if (!header) return [];
-  return header.split(",").map((t) => t.trim().replace(/^W\//, "")).filter((t) => t.startsWith('"') && t.endsWith('"') && t.length > 2);
+  return header
+    .split(",")
+    .map((t) => t.trim().replace(/^W\//, ""))
+    .filter((t) => t.startsWith('"') && t.endsWith('"') && t.length > 2);
 }
 
 /**
@@ -78,25 +84,36 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
   for (const id of identities) {
     const h = holders.get(id.name);
     if (!h) {
-      waitingFor.push({ name: id.name, why: `has never fetched cacerts with its certificate: its service must poll GET /.well-known/est/cacerts over mTLS` });
+      waitingFor.push({
+        name: id.name,
+        why: `has never fetched cacerts with its certificate: its service must poll GET /.well-known/est/cacerts over mTLS`,
+      });
       continue;
     }
     if (Date.parse(h.seen_at) < published) {
       const quietFor = f.now === undefined ? Infinity : Date.parse(f.now) - published;
       const ask = quietFor >= SILENCE_GRACE_MS ? "is its service running?" : "waiting for its next poll";
-      waitingFor.push({ name: id.name, why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): ${ask}` });
+      waitingFor.push({
+        name: id.name,
+        why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): ${ask}`,
+      });
       continue;
     }
     const tags = [...etagsOf(h.held_etag), h.served_etag];
     const gens = tags.map((t) => f.bundles.get(t)).filter((g): g is number[] => g !== undefined);
     if (gens.some((g) => g.includes(gen))) continue;
     const had = [...new Set(gens.flat())].sort((a, b) => a - b);
-    waitingFor.push({ name: id.name, why: `fetched cacerts at ${h.seen_at} but holds a bundle with generation${had.length === 1 ? "" : "s"} ${had.join(", ") || "unknown"} only` });
+    waitingFor.push({
+      name: id.name,
+      why: `fetched cacerts at ${h.seen_at} but holds a bundle with generation${had.length === 1 ? "" : "s"} ${had.join(", ") || "unknown"} only`,
+    });
   }
   const notes: string[] = [];
   const fileMode = [...new Set(f.certs.filter((c) => FILE_SOURCES.has(c.source)).map((c) => c.name))];
   if (fileMode.length > 0) {
-    notes.push(`not waited for: ${list(fileMode)} ${fileMode.length === 1 ? "holds a file-mode certificate (CLI issue/sign/renew): its service reads bundle.pem from the folder and never tells" : "hold file-mode certificates (CLI issue/sign/renew): their services read bundle.pem from the folder and never tell"} the CA which bundle they hold`);
+    notes.push(
+      `not waited for: ${list(fileMode)} ${fileMode.length === 1 ? "holds a file-mode certificate (CLI issue/sign/renew): its service reads bundle.pem from the folder and never tells" : "hold file-mode certificates (CLI issue/sign/renew): their services read bundle.pem from the folder and never tell"} the CA which bundle they hold`,
+    );
   }
   return { gate: "prepare", passed: waitingFor.length === 0, waitingFor, total: identities.length, notes };
 }
@@ -121,12 +138,21 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
   const old = f.certs.filter((c) => c.generation === f.fromGeneration);
   const waitingFor = old.map((c): Waiting => {
     if (c.source === "ca-server") {
-      return { name: c.name, why: `the CA server's own certificate (serial ${c.serial}): ca serve replaces it within a second of the switch; is ca serve running?` };
+      return {
+        name: c.name,
+        why: `the CA server's own certificate (serial ${c.serial}): ca serve replaces it within a second of the switch; is ca serve running?`,
+      };
     }
     if (ONLINE_SOURCES.has(c.source)) {
-      return { name: c.name, why: `certificate ${c.serial} expires ${c.not_after}: its service renews at its next renewal, or at once when it next polls cacerts (Mesh-Renew-Now: 1)` };
+      return {
+        name: c.name,
+        why: `certificate ${c.serial} expires ${c.not_after}: its service renews at its next renewal, or at once when it next polls cacerts (Mesh-Renew-Now: 1)`,
+      };
     }
-    return { name: c.name, why: `file-mode certificate ${c.serial} (CLI ${c.source}) until ${c.not_after}: nothing renews it online; run: npm run ca -- renew --domain ${c.name}` };
+    return {
+      name: c.name,
+      why: `file-mode certificate ${c.serial} (CLI ${c.source}) until ${c.not_after}: nothing renews it online; run: npm run ca -- renew --domain ${c.name}`,
+    };
   });
   let total = old.length;
   if (f.presented) {
@@ -149,15 +175,31 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
 /** Facts for gate 1, read from the ledger now. */
 export function prepareFacts(ledger: LedgerStore, rotation: RotationRow, now: Date): PrepareFacts {
   return {
-    toGeneration: rotation.to_generation, publishedAt: rotation.published_at ?? now.toISOString(),
-    certs: ledger.currentCerts(now.toISOString()), holders: ledger.bundleHolders(), bundles: ledger.bundles(), now: now.toISOString(),
+    toGeneration: rotation.to_generation,
+    publishedAt: rotation.published_at ?? now.toISOString(),
+    certs: ledger.currentCerts(now.toISOString()),
+    holders: ledger.bundleHolders(),
+    bundles: ledger.bundles(),
+    now: now.toISOString(),
   };
 }
 
-export function retireFacts(ledger: LedgerStore, rotation: RotationRow, now: Date, opts: { inUse?: boolean } = {}): RetireFacts {
-  const facts: RetireFacts = { fromGeneration: rotation.from_generation, certs: ledger.currentCerts(now.toISOString()) };
+export function retireFacts(
+  ledger: LedgerStore,
+  rotation: RotationRow,
+  now: Date,
+  opts: { inUse?: boolean } = {},
+): RetireFacts {
+  const facts: RetireFacts = {
+    fromGeneration: rotation.from_generation,
+    certs: ledger.currentCerts(now.toISOString()),
+  };
   if (opts.inUse) {
-    facts.presented = new Map(ledger.bundleHolders().map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]));
+    facts.presented = new Map(
+      ledger
+        .bundleHolders()
+        .map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]),
+    );
   }
   return facts;
 }
@@ -166,7 +208,8 @@ export function retireFacts(ledger: LedgerStore, rotation: RotationRow, now: Dat
 export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow): GateVerdict | null {
   const now = ca.now();
   if (rotation.phase === "prepare") return evaluatePrepare(prepareFacts(ca.ledger, rotation, now));
-  if (rotation.phase === "retire") return evaluateRetire(retireFacts(ca.ledger, rotation, now, { inUse: rotation.in_use === 1 }));
+  if (rotation.phase === "retire")
+    return evaluateRetire(retireFacts(ca.ledger, rotation, now, { inUse: rotation.in_use === 1 }));
   return null;
 }
 
@@ -174,13 +217,18 @@ export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow):
  * Why the CA's state no longer fits the rotation (someone ran `generation use` or `retire`
  * by hand half-way), or null. Carrying on then could break the mesh, so the run stops.
  */
-export function inconsistency(rotation: RotationRow, state: { signerGeneration: number; rootState: (generation: number) => string | undefined }): string | null {
+export function inconsistency(
+  rotation: RotationRow,
+  state: { signerGeneration: number; rootState: (generation: number) => string | undefined },
+): string | null {
   const { from_generation: from, to_generation: to, phase } = rotation;
   const toState = state.rootState(to);
   if (toState === undefined && phase !== "prepare") return `generation ${to} is gone from the ledger`;
   if (toState === "retired") return `generation ${to} was retired by hand`;
-  if ((phase === "prepare" || phase === "activate") && state.rootState(from) === "retired") return `generation ${from} was retired before generation ${to} was trusted everywhere`;
-  if (phase === "retire" && state.signerGeneration !== to) return `generation ${state.signerGeneration} signs again (generation use was run by hand); run: npm run ca -- generation use ${to}`;
+  if ((phase === "prepare" || phase === "activate") && state.rootState(from) === "retired")
+    return `generation ${from} was retired before generation ${to} was trusted everywhere`;
+  if (phase === "retire" && state.signerGeneration !== to)
+    return `generation ${state.signerGeneration} signs again (generation use was run by hand); run: npm run ca -- generation use ${to}`;
   return null;
 }
 
@@ -255,22 +303,44 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
   const emit = (gate: GateName, state: GateState, msg: string, waiting: Waiting[] = [], total = 0) => {
     const shown = waiting.slice(0, MAX_NAMES);
     opts.onEvent({
-      event: "rotate.gate", rotation: rot!.id, from: rot!.from_generation, to: rot!.to_generation, gate, state,
-      waitingFor: shown.map((w) => w.name), why: Object.fromEntries(shown.map((w) => [w.name, w.why])), total, msg,
+      event: "rotate.gate",
+      rotation: rot!.id,
+      from: rot!.from_generation,
+      to: rot!.to_generation,
+      gate,
+      state,
+      waitingFor: shown.map((w) => w.name),
+      why: Object.fromEntries(shown.map((w) => [w.name, w.why])),
+      total,
+      msg,
     });
   };
   const update = (fields: Parameters<LedgerStore["updateRotation"]>[1]) => {
-    ledger.write(() => ledger.updateRotation(rot!.id, { ...fields, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()));
+    ledger.write(() =>
+      ledger.updateRotation(rot!.id, { ...fields, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()),
+    );
     rot = ledger.rotation(rot!.id)!;
   };
   const consistent = () => {
     const roots = new Map(ca.generations().map((g) => [g.generation, g.root.state]));
-    const why = inconsistency(rot!, { signerGeneration: ca.issuerRow(ca.signerId()).generation, rootState: (g) => roots.get(g) });
-    if (why) throw new CaError("REFUSED", `rotation ${rot!.id} (generation ${rot!.from_generation} → ${rot!.to_generation}) cannot go on: ${why}`);
+    const why = inconsistency(rot!, {
+      signerGeneration: ca.issuerRow(ca.signerId()).generation,
+      rootState: (g) => roots.get(g),
+    });
+    if (why)
+      throw new CaError(
+        "REFUSED",
+        `rotation ${rot!.id} (generation ${rot!.from_generation} → ${rot!.to_generation}) cannot go on: ${why}`,
+      );
   };
 
   try {
-    if (resumed) emit(rot.phase === "done" ? "retire" : rot.phase, "started", `resuming rotation ${rot.id} (generation ${rot.from_generation} → ${rot.to_generation}, started ${rot.started_at}) at gate ${GATE_NUMBER[rot.phase as GateName] ?? 3} (${rot.phase})`);
+    if (resumed)
+      emit(
+        rot.phase === "done" ? "retire" : rot.phase,
+        "started",
+        `resuming rotation ${rot.id} (generation ${rot.from_generation} → ${rot.to_generation}, started ${rot.started_at}) at gate ${GATE_NUMBER[rot.phase as GateName] ?? 3} (${rot.phase})`,
+      );
 
     // Gate 1: publish the new generation, then wait until every enrolled identity holds it.
     if (rot.phase === "prepare") {
@@ -284,12 +354,22 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       if (!rot.published_at || created) update({ published_at: ca.now().toISOString() });
       // Always (again, on resume): publishing is idempotent, and a crash may have come before it.
       ca.publishBundle();
-      emit("prepare", "started", `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`);
+      emit(
+        "prepare",
+        "started",
+        `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`,
+      );
       const g1 = await waitGate("prepare", () => evaluatePrepare(prepareFacts(ledger, rot!, ca.now())));
       update({ phase: "activate" });
-      emit("prepare", "passed", g1.total === 0
-        ? `no enrolled identity to wait for: none holds a valid certificate issued through EST`
-        : `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`, [], g1.total);
+      emit(
+        "prepare",
+        "passed",
+        g1.total === 0
+          ? `no enrolled identity to wait for: none holds a valid certificate issued through EST`
+          : `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`,
+        [],
+        g1.total,
+      );
       crashPoint("rotate:activate");
     }
 
@@ -299,14 +379,21 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
         await opts.beforeActivate();
         if (opts.signal?.aborted) {
           emit("activate", "interrupted", `interrupted before gate 2 (activate)`);
-          throw new CaError("REFUSED", `interrupted before gate 2 (activate): rotation ${rot.id} stays there; run npm run ca -- rotate again to carry on`);
+          throw new CaError(
+            "REFUSED",
+            `interrupted before gate 2 (activate): rotation ${rot.id} stays there; run npm run ca -- rotate again to carry on`,
+          );
         }
       }
       consistent();
       emit("activate", "started", `every identity trusts generation ${rot.to_generation}: making it the signer`);
       const signer = ca.useGeneration(rot.to_generation);
       update({ phase: "retire", activated_at: ca.now().toISOString() });
-      emit("activate", "passed", `generation ${rot.to_generation} signs new certificates (${signer.id}, ${signer.name}); services move at their next renewal, or at once: cacerts now answers them with Mesh-Renew-Now: 1`);
+      emit(
+        "activate",
+        "passed",
+        `generation ${rot.to_generation} signs new certificates (${signer.id}, ${signer.name}); services move at their next renewal, or at once: cacerts now answers them with Mesh-Renew-Now: 1`,
+      );
       crashPoint("rotate:retire");
     }
 
@@ -315,21 +402,34 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       consistent();
       let waited = "it was retired already";
       if (ca.generation(rot.from_generation).root.state !== "retired") {
-        emit("retire", "started", `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`);
-        const g3 = await waitGate("retire", () => evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: rot!.in_use === 1 })));
+        emit(
+          "retire",
+          "started",
+          `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`,
+        );
+        const g3 = await waitGate("retire", () =>
+          evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: rot!.in_use === 1 })),
+        );
         ca.retireGeneration(rot.from_generation);
         waited = `no valid certificate chained to it any more after ${seconds(g3.waitedMs)}`;
       }
       update({ phase: "done", finished_at: ca.now().toISOString(), owner: null });
-      emit("retire", "passed", `${waited}: retired generation ${rot.from_generation}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`);
+      emit(
+        "retire",
+        "passed",
+        `${waited}: retired generation ${rot.from_generation}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`,
+      );
     }
     return rot;
   } finally {
     // Release the lease: a re-run resumes at once instead of waiting for it to go stale.
     try {
       const row = ledger.rotation(rot.id);
-      if (row && row.owner === owner) ledger.write(() => ledger.updateRotation(rot!.id, { owner: null }, ca.now().toISOString()));
-    } catch { /* the ledger is closing; the lease goes stale on its own */ }
+      if (row && row.owner === owner)
+        ledger.write(() => ledger.updateRotation(rot!.id, { owner: null }, ca.now().toISOString()));
+    } catch {
+      /* the ledger is closing; the lease goes stale on its own */
+    }
   }
 
   /** Reads the ledger until the gate passes; says who it waits for whenever that changes. */
@@ -354,19 +454,33 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       }
       if (clock() - start >= opts.timeoutMs) {
         const names = v.waitingFor.map((w) => w.name);
-        emit(gate, "timeout", `gate ${GATE_NUMBER[gate]} (${gate}) timed out after ${seconds(opts.timeoutMs)}, still waiting for ${v.waitingFor.length} of ${v.total}: ${list(names)}`, v.waitingFor, v.total);
-        throw new RotationTimeout(gate, v.waitingFor,
+        emit(
+          gate,
+          "timeout",
+          `gate ${GATE_NUMBER[gate]} (${gate}) timed out after ${seconds(opts.timeoutMs)}, still waiting for ${v.waitingFor.length} of ${v.total}: ${list(names)}`,
+          v.waitingFor,
+          v.total,
+        );
+        throw new RotationTimeout(
+          gate,
+          v.waitingFor,
           `gate ${GATE_NUMBER[gate]} (${gate}) timed out after ${seconds(opts.timeoutMs)}: still waiting for ${list(names)}; ` +
-          `rotation ${rot!.id} stays at ${gate}, nothing else changed. See who and why: npm run ca -- rotate --status; run npm run ca -- rotate again to carry on`);
+            `rotation ${rot!.id} stays at ${gate}, nothing else changed. See who and why: npm run ca -- rotate --status; run npm run ca -- rotate again to carry on`,
+        );
       }
       if (clock() - lastBeat >= HEARTBEAT_MS) {
-        ledger.write(() => ledger.updateRotation(rot!.id, { heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()));
+        ledger.write(() =>
+          ledger.updateRotation(rot!.id, { heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()),
+        );
         lastBeat = clock();
       }
       await sleep(opts.intervalMs, opts.signal);
       if (opts.signal?.aborted) {
         emit(gate, "interrupted", `interrupted at gate ${GATE_NUMBER[gate]} (${gate})`, v.waitingFor, v.total);
-        throw new CaError("REFUSED", `interrupted at gate ${GATE_NUMBER[gate]} (${gate}): rotation ${rot!.id} stays there; run npm run ca -- rotate again to carry on`);
+        throw new CaError(
+          "REFUSED",
+          `interrupted at gate ${GATE_NUMBER[gate]} (${gate}): rotation ${rot!.id} stays there; run npm run ca -- rotate again to carry on`,
+        );
       }
     }
   }
@@ -384,7 +498,10 @@ function claimOrBegin(ca: CertificateAuthority, owner: string, inUse: boolean): 
     const row = ca.ledger.unfinishedRotation();
     if (row) {
       if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeat_at, ca.now())) {
-        throw new CaError("REFUSED", `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`);
+        throw new CaError(
+          "REFUSED",
+          `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`,
+        );
       }
       // --in-use, once asked for, stays: a resumed run never waits for less.
       ca.ledger.updateRotation(row.id, { owner, heartbeat_at: now, ...(inUse ? { in_use: 1 } : {}) }, now);
@@ -394,15 +511,31 @@ function claimOrBegin(ca: CertificateAuthority, owner: string, inUse: boolean): 
     const gens = ca.generations();
     const adopt = gens.filter((g) => g.generation > from && g.root.state !== "retired").at(-1);
     const to = adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1;
-    return { row: ca.ledger.insertRotation({ from_generation: from, to_generation: to, started_at: now, owner, in_use: inUse ? 1 : 0 }), resumed: false };
+    return {
+      row: ca.ledger.insertRotation({
+        from_generation: from,
+        to_generation: to,
+        started_at: now,
+        owner,
+        in_use: inUse ? 1 : 0,
+      }),
+      resumed: false,
+    };
   });
 }
 
 /** Makes sure the rotation's new generation exists: adopts it, or adds it (a crash may have come between). */
-async function ensureGeneration(ca: CertificateAuthority, rot: RotationRow, name: string | undefined, say: (msg: string) => void): Promise<void> {
+async function ensureGeneration(
+  ca: CertificateAuthority,
+  rot: RotationRow,
+  name: string | undefined,
+  say: (msg: string) => void,
+): Promise<void> {
   const existing = ca.generations().find((g) => g.generation === rot.to_generation);
   if (existing) {
-    say(`rotation ${rot.id}: generation ${rot.from_generation} → ${rot.to_generation}; adopted ${existing.root.name} (generation ${rot.to_generation}, added earlier, ${existing.root.state})`);
+    say(
+      `rotation ${rot.id}: generation ${rot.from_generation} → ${rot.to_generation}; adopted ${existing.root.name} (generation ${rot.to_generation}, added earlier, ${existing.root.state})`,
+    );
     return;
   }
   const row = await ca.addGeneration({ name });
@@ -410,7 +543,9 @@ async function ensureGeneration(ca: CertificateAuthority, rot: RotationRow, name
     // Someone added one by hand between our row and this add: follow what exists.
     ca.ledger.write(() => ca.ledger.updateRotation(rot.id, { to_generation: row.generation }, ca.now().toISOString()));
   }
-  say(`rotation ${rot.id}: generation ${rot.from_generation} → ${row.generation}; added ${row.name} (generation ${row.generation})`);
+  say(
+    `rotation ${rot.id}: generation ${rot.from_generation} → ${row.generation}; added ${row.name} (generation ${row.generation})`,
+  );
 }
 
 /**
@@ -419,10 +554,19 @@ async function ensureGeneration(ca: CertificateAuthority, rot: RotationRow, name
  * profile, which `generation use` then picks at gate 2. Adopts one not retired that exists
  * already (a resumed run, or made by hand); returns whether it created one.
  */
-async function ensureIntermediate(ca: CertificateAuthority, rot: RotationRow, say: (msg: string) => void): Promise<boolean> {
-  const existing = ca.generation(rot.to_generation).intermediates.filter((r) => r.state !== "retired").at(-1);
+async function ensureIntermediate(
+  ca: CertificateAuthority,
+  rot: RotationRow,
+  say: (msg: string) => void,
+): Promise<boolean> {
+  const existing = ca
+    .generation(rot.to_generation)
+    .intermediates.filter((r) => r.state !== "retired")
+    .at(-1);
   if (existing) {
-    say(`rotation ${rot.id}: adopted the issuing CA ${existing.name} (${existing.id}, under generation ${rot.to_generation}, added earlier)`);
+    say(
+      `rotation ${rot.id}: adopted the issuing CA ${existing.name} (${existing.id}, under generation ${rot.to_generation}, added earlier)`,
+    );
     return false;
   }
   const signer = ca.issuerRow(ca.signerId());
@@ -433,19 +577,35 @@ async function ensureIntermediate(ca: CertificateAuthority, rot: RotationRow, sa
   } catch (err) {
     if (!(err instanceof CaError)) throw err;
     // Generation to_generation stays added (pending: neither trusted nor signing); one made by hand is adopted.
-    throw new CaError(err.code, `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.to_generation} by hand (npm run ca -- intermediate --generation ${rot.to_generation} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`);
+    throw new CaError(
+      err.code,
+      `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.to_generation} by hand (npm run ca -- intermediate --generation ${rot.to_generation} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`,
+    );
   }
   const root = ca.generation(rot.to_generation).root;
   const taken = new Set(ca.ledger.issuers().map((r) => r.name));
-  const name = [generationName(profile.name, rot.to_generation), `${root.name} Issuing`].find((n) => !taken.has(n)) ?? `${root.name} Issuing`;
-  const row = await createIntermediate(ca, { name, permitDns: profile.permitDns, keyType: profile.keyType, generation: rot.to_generation });
-  const constraints = profile.permitDns.length > 0 ? `permitted DNS ${profile.permitDns.join(", ")}` : "no name constraints";
-  say(`rotation ${rot.id}: generation ${rot.from_generation} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.to_generation}, ${constraints}, ${row.key_type}): it signs from gate 2`);
+  const name =
+    [generationName(profile.name, rot.to_generation), `${root.name} Issuing`].find((n) => !taken.has(n)) ??
+    `${root.name} Issuing`;
+  const row = await createIntermediate(ca, {
+    name,
+    permitDns: profile.permitDns,
+    keyType: profile.keyType,
+    generation: rot.to_generation,
+  });
+  const constraints =
+    profile.permitDns.length > 0 ? `permitted DNS ${profile.permitDns.join(", ")}` : "no name constraints";
+  say(
+    `rotation ${rot.id}: generation ${rot.from_generation} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.to_generation}, ${constraints}, ${row.key_type}): it signs from gate 2`,
+  );
   return true;
 }
 
 function publishedGenerations(ca: CertificateAuthority): number[] {
-  return ca.generations().filter((g) => g.root.state === "published").map((g) => g.generation);
+  return ca
+    .generations()
+    .filter((g) => g.root.state === "published")
+    .map((g) => g.generation);
 }
 
 /** Whether the run that holds the lease is still there: on this host, its pid; elsewhere, its heartbeat. */

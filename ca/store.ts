@@ -34,7 +34,8 @@ export class Layout {
   /** Files of an issuer: "root-2" → roots/2/, "int-1" → intermediates/1/. */
   issuer(id: string): IssuerPaths {
     const m = /^(root|int)-(\d+)$/.exec(id);
-    if (!m) throw new CaError("CORRUPT", `the ledger names an issuer ${JSON.stringify(id)} this CA does not understand`);
+    if (!m)
+      throw new CaError("CORRUPT", `the ledger names an issuer ${JSON.stringify(id)} this CA does not understand`);
     const dir = inside(this.dir, m[1] === "root" ? "roots" : "intermediates", m[2]!);
     return { dir, key: join(dir, "ca.key"), cert: join(dir, "ca.crt"), crl: join(dir, "crl.pem") };
   }
@@ -54,7 +55,10 @@ export function readStateFile(path: string, what: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
-    throw new CaError("CORRUPT", `cannot read ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); restore it from your backup`);
+    throw new CaError(
+      "CORRUPT",
+      `cannot read ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); restore it from your backup`,
+    );
   }
 }
 
@@ -84,7 +88,11 @@ export class Journal {
 
   discard(serial: string): void {
     for (const ext of ["key", "crt"] as const) {
-      try { unlinkSync(this.pendingPath(serial, ext)); } catch { /* not staged */ }
+      try {
+        unlinkSync(this.pendingPath(serial, ext));
+      } catch {
+        /* not staged */
+      }
     }
   }
 

@@ -25,7 +25,9 @@ export interface RootFingerprint {
 }
 
 export function rootFingerprint(der: ArrayBuffer | Uint8Array): RootFingerprint {
-  const digest = createHash("sha256").update(der instanceof Uint8Array ? der : new Uint8Array(der)).digest();
+  const digest = createHash("sha256")
+    .update(der instanceof Uint8Array ? der : new Uint8Array(der))
+    .digest();
   return { b64url: digest.toString("base64url"), hex: digest.toString("hex").toUpperCase().match(/../g)!.join(":") };
 }
 
@@ -72,7 +74,10 @@ export function createToken(ca: CertificateAuthority, opts: TokenOptions): Issue
   const ttlMs = opts.ttlMs ?? TOKEN_DEFAULT_TTL_MS;
   const live = liveCert(ca, domain);
   if (live && !opts.replace) {
-    throw new CaError("REFUSED", `${domain} has a live certificate (serial ${live.serial}, valid until ${live.notAfter.toISOString()}): enrolling with a token would supersede it and its service could no longer renew; pass --replace if that is what you want`);
+    throw new CaError(
+      "REFUSED",
+      `${domain} has a live certificate (serial ${live.serial}, valid until ${live.notAfter.toISOString()}): enrolling with a token would supersede it and its service could no longer renew; pass --replace if that is what you want`,
+    );
   }
   const generation = ca.issuerRow(ca.signerId()).generation;
   const rootRow = ca.issuerRow(`root-${generation}`);
@@ -80,11 +85,22 @@ export function createToken(ca: CertificateAuthority, opts: TokenOptions): Issue
   const token = `${TOKEN_VERSION}.${randomBytes(32).toString("base64url")}.${fingerprint.b64url}`;
   const createdAt = ca.now();
   const expiresAt = new Date(createdAt.getTime() + ttlMs);
-  ca.ledger.write(() => ca.ledger.insertToken({
-    hash: hashToken(token), name: domain, created_at: createdAt.toISOString(), expires_at: expiresAt.toISOString(), used_at: null, used_by: null,
-  }));
+  ca.ledger.write(() =>
+    ca.ledger.insertToken({
+      hash: hashToken(token),
+      name: domain,
+      created_at: createdAt.toISOString(),
+      expires_at: expiresAt.toISOString(),
+      used_at: null,
+      used_by: null,
+    }),
+  );
   return {
-    token, domain, createdAt, expiresAt, ttl: formatDuration(ttlMs),
+    token,
+    domain,
+    createdAt,
+    expiresAt,
+    ttl: formatDuration(ttlMs),
     root: { name: rootRow.name, generation, fingerprint, published: rootRow.state === "published" },
     ...(live ? { replaces: live } : {}),
   };

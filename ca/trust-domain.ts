@@ -20,7 +20,10 @@ export function spiffeConfigPath(dir: string): string {
 export function validateTrustDomain(td: unknown): string {
   if (typeof td !== "string") throw badInput("--trust-domain must be a name such as example.org");
   const why = trustDomainProblem(td);
-  if (why) throw badInput(`--trust-domain ${JSON.stringify(td.slice(0, 80))} is not a SPIFFE trust domain: ${why}; e.g. example.org or internal`);
+  if (why)
+    throw badInput(
+      `--trust-domain ${JSON.stringify(td.slice(0, 80))} is not a SPIFFE trust domain: ${why}; e.g. example.org or internal`,
+    );
   return td;
 }
 
@@ -37,7 +40,10 @@ export function loadTrustDomain(dir: string, legacy: () => string | undefined): 
     try {
       td = (JSON.parse(readFileSync(path, "utf8")) as { trust_domain?: unknown }).trust_domain;
     } catch (err) {
-      throw new CaError("CORRUPT", `${path} is not readable JSON (${(err as Error).message}); restore it from your backup`);
+      throw new CaError(
+        "CORRUPT",
+        `${path} is not readable JSON (${(err as Error).message}); restore it from your backup`,
+      );
     }
     const why = typeof td === "string" ? trustDomainProblem(td) : "trust_domain is missing";
     if (why) throw new CaError("CORRUPT", `${path}: ${why}; restore it from your backup`);

@@ -51,12 +51,24 @@ export function crlsIn(files: string[]): { crls: x509.X509Crl[]; pem: string } {
  * in `caFile`). Without CRL files revocation is not checked, and the result
  * says so rather than failing for want of a CRL nobody here can sign.
  */
-export async function verifyFiles(opts: { certFile: string; caFile: string; crlFiles: string[]; at: Date; purpose: Purpose; name?: string }): Promise<VerifyResult> {
+export async function verifyFiles(opts: {
+  certFile: string;
+  caFile: string;
+  crlFiles: string[];
+  at: Date;
+  purpose: Purpose;
+  name?: string;
+}): Promise<VerifyResult> {
   const certs = certificatesIn(opts.certFile, "--cert");
   const trusted = certificatesIn(opts.caFile, "--ca-file");
   const crls = opts.crlFiles.length > 0 ? crlsIn(opts.crlFiles).crls : undefined;
   return verifyPath({
-    certs, trusted, crls, at: opts.at, purpose: opts.purpose, name: opts.name,
+    certs,
+    trusted,
+    crls,
+    at: opts.at,
+    purpose: opts.purpose,
+    name: opts.name,
     crlHint: "the CRLs come from --crl-file: add that CA's current CRL",
   });
 }

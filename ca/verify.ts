@@ -15,8 +15,19 @@ import { normalSerial, x509 } from "./x509.ts";
 export { permittedDns, withinDns } from "./name-constraints.ts";
 
 export type Check =
-  | "parse" | "trust" | "signature" | "validity" | "basic-constraints" | "key-usage"
-  | "path-length" | "extended-key-usage" | "name-constraints" | "critical-extension" | "crl" | "revocation" | "name";
+  | "parse"
+  | "trust"
+  | "signature"
+  | "validity"
+  | "basic-constraints"
+  | "key-usage"
+  | "path-length"
+  | "extended-key-usage"
+  | "name-constraints"
+  | "critical-extension"
+  | "crl"
+  | "revocation"
+  | "name";
 
 export type Purpose = "server" | "client" | "mesh";
 
@@ -57,7 +68,10 @@ const SKI = "2.5.29.14";
 const DEFAULT_MAX_DEPTH = 8;
 const AKI = "2.5.29.35";
 const KNOWN_EXTENSIONS = new Set(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", SKI, AKI, id_ce_nameConstraints]);
-const MUST_NOT_BE_CRITICAL: Record<string, string> = { [SKI]: "subject key identifier (RFC 5280 4.2.1.2)", [AKI]: "authority key identifier (RFC 5280 4.2.1.1)" };
+const MUST_NOT_BE_CRITICAL: Record<string, string> = {
+  [SKI]: "subject key identifier (RFC 5280 4.2.1.2)",
+  [AKI]: "authority key identifier (RFC 5280 4.2.1.1)",
+};
 
 // Names come from certificates, which anyone can make: printed escaped and bounded.
 const cn = (c: x509.X509Certificate) => printable(c.subjectName.getField("CN")[0] ?? c.subject);
@@ -79,7 +93,9 @@ async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate
  * certificate ends a path; a trusted one that is not self-signed is just
  * another intermediate, so the path must still reach a trusted root.
  */
-async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certificate[]; anchored: boolean; notAnchors: x509.X509Certificate[] }> {
+async function buildPath(
+  input: VerifyInput,
+): Promise<{ chain: x509.X509Certificate[]; anchored: boolean; notAnchors: x509.X509Certificate[] }> {
   const anchors: x509.X509Certificate[] = [];
   const notAnchors: x509.X509Certificate[] = [];
   for (const t of input.trusted) ((await signedBy(t, t)) ? anchors : notAnchors).push(t);
@@ -96,7 +112,10 @@ async function buildPath(input: VerifyInput): Promise<{ chain: x509.X509Certific
     }
     let next: x509.X509Certificate | undefined;
     for (const candidate of pool) {
-      if (!chain.some((c) => c.equal(candidate)) && (await signedBy(current, candidate))) { next = candidate; break; }
+      if (!chain.some((c) => c.equal(candidate)) && (await signedBy(current, candidate))) {
+        next = candidate;
+        break;
+      }
     }
     if (!next) break;
     chain.push(next);
@@ -111,27 +130,50 @@ export async function verifyPath(input: VerifyInput): Promise<VerifyResult> {
     // @peculiar/x509 parses extensions when first read: a certificate that parsed as a whole can
     // still carry an extension that does not (a malformed AIA). Hostile input fails closed, never throws.
     const why = printable(err instanceof Error ? err.message : String(err));
-    return { ok: false, chain: [input.certs[0]!], failed: { check: "parse", message: `a certificate of the path cannot be read in full (${why}), so it is not accepted` }, revocationChecked: input.crls !== undefined };
+    return {
+      ok: false,
+      chain: [input.certs[0]!],
+      failed: {
+        check: "parse",
+        message: `a certificate of the path cannot be read in full (${why}), so it is not accepted`,
+      },
+      revocationChecked: input.crls !== undefined,
+    };
   }
 }
 
 async function validate(input: VerifyInput): Promise<VerifyResult> {
   const { chain, anchored, notAnchors } = await buildPath(input);
   const revocationChecked = input.crls !== undefined;
-  const fail = (check: Check, message: string): VerifyResult => ({ ok: false, chain, failed: { check, message }, revocationChecked });
+  const fail = (check: Check, message: string): VerifyResult => ({
+    ok: false,
+    chain,
+    failed: { check, message },
+    revocationChecked,
+  });
   const leaf = chain[0]!;
   if (!anchored) {
     const top = chain.at(-1)!;
     const trusted = input.trusted.map(cn).join(", ") || "none";
     const partial = chain.find((c) => notAnchors.some((t) => t.equal(c)));
     if (partial) {
-      return fail("trust", `${cn(partial)} is trusted but not self-signed, so it is not a trust anchor (OpenSSL and Node refuse such a chain too): trust the root it chains to`);
+      return fail(
+        "trust",
+        `${cn(partial)} is trusted but not self-signed, so it is not a trust anchor (OpenSSL and Node refuse such a chain too): trust the root it chains to`,
+      );
     }
-    return fail("trust", `${cn(top)} was issued by "${printable(top.issuerName.getField("CN")[0] ?? top.issuer)}", which is not a trusted CA (trusted: ${trusted})`);
+    return fail(
+      "trust",
+      `${cn(top)} was issued by "${printable(top.issuerName.getField("CN")[0] ?? top.issuer)}", which is not a trusted CA (trusted: ${trusted})`,
+    );
   }
   // OpenSSL's -verify_depth n allows n intermediates; self-issued ones count too (it counts certificates).
   const depth = Math.min(input.maxDepth ?? DEFAULT_MAX_DEPTH, DEFAULT_MAX_DEPTH);
-  if (chain.length - 2 > depth) return fail("path-length", `the path holds ${chain.length - 2} CA certificate(s) between ${cn(leaf)} and its root, more than the ${depth} allowed`);
+  if (chain.length - 2 > depth)
+    return fail(
+      "path-length",
+      `the path holds ${chain.length - 2} CA certificate(s) between ${cn(leaf)} and its root, more than the ${depth} allowed`,
+    );
   for (const cert of chain) {
     if (input.at < cert.notBefore) return fail("validity", `${cn(cert)} is not valid until ${day(cert.notBefore)}`);
     // At notAfter itself OpenSSL already says expired (X509_cmp_time: "earlier than or equal"), and the mesh runs on OpenSSL.
@@ -139,23 +181,43 @@ async function validate(input: VerifyInput): Promise<VerifyResult> {
     // RFC 5280 4.2: one instance of each; a second SAN or constraint would otherwise go unread.
     const seen = new Set<string>();
     const repeated = cert.extensions.find((e) => seen.size === seen.add(e.type).size);
-    if (repeated) return fail("parse", `${cn(cert)} carries the extension ${repeated.type} twice, which RFC 5280 forbids`);
+    if (repeated)
+      return fail("parse", `${cn(cert)} carries the extension ${repeated.type} twice, which RFC 5280 forbids`);
     const unknown = cert.extensions.find((e) => e.critical && !KNOWN_EXTENSIONS.has(e.type));
-    if (unknown) return fail("critical-extension", `${cn(cert)} has a critical extension this verifier does not understand (${unknown.type})`);
+    if (unknown)
+      return fail(
+        "critical-extension",
+        `${cn(cert)} has a critical extension this verifier does not understand (${unknown.type})`,
+      );
     const forbidden = cert.extensions.find((e) => e.critical && MUST_NOT_BE_CRITICAL[e.type]);
-    if (forbidden) return fail("critical-extension", `${cn(cert)} marks its ${MUST_NOT_BE_CRITICAL[forbidden.type]} extension critical, which RFC 5280 forbids`);
+    if (forbidden)
+      return fail(
+        "critical-extension",
+        `${cn(cert)} marks its ${MUST_NOT_BE_CRITICAL[forbidden.type]} extension critical, which RFC 5280 forbids`,
+      );
   }
   // Every certificate above the leaf must be a CA allowed to sign certificates.
   for (let i = 1; i < chain.length; i++) {
     const ca = chain[i]!;
     const bc = ca.getExtension(x509.BasicConstraintsExtension);
-    if (!bc?.ca) return fail("basic-constraints", `${cn(ca)} signed ${cn(chain[i - 1]!)} but is not a CA (basicConstraints CA:TRUE is missing)`);
+    if (!bc?.ca)
+      return fail(
+        "basic-constraints",
+        `${cn(ca)} signed ${cn(chain[i - 1]!)} but is not a CA (basicConstraints CA:TRUE is missing)`,
+      );
     const ku = ca.getExtension(x509.KeyUsagesExtension);
-    if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) return fail("key-usage", `${cn(ca)} signed ${cn(chain[i - 1]!)} but its key usage does not allow signing certificates (keyCertSign)`);
+    if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign))
+      return fail(
+        "key-usage",
+        `${cn(ca)} signed ${cn(chain[i - 1]!)} but its key usage does not allow signing certificates (keyCertSign)`,
+      );
     // Intermediates between this CA and the leaf, self-issued ones excepted.
     const below = chain.slice(1, i).filter((c) => !selfIssued(c)).length;
     if (bc.pathLength !== undefined && below > bc.pathLength) {
-      return fail("path-length", `${cn(ca)} allows ${bc.pathLength} CA(s) below it (pathLen:${bc.pathLength}) but ${below} follow it`);
+      return fail(
+        "path-length",
+        `${cn(ca)} allows ${bc.pathLength} CA(s) below it (pathLen:${bc.pathLength}) but ${below} follow it`,
+      );
     }
   }
   const constrained = checkNameConstraints(chain);
@@ -163,18 +225,35 @@ async function validate(input: VerifyInput): Promise<VerifyResult> {
   // The leaf's purpose is checked even when it is itself trusted: a CA certificate
   // (the root above all) is never a peer's certificate, for any purpose.
   const bc = leaf.getExtension(x509.BasicConstraintsExtension);
-  if (bc?.ca) return fail("basic-constraints", `${cn(leaf)} is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose (OpenSSL: unsuitable certificate purpose)`);
+  if (bc?.ca)
+    return fail(
+      "basic-constraints",
+      `${cn(leaf)} is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose (OpenSSL: unsuitable certificate purpose)`,
+    );
   // The services refuse a peer with several CNs as ambiguous (services/mesh/peer-identity.ts): so does verify.
   const cns = leaf.subjectName.getField("CN");
-  if (cns.length > 1) return fail("name", `${cn(leaf)} has ${cns.length} common names (${cns.map((n) => printable(n)).join(", ")}); a certificate for one identity has exactly one`);
+  if (cns.length > 1)
+    return fail(
+      "name",
+      `${cn(leaf)} has ${cns.length} common names (${cns.map((n) => printable(n)).join(", ")}); a certificate for one identity has exactly one`,
+    );
   if (input.name !== undefined) {
     const wrong = nameProblem(leaf, input.name);
     if (wrong) return fail("name", wrong);
   }
   const ku = leaf.getExtension(x509.KeyUsagesExtension);
-  if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return fail("key-usage", `${cn(leaf)} may not sign (digitalSignature is missing), so it cannot authenticate in TLS`);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature))
+    return fail(
+      "key-usage",
+      `${cn(leaf)} may not sign (digitalSignature is missing), so it cannot authenticate in TLS`,
+    );
   const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
-  const need = input.purpose === "mesh" ? ["serverAuth", "clientAuth"] as const : input.purpose === "server" ? ["serverAuth"] as const : ["clientAuth"] as const;
+  const need =
+    input.purpose === "mesh"
+      ? (["serverAuth", "clientAuth"] as const)
+      : input.purpose === "server"
+        ? (["serverAuth"] as const)
+        : (["clientAuth"] as const);
   for (const usage of need) {
     if (eku && !eku.usages.includes(x509.ExtendedKeyUsage[usage])) {
       return fail("extended-key-usage", `${cn(leaf)} is not allowed for ${usage} (its extended key usage lacks it)`);
@@ -190,33 +269,57 @@ async function validate(input: VerifyInput): Promise<VerifyResult> {
 /** Why `leaf` does not hold `name` (a DNS name or an IP address), or undefined. */
 function nameProblem(leaf: x509.X509Certificate, name: string): string | undefined {
   const cert = new NodeCertificate(new Uint8Array(leaf.rawData));
-  const held = isIP(name) ? cert.checkIP(name) !== undefined : cert.checkHost(name, { subject: "never", wildcards: true, partialWildcards: false }) !== undefined;
-  return held ? undefined : `${cn(leaf)} does not hold the name ${printable(name)} (its subjectAltName: ${printable(cert.subjectAltName ?? "none")})`;
+  const held = isIP(name)
+    ? cert.checkIP(name) !== undefined
+    : cert.checkHost(name, { subject: "never", wildcards: true, partialWildcards: false }) !== undefined;
+  return held
+    ? undefined
+    : `${cn(leaf)} does not hold the name ${printable(name)} (its subjectAltName: ${printable(cert.subjectAltName ?? "none")})`;
 }
 
 /** Each certificate below the anchor against its issuer's CRL: the first failure, or undefined. */
-async function revocationProblem(chain: x509.X509Certificate[], crls: x509.X509Crl[], at: Date, hint: string): Promise<{ check: Check; message: string } | undefined> {
+async function revocationProblem(
+  chain: x509.X509Certificate[],
+  crls: x509.X509Crl[],
+  at: Date,
+  hint: string,
+): Promise<{ check: Check; message: string } | undefined> {
   for (let i = 0; i < chain.length - 1; i++) {
     const cert = chain[i]!;
     const issuer = chain[i + 1]!;
     const signed: x509.X509Crl[] = [];
     for (const c of crls) {
-      if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false))) signed.push(c);
+      if (c.issuer === issuer.subject && (await c.verify({ publicKey: issuer.publicKey }).catch(() => false)))
+        signed.push(c);
     }
-    if (signed.length === 0) return { check: "crl", message: `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})` };
+    if (signed.length === 0)
+      return {
+        check: "crl",
+        message: `no CRL signed by ${cn(issuer)} was found, so the revocation of ${cn(cert)} cannot be checked (${hint})`,
+      };
     // Of several CRLs from one CA (an old and a new file), the newest current one decides.
-    const current = signed.filter((c) => c.thisUpdate <= at && !(c.nextUpdate && c.nextUpdate < at)).sort((a, b) => b.thisUpdate.getTime() - a.thisUpdate.getTime());
+    const current = signed
+      .filter((c) => c.thisUpdate <= at && !(c.nextUpdate && c.nextUpdate < at))
+      .sort((a, b) => b.thisUpdate.getTime() - a.thisUpdate.getTime());
     const crl = current[0] ?? signed[0]!;
     const unusable = crlProblem(crl, issuer);
     if (unusable) return { check: "crl", message: unusable };
-    if (crl.thisUpdate > at) return { check: "crl", message: `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)` };
-    if (crl.nextUpdate && crl.nextUpdate < at) return { check: "crl", message: `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})` };
+    if (crl.thisUpdate > at)
+      return {
+        check: "crl",
+        message: `the CRL of ${cn(issuer)} is not valid until ${day(crl.thisUpdate)} (is this clock behind the CA's?)`,
+      };
+    if (crl.nextUpdate && crl.nextUpdate < at)
+      return { check: "crl", message: `the CRL of ${cn(issuer)} lapsed on ${day(crl.nextUpdate)} (${hint})` };
     const entry = crl.findRevoked(normalSerial(cert.serialNumber)) ?? crl.findRevoked(cert);
     // Listed is revoked, whatever its revocationDate: a verifier whose clock is behind the
     // CA's would otherwise accept a certificate revoked a moment ago (OpenSSL does not look).
     if (entry) {
       const reason = entry.reason !== undefined ? `, reason ${x509.X509CrlReason[entry.reason]}` : "";
-      return { check: "revocation", message: `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}` };
+      return {
+        check: "revocation",
+        message: `${cn(cert)} (serial ${normalSerial(cert.serialNumber)}) was revoked on ${day(entry.revocationDate)}${reason}`,
+      };
     }
   }
   return undefined;
@@ -232,11 +335,16 @@ const SCOPED_CRL_EXTENSIONS = new Set(["2.5.29.27", "2.5.29.28"]); // delta CRL 
 /** Why `crl` cannot answer for certificates `issuer` signed, or undefined. */
 function crlProblem(crl: x509.X509Crl, issuer: x509.X509Certificate): string | undefined {
   const ku = issuer.getExtension(x509.KeyUsagesExtension);
-  if (ku && !(ku.usages & x509.KeyUsageFlags.cRLSign)) return `${cn(issuer)} may not sign CRLs (its key usage lacks cRLSign), so its CRL cannot be trusted`;
-  const scoped = crl.extensions.find((e) => SCOPED_CRL_EXTENSIONS.has(e.type) || (e.critical && !CRL_EXTENSIONS.has(e.type)));
-  if (scoped) return `the CRL of ${cn(issuer)} carries an extension this verifier does not process (${scoped.type}), so it cannot say what is revoked`;
+  if (ku && !(ku.usages & x509.KeyUsageFlags.cRLSign))
+    return `${cn(issuer)} may not sign CRLs (its key usage lacks cRLSign), so its CRL cannot be trusted`;
+  const scoped = crl.extensions.find(
+    (e) => SCOPED_CRL_EXTENSIONS.has(e.type) || (e.critical && !CRL_EXTENSIONS.has(e.type)),
+  );
+  if (scoped)
+    return `the CRL of ${cn(issuer)} carries an extension this verifier does not process (${scoped.type}), so it cannot say what is revoked`;
   const entry = crl.entries.find((en) => en.extensions.some((e) => e.critical));
-  if (entry) return `the CRL of ${cn(issuer)} has an entry with a critical extension this verifier does not process, so it cannot say what is revoked`;
+  if (entry)
+    return `the CRL of ${cn(issuer)} has an entry with a critical extension this verifier does not process, so it cannot say what is revoked`;
   return undefined;
 }
 
@@ -249,7 +357,10 @@ function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined
   const constraints: (Constraints | undefined)[] = [];
   for (const ca of chain) {
     const ext = ca.extensions.find((e) => e.type === id_ce_nameConstraints);
-    if (!ext || ca === chain[0]) { constraints.push(undefined); continue; }
+    if (!ext || ca === chain[0]) {
+      constraints.push(undefined);
+      continue;
+    }
     try {
       constraints.push(parseConstraints(ext.value));
     } catch (err) {
@@ -266,7 +377,8 @@ function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined
     try {
       names = certNames(cert, i === 0);
     } catch (err) {
-      if (err instanceof DerError) return `the names of ${cn(cert)} cannot be read (${err.message}), so ${cn(chain[i + 1]!)}'s name constraints cannot be checked`;
+      if (err instanceof DerError)
+        return `the names of ${cn(cert)} cannot be read (${err.message}), so ${cn(chain[i + 1]!)}'s name constraints cannot be checked`;
       throw err;
     }
     for (let j = i + 1; j < chain.length; j++) {

@@ -51,7 +51,10 @@ export function openLedger(layout: Layout, store: string | undefined = process.e
   const setting = parseStore(store);
   if (setting.kind === "postgres") return PgLedger.open(setting.config, setting.shown);
   if (!existsSync(layout.ledger)) {
-    throw new CaError("NOT_INITIALISED", `the CA is not initialised in ${layout.dir} (run: npm run ca -- init --name "Acme Corp CA")`);
+    throw new CaError(
+      "NOT_INITIALISED",
+      `the CA is not initialised in ${layout.dir} (run: npm run ca -- init --name "Acme Corp CA")`,
+    );
   }
   return Ledger.open(layout.ledger);
 }
@@ -64,33 +67,53 @@ export function signerIdOf(ledger: LedgerStore, layout: Layout): string {
 
 export function generationsOf(ledger: LedgerStore): Generation[] {
   const rows = ledger.issuers();
-  return rows.filter((r) => r.kind === "root").map((root) => ({
-    generation: root.generation,
-    root,
-    intermediates: rows.filter((r) => r.kind === "intermediate" && r.generation === root.generation),
-  }));
+  return rows
+    .filter((r) => r.kind === "root")
+    .map((root) => ({
+      generation: root.generation,
+      root,
+      intermediates: rows.filter((r) => r.kind === "intermediate" && r.generation === root.generation),
+    }));
 }
 
 /** The ledger as a person or a script reads it: status derived from the clock. */
 export function listCerts(ledger: LedgerStore, now: Date, opts: { all?: boolean } = {}): ListedCert[] {
   const issuers = new Map(ledger.issuers().map((r) => [r.id, r]));
   return ledger.list(opts).map((r) => ({
-    serial: r.serial, domain: r.name, sans: JSON.parse(r.sans) as LeafNames, status: displayStatus(r, now),
-    issued: r.created_at, notBefore: r.not_before, notAfter: r.not_after,
-    issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id, issuerId: r.issuer_id, generation: issuers.get(r.issuer_id)?.generation ?? 0,
-    keyType: r.key_type, source: r.source, revokedAt: r.revoked_at, reason: r.reason, supersededBy: r.superseded_by,
+    serial: r.serial,
+    domain: r.name,
+    sans: JSON.parse(r.sans) as LeafNames,
+    status: displayStatus(r, now),
+    issued: r.created_at,
+    notBefore: r.not_before,
+    notAfter: r.not_after,
+    issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id,
+    issuerId: r.issuer_id,
+    generation: issuers.get(r.issuer_id)?.generation ?? 0,
+    keyType: r.key_type,
+    source: r.source,
+    revokedAt: r.revoked_at,
+    reason: r.reason,
+    supersededBy: r.superseded_by,
   }));
 }
 
 /** CRLs whose nextUpdate is near or past, for the warnings every command prints. */
 export function crlWarnings(ledger: LedgerStore, at: Date): string[] {
   const now = at.getTime();
-  return ledger.issuers().filter((r) => r.state !== "retired" && r.crl_next_update).flatMap((r) => {
-    const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
-    if (left <= 0) return [`the CRL of ${r.name} lapsed on ${r.crl_next_update!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`];
-    if (left < CRL_WARN_DAYS) return [`the CRL of ${r.name} lapses in ${left.toFixed(1)} days (run: npm run ca -- crl)`];
-    return [];
-  });
+  return ledger
+    .issuers()
+    .filter((r) => r.state !== "retired" && r.crl_next_update)
+    .flatMap((r) => {
+      const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
+      if (left <= 0)
+        return [
+          `the CRL of ${r.name} lapsed on ${r.crl_next_update!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`,
+        ];
+      if (left < CRL_WARN_DAYS)
+        return [`the CRL of ${r.name} lapses in ${left.toFixed(1)} days (run: npm run ca -- crl)`];
+      return [];
+    });
 }
 
 /** A read-only CA for the commands that only read the ledger: the same answers as the CA's own methods. */

@@ -38,7 +38,9 @@ export interface Admin {
 export class AdminHostError extends Error {
   readonly code = "ADMIN_NOT_LOOPBACK";
   constructor(host: string) {
-    super(`--admin-host ${JSON.stringify(host)} is not a loopback address: the admin listener serves metrics without authentication, so it binds only to 127.0.0.1 (or another 127.x.y.z) or ::1`);
+    super(
+      `--admin-host ${JSON.stringify(host)} is not a loopback address: the admin listener serves metrics without authentication, so it binds only to 127.0.0.1 (or another 127.x.y.z) or ::1`,
+    );
     this.name = "AdminHostError";
   }
 }
@@ -66,33 +68,60 @@ function verdict(f: (() => boolean | Health) | undefined): Health {
     return typeof v === "boolean" ? { ok: v } : v;
   } catch (e) {
     // A check that throws is no evidence of health.
-    return { ok: false, reason: `the health check failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` };
+    return {
+      ok: false,
+      reason: `the health check failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`,
+    };
   }
 }
 
 export function startAdmin(o: AdminOptions): Promise<Admin> {
   const host = o.host ?? "127.0.0.1";
   if (!isLoopback(host)) return Promise.reject(new AdminHostError(host));
-  const server: Server = createServer({ maxHeaderSize: 8 * 1024, headersTimeout: 5_000, requestTimeout: 10_000 }, (req, res) => {
-    const url = req.url ?? "/";
-    const path = url.includes("?") ? url.slice(0, url.indexOf("?")) : url;
-    const answer = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
-      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), "cache-control": "no-store", ...extra });
-      res.end(body);
-    };
-    if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz") return answer(404, "text/plain; charset=utf-8", "not found: this admin listener serves GET /metrics and GET /healthz, and GET /readyz\n");
-    if (req.method !== "GET" && req.method !== "HEAD") return answer(405, "text/plain; charset=utf-8", "method not allowed\n", { allow: "GET, HEAD" });
-    if (!hostAllowed(req.headers.host)) return answer(421, "text/plain; charset=utf-8", "misdirected request: use the loopback address\n");
-    if (path === "/healthz" || path === "/readyz") {
-      const h = verdict(path === "/readyz" ? (o.ready ?? o.healthy) : o.healthy);
-      const verdictWord = path === "/readyz" ? "not ready" : "unhealthy";
-      return answer(h.ok ? 200 : 503, "text/plain; charset=utf-8", h.ok ? "ok\n" : `${verdictWord}${h.reason ? `: ${h.reason}` : ""}\n`);
-    }
-    o.exposition.metrics().then(
-      (text) => answer(200, o.exposition.contentType, text),
-      (e: unknown) => answer(500, "text/plain; charset=utf-8", `metrics failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}\n`),
-    );
-  });
+  const server: Server = createServer(
+    { maxHeaderSize: 8 * 1024, headersTimeout: 5_000, requestTimeout: 10_000 },
+    (req, res) => {
+      const url = req.url ?? "/";
+      const path = url.includes("?") ? url.slice(0, url.indexOf("?")) : url;
+      const answer = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
+        res.writeHead(status, {
+          "content-type": type,
+          "content-length": Buffer.byteLength(body),
+          "cache-control": "no-store",
+          ...extra,
+        });
+        res.end(body);
+      };
+      if (path !== "/metrics" && path !== "/healthz" && path !== "/readyz")
+        return answer(
+          404,
+          "text/plain; charset=utf-8",
+          "not found: this admin listener serves GET /metrics and GET /healthz, and GET /readyz\n",
+        );
+      if (req.method !== "GET" && req.method !== "HEAD")
+        return answer(405, "text/plain; charset=utf-8", "method not allowed\n", { allow: "GET, HEAD" });
+      if (!hostAllowed(req.headers.host))
+        return answer(421, "text/plain; charset=utf-8", "misdirected request: use the loopback address\n");
+      if (path === "/healthz" || path === "/readyz") {
+        const h = verdict(path === "/readyz" ? (o.ready ?? o.healthy) : o.healthy);
+        const verdictWord = path === "/readyz" ? "not ready" : "unhealthy";
+        return answer(
+          h.ok ? 200 : 503,
+          "text/plain; charset=utf-8",
+          h.ok ? "ok\n" : `${verdictWord}${h.reason ? `: ${h.reason}` : ""}\n`,
+        );
+      }
+      o.exposition.metrics().then(
+        (text) => answer(200, o.exposition.contentType, text),
+        (e: unknown) =>
+          answer(
+            500,
+            "text/plain; charset=utf-8",
+            `metrics failed: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}\n`,
+          ),
+      );
+    },
+  );
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(o.port, host, () => {

@@ -18,7 +18,9 @@ const MAX_OFFSET_MS = 10 * 365 * 86_400_000;
 
 export class ClockOffsetError extends Error {
   constructor(value: string) {
-    super(`${CLOCK_OFFSET_ENV}=${JSON.stringify(value.slice(0, 40))} is not a whole number of milliseconds within ±10 years (e.g. -600000 for 10 minutes behind)`);
+    super(
+      `${CLOCK_OFFSET_ENV}=${JSON.stringify(value.slice(0, 40))} is not a whole number of milliseconds within ±10 years (e.g. -600000 for 10 minutes behind)`,
+    );
     this.name = "ClockOffsetError";
   }
 }

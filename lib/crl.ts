@@ -2,14 +2,35 @@
 // library: the CA keeps each issuer's revokedCertificates encoded and re-signs in linear time,
 // and a service reads which serials are revoked and when its CRLs lapse (Node parses no CRLs).
 // Signing is the CA's (ca/crl.ts); nothing here holds a key.
-import { children, concat, DerError, elements, firstChild, hexOf, integerHex, isTime, readTime, readTlv, sequence, time, tlv, type Tlv } from "./der.ts";
+import {
+  children,
+  concat,
+  DerError,
+  elements,
+  firstChild,
+  hexOf,
+  integerHex,
+  isTime,
+  readTime,
+  readTlv,
+  sequence,
+  time,
+  tlv,
+  type Tlv,
+} from "./der.ts";
 
 /** Commands and services warn when a CRL has less than this left before its nextUpdate. */
 export const CRL_WARN_DAYS = 7;
 
 export const REVOCATION_REASONS = [
-  "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
-  "cessationOfOperation", "certificateHold", "privilegeWithdrawn",
+  "unspecified",
+  "keyCompromise",
+  "cACompromise",
+  "affiliationChanged",
+  "superseded",
+  "cessationOfOperation",
+  "certificateHold",
+  "privilegeWithdrawn",
 ] as const;
 export type RevocationReason = (typeof REVOCATION_REASONS)[number];
 
@@ -20,8 +41,14 @@ export interface CrlEntry {
 }
 
 const REASON_CODE: Record<RevocationReason, number> = {
-  unspecified: 0, keyCompromise: 1, cACompromise: 2, affiliationChanged: 3, superseded: 4,
-  cessationOfOperation: 5, certificateHold: 6, privilegeWithdrawn: 9,
+  unspecified: 0,
+  keyCompromise: 1,
+  cACompromise: 2,
+  affiliationChanged: 3,
+  superseded: 4,
+  cessationOfOperation: 5,
+  certificateHold: 6,
+  privilegeWithdrawn: 9,
 };
 // Extension { extnID id-ce-cRLReasons, extnValue OCTET STRING { ENUMERATED } }
 const REASON_OID = new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x15]);
@@ -109,7 +136,9 @@ export interface CrlDates {
 export function crlDates(der: Uint8Array): CrlDates {
   const f = crlFields(der);
   return {
-    issuer: nameText(f.issuer), thisUpdate: readTime(f.thisUpdate), nextUpdate: f.nextUpdate && readTime(f.nextUpdate),
+    issuer: nameText(f.issuer),
+    thisUpdate: readTime(f.thisUpdate),
+    nextUpdate: f.nextUpdate && readTime(f.nextUpdate),
     number: f.extensions && crlNumber(f.extensions),
   };
 }
@@ -133,7 +162,14 @@ function crlNumber(explicit: Tlv): bigint | undefined {
   return undefined;
 }
 
-const ATTRIBUTES: Record<string, string> = { "550403": "CN", "55040a": "O", "55040b": "OU", "550406": "C", "550407": "L", "550408": "ST" };
+const ATTRIBUTES: Record<string, string> = {
+  "550403": "CN",
+  "55040a": "O",
+  "55040b": "OU",
+  "550406": "C",
+  "550407": "L",
+  "550408": "ST",
+};
 
 /** A Name for a person to read: the usual attributes only, control characters replaced, each value bounded. */
 function nameText(name: Tlv): string {

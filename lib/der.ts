@@ -93,7 +93,10 @@ export function oid(body: Uint8Array): string {
   let v = 0;
   for (const b of body) {
     v = v * 128 + (b & 0x7f);
-    if (!(b & 0x80)) { arcs.push(v); v = 0; }
+    if (!(b & 0x80)) {
+      arcs.push(v);
+      v = 0;
+    }
   }
   if (body.at(-1)! & 0x80) throw new DerError("bad OBJECT IDENTIFIER");
   const first = arcs.shift()!;

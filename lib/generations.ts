@@ -41,7 +41,10 @@ export interface RootGeneration {
 }
 
 /** Each root (its DER) with the generation the CA gave it, in the same order. */
-export function rootGenerations(roots: readonly { readonly raw: Uint8Array }[], generations: readonly number[]): RootGeneration[] {
+export function rootGenerations(
+  roots: readonly { readonly raw: Uint8Array }[],
+  generations: readonly number[],
+): RootGeneration[] {
   return roots.map((r, i) => ({ sha256: rootSha256(r.raw), generation: generations[i]! }));
 }
 
@@ -63,7 +66,12 @@ export function parseGenerationsFile(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const r of roots as unknown[]) {
     const { sha256, generation } = (r ?? {}) as { sha256?: unknown; generation?: unknown };
-    if (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(generation) || (generation as number) < 1) {
+    if (
+      typeof sha256 !== "string" ||
+      !/^[0-9a-f]{64}$/.test(sha256) ||
+      !Number.isSafeInteger(generation) ||
+      (generation as number) < 1
+    ) {
       throw new Error("the generations file holds an entry that is not { sha256, generation }");
     }
     out.set(sha256, generation as number);

@@ -12,10 +12,13 @@ export function pkcs7Certificates(der: Uint8Array, max = 1_000): Buffer[] {
   if (top.tag !== 0x30) throw new DerError("not a PKCS#7 ContentInfo");
   const parts = children(top, 3);
   const [type, content] = parts;
-  if (parts.length !== 2 || !type || !content || !SIGNED_DATA.equals(type.raw) || content.tag !== 0xa0) throw new DerError("not a PKCS#7 SignedData");
+  if (parts.length !== 2 || !type || !content || !SIGNED_DATA.equals(type.raw) || content.tag !== 0xa0)
+    throw new DerError("not a PKCS#7 SignedData");
   const signed = children(content, 1)[0];
   if (!signed || signed.tag !== 0x30) throw new DerError("not a PKCS#7 SignedData");
   const certs = children(signed, 6).find((n) => n.tag === 0xa0);
   if (!certs) return [];
-  return children(certs, max).filter((n) => n.tag === 0x30).map((n) => Buffer.from(n.raw));
+  return children(certs, max)
+    .filter((n) => n.tag === 0x30)
+    .map((n) => Buffer.from(n.raw));
 }

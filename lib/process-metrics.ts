@@ -5,7 +5,11 @@ import { Registry, collectDefaultMetrics, type Metric } from "prom-client";
  * Gauges prom-client names like counters, which `promtool check metrics` flags (`_total` is
  * for counters); sum(nodejs_active_handles) etc. say the same by type.
  */
-const MISNAMED_DEFAULTS = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
+const MISNAMED_DEFAULTS = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
 
 let processRegistry: Registry | undefined;
 

@@ -46,7 +46,8 @@ export class RotatingFile extends Writable {
     this.keep = opts.keep ?? DEFAULT_KEEP;
     this.onRotate = opts.onRotate;
     this.sync = !!opts.sync;
-    if (!(this.maxBytes > 0) || !Number.isInteger(this.keep) || this.keep < 0) throw new RangeError("RotatingFile: maxBytes must be > 0 and keep a whole number");
+    if (!(this.maxBytes > 0) || !Number.isInteger(this.keep) || this.keep < 0)
+      throw new RangeError("RotatingFile: maxBytes must be > 0 and keep a whole number");
     // Appends to what a previous run left, as createWriteStream(path, { flags: "a" }) did.
     this.fd = openSync(path, "a", 0o644);
     this.size = fstatSync(this.fd).size;
@@ -81,7 +82,7 @@ export class RotatingFile extends Writable {
     this.size += buf.length;
     if (!this.sync) return writeAll(this.fd, buf, cb);
     try {
-      for (let at = 0; at < buf.length;) at += writeSync(this.fd, buf, at, buf.length - at);
+      for (let at = 0; at < buf.length; ) at += writeSync(this.fd, buf, at, buf.length - at);
     } catch (err) {
       cb(err as Error);
       return;
@@ -133,11 +134,17 @@ export function rotationFromEnv(env: NodeJS.ProcessEnv = process.env): { maxByte
   if (size) {
     const m = /^(\d{1,12})([kmg]?)$/i.exec(size);
     const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m?.[2] ?? "").toLowerCase() as "" | "k" | "m" | "g"];
-    if (!m || Number(m[1]) < 1) throw new RangeError(`MESH_LOG_MAX_SIZE=${JSON.stringify(size.slice(0, 40))} is not a size: use bytes or a number with k, m or g, e.g. 10m`);
+    if (!m || Number(m[1]) < 1)
+      throw new RangeError(
+        `MESH_LOG_MAX_SIZE=${JSON.stringify(size.slice(0, 40))} is not a size: use bytes or a number with k, m or g, e.g. 10m`,
+      );
     maxBytes = Number(m[1]) * unit;
   }
   if (env.MESH_LOG_KEEP) {
-    if (!/^\d{1,4}$/.test(env.MESH_LOG_KEEP)) throw new RangeError(`MESH_LOG_KEEP=${JSON.stringify(env.MESH_LOG_KEEP.slice(0, 40))} is not a whole number of files (0-9999)`);
+    if (!/^\d{1,4}$/.test(env.MESH_LOG_KEEP))
+      throw new RangeError(
+        `MESH_LOG_KEEP=${JSON.stringify(env.MESH_LOG_KEEP.slice(0, 40))} is not a whole number of files (0-9999)`,
+      );
     keep = Number(env.MESH_LOG_KEEP);
   }
   return { maxBytes, keep };

@@ -20,13 +20,16 @@ export interface SpiffeId {
   readonly id: string;
 }
 
-export type SpiffeParse = { readonly ok: true; readonly value: SpiffeId } | { readonly ok: false; readonly why: string };
+export type SpiffeParse =
+  | { readonly ok: true; readonly value: SpiffeId }
+  | { readonly ok: false; readonly why: string };
 
 /** Why `td` is not a trust domain name, or null when it is one. */
 export function trustDomainProblem(td: string): string | null {
   if (typeof td !== "string" || td.length === 0) return "the trust domain is empty";
   if (td.length > MAX_TRUST_DOMAIN) return `the trust domain is ${td.length} characters: at most ${MAX_TRUST_DOMAIN}`;
-  if (!TRUST_DOMAIN.test(td)) return `the trust domain ${JSON.stringify(td.slice(0, 80))} may use only lower-case letters, digits, dots, hyphens and underscores (no port, no user info, no upper case)`;
+  if (!TRUST_DOMAIN.test(td))
+    return `the trust domain ${JSON.stringify(td.slice(0, 80))} may use only lower-case letters, digits, dots, hyphens and underscores (no port, no user info, no upper case)`;
   return null;
 }
 
@@ -55,11 +58,17 @@ export function parseSpiffeId(text: string): SpiffeParse {
     for (const s of path.split("/")) {
       if (s === "") return bad("its path has an empty segment (// or a trailing slash)");
       if (s === "." || s === "..") return bad(`its path has a "${s}" segment`);
-      if (!SEGMENT.test(s)) return bad(`its path segment ${JSON.stringify(s.slice(0, 80))} may use only letters, digits, dots, hyphens and underscores`);
+      if (!SEGMENT.test(s))
+        return bad(
+          `its path segment ${JSON.stringify(s.slice(0, 80))} may use only letters, digits, dots, hyphens and underscores`,
+        );
       segments.push(s);
     }
   }
-  return { ok: true, value: Object.freeze({ trustDomain: td, segments: Object.freeze(segments), id: formatParts(td, segments) }) };
+  return {
+    ok: true,
+    value: Object.freeze({ trustDomain: td, segments: Object.freeze(segments), id: formatParts(td, segments) }),
+  };
 }
 
 function formatParts(td: string, segments: readonly string[]): string {
@@ -149,14 +158,22 @@ export type CertLike = { readonly subjectaltname?: string } | { readonly subject
  * valid SPIFFE ID: invalid. This looks at names only; the caller has verified the chain.
  */
 export function svidIdOf(cert: CertLike): SvidIdResult {
-  const san = "subjectaltname" in cert ? cert.subjectaltname : "subjectAltName" in cert ? cert.subjectAltName : undefined;
+  const san =
+    "subjectaltname" in cert ? cert.subjectaltname : "subjectAltName" in cert ? cert.subjectAltName : undefined;
   const uris = sanEntries(san).filter((e) => e.type === "URI");
   if (uris.length === 0) return { kind: "none" };
   if (uris.length > 1) {
-    return { kind: "ambiguous", why: `the certificate has ${uris.length} URI SANs (${uris.map((u) => JSON.stringify(u.value.slice(0, 100))).join(", ")}); an X.509-SVID has exactly one` };
+    return {
+      kind: "ambiguous",
+      why: `the certificate has ${uris.length} URI SANs (${uris.map((u) => JSON.stringify(u.value.slice(0, 100))).join(", ")}); an X.509-SVID has exactly one`,
+    };
   }
   const parsed = parseSpiffeId(uris[0]!.value);
-  if (!parsed.ok) return { kind: "invalid", why: `its URI SAN ${JSON.stringify(uris[0]!.value.slice(0, 100))} is not a SPIFFE ID: ${parsed.why}` };
+  if (!parsed.ok)
+    return {
+      kind: "invalid",
+      why: `its URI SAN ${JSON.stringify(uris[0]!.value.slice(0, 100))} is not a SPIFFE ID: ${parsed.why}`,
+    };
   return { kind: "one", id: parsed.value };
 }
 

@@ -36,7 +36,8 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
   endQuietlyOnClosedOutput(() => onClosedOutput());
   const whole = (min: number, max: number) => (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
     return n;
   };
   const program = new Command(`drill ${name}`)
@@ -44,17 +45,44 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
     .option("--lifetime <seconds>", "lifetime of every certificate", whole(5, 86_400), drill.lifetimeS)
     .option("--poll <ms>", "how often each service polls the CA's bundle and CRLs", whole(100, 60_000), 500)
     .option("--rate <n>", "orders per second", whole(1, 500), 20)
-    .option("--dwell <ms>", "how long traffic runs in each phase after its change took effect", whole(200, 60_000), 2500)
-    .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one, removed at the end)")
+    .option(
+      "--dwell <ms>",
+      "how long traffic runs in each phase after its change took effect",
+      whole(200, 60_000),
+      2500,
+    )
+    .option(
+      "--dir <path>",
+      "run against this CA state folder, which is kept (default: a fresh temporary one, removed at the end)",
+    )
     .option("--keep-state", "keep the temporary CA state (keys included) after the run")
     .option("--json", "print the report as JSON instead of the timeline")
-    .option("--dashboard [port]", `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`)
-    .addHelpText("after", `\nExit codes: 0 every check held, 1 one did not, 2 bad flags or a failure to run, 130/143/129 interrupted, 141 output closed.`)
+    .option(
+      "--dashboard [port]",
+      `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`,
+    )
+    .addHelpText(
+      "after",
+      `\nExit codes: 0 every check held, 1 one did not, 2 bad flags or a failure to run, 130/143/129 interrupted, 141 output closed.`,
+    )
     .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
   program.parse(args, { from: "user" });
-  const o = program.opts<{ lifetime: number; poll: number; rate: number; dwell: number; dir?: string; keepState?: boolean; json?: boolean; dashboard?: boolean | string }>();
-  const dashboardPort = o.dashboard === undefined ? undefined : o.dashboard === true ? DEFAULT_DASHBOARD_PORT : Number(o.dashboard);
-  if (dashboardPort !== undefined && (!/^\d+$/.test(String(o.dashboard === true ? dashboardPort : o.dashboard)) || dashboardPort > 65535)) {
+  const o = program.opts<{
+    lifetime: number;
+    poll: number;
+    rate: number;
+    dwell: number;
+    dir?: string;
+    keepState?: boolean;
+    json?: boolean;
+    dashboard?: boolean | string;
+  }>();
+  const dashboardPort =
+    o.dashboard === undefined ? undefined : o.dashboard === true ? DEFAULT_DASHBOARD_PORT : Number(o.dashboard);
+  if (
+    dashboardPort !== undefined &&
+    (!/^\d+$/.test(String(o.dashboard === true ? dashboardPort : o.dashboard)) || dashboardPort > 65535)
+  ) {
     console.error(`drill ${name}: --dashboard ${String(o.dashboard)} is not a port number 0-65535`);
     process.exit(2);
   }
@@ -62,9 +90,19 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
   /** The drill's own mesh, on the page: its logs folder fills as the services start. */
   const watch = (w: { work: string; pki: string }) => {
     if (dashboardPort === undefined) return;
-    dashboard = startDashboard({ logs: join(w.work, "logs"), pki: w.pki, policy: join(w.work, "policy.toml"), port: dashboardPort }).then(
+    dashboard = startDashboard({
+      logs: join(w.work, "logs"),
+      pki: w.pki,
+      policy: join(w.work, "policy.toml"),
+      port: dashboardPort,
+    }).then(
       (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
-      (e: NodeJS.ErrnoException) => (console.error(`drill ${name}: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`), undefined),
+      (e: NodeJS.ErrnoException) => (
+        console.error(
+          `drill ${name}: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
+        ),
+        undefined
+      ),
     );
   };
 
@@ -83,25 +121,42 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(sig, () => {
       if (stop.signal.aborted) process.exit(SIGNAL_EXIT[sig]);
-      console.error(`drill ${name}: ${sig}: stopping the services${state?.removeState ? " and removing the temporary CA state" : ""}…`);
+      console.error(
+        `drill ${name}: ${sig}: stopping the services${state?.removeState ? " and removing the temporary CA state" : ""}…`,
+      );
       stop.abort(sig);
     });
   }
   try {
     const report = await drill.run({
-      dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w) => ((state = w), watch(w)), rate: o.rate, dwellMs: o.dwell,
-      lifetimeMs: o.lifetime * 1000, pollMs: o.poll, say: o.json ? undefined : (l) => console.log(l),
+      dir: o.dir,
+      keepState: o.keepState,
+      signal: stop.signal,
+      onPrepared: (w) => ((state = w), watch(w)),
+      rate: o.rate,
+      dwellMs: o.dwell,
+      lifetimeMs: o.lifetime * 1000,
+      pollMs: o.poll,
+      say: o.json ? undefined : (l) => console.log(l),
     });
     if (o.json) console.log(JSON.stringify(report, null, 2));
     else {
       console.log(storyTimeline(report));
-      console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures)`);
-      console.log(report.stateRemoved ? "CA state: removed with its keys (--keep-state keeps it)" : `CA state (keys included): ${report.dir}`);
+      console.log(
+        `\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures)`,
+      );
+      console.log(
+        report.stateRemoved
+          ? "CA state: removed with its keys (--keep-state keeps it)"
+          : `CA state (keys included): ${report.dir}`,
+      );
     }
     process.exitCode = report.ok ? 0 : 1;
   } catch (e) {
     if (e instanceof DrillInterrupted) {
-      console.error(`drill ${name}: ${e.message}: everything stopped${state?.removeState ? ", the temporary CA state removed" : ""}`);
+      console.error(
+        `drill ${name}: ${e.message}: everything stopped${state?.removeState ? ", the temporary CA state removed" : ""}`,
+      );
       process.exit(SIGNAL_EXIT[e.why] ?? 130);
     }
     console.error(`drill ${name}: ${e instanceof CaError ? e.message : (e as Error).message}`);

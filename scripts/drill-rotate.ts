@@ -18,24 +18,56 @@ endQuietlyOnClosedOutput(() => onClosedOutput());
 
 const whole = (min: number, max: number) => (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
   return n;
 };
 
 const program = new Command("drill:rotate")
-  .description("Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way. Online by default: a CA server, services that enrol and renew over EST, and the hands-off rotation (runRotation, gate by gate).")
-  .option("--online", "the online mesh (the default): CA server, services with --ca/--state and a token each, careless rotation broken by the services' own renewals, safe rotation by `ca rotate`'s gates")
-  .option("--file-mode", "the file-mode drill instead: the CA writes into the folder the services read (--pki), every step by hand")
-  .option("--lifetime <seconds>", "online: lifetime of every certificate, so renewals happen during the drill", whole(5, 86_400), ONLINE_DEFAULTS.lifetimeMs / 1000)
-  .option("--poll <ms>", "online: how often each service polls the CA's bundle and CRLs (the gates move at this pace)", whole(100, 60_000), ONLINE_DEFAULTS.pollMs)
-  .option("--dir <path>", "run against this CA state folder, which is kept (default: a fresh temporary one whose CA state is removed at the end; ./pki is never touched)")
+  .description(
+    "Rotate the whole mesh to a new root CA with traffic flowing: first the careless way, then the safe way. Online by default: a CA server, services that enrol and renew over EST, and the hands-off rotation (runRotation, gate by gate).",
+  )
+  .option(
+    "--online",
+    "the online mesh (the default): CA server, services with --ca/--state and a token each, careless rotation broken by the services' own renewals, safe rotation by `ca rotate`'s gates",
+  )
+  .option(
+    "--file-mode",
+    "the file-mode drill instead: the CA writes into the folder the services read (--pki), every step by hand",
+  )
+  .option(
+    "--lifetime <seconds>",
+    "online: lifetime of every certificate, so renewals happen during the drill",
+    whole(5, 86_400),
+    ONLINE_DEFAULTS.lifetimeMs / 1000,
+  )
+  .option(
+    "--poll <ms>",
+    "online: how often each service polls the CA's bundle and CRLs (the gates move at this pace)",
+    whole(100, 60_000),
+    ONLINE_DEFAULTS.pollMs,
+  )
+  .option(
+    "--dir <path>",
+    "run against this CA state folder, which is kept (default: a fresh temporary one whose CA state is removed at the end; ./pki is never touched)",
+  )
   .option("--keep-state", "keep the temporary CA state (keys included) after the run, to look at it")
   .option("--with-intermediate", "root -> intermediate -> leaf, the way production meshes run")
-  .option("--rate <n>", "orders per second during the drill (each is a call to inventory and one to payment)", whole(1, 500), 20)
+  .option(
+    "--rate <n>",
+    "orders per second during the drill (each is a call to inventory and one to payment)",
+    whole(1, 500),
+    20,
+  )
   .option("--dwell <ms>", "how long traffic runs in each phase after its change took effect", whole(200, 60_000), 2500)
   .option("--json", "print the report as JSON instead of the timeline")
-  .option("--dashboard [port]", `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`)
-  .addHelpText("after", `
+  .option(
+    "--dashboard [port]",
+    `serve the live dashboard of the drill's mesh on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}; 0: any free one)`,
+  )
+  .addHelpText(
+    "after",
+    `
 Examples:
   npm run drill:rotate
   npm run drill:rotate -- --lifetime 30            # online, renewals every ~20 s
@@ -47,11 +79,24 @@ Without --dir the CA state (its keys) is removed whatever the outcome, Ctrl-C in
 the report and the logs stay where the drill says.
 
 Exit codes: 0 the careless rotation broke and the safe one lost nothing, 1 it did not, 2 bad flags or a failure to run,
-130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP, 141 its output was closed (| head) while it ran.`)
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP, 141 its output was closed (| head) while it ran.`,
+  )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ dir?: string; keepState?: boolean; withIntermediate?: boolean; rate: number; dwell: number; json?: boolean; dashboard?: boolean | string; online?: boolean; fileMode?: boolean; lifetime: number; poll: number }>();
+const o = program.opts<{
+  dir?: string;
+  keepState?: boolean;
+  withIntermediate?: boolean;
+  rate: number;
+  dwell: number;
+  json?: boolean;
+  dashboard?: boolean | string;
+  online?: boolean;
+  fileMode?: boolean;
+  lifetime: number;
+  poll: number;
+}>();
 if (o.online && o.fileMode) {
   console.error("drill:rotate: --online and --file-mode exclude each other: pick one (online is the default)");
   process.exit(2);
@@ -85,7 +130,9 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       console.error(`drill:rotate: ${sig} again: exiting now`);
       process.exit(SIGNAL_EXIT[sig]);
     }
-    console.error(`drill:rotate: ${sig}: stopping the services${state?.removeState ? " and removing the temporary CA state" : ""}…`);
+    console.error(
+      `drill:rotate: ${sig}: stopping the services${state?.removeState ? " and removing the temporary CA state" : ""}…`,
+    );
     stop.abort(sig);
   });
 }
@@ -94,24 +141,53 @@ let dashboard: Promise<Dashboard | undefined> = Promise.resolve(undefined);
 /** The drill's own mesh, on the page: its logs folder fills as the services start. */
 const watch = (w: { work: string; pki: string }) => {
   if (dashboardPort === undefined) return;
-  dashboard = startDashboard({ logs: join(w.work, "logs"), pki: w.pki, policy: join(w.work, "policy.toml"), port: dashboardPort }).then(
+  dashboard = startDashboard({
+    logs: join(w.work, "logs"),
+    pki: w.pki,
+    policy: join(w.work, "policy.toml"),
+    port: dashboardPort,
+  }).then(
     (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
-    (e: NodeJS.ErrnoException) => (console.error(`drill:rotate: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`), undefined),
+    (e: NodeJS.ErrnoException) => (
+      console.error(
+        `drill:rotate: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
+      ),
+      undefined
+    ),
   );
 };
 try {
-  const common = { dir: o.dir, keepState: o.keepState, signal: stop.signal, onPrepared: (w: { work: string; pki: string; removeState: boolean }) => ((state = w), watch(w)), withIntermediate: o.withIntermediate, rate: o.rate, dwellMs: o.dwell, say: o.json ? undefined : (l: string) => console.log(l) };
-  const report = o.fileMode ? await runDrill(common) : await runOnlineDrill({ ...common, lifetimeMs: o.lifetime * 1000, pollMs: o.poll });
+  const common = {
+    dir: o.dir,
+    keepState: o.keepState,
+    signal: stop.signal,
+    onPrepared: (w: { work: string; pki: string; removeState: boolean }) => ((state = w), watch(w)),
+    withIntermediate: o.withIntermediate,
+    rate: o.rate,
+    dwellMs: o.dwell,
+    say: o.json ? undefined : (l: string) => console.log(l),
+  };
+  const report = o.fileMode
+    ? await runDrill(common)
+    : await runOnlineDrill({ ...common, lifetimeMs: o.lifetime * 1000, pollMs: o.poll });
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));
-    console.log(`\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures)`);
-    console.log(report.stateRemoved ? "CA state: removed with its keys (--keep-state keeps it)" : `CA state (keys included): ${report.dir}`);
+    console.log(
+      `\nReport: ${report.reportFile}\nLogs:   ${report.logs}/<service>.log (npm run mesh:logs -- --logs ${report.logs} --failures)`,
+    );
+    console.log(
+      report.stateRemoved
+        ? "CA state: removed with its keys (--keep-state keeps it)"
+        : `CA state (keys included): ${report.dir}`,
+    );
   }
   process.exitCode = report.ok ? 0 : 1;
 } catch (e) {
   if (e instanceof DrillInterrupted) {
-    console.error(`drill:rotate: ${e.message}: everything stopped${state?.removeState ? ", the temporary CA state removed" : ""}`);
+    console.error(
+      `drill:rotate: ${e.message}: everything stopped${state?.removeState ? ", the temporary CA state removed" : ""}`,
+    );
     // Lingering timers (a log line still awaited) must not hold the exit.
     process.exit(SIGNAL_EXIT[e.why] ?? 130);
   }

@@ -46,10 +46,19 @@ of itself: \`subject\`, \`issuer\`, \`serial\`, \`validFrom\`, \`validTo\`, each
 `;
 
 const SECTIONS: Array<{ title: string; match: (name: string) => boolean }> = [
-  { title: "The mesh runtime and sidecar (services/mesh)", match: (n) => /^(listening|request|authz|tls\.|http\.|policy\.(reload|table)|crl\.|upstream\.|outbound\.|sidecar\.|shutdown|log\.)/.test(n) },
+  {
+    title: "The mesh runtime and sidecar (services/mesh)",
+    match: (n) =>
+      /^(listening|request|authz|tls\.|http\.|policy\.(reload|table)|crl\.|upstream\.|outbound\.|sidecar\.|shutdown|log\.)/.test(
+        n,
+      ),
+  },
   { title: "The identity agent (services/mesh/identity-agent)", match: (n) => /^(identity|trust)\./.test(n) },
   { title: "The CA server (ca/server, ca serve, ca rotate)", match: (n) => /^(ca|est|rotate|spiffe)\./.test(n) },
-  { title: "The scripts (mesh:up, the drill)", match: (n) => /^(supervisor|drill|mesh)\.|^policy\.(unknown_caller|test_failed)$/.test(n) },
+  {
+    title: "The scripts (mesh:up, the drill)",
+    match: (n) => /^(supervisor|drill|mesh)\.|^policy\.(unknown_caller|test_failed)$/.test(n),
+  },
   { title: "Any process", match: () => true },
 ];
 

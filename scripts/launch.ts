@@ -49,18 +49,39 @@ export { describeExit };
 export function launchService(o: LaunchOptions): Promise<Launched> {
   const args = [
     // The compiled bundle (bin/bundle.mjs): tsx's loader would cost each service ~30 MB and its start-up.
-    join(ROOT, "bin", "mesh-service.mjs"), "--service", o.service, "--port", String(o.port),
-    "--pki", resolve(o.pki), "--policy", resolve(o.policy), ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
+    join(ROOT, "bin", "mesh-service.mjs"),
+    "--service",
+    o.service,
+    "--port",
+    String(o.port),
+    "--pki",
+    resolve(o.pki),
+    "--policy",
+    resolve(o.policy),
+    ...(o.upstreams ?? []).flatMap((u) => ["--upstream", u]),
     ...(o.identity
-      ? ["--ca", o.identity.ca, "--state", resolve(o.identity.state), ...(o.identity.lifetime ? ["--lifetime", o.identity.lifetime] : []), ...(o.identity.poll ? ["--poll", String(o.identity.poll)] : [])]
+      ? [
+          "--ca",
+          o.identity.ca,
+          "--state",
+          resolve(o.identity.state),
+          ...(o.identity.lifetime ? ["--lifetime", o.identity.lifetime] : []),
+          ...(o.identity.poll ? ["--poll", String(o.identity.poll)] : []),
+        ]
       : []),
     "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell
   ];
   // Opened first: a bad MESH_LOG_MAX_SIZE must fail before a process is started.
-  const file = o.logFile ? new RotatingFile(o.logFile, o.logRotation ?? rotationFromEnv(o.env ?? process.env)) : undefined;
+  const file = o.logFile
+    ? new RotatingFile(o.logFile, o.logRotation ?? rotationFromEnv(o.env ?? process.env))
+    : undefined;
   // A log that cannot be written (disk full, folder removed) is said once; the service runs on.
   file?.once("error", (e) => o.onStderr?.(`cannot write ${o.logFile}: ${e.message}`));
-  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: o.env ?? process.env,
+  });
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   const stop = async (graceMs = 5_000) => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -88,7 +109,10 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     });
     proc.on("exit", (code, signal) => {
       file?.end();
-      if (!listening) reject(new Error(`${describeExit(o.service, code, signal)} before listening${stderr ? `: ${stderr.trim()}` : ""}`));
+      if (!listening)
+        reject(
+          new Error(`${describeExit(o.service, code, signal)} before listening${stderr ? `: ${stderr.trim()}` : ""}`),
+        );
       else o.onExit?.(code, signal);
     });
   });

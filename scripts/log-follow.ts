@@ -25,7 +25,11 @@ const inoOf = (path: string): number | undefined => {
   }
 };
 
-export function followFile(file: string, onLine: (text: string) => void, o: { from?: number; pollMs?: number } = {}): Follower {
+export function followFile(
+  file: string,
+  onLine: (text: string) => void,
+  o: { from?: number; pollMs?: number } = {},
+): Follower {
   let offset = o.from ?? 0;
   // The inode being read: known once the file is there (at the start, when it already was).
   let ino = o.from !== undefined ? inoOf(file) : undefined;

@@ -13,7 +13,8 @@ export const MAX_CA_REPLICAS = 3;
 
 export const replicaCount = (v: string): number => {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1 || n > MAX_CA_REPLICAS) throw new InvalidArgumentError(`must be a whole number from 1 to ${MAX_CA_REPLICAS}`);
+  if (!/^\d+$/.test(v) || n < 1 || n > MAX_CA_REPLICAS)
+    throw new InvalidArgumentError(`must be a whole number from 1 to ${MAX_CA_REPLICAS}`);
   return n;
 };
 
@@ -32,8 +33,10 @@ export function storeFlagsProblem(o: { store?: string; caReplicas: number; fileM
   } catch (e) {
     return messageOf(e);
   }
-  if (o.fileMode && (o.caReplicas > 1 || kind === "postgres")) return "--file-mode runs no CA server: --ca-replicas and --store are for the online mode";
-  if (o.caReplicas > 1 && kind !== "postgres") return `--ca-replicas ${o.caReplicas} needs a store they share: add --store postgres://user@host/db (or MESH_CA_STORE; docs/est.md, "Running several CA replicas")`;
+  if (o.fileMode && (o.caReplicas > 1 || kind === "postgres"))
+    return "--file-mode runs no CA server: --ca-replicas and --store are for the online mode";
+  if (o.caReplicas > 1 && kind !== "postgres")
+    return `--ca-replicas ${o.caReplicas} needs a store they share: add --store postgres://user@host/db (or MESH_CA_STORE; docs/est.md, "Running several CA replicas")`;
   return null;
 }
 
@@ -46,9 +49,23 @@ export function replicaPorts(k: number, caPort: number, caAdminPort: number): { 
 type CaProcessOptions = Parameters<typeof caProcess>[0];
 
 /** Replicas 2…n as supervised processes (not yet started), each with its own name, ports and log. */
-export function furtherReplicas(n: number, common: Omit<CaProcessOptions, "name" | "port" | "adminPort" | "onStderr">, stderrOf: (name: string) => (text: string) => void, caPort: number, caAdminPort: number): CaProcess[] {
+export function furtherReplicas(
+  n: number,
+  common: Omit<CaProcessOptions, "name" | "port" | "adminPort" | "onStderr">,
+  stderrOf: (name: string) => (text: string) => void,
+  caPort: number,
+  caAdminPort: number,
+): CaProcess[] {
   const out: CaProcess[] = [];
-  for (let k = 2; k <= n; k++) out.push(caProcess({ ...common, name: replicaName(k), onStderr: stderrOf(replicaName(k)), ...replicaPorts(k, caPort, caAdminPort) }));
+  for (let k = 2; k <= n; k++)
+    out.push(
+      caProcess({
+        ...common,
+        name: replicaName(k),
+        onStderr: stderrOf(replicaName(k)),
+        ...replicaPorts(k, caPort, caAdminPort),
+      }),
+    );
   return out;
 }
 
@@ -60,6 +77,8 @@ export function caAddressList(replicas: readonly CaProcess[], elsewhere: string 
 /** The banner's lines for replicas 2…n (replica 1 has its own). */
 export function replicaBannerLines(replicas: readonly CaProcess[], store: string | undefined): string {
   if (replicas.length === 0) return "";
-  const lines = replicas.map((r) => `  ${r.runner.name.padEnd(10)} ${r.url}      (a replica on the same store; metrics ${r.adminUrl}/metrics)\n`);
+  const lines = replicas.map(
+    (r) => `  ${r.runner.name.padEnd(10)} ${r.url}      (a replica on the same store; metrics ${r.adminUrl}/metrics)\n`,
+  );
   return `${lines.join("")}             ${replicas.length + 1} CA replicas on ${store ?? "one store"}: kill one (kill -9 <pid>, pids in logs/mesh.json) and the services renew through the others; it is restarted\n`;
 }

@@ -24,7 +24,10 @@ export interface RunnerOptions {
    * rotation), and it says so with `ownLog`; otherwise its stdout is appended to `logFile`. `file`:
    * the program, else this Node; `cwd`: else the project's folder.
    */
-  command(restarts: number, logFile: string): { args: string[]; env: NodeJS.ProcessEnv; file?: string; cwd?: string; ownLog?: boolean };
+  command(
+    restarts: number,
+    logFile: string,
+  ): { args: string[]; env: NodeJS.ProcessEnv; file?: string; cwd?: string; ownLog?: boolean };
   /** Whether this stdout line says the process is ready (listening); may record what it learns. */
   isReady(line: MeshLine | null, text: string): boolean;
   onLine?(line: MeshLine | null, text: string): void;
@@ -74,7 +77,12 @@ export class Runner implements ComponentSpec {
     try {
       // detached: its own process group, so a Ctrl-C in mesh:up's terminal reaches mesh:up alone,
       // which then stops everything in order; and it keeps running if mesh:up is killed outright.
-      proc = spawn(file ?? process.execPath, args, { cwd: cwd ?? ROOT, detached: true, stdio: ["ignore", out ?? err, err], env });
+      proc = spawn(file ?? process.execPath, args, {
+        cwd: cwd ?? ROOT,
+        detached: true,
+        stdio: ["ignore", out ?? err, err],
+        env,
+      });
     } finally {
       if (out !== undefined) closeSync(out);
       closeSync(err);
@@ -137,18 +145,35 @@ export interface CaProcess {
 }
 
 /** JSON lines of the CA worth showing as mesh:up runs (the rest are in logs/ca.log). */
-const CA_SHOWN = new Set(["ca.started", "est.enrolled", "est.refused", "est.refused_summary", "est.clock_skew", "est.error", "ca.reload_failed", "ca.tls_renewed", "admin.listening"]);
+const CA_SHOWN = new Set([
+  "ca.started",
+  "est.enrolled",
+  "est.refused",
+  "est.refused_summary",
+  "est.clock_skew",
+  "est.error",
+  "ca.reload_failed",
+  "ca.tls_renewed",
+  "admin.listening",
+]);
 /** What `ca serve` says on stderr for a person at its terminal: the banner says it for mesh:up. */
 const CA_STDERR_QUIET = /^(CA serving EST on |  trust it with )/;
 
 export function caProcess(o: {
-  logs: string; pki: string; port: number; adminPort: number; lifetime: string; maxLifetime: string;
-  ratePerName: number; ratePerAddress: number;
+  logs: string;
+  pki: string;
+  port: number;
+  adminPort: number;
+  lifetime: string;
+  maxLifetime: string;
+  ratePerName: number;
+  ratePerAddress: number;
   /** Its component and log name (default "ca"; replicas: ca2, ca3), shown as its lines' prefix. */
   name?: string;
   /** The ledger's store (--store), when not the folder's SQLite. */
   store?: string;
-  echo(line: MeshLine): void; onStderr(text: string): void;
+  echo(line: MeshLine): void;
+  onStderr(text: string): void;
 }): CaProcess {
   const name = o.name ?? "ca";
   const ca: CaProcess = { runner: undefined as unknown as Runner, url: "", adminUrl: "" };
@@ -164,9 +189,24 @@ export function caProcess(o: {
       const adminPort = ca.adminUrl ? Number(new URL(ca.adminUrl).port) : o.adminPort;
       return {
         args: [
-          join(ROOT, "bin", "ca.mjs"), "serve", "--dir", o.pki, "--port", String(port), "--admin-port", String(adminPort),
-          "--default-lifetime", o.lifetime, "--max-lifetime", o.maxLifetime,
-          "--rate-per-name", String(o.ratePerName), "--rate-per-address", String(o.ratePerAddress), "--log-file", logFile,
+          join(ROOT, "bin", "ca.mjs"),
+          "serve",
+          "--dir",
+          o.pki,
+          "--port",
+          String(port),
+          "--admin-port",
+          String(adminPort),
+          "--default-lifetime",
+          o.lifetime,
+          "--max-lifetime",
+          o.maxLifetime,
+          "--rate-per-name",
+          String(o.ratePerName),
+          "--rate-per-address",
+          String(o.ratePerAddress),
+          "--log-file",
+          logFile,
           ...(o.store ? ["--store", o.store] : []),
         ],
         env: process.env, // MESH_CA_PASSPHRASE, if the CA's keys are encrypted
@@ -235,7 +275,17 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
       return {
         args: [
           // The compiled bundle (bin/bundle.mjs): tsx's loader would cost each service ~30 MB and its start-up.
-          join(ROOT, "bin", "mesh-service.mjs"), "--service", o.name, "--port", String(port), "--pki", o.pki, "--policy", o.policy, "--log-file", logFile,
+          join(ROOT, "bin", "mesh-service.mjs"),
+          "--service",
+          o.name,
+          "--port",
+          String(port),
+          "--pki",
+          o.pki,
+          "--policy",
+          o.policy,
+          "--log-file",
+          logFile,
           ...o.upstreams.flatMap((u) => ["--upstream", u]),
           ...(id ? ["--ca", id.ca, "--state", id.state, "--lifetime", id.lifetime, "--poll", String(id.poll)] : []),
         ],
@@ -266,14 +316,34 @@ export interface DashboardProcess {
   url: string;
 }
 
-export function dashboardProcess(o: { logs: string; pki: string; policy: string; port: number; onStderr(text: string): void }): DashboardProcess {
+export function dashboardProcess(o: {
+  logs: string;
+  pki: string;
+  policy: string;
+  port: number;
+  onStderr(text: string): void;
+}): DashboardProcess {
   const d: DashboardProcess = { runner: undefined as unknown as Runner, url: "" };
   d.runner = new Runner({
     name: "dashboard",
     logs: o.logs,
     outFile: join(o.logs, "dashboard.out"),
     command: (_restarts, logFile) => ({
-      args: ["--import", "tsx", join(ROOT, "scripts", "mesh-dashboard.ts"), "--logs", o.logs, "--pki", o.pki, "--policy", o.policy, "--port", String(d.url ? Number(new URL(d.url).port) : o.port), "--log-file", logFile],
+      args: [
+        "--import",
+        "tsx",
+        join(ROOT, "scripts", "mesh-dashboard.ts"),
+        "--logs",
+        o.logs,
+        "--pki",
+        o.pki,
+        "--policy",
+        o.policy,
+        "--port",
+        String(d.url ? Number(new URL(d.url).port) : o.port),
+        "--log-file",
+        logFile,
+      ],
       env: process.env,
       ownLog: true,
     }),

@@ -32,13 +32,25 @@ const program = new Command("mesh:logs")
   // The default before -f existed; still accepted so older command lines keep working.
   .addOption(new Option("--no-follow", "print what is there and exit (the default)").hideHelp())
   .option("--json", "print matching lines as JSON instead of prettified")
-  .addHelpText("after", `\nExamples:\n  npm run mesh:logs -- --failures\n  npm run mesh:logs -- -f\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --event tls.reloaded\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags, no log folder or no log for a --service.`)
+  .addHelpText(
+    "after",
+    `\nExamples:\n  npm run mesh:logs -- --failures\n  npm run mesh:logs -- -f\n  npm run mesh:logs -- --denied --handshake\n  npm run mesh:logs -- --service payment --event tls.reloaded\n\nExit codes: 0 done (or stopped with Ctrl-C), 2 bad flags, no log folder or no log for a --service.`,
+  )
   // One line per error: commander puts "(Did you mean …?)" on a line of its own.
   .configureOutput({ outputError: (str, write) => write(str.replace(/\n(?!$)/g, " ")) })
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.parse();
-const o = program.opts<{ logs: string; denied?: boolean; handshake?: boolean; failures?: boolean; service?: string[]; event?: string[]; follow?: boolean; json?: boolean }>();
+const o = program.opts<{
+  logs: string;
+  denied?: boolean;
+  handshake?: boolean;
+  failures?: boolean;
+  service?: string[];
+  event?: string[];
+  follow?: boolean;
+  json?: boolean;
+}>();
 o.logs ||= "./logs"; // an empty MESH_LOG_DIR means the default
 
 if (!existsSync(o.logs)) {
@@ -46,7 +58,10 @@ if (!existsSync(o.logs)) {
   process.exit(2);
 }
 
-const logged = readdirSync(o.logs).filter((f) => f.endsWith(".log")).map((f) => basename(f, ".log")).sort();
+const logged = readdirSync(o.logs)
+  .filter((f) => f.endsWith(".log"))
+  .map((f) => basename(f, ".log"))
+  .sort();
 for (const name of o.service ?? []) {
   if (!logged.includes(name)) {
     const known = logged.length > 0 ? `services with logs: ${logged.join(", ")}` : "it holds no <service>.log yet";
@@ -55,11 +70,22 @@ for (const name of o.service ?? []) {
   }
 }
 
-const FAILURES: EventName[] = ["authz.denied", "tls.handshake_failed", "http.client_error", "upstream.failed", "tls.reload_failed", "policy.reload_failed"];
+const FAILURES: EventName[] = [
+  "authz.denied",
+  "tls.handshake_failed",
+  "http.client_error",
+  "upstream.failed",
+  "tls.reload_failed",
+  "policy.reload_failed",
+];
 const events = new Set<string>(o.event ?? []);
 // A name the catalogue does not know is most likely a typo: say so, but still filter on it
 // (a newer service may write events this checkout does not know).
-for (const e of events) if (!isEventName(e)) console.error(`mesh:logs: no event is named ${e} in the catalogue (docs/events.md lists them); showing lines named ${e} anyway`);
+for (const e of events)
+  if (!isEventName(e))
+    console.error(
+      `mesh:logs: no event is named ${e} in the catalogue (docs/events.md lists them); showing lines named ${e} anyway`,
+    );
 if (o.denied) events.add("authz.denied");
 if (o.handshake) events.add("tls.handshake_failed");
 if (o.failures) for (const e of FAILURES) events.add(e);

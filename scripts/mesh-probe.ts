@@ -19,12 +19,19 @@ const program = new Command("mesh:probe")
   .description("Probe a running mesh: every caller -> callee pair, plus strangers, against the policy.")
   .addOption(new Option("--pki <dir>", "the CA state folder").env("MESH_PKI_DIR"))
   .addOption(new Option("--policy <file>", "the policy to compare with").env("MESH_POLICY"))
-  .addOption(new Option("--logs <dir>", "the services' log folder (for handshake reasons, and mesh.json)").env("MESH_LOG_DIR").default("./logs"))
+  .addOption(
+    new Option("--logs <dir>", "the services' log folder (for handshake reasons, and mesh.json)")
+      .env("MESH_LOG_DIR")
+      .default("./logs"),
+  )
   .option("--order-port <n>", "order's port (default: from logs/mesh.json, else 7401)")
   .option("--payment-port <n>", "payment's port")
   .option("--inventory-port <n>", "inventory's port")
   .option("--json", "print the matrix as JSON")
-  .addHelpText("after", `\nExamples:\n  npm run mesh:probe\n  npm run mesh:probe -- --json\n\nExit codes: 0 the mesh does what the policy says, 1 it does not, 2 bad flags or files.`)
+  .addHelpText(
+    "after",
+    `\nExamples:\n  npm run mesh:probe\n  npm run mesh:probe -- --json\n\nExit codes: 0 the mesh does what the policy says, 1 it does not, 2 bad flags or files.`,
+  )
   .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 function fail(msg: string): never {
@@ -34,9 +41,25 @@ function fail(msg: string): never {
 
 async function main(): Promise<number> {
   program.parse();
-  const o = program.opts<{ pki?: string; policy?: string; logs: string; orderPort?: string; paymentPort?: string; inventoryPort?: string; json?: boolean }>();
+  const o = program.opts<{
+    pki?: string;
+    policy?: string;
+    logs: string;
+    orderPort?: string;
+    paymentPort?: string;
+    inventoryPort?: string;
+    json?: boolean;
+  }>();
   const stateFile = join(o.logs, "mesh.json");
-  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, "utf8")) as { pki?: string; policy?: string; ports?: Record<string, number>; identities?: Record<string, IdentityFiles>; workloads?: { list?: Record<string, unknown> } | null }) : {};
+  const state = existsSync(stateFile)
+    ? (JSON.parse(readFileSync(stateFile, "utf8")) as {
+        pki?: string;
+        policy?: string;
+        ports?: Record<string, number>;
+        identities?: Record<string, IdentityFiles>;
+        workloads?: { list?: Record<string, unknown> } | null;
+      })
+    : {};
   const pki = resolve(o.pki ?? state.pki ?? "./pki");
   const policyFile = o.policy ?? state.policy ?? "mesh-policy.toml";
   const ports: Record<string, number> = { ...DEFAULT_PORTS, ...state.ports };
@@ -56,7 +79,14 @@ async function main(): Promise<number> {
     // Online, each identity lives in its own state folder (mesh.json says where); a --pki other
     // than the mesh's means that CA's certs/ (file mode).
     const identities = state.pki === undefined || resolve(state.pki) === pki ? state.identities : undefined;
-    ({ cells, callers } = await probeMesh({ pki, policy, ports, logs: o.logs, identities, workloads: Object.keys(state.workloads?.list ?? {}) }));
+    ({ cells, callers } = await probeMesh({
+      pki,
+      policy,
+      ports,
+      logs: o.logs,
+      identities,
+      workloads: Object.keys(state.workloads?.list ?? {}),
+    }));
   } catch (e) {
     fail((e as Error).message);
   }
@@ -68,11 +98,16 @@ async function main(): Promise<number> {
     console.log(`${bold("caller".padEnd(14))}${callees.map((s) => bold(`${s} :${ports[s]}`.padEnd(w))).join("")}`);
     for (const name of callers) {
       const row = cells.filter((x) => x.caller === name);
-      console.log(`${name.padEnd(14)}${row.map((x) => (x.ok ? green(`✓ ${x.observed}`.padEnd(w)) : red(`✗ ${x.observed}`.padEnd(w)))).join("")}`);
+      console.log(
+        `${name.padEnd(14)}${row.map((x) => (x.ok ? green(`✓ ${x.observed}`.padEnd(w)) : red(`✗ ${x.observed}`.padEnd(w)))).join("")}`,
+      );
     }
     const bad = cells.filter((x) => !x.ok);
     console.log(dim(`\n${cells.length} calls of GET ${PROBE_PATH}; policy: ${policyFile}`));
-    for (const b of bad) console.log(red(`mismatch: ${b.caller} -> ${b.callee}: the policy says ${b.expected}, the mesh did ${b.observed}`));
+    for (const b of bad)
+      console.log(
+        red(`mismatch: ${b.caller} -> ${b.callee}: the policy says ${b.expected}, the mesh did ${b.observed}`),
+      );
     if (bad.length === 0) console.log(green("the mesh does what the policy says"));
   }
   return cells.every((x) => x.ok) ? 0 : 1;

@@ -14,16 +14,39 @@ import { isMeshError, messageOf } from "../services/mesh/errors.ts";
 import { onParentExit } from "../services/mesh/parent.ts";
 import { formatLine, servicePrefix, bold, dim, red, yellow, type MeshLine } from "./mesh-format.ts";
 import { DEFAULT_DASHBOARD_PORT, DEFAULT_PORTS } from "./mesh-ports.ts";
-import { folderState, identityFiles, moveAside, rateLimits, startEdgeIdentity, tokenFor, type EdgeIdentity } from "./online.ts";
+import {
+  folderState,
+  identityFiles,
+  moveAside,
+  rateLimits,
+  startEdgeIdentity,
+  tokenFor,
+  type EdgeIdentity,
+} from "./online.ts";
 import { DEFAULT_RESTART, Supervisor, describeExit, type SupervisorEvent } from "./supervisor.ts";
 import { leftovers, readRecord, recordOf, removeRecord, stopOrphans, writeRecord } from "./supervisor-record.ts";
-import { caProcess, dashboardProcess, serviceProcess, type CaProcess, type DashboardProcess, type Runner, type ServiceProcess } from "./mesh-components.ts";
+import {
+  caProcess,
+  dashboardProcess,
+  serviceProcess,
+  type CaProcess,
+  type DashboardProcess,
+  type Runner,
+  type ServiceProcess,
+} from "./mesh-components.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { loadWorkloads, type Workloads } from "../services/mesh/workloads.ts";
 import { placeWorkloads, workloadApp, workloadsCwd, workloadSidecar, type PlacedWorkload } from "./mesh-workloads.ts";
 import { spawnSync } from "node:child_process";
 import { rotationFromEnv } from "../lib/rotating-file.ts";
-import { caAddressList, furtherReplicas, replicaBannerLines, replicaCount, storeFlagsProblem, MAX_CA_REPLICAS } from "./mesh-ca-replicas.ts";
+import {
+  caAddressList,
+  furtherReplicas,
+  replicaBannerLines,
+  replicaCount,
+  storeFlagsProblem,
+  MAX_CA_REPLICAS,
+} from "./mesh-ca-replicas.ts";
 
 // A closed stdout (`mesh:up | head`) stops the mesh as SIGTERM does, quietly: nothing is left running.
 // Until main has a mesh to stop, it simply ends.
@@ -40,17 +63,28 @@ const port = (v: string) => {
 
 const seconds = (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 86_400) throw new InvalidArgumentError("must be a whole number of seconds from 1 to 86400");
+  if (!Number.isInteger(n) || n < 1 || n > 86_400)
+    throw new InvalidArgumentError("must be a whole number of seconds from 1 to 86400");
   return n;
 };
 
 /** Further CA replicas (their own `ca serve --store postgres://…`): https origins, comma-separated. */
 const caUrls = (v: string) => {
-  const list = v.split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+  const list = v
+    .split(",")
+    .map((u) => u.trim())
+    .filter((u) => u.length > 0);
   for (const u of list) {
     let url: URL | undefined;
-    try { url = new URL(u); } catch { /* refused below */ }
-    if (!url || url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username) throw new InvalidArgumentError(`${JSON.stringify(u.slice(0, 80))} is not an https:// origin such as https://10.0.0.2:7400`);
+    try {
+      url = new URL(u);
+    } catch {
+      /* refused below */
+    }
+    if (!url || url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username)
+      throw new InvalidArgumentError(
+        `${JSON.stringify(u.slice(0, 80))} is not an https:// origin such as https://10.0.0.2:7400`,
+      );
   }
   return list.join(",");
 };
@@ -65,27 +99,126 @@ const lifetime = (v: string) => {
 };
 
 const program = new Command("mesh:up")
-  .description("Create the CA if absent, start its EST server, and run the three services, which enrol with one-time tokens and renew themselves (--file-mode: CLI-issued certificates).")
+  .description(
+    "Create the CA if absent, start its EST server, and run the three services, which enrol with one-time tokens and renew themselves (--file-mode: CLI-issued certificates).",
+  )
   .addOption(new Option("--pki <dir>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
   .addOption(new Option("--policy <file>", "the authorization policy").env("MESH_POLICY").default("mesh-policy.toml"))
   .addOption(new Option("--logs <dir>", "where JSON logs are written").env("MESH_LOG_DIR").default("./logs"))
-  .addOption(new Option("--order-port <n>", "order's port (0: any free one)").env("MESH_ORDER_PORT").default(DEFAULT_PORTS.order).argParser(port))
-  .addOption(new Option("--payment-port <n>", "payment's port").env("MESH_PAYMENT_PORT").default(DEFAULT_PORTS.payment).argParser(port))
-  .addOption(new Option("--inventory-port <n>", "inventory's port").env("MESH_INVENTORY_PORT").default(DEFAULT_PORTS.inventory).argParser(port))
-  .addOption(new Option("--renew-within <days>", "file mode: re-issue certificates expiring within this many days").default(30).argParser(port))
-  .addOption(new Option("--crl-check <seconds>", "file mode: while running, re-sign CRLs within 10 days of their nextUpdate; checked this often (online, the CA server does)").env("MESH_CRL_CHECK_SECONDS").default(3600).argParser(seconds))
-  .option("--file-mode", "the tutorial's mode: issue 90-day certificates into <pki>/certs with the CA CLI and start the services on --pki; no CA server")
-  .addOption(new Option("--state <dir>", "online: where each identity keeps its own folder, <dir>/<name>/ (key.pem, cert.pem, bundle.pem, crls.pem)").env("MESH_STATE_DIR").default("./state"))
-  .addOption(new Option("--lifetime <d>", "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it").env("MESH_LIFETIME").default("1h").argParser(lifetime))
-  .addOption(new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs").env("MESH_POLL_SECONDS").default(30).argParser(seconds))
-  .addOption(new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)").env("MESH_CA_PORT").default(7400).argParser(port))
-  .addOption(new Option("--ca-urls <urls>", "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down").env("MESH_CA_URLS").argParser(caUrls))
-  .addOption(new Option("--ca-replicas <n>", `online: run this many CA servers (1-${MAX_CA_REPLICAS}) on one --store postgres://…, replica k on --ca-port + 20 × (k - 1): 7420, 7440; the services get every address (docs/est.md)`).env("MESH_CA_REPLICAS").default(1).argParser(replicaCount))
-  .addOption(new Option("--store <url>", "online: where the CA's ledger is: sqlite (ca.db in --pki) or postgres://user@host/db, shared by the replicas; the password only from PGPASSWORD or ~/.pgpass").env("MESH_CA_STORE"))
-  .addOption(new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)").env("MESH_CA_ADMIN_PORT").argParser(port))
-  .addOption(new Option("--workloads <file>", "the apps behind sidecars to start (any language; docs/workloads.md) (default: mesh-workloads.toml beside the policy, if there)").env("MESH_WORKLOADS"))
-  .addOption(new Option("--workload-ports <which>", "the workloads' ports: as the file says, or any free ones (sidecars, apps and outbound listeners)").env("MESH_WORKLOAD_PORTS").choices(["file", "any"]).default("file"))
-  .addOption(new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)").env("MESH_DASHBOARD_PORT").default(DEFAULT_DASHBOARD_PORT).argParser(port))
+  .addOption(
+    new Option("--order-port <n>", "order's port (0: any free one)")
+      .env("MESH_ORDER_PORT")
+      .default(DEFAULT_PORTS.order)
+      .argParser(port),
+  )
+  .addOption(
+    new Option("--payment-port <n>", "payment's port")
+      .env("MESH_PAYMENT_PORT")
+      .default(DEFAULT_PORTS.payment)
+      .argParser(port),
+  )
+  .addOption(
+    new Option("--inventory-port <n>", "inventory's port")
+      .env("MESH_INVENTORY_PORT")
+      .default(DEFAULT_PORTS.inventory)
+      .argParser(port),
+  )
+  .addOption(
+    new Option("--renew-within <days>", "file mode: re-issue certificates expiring within this many days")
+      .default(30)
+      .argParser(port),
+  )
+  .addOption(
+    new Option(
+      "--crl-check <seconds>",
+      "file mode: while running, re-sign CRLs within 10 days of their nextUpdate; checked this often (online, the CA server does)",
+    )
+      .env("MESH_CRL_CHECK_SECONDS")
+      .default(3600)
+      .argParser(seconds),
+  )
+  .option(
+    "--file-mode",
+    "the tutorial's mode: issue 90-day certificates into <pki>/certs with the CA CLI and start the services on --pki; no CA server",
+  )
+  .addOption(
+    new Option(
+      "--state <dir>",
+      "online: where each identity keeps its own folder, <dir>/<name>/ (key.pem, cert.pem, bundle.pem, crls.pem)",
+    )
+      .env("MESH_STATE_DIR")
+      .default("./state"),
+  )
+  .addOption(
+    new Option(
+      "--lifetime <d>",
+      "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it",
+    )
+      .env("MESH_LIFETIME")
+      .default("1h")
+      .argParser(lifetime),
+  )
+  .addOption(
+    new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs")
+      .env("MESH_POLL_SECONDS")
+      .default(30)
+      .argParser(seconds),
+  )
+  .addOption(
+    new Option("--ca-port <n>", "online: the CA's EST server (0: any free one)")
+      .env("MESH_CA_PORT")
+      .default(7400)
+      .argParser(port),
+  )
+  .addOption(
+    new Option(
+      "--ca-urls <urls>",
+      "online: other CA replicas on the same store (comma-separated https origins, docs/est.md): services fail over to them when mesh:up's CA server is down",
+    )
+      .env("MESH_CA_URLS")
+      .argParser(caUrls),
+  )
+  .addOption(
+    new Option(
+      "--ca-replicas <n>",
+      `online: run this many CA servers (1-${MAX_CA_REPLICAS}) on one --store postgres://…, replica k on --ca-port + 20 × (k - 1): 7420, 7440; the services get every address (docs/est.md)`,
+    )
+      .env("MESH_CA_REPLICAS")
+      .default(1)
+      .argParser(replicaCount),
+  )
+  .addOption(
+    new Option(
+      "--store <url>",
+      "online: where the CA's ledger is: sqlite (ca.db in --pki) or postgres://user@host/db, shared by the replicas; the password only from PGPASSWORD or ~/.pgpass",
+    ).env("MESH_CA_STORE"),
+  )
+  .addOption(
+    new Option("--ca-admin-port <n>", "online: the CA's metrics and healthz (default: --ca-port + 10; 0: any free one)")
+      .env("MESH_CA_ADMIN_PORT")
+      .argParser(port),
+  )
+  .addOption(
+    new Option(
+      "--workloads <file>",
+      "the apps behind sidecars to start (any language; docs/workloads.md) (default: mesh-workloads.toml beside the policy, if there)",
+    ).env("MESH_WORKLOADS"),
+  )
+  .addOption(
+    new Option(
+      "--workload-ports <which>",
+      "the workloads' ports: as the file says, or any free ones (sidecars, apps and outbound listeners)",
+    )
+      .env("MESH_WORKLOAD_PORTS")
+      .choices(["file", "any"])
+      .default("file"),
+  )
+  .addOption(
+    new Option("--dashboard-port <n>", "the dashboard's port (0: any free one)")
+      .env("MESH_DASHBOARD_PORT")
+      .default(DEFAULT_DASHBOARD_PORT)
+      .argParser(port),
+  )
   .option("--quiet", "do not echo the services' logs (they still go to --logs)")
   .addHelpText(
     "after",
@@ -155,7 +288,9 @@ async function openOrCreateCa(dir: string): Promise<CertificateAuthority> {
     // signed by the root itself, Node adds the root from the trust store to what a server sends.)
     // Constrained to the mesh's domain: this CA cannot sign a name outside .internal.
     const int = await ca.createIntermediate({ name: "Mesh Dev Issuing CA", permitDns: ["internal"] });
-    console.log(`created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)}), issuing through "${int.name}" (.internal names only)`);
+    console.log(
+      `created the CA "Mesh Dev CA" in ${dir} (its key stays in ${shown(ca.paths.root(1).key)}), issuing through "${int.name}" (.internal names only)`,
+    );
   }
   return ca;
 }
@@ -176,7 +311,9 @@ async function preparePki(dir: string, renewWithinDays: number, names: readonly 
         continue;
       }
       const issued = current ? await ca.renew({ domain }) : await ca.issue({ domain });
-      console.log(`${current ? "renewed" : "issued"} ${domain.padEnd(19)} valid until ${issued.notAfter.toISOString().slice(0, 10)}: ${shown(issued.certPath)}`);
+      console.log(
+        `${current ? "renewed" : "issued"} ${domain.padEnd(19)} valid until ${issued.notAfter.toISOString().slice(0, 10)}: ${shown(issued.certPath)}`,
+      );
     }
     // Re-sign every CRL so a lapsed one cannot lock the mesh out at start.
     await ca.publishCrls();
@@ -200,13 +337,19 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
       const ca = await CertificateAuthority.open({ dir, passphrase: process.env.MESH_CA_PASSPHRASE || undefined });
       try {
         for (const r of await ca.refreshCrls()) {
-          console.log(`mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`);
+          console.log(
+            `mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`,
+          );
         }
       } finally {
         ca.close();
       }
     } catch (e) {
-      console.error(red(`mesh:up: could not re-sign the CRLs in ${dir} (will try again in ${everyMs / 1000} s): ${(e as Error).message}`));
+      console.error(
+        red(
+          `mesh:up: could not re-sign the CRLs in ${dir} (will try again in ${everyMs / 1000} s): ${(e as Error).message}`,
+        ),
+      );
     } finally {
       busy = false;
     }
@@ -226,8 +369,20 @@ function startFailure(name: string, e: unknown): { msg: string; code: number } {
   const isCa = /^ca\d*$/.test(name); // a replica (ca2, ca3) is on ports counted from the first's
   const builtIn = (SERVICE_NAMES as readonly string[]).includes(name);
   // A workload's ports (its sidecar `<name>`, its app `<name>-app`) are in the workloads file.
-  const flag = isCa ? "--ca-port or --ca-admin-port" : name === "dashboard" ? "--dashboard-port" : builtIn ? `--${name}-port` : "its ports in the workloads file, or --workload-ports any";
-  const what = isCa ? (name === "ca" ? "the CA server" : `the CA replica ${name}`) : name === "dashboard" ? "the dashboard" : name;
+  const flag = isCa
+    ? "--ca-port or --ca-admin-port"
+    : name === "dashboard"
+      ? "--dashboard-port"
+      : builtIn
+        ? `--${name}-port`
+        : "its ports in the workloads file, or --workload-ports any";
+  const what = isCa
+    ? name === "ca"
+      ? "the CA server"
+      : `the CA replica ${name}`
+    : name === "dashboard"
+      ? "the dashboard"
+      : name;
   if (taken) return { msg: `cannot start ${what}: ${msg} (pick another port with ${flag}, or 0 for any)`, code: 3 };
   return { msg: `cannot start ${what}: ${msg}`, code: isCa ? 4 : 1 };
 }
@@ -240,20 +395,37 @@ async function clearLeftovers(recordFile: string, events: EventLogger): Promise<
   const record = readRecord(recordFile);
   const left = leftovers(record);
   if (left.supervisor) {
-    fail(`another mesh:up (pid ${left.supervisor.pid}) is running on ${shown(dirname(recordFile))}: stop it first (Ctrl-C in its terminal, or kill ${left.supervisor.pid}), or give this one other --logs`, EXIT_RUNNING);
+    fail(
+      `another mesh:up (pid ${left.supervisor.pid}) is running on ${shown(dirname(recordFile))}: stop it first (Ctrl-C in its terminal, or kill ${left.supervisor.pid}), or give this one other --logs`,
+      EXIT_RUNNING,
+    );
   }
   if (record && left.orphans.length > 0) {
     const list = left.orphans.map((p) => `${p.name} (pid ${p.pid})`).join(", ");
-    console.log(yellow(`mesh:up: ${list} still running from an earlier mesh:up (pid ${record.supervisor.pid}) that was killed outright; stopping them first`));
+    console.log(
+      yellow(
+        `mesh:up: ${list} still running from an earlier mesh:up (pid ${record.supervisor.pid}) that was killed outright; stopping them first`,
+      ),
+    );
     await stopOrphans(left.orphans, record);
-    events.warn({ event: "supervisor.orphans_stopped", supervisor: record.supervisor.pid, components: Object.fromEntries(left.orphans.map((p) => [p.name, p.pid])) }, `stopped ${list}, left running by mesh:up pid ${record.supervisor.pid}`);
+    events.warn(
+      {
+        event: "supervisor.orphans_stopped",
+        supervisor: record.supervisor.pid,
+        components: Object.fromEntries(left.orphans.map((p) => [p.name, p.pid])),
+      },
+      `stopped ${list}, left running by mesh:up pid ${record.supervisor.pid}`,
+    );
   }
   removeRecord(recordFile);
 }
 
 /** mesh-up.log: pino JSON lines like the services' own, written synchronously (they must survive an exit right after). */
 function eventLog(logs: string): EventLogger {
-  return pino({ base: { service: "mesh-up" }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: join(logs, "mesh-up.log"), append: true, sync: true, mkdir: true }));
+  return pino(
+    { base: { service: "mesh-up" }, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination({ dest: join(logs, "mesh-up.log"), append: true, sync: true, mkdir: true }),
+  );
 }
 
 /**
@@ -264,7 +436,8 @@ function reportEvent(e: SupervisorEvent, events: EventLogger, stopping: boolean)
   switch (e.event) {
     case "supervisor.started":
       events.info(e, `${e.component} started (pid ${e.pid}${e.restarts > 0 ? `, restart ${e.restarts}` : ""})`);
-      if (e.restarts > 0) console.log(yellow(`mesh:up: started ${e.component} again (pid ${e.pid}, restart ${e.restarts})`));
+      if (e.restarts > 0)
+        console.log(yellow(`mesh:up: started ${e.component} again (pid ${e.pid}, restart ${e.restarts})`));
       return;
     case "supervisor.exited": {
       const how = describeExit(e.component, e.code, e.signal);
@@ -273,12 +446,26 @@ function reportEvent(e: SupervisorEvent, events: EventLogger, stopping: boolean)
       return;
     }
     case "supervisor.restarting":
-      events.warn(e, `restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`);
-      console.error(yellow(`mesh:up: restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`));
+      events.warn(
+        e,
+        `restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`,
+      );
+      console.error(
+        yellow(
+          `mesh:up: restarting ${e.component} in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt} of ${DEFAULT_RESTART.burst} within ${DEFAULT_RESTART.intervalMs / 60_000} minutes)`,
+        ),
+      );
       return;
     case "supervisor.gave_up":
-      events.error(e, `gave up on ${e.component} after ${e.restarts} restarts in a row; the rest of the mesh keeps running`);
-      console.error(red(`mesh:up: gave up on ${e.component}: it died ${DEFAULT_RESTART.burst + 1} times within ${DEFAULT_RESTART.intervalMs / 60_000} minutes (see logs/${e.component}.stderr and logs/${e.component}.log); the rest keeps running; stop mesh:up and start it again once fixed`));
+      events.error(
+        e,
+        `gave up on ${e.component} after ${e.restarts} restarts in a row; the rest of the mesh keeps running`,
+      );
+      console.error(
+        red(
+          `mesh:up: gave up on ${e.component}: it died ${DEFAULT_RESTART.burst + 1} times within ${DEFAULT_RESTART.intervalMs / 60_000} minutes (see logs/${e.component}.stderr and logs/${e.component}.log); the rest keeps running; stop mesh:up and start it again once fixed`,
+        ),
+      );
       return;
   }
 }
@@ -295,7 +482,12 @@ async function main(): Promise<void> {
     // The expected decisions beside the policy (scripts/policy/tests-file.ts), before anything starts.
     checkPolicyTests(policy, o.policy);
     const audited = auditedRules(policy);
-    if (audited.length > 0) console.log(yellow(`warning: ${o.policy} has rules in audit mode (${audited.join(", ")}): they let through the calls they would deny, logged as authz.would_deny (docs/policy.md)`));
+    if (audited.length > 0)
+      console.log(
+        yellow(
+          `warning: ${o.policy} has rules in audit mode (${audited.join(", ")}): they let through the calls they would deny, logged as authz.would_deny (docs/policy.md)`,
+        ),
+      );
   } catch (e) {
     fail(isMeshError(e) ? e.message : String(e), 2);
   }
@@ -328,13 +520,17 @@ async function main(): Promise<void> {
   let writeState = () => {};
   const supervisor = new Supervisor({
     onEvent: (e) => {
-      const firstStartFailed = e.event === "supervisor.exited" && runners.find((r) => r.name === e.component)?.everReady === false;
+      const firstStartFailed =
+        e.event === "supervisor.exited" && runners.find((r) => r.name === e.component)?.everReady === false;
       reportEvent(e, events, stopping || firstStartFailed);
       if (e.event === "supervisor.started") writeState();
     },
   });
   const record = () =>
-    writeRecord(recordFile, { supervisor: recordOf(process.pid), components: Object.fromEntries(runners.flatMap((r) => (r.proc?.pid ? [[r.name, recordOf(r.proc.pid)]] : []))) });
+    writeRecord(recordFile, {
+      supervisor: recordOf(process.pid),
+      components: Object.fromEntries(runners.flatMap((r) => (r.proc?.pid ? [[r.name, recordOf(r.proc.pid)]] : []))),
+    });
   writeState = record;
   const stopAll = async (code: number, quiet = false) => {
     if (stopping) return;
@@ -346,8 +542,13 @@ async function main(): Promise<void> {
     for (const r of runners) r.stop();
     ca?.close();
     removeRecord(recordFile);
-    const started = [services.length > 0 && "all services", caProc && "the CA server", dashboard && "the dashboard"].filter(Boolean);
-    if (!quiet && started.length > 0) console.log(dim(`mesh:up: ${started.join(", ").replace(/, ([^,]*)$/, " and $1")} stopped`));
+    const started = [
+      services.length > 0 && "all services",
+      caProc && "the CA server",
+      dashboard && "the dashboard",
+    ].filter(Boolean);
+    if (!quiet && started.length > 0)
+      console.log(dim(`mesh:up: ${started.join(", ").replace(/, ([^,]*)$/, " and $1")} stopped`));
     events.info({ event: "supervisor.stopped", code }, "mesh:up stopped everything");
     process.exit(code);
   };
@@ -377,7 +578,12 @@ async function main(): Promise<void> {
   };
   const echo = (l: MeshLine) => {
     // The services say when they enrol; the CA's own line is worth showing for anyone else (a fourth identity).
-    if (/^ca\d*$/.test(String(l.service)) && isEvent(l, "est.enrolled") && certNames.includes(l.name.replace(/\.internal$/, ""))) return;
+    if (
+      /^ca\d*$/.test(String(l.service)) &&
+      isEvent(l, "est.enrolled") &&
+      certNames.includes(l.name.replace(/\.internal$/, ""))
+    )
+      return;
     if (!o.quiet) console.log(formatLine(l));
   };
   const stderrOf = (name: string) => (text: string) => console.error(`${servicePrefix(name)} ${red(text)}`);
@@ -401,12 +607,28 @@ async function main(): Promise<void> {
     const limits = rateLimits(lifetimeMs);
     // The services ask for --lifetime; the server's own certificate lives its max (at least a day).
     caProc = caProcess({
-      logs, pki: resolve(o.pki), port: o.caPort, adminPort: o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10),
-      lifetime: o.lifetime, maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h",
-      ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, onStderr: stderrOf("ca"), store: o.store,
+      logs,
+      pki: resolve(o.pki),
+      port: o.caPort,
+      adminPort: o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10),
+      lifetime: o.lifetime,
+      maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h",
+      ratePerName: limits.perName.perMinute,
+      ratePerAddress: limits.perAddress.perMinute,
+      echo,
+      onStderr: stderrOf("ca"),
+      store: o.store,
     });
     if (!(await start(caProc.runner))) return;
-    replicas = caReplicas(o, caProc, { logs, lifetime: o.lifetime, maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h", ratePerName: limits.perName.perMinute, ratePerAddress: limits.perAddress.perMinute, echo, stderrOf });
+    replicas = caReplicas(o, caProc, {
+      logs,
+      lifetime: o.lifetime,
+      maxLifetime: lifetimeMs > 86_400_000 ? o.lifetime : "24h",
+      ratePerName: limits.perName.perMinute,
+      ratePerAddress: limits.perAddress.perMinute,
+      echo,
+      stderrOf,
+    });
     if (!(await Promise.all(replicas.map((r) => start(r.runner)))).every(Boolean)) return;
     // Each identity keeps its own folder; one the CA no longer vouches for is moved aside and enrolled again.
     const tokens = new Map<string, string>();
@@ -415,19 +637,41 @@ async function main(): Promise<void> {
       const dir = join(o.state, name);
       const st = folderState(ca, dir);
       if (st.kind === "valid") {
-        console.log(dim(`kept   ${`${name}.internal`.padEnd(20)} valid until ${st.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(dir)}/ (renews itself)`));
+        console.log(
+          dim(
+            `kept   ${`${name}.internal`.padEnd(20)} valid until ${st.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(dir)}/ (renews itself)`,
+          ),
+        );
         continue;
       }
-      if (st.kind === "stale") console.log(yellow(`${shown(dir)}: ${st.why}; moved it to ${shown(moveAside(dir))} and ${name} enrols again`));
+      if (st.kind === "stale")
+        console.log(yellow(`${shown(dir)}: ${st.why}; moved it to ${shown(moveAside(dir))} and ${name} enrols again`));
       tokens.set(name, tokenFor(ca, name));
-      console.log(`token  ${`${name}.internal`.padEnd(20)} one-time, for ${name}'s first start (in its environment, never its arguments)`);
+      console.log(
+        `token  ${`${name}.internal`.padEnd(20)} one-time, for ${name}'s first start (in its environment, never its arguments)`,
+      );
     }
     const edgeState = folderState(ca, join(o.state, "edge"));
-    if (edgeState.kind === "valid") console.log(dim(`kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`));
+    if (edgeState.kind === "valid")
+      console.log(
+        dim(
+          `kept   ${"edge.internal".padEnd(20)} valid until ${edgeState.notAfter.slice(0, 19).replace("T", " ")} UTC: ${shown(join(o.state, "edge"))}/ (renewed by mesh:up)`,
+        ),
+      );
     try {
-      edge = await startEdgeIdentity({ ca, caUrl: caAddressList([caProc, ...replicas], o.caUrls), dir: join(o.state, "edge"), lifetime: o.lifetime, pollMs: o.poll * 1000, echo });
+      edge = await startEdgeIdentity({
+        ca,
+        caUrl: caAddressList([caProc, ...replicas], o.caUrls),
+        dir: join(o.state, "edge"),
+        lifetime: o.lifetime,
+        pollMs: o.poll * 1000,
+        echo,
+      });
     } catch (e) {
-      return abort(`cannot enrol edge.internal (the operator's client identity) into ${join(o.state, "edge")}: ${messageOf(e)}`, 4);
+      return abort(
+        `cannot enrol edge.internal (the operator's client identity) into ${join(o.state, "edge")}: ${messageOf(e)}`,
+        4,
+      );
     }
     const heldCa = ca;
     online = {
@@ -440,7 +684,11 @@ async function main(): Promise<void> {
         const dir = join(o.state, name);
         const st = folderState(heldCa, dir);
         if (st.kind === "valid") return undefined;
-        if (st.kind === "stale") events.warn({ event: "identity.replaced", component: name, stateDir: dir, movedTo: moveAside(dir), why: st.why }, `${dir}: ${st.why}; moved aside, ${name} enrols again`);
+        if (st.kind === "stale")
+          events.warn(
+            { event: "identity.replaced", component: name, stateDir: dir, movedTo: moveAside(dir), why: st.why },
+            `${dir}: ${st.why}; moved aside, ${name} enrols again`,
+          );
         return tokenFor(heldCa, name);
       },
     };
@@ -448,8 +696,21 @@ async function main(): Promise<void> {
 
   const service = (name: (typeof SERVICE_NAMES)[number], port: number, upstreams: string[]) => {
     const s = serviceProcess({
-      name, logs, pki: resolve(o.pki), policy: resolve(o.policy), port, upstreams,
-      identity: online ? { ca: online.caUrl, state: resolve(o.state, name), lifetime: o.lifetime, poll: o.poll, token: (n) => online!.token(name, n) } : undefined,
+      name,
+      logs,
+      pki: resolve(o.pki),
+      policy: resolve(o.policy),
+      port,
+      upstreams,
+      identity: online
+        ? {
+            ca: online.caUrl,
+            state: resolve(o.state, name),
+            lifetime: o.lifetime,
+            poll: o.poll,
+            token: (n) => online!.token(name, n),
+          }
+        : undefined,
       onLine: (l, text) => {
         if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(name)} ${text}`);
       },
@@ -462,16 +723,38 @@ async function main(): Promise<void> {
   const inv = service("inventory", o.inventoryPort, []);
   if (!(await pay) || !(await inv)) return;
   const [payment, inventory] = services as [ServiceProcess, ServiceProcess];
-  if (!(await service("order", o.orderPort, [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]))) return;
-  const workloads = declared ? await startWorkloads(declared, o, { logs, online, start, services, events, stderrOf }) : [];
+  if (
+    !(await service("order", o.orderPort, [
+      `payment=127.0.0.1:${payment.port}`,
+      `inventory=127.0.0.1:${inventory.port}`,
+    ]))
+  )
+    return;
+  const workloads = declared
+    ? await startWorkloads(declared, o, { logs, online, start, services, events, stderrOf })
+    : [];
   if (workloads === null) return;
-  dashboard = dashboardProcess({ logs, pki: resolve(o.pki), policy: resolve(o.policy), port: o.dashboardPort, onStderr: stderrOf("dashboard") });
+  dashboard = dashboardProcess({
+    logs,
+    pki: resolve(o.pki),
+    policy: resolve(o.policy),
+    port: o.dashboardPort,
+    onStderr: stderrOf("dashboard"),
+  });
   if (!(await start(dashboard.runner))) return;
 
   // The workloads beside the services: the tools (mesh:probe, mesh:check, the dashboard) read this list.
-  const ports = { ...Object.fromEntries(services.map((s) => [s.runner.name, s.port])), ...Object.fromEntries(workloads.map((w) => [w.name, w.port])) } as Record<"order" | "payment" | "inventory", number> & Record<string, number>;
-  const adminPorts = { ...Object.fromEntries(services.map((s) => [s.runner.name, s.adminPort])), ...Object.fromEntries(workloads.map((w) => [w.name, w.adminPort])) };
-  const identities = Object.fromEntries(certNames.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]));
+  const ports = {
+    ...Object.fromEntries(services.map((s) => [s.runner.name, s.port])),
+    ...Object.fromEntries(workloads.map((w) => [w.name, w.port])),
+  } as Record<"order" | "payment" | "inventory", number> & Record<string, number>;
+  const adminPorts = {
+    ...Object.fromEntries(services.map((s) => [s.runner.name, s.adminPort])),
+    ...Object.fromEntries(workloads.map((w) => [w.name, w.adminPort])),
+  };
+  const identities = Object.fromEntries(
+    certNames.map((n) => [n, identityFiles(mode, n, { state: resolve(o.state), pki: resolve(o.pki) })]),
+  );
   const dashboardUrl = dashboard.url;
   const caInfo = caProc;
   writeState = () => {
@@ -481,14 +764,41 @@ async function main(): Promise<void> {
     const pidOf = (name: string) => comps.find((c) => c.name === name)?.proc?.pid ?? null;
     writeFileSync(
       join(logs, "mesh.json"),
-      JSON.stringify({
-        pid: process.pid, startedAt, mode, pids: Object.fromEntries([...services.map((s) => s.runner.name), ...workloadNames].map((n) => [n, pidOf(n)])), pki: resolve(o.pki), policy: resolve(o.policy), ports, adminPorts,
-        state: mode === "online" ? resolve(o.state) : null, identities,
-        ca: caInfo ? { url: caInfo.url, adminUrl: caInfo.adminUrl, lifetime: o.lifetime, poll: o.poll, pid: pidOf("ca"), ...replicaState(o, [caInfo, ...replicas], pidOf) } : null,
-        dashboard: dashboardUrl,
-        workloads: workloadsState(declared, workloads, pidOf),
-        supervisor: { log: join(logs, "mesh-up.log"), record: recordFile, components: Object.fromEntries(comps.map((c) => [c.name, { pid: c.proc?.pid ?? null, state: c.state, restarts: c.restarts }])) },
-      }, null, 2) + "\n",
+      JSON.stringify(
+        {
+          pid: process.pid,
+          startedAt,
+          mode,
+          pids: Object.fromEntries([...services.map((s) => s.runner.name), ...workloadNames].map((n) => [n, pidOf(n)])),
+          pki: resolve(o.pki),
+          policy: resolve(o.policy),
+          ports,
+          adminPorts,
+          state: mode === "online" ? resolve(o.state) : null,
+          identities,
+          ca: caInfo
+            ? {
+                url: caInfo.url,
+                adminUrl: caInfo.adminUrl,
+                lifetime: o.lifetime,
+                poll: o.poll,
+                pid: pidOf("ca"),
+                ...replicaState(o, [caInfo, ...replicas], pidOf),
+              }
+            : null,
+          dashboard: dashboardUrl,
+          workloads: workloadsState(declared, workloads, pidOf),
+          supervisor: {
+            log: join(logs, "mesh-up.log"),
+            record: recordFile,
+            components: Object.fromEntries(
+              comps.map((c) => [c.name, { pid: c.proc?.pid ?? null, state: c.state, restarts: c.restarts }]),
+            ),
+          },
+        },
+        null,
+        2,
+      ) + "\n",
     );
   };
   writeState();
@@ -519,8 +829,14 @@ function readWorkloads(o: Opts): Workloads | null {
   for (const x of w.workloads) {
     const program = x.command?.[0];
     if (!program || program === "node") continue;
-    const found = program.includes("/") ? existsSync(resolve(workloadsCwd(file), program)) : spawnSync("sh", ["-c", 'command -v "$1"', "sh", program], { stdio: "ignore" }).status === 0;
-    if (!found) fail(`${file}:${x.line}: [${x.name}] command: ${program} is not ${program.includes("/") ? "there" : "on the PATH"}; install it or fix the command`, 2);
+    const found = program.includes("/")
+      ? existsSync(resolve(workloadsCwd(file), program))
+      : spawnSync("sh", ["-c", 'command -v "$1"', "sh", program], { stdio: "ignore" }).status === 0;
+    if (!found)
+      fail(
+        `${file}:${x.line}: [${x.name}] command: ${program} is not ${program.includes("/") ? "there" : "on the PATH"}; install it or fix the command`,
+        2,
+      );
   }
   return w;
 }
@@ -542,14 +858,28 @@ interface WorkloadContext {
  */
 async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext): Promise<PlacedWorkload[] | null> {
   const placed = await placeWorkloads(declared.workloads, o.workloadPorts === "any");
-  const mtls = new Map<string, number>([...c.services.map((s) => [s.runner.name, s.port] as const), ...placed.map((p) => [p.name, p.port] as const)]);
+  const mtls = new Map<string, number>([
+    ...c.services.map((s) => [s.runner.name, s.port] as const),
+    ...placed.map((p) => [p.name, p.port] as const),
+  ]);
   const cwd = workloadsCwd(declared.file);
   // All at once: every port is known, so no workload waits for another (each sidecar, then its app).
   const one = async (p: PlacedWorkload): Promise<boolean> => {
     const sidecar = workloadSidecar({
-      placed: p, logs: c.logs, pki: resolve(o.pki), policy: resolve(o.policy),
+      placed: p,
+      logs: c.logs,
+      pki: resolve(o.pki),
+      policy: resolve(o.policy),
       addressOf: (name) => `127.0.0.1:${mtls.get(name)}`,
-      identity: c.online ? { ca: c.online.caUrl, state: resolve(o.state, p.name), lifetime: o.lifetime, poll: o.poll, token: (n) => c.online!.token(p.name, n) } : undefined,
+      identity: c.online
+        ? {
+            ca: c.online.caUrl,
+            state: resolve(o.state, p.name),
+            lifetime: o.lifetime,
+            poll: o.poll,
+            token: (n) => c.online!.token(p.name, n),
+          }
+        : undefined,
       onLine: (l, text) => {
         if (!o.quiet) console.log(l ? formatLine(l) : `${servicePrefix(p.name)} ${text}`);
       },
@@ -558,14 +888,25 @@ async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext):
     if (!(await c.start(sidecar))) return false;
     if (!p.workload.command) return true;
     const app = workloadApp({
-      placed: p, logs: c.logs, cwd,
+      placed: p,
+      logs: c.logs,
+      cwd,
       onLine: (text) => {
         if (!o.quiet) console.log(`${servicePrefix(`${p.name}-app`)} ${dim(text)}`);
       },
       onStderr: c.stderrOf(`${p.name}-app`),
     });
     if (!(await c.start(app))) return false;
-    c.events.info({ event: "workload.started", workload: p.name, port: p.port, app: p.app, upstreams: Object.fromEntries(p.outbound) }, `${p.name}: sidecar on ${p.port}, app at ${p.app}`);
+    c.events.info(
+      {
+        event: "workload.started",
+        workload: p.name,
+        port: p.port,
+        app: p.app,
+        upstreams: Object.fromEntries(p.outbound),
+      },
+      `${p.name}: sidecar on ${p.port}, app at ${p.app}`,
+    );
     return true;
   };
   const started = await Promise.all(placed.map(one));
@@ -573,14 +914,29 @@ async function startWorkloads(declared: Workloads, o: Opts, c: WorkloadContext):
 }
 
 /** mesh.json's `workloads`: what the tools need to reach and show each one. */
-function workloadsState(declared: Workloads | null, placed: readonly PlacedWorkload[], pidOf: (name: string) => number | null) {
+function workloadsState(
+  declared: Workloads | null,
+  placed: readonly PlacedWorkload[],
+  pidOf: (name: string) => number | null,
+) {
   if (!declared) return null;
   return {
     file: resolve(declared.file),
-    list: Object.fromEntries(placed.map((p) => [p.name, {
-      port: p.port, adminPort: p.adminPort, app: p.app, protocol: p.workload.protocol, command: p.workload.command,
-      upstreams: Object.fromEntries(p.outbound), pid: pidOf(p.name), appPid: p.workload.command ? pidOf(`${p.name}-app`) : null,
-    }])),
+    list: Object.fromEntries(
+      placed.map((p) => [
+        p.name,
+        {
+          port: p.port,
+          adminPort: p.adminPort,
+          app: p.app,
+          protocol: p.workload.protocol,
+          command: p.workload.command,
+          upstreams: Object.fromEntries(p.outbound),
+          pid: pidOf(p.name),
+          appPid: p.workload.command ? pidOf(`${p.name}-app`) : null,
+        },
+      ]),
+    ),
   };
 }
 
@@ -591,7 +947,12 @@ function workloadBanner(placed: readonly PlacedWorkload[]): { lines: string; tri
     if (p.workload.protocol === "h2c") return "gRPC";
     return /python/.test(prog) ? "Python" : prog === "node" ? "Node" : prog ? prog.split("/").pop()! : "external app";
   };
-  const lines = placed.map((p) => `  ${p.name.padEnd(10)} https://127.0.0.1:${p.port}      (${p.name}.internal, ${kind(p)} app at ${p.app} behind its sidecar)\n`).join("");
+  const lines = placed
+    .map(
+      (p) =>
+        `  ${p.name.padEnd(10)} https://127.0.0.1:${p.port}      (${p.name}.internal, ${kind(p)} app at ${p.app} behind its sidecar)\n`,
+    )
+    .join("");
   return { lines, tries: [] };
 }
 
@@ -601,13 +962,21 @@ function workloadTries(placed: readonly PlacedWorkload[], curlAs: (name: string,
   const out: string[] = [];
   const delivery = at.get("delivery");
   if (delivery) {
-    out.push(`  ${dim("# a Python app (standard library) behind its sidecar: it names its caller (from XFCC) and asks inventory through its sidecar")}`);
-    out.push(`  ${curlAs("delivery", delivery)} -H 'content-type: application/json' -d '{"orderId":"demo-1","sku":"widget"}' https://delivery.internal:${delivery}/ship`);
+    out.push(
+      `  ${dim("# a Python app (standard library) behind its sidecar: it names its caller (from XFCC) and asks inventory through its sidecar")}`,
+    );
+    out.push(
+      `  ${curlAs("delivery", delivery)} -H 'content-type: application/json' -d '{"orderId":"demo-1","sku":"widget"}' https://delivery.internal:${delivery}/ship`,
+    );
   }
   const cashier = at.get("cashier");
   if (cashier && at.has("ledger")) {
-    out.push(`  ${dim("# cashier records the payment in ledger over gRPC, through two sidecars; ledger names cashier as the caller")}`);
-    out.push(`  ${curlAs("cashier", cashier)} -H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}' https://cashier.internal:${cashier}/pay`);
+    out.push(
+      `  ${dim("# cashier records the payment in ledger over gRPC, through two sidecars; ledger names cashier as the caller")}`,
+    );
+    out.push(
+      `  ${curlAs("cashier", cashier)} -H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}' https://cashier.internal:${cashier}/pay`,
+    );
   }
   return out.map((l) => `${l}\n`).join("");
 }
@@ -631,13 +1000,40 @@ function useStore(o: Opts): void {
 }
 
 /** Replicas 2…--ca-replicas, on the ports after the first's (0: any free one). */
-function caReplicas(o: Opts, first: CaProcess, c: { logs: string; lifetime: string; maxLifetime: string; ratePerName: number; ratePerAddress: number; echo(l: MeshLine): void; stderrOf(name: string): (text: string) => void }): CaProcess[] {
+function caReplicas(
+  o: Opts,
+  first: CaProcess,
+  c: {
+    logs: string;
+    lifetime: string;
+    maxLifetime: string;
+    ratePerName: number;
+    ratePerAddress: number;
+    echo(l: MeshLine): void;
+    stderrOf(name: string): (text: string) => void;
+  },
+): CaProcess[] {
   const caPort = Number(new URL(first.url).port);
   const adminPort = Number(new URL(first.adminUrl).port);
   // Asked for 0 (any free one): each replica gets any free one too, not the first's port + 1.
   const base = o.caPort === 0 ? 0 : caPort;
   const adminBase = (o.caAdminPort ?? (o.caPort === 0 ? 0 : o.caPort + 10)) === 0 ? 0 : adminPort;
-  return furtherReplicas(o.caReplicas, { logs: c.logs, pki: resolve(o.pki), lifetime: c.lifetime, maxLifetime: c.maxLifetime, ratePerName: c.ratePerName, ratePerAddress: c.ratePerAddress, store: o.store, echo: c.echo }, c.stderrOf, base, adminBase);
+  return furtherReplicas(
+    o.caReplicas,
+    {
+      logs: c.logs,
+      pki: resolve(o.pki),
+      lifetime: c.lifetime,
+      maxLifetime: c.maxLifetime,
+      ratePerName: c.ratePerName,
+      ratePerAddress: c.ratePerAddress,
+      store: o.store,
+      echo: c.echo,
+    },
+    c.stderrOf,
+    base,
+    adminBase,
+  );
 }
 
 /** mesh.json's record of the replicas: what mesh:check and the dashboard read. */
@@ -657,7 +1053,10 @@ async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set
   try {
     const ca = await CertificateAuthority.open({ dir: pki });
     try {
-      known = ca.list().filter((c) => c.status === "VALID").map((c) => c.domain);
+      known = ca
+        .list()
+        .filter((c) => c.status === "VALID")
+        .map((c) => c.domain);
     } finally {
       ca.close();
     }
@@ -669,7 +1068,11 @@ async function warnPolicy(policy: Policy, pki: string, logs: string, warned: Set
     warned.add(w.caller);
     console.log(yellow(`warning: policy.unknown_caller ${w.caller}: ${w.message}`));
     // Logged too, where mesh:logs and the dashboard's feed read.
-    const line = eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file }, w.message);
+    const line = eventLine(
+      { level: "warn", service: "mesh-up" },
+      { event: "policy.unknown_caller", caller: w.caller, rules: w.rules, policy: policy.file },
+      w.message,
+    );
     appendFileSync(join(logs, "mesh-up.log"), line);
   }
 }
@@ -685,7 +1088,10 @@ function warnPolicyTests(policy: Policy, file: string, logs: string): void {
   } catch (e) {
     const msg = `${isMeshError(e) ? e.message : String(e)} (the services run this policy already: fix it or its tests)`;
     console.log(yellow(`warning: ${msg}`));
-    appendFileSync(join(logs, "mesh-up.log"), eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.test_failed", policy: policy.file }, msg));
+    appendFileSync(
+      join(logs, "mesh-up.log"),
+      eventLine({ level: "warn", service: "mesh-up" }, { event: "policy.test_failed", policy: policy.file }, msg),
+    );
   }
 }
 
@@ -709,17 +1115,29 @@ function watchPolicy(o: Opts, warned: Set<string>): () => void {
   return () => unwatchFile(file, onChange);
 }
 
-function banner(o: Opts, mode: "online" | "file", ports: Record<"order" | "payment" | "inventory", number>, ca: CaProcess | undefined, dashboardUrl: string, workloads: readonly PlacedWorkload[], replicas: CaProcess[] = []): void {
+function banner(
+  o: Opts,
+  mode: "online" | "file",
+  ports: Record<"order" | "payment" | "inventory", number>,
+  ca: CaProcess | undefined,
+  dashboardUrl: string,
+  workloads: readonly PlacedWorkload[],
+  replicas: CaProcess[] = [],
+): void {
   const files = (n: string) => identityFiles(mode, n, { state: o.state, pki: o.pki });
   const p = (path: string) => shown(resolve(path));
-  const base = (n: string) => `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
+  const base = (n: string) =>
+    `curl --cacert ${p(files(n).bundle)} --resolve payment.internal:${ports.payment}:127.0.0.1`;
   const cert = (n: string) => `--cert ${p(files(n).cert)} --key ${p(files(n).key)}`;
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
   const caLine = ca
     ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that; metrics ${ca.adminUrl}/metrics)\n${replicaBannerLines(replicas, o.store)}`
     : "";
-  const where = mode === "online" ? `identities: ${shown(resolve(o.state))}/<name>/` : `certificates: ${shown(resolve(o.pki))}/certs/`;
+  const where =
+    mode === "online"
+      ? `identities: ${shown(resolve(o.state))}/<name>/`
+      : `certificates: ${shown(resolve(o.pki))}/certs/`;
   console.log(`
 ${bold("mesh is up")} (logs: ${o.logs}/<service>.log, follow them with: npm run mesh:logs -- -f; ${where})
 ${caLine}  order      https://127.0.0.1:${ports.order}      (order.internal)

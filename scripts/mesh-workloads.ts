@@ -56,7 +56,14 @@ export async function placeWorkloads(list: readonly Workload[], anyPorts: boolea
   return list.map((w) => {
     const port = next(w.port);
     const adminPort = want(w.port) === 0 ? free.shift()! : w.port + 10;
-    const app = w.app.kind === "port" ? `http://127.0.0.1:${next(w.app.port)}` : w.app.kind === "socket" ? `unix:${w.app.path}` : w.app.address.kind === "unix" ? `unix:${w.app.address.path}` : `http://${w.app.address.host.includes(":") ? `[${w.app.address.host}]` : w.app.address.host}:${w.app.address.port}`;
+    const app =
+      w.app.kind === "port"
+        ? `http://127.0.0.1:${next(w.app.port)}`
+        : w.app.kind === "socket"
+          ? `unix:${w.app.path}`
+          : w.app.address.kind === "unix"
+            ? `unix:${w.app.address.path}`
+            : `http://${w.app.address.host.includes(":") ? `[${w.app.address.host}]` : w.app.address.host}:${w.app.address.port}`;
     const outbound = new Map([...w.upstreams].map(([u, p]) => [u, next(p)] as const));
     return { name: w.name, workload: w, port, adminPort, app, outbound };
   });
@@ -101,8 +108,21 @@ export function workloadSidecar(o: WorkloadSidecarOptions): Runner {
       const id = o.identity;
       return {
         args: [
-          join(ROOT, "bin", "mesh-sidecar.mjs"), "--service", p.name, "--app", p.app, "--app-protocol", p.workload.protocol,
-          "--port", String(p.port), "--admin-port", String(p.adminPort), "--pki", o.pki, "--policy", o.policy,
+          join(ROOT, "bin", "mesh-sidecar.mjs"),
+          "--service",
+          p.name,
+          "--app",
+          p.app,
+          "--app-protocol",
+          p.workload.protocol,
+          "--port",
+          String(p.port),
+          "--admin-port",
+          String(p.adminPort),
+          "--pki",
+          o.pki,
+          "--policy",
+          o.policy,
           ...[...p.outbound].flatMap(([u, port]) => ["--upstream", `${u}=${o.addressOf(u)}@${port}`]),
           ...(id ? ["--ca", id.ca, "--state", id.state, "--lifetime", id.lifetime, "--poll", String(id.poll)] : []),
         ],
@@ -112,7 +132,11 @@ export function workloadSidecar(o: WorkloadSidecarOptions): Runner {
     isReady: (l) => {
       if (l?.event === "listening" || l?.event === "admin.listening") seen.add(l.event);
       if (l?.event === "outbound.listening") seen.add(`outbound:${String(l.upstream)}`);
-      return seen.has("listening") && seen.has("admin.listening") && [...p.outbound.keys()].every((u) => seen.has(`outbound:${u}`));
+      return (
+        seen.has("listening") &&
+        seen.has("admin.listening") &&
+        [...p.outbound.keys()].every((u) => seen.has(`outbound:${u}`))
+      );
     },
     onLine: o.onLine,
     onStderr: o.onStderr,
@@ -145,7 +169,12 @@ export function workloadApp(o: WorkloadAppOptions): Runner {
     outFile: join(o.logs, `${p.name}-app.out`),
     command: () => {
       const mine = ++generation;
-      void waitConnectable(p.app, () => mine !== generation || (runner.proc !== undefined && (runner.proc.exitCode !== null || runner.proc.signalCode !== null))).then((up) => {
+      void waitConnectable(
+        p.app,
+        () =>
+          mine !== generation ||
+          (runner.proc !== undefined && (runner.proc.exitCode !== null || runner.proc.signalCode !== null)),
+      ).then((up) => {
         if (up && mine === generation) runner.markReady();
       });
       return {
@@ -164,7 +193,9 @@ export function workloadApp(o: WorkloadAppOptions): Runner {
 
 /** Polls until `app` (http://host:port or unix:/path) accepts a connection; false once `gone()`. */
 async function waitConnectable(app: string, gone: () => boolean): Promise<boolean> {
-  const target = app.startsWith("unix:") ? { path: app.slice(5) } : { host: new URL(app).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(app).port) };
+  const target = app.startsWith("unix:")
+    ? { path: app.slice(5) }
+    : { host: new URL(app).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(app).port) };
   // A first poll after the process had a moment to start.
   for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
     await new Promise((r) => setTimeout(r, delay));

@@ -24,10 +24,16 @@ export function rateLimits(lifetimeMs: number): { perName: BucketSpec; perAddres
   const renewalsPerMinute = 60_000 / (lifetimeMs * 0.6);
   const perName = Math.max(DEFAULT_LIMITS.perName.perMinute, Math.ceil(3 * renewalsPerMinute));
   const perAddress = Math.max(DEFAULT_LIMITS.perAddress.perMinute, 6 * perName);
-  return { perName: { capacity: perName, perMinute: perName }, perAddress: { capacity: perAddress, perMinute: perAddress } };
+  return {
+    perName: { capacity: perName, perMinute: perName },
+    perAddress: { capacity: perAddress, perMinute: perAddress },
+  };
 }
 
-export type FolderState = { kind: "valid"; serial: string; notAfter: string } | { kind: "missing" } | { kind: "stale"; why: string };
+export type FolderState =
+  | { kind: "valid"; serial: string; notAfter: string }
+  | { kind: "missing" }
+  | { kind: "stale"; why: string };
 
 /**
  * Whether `dir` holds an identity this CA still vouches for: a certificate that has not expired
@@ -43,11 +49,14 @@ export function folderState(ca: CertificateAuthority, dir: string): FolderState 
     return { kind: "stale", why: `${p.cert} is not a certificate` };
   }
   const notAfter = new Date(cert.validTo);
-  if (notAfter.getTime() <= Date.now()) return { kind: "stale", why: `its certificate expired at ${notAfter.toISOString()}` };
+  if (notAfter.getTime() <= Date.now())
+    return { kind: "stale", why: `its certificate expired at ${notAfter.toISOString()}` };
   const serial = normalSerial(cert.serialNumber);
   const row = ca.list({ all: true }).find((c) => c.serial === serial);
-  if (!row) return { kind: "stale", why: `its certificate (serial ${serial}) was not issued by the CA in ${ca.layout.dir}` };
-  if (row.status !== "VALID") return { kind: "stale", why: `its certificate (serial ${serial}) is ${row.status.toLowerCase()}` };
+  if (!row)
+    return { kind: "stale", why: `its certificate (serial ${serial}) was not issued by the CA in ${ca.layout.dir}` };
+  if (row.status !== "VALID")
+    return { kind: "stale", why: `its certificate (serial ${serial}) is ${row.status.toLowerCase()}` };
   return { kind: "valid", serial, notAfter: notAfter.toISOString() };
 }
 
@@ -80,7 +89,14 @@ export interface EdgeIdentity {
  * through the token's fingerprint) and runs its identity agent, so the README's curl commands
  * always have a current certificate in state/edge/.
  */
-export async function startEdgeIdentity(o: { ca: CertificateAuthority; caUrl: string; dir: string; lifetime: string; pollMs?: number; echo: (line: MeshLine) => void }): Promise<EdgeIdentity> {
+export async function startEdgeIdentity(o: {
+  ca: CertificateAuthority;
+  caUrl: string;
+  dir: string;
+  lifetime: string;
+  pollMs?: number;
+  echo: (line: MeshLine) => void;
+}): Promise<EdgeIdentity> {
   const paths = statePaths(o.dir);
   const dns = "edge.internal";
   const log = createLogger("edge", {
@@ -93,10 +109,24 @@ export async function startEdgeIdentity(o: { ca: CertificateAuthority; caUrl: st
   });
   const state = folderState(o.ca, o.dir);
   if (state.kind !== "valid") {
-    if (state.kind === "stale") log.warn({ event: "identity.replaced", stateDir: o.dir, movedTo: moveAside(o.dir) }, `${o.dir}: ${state.why}; moved aside, enrolling edge again`);
+    if (state.kind === "stale")
+      log.warn(
+        { event: "identity.replaced", stateDir: o.dir, movedTo: moveAside(o.dir) },
+        `${o.dir}: ${state.why}; moved aside, enrolling edge again`,
+      );
     const token = parseToken(tokenFor(o.ca, "edge"), "mesh:up");
     const e = await enrolWithToken({ caUrl: o.caUrl, token, dns, paths, lifetime: o.lifetime });
-    log.info({ event: "identity.enrolled", ...factsFields(e.facts), etag: e.etag, roots: e.roots, stateDir: o.dir, ca: o.caUrl }, `enrolled ${dns} with the CA at ${o.caUrl}: serial ${e.facts.serial}, valid until ${e.facts.notAfter}`);
+    log.info(
+      {
+        event: "identity.enrolled",
+        ...factsFields(e.facts),
+        etag: e.etag,
+        roots: e.roots,
+        stateDir: o.dir,
+        ca: o.caUrl,
+      },
+      `enrolled ${dns} with the CA at ${o.caUrl}: serial ${e.facts.serial}, valid until ${e.facts.notAfter}`,
+    );
   }
   const agent = new IdentityAgent(
     { caUrl: o.caUrl, dns, paths, lifetime: o.lifetime, pollMs: o.pollMs },
@@ -107,11 +137,19 @@ export async function startEdgeIdentity(o: { ca: CertificateAuthority; caUrl: st
 }
 
 /** Where an identity's files are in each mode: what mesh.json records for probe and check. */
-export function identityFiles(mode: "online" | "file", name: string, o: { state: string; pki: string }): { cert: string; key: string; bundle: string; crls: string } {
+export function identityFiles(
+  mode: "online" | "file",
+  name: string,
+  o: { state: string; pki: string },
+): { cert: string; key: string; bundle: string; crls: string } {
   if (mode === "online") {
     const p = statePaths(join(o.state, name));
     return { cert: p.cert, key: p.key, bundle: p.bundle, crls: p.crls };
   }
-  return { cert: join(o.pki, "certs", `${name}.internal.crt`), key: join(o.pki, "certs", `${name}.internal.key`), bundle: join(o.pki, "bundle.pem"), crls: join(o.pki, "crls.pem") };
+  return {
+    cert: join(o.pki, "certs", `${name}.internal.crt`),
+    key: join(o.pki, "certs", `${name}.internal.key`),
+    bundle: join(o.pki, "bundle.pem"),
+    crls: join(o.pki, "crls.pem"),
+  };
 }
-

@@ -36,30 +36,56 @@ export interface ProbeCell {
 }
 
 /** What our side's verification of the server's certificate can say (reasons.ts). */
-const SERVER_REFUSED = new Set(["server_untrusted", "server_revoked", "server_crl_missing", "server_crl_expired", "server_crl_not_yet_valid", "server_cert_expired", "server_name_mismatch"]);
+const SERVER_REFUSED = new Set([
+  "server_untrusted",
+  "server_revoked",
+  "server_crl_missing",
+  "server_crl_expired",
+  "server_crl_not_yet_valid",
+  "server_cert_expired",
+  "server_name_mismatch",
+]);
 
 /**
  * One request on a fresh connection; a refusal is told apart from an HTTP answer. The callee is
  * judged as the services judge it, against the bundle and the CRLs (`crl`: one entry per CRL):
  * a revoked server is refused ("refused: server_revoked"), whatever it would have answered.
  */
-function probe(port: number, callee: string, trust: { ca: Buffer; crl: string[] }, who: { cert: Buffer; key: Buffer } | null): Promise<Outcome & { localPort?: number }> {
+function probe(
+  port: number,
+  callee: string,
+  trust: { ca: Buffer; crl: string[] },
+  who: { cert: Buffer; key: Buffer } | null,
+): Promise<Outcome & { localPort?: number }> {
   return new Promise((done) => {
     let localPort: number | undefined;
-    const req = request({ host: "127.0.0.1", port, servername: `${callee}.internal`, path: PROBE_PATH, method: "GET", ...trust, ...(who ?? {}), agent: false, timeout: 4_000 }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (text += c));
-      res.on("end", () => {
-        let rule: string | undefined;
-        try {
-          rule = (JSON.parse(text) as { rule?: string }).rule;
-        } catch {
-          /* not JSON: no rule to show */
-        }
-        done({ kind: "http", status: res.statusCode, rule, localPort });
-      });
-    });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        servername: `${callee}.internal`,
+        path: PROBE_PATH,
+        method: "GET",
+        ...trust,
+        ...(who ?? {}),
+        agent: false,
+        timeout: 4_000,
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => {
+          let rule: string | undefined;
+          try {
+            rule = (JSON.parse(text) as { rule?: string }).rule;
+          } catch {
+            /* not JSON: no rule to show */
+          }
+          done({ kind: "http", status: res.statusCode, rule, localPort });
+        });
+      },
+    );
     req.on("socket", (s) => s.on("connect", () => (localPort = s.localPort)));
     req.on("error", (e: NodeJS.ErrnoException) => {
       // Our side refused the server's certificate (revoked, untrusted, a lapsed CRL…): the services' reason.
@@ -68,7 +94,9 @@ function probe(port: number, callee: string, trust: { ca: Buffer; crl: string[] 
         done({ kind: "refused", reason: server, localPort, ours: true });
         return;
       }
-      const refused = ["ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"].includes(e.code ?? "") || /socket hang up/.test(e.message);
+      const refused =
+        ["ECONNRESET", "EPIPE", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"].includes(e.code ?? "") ||
+        /socket hang up/.test(e.message);
       done({ kind: refused ? "refused" : "error", reason: e.code ?? e.message, localPort });
     });
     req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
@@ -80,7 +108,12 @@ function probe(port: number, callee: string, trust: { ca: Buffer; crl: string[] 
  * The callee logged why it refused us: find its line by our source port, logged since `since`
  * (ms): an ephemeral port is reused, and an older refusal from it is someone else's.
  */
-async function reasonFromLog(logs: string, callee: string, localPort: number | undefined, since = 0): Promise<string | undefined> {
+async function reasonFromLog(
+  logs: string,
+  callee: string,
+  localPort: number | undefined,
+  since = 0,
+): Promise<string | undefined> {
   const file = join(logs, `${callee}.log`);
   if (localPort === undefined || !existsSync(file)) return undefined;
   const want = `127.0.0.1:${localPort}`;
@@ -93,7 +126,10 @@ async function reasonFromLog(logs: string, callee: string, localPort: number | u
       } catch {
         continue; // not there (yet, or any more)
       }
-      for (const raw of text.slice(Math.max(0, text.length - 200_000)).split("\n").reverse()) {
+      for (const raw of text
+        .slice(Math.max(0, text.length - 200_000))
+        .split("\n")
+        .reverse()) {
         const l = parseEventLine(raw);
         if (l?.event === "tls.handshake_failed" && l.remote === want && !(Date.parse(l.time) < since)) return l.reason;
       }
@@ -128,7 +164,14 @@ export interface IdentityFiles {
  * caller's certificate and key come from `identities` (online mode: its state folder), else
  * from the CA's `certs/` (file mode).
  */
-export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<string, number>; logs: string; identities?: Record<string, IdentityFiles>; workloads?: readonly string[] }): Promise<{ cells: ProbeCell[]; callers: string[] }> {
+export async function probeMesh(o: {
+  pki: string;
+  policy: Policy;
+  ports: Record<string, number>;
+  logs: string;
+  identities?: Record<string, IdentityFiles>;
+  workloads?: readonly string[];
+}): Promise<{ cells: ProbeCell[]; callers: string[] }> {
   const { pki, policy, ports, logs } = o;
   // The callees: every service the mesh runs (mesh.json's ports: the built-in ones, then the
   // workloads behind their sidecars), in that order.
@@ -165,19 +208,27 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
     rmSync(tmp, { recursive: true, force: true });
   }
 
-  const callers: Array<{ name: string; who: { cert: Buffer; key: Buffer } | null; expect: (callee: string) => string }> = [];
+  const callers: Array<{
+    name: string;
+    who: { cert: Buffer; key: Buffer } | null;
+    expect: (callee: string) => string;
+  }> = [];
   for (const c of [...services, "edge"]) {
     const who = own(c);
     if (!who) continue;
     // The SPIFFE ID the certificate carries, so a rule naming the caller by it is expected to allow.
     const spiffeId = spiffeIdOf(new X509Certificate(who.cert));
-    callers.push({ name: c, who, expect: (callee) => {
-      const d = decide(policy, callee, c, "GET", PROBE_PATH, spiffeId);
-      // Behind a sidecar, an allowed call reaches the app, whose answer is its own (a gRPC
-      // server answers a GET with 415): the mesh's part is that the call got through.
-      if (d.allow && workloads.has(callee)) return REACHED_APP;
-      return d.allow ? "200" : `403 ${d.rule}`;
-    } });
+    callers.push({
+      name: c,
+      who,
+      expect: (callee) => {
+        const d = decide(policy, callee, c, "GET", PROBE_PATH, spiffeId);
+        // Behind a sidecar, an allowed call reaches the app, whose answer is its own (a gRPC
+        // server answers a GET with 415): the mesh's part is that the call got through.
+        if (d.allow && workloads.has(callee)) return REACHED_APP;
+        return d.allow ? "200" : `403 ${d.rule}`;
+      },
+    });
   }
   callers.push({ name: "(no cert)", who: null, expect: () => "refused: no_client_cert" });
   callers.push({ name: "(foreign CA)", who: foreign, expect: () => "refused: unknown_ca" });
@@ -187,10 +238,22 @@ export async function probeMesh(o: { pki: string; policy: Policy; ports: Record<
     for (const callee of services) {
       const sent = Date.now();
       const out = await probe(ports[callee]!, callee, trust, c.who);
-      if (out.kind === "refused" && !out.ours) out.reason = (await reasonFromLog(logs, callee, out.localPort, sent)) ?? `${out.reason} (no reason found in ${logs}/${callee}.log)`;
-      const observed = workloads.has(callee) && out.kind === "http" && !(out.status === 403 && out.rule) && out.status !== 503 ? `${REACHED_APP} (${out.status})` : describeOutcome(out);
+      if (out.kind === "refused" && !out.ours)
+        out.reason =
+          (await reasonFromLog(logs, callee, out.localPort, sent)) ??
+          `${out.reason} (no reason found in ${logs}/${callee}.log)`;
+      const observed =
+        workloads.has(callee) && out.kind === "http" && !(out.status === 403 && out.rule) && out.status !== 503
+          ? `${REACHED_APP} (${out.status})`
+          : describeOutcome(out);
       const expected = c.expect(callee);
-      cells.push({ caller: c.name, callee, expected, observed, ok: observed === expected || (expected === REACHED_APP && observed.startsWith(`${REACHED_APP} (`)) });
+      cells.push({
+        caller: c.name,
+        callee,
+        expected,
+        observed,
+        ok: observed === expected || (expected === REACHED_APP && observed.startsWith(`${REACHED_APP} (`)),
+      });
     }
   }
 

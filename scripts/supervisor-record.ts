@@ -60,9 +60,16 @@ export function writeRecord(file: string, r: SupervisorRecord): void {
 export function readRecord(file: string): SupervisorRecord | null {
   try {
     const r = JSON.parse(readFileSync(file, "utf8")) as SupervisorRecord;
-    const ok = (p: unknown): p is RecordedProcess => typeof p === "object" && p !== null && Number.isSafeInteger((p as RecordedProcess).pid) && (p as RecordedProcess).pid > 1;
+    const ok = (p: unknown): p is RecordedProcess =>
+      typeof p === "object" &&
+      p !== null &&
+      Number.isSafeInteger((p as RecordedProcess).pid) &&
+      (p as RecordedProcess).pid > 1;
     if (!ok(r.supervisor) || typeof r.components !== "object" || r.components === null) return null;
-    return { supervisor: r.supervisor, components: Object.fromEntries(Object.entries(r.components).filter(([, p]) => ok(p))) };
+    return {
+      supervisor: r.supervisor,
+      components: Object.fromEntries(Object.entries(r.components).filter(([, p]) => ok(p))),
+    };
   } catch {
     return null;
   }
@@ -84,7 +91,9 @@ export function leftovers(r: SupervisorRecord | null): Leftovers {
   return {
     // Refusing to start is the safe answer when it cannot be told: the message names the pid.
     supervisor: sameProcess(r.supervisor) !== "no" && r.supervisor.pid !== process.pid ? r.supervisor : null,
-    orphans: Object.entries(r.components).filter(([, p]) => stillRunning(p)).map(([name, p]) => ({ name, pid: p.pid })),
+    orphans: Object.entries(r.components)
+      .filter(([, p]) => stillRunning(p))
+      .map(([name, p]) => ({ name, pid: p.pid })),
   };
 }
 

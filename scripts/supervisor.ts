@@ -78,7 +78,9 @@ export class Supervisor {
   private stopping = false;
   private readonly policy: RestartPolicy;
 
-  constructor(private readonly o: { onEvent: (e: SupervisorEvent) => void; policy?: Partial<RestartPolicy>; now?: () => number }) {
+  constructor(
+    private readonly o: { onEvent: (e: SupervisorEvent) => void; policy?: Partial<RestartPolicy>; now?: () => number },
+  ) {
     this.policy = { ...DEFAULT_RESTART, ...o.policy };
   }
 
@@ -118,11 +120,18 @@ export class Supervisor {
     proc.once("exit", (code, signal) => this.exited(c, proc, code, signal));
     // A pid is there once spawn succeeded; an ENOENT comes as an "error" and an exit.
     proc.once("error", () => {});
-    if (proc.pid !== undefined) this.o.onEvent({ event: "supervisor.started", component: c.name, pid: proc.pid, restarts: c.restarts });
+    if (proc.pid !== undefined)
+      this.o.onEvent({ event: "supervisor.started", component: c.name, pid: proc.pid, restarts: c.restarts });
   }
 
-  private exited(c: Supervised, proc: ChildProcess | undefined, code: number | null, signal: NodeJS.Signals | null): void {
-    if (proc?.pid !== undefined) this.o.onEvent({ event: "supervisor.exited", component: c.name, pid: proc.pid, code, signal });
+  private exited(
+    c: Supervised,
+    proc: ChildProcess | undefined,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): void {
+    if (proc?.pid !== undefined)
+      this.o.onEvent({ event: "supervisor.exited", component: c.name, pid: proc.pid, code, signal });
     if (this.stopping || c.state === "stopped" || c.spec.shouldRestart?.() === false) {
       c.state = "stopped";
       return;

@@ -12,12 +12,16 @@ export function port(v: string): number {
 
 export function count(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("must be a whole number (0: no limit)");
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n))
+    throw new InvalidArgumentError("must be a whole number (0: no limit)");
   return n;
 }
 
 /** The admin listener has no authentication: loopback only. */
 export function loopback(v: string): string {
-  if (!isLoopback(v)) throw new InvalidArgumentError("must be a loopback address such as 127.0.0.1 or ::1: the admin listener has no authentication");
+  if (!isLoopback(v))
+    throw new InvalidArgumentError(
+      "must be a loopback address such as 127.0.0.1 or ::1: the admin listener has no authentication",
+    );
   return v;
 }

@@ -17,11 +17,20 @@ import { readPeers } from "./mesh/peers.ts";
 import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 
 const program = new Command("mesh-service")
-  .description(`Run one in-process mesh service (${Object.keys(APPS).join(", ")}) over mTLS; for an app in another process or language, see npm run sidecar.`)
-  .requiredOption("--service <name>", `the app to run, one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts)`, (v: string) => {
-    if (!appNamed(v)) throw new InvalidArgumentError(`must be one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts); to put another app behind the mesh, run it behind the sidecar (docs/sidecar.md)`);
-    return v;
-  })
+  .description(
+    `Run one in-process mesh service (${Object.keys(APPS).join(", ")}) over mTLS; for an app in another process or language, see npm run sidecar.`,
+  )
+  .requiredOption(
+    "--service <name>",
+    `the app to run, one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts)`,
+    (v: string) => {
+      if (!appNamed(v))
+        throw new InvalidArgumentError(
+          `must be one of ${Object.keys(APPS).join(", ")} (services/apps/index.ts); to put another app behind the mesh, run it behind the sidecar (docs/sidecar.md)`,
+        );
+      return v;
+    },
+  )
   .option("--port <n>", "port to listen on (0 picks a free one)", port, 0)
   .option("--host <addr>", "address to listen on", "127.0.0.1")
   .option("--pki <dir>", "the CA's state folder (certs/, bundle.pem, crls.pem)", process.env.MESH_PKI_DIR ?? "./pki")
@@ -31,16 +40,47 @@ const program = new Command("mesh-service")
     "request lines per second before the rest of the second is summarised (0: a line for every request)",
     count,
   )
-  .option("--upstream <name=host:port>", "where a called service listens (repeatable)", upstream, {} as Record<string, string>)
-  .option("--log-file <path>", "append the log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)")
-  .option("--peers <file>", "where called services listen, one \"payment.internal 10.0.0.3:7402\" a line (for services on other machines; --upstream wins)")
-  .option("--exit-with-parent", "end when the process that started this one exits (what the rotation drill asks for; mesh:up supervises its services instead; a service started by systemd, nohup or setsid keeps running)")
-  .option("--admin-port <n>", "serve GET /metrics (Prometheus), GET /healthz and GET /readyz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)", port)
+  .option(
+    "--upstream <name=host:port>",
+    "where a called service listens (repeatable)",
+    upstream,
+    {} as Record<string, string>,
+  )
+  .option(
+    "--log-file <path>",
+    "append the log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)",
+  )
+  .option(
+    "--peers <file>",
+    'where called services listen, one "payment.internal 10.0.0.3:7402" a line (for services on other machines; --upstream wins)',
+  )
+  .option(
+    "--exit-with-parent",
+    "end when the process that started this one exits (what the rotation drill asks for; mesh:up supervises its services instead; a service started by systemd, nohup or setsid keeps running)",
+  )
+  .option(
+    "--admin-port <n>",
+    "serve GET /metrics (Prometheus), GET /healthz and GET /readyz over plain HTTP on this port (0 picks a free one; default MESH_ADMIN_PORT, else off)",
+    port,
+  )
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
-  .option("--ca <urls>", "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400), or several replicas' separated by commas, tried in turn when one is down or answers 5xx; the service enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
-  .option("--state <dir>", "identity mode: this service's own folder (key, certificate, cached bundle and CRLs; default ./state/<service>)")
-  .option("--token-file <file>", "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN; never the token itself as an argument: ps shows those)")
-  .option("--lifetime <duration>", "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h; default the CA's)")
+  .option(
+    "--ca <urls>",
+    "identity mode: the CA's EST server (e.g. https://127.0.0.1:7400), or several replicas' separated by commas, tried in turn when one is down or answers 5xx; the service enrols and renews on its own and does not read --pki",
+    process.env.MESH_CA_URL,
+  )
+  .option(
+    "--state <dir>",
+    "identity mode: this service's own folder (key, certificate, cached bundle and CRLs; default ./state/<service>)",
+  )
+  .option(
+    "--token-file <file>",
+    "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN; never the token itself as an argument: ps shows those)",
+  )
+  .option(
+    "--lifetime <duration>",
+    "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h; default the CA's)",
+  )
   .option("--poll <seconds>", "identity mode: how often to fetch the trust bundle and CRLs from the CA (default 30)")
   .addHelpText(
     "after",
@@ -59,17 +99,33 @@ ${IDENTITY_HELP}`,
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-
-
-
 function upstream(v: string, acc: Record<string, string>): Record<string, string> {
   const m = /^([a-z0-9-]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})$/.exec(v);
-  if (!m || !isIdentityName(m[1]!)) throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
+  if (!m || !isIdentityName(m[1]!))
+    throw new InvalidArgumentError(`expected name=host:port with a mesh service name, e.g. payment=127.0.0.1:7402`);
   return { ...acc, [m[1]!]: `${m[2]}:${m[3]}` };
 }
 
 program.parse();
-const o = program.opts<{ service: string; port: number; host: string; pki: string; policy: string; upstream: Record<string, string>; peers?: string; logFile?: string; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
+const o = program.opts<{
+  service: string;
+  port: number;
+  host: string;
+  pki: string;
+  policy: string;
+  upstream: Record<string, string>;
+  peers?: string;
+  logFile?: string;
+  requestLines?: number;
+  adminPort?: number;
+  adminHost: string;
+  exitWithParent?: boolean;
+  ca?: string;
+  state?: string;
+  tokenFile?: string;
+  lifetime?: string;
+  poll?: string;
+}>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;
 if (o.requestLines === undefined && process.env.MESH_REQUEST_LINES_PER_SECOND !== undefined) {
@@ -92,15 +148,38 @@ if (adminPort === undefined && process.env.MESH_ADMIN_PORT) {
 }
 
 try {
-  const out = createStdoutLogger(o.service, o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined);
+  const out = createStdoutLogger(
+    o.service,
+    o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined,
+  );
   const upstreams = o.peers ? { ...readPeers(o.peers), ...o.upstream } : o.upstream;
-  const common = { service: o.service, app: appNamed(o.service)!, port: o.port, host: o.host, policyFile: o.policy, upstreams, log: out.log, requestLinesPerSecond: requestLines };
-  const svc = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
+  const common = {
+    service: o.service,
+    app: appNamed(o.service)!,
+    port: o.port,
+    host: o.host,
+    policyFile: o.policy,
+    upstreams,
+    log: out.log,
+    requestLinesPerSecond: requestLines,
+  };
+  const svc = o.ca
+    ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) })
+    : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (adminPort !== undefined) {
     const facts = () => ({ listening: svc.server.https.listening, material: svc.material() });
-    admin = await startAdmin({ exposition: svc.metrics.registry, port: adminPort, host: o.adminHost, healthy: () => serviceHealth(facts()), ready: () => serviceReadiness(facts()) });
-    svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
+    admin = await startAdmin({
+      exposition: svc.metrics.registry,
+      port: adminPort,
+      host: o.adminHost,
+      healthy: () => serviceHealth(facts()),
+      ready: () => serviceReadiness(facts()),
+    });
+    svc.log.info(
+      { event: "admin.listening", host: admin.host, port: admin.port },
+      `${o.service} admin (metrics, healthz) on ${admin.url}`,
+    );
   }
   let stopping = false;
   const stop = (signal: string) => {
@@ -113,7 +192,10 @@ try {
     } catch {
       /* nowhere left to log to */
     }
-    Promise.all([svc.close(), admin?.close()]).catch(() => {}).then(() => out.drained()).finally(() => process.exit(0));
+    Promise.all([svc.close(), admin?.close()])
+      .catch(() => {})
+      .then(() => out.drained())
+      .finally(() => process.exit(0));
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));

@@ -15,31 +15,62 @@ import { startIdentityService } from "./mesh/identity-agent/service.ts";
 import { sidecarApp, parseAppAddress, type AppAddress, type OutboundRoute } from "./mesh/sidecar/index.ts";
 
 const program = new Command("mesh-sidecar")
-  .description("Put any app (any language, HTTP/1.1, HTTP/2 or gRPC) behind the mesh: mTLS, identity, policy and logs in front of it, and mTLS for its calls. See docs/sidecar.md.")
+  .description(
+    "Put any app (any language, HTTP/1.1, HTTP/2 or gRPC) behind the mesh: mTLS, identity, policy and logs in front of it, and mTLS for its calls. See docs/sidecar.md.",
+  )
   .requiredOption("--service <name>", "the identity served as (its certificate is <name>.internal)", (v: string) => {
-    if (!isIdentityName(v)) throw new InvalidArgumentError("must be a mesh name: one lower-case DNS label such as billing or billing-api");
+    if (!isIdentityName(v))
+      throw new InvalidArgumentError("must be a mesh name: one lower-case DNS label such as billing or billing-api");
     return v;
   })
-  .requiredOption("--app <addr>", "where the app listens: http://127.0.0.1:PORT or unix:/path/app.sock (loopback only)", (v: string) => {
-    try {
-      return parseAppAddress(v);
-    } catch (e) {
-      throw new InvalidArgumentError(messageOf(e).replace(/^--app \S+ /, ""));
-    }
-  })
-  .addOption(new Option("--app-protocol <p>", "how the app speaks: http1, or h2c (HTTP/2 without TLS, e.g. a gRPC server)").choices(["http1", "h2c"]).default("http1"))
+  .requiredOption(
+    "--app <addr>",
+    "where the app listens: http://127.0.0.1:PORT or unix:/path/app.sock (loopback only)",
+    (v: string) => {
+      try {
+        return parseAppAddress(v);
+      } catch (e) {
+        throw new InvalidArgumentError(messageOf(e).replace(/^--app \S+ /, ""));
+      }
+    },
+  )
+  .addOption(
+    new Option("--app-protocol <p>", "how the app speaks: http1, or h2c (HTTP/2 without TLS, e.g. a gRPC server)")
+      .choices(["http1", "h2c"])
+      .default("http1"),
+  )
   .option("--port <n>", "the mTLS port callers reach (0 picks a free one)", port, 0)
   .option("--host <addr>", "address of the mTLS listener", "127.0.0.1")
-  .option("--pki <dir>", "file mode: the CA's state folder (certs/<name>.internal.crt, bundle.pem, crls.pem)", process.env.MESH_PKI_DIR ?? "./pki")
+  .option(
+    "--pki <dir>",
+    "file mode: the CA's state folder (certs/<name>.internal.crt, bundle.pem, crls.pem)",
+    process.env.MESH_PKI_DIR ?? "./pki",
+  )
   .option("--policy <file>", "the authorization policy", process.env.MESH_POLICY ?? "mesh-policy.toml")
-  .option("--upstream <name=host:port[@port]>", "an upstream the app calls: its mTLS address, and the loopback port the app calls it on (@0 or none: a free one, logged as outbound.listening); repeatable", upstream, [] as OutboundRoute[])
-  .option("--request-lines <n>", "request lines per second before the rest of the second is summarised (0: a line for every request)", count)
+  .option(
+    "--upstream <name=host:port[@port]>",
+    "an upstream the app calls: its mTLS address, and the loopback port the app calls it on (@0 or none: a free one, logged as outbound.listening); repeatable",
+    upstream,
+    [] as OutboundRoute[],
+  )
+  .option(
+    "--request-lines <n>",
+    "request lines per second before the rest of the second is summarised (0: a line for every request)",
+    count,
+  )
   .option("--exit-with-parent", "end when the process that started this one exits")
   .option("--admin-port <n>", "serve GET /metrics and GET /healthz over plain HTTP on this loopback port", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
-  .option("--ca <url>", "identity mode: the CA's EST server; the sidecar enrols and renews on its own and does not read --pki", process.env.MESH_CA_URL)
+  .option(
+    "--ca <url>",
+    "identity mode: the CA's EST server; the sidecar enrols and renews on its own and does not read --pki",
+    process.env.MESH_CA_URL,
+  )
   .option("--state <dir>", "identity mode: this workload's own folder (default ./state/<service>)")
-  .option("--token-file <file>", "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN)")
+  .option(
+    "--token-file <file>",
+    "identity mode: the one-time enrolment token, needed on first start only (or env MESH_ENROL_TOKEN)",
+  )
   .option("--lifetime <duration>", "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h)")
   .option("--poll <seconds>", "identity mode: how often to fetch the trust bundle and CRLs (default 30)")
   .addHelpText(
@@ -58,30 +89,65 @@ ${IDENTITY_HELP}`,
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-
-
-
 function upstream(v: string, acc: OutboundRoute[]): OutboundRoute[] {
   const m = /^([a-z0-9-]+)=([0-9.]+|localhost|\[[0-9a-f:]+\]):(\d{1,5})(?:@(\d{1,5}))?$/.exec(v);
   if (!m || !isIdentityName(m[1]!) || Number(m[3]) > 65535 || Number(m[4] ?? 0) > 65535) {
-    throw new InvalidArgumentError("expected name=host:port[@port], e.g. payment=127.0.0.1:7402@15002 (the app then calls http://127.0.0.1:15002)");
+    throw new InvalidArgumentError(
+      "expected name=host:port[@port], e.g. payment=127.0.0.1:7402@15002 (the app then calls http://127.0.0.1:15002)",
+    );
   }
   if (acc.some((r) => r.name === m[1])) throw new InvalidArgumentError(`${m[1]} is given twice`);
   return [...acc, { name: m[1]!, addr: `${m[2]}:${m[3]}`, listenPort: Number(m[4] ?? 0) }];
 }
 
 program.parse();
-const o = program.opts<{ service: string; app: AppAddress; appProtocol: "http1" | "h2c"; port: number; host: string; pki: string; policy: string; upstream: OutboundRoute[]; requestLines?: number; adminPort?: number; adminHost: string; exitWithParent?: boolean; ca?: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string }>();
+const o = program.opts<{
+  service: string;
+  app: AppAddress;
+  appProtocol: "http1" | "h2c";
+  port: number;
+  host: string;
+  pki: string;
+  policy: string;
+  upstream: OutboundRoute[];
+  requestLines?: number;
+  adminPort?: number;
+  adminHost: string;
+  exitWithParent?: boolean;
+  ca?: string;
+  state?: string;
+  tokenFile?: string;
+  lifetime?: string;
+  poll?: string;
+}>();
 
 try {
   const out = createStdoutLogger(o.service);
   const app = sidecarApp({ app: o.app, appProtocol: o.appProtocol, outbound: o.upstream });
-  const common = { service: o.service, app, port: o.port, host: o.host, policyFile: o.policy, log: out.log, requestLinesPerSecond: o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND };
-  const svc: RunningService = o.ca ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) }) : await startService({ ...common, pkiDir: o.pki });
+  const common = {
+    service: o.service,
+    app,
+    port: o.port,
+    host: o.host,
+    policyFile: o.policy,
+    log: out.log,
+    requestLinesPerSecond: o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND,
+  };
+  const svc: RunningService = o.ca
+    ? await startIdentityService({ ...common, identity: identityOptions({ ...o, ca: o.ca }) })
+    : await startService({ ...common, pkiDir: o.pki });
   let admin: Admin | undefined;
   if (o.adminPort !== undefined) {
-    admin = await startAdmin({ exposition: svc.metrics.registry, port: o.adminPort, host: o.adminHost, healthy: () => svc.server.https.listening });
-    svc.log.info({ event: "admin.listening", host: admin.host, port: admin.port }, `${o.service} admin (metrics, healthz) on ${admin.url}`);
+    admin = await startAdmin({
+      exposition: svc.metrics.registry,
+      port: o.adminPort,
+      host: o.adminHost,
+      healthy: () => svc.server.https.listening,
+    });
+    svc.log.info(
+      { event: "admin.listening", host: admin.host, port: admin.port },
+      `${o.service} admin (metrics, healthz) on ${admin.url}`,
+    );
   }
   let stopping = false;
   const stop = (signal: string) => {
@@ -93,7 +159,10 @@ try {
     } catch {
       /* nowhere left to log to */
     }
-    Promise.all([svc.close(), admin?.close()]).catch(() => {}).then(() => out.drained()).finally(() => process.exit(0));
+    Promise.all([svc.close(), admin?.close()])
+      .catch(() => {})
+      .then(() => out.drained())
+      .finally(() => process.exit(0));
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));

@@ -10,14 +10,21 @@ const ROOT = join(import.meta.dirname, "..");
 /** bench/run.ts as npm runs it; killed (and failed) if it is still going after 30 s, i.e. benchmarking. */
 function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     const t = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`bench ${args.join(" ")} was still running after 30 s (it started benchmarking); it printed:\n${stdout.slice(0, 400)}`));
+      reject(
+        new Error(
+          `bench ${args.join(" ")} was still running after 30 s (it started benchmarking); it printed:\n${stdout.slice(0, 400)}`,
+        ),
+      );
     }, 30_000);
     child.on("close", (code) => {
       clearTimeout(t);

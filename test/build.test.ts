@@ -4,7 +4,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "./helpers/ca.ts";
@@ -24,7 +34,9 @@ function copyOfSources(): Copy {
     dir,
     run(args, opts = {}) {
       const r = spawnSync(opts.cmd ?? process.execPath, [...(opts.pre ?? []), ...args], {
-        cwd: dir, encoding: "utf8", env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "" },
+        cwd: dir,
+        encoding: "utf8",
+        env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "" },
       });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr };
     },
@@ -76,7 +88,10 @@ test("the CLI works through the bundle, and npm run ca runs it", (t) => {
   assert.equal(issue.code, 0, issue.stderr);
   const list = c.run(["bin/ca.mjs", "list", "--json", "--dir", "pki"]);
   assert.equal(list.code, 0, list.stderr);
-  assert.deepEqual((JSON.parse(list.stdout) as { domain: string; status: string }[]).map((r) => [r.domain, r.status]), [["payment.internal", "VALID"]]);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { domain: string; status: string }[]).map((r) => [r.domain, r.status]),
+    [["payment.internal", "VALID"]],
+  );
   const status = c.run(["run", "--silent", "ca", "--", "status", "--json", "--dir", "pki"], { cmd: "npm" });
   assert.equal(status.code, 0, status.stderr);
   const s = JSON.parse(status.stdout) as { signer: string; counts: Record<string, number> };
@@ -93,11 +108,17 @@ test("list and status load no X.509 or ASN.1 library; signing commands do", (t) 
   t.after(() => rmSync(c.dir, { recursive: true, force: true }));
   assert.equal(c.run(["bin/ca.mjs", "init", "--name", "Lazy CA", "--dir", "pki"]).code, 0);
   // A resolve hook that refuses the heavy libraries: whatever imports one fails.
-  writeFileSync(join(c.dir, "hooks.mjs"), `export async function resolve(spec, ctx, next) {
+  writeFileSync(
+    join(c.dir, "hooks.mjs"),
+    `export async function resolve(spec, ctx, next) {
   if (spec.startsWith("@peculiar/") || spec === "reflect-metadata") throw new Error("refused to load " + spec);
   return next(spec, ctx);
-}\n`);
-  writeFileSync(join(c.dir, "refuse.mjs"), `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`);
+}\n`,
+  );
+  writeFileSync(
+    join(c.dir, "refuse.mjs"),
+    `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`,
+  );
   const pre = ["--import", "./refuse.mjs"];
   for (const cmd of ["list", "status"]) {
     const r = c.run(["bin/ca.mjs", cmd, "--dir", "pki"], { pre });
@@ -111,7 +132,10 @@ test("list and status load no X.509 or ASN.1 library; signing commands do", (t) 
 /** Starts a service from the bundle; resolves with its first stdout line or, if it exits first, its stderr. */
 function startService(c: Copy, pre: string[], args: string[]): Promise<{ listening: boolean; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...pre, "bin/mesh-service.mjs", ...args], { cwd: c.dir, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...pre, "bin/mesh-service.mjs", ...args], {
+      cwd: c.dir,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => {
@@ -129,23 +153,36 @@ function startService(c: Copy, pre: string[], args: string[]): Promise<{ listeni
 test("a service that calls no other never loads undici; one that does, does", async (t) => {
   const c = copyOfSources();
   t.after(() => rmSync(c.dir, { recursive: true, force: true }));
-  for (const args of [["init", "--name", "Svc CA"], ["issue", "--domain", "payment.internal"], ["issue", "--domain", "order.internal"]]) {
+  for (const args of [
+    ["init", "--name", "Svc CA"],
+    ["issue", "--domain", "payment.internal"],
+    ["issue", "--domain", "order.internal"],
+  ]) {
     const r = c.run(["bin/ca.mjs", ...args, "--dir", "pki"]);
     assert.equal(r.code, 0, r.stderr);
   }
   writeFileSync(join(c.dir, "policy.toml"), `[payment]\naccepts = ["order"]\n`);
   // undici is CommonJS: refuse it at require() (however it is reached) and as an ES import.
-  writeFileSync(join(c.dir, "no-undici.cjs"), `const Module = require("node:module");
+  writeFileSync(
+    join(c.dir, "no-undici.cjs"),
+    `const Module = require("node:module");
 const load = Module._load;
 Module._load = function (request, ...rest) {
   if (request === "undici" || /[\\\\/]node_modules[\\\\/]undici[\\\\/]/.test(request)) throw new Error("refused to load undici");
   return load.call(this, request, ...rest);
-};\n`);
-  writeFileSync(join(c.dir, "hooks.mjs"), `export async function resolve(spec, ctx, next) {
+};\n`,
+  );
+  writeFileSync(
+    join(c.dir, "hooks.mjs"),
+    `export async function resolve(spec, ctx, next) {
   if (spec === "undici") throw new Error("refused to load undici");
   return next(spec, ctx);
-}\n`);
-  writeFileSync(join(c.dir, "refuse.mjs"), `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`);
+}\n`,
+  );
+  writeFileSync(
+    join(c.dir, "refuse.mjs"),
+    `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`,
+  );
   const pre = ["--require", "./no-undici.cjs", "--import", "./refuse.mjs"];
   const common = ["--port", "0", "--pki", "pki", "--policy", "policy.toml"];
   const payment = await startService(c, pre, ["--service", "payment", ...common]);

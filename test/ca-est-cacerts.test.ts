@@ -34,7 +34,11 @@ function serverIssuer(t: TestCa): Promise<string> {
 
 describe("EST cacerts", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: { perAddress: { capacity: 100, perMinute: 100 }, perName: { capacity: 100, perMinute: 100 } } }); });
+  before(async () => {
+    t = await startCa({
+      limits: { perAddress: { capacity: 100, perMinute: 100 }, perName: { capacity: 100, perMinute: 100 } },
+    });
+  });
   after(() => t.stop());
 
   it("serves every published root as base64 PKCS#7 with a strong ETag; If-None-Match gives 304", async () => {
@@ -44,21 +48,40 @@ describe("EST cacerts", () => {
     assert.equal(r.headers["content-transfer-encoding"], "base64");
     const etag = r.headers.etag as string;
     assert.match(etag, /^"[A-Za-z0-9_-]{43}"$/);
-    assert.deepEqual(certsOf(r.body).map((c) => c.subject), ["CN=Acme Corp CA"]);
-    assert.ok(r.body.split("\n").every((l) => l.length <= 64), "base64 in lines openssl can read");
+    assert.deepEqual(
+      certsOf(r.body).map((c) => c.subject),
+      ["CN=Acme Corp CA"],
+    );
+    assert.ok(
+      r.body.split("\n").every((l) => l.length <= 64),
+      "base64 in lines openssl can read",
+    );
     const same = await est(t.server.url, { path: CACERTS, ca: t.bundle(), headers: { "If-None-Match": etag } });
     assert.equal(same.status, 304);
     assert.equal(same.body, "");
     assert.equal(same.headers.etag, etag);
-    assert.equal((await est(t.server.url, { path: CACERTS, ca: t.bundle(), headers: { "If-None-Match": `"x", W/${etag}` } })).status, 304);
-    assert.equal((await est(t.server.url, { path: CACERTS, ca: t.bundle(), headers: { "If-None-Match": '"stale"' } })).status, 200);
+    assert.equal(
+      (await est(t.server.url, { path: CACERTS, ca: t.bundle(), headers: { "If-None-Match": `"x", W/${etag}` } }))
+        .status,
+      304,
+    );
+    assert.equal(
+      (await est(t.server.url, { path: CACERTS, ca: t.bundle(), headers: { "If-None-Match": '"stale"' } })).status,
+      200,
+    );
   });
 
   it("follows the CLI's rotation: new bundle within a second, who holds it, the renew-now hint, its own certificate", async () => {
     // An identity of generation 1.
     const { token } = createToken(t.ca, { domain: "svc.internal" });
     const csr = await makeCsr("svc.internal");
-    const enrolled = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: t.bundle() });
+    const enrolled = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simpleenroll",
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: csr.body,
+      ca: t.bundle(),
+    });
     assert.equal(enrolled.status, 200, enrolled.body);
     const g1 = { cert: pemOf(certsOf(enrolled.body)), key: csr.keyPem };
     const g1Serial = normalSerial(certsOf(enrolled.body)[0]!.serialNumber);
@@ -69,7 +92,10 @@ describe("EST cacerts", () => {
     assert.equal(held.status, 304);
     assert.equal(held.headers["mesh-renew-now"], undefined, "generation 1 signs: no hint");
     let holder = t.ca.ledger.bundleHolders().find((h) => h.name === "svc.internal")!;
-    assert.deepEqual([holder.serial, holder.held_etag, holder.served_etag, holder.remote], [g1Serial, e1, e1, "127.0.0.1"]);
+    assert.deepEqual(
+      [holder.serial, holder.held_etag, holder.served_etag, holder.remote],
+      [g1Serial, e1, e1, "127.0.0.1"],
+    );
     assert.deepEqual(t.ca.ledger.bundleGenerations(e1), [1]);
     // Without a client certificate nobody is recorded.
     assert.equal(t.ca.ledger.bundleHolders().length, 1);
@@ -93,14 +119,25 @@ describe("EST cacerts", () => {
 
     // Generation 2 signs: a generation-1 caller is told to renew now, and the server moves its own certificate.
     assert.equal((await cli(["generation", "use", "2", "--dir", t.dir])).code, 0);
-    await within(1_500, "the renew-now hint", async () => (await est(t.server.url, { path: CACERTS, ca: t.bundle(), ...g1 })).headers["mesh-renew-now"] === "1");
+    await within(
+      1_500,
+      "the renew-now hint",
+      async () => (await est(t.server.url, { path: CACERTS, ca: t.bundle(), ...g1 })).headers["mesh-renew-now"] === "1",
+    );
     const renewedTls = await t.lines.wait((l) => l.event === "ca.tls_renewed" && l.generation === 2);
     assert.equal(renewedTls.reason, "generation 2 signs now");
     assert.equal(await serverIssuer(t), "Acme Corp CA G2");
 
     // Renewing moves the identity to generation 2; the hint stops.
     const next = await makeCsr("svc.internal");
-    const renewed = await est(t.server.url, { method: "POST", path: "/.well-known/est/simplereenroll", headers: PKCS10, body: next.body, ca: t.bundle(), ...g1 });
+    const renewed = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simplereenroll",
+      headers: PKCS10,
+      body: next.body,
+      ca: t.bundle(),
+      ...g1,
+    });
     assert.equal(renewed.status, 200, renewed.body);
     const [leaf] = certsOf(renewed.body);
     assert.equal(leaf!.issuer, "CN=Acme Corp CA G2");
@@ -113,10 +150,21 @@ describe("EST cacerts", () => {
     assert.equal(retire.code, 0, retire.stderr);
     await within(1_500, "the bundle without generation 1", async () => {
       const r = await est(t.server.url, { path: CACERTS, ca: t.bundle() });
-      return certsOf(r.body).map((c) => c.subject).join() === "CN=Acme Corp CA G2";
+      return (
+        certsOf(r.body)
+          .map((c) => c.subject)
+          .join() === "CN=Acme Corp CA G2"
+      );
     });
     // The superseded generation-1 certificate can never renew, whatever TLS thinks of it.
-    const stale = await est(t.server.url, { method: "POST", path: "/.well-known/est/simplereenroll", headers: PKCS10, body: (await makeCsr("svc.internal")).body, ca: t.bundle(), ...g1 });
+    const stale = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simplereenroll",
+      headers: PKCS10,
+      body: (await makeCsr("svc.internal")).body,
+      ca: t.bundle(),
+      ...g1,
+    });
     assert.equal(stale.status, 403);
   });
 });

@@ -14,26 +14,36 @@ import { PKCS10, certsOf, makeCsr, startCa, type TestCa } from "./helpers/est.ts
  * issued under that clock and not yet valid for this process, so it is not checked here (what is
  * tested is what the server answers, not its certificate).
  */
-function est(url: string, o: { method?: string; path: string; headers?: Record<string, string>; body?: string; ca: string }): Promise<{ status: number; body: string }> {
+function est(
+  url: string,
+  o: { method?: string; path: string; headers?: Record<string, string>; body?: string; ca: string },
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(`${url}${o.path}`, { method: o.method ?? "GET", headers: o.headers, rejectUnauthorized: false, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("latin1");
-      res.on("data", (c: string) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode!, body }));
-    });
+    const req = request(
+      `${url}${o.path}`,
+      { method: o.method ?? "GET", headers: o.headers, rejectUnauthorized: false, agent: false },
+      (res) => {
+        let body = "";
+        res.setEncoding("latin1");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode!, body }));
+      },
+    );
     req.on("error", reject);
     req.end(o.body);
   });
 }
 
 const DAY = 86_400_000;
-const nextUpdate = (pem: string) => Date.parse(/nextUpdate=(.+)/.exec(openssl(["crl", "-noout", "-nextupdate"], pem).out)![1]!);
+const nextUpdate = (pem: string) =>
+  Date.parse(/nextUpdate=(.+)/.exec(openssl(["crl", "-noout", "-nextupdate"], pem).out)![1]!);
 
 describe("the CA server keeps its CRLs from lapsing", () => {
   let t: TestCa;
   const HIGH = { perAddress: { capacity: 100, perMinute: 100 }, perName: { capacity: 100, perMinute: 100 } };
-  before(async () => { t = await startCa({ limits: HIGH }); });
+  before(async () => {
+    t = await startCa({ limits: HIGH });
+  });
   after(() => t.stop());
 
   it("leaves a fresh CRL alone, re-signs one within ten days of its nextUpdate, and serves it", async () => {
@@ -48,7 +58,10 @@ describe("the CA server keeps its CRLs from lapsing", () => {
     assert.equal(t.lines.events("ca.crls_resigned").length, 1);
     const served = (await est(t.server.url, { path: "/crls.pem", ca: t.bundle() })).body;
     const next = nextUpdate(served);
-    assert.ok(Math.abs(next - (Date.now() + 25 * DAY + 30 * DAY)) < DAY, `nextUpdate 30 days after the (moved) clock, got ${new Date(next).toISOString()}`);
+    assert.ok(
+      Math.abs(next - (Date.now() + 25 * DAY + 30 * DAY)) < DAY,
+      `nextUpdate 30 days after the (moved) clock, got ${new Date(next).toISOString()}`,
+    );
   });
 
   it("an enrolment racing a re-signing lands in the ledger, and the CRL is re-signed too", async () => {
@@ -57,7 +70,13 @@ describe("the CA server keeps its CRLs from lapsing", () => {
       const name = `race${i}.internal`;
       const { token } = createToken(t.ca, { domain: name });
       const csr = await makeCsr(name);
-      return est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: t.bundle() });
+      return est(t.server.url, {
+        method: "POST",
+        path: "/.well-known/est/simpleenroll",
+        headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+        body: csr.body,
+        ca: t.bundle(),
+      });
     });
     const [replies] = await Promise.all([Promise.all(enrols), t.server.refreshCrls()]);
     for (const r of replies) {
@@ -74,9 +93,21 @@ describe("WriteGate", () => {
     const gate = new WriteGate();
     const order: string[] = [];
     const tick = () => new Promise((r) => setTimeout(r, 20));
-    const a = gate.shared(async () => { order.push("a+"); await tick(); order.push("a-"); });
-    const x = gate.alone(async () => { order.push("x+"); await tick(); order.push("x-"); });
-    const b = gate.shared(async () => { order.push("b+"); await tick(); order.push("b-"); });
+    const a = gate.shared(async () => {
+      order.push("a+");
+      await tick();
+      order.push("a-");
+    });
+    const x = gate.alone(async () => {
+      order.push("x+");
+      await tick();
+      order.push("x-");
+    });
+    const b = gate.shared(async () => {
+      order.push("b+");
+      await tick();
+      order.push("b-");
+    });
     await Promise.all([a, x, b]);
     assert.deepEqual(order, ["a+", "a-", "x+", "x-", "b+", "b-"]);
   });

@@ -10,7 +10,11 @@ import { ROOT, ca as cli, cleanup, tempDir } from "./helpers/ca.ts";
 
 const TSX = import.meta.resolve("tsx");
 
-function sh(script: string, cwd: string, env: Record<string, string>): { code: number | null; out: string; err: string } {
+function sh(
+  script: string,
+  cwd: string,
+  env: Record<string, string>,
+): { code: number | null; out: string; err: string } {
   const r = spawnSync("sh", ["-euc", script], { cwd, env: { ...process.env, ...env }, encoding: "utf8" });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
@@ -25,14 +29,21 @@ describe("curl + openssl against ca serve", () => {
   before(async () => {
     work = tempDir("mesh-est-curl-");
     assert.equal((await cli(["init", "--name", "Acme Corp CA", "--dir", join(work, "pki")])).code, 0);
-    child = spawn(process.execPath, ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", join(work, "pki"), "--port", "0"], { cwd: work, stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(
+      process.execPath,
+      ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", join(work, "pki"), "--port", "0"],
+      { cwd: work, stdio: ["ignore", "pipe", "pipe"] },
+    );
     exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
     url = await new Promise<string>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`ca serve did not start:\n${stdout}`)), 20_000);
       child.stdout!.setEncoding("utf8").on("data", (d: string) => {
         stdout += d;
         const m = /"event":"ca.started","url":"(https:\/\/127\.0\.0\.1:\d+)"/.exec(stdout);
-        if (m) { clearTimeout(t); resolve(m[1]!); }
+        if (m) {
+          clearTimeout(t);
+          resolve(m[1]!);
+        }
       });
     });
   });
@@ -48,7 +59,8 @@ describe("curl + openssl against ca serve", () => {
     assert.equal(token.code, 0, token.stderr);
     // The token reaches curl through a 0600 header file, never a command-line argument.
     writeFileSync(join(work, "auth.hdr"), `Authorization: Bearer ${token.stdout.trim()}\n`, { mode: 0o600 });
-    const r = sh(`
+    const r = sh(
+      `
       # 1. the trust bundle, as any EST client gets it
       curl -sS --fail-with-body --cacert pki/bundle.pem "$CA/.well-known/est/cacerts" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs -out cacerts.pem
       # 2. a key and CSR made here; the key never leaves this folder
@@ -71,7 +83,10 @@ describe("curl + openssl against ca serve", () => {
       openssl crl -inform DER -in crl.der -out crl.pem
       openssl crl -in crl.pem -CAfile cacerts.pem -noout 2>&1
       openssl verify -crl_check -CRLfile crl.pem -CAfile cacerts.pem shipping.new.crt
-    `, work, { CA: url });
+    `,
+      work,
+      { CA: url },
+    );
     assert.equal(r.code, 0, `${r.out}\n${r.err}`);
     assert.match(r.out, /^shipping\.crt: OK$/m);
     assert.match(r.out, /^again 401$/m);
@@ -81,22 +96,41 @@ describe("curl + openssl against ca serve", () => {
     assert.equal((r.out.match(/shipping\.new\.crt: OK/g) ?? []).length, 2, "verified with and without the CRL check");
 
     const list = await cli(["list", "--all", "--json", "--dir", join(work, "pki")]);
-    const rows = (JSON.parse(list.stdout) as Array<{ domain: string; status: string; source: string }>).filter((x) => x.domain === "shipping.internal");
-    assert.deepEqual(rows.map((x) => [x.status, x.source]), [["SUPERSEDED", "est-enrol"], ["VALID", "est-renew"]]);
+    const rows = (JSON.parse(list.stdout) as Array<{ domain: string; status: string; source: string }>).filter(
+      (x) => x.domain === "shipping.internal",
+    );
+    assert.deepEqual(
+      rows.map((x) => [x.status, x.source]),
+      [
+        ["SUPERSEDED", "est-enrol"],
+        ["VALID", "est-renew"],
+      ],
+    );
     // The CLI cannot renew it: the key is in the service's folder, not the CA's.
     const renew = await cli(["renew", "--domain", "shipping.internal", "--dir", join(work, "pki")]);
     assert.equal(renew.code, 3);
     assert.match(renew.stderr, /its key is not here/);
     // The log: JSON lines, the events (handshake failures aside), no token and no key.
-    const events = stdout.trim().split("\n").map((l) => JSON.parse(l) as { event: string; status?: number });
-    assert.deepEqual(events.map((e) => e.event).filter((e) => e.startsWith("est.")), ["est.enrolled", "est.refused", "est.renewed"]);
+    const events = stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; status?: number });
+    assert.deepEqual(
+      events.map((e) => e.event).filter((e) => e.startsWith("est.")),
+      ["est.enrolled", "est.refused", "est.renewed"],
+    );
     assert.ok(!stdout.includes(token.stdout.trim().split(".")[1]!));
     assert.ok(!stdout.includes("PRIVATE KEY"));
   });
 
   it("TLS: 1.2 with AEAD or 1.3 only; a CBC suite or TLS 1.1 gets no handshake", () => {
     const hostPort = url.replace("https://", "");
-    const s = (args: string[]) => spawnSync("openssl", ["s_client", "-connect", hostPort, "-brief", ...args], { input: "", encoding: "utf8", timeout: 10_000 });
+    const s = (args: string[]) =>
+      spawnSync("openssl", ["s_client", "-connect", hostPort, "-brief", ...args], {
+        input: "",
+        encoding: "utf8",
+        timeout: 10_000,
+      });
     const ok = s(["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
     assert.match(ok.stderr + ok.stdout, /Protocol version: TLSv1\.2/);
     const cbc = s(["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"]);
@@ -109,7 +143,8 @@ describe("curl + openssl against ca serve", () => {
 
   it("logs failed handshakes with the caller's address", async () => {
     const deadline = Date.now() + 3_000;
-    while (!/"event":"tls.handshake_failed","remote":"127.0.0.1"/.test(stdout) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (!/"event":"tls.handshake_failed","remote":"127.0.0.1"/.test(stdout) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
     assert.match(stdout, /"event":"tls.handshake_failed","remote":"127.0.0.1","reason":"[A-Z_]+"/);
   });
 

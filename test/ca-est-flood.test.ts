@@ -13,10 +13,25 @@ import { POLICY, startIn, world } from "./identity-fixtures.ts";
 
 const TSX = import.meta.resolve("tsx");
 
-test("a junk-token flood naming payment.internal from 40 addresses: payment renews on time, the log stays bounded, metrics count every refusal", { timeout: 180_000 }, async () => {
+test("a junk-token flood naming payment.internal from 40 addresses: payment renews on time, the log stays bounded, metrics count every refusal", {
+  timeout: 180_000,
+}, async () => {
   const w = await world(POLICY, DEFAULT_LIMITS);
   const pay = await startIn(w, "payment", { lifetime: "30s", pollMs: 60_000 });
-  const flooder = spawn(process.execPath, ["--import", TSX, join(ROOT, "test", "helpers", "junk-flood.ts"), w.ca.server.url, "payment.internal", "2", "40", "8"], { stdio: ["ignore", "pipe", "pipe"] });
+  const flooder = spawn(
+    process.execPath,
+    [
+      "--import",
+      TSX,
+      join(ROOT, "test", "helpers", "junk-flood.ts"),
+      w.ca.server.url,
+      "payment.internal",
+      "2",
+      "40",
+      "8",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   let out = "";
   let err = "";
   flooder.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
@@ -25,14 +40,19 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
   const floodStart = Date.now();
   try {
     const deadline = Date.now() + 30_000;
-    while (!err.includes("flooding") && flooder.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (!err.includes("flooding") && flooder.exitCode === null && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
     assert.ok(err.includes("flooding"), `the flood did not start: ${err}`);
 
     // Two renewals under the flood, each when the agent had planned it.
     for (let i = 1; i <= 2; i++) {
       const planned = pay.svc.identity.nextRenewal;
       const since = pay.logs.lines.length;
-      const renewed = await pay.logs.wait((l) => l.event === "identity.renewed" || l.event === "identity.renew_failed" || l.event === "identity.expired", 60_000, since);
+      const renewed = await pay.logs.wait(
+        (l) => l.event === "identity.renewed" || l.event === "identity.renew_failed" || l.event === "identity.expired",
+        60_000,
+        since,
+      );
       assert.equal(renewed.event, "identity.renewed", `renewal ${i} under the flood: ${JSON.stringify(renewed)}`);
       const late = Date.now() - planned;
       assert.ok(late < 10_000, `renewal ${i} came ${late} ms after it was planned`);
@@ -54,11 +74,17 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
     const lines = w.ca.lines;
     // The CA renewed payment and never refused it, while the junk claimed its name.
     assert.ok(lines.events("est.renewed").filter((l) => l.name === "payment.internal").length >= 2);
-    assert.deepEqual(lines.events("est.refused").filter((l) => l.authenticated === true), []);
+    assert.deepEqual(
+      lines.events("est.refused").filter((l) => l.authenticated === true),
+      [],
+    );
     // Bounded lines: a few of their own per interval, then summaries naming the flood's sources and target.
     const own = lines.events("est.refused").length + lines.events("tls.handshake_failed").length;
     const intervals = Math.ceil(elapsedS / (DEFAULT_REFUSAL_LOG.intervalMs / 1000)) + 1;
-    assert.ok(own <= DEFAULT_REFUSAL_LOG.linesPerInterval * intervals, `${own} refusal lines for ${answered} refusals over ${intervals} intervals`);
+    assert.ok(
+      own <= DEFAULT_REFUSAL_LOG.linesPerInterval * intervals,
+      `${own} refusal lines for ${answered} refusals over ${intervals} intervals`,
+    );
     await w.ca.server.close(); // flushes the last interval's summary
     const summaries = lines.events("est.refused_summary");
     assert.ok(summaries.length >= 1 && summaries.length <= intervals, `${summaries.length} summaries`);
@@ -69,14 +95,22 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
     const named = new Set(summaries.flatMap((x) => (x.top_names as Array<{ name: string }>).map((n) => n.name)));
     assert.deepEqual([...named], ["payment.internal"]);
     const remotes = biggest.top_remotes as Array<{ remote: string; count: number }>;
-    assert.ok(remotes.length === 10 && remotes.every((r) => /^127\.0\.0\.(\d+)$/.test(r.remote) && r.remote !== "127.0.0.1"), JSON.stringify(remotes));
+    assert.ok(
+      remotes.length === 10 && remotes.every((r) => /^127\.0\.0\.(\d+)$/.test(r.remote) && r.remote !== "127.0.0.1"),
+      JSON.stringify(remotes),
+    );
     assert.ok(Number(biggest.remotes) > 10 && Number(biggest.remotes) <= 41, `${biggest.remotes} distinct sources`);
     assert.ok(lines.all.length < 300, `${lines.all.length} CA log lines in all for ${answered} junk requests`);
 
     // Metrics count every one.
     const refused = await w.ca.server.metrics.registry.getSingleMetric("mesh_ca_requests_refused_total")!.get();
-    const enrolRefusals = refused.values.filter((v) => v.labels.route === "/.well-known/est/simpleenroll").reduce((n, v) => n + v.value, 0);
-    assert.ok(enrolRefusals >= answered && enrolRefusals <= flood.sent, `${enrolRefusals} counted, ${answered} answered, ${flood.sent} sent`);
+    const enrolRefusals = refused.values
+      .filter((v) => v.labels.route === "/.well-known/est/simpleenroll")
+      .reduce((n, v) => n + v.value, 0);
+    assert.ok(
+      enrolRefusals >= answered && enrolRefusals <= flood.sent,
+      `${enrolRefusals} counted, ${answered} answered, ${flood.sent} sent`,
+    );
   } finally {
     await w.cleanup();
   }

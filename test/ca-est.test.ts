@@ -14,7 +14,11 @@ import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./he
 
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
-const HIGH = { perAddress: { capacity: 1000, perMinute: 1000 }, perName: { capacity: 100, perMinute: 100 }, unauthenticated: { capacity: 1000, perMinute: 1000 } };
+const HIGH = {
+  perAddress: { capacity: 1000, perMinute: 1000 },
+  perName: { capacity: 100, perMinute: 100 },
+  unauthenticated: { capacity: 1000, perMinute: 1000 },
+};
 /** These suites look at each refusal's own line: room for all of them (the aggregation has its own tests, est-abuse.test.ts). */
 const LOUD = { linesPerInterval: 1000 };
 
@@ -26,7 +30,13 @@ async function enrolOnce(t: TestCa, name: string, query = "") {
   // Some tests enrol a live name again on purpose.
   const { token } = createToken(t.ca, { domain: name, replace: true });
   const csr = await makeCsr(name);
-  const r = await est(t.server.url, { method: "POST", path: ENROL + query, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: t.bundle() });
+  const r = await est(t.server.url, {
+    method: "POST",
+    path: ENROL + query,
+    headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+    body: csr.body,
+    ca: t.bundle(),
+  });
   assert.equal(r.status, 200, r.body);
   const certs = certsOf(r.body);
   return { token, csr, certs, pem: pemOf(certs) };
@@ -34,7 +44,9 @@ async function enrolOnce(t: TestCa, name: string, query = "") {
 
 describe("EST simpleenroll with a one-time token", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
+  before(async () => {
+    t = await startCa({ limits: HIGH, refusalLog: LOUD });
+  });
   after(() => t.stop());
 
   it("issues a 1h leaf for exactly the CSR's name, with the CRL distribution point, once", async () => {
@@ -54,7 +66,10 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.match(text, /DNS:shipping\.internal/);
     assert.ok(text.includes(`URI:${t.server.url}/crl/root-1.crl`), text);
     // The key in the CSR is the key certified.
-    assert.deepEqual(Buffer.from(leaf!.publicKey.rawData), Buffer.from(await crypto.subtle.exportKey("spki", csr.keys.publicKey)));
+    assert.deepEqual(
+      Buffer.from(leaf!.publicKey.rawData),
+      Buffer.from(await crypto.subtle.exportKey("spki", csr.keys.publicKey)),
+    );
     const ledgerRow = t.ca.ledger.bySerial(normalSerial(leaf!.serialNumber))!;
     assert.equal(ledgerRow.source, "est-enrol");
     assert.equal(ledgerRow.status, "valid");
@@ -67,7 +82,13 @@ describe("EST simpleenroll with a one-time token", () => {
 
     // The second time: refused, and nothing issued.
     const count = certCount(t);
-    const again = await est(t.server.url, { method: "POST", path: ENROL, headers, body: (await makeCsr("shipping.internal")).body, ca: t.bundle() });
+    const again = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers,
+      body: (await makeCsr("shipping.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(again.status, 401);
     assert.equal(again.body, "the enrolment token was already used: ask for a new one\n");
     assert.equal(again.headers["www-authenticate"], 'Bearer realm="est"');
@@ -85,23 +106,42 @@ describe("EST simpleenroll with a one-time token", () => {
     const headers = { ...PKCS10, Authorization: `Bearer ${token}` };
     const bodies = await Promise.all([1, 2, 3, 4, 5].map(() => makeCsr("racer.internal")));
     const count = certCount(t);
-    const replies = await Promise.all(bodies.map((c) => est(t.server.url, { method: "POST", path: ENROL, headers, body: c.body, ca: t.bundle() })));
-    assert.deepEqual(replies.map((r) => r.status).sort(), [200, 401, 401, 401, 401], replies.map((r) => r.body).join(""));
-    for (const r of replies.filter((x) => x.status === 401)) assert.equal(r.body, "the enrolment token was already used: ask for a new one\n");
+    const replies = await Promise.all(
+      bodies.map((c) => est(t.server.url, { method: "POST", path: ENROL, headers, body: c.body, ca: t.bundle() })),
+    );
+    assert.deepEqual(
+      replies.map((r) => r.status).sort(),
+      [200, 401, 401, 401, 401],
+      replies.map((r) => r.body).join(""),
+    );
+    for (const r of replies.filter((x) => x.status === 401))
+      assert.equal(r.body, "the enrolment token was already used: ask for a new one\n");
     assert.equal(certCount(t), count + 1);
   });
 
   it("refuses a token for another name without saying which name it is for; the token stays unused", async () => {
     const { token } = createToken(t.ca, { domain: "billing.internal" });
     const count = certCount(t);
-    const r = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("payroll.internal")).body, ca: t.bundle() });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: (await makeCsr("payroll.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 403);
     assert.equal(r.body, "the enrolment token is not valid for payroll.internal\n");
     assert.ok(!r.body.includes("billing"));
     assert.equal(certCount(t), count);
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
     // …and it still works for its own name.
-    const ok = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("billing.internal")).body, ca: t.bundle() });
+    const ok = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: (await makeCsr("billing.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(ok.status, 200, ok.body);
   });
 
@@ -111,7 +151,13 @@ describe("EST simpleenroll with a one-time token", () => {
     const count = certCount(t);
     t.shift(11 * 60_000);
     try {
-      const r = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body, ca: t.bundle() });
+      const r = await est(t.server.url, {
+        method: "POST",
+        path: ENROL,
+        headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+        body,
+        ca: t.bundle(),
+      });
       assert.equal(r.status, 401);
       assert.equal(r.body, "the enrolment token has expired: ask for a new one\n");
     } finally {
@@ -119,13 +165,25 @@ describe("EST simpleenroll with a one-time token", () => {
     }
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
     const forged = `mt1.${randomBytes(32).toString("base64url")}.${token.split(".")[2]}`;
-    const unknown = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${forged}` }, body, ca: t.bundle() });
+    const unknown = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: `Bearer ${forged}` },
+      body,
+      ca: t.bundle(),
+    });
     assert.equal(unknown.status, 401);
     assert.equal(unknown.body, "the enrolment token is unknown to this CA\n");
     const missing = await est(t.server.url, { method: "POST", path: ENROL, headers: PKCS10, body, ca: t.bundle() });
     assert.equal(missing.status, 401);
     assert.match(missing.body, /^enrolment needs a one-time token: Authorization: Bearer <token>/);
-    const odd = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: "Bearer not-a-token" }, body, ca: t.bundle() });
+    const odd = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: "Bearer not-a-token" },
+      body,
+      ca: t.bundle(),
+    });
     assert.equal(odd.status, 401);
     assert.match(odd.body, /malformed/);
     assert.equal(certCount(t), count);
@@ -135,7 +193,12 @@ describe("EST simpleenroll with a one-time token", () => {
     const { token } = createToken(t.ca, { domain: "wide.internal" });
     const auth = { ...PKCS10, Authorization: `Bearer ${token}` };
     const count = certCount(t);
-    const extra = await makeCsr("wide.internal", { sans: [{ type: "dns", value: "wide.internal" }, { type: "dns", value: "payment.internal" }] });
+    const extra = await makeCsr("wide.internal", {
+      sans: [
+        { type: "dns", value: "wide.internal" },
+        { type: "dns", value: "payment.internal" },
+      ],
+    });
     let r = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: extra.body, ca: t.bundle() });
     assert.equal(r.status, 403);
     assert.match(r.body, /asks for 1 name\(s\) besides its CN wide\.internal/);
@@ -146,17 +209,35 @@ describe("EST simpleenroll with a one-time token", () => {
     r = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: twoCn.body, ca: t.bundle() });
     assert.equal(r.status, 400);
     assert.match(r.body, /has 2 CNs/);
-    r = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: Buffer.from("not a csr at all").toString("base64"), ca: t.bundle() });
+    r = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: auth,
+      body: Buffer.from("not a csr at all").toString("base64"),
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 400);
     assert.match(r.body, /not a DER PKCS#10 certificate request/);
-    r = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: "%%% not base64 %%%", ca: t.bundle() });
+    r = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: auth,
+      body: "%%% not base64 %%%",
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 400);
     assert.match(r.body, /not base64/);
     // A CSR whose signature does not match its content (one byte of the name flipped).
     const good = Buffer.from((await makeCsr("wide.internal")).body, "base64");
     const at = good.indexOf(Buffer.from("wide.internal"));
     good[at] = "v".charCodeAt(0);
-    r = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: good.toString("base64"), ca: t.bundle() });
+    r = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: auth,
+      body: good.toString("base64"),
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 400);
     assert.match(r.body, /signature does not verify/);
     assert.equal(certCount(t), count);
@@ -166,10 +247,22 @@ describe("EST simpleenroll with a one-time token", () => {
   it("bounds the body (413), checks the media type (415), the path (404) and the method (405)", async () => {
     const { token } = createToken(t.ca, { domain: "edge.internal" });
     const auth = { ...PKCS10, Authorization: `Bearer ${token}` };
-    const big = await est(t.server.url, { method: "POST", path: ENROL, headers: auth, body: "A".repeat(20 * 1024), ca: t.bundle() });
+    const big = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: auth,
+      body: "A".repeat(20 * 1024),
+      ca: t.bundle(),
+    });
     assert.equal(big.status, 413);
     assert.match(big.body, /larger than 16384 bytes/);
-    const pem = await est(t.server.url, { method: "POST", path: ENROL, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/x-pem-file" }, body: (await makeCsr("edge.internal")).body, ca: t.bundle() });
+    const pem = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/x-pem-file" },
+      body: (await makeCsr("edge.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(pem.status, 415);
     assert.match(pem.body, /Content-Type: application\/pkcs10/);
     const nf = await est(t.server.url, { path: "/.well-known/est/serverkeygen", ca: t.bundle() });
@@ -179,7 +272,8 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.equal(get.headers.allow, "POST");
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
     const refusals = t.lines.events("est.refused").map((l) => `${l.status} ${l.reason}`);
-    for (const want of ["413 body_too_large", "415 wrong_media_type", "404 not_found", "405 method_not_allowed"]) assert.ok(refusals.includes(want), `${want} logged: ${refusals}`);
+    for (const want of ["413 body_too_large", "415 wrong_media_type", "404 not_found", "405 method_not_allowed"])
+      assert.ok(refusals.includes(want), `${want} logged: ${refusals}`);
   });
 
   it("takes ?lifetime= up to the maximum, and refuses more", async () => {
@@ -187,7 +281,13 @@ describe("EST simpleenroll with a one-time token", () => {
     const life = certs[0]!.notAfter.getTime() - Date.now();
     assert.ok(life > 4 * 60_000 && life <= 5 * 60_000, `${life}`);
     const { token } = createToken(t.ca, { domain: "greedy.internal" });
-    const r = await est(t.server.url, { method: "POST", path: `${ENROL}?lifetime=48h`, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("greedy.internal")).body, ca: t.bundle() });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: `${ENROL}?lifetime=48h`,
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: (await makeCsr("greedy.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 400);
     assert.equal(r.body, "lifetime 48h is longer than the 24h allowed\n");
   });
@@ -195,7 +295,9 @@ describe("EST simpleenroll with a one-time token", () => {
 
 describe("EST with an intermediate that the CLI adds while the server runs", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
+  before(async () => {
+    t = await startCa({ limits: HIGH, refusalLog: LOUD });
+  });
   after(() => t.stop());
 
   it("answers with leaf + intermediate, names the intermediate's CRL, and serves it", async () => {
@@ -203,15 +305,30 @@ describe("EST with an intermediate that the CLI adds while the server runs", () 
     const made = await cli(["intermediate", "--name", "Acme Issuing CA", "--dir", t.dir]);
     assert.equal(made.code, 0, made.stderr);
     const { certs } = await enrolOnce(t, "chained.internal");
-    assert.deepEqual(certs.map((c) => c.subject), ["CN=chained.internal", "CN=Acme Issuing CA"]);
+    assert.deepEqual(
+      certs.map((c) => c.subject),
+      ["CN=chained.internal", "CN=Acme Issuing CA"],
+    );
     const dir = join(t.dir, "..");
     writeFileSync(join(dir, "leaf.pem"), certs[0]!.toString("pem"));
     writeFileSync(join(dir, "int.pem"), certs[1]!.toString("pem"));
     writeFileSync(join(dir, "root.pem"), t.bundle());
-    assert.match(openssl(["verify", "-CAfile", join(dir, "root.pem"), "-untrusted", join(dir, "int.pem"), join(dir, "leaf.pem")]).out, /leaf\.pem: OK/);
-    assert.ok(openssl(["x509", "-noout", "-ext", "crlDistributionPoints"], certs[0]!.toString("pem")).out.includes(`URI:${t.server.url}/crl/int-1.crl`));
+    assert.match(
+      openssl(["verify", "-CAfile", join(dir, "root.pem"), "-untrusted", join(dir, "int.pem"), join(dir, "leaf.pem")])
+        .out,
+      /leaf\.pem: OK/,
+    );
+    assert.ok(
+      openssl(["x509", "-noout", "-ext", "crlDistributionPoints"], certs[0]!.toString("pem")).out.includes(
+        `URI:${t.server.url}/crl/int-1.crl`,
+      ),
+    );
     let status = 0;
-    for (const deadline = Date.now() + 1_500; status !== 200 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+    for (
+      const deadline = Date.now() + 1_500;
+      status !== 200 && Date.now() < deadline;
+      await new Promise((r) => setTimeout(r, 100))
+    ) {
       status = (await est(t.server.url, { path: "/crl/int-1.crl", ca: t.bundle() })).status;
     }
     assert.equal(status, 200, "the intermediate's CRL is served within 1.5 s");
@@ -221,20 +338,33 @@ describe("EST with an intermediate that the CLI adds while the server runs", () 
 
 describe("EST simplereenroll over mTLS", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: HIGH, refusalLog: LOUD }); });
+  before(async () => {
+    t = await startCa({ limits: HIGH, refusalLog: LOUD });
+  });
   after(() => t.stop());
 
   it("renews with a new key: a new certificate, the old one SUPERSEDED; the old one cannot renew again", async () => {
     const first = await enrolOnce(t, "orders.internal");
     const next = await makeCsr("orders.internal");
-    const r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: next.body, ca: t.bundle(), cert: first.pem, key: first.csr.keyPem });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: next.body,
+      ca: t.bundle(),
+      cert: first.pem,
+      key: first.csr.keyPem,
+    });
     assert.equal(r.status, 200, r.body);
     const [leaf] = certsOf(r.body);
     const oldSerial = normalSerial(first.certs[0]!.serialNumber);
     const newSerial = normalSerial(leaf!.serialNumber);
     assert.notEqual(newSerial, oldSerial);
     assert.equal(leaf!.subject, "CN=orders.internal");
-    assert.deepEqual(Buffer.from(leaf!.publicKey.rawData), Buffer.from(await crypto.subtle.exportKey("spki", next.keys.publicKey)));
+    assert.deepEqual(
+      Buffer.from(leaf!.publicKey.rawData),
+      Buffer.from(await crypto.subtle.exportKey("spki", next.keys.publicKey)),
+    );
     const old = t.ca.ledger.bySerial(oldSerial)!;
     assert.equal(old.status, "superseded");
     assert.equal(old.superseded_by, newSerial);
@@ -243,7 +373,15 @@ describe("EST simplereenroll over mTLS", () => {
     assert.equal(line.previous, oldSerial);
 
     const count = certCount(t);
-    const again = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("orders.internal")).body, ca: t.bundle(), cert: first.pem, key: first.csr.keyPem });
+    const again = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: (await makeCsr("orders.internal")).body,
+      ca: t.bundle(),
+      cert: first.pem,
+      key: first.csr.keyPem,
+    });
     assert.equal(again.status, 403);
     assert.match(again.body, /was already renewed: renew with the newest certificate/);
     assert.equal(certCount(t), count);
@@ -253,13 +391,35 @@ describe("EST simplereenroll over mTLS", () => {
     const first = await enrolOnce(t, "stock.internal");
     const count = certCount(t);
     const same = await makeCsr("stock.internal", { keys: first.csr.keys });
-    let r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: same.body, ca: t.bundle(), cert: first.pem, key: first.csr.keyPem });
+    let r = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: same.body,
+      ca: t.bundle(),
+      cert: first.pem,
+      key: first.csr.keyPem,
+    });
     assert.equal(r.status, 403);
     assert.equal(r.body, "the CSR carries the current certificate's key: a renewal must bring a new key\n");
-    r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("payment.internal")).body, ca: t.bundle(), cert: first.pem, key: first.csr.keyPem });
+    r = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: (await makeCsr("payment.internal")).body,
+      ca: t.bundle(),
+      cert: first.pem,
+      key: first.csr.keyPem,
+    });
     assert.equal(r.status, 403);
     assert.match(r.body, /asks for payment\.internal, but the certificate presented is stock\.internal's/);
-    r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("stock.internal")).body, ca: t.bundle() });
+    r = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: (await makeCsr("stock.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 401);
     assert.match(r.body, /needs the current certificate, presented over mTLS/);
     assert.equal(certCount(t), count);
@@ -270,7 +430,15 @@ describe("EST simplereenroll over mTLS", () => {
     const other = await startCa({ limits: HIGH, refusalLog: LOUD });
     try {
       const foreign = await enrolOnce(other, "stock2.internal");
-      const r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("stock2.internal")).body, ca: t.bundle(), cert: foreign.pem, key: foreign.csr.keyPem });
+      const r = await est(t.server.url, {
+        method: "POST",
+        path: REENROL,
+        headers: PKCS10,
+        body: (await makeCsr("stock2.internal")).body,
+        ca: t.bundle(),
+        cert: foreign.pem,
+        key: foreign.csr.keyPem,
+      });
       assert.equal(r.status, 403);
       assert.match(r.body, /not trusted by the published bundle/);
     } finally {
@@ -285,9 +453,20 @@ describe("EST simplereenroll over mTLS", () => {
     const rv = await cli(["revoke", "--domain", "revoked.internal", "--dir", t.dir]);
     assert.equal(rv.code, 0, rv.stderr);
     const count = certCount(t);
-    const r = await est(t.server.url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("revoked.internal")).body, ca: t.bundle(), cert: first.pem, key: first.csr.keyPem });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: (await makeCsr("revoked.internal")).body,
+      ca: t.bundle(),
+      cert: first.pem,
+      key: first.csr.keyPem,
+    });
     assert.equal(r.status, 403);
-    assert.equal(r.body, `the certificate ${serial} is revoked: a revoked identity cannot renew (enrol again with a new token)\n`);
+    assert.equal(
+      r.body,
+      `the certificate ${serial} is revoked: a revoked identity cannot renew (enrol again with a new token)\n`,
+    );
     assert.equal(certCount(t), count);
     const line = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "cert_revoked");
     assert.equal(line.serial, serial);
@@ -313,7 +492,12 @@ describe("EST simplereenroll over mTLS", () => {
 
 describe("EST rate limits", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ limits: { perAddress: { capacity: 3, perMinute: 3 }, perName: { capacity: 2, perMinute: 2 } }, refusalLog: LOUD }); });
+  before(async () => {
+    t = await startCa({
+      limits: { perAddress: { capacity: 3, perMinute: 3 }, perName: { capacity: 2, perMinute: 2 } },
+      refusalLog: LOUD,
+    });
+  });
   after(() => t.stop());
 
   it("charges bad tokens to the address, never to the name they claim; a valid token still enrols; the name's own budget is separate", async () => {
@@ -321,22 +505,44 @@ describe("EST rate limits", () => {
     const statuses: number[] = [];
     let last = undefined as Awaited<ReturnType<typeof est>> | undefined;
     for (let i = 0; i < 4; i++) {
-      last = await est(t.server.url, { method: "POST", path: ENROL, headers: junk, body: (await makeCsr("busy.internal")).body, ca: t.bundle() });
+      last = await est(t.server.url, {
+        method: "POST",
+        path: ENROL,
+        headers: junk,
+        body: (await makeCsr("busy.internal")).body,
+        ca: t.bundle(),
+      });
       statuses.push(last.status);
     }
-    assert.deepEqual(statuses, [401, 401, 401, 429], "three failures from this address, then its failure budget is empty");
+    assert.deepEqual(
+      statuses,
+      [401, 401, 401, 429],
+      "three failures from this address, then its failure budget is empty",
+    );
     assert.match(last!.body, /^too many requests from this address failed to authenticate: retry in \d+s\n$/);
     assert.ok(Number(last!.headers["retry-after"]) >= 1);
     // busy.internal's own enrolments are untouched by the junk that named it, from this very address.
     for (let i = 0; i < 2; i++) await enrolOnce(t, "busy.internal");
     const { token } = createToken(t.ca, { domain: "busy.internal", replace: true });
-    const third = await est(t.server.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: (await makeCsr("busy.internal")).body, ca: t.bundle() });
+    const third = await est(t.server.url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: (await makeCsr("busy.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(third.status, 429, "the name's enrolment budget (2) is spent by its own enrolments");
     assert.match(third.body, /^too many requests: busy\.internal may enrol 2 times a minute; retry in \d+s\n$/);
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "a refused enrolment does not spend its token");
     const limited = t.lines.events("est.refused").filter((l) => l.reason === "rate_limited");
     // The address's 429 comes before the body is read: no name is known, none charged.
-    assert.deepEqual(limited.map((l) => [l.name, l.authenticated]), [[null, false], ["busy.internal", true]]);
+    assert.deepEqual(
+      limited.map((l) => [l.name, l.authenticated]),
+      [
+        [null, false],
+        ["busy.internal", true],
+      ],
+    );
   });
 });
 
@@ -352,7 +558,11 @@ describe("RateLimiter (token buckets)", () => {
     now = 10_000;
     assert.deepEqual(rl.take("a"), { ok: true });
     now = 10 * 60_000;
-    assert.deepEqual([rl.take("a"), rl.take("a"), rl.take("a").ok], [{ ok: true }, { ok: true }, false], "refills only up to the burst");
+    assert.deepEqual(
+      [rl.take("a"), rl.take("a"), rl.take("a").ok],
+      [{ ok: true }, { ok: true }, false],
+      "refills only up to the burst",
+    );
   });
 
   it("forgets the least recently used key beyond its bound", () => {

@@ -15,7 +15,11 @@ function assertConsistent(dir: string): { rows: number; valid: string[] } {
   const db = new Database(join(dir, "ca.db"), { readonly: true });
   try {
     assert.equal((db.prepare("PRAGMA integrity_check").get() as { integrity_check: string }).integrity_check, "ok");
-    const valid = db.prepare("SELECT name, serial, pem FROM certs WHERE status = 'valid'").all() as Array<{ name: string; serial: string; pem: string }>;
+    const valid = db.prepare("SELECT name, serial, pem FROM certs WHERE status = 'valid'").all() as Array<{
+      name: string;
+      serial: string;
+      pem: string;
+    }>;
     for (const row of valid) {
       const certPem = readFileSync(join(dir, "certs", `${row.name}.crt`), "utf8");
       const keyPem = readFileSync(join(dir, "certs", `${row.name}.key`), "utf8");
@@ -67,21 +71,31 @@ describe("ledger under concurrency and crashes", () => {
   });
 
   it("killed after the ledger commit: the next command finishes the files (roll forward)", async () => {
-    const r = await ca(["issue", "--domain", "crash-after.internal", "--dir", dir], { env: { MESH_CA_CRASH_AT: "after-commit" } });
+    const r = await ca(["issue", "--domain", "crash-after.internal", "--dir", dir], {
+      env: { MESH_CA_CRASH_AT: "after-commit" },
+    });
     assert.equal(r.signal, "SIGKILL");
     assert.ok(pendingLeft(dir).length > 0, "the crash left staged files");
     const list = await ca(["list", "--json", "--dir", dir]);
     assert.equal(list.code, 0, list.stderr);
-    assert.ok((JSON.parse(list.stdout) as Array<{ domain: string; status: string }>).some((c) => c.domain === "crash-after.internal" && c.status === "VALID"));
+    assert.ok(
+      (JSON.parse(list.stdout) as Array<{ domain: string; status: string }>).some(
+        (c) => c.domain === "crash-after.internal" && c.status === "VALID",
+      ),
+    );
     assert.deepEqual(pendingLeft(dir), []);
     assert.ok(assertConsistent(dir).valid.includes("crash-after.internal"));
   });
 
   it("killed before the ledger commit: no row, and the staged files are discarded", async () => {
-    const r = await ca(["issue", "--domain", "crash-before.internal", "--dir", dir], { env: { MESH_CA_CRASH_AT: "before-commit" } });
+    const r = await ca(["issue", "--domain", "crash-before.internal", "--dir", dir], {
+      env: { MESH_CA_CRASH_AT: "before-commit" },
+    });
     assert.equal(r.signal, "SIGKILL");
     const list = await ca(["list", "--json", "--dir", dir]);
-    assert.ok(!(JSON.parse(list.stdout) as Array<{ domain: string }>).some((c) => c.domain === "crash-before.internal"));
+    assert.ok(
+      !(JSON.parse(list.stdout) as Array<{ domain: string }>).some((c) => c.domain === "crash-before.internal"),
+    );
     assert.deepEqual(pendingLeft(dir), []);
     assert.ok(!existsSync(join(dir, "certs", "crash-before.internal.key")), "no key for a certificate that never was");
     assertConsistent(dir);
@@ -93,7 +107,9 @@ describe("ledger under concurrency and crashes", () => {
     const tsx = import.meta.resolve("tsx");
     for (let i = 0; i < 8; i++) {
       const args = i % 2 === 0 ? ["issue", "--domain", `kill${i}.internal`] : ["renew", "--domain", "svc0.internal"];
-      const child = spawn(process.execPath, ["--import", tsx, join(ROOT, "ca", "cli.ts"), ...args, "--dir", dir], { stdio: "ignore" });
+      const child = spawn(process.execPath, ["--import", tsx, join(ROOT, "ca", "cli.ts"), ...args, "--dir", dir], {
+        stdio: "ignore",
+      });
       const closed = new Promise((r) => child.on("close", r)); // it may finish before the kill
       // Start-up takes ~0.5-1 s; spread the kills across start-up, key generation and the commit.
       await new Promise((r) => setTimeout(r, 450 + ((i * 137) % 600)));
@@ -104,6 +120,9 @@ describe("ledger under concurrency and crashes", () => {
     assert.equal(list.code, 0, list.stderr);
     assert.deepEqual(pendingLeft(dir), []);
     const { valid } = assertConsistent(dir);
-    assert.ok(valid.includes("svc0.internal"), "a renew killed midway leaves the old or the new certificate, never none");
+    assert.ok(
+      valid.includes("svc0.internal"),
+      "a renew killed midway leaves the old or the new certificate, never none",
+    );
   });
 });

@@ -21,8 +21,15 @@ const CLEAN = { MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_
 
 /** Every non-zero series of a metric, as "label=value,… value" lines: what an exact comparison needs. */
 function nonZero(samples: Sample[], name: string): string[] {
-  return samples.filter((s) => s.name === name && s.value !== 0)
-    .map((s) => `${Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(",")} ${s.value}`).sort();
+  return samples
+    .filter((s) => s.name === name && s.value !== 0)
+    .map(
+      (s) =>
+        `${Object.entries(s.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(",")} ${s.value}`,
+    )
+    .sort();
 }
 
 interface Serving {
@@ -36,15 +43,23 @@ interface Serving {
 
 /** `ca serve` as a process, its JSON log lines collected. */
 function serve(args: string[], env: Record<string, string> = {}): Serving {
-  const child = spawn(process.execPath, ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--port", "0", ...args], {
-    cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...CLEAN, ...env },
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--port", "0", ...args],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...CLEAN, ...env },
+    },
+  );
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const s: Serving = {
-    child, lines: [],
+    child,
+    lines: [],
     ready: async () => {
-      for (let i = 0; i < 400 && !stderr.includes("CA serving EST on"); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 400 && !stderr.includes("CA serving EST on"); i++)
+        await new Promise((r) => setTimeout(r, 50));
       if (!stderr.includes("CA serving EST on")) throw new Error(`not ready; stderr: ${stderr}`);
     },
     exited: new Promise((r) => child.once("exit", (code) => r(code))),
@@ -55,14 +70,28 @@ function serve(args: string[], env: Record<string, string> = {}): Serving {
         const t = setTimeout(() => fail(new Error(`no such log line within ${ms} ms; stderr: ${stderr}`)), ms);
         rl.on("line", () => {
           const l = s.lines.find(pred);
-          if (l) { clearTimeout(t); done(l); }
+          if (l) {
+            clearTimeout(t);
+            done(l);
+          }
         });
-        child.once("exit", () => setImmediate(() => { clearTimeout(t); fail(new Error(`exited first; stderr: ${stderr}`)); }));
+        child.once("exit", () =>
+          setImmediate(() => {
+            clearTimeout(t);
+            fail(new Error(`exited first; stderr: ${stderr}`));
+          }),
+        );
       });
     },
   };
   const rl = createInterface({ input: child.stdout! });
-  rl.on("line", (t) => { try { s.lines.push(JSON.parse(t) as Record<string, unknown>); } catch { /* not a log line */ } });
+  rl.on("line", (t) => {
+    try {
+      s.lines.push(JSON.parse(t) as Record<string, unknown>);
+    } catch {
+      /* not a log line */
+    }
+  });
   return s;
 }
 
@@ -119,7 +148,11 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     // Before anything: every kind, token result and issuing-route reason is there at 0 (rate() needs the zero).
     let s = parse((await get(adminPort, "/metrics")).body);
     assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "enrol" }), 0);
-    assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "server" }), 1, "the server's own TLS certificate");
+    assert.equal(
+      value(s, "mesh_ca_certificates_issued_total", { kind: "server" }),
+      1,
+      "the server's own TLS certificate",
+    );
     assert.equal(value(s, "mesh_ca_tokens_total", { result: "refused", reason: "token_used" }), 0);
     assert.equal(value(s, "mesh_ca_requests_refused_total", { route: REENROL, reason: "cert_revoked" }), 0);
 
@@ -131,17 +164,38 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal(first.status, 200, first.body);
     const cert = pemOf(certsOf(first.body));
     // 2. the same token again: refused
-    const again = await est(url, { method: "POST", path: ENROL, headers: auth, body: (await makeCsr("shipping.internal")).body, ca: bundle() });
+    const again = await est(url, {
+      method: "POST",
+      path: ENROL,
+      headers: auth,
+      body: (await makeCsr("shipping.internal")).body,
+      ca: bundle(),
+    });
     assert.equal(again.status, 401);
     // 3. renew over mTLS with a new key
-    const renewed = await est(url, { method: "POST", path: REENROL, headers: PKCS10, body: (await makeCsr("shipping.internal")).body, ca: bundle(), cert, key: csr.keyPem });
+    const renewed = await est(url, {
+      method: "POST",
+      path: REENROL,
+      headers: PKCS10,
+      body: (await makeCsr("shipping.internal")).body,
+      ca: bundle(),
+      cert,
+      key: csr.keyPem,
+    });
     assert.equal(renewed.status, 200, renewed.body);
     // 4. a bad CSR, with a good token that it must not spend
-    const bad = await est(url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${await token("billing.internal")}` }, body: Buffer.from("not a CSR").toString("base64"), ca: bundle() });
+    const bad = await est(url, {
+      method: "POST",
+      path: ENROL,
+      headers: { ...PKCS10, Authorization: `Bearer ${await token("billing.internal")}` },
+      body: Buffer.from("not a CSR").toString("base64"),
+      ca: bundle(),
+    });
     assert.equal(bad.status, 400);
     assert.match(bad.body, /not a DER PKCS#10/);
     // 5. paths no route serves, and a CRL of an issuer that does not exist: bounded labels
-    for (let i = 0; i < 10; i++) assert.equal((await est(url, { path: `/scan/${i}/${"x".repeat(i * 20)}`, ca: bundle() })).status, 404);
+    for (let i = 0; i < 10; i++)
+      assert.equal((await est(url, { path: `/scan/${i}/${"x".repeat(i * 20)}`, ca: bundle() })).status, 404);
     assert.equal((await est(url, { path: "/crl/int-77.crl", ca: bundle() })).status, 404);
     // 6. the CLI beside the server: it issues one and revokes it (the ledger and the CRL say so)
     assert.equal((await ca(["issue", "--domain", "cli.internal", "--dir", dir], { env: CLEAN })).code, 0);
@@ -155,14 +209,25 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.deepEqual(lint, { code: 0, out: "" }, `promtool check metrics:\n${lint.out}`);
     s = parse(res.body);
 
-    assert.deepEqual(nonZero(s, "mesh_ca_certificates_issued_total"), ["kind=cli 1", "kind=enrol 1", "kind=renew 1", "kind=server 1"]);
-    assert.deepEqual(nonZero(s, "mesh_ca_requests_refused_total"), [
-      `route=${ENROL},reason=malformed_csr 1`,
-      `route=${ENROL},reason=token_used 1`,
-      "route=(unmatched),reason=not_found 10",
-      "route=/crl/:issuer,reason=not_found 1",
-    ].sort());
-    assert.deepEqual(nonZero(s, "mesh_ca_tokens_total"), ["result=refused,reason=token_used 1", "result=used,reason=none 1"]);
+    assert.deepEqual(nonZero(s, "mesh_ca_certificates_issued_total"), [
+      "kind=cli 1",
+      "kind=enrol 1",
+      "kind=renew 1",
+      "kind=server 1",
+    ]);
+    assert.deepEqual(
+      nonZero(s, "mesh_ca_requests_refused_total"),
+      [
+        `route=${ENROL},reason=malformed_csr 1`,
+        `route=${ENROL},reason=token_used 1`,
+        "route=(unmatched),reason=not_found 10",
+        "route=/crl/:issuer,reason=not_found 1",
+      ].sort(),
+    );
+    assert.deepEqual(nonZero(s, "mesh_ca_tokens_total"), [
+      "result=refused,reason=token_used 1",
+      "result=used,reason=none 1",
+    ]);
     assert.deepEqual(nonZero(s, "mesh_ca_request_errors_total"), []);
     // Every request timed by route pattern and outcome: the two issued, the three refused issuing requests, the 11 not found.
     assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: ENROL, outcome: "ok" }), 1);
@@ -172,7 +237,12 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal(value(s, "mesh_ca_request_duration_seconds_count", { route: "/crl/:issuer", outcome: "refused" }), 1);
     assert.ok(value(s, "mesh_ca_request_duration_seconds_sum", { route: REENROL, outcome: "ok" })! > 0);
     // The server's own + the renewed one valid; the enrolled one superseded; the CLI's revoked.
-    for (const [status, n] of [["valid", 2], ["superseded", 1], ["revoked", 1], ["expired", 0]] as const) {
+    for (const [status, n] of [
+      ["valid", 2],
+      ["superseded", 1],
+      ["revoked", 1],
+      ["expired", 0],
+    ] as const) {
       assert.equal(value(s, "mesh_ca_certificates", { status }), n, status);
     }
     assert.equal(value(s, "mesh_ca_signer_generation"), 1);
@@ -180,13 +250,18 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     // Dates, against what a TLS handshake and openssl read.
     const own = await serverCert(url);
     assert.equal(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds"), seconds(own.validTo));
-    const rootEnd = openssl(["x509", "-noout", "-enddate", "-in", join(dir, "roots", "1", "ca.crt")]).out.trim().replace(/^notAfter=/, "");
+    const rootEnd = openssl(["x509", "-noout", "-enddate", "-in", join(dir, "roots", "1", "ca.crt")])
+      .out.trim()
+      .replace(/^notAfter=/, "");
     assert.equal(value(s, "mesh_ca_root_expiration_timestamp_seconds", { issuer: "root-1" }), seconds(rootEnd));
     const crl = await est(url, { path: "/crl/root-1.crl", ca: bundle() });
     writeFileSync(join(work, "root-1.crl"), Buffer.from(crl.body, "latin1"));
     const next = openssl(["crl", "-inform", "DER", "-noout", "-nextupdate", "-in", join(work, "root-1.crl")]).out;
     assert.ok(next.startsWith("nextUpdate="), next);
-    assert.equal(value(s, "mesh_ca_crl_next_update_timestamp_seconds", { issuer: "root-1" }), seconds(next.trim().slice("nextUpdate=".length)));
+    assert.equal(
+      value(s, "mesh_ca_crl_next_update_timestamp_seconds", { issuer: "root-1" }),
+      seconds(next.trim().slice("nextUpdate=".length)),
+    );
     assert.ok(value(s, "process_start_time_seconds")! > 0, "the process metrics are there");
   });
 
@@ -206,21 +281,31 @@ describe("ca serve --admin-port: the CA's metrics", () => {
 
 describe("the CA's gauges follow a rotation the CLI makes while the server runs", () => {
   let t: TestCa;
-  before(async () => { t = await startCa(); });
+  before(async () => {
+    t = await startCa();
+  });
   after(() => t.stop());
   const scrape = async () => parse(await t.server.metrics.registry.metrics());
 
   it("a new generation's root and CRL appear once bundled; `generation use 2` moves the signer and the server's own certificate", async () => {
     let s = await scrape();
-    assert.deepEqual(s.filter((x) => x.name === "mesh_ca_root_expiration_timestamp_seconds").map((x) => x.labels.issuer), ["root-1"]);
+    assert.deepEqual(
+      s.filter((x) => x.name === "mesh_ca_root_expiration_timestamp_seconds").map((x) => x.labels.issuer),
+      ["root-1"],
+    );
     assert.equal(value(s, "mesh_ca_signer_generation"), 1);
     const tlsBefore = value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds");
 
     assert.equal((await ca(["generation", "add", "--dir", t.dir], { env: CLEAN })).code, 0);
     assert.equal((await ca(["bundle", "--dir", t.dir], { env: CLEAN })).code, 0);
-    await t.lines.wait((l) => l.event === "ca.state_reloaded" && Array.isArray(l.generations) && l.generations.length === 2);
+    await t.lines.wait(
+      (l) => l.event === "ca.state_reloaded" && Array.isArray(l.generations) && l.generations.length === 2,
+    );
     s = await scrape();
-    assert.equal(value(s, "mesh_ca_root_expiration_timestamp_seconds", { issuer: "root-2" }), Math.floor(t.ca.issuerCert("root-2").notAfter.getTime() / 1000));
+    assert.equal(
+      value(s, "mesh_ca_root_expiration_timestamp_seconds", { issuer: "root-2" }),
+      Math.floor(t.ca.issuerCert("root-2").notAfter.getTime() / 1000),
+    );
     assert.ok(value(s, "mesh_ca_crl_next_update_timestamp_seconds", { issuer: "root-2" })! > Date.now() / 1000);
     assert.equal(value(s, "mesh_ca_signer_generation"), 1, "adding a generation does not make it sign");
 
@@ -228,8 +313,15 @@ describe("the CA's gauges follow a rotation the CLI makes while the server runs"
     const renewed = await t.lines.wait((l) => l.event === "ca.tls_renewed" && l.generation === 2);
     s = await scrape();
     assert.equal(value(s, "mesh_ca_signer_generation"), 2);
-    assert.equal(value(s, "mesh_ca_certificates_issued_total", { kind: "server" }), 2, "at start, then on the rotation");
-    assert.equal(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds"), Math.floor(Date.parse(String(renewed.not_after)) / 1000));
+    assert.equal(
+      value(s, "mesh_ca_certificates_issued_total", { kind: "server" }),
+      2,
+      "at start, then on the rotation",
+    );
+    assert.equal(
+      value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds"),
+      Math.floor(Date.parse(String(renewed.not_after)) / 1000),
+    );
     assert.ok(value(s, "mesh_ca_tls_cert_expiration_timestamp_seconds")! >= tlsBefore!);
     assert.equal(value(s, "mesh_ca_certificates", { status: "superseded" }), 1, "the server's first certificate");
     const lint = await promtool(["check", "metrics"], await t.server.metrics.registry.metrics());
@@ -248,9 +340,21 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
   after(() => cleanup(work));
 
   for (const [args, env, message] of [
-    [["--admin-port", "0", "--admin-host", "0.0.0.0"], {}, /^error: --admin-host "0\.0\.0\.0" is not a loopback address: .*binds only to 127\.0\.0\.1/],
-    [["--admin-port", "0", "--admin-host", "localhost"], {}, /^error: --admin-host "localhost" is not a loopback address/],
-    [["--admin-port", "0", "--admin-host", "10.0.0.1"], {}, /^error: --admin-host "10\.0\.0\.1" is not a loopback address/],
+    [
+      ["--admin-port", "0", "--admin-host", "0.0.0.0"],
+      {},
+      /^error: --admin-host "0\.0\.0\.0" is not a loopback address: .*binds only to 127\.0\.0\.1/,
+    ],
+    [
+      ["--admin-port", "0", "--admin-host", "localhost"],
+      {},
+      /^error: --admin-host "localhost" is not a loopback address/,
+    ],
+    [
+      ["--admin-port", "0", "--admin-host", "10.0.0.1"],
+      {},
+      /^error: --admin-host "10\.0\.0\.1" is not a loopback address/,
+    ],
     [["--admin-port", "65536"], {}, /^error: --admin-port "65536" is not a TCP port \(0-65535\)$/],
     [[], { MESH_CA_ADMIN_PORT: "metrics" }, /^error: MESH_CA_ADMIN_PORT "metrics" is not a TCP port \(0-65535\)$/],
   ] as const) {
@@ -292,7 +396,12 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
       await other.ready();
       const r = await ca(["serve", "--port", "0", "--dir", dir, "--admin-port", String(taken)], { env: CLEAN });
       assert.equal(r.code, 3, r.stderr);
-      assert.match(oneLineError(r), new RegExp(`^error: cannot listen on 127\\.0\\.0\\.1:${taken} for the admin listener \\(EADDRINUSE\\): pick another --admin-port$`));
+      assert.match(
+        oneLineError(r),
+        new RegExp(
+          `^error: cannot listen on 127\\.0\\.0\\.1:${taken} for the admin listener \\(EADDRINUSE\\): pick another --admin-port$`,
+        ),
+      );
       assert.doesNotMatch(r.stdout, /admin\.listening/);
     } finally {
       other.child.kill("SIGTERM");

@@ -19,7 +19,10 @@ describe("certificate profiles, checked by openssl", () => {
     dir = tempDir();
     ca = await CertificateAuthority.init({ dir, name: "Acme Corp CA" });
   });
-  after(() => { ca.close(); cleanup(dir); });
+  after(() => {
+    ca.close();
+    cleanup(dir);
+  });
 
   it("root: self-signed, CA:TRUE critical, keyCertSign+cRLSign critical, SKI", () => {
     const t = text(ca.paths.root(1).cert);
@@ -44,7 +47,10 @@ describe("certificate profiles, checked by openssl", () => {
     assert.match(t, /X509v3 Key Usage: critical\s+Digital Signature\n/);
     assert.match(t, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication, TLS Web Client Authentication/);
     // The SPIFFE ID in the default trust domain, "internal": the name relative to it.
-    assert.match(t, /X509v3 Subject Alternative Name:\s+DNS:api\.internal, IP Address:127\.0\.0\.1, URI:spiffe:\/\/internal\/api\n/);
+    assert.match(
+      t,
+      /X509v3 Subject Alternative Name:\s+DNS:api\.internal, IP Address:127\.0\.0\.1, URI:spiffe:\/\/internal\/api\n/,
+    );
     assert.match(t, /X509v3 Authority Key Identifier/);
     assert.match(t, /X509v3 Subject Key Identifier/);
     // A random positive serial of 16 bytes (at least 64 bits).
@@ -77,21 +83,35 @@ describe("certificate profiles, checked by openssl", () => {
     try {
       const leaf = await td.issue({ domain: "payment.internal" });
       assert.deepEqual(leaf.sans.uri, ["spiffe://acme.internal/payment.internal"]);
-      assert.match(text(leaf.certPath), /X509v3 Subject Alternative Name:\s+DNS:payment\.internal, URI:spiffe:\/\/acme\.internal\/payment\.internal/);
-      assert.equal(openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", td.paths.bundle, leaf.certPath]).code, 0);
+      assert.match(
+        text(leaf.certPath),
+        /X509v3 Subject Alternative Name:\s+DNS:payment\.internal, URI:spiffe:\/\/acme\.internal\/payment\.internal/,
+      );
+      assert.equal(
+        openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", td.paths.bundle, leaf.certPath]).code,
+        0,
+      );
       const renewed = await td.renew({ domain: "payment.internal" });
       assert.deepEqual(renewed.sans.uri, leaf.sans.uri, "renew keeps the SPIFFE ID");
       const sanExt = openssl(["x509", "-noout", "-ext", "subjectAltName", "-in", renewed.certPath]).out;
       assert.equal(sanExt.match(/URI:/g)?.length, 1, sanExt);
       assert.match(sanExt, /URI:spiffe:\/\/acme\.internal\/payment\.internal\n/);
       const under = await td.issue({ domain: "shipping.acme.internal" });
-      assert.deepEqual(under.sans.uri, ["spiffe://acme.internal/shipping"], "a name under the trust domain is relative to it");
+      assert.deepEqual(
+        under.sans.uri,
+        ["spiffe://acme.internal/shipping"],
+        "a name under the trust domain is relative to it",
+      );
       const wild = await td.issue({ domain: "*.wild.internal", allowWildcard: true });
       assert.deepEqual(wild.sans.uri, [], "a wildcard names no one workload: no SPIFFE ID");
       assert.equal(td.trustDomainSetting().source, "config");
       assert.deepEqual(JSON.parse(readFileSync(join(d, "spiffe.json"), "utf8")), { trust_domain: "acme.internal" });
       for (const bad of ["Not A Domain", "Upper.Case", "example.org:8443", "spiffe://example.org", "a/b", ""]) {
-        await assert.rejects(CertificateAuthority.init({ dir: join(d, "bad"), name: "Bad", trustDomain: bad }), /--trust-domain .* is not a SPIFFE trust domain/, bad);
+        await assert.rejects(
+          CertificateAuthority.init({ dir: join(d, "bad"), name: "Bad", trustDomain: bad }),
+          /--trust-domain .* is not a SPIFFE trust domain/,
+          bad,
+        );
         assert.equal(existsSync(join(d, "bad")), false, "nothing was written");
       }
     } finally {
@@ -138,18 +158,34 @@ describe("certificate profiles, checked by openssl", () => {
       writeFileSync(leafOnly, readFileSync(leaf.certPath, "utf8").split(/(?<=-----END CERTIFICATE-----\n)/)[0]!);
       const intCert = ca3.layout.issuer(int.id).cert;
       for (const purpose of ["sslserver", "sslclient"]) {
-        const r = openssl(["verify", "-x509_strict", "-purpose", purpose, "-CAfile", ca3.paths.bundle, "-untrusted", intCert, leafOnly]);
+        const r = openssl([
+          "verify",
+          "-x509_strict",
+          "-purpose",
+          purpose,
+          "-CAfile",
+          ca3.paths.bundle,
+          "-untrusted",
+          intCert,
+          leafOnly,
+        ]);
         assert.equal(r.code, 0, r.out);
       }
       // Without the intermediate the path cannot be built: it is really three levels.
       assert.notEqual(openssl(["verify", "-CAfile", ca3.paths.bundle, leafOnly]).code, 0);
       // The CA refuses a name outside the constraint before signing anything...
-      await assert.rejects(ca3.issue({ domain: "payment.example.com" }), /outside the names Three Issuing CA may certify/);
+      await assert.rejects(
+        ca3.issue({ domain: "payment.example.com" }),
+        /outside the names Three Issuing CA may certify/,
+      );
       // ...and one signed around that check fails openssl's name-constraint check.
       const keys = await generateKeyPair("ec-p256");
       const rogue = await createLeaf({
-        names: { name: "payment.example.com", dns: [], ip: [], uri: [] }, publicKey: keys.publicKey, keyType: "ec-p256",
-        issuer: await ca3.signer(int.id), validity: validityFor(new Date(), 1),
+        names: { name: "payment.example.com", dns: [], ip: [], uri: [] },
+        publicKey: keys.publicKey,
+        keyType: "ec-p256",
+        issuer: await ca3.signer(int.id),
+        validity: validityFor(new Date(), 1),
       });
       const rogueFile = join(dir3, "rogue.crt");
       writeFileSync(rogueFile, certToPem(rogue));
@@ -170,7 +206,19 @@ describe("certificate profiles, checked by openssl", () => {
       const a = await ca4.issue({ domain: "a.internal" });
       const b = await ca4.issue({ domain: "b.internal" });
       // The leaf file carries its chain; openssl takes intermediates from -untrusted.
-      const check = (file: string) => openssl(["verify", "-x509_strict", "-crl_check_all", "-CRLfile", ca4.paths.crls, "-CAfile", ca4.paths.bundle, "-untrusted", file, file]);
+      const check = (file: string) =>
+        openssl([
+          "verify",
+          "-x509_strict",
+          "-crl_check_all",
+          "-CRLfile",
+          ca4.paths.crls,
+          "-CAfile",
+          ca4.paths.bundle,
+          "-untrusted",
+          file,
+          file,
+        ]);
       assert.equal(check(a.certPath).code, 0, check(a.certPath).out);
       await ca4.revoke({ domain: "a.internal", reason: "keyCompromise" });
       const ra = check(a.certPath);
@@ -184,7 +232,14 @@ describe("certificate profiles, checked by openssl", () => {
       assert.match(crlText, /X509v3 CRL Number/);
       // A revocation appends to the stored entries; a full re-sign rebuilds the same list.
       await ca4.revoke({ domain: "b.internal", reason: "superseded" });
-      const serials = () => [...openssl(["crl", "-in", ca4.layout.issuer("int-1").crl, "-noout", "-text"]).out.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((m) => m[1]).sort();
+      const serials = () =>
+        [
+          ...openssl(["crl", "-in", ca4.layout.issuer("int-1").crl, "-noout", "-text"]).out.matchAll(
+            /Serial Number: ([0-9A-F]+)/g,
+          ),
+        ]
+          .map((m) => m[1])
+          .sort();
       const appended = serials();
       assert.deepEqual(appended, [a.serial.toUpperCase(), b.serial.toUpperCase()].sort());
       assert.match(check(b.certPath).out, /certificate revoked/);

@@ -28,7 +28,7 @@ describe("CA replicas on one PostgreSQL store", () => {
     root = tempDir("mesh-replicas-");
     dir = join(root, "pki");
     ca = await CertificateAuthority.init({ dir, name: "Replica CA", store: db.url });
-    replicas.push(...await Promise.all([1, 2, 3].map(() => startReplica({ dir, store: db.url, args: OPEN_LIMITS }))));
+    replicas.push(...(await Promise.all([1, 2, 3].map(() => startReplica({ dir, store: db.url, args: OPEN_LIMITS })))));
   });
   after(async () => {
     await Promise.all(replicas.map((r) => r.kill()));
@@ -38,16 +38,34 @@ describe("CA replicas on one PostgreSQL store", () => {
   });
 
   /** Enrols a name with its token, starting at replica `first` and failing over to the next on a connection error or a 5xx. */
-  async function enrol(name: string, token: string, first: number, live: () => Replica[]): Promise<{ status: number; serial?: string; body: string }> {
+  async function enrol(
+    name: string,
+    token: string,
+    first: number,
+    live: () => Replica[],
+  ): Promise<{ status: number; serial?: string; body: string }> {
     const csr = await makeCsr(name);
     let last: unknown;
     for (let i = 0; i < 6; i++) {
       const all = live();
       const r = all[(first + i) % all.length]!;
       try {
-        const reply = await est(r.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: bundle() });
-        if (reply.status >= 500) { last = new Error(reply.body); continue; }
-        return { status: reply.status, body: reply.body, serial: reply.status === 200 ? normalSerial(certsOf(reply.body)[0]!.serialNumber) : undefined };
+        const reply = await est(r.url, {
+          method: "POST",
+          path: ENROL,
+          headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+          body: csr.body,
+          ca: bundle(),
+        });
+        if (reply.status >= 500) {
+          last = new Error(reply.body);
+          continue;
+        }
+        return {
+          status: reply.status,
+          body: reply.body,
+          serial: reply.status === 200 ? normalSerial(certsOf(reply.body)[0]!.serialNumber) : undefined,
+        };
       } catch (err) {
         last = err;
       }
@@ -66,7 +84,17 @@ describe("CA replicas on one PostgreSQL store", () => {
   it("a token is spent once when 20 requests race with it over three replicas", async () => {
     const { token } = createToken(ca, { domain: "racer.internal" });
     const csrs = await Promise.all(Array.from({ length: 20 }, () => makeCsr("racer.internal")));
-    const replies = await Promise.all(csrs.map((c, i) => est(replicas[i % 3]!.url, { method: "POST", path: ENROL, headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: c.body, ca: bundle() })));
+    const replies = await Promise.all(
+      csrs.map((c, i) =>
+        est(replicas[i % 3]!.url, {
+          method: "POST",
+          path: ENROL,
+          headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+          body: c.body,
+          ca: bundle(),
+        }),
+      ),
+    );
     const statuses = replies.map((r) => r.status);
     assert.equal(statuses.filter((s) => s === 200).length, 1, replies.map((r) => `${r.status} ${r.body}`).join(""));
     assert.equal(statuses.filter((s) => s === 401).length, 19);
@@ -97,20 +125,32 @@ describe("CA replicas on one PostgreSQL store", () => {
     const tokens = names.map((n) => createToken(ca, { domain: n }).token);
     const alive = () => replicas.filter((r) => r.child.exitCode === null && r.child.signalCode === null);
     let killedAt = 0;
-    const burst = Promise.all(names.map((n, i) => enrol(n, tokens[i]!, i, alive).catch((err: Error) => ({ status: 0, body: err.message, serial: undefined }))));
+    const burst = Promise.all(
+      names.map((n, i) =>
+        enrol(n, tokens[i]!, i, alive).catch((err: Error) => ({ status: 0, body: err.message, serial: undefined })),
+      ),
+    );
     // Killed once it has answered some of the burst.
     await holder.lines.wait((l) => l.event === "est.enrolled" && String(l.name).startsWith("kill"), 30_000);
     killedAt = Date.now();
     await holder.kill();
     const answers = await burst;
     const survivors = replicas.filter((r) => r !== holder);
-    const taken = await Promise.race(survivors.map((r) => r.lines.wait((l) => l.event === "ca.lease_acquired", (LEASE_S + 10) * 1000)));
-    const takeoverMs = Date.parse(taken.time as string ?? "") || Date.now();
+    const taken = await Promise.race(
+      survivors.map((r) => r.lines.wait((l) => l.event === "ca.lease_acquired", (LEASE_S + 10) * 1000)),
+    );
+    const takeoverMs = Date.parse((taken.time as string) ?? "") || Date.now();
     // Lease term + one renewal tick, and slack for a loaded machine.
-    assert.ok(takeoverMs - killedAt < (LEASE_S * 1000) * 2 + 5_000, `taken over after ${takeoverMs - killedAt} ms`);
+    assert.ok(takeoverMs - killedAt < LEASE_S * 1000 * 2 + 5_000, `taken over after ${takeoverMs - killedAt} ms`);
 
     const answered = answers.filter((a) => a.status === 200);
-    assert.ok(answered.length >= names.length - 5, `most of the burst answered (${answered.length}/${names.length}): ${answers.filter((a) => a.status !== 200).map((a) => a.body).join(" | ")}`);
+    assert.ok(
+      answered.length >= names.length - 5,
+      `most of the burst answered (${answered.length}/${names.length}): ${answers
+        .filter((a) => a.status !== 200)
+        .map((a) => a.body)
+        .join(" | ")}`,
+    );
     const serials = answered.map((a) => a.serial!);
     assert.equal(new Set(serials).size, serials.length, "no serial twice");
     for (const s of serials) assert.equal(ca.ledger.bySerial(s)?.status, "valid", `answered ${s} is in the ledger`);
@@ -121,7 +161,8 @@ describe("CA replicas on one PostgreSQL store", () => {
       const a = answers[i]!;
       const spent = ca.ledger.token(hashToken(tokens[i]!));
       if (a.status === 200) assert.equal(spent?.used_by, a.serial, `${n}: the token names the certificate answered`);
-      if (spent?.used_by) assert.equal(rows[0]?.serial, spent.used_by, `${n}: a spent token names the one certificate in the ledger`);
+      if (spent?.used_by)
+        assert.equal(rows[0]?.serial, spent.used_by, `${n}: a spent token names the one certificate in the ledger`);
       // A request whose answer died with the replica may have spent its token: then its retry is refused as used, never issued twice.
       if (a.status !== 200) assert.ok(a.status === 401 || a.status === 0, `${n}: ${a.status} ${a.body}`);
     }

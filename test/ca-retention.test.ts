@@ -36,7 +36,10 @@ describe("ca prune and the CRL's expired serials (injected clock)", () => {
     now = new Date(T0.getTime() + 5 * DAY_MS);
     kept = (await ca.issue({ domain: "recent.internal", days: 1 })).serial;
   });
-  after(() => { ca.close(); cleanup(dir); });
+  after(() => {
+    ca.close();
+    cleanup(dir);
+  });
 
   it("lists the revoked serial on the CRL while the certificate is valid", () => {
     assert.deepEqual(crlSerials(ca.layout.issuer("root-1").crl), [revoked]);
@@ -47,7 +50,11 @@ describe("ca prune and the CRL's expired serials (injected clock)", () => {
     assert.deepEqual([...(await expiredOnCrls(ca)).entries()], [["root-1", [revoked]]]);
     // The last CRL was signed at the revocation (T0), before the expiry: this rebuild must still list it.
     await ca.publishCrls();
-    assert.deepEqual(crlSerials(ca.layout.issuer("root-1").crl), [revoked], "dropped before any CRL signed after its expiry listed it");
+    assert.deepEqual(
+      crlSerials(ca.layout.issuer("root-1").crl),
+      [revoked],
+      "dropped before any CRL signed after its expiry listed it",
+    );
     now = new Date(now.getTime() + HOUR);
     await ca.publishCrls();
     assert.deepEqual(crlSerials(ca.layout.issuer("root-1").crl), []);
@@ -110,9 +117,15 @@ describe("npm run ca -- prune", () => {
     assert.deepEqual([d.certs, d.dryRun, d.cutoff], [1, true, new Date(T0.getTime() + 3 * DAY_MS).toISOString()]);
     const run = await runCa(["prune", "--dir", dir, "--older-than", "7d"], { env });
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /^deleted 1 certificate\(s\) and 0 enrolment token\(s\) expired before 2027-05-04T00:00:00.000Z$/m);
+    assert.match(
+      run.stdout,
+      /^deleted 1 certificate\(s\) and 0 enrolment token\(s\) expired before 2027-05-04T00:00:00.000Z$/m,
+    );
     const list = await runCa(["list", "--dir", dir, "--all", "--json"], { env });
-    assert.deepEqual((JSON.parse(list.stdout) as { domain?: string; name?: string }[]).map((r) => r.name ?? r.domain), ["b.internal"]);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as { domain?: string; name?: string }[]).map((r) => r.name ?? r.domain),
+      ["b.internal"],
+    );
   });
 
   it("a bad --older-than is one line and exit 2, and deletes nothing", async () => {
@@ -128,7 +141,9 @@ describe("npm run ca -- prune", () => {
 
 describe("ca serve prunes on its own", () => {
   let t: TestCa;
-  before(async () => { t = await startCa({ retentionMs: 2 * DAY_MS }); });
+  before(async () => {
+    t = await startCa({ retentionMs: 2 * DAY_MS });
+  });
   after(() => t.stop());
 
   it("deletes what expired more than --retention ago and logs ca.pruned", async () => {
@@ -150,7 +165,12 @@ describe("ca serve prunes on its own", () => {
       await off.ca.issue({ domain: "kept.internal", days: 1 });
       off.shift(400 * DAY_MS);
       assert.equal(await off.server.prune(), undefined);
-      assert.equal(off.ca.list({ all: true }).filter((c) => c.domain === "kept.internal" || (c as { name?: string }).name === "kept.internal").length, 1);
+      assert.equal(
+        off.ca
+          .list({ all: true })
+          .filter((c) => c.domain === "kept.internal" || (c as { name?: string }).name === "kept.internal").length,
+        1,
+      );
     } finally {
       await off.stop();
     }

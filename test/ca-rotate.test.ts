@@ -18,13 +18,26 @@ const CLI = join(ROOT, "ca", "cli.ts");
 
 /** A mesh service's identity agent, by hand: its key, its certificate, the bundle it holds. */
 class Service {
-  private constructor(readonly name: string, private readonly t: TestCa, public cert: string, public key: string, public trust: string, public etag: string | null) {}
+  private constructor(
+    readonly name: string,
+    private readonly t: TestCa,
+    public cert: string,
+    public key: string,
+    public trust: string,
+    public etag: string | null,
+  ) {}
 
   static async enrol(t: TestCa, name: string): Promise<Service> {
     const { token } = createToken(t.ca, { domain: name, ttlMs: 600_000 });
     const csr = await makeCsr(name);
     const trust = t.bundle();
-    const r = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: trust });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simpleenroll",
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: csr.body,
+      ca: trust,
+    });
     assert.equal(r.status, 200, r.body);
     return new Service(name, t, pemOf(certsOf(r.body)), csr.keyPem, trust, null);
   }
@@ -32,7 +45,11 @@ class Service {
   /** GET cacerts over mTLS with If-None-Match; keeps a new bundle; says whether the CA hinted renew-now. */
   async poll(): Promise<{ status: number; renewNow: boolean }> {
     const r = await est(this.t.server.url, {
-      path: "/.well-known/est/cacerts", headers: this.etag ? { "If-None-Match": this.etag } : {}, ca: this.trust, cert: this.cert, key: this.key,
+      path: "/.well-known/est/cacerts",
+      headers: this.etag ? { "If-None-Match": this.etag } : {},
+      ca: this.trust,
+      cert: this.cert,
+      key: this.key,
     });
     assert.ok(r.status === 200 || r.status === 304, `${this.name}: cacerts ${r.status} ${r.body}`);
     if (r.status === 200) {
@@ -59,7 +76,15 @@ class Service {
   /** simplereenroll over mTLS with the current certificate and a new key. */
   async renew(): Promise<void> {
     const csr = await makeCsr(this.name);
-    const r = await est(this.t.server.url, { method: "POST", path: "/.well-known/est/simplereenroll", headers: PKCS10, body: csr.body, ca: this.trust, cert: this.cert, key: this.key });
+    const r = await est(this.t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simplereenroll",
+      headers: PKCS10,
+      body: csr.body,
+      ca: this.trust,
+      cert: this.cert,
+      key: this.key,
+    });
     assert.equal(r.status, 200, `${this.name}: renewal ${r.status} ${r.body}`);
     this.cert = pemOf(certsOf(r.body));
     this.key = csr.keyPem;
@@ -86,7 +111,15 @@ class Service {
   }
 }
 
-interface GateEvent { event: string; gate: string; state: string; waitingFor: string[]; why: Record<string, string>; msg: string; rotation: number }
+interface GateEvent {
+  event: string;
+  gate: string;
+  state: string;
+  waitingFor: string[];
+  why: Record<string, string>;
+  msg: string;
+  rotation: number;
+}
 
 const children = new Set<ReturnType<typeof spawn>>();
 /** A failed test must not leave a rotate process waiting out its timeout. */
@@ -97,9 +130,15 @@ function killChildren(): void {
 
 /** The rotate CLI as a process, its JSON lines parsed as they come. */
 function rotate(dir: string, args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ["--import", TSX, CLI, "rotate", "--dir", dir, "--json", "--interval", "1s", ...args], {
-    cwd: ROOT, env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_CRASH_AT: "", ...env }, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", TSX, CLI, "rotate", "--dir", dir, "--json", "--interval", "1s", ...args],
+    {
+      cwd: ROOT,
+      env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_CRASH_AT: "", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   children.add(child);
   const events: GateEvent[] = [];
   let waiters: Array<{ pred: (e: GateEvent) => boolean; resolve: (e: GateEvent) => void }> = [];
@@ -120,13 +159,29 @@ function rotate(dir: string, args: string[], env: Record<string, string> = {}) {
     }
   });
   child.stderr.on("data", (d) => (stderr += d));
-  const done = new Promise<Run>((resolve) => child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })));
+  const done = new Promise<Run>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
   const wait = (pred: (e: GateEvent) => boolean, ms = 20_000) => {
     const found = events.find(pred);
     if (found) return Promise.resolve(found);
     return new Promise<GateEvent>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no such rotate.gate event within ${ms} ms; have:\n${events.map((e) => JSON.stringify(e)).join("\n")}\nstderr: ${stderr}`)), ms);
-      waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `no such rotate.gate event within ${ms} ms; have:\n${events.map((e) => JSON.stringify(e)).join("\n")}\nstderr: ${stderr}`,
+            ),
+          ),
+        ms,
+      );
+      waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(t);
+          resolve(e);
+        },
+      });
     });
   };
   return { child, events, wait, done };
@@ -134,9 +189,14 @@ function rotate(dir: string, args: string[], env: Record<string, string> = {}) {
 
 const same = (a: string[], b: string[]) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
 const signer = (t: TestCa) => t.ca.ledger.getMeta("signer");
-const rotationRow = (t: TestCa) => sqliteLedger(t.ca.ledger).db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as { id: number; phase: string; from_generation: number; to_generation: number } | undefined;
+const rotationRow = (t: TestCa) =>
+  sqliteLedger(t.ca.ledger).db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as
+    | { id: number; phase: string; from_generation: number; to_generation: number }
+    | undefined;
 
-test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves the signer, the hint makes clients renew, gate 3 waits for the old generation to drain, then retires it", { timeout: 120_000 }, async () => {
+test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves the signer, the hint makes clients renew, gate 3 waits for the old generation to drain, then retires it", {
+  timeout: 120_000,
+}, async () => {
   const t = await startCa();
   try {
     const [a, b, c] = await Promise.all(["a.internal", "b.internal", "c.internal"].map((n) => Service.enrol(t, n)));
@@ -151,7 +211,9 @@ test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves
 
     await a!.pollUntil(2);
     await b!.pollUntil(2);
-    const onlyC = await run.wait((e) => e.gate === "prepare" && e.state === "waiting" && same(e.waitingFor, ["c.internal"]));
+    const onlyC = await run.wait(
+      (e) => e.gate === "prepare" && e.state === "waiting" && same(e.waitingFor, ["c.internal"]),
+    );
     assert.match(onlyC.msg, /1 of 3 enrolled identities/);
     // The gate holds: generation 1 still signs, and a second run is refused while this one lives.
     assert.equal(signer(t), "root-1");
@@ -165,11 +227,16 @@ test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves
     assert.equal(signer(t), "root-2", "gate 2 made generation 2 the signer");
 
     // Gate 3 waits for the three identities still on generation 1 (ca.internal follows on its own).
-    await run.wait((e) => e.gate === "retire" && e.state === "waiting" && same(e.waitingFor, ["a.internal", "b.internal", "c.internal"]));
+    await run.wait(
+      (e) =>
+        e.gate === "retire" && e.state === "waiting" && same(e.waitingFor, ["a.internal", "b.internal", "c.internal"]),
+    );
     await a!.renewWhenTold();
     await b!.renewWhenTold();
     assert.match(a!.issuerCn(), /CN=Acme Corp CA G2/);
-    const lastC = await run.wait((e) => e.gate === "retire" && e.state === "waiting" && same(e.waitingFor, ["c.internal"]));
+    const lastC = await run.wait(
+      (e) => e.gate === "retire" && e.state === "waiting" && same(e.waitingFor, ["c.internal"]),
+    );
     assert.match(lastC.why["c.internal"]!, /Mesh-Renew-Now: 1/);
     assert.equal(await a!.step(), false, "no hint once on the signing generation");
     assert.equal(t.ca.generation(1).root.state, "published", "gate 3 holds while c.internal chains to generation 1");
@@ -193,15 +260,19 @@ test("rotate: gate 1 waits for every identity to hold the new root, gate 2 moves
     // The clients pick up the bundle without generation 1 at their next poll.
     await a!.pollUntil(1);
     // Every gate was logged as rotate.gate with gate, state and waitingFor (the dashboard marks them).
-    for (const e of run.events) assert.ok(e.event === "rotate.gate" && e.gate && e.state && Array.isArray(e.waitingFor), JSON.stringify(e));
-    for (const line of end.stdout.trim().split("\n")) assert.equal(line.match(/"msg":/g)?.length, 1, `one msg per line: ${line}`);
+    for (const e of run.events)
+      assert.ok(e.event === "rotate.gate" && e.gate && e.state && Array.isArray(e.waitingFor), JSON.stringify(e));
+    for (const line of end.stdout.trim().split("\n"))
+      assert.equal(line.match(/"msg":/g)?.length, 1, `one msg per line: ${line}`);
   } finally {
     killChildren();
     await t.stop();
   }
 });
 
-test("rotate: killed after gate 1, a re-run resumes at gate 2 without adding another generation", { timeout: 120_000 }, async () => {
+test("rotate: killed after gate 1, a re-run resumes at gate 2 without adding another generation", {
+  timeout: 120_000,
+}, async () => {
   const t = await startCa();
   try {
     const a = await Service.enrol(t, "a.internal");
@@ -223,14 +294,22 @@ test("rotate: killed after gate 1, a re-run resumes at gate 2 without adding ano
     const end = await again.done;
     assert.equal(end.code, 0, end.stderr);
     assert.ok(!again.events.some((e) => e.gate === "prepare"), "gate 1 is not run again");
-    assert.deepEqual(t.ca.generations().map((g) => [g.generation, g.root.state]), [[1, "retired"], [2, "published"]]);
+    assert.deepEqual(
+      t.ca.generations().map((g) => [g.generation, g.root.state]),
+      [
+        [1, "retired"],
+        [2, "published"],
+      ],
+    );
   } finally {
     killChildren();
     await t.stop();
   }
 });
 
-test("rotate: a gate that times out names who never arrived, exits non-zero, and a re-run changes nothing until they do", { timeout: 120_000 }, async () => {
+test("rotate: a gate that times out names who never arrived, exits non-zero, and a re-run changes nothing until they do", {
+  timeout: 120_000,
+}, async () => {
   const t = await startCa();
   try {
     const a = await Service.enrol(t, "a.internal");
@@ -241,7 +320,10 @@ test("rotate: a gate that times out names who never arrived, exits non-zero, and
     const r = await run.done;
     assert.equal(r.code, 3, r.stderr);
     const error = r.stderr.trimEnd().split("\n").at(-1)!;
-    assert.match(error, /^error: gate 1 \(prepare\) timed out after 4\.0s: still waiting for b\.internal; rotation 1 stays at prepare/);
+    assert.match(
+      error,
+      /^error: gate 1 \(prepare\) timed out after 4\.0s: still waiting for b\.internal; rotation 1 stays at prepare/,
+    );
     assert.match(error, /npm run ca -- rotate --dir \S+ --status/, "the suggestion carries the --dir given");
     const timeout = run.events.find((e) => e.state === "timeout")!;
     assert.deepEqual(timeout.waitingFor, ["b.internal"]);
@@ -267,7 +349,9 @@ test("rotate: a gate that times out names who never arrived, exits non-zero, and
   }
 });
 
-test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it for the next run to resume at once", { timeout: 60_000 }, async () => {
+test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it for the next run to resume at once", {
+  timeout: 60_000,
+}, async () => {
   const t = await startCa();
   try {
     await Service.enrol(t, "a.internal"); // never polls: gate 1 waits
@@ -276,9 +360,15 @@ test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it fo
     run.child.kill("SIGINT");
     const r = await run.done;
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stderr, /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate --dir \S+ again to carry on$/m);
+    assert.match(
+      r.stderr,
+      /^error: interrupted at gate 1 \(prepare\): rotation 1 stays there; run npm run ca -- rotate --dir \S+ again to carry on$/m,
+    );
     assert.ok(run.events.some((e) => e.state === "interrupted" && same(e.waitingFor, ["a.internal"])));
-    const row = sqliteLedger(t.ca.ledger).db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as { phase: string; owner: string | null };
+    const row = sqliteLedger(t.ca.ledger).db.prepare("SELECT phase, owner FROM rotations WHERE id = 1").get() as {
+      phase: string;
+      owner: string | null;
+    };
     assert.deepEqual(row, { phase: "prepare", owner: null }, "the lease is released, the phase kept");
 
     const again = rotate(t.dir, ["--timeout", "2s"]);
@@ -294,7 +384,9 @@ test("rotate: Ctrl-C at a gate stops it cleanly, keeps its state and frees it fo
   }
 });
 
-test("rotate without a server: file-mode certificates are not waited for at gate 1, gate 3 names them with the renew command, and the re-run after it finishes", { timeout: 60_000 }, async () => {
+test("rotate without a server: file-mode certificates are not waited for at gate 1, gate 3 names them with the renew command, and the re-run after it finishes", {
+  timeout: 60_000,
+}, async () => {
   const root = tempDir();
   try {
     const dir = join(root, "pki");
@@ -305,7 +397,10 @@ test("rotate without a server: file-mode certificates are not waited for at gate
     assert.match(first.stdout, /not waited for: files\.internal holds a file-mode certificate/);
     assert.match(first.stdout, /gate 2\/3 activate passed/);
     assert.match(first.stderr, /files\.internal .*run: npm run ca -- renew --domain files\.internal/);
-    assert.match(first.stderr, /^error: gate 3 \(retire\) timed out after 2\.0s: still waiting for files\.internal; rotation 1 stays at retire/m);
+    assert.match(
+      first.stderr,
+      /^error: gate 3 \(retire\) timed out after 2\.0s: still waiting for files\.internal; rotation 1 stays at retire/m,
+    );
 
     assert.equal((await cli(["renew", "--dir", dir, "--domain", "files.internal"])).code, 0);
     const second = await cli(["rotate", "--dir", dir, "--timeout", "5s"]);
@@ -321,7 +416,9 @@ test("rotate without a server: file-mode certificates are not waited for at gate
   }
 });
 
-test("rotate --in-use: gate 3 holds after the renewal until the service has presented its new certificate, also when resumed without the flag", { timeout: 60_000 }, async () => {
+test("rotate --in-use: gate 3 holds after the renewal until the service has presented its new certificate, also when resumed without the flag", {
+  timeout: 60_000,
+}, async () => {
   const t = await startCa();
   try {
     const a = await Service.enrol(t, "a.internal");
@@ -330,14 +427,18 @@ test("rotate --in-use: gate 3 holds after the renewal until the service has pres
     await a.pollUntil(2);
     await run.wait((e) => e.gate === "activate" && e.state === "passed");
     await a.renewWhenTold();
-    const held = await run.wait((e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""));
+    const held = await run.wait(
+      (e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""),
+    );
     assert.match(held.why["a.internal"]!, /presented serial [0-9a-f]+ of generation 1/);
     assert.equal(t.ca.generation(1).root.state, "published", "issued is not in use: generation 1 stays");
     // Stopped and resumed without the flag: the rotation remembers it.
     run.child.kill("SIGINT");
     assert.equal((await run.done).code, 3);
     const again = rotate(t.dir, ["--timeout", "60s"]);
-    await again.wait((e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""));
+    await again.wait(
+      (e) => e.gate === "retire" && e.state === "waiting" && /has not presented it yet/.test(e.why["a.internal"] ?? ""),
+    );
     assert.equal((await a.poll()).renewNow, false);
     const end = await again.done;
     assert.equal(end.code, 0, end.stderr);
@@ -349,40 +450,101 @@ test("rotate --in-use: gate 3 holds after the renewal until the service has pres
 });
 
 /** The CN of every certificate in a PEM file, in file order. */
-const cnsIn = (file: string) => x509.PemConverter.decode(readFileSync(file, "utf8")).map((d) => new x509.X509Certificate(d).subjectName.getField("CN")[0]);
-const issuers = (dir: string) => (ledgerRows(dir).map((l) => JSON.parse(l)).filter((r) => r.kind) as { id: string; kind: string; generation: number; name: string; state: string; parent: string | null }[]);
+const cnsIn = (file: string) =>
+  x509.PemConverter.decode(readFileSync(file, "utf8")).map(
+    (d) => new x509.X509Certificate(d).subjectName.getField("CN")[0],
+  );
+const issuers = (dir: string) =>
+  ledgerRows(dir)
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.kind) as {
+    id: string;
+    kind: string;
+    generation: number;
+    name: string;
+    state: string;
+    parent: string | null;
+  }[];
 
-test("rotate with an issuing intermediate: the new generation gets one with the same name constraints and key type, it signs after activation (chain = leaf + it), and a crash after creating it does not make a second", { timeout: 90_000 }, async () => {
+test("rotate with an issuing intermediate: the new generation gets one with the same name constraints and key type, it signs after activation (chain = leaf + it), and a crash after creating it does not make a second", {
+  timeout: 90_000,
+}, async () => {
   const root = tempDir();
   try {
     const dir = join(root, "pki");
     assert.equal((await cli(["init", "--dir", dir, "--name", "Mesh Dev CA"])).code, 0);
-    const int1 = await cli(["intermediate", "--dir", dir, "--name", "Mesh Dev Issuing CA", "--permit-dns", "internal", "--key-type", "ec-p384"]);
+    const int1 = await cli([
+      "intermediate",
+      "--dir",
+      dir,
+      "--name",
+      "Mesh Dev Issuing CA",
+      "--permit-dns",
+      "internal",
+      "--key-type",
+      "ec-p384",
+    ]);
     assert.equal(int1.code, 0, int1.stderr);
     assert.equal((await cli(["issue", "--dir", dir, "--domain", "files.internal"])).code, 0);
-    assert.deepEqual(cnsIn(join(dir, "certs", "files.internal.crt")).slice(1), ["Mesh Dev Issuing CA"], "the mesh sends leaf + intermediate, never the root");
+    assert.deepEqual(
+      cnsIn(join(dir, "certs", "files.internal.crt")).slice(1),
+      ["Mesh Dev Issuing CA"],
+      "the mesh sends leaf + intermediate, never the root",
+    );
 
     // Killed right after gate 1 made the new intermediate, before it published anything.
-    const killed = await cli(["rotate", "--dir", dir, "--timeout", "2s"], { env: { MESH_CA_CRASH_AT: "rotate:publish" } });
+    const killed = await cli(["rotate", "--dir", dir, "--timeout", "2s"], {
+      env: { MESH_CA_CRASH_AT: "rotate:publish" },
+    });
     assert.equal(killed.signal, "SIGKILL", killed.stderr);
     const made = issuers(dir).filter((r) => r.kind === "intermediate" && r.generation === 2);
-    assert.deepEqual(made.map((r) => [r.id, r.name, r.parent, r.state]), [["int-2", "Mesh Dev Issuing CA G2", "root-2", "pending"]]);
-    assert.equal(ledgerRows(dir).map((l) => JSON.parse(l)).find((r) => r.key === "signer")?.value, "int-1", "the old intermediate signs until gate 2");
+    assert.deepEqual(
+      made.map((r) => [r.id, r.name, r.parent, r.state]),
+      [["int-2", "Mesh Dev Issuing CA G2", "root-2", "pending"]],
+    );
+    assert.equal(
+      ledgerRows(dir)
+        .map((l) => JSON.parse(l))
+        .find((r) => r.key === "signer")?.value,
+      "int-1",
+      "the old intermediate signs until gate 2",
+    );
 
     // The re-run adopts it, passes gates 1 and 2, and waits at gate 3 for the file-mode certificate.
     const first = await cli(["rotate", "--dir", dir, "--timeout", "2s"]);
     assert.equal(first.code, 3, first.stderr);
     assert.match(first.stdout, /resuming rotation 1 .* at gate 1 \(prepare\)/);
-    assert.match(first.stdout, /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, added earlier\)/);
-    assert.match(first.stdout, /gate 2\/3 activate passed .*generation 2 signs new certificates \(int-2, Mesh Dev Issuing CA G2\)/);
-    assert.deepEqual(issuers(dir).filter((r) => r.kind === "intermediate").map((r) => [r.id, r.generation, r.state]), [["int-1", 1, "published"], ["int-2", 2, "published"]], "no second intermediate");
+    assert.match(
+      first.stdout,
+      /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, added earlier\)/,
+    );
+    assert.match(
+      first.stdout,
+      /gate 2\/3 activate passed .*generation 2 signs new certificates \(int-2, Mesh Dev Issuing CA G2\)/,
+    );
+    assert.deepEqual(
+      issuers(dir)
+        .filter((r) => r.kind === "intermediate")
+        .map((r) => [r.id, r.generation, r.state]),
+      [
+        ["int-1", 1, "published"],
+        ["int-2", 2, "published"],
+      ],
+      "no second intermediate",
+    );
 
     // The new intermediate: under root-2, the same constraints and key type as the old one.
     const int2 = join(dir, "intermediates", "2", "ca.crt");
     const nc = openssl(["x509", "-in", int2, "-noout", "-ext", "nameConstraints"]);
     assert.match(nc.out, /X509v3 Name Constraints: critical\n\s+Permitted:\n\s+DNS:internal\n/);
-    assert.equal(nc.out, openssl(["x509", "-in", join(dir, "intermediates", "1", "ca.crt"), "-noout", "-ext", "nameConstraints"]).out);
-    assert.match(openssl(["x509", "-in", int2, "-noout", "-issuer", "-text"]).out, /issuer=CN\s*=\s*Mesh Dev CA G2[\s\S]*ASN1 OID: secp384r1/);
+    assert.equal(
+      nc.out,
+      openssl(["x509", "-in", join(dir, "intermediates", "1", "ca.crt"), "-noout", "-ext", "nameConstraints"]).out,
+    );
+    assert.match(
+      openssl(["x509", "-in", int2, "-noout", "-issuer", "-text"]).out,
+      /issuer=CN\s*=\s*Mesh Dev CA G2[\s\S]*ASN1 OID: secp384r1/,
+    );
 
     // A leaf renewed now comes from int-2, its chain file is leaf + int-2, and openssl accepts it.
     const renewed = await cli(["renew", "--dir", dir, "--domain", "files.internal"]);
@@ -391,24 +553,58 @@ test("rotate with an issuing intermediate: the new generation gets one with the 
     assert.deepEqual(cnsIn(leaf), ["files.internal", "Mesh Dev Issuing CA G2"]);
     assert.match(openssl(["x509", "-in", leaf, "-noout", "-issuer"]).out, /CN\s*=\s*Mesh Dev Issuing CA G2/);
     const chain = join(root, "chain.pem");
-    writeFileSync(chain, x509.PemConverter.decode(readFileSync(leaf, "utf8")).slice(1).map((d) => new x509.X509Certificate(d).toString("pem")).join("\n"));
+    writeFileSync(
+      chain,
+      x509.PemConverter.decode(readFileSync(leaf, "utf8"))
+        .slice(1)
+        .map((d) => new x509.X509Certificate(d).toString("pem"))
+        .join("\n"),
+    );
     const v = openssl(["verify", "-CAfile", join(dir, "bundle.pem"), "-untrusted", chain, leaf]);
     assert.equal(v.code, 0, v.out);
 
     // Gate 3 passes; retiring generation 1 retires its intermediate, whose CRL is no longer published.
     const second = await cli(["rotate", "--dir", dir, "--timeout", "5s"]);
     assert.equal(second.code, 0, second.stderr);
-    assert.deepEqual(issuers(dir).map((r) => [r.id, r.state]), [["int-1", "retired"], ["int-2", "published"], ["root-1", "retired"], ["root-2", "published"]]);
+    assert.deepEqual(
+      issuers(dir).map((r) => [r.id, r.state]),
+      [
+        ["int-1", "retired"],
+        ["int-2", "published"],
+        ["root-1", "retired"],
+        ["root-2", "published"],
+      ],
+    );
     const crls = readFileSync(join(dir, "crls.pem"), "utf8");
-    const crlIssuers = [...crls.matchAll(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g)].map((m) => openssl(["crl", "-noout", "-issuer"], m[0]).out.trim());
-    assert.deepEqual(crlIssuers.map((s) => s.replace(/^issuer=\s*CN\s*=\s*/, "")), ["Mesh Dev CA G2", "Mesh Dev Issuing CA G2"]);
-    assert.equal(openssl(["verify", "-crl_check_all", "-CAfile", join(dir, "bundle.pem"), "-CRLfile", join(dir, "crls.pem"), "-untrusted", chain, leaf]).code, 0);
+    const crlIssuers = [...crls.matchAll(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g)].map((m) =>
+      openssl(["crl", "-noout", "-issuer"], m[0]).out.trim(),
+    );
+    assert.deepEqual(
+      crlIssuers.map((s) => s.replace(/^issuer=\s*CN\s*=\s*/, "")),
+      ["Mesh Dev CA G2", "Mesh Dev Issuing CA G2"],
+    );
+    assert.equal(
+      openssl([
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        join(dir, "bundle.pem"),
+        "-CRLfile",
+        join(dir, "crls.pem"),
+        "-untrusted",
+        chain,
+        leaf,
+      ]).code,
+      0,
+    );
   } finally {
     cleanup(root);
   }
 });
 
-test("rotate online with an issuing intermediate: a re-run after gate 1 timed out adopts the new intermediate, and clients renew onto it", { timeout: 120_000 }, async () => {
+test("rotate online with an issuing intermediate: a re-run after gate 1 timed out adopts the new intermediate, and clients renew onto it", {
+  timeout: 120_000,
+}, async () => {
   const t = await startCa();
   try {
     await t.ca.createIntermediate({ name: "Mesh Dev Issuing CA", permitDns: ["internal"] });
@@ -416,24 +612,48 @@ test("rotate online with an issuing intermediate: a re-run after gate 1 timed ou
     assert.match(a.issuerCn(), /CN=Mesh Dev Issuing CA$/);
     const first = rotate(t.dir, ["--timeout", "3s"]);
     const made = await first.wait((e) => e.gate === "prepare" && /added the issuing CA/.test(e.msg));
-    assert.match(made.msg, /added the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, permitted DNS internal, ec-p256\): it signs from gate 2/);
+    assert.match(
+      made.msg,
+      /added the issuing CA Mesh Dev Issuing CA G2 \(int-2, under generation 2, permitted DNS internal, ec-p256\): it signs from gate 2/,
+    );
     assert.equal((await first.done).code, 3, "a.internal never polled: gate 1 timed out");
-    const intermediates = () => t.ca.ledger.issuers().filter((r) => r.kind === "intermediate").map((r) => [r.id, r.generation, r.parent]);
-    assert.deepEqual(intermediates(), [["int-1", 1, "root-1"], ["int-2", 2, "root-2"]]);
+    const intermediates = () =>
+      t.ca.ledger
+        .issuers()
+        .filter((r) => r.kind === "intermediate")
+        .map((r) => [r.id, r.generation, r.parent]);
+    assert.deepEqual(intermediates(), [
+      ["int-1", 1, "root-1"],
+      ["int-2", 2, "root-2"],
+    ]);
     assert.equal(signer(t), "int-1");
 
     const again = rotate(t.dir, ["--timeout", "60s"]);
     await again.wait((e) => e.gate === "prepare" && e.state === "waiting");
-    assert.ok(again.events.some((e) => /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2/.test(e.msg)), JSON.stringify(again.events));
+    assert.ok(
+      again.events.some((e) => /adopted the issuing CA Mesh Dev Issuing CA G2 \(int-2/.test(e.msg)),
+      JSON.stringify(again.events),
+    );
     await a.pollUntil(2);
     await again.wait((e) => e.gate === "activate" && e.state === "passed");
     assert.equal(signer(t), "int-2", "gate 2 made the new intermediate the signer");
     await a.renewWhenTold();
     const chain = x509.PemConverter.decode(a.cert).map((d) => new x509.X509Certificate(d).subject);
-    assert.deepEqual(chain, ["CN=a.internal", "CN=Mesh Dev Issuing CA G2"], "served: leaf + the new intermediate, no root");
+    assert.deepEqual(
+      chain,
+      ["CN=a.internal", "CN=Mesh Dev Issuing CA G2"],
+      "served: leaf + the new intermediate, no root",
+    );
     const end = await again.done;
     assert.equal(end.code, 0, end.stderr);
-    assert.deepEqual(intermediates(), [["int-1", 1, "root-1"], ["int-2", 2, "root-2"]], "still one intermediate per generation");
+    assert.deepEqual(
+      intermediates(),
+      [
+        ["int-1", 1, "root-1"],
+        ["int-2", 2, "root-2"],
+      ],
+      "still one intermediate per generation",
+    );
     assert.equal(t.ca.issuerRow("int-1").state, "retired");
   } finally {
     killChildren();

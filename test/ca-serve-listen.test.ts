@@ -35,13 +35,17 @@ test("--san names go into the server certificate, and a client checking one of t
   const t = await startCa({ host: "127.0.0.1", names: ["127.0.0.2", "ca-alias.internal"] });
   try {
     const cert = new X509Certificate(t.server.certificatePem);
-    for (const want of ["IP Address:127.0.0.1", "IP Address:127.0.0.2", "DNS:ca-alias.internal"]) assert.ok(cert.subjectAltName?.includes(want), `${want} not in ${cert.subjectAltName}`);
+    for (const want of ["IP Address:127.0.0.1", "IP Address:127.0.0.2", "DNS:ca-alias.internal"])
+      assert.ok(cert.subjectAltName?.includes(want), `${want} not in ${cert.subjectAltName}`);
     assert.equal(t.server.url, `https://127.0.0.1:${t.server.listeningPort}`);
     const ok = await new Promise<boolean>((resolve, reject) => {
-      const sock = connect({ host: "127.0.0.1", port: t.server.listeningPort, servername: "ca-alias.internal", ca: t.bundle() }, () => {
-        resolve(sock.authorized);
-        sock.end();
-      });
+      const sock = connect(
+        { host: "127.0.0.1", port: t.server.listeningPort, servername: "ca-alias.internal", ca: t.bundle() },
+        () => {
+          resolve(sock.authorized);
+          sock.end();
+        },
+      );
       sock.on("error", reject);
     });
     assert.equal(ok, true);

@@ -16,7 +16,8 @@ describe("the CA's commands on PostgreSQL", () => {
   let db: TestDb;
   let root: string;
   let dir: string;
-  const run = (args: string[], env: Record<string, string> = {}) => cli([...args, "--dir", dir], { env: { MESH_CA_STORE: db.url, ...env } });
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    cli([...args, "--dir", dir], { env: { MESH_CA_STORE: db.url, ...env } });
 
   before(async () => {
     db = await createDb();
@@ -40,8 +41,16 @@ describe("the CA's commands on PostgreSQL", () => {
     assert.match(token.stdout, /^mt1\./);
     assert.equal((await run(["revoke", "--domain", "a.internal", "--reason", "keyCompromise"])).code, 0);
     assert.equal((await run(["renew", "--domain", "b.internal"])).code, 0);
-    const list = JSON.parse((await run(["list", "--all", "--json"])).stdout) as Array<{ domain: string; status: string }>;
-    assert.deepEqual(list.map((r) => `${r.domain}:${r.status}`).sort(), ["a.internal:REVOKED", "b.internal:SUPERSEDED", "b.internal:VALID", "c.internal:VALID"]);
+    const list = JSON.parse((await run(["list", "--all", "--json"])).stdout) as Array<{
+      domain: string;
+      status: string;
+    }>;
+    assert.deepEqual(list.map((r) => `${r.domain}:${r.status}`).sort(), [
+      "a.internal:REVOKED",
+      "b.internal:SUPERSEDED",
+      "b.internal:VALID",
+      "c.internal:VALID",
+    ]);
     const status = JSON.parse((await run(["status", "--json"])).stdout) as { counts: Record<string, number> };
     assert.deepEqual(status.counts, { VALID: 2, EXPIRED: 0, REVOKED: 1, SUPERSEDED: 1 });
     // The CRL carries the revocation, from the store as from the file.
@@ -118,8 +127,20 @@ describe("what both stores share", () => {
   it("pruneExpired deletes what expired before the cut, whatever its status, on both", () => {
     for (const s of stores) {
       const row = (serial: string, notAfter: string, status: "valid" | "revoked" | "superseded") => ({
-        serial, name: `${serial}.internal`, sans: "{}", issuer_id: "root-1", key_type: "ec-p256", not_before: "2020-01-01T00:00:00.000Z", not_after: notAfter,
-        status, revoked_at: null, reason: null, superseded_by: null, source: "issue" as const, created_at: "2020-01-01T00:00:00.000Z", pem: "x",
+        serial,
+        name: `${serial}.internal`,
+        sans: "{}",
+        issuer_id: "root-1",
+        key_type: "ec-p256",
+        not_before: "2020-01-01T00:00:00.000Z",
+        not_after: notAfter,
+        status,
+        revoked_at: null,
+        reason: null,
+        superseded_by: null,
+        source: "issue" as const,
+        created_at: "2020-01-01T00:00:00.000Z",
+        pem: "x",
       });
       s.write(() => {
         s.insertCert(row("aa01", "2021-01-01T00:00:00.000Z", "valid"));
@@ -197,7 +218,11 @@ describe("ca store-copy", () => {
       try {
         assert.equal(ca.trustDomain(), "acme.test");
         const { checkToken } = await import("../ca/tokens.ts");
-        assert.equal(checkToken(ca.ledger, token, "c.internal", new Date()).ok, true, "a token made before the copy works after it");
+        assert.equal(
+          checkToken(ca.ledger, token, "c.internal", new Date()).ok,
+          true,
+          "a token made before the copy works after it",
+        );
         assert.ok(ca.ledger.signedCrl("root-1"));
       } finally {
         ca.close();

@@ -13,7 +13,10 @@ describe("ca token: reserved names and live certificates", { concurrency: 1 }, (
   let dir: string;
   before(async () => {
     dir = join(tempDir(), "pki");
-    assert.equal((await ca(["init", "--name", "Acme Corp CA", "--dir", dir, "--trust-domain", "acme.internal"])).code, 0);
+    assert.equal(
+      (await ca(["init", "--name", "Acme Corp CA", "--dir", dir, "--trust-domain", "acme.internal"])).code,
+      0,
+    );
     assert.equal((await ca(["issue", "--domain", "live.internal", "--dir", dir])).code, 0);
   });
   after(() => cleanup(join(dir, "..")));
@@ -40,7 +43,10 @@ describe("ca token: reserved names and live certificates", { concurrency: 1 }, (
     const r = await ca(["token", "--domain", "live.internal", "--dir", dir]);
     assert.equal(r.code, 3, r.stderr);
     assert.equal(r.stdout, "");
-    assert.match(oneLineError(r), /^error: live\.internal has a live certificate \(serial [0-9a-f]{32}, valid until \d{4}-.*\): enrolling with a token would supersede it and its service could no longer renew; pass --replace if that is what you want$/);
+    assert.match(
+      oneLineError(r),
+      /^error: live\.internal has a live certificate \(serial [0-9a-f]{32}, valid until \d{4}-.*\): enrolling with a token would supersede it and its service could no longer renew; pass --replace if that is what you want$/,
+    );
     assert.equal(fingerprint(dir), was);
   });
 
@@ -50,7 +56,10 @@ describe("ca token: reserved names and live certificates", { concurrency: 1 }, (
     const j = JSON.parse(r.stdout) as { token: string; replaces: { serial: string; notAfter: string } | null };
     assert.match(j.token, /^mt1\./);
     assert.match(j.replaces!.serial, /^[0-9a-f]{32}$/);
-    assert.match(r.stderr, /warning: enrolling with it supersedes live\.internal's live certificate \(serial [0-9a-f]{32}, .*\): the service running with that one then fails to renew/);
+    assert.match(
+      r.stderr,
+      /warning: enrolling with it supersedes live\.internal's live certificate \(serial [0-9a-f]{32}, .*\): the service running with that one then fails to renew/,
+    );
   });
 
   it("an expired certificate is not live: no --replace needed", async () => {
@@ -69,11 +78,16 @@ describe("ca token: reserved names and live certificates", { concurrency: 1 }, (
 
 describe("EST: a reserved name is never enrolled, token or not", () => {
   let t: TestCa;
-  before(async () => { t = await startCa(); });
+  before(async () => {
+    t = await startCa();
+  });
   after(() => t.stop());
 
   it("createToken refuses ca.internal (REFUSED)", () => {
-    assert.throws(() => createToken(t.ca, { domain: "ca.internal" }), (e: unknown) => e instanceof CaError && e.code === "REFUSED");
+    assert.throws(
+      () => createToken(t.ca, { domain: "ca.internal" }),
+      (e: unknown) => e instanceof CaError && e.code === "REFUSED",
+    );
   });
 
   it("a token for ca.internal put in the ledger by hand still gets 403 reserved_name; the server's certificate stays", async () => {
@@ -82,9 +96,24 @@ describe("EST: a reserved name is never enrolled, token or not", () => {
     // The token as `ca token` made it before the rule: straight into the ledger.
     const token = `mt1.${"A".repeat(43)}.${"B".repeat(43)}`;
     const now = t.ca.now();
-    t.ca.ledger.write(() => t.ca.ledger.insertToken({ hash: hashToken(token), name: "ca.internal", created_at: now.toISOString(), expires_at: new Date(now.getTime() + 600_000).toISOString(), used_at: null, used_by: null }));
+    t.ca.ledger.write(() =>
+      t.ca.ledger.insertToken({
+        hash: hashToken(token),
+        name: "ca.internal",
+        created_at: now.toISOString(),
+        expires_at: new Date(now.getTime() + 600_000).toISOString(),
+        used_at: null,
+        used_by: null,
+      }),
+    );
     const csr = await makeCsr("ca.internal");
-    const r = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer ${token}` }, body: csr.body, ca: t.bundle() });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simpleenroll",
+      headers: { ...PKCS10, Authorization: `Bearer ${token}` },
+      body: csr.body,
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 403, r.body);
     assert.match(r.body, /ca\.internal cannot be enrolled: it is the CA server's own name/);
     const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "reserved_name");
@@ -105,7 +134,20 @@ describe("ca token > file: the token file is 0600 whatever the umask", () => {
       const file = join(work, "svc.token");
       const fd = openSync(file, "w", 0o644);
       const code = await new Promise<number | null>((resolve) => {
-        const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), join(import.meta.dirname, "..", "ca", "cli.ts"), "token", "--domain", "svc.internal", "--dir", pki], { stdio: ["ignore", fd, "ignore"] });
+        const child = spawn(
+          process.execPath,
+          [
+            "--import",
+            import.meta.resolve("tsx"),
+            join(import.meta.dirname, "..", "ca", "cli.ts"),
+            "token",
+            "--domain",
+            "svc.internal",
+            "--dir",
+            pki,
+          ],
+          { stdio: ["ignore", fd, "ignore"] },
+        );
         child.on("close", resolve);
       });
       closeSync(fd);

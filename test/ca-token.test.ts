@@ -29,8 +29,18 @@ describe("ca token", () => {
     // The fingerprint is the SHA-256 of the root's DER, the same one openssl prints.
     const der = openssl(["x509", "-in", join(dir, "roots", "1", "ca.crt"), "-outform", "DER"]);
     assert.equal(der.code, 0);
-    const fp = openssl(["x509", "-noout", "-fingerprint", "-sha256", "-in", join(dir, "roots", "1", "ca.crt")]).out.trim();
-    const hex = fp.replace(/^sha256 Fingerprint=/i, "").replaceAll(":", "").toLowerCase();
+    const fp = openssl([
+      "x509",
+      "-noout",
+      "-fingerprint",
+      "-sha256",
+      "-in",
+      join(dir, "roots", "1", "ca.crt"),
+    ]).out.trim();
+    const hex = fp
+      .replace(/^sha256 Fingerprint=/i, "")
+      .replaceAll(":", "")
+      .toLowerCase();
     assert.equal(Buffer.from(m[2]!, "base64url").toString("hex"), hex);
     assert.ok(r.stderr.includes(fp), `stderr shows the fingerprint as openssl does:\n${r.stderr}`);
     assert.match(r.stderr, /works once, until \d{4}-\d\d-\d\dT[\d:.]+Z \(10m\)/);
@@ -46,7 +56,11 @@ describe("ca token", () => {
     assert.equal(ttl, 10 * 60_000);
     for (const f of ["ca.db", "ca.db-wal"]) {
       let bytes = "";
-      try { bytes = readFileSync(join(dir, f)).toString("latin1"); } catch { continue; }
+      try {
+        bytes = readFileSync(join(dir, f)).toString("latin1");
+      } catch {
+        continue;
+      }
       assert.ok(!bytes.includes(m[1]!), `the token's secret is not stored in ${f}`);
     }
   });
@@ -54,12 +68,21 @@ describe("ca token", () => {
   it("--json gives the token, its expiry and the fingerprint in both forms", async () => {
     const r = await ca(["token", "--domain", "a.internal", "--ttl", "1h", "--json", "--dir", dir]);
     assert.equal(r.code, 0, r.stderr);
-    const j = JSON.parse(r.stdout) as { token: string; domain: string; expiresAt: string; ttl: string; root: { sha256: string; sha256B64url: string; generation: number } };
+    const j = JSON.parse(r.stdout) as {
+      token: string;
+      domain: string;
+      expiresAt: string;
+      ttl: string;
+      root: { sha256: string; sha256B64url: string; generation: number };
+    };
     assert.equal(j.domain, "a.internal");
     assert.equal(j.ttl, "1h");
     assert.equal(j.root.generation, 1);
     assert.ok(j.token.endsWith(`.${j.root.sha256B64url}`));
-    assert.equal(Buffer.from(j.root.sha256B64url, "base64url").toString("hex").toUpperCase().match(/../g)!.join(":"), j.root.sha256);
+    assert.equal(
+      Buffer.from(j.root.sha256B64url, "base64url").toString("hex").toUpperCase().match(/../g)!.join(":"),
+      j.root.sha256,
+    );
     const ttl = Date.parse(j.expiresAt) - Date.now();
     assert.ok(ttl > 55 * 60_000 && ttl <= 3_600_000, `expires in about an hour: ${ttl}`);
   });
@@ -99,7 +122,10 @@ describe("ca token", () => {
     db.close();
     const list = await ca(["list", "--json", "--dir", old]);
     assert.equal(list.code, 0, list.stderr);
-    assert.deepEqual((JSON.parse(list.stdout) as Array<{ domain: string }>).map((r) => r.domain), ["kept.internal"]);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as Array<{ domain: string }>).map((r) => r.domain),
+      ["kept.internal"],
+    );
     const r = await ca(["token", "--domain", "new.internal", "--dir", old]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(tokenCount(old), 1);
@@ -130,5 +156,9 @@ describe("durations", () => {
 
 function tokenCount(dir: string): number {
   const db = new Database(join(dir, "ca.db"), { readonly: true });
-  try { return (db.prepare("SELECT count(*) AS n FROM enrol_tokens").get() as { n: number }).n; } finally { db.close(); }
+  try {
+    return (db.prepare("SELECT count(*) AS n FROM enrol_tokens").get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
 }

@@ -36,11 +36,17 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
     assert.equal((await ca(["init", "--name", "Local CA", "--dir", localDir])).code, 0);
     localBefore = fingerprint(localDir);
   });
-  after(() => { cleanup(foreignDir); cleanup(cwd); cleanup(localDir); });
+  after(() => {
+    cleanup(foreignDir);
+    cleanup(cwd);
+    cleanup(localDir);
+  });
 
   it("every --ca-file example of `verify --help` works as written, in a folder with no CA", async () => {
     const help = await ca(["verify", "--help"]);
-    const examples = help.stdout.split("\n").filter((l) => l.includes("npm run ca -- verify") && l.includes("--ca-file"));
+    const examples = help.stdout
+      .split("\n")
+      .filter((l) => l.includes("npm run ca -- verify") && l.includes("--ca-file"));
     assert.ok(examples.length >= 2, help.stdout);
     const userBefore = fingerprint(cwd);
     for (const line of examples) {
@@ -56,39 +62,62 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
   });
 
   it("--name checks the name the peer must hold, as openssl verify -verify_hostname does", async () => {
-    const ok = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "peer.partner.example"], { cwd });
+    const ok = await ca(
+      ["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "peer.partner.example"],
+      { cwd },
+    );
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
-    const wrong = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "gone.partner.example"], { cwd });
+    const wrong = await ca(
+      ["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--name", "gone.partner.example"],
+      { cwd },
+    );
     assert.equal(wrong.code, 1, wrong.stdout + wrong.stderr);
-    assert.match(wrong.stdout, /^peer\.crt: FAILED \(name\)\n  peer\.partner\.example does not hold the name gone\.partner\.example \(its subjectAltName: DNS:peer\.partner\.example/);
+    assert.match(
+      wrong.stdout,
+      /^peer\.crt: FAILED \(name\)\n  peer\.partner\.example does not hold the name gone\.partner\.example \(its subjectAltName: DNS:peer\.partner\.example/,
+    );
   });
 
   it("without a CRL it says plainly that revocation was NOT checked", async () => {
     const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--purpose", "client"], { cwd });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^peer\.crt: OK \(revocation NOT checked\)\n/);
-    assert.match(r.stdout, /\n  revocation  NOT checked: no CRL was given \(add the issuing CA's CRLs with --crl-file\)$/m);
+    assert.match(
+      r.stdout,
+      /\n  revocation  NOT checked: no CRL was given \(add the issuing CA's CRLs with --crl-file\)$/m,
+    );
     // A revoked certificate is not called revoked without its CRL: the report says what was not done.
     const gone = await ca(["verify", "--cert", "gone.crt", "--ca-file", "other-root.crt"], { cwd });
     assert.match(gone.stdout, /^gone\.crt: OK \(revocation NOT checked\)/);
   });
 
   it("with the foreign CA's CRLs (one file holding several, or repeated --crl-file) revocation is checked", async () => {
-    for (const crlArgs of [["--crl-file", "other-crls.pem"], ["--crl-file", "root-crl.pem", "--crl-file", "int-crl.pem"]]) {
+    for (const crlArgs of [
+      ["--crl-file", "other-crls.pem"],
+      ["--crl-file", "root-crl.pem", "--crl-file", "int-crl.pem"],
+    ]) {
       const ok = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", ...crlArgs], { cwd });
       assert.equal(ok.code, 0, ok.stdout + ok.stderr);
       assert.match(ok.stdout, /^peer\.crt: OK\n/);
       assert.match(ok.stdout, /revocation  not revoked \(CRLs from --crl-file\)/);
       const gone = await ca(["verify", "--cert", "gone.crt", "--ca-file", "other-root.crt", ...crlArgs], { cwd });
       assert.equal(gone.code, 1);
-      assert.match(gone.stdout, /^gone\.crt: FAILED \(revocation\)\n  gone\.partner\.example \(serial [0-9a-f]+\) was revoked on/);
+      assert.match(
+        gone.stdout,
+        /^gone\.crt: FAILED \(revocation\)\n  gone\.partner\.example \(serial [0-9a-f]+\) was revoked on/,
+      );
     }
   });
 
   it("a CRL missing for one CA of the path fails, pointing to --crl-file and never to `npm run ca -- crl`", async () => {
-    const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--crl-file", "root-crl.pem"], { cwd });
+    const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--crl-file", "root-crl.pem"], {
+      cwd,
+    });
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /FAILED \(crl\)\n  no CRL signed by Foreign Issuing CA was found, so the revocation of peer\.partner\.example cannot be checked \(the CRLs come from --crl-file: add that CA's current CRL\)/);
+    assert.match(
+      r.stdout,
+      /FAILED \(crl\)\n  no CRL signed by Foreign Issuing CA was found, so the revocation of peer\.partner\.example cannot be checked \(the CRLs come from --crl-file: add that CA's current CRL\)/,
+    );
     assert.doesNotMatch(r.stdout + r.stderr, /npm run ca/);
   });
 
@@ -96,16 +125,29 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
     const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", "--dir", localDir], { cwd });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /OK \(revocation NOT checked\)/);
-    const env = await ca(["verify", "--cert", join(cwd, "peer.crt"), "--ca-file", join(cwd, "other-root.crt")], { env: { MESH_PKI_DIR: localDir } });
+    const env = await ca(["verify", "--cert", join(cwd, "peer.crt"), "--ca-file", join(cwd, "other-root.crt")], {
+      env: { MESH_PKI_DIR: localDir },
+    });
     assert.equal(env.code, 0, env.stdout + env.stderr);
     assert.equal(fingerprint(localDir), localBefore);
   });
 
   it("the CA's own root, given as the certificate to verify, fails for every purpose (it printed OK before)", async () => {
     for (const purpose of ["mesh", "server", "client"]) {
-      const r = await ca(["verify", "--cert", join(localDir, "roots", "1", "ca.crt"), "--purpose", purpose, "--dir", localDir]);
+      const r = await ca([
+        "verify",
+        "--cert",
+        join(localDir, "roots", "1", "ca.crt"),
+        "--purpose",
+        purpose,
+        "--dir",
+        localDir,
+      ]);
       assert.equal(r.code, 1, r.stdout + r.stderr);
-      assert.match(r.stdout, /ca\.crt: FAILED \(basic-constraints\)\n  Local CA is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose \(OpenSSL: unsuitable certificate purpose\)/);
+      assert.match(
+        r.stdout,
+        /ca\.crt: FAILED \(basic-constraints\)\n  Local CA is a CA certificate, not a service certificate: it is not accepted as a peer for any purpose \(OpenSSL: unsuitable certificate purpose\)/,
+      );
     }
     assert.equal(fingerprint(localDir), localBefore);
   });
@@ -113,7 +155,10 @@ describe("verify --ca-file works on its own for a foreign CA (issue 8, item 4)",
   it("bad files are one-line errors with exit 2 that name the flag and the file", async () => {
     const cases: Array<[string[], RegExp]> = [
       [["--crl-file", "nope.pem"], /^error: cannot read --crl-file nope\.pem \(ENOENT\)$/],
-      [["--crl-file", "not-a-crl.pem"], /^error: --crl-file not-a-crl\.pem holds no PEM CRL \(-----BEGIN X509 CRL-----\)$/],
+      [
+        ["--crl-file", "not-a-crl.pem"],
+        /^error: --crl-file not-a-crl\.pem holds no PEM CRL \(-----BEGIN X509 CRL-----\)$/,
+      ],
     ];
     for (const [extra, message] of cases) {
       const r = await ca(["verify", "--cert", "peer.crt", "--ca-file", "other-root.crt", ...extra], { cwd });

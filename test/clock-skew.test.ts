@@ -13,7 +13,14 @@ import { PKCS10, est, makeCsr, startCa, type LogLine } from "./helpers/est.ts";
 const TSX = import.meta.resolve("tsx");
 const MINUTE = 60_000;
 const DAY = 86_400_000;
-const CLEAN = { MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_ADMIN_PORT: "", MESH_ENROL_TOKEN: "", MESH_CLOCK_OFFSET_MS: "" };
+const CLEAN = {
+  MESH_PKI_DIR: "",
+  MESH_CA_PASSPHRASE: "",
+  MESH_CA_NOW: "",
+  MESH_CA_ADMIN_PORT: "",
+  MESH_ENROL_TOKEN: "",
+  MESH_CLOCK_OFFSET_MS: "",
+};
 
 interface Served {
   url: string;
@@ -28,27 +35,41 @@ async function serve(work: string, offsetMs: number): Promise<Served> {
   const pki = join(work, "pki");
   const init = await cli(["init", "--name", "Skew Test CA", "--dir", pki]);
   assert.equal(init.code, 0, init.stderr);
-  const child: ChildProcess = spawn(process.execPath, ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", pki, "--port", "0"], {
-    cwd: work, env: { ...process.env, ...CLEAN, MESH_CLOCK_OFFSET_MS: String(offsetMs) }, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", pki, "--port", "0"],
+    {
+      cwd: work,
+      env: { ...process.env, ...CLEAN, MESH_CLOCK_OFFSET_MS: String(offsetMs) },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let text = "";
   let err = "";
   child.stdout!.setEncoding("utf8").on("data", (d: string) => (text += d));
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
-  const lines = () => text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as LogLine);
+  const lines = () =>
+    text
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as LogLine);
   const wait = async (pred: (l: LogLine) => boolean, ms = 20_000) => {
     const deadline = Date.now() + ms;
     for (;;) {
       const found = lines().find(pred);
       if (found) return found;
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no such CA line within ${ms} ms:\n${text}\n${err}`);
+      if (Date.now() > deadline || child.exitCode !== null)
+        throw new Error(`no such CA line within ${ms} ms:\n${text}\n${err}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   };
   const started = await wait((l) => l.event === "ca.started");
   return {
-    url: String(started.url), pki, lines, wait,
+    url: String(started.url),
+    pki,
+    lines,
+    wait,
     stop: async () => {
       if (child.exitCode === null) child.kill("SIGTERM");
       await exited;
@@ -57,22 +78,51 @@ async function serve(work: string, offsetMs: number): Promise<Served> {
 }
 
 /** services/main.ts --ca for payment, its clock moved by offsetMs; resolves when it exits or enrols. */
-async function payment(work: string, s: Served, offsetMs: number, lifetime: string): Promise<{ code: number | null; out: string; err: string }> {
+async function payment(
+  work: string,
+  s: Served,
+  offsetMs: number,
+  lifetime: string,
+): Promise<{ code: number | null; out: string; err: string }> {
   const token = await cli(["token", "--domain", "payment.internal", "--dir", s.pki]);
   assert.equal(token.code, 0, token.stderr);
   const file = join(work, `payment-${lifetime}.token`);
   writeFileSync(file, token.stdout, { mode: 0o600 });
-  const child = spawn(process.execPath, ["--import", TSX, join(ROOT, "services", "main.ts"), "--service", "payment", "--port", "0", "--ca", s.url,
-    "--state", join(work, `state-${lifetime}`), "--token-file", file, "--policy", join(ROOT, "mesh-policy.toml"), "--lifetime", lifetime], {
-    cwd: work, env: { ...process.env, ...CLEAN, MESH_CLOCK_OFFSET_MS: String(offsetMs) }, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      TSX,
+      join(ROOT, "services", "main.ts"),
+      "--service",
+      "payment",
+      "--port",
+      "0",
+      "--ca",
+      s.url,
+      "--state",
+      join(work, `state-${lifetime}`),
+      "--token-file",
+      file,
+      "--policy",
+      join(ROOT, "mesh-policy.toml"),
+      "--lifetime",
+      lifetime,
+    ],
+    {
+      cwd: work,
+      env: { ...process.env, ...CLEAN, MESH_CLOCK_OFFSET_MS: String(offsetMs) },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   let err = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
   child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   const deadline = Date.now() + 30_000;
-  while (child.exitCode === null && !/"event":"identity\.agent_started"/.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (child.exitCode === null && !/"event":"identity\.agent_started"/.test(out) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
   if (child.exitCode === null) child.kill("SIGTERM");
   return { code: await exited, out, err };
 }
@@ -97,10 +147,16 @@ describe("a CA whose clock is 10 minutes behind", () => {
     assert.equal(r.code, 2, r.out + r.err);
     const line = r.err.trim();
     assert.equal(line.split("\n").length, 1, line);
-    assert.match(line, /^payment: cannot start: the CA refused \/\.well-known\/est\/simpleenroll \(400\): clock skew: your clock is \d+m \d+s ahead of this CA's/);
+    assert.match(
+      line,
+      /^payment: cannot start: the CA refused \/\.well-known\/est\/simpleenroll \(400\): clock skew: your clock is \d+m \d+s ahead of this CA's/,
+    );
     assert.match(line, /clock skew: the CA's clock is \d+m \d+s behind this host's$/);
     assert.ok(near(line, 10), line);
-    assert.ok(!/expired/.test(line.replace(/would be expired or nearly so/, "")), `no "expired" but in the CA's reason: ${line}`);
+    assert.ok(
+      !/expired/.test(line.replace(/would be expired or nearly so/, "")),
+      `no "expired" but in the CA's reason: ${line}`,
+    );
     assert.ok(!existsSync(join(work, "state-2m", "cert.pem")), "nothing enrolled");
     // The CA: a clock_skew refusal of its own (the token had verified) and an est.clock_skew line naming payment.
     const refused = await s.wait((l) => l.event === "est.refused" && l.reason === "clock_skew");
@@ -115,7 +171,10 @@ describe("a CA whose clock is 10 minutes behind", () => {
     const r = await payment(work, s, 0, "1h");
     assert.match(r.out, /"event":"identity\.enrolled"/, r.out + r.err);
     const enrolled = await s.wait((l) => l.event === "est.enrolled" && l.name === "payment.internal");
-    assert.ok(Date.parse(String(enrolled.not_after)) - Date.now() > 45 * MINUTE, "valid for 50 minutes by the real clock");
+    assert.ok(
+      Date.parse(String(enrolled.not_after)) - Date.now() > 45 * MINUTE,
+      "valid for 50 minutes by the real clock",
+    );
   });
 });
 
@@ -133,7 +192,10 @@ describe("a service whose clock is 2 days ahead", () => {
     assert.equal(r.code, 2, r.out + r.err);
     const line = r.err.trim();
     assert.equal(line.split("\n").length, 1, line);
-    assert.match(line, /^payment: cannot start: clock skew: this host's clock is 2d 0h ahead of the CA's \(the CA's Date header says [A-Z][a-z]{2}, \d{2} /);
+    assert.match(
+      line,
+      /^payment: cannot start: clock skew: this host's clock is 2d 0h ahead of the CA's \(the CA's Date header says [A-Z][a-z]{2}, \d{2} /,
+    );
     assert.match(line, /the CA's certificate looks expired from here/);
     assert.doesNotMatch(line, /cannot reach the CA/);
     const skew = await s.wait((l) => l.event === "est.clock_skew");
@@ -149,7 +211,9 @@ describe("a service whose clock is 2 days ahead", () => {
 it("a MESH_CLOCK_OFFSET_MS that is not a number: one line, exit 2", async () => {
   const work = tempDir("mesh-skew-bad-");
   try {
-    const r = await cli(["init", "--name", "Skew Test CA", "--dir", join(work, "pki")], { env: { MESH_CLOCK_OFFSET_MS: "ten minutes" } });
+    const r = await cli(["init", "--name", "Skew Test CA", "--dir", join(work, "pki")], {
+      env: { MESH_CLOCK_OFFSET_MS: "ten minutes" },
+    });
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr.trim(), /MESH_CLOCK_OFFSET_MS="ten minutes" is not a whole number of milliseconds/);
     assert.equal(r.stderr.trim().split("\n").length, 1);
@@ -163,18 +227,36 @@ it("any refusal to a client whose Date is off says clock skew; the CA's Date is 
   try {
     t.shift(-10 * MINUTE); // the CA's clock, as MESH_CLOCK_OFFSET_MS would move it
     const ahead = new Date(Date.now()).toUTCString();
-    const r = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Date: ahead, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` }, body: (await makeCsr("shipping.internal")).body, ca: t.bundle() });
+    const r = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simpleenroll",
+      headers: { ...PKCS10, Date: ahead, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` },
+      body: (await makeCsr("shipping.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(r.status, 401);
-    assert.match(r.body, /^the enrolment token is unknown to this CA \(note: clock skew, your clock is \d+m \d+s ahead of this CA's; fix the clock that is wrong\)\n$/);
+    assert.match(
+      r.body,
+      /^the enrolment token is unknown to this CA \(note: clock skew, your clock is \d+m \d+s ahead of this CA's; fix the clock that is wrong\)\n$/,
+    );
     assert.ok(near(r.body, 10), r.body);
-    assert.ok(Math.abs(Date.parse(String(r.headers.date)) - (Date.now() - 10 * MINUTE)) < 5_000, `the CA's Date is its clock: ${r.headers.date}`);
+    assert.ok(
+      Math.abs(Date.parse(String(r.headers.date)) - (Date.now() - 10 * MINUTE)) < 5_000,
+      `the CA's Date is its clock: ${r.headers.date}`,
+    );
     const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "token_unknown");
     assert.ok(Math.abs(Number(refused.clock_offset_ms) - 10 * MINUTE) < 3_000);
     const skew = await t.lines.wait((l) => l.event === "est.clock_skew");
     assert.equal(skew.authenticated, false);
     assert.equal(skew.name, "shipping.internal");
     // No Date, no comparison: curl is not told anything about clocks.
-    const plain = await est(t.server.url, { method: "POST", path: "/.well-known/est/simpleenroll", headers: { ...PKCS10, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` }, body: (await makeCsr("shipping.internal")).body, ca: t.bundle() });
+    const plain = await est(t.server.url, {
+      method: "POST",
+      path: "/.well-known/est/simpleenroll",
+      headers: { ...PKCS10, Authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}` },
+      body: (await makeCsr("shipping.internal")).body,
+      ca: t.bundle(),
+    });
     assert.equal(plain.body, "the enrolment token is unknown to this CA\n");
   } finally {
     await t.stop();

@@ -93,7 +93,7 @@ test("with a settle window, a file still changing is not reported until it holds
     mkdirSync(join(dir, "later"));
     writeFileSync(file, "[pay");
     clock.advance(150); // polled, debounced: the settle window starts
-    writeFileSync(file, "[payment]\naccepts = [\"order\"]\n"); // still being written
+    writeFileSync(file, '[payment]\naccepts = ["order"]\n'); // still being written
     clock.advance(500); // the settle check finds it changed: it waits again
     assert.equal(seen, 0);
     clock.advance(600);

@@ -14,15 +14,31 @@ import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
 
-interface Ended { code: number | null; signal: NodeJS.Signals | null; stderr: string }
+interface Ended {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
 
 /**
  * Runs `node [--import tsx] file args` with stdout on a pipe whose reading end is closed at once
  * (or when `closeWhen` says so, given what was read so far). Resolves when the process is gone.
  */
-function withClosedStdout(file: string, args: string[], opts: { cwd?: string; tsx?: boolean; closeWhen?: (out: string) => boolean; env?: NodeJS.ProcessEnv; onOut?: (out: string) => void } = {}): Promise<Ended> {
+function withClosedStdout(
+  file: string,
+  args: string[],
+  opts: {
+    cwd?: string;
+    tsx?: boolean;
+    closeWhen?: (out: string) => boolean;
+    env?: NodeJS.ProcessEnv;
+    onOut?: (out: string) => void;
+  } = {},
+): Promise<Ended> {
   const child = spawn(process.execPath, [...(opts.tsx === false ? [] : ["--import", TSX]), join(ROOT, file), ...args], {
-    cwd: opts.cwd ?? ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...opts.env },
+    cwd: opts.cwd ?? ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1", ...opts.env },
   });
   let out = "";
   let stderr = "";
@@ -53,9 +69,21 @@ describe("a closed stdout ends every command quietly", { concurrency: 2 }, () =>
     work = tempDir("mesh-epipe-");
     const pki = join(work, "pki");
     assert.equal((await ca(["init", "--name", "Pipe CA", "--dir", pki])).code, 0);
-    for (const n of ["a", "b", "c"]) assert.equal((await ca(["issue", "--domain", `${n}.internal`, "--dir", pki])).code, 0);
+    for (const n of ["a", "b", "c"])
+      assert.equal((await ca(["issue", "--domain", `${n}.internal`, "--dir", pki])).code, 0);
     mkdirSync(join(work, "logs"));
-    const line = (i: number) => JSON.stringify({ level: 40, time: "2026-12-01T00:00:00.000Z", service: "payment", event: "authz.denied", peer: "inventory", method: "POST", path: "/charge", rule: "payment.accepts", msg: `denied ${i}` });
+    const line = (i: number) =>
+      JSON.stringify({
+        level: 40,
+        time: "2026-12-01T00:00:00.000Z",
+        service: "payment",
+        event: "authz.denied",
+        peer: "inventory",
+        method: "POST",
+        path: "/charge",
+        rule: "payment.accepts",
+        msg: `denied ${i}`,
+      });
     writeFileSync(join(work, "logs", "payment.log"), Array.from({ length: 2000 }, (_, i) => line(i)).join("\n") + "\n");
   });
   after(() => cleanup(work));
@@ -104,20 +132,34 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
     copyFileSync(SHIPPED_POLICY_FILE, join(work, "mesh-policy.toml"));
   });
   after(() => {
-    for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
     cleanup(work);
   });
 
-  it("probe and check end quietly; mesh:up stops every service and exits 0 when its reader goes", { timeout: 360_000 }, async () => {
+  it("probe and check end quietly; mesh:up stops every service and exits 0 when its reader goes", {
+    timeout: 360_000,
+  }, async () => {
     let closeNow = false;
     let upOut = "";
     const meshJson = join(work, "logs", "mesh.json");
     let ended: Ended | undefined;
-    upDone = withClosedStdout("scripts/mesh-up.ts", ["--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0"], {
-      cwd: work,
-      onOut: (out) => { upOut = out; },
-      closeWhen: () => closeNow,
-    });
+    upDone = withClosedStdout(
+      "scripts/mesh-up.ts",
+      ["--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0"],
+      {
+        cwd: work,
+        onOut: (out) => {
+          upOut = out;
+        },
+        closeWhen: () => closeNow,
+      },
+    );
     void upDone.then((r) => (ended = r));
     const t0 = Date.now();
     while (!(/Ctrl-C stops everything/.test(upOut) && existsSync(meshJson))) {
@@ -125,7 +167,10 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
       if (Date.now() - t0 > 240_000) throw new Error(`mesh:up not up after 240 s: ${upOut}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const state = JSON.parse(readFileSync(meshJson, "utf8")) as { pids: Record<string, number>; ports: Record<string, number> };
+    const state = JSON.parse(readFileSync(meshJson, "utf8")) as {
+      pids: Record<string, number>;
+      ports: Record<string, number>;
+    };
     pids = Object.values(state.pids);
     assert.equal(pids.length, 3);
 
@@ -133,12 +178,20 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
     assertQuiet(await withClosedStdout("scripts/mesh-probe.ts", ["--logs", logs], { cwd: work }), "mesh:probe | true");
     const check = await withClosedStdout("scripts/mesh-check.ts", ["--logs", logs], { cwd: work });
     assert.doesNotMatch(check.stderr, /EPIPE|\n\s+at /, check.stderr);
-    assert.ok(check.code === 0 || check.code === 1, `mesh:check ends with its own verdict, not a crash: ${check.code}\n${check.stderr}`);
+    assert.ok(
+      check.code === 0 || check.code === 1,
+      `mesh:check ends with its own verdict, not a crash: ${check.code}\n${check.stderr}`,
+    );
 
     // Now mesh:up's reader goes away; its next line (a stranger's handshake, which every service
     // logs and mesh:up echoes) meets the closed pipe.
     closeNow = true;
-    const sock = connect({ host: "127.0.0.1", port: state.ports.payment!, rejectUnauthorized: false, servername: "payment.internal" });
+    const sock = connect({
+      host: "127.0.0.1",
+      port: state.ports.payment!,
+      rejectUnauthorized: false,
+      servername: "payment.internal",
+    });
     sock.on("error", () => {});
     sock.on("secureConnect", () => sock.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n"));
     const r = await upDone;
@@ -146,7 +199,11 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
     assertQuiet(r, "mesh:up with its stdout closed");
     for (const pid of pids) {
       let alive = true;
-      try { process.kill(pid, 0); } catch { alive = false; }
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
       assert.equal(alive, false, `service pid ${pid} was stopped with mesh:up`);
     }
   });

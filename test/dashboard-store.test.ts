@@ -14,7 +14,8 @@ const PGHOST = process.env.PGHOST || "/var/run/postgresql";
 const DB = `mesh_dash_store_${process.pid}`;
 const STORE = `postgres:///${DB}?host=${PGHOST}`;
 const dir = mkdtempSync(join(tmpdir(), "mesh-dash-store-"));
-const psql = (sql: string) => execFileSync("psql", ["-d", "postgres", "-qc", sql], { env: { ...process.env, PGHOST }, stdio: "pipe" });
+const psql = (sql: string) =>
+  execFileSync("psql", ["-d", "postgres", "-qc", sql], { env: { ...process.env, PGHOST }, stdio: "pipe" });
 
 before(() => psql(`CREATE DATABASE ${DB}`));
 after(() => {
@@ -32,7 +33,10 @@ test("on a PostgreSQL store: the identity card, the issuers and a revocation com
   const edge = await authority.issue({ domain: "edge.internal" });
   authority.close();
   assert.equal(existsSync(join(pki, "ca.db")), false, "no SQLite ledger to fall back on");
-  writeFileSync(join(logs, "mesh.json"), JSON.stringify({ identities: { edge: { cert: edge.certPath, key: "unused" } } }));
+  writeFileSync(
+    join(logs, "mesh.json"),
+    JSON.stringify({ identities: { edge: { cert: edge.certPath, key: "unused" } } }),
+  );
 
   const st = new DashboardState({ logs, pki, policy, store: STORE });
   try {
@@ -42,7 +46,10 @@ test("on a PostgreSQL store: the identity card, the issuers and a revocation com
     assert.equal(card().identity?.issuer, "Dash Store CA");
     assert.equal(card().identity?.generation, 1);
     assert.equal(card().identity?.status, "valid");
-    assert.deepEqual(s.issuers.map((i) => [i.name, i.state]), [["Dash Store CA", "published"]]);
+    assert.deepEqual(
+      s.issuers.map((i) => [i.name, i.state]),
+      [["Dash Store CA", "published"]],
+    );
 
     // Revoked through the store (as `ca revoke --store …` on any host would): the next refresh says so.
     const again = await CertificateAuthority.open({ dir: pki, store: STORE });
@@ -65,7 +72,10 @@ test("the store from MESH_CA_STORE, as mesh:up hands it to the dashboard it star
   const st = new DashboardState({ logs, pki, policy: join(dir, "policy.toml") });
   try {
     st.refresh();
-    assert.deepEqual(st.snapshot().issuers.map((i) => i.name), ["Dash Store CA"]);
+    assert.deepEqual(
+      st.snapshot().issuers.map((i) => i.name),
+      ["Dash Store CA"],
+    );
   } finally {
     st.close();
     if (was === undefined) delete process.env.MESH_CA_STORE;

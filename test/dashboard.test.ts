@@ -3,7 +3,16 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile, type ChildProcess } from "node:child_process";
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,9 +33,14 @@ const pageErrors: string[] = [];
 
 function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+      },
+    );
   });
 }
 
@@ -48,20 +62,78 @@ const shot = (name: string) => {
 // mesh:up runs online: each identity's files are in its own state folder.
 const state = (...p: string[]) => join(tmp, "state", ...p);
 const curlPayment = (extra: string[]) =>
-  run("curl", ["-sS", "--max-time", "5", "--cacert", state("edge", "bundle.pem"), "--resolve", `payment.internal:${ports.payment}:127.0.0.1`, ...extra, "-H", "content-type: application/json", "-d", '{"orderId":"d-1","amount":5}', `https://payment.internal:${ports.payment}/charge`]);
+  run("curl", [
+    "-sS",
+    "--max-time",
+    "5",
+    "--cacert",
+    state("edge", "bundle.pem"),
+    "--resolve",
+    `payment.internal:${ports.payment}:127.0.0.1`,
+    ...extra,
+    "-H",
+    "content-type: application/json",
+    "-d",
+    '{"orderId":"d-1","amount":5}',
+    `https://payment.internal:${ports.payment}/charge`,
+  ]);
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), "mesh-dash-"));
   // The policy the repository ships (its test fixture): a user's edits to their working copy are theirs.
   copyFileSync(join(ROOT, "test", "fixtures", "mesh-policy.toml"), join(tmp, "policy.toml"));
-  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", pki(), "--logs", join(tmp, "logs"), "--policy", join(tmp, "policy.toml"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--state", state(), "--ca-port", "0", "--dashboard-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  up = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      pki(),
+      "--logs",
+      join(tmp, "logs"),
+      "--policy",
+      join(tmp, "policy.toml"),
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--state",
+      state(),
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+      "--quiet",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } },
+  );
   up.stdout!.on("data", (c: Buffer) => (upOut += c));
   up.stderr!.on("data", (c: Buffer) => (upOut += c));
   const stateFile = join(tmp, "logs", "mesh.json");
   await waitFor(() => existsSync(stateFile) && /Ctrl-C stops everything/.test(upOut), 60_000, "mesh:up");
   ports = (JSON.parse(readFileSync(stateFile, "utf8")) as { ports: Record<string, number> }).ports;
-  dash = await startDashboard({ logs: join(tmp, "logs"), pki: pki(), policy: join(tmp, "policy.toml"), port: 0, pollMs: 100 });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
+  dash = await startDashboard({
+    logs: join(tmp, "logs"),
+    pki: pki(),
+    policy: join(tmp, "policy.toml"),
+    port: 0,
+    pollMs: 100,
+  });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
   page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => {
@@ -81,7 +153,9 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-test("the page shows the three services, their identities and the policy, with no script error or CSP violation", { timeout: 30_000 }, async () => {
+test("the page shows the three services, their identities and the policy, with no script error or CSP violation", {
+  timeout: 30_000,
+}, async () => {
   for (const s of ["order", "payment", "inventory"]) {
     const card = page.locator(`[data-service="${s}"]`);
     await card.locator('[data-status="up"]').waitFor({ timeout: 10_000 });
@@ -93,21 +167,29 @@ test("the page shows the three services, their identities and the policy, with n
   assert.match((await page.locator('[data-cell="inventory>payment"]').textContent()) ?? "", /deny · payment\.accepts/);
   assert.equal(await page.locator("#status").textContent(), "live");
   // mesh:up said where its run begins; the page shows that run only.
-  const started = readFileSync(join(tmp, "logs", "mesh-up.log"), "utf8").split("\n").filter((l) => l.includes('"event":"mesh.started"'));
+  const started = readFileSync(join(tmp, "logs", "mesh-up.log"), "utf8")
+    .split("\n")
+    .filter((l) => l.includes('"event":"mesh.started"'));
   assert.equal(started.length, 1);
   assert.equal(dash.state.snapshot().runStartedAt, (JSON.parse(started[0]!) as { time: string }).time);
   assert.match((await page.locator("#run").textContent()) ?? "", /this mesh:up run since \d\d:\d\d:\d\d/);
   assert.deepEqual(pageErrors, []);
 });
 
-test("the first paint already shows the mesh: the page comes with the current state, even with the event stream blocked", { timeout: 30_000 }, async () => {
+test("the first paint already shows the mesh: the page comes with the current state, even with the event stream blocked", {
+  timeout: 30_000,
+}, async () => {
   const p = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   try {
     // No snapshot can come over SSE: whatever the page shows, it came with.
     await p.route("**/events", (r) => r.abort());
     await p.goto(dash.url, { waitUntil: "domcontentloaded" });
     // Read at once, before anything could arrive: the deferred script has run by DOMContentLoaded.
-    const first = await p.evaluate(() => ({ nodes: document.querySelectorAll("#graph [data-node]").length, cards: document.querySelectorAll("[data-service]").length, status: document.getElementById("status")!.textContent }));
+    const first = await p.evaluate(() => ({
+      nodes: document.querySelectorAll("#graph [data-node]").length,
+      cards: document.querySelectorAll("[data-service]").length,
+      status: document.getElementById("status")!.textContent,
+    }));
     assert.ok(first.nodes >= 4, `nodes at first paint: ${first.nodes}`);
     assert.ok(first.cards >= 4, `identity cards at first paint: ${first.cards}`);
     assert.notEqual(first.status, "connecting…");
@@ -127,7 +209,9 @@ test("edge, the client identity the tools use, has an identity card", { timeout:
   assert.equal(await page.locator('#graph [data-node="edge"].client').count(), 1);
 });
 
-test("a denied curl shows in the feed with its sentence and fix within seconds, drawn calmly: the policy at work is not an outage", { timeout: 30_000 }, async () => {
+test("a denied curl shows in the feed with its sentence and fix within seconds, drawn calmly: the policy at work is not an outage", {
+  timeout: 30_000,
+}, async () => {
   const r = await curlPayment(["--cert", state("inventory", "cert.pem"), "--key", state("inventory", "key.pem")]);
   assert.match(r.out, /"error":"forbidden"/);
   const item = page.locator('#feed li[data-event="authz.denied"]').first();
@@ -154,14 +238,34 @@ test("a certificate subject made of markup is shown as text, never run or render
   const crt = join(tmp, "evil.crt");
   const cnf = join(tmp, "evil.cnf");
   writeFileSync(cnf, `[req]\ndistinguished_name=dn\nprompt=no\nutf8=yes\n[dn]\nCN=${evil}\n`);
-  const made = await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-config", cnf]);
+  const made = await run("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    crt,
+    "-days",
+    "1",
+    "-config",
+    cnf,
+  ]);
   assert.equal(made.code, 0, made.out);
   const r = await curlPayment(["--cert", crt, "--key", key]);
   assert.notEqual(r.code, 0, "refused in the handshake");
   const item = page.locator('#feed li[data-event="tls.handshake_failed"]').filter({ hasText: "bold</b>" }).first();
   await item.waitFor({ timeout: 5_000 });
   assert.match((await item.textContent()) ?? "", /<img src=x onerror=/);
-  assert.equal(await page.locator("#feed img, #feed b, #feed script").count(), 0, "no element was made from the subject");
+  assert.equal(
+    await page.locator("#feed img, #feed b, #feed script").count(),
+    0,
+    "no element was made from the subject",
+  );
   assert.notEqual(await page.title(), "pwned");
   // A self-signed stranger kept out is the mesh doing its job: calm, not red.
   assert.equal(await item.getAttribute("class"), "kept-out");
@@ -171,36 +275,84 @@ test("a certificate subject made of markup is shown as text, never run or render
   assert.doesNotMatch((await edge.getAttribute("class")) ?? "", /\blocked\b/);
 });
 
-test("after mesh:probe nothing is red: 403s and strangers kept out are what the policy asks for", { timeout: 60_000 }, async () => {
+test("after mesh:probe nothing is red: 403s and strangers kept out are what the policy asks for", {
+  timeout: 60_000,
+}, async () => {
   const r = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", join(tmp, "logs")]);
   assert.equal(r.code, 0, r.out);
   // The probe's last caller is the foreign CA: wait until its refusals are drawn.
   await page.locator('#graph [data-edge="(unauthenticated)>order"]').waitFor({ timeout: 10_000 });
   await page.locator('[data-cell="edge>order"] [data-verdict="agrees"]').waitFor({ timeout: 10_000 });
-  assert.deepEqual(await page.locator("#graph .edge.failing").evaluateAll((els) => els.map((e) => e.getAttribute("data-edge"))), []);
+  assert.deepEqual(
+    await page.locator("#graph .edge.failing").evaluateAll((els) => els.map((e) => e.getAttribute("data-edge"))),
+    [],
+  );
   assert.equal(await page.locator("#matrix td.mismatch").count(), 0);
   assert.equal(await page.locator("#feed li.refused, #feed li.failed").count(), 0);
-  assert.ok((await page.locator("#feed li.denied").count()) > 0 && (await page.locator("#feed li.kept-out").count()) > 0);
+  assert.ok(
+    (await page.locator("#feed li.denied").count()) > 0 && (await page.locator("#feed li.kept-out").count()) > 0,
+  );
   assert.equal(await page.locator("#legend li").count(), 7, "a legend says what each look means");
 });
 
-test("a call on a route its own rule allows is judged by that rule, and a policy reverted is re-judged, not left red", { timeout: 90_000 }, async () => {
+test("a call on a route its own rule allows is judged by that rule, and a policy reverted is re-judged, not left red", {
+  timeout: 90_000,
+}, async () => {
   // A fourth identity, issued by hand, which only a route rule lets in.
-  const issued = await run(process.execPath, ["--import", "tsx", "ca/cli.ts", "issue", "--dir", pki(), "--domain", "shipping.internal"]);
+  const issued = await run(process.execPath, [
+    "--import",
+    "tsx",
+    "ca/cli.ts",
+    "issue",
+    "--dir",
+    pki(),
+    "--domain",
+    "shipping.internal",
+  ]);
   assert.equal(issued.code, 0, issued.out);
   const policy = join(tmp, "policy.toml");
   const original = readFileSync(policy, "utf8");
-  const reloads = () => (readFileSync(join(tmp, "logs", "inventory.log"), "utf8").match(/"event":"policy\.reloaded"/g) ?? []).length;
+  const reloads = () =>
+    (readFileSync(join(tmp, "logs", "inventory.log"), "utf8").match(/"event":"policy\.reloaded"/g) ?? []).length;
   const before = reloads();
-  writeFileSync(policy, `${original}\n[[inventory.routes]]\nmethod = "GET"\npath = "/stock/:sku"\naccepts = ["order", "shipping"]\n`);
+  writeFileSync(
+    policy,
+    `${original}\n[[inventory.routes]]\nmethod = "GET"\npath = "/stock/:sku"\naccepts = ["order", "shipping"]\n`,
+  );
   await waitFor(() => reloads() > before, 20_000, "inventory reloading the policy");
-  const stock = await run("curl", ["-sS", "--max-time", "5", "--cacert", state("edge", "bundle.pem"), "--resolve", `inventory.internal:${ports.inventory}:127.0.0.1`, "--cert", pki("certs", "shipping.internal.crt"), "--key", pki("certs", "shipping.internal.key"), "-o", "/dev/null", "-w", "%{http_code}", `https://inventory.internal:${ports.inventory}/stock/widget`]);
+  const stock = await run("curl", [
+    "-sS",
+    "--max-time",
+    "5",
+    "--cacert",
+    state("edge", "bundle.pem"),
+    "--resolve",
+    `inventory.internal:${ports.inventory}:127.0.0.1`,
+    "--cert",
+    pki("certs", "shipping.internal.crt"),
+    "--key",
+    pki("certs", "shipping.internal.key"),
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+    `https://inventory.internal:${ports.inventory}/stock/widget`,
+  ]);
   assert.equal(stock.out, "200");
   const cell = page.locator('[data-cell="shipping>inventory"]');
-  await cell.locator('[data-verdict="agrees"]').filter({ hasText: "seen 200 GET /stock/widget" }).waitFor({ timeout: 10_000 });
-  assert.match((await cell.textContent()) ?? "", /deny · inventory\.accepts.*but allow GET \/stock\/:sku \(inventory\.routes\[0\]\)/);
+  await cell
+    .locator('[data-verdict="agrees"]')
+    .filter({ hasText: "seen 200 GET /stock/widget" })
+    .waitFor({ timeout: 10_000 });
+  assert.match(
+    (await cell.textContent()) ?? "",
+    /deny · inventory\.accepts.*but allow GET \/stock\/:sku \(inventory\.routes\[0\]\)/,
+  );
   assert.doesNotMatch((await cell.getAttribute("class")) ?? "", /mismatch/);
-  assert.doesNotMatch((await page.locator('#graph [data-edge="shipping>inventory"]').getAttribute("class")) ?? "", /failing|mismatch/);
+  assert.doesNotMatch(
+    (await page.locator('#graph [data-edge="shipping>inventory"]').getAttribute("class")) ?? "",
+    /failing|mismatch/,
+  );
   // Reverted: the 200 was right under the policy of its time; it is not judged by today's.
   const reverted = reloads();
   writeFileSync(policy, original);
@@ -255,13 +407,18 @@ const OVERFLOWING = `(() => {
 })()`;
 
 for (const width of [1280, 1920]) {
-  test(`at ${width} px: no horizontal scrollbar, nothing overflows its panel, no arrow crosses a name`, { timeout: 30_000 }, async () => {
+  test(`at ${width} px: no horizontal scrollbar, nothing overflows its panel, no arrow crosses a name`, {
+    timeout: 30_000,
+  }, async () => {
     const p = await browser.newPage({ viewport: { width, height: 1000 } });
     try {
       await p.goto(dash.url);
       await p.locator("#graph [data-node]").first().waitFor();
       await p.locator("#timeline canvas").first().waitFor();
-      const { scrollWidth, clientWidth } = await p.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }));
+      const { scrollWidth, clientWidth } = await p.evaluate(() => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        clientWidth: document.documentElement.clientWidth,
+      }));
       assert.ok(scrollWidth <= clientWidth, `page ${scrollWidth} px wide in a ${clientWidth} px window`);
       assert.deepEqual(await p.evaluate<string[]>(OVERFLOWING), []);
       assert.ok((await p.locator("#graph [data-edge] line").count()) >= 10, "the probe's edges are drawn");
@@ -274,17 +431,36 @@ for (const width of [1280, 1920]) {
 }
 
 test("a revoked identity shows as revoked", { timeout: 40_000 }, async () => {
-  const r = await run(process.execPath, ["--import", "tsx", "ca/cli.ts", "revoke", "--dir", pki(), "--domain", "inventory.internal"]);
+  const r = await run(process.execPath, [
+    "--import",
+    "tsx",
+    "ca/cli.ts",
+    "revoke",
+    "--dir",
+    pki(),
+    "--domain",
+    "inventory.internal",
+  ]);
   assert.equal(r.code, 0, r.out);
   await page.locator('[data-service="inventory"] [data-status="REVOKED"]').waitFor({ timeout: 10_000 });
-  assert.equal(await page.locator('[data-service="payment"] [data-status="up"]').count(), 1, "only inventory is marked");
+  assert.equal(
+    await page.locator('[data-service="payment"] [data-status="up"]').count(),
+    1,
+    "only inventory is marked",
+  );
   assert.deepEqual(pageErrors, []);
 });
 
-test("restarts by mesh:up's supervisor show per component: a calm note for one restart, red when it gave up", { timeout: 30_000 }, async () => {
+test("restarts by mesh:up's supervisor show per component: a calm note for one restart, red when it gave up", {
+  timeout: 30_000,
+}, async () => {
   // Written by hand, as the supervisor writes them (mesh-up.log, after this run's mesh.started).
   const now = () => new Date().toISOString();
-  const sup = (event: string, f: Record<string, unknown>) => appendFileSync(join(tmp, "logs", "mesh-up.log"), `${JSON.stringify({ level: 30, time: now(), service: "mesh-up", event, ...f })}\n`);
+  const sup = (event: string, f: Record<string, unknown>) =>
+    appendFileSync(
+      join(tmp, "logs", "mesh-up.log"),
+      `${JSON.stringify({ level: 30, time: now(), service: "mesh-up", event, ...f })}\n`,
+    );
   sup("supervisor.exited", { component: "payment", pid: 4242, code: 1, signal: null });
   sup("supervisor.restarting", { component: "payment", attempt: 1, delayMs: 500 });
   sup("supervisor.started", { component: "payment", pid: 4243 });
@@ -303,34 +479,60 @@ test("restarts by mesh:up's supervisor show per component: a calm note for one r
   assert.match((await page.locator('#processes [data-component="payment"]').textContent()) ?? "", /exited with code 1/);
 });
 
-test("the CA servers show with who holds the jobs' lease (hand-written ca2.log lines, as a second replica writes them); values are text", { timeout: 30_000 }, async () => {
+test("the CA servers show with who holds the jobs' lease (hand-written ca2.log lines, as a second replica writes them); values are text", {
+  timeout: 30_000,
+}, async () => {
   const now = () => new Date().toISOString();
-  const ca2 = (event: string, f: Record<string, unknown>) => appendFileSync(join(tmp, "logs", "ca2.log"), `${JSON.stringify({ level: 30, time: now(), service: "ca", event, ...f })}\n`);
-  ca2("ca.started", { url: "https://127.0.0.1:7420/<b>x</b>", store: "postgres", lease_holder: "host:7777:zz", runs_jobs: false });
+  const ca2 = (event: string, f: Record<string, unknown>) =>
+    appendFileSync(
+      join(tmp, "logs", "ca2.log"),
+      `${JSON.stringify({ level: 30, time: now(), service: "ca", event, ...f })}\n`,
+    );
+  ca2("ca.started", {
+    url: "https://127.0.0.1:7420/<b>x</b>",
+    store: "postgres",
+    lease_holder: "host:7777:zz",
+    runs_jobs: false,
+  });
   ca2("ca.lease_acquired", { lease: "ca-server-jobs", holder: "host:7777:zz" });
   const row = page.locator('#ca-replicas [data-ca-url="https://127.0.0.1:7420/<b>x</b>"]');
   await row.waitFor({ timeout: 10_000 });
   assert.equal(await row.getAttribute("data-runs-jobs"), "true");
   assert.match((await row.textContent()) ?? "", /7777.*postgres.*holds the lease/);
   assert.equal(await page.locator("#ca-replicas b").count(), 0, "a URL is text");
-  assert.match((await page.locator("#ca-replicas").textContent()) ?? "", /once-only jobs \(re-signing CRLs\) run on host:7777:zz/);
+  assert.match(
+    (await page.locator("#ca-replicas").textContent()) ?? "",
+    /once-only jobs \(re-signing CRLs\) run on host:7777:zz/,
+  );
   // One holder at a time, whatever else the logs list.
   assert.equal(await page.locator('#ca-replicas [data-runs-jobs="true"]').count(), 1);
   assert.deepEqual(pageErrors, []);
 });
 
-test("`npm run ca -- rotate` as the README runs it shows on the page: the gate it is at, who it waits for and why, then done", { timeout: 120_000 }, async () => {
+test("`npm run ca -- rotate` as the README runs it shows on the page: the gate it is at, who it waits for and why, then done", {
+  timeout: 120_000,
+}, async () => {
   // A CA of its own with a file-mode certificate: gate 3 waits for it until it is renewed.
   const dir = join(tmp, "rotation");
   mkdirSync(join(dir, "logs"), { recursive: true });
   const authority = await CertificateAuthority.init({ dir: join(dir, "pki"), name: "Rotation Test CA" });
   await authority.issue({ domain: "files.internal" });
   authority.close();
-  const d = await startDashboard({ logs: join(dir, "logs"), pki: join(dir, "pki"), policy: join(tmp, "policy.toml"), port: 0, pollMs: 100 });
+  const d = await startDashboard({
+    logs: join(dir, "logs"),
+    pki: join(dir, "pki"),
+    policy: join(tmp, "policy.toml"),
+    port: 0,
+    pollMs: 100,
+  });
   const p = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   await p.goto(d.url);
   assert.match((await p.locator("#rotation").textContent()) ?? "", /No rotation in progress/);
-  const rot = spawn(process.execPath, ["--import", "tsx", "ca/cli.ts", "rotate", "--dir", join(dir, "pki"), "--timeout", "2m", "--interval", "1s"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_PKI_DIR: "" } });
+  const rot = spawn(
+    process.execPath,
+    ["--import", "tsx", "ca/cli.ts", "rotate", "--dir", join(dir, "pki"), "--timeout", "2m", "--interval", "1s"],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_PKI_DIR: "" } },
+  );
   let out = "";
   rot.stdout!.on("data", (c: Buffer) => (out += c));
   rot.stderr!.on("data", (c: Buffer) => (out += c));
@@ -338,9 +540,21 @@ test("`npm run ca -- rotate` as the README runs it shows on the page: the gate i
     const waiting = p.locator('#rotation [data-waiting="files.internal"]');
     await waiting.waitFor({ timeout: 60_000 });
     assert.match((await waiting.textContent()) ?? "", /run: npm run ca -- renew --domain files\.internal/);
-    assert.match((await p.locator("#rotation .rotation-head").textContent()) ?? "", /generation 1 → 2, at gate 3\/3 \(retire\)/);
+    assert.match(
+      (await p.locator("#rotation .rotation-head").textContent()) ?? "",
+      /generation 1 → 2, at gate 3\/3 \(retire\)/,
+    );
     assert.equal(await p.locator('#rotation [data-gate="retire"]').getAttribute("class"), "current");
-    const renewed = await run(process.execPath, ["--import", "tsx", "ca/cli.ts", "renew", "--dir", join(dir, "pki"), "--domain", "files.internal"]);
+    const renewed = await run(process.execPath, [
+      "--import",
+      "tsx",
+      "ca/cli.ts",
+      "renew",
+      "--dir",
+      join(dir, "pki"),
+      "--domain",
+      "files.internal",
+    ]);
     assert.equal(renewed.code, 0, renewed.out);
     await p.locator('#rotation [data-phase="done"]').waitFor({ timeout: 30_000 });
     await p.screenshot({ path: shot("rotation-done.png") });
@@ -365,11 +579,17 @@ test("the server is read-only, loopback-only, sends a strict CSP and refuses a f
     });
   const home = await get("/");
   assert.equal(home.status, 200);
-  assert.match(String(home.headers["content-security-policy"]), /default-src 'none'; script-src 'self'; style-src 'self'/);
+  assert.match(
+    String(home.headers["content-security-policy"]),
+    /default-src 'none'; script-src 'self'; style-src 'self'/,
+  );
   assert.doesNotMatch(String(home.headers["content-security-policy"]), /unsafe/);
   assert.equal(home.headers["x-content-type-options"], "nosniff");
   assert.equal((await get("/", {}, "POST")).status, 405);
   assert.equal((await get("/", { host: "evil.example:80" })).status, 421);
   assert.equal((await get("/nope")).status, 404);
-  await assert.rejects(startDashboard({ logs: tmp, pki: tmp, policy: join(tmp, "policy.toml"), host: "0.0.0.0" }), /loopback only/);
+  await assert.rejects(
+    startDashboard({ logs: tmp, pki: tmp, policy: join(tmp, "policy.toml"), host: "0.0.0.0" }),
+    /loopback only/,
+  );
 });

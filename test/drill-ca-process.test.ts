@@ -16,14 +16,19 @@ import type { MeshLine } from "../scripts/mesh-format.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 import { est } from "./helpers/est.ts";
 
-test("the drill's CA server is its own process: a ledger lock the drill holds across an await freezes neither the drill nor the server for good", { timeout: 120_000 }, async () => {
+test("the drill's CA server is its own process: a ledger lock the drill holds across an await freezes neither the drill nor the server for good", {
+  timeout: 120_000,
+}, async () => {
   const root = tempDir("mesh-drill-ca-");
   const pki = join(root, "pki");
   const ca = await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
   const edge = await ca.issue({ domain: "edge.internal" });
   const lines: MeshLine[] = [];
   const limits = { perAddress: { capacity: 100, perMinute: 100 }, perName: { capacity: 100, perMinute: 100 } };
-  const server = await startDrillCa({ pki, lifetimeMs: 60_000, pollMs: 500, limits }, { logFile: join(root, "ca.log"), onLine: (l) => lines.push(l) });
+  const server = await startDrillCa(
+    { pki, lifetimeMs: 60_000, pollMs: 500, limits },
+    { logFile: join(root, "ca.log"), onLine: (l) => lines.push(l) },
+  );
   try {
     assert.match(server.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     assert.notEqual(server.proc.pid, process.pid);
@@ -43,7 +48,9 @@ test("the drill's CA server is its own process: a ledger lock the drill holds ac
     let released = 0;
     try {
       await ca.ledger.writeAsync(async () => {
-        const call = est(server.url, { path: "/.well-known/est/cacerts", ...mtls }).then((r) => (answered = { status: r.status, at: Date.now() }));
+        const call = est(server.url, { path: "/.well-known/est/cacerts", ...mtls }).then(
+          (r) => (answered = { status: r.status, at: Date.now() }),
+        );
         void call.catch(() => {});
         await sleep(2_000); // the lock is held, and this process runs on
         released = Date.now();
@@ -54,7 +61,10 @@ test("the drill's CA server is its own process: a ledger lock the drill holds ac
     }
     assert.ok(longestStall < 1_500, `this process stalled for ${longestStall} ms while holding the lock`);
     assert.equal(answered!.status, 200);
-    assert.ok(answered!.at - released < 10_000, `the server answered ${answered!.at - released} ms after the lock was released`);
+    assert.ok(
+      answered!.at - released < 10_000,
+      `the server answered ${answered!.at - released} ms after the lock was released`,
+    );
     // The server's log lines reach the drill, and its own file.
     assert.ok(lines.some((l) => l.event === "ca.started"));
     assert.match(readFileSync(join(root, "ca.log"), "utf8"), /"event":"ca.started"/);

@@ -22,7 +22,8 @@ function privateTmp(): string {
 /** Files below `dir` holding a key or the CA's ledger (tsx's compile cache, which follows TMPDIR, aside). */
 function secretsBelow(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name))
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
     .filter((f) => !f.slice(dir.length).startsWith("/tsx-"))
     .filter((f) => /\.key$|ca\.db/.test(f) || holdsKey(f));
 }
@@ -43,7 +44,9 @@ function processesMentioning(text: string): number[] {
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text)) pids.push(Number(pid));
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return pids;
 }
@@ -63,7 +66,11 @@ async function withTmpdir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
 /** Runs the CLI until `when` shows in its output, then sends `sig`. */
 async function interrupt(sig: NodeJS.Signals, when: RegExp) {
   const tmp = privateTmp();
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--rate", "10", "--dwell", "5000"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" } });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--rate", "10", "--dwell", "5000"],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" } },
+  );
   let out = "";
   let sent = false;
   let keysWhenSent: string[] = [];
@@ -81,16 +88,23 @@ async function interrupt(sig: NodeJS.Signals, when: RegExp) {
   return { tmp, out, code, sent, keysWhenSent };
 }
 
-test("a drill stopped with SIGINT in its careless phase stops its services and leaves no key behind", { timeout: 60_000 }, async () => {
+test("a drill stopped with SIGINT in its careless phase stops its services and leaves no key behind", {
+  timeout: 60_000,
+}, async () => {
   const r = await interrupt("SIGINT", /▶ 2\. The careless rotation/);
   assert.ok(r.sent, r.out);
-  assert.ok(r.keysWhenSent.some((f) => f.endsWith("/pki/roots/1/ca.key")), `the CA existed when interrupted: ${r.keysWhenSent.join(", ")}`);
+  assert.ok(
+    r.keysWhenSent.some((f) => f.endsWith("/pki/roots/1/ca.key")),
+    `the CA existed when interrupted: ${r.keysWhenSent.join(", ")}`,
+  );
   assert.equal(r.code, 130, r.out);
   assert.match(r.out, /drill:rotate: interrupted \(SIGINT\): everything stopped, the temporary CA state removed/);
   assert.doesNotMatch(r.out, /\n\s+at /, "no stack trace");
   assert.deepEqual(secretsBelow(r.tmp), []);
   // The logs stay for the post-mortem; the services are gone.
-  assert.ok(readdirSync(r.tmp).some((d) => d.startsWith("mesh-drill-") && existsSync(join(r.tmp, d, "logs", "payment.log"))));
+  assert.ok(
+    readdirSync(r.tmp).some((d) => d.startsWith("mesh-drill-") && existsSync(join(r.tmp, d, "logs", "payment.log"))),
+  );
   assert.deepEqual(processesMentioning(r.tmp), []);
 });
 
@@ -103,19 +117,29 @@ test("a drill stopped with SIGTERM during its baseline leaves no key behind eith
   assert.deepEqual(processesMentioning(r.tmp), []);
 });
 
-test("a drill that fails mid-run removes its temporary CA; with keepState it keeps it", { timeout: 60_000 }, async () => {
+test("a drill that fails mid-run removes its temporary CA; with keepState it keeps it", {
+  timeout: 60_000,
+}, async () => {
   // A failure inside the run: the progress callback throws as the careless phase begins.
   const failing = (line: string) => {
     if (line.includes("▶ 2.")) throw new Error("boom in the careless phase");
   };
   const tmp = privateTmp();
-  await assert.rejects(withTmpdir(tmp, () => runDrill({ rate: 5, dwellMs: 200, say: failing })), /boom in the careless phase/);
+  await assert.rejects(
+    withTmpdir(tmp, () => runDrill({ rate: 5, dwellMs: 200, say: failing })),
+    /boom in the careless phase/,
+  );
   assert.deepEqual(secretsBelow(tmp), []);
   assert.deepEqual(processesMentioning(tmp), []);
 
   const kept = privateTmp();
   let pki = "";
-  await assert.rejects(withTmpdir(kept, () => runDrill({ rate: 5, dwellMs: 200, keepState: true, say: failing, onPrepared: (w) => (pki = w.pki) })), /boom/);
+  await assert.rejects(
+    withTmpdir(kept, () =>
+      runDrill({ rate: 5, dwellMs: 200, keepState: true, say: failing, onPrepared: (w) => (pki = w.pki) }),
+    ),
+    /boom/,
+  );
   assert.ok(existsSync(join(pki, "roots", "1", "ca.key")), "--keep-state keeps the CA, keys included");
   assert.ok(secretsBelow(kept).length > 0);
 });

@@ -11,7 +11,10 @@ import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import type { DrillReport } from "../scripts/drill/drill.ts";
 
 const logLines = (r: DrillReport, file: string): MeshLine[] =>
-  readFileSync(join(r.logs, file), "utf8").split("\n").map(parseLine).filter((l): l is MeshLine => l !== null);
+  readFileSync(join(r.logs, file), "utf8")
+    .split("\n")
+    .map(parseLine)
+    .filter((l): l is MeshLine => l !== null);
 
 /** Command lines of the processes that mention `text` (the services get --state <work>/state/…). */
 function cmdlines(text: string): string[] {
@@ -20,17 +23,24 @@ function cmdlines(text: string): string[] {
     try {
       const c = readFileSync(`/proc/${pid}/cmdline`, "utf8");
       if (c.includes(text)) out.push(c.replace(/\0/g, " "));
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }
 
-test("online drill: the careless rotation breaks through the services' own renewals; runRotation's gates move the mesh without losing a request", { timeout: 150_000 }, async () => {
+test("online drill: the careless rotation breaks through the services' own renewals; runRotation's gates move the mesh without losing a request", {
+  timeout: 150_000,
+}, async () => {
   let work = "";
   let passed = false;
   let seenAtBaseline: string[] = [];
   const report = await runOnlineDrill({
-    lifetimeMs: 30_000, pollMs: 500, rate: 20, dwellMs: 800,
+    lifetimeMs: 30_000,
+    pollMs: 500,
+    rate: 20,
+    dwellMs: 800,
     onPrepared: (w) => (work = w.work),
     say: (line) => {
       // While the mesh runs: which processes carry the drill's state folders, and with what arguments.
@@ -40,7 +50,10 @@ test("online drill: the careless rotation breaks through the services' own renew
   try {
     const phase = (n: string) => report.phases.find((p) => p.name === n)!;
     assert.equal(report.mode, "online");
-    assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "careless", "recovery", "trust-both", "reissue", "drop-old", "proof"]);
+    assert.deepEqual(
+      report.phases.map((p) => p.name),
+      ["baseline", "careless", "recovery", "trust-both", "reissue", "drop-old", "proof"],
+    );
 
     // Services in identity mode, the token in their environment only (ps shows arguments).
     assert.equal(seenAtBaseline.length, 3, seenAtBaseline.join("\n"));
@@ -52,34 +65,73 @@ test("online drill: the careless rotation breaks through the services' own renew
 
     // The baseline held a renewal on the services' own schedule, under traffic, and lost nothing.
     const baseline = phase("baseline");
-    assert.match(baseline.notes.join("\n"), /renewed on its own schedule under traffic: serial \w+… → \w+… \(generation 1\)/);
+    assert.match(
+      baseline.notes.join("\n"),
+      /renewed on its own schedule under traffic: serial \w+… → \w+… \(generation 1\)/,
+    );
     // The careless break is real: a renewal met the untrusted signer, the service refused the
     // certificate, its retry was refused as superseded, and orders failed once it expired.
     const careless = phase("careless");
     assert.ok(careless.failed > 0, JSON.stringify(careless));
     assert.ok(report.online!.victims.length > 0);
-    const all = ["payment", "inventory", "order"].flatMap((s) => logLines(report, `${s}.log`).map((l) => ({ s, l }))).concat(logLines(report, "edge.log").map((l) => ({ s: "edge", l })));
-    const failures = all.filter(({ l }) => l.event === "identity.renew_failed").map(({ s, l }) => `${s}: ${String(l.reason)}`);
-    assert.ok(all.some(({ l }) => l.event === "identity.renew_failed" && /does not chain to a root in the trust bundle/.test(String(l.reason))), `a renewal refused the certificate from the untrusted generation; renew_failed lines:\n${failures.join("\n")}\nnotes: ${careless.notes.join("\n")}`);
-    assert.ok(all.some(({ l }) => l.event === "identity.renew_failed" && /already renewed/.test(String(l.reason)) && l.status === 403), "the retry was refused: the old certificate is superseded");
-    assert.ok(all.some(({ l }) => l.event === "identity.expired"), "a victim expired");
-    assert.ok(Object.keys(careless.reasons).some((r) => /expired|handshake|upstream/.test(r)), JSON.stringify(careless.reasons));
+    const all = ["payment", "inventory", "order"]
+      .flatMap((s) => logLines(report, `${s}.log`).map((l) => ({ s, l })))
+      .concat(logLines(report, "edge.log").map((l) => ({ s: "edge", l })));
+    const failures = all
+      .filter(({ l }) => l.event === "identity.renew_failed")
+      .map(({ s, l }) => `${s}: ${String(l.reason)}`);
+    assert.ok(
+      all.some(
+        ({ l }) =>
+          l.event === "identity.renew_failed" && /does not chain to a root in the trust bundle/.test(String(l.reason)),
+      ),
+      `a renewal refused the certificate from the untrusted generation; renew_failed lines:\n${failures.join("\n")}\nnotes: ${careless.notes.join("\n")}`,
+    );
+    assert.ok(
+      all.some(
+        ({ l }) => l.event === "identity.renew_failed" && /already renewed/.test(String(l.reason)) && l.status === 403,
+      ),
+      "the retry was refused: the old certificate is superseded",
+    );
+    assert.ok(
+      all.some(({ l }) => l.event === "identity.expired"),
+      "a victim expired",
+    );
+    assert.ok(
+      Object.keys(careless.reasons).some((r) => /expired|handshake|upstream/.test(r)),
+      JSON.stringify(careless.reasons),
+    );
     assert.ok(report.checks.find((c) => c.name === "recovery healed the mesh")!.ok);
 
     // The gates: every one passed, in order, gate 3 waited for named identities; each event is a
     // rotate.gate line in logs/drill.log beside the drill.phase lines.
     const gates = report.gates!;
-    assert.deepEqual(gates.filter((g) => g.state === "passed").map((g) => g.gate), ["prepare", "activate", "retire"]);
-    assert.ok(gates.some((g) => g.gate === "retire" && g.state === "waiting" && g.waitingFor.includes("payment.internal")));
+    assert.deepEqual(
+      gates.filter((g) => g.state === "passed").map((g) => g.gate),
+      ["prepare", "activate", "retire"],
+    );
+    assert.ok(
+      gates.some((g) => g.gate === "retire" && g.state === "waiting" && g.waitingFor.includes("payment.internal")),
+    );
     const drillLog = logLines(report, "drill.log");
     const gateLines = drillLog.filter((l) => l.event === "rotate.gate");
     assert.equal(gateLines.length, gates.length);
-    for (const l of gateLines) assert.ok(l.gate && l.state && Array.isArray(l.waitingFor) && typeof l.msg === "string" && l.time, JSON.stringify(l));
-    assert.deepEqual(drillLog.filter((l) => l.event === "drill.phase").map((l) => l.phase), report.phases.map((p) => p.name));
+    for (const l of gateLines)
+      assert.ok(
+        l.gate && l.state && Array.isArray(l.waitingFor) && typeof l.msg === "string" && l.time,
+        JSON.stringify(l),
+      );
+    assert.deepEqual(
+      drillLog.filter((l) => l.event === "drill.phase").map((l) => l.phase),
+      report.phases.map((p) => p.name),
+    );
 
     // Gate 1 passes within a fraction of a second (the CRL long poll): the drill holds the mesh
     // trusting both generations for a dwell before gate 2, so the phase carries traffic.
-    assert.ok(phase("trust-both").ms >= 800, `trust-both held for the dwell before gate 2: ${phase("trust-both").ms} ms`);
+    assert.ok(
+      phase("trust-both").ms >= 800,
+      `trust-both held for the dwell before gate 2: ${phase("trust-both").ms} ms`,
+    );
     // Zero failures in every safe phase, with traffic flowing through each.
     for (const p of report.phases.filter((x) => x.safe)) {
       assert.ok(p.sent >= 8, `${p.name}: traffic must flow (${p.sent} sent)`);
@@ -87,18 +139,29 @@ test("online drill: the careless rotation breaks through the services' own renew
     }
     // Every identity moved by renewal onto the new generation, announced by the CA's hint.
     const newGen = report.generations.new;
-    assert.equal(newGen, report.online!.carelessGeneration + 1, "the careless generation was retired, the rotation added the next");
+    assert.equal(
+      newGen,
+      report.online!.carelessGeneration + 1,
+      "the careless generation was retired, the rotation added the next",
+    );
     for (const s of ["payment", "inventory", "order", "edge"]) {
       const lines = s === "edge" ? logLines(report, "edge.log") : logLines(report, `${s}.log`);
-      assert.ok(lines.some((l) => l.event === "identity.renewed" && l.generation === newGen), `${s} renewed onto generation ${newGen}`);
+      assert.ok(
+        lines.some((l) => l.event === "identity.renewed" && l.generation === newGen),
+        `${s} renewed onto generation ${newGen}`,
+      );
     }
-    assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks.filter((c) => !c.ok)));
+    assert.ok(
+      report.checks.every((c) => c.ok),
+      JSON.stringify(report.checks.filter((c) => !c.ok)),
+    );
     assert.equal(report.ok, true);
 
     // No key outlives the run: neither the CA's nor the services' state folders; no token in a log.
     assert.equal(existsSync(report.dir), false);
     assert.equal(existsSync(join(work, "state")), false);
-    for (const f of readdirSync(report.logs)) assert.doesNotMatch(readFileSync(join(report.logs, f), "utf8"), /mt1\.|PRIVATE KEY/, f);
+    for (const f of readdirSync(report.logs))
+      assert.doesNotMatch(readFileSync(join(report.logs, f), "utf8"), /mt1\.|PRIVATE KEY/, f);
     assert.deepEqual(cmdlines(join(work, "state")), [], "every service stopped");
     passed = true;
   } finally {

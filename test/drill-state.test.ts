@@ -25,7 +25,11 @@ async function carelessState(dir: string): Promise<void> {
 }
 
 function drill(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1" },
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
@@ -33,7 +37,9 @@ function drill(args: string[]): Promise<{ code: number | null; stdout: string; s
   return new Promise((r) => child.on("close", (code) => r({ code, stdout, stderr })));
 }
 
-test("a --dir left mid careless rotation is refused at once, unchanged; the roll-back it names makes the drill pass", { timeout: 90_000 }, async () => {
+test("a --dir left mid careless rotation is refused at once, unchanged; the roll-back it names makes the drill pass", {
+  timeout: 90_000,
+}, async () => {
   const dir = join(tmp, "pki");
   await carelessState(dir);
   const before = fingerprint(dir);
@@ -45,7 +51,10 @@ test("a --dir left mid careless rotation is refused at once, unchanged; the roll
   assert.equal(lines.length, 1, r.stderr);
   const msg = lines[0]!;
   assert.match(msg, /^drill:rotate: the CA in .* is in the middle of a careless rotation/);
-  assert.match(msg, /generation 2 \(Acme Corp CA G2\) signs new certificates but is not in bundle\.pem, so nobody trusts it, and payment\.internal already holds a certificate from it; nothing was changed/);
+  assert.match(
+    msg,
+    /generation 2 \(Acme Corp CA G2\) signs new certificates but is not in bundle\.pem, so nobody trusts it, and payment\.internal already holds a certificate from it; nothing was changed/,
+  );
   assert.equal(fingerprint(dir), before, "the folder is unchanged");
   assert.equal(existsSync(join(dir, "drill")), false, "no logs, no policy, no service started");
 
@@ -60,7 +69,9 @@ test("a --dir left mid careless rotation is refused at once, unchanged; the roll
   fwd.close();
 
   // The roll-back commands, exactly as printed, then the drill again on the same folder.
-  const rollBack = [...msg.matchAll(/`npm run ca -- ([^`]+)`/g)].map((m) => m[1]!).filter((c) => !c.startsWith("bundle"));
+  const rollBack = [...msg.matchAll(/`npm run ca -- ([^`]+)`/g)]
+    .map((m) => m[1]!)
+    .filter((c) => !c.startsWith("bundle"));
   assert.deepEqual(rollBack, [`generation use 1 --dir ${dir}`, `renew --domain payment.internal --dir ${dir}`]);
   for (const c of rollBack) {
     const done = await caCli(c.split(" "));

@@ -10,20 +10,36 @@ import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { privateTmp, processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
 
-test("drill stolen: revoked, the stolen copy is refused everywhere within seconds and its connection cut; order re-enrols; nothing left behind", { timeout: 120_000 }, async () => {
+test("drill stolen: revoked, the stolen copy is refused everywhere within seconds and its connection cut; order re-enrols; nothing left behind", {
+  timeout: 120_000,
+}, async () => {
   const r = await runDrillCli(["stolen", "--json", "--dwell", "1000", "--rate", "10"]);
   let passed = false;
   try {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
-    assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "revoke", "re-enrol", "after"]);
-    assert.ok(report.checks.some((c) => c.name === "payment's refusal counter moved" && c.ok), "the metrics a dashboard shows moved");
-    assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks));
+    assert.deepEqual(
+      report.phases.map((p) => p.name),
+      ["baseline", "revoke", "re-enrol", "after"],
+    );
+    assert.ok(
+      report.checks.some((c) => c.name === "payment's refusal counter moved" && c.ok),
+      "the metrics a dashboard shows moved",
+    );
+    assert.ok(
+      report.checks.every((c) => c.ok),
+      JSON.stringify(report.checks),
+    );
     const within = report.facts.refusedInMs as Record<string, number>;
-    for (const s of ["payment", "inventory", "order"]) assert.ok(within[s]! >= 0 && within[s]! <= 5_000, `${s}: ${within[s]}`);
+    for (const s of ["payment", "inventory", "order"])
+      assert.ok(within[s]! >= 0 && within[s]! <= 5_000, `${s}: ${within[s]}`);
 
-    const lines = (f: string): MeshLine[] => readFileSync(join(report.logs, f), "utf8").split("\n").map(parseLine).filter((l): l is MeshLine => l !== null);
+    const lines = (f: string): MeshLine[] =>
+      readFileSync(join(report.logs, f), "utf8")
+        .split("\n")
+        .map(parseLine)
+        .filter((l): l is MeshLine => l !== null);
     const serial = String(report.facts.serial);
     for (const s of ["payment", "inventory", "order"]) {
       const refused = lines(`${s}.log`).find((l) => l.event === "tls.handshake_failed" && l.reason === "revoked");
@@ -49,16 +65,26 @@ test("drill stolen: revoked, the stolen copy is refused everywhere within second
   }
 });
 
-test("drill stolen failing mid-run (after the theft): the thief's copy, the CA's keys and every process are gone", { timeout: 90_000 }, async () => {
+test("drill stolen failing mid-run (after the theft): the thief's copy, the CA's keys and every process are gone", {
+  timeout: 90_000,
+}, async () => {
   const { runStolenDrill } = await import("../scripts/drill/stolen.ts");
   const tmp = privateTmp();
   const old = process.env.TMPDIR;
   process.env.TMPDIR = tmp;
   let work = "";
   try {
-    await assert.rejects(runStolenDrill({ rate: 5, dwellMs: 300, onPrepared: (w) => (work = w.work), say: (l) => {
-      if (l.includes("▶ 2.")) throw new Error("boom as the revocation begins");
-    } }), /boom as the revocation begins/);
+    await assert.rejects(
+      runStolenDrill({
+        rate: 5,
+        dwellMs: 300,
+        onPrepared: (w) => (work = w.work),
+        say: (l) => {
+          if (l.includes("▶ 2.")) throw new Error("boom as the revocation begins");
+        },
+      }),
+      /boom as the revocation begins/,
+    );
   } finally {
     if (old === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = old;

@@ -7,19 +7,48 @@ import { LEGEND, timeline } from "../scripts/drill/timeline.ts";
 import { longestGap } from "../scripts/drill/traffic.ts";
 
 const phase = (p: Partial<PhaseReport> & Pick<PhaseReport, "name">): PhaseReport => ({
-  title: p.name, safe: true, startedAt: "2026-12-01T00:00:00.000Z", ms: 1000, sent: 20, succeeded: 20, failed: 0,
-  reasons: {}, longestGapMs: 60, handshakeFailures: {}, upstreamFailures: {}, notes: [], ...p,
+  title: p.name,
+  safe: true,
+  startedAt: "2026-12-01T00:00:00.000Z",
+  ms: 1000,
+  sent: 20,
+  succeeded: 20,
+  failed: 0,
+  reasons: {},
+  longestGapMs: 60,
+  handshakeFailures: {},
+  upstreamFailures: {},
+  notes: [],
+  ...p,
 });
 
 // What the drill reports for a careless phase and a safe one with the drill's own deliberate refusals.
 const report = {
-  ok: true, dir: "/x/pki", stateRemoved: true, reportFile: "/x/report.json", logs: "/x/logs", withIntermediate: false, rate: 20,
-  generations: { old: 1, new: 2 }, reloads: [], explanations: [], probe: [], checks: [], longestSafeGapMs: 60,
+  ok: true,
+  dir: "/x/pki",
+  stateRemoved: true,
+  reportFile: "/x/report.json",
+  logs: "/x/logs",
+  withIntermediate: false,
+  rate: 20,
+  generations: { old: 1, new: 2 },
+  reloads: [],
+  explanations: [],
+  probe: [],
+  checks: [],
+  longestSafeGapMs: 60,
   phases: [
-    phase({ name: "careless", safe: false, sent: 58, succeeded: 8, failed: 50, longestGapMs: 2400,
+    phase({
+      name: "careless",
+      safe: false,
+      sent: 58,
+      succeeded: 8,
+      failed: 50,
+      longestGapMs: 2400,
       reasons: { "502 payment:server_untrusted": 50 },
       handshakeFailures: { "payment:client_aborted": 49 },
-      upstreamFailures: { "order:payment:server_untrusted": 50 } }),
+      upstreamFailures: { "order:payment:server_untrusted": 50 },
+    }),
     phase({ name: "drop-old", handshakeFailures: { "payment:unknown_ca": 8 } }),
   ],
 } as DrillReport;
@@ -56,12 +85,19 @@ test("a phase with no failed order shows no reason in why; its logged refusals s
 test("the legend says what every column means", () => {
   const out = timeline(report);
   for (const l of LEGEND) assert.ok(out.includes(l));
-  for (const col of ["ms", "sent/ok/failed", "gap ms", "why", "refusals"]) assert.ok(LEGEND.some((l) => l.startsWith(col + " ")), col);
+  for (const col of ["ms", "sent/ok/failed", "gap ms", "why", "refusals"])
+    assert.ok(
+      LEGEND.some((l) => l.startsWith(col + " ")),
+      col,
+    );
 });
 
 test("a phase's gap is measured within the phase, not carried over from the one before", () => {
   // Successes every 50 ms until 1000, an outage, then every 50 ms again from 2300.
-  const successes = [...Array.from({ length: 20 }, (_, i) => 50 + i * 50), ...Array.from({ length: 20 }, (_, i) => 2300 + i * 50)];
+  const successes = [
+    ...Array.from({ length: 20 }, (_, i) => 50 + i * 50),
+    ...Array.from({ length: 20 }, (_, i) => 2300 + i * 50),
+  ];
   // The careless phase (0–2000) holds the outage up to its end; recovery (2000–3200) only its own 300 ms.
   assert.equal(longestGap(successes, 0, 2000), 1000);
   assert.equal(longestGap(successes, 2000, 3200), 300);

@@ -12,17 +12,28 @@ import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { ROOT } from "./helpers/ca.ts";
 
 const logLines = (r: DrillReport, service: string): MeshLine[] =>
-  readFileSync(join(r.logs, `${service}.log`), "utf8").split("\n").map(parseLine).filter((l): l is MeshLine => l !== null);
+  readFileSync(join(r.logs, `${service}.log`), "utf8")
+    .split("\n")
+    .map(parseLine)
+    .filter((l): l is MeshLine => l !== null);
 
-test("the careless rotation breaks; the safe rotation loses nothing; generation 1 is locked out", { timeout: 90_000 }, async () => {
+test("the careless rotation breaks; the safe rotation loses nothing; generation 1 is locked out", {
+  timeout: 90_000,
+}, async () => {
   const report = await runDrill({ rate: 20, dwellMs: 1_000 });
   try {
     const phase = (n: string) => report.phases.find((p) => p.name === n)!;
-    assert.deepEqual(report.phases.map((p) => p.name), ["baseline", "careless", "recovery", "trust-both", "reissue", "drop-old", "proof"]);
+    assert.deepEqual(
+      report.phases.map((p) => p.name),
+      ["baseline", "careless", "recovery", "trust-both", "reissue", "drop-old", "proof"],
+    );
 
     // The break is real and explained from both sides.
     assert.ok(phase("careless").failed > 0, "the careless rotation must break calls to payment");
-    assert.ok(Object.keys(phase("careless").reasons).every((r) => r.includes("payment:server_untrusted")), JSON.stringify(phase("careless").reasons));
+    assert.ok(
+      Object.keys(phase("careless").reasons).every((r) => r.includes("payment:server_untrusted")),
+      JSON.stringify(phase("careless").reasons),
+    );
     const orderLog = logLines(report, "order");
     const untrusted = orderLog.find((l) => l.event === "upstream.failed" && l.reason === "server_untrusted");
     assert.ok(untrusted, "order logs why payment is refused");
@@ -30,11 +41,22 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
     assert.deepEqual(untrusted.trusts, ["CN=Acme Corp CA"]);
     assert.match(String(untrusted.msg), /issued by CN=Acme Corp CA G2; order trusts only: CN=Acme Corp CA$/);
     const paymentLog = logLines(report, "payment");
-    assert.ok(paymentLog.some((l) => l.event === "tls.handshake_failed" && l.reason === "client_aborted" && /issued by CN=Acme Corp CA G2/.test(String(l.msg))));
+    assert.ok(
+      paymentLog.some(
+        (l) =>
+          l.event === "tls.handshake_failed" &&
+          l.reason === "client_aborted" &&
+          /issued by CN=Acme Corp CA G2/.test(String(l.msg)),
+      ),
+    );
 
     // The timeline's columns: each failed order has one reason, and a phase's gap lies within it.
     for (const p of report.phases) {
-      assert.equal(Object.values(p.reasons).reduce((n, x) => n + x, 0), p.failed, `${p.name}: ${JSON.stringify(p.reasons)}`);
+      assert.equal(
+        Object.values(p.reasons).reduce((n, x) => n + x, 0),
+        p.failed,
+        `${p.name}: ${JSON.stringify(p.reasons)}`,
+      );
       assert.ok(p.longestGapMs <= p.ms, `${p.name}: gap ${p.longestGapMs} ms in a phase of ${p.ms} ms`);
     }
 
@@ -48,7 +70,11 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
 
     // Every reload took effect without a restart, and was measured.
     for (const who of ["payment", "inventory", "order"]) {
-      assert.ok(report.reloads.some((r) => r.phase === "reissue" && r.who === who && r.what === "certificate" && r.effectMs! > 0));
+      assert.ok(
+        report.reloads.some(
+          (r) => r.phase === "reissue" && r.who === who && r.what === "certificate" && r.effectMs! > 0,
+        ),
+      );
       assert.ok(report.reloads.some((r) => r.phase === "drop-old" && r.who === who && r.what === "trust"));
     }
     assert.equal(paymentLog.filter((l) => l.event === "listening").length, 1, "payment was never restarted");
@@ -56,9 +82,21 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
     // The proof: an old-generation certificate is refused for unknown_ca, and the straggler was cut.
     const refused = paymentLog.filter((l) => l.event === "tls.handshake_failed" && l.reason === "unknown_ca");
     assert.ok(refused.some((l) => (l.peer as { issuer: string }).issuer === "CN=Acme Corp CA"));
-    assert.ok(paymentLog.some((l) => l.event === "tls.connections_closed" && (l.peers as string[] | undefined)?.includes("order (its CA is no longer trusted)")));
-    assert.ok(report.probe.length === 18 && report.probe.every((c) => c.ok), JSON.stringify(report.probe.filter((c) => !c.ok)));
-    assert.ok(report.checks.every((c) => c.ok), JSON.stringify(report.checks.filter((c) => !c.ok)));
+    assert.ok(
+      paymentLog.some(
+        (l) =>
+          l.event === "tls.connections_closed" &&
+          (l.peers as string[] | undefined)?.includes("order (its CA is no longer trusted)"),
+      ),
+    );
+    assert.ok(
+      report.probe.length === 18 && report.probe.every((c) => c.ok),
+      JSON.stringify(report.probe.filter((c) => !c.ok)),
+    );
+    assert.ok(
+      report.checks.every((c) => c.ok),
+      JSON.stringify(report.checks.filter((c) => !c.ok)),
+    );
     assert.equal(report.ok, true);
     assert.deepEqual(JSON.parse(readFileSync(report.reportFile, "utf8")).ok, true);
     // The temporary CA's keys did not outlive the run; the report and logs did.
@@ -72,13 +110,29 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
 /** Every file below a folder, but tsx's compile cache (it follows TMPDIR too). */
 function filesBelow(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).filter((f) => !f.slice(dir.length).startsWith("/tsx-"));
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
+    .filter((f) => !f.slice(dir.length).startsWith("/tsx-"));
 }
 
-test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the timeline and leaves no key in the temporary folder", { timeout: 90_000 }, async () => {
+test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the timeline and leaves no key in the temporary folder", {
+  timeout: 90_000,
+}, async () => {
   // A private TMPDIR, so what the drill leaves behind can be listed.
   const tmp = mkdtempSync(join(tmpdir(), "drill-tmp-"));
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), "--file-mode", "--with-intermediate", "--dwell", "800"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } });
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      join(ROOT, "scripts", "drill-rotate.ts"),
+      "--file-mode",
+      "--with-intermediate",
+      "--dwell",
+      "800",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } },
+  );
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -96,7 +150,10 @@ test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the t
     // The drill worked in the private TMPDIR; its report and logs are there, no key nor ledger is.
     assert.ok(reportFile!.startsWith(tmp), reportFile);
     const left = filesBelow(tmp);
-    assert.ok(left.some((f) => f.endsWith("/logs/payment.log")), left.join("\n"));
+    assert.ok(
+      left.some((f) => f.endsWith("/logs/payment.log")),
+      left.join("\n"),
+    );
     const secrets = left.filter((f) => /\.key$|ca\.db/.test(f) || readFileSync(f, "utf8").includes("PRIVATE KEY"));
     assert.deepEqual(secrets, []);
   } finally {

@@ -5,7 +5,15 @@ import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { EVENTS, eventLine, isEvent, parseEventLine, parseJsonLine, type EventLogger, type LoggedEvent } from "../lib/events.ts";
+import {
+  EVENTS,
+  eventLine,
+  isEvent,
+  parseEventLine,
+  parseJsonLine,
+  type EventLogger,
+  type LoggedEvent,
+} from "../lib/events.ts";
 import { createLogger, type ServiceLogger } from "../services/mesh/log.ts";
 import { EVENTS_DOC, renderEventsDoc } from "../scripts/events-doc.ts";
 
@@ -14,7 +22,8 @@ const WRITERS = ["ca", "services", "scripts", "lib", "bench"];
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
-    d.isDirectory() ? sources(join(dir, d.name)) : d.name.endsWith(".ts") ? [join(dir, d.name)] : []);
+    d.isDirectory() ? sources(join(dir, d.name)) : d.name.endsWith(".ts") ? [join(dir, d.name)] : [],
+  );
 }
 
 /**
@@ -53,24 +62,57 @@ test("docs/events.md is what the catalogue renders (npm run events:doc), and lis
 test("a line a real logger writes parses as its event, with its fields typed", () => {
   let written = "";
   const log = createLogger("payment", { write: (s: string) => void (written += s) });
-  log.warn({ event: "authz.denied", peer: "inventory", peerDns: "inventory.internal", method: "POST", path: "/charge", rule: "payment.accepts", reason: "not listed", remote: "127.0.0.1:1" }, "denied");
+  log.warn(
+    {
+      event: "authz.denied",
+      peer: "inventory",
+      peerDns: "inventory.internal",
+      method: "POST",
+      path: "/charge",
+      rule: "payment.accepts",
+      reason: "not listed",
+      remote: "127.0.0.1:1",
+    },
+    "denied",
+  );
   const l = parseEventLine(written.trimEnd());
   assert.ok(l, written);
   assert.equal(l.event, "authz.denied");
   if (l.event !== "authz.denied") return;
-  assert.deepEqual({ level: l.level, service: l.service, rule: l.rule, msg: l.msg }, { level: 40, service: "payment", rule: "payment.accepts", msg: "denied" });
+  assert.deepEqual(
+    { level: l.level, service: l.service, rule: l.rule, msg: l.msg },
+    { level: 40, service: "payment", rule: "payment.accepts", msg: "denied" },
+  );
   assert.ok(!Number.isNaN(Date.parse(l.time)));
 });
 
 test("eventLine writes pino's shape: level number, ISO time, service, fields, msg", () => {
   const at = new Date("2026-12-06T20:00:00.000Z");
-  const text = eventLine({ level: "warn", service: "order", time: at }, { event: "log.dropped", count: 3 }, "dropped 3");
-  assert.equal(text, `{"level":40,"time":"2026-12-06T20:00:00.000Z","service":"order","event":"log.dropped","count":3,"msg":"dropped 3"}\n`);
+  const text = eventLine(
+    { level: "warn", service: "order", time: at },
+    { event: "log.dropped", count: 3 },
+    "dropped 3",
+  );
+  assert.equal(
+    text,
+    `{"level":40,"time":"2026-12-06T20:00:00.000Z","service":"order","event":"log.dropped","count":3,"msg":"dropped 3"}\n`,
+  );
   assert.ok(isEvent(parseJsonLine(text.trimEnd()), "log.dropped"));
 });
 
 test("a line that drifted from the catalogue is not taken as the event", () => {
-  const good = { level: 40, time: "2026-12-06T20:00:00.000Z", service: "payment", event: "authz.denied", peer: "a", method: "GET", path: "/", rule: "r", reason: "x", msg: "m" };
+  const good = {
+    level: 40,
+    time: "2026-12-06T20:00:00.000Z",
+    service: "payment",
+    event: "authz.denied",
+    peer: "a",
+    method: "GET",
+    path: "/",
+    rule: "r",
+    reason: "x",
+    msg: "m",
+  };
   const parse = (o: object) => parseEventLine(JSON.stringify(o));
   assert.ok(parse(good));
   assert.ok(parse({ ...good, extra: { any: "thing" } }), "fields a newer writer adds are kept");
@@ -86,7 +128,13 @@ test("a line that drifted from the catalogue is not taken as the event", () => {
   assert.equal(parseEventLine(JSON.stringify(good).slice(0, 60)), undefined, "a torn line");
   assert.equal(parseEventLine("Error: boom"), undefined);
   assert.equal(parseEventLine("[1,2]"), undefined);
-  const handshake = { ...good, event: "tls.handshake_failed", reason: "unknown_ca", remote: "127.0.0.1:2", peer: { subject: "CN=x", serial: 5 } };
+  const handshake = {
+    ...good,
+    event: "tls.handshake_failed",
+    reason: "unknown_ca",
+    remote: "127.0.0.1:2",
+    peer: { subject: "CN=x", serial: 5 },
+  };
   assert.equal(parse(handshake), undefined, "a nested field of the wrong type");
   const ok = parse({ ...handshake, peer: { subject: "CN=x", serial: "05" } });
   assert.equal(ok?.event === "tls.handshake_failed" ? ok.peer?.serial : undefined, "05");
@@ -96,7 +144,8 @@ test("every catalogued event has levels, a sentence and field types the reader k
   for (const [name, spec] of Object.entries(EVENTS)) {
     assert.match(name, /^[a-z]+(\.[a-z_]+)*$/, name);
     assert.ok(spec.level.length > 0 && spec.about.length > 10, name);
-    for (const f of Object.keys(spec.fields)) assert.ok(!["level", "time", "service", "msg", "event"].includes(f), `${name}.${f} shadows pino's own`);
+    for (const f of Object.keys(spec.fields))
+      assert.ok(!["level", "time", "service", "msg", "event"].includes(f), `${name}.${f} shadows pino's own`);
   }
 });
 

@@ -8,7 +8,15 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it, test } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
-import { formatGenerationsFile, formatRootGenerations, generationsPath, parseGenerationsFile, parseRootGenerations, readGenerations, rootSha256 } from "../lib/generations.ts";
+import {
+  formatGenerationsFile,
+  formatRootGenerations,
+  generationsPath,
+  parseGenerationsFile,
+  parseRootGenerations,
+  readGenerations,
+  rootSha256,
+} from "../lib/generations.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { checkChain } from "../services/mesh/identity-agent/chain.ts";
 import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
@@ -19,7 +27,21 @@ test("the cacerts header: one positive whole number per root, or nothing", () =>
   assert.equal(formatRootGenerations([1, 2, 10]), "1, 2, 10");
   assert.deepEqual(parseRootGenerations("1, 2, 10", 3), [1, 2, 10]);
   assert.deepEqual(parseRootGenerations("3", 1), [3]);
-  for (const [value, count] of [["1, 2", 3], ["1, 2, 3", 2], ["0", 1], ["-1", 1], ["1.5", 1], ["01", 1], ["two", 1], ["1,,2", 2], ["", 1], ["1234567", 1], [`${"1, ".repeat(1000)}1`, 1001], [undefined, 1], [["1"], 1]] as const) {
+  for (const [value, count] of [
+    ["1, 2", 3],
+    ["1, 2, 3", 2],
+    ["0", 1],
+    ["-1", 1],
+    ["1.5", 1],
+    ["01", 1],
+    ["two", 1],
+    ["1,,2", 2],
+    ["", 1],
+    ["1234567", 1],
+    [`${"1, ".repeat(1000)}1`, 1001],
+    [undefined, 1],
+    [["1"], 1],
+  ] as const) {
     assert.equal(parseRootGenerations(value, count), undefined, JSON.stringify(value));
   }
 });
@@ -27,7 +49,19 @@ test("the cacerts header: one positive whole number per root, or nothing", () =>
 test("the generations file: what the CA writes reads back; anything else is refused or, read from disk, empty", () => {
   const sha = "ab".repeat(32);
   assert.deepEqual(parseGenerationsFile(formatGenerationsFile([{ sha256: sha, generation: 2 }])), new Map([[sha, 2]]));
-  for (const bad of ["", "{", "null", "[]", '{"roots":{}}', `{"roots":[{"sha256":"${sha}","generation":0}]}`, `{"roots":[{"sha256":"${sha.toUpperCase()}","generation":1}]}`, `{"roots":[{"sha256":"${sha}","generation":"1"}]}`, `{"roots":[null]}`, `{"roots":${JSON.stringify(Array.from({ length: 65 }, () => ({ sha256: sha, generation: 1 })))}}`, " ".repeat(20_000)]) {
+  for (const bad of [
+    "",
+    "{",
+    "null",
+    "[]",
+    '{"roots":{}}',
+    `{"roots":[{"sha256":"${sha}","generation":0}]}`,
+    `{"roots":[{"sha256":"${sha.toUpperCase()}","generation":1}]}`,
+    `{"roots":[{"sha256":"${sha}","generation":"1"}]}`,
+    `{"roots":[null]}`,
+    `{"roots":${JSON.stringify(Array.from({ length: 65 }, () => ({ sha256: sha, generation: 1 })))}}`,
+    " ".repeat(20_000),
+  ]) {
     assert.throws(() => parseGenerationsFile(bad), Error, bad.slice(0, 60));
   }
   assert.equal(generationsPath("/x/pki/bundle.pem"), "/x/pki/bundle.generations.json");
@@ -45,22 +79,40 @@ describe("a second generation named like a seventh", () => {
     ca.useGeneration(2);
     await ca.issue({ domain: "payment.internal" });
   });
-  after(() => { ca.close(); cleanup(dir); });
+  after(() => {
+    ca.close();
+    cleanup(dir);
+  });
 
-  const certInfo = async (m: MeshMetrics) => (await m.registry.metrics()).split("\n").find((l) => l.startsWith("mesh_identity_cert_info{"));
+  const certInfo = async (m: MeshMetrics) =>
+    (await m.registry.metrics()).split("\n").find((l) => l.startsWith("mesh_identity_cert_info{"));
 
   it("the CA writes each root's generation beside bundle.pem", () => {
     const roots = pemBlocks(readFileSync(ca.paths.bundle, "utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
-    assert.deepEqual(roots.map((r) => r.subject), ["CN=Acme Corp CA", "CN=Acme Corp CA G7"]);
-    assert.deepEqual(readGenerations(ca.paths.bundle), new Map([[rootSha256(roots[0]!.raw), 1], [rootSha256(roots[1]!.raw), 2]]));
+    assert.deepEqual(
+      roots.map((r) => r.subject),
+      ["CN=Acme Corp CA", "CN=Acme Corp CA G7"],
+    );
+    assert.deepEqual(
+      readGenerations(ca.paths.bundle),
+      new Map([
+        [rootSha256(roots[0]!.raw), 1],
+        [rootSha256(roots[1]!.raw), 2],
+      ]),
+    );
   });
 
   it("the runtime's metric and the identity agent's facts say generation 2, from the data", async () => {
     const paths = materialPaths(dir, "payment.internal");
     const m = loadMaterial(paths, "payment.internal");
-    assert.equal(await certInfo(new MeshMetrics("payment", m)), 'mesh_identity_cert_info{issuer="CN=Acme Corp CA G7",root="CN=Acme Corp CA G7",generation="2"} 1');
+    assert.equal(
+      await certInfo(new MeshMetrics("payment", m)),
+      'mesh_identity_cert_info{issuer="CN=Acme Corp CA G7",root="CN=Acme Corp CA G7",generation="2"} 1',
+    );
     const chain = pemBlocks(readFileSync(paths.cert, "utf8"), "CERTIFICATE").map((p) => new X509Certificate(p));
-    const facts = checkChain(chain, m.trust.roots, "payment.internal", undefined, Date.now(), { generations: m.trust.generations });
+    const facts = checkChain(chain, m.trust.roots, "payment.internal", undefined, Date.now(), {
+      generations: m.trust.generations,
+    });
     assert.equal(facts.root, "Acme Corp CA G7");
     assert.equal(facts.generation, 2);
     assert.equal(checkChain(chain, m.trust.roots, "payment.internal").generation, null);

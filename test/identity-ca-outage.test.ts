@@ -38,7 +38,11 @@ test("the CA down: renewal failures are warned once, the service keeps serving, 
     assert.equal(renewed.previous, first.serial);
     assert.equal(renewed.failuresBefore, 4);
     assert.ok(pay.logs.find((l) => l.event === "trust.poll_restored"));
-    assert.equal(pay.logs.lines.filter((l) => l.event === "trust.poll_failed").length, 1, "the polls' failure is said once too");
+    assert.equal(
+      pay.logs.lines.filter((l) => l.event === "trust.poll_failed").length,
+      1,
+      "the polls' failure is said once too",
+    );
   } finally {
     await pay.svc.close();
   }

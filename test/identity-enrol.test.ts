@@ -28,14 +28,38 @@ test("enrolment with a token: key 0600 made in the state folder, certificate, bu
     const dir = w.stateDir("payment");
     assert.equal(statSync(join(dir, "key.pem")).mode & 0o777, 0o600);
     assert.equal(statSync(dir).mode & 0o777, 0o700);
-    assert.deepEqual(readdirSync(dir).sort(), ["bundle.etag", "bundle.generations.json", "bundle.pem", "cert.pem", "crls.pem", "key.pem"]);
+    assert.deepEqual(readdirSync(dir).sort(), [
+      "bundle.etag",
+      "bundle.generations.json",
+      "bundle.pem",
+      "cert.pem",
+      "crls.pem",
+      "key.pem",
+    ]);
     // OpenSSL agrees: the certificate chains to the cached bundle, and names payment.internal.
-    const v = openssl(["verify", "-CAfile", join(dir, "bundle.pem"), "-crl_check", "-CRLfile", join(dir, "crls.pem"), join(dir, "cert.pem")]);
+    const v = openssl([
+      "verify",
+      "-CAfile",
+      join(dir, "bundle.pem"),
+      "-crl_check",
+      "-CRLfile",
+      join(dir, "crls.pem"),
+      join(dir, "cert.pem"),
+    ]);
     assert.match(v.out, /cert\.pem: OK/);
-    assert.match(openssl(["x509", "-in", join(dir, "cert.pem"), "-noout", "-subject", "-ext", "subjectAltName"]).out, /CN\s*=\s*payment\.internal[\s\S]*DNS:payment\.internal/);
+    assert.match(
+      openssl(["x509", "-in", join(dir, "cert.pem"), "-noout", "-subject", "-ext", "subjectAltName"]).out,
+      /CN\s*=\s*payment\.internal[\s\S]*DNS:payment\.internal/,
+    );
     const enrolled = logs.find((l) => l.event === "identity.enrolled")!;
     assert.ok(enrolled, "identity.enrolled logged");
-    assert.equal(enrolled.serial, openssl(["x509", "-in", join(dir, "cert.pem"), "-noout", "-serial"]).out.trim().split("=")[1]!.toLowerCase());
+    assert.equal(
+      enrolled.serial,
+      openssl(["x509", "-in", join(dir, "cert.pem"), "-noout", "-serial"])
+        .out.trim()
+        .split("=")[1]!
+        .toLowerCase(),
+    );
     assert.equal(enrolled.generation, 1);
     assert.equal(enrolled.issuer, "CN=Acme Corp CA");
     assert.equal(typeof enrolled.notAfter, "string");
@@ -81,12 +105,18 @@ test("a token whose fingerprint is not the CA's root: refused before anything is
   await assert.rejects(startIn(w, "order", { token: wrong, stateDir: dir }), (e: unknown) => {
     assert.ok(e instanceof IdentityError);
     assert.equal(e.code, "FINGERPRINT_MISMATCH");
-    assert.match(e.message, /none of the 1 root\(s\) the server at https:\/\/127\.0\.0\.1:\d+ offers has the fingerprint in the enrolment token .*nothing was sent to it/);
+    assert.match(
+      e.message,
+      /none of the 1 root\(s\) the server at https:\/\/127\.0\.0\.1:\d+ offers has the fingerprint in the enrolment token .*nothing was sent to it/,
+    );
     return true;
   });
   assert.ok(!existsSync(dir), "no state folder made");
   // The CA saw no enrolment attempt at all (a refusal would be est.refused, a success est.enrolled).
-  assert.deepEqual(w.ca.lines.all.slice(sinceCa).filter((l) => /^est\./.test(l.event ?? "")), []);
+  assert.deepEqual(
+    w.ca.lines.all.slice(sinceCa).filter((l) => /^est\./.test(l.event ?? "")),
+    [],
+  );
   assert.equal(checkToken(w.ca.ca.ledger, token, "order.internal", new Date()).ok, true, "the real token is untouched");
 });
 
@@ -117,8 +147,14 @@ test("restarted with the CA down, a service starts from its state folder's cache
 test("no identity and no token: a clear error that says how to enrol, --replace included where the name is live (its folder lost)", async () => {
   const dir = join(w.root, "state", "payment-none");
   let message = "";
-  await assert.rejects(startIn(w, "payment", { stateDir: dir, token: null }), (e: Error) => ((message = e.message), true));
-  assert.match(message, /holds no identity yet: enrol with a one-time token \(npm run -s ca -- token --domain payment\.internal > token; add --replace if payment\.internal still has a live certificate, e\.g\. this folder was lost: the old one is then superseded\), passed with --token-file token or MESH_ENROL_TOKEN/);
+  await assert.rejects(
+    startIn(w, "payment", { stateDir: dir, token: null }),
+    (e: Error) => ((message = e.message), true),
+  );
+  assert.match(
+    message,
+    /holds no identity yet: enrol with a one-time token \(npm run -s ca -- token --domain payment\.internal > token; add --replace if payment\.internal still has a live certificate, e\.g\. this folder was lost: the old one is then superseded\), passed with --token-file token or MESH_ENROL_TOKEN/,
+  );
   // The advice holds against the CA: payment.internal is live (enrolled above; issued here when run alone), so the token needs --replace.
   if (!w.ca.ca.ledger.current("payment.internal")) await w.ca.ca.issue({ domain: "payment.internal" });
   assert.throws(() => createToken(w.ca.ca, { domain: "payment.internal" }), /has a live certificate .*pass --replace/);
@@ -128,17 +164,36 @@ test("no identity and no token: a clear error that says how to enrol, --replace 
 test("services/main.ts --ca: enrols from MESH_ENROL_TOKEN, which never appears in its command line", async () => {
   const token = w.token("payment");
   const state = join(w.root, "state", "payment-main");
-  const child = spawn(process.execPath, ["--import", "tsx", "services/main.ts", "--service", "payment", "--ca", w.ca.server.url, "--state", state, "--policy", w.policyFile, "--lifetime", "1h"], {
-    cwd: new URL("..", import.meta.url).pathname,
-    env: { ...process.env, MESH_ENROL_TOKEN: token, MESH_PKI_DIR: "/nonexistent" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "services/main.ts",
+      "--service",
+      "payment",
+      "--ca",
+      w.ca.server.url,
+      "--state",
+      state,
+      "--policy",
+      w.policyFile,
+      "--lifetime",
+      "1h",
+    ],
+    {
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { ...process.env, MESH_ENROL_TOKEN: token, MESH_PKI_DIR: "/nonexistent" },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
   try {
     const deadline = Date.now() + 20_000;
-    while (!/"event":"listening"/.test(out) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+    while (!/"event":"listening"/.test(out) && Date.now() < deadline && child.exitCode === null)
+      await new Promise((r) => setTimeout(r, 100));
     assert.match(out, /"event":"identity\.enrolled"/, out);
     assert.match(out, /"event":"listening"/);
     const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, "utf8");
@@ -155,9 +210,28 @@ test("services/main.ts --ca with a malformed token file: one line, exit 2, no st
   const file = join(w.root, "bad.token");
   writeFileSync(file, "mt1.nope\n");
   const state = join(w.root, "state", "payment-bad");
-  const child = spawn(process.execPath, ["--import", "tsx", "services/main.ts", "--service", "payment", "--ca", w.ca.server.url, "--state", state, "--token-file", file, "--policy", w.policyFile], {
-    cwd: new URL("..", import.meta.url).pathname, stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "services/main.ts",
+      "--service",
+      "payment",
+      "--ca",
+      w.ca.server.url,
+      "--state",
+      state,
+      "--token-file",
+      file,
+      "--policy",
+      w.policyFile,
+    ],
+    {
+      cwd: new URL("..", import.meta.url).pathname,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let err = "";
   child.stderr.on("data", (d) => (err += d));
   const code = await new Promise((r) => child.once("exit", r));
@@ -191,7 +265,10 @@ test("an expired identity: without a token it refuses to start and says how to f
   await assert.rejects(startIn(w, "payment", { stateDir: dir, token: null }), (e: unknown) => {
     assert.ok(e instanceof IdentityError);
     assert.equal(e.code, "IDENTITY_EXPIRED");
-    assert.match(e.message, /cert\.pem expired at .* cannot be renewed: make a token \(npm run -s ca -- token --domain payment\.internal > token\) and start again with --token-file token or MESH_ENROL_TOKEN/);
+    assert.match(
+      e.message,
+      /cert\.pem expired at .* cannot be renewed: make a token \(npm run -s ca -- token --domain payment\.internal > token\) and start again with --token-file token or MESH_ENROL_TOKEN/,
+    );
     return true;
   });
   assert.equal(readFileSync(join(dir, "cert.pem"), "utf8"), oldCert, "nothing changed");

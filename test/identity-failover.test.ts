@@ -46,7 +46,10 @@ describe("a service with several CA addresses", () => {
   it("--ca takes a comma-separated list of https origins and refuses anything else", () => {
     const o = identityOptions({ service: "payment", ca: "https://127.0.0.1:7400, https://127.0.0.2:7400/" }, {});
     assert.equal(o.caUrl, "https://127.0.0.1:7400,https://127.0.0.2:7400");
-    assert.throws(() => identityOptions({ service: "payment", ca: "https://127.0.0.1:7400,http://127.0.0.2:7400" }, {}), /https:\/\/ origins/);
+    assert.throws(
+      () => identityOptions({ service: "payment", ca: "https://127.0.0.1:7400,http://127.0.0.2:7400" }, {}),
+      /https:\/\/ origins/,
+    );
     assert.throws(() => identityOptions({ service: "payment", ca: " , " }, {}), /from 1 to 16/);
   });
 
@@ -68,24 +71,57 @@ describe("a service with several CA addresses", () => {
     await served.kill();
     const { csr } = newKeyAndCsr("payment.internal");
     const started = Date.now();
-    const chain = await enrolCsr({ url: list, ca: bundle, cert: readFileSync(paths.cert, "utf8"), key: readFileSync(paths.key, "utf8") }, "simplereenroll", csr, {});
+    const chain = await enrolCsr(
+      { url: list, ca: bundle, cert: readFileSync(paths.cert, "utf8"), key: readFileSync(paths.key, "utf8") },
+      "simplereenroll",
+      csr,
+      {},
+    );
     assert.ok(chain.length >= 1);
     const renewed = await other.lines.wait((l) => l.event === "est.renewed" && l.name === "payment.internal");
     assert.equal(renewed.previous, e.facts.serial.toLowerCase());
     assert.ok(Date.now() - started < 10_000);
   });
 
-  it("services/main.ts --ca a,b: the service enrols, its CA replica is killed (kill -9), and it renews through the other", { timeout: 120_000 }, async () => {
+  it("services/main.ts --ca a,b: the service enrols, its CA replica is killed (kill -9), and it renews through the other", {
+    timeout: 120_000,
+  }, async () => {
     const dead = await deadUrl();
     // A pair of its own: the test before killed one of the shared pair.
     const [a, b] = [await startReplica({ dir }), await startReplica({ dir })];
     replicas.push(a, b);
     const { spawn } = await import("node:child_process");
     const state = join(root, "state", "inventory");
-    const child = spawn(process.execPath, ["--import", "tsx", "services/main.ts", "--service", "inventory", "--port", "0", "--ca", `${dead},${a.url},${b.url}`, "--state", state, "--lifetime", "30s", "--poll", "1"], {
-      cwd: ROOT, stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, MESH_ENROL_TOKEN: createToken(ca, { domain: "inventory.internal" }).token, MESH_PKI_DIR: "/nonexistent", MESH_CA_URL: "" },
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "services/main.ts",
+        "--service",
+        "inventory",
+        "--port",
+        "0",
+        "--ca",
+        `${dead},${a.url},${b.url}`,
+        "--state",
+        state,
+        "--lifetime",
+        "30s",
+        "--poll",
+        "1",
+      ],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: {
+          ...process.env,
+          MESH_ENROL_TOKEN: createToken(ca, { domain: "inventory.internal" }).token,
+          MESH_PKI_DIR: "/nonexistent",
+          MESH_CA_URL: "",
+        },
+      },
+    );
     const lines = new Lines();
     let buf = "";
     let err = "";
@@ -93,19 +129,33 @@ describe("a service with several CA addresses", () => {
       buf += d;
       const cut = buf.lastIndexOf("\n");
       if (cut < 0) return;
-      lines.write(buf.slice(0, cut + 1).split("\n").filter((l) => l.startsWith("{")).join("\n") + "\n");
+      lines.write(
+        buf
+          .slice(0, cut + 1)
+          .split("\n")
+          .filter((l) => l.startsWith("{"))
+          .join("\n") + "\n",
+      );
       buf = buf.slice(cut + 1);
     });
     child.stderr!.on("data", (d) => (err += d));
     try {
-      const enrolled = await lines.wait((l) => l.event === "identity.enrolled", 30_000).catch((e: Error) => { throw new Error(`${e.message}\n${err}`); });
+      const enrolled = await lines
+        .wait((l) => l.event === "identity.enrolled", 30_000)
+        .catch((e: Error) => {
+          throw new Error(`${e.message}\n${err}`);
+        });
       const served = [a, b].find((r) => r.lines.events("est.enrolled").some((l) => l.name === "inventory.internal"))!;
       assert.ok(served, "one of the replicas enrolled it");
       const other = served === a ? b : a;
       await served.kill();
-      const renewed = await lines.wait((l) => l.event === "identity.renewed", 60_000).catch((e: Error) => {
-        throw new Error(`${e.message.slice(0, 3000)}\nthe other replica (${other.url}, exit ${other.child.exitCode} ${other.child.signalCode}) logged:\n${other.lines.raw().slice(-3000)}`);
-      });
+      const renewed = await lines
+        .wait((l) => l.event === "identity.renewed", 60_000)
+        .catch((e: Error) => {
+          throw new Error(
+            `${e.message.slice(0, 3000)}\nthe other replica (${other.url}, exit ${other.child.exitCode} ${other.child.signalCode}) logged:\n${other.lines.raw().slice(-3000)}`,
+          );
+        });
       assert.notEqual(renewed.serial, enrolled.serial);
       await other.lines.wait((l) => l.event === "est.renewed" && l.name === "inventory.internal", 10_000);
       assert.equal(child.exitCode, null, "the service kept running");
@@ -117,8 +167,11 @@ describe("a service with several CA addresses", () => {
 
   it("a list of only dead addresses fails with one error that names them all", async () => {
     const [d1, d2] = [await deadUrl(), await deadUrl()];
-    await assert.rejects(getCacerts({ url: `${d1},${d2}`, ca: readFileSync(join(dir, "bundle.pem"), "utf8") }), (err: Error & { code?: string }) =>
-      err.code === "CA_UNREACHABLE" && err.message.includes(d1) && err.message.includes(d2));
+    await assert.rejects(
+      getCacerts({ url: `${d1},${d2}`, ca: readFileSync(join(dir, "bundle.pem"), "utf8") }),
+      (err: Error & { code?: string }) =>
+        err.code === "CA_UNREACHABLE" && err.message.includes(d1) && err.message.includes(d2),
+    );
   });
 });
 
@@ -127,7 +180,23 @@ describe("mesh:up --ca-urls", () => {
     const root = tempDir("mesh-up-caurls-");
     try {
       const { spawn } = await import("node:child_process");
-      const child = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(root, "pki"), "--state", join(root, "state"), "--logs", join(root, "logs"), "--ca-urls", "https://10.0.0.2:7400,http://10.0.0.3:7400"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          "scripts/mesh-up.ts",
+          "--pki",
+          join(root, "pki"),
+          "--state",
+          join(root, "state"),
+          "--logs",
+          join(root, "logs"),
+          "--ca-urls",
+          "https://10.0.0.2:7400,http://10.0.0.3:7400",
+        ],
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      );
       let out = "";
       child.stdout!.on("data", (d) => (out += d));
       child.stderr!.on("data", (d) => (out += d));

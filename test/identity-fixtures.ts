@@ -11,10 +11,17 @@ import { LogSink } from "./mesh-fixtures.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import type { ServiceName } from "../services/mesh/names.ts";
 import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
-import { startIdentityService, type IdentityOptions, type IdentityService } from "../services/mesh/identity-agent/service.ts";
+import {
+  startIdentityService,
+  type IdentityOptions,
+  type IdentityService,
+} from "../services/mesh/identity-agent/service.ts";
 import { appNamed } from "../services/apps/index.ts";
 
-export const ROOMY_LIMITS = { perAddress: { capacity: 1000, perMinute: 6000 }, perName: { capacity: 1000, perMinute: 6000 } };
+export const ROOMY_LIMITS = {
+  perAddress: { capacity: 1000, perMinute: 6000 },
+  perName: { capacity: 1000, perMinute: 6000 },
+};
 
 export interface World {
   ca: TestCa;
@@ -38,7 +45,9 @@ export async function world(policy = POLICY, limits: typeof ROOMY_LIMITS = ROOMY
   await ca.ca.issue({ domain: "edge.internal" });
   const p = ca.ca.paths.leaf("edge.internal");
   return {
-    ca, root, policyFile,
+    ca,
+    root,
+    policyFile,
     stateDir: (s) => join(root, "state", s),
     // replace: the tests enrol the same names again in fresh state folders, on purpose.
     token: (s) => createToken(ca.ca, { domain: `${s}.internal`, replace: true }).token,
@@ -57,15 +66,33 @@ export interface Running {
   logs: LogSink;
 }
 
-export async function startIn(w: World, service: ServiceName, opts: Omit<Partial<IdentityOptions>, "token"> & { token?: string | null; upstreams?: Record<string, string>; logs?: LogSink } = {}): Promise<Running> {
+export async function startIn(
+  w: World,
+  service: ServiceName,
+  opts: Omit<Partial<IdentityOptions>, "token"> & {
+    token?: string | null;
+    upstreams?: Record<string, string>;
+    logs?: LogSink;
+  } = {},
+): Promise<Running> {
   const logs = opts.logs ?? new LogSink();
   const tokenText = opts.token === null ? undefined : (opts.token ?? w.token(service));
   const svc = await startIdentityService({
-    service, app: appNamed(service)!, policyFile: w.policyFile, port: 0, log: createLogger(service, logs), upstreams: opts.upstreams,
+    service,
+    app: appNamed(service)!,
+    policyFile: w.policyFile,
+    port: 0,
+    log: createLogger(service, logs),
+    upstreams: opts.upstreams,
     identity: {
-      caUrl: opts.caUrl ?? w.ca.server.url, stateDir: opts.stateDir ?? w.stateDir(service),
+      caUrl: opts.caUrl ?? w.ca.server.url,
+      stateDir: opts.stateDir ?? w.stateDir(service),
       token: tokenText ? parseToken(tokenText, "test") : undefined,
-      lifetime: opts.lifetime, pollMs: opts.pollMs ?? 60_000, schedule: opts.schedule, random: opts.random, clock: opts.clock,
+      lifetime: opts.lifetime,
+      pollMs: opts.pollMs ?? 60_000,
+      schedule: opts.schedule,
+      random: opts.random,
+      clock: opts.clock,
     },
   });
   return { svc, logs };
@@ -74,18 +101,38 @@ export async function startIn(w: World, service: ServiceName, opts: Omit<Partial
 export type Result = { status: number; body: string } | { error: string };
 
 /** One mTLS request on a fresh connection, trusting the CA's published roots. */
-export function callAs(w: World, who: { cert: Buffer | string; key: Buffer | string }, port: number, servername: string, method: string, path: string, body?: unknown): Promise<Result> {
+export function callAs(
+  w: World,
+  who: { cert: Buffer | string; key: Buffer | string },
+  port: number,
+  servername: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Result> {
   return new Promise((resolve) => {
-    const req = request({
-      host: "127.0.0.1", port, servername, method, path, ca: w.ca.bundle(), cert: who.cert, key: who.key, agent: false, timeout: 5_000,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
-    }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (text += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      res.on("error", (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
-    });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        servername,
+        method,
+        path,
+        ca: w.ca.bundle(),
+        cert: who.cert,
+        key: who.key,
+        agent: false,
+        timeout: 5_000,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on("error", (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
+      },
+    );
     req.on("error", (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
     req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
     req.end(body === undefined ? undefined : JSON.stringify(body));

@@ -22,9 +22,16 @@ test("EST calls are timed by operation and outcome, and a renewal moves the hear
     let s = parse(await m.registry.metrics());
     // Enrolment: an unverified cacerts (the token's pin), a verified one, simpleenroll, crls.
     assert.equal(value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "enrol", outcome: "ok" }), 1);
-    assert.equal(value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "cacerts", outcome: "ok" }), 2);
+    assert.equal(
+      value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "cacerts", outcome: "ok" }),
+      2,
+    );
     assert.equal(value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "crls", outcome: "ok" }), 1);
-    assert.equal(value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "renew", outcome: "ok" }), undefined, "no series before its first call");
+    assert.equal(
+      value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "renew", outcome: "ok" }),
+      undefined,
+      "no series before its first call",
+    );
     // The heartbeat counts from when the identity was obtained (the state folder's certificate file).
     const obtained = statSync(join(w.stateDir("payment"), "cert.pem")).mtimeMs / 1000;
     assert.equal(value(s, "mesh_identity_cert_last_renewal_timestamp_seconds"), obtained);
@@ -43,7 +50,10 @@ test("EST calls are timed by operation and outcome, and a renewal moves the hear
     assert.equal(await pay.svc.identity.renew("test"), false);
     const text = await m.registry.metrics();
     s = parse(text);
-    assert.equal(value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "renew", outcome: "unreachable" }), 1);
+    assert.equal(
+      value(s, "mesh_identity_ca_request_duration_seconds_count", { operation: "renew", outcome: "unreachable" }),
+      1,
+    );
     const lint = await promtool(["check", "metrics"], text);
     assert.deepEqual(lint, { code: 0, out: "" }, lint.out);
   } finally {

@@ -32,11 +32,18 @@ function traffic(w: World, port: number, servername: string, method: string, pat
       await sleep(15);
     }
   })();
-  const client = new Client(`https://127.0.0.1:${port}`, { connect: { ca: w.ca.bundle(), cert: w.edge.cert, key: w.edge.key, servername } });
+  const client = new Client(`https://127.0.0.1:${port}`, {
+    connect: { ca: w.ca.bundle(), cert: w.edge.cert, key: w.edge.key, servername },
+  });
   const kept = (async () => {
     while (on) {
       try {
-        const r = await client.request({ method: method as "GET", path, body: body === undefined ? undefined : JSON.stringify(body), headers: body === undefined ? {} : { "content-type": "application/json" } });
+        const r = await client.request({
+          method: method as "GET",
+          path,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          headers: body === undefined ? {} : { "content-type": "application/json" },
+        });
         results.push({ status: r.statusCode, body: await r.body.text() });
       } catch (e) {
         results.push({ error: (e as NodeJS.ErrnoException).code ?? (e as Error).message });
@@ -69,11 +76,23 @@ test("renewal over mTLS with a new key, several times, under steady order -> inv
   process.env.MESH_INVENTORY_STOCK = "widget=1000000";
   const pay = await startIn(w, "payment", { lifetime: "6s", pollMs: 1_000 });
   const inv = await startIn(w, "inventory", { lifetime: "6s", pollMs: 1_000 });
-  const ord = await startIn(w, "order", { lifetime: "6s", pollMs: 1_000, upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` } });
+  const ord = await startIn(w, "order", {
+    lifetime: "6s",
+    pollMs: 1_000,
+    upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` },
+  });
   const load = traffic(w, ord.svc.port, "order.internal", "POST", "/orders", { sku: "widget", quantity: 1 });
   try {
-    await until(() => [pay, inv, ord].every((s) => renewals(s.logs).length >= 3), 30_000, "three renewals of each service").catch((e) => {
-      const seen = [pay, inv, ord].flatMap((s) => s.logs.lines.filter((l) => /^(identity|trust|tls)\./.test(l.event ?? "")).map((l) => JSON.stringify(l).slice(0, 400)));
+    await until(
+      () => [pay, inv, ord].every((s) => renewals(s.logs).length >= 3),
+      30_000,
+      "three renewals of each service",
+    ).catch((e) => {
+      const seen = [pay, inv, ord].flatMap((s) =>
+        s.logs.lines
+          .filter((l) => /^(identity|trust|tls)\./.test(l.event ?? ""))
+          .map((l) => JSON.stringify(l).slice(0, 400)),
+      );
       throw new Error(`${(e as Error).message}:\n${seen.join("\n")}`);
     });
   } finally {
@@ -81,7 +100,18 @@ test("renewal over mTLS with a new key, several times, under steady order -> inv
     for (const s of [ord, inv, pay]) await s.svc.close();
   }
   const failed = load.results.filter((r) => !("status" in r) || r.status !== 201);
-  const story = () => [pay, inv, ord].flatMap((s) => s.logs.lines.filter((l) => /^identity\./.test(l.event ?? "")).map((l) => `${l.time} ${l.service} ${l.event} ${l.serial} notAfter=${l.notAfter} ${l.nextRenewal ?? ""} ${l.reason ?? ""}`)).sort().join("\n");
+  const story = () =>
+    [pay, inv, ord]
+      .flatMap((s) =>
+        s.logs.lines
+          .filter((l) => /^identity\./.test(l.event ?? ""))
+          .map(
+            (l) =>
+              `${l.time} ${l.service} ${l.event} ${l.serial} notAfter=${l.notAfter} ${l.nextRenewal ?? ""} ${l.reason ?? ""}`,
+          ),
+      )
+      .sort()
+      .join("\n");
   assert.deepEqual(failed, [], `${failed.length} of ${load.results.length} requests failed\n${story()}`);
   assert.ok(load.results.length >= 20, `steady traffic: ${load.results.length} requests`);
   for (const s of [pay, inv, ord]) {
@@ -90,7 +120,10 @@ test("renewal over mTLS with a new key, several times, under steady order -> inv
     assert.equal(new Set(r.map((l) => l.serial)).size, r.length);
     for (let i = 1; i < r.length; i++) assert.equal(r[i]!.previous, r[i - 1]!.serial);
     assert.ok(r.every((l) => l.generation === 1 && l.reason === "scheduled" && typeof l.notAfter === "string"));
-    assert.match(await s.svc.metrics.registry.metrics(), new RegExp(`mesh_identity_cert_renewals_total(\\{[^}]*\\})? ${r.length}\\b`));
+    assert.match(
+      await s.svc.metrics.registry.metrics(),
+      new RegExp(`mesh_identity_cert_renewals_total(\\{[^}]*\\})? ${r.length}\\b`),
+    );
   }
   // The CA saw them as renewals over mTLS (simplereenroll), each from the previous certificate.
   const est = w.ca.lines.events("est.renewed");
@@ -118,9 +151,15 @@ test("a revoked identity is refused at renewal (renew_failed with the CA's reaso
     assert.match(String(expiring.msg), /expires in \d+ s and (could not be|has not been) renewed/);
     const expired = await pay.logs.wait((l) => l.event === "identity.expired", 6_000);
     assert.equal(expired.level, 50);
-    assert.match(String(expired.msg), /expired at .*: every peer now refuses this service and the CA will not renew it; enrol again: make a token \(npm run -s ca -- token --domain payment\.internal > token\) and restart this service with --token-file token or MESH_ENROL_TOKEN/);
+    assert.match(
+      String(expired.msg),
+      /expired at .*: every peer now refuses this service and the CA will not renew it; enrol again: make a token \(npm run -s ca -- token --domain payment\.internal > token\) and restart this service with --token-file token or MESH_ENROL_TOKEN/,
+    );
     assert.equal(renewals(pay.logs).length, 0);
-    assert.match(await pay.svc.metrics.registry.metrics(), /mesh_identity_cert_renewal_failures_total(\{[^}]*\})? [1-9]/);
+    assert.match(
+      await pay.svc.metrics.registry.metrics(),
+      /mesh_identity_cert_renewal_failures_total(\{[^}]*\})? [1-9]/,
+    );
   } finally {
     await pay.svc.close();
   }
@@ -152,8 +191,14 @@ test("the CA down for longer than a renewal interval and back: traffic unharmed,
     await load.stop();
     await pay.svc.close();
   }
-  assert.ok(downFor > due - Date.parse(first.notBefore) - 5 * 60_000 || downFor > 6_000, `the outage (${downFor} ms) outlasted the renewal interval`);
-  assert.ok(pay.logs.find((l) => l.event === "trust.poll_failed"), "the failed polls were reported");
+  assert.ok(
+    downFor > due - Date.parse(first.notBefore) - 5 * 60_000 || downFor > 6_000,
+    `the outage (${downFor} ms) outlasted the renewal interval`,
+  );
+  assert.ok(
+    pay.logs.find((l) => l.event === "trust.poll_failed"),
+    "the failed polls were reported",
+  );
   const bad = load.results.filter((r) => !("status" in r) || r.status !== 200);
   assert.deepEqual(bad, [], `${bad.length} of ${load.results.length} requests failed`);
   assert.ok(load.results.length >= 50, `steady traffic: ${load.results.length} requests`);
@@ -167,10 +212,17 @@ test("a new generation published, then made the signer: the service takes the bu
     const env = { MESH_PKI_DIR: w.ca.dir };
     assert.equal((await cli(["generation", "add"], { env })).code, 0);
     assert.equal((await cli(["bundle"], { env })).code, 0);
-    const updated = await pay.logs.wait((l) => l.event === "trust.updated" && Array.isArray(l.roots) && l.roots.length === 2, 5_000);
+    const updated = await pay.logs.wait(
+      (l) => l.event === "trust.updated" && Array.isArray(l.roots) && l.roots.length === 2,
+      5_000,
+    );
     assert.deepEqual(updated.roots, ["Acme Corp CA", "Acme Corp CA G2"]);
     // Polling over mTLS with If-None-Match, the service tells the CA which bundle it holds (a rotation gate reads this).
-    await until(() => w.ca.ca.ledger.bundleHolders().some((h) => h.name === "payment.internal" && h.held_etag === updated.etag), 3_000, "the CA to record the bundle payment holds");
+    await until(
+      () => w.ca.ca.ledger.bundleHolders().some((h) => h.name === "payment.internal" && h.held_etag === updated.etag),
+      3_000,
+      "the CA to record the bundle payment holds",
+    );
     assert.equal(renewals(pay.logs).length, 0, "no renewal for a bundle change alone");
     assert.equal((await cli(["generation", "use", "2"], { env })).code, 0);
     const hint = await pay.logs.wait((l) => l.event === "identity.renew_now", 5_000);
@@ -218,7 +270,10 @@ test("on a test clock, a certificate of an hour renews at two thirds of its life
     const first = agent.identity;
     const due = agent.nextRenewal;
     const life = Date.parse(first.notAfter) - clock.now();
-    assert.ok(Math.abs(due - clock.now() - (life * 2) / 3) < 5_000, `renewal due at 2/3 of the life (${due - clock.now()} ms of ${life})`);
+    assert.ok(
+      Math.abs(due - clock.now() - (life * 2) / 3) < 5_000,
+      `renewal due at 2/3 of the life (${due - clock.now()} ms of ${life})`,
+    );
     clock.set(due - 1_000);
     await agent.poll(); // a round trip to the CA: a renewal started by the advance would be logged by now
     assert.equal(renewals(pay.logs).length, 0, "nothing before the renewal time");

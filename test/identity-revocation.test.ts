@@ -26,12 +26,26 @@ after(async () => {
 });
 
 async function mesh(): Promise<{ w: World; pay: Running; inv: Running; ord: Running; close(): Promise<void> }> {
-  const w = await world(`[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`);
+  const w = await world(
+    `[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`,
+  );
   worlds.push(w);
   const pay = await startIn(w, "payment", { lifetime: "1h", pollMs: 60_000 });
   const inv = await startIn(w, "inventory", { lifetime: "1h", pollMs: 60_000 });
-  const ord = await startIn(w, "order", { lifetime: "1h", pollMs: 60_000, upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` } });
-  return { w, pay, inv, ord, close: async () => { for (const s of [ord, inv, pay]) await s.svc.close(); } };
+  const ord = await startIn(w, "order", {
+    lifetime: "1h",
+    pollMs: 60_000,
+    upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` },
+  });
+  return {
+    w,
+    pay,
+    inv,
+    ord,
+    close: async () => {
+      for (const s of [ord, inv, pay]) await s.svc.close();
+    },
+  };
 }
 
 const at = (l: LogLine) => Date.parse(String(l.time));
@@ -40,7 +54,10 @@ test("revoke with the CLI: every service has the new CRLs within 2 s, refuses th
   const { w, pay, inv, ord, close } = await mesh();
   const order = stateIdentity(w.stateDir("order"));
   // A keep-alive connection of order's to payment, open before the revocation.
-  const kept = new Client(`https://127.0.0.1:${pay.svc.port}`, { connect: { ca: w.ca.bundle(), cert: order.cert, key: order.key, servername: "payment.internal" }, keepAliveTimeout: 60_000 });
+  const kept = new Client(`https://127.0.0.1:${pay.svc.port}`, {
+    connect: { ca: w.ca.bundle(), cert: order.cert, key: order.key, servername: "payment.internal" },
+    keepAliveTimeout: 60_000,
+  });
   let keptClosed = 0;
   kept.on("disconnect", () => (keptClosed ||= Date.now()));
   // Kept busy (a request every 300 ms): an idle one would end at the server's keep-alive timeout
@@ -68,26 +85,54 @@ test("revoke with the CLI: every service has the new CRLs within 2 s, refuses th
     const revokedAt = Date.now();
     const answeredBefore = answers;
 
-    const updates = await Promise.all([pay, inv, ord].map((s, i) => s.logs.wait((l) => l.event === "trust.updated" && Array.isArray(l.changed) && l.changed.includes("crls"), DEADLINE_MS, marks[i])));
+    const updates = await Promise.all(
+      [pay, inv, ord].map((s, i) =>
+        s.logs.wait(
+          (l) => l.event === "trust.updated" && Array.isArray(l.changed) && l.changed.includes("crls"),
+          DEADLINE_MS,
+          marks[i],
+        ),
+      ),
+    );
     for (const [i, u] of updates.entries()) {
       assert.equal(u.via, "watch", `${["payment", "inventory", "order"][i]} got the CRLs by the long poll`);
       assert.equal(u.applied, true);
-      assert.ok(at(u) - revokedAt <= WITHIN_MS, `${["payment", "inventory", "order"][i]}: new CRLs in force ${at(u) - revokedAt} ms after revoke returned`);
+      assert.ok(
+        at(u) - revokedAt <= WITHIN_MS,
+        `${["payment", "inventory", "order"][i]}: new CRLs in force ${at(u) - revokedAt} ms after revoke returned`,
+      );
     }
 
     // payment closed the connection order had open, at once, and said whose it was.
-    const closed = await pay.logs.wait((l) => l.event === "tls.connections_closed" && l.why === "trust withdrawn", DEADLINE_MS, marks[0]);
+    const closed = await pay.logs.wait(
+      (l) => l.event === "tls.connections_closed" && l.why === "trust withdrawn",
+      DEADLINE_MS,
+      marks[0],
+    );
     assert.match(JSON.stringify(closed.peers), /order \(its certificate was revoked\)/);
     await waitFor(() => keptClosed > 0, "the kept-alive connection to close");
-    assert.ok(keptClosed - revokedAt <= WITHIN_MS, `the live connection was cut ${keptClosed - revokedAt} ms after revoke returned`);
+    assert.ok(
+      keptClosed - revokedAt <= WITHIN_MS,
+      `the live connection was cut ${keptClosed - revokedAt} ms after revoke returned`,
+    );
     assert.ok(answeredBefore > 1, "the connection was alive and answering while the CLI ran");
 
     // And every service refuses order in the handshake from now on, saying why.
-    for (const [s, name] of [[pay, "payment"], [inv, "inventory"]] as const) {
+    for (const [s, name] of [
+      [pay, "payment"],
+      [inv, "inventory"],
+    ] as const) {
       const res = await callAs(w, order, s.svc.port, `${name}.internal`, "GET", "/healthz");
       assert.ok("error" in res, `${name} refused order: ${JSON.stringify(res)}`);
-      const refused = await s.logs.wait((l) => l.event === "tls.handshake_failed" && l.reason === "revoked", DEADLINE_MS);
-      assert.equal((refused.peer as { subject?: string } | undefined)?.subject?.includes("order.internal"), true, JSON.stringify(refused));
+      const refused = await s.logs.wait(
+        (l) => l.event === "tls.handshake_failed" && l.reason === "revoked",
+        DEADLINE_MS,
+      );
+      assert.equal(
+        (refused.peer as { subject?: string } | undefined)?.subject?.includes("order.internal"),
+        true,
+        JSON.stringify(refused),
+      );
     }
     // Nobody else is harmed: edge still reaches payment.
     const edge = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
@@ -105,7 +150,10 @@ test("a revoked server: order cuts its pooled connection to it and refuses it; m
   try {
     // order -> inventory works, over a pooled connection.
     process.env.MESH_INVENTORY_STOCK = "widget=1000";
-    const before = await callAs(w, w.edge, ord.svc.port, "order.internal", "POST", "/orders", { sku: "widget", quantity: 1 });
+    const before = await callAs(w, w.edge, ord.svc.port, "order.internal", "POST", "/orders", {
+      sku: "widget",
+      quantity: 1,
+    });
     assert.deepEqual("status" in before && before.status, 201, JSON.stringify(before));
     const mark = ord.logs.lines.length;
     // Orders keep flowing (every 300 ms) so order's pooled connection to inventory stays open
@@ -121,25 +169,55 @@ test("a revoked server: order cuts its pooled connection to it and refuses it; m
     const r = await cli(["revoke", "--domain", "inventory.internal"], { env: { MESH_PKI_DIR: w.ca.dir } });
     assert.equal(r.code, 0, r.stderr);
     const revokedAt = Date.now();
-    const closed = await ord.logs.wait((l) => l.event === "tls.connections_closed" && l.side === "caller", DEADLINE_MS, mark).finally(() => (ordering = false));
+    const closed = await ord.logs
+      .wait((l) => l.event === "tls.connections_closed" && l.side === "caller", DEADLINE_MS, mark)
+      .finally(() => (ordering = false));
     await orders;
     assert.match(JSON.stringify(closed.peers), /inventory \(its certificate was revoked\)/);
-    assert.ok(at(closed) - revokedAt <= WITHIN_MS, `order cut its connection to inventory ${at(closed) - revokedAt} ms after revoke returned`);
-    const after = await callAs(w, w.edge, ord.svc.port, "order.internal", "POST", "/orders", { sku: "widget", quantity: 1 });
+    assert.ok(
+      at(closed) - revokedAt <= WITHIN_MS,
+      `order cut its connection to inventory ${at(closed) - revokedAt} ms after revoke returned`,
+    );
+    const after = await callAs(w, w.edge, ord.svc.port, "order.internal", "POST", "/orders", {
+      sku: "widget",
+      quantity: 1,
+    });
     assert.ok("status" in after && after.status >= 500, JSON.stringify(after));
-    const failed = await ord.logs.wait((l) => l.event === "upstream.failed" && l.upstream === "inventory" && l.reason === "server_revoked", DEADLINE_MS, mark);
+    const failed = await ord.logs.wait(
+      (l) => l.event === "upstream.failed" && l.upstream === "inventory" && l.reason === "server_revoked",
+      DEADLINE_MS,
+      mark,
+    );
     assert.match(String(failed.msg), /inventory's certificate at .* has been revoked by the CA/);
 
     // The probe, a caller like the services, checks the servers against the CA's CRLs too.
     const logs = join(w.root, "logs");
     mkdirSync(logs, { recursive: true });
-    const policy = parsePolicy(`[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = []\n`, "policy.toml");
-    const identities = Object.fromEntries(["order", "payment", "inventory"].map((s) => [s, { cert: join(w.stateDir(s), "cert.pem"), key: join(w.stateDir(s), "key.pem") }]));
-    const { cells } = await probeMesh({ pki: w.ca.dir, policy, ports: { order: ord.svc.port, payment: pay.svc.port, inventory: inv.svc.port }, logs, identities });
+    const policy = parsePolicy(
+      `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = []\n`,
+      "policy.toml",
+    );
+    const identities = Object.fromEntries(
+      ["order", "payment", "inventory"].map((s) => [
+        s,
+        { cert: join(w.stateDir(s), "cert.pem"), key: join(w.stateDir(s), "key.pem") },
+      ]),
+    );
+    const { cells } = await probeMesh({
+      pki: w.ca.dir,
+      policy,
+      ports: { order: ord.svc.port, payment: pay.svc.port, inventory: inv.svc.port },
+      logs,
+      identities,
+    });
     const cell = (caller: string, callee: string) => cells.find((c) => c.caller === caller && c.callee === callee)!;
     assert.equal(cell("order", "inventory").observed, "refused: server_revoked");
     assert.equal(cell("order", "inventory").ok, false);
-    assert.equal(cell("(no cert)", "inventory").observed, "refused: server_revoked", "whoever calls, the revoked server is refused first");
+    assert.equal(
+      cell("(no cert)", "inventory").observed,
+      "refused: server_revoked",
+      "whoever calls, the revoked server is refused first",
+    );
     assert.equal(cell("order", "payment").observed, "200");
     assert.equal(cell("order", "payment").ok, true);
   } finally {
@@ -173,7 +251,10 @@ test("GET /.well-known/est/crls: 200 with an ETag; held while If-None-Match matc
   const changed = await held;
   assert.equal(changed.status, 200);
   assert.notEqual(changed.headers.etag, etag);
-  assert.ok(Date.now() - revokedAt <= WITHIN_MS, `answered ${Date.now() - revokedAt} ms after revoke returned (${Date.now() - asked} ms after asking)`);
+  assert.ok(
+    Date.now() - revokedAt <= WITHIN_MS,
+    `answered ${Date.now() - revokedAt} ms after revoke returned (${Date.now() - asked} ms after asking)`,
+  );
   // A wait that is not a number of seconds: 400 with the reason.
   const bad = await est(url, { path: "/.well-known/est/crls?wait=soon", ca });
   assert.equal(bad.status, 400);

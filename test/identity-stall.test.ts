@@ -24,7 +24,10 @@ after(async () => {
 });
 
 /** A TLS server with a certificate the agent trusts (the test CA's, for 127.0.0.1) that reads requests and never answers. */
-async function silentCa(w: World, port: number): Promise<{ server: Server; connections: () => number; close(): Promise<void> }> {
+async function silentCa(
+  w: World,
+  port: number,
+): Promise<{ server: Server; connections: () => number; close(): Promise<void> }> {
   const issued = await w.ca.ca.issue({ domain: "silent-ca.internal", ip: ["127.0.0.1"] });
   const sockets = new Set<TLSSocket>();
   let count = 0;
@@ -42,10 +45,11 @@ async function silentCa(w: World, port: number): Promise<{ server: Server; conne
   return {
     server,
     connections: () => count,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const s of sockets) s.destroy();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
   };
 }
 
@@ -62,14 +66,20 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
   try {
     const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed", 25_000);
     assert.equal(failed.code, "CA_TIMEOUT");
-    assert.match(String(failed.reason), /did not (answer|complete the TCP and TLS handshake) within \d+ ms \(POST \/\.well-known\/est\/simplereenroll\)/);
+    assert.match(
+      String(failed.reason),
+      /did not (answer|complete the TCP and TLS handshake) within \d+ ms \(POST \/\.well-known\/est\/simplereenroll\)/,
+    );
     assert.equal(failed.serial, first.serial);
     // Retried, and bounded again: the second attempt times out too.
     const again = await pay.logs.wait((l) => l.event === "identity.renew_failed" && l.failures === 2, 25_000);
     assert.equal(again.code, "CA_TIMEOUT");
     assert.ok(silent.connections() >= 2, `${silent.connections()} connections reached the silent CA`);
     // The attempt took about its deadline, not the socket idle time: well before the certificate's end.
-    assert.ok(Date.parse(String(again.time)) < Date.parse(first.notAfter) - 2_000, `second failure at ${again.time}, expiry ${first.notAfter}`);
+    assert.ok(
+      Date.parse(String(again.time)) < Date.parse(first.notAfter) - 2_000,
+      `second failure at ${again.time}, expiry ${first.notAfter}`,
+    );
   } finally {
     await silent.close();
   }
@@ -77,8 +87,14 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
   try {
     const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 15_000);
     assert.equal(renewed.previous, first.serial);
-    assert.ok(Date.parse(String(renewed.time)) < Date.parse(first.notAfter), "renewed before the old certificate expired");
-    assert.equal(pay.logs.find((l) => l.event === "identity.expired"), undefined);
+    assert.ok(
+      Date.parse(String(renewed.time)) < Date.parse(first.notAfter),
+      "renewed before the old certificate expired",
+    );
+    assert.equal(
+      pay.logs.find((l) => l.event === "identity.expired"),
+      undefined,
+    );
   } finally {
     await pay.svc.close();
   }
@@ -105,7 +121,10 @@ test("a CA that never answers, for good: identity.expiring (warn, seconds left) 
     assert.equal(expiring.serial, first.serial);
     // Not silent: each attempt in between ended at its deadline and said so.
     const failures = lines.filter((l) => l.event === "identity.renew_failed");
-    assert.ok(failures.length >= 1 && failures.every((l) => l.code === "CA_TIMEOUT"), JSON.stringify(failures.map((l) => l.code)));
+    assert.ok(
+      failures.length >= 1 && failures.every((l) => l.code === "CA_TIMEOUT"),
+      JSON.stringify(failures.map((l) => l.code)),
+    );
     assert.ok(lines.indexOf(failures[0]!) < lines.indexOf(expiring));
   } finally {
     await silent.close();
@@ -121,7 +140,9 @@ test("a renewal timer held up by a blocked event loop says identity.renewal_late
   // Block this process (the service and the CA are in it) across the renewal time.
   await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now() - 500)));
   const until = due + 2_500;
-  while (Date.now() < until) { /* busy: a starved process */ }
+  while (Date.now() < until) {
+    /* busy: a starved process */
+  }
   try {
     const late = await pay.logs.wait((l) => l.event === "identity.renewal_late", 5_000);
     assert.equal(late.level, 40);
@@ -135,7 +156,9 @@ test("a renewal timer held up by a blocked event loop says identity.renewal_late
   }
 });
 
-test("every EST call ends at its deadline with CA_TIMEOUT: a CA that never completes the handshake, and one that trickles its answer a byte at a time", { timeout: 60_000 }, async () => {
+test("every EST call ends at its deadline with CA_TIMEOUT: a CA that never completes the handshake, and one that trickles its answer a byte at a time", {
+  timeout: 60_000,
+}, async () => {
   const w = await world();
   worlds.push(w);
   const issued = await w.ca.ca.issue({ domain: "slow-ca.internal", ip: ["127.0.0.1"] });
@@ -157,13 +180,19 @@ test("every EST call ends at its deadline with CA_TIMEOUT: a CA that never compl
     new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as { port: number }).port)));
   const [mutePort, tricklePort] = [await listen(mute), await listen(trickle)];
   try {
-    for (const [port, what] of [[mutePort, /did not complete the TCP and TLS handshake within 1000 ms/], [tricklePort, /did not answer within 1500 ms/]] as const) {
+    for (const [port, what] of [
+      [mutePort, /did not complete the TCP and TLS handshake within 1000 ms/],
+      [tricklePort, /did not answer within 1500 ms/],
+    ] as const) {
       const started = Date.now();
-      await assert.rejects(getCacerts({ url: `https://127.0.0.1:${port}`, ca: w.ca.bundle(), timeoutMs: 1_500, connectTimeoutMs: 1_000 }), (e: Error & { code?: string }) => {
-        assert.equal(e.code, "CA_TIMEOUT", e.message);
-        assert.match(e.message, what);
-        return true;
-      });
+      await assert.rejects(
+        getCacerts({ url: `https://127.0.0.1:${port}`, ca: w.ca.bundle(), timeoutMs: 1_500, connectTimeoutMs: 1_000 }),
+        (e: Error & { code?: string }) => {
+          assert.equal(e.code, "CA_TIMEOUT", e.message);
+          assert.match(e.message, what);
+          return true;
+        },
+      );
       const took = Date.now() - started;
       assert.ok(took < 5_000, `gave up after ${took} ms`);
     }
@@ -179,14 +208,23 @@ test("a renewal answered by a generation whose bundle arrived during the call is
   worlds.push(w);
   const paths = statePaths(w.stateDir("payment"));
   const logs = new LogSink();
-  const e = await enrolWithToken({ caUrl: w.ca.server.url, token: parseToken(w.token("payment"), "test"), dns: "payment.internal", paths, lifetime: "1h" });
+  const e = await enrolWithToken({
+    caUrl: w.ca.server.url,
+    token: parseToken(w.token("payment"), "test"),
+    dns: "payment.internal",
+    paths,
+    lifetime: "1h",
+  });
   // A CA server that does not look at the folder again: its own TLS certificate stays from
   // generation 1 (which the service trusts) while generation 2 signs, as it is for a moment in a rotation.
   const log = w.ca.server.log;
   await w.ca.server.close();
   w.ca.server = await CaServer.start({ ca: w.ca.ca, port: 0, pollMs: 3_600_000, limits: ROOMY_LIMITS, log });
   // Not started: no poll, no watch; only the renewal below touches the folder.
-  const agent = new IdentityAgent({ caUrl: w.ca.server.url, dns: "payment.internal", paths, lifetime: "1h", watch: false }, { reloadTls: () => true, log: createLogger("payment", logs), metrics: { renewed() {}, renewalFailed() {} } });
+  const agent = new IdentityAgent(
+    { caUrl: w.ca.server.url, dns: "payment.internal", paths, lifetime: "1h", watch: false },
+    { reloadTls: () => true, log: createLogger("payment", logs), metrics: { renewed() {}, renewalFailed() {} } },
+  );
   // A safe rotation's first steps: generation 2 published, then made the signer.
   await w.ca.ca.addGeneration({});
   w.ca.ca.publishBundle();

@@ -20,17 +20,35 @@ const S = 1000;
 test("renewal time: 2/3 of the life left when the certificate came, ±10%; a notBefore backdated 5 minutes does not make it due at once", () => {
   const now = 1_800_000_000_000;
   const cert = { notBefore: now - 5 * 60 * S, notAfter: now + 6 * S, receivedAt: now };
-  assert.equal(renewAt(cert, DEFAULT_SCHEDULE, () => 0.5, now), now + 4 * S);
-  assert.equal(renewAt(cert, DEFAULT_SCHEDULE, () => 0, now), now + 6 * S * (2 / 3) * 0.9);
-  assert.equal(renewAt(cert, DEFAULT_SCHEDULE, () => 1, now), now + 6 * S * (2 / 3) * 1.1);
+  assert.equal(
+    renewAt(cert, DEFAULT_SCHEDULE, () => 0.5, now),
+    now + 4 * S,
+  );
+  assert.equal(
+    renewAt(cert, DEFAULT_SCHEDULE, () => 0, now),
+    now + 6 * S * (2 / 3) * 0.9,
+  );
+  assert.equal(
+    renewAt(cert, DEFAULT_SCHEDULE, () => 1, now),
+    now + 6 * S * (2 / 3) * 1.1,
+  );
   // Counted from notBefore instead, 2/3 of 5 min 6 s would be 3 min 24 s after notBefore: in the past, renewing without end.
   assert.ok(renewAt(cert, DEFAULT_SCHEDULE, () => 0, now) > now);
   // Restarted later from the cache: the same time (the certificate file's mtime is when it came), already due if past.
-  assert.equal(renewAt(cert, DEFAULT_SCHEDULE, () => 0.5, now + 5 * S), now + 4 * S);
+  assert.equal(
+    renewAt(cert, DEFAULT_SCHEDULE, () => 0.5, now + 5 * S),
+    now + 4 * S,
+  );
   // A receivedAt in the future (a clock step) counts as now.
-  assert.equal(renewAt({ ...cert, receivedAt: now + 60 * S }, DEFAULT_SCHEDULE, () => 0.5, now), now + 4 * S);
+  assert.equal(
+    renewAt({ ...cert, receivedAt: now + 60 * S }, DEFAULT_SCHEDULE, () => 0.5, now),
+    now + 4 * S,
+  );
   // A 24 h certificate: about 16 h.
-  assert.equal(renewAt({ notBefore: now, notAfter: now + 24 * 3600 * S, receivedAt: now }, DEFAULT_SCHEDULE, () => 0.5, now), now + 16 * 3600 * S);
+  assert.equal(
+    renewAt({ notBefore: now, notAfter: now + 24 * 3600 * S, receivedAt: now }, DEFAULT_SCHEDULE, () => 0.5, now),
+    now + 16 * 3600 * S,
+  );
 });
 
 test("retry backoff: doubles from a base scaled to the lifetime, capped, jittered, never past expiry", () => {
@@ -42,8 +60,14 @@ test("retry backoff: doubles from a base scaled to the lifetime, capped, jittere
   assert.equal(retryDelay(1, 6 * S, 2 * S, mid), 200);
   assert.equal(retryDelay(10, 6 * S, 2 * S, mid), 600);
   assert.equal(retryDelay(10, hour, 10 * S, mid), 10 * S - 250, "not later than just before expiry");
-  assert.equal(retryDelay(1, hour, hour, () => 0), 4 * S);
-  assert.equal(retryDelay(1, hour, hour, () => 1), 6 * S);
+  assert.equal(
+    retryDelay(1, hour, hour, () => 0),
+    4 * S,
+  );
+  assert.equal(
+    retryDelay(1, hour, hour, () => 1),
+    6 * S,
+  );
 });
 
 test("the CSR is what OpenSSL calls a valid PKCS#10 for CN = SAN DNS = the name, signed by a new P-256 key each time", () => {
@@ -53,7 +77,11 @@ test("the CSR is what OpenSSL calls a valid PKCS#10 for CN = SAN DNS = the name,
     const b = newKeyAndCsr("payment.internal");
     assert.notEqual(a.keyPem, b.keyPem);
     writeFileSync(join(dir, "csr.der"), a.csr);
-    const r = spawnSync("openssl", ["req", "-inform", "DER", "-in", join(dir, "csr.der"), "-verify", "-noout", "-text"], { encoding: "utf8" });
+    const r = spawnSync(
+      "openssl",
+      ["req", "-inform", "DER", "-in", join(dir, "csr.der"), "-verify", "-noout", "-text"],
+      { encoding: "utf8" },
+    );
     const out = r.stdout + r.stderr;
     assert.equal(r.status, 0, out);
     assert.match(out, /verify OK|Certificate request self-signature verify OK/);
@@ -73,19 +101,52 @@ test("certs-only PKCS#7 as OpenSSL writes it: every certificate, in order; trunc
     const certs = ["a", "b"].map((n) => {
       const key = join(dir, `${n}.key`);
       const crt = join(dir, `${n}.crt`);
-      const r = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-subj", `/CN=${n}`, "-days", "1"], { encoding: "utf8" });
+      const r = spawnSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:P-256",
+          "-nodes",
+          "-keyout",
+          key,
+          "-out",
+          crt,
+          "-subj",
+          `/CN=${n}`,
+          "-days",
+          "1",
+        ],
+        { encoding: "utf8" },
+      );
       assert.equal(r.status, 0, r.stderr);
       return crt;
     });
     const p7 = join(dir, "bundle.p7b");
-    const r = spawnSync("openssl", ["crl2pkcs7", "-nocrl", "-certfile", certs[0]!, "-certfile", certs[1]!, "-outform", "DER", "-out", p7], { encoding: "utf8" });
+    const r = spawnSync(
+      "openssl",
+      ["crl2pkcs7", "-nocrl", "-certfile", certs[0]!, "-certfile", certs[1]!, "-outform", "DER", "-out", p7],
+      { encoding: "utf8" },
+    );
     assert.equal(r.status, 0, r.stderr);
     const der = readFileSync(p7);
     const got = pkcs7Certificates(der).map((d) => new X509Certificate(d));
-    assert.deepEqual(got.map((c) => c.subject), ["CN=a", "CN=b"]);
-    assert.deepEqual(got.map((c) => c.fingerprint256), certs.map((c) => new X509Certificate(readFileSync(c)).fingerprint256));
+    assert.deepEqual(
+      got.map((c) => c.subject),
+      ["CN=a", "CN=b"],
+    );
+    assert.deepEqual(
+      got.map((c) => c.fingerprint256),
+      certs.map((c) => new X509Certificate(readFileSync(c)).fingerprint256),
+    );
     assert.throws(() => pkcs7Certificates(der.subarray(0, der.length - 10)), /truncated DER|not a PKCS#7/);
-    assert.throws(() => pkcs7Certificates(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff])), /truncated DER|unsupported DER length/);
+    assert.throws(
+      () => pkcs7Certificates(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff])),
+      /truncated DER|unsupported DER length/,
+    );
     assert.throws(() => pkcs7Certificates(new X509Certificate(readFileSync(certs[0]!)).raw), /not a PKCS#7/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -97,7 +158,14 @@ test("token parsing: the mt1 shape only, and the error never repeats the token",
   const fp = "f".repeat(43);
   assert.deepEqual(parseToken(` mt1.${secret}.${fp}\n`, "file"), { value: `mt1.${secret}.${fp}`, fingerprint: fp });
   for (const bad of [`mt2.${secret}.${fp}`, `mt1.${secret}`, `mt1.${secret}.${fp}x`, `mt1.${secret}.${fp.slice(1)}+`]) {
-    assert.throws(() => parseToken(bad, "t.token"), (e: unknown) => e instanceof IdentityError && e.code === "TOKEN_MALFORMED" && !e.message.includes(secret) && /t\.token is not an mt1 token/.test(e.message));
+    assert.throws(
+      () => parseToken(bad, "t.token"),
+      (e: unknown) =>
+        e instanceof IdentityError &&
+        e.code === "TOKEN_MALFORMED" &&
+        !e.message.includes(secret) &&
+        /t\.token is not an mt1 token/.test(e.message),
+    );
   }
 });
 
@@ -109,7 +177,9 @@ test("state folder: key written 0600 atomically; a crash after the staged certif
       const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
       const keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
       writeFileSync(join(dir, "k.pem"), keyPem);
-      const r = spawnSync("openssl", ["req", "-x509", "-key", join(dir, "k.pem"), "-subj", "/CN=x", "-days", "1"], { encoding: "utf8" });
+      const r = spawnSync("openssl", ["req", "-x509", "-key", join(dir, "k.pem"), "-subj", "/CN=x", "-days", "1"], {
+        encoding: "utf8",
+      });
       rmSync(join(dir, "k.pem"));
       return { keyPem, certPem: r.stdout };
     };

@@ -14,7 +14,11 @@ function sources(): string[] {
   const out: string[] = [];
   const walk = (dir: string) => {
     let names: string[];
-    try { names = readdirSync(dir); } catch { return; }
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
     for (const name of names) {
       if (name === "node_modules" || name.startsWith(".")) continue;
       const path = join(dir, name);
@@ -43,7 +47,9 @@ function graph(): Map<string, string[]> {
   const files = new Set(sources());
   const g = new Map<string, string[]>();
   for (const file of files) {
-    const deps = importsOf(readFileSync(file, "utf8")).map((s) => resolve(dirname(file), s)).filter((p) => files.has(p));
+    const deps = importsOf(readFileSync(file, "utf8"))
+      .map((s) => resolve(dirname(file), s))
+      .filter((p) => files.has(p));
     g.set(file, [...new Set(deps)]);
   }
   return g;
@@ -71,7 +77,11 @@ export function circles(g: Map<string, string[]>): string[][] {
     if (low.get(v) === idx.get(v)) {
       const scc: string[] = [];
       let w: string;
-      do { w = stack.pop()!; on.delete(w); scc.push(w); } while (w !== v);
+      do {
+        w = stack.pop()!;
+        on.delete(w);
+        scc.push(w);
+      } while (w !== v);
       if (scc.length > 1 || (g.get(v) ?? []).includes(v)) found.push(scc.sort());
     }
   };
@@ -83,9 +93,20 @@ const rel = (p: string) => relative(ROOT, p);
 
 describe("the import graph", () => {
   it("finds a circle when there is one (the checker itself can fail)", () => {
-    const g = new Map([["a", ["b"]], ["b", ["c"]], ["c", ["a"]], ["d", ["a"]], ["e", ["e"]]]);
+    const g = new Map([
+      ["a", ["b"]],
+      ["b", ["c"]],
+      ["c", ["a"]],
+      ["d", ["a"]],
+      ["e", ["e"]],
+    ]);
     assert.deepEqual(circles(g), [["a", "b", "c"], ["e"]]);
-    assert.deepEqual(importsOf(`import type { X } from "./x.ts";\nexport { y } from "../y.ts";\nconst z = await import("./z.ts");\nimport "./side.ts";\n// import { no } from "./comment.ts";`), ["./x.ts", "../y.ts", "./side.ts", "./z.ts"]);
+    assert.deepEqual(
+      importsOf(
+        `import type { X } from "./x.ts";\nexport { y } from "../y.ts";\nconst z = await import("./z.ts");\nimport "./side.ts";\n// import { no } from "./comment.ts";`,
+      ),
+      ["./x.ts", "../y.ts", "./side.ts", "./z.ts"],
+    );
   });
 
   it("has no import circles, type-only imports included", () => {

@@ -9,7 +9,20 @@ import { after, test } from "node:test";
 import { generateKeyPair } from "../ca/keys.ts";
 import { createRoot, validityFor } from "../ca/profiles.ts";
 import { certToPem, x509 } from "../ca/x509.ts";
-import { children, DerError, firstChild, integerHex, oid, oidDer, readOne, readTime, readTlv, sequence, time, tlv } from "../lib/der.ts";
+import {
+  children,
+  DerError,
+  firstChild,
+  integerHex,
+  oid,
+  oidDer,
+  readOne,
+  readTime,
+  readTlv,
+  sequence,
+  time,
+  tlv,
+} from "../lib/der.ts";
 import { countPem, derToPem, firstPemDer, pemBlocks, pemDers, pemToDer } from "../lib/pem.ts";
 import { pkcs7Certificates } from "../lib/pkcs7.ts";
 
@@ -26,7 +39,10 @@ function opensslGen(genstr: string): Buffer {
 }
 
 const refuses = (bytes: number[], message: RegExp) => {
-  assert.throws(() => readOne(new Uint8Array(bytes)), (e: unknown) => e instanceof DerError && message.test(e.message));
+  assert.throws(
+    () => readOne(new Uint8Array(bytes)),
+    (e: unknown) => e instanceof DerError && message.test(e.message),
+  );
 };
 
 test("hostile lengths: truncated, indefinite, over-long, past the container, multi-byte tags, trailing bytes", () => {
@@ -52,7 +68,10 @@ test("nested depth and element counts are bounded; no recursion to overflow", ()
   for (let i = 0; i < 100_000; i++) v = tlv(0x30, v);
   let t = readOne(v);
   let depth = 0;
-  for (let c = firstChild(t); c; c = firstChild(c)) { t = c; depth++; }
+  for (let c = firstChild(t); c; c = firstChild(c)) {
+    t = c;
+    depth++;
+  }
   assert.equal(depth, 100_000);
   assert.equal(t.tag, 0x05);
   // A SEQUENCE of 20,000 NULLs: refused past the bound the caller gives.
@@ -63,7 +82,13 @@ test("nested depth and element counts are bounded; no recursion to overflow", ()
 });
 
 test("OBJECT IDENTIFIERs: read and written as openssl does; malformed ones refused", () => {
-  for (const dotted of ["2.5.4.3", "1.2.840.113549.1.9.14", "1.2.840.10045.4.3.2", "2.999.3", "1.3.6.1.4.1.311.60.2.1.3"]) {
+  for (const dotted of [
+    "2.5.4.3",
+    "1.2.840.113549.1.9.14",
+    "1.2.840.10045.4.3.2",
+    "2.999.3",
+    "1.3.6.1.4.1.311.60.2.1.3",
+  ]) {
     const ours = oidDer(dotted);
     assert.deepEqual(Buffer.from(ours), opensslGen(`OID:${dotted}`), dotted);
     assert.equal(oid(readOne(ours).body), dotted);
@@ -77,12 +102,21 @@ test("lengths at every boundary, INTEGERs and times: byte for byte what openssl 
   for (const n of [0, 1, 127, 128, 255, 256, 65_535, 65_536, 70_000]) {
     const body = new Uint8Array(n).fill(0x61);
     const ours = tlv(0x04, body);
-    const theirs = n === 0 ? Buffer.from([0x04, 0x00]) : opensslGen(`FORMAT:HEX,OCTETSTRING:${Buffer.from(body).toString("hex")}`);
+    const theirs =
+      n === 0 ? Buffer.from([0x04, 0x00]) : opensslGen(`FORMAT:HEX,OCTETSTRING:${Buffer.from(body).toString("hex")}`);
     assert.deepEqual(Buffer.from(ours), theirs, `length ${n}`);
     const back = readOne(ours);
     assert.equal(back.end - back.start, n);
   }
-  for (const [hex, genstr] of [["0", "INTEGER:0"], ["7f", "INTEGER:0x7f"], ["80", "INTEGER:0x80"], ["00ff", "INTEGER:0xff"], ["0000017a", "INTEGER:0x17a"], ["ffffffffffffffffffffffffffffffffffffffff", "INTEGER:0xffffffffffffffffffffffffffffffffffffffff"], ["abc", "INTEGER:0xabc"]] as const) {
+  for (const [hex, genstr] of [
+    ["0", "INTEGER:0"],
+    ["7f", "INTEGER:0x7f"],
+    ["80", "INTEGER:0x80"],
+    ["00ff", "INTEGER:0xff"],
+    ["0000017a", "INTEGER:0x17a"],
+    ["ffffffffffffffffffffffffffffffffffffffff", "INTEGER:0xffffffffffffffffffffffffffffffffffffffff"],
+    ["abc", "INTEGER:0xabc"],
+  ] as const) {
     assert.deepEqual(Buffer.from(integerHex(hex)), opensslGen(genstr), hex);
   }
   for (const [iso, genstr] of [
@@ -94,7 +128,10 @@ test("lengths at every boundary, INTEGERs and times: byte for byte what openssl 
   ] as const) {
     const ours = time(new Date(iso));
     assert.deepEqual(Buffer.from(ours), opensslGen(genstr), iso);
-    assert.equal(readTime(readOne(ours)).toISOString(), new Date(Math.floor(Date.parse(iso) / 1000) * 1000).toISOString());
+    assert.equal(
+      readTime(readOne(ours)).toISOString(),
+      new Date(Math.floor(Date.parse(iso) / 1000) * 1000).toISOString(),
+    );
   }
   assert.throws(() => time(new Date("1949-12-31T23:59:59Z")), RangeError);
   assert.throws(() => time(new Date(Number.NaN)), RangeError);
@@ -107,7 +144,12 @@ test("lengths at every boundary, INTEGERs and times: byte for byte what openssl 
 
 test("PEM: blocks of one label out of a file with text between; DER and back as openssl writes it", async () => {
   const keys = await generateKeyPair("ec-p256");
-  const cert = await createRoot({ name: "PEM Test CA", keys, keyType: "ec-p256", validity: validityFor(new Date(), 10) });
+  const cert = await createRoot({
+    name: "PEM Test CA",
+    keys,
+    keyType: "ec-p256",
+    validity: validityFor(new Date(), 10),
+  });
   const file = join(dir, "ca.pem");
   writeFileSync(file, certToPem(cert));
   const opensslPem = execFileSync("openssl", ["x509", "-in", file], { encoding: "utf8" });
@@ -116,7 +158,10 @@ test("PEM: blocks of one label out of a file with text between; DER and back as 
   const mixed = `subject=CN = PEM Test CA\r\n${opensslPem.replace(/\n/g, "\r\n")}junk\n-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n${opensslPem}`;
   assert.equal(countPem(mixed, "CERTIFICATE"), 2);
   assert.equal(countPem(mixed, "X509 CRL"), 1);
-  assert.deepEqual(pemDers(mixed, "CERTIFICATE").map((b) => b.equals(der)), [true, true]);
+  assert.deepEqual(
+    pemDers(mixed, "CERTIFICATE").map((b) => b.equals(der)),
+    [true, true],
+  );
   assert.deepEqual(firstPemDer(mixed, "CERTIFICATE"), Buffer.from(der));
   assert.equal(firstPemDer("no PEM here", "CERTIFICATE"), undefined);
   // A BEGIN without its END is no block; labels do not match each other's prefixes.
@@ -135,10 +180,18 @@ test("PKCS#7 certs-only: the certificates openssl crl2pkcs7 packs, in order; for
   writeFileSync(bundle, pems.join(""));
   const p7 = execFileSync("openssl", ["crl2pkcs7", "-nocrl", "-certfile", bundle, "-outform", "DER"]);
   const certs = pkcs7Certificates(p7);
-  assert.deepEqual(certs.map((c) => new x509.X509Certificate(new Uint8Array(c)).subject), ["CN=P7 One", "CN=P7 Two", "CN=P7 Three"]);
-  assert.deepEqual(certs.map((c) => derToPem(c, "CERTIFICATE")), pems);
+  assert.deepEqual(
+    certs.map((c) => new x509.X509Certificate(new Uint8Array(c)).subject),
+    ["CN=P7 One", "CN=P7 Two", "CN=P7 Three"],
+  );
+  assert.deepEqual(
+    certs.map((c) => derToPem(c, "CERTIFICATE")),
+    pems,
+  );
   // What the CA writes through @peculiar/x509 reads the same.
-  const peculiar = new Uint8Array(new x509.X509Certificates(pems.map((p) => new x509.X509Certificate(p))).export("raw"));
+  const peculiar = new Uint8Array(
+    new x509.X509Certificates(pems.map((p) => new x509.X509Certificate(p))).export("raw"),
+  );
   assert.deepEqual(pkcs7Certificates(peculiar), certs);
   assert.throws(() => pkcs7Certificates(p7.subarray(0, p7.length - 1)), /truncated/);
   assert.throws(() => pkcs7Certificates(Buffer.concat([p7, Buffer.from([0])])), /trailing bytes/);
@@ -153,7 +206,10 @@ test("a PKCS#10 request written with lib/der: openssl verifies it, and its schem
   const { csr } = newKeyAndCsr("payment.internal");
   const file = join(dir, "req.der");
   writeFileSync(file, csr);
-  const text = execFileSync("openssl", ["req", "-inform", "DER", "-in", file, "-verify", "-noout", "-text"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const text = execFileSync("openssl", ["req", "-inform", "DER", "-in", file, "-verify", "-noout", "-text"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   assert.match(text, /Subject: CN\s*=\s*payment\.internal/);
   assert.match(text, /X509v3 Subject Alternative Name:\s*\n\s*DNS:payment\.internal/);
   assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);

@@ -14,7 +14,8 @@ import { freshPki, call, identity } from "./mesh-fixtures.ts";
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
 
-const line = (i: number) => `${JSON.stringify({ level: 30, time: new Date(Date.UTC(2026, 0, 1, 0, 0, 0, i)).toISOString(), service: "payment", event: "request", seq: i, peer: "order", method: "GET", path: `/charge/${i}`, status: 200, ms: 1, msg: "request" })}\n`;
+const line = (i: number) =>
+  `${JSON.stringify({ level: 30, time: new Date(Date.UTC(2026, 0, 1, 0, 0, 0, i)).toISOString(), service: "payment", event: "request", seq: i, peer: "order", method: "GET", path: `/charge/${i}`, status: 200, ms: 1, msg: "request" })}\n`;
 
 function write(out: RotatingFile, text: string): Promise<void> {
   return new Promise((resolve, reject) => out.write(text, (err) => (err ? reject(err) : resolve())));
@@ -33,7 +34,9 @@ async function waitFor(cond: () => boolean, ms: number, what: () => string): Pro
 }
 
 let dir: string;
-before(() => { dir = mkdtempSync(join(tmpdir(), "mesh-logrot-")); });
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "mesh-logrot-"));
+});
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("RotatingFile", () => {
@@ -56,13 +59,22 @@ describe("RotatingFile", () => {
     }
     // The newest lines, in order, up to 199: the oldest went with the files past `keep`.
     assert.equal(seqs.at(-1), 199);
-    assert.deepEqual(seqs, seqs.map((_, k) => 199 - seqs.length + 1 + k));
+    assert.deepEqual(
+      seqs,
+      seqs.map((_, k) => 199 - seqs.length + 1 + k),
+    );
   });
 
   it("MESH_LOG_MAX_SIZE and MESH_LOG_KEEP are read strictly", () => {
     assert.deepEqual(rotationFromEnv({}), { maxBytes: 10 * 1024 * 1024, keep: 5 });
-    assert.deepEqual(rotationFromEnv({ MESH_LOG_MAX_SIZE: "512k", MESH_LOG_KEEP: "0" }), { maxBytes: 512 * 1024, keep: 0 });
-    assert.throws(() => rotationFromEnv({ MESH_LOG_MAX_SIZE: "ten megs" }), /MESH_LOG_MAX_SIZE="ten megs" is not a size/);
+    assert.deepEqual(rotationFromEnv({ MESH_LOG_MAX_SIZE: "512k", MESH_LOG_KEEP: "0" }), {
+      maxBytes: 512 * 1024,
+      keep: 0,
+    });
+    assert.throws(
+      () => rotationFromEnv({ MESH_LOG_MAX_SIZE: "ten megs" }),
+      /MESH_LOG_MAX_SIZE="ten megs" is not a size/,
+    );
     assert.throws(() => rotationFromEnv({ MESH_LOG_KEEP: "-1" }), /MESH_LOG_KEEP="-1" is not a whole number/);
   });
 });
@@ -74,27 +86,50 @@ describe("mesh:logs -f across rotations", () => {
     const path = join(logs, "payment.log");
     const out = new RotatingFile(path, { maxBytes: 4_000, keep: 5 });
     for (let i = 0; i < 10; i++) await write(out, line(i)); // history, printed first
-    const child = spawn(process.execPath, ["--import", TSX, join(ROOT, "scripts", "mesh-logs.ts"), "--logs", logs, "-f", "--json"], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(
+      process.execPath,
+      ["--import", TSX, join(ROOT, "scripts", "mesh-logs.ts"), "--logs", logs, "-f", "--json"],
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] },
+    );
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const seqs = () => stdout.split("\n").filter(Boolean).map((raw) => (JSON.parse(raw) as { seq: number }).seq);
+    const seqs = () =>
+      stdout
+        .split("\n")
+        .filter(Boolean)
+        .map((raw) => (JSON.parse(raw) as { seq: number }).seq);
     try {
-      await waitFor(() => seqs().length >= 10, 30_000, () => `history not printed: ${stdout}${stderr}`);
+      await waitFor(
+        () => seqs().length >= 10,
+        30_000,
+        () => `history not printed: ${stdout}${stderr}`,
+      );
       let next = 10;
       // Slowly: a rotation at most every few of mesh:logs' reads.
       for (let burst = 0; burst < 6; burst++) {
         for (let k = 0; k < 12; k++) await write(out, line(next++));
         const want = next;
-        await waitFor(() => seqs().length >= want, 30_000, () => `stuck at ${seqs().length} of ${want}: ${stderr}`);
+        await waitFor(
+          () => seqs().length >= want,
+          30_000,
+          () => `stuck at ${seqs().length} of ${want}: ${stderr}`,
+        );
       }
       // Fast: ~3 rotations in one go, between two of its reads (it reads every 250 ms).
       for (let k = 0; k < 50; k++) await write(out, line(next++));
       const want = next;
-      await waitFor(() => seqs().length >= want, 30_000, () => `stuck at ${seqs().length} of ${want} after fast rotations: ${stderr}`);
+      await waitFor(
+        () => seqs().length >= want,
+        30_000,
+        () => `stuck at ${seqs().length} of ${want} after fast rotations: ${stderr}`,
+      );
       assert.ok(existsRotated(path, 3), "the log did not rotate three times");
-      assert.deepEqual(seqs(), Array.from({ length: want }, (_, i) => i));
+      assert.deepEqual(
+        seqs(),
+        Array.from({ length: want }, (_, i) => i),
+      );
     } finally {
       child.kill("SIGTERM");
       await end(out);
@@ -113,7 +148,11 @@ describe("the dashboard's LogTail across rotations", () => {
     for (const burst of [5, 20, 5, 60, 1]) {
       for (let k = 0; k < burst; k++) await write(out, line(next++));
       tail.poll();
-      assert.deepEqual(got, Array.from({ length: next }, (_, i) => i), `after a burst of ${burst}`);
+      assert.deepEqual(
+        got,
+        Array.from({ length: next }, (_, i) => i),
+        `after a burst of ${burst}`,
+      );
     }
     await end(out);
   });
@@ -125,23 +164,65 @@ describe("a service's own --log-file", () => {
     const logs = join(pki.root, "svc-logs");
     (await import("node:fs")).mkdirSync(logs);
     const file = join(logs, "payment.log");
-    const child = spawn(process.execPath, ["--import", TSX, "services/main.ts", "--service", "payment", "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile, "--log-file", file], {
-      cwd: ROOT, env: { ...process.env, MESH_LOG_MAX_SIZE: "4k", MESH_LOG_KEEP: "2", MESH_REQUEST_LINES_PER_SECOND: "0" }, stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        TSX,
+        "services/main.ts",
+        "--service",
+        "payment",
+        "--port",
+        "0",
+        "--pki",
+        pki.dir,
+        "--policy",
+        pki.policyFile,
+        "--log-file",
+        file,
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, MESH_LOG_MAX_SIZE: "4k", MESH_LOG_KEEP: "2", MESH_REQUEST_LINES_PER_SECOND: "0" },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stdout = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
     try {
-      const read = (f: string) => { try { return readFileSync(f, "utf8"); } catch { return ""; } };
-      await waitFor(() => read(file).includes('"event":"listening"'), 60_000, () => `no listening line in ${file}`);
-      const port = Number((JSON.parse(read(file).split("\n").find((l) => l.includes('"event":"listening"'))!) as { port: number }).port);
+      const read = (f: string) => {
+        try {
+          return readFileSync(f, "utf8");
+        } catch {
+          return "";
+        }
+      };
+      await waitFor(
+        () => read(file).includes('"event":"listening"'),
+        60_000,
+        () => `no listening line in ${file}`,
+      );
+      const port = Number(
+        (
+          JSON.parse(
+            read(file)
+              .split("\n")
+              .find((l) => l.includes('"event":"listening"'))!,
+          ) as { port: number }
+        ).port,
+      );
       // Enough request lines (~250 bytes each) for several rotations, in several batches.
       for (let i = 0; i < 80; i++) {
         const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
         assert.equal((r as { status: number }).status, 200);
         if (i % 20 === 19) await new Promise((r) => setTimeout(r, 150)); // let the sink's 100 ms batch go
       }
-      await waitFor(() => existsRotated(file, 2), 30_000, () => `not rotated twice: ${readdirSync(logs).join(", ")}`);
+      await waitFor(
+        () => existsRotated(file, 2),
+        30_000,
+        () => `not rotated twice: ${readdirSync(logs).join(", ")}`,
+      );
       child.kill("SIGTERM");
       assert.equal(await exited, 0);
       assert.equal(stdout, "", "the log went to stdout as well");

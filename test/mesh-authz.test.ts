@@ -15,7 +15,9 @@ before(async () => {
   pki = await freshPki();
   pay = await start(pki, "payment");
   inv = await start(pki, "inventory");
-  ord = await start(pki, "order", { upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` } });
+  ord = await start(pki, "order", {
+    upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` },
+  });
 });
 
 after(async () => {
@@ -35,7 +37,10 @@ test("an allowed call gets 200 and a request line", async () => {
 
 test("a denied call gets 403 saying who the caller was taken to be; the log names the rule", async () => {
   const since = pay.logs.lines.length;
-  const r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "POST", "/charge", { orderId: "o-x", amount: 100 });
+  const r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "POST", "/charge", {
+    orderId: "o-x",
+    amount: 100,
+  });
   assert.ok("status" in r);
   assert.equal(r.status, 403);
   assert.equal(r.body.error, "forbidden");
@@ -52,7 +57,10 @@ test("a denied call gets 403 saying who the caller was taken to be; the log name
 });
 
 test("order reserves, then charges, over mTLS with its own certificate", async () => {
-  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: 3 });
+  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: 3,
+  });
   assert.ok("status" in r, JSON.stringify(r));
   assert.equal(r.status, 201, JSON.stringify(r.body));
   assert.equal(r.body.amount, 750);
@@ -70,7 +78,10 @@ async function stock(sku: string): Promise<number> {
 
 test("a declined charge releases the reservation; out of stock charges nothing", async () => {
   const pianos = await stock("piano");
-  const declined = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "piano", quantity: 1 });
+  const declined = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "piano",
+    quantity: 1,
+  });
   assert.ok("status" in declined);
   assert.equal(declined.status, 402, JSON.stringify(declined.body));
   assert.equal(declined.body.error, "payment_declined");
@@ -78,15 +89,25 @@ test("a declined charge releases the reservation; out of stock charges nothing",
   assert.equal(await stock("piano"), pianos, "the reservation was released");
 
   const charges = pay.logs.lines.filter((x) => x.event === "request" && x.path === "/charge").length;
-  const out = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "gadget", quantity: 60 });
+  const out = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "gadget",
+    quantity: 60,
+  });
   assert.ok("status" in out);
   assert.equal(out.status, 409, "60 gadgets are more than the 20 in stock");
   assert.equal(out.body.inventory.error, "out_of_stock");
-  assert.equal(pay.logs.lines.filter((x) => x.event === "request" && x.path === "/charge").length, charges, "no charge attempted");
+  assert.equal(
+    pay.logs.lines.filter((x) => x.event === "request" && x.path === "/charge").length,
+    charges,
+    "no charge attempted",
+  );
 });
 
 test("bad bodies get 400 naming the field; unknown routes 404 after authz", async () => {
-  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: -1 });
+  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: -1,
+  });
   assert.ok("status" in r);
   assert.equal(r.status, 400);
   assert.equal(r.body.field, "quantity");
@@ -100,7 +121,9 @@ test("a policy edit changes decisions without a restart; a broken edit keeps the
   const original = readFileSync(pki.policyFile, "utf8");
   // A keep-alive connection that asks the same thing before and after: the connection's
   // memo of its last verdict must not outlive the policy it came from.
-  const kept = new Client(`https://127.0.0.1:${pay.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("inventory"), servername: "payment.internal" } });
+  const kept = new Client(`https://127.0.0.1:${pay.svc.port}`, {
+    connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("inventory"), servername: "payment.internal" },
+  });
   const keptStatus = async () => {
     const res = await kept.request({ method: "GET", path: "/healthz" });
     await res.body.text();
@@ -108,7 +131,10 @@ test("a policy edit changes decisions without a restart; a broken edit keeps the
   };
   assert.equal(await keptStatus(), 403);
   let since = pay.logs.lines.length;
-  writeFileSync(pki.policyFile, original.replace(`[payment]\naccepts = ["order"]`, `[payment]\naccepts = ["order", "inventory"]`));
+  writeFileSync(
+    pki.policyFile,
+    original.replace(`[payment]\naccepts = ["order"]`, `[payment]\naccepts = ["order", "inventory"]`),
+  );
   await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, since);
   let r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200, JSON.stringify(r));
@@ -142,7 +168,9 @@ test("a renewed certificate is served to new connections without a restart", asy
 test("revocation takes effect without a restart: new connections refused as revoked, keep-alive closed", async () => {
   // A keep-alive connection from order, open before the revocation.
   const order = as("order");
-  const keep = new Client(`https://127.0.0.1:${pay.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...order, servername: "payment.internal" } });
+  const keep = new Client(`https://127.0.0.1:${pay.svc.port}`, {
+    connect: { ca: readFileSync(pki.ca.paths.bundle), ...order, servername: "payment.internal" },
+  });
   const first = await keep.request({ method: "GET", path: "/healthz" });
   assert.equal(first.statusCode, 200);
   await first.body.text();
@@ -158,7 +186,10 @@ test("revocation takes effect without a restart: new connections refused as revo
   const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
   assert.equal(l.reason, "revoked");
   // The fix it names works online too: a revoked identity cannot renew, and mesh:up enrols it afresh.
-  assert.match(String(l.msg), /a revoked identity cannot renew: give the client a new one \(online: restart mesh:up, .*; file mode: npm run ca -- issue --domain <name>\)/);
+  assert.match(
+    String(l.msg),
+    /a revoked identity cannot renew: give the client a new one \(online: restart mesh:up, .*; file mode: npm run ca -- issue --domain <name>\)/,
+  );
   assert.doesNotMatch(String(l.msg), /issue the client a new certificate/);
   assert.equal((l.peer as { subject: string }).subject, "CN=inventory.internal");
   // order is not revoked: its keep-alive connection is still served.
@@ -169,7 +200,10 @@ test("revocation takes effect without a restart: new connections refused as revo
   // order's calls to the revoked inventory fail with a reason, not a hang: a caller checks
   // its callee against the CRLs too (issue 8, item 1).
   since = ord.logs.lines.length;
-  const o = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
+  const o = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: 1,
+  });
   assert.ok("status" in o);
   assert.equal(o.status, 502, "order refuses the revoked inventory");
   assert.equal(o.body.reason, "server_revoked");
@@ -196,7 +230,10 @@ test("revocation takes effect without a restart: new connections refused as revo
   await keep.close();
 
   since = ord.logs.lines.length;
-  const failed = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
+  const failed = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: 1,
+  });
   assert.ok("status" in failed);
   assert.equal(failed.status, 502);
   assert.equal(failed.body.reason, "rejected_in_handshake");
@@ -213,7 +250,10 @@ test("an upstream that is down: 502 with upstream_down, promptly", async () => {
   const before = await stockAs("widget");
   const since = ord.logs.lines.length;
   const t0 = Date.now();
-  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", { sku: "widget", quantity: 2 });
+  const r = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: 2,
+  });
   assert.ok(Date.now() - t0 < 3_000);
   assert.ok("status" in r);
   assert.equal(r.status, 502, JSON.stringify(r.body));
@@ -242,7 +282,9 @@ test("no private key material ever reaches a log line", () => {
 
 test("past its budget of request lines a second, a service counts requests into summaries and loses none", async () => {
   const busy = await start(pki, "payment", { requestLinesPerSecond: 5 });
-  const client = new Client(`https://127.0.0.1:${busy.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("order"), servername: "payment.internal" } });
+  const client = new Client(`https://127.0.0.1:${busy.svc.port}`, {
+    connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("order"), servername: "payment.internal" },
+  });
   try {
     for (let i = 0; i < 40; i++) {
       const r = await client.request({ method: "GET", path: "/healthz" });
@@ -257,5 +299,9 @@ test("past its budget of request lines a second, a service counts requests into 
   const summaries = busy.logs.lines.filter((l) => l.event === "request.summary");
   assert.ok(lines.length < 40 && summaries.length > 0, `${lines.length} lines, ${summaries.length} summaries`);
   assert.equal(lines.length + summaries.reduce((n, s) => n + Number(s.count), 0), 40);
-  for (const s of summaries) assert.deepEqual([s.peer, s.method, s.route, s.status, s.rule], ["order", "GET", "/healthz", 200, "payment.accepts"]);
+  for (const s of summaries)
+    assert.deepEqual(
+      [s.peer, s.method, s.route, s.status, s.rule],
+      ["order", "GET", "/healthz", 200, "payment.accepts"],
+    );
 });

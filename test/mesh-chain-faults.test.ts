@@ -37,14 +37,51 @@ function make(stem: string, subj: string, ext: string, by?: Made): Made {
   const csr = join(d, `${stem}.csr`);
   const cert = join(d, `${stem}.crt`);
   const extFile = join(d, `${stem}.ext`);
-  execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", subj], { stdio: "pipe" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      csr,
+      "-subj",
+      subj,
+    ],
+    { stdio: "pipe" },
+  );
   writeFileSync(extFile, `${ext}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`);
   const signer = by ? ["-CA", by.cert, "-CAkey", by.key] : ["-signkey", key];
-  execFileSync("openssl", ["x509", "-req", "-in", csr, ...signer, "-set_serial", `0x${Math.floor(Math.random() * 2 ** 48).toString(16)}`, "-days", "5", "-extfile", extFile, "-out", cert], { stdio: "pipe" });
+  execFileSync(
+    "openssl",
+    [
+      "x509",
+      "-req",
+      "-in",
+      csr,
+      ...signer,
+      "-set_serial",
+      `0x${Math.floor(Math.random() * 2 ** 48).toString(16)}`,
+      "-days",
+      "5",
+      "-extfile",
+      extFile,
+      "-out",
+      cert,
+    ],
+    { stdio: "pipe" },
+  );
   return { cert, key };
 }
 
-const LEAF = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=DNS:order.internal";
+const LEAF =
+  "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=DNS:order.internal";
 
 /** `leaf` with the chain it sends after it. */
 function sending(leaf: Made, ...chain: Made[]): Identity {
@@ -78,7 +115,12 @@ test("a look-alike CA (same name, another key): the same sentence whether its ce
 });
 
 test("an issuer that is not a CA: issuer_not_ca, naming it", async () => {
-  const notCa = make("notca", "/CN=edge.internal", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyCertSign\nsubjectAltName=DNS:edge.internal", meshRoot());
+  const notCa = make(
+    "notca",
+    "/CN=edge.internal",
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyCertSign\nsubjectAltName=DNS:edge.internal",
+    meshRoot(),
+  );
   const leaf = make("undernotca", "/CN=order.internal", LEAF, notCa);
   const l = await refused(sending(leaf, notCa));
   assert.equal(l.reason, "issuer_not_ca", String(l.tlsCode));
@@ -86,16 +128,34 @@ test("an issuer that is not a CA: issuer_not_ca, naming it", async () => {
 });
 
 test("an intermediate without keyCertSign: issuer_cannot_sign, naming it", async () => {
-  const inter = make("nosign", "/CN=Sloppy Issuing CA", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature,cRLSign", meshRoot());
+  const inter = make(
+    "nosign",
+    "/CN=Sloppy Issuing CA",
+    "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature,cRLSign",
+    meshRoot(),
+  );
   const leaf = make("undernosign", "/CN=order.internal", LEAF, inter);
   const l = await refused(sending(leaf, inter));
   assert.equal(l.reason, "issuer_cannot_sign", String(l.tlsCode));
-  assert.match(String(l.msg), /CN=Sloppy Issuing CA, which signed CN=order\.internal, may not sign certificates \(its key usage lacks keyCertSign\)/);
+  assert.match(
+    String(l.msg),
+    /CN=Sloppy Issuing CA, which signed CN=order\.internal, may not sign certificates \(its key usage lacks keyCertSign\)/,
+  );
 });
 
 test("a path-length violation: path_length_exceeded, naming the constraining CA", async () => {
-  const top = make("plen0", "/CN=Level One CA", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign", meshRoot());
-  const below = make("plen1", "/CN=Level Two CA", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign", top);
+  const top = make(
+    "plen0",
+    "/CN=Level One CA",
+    "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign",
+    meshRoot(),
+  );
+  const below = make(
+    "plen1",
+    "/CN=Level Two CA",
+    "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign",
+    top,
+  );
   const leaf = make("underplen", "/CN=order.internal", LEAF, below);
   const l = await refused(sending(leaf, below, top));
   assert.equal(l.reason, "path_length_exceeded", String(l.tlsCode));
@@ -107,10 +167,24 @@ test("caFacts reads basicConstraints and keyUsage from DER, and gives up on garb
   const { X509Certificate } = await import("node:crypto");
   const der = (path: string) => new X509Certificate(readFileSync(path)).raw;
   assert.deepEqual(caFacts(der(pki.ca.paths.root(1).cert)), { ca: true, pathLen: undefined, keyCertSign: true });
-  assert.deepEqual(caFacts(der(pki.ca.paths.leaf("order.internal").cert)), { ca: false, pathLen: undefined, keyCertSign: false });
-  const top = make("facts0", "/CN=Facts CA", "basicConstraints=critical,CA:TRUE,pathlen:3\nkeyUsage=critical,keyCertSign", meshRoot());
+  assert.deepEqual(caFacts(der(pki.ca.paths.leaf("order.internal").cert)), {
+    ca: false,
+    pathLen: undefined,
+    keyCertSign: false,
+  });
+  const top = make(
+    "facts0",
+    "/CN=Facts CA",
+    "basicConstraints=critical,CA:TRUE,pathlen:3\nkeyUsage=critical,keyCertSign",
+    meshRoot(),
+  );
   assert.deepEqual(caFacts(der(top.cert)), { ca: true, pathLen: 3, keyCertSign: true });
-  for (const junk of [new Uint8Array([]), new Uint8Array([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), new Uint8Array([0x30, 0x03, 0x30, 0x05, 0x00]), der(top.cert).subarray(0, 100)]) {
+  for (const junk of [
+    new Uint8Array([]),
+    new Uint8Array([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+    new Uint8Array([0x30, 0x03, 0x30, 0x05, 0x00]),
+    der(top.cert).subarray(0, 100),
+  ]) {
     assert.equal(caFacts(junk), undefined);
   }
 });
@@ -127,7 +201,12 @@ test("a caller facing a look-alike callee says so too (another CA with the same 
     const fake = createServer({ cert, key: readFileSync(t.key) }, (s) => s.end());
     await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
     const logs = new LogSink();
-    const up = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${(fake.address() as { port: number }).port}` }, createLogger("order", logs));
+    const up = new Upstreams(
+      "order",
+      loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"),
+      { payment: `127.0.0.1:${(fake.address() as { port: number }).port}` },
+      createLogger("order", logs),
+    );
     try {
       await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError);
       const l = await logs.wait((x) => x.event === "upstream.failed");

@@ -31,18 +31,32 @@ after(async () => {
 });
 
 async function renewalCheck() {
-  const facts = await gatherMesh({ targets: [{ name: "payment", port: pay.svc.port, adminPort: admin.port }], pki: pki.dir, policyFile: pki.policyFile });
+  const facts = await gatherMesh({
+    targets: [{ name: "payment", port: pay.svc.port, adminPort: admin.port }],
+    pki: pki.dir,
+    policyFile: pki.policyFile,
+  });
   const report = checkMesh(facts, Date.now());
   const checks = report.services[0]!.checks;
-  return { renewal: checks.find((c) => c.name === "renewal")!, certificate: checks.find((c) => c.name === "certificate")!, facts };
+  return {
+    renewal: checks.find((c) => c.name === "renewal")!,
+    certificate: checks.find((c) => c.name === "certificate")!,
+    facts,
+  };
 }
 
 test("a certificate past 2/3 of its life with no renewal is ×, with the sentence and the fix, and the fix clears it", async () => {
   const { renewal, certificate, facts } = await renewalCheck();
-  assert.ok(facts.services[0]!.admin.lastRenewalAt! < Date.now() - 69 * DAY, "the heartbeat counts from the certificate's start");
+  assert.ok(
+    facts.services[0]!.admin.lastRenewalAt! < Date.now() - 69 * DAY,
+    "the heartbeat counts from the certificate's start",
+  );
   assert.equal(certificate.severity, "ok", `the certificate itself is valid: ${certificate.detail}`);
   assert.equal(renewal.severity, "error");
-  assert.match(renewal.detail, /^payment's certificate is overdue for renewal: obtained .* UTC, due at .* UTC \(2\/3 of its life\), still in force, and it expires in \d+ hours; once it does, every peer refuses payment \("Ready, then expired"\)/);
+  assert.match(
+    renewal.detail,
+    /^payment's certificate is overdue for renewal: obtained .* UTC, due at .* UTC \(2\/3 of its life\), still in force, and it expires in \d+ hours; once it does, every peer refuses payment \("Ready, then expired"\)/,
+  );
   assert.equal(renewal.fix, "npm run ca -- renew --domain payment.internal");
 
   // The fix it names: the renewed certificate is loaded, and the heartbeat moves to now.

@@ -29,9 +29,14 @@ after(async () => {
 
 function run(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
-    });
+    execFile(
+      process.execPath,
+      ["--import", "tsx", ...args],
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+      },
+    );
   });
 }
 
@@ -68,17 +73,47 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what:
   }
 }
 
-test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and re-published, broken policy, a service gone", { timeout: 150_000 }, async () => {
+test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and re-published, broken policy, a service gone", {
+  timeout: 150_000,
+}, async () => {
   const policy = join(tmp, "policy.toml");
   copyFileSync(join(ROOT, "mesh-policy.toml"), policy);
   let out = "";
-  up = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--policy", policy, "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--file-mode", "--dashboard-port", "0", "--quiet"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  up = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(tmp, "pki"),
+      "--logs",
+      join(tmp, "logs"),
+      "--policy",
+      policy,
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--file-mode",
+      "--dashboard-port",
+      "0",
+      "--quiet",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } },
+  );
   up.stdout!.on("data", (c: Buffer) => (out += c));
   up.stderr!.on("data", (c: Buffer) => (out += c));
   const stateFile = join(tmp, "logs", "mesh.json");
   await waitFor(() => existsSync(stateFile) && /Ctrl-C stops everything/.test(out), 40_000, "mesh:up to be ready");
   assert.match(out, /npm run mesh:check/);
-  const state = JSON.parse(readFileSync(stateFile, "utf8")) as { ports: Record<string, number>; adminPorts: Record<string, number>; pids: Record<string, number> };
+  const state = JSON.parse(readFileSync(stateFile, "utf8")) as {
+    ports: Record<string, number>;
+    adminPorts: Record<string, number>;
+    pids: Record<string, number>;
+  };
   for (const s of ["order", "payment", "inventory"]) {
     assert.ok(state.adminPorts[s]! > 0, `mesh.json records ${s}'s admin port`);
     assert.notEqual(state.adminPorts[s], state.ports[s]);
@@ -92,13 +127,26 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   // mesh:up's supervision: itself, and each part it runs (file mode: no CA server).
   assert.equal(marks.length, 3 + 3 * 8 + 5, clean.out);
   for (const l of marks) assert.match(l, /^✓ /);
-  assert.match(section(clean.out, "payment"), /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev Issuing CA, generation 1$/m);
+  assert.match(
+    section(clean.out, "payment"),
+    /^✓ certificate is valid: serial [0-9a-f]+, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in 89 days\), from Mesh Dev Issuing CA, generation 1$/m,
+  );
   assert.match(clean.out, /Status check results are ✓: 32 checks/);
-  assert.match(clean.out, /^mesh:up \(restarts\)\n-+\n✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\) and restarts any part that dies\n(✓ (payment|inventory|order|dashboard) keeps running: never restarted\n){4}/m);
+  assert.match(
+    clean.out,
+    /^mesh:up \(restarts\)\n-+\n✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\) and restarts any part that dies\n(✓ (payment|inventory|order|dashboard) keeps running: never restarted\n){4}/m,
+  );
   // As a caller the policy allows where there is one, so checking leaves no denial in the logs; edge's 403 where there is none.
-  assert.match(section(clean.out, "payment"), /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m);
-  assert.match(section(clean.out, "order"), /^✓ answers over mTLS: handshake as edge\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 403 \(order\.accepts: /m);
-  for (const s of ["payment", "inventory"]) assert.doesNotMatch(readFileSync(join(tmp, "logs", `${s}.log`), "utf8"), /"event":"authz\.denied"/);
+  assert.match(
+    section(clean.out, "payment"),
+    /^✓ answers over mTLS: handshake as order\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 200$/m,
+  );
+  assert.match(
+    section(clean.out, "order"),
+    /^✓ answers over mTLS: handshake as edge\.internal on 127\.0\.0\.1:\d+, GET \/healthz: 403 \(order\.accepts: /m,
+  );
+  for (const s of ["payment", "inventory"])
+    assert.doesNotMatch(readFileSync(join(tmp, "logs", `${s}.log`), "utf8"), /"event":"authz\.denied"/);
 
   // --json: the stable shape, the same verdicts.
   const json = await meshCheck("--json");
@@ -106,21 +154,33 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const report = JSON.parse(json.out) as JsonReport;
   assert.deepEqual(Object.keys(report), ["ok", "checkedAt", "ca", "services", "supervisor"]);
   assert.equal(report.ok, true);
-  assert.deepEqual(report.services.map((s) => [s.name, s.port, s.adminPort]), ["order", "payment", "inventory"].map((s) => [s, state.ports[s], state.adminPorts[s]]));
+  assert.deepEqual(
+    report.services.map((s) => [s.name, s.port, s.adminPort]),
+    ["order", "payment", "inventory"].map((s) => [s, state.ports[s], state.adminPorts[s]]),
+  );
   for (const c of [...report.ca.checks, ...report.services.flatMap((s) => s.checks)]) {
     assert.deepEqual(Object.keys(c), ["name", "title", "ok", "severity", "detail", "fix"]);
     assert.deepEqual([c.ok, c.severity, c.fix], [true, "ok", null], c.name);
   }
-  assert.deepEqual(report.services[0]!.checks.map((c) => c.name), ["mtls", "admin", "certificate", "renewal", "trust-bundle", "crls", "policy", "clock"]);
+  assert.deepEqual(
+    report.services[0]!.checks.map((c) => c.name),
+    ["mtls", "admin", "certificate", "renewal", "trust-bundle", "crls", "policy", "clock"],
+  );
 
   // 2. Revoke inventory: exit 1, inventory's certificate ×, with why and the fix; the others still ✓.
   const revoke = await ca("revoke", "--domain", "inventory.internal");
   assert.equal(revoke.code, 0, revoke.out);
   const revoked = await meshCheck();
   assert.equal(revoked.code, 1, revoked.out);
-  assert.match(section(revoked.out, "inventory"), /^× certificate is valid\n {4}inventory serves a revoked certificate \(serial [0-9a-f]+, revoked .* UTC, reason unspecified\): every peer refuses it in the handshake.*\n {4}fix: npm run ca -- issue --domain inventory\.internal --dir \S+pki$/m);
+  assert.match(
+    section(revoked.out, "inventory"),
+    /^× certificate is valid\n {4}inventory serves a revoked certificate \(serial [0-9a-f]+, revoked .* UTC, reason unspecified\): every peer refuses it in the handshake.*\n {4}fix: npm run ca -- issue --domain inventory\.internal --dir \S+pki$/m,
+  );
   // Its admin port's /healthz says so too: a service serving a revoked certificate is not healthy.
-  assert.match(section(revoked.out, "inventory"), /^× admin port answers\n {4}http:\/\/127\.0\.0\.1:\d+\/healthz answered 503: inventory: its certificate \(CN=inventory\.internal, serial [0-9a-f]+\) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity \(the certificate check says what to do\)$/m);
+  assert.match(
+    section(revoked.out, "inventory"),
+    /^× admin port answers\n {4}http:\/\/127\.0\.0\.1:\d+\/healthz answered 503: inventory: its certificate \(CN=inventory\.internal, serial [0-9a-f]+\) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity \(the certificate check says what to do\)$/m,
+  );
   for (const s of ["order", "payment"]) assert.doesNotMatch(section(revoked.out, s), /^×/m);
   assert.match(revoked.out, /Status check results are ×: 2 failed/);
   const revokedJson = JSON.parse((await meshCheck("--json")).out) as JsonReport;
@@ -139,7 +199,15 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const authority = await CertificateAuthority.open({ dir: join(tmp, "pki") });
   const reissued = await authority.issue({ domain: "inventory.internal" });
   authority.close();
-  const facts = await gatherMesh({ targets: ["order", "payment", "inventory"].map((n) => ({ name: n, port: state.ports[n]!, adminPort: state.adminPorts[n]! })), pki: join(tmp, "pki"), policyFile: policy });
+  const facts = await gatherMesh({
+    targets: ["order", "payment", "inventory"].map((n) => ({
+      name: n,
+      port: state.ports[n]!,
+      adminPort: state.adminPorts[n]!,
+    })),
+    pki: join(tmp, "pki"),
+    policyFile: policy,
+  });
   const inv = facts.services.find((x) => x.name === "inventory")!;
   assert.equal(inv.mtls.served?.serial, reissued.serial);
   assert.equal(inv.ledger?.status, "VALID");
@@ -150,7 +218,13 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const stale = await meshCheck();
   assert.equal(stale.code, 1, stale.out);
   for (const s of ["order", "payment", "inventory"]) {
-    assert.match(section(stale.out, s), new RegExp(`^× holds the CA's current trust bundle\\n {4}${s} holds a trust bundle \\(sha256 [0-9a-f]{12}…\\) other than the one the CA publishes in .*bundle\\.pem.*\\n {4}fix: npm run ca -- bundle --dir \\S+pki$`, "m"));
+    assert.match(
+      section(stale.out, s),
+      new RegExp(
+        `^× holds the CA's current trust bundle\\n {4}${s} holds a trust bundle \\(sha256 [0-9a-f]{12}…\\) other than the one the CA publishes in .*bundle\\.pem.*\\n {4}fix: npm run ca -- bundle --dir \\S+pki$`,
+        "m",
+      ),
+    );
   }
   assert.equal((await ca("bundle")).code, 0);
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after ca bundle");
@@ -160,7 +234,13 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const bad = await meshCheck();
   assert.equal(bad.code, 1, bad.out);
   for (const s of ["order", "payment", "inventory"]) {
-    assert.match(section(bad.out, s), new RegExp(`^× policy is the file on disk\\n {4}.*policy\\.toml on disk does not load \\(.*policy\\.toml:\\d+(:\\d+)?: .*\\), so ${s} keeps its previous policy.*\\n {4}fix: npm run mesh:logs -- --service ${s} --event policy\\.reload_failed --no-follow$`, "m"));
+    assert.match(
+      section(bad.out, s),
+      new RegExp(
+        `^× policy is the file on disk\\n {4}.*policy\\.toml on disk does not load \\(.*policy\\.toml:\\d+(:\\d+)?: .*\\), so ${s} keeps its previous policy.*\\n {4}fix: npm run mesh:logs -- --service ${s} --event policy\\.reload_failed --no-follow$`,
+        "m",
+      ),
+    );
   }
 
   // A valid edit is taken up, and mesh_policy_info follows it: clean again.
@@ -172,17 +252,26 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   await new Promise((r) => up!.once("exit", r));
   const gone = await meshCheck();
   assert.equal(gone.code, 1, gone.out);
-  assert.match(section(gone.out, "inventory"), /^× answers over mTLS\n {4}nothing listens on 127\.0\.0\.1:\d+: inventory is not running\n {4}fix: npm run mesh:up$/m);
+  assert.match(
+    section(gone.out, "inventory"),
+    /^× answers over mTLS\n {4}nothing listens on 127\.0\.0\.1:\d+: inventory is not running\n {4}fix: npm run mesh:up$/m,
+  );
 });
 
 test("mesh:check with no mesh to check: one line, exit 2", async () => {
   const r = await run(["scripts/mesh-check.ts", "--logs", join(tmp, "nowhere")]);
   assert.equal(r.code, 2);
-  assert.match(r.out, /^mesh:check: no .*nowhere\/mesh\.json with the services' ports: is the mesh up\? \(npm run mesh:up\), or pass --logs\n$/);
+  assert.match(
+    r.out,
+    /^mesh:check: no .*nowhere\/mesh\.json with the services' ports: is the mesh up\? \(npm run mesh:up\), or pass --logs\n$/,
+  );
   // A mesh.json whose CA folder is gone: one line naming it, exit 2, nothing created there.
   const logs = join(tmp, "stale-logs");
   mkdirSync(logs);
-  writeFileSync(join(logs, "mesh.json"), JSON.stringify({ pki: join(tmp, "no-pki"), ports: { order: 1, payment: 2, inventory: 3 } }));
+  writeFileSync(
+    join(logs, "mesh.json"),
+    JSON.stringify({ pki: join(tmp, "no-pki"), ports: { order: 1, payment: 2, inventory: 3 } }),
+  );
   const noCa = await run(["scripts/mesh-check.ts", "--logs", logs]);
   assert.equal(noCa.code, 2);
   assert.match(noCa.out, /^mesh:check: no CA in .*no-pki: is the mesh up\? \(npm run mesh:up\), or pass --pki\n$/);

@@ -28,9 +28,17 @@ test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", a
 
     // A caller with the same CRLs refuses the callee for the same reason, on its side.
     const logs = new LogSink();
-    const up = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { payment: `127.0.0.1:${pay.svc.port}` }, createLogger("order", logs));
+    const up = new Upstreams(
+      "order",
+      loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"),
+      { payment: `127.0.0.1:${pay.svc.port}` },
+      createLogger("order", logs),
+    );
     try {
-      await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError && e.reason === "server_crl_not_yet_valid");
+      await assert.rejects(
+        up.call("payment", "GET", "/healthz"),
+        (e: unknown) => e instanceof UpstreamError && e.reason === "server_crl_not_yet_valid",
+      );
       const u = await logs.wait((x) => x.event === "upstream.failed");
       assert.equal(u.code, "CRL_NOT_YET_VALID");
       assert.match(String(u.msg), /this host's clock is behind the CA's: check time sync/);

@@ -34,7 +34,11 @@ async function resignCrls(daysAgo: number): Promise<void> {
 test("issuer, thisUpdate and nextUpdate from the CRL's DER are what openssl reads", () => {
   const pem = pemBlocks(readFileSync(pki.ca.paths.crls, "utf8"), "X509 CRL")[0]!;
   const d = crlDates(pemToDer(pem));
-  const out = execFileSync("openssl", ["crl", "-noout", "-issuer", "-lastupdate", "-nextupdate", "-nameopt", "RFC2253"], { input: pem, encoding: "utf8" });
+  const out = execFileSync(
+    "openssl",
+    ["crl", "-noout", "-issuer", "-lastupdate", "-nextupdate", "-nameopt", "RFC2253"],
+    { input: pem, encoding: "utf8" },
+  );
   const field = (k: string) => new RegExp(`^${k}=(.*)$`, "m").exec(out)![1]!;
   assert.equal(d.issuer, field("issuer"));
   assert.equal(d.thisUpdate.getTime(), new Date(field("lastUpdate")).getTime());
@@ -42,7 +46,9 @@ test("issuer, thisUpdate and nextUpdate from the CRL's DER are what openssl read
   assert.ok(d.nextUpdate!.getTime() > Date.now() + 20 * DAY, "a fresh CRL is valid for weeks");
   assert.deepEqual(crlDeadlines([pem], new Date()), [], "nothing to say about a fresh CRL");
   const soon = crlDeadlines([pem], new Date(d.nextUpdate!.getTime() - 2 * DAY));
-  assert.deepEqual(soon, [{ state: "expiring", issuer: d.issuer, nextUpdate: d.nextUpdate!.toISOString(), daysLeft: 2 }]);
+  assert.deepEqual(soon, [
+    { state: "expiring", issuer: d.issuer, nextUpdate: d.nextUpdate!.toISOString(), daysLeft: 2 },
+  ]);
   assert.equal(crlDeadlines([pem], new Date(d.nextUpdate!.getTime() + 1_000))[0]?.state, "lapsed");
   assert.throws(() => crlDates(Buffer.from([0x30, 0x05, 0x30, 0x03, 0x02, 0x01])), /truncated|not a CRL/);
 });
@@ -50,7 +56,10 @@ test("issuer, thisUpdate and nextUpdate from the CRL's DER are what openssl read
 test("fresh CRLs: no crl line at start-up", async () => {
   const s = await start(pki, "payment", { watch: false });
   await s.svc.close();
-  assert.deepEqual(s.logs.lines.filter((l) => String(l.event).startsWith("crl.")), []);
+  assert.deepEqual(
+    s.logs.lines.filter((l) => String(l.event).startsWith("crl.")),
+    [],
+  );
 });
 
 test("a CRL three days from lapsing is warned about at start-up, naming its issuer and nextUpdate", async () => {
@@ -99,7 +108,11 @@ test("while running, the CRLs are checked again on a timer, against the service'
   const s = await start(pki, "payment", { watch: false, now: () => new Date(Date.now() + offset), crlCheckMs: 100 });
   try {
     await sleep(300);
-    assert.equal(s.logs.find((l) => String(l.event).startsWith("crl.")), undefined, "nothing while the CRLs are fresh");
+    assert.equal(
+      s.logs.find((l) => String(l.event).startsWith("crl.")),
+      undefined,
+      "nothing while the CRLs are fresh",
+    );
     offset = 25 * DAY;
     const w = await s.logs.wait((l) => l.event === "crl.expiring", 3_000);
     assert.ok(Number(w.daysLeft) > 4 && Number(w.daysLeft) < 6, String(w.daysLeft));
@@ -114,7 +127,10 @@ test("while running, the CRLs are checked again on a timer, against the service'
 test("CRLs re-signed while a service runs are checked when they are loaded", async () => {
   const s = await start(pki, "payment");
   try {
-    assert.equal(s.logs.find((l) => String(l.event).startsWith("crl.")), undefined);
+    assert.equal(
+      s.logs.find((l) => String(l.event).startsWith("crl.")),
+      undefined,
+    );
     await resignCrls(26);
     await s.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 5_000);
     const w = await s.logs.wait((l) => l.event === "crl.expiring", 2_000);

@@ -40,7 +40,14 @@ test("own certificate renewed: a request sent on an idle keep-alive connection a
   const pay = await start(pki, "payment", { limits: { drainGraceMs: 300 } });
   try {
     const order = identity(pki, "order");
-    const sock = connect({ host: "127.0.0.1", port: pay.svc.port, servername: "payment.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+    const sock = connect({
+      host: "127.0.0.1",
+      port: pay.svc.port,
+      servername: "payment.internal",
+      ca: readFileSync(pki.ca.paths.bundle),
+      cert: order.cert,
+      key: order.key,
+    });
     await new Promise<void>((resolve, reject) => sock.once("secureConnect", () => resolve()).once("error", reject));
     sock.on("error", () => {});
     const get = "GET /healthz HTTP/1.1\r\nHost: payment.internal\r\n\r\n";
@@ -50,7 +57,11 @@ test("own certificate renewed: a request sent on an idle keep-alive connection a
     const since = pay.logs.lines.length;
     await pki.ca.renew({ domain: "payment.internal" });
     assert.ok(pay.svc.reloadTls());
-    await pay.logs.wait((l) => l.event === "tls.connections_closed" && l.why === "this service's certificate changed", 5_000, since);
+    await pay.logs.wait(
+      (l) => l.event === "tls.connections_closed" && l.why === "this service's certificate changed",
+      5_000,
+      since,
+    );
     // Past the grace, well within the keep-alive timeout (5 s): a pooled connection a caller may pick.
     await sleep(900);
     sock.write(get);

@@ -24,14 +24,26 @@ describe("a client certificate with an empty name", () => {
   it("is refused with a reason and the service keeps serving", { timeout: 30_000 }, async () => {
     const keys = await generateKeyPair("ec-p256");
     const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: randomSerial(), subject: "", issuer: "", ...validityFor(new Date(), 1),
-      publicKey: keys.publicKey, signingKey: keys.privateKey, signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
+      serialNumber: randomSerial(),
+      subject: "",
+      issuer: "",
+      ...validityFor(new Date(), 1),
+      publicKey: keys.publicKey,
+      signingKey: keys.privateKey,
+      signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
       extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
     });
     const key = await exportPrivateKey(keys.privateKey);
     const since = pay.logs.lines.length;
     await new Promise<void>((resolve) => {
-      const s = connect({ host: "127.0.0.1", port: pay.svc.port, servername: "payment.internal", cert: certToPem(cert), key, rejectUnauthorized: false });
+      const s = connect({
+        host: "127.0.0.1",
+        port: pay.svc.port,
+        servername: "payment.internal",
+        cert: certToPem(cert),
+        key,
+        rejectUnauthorized: false,
+      });
       s.on("error", () => resolve());
       s.on("close", () => resolve());
     });

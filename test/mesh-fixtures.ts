@@ -54,15 +54,33 @@ export class LogSink {
     return this.lines.find(pred);
   }
   /** The first `event` line (already logged or still to come) that matches `pred`, with its fields typed. */
-  waitEvent<E extends EventName>(event: E, pred: (l: LoggedEvent<E>) => boolean = () => true, ms = 5_000, since = 0): Promise<LoggedEvent<E>> {
-    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms, since) as unknown as Promise<LoggedEvent<E>>;
+  waitEvent<E extends EventName>(
+    event: E,
+    pred: (l: LoggedEvent<E>) => boolean = () => true,
+    ms = 5_000,
+    since = 0,
+  ): Promise<LoggedEvent<E>> {
+    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms, since) as unknown as Promise<
+      LoggedEvent<E>
+    >;
   }
   /** The first line (already logged or still to come) matching `pred`. */
   wait(pred: (l: LogLine) => boolean, ms = 5_000, since = 0): Promise<LogLine> {
     const seen = this.lines.slice(since).find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no matching log line within ${ms} ms; last lines:\n${this.lines.slice(-5).map((l) => JSON.stringify(l)).join("\n")}`)), ms);
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `no matching log line within ${ms} ms; last lines:\n${this.lines
+                .slice(-5)
+                .map((l) => JSON.stringify(l))
+                .join("\n")}`,
+            ),
+          ),
+        ms,
+      );
       this.waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
     });
   }
@@ -101,9 +119,21 @@ export interface TestService {
   logs: LogSink;
 }
 
-export async function start(pki: TestPki, service: ServiceName, extra: Partial<ServiceOptions> = {}): Promise<TestService> {
+export async function start(
+  pki: TestPki,
+  service: ServiceName,
+  extra: Partial<ServiceOptions> = {},
+): Promise<TestService> {
   const logs = new LogSink();
-  const svc = await startService({ service, app: appNamed(service)!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger(service, logs), ...extra });
+  const svc = await startService({
+    service,
+    app: appNamed(service)!,
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger(service, logs),
+    ...extra,
+  });
   return { svc, logs };
 }
 
@@ -120,7 +150,16 @@ export function identity(pki: TestPki, name: string): Identity {
 export type CallResult = { status: number; body: any } | { error: string };
 
 /** One real mTLS request on a fresh connection, as `who` (or with no certificate). */
-export function call(pki: TestPki, port: number, servername: string, who: Identity | null, method: string, path: string, body?: unknown, opts: { maxVersion?: "TLSv1.2" | "TLSv1.3" } = {}): Promise<CallResult> {
+export function call(
+  pki: TestPki,
+  port: number,
+  servername: string,
+  who: Identity | null,
+  method: string,
+  path: string,
+  body?: unknown,
+  opts: { maxVersion?: "TLSv1.2" | "TLSv1.3" } = {},
+): Promise<CallResult> {
   return new Promise((resolve) => {
     const req = request(
       {

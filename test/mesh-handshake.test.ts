@@ -8,7 +8,16 @@ import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
-import { freshPki, start, call, identity, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
+import {
+  freshPki,
+  start,
+  call,
+  identity,
+  type TestPki,
+  type TestService,
+  type Identity,
+  type LogLine,
+} from "./mesh-fixtures.ts";
 
 let pki: TestPki;
 let foreign: TestPki;
@@ -50,9 +59,51 @@ function opensslLeaf(stem: string, subj: string, san: string): Identity {
   const csr = join(d, `${stem}.csr`);
   const crt = join(d, `${stem}.crt`);
   const ext = join(d, `${stem}.ext`);
-  execFileSync("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", subj], { stdio: "pipe" });
-  writeFileSync(ext, `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`);
-  execFileSync("openssl", ["x509", "-req", "-in", csr, "-CA", root.cert, "-CAkey", root.key, "-set_serial", `0x${Date.now().toString(16)}`, "-days", "5", "-extfile", ext, "-out", crt], { stdio: "pipe" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      csr,
+      "-subj",
+      subj,
+    ],
+    { stdio: "pipe" },
+  );
+  writeFileSync(
+    ext,
+    `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`,
+  );
+  execFileSync(
+    "openssl",
+    [
+      "x509",
+      "-req",
+      "-in",
+      csr,
+      "-CA",
+      root.cert,
+      "-CAkey",
+      root.key,
+      "-set_serial",
+      `0x${Date.now().toString(16)}`,
+      "-days",
+      "5",
+      "-extfile",
+      ext,
+      "-out",
+      crt,
+    ],
+    { stdio: "pipe" },
+  );
   return { cert: readFileSync(crt), key: readFileSync(key) };
 }
 
@@ -62,7 +113,10 @@ async function refused(who: Identity | null, opts: { maxVersion?: "TLSv1.2" | "T
   assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
   const line = await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since);
   // Nothing of the request reached HTTP handling.
-  assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "request" || l.event === "authz.denied").length, 0);
+  assert.equal(
+    pay.logs.lines.slice(since).filter((l) => l.event === "request" || l.event === "authz.denied").length,
+    0,
+  );
   return line;
 }
 
@@ -88,7 +142,10 @@ test("a certificate from another CA: unknown_ca, naming the CAs this service tru
   assert.equal(peer.issuer, "CN=Foreign CA");
   assert.match(peer.serial, /^[0-9a-f]{16,}$/);
   assert.deepEqual(l.trusts, ["CN=Mesh Test CA"]);
-  assert.match(String(l.msg), /signed by CN=Foreign CA, a CA this service does not trust; payment trusts only: CN=Mesh Test CA/);
+  assert.match(
+    String(l.msg),
+    /signed by CN=Foreign CA, a CA this service does not trust; payment trusts only: CN=Mesh Test CA/,
+  );
 });
 
 test("expired and not-yet-valid certificates", async () => {
@@ -149,7 +206,9 @@ test("plain HTTP, garbage and idle sockets are dropped without disturbing other 
   assert.ok(Date.now() - t0 < 600, "the good client did not wait for the idle ones");
   await Promise.all(idle); // closed by the server's handshake timeout
   assert.ok(Date.now() - t0 < 3_000);
-  const timeouts = pay.logs.lines.slice(since).filter((l) => l.event === "tls.handshake_failed" && l.reason === "handshake_timeout");
+  const timeouts = pay.logs.lines
+    .slice(since)
+    .filter((l) => l.event === "tls.handshake_failed" && l.reason === "handshake_timeout");
   assert.equal(timeouts.length, 5);
 });
 
@@ -164,7 +223,18 @@ function curl(args: string[]): Promise<{ code: number; out: string }> {
 test("curl with --cacert (never -k) is served, and refused without a certificate", async () => {
   const order = pki.ca.paths.leaf("order.internal");
   const base = ["--cacert", pki.ca.paths.bundle, "--resolve", `payment.internal:${port}:127.0.0.1`];
-  const ok = await curl([...base, "--cert", order.cert, "--key", order.key, "-H", "content-type: application/json", "-d", '{"orderId":"curl-1","amount":250}', `https://payment.internal:${port}/charge`]);
+  const ok = await curl([
+    ...base,
+    "--cert",
+    order.cert,
+    "--key",
+    order.key,
+    "-H",
+    "content-type: application/json",
+    "-d",
+    '{"orderId":"curl-1","amount":250}',
+    `https://payment.internal:${port}/charge`,
+  ]);
   assert.equal(ok.code, 0, ok.out);
   assert.equal(JSON.parse(ok.out).status, "captured");
   const since = pay.logs.lines.length;
@@ -178,9 +248,12 @@ function stalledPeer(port: number, who: Identity, bytes: string | null): Promise
   return new Promise((resolve) => {
     const t0 = Date.now();
     let answer = "";
-    const s = tlsConnect({ host: "127.0.0.1", port, servername: "payment.internal", ca: readFileSync(pki.ca.paths.bundle), ...who }, () => {
-      if (bytes !== null) s.write(bytes);
-    });
+    const s = tlsConnect(
+      { host: "127.0.0.1", port, servername: "payment.internal", ca: readFileSync(pki.ca.paths.bundle), ...who },
+      () => {
+        if (bytes !== null) s.write(bytes);
+      },
+    );
     s.setEncoding("utf8");
     s.on("data", (c: string) => (answer += c));
     s.on("error", () => {});
@@ -189,14 +262,20 @@ function stalledPeer(port: number, who: Identity, bytes: string | null): Promise
 }
 
 test("after the handshake, stalled, oversized and malformed requests are answered, dropped and logged", async () => {
-  const strict = await start(pki, "payment", { limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, maxHeaderSize: 4096, maxBodyBytes: 1024 } });
+  const strict = await start(pki, "payment", {
+    limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, maxHeaderSize: 4096, maxBodyBytes: 1024 },
+  });
   const p = strict.svc.port;
   const order = identity(pki, "order");
   try {
     const stalled = [
       stalledPeer(p, order, null), // says nothing at all
       stalledPeer(p, order, "GET /healthz HTTP/1.1\r\nHost: payment.internal\r\n"), // headers never end
-      stalledPeer(p, order, "POST /charge HTTP/1.1\r\nHost: payment.internal\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"orderId\":"), // body never ends
+      stalledPeer(
+        p,
+        order,
+        'POST /charge HTTP/1.1\r\nHost: payment.internal\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"orderId":',
+      ), // body never ends
     ];
     // Meanwhile a well-behaved caller is served at once.
     const ok = await call(pki, p, "payment.internal", order, "GET", "/healthz");
@@ -208,23 +287,45 @@ test("after the handshake, stalled, oversized and malformed requests are answere
     const timeouts = strict.logs.lines.filter((l) => l.event === "http.client_error" && l.reason === "request_timeout");
     assert.equal(timeouts.length, 3);
     assert.equal(timeouts[0]!.peer, "order");
-    assert.match(String(timeouts[0]!.msg), /did not send its request in time \(headers within 0\.3 s, the whole request within 0\.6 s\)/);
+    assert.match(
+      String(timeouts[0]!.msg),
+      /did not send its request in time \(headers within 0\.3 s, the whole request within 0\.6 s\)/,
+    );
 
-    const big = await stalledPeer(p, order, `GET /healthz HTTP/1.1\r\nHost: payment.internal\r\nx-padding: ${"a".repeat(8000)}\r\n\r\n`);
+    const big = await stalledPeer(
+      p,
+      order,
+      `GET /healthz HTTP/1.1\r\nHost: payment.internal\r\nx-padding: ${"a".repeat(8000)}\r\n\r\n`,
+    );
     assert.match(big.answer, /^HTTP\/1\.1 431 /);
-    const tooLarge = await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "headers_too_large", 3_000);
+    const tooLarge = await strict.logs.wait(
+      (l) => l.event === "http.client_error" && l.reason === "headers_too_large",
+      3_000,
+    );
     assert.match(String(tooLarge.msg), /larger than 4096 bytes/);
 
     const junk = await stalledPeer(p, order, "GET /healthz HTTP/1.1\r\nHost payment.internal\r\n\r\n");
     assert.match(junk.answer, /^HTTP\/1\.1 400 /);
-    assert.equal((await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "bad_request", 3_000)).peer, "order");
+    assert.equal(
+      (await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "bad_request", 3_000)).peer,
+      "order",
+    );
 
-    const body = await call(pki, p, "payment.internal", order, "POST", "/charge", { orderId: "x".repeat(2000), amount: 1 });
+    const body = await call(pki, p, "payment.internal", order, "POST", "/charge", {
+      orderId: "x".repeat(2000),
+      amount: 1,
+    });
     assert.equal("status" in body && body.status, 413);
     assert.equal("status" in body && body.body.error, "body_too_large");
     // No body reached the handler; the access log tells what each caller was answered.
     const charges = strict.logs.lines.filter((l) => l.event === "request" && l.path === "/charge");
-    assert.deepEqual(charges.map((l) => [l.status, l.abandoned]), [[408, true], [413, undefined]]);
+    assert.deepEqual(
+      charges.map((l) => [l.status, l.abandoned]),
+      [
+        [408, true],
+        [413, undefined],
+      ],
+    );
   } finally {
     await strict.svc.close();
   }

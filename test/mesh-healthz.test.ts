@@ -76,12 +76,38 @@ function get(port: number, path: string, method = "GET"): Promise<{ status: numb
   });
 }
 
-test("a real service whose certificate expires while its CA is gone: /healthz and /readyz go from 200 to 503 saying why; HEAD /healthz too", { timeout: 90_000 }, async () => {
+test("a real service whose certificate expires while its CA is gone: /healthz and /readyz go from 200 to 503 saying why; HEAD /healthz too", {
+  timeout: 90_000,
+}, async () => {
   const w = await world();
   worlds.push(w);
-  const proc = spawn(process.execPath, [join(ROOT, "bin", "mesh-service.mjs"), "--service", "payment", "--port", "0", "--admin-port", "0", "--policy", w.policyFile, "--ca", w.ca.server.url, "--state", w.stateDir("payment"), "--lifetime", "10s", "--poll", "1"], {
-    cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MESH_ENROL_TOKEN: w.token("payment") },
-  });
+  const proc = spawn(
+    process.execPath,
+    [
+      join(ROOT, "bin", "mesh-service.mjs"),
+      "--service",
+      "payment",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--policy",
+      w.policyFile,
+      "--ca",
+      w.ca.server.url,
+      "--state",
+      w.stateDir("payment"),
+      "--lifetime",
+      "10s",
+      "--poll",
+      "1",
+    ],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, MESH_ENROL_TOKEN: w.token("payment") },
+    },
+  );
   procs.push(proc);
   const events: { event?: string; port?: number }[] = [];
   const waiters: (() => void)[] = [];
@@ -99,7 +125,8 @@ test("a real service whose certificate expires while its CA is gone: /healthz an
       const look = () => {
         const e = events.find((l) => l.event === event);
         if (e) return resolve(e);
-        if (Date.now() - t0 > ms) return reject(new Error(`no ${event} within ${ms} ms: ${events.map((l) => l.event).join(", ")}`));
+        if (Date.now() - t0 > ms)
+          return reject(new Error(`no ${event} within ${ms} ms: ${events.map((l) => l.event).join(", ")}`));
         waiters.push(look);
         setTimeout(look, 500).unref();
       };
@@ -114,7 +141,10 @@ test("a real service whose certificate expires while its CA is gone: /healthz an
   await wait("identity.expired", 30_000);
   const h = await get(admin, "/healthz");
   assert.equal(h.status, 503);
-  assert.match(h.body, /^unhealthy: its certificate \(CN=payment\.internal, serial [0-9a-f]+\) expired at \d{4}-\d\d-\d\dT[\d:.]+Z: every peer refuses it; it needs a new identity\n$/);
+  assert.match(
+    h.body,
+    /^unhealthy: its certificate \(CN=payment\.internal, serial [0-9a-f]+\) expired at \d{4}-\d\d-\d\dT[\d:.]+Z: every peer refuses it; it needs a new identity\n$/,
+  );
   const r = await get(admin, "/readyz");
   assert.equal(r.status, 503);
   assert.match(r.body, /^not ready: its certificate .* expired at /);

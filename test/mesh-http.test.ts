@@ -22,7 +22,16 @@ after(async () => {
 /** One raw HTTP/1.1 exchange over mTLS as `who`; the bytes the server sent, until it closed. */
 function raw(who: string, request: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port: pay.svc.port, servername: "payment.internal", ca: readFileSync(pki.ca.paths.bundle), ...identity(pki, who) }, () => s.end(request));
+    const s = connect(
+      {
+        host: "127.0.0.1",
+        port: pay.svc.port,
+        servername: "payment.internal",
+        ca: readFileSync(pki.ca.paths.bundle),
+        ...identity(pki, who),
+      },
+      () => s.end(request),
+    );
     let text = "";
     s.setEncoding("utf8");
     s.on("data", (c: string) => (text += c));
@@ -42,10 +51,14 @@ function headersOf(response: string): { status: number; headers: Record<string, 
 }
 
 test("HEAD /healthz answers 200 with GET's headers and no body", async () => {
-  const get = headersOf(await raw("order", "GET /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"));
+  const get = headersOf(
+    await raw("order", "GET /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"),
+  );
   assert.equal(get.status, 200);
   const since = pay.logs.lines.length;
-  const head = headersOf(await raw("order", "HEAD /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"));
+  const head = headersOf(
+    await raw("order", "HEAD /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"),
+  );
   assert.equal(head.status, 200);
   assert.equal(head.headers["content-type"], "application/json");
   assert.equal(head.headers["content-length"], String(Buffer.byteLength(get.body)));
@@ -56,7 +69,9 @@ test("HEAD /healthz answers 200 with GET's headers and no body", async () => {
 });
 
 test("HEAD is authorized as GET: a caller refused GET is refused HEAD", async () => {
-  const head = headersOf(await raw("inventory", "HEAD /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"));
+  const head = headersOf(
+    await raw("inventory", "HEAD /healthz HTTP/1.1\r\nHost: payment.internal\r\nConnection: close\r\n\r\n"),
+  );
   assert.equal(head.status, 403);
   assert.equal(head.body, "");
 });
@@ -64,23 +79,44 @@ test("HEAD is authorized as GET: a caller refused GET is refused HEAD", async ()
 test("a body sent as text/plain to a JSON route gets 415 with a one-line reason, and charges nothing", async () => {
   const body = JSON.stringify({ orderId: "plain-1", amount: 100 });
   const since = pay.logs.lines.length;
-  const res = headersOf(await raw("order", `POST /charge HTTP/1.1\r\nHost: payment.internal\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`));
+  const res = headersOf(
+    await raw(
+      "order",
+      `POST /charge HTTP/1.1\r\nHost: payment.internal\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    ),
+  );
   assert.equal(res.status, 415);
   const answer = JSON.parse(res.body) as { error: string; message: string };
   assert.equal(answer.error, "unsupported_media_type");
-  assert.match(answer.message, /^POST \/charge takes a JSON body: send it with content-type: application\/json \(got text\/plain\)$/);
+  assert.match(
+    answer.message,
+    /^POST \/charge takes a JSON body: send it with content-type: application\/json \(got text\/plain\)$/,
+  );
   const l = await pay.logs.wait((x) => x.event === "request" && x.path === "/charge", 2_000, since);
   assert.equal(l.status, 415);
 
   for (const type of [null, "application/x-www-form-urlencoded", "application/jsonp"]) {
-    const r = headersOf(await raw("order", `POST /charge HTTP/1.1\r\nHost: payment.internal\r\n${type ? `Content-Type: ${type}\r\n` : ""}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`));
+    const r = headersOf(
+      await raw(
+        "order",
+        `POST /charge HTTP/1.1\r\nHost: payment.internal\r\n${type ? `Content-Type: ${type}\r\n` : ""}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      ),
+    );
     assert.equal(r.status, 415, String(type));
   }
   // The same charge sent as JSON is a first charge (201), not a repeat (200): nothing was charged before.
-  const ok = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "POST", "/charge", { orderId: "plain-1", amount: 100 });
+  const ok = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "POST", "/charge", {
+    orderId: "plain-1",
+    amount: 100,
+  });
   assert.ok("status" in ok);
   assert.equal(ok.status, 201, JSON.stringify(ok.body));
   // JSON with parameters, or a +json type, is JSON.
-  const charset = headersOf(await raw("order", `POST /charge HTTP/1.1\r\nHost: payment.internal\r\nContent-Type: Application/JSON; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`));
+  const charset = headersOf(
+    await raw(
+      "order",
+      `POST /charge HTTP/1.1\r\nHost: payment.internal\r\nContent-Type: Application/JSON; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    ),
+  );
   assert.equal(charset.status, 200, "a repeat of the charge above");
 });

@@ -20,7 +20,14 @@ class Collect {
 test("the request line is byte for byte what pino writes for the same record", () => {
   const records: RequestRecord[] = [
     { peer: "order", method: "GET", path: "/healthz", status: 200, rule: "payment.accepts", ms: 0.12 },
-    { peer: "edge", method: "POST", path: '/a"b\\c/\u00e9/\u2028/\u0001\ttab', status: 403, rule: "order.routes[0]", ms: 0 },
+    {
+      peer: "edge",
+      method: "POST",
+      path: '/a"b\\c/\u00e9/\u2028/\u0001\ttab',
+      status: 403,
+      rule: "order.routes[0]",
+      ms: 0,
+    },
     { peer: "inventory", method: "DELETE", path: "/stock/😀", status: 500, rule: "", ms: 1234.56 },
   ];
   for (const r of records) {
@@ -46,7 +53,9 @@ test("the request line is byte for byte what pino writes for the same record", (
 
 /** A child that reads its stdin only after `delayMs` and echoes it; resolves with what it echoed. */
 function slowReader(delayMs: number) {
-  const child = spawn(process.execPath, ["-e", `setTimeout(() => process.stdin.pipe(process.stdout), ${delayMs})`], { stdio: ["pipe", "pipe", "inherit"] });
+  const child = spawn(process.execPath, ["-e", `setTimeout(() => process.stdin.pipe(process.stdout), ${delayMs})`], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
   let out = "";
   child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
   const done = new Promise<string>((resolve) => child.on("close", () => resolve(out)));
@@ -68,7 +77,12 @@ test("the sink delivers every line, in order, through a pipe whose reader is slo
 
 test("with the reader stuck, the sink drops lines beyond its bound and then says how many", async () => {
   const { child, done } = slowReader(1_000);
-  const sink = new LineSink(child.stdin, { batchChars: 1024, flushMs: 10, maxQueuedBytes: 256 * 1024, droppedLine: (count) => `{"event":"log.dropped","count":${count}}\n` });
+  const sink = new LineSink(child.stdin, {
+    batchChars: 1024,
+    flushMs: 10,
+    maxQueuedBytes: 256 * 1024,
+    droppedLine: (count) => `{"event":"log.dropped","count":${count}}\n`,
+  });
   const line = `{"pad":"${"x".repeat(200)}"}\n`;
   for (let i = 0; i < 10_000; i++) sink.write(line); // ~2.1 MB against a 256 KiB bound
   const dropped = sink.droppedLines;
@@ -80,7 +94,10 @@ test("with the reader stuck, the sink drops lines beyond its bound and then says
   sink.write(`{"event":"after"}\n`);
   await sink.drained();
   child.stdin.end();
-  const lines = (await done).trimEnd().split("\n").map((l) => JSON.parse(l));
+  const lines = (await done)
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, 10_000 - dropped + 2);
   assert.deepEqual(lines.at(-2), { event: "after" });
   assert.deepEqual(lines.at(-1), { event: "log.dropped", count: dropped });
@@ -106,28 +123,66 @@ test("pino writes through the sink unchanged", async () => {
   requestLogger(log)({ peer: "order", method: "GET", path: "/", status: 200, rule: "r", ms: 1 });
   await sink.drained();
   child.stdin.end();
-  const lines = (await done).trimEnd().split("\n").map((l) => JSON.parse(l));
-  assert.deepEqual(lines.map((l) => [l.event, l.service]), [["listening", "payment"], ["request", "payment"]]);
+  const lines = (await done)
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.service]),
+    [
+      ["listening", "payment"],
+      ["request", "payment"],
+    ],
+  );
 });
 
 test("the access log writes a line per request up to its budget, then counts the rest of the second", () => {
   const out = new Collect();
   const access = new AccessLog(createLogger("inventory", out), 3);
-  const r = (i: number, status = 200): RequestRecord => ({ peer: "order", method: "GET", path: `/stock/sku-${i}`, status, rule: "inventory.accepts", ms: i });
+  const r = (i: number, status = 200): RequestRecord => ({
+    peer: "order",
+    method: "GET",
+    path: `/stock/sku-${i}`,
+    status,
+    rule: "inventory.accepts",
+    ms: i,
+  });
   for (let i = 1; i <= 10; i++) access.record(r(i, i === 9 ? 404 : 200), "/stock/:sku");
-  const lines = () => out.text.trimEnd().split("\n").map((l) => JSON.parse(l));
-  assert.deepEqual(lines().map((l) => [l.event, l.path]), [["request", "/stock/sku-1"], ["request", "/stock/sku-2"], ["request", "/stock/sku-3"]]);
+  const lines = () =>
+    out.text
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines().map((l) => [l.event, l.path]),
+    [
+      ["request", "/stock/sku-1"],
+      ["request", "/stock/sku-2"],
+      ["request", "/stock/sku-3"],
+    ],
+  );
   access.endSecond();
   const summaries = lines().slice(3);
   assert.deepEqual(
     summaries.map((l) => [l.event, l.peer, l.method, l.route, l.status, l.count, l.msAvg, l.msMax]),
-    [["request.summary", "order", "GET", "/stock/:sku", 200, 6, 6.67, 10], ["request.summary", "order", "GET", "/stock/:sku", 404, 1, 9, 9]],
+    [
+      ["request.summary", "order", "GET", "/stock/:sku", 200, 6, 6.67, 10],
+      ["request.summary", "order", "GET", "/stock/:sku", 404, 1, 9, 9],
+    ],
   );
-  assert.match(summaries[0]!.msg, /^6 more GET \/stock\/:sku from order answered 200 this second, beyond 3 request lines a second$/);
+  assert.match(
+    summaries[0]!.msg,
+    /^6 more GET \/stock\/:sku from order answered 200 this second, beyond 3 request lines a second$/,
+  );
   // A new second: the budget is back, and nothing is counted twice.
   access.record(r(11), "/stock/:sku");
   access.close();
-  assert.deepEqual(lines().slice(5).map((l) => [l.event, l.path]), [["request", "/stock/sku-11"]]);
+  assert.deepEqual(
+    lines()
+      .slice(5)
+      .map((l) => [l.event, l.path]),
+    [["request", "/stock/sku-11"]],
+  );
   // Budget 0: every request its own line.
   const all = new Collect();
   const every = new AccessLog(createLogger("inventory", all), 0);

@@ -21,14 +21,22 @@ interface Run {
 
 /** Starts the real script; `done` resolves when it exits (or rejects after `timeoutMs`, killing it). */
 function meshLogs(args: string[], timeoutMs = 20_000, cwd = ROOT) {
-  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", MESH_LOG_DIR: "" }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", TSX, SCRIPT, ...args], {
+    cwd,
+    env: { ...process.env, NO_COLOR: "1", MESH_LOG_DIR: "" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const run: Run = { code: null, signal: null, stdout: "", stderr: "" };
   child.stdout.setEncoding("utf8").on("data", (c: string) => (run.stdout += c));
   child.stderr.setEncoding("utf8").on("data", (c: string) => (run.stderr += c));
   const done = new Promise<Run>((resolve, reject) => {
     const t = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`mesh:logs ${args.join(" ")} did not exit within ${timeoutMs} ms; it printed:\n${run.stdout.slice(0, 500)}`));
+      reject(
+        new Error(
+          `mesh:logs ${args.join(" ")} did not exit within ${timeoutMs} ms; it printed:\n${run.stdout.slice(0, 500)}`,
+        ),
+      );
     }, timeoutMs);
     child.on("close", (code, signal) => {
       clearTimeout(t);
@@ -48,9 +56,43 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
 }
 
 const line = (o: Record<string, unknown>) => JSON.stringify({ level: 30, ...o }) + "\n";
-const denied = (time: string) => line({ time, level: 40, service: "payment", event: "authz.denied", peer: "inventory", method: "POST", path: "/charge", rule: "payment.accepts", reason: "inventory is not listed in payment.accepts", msg: "denied" });
-const request = (time: string, service = "inventory") => line({ time, level: 30, service, event: "request", peer: "order", method: "GET", path: "/stock/sku-1", status: 200, rule: "inventory.accepts", ms: 1, msg: "request" });
-const handshake = (time: string) => line({ time, level: 40, service: "order", event: "tls.handshake_failed", reason: "no_client_cert", remote: "127.0.0.1:4000", msg: "the client sent no certificate" });
+const denied = (time: string) =>
+  line({
+    time,
+    level: 40,
+    service: "payment",
+    event: "authz.denied",
+    peer: "inventory",
+    method: "POST",
+    path: "/charge",
+    rule: "payment.accepts",
+    reason: "inventory is not listed in payment.accepts",
+    msg: "denied",
+  });
+const request = (time: string, service = "inventory") =>
+  line({
+    time,
+    level: 30,
+    service,
+    event: "request",
+    peer: "order",
+    method: "GET",
+    path: "/stock/sku-1",
+    status: 200,
+    rule: "inventory.accepts",
+    ms: 1,
+    msg: "request",
+  });
+const handshake = (time: string) =>
+  line({
+    time,
+    level: 40,
+    service: "order",
+    event: "tls.handshake_failed",
+    reason: "no_client_cert",
+    remote: "127.0.0.1:4000",
+    msg: "the client sent no certificate",
+  });
 
 let logs: string;
 before(() => {
@@ -67,13 +109,30 @@ describe("mesh:logs", { concurrency: 3 }, () => {
     const all = await meshLogs(["--logs", logs]).done;
     assert.equal(all.code, 0, all.stderr);
     assert.equal(all.stderr, "");
-    const events = all.stdout.trimEnd().split("\n").map((l) => l.split(/\s+/).slice(0, 3).join(" "));
-    assert.deepEqual(events, ["[inventory] 00:00:01 request", "[order] 00:00:02 tls.handshake_failed", "[payment] 00:00:03 authz.denied", "[inventory] 00:00:04 request"]);
+    const events = all.stdout
+      .trimEnd()
+      .split("\n")
+      .map((l) => l.split(/\s+/).slice(0, 3).join(" "));
+    assert.deepEqual(events, [
+      "[inventory] 00:00:01 request",
+      "[order] 00:00:02 tls.handshake_failed",
+      "[payment] 00:00:03 authz.denied",
+      "[inventory] 00:00:04 request",
+    ]);
 
     const failures = await meshLogs(["--logs", logs, "--failures"]).done;
     assert.equal(failures.code, 0, failures.stderr);
-    assert.deepEqual(failures.stdout.trimEnd().split("\n").map((l) => l.split(/\s+/)[2]), ["tls.handshake_failed", "authz.denied"]);
-    assert.match(failures.stdout, /authz\.denied inventory POST \/charge rule=payment\.accepts: inventory is not listed in payment\.accepts/);
+    assert.deepEqual(
+      failures.stdout
+        .trimEnd()
+        .split("\n")
+        .map((l) => l.split(/\s+/)[2]),
+      ["tls.handshake_failed", "authz.denied"],
+    );
+    assert.match(
+      failures.stdout,
+      /authz\.denied inventory POST \/charge rule=payment\.accepts: inventory is not listed in payment\.accepts/,
+    );
   });
 
   it("-f / --follow prints what is there, then what is appended, until stopped", async () => {
@@ -102,7 +161,8 @@ describe("mesh:logs", { concurrency: 3 }, () => {
     try {
       // Far more than a pipe buffer holds, so writes are still pending when the reader goes.
       let text = "";
-      for (let i = 0; i < 20_000; i++) text += request(`2026-01-01T00:${String(Math.floor(i / 600) % 60).padStart(2, "0")}:00.000Z`, "payment");
+      for (let i = 0; i < 20_000; i++)
+        text += request(`2026-01-01T00:${String(Math.floor(i / 600) % 60).padStart(2, "0")}:00.000Z`, "payment");
       writeFileSync(join(dir, "payment.log"), text);
       const { child, run, done } = meshLogs(["--logs", dir]);
       await waitFor(() => run.stdout.length > 0, 15_000, "the first output");
@@ -119,11 +179,17 @@ describe("mesh:logs", { concurrency: 3 }, () => {
     const r = await meshLogs(["--logs", logs, "--service", "nosuch"]).done;
     assert.equal(r.code, 2);
     assert.equal(r.stdout, "");
-    assert.equal(r.stderr, `mesh:logs: no log for service "nosuch" in ${logs} (services with logs: inventory, order, payment)\n`);
+    assert.equal(
+      r.stderr,
+      `mesh:logs: no log for service "nosuch" in ${logs} (services with logs: inventory, order, payment)\n`,
+    );
     // One unknown among known ones is refused too, with -f as well (it would wait forever).
     const mixed = await meshLogs(["--logs", logs, "--service", "payment", "paymnt", "-f"]).done;
     assert.equal(mixed.code, 2);
-    assert.match(mixed.stderr, /^mesh:logs: no log for service "paymnt" in .* \(services with logs: inventory, order, payment\)\n$/);
+    assert.match(
+      mixed.stderr,
+      /^mesh:logs: no log for service "paymnt" in .* \(services with logs: inventory, order, payment\)\n$/,
+    );
     const ok = await meshLogs(["--logs", logs, "--service", "payment"]).done;
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /^\[payment\]\s+00:00:03 authz\.denied/);

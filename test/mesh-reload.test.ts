@@ -59,7 +59,9 @@ test("a policy rewritten in place slowly is applied only once complete: no 403 w
   assert.equal(await status("inventory"), 403);
   const since = pay.logs.lines.length;
 
-  const client = new Client(`https://127.0.0.1:${pay.svc.port}`, { connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("order"), servername: "payment.internal" } });
+  const client = new Client(`https://127.0.0.1:${pay.svc.port}`, {
+    connect: { ca: readFileSync(pki.ca.paths.bundle), ...as("order"), servername: "payment.internal" },
+  });
   const statuses: number[] = [];
   let writing = true;
   const caller = (async () => {
@@ -86,8 +88,16 @@ test("a policy rewritten in place slowly is applied only once complete: no 403 w
   await client.close();
 
   assert.ok(statuses.length > 20, `the client kept calling (${statuses.length} calls)`);
-  assert.deepEqual(statuses.filter((s) => s !== 200), [], "every call during the rewrite was allowed");
-  assert.deepEqual((reloaded.accepts as Record<string, string[]>).payment, ["order", "inventory"], "the complete file was applied");
+  assert.deepEqual(
+    statuses.filter((s) => s !== 200),
+    [],
+    "every call during the rewrite was allowed",
+  );
+  assert.deepEqual(
+    (reloaded.accepts as Record<string, string[]>).payment,
+    ["order", "inventory"],
+    "the complete file was applied",
+  );
   const applied = pay.logs.lines.slice(since).filter((l) => l.event === "policy.reloaded");
   assert.equal(applied.length, 1, "one reload for one rewrite");
   assert.equal(await status("inventory"), 200, "the new policy is in force");
@@ -131,7 +141,12 @@ test("one broken change is one reload_failed line; restoring the good policy log
   const restored = await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, mark);
   assert.deepEqual((restored.accepts as Record<string, string[]>).payment, ["order"]);
   await polled("policy");
-  assert.equal(pay.logs.lines.slice(mark).filter((l) => l.event === "policy.reloaded" || l.event === "policy.reload_failed").length, 1, "one line for one change");
+  assert.equal(
+    pay.logs.lines.slice(mark).filter((l) => l.event === "policy.reloaded" || l.event === "policy.reload_failed")
+      .length,
+    1,
+    "one line for one change",
+  );
 });
 
 test("at start-up, a service whose table is missing says loudly that it accepts nobody", async () => {
@@ -160,7 +175,11 @@ test("at start-up, a service whose table is missing says loudly that it accepts 
   }
   const ok = await start(pki, "inventory", { watch: false });
   await ok.svc.close();
-  assert.equal(ok.logs.find((x) => x.event === "policy.table_missing"), undefined, "no warning when the table is there");
+  assert.equal(
+    ok.logs.find((x) => x.event === "policy.table_missing"),
+    undefined,
+    "no warning when the table is there",
+  );
 });
 
 test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.reloaded", async () => {
@@ -171,7 +190,11 @@ test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.rel
   const failed = await pay.logs.wait((l) => l.event === "tls.reload_failed", 5_000, since);
   assert.match(String(failed.error), /crls\.pem/);
   await polled("tls");
-  assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "tls.reload_failed").length, 1, "one line for one broken change");
+  assert.equal(
+    pay.logs.lines.slice(since).filter((l) => l.event === "tls.reload_failed").length,
+    1,
+    "one line for one broken change",
+  );
   assert.equal(await status("order"), 200, "the previous material is still served");
 
   const mark = pay.logs.lines.length;

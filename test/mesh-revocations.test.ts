@@ -12,7 +12,12 @@ import { revokedSet } from "../services/mesh/revocations.ts";
 
 async function signer() {
   const keys = await generateKeyPair("ec-p256");
-  const cert = await createRoot({ name: "Revocation Test CA", keys, keyType: "ec-p256", validity: validityFor(new Date(), 10) });
+  const cert = await createRoot({
+    name: "Revocation Test CA",
+    keys,
+    keyType: "ec-p256",
+    validity: validityFor(new Date(), 10),
+  });
   return { cert, key: keys.privateKey, keyType: "ec-p256" as const };
 }
 
@@ -20,7 +25,12 @@ test("serials from the CA's own CRLs: none, one, and a thousand", async () => {
   const issuer = await signer();
   for (const n of [0, 1, 1000]) {
     const serials = Array.from({ length: n }, () => randomSerial());
-    const der = await buildCrl({ issuer, number: 1, now: new Date(), entries: encodeEntries(serials.map((serial) => ({ serial, revokedAt: new Date(), reason: "keyCompromise" }))) });
+    const der = await buildCrl({
+      issuer,
+      number: 1,
+      now: new Date(),
+      entries: encodeEntries(serials.map((serial) => ({ serial, revokedAt: new Date(), reason: "keyCompromise" }))),
+    });
     assert.deepEqual(revokedSerials(der).sort(), serials.map(normalSerial).sort());
     // The parser agrees with @peculiar/x509's reading of the same bytes.
     const parsed = new x509.X509Crl(crlToPem(der));
@@ -35,7 +45,10 @@ test("serials from another encoder, without nextUpdate, with leading-zero serial
     thisUpdate: new Date(),
     signingKey: issuer.key,
     signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
-    entries: [{ serialNumber: "00ff01", revocationDate: new Date() }, { serialNumber: "7a", revocationDate: new Date(), reason: x509.X509CrlReason.superseded }],
+    entries: [
+      { serialNumber: "00ff01", revocationDate: new Date() },
+      { serialNumber: "7a", revocationDate: new Date(), reason: x509.X509CrlReason.superseded },
+    ],
   });
   assert.equal(crl.nextUpdate, undefined);
   assert.deepEqual(revokedSerials(new Uint8Array(crl.rawData)).sort(), ["7a", "ff01"]);

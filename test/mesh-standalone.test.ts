@@ -40,11 +40,29 @@ function alive(pid: number): boolean {
  * `setsid sh -c 'node … services/main.ts … &'` from a shell that stays until the test hangs it
  * up (a terminal closed), so the service is re-parented while it runs, as under nohup.
  */
-async function startDetached(name: string, extra: string[]): Promise<{ pid: number; port: number; hangUp(): Promise<void> }> {
+async function startDetached(
+  name: string,
+  extra: string[],
+): Promise<{ pid: number; port: number; hangUp(): Promise<void> }> {
   const log = join(pki.root, `${name}.log`);
-  const args = ["--import", "tsx", "services/main.ts", "--service", "payment", "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile, ...extra];
+  const args = [
+    "--import",
+    "tsx",
+    "services/main.ts",
+    "--service",
+    "payment",
+    "--port",
+    "0",
+    "--pki",
+    pki.dir,
+    "--policy",
+    pki.policyFile,
+    ...extra,
+  ];
   const quoted = [process.execPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
-  const shell = spawn("setsid", ["sh", "-c", `${quoted} </dev/null >'${log}' 2>&1 & echo $!; exec sleep 600`], { stdio: ["ignore", "pipe", "ignore"] });
+  const shell = spawn("setsid", ["sh", "-c", `${quoted} </dev/null >'${log}' 2>&1 & echo $!; exec sleep 600`], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
   let out = "";
   shell.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
   for (let i = 0; i < 100 && !out.includes("\n"); i++) await sleep(50);

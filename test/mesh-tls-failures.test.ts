@@ -51,7 +51,10 @@ test("plain HTTP on the TLS port: one line, protocol, with the remote address", 
   const since = pay.logs.lines.length;
   const port = await rawSocket("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
-  assert.deepEqual(lines.map((l) => [l.event, l.reason]), [["tls.handshake_failed", "protocol"]]);
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.reason]),
+    [["tls.handshake_failed", "protocol"]],
+  );
   assert.equal(lines[0]!.remote, `127.0.0.1:${port}`);
   assert.match(String(lines[0]!.msg), /plain HTTP/);
 });
@@ -60,7 +63,10 @@ test("garbage on the TLS port: one line, protocol", async () => {
   const since = pay.logs.lines.length;
   const port = await rawSocket("\x16\x03\x01\x00\x05garbagegarbagegarbage\x00\xff\xfe");
   const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
-  assert.deepEqual(lines.map((l) => [l.event, l.reason]), [["tls.handshake_failed", "protocol"]]);
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.reason]),
+    [["tls.handshake_failed", "protocol"]],
+  );
   assert.equal(lines[0]!.remote, `127.0.0.1:${port}`);
 });
 
@@ -68,7 +74,10 @@ test("a socket that never completes a handshake: one line, handshake_timeout, wi
   const since = pay.logs.lines.length;
   const port = await rawSocket(null);
   const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
-  assert.deepEqual(lines.map((l) => [l.event, l.reason]), [["tls.handshake_failed", "handshake_timeout"]]);
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.reason]),
+    [["tls.handshake_failed", "handshake_timeout"]],
+  );
   assert.equal(lines[0]!.remote, `127.0.0.1:${port}`);
   assert.match(String(lines[0]!.msg), /did not complete a TLS handshake in 0\.4 s/);
 });
@@ -76,10 +85,24 @@ test("a socket that never completes a handshake: one line, handshake_timeout, wi
 test("a client offering TLS 1.0 only: one line, old_tls_version, said in words", async () => {
   const since = pay.logs.lines.length;
   const order = pki.ca.paths.leaf("order.internal");
-  const out = await openssl(["s_client", "-connect", `127.0.0.1:${pay.svc.port}`, "-tls1", "-cipher", "DEFAULT@SECLEVEL=0", "-cert", order.cert, "-key", order.key]);
+  const out = await openssl([
+    "s_client",
+    "-connect",
+    `127.0.0.1:${pay.svc.port}`,
+    "-tls1",
+    "-cipher",
+    "DEFAULT@SECLEVEL=0",
+    "-cert",
+    order.cert,
+    "-key",
+    order.key,
+  ]);
   assert.match(out, /alert protocol version|unsupported protocol|wrong version/i);
   const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
-  assert.deepEqual(lines.map((l) => [l.event, l.reason]), [["tls.handshake_failed", "old_tls_version"]]);
+  assert.deepEqual(
+    lines.map((l) => [l.event, l.reason]),
+    [["tls.handshake_failed", "old_tls_version"]],
+  );
   assert.match(String(lines[0]!.remote), /^127\.0\.0\.1:\d+$/);
   assert.match(String(lines[0]!.msg), /the client offered TLS 1\.0; the mesh requires TLS 1\.2 or later/);
 });

@@ -15,7 +15,8 @@ const DB = `mesh_up_replicas_${process.pid}`;
 const STORE = `postgres:///${DB}?host=${PGHOST}`;
 const tmp = mkdtempSync(join(tmpdir(), "mesh-up-replicas-"));
 const started: ChildProcess[] = [];
-const psql = (sql: string) => execFileSync("psql", ["-d", "postgres", "-qc", sql], { env: { ...process.env, PGHOST }, stdio: "pipe" });
+const psql = (sql: string) =>
+  execFileSync("psql", ["-d", "postgres", "-qc", sql], { env: { ...process.env, PGHOST }, stdio: "pipe" });
 
 before(() => psql(`CREATE DATABASE ${DB}`));
 after(() => {
@@ -53,28 +54,57 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what:
 }
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", ...env }, timeout: 90_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
-    });
+    execFile(
+      process.execPath,
+      ["--import", "tsx", ...args],
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", ...env }, timeout: 90_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+      },
+    );
   });
 }
 /** Requests a CA replica answered, from its admin listener's metrics (every route, outcome ok). */
 async function answered(adminUrl: string): Promise<number> {
   try {
     const text = await (await fetch(`${adminUrl}/metrics`)).text();
-    return [...text.matchAll(/^mesh_ca_request_duration_seconds_count\{[^}]*outcome="ok"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    return [...text.matchAll(/^mesh_ca_request_duration_seconds_count\{[^}]*outcome="ok"[^}]*\} (\d+)/gm)].reduce(
+      (n, m) => n + Number(m[1]),
+      0,
+    );
   } catch {
     return -1;
   }
 }
-interface Line { event?: string; time?: string; serial?: string }
-const linesOf = (file: string): Line[] => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Line) : []);
+interface Line {
+  event?: string;
+  time?: string;
+  serial?: string;
+}
+const linesOf = (file: string): Line[] =>
+  existsSync(file)
+    ? readFileSync(file, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Line)
+    : [];
 
 test("bad --ca-replicas/--store pairs: one line, exit 2, nothing started", async () => {
-  const base = ["scripts/mesh-up.ts", "--logs", join(tmp, "bad", "logs"), "--pki", join(tmp, "bad", "pki"), "--state", join(tmp, "bad", "state")];
+  const base = [
+    "scripts/mesh-up.ts",
+    "--logs",
+    join(tmp, "bad", "logs"),
+    "--pki",
+    join(tmp, "bad", "pki"),
+    "--state",
+    join(tmp, "bad", "state"),
+  ];
   const sqlite = await run([...base, "--ca-replicas", "2"]);
   assert.equal(sqlite.code, 2, sqlite.out);
-  assert.match(sqlite.out, /^mesh:up: --ca-replicas 2 needs a store they share: add --store postgres:\/\/user@host\/db/m);
+  assert.match(
+    sqlite.out,
+    /^mesh:up: --ca-replicas 2 needs a store they share: add --store postgres:\/\/user@host\/db/m,
+  );
   const four = await run([...base, "--ca-replicas", "4", "--store", STORE]);
   assert.equal(four.code, 2, four.out);
   assert.match(four.out, /--ca-replicas.*must be a whole number from 1 to 3/);
@@ -85,31 +115,83 @@ test("bad --ca-replicas/--store pairs: one line, exit 2, nothing started", async
   assert.equal(existsSync(join(tmp, "bad", "pki")), false, "no CA was created");
 });
 
-test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the services go to the second and renew on, the first is restarted; mesh:check checks both", { timeout: 300_000 }, async () => {
+test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the services go to the second and renew on, the first is restarted; mesh:check checks both", {
+  timeout: 300_000,
+}, async () => {
   const d = join(tmp, "up");
   const logs = join(d, "logs");
   const policy = join(tmp, "policy.toml");
-  writeFileSync(policy, `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`);
-  const proc = spawn(process.execPath, [
-    "--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", logs, "--state", join(d, "state"), "--policy", policy,
-    "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--lifetime", "30s", "--poll", "1", "--quiet",
-    "--ca-replicas", "2", "--store", STORE,
-  ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  writeFileSync(
+    policy,
+    `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`,
+  );
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(d, "pki"),
+      "--logs",
+      logs,
+      "--state",
+      join(d, "state"),
+      "--policy",
+      policy,
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+      "--lifetime",
+      "30s",
+      "--poll",
+      "1",
+      "--quiet",
+      "--ca-replicas",
+      "2",
+      "--store",
+      STORE,
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } },
+  );
   started.push(proc);
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
   proc.stderr!.on("data", (c: Buffer) => (out += c));
   const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
-  await waitFor(() => /Ctrl-C stops everything/.test(out), 120_000, () => `mesh:up to be ready:\n${out}`);
-  assert.match(out, /^ {2}ca2 +https:\/\/127\.0\.0\.1:\d+ +\(a replica on the same store; metrics http:\/\/127\.0\.0\.1:\d+\/metrics\)$/m);
+  await waitFor(
+    () => /Ctrl-C stops everything/.test(out),
+    120_000,
+    () => `mesh:up to be ready:\n${out}`,
+  );
+  assert.match(
+    out,
+    /^ {2}ca2 +https:\/\/127\.0\.0\.1:\d+ +\(a replica on the same store; metrics http:\/\/127\.0\.0\.1:\d+\/metrics\)$/m,
+  );
   assert.match(out, new RegExp(`2 CA replicas on ${STORE.replace(/[?./]/g, "\\$&")}`));
-  const m = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { store: string; replicas: { name: string; url: string; adminUrl: string; pid: number }[] } };
+  const m = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as {
+    ca: { store: string; replicas: { name: string; url: string; adminUrl: string; pid: number }[] };
+  };
   assert.equal(m.ca.store, STORE);
-  assert.deepEqual(m.ca.replicas.map((r) => r.name), ["ca", "ca2"]);
-  const [first, second] = m.ca.replicas as [typeof m.ca.replicas[0], typeof m.ca.replicas[0]];
+  assert.deepEqual(
+    m.ca.replicas.map((r) => r.name),
+    ["ca", "ca2"],
+  );
+  const [first, second] = m.ca.replicas as [(typeof m.ca.replicas)[0], (typeof m.ca.replicas)[0]];
   assert.notEqual(first.url, second.url);
   // Both replicas write to the one database: what one issues, the other's ledger has.
-  await waitFor(() => linesOf(join(logs, "ca2.log")).some((l) => l.event === "ca.started"), 30_000, () => "ca2's ca.started");
+  await waitFor(
+    () => linesOf(join(logs, "ca2.log")).some((l) => l.event === "ca.started"),
+    30_000,
+    () => "ca2's ca.started",
+  );
 
   const check = await run(["scripts/mesh-check.ts", "--logs", logs], { MESH_CA_STORE: "" });
   assert.equal(check.code, 0, check.out);
@@ -119,32 +201,71 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
   const before2 = await answered(second.adminUrl);
   const killedAt = Date.now();
   signal(first.pid, "SIGKILL");
-  await waitFor(() => /mesh:up: started ca again/.test(out), 60_000, () => `ca to be restarted:\n${out.slice(-2000)}`);
-  await waitFor(async () => (await answered(second.adminUrl)) > before2, 30_000, () => "ca2 to answer the services while ca was down");
+  await waitFor(
+    () => /mesh:up: started ca again/.test(out),
+    60_000,
+    () => `ca to be restarted:\n${out.slice(-2000)}`,
+  );
+  await waitFor(
+    async () => (await answered(second.adminUrl)) > before2,
+    30_000,
+    () => "ca2 to answer the services while ca was down",
+  );
   for (const name of ["payment", "order", "inventory"]) {
-    await waitFor(() => linesOf(join(logs, `${name}.log`)).filter((l) => l.event === "identity.renewed" && Date.parse(l.time!) > killedAt).length >= 2, 120_000, () => `${name} to renew twice after the kill`);
-    assert.equal(linesOf(join(logs, `${name}.log`)).some((l) => l.event === "identity.expired"), false, `${name}'s identity expired`);
+    await waitFor(
+      () =>
+        linesOf(join(logs, `${name}.log`)).filter(
+          (l) => l.event === "identity.renewed" && Date.parse(l.time!) > killedAt,
+        ).length >= 2,
+      120_000,
+      () => `${name} to renew twice after the kill`,
+    );
+    assert.equal(
+      linesOf(join(logs, `${name}.log`)).some((l) => l.event === "identity.expired"),
+      false,
+      `${name}'s identity expired`,
+    );
   }
-  const restarted = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { replicas: { name: string; pid: number }[] }; supervisor: { components: Record<string, { restarts: number; state: string }> } };
+  const restarted = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as {
+    ca: { replicas: { name: string; pid: number }[] };
+    supervisor: { components: Record<string, { restarts: number; state: string }> };
+  };
   assert.notEqual(restarted.ca.replicas[0]!.pid, first.pid, "ca runs again under a new pid");
   assert.equal(restarted.supervisor.components.ca?.restarts, 1);
   assert.equal(restarted.supervisor.components.ca2?.restarts, 0);
   // Every renewal after the kill is in the one ledger both replicas write: ca.log or ca2.log holds it.
-  const issued = new Set([...linesOf(join(logs, "ca.log")), ...linesOf(join(logs, "ca2.log"))].filter((l) => l.event === "est.renewed").map((l) => l.serial!.toLowerCase()));
+  const issued = new Set(
+    [...linesOf(join(logs, "ca.log")), ...linesOf(join(logs, "ca2.log"))]
+      .filter((l) => l.event === "est.renewed")
+      .map((l) => l.serial!.toLowerCase()),
+  );
   for (const name of ["payment", "order", "inventory"]) {
-    for (const r of linesOf(join(logs, `${name}.log`)).filter((l) => l.event === "identity.renewed")) assert.ok(issued.has(r.serial!.toLowerCase()), `${name}'s renewal ${r.serial} in neither CA log`);
+    for (const r of linesOf(join(logs, `${name}.log`)).filter((l) => l.event === "identity.renewed"))
+      assert.ok(issued.has(r.serial!.toLowerCase()), `${name}'s renewal ${r.serial} in neither CA log`);
   }
 
   // The dashboard mesh:up runs reads the ledger from the store (there is no ca.db) and shows both CA servers.
   const dashboard = (JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { dashboard: string }).dashboard;
-  interface Snap { issuers: { name: string }[]; services: { name: string; identity?: { status?: string; issuer?: string } }[]; caReplicas: { replicas: { url: string; starts: number; runsJobs: boolean }[] } }
+  interface Snap {
+    issuers: { name: string }[];
+    services: { name: string; identity?: { status?: string; issuer?: string } }[];
+    caReplicas: { replicas: { url: string; starts: number; runsJobs: boolean }[] };
+  }
   let snap: Snap | undefined;
   const snapshot = async () => (snap = (await (await fetch(new URL("/snapshot.json", dashboard))).json()) as Snap);
-  await waitFor(async () => {
-    const s = await snapshot();
-    const byUrl = new Map(s.caReplicas.replicas.map((r) => [r.url, r]));
-    return byUrl.get(first.url)?.starts === 2 && byUrl.get(second.url)?.starts === 1 && s.caReplicas.replicas.filter((r) => r.runsJobs).length === 1;
-  }, 60_000, () => `the dashboard's CA servers: ${JSON.stringify(snap?.caReplicas)}`);
+  await waitFor(
+    async () => {
+      const s = await snapshot();
+      const byUrl = new Map(s.caReplicas.replicas.map((r) => [r.url, r]));
+      return (
+        byUrl.get(first.url)?.starts === 2 &&
+        byUrl.get(second.url)?.starts === 1 &&
+        s.caReplicas.replicas.filter((r) => r.runsJobs).length === 1
+      );
+    },
+    60_000,
+    () => `the dashboard's CA servers: ${JSON.stringify(snap?.caReplicas)}`,
+  );
   assert.equal(existsSync(join(d, "pki", "ca.db")), false);
   assert.deepEqual(snap!.issuers.map((i) => i.name).sort(), ["Mesh Dev CA", "Mesh Dev Issuing CA"]);
   assert.equal(snap!.services.find((x) => x.name === "payment")?.identity?.status, "valid");

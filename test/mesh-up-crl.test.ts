@@ -43,13 +43,22 @@ test("refreshCrls re-signs a CRL near its nextUpdate, under an injected clock, a
   const late = new Date(t0.getTime() + 25 * DAY);
   const ca = await CertificateAuthority.open({ dir, now: () => late });
   const resigned = await ca.refreshCrls();
-  assert.deepEqual(resigned.map((r) => r.id), ["root-1"]);
-  assert.equal(resigned[0]!.crl_next_update!.slice(0, 16), new Date(late.getTime() + 30 * DAY).toISOString().slice(0, 16));
+  assert.deepEqual(
+    resigned.map((r) => r.id),
+    ["root-1"],
+  );
+  assert.equal(
+    resigned[0]!.crl_next_update!.slice(0, 16),
+    new Date(late.getTime() + 30 * DAY).toISOString().slice(0, 16),
+  );
   assert.notEqual(readFileSync(join(dir, "crls.pem"), "utf8"), crlsBefore);
   assert.ok(Math.abs(nextUpdate(join(dir, "crls.pem")).getTime() - (late.getTime() + 30 * DAY)) < 2_000);
   // Checked again at once: nothing is due any more. A wider window takes it again.
   assert.deepEqual(await ca.refreshCrls(), []);
-  assert.deepEqual((await ca.refreshCrls({ renewWithinMs: 31 * DAY })).map((r) => r.id), ["root-1"]);
+  assert.deepEqual(
+    (await ca.refreshCrls({ renewWithinMs: 31 * DAY })).map((r) => r.id),
+    ["root-1"],
+  );
   ca.close();
 });
 
@@ -60,11 +69,36 @@ interface Up {
 }
 
 function meshUp(name: string, extra: string[] = [], env: Record<string, string> = {}): Up {
-  const proc = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, name, "pki"), "--logs", join(tmp, name, "logs"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--quiet", "--file-mode", "--dashboard-port", "0", ...extra], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...env } });
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(tmp, name, "pki"),
+      "--logs",
+      join(tmp, name, "logs"),
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--quiet",
+      "--file-mode",
+      "--dashboard-port",
+      "0",
+      ...extra,
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", ...env } },
+  );
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
   proc.stderr!.on("data", (c: Buffer) => (out += c));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on("exit", (code, signal) => r({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on("exit", (code, signal) => r({ code, signal })),
+  );
   return { proc, out: () => out, exited };
 }
 
@@ -85,7 +119,9 @@ const alive = (pid: number) => {
   }
 };
 
-test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the services load it", { timeout: 60_000 }, async () => {
+test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the services load it", {
+  timeout: 60_000,
+}, async () => {
   // The check interval through its environment variable, as a deployment would set it.
   const up = meshUp("resign", [], { MESH_CRL_CHECK_SECONDS: "1" });
   const pki = join(tmp, "resign", "pki");
@@ -98,8 +134,16 @@ test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the se
     const aged = nextUpdate(join(pki, "crls.pem")).getTime();
     assert.ok(aged < Date.now() + 6 * DAY, "the CRL was aged");
 
-    await waitFor(() => /re-signed the CRL of Mesh Dev CA/.test(up.out()), 10_000, "mesh:up to re-sign the CRL", up.out);
-    assert.match(up.out(), /mesh:up: re-signed the CRL of Mesh Dev CA before it lapsed \(next update \d{4}-\d\d-\d\d \d\d:\d\d UTC\); the services reload crls\.pem/);
+    await waitFor(
+      () => /re-signed the CRL of Mesh Dev CA/.test(up.out()),
+      10_000,
+      "mesh:up to re-sign the CRL",
+      up.out,
+    );
+    assert.match(
+      up.out(),
+      /mesh:up: re-signed the CRL of Mesh Dev CA before it lapsed \(next update \d{4}-\d\d-\d\d \d\d:\d\d UTC\); the services reload crls\.pem/,
+    );
     const renewed = nextUpdate(join(pki, "crls.pem")).getTime();
     assert.ok(renewed > Date.now() + 29 * DAY, `nextUpdate is 30 days out again (${new Date(renewed).toISOString()})`);
     // Once only: the next checks find nothing due.
@@ -109,27 +153,59 @@ test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the se
     assert.equal((up.out().match(/re-signed the CRL of Mesh Dev Issuing CA /g) ?? []).length, 1, up.out());
     assert.equal((up.out().match(/re-signed the CRL/g) ?? []).length, 2, up.out());
     const payLog = join(tmp, "resign", "logs", "payment.log");
-    await waitFor(() => readFileSync(payLog, "utf8").split("\n").filter((l) => l.includes('"event":"tls.reloaded"')).length >= 2, 5_000, "payment to reload both CRL changes");
+    await waitFor(
+      () =>
+        readFileSync(payLog, "utf8")
+          .split("\n")
+          .filter((l) => l.includes('"event":"tls.reloaded"')).length >= 2,
+      5_000,
+      "payment to reload both CRL changes",
+    );
   } finally {
     up.proc.kill("SIGTERM");
     await up.exited;
   }
 });
 
-test("--file-mode: mesh:up names the signal that killed a service and restarts it; the others keep running", { timeout: 60_000 }, async () => {
+test("--file-mode: mesh:up names the signal that killed a service and restarts it; the others keep running", {
+  timeout: 60_000,
+}, async () => {
   const up = meshUp("killed");
   const stateFile = join(tmp, "killed", "logs", "mesh.json");
-  await waitFor(() => existsSync(stateFile) && /Ctrl-C stops everything/.test(up.out()), 30_000, "mesh:up to be ready", up.out);
+  await waitFor(
+    () => existsSync(stateFile) && /Ctrl-C stops everything/.test(up.out()),
+    30_000,
+    "mesh:up to be ready",
+    up.out,
+  );
   const { pids } = JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> };
   process.kill(pids.payment!, "SIGKILL");
-  await waitFor(() => /mesh:up: started payment again \(pid \d+, restart 1\)/.test(up.out()), 30_000, "payment to be restarted", up.out);
-  assert.match(up.out(), new RegExp(`^mesh:up: payment was killed by SIGKILL \\(pid ${pids.payment}\\); the rest of the mesh keeps running$`, "m"));
+  await waitFor(
+    () => /mesh:up: started payment again \(pid \d+, restart 1\)/.test(up.out()),
+    30_000,
+    "payment to be restarted",
+    up.out,
+  );
+  assert.match(
+    up.out(),
+    new RegExp(
+      `^mesh:up: payment was killed by SIGKILL \\(pid ${pids.payment}\\); the rest of the mesh keeps running$`,
+      "m",
+    ),
+  );
   assert.doesNotMatch(up.out(), /code null/);
   assert.ok(alive(pids.order!) && alive(pids.inventory!), "the others were not stopped");
-  await waitFor(() => (JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> }).pids.payment !== pids.payment, 10_000, "mesh.json to name the new payment", up.out);
+  await waitFor(
+    () =>
+      (JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> }).pids.payment !== pids.payment,
+    10_000,
+    "mesh.json to name the new payment",
+    up.out,
+  );
   const now = (JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> }).pids;
   assert.ok(alive(now.payment!));
   up.proc.kill("SIGTERM");
   assert.equal((await up.exited).code, 0, up.out());
-  for (const pid of [...Object.values(pids), ...Object.values(now)]) assert.equal(alive(pid), false, `pid ${pid} still running`);
+  for (const pid of [...Object.values(pids), ...Object.values(now)])
+    assert.equal(alive(pid), false, `pid ${pid} still running`);
 });

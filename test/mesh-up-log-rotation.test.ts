@@ -49,7 +49,8 @@ async function waitFor(cond: () => boolean, ms: number, what: () => string): Pro
   }
 }
 
-const write = (out: RotatingFile, text: string) => new Promise<void>((resolve, reject) => out.write(text, (e) => (e ? reject(e) : resolve())));
+const write = (out: RotatingFile, text: string) =>
+  new Promise<void>((resolve, reject) => out.write(text, (e) => (e ? reject(e) : resolve())));
 
 test("the follower reads every line once, in order, while the file rotates under it (several times between two polls)", async () => {
   const dir = join(tmp, "follow");
@@ -62,66 +63,155 @@ test("the follower reads every line once, in order, while the file rotates under
   let n = 0;
   for (let burst = 0; burst < 30; burst++) {
     // Bursts of 1 to 40 lines of ~30 bytes: up to three rotations between two reads.
-    for (let k = 0; k < (burst * 7) % 40 + 1; k++) await write(out, `{"seq":${n++},"pad":"${"x".repeat(10)}"}\n`);
+    for (let k = 0; k < ((burst * 7) % 40) + 1; k++) await write(out, `{"seq":${n++},"pad":"${"x".repeat(10)}"}\n`);
     f.poll();
   }
   f.stop();
   await new Promise<void>((r) => out.end(() => r()));
   assert.ok(existsSync(`${path}.10`), "the file rotated many times");
-  assert.deepEqual(seen, Array.from({ length: n }, (_, i) => `{"seq":${i},"pad":"${"x".repeat(10)}"}`));
+  assert.deepEqual(
+    seen,
+    Array.from({ length: n }, (_, i) => `{"seq":${i},"pad":"${"x".repeat(10)}"}`),
+  );
 });
 
-interface Line { event?: string; service?: string; serial?: string; time?: string }
-const linesOf = (file: string): Line[] => readFileSync(file, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Line);
+interface Line {
+  event?: string;
+  service?: string;
+  serial?: string;
+  time?: string;
+}
+const linesOf = (file: string): Line[] =>
+  readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Line);
 /** A log's lines across its rotated files, oldest first. */
 function allLines(logs: string, base: string): Line[] {
-  const rotated = readdirSync(logs).map((f) => new RegExp(`^${base.replace(".", "\\.")}\\.(\\d+)$`).exec(f)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => b - a);
+  const rotated = readdirSync(logs)
+    .map((f) => new RegExp(`^${base.replace(".", "\\.")}\\.(\\d+)$`).exec(f))
+    .filter((m) => m !== null)
+    .map((m) => Number(m![1]))
+    .sort((a, b) => b - a);
   return [...rotated.map((k) => join(logs, `${base}.${k}`)), join(logs, base)].filter(existsSync).flatMap(linesOf);
 }
 
-test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 is seen ready again through its rotated log, the console and mesh:logs miss no line", { timeout: 300_000 }, async () => {
+test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 is seen ready again through its rotated log, the console and mesh:logs miss no line", {
+  timeout: 300_000,
+}, async () => {
   const d = join(tmp, "up");
   mkdirSync(d);
   const logs = join(d, "logs");
   const policy = join(d, "policy.toml");
-  writeFileSync(policy, `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`);
-  const proc = spawn(process.execPath, [
-    "--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", logs, "--state", join(d, "state"), "--policy", policy,
-    "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--lifetime", "30s", "--poll", "1",
-  ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "1500", MESH_LOG_KEEP: "500" } });
+  writeFileSync(
+    policy,
+    `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`,
+  );
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(d, "pki"),
+      "--logs",
+      logs,
+      "--state",
+      join(d, "state"),
+      "--policy",
+      policy,
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+      "--lifetime",
+      "30s",
+      "--poll",
+      "1",
+    ],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "1500", MESH_LOG_KEEP: "500" },
+    },
+  );
   started.push(proc);
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
   proc.stderr!.on("data", (c: Buffer) => (out += c));
   const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
-  await waitFor(() => /Ctrl-C stops everything/.test(out), 120_000, () => `mesh:up to be ready:\n${out}`);
-  await waitFor(() => ["ca", "payment", "order", "inventory"].every((n) => existsSync(join(logs, `${n}.log.2`))), 150_000, () => `every log to rotate twice: ${readdirSync(logs).join(" ")}`);
+  await waitFor(
+    () => /Ctrl-C stops everything/.test(out),
+    120_000,
+    () => `mesh:up to be ready:\n${out}`,
+  );
+  await waitFor(
+    () => ["ca", "payment", "order", "inventory"].every((n) => existsSync(join(logs, `${n}.log.2`))),
+    150_000,
+    () => `every log to rotate twice: ${readdirSync(logs).join(" ")}`,
+  );
 
   // The CA dies; its restart is ready only once mesh:up reads ca.started and admin.listening from the rotated ca.log.
   const m = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { pid: number } };
   const echoedStarts = () => out.split("\n").filter((l) => /^\[ca\]\s.*ca\.started/.test(l)).length;
   assert.equal(echoedStarts(), 1, out);
   signal(m.ca.pid, "SIGKILL");
-  await waitFor(() => /mesh:up: started ca again/.test(out) && echoedStarts() === 2, 60_000, () => `the restarted CA's ca.started on the console:\n${out.slice(-3000)}`);
+  await waitFor(
+    () => /mesh:up: started ca again/.test(out) && echoedStarts() === 2,
+    60_000,
+    () => `the restarted CA's ca.started on the console:\n${out.slice(-3000)}`,
+  );
   const restartedAt = Date.now();
   // Renewals go on through the restarted CA, and its log goes on rotating.
-  await waitFor(() => allLines(logs, "payment.log").some((l) => l.event === "identity.renewed" && Date.parse(l.time!) > restartedAt), 90_000, () => "payment to renew after the CA's restart");
+  await waitFor(
+    () =>
+      allLines(logs, "payment.log").some((l) => l.event === "identity.renewed" && Date.parse(l.time!) > restartedAt),
+    90_000,
+    () => "payment to renew after the CA's restart",
+  );
   const caRotations = readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length;
-  await waitFor(() => readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length > caRotations, 90_000, () => "ca.log to rotate after the restart");
+  await waitFor(
+    () => readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length > caRotations,
+    90_000,
+    () => "ca.log to rotate after the restart",
+  );
 
   // Unauthenticated refusals beyond a few are summarised by the CA every 10 s: the console shows the summary.
   const caUrl = (JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { url: string } }).ca.url;
   for (let i = 0; i < 8; i++) {
     await new Promise<void>((resolve) => {
-      const req = httpsRequest(`${caUrl}/.well-known/est/simpleenroll`, { method: "POST", rejectUnauthorized: false, agent: false, headers: { authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}`, "content-type": "application/pkcs10" } }, (res) => {
-        res.resume();
-        res.on("end", resolve);
-      });
+      const req = httpsRequest(
+        `${caUrl}/.well-known/est/simpleenroll`,
+        {
+          method: "POST",
+          rejectUnauthorized: false,
+          agent: false,
+          headers: {
+            authorization: `Bearer mt1.${"a".repeat(43)}.${"b".repeat(43)}`,
+            "content-type": "application/pkcs10",
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on("end", resolve);
+        },
+      );
       req.on("error", () => resolve());
       req.end("MIIB");
     });
   }
-  await waitFor(() => /^\[ca\]\s.*est\.refused_summary/m.test(out), 60_000, () => `est.refused_summary on the console:\n${out.slice(-3000)}`);
+  await waitFor(
+    () => /^\[ca\]\s.*est\.refused_summary/m.test(out),
+    60_000,
+    () => `est.refused_summary on the console:\n${out.slice(-3000)}`,
+  );
 
   proc.kill("SIGTERM");
   assert.equal(await exited, 0);
@@ -132,34 +222,85 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
   for (const name of ["payment", "order", "inventory"]) {
     const renewed = allLines(logs, `${name}.log`).filter((l) => l.event === "identity.renewed");
     assert.ok(renewed.length >= 3, `${name} renewed ${renewed.length} times`);
-    for (const r of renewed) assert.ok(out.includes(`serial ${r.serial}`), `${name}'s renewal ${r.serial} is not on mesh:up's console`);
+    for (const r of renewed)
+      assert.ok(out.includes(`serial ${r.serial}`), `${name}'s renewal ${r.serial} is not on mesh:up's console`);
   }
   // Every renewal a service logged, the CA logged too: no CA line was lost to a rotation or the kill.
-  const caSerials = new Set(allLines(logs, "ca.log").filter((l) => l.event === "est.renewed" || l.event === "est.enrolled").map((l) => l.serial!.toLowerCase()));
+  const caSerials = new Set(
+    allLines(logs, "ca.log")
+      .filter((l) => l.event === "est.renewed" || l.event === "est.enrolled")
+      .map((l) => l.serial!.toLowerCase()),
+  );
   for (const name of ["payment", "order", "inventory"]) {
-    for (const r of allLines(logs, `${name}.log`).filter((l) => l.event === "identity.renewed" || l.event === "identity.enrolled")) {
+    for (const r of allLines(logs, `${name}.log`).filter(
+      (l) => l.event === "identity.renewed" || l.event === "identity.enrolled",
+    )) {
       assert.ok(caSerials.has(r.serial!.toLowerCase()), `${name}'s ${r.event} ${r.serial} is not in ca.log*`);
     }
   }
   // mesh:logs shows every line of every rotated file, in the files' order.
   const logsOut = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, ["--import", "tsx", "scripts/mesh-logs.ts", "--logs", logs, "--json", "--service", "payment"], { cwd: ROOT, maxBuffer: 64 << 20, timeout: 60_000 }, (e, stdout) => (e ? reject(e) : resolve(stdout))),
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "scripts/mesh-logs.ts", "--logs", logs, "--json", "--service", "payment"],
+      { cwd: ROOT, maxBuffer: 64 << 20, timeout: 60_000 },
+      (e, stdout) => (e ? reject(e) : resolve(stdout)),
+    ),
   );
-  const shown = logsOut.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Line);
+  const shown = logsOut
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Line);
   assert.equal(shown.length, allLines(logs, "payment.log").length);
-  assert.deepEqual(shown.filter((l) => l.event === "identity.renewed").map((l) => l.serial), allLines(logs, "payment.log").filter((l) => l.event === "identity.renewed").map((l) => l.serial));
+  assert.deepEqual(
+    shown.filter((l) => l.event === "identity.renewed").map((l) => l.serial),
+    allLines(logs, "payment.log")
+      .filter((l) => l.event === "identity.renewed")
+      .map((l) => l.serial),
+  );
 });
 
 test("a bad MESH_LOG_MAX_SIZE stops mesh:up with one line and exit 2 before any part starts", async () => {
   const d = join(tmp, "bad");
   const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-    const p = spawn(process.execPath, ["--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", join(d, "logs"), "--state", join(d, "state"), "--ca-port", "0", "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--dashboard-port", "0"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "huge" } });
+    const p = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "scripts/mesh-up.ts",
+        "--pki",
+        join(d, "pki"),
+        "--logs",
+        join(d, "logs"),
+        "--state",
+        join(d, "state"),
+        "--ca-port",
+        "0",
+        "--order-port",
+        "0",
+        "--payment-port",
+        "0",
+        "--inventory-port",
+        "0",
+        "--dashboard-port",
+        "0",
+      ],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "huge" },
+      },
+    );
     let out = "";
     p.stdout!.on("data", (c: Buffer) => (out += c));
     p.stderr!.on("data", (c: Buffer) => (out += c));
     p.on("exit", (code) => resolve({ code, out }));
   });
   assert.equal(r.code, 2, r.out);
-  assert.equal(r.out, 'mesh:up: MESH_LOG_MAX_SIZE="huge" is not a size: use bytes or a number with k, m or g, e.g. 10m\n');
+  assert.equal(
+    r.out,
+    'mesh:up: MESH_LOG_MAX_SIZE="huge" is not a size: use bytes or a number with k, m or g, e.g. 10m\n',
+  );
   assert.equal(existsSync(join(d, "pki")), false, "no CA was created");
 });

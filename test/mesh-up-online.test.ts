@@ -60,12 +60,25 @@ test("moveAside keeps the key: the folder is renamed, never deleted", () => {
 });
 
 test("identityFiles: online, the state folder; file mode, the CA's certs/", () => {
-  assert.deepEqual(identityFiles("online", "edge", { state: "/s", pki: "/p" }), { cert: "/s/edge/cert.pem", key: "/s/edge/key.pem", bundle: "/s/edge/bundle.pem", crls: "/s/edge/crls.pem" });
-  assert.deepEqual(identityFiles("file", "edge", { state: "/s", pki: "/p" }), { cert: "/p/certs/edge.internal.crt", key: "/p/certs/edge.internal.key", bundle: "/p/bundle.pem", crls: "/p/crls.pem" });
+  assert.deepEqual(identityFiles("online", "edge", { state: "/s", pki: "/p" }), {
+    cert: "/s/edge/cert.pem",
+    key: "/s/edge/key.pem",
+    bundle: "/s/edge/bundle.pem",
+    crls: "/s/edge/crls.pem",
+  });
+  assert.deepEqual(identityFiles("file", "edge", { state: "/s", pki: "/p" }), {
+    cert: "/p/certs/edge.internal.crt",
+    key: "/p/certs/edge.internal.key",
+    bundle: "/p/bundle.pem",
+    crls: "/p/crls.pem",
+  });
 });
 
 test("the CA's rate limits: the defaults for hour-long certificates, room for every renewal with lifetimes of seconds", () => {
-  assert.deepEqual(rateLimits(3_600_000), { perName: { capacity: 5, perMinute: 5 }, perAddress: { capacity: 30, perMinute: 30 } });
+  assert.deepEqual(rateLimits(3_600_000), {
+    perName: { capacity: 5, perMinute: 5 },
+    perAddress: { capacity: 30, perMinute: 30 },
+  });
   const short = rateLimits(10_000); // renewals every 6 s at the earliest: 10 a minute per name
   assert.equal(short.perName.perMinute, 30);
   assert.equal(short.perAddress.perMinute, 180);

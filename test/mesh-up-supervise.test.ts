@@ -22,7 +22,10 @@ before(() => {
   tmp = mkdtempSync(join(tmpdir(), "mesh-up-supervise-"));
   policy = join(tmp, "policy.toml");
   // edge (the test's client) may call order, and payment and inventory directly.
-  writeFileSync(policy, `[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order", "edge"]\n\n[order]\naccepts = ["edge"]\n`);
+  writeFileSync(
+    policy,
+    `[payment]\naccepts = ["order", "edge"]\n\n[inventory]\naccepts = ["order", "edge"]\n\n[order]\naccepts = ["edge"]\n`,
+  );
 });
 after(() => {
   for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
@@ -40,10 +43,40 @@ interface Up {
 /** `group`: mesh:up leads its own process group, as in a terminal, where Ctrl-C signals the whole group. */
 function meshUp(name: string, extra: string[] = [], group = false): Up {
   const d = join(tmp, name);
-  const proc = spawn(process.execPath, [
-    "--import", "tsx", "scripts/mesh-up.ts", "--pki", join(d, "pki"), "--logs", join(d, "logs"), "--state", join(d, "state"), "--policy", policy,
-    "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--quiet", ...extra,
-  ], { cwd: ROOT, detached: group, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", MESH_INVENTORY_STOCK: "widget=100000000" } });
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(d, "pki"),
+      "--logs",
+      join(d, "logs"),
+      "--state",
+      join(d, "state"),
+      "--policy",
+      policy,
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+      "--quiet",
+      ...extra,
+    ],
+    {
+      cwd: ROOT,
+      detached: group,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1", MESH_INVENTORY_STOCK: "widget=100000000" },
+    },
+  );
   started.push(proc);
   let out = "";
   proc.stdout!.on("data", (c: Buffer) => (out += c));
@@ -111,7 +144,12 @@ interface LogLine {
   reason?: string;
 }
 const logEvents = (file: string): LogLine[] =>
-  existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as LogLine) : [];
+  existsSync(file)
+    ? readFileSync(file, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as LogLine)
+    : [];
 
 interface MeshJson {
   pid: number;
@@ -132,16 +170,30 @@ function traffic(state: string, port: number, servername: string, method: string
       const cert = readFileSync(join(state, "edge", "cert.pem"));
       const key = readFileSync(join(state, "edge", "key.pem"));
       // Renewal replaces key and certificate one after the other: read again until they pair.
-      if (new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) return { cert, key, ca: readFileSync(join(state, "edge", "bundle.pem")) };
+      if (new X509Certificate(cert).checkPrivateKey(createPrivateKey(key)))
+        return { cert, key, ca: readFileSync(join(state, "edge", "bundle.pem")) };
     }
   };
   const once = () =>
     new Promise<{ status?: number; error?: string; at: number }>((resolve) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = request({ host: "127.0.0.1", port, servername, method, path, agent: false, timeout: 10_000, ...files(), headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {} }, (res) => {
-        res.resume();
-        res.on("end", () => resolve({ status: res.statusCode, at: Date.now() }));
-      });
+      const req = request(
+        {
+          host: "127.0.0.1",
+          port,
+          servername,
+          method,
+          path,
+          agent: false,
+          timeout: 10_000,
+          ...files(),
+          headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve({ status: res.statusCode, at: Date.now() }));
+        },
+      );
       req.on("timeout", () => req.destroy(new Error("timeout")));
       req.on("error", (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message, at: Date.now() }));
       req.end(payload);
@@ -164,17 +216,28 @@ function traffic(state: string, port: number, servername: string, method: string
 
 function run(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
-    });
+    execFile(
+      process.execPath,
+      ["--import", "tsx", ...args],
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+      },
+    );
   });
 }
 
-test("kill -9 of the CA server under steady traffic, then of a service: each restarted, no request between the others fails, renewals go on; mesh:check says so; Ctrl-C leaves no process", { timeout: 300_000 }, async () => {
+test("kill -9 of the CA server under steady traffic, then of a service: each restarted, no request between the others fails, renewals go on; mesh:check says so; Ctrl-C leaves no process", {
+  timeout: 300_000,
+}, async () => {
   const logs = join(tmp, "a", "logs");
   const state = join(tmp, "a", "state");
   const up = meshUp("a", ["--lifetime", "30s", "--poll", "1"], true);
-  await waitFor(() => existsSync(join(logs, "mesh.json")) && /Ctrl-C stops everything/.test(up.out()), 90_000, () => `mesh:up to be ready:\n${up.out()}`);
+  await waitFor(
+    () => existsSync(join(logs, "mesh.json")) && /Ctrl-C stops everything/.test(up.out()),
+    90_000,
+    () => `mesh:up to be ready:\n${up.out()}`,
+  );
   assert.match(up.out(), /Each part is its own process: one that dies is restarted, the others keep serving/);
   const m = meshJson(logs);
   const supervisorLog = join(logs, "mesh-up.log");
@@ -192,7 +255,14 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   await waitFor(() => orders.results.length >= 10, 30_000, "some orders");
   const caKilledAt = Date.now();
   process.kill(m.ca.pid, "SIGKILL");
-  await waitFor(() => logEvents(supervisorLog).some((l) => l.event === "supervisor.started" && l.component === "ca" && l.restarts === 1), 60_000, "the CA to be restarted");
+  await waitFor(
+    () =>
+      logEvents(supervisorLog).some(
+        (l) => l.event === "supervisor.started" && l.component === "ca" && l.restarts === 1,
+      ),
+    60_000,
+    "the CA to be restarted",
+  );
   const ev = logEvents(supervisorLog).filter((l) => l.component === "ca");
   const exited = ev.find((l) => l.event === "supervisor.exited")!;
   assert.deepEqual([exited.pid, exited.code, exited.signal], [m.ca.pid, null, "SIGKILL"]);
@@ -208,26 +278,46 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   const caBackAt = Date.parse(caAgain.time);
 
   // Every service renews with the CA that came back (30 s certificates: within about 20 s).
-  const renewedAfter = (name: string) => logEvents(join(logs, `${name}.log`)).find((l) => l.event === "identity.renewed" && Date.parse(l.time) > caBackAt);
-  await waitFor(() => ["order", "payment", "inventory"].every((n) => renewedAfter(n)), 90_000, () => `a renewal of each service after the CA came back: ${["order", "payment", "inventory"].filter((n) => !renewedAfter(n)).join(", ")} did not`);
+  const renewedAfter = (name: string) =>
+    logEvents(join(logs, `${name}.log`)).find((l) => l.event === "identity.renewed" && Date.parse(l.time) > caBackAt);
+  await waitFor(
+    () => ["order", "payment", "inventory"].every((n) => renewedAfter(n)),
+    90_000,
+    () =>
+      `a renewal of each service after the CA came back: ${["order", "payment", "inventory"].filter((n) => !renewedAfter(n)).join(", ")} did not`,
+  );
   const beforeKill = orders.results.filter((r) => r.at < caKilledAt).length;
   await orders.stop();
   const failed = orders.results.filter((r) => r.status !== 201);
   assert.deepEqual(failed, [], `${failed.length} of ${orders.results.length} orders failed`);
-  assert.ok(orders.results.length - beforeKill >= 20, `steady traffic while the CA was down and back: ${orders.results.length - beforeKill} orders`);
+  assert.ok(
+    orders.results.length - beforeKill >= 20,
+    `steady traffic while the CA was down and back: ${orders.results.length - beforeKill} orders`,
+  );
 
   // kill -9 of payment: restarted; inventory's traffic meanwhile unharmed, and orders work again.
   const stock = traffic(state, m.ports.inventory!, "inventory.internal", "GET", "/stock/widget");
   await waitFor(() => stock.results.length >= 10, 30_000, "some stock lookups");
   const payPid = m.pids.payment!;
   process.kill(payPid, "SIGKILL");
-  await waitFor(() => logEvents(supervisorLog).some((l) => l.event === "supervisor.started" && l.component === "payment" && l.restarts === 1), 60_000, "payment to be restarted");
+  await waitFor(
+    () =>
+      logEvents(supervisorLog).some(
+        (l) => l.event === "supervisor.started" && l.component === "payment" && l.restarts === 1,
+      ),
+    60_000,
+    "payment to be restarted",
+  );
   await waitFor(() => meshJson(logs).pids.payment !== payPid, 10_000, "mesh.json to name the new payment");
   const payAgain = meshJson(logs).pids.payment!;
   assert.ok(alive(payAgain));
   assert.equal(meshJson(logs).ports.payment, m.ports.payment, "on its port");
   // It serves again (on the identity in its state folder: no new enrolment).
-  await waitFor(() => logEvents(join(logs, "payment.log")).filter((l) => l.event === "listening").length === 2, 30_000, "payment to listen again");
+  await waitFor(
+    () => logEvents(join(logs, "payment.log")).filter((l) => l.event === "listening").length === 2,
+    30_000,
+    "payment to listen again",
+  );
   assert.equal(logEvents(join(logs, "payment.log")).filter((l) => l.event === "identity.enrolled").length, 1);
   const more = stock.results.length;
   await waitFor(() => stock.results.length >= more + 10, 30_000, "stock lookups after payment came back");
@@ -235,7 +325,11 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   const stockFailed = stock.results.filter((r) => r.status !== 200);
   assert.deepEqual(stockFailed, [], `${stockFailed.length} of ${stock.results.length} stock lookups failed`);
   for (const name of ["ca", "order", "inventory", "dashboard"]) {
-    assert.equal(logEvents(supervisorLog).filter((l) => l.event === "supervisor.exited" && l.component === name).length, name === "ca" ? 1 : 0, `${name} was not touched by payment's death`);
+    assert.equal(
+      logEvents(supervisorLog).filter((l) => l.event === "supervisor.exited" && l.component === name).length,
+      name === "ca" ? 1 : 0,
+      `${name} was not touched by payment's death`,
+    );
   }
   const again = traffic(state, m.ports.order!, "order.internal", "POST", "/orders", { sku: "widget", quantity: 1 });
   await waitFor(() => again.results.some((r) => r.status === 201), 30_000, "an order through the restarted payment");
@@ -243,7 +337,11 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
 
   // mesh:check: a warning (‼) for each part restarted lately, not a failure.
   const check = await run(["scripts/mesh-check.ts", "--logs", logs]);
-  assert.match(check.out, /^‼ ca keeps running\n {4}ca was restarted 1 time in the last 10 minutes \(last killed by SIGKILL at /m, check.out);
+  assert.match(
+    check.out,
+    /^‼ ca keeps running\n {4}ca was restarted 1 time in the last 10 minutes \(last killed by SIGKILL at /m,
+    check.out,
+  );
   assert.match(check.out, /^‼ payment keeps running\n {4}payment was restarted 1 time in the last 10 minutes/m);
   assert.match(check.out, /^✓ order keeps running: never restarted/m);
   assert.match(check.out, /^✓ mesh:up supervises the mesh: mesh:up runs \(pid \d+\)/m);
@@ -256,20 +354,30 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   assert.match(up.out(), /mesh:up: all services, the CA server and the dashboard stopped/);
   for (const pid of all) assert.equal(alive(pid), false, `pid ${pid} still running`);
   assert.deepEqual(processesUnder(join(tmp, "a")), [], "no process left");
-  for (const port of [...Object.values(m.ports), Number(new URL(m.ca.url).port), Number(new URL(m.dashboard).port)]) assert.equal(await portOpen(port), false, `port ${port} closed`);
+  for (const port of [...Object.values(m.ports), Number(new URL(m.ca.url).port), Number(new URL(m.dashboard).port)])
+    assert.equal(await portOpen(port), false, `port ${port} closed`);
   assert.equal(existsSync(join(logs, "mesh-up.pids")), false);
 });
 
-test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run beside a live one and stops what a dead one left; SIGTERM then leaves nothing", { timeout: 240_000 }, async () => {
+test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run beside a live one and stops what a dead one left; SIGTERM then leaves nothing", {
+  timeout: 240_000,
+}, async () => {
   const logs = join(tmp, "b", "logs");
   const state = join(tmp, "b", "state");
   const up = meshUp("b");
-  await waitFor(() => existsSync(join(logs, "mesh.json")) && /Ctrl-C stops everything/.test(up.out()), 90_000, () => `mesh:up to be ready:\n${up.out()}`);
+  await waitFor(
+    () => existsSync(join(logs, "mesh.json")) && /Ctrl-C stops everything/.test(up.out()),
+    90_000,
+    () => `mesh:up to be ready:\n${up.out()}`,
+  );
   const m = meshJson(logs);
 
   const beside = meshUp("b");
   assert.equal(await beside.exited, 5);
-  assert.match(beside.out(), new RegExp(`^mesh:up: another mesh:up \\(pid ${m.pid}\\) is running on \\S+: stop it first`, "m"));
+  assert.match(
+    beside.out(),
+    new RegExp(`^mesh:up: another mesh:up \\(pid ${m.pid}\\) is running on \\S+: stop it first`, "m"),
+  );
   assert.ok(alive(m.pids.payment!), "the running mesh was not touched");
 
   const pay = traffic(state, m.ports.payment!, "payment.internal", "GET", "/healthz");
@@ -278,7 +386,11 @@ test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run
   await up.exited;
   const killedAt = Date.now();
   // Well past the second the old --exit-with-parent took to end every service.
-  await waitFor(() => pay.results.filter((r) => r.at > killedAt + 3_000).length >= 10, 60_000, "calls three seconds after mesh:up died");
+  await waitFor(
+    () => pay.results.filter((r) => r.at > killedAt + 3_000).length >= 10,
+    60_000,
+    "calls three seconds after mesh:up died",
+  );
   await pay.stop();
   const failed = pay.results.filter((r) => r.status !== 200);
   assert.deepEqual(failed, [], `${failed.length} of ${pay.results.length} calls failed`);
@@ -288,8 +400,18 @@ test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run
   assert.ok(existsSync(join(logs, "mesh-up.pids")), "the record of what runs is left for the next mesh:up");
 
   const next = meshUp("b");
-  await waitFor(() => /Ctrl-C stops everything/.test(next.out()), 90_000, () => `the next mesh:up to be ready:\n${next.out()}`);
-  assert.match(next.out(), new RegExp(`^mesh:up: ca \\(pid ${m.ca.pid}\\), .*dashboard \\(pid \\d+\\) still running from an earlier mesh:up \\(pid ${m.pid}\\) that was killed outright; stopping them first$`, "m"));
+  await waitFor(
+    () => /Ctrl-C stops everything/.test(next.out()),
+    90_000,
+    () => `the next mesh:up to be ready:\n${next.out()}`,
+  );
+  assert.match(
+    next.out(),
+    new RegExp(
+      `^mesh:up: ca \\(pid ${m.ca.pid}\\), .*dashboard \\(pid \\d+\\) still running from an earlier mesh:up \\(pid ${m.pid}\\) that was killed outright; stopping them first$`,
+      "m",
+    ),
+  );
   for (const [name, c] of comps) assert.equal(alive(c.pid), false, `the old ${name} was stopped`);
   const orphans = logEvents(join(logs, "mesh-up.log")).find((l) => l.event === "supervisor.orphans_stopped");
   assert.ok(orphans, "logged");
@@ -300,7 +422,9 @@ test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run
   assert.deepEqual(processesUnder(join(tmp, "b")), [], "no process left");
 });
 
-test("a part that cannot start (its port taken) is not restarted: mesh:up says why, stops what it started and exits 3, leaving no process", { timeout: 120_000 }, async () => {
+test("a part that cannot start (its port taken) is not restarted: mesh:up says why, stops what it started and exits 3, leaving no process", {
+  timeout: 120_000,
+}, async () => {
   const taken = await new Promise<import("node:net").Server>((resolve) => {
     const srv = createServer().listen(0, "127.0.0.1", () => resolve(srv));
   });
@@ -308,7 +432,13 @@ test("a part that cannot start (its port taken) is not restarted: mesh:up says w
     const port = (taken.address() as { port: number }).port;
     const up = meshUp("c", ["--payment-port", String(port)]);
     assert.equal(await up.exited, 3, up.out());
-    assert.match(up.out(), new RegExp(`^mesh:up: cannot start payment: payment exited with code 2 before it was ready: payment: cannot start: .*EADDRINUSE.*127\\.0\\.0\\.1:${port} \\(pick another port with --payment-port, or 0 for any\\)$`, "m"));
+    assert.match(
+      up.out(),
+      new RegExp(
+        `^mesh:up: cannot start payment: payment exited with code 2 before it was ready: payment: cannot start: .*EADDRINUSE.*127\\.0\\.0\\.1:${port} \\(pick another port with --payment-port, or 0 for any\\)$`,
+        "m",
+      ),
+    );
     assert.doesNotMatch(up.out(), /restarting payment|the rest of the mesh keeps running/);
     const ev = logEvents(join(tmp, "c", "logs", "mesh-up.log"));
     assert.equal(ev.filter((l) => l.event === "supervisor.restarting").length, 0);

@@ -40,7 +40,20 @@ const alive = (pid: number) => {
 interface MeshJson {
   ports: Record<string, number>;
   identities: Record<string, { cert: string; key: string; bundle: string }>;
-  workloads: { file: string; list: Record<string, { port: number; app: string; protocol: string; upstreams: Record<string, number>; pid: number | null; appPid: number | null }> } | null;
+  workloads: {
+    file: string;
+    list: Record<
+      string,
+      {
+        port: number;
+        app: string;
+        protocol: string;
+        upstreams: Record<string, number>;
+        pid: number | null;
+        appPid: number | null;
+      }
+    >;
+  } | null;
   supervisor: { components: Record<string, { pid: number | null; state: string; restarts: number }> };
 }
 const meshJson = () => JSON.parse(readFileSync(join(tmp, "logs", "mesh.json"), "utf8")) as MeshJson;
@@ -64,16 +77,38 @@ async function waitFor(cond: () => boolean, ms: number, what: () => string): Pro
 /** Waits for a line of <logs>/<name>.log (a service writes its request line once the answer is sent). */
 function logged(name: string, re: RegExp): Promise<void> {
   const file = join(tmp, "logs", `${name}.log`);
-  return waitFor(() => existsSync(file) && re.test(readFileSync(file, "utf8")), 15_000, () => `${re} in ${name}.log`);
+  return waitFor(
+    () => existsSync(file) && re.test(readFileSync(file, "utf8")),
+    15_000,
+    () => `${re} in ${name}.log`,
+  );
 }
 
 /** A call as edge (the operator's identity mesh:up keeps) to `name`'s mTLS port. */
-function callAs(state: MeshJson, name: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+function callAs(
+  state: MeshJson,
+  name: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const id = state.identities.edge!;
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
-      { host: "127.0.0.1", port: state.ports[name], servername: `${name}.internal`, method, path, ca: readFileSync(id.bundle), cert: readFileSync(id.cert), key: readFileSync(id.key), agent: false, timeout: 20_000, headers: data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {} },
+      {
+        host: "127.0.0.1",
+        port: state.ports[name],
+        servername: `${name}.internal`,
+        method,
+        path,
+        ca: readFileSync(id.bundle),
+        cert: readFileSync(id.cert),
+        key: readFileSync(id.key),
+        agent: false,
+        timeout: 20_000,
+        headers: data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {},
+      },
       (res) => {
         let text = "";
         res.setEncoding("utf8");
@@ -93,20 +128,52 @@ function callAs(state: MeshJson, name: string, method: string, path: string, bod
   });
 }
 
-test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled sidecars, probed, restarted", { timeout: 240_000 }, async () => {
+test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled sidecars, probed, restarted", {
+  timeout: 240_000,
+}, async () => {
   // The shipped policy names the workloads; mesh-workloads.toml is the shipped one (its commands
   // run from its own folder, the repository), every port free.
   copyFileSync(SHIPPED_POLICY_FILE, join(tmp, "mesh-policy.toml"));
-  up = spawn(process.execPath, [
-    "--import", "tsx", "scripts/mesh-up.ts", "--pki", join(tmp, "pki"), "--logs", join(tmp, "logs"), "--state", join(tmp, "state"), "--policy", join(tmp, "mesh-policy.toml"),
-    "--workloads", join(ROOT, "mesh-workloads.toml"), "--workload-ports", "any",
-    "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0",
-  ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  up = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/mesh-up.ts",
+      "--pki",
+      join(tmp, "pki"),
+      "--logs",
+      join(tmp, "logs"),
+      "--state",
+      join(tmp, "state"),
+      "--policy",
+      join(tmp, "mesh-policy.toml"),
+      "--workloads",
+      join(ROOT, "mesh-workloads.toml"),
+      "--workload-ports",
+      "any",
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } },
+  );
   let out = "";
   up.stdout!.on("data", (c: Buffer) => (out += c));
   up.stderr!.on("data", (c: Buffer) => (out += c));
   const exited = new Promise<number | null>((r) => up!.on("exit", (code) => r(code)));
-  await waitFor(() => /Ctrl-C stops everything/.test(out) || up!.exitCode !== null, 150_000, () => `mesh:up; it printed:\n${out}`);
+  await waitFor(
+    () => /Ctrl-C stops everything/.test(out) || up!.exitCode !== null,
+    150_000,
+    () => `mesh:up; it printed:\n${out}`,
+  );
   assert.match(out, /Ctrl-C stops everything/, out);
 
   // Enrolled as the services are: a one-time token each, the key in its own state folder, 0600.
@@ -134,29 +201,61 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   assert.deepEqual(paid.body, { recorded: true, entry: 1, recordedBy: "cashier" });
   const entries = await callAs(state, "cashier", "GET", "/entries");
   assert.deepEqual(entries.body, { entries: [{ entry: 1, orderId: "t-1", amount: 1250, caller: "cashier" }] });
-  await logged("ledger", /"event":"request","peer":"cashier","method":"POST","path":"\/ledger\.Ledger\/Record","status":200/);
+  await logged(
+    "ledger",
+    /"event":"request","peer":"cashier","method":"POST","path":"\/ledger\.Ledger\/Record","status":200/,
+  );
   // The ledger's policy accepts cashier only: edge is refused by its sidecar, before the app.
   assert.equal((await callAs(state, "ledger", "GET", "/healthz")).status, 403);
 
   // mesh:probe covers the workloads, and the mesh does what the policy says.
   const probe = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", join(tmp, "logs"), "--json"], { cwd: ROOT, timeout: 60_000 }, (e, stdout) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout }));
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", join(tmp, "logs"), "--json"],
+      { cwd: ROOT, timeout: 60_000 },
+      (e, stdout) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout }),
+    );
   });
-  const matrix = JSON.parse(probe.stdout) as { cells: Array<{ caller: string; callee: string; expected: string; observed: string; ok: boolean }> };
+  const matrix = JSON.parse(probe.stdout) as {
+    cells: Array<{ caller: string; callee: string; expected: string; observed: string; ok: boolean }>;
+  };
   for (const w of ["delivery", "ledger", "cashier"]) {
-    assert.ok(matrix.cells.some((c) => c.callee === w), `probed ${w}`);
-    assert.ok(matrix.cells.some((c) => c.caller === w), `probed as ${w}`);
+    assert.ok(
+      matrix.cells.some((c) => c.callee === w),
+      `probed ${w}`,
+    );
+    assert.ok(
+      matrix.cells.some((c) => c.caller === w),
+      `probed as ${w}`,
+    );
   }
-  assert.deepEqual(matrix.cells.find((c) => c.caller === "cashier" && c.callee === "ledger")?.observed, "app (415)", "cashier reaches the gRPC app");
-  assert.deepEqual(matrix.cells.filter((c) => !c.ok), []);
+  assert.deepEqual(
+    matrix.cells.find((c) => c.caller === "cashier" && c.callee === "ledger")?.observed,
+    "app (415)",
+    "cashier reaches the gRPC app",
+  );
+  assert.deepEqual(
+    matrix.cells.filter((c) => !c.ok),
+    [],
+  );
   assert.equal(probe.code, 0);
 
   // mesh:check reports on each workload as on a service: its sidecar's certificate, bundle, CRLs, policy.
   const check = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", join(tmp, "logs")], { cwd: ROOT, timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } }, (e, stdout) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout }));
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "scripts/mesh-check.ts", "--logs", join(tmp, "logs")],
+      { cwd: ROOT, timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } },
+      (e, stdout) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout }),
+    );
   });
   for (const w of ["delivery", "ledger", "cashier"]) {
-    assert.match(check.stdout, new RegExp(`^${w} :${state.ports[w]} \\(admin :\\d+\\)\n-+\n✓ answers over mTLS`, "m"), check.stdout);
+    assert.match(
+      check.stdout,
+      new RegExp(`^${w} :${state.ports[w]} \\(admin :\\d+\\)\n-+\n✓ answers over mTLS`, "m"),
+      check.stdout,
+    );
     assert.match(check.stdout, new RegExp(`✓ ${w}-app keeps running`));
   }
 
@@ -164,13 +263,19 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   const first = state.workloads!.list.delivery!.appPid!;
   assert.ok(alive(first));
   process.kill(first, "SIGKILL");
-  await waitFor(() => {
-    const c = meshJson().supervisor.components["delivery-app"];
-    return c !== undefined && c.restarts >= 1 && c.pid !== null && c.pid !== first && c.state === "running";
-  }, 60_000, () => `delivery-app restarted; mesh.json: ${JSON.stringify(meshJson().supervisor.components["delivery-app"])}`);
+  await waitFor(
+    () => {
+      const c = meshJson().supervisor.components["delivery-app"];
+      return c !== undefined && c.restarts >= 1 && c.pid !== null && c.pid !== first && c.state === "running";
+    },
+    60_000,
+    () => `delivery-app restarted; mesh.json: ${JSON.stringify(meshJson().supervisor.components["delivery-app"])}`,
+  );
   let again: { status: number } = { status: 0 };
   for (let i = 0; i < 50 && again.status !== 201; i++) {
-    again = await callAs(state, "delivery", "POST", "/ship", { orderId: "t-2", sku: "widget" }).catch(() => ({ status: 0 }));
+    again = await callAs(state, "delivery", "POST", "/ship", { orderId: "t-2", sku: "widget" }).catch(() => ({
+      status: 0,
+    }));
     if (again.status !== 201) await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(again.status, 201);
@@ -180,6 +285,10 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   const pids = pidsOf();
   up.kill("SIGINT");
   assert.equal(await exited, 0);
-  await waitFor(() => pids.every((p) => !alive(p)), 20_000, () => `every part to stop: ${pids.filter(alive).join(", ")} still alive`);
+  await waitFor(
+    () => pids.every((p) => !alive(p)),
+    20_000,
+    () => `every part to stop: ${pids.filter(alive).join(", ")} still alive`,
+  );
   assert.ok(existsSync(join(tmp, "logs", "delivery-app.out")));
 });

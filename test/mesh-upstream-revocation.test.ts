@@ -16,7 +16,9 @@ before(async () => {
   pki = await freshPki();
   pay = await start(pki, "payment");
   inv = await start(pki, "inventory");
-  order = await start(pki, "order", { upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` } });
+  order = await start(pki, "order", {
+    upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` },
+  });
 });
 
 after(async () => {
@@ -42,7 +44,10 @@ async function settled(s: TestService, want: number, ms = 2_000): Promise<number
 }
 
 function placeOrder() {
-  return call(pki, order.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", { sku: "widget", quantity: 1 });
+  return call(pki, order.svc.port, "order.internal", identity(pki, "edge"), "POST", "/orders", {
+    sku: "widget",
+    quantity: 1,
+  });
 }
 
 /** A real client in a child process (never spawnSync: the servers live in this process). */
@@ -89,16 +94,54 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
   assert.equal(failed.code, "CERT_REVOKED");
   assert.equal((failed.peer as { subject?: string; serial?: string }).subject, "CN=inventory.internal");
   assert.equal((failed.peer as { serial?: string }).serial, revoked.serial.toLowerCase().replace(/^0+/, ""));
-  assert.match(String(failed.msg), /^inventory's certificate at 127\.0\.0\.1:\d+ has been revoked by the CA, so the call was refused; inventory needs a new identity \(online: restart mesh:up/);
-  assert.equal(inv.logs.lines.slice(invSince).filter((l) => l.event === "request").length, 0, "no request reached the revoked callee");
+  assert.match(
+    String(failed.msg),
+    /^inventory's certificate at 127\.0\.0\.1:\d+ has been revoked by the CA, so the call was refused; inventory needs a new identity \(online: restart mesh:up/,
+  );
+  assert.equal(
+    inv.logs.lines.slice(invSince).filter((l) => l.event === "request").length,
+    0,
+    "no request reached the revoked callee",
+  );
   assert.equal(payHandshakes, 0, "payment was neither called nor reconnected");
 
   // curl --crlfile and openssl -crl_check refuse the same certificate.
   const order_ = pki.ca.paths.leaf("order.internal");
-  const c = await run("curl", ["-sS", "--max-time", "5", "--cacert", pki.ca.paths.bundle, "--crlfile", pki.ca.paths.crls, "--resolve", `inventory.internal:${inv.svc.port}:127.0.0.1`, "--cert", order_.cert, "--key", order_.key, `https://inventory.internal:${inv.svc.port}/healthz`]);
+  const c = await run("curl", [
+    "-sS",
+    "--max-time",
+    "5",
+    "--cacert",
+    pki.ca.paths.bundle,
+    "--crlfile",
+    pki.ca.paths.crls,
+    "--resolve",
+    `inventory.internal:${inv.svc.port}:127.0.0.1`,
+    "--cert",
+    order_.cert,
+    "--key",
+    order_.key,
+    `https://inventory.internal:${inv.svc.port}/healthz`,
+  ]);
   assert.notEqual(c.code, 0, c.out);
   assert.match(c.out, /revoked/i);
-  const o = await run("openssl", ["s_client", "-connect", `127.0.0.1:${inv.svc.port}`, "-servername", "inventory.internal", "-CAfile", pki.ca.paths.bundle, "-CRL", pki.ca.paths.crls, "-crl_check", "-verify_return_error", "-cert", order_.cert, "-key", order_.key]);
+  const o = await run("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${inv.svc.port}`,
+    "-servername",
+    "inventory.internal",
+    "-CAfile",
+    pki.ca.paths.bundle,
+    "-CRL",
+    pki.ca.paths.crls,
+    "-crl_check",
+    "-verify_return_error",
+    "-cert",
+    order_.cert,
+    "-key",
+    order_.key,
+  ]);
   assert.notEqual(o.code, 0, o.out);
   assert.match(o.out, /verify error:num=23:certificate revoked/);
 });
@@ -119,16 +162,28 @@ test("a call in flight when the callee is revoked fails as callee_withdrawn (thi
   await new Promise<void>((r) => slow.listen(0, "127.0.0.1", r));
   const logs = new LogSink();
   const material = () => loadMaterial(materialPaths(p.dir, "order.internal"), "order.internal");
-  const up = new Upstreams("order", material(), { inventory: `127.0.0.1:${(slow.address() as { port: number }).port}` }, createLogger("order", logs), { timeoutMs: 10_000 });
+  const up = new Upstreams(
+    "order",
+    material(),
+    { inventory: `127.0.0.1:${(slow.address() as { port: number }).port}` },
+    createLogger("order", logs),
+    { timeoutMs: 10_000 },
+  );
   try {
-    const pending = up.call("inventory", "GET", "/stock/widget").then(() => assert.fail("the call cannot succeed"), (e: unknown) => e);
+    const pending = up.call("inventory", "GET", "/stock/widget").then(
+      () => assert.fail("the call cannot succeed"),
+      (e: unknown) => e,
+    );
     await got;
     await p.ca.revoke({ domain: "inventory.internal" });
     up.setMaterial(material());
     const err = await pending;
     assert.ok(err instanceof UpstreamError, String(err));
     assert.equal(err.reason, "callee_withdrawn");
-    assert.match(err.message, /^this caller closed its connection to inventory at 127\.0\.0\.1:\d+ mid-call: inventory's certificate is no longer accepted \(its certificate was revoked\)/);
+    assert.match(
+      err.message,
+      /^this caller closed its connection to inventory at 127\.0\.0\.1:\d+ mid-call: inventory's certificate is no longer accepted \(its certificate was revoked\)/,
+    );
     const failed = await logs.wait((l) => l.event === "upstream.failed");
     assert.equal(failed.reason, "callee_withdrawn");
     assert.doesNotMatch(String(failed.msg), /refused our certificate/);

@@ -53,7 +53,11 @@ const procs: Proc[] = [];
 
 /** Runs `node <args>` inside a namespace (ip netns exec execs it: the pid is node's). */
 function spawnIn(ns: string, name: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn("ip", ["netns", "exec", ns, process.execPath, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   let partial = "";
   const lines: Array<Record<string, unknown>> = [];
@@ -76,12 +80,26 @@ function spawnIn(ns: string, name: string, args: string[], env: Record<string, s
   return p;
 }
 
-function runIn(ns: string, args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync("ip", ["netns", "exec", ns, ...args], { cwd: ROOT, encoding: "utf8", env: { ...process.env, ...env }, timeout: 120_000 });
+function runIn(
+  ns: string,
+  args: string[],
+  env: Record<string, string> = {},
+): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync("ip", ["netns", "exec", ns, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    timeout: 120_000,
+  });
   return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
-async function waitFor<T>(what: string, ms: number, probe: () => T | undefined | false, dump: () => string = () => ""): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  ms: number,
+  probe: () => T | undefined | false,
+  dump: () => string = () => "",
+): Promise<T> {
   const t0 = Date.now();
   for (;;) {
     const v = probe();
@@ -134,7 +152,13 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     for (const ns of Object.values(NS)) {
       // Anything still running in a namespace goes with it (ca serve has no --exit-with-parent).
       const pids = ip(["netns", "pids", ns]);
-      if (pids.ok) for (const pid of pids.out.split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), "SIGKILL"); } catch { /* gone */ }
+      if (pids.ok)
+        for (const pid of pids.out.split(/\s+/).filter(Boolean))
+          try {
+            process.kill(Number(pid), "SIGKILL");
+          } catch {
+            /* gone */
+          }
       ip(["netns", "del", ns]);
     }
     if (base) rmSync(base, { recursive: true, force: true });
@@ -151,29 +175,84 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
 
   it("enrol across hosts with only a token copied, call by name across hosts, keep serving when the CA dies mid-renewal", async () => {
     const pki = join(hosts.ca, "pki");
-    const init = runIn(NS.ca, [process.execPath, join(ROOT, "bin", "ca.mjs"), "init", "--dir", pki, "--name", "Netns Test CA"]);
+    const init = runIn(NS.ca, [
+      process.execPath,
+      join(ROOT, "bin", "ca.mjs"),
+      "init",
+      "--dir",
+      pki,
+      "--name",
+      "Netns Test CA",
+    ]);
     assert.equal(init.code, 0, init.stderr);
     // Every interface of the CA host, reached at its address: the address goes into the server's certificate.
-    ca = spawnIn(NS.ca, "ca", [join(ROOT, "bin", "ca.mjs"), "serve", "--dir", pki, "--listen", "0.0.0.0", "--san", ADDR.ca, "--port", "7400", "--default-lifetime", LIFETIME, "--max-lifetime", "1h"]);
+    ca = spawnIn(NS.ca, "ca", [
+      join(ROOT, "bin", "ca.mjs"),
+      "serve",
+      "--dir",
+      pki,
+      "--listen",
+      "0.0.0.0",
+      "--san",
+      ADDR.ca,
+      "--port",
+      "7400",
+      "--default-lifetime",
+      LIFETIME,
+      "--max-lifetime",
+      "1h",
+    ]);
     const started = await waitFor("ca.started", 60_000, () => event(ca, "ca.started"), ca.text);
     assert.equal(started.url, CA_URL);
 
     // The only things that leave the CA host: one token per identity.
     const token = (name: string) => {
-      const r = runIn(NS.ca, [process.execPath, join(ROOT, "bin", "ca.mjs"), "token", "--dir", pki, "--domain", `${name}.internal`]);
+      const r = runIn(NS.ca, [
+        process.execPath,
+        join(ROOT, "bin", "ca.mjs"),
+        "token",
+        "--dir",
+        pki,
+        "--domain",
+        `${name}.internal`,
+      ]);
       assert.equal(r.code, 0, r.stderr);
       return r.stdout.trim();
     };
     const policy = `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`;
     for (const h of ["a", "b"] as const) writeFileSync(join(hosts[h], "mesh-policy.toml"), policy);
-    writeFileSync(join(hosts.a, "peers"), `# where order finds its callees\npayment.internal   ${ADDR.b}:7402\ninventory.internal ${ADDR.b}:7403\n`);
+    writeFileSync(
+      join(hosts.a, "peers"),
+      `# where order finds its callees\npayment.internal   ${ADDR.b}:7402\ninventory.internal ${ADDR.b}:7403\n`,
+    );
 
     const service = (h: "a" | "b", name: "order" | "payment" | "inventory", port: number, extra: string[] = []) =>
-      spawnIn(NS[h], name, [
-        join(ROOT, "bin", "mesh-service.mjs"), "--service", name, "--host", ADDR[h], "--port", String(port),
-        "--policy", join(hosts[h], "mesh-policy.toml"), "--ca", CA_URL, "--state", join(hosts[h], "state", name),
-        "--lifetime", LIFETIME, "--poll", "2", "--exit-with-parent", ...extra,
-      ], { MESH_ENROL_TOKEN: token(name), MESH_INVENTORY_STOCK: "widget=100000" });
+      spawnIn(
+        NS[h],
+        name,
+        [
+          join(ROOT, "bin", "mesh-service.mjs"),
+          "--service",
+          name,
+          "--host",
+          ADDR[h],
+          "--port",
+          String(port),
+          "--policy",
+          join(hosts[h], "mesh-policy.toml"),
+          "--ca",
+          CA_URL,
+          "--state",
+          join(hosts[h], "state", name),
+          "--lifetime",
+          LIFETIME,
+          "--poll",
+          "2",
+          "--exit-with-parent",
+          ...extra,
+        ],
+        { MESH_ENROL_TOKEN: token(name), MESH_INVENTORY_STOCK: "widget=100000" },
+      );
     svc.payment = service("b", "payment", 7402);
     svc.inventory = service("b", "inventory", 7403);
     svc.order = service("a", "order", 7401, ["--peers", join(hosts.a, "peers")]);
@@ -183,22 +262,62 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
       assert.ok(event(p, "identity.enrolled"), `${p.name} did not enrol over the network`);
     }
     // The CA saw each enrolment come from the service's own host.
-    for (const [name, host] of [["order", ADDR.a], ["payment", ADDR.b], ["inventory", ADDR.b]] as const) {
+    for (const [name, host] of [
+      ["order", ADDR.a],
+      ["payment", ADDR.b],
+      ["inventory", ADDR.b],
+    ] as const) {
       const enrolled = ca.lines.find((l) => l.event === "est.enrolled" && l.name === `${name}.internal`);
       assert.ok(enrolled, `no est.enrolled for ${name}:\n${ca.text().slice(-2000)}`);
-      assert.equal(String(enrolled.remote).replace(/^::ffff:/, "").replace(/:\d+$/, ""), host);
+      assert.equal(
+        String(enrolled.remote)
+          .replace(/^::ffff:/, "")
+          .replace(/:\d+$/, ""),
+        host,
+      );
     }
 
     // A client on host a, with an identity of its own, also only from a token.
     const edgeDir = join(hosts.a, "state", "edge");
-    const enrol = runIn(NS.a, [process.execPath, "--import", TSX, join(ROOT, "test", "helpers", "enrol-client.ts"), CA_URL, "edge.internal", edgeDir, "1h"], { MESH_ENROL_TOKEN: token("edge") });
+    const enrol = runIn(
+      NS.a,
+      [
+        process.execPath,
+        "--import",
+        TSX,
+        join(ROOT, "test", "helpers", "enrol-client.ts"),
+        CA_URL,
+        "edge.internal",
+        edgeDir,
+        "1h",
+      ],
+      { MESH_ENROL_TOKEN: token("edge") },
+    );
     assert.equal(enrol.code, 0, enrol.stderr);
     let orders = 0;
     const order = () => {
       const r = runIn(NS.a, [
-        "curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", join(edgeDir, "bundle.pem"),
-        "--cert", join(edgeDir, "cert.pem"), "--key", join(edgeDir, "key.pem"), "--resolve", `order.internal:7401:${ADDR.a}`,
-        "-H", "content-type: application/json", "-d", JSON.stringify({ sku: "widget", quantity: 1 }), "https://order.internal:7401/orders",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        join(edgeDir, "bundle.pem"),
+        "--cert",
+        join(edgeDir, "cert.pem"),
+        "--key",
+        join(edgeDir, "key.pem"),
+        "--resolve",
+        `order.internal:7401:${ADDR.a}`,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        JSON.stringify({ sku: "widget", quantity: 1 }),
+        "https://order.internal:7401/orders",
       ]);
       orders++;
       return `${r.stdout}${r.stderr}`.trim();
@@ -206,27 +325,47 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     // order (host a) → inventory and payment (host b), by name through the peers file.
     assert.equal(order(), "201");
     // Logged in batches (LineSink): wait for the line rather than expect it now.
-    await waitFor("payment's request line for order's charge", 10_000, () => svc.payment.lines.some((l) => l.event === "request" && l.peer === "order" && l.path === "/charge"), svc.payment.text);
+    await waitFor(
+      "payment's request line for order's charge",
+      10_000,
+      () => svc.payment.lines.some((l) => l.event === "request" && l.peer === "order" && l.path === "/charge"),
+      svc.payment.text,
+    );
     // payment is reachable only across the hosts: it listens on host b's address, not loopback.
     const local = runIn(NS.a, ["curl", "-sS", "--max-time", "5", "-k", `https://127.0.0.1:7402/`]);
     assert.notEqual(local.code, 0, "something answered on host a's loopback for payment");
 
     // Renewal over the network: once the CA has renewed one of them, it is killed at once,
     // while the others' renewals are due.
-    const renewed = await waitFor("the CA's first est.renewed", 90_000, () => ca.lines.find((l) => l.event === "est.renewed"), ca.text);
+    const renewed = await waitFor(
+      "the CA's first est.renewed",
+      90_000,
+      () => ca.lines.find((l) => l.event === "est.renewed"),
+      ca.text,
+    );
     ca.child.kill("SIGKILL");
     await ca.exited;
     const killedAt = Date.now();
-    assert.ok(([ADDR.a, ADDR.b] as string[]).includes(String(renewed.remote).replace(/^::ffff:/, "")), `renewed from ${String(renewed.remote)}, not from a service host`);
+    assert.ok(
+      ([ADDR.a, ADDR.b] as string[]).includes(String(renewed.remote).replace(/^::ffff:/, "")),
+      `renewed from ${String(renewed.remote)}, not from a service host`,
+    );
 
     // Calls across hosts keep succeeding while renewals fail, until some service has said so.
     let failed: { p: Proc; l: Record<string, unknown> } | undefined;
     let afterFailure = 0;
     while (afterFailure < 3) {
-      assert.equal(order(), "201", `order ${orders} failed ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the CA was killed`);
-      failed ??= Object.values(svc).map((p) => ({ p, l: p.lines.find((l) => l.event === "identity.renew_failed")! })).find((x) => x.l);
+      assert.equal(
+        order(),
+        "201",
+        `order ${orders} failed ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the CA was killed`,
+      );
+      failed ??= Object.values(svc)
+        .map((p) => ({ p, l: p.lines.find((l) => l.event === "identity.renew_failed")! }))
+        .find((x) => x.l);
       if (failed) afterFailure++;
-      if (Date.now() - killedAt > 60_000) assert.fail(`no service logged identity.renew_failed within 60 s of the CA's death`);
+      if (Date.now() - killedAt > 60_000)
+        assert.fail(`no service logged identity.renew_failed within 60 s of the CA's death`);
       await new Promise((r) => setTimeout(r, 500));
     }
     // Nothing stopped: every service still runs, and the renewal that failed says why.
@@ -236,9 +375,27 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     // The CA host's server back (same folder, same address): the service whose renewal failed
     // renews on its own, and orders still go through.
     const before = failed!.p.lines.filter((l) => l.event === "identity.renewed").length;
-    const again = spawnIn(NS.ca, "ca-again", [join(ROOT, "bin", "ca.mjs"), "serve", "--dir", pki, "--listen", ADDR.ca, "--port", "7400", "--default-lifetime", LIFETIME, "--max-lifetime", "1h"]);
+    const again = spawnIn(NS.ca, "ca-again", [
+      join(ROOT, "bin", "ca.mjs"),
+      "serve",
+      "--dir",
+      pki,
+      "--listen",
+      ADDR.ca,
+      "--port",
+      "7400",
+      "--default-lifetime",
+      LIFETIME,
+      "--max-lifetime",
+      "1h",
+    ]);
     await waitFor("the CA again", 60_000, () => event(again, "ca.started"), again.text);
-    await waitFor(`${failed!.p.name} renewing after the CA came back`, 60_000, () => failed!.p.lines.filter((l) => l.event === "identity.renewed").length > before, failed!.p.text);
+    await waitFor(
+      `${failed!.p.name} renewing after the CA came back`,
+      60_000,
+      () => failed!.p.lines.filter((l) => l.event === "identity.renewed").length > before,
+      failed!.p.text,
+    );
     assert.equal(order(), "201");
   });
 });

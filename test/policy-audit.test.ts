@@ -37,10 +37,19 @@ test("audit mode: a call the rule would deny is allowed with wouldDeny and the d
   assert.match(d.reason, /inventory is not listed in payment.accepts/);
   assert.match(String(d.hint), /add "inventory" to that accepts list \(p\.toml:3\)/);
   // A listed caller is a plain allow.
-  assert.deepEqual([decide(p, "payment", "order", "POST", "/charge").allow, decide(p, "payment", "order", "POST", "/charge").wouldDeny], [true, undefined]);
+  assert.deepEqual(
+    [
+      decide(p, "payment", "order", "POST", "/charge").allow,
+      decide(p, "payment", "order", "POST", "/charge").wouldDeny,
+    ],
+    [true, undefined],
+  );
   // Per route: the route audits, the service's accepts enforces.
   const r = decide(p, "inventory", "payment", "POST", "/reserve");
-  assert.deepEqual([r.allow, r.wouldDeny, r.rule, r.where], [true, true, "inventory.routes[0] (POST /reserve)", "p.toml:8"]);
+  assert.deepEqual(
+    [r.allow, r.wouldDeny, r.rule, r.where],
+    [true, true, "inventory.routes[0] (POST /reserve)", "p.toml:8"],
+  );
   const s = decide(p, "inventory", "payment", "GET", "/stock/widget");
   assert.deepEqual([s.allow, s.wouldDeny, s.rule], [false, undefined, "inventory.accepts"]);
   // What mesh:up warns about at start.
@@ -49,25 +58,51 @@ test("audit mode: a call the rule would deny is allowed with wouldDeny and the d
 });
 
 test("audit mode fails closed: a route can enforce inside an auditing service; no table and no identity still deny", () => {
-  const p = parsePolicy(`[payment]\nmode = "audit"\naccepts = ["order"]\n\n[[payment.routes]]\nmethod = "POST"\npath = "/refund"\naccepts = ["order"]\nmode = "enforce"\n`, "p.toml");
+  const p = parsePolicy(
+    `[payment]\nmode = "audit"\naccepts = ["order"]\n\n[[payment.routes]]\nmethod = "POST"\npath = "/refund"\naccepts = ["order"]\nmode = "enforce"\n`,
+    "p.toml",
+  );
   assert.equal(decide(p, "payment", "inventory", "POST", "/refund").allow, false);
   assert.equal(decide(p, "payment", "inventory", "POST", "/charge").allow, true);
   assert.equal(decide(p, "payment", null, "POST", "/charge").allow, false);
   const missing = decide(p, "inventory", "order", "GET", "/healthz");
   assert.deepEqual([missing.allow, missing.rule], [false, "default-deny"]);
   // A table with only a mode still needs accepts: it does not turn into "accept anybody".
-  assert.throws(() => parsePolicy(`[payment]\nmode = "audit"\n`, "p.toml"), /^MeshError: p\.toml:1: \[payment\] needs "accepts"/);
-  assert.throws(() => parsePolicy(`[payment]\naccepts = []\nmode = "dry-run"\n`, "p.toml"), (e: Error) => e.message === `p.toml:3: payment.mode must be "enforce" or "audit" (got "dry-run")`);
-  assert.throws(() => parsePolicy(`[payment]\naccepts = []\n\n[[payment.routes]]\nmethod = "GET"\npath = "/x"\naccepts = []\nmode = true\n`, "p.toml"), /^MeshError: p\.toml:8: payment\.routes\[0\]\.mode must be "enforce" or "audit"/);
+  assert.throws(
+    () => parsePolicy(`[payment]\nmode = "audit"\n`, "p.toml"),
+    /^MeshError: p\.toml:1: \[payment\] needs "accepts"/,
+  );
+  assert.throws(
+    () => parsePolicy(`[payment]\naccepts = []\nmode = "dry-run"\n`, "p.toml"),
+    (e: Error) => e.message === `p.toml:3: payment.mode must be "enforce" or "audit" (got "dry-run")`,
+  );
+  assert.throws(
+    () =>
+      parsePolicy(
+        `[payment]\naccepts = []\n\n[[payment.routes]]\nmethod = "GET"\npath = "/x"\naccepts = []\nmode = true\n`,
+        "p.toml",
+      ),
+    /^MeshError: p\.toml:8: payment\.routes\[0\]\.mode must be "enforce" or "audit"/,
+  );
 });
 
 test("smallestEdit: remove from the list that allowed, add to the list that denied, the route's line for a route rule", () => {
-  const p = parsePolicy(`[payment]\naccepts = ["order"]\n\n[[payment.routes]]\nmethod = "POST"\npath = "/refund"\naccepts = ["order"]\n`, "p.toml");
-  const edit = (peer: string, svc: string, m: string, path: string) => smallestEdit(p, svc, peer, decide(p, svc, peer, m, path));
+  const p = parsePolicy(
+    `[payment]\naccepts = ["order"]\n\n[[payment.routes]]\nmethod = "POST"\npath = "/refund"\naccepts = ["order"]\n`,
+    "p.toml",
+  );
+  const edit = (peer: string, svc: string, m: string, path: string) =>
+    smallestEdit(p, svc, peer, decide(p, svc, peer, m, path));
   assert.equal(edit("order", "payment", "POST", "/charge"), `remove "order" from payment.accepts (p.toml:2)`);
   assert.equal(edit("inventory", "payment", "POST", "/charge"), `add "inventory" to payment.accepts (p.toml:2)`);
-  assert.equal(edit("inventory", "payment", "POST", "/refund"), `add "inventory" to payment.routes[0].accepts (p.toml:4)`);
-  assert.equal(edit("order", "inventory", "GET", "/healthz"), `add a [inventory] table with accepts = ["order"] to p.toml`);
+  assert.equal(
+    edit("inventory", "payment", "POST", "/refund"),
+    `add "inventory" to payment.routes[0].accepts (p.toml:4)`,
+  );
+  assert.equal(
+    edit("order", "inventory", "GET", "/healthz"),
+    `add a [inventory] table with accepts = ["order"] to p.toml`,
+  );
 });
 
 let pki: TestPki;
@@ -85,18 +120,26 @@ after(async () => {
 
 async function wouldDenyCount(): Promise<number> {
   const m = await pay.svc.metrics.registry.getSingleMetricAsString("mesh_inbound_http_authz_would_deny_total");
-  const line = m.split("\n").find((l) => l.startsWith('mesh_inbound_http_authz_would_deny_total{caller="inventory",rule="payment.accepts"}'));
+  const line = m
+    .split("\n")
+    .find((l) => l.startsWith('mesh_inbound_http_authz_would_deny_total{caller="inventory",rule="payment.accepts"}'));
   return line ? Number(line.split(" ").pop()) : 0;
 }
 
 test("a real service in audit mode lets a would-be-denied call through, logs authz.would_deny and counts it; enforced, it is 403", async () => {
   const before = await wouldDenyCount();
   const since = pay.logs.lines.length;
-  const r = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "POST", "/charge", { orderId: "o-audit", amount: 100 });
+  const r = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "POST", "/charge", {
+    orderId: "o-audit",
+    amount: 100,
+  });
   assert.ok("status" in r, JSON.stringify(r));
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const l = await pay.logs.wait((x) => x.event === "authz.would_deny", 5_000, since);
-  assert.deepEqual([l.peer, l.method, l.path, l.rule, l.level], ["inventory", "POST", "/charge", "payment.accepts", 40]);
+  assert.deepEqual(
+    [l.peer, l.method, l.path, l.rule, l.level],
+    ["inventory", "POST", "/charge", "payment.accepts", 40],
+  );
   assert.match(String(l.reason), /inventory is not listed in payment.accepts/);
   assert.match(String(l.hint), /add "inventory"/);
   const req = await pay.logs.wait((x) => x.event === "request" && x.path === "/charge", 5_000, since);
@@ -114,22 +157,49 @@ test("a real service in audit mode lets a would-be-denied call through, logs aut
   const logs = join(pki.root, "logs");
   mkdirSync(logs, { recursive: true });
   writeFileSync(join(logs, "payment.log"), pay.logs.lines.map((x) => JSON.stringify(x)).join("\n") + "\n");
-  const enforced = AUDIT.replace(`mode = "audit"\naccepts = ["order"]\n\n[inventory]`, `accepts = ["order"]\n\n[inventory]`);
+  const enforced = AUDIT.replace(
+    `mode = "audit"\naccepts = ["order"]\n\n[inventory]`,
+    `accepts = ["order"]\n\n[inventory]`,
+  );
   assert.notEqual(enforced, AUDIT);
   const candidate = join(pki.root, "enforced.toml");
   writeFileSync(candidate, enforced);
-  const w = spawnSync(process.execPath, ["--import", "tsx", join(import.meta.dirname, "..", "scripts", "policy", "main.ts"), "what-if", candidate, "--policy", pki.policyFile, "--logs", logs, "--json"], { encoding: "utf8", timeout: 60_000 });
+  const w = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      join(import.meta.dirname, "..", "scripts", "policy", "main.ts"),
+      "what-if",
+      candidate,
+      "--policy",
+      pki.policyFile,
+      "--logs",
+      logs,
+      "--json",
+    ],
+    { encoding: "utf8", timeout: 60_000 },
+  );
   assert.equal(w.status, 1, w.stderr);
   const res = JSON.parse(w.stdout);
-  const change = res.changes.find((c: { caller: string; service: string; method: string }) => c.caller === "inventory" && c.service === "payment" && c.method === "POST");
+  const change = res.changes.find(
+    (c: { caller: string; service: string; method: string }) =>
+      c.caller === "inventory" && c.service === "payment" && c.method === "POST",
+  );
   assert.ok(change, w.stdout);
-  assert.deepEqual([change.from, change.to, change.rule, change.path, change.seen, change.breaking], ["would_deny", "deny", "payment.accepts", "/charge", 1, true]);
+  assert.deepEqual(
+    [change.from, change.to, change.rule, change.path, change.seen, change.breaking],
+    ["would_deny", "deny", "payment.accepts", "/charge", 1, true],
+  );
 
   // Enforce it: the same call is now 403 and authz.denied, with the same fields.
   const since3 = pay.logs.lines.length;
   writeFileSync(pki.policyFile, enforced);
   await pay.logs.wait((x) => x.event === "policy.reloaded", 10_000, since3);
-  const denied = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "POST", "/charge", { orderId: "o-audit-2", amount: 100 });
+  const denied = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "POST", "/charge", {
+    orderId: "o-audit-2",
+    amount: 100,
+  });
   assert.ok("status" in denied && denied.status === 403, JSON.stringify(denied));
   const d = await pay.logs.wait((x) => x.event === "authz.denied", 5_000, since3);
   assert.deepEqual([d.peer, d.rule], ["inventory", "payment.accepts"]);

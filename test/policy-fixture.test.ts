@@ -20,7 +20,9 @@ function shippedPolicy(): string | null {
 
 const shipped = shippedPolicy();
 
-test("the policy fixture is the policy the repository ships", { skip: shipped === null ? "no git checkout here: the fixture cannot be compared" : false }, () => {
+test("the policy fixture is the policy the repository ships", {
+  skip: shipped === null ? "no git checkout here: the fixture cannot be compared" : false,
+}, () => {
   assert.equal(
     readFileSync(SHIPPED_POLICY_FILE, "utf8"),
     shipped,

@@ -59,7 +59,9 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-test("README: a fourth identity enrolled by hand with a token, granted one route, 200 there and 403 elsewhere", { timeout: 120_000 }, async () => {
+test("README: a fourth identity enrolled by hand with a token, granted one route, 200 there and 403 elsewhere", {
+  timeout: 120_000,
+}, async () => {
   const blocks = shellBlocks(readFileSync(join(ROOT, "README.md"), "utf8"), "A fourth identity");
   assert.equal(blocks.length, 3, "enrol, grant, call");
   const [enrol, grant, call] = blocks as [string, string, string];
@@ -69,41 +71,87 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   // A fresh folder where `npm run mesh:up` runs, as in a fresh clone: its own mesh-policy.toml,
   // and the shipped workloads (the apps in other languages the policy names), on free ports.
   copyFileSync(SHIPPED_POLICY_FILE, join(tmp, "mesh-policy.toml"));
-  up = spawn(process.execPath, ["--import", TSX, join(ROOT, "scripts", "mesh-up.ts"), "--order-port", "0", "--payment-port", "0", "--inventory-port", "0", "--ca-port", "0", "--dashboard-port", "0", "--workloads", join(ROOT, "mesh-workloads.toml"), "--workload-ports", "any"], { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: meshEnv() });
+  up = spawn(
+    process.execPath,
+    [
+      "--import",
+      TSX,
+      join(ROOT, "scripts", "mesh-up.ts"),
+      "--order-port",
+      "0",
+      "--payment-port",
+      "0",
+      "--inventory-port",
+      "0",
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+      "--workloads",
+      join(ROOT, "mesh-workloads.toml"),
+      "--workload-ports",
+      "any",
+    ],
+    { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: meshEnv() },
+  );
   let upOut = "";
   up.stdout!.on("data", (c: Buffer) => (upOut += c));
   up.stderr!.on("data", (c: Buffer) => (upOut += c));
   const meshJson = join(tmp, "logs", "mesh.json");
-  await waitFor(() => existsSync(meshJson) && /Ctrl-C stops everything/.test(upOut), 60_000, "mesh:up").catch((e: Error) => {
-    throw new Error(`${e.message}; it printed:\n${upOut}`);
-  });
-  const state = JSON.parse(readFileSync(meshJson, "utf8")) as { ports: Record<string, number>; ca: { url: string }; dashboard: string };
+  await waitFor(() => existsSync(meshJson) && /Ctrl-C stops everything/.test(upOut), 60_000, "mesh:up").catch(
+    (e: Error) => {
+      throw new Error(`${e.message}; it printed:\n${upOut}`);
+    },
+  );
+  const state = JSON.parse(readFileSync(meshJson, "utf8")) as {
+    ports: Record<string, number>;
+    ca: { url: string };
+    dashboard: string;
+  };
   const caPort = new URL(state.ca.url).port;
   // The README's ports are mesh:up's defaults; the test's mesh listens on ephemeral ones.
-  const ports = (s: string) => s.replaceAll("127.0.0.1:7400", `127.0.0.1:${caPort}`).replaceAll(":7403", `:${state.ports.inventory}`).replaceAll(":7402", `:${state.ports.payment}`);
+  const ports = (s: string) =>
+    s
+      .replaceAll("127.0.0.1:7400", `127.0.0.1:${caPort}`)
+      .replaceAll(":7403", `:${state.ports.inventory}`)
+      .replaceAll(":7402", `:${state.ports.payment}`);
 
   const e = await sh(ports(enrol));
   assert.equal(e.code, 0, e.out + e.err);
   assert.equal(e.out.trim(), "shipping/cert.pem: OK", "openssl verify accepts what the CA issued");
   assert.equal(statSync(join(tmp, "shipping")).mode & 0o777, 0o700, "the key's folder is private");
   // The secrets themselves are 0600 too, whatever the reader's umask (the block sets its own).
-  for (const f of ["token", "auth.hdr", "key.pem"]) assert.equal(statSync(join(tmp, "shipping", f)).mode & 0o777, 0o600, `shipping/${f} is 0600`);
+  for (const f of ["token", "auth.hdr", "key.pem"])
+    assert.equal(statSync(join(tmp, "shipping", f)).mode & 0o777, 0o600, `shipping/${f} is 0600`);
   assert.match(readFileSync(join(tmp, "shipping", "cert.pem"), "utf8"), /subject=\/?CN ?= ?shipping\.internal/);
-  await waitFor(() => /\[ca\] +\S+ est\.enrolled: enrolled shipping\.internal/.test(upOut), 5_000, "mesh:up to show the enrolment");
+  await waitFor(
+    () => /\[ca\] +\S+ est\.enrolled: enrolled shipping\.internal/.test(upOut),
+    5_000,
+    "mesh:up to show the enrolment",
+  );
   assert.doesNotMatch(upOut, /mt1\./, "the token is never shown");
 
   // The token works once: the same enrolment again is refused, and nothing is issued.
-  const again = await sh(`curl -sS --cacert shipping/bundle.pem -H @shipping/auth.hdr -H "Content-Type: application/pkcs10" -H "Content-Transfer-Encoding: base64" --data-binary @shipping/csr.b64 -w '\\n%{http_code}' ${state.ca.url}/.well-known/est/simpleenroll`);
+  const again = await sh(
+    `curl -sS --cacert shipping/bundle.pem -H @shipping/auth.hdr -H "Content-Type: application/pkcs10" -H "Content-Transfer-Encoding: base64" --data-binary @shipping/csr.b64 -w '\\n%{http_code}' ${state.ca.url}/.well-known/est/simpleenroll`,
+  );
   assert.match(again.out, /the enrolment token was already used.*\n401$/s, again.out + again.err);
 
   // Before the grant: shipping is a caller the mesh knows (its certificate is the CA's), and the policy does not name it.
   const before = await sh(ports(call));
-  assert.match(before.out, /"error":"forbidden","caller":"shipping","identity":"shipping\.internal","rule":"inventory\.accepts"/);
+  assert.match(
+    before.out,
+    /"error":"forbidden","caller":"shipping","identity":"shipping\.internal","rule":"inventory\.accepts"/,
+  );
 
   const g = await sh(grant);
   assert.equal(g.code, 0, g.err);
   const invLog = join(tmp, "logs", "inventory.log");
-  await waitFor(() => readFileSync(invLog, "utf8").includes('"event":"policy.reloaded"'), 10_000, "inventory to reload the policy");
+  await waitFor(
+    () => readFileSync(invLog, "utf8").includes('"event":"policy.reloaded"'),
+    10_000,
+    "inventory to reload the policy",
+  );
 
   // Each command, and under it the answer the README shows (curl prints bodies without a newline).
   const pairs = [...call.matchAll(/^(curl .*)\n# (\{.*\})$/gm)].map((m) => ({ cmd: m[1]!, shown: m[2]! }));
@@ -117,7 +165,10 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   assert.ok(readFileSync(invLog, "utf8").includes('"peer":"shipping"'), "inventory logged the request as shipping's");
 
   // mesh:up's dashboard shows the fourth identity: a caller in the policy matrix, its edges with their counts.
-  type Snap = { matrix: { callers: string[] }; edges: Array<{ from: string; to: string; allowed: number; denied: number }> };
+  type Snap = {
+    matrix: { callers: string[] };
+    edges: Array<{ from: string; to: string; allowed: number; denied: number }>;
+  };
   let snap: Snap = { matrix: { callers: [] }, edges: [] };
   const edge = (to: string) => snap.edges.find((e) => e.from === "shipping" && e.to === to);
   const t0 = Date.now();
@@ -132,8 +183,18 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   // shipping holds a certificate, so naming it was never worth a warning; a name nobody holds yet,
   // added to the policy while the mesh runs, is (mesh:up reads each new version of the file).
   assert.doesNotMatch(upOut, /policy\.unknown_caller/);
-  appendFileSync(join(tmp, "mesh-policy.toml"), `\n[[payment.routes]]\nmethod = "GET"\npath = "/refunds/:id"\naccepts = ["billing"]\n`);
-  await waitFor(() => /warning: policy\.unknown_caller billing: .*lets "billing" call \(payment\.routes\[0\]\), but no certificate for billing\.internal exists yet/.test(upOut), 10_000, "mesh:up to warn about billing");
+  appendFileSync(
+    join(tmp, "mesh-policy.toml"),
+    `\n[[payment.routes]]\nmethod = "GET"\npath = "/refunds/:id"\naccepts = ["billing"]\n`,
+  );
+  await waitFor(
+    () =>
+      /warning: policy\.unknown_caller billing: .*lets "billing" call \(payment\.routes\[0\]\), but no certificate for billing\.internal exists yet/.test(
+        upOut,
+      ),
+    10_000,
+    "mesh:up to warn about billing",
+  );
   assert.doesNotMatch(upOut, /policy\.unknown_caller shipping/);
 
   up.kill("SIGTERM");

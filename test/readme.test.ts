@@ -52,7 +52,10 @@ function readmeSteps(readme: string): Step[] {
         current = null;
         return;
       }
-      current = isCa || argv[0] === "openssl" ? { line: i + 1, argv: isCa ? ["ca", ...argv.slice(4)] : argv, output: [] } : null;
+      current =
+        isCa || argv[0] === "openssl"
+          ? { line: i + 1, argv: isCa ? ["ca", ...argv.slice(4)] : argv, output: [] }
+          : null;
       if (current) steps.push(current);
       return;
     }
@@ -68,23 +71,38 @@ const normal = (text: string) =>
     .replace(/\b[0-9a-f]{32}\b/g, "<serial>")
     .replace(/\b\d{4}-\d\d-\d\d\b/g, "<date>")
     .replace(/\b\d\d:\d\d UTC\b/g, "<time> UTC")
-    .replace(/\b\d{1,2} (January|February|March|April|May|June|July|August|September|October|November|December) \d{4}\b/g, "<date>")
+    .replace(
+      /\b\d{1,2} (January|February|March|April|May|June|July|August|September|October|November|December) \d{4}\b/g,
+      "<date>",
+    )
     .replace(/[ \t]+$/gm, "")
     .trimEnd();
 
-test("the README's CA commands work as written, in order, after mesh:up has made ./pki", { timeout: 240_000 }, async () => {
+test("the README's CA commands work as written, in order, after mesh:up has made ./pki", {
+  timeout: 240_000,
+}, async () => {
   const steps = readmeSteps(readFileSync(join(ROOT, "README.md"), "utf8"));
   // Guard the parser itself: the session, the revocation step and the rotation by hand are all found.
   const shown = steps.map((s) => s.argv.join(" "));
-  for (const expected of ["ca revoke --domain inventory.internal", "mesh:up", "ca list", "ca generation retire 1", "openssl verify"]) {
-    assert.ok(shown.some((s) => s.startsWith(expected)), `no README step starting "${expected}" in:\n${shown.join("\n")}`);
+  for (const expected of [
+    "ca revoke --domain inventory.internal",
+    "mesh:up",
+    "ca list",
+    "ca generation retire 1",
+    "openssl verify",
+  ]) {
+    assert.ok(
+      shown.some((s) => s.startsWith(expected)),
+      `no README step starting "${expected}" in:\n${shown.join("\n")}`,
+    );
   }
 
   const cwd = tempDir("mesh-readme-");
   try {
     // What mesh:up does on a fresh clone before the reader gets to any of these.
     assert.equal((await ca(["init", "--name", "Mesh Dev CA"], { cwd })).code, 0);
-    for (const n of ["order", "payment", "inventory", "edge"]) assert.equal((await ca(["issue", "--domain", `${n}.internal`], { cwd })).code, 0);
+    for (const n of ["order", "payment", "inventory", "edge"])
+      assert.equal((await ca(["issue", "--domain", `${n}.internal`], { cwd })).code, 0);
 
     for (const step of steps) {
       const where = `README.md:${step.line}: $ ${step.argv[0] === "ca" ? "npm run ca -- " + step.argv.slice(1).join(" ") : step.argv.join(" ")}`;
@@ -95,9 +113,14 @@ test("the README's CA commands work as written, in order, after mesh:up has made
         // certificate (revoked, expired) gets a new one (online, by enrolling with a new token).
         const list = await ca(["list", "--json"], { cwd });
         assert.equal(list.code, 0, list.stderr);
-        const valid = new Set((JSON.parse(list.stdout) as Array<{ domain: string; status: string }>).filter((c) => c.status === "VALID").map((c) => c.domain));
+        const valid = new Set(
+          (JSON.parse(list.stdout) as Array<{ domain: string; status: string }>)
+            .filter((c) => c.status === "VALID")
+            .map((c) => c.domain),
+        );
         for (const n of ["order", "payment", "inventory", "edge"]) {
-          if (!valid.has(`${n}.internal`)) assert.equal((await ca(["issue", "--domain", `${n}.internal`], { cwd })).code, 0);
+          if (!valid.has(`${n}.internal`))
+            assert.equal((await ca(["issue", "--domain", `${n}.internal`], { cwd })).code, 0);
         }
         continue;
       }

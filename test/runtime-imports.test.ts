@@ -21,13 +21,20 @@ function tsFiles(dir: string): string[] {
 /** Every module specifier of a file: import … from "x", export … from "x", import("x"), import "x". */
 export function specifiers(text: string): string[] {
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\brequire\s*\(\s*)["'`]([^"'`]+)["'`]/g)) out.push(m[1]!);
+  for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\brequire\s*\(\s*)["'`]([^"'`]+)["'`]/g))
+    out.push(m[1]!);
   return out;
 }
 
 test("specifiers() sees every form of import (so the test below can fail)", () => {
   const text = `import { a } from "../apps/order.ts";\nexport * from '../apps/x.ts';\nconst m = await import("../apps/y.ts");\nimport "../apps/z.ts";\nimport type { T } from\n  "../apps/t.ts";`;
-  assert.deepEqual(specifiers(text), ["../apps/order.ts", "../apps/x.ts", "../apps/y.ts", "../apps/z.ts", "../apps/t.ts"]);
+  assert.deepEqual(specifiers(text), [
+    "../apps/order.ts",
+    "../apps/x.ts",
+    "../apps/y.ts",
+    "../apps/z.ts",
+    "../apps/t.ts",
+  ]);
 });
 
 test("services/mesh/ imports nothing from services/apps/", () => {

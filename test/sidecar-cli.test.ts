@@ -33,13 +33,21 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env) 
   child.stderr!.on("data", (c) => (stderr += c));
   createInterface({ input: child.stdout! }).on("line", (l) => {
     lines.push(l);
-    for (const w of waiters.splice(0)) (w.pred(l) ? w.resolve(l) : waiters.push(w));
+    for (const w of waiters.splice(0)) w.pred(l) ? w.resolve(l) : waiters.push(w);
   });
   const line = (pred: (l: string) => boolean, ms = 60_000) =>
     new Promise<string>((resolve, reject) => {
       const seen = lines.find(pred);
       if (seen) return resolve(seen);
-      const t = setTimeout(() => reject(new Error(`no such line from ${cmd} in ${ms} ms; stdout:\n${lines.slice(-5).join("\n")}\nstderr: ${stderr}`)), ms);
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `no such line from ${cmd} in ${ms} ms; stdout:\n${lines.slice(-5).join("\n")}\nstderr: ${stderr}`,
+            ),
+          ),
+        ms,
+      );
       waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
       child.once("exit", (code) => (clearTimeout(t), reject(new Error(`${cmd} exited ${code}: ${stderr}`))));
     });
@@ -59,7 +67,19 @@ test("npm run sidecar in file mode, in front of a Python app: order is served an
   after(() => pki.cleanup());
   await pki.ca.issue({ domain: "pyapp.internal" });
   const appPort = await pythonApp();
-  const sc = run(process.execPath, ["bin/mesh-sidecar.mjs", "--service", "pyapp", "--app", `http://127.0.0.1:${appPort}`, "--port", "0", "--pki", pki.dir, "--policy", pki.policyFile]);
+  const sc = run(process.execPath, [
+    "bin/mesh-sidecar.mjs",
+    "--service",
+    "pyapp",
+    "--app",
+    `http://127.0.0.1:${appPort}`,
+    "--port",
+    "0",
+    "--pki",
+    pki.dir,
+    "--policy",
+    pki.policyFile,
+  ]);
   const port = (JSON.parse(await sc.line(event("listening"))) as { port: number }).port;
 
   const ok = await call(pki, port, "pyapp.internal", identity(pki, "order"), "GET", "/who");
@@ -67,17 +87,42 @@ test("npm run sidecar in file mode, in front of a Python app: order is served an
   assert.equal(ok.status, 200);
   assert.equal(ok.body.app, "python");
   assert.equal(ok.body.xfcc.length, 1);
-  assert.match(ok.body.xfcc[0], /^By=spiffe:\/\/internal\/pyapp;Hash=[0-9a-f]{64};Subject="CN=order\.internal";URI=spiffe:\/\/internal\/order;DNS=order\.internal$/);
+  assert.match(
+    ok.body.xfcc[0],
+    /^By=spiffe:\/\/internal\/pyapp;Hash=[0-9a-f]{64};Subject="CN=order\.internal";URI=spiffe:\/\/internal\/order;DNS=order\.internal$/,
+  );
 
   const leaf = pki.ca.paths.leaf("edge.internal");
-  const denied = await curl(["--resolve", `pyapp.internal:${port}:127.0.0.1`, "--cacert", pki.ca.paths.bundle, "--cert", leaf.cert, "--key", leaf.key, "-w", "\\n%{http_code}", `https://pyapp.internal:${port}/who`]);
+  const denied = await curl([
+    "--resolve",
+    `pyapp.internal:${port}:127.0.0.1`,
+    "--cacert",
+    pki.ca.paths.bundle,
+    "--cert",
+    leaf.cert,
+    "--key",
+    leaf.key,
+    "-w",
+    "\\n%{http_code}",
+    `https://pyapp.internal:${port}/who`,
+  ]);
   const [text, status] = denied.stdout.trimEnd().split("\n");
   assert.equal(status, "403");
   assert.equal(JSON.parse(text!).caller, "edge");
   await sc.line((l) => event("authz.denied")(l) && l.includes('"peer":"edge"'));
 
   // Bad flags: one line, exit 2, no stack.
-  const bad = run(process.execPath, ["bin/mesh-sidecar.mjs", "--service", "pyapp", "--app", "http://10.1.2.3:80", "--pki", pki.dir, "--policy", pki.policyFile]);
+  const bad = run(process.execPath, [
+    "bin/mesh-sidecar.mjs",
+    "--service",
+    "pyapp",
+    "--app",
+    "http://10.1.2.3:80",
+    "--pki",
+    pki.dir,
+    "--policy",
+    pki.policyFile,
+  ]);
   assert.equal(await bad.exited, 2);
   assert.match(bad.stderr(), /loopback address/);
   assert.doesNotMatch(bad.stderr(), /\n\s+at /);
@@ -93,7 +138,23 @@ test("npm run sidecar in identity mode: enrols with a one-time token, keeps its 
   const tokenFile = join(w.root, "token");
   writeFileSync(tokenFile, w.token("pyapp"), { mode: 0o600 });
   const state = w.stateDir("pyapp");
-  const sc = run(process.execPath, ["bin/mesh-sidecar.mjs", "--service", "pyapp", "--app", `http://127.0.0.1:${appPort}`, "--port", "0", "--ca", w.ca.server.url, "--state", state, "--token-file", tokenFile, "--policy", w.policyFile]);
+  const sc = run(process.execPath, [
+    "bin/mesh-sidecar.mjs",
+    "--service",
+    "pyapp",
+    "--app",
+    `http://127.0.0.1:${appPort}`,
+    "--port",
+    "0",
+    "--ca",
+    w.ca.server.url,
+    "--state",
+    state,
+    "--token-file",
+    tokenFile,
+    "--policy",
+    w.policyFile,
+  ]);
   await sc.line(event("identity.enrolled"));
   const port = (JSON.parse(await sc.line(event("listening"))) as { port: number }).port;
   const r = await callAs(w, w.edge, port, "pyapp.internal", "GET", "/who");
@@ -127,7 +188,12 @@ test("identity mode: a renewal swaps the sidecar's certificate without dropping 
     policyFile: w.policyFile,
     port: 0,
     log: createLogger("slowapp", logs),
-    identity: { caUrl: w.ca.server.url, stateDir: w.stateDir("slowapp"), token: parseToken(w.token("slowapp"), "test"), pollMs: 60_000 },
+    identity: {
+      caUrl: w.ca.server.url,
+      stateDir: w.stateDir("slowapp"),
+      token: parseToken(w.token("slowapp"), "test"),
+      pollMs: 60_000,
+    },
   });
   after(() => svc.close());
   const before = svc.identity.identity.serial;

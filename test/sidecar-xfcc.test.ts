@@ -9,13 +9,19 @@ import { grpcMessage } from "../services/mesh/grpc-status.ts";
 
 test("the SPIFFE ID is the certificate's spiffe:// URI SAN when present, else spiffe://internal/<name>", () => {
   assert.equal(spiffeIdOf("order", "DNS:order.internal"), "spiffe://internal/order");
-  assert.equal(spiffeIdOf("order", "DNS:order.internal, URI:spiffe://prod.example/ns/shop/order"), "spiffe://prod.example/ns/shop/order");
+  assert.equal(
+    spiffeIdOf("order", "DNS:order.internal, URI:spiffe://prod.example/ns/shop/order"),
+    "spiffe://prod.example/ns/shop/order",
+  );
   assert.equal(spiffeIdOf("order", "URI:https://example.com/x, DNS:order.internal"), "spiffe://internal/order");
   assert.equal(spiffeIdOf("order", undefined), "spiffe://internal/order");
 });
 
 test("SANs Node renders JSON-quoted are read whole, and a comma inside one does not split it", () => {
-  assert.deepEqual(sanValues('DNS:a.internal, URI:"spiffe://x/a, b", DNS:b.internal', "DNS"), ["a.internal", "b.internal"]);
+  assert.deepEqual(sanValues('DNS:a.internal, URI:"spiffe://x/a, b", DNS:b.internal', "DNS"), [
+    "a.internal",
+    "b.internal",
+  ]);
   assert.deepEqual(sanValues('DNS:a.internal, URI:"spiffe://x/a, b"', "URI"), ["spiffe://x/a, b"]);
 });
 
@@ -28,18 +34,34 @@ test("one element in Envoy's order; Subject always quoted; odd values quoted and
     subject: 'CN=order.internal,O=A\\, "B"',
   });
   const hash = createHash("sha256").update(der).digest("hex");
-  assert.equal(x, `By=spiffe://internal/billing;Hash=${hash};Subject="CN=order.internal,O=A\\\\, \\"B\\"";URI="spiffe://internal/order;x=\\"y\\"";DNS=order.internal`);
+  assert.equal(
+    x,
+    `By=spiffe://internal/billing;Hash=${hash};Subject="CN=order.internal,O=A\\\\, \\"B\\"";URI="spiffe://internal/order;x=\\"y\\"";DNS=order.internal`,
+  );
 });
 
 test("forwardable() drops pseudo-headers, hop-by-hop headers, those named in Connection, Host and every XFCC; keeps te: trailers", () => {
   const out = forwardable({
-    ":path": "/x", ":method": "GET", host: "a", connection: "keep-alive, x-secret", "keep-alive": "5", "x-secret": "1",
-    "x-forwarded-client-cert": "By=evil", "transfer-encoding": "chunked", upgrade: "websocket", te: "trailers, deflate", "content-type": "application/grpc", accept: "*/*",
+    ":path": "/x",
+    ":method": "GET",
+    host: "a",
+    connection: "keep-alive, x-secret",
+    "keep-alive": "5",
+    "x-secret": "1",
+    "x-forwarded-client-cert": "By=evil",
+    "transfer-encoding": "chunked",
+    upgrade: "websocket",
+    te: "trailers, deflate",
+    "content-type": "application/grpc",
+    accept: "*/*",
   });
   assert.deepEqual(out, { te: "trailers", "content-type": "application/grpc", accept: "*/*" });
 });
 
 test("grpc-message is percent-encoded as the gRPC spec says", () => {
-  assert.equal(grpcMessage("edge may not call POST /x (rule a.routes[0])"), "edge may not call POST /x (rule a.routes[0])");
+  assert.equal(
+    grpcMessage("edge may not call POST /x (rule a.routes[0])"),
+    "edge may not call POST /x (rule a.routes[0])",
+  );
   assert.equal(grpcMessage("100% é\n"), "100%25 %C3%A9%0A");
 });

@@ -58,12 +58,22 @@ async function setup(): Promise<TestPki> {
   return pki;
 }
 
-async function sidecar(name: string, app: string, outbound: OutboundRoute[] = [], appProtocol: "http1" | "h2c" = "http1"): Promise<{ svc: RunningService; logs: LogSink; ports: Record<string, number> }> {
+async function sidecar(
+  name: string,
+  app: string,
+  outbound: OutboundRoute[] = [],
+  appProtocol: "http1" | "h2c" = "http1",
+): Promise<{ svc: RunningService; logs: LogSink; ports: Record<string, number> }> {
   const logs = new LogSink();
   let ports: Record<string, number> = {};
   const svc = await startService({
     service: name,
-    app: sidecarApp({ app: { kind: "tcp", host: "127.0.0.1", port: Number(app) }, outbound, appProtocol, onOutbound: (p) => (ports = { ...p }) }),
+    app: sidecarApp({
+      app: { kind: "tcp", host: "127.0.0.1", port: Number(app) },
+      outbound,
+      appProtocol,
+      onOutbound: (p) => (ports = { ...p }),
+    }),
     pkiDir: pki.dir,
     policyFile: pki.policyFile,
     port: 0,
@@ -75,7 +85,14 @@ async function sidecar(name: string, app: string, outbound: OutboundRoute[] = []
 
 async function builtIn(name: string): Promise<{ svc: RunningService; logs: LogSink }> {
   const logs = new LogSink();
-  const svc = await startService({ service: name, app: appNamed(name)!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger(name, logs) });
+  const svc = await startService({
+    service: name,
+    app: appNamed(name)!,
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger(name, logs),
+  });
   closers.push(() => svc.close());
   return { svc, logs };
 }
@@ -85,7 +102,9 @@ function leafFiles(name: string) {
 }
 
 function derSha256(name: string): string {
-  return createHash("sha256").update(new X509Certificate(readFileSync(leafFiles(name).cert)).raw).digest("hex");
+  return createHash("sha256")
+    .update(new X509Certificate(readFileSync(leafFiles(name).cert)).raw)
+    .digest("hex");
 }
 
 let app: EchoApp;
@@ -97,7 +116,12 @@ test("inbound: a TS mesh service (order) is let through and named in XFCC; edge 
   closers.push(() => app.close());
   billing = await sidecar("billing", String(app.port));
 
-  const order = new Upstreams("order", loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"), { billing: `127.0.0.1:${billing.svc.port}` }, createLogger("order", new LogSink()));
+  const order = new Upstreams(
+    "order",
+    loadMaterial(materialPaths(pki.dir, "order.internal"), "order.internal"),
+    { billing: `127.0.0.1:${billing.svc.port}` },
+    createLogger("order", new LogSink()),
+  );
   closers.push(() => order.close());
   const r = await order.call("billing", "GET", "/whoami?x=1");
   assert.equal(r.status, 200);
@@ -129,34 +153,108 @@ test("curl: allowed and denied certificates; a forged XFCC from the caller never
   const url = `https://billing.internal:${billing.svc.port}/whoami`;
   const resolve = `billing.internal:${billing.svc.port}:127.0.0.1`;
   const forged = "By=spiffe://internal/billing;URI=spiffe://internal/payment;DNS=payment.internal";
-  const ok = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-H", `X-Forwarded-Client-Cert: ${forged}`, "-H", `x-forwarded-client-cert: ${forged}`, url]);
+  const ok = await curl([
+    "--resolve",
+    resolve,
+    "--cacert",
+    bundle,
+    "--cert",
+    leafFiles("order").cert,
+    "--key",
+    leafFiles("order").key,
+    "-H",
+    `X-Forwarded-Client-Cert: ${forged}`,
+    "-H",
+    `x-forwarded-client-cert: ${forged}`,
+    url,
+  ]);
   assert.equal(ok.code, 0, ok.stderr);
   const seen = JSON.parse(ok.stdout) as { xfcc: string };
   assert.ok(!seen.xfcc.includes("payment"), seen.xfcc);
   assert.ok(!seen.xfcc.includes(","), `one element only: ${seen.xfcc}`);
   assert.match(seen.xfcc, /;URI=spiffe:\/\/internal\/order;/);
-  assert.equal(app.seen.at(-1)!["x-forwarded-client-cert"], seen.xfcc, "the app got exactly one XFCC header, the sidecar's");
+  assert.equal(
+    app.seen.at(-1)!["x-forwarded-client-cert"],
+    seen.xfcc,
+    "the app got exactly one XFCC header, the sidecar's",
+  );
 
   // A per-route rule: GET /secret accepts nobody, whoever billing.accepts lets in.
-  const secret = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_code}", `https://billing.internal:${billing.svc.port}/secret`]);
+  const secret = await curl([
+    "--resolve",
+    resolve,
+    "--cacert",
+    bundle,
+    "--cert",
+    leafFiles("order").cert,
+    "--key",
+    leafFiles("order").key,
+    "-w",
+    "\\n%{http_code}",
+    `https://billing.internal:${billing.svc.port}/secret`,
+  ]);
   const [text, status] = secret.stdout.trimEnd().split("\n");
   assert.equal(status, "403");
   assert.match(JSON.parse(text!).rule, /billing\.routes\[0\]/);
 
-  const edge = await curl(["--resolve", resolve, "--cacert", bundle, "--cert", leafFiles("edge").cert, "--key", leafFiles("edge").key, "-w", "\\n%{http_code}", url]);
+  const edge = await curl([
+    "--resolve",
+    resolve,
+    "--cacert",
+    bundle,
+    "--cert",
+    leafFiles("edge").cert,
+    "--key",
+    leafFiles("edge").key,
+    "-w",
+    "\\n%{http_code}",
+    url,
+  ]);
   assert.equal(edge.stdout.trimEnd().split("\n").at(-1), "403");
 });
 
 test("h2: curl --http2 and openssl s_client -alpn h2 negotiate h2, and the request is served over it", async () => {
   const resolve = `billing.internal:${billing.svc.port}:127.0.0.1`;
-  const r = await curl(["--http2", "--resolve", resolve, "--cacert", pki.ca.paths.bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_version}", `https://billing.internal:${billing.svc.port}/h2`]);
+  const r = await curl([
+    "--http2",
+    "--resolve",
+    resolve,
+    "--cacert",
+    pki.ca.paths.bundle,
+    "--cert",
+    leafFiles("order").cert,
+    "--key",
+    leafFiles("order").key,
+    "-w",
+    "\\n%{http_version}",
+    `https://billing.internal:${billing.svc.port}/h2`,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split("\n");
   assert.equal(lines.at(-1), "2");
   assert.match(JSON.parse(lines[0]!).xfcc, /URI=spiffe:\/\/internal\/order/);
   // Async: the server runs in this process, a synchronous child would starve it.
   const out = await new Promise<string>((resolve) => {
-    const c = execFile("openssl", ["s_client", "-connect", `127.0.0.1:${billing.svc.port}`, "-servername", "billing.internal", "-alpn", "h2", "-cert", leafFiles("order").cert, "-key", leafFiles("order").key, "-CAfile", pki.ca.paths.bundle], { encoding: "utf8", timeout: 15_000 }, (_e, stdout) => resolve(stdout));
+    const c = execFile(
+      "openssl",
+      [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${billing.svc.port}`,
+        "-servername",
+        "billing.internal",
+        "-alpn",
+        "h2",
+        "-cert",
+        leafFiles("order").cert,
+        "-key",
+        leafFiles("order").key,
+        "-CAfile",
+        pki.ca.paths.bundle,
+      ],
+      { encoding: "utf8", timeout: 15_000 },
+      (_e, stdout) => resolve(stdout),
+    );
     c.stdin!.end();
   });
   assert.match(out, /ALPN protocol: h2/);
@@ -210,7 +308,11 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   assert.equal(wrong.body.reason, "server_name_mismatch");
   const failed = await s.logs.wait((l) => l.event === "upstream.failed" && l.upstream === "payment-impostor");
   assert.equal(failed.reason, "server_name_mismatch");
-  assert.equal(inventory.logs.find((l) => l.event === "request"), undefined, "nothing reached the impostor");
+  assert.equal(
+    inventory.logs.find((l) => l.event === "request"),
+    undefined,
+    "nothing reached the impostor",
+  );
 
   const since = s.logs.lines.length;
   await pki.ca.revoke({ domain: "payment.internal", reason: "keyCompromise" });
@@ -223,8 +325,14 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   // the upstream's mesh name as main's metrics label every mesh name.
   const text = await s.svc.metrics.registry.metrics();
   assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="ok",reason="none"\} 1\b/);
-  assert.match(text, /mesh_outbound_http_requests_total\{callee="payment",outcome="failed",reason="server_revoked"\} 1\b/);
-  assert.match(text, /mesh_outbound_http_requests_total\{callee="payment-impostor",outcome="failed",reason="server_name_mismatch"\} 1\b/);
+  assert.match(
+    text,
+    /mesh_outbound_http_requests_total\{callee="payment",outcome="failed",reason="server_revoked"\} 1\b/,
+  );
+  assert.match(
+    text,
+    /mesh_outbound_http_requests_total\{callee="payment-impostor",outcome="failed",reason="server_name_mismatch"\} 1\b/,
+  );
 });
 
 test("gRPC through two sidecars: unary, server-streaming and bidirectional with trailers and status codes intact; a denied call is PERMISSION_DENIED with the reason", async () => {
@@ -252,11 +360,15 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
       call.on("end", () => call.end());
     },
   });
-  const appPort = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const appPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
   closers.push(() => new Promise<void>((r) => server.tryShutdown(() => r())));
 
   const greeter = await sidecar("greeter", String(appPort), [], "h2c");
-  const frontend = await sidecar("frontend", "1", [{ name: "greeter", addr: `127.0.0.1:${greeter.svc.port}`, listenPort: 0 }]);
+  const frontend = await sidecar("frontend", "1", [
+    { name: "greeter", addr: `127.0.0.1:${greeter.svc.port}`, listenPort: 0 },
+  ]);
   const client = new pkg.greet.Greeter(`127.0.0.1:${frontend.ports.greeter}`, grpc.credentials.createInsecure());
   closers.push(() => client.close());
 
@@ -267,7 +379,10 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
     c.on("status", (st: { metadata: import("@grpc/grpc-js").Metadata }) => trailers.push(st.metadata));
   });
   assert.equal(hello.message, "hello mesh");
-  assert.match(hello.caller, /^By=spiffe:\/\/internal\/greeter;Hash=[0-9a-f]{64};Subject="CN=frontend.internal";URI=spiffe:\/\/internal\/frontend;DNS=frontend.internal$/);
+  assert.match(
+    hello.caller,
+    /^By=spiffe:\/\/internal\/greeter;Hash=[0-9a-f]{64};Subject="CN=frontend.internal";URI=spiffe:\/\/internal\/frontend;DNS=frontend.internal$/,
+  );
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(trailers[0]?.get("x-app-trailer"), ["kept"]);
 
@@ -291,7 +406,12 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
     echoes.push(await answer);
   }
   chat.end();
-  await new Promise<void>((resolve, reject) => (chat.on("status", (st: { code: number }) => (st.code === 0 ? resolve() : reject(new Error(`status ${st.code}`)))), chat.on("error", reject)));
+  await new Promise<void>(
+    (resolve, reject) => (
+      chat.on("status", (st: { code: number }) => (st.code === 0 ? resolve() : reject(new Error(`status ${st.code}`)))),
+      chat.on("error", reject)
+    ),
+  );
   assert.deepEqual(echoes, ["echo a", "echo b", "echo c"]);
 
   // The app's own error status passes through as it was sent.
@@ -302,7 +422,10 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
   // The policy refuses Secret: PERMISSION_DENIED with the reason, not a broken stream.
   const denied = await new Promise<any>((resolve) => client.Secret({ name: "x" }, (e: unknown) => resolve(e)));
   assert.equal(denied.code, grpc.status.PERMISSION_DENIED);
-  assert.match(denied.details, /frontend may not call POST \/greet\.Greeter\/Secret on greeter \(rule greeter\.routes\[0\]/);
+  assert.match(
+    denied.details,
+    /frontend may not call POST \/greet\.Greeter\/Secret on greeter \(rule greeter\.routes\[0\]/,
+  );
   const line = await greeter.logs.wait((l) => l.event === "authz.denied");
   assert.equal(line.peer, "frontend");
   assert.equal(line.path, "/greet.Greeter/Secret");
@@ -311,8 +434,15 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
   // down: UNAVAILABLE with the reason, not a broken stream.
   const dead = await sidecar("greeter", "1", [], "h2c");
   const front = identity(pki, "frontend");
-  const creds = grpc.credentials.createSsl(readFileSync(pki.ca.paths.bundle), Buffer.from(front.key), Buffer.from(front.cert));
-  const direct = new pkg.greet.Greeter(`127.0.0.1:${dead.svc.port}`, creds, { "grpc.ssl_target_name_override": "greeter.internal", "grpc.default_authority": "greeter.internal" });
+  const creds = grpc.credentials.createSsl(
+    readFileSync(pki.ca.paths.bundle),
+    Buffer.from(front.key),
+    Buffer.from(front.cert),
+  );
+  const direct = new pkg.greet.Greeter(`127.0.0.1:${dead.svc.port}`, creds, {
+    "grpc.ssl_target_name_override": "greeter.internal",
+    "grpc.default_authority": "greeter.internal",
+  });
   closers.push(() => direct.close());
   const down = await new Promise<any>((resolve) => direct.SayHello({ name: "x" }, (e: unknown) => resolve(e)));
   assert.equal(down.code, grpc.status.UNAVAILABLE);
@@ -338,7 +468,12 @@ test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the str
   const s = await sidecar("billing", String((slow.address() as import("node:net").AddressInfo).port));
 
   const order = identity(pki, "order");
-  const session = connect(`https://127.0.0.1:${s.svc.port}`, { servername: "billing.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  const session = connect(`https://127.0.0.1:${s.svc.port}`, {
+    servername: "billing.internal",
+    ca: readFileSync(pki.ca.paths.bundle),
+    cert: order.cert,
+    key: order.key,
+  });
   closers.push(() => void session.destroy());
   const goaway = new Promise<void>((r) => session.once("goaway", () => r()));
   const stream = session.request({ ":path": "/slow" });
@@ -352,7 +487,10 @@ test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the str
   const since = s.logs.lines.length;
   await pki.ca.renew({ domain: "billing.internal" });
   await s.logs.wait((l) => l.event === "tls.reloaded" && l.certChanged === true, 10_000, since);
-  await Promise.race([goaway, new Promise((_, reject) => setTimeout(() => reject(new Error("no GOAWAY after the certificate changed")), 5_000))]);
+  await Promise.race([
+    goaway,
+    new Promise((_, reject) => setTimeout(() => reject(new Error("no GOAWAY after the certificate changed")), 5_000)),
+  ]);
   release();
   assert.equal(await status, 200);
   await ended;
@@ -363,12 +501,31 @@ test("the built-in services speak h2 on the same listener: curl --http2 GET and 
   await setup();
   const inventory = await builtIn("inventory");
   const port = inventory.svc.port;
-  const tls = ["--http2", "--resolve", `inventory.internal:${port}:127.0.0.1`, "--cacert", pki.ca.paths.bundle, "--cert", leafFiles("order").cert, "--key", leafFiles("order").key, "-w", "\\n%{http_version} %{http_code}"];
+  const tls = [
+    "--http2",
+    "--resolve",
+    `inventory.internal:${port}:127.0.0.1`,
+    "--cacert",
+    pki.ca.paths.bundle,
+    "--cert",
+    leafFiles("order").cert,
+    "--key",
+    leafFiles("order").key,
+    "-w",
+    "\\n%{http_version} %{http_code}",
+  ];
   const get = await curl([...tls, `https://inventory.internal:${port}/stock/widget`]);
   const [getBody, getStatus] = get.stdout.trimEnd().split("\n");
   assert.equal(getStatus, "2 200", get.stderr);
   assert.equal(JSON.parse(getBody!).sku, "widget");
-  const post = await curl([...tls, "-H", "content-type: application/json", "--data", JSON.stringify({ orderId: "o-h2", sku: "widget", quantity: 2 }), `https://inventory.internal:${port}/reserve`]);
+  const post = await curl([
+    ...tls,
+    "-H",
+    "content-type: application/json",
+    "--data",
+    JSON.stringify({ orderId: "o-h2", sku: "widget", quantity: 2 }),
+    `https://inventory.internal:${port}/reserve`,
+  ]);
   const [postBody, postStatus] = post.stdout.trimEnd().split("\n");
   assert.equal(postStatus, "2 201", post.stderr);
   assert.equal(JSON.parse(postBody!).quantity, 2);
@@ -380,11 +537,20 @@ test("inbound to an app on a unix socket", async () => {
   await setup();
   const { createServer } = await import("node:http");
   const sockPath = join(pki.root, "app.sock");
-  const unixApp = createServer((req, res) => res.end(JSON.stringify({ via: "unix", xfcc: req.headers["x-forwarded-client-cert"] })));
+  const unixApp = createServer((req, res) =>
+    res.end(JSON.stringify({ via: "unix", xfcc: req.headers["x-forwarded-client-cert"] })),
+  );
   await new Promise<void>((r) => unixApp.listen(sockPath, r));
   closers.push(() => new Promise<void>((r) => (unixApp.close(() => r()), unixApp.closeAllConnections())));
   const logs = new LogSink();
-  const svc = await startService({ service: "billing", app: sidecarApp({ app: { kind: "unix", path: sockPath } }), pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("billing", logs) });
+  const svc = await startService({
+    service: "billing",
+    app: sidecarApp({ app: { kind: "unix", path: sockPath } }),
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger("billing", logs),
+  });
   closers.push(() => svc.close());
   const r = await call(pki, svc.port, "billing.internal", identity(pki, "order"), "GET", "/x");
   assert.ok("status" in r, JSON.stringify(r));
@@ -397,10 +563,23 @@ test("h2: an idle HTTP/2 connection is closed after the keep-alive timeout, as H
   await setup();
   const { connect } = await import("node:http2");
   const logs = new LogSink();
-  const svc = await startService({ service: "inventory", app: appNamed("inventory")!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("inventory", logs), limits: { keepAliveTimeoutMs: 300 } });
+  const svc = await startService({
+    service: "inventory",
+    app: appNamed("inventory")!,
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger("inventory", logs),
+    limits: { keepAliveTimeoutMs: 300 },
+  });
   closers.push(() => svc.close());
   const order = identity(pki, "order");
-  const session = connect(`https://127.0.0.1:${svc.port}`, { servername: "inventory.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  const session = connect(`https://127.0.0.1:${svc.port}`, {
+    servername: "inventory.internal",
+    ca: readFileSync(pki.ca.paths.bundle),
+    cert: order.cert,
+    key: order.key,
+  });
   closers.push(() => void session.destroy());
   const closed = new Promise<void>((r) => session.once("close", () => r()));
   const stream = session.request({ ":path": "/stock/widget" });
@@ -408,24 +587,45 @@ test("h2: an idle HTTP/2 connection is closed after the keep-alive timeout, as H
   const status = await new Promise<number>((r) => stream.once("response", (h) => r(Number(h[":status"]))));
   stream.resume();
   assert.equal(status, 200);
-  await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error("the idle h2 connection was not closed")), 10_000))]);
+  await Promise.race([
+    closed,
+    new Promise((_, reject) => setTimeout(() => reject(new Error("the idle h2 connection was not closed")), 10_000)),
+  ]);
 });
 
 test("h2: a request body that stops coming is cut off after the request timeout, as over HTTP/1.1", async () => {
   await setup();
   const { connect } = await import("node:http2");
   const logs = new LogSink();
-  const svc = await startService({ service: "inventory", app: appNamed("inventory")!, pkiDir: pki.dir, policyFile: pki.policyFile, port: 0, log: createLogger("inventory", logs), limits: { requestTimeoutMs: 300 } });
+  const svc = await startService({
+    service: "inventory",
+    app: appNamed("inventory")!,
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger("inventory", logs),
+    limits: { requestTimeoutMs: 300 },
+  });
   closers.push(() => svc.close());
   const order = identity(pki, "order");
-  const session = connect(`https://127.0.0.1:${svc.port}`, { servername: "inventory.internal", ca: readFileSync(pki.ca.paths.bundle), cert: order.cert, key: order.key });
+  const session = connect(`https://127.0.0.1:${svc.port}`, {
+    servername: "inventory.internal",
+    ca: readFileSync(pki.ca.paths.bundle),
+    cert: order.cert,
+    key: order.key,
+  });
   closers.push(() => void session.destroy());
   session.on("error", () => {});
   const stream = session.request({ ":path": "/reserve", ":method": "POST", "content-type": "application/json" });
   stream.on("error", () => {});
   stream.write('{"orderId":"slow",'); // and nothing more
   const closed = new Promise<number>((r) => stream.once("close", () => r(stream.rstCode)));
-  const code = await Promise.race([closed, new Promise<number>((_, reject) => setTimeout(() => reject(new Error("the stalled h2 request was not cut off")), 10_000))]);
+  const code = await Promise.race([
+    closed,
+    new Promise<number>((_, reject) =>
+      setTimeout(() => reject(new Error("the stalled h2 request was not cut off")), 10_000),
+    ),
+  ]);
   assert.equal(code, 8 /* NGHTTP2_CANCEL */);
   const line = await logs.wait((l) => l.event === "request" && l.path === "/reserve");
   assert.equal(line.abandoned, true);

@@ -6,7 +6,15 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
-import { dnsNameOfSpiffeId, parseSpiffeId, sanEntries, spiffeIdForName, spiffeIdOf, svidIdOf, trustDomainProblem } from "../lib/spiffe.ts";
+import {
+  dnsNameOfSpiffeId,
+  parseSpiffeId,
+  sanEntries,
+  spiffeIdForName,
+  spiffeIdOf,
+  svidIdOf,
+  trustDomainProblem,
+} from "../lib/spiffe.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 
 test("valid SPIFFE IDs parse to trust domain and segments", () => {
@@ -56,7 +64,12 @@ test("names to SPIFFE IDs and back", () => {
   assert.equal(spiffeIdForName("internal", "api.example.com"), "spiffe://internal/api.example.com");
   assert.equal(spiffeIdForName("example.org", "order.internal"), "spiffe://example.org/order.internal");
   assert.equal(spiffeIdForName("internal", "*.x.internal"), null);
-  for (const [td, dns] of [["internal", "order.internal"], ["internal", "api.example.com"], ["example.org", "order.internal"], ["example.org", "web.example.org"]]) {
+  for (const [td, dns] of [
+    ["internal", "order.internal"],
+    ["internal", "api.example.com"],
+    ["example.org", "order.internal"],
+    ["example.org", "web.example.org"],
+  ]) {
     const id = parseSpiffeId(spiffeIdForName(td!, dns!)!);
     assert.ok(id.ok);
     assert.equal(dnsNameOfSpiffeId(id.value), dns, `${td} ${dns}`);
@@ -65,11 +78,20 @@ test("names to SPIFFE IDs and back", () => {
 
 test("Node's subjectAltName text: quoted values, and a URI that tries to smuggle a second one", () => {
   assert.deepEqual(sanEntries('DNS:a.internal, URI:spiffe://x/y, DNS:"b,c"'), [
-    { type: "DNS", value: "a.internal" }, { type: "URI", value: "spiffe://x/y" }, { type: "DNS", value: "b,c" },
+    { type: "DNS", value: "a.internal" },
+    { type: "URI", value: "spiffe://x/y" },
+    { type: "DNS", value: "b,c" },
   ]);
-  assert.equal(svidIdOf({ subjectaltname: 'DNS:o.internal, URI:"spiffe://internal/o, URI:spiffe://internal/p"' }).kind, "invalid");
+  assert.equal(
+    svidIdOf({ subjectaltname: 'DNS:o.internal, URI:"spiffe://internal/o, URI:spiffe://internal/p"' }).kind,
+    "invalid",
+  );
   assert.equal(svidIdOf({ subjectaltname: "DNS:o.internal" }).kind, "none");
-  assert.equal(svidIdOf({ subjectaltname: "URI:spiffe://internal/o, URI:spiffe://internal/o" }).kind, "ambiguous", "even the same ID twice");
+  assert.equal(
+    svidIdOf({ subjectaltname: "URI:spiffe://internal/o, URI:spiffe://internal/o" }).kind,
+    "ambiguous",
+    "even the same ID twice",
+  );
   assert.equal(spiffeIdOf({ subjectaltname: "DNS:o.internal, URI:spiffe://internal/o" }), "spiffe://internal/o");
   assert.equal(spiffeIdOf({ subjectaltname: "URI:spiffe://internal/o, URI:https://x" }), null);
 });
@@ -80,7 +102,11 @@ test("spiffeIdOf reads a real certificate of the CA (node:crypto X509Certificate
   try {
     const leaf = await ca.issue({ domain: "order.internal" });
     assert.equal(spiffeIdOf(new X509Certificate(readFileSync(leaf.certPath))), "spiffe://internal/order");
-    assert.equal(spiffeIdOf(new X509Certificate(readFileSync(ca.paths.root(1).cert))), null, "the CA certificate carries none");
+    assert.equal(
+      spiffeIdOf(new X509Certificate(readFileSync(ca.paths.root(1).cert))),
+      null,
+      "the CA certificate carries none",
+    );
   } finally {
     ca.close();
     cleanup(dir);

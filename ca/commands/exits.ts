@@ -5,9 +5,14 @@ import type { CaErrorCode } from "../errors.ts";
 
 export const EXIT: Record<CaErrorCode | "USAGE" | "INTERNAL", number> = {
   VERIFY_FAILED: 1,
-  BAD_INPUT: 2, USAGE: 2,
-  ALREADY_EXISTS: 3, NOT_FOUND: 3, REFUSED: 3,
-  NOT_INITIALISED: 4, CORRUPT: 4, BAD_PASSPHRASE: 4,
+  BAD_INPUT: 2,
+  USAGE: 2,
+  ALREADY_EXISTS: 3,
+  NOT_FOUND: 3,
+  REFUSED: 3,
+  NOT_INITIALISED: 4,
+  CORRUPT: 4,
+  BAD_PASSPHRASE: 4,
   INTERNAL: 70,
 };
 
@@ -26,8 +31,14 @@ const FIXED: Record<0 | 2 | 70, string> = {
 };
 
 export function exitCodesText(lines: ExitLines): string {
-  const all: [number, string][] = [[0, FIXED[0]], [1, lines[1]], [2, FIXED[2]], [3, lines[3]], [4, lines[4]], [70, FIXED[70]]]
-    .filter((e): e is [number, string] => e[1] !== undefined);
+  const all: [number, string][] = [
+    [0, FIXED[0]],
+    [1, lines[1]],
+    [2, FIXED[2]],
+    [3, lines[3]],
+    [4, lines[4]],
+    [70, FIXED[70]],
+  ].filter((e): e is [number, string] => e[1] !== undefined);
   return `Exit codes:\n${all.map(([code, text]) => `  ${String(code).padEnd(3)} ${text}`).join("\n")}`;
 }
 
@@ -40,6 +51,12 @@ export function listedExits(cmd: Command): number[] | undefined {
 
 /** Adds EXAMPLES and EXIT CODES to a command's help (step's habit: every command has both). */
 export function help(cmd: Command, examples: string[], exits: ExitLines): Command {
-  declared.set(cmd, [0, 2, 70, ...Object.keys(exits).map(Number)].sort((a, b) => a - b));
-  return cmd.addHelpText("after", `\nExamples:\n${examples.map((e) => `  $ npm run ca -- ${e}`).join("\n")}\n\n${exitCodesText(exits)}`);
+  declared.set(
+    cmd,
+    [0, 2, 70, ...Object.keys(exits).map(Number)].sort((a, b) => a - b),
+  );
+  return cmd.addHelpText(
+    "after",
+    `\nExamples:\n${examples.map((e) => `  $ npm run ca -- ${e}`).join("\n")}\n\n${exitCodesText(exits)}`,
+  );
 }

@@ -7,14 +7,23 @@ import { badInput } from "../errors.ts";
 import { KEY_TYPES } from "../keys.ts";
 import { parseStore } from "../store/url.ts";
 
-export interface StateFlags { dir?: string; passphraseFile?: string; store?: string }
+export interface StateFlags {
+  dir?: string;
+  passphraseFile?: string;
+  store?: string;
+}
 
 /** --dir, --passphrase-file and --store: every command that touches the state folder. */
 export function stateful(cmd: Command): Command {
   return cmd
     .addOption(new Option("--dir <path>", "the CA state folder").env("MESH_PKI_DIR").default("./pki"))
     .option("--passphrase-file <file>", "file holding the CA key passphrase (or set MESH_CA_PASSPHRASE)")
-    .addOption(new Option("--store <url>", "where the ledger is: sqlite (ca.db in --dir) or postgres://user@host/db, shared by CA replicas; the password only from PGPASSWORD or ~/.pgpass (docs/est.md)").env("MESH_CA_STORE"));
+    .addOption(
+      new Option(
+        "--store <url>",
+        "where the ledger is: sqlite (ca.db in --dir) or postgres://user@host/db, shared by CA replicas; the password only from PGPASSWORD or ~/.pgpass (docs/est.md)",
+      ).env("MESH_CA_STORE"),
+    );
 }
 
 export const daysOption = (defaultDays: string) => new Option("--days <n>", "validity in days").default(defaultDays);
@@ -33,7 +42,8 @@ export const allowWildcardOption = () => new Option("--allow-wildcard", "accept 
 export const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 export function parseGeneration(value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw badInput(`generation ${JSON.stringify(value)} is not a generation number (1, 2, …)`);
+  if (!/^\d+$/.test(value) || Number(value) < 1)
+    throw badInput(`generation ${JSON.stringify(value)} is not a generation number (1, 2, …)`);
   return Number(value);
 }
 
@@ -42,7 +52,8 @@ export function clock(): () => Date {
   const fixed = process.env.MESH_CA_NOW;
   if (!fixed) return () => new Date();
   const d = new Date(fixed);
-  if (Number.isNaN(d.getTime())) throw badInput(`MESH_CA_NOW=${JSON.stringify(fixed)} is not a date (use ISO 8601, e.g. 2027-01-31T12:00:00Z)`);
+  if (Number.isNaN(d.getTime()))
+    throw badInput(`MESH_CA_NOW=${JSON.stringify(fixed)} is not a date (use ISO 8601, e.g. 2027-01-31T12:00:00Z)`);
   return () => new Date(d);
 }
 

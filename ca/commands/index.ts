@@ -25,7 +25,10 @@ import { register as verify } from "./verify.ts";
 function packageVersion(): string {
   for (const rel of ["../../package.json", "../../../package.json"]) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
       if (pkg.name === "mtls-mesh" && pkg.version) return pkg.version;
     } catch {
       // not there: try the next level
@@ -35,10 +38,34 @@ function packageVersion(): string {
 }
 
 export function buildProgram(): Command {
-  const program = new Command("ca").description("A private certificate authority for the mTLS mesh").showHelpAfterError(false)
+  const program = new Command("ca")
+    .description("A private certificate authority for the mTLS mesh")
+    .showHelpAfterError(false)
     .version(packageVersion(), "-V, --version", "print the version and exit")
-    .addHelpText("after", "\nEvery command's --help lists its examples and the exit codes it can return (0 done, 2 bad input, 70 internal error, and its own).");
+    .addHelpText(
+      "after",
+      "\nEvery command's --help lists its examples and the exit codes it can return (0 done, 2 bad input, 70 internal error, and its own).",
+    );
   // In the order `ca --help` lists them: the everyday ones first.
-  for (const add of [init, issue, sign, list, revoke, verify, renew, intermediate, crl, bundle, generation, status, token, serve, rotate, prune, storeCopy]) add(program);
+  for (const add of [
+    init,
+    issue,
+    sign,
+    list,
+    revoke,
+    verify,
+    renew,
+    intermediate,
+    crl,
+    bundle,
+    generation,
+    status,
+    token,
+    serve,
+    rotate,
+    prune,
+    storeCopy,
+  ])
+    add(program);
   return program;
 }

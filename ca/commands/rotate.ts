@@ -7,21 +7,43 @@ import { withCa } from "./session.ts";
 import { caCommand } from "./suggest.ts";
 
 export function register(program: Command): void {
-  help(stateful(program.command("rotate").description("rotate the root against the online mesh: prepare, activate, retire, each gate passed on evidence in the ledger"))
-    .option("--timeout <duration>", "how long each gate may wait before the run stops (state kept; run again to carry on)", "15m")
-    .option("--interval <duration>", "how often a waiting gate reads the ledger", "1s")
-    .option("--name <name>", "the new generation's name (default: the first root's name + \" G<n>\")")
-    .addOption(jsonOption("JSON lines (rotate.gate events) instead of text"))
-    .option("--in-use", "gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll (kept when resuming)")
-    .option("--status", "print where the rotation is and who its gate waits for, change nothing"), [
-    "rotate", "rotate --timeout 2h --json >> logs/rotate.log", "rotate --status",
-  ], { 3: "stopped: a gate waited longer than --timeout (the rotation is kept: run it again to carry on), or a rule forbids the next step", 4: CA_KEY })
-    .action((o) => withCa(o, async (ca) => {
+  help(
+    stateful(
+      program
+        .command("rotate")
+        .description(
+          "rotate the root against the online mesh: prepare, activate, retire, each gate passed on evidence in the ledger",
+        ),
+    )
+      .option(
+        "--timeout <duration>",
+        "how long each gate may wait before the run stops (state kept; run again to carry on)",
+        "15m",
+      )
+      .option("--interval <duration>", "how often a waiting gate reads the ledger", "1s")
+      .option("--name <name>", "the new generation's name (default: the first root's name + \" G<n>\")")
+      .addOption(jsonOption("JSON lines (rotate.gate events) instead of text"))
+      .option(
+        "--in-use",
+        "gate 3 also waits until every enrolled identity has presented its new certificate on a cacerts poll (kept when resuming)",
+      )
+      .option("--status", "print where the rotation is and who its gate waits for, change nothing"),
+    ["rotate", "rotate --timeout 2h --json >> logs/rotate.log", "rotate --status"],
+    {
+      3: "stopped: a gate waited longer than --timeout (the rotation is kept: run it again to carry on), or a rule forbids the next step",
+      4: CA_KEY,
+    },
+  ).action((o) =>
+    withCa(o, async (ca) => {
       const rotation = await import("../rotation.ts");
       const { parseDuration } = await import("../duration.ts");
       const timeoutMs = parseDuration(o.timeout, { flag: "--timeout", max: 30 * 86_400_000 });
       const intervalMs = parseDuration(o.interval, { flag: "--interval", max: 3_600_000 });
-      const names = (ws: { name: string; why: string }[]) => ws.slice(0, 20).map((w) => `    ${w.name}  ${w.why}`).concat(ws.length > 20 ? [`    … and ${ws.length - 20} more`] : []);
+      const names = (ws: { name: string; why: string }[]) =>
+        ws
+          .slice(0, 20)
+          .map((w) => `    ${w.name}  ${w.why}`)
+          .concat(ws.length > 20 ? [`    … and ${ws.length - 20} more`] : []);
       if (o.status) {
         const row = ca.ledger.unfinishedRotation();
         if (!row) {
@@ -30,24 +52,39 @@ export function register(program: Command): void {
           return;
         }
         const v = rotation.currentVerdict(ca, row);
-        if (o.json) { process.stdout.write(JSON.stringify({ rotation: row, verdict: v }, null, 2) + "\n"); return; }
-        console.log(`Rotation ${row.id}: generation ${row.from_generation} → ${row.to_generation}, at gate ${rotation.GATE_NUMBER[row.phase as keyof typeof rotation.GATE_NUMBER] ?? 3}/3 (${row.phase}), started ${row.started_at}${row.owner ? `, run by ${row.owner}` : ", no run in progress"}`);
+        if (o.json) {
+          process.stdout.write(JSON.stringify({ rotation: row, verdict: v }, null, 2) + "\n");
+          return;
+        }
+        console.log(
+          `Rotation ${row.id}: generation ${row.from_generation} → ${row.to_generation}, at gate ${rotation.GATE_NUMBER[row.phase as keyof typeof rotation.GATE_NUMBER] ?? 3}/3 (${row.phase}), started ${row.started_at}${row.owner ? `, run by ${row.owner}` : ", no run in progress"}`,
+        );
         if (v) {
-          console.log(v.passed ? `  the gate would pass now (${v.total} looked at)` : `  waiting for ${v.waitingFor.length} of ${v.total}:`);
+          console.log(
+            v.passed
+              ? `  the gate would pass now (${v.total} looked at)`
+              : `  waiting for ${v.waitingFor.length} of ${v.total}:`,
+          );
           for (const l of names(v.waitingFor)) console.log(l);
           for (const n of v.notes) console.log(`  note: ${n}`);
         }
         return;
       }
       const { pino } = await import("pino");
-      const log: EventLogger | null = o.json ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }) : null;
+      const log: EventLogger | null = o.json
+        ? pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime })
+        : null;
       const ac = new AbortController();
       const stop = () => ac.abort();
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
       try {
         await rotation.runRotation(ca, {
-          timeoutMs, intervalMs, name: o.name, signal: ac.signal, inUse: o.inUse,
+          timeoutMs,
+          intervalMs,
+          name: o.name,
+          signal: ac.signal,
+          inUse: o.inUse,
           onEvent: (e) => {
             if (log) {
               const { msg, ...fields } = e;
@@ -63,5 +100,6 @@ export function register(program: Command): void {
         process.off("SIGINT", stop);
         process.off("SIGTERM", stop);
       }
-    }));
+    }),
+  );
 }

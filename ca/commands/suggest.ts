@@ -28,5 +28,7 @@ export function forUser(message: string): string {
   if (dirFlag) text = text.replace(/npm run ca -- (generation \w+(?: (?:\d+|N)\b)?|\w+)/g, (m) => m + dirFlag);
   const cwd = process.cwd() + sep;
   // Only whole paths: at the start, or after a space, quote or parenthesis.
-  return text.replace(/(^|[\s("'=])(\/[^\s)"',;]*)/g, (m, pre: string, path: string) => (path.startsWith(cwd) ? pre + relative(process.cwd(), path) : m));
+  return text.replace(/(^|[\s("'=])(\/[^\s)"',;]*)/g, (m, pre: string, path: string) =>
+    path.startsWith(cwd) ? pre + relative(process.cwd(), path) : m,
+  );
 }

@@ -32,7 +32,11 @@ export class Admission {
   private readonly enrolments: RateLimiter;
   private readonly renewals: RateLimiter;
 
-  constructor(private readonly limits: Limits, now: () => number = Date.now, maxKeys = MAX_KEYS) {
+  constructor(
+    private readonly limits: Limits,
+    now: () => number = Date.now,
+    maxKeys = MAX_KEYS,
+  ) {
     this.byAddress = new RateLimiter(limits.perAddress, now, maxKeys);
     this.overall = new RateLimiter(limits.unauthenticated, now, 1);
     this.enrolments = new RateLimiter(limits.perName, now, maxKeys);
@@ -42,9 +46,17 @@ export class Admission {
   /** The refusal an unauthenticated request from `remote` gets while a failure budget is empty, or null. */
   gate(remote: string): HttpError | null {
     const mine = this.byAddress.peek(remote);
-    if (!mine.ok) return limited(`too many requests from this address failed to authenticate: retry in ${mine.retryAfterSeconds}s`, mine.retryAfterSeconds);
+    if (!mine.ok)
+      return limited(
+        `too many requests from this address failed to authenticate: retry in ${mine.retryAfterSeconds}s`,
+        mine.retryAfterSeconds,
+      );
     const all = this.overall.peek(ALL);
-    if (!all.ok) return limited(`too many requests from all addresses failed to authenticate: until then the CA reads only enrolments with a token it knows; retry in ${all.retryAfterSeconds}s`, all.retryAfterSeconds);
+    if (!all.ok)
+      return limited(
+        `too many requests from all addresses failed to authenticate: until then the CA reads only enrolments with a token it knows; retry in ${all.retryAfterSeconds}s`,
+        all.retryAfterSeconds,
+      );
     return null;
   }
 
@@ -57,18 +69,34 @@ export class Admission {
   /** Charges an enrolment whose token verified for `name`; throws 429 when the name's bucket is empty. */
   enrolment(name: string): void {
     const t = this.enrolments.take(name);
-    if (!t.ok) throw limited(`too many requests: ${name} may enrol ${this.limits.perName.perMinute} times a minute; retry in ${t.retryAfterSeconds}s`, t.retryAfterSeconds, name);
+    if (!t.ok)
+      throw limited(
+        `too many requests: ${name} may enrol ${this.limits.perName.perMinute} times a minute; retry in ${t.retryAfterSeconds}s`,
+        t.retryAfterSeconds,
+        name,
+      );
   }
 
   /** Charges a renewal by `name`'s own current certificate; throws 429 when the name's bucket is empty. */
   renewal(name: string): void {
     const t = this.renewals.take(name);
     const spec = this.limits.perRenewal ?? this.limits.perName;
-    if (!t.ok) throw limited(`too many requests: ${name} may renew ${spec.perMinute} times a minute; retry in ${t.retryAfterSeconds}s`, t.retryAfterSeconds, name);
+    if (!t.ok)
+      throw limited(
+        `too many requests: ${name} may renew ${spec.perMinute} times a minute; retry in ${t.retryAfterSeconds}s`,
+        t.retryAfterSeconds,
+        name,
+      );
   }
 }
 
 function limited(message: string, retryAfterSeconds: number, name?: string): HttpError {
   // Connection: close, since a refusal at the gate leaves the body unread.
-  return new HttpError(429, "rate_limited", message, { "Retry-After": String(retryAfterSeconds), ...(name ? {} : { Connection: "close" }) }, name);
+  return new HttpError(
+    429,
+    "rate_limited",
+    message,
+    { "Retry-After": String(retryAfterSeconds), ...(name ? {} : { Connection: "close" }) },
+    name,
+  );
 }

@@ -75,18 +75,33 @@ export class HeldCalls {
 function waitOf(url: URL): number {
   const w = url.searchParams.get("wait");
   if (w === null) return 0;
-  if (!/^\d{1,4}$/.test(w)) throw new HttpError(400, "bad_wait", `wait=${JSON.stringify(w.slice(0, 20))} is not a whole number of seconds (0-${MAX_WAIT_S})`);
+  if (!/^\d{1,4}$/.test(w))
+    throw new HttpError(
+      400,
+      "bad_wait",
+      `wait=${JSON.stringify(w.slice(0, 20))} is not a whole number of seconds (0-${MAX_WAIT_S})`,
+    );
   return Math.min(Number(w), MAX_WAIT_S) * 1000;
 }
 
 /** GET /.well-known/est/crls[?wait=s]: every current CRL (PEM), with an ETag; held while If-None-Match still matches. */
-export function crlsWatch(published: () => Published, calls: HeldCalls, req: IncomingMessage, res: ServerResponse, url: URL): void {
+export function crlsWatch(
+  published: () => Published,
+  calls: HeldCalls,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): void {
   const waitMs = waitOf(url);
   const held = req.headers["if-none-match"];
   const answer = (busy = false) => {
     if (res.writableEnded || res.destroyed) return;
     const p = published();
-    const headers: Record<string, string> = { ETag: p.trustEtag, [BUNDLE_ETAG_HEADER]: p.etag, "Cache-Control": "no-cache" };
+    const headers: Record<string, string> = {
+      ETag: p.trustEtag,
+      [BUNDLE_ETAG_HEADER]: p.etag,
+      "Cache-Control": "no-cache",
+    };
     // Over the limit: the caller is told to come back later rather than spin.
     if (busy) headers["Retry-After"] = String(Math.ceil(waitMs / 1000));
     if (matchesEtag(held, p.trustEtag)) {
@@ -94,7 +109,11 @@ export function crlsWatch(published: () => Published, calls: HeldCalls, req: Inc
       res.end();
       return;
     }
-    res.writeHead(200, { ...headers, "Content-Type": "application/x-pem-file", "Content-Length": String(Buffer.byteLength(p.crlsPem)) });
+    res.writeHead(200, {
+      ...headers,
+      "Content-Type": "application/x-pem-file",
+      "Content-Length": String(Buffer.byteLength(p.crlsPem)),
+    });
     res.end(p.crlsPem);
   };
   if (waitMs > 0 && matchesEtag(held, published().trustEtag)) {

@@ -6,7 +6,18 @@ import type { EventLogger } from "../../lib/events.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import { formatDuration, parseDuration } from "../duration.ts";
 import { CaError } from "../errors.ts";
-import { EnrolError, authenticateToken, csrIdentity, currentRow, enrol, reenrol, tokenOpen, type CsrIdentity, type EnrolErrorCode, type Enrolled } from "../enrol.ts";
+import {
+  EnrolError,
+  authenticateToken,
+  csrIdentity,
+  currentRow,
+  enrol,
+  reenrol,
+  tokenOpen,
+  type CsrIdentity,
+  type EnrolErrorCode,
+  type Enrolled,
+} from "../enrol.ts";
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
 import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/generations.ts";
 import type { Admission } from "./admission.ts";
@@ -47,9 +58,18 @@ export interface Call {
 
 const STATUS: Record<EnrolErrorCode, number> = {
   malformed_csr: 400,
-  wrong_name: 403, token_wrong_name: 403,
-  token_malformed: 401, token_unknown: 401, token_used: 401, token_expired: 401,
-  cert_unknown: 403, cert_revoked: 403, cert_superseded: 403, cert_expired: 403, generation_untrusted: 403, same_key: 403,
+  wrong_name: 403,
+  token_wrong_name: 403,
+  token_malformed: 401,
+  token_unknown: 401,
+  token_used: 401,
+  token_expired: 401,
+  cert_unknown: 403,
+  cert_revoked: 403,
+  cert_superseded: 403,
+  cert_expired: 403,
+  generation_untrusted: 403,
+  same_key: 403,
 };
 
 export function remoteOf(req: IncomingMessage): string {
@@ -61,7 +81,11 @@ export function presented(req: IncomingMessage): { der: Uint8Array; authorized: 
   const sock = req.socket as TLSSocket;
   const peer = sock.getPeerCertificate?.(false);
   if (!peer || !peer.raw) return null;
-  return { der: new Uint8Array(peer.raw), authorized: sock.authorized, error: sock.authorizationError ? String(sock.authorizationError) : null };
+  return {
+    der: new Uint8Array(peer.raw),
+    authorized: sock.authorized,
+    error: sock.authorizationError ? String(sock.authorizationError) : null,
+  };
 }
 
 /** GET /.well-known/est/cacerts: every published root, with an ETag; records which bundle a known caller holds. */
@@ -71,7 +95,11 @@ export function cacerts(ctx: EstContext, call: Call): void {
   const held = req.headers["if-none-match"];
   // The generation of each root, in the PKCS#7's order, as data (lib/generations.ts): also on a
   // 304, so an agent that holds the bundle learns it without fetching the bundle again.
-  const headers: Record<string, string> = { ETag: p.etag, "Cache-Control": "no-cache", [ROOT_GENERATIONS_HEADER]: formatRootGenerations(p.generations) };
+  const headers: Record<string, string> = {
+    ETag: p.etag,
+    "Cache-Control": "no-cache",
+    [ROOT_GENERATIONS_HEADER]: formatRootGenerations(p.generations),
+  };
   const peer = presented(req);
   if (peer?.authorized) {
     try {
@@ -81,12 +109,20 @@ export function cacerts(ctx: EstContext, call: Call): void {
       // Never hint towards a generation that peers do not trust yet.
       if (p.signerPublished && generation !== p.signerGeneration) headers[RENEW_NOW_HEADER] = "1";
       ctx.ca.ledger.recordBundleHolder({
-        name: row.name, serial: row.serial, held_etag: held ? held.slice(0, 200) : null, served_etag: p.etag,
-        seen_at: ctx.ca.now().toISOString(), remote: call.remote,
+        name: row.name,
+        serial: row.serial,
+        held_etag: held ? held.slice(0, 200) : null,
+        served_etag: p.etag,
+        seen_at: ctx.ca.now().toISOString(),
+        remote: call.remote,
       });
     } catch (err) {
       // Not a current identity (revoked, superseded…): served like anyone, recorded as no one.
-      if (!(err instanceof EnrolError)) ctx.log.warn({ event: "est.bundle_record_failed", err: (err as Error).message }, "could not record which bundle a caller holds");
+      if (!(err instanceof EnrolError))
+        ctx.log.warn(
+          { event: "est.bundle_record_failed", err: (err as Error).message },
+          "could not record which bundle a caller holds",
+        );
     }
   }
   if (matchesEtag(held, p.etag)) {
@@ -94,7 +130,12 @@ export function cacerts(ctx: EstContext, call: Call): void {
     res.end();
     return;
   }
-  res.writeHead(200, { ...headers, "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Content-Length": String(Buffer.byteLength(p.cacertsBody)) });
+  res.writeHead(200, {
+    ...headers,
+    "Content-Type": PKCS7_CERTS_ONLY,
+    "Content-Transfer-Encoding": "base64",
+    "Content-Length": String(Buffer.byteLength(p.cacertsBody)),
+  });
   res.end(req.method === "HEAD" ? undefined : p.cacertsBody);
 }
 
@@ -118,15 +159,28 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   call.authenticated = id.name;
   // Even with a token (one minted before this rule, or by hand in the ledger): ca.internal is the server's own.
   const reserved = reservedReason(id.name, ctx.ca.trustDomain());
-  if (reserved) throw new HttpError(403, "reserved_name", `${id.name} cannot be enrolled: it is ${reserved}`, {}, id.name);
+  if (reserved)
+    throw new HttpError(403, "reserved_name", `${id.name} cannot be enrolled: it is ${reserved}`, {}, id.name);
   ctx.admission.enrolment(id.name);
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("enrol");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.enrolled", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote, supersedes: issued.supersedes ?? null },
-    `enrolled ${issued.domain} with a one-time token`);
+  ctx.log.info(
+    {
+      event: "est.enrolled",
+      name: issued.domain,
+      serial: issued.serial,
+      spiffe_id: issued.sans.uri[0] ?? null,
+      issuer: issued.issuerId,
+      generation: issued.generation,
+      not_after: issued.notAfter.toISOString(),
+      remote: call.remote,
+      supersedes: issued.supersedes ?? null,
+    },
+    `enrolled ${issued.domain} with a one-time token`,
+  );
 }
 
 /**
@@ -138,8 +192,18 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const { req } = call;
   const { peer, row } = await beforeAuthentication(ctx, call, async () => {
     const peer = presented(req);
-    if (!peer) throw new HttpError(401, "no_client_cert", "renewal needs the current certificate, presented over mTLS (curl --cert/--key)");
-    if (!peer.authorized) throw new HttpError(403, "cert_untrusted", `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`);
+    if (!peer)
+      throw new HttpError(
+        401,
+        "no_client_cert",
+        "renewal needs the current certificate, presented over mTLS (curl --cert/--key)",
+      );
+    if (!peer.authorized)
+      throw new HttpError(
+        403,
+        "cert_untrusted",
+        `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`,
+      );
     const row = await mapped(async () => currentRow(ctx.ca, peer.der));
     return { peer, row };
   });
@@ -152,15 +216,31 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
   ctx.metrics.issued("renew");
   sendCerts(call.res, issued);
-  ctx.log.info({ event: "est.renewed", name: issued.domain, serial: issued.serial, spiffe_id: issued.sans.uri[0] ?? null, previous: issued.previous.serial, issuer: issued.issuerId, generation: issued.generation, not_after: issued.notAfter.toISOString(), remote: call.remote },
-    `renewed ${issued.domain}; ${issued.previous.serial} is superseded`);
+  ctx.log.info(
+    {
+      event: "est.renewed",
+      name: issued.domain,
+      serial: issued.serial,
+      spiffe_id: issued.sans.uri[0] ?? null,
+      previous: issued.previous.serial,
+      issuer: issued.issuerId,
+      generation: issued.generation,
+      not_after: issued.notAfter.toISOString(),
+      remote: call.remote,
+    },
+    `renewed ${issued.domain}; ${issued.previous.serial} is superseded`,
+  );
 }
 
 /** GET /crl/<issuer-id>.crl: one CA's current CRL, DER (RFC 5280 4.2.1.13 distribution points). */
 export function crl(ctx: EstContext, res: ServerResponse, issuerId: string): void {
   const der = ctx.published().crls.get(issuerId);
   if (!der) throw new HttpError(404, "not_found", `no current CRL for ${issuerId}`);
-  res.writeHead(200, { "Content-Type": "application/pkix-crl", "Content-Length": String(der.length), "Cache-Control": "no-cache" });
+  res.writeHead(200, {
+    "Content-Type": "application/pkix-crl",
+    "Content-Length": String(der.length),
+    "Cache-Control": "no-cache",
+  });
   res.end(der);
 }
 
@@ -172,9 +252,17 @@ export function crlsPem(ctx: EstContext, res: ServerResponse): void {
 
 async function readCsr(ctx: EstContext, req: IncomingMessage): Promise<CsrIdentity> {
   const type = mediaType(req.headers["content-type"]);
-  if (type !== "application/pkcs10") throw new HttpError(415, "wrong_media_type", `the body must be Content-Type: application/pkcs10 (got ${type ? JSON.stringify(type.slice(0, 60)) : "none"})`);
-  const cte = String(req.headers["content-transfer-encoding"] ?? "base64").trim().toLowerCase();
-  if (cte !== "base64") throw new HttpError(415, "wrong_media_type", "EST bodies are base64: Content-Transfer-Encoding: base64");
+  if (type !== "application/pkcs10")
+    throw new HttpError(
+      415,
+      "wrong_media_type",
+      `the body must be Content-Type: application/pkcs10 (got ${type ? JSON.stringify(type.slice(0, 60)) : "none"})`,
+    );
+  const cte = String(req.headers["content-transfer-encoding"] ?? "base64")
+    .trim()
+    .toLowerCase();
+  if (cte !== "base64")
+    throw new HttpError(415, "wrong_media_type", "EST bodies are base64: Content-Transfer-Encoding: base64");
   const der = decodeBase64(await readBody(req, ctx.maxBodyBytes));
   return mapped(() => csrIdentity(der));
 }
@@ -208,9 +296,13 @@ function usableByClient(ctx: EstContext, call: Call, lifetimeMs: number, name: s
   const skew = call.skewMs;
   if (skew === null || !isSkewed(skew) || skew < lifetimeMs / 2) return;
   const caNow = ctx.ca.now().getTime();
-  throw new HttpError(400, "clock_skew",
+  throw new HttpError(
+    400,
+    "clock_skew",
     `clock skew: ${describeSkew("your", skew, "this CA's")} (your Date ${httpDate(caNow + skew)}, the CA's ${httpDate(caNow)}): a certificate for ${formatDuration(lifetimeMs)} from the CA's now would be expired or nearly so by your clock; fix the clock that is wrong (NTP) and try again`,
-    {}, name);
+    {},
+    name,
+  );
 }
 
 async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
@@ -218,7 +310,8 @@ async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
     return await fn();
   } catch (err) {
     if (err instanceof EnrolError) {
-      const headers: Record<string, string> = STATUS[err.code] === 401 ? { "WWW-Authenticate": 'Bearer realm="est"' } : {};
+      const headers: Record<string, string> =
+        STATUS[err.code] === 401 ? { "WWW-Authenticate": 'Bearer realm="est"' } : {};
       throw new HttpError(STATUS[err.code], err.code, err.message, headers, err.subject ?? name);
     }
     // A name outside an issuer's name constraints: a rule, not a malformed request.
@@ -229,6 +322,11 @@ async function mapped<T>(fn: () => Promise<T>, name?: string): Promise<T> {
 
 function sendCerts(res: ServerResponse, issued: Enrolled): void {
   const body = base64Lines(certsOnly(issued.chain));
-  res.writeHead(200, { "Content-Type": PKCS7_CERTS_ONLY, "Content-Transfer-Encoding": "base64", "Cache-Control": "no-store", "Content-Length": String(Buffer.byteLength(body)) });
+  res.writeHead(200, {
+    "Content-Type": PKCS7_CERTS_ONLY,
+    "Content-Transfer-Encoding": "base64",
+    "Cache-Control": "no-store",
+    "Content-Length": String(Buffer.byteLength(body)),
+  });
   res.end(body);
 }

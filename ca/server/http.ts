@@ -17,7 +17,12 @@ export class HttpError extends Error {
   }
 }
 
-export function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+export function sendText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  headers: Record<string, string> = {},
+): void {
   // One line, whatever a reason contains: it may quote a name a peer sent.
   const line = text.replace(/[\r\n]+/g, " ").slice(0, 500);
   res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", ...headers });
@@ -52,7 +57,12 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 function tooLarge(limit: number): HttpError {
-  return new HttpError(413, "body_too_large", `the request body is larger than ${limit} bytes: a CSR is a few hundred`, { Connection: "close" });
+  return new HttpError(
+    413,
+    "body_too_large",
+    `the request body is larger than ${limit} bytes: a CSR is a few hundred`,
+    { Connection: "close" },
+  );
 }
 
 /**
@@ -61,9 +71,14 @@ function tooLarge(limit: number): HttpError {
  */
 export function decodeBase64(body: Buffer): Uint8Array {
   const text = body.toString("latin1").replace(/[\r\n\t ]+/g, "");
-  if (text.length === 0) throw new HttpError(400, "malformed_csr", "the request body is empty: send the base64 of a DER PKCS#10 CSR");
+  if (text.length === 0)
+    throw new HttpError(400, "malformed_csr", "the request body is empty: send the base64 of a DER PKCS#10 CSR");
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 === 1) {
-    throw new HttpError(400, "malformed_csr", "the request body is not base64: send the base64 of a DER PKCS#10 CSR (Content-Transfer-Encoding: base64)");
+    throw new HttpError(
+      400,
+      "malformed_csr",
+      "the request body is not base64: send the base64 of a DER PKCS#10 CSR (Content-Transfer-Encoding: base64)",
+    );
   }
   return new Uint8Array(Buffer.from(text, "base64"));
 }
@@ -73,8 +88,14 @@ export function bearerToken(req: IncomingMessage): string {
   const header = req.headers.authorization;
   const m = /^Bearer[ ]+([!-~]{1,200})$/i.exec(header ?? "");
   if (!m) {
-    throw new HttpError(401, "token_missing", header ? "the Authorization header is not \"Bearer <token>\"" : "enrolment needs a one-time token: Authorization: Bearer <token> (from: npm run ca -- token --domain NAME)",
-      { "WWW-Authenticate": 'Bearer realm="est"' });
+    throw new HttpError(
+      401,
+      "token_missing",
+      header
+        ? 'the Authorization header is not "Bearer <token>"'
+        : "enrolment needs a one-time token: Authorization: Bearer <token> (from: npm run ca -- token --domain NAME)",
+      { "WWW-Authenticate": 'Bearer realm="est"' },
+    );
   }
   return m[1]!;
 }

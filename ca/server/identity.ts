@@ -26,7 +26,10 @@ export interface ServerCert {
   issuedAt: Date;
 }
 
-export async function issueServerCert(ca: CertificateAuthority, opts: { hosts: string[]; lifetimeMs: number; cdp?: (issuerId: string) => string[] }): Promise<ServerCert> {
+export async function issueServerCert(
+  ca: CertificateAuthority,
+  opts: { hosts: string[]; lifetimeMs: number; cdp?: (issuerId: string) => string[] },
+): Promise<ServerCert> {
   const hosts = [...new Set(["127.0.0.1", ...opts.hosts])];
   const keys = await generateKeyPair("ec-p256");
   const issuedAt = ca.now();
@@ -38,18 +41,34 @@ export async function issueServerCert(ca: CertificateAuthority, opts: { hosts: s
     const current = ca.ledger.current(SERVER_NAME);
     try {
       issued = await signLeaf(ca, {
-        names: { name: SERVER_NAME, dns: hosts.filter((h) => isIP(h) === 0 && h !== SERVER_NAME), ip: hosts.filter((h) => isIP(h) !== 0), uri: [] },
-        days: 1, lifetimeMs: opts.lifetimeMs, keyType: "ec-p256", publicKey: keys.publicKey, source: "ca-server",
-        supersede: current?.serial, cdp: opts.cdp,
+        names: {
+          name: SERVER_NAME,
+          dns: hosts.filter((h) => isIP(h) === 0 && h !== SERVER_NAME),
+          ip: hosts.filter((h) => isIP(h) !== 0),
+          uri: [],
+        },
+        days: 1,
+        lifetimeMs: opts.lifetimeMs,
+        keyType: "ec-p256",
+        publicKey: keys.publicKey,
+        source: "ca-server",
+        supersede: current?.serial,
+        cdp: opts.cdp,
       });
     } catch (err) {
-      if (!(err instanceof CaError && (err.code === "REFUSED" || err.code === "ALREADY_EXISTS")) || attempt >= 5) throw err;
+      if (!(err instanceof CaError && (err.code === "REFUSED" || err.code === "ALREADY_EXISTS")) || attempt >= 5)
+        throw err;
     }
   }
   const row = ca.ledger.bySerial(issued.serial)!;
   return {
-    key: await exportPrivateKey(keys.privateKey), cert: row.pem + ca.chainPem(issued.issuerId), serial: issued.serial,
-    generation: issued.generation, notBefore: issued.notBefore, notAfter: issued.notAfter, issuedAt,
+    key: await exportPrivateKey(keys.privateKey),
+    cert: row.pem + ca.chainPem(issued.issuerId),
+    serial: issued.serial,
+    generation: issued.generation,
+    notBefore: issued.notBefore,
+    notAfter: issued.notAfter,
+    issuedAt,
   };
 }
 
@@ -62,7 +81,9 @@ export function renewalReason(ca: CertificateAuthority, cert: ServerCert, publis
   if (!row || row.status === "revoked") return `its ledger row is ${row?.status ?? "gone"}`;
   const start = cert.issuedAt.getTime();
   if (now >= start + (cert.notAfter.getTime() - start) * RENEW_AT) return "two thirds of its life have passed";
-  if (!published.generations.includes(cert.generation)) return `its generation ${cert.generation} is no longer published`;
-  if (published.signerPublished && published.signerGeneration !== cert.generation) return `generation ${published.signerGeneration} signs now`;
+  if (!published.generations.includes(cert.generation))
+    return `its generation ${cert.generation} is no longer published`;
+  if (published.signerPublished && published.signerGeneration !== cert.generation)
+    return `generation ${published.signerGeneration} signs now`;
   return null;
 }

@@ -16,7 +16,12 @@ export class Lease {
   readonly holder = `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
   private heldNow = false;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly log: EventLogger, readonly ttlMs = DEFAULT_LEASE_MS, readonly name = SINGLETON_LEASE) {}
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly log: EventLogger,
+    readonly ttlMs = DEFAULT_LEASE_MS,
+    readonly name = SINGLETON_LEASE,
+  ) {}
 
   get held(): boolean {
     return this.heldNow;
@@ -33,16 +38,34 @@ export class Lease {
     try {
       const now = this.ca.now();
       // Shared: the upsert's own condition decides who holds it; issuances need not wait for it.
-      row = this.ca.ledger.write(() => this.ca.ledger.takeLease(this.name, this.holder, now.toISOString(), new Date(now.getTime() + this.ttlMs).toISOString()), { shared: true });
+      row = this.ca.ledger.write(
+        () =>
+          this.ca.ledger.takeLease(
+            this.name,
+            this.holder,
+            now.toISOString(),
+            new Date(now.getTime() + this.ttlMs).toISOString(),
+          ),
+        { shared: true },
+      );
       this.heldNow = row.holder === this.holder;
     } catch (err) {
       this.heldNow = false;
-      this.log.warn({ event: "ca.lease_failed", lease: this.name, err: (err as Error).message }, `could not renew the lease ${this.name}`);
+      this.log.warn(
+        { event: "ca.lease_failed", lease: this.name, err: (err as Error).message },
+        `could not renew the lease ${this.name}`,
+      );
     }
     if (this.heldNow && !was) {
-      this.log.info({ event: "ca.lease_acquired", lease: this.name, holder: this.holder, expires_at: row!.expires_at }, `this server now runs the CA's once-only jobs (${this.name})`);
+      this.log.info(
+        { event: "ca.lease_acquired", lease: this.name, holder: this.holder, expires_at: row!.expires_at },
+        `this server now runs the CA's once-only jobs (${this.name})`,
+      );
     } else if (!this.heldNow && was) {
-      this.log.warn({ event: "ca.lease_lost", lease: this.name, holder: row?.holder ?? null }, `this server no longer runs the CA's once-only jobs (${this.name})`);
+      this.log.warn(
+        { event: "ca.lease_lost", lease: this.name, holder: row?.holder ?? null },
+        `this server no longer runs the CA's once-only jobs (${this.name})`,
+      );
     }
     return this.heldNow;
   }
@@ -53,7 +76,12 @@ export class Lease {
     this.heldNow = false;
     try {
       this.ca.ledger.write(() => this.ca.ledger.releaseLease(this.name, this.holder));
-      this.log.info({ event: "ca.lease_released", lease: this.name, holder: this.holder }, `released the lease ${this.name}`);
-    } catch { /* it runs out by itself */ }
+      this.log.info(
+        { event: "ca.lease_released", lease: this.name, holder: this.holder },
+        `released the lease ${this.name}`,
+      );
+    } catch {
+      /* it runs out by itself */
+    }
   }
 }

@@ -13,20 +13,61 @@ const KINDS: readonly IssuedKind[] = ["enrol", "renew", "cli", "server"];
 export const UNMATCHED = "(unmatched)";
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
-const EXACT_ROUTES: ReadonlySet<string> = new Set(["/.well-known/est/cacerts", ENROL, REENROL, "/crls.pem", "/.well-known/spiffe/bundle"]);
+const EXACT_ROUTES: ReadonlySet<string> = new Set([
+  "/.well-known/est/cacerts",
+  ENROL,
+  REENROL,
+  "/crls.pem",
+  "/.well-known/spiffe/bundle",
+]);
 /** The CRL route as server.ts matches it. */
 const CRL_PATH = /^\/crl\/(?:root|int)-\d{1,6}\.crl$/;
 
-const TOKEN_REFUSALS = ["token_missing", "token_malformed", "token_unknown", "token_used", "token_expired", "token_wrong_name"] as const;
+const TOKEN_REFUSALS = [
+  "token_missing",
+  "token_malformed",
+  "token_unknown",
+  "token_used",
+  "token_expired",
+  "token_wrong_name",
+] as const;
 /** Every code an est.refused line can carry (docs/est.md, "Refusals"); anything else counts as OTHER. */
 const ENROL_REASONS: readonly string[] = [
-  ...TOKEN_REFUSALS, "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  ...TOKEN_REFUSALS,
+  "malformed_csr",
+  "wrong_name",
+  "bad_lifetime",
+  "clock_skew",
+  "rate_limited",
+  "body_too_large",
+  "wrong_media_type",
+  "refused",
 ];
 const REENROL_REASONS: readonly string[] = [
-  "no_client_cert", "cert_untrusted", "cert_unknown", "cert_revoked", "cert_superseded", "cert_expired", "generation_untrusted", "same_key",
-  "malformed_csr", "wrong_name", "bad_lifetime", "clock_skew", "rate_limited", "body_too_large", "wrong_media_type", "refused",
+  "no_client_cert",
+  "cert_untrusted",
+  "cert_unknown",
+  "cert_revoked",
+  "cert_superseded",
+  "cert_expired",
+  "generation_untrusted",
+  "same_key",
+  "malformed_csr",
+  "wrong_name",
+  "bad_lifetime",
+  "clock_skew",
+  "rate_limited",
+  "body_too_large",
+  "wrong_media_type",
+  "refused",
 ];
-const REASONS: ReadonlySet<string> = new Set([...ENROL_REASONS, ...REENROL_REASONS, "not_found", "method_not_allowed", "bad_request"]);
+const REASONS: ReadonlySet<string> = new Set([
+  ...ENROL_REASONS,
+  ...REENROL_REASONS,
+  "not_found",
+  "method_not_allowed",
+  "bad_request",
+]);
 export const OTHER = "other";
 /**
  * Failed TLS handshakes by a short stable reason: OpenSSL's codes are many and a peer picks them,
@@ -61,7 +102,10 @@ export class CaMetrics {
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
 
-  constructor(private readonly ca: CertificateAuthority, state: () => CaServerState) {
+  constructor(
+    private readonly ca: CertificateAuthority,
+    state: () => CaServerState,
+  ) {
     const r = this.registry;
     addProcessMetrics(r);
     this.cliSince = ca.now().toISOString();
@@ -70,29 +114,58 @@ export class CaMetrics {
     new Counter({
       name: "mesh_ca_certificates_issued_total",
       help: "Certificates this CA issued since the server started, by kind: enrol (EST, with a token), renew (EST, over mTLS), cli (issue, sign, renew by the CLI, read from the ledger), server (the CA server's own TLS certificate).",
-      labelNames: ["kind"], registers: [r],
+      labelNames: ["kind"],
+      registers: [r],
       collect() {
         this.reset();
         counts.set("cli", cliIssued());
         for (const [kind, n] of counts) this.inc({ kind }, n);
       },
     });
-    this.refusals = new Counter({ name: "mesh_ca_requests_refused_total", help: "Requests the CA server refused, by route pattern and the reason of their est.refused log line.", labelNames: ["route", "reason"], registers: [r] });
+    this.refusals = new Counter({
+      name: "mesh_ca_requests_refused_total",
+      help: "Requests the CA server refused, by route pattern and the reason of their est.refused log line.",
+      labelNames: ["route", "reason"],
+      registers: [r],
+    });
     for (const reason of ENROL_REASONS) this.refusals.inc({ route: ENROL, reason }, 0);
     for (const reason of REENROL_REASONS) this.refusals.inc({ route: REENROL, reason }, 0);
-    this.errors = new Counter({ name: "mesh_ca_request_errors_total", help: "Requests the CA server could not complete (500, an est.error log line), by route pattern.", labelNames: ["route"], registers: [r] });
+    this.errors = new Counter({
+      name: "mesh_ca_request_errors_total",
+      help: "Requests the CA server could not complete (500, an est.error log line), by route pattern.",
+      labelNames: ["route"],
+      registers: [r],
+    });
     for (const route of [ENROL, REENROL]) this.errors.inc({ route }, 0);
     // A signature and a ledger transaction: a few ms; the write gate can queue a request behind a rotation.
-    this.durations = new Histogram({ name: "mesh_ca_request_duration_seconds", help: "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).", labelNames: ["route", "outcome"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] });
-    this.tokens = new Counter({ name: "mesh_ca_tokens_total", help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).", labelNames: ["result", "reason"], registers: [r] });
+    this.durations = new Histogram({
+      name: "mesh_ca_request_duration_seconds",
+      help: "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).",
+      labelNames: ["route", "outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [r],
+    });
+    this.tokens = new Counter({
+      name: "mesh_ca_tokens_total",
+      help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).",
+      labelNames: ["result", "reason"],
+      registers: [r],
+    });
     this.tokens.inc({ result: "used", reason: "none" }, 0);
-    this.handshakes = new Counter({ name: "mesh_ca_tls_handshake_failures_total", help: "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.", labelNames: ["reason"], registers: [r] });
+    this.handshakes = new Counter({
+      name: "mesh_ca_tls_handshake_failures_total",
+      help: "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.",
+      labelNames: ["reason"],
+      registers: [r],
+    });
     for (const reason of HANDSHAKE_LABELS) this.handshakes.inc({ reason }, 0);
     for (const reason of TOKEN_REFUSALS) this.tokens.inc({ result: "refused", reason }, 0);
 
     new Gauge({
-      name: "mesh_ca_certificates", help: "Leaf certificates in the ledger by status: valid, expired (valid but past notAfter), revoked, superseded.",
-      labelNames: ["status"], registers: [r],
+      name: "mesh_ca_certificates",
+      help: "Leaf certificates in the ledger by status: valid, expired (valid but past notAfter), revoked, superseded.",
+      labelNames: ["status"],
+      registers: [r],
       collect() {
         const c = ca.ledger.counts(ca.now().toISOString());
         this.set({ status: "valid" }, c.VALID);
@@ -102,34 +175,45 @@ export class CaMetrics {
       },
     });
     new Gauge({
-      name: "mesh_ca_tls_cert_expiration_timestamp_seconds", help: "When the CA server's own TLS certificate (ca.internal) expires, in seconds since the Unix epoch.", registers: [r],
+      name: "mesh_ca_tls_cert_expiration_timestamp_seconds",
+      help: "When the CA server's own TLS certificate (ca.internal) expires, in seconds since the Unix epoch.",
+      registers: [r],
       collect() {
         const at = state().tlsNotAfter;
         if (at) this.set(seconds(at.getTime()));
       },
     });
     new Gauge({
-      name: "mesh_ca_signer_generation", help: "The root generation whose CA signs what this server issues.", registers: [r],
+      name: "mesh_ca_signer_generation",
+      help: "The root generation whose CA signs what this server issues.",
+      registers: [r],
       collect() {
         this.set(state().published.signerGeneration);
       },
     });
     new Gauge({
-      name: "mesh_ca_root_expiration_timestamp_seconds", help: "When each published root (each root in the trust bundle) expires, in seconds since the Unix epoch.",
-      labelNames: ["issuer"], registers: [r],
+      name: "mesh_ca_root_expiration_timestamp_seconds",
+      help: "When each published root (each root in the trust bundle) expires, in seconds since the Unix epoch.",
+      labelNames: ["issuer"],
+      registers: [r],
       collect() {
         this.reset();
         const published = new Set(state().published.generations.map((g) => `root-${g}`));
-        for (const row of ca.ledger.issuers()) if (published.has(row.id)) this.set({ issuer: row.id }, seconds(Date.parse(row.not_after)));
+        for (const row of ca.ledger.issuers())
+          if (published.has(row.id)) this.set({ issuer: row.id }, seconds(Date.parse(row.not_after)));
       },
     });
     new Gauge({
-      name: "mesh_ca_crl_next_update_timestamp_seconds", help: "Each served CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every certificate that CA issued.",
-      labelNames: ["issuer"], registers: [r],
+      name: "mesh_ca_crl_next_update_timestamp_seconds",
+      help: "Each served CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every certificate that CA issued.",
+      labelNames: ["issuer"],
+      registers: [r],
       collect() {
         this.reset();
         const served = state().published.crls;
-        for (const row of ca.ledger.issuers()) if (served.has(row.id) && row.crl_next_update) this.set({ issuer: row.id }, seconds(Date.parse(row.crl_next_update)));
+        for (const row of ca.ledger.issuers())
+          if (served.has(row.id) && row.crl_next_update)
+            this.set({ issuer: row.id }, seconds(Date.parse(row.crl_next_update)));
       },
     });
   }

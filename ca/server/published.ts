@@ -29,7 +29,9 @@ export interface Published {
 
 /** base64 in lines, as RFC 2045 wants it and as `openssl base64 -d` reads it. */
 export function base64Lines(der: Uint8Array): string {
-  return Buffer.from(der).toString("base64").replace(/.{1,64}/g, "$&\n");
+  return Buffer.from(der)
+    .toString("base64")
+    .replace(/.{1,64}/g, "$&\n");
 }
 
 /** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates. */
@@ -39,7 +41,9 @@ export function certsOnly(certs: x509.X509Certificate[]): Uint8Array {
 
 export function loadPublished(ca: CertificateAuthority): Published {
   const issuers = ca.ledger.issuers();
-  const roots = issuers.filter((r) => r.kind === "root" && r.state === "published").sort((a, b) => a.generation - b.generation);
+  const roots = issuers
+    .filter((r) => r.kind === "root" && r.state === "published")
+    .sort((a, b) => a.generation - b.generation);
   const rootCerts = roots.map((r) => ca.issuerCert(r.id));
   const pkcs7 = certsOnly(rootCerts);
   const crls = new Map<string, Uint8Array>();
@@ -60,8 +64,11 @@ export function loadPublished(ca: CertificateAuthority): Published {
     generations: roots.map((r) => r.generation),
     cacertsBody: base64Lines(pkcs7),
     rootsPem: rootCerts.map(certToPem).join(""),
-    crls, crlsPem: pems.join(""), trustEtag: trustEtag(pems.join(""), etag),
-    signerId, signerGeneration,
+    crls,
+    crlsPem: pems.join(""),
+    trustEtag: trustEtag(pems.join(""), etag),
+    signerId,
+    signerGeneration,
     signerPublished: roots.some((r) => r.generation === signerGeneration),
   };
 }
@@ -76,7 +83,13 @@ export function trustEtag(crlsPem: string, bundleEtag: string): string {
  * by every commit of another connection) and the published files' modification times.
  */
 export function stateStamp(ca: CertificateAuthority): string {
-  const mtime = (path: string) => { try { return statSync(path).mtimeMs; } catch { return 0; } };
+  const mtime = (path: string) => {
+    try {
+      return statSync(path).mtimeMs;
+    } catch {
+      return 0;
+    }
+  };
   return `${ca.ledger.dataVersion()}:${mtime(ca.layout.bundle)}:${mtime(ca.layout.crls)}`;
 }
 

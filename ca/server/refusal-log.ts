@@ -16,7 +16,12 @@ export interface RefusalLogOptions {
   top?: number;
 }
 
-export const DEFAULT_REFUSAL_LOG: Required<RefusalLogOptions> = { intervalMs: 10_000, linesPerInterval: 3, maxKeys: 1_000, top: 10 };
+export const DEFAULT_REFUSAL_LOG: Required<RefusalLogOptions> = {
+  intervalMs: 10_000,
+  linesPerInterval: 3,
+  maxKeys: 1_000,
+  top: 10,
+};
 /** Reasons are the server's own codes, plus OpenSSL's for handshakes: a handful, but bounded anyway. */
 const MAX_REASONS = 64;
 const OVERFLOW = "(others)";
@@ -30,7 +35,10 @@ export class RefusalLog {
   private readonly names = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly log: EventLogger, opts: RefusalLogOptions = {}) {
+  constructor(
+    private readonly log: EventLogger,
+    opts: RefusalLogOptions = {},
+  ) {
     this.o = { ...DEFAULT_REFUSAL_LOG, ...opts };
     this.left = this.o.linesPerInterval;
     this.timer = setInterval(() => this.flush(), this.o.intervalMs).unref();
@@ -58,8 +66,26 @@ export class RefusalLog {
       const topNames = top(this.names, this.o.top).map(([name, n]) => ({ name, count: n }));
       const seconds = Math.round(this.o.intervalMs / 1000);
       this.log.warn(
-        { event: "est.refused_summary", interval_s: seconds, total: this.total, logged, suppressed, by_reason: byReason, remotes: this.remotes.size, top_remotes: topRemotes, top_names: topNames },
-        `${this.total} unauthenticated requests refused or failed in ${seconds}s (${suppressed} without a line of their own): ${Object.entries(byReason).slice(0, 3).map(([r, n]) => `${r} ${n}`).join(", ")}; most from ${topRemotes.slice(0, 3).map((r) => `${r.remote} (${r.count})`).join(", ")}`,
+        {
+          event: "est.refused_summary",
+          interval_s: seconds,
+          total: this.total,
+          logged,
+          suppressed,
+          by_reason: byReason,
+          remotes: this.remotes.size,
+          top_remotes: topRemotes,
+          top_names: topNames,
+        },
+        `${this.total} unauthenticated requests refused or failed in ${seconds}s (${suppressed} without a line of their own): ${Object.entries(
+          byReason,
+        )
+          .slice(0, 3)
+          .map(([r, n]) => `${r} ${n}`)
+          .join(", ")}; most from ${topRemotes
+          .slice(0, 3)
+          .map((r) => `${r.remote} (${r.count})`)
+          .join(", ")}`,
       );
     }
     this.total = 0;

@@ -13,7 +13,17 @@ import { WriteGate } from "./write-gate.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
 import { SPIFFE_BUNDLE_PATH, SpiffeBundleEndpoint } from "./spiffe-bundle.ts";
-import { EST_PREFIX, cacerts, crl, crlsPem, remoteOf, simpleenroll, simplereenroll, type Call, type EstContext } from "./est.ts";
+import {
+  EST_PREFIX,
+  cacerts,
+  crl,
+  crlsPem,
+  remoteOf,
+  simpleenroll,
+  simplereenroll,
+  type Call,
+  type EstContext,
+} from "./est.ts";
 import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { HttpError, sendText } from "./http.ts";
 import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
@@ -48,9 +58,15 @@ const CRL_REFRESH_MS = 10 * 60_000;
 
 // TLS 1.2 with ECDHE and an AEAD only, and TLS 1.3 (all of whose suites are AEAD).
 const CIPHERS = [
-  "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
-  "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
-  "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305",
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-CHACHA20-POLY1305",
 ].join(":");
 
 export interface CaServerOptions {
@@ -115,23 +131,36 @@ export class CaServer {
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
     this.ctx = {
-      ca: this.ca, log: this.log, published: () => this.published,
+      ca: this.ca,
+      log: this.log,
+      published: () => this.published,
       admission: new Admission(limits),
-      lifetime: { defaultMs: opts.defaultLifetimeMs ?? DEFAULT_LIFETIME_MS, maxMs: opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS },
+      lifetime: {
+        defaultMs: opts.defaultLifetimeMs ?? DEFAULT_LIFETIME_MS,
+        maxMs: opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS,
+      },
       maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
       cdp: (issuerId) => [`${this.url}/crl/${issuerId}.crl`],
       metrics: this.metrics,
     };
     // No certificate yet: it names the port, known only once listening. Nothing is
     // accepted before start() has set it.
-    this.https = https.createServer({
-      requestCert: true,
-      // Enrolment comes without a client certificate (it has a token): TLS verifies what is
-      // presented, and each route decides what an unverified or absent one may do.
-      rejectUnauthorized: false,
-      minVersion: "TLSv1.2", ciphers: CIPHERS,
-      handshakeTimeout: 10_000, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 8 * 1024,
-    }, (req, res) => void this.handle(req, res));
+    this.https = https.createServer(
+      {
+        requestCert: true,
+        // Enrolment comes without a client certificate (it has a token): TLS verifies what is
+        // presented, and each route decides what an unverified or absent one may do.
+        rejectUnauthorized: false,
+        minVersion: "TLSv1.2",
+        ciphers: CIPHERS,
+        handshakeTimeout: 10_000,
+        requestTimeout: 15_000,
+        headersTimeout: 10_000,
+        keepAliveTimeout: 5_000,
+        maxHeaderSize: 8 * 1024,
+      },
+      (req, res) => void this.handle(req, res),
+    );
     this.refusals = new RefusalLog(this.log, opts.refusalLog);
     this.skew = new SkewLog(this.log, this.refusals);
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
@@ -139,7 +168,16 @@ export class CaServer {
       const reason = err.code ?? "unknown";
       this.metrics.handshakeFailed(reason);
       this.refusals.note(`tls:${reason}`.slice(0, 80), remote, null, () => {
-        this.log.warn({ event: "tls.handshake_failed", remote, reason, detail: err.message.slice(0, 200), hint: handshakeHint(reason) }, "a TLS handshake failed");
+        this.log.warn(
+          {
+            event: "tls.handshake_failed",
+            remote,
+            reason,
+            detail: err.message.slice(0, 200),
+            hint: handshakeHint(reason),
+          },
+          "a TLS handshake failed",
+        );
       });
     });
   }
@@ -148,7 +186,10 @@ export class CaServer {
   static async start(opts: CaServerOptions): Promise<CaServer> {
     const defaultMs = opts.defaultLifetimeMs ?? DEFAULT_LIFETIME_MS;
     const maxMs = opts.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS;
-    if (defaultMs > maxMs) throw badInput(`--default-lifetime ${formatDuration(defaultMs)} is longer than --max-lifetime ${formatDuration(maxMs)}`);
+    if (defaultMs > maxMs)
+      throw badInput(
+        `--default-lifetime ${formatDuration(defaultMs)} is longer than --max-lifetime ${formatDuration(maxMs)}`,
+      );
     await opts.ca.signer(opts.ca.signerId());
     const server = new CaServer(opts, loadPublished(opts.ca));
     await server.listen(opts.port ?? DEFAULT_PORT);
@@ -164,7 +205,9 @@ export class CaServer {
     const every = opts.pollMs ?? POLL_MS;
     server.timers.push(setInterval(() => void server.refresh(), every).unref());
     server.timers.push(setInterval(() => void server.refreshCrls(), CRL_REFRESH_MS).unref());
-    server.timers.push(setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref());
+    server.timers.push(
+      setInterval(() => void server.leaseTick(), Math.max(50, Math.floor(server.lease.ttlMs / 3))).unref(),
+    );
     // The lease holder re-signs at once: a server started on an old folder must not serve a CRL about to lapse.
     await server.leaseTick();
     if (server.retentionMs !== null) {
@@ -172,12 +215,23 @@ export class CaServer {
       await server.prune();
     }
     const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
-    server.log.info({
-      event: "ca.started", url: server.url, generations: server.published.generations, signer: server.published.signerId,
-      root_sha256: rootFingerprint(root.rawData).hex, tls_serial: server.own.serial, tls_not_after: server.own.notAfter.toISOString(),
-      default_lifetime: formatDuration(defaultMs), max_lifetime: formatDuration(maxMs),
-      store: server.ca.ledger.kind, lease_holder: server.lease.holder, runs_jobs: server.lease.held,
-    }, `CA serving EST on ${server.url}`);
+    server.log.info(
+      {
+        event: "ca.started",
+        url: server.url,
+        generations: server.published.generations,
+        signer: server.published.signerId,
+        root_sha256: rootFingerprint(root.rawData).hex,
+        tls_serial: server.own.serial,
+        tls_not_after: server.own.notAfter.toISOString(),
+        default_lifetime: formatDuration(defaultMs),
+        max_lifetime: formatDuration(maxMs),
+        store: server.ca.ledger.kind,
+        lease_holder: server.lease.holder,
+        runs_jobs: server.lease.held,
+      },
+      `CA serving EST on ${server.url}`,
+    );
     return server;
   }
 
@@ -217,7 +271,9 @@ export class CaServer {
    * certificate when it must. Runs every POLL_MS; never twice at once.
    */
   refresh(): Promise<void> {
-    this.refreshing ??= this.doRefresh().finally(() => { this.refreshing = null; });
+    this.refreshing ??= this.doRefresh().finally(() => {
+      this.refreshing = null;
+    });
     return this.refreshing;
   }
 
@@ -230,7 +286,16 @@ export class CaServer {
         this.published = next;
         this.stamp = stamp;
         if (next.etag !== before.etag || next.crlsPem !== before.crlsPem || next.signerId !== before.signerId) {
-          this.log.info({ event: "ca.state_reloaded", etag: next.etag, generations: next.generations, signer: next.signerId, crls: [...next.crls.keys()] }, "picked up the state folder's changes");
+          this.log.info(
+            {
+              event: "ca.state_reloaded",
+              etag: next.etag,
+              generations: next.generations,
+              signer: next.signerId,
+              crls: [...next.crls.keys()],
+            },
+            "picked up the state folder's changes",
+          );
         }
         // Another replica (or the CLI on another host) signed a CRL: this host's files follow the store.
         if (next.crlsPem !== before.crlsPem && this.ca.ledger.kind === "postgres") this.ca.writeCrlBundle();
@@ -243,14 +308,31 @@ export class CaServer {
       const reason = renewalReason(this.ca, this.own, this.published);
       if (reason) {
         const old = this.own.serial;
-        this.own = await issueServerCert(this.ca, { hosts: this.hosts, lifetimeMs: this.ctx.lifetime.maxMs, cdp: this.ctx.cdp });
+        this.own = await issueServerCert(this.ca, {
+          hosts: this.hosts,
+          lifetimeMs: this.ctx.lifetime.maxMs,
+          cdp: this.ctx.cdp,
+        });
         this.metrics.issued("server");
         this.applyTls();
-        this.log.info({ event: "ca.tls_renewed", serial: this.own.serial, previous: old, generation: this.own.generation, not_after: this.own.notAfter.toISOString(), reason }, `renewed the CA server's own certificate: ${reason}`);
+        this.log.info(
+          {
+            event: "ca.tls_renewed",
+            serial: this.own.serial,
+            previous: old,
+            generation: this.own.generation,
+            not_after: this.own.notAfter.toISOString(),
+            reason,
+          },
+          `renewed the CA server's own certificate: ${reason}`,
+        );
       }
     } catch (err) {
       // The old state stays in force; the next tick tries again.
-      this.log.error({ event: "ca.reload_failed", err: (err as Error).message }, "could not pick up the state folder's changes; serving the previous state");
+      this.log.error(
+        { event: "ca.reload_failed", err: (err as Error).message },
+        "could not pick up the state folder's changes; serving the previous state",
+      );
     }
   }
 
@@ -264,10 +346,20 @@ export class CaServer {
     try {
       const resigned = await this.gate.alone(() => this.ca.refreshCrls());
       if (resigned.length === 0) return;
-      this.log.info({ event: "ca.crls_resigned", issuers: resigned.map((r) => r.id), next_update: resigned.map((r) => r.crl_next_update) }, `re-signed ${resigned.length} CRL(s) before they lapse`);
+      this.log.info(
+        {
+          event: "ca.crls_resigned",
+          issuers: resigned.map((r) => r.id),
+          next_update: resigned.map((r) => r.crl_next_update),
+        },
+        `re-signed ${resigned.length} CRL(s) before they lapse`,
+      );
       await this.refresh();
     } catch (err) {
-      this.log.error({ event: "ca.crls_resign_failed", err: (err as Error).message }, "could not re-sign the CRLs; trying again at the next check");
+      this.log.error(
+        { event: "ca.crls_resign_failed", err: (err as Error).message },
+        "could not re-sign the CRLs; trying again at the next check",
+      );
     }
   }
 
@@ -290,13 +382,26 @@ export class CaServer {
     try {
       const r = await this.gate.alone(() => prune(this.ca, { olderThanMs }));
       if (r.certs > 0 || r.tokens > 0 || r.crlsResigned.length > 0) {
-        this.log.info({ event: "ca.pruned", certs: r.certs, tokens: r.tokens, cutoff: r.cutoff.toISOString(), crls_resigned: r.crlsResigned, crl_expired_dropped: r.crlExpiredBefore - r.crlExpiredAfter, crl_expired_kept: r.crlExpiredAfter },
-          `retention: deleted ${r.certs} certificate(s) and ${r.tokens} token(s) expired before ${r.cutoff.toISOString()}${r.crlsResigned.length > 0 ? `, re-signed ${r.crlsResigned.length} CRL(s)` : ""}`);
+        this.log.info(
+          {
+            event: "ca.pruned",
+            certs: r.certs,
+            tokens: r.tokens,
+            cutoff: r.cutoff.toISOString(),
+            crls_resigned: r.crlsResigned,
+            crl_expired_dropped: r.crlExpiredBefore - r.crlExpiredAfter,
+            crl_expired_kept: r.crlExpiredAfter,
+          },
+          `retention: deleted ${r.certs} certificate(s) and ${r.tokens} token(s) expired before ${r.cutoff.toISOString()}${r.crlsResigned.length > 0 ? `, re-signed ${r.crlsResigned.length} CRL(s)` : ""}`,
+        );
         if (r.crlsResigned.length > 0) await this.refresh();
       }
       return r;
     } catch (err) {
-      this.log.error({ event: "ca.prune_failed", err: (err as Error).message }, "retention run failed; trying again at the next check");
+      this.log.error(
+        { event: "ca.prune_failed", err: (err as Error).message },
+        "retention run failed; trying again at the next check",
+      );
       return undefined;
     }
   }
@@ -315,14 +420,25 @@ export class CaServer {
 
   /** setSecureContext rebuilds the whole context: key, chain, the roots renewals are checked against. */
   private applyTls(): void {
-    this.https.setSecureContext({ key: this.own.key, cert: this.own.cert, ca: this.published.rootsPem, minVersion: "TLSv1.2", ciphers: CIPHERS });
+    this.https.setSecureContext({
+      key: this.own.key,
+      cert: this.own.cert,
+      ca: this.published.rootsPem,
+      minVersion: "TLSv1.2",
+      ciphers: CIPHERS,
+    });
   }
 
   private recordBundle(): void {
     try {
-      this.ca.ledger.write(() => this.ca.ledger.recordBundle(this.published.etag, this.published.generations, this.ca.now().toISOString()));
+      this.ca.ledger.write(() =>
+        this.ca.ledger.recordBundle(this.published.etag, this.published.generations, this.ca.now().toISOString()),
+      );
     } catch (err) {
-      this.log.warn({ event: "est.bundle_record_failed", err: (err as Error).message }, "could not record the published bundle");
+      this.log.warn(
+        { event: "est.bundle_record_failed", err: (err as Error).message },
+        "could not record the published bundle",
+      );
     }
   }
 
@@ -333,24 +449,61 @@ export class CaServer {
     const caNow = this.ca.now().getTime();
     res.setHeader("Date", httpDate(caNow));
     const clientDate = parseHttpDate(req.headers.date);
-    const call: Call = { req, res, url: new URL("https://ca.internal/"), remote: remoteOf(req), skewMs: clientDate === null ? null : clientDate - caNow, authenticated: null, claimed: null };
+    const call: Call = {
+      req,
+      res,
+      url: new URL("https://ca.internal/"),
+      remote: remoteOf(req),
+      skewMs: clientDate === null ? null : clientDate - caNow,
+      authenticated: null,
+      claimed: null,
+    };
     let outcome: "ok" | "refused" | "error" = "ok";
     try {
-      try { call.url = new URL(req.url ?? "/", "https://ca.internal"); } catch { throw new HttpError(400, "bad_request", "the request target is not a path"); }
+      try {
+        call.url = new URL(req.url ?? "/", "https://ca.internal");
+      } catch {
+        throw new HttpError(400, "bad_request", "the request target is not a path");
+      }
       path = call.url.pathname;
       const method = req.method ?? "";
       const allow = (methods: string[]) => {
-        if (!methods.includes(method)) throw new HttpError(405, "method_not_allowed", `${method.slice(0, 16)} is not allowed on ${path}: use ${methods.join(" or ")}`, { Allow: methods.join(", ") });
+        if (!methods.includes(method))
+          throw new HttpError(
+            405,
+            "method_not_allowed",
+            `${method.slice(0, 16)} is not allowed on ${path}: use ${methods.join(" or ")}`,
+            { Allow: methods.join(", ") },
+          );
       };
       const crlMatch = /^\/crl\/((?:root|int)-\d{1,6})\.crl$/.exec(path);
-      if (path === `${EST_PREFIX}/cacerts`) { allow(["GET", "HEAD"]); await this.gate.shared(() => cacerts(this.ctx, call)); }
-      else if (path === `${EST_PREFIX}/simpleenroll`) { allow(["POST"]); await this.gate.shared(() => simpleenroll(this.ctx, call)); }
-      else if (path === `${EST_PREFIX}/simplereenroll`) { allow(["POST"]); await this.gate.shared(() => simplereenroll(this.ctx, call)); }
-      else if (path === "/crls.pem") { allow(["GET", "HEAD"]); crlsPem(this.ctx, res); }
-      else if (path === CRLS_WATCH_PATH) { allow(["GET"]); crlsWatch(() => this.published, this.held, req, res, call.url); }
-      else if (path === SPIFFE_BUNDLE_PATH) { allow(["GET", "HEAD"]); this.spiffeBundle.serve(this.published, req.headers["if-none-match"], method, res); }
-      else if (crlMatch) { allow(["GET", "HEAD"]); crl(this.ctx, res, crlMatch[1]!); }
-      else throw new HttpError(404, "not_found", `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/, the SPIFFE bundle at ${SPIFFE_BUNDLE_PATH}`);
+      if (path === `${EST_PREFIX}/cacerts`) {
+        allow(["GET", "HEAD"]);
+        await this.gate.shared(() => cacerts(this.ctx, call));
+      } else if (path === `${EST_PREFIX}/simpleenroll`) {
+        allow(["POST"]);
+        await this.gate.shared(() => simpleenroll(this.ctx, call));
+      } else if (path === `${EST_PREFIX}/simplereenroll`) {
+        allow(["POST"]);
+        await this.gate.shared(() => simplereenroll(this.ctx, call));
+      } else if (path === "/crls.pem") {
+        allow(["GET", "HEAD"]);
+        crlsPem(this.ctx, res);
+      } else if (path === CRLS_WATCH_PATH) {
+        allow(["GET"]);
+        crlsWatch(() => this.published, this.held, req, res, call.url);
+      } else if (path === SPIFFE_BUNDLE_PATH) {
+        allow(["GET", "HEAD"]);
+        this.spiffeBundle.serve(this.published, req.headers["if-none-match"], method, res);
+      } else if (crlMatch) {
+        allow(["GET", "HEAD"]);
+        crl(this.ctx, res, crlMatch[1]!);
+      } else
+        throw new HttpError(
+          404,
+          "not_found",
+          `no such resource: EST lives under ${EST_PREFIX}/ (cacerts, simpleenroll, simplereenroll), CRLs under /crl/, the SPIFFE bundle at ${SPIFFE_BUNDLE_PATH}`,
+        );
     } catch (err) {
       outcome = err instanceof HttpError ? "refused" : "error";
       this.refuse(call, path, err);
@@ -371,12 +524,28 @@ export class CaServer {
     if (err instanceof HttpError) {
       this.metrics.refused(path, err.code);
       // A client whose clock is off is told so, whatever else is wrong.
-      const skewNote = call.skewMs !== null && isSkewed(call.skewMs) && err.code !== "clock_skew"
-        ? ` (note: clock skew, ${describeSkew("your", call.skewMs, "this CA's")}; fix the clock that is wrong)` : "";
+      const skewNote =
+        call.skewMs !== null && isSkewed(call.skewMs) && err.code !== "clock_skew"
+          ? ` (note: clock skew, ${describeSkew("your", call.skewMs, "this CA's")}; fix the clock that is wrong)`
+          : "";
       const message = err.message + skewNote;
       const name = (err.subject ?? call.claimed)?.slice(0, 253) ?? null;
-      const line = () => this.log.warn({ event: "est.refused", route, status: err.status, reason: err.code, detail: message.slice(0, 500), name, remote: call.remote, serial: peerSerial, authenticated: call.authenticated !== null, ...skewFields(call) },
-        `refused ${route}: ${message.slice(0, 200)}`);
+      const line = () =>
+        this.log.warn(
+          {
+            event: "est.refused",
+            route,
+            status: err.status,
+            reason: err.code,
+            detail: message.slice(0, 500),
+            name,
+            remote: call.remote,
+            serial: peerSerial,
+            authenticated: call.authenticated !== null,
+            ...skewFields(call),
+          },
+          `refused ${route}: ${message.slice(0, 200)}`,
+        );
       if (call.authenticated !== null) line();
       else this.refusals.note(err.code, call.remote, name, line);
       if (!res.headersSent) sendText(res, err.status, message, err.headers);
@@ -384,7 +553,10 @@ export class CaServer {
     }
     const message = err instanceof CaError ? err.message : (err as Error).message;
     this.metrics.failed(path);
-    this.log.error({ event: "est.error", route, err: message, remote: call.remote, serial: peerSerial }, `internal error on ${route}`);
+    this.log.error(
+      { event: "est.error", route, err: message, remote: call.remote, serial: peerSerial },
+      `internal error on ${route}`,
+    );
     if (!res.headersSent) sendText(res, 500, "internal error: the CA could not complete the request (see its log)");
   }
 }
@@ -404,5 +576,11 @@ function handshakeHint(code: string): string | undefined {
   return undefined;
 }
 
-const KNOWN_ROUTES = new Set([`${EST_PREFIX}/cacerts`, `${EST_PREFIX}/simpleenroll`, `${EST_PREFIX}/simplereenroll`, "/crls.pem", CRLS_WATCH_PATH, SPIFFE_BUNDLE_PATH]);
-
+const KNOWN_ROUTES = new Set([
+  `${EST_PREFIX}/cacerts`,
+  `${EST_PREFIX}/simpleenroll`,
+  `${EST_PREFIX}/simplereenroll`,
+  "/crls.pem",
+  CRLS_WATCH_PATH,
+  SPIFFE_BUNDLE_PATH,
+]);

@@ -13,15 +13,26 @@ export class SkewLog {
   /** When each authenticated name last had a line; the least recently logged go first past MAX_NAMES. */
   private readonly logged = new Map<string, number>();
 
-  constructor(private readonly log: EventLogger, private readonly refusals: RefusalLog) {}
+  constructor(
+    private readonly log: EventLogger,
+    private readonly refusals: RefusalLog,
+  ) {}
 
   note(call: Call, route: string): void {
     if (call.skewMs === null || !isSkewed(call.skewMs)) return;
     const who = call.authenticated ?? call.claimed ?? call.remote;
-    const line = () => this.log.warn(
-      { event: "est.clock_skew", name: call.authenticated ?? call.claimed, authenticated: call.authenticated !== null, remote: call.remote, route, ...skewFields(call) },
-      `clock skew: ${describeSkew(`${who}'s`, call.skewMs!, "this CA's")}`,
-    );
+    const line = () =>
+      this.log.warn(
+        {
+          event: "est.clock_skew",
+          name: call.authenticated ?? call.claimed,
+          authenticated: call.authenticated !== null,
+          remote: call.remote,
+          route,
+          ...skewFields(call),
+        },
+        `clock skew: ${describeSkew(`${who}'s`, call.skewMs!, "this CA's")}`,
+      );
     if (call.authenticated === null) {
       this.refusals.note("clock_skew", call.remote, call.claimed, line);
       return;

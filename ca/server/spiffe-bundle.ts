@@ -50,7 +50,10 @@ export class SpiffeBundleEndpoint {
   private cached?: { roots: string; body: string; etag: string };
   private readonly file: string;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly log: EventLogger) {
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly log: EventLogger,
+  ) {
     this.file = inside(ca.layout.dir, "spiffe-bundle.json");
   }
 
@@ -59,7 +62,10 @@ export class SpiffeBundleEndpoint {
     try {
       if (existsSync(this.file)) stored = JSON.parse(readFileSync(this.file, "utf8")) as SequenceFile;
     } catch (err) {
-      this.log.warn({ event: "spiffe.bundle_sequence_unreadable", file: this.file, err: (err as Error).message }, "the SPIFFE bundle sequence file is unreadable: starting it again");
+      this.log.warn(
+        { event: "spiffe.bundle_sequence_unreadable", file: this.file, err: (err as Error).message },
+        "the SPIFFE bundle sequence file is unreadable: starting it again",
+      );
     }
     const prev = stored && Number.isSafeInteger(stored.sequence) && stored.sequence > 0 ? stored.sequence : 0;
     if (stored && stored.roots === roots && prev > 0) return prev;
@@ -67,7 +73,10 @@ export class SpiffeBundleEndpoint {
     try {
       writeAtomic(this.file, JSON.stringify({ sequence: next, roots } satisfies SequenceFile) + "\n", CERT_MODE);
     } catch (err) {
-      this.log.warn({ event: "spiffe.bundle_sequence_unwritable", file: this.file, err: (err as Error).message }, "could not record the SPIFFE bundle sequence");
+      this.log.warn(
+        { event: "spiffe.bundle_sequence_unwritable", file: this.file, err: (err as Error).message },
+        "could not record the SPIFFE bundle sequence",
+      );
     }
     return next;
   }
@@ -75,7 +84,11 @@ export class SpiffeBundleEndpoint {
   /** The bundle document for what is published now (rebuilt only when the roots change). */
   current(p: Published): { body: string; etag: string } {
     if (this.cached?.roots === p.etag) return this.cached;
-    const doc: SpiffeBundleDoc = { keys: bundleKeys(p.rootsPem), spiffe_sequence: this.sequenceFor(p.etag), spiffe_refresh_hint: SPIFFE_REFRESH_HINT_S };
+    const doc: SpiffeBundleDoc = {
+      keys: bundleKeys(p.rootsPem),
+      spiffe_sequence: this.sequenceFor(p.etag),
+      spiffe_refresh_hint: SPIFFE_REFRESH_HINT_S,
+    };
     const body = JSON.stringify(doc, null, 2) + "\n";
     this.cached = { roots: p.etag, body, etag: `"${createHash("sha256").update(body).digest("base64url")}"` };
     return this.cached;
@@ -90,7 +103,11 @@ export class SpiffeBundleEndpoint {
       res.end();
       return;
     }
-    res.writeHead(200, { ...headers, "Content-Type": "application/json", "Content-Length": String(Buffer.byteLength(body)) });
+    res.writeHead(200, {
+      ...headers,
+      "Content-Type": "application/json",
+      "Content-Length": String(Buffer.byteLength(body)),
+    });
     res.end(method === "HEAD" ? undefined : body);
   }
 }

@@ -26,7 +26,8 @@ export interface CopyReport {
 
 export function copyToPostgres(source: LedgerStore, to: string): CopyReport {
   const setting = parseStore(to);
-  if (setting.kind !== "postgres") throw new CaError("BAD_INPUT", `--to must be a postgres:// URL (e.g. postgres://ca@db.internal/mesh_ca)`);
+  if (setting.kind !== "postgres")
+    throw new CaError("BAD_INPUT", `--to must be a postgres:// URL (e.g. postgres://ca@db.internal/mesh_ca)`);
   const db = sqliteLedger(source).db;
   // Refuses a database that already holds a CA, before anything is written.
   const target = PgLedger.open(setting.config, setting.shown, { create: true });
@@ -35,7 +36,9 @@ export function copyToPostgres(source: LedgerStore, to: string): CopyReport {
     target.write(() => {
       for (const t of TABLES) {
         const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t.name);
-        const all = exists ? (db.prepare(`SELECT * FROM ${t.name} ORDER BY ${t.order}`).all() as Record<string, unknown>[]) : [];
+        const all = exists
+          ? (db.prepare(`SELECT * FROM ${t.name} ORDER BY ${t.order}`).all() as Record<string, unknown>[])
+          : [];
         // The schema row was written by open(); every other row is copied as it is.
         const copied = t.name === "meta" ? all.filter((r) => r.key !== "schema") : all;
         target.importRows(t.name, copied);

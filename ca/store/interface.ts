@@ -2,7 +2,14 @@
 // (ca/ledger.ts) or PostgreSQL shared by several replicas (ca/store/postgres.ts). Both are
 // synchronous to their callers (see pg-sync.ts for why); rows keep the ledger's column names.
 import type {
-  BundleHolderRow, CertRow, CurrentCertFact, GenerationState, IssuerRow, LedgerEntry, RotationRow, TokenRow,
+  BundleHolderRow,
+  CertRow,
+  CurrentCertFact,
+  GenerationState,
+  IssuerRow,
+  LedgerEntry,
+  RotationRow,
+  TokenRow,
 } from "./rows.ts";
 
 /** A job only one replica may run (re-signing CRLs…): who holds it, until when. */
@@ -13,7 +20,12 @@ export interface LeaseRow {
   expires_at: string;
 }
 
-export type RotationFields = Partial<Pick<RotationRow, "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at">>;
+export type RotationFields = Partial<
+  Pick<
+    RotationRow,
+    "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at"
+  >
+>;
 
 export interface LedgerStore {
   readonly kind: "sqlite" | "postgres";
@@ -79,7 +91,9 @@ export interface LedgerStore {
   generationOf(serial: string): number | undefined;
   unfinishedRotation(): RotationRow | undefined;
   rotation(id: number): RotationRow | undefined;
-  insertRotation(row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number }): RotationRow;
+  insertRotation(
+    row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+  ): RotationRow;
   updateRotation(id: number, fields: RotationFields, now: string): void;
 
   /**

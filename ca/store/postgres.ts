@@ -4,7 +4,14 @@
 // are and a read-check-write (a token spent, a name superseded) cannot interleave.
 import { CaError } from "../errors.ts";
 import type {
-  BundleHolderRow, CertRow, CurrentCertFact, GenerationState, IssuerRow, LedgerEntry, RotationRow, TokenRow,
+  BundleHolderRow,
+  CertRow,
+  CurrentCertFact,
+  GenerationState,
+  IssuerRow,
+  LedgerEntry,
+  RotationRow,
+  TokenRow,
 } from "../ledger.ts";
 import type { LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
 import { PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
@@ -97,14 +104,33 @@ CREATE OR REPLACE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta 
 CREATE OR REPLACE TRIGGER signed_crls_changed AFTER INSERT OR UPDATE OR DELETE ON signed_crls FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
 `.replace(/\bTEXT\b/g, 'TEXT COLLATE "C"');
 
-const CERT_COLUMNS = "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
-const ISSUER_COLUMNS = "id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at";
-const ROTATION_FIELDS = new Set(["to_generation", "phase", "in_use", "published_at", "activated_at", "finished_at", "owner", "heartbeat_at"]);
+const CERT_COLUMNS =
+  "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
+const ISSUER_COLUMNS =
+  "id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at";
+const ROTATION_FIELDS = new Set([
+  "to_generation",
+  "phase",
+  "in_use",
+  "published_at",
+  "activated_at",
+  "finished_at",
+  "owner",
+  "heartbeat_at",
+]);
 
 function unreachable(shown: string, err: unknown): CaError {
   const e = err as PgError;
-  if (e.code === "3D000") return new CaError("NOT_INITIALISED", `the database of --store ${shown} does not exist: create it (createdb), then run: npm run ca -- init --store ${shown}`);
-  if (e.code === "28P01" || e.code === "28000") return new CaError("REFUSED", `PostgreSQL refused the login for --store ${shown} (${e.message}): set PGPASSWORD or ~/.pgpass, or fix the role`);
+  if (e.code === "3D000")
+    return new CaError(
+      "NOT_INITIALISED",
+      `the database of --store ${shown} does not exist: create it (createdb), then run: npm run ca -- init --store ${shown}`,
+    );
+  if (e.code === "28P01" || e.code === "28000")
+    return new CaError(
+      "REFUSED",
+      `PostgreSQL refused the login for --store ${shown} (${e.message}): set PGPASSWORD or ~/.pgpass, or fix the role`,
+    );
   return new CaError("CORRUPT", `cannot use the ledger at ${shown}: ${e.message}`, { cause: err });
 }
 
@@ -128,15 +154,36 @@ export class PgLedger implements LedgerStore {
         // Two replicas starting at once must not race on CREATE ... IF NOT EXISTS.
         pg.query(`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`);
         const has = pg.query("SELECT to_regclass('meta') IS NOT NULL AS has").rows[0]!.has as boolean;
-        const version = has ? (pg.query("SELECT value FROM meta WHERE key = 'schema'").rows[0]?.value as string | undefined) : undefined;
-        if (opts.create && version) throw new CaError("ALREADY_EXISTS", `a CA already exists in ${shown}: refusing to overwrite it (use another database)`);
-        if (!opts.create && !version) throw new CaError("NOT_INITIALISED", `the CA is not initialised in ${shown} (run: npm run ca -- init --name "Acme Corp CA" --store ${shown})`);
-        if (version && version !== SCHEMA_VERSION) throw new CaError("CORRUPT", `the ledger at ${shown} has schema version ${version}, this CA understands ${SCHEMA_VERSION}`);
+        const version = has
+          ? (pg.query("SELECT value FROM meta WHERE key = 'schema'").rows[0]?.value as string | undefined)
+          : undefined;
+        if (opts.create && version)
+          throw new CaError(
+            "ALREADY_EXISTS",
+            `a CA already exists in ${shown}: refusing to overwrite it (use another database)`,
+          );
+        if (!opts.create && !version)
+          throw new CaError(
+            "NOT_INITIALISED",
+            `the CA is not initialised in ${shown} (run: npm run ca -- init --name "Acme Corp CA" --store ${shown})`,
+          );
+        if (version && version !== SCHEMA_VERSION)
+          throw new CaError(
+            "CORRUPT",
+            `the ledger at ${shown} has schema version ${version}, this CA understands ${SCHEMA_VERSION}`,
+          );
         pg.query(SCHEMA);
-        if (opts.create) pg.query("INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO NOTHING", [SCHEMA_VERSION]);
+        if (opts.create)
+          pg.query("INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO NOTHING", [
+            SCHEMA_VERSION,
+          ]);
         pg.query("COMMIT");
       } catch (err) {
-        try { pg.query("ROLLBACK"); } catch { /* the connection is gone */ }
+        try {
+          pg.query("ROLLBACK");
+        } catch {
+          /* the connection is gone */
+        }
         throw err;
       }
     } catch (err) {
@@ -215,14 +262,33 @@ export class PgLedger implements LedgerStore {
   }
 
   setMeta(key: string, value: string): void {
-    this.run("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]);
+    this.run("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
+      key,
+      value,
+    ]);
   }
 
   // --- issuers ---------------------------------------------------------------
 
   insertIssuer(r: IssuerRow): void {
-    this.run(`INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-      [r.id, r.kind, r.generation, r.parent, r.name, r.serial, r.key_type, r.not_before, r.not_after, r.state, r.crl_number, r.crl_next_update, r.created_at]);
+    this.run(
+      `INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+      [
+        r.id,
+        r.kind,
+        r.generation,
+        r.parent,
+        r.name,
+        r.serial,
+        r.key_type,
+        r.not_before,
+        r.not_after,
+        r.state,
+        r.crl_number,
+        r.crl_next_update,
+        r.created_at,
+      ],
+    );
   }
 
   issuers(): IssuerRow[] {
@@ -238,7 +304,10 @@ export class PgLedger implements LedgerStore {
   }
 
   crlEntries(id: string): Uint8Array | null {
-    return this.one<{ crl_entries: Uint8Array | null }>("SELECT crl_entries FROM issuers WHERE id = $1", [id])?.crl_entries ?? null;
+    return (
+      this.one<{ crl_entries: Uint8Array | null }>("SELECT crl_entries FROM issuers WHERE id = $1", [id])
+        ?.crl_entries ?? null
+    );
   }
 
   setCrlEntries(id: string, der: Uint8Array): void {
@@ -246,7 +315,10 @@ export class PgLedger implements LedgerStore {
   }
 
   nextCrlNumber(id: string, nextUpdate: string): number {
-    return this.one<{ crl_number: number }>("UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = $1 WHERE id = $2 RETURNING crl_number", [nextUpdate, id])!.crl_number;
+    return this.one<{ crl_number: number }>(
+      "UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = $1 WHERE id = $2 RETURNING crl_number",
+      [nextUpdate, id],
+    )!.crl_number;
   }
 
   signedCrl(id: string): Uint8Array | null {
@@ -255,14 +327,34 @@ export class PgLedger implements LedgerStore {
   }
 
   setSignedCrl(id: string, der: Uint8Array): void {
-    this.run("INSERT INTO signed_crls (issuer_id, der) VALUES ($1, $2) ON CONFLICT (issuer_id) DO UPDATE SET der = excluded.der", [id, Buffer.from(der)]);
+    this.run(
+      "INSERT INTO signed_crls (issuer_id, der) VALUES ($1, $2) ON CONFLICT (issuer_id) DO UPDATE SET der = excluded.der",
+      [id, Buffer.from(der)],
+    );
   }
 
   // --- certificates ----------------------------------------------------------
 
   insertCert(r: CertRow): void {
-    this.run(`INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-      [r.serial, r.name, r.sans, r.issuer_id, r.key_type, r.not_before, r.not_after, r.status, r.revoked_at, r.reason, r.superseded_by, r.source, r.created_at, r.pem]);
+    this.run(
+      `INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+      [
+        r.serial,
+        r.name,
+        r.sans,
+        r.issuer_id,
+        r.key_type,
+        r.not_before,
+        r.not_after,
+        r.status,
+        r.revoked_at,
+        r.reason,
+        r.superseded_by,
+        r.source,
+        r.created_at,
+        r.pem,
+      ],
+    );
   }
 
   current(name: string): CertRow | undefined {
@@ -270,7 +362,10 @@ export class PgLedger implements LedgerStore {
   }
 
   latest(name: string): CertRow | undefined {
-    return this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 ORDER BY created_at DESC, seq DESC LIMIT 1`, [name]);
+    return this.one(
+      `SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 ORDER BY created_at DESC, seq DESC LIMIT 1`,
+      [name],
+    );
   }
 
   bySerial(serial: string): CertRow | undefined {
@@ -278,45 +373,73 @@ export class PgLedger implements LedgerStore {
   }
 
   list(opts: { all?: boolean } = {}): LedgerEntry[] {
-    return this.rows(`SELECT ${CERT_COLUMNS} FROM certs ${opts.all ? "" : "WHERE status <> 'superseded'"} ORDER BY name, created_at, seq`);
+    return this.rows(
+      `SELECT ${CERT_COLUMNS} FROM certs ${opts.all ? "" : "WHERE status <> 'superseded'"} ORDER BY name, created_at, seq`,
+    );
   }
 
   markRevoked(serial: string, at: string, reason: string): boolean {
-    return this.run("UPDATE certs SET status = 'revoked', revoked_at = $1, reason = $2 WHERE serial = $3 AND status <> 'revoked'", [at, reason, serial]) === 1;
+    return (
+      this.run(
+        "UPDATE certs SET status = 'revoked', revoked_at = $1, reason = $2 WHERE serial = $3 AND status <> 'revoked'",
+        [at, reason, serial],
+      ) === 1
+    );
   }
 
   markSuperseded(serial: string, by: string): boolean {
-    return this.run("UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE serial = $2 AND status = 'valid'", [by, serial]) === 1;
+    return (
+      this.run("UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE serial = $2 AND status = 'valid'", [
+        by,
+        serial,
+      ]) === 1
+    );
   }
 
   revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
-    return this.rows("SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = $1 AND status = 'revoked' AND not_after > $2", [issuerId, now]);
+    return this.rows(
+      "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = $1 AND status = 'revoked' AND not_after > $2",
+      [issuerId, now],
+    );
   }
 
   validInGeneration(generation: number, now: string): number {
-    return this.one<{ n: number }>(`SELECT count(*)::int AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
-      WHERE i.generation = $1 AND c.status = 'valid' AND c.not_after > $2`, [generation, now])!.n;
+    return this.one<{ n: number }>(
+      `SELECT count(*)::int AS n FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE i.generation = $1 AND c.status = 'valid' AND c.not_after > $2`,
+      [generation, now],
+    )!.n;
   }
 
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number> {
-    return this.one(`SELECT
+    return this.one(
+      `SELECT
       count(*) FILTER (WHERE status = 'valid' AND not_after > $1)::int AS "VALID",
       count(*) FILTER (WHERE status = 'valid' AND not_after <= $1)::int AS "EXPIRED",
       count(*) FILTER (WHERE status = 'revoked')::int AS "REVOKED",
-      count(*) FILTER (WHERE status = 'superseded')::int AS "SUPERSEDED" FROM certs`, [now])!;
+      count(*) FILTER (WHERE status = 'superseded')::int AS "SUPERSEDED" FROM certs`,
+      [now],
+    )!;
   }
 
   cliIssuedSince(since: string): number {
-    return this.one<{ n: number }>("SELECT count(*)::int AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= $1", [since])!.n;
+    return this.one<{ n: number }>(
+      "SELECT count(*)::int AS n FROM certs WHERE source IN ('issue', 'csr', 'renew') AND created_at >= $1",
+      [since],
+    )!.n;
   }
 
   pruneExpired(cutoff: Date, opts: { dryRun?: boolean } = {}): { certs: number; tokens: number } {
     const at = cutoff.toISOString();
     if (opts.dryRun) {
-      const n = (table: string, column: string) => this.one<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} < $1`, [at])!.n;
+      const n = (table: string, column: string) =>
+        this.one<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${column} < $1`, [at])!.n;
       return { certs: n("certs", "not_after"), tokens: n("enrol_tokens", "expires_at") };
     }
-    return { certs: this.run("DELETE FROM certs WHERE not_after < $1", [at]), tokens: this.run("DELETE FROM enrol_tokens WHERE expires_at < $1", [at]) };
+    return {
+      certs: this.run("DELETE FROM certs WHERE not_after < $1", [at]),
+      tokens: this.run("DELETE FROM enrol_tokens WHERE expires_at < $1", [at]),
+    };
   }
 
   dataVersion(): number {
@@ -326,20 +449,32 @@ export class PgLedger implements LedgerStore {
   // --- the online CA ------------------------------------------------------------------
 
   insertToken(r: TokenRow): void {
-    this.run("INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES ($1, $2, $3, $4, $5, $6)",
-      [r.hash, r.name, r.created_at, r.expires_at, r.used_at, r.used_by]);
+    this.run(
+      "INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES ($1, $2, $3, $4, $5, $6)",
+      [r.hash, r.name, r.created_at, r.expires_at, r.used_at, r.used_by],
+    );
   }
 
   token(hash: string): TokenRow | undefined {
-    return this.one("SELECT hash, name, created_at, expires_at, used_at, used_by FROM enrol_tokens WHERE hash = $1", [hash]);
+    return this.one("SELECT hash, name, created_at, expires_at, used_at, used_by FROM enrol_tokens WHERE hash = $1", [
+      hash,
+    ]);
   }
 
   consumeToken(hash: string, now: string, serial: string): boolean {
-    return this.run("UPDATE enrol_tokens SET used_at = $1, used_by = $2 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1", [now, serial, hash]) === 1;
+    return (
+      this.run(
+        "UPDATE enrol_tokens SET used_at = $1, used_by = $2 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1",
+        [now, serial, hash],
+      ) === 1
+    );
   }
 
   recordBundle(etag: string, generations: number[], now: string): void {
-    this.run("INSERT INTO bundles (etag, generations, first_served_at) VALUES ($1, $2, $3) ON CONFLICT (etag) DO NOTHING", [etag, JSON.stringify(generations), now]);
+    this.run(
+      "INSERT INTO bundles (etag, generations, first_served_at) VALUES ($1, $2, $3) ON CONFLICT (etag) DO NOTHING",
+      [etag, JSON.stringify(generations), now],
+    );
   }
 
   bundleGenerations(etag: string): number[] | undefined {
@@ -348,9 +483,11 @@ export class PgLedger implements LedgerStore {
   }
 
   recordBundleHolder(r: BundleHolderRow): void {
-    this.run(`INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES ($1, $2, $3, $4, $5, $6)
+    this.run(
+      `INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES ($1, $2, $3, $4, $5, $6)
       ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`,
-    [r.name, r.serial, r.held_etag, r.served_etag, r.seen_at, r.remote]);
+      [r.name, r.serial, r.held_etag, r.served_etag, r.seen_at, r.remote],
+    );
   }
 
   bundleHolders(): BundleHolderRow[] {
@@ -365,12 +502,18 @@ export class PgLedger implements LedgerStore {
   // --- rotations -------------------------------------------------------------------------
 
   currentCerts(now: string): CurrentCertFact[] {
-    return this.rows(`SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
-      WHERE c.status = 'valid' AND c.not_after > $1 ORDER BY c.name`, [now]);
+    return this.rows(
+      `SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE c.status = 'valid' AND c.not_after > $1 ORDER BY c.name`,
+      [now],
+    );
   }
 
   generationOf(serial: string): number | undefined {
-    return this.one<{ generation: number }>("SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = $1", [serial])?.generation;
+    return this.one<{ generation: number }>(
+      "SELECT i.generation FROM certs c JOIN issuers i ON i.id = c.issuer_id WHERE c.serial = $1",
+      [serial],
+    )?.generation;
   }
 
   unfinishedRotation(): RotationRow | undefined {
@@ -381,16 +524,24 @@ export class PgLedger implements LedgerStore {
     return this.one("SELECT * FROM rotations WHERE id = $1", [id]);
   }
 
-  insertRotation(r: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number }): RotationRow {
-    return this.one<RotationRow>(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
-      VALUES ($1, $2, 'prepare', $3, $4, $4, $5, $4) RETURNING *`, [r.from_generation, r.to_generation, r.in_use ?? 0, r.started_at, r.owner])!;
+  insertRotation(
+    r: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+  ): RotationRow {
+    return this.one<RotationRow>(
+      `INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
+      VALUES ($1, $2, 'prepare', $3, $4, $4, $5, $4) RETURNING *`,
+      [r.from_generation, r.to_generation, r.in_use ?? 0, r.started_at, r.owner],
+    )!;
   }
 
   updateRotation(id: number, fields: RotationFields, now: string): void {
     const keys = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k));
     const values = keys.map((k) => (fields as Record<string, unknown>)[k]);
     const sets = keys.map((k, i) => `${k} = $${i + 1}`);
-    this.run(`UPDATE rotations SET ${[...sets, `updated_at = $${keys.length + 1}`].join(", ")} WHERE id = $${keys.length + 2}`, [...values, now, id]);
+    this.run(
+      `UPDATE rotations SET ${[...sets, `updated_at = $${keys.length + 1}`].join(", ")} WHERE id = $${keys.length + 2}`,
+      [...values, now, id],
+    );
   }
 
   // --- copying a SQLite ledger in (ca/store/copy.ts) -----------------------------------------
@@ -398,19 +549,30 @@ export class PgLedger implements LedgerStore {
   /** Inserts rows as they are, in batches; inside write(). Column names come from the rows, checked against the table's. */
   importRows(table: string, rows: Record<string, unknown>[]): void {
     if (rows.length === 0) return;
-    const known = new Set(this.rows<{ column_name: string }>("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1", [table]).map((r) => r.column_name));
+    const known = new Set(
+      this.rows<{ column_name: string }>(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+        [table],
+      ).map((r) => r.column_name),
+    );
     const columns = Object.keys(rows[0]!).filter((c) => known.has(c));
     for (let i = 0; i < rows.length; i += 200) {
       const batch = rows.slice(i, i + 200);
       const values: unknown[] = [];
-      const tuples = batch.map((r) => `(${columns.map((c) => {
-        const v = r[c];
-        values.push(v instanceof Uint8Array ? Buffer.from(v) : v);
-        return `$${values.length}`;
-      }).join(", ")})`);
+      const tuples = batch.map(
+        (r) =>
+          `(${columns
+            .map((c) => {
+              const v = r[c];
+              values.push(v instanceof Uint8Array ? Buffer.from(v) : v);
+              return `$${values.length}`;
+            })
+            .join(", ")})`,
+      );
       this.run(`INSERT INTO ${table} (${columns.join(", ")}) VALUES ${tuples.join(", ")}`, values);
     }
-    if (table === "rotations") this.run("SELECT setval(pg_get_serial_sequence('rotations', 'id'), (SELECT max(id) FROM rotations))");
+    if (table === "rotations")
+      this.run("SELECT setval(pg_get_serial_sequence('rotations', 'id'), (SELECT max(id) FROM rotations))");
   }
 
   /** After a failed copy: the database back to empty, so the copy can be run again. */
@@ -418,16 +580,21 @@ export class PgLedger implements LedgerStore {
     try {
       this.pg.query(`DROP TABLE IF EXISTS signed_crls, leases, rotations, bundle_holders, bundles, enrol_tokens, certs, issuers, meta, store_version CASCADE;
         DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE`);
-    } catch { /* the connection is gone: nothing more to undo here */ }
+    } catch {
+      /* the connection is gone: nothing more to undo here */
+    }
   }
 
   // --- replicas ----------------------------------------------------------------------------
 
   takeLease(name: string, holder: string, now: string, expiresAt: string): LeaseRow {
-    this.run(`INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
+    this.run(
+      `INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
         acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
-      WHERE leases.holder = excluded.holder OR leases.expires_at <= $3`, [name, holder, now, expiresAt]);
+      WHERE leases.holder = excluded.holder OR leases.expires_at <= $3`,
+      [name, holder, now, expiresAt],
+    );
     return this.one<LeaseRow>("SELECT name, holder, acquired_at, expires_at FROM leases WHERE name = $1", [name])!;
   }
 

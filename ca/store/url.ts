@@ -17,19 +17,30 @@ export function parseStore(value: string | undefined): StoreSetting {
   try {
     url = new URL(value);
   } catch {
-    throw badInput(`--store ${JSON.stringify(value.slice(0, 80))} is neither "sqlite" nor a postgres:// URL (e.g. postgres://ca@db.internal/mesh_ca)`);
+    throw badInput(
+      `--store ${JSON.stringify(value.slice(0, 80))} is neither "sqlite" nor a postgres:// URL (e.g. postgres://ca@db.internal/mesh_ca)`,
+    );
   }
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    throw badInput(`--store: ${url.protocol} is not a store this CA knows: use sqlite (the default) or postgres://user@host/db`);
+    throw badInput(
+      `--store: ${url.protocol} is not a store this CA knows: use sqlite (the default) or postgres://user@host/db`,
+    );
   }
   if (url.password) {
-    throw new CaError("BAD_INPUT", "--store must not carry a password: put it in PGPASSWORD or ~/.pgpass (or use peer/certificate auth), never on the command line");
+    throw new CaError(
+      "BAD_INPUT",
+      "--store must not carry a password: put it in PGPASSWORD or ~/.pgpass (or use peer/certificate auth), never on the command line",
+    );
   }
   const database = decodeURIComponent(url.pathname.replace(/^\//, ""));
-  if (!database) throw badInput(`--store ${url.protocol}//… names no database: add one, e.g. postgres://ca@db.internal/mesh_ca`);
+  if (!database)
+    throw badInput(`--store ${url.protocol}//… names no database: add one, e.g. postgres://ca@db.internal/mesh_ca`);
   const socket = url.searchParams.get("host");
   for (const k of url.searchParams.keys()) {
-    if (k !== "host") throw badInput(`--store: the parameter ${JSON.stringify(k.slice(0, 40))} is not supported (only host=<socket folder>)`);
+    if (k !== "host")
+      throw badInput(
+        `--store: the parameter ${JSON.stringify(k.slice(0, 40))} is not supported (only host=<socket folder>)`,
+      );
   }
   const config: PgConfig = {
     host: socket ?? (url.hostname ? decodeURIComponent(url.hostname).replace(/^\[|\]$/g, "") : undefined),

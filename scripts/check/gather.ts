@@ -21,7 +21,14 @@ const TIMEOUT_MS = 4_000;
 /** A /metrics of three services is ~30 KiB; anything past this is not ours to read. */
 const MAX_METRICS_BYTES = 4 * 1024 * 1024;
 const MAX_BODY_BYTES = 64 * 1024;
-const WANTED = new Set(["mesh_trust_bundle_info", "mesh_crls_info", "mesh_policy_info", "mesh_crl_next_update_timestamp_seconds", "mesh_identity_cert_last_renewal_timestamp_seconds", "mesh_identity_cert_expiration_timestamp_seconds"]);
+const WANTED = new Set([
+  "mesh_trust_bundle_info",
+  "mesh_crls_info",
+  "mesh_policy_info",
+  "mesh_crl_next_update_timestamp_seconds",
+  "mesh_identity_cert_last_renewal_timestamp_seconds",
+  "mesh_identity_cert_expiration_timestamp_seconds",
+]);
 
 export interface Target {
   readonly name: string;
@@ -70,14 +77,17 @@ export interface OnlineMode {
 async function readCa(dir: string, policyFile: string, online?: OnlineMode): Promise<CaState> {
   // The mesh's store, unless the user names one (MESH_CA_STORE).
   const store = process.env.MESH_CA_STORE || online?.store;
-  if (!CertificateAuthority.exists(dir, store)) throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
+  if (!CertificateAuthority.exists(dir, store))
+    throw new CheckSetupError(`no CA in ${dir}: is the mesh up? (npm run mesh:up), or pass --pki`);
   const ca = await CertificateAuthority.open({ dir, store });
   try {
     const read = (path: string, what: string) => {
       try {
         return readFileSync(path);
       } catch (e) {
-        throw new CheckSetupError(`cannot read the CA's ${what} ${path}: ${messageOf(e)} (npm run ca -- ${what === "trust bundle" ? "bundle" : "crl"} writes it)`);
+        throw new CheckSetupError(
+          `cannot read the CA's ${what} ${path}: ${messageOf(e)} (npm run ca -- ${what === "trust bundle" ? "bundle" : "crl"} writes it)`,
+        );
       }
     };
     const bundle = read(ca.paths.bundle, "trust bundle");
@@ -99,7 +109,16 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
     const current = new Map<string, string>();
     for (const c of ca.list({ all: true })) {
       if (c.status === "VALID") current.set(c.domain, c.serial);
-      ledger.set(c.serial, { serial: c.serial, domain: c.domain, status: c.status, issuer: c.issuer, generation: c.generation, revokedAt: c.revokedAt, reason: c.reason, supersededBy: c.supersededBy });
+      ledger.set(c.serial, {
+        serial: c.serial,
+        domain: c.domain,
+        status: c.status,
+        issuer: c.issuer,
+        generation: c.generation,
+        revokedAt: c.revokedAt,
+        reason: c.reason,
+        supersededBy: c.supersededBy,
+      });
     }
     // The identities mesh:check may show in its handshakes: those the CA still vouches for, edge (an operator's) first.
     const identities: Identity[] = [];
@@ -116,7 +135,18 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
         continue; // unreadable or not a certificate: try the next identity
       }
     }
-    const issuers = ca.ledger.issuers().map((r) => ({ id: r.id, kind: r.kind, name: r.name, generation: r.generation, state: r.state, notBefore: r.not_before, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
+    const issuers = ca.ledger
+      .issuers()
+      .map((r) => ({
+        id: r.id,
+        kind: r.kind,
+        name: r.name,
+        generation: r.generation,
+        state: r.state,
+        notBefore: r.not_before,
+        notAfter: r.not_after,
+        crlNextUpdate: r.crl_next_update,
+      }));
     const changedAt = (path: string) => {
       try {
         return statSync(path).mtimeMs;
@@ -125,14 +155,39 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
       }
     };
     const server = online?.caUrl ? { url: online.caUrl, ...(await askCaServer(online.caUrl, bundle)) } : undefined;
-    const replicas = await Promise.all((online?.replicaUrls ?? []).map(async (url) => ({ url, ...(await askCaServer(url, bundle)) })));
+    const replicas = await Promise.all(
+      (online?.replicaUrls ?? []).map(async (url) => ({ url, ...(await askCaServer(url, bundle)) })),
+    );
     const facts: CaFacts = {
-      dir: shownDir(dir), bundleSha256: sha256(bundle), crlsSha256: crlsDigest(crls), policyFile, policySha256: sha256(policyText), policyError, issuers,
-      ...(online ? { online: { lifetimeMs: online.lifetimeMs, pollMs: online.pollMs, bundleChangedAt: changedAt(ca.paths.bundle), crlsChangedAt: changedAt(ca.paths.crls), server, ...(replicas.length > 0 ? { replicas } : {}) } } : {}),
+      dir: shownDir(dir),
+      bundleSha256: sha256(bundle),
+      crlsSha256: crlsDigest(crls),
+      policyFile,
+      policySha256: sha256(policyText),
+      policyError,
+      issuers,
+      ...(online
+        ? {
+            online: {
+              lifetimeMs: online.lifetimeMs,
+              pollMs: online.pollMs,
+              bundleChangedAt: changedAt(ca.paths.bundle),
+              crlsChangedAt: changedAt(ca.paths.crls),
+              server,
+              ...(replicas.length > 0 ? { replicas } : {}),
+            },
+          }
+        : {}),
     };
     // Per service, a caller the policy lets GET /healthz, so that checking leaves no authz.denied
     // line behind (the dashboard shows those as denials); else edge, whose 403 still proves an answer.
-    const identityFor = (service: string) => identities.find((i) => policy && decide(policy, service, i.short, "GET", "/healthz", spiffeIdOf(new X509Certificate(i.cert))).allow) ?? identities[0] ?? null;
+    const identityFor = (service: string) =>
+      identities.find(
+        (i) =>
+          policy && decide(policy, service, i.short, "GET", "/healthz", spiffeIdOf(new X509Certificate(i.cert))).allow,
+      ) ??
+      identities[0] ??
+      null;
     return { facts, ledger, current, identityFor, bundle, crls };
   } finally {
     ca.close();
@@ -148,12 +203,15 @@ function askCaServer(url: string, bundle: Buffer): Promise<{ status?: number; er
     } catch {
       return done({ error: `${url.slice(0, 80)} is not a URL` });
     }
-    if (target.protocol !== "https:" || !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/.test(target.hostname)) return done({ error: `${url.slice(0, 80)} is not an https address on loopback` });
+    if (target.protocol !== "https:" || !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/.test(target.hostname))
+      return done({ error: `${url.slice(0, 80)} is not an https address on loopback` });
     const req = httpsRequest(target, { method: "GET", ca: bundle, agent: false, timeout: TIMEOUT_MS }, (res) => {
       res.resume();
       res.on("end", () => done({ status: res.statusCode }));
     });
-    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })));
+    req.on("timeout", () =>
+      req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })),
+    );
     req.on("error", (e: NodeJS.ErrnoException) => done({ error: e.code ?? messageOf(e) }));
     req.end();
   });
@@ -175,7 +233,20 @@ function probeMtls(t: Target, ca: CaState): Promise<MtlsFacts> {
     // rejectUnauthorized: false so that a revoked or expired certificate can still be read and
     // named; OpenSSL's verdict is kept (verifyError) and the certificate check fails on it.
     const req = httpsRequest(
-      { host: "127.0.0.1", port: t.port, servername: `${t.name}.internal`, path: "/healthz", method: "GET", ca: ca.bundle, crl: ca.crls, cert: id.cert, key: id.key, rejectUnauthorized: false, agent: false, timeout: TIMEOUT_MS },
+      {
+        host: "127.0.0.1",
+        port: t.port,
+        servername: `${t.name}.internal`,
+        path: "/healthz",
+        method: "GET",
+        ca: ca.bundle,
+        crl: ca.crls,
+        cert: id.cert,
+        key: id.key,
+        rejectUnauthorized: false,
+        agent: false,
+        timeout: TIMEOUT_MS,
+      },
       (res) => {
         let body = "";
         res.setEncoding("utf8");
@@ -199,15 +270,30 @@ function probeMtls(t: Target, ca: CaState): Promise<MtlsFacts> {
       s.once("secureConnect", () => {
         const tls = s as TLSSocket;
         const peer = tls.getPeerX509Certificate();
-        if (peer) served = { subject: oneLine(peer.subject), issuer: oneLine(peer.issuer), serial: normalSerial(peer.serialNumber), notBefore: new Date(peer.validFrom).toISOString(), notAfter: new Date(peer.validTo).toISOString() };
+        if (peer)
+          served = {
+            subject: oneLine(peer.subject),
+            issuer: oneLine(peer.issuer),
+            serial: normalSerial(peer.serialNumber),
+            notBefore: new Date(peer.validFrom).toISOString(),
+            notAfter: new Date(peer.validTo).toISOString(),
+          };
         verifyError = tls.authorized ? null : String(tls.authorizationError ?? "not authorized");
       });
     });
-    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })));
+    req.on("timeout", () =>
+      req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS / 1000} s`), { code: "TIMEOUT" })),
+    );
     req.on("error", (e: NodeJS.ErrnoException) => {
       if (e.code === "ECONNREFUSED") return finish({ error: "ECONNREFUSED" });
-      const afterHandshake = served !== undefined && (e.code === "ECONNRESET" || e.code === "EPIPE" || /socket hang up|alert/i.test(e.message));
-      finish({ error: afterHandshake ? `it closed the connection after the handshake: it refused ${id.dns} (its tls.handshake_failed line says why)` : `${e.code ?? ""} ${e.message}`.trim() });
+      const afterHandshake =
+        served !== undefined &&
+        (e.code === "ECONNRESET" || e.code === "EPIPE" || /socket hang up|alert/i.test(e.message));
+      finish({
+        error: afterHandshake
+          ? `it closed the connection after the handshake: it refused ${id.dns} (its tls.handshake_failed line says why)`
+          : `${e.code ?? ""} ${e.message}`.trim(),
+      });
     });
     req.end();
   });
@@ -224,17 +310,28 @@ interface Got {
 function get(port: number, path: string, max: number): Promise<Got> {
   return new Promise((done, fail) => {
     const sentAt = Date.now();
-    const req = httpRequest({ host: "127.0.0.1", port, path, method: "GET", agent: false, timeout: TIMEOUT_MS }, (res) => {
-      const receivedAt = Date.now();
-      const chunks: Buffer[] = [];
-      let n = 0;
-      res.on("data", (c: Buffer) => {
-        n += c.length;
-        if (n > max) return req.destroy(new Error(`${path} is larger than ${max} bytes`));
-        chunks.push(c);
-      });
-      res.on("end", () => done({ status: res.statusCode ?? 0, date: typeof res.headers.date === "string" ? res.headers.date.slice(0, 64) : undefined, body: Buffer.concat(chunks).toString("utf8"), sentAt, receivedAt }));
-    });
+    const req = httpRequest(
+      { host: "127.0.0.1", port, path, method: "GET", agent: false, timeout: TIMEOUT_MS },
+      (res) => {
+        const receivedAt = Date.now();
+        const chunks: Buffer[] = [];
+        let n = 0;
+        res.on("data", (c: Buffer) => {
+          n += c.length;
+          if (n > max) return req.destroy(new Error(`${path} is larger than ${max} bytes`));
+          chunks.push(c);
+        });
+        res.on("end", () =>
+          done({
+            status: res.statusCode ?? 0,
+            date: typeof res.headers.date === "string" ? res.headers.date.slice(0, 64) : undefined,
+            body: Buffer.concat(chunks).toString("utf8"),
+            sentAt,
+            receivedAt,
+          }),
+        );
+      },
+    );
     req.on("timeout", () => req.destroy(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)));
     req.on("error", fail);
     req.end();
@@ -248,7 +345,12 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
   try {
     const h = await get(t.adminPort, "/healthz", MAX_BODY_BYTES);
     healthz = h.status;
-    if (healthz !== 200) healthzReason = h.body.split("\n")[0]!.replace(/^unhealthy: /, "").slice(0, 500) || undefined;
+    if (healthz !== 200)
+      healthzReason =
+        h.body
+          .split("\n")[0]!
+          .replace(/^unhealthy: /, "")
+          .slice(0, 500) || undefined;
   } catch (e) {
     return { port: t.adminPort, error: (e as NodeJS.ErrnoException).code ?? messageOf(e) };
   }
@@ -263,16 +365,28 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
     const hits = ss.filter((s) => s.name === name && s.value === 1);
     return hits.length === 1 ? hits[0]!.labels.sha256 : undefined; // none or several: not a digest to trust
   };
-  const crlNextUpdates = ss.filter((s) => s.name === "mesh_crl_next_update_timestamp_seconds").map((s) => ({ issuer: s.labels.issuer ?? "?", at: s.value * 1000 }));
+  const crlNextUpdates = ss
+    .filter((s) => s.name === "mesh_crl_next_update_timestamp_seconds")
+    .map((s) => ({ issuer: s.labels.issuer ?? "?", at: s.value * 1000 }));
   // One unlabelled sample each, or not a time to judge by.
   const time = (name: string) => {
     const hits = ss.filter((s) => s.name === name && Number.isFinite(s.value) && s.value > 0);
     return hits.length === 1 ? hits[0]!.value * 1000 : undefined;
   };
   return {
-    port: t.adminPort, healthz, healthzReason, metrics: m.status, date: m.date, sentAt: m.sentAt, receivedAt: m.receivedAt,
-    trustBundleSha256: info("mesh_trust_bundle_info"), crlsSha256: info("mesh_crls_info"), policySha256: info("mesh_policy_info"), crlNextUpdates,
-    lastRenewalAt: time("mesh_identity_cert_last_renewal_timestamp_seconds"), certExpiresAt: time("mesh_identity_cert_expiration_timestamp_seconds"),
+    port: t.adminPort,
+    healthz,
+    healthzReason,
+    metrics: m.status,
+    date: m.date,
+    sentAt: m.sentAt,
+    receivedAt: m.receivedAt,
+    trustBundleSha256: info("mesh_trust_bundle_info"),
+    crlsSha256: info("mesh_crls_info"),
+    policySha256: info("mesh_policy_info"),
+    crlNextUpdates,
+    lastRenewalAt: time("mesh_identity_cert_last_renewal_timestamp_seconds"),
+    certExpiresAt: time("mesh_identity_cert_expiration_timestamp_seconds"),
   };
 }
 
@@ -282,7 +396,12 @@ async function probeAdmin(t: Target): Promise<AdminFacts> {
  * VALID one in the ledger (renewed, or re-issued after a revocation). Each reloads within
  * about a second.
  */
-async function gatherOnce(targets: readonly Target[], pki: string, policyFile: string, online?: OnlineMode): Promise<{ facts: MeshFacts; behind: boolean }> {
+async function gatherOnce(
+  targets: readonly Target[],
+  pki: string,
+  policyFile: string,
+  online?: OnlineMode,
+): Promise<{ facts: MeshFacts; behind: boolean }> {
   const ca = await readCa(pki, policyFile, online);
   let behind = false;
   const differs = (held: string | undefined, disk: string) => held !== undefined && held !== disk;
@@ -290,16 +409,33 @@ async function gatherOnce(targets: readonly Target[], pki: string, policyFile: s
     targets.map(async (t) => {
       const [mtls, admin] = await Promise.all([probeMtls(t, ca), probeAdmin(t)]);
       const fresh = ca.current.get(`${t.name}.internal`);
-      if (differs(admin.trustBundleSha256, ca.facts.bundleSha256) || differs(admin.crlsSha256, ca.facts.crlsSha256) || differs(admin.policySha256, ca.facts.policySha256)) behind = true;
+      if (
+        differs(admin.trustBundleSha256, ca.facts.bundleSha256) ||
+        differs(admin.crlsSha256, ca.facts.crlsSha256) ||
+        differs(admin.policySha256, ca.facts.policySha256)
+      )
+        behind = true;
       if (mtls.served && fresh !== undefined && fresh !== mtls.served.serial) behind = true;
-      return { name: t.name, port: t.port, mtls, admin, ledger: mtls.served ? ca.ledger.get(mtls.served.serial) : undefined };
+      return {
+        name: t.name,
+        port: t.port,
+        mtls,
+        admin,
+        ledger: mtls.served ? ca.ledger.get(mtls.served.serial) : undefined,
+      };
     }),
   );
   return { facts: { ca: ca.facts, services }, behind };
 }
 
 /** The facts of the mesh; when a service has not caught up with the CA's files yet, asked once more after settleMs. */
-export async function gatherMesh(o: { targets: readonly Target[]; pki: string; policyFile: string; settleMs?: number; online?: OnlineMode }): Promise<MeshFacts> {
+export async function gatherMesh(o: {
+  targets: readonly Target[];
+  pki: string;
+  policyFile: string;
+  settleMs?: number;
+  online?: OnlineMode;
+}): Promise<MeshFacts> {
   const first = await gatherOnce(o.targets, o.pki, o.policyFile, o.online);
   if (!first.behind || o.settleMs === 0) return first.facts;
   await new Promise((r) => setTimeout(r, o.settleMs ?? 1_500));
@@ -307,13 +443,32 @@ export async function gatherMesh(o: { targets: readonly Target[]; pki: string; p
 }
 
 /** logs/mesh.json, which mesh:up writes. */
-export function readMeshState(logs: string): { pki?: string; policy?: string; ports?: Record<string, number>; adminPorts?: Record<string, number>; online?: OnlineMode } | null {
+export function readMeshState(
+  logs: string,
+): {
+  pki?: string;
+  policy?: string;
+  ports?: Record<string, number>;
+  adminPorts?: Record<string, number>;
+  online?: OnlineMode;
+} | null {
   const file = join(logs, "mesh.json");
   if (!existsSync(file)) return null;
   try {
     const s = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-    const nums = (v: unknown) => (v && typeof v === "object" ? Object.fromEntries(Object.entries(v).filter(([, n]) => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536)) as Record<string, number> : undefined);
-    return { pki: typeof s.pki === "string" ? s.pki : undefined, policy: typeof s.policy === "string" ? s.policy : undefined, ports: nums(s.ports), adminPorts: nums(s.adminPorts), online: onlineOf(s, file) };
+    const nums = (v: unknown) =>
+      v && typeof v === "object"
+        ? (Object.fromEntries(
+            Object.entries(v).filter(([, n]) => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536),
+          ) as Record<string, number>)
+        : undefined;
+    return {
+      pki: typeof s.pki === "string" ? s.pki : undefined,
+      policy: typeof s.policy === "string" ? s.policy : undefined,
+      ports: nums(s.ports),
+      adminPorts: nums(s.adminPorts),
+      online: onlineOf(s, file),
+    };
   } catch (e) {
     throw new CheckSetupError(`${file} is not mesh:up's JSON: ${messageOf(e)}`);
   }
@@ -332,14 +487,25 @@ function onlineOf(s: Record<string, unknown>, file: string): OnlineMode | undefi
   try {
     lifetimeMs = parseDuration(String(ca.lifetime), { flag: "lifetime" });
   } catch {
-    throw new CheckSetupError(`${file} says the mesh is online but records no certificate lifetime: restart it with npm run mesh:up`);
+    throw new CheckSetupError(
+      `${file} says the mesh is online but records no certificate lifetime: restart it with npm run mesh:up`,
+    );
   }
   const poll = Number(ca.poll);
-  const caUrl = typeof (ca as { url?: unknown }).url === "string" ? ((ca as { url: string }).url) : undefined;
+  const caUrl = typeof (ca as { url?: unknown }).url === "string" ? (ca as { url: string }).url : undefined;
   const listed = (ca as { replicas?: unknown }).replicas;
-  const replicaUrls = (Array.isArray(listed) ? listed : []).map((r) => (r as { url?: unknown })?.url).filter((u): u is string => typeof u === "string" && u !== caUrl);
+  const replicaUrls = (Array.isArray(listed) ? listed : [])
+    .map((r) => (r as { url?: unknown })?.url)
+    .filter((u): u is string => typeof u === "string" && u !== caUrl);
   const store = (ca as { store?: unknown }).store;
-  return { lifetimeMs, pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000, identities, caUrl, replicaUrls, ...(typeof store === "string" && store !== "sqlite" ? { store } : {}) };
+  return {
+    lifetimeMs,
+    pollMs: Number.isFinite(poll) && poll > 0 ? poll * 1000 : 30_000,
+    identities,
+    caUrl,
+    replicaUrls,
+    ...(typeof store === "string" && store !== "sqlite" ? { store } : {}),
+  };
 }
 
 function oneLine(dn: string): string {

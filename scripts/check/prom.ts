@@ -27,7 +27,7 @@ function labelsOf(s: string, at: number): { labels: Record<string, string>; end:
       if (c === '"') break;
       if (c === "\\") {
         const n = s[i + 1];
-        v += n === "n" ? "\n" : n ?? "";
+        v += n === "n" ? "\n" : (n ?? "");
         i += 2;
       } else {
         v += c;

@@ -10,7 +10,10 @@ const MARK = { ok: "✓", warning: "‼", error: "×" } as const;
  * characters are shown escaped, so a hostile value cannot move the cursor or recolour the terminal.
  */
 export function printable(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return s.replace(
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 function line(c: Check): string[] {
@@ -29,14 +32,25 @@ function group(heading: string, checks: readonly Check[]): string[] {
 
 export function renderText(r: Report): string {
   const out = [...group(`mesh CA (${printable(r.ca.dir)})`, r.ca.checks)];
-  for (const s of r.services) out.push(...group(`${s.name} :${s.port}${s.adminPort === null ? "" : ` (admin :${s.adminPort})`}`, s.checks));
+  for (const s of r.services)
+    out.push(...group(`${s.name} :${s.port}${s.adminPort === null ? "" : ` (admin :${s.adminPort})`}`, s.checks));
   if (r.supervisor) out.push(...group("mesh:up (restarts)", r.supervisor.checks));
   const all = [...r.ca.checks, ...r.services.flatMap((s) => s.checks), ...(r.supervisor?.checks ?? [])];
   const errors = all.filter((c) => c.severity === "error").length;
   const warnings = all.filter((c) => c.severity === "warning").length;
   out.push("");
-  if (errors > 0) out.push(red(`Status check results are ${MARK.error}: ${errors} failed, ${warnings} warning${warnings === 1 ? "" : "s"}, ${all.length} checks`));
-  else if (warnings > 0) out.push(yellow(`Status check results are ${MARK.warning}: ${warnings} warning${warnings === 1 ? "" : "s"}, ${all.length} checks`));
+  if (errors > 0)
+    out.push(
+      red(
+        `Status check results are ${MARK.error}: ${errors} failed, ${warnings} warning${warnings === 1 ? "" : "s"}, ${all.length} checks`,
+      ),
+    );
+  else if (warnings > 0)
+    out.push(
+      yellow(
+        `Status check results are ${MARK.warning}: ${warnings} warning${warnings === 1 ? "" : "s"}, ${all.length} checks`,
+      ),
+    );
   else out.push(green(`Status check results are ${MARK.ok}: ${all.length} checks`));
   return out.join("\n") + "\n";
 }

@@ -30,7 +30,10 @@ export interface SupervisionFacts {
 function meshRun(logs: string): { pid?: number; startedAt?: string } | null {
   try {
     const s = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { pid?: unknown; startedAt?: unknown };
-    return { pid: Number.isSafeInteger(s.pid) && (s.pid as number) > 1 ? (s.pid as number) : undefined, startedAt: typeof s.startedAt === "string" ? s.startedAt : undefined };
+    return {
+      pid: Number.isSafeInteger(s.pid) && (s.pid as number) > 1 ? (s.pid as number) : undefined,
+      startedAt: typeof s.startedAt === "string" ? s.startedAt : undefined,
+    };
   } catch {
     return null;
   }
@@ -60,7 +63,8 @@ export function readSupervision(logs: string): SupervisionFacts | null {
   for (const raw of text.split("\n")) {
     if (!raw.startsWith("{") || !raw.includes('"supervisor.')) continue;
     const l = parseEventLine(raw);
-    if (l?.event !== "supervisor.started" && l?.event !== "supervisor.exited" && l?.event !== "supervisor.gave_up") continue;
+    if (l?.event !== "supervisor.started" && l?.event !== "supervisor.exited" && l?.event !== "supervisor.gave_up")
+      continue;
     const at = Date.parse(l.time);
     if (!(at >= since)) continue;
     const c = byName.get(l.component) ?? { restarts: [], gaveUp: false };
@@ -85,31 +89,85 @@ function alive(pid: number): boolean {
 }
 
 const hhmmss = (ms: number) => new Date(ms).toISOString().slice(11, 19) + " UTC";
-const how = (e: ComponentFacts["lastExit"]) => (e ? (e.signal ? `killed by ${e.signal}` : `exited with code ${e.code ?? "?"}`) + ` at ${hhmmss(e.at)}` : "how it died is not in the log");
+const how = (e: ComponentFacts["lastExit"]) =>
+  e
+    ? (e.signal ? `killed by ${e.signal}` : `exited with code ${e.code ?? "?"}`) + ` at ${hhmmss(e.at)}`
+    : "how it died is not in the log";
 
 /** One check per supervised part, and one for mesh:up itself. */
 export function checkSupervision(f: SupervisionFacts | null, now: number): Check[] {
-  const check = (name: string, title: string, severity: Check["severity"], detail: string, fix: string | null = null): Check => ({ name, title, ok: severity !== "error", severity, detail, fix });
-  if (!f) return [check("supervisor", "mesh:up supervises the mesh", "warning", "no logs/mesh-up.log: not started by this mesh:up, so nothing restarts a part that dies", "npm run mesh:up")];
+  const check = (
+    name: string,
+    title: string,
+    severity: Check["severity"],
+    detail: string,
+    fix: string | null = null,
+  ): Check => ({ name, title, ok: severity !== "error", severity, detail, fix });
+  if (!f)
+    return [
+      check(
+        "supervisor",
+        "mesh:up supervises the mesh",
+        "warning",
+        "no logs/mesh-up.log: not started by this mesh:up, so nothing restarts a part that dies",
+        "npm run mesh:up",
+      ),
+    ];
   const out: Check[] = [];
   out.push(
     f.running
-      ? check("supervisor", "mesh:up supervises the mesh", "ok", `mesh:up runs (pid ${f.pid}) and restarts any part that dies`)
-      : check("supervisor", "mesh:up supervises the mesh", "warning", `mesh:up (pid ${f.pid ?? "?"}) is not running: the parts it started keep serving, but nothing restarts one that dies; the next mesh:up stops them and starts afresh`, "npm run mesh:up"),
+      ? check(
+          "supervisor",
+          "mesh:up supervises the mesh",
+          "ok",
+          `mesh:up runs (pid ${f.pid}) and restarts any part that dies`,
+        )
+      : check(
+          "supervisor",
+          "mesh:up supervises the mesh",
+          "warning",
+          `mesh:up (pid ${f.pid ?? "?"}) is not running: the parts it started keep serving, but nothing restarts one that dies; the next mesh:up stops them and starts afresh`,
+          "npm run mesh:up",
+        ),
   );
   for (const c of f.components) {
     const title = `${c.name} keeps running`;
     const logsOf = `logs/${c.name}.stderr, npm run mesh:logs -- --service ${c.name} --no-follow`;
     if (c.gaveUp) {
-      out.push(check(`supervisor:${c.name}`, title, "error", `mesh:up gave up on ${c.name} after ${c.restarts.length} restart${c.restarts.length === 1 ? "" : "s"} (last ${how(c.lastExit)}): it is not running; see ${logsOf}`, "stop mesh:up and start it again once the cause is fixed: npm run mesh:up"));
+      out.push(
+        check(
+          `supervisor:${c.name}`,
+          title,
+          "error",
+          `mesh:up gave up on ${c.name} after ${c.restarts.length} restart${c.restarts.length === 1 ? "" : "s"} (last ${how(c.lastExit)}): it is not running; see ${logsOf}`,
+          "stop mesh:up and start it again once the cause is fixed: npm run mesh:up",
+        ),
+      );
       continue;
     }
     const recent = c.restarts.filter((t) => now - t < RECENT_RESTART_MS);
     if (recent.length > 0) {
-      out.push(check(`supervisor:${c.name}`, title, "warning", `${c.name} was restarted ${recent.length} time${recent.length === 1 ? "" : "s"} in the last ${RECENT_RESTART_MS / 60_000} minutes (last ${how(c.lastExit)}); see ${logsOf}`, null));
+      out.push(
+        check(
+          `supervisor:${c.name}`,
+          title,
+          "warning",
+          `${c.name} was restarted ${recent.length} time${recent.length === 1 ? "" : "s"} in the last ${RECENT_RESTART_MS / 60_000} minutes (last ${how(c.lastExit)}); see ${logsOf}`,
+          null,
+        ),
+      );
       continue;
     }
-    out.push(check(`supervisor:${c.name}`, title, "ok", c.restarts.length > 0 ? `restarted ${c.restarts.length} time${c.restarts.length === 1 ? "" : "s"}, the last at ${hhmmss(c.restarts.at(-1)!)}` : "never restarted"));
+    out.push(
+      check(
+        `supervisor:${c.name}`,
+        title,
+        "ok",
+        c.restarts.length > 0
+          ? `restarted ${c.restarts.length} time${c.restarts.length === 1 ? "" : "s"}, the last at ${hhmmss(c.restarts.at(-1)!)}`
+          : "never restarted",
+      ),
+    );
   }
   return out;
 }

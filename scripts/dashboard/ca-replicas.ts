@@ -17,7 +17,13 @@ const pidOf = (holder: string): number | null => {
   return m ? Number(m[1]) : null;
 };
 
-export const CA_REPLICA_EVENTS = new Set(["ca.started", "ca.stopped", "ca.lease_acquired", "ca.lease_lost", "ca.lease_released"]);
+export const CA_REPLICA_EVENTS = new Set([
+  "ca.started",
+  "ca.stopped",
+  "ca.lease_acquired",
+  "ca.lease_lost",
+  "ca.lease_released",
+]);
 
 export class CaReplicas {
   private readonly replicas = new Map<string, CaReplicaView>();
@@ -34,7 +40,19 @@ export class CaReplicas {
         let r = this.replicas.get(url);
         if (!r) {
           if (this.replicas.size >= MAX_REPLICAS) return false;
-          this.replicas.set(url, (r = { url, holder: null, pid: null, store: null, state: "running", starts: 0, startedAt: time, runsJobs: false }));
+          this.replicas.set(
+            url,
+            (r = {
+              url,
+              holder: null,
+              pid: null,
+              store: null,
+              state: "running",
+              starts: 0,
+              startedAt: time,
+              runsJobs: false,
+            }),
+          );
         }
         r.holder = text(l.lease_holder);
         r.pid = r.holder ? pidOf(r.holder) : null;
@@ -72,7 +90,10 @@ export class CaReplicas {
   }
 
   view(): CaReplicasView {
-    const replicas = [...this.replicas.values()].map((r) => ({ ...r, runsJobs: r.holder !== null && r.holder === this.leaseHolder }));
+    const replicas = [...this.replicas.values()].map((r) => ({
+      ...r,
+      runsJobs: r.holder !== null && r.holder === this.leaseHolder,
+    }));
     return { replicas, leaseHolder: this.leaseHolder, leaseSince: this.leaseSince };
   }
 }

@@ -90,7 +90,13 @@ function readCert(name: string, file: string): ClientCert {
   try {
     if (statSync(file).size > CERT_MAX) return none;
     const x = new X509Certificate(readFileSync(file));
-    return { name, dns: `${name}.internal`, serial: x.serialNumber.toLowerCase(), notAfter: new Date(x.validTo).toISOString(), notBefore: new Date(x.validFrom).toISOString() };
+    return {
+      name,
+      dns: `${name}.internal`,
+      serial: x.serialNumber.toLowerCase(),
+      notAfter: new Date(x.validTo).toISOString(),
+      notBefore: new Date(x.validFrom).toISOString(),
+    };
   } catch {
     return none;
   }

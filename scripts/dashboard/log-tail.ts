@@ -15,14 +15,19 @@ export class LogTail {
   private readonly inodes = new Map<string, number>();
   private readonly partial = new Map<string, string>();
 
-  constructor(readonly dir: string, private readonly onLine: (line: MeshLine, file: string) => void) {}
+  constructor(
+    readonly dir: string,
+    private readonly onLine: (line: MeshLine, file: string) => void,
+  ) {}
 
   /** Reads what was appended since the last poll; returns how many lines were handed on. */
   poll(): number {
     let names: string[];
     try {
       // mesh-up.log first: its mesh.started line says which run the other files' lines belong to.
-      names = readdirSync(this.dir).filter((f) => f.endsWith(".log")).sort((a, b) => Number(b === FIRST) - Number(a === FIRST) || a.localeCompare(b));
+      names = readdirSync(this.dir)
+        .filter((f) => f.endsWith(".log"))
+        .sort((a, b) => Number(b === FIRST) - Number(a === FIRST) || a.localeCompare(b));
     } catch {
       return 0; // no folder yet: mesh:up has not started
     }

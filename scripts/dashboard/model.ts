@@ -8,7 +8,16 @@ import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
 import { SeenCalls, type Seen } from "./seen.ts";
 import { Supervision } from "./supervision.ts";
 import { CaReplicas } from "./ca-replicas.ts";
-import { UNAUTHENTICATED, type CaReplicasView, type ComponentView, type EdgeView, type FeedItem, type ServiceView, type Severity, type TimelineView } from "./view.ts";
+import {
+  UNAUTHENTICATED,
+  type CaReplicasView,
+  type ComponentView,
+  type EdgeView,
+  type FeedItem,
+  type ServiceView,
+  type Severity,
+  type TimelineView,
+} from "./view.ts";
 
 export const WINDOW_SECONDS = 60;
 const TIMELINE_SECONDS = 300;
@@ -51,7 +60,6 @@ interface ServiceState {
   policyAt: number;
 }
 
-
 /** Caller -> callee pairs kept: a peer could otherwise make the page grow without end. */
 const PAIRS_MAX = 400;
 
@@ -64,7 +72,8 @@ export interface ModelOptions {
   isOwnIssuer?: (issuer: string) => boolean;
 }
 
-const text = (v: unknown): string => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v)).slice(0, TEXT_MAX);
+const text = (v: unknown): string =>
+  (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v)).slice(0, TEXT_MAX);
 const timeMs = (time: string | undefined): number => {
   const t = time ? Date.parse(time) : NaN;
   return Number.isNaN(t) ? Date.now() : t;
@@ -153,7 +162,16 @@ export class MeshModel {
         this.count(peer, service, s, "denied", true, text(e.rule));
         this.observe(peer, service, text(e.method), text(e.path), 403, ms, time);
         this.tick(s, this.held, 1);
-        this.push({ time, service, event: e.event, severity: "denied", reason: text(e.rule), peer, sentence: text(e.reason) || text(e.msg), fix: text(e.hint) || null });
+        this.push({
+          time,
+          service,
+          event: e.event,
+          severity: "denied",
+          reason: text(e.rule),
+          peer,
+          sentence: text(e.reason) || text(e.msg),
+          fix: text(e.hint) || null,
+        });
         break;
       }
       case "tls.handshake_failed": {
@@ -162,7 +180,16 @@ export class MeshModel {
         const kept = this.keptOut(reason, e.peer);
         this.count(UNAUTHENTICATED, service, s, kept ? "keptOut" : "refused", false, reason);
         this.tick(s, kept ? this.held : this.failed, 1);
-        this.push({ time, service, event: e.event, severity: kept ? "kept-out" : "refused", reason, peer: claimed, sentence: text(e.msg), fix: FIXES[reason] ?? null });
+        this.push({
+          time,
+          service,
+          event: e.event,
+          severity: kept ? "kept-out" : "refused",
+          reason,
+          peer: claimed,
+          sentence: text(e.msg),
+          fix: FIXES[reason] ?? null,
+        });
         break;
       }
       case "upstream.failed": {
@@ -174,7 +201,16 @@ export class MeshModel {
         }
         if (CALLER_ONLY.has(reason)) this.tick(s, this.failed, 1);
         // A 403 the callee gave (it logged authz.denied) is the policy at work, not a failure.
-        this.push({ time, service, event: e.event, severity: reason === "forbidden" ? "denied" : "failed", reason, peer: callee, sentence: text(e.msg), fix: FIXES[reason] ?? null });
+        this.push({
+          time,
+          service,
+          event: e.event,
+          severity: reason === "forbidden" ? "denied" : "failed",
+          reason,
+          peer: callee,
+          sentence: text(e.msg),
+          fix: FIXES[reason] ?? null,
+        });
         break;
       }
       case "drill.phase":
@@ -185,7 +221,16 @@ export class MeshModel {
         break;
       default:
         if (/(_failed|\.lapsed|\.expiring|\.missing)$/.test(l.event) || l.level === 50 || l.level === 40) {
-          this.push({ time, service, event: text(l.event), severity: "warning", reason: text(l.reason ?? l.code ?? l.event), peer: null, sentence: text(l.msg), fix: text(l.hint) || null });
+          this.push({
+            time,
+            service,
+            event: text(l.event),
+            severity: "warning",
+            reason: text(l.reason ?? l.code ?? l.event),
+            peer: null,
+            sentence: text(l.msg),
+            fix: text(l.hint) || null,
+          });
         } else {
           this.version--; // nothing the page shows changed
         }
@@ -245,7 +290,15 @@ export class MeshModel {
         }
         for (const k of Object.keys(c) as Array<keyof Counts>) c[k] += n[k];
       }
-      out.push({ from: e.from, to: e.to, ...c, locked: e.locked, failing: c.refused + c.failed > 0, mismatch: false, lastReason: e.lastReason });
+      out.push({
+        from: e.from,
+        to: e.to,
+        ...c,
+        locked: e.locked,
+        failing: c.refused + c.failed > 0,
+        mismatch: false,
+        lastReason: e.lastReason,
+      });
     }
     return out.sort((a, b) => `${a.from}>${a.to}`.localeCompare(`${b.from}>${b.to}`));
   }
@@ -300,7 +353,22 @@ export class MeshModel {
 
   private service(name: string): ServiceState {
     let s = this.services.get(name);
-    if (!s) this.services.set(name, (s = { name, port: null, up: false, dns: null, serial: null, notAfter: null, lastRenewal: null, trusts: [], startedAt: 0, policyAt: 0 }));
+    if (!s)
+      this.services.set(
+        name,
+        (s = {
+          name,
+          port: null,
+          up: false,
+          dns: null,
+          serial: null,
+          notAfter: null,
+          lastRenewal: null,
+          trusts: [],
+          startedAt: 0,
+          policyAt: 0,
+        }),
+      );
     return s;
   }
 
@@ -314,7 +382,15 @@ export class MeshModel {
     return s;
   }
 
-  private count(from: string, to: string, sec: number, kind: keyof Counts, authenticated: boolean, reason: string | null, n = 1): void {
+  private count(
+    from: string,
+    to: string,
+    sec: number,
+    kind: keyof Counts,
+    authenticated: boolean,
+    reason: string | null,
+    n = 1,
+  ): void {
     if (!from || !to) return;
     const key = `${from}>${to}`;
     let e = this.edges.get(key);
@@ -329,7 +405,16 @@ export class MeshModel {
     if (reason !== null || kind === "allowed") e.lastReason = kind === "allowed" ? null : reason;
   }
 
-  private observe(caller: string, service: string, method: string, path: string, status: number | null, atMs: number, at: string, n = 1): void {
+  private observe(
+    caller: string,
+    service: string,
+    method: string,
+    path: string,
+    status: number | null,
+    atMs: number,
+    at: string,
+    n = 1,
+  ): void {
     if (caller === UNAUTHENTICATED) return;
     this.seen.add(caller, service, method, path, status, atMs, at, n);
   }

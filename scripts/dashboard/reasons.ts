@@ -19,7 +19,16 @@ export const FIXES: Record<string, string> = {
 };
 
 /** Upstream failures the callee never saw, so they are counted on the caller's side. */
-export const CALLER_ONLY = new Set(["upstream_down", "timeout", "network", "server_untrusted", "server_revoked", "callee_withdrawn", "server_cert_expired", "server_name_mismatch"]);
+export const CALLER_ONLY = new Set([
+  "upstream_down",
+  "timeout",
+  "network",
+  "server_untrusted",
+  "server_revoked",
+  "callee_withdrawn",
+  "server_cert_expired",
+  "server_name_mismatch",
+]);
 
 /**
  * Handshake refusals that are the mesh doing its job: no certificate, an old TLS version, no

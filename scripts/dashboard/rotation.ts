@@ -2,7 +2,17 @@
 // progress there (the rotations row) whatever it prints, so a rotation run from any terminal,
 // with or without --json, shows. Who a waiting gate waits for is the gate's own verdict,
 // evaluated on the same ledger facts `ca rotate` reads (read-only here).
-import { GATE_NUMBER, Ledger, evaluatePrepare, evaluateRetire, prepareFacts, retireFacts, type GateVerdict, type LedgerStore, type RotationRow } from "../../ca/index.ts";
+import {
+  GATE_NUMBER,
+  Ledger,
+  evaluatePrepare,
+  evaluateRetire,
+  prepareFacts,
+  retireFacts,
+  type GateVerdict,
+  type LedgerStore,
+  type RotationRow,
+} from "../../ca/index.ts";
 import type { RotationView } from "./view.ts";
 
 /** A finished rotation stays on the page this long. */
@@ -13,12 +23,16 @@ export function readRotation(ledger: LedgerStore, now: Date): RotationView | nul
   let row: RotationRow | undefined;
   try {
     // A store other than SQLite is read through its interface: the rotation under way (a finished one is not shown).
-    row = ledger instanceof Ledger ? (ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined) : ledger.unfinishedRotation();
+    row =
+      ledger instanceof Ledger
+        ? (ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined)
+        : ledger.unfinishedRotation();
   } catch {
     return null; // a CA from before rotations: no such table
   }
   if (!row) return null;
-  if (row.phase === "done" && (!row.finished_at || now.getTime() - Date.parse(row.finished_at) > SHOW_DONE_MS)) return null;
+  if (row.phase === "done" && (!row.finished_at || now.getTime() - Date.parse(row.finished_at) > SHOW_DONE_MS))
+    return null;
   let v: GateVerdict | null = null;
   try {
     if (row.phase === "prepare") v = evaluatePrepare(prepareFacts(ledger, row, now));
@@ -37,7 +51,9 @@ export function readRotation(ledger: LedgerStore, now: Date): RotationView | nul
     finishedAt: row.finished_at,
     owner: row.owner,
     total: v?.total ?? 0,
-    waitingFor: (v?.waitingFor ?? []).slice(0, NAMES_MAX).map((w) => ({ name: w.name.slice(0, 120), why: w.why.slice(0, 600) })),
+    waitingFor: (v?.waitingFor ?? [])
+      .slice(0, NAMES_MAX)
+      .map((w) => ({ name: w.name.slice(0, 120), why: w.why.slice(0, 600) })),
     notes: (v?.notes ?? []).slice(0, 5).map((n) => n.slice(0, 600)),
   };
 }

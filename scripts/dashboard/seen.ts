@@ -18,7 +18,16 @@ export class SeenCalls {
   private readonly pairs = new Map<string, Seen[]>();
 
   /** A call answered `status` (null: it failed before an answer, `path` then says how). */
-  add(caller: string, service: string, method: string, path: string, status: number | null, atMs: number, at: string, n = 1): void {
+  add(
+    caller: string,
+    service: string,
+    method: string,
+    path: string,
+    status: number | null,
+    atMs: number,
+    at: string,
+    n = 1,
+  ): void {
     if (!caller || !service) return;
     const key = `${caller}>${service}`;
     let list = this.pairs.get(key);

@@ -78,7 +78,10 @@ async function assets(): Promise<Record<string, { type: string; body: Buffer }>>
 
 export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   const host = o.host ?? "127.0.0.1";
-  if (!isLoopback(host)) throw new DashboardError(`the dashboard binds to loopback only (127.0.0.1, ::1 or localhost), not ${host}: it shows the mesh's identities and refusals`);
+  if (!isLoopback(host))
+    throw new DashboardError(
+      `the dashboard binds to loopback only (127.0.0.1, ::1 or localhost), not ${host}: it shows the mesh's identities and refusals`,
+    );
   const files = await assets();
   const state = new DashboardState(o);
   state.refresh();
@@ -94,7 +97,12 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   };
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, head: boolean) => {
-    res.writeHead(status, { ...HEADERS, "content-type": type, "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+    res.writeHead(status, {
+      ...HEADERS,
+      "content-type": type,
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+    });
     res.end(head ? undefined : body);
   };
 
@@ -104,10 +112,22 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       res.setHeader("allow", "GET, HEAD");
       return send(res, 405, "text/plain; charset=utf-8", "the dashboard is read-only\n", false);
     }
-    if (!allowedHost(req.headers.host)) return send(res, 421, "text/plain; charset=utf-8", "unexpected Host header: open the dashboard at its loopback address\n", head);
+    if (!allowedHost(req.headers.host))
+      return send(
+        res,
+        421,
+        "text/plain; charset=utf-8",
+        "unexpected Host header: open the dashboard at its loopback address\n",
+        head,
+      );
     const path = (req.url ?? "/").split("?")[0]!;
     if (path === "/events") {
-      res.writeHead(200, { ...HEADERS, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive" });
+      res.writeHead(200, {
+        ...HEADERS,
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-store",
+        connection: "keep-alive",
+      });
       if (head) return res.end();
       res.write(`retry: 2000\n\n`);
       res.write(frame(state));
@@ -117,7 +137,8 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     }
     if (path === "/snapshot.json") return send(res, 200, "application/json", JSON.stringify(state.snapshot()), head);
     // The page comes with the state as it is now, so its first paint shows the mesh; the stream then updates it.
-    if (path === "/") return send(res, 200, "text/html; charset=utf-8", page(files["/"]!.body.toString("utf8"), state), head);
+    if (path === "/")
+      return send(res, 200, "text/html; charset=utf-8", page(files["/"]!.body.toString("utf8"), state), head);
     const f = files[path];
     if (!f) return send(res, 404, "text/plain; charset=utf-8", "not found\n", head);
     send(res, 200, f.type, f.body, head);
@@ -168,8 +189,16 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
  * render. Every "<" is escaped, so no text in it (a hostile subject) can close the block.
  */
 export function page(html: string, state: DashboardState): string {
-  const json = JSON.stringify(state.snapshot()).replace(/</g, "\\u003c").replace(/>/g, "\\u003e").replace(/&/g, "\\u0026").replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
-  return html.replace("<!--initial-state-->", () => `<script type="application/json" id="initial-state">${json}</script>`);
+  const json = JSON.stringify(state.snapshot())
+    .replace(/</g, "\\u003c")
+    .replace(/>/g, "\\u003e")
+    .replace(/&/g, "\\u0026")
+    .replace(/\u2028/g, "\\u2028")
+    .replace(/\u2029/g, "\\u2029");
+  return html.replace(
+    "<!--initial-state-->",
+    () => `<script type="application/json" id="initial-state">${json}</script>`,
+  );
 }
 
 function frame(state: DashboardState): string {

@@ -11,7 +11,16 @@ import { ClientIdentities, type ClientCert } from "./clients.ts";
 import { LogTail } from "./log-tail.ts";
 import { MeshModel, WINDOW_SECONDS, type ServiceState } from "./model.ts";
 import { readRotation } from "./rotation.ts";
-import type { CellView, IdentityView, IssuerView, MatrixView, RotationView, SeenView, ServiceView, Snapshot } from "./view.ts";
+import type {
+  CellView,
+  IdentityView,
+  IssuerView,
+  MatrixView,
+  RotationView,
+  SeenView,
+  ServiceView,
+  Snapshot,
+} from "./view.ts";
 
 export interface Sources {
   logs: string;
@@ -81,7 +90,9 @@ export class DashboardState {
       at: now.toISOString(),
       windowSeconds: WINDOW_SECONDS,
       services: [...running.map((s) => this.serviceView(s, now)), ...clients.map((c) => this.clientView(c, now))],
-      edges: this.model.edgesView(now.getTime()).map((e) => (mismatched.has(`${e.from}>${e.to}`) ? { ...e, mismatch: true } : e)),
+      edges: this.model
+        .edgesView(now.getTime())
+        .map((e) => (mismatched.has(`${e.from}>${e.to}`) ? { ...e, mismatch: true } : e)),
       matrix,
       feed: this.model.feedView(),
       timeline: this.model.timelineView(now.getTime()),
@@ -90,7 +101,11 @@ export class DashboardState {
       caReplicas: this.model.caReplicasView(),
       rotation: this.rotation,
       runStartedAt: this.model.runStartedAt(),
-      sources: { logs: resolve(this.sources.logs), pki: resolve(this.sources.pki), policy: resolve(this.sources.policy) },
+      sources: {
+        logs: resolve(this.sources.logs),
+        pki: resolve(this.sources.pki),
+        policy: resolve(this.sources.policy),
+      },
     };
   }
 
@@ -115,7 +130,15 @@ export class DashboardState {
 
   private serviceView(s: ServiceState, now: Date): ServiceView {
     const identity = s.serial && s.notAfter ? this.identityView(s.serial, s.notAfter, s.dns ?? s.name, now) : null;
-    return { name: s.name, port: s.port, up: s.up, client: isClient(s), identity, lastRenewal: s.lastRenewal, trusts: s.trusts };
+    return {
+      name: s.name,
+      port: s.port,
+      up: s.up,
+      client: isClient(s),
+      identity,
+      lastRenewal: s.lastRenewal,
+      trusts: s.trusts,
+    };
   }
 
   /** edge (and any other client identity mesh:up keeps): its certificate file is all there is. */
@@ -146,16 +169,43 @@ export class DashboardState {
         const exceptions: string[] = [];
         for (const r of p?.services.get(service)?.routes ?? []) {
           const dr = decide(p!, service, caller, r.method === "*" ? "GET" : r.method, samplePath(r.path), callerId);
-          if (dr.allow !== d.allow && dr.rule.startsWith(r.name)) exceptions.push(`${dr.allow ? "allow" : "deny"} ${r.method} ${r.path} (${r.name})`);
+          if (dr.allow !== d.allow && dr.rule.startsWith(r.name))
+            exceptions.push(`${dr.allow ? "allow" : "deny"} ${r.method} ${r.path} (${r.name})`);
         }
         const { seen, judgedSince } = this.model.seenFor(caller, service);
         const seenViews = seen.map((o): SeenView => {
           const path = o.path.split("?")[0]!;
-          const e = p && o.status !== null ? decide(p, service, caller, o.method, path, callerId) : { allow: false, rule: "" };
-          const verdict = o.status === null ? "failed" : o.atMs < judgedSince ? "stale" : (o.status !== 403) === e.allow ? "agrees" : "mismatch";
-          return { method: o.method, path: o.path, status: o.status, text: o.text, at: o.at, count: o.count, expectAllow: e.allow, expectRule: e.rule, verdict };
+          const e =
+            p && o.status !== null ? decide(p, service, caller, o.method, path, callerId) : { allow: false, rule: "" };
+          const verdict =
+            o.status === null
+              ? "failed"
+              : o.atMs < judgedSince
+                ? "stale"
+                : (o.status !== 403) === e.allow
+                  ? "agrees"
+                  : "mismatch";
+          return {
+            method: o.method,
+            path: o.path,
+            status: o.status,
+            text: o.text,
+            at: o.at,
+            count: o.count,
+            expectAllow: e.allow,
+            expectRule: e.rule,
+            verdict,
+          };
         });
-        cells.push({ caller, service, allow: d.allow, rule: d.rule, exceptions: exceptions.slice(0, 6), seen: seenViews, mismatch: p !== null && seenViews.some((v) => v.verdict === "mismatch") });
+        cells.push({
+          caller,
+          service,
+          allow: d.allow,
+          rule: d.rule,
+          exceptions: exceptions.slice(0, 6),
+          seen: seenViews,
+          mismatch: p !== null && seenViews.some((v) => v.verdict === "mismatch"),
+        });
       }
     }
     return { callers, services, cells, policyFile: this.sources.policy, policyError: this.policyError };
@@ -173,7 +223,11 @@ export class DashboardState {
     }
     if (!r) return;
     const at = (iso: string | null) => (iso ? Math.floor(Date.parse(iso) / 1000) : NaN);
-    for (const [t, label] of [[at(r.startedAt), "prepare"], [at(r.activatedAt), "activate"], [at(r.finishedAt), "retire"]] as const) {
+    for (const [t, label] of [
+      [at(r.startedAt), "prepare"],
+      [at(r.activatedAt), "activate"],
+      [at(r.finishedAt), "retire"],
+    ] as const) {
       if (Number.isFinite(t)) this.model.mark(t, label);
     }
   }
@@ -214,9 +268,14 @@ export class DashboardState {
     try {
       const l = this.ledger;
       // SQLite: one query. A store: its change counter (issuers, settings, CRLs) and the certificates' counts by status.
-      const r = l instanceof Ledger
-        ? l.db.prepare("SELECT count(*) AS n, max(created_at) AS c, sum(status = 'revoked') AS r, (SELECT group_concat(state || crl_next_update) FROM issuers) AS i FROM certs").get()
-        : { v: l.dataVersion(), counts: l.counts(new Date().toISOString()) };
+      const r =
+        l instanceof Ledger
+          ? l.db
+              .prepare(
+                "SELECT count(*) AS n, max(created_at) AS c, sum(status = 'revoked') AS r, (SELECT group_concat(state || crl_next_update) FROM issuers) AS i FROM certs",
+              )
+              .get()
+          : { v: l.dataVersion(), counts: l.counts(new Date().toISOString()) };
       stamp = JSON.stringify(r);
     } catch {
       this.close();
@@ -226,17 +285,33 @@ export class DashboardState {
       this.lastPki = stamp;
       this.pkiVersion++;
       // A retired generation is no longer ours to trust: its certificates refused is the rotation done.
-      this.ownIssuers = new Set(this.issuers().filter((i) => i.state !== "retired").map((i) => i.name));
+      this.ownIssuers = new Set(
+        this.issuers()
+          .filter((i) => i.state !== "retired")
+          .map((i) => i.name),
+      );
       this.rotationReadAt = 0; // the ledger moved: the rotation may have too, read it with the rest
     }
   }
 
-  private ledgerRow(serial: string): { issuerName: string; generation: number; status: "valid" | "revoked" | "superseded"; revokedAt: string | null } | null {
+  private ledgerRow(
+    serial: string,
+  ): {
+    issuerName: string;
+    generation: number;
+    status: "valid" | "revoked" | "superseded";
+    revokedAt: string | null;
+  } | null {
     if (!this.ledger) return null;
     const row = this.ledger.bySerial(normaliseSerial(serial)) ?? this.ledger.bySerial(serial);
     if (!row) return null;
     const issuer = this.ledger.issuer(row.issuer_id);
-    return { issuerName: issuer?.name ?? row.issuer_id, generation: issuer?.generation ?? 0, status: row.status, revokedAt: row.revoked_at };
+    return {
+      issuerName: issuer?.name ?? row.issuer_id,
+      generation: issuer?.generation ?? 0,
+      status: row.status,
+      revokedAt: row.revoked_at,
+    };
   }
 
   private issuers(): IssuerView[] {
@@ -247,6 +322,14 @@ export class DashboardState {
     } catch {
       return [];
     }
-    return rows.map((r) => ({ id: r.id, name: r.name, kind: r.kind, generation: r.generation, state: r.state, notAfter: r.not_after, crlNextUpdate: r.crl_next_update }));
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      kind: r.kind,
+      generation: r.generation,
+      state: r.state,
+      notAfter: r.not_after,
+      crlNextUpdate: r.crl_next_update,
+    }));
   }
 }

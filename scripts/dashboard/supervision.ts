@@ -10,11 +10,17 @@ const MAX_COMPONENTS = 32;
 const NAME_MAX = 64;
 
 const name = (v: unknown): string => (typeof v === "string" ? v.slice(0, NAME_MAX) : "");
-const int = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? Math.max(-1e9, Math.min(1e9, Math.trunc(v))) : null);
+const int = (v: unknown): number | null =>
+  typeof v === "number" && Number.isFinite(v) ? Math.max(-1e9, Math.min(1e9, Math.trunc(v))) : null;
 /** Signals are names like SIGKILL: anything else is not shown. */
 const signal = (v: unknown): string | null => (typeof v === "string" && /^SIG[A-Z0-9]{1,10}$/.test(v) ? v : null);
 
-export const SUPERVISOR_EVENTS = new Set<string>(["supervisor.started", "supervisor.exited", "supervisor.restarting", "supervisor.gave_up"] satisfies EventName[]);
+export const SUPERVISOR_EVENTS = new Set<string>([
+  "supervisor.started",
+  "supervisor.exited",
+  "supervisor.restarting",
+  "supervisor.gave_up",
+] satisfies EventName[]);
 
 export class Supervision {
   private readonly components = new Map<string, ComponentView>();
@@ -27,7 +33,19 @@ export class Supervision {
     let c = this.components.get(component);
     if (!c) {
       if (this.components.size >= MAX_COMPONENTS) return false;
-      this.components.set(component, (c = { component, state: "running", pid: null, restarts: 0, lastExit: null, lastExitAt: null, attempt: null, delayMs: null }));
+      this.components.set(
+        component,
+        (c = {
+          component,
+          state: "running",
+          pid: null,
+          restarts: 0,
+          lastExit: null,
+          lastExitAt: null,
+          attempt: null,
+          delayMs: null,
+        }),
+      );
     }
     switch (l.event) {
       case "supervisor.started":

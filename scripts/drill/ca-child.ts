@@ -10,7 +10,12 @@ const cfg = JSON.parse(process.argv[2] ?? "{}") as DrillCaConfig;
 onParentExit(() => process.kill(process.pid, "SIGKILL"));
 const ca = await CertificateAuthority.open({ dir: cfg.pki });
 const server = await CaServer.start({
-  ca, host: "127.0.0.1", port: cfg.port ?? 0, defaultLifetimeMs: cfg.lifetimeMs, limits: cfg.limits, pollMs: cfg.pollMs,
+  ca,
+  host: "127.0.0.1",
+  port: cfg.port ?? 0,
+  defaultLifetimeMs: cfg.lifetimeMs,
+  limits: cfg.limits,
+  pollMs: cfg.pollMs,
   log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }),
 });
 // Ctrl-C reaches the whole process group: the drill stops this server itself, after its services.

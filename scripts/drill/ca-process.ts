@@ -30,8 +30,13 @@ export interface DrillCa {
 
 const CHILD = join(fileURLToPath(new URL(".", import.meta.url)), "ca-child.ts");
 
-export function startDrillCa(cfg: DrillCaConfig, o: { logFile: string; onLine: (line: MeshLine) => void; startMs?: number }): Promise<DrillCa> {
-  const proc = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), CHILD, JSON.stringify(cfg)], { stdio: ["ignore", "pipe", "pipe"] });
+export function startDrillCa(
+  cfg: DrillCaConfig,
+  o: { logFile: string; onLine: (line: MeshLine) => void; startMs?: number },
+): Promise<DrillCa> {
+  const proc = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), CHILD, JSON.stringify(cfg)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   const stop = async (graceMs = 5_000) => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -46,7 +51,11 @@ export function startDrillCa(cfg: DrillCaConfig, o: { logFile: string; onLine: (
     let started = false;
     const timer = setTimeout(() => {
       void stop();
-      reject(new Error(`the drill's CA server did not start within ${(o.startMs ?? 60_000) / 1000} s${stderr ? `: ${stderr.trim()}` : ""}`));
+      reject(
+        new Error(
+          `the drill's CA server did not start within ${(o.startMs ?? 60_000) / 1000} s${stderr ? `: ${stderr.trim()}` : ""}`,
+        ),
+      );
     }, o.startMs ?? 60_000);
     createInterface({ input: proc.stdout! }).on("line", (text) => {
       appendFileSync(o.logFile, `${text}\n`);
@@ -63,7 +72,11 @@ export function startDrillCa(cfg: DrillCaConfig, o: { logFile: string; onLine: (
     proc.once("exit", (code, signal) => {
       if (started) return;
       clearTimeout(timer);
-      reject(new Error(`the drill's CA server exited (${signal ?? `code ${code}`}) before listening${stderr ? `: ${stderr.trim().slice(0, 2_000)}` : ""}`));
+      reject(
+        new Error(
+          `the drill's CA server exited (${signal ?? `code ${code}`}) before listening${stderr ? `: ${stderr.trim().slice(0, 2_000)}` : ""}`,
+        ),
+      );
     });
   });
 }

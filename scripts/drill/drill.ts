@@ -74,7 +74,14 @@ export interface DrillReport {
   /** Online mode: the rotation's gate events as they came (also in logs/drill.log as rotate.gate lines). */
   gates?: GateMark[];
   /** Online mode: the certificates' lifetime and the services' poll interval. */
-  online?: { lifetimeMs: number; pollMs: number; carelessGeneration: number; victims: string[]; renewals: number; rotationMs: number };
+  online?: {
+    lifetimeMs: number;
+    pollMs: number;
+    carelessGeneration: number;
+    victims: string[];
+    renewals: number;
+    rotationMs: number;
+  };
 }
 
 /** A rotate.gate event and when it came. */
@@ -128,7 +135,9 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  */
 /** The drill's CA: the one in `pki`, or a new "Acme Corp CA"; refused (and closed) if left mid careless rotation. */
 export async function openDrillCa(pki: string): Promise<CertificateAuthority> {
-  const ca = CertificateAuthority.exists(pki) ? await CertificateAuthority.open({ dir: pki }) : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
+  const ca = CertificateAuthority.exists(pki)
+    ? await CertificateAuthority.open({ dir: pki })
+    : await CertificateAuthority.init({ dir: pki, name: "Acme Corp CA" });
   try {
     checkStartState(ca);
   } catch (e) {
@@ -142,16 +151,25 @@ export function checkStartState(ca: CertificateAuthority): void {
   const signer = ca.issuerRow(ca.signerId());
   const root = ca.issuerRow(`root-${signer.generation}`);
   if (root.state === "published") return;
-  const trusted = ca.generations().filter((g) => g.root.state === "published").map((g) => g.generation);
-  const fromIt = ca.list().filter((c) => c.status === "VALID" && c.generation === signer.generation).map((c) => c.domain);
+  const trusted = ca
+    .generations()
+    .filter((g) => g.root.state === "published")
+    .map((g) => g.generation);
+  const fromIt = ca
+    .list()
+    .filter((c) => c.status === "VALID" && c.generation === signer.generation)
+    .map((c) => c.domain);
   const dir = ca.paths.dir;
   const back = trusted.at(-1);
-  const rollBack = back === undefined ? "" : `roll back with \`npm run ca -- generation use ${back} --dir ${dir}\`${fromIt.map((d) => ` and \`npm run ca -- renew --domain ${d} --dir ${dir}\``).join("")}, or `;
+  const rollBack =
+    back === undefined
+      ? ""
+      : `roll back with \`npm run ca -- generation use ${back} --dir ${dir}\`${fromIt.map((d) => ` and \`npm run ca -- renew --domain ${d} --dir ${dir}\``).join("")}, or `;
   throw new DrillRefused(
     `the CA in ${dir} is in the middle of a careless rotation (a drill stopped during its careless phase, or a rotation that skipped \`bundle\`): ` +
-    `generation ${signer.generation} (${root.name}) signs new certificates but is not in bundle.pem, so nobody trusts it` +
-    `${fromIt.length ? `, and ${fromIt.join(", ")} already hold${fromIt.length === 1 ? "s" : ""} a certificate from it` : ""}; ` +
-    `nothing was changed. To recover, ${rollBack}go forward with \`npm run ca -- bundle --dir ${dir}\` (trust it too); then run the drill again`,
+      `generation ${signer.generation} (${root.name}) signs new certificates but is not in bundle.pem, so nobody trusts it` +
+      `${fromIt.length ? `, and ${fromIt.join(", ")} already hold${fromIt.length === 1 ? "s" : ""} a certificate from it` : ""}; ` +
+      `nothing was changed. To recover, ${rollBack}go forward with \`npm run ca -- bundle --dir ${dir}\` (trust it too); then run the drill again`,
   );
 }
 
@@ -175,15 +193,23 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillReport> {
  * What every drill shares: where it works, its waits that end on Ctrl-C, and the clean-up of a
  * temporary CA and of the services' state folders (keys) however it ends.
  */
-export async function runWith<O extends DrillOptions, R = DrillReport>(o: O, body: (o: O, setup: Setup) => Promise<R>): Promise<R> {
+export async function runWith<O extends DrillOptions, R = DrillReport>(
+  o: O,
+  body: (o: O, setup: Setup) => Promise<R>,
+): Promise<R> {
   const say = o.say ?? (() => {});
   const rate = o.rate ?? 20;
   const dwell = o.dwellMs ?? 2_500;
   const signal = o.signal;
   const pause = (ms: number) => sleep(ms, signal);
-  const until = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs?: number) => waitUntil(cond, what, timeoutMs, signal);
+  const until = (cond: () => boolean | Promise<boolean>, what: string, timeoutMs?: number) =>
+    waitUntil(cond, what, timeoutMs, signal);
   // A log line to wait for, unless the drill is stopped first.
-  const interrupted = new Promise<never>((_, reject) => signal?.addEventListener("abort", () => reject(new DrillInterrupted(String(signal.reason ?? "aborted"))), { once: true }));
+  const interrupted = new Promise<never>((_, reject) =>
+    signal?.addEventListener("abort", () => reject(new DrillInterrupted(String(signal.reason ?? "aborted"))), {
+      once: true,
+    }),
+  );
   interrupted.catch(() => {}); // raced below; not an unhandled rejection when nobody waits
   const orStop = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
   if (signal?.aborted) throw new DrillInterrupted(String(signal.reason ?? "aborted"));
@@ -244,13 +270,44 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
   try {
     const oldGen = await issueIdentities(o, setup, ca);
     const ports = await startMesh(setup, { pki: setup.pki, policy, logs, book, services });
-    setup.say(`mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${setup.rate} orders/s`);
-    const oldOrder = { cert: readFileSync(ca.paths.leaf("order.internal").cert), key: readFileSync(ca.paths.leaf("order.internal").key) };
+    setup.say(
+      `mesh up: order :${ports.order}, payment :${ports.payment}, inventory :${ports.inventory}; traffic ${setup.rate} orders/s`,
+    );
+    const oldOrder = {
+      cert: readFileSync(ca.paths.leaf("order.internal").cert),
+      key: readFileSync(ca.paths.leaf("order.internal").key),
+    };
     const edgeReloads: Run["edgeReloads"] = [];
-    traffic = new Traffic({ pki: setup.pki, identity: "edge.internal", port: ports.order, rate: setup.rate, onReload: (r) => edgeReloads.push(r) });
+    traffic = new Traffic({
+      pki: setup.pki,
+      identity: "edge.internal",
+      port: ports.order,
+      rate: setup.rate,
+      onReload: (r) => edgeReloads.push(r),
+    });
     // A long-lived keep-alive connection authenticated under the old generation.
-    straggler = new Straggler({ port: ports.payment, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...oldOrder });
-    const run: Run = { ...setup, o, ca, logs, policy, book, ports, oldOrder, oldGen, traffic, straggler, edgeReloads, reloads: [], phases: new PhaseLog(setup.say, (c) => recordPhase(logs, c), traffic, book) };
+    straggler = new Straggler({
+      port: ports.payment,
+      servername: "payment.internal",
+      ca: readFileSync(ca.paths.bundle),
+      ...oldOrder,
+    });
+    const run: Run = {
+      ...setup,
+      o,
+      ca,
+      logs,
+      policy,
+      book,
+      ports,
+      oldOrder,
+      oldGen,
+      traffic,
+      straggler,
+      edgeReloads,
+      reloads: [],
+      phases: new PhaseLog(setup.say, (c) => recordPhase(logs, c), traffic, book),
+    };
 
     traffic.start();
     straggler.start();
@@ -269,8 +326,21 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
     const phases = run.phases.reports();
     const checks = verdict(oldGen, phases, explanations, recovered, refusal, lingering, proven);
     const report: DrillReport = {
-      ok: checks.every((c) => c.ok), mode: "file", dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs, withIntermediate: !!o.withIntermediate, rate: setup.rate,
-      generations: { old: oldGen, new: newGen }, phases, reloads: run.reloads, explanations, refusal, probe: proven.probe, checks,
+      ok: checks.every((c) => c.ok),
+      mode: "file",
+      dir: setup.pki,
+      stateRemoved: setup.removeState,
+      reportFile: join(setup.work, "report.json"),
+      logs,
+      withIntermediate: !!o.withIntermediate,
+      rate: setup.rate,
+      generations: { old: oldGen, new: newGen },
+      phases,
+      reloads: run.reloads,
+      explanations,
+      refusal,
+      probe: proven.probe,
+      checks,
       longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
@@ -285,7 +355,18 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
 
 /** Beside the services' logs, as a log line of its own: mesh:logs and the dashboard's timeline show the phases. */
 function recordPhase(logs: string, c: Phase): void {
-  appendFileSync(join(logs, "drill.log"), JSON.stringify({ level: 30, time: new Date(c.at).toISOString(), service: "drill", event: "drill.phase", phase: c.name, safe: c.safe, msg: c.title }) + "\n");
+  appendFileSync(
+    join(logs, "drill.log"),
+    JSON.stringify({
+      level: 30,
+      time: new Date(c.at).toISOString(),
+      service: "drill",
+      event: "drill.phase",
+      phase: c.name,
+      safe: c.safe,
+      msg: c.title,
+    }) + "\n",
+  );
 }
 
 /** A fresh logs folder and the drill's policy in the work folder. */
@@ -312,15 +393,25 @@ async function issueIdentities(o: DrillOptions, { say, pki }: Setup, ca: Certifi
     if (!current) await ca.issue({ domain });
     else if (current.issuerId !== ca.signerId()) await ca.renew({ domain });
   }
-  say(`CA in ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs order, payment, inventory and edge`);
+  say(
+    `CA in ${pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs order, payment, inventory and edge`,
+  );
   return oldGen;
 }
 
 /** payment and inventory, then order in front of them; every service started is in `services`. */
-async function startMesh({ pause }: Setup, m: { pki: string; policy: string; logs: string; book: LogBook; services: Map<string, Launched> }): Promise<Run["ports"]> {
+async function startMesh(
+  { pause }: Setup,
+  m: { pki: string; policy: string; logs: string; book: LogBook; services: Map<string, Launched> },
+): Promise<Run["ports"]> {
   const start = async (service: string, upstreams: string[] = []) => {
     const svc = await launchService({
-      service, port: 0, pki: m.pki, policy: m.policy, upstreams, logFile: join(m.logs, `${service}.log`),
+      service,
+      port: 0,
+      pki: m.pki,
+      policy: m.policy,
+      upstreams,
+      logFile: join(m.logs, `${service}.log`),
       onLine: (line) => line && m.book.add(service, line),
       // Enough stock that the drill's orders never run out.
       env: { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000" },
@@ -332,7 +423,10 @@ async function startMesh({ pause }: Setup, m: { pki: string; policy: string; log
   // Both settle before a failure is thrown, so the clean-up finds every service that did start.
   const started = await Promise.allSettled([start("payment"), start("inventory")]);
   for (const r of started) if (r.status === "rejected") throw r.reason;
-  const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [Launched, Launched];
+  const [payment, inventory] = started.map((r) => (r as PromiseFulfilledResult<Launched>).value) as [
+    Launched,
+    Launched,
+  ];
   const order = await start("order", [`payment=127.0.0.1:${payment.port}`, `inventory=127.0.0.1:${inventory.port}`]);
   return { order: order.port, payment: payment.port, inventory: inventory.port };
 }
@@ -343,21 +437,44 @@ async function certChange(run: Run, who: string, step: () => Promise<IssuedCert>
   const issued = await step();
   const written = Date.now();
   if (who === "edge") {
-    await until(() => edgeReloads.some((r) => r.serial === issued.serial), `the traffic client to pick up serial ${issued.serial}`);
+    await until(
+      () => edgeReloads.some((r) => r.serial === issued.serial),
+      `the traffic client to pick up serial ${issued.serial}`,
+    );
     const r = edgeReloads.find((x) => x.serial === issued.serial)!;
     reloads.push({ phase: phases.name, who, what: "certificate", reloadMs: Math.max(0, r.at - written) });
-    phases.note(`edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`);
+    phases.note(
+      `edge (the traffic client) now presents ${issued.serial.slice(0, 12)}… from ${issued.issuer} (reload ${Math.max(0, r.at - written)} ms)`,
+    );
     return issued;
   }
   const port = ports[who as keyof typeof ports];
   const edge = ca.paths.leaf("edge.internal");
   // Watched from outside at once, not after the log line arrives (logs are flushed every 100 ms).
-  const served = until(async () => (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial, `${who} to serve ${issued.serial}`).then(() => Date.now());
+  const served = until(
+    async () =>
+      (await servedSerial(port, `${who}.internal`, readFileSync(edge.cert), readFileSync(edge.key))) === issued.serial,
+    `${who} to serve ${issued.serial}`,
+  ).then(() => Date.now());
   served.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-  const e = await orStop(book.waitFor(`${who} to reload its certificate`, written - 50, (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial));
-  const timing = { phase: phases.name, who, what: "certificate" as const, reloadMs: Math.max(0, e.at - written), effectMs: (await served) - written };
+  const e = await orStop(
+    book.waitFor(
+      `${who} to reload its certificate`,
+      written - 50,
+      (x) => x.service === who && x.line.event === "tls.reloaded" && x.line.serial === issued.serial,
+    ),
+  );
+  const timing = {
+    phase: phases.name,
+    who,
+    what: "certificate" as const,
+    reloadMs: Math.max(0, e.at - written),
+    effectMs: (await served) - written,
+  };
   reloads.push(timing);
-  phases.note(`${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`);
+  phases.note(
+    `${who} serves ${issued.serial.slice(0, 12)}… from ${issued.issuer} (hot reload ${timing.reloadMs} ms, first new handshake after ${timing.effectMs} ms)`,
+  );
   return issued;
 }
 
@@ -368,11 +485,19 @@ async function trustChange(run: Run, what: string, step: () => Promise<unknown> 
   await step();
   const written = Date.now();
   for (const s of SERVICES) {
-    const e = await orStop(book.waitFor(`${s} to reload its trust`, written - 50, (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true));
+    const e = await orStop(
+      book.waitFor(
+        `${s} to reload its trust`,
+        written - 50,
+        (x) => x.service === s && x.line.event === "tls.reloaded" && x.line.trustChanged === true,
+      ),
+    );
     reloads.push({ phase: phases.name, who: s, what: "trust", reloadMs: Math.max(0, e.at - written) });
   }
   await until(() => edgeReloads.slice(before).some((r) => r.trustChanged), "the traffic client to reload its trust");
-  const slowest = Math.max(...reloads.filter((r) => r.phase === phases.name && r.what === "trust").map((r) => r.reloadMs));
+  const slowest = Math.max(
+    ...reloads.filter((r) => r.phase === phases.name && r.what === "trust").map((r) => r.reloadMs),
+  );
   phases.note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
 }
 
@@ -386,7 +511,11 @@ async function baseline(run: Run): Promise<void> {
 // 2. The careless rotation ----------------------------------------------------------
 async function carelessRotation(run: Run): Promise<{ newGen: number; explanations: DrillReport["explanations"] }> {
   const { ca, phases, o } = run;
-  phases.begin("careless", "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet", false);
+  phases.begin(
+    "careless",
+    "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet",
+    false,
+  );
   let newGen = 0;
   await trustChange(run, "a new root generation's CRL in crls.pem", async () => {
     const g = await ca.addGeneration({});
@@ -418,14 +547,20 @@ async function recovery(run: Run): Promise<PhaseCounts> {
   const recovered = traffic.mark();
   await run.pause(run.dwell);
   traffic.unmark(recovered);
-  phases.note(`${recovered.failed} of ${recovered.sent} request(s) sent after payment's recovery took effect failed (so far)`);
+  phases.note(
+    `${recovered.failed} of ${recovered.sent} request(s) sent after payment's recovery took effect failed (so far)`,
+  );
   phases.end();
   return recovered;
 }
 
 // 4a. Trust both ------------------------------------------------------------------
 async function trustBoth(run: Run, newGen: number): Promise<void> {
-  run.phases.begin("trust-both", `4a. Safe rotation: every service trusts generations ${run.oldGen} and ${newGen}`, true);
+  run.phases.begin(
+    "trust-both",
+    `4a. Safe rotation: every service trusts generations ${run.oldGen} and ${newGen}`,
+    true,
+  );
   await trustChange(run, `bundle.pem with generations ${run.oldGen} and ${newGen}`, () => run.ca.publishBundle());
   await run.pause(run.dwell);
   run.phases.end();
@@ -463,11 +598,26 @@ async function dropOld(run: Run, newGen: number): Promise<ReturnType<Straggler["
     const { retired } = ca.retireGeneration(oldGen);
     phases.note(`retired ${retired.name}`);
   });
-  const closed = await orStop(book.waitFor("payment to close connections verified under the old trust", dropAt - 50, (x) => x.service === "payment" && x.line.event === "tls.connections_closed", 5_000).catch(() => undefined));
+  const closed = await orStop(
+    book
+      .waitFor(
+        "payment to close connections verified under the old trust",
+        dropAt - 50,
+        (x) => x.service === "payment" && x.line.event === "tls.connections_closed",
+        5_000,
+      )
+      .catch(() => undefined),
+  );
   await run.pause(run.dwell);
   const lingering = run.straggler.summary(dropAt);
-  phases.note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})` : "payment logged no closed connection");
-  phases.note(`the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
+  phases.note(
+    closed
+      ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust (${String(closed.line.why)})`
+      : "payment logged no closed connection",
+  );
+  phases.note(
+    `the straggler (a keep-alive connection with an old order certificate): ${lingering.closedAfter ? "closed by payment" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`,
+  );
   phases.end();
   return lingering;
 }
@@ -483,10 +633,29 @@ async function proof(run: Run): Promise<Proof> {
   const { ca, phases, oldGen, book, orStop, ports } = run;
   phases.begin("proof", `5. Proof: generation ${oldGen} is locked out, and the mesh does what the policy says`, true);
   const proofAt = Date.now();
-  const refusedOld = await tryOldCertificate(ports.payment, "payment.internal", readFileSync(ca.paths.bundle), run.oldOrder);
-  const logged = await orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
+  const refusedOld = await tryOldCertificate(
+    ports.payment,
+    "payment.internal",
+    readFileSync(ca.paths.bundle),
+    run.oldOrder,
+  );
+  const logged = await orStop(
+    book
+      .waitFor(
+        "payment to log the old certificate's refusal",
+        proofAt - 50,
+        (x) =>
+          x.service === "payment" &&
+          x.line.event === "tls.handshake_failed" &&
+          (x.line.peer as { serial?: string } | undefined)?.serial !== undefined,
+        5_000,
+      )
+      .catch(() => undefined),
+  );
   const reason = logged ? String(logged.line.reason) : "(nothing logged)";
-  phases.note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`);
+  phases.note(
+    `an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}: ${logged?.line.msg ?? ""}`,
+  );
   const { cells: probe } = await probeMesh({ pki: run.pki, policy: loadPolicy(run.policy), ports, logs: run.logs });
   const mismatches = probe.filter((c) => !c.ok);
   phases.note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
@@ -496,36 +665,89 @@ async function proof(run: Run): Promise<Proof> {
 }
 
 // --- the verdict -----------------------------------------------------------------
-function verdict(oldGen: number, phases: PhaseReport[], explanations: DrillReport["explanations"], recovered: PhaseCounts, refusal: string | undefined, lingering: ReturnType<Straggler["summary"]>, { refusedOld, reason, probe }: Proof): Check[] {
+function verdict(
+  oldGen: number,
+  phases: PhaseReport[],
+  explanations: DrillReport["explanations"],
+  recovered: PhaseCounts,
+  refusal: string | undefined,
+  lingering: ReturnType<Straggler["summary"]>,
+  { refusedOld, reason, probe }: Proof,
+): Check[] {
   const checks: Check[] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
-  check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed`);
+  check(
+    "the careless rotation broke",
+    phase("careless").failed > 0,
+    `${phase("careless").failed} of ${phase("careless").sent} requests failed`,
+  );
   const client = explanations.find((e) => e.service === "order");
   const server = explanations.find((e) => e.service === "payment");
-  check("both sides explained the break", !!client && !!server, `${client ? `order: ${client.reason}` : "order: nothing"}; ${server ? `payment: ${server.reason}` : "payment: nothing"}`);
+  check(
+    "both sides explained the break",
+    !!client && !!server,
+    `${client ? `order: ${client.reason}` : "order: nothing"}; ${server ? `payment: ${server.reason}` : "payment: nothing"}`,
+  );
   const after = recovered.failed;
-  check("recovery healed the mesh", after === 0 && recovered.sent > 0, `${after} of ${recovered.sent} request(s) sent after the fix took effect failed`);
-  check("early retirement refused", refusal !== undefined, refusal ?? `the CA let generation ${oldGen} retire while certificates still chained to it`);
+  check(
+    "recovery healed the mesh",
+    after === 0 && recovered.sent > 0,
+    `${after} of ${recovered.sent} request(s) sent after the fix took effect failed`,
+  );
+  check(
+    "early retirement refused",
+    refusal !== undefined,
+    refusal ?? `the CA let generation ${oldGen} retire while certificates still chained to it`,
+  );
   for (const p of phases.filter((x) => x.safe)) {
-    check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
+    check(
+      `no request lost in ${p.name}`,
+      p.failed === 0 && p.sent > 0,
+      `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`,
+    );
   }
-  check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
-  check("old keep-alive connections closed", lingering.closedAfter && lingering.successesAfter === 0, `straggler closed by payment: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
+  check(
+    `generation ${oldGen} rejected for unknown_ca`,
+    refusedOld && reason === "unknown_ca",
+    `${refusedOld ? "refused" : "accepted"}, logged ${reason}`,
+  );
+  check(
+    "old keep-alive connections closed",
+    lingering.closedAfter && lingering.successesAfter === 0,
+    `straggler closed by payment: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`,
+  );
   const mismatches = probe.filter((c) => !c.ok);
-  check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
+  check(
+    "probe matches the policy",
+    mismatches.length === 0,
+    mismatches.length
+      ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ")
+      : `${probe.length} calls`,
+  );
   return checks;
 }
 
 /** The first lines on each side that explain the careless break. */
 export function explain(book: LogBook, since: number): DrillReport["explanations"] {
-  const pick = (service: string, event: string) => book.since(since, (e) => e.service === service && e.line.event === event)[0];
+  const pick = (service: string, event: string) =>
+    book.since(since, (e) => e.service === service && e.line.event === event)[0];
   return [pick("order", "upstream.failed"), pick("payment", "tls.handshake_failed")]
     .filter((e): e is Entry => !!e)
-    .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
+    .map((e) => ({
+      service: e.service,
+      event: String(e.line.event),
+      reason: String(e.line.reason ?? ""),
+      msg: String(e.line.msg ?? ""),
+    }));
 }
 
-export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, signal?: AbortSignal): Promise<void> {
+export async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 10_000,
+  signal?: AbortSignal,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

@@ -32,7 +32,17 @@ function served(port: number, servername: string): Promise<ServiceFacts["mtls"][
     const sock = connect({ host: "127.0.0.1", port, servername, rejectUnauthorized: false }, () => {
       const c = sock.getPeerX509Certificate();
       sock.destroy();
-      resolve(c ? { subject: c.subject, issuer: c.issuer, serial: c.serialNumber.toLowerCase().replace(/^0+/, ""), notBefore: new Date(c.validFrom).toISOString(), notAfter: new Date(c.validTo).toISOString() } : undefined);
+      resolve(
+        c
+          ? {
+              subject: c.subject,
+              issuer: c.issuer,
+              serial: c.serialNumber.toLowerCase().replace(/^0+/, ""),
+              notBefore: new Date(c.validFrom).toISOString(),
+              notAfter: new Date(c.validTo).toISOString(),
+            }
+          : undefined,
+      );
     });
     sock.setTimeout(3_000, () => sock.destroy());
     sock.on("error", () => resolve(undefined));
@@ -48,10 +58,32 @@ async function certificateCheck(mesh: DrillMesh, service: string): Promise<{ sev
   const c = await served(mesh.ports[service]!, `${service}.internal`);
   const row = c && mesh.ca.list().find((x) => x.serial.toLowerCase().replace(/^0+/, "") === c.serial);
   const facts: ServiceFacts = {
-    name: service, port: mesh.ports[service]!, mtls: { identity: "edge.internal", served: c, verifyError: null }, admin: { port: null },
-    ledger: row ? { serial: row.serial, domain: row.domain, status: row.status, issuer: row.issuer, generation: row.generation, revokedAt: row.revokedAt, reason: row.reason, supersededBy: row.supersededBy } : undefined,
+    name: service,
+    port: mesh.ports[service]!,
+    mtls: { identity: "edge.internal", served: c, verifyError: null },
+    admin: { port: null },
+    ledger: row
+      ? {
+          serial: row.serial,
+          domain: row.domain,
+          status: row.status,
+          issuer: row.issuer,
+          generation: row.generation,
+          revokedAt: row.revokedAt,
+          reason: row.reason,
+          supersededBy: row.supersededBy,
+        }
+      : undefined,
   };
-  const ca: CaFacts = { dir: mesh.setup.pki, bundleSha256: "", crlsSha256: "", policyFile: mesh.policy, policySha256: "", issuers: [], online: { lifetimeMs: mesh.lifeMs, pollMs: mesh.o.pollMs, bundleChangedAt: 0, crlsChangedAt: 0 } };
+  const ca: CaFacts = {
+    dir: mesh.setup.pki,
+    bundleSha256: "",
+    crlsSha256: "",
+    policyFile: mesh.policy,
+    policySha256: "",
+    issuers: [],
+    online: { lifetimeMs: mesh.lifeMs, pollMs: mesh.o.pollMs, bundleChangedAt: 0, crlsChangedAt: 0 },
+  };
   const r = checkCertificate(facts, ca, Date.now());
   return { severity: r.severity, detail: r.detail };
 }
@@ -70,48 +102,110 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     // expired order before order calls anyone.
     const life = mesh.lifeMs;
     await mesh.up({ edge: life + EDGE_EXTRA_MS, order: life + ORDER_EXTRA_MS });
-    mesh.begin("baseline", `1. Baseline: four identities enrolled over EST, certificates living ${life / 1000} s, orders flowing`, true);
+    mesh.begin(
+      "baseline",
+      `1. Baseline: four identities enrolled over EST, certificates living ${life / 1000} s, orders flowing`,
+      true,
+    );
     const check0 = await certificateCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's certificate: ${check0.severity}: ${check0.detail}`);
     await pause(dwell);
 
     // 2. The CA goes away ---------------------------------------------------------------
-    mesh.begin("ca-down", `2. The CA server goes away (its process stopped); the certificates run out within ${life / 1000} s`, false);
+    mesh.begin(
+      "ca-down",
+      `2. The CA server goes away (its process stopped); the certificates run out within ${life / 1000} s`,
+      false,
+    );
     const downAt = Date.now();
     await mesh.stopCa();
     mesh.note(`CA server stopped (was ${mesh.caUrl})`);
-    const failed = await mesh.line("a renewal to fail", downAt, (e) => e.line.event === "identity.renew_failed", life + 10_000);
-    if (failed) mesh.note(`[${failed.service}] identity.renew_failed ${String(failed.line.code)}: ${String(failed.line.msg).slice(0, 220)}`);
-    const expiring = await mesh.line("identity.expiring", downAt, (e) => e.line.event === "identity.expiring", life + 10_000);
-    if (expiring) mesh.note(`[${expiring.service}] identity.expiring, ${String(expiring.line.secondsLeft)} s left: ${String(expiring.line.msg).slice(0, 200)}`);
-    const warned = await certificateCheck(mesh, expiring?.service && expiring.service !== "edge" ? expiring.service : "payment");
+    const failed = await mesh.line(
+      "a renewal to fail",
+      downAt,
+      (e) => e.line.event === "identity.renew_failed",
+      life + 10_000,
+    );
+    if (failed)
+      mesh.note(
+        `[${failed.service}] identity.renew_failed ${String(failed.line.code)}: ${String(failed.line.msg).slice(0, 220)}`,
+      );
+    const expiring = await mesh.line(
+      "identity.expiring",
+      downAt,
+      (e) => e.line.event === "identity.expiring",
+      life + 10_000,
+    );
+    if (expiring)
+      mesh.note(
+        `[${expiring.service}] identity.expiring, ${String(expiring.line.secondsLeft)} s left: ${String(expiring.line.msg).slice(0, 200)}`,
+      );
+    const warned = await certificateCheck(
+      mesh,
+      expiring?.service && expiring.service !== "edge" ? expiring.service : "payment",
+    );
     mesh.note(`mesh:check, certificate: ${warned.severity}: ${warned.detail}`);
 
     // payment's certificate runs out; order's connections to it, made before, still work (an
     // expired certificate is refused on a new handshake only). A lull longer than order's 4 s
     // keep-alive lets them close, as a quiet moment does, so the next call is a new handshake.
-    const paymentExpired = await mesh.line("payment's certificate to expire", downAt, (e) => e.service === "payment" && e.line.event === "identity.expired", life + 10_000);
+    const paymentExpired = await mesh.line(
+      "payment's certificate to expire",
+      downAt,
+      (e) => e.service === "payment" && e.line.event === "identity.expired",
+      life + 10_000,
+    );
     if (paymentExpired) {
-      mesh.note(`payment's certificate expired; traffic pauses ${LULL_MS / 1000} s (order's idle connections to payment close), then resumes`);
+      mesh.note(
+        `payment's certificate expired; traffic pauses ${LULL_MS / 1000} s (order's idle connections to payment close), then resumes`,
+      );
       mesh.traffic!.paused = true;
       await pause(LULL_MS);
       mesh.traffic!.paused = false;
     }
 
     // Every identity runs out: the last one enrolled (edge) a little after the others.
-    await setup.until(() => IDENTITIES.every((s) => mesh.book.since(downAt, (e) => e.service === s && e.line.event === "identity.expired").length > 0), "every identity to expire", life + ORDER_EXTRA_MS + 15_000).catch(() => {});
+    await setup
+      .until(
+        () =>
+          IDENTITIES.every(
+            (s) => mesh.book.since(downAt, (e) => e.service === s && e.line.event === "identity.expired").length > 0,
+          ),
+        "every identity to expire",
+        life + ORDER_EXTRA_MS + 15_000,
+      )
+      .catch(() => {});
     const expired = mesh.book.since(downAt, (e) => e.line.event === "identity.expired");
     const victims = [...new Set(expired.map((e) => e.service))];
     if (expired[0]) mesh.note(`[${expired[0].service}] identity.expired: ${String(expired[0].line.msg).slice(0, 260)}`);
-    const callee = await mesh.line("a callee to refuse an expired caller", downAt, (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "expired", 5_000);
-    const caller = await mesh.line("order to say its call failed", downAt, (e) => e.service === "order" && e.line.event === "upstream.failed" && e.line.reason === "server_cert_expired", 5_000);
-    for (const e of [callee, caller]) if (e) mesh.note(`[${e.service}] ${String(e.line.event)} ${String(e.line.reason)}: ${String(e.line.msg).slice(0, 220)}`);
+    const callee = await mesh.line(
+      "a callee to refuse an expired caller",
+      downAt,
+      (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "expired",
+      5_000,
+    );
+    const caller = await mesh.line(
+      "order to say its call failed",
+      downAt,
+      (e) => e.service === "order" && e.line.event === "upstream.failed" && e.line.reason === "server_cert_expired",
+      5_000,
+    );
+    for (const e of [callee, caller])
+      if (e)
+        mesh.note(
+          `[${e.service}] ${String(e.line.event)} ${String(e.line.reason)}: ${String(e.line.msg).slice(0, 220)}`,
+        );
     const moved = {
-      orderExpiredRefusals: await mesh.metric("order", "mesh_tls_handshakes_total", { outcome: "refused", reason: "expired" }),
+      orderExpiredRefusals: await mesh.metric("order", "mesh_tls_handshakes_total", {
+        outcome: "refused",
+        reason: "expired",
+      }),
       paymentRenewalFailures: await mesh.metric("payment", "mesh_identity_cert_renewal_failures_total"),
       paymentValidityRemaining: await mesh.metric("payment", "mesh_identity_cert_validity_remaining_seconds"),
     };
-    mesh.note(`metrics: order's mesh_tls_handshakes_total{outcome="refused",reason="expired"} ${moved.orderExpiredRefusals}; payment's mesh_identity_cert_renewal_failures_total ${moved.paymentRenewalFailures}, mesh_identity_cert_validity_remaining_seconds ${moved.paymentValidityRemaining}`);
+    mesh.note(
+      `metrics: order's mesh_tls_handshakes_total{outcome="refused",reason="expired"} ${moved.orderExpiredRefusals}; payment's mesh_identity_cert_renewal_failures_total ${moved.paymentRenewalFailures}, mesh_identity_cert_validity_remaining_seconds ${moved.paymentValidityRemaining}`,
+    );
     const failedCheck = await certificateCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's certificate: ${failedCheck.severity}: ${failedCheck.detail}`);
     await pause(dwell);
@@ -123,12 +217,22 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     mesh.note(`CA server back on ${mesh.caUrl}`);
     // Several polls' worth: an agent that could renew would have (trust.poll_restored renews at once).
     await pause(Math.max(dwell, 6 * mesh.o.pollMs));
-    const selfHealed = mesh.book.since(backAt, (e) => e.line.event === "identity.renewed" && victims.includes(e.service)).map((e) => e.service);
+    const selfHealed = mesh.book
+      .since(backAt, (e) => e.line.event === "identity.renewed" && victims.includes(e.service))
+      .map((e) => e.service);
     const stillFailing = mesh.traffic!.counts.get("ca-back")?.failed ?? 0;
-    mesh.note(selfHealed.length ? `renewed by themselves: ${selfHealed.join(", ")}` : `no expired identity renewed by itself: the CA refuses an expired certificate, and the agent stops renewing at expiry (identity.expired says: a new token and a restart); ${stillFailing} order(s) failed meanwhile`);
+    mesh.note(
+      selfHealed.length
+        ? `renewed by themselves: ${selfHealed.join(", ")}`
+        : `no expired identity renewed by itself: the CA refuses an expired certificate, and the agent stops renewing at expiry (identity.expired says: a new token and a restart); ${stillFailing} order(s) failed meanwhile`,
+    );
 
     // 4. The operator's heal: a new token for each expired identity, and a restart -----------
-    mesh.begin("re-enrol", `4. Heal (the operator): a new one-time token for each expired identity (${victims.join(", ") || "none"}) and a restart with it`, false);
+    mesh.begin(
+      "re-enrol",
+      `4. Heal (the operator): a new one-time token for each expired identity (${victims.join(", ") || "none"}) and a restart with it`,
+      false,
+    );
     const restart = async (s: string) => {
       if (!victims.includes(s)) return;
       await mesh.stopService(s);
@@ -158,26 +262,82 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const renewFailed = mesh.book.since(downAt, (e) => e.line.event === "identity.renew_failed");
     const announced = victims.filter((who) => {
       const at = expired.find((e) => e.service === who)!.at;
-      const said = (event: string) => mesh.book.since(downAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
+      const said = (event: string) =>
+        mesh.book.since(downAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
       return said("identity.renew_failed") && said("identity.expiring");
     });
-    check("renewals failed loudly: CA unreachable", renewFailed.some((e) => e.line.code === "CA_UNREACHABLE"), renewFailed.map((e) => `${e.service}: ${String(e.line.code)}`).join(", ") || "no identity.renew_failed");
-    check("every identity expired, each announced first", victims.length === IDENTITIES.length && announced.length === victims.length, `expired: ${victims.join(", ") || "none"}; announced by renew_failed and expiring before: ${announced.join(", ") || "none"}`);
-    check("the metrics moved", (moved.orderExpiredRefusals ?? 0) > 0 && (moved.paymentRenewalFailures ?? 0) > 0 && (moved.paymentValidityRemaining ?? 1) < 0, `order's refusals for expired: ${moved.orderExpiredRefusals}; payment's renewal failures: ${moved.paymentRenewalFailures}, validity remaining: ${moved.paymentValidityRemaining} s`);
-    check("mesh:check warned, then failed", warned.severity === "warning" && failedCheck.severity === "error", `before expiry: ${warned.severity}; after: ${failedCheck.severity}`);
-    check("the callee refused an expired caller as expired", callee?.line.reason === "expired", callee ? `${callee.service}: tls.handshake_failed expired` : "no tls.handshake_failed expired");
-    check("the caller said its callee expired", !!caller, caller ? `order: upstream.failed ${String(caller.line.upstream)} ${String(caller.line.reason)}` : "no upstream.failed server_cert_expired");
-    check("orders failed once the certificates expired", phase("ca-down").failed > 0, `${phase("ca-down").failed} of ${phase("ca-down").sent}: ${JSON.stringify(phase("ca-down").reasons)}`);
-    check("the CA's return did not heal expired identities by itself", selfHealed.length === 0 && stillFailing > 0, `self-renewed: ${selfHealed.join(", ") || "none"}; ${stillFailing} order(s) failed after the CA was back`);
-    check("re-enrolment healed the mesh", healed.failed === 0 && healed.sent > 0 && check2.severity === "ok", `${healed.failed} of ${healed.sent} failed after it; mesh:check ${check2.severity}`);
-    for (const p of phases.filter((x) => x.safe)) check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
+    check(
+      "renewals failed loudly: CA unreachable",
+      renewFailed.some((e) => e.line.code === "CA_UNREACHABLE"),
+      renewFailed.map((e) => `${e.service}: ${String(e.line.code)}`).join(", ") || "no identity.renew_failed",
+    );
+    check(
+      "every identity expired, each announced first",
+      victims.length === IDENTITIES.length && announced.length === victims.length,
+      `expired: ${victims.join(", ") || "none"}; announced by renew_failed and expiring before: ${announced.join(", ") || "none"}`,
+    );
+    check(
+      "the metrics moved",
+      (moved.orderExpiredRefusals ?? 0) > 0 &&
+        (moved.paymentRenewalFailures ?? 0) > 0 &&
+        (moved.paymentValidityRemaining ?? 1) < 0,
+      `order's refusals for expired: ${moved.orderExpiredRefusals}; payment's renewal failures: ${moved.paymentRenewalFailures}, validity remaining: ${moved.paymentValidityRemaining} s`,
+    );
+    check(
+      "mesh:check warned, then failed",
+      warned.severity === "warning" && failedCheck.severity === "error",
+      `before expiry: ${warned.severity}; after: ${failedCheck.severity}`,
+    );
+    check(
+      "the callee refused an expired caller as expired",
+      callee?.line.reason === "expired",
+      callee ? `${callee.service}: tls.handshake_failed expired` : "no tls.handshake_failed expired",
+    );
+    check(
+      "the caller said its callee expired",
+      !!caller,
+      caller
+        ? `order: upstream.failed ${String(caller.line.upstream)} ${String(caller.line.reason)}`
+        : "no upstream.failed server_cert_expired",
+    );
+    check(
+      "orders failed once the certificates expired",
+      phase("ca-down").failed > 0,
+      `${phase("ca-down").failed} of ${phase("ca-down").sent}: ${JSON.stringify(phase("ca-down").reasons)}`,
+    );
+    check(
+      "the CA's return did not heal expired identities by itself",
+      selfHealed.length === 0 && stillFailing > 0,
+      `self-renewed: ${selfHealed.join(", ") || "none"}; ${stillFailing} order(s) failed after the CA was back`,
+    );
+    check(
+      "re-enrolment healed the mesh",
+      healed.failed === 0 && healed.sent > 0 && check2.severity === "ok",
+      `${healed.failed} of ${healed.sent} failed after it; mesh:check ${check2.severity}`,
+    );
+    for (const p of phases.filter((x) => x.safe))
+      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
 
     const ev: Evidence[] = [failed, expiring, expired[0], callee, caller].filter((e): e is Entry => !!e).map(evidence);
     const report: StoryReport = {
-      drill: "expiry", ok: checks.every((c) => c.ok), dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs: mesh.logs, rate: setup.rate,
-      lifetimeMs: life, pollMs: mesh.o.pollMs, phases, evidence: ev,
+      drill: "expiry",
+      ok: checks.every((c) => c.ok),
+      dir: setup.pki,
+      stateRemoved: setup.removeState,
+      reportFile: join(setup.work, "report.json"),
+      logs: mesh.logs,
+      rate: setup.rate,
+      lifetimeMs: life,
+      pollMs: mesh.o.pollMs,
+      phases,
+      evidence: ev,
       heal: "not by itself: once a certificate has expired the agent stops renewing (the CA refuses expired certificates over EST), so the CA's return changes nothing for it. The operator's action, as identity.expired says: a new one-time token per expired identity (npm run -s ca -- token --domain <name>.internal > token) and a restart with --token-file token (mesh:up does both when restarted). A CA back before expiry heals everything by itself: the first poll that gets through renews at once (docs/identity.md)",
-      checks, facts: { victims, metrics: moved, mesh_check: { before: check0, expiring: warned, expired: failedCheck, healed: check2 } },
+      checks,
+      facts: {
+        victims,
+        metrics: moved,
+        mesh_check: { before: check0, expiring: warned, expired: failedCheck, healed: check2 },
+      },
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
     return report;

@@ -25,7 +25,9 @@ interface Waiter {
 /** A match on one event, or on any entry. */
 type Match<E extends EventName> = { event: E; where?: (e: Entry<E>) => boolean };
 const matcher = <E extends EventName>(m: Match<E> | ((e: Entry) => boolean)) =>
-  typeof m === "function" ? m : (e: Entry): e is Entry<E> => e.line.event === m.event && (m.where?.(e as Entry<E>) ?? true);
+  typeof m === "function"
+    ? m
+    : (e: Entry): e is Entry<E> => e.line.event === m.event && (m.where?.(e as Entry<E>) ?? true);
 
 export class LogBook {
   readonly entries: Entry[] = [];
@@ -57,7 +59,12 @@ export class LogBook {
   /** The first line (already logged since `since`, or still to come) that matches; rejects after timeoutMs. */
   waitFor<E extends EventName>(what: string, since: number, match: Match<E>, timeoutMs?: number): Promise<Entry<E>>;
   waitFor(what: string, since: number, match: (e: Entry) => boolean, timeoutMs?: number): Promise<Entry>;
-  waitFor<E extends EventName>(what: string, since: number, match: Match<E> | ((e: Entry) => boolean), timeoutMs = 10_000): Promise<Entry> {
+  waitFor<E extends EventName>(
+    what: string,
+    since: number,
+    match: Match<E> | ((e: Entry) => boolean),
+    timeoutMs = 10_000,
+  ): Promise<Entry> {
     const m = matcher(match);
     const seen = this.entries.find((e) => e.at >= since && m(e));
     if (seen) return Promise.resolve(seen);
@@ -78,7 +85,12 @@ export class LogBook {
   }
 
   /** Counts of "service:key" over one event's lines in a time window, e.g. handshake failure reasons. */
-  tally<E extends EventName>(since: number, until: number, event: E, key: (line: LoggedEvent<E>) => unknown): Record<string, number> {
+  tally<E extends EventName>(
+    since: number,
+    until: number,
+    event: E,
+    key: (line: LoggedEvent<E>) => unknown,
+  ): Record<string, number> {
     const out: Record<string, number> = {};
     for (const e of this.since(since, { event })) {
       if (e.at > until) continue;

@@ -77,10 +77,21 @@ export class DrillMesh {
   traffic?: Traffic;
   private edgeAgent?: IdentityAgent;
   private readonly edgeLog;
-  private readonly phases: Array<{ name: string; title: string; safe: boolean; at: number; until?: number; notes: string[] }> = [];
+  private readonly phases: Array<{
+    name: string;
+    title: string;
+    safe: boolean;
+    at: number;
+    until?: number;
+    notes: string[];
+  }> = [];
   private readonly stateRoot: string;
 
-  private constructor(readonly setup: Setup, readonly ca: CertificateAuthority, readonly o: MeshOptions) {
+  private constructor(
+    readonly setup: Setup,
+    readonly ca: CertificateAuthority,
+    readonly o: MeshOptions,
+  ) {
     this.logs = join(setup.work, "logs");
     this.stateRoot = join(setup.work, "state");
     this.policy = join(setup.work, "policy.toml");
@@ -115,13 +126,22 @@ export class DrillMesh {
   }
 
   drillLog(line: Record<string, unknown>): void {
-    appendFileSync(join(this.logs, "drill.log"), JSON.stringify({ time: new Date().toISOString(), level: 30, service: "drill", ...line }) + "\n");
+    appendFileSync(
+      join(this.logs, "drill.log"),
+      JSON.stringify({ time: new Date().toISOString(), level: 30, service: "drill", ...line }) + "\n",
+    );
   }
 
   /** Starts the CA server (again on the same port once it has one). */
   async startCa(): Promise<void> {
     this.server = await startDrillCa(
-      { pki: this.setup.pki, lifetimeMs: this.lifeMs, limits: LIMITS, pollMs: Math.min(500, this.o.pollMs), port: this.caPort },
+      {
+        pki: this.setup.pki,
+        lifetimeMs: this.lifeMs,
+        limits: LIMITS,
+        pollMs: Math.min(500, this.o.pollMs),
+        port: this.caPort,
+      },
       { logFile: join(this.logs, "ca.log"), onLine: (line) => this.book.add("ca", line) },
     );
     this.caUrl = this.server.url;
@@ -135,17 +155,33 @@ export class DrillMesh {
   }
 
   /** A service as its own process; with `token`, it enrols (again) with a new one-time token. */
-  async startService(service: string, o: { token?: boolean; lifetimeMs?: number } = { token: true }): Promise<Launched> {
+  async startService(
+    service: string,
+    o: { token?: boolean; lifetimeMs?: number } = { token: true },
+  ): Promise<Launched> {
     // The admin port (metrics, healthz) on any free port: its admin.listening line says which.
     const env: NodeJS.ProcessEnv = { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000", MESH_ADMIN_PORT: "0" };
     delete env.MESH_ENROL_TOKEN;
     if (o.token) env.MESH_ENROL_TOKEN = createToken(this.ca, { domain: `${service}.internal`, replace: true }).token;
-    const upstreams = service === "order" ? [`payment=127.0.0.1:${this.ports.payment}`, `inventory=127.0.0.1:${this.ports.inventory}`] : [];
+    const upstreams =
+      service === "order"
+        ? [`payment=127.0.0.1:${this.ports.payment}`, `inventory=127.0.0.1:${this.ports.inventory}`]
+        : [];
     const svc = await launchService({
-      service, port: this.ports[service] ?? 0, pki: this.setup.pki, policy: this.policy, upstreams, logFile: join(this.logs, `${service}.log`),
+      service,
+      port: this.ports[service] ?? 0,
+      pki: this.setup.pki,
+      policy: this.policy,
+      upstreams,
+      logFile: join(this.logs, `${service}.log`),
       onLine: (line) => line && this.book.add(service, line),
       env,
-      identity: { ca: this.caUrl, state: this.stateOf(service).dir, lifetime: o.lifetimeMs ? seconds(o.lifetimeMs) : this.lifetime, poll: this.o.pollMs / 1000 },
+      identity: {
+        ca: this.caUrl,
+        state: this.stateOf(service).dir,
+        lifetime: o.lifetimeMs ? seconds(o.lifetimeMs) : this.lifetime,
+        poll: this.o.pollMs / 1000,
+      },
     });
     this.services.set(service, svc);
     this.ports[service] = svc.port;
@@ -161,12 +197,32 @@ export class DrillMesh {
   async enrolEdge(lifetimeMs?: number): Promise<void> {
     this.edgeAgent?.stop();
     const lifetime = lifetimeMs ? seconds(lifetimeMs) : this.lifetime;
-    const e = await enrolWithToken({ caUrl: this.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: this.stateOf("edge"), lifetime });
-    this.edgeLog.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
+    const e = await enrolWithToken({
+      caUrl: this.caUrl,
+      token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"),
+      dns: "edge.internal",
+      paths: this.stateOf("edge"),
+      lifetime,
+    });
+    this.edgeLog.info(
+      {
+        event: "identity.enrolled",
+        serial: e.facts.serial,
+        issuer: e.facts.issuer,
+        root: e.facts.root,
+        generation: e.facts.generation,
+        notAfter: e.facts.notAfter,
+      },
+      `enrolled edge.internal: serial ${e.facts.serial}`,
+    );
     this.traffic?.reload();
     this.edgeAgent = new IdentityAgent(
       { caUrl: this.caUrl, dns: "edge.internal", paths: this.stateOf("edge"), lifetime, pollMs: this.o.pollMs },
-      { reloadTls: () => this.traffic?.reload() ?? true, log: this.edgeLog, metrics: { renewed() {}, renewalFailed() {} } },
+      {
+        reloadTls: () => this.traffic?.reload() ?? true,
+        log: this.edgeLog,
+        metrics: { renewed() {}, renewalFailed() {} },
+      },
     );
     this.edgeAgent.start();
   }
@@ -176,15 +232,27 @@ export class DrillMesh {
     const { say, rate, pause, until } = this.setup;
     await this.startCa();
     await pause(0);
-    const started = await Promise.allSettled([this.startService("payment", { token: true, lifetimeMs: lifetimes.payment }), this.startService("inventory", { token: true, lifetimeMs: lifetimes.inventory })]);
+    const started = await Promise.allSettled([
+      this.startService("payment", { token: true, lifetimeMs: lifetimes.payment }),
+      this.startService("inventory", { token: true, lifetimeMs: lifetimes.inventory }),
+    ]);
     for (const r of started) if (r.status === "rejected") throw r.reason;
     await this.startService("order", { token: true, lifetimeMs: lifetimes.order });
     await this.enrolEdge(lifetimes.edge);
     const s = this.stateOf("edge");
     // A new connection every 2 s or so: an expired identity is refused on new handshakes only.
-    this.traffic = new Traffic({ pki: this.setup.pki, identity: "edge.internal", port: this.ports.order!, rate, paths: { key: s.key, cert: s.cert, bundle: s.bundle, crls: s.crls }, requestsPerConnection: Math.max(5, 2 * rate) });
+    this.traffic = new Traffic({
+      pki: this.setup.pki,
+      identity: "edge.internal",
+      port: this.ports.order!,
+      rate,
+      paths: { key: s.key, cert: s.cert, bundle: s.bundle, crls: s.crls },
+      requestsPerConnection: Math.max(5, 2 * rate),
+    });
     this.traffic.start();
-    say(`CA serving EST on ${this.caUrl}; order :${this.ports.order}, payment :${this.ports.payment}, inventory :${this.ports.inventory}, each enrolled with its own token; certificates live ${this.lifetime}; traffic ${rate} orders/s from edge`);
+    say(
+      `CA serving EST on ${this.caUrl}; order :${this.ports.order}, payment :${this.ports.payment}, inventory :${this.ports.inventory}, each enrolled with its own token; certificates live ${this.lifetime}; traffic ${rate} orders/s from edge`,
+    );
     await until(() => this.traffic!.succeeded >= 3, "the first orders to get through", 30_000);
   }
 
@@ -219,7 +287,9 @@ export class DrillMesh {
     const listening = this.book.since(0, (e) => e.service === service && e.line.event === "admin.listening").at(-1);
     if (!listening) return undefined;
     try {
-      const res = await fetch(`http://127.0.0.1:${String(listening.line.port)}/metrics`, { signal: AbortSignal.timeout(3_000) });
+      const res = await fetch(`http://127.0.0.1:${String(listening.line.port)}/metrics`, {
+        signal: AbortSignal.timeout(3_000),
+      });
       return metricValue(await res.text(), name, labels);
     } catch {
       return undefined;
@@ -232,11 +302,20 @@ export class DrillMesh {
     await this.traffic?.stop();
     const t = this.traffic!;
     return this.phases.map((c) => ({
-      name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until! - c.at,
+      name: c.name,
+      title: c.title,
+      safe: c.safe,
+      startedAt: new Date(c.at).toISOString(),
+      ms: c.until! - c.at,
       ...(t.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
       longestGapMs: longestGap(t.successes, c.at, c.until!),
       handshakeFailures: this.book.tally(c.at, c.until!, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: this.book.tally(c.at, c.until!, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+      upstreamFailures: this.book.tally(
+        c.at,
+        c.until!,
+        "upstream.failed",
+        (l) => `${String(l.upstream)}:${String(l.reason)}`,
+      ),
       notes: c.notes,
     }));
   }
@@ -263,6 +342,12 @@ export function metricValue(text: string, name: string, labels: Record<string, s
   return sum;
 }
 
-export const evidence = (e: Entry): Evidence => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? ""), at: new Date(e.at).toISOString() });
+export const evidence = (e: Entry): Evidence => ({
+  service: e.service,
+  event: String(e.line.event),
+  reason: String(e.line.reason ?? ""),
+  msg: String(e.line.msg ?? ""),
+  at: new Date(e.at).toISOString(),
+});
 
 export { SERVICES };

@@ -13,7 +13,19 @@ import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { startDrillCa, type DrillCa } from "./ca-process.ts";
-import { openDrillCa, DRILL_POLICY, runWith, SERVICES, type Check, type DrillOptions, type DrillReport, type GateMark, type PhaseName, type PhaseReport, type Setup } from "./drill.ts";
+import {
+  openDrillCa,
+  DRILL_POLICY,
+  runWith,
+  SERVICES,
+  type Check,
+  type DrillOptions,
+  type DrillReport,
+  type GateMark,
+  type PhaseName,
+  type PhaseReport,
+  type Setup,
+} from "./drill.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { PhaseLog } from "./phases.ts";
@@ -100,11 +112,23 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
   try {
     const oldGen = ca.issuerRow(ca.signerId()).generation;
     const oldRoot = ca.issuerRow(`root-${oldGen}`);
-    if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root") await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
+    if (o.withIntermediate && ca.issuerRow(ca.signerId()).kind === "root")
+      await ca.createIntermediate({ name: `${oldRoot.name} Issuing` });
     const caUrl = await startCaServer(setup.pki, held, { logs, book, lifeMs, pollMs });
-    setup.say(`CA serving EST on ${caUrl} from ${setup.pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs; certificates live ${lifetime}, services poll every ${pollMs} ms`);
+    setup.say(
+      `CA serving EST on ${caUrl} from ${setup.pki}: generation ${oldGen} (${oldRoot.name})${o.withIntermediate ? " through an intermediate" : ""} signs; certificates live ${lifetime}, services poll every ${pollMs} ms`,
+    );
 
-    const mesh = new OnlineMesh(ca, held.services, { caUrl, pki: setup.pki, policy, logs, stateRoot, book, lifetime, pollMs });
+    const mesh = new OnlineMesh(ca, held.services, {
+      caUrl,
+      pki: setup.pki,
+      policy,
+      logs,
+      stateRoot,
+      book,
+      lifetime,
+      pollMs,
+    });
     await setup.pause(0);
     const started = await Promise.allSettled([mesh.start("payment"), mesh.start("inventory")]);
     for (const r of started) if (r.status === "rejected") throw r.reason;
@@ -113,15 +137,47 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
     held.edge = edge;
     await edge.enrol();
     // A new connection every 2 s or so: an expired identity is refused on new handshakes only.
-    const traffic = new Traffic({ pki: setup.pki, identity: "edge.internal", port: mesh.ports.order!, rate: setup.rate, paths: edge.files(), requestsPerConnection: Math.max(5, 2 * setup.rate) });
+    const traffic = new Traffic({
+      pki: setup.pki,
+      identity: "edge.internal",
+      port: mesh.ports.order!,
+      rate: setup.rate,
+      paths: edge.files(),
+      requestsPerConnection: Math.max(5, 2 * setup.rate),
+    });
     held.traffic = traffic;
     edge.startAgent(traffic);
-    setup.say(`mesh up in identity mode: order :${mesh.ports.order}, payment :${mesh.ports.payment}, inventory :${mesh.ports.inventory}, each enrolled with its own token; traffic ${setup.rate} orders/s from edge`);
+    setup.say(
+      `mesh up in identity mode: order :${mesh.ports.order}, payment :${mesh.ports.payment}, inventory :${mesh.ports.inventory}, each enrolled with its own token; traffic ${setup.rate} orders/s from edge`,
+    );
 
-    const phases = new PhaseLog(setup.say, (c) => drillLog({ level: 30, service: "drill", event: "drill.phase", phase: c.name, safe: c.safe, msg: c.title }), traffic, book);
+    const phases = new PhaseLog(
+      setup.say,
+      (c) => drillLog({ level: 30, service: "drill", event: "drill.phase", phase: c.name, safe: c.safe, msg: c.title }),
+      traffic,
+      book,
+    );
     const run: OnlineRun = {
-      ...setup, o, ca, caUrl, logs, stateRoot, policy, book, lifetime, lifeMs, pollMs, gateTimeoutMs: o.gateTimeoutMs ?? Math.max(30_000, 20 * pollMs),
-      oldGen, oldRootName: oldRoot.name, mesh, edge, traffic, phases, drillLog, held,
+      ...setup,
+      o,
+      ca,
+      caUrl,
+      logs,
+      stateRoot,
+      policy,
+      book,
+      lifetime,
+      lifeMs,
+      pollMs,
+      gateTimeoutMs: o.gateTimeoutMs ?? Math.max(30_000, 20 * pollMs),
+      oldGen,
+      oldRootName: oldRoot.name,
+      mesh,
+      edge,
+      traffic,
+      phases,
+      drillLog,
+      held,
     };
     traffic.start();
     await run.until(() => traffic.succeeded >= 3, "the first orders to get through", 30_000);
@@ -156,7 +212,8 @@ function prepareOnlineWork(work: string) {
   mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
   const policy = join(work, "policy.toml");
   writeFileSync(policy, DRILL_POLICY);
-  const drillLog = (line: Record<string, unknown>) => appendFileSync(join(logs, "drill.log"), JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n");
+  const drillLog = (line: Record<string, unknown>) =>
+    appendFileSync(join(logs, "drill.log"), JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n");
   return { logs, stateRoot, policy, drillLog };
 }
 
@@ -164,7 +221,11 @@ function prepareOnlineWork(work: string) {
  * The CA server, in a process of its own with its own handle on the folder, as `ca serve` does
  * (ca-process.ts says why it must not share the drill's event loop); returns its URL.
  */
-async function startCaServer(pki: string, held: Held, s: { logs: string; book: LogBook; lifeMs: number; pollMs: number }): Promise<string> {
+async function startCaServer(
+  pki: string,
+  held: Held,
+  s: { logs: string; book: LogBook; lifeMs: number; pollMs: number },
+): Promise<string> {
   held.server = await startDrillCa(
     { pki, lifetimeMs: s.lifeMs, limits: LIMITS, pollMs: Math.min(500, s.pollMs) },
     { logFile: join(s.logs, "ca.log"), onLine: (line) => s.book.add("ca", line) },
@@ -179,7 +240,16 @@ class OnlineMesh {
   constructor(
     private readonly ca: CertificateAuthority,
     private readonly services: Map<string, Launched>,
-    private readonly s: { caUrl: string; pki: string; policy: string; logs: string; stateRoot: string; book: LogBook; lifetime: string; pollMs: number },
+    private readonly s: {
+      caUrl: string;
+      pki: string;
+      policy: string;
+      logs: string;
+      stateRoot: string;
+      book: LogBook;
+      lifetime: string;
+      pollMs: number;
+    },
   ) {}
 
   stateOf(who: string): StatePaths {
@@ -195,7 +265,12 @@ class OnlineMesh {
     // replace: a victim of the careless rotation enrols again in place of the certificate it never installed.
     const token = createToken(this.ca, { domain: `${service}.internal`, replace: true }).token;
     const svc = await launchService({
-      service, port: this.ports[service] ?? 0, pki: s.pki, policy: s.policy, upstreams, logFile: join(s.logs, `${service}.log`),
+      service,
+      port: this.ports[service] ?? 0,
+      pki: s.pki,
+      policy: s.policy,
+      upstreams,
+      logFile: join(s.logs, `${service}.log`),
       onLine: (line) => line && s.book.add(service, line),
       env: { ...process.env, MESH_ENROL_TOKEN: token, MESH_INVENTORY_STOCK: "widget=10000000" },
       identity: { ca: s.caUrl, state: this.stateOf(service).dir, lifetime: s.lifetime, poll: s.pollMs / 1000 },
@@ -222,7 +297,17 @@ class Edge {
   private agent: IdentityAgent | undefined;
   private readonly log: MeshLogger;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly s: { caUrl: string; logs: string; book: LogBook; lifetime: string; pollMs: number; paths: StatePaths }) {
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly s: {
+      caUrl: string;
+      logs: string;
+      book: LogBook;
+      lifetime: string;
+      pollMs: number;
+      paths: StatePaths;
+    },
+  ) {
     this.log = createLogger("edge", sink(join(s.logs, "edge.log"), "edge", s.book));
   }
 
@@ -233,8 +318,24 @@ class Edge {
 
   async enrol(): Promise<void> {
     const { s } = this;
-    const e = await enrolWithToken({ caUrl: s.caUrl, token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"), dns: "edge.internal", paths: s.paths, lifetime: s.lifetime });
-    this.log.info({ event: "identity.enrolled", serial: e.facts.serial, issuer: e.facts.issuer, root: e.facts.root, generation: e.facts.generation, notAfter: e.facts.notAfter }, `enrolled edge.internal: serial ${e.facts.serial}`);
+    const e = await enrolWithToken({
+      caUrl: s.caUrl,
+      token: parseToken(createToken(this.ca, { domain: "edge.internal", replace: true }).token, "the drill"),
+      dns: "edge.internal",
+      paths: s.paths,
+      lifetime: s.lifetime,
+    });
+    this.log.info(
+      {
+        event: "identity.enrolled",
+        serial: e.facts.serial,
+        issuer: e.facts.issuer,
+        root: e.facts.root,
+        generation: e.facts.generation,
+        notAfter: e.facts.notAfter,
+      },
+      `enrolled edge.internal: serial ${e.facts.serial}`,
+    );
   }
 
   startAgent(traffic: Traffic): void {
@@ -254,10 +355,18 @@ class Edge {
 // 1. Baseline ---------------------------------------------------------------------
 async function baseline(run: OnlineRun): Promise<void> {
   const { phases, book, lifeMs } = run;
-  phases.begin("baseline", `1. Baseline: four identities enrolled over EST from generation ${run.oldGen}, renewing on their own every ~${Math.round((lifeMs * 2) / 3000)} s`, true);
+  phases.begin(
+    "baseline",
+    `1. Baseline: four identities enrolled over EST from generation ${run.oldGen}, renewing on their own every ~${Math.round((lifeMs * 2) / 3000)} s`,
+    true,
+  );
   // Until one of them has renewed on its own schedule, under traffic: a renewal is part of normal life.
-  const firstRenewal = await run.orStop(book.waitFor("the first scheduled renewal", 0, (e) => e.line.event === "identity.renewed", lifeMs + 10_000));
-  phases.note(`${firstRenewal.service} renewed on its own schedule under traffic: serial ${String(firstRenewal.line.previous).slice(0, 12)}… → ${String(firstRenewal.line.serial).slice(0, 12)}… (generation ${String(firstRenewal.line.generation)}), valid until ${String(firstRenewal.line.notAfter)}`);
+  const firstRenewal = await run.orStop(
+    book.waitFor("the first scheduled renewal", 0, (e) => e.line.event === "identity.renewed", lifeMs + 10_000),
+  );
+  phases.note(
+    `${firstRenewal.service} renewed on its own schedule under traffic: serial ${String(firstRenewal.line.previous).slice(0, 12)}… → ${String(firstRenewal.line.serial).slice(0, 12)}… (generation ${String(firstRenewal.line.generation)}), valid until ${String(firstRenewal.line.notAfter)}`,
+  );
   await run.pause(run.dwell);
   phases.end();
 }
@@ -274,48 +383,108 @@ interface Careless {
 async function carelessRotation(run: OnlineRun): Promise<Careless> {
   const { ca, phases, book, lifeMs, orStop, traffic } = run;
   const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
-  phases.begin("careless", "2. The careless rotation: a new generation signs before anyone trusts it (generation add + use, no bundle)", false);
+  phases.begin(
+    "careless",
+    "2. The careless rotation: a new generation signs before anyone trusts it (generation add + use, no bundle)",
+    false,
+  );
   const carelessAt = Date.now();
   const g2 = await ca.addGeneration({});
   const carelessGen = g2.generation;
   ca.useGeneration(carelessGen);
-  phases.note(`added ${g2.name} (generation ${carelessGen}) and made it the signer; bundle.pem still holds only generation ${run.oldGen}`);
+  phases.note(
+    `added ${g2.name} (generation ${carelessGen}) and made it the signer; bundle.pem still holds only generation ${run.oldGen}`,
+  );
   // Nothing is forced: the next scheduled renewal meets the untrusted signer.
-  const firstFailure = await orStop(book.waitFor("a renewal to meet the untrusted signer", carelessAt, (e) => e.line.event === "identity.renew_failed", lifeMs + 10_000));
+  const firstFailure = await orStop(
+    book.waitFor(
+      "a renewal to meet the untrusted signer",
+      carelessAt,
+      (e) => e.line.event === "identity.renew_failed",
+      lifeMs + 10_000,
+    ),
+  );
   const why = String(firstFailure.line.reason);
-  phases.note(/does not chain to a root/.test(why)
-    ? `${firstFailure.service} renewed on schedule and got a certificate from ${g2.name}: it refused to install it (${why}), keeps its old one, which the CA has already marked superseded`
-    : `${firstFailure.service}'s renewal failed: ${why}`);
-  const superseded = await orStop(book.waitFor("a retried renewal to be refused", carelessAt, (e) => e.line.event === "identity.renew_failed" && /superseded|already renewed/.test(String(e.line.reason)), lifeMs + 10_000).catch(() => undefined));
-  if (superseded) phases.note(`${superseded.service} retried: refused (${String(superseded.line.reason)}); it cannot renew any more and runs out of life`);
+  phases.note(
+    /does not chain to a root/.test(why)
+      ? `${firstFailure.service} renewed on schedule and got a certificate from ${g2.name}: it refused to install it (${why}), keeps its old one, which the CA has already marked superseded`
+      : `${firstFailure.service}'s renewal failed: ${why}`,
+  );
+  const superseded = await orStop(
+    book
+      .waitFor(
+        "a retried renewal to be refused",
+        carelessAt,
+        (e) => e.line.event === "identity.renew_failed" && /superseded|already renewed/.test(String(e.line.reason)),
+        lifeMs + 10_000,
+      )
+      .catch(() => undefined),
+  );
+  if (superseded)
+    phases.note(
+      `${superseded.service} retried: refused (${String(superseded.line.reason)}); it cannot renew any more and runs out of life`,
+    );
   const failedBefore = traffic.counts.get("careless")?.failed ?? 0;
   // Every identity renews within ~3/4 of its life and expires at its end: within two lifetimes
   // some victim's expiry meets a new handshake.
-  await run.until(() => (traffic.counts.get("careless")?.failed ?? 0) > failedBefore, "the first failed order once a victim's certificate expires", 2 * lifeMs + 10_000).catch(() => {});
+  await run
+    .until(
+      () => (traffic.counts.get("careless")?.failed ?? 0) > failedBefore,
+      "the first failed order once a victim's certificate expires",
+      2 * lifeMs + 10_000,
+    )
+    .catch(() => {});
   const expired = since(carelessAt, (e) => e.line.event === "identity.expired")[0];
-  if (expired) phases.note(`${expired.service}'s certificate expired (${String(expired.line.serial).slice(0, 12)}…): ${String(expired.line.msg).slice(0, 160)}`);
+  if (expired)
+    phases.note(
+      `${expired.service}'s certificate expired (${String(expired.line.serial).slice(0, 12)}…): ${String(expired.line.msg).slice(0, 160)}`,
+    );
   // Long enough to see the break spread as connections are made anew.
   await run.pause(Math.max(run.dwell, 2_000));
   phases.end();
   const failedRenewal = since(carelessAt, (e) => e.line.event === "identity.renew_failed").map((e) => e.service);
-  const explanations = [firstFailure, superseded, expired, since(carelessAt, (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0]]
+  const explanations = [
+    firstFailure,
+    superseded,
+    expired,
+    since(carelessAt, (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0],
+  ]
     .filter((e): e is Entry => !!e)
-    .map((e) => ({ service: e.service, event: String(e.line.event), reason: String(e.line.reason ?? ""), msg: String(e.line.msg ?? "") }));
+    .map((e) => ({
+      service: e.service,
+      event: String(e.line.event),
+      reason: String(e.line.reason ?? ""),
+      msg: String(e.line.msg ?? ""),
+    }));
   for (const e of explanations) run.say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg.slice(0, 200)}`);
   return { carelessAt, carelessGen, firstFailure, failedRenewal, explanations };
 }
 
 // 3. Recovery -------------------------------------------------------------------
-async function recover(run: OnlineRun, { carelessGen, failedRenewal }: Careless): Promise<{ victims: string[]; recovered: PhaseCounts }> {
+async function recover(
+  run: OnlineRun,
+  { carelessGen, failedRenewal }: Careless,
+): Promise<{ victims: string[]; recovered: PhaseCounts }> {
   const { ca, phases, oldGen, mesh, edge, traffic } = run;
-  phases.begin("recovery", `3. Recovery: generation ${oldGen} signs again; each victim enrols again with a new token`, false);
+  phases.begin(
+    "recovery",
+    `3. Recovery: generation ${oldGen} signs again; each victim enrols again with a new token`,
+    false,
+  );
   ca.useGeneration(oldGen);
   // From here no certificate of the careless generation is issued: the ledger names every
   // identity whose current certificate came from it (issued, never installed), even one whose
   // renew_failed line is still in its log buffer.
-  const fromCareless = ca.list().filter((c) => c.status === "VALID" && c.generation === carelessGen).map((c) => c.domain.replace(/\.internal$/, ""));
-  const victims = [...new Set([...failedRenewal, ...fromCareless])].filter((v) => (IDENTITIES as readonly string[]).includes(v));
-  phases.note(`generation use ${oldGen}; victims (their renewal refused, no way back by renewal): ${victims.join(", ")}`);
+  const fromCareless = ca
+    .list()
+    .filter((c) => c.status === "VALID" && c.generation === carelessGen)
+    .map((c) => c.domain.replace(/\.internal$/, ""));
+  const victims = [...new Set([...failedRenewal, ...fromCareless])].filter((v) =>
+    (IDENTITIES as readonly string[]).includes(v),
+  );
+  phases.note(
+    `generation use ${oldGen}; victims (their renewal refused, no way back by renewal): ${victims.join(", ")}`,
+  );
   for (const v of victims) {
     // What identity.expired tells a person to do: a new token, and the service started with it.
     // Its state folder goes only once it has stopped: a running agent writes there (the new CRLs
@@ -330,7 +499,9 @@ async function recover(run: OnlineRun, { carelessGen, failedRenewal }: Careless)
     } else {
       await mesh.restart(v);
     }
-    phases.note(`${v} enrolled again from generation ${oldGen}${v === "edge" ? "" : ` (restarted on :${mesh.ports[v]})`}`);
+    phases.note(
+      `${v} enrolled again from generation ${oldGen}${v === "edge" ? "" : ` (restarted on :${mesh.ports[v]})`}`,
+    );
   }
   const recovered = traffic.mark();
   // The careless generation served no one in the end: once nothing valid chains to it, retire it.
@@ -362,7 +533,12 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const { o, ca, phases, mesh, held, pollMs } = run;
   // A keep-alive connection under the old generation (order's newest certificate), to see it cut at retirement.
   const oldOrder = { cert: readFileSync(mesh.stateOf("order").cert), key: readFileSync(mesh.stateOf("order").key) };
-  const straggler = new Straggler({ port: mesh.ports.payment!, servername: "payment.internal", ca: readFileSync(ca.paths.bundle), ...oldOrder });
+  const straggler = new Straggler({
+    port: mesh.ports.payment!,
+    servername: "payment.internal",
+    ca: readFileSync(ca.paths.bundle),
+    ...oldOrder,
+  });
   held.straggler = straggler;
   straggler.start();
   const rotationCa = await CertificateAuthority.open({ dir: run.pki });
@@ -373,7 +549,11 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const gates: GateMark[] = [];
   let newGen = 0;
   let retiredAt = 0;
-  phases.begin("trust-both", "4a. Safe rotation, gate 1 (prepare): add and publish a generation; wait until every identity has fetched it", true);
+  phases.begin(
+    "trust-both",
+    "4a. Safe rotation, gate 1 (prepare): add and publish a generation; wait until every identity has fetched it",
+    true,
+  );
   const onEvent = (e: RotationEvent) => {
     newGen = e.to;
     const at = new Date().toISOString();
@@ -383,7 +563,11 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
     if (e.gate === "retire" && e.state === "passed") retiredAt = Date.now();
     if (e.gate === "activate" && e.state === "started") {
       phases.end();
-      phases.begin("reissue", `4b. Safe rotation, gates 2-3 (activate, then wait): generation ${e.to} signs; every identity renews onto it (the CA's renew-now hint)`, true);
+      phases.begin(
+        "reissue",
+        `4b. Safe rotation, gates 2-3 (activate, then wait): generation ${e.to} signs; every identity renews onto it (the CA's renew-now hint)`,
+        true,
+      );
     }
   };
   const rotationStart = Date.now();
@@ -392,10 +576,20 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
     // bundle at once): hold the mesh trusting both generations, the old one signing, for a dwell
     // with traffic flowing, as the file-mode drill does, before gate 2 makes the new one sign.
     const beforeActivate = async () => {
-      phases.note(`every identity holds a bundle with generations ${run.oldGen} and ${newGen}; generation ${run.oldGen} still signs: held ${run.dwell} ms with traffic flowing before gate 2`);
+      phases.note(
+        `every identity holds a bundle with generations ${run.oldGen} and ${newGen}; generation ${run.oldGen} still signs: held ${run.dwell} ms with traffic flowing before gate 2`,
+      );
       await run.pause(run.dwell);
     };
-    await runRotation(rotationCa, { timeoutMs: run.gateTimeoutMs, intervalMs: Math.min(250, pollMs), inUse: true, signal: stop.signal, onEvent, beforeActivate, owner: `drill:${process.pid}` });
+    await runRotation(rotationCa, {
+      timeoutMs: run.gateTimeoutMs,
+      intervalMs: Math.min(250, pollMs),
+      inUse: true,
+      signal: stop.signal,
+      onEvent,
+      beforeActivate,
+      owner: `drill:${process.pid}`,
+    });
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
   }
@@ -406,25 +600,60 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
 }
 
 // 4c. Drop the old generation: it was retired by gate 3; each service drops it at its next poll.
-async function dropOld(run: OnlineRun, { retiredAt, straggler }: Rotation): Promise<{ notDropped: string[]; lingering: ReturnType<Straggler["summary"]> }> {
+async function dropOld(
+  run: OnlineRun,
+  { retiredAt, straggler }: Rotation,
+): Promise<{ notDropped: string[]; lingering: ReturnType<Straggler["summary"]> }> {
   const { phases, book, oldGen, oldRootName, pollMs } = run;
   const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
-  phases.begin("drop-old", `4c. Safe rotation done: generation ${oldGen} retired; every service drops it at its next bundle poll`, true);
+  phases.begin(
+    "drop-old",
+    `4c. Safe rotation done: generation ${oldGen} retired; every service drops it at its next bundle poll`,
+    true,
+  );
   const notDropped: string[] = [];
   for (const s of IDENTITIES) {
-    const seen = await run.orStop(book.waitFor(`${s} to fetch the bundle without generation ${oldGen}`, retiredAt, (x) => x.service === s && x.line.event === "trust.updated" && Array.isArray(x.line.roots) && !(x.line.roots as string[]).includes(oldRootName), 10 * pollMs + 10_000).catch(() => undefined));
+    const seen = await run.orStop(
+      book
+        .waitFor(
+          `${s} to fetch the bundle without generation ${oldGen}`,
+          retiredAt,
+          (x) =>
+            x.service === s &&
+            x.line.event === "trust.updated" &&
+            Array.isArray(x.line.roots) &&
+            !(x.line.roots as string[]).includes(oldRootName),
+          10 * pollMs + 10_000,
+        )
+        .catch(() => undefined),
+    );
     if (!seen) {
       // What it did last, for the report: the check below fails with it.
-      const last = since(retiredAt - 5_000, (x) => x.service === s && /^(trust|identity|tls)\./.test(String(x.line.event))).at(-1);
-      notDropped.push(`${s} (last: ${last ? `${String(last.line.event)} ${String(last.line.msg ?? "").slice(0, 120)}` : "nothing since the retirement"})`);
+      const last = since(
+        retiredAt - 5_000,
+        (x) => x.service === s && /^(trust|identity|tls)\./.test(String(x.line.event)),
+      ).at(-1);
+      notDropped.push(
+        `${s} (last: ${last ? `${String(last.line.event)} ${String(last.line.msg ?? "").slice(0, 120)}` : "nothing since the retirement"})`,
+      );
     }
   }
-  phases.note(notDropped.length ? `still trusting ${oldRootName}: ${notDropped.join("; ")}` : `every service and edge dropped ${oldRootName} from its trust (the drill waited for each trust.updated)`);
+  phases.note(
+    notDropped.length
+      ? `still trusting ${oldRootName}: ${notDropped.join("; ")}`
+      : `every service and edge dropped ${oldRootName} from its trust (the drill waited for each trust.updated)`,
+  );
   const closed = since(retiredAt, (x) => x.service === "payment" && x.line.event === "tls.connections_closed")[0];
   await run.pause(run.dwell);
   const lingering = straggler.summary(retiredAt);
-  phases.note(closed ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust` : "payment logged no closed connection");
-  phases.note(`the straggler (a keep-alive connection with an order certificate from generation ${oldGen}): ${lingering.closedAfter ? "closed" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`);
+  phases.note(
+    closed
+      ? `payment closed ${String(closed.line.count)} keep-alive connection(s) still authenticated under the old trust`
+      : "payment logged no closed connection",
+  );
+  phases.note(
+    `the straggler (a keep-alive connection with an order certificate from generation ${oldGen}): ${lingering.closedAfter ? "closed" : "NOT closed"}, then ${lingering.failuresAfter} refused reconnection(s), ${lingering.successesAfter} success(es)`,
+  );
   phases.end();
   return { notDropped, lingering };
 }
@@ -442,18 +671,47 @@ interface Proof {
 async function proof(run: OnlineRun, { newGen, oldOrder }: Rotation): Promise<Proof> {
   const { ca, phases, book, oldGen, mesh } = run;
   const ports = mesh.ports;
-  phases.begin("proof", `5. Proof: generation ${oldGen} is locked out; every identity holds a generation ${newGen} certificate`, true);
+  phases.begin(
+    "proof",
+    `5. Proof: generation ${oldGen} is locked out; every identity holds a generation ${newGen} certificate`,
+    true,
+  );
   const proofAt = Date.now();
-  const refusedOld = await tryOldCertificate(ports.payment!, "payment.internal", readFileSync(ca.paths.bundle), oldOrder);
-  const logged = await run.orStop(book.waitFor("payment to log the old certificate's refusal", proofAt - 50, (x) => x.service === "payment" && x.line.event === "tls.handshake_failed" && (x.line.peer as { serial?: string } | undefined)?.serial !== undefined, 5_000).catch(() => undefined));
+  const refusedOld = await tryOldCertificate(
+    ports.payment!,
+    "payment.internal",
+    readFileSync(ca.paths.bundle),
+    oldOrder,
+  );
+  const logged = await run.orStop(
+    book
+      .waitFor(
+        "payment to log the old certificate's refusal",
+        proofAt - 50,
+        (x) =>
+          x.service === "payment" &&
+          x.line.event === "tls.handshake_failed" &&
+          (x.line.peer as { serial?: string } | undefined)?.serial !== undefined,
+        5_000,
+      )
+      .catch(() => undefined),
+  );
   const reason = logged ? String(logged.line.reason) : "(nothing logged)";
-  phases.note(`an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}`);
+  phases.note(
+    `an order certificate from generation ${oldGen}: ${refusedOld ? "refused in the handshake" : "ACCEPTED"}; payment logged ${reason}`,
+  );
   const served: Record<string, string | undefined> = {};
   const edgeMat = { cert: readFileSync(mesh.stateOf("edge").cert), key: readFileSync(mesh.stateOf("edge").key) };
   for (const s of SERVICES) served[s] = await servedSerial(ports[s]!, `${s}.internal`, edgeMat.cert, edgeMat.key);
-  const held = ca.list().filter((c) => c.status === "VALID" && (IDENTITIES as readonly string[]).includes(c.domain.replace(/\.internal$/, "")));
+  const held = ca
+    .list()
+    .filter(
+      (c) => c.status === "VALID" && (IDENTITIES as readonly string[]).includes(c.domain.replace(/\.internal$/, "")),
+    );
   const onNew = held.filter((c) => c.generation === newGen).map((c) => c.domain);
-  phases.note(`ledger: ${onNew.length} of ${IDENTITIES.length} identities hold a generation ${newGen} certificate (${onNew.join(", ")})`);
+  phases.note(
+    `ledger: ${onNew.length} of ${IDENTITIES.length} identities hold a generation ${newGen} certificate (${onNew.join(", ")})`,
+  );
   const probe = await probeLent(run);
   const mismatches = probe.filter((c) => !c.ok);
   phases.note(`probe: ${probe.length - mismatches.length}/${probe.length} calls match the policy`);
@@ -493,7 +751,11 @@ interface Outcome {
 }
 
 // --- the verdict -----------------------------------------------------------------
-function verdict(oldGen: number, book: LogBook, { phases, careless, recovery, rotation, dropped, proven }: Outcome): Check[] {
+function verdict(
+  oldGen: number,
+  book: LogBook,
+  { phases, careless, recovery, rotation, dropped, proven }: Outcome,
+): Check[] {
   const checks: Check[] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const { explanations, firstFailure, carelessAt } = careless;
@@ -503,30 +765,90 @@ function verdict(oldGen: number, book: LogBook, { phases, careless, recovery, ro
   const { notDropped, lingering } = dropped;
   const { refusedOld, reason, served, held, onNew, probe } = proven;
   const phase = (n: PhaseName) => phases.find((p) => p.name === n)!;
-  check("the careless rotation broke", phase("careless").failed > 0, `${phase("careless").failed} of ${phase("careless").sent} requests failed; victims: ${victims.join(", ") || "none"}`);
-  check("both sides explained the break", !!firstFailure && explanations.some((e) => e.event === "tls.handshake_failed" || e.event === "upstream.failed"), explanations.map((e) => `${e.service}: ${e.event} ${e.reason}`.slice(0, 120)).join("; "));
+  check(
+    "the careless rotation broke",
+    phase("careless").failed > 0,
+    `${phase("careless").failed} of ${phase("careless").sent} requests failed; victims: ${victims.join(", ") || "none"}`,
+  );
+  check(
+    "both sides explained the break",
+    !!firstFailure && explanations.some((e) => e.event === "tls.handshake_failed" || e.event === "upstream.failed"),
+    explanations.map((e) => `${e.service}: ${e.event} ${e.reason}`.slice(0, 120)).join("; "),
+  );
   // A renewal that stalls says so: each victim that expired had logged a failed attempt and
   // identity.expiring first (on a loaded machine order once logged nothing until it expired).
   const expiries = since(carelessAt, (e) => e.line.event === "identity.expired");
   const unannounced = [...new Set(expiries.map((e) => e.service))].filter((who) => {
     const at = expiries.find((e) => e.service === who)!.at;
-    const said = (event: string) => since(carelessAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
+    const said = (event: string) =>
+      since(carelessAt, (e) => e.service === who && e.line.event === event && e.at <= at).length > 0;
     return !said("identity.renew_failed") || !said("identity.expiring");
   });
-  check("every expiry was announced", unannounced.length === 0, unannounced.length ? `expired without a renew_failed and an identity.expiring before it: ${unannounced.join(", ")}` : `${new Set(expiries.map((e) => e.service)).size} victim(s) expired, each after renew_failed and identity.expiring`);
-  check("recovery healed the mesh", recovered.failed === 0 && recovered.sent > 0, `${recovered.failed} of ${recovered.sent} request(s) sent after the victims enrolled again failed`);
+  check(
+    "every expiry was announced",
+    unannounced.length === 0,
+    unannounced.length
+      ? `expired without a renew_failed and an identity.expiring before it: ${unannounced.join(", ")}`
+      : `${new Set(expiries.map((e) => e.service)).size} victim(s) expired, each after renew_failed and identity.expiring`,
+  );
+  check(
+    "recovery healed the mesh",
+    recovered.failed === 0 && recovered.sent > 0,
+    `${recovered.failed} of ${recovered.sent} request(s) sent after the victims enrolled again failed`,
+  );
   const passed = gates.filter((g) => g.state === "passed").map((g) => g.gate);
-  check("every gate passed, in order", passed.join(",") === "prepare,activate,retire", `passed: ${passed.join(", ") || "none"}`);
-  check("gate 3 waited for the old certificates", gates.some((g) => g.gate === "retire" && g.state === "waiting" && g.waitingFor.length > 0), gates.filter((g) => g.gate === "retire" && g.state === "waiting").map((g) => g.waitingFor.join(" ")).join(" | ") || "it never waited");
+  check(
+    "every gate passed, in order",
+    passed.join(",") === "prepare,activate,retire",
+    `passed: ${passed.join(", ") || "none"}`,
+  );
+  check(
+    "gate 3 waited for the old certificates",
+    gates.some((g) => g.gate === "retire" && g.state === "waiting" && g.waitingFor.length > 0),
+    gates
+      .filter((g) => g.gate === "retire" && g.state === "waiting")
+      .map((g) => g.waitingFor.join(" "))
+      .join(" | ") || "it never waited",
+  );
   for (const p of phases.filter((x) => x.safe)) {
-    check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`);
+    check(
+      `no request lost in ${p.name}`,
+      p.failed === 0 && p.sent > 0,
+      `${p.succeeded}/${p.sent} succeeded${p.failed ? `; failures: ${JSON.stringify(p.reasons)}` : ""}`,
+    );
   }
-  check(`every identity on generation ${newGen}`, onNew.length === IDENTITIES.length && SERVICES.every((s) => served[s] !== undefined && held.some((c) => c.serial.toLowerCase() === served[s] && c.generation === newGen)), `ledger: ${onNew.join(", ")}; served: ${SERVICES.map((s) => `${s} ${served[s]?.slice(0, 8) ?? "?"}`).join(", ")}`);
-  check(`every identity dropped generation ${oldGen} from its trust`, notDropped.length === 0, notDropped.join("; ") || "services and edge: trust.updated without it");
-  check(`generation ${oldGen} rejected for unknown_ca`, refusedOld && reason === "unknown_ca", `${refusedOld ? "refused" : "accepted"}, logged ${reason}`);
-  check("no answer on an old-generation connection after retirement", lingering.successesAfter === 0, `straggler closed: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`);
+  check(
+    `every identity on generation ${newGen}`,
+    onNew.length === IDENTITIES.length &&
+      SERVICES.every(
+        (s) =>
+          served[s] !== undefined && held.some((c) => c.serial.toLowerCase() === served[s] && c.generation === newGen),
+      ),
+    `ledger: ${onNew.join(", ")}; served: ${SERVICES.map((s) => `${s} ${served[s]?.slice(0, 8) ?? "?"}`).join(", ")}`,
+  );
+  check(
+    `every identity dropped generation ${oldGen} from its trust`,
+    notDropped.length === 0,
+    notDropped.join("; ") || "services and edge: trust.updated without it",
+  );
+  check(
+    `generation ${oldGen} rejected for unknown_ca`,
+    refusedOld && reason === "unknown_ca",
+    `${refusedOld ? "refused" : "accepted"}, logged ${reason}`,
+  );
+  check(
+    "no answer on an old-generation connection after retirement",
+    lingering.successesAfter === 0,
+    `straggler closed: ${lingering.closedAfter}; answers after retirement: ${lingering.successesAfter}`,
+  );
   const mismatches = probe.filter((c) => !c.ok);
-  check("probe matches the policy", mismatches.length === 0, mismatches.length ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ") : `${probe.length} calls`);
+  check(
+    "probe matches the policy",
+    mismatches.length === 0,
+    mismatches.length
+      ? mismatches.map((m) => `${m.caller}->${m.callee}: ${m.observed} (policy: ${m.expected})`).join("; ")
+      : `${probe.length} calls`,
+  );
   return checks;
 }
 
@@ -536,10 +858,30 @@ function report(run: OnlineRun, outcome: Outcome): DrillReport {
   const checks = verdict(run.oldGen, run.book, outcome);
   const renewals = run.book.since(0, (e) => e.line.event === "identity.renewed").length;
   const r: DrillReport = {
-    ok: checks.every((c) => c.ok), mode: "online", dir: run.pki, stateRemoved: run.removeState, reportFile: join(run.work, "report.json"), logs: run.logs, withIntermediate: !!run.o.withIntermediate, rate: run.rate,
-    generations: { old: run.oldGen, new: rotation.newGen }, phases, reloads: [], explanations: careless.explanations, probe: proven.probe, checks,
+    ok: checks.every((c) => c.ok),
+    mode: "online",
+    dir: run.pki,
+    stateRemoved: run.removeState,
+    reportFile: join(run.work, "report.json"),
+    logs: run.logs,
+    withIntermediate: !!run.o.withIntermediate,
+    rate: run.rate,
+    generations: { old: run.oldGen, new: rotation.newGen },
+    phases,
+    reloads: [],
+    explanations: careless.explanations,
+    probe: proven.probe,
+    checks,
     longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
-    gates: rotation.gates, online: { lifetimeMs: run.lifeMs, pollMs: run.pollMs, carelessGeneration: careless.carelessGen, victims: recovery.victims, renewals, rotationMs: rotation.rotationMs },
+    gates: rotation.gates,
+    online: {
+      lifetimeMs: run.lifeMs,
+      pollMs: run.pollMs,
+      carelessGeneration: careless.carelessGen,
+      victims: recovery.victims,
+      renewals,
+      rotationMs: rotation.rotationMs,
+    },
   };
   writeFileSync(r.reportFile, JSON.stringify(r, null, 2) + "\n");
   return r;

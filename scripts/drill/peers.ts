@@ -19,12 +19,19 @@ export function servedSerial(port: number, servername: string, cert: Buffer, key
   });
 }
 
-function get(port: number, servername: string, opts: { ca: Buffer; cert: Buffer; key: Buffer; agent?: Agent | false; rejectUnauthorized?: boolean }): Promise<number> {
+function get(
+  port: number,
+  servername: string,
+  opts: { ca: Buffer; cert: Buffer; key: Buffer; agent?: Agent | false; rejectUnauthorized?: boolean },
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, servername, path: "/healthz", method: "GET", timeout: 3_000, ...opts }, (res) => {
-      res.resume();
-      res.on("end", () => resolve(res.statusCode ?? 0));
-    });
+    const req = request(
+      { host: "127.0.0.1", port, servername, path: "/healthz", method: "GET", timeout: 3_000, ...opts },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.on("error", reject);
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.end();
@@ -32,7 +39,12 @@ function get(port: number, servername: string, opts: { ca: Buffer; cert: Buffer;
 }
 
 /** True when a fresh connection with this certificate is refused before any HTTP answer. */
-export async function tryOldCertificate(port: number, servername: string, ca: Buffer, who: { cert: Buffer; key: Buffer }): Promise<boolean> {
+export async function tryOldCertificate(
+  port: number,
+  servername: string,
+  ca: Buffer,
+  who: { cert: Buffer; key: Buffer },
+): Promise<boolean> {
   try {
     await get(port, servername, { ca, ...who, agent: false });
     return false;
@@ -64,7 +76,13 @@ export class Straggler {
     this.timer = setInterval(() => {
       // The service's own certificate changes generation during the drill; only its
       // treatment of *our* old certificate is under test, so its certificate is not checked.
-      get(this.o.port, this.o.servername, { ca: this.o.ca, cert: this.o.cert, key: this.o.key, agent: this.agent, rejectUnauthorized: false })
+      get(this.o.port, this.o.servername, {
+        ca: this.o.ca,
+        cert: this.o.cert,
+        key: this.o.key,
+        agent: this.agent,
+        rejectUnauthorized: false,
+      })
         .then((status) => this.events.push({ at: Date.now(), kind: status === 200 ? "ok" : "fail" }))
         .catch(() => this.events.push({ at: Date.now(), kind: "fail" }));
     }, 300);

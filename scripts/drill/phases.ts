@@ -71,11 +71,20 @@ export class PhaseLog {
    */
   reports(): PhaseReport[] {
     return this.ended.map((c) => ({
-      name: c.name, title: c.title, safe: c.safe, startedAt: new Date(c.at).toISOString(), ms: c.until - c.at,
+      name: c.name,
+      title: c.title,
+      safe: c.safe,
+      startedAt: new Date(c.at).toISOString(),
+      ms: c.until - c.at,
       ...(this.traffic.counts.get(c.name) ?? { sent: 0, succeeded: 0, failed: 0, reasons: {} }),
       longestGapMs: longestGap(this.traffic.successes, c.at, c.until),
       handshakeFailures: this.book.tally(c.at, c.until, "tls.handshake_failed", (l) => l.reason),
-      upstreamFailures: this.book.tally(c.at, c.until, "upstream.failed", (l) => `${String(l.upstream)}:${String(l.reason)}`),
+      upstreamFailures: this.book.tally(
+        c.at,
+        c.until,
+        "upstream.failed",
+        (l) => `${String(l.upstream)}:${String(l.reason)}`,
+      ),
       notes: c.notes,
     }));
   }

@@ -11,24 +11,31 @@ export interface FailureDrill {
   run(o: FailureDrillOptions): Promise<StoryReport>;
 }
 
-export const ROTATE = { name: "rotate", summary: "rotate the whole mesh to a new root CA with traffic flowing: the careless way breaks it, the safe way loses nothing (npm run drill:rotate)" };
+export const ROTATE = {
+  name: "rotate",
+  summary:
+    "rotate the whole mesh to a new root CA with traffic flowing: the careless way breaks it, the safe way loses nothing (npm run drill:rotate)",
+};
 
 export const DRILLS: readonly FailureDrill[] = [
   {
     name: "expiry",
-    summary: "the CA goes away: renewals fail loudly, certificates expire, calls fail as expired on both sides; the CA returns, the operator re-enrols the expired",
+    summary:
+      "the CA goes away: renewals fail loudly, certificates expire, calls fail as expired on both sides; the CA returns, the operator re-enrols the expired",
     lifetimeS: 20,
     run: async (o) => (await import("./expiry.ts")).runExpiryDrill(o),
   },
   {
     name: "impostor",
-    summary: "a look-alike CA (same name, another key) issues payment.internal: callers and callees refuse it and name it a look-alike; the real payment returns",
+    summary:
+      "a look-alike CA (same name, another key) issues payment.internal: callers and callees refuse it and name it a look-alike; the real payment returns",
     lifetimeS: 60,
     run: async (o) => (await import("./impostor.ts")).runImpostorDrill(o),
   },
   {
     name: "stolen",
-    summary: "a copy of order's key is used from elsewhere: the operator revokes it, every service refuses it within seconds and cuts its connection; the real order re-enrols",
+    summary:
+      "a copy of order's key is used from elsewhere: the operator revokes it, every service refuses it within seconds and cuts its connection; the real order re-enrols",
     lifetimeS: 60,
     run: async (o) => (await import("./stolen.ts")).runStolenDrill(o),
   },

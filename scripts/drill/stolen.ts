@@ -41,45 +41,86 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     const inBefore = !(await tryOldCertificate(mesh.ports.payment!, "payment.internal", bundle, stolenCert));
     thief = new Straggler({ port: mesh.ports.payment!, servername: "payment.internal", ca: bundle, ...stolenCert });
     thief.start();
-    mesh.note(`a thief holds a copy of order's key and certificate (serial ${serial.slice(0, 12)}…) and calls payment with it on a keep-alive connection: ${inBefore ? "it gets in (the handshake cannot tell a copy)" : "REFUSED already"}`);
+    mesh.note(
+      `a thief holds a copy of order's key and certificate (serial ${serial.slice(0, 12)}…) and calls payment with it on a keep-alive connection: ${inBefore ? "it gets in (the handshake cannot tell a copy)" : "REFUSED already"}`,
+    );
     await pause(dwell);
 
     // 2. Revoke ---------------------------------------------------------------------------
-    mesh.begin("revoke", `2. The operator revokes order's certificate (keyCompromise): every service must refuse it within ${REFUSED_WITHIN_MS / 1000} s`, false);
+    mesh.begin(
+      "revoke",
+      `2. The operator revokes order's certificate (keyCompromise): every service must refuse it within ${REFUSED_WITHIN_MS / 1000} s`,
+      false,
+    );
     const REVOKED = { outcome: "refused", reason: "revoked" };
     const refusalsBefore = await mesh.metric("payment", "mesh_tls_handshakes_total", REVOKED);
     const revokedAt = Date.now();
     await mesh.ca.revoke({ serial, reason: "keyCompromise" });
-    mesh.note(`revoked serial ${serial.slice(0, 12)}… (npm run ca -- revoke --serial ${serial.slice(0, 12)}… --reason keyCompromise)`);
+    mesh.note(
+      `revoked serial ${serial.slice(0, 12)}… (npm run ca -- revoke --serial ${serial.slice(0, 12)}… --reason keyCompromise)`,
+    );
     const refusedIn: Record<string, number | undefined> = {};
-    await Promise.all(SERVICES.map(async (s) => {
-      const deadline = revokedAt + 4 * REFUSED_WITHIN_MS;
-      while (Date.now() < deadline) {
-        const at = Date.now();
-        if (await tryOldCertificate(mesh.ports[s]!, `${s}.internal`, bundle, stolenCert)) {
-          const line = await mesh.line(`${s} to log the revoked certificate`, at - 50, (e) => e.service === s && e.line.event === "tls.handshake_failed" && e.line.reason === "revoked", 3_000);
-          if (line) {
-            refusedIn[s] = line.at - revokedAt;
-            return;
+    await Promise.all(
+      SERVICES.map(async (s) => {
+        const deadline = revokedAt + 4 * REFUSED_WITHIN_MS;
+        while (Date.now() < deadline) {
+          const at = Date.now();
+          if (await tryOldCertificate(mesh.ports[s]!, `${s}.internal`, bundle, stolenCert)) {
+            const line = await mesh.line(
+              `${s} to log the revoked certificate`,
+              at - 50,
+              (e) => e.service === s && e.line.event === "tls.handshake_failed" && e.line.reason === "revoked",
+              3_000,
+            );
+            if (line) {
+              refusedIn[s] = line.at - revokedAt;
+              return;
+            }
           }
+          await pause(200);
         }
-        await pause(200);
-      }
-    }));
-    mesh.note(`the stolen certificate refused, ms after the revocation: ${SERVICES.map((s) => `${s} ${refusedIn[s] ?? "NOT refused"}`).join(", ")}`);
+      }),
+    );
+    mesh.note(
+      `the stolen certificate refused, ms after the revocation: ${SERVICES.map((s) => `${s} ${refusedIn[s] ?? "NOT refused"}`).join(", ")}`,
+    );
     const refusalsAfter = await mesh.metric("payment", "mesh_tls_handshakes_total", REVOKED);
-    mesh.note(`payment's mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`);
-    const cut = await mesh.line("payment to cut the thief's live connection", revokedAt, (e) => e.service === "payment" && e.line.event === "tls.connections_closed" && e.line.why === "trust withdrawn", 10_000);
+    mesh.note(
+      `payment's mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`,
+    );
+    const cut = await mesh.line(
+      "payment to cut the thief's live connection",
+      revokedAt,
+      (e) => e.service === "payment" && e.line.event === "tls.connections_closed" && e.line.why === "trust withdrawn",
+      10_000,
+    );
     if (cut) mesh.note(`payment: tls.connections_closed: ${String(cut.line.msg).slice(0, 200)}`);
-    const callee = mesh.book.since(revokedAt, (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "revoked")[0];
+    const callee = mesh.book.since(
+      revokedAt,
+      (e) => e.line.event === "tls.handshake_failed" && e.line.reason === "revoked",
+    )[0];
     // The real order is the thief's victim twice: its own certificate is the revoked one.
-    const caller = await mesh.line("order's calls to be refused", revokedAt, (e) => e.service === "order" && e.line.event === "upstream.failed", 10_000);
-    if (caller) mesh.note(`order (the real one): upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 200)}`);
-    await setup.until(() => (mesh.traffic!.counts.get("revoke")?.failed ?? 0) > 0, "an order to fail", 10_000).catch(() => {});
+    const caller = await mesh.line(
+      "order's calls to be refused",
+      revokedAt,
+      (e) => e.service === "order" && e.line.event === "upstream.failed",
+      10_000,
+    );
+    if (caller)
+      mesh.note(
+        `order (the real one): upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 200)}`,
+      );
+    await setup
+      .until(() => (mesh.traffic!.counts.get("revoke")?.failed ?? 0) > 0, "an order to fail", 10_000)
+      .catch(() => {});
     await pause(dwell);
 
     // 3. Heal: the real order enrols afresh ---------------------------------------------------
-    mesh.begin("re-enrol", "3. Heal: order's revoked identity moved aside (its key is compromised), a new token, order restarted", false);
+    mesh.begin(
+      "re-enrol",
+      "3. Heal: order's revoked identity moved aside (its key is compromised), a new token, order restarted",
+      false,
+    );
     await mesh.stopService("order");
     rmSync(st.dir, { recursive: true, force: true });
     await mesh.startService("order", { token: true });
@@ -87,7 +128,9 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     await pause(dwell);
     mesh.traffic!.unmark(healed);
     const stillOut = await tryOldCertificate(mesh.ports.payment!, "payment.internal", bundle, stolenCert);
-    mesh.note(`order enrolled afresh on :${mesh.ports.order}; ${healed.failed} of ${healed.sent} order(s) sent since failed; the stolen copy: ${stillOut ? "still refused" : "ACCEPTED"}`);
+    mesh.note(
+      `order enrolled afresh on :${mesh.ports.order}; ${healed.failed} of ${healed.sent} order(s) sent since failed; the stolen copy: ${stillOut ? "still refused" : "ACCEPTED"}`,
+    );
     mesh.begin("after", "4. After: the mesh as before, the thief locked out", true);
     await pause(dwell);
     const lingering = thief.summary(revokedAt);
@@ -96,21 +139,56 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
 
     const phases = await mesh.report();
     const refusedAll = SERVICES.every((s) => refusedIn[s] !== undefined && refusedIn[s]! <= REFUSED_WITHIN_MS);
-    check("the stolen copy got in before the revocation", inBefore, inBefore ? "payment answered it" : "payment refused it already");
-    check(`every service refused it within ${REFUSED_WITHIN_MS / 1000} s`, refusedAll, SERVICES.map((s) => `${s}: ${refusedIn[s] ?? "never"} ms`).join(", "));
-    check("payment's refusal counter moved", refusalsBefore !== undefined && refusalsAfter !== undefined && refusalsAfter > refusalsBefore, `mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`);
-    check("its live connection was cut", !!cut && lingering.closedAfter && lingering.successesAfter === 0, `payment logged tls.connections_closed: ${!!cut}; thief's connection closed: ${lingering.closedAfter}; answers after: ${lingering.successesAfter}`);
-    check("the real order was refused too", phases.find((p) => p.name === "revoke")!.failed > 0 && !!caller, caller ? `order: upstream.failed ${String(caller.line.reason)}` : "no upstream.failed");
-    check("re-enrolment healed the mesh", healed.failed === 0 && healed.sent > 0, `${healed.failed} of ${healed.sent} failed after it`);
+    check(
+      "the stolen copy got in before the revocation",
+      inBefore,
+      inBefore ? "payment answered it" : "payment refused it already",
+    );
+    check(
+      `every service refused it within ${REFUSED_WITHIN_MS / 1000} s`,
+      refusedAll,
+      SERVICES.map((s) => `${s}: ${refusedIn[s] ?? "never"} ms`).join(", "),
+    );
+    check(
+      "payment's refusal counter moved",
+      refusalsBefore !== undefined && refusalsAfter !== undefined && refusalsAfter > refusalsBefore,
+      `mesh_tls_handshakes_total{outcome="refused",reason="revoked"}: ${refusalsBefore} → ${refusalsAfter}`,
+    );
+    check(
+      "its live connection was cut",
+      !!cut && lingering.closedAfter && lingering.successesAfter === 0,
+      `payment logged tls.connections_closed: ${!!cut}; thief's connection closed: ${lingering.closedAfter}; answers after: ${lingering.successesAfter}`,
+    );
+    check(
+      "the real order was refused too",
+      phases.find((p) => p.name === "revoke")!.failed > 0 && !!caller,
+      caller ? `order: upstream.failed ${String(caller.line.reason)}` : "no upstream.failed",
+    );
+    check(
+      "re-enrolment healed the mesh",
+      healed.failed === 0 && healed.sent > 0,
+      `${healed.failed} of ${healed.sent} failed after it`,
+    );
     check("the stolen copy stays refused", stillOut, stillOut ? "refused after the heal" : "ACCEPTED after the heal");
-    for (const p of phases.filter((x) => x.safe)) check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
+    for (const p of phases.filter((x) => x.safe))
+      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
 
     const ev: Evidence[] = [callee, cut, caller].filter((e): e is Entry => !!e).map(evidence);
     const report: StoryReport = {
-      drill: "stolen", ok: checks.every((c) => c.ok), dir: setup.pki, stateRemoved: setup.removeState, reportFile: join(setup.work, "report.json"), logs: mesh.logs, rate: setup.rate,
-      lifetimeMs: mesh.lifeMs, pollMs: mesh.o.pollMs, phases, evidence: ev,
+      drill: "stolen",
+      ok: checks.every((c) => c.ok),
+      dir: setup.pki,
+      stateRemoved: setup.removeState,
+      reportFile: join(setup.work, "report.json"),
+      logs: mesh.logs,
+      rate: setup.rate,
+      lifetimeMs: mesh.lifeMs,
+      pollMs: mesh.o.pollMs,
+      phases,
+      evidence: ev,
       heal: "the operator revokes the stolen certificate (npm run ca -- revoke --serial <serial> --reason keyCompromise): every service has the new CRLs within a second or two by the long poll, refuses it and cuts its live connections; the real order, whose certificate it was, cannot renew a revoked identity: its folder is moved aside and it enrols afresh with a new token (mesh:up does that when restarted)",
-      checks, facts: { serial, refusedInMs: refusedIn, metrics: { paymentRevokedRefusals: [refusalsBefore, refusalsAfter] } },
+      checks,
+      facts: { serial, refusedInMs: refusedIn, metrics: { paymentRevokedRefusals: [refusalsBefore, refusalsAfter] } },
     };
     writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
     return report;

@@ -171,7 +171,9 @@ export class Traffic {
       try {
         const body = JSON.parse(text) as { upstream?: string; reason?: string; error?: string };
         detail = body.upstream ? `${body.upstream}:${body.reason ?? body.error}` : String(body.error ?? "");
-      } catch { /* not JSON */ }
+      } catch {
+        /* not JSON */
+      }
       this.fail(counts, `${res.statusCode} ${detail}`.trim());
     } catch (err) {
       const { reason, code } = upstreamReason(err, "order", `127.0.0.1:${this.o.port}`);

@@ -41,7 +41,15 @@ export class SeenCalls {
   linesRead = 0;
   linesTaken = 0;
 
-  add(caller: string, service: string, method: string, path: string, count: number, source: "logs" | "probe", kind: "answered" | "audited" | "denied" = "answered"): void {
+  add(
+    caller: string,
+    service: string,
+    method: string,
+    path: string,
+    count: number,
+    source: "logs" | "probe",
+    kind: "answered" | "audited" | "denied" = "answered",
+  ): void {
     const key = `${caller} ${service} ${method} ${path}`;
     let c = this.calls.get(key);
     if (!c) {
@@ -58,7 +66,8 @@ export class SeenCalls {
 
   /** Every caller → callee GET /healthz, as mesh:probe asks it. */
   addProbePairs(): void {
-    for (const caller of CALLERS) for (const service of SERVICES) this.add(caller, service, "GET", PROBE_PATH, 0, "probe");
+    for (const caller of CALLERS)
+      for (const service of SERVICES) this.add(caller, service, "GET", PROBE_PATH, 0, "probe");
   }
 
   /** One JSON log line; ignored unless it is one of the four events, in the window, well formed. */
@@ -82,14 +91,19 @@ export class SeenCalls {
     if (typeof method !== "string" || !METHODS.has(method)) return;
     if (typeof path !== "string" || !path.startsWith("/") || path.length > 2048) return;
     // An abandoned request or a handler error line has no verdict of its own to compare.
-    const count = l.event === "request.summary" && typeof l.count === "number" && Number.isSafeInteger(l.count) && l.count > 0 ? l.count : 1;
+    const count =
+      l.event === "request.summary" && typeof l.count === "number" && Number.isSafeInteger(l.count) && l.count > 0
+        ? l.count
+        : 1;
     this.linesTaken++;
     this.add(peer, service, method, path, count, "logs", l.event === "authz.would_deny" ? "audited" : "answered");
   }
 
   /** Every <name>.log and rotated <name>.log.N in `dir`. */
   addLogDir(dir: string, since: number): string[] {
-    const files = readdirSync(dir).filter((f) => LOG_FILE.test(f)).sort();
+    const files = readdirSync(dir)
+      .filter((f) => LOG_FILE.test(f))
+      .sort();
     for (const f of files) {
       let text: string;
       try {

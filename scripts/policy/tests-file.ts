@@ -42,7 +42,11 @@ export function verdictOf(d: Decision): Expectation {
   return !d.allow ? "deny" : d.wouldDeny ? "would_deny" : "allow";
 }
 
-const WORDS: Record<Expectation, string> = { allow: "allowed", deny: "denied", would_deny: "let through in audit mode (would be denied)" };
+const WORDS: Record<Expectation, string> = {
+  allow: "allowed",
+  deny: "denied",
+  would_deny: "let through in audit mode (would be denied)",
+};
 
 export function loadPolicyTests(file: string): PolicyTest[] {
   let text: string;
@@ -70,26 +74,40 @@ export function parsePolicyTests(text: string, file: string): PolicyTest[] {
   const fail = (key: string, msg: string): never => {
     throw new MeshError("POLICY_INVALID", `${file}:${lines.of(key)}: ${msg}`);
   };
-  for (const k of Object.keys(doc)) if (k !== "test") fail(k, `unknown key "${k}" (a tests file holds [[test]] tables only)`);
-  if (doc.test === undefined) fail("test", `no [[test]] tables: write at least one, e.g. [[test]] caller = "order" service = "payment" method = "POST" path = "/charge" expect = "allow"`);
+  for (const k of Object.keys(doc))
+    if (k !== "test") fail(k, `unknown key "${k}" (a tests file holds [[test]] tables only)`);
+  if (doc.test === undefined)
+    fail(
+      "test",
+      `no [[test]] tables: write at least one, e.g. [[test]] caller = "order" service = "payment" method = "POST" path = "/charge" expect = "allow"`,
+    );
   if (!Array.isArray(doc.test)) fail("test", `"test" must be an array of tables ([[test]])`);
   return (doc.test as unknown[]).map((raw, i) => {
     const at = `test[${i}]`;
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail(at, `${at} must be a table ([[test]])`);
     const t = raw as Record<string, unknown>;
-    for (const k of Object.keys(t)) if (!KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in [[test]] (allowed: ${KEYS.join(", ")})`);
+    for (const k of Object.keys(t))
+      if (!KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in [[test]] (allowed: ${KEYS.join(", ")})`);
     for (const k of ["caller", "service", "expect"]) if (t[k] === undefined) fail(at, `[[test]] is missing "${k}"`);
-    const str = (k: string): string => (typeof t[k] === "string" ? (t[k] as string) : fail(`${at}.${k}`, `"${k}" must be a string`));
+    const str = (k: string): string =>
+      typeof t[k] === "string" ? (t[k] as string) : fail(`${at}.${k}`, `"${k}" must be a string`);
     const caller = str("caller");
-    if (!isIdentityName(caller)) fail(`${at}.caller`, `caller "${caller.slice(0, 80)}" is not a mesh identity (e.g. "order")`);
+    if (!isIdentityName(caller))
+      fail(`${at}.caller`, `caller "${caller.slice(0, 80)}" is not a mesh identity (e.g. "order")`);
     const service = str("service");
-    if (!isServiceName(service)) fail(`${at}.service`, `unknown service "${service.slice(0, 80)}" (the mesh has: ${SERVICES.join(", ")})`);
+    if (!isServiceName(service))
+      fail(`${at}.service`, `unknown service "${service.slice(0, 80)}" (the mesh has: ${SERVICES.join(", ")})`);
     const method = t.method === undefined ? "GET" : str("method").toUpperCase();
     if (!METHODS.includes(method)) fail(`${at}.method`, `method must be one of ${METHODS.join(", ")}`);
     const path = t.path === undefined ? "/healthz" : str("path");
-    if (!/^\/[\x21-\x7e]*$/.test(path) || path.length > 2048) fail(`${at}.path`, `path must start with "/" and hold no spaces, e.g. "/charge"`);
+    if (!/^\/[\x21-\x7e]*$/.test(path) || path.length > 2048)
+      fail(`${at}.path`, `path must start with "/" and hold no spaces, e.g. "/charge"`);
     const expect = str("expect");
-    if (!(EXPECTATIONS as readonly string[]).includes(expect)) fail(`${at}.expect`, `expect must be ${EXPECTATIONS.map((e) => `"${e}"`).join(", ")} (got "${expect.slice(0, 40)}")`);
+    if (!(EXPECTATIONS as readonly string[]).includes(expect))
+      fail(
+        `${at}.expect`,
+        `expect must be ${EXPECTATIONS.map((e) => `"${e}"`).join(", ")} (got "${expect.slice(0, 40)}")`,
+      );
     const rule = t.rule === undefined ? undefined : str("rule");
     return Object.freeze({ caller, service, method, path, expect: expect as Expectation, rule, line: lines.of(at) });
   });

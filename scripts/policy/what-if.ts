@@ -42,13 +42,28 @@ export function whatIf(current: Policy, candidate: Policy, calls: readonly SeenC
     const then = verdictOf(d);
     if (now === then) continue;
     changes.push({
-      caller: c.caller, service: c.service, method: c.method, path: c.path, from: now, to: then,
-      rule: ruleName(d), where: d.where, reason: d.reason, seen: c.count, sources: [...c.sources].sort(),
+      caller: c.caller,
+      service: c.service,
+      method: c.method,
+      path: c.path,
+      from: now,
+      to: then,
+      rule: ruleName(d),
+      where: d.where,
+      reason: d.reason,
+      seen: c.count,
+      sources: [...c.sources].sort(),
       breaking: then === "deny",
     });
   }
   // The breaking ones first, then the most seen.
-  changes.sort((a, b) => Number(b.breaking) - Number(a.breaking) || b.seen - a.seen || a.caller.localeCompare(b.caller) || a.service.localeCompare(b.service));
+  changes.sort(
+    (a, b) =>
+      Number(b.breaking) - Number(a.breaking) ||
+      b.seen - a.seen ||
+      a.caller.localeCompare(b.caller) ||
+      a.service.localeCompare(b.service),
+  );
   return { calls: calls.length, changes, unchanged: calls.length - changes.length };
 }
 

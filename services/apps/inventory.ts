@@ -26,7 +26,10 @@ function stockOverrides(env = process.env.MESH_INVENTORY_STOCK): Map<string, num
   const out = new Map<string, number>();
   for (const part of (env ?? "").split(",").filter(Boolean)) {
     const m = /^([a-z]+)=(\d{1,12})$/.exec(part.trim());
-    if (!m || !CATALOGUE[m[1]!]) throw new Error(`MESH_INVENTORY_STOCK: "${part}" is not sku=count for a known sku (${Object.keys(CATALOGUE).join(", ")})`);
+    if (!m || !CATALOGUE[m[1]!])
+      throw new Error(
+        `MESH_INVENTORY_STOCK: "${part}" is not sku=count for a known sku (${Object.keys(CATALOGUE).join(", ")})`,
+      );
     out.set(m[1]!, Number(m[2]));
   }
   return out;
@@ -34,7 +37,9 @@ function stockOverrides(env = process.env.MESH_INVENTORY_STOCK): Map<string, num
 
 export function inventoryRoutes(): Route[] {
   const overrides = stockOverrides();
-  const stock = new Map(Object.entries(CATALOGUE).map(([sku, v]) => [sku, { ...v, stock: overrides.get(sku) ?? v.stock }]));
+  const stock = new Map(
+    Object.entries(CATALOGUE).map(([sku, v]) => [sku, { ...v, stock: overrides.get(sku) ?? v.stock }]),
+  );
   const reservations = new Map<string, Reservation>();
   let next = 1;
   const item = (sku: string) => {
@@ -59,11 +64,15 @@ export function inventoryRoutes(): Route[] {
         const sku = field(body, "sku", "string");
         const quantity = field(body, "quantity", "quantity");
         const s = item(sku);
-        if (s.stock < quantity) throw new HttpError(409, { error: "out_of_stock", sku, available: s.stock, requested: quantity });
+        if (s.stock < quantity)
+          throw new HttpError(409, { error: "out_of_stock", sku, available: s.stock, requested: quantity });
         s.stock -= quantity;
         const r: Reservation = { id: `res-${next++}`, orderId, sku, quantity, released: false };
         reservations.set(r.id, r);
-        return { status: 201, body: { reservationId: r.id, sku, quantity, unitPrice: s.unitPrice, remaining: s.stock } };
+        return {
+          status: 201,
+          body: { reservationId: r.id, sku, quantity, unitPrice: s.unitPrice, remaining: s.stock },
+        };
       },
     },
     {
@@ -81,6 +90,10 @@ export function inventoryRoutes(): Route[] {
         return { status: 200, body: { reservationId: id, released: true } };
       },
     },
-    { method: "GET", path: "/healthz", handle: ({ peer }) => ({ status: 200, body: { service: "inventory", caller: peer.name } }) },
+    {
+      method: "GET",
+      path: "/healthz",
+      handle: ({ peer }) => ({ status: 200, body: { service: "inventory", caller: peer.name } }),
+    },
   ];
 }

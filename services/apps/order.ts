@@ -18,9 +18,15 @@ export function orderRoutes(up: Upstreams, log: MeshLogger): Route[] {
         const orderId = `ord-${process.pid}-${next++}`;
 
         // Reserve first: a reservation is cheap to undo, a charge is not (refunds reach the customer).
-        const reserved = await upstream("inventory", () => up.call("inventory", "POST", "/reserve", { orderId, sku, quantity }));
+        const reserved = await upstream("inventory", () =>
+          up.call("inventory", "POST", "/reserve", { orderId, sku, quantity }),
+        );
         if (reserved.status !== 201) {
-          throw new HttpError(reserved.status === 404 ? 404 : 409, { error: "not_reserved", orderId, inventory: reserved.body });
+          throw new HttpError(reserved.status === 404 ? 404 : 409, {
+            error: "not_reserved",
+            orderId,
+            inventory: reserved.body,
+          });
         }
         const r = reserved.body as { reservationId: string; unitPrice: number };
         const amount = r.unitPrice * quantity;
@@ -29,7 +35,8 @@ export function orderRoutes(up: Upstreams, log: MeshLogger): Route[] {
         let failure: HttpError | undefined;
         try {
           charged = await up.call("payment", "POST", "/charge", { orderId, amount });
-          if (charged.status !== 201 && charged.status !== 200) failure = new HttpError(402, { error: "payment_declined", orderId, payment: charged.body });
+          if (charged.status !== 201 && charged.status !== 200)
+            failure = new HttpError(402, { error: "payment_declined", orderId, payment: charged.body });
         } catch (e) {
           failure = toHttp("payment", e);
         }
@@ -38,13 +45,30 @@ export function orderRoutes(up: Upstreams, log: MeshLogger): Route[] {
             () => true,
             () => false,
           );
-          if (!released) log.error({ event: "upstream.failed", upstream: "inventory", reason: "release_failed", reservationId: r.reservationId, orderId }, `reservation ${r.reservationId} of order ${orderId} could not be released after the charge failed; release it by hand`);
+          if (!released)
+            log.error(
+              {
+                event: "upstream.failed",
+                upstream: "inventory",
+                reason: "release_failed",
+                reservationId: r.reservationId,
+                orderId,
+              },
+              `reservation ${r.reservationId} of order ${orderId} could not be released after the charge failed; release it by hand`,
+            );
           throw new HttpError(failure.status, { ...failure.body, reservationReleased: released });
         }
-        return { status: 201, body: { orderId, sku, quantity, amount, reservation: reserved.body, charge: charged!.body } };
+        return {
+          status: 201,
+          body: { orderId, sku, quantity, amount, reservation: reserved.body, charge: charged!.body },
+        };
       },
     },
-    { method: "GET", path: "/healthz", handle: ({ peer }) => ({ status: 200, body: { service: "order", caller: peer.name } }) },
+    {
+      method: "GET",
+      path: "/healthz",
+      handle: ({ peer }) => ({ status: 200, body: { service: "order", caller: peer.name } }),
+    },
   ];
 }
 
@@ -59,7 +83,12 @@ async function upstream<T>(name: string, f: () => Promise<T>): Promise<T> {
 /** 502 for a callee that could not be reached or refused us; 504 for one too slow. */
 function toHttp(name: string, e: unknown): HttpError {
   if (e instanceof UpstreamError) {
-    return new HttpError(e.reason === "timeout" ? 504 : 502, { error: `${name}_unavailable`, upstream: name, reason: e.reason, message: e.message });
+    return new HttpError(e.reason === "timeout" ? 504 : 502, {
+      error: `${name}_unavailable`,
+      upstream: name,
+      reason: e.reason,
+      message: e.message,
+    });
   }
   return new HttpError(502, { error: `${name}_unavailable`, upstream: name, reason: "network" });
 }

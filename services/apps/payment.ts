@@ -18,15 +18,21 @@ export function paymentRoutes(): Route[] {
         // A retried charge for the same order must not charge twice.
         const seen = charges.get(orderId);
         if (seen) {
-          if (seen.amount !== amount) throw new HttpError(409, { error: "conflicting_charge", orderId, charged: seen.amount });
+          if (seen.amount !== amount)
+            throw new HttpError(409, { error: "conflicting_charge", orderId, charged: seen.amount });
           return { status: 200, body: { ...seen, status: "captured", repeated: true } };
         }
-        if (amount > DECLINE_ABOVE_CENTS) throw new HttpError(402, { error: "declined", orderId, amount, limit: DECLINE_ABOVE_CENTS });
+        if (amount > DECLINE_ABOVE_CENTS)
+          throw new HttpError(402, { error: "declined", orderId, amount, limit: DECLINE_ABOVE_CENTS });
         const c = { chargeId: `ch-${next++}`, orderId, amount, caller: peer.name };
         charges.set(orderId, c);
         return { status: 201, body: { ...c, status: "captured" } };
       },
     },
-    { method: "GET", path: "/healthz", handle: ({ peer }) => ({ status: 200, body: { service: "payment", caller: peer.name } }) },
+    {
+      method: "GET",
+      path: "/healthz",
+      handle: ({ peer }) => ({ status: 200, body: { service: "payment", caller: peer.name } }),
+    },
   ];
 }

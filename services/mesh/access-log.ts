@@ -25,7 +25,10 @@ export class AccessLog {
   private readonly timer: NodeJS.Timeout | undefined;
 
   /** linesPerSecond 0: a line for every request, never a summary. */
-  constructor(private readonly log: MeshLogger, private readonly linesPerSecond = DEFAULT_REQUEST_LINES_PER_SECOND) {
+  constructor(
+    private readonly log: MeshLogger,
+    private readonly linesPerSecond = DEFAULT_REQUEST_LINES_PER_SECOND,
+  ) {
     this.line = requestLogger(log);
     this.budgetLeft = linesPerSecond > 0 ? linesPerSecond : Infinity;
     if (linesPerSecond > 0) this.timer = setInterval(() => this.endSecond(), 1_000).unref();
@@ -48,7 +51,16 @@ export class AccessLog {
         return;
       }
     }
-    list.push({ peer: r.peer, method: r.method, route, status: r.status, rule: r.rule, count: 1, msSum: r.ms, msMax: r.ms });
+    list.push({
+      peer: r.peer,
+      method: r.method,
+      route,
+      status: r.status,
+      rule: r.rule,
+      count: 1,
+      msSum: r.ms,
+      msMax: r.ms,
+    });
   }
 
   /** Writes the summaries of the second now ending and restores the budget. */
@@ -56,7 +68,17 @@ export class AccessLog {
     this.budgetLeft = this.linesPerSecond;
     for (const b of [...this.buckets.values()].flat()) {
       this.log.info(
-        { event: "request.summary", peer: b.peer, method: b.method, route: b.route, status: b.status, rule: b.rule, count: b.count, msAvg: Math.round((b.msSum / b.count) * 100) / 100, msMax: b.msMax },
+        {
+          event: "request.summary",
+          peer: b.peer,
+          method: b.method,
+          route: b.route,
+          status: b.status,
+          rule: b.rule,
+          count: b.count,
+          msAvg: Math.round((b.msSum / b.count) * 100) / 100,
+          msMax: b.msMax,
+        },
         `${b.count} more ${b.method} ${b.route} from ${b.peer} answered ${b.status} this second, beyond ${this.linesPerSecond} request lines a second`,
       );
     }

@@ -39,7 +39,8 @@ export function pathOf(leaf: X509Certificate, trust: Anchors): Path {
     top = next;
   }
   let top = certs[certs.length - 1]!;
-  if (selfSigned(top) && trust.fingerprints.has(top.fingerprint256)) return { certs, anchor: "trusted", name: oneLine(top.subject) };
+  if (selfSigned(top) && trust.fingerprints.has(top.fingerprint256))
+    return { certs, anchor: "trusted", name: oneLine(top.subject) };
   // A root the client sent with the chain proves nothing: judge the certificate below it.
   if (selfSigned(top) && certs.length > 1) {
     certs.pop();
@@ -71,7 +72,9 @@ export type ChainFaultReason = "issuer_not_ca" | "issuer_cannot_sign" | "path_le
  * signed another but is not a CA, may not sign certificates, or has more CAs below it than
  * its pathLenConstraint allows (RFC 5280 4.2.1.9, 6.1.4).
  */
-export function chainFault(path: readonly X509Certificate[]): { reason: ChainFaultReason; sentence: string } | undefined {
+export function chainFault(
+  path: readonly X509Certificate[],
+): { reason: ChainFaultReason; sentence: string } | undefined {
   for (let i = 1; i < path.length; i++) {
     const issuer = path[i]!;
     const child = path[i - 1]!;
@@ -79,16 +82,25 @@ export function chainFault(path: readonly X509Certificate[]): { reason: ChainFau
     if (!facts) continue;
     const who = oneLine(issuer.subject);
     if (!facts.ca) {
-      return { reason: "issuer_not_ca", sentence: `${who}, which signed ${oneLine(child.subject)}, is not a CA certificate (no basicConstraints CA:TRUE); only a CA may sign certificates` };
+      return {
+        reason: "issuer_not_ca",
+        sentence: `${who}, which signed ${oneLine(child.subject)}, is not a CA certificate (no basicConstraints CA:TRUE); only a CA may sign certificates`,
+      };
     }
     if (facts.keyCertSign === false) {
-      return { reason: "issuer_cannot_sign", sentence: `${who}, which signed ${oneLine(child.subject)}, may not sign certificates (its key usage lacks keyCertSign); the CA that made it must reissue it with keyCertSign` };
+      return {
+        reason: "issuer_cannot_sign",
+        sentence: `${who}, which signed ${oneLine(child.subject)}, may not sign certificates (its key usage lacks keyCertSign); the CA that made it must reissue it with keyCertSign`,
+      };
     }
     // CAs between this one and the leaf; a self-issued one does not count (RFC 5280 6.1.4 (l)).
     const below = path.slice(1, i).filter((c) => c.subject !== c.issuer);
     if (facts.pathLen !== undefined && below.length > facts.pathLen) {
       const allowed = facts.pathLen === 0 ? "no CA" : facts.pathLen === 1 ? "one CA" : `${facts.pathLen} CAs`;
-      return { reason: "path_length_exceeded", sentence: `${who} allows ${allowed} below it (pathLenConstraint ${facts.pathLen}), but ${below.map((c) => oneLine(c.subject)).join(" and ")} ${below.length === 1 ? "is" : "are"} below it in the client's chain` };
+      return {
+        reason: "path_length_exceeded",
+        sentence: `${who} allows ${allowed} below it (pathLenConstraint ${facts.pathLen}), but ${below.map((c) => oneLine(c.subject)).join(" and ")} ${below.length === 1 ? "is" : "are"} below it in the client's chain`,
+      };
     }
   }
   return undefined;

@@ -22,7 +22,12 @@ export interface UpstreamReply {
 }
 
 export class UpstreamError extends MeshError {
-  constructor(readonly upstream: string, readonly reason: UpstreamReason, message: string, readonly status?: number) {
+  constructor(
+    readonly upstream: string,
+    readonly reason: UpstreamReason,
+    message: string,
+    readonly status?: number,
+  ) {
     super("UPSTREAM_FAILED", message);
   }
 }
@@ -41,7 +46,10 @@ export function calleeIdentity(host: string, cert: PeerCertificate, trustDomain:
   if (err) return err;
   const id = identityOf(cert, trustDomain);
   if (id.ok || !id.reason.startsWith("spiffe_")) return undefined;
-  return Object.assign(new Error(`the certificate of ${host} is not a usable SPIFFE identity (${id.reason}): ${id.detail}`), { code: "ERR_TLS_CERT_ALTNAME_INVALID", reason: id.reason, host, cert });
+  return Object.assign(
+    new Error(`the certificate of ${host} is not a usable SPIFFE identity (${id.reason}): ${id.detail}`),
+    { code: "ERR_TLS_CERT_ALTNAME_INVALID", reason: id.reason, host, cert },
+  );
 }
 
 export class Upstreams {
@@ -62,7 +70,13 @@ export class Upstreams {
   /** Dials with the current material: a CRL reload applies to the next connection. */
   private connector: buildConnector.connector | undefined;
 
-  constructor(private readonly service: string, material: TlsMaterial, addrs: Readonly<Record<string, string>>, private readonly log: MeshLogger, opts: UpstreamOptions = {}) {
+  constructor(
+    private readonly service: string,
+    material: TlsMaterial,
+    addrs: Readonly<Record<string, string>>,
+    private readonly log: MeshLogger,
+    opts: UpstreamOptions = {},
+  ) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
     for (const [name, addr] of Object.entries(addrs)) {
       const origin = `https://${addr}`;
@@ -83,10 +97,23 @@ export class Upstreams {
    * revoked callee fails the handshake with CERT_REVOKED.
    */
   private connectorFor(m: TlsMaterial): buildConnector.connector {
-    const secureContext = createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
+    const secureContext = createSecureContext({
+      ca: m.ca,
+      cert: m.cert,
+      key: m.key,
+      crl: m.crl,
+      minVersion: "TLSv1.2",
+      ciphers: TLS_CIPHERS,
+    });
     // No session cache: every new connection shows our certificate again, so a revocation
     // or rotation is judged on the next connection, not on the next full handshake.
-    return loadUndici().buildConnector({ secureContext, minVersion: "TLSv1.2", timeout: this.timeoutMs, maxCachedSessions: 0, checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain) });
+    return loadUndici().buildConnector({
+      secureContext,
+      minVersion: "TLSv1.2",
+      timeout: this.timeoutMs,
+      maxCachedSessions: 0,
+      checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain),
+    });
   }
 
   private build(): Agent {
@@ -163,7 +190,16 @@ export class Upstreams {
       }, this.timeoutMs * 2).unref();
     }
     if (closed.length > 0) {
-      this.log.info({ event: "tls.connections_closed", side: "caller", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`);
+      this.log.info(
+        {
+          event: "tls.connections_closed",
+          side: "caller",
+          count: closed.length,
+          why: "trust withdrawn",
+          peers: closed,
+        },
+        `closed ${closed.length} connection(s) to callees no longer accepted: ${closed.join(", ")}`,
+      );
     }
   }
 
@@ -201,7 +237,8 @@ export class Upstreams {
       const { code } = r;
       let { reason, sentence } = r;
       const ours = this.withdrawnAt.get(name);
-      if (reason === "rejected_in_handshake" && ours && ours.at >= started) ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
+      if (reason === "rejected_in_handshake" && ours && ours.at >= started)
+        ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
       const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
@@ -220,9 +257,27 @@ export class Upstreams {
         }
       }
       if (reason === "server_untrusted" || reason === "server_revoked") {
-        const shownText = shown ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}` : "its certificate could not be read";
-        const detail = reason === "server_revoked" ? shownText : `${shownText}; ${this.service} trusts only: ${this.material.trust.describe}`;
-        this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code, peer: shown, trusts: this.material.trust.subjects }, `${sentence}: ${detail}`);
+        const shownText = shown
+          ? `it presented ${shown.subject} (serial ${shown.serial}) issued by ${shown.issuer}`
+          : "its certificate could not be read";
+        const detail =
+          reason === "server_revoked"
+            ? shownText
+            : `${shownText}; ${this.service} trusts only: ${this.material.trust.describe}`;
+        this.log.warn(
+          {
+            event: "upstream.failed",
+            upstream: name,
+            addr,
+            method,
+            path,
+            reason,
+            code,
+            peer: shown,
+            trusts: this.material.trust.subjects,
+          },
+          `${sentence}: ${detail}`,
+        );
         throw new UpstreamError(name, reason, `${sentence}: ${detail}`);
       }
       this.log.warn({ event: "upstream.failed", upstream: name, addr, method, path, reason, code }, sentence);
@@ -236,7 +291,18 @@ export class Upstreams {
           ? `${name} refused ${method} ${path} for ${this.service} (rule ${String(rule)}); the mesh policy does not allow this call`
           : `${name} answered ${status} to ${method} ${path}`;
       // The callee's 403 body is its own say: only a string rule is logged as one.
-      this.log.warn({ event: "upstream.failed", upstream: name, method, path, reason, status, rule: typeof rule === "string" ? rule.slice(0, 200) : undefined }, sentence);
+      this.log.warn(
+        {
+          event: "upstream.failed",
+          upstream: name,
+          method,
+          path,
+          reason,
+          status,
+          rule: typeof rule === "string" ? rule.slice(0, 200) : undefined,
+        },
+        sentence,
+      );
       throw new UpstreamError(name, reason, sentence, status);
     }
     return { status, body: parsed };
@@ -251,7 +317,11 @@ export class Upstreams {
  * The certificate a server shows, read on a connection that does not verify it
  * (and sends no request): for explaining a refusal, never for trusting anything.
  */
-function servedCertificate(addr: string, servername: string, own: TlsMaterial): Promise<{ shown: PresentedCert | undefined; leaf: X509Certificate | undefined } | undefined> {
+function servedCertificate(
+  addr: string,
+  servername: string,
+  own: TlsMaterial,
+): Promise<{ shown: PresentedCert | undefined; leaf: X509Certificate | undefined } | undefined> {
   const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
   return new Promise((resolve) => {
     // Our own certificate goes along, so the server sees a proper client and no failure to log.

@@ -28,7 +28,12 @@ export function crlDeadlines(pems: readonly string[], now: Date, warnDays = CRL_
     if (!d.nextUpdate) continue;
     const daysLeft = (d.nextUpdate.getTime() - now.getTime()) / 86_400_000;
     if (daysLeft > warnDays) continue;
-    out.push({ state: daysLeft <= 0 ? "lapsed" : "expiring", issuer: d.issuer, nextUpdate: d.nextUpdate.toISOString(), daysLeft: Math.round(daysLeft * 10) / 10 });
+    out.push({
+      state: daysLeft <= 0 ? "lapsed" : "expiring",
+      issuer: d.issuer,
+      nextUpdate: d.nextUpdate.toISOString(),
+      daysLeft: Math.round(daysLeft * 10) / 10,
+    });
   }
   return out;
 }

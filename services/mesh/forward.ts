@@ -23,4 +23,3 @@ export interface ForwardPeer {
  * complete (or the exchange broke: status 499 or 502/503), so the server logs and counts it.
  */
 export type Forward = (req: MeshRequest, res: MeshResponse, peer: ForwardPeer, done: (status: number) => void) => void;
-

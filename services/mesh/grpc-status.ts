@@ -18,15 +18,27 @@ export function isGrpc(req: IncomingMessage | Http2ServerRequest): boolean {
 export function grpcMessage(text: string): string {
   let out = "";
   for (const b of Buffer.from(text.slice(0, 1024), "utf8")) {
-    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      b >= 0x20 && b <= 0x7e && b !== 0x25
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }
 
-export function sendGrpcStatus(res: ServerResponse | Http2ServerResponse, peer: { inFlight: number } | undefined, code: number, message: string): void {
+export function sendGrpcStatus(
+  res: ServerResponse | Http2ServerResponse,
+  peer: { inFlight: number } | undefined,
+  code: number,
+  message: string,
+): void {
   if (res.headersSent) return;
   if (peer) peer.inFlight--;
-  const headers = { "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": grpcMessage(message) };
+  const headers = {
+    "content-type": "application/grpc",
+    "grpc-status": String(code),
+    "grpc-message": grpcMessage(message),
+  };
   if ("stream" in res && !res.stream.destroyed) {
     res.stream.respond({ ":status": 200, ...headers }, { endStream: true });
     return;

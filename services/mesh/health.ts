@@ -21,9 +21,21 @@ export function identityHealth(m: TlsMaterial, now: Date): Health {
   const name = m.leaf.subject;
   const from = new Date(leaf.validFrom);
   const to = new Date(leaf.validTo);
-  if (now < from) return { ok: false, reason: `its certificate (${name}, serial ${serial}) is not valid yet: valid from ${from.toISOString()} (is this machine's clock behind?)` };
-  if (now >= to) return { ok: false, reason: `its certificate (${name}, serial ${serial}) expired at ${to.toISOString()}: every peer refuses it; it needs a new identity` };
-  if (m.trust.revoked.has(serial)) return { ok: false, reason: `its certificate (${name}, serial ${serial}) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity` };
+  if (now < from)
+    return {
+      ok: false,
+      reason: `its certificate (${name}, serial ${serial}) is not valid yet: valid from ${from.toISOString()} (is this machine's clock behind?)`,
+    };
+  if (now >= to)
+    return {
+      ok: false,
+      reason: `its certificate (${name}, serial ${serial}) expired at ${to.toISOString()}: every peer refuses it; it needs a new identity`,
+    };
+  if (m.trust.revoked.has(serial))
+    return {
+      ok: false,
+      reason: `its certificate (${name}, serial ${serial}) is revoked by the CRLs it holds: every peer refuses it; it needs a new identity`,
+    };
   return { ok: true };
 }
 
@@ -38,6 +50,10 @@ export function serviceReadiness(s: { listening: boolean; material: TlsMaterial 
   const h = serviceHealth(s, now);
   if (!h.ok) return h;
   const lapsed = crlDeadlines(s.material.crl, now).filter((d) => d.state === "lapsed");
-  if (lapsed.length > 0) return { ok: false, reason: `the CRL of ${lapsed.map((d) => d.issuer).join(", ")} lapsed at ${lapsed[0]!.nextUpdate}: it refuses every peer that CA issued` };
+  if (lapsed.length > 0)
+    return {
+      ok: false,
+      reason: `the CRL of ${lapsed.map((d) => d.issuer).join(", ")} lapsed at ${lapsed[0]!.nextUpdate}: it refuses every peer that CA issued`,
+    };
   return { ok: true };
 }

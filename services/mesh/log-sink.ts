@@ -33,7 +33,10 @@ export class LineSink {
   private readonly flushMs: number;
   private readonly maxQueuedBytes: number;
 
-  constructor(private readonly out: Writable, private readonly opts: LineSinkOptions = {}) {
+  constructor(
+    private readonly out: Writable,
+    private readonly opts: LineSinkOptions = {},
+  ) {
     this.batchChars = opts.batchChars ?? 16 * 1024;
     this.flushMs = opts.flushMs ?? 100;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 8 * 1024 * 1024;

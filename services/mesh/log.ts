@@ -18,10 +18,17 @@ export type ServiceLogger = Omit<Logger, "trace" | "debug" | "info" | "warn" | "
  * requests) and a file or terminal directly. `out` replaces stdout (--log-file: a
  * lib/rotating-file.ts stream, synchronous like stdout to a file). Await drained() before exiting.
  */
-export function createStdoutLogger(service: string, out: Writable = process.stdout): { log: MeshLogger; drained(): Promise<void> } {
+export function createStdoutLogger(
+  service: string,
+  out: Writable = process.stdout,
+): { log: MeshLogger; drained(): Promise<void> } {
   const sink = new LineSink(out, {
     droppedLine: (count) =>
-      eventLine({ level: "warn", service }, { event: "log.dropped", count }, `dropped ${count} log line(s): ${out === process.stdout ? "stdout was not being read" : "the log file could not keep up"}`),
+      eventLine(
+        { level: "warn", service },
+        { event: "log.dropped", count },
+        `dropped ${count} log line(s): ${out === process.stdout ? "stdout was not being read" : "the log file could not keep up"}`,
+      ),
   });
   // Whatever ends the process (a crash included), the lines of its last moments are the
   // ones most worth having: hand them over while stdout can still take them.
@@ -53,7 +60,9 @@ export function createLogger(service: string, destination?: DestinationStream): 
 }
 
 /** What the `request` line of an answered request says. */
-export type RequestRecord = Required<Pick<EventCatalogue["request"], "peer" | "method" | "path" | "status" | "rule" | "ms">>;
+export type RequestRecord = Required<
+  Pick<EventCatalogue["request"], "peer" | "method" | "path" | "status" | "rule" | "ms">
+>;
 
 const q = JSON.stringify;
 
@@ -70,7 +79,8 @@ export function requestLogger(log: MeshLogger): (r: RequestRecord) => void {
   const time = internals[timeSym] as () => string;
   return (r) => {
     if (!log.isLevelEnabled("info")) return;
-    stream.write(`{"level":30${time()}${internals[chindingsSym] as string},"event":"request","peer":${q(r.peer)},"method":${q(r.method)},"path":${q(r.path)},"status":${r.status},"rule":${q(r.rule)},"ms":${q(r.ms)},"msg":"request"}\n`);
+    stream.write(
+      `{"level":30${time()}${internals[chindingsSym] as string},"event":"request","peer":${q(r.peer)},"method":${q(r.method)},"path":${q(r.path)},"status":${r.status},"rule":${q(r.rule)},"ms":${q(r.ms)},"msg":"request"}\n`,
+    );
   };
 }
-

@@ -66,7 +66,13 @@ export interface TlsMaterial {
    */
   readonly crl: string[];
   readonly trust: TrustInfo;
-  readonly leaf: { readonly subject: string; readonly issuer: string; readonly serial: string; readonly notAfter: string; readonly trustDomain: string };
+  readonly leaf: {
+    readonly subject: string;
+    readonly issuer: string;
+    readonly serial: string;
+    readonly notAfter: string;
+    readonly trustDomain: string;
+  };
   /** Content digests, to tell a real change from a touched file. */
   readonly certDigest: string;
   readonly trustDigest: string;
@@ -85,7 +91,10 @@ function read(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    const hint = (e as NodeJS.ErrnoException).code === "ENOENT" ? " (does the CA exist? run: npm run mesh:up, or npm run ca -- issue)" : "";
+    const hint =
+      (e as NodeJS.ErrnoException).code === "ENOENT"
+        ? " (does the CA exist? run: npm run mesh:up, or npm run ca -- issue)"
+        : "";
     throw new MeshError("TLS_MATERIAL_MISSING", `cannot read ${what} ${path}: ${messageOf(e)}${hint}`);
   }
 }
@@ -122,12 +131,14 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     return bad(`${paths.cert} is not a PEM certificate: ${messageOf(e)}`);
   }
   try {
-    if (!leaf.checkPrivateKey(createPrivateKey(key))) bad(`${paths.key} does not belong to ${paths.cert} (a renewal half written?)`);
+    if (!leaf.checkPrivateKey(createPrivateKey(key)))
+      bad(`${paths.key} does not belong to ${paths.cert} (a renewal half written?)`);
   } catch (e) {
     if (e instanceof MeshError) throw e;
     bad(`${paths.key} is not a usable private key: ${messageOf(e)}`);
   }
-  if (!leaf.checkHost(dns, { subject: "never" })) bad(`${paths.cert} is not a certificate for ${dns} (its subject is ${oneLine(leaf.subject)})`);
+  if (!leaf.checkHost(dns, { subject: "never" }))
+    bad(`${paths.cert} is not a certificate for ${dns} (its subject is ${oneLine(leaf.subject)})`);
 
   const roots = pemBlocks(ca.toString("utf8"), "CERTIFICATE");
   if (roots.length === 0) bad(`${paths.bundle} holds no certificate`);
@@ -164,8 +175,21 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
     key,
     ca,
     crl: crls,
-    trust: { subjects, describe: subjects.join("; "), roots: parsed, fingerprints, revoked, generations: readGenerations(paths.bundle) },
-    leaf: { subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), serial: leaf.serialNumber.toLowerCase(), notAfter: new Date(leaf.validTo).toISOString(), trustDomain: trustDomainOf(leaf) },
+    trust: {
+      subjects,
+      describe: subjects.join("; "),
+      roots: parsed,
+      fingerprints,
+      revoked,
+      generations: readGenerations(paths.bundle),
+    },
+    leaf: {
+      subject: oneLine(leaf.subject),
+      issuer: oneLine(leaf.issuer),
+      serial: leaf.serialNumber.toLowerCase(),
+      notAfter: new Date(leaf.validTo).toISOString(),
+      trustDomain: trustDomainOf(leaf),
+    },
     certDigest: digest(certFile, key),
     trustDigest: digest(ca, crl),
   };

@@ -29,12 +29,35 @@ const METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "POST", "PUT", "PAT
 /** Created at start so that each shows as 0 before it first happens (rate() needs the zero). */
 // A record, so that a reason added to reasons.ts without a series here fails to compile.
 const HANDSHAKE_REASONS = Object.keys({
-  no_client_cert: 1, unknown_ca: 1, expired: 1, not_yet_valid: 1, revoked: 1, crl_missing: 1, crl_expired: 1, crl_not_yet_valid: 1,
-  bad_certificate: 1, ambiguous_identity: 1, spiffe_ambiguous: 1, spiffe_invalid: 1, spiffe_mismatch: 1, spiffe_foreign_domain: 1, issuer_not_ca: 1, issuer_cannot_sign: 1, path_length_exceeded: 1, protocol: 1,
-  server_cert_rejected: 1, client_aborted: 1, handshake_timeout: 1, old_tls_version: 1, no_shared_cipher: 1, tls_error: 1,
+  no_client_cert: 1,
+  unknown_ca: 1,
+  expired: 1,
+  not_yet_valid: 1,
+  revoked: 1,
+  crl_missing: 1,
+  crl_expired: 1,
+  crl_not_yet_valid: 1,
+  bad_certificate: 1,
+  ambiguous_identity: 1,
+  spiffe_ambiguous: 1,
+  spiffe_invalid: 1,
+  spiffe_mismatch: 1,
+  spiffe_foreign_domain: 1,
+  issuer_not_ca: 1,
+  issuer_cannot_sign: 1,
+  path_length_exceeded: 1,
+  protocol: 1,
+  server_cert_rejected: 1,
+  client_aborted: 1,
+  handshake_timeout: 1,
+  old_tls_version: 1,
+  no_shared_cipher: 1,
+  tls_error: 1,
 } satisfies Record<HandshakeReason, 1>) as HandshakeReason[];
 /** Request durations: a keep-alive request here takes ~50 µs, an order with two upstream calls a few ms. */
-const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const REQUEST_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 /** TLS handshakes on loopback take ~1-3 ms of CPU (ECDSA P-256); a loaded host or a slow peer, more. */
 const HANDSHAKE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Calls to another service or to the CA: a few ms on loopback, up to the client's 10 s timeout. */
@@ -60,10 +83,18 @@ interface Cell {
  */
 class CellCounter {
   private readonly cells = new Map<string, Cell>();
-  constructor(registry: Registry, name: string, help: string, private readonly labelNames: readonly string[]) {
+  constructor(
+    registry: Registry,
+    name: string,
+    help: string,
+    private readonly labelNames: readonly string[],
+  ) {
     const cells = this.cells;
     new Counter({
-      name, help, labelNames, registers: [registry],
+      name,
+      help,
+      labelNames,
+      registers: [registry],
       collect() {
         this.reset();
         for (const c of cells.values()) this.inc(c.labels, c.n);
@@ -100,7 +131,13 @@ class CellHistogram {
   readonly type = "histogram";
   readonly aggregator = "sum";
   private readonly cells = new Map<string, HistogramCell>();
-  constructor(registry: Registry, readonly name: string, readonly help: string, private readonly labelNames: readonly string[], private readonly bounds: readonly number[]) {
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    private readonly labelNames: readonly string[],
+    private readonly bounds: readonly number[],
+  ) {
     registry.registerMetric(this as unknown as Metric);
   }
 
@@ -185,7 +222,10 @@ export class RequestSeries {
    */
   answered(status: number, ms: number): void {
     this.count(status);
-    this.durations.observe((this.duration ??= this.durations.cell(this.labels[0], this.labels[1], this.labels[2])), ms / 1000);
+    this.durations.observe(
+      (this.duration ??= this.durations.cell(this.labels[0], this.labels[1], this.labels[2])),
+      ms / 1000,
+    );
   }
 
   /** A request the policy denied (answered 403 before routing). */
@@ -244,46 +284,161 @@ export class MeshMetrics {
   private readonly crlsInfo: Gauge<"sha256">;
   private readonly policyInfo: Gauge<"sha256">;
 
-  constructor(readonly service: string, material?: TlsMaterial) {
+  constructor(
+    readonly service: string,
+    material?: TlsMaterial,
+  ) {
     const r = this.registry;
     addProcessMetrics(r);
-    this.handshakes = new CellCounter(r, "mesh_tls_handshakes_total", "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.", ["outcome", "reason"]);
+    this.handshakes = new CellCounter(
+      r,
+      "mesh_tls_handshakes_total",
+      "Inbound TLS handshakes by outcome (accepted, refused) and the reason a refused one was refused.",
+      ["outcome", "reason"],
+    );
     this.accepted = this.handshakes.cell("accepted", "none");
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
-    this.requests = new CellCounter(r, "mesh_inbound_http_requests_total", "Requests answered, by caller (mesh name), route pattern, method, status and the policy rule that decided.", ["caller", "route", "method", "status", "rule"]);
-    this.denials = new CellCounter(r, "mesh_inbound_http_authz_deny_total", "Requests the policy denied (403), by caller and rule.", ["caller", "rule"]);
-    this.wouldDenials = new CellCounter(r, "mesh_inbound_http_authz_would_deny_total", "Requests a policy rule in audit mode let through that it would deny if enforced, by caller and rule.", ["caller", "rule"]);
-    this.durations = new CellHistogram(r, "mesh_inbound_http_request_duration_seconds", "Time from a request's arrival to its answer, for requests the policy allowed.", ["caller", "route", "method"], REQUEST_BUCKETS);
-    this.upstream = new CellCounter(r, "mesh_outbound_http_requests_total", "Calls to other services, by callee, outcome (ok, failed) and the caller-side reason of a failure.", ["callee", "outcome", "reason"]);
-    this.upstreamSeconds = new Histogram({ name: "mesh_outbound_http_request_duration_seconds", help: "Time from a call to another service to its answer or failure, by callee and outcome (ok, failed).", labelNames: ["callee", "outcome"], buckets: CALL_BUCKETS, registers: [r] });
-    this.handshakeSeconds = new Histogram({ name: "mesh_tls_handshake_duration_seconds", help: "Inbound TLS handshakes, from the TCP connection's arrival to the verdict, by outcome (accepted, refused).", labelNames: ["outcome"], buckets: HANDSHAKE_BUCKETS, registers: [r] });
-    this.caSeconds = new Histogram({ name: "mesh_identity_ca_request_duration_seconds", help: "Calls of this service's identity agent to the CA (EST), by operation (enrol, renew, cacerts, crls) and outcome (ok, refused, unreachable, invalid).", labelNames: ["operation", "outcome"], buckets: CALL_BUCKETS, registers: [r] });
-    this.reloads = new Counter({ name: "mesh_reloads_total", help: "Reloads of changed files by kind (tls, policy) and result (ok, failed); a failed one keeps the previous state.", labelNames: ["kind", "result"], registers: [r] });
-    this.reloadSeconds = new Histogram({ name: "mesh_reload_duration_seconds", help: "Seconds from a file change being noticed to the new state being in force, for reloads that succeeded.", labelNames: ["kind"], buckets: RELOAD_BUCKETS, registers: [r] });
+    this.requests = new CellCounter(
+      r,
+      "mesh_inbound_http_requests_total",
+      "Requests answered, by caller (mesh name), route pattern, method, status and the policy rule that decided.",
+      ["caller", "route", "method", "status", "rule"],
+    );
+    this.denials = new CellCounter(
+      r,
+      "mesh_inbound_http_authz_deny_total",
+      "Requests the policy denied (403), by caller and rule.",
+      ["caller", "rule"],
+    );
+    this.wouldDenials = new CellCounter(
+      r,
+      "mesh_inbound_http_authz_would_deny_total",
+      "Requests a policy rule in audit mode let through that it would deny if enforced, by caller and rule.",
+      ["caller", "rule"],
+    );
+    this.durations = new CellHistogram(
+      r,
+      "mesh_inbound_http_request_duration_seconds",
+      "Time from a request's arrival to its answer, for requests the policy allowed.",
+      ["caller", "route", "method"],
+      REQUEST_BUCKETS,
+    );
+    this.upstream = new CellCounter(
+      r,
+      "mesh_outbound_http_requests_total",
+      "Calls to other services, by callee, outcome (ok, failed) and the caller-side reason of a failure.",
+      ["callee", "outcome", "reason"],
+    );
+    this.upstreamSeconds = new Histogram({
+      name: "mesh_outbound_http_request_duration_seconds",
+      help: "Time from a call to another service to its answer or failure, by callee and outcome (ok, failed).",
+      labelNames: ["callee", "outcome"],
+      buckets: CALL_BUCKETS,
+      registers: [r],
+    });
+    this.handshakeSeconds = new Histogram({
+      name: "mesh_tls_handshake_duration_seconds",
+      help: "Inbound TLS handshakes, from the TCP connection's arrival to the verdict, by outcome (accepted, refused).",
+      labelNames: ["outcome"],
+      buckets: HANDSHAKE_BUCKETS,
+      registers: [r],
+    });
+    this.caSeconds = new Histogram({
+      name: "mesh_identity_ca_request_duration_seconds",
+      help: "Calls of this service's identity agent to the CA (EST), by operation (enrol, renew, cacerts, crls) and outcome (ok, refused, unreachable, invalid).",
+      labelNames: ["operation", "outcome"],
+      buckets: CALL_BUCKETS,
+      registers: [r],
+    });
+    this.reloads = new Counter({
+      name: "mesh_reloads_total",
+      help: "Reloads of changed files by kind (tls, policy) and result (ok, failed); a failed one keeps the previous state.",
+      labelNames: ["kind", "result"],
+      registers: [r],
+    });
+    this.reloadSeconds = new Histogram({
+      name: "mesh_reload_duration_seconds",
+      help: "Seconds from a file change being noticed to the new state being in force, for reloads that succeeded.",
+      labelNames: ["kind"],
+      buckets: RELOAD_BUCKETS,
+      registers: [r],
+    });
     for (const kind of ["tls", "policy"]) {
       for (const result of ["ok", "failed"]) this.reloads.inc({ kind, result }, 0);
       this.reloadSeconds.zero({ kind });
     }
-    this.renewals = new Counter({ name: "mesh_identity_cert_renewals_total", help: "Renewals of this service's own certificate that succeeded.", registers: [r] });
-    this.renewalFailures = new Counter({ name: "mesh_identity_cert_renewal_failures_total", help: "Renewals of this service's own certificate that failed (the old one stays in use).", registers: [r] });
-    this.lastRenewal = new Gauge({ name: "mesh_identity_cert_last_renewal_timestamp_seconds", help: "When this service put its certificate in force (a renewal, a reload with a new certificate, or, at start, when the certificate was obtained), in seconds since the Unix epoch.", registers: [r] });
+    this.renewals = new Counter({
+      name: "mesh_identity_cert_renewals_total",
+      help: "Renewals of this service's own certificate that succeeded.",
+      registers: [r],
+    });
+    this.renewalFailures = new Counter({
+      name: "mesh_identity_cert_renewal_failures_total",
+      help: "Renewals of this service's own certificate that failed (the old one stays in use).",
+      registers: [r],
+    });
+    this.lastRenewal = new Gauge({
+      name: "mesh_identity_cert_last_renewal_timestamp_seconds",
+      help: "When this service put its certificate in force (a renewal, a reload with a new certificate, or, at start, when the certificate was obtained), in seconds since the Unix epoch.",
+      registers: [r],
+    });
     const metrics = this;
     // Read only at scrape time, from the leaf's notAfter: nothing to keep a handle on.
     new Gauge({
-      name: "mesh_identity_cert_validity_remaining_seconds", help: "Seconds until this service's own certificate expires, as of the scrape (negative once expired).", registers: [r],
+      name: "mesh_identity_cert_validity_remaining_seconds",
+      help: "Seconds until this service's own certificate expires, as of the scrape (negative once expired).",
+      registers: [r],
       collect() {
         if (metrics.leafNotAfter > 0) this.set((metrics.leafNotAfter - Date.now()) / 1000);
       },
     });
-    this.certExpiry = new Gauge({ name: "mesh_identity_cert_expiration_timestamp_seconds", help: "When this service's own certificate expires, in seconds since the Unix epoch.", registers: [r] });
-    this.certInfo = new Gauge({ name: "mesh_identity_cert_info", help: "Always 1: this service's certificate's issuer, the trust root it chains to and that root's generation.", labelNames: ["issuer", "root", "generation"], registers: [r] });
-    this.roots = new Gauge({ name: "mesh_trust_bundle_roots", help: "Root certificates in the trust bundle this service uses.", registers: [r] });
-    this.rootExpiry = new Gauge({ name: "mesh_trust_root_expiration_timestamp_seconds", help: "When each root in the trust bundle expires, in seconds since the Unix epoch.", labelNames: ["subject"], registers: [r] });
-    this.crlNextUpdate = new Gauge({ name: "mesh_crl_next_update_timestamp_seconds", help: "Each CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every peer that CA issued.", labelNames: ["issuer"], registers: [r] });
+    this.certExpiry = new Gauge({
+      name: "mesh_identity_cert_expiration_timestamp_seconds",
+      help: "When this service's own certificate expires, in seconds since the Unix epoch.",
+      registers: [r],
+    });
+    this.certInfo = new Gauge({
+      name: "mesh_identity_cert_info",
+      help: "Always 1: this service's certificate's issuer, the trust root it chains to and that root's generation.",
+      labelNames: ["issuer", "root", "generation"],
+      registers: [r],
+    });
+    this.roots = new Gauge({
+      name: "mesh_trust_bundle_roots",
+      help: "Root certificates in the trust bundle this service uses.",
+      registers: [r],
+    });
+    this.rootExpiry = new Gauge({
+      name: "mesh_trust_root_expiration_timestamp_seconds",
+      help: "When each root in the trust bundle expires, in seconds since the Unix epoch.",
+      labelNames: ["subject"],
+      registers: [r],
+    });
+    this.crlNextUpdate = new Gauge({
+      name: "mesh_crl_next_update_timestamp_seconds",
+      help: "Each CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every peer that CA issued.",
+      labelNames: ["issuer"],
+      registers: [r],
+    });
     // Digests of what is in force, so mesh:check can tell whether the service holds what the CA publishes.
-    this.bundleInfo = new Gauge({ name: "mesh_trust_bundle_info", help: "Always 1: the SHA-256 of the trust bundle file (bundle.pem) in force.", labelNames: ["sha256"], registers: [r] });
-    this.crlsInfo = new Gauge({ name: "mesh_crls_info", help: "Always 1: the SHA-256 of the DER of the CRLs in force, in file order.", labelNames: ["sha256"], registers: [r] });
-    this.policyInfo = new Gauge({ name: "mesh_policy_info", help: "Always 1: the SHA-256 of the policy file's content in force.", labelNames: ["sha256"], registers: [r] });
+    this.bundleInfo = new Gauge({
+      name: "mesh_trust_bundle_info",
+      help: "Always 1: the SHA-256 of the trust bundle file (bundle.pem) in force.",
+      labelNames: ["sha256"],
+      registers: [r],
+    });
+    this.crlsInfo = new Gauge({
+      name: "mesh_crls_info",
+      help: "Always 1: the SHA-256 of the DER of the CRLs in force, in file order.",
+      labelNames: ["sha256"],
+      registers: [r],
+    });
+    this.policyInfo = new Gauge({
+      name: "mesh_policy_info",
+      help: "Always 1: the SHA-256 of the policy file's content in force.",
+      labelNames: ["sha256"],
+      registers: [r],
+    });
     if (material) this.setMaterial(material);
   }
 
@@ -296,7 +451,11 @@ export class MeshMetrics {
   // --- handshakes (server.ts) ---------------------------------------------------------
 
   /** A TCP connection arrived at the TLS port (the server's `connection` event): its handshake starts. */
-  handshakeStarted(raw: { remoteAddress?: string; remotePort?: number; once(event: "close", f: () => void): unknown }): void {
+  handshakeStarted(raw: {
+    remoteAddress?: string;
+    remotePort?: number;
+    once(event: "close", f: () => void): unknown;
+  }): void {
     const key = `${raw.remoteAddress}:${raw.remotePort}`;
     this.handshakeStarts.set(key, performance.now());
     // A connection that closes before any verdict (a port scan) leaves nothing behind.
@@ -313,7 +472,10 @@ export class MeshMetrics {
     this.handshakeTimed("refused", sock);
   }
 
-  private handshakeTimed(outcome: "accepted" | "refused", sock: { remoteAddress?: string; remotePort?: number } | undefined): void {
+  private handshakeTimed(
+    outcome: "accepted" | "refused",
+    sock: { remoteAddress?: string; remotePort?: number } | undefined,
+  ): void {
     if (!sock?.remoteAddress) return;
     const key = `${sock.remoteAddress}:${sock.remotePort}`;
     const t0 = this.handshakeStarts.get(key);
@@ -351,7 +513,13 @@ export class MeshMetrics {
     const key = `${caller}\0${route}\0${method}\0${rule}`;
     let g = this.groups.get(key);
     if (!g) {
-      g = new RequestSeries(this.requests, [caller, route, method, rule], this.durations, this.denials, this.wouldDenials);
+      g = new RequestSeries(
+        this.requests,
+        [caller, route, method, rule],
+        this.durations,
+        this.denials,
+        this.wouldDenials,
+      );
       this.groups.set(key, g);
     }
     return g;
@@ -420,18 +588,29 @@ export class MeshMetrics {
     this.leafFingerprint = leaf.fingerprint256;
     if (this.obtainedAt > 0) this.lastRenewal.set(this.obtainedAt / 1000);
     const top = chain[chain.length - 1]!;
-    const anchor = roots.find((r) => r.fingerprint256 === top.fingerprint256) ?? roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+    const anchor =
+      roots.find((r) => r.fingerprint256 === top.fingerprint256) ??
+      roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
     this.certExpiry.set(Math.floor(Date.parse(leaf.validTo) / 1000));
     this.certInfo.reset();
-    this.certInfo.set({ issuer: oneLine(leaf.issuer), root: anchor ? oneLine(anchor.subject) : "(none)", generation: anchor ? String(m.trust.generations.get(rootSha256(anchor.raw)) ?? "unknown") : "(none)" }, 1);
+    this.certInfo.set(
+      {
+        issuer: oneLine(leaf.issuer),
+        root: anchor ? oneLine(anchor.subject) : "(none)",
+        generation: anchor ? String(m.trust.generations.get(rootSha256(anchor.raw)) ?? "unknown") : "(none)",
+      },
+      1,
+    );
     this.roots.set(roots.length);
     this.rootExpiry.reset();
-    for (const r of roots) this.rootExpiry.set({ subject: oneLine(r.subject) }, Math.floor(Date.parse(r.validTo) / 1000));
+    for (const r of roots)
+      this.rootExpiry.set({ subject: oneLine(r.subject) }, Math.floor(Date.parse(r.validTo) / 1000));
     this.crlNextUpdate.reset();
     for (const pem of m.crl) {
       try {
         const info = crlDates(pemToDer(pem));
-        if (info.nextUpdate) this.crlNextUpdate.set({ issuer: info.issuer }, Math.floor(info.nextUpdate.getTime() / 1000));
+        if (info.nextUpdate)
+          this.crlNextUpdate.set({ issuer: info.issuer }, Math.floor(info.nextUpdate.getTime() / 1000));
       } catch {
         // OpenSSL accepted the CRL (loadMaterial checked): a shape this reader does not know is only a missing series.
       }

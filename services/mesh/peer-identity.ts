@@ -42,18 +42,30 @@ export interface PresentedCert {
  */
 export function identityOf(cert: PeerCertificate, trustDomain: string = DEFAULT_TRUST_DOMAIN): IdentityResult {
   if (cert.ca) {
-    return { ok: false, reason: "bad_certificate", detail: "presented a CA certificate (CA:TRUE) as a client certificate" };
+    return {
+      ok: false,
+      reason: "bad_certificate",
+      detail: "presented a CA certificate (CA:TRUE) as a client certificate",
+    };
   }
   const cn: unknown = cert.subject?.CN;
   if (Array.isArray(cn)) {
-    return { ok: false, reason: "ambiguous_identity", detail: `the certificate has ${cn.length} common names (${cn.join(", ")}); a mesh identity needs exactly one` };
+    return {
+      ok: false,
+      reason: "ambiguous_identity",
+      detail: `the certificate has ${cn.length} common names (${cn.join(", ")}); a mesh identity needs exactly one`,
+    };
   }
   if (typeof cn !== "string" || cn === "") {
     return { ok: false, reason: "ambiguous_identity", detail: "the certificate has no common name (CN)" };
   }
   const dns = sanDnsNames(cert.subjectaltname);
   if (!dns.includes(cn)) {
-    return { ok: false, reason: "ambiguous_identity", detail: `CN ${cn} is not among the certificate's DNS SANs (${dns.join(", ") || "none"})` };
+    return {
+      ok: false,
+      reason: "ambiguous_identity",
+      detail: `CN ${cn} is not among the certificate's DNS SANs (${dns.join(", ") || "none"})`,
+    };
   }
   const svid = svidIdOf(cert);
   let spiffeId: string | null = null;
@@ -62,14 +74,26 @@ export function identityOf(cert: PeerCertificate, trustDomain: string = DEFAULT_
   if (svid.kind === "one") {
     const id = svid.id;
     if (id.trustDomain !== trustDomain) {
-      return { ok: false, reason: "spiffe_foreign_domain", detail: `its SPIFFE ID ${id.id} is in the trust domain ${id.trustDomain}, not in this mesh's, ${trustDomain}` };
+      return {
+        ok: false,
+        reason: "spiffe_foreign_domain",
+        detail: `its SPIFFE ID ${id.id} is in the trust domain ${id.trustDomain}, not in this mesh's, ${trustDomain}`,
+      };
     }
     if (id.segments.length === 0) {
-      return { ok: false, reason: "spiffe_invalid", detail: `its SPIFFE ID ${id.id} names the trust domain, not a workload (X509-SVID.md 3.1: a leaf's has a path)` };
+      return {
+        ok: false,
+        reason: "spiffe_invalid",
+        detail: `its SPIFFE ID ${id.id} names the trust domain, not a workload (X509-SVID.md 3.1: a leaf's has a path)`,
+      };
     }
     const named = dnsNameOfSpiffeId(id);
     if (named !== cn) {
-      return { ok: false, reason: "spiffe_mismatch", detail: `its SPIFFE ID ${id.id} stands for ${named ?? "no single DNS name"}, but its CN and DNS name are ${cn}` };
+      return {
+        ok: false,
+        reason: "spiffe_mismatch",
+        detail: `its SPIFFE ID ${id.id} stands for ${named ?? "no single DNS name"}, but its CN and DNS name are ${cn}`,
+      };
     }
     spiffeId = id.id;
   }
@@ -82,7 +106,9 @@ export function identityOf(cert: PeerCertificate, trustDomain: string = DEFAULT_
 
 /** The DNS SANs of Node's subjectaltname text ("DNS:a, DNS:b, URI:…"; odd values JSON-quoted). */
 export function sanDnsNames(san: string | undefined): string[] {
-  return sanEntries(san).filter((e) => e.type === "DNS" && e.value !== "").map((e) => e.value);
+  return sanEntries(san)
+    .filter((e) => e.type === "DNS" && e.value !== "")
+    .map((e) => e.value);
 }
 
 export function normaliseSerial(serial: string | undefined): string {

@@ -22,25 +22,41 @@ const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a
 export function parsePeers(text: string, file: string): PeerMap {
   const peers: PeerMap = {};
   const lines = text.split(/\r?\n/);
-  if (lines.length > 10_000) throw new MeshError("BAD_ARGUMENT", `${file}: more than 10000 lines; a peers file lists the services one service calls`);
+  if (lines.length > 10_000)
+    throw new MeshError(
+      "BAD_ARGUMENT",
+      `${file}: more than 10000 lines; a peers file lists the services one service calls`,
+    );
   lines.forEach((raw, i) => {
     const where = `${file}:${i + 1}`;
     const line = raw.replace(/#.*/, "").trim();
     if (line === "") return;
     const fields = line.split(/\s+/);
-    if (fields.length !== 2) throw new MeshError("BAD_ARGUMENT", `${where}: expected "<name>.${MESH_DOMAIN} <host>:<port>", e.g. "payment.${MESH_DOMAIN} 10.0.0.3:7402"`);
+    if (fields.length !== 2)
+      throw new MeshError(
+        "BAD_ARGUMENT",
+        `${where}: expected "<name>.${MESH_DOMAIN} <host>:<port>", e.g. "payment.${MESH_DOMAIN} 10.0.0.3:7402"`,
+      );
     const [name, addr] = fields as [string, string];
     const suffix = `.${MESH_DOMAIN}`;
     const short = name.toLowerCase().endsWith(suffix) ? name.slice(0, -suffix.length).toLowerCase() : "";
-    if (!isIdentityName(short)) throw new MeshError("BAD_ARGUMENT", `${where}: ${JSON.stringify(name.slice(0, 80))} is not a mesh name such as payment.${MESH_DOMAIN}`);
+    if (!isIdentityName(short))
+      throw new MeshError(
+        "BAD_ARGUMENT",
+        `${where}: ${JSON.stringify(name.slice(0, 80))} is not a mesh name such as payment.${MESH_DOMAIN}`,
+      );
     const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$/.exec(addr);
     const host = m?.[1]?.startsWith("[") ? m[1].slice(1, -1) : m?.[1];
     const port = Number(m?.[2]);
     if (!m || !host || !(isIP(host) || HOSTNAME.test(host)) || (m[1]!.startsWith("[") && isIP(host) !== 6)) {
-      throw new MeshError("BAD_ARGUMENT", `${where}: ${JSON.stringify(addr.slice(0, 80))} is not <host>:<port> (an IPv4 address, [IPv6] or a host name, then a port)`);
+      throw new MeshError(
+        "BAD_ARGUMENT",
+        `${where}: ${JSON.stringify(addr.slice(0, 80))} is not <host>:<port> (an IPv4 address, [IPv6] or a host name, then a port)`,
+      );
     }
     if (port < 1 || port > 65535) throw new MeshError("BAD_ARGUMENT", `${where}: port ${m[2]} is not 1-65535`);
-    if (peers[short] !== undefined) throw new MeshError("BAD_ARGUMENT", `${where}: ${short}.${MESH_DOMAIN} is listed twice`);
+    if (peers[short] !== undefined)
+      throw new MeshError("BAD_ARGUMENT", `${where}: ${short}.${MESH_DOMAIN} is listed twice`);
     peers[short] = `${m[1]}:${port}`;
   });
   return peers;
@@ -51,7 +67,10 @@ export function readPeers(file: string): PeerMap {
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
-    throw new MeshError("BAD_ARGUMENT", `cannot read --peers ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new MeshError(
+      "BAD_ARGUMENT",
+      `cannot read --peers ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   return parsePeers(text, file);
 }

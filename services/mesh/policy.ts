@@ -78,29 +78,68 @@ const ROUTE_OPTIONAL_KEYS = ["mode"];
  * table and a peer with no identity deny whatever any mode says.
  * No I/O, no clock: the same inputs give the same answer.
  */
-export function decide(policy: Policy, service: string, peer: string | null, method: string, path: string, peerSpiffeId: string | null = null): Decision {
+export function decide(
+  policy: Policy,
+  service: string,
+  peer: string | null,
+  method: string,
+  path: string,
+  peerSpiffeId: string | null = null,
+): Decision {
   const sp = policy.services.get(service);
   if (!sp) {
-    return { allow: false, rule: "default-deny", reason: `the policy has no [${service}] table, so ${service} accepts nobody`, hint: `add [${service}] to ${policy.file}` };
+    return {
+      allow: false,
+      rule: "default-deny",
+      reason: `the policy has no [${service}] table, so ${service} accepts nobody`,
+      hint: `add [${service}] to ${policy.file}`,
+    };
   }
   if (peer === null) return { allow: false, rule: "default-deny", reason: "the caller has no mesh identity" };
   for (const r of sp.routes) {
-    if ((r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) && r.match(path) !== null) {
-      return verdict(r.accepts, peer, peerSpiffeId, `${r.name} (${r.method} ${r.path})`, r.where, `${r.name}.accepts`, r.mode);
+    if (
+      (r.method === "*" || r.method === method || (method === "HEAD" && r.method === "GET")) &&
+      r.match(path) !== null
+    ) {
+      return verdict(
+        r.accepts,
+        peer,
+        peerSpiffeId,
+        `${r.name} (${r.method} ${r.path})`,
+        r.where,
+        `${r.name}.accepts`,
+        r.mode,
+      );
     }
   }
   if (sp.accepts === null) {
-    const d: Decision = { allow: false, rule: `${service}.routes`, reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`, hint: `add a route rule or accepts to [${service}] in ${policy.file}`, where: sp.acceptsWhere };
+    const d: Decision = {
+      allow: false,
+      rule: `${service}.routes`,
+      reason: `no route rule of [${service}] covers ${method} ${path} and [${service}] has no accepts`,
+      hint: `add a route rule or accepts to [${service}] in ${policy.file}`,
+      where: sp.acceptsWhere,
+    };
     return sp.mode === "audit" ? { ...d, allow: true, wouldDeny: true } : d;
   }
   return verdict(sp.accepts, peer, peerSpiffeId, `${service}.accepts`, sp.acceptsWhere, `${service}.accepts`, sp.mode);
 }
 
-function verdict(accepts: readonly string[], peer: string, peerSpiffeId: string | null, rule: string, where: string, list: string, mode: PolicyMode): Decision {
+function verdict(
+  accepts: readonly string[],
+  peer: string,
+  peerSpiffeId: string | null,
+  rule: string,
+  where: string,
+  list: string,
+  mode: PolicyMode,
+): Decision {
   if (accepts.includes(peer)) return { allow: true, rule, reason: `${peer} is listed in ${rule}`, where, list };
-  if (peerSpiffeId !== null && accepts.includes(peerSpiffeId)) return { allow: true, rule, reason: `${peer} (${peerSpiffeId}) is listed in ${rule}`, where, list };
+  if (peerSpiffeId !== null && accepts.includes(peerSpiffeId))
+    return { allow: true, rule, reason: `${peer} (${peerSpiffeId}) is listed in ${rule}`, where, list };
   const hint = `to allow it, add "${peer}" to that accepts list (${where})`;
-  if (mode === "audit") return { allow: true, wouldDeny: true, rule, reason: `${peer} is not listed in ${rule}`, hint, where, list };
+  if (mode === "audit")
+    return { allow: true, wouldDeny: true, rule, reason: `${peer} is not listed in ${rule}`, hint, where, list };
   return { allow: false, rule, reason: `${peer} is not listed in ${rule}`, hint, where, list };
 }
 
@@ -113,7 +152,8 @@ function verdict(accepts: readonly string[], peer: string, peerSpiffeId: string 
 export function smallestEdit(policy: Policy, service: string, peer: string | null, d: Decision): string {
   if (peer === null) return "none: a caller with no mesh identity is always denied";
   if (!policy.services.has(service)) return `add a [${service}] table with accepts = ["${peer}"] to ${policy.file}`;
-  if (d.list === undefined) return `add accepts = ["${peer}"] to [${service}], or a route rule covering this call (${d.where ?? policy.file})`;
+  if (d.list === undefined)
+    return `add accepts = ["${peer}"] to [${service}], or a route rule covering this call (${d.where ?? policy.file})`;
   if (d.allow && !d.wouldDeny) return `remove "${peer}" from ${d.list} (${d.where})`;
   return `add "${peer}" to ${d.list} (${d.where})`;
 }
@@ -148,12 +188,16 @@ export function parsePolicy(text: string, file: string): Policy {
   for (const [name, table] of Object.entries(doc)) {
     // Any mesh name may serve (an in-process app or an app behind a sidecar), not a fixed list.
     if (!isIdentityName(name)) {
-      fail(name, `"${name}" is not a mesh name: a table is named for the service it guards, one lower-case DNS label such as [payment] or [billing-api]`);
+      fail(
+        name,
+        `"${name}" is not a mesh name: a table is named for the service it guards, one lower-case DNS label such as [payment] or [billing-api]`,
+      );
     }
     if (!isPlainTable(table)) fail(name, `[${name}] must be a table, e.g. [${name}] accepts = ["order"]`);
     const t = table as Record<string, unknown>;
     for (const k of Object.keys(t)) {
-      if (!SERVICE_KEYS.includes(k)) fail(`${name}.${k}`, `unknown key "${k}" in [${name}] (allowed: ${SERVICE_KEYS.join(", ")})`);
+      if (!SERVICE_KEYS.includes(k))
+        fail(`${name}.${k}`, `unknown key "${k}" in [${name}] (allowed: ${SERVICE_KEYS.join(", ")})`);
     }
     if (t.accepts === undefined && t.routes === undefined) {
       fail(name, `[${name}] needs "accepts" (use accepts = [] to accept nobody)`);
@@ -162,11 +206,21 @@ export function parsePolicy(text: string, file: string): Policy {
     const mode = modeOf(t.mode, `${name}.mode`, "enforce", fail);
     const routes: RouteRule[] = [];
     if (t.routes !== undefined) {
-      if (!Array.isArray(t.routes)) fail(`${name}.routes`, `"routes" in [${name}] must be an array of tables ([[${name}.routes]])`);
+      if (!Array.isArray(t.routes))
+        fail(`${name}.routes`, `"routes" in [${name}] must be an array of tables ([[${name}.routes]])`);
       for (const [i, r] of (t.routes as unknown[]).entries()) routes.push(route(name, r, i, lines, fail, mode, file));
     }
     const acceptsLine = lines.of(`${name}.accepts`);
-    services.set(name, Object.freeze({ accepts, acceptsLine, routes: Object.freeze(routes), mode, acceptsWhere: `${file}:${acceptsLine}` }));
+    services.set(
+      name,
+      Object.freeze({
+        accepts,
+        acceptsLine,
+        routes: Object.freeze(routes),
+        mode,
+        acceptsWhere: `${file}:${acceptsLine}`,
+      }),
+    );
   }
   return Object.freeze({ file, services });
 }
@@ -180,12 +234,24 @@ function modeOf(v: unknown, key: string, inherited: PolicyMode, fail: (k: string
   return v as PolicyMode;
 }
 
-function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: (k: string, m: string) => never, serviceMode: PolicyMode = "enforce", file = ""): RouteRule {
+function route(
+  service: string,
+  raw: unknown,
+  i: number,
+  lines: KeyLines,
+  fail: (k: string, m: string) => never,
+  serviceMode: PolicyMode = "enforce",
+  file = "",
+): RouteRule {
   const at = `${service}.routes[${i}]`;
   if (!isPlainTable(raw)) fail(at, `${at} must be a table with method, path and accepts`);
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (!ROUTE_KEYS.includes(k) && !ROUTE_OPTIONAL_KEYS.includes(k)) fail(`${at}.${k}`, `unknown key "${k}" in ${at} (allowed: ${[...ROUTE_KEYS, ...ROUTE_OPTIONAL_KEYS].join(", ")})`);
+    if (!ROUTE_KEYS.includes(k) && !ROUTE_OPTIONAL_KEYS.includes(k))
+      fail(
+        `${at}.${k}`,
+        `unknown key "${k}" in ${at} (allowed: ${[...ROUTE_KEYS, ...ROUTE_OPTIONAL_KEYS].join(", ")})`,
+      );
   }
   for (const k of ROUTE_KEYS) if (r[k] === undefined) fail(at, `${at} is missing "${k}"`);
   if (typeof r.method !== "string" || !METHODS.has(r.method.toUpperCase())) {
@@ -208,20 +274,34 @@ function route(service: string, raw: unknown, i: number, lines: KeyLines, fail: 
 }
 
 function callers(v: unknown, key: string, fail: (k: string, m: string) => never): readonly string[] {
-  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) fail(key, `${key} must be an array of service names or SPIFFE IDs, e.g. ["order", "spiffe://internal/shipping"]`);
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string"))
+    fail(key, `${key} must be an array of service names or SPIFFE IDs, e.g. ["order", "spiffe://internal/shipping"]`);
   for (const c of v as string[]) {
     if (c.startsWith("spiffe:") || c.includes("://")) {
       const id = parseSpiffeId(c);
-      if (!id.ok) fail(key, `${key} names ${JSON.stringify(c.slice(0, 120))}, which is not a SPIFFE ID: ${id.why}; e.g. "spiffe://internal/order"`);
+      if (!id.ok)
+        fail(
+          key,
+          `${key} names ${JSON.stringify(c.slice(0, 120))}, which is not a SPIFFE ID: ${id.why}; e.g. "spiffe://internal/order"`,
+        );
       if (!id.ok) continue;
       const p = id.value;
-      if (p.segments.length === 0) fail(key, `${key} names ${p.id}, a trust domain: a caller is a workload, spiffe://<trust domain>/<name>`);
-      if (p.segments.length !== 1) fail(key, `${key} names ${p.id}: a mesh caller's SPIFFE ID has one path segment, spiffe://<trust domain>/<name>`);
+      if (p.segments.length === 0)
+        fail(key, `${key} names ${p.id}, a trust domain: a caller is a workload, spiffe://<trust domain>/<name>`);
+      if (p.segments.length !== 1)
+        fail(
+          key,
+          `${key} names ${p.id}: a mesh caller's SPIFFE ID has one path segment, spiffe://<trust domain>/<name>`,
+        );
       continue;
     }
     // Any mesh identity, not only the demo's: a caller with no certificate yet is for the tools
     // to warn about (unknownCallers), not a reason to refuse the policy.
-    if (!isIdentityName(c)) fail(key, `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order", or its SPIFFE ID, e.g. "spiffe://internal/order"`);
+    if (!isIdentityName(c))
+      fail(
+        key,
+        `${key} names "${c.slice(0, 80)}", which is not a mesh identity: a caller is the first label of its certificate's name <name>.internal (lower-case letters, digits and hyphens), e.g. "order", or its SPIFFE ID, e.g. "spiffe://internal/order"`,
+      );
   }
   return Object.freeze([...new Set(v as string[])]);
 }

@@ -27,7 +27,11 @@ export interface WatchOptions {
   onPoll?: (polls: number) => void;
 }
 
-export function watchFiles(files: readonly string[], onChange: (noticedAt: number) => void, opts: WatchOptions = {}): Watch {
+export function watchFiles(
+  files: readonly string[],
+  onChange: (noticedAt: number) => void,
+  opts: WatchOptions = {},
+): Watch {
   const debounceMs = opts.debounceMs ?? 150;
   const settleMs = opts.settleMs ?? 0;
   const clock = opts.clock ?? systemClock;

@@ -73,7 +73,11 @@ export interface RunningService {
 
 /** Throws MeshError (bad policy, missing or invalid TLS files) before listening on anything. */
 export async function startService(o: ServiceOptions): Promise<RunningService> {
-  if (!isIdentityName(o.service)) throw new MeshError("BAD_ARGUMENT", `${JSON.stringify(o.service.slice(0, 80))} is not a mesh name: one lower-case DNS label such as payment or billing-api`);
+  if (!isIdentityName(o.service))
+    throw new MeshError(
+      "BAD_ARGUMENT",
+      `${JSON.stringify(o.service.slice(0, 80))} is not a mesh name: one lower-case DNS label such as payment or billing-api`,
+    );
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
   // One read for the policy and its digest: a file changing in between would pair the old
@@ -92,7 +96,17 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const upstreams = new Upstreams(o.service, material, o.upstreams ?? {}, log, { timeoutMs: o.upstreamTimeoutMs });
   metrics.watchUpstreams(upstreams, Object.keys(o.upstreams ?? {}));
   const app = await o.app({ service: o.service, upstreams, log, metrics, material });
-  const server = new MeshServer({ service: o.service, material, policy: () => policy, routes: app.routes ?? [], forward: app.forward, log, limits: o.limits, requestLinesPerSecond: o.requestLinesPerSecond, metrics });
+  const server = new MeshServer({
+    service: o.service,
+    material,
+    policy: () => policy,
+    routes: app.routes ?? [],
+    forward: app.forward,
+    log,
+    limits: o.limits,
+    requestLinesPerSecond: o.requestLinesPerSecond,
+    metrics,
+  });
   let port: number;
   try {
     port = await server.listen(o.port ?? 0, o.host ?? "127.0.0.1");
@@ -114,7 +128,18 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       tlsFailedOn = undefined;
       if (!certChanged && !trustChanged) {
         if (restored) {
-          log.info({ event: "tls.reloaded", certChanged, trustChanged, restored, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects }, "the TLS files again hold the material in force");
+          log.info(
+            {
+              event: "tls.reloaded",
+              certChanged,
+              trustChanged,
+              restored,
+              serial: material.leaf.serial,
+              notAfter: material.leaf.notAfter,
+              trusts: material.trust.subjects,
+            },
+            "the TLS files again hold the material in force",
+          );
         }
         return true;
       }
@@ -122,7 +147,14 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       app.setMaterial?.(next);
       material = next;
       log.info(
-        { event: "tls.reloaded", certChanged, trustChanged, serial: next.leaf.serial, notAfter: next.leaf.notAfter, trusts: next.trust.subjects },
+        {
+          event: "tls.reloaded",
+          certChanged,
+          trustChanged,
+          serial: next.leaf.serial,
+          notAfter: next.leaf.notAfter,
+          trusts: next.trust.subjects,
+        },
         `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
       );
       metrics.reloaded("tls", true, noticedAt, next);
@@ -133,7 +165,10 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       if (failedOn === tlsFailedOn) return false;
       tlsFailedOn = failedOn;
       metrics.reloaded("tls", false, noticedAt);
-      log.error({ event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous TLS material: ${messageOf(e)}`);
+      log.error(
+        { event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) },
+        `kept the previous TLS material: ${messageOf(e)}`,
+      );
       return false;
     }
   };
@@ -150,7 +185,10 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     if (d === policySeen) return d === policyDigest;
     policySeen = d;
     if (d === policyDigest) {
-      log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(policy), restored: true }, `policy file ${o.policyFile} again holds the policy in force`);
+      log.info(
+        { event: "policy.reloaded", file: o.policyFile, accepts: summary(policy), restored: true },
+        `policy file ${o.policyFile} again holds the policy in force`,
+      );
       return true;
     }
     try {
@@ -165,7 +203,10 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       policyDigest = d;
       metrics.setPolicy(d);
       metrics.reloaded("policy", true, noticedAt);
-      log.info({ event: "policy.reloaded", file: o.policyFile, accepts: summary(next) }, `policy reloaded from ${o.policyFile}`);
+      log.info(
+        { event: "policy.reloaded", file: o.policyFile, accepts: summary(next) },
+        `policy reloaded from ${o.policyFile}`,
+      );
       warnIfNoTable(next, "warn");
       return true;
     } catch (e) {
@@ -175,7 +216,10 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   };
   const policyFailed = (seen: string, e: unknown): false => {
     policySeen = seen;
-    log.error({ event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) }, `kept the previous policy: ${messageOf(e)}`);
+    log.error(
+      { event: "policy.reload_failed", file: o.policyFile, code: (e as { code?: string }).code, error: messageOf(e) },
+      `kept the previous policy: ${messageOf(e)}`,
+    );
     return false;
   };
   // A service with no table is refused to everybody (default-deny): say so, it is rarely meant.
@@ -209,12 +253,27 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
 
   const watches: Watch[] = [];
   if (o.watch !== false) {
-    const poll = (watcher: "tls" | "policy") => ({ pollMs: o.watchPoll?.pollMs, onPoll: o.watchPoll?.onPoll && (() => o.watchPoll?.onPoll?.(watcher)) });
-    if (!o.tlsPaths) watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls, poll("tls")));
-    watches.push(watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS, ...poll("policy") }));
+    const poll = (watcher: "tls" | "policy") => ({
+      pollMs: o.watchPoll?.pollMs,
+      onPoll: o.watchPoll?.onPoll && (() => o.watchPoll?.onPoll?.(watcher)),
+    });
+    if (!o.tlsPaths)
+      watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls, poll("tls")));
+    watches.push(
+      watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS, ...poll("policy") }),
+    );
   }
   log.info(
-    { event: "listening", port, host: o.host ?? "127.0.0.1", identity: dns, serial: material.leaf.serial, notAfter: material.leaf.notAfter, trusts: material.trust.subjects, upstreams: o.upstreams ?? {} },
+    {
+      event: "listening",
+      port,
+      host: o.host ?? "127.0.0.1",
+      identity: dns,
+      serial: material.leaf.serial,
+      notAfter: material.leaf.notAfter,
+      trusts: material.trust.subjects,
+      upstreams: o.upstreams ?? {},
+    },
     `${o.service} listening on https://${o.host ?? "127.0.0.1"}:${port} as ${dns}`,
   );
   warnIfNoTable(policy, "error");

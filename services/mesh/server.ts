@@ -1,7 +1,14 @@
 // The mesh's mTLS server: refuses every peer without a trusted, unambiguous certificate
 // before any HTTP byte is parsed, then authorizes each request against the policy.
 import { randomBytes } from "node:crypto";
-import { constants, createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import {
+  constants,
+  createSecureServer,
+  type Http2SecureServer,
+  type ServerHttp2Session,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+} from "node:http2";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import type { Socket } from "node:net";
@@ -39,7 +46,10 @@ export interface Route {
 
 /** An error a handler throws to answer with a given status and JSON body. */
 export class HttpError extends Error {
-  constructor(readonly status: number, readonly body: Record<string, unknown>) {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+  ) {
     super(String(body.error ?? status));
   }
 }
@@ -186,8 +196,20 @@ export class MeshServer {
    * before the socket is destroyed. setSecureContext() rebuilds from these options, so
    * they are passed whole every time.
    */
-  private tlsOptions(m: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: false; ALPNProtocols: string[] } {
-    return { cert: m.cert, key: m.key, ca: m.ca, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ["h2", "http/1.1"] };
+  private tlsOptions(
+    m: TlsMaterial,
+  ): SecureContextOptions & { requestCert: true; rejectUnauthorized: false; ALPNProtocols: string[] } {
+    return {
+      cert: m.cert,
+      key: m.key,
+      ca: m.ca,
+      crl: m.crl,
+      minVersion: "TLSv1.2",
+      ciphers: TLS_CIPHERS,
+      requestCert: true,
+      rejectUnauthorized: false,
+      ALPNProtocols: ["h2", "http/1.1"],
+    };
   }
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {
@@ -241,7 +263,10 @@ export class MeshServer {
       s.destroy();
     }
     if (closed.length > 0) {
-      this.opts.log.info({ event: "tls.connections_closed", count: closed.length, why: "trust withdrawn", peers: closed }, `closed ${closed.length} connection(s) whose peer is no longer accepted: ${closed.join(", ")}`);
+      this.opts.log.info(
+        { event: "tls.connections_closed", count: closed.length, why: "trust withdrawn", peers: closed },
+        `closed ${closed.length} connection(s) whose peer is no longer accepted: ${closed.join(", ")}`,
+      );
     }
     return closed.length;
   }
@@ -258,14 +283,18 @@ export class MeshServer {
     let count = 0;
     for (const s of this.sockets) if (this.peers.get(s)?.epoch !== this.epoch) count++;
     if (count === 0) return 0;
-    this.opts.log.info({ event: "tls.connections_closed", count, why, graceMs }, `draining ${count} connection(s) made before ${why}: each after its next answer, idle ones at their keep-alive timeout (${this.limits.keepAliveTimeoutMs} ms)`);
+    this.opts.log.info(
+      { event: "tls.connections_closed", count, why, graceMs },
+      `draining ${count} connection(s) made before ${why}: each after its next answer, idle ones at their keep-alive timeout (${this.limits.keepAliveTimeoutMs} ms)`,
+    );
     // HTTP/2's own "Connection: close": GOAWAY now, so the peer opens its next streams on a new
     // connection while the streams under way finish on this one.
     for (const s of this.sockets) {
       const p = this.peers.get(s);
       if (p?.session && p.epoch !== this.epoch && !p.session.closed) p.session.close();
     }
-    const deadline = Date.now() + Math.max(graceMs + this.limits.requestTimeoutMs, this.limits.keepAliveTimeoutMs + 1_000);
+    const deadline =
+      Date.now() + Math.max(graceMs + this.limits.requestTimeoutMs, this.limits.keepAliveTimeoutMs + 1_000);
     if (this.sweeping) clearTimeout(this.sweeping);
     const sweep = () => {
       let left = 0;
@@ -295,7 +324,13 @@ export class MeshServer {
     if (!sock.authorized) {
       const shown = presented(sock.getPeerCertificate());
       const code = String(sock.authorizationError ?? "UNKNOWN");
-      const { reason, sentence } = handshakeReason(code, sock.getPeerX509Certificate(), shown, this.material.trust, this.opts.service);
+      const { reason, sentence } = handshakeReason(
+        code,
+        sock.getPeerX509Certificate(),
+        shown,
+        this.material.trust,
+        this.opts.service,
+      );
       this.refuse(sock, reason, sentence, remote, code, shown);
       return;
     }
@@ -303,7 +338,14 @@ export class MeshServer {
     const cert = sock.getPeerCertificate();
     const id = identityOf(cert, this.material.leaf.trustDomain);
     if (!id.ok) {
-      this.refuse(sock, id.reason, `the client's certificate cannot be used as a mesh identity: ${id.detail}`, remote, undefined, presented(cert));
+      this.refuse(
+        sock,
+        id.reason,
+        `the client's certificate cannot be used as a mesh identity: ${id.detail}`,
+        remote,
+        undefined,
+        presented(cert),
+      );
       return;
     }
     const state: PeerState = { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 };
@@ -314,14 +356,34 @@ export class MeshServer {
     sock.once("close", () => this.sockets.delete(sock));
   }
 
-  private refuse(sock: TLSSocket, reason: string, sentence: string, remote: string, tlsCode: string | undefined, peer: PresentedCert | undefined): void {
+  private refuse(
+    sock: TLSSocket,
+    reason: string,
+    sentence: string,
+    remote: string,
+    tlsCode: string | undefined,
+    peer: PresentedCert | undefined,
+  ): void {
     this.opts.metrics?.handshakeRefused(reason, sock);
     sock.destroy();
-    this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode, peer, trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined }, sentence);
+    this.opts.log.warn(
+      {
+        event: "tls.handshake_failed",
+        reason,
+        remote,
+        tlsCode,
+        peer,
+        trusts: reason === "unknown_ca" ? this.material.trust.subjects : undefined,
+      },
+      sentence,
+    );
   }
 
   private onTlsClientError(err: NodeJS.ErrnoException, sock: TLSSocket): void {
-    const { reason, sentence } = clientErrorReason(err, this.material.leaf, { protocol: sock.getProtocol(), handshakeTimeoutMs: this.limits.handshakeTimeoutMs });
+    const { reason, sentence } = clientErrorReason(err, this.material.leaf, {
+      protocol: sock.getProtocol(),
+      handshakeTimeoutMs: this.limits.handshakeTimeoutMs,
+    });
     const remote = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : undefined;
     this.opts.metrics?.handshakeRefused(reason, sock);
     this.opts.log.warn({ event: "tls.handshake_failed", reason, remote, tlsCode: err.code }, sentence);
@@ -372,7 +434,10 @@ export class MeshServer {
     // A peer that went away mid-request: nobody to answer, nothing to act on.
     if (err.code !== "ECONNRESET") {
       const { reason, status, sentence } = httpErrorReason(err, this.limits);
-      this.opts.log.warn({ event: "http.client_error", reason, peer: peer?.identity.name, remote: peer?.remote, code: err.code }, sentence);
+      this.opts.log.warn(
+        { event: "http.client_error", reason, peer: peer?.identity.name, remote: peer?.remote, code: err.code },
+        sentence,
+      );
       if (peer) peer.refused = status;
       // What Node itself answers when nobody listens for clientError.
       if (sock.writable) sock.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`);
@@ -396,17 +461,56 @@ export class MeshServer {
     const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
     const series = this.opts.metrics?.series(peer.last!, caller);
     if (!d.allow) {
-      this.opts.log.warn({ event: "authz.denied", peer: caller, peerDns: peer.identity.dns, peerSpiffeId: peer.identity.spiffeId, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `denied ${caller} ${method} ${path}: ${d.reason}`);
+      this.opts.log.warn(
+        {
+          event: "authz.denied",
+          peer: caller,
+          peerDns: peer.identity.dns,
+          peerSpiffeId: peer.identity.spiffeId,
+          method,
+          path,
+          rule: d.rule,
+          reason: d.reason,
+          hint: d.hint,
+          remote: peer.remote,
+        },
+        `denied ${caller} ${method} ${path}: ${d.reason}`,
+      );
       series?.denied();
       req.resume();
       // A gRPC client reads a refusal from grpc-status, never from an HTTP status.
-      if (isGrpc(req)) return sendGrpcStatus(res, peer, GRPC_PERMISSION_DENIED, `${caller} may not call ${method} ${path} on ${this.opts.service} (rule ${d.rule})`);
-      send(res, peer, 403, { error: "forbidden", caller, identity: peer.identity.dns, rule: d.rule, message: `${caller} may not call ${method} ${path} on ${this.opts.service}` });
+      if (isGrpc(req))
+        return sendGrpcStatus(
+          res,
+          peer,
+          GRPC_PERMISSION_DENIED,
+          `${caller} may not call ${method} ${path} on ${this.opts.service} (rule ${d.rule})`,
+        );
+      send(res, peer, 403, {
+        error: "forbidden",
+        caller,
+        identity: peer.identity.dns,
+        rule: d.rule,
+        message: `${caller} may not call ${method} ${path} on ${this.opts.service}`,
+      });
       return;
     }
     if (d.wouldDeny) {
       // Audit mode (docs/policy.md): the call goes on; the line says what enforcing would deny.
-      this.opts.log.warn({ event: "authz.would_deny", peer: caller, peerDns: peer.identity.dns, method, path, rule: d.rule, reason: d.reason, hint: d.hint, remote: peer.remote }, `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`);
+      this.opts.log.warn(
+        {
+          event: "authz.would_deny",
+          peer: caller,
+          peerDns: peer.identity.dns,
+          method,
+          path,
+          rule: d.rule,
+          reason: d.reason,
+          hint: d.hint,
+          remote: peer.remote,
+        },
+        `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`,
+      );
       series?.wouldDeny();
     }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
@@ -437,7 +541,10 @@ export class MeshServer {
       (res as ServerResponse).shouldKeepAlive = false;
       res.once("finish", () => req.destroy());
       const got = type === undefined ? "no content-type" : type.split(";")[0]!.trim().slice(0, 64);
-      x.done(415, { error: "unsupported_media_type", message: `${method} ${path} takes a JSON body: send it with content-type: application/json (got ${got})` });
+      x.done(415, {
+        error: "unsupported_media_type",
+        message: `${method} ${path} takes a JSON body: send it with content-type: application/json (got ${got})`,
+      });
       return;
     }
     readJson(req, this.limits.maxBodyBytes).then(
@@ -481,18 +588,31 @@ class Exchange {
   run(body: unknown): void {
     let out: Reply | Promise<Reply>;
     try {
-      out = this.route!.handle({ peer: this.state.identity, method: this.method, path: this.path, params: this.params, body });
+      out = this.route!.handle({
+        peer: this.state.identity,
+        method: this.method,
+        path: this.path,
+        params: this.params,
+        body,
+      });
     } catch (e) {
       return this.fail(e);
     }
     // Synchronous handlers answer without a promise tick.
-    if (out instanceof Promise) out.then((r) => this.done(r.status, r.body), (e: unknown) => this.fail(e));
+    if (out instanceof Promise)
+      out.then(
+        (r) => this.done(r.status, r.body),
+        (e: unknown) => this.fail(e),
+      );
     else this.done(out.status, out.body);
   }
 
   fail(e: unknown): void {
     if (e instanceof HttpError) return this.done(e.status, e.body);
-    this.logs.log.error({ event: "request", err: messageOf(e), method: this.method, path: this.path }, "handler failed");
+    this.logs.log.error(
+      { event: "request", err: messageOf(e), method: this.method, path: this.path },
+      "handler failed",
+    );
     this.done(500, { error: "internal" });
   }
 
@@ -505,7 +625,19 @@ class Exchange {
     this.state.inFlight--;
     const status = this.state.refused ?? 499;
     this.series?.answered(status, this.ms());
-    this.logs.log.info({ event: "request", peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms: this.ms(), abandoned: true }, "request abandoned: the connection closed before the answer");
+    this.logs.log.info(
+      {
+        event: "request",
+        peer: this.state.identity.name,
+        method: this.method,
+        path: this.path,
+        status,
+        rule: this.rule,
+        ms: this.ms(),
+        abandoned: true,
+      },
+      "request abandoned: the connection closed before the answer",
+    );
   }
 
   private ms(): number {
@@ -517,7 +649,10 @@ class Exchange {
     this.state.inFlight--;
     const ms = this.ms();
     this.series?.answered(status, ms);
-    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, "(forwarded)");
+    this.logs.access.record(
+      { peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms },
+      "(forwarded)",
+    );
   }
 
   /** Send the answer and log the `request` line. */
@@ -525,7 +660,10 @@ class Exchange {
     send(this.res, this.state, status, body);
     const ms = this.ms();
     this.series?.answered(status, ms);
-    this.logs.access.record({ peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms }, this.route?.path ?? "(no route)");
+    this.logs.access.record(
+      { peer: this.state.identity.name, method: this.method, path: this.path, status, rule: this.rule, ms },
+      this.route?.path ?? "(no route)",
+    );
   }
 }
 
@@ -547,7 +685,9 @@ function forwardPeer(sock: TLSSocket, identity: PeerIdentity): ForwardPeer {
 function formatSubject(n: object | undefined): string | undefined {
   if (!n) return undefined;
   const parts: string[] = [];
-  for (const [k, v] of Object.entries(n)) for (const x of Array.isArray(v) ? v : [v]) parts.push(`${k}=${String(x).replace(/[,+"\\<>;=]/g, (ch) => `\\${ch}`)}`);
+  for (const [k, v] of Object.entries(n))
+    for (const x of Array.isArray(v) ? v : [v])
+      parts.push(`${k}=${String(x).replace(/[,+"\\<>;=]/g, (ch) => `\\${ch}`)}`);
   return parts.reverse().join(",");
 }
 

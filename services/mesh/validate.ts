@@ -11,13 +11,15 @@ export function field<K extends Kind>(body: unknown, name: string, kind: K): Out
   };
   switch (kind) {
     case "string":
-      if (typeof v !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(v)) bad("a short identifier (letters, digits, . _ -)");
+      if (typeof v !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(v))
+        bad("a short identifier (letters, digits, . _ -)");
       break;
     case "quantity":
       if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 1000) bad("an integer from 1 to 1000");
       break;
     case "cents":
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 100_000_000) bad("a positive integer amount in cents");
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 100_000_000)
+        bad("a positive integer amount in cents");
       break;
   }
   return v as Out<K>;

@@ -77,8 +77,16 @@ export function parseWorkloads(text: string, file: string, services: Iterable<st
     ports.set(port, what);
   };
   for (const [name, table] of Object.entries(doc)) {
-    if (!isIdentityName(name)) fail(name, `"${name}" is not a mesh name: a workload is named for its identity, one lower-case DNS label such as [billing] or [billing-api]`);
-    if (builtIn.has(name)) fail(name, `[${name}] is a built-in service of the mesh (${[...builtIn].join(", ")}): name the workload otherwise`);
+    if (!isIdentityName(name))
+      fail(
+        name,
+        `"${name}" is not a mesh name: a workload is named for its identity, one lower-case DNS label such as [billing] or [billing-api]`,
+      );
+    if (builtIn.has(name))
+      fail(
+        name,
+        `[${name}] is a built-in service of the mesh (${[...builtIn].join(", ")}): name the workload otherwise`,
+      );
     if (!isPlainTable(table)) fail(name, `[${name}] must be a table, e.g. [${name}] command = ["python3", "app.py"]`);
     const t = table as Record<string, unknown>;
     for (const k of Object.keys(t)) {
@@ -86,21 +94,38 @@ export function parseWorkloads(text: string, file: string, services: Iterable<st
     }
     const command = t.command === undefined ? null : argv(t.command, `${name}.command`, fail);
     if ((command === null) === (t.address === undefined)) {
-      fail(name, `[${name}] needs either "command" (the app mesh:up starts, e.g. command = ["python3", "app.py"]) or "address" (an app started elsewhere, e.g. address = "http://127.0.0.1:8080"), not ${command ? "both" : "neither"}`);
+      fail(
+        name,
+        `[${name}] needs either "command" (the app mesh:up starts, e.g. command = ["python3", "app.py"]) or "address" (an app started elsewhere, e.g. address = "http://127.0.0.1:8080"), not ${command ? "both" : "neither"}`,
+      );
     }
     let app: WorkloadApp;
     if (command) {
-      if ((t.app_port === undefined) === (t.app_socket === undefined)) fail(name, `[${name}] needs either "app_port" (the loopback port its app listens on) or "app_socket" (an absolute unix socket path), not ${t.app_port === undefined ? "neither" : "both"}`);
+      if ((t.app_port === undefined) === (t.app_socket === undefined))
+        fail(
+          name,
+          `[${name}] needs either "app_port" (the loopback port its app listens on) or "app_socket" (an absolute unix socket path), not ${t.app_port === undefined ? "neither" : "both"}`,
+        );
       if (t.app_port !== undefined) {
         app = { kind: "port", port: portOf(t.app_port, `${name}.app_port`, fail) };
         claim(app.port, `${name}.app_port`, `${name}.app_port`);
       } else {
-        if (typeof t.app_socket !== "string" || !t.app_socket.startsWith("/") || t.app_socket.includes("\0")) fail(`${name}.app_socket`, `${name}.app_socket must be an absolute path, e.g. "/run/${name}.sock"`);
+        if (typeof t.app_socket !== "string" || !t.app_socket.startsWith("/") || t.app_socket.includes("\0"))
+          fail(`${name}.app_socket`, `${name}.app_socket must be an absolute path, e.g. "/run/${name}.sock"`);
         app = { kind: "socket", path: t.app_socket as string };
       }
     } else {
-      for (const k of ["app_port", "app_socket"]) if (t[k] !== undefined) fail(`${name}.${k}`, `${name}.${k} is for an app mesh:up starts ("command"); "address" already says where this one listens`);
-      if (typeof t.address !== "string") fail(`${name}.address`, `${name}.address must be a string such as "http://127.0.0.1:8080" or "unix:/run/app.sock"`);
+      for (const k of ["app_port", "app_socket"])
+        if (t[k] !== undefined)
+          fail(
+            `${name}.${k}`,
+            `${name}.${k} is for an app mesh:up starts ("command"); "address" already says where this one listens`,
+          );
+      if (typeof t.address !== "string")
+        fail(
+          `${name}.address`,
+          `${name}.address must be a string such as "http://127.0.0.1:8080" or "unix:/run/app.sock"`,
+        );
       try {
         app = { kind: "address", address: parseAppAddress(t.address as string) };
       } catch (e) {
@@ -109,15 +134,21 @@ export function parseWorkloads(text: string, file: string, services: Iterable<st
     }
     let protocol: AppProtocol = "http1";
     if (t.protocol !== undefined) {
-      if (!PROTOCOLS.includes(t.protocol as AppProtocol)) fail(`${name}.protocol`, `${name}.protocol must be "http1" or "h2c" (HTTP/2 without TLS: a gRPC server)`);
+      if (!PROTOCOLS.includes(t.protocol as AppProtocol))
+        fail(`${name}.protocol`, `${name}.protocol must be "http1" or "h2c" (HTTP/2 without TLS: a gRPC server)`);
       protocol = t.protocol as AppProtocol;
     }
-    if (t.port === undefined) fail(name, `[${name}] needs "port": the sidecar's mTLS port, which callers reach (0: any free one)`);
+    if (t.port === undefined)
+      fail(name, `[${name}] needs "port": the sidecar's mTLS port, which callers reach (0: any free one)`);
     const port = portOf(t.port, `${name}.port`, fail);
     claim(port, `${name}.port`, `${name}.port`);
     const upstreams = new Map<string, number>();
     if (t.upstreams !== undefined) {
-      if (!isPlainTable(t.upstreams)) fail(`${name}.upstreams`, `${name}.upstreams must be a table of name = local port, e.g. upstreams = { payment = 15002 }`);
+      if (!isPlainTable(t.upstreams))
+        fail(
+          `${name}.upstreams`,
+          `${name}.upstreams must be a table of name = local port, e.g. upstreams = { payment = 15002 }`,
+        );
       for (const [u, p] of Object.entries(t.upstreams as Record<string, unknown>)) {
         const key = `${name}.upstreams.${u}`;
         if (!isIdentityName(u)) fail(key, `${key}: "${u}" is not a mesh name`);
@@ -126,27 +157,41 @@ export function parseWorkloads(text: string, file: string, services: Iterable<st
         claim(upstreams.get(u)!, key, key);
       }
     }
-    out.push(Object.freeze({ name, command, app: Object.freeze(app!), protocol, port, upstreams, line: lines.of(name) }));
+    out.push(
+      Object.freeze({ name, command, app: Object.freeze(app!), protocol, port, upstreams, line: lines.of(name) }),
+    );
   }
   // Every upstream must be something the mesh serves: a built-in service or another workload.
   const names = new Set([...builtIn, ...out.map((w) => w.name)]);
   for (const w of out) {
     for (const u of w.upstreams.keys()) {
-      if (!names.has(u)) fail(`${w.name}.upstreams.${u}`, `${w.name}.upstreams names "${u}", which is neither a workload in this file nor a built-in service (${[...builtIn].join(", ")})`);
+      if (!names.has(u))
+        fail(
+          `${w.name}.upstreams.${u}`,
+          `${w.name}.upstreams names "${u}", which is neither a workload in this file nor a built-in service (${[...builtIn].join(", ")})`,
+        );
     }
   }
   return Object.freeze({ file, workloads: Object.freeze(out) });
 }
 
 function argv(v: unknown, key: string, fail: (k: string, m: string) => never): readonly string[] {
-  if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x.length === 0 || x.includes("\0"))) {
-    fail(key, `${key} must be a non-empty array of strings, the program and its arguments (no shell), e.g. ["python3", "app.py"]`);
+  if (
+    !Array.isArray(v) ||
+    v.length === 0 ||
+    v.some((x) => typeof x !== "string" || x.length === 0 || x.includes("\0"))
+  ) {
+    fail(
+      key,
+      `${key} must be a non-empty array of strings, the program and its arguments (no shell), e.g. ["python3", "app.py"]`,
+    );
   }
   return Object.freeze([...(v as string[])]);
 }
 
 function portOf(v: unknown, key: string, fail: (k: string, m: string) => never): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 65535) fail(key, `${key} must be a port number 0-65535 (0: any free one)`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 65535)
+    fail(key, `${key} must be a port number 0-65535 (0: any free one)`);
   return v as number;
 }
 

@@ -20,11 +20,22 @@ export interface Run {
 }
 
 /** Runs `ca/cli.ts` in a child process, as `npm run ca` does, without npm's noise. */
-export function ca(args: string[], opts: { env?: Record<string, string>; cwd?: string; input?: string } = {}): Promise<Run> {
+export function ca(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; input?: string } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", TSX, CLI, ...args], {
       cwd: opts.cwd ?? ROOT,
-      env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "", MESH_CA_NOW: "", MESH_CA_CRASH_AT: "", MESH_CA_STORE: "", ...opts.env },
+      env: {
+        ...process.env,
+        MESH_PKI_DIR: "",
+        MESH_CA_PASSPHRASE: "",
+        MESH_CA_NOW: "",
+        MESH_CA_CRASH_AT: "",
+        MESH_CA_STORE: "",
+        ...opts.env,
+      },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";
@@ -58,7 +69,11 @@ export function fingerprint(dir: string): string {
   const files: string[] = [];
   const walk = (d: string) => {
     let entries: string[];
-    try { entries = readdirSync(d); } catch { return; }
+    try {
+      entries = readdirSync(d);
+    } catch {
+      return;
+    }
     for (const name of entries.sort()) {
       // The SQLite files change on open (WAL checkpoints) and come and go while other
       // processes read the ledger; the ledger is compared by its rows instead.
@@ -67,7 +82,9 @@ export function fingerprint(dir: string): string {
       const st = statSync(path);
       if (st.isDirectory()) walk(path);
       else {
-        files.push(`${relative(dir, path)} ${(st.mode & 0o777).toString(8)} ${createHash("sha256").update(readFileSync(path)).digest("hex")}`);
+        files.push(
+          `${relative(dir, path)} ${(st.mode & 0o777).toString(8)} ${createHash("sha256").update(readFileSync(path)).digest("hex")}`,
+        );
       }
     }
   };
@@ -96,7 +113,10 @@ export function ledgerRows(dir: string): string[] {
 
 /** The only line an expected failure prints: one line, "error: …", no stack trace. */
 export function oneLineError(r: Run): string {
-  const lines = r.stderr.trimEnd().split("\n").filter((l) => !l.startsWith("warning: "));
+  const lines = r.stderr
+    .trimEnd()
+    .split("\n")
+    .filter((l) => !l.startsWith("warning: "));
   if (lines.length !== 1) throw new Error(`expected one error line, got:\n${r.stderr}`);
   if (/\n\s+at /.test(r.stderr)) throw new Error(`stack trace printed:\n${r.stderr}`);
   return lines[0]!;

@@ -13,7 +13,8 @@ export function privateTmp(): string {
 /** Files below `dir` holding a key or the CA's ledger (tsx's compile cache aside). */
 export function secretsBelow(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name))
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
     .filter((f) => !f.slice(dir.length).startsWith("/tsx-"))
     .filter((f) => /\.key$|ca\.db/.test(f) || holdsKey(f));
 }
@@ -34,7 +35,9 @@ export function processesMentioning(text: string): string[] {
     try {
       const c = readFileSync(`/proc/${pid}/cmdline`, "utf8");
       if (c.includes(text)) out.push(`${pid}: ${c.replace(/\0/g, " ").slice(0, 200)}`);
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }
@@ -49,9 +52,16 @@ export interface DrillRun {
 }
 
 /** `drill <args>`; with `interrupt`, sends its signal once its pattern shows in the output. */
-export function runDrillCli(args: string[], o: { interrupt?: { when: RegExp; signal: NodeJS.Signals } } = {}): Promise<DrillRun> {
+export function runDrillCli(
+  args: string[],
+  o: { interrupt?: { when: RegExp; signal: NodeJS.Signals } } = {},
+): Promise<DrillRun> {
   const tmp = privateTmp();
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-cli.ts"), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" } });
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-cli.ts"), ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" },
+  });
   let out = "";
   let err = "";
   let interrupted = false;

@@ -13,4 +13,6 @@ if (!caUrl || !dns || !dir) {
 const token = parseToken(process.env.MESH_ENROL_TOKEN ?? "", "MESH_ENROL_TOKEN");
 delete process.env.MESH_ENROL_TOKEN;
 const e = await enrolWithToken({ caUrl, token, dns, paths: statePaths(dir), lifetime });
-process.stdout.write(`${JSON.stringify({ event: "identity.enrolled", serial: e.facts.serial, notAfter: e.facts.notAfter })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ event: "identity.enrolled", serial: e.facts.serial, notAfter: e.facts.notAfter })}\n`,
+);

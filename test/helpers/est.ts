@@ -11,7 +11,10 @@ import type { EventName, LoggedEvent } from "../../lib/events.ts";
 import { cleanup, tempDir } from "./ca.ts";
 import { checkedLine } from "./events.ts";
 
-export interface LogLine { event?: string; [k: string]: unknown }
+export interface LogLine {
+  event?: string;
+  [k: string]: unknown;
+}
 
 /** Every log line, parsed; a test can wait for one. */
 export class Lines {
@@ -33,15 +36,27 @@ export class Lines {
     return this.all.filter((l) => l.event === event);
   }
   /** The first `event` line (already logged or still to come) that matches `pred`, with its fields typed. */
-  waitEvent<E extends EventName>(event: E, pred: (l: LoggedEvent<E>) => boolean = () => true, ms = 5_000): Promise<LoggedEvent<E>> {
-    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms) as unknown as Promise<LoggedEvent<E>>;
+  waitEvent<E extends EventName>(
+    event: E,
+    pred: (l: LoggedEvent<E>) => boolean = () => true,
+    ms = 5_000,
+  ): Promise<LoggedEvent<E>> {
+    return this.wait((l) => l.event === event && pred(l as unknown as LoggedEvent<E>), ms) as unknown as Promise<
+      LoggedEvent<E>
+    >;
   }
   wait(pred: (l: LogLine) => boolean, ms = 5_000): Promise<LogLine> {
     const found = this.all.find(pred);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no such log line within ${ms} ms; have:\n${this.raw()}`)), ms);
-      this.waiters.push({ pred, resolve: (l) => { clearTimeout(t); resolve(l); } });
+      this.waiters.push({
+        pred,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
     });
   }
 }
@@ -64,13 +79,30 @@ export async function startCa(opts: Partial<CaServerOptions> = {}): Promise<Test
   const now = () => new Date(Date.now() + offset);
   const ca = await CertificateAuthority.init({ dir, name: "Acme Corp CA", now });
   const lines = new Lines();
-  const log = pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }, { write: (s: string) => lines.write(s) });
+  const log = pino(
+    { base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime },
+    { write: (s: string) => lines.write(s) },
+  );
   const server = await CaServer.start({ ca, port: 0, log, ...opts });
   return {
-    dir, ca, server, lines,
-    shift: (ms) => { offset = ms; },
-    bundle: () => ca.ledger.issuers().filter((r) => r.kind === "root" && r.state === "published").map((r) => ca.issuerCert(r.id).toString("pem")).join("\n"),
-    stop: async () => { await server.close(); ca.close(); cleanup(root); },
+    dir,
+    ca,
+    server,
+    lines,
+    shift: (ms) => {
+      offset = ms;
+    },
+    bundle: () =>
+      ca.ledger
+        .issuers()
+        .filter((r) => r.kind === "root" && r.state === "published")
+        .map((r) => ca.issuerCert(r.id).toString("pem"))
+        .join("\n"),
+    stop: async () => {
+      await server.close();
+      ca.close();
+      cleanup(root);
+    },
   };
 }
 
@@ -81,16 +113,36 @@ export interface Reply {
 }
 
 /** One request over a fresh connection (no agent), trusting `ca`, with an optional client certificate. */
-export function est(url: string, opts: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer; ca: string; cert?: string; key?: string }): Promise<Reply> {
+export function est(
+  url: string,
+  opts: {
+    method?: string;
+    path: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    ca: string;
+    cert?: string;
+    key?: string;
+  },
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request(`${url}${opts.path}`, {
-      method: opts.method ?? "GET", headers: opts.headers, ca: opts.ca, cert: opts.cert, key: opts.key, agent: false,
-    }, (res) => {
-      let body = "";
-      res.setEncoding("latin1");
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
+    const req = request(
+      `${url}${opts.path}`,
+      {
+        method: opts.method ?? "GET",
+        headers: opts.headers,
+        ca: opts.ca,
+        cert: opts.cert,
+        key: opts.key,
+        agent: false,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("latin1");
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on("error", reject);
     req.end(opts.body);
   });
@@ -104,11 +156,16 @@ export interface Csr {
 }
 
 /** A CSR signed with a new P-256 key (or the given one), for CN = name and optional extra SANs. */
-export async function makeCsr(name: string, opts: { keys?: CryptoKeyPair; sans?: x509.JsonGeneralNames; cn?: string[] } = {}): Promise<Csr> {
+export async function makeCsr(
+  name: string,
+  opts: { keys?: CryptoKeyPair; sans?: x509.JsonGeneralNames; cn?: string[] } = {},
+): Promise<Csr> {
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = opts.keys ?? (await crypto.subtle.generateKey(alg, true, ["sign", "verify"]));
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: [{ CN: opts.cn ?? [name] }], keys, signingAlgorithm: alg,
+    name: [{ CN: opts.cn ?? [name] }],
+    keys,
+    signingAlgorithm: alg,
     extensions: opts.sans ? [new x509.SubjectAlternativeNameExtension(opts.sans)] : [],
   });
   const keyPem = KeyObject.from(keys.privateKey).export({ format: "pem", type: "pkcs8" }).toString();

@@ -3,13 +3,32 @@
 // not a catalogued event with its fields fails the test file that saw it (the tests exercise
 // nearly every writer, so the catalogue cannot drift from what the processes really write).
 import { after } from "node:test";
-import { EVENTS, LEVELS, asEvent, parseJsonLine, type EventFields, type EventName, type LevelName, type UnknownLine } from "../../lib/events.ts";
+import {
+  EVENTS,
+  LEVELS,
+  asEvent,
+  parseJsonLine,
+  type EventFields,
+  type EventName,
+  type LevelName,
+  type UnknownLine,
+} from "../../lib/events.ts";
 
-export function logged<E extends EventName>(service: string, fields: EventFields<E> & { event: E }, o: { time?: string; msg?: string; level?: LevelName } = {}): UnknownLine {
+export function logged<E extends EventName>(
+  service: string,
+  fields: EventFields<E> & { event: E },
+  o: { time?: string; msg?: string; level?: LevelName } = {},
+): UnknownLine {
   // The catalogue's first level unless told; built like eventLine, which the writers use.
   const name = (fields as { event: EventName }).event;
   const spec: { level: readonly LevelName[] } = EVENTS[name];
-  const line = { level: LEVELS[o.level ?? spec.level[0]!], time: o.time ?? new Date().toISOString(), service, ...fields, msg: o.msg ?? name };
+  const line = {
+    level: LEVELS[o.level ?? spec.level[0]!],
+    time: o.time ?? new Date().toISOString(),
+    service,
+    ...fields,
+    msg: o.msg ?? name,
+  };
   return parseJsonLine(JSON.stringify(line))!;
 }
 
@@ -25,7 +44,9 @@ export function checkedLine(raw: string): UnknownLine | undefined {
     if (!hooked) {
       hooked = true;
       after(() => {
-        throw new Error(`${offCatalogue.length} log line(s) are not catalogued events with their fields (lib/events.ts), e.g.:\n${offCatalogue.slice(0, 5).join("\n")}`);
+        throw new Error(
+          `${offCatalogue.length} log line(s) are not catalogued events with their fields (lib/events.ts), e.g.:\n${offCatalogue.slice(0, 5).join("\n")}`,
+        );
       });
     }
   }

@@ -8,7 +8,9 @@ import { makeCsr } from "./est.ts";
 
 const [url, name, firstHost, addressCount, concurrencyArg, requestsArg] = process.argv.slice(2);
 if (!url || !name || !firstHost || !addressCount || !concurrencyArg) {
-  process.stderr.write("usage: junk-flood.ts <ca-url> <name> <first-host 2..254> <addresses> <concurrency> [requests]\n");
+  process.stderr.write(
+    "usage: junk-flood.ts <ca-url> <name> <first-host 2..254> <addresses> <concurrency> [requests]\n",
+  );
   process.exit(2);
 }
 const first = Number(firstHost);
@@ -25,16 +27,28 @@ function one(localAddress: string): Promise<void> {
   // A token of the right shape that no CA ever made.
   const token = `mt1.${randomBytes(32).toString("base64url")}.${randomBytes(32).toString("base64url")}`;
   return new Promise((resolve) => {
-    const req = request(`${url}/.well-known/est/simpleenroll`, {
-      method: "POST", agent: false, localAddress, rejectUnauthorized: false, timeout: 10_000,
-      headers: { "Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64", Authorization: `Bearer ${token}` },
-    }, (res) => {
-      res.resume();
-      res.on("end", () => {
-        statuses[res.statusCode ?? 0] = (statuses[res.statusCode ?? 0] ?? 0) + 1;
-        resolve();
-      });
-    });
+    const req = request(
+      `${url}/.well-known/est/simpleenroll`,
+      {
+        method: "POST",
+        agent: false,
+        localAddress,
+        rejectUnauthorized: false,
+        timeout: 10_000,
+        headers: {
+          "Content-Type": "application/pkcs10",
+          "Content-Transfer-Encoding": "base64",
+          Authorization: `Bearer ${token}`,
+        },
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => {
+          statuses[res.statusCode ?? 0] = (statuses[res.statusCode ?? 0] ?? 0) + 1;
+          resolve();
+        });
+      },
+    );
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", () => {
       errors++;

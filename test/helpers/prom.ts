@@ -6,7 +6,11 @@ import { request } from "node:http";
 
 export const PROMTOOL = "/usr/bin/promtool";
 
-export interface Sample { name: string; labels: Record<string, string>; value: number }
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 
 /** The text exposition format's sample lines (label values here hold no `"` or newline). */
 export function parse(text: string): Sample[] {
@@ -31,13 +35,27 @@ export function value(samples: Sample[], name: string, labels: Record<string, st
 }
 
 /** One request on a fresh connection to 127.0.0.1, optionally with another Host header. */
-export function get(port: number, path: string, opts: { method?: string; host?: string } = {}): Promise<{ status: number; type: string | undefined; body: string }> {
+export function get(
+  port: number,
+  path: string,
+  opts: { method?: string; host?: string } = {},
+): Promise<{ status: number; type: string | undefined; body: string }> {
   return new Promise((done, fail) => {
-    const req = request({ host: "127.0.0.1", port, path, method: opts.method ?? "GET", headers: opts.host ? { host: opts.host } : {}, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8").on("data", (c: string) => (body += c));
-      res.on("end", () => done({ status: res.statusCode ?? 0, type: res.headers["content-type"], body }));
-    });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: opts.method ?? "GET",
+        headers: opts.host ? { host: opts.host } : {},
+        agent: false,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8").on("data", (c: string) => (body += c));
+        res.on("end", () => done({ status: res.statusCode ?? 0, type: res.headers["content-type"], body }));
+      },
+    );
     req.on("error", fail);
     req.end();
   });
@@ -45,7 +63,9 @@ export function get(port: number, path: string, opts: { method?: string; host?: 
 
 export function promtool(args: string[], input?: string): Promise<{ code: number; out: string }> {
   return new Promise((done) => {
-    const p = execFile(PROMTOOL, args, (err, stdout, stderr) => done({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
+    const p = execFile(PROMTOOL, args, (err, stdout, stderr) =>
+      done({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
+    );
     if (input !== undefined) p.stdin!.end(input);
   });
 }

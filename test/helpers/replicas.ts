@@ -33,7 +33,8 @@ export async function createDb(): Promise<TestDb> {
   const name = `pgstore_${process.pid}_${randomBytes(4).toString("hex")}`;
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
   return {
-    name, url: `postgres:///${name}?host=${PGHOST}`,
+    name,
+    url: `postgres:///${name}?host=${PGHOST}`,
     drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined),
   };
 }
@@ -48,10 +49,27 @@ export interface Replica {
 }
 
 /** Starts `ca serve` on 127.0.0.1:0 and waits for its ca.started line. */
-export async function startReplica(o: { dir: string; store?: string; args?: string[]; env?: Record<string, string> }): Promise<Replica> {
-  const args = ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", o.dir, "--port", "0", ...(o.store ? ["--store", o.store] : []), ...(o.args ?? [])];
+export async function startReplica(o: {
+  dir: string;
+  store?: string;
+  args?: string[];
+  env?: Record<string, string>;
+}): Promise<Replica> {
+  const args = [
+    "--import",
+    TSX,
+    join(ROOT, "ca", "cli.ts"),
+    "serve",
+    "--dir",
+    o.dir,
+    "--port",
+    "0",
+    ...(o.store ? ["--store", o.store] : []),
+    ...(o.args ?? []),
+  ];
   const child = spawn(process.execPath, args, {
-    cwd: ROOT, stdio: ["ignore", "pipe", "pipe"],
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_STORE: "", MESH_CA_ADMIN_PORT: "", MESH_CA_NOW: "", ...o.env },
   });
   const lines = new Lines();
@@ -68,7 +86,9 @@ export async function startReplica(o: { dir: string; store?: string; args?: stri
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const started = await Promise.race([
     lines.wait((l) => l.event === "ca.started", 60_000),
-    exited.then(() => { throw new Error(`ca serve exited before starting: ${stderr}`); }),
+    exited.then(() => {
+      throw new Error(`ca serve exited before starting: ${stderr}`);
+    }),
   ]);
   const end = async (signal: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);

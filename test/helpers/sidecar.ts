@@ -19,7 +19,13 @@ export async function echoApp(): Promise<EchoApp> {
     let body = "";
     req.on("data", (c) => (body += c));
     req.on("end", () => {
-      const text = JSON.stringify({ app: "echo", method: req.method, path: req.url, xfcc: req.headers["x-forwarded-client-cert"] ?? null, body });
+      const text = JSON.stringify({
+        app: "echo",
+        method: req.method,
+        path: req.url,
+        xfcc: req.headers["x-forwarded-client-cert"] ?? null,
+        body,
+      });
       res.writeHead(200, { "content-type": "application/json" });
       res.end(text);
     });
@@ -29,10 +35,11 @@ export async function echoApp(): Promise<EchoApp> {
     server,
     port: (server.address() as AddressInfo).port,
     seen,
-    close: () => new Promise((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -58,7 +65,7 @@ export function parseXfcc(v: string): Array<[string, string]> {
     if (!m[1]) continue;
     const raw = m[2]!;
     out.push([m[1], raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, "$1") : raw]);
-    if (m[3] === "" ) break;
+    if (m[3] === "") break;
   }
   return out;
 }

@@ -22,16 +22,26 @@ export class Timeline {
           series: [
             {},
             { label: "succeeded", stroke: "#3fb950", fill: "rgba(63,185,80,.15)" },
-            { label: "denied or kept out, as intended", stroke: "#7d93b2", fill: "rgba(125,147,178,.15)", dash: [6, 4] },
+            {
+              label: "denied or kept out, as intended",
+              stroke: "#7d93b2",
+              fill: "rgba(125,147,178,.15)",
+              dash: [6, 4],
+            },
             { label: "failed or refused unexpectedly", stroke: "#f85149", fill: "rgba(248,81,73,.25)" },
           ],
-          axes: [{ stroke: "#8b96a3", grid: { stroke: "#2d3640" } }, { stroke: "#8b96a3", grid: { stroke: "#2d3640" } }],
+          axes: [
+            { stroke: "#8b96a3", grid: { stroke: "#2d3640" } },
+            { stroke: "#8b96a3", grid: { stroke: "#2d3640" } },
+          ],
           hooks: { draw: [(u) => this.drawMarks(u)] },
         },
         data,
         this.el,
       );
-      new ResizeObserver(() => this.plot?.setSize({ width: Math.max(this.el.clientWidth, 300), height: 220 })).observe(this.el);
+      new ResizeObserver(() => this.plot?.setSize({ width: Math.max(this.el.clientWidth, 300), height: 220 })).observe(
+        this.el,
+      );
     } else {
       this.plot.setData(data);
     }

@@ -11,7 +11,11 @@ export function h(tag: string, attrs: Record<string, string | undefined> = {}, .
 
 const SVG = "http://www.w3.org/2000/svg";
 
-export function s(tag: string, attrs: Record<string, string | number | undefined> = {}, ...children: Child[]): SVGElement {
+export function s(
+  tag: string,
+  attrs: Record<string, string | number | undefined> = {},
+  ...children: Child[]
+): SVGElement {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined) el.setAttribute(k, String(v));
   append(el, children);

@@ -29,7 +29,10 @@ export function drawGraph(svg: SVGSVGElement, snap: Snapshot): void {
     names.add(e.to);
   }
   // Services first, then callers, the stranger node last (at the top-left).
-  const services = snap.services.filter((x) => !x.client).map((x) => x.name).sort();
+  const services = snap.services
+    .filter((x) => !x.client)
+    .map((x) => x.name)
+    .sort();
   const others = [...names].filter((n) => !services.includes(n) && n !== UNAUTHENTICATED).sort();
   const order = [...services, ...others, ...(names.has(UNAUTHENTICATED) ? [UNAUTHENTICATED] : [])];
   const pos = new Map<string, Placed>();
@@ -39,17 +42,48 @@ export function drawGraph(svg: SVGSVGElement, snap: Snapshot): void {
   });
   const gaveUp = new Set(snap.components.filter((c) => c.state === "gave_up").map((c) => c.component));
 
-  const defs = s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M 0 0 L 10 5 L 0 10 z" })));
+  const defs = s(
+    "defs",
+    {},
+    s(
+      "marker",
+      {
+        id: "arrow",
+        viewBox: "0 0 10 10",
+        refX: 10,
+        refY: 5,
+        markerWidth: 7,
+        markerHeight: 7,
+        orient: "auto-start-reverse",
+      },
+      s("path", { d: "M 0 0 L 10 5 L 0 10 z" }),
+    ),
+  );
   const taken: Box[] = [];
   const edges = snap.edges.map((e) => edge(e, pos, taken));
   const nodes = order.map((n) => {
     const p = pos.get(n)!;
     const svc = snap.services.find((x) => x.name === n);
     const bad = svc?.identity?.status === "revoked" || svc?.identity?.status === "expired" || gaveUp.has(n);
-    const cls = ["node", n === UNAUTHENTICATED ? "stranger" : "", svc?.client ? "client" : "", svc && !svc.up ? "down" : "", bad ? "bad" : ""].filter(Boolean).join(" ");
+    const cls = [
+      "node",
+      n === UNAUTHENTICATED ? "stranger" : "",
+      svc?.client ? "client" : "",
+      svc && !svc.up ? "down" : "",
+      bad ? "bad" : "",
+    ]
+      .filter(Boolean)
+      .join(" ");
     return s("g", { class: cls, "data-node": n }, s("circle", { cx: p.x, cy: p.y, r: R }), label(n, p));
   });
-  const empty = order.length === 0 ? s("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no service or caller seen in this run yet") : null;
+  const empty =
+    order.length === 0
+      ? s(
+          "text",
+          { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" },
+          "no service or caller seen in this run yet",
+        )
+      : null;
   fill(svg, defs, ...edges, ...nodes, empty);
 }
 
@@ -57,7 +91,16 @@ export function drawGraph(svg: SVGSVGElement, snap: Snapshot): void {
 function label(name: string, p: Placed): SVGElement {
   const d = R + GAP;
   if (Math.abs(p.ux) > 0.35) {
-    return s("text", { class: "label", x: p.x + p.ux * d + (p.ux > 0 ? 2 : -2), y: p.y + p.uy * d + 4, "text-anchor": p.ux > 0 ? "start" : "end" }, name);
+    return s(
+      "text",
+      {
+        class: "label",
+        x: p.x + p.ux * d + (p.ux > 0 ? 2 : -2),
+        y: p.y + p.uy * d + 4,
+        "text-anchor": p.ux > 0 ? "start" : "end",
+      },
+      name,
+    );
   }
   return s("text", { class: "label", x: p.x, y: p.uy < 0 ? p.y - d : p.y + d + 10, "text-anchor": "middle" }, name);
 }
@@ -105,14 +148,31 @@ function edge(e: EdgeView, pos: Map<string, Placed>, taken: Box[]): SVGElement {
   const x2 = b.x - (dx / len) * (R + 3) + nx;
   const y2 = b.y - (dy / len) * (R + 3) + ny;
   const total = e.allowed + e.denied + e.keptOut + e.refused + e.failed;
-  const parts = [e.allowed && `✓${e.allowed}`, e.denied && `⊘${e.denied}`, e.keptOut && `⊖${e.keptOut}`, e.refused && `✗${e.refused}`, e.failed && `!${e.failed}`].filter(Boolean).join(" ");
+  const parts = [
+    e.allowed && `✓${e.allowed}`,
+    e.denied && `⊘${e.denied}`,
+    e.keptOut && `⊖${e.keptOut}`,
+    e.refused && `✗${e.refused}`,
+    e.failed && `!${e.failed}`,
+  ]
+    .filter(Boolean)
+    .join(" ");
   const text = parts || "idle";
   // The counts sit beside the line (on the side of its own direction), the padlock on it.
   const at = labelAt(x1 + nx * 3, y1 + ny * 3 + 4, x2 + nx * 3, y2 + ny * 3 + 4, text, taken);
   const mx = at.x - nx * 3;
   const my = at.y - ny * 3 - 4;
   // One look per edge, the worst first: wrong (red), then held (calm), then allowed.
-  const look = e.failing || e.mismatch ? "failing" : total === 0 ? "idle" : e.allowed === 0 && e.denied > 0 ? "held" : e.allowed === 0 && e.keptOut > 0 ? "kept" : "ok";
+  const look =
+    e.failing || e.mismatch
+      ? "failing"
+      : total === 0
+        ? "idle"
+        : e.allowed === 0 && e.denied > 0
+          ? "held"
+          : e.allowed === 0 && e.keptOut > 0
+            ? "kept"
+            : "ok";
   const cls = ["edge", look, e.mismatch ? "mismatch" : "", e.locked ? "locked" : ""].filter(Boolean).join(" ");
   const title = `${e.from} → ${e.to}: ${e.allowed} allowed, ${e.denied} denied by the policy, ${e.keptOut} kept out in the handshake, ${e.refused} refused unexpectedly, ${e.failed} failed${e.lastReason ? ` (last: ${e.lastReason})` : ""}${e.mismatch ? "; a call went otherwise than the policy says (see the policy table)" : ""}`;
   return s(

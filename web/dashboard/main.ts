@@ -1,6 +1,16 @@
 // The dashboard page: draws the snapshot the page came with at once, then listens to the
 // server's snapshot stream and redraws each panel.
-import type { CaReplicasView, CellView, ComponentView, FeedItem, IssuerView, RotationView, SeenView, ServiceView, Snapshot } from "../../scripts/dashboard/view.ts";
+import type {
+  CaReplicasView,
+  CellView,
+  ComponentView,
+  FeedItem,
+  IssuerView,
+  RotationView,
+  SeenView,
+  ServiceView,
+  Snapshot,
+} from "../../scripts/dashboard/view.ts";
 import { clock, fill, h, until } from "./dom.ts";
 import { drawGraph } from "./graph.ts";
 import { Timeline } from "./chart.ts";
@@ -42,7 +52,18 @@ function renderServices(services: ServiceView[], components: ComponentView[]): v
     $("services"),
     ...services.map((svc) => {
       const id = svc.identity;
-      const status = id?.status === "revoked" ? ["REVOKED", "bad"] : id?.status === "expired" ? ["EXPIRED", "bad"] : svc.client ? ["client", "calm"] : !svc.up ? ["down", "warn"] : !id ? ["no identity yet", "warn"] : ["up", ""];
+      const status =
+        id?.status === "revoked"
+          ? ["REVOKED", "bad"]
+          : id?.status === "expired"
+            ? ["EXPIRED", "bad"]
+            : svc.client
+              ? ["client", "calm"]
+              : !svc.up
+                ? ["down", "warn"]
+                : !id
+                  ? ["no identity yet", "warn"]
+                  : ["up", ""];
       const comp = components.find((c) => c.component === svc.name);
       const note = restartNote(comp);
       return h(
@@ -53,24 +74,56 @@ function renderServices(services: ServiceView[], components: ComponentView[]): v
           {},
           svc.name,
           h("span", { class: `badge ${status[1]}`, "data-status": status[0] }, status[0]!),
-          note ? h("span", { class: `badge ${note[1]}`, "data-restarts": String(comp!.restarts), title: comp!.lastExit ? `last exit: ${comp!.lastExit} at ${clock(comp!.lastExitAt)}` : "" }, note[0]) : null,
+          note
+            ? h(
+                "span",
+                {
+                  class: `badge ${note[1]}`,
+                  "data-restarts": String(comp!.restarts),
+                  title: comp!.lastExit ? `last exit: ${comp!.lastExit} at ${clock(comp!.lastExitAt)}` : "",
+                },
+                note[0],
+              )
+            : null,
           svc.port ? h("small", { class: "muted" }, `:${svc.port}`) : null,
         ),
         id
           ? h(
               "dl",
               {},
-              h("dt", {}, "identity"), h("dd", {}, id.dns),
-              h("dt", {}, "serial"), h("dd", {}, id.serial),
-              h("dt", {}, "issuer"), h("dd", {}, id.issuer ? `${id.issuer}${id.generation ? ` (generation ${id.generation})` : ""}` : "not in this CA's ledger"),
-              h("dt", {}, "expires in"), h("dd", { class: "countdown", "data-not-after": id.notAfter }, until(id.notAfter, now)),
-              h("dt", {}, svc.client ? "valid from" : "last renewal"), h("dd", {}, svc.lastRenewal ? clock(svc.lastRenewal) : "—"),
-              svc.client ? null : h("dt", {}, "trusts"), svc.client ? null : h("dd", {}, svc.trusts.join("; ") || "—"),
-              id.revokedAt ? h("dt", {}, "revoked") : null, id.revokedAt ? h("dd", {}, id.revokedAt) : null,
-              comp?.lastExit ? h("dt", {}, "last exit") : null, comp?.lastExit ? h("dd", {}, `${comp.lastExit} at ${clock(comp.lastExitAt)}`) : null,
+              h("dt", {}, "identity"),
+              h("dd", {}, id.dns),
+              h("dt", {}, "serial"),
+              h("dd", {}, id.serial),
+              h("dt", {}, "issuer"),
+              h(
+                "dd",
+                {},
+                id.issuer
+                  ? `${id.issuer}${id.generation ? ` (generation ${id.generation})` : ""}`
+                  : "not in this CA's ledger",
+              ),
+              h("dt", {}, "expires in"),
+              h("dd", { class: "countdown", "data-not-after": id.notAfter }, until(id.notAfter, now)),
+              h("dt", {}, svc.client ? "valid from" : "last renewal"),
+              h("dd", {}, svc.lastRenewal ? clock(svc.lastRenewal) : "—"),
+              svc.client ? null : h("dt", {}, "trusts"),
+              svc.client ? null : h("dd", {}, svc.trusts.join("; ") || "—"),
+              id.revokedAt ? h("dt", {}, "revoked") : null,
+              id.revokedAt ? h("dd", {}, id.revokedAt) : null,
+              comp?.lastExit ? h("dt", {}, "last exit") : null,
+              comp?.lastExit ? h("dd", {}, `${comp.lastExit} at ${clock(comp.lastExitAt)}`) : null,
             )
-          : svc.client ? h("p", { class: "muted" }, "no certificate in its folder yet") : null,
-        svc.client ? h("p", { class: "muted note" }, `the identity the tools use (mesh:probe, the README's curl); it serves nothing`) : null,
+          : svc.client
+            ? h("p", { class: "muted" }, "no certificate in its folder yet")
+            : null,
+        svc.client
+          ? h(
+              "p",
+              { class: "muted note" },
+              `the identity the tools use (mesh:probe, the README's curl); it serves nothing`,
+            )
+          : null,
       );
     }),
   );
@@ -84,10 +137,26 @@ function renderFeed(feed: FeedItem[]): void {
       h(
         "li",
         { class: f.severity, "data-event": f.event, "data-reason": f.reason },
-        h("div", { class: "head" }, `${clock(f.time)} · ${f.service} · ${f.event} · `, h("span", { class: "reason" }, f.reason), f.severity === "denied" ? " · as the policy says" : f.severity === "kept-out" ? " · kept out, as intended" : ""),
+        h(
+          "div",
+          { class: "head" },
+          `${clock(f.time)} · ${f.service} · ${f.event} · `,
+          h("span", { class: "reason" }, f.reason),
+          f.severity === "denied"
+            ? " · as the policy says"
+            : f.severity === "kept-out"
+              ? " · kept out, as intended"
+              : "",
+        ),
         f.peer ? h("div", { class: "peer" }, `peer: ${f.peer}`) : null,
         h("div", { class: "sentence" }, f.sentence),
-        f.fix ? h("div", { class: "fix" }, `${f.severity === "denied" || f.severity === "kept-out" ? "if it should have been let in" : "fix"}: ${f.fix}`) : null,
+        f.fix
+          ? h(
+              "div",
+              { class: "fix" },
+              `${f.severity === "denied" || f.severity === "kept-out" ? "if it should have been let in" : "fix"}: ${f.fix}`,
+            )
+          : null,
       ),
     ),
   );
@@ -97,11 +166,24 @@ function renderFeed(feed: FeedItem[]): void {
 function seenLine(v: SeenView): HTMLElement {
   const times = v.count > 1 ? ` ×${v.count}` : "";
   const say =
-    v.verdict === "mismatch" ? ` ≠ policy: ${v.expectAllow ? "allow" : "deny"} (${v.expectRule})`
-    : v.verdict === "stale" ? " · under an earlier policy"
-    : "";
-  const why = v.verdict === "stale" ? "; seen before the callee last reloaded its policy or restarted, so not judged by the policy in force now" : "";
-  return h("span", { class: `seen ${v.verdict}`, "data-verdict": v.verdict, title: `last at ${clock(v.at)}; the policy in force says ${v.expectAllow ? "allow" : "deny"}${v.expectRule ? ` (${v.expectRule})` : ""} for ${v.method} ${v.path}${why}` }, `seen ${v.text}${times}${say}`);
+    v.verdict === "mismatch"
+      ? ` ≠ policy: ${v.expectAllow ? "allow" : "deny"} (${v.expectRule})`
+      : v.verdict === "stale"
+        ? " · under an earlier policy"
+        : "";
+  const why =
+    v.verdict === "stale"
+      ? "; seen before the callee last reloaded its policy or restarted, so not judged by the policy in force now"
+      : "";
+  return h(
+    "span",
+    {
+      class: `seen ${v.verdict}`,
+      "data-verdict": v.verdict,
+      title: `last at ${clock(v.at)}; the policy in force says ${v.expectAllow ? "allow" : "deny"}${v.expectRule ? ` (${v.expectRule})` : ""} for ${v.method} ${v.path}${why}`,
+    },
+    `seen ${v.text}${times}${say}`,
+  );
 }
 
 function renderMatrix(snap: Snapshot): void {
@@ -113,7 +195,10 @@ function renderMatrix(snap: Snapshot): void {
     if (!c) return h("td");
     return h(
       "td",
-      { class: `${c.allow ? "allow" : "deny"}${c.mismatch ? " mismatch" : ""}`, "data-cell": `${c.caller}>${c.service}` },
+      {
+        class: `${c.allow ? "allow" : "deny"}${c.mismatch ? " mismatch" : ""}`,
+        "data-cell": `${c.caller}>${c.service}`,
+      },
       h("span", { class: "verdict" }, `${c.allow ? "allow" : "deny"} · ${c.rule}`),
       ...c.exceptions.map((x) => h("span", { class: "exception" }, `but ${x}`)),
       ...c.seen.map(seenLine),
@@ -122,7 +207,18 @@ function renderMatrix(snap: Snapshot): void {
   fill(
     $("matrix"),
     h("thead", {}, h("tr", {}, h("th", {}, "caller \\ callee"), ...m.services.map((x) => h("th", {}, x)))),
-    h("tbody", {}, ...m.callers.map((caller) => h("tr", {}, h("th", {}, caller), ...m.services.map((svc) => cell(m.cells.find((c) => c.caller === caller && c.service === svc)))))),
+    h(
+      "tbody",
+      {},
+      ...m.callers.map((caller) =>
+        h(
+          "tr",
+          {},
+          h("th", {}, caller),
+          ...m.services.map((svc) => cell(m.cells.find((c) => c.caller === caller && c.service === svc))),
+        ),
+      ),
+    ),
   );
 }
 
@@ -130,7 +226,11 @@ function renderIssuers(issuers: IssuerView[]): void {
   const now = Date.now();
   fill(
     $("issuers"),
-    h("thead", {}, h("tr", {}, ...["CA", "kind", "gen.", "state", "expires in", "CRL next update"].map((t) => h("th", {}, t)))),
+    h(
+      "thead",
+      {},
+      h("tr", {}, ...["CA", "kind", "gen.", "state", "expires in", "CRL next update"].map((t) => h("th", {}, t))),
+    ),
     h(
       "tbody",
       {},
@@ -139,7 +239,10 @@ function renderIssuers(issuers: IssuerView[]): void {
         return h(
           "tr",
           {},
-          h("td", {}, i.name), h("td", {}, i.kind), h("td", {}, String(i.generation)), h("td", {}, i.state),
+          h("td", {}, i.name),
+          h("td", {}, i.kind),
+          h("td", {}, String(i.generation)),
+          h("td", {}, i.state),
           h("td", {}, until(i.notAfter, now)),
           h("td", { class: crlSoon ? "mismatch" : "" }, i.crlNextUpdate ? `in ${until(i.crlNextUpdate, now)}` : "—"),
         );
@@ -163,10 +266,36 @@ function renderRotation(r: RotationView | null): void {
   fill(
     $("rotation"),
     h("p", { class: "rotation-head", "data-phase": r.phase }, head),
-    h("ol", { class: "gates" }, ...GATES.map((g, i) => h("li", { class: done || i + 1 < r.gate ? "passed" : i + 1 === r.gate ? "current" : "", "data-gate": g }, `${i + 1} ${g}`))),
-    !done && r.owner === null ? h("p", { class: "warn-text" }, "no run in progress: it stopped at this gate (run npm run ca -- rotate to carry on)") : null,
-    waiting ? h("p", {}, `waiting for ${r.waitingFor.length} of ${r.total}:`) : !done && (r.phase === "prepare" || r.phase === "retire") ? h("p", { class: "muted" }, "the gate would pass now") : null,
-    waiting ? h("ul", { class: "waiting" }, ...r.waitingFor.map((w) => h("li", { "data-waiting": w.name }, h("strong", {}, w.name), ` ${w.why}`))) : null,
+    h(
+      "ol",
+      { class: "gates" },
+      ...GATES.map((g, i) =>
+        h(
+          "li",
+          { class: done || i + 1 < r.gate ? "passed" : i + 1 === r.gate ? "current" : "", "data-gate": g },
+          `${i + 1} ${g}`,
+        ),
+      ),
+    ),
+    !done && r.owner === null
+      ? h(
+          "p",
+          { class: "warn-text" },
+          "no run in progress: it stopped at this gate (run npm run ca -- rotate to carry on)",
+        )
+      : null,
+    waiting
+      ? h("p", {}, `waiting for ${r.waitingFor.length} of ${r.total}:`)
+      : !done && (r.phase === "prepare" || r.phase === "retire")
+        ? h("p", { class: "muted" }, "the gate would pass now")
+        : null,
+    waiting
+      ? h(
+          "ul",
+          { class: "waiting" },
+          ...r.waitingFor.map((w) => h("li", { "data-waiting": w.name }, h("strong", {}, w.name), ` ${w.why}`)),
+        )
+      : null,
     ...r.notes.map((n) => h("p", { class: "muted" }, `note: ${n}`)),
   );
 }
@@ -187,11 +316,18 @@ function renderProcesses(components: ComponentView[]): void {
         {},
         ...components.map((c) => {
           const note = restartNote(c);
-          const state = c.state === "restarting" ? `restarting (attempt ${c.attempt ?? "?"}, in ${c.delayMs ?? "?"} ms)` : c.state === "gave_up" ? "gave up" : c.state;
+          const state =
+            c.state === "restarting"
+              ? `restarting (attempt ${c.attempt ?? "?"}, in ${c.delayMs ?? "?"} ms)`
+              : c.state === "gave_up"
+                ? "gave up"
+                : c.state;
           return h(
             "tr",
             { class: note ? note[1] : "", "data-component": c.component, "data-state": c.state },
-            h("td", {}, c.component), h("td", {}, state), h("td", {}, c.pid === null ? "—" : String(c.pid)),
+            h("td", {}, c.component),
+            h("td", {}, state),
+            h("td", {}, c.pid === null ? "—" : String(c.pid)),
             h("td", {}, note ? `${c.restarts} (${note[0]})` : String(c.restarts)),
             h("td", {}, c.lastExit ? `${c.lastExit} at ${clock(c.lastExitAt)}` : "—"),
           );
@@ -207,7 +343,9 @@ function renderCaReplicas(v: CaReplicasView): void {
     fill($("ca-replicas"), h("p", { class: "muted" }, "No ca.started line in this run's logs."));
     return;
   }
-  const lease = v.leaseHolder ? `the once-only jobs (re-signing CRLs) run on ${v.leaseHolder} since ${clock(v.leaseSince)}` : "no replica holds the jobs' lease now";
+  const lease = v.leaseHolder
+    ? `the once-only jobs (re-signing CRLs) run on ${v.leaseHolder} since ${clock(v.leaseSince)}`
+    : "no replica holds the jobs' lease now";
   fill(
     $("ca-replicas"),
     h(
@@ -220,10 +358,17 @@ function renderCaReplicas(v: CaReplicasView): void {
         ...v.replicas.map((r) =>
           h(
             "tr",
-            { class: r.state === "stopped" ? "warn" : r.starts > 1 ? "calm" : "", "data-ca-url": r.url, "data-runs-jobs": String(r.runsJobs) },
-            h("td", {}, r.url), h("td", {}, r.state), h("td", {}, r.pid === null ? "—" : String(r.pid)),
+            {
+              class: r.state === "stopped" ? "warn" : r.starts > 1 ? "calm" : "",
+              "data-ca-url": r.url,
+              "data-runs-jobs": String(r.runsJobs),
+            },
+            h("td", {}, r.url),
+            h("td", {}, r.state),
+            h("td", {}, r.pid === null ? "—" : String(r.pid)),
             h("td", {}, r.starts > 1 ? `${r.starts} (restarted ${r.starts - 1}×)` : String(r.starts)),
-            h("td", {}, r.store ?? "—"), h("td", {}, r.runsJobs ? "holds the lease" : "—"),
+            h("td", {}, r.store ?? "—"),
+            h("td", {}, r.runsJobs ? "holds the lease" : "—"),
           ),
         ),
       ),
@@ -234,7 +379,8 @@ function renderCaReplicas(v: CaReplicasView): void {
 
 // Countdowns tick between snapshots.
 setInterval(() => {
-  for (const el of document.querySelectorAll<HTMLElement>(".countdown")) el.textContent = until(el.dataset.notAfter ?? "");
+  for (const el of document.querySelectorAll<HTMLElement>(".countdown"))
+    el.textContent = until(el.dataset.notAfter ?? "");
 }, 1000);
 
 function setStatus(text: string, cls: string): void {

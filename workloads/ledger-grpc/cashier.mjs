@@ -20,7 +20,11 @@ function answer(res, status, body) {
 
 /** A gRPC error as the cashier's caller sees it: 403 for PERMISSION_DENIED, else 502. */
 function failed(res, err) {
-  answer(res, err.code === grpc.status.PERMISSION_DENIED ? 403 : 502, { error: "ledger_failed", grpcStatus: err.code, message: String(err.details ?? err.message).slice(0, 300) });
+  answer(res, err.code === grpc.status.PERMISSION_DENIED ? 403 : 502, {
+    error: "ledger_failed",
+    grpcStatus: err.code,
+    message: String(err.details ?? err.message).slice(0, 300),
+  });
 }
 
 const server = createServer((req, res) => {
@@ -43,9 +47,14 @@ const server = createServer((req, res) => {
       charge = { orderId: String(b.orderId ?? ""), amount: Number(b.amount) };
       if (!charge.orderId || !Number.isSafeInteger(charge.amount) || charge.amount <= 0) throw new Error("bad");
     } catch {
-      return answer(res, 400, { error: "bad_request", message: 'expected {"orderId": "...", "amount": <positive integer>}' });
+      return answer(res, 400, {
+        error: "bad_request",
+        message: 'expected {"orderId": "...", "amount": <positive integer>}',
+      });
     }
-    client.Record(charge, { deadline }, (err, receipt) => (err ? failed(res, err) : answer(res, 201, { recorded: true, ...receipt })));
+    client.Record(charge, { deadline }, (err, receipt) =>
+      err ? failed(res, err) : answer(res, 201, { recorded: true, ...receipt }),
+    );
   });
 });
 

@@ -16,7 +16,8 @@ const server = new grpc.Server();
 server.addService(ledger.Ledger.service, {
   Record(call, done) {
     const { orderId, amount } = call.request;
-    if (!orderId || !(amount > 0)) return done({ code: grpc.status.INVALID_ARGUMENT, details: "order_id and a positive amount are required" });
+    if (!orderId || !(amount > 0))
+      return done({ code: grpc.status.INVALID_ARGUMENT, details: "order_id and a positive amount are required" });
     const entry = { entry: entries.length + 1, orderId: String(orderId).slice(0, 200), amount, caller: callerOf(call) };
     entries.push(entry);
     done(null, { entry: entry.entry, recordedBy: entry.caller });

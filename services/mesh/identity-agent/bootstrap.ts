@@ -2,7 +2,12 @@
 // only (as `step ca bootstrap --fingerprint`), then enrolment with a key made in the state folder.
 import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { formatGenerationsFile, generationsPath, parseRootGenerations, rootGenerations } from "../../../lib/generations.ts";
+import {
+  formatGenerationsFile,
+  generationsPath,
+  parseRootGenerations,
+  rootGenerations,
+} from "../../../lib/generations.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolCsr, getCacerts, getCrls, type CaObserver } from "./est-client.ts";
 import { newKeyAndCsr } from "./csr.ts";
@@ -20,7 +25,11 @@ export interface Token {
 export function parseToken(text: string, from: string): Token {
   const value = text.trim();
   const m = /^mt1\.[A-Za-z0-9_-]{43}\.([A-Za-z0-9_-]{43})$/.exec(value);
-  if (!m) throw new IdentityError("TOKEN_MALFORMED", `the enrolment token from ${from} is not an mt1 token (mt1.<secret>.<fingerprint>): make one with npm run -s ca -- token --domain <service>.internal > <file> (add --replace if that name has a live certificate)`);
+  if (!m)
+    throw new IdentityError(
+      "TOKEN_MALFORMED",
+      `the enrolment token from ${from} is not an mt1 token (mt1.<secret>.<fingerprint>): make one with npm run -s ca -- token --domain <service>.internal > <file> (add --replace if that name has a live certificate)`,
+    );
   return { value, fingerprint: m[1]! };
 }
 
@@ -31,7 +40,10 @@ export function readToken(file: string | undefined, env: NodeJS.ProcessEnv = pro
     try {
       text = readFileSync(file, "utf8");
     } catch (e) {
-      throw new IdentityError("TOKEN_MISSING", `cannot read the enrolment token file ${file}: ${(e as NodeJS.ErrnoException).code ?? "unreadable"}`);
+      throw new IdentityError(
+        "TOKEN_MISSING",
+        `cannot read the enrolment token file ${file}: ${(e as NodeJS.ErrnoException).code ?? "unreadable"}`,
+      );
     }
     return parseToken(text, file);
   }
@@ -49,7 +61,8 @@ export function fingerprintOf(cert: X509Certificate): string {
  */
 export async function pinnedRoot(caUrl: string, token: Token, observe?: CaObserver): Promise<X509Certificate> {
   const offered = await getCacerts({ url: caUrl, observe });
-  if (!offered.changed) throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${caUrl} answered cacerts with no bundle`);
+  if (!offered.changed)
+    throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${caUrl} answered cacerts with no bundle`);
   const root = offered.roots.find((r) => fingerprintOf(r) === token.fingerprint);
   if (!root) {
     throw new IdentityError(
@@ -67,18 +80,31 @@ export interface Enrolled {
 }
 
 /** Enrols with the token and fills the state folder: bundle, CRLs, then key and certificate as a pair. */
-export async function enrolWithToken(o: { caUrl: string; token: Token; dns: string; paths: StatePaths; lifetime?: string; observe?: CaObserver }): Promise<Enrolled> {
+export async function enrolWithToken(o: {
+  caUrl: string;
+  token: Token;
+  dns: string;
+  paths: StatePaths;
+  lifetime?: string;
+  observe?: CaObserver;
+}): Promise<Enrolled> {
   const observe = o.observe;
   const pinned = (await pinnedRoot(o.caUrl, o.token, observe)).toString();
   // From here on the CA server is verified against the pinned root; the bundle comes over that.
   const bundle = await getCacerts({ url: o.caUrl, ca: pinned, observe });
-  if (!bundle.changed) throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${o.caUrl} answered cacerts with no bundle`);
+  if (!bundle.changed)
+    throw new IdentityError("CA_ANSWER_INVALID", `the CA at ${o.caUrl} answered cacerts with no bundle`);
   const bundlePem = pemOf(bundle.roots);
   const { keyPem, csr } = newKeyAndCsr(o.dns);
-  const chain = await enrolCsr({ url: o.caUrl, ca: pinned, observe }, "simpleenroll", csr, { token: o.token.value, lifetime: o.lifetime });
+  const chain = await enrolCsr({ url: o.caUrl, ca: pinned, observe }, "simpleenroll", csr, {
+    token: o.token.value,
+    lifetime: o.lifetime,
+  });
   const gens = parseRootGenerations(bundle.rootGenerations, bundle.roots.length);
   const known = gens ? rootGenerations(bundle.roots, gens) : [];
-  const facts = checkChain(chain, bundle.roots, o.dns, keyPem, Date.now(), { generations: new Map(known.map((r) => [r.sha256, r.generation])) });
+  const facts = checkChain(chain, bundle.roots, o.dns, keyPem, Date.now(), {
+    generations: new Map(known.map((r) => [r.sha256, r.generation])),
+  });
   const crls = await getCrls({ url: o.caUrl, ca: bundlePem, observe });
   ensureFolder(o.paths.dir);
   if (gens) writeAtomic(generationsPath(o.paths.bundle), formatGenerationsFile(known));

@@ -30,7 +30,14 @@ const oneLine = (dn: string) => dn.split("\n").join(", ");
  * The facts of a chain whose leaf must name `dns`, pair with `keyPem` (when given), and chain to one of `roots`;
  * `generations` (root SHA-256 → generation, from the CA) names the root's generation.
  */
-export function checkChain(chain: readonly X509Certificate[], roots: readonly X509Certificate[], dns: string, keyPem?: string, now = Date.now(), opts: { anyRoot?: boolean; generations?: ReadonlyMap<string, number> } = {}): IdentityFacts {
+export function checkChain(
+  chain: readonly X509Certificate[],
+  roots: readonly X509Certificate[],
+  dns: string,
+  keyPem?: string,
+  now = Date.now(),
+  opts: { anyRoot?: boolean; generations?: ReadonlyMap<string, number> } = {},
+): IdentityFacts {
   const bad = (why: string): never => {
     throw new IdentityError("CA_ANSWER_INVALID", `the certificate from the CA cannot be used: ${why}`);
   };

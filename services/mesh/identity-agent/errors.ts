@@ -18,7 +18,11 @@ export class IdentityError extends Error {
   readonly status?: number;
   /** A 429's Retry-After, in milliseconds. */
   readonly retryAfterMs?: number;
-  constructor(code: IdentityErrorCode, message: string, opts: { status?: number; retryAfterMs?: number; cause?: unknown } = {}) {
+  constructor(
+    code: IdentityErrorCode,
+    message: string,
+    opts: { status?: number; retryAfterMs?: number; cause?: unknown } = {},
+  ) {
     super(message, { cause: opts.cause });
     this.name = "IdentityError";
     this.code = code;

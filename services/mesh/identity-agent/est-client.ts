@@ -43,7 +43,11 @@ export interface CaTls {
 }
 
 /** `operation`: enrol, renew, cacerts, crls; `outcome`: ok, refused, unreachable, invalid. */
-export type CaObserver = (operation: "enrol" | "renew" | "cacerts" | "crls", outcome: "ok" | "refused" | "unreachable" | "invalid", seconds: number) => void;
+export type CaObserver = (
+  operation: "enrol" | "renew" | "cacerts" | "crls",
+  outcome: "ok" | "refused" | "unreachable" | "invalid",
+  seconds: number,
+) => void;
 
 /** Runs one EST operation, telling `t.observe` its outcome (from the IdentityError code) and duration. */
 async function timed<T>(t: CaTls, operation: Parameters<CaObserver>[0], run: () => Promise<T>): Promise<T> {
@@ -55,7 +59,11 @@ async function timed<T>(t: CaTls, operation: Parameters<CaObserver>[0], run: () 
     return out;
   } catch (e) {
     const code = e instanceof IdentityError ? e.code : undefined;
-    t.observe(operation, code === "CA_REFUSED" ? "refused" : code === "CA_ANSWER_INVALID" ? "invalid" : "unreachable", (performance.now() - t0) / 1000);
+    t.observe(
+      operation,
+      code === "CA_REFUSED" ? "refused" : code === "CA_ANSWER_INVALID" ? "invalid" : "unreachable",
+      (performance.now() - t0) / 1000,
+    );
     throw e;
   }
 }
@@ -70,7 +78,10 @@ interface Answer {
 
 /** The origins of a CA address list ("https://a:7400,https://b:7400"). */
 export function caOrigins(list: string): string[] {
-  return list.split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+  return list
+    .split(",")
+    .map((u) => u.trim())
+    .filter((u) => u.length > 0);
 }
 
 /** Per address list, the replica that answered last: tried first next time, so a dead one costs one attempt, not one per call. */
@@ -81,7 +92,13 @@ const preferred = new Map<string, number>();
  * last, the next is tried when one cannot be reached or answers 5xx. Any other answer (200,
  * 304, a 4xx refusal) is the CA's word and ends the round: the replicas share one ledger.
  */
-async function call(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+async function call(
+  t: CaTls,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<Answer> {
   const origins = caOrigins(t.url);
   if (origins.length <= 1) return callOne(t, method, path, headers, body);
   const start = preferred.get(t.url) ?? 0;
@@ -102,11 +119,21 @@ async function call(t: CaTls, method: string, path: string, headers: Record<stri
     }
   }
   throw failure instanceof IdentityError && failure.code === "CA_UNREACHABLE"
-    ? new IdentityError("CA_UNREACHABLE", `cannot reach any of the CA's ${origins.length} addresses (${origins.join(", ")}): ${failure.message}`, { cause: failure })
+    ? new IdentityError(
+        "CA_UNREACHABLE",
+        `cannot reach any of the CA's ${origins.length} addresses (${origins.join(", ")}): ${failure.message}`,
+        { cause: failure },
+      )
     : failure;
 }
 
-function callOne(t: CaTls, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
+function callOne(
+  t: CaTls,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<Answer> {
   const totalMs = t.timeoutMs ?? TOTAL_TIMEOUT_MS;
   const connectMs = Math.min(t.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, totalMs);
   return new Promise((resolve, reject) => {
@@ -127,47 +154,97 @@ function callOne(t: CaTls, method: string, path: string, headers: Record<string,
     let askingClock = false;
     const fail = (e: unknown) => {
       if (askingClock) return;
-      settle(() => reject(why ?? (e instanceof IdentityError ? e : new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`, { cause: e }))));
+      settle(() =>
+        reject(
+          why ??
+            (e instanceof IdentityError
+              ? e
+              : new IdentityError(
+                  "CA_UNREACHABLE",
+                  `cannot reach the CA at ${t.url}: ${oneLine((e as Error).message)}`,
+                  { cause: e },
+                )),
+        ),
+      );
     };
     // A certificate "expired" or "not yet valid" may be a clock that is off, ours or the CA's: ask the CA's.
     const askClock = (e: Error) => {
       askingClock = true;
-      const unreachable = new IdentityError("CA_UNREACHABLE", `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`, { cause: e });
+      const unreachable = new IdentityError(
+        "CA_UNREACHABLE",
+        `cannot reach the CA at ${t.url}: ${oneLine(e.message)}`,
+        { cause: e },
+      );
       void clockVerdict(t, unreachable).then((verdict) => settle(() => reject(verdict)));
     };
     const unverified = t.ca === undefined;
     let answered = false;
-    const req = request(`${t.url}${path}`, {
-      // Our clock, for the CA to compare with its own (it logs and names a skew).
-      method, headers: { ...headers, Date: httpDate(nowMs()) }, agent: false,
-      ca: t.ca, cert: t.cert, key: t.key, minVersion: "TLSv1.2",
-      // Only the bootstrap fetch of cacerts goes unverified; its answer is trusted only through the token's fingerprint.
-      rejectUnauthorized: !unverified,
-    }, (res) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (d: Buffer) => {
-        size += d.length;
-        if (size > MAX_ANSWER_BYTES) {
-          stop(new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`));
-          return;
-        }
-        chunks.push(d);
-      });
-      res.on("end", () => settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), caOffsetMs: caOffset(res.headers.date) })));
-      res.on("error", fail);
-      // Closed before its end without an error event: still an answer cut short, never a hang.
-      res.on("close", () => {
-        if (!res.complete) fail(new IdentityError("CA_UNREACHABLE", `the CA at ${t.url} closed the connection in the middle of its answer to ${path}`));
-      });
-    });
+    const req = request(
+      `${t.url}${path}`,
+      {
+        // Our clock, for the CA to compare with its own (it logs and names a skew).
+        method,
+        headers: { ...headers, Date: httpDate(nowMs()) },
+        agent: false,
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key,
+        minVersion: "TLSv1.2",
+        // Only the bootstrap fetch of cacerts goes unverified; its answer is trusted only through the token's fingerprint.
+        rejectUnauthorized: !unverified,
+      },
+      (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (d: Buffer) => {
+          size += d.length;
+          if (size > MAX_ANSWER_BYTES) {
+            stop(
+              new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is over ${MAX_ANSWER_BYTES} bytes`),
+            );
+            return;
+          }
+          chunks.push(d);
+        });
+        res.on("end", () =>
+          settle(() =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: Buffer.concat(chunks),
+              caOffsetMs: caOffset(res.headers.date),
+            }),
+          ),
+        );
+        res.on("error", fail);
+        // Closed before its end without an error event: still an answer cut short, never a hang.
+        res.on("close", () => {
+          if (!res.complete)
+            fail(
+              new IdentityError(
+                "CA_UNREACHABLE",
+                `the CA at ${t.url} closed the connection in the middle of its answer to ${path}`,
+              ),
+            );
+        });
+      },
+    );
     const stop = (e: Error) => {
       why ??= e;
       req.destroy(e);
     };
     const deadline = (ms: number, what: string) =>
-      setTimeout(() => stop(new IdentityError("CA_TIMEOUT", `the CA at ${t.url} did not ${what} within ${ms} ms (${method} ${path.split("?")[0]})`)), ms);
+      setTimeout(
+        () =>
+          stop(
+            new IdentityError(
+              "CA_TIMEOUT",
+              `the CA at ${t.url} did not ${what} within ${ms} ms (${method} ${path.split("?")[0]})`,
+            ),
+          ),
+        ms,
+      );
     timers.push(deadline(totalMs, "answer"));
     req.on("socket", (sock) => {
       const connecting = deadline(connectMs, "complete the TCP and TLS handshake");
@@ -184,16 +261,33 @@ function callOne(t: CaTls, method: string, path: string, headers: Record<string,
         req.destroy(e);
       });
     });
-    const onAbort = () => stop(t.signal?.reason instanceof Error ? t.signal.reason : new IdentityError("CA_UNREACHABLE", "the call was aborted"));
+    const onAbort = () =>
+      stop(
+        t.signal?.reason instanceof Error
+          ? t.signal.reason
+          : new IdentityError("CA_UNREACHABLE", "the call was aborted"),
+      );
     if (t.signal?.aborted) onAbort();
     else t.signal?.addEventListener("abort", onAbort, { once: true });
     req.on("error", (e: NodeJS.ErrnoException) => {
-      if (!why && !askingClock && !(e instanceof IdentityError) && (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID")) askClock(e);
+      if (
+        !why &&
+        !askingClock &&
+        !(e instanceof IdentityError) &&
+        (e.code === "CERT_HAS_EXPIRED" || e.code === "CERT_NOT_YET_VALID")
+      )
+        askClock(e);
       else fail(e);
     });
     // Once an answer has begun, its own close and error events decide (see above).
     req.on("close", () => {
-      if (!answered) fail(new IdentityError("CA_UNREACHABLE", `the connection to the CA at ${t.url} closed without an answer to ${path}`));
+      if (!answered)
+        fail(
+          new IdentityError(
+            "CA_UNREACHABLE",
+            `the connection to the CA at ${t.url} closed without an answer to ${path}`,
+          ),
+        );
     });
     req.end(body);
   });
@@ -209,8 +303,16 @@ function caOffset(date: string | undefined): number | null {
 function wrongDates(peer: PeerCertificate | undefined): { code: string; message: string } | null {
   if (!peer?.valid_to) return null;
   const now = nowMs();
-  if (Date.parse(peer.valid_to) <= now) return { code: "CERT_HAS_EXPIRED", message: `certificate has expired (at ${iso(peer.valid_to)}, by this host's clock ${new Date(now).toISOString()})` };
-  if (Date.parse(peer.valid_from) > now) return { code: "CERT_NOT_YET_VALID", message: `certificate is not yet valid (until ${iso(peer.valid_from)}, by this host's clock ${new Date(now).toISOString()})` };
+  if (Date.parse(peer.valid_to) <= now)
+    return {
+      code: "CERT_HAS_EXPIRED",
+      message: `certificate has expired (at ${iso(peer.valid_to)}, by this host's clock ${new Date(now).toISOString()})`,
+    };
+  if (Date.parse(peer.valid_from) > now)
+    return {
+      code: "CERT_NOT_YET_VALID",
+      message: `certificate is not yet valid (until ${iso(peer.valid_from)}, by this host's clock ${new Date(now).toISOString()})`,
+    };
   return null;
 }
 
@@ -225,23 +327,38 @@ function iso(date: string): string {
  */
 async function clockVerdict(t: CaTls, original: IdentityError): Promise<IdentityError> {
   const offset = await new Promise<number | null>((resolve) => {
-    const req = request(`${t.url}${EST}/cacerts`, { method: "HEAD", headers: { Date: httpDate(nowMs()) }, agent: false, timeout: 5_000, rejectUnauthorized: false, minVersion: "TLSv1.2" }, (res) => {
-      res.resume();
-      resolve(caOffset(res.headers.date));
-    });
+    const req = request(
+      `${t.url}${EST}/cacerts`,
+      {
+        method: "HEAD",
+        headers: { Date: httpDate(nowMs()) },
+        agent: false,
+        timeout: 5_000,
+        rejectUnauthorized: false,
+        minVersion: "TLSv1.2",
+      },
+      (res) => {
+        res.resume();
+        resolve(caOffset(res.headers.date));
+      },
+    );
     req.on("timeout", () => req.destroy());
     req.on("error", () => resolve(null));
     req.end();
   });
   if (offset === null || !isSkewed(offset)) return original;
-  return new IdentityError("CLOCK_SKEW",
+  return new IdentityError(
+    "CLOCK_SKEW",
     `clock skew: ${describeSkew("this host's", -offset, "the CA's")} (the CA's Date header says ${httpDate(nowMs() + offset)}), so the CA's certificate looks ${/not yet valid/.test(original.message) ? "not yet valid" : "expired"} from here (${oneLine((original.cause as Error).message)}); fix the clock that is wrong (NTP)`,
-    { cause: original });
+    { cause: original },
+  );
 }
 
 /** ", and the CA's clock is 10m 0s behind this host's (clock skew)" when an answer says so. */
 function skewNote(a: Answer): string {
-  return a.caOffsetMs !== null && isSkewed(a.caOffsetMs) ? `; clock skew: ${describeSkew("the CA's", a.caOffsetMs, "this host's")}` : "";
+  return a.caOffsetMs !== null && isSkewed(a.caOffsetMs)
+    ? `; clock skew: ${describeSkew("the CA's", a.caOffsetMs, "this host's")}`
+    : "";
 }
 
 function oneLine(s: string): string {
@@ -249,11 +366,17 @@ function oneLine(s: string): string {
 }
 
 function refused(path: string, a: Answer): IdentityError {
-  const after = typeof a.headers["retry-after"] === "string" && /^\d{1,6}$/.test(a.headers["retry-after"]) ? Number(a.headers["retry-after"]) * 1000 : undefined;
+  const after =
+    typeof a.headers["retry-after"] === "string" && /^\d{1,6}$/.test(a.headers["retry-after"])
+      ? Number(a.headers["retry-after"]) * 1000
+      : undefined;
   const reason = oneLine(a.body.toString("utf8").trim());
   const skew = skewNote(a);
   const code = reason.startsWith("clock skew") || skew ? "CLOCK_SKEW" : "CA_REFUSED";
-  return new IdentityError(code, `the CA refused ${path} (${a.status}): ${reason || "no reason given"}${skew}`, { status: a.status, retryAfterMs: after });
+  return new IdentityError(code, `the CA refused ${path} (${a.status}): ${reason || "no reason given"}${skew}`, {
+    status: a.status,
+    retryAfterMs: after,
+  });
 }
 
 function certsOf(path: string, body: Buffer): X509Certificate[] {
@@ -261,7 +384,10 @@ function certsOf(path: string, body: Buffer): X509Certificate[] {
     const der = Buffer.from(body.toString("latin1").replace(/\s+/g, ""), "base64");
     return pkcs7Certificates(der).map((d) => new X509Certificate(d));
   } catch (e) {
-    throw new IdentityError("CA_ANSWER_INVALID", `the CA's answer to ${path} is not a base64 certs-only PKCS#7: ${oneLine((e as Error).message)}`);
+    throw new IdentityError(
+      "CA_ANSWER_INVALID",
+      `the CA's answer to ${path} is not a base64 certs-only PKCS#7: ${oneLine((e as Error).message)}`,
+    );
   }
 }
 
@@ -293,13 +419,26 @@ async function cacerts(t: CaTls, etag?: string | null): Promise<CacertsAnswer> {
 }
 
 /** POST simpleenroll with the one-time token (Bearer) or simplereenroll over mTLS: the chain, leaf first. */
-export function enrolCsr(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
+export function enrolCsr(
+  t: CaTls,
+  kind: "simpleenroll" | "simplereenroll",
+  csrDer: Buffer,
+  opts: { token?: string; lifetime?: string },
+): Promise<X509Certificate[]> {
   return timed(t, kind === "simpleenroll" ? "enrol" : "renew", () => enrol(t, kind, csrDer, opts));
 }
 
-async function enrol(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: Buffer, opts: { token?: string; lifetime?: string }): Promise<X509Certificate[]> {
+async function enrol(
+  t: CaTls,
+  kind: "simpleenroll" | "simplereenroll",
+  csrDer: Buffer,
+  opts: { token?: string; lifetime?: string },
+): Promise<X509Certificate[]> {
   const path = `${EST}/${kind}${opts.lifetime ? `?lifetime=${encodeURIComponent(opts.lifetime)}` : ""}`;
-  const headers: Record<string, string> = { "Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64" };
+  const headers: Record<string, string> = {
+    "Content-Type": "application/pkcs10",
+    "Content-Transfer-Encoding": "base64",
+  };
   if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
   const a = await call(t, "POST", path, headers, csrDer.toString("base64").replace(/.{64}/g, "$&\n"));
   if (a.status !== 200) throw refused(`${EST}/${kind}`, a);
@@ -308,7 +447,10 @@ async function enrol(t: CaTls, kind: "simpleenroll" | "simplereenroll", csrDer: 
   // Expired on arrival by our clock: with the CA's clock elsewhere, say which (checkChain would only say "expired").
   const now = nowMs();
   if (Date.parse(certs[0]!.validTo) <= now + 1_000 && a.caOffsetMs !== null && isSkewed(a.caOffsetMs)) {
-    throw new IdentityError("CLOCK_SKEW", `clock skew: the certificate from the CA is valid until ${iso(certs[0]!.validTo)}, already past by this host's clock (${new Date(now).toISOString()}): ${describeSkew("the CA's", a.caOffsetMs, "this host's")}; fix the clock that is wrong (NTP)`);
+    throw new IdentityError(
+      "CLOCK_SKEW",
+      `clock skew: the certificate from the CA is valid until ${iso(certs[0]!.validTo)}, already past by this host's clock (${new Date(now).toISOString()}): ${describeSkew("the CA's", a.caOffsetMs, "this host's")}; fix the clock that is wrong (NTP)`,
+    );
   }
   return certs;
 }
@@ -340,11 +482,17 @@ export type CrlsAnswer =
  */
 export async function watchCrls(t: CaTls, etag: string | null, waitS: number): Promise<CrlsAnswer> {
   const path = `${CRLS_WATCH_PATH}?wait=${waitS}`;
-  const a = await call({ ...t, timeoutMs: waitS * 1000 + (t.timeoutMs ?? TOTAL_TIMEOUT_MS) }, "GET", path, etag ? { "If-None-Match": etag } : {});
+  const a = await call(
+    { ...t, timeoutMs: waitS * 1000 + (t.timeoutMs ?? TOTAL_TIMEOUT_MS) },
+    "GET",
+    path,
+    etag ? { "If-None-Match": etag } : {},
+  );
   const tag = (h: string | string[] | undefined) => (typeof h === "string" && h.length <= 200 ? h : null);
   if (a.status === 304) return { changed: false, etag: tag(a.headers.etag) ?? etag };
   if (a.status !== 200) throw refused(CRLS_WATCH_PATH, a);
   const crls = a.body.toString("utf8");
-  if (countPem(crls, "X509 CRL") === 0) throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${CRLS_WATCH_PATH} holds no CRL`);
+  if (countPem(crls, "X509 CRL") === 0)
+    throw new IdentityError("CA_ANSWER_INVALID", `the CA's ${CRLS_WATCH_PATH} holds no CRL`);
   return { changed: true, etag: tag(a.headers.etag), crls, bundleEtag: tag(a.headers["mesh-bundle-etag"]) };
 }

@@ -7,7 +7,13 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { countPem, pemBlocks } from "../../../lib/pem.ts";
-import { formatGenerationsFile, generationsPath, parseRootGenerations, readGenerations, rootGenerations } from "../../../lib/generations.ts";
+import {
+  formatGenerationsFile,
+  generationsPath,
+  parseRootGenerations,
+  readGenerations,
+  rootGenerations,
+} from "../../../lib/generations.ts";
 import type { MeshLogger } from "../log.ts";
 import { messageOf } from "../errors.ts";
 import { IdentityError } from "./errors.ts";
@@ -75,7 +81,10 @@ export class IdentityAgent {
   /** When the next renewal is due (ms since the epoch), for tests and the log. */
   nextRenewal = 0;
 
-  constructor(private readonly o: AgentOptions, private readonly h: AgentHooks) {
+  constructor(
+    private readonly o: AgentOptions,
+    private readonly h: AgentHooks,
+  ) {
     this.random = o.random ?? Math.random;
     this.clock = o.clock ?? systemClock;
     this.facts = this.current().facts;
@@ -91,8 +100,12 @@ export class IdentityAgent {
     void this.poll(); // started from the cache: learn at once what changed while it was down
     if (this.o.watch !== false) {
       this.watch = new TrustWatch({
-        tls: () => this.tls(this.current()), changed: (crls, bundleEtag) => this.watched(crls, bundleEtag),
-        log: this.h.log, caUrl: this.o.caUrl, retryMs: this.o.pollMs ?? DEFAULT_POLL_MS, random: this.random,
+        tls: () => this.tls(this.current()),
+        changed: (crls, bundleEtag) => this.watched(crls, bundleEtag),
+        log: this.h.log,
+        caUrl: this.o.caUrl,
+        retryMs: this.o.pollMs ?? DEFAULT_POLL_MS,
+        random: this.random,
       });
       this.watch.start();
     }
@@ -108,7 +121,13 @@ export class IdentityAgent {
   }
 
   /** The material in the state folder and its facts, checked against the cached bundle. */
-  private current(): { certPem: string; keyPem: string; bundlePem: string; roots: X509Certificate[]; facts: IdentityFacts } {
+  private current(): {
+    certPem: string;
+    keyPem: string;
+    bundlePem: string;
+    roots: X509Certificate[];
+    facts: IdentityFacts;
+  } {
     const p = this.o.paths;
     const certPem = readFileSync(p.cert, "utf8");
     const keyPem = readFileSync(p.key, "utf8");
@@ -122,7 +141,13 @@ export class IdentityAgent {
   }
 
   private tls(cur: { certPem: string; keyPem: string; bundlePem: string }): CaTls {
-    return { url: this.o.caUrl, ca: cur.bundlePem, cert: cur.certPem, key: cur.keyPem, observe: this.h.metrics.caRequest?.bind(this.h.metrics) };
+    return {
+      url: this.o.caUrl,
+      ca: cur.bundlePem,
+      cert: cur.certPem,
+      key: cur.keyPem,
+      observe: this.h.metrics.caRequest?.bind(this.h.metrics),
+    };
   }
 
   private scheduleRenewal(delay?: number): void {
@@ -132,22 +157,33 @@ export class IdentityAgent {
     this.clock.clearTimeout(this.expiringTimer);
     const now = this.clock.now();
     const notAfter = Date.parse(this.facts.notAfter);
-    this.nextRenewal = delay !== undefined ? now + delay : renewAt(
-      { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: receivedAt(this.o.paths) },
-      this.o.schedule ?? DEFAULT_SCHEDULE, this.random, now,
-    );
+    this.nextRenewal =
+      delay !== undefined
+        ? now + delay
+        : renewAt(
+            { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: receivedAt(this.o.paths) },
+            this.o.schedule ?? DEFAULT_SCHEDULE,
+            this.random,
+            now,
+          );
     if (now >= notAfter) {
       this.expired();
       return;
     }
     const due = this.nextRenewal;
-    this.renewTimer = this.clock.setTimeout(() => {
-      this.noteLate(due);
-      void this.renew("scheduled");
-    }, timerDelay(due - now));
+    this.renewTimer = this.clock.setTimeout(
+      () => {
+        this.noteLate(due);
+        void this.renew("scheduled");
+      },
+      timerDelay(due - now),
+    );
     this.expiryTimer = this.clock.setTimeout(() => this.expired(), timerDelay(notAfter - now + 10));
     // Said before it expires, whatever holds the renewal up (the CA, this process, the clock).
-    this.expiringTimer = this.clock.setTimeout(() => this.warnExpiring(), timerDelay(notAfter - this.expiringLead() - now));
+    this.expiringTimer = this.clock.setTimeout(
+      () => this.warnExpiring(),
+      timerDelay(notAfter - this.expiringLead() - now),
+    );
   }
 
   /** The life of the certificate in force, counted as the schedule counts it (timing.ts). */
@@ -168,7 +204,13 @@ export class IdentityAgent {
     if (late <= Math.max(LATE_MS, this.period(now) / 20)) return;
     const left = Date.parse(this.facts.notAfter) - now;
     this.h.log.warn(
-      { event: "identity.renewal_late", ...factsFields(this.facts), due: new Date(due).toISOString(), lateMs: late, expiresInMs: left },
+      {
+        event: "identity.renewal_late",
+        ...factsFields(this.facts),
+        due: new Date(due).toISOString(),
+        lateMs: late,
+        expiresInMs: left,
+      },
       `the renewal of ${this.o.dns} due at ${new Date(due).toISOString()} starts ${(late / 1000).toFixed(1)} s late (this process was held up: an overloaded machine, a blocked event loop, a suspend); the certificate in force expires in ${Math.max(0, Math.round(left / 1000))} s`,
     );
   }
@@ -181,9 +223,18 @@ export class IdentityAgent {
     // A schedule that renews this late on purpose (fraction > 5/6) is not a stall yet.
     if (this.clock.now() < this.nextRenewal && this.failures === 0) return;
     this.warnedExpiring = true;
-    const why = this.lastError ? `could not be renewed (${this.lastError})` : `has not been renewed (due at ${new Date(this.nextRenewal).toISOString()}${this.renewing ? ", still in progress" : ""})`;
+    const why = this.lastError
+      ? `could not be renewed (${this.lastError})`
+      : `has not been renewed (due at ${new Date(this.nextRenewal).toISOString()}${this.renewing ? ", still in progress" : ""})`;
     this.h.log.warn(
-      { event: "identity.expiring", ...factsFields(this.facts), expiresInMs: left, secondsLeft: Math.round(left / 1000), failures: this.failures, lastError: this.lastError ?? null },
+      {
+        event: "identity.expiring",
+        ...factsFields(this.facts),
+        expiresInMs: left,
+        secondsLeft: Math.round(left / 1000),
+        failures: this.failures,
+        lastError: this.lastError ?? null,
+      },
       `${this.o.dns}'s certificate expires in ${Math.max(0, Math.round(left / 1000))} s and ${why}: once it expires, every peer refuses this service; check the CA at ${this.o.caUrl}`,
     );
   }
@@ -233,15 +284,25 @@ export class IdentityAgent {
         return false;
       }
       const { keyPem, csr } = newKeyAndCsr(this.o.dns);
-      const chain = await enrolCsr({ ...this.tls(cur), ...this.callTimeouts() }, "simplereenroll", csr, { lifetime: this.o.lifetime });
+      const chain = await enrolCsr({ ...this.tls(cur), ...this.callTimeouts() }, "simplereenroll", csr, {
+        lifetime: this.o.lifetime,
+      });
       // Judged against the bundle in force now, not the one read before the call: a poll may have
       // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
       // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
       // refusal here could never be retried.
-      const facts = checkChain(chain, splitPem(readFileSync(this.o.paths.bundle, "utf8")), this.o.dns, keyPem, Date.now(), { generations: readGenerations(this.o.paths.bundle) });
+      const facts = checkChain(
+        chain,
+        splitPem(readFileSync(this.o.paths.bundle, "utf8")),
+        this.o.dns,
+        keyPem,
+        Date.now(),
+        { generations: readGenerations(this.o.paths.bundle) },
+      );
       if (this.stopped) return false;
       commitIdentity(this.o.paths, keyPem, pemOf(chain));
-      if (!this.h.reloadTls()) throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
+      if (!this.h.reloadTls())
+        throw new IdentityError("STATE_INVALID", "the runtime refused the renewed certificate (see tls.reload_failed)");
       this.facts = facts;
       const failedBefore = this.failures;
       this.failures = 0;
@@ -250,7 +311,13 @@ export class IdentityAgent {
       this.warnedExpiring = false;
       this.h.metrics.renewed();
       this.h.log.info(
-        { event: "identity.renewed", ...factsFields(facts), previous: before.serial, reason, ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}) },
+        {
+          event: "identity.renewed",
+          ...factsFields(facts),
+          previous: before.serial,
+          reason,
+          ...(failedBefore > 0 ? { failuresBefore: failedBefore } : {}),
+        },
         `renewed ${this.o.dns}: serial ${facts.serial} from ${facts.root} (generation ${facts.generation ?? "unknown"}), valid until ${facts.notAfter}`,
       );
       this.scheduleRenewal();
@@ -265,7 +332,8 @@ export class IdentityAgent {
       const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(receivedAt(this.o.paths), now));
       const status = e instanceof IdentityError ? e.status : undefined;
       // A rate-limited renewal waits as long as the CA asks, but not past expiry.
-      const asked = e instanceof IdentityError && e.retryAfterMs !== undefined ? Math.min(e.retryAfterMs, notAfter - now - 250) : 0;
+      const asked =
+        e instanceof IdentityError && e.retryAfterMs !== undefined ? Math.min(e.retryAfterMs, notAfter - now - 250) : 0;
       const delay = Math.max(retryDelay(this.failures, period, notAfter - now, this.random), asked);
       const code = (e as { code?: string }).code;
       // The CA down is said once (and again should the reason change), not at every retry: the
@@ -275,7 +343,17 @@ export class IdentityAgent {
       const repeated = code === "CA_UNREACHABLE" && this.failedWith === code;
       this.failedWith = code;
       this.h.log[repeated ? "debug" : "warn"](
-        { event: "identity.renew_failed", ...factsFields(before), reason: messageOf(e), code: (e as { code?: string }).code, status, failures: this.failures, nextRetry: new Date(now + delay).toISOString(), expiresInMs: notAfter - now, trigger: reason },
+        {
+          event: "identity.renew_failed",
+          ...factsFields(before),
+          reason: messageOf(e),
+          code: (e as { code?: string }).code,
+          status,
+          failures: this.failures,
+          nextRetry: new Date(now + delay).toISOString(),
+          expiresInMs: notAfter - now,
+          trigger: reason,
+        },
         `could not renew ${this.o.dns}: ${messageOf(e)}; retrying in ${(delay / 1000).toFixed(1)} s${code === "CA_UNREACHABLE" ? " and as soon as the CA answers a poll again (further failures while it is unreachable are not logged)" : ""}; the certificate in force (still served) expires at ${before.notAfter}`,
       );
       if (notAfter - now < this.expiringLead()) this.warnExpiring();
@@ -307,9 +385,15 @@ export class IdentityAgent {
       // What the CA sent must make a TLS context before it replaces the cache: a broken cache
       // would stop the next start, when the CA may be down.
       try {
-        createSecureContext({ ca: bundle.changed ? pemOf(bundle.roots) : cur.bundlePem, crl: pemBlocks(crls, "X509 CRL") });
+        createSecureContext({
+          ca: bundle.changed ? pemOf(bundle.roots) : cur.bundlePem,
+          crl: pemBlocks(crls, "X509 CRL"),
+        });
       } catch (e) {
-        throw new IdentityError("CA_ANSWER_INVALID", `the bundle or CRLs from the CA are unusable, the cached ones stay: ${messageOf(e)}`);
+        throw new IdentityError(
+          "CA_ANSWER_INVALID",
+          `the bundle or CRLs from the CA are unusable, the cached ones stay: ${messageOf(e)}`,
+        );
       }
       const changed: string[] = [];
       let roots = cur.roots;
@@ -343,7 +427,10 @@ export class IdentityAgent {
       if (changed.length > 0) this.updated(changed, bundle.changed ? bundle.etag : etag, roots, crls, "poll");
       if (resume) await this.renew("the CA answers again");
       else if (bundle.renewNow) {
-        this.h.log.info({ event: "identity.renew_now", ...factsFields(this.facts) }, "the CA asks for renewal now (Mesh-Renew-Now: its signer changed)");
+        this.h.log.info(
+          { event: "identity.renew_now", ...factsFields(this.facts) },
+          "the CA asks for renewal now (Mesh-Renew-Now: its signer changed)",
+        );
         // A renewal in backoff keeps its schedule: the hint is repeated on every poll.
         if (this.failures === 0) await this.renew("renew-now hint");
       }
@@ -358,10 +445,24 @@ export class IdentityAgent {
   }
 
   /** Applies new trust through the runtime's reload, and says so. */
-  private updated(changed: string[], etag: string | null, roots: readonly X509Certificate[], crls: string, via: "poll" | "watch"): void {
+  private updated(
+    changed: string[],
+    etag: string | null,
+    roots: readonly X509Certificate[],
+    crls: string,
+    via: "poll" | "watch",
+  ): void {
     const ok = this.h.reloadTls();
     this.h.log.info(
-      { event: "trust.updated", changed, etag, roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject), crls: countPem(crls, "X509 CRL"), applied: ok, via },
+      {
+        event: "trust.updated",
+        changed,
+        etag,
+        roots: roots.map((r) => /CN=([^\n]*)/.exec(r.subject)?.[1] ?? r.subject),
+        crls: countPem(crls, "X509 CRL"),
+        applied: ok,
+        via,
+      },
       `new ${changed.join(" and ")} from the CA ${ok ? "in force" : "NOT applied (see tls.reload_failed)"}`,
     );
   }
@@ -374,7 +475,10 @@ export class IdentityAgent {
     const held = readText(this.o.paths.crls) ?? "";
     const older = olderCrls(pemBlocks(crls, "X509 CRL"), pemBlocks(held, "X509 CRL"));
     if (older.length === 0) return crls;
-    this.h.log.warn({ event: "trust.crls_stale", ca: this.o.caUrl, issuers: older }, `the CA sent an older CRL than the one in force for ${older.join(", ")}: kept the newer one`);
+    this.h.log.warn(
+      { event: "trust.crls_stale", ca: this.o.caUrl, issuers: older },
+      `the CA sent an older CRL than the one in force for ${older.join(", ")}: kept the newer one`,
+    );
     return held;
   }
 
@@ -399,7 +503,10 @@ export class IdentityAgent {
       writeAtomic(p.crls, fresh);
       this.updated(["crls"], readText(p.etag)?.trim() || null, cur.roots, fresh, "watch");
     } catch (e) {
-      this.h.log.warn({ event: "trust.update_failed", ca: this.o.caUrl, reason: messageOf(e) }, `the CRLs the CA announced are unusable, the cached ones stay: ${messageOf(e)}`);
+      this.h.log.warn(
+        { event: "trust.update_failed", ca: this.o.caUrl, reason: messageOf(e) },
+        `the CRLs the CA announced are unusable, the cached ones stay: ${messageOf(e)}`,
+      );
     }
   }
 }

@@ -37,7 +37,9 @@ export interface IdentityService extends RunningService {
  * on the folder's files and the agent that renews them. Throws IdentityError or MeshError
  * before listening on anything.
  */
-export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "tlsPaths"> & { identity: IdentityOptions }): Promise<IdentityService> {
+export async function startIdentityService(
+  o: Omit<ServiceOptions, "pkiDir" | "tlsPaths"> & { identity: IdentityOptions },
+): Promise<IdentityService> {
   processClockOffsetMs(); // a bad MESH_CLOCK_OFFSET_MS stops the start here, not a renewal later
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
@@ -51,16 +53,39 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
   if (!usable) {
     if (!id.token) {
       throw expiredAt !== undefined
-        ? new IdentityError("IDENTITY_EXPIRED", `the identity in ${paths.cert} expired at ${new Date(expiredAt).toISOString()} and an expired certificate cannot be renewed: make a token (npm run -s ca -- token --domain ${dns} > token) and start again with --token-file token or MESH_ENROL_TOKEN`)
-        : new IdentityError("TOKEN_MISSING", `${id.stateDir} holds no identity yet: enrol with a one-time token (npm run -s ca -- token --domain ${dns} > token; add --replace if ${dns} still has a live certificate, e.g. this folder was lost: the old one is then superseded), passed with --token-file token or MESH_ENROL_TOKEN`);
+        ? new IdentityError(
+            "IDENTITY_EXPIRED",
+            `the identity in ${paths.cert} expired at ${new Date(expiredAt).toISOString()} and an expired certificate cannot be renewed: make a token (npm run -s ca -- token --domain ${dns} > token) and start again with --token-file token or MESH_ENROL_TOKEN`,
+          )
+        : new IdentityError(
+            "TOKEN_MISSING",
+            `${id.stateDir} holds no identity yet: enrol with a one-time token (npm run -s ca -- token --domain ${dns} > token; add --replace if ${dns} still has a live certificate, e.g. this folder was lost: the old one is then superseded), passed with --token-file token or MESH_ENROL_TOKEN`,
+          );
     }
-    const e = await enrolWithToken({ caUrl: id.caUrl, token: id.token, dns, paths, lifetime: id.lifetime, observe: (...call) => early.push(call) });
+    const e = await enrolWithToken({
+      caUrl: id.caUrl,
+      token: id.token,
+      dns,
+      paths,
+      lifetime: id.lifetime,
+      observe: (...call) => early.push(call),
+    });
     log.info(
-      { event: "identity.enrolled", ...factsFields(e.facts), etag: e.etag, roots: e.roots, stateDir: id.stateDir, ca: id.caUrl },
+      {
+        event: "identity.enrolled",
+        ...factsFields(e.facts),
+        etag: e.etag,
+        roots: e.roots,
+        stateDir: id.stateDir,
+        ca: id.caUrl,
+      },
       `enrolled ${dns} with the CA at ${id.caUrl}: serial ${e.facts.serial} from ${e.facts.root} (generation ${e.facts.generation ?? "unknown"}), valid until ${e.facts.notAfter}`,
     );
   } else if (id.token) {
-    log.info({ event: "identity.token_unused", stateDir: id.stateDir }, `${id.stateDir} already holds a valid identity: the enrolment token was not used`);
+    log.info(
+      { event: "identity.token_unused", stateDir: id.stateDir },
+      `${id.stateDir} already holds a valid identity: the enrolment token was not used`,
+    );
   }
   const svc = await startService({ ...o, log, pkiDir: id.stateDir, tlsPaths: paths });
   for (const call of early) svc.metrics.caRequest(...call);
@@ -68,13 +93,33 @@ export async function startIdentityService(o: Omit<ServiceOptions, "pkiDir" | "t
   svc.metrics.certificateObtained(receivedAt(paths));
   let agent: IdentityAgent;
   try {
-    agent = new IdentityAgent({ caUrl: id.caUrl, dns, paths, lifetime: id.lifetime, schedule: id.schedule, pollMs: id.pollMs, random: id.random, clock: id.clock }, { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics });
+    agent = new IdentityAgent(
+      {
+        caUrl: id.caUrl,
+        dns,
+        paths,
+        lifetime: id.lifetime,
+        schedule: id.schedule,
+        pollMs: id.pollMs,
+        random: id.random,
+        clock: id.clock,
+      },
+      { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics },
+    );
   } catch (e) {
     await svc.close();
     throw e;
   }
   agent.start();
-  log.info({ event: "identity.agent_started", ...factsFields(agent.identity), nextRenewal: new Date(agent.nextRenewal).toISOString(), ca: id.caUrl }, `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}`);
+  log.info(
+    {
+      event: "identity.agent_started",
+      ...factsFields(agent.identity),
+      nextRenewal: new Date(agent.nextRenewal).toISOString(),
+      ca: id.caUrl,
+    },
+    `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}`,
+  );
   return {
     ...svc,
     identity: agent,
@@ -89,6 +134,9 @@ function expiryOf(certFile: string): number {
   try {
     return Date.parse(new X509Certificate(readFileSync(certFile)).validTo);
   } catch (e) {
-    throw new IdentityError("STATE_INVALID", `${certFile} is not a PEM certificate (${(e as Error).message.split("\n")[0]}): move the state folder aside and enrol again with a new token`);
+    throw new IdentityError(
+      "STATE_INVALID",
+      `${certFile} is not a PEM certificate (${(e as Error).message.split("\n")[0]}): move the state folder aside and enrol again with a new token`,
+    );
   }
 }

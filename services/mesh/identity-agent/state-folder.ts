@@ -2,7 +2,18 @@
 // chain, and caches of the trust bundle (with its ETag) and the CRLs. Every write is atomic;
 // a new key and certificate are committed as a pair that a crash cannot split.
 import { X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { MaterialPaths } from "../material.ts";
 

@@ -16,7 +16,12 @@ export const DEFAULT_SCHEDULE: Schedule = { fraction: 2 / 3, jitter: 0.1 };
  * backdated start would put the renewal time in the past and renew without end (step-ca's
  * TLSRenewer counts from "now" for the same reason).
  */
-export function renewAt(cert: { notBefore: number; notAfter: number; receivedAt: number }, s: Schedule, random: () => number, now: number): number {
+export function renewAt(
+  cert: { notBefore: number; notAfter: number; receivedAt: number },
+  s: Schedule,
+  random: () => number,
+  now: number,
+): number {
   const start = Math.max(cert.notBefore, Math.min(cert.receivedAt, now));
   const period = Math.max(0, cert.notAfter - start);
   const f = s.fraction * (1 + s.jitter * (2 * random() - 1));

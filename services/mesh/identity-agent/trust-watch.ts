@@ -62,7 +62,10 @@ export class TrustWatch {
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof IdentityError && (e.status === 404 || e.status === 405)) {
-          this.o.log.info({ event: "trust.watch_unsupported", ca: this.o.caUrl, status: e.status }, `the CA at ${this.o.caUrl} offers no ${CRLS_WATCH_PATH}: CRLs come with the periodic poll only`);
+          this.o.log.info(
+            { event: "trust.watch_unsupported", ca: this.o.caUrl, status: e.status },
+            `the CA at ${this.o.caUrl} offers no ${CRLS_WATCH_PATH}: CRLs come with the periodic poll only`,
+          );
           return;
         }
         // Not logged: the periodic poll says when the CA stops and starts answering (trust.poll_failed).

@@ -3,7 +3,18 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import { XFCC } from "./xfcc.ts";
 
-const HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "transfer-encoding", "upgrade", "http2-settings", "host", XFCC]);
+const HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "host",
+  XFCC,
+]);
 
 /**
  * A copy without pseudo-headers, hop-by-hop headers (those named in Connection too), Host and
@@ -11,7 +22,13 @@ const HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-auth
  */
 export function forwardable(h: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const named = typeof h.connection === "string" ? h.connection.toLowerCase().split(",").map((s) => s.trim()) : [];
+  const named =
+    typeof h.connection === "string"
+      ? h.connection
+          .toLowerCase()
+          .split(",")
+          .map((s) => s.trim())
+      : [];
   for (const k in h) {
     if (k.charCodeAt(0) === 58 /* ':' */ || HOP.has(k) || (named.length > 0 && named.includes(k))) continue;
     if (k === "te") {

@@ -14,7 +14,9 @@ import { forwardable } from "./headers.ts";
 import { relay, H2Connection, type Dial } from "./relay.ts";
 import { ownSpiffeId, xfccElement, XFCC } from "./xfcc.ts";
 
-export type AppAddress = { readonly kind: "tcp"; readonly host: string; readonly port: number } | { readonly kind: "unix"; readonly path: string };
+export type AppAddress =
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number }
+  | { readonly kind: "unix"; readonly path: string };
 /** How the app speaks: HTTP/1.1, or HTTP/2 without TLS (h2c, prior knowledge: a gRPC server). */
 export type AppProtocol = "http1" | "h2c";
 
@@ -22,14 +24,21 @@ export type AppProtocol = "http1" | "h2c";
 export function parseAppAddress(s: string): AppAddress {
   if (s.startsWith("unix:")) {
     const path = s.slice(5);
-    if (!path.startsWith("/")) throw new MeshError("BAD_ARGUMENT", `--app ${JSON.stringify(s.slice(0, 80))}: a unix socket needs an absolute path, e.g. unix:/run/app.sock`);
+    if (!path.startsWith("/"))
+      throw new MeshError(
+        "BAD_ARGUMENT",
+        `--app ${JSON.stringify(s.slice(0, 80))}: a unix socket needs an absolute path, e.g. unix:/run/app.sock`,
+      );
     return { kind: "unix", path };
   }
   const m = /^(?:http:\/\/)?(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})\/?$/.exec(s);
   const host = m ? m[1]!.replace(/^\[|\]$/g, "") : "";
   const port = m ? Number(m[2]) : 0;
   if (!m || port < 1 || port > 65535 || !(host === "localhost" || isLoopback(host))) {
-    throw new MeshError("BAD_ARGUMENT", `--app ${JSON.stringify(s.slice(0, 80))} must be the app's loopback address (http://127.0.0.1:8080) or a unix socket (unix:/run/app.sock): the app speaks plain HTTP, so it must not be reachable from the network`);
+    throw new MeshError(
+      "BAD_ARGUMENT",
+      `--app ${JSON.stringify(s.slice(0, 80))} must be the app's loopback address (http://127.0.0.1:8080) or a unix socket (unix:/run/app.sock): the app speaks plain HTTP, so it must not be reachable from the network`,
+    );
   }
   return { kind: "tcp", host: host === "localhost" ? "127.0.0.1" : host, port };
 }
@@ -65,9 +74,19 @@ export class Inbound {
       const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
       this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };
     } else {
-      const h2 = new H2Connection(() => (a.kind === "unix" ? h2connect("http://localhost", { createConnection: () => netConnect(a.path) }) : h2connect(`http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`)));
+      const h2 = new H2Connection(() =>
+        a.kind === "unix"
+          ? h2connect("http://localhost", { createConnection: () => netConnect(a.path) })
+          : h2connect(`http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`),
+      );
       this.h2 = h2;
-      this.dial = { protocol: "h2", scheme: "http", authority: a.kind === "unix" ? "localhost" : `${a.host}:${a.port}`, session: () => h2.session(), lastError: () => h2.lastError() };
+      this.dial = {
+        protocol: "h2",
+        scheme: "http",
+        authority: a.kind === "unix" ? "localhost" : `${a.host}:${a.port}`,
+        session: () => h2.session(),
+        lastError: () => h2.lastError(),
+      };
     }
   }
 
@@ -91,12 +110,29 @@ export class Inbound {
   private appFailed(req: MeshRequest, res: MeshResponse, peer: ForwardPeer, e: Error): number {
     const code = (e as { code?: string }).code ?? "UNKNOWN";
     const sentence = `the app at ${this.where} did not answer ${req.method} ${req.url} (${code}); is it running, and is --app right?`;
-    this.o.log.warn({ event: "upstream.failed", upstream: "app", addr: this.where, method: req.method, path: req.url, peer: peer.identity.name, reason: "app_down", code }, sentence);
+    this.o.log.warn(
+      {
+        event: "upstream.failed",
+        upstream: "app",
+        addr: this.where,
+        method: req.method,
+        path: req.url,
+        peer: peer.identity.name,
+        reason: "app_down",
+        code,
+      },
+      sentence,
+    );
     if (isGrpc(req)) {
       sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `app_down: ${sentence}`);
       return 200;
     }
-    const text = JSON.stringify({ error: "app_unavailable", reason: "app_down", service: this.o.service, message: sentence });
+    const text = JSON.stringify({
+      error: "app_unavailable",
+      reason: "app_down",
+      service: this.o.service,
+      message: sentence,
+    });
     res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);
     return 503;

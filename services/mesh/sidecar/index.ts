@@ -22,7 +22,13 @@ export interface SidecarOptions {
 
 export function sidecarApp(o: SidecarOptions): App {
   return async (ctx) => {
-    const inbound = new Inbound({ service: ctx.service, app: o.app, protocol: o.appProtocol ?? "http1", log: ctx.log, material: ctx.material });
+    const inbound = new Inbound({
+      service: ctx.service,
+      app: o.app,
+      protocol: o.appProtocol ?? "http1",
+      log: ctx.log,
+      material: ctx.material,
+    });
     const outbound = new Outbound(ctx.service, o.outbound ?? [], ctx.material, ctx.log, ctx.metrics);
     let ports: Record<string, number>;
     try {
@@ -33,9 +39,15 @@ export function sidecarApp(o: SidecarOptions): App {
       throw e;
     }
     for (const r of o.outbound ?? []) {
-      ctx.log.info({ event: "outbound.listening", upstream: r.name, addr: r.addr, port: ports[r.name] }, `${ctx.service}'s app calls ${r.name} at http://127.0.0.1:${ports[r.name]} (mTLS to ${r.addr} as ${ctx.service})`);
+      ctx.log.info(
+        { event: "outbound.listening", upstream: r.name, addr: r.addr, port: ports[r.name] },
+        `${ctx.service}'s app calls ${r.name} at http://127.0.0.1:${ports[r.name]} (mTLS to ${r.addr} as ${ctx.service})`,
+      );
     }
-    ctx.log.info({ event: "sidecar.app", app: describeApp(o.app), protocol: o.appProtocol ?? "http1" }, `forwarding allowed requests to the app at ${describeApp(o.app)} (${o.appProtocol ?? "http1"})`);
+    ctx.log.info(
+      { event: "sidecar.app", app: describeApp(o.app), protocol: o.appProtocol ?? "http1" },
+      `forwarding allowed requests to the app at ${describeApp(o.app)} (${o.appProtocol ?? "http1"})`,
+    );
     o.onOutbound?.(ports);
     return {
       forward: inbound.forward,

@@ -3,9 +3,20 @@
 // on over mTLS with the workload's own identity, to a callee that must prove it *is* the
 // upstream named (its certificate's one identity, not merely any mesh certificate), trusted and
 // not revoked. The app never holds a key.
-import { createServer as h1Server, type IncomingMessage, type Server as H1Server, type ServerResponse } from "node:http";
+import {
+  createServer as h1Server,
+  type IncomingMessage,
+  type Server as H1Server,
+  type ServerResponse,
+} from "node:http";
 import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
-import { connect as h2connect, createServer as h2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import {
+  connect as h2connect,
+  createServer as h2Server,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+} from "node:http2";
 import { createServer as netServer, type Server as NetServer, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from "node:tls";
@@ -37,7 +48,11 @@ export function calleeCheck(name: string): (host: string, cert: PeerCertificate)
     if (e) return e;
     const id = identityOf(cert);
     if (id.ok && id.identity.name === name) return undefined;
-    const err = new Error(id.ok ? `the callee presented the identity ${id.identity.name}, not ${name}` : `the callee's certificate is no mesh identity: ${id.detail}`) as Error & { code: string };
+    const err = new Error(
+      id.ok
+        ? `the callee presented the identity ${id.identity.name}, not ${name}`
+        : `the callee's certificate is no mesh identity: ${id.detail}`,
+    ) as Error & { code: string };
     err.code = "MESH_WRONG_IDENTITY";
     return err;
   };
@@ -53,14 +68,29 @@ class Lane {
   readonly net: NetServer;
   private readonly sockets = new Set<Socket>();
 
-  constructor(readonly route: OutboundRoute, material: TlsMaterial, private readonly service: string, private readonly log: MeshLogger, private readonly metrics: MeshMetrics | undefined) {
+  constructor(
+    readonly route: OutboundRoute,
+    material: TlsMaterial,
+    private readonly service: string,
+    private readonly log: MeshLogger,
+    private readonly metrics: MeshMetrics | undefined,
+  ) {
     this.servername = dnsName(route.name);
     this.context = contextOf(material);
     this.agent = newAgent();
     const [host, port] = splitAddr(route.addr);
     const check = calleeCheck(route.name);
-    this.h2 = new H2Connection(() => h2connect(`https://${route.addr}`, { host, port, servername: this.servername, secureContext: this.context, checkServerIdentity: check }));
-    const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => this.onRequest(req, res, host, port, check);
+    this.h2 = new H2Connection(() =>
+      h2connect(`https://${route.addr}`, {
+        host,
+        port,
+        servername: this.servername,
+        secureContext: this.context,
+        checkServerIdentity: check,
+      }),
+    );
+    const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
+      this.onRequest(req, res, host, port, check);
     this.h1 = h1Server(handle);
     this.h2c = h2Server(handle);
     this.net = netServer((sock) => {
@@ -68,7 +98,9 @@ class Lane {
       sock.once("close", () => this.sockets.delete(sock));
       sock.once("data", (first: Buffer) => {
         sock.pause();
-        const h2 = first.subarray(0, PREFACE.length).equals(PREFACE.subarray(0, Math.min(first.length, PREFACE.length)));
+        const h2 = first
+          .subarray(0, PREFACE.length)
+          .equals(PREFACE.subarray(0, Math.min(first.length, PREFACE.length)));
         if (h2) {
           // node:http2 reads a native socket from its handle, past anything unshifted: hand it
           // a stream that replays the first bytes instead.
@@ -83,19 +115,55 @@ class Lane {
     });
   }
 
-  private onRequest(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse, host: string, port: number, check: ReturnType<typeof calleeCheck>): void {
+  private onRequest(
+    req: IncomingMessage | Http2ServerRequest,
+    res: ServerResponse | Http2ServerResponse,
+    host: string,
+    port: number,
+    check: ReturnType<typeof calleeCheck>,
+  ): void {
     const headers = forwardable(req.headers);
     const agent = this.agent;
     const context = this.context;
     const dial =
       req.httpVersionMajor === 2
-        ? { protocol: "h2" as const, scheme: "https" as const, authority: `${this.servername}:${port}`, session: () => this.h2.session(), lastError: () => this.h2.lastError() }
-        : { protocol: "http1" as const, request: (o: object) => httpsRequest({ ...o, host, port, servername: this.servername, secureContext: context, checkServerIdentity: check, agent, headers: { ...headers, host: `${this.servername}:${port}` } } as RequestOptions) };
+        ? {
+            protocol: "h2" as const,
+            scheme: "https" as const,
+            authority: `${this.servername}:${port}`,
+            session: () => this.h2.session(),
+            lastError: () => this.h2.lastError(),
+          }
+        : {
+            protocol: "http1" as const,
+            request: (o: object) =>
+              httpsRequest({
+                ...o,
+                host,
+                port,
+                servername: this.servername,
+                secureContext: context,
+                checkServerIdentity: check,
+                agent,
+                headers: { ...headers, host: `${this.servername}:${port}` },
+              } as RequestOptions),
+          };
     let reason: string | undefined;
     relay(req, res, dial, {
       headers,
       // As client.ts counts: a 403 or a 5xx from the callee is a failed call too.
-      done: (status) => this.metrics?.outboundCall(this.route.name, reason ?? (status === 403 ? "forbidden" : status >= 500 ? "upstream_error" : status === 499 ? "cancelled" : undefined)),
+      done: (status) =>
+        this.metrics?.outboundCall(
+          this.route.name,
+          reason ??
+            (status === 403
+              ? "forbidden"
+              : status >= 500
+                ? "upstream_error"
+                : status === 499
+                  ? "cancelled"
+                  : undefined),
+        ),
       failed: (e) => {
         const r = this.failed(req, res, e);
         reason = r.reason;
@@ -104,19 +172,45 @@ class Lane {
     });
   }
 
-  private failed(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse, e: Error): { status: number; reason: string } {
+  private failed(
+    req: IncomingMessage | Http2ServerRequest,
+    res: ServerResponse | Http2ServerResponse,
+    e: Error,
+  ): { status: number; reason: string } {
     const name = this.route.name;
     const code = (e as { code?: string }).code;
     const r =
       code === "MESH_WRONG_IDENTITY"
-        ? { reason: "server_name_mismatch" as const, code, sentence: `the server at ${this.route.addr} is not ${name}: ${e.message}; the call was refused` }
+        ? {
+            reason: "server_name_mismatch" as const,
+            code,
+            sentence: `the server at ${this.route.addr} is not ${name}: ${e.message}; the call was refused`,
+          }
         : upstreamReason(e, name, this.route.addr);
-    this.log.warn({ event: "upstream.failed", side: "outbound", upstream: name, addr: this.route.addr, method: req.method, path: req.url, reason: r.reason, code: r.code }, r.sentence);
+    this.log.warn(
+      {
+        event: "upstream.failed",
+        side: "outbound",
+        upstream: name,
+        addr: this.route.addr,
+        method: req.method,
+        path: req.url,
+        reason: r.reason,
+        code: r.code,
+      },
+      r.sentence,
+    );
     if (isGrpc(req)) {
       sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `${r.reason}: ${r.sentence}`);
       return { status: 200, reason: r.reason };
     }
-    const text = JSON.stringify({ error: "upstream_unavailable", upstream: name, reason: r.reason, message: r.sentence, from: this.service });
+    const text = JSON.stringify({
+      error: "upstream_unavailable",
+      upstream: name,
+      reason: r.reason,
+      message: r.sentence,
+      from: this.service,
+    });
     res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);
     return { status: 502, reason: r.reason };
@@ -164,7 +258,14 @@ function replaying(sock: Socket, first: Buffer): Duplex {
 
 function contextOf(m: TlsMaterial): SecureContext {
   // CRLs on: a revoked callee fails the handshake (CERT_REVOKED), as in client.ts.
-  return createSecureContext({ ca: m.ca, cert: m.cert, key: m.key, crl: m.crl, minVersion: "TLSv1.2", ciphers: TLS_CIPHERS });
+  return createSecureContext({
+    ca: m.ca,
+    cert: m.cert,
+    key: m.key,
+    crl: m.crl,
+    minVersion: "TLSv1.2",
+    ciphers: TLS_CIPHERS,
+  });
 }
 
 function newAgent(): Agent {
@@ -179,7 +280,13 @@ function splitAddr(addr: string): [string, number] {
 
 export class Outbound {
   private readonly lanes: Lane[];
-  constructor(service: string, routes: readonly OutboundRoute[], material: TlsMaterial, log: MeshLogger, metrics?: MeshMetrics) {
+  constructor(
+    service: string,
+    routes: readonly OutboundRoute[],
+    material: TlsMaterial,
+    log: MeshLogger,
+    metrics?: MeshMetrics,
+  ) {
     this.lanes = routes.map((r) => new Lane(r, material, service, log, metrics));
   }
 

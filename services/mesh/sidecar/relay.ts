@@ -8,7 +8,13 @@ import { forwardable } from "./headers.ts";
 
 export type Dial =
   | { readonly protocol: "http1"; request(o: RequestOptions): ClientRequest }
-  | { readonly protocol: "h2"; session(): ClientHttp2Session; readonly scheme: "http" | "https"; readonly authority: string; lastError(): Error | undefined };
+  | {
+      readonly protocol: "h2";
+      session(): ClientHttp2Session;
+      readonly scheme: "http" | "https";
+      readonly authority: string;
+      lastError(): Error | undefined;
+    };
 
 export interface RelayHooks {
   /** Headers to send: the caller's, filtered, plus whatever the side adds (XFCC). */
@@ -62,7 +68,15 @@ export function relay(req: MeshRequest, res: MeshResponse, dial: Dial, hooks: Re
   }
   let up: ClientHttp2Stream;
   try {
-    up = dial.session().request({ ":method": method, ":path": path, ":scheme": dial.scheme, ":authority": dial.authority, ...hooks.headers });
+    up = dial
+      .session()
+      .request({
+        ":method": method,
+        ":path": path,
+        ":scheme": dial.scheme,
+        ":authority": dial.authority,
+        ...hooks.headers,
+      });
   } catch (e) {
     fail(e as Error);
     finish();

@@ -28,7 +28,12 @@ export function ownSpiffeId(name: string, certPem: Buffer | string): string {
  * `By=<own>;Hash=<sha256 of the DER>;Subject="…";URI=<caller>;DNS=<each DNS SAN>`.
  */
 export function xfccElement(by: string, peer: ForwardPeer): string {
-  const parts = [`By=${value(by)}`, `Hash=${createHash("sha256").update(peer.der).digest("hex")}`, `Subject=${quoted(peer.subject ?? "")}`, `URI=${value(spiffeIdOf(peer.identity.name, peer.san))}`];
+  const parts = [
+    `By=${value(by)}`,
+    `Hash=${createHash("sha256").update(peer.der).digest("hex")}`,
+    `Subject=${quoted(peer.subject ?? "")}`,
+    `URI=${value(spiffeIdOf(peer.identity.name, peer.san))}`,
+  ];
   for (const d of sanValues(peer.san, "DNS")) parts.push(`DNS=${value(d)}`);
   return parts.join(";");
 }
@@ -44,5 +49,7 @@ function quoted(v: string): string {
 
 /** The SANs of one type from Node's rendering ("DNS:a, URI:spiffe://…"; odd values JSON-quoted). */
 export function sanValues(san: string | undefined, type: "DNS" | "URI"): string[] {
-  return sanEntries(san).filter((e) => e.type === type && e.value).map((e) => e.value);
+  return sanEntries(san)
+    .filter((e) => e.type === type && e.value)
+    .map((e) => e.value);
 }
