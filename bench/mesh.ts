@@ -168,7 +168,9 @@ async function measureAll(
     for (let round = 0; round < pairedRounds; round++) {
       for (const [i, [, mode, conns]] of PLAN.entries()) {
         const loads = await Promise.all(pair.map((st) => runLoad(mode, st.port, pki, conns, seconds, st.pid)));
-        loads.forEach((l, k) => pair[k]!.together[i]!.push(sample(l)));
+        loads.forEach((l, k) => {
+          pair[k]!.together[i]!.push(sample(l));
+        });
       }
       console.log(`  side-by-side round ${round + 1}/${pairedRounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
     }

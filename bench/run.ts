@@ -112,5 +112,5 @@ try {
   process.exitCode = 1;
 }
 mkdirSync(resultsDir, { recursive: true });
-writeFileSync(`${resultsDir}latest.json`, JSON.stringify(results, null, 2) + "\n");
+writeFileSync(`${resultsDir}latest.json`, `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nResults written to bench-results/latest.json`);

@@ -131,7 +131,7 @@ export async function build() {
     return s[0] >= started - 100 ? [file, -1, -1] : [file, ...s];
   });
   const tmpPointer = `${POINTER}.${process.pid}.${randomBytes(4).toString("hex")}`;
-  writeFileSync(tmpPointer, JSON.stringify({ id, root: ROOT, built: new Date().toISOString(), inputs }) + "\n");
+  writeFileSync(tmpPointer, `${JSON.stringify({ id, root: ROOT, built: new Date().toISOString(), inputs })}\n`);
   renameSync(tmpPointer, POINTER);
   removeOld(id);
   return { id, dir };

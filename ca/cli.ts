@@ -71,7 +71,7 @@ function configure(cmd: Command, failed: { cmd?: Command }): void {
     if (unknown[0]?.startsWith("-")) c.unknownOption(unknown[0]);
     return missing(option);
   };
-  cmd.commands.forEach((sub) => configure(sub, failed));
+  for (const sub of cmd.commands) configure(sub, failed);
 }
 
 /** "generation add" for the failing command, so the error can point at its own --help. */

@@ -59,7 +59,7 @@ export function listTable(rows: ListedCert[]): string {
   const body = rows.map((r) => [r.domain, shortDate(r.issued), shortDate(r.notAfter), r.status, r.serial, r.issuer]);
   // A loop, not Math.max(...rows): spreading 100,000 rows overflows the stack.
   const widths = head.map((h) => h.length);
-  for (const row of body) row.forEach((c, i) => (widths[i] = Math.max(widths[i]!, c.length)));
+  for (const row of body) for (const [i, c] of row.entries()) widths[i] = Math.max(widths[i]!, c.length);
   const line = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
   return [line(head), ...body.map(line)].join("\n");
 }

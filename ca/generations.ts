@@ -16,7 +16,7 @@ import {
   validityFor,
 } from "./profiles.ts";
 import { parseConstraints } from "./name-constraints.ts";
-import { normalSerial, x509 } from "./x509.ts";
+import { normalSerial, type x509 } from "./x509.ts";
 
 export interface IntermediateOptions {
   name: string;

@@ -198,7 +198,7 @@ export function withinDns(name: string, constraint: string): boolean {
   const c = constraint.toLowerCase();
   if (c === "") return true;
   if (c.startsWith(".")) return n.endsWith(c);
-  return n === c || n.endsWith("." + c);
+  return n === c || n.endsWith(`.${c}`);
 }
 
 /** A wildcard "*.s" also meets an excluded host exactly one label under s: it would certify that host. */
@@ -206,7 +206,7 @@ function wildcardMeets(name: string, constraint: string): boolean {
   if (!name.startsWith("*.") || constraint.startsWith(".")) return false;
   const parent = name.slice(2).toLowerCase();
   const c = constraint.toLowerCase();
-  return c.endsWith("." + parent) && !c.slice(0, -(parent.length + 1)).includes(".");
+  return c.endsWith(`.${parent}`) && !c.slice(0, -(parent.length + 1)).includes(".");
 }
 
 function withinRange(ip: Uint8Array, range: { addr: Uint8Array; mask: Uint8Array }): boolean {

@@ -29,7 +29,7 @@ export function validateTrustDomain(td: unknown): string {
 
 /** Writes spiffe.json for a new CA (init has made sure no CA is there, and holds its new key). */
 export function saveTrustDomain(dir: string, td: string): void {
-  writeAtomic(spiffeConfigPath(dir), JSON.stringify({ trust_domain: td }, null, 2) + "\n", CERT_MODE);
+  writeAtomic(spiffeConfigPath(dir), `${JSON.stringify({ trust_domain: td }, null, 2)}\n`, CERT_MODE);
 }
 
 /** The CA's trust domain: spiffe.json, else what an older ledger recorded, else the default. */

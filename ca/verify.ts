@@ -75,7 +75,7 @@ const MUST_NOT_BE_CRITICAL: Record<string, string> = {
 
 // Names come from certificates, which anyone can make: printed escaped and bounded.
 const cn = (c: x509.X509Certificate) => printable(c.subjectName.getField("CN")[0] ?? c.subject);
-const day = (d: Date) => d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+const day = (d: Date) => `${d.toISOString().replace("T", " ").slice(0, 16)} UTC`;
 const selfIssued = (c: x509.X509Certificate) => c.subject === c.issuer;
 
 async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
@@ -373,7 +373,7 @@ function checkNameConstraints(chain: x509.X509Certificate[]): string | undefined
     const cert = chain[i]!;
     if (i > 0 && selfIssued(cert)) continue;
     if (!constraints.slice(i + 1).some(Boolean)) continue;
-    let names;
+    let names: ReturnType<typeof certNames>;
     try {
       names = certNames(cert, i === 0);
     } catch (err) {

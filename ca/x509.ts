@@ -16,7 +16,7 @@ export function crlToPem(crl: x509.X509Crl | Uint8Array): string {
 }
 
 export function certToPem(cert: x509.X509Certificate): string {
-  return cert.toString("pem").trimEnd() + "\n";
+  return `${cert.toString("pem").trimEnd()}\n`;
 }
 
 /** Serials compare lower-case hex without leading zeros (x509 and Node disagree on case). */

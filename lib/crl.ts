@@ -82,13 +82,13 @@ export interface CrlFields {
 export function crlFields(der: Uint8Array): CrlFields {
   const list = readTlv(der, 0);
   const tbs = list.tag === 0x30 ? firstChild(list) : undefined;
-  if (!tbs || tbs.tag !== 0x30) throw new DerError("not a CRL");
+  if (tbs?.tag !== 0x30) throw new DerError("not a CRL");
   const fields = children(tbs, 16);
   let i = fields[0]?.tag === 0x02 ? 1 : 0; // optional version
   i += 1; // signature algorithm
   const issuer = fields[i++];
   const thisUpdate = fields[i++];
-  if (!issuer || issuer.tag !== 0x30 || !isTime(thisUpdate)) throw new DerError("not a CRL");
+  if (issuer?.tag !== 0x30 || !isTime(thisUpdate)) throw new DerError("not a CRL");
   const nextUpdate = isTime(fields[i]) ? fields[i++] : undefined;
   const revoked = fields[i]?.tag === 0x30 ? fields[i++] : undefined;
   const extensions = fields[i]?.tag === 0xa0 ? fields[i] : undefined;
@@ -112,7 +112,7 @@ export function entrySerials(entries: Uint8Array): string[] {
 function serialsOf(entries: readonly Tlv[]): string[] {
   return entries.map((entry) => {
     const serial = entry.tag === 0x30 ? firstChild(entry) : undefined;
-    if (!serial || serial.tag !== 0x02) throw new DerError("a revoked entry has no serial number");
+    if (serial?.tag !== 0x02) throw new DerError("a revoked entry has no serial number");
     return normalSerial(hexOf(serial));
   });
 }
@@ -148,13 +148,13 @@ const CRL_NUMBER_OID = "551d14"; // 2.5.29.20
 /** The cRLNumber in crlExtensions, if present and an INTEGER of at most 20 octets (RFC 5280 5.2.3). */
 function crlNumber(explicit: Tlv): bigint | undefined {
   const list = firstChild(explicit);
-  if (!list || list.tag !== 0x30) return undefined;
+  if (list?.tag !== 0x30) return undefined;
   for (const ext of children(list, 256)) {
     const parts = children(ext, 3);
     const type = parts[0];
     const value = parts[parts.length - 1];
-    if (!type || type.tag !== 0x06 || hexOf(type) !== CRL_NUMBER_OID) continue;
-    if (!value || value.tag !== 0x04) return undefined;
+    if (type?.tag !== 0x06 || hexOf(type) !== CRL_NUMBER_OID) continue;
+    if (value?.tag !== 0x04) return undefined;
     const int = readTlv(value.buf, value.start, value.end);
     if (int.tag !== 0x02 || int.end - int.start > 20) return undefined;
     return BigInt(`0x${hexOf(int) || "0"}`);

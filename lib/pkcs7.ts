@@ -15,7 +15,7 @@ export function pkcs7Certificates(der: Uint8Array, max = 1_000): Buffer[] {
   if (parts.length !== 2 || !type || !content || !SIGNED_DATA.equals(type.raw) || content.tag !== 0xa0)
     throw new DerError("not a PKCS#7 SignedData");
   const signed = children(content, 1)[0];
-  if (!signed || signed.tag !== 0x30) throw new DerError("not a PKCS#7 SignedData");
+  if (signed?.tag !== 0x30) throw new DerError("not a PKCS#7 SignedData");
   const certs = children(signed, 6).find((n) => n.tag === 0xa0);
   if (!certs) return [];
   return children(certs, max)

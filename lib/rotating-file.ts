@@ -80,7 +80,10 @@ export class RotatingFile extends Writable {
       return;
     }
     this.size += buf.length;
-    if (!this.sync) return writeAll(this.fd, buf, cb);
+    if (!this.sync) {
+      writeAll(this.fd, buf, cb);
+      return;
+    }
     try {
       for (let at = 0; at < buf.length; ) at += writeSync(this.fd, buf, at, buf.length - at);
     } catch (err) {

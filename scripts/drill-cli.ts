@@ -96,13 +96,16 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
       policy: join(w.work, "policy.toml"),
       port: dashboardPort,
     }).then(
-      (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
-      (e: NodeJS.ErrnoException) => (
+      (d) => {
+        console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`);
+        return d;
+      },
+      (e: NodeJS.ErrnoException) => {
         console.error(
           `drill ${name}: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
-        ),
-        undefined
-      ),
+        );
+        return undefined;
+      },
     );
   };
 
@@ -132,7 +135,10 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
       dir: o.dir,
       keepState: o.keepState,
       signal: stop.signal,
-      onPrepared: (w) => ((state = w), watch(w)),
+      onPrepared: (w) => {
+        state = w;
+        watch(w);
+      },
       rate: o.rate,
       dwellMs: o.dwell,
       lifetimeMs: o.lifetime * 1000,

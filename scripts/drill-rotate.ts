@@ -147,13 +147,16 @@ const watch = (w: { work: string; pki: string }) => {
     policy: join(w.work, "policy.toml"),
     port: dashboardPort,
   }).then(
-    (d) => (console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`), d),
-    (e: NodeJS.ErrnoException) => (
+    (d) => {
+      console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`);
+      return d;
+    },
+    (e: NodeJS.ErrnoException) => {
       console.error(
         `drill:rotate: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
-      ),
-      undefined
-    ),
+      );
+      return undefined;
+    },
   );
 };
 try {
@@ -161,7 +164,10 @@ try {
     dir: o.dir,
     keepState: o.keepState,
     signal: stop.signal,
-    onPrepared: (w: { work: string; pki: string; removeState: boolean }) => ((state = w), watch(w)),
+    onPrepared: (w: { work: string; pki: string; removeState: boolean }) => {
+      state = w;
+      watch(w);
+    },
     withIntermediate: o.withIntermediate,
     rate: o.rate,
     dwellMs: o.dwell,

@@ -94,7 +94,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
   return new Promise((resolvePort, reject) => {
     let listening = false;
     createInterface({ input: proc.stdout! }).on("line", (text) => {
-      file?.write(text + "\n");
+      file?.write(`${text}\n`);
       const line = parseLine(text);
       if (isEvent(line, "listening") && !listening) {
         listening = true;
@@ -104,7 +104,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
     });
     let stderr = "";
     createInterface({ input: proc.stderr! }).on("line", (text) => {
-      stderr += text + "\n";
+      stderr += `${text}\n`;
       o.onStderr?.(text);
     });
     proc.on("exit", (code, signal) => {

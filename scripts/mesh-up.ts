@@ -81,7 +81,7 @@ const caUrls = (v: string) => {
     } catch {
       /* refused below */
     }
-    if (!url || url.protocol !== "https:" || url.pathname !== "/" || url.search || url.username)
+    if (url?.protocol !== "https:" || url.pathname !== "/" || url.search || url.username)
       throw new InvalidArgumentError(
         `${JSON.stringify(u.slice(0, 80))} is not an https:// origin such as https://10.0.0.2:7400`,
       );
@@ -764,7 +764,7 @@ async function main(): Promise<void> {
     const pidOf = (name: string) => comps.find((c) => c.name === name)?.proc?.pid ?? null;
     writeFileSync(
       join(logs, "mesh.json"),
-      JSON.stringify(
+      `${JSON.stringify(
         {
           pid: process.pid,
           startedAt,
@@ -798,7 +798,7 @@ async function main(): Promise<void> {
         },
         null,
         2,
-      ) + "\n",
+      )}\n`,
     );
   };
   writeState();

@@ -4,7 +4,7 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { CertificateAuthority, DEFAULT_LIMITS, createToken, normalSerial, type BucketSpec } from "../ca/index.ts";
+import { type CertificateAuthority, DEFAULT_LIMITS, createToken, normalSerial, type BucketSpec } from "../ca/index.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";

@@ -12,7 +12,6 @@ import { SERVICES } from "../services/mesh/names.ts";
 import { parseEventLine } from "../lib/events.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
-import { parseLine } from "./mesh-format.ts";
 
 export const PROBE_PATH = "/healthz";
 /** What the probe expects of an allowed call to a workload: its sidecar let it through to the app. */

@@ -53,7 +53,7 @@ export function stillRunning(p: RecordedProcess): boolean {
 
 export function writeRecord(file: string, r: SupervisorRecord): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(r, null, 2) + "\n");
+  writeFileSync(tmp, `${JSON.stringify(r, null, 2)}\n`);
   renameSync(tmp, file);
 }
 

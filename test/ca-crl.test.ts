@@ -62,7 +62,7 @@ describe("CRLs are backdated like certificates", () => {
       ca.paths.bundle,
       "-attime",
       seconds(NOW),
-      ca.paths.certsDir + "/revoked.internal.crt",
+      `${ca.paths.certsDir}/revoked.internal.crt`,
     ]);
     assert.notEqual(revoked.code, 0);
     assert.match(revoked.out, /certificate revoked/);
@@ -74,7 +74,7 @@ describe("CRLs are backdated like certificates", () => {
     assert.equal(r.ok, true, r.failed?.message);
     // Revoked at the CA's NOW, two minutes in this clock's future: still revoked, as openssl says.
     const gone = await ca.verify({
-      pem: readFileSync(ca.paths.certsDir + "/revoked.internal.crt", "utf8"),
+      pem: readFileSync(`${ca.paths.certsDir}/revoked.internal.crt`, "utf8"),
       at: behind,
     });
     assert.equal(gone.failed?.check, "revocation");
@@ -87,7 +87,7 @@ describe("CRLs are backdated like certificates", () => {
       ca.paths.bundle,
       "-attime",
       seconds(behind),
-      ca.paths.certsDir + "/revoked.internal.crt",
+      `${ca.paths.certsDir}/revoked.internal.crt`,
     ]);
     assert.match(o.out, /certificate revoked/);
   });

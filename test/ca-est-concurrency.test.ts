@@ -31,7 +31,7 @@ describe("CLI and server together", () => {
         ["cli1.internal", "cli2.internal", "cli3.internal"].map((n) => cli(["issue", "--domain", n, "--dir", t.dir])),
       ),
       cli(["revoke", "--domain", "victim.internal", "--dir", t.dir]),
-      ...names.map((n, i) =>
+      ...names.map((_n, i) =>
         est(t.server.url, {
           method: "POST",
           path: "/.well-known/est/simpleenroll",

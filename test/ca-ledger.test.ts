@@ -50,7 +50,7 @@ describe("ledger under concurrency and crashes", () => {
   it("twenty issue processes started at once for twenty names all land", async () => {
     const names = Array.from({ length: 20 }, (_, i) => `svc${i}.internal`);
     const runs = await Promise.all(names.map((n) => ca(["issue", "--domain", n, "--dir", dir])));
-    runs.forEach((r, i) => assert.equal(r.code, 0, `${names[i]}: ${r.stderr}`));
+    for (const [i, r] of runs.entries()) assert.equal(r.code, 0, `${names[i]}: ${r.stderr}`);
     const { rows, valid } = assertConsistent(dir);
     assert.equal(rows, 20);
     assert.deepEqual(valid, [...names].sort());

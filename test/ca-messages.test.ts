@@ -1,6 +1,6 @@
 // Issue 14: messages that pointed the wrong way, each held to what it now says.
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ca, cleanup, fingerprint, oneLineError, openssl, tempDir } from "./helpers/ca.ts";

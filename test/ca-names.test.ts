@@ -1,7 +1,6 @@
 // Name and number validation as a library call, for what a shell cannot pass
 // (a NUL byte) and for the exact boundaries (63/64, 253/254).
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileStem, validateCaName, validateDays, validateDnsName } from "../ca/names.ts";

@@ -300,12 +300,10 @@ describe("verify refuses what OpenSSL refuses (issue 8, item 3)", () => {
       assert.equal(r.ossl.code, 0, r.ossl.out);
     });
     it("Node's TLS, as the mesh runs it, makes the same decision in a real handshake", async () => {
+      const key = await exportPrivateKey(leaf.key);
       const handshake = (trusted: x509.X509Certificate[]) =>
-        new Promise<string>(async (resolve) => {
-          const server = createServer(
-            { cert: certToPem(leaf.cert) + certToPem(int.cert), key: await exportPrivateKey(leaf.key) },
-            (s) => s.end(),
-          );
+        new Promise<string>((resolve) => {
+          const server = createServer({ cert: certToPem(leaf.cert) + certToPem(int.cert), key }, (s) => s.end());
           server.listen(0, "127.0.0.1", () => {
             const { port } = server.address() as { port: number };
             const socket: TLSSocket = connect(

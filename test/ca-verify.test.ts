@@ -207,7 +207,7 @@ describe("verify: real path validation, each failure named", () => {
     await expectFailure(
       [
         new x509.X509Certificate(
-          readFileSync(notYet.certPath, "utf8").split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----",
+          `${readFileSync(notYet.certPath, "utf8").split("-----END CERTIFICATE-----")[0]}-----END CERTIFICATE-----`,
         ),
       ],
       "validity",

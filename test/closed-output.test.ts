@@ -84,7 +84,7 @@ describe("a closed stdout ends every command quietly", { concurrency: 2 }, () =>
         rule: "payment.accepts",
         msg: `denied ${i}`,
       });
-    writeFileSync(join(work, "logs", "payment.log"), Array.from({ length: 2000 }, (_, i) => line(i)).join("\n") + "\n");
+    writeFileSync(join(work, "logs", "payment.log"), `${Array.from({ length: 2000 }, (_, i) => line(i)).join("\n")}\n`);
   });
   after(() => cleanup(work));
 

@@ -10,7 +10,9 @@ import { runDrill } from "../scripts/drill/drill.ts";
 import { ROOT } from "./helpers/ca.ts";
 
 const made: string[] = [];
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
 
 /** A private TMPDIR, so whatever the drill leaves there can be listed. */
 function privateTmp(): string {

@@ -87,7 +87,7 @@ test("the legend says what every column means", () => {
   for (const l of LEGEND) assert.ok(out.includes(l));
   for (const col of ["ms", "sent/ok/failed", "gap ms", "why", "refusals"])
     assert.ok(
-      LEGEND.some((l) => l.startsWith(col + " ")),
+      LEGEND.some((l) => l.startsWith(`${col} `)),
       col,
     );
 });

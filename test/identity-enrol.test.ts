@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { checkToken, createToken, hashToken } from "../ca/tokens.ts";
 import { openssl } from "./helpers/ca.ts";
 import { CaServer } from "../ca/server/server.ts";
-import { world, startIn, callAs, stateIdentity, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
+import { world, startIn, callAs, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
 import { LogSink } from "./mesh-fixtures.ts";
 import { IdentityError } from "../services/mesh/identity-agent/errors.ts";
 

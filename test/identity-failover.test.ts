@@ -130,11 +130,11 @@ describe("a service with several CA addresses", () => {
       const cut = buf.lastIndexOf("\n");
       if (cut < 0) return;
       lines.write(
-        buf
+        `${buf
           .slice(0, cut + 1)
           .split("\n")
           .filter((l) => l.startsWith("{"))
-          .join("\n") + "\n",
+          .join("\n")}\n`,
       );
       buf = buf.slice(cut + 1);
     });

@@ -230,7 +230,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after ca bundle");
 
   // 4. A broken policy edit: the services keep the old policy, which is not the file on disk: × naming file:line.
-  writeFileSync(policy, readFileSync(policy, "utf8") + "\n[payment]\nacepts = []\n");
+  writeFileSync(policy, `${readFileSync(policy, "utf8")}\n[payment]\nacepts = []\n`);
   const bad = await meshCheck();
   assert.equal(bad.code, 1, bad.out);
   for (const s of ["order", "payment", "inventory"]) {
@@ -244,7 +244,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   }
 
   // A valid edit is taken up, and mesh_policy_info follows it: clean again.
-  writeFileSync(policy, readFileSync(join(ROOT, "mesh-policy.toml"), "utf8") + "\n# edited by the test\n");
+  writeFileSync(policy, `${readFileSync(join(ROOT, "mesh-policy.toml"), "utf8")}\n# edited by the test\n`);
   await waitFor(async () => (await meshCheck()).code === 0, 10_000, "mesh:check to pass after a valid policy edit");
 
   // 5. A service gone (mesh:up stopped; one merely killed is restarted: mesh-up-supervise.test.ts): × "nothing listens", fix mesh:up.

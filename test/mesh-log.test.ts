@@ -72,7 +72,7 @@ test("the sink delivers every line, in order, through a pipe whose reader is slo
   child.stdin.end();
   const lines = (await done).trimEnd().split("\n");
   assert.equal(lines.length, n);
-  lines.forEach((l, i) => assert.equal(JSON.parse(l).i, i));
+  for (const [i, l] of lines.entries()) assert.equal(JSON.parse(l).i, i);
 });
 
 test("with the reader stuck, the sink drops lines beyond its bound and then says how many", async () => {

@@ -55,7 +55,7 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-const line = (o: Record<string, unknown>) => JSON.stringify({ level: 30, ...o }) + "\n";
+const line = (o: Record<string, unknown>) => `${JSON.stringify({ level: 30, ...o })}\n`;
 const denied = (time: string) =>
   line({
     time,

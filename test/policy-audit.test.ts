@@ -156,7 +156,7 @@ test("a real service in audit mode lets a would-be-denied call through, logs aut
   // Save the service's own lines as a log file: what-if replays them below.
   const logs = join(pki.root, "logs");
   mkdirSync(logs, { recursive: true });
-  writeFileSync(join(logs, "payment.log"), pay.logs.lines.map((x) => JSON.stringify(x)).join("\n") + "\n");
+  writeFileSync(join(logs, "payment.log"), `${pay.logs.lines.map((x) => JSON.stringify(x)).join("\n")}\n`);
   const enforced = AUDIT.replace(
     `mode = "audit"\naccepts = ["order"]\n\n[inventory]`,
     `accepts = ["order"]\n\n[inventory]`,

@@ -165,7 +165,7 @@ before(() => {
   ];
   writeFileSync(
     at("logs/payment.log"),
-    lines.map((l) => JSON.stringify(l)).join("\n") + '\nnot json at all\n{"event":\n',
+    `${lines.map((l) => JSON.stringify(l)).join("\n")}\nnot json at all\n{"event":\n`,
   );
 });
 

@@ -105,7 +105,7 @@ test("the README's CA commands work as written, in order, after mesh:up has made
       assert.equal((await ca(["issue", "--domain", `${n}.internal`], { cwd })).code, 0);
 
     for (const step of steps) {
-      const where = `README.md:${step.line}: $ ${step.argv[0] === "ca" ? "npm run ca -- " + step.argv.slice(1).join(" ") : step.argv.join(" ")}`;
+      const where = `README.md:${step.line}: $ ${step.argv[0] === "ca" ? `npm run ca -- ${step.argv.slice(1).join(" ")}` : step.argv.join(" ")}`;
       let code: number | null;
       let out: string;
       if (step.argv[0] === "mesh:up") {

@@ -47,7 +47,7 @@ test("services/mesh/ imports nothing from services/apps/", () => {
     for (const s of specifiers(readFileSync(f, "utf8"))) {
       if (!s.startsWith(".")) continue;
       const target = resolve(dirname(f), s);
-      if (target === apps || target.startsWith(apps + "/")) bad.push(`${relative(ROOT, f)} imports ${s}`);
+      if (target === apps || target.startsWith(`${apps}/`)) bad.push(`${relative(ROOT, f)} imports ${s}`);
     }
   }
   assert.deepEqual(bad, []);

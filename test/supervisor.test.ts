@@ -161,7 +161,7 @@ test("mesh:check on mesh-up.log: ‼ for a recent restart, × for a part given u
       });
     writeFileSync(
       join(logs, "mesh-up.log"),
-      [
+      `${[
         line(120, { event: "supervisor.gave_up", component: "order", restarts: 5 }), // an earlier run: ignored
         ...["ca", "payment", "order", "dashboard"].map((c) =>
           line(59, { event: "supervisor.started", component: c, pid: 10, restarts: 0 }),
@@ -174,7 +174,7 @@ test("mesh:check on mesh-up.log: ‼ for a recent restart, × for a part given u
         line(2, { event: "supervisor.exited", component: "dashboard", pid: 10, code: 1, signal: null }),
         line(2, { event: "supervisor.gave_up", component: "dashboard", restarts: 0 }),
         "not json",
-      ].join("\n") + "\n",
+      ].join("\n")}\n`,
     );
     const checks = checkSupervision(readSupervision(logs), now);
     const by = (n: string) => checks.find((c) => c.name === n)!;

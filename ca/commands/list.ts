@@ -18,9 +18,9 @@ export function register(program: Command): void {
   ).action((o) =>
     withView(o, (ca) => {
       const rows = ca.list({ all: o.all });
-      if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + "\n");
+      if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       else if (rows.length === 0) console.log(`No certificates yet (run: ${caCommand("issue --domain NAME")})`);
-      else process.stdout.write(listTable(rows) + "\n");
+      else process.stdout.write(`${listTable(rows)}\n`);
     }),
   );
 }

@@ -30,7 +30,7 @@ export function register(program: Command): void {
       const olderThanMs = parseDuration(o.olderThan, { flag: "--older-than", min: 0, max: 100 * 365 * 86_400_000 });
       const r = await retention.prune(ca, { olderThanMs, dryRun: !!o.dryRun });
       if (o.json) {
-        process.stdout.write(JSON.stringify({ ...r, cutoff: r.cutoff.toISOString() }, null, 2) + "\n");
+        process.stdout.write(`${JSON.stringify({ ...r, cutoff: r.cutoff.toISOString() }, null, 2)}\n`);
         return;
       }
       const verb = r.dryRun ? "would delete" : "deleted";

@@ -47,13 +47,13 @@ export function register(program: Command): void {
       if (o.status) {
         const row = ca.ledger.unfinishedRotation();
         if (!row) {
-          if (o.json) process.stdout.write(JSON.stringify({ rotation: null }) + "\n");
+          if (o.json) process.stdout.write(`${JSON.stringify({ rotation: null })}\n`);
           else console.log(`No rotation in progress (start one: ${caCommand("rotate")})`);
           return;
         }
         const v = rotation.currentVerdict(ca, row);
         if (o.json) {
-          process.stdout.write(JSON.stringify({ rotation: row, verdict: v }, null, 2) + "\n");
+          process.stdout.write(`${JSON.stringify({ rotation: row, verdict: v }, null, 2)}\n`);
           return;
         }
         console.log(

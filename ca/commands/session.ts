@@ -5,7 +5,9 @@ import { LedgerView } from "../view.ts";
 import { openOptions, type StateFlags } from "./flags.ts";
 import { forUser } from "./suggest.ts";
 
-export const warn = (warnings: string[]) => warnings.forEach((w) => console.error(`warning: ${forUser(w)}`));
+export const warn = (warnings: string[]) => {
+  for (const w of warnings) console.error(`warning: ${forUser(w)}`);
+};
 
 /** Like withCa, for commands that only read the ledger (ca/view.ts). */
 export async function withView(flags: StateFlags, fn: (ca: LedgerView) => void): Promise<void> {

@@ -20,7 +20,7 @@ export function register(program: Command): void {
       if (o.json) {
         const td = ca.trustDomainSetting();
         process.stdout.write(
-          JSON.stringify(
+          `${JSON.stringify(
             {
               dir: ca.layout.dir,
               trust_domain: td.trustDomain,
@@ -32,7 +32,7 @@ export function register(program: Command): void {
             },
             null,
             2,
-          ) + "\n",
+          )}\n`,
         );
         return;
       }

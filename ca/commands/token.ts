@@ -40,7 +40,7 @@ export function register(program: Command): void {
       privateStdout();
       if (o.json) {
         process.stdout.write(
-          JSON.stringify(
+          `${JSON.stringify(
             {
               token: t.token,
               domain: t.domain,
@@ -56,7 +56,7 @@ export function register(program: Command): void {
             },
             null,
             2,
-          ) + "\n",
+          )}\n`,
         );
       } else {
         // The token alone on stdout (TOKEN=$(npm run -s ca -- token ...)); the rest for people on stderr.

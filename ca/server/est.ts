@@ -80,7 +80,7 @@ export function remoteOf(req: IncomingMessage): string {
 export function presented(req: IncomingMessage): { der: Uint8Array; authorized: boolean; error: string | null } | null {
   const sock = req.socket as TLSSocket;
   const peer = sock.getPeerCertificate?.(false);
-  if (!peer || !peer.raw) return null;
+  if (!peer?.raw) return null;
   return {
     der: new Uint8Array(peer.raw),
     authorized: sock.authorized,

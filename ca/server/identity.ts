@@ -7,7 +7,6 @@ import { CaError } from "../errors.ts";
 import { signLeaf } from "../issuance.ts";
 import { exportPrivateKey, generateKeyPair } from "../keys.ts";
 import { CA_SERVER_NAME } from "../reserved.ts";
-import { certToPem } from "../x509.ts";
 import type { Published } from "./published.ts";
 
 export const SERVER_NAME = CA_SERVER_NAME;

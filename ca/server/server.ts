@@ -26,7 +26,7 @@ import {
 } from "./est.ts";
 import { DEFAULT_LEASE_MS, Lease } from "./lease.ts";
 import { HttpError, sendText } from "./http.ts";
-import { issueServerCert, renewalReason, SERVER_NAME, type ServerCert } from "./identity.ts";
+import { issueServerCert, renewalReason, type ServerCert } from "./identity.ts";
 import { loadPublished, stateStamp, type Published } from "./published.ts";
 import { CaMetrics } from "./metrics.ts";
 import { RefusalLog, type RefusalLogOptions } from "./refusal-log.ts";

@@ -51,7 +51,7 @@ export class SpiffeBundleEndpoint {
   private readonly file: string;
 
   constructor(
-    private readonly ca: CertificateAuthority,
+    ca: CertificateAuthority,
     private readonly log: EventLogger,
   ) {
     this.file = inside(ca.layout.dir, "spiffe-bundle.json");
@@ -71,7 +71,7 @@ export class SpiffeBundleEndpoint {
     if (stored && stored.roots === roots && prev > 0) return prev;
     const next = prev + 1;
     try {
-      writeAtomic(this.file, JSON.stringify({ sequence: next, roots } satisfies SequenceFile) + "\n", CERT_MODE);
+      writeAtomic(this.file, `${JSON.stringify({ sequence: next, roots } satisfies SequenceFile)}\n`, CERT_MODE);
     } catch (err) {
       this.log.warn(
         { event: "spiffe.bundle_sequence_unwritable", file: this.file, err: (err as Error).message },
@@ -89,7 +89,7 @@ export class SpiffeBundleEndpoint {
       spiffe_sequence: this.sequenceFor(p.etag),
       spiffe_refresh_hint: SPIFFE_REFRESH_HINT_S,
     };
-    const body = JSON.stringify(doc, null, 2) + "\n";
+    const body = `${JSON.stringify(doc, null, 2)}\n`;
     this.cached = { roots: p.etag, body, etag: `"${createHash("sha256").update(body).digest("base64url")}"` };
     return this.cached;
   }

@@ -14,7 +14,7 @@ import type {
   TokenRow,
 } from "../ledger.ts";
 import type { LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
-import { PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
+import { type PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
 
 const SCHEMA_VERSION = "1";
 /** The advisory lock every write transaction takes ("mesh" in ASCII). */

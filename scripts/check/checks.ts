@@ -60,7 +60,7 @@ const check = (name: string, title: string, severity: Severity, detail: string, 
 
 /** "2027-03-01 12:00 UTC" */
 export function when(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 }
 
 /** "in 89 days", "in 5 hours", "3 days ago" */
@@ -485,7 +485,7 @@ export function clockSkew(date: string, sentAt: number, receivedAt: number): num
   if (Number.isNaN(d)) return null;
   const lo = d - receivedAt;
   const hi = d + 1_000 - sentAt;
-  return lo > 0 ? lo : hi < 0 ? hi : 0;
+  return lo > 0 ? lo : Math.min(hi, 0);
 }
 
 export function checkClock(s: ServiceFacts): Check {

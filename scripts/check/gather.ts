@@ -132,21 +132,19 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
         if (row?.status !== "VALID") continue;
         identities.push({ dns, short, cert, key: readFileSync(files.key) });
       } catch {
-        continue; // unreadable or not a certificate: try the next identity
+        // unreadable or not a certificate: try the next identity
       }
     }
-    const issuers = ca.ledger
-      .issuers()
-      .map((r) => ({
-        id: r.id,
-        kind: r.kind,
-        name: r.name,
-        generation: r.generation,
-        state: r.state,
-        notBefore: r.not_before,
-        notAfter: r.not_after,
-        crlNextUpdate: r.crl_next_update,
-      }));
+    const issuers = ca.ledger.issuers().map((r) => ({
+      id: r.id,
+      kind: r.kind,
+      name: r.name,
+      generation: r.generation,
+      state: r.state,
+      notBefore: r.not_before,
+      notAfter: r.not_after,
+      crlNextUpdate: r.crl_next_update,
+    }));
     const changedAt = (path: string) => {
       try {
         return statSync(path).mtimeMs;
@@ -443,9 +441,7 @@ export async function gatherMesh(o: {
 }
 
 /** logs/mesh.json, which mesh:up writes. */
-export function readMeshState(
-  logs: string,
-): {
+export function readMeshState(logs: string): {
   pki?: string;
   policy?: string;
   ports?: Record<string, number>;

@@ -52,9 +52,9 @@ export function renderText(r: Report): string {
       ),
     );
   else out.push(green(`Status check results are ${MARK.ok}: ${all.length} checks`));
-  return out.join("\n") + "\n";
+  return `${out.join("\n")}\n`;
 }
 
 export function renderJson(r: Report): string {
-  return JSON.stringify(r, null, 2) + "\n";
+  return `${JSON.stringify(r, null, 2)}\n`;
 }

@@ -88,10 +88,10 @@ function alive(pid: number): boolean {
   }
 }
 
-const hhmmss = (ms: number) => new Date(ms).toISOString().slice(11, 19) + " UTC";
+const hhmmss = (ms: number) => `${new Date(ms).toISOString().slice(11, 19)} UTC`;
 const how = (e: ComponentFacts["lastExit"]) =>
   e
-    ? (e.signal ? `killed by ${e.signal}` : `exited with code ${e.code ?? "?"}`) + ` at ${hhmmss(e.at)}`
+    ? `${e.signal ? `killed by ${e.signal}` : `exited with code ${e.code ?? "?"}`} at ${hhmmss(e.at)}`
     : "how it died is not in the log";
 
 /** One check per supervised part, and one for mesh:up itself. */

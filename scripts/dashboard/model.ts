@@ -2,7 +2,7 @@
 // calls whom and how it goes, each service's identity, the calls seen per route, the feed of
 // refusals with their sentences, and the supervisor's restarts; scoped to the current mesh:up run
 // (from its mesh.started line on). Pure: no I/O, the clock comes with each call, so tests feed it lines directly.
-import { asEvent, type FieldTypes, type LoggedEvent } from "../../lib/events.ts";
+import { asEvent } from "../../lib/events.ts";
 import type { MeshLine } from "../mesh-format.ts";
 import { CALLER_ONLY, FIXES, KEPT_OUT } from "./reasons.ts";
 import { SeenCalls, type Seen } from "./seen.ts";
@@ -104,7 +104,10 @@ export class MeshModel {
     if (this.runStart !== null && ms < this.runStart) return; // an earlier run's line, read after this run began
     const s = Math.floor(ms / 1000);
     const time = text(l.time) || new Date(ms).toISOString();
-    if (l.event === "mesh.started") return this.newRun(ms);
+    if (l.event === "mesh.started") {
+      this.newRun(ms);
+      return;
+    }
     this.version++;
     if (this.supervision.ingest(l, time)) return;
     this.caReplicas.ingest(l, time); // and on: the CA's lines are the CA's card too

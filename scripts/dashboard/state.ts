@@ -294,9 +294,7 @@ export class DashboardState {
     }
   }
 
-  private ledgerRow(
-    serial: string,
-  ): {
+  private ledgerRow(serial: string): {
     issuerName: string;
     generation: number;
     status: "valid" | "revoked" | "superseded";

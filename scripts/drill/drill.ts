@@ -343,7 +343,7 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
       checks,
       longestSafeGapMs: Math.max(0, ...phases.filter((p) => p.safe).map((p) => p.longestGapMs)),
     };
-    writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
     return report;
   } finally {
     await traffic?.stop().catch(() => {}); // idempotent
@@ -357,7 +357,7 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
 function recordPhase(logs: string, c: Phase): void {
   appendFileSync(
     join(logs, "drill.log"),
-    JSON.stringify({
+    `${JSON.stringify({
       level: 30,
       time: new Date(c.at).toISOString(),
       service: "drill",
@@ -365,7 +365,7 @@ function recordPhase(logs: string, c: Phase): void {
       phase: c.name,
       safe: c.safe,
       msg: c.title,
-    }) + "\n",
+    })}\n`,
   );
 }
 

@@ -339,7 +339,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
         mesh_check: { before: check0, expiring: warned, expired: failedCheck, healed: check2 },
       },
     };
-    writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
     return report;
   } finally {
     await mesh.close();

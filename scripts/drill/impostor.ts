@@ -210,7 +210,7 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
         metrics: { paymentUnknownCaRefusals: [refusalsBefore, refusalsAfter] },
       },
     };
-    writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
     return report;
   } finally {
     await imposter?.stop();

@@ -128,7 +128,7 @@ export class DrillMesh {
   drillLog(line: Record<string, unknown>): void {
     appendFileSync(
       join(this.logs, "drill.log"),
-      JSON.stringify({ time: new Date().toISOString(), level: 30, service: "drill", ...line }) + "\n",
+      `${JSON.stringify({ time: new Date().toISOString(), level: 30, service: "drill", ...line })}\n`,
     );
   }
 

@@ -213,7 +213,7 @@ function prepareOnlineWork(work: string) {
   const policy = join(work, "policy.toml");
   writeFileSync(policy, DRILL_POLICY);
   const drillLog = (line: Record<string, unknown>) =>
-    appendFileSync(join(logs, "drill.log"), JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n");
+    appendFileSync(join(logs, "drill.log"), `${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
   return { logs, stateRoot, policy, drillLog };
 }
 
@@ -883,6 +883,6 @@ function report(run: OnlineRun, outcome: Outcome): DrillReport {
       rotationMs: rotation.rotationMs,
     },
   };
-  writeFileSync(r.reportFile, JSON.stringify(r, null, 2) + "\n");
+  writeFileSync(r.reportFile, `${JSON.stringify(r, null, 2)}\n`);
   return r;
 }

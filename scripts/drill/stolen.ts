@@ -190,7 +190,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
       checks,
       facts: { serial, refusedInMs: refusedIn, metrics: { paymentRevokedRefusals: [refusalsBefore, refusalsAfter] } },
     };
-    writeFileSync(report.reportFile, JSON.stringify(report, null, 2) + "\n");
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
     return report;
   } finally {
     thief?.stop();

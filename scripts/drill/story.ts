@@ -30,10 +30,10 @@ export function storyTimeline(r: StoryReport): string {
     out.push(bold("\nWhat each side said") + dim(" (the log lines to look for)"));
     for (const e of r.evidence)
       out.push(
-        `  [${e.service}] ${e.event}${e.reason ? ` ${e.reason}` : ""}: ${dim(e.msg.length > 400 ? e.msg.slice(0, 399) + "…" : e.msg)}`,
+        `  [${e.service}] ${e.event}${e.reason ? ` ${e.reason}` : ""}: ${dim(e.msg.length > 400 ? `${e.msg.slice(0, 399)}…` : e.msg)}`,
       );
   }
-  out.push(bold("\nHeal") + `  ${r.heal}`);
+  out.push(`${bold("\nHeal")}  ${r.heal}`);
   out.push(bold("\nChecks"));
   for (const c of r.checks) out.push(`  ${c.ok ? green("✓") : red("✗")} ${c.name}: ${dim(c.detail)}`);
   out.push("");

@@ -47,7 +47,7 @@ export function timeline(r: DrillReport): string {
     for (const g of r.gates) {
       // A waiting gate's message names whom it waits for (bounded); the full list is in report.json.
       out.push(
-        `  +${pad(((Date.parse(g.at) - t0) / 1000).toFixed(1) + "s", 7)} ${pad(g.gate, 9)} ${pad(g.state, 8)} ${g.msg.length > 150 ? g.msg.slice(0, 149) + "…" : g.msg}`,
+        `  +${pad(`${((Date.parse(g.at) - t0) / 1000).toFixed(1)}s`, 7)} ${pad(g.gate, 9)} ${pad(g.state, 8)} ${g.msg.length > 150 ? `${g.msg.slice(0, 149)}…` : g.msg}`,
       );
     }
   }

@@ -1,7 +1,7 @@
 // What is wrong with a chain a client presented, read from the certificates themselves.
 // OpenSSL keeps verifying after the first error and reports the last one (with CRLs on, often
 // UNABLE_TO_GET_CRL or UNSPECIFIED), so the service looks at the chain to name the real fault.
-import { X509Certificate } from "node:crypto";
+import type { X509Certificate } from "node:crypto";
 import { children, firstChild, hexOf, readTlv } from "../../lib/der.ts";
 
 /** Where the presented chain leads: to a root this service trusts, to another CA of the same name, or elsewhere. */
@@ -121,7 +121,7 @@ const KEY_USAGE = "551d0f";
 export function caFacts(der: Uint8Array): { ca: boolean; pathLen?: number; keyCertSign?: boolean } | undefined {
   try {
     const tbs = firstChild(readTlv(der, 0));
-    if (!tbs || tbs.tag !== 0x30) return undefined;
+    if (tbs?.tag !== 0x30) return undefined;
     const exts = children(tbs, 16).find((t) => t.tag === 0xa3);
     let ca = false;
     let pathLen: number | undefined;

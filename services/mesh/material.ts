@@ -207,7 +207,7 @@ function servedChain(file: Buffer): Buffer {
   const blocks = pemBlocks(file.toString("utf8"), "CERTIFICATE");
   if (blocks.length <= 1) return file;
   const kept = blocks.filter((pem, i) => i === 0 || !selfSigned(new X509Certificate(pem)));
-  return kept.length === blocks.length ? file : Buffer.from(kept.join("\n") + "\n");
+  return kept.length === blocks.length ? file : Buffer.from(`${kept.join("\n")}\n`);
 }
 
 function selfSigned(c: X509Certificate): boolean {

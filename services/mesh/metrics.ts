@@ -108,7 +108,7 @@ class CellCounter {
     let c = this.cells.get(key);
     if (!c) {
       const labels: Record<string, string> = {};
-      this.labelNames.forEach((l, i) => (labels[l] = values[i]!));
+      for (const [i, l] of this.labelNames.entries()) labels[l] = values[i]!;
       this.cells.set(key, (c = { labels, n: 0 }));
     }
     return c;
@@ -146,7 +146,7 @@ class CellHistogram {
     let c = this.cells.get(key);
     if (!c) {
       const labels: Record<string, string> = {};
-      this.labelNames.forEach((l, i) => (labels[l] = values[i]!));
+      for (const [i, l] of this.labelNames.entries()) labels[l] = values[i]!;
       this.cells.set(key, (c = { labels, buckets: new Float64Array(this.bounds.length), sum: 0, count: 0 }));
     }
     return c;

@@ -126,7 +126,7 @@ export function formatName(n: object | undefined): string | undefined {
 }
 
 export function presented(cert: PeerCertificate | null | undefined): PresentedCert | undefined {
-  if (!cert || !cert.raw) return undefined;
+  if (!cert?.raw) return undefined;
   return {
     subject: formatName(cert.subject),
     issuer: formatName(cert.issuer),

@@ -45,7 +45,7 @@ export function parsePeers(text: string, file: string): PeerMap {
         "BAD_ARGUMENT",
         `${where}: ${JSON.stringify(name.slice(0, 80))} is not a mesh name such as payment.${MESH_DOMAIN}`,
       );
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$/.exec(addr);
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(addr);
     const host = m?.[1]?.startsWith("[") ? m[1].slice(1, -1) : m?.[1];
     const port = Number(m?.[2]);
     if (!m || !host || !(isIP(host) || HOSTNAME.test(host)) || (m[1]!.startsWith("[") && isIP(host) !== 6)) {

@@ -258,7 +258,7 @@ function route(
     fail(`${at}.method`, `${at}.method must be one of ${[...METHODS].join(", ")}`);
   }
   const path = r.path;
-  if (typeof path !== "string" || !/^\/[A-Za-z0-9._~:\/-]*(\/\*)?$/.test(path) || path.includes("//")) {
+  if (typeof path !== "string" || !/^\/[A-Za-z0-9._~:/-]*(\/\*)?$/.test(path) || path.includes("//")) {
     fail(`${at}.path`, `${at}.path must be a string path like "/charge", "/stock/:sku" or "/admin/*"`);
   }
   return Object.freeze({

@@ -5,7 +5,7 @@ import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
 import { parsePolicy, type Policy } from "./policy.ts";
 import { loadMaterial, materialPaths, type MaterialPaths, type TlsMaterial } from "./material.ts";
-import { MeshServer, type Limits, type Route } from "./server.ts";
+import { MeshServer, type Limits } from "./server.ts";
 import { Upstreams } from "./client.ts";
 import { createLogger, type MeshLogger } from "./log.ts";
 import { dnsName, isIdentityName } from "./names.ts";

@@ -479,13 +479,15 @@ export class MeshServer {
       series?.denied();
       req.resume();
       // A gRPC client reads a refusal from grpc-status, never from an HTTP status.
-      if (isGrpc(req))
-        return sendGrpcStatus(
+      if (isGrpc(req)) {
+        sendGrpcStatus(
           res,
           peer,
           GRPC_PERMISSION_DENIED,
           `${caller} may not call ${method} ${path} on ${this.opts.service} (rule ${d.rule})`,
         );
+        return;
+      }
       send(res, peer, 403, {
         error: "forbidden",
         caller,
@@ -596,7 +598,8 @@ class Exchange {
         body,
       });
     } catch (e) {
-      return this.fail(e);
+      this.fail(e);
+      return;
     }
     // Synchronous handlers answer without a promise tick.
     if (out instanceof Promise)
@@ -608,7 +611,10 @@ class Exchange {
   }
 
   fail(e: unknown): void {
-    if (e instanceof HttpError) return this.done(e.status, e.body);
+    if (e instanceof HttpError) {
+      this.done(e.status, e.body);
+      return;
+    }
     this.logs.log.error(
       { event: "request", err: messageOf(e), method: this.method, path: this.path },
       "handler failed",

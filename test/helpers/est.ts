@@ -180,5 +180,5 @@ export function certsOf(body: string): x509.X509Certificate[] {
 }
 
 export function pemOf(certs: x509.X509Certificate[]): string {
-  return certs.map((c) => c.toString("pem")).join("\n") + "\n";
+  return `${certs.map((c) => c.toString("pem")).join("\n")}\n`;
 }

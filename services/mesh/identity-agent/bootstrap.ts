@@ -1,6 +1,6 @@
 // First start: the one-time token, trust in the CA server through the token's root fingerprint
 // only (as `step ca bootstrap --fingerprint`), then enrolment with a key made in the state folder.
-import { X509Certificate, createHash } from "node:crypto";
+import { type X509Certificate, createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import {
   formatGenerationsFile,

@@ -17,7 +17,7 @@ export interface IdentityFacts {
 }
 
 export function pemOf(certs: readonly X509Certificate[]): string {
-  return certs.map((c) => c.toString().trim()).join("\n") + "\n";
+  return `${certs.map((c) => c.toString().trim()).join("\n")}\n`;
 }
 
 export function splitPem(text: string): X509Certificate[] {

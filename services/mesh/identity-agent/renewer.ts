@@ -3,7 +3,7 @@
 // revocation is in force within a second), and applies every change through the runtime's TLS
 // reload. Each outcome is a log event; a failure is retried, never silent, and a renewal that is
 // late or a certificate near its end without a renewal is said before it expires.
-import { X509Certificate } from "node:crypto";
+import type { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { countPem, pemBlocks } from "../../../lib/pem.ts";

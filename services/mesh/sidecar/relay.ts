@@ -68,15 +68,13 @@ export function relay(req: MeshRequest, res: MeshResponse, dial: Dial, hooks: Re
   }
   let up: ClientHttp2Stream;
   try {
-    up = dial
-      .session()
-      .request({
-        ":method": method,
-        ":path": path,
-        ":scheme": dial.scheme,
-        ":authority": dial.authority,
-        ...hooks.headers,
-      });
+    up = dial.session().request({
+      ":method": method,
+      ":path": path,
+      ":scheme": dial.scheme,
+      ":authority": dial.authority,
+      ...hooks.headers,
+    });
   } catch (e) {
     fail(e as Error);
     finish();
