@@ -3,7 +3,7 @@
 // deleted. A Writable, so it replaces fs.createWriteStream where a launcher writes a log.
 // Chunks are whole lines (each write is one or more lines): rotation happens between writes,
 // never inside a line. Queued writes are joined into one write(2), as fs.WriteStream does.
-import { closeSync, fstatSync, openSync, renameSync, rmSync, write, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, write, writeSync } from "node:fs";
 import { Writable } from "node:stream";
 
 /** 10 MiB × (1 + 5) files: at most ~60 MiB a service, whatever it logs. */
@@ -99,22 +99,45 @@ export class RotatingFile extends Writable {
    */
   private rotate(): void {
     closeSync(this.fd);
-    if (this.keep === 0) rmSync(this.path, { force: true });
-    else {
-      rmSync(rotatedPath(this.path, this.keep), { force: true });
-      for (let n = this.keep - 1; n >= 1; n--) {
-        try {
-          renameSync(rotatedPath(this.path, n), rotatedPath(this.path, n + 1));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-        }
-      }
-      renameSync(this.path, rotatedPath(this.path, 1));
-    }
+    shiftRotated(this.path, this.keep);
     this.fd = openSync(this.path, "a", 0o644);
     this.size = 0;
     this.onRotate?.(this.path);
   }
+}
+
+/** current → .1 → .2 …, the oldest beyond `keep` deleted (with keep 0, the current file is). */
+function shiftRotated(path: string, keep: number): void {
+  if (keep === 0) {
+    rmSync(path, { force: true });
+    return;
+  }
+  rmSync(rotatedPath(path, keep), { force: true });
+  for (let n = keep - 1; n >= 1; n--) {
+    try {
+      renameSync(rotatedPath(path, n), rotatedPath(path, n + 1));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  renameSync(path, rotatedPath(path, 1));
+}
+
+/**
+ * Rotates `path` as RotatingFile would when it is larger than maxBytes: for a file a process
+ * writes through an inherited descriptor (a component's stderr), called while no process has it
+ * open, so nothing written is lost. Returns whether it rotated.
+ */
+export function rotateIfLarger(path: string, opts: { maxBytes: number; keep: number }): boolean {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch {
+    return false;
+  }
+  if (size <= opts.maxBytes) return false;
+  shiftRotated(path, opts.keep);
+  return true;
 }
 
 /** write(2) may write less than asked (a full disk's last blocks): write the rest, or fail. */

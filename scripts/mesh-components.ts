@@ -12,6 +12,7 @@ import { isEvent } from "../lib/events.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 import { describeExit, type ComponentSpec } from "./supervisor.ts";
 import { ROOT } from "./launch.ts";
+import { rotateIfLarger, rotationFromEnv } from "../lib/rotating-file.ts";
 
 export interface RunnerOptions {
   name: string;
@@ -71,6 +72,15 @@ export class Runner implements ComponentSpec {
 
   spawn(restarts: number): ChildProcess {
     const { args, env, file, cwd, ownLog } = this.o.command(restarts, this.outFile);
+    // What the process writes through an inherited descriptor (stderr, an app's stdout) cannot be
+    // rotated while it runs without losing lines: it is rotated here, when no process has it open.
+    for (const f of ownLog ? [this.errFile] : [this.errFile, this.outFile]) {
+      try {
+        rotateIfLarger(f, rotationFromEnv());
+      } catch {
+        // a bad MESH_LOG_* is reported by mesh:up at start; a rename that fails leaves the file growing
+      }
+    }
     const out = ownLog ? undefined : openSync(this.outFile, "a", 0o600);
     const err = openSync(this.errFile, "a", 0o600);
     let proc: ChildProcess;

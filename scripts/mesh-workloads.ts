@@ -98,7 +98,7 @@ export function workloadSidecar(o: WorkloadSidecarOptions): Runner {
   return new Runner({
     name: p.name,
     logs: o.logs,
-    command: (restarts) => {
+    command: (restarts, logFile) => {
       seen.clear();
       const env: NodeJS.ProcessEnv = { ...process.env };
       // The token in its environment only (ps shows arguments); the sidecar removes it once read.
@@ -124,9 +124,12 @@ export function workloadSidecar(o: WorkloadSidecarOptions): Runner {
           "--policy",
           o.policy,
           ...[...p.outbound].flatMap(([u, port]) => ["--upstream", `${u}=${o.addressOf(u)}@${port}`]),
+          "--log-file",
+          logFile,
           ...(id ? ["--ca", id.ca, "--state", id.state, "--lifetime", id.lifetime, "--poll", String(id.poll)] : []),
         ],
         env,
+        ownLog: true,
       };
     },
     isReady: (l) => {

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { startService, type RunningService } from "./mesh/runtime.ts";
 import { onParentExit } from "./mesh/parent.ts";
 import { createStdoutLogger } from "./mesh/log.ts";
+import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
 import { DEFAULT_REQUEST_LINES_PER_SECOND } from "./mesh/access-log.ts";
 import { isIdentityName } from "./mesh/names.ts";
 import { isMeshError, messageOf } from "./mesh/errors.ts";
@@ -59,6 +60,10 @@ const program = new Command("mesh-sidecar")
     count,
   )
   .option("--exit-with-parent", "end when the process that started this one exits")
+  .option(
+    "--log-file <path>",
+    "append the log here instead of stdout, rotated by size (MESH_LOG_MAX_SIZE, default 10m; MESH_LOG_KEEP rotated files, default 5)",
+  )
   .option("--admin-port <n>", "serve GET /metrics and GET /healthz over plain HTTP on this loopback port", port)
   .option("--admin-host <addr>", "loopback address of the admin listener", loopback, "127.0.0.1")
   .option(
@@ -83,7 +88,7 @@ Examples:
 
 The app learns its caller from x-forwarded-client-cert (Envoy's format), set by the sidecar
 alone; it calls an upstream at http://127.0.0.1:<port> and never holds a key. Logs are JSON
-lines on stdout. Exit codes: 0 stopped by a signal, 2 bad arguments or files.
+lines on stdout (or --log-file). Exit codes: 0 stopped by a signal, 2 bad arguments or files.
 ${IDENTITY_HELP}`,
   )
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
@@ -114,6 +119,7 @@ const o = program.opts<{
   adminPort?: number;
   adminHost: string;
   exitWithParent?: boolean;
+  logFile?: string;
   ca?: string;
   state?: string;
   tokenFile?: string;
@@ -122,7 +128,10 @@ const o = program.opts<{
 }>();
 
 try {
-  const out = createStdoutLogger(o.service);
+  const out = createStdoutLogger(
+    o.service,
+    o.logFile ? new RotatingFile(o.logFile, { ...rotationFromEnv(), sync: true }) : undefined,
+  );
   const app = sidecarApp({ app: o.app, appProtocol: o.appProtocol, outbound: o.upstream });
   const common = {
     service: o.service,

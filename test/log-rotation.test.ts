@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RotatingFile, rotationFromEnv } from "../lib/rotating-file.ts";
+import { RotatingFile, rotateIfLarger, rotationFromEnv } from "../lib/rotating-file.ts";
 import { LogTail } from "../scripts/dashboard/log-tail.ts";
 import { freshPki, call, identity } from "./mesh-fixtures.ts";
 
@@ -159,7 +159,35 @@ describe("the dashboard's LogTail across rotations", () => {
 });
 
 describe("a service's own --log-file", () => {
-  it("rotates under MESH_LOG_MAX_SIZE/MESH_LOG_KEEP, whole lines only, and holds the shutdown line", async () => {
+  it("rotates under MESH_LOG_MAX_SIZE/MESH_LOG_KEEP, whole lines only, and holds the shutdown line", () =>
+    ownLogFile("services/main.ts", [], 200));
+  it("a sidecar's too (mesh:up gives it --log-file): its app down, each 503 is a line", () =>
+    ownLogFile("services/sidecar.ts", ["--app", "http://127.0.0.1:9"], 503));
+});
+
+describe("rotateIfLarger: what a component writes through its stderr descriptor", () => {
+  it("rotates only a file past maxBytes, keeping `keep` older ones, and leaves a missing file alone", () => {
+    const f = join(dir, "svc.stderr");
+    assert.equal(rotateIfLarger(f, { maxBytes: 10, keep: 2 }), false);
+    writeFileSync(f, "0123456789");
+    assert.equal(rotateIfLarger(f, { maxBytes: 10, keep: 2 }), false, "exactly maxBytes stays");
+    for (const gen of ["first\n".repeat(3), "second\n".repeat(3), "third\n".repeat(3)]) {
+      writeFileSync(f, gen);
+      assert.equal(rotateIfLarger(f, { maxBytes: 10, keep: 2 }), true);
+    }
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((n) => n.startsWith("svc.stderr"))
+        .sort(),
+      ["svc.stderr.1", "svc.stderr.2"],
+    );
+    assert.equal(readFileSync(`${f}.1`, "utf8"), "third\n".repeat(3));
+    assert.equal(readFileSync(`${f}.2`, "utf8"), "second\n".repeat(3));
+  });
+});
+
+async function ownLogFile(entry: string, extra: string[], expectStatus: number): Promise<void> {
+  {
     const pki = await freshPki();
     const logs = join(pki.root, "svc-logs");
     (await import("node:fs")).mkdirSync(logs);
@@ -169,7 +197,8 @@ describe("a service's own --log-file", () => {
       [
         "--import",
         TSX,
-        "services/main.ts",
+        entry,
+        ...extra,
         "--service",
         "payment",
         "--port",
@@ -215,7 +244,7 @@ describe("a service's own --log-file", () => {
       // Enough request lines (~250 bytes each) for several rotations, in several batches.
       for (let i = 0; i < 80; i++) {
         const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
-        assert.equal((r as { status: number }).status, 200);
+        assert.equal((r as { status: number }).status, expectStatus);
         if (i % 20 === 19) await new Promise((r) => setTimeout(r, 150)); // let the sink's 100 ms batch go
       }
       await waitFor(
@@ -237,8 +266,8 @@ describe("a service's own --log-file", () => {
       if (child.exitCode === null) child.kill("SIGKILL");
       pki.cleanup();
     }
-  });
-});
+  }
+}
 
 function existsRotated(path: string, n: number): boolean {
   try {

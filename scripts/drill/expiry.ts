@@ -102,7 +102,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     // expired order before order calls anyone.
     const life = mesh.lifeMs;
     await mesh.up({ edge: life + EDGE_EXTRA_MS, order: life + ORDER_EXTRA_MS });
-    mesh.begin(
+    await mesh.begin(
       "baseline",
       `1. Baseline: four identities enrolled over EST, certificates living ${life / 1000} s, orders flowing`,
       true,
@@ -112,7 +112,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     await pause(dwell);
 
     // 2. The CA goes away ---------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "ca-down",
       `2. The CA server goes away (its process stopped); the certificates run out within ${life / 1000} s`,
       false,
@@ -211,7 +211,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     await pause(dwell);
 
     // 3. The CA comes back: nothing heals by itself ----------------------------------------
-    mesh.begin("ca-back", "3. The CA server comes back on its address: does the mesh heal by itself?", false);
+    await mesh.begin("ca-back", "3. The CA server comes back on its address: does the mesh heal by itself?", false);
     const backAt = Date.now();
     await mesh.startCa();
     mesh.note(`CA server back on ${mesh.caUrl}`);
@@ -228,7 +228,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     );
 
     // 4. The operator's heal: a new token for each expired identity, and a restart -----------
-    mesh.begin(
+    await mesh.begin(
       "re-enrol",
       `4. Heal (the operator): a new one-time token for each expired identity (${victims.join(", ") || "none"}) and a restart with it`,
       false,
@@ -254,7 +254,7 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     mesh.note(`${healed.failed} of ${healed.sent} order(s) sent after the re-enrolment failed`);
     const check2 = await certificateCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's certificate: ${check2.severity}: ${check2.detail}`);
-    mesh.begin("after", "5. After: the mesh as before, renewing on its own again", true);
+    await mesh.begin("after", "5. After: the mesh as before, renewing on its own again", true);
     await pause(dwell);
 
     const phases = await mesh.report();

@@ -39,11 +39,11 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   try {
     await mesh.up();
-    mesh.begin("baseline", "1. Baseline: the mesh enrolled from its CA, orders flowing", true);
+    await mesh.begin("baseline", "1. Baseline: the mesh enrolled from its CA, orders flowing", true);
     await pause(dwell);
 
     // 2. The look-alike CA ---------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "impostor",
       "2. A look-alike CA: same name, another key, issues payment.internal and order.internal",
       false,
@@ -126,7 +126,7 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
     await pause(dwell);
 
     // 3. Heal ------------------------------------------------------------------------------
-    mesh.begin("heal", "3. Heal: the impostor stopped, the real payment back on its port with its own identity", false);
+    await mesh.begin("heal", "3. Heal: the impostor stopped, the real payment back on its port with its own identity", false);
     await imposter.stop();
     imposter = undefined;
     // Its state folder is intact: it starts from its own certificate, no token needed.
@@ -135,7 +135,7 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
     await pause(dwell);
     mesh.traffic!.unmark(healed);
     mesh.note(`${healed.failed} of ${healed.sent} order(s) sent after the real payment came back failed`);
-    mesh.begin("after", "4. After: the mesh as before", true);
+    await mesh.begin("after", "4. After: the mesh as before", true);
     await pause(dwell);
 
     const phases = await mesh.report();

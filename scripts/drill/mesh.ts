@@ -256,12 +256,18 @@ export class DrillMesh {
     await until(() => this.traffic!.succeeded >= 3, "the first orders to get through", 30_000);
   }
 
-  begin(name: string, title: string, safe: boolean): void {
+  /**
+   * Ends the phase in progress and begins the next; resolves once the requests the ended phase
+   * sent are answered (new ones already count in the new phase), so a break made after awaiting
+   * it cannot cut, and charge to a safe phase, a request that was merely slow.
+   */
+  async begin(name: string, title: string, safe: boolean): Promise<void> {
     this.end();
     this.phases.push({ name, title, safe, at: Date.now(), notes: [] });
     this.traffic!.phase = name;
     this.setup.say(`\n▶ ${title}`);
     this.drillLog({ event: "drill.phase", phase: name, safe, msg: title });
+    await this.setup.orStop(this.traffic!.settle());
   }
 
   note(s: string): void {

@@ -28,7 +28,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   try {
     await mesh.up();
-    mesh.begin("baseline", "1. Baseline: the mesh enrolled, orders flowing", true);
+    await mesh.begin("baseline", "1. Baseline: the mesh enrolled, orders flowing", true);
     // The theft: order's key and certificate copied out of its state folder.
     const st = mesh.stateOf("order");
     mkdirSync(loot, { recursive: true, mode: 0o700 });
@@ -47,7 +47,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     await pause(dwell);
 
     // 2. Revoke ---------------------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "revoke",
       `2. The operator revokes order's certificate (keyCompromise): every service must refuse it within ${REFUSED_WITHIN_MS / 1000} s`,
       false,
@@ -116,7 +116,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     await pause(dwell);
 
     // 3. Heal: the real order enrols afresh ---------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "re-enrol",
       "3. Heal: order's revoked identity moved aside (its key is compromised), a new token, order restarted",
       false,
@@ -131,7 +131,7 @@ async function stolen(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
     mesh.note(
       `order enrolled afresh on :${mesh.ports.order}; ${healed.failed} of ${healed.sent} order(s) sent since failed; the stolen copy: ${stillOut ? "still refused" : "ACCEPTED"}`,
     );
-    mesh.begin("after", "4. After: the mesh as before, the thief locked out", true);
+    await mesh.begin("after", "4. After: the mesh as before, the thief locked out", true);
     await pause(dwell);
     const lingering = thief.summary(revokedAt);
     thief.stop();

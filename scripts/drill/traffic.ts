@@ -188,6 +188,24 @@ export class Traffic {
     }
   }
 
+  /**
+   * Waits (at most timeoutMs) for the requests already sent to be answered, while traffic goes on.
+   * A drill calls it between switching to a new phase and breaking something, so a request of a
+   * safe phase that is slow on a loaded machine is not cut by the break and counted as lost there.
+   */
+  async settle(timeoutMs = 10_000): Promise<void> {
+    const sent = [...this.inFlight];
+    if (sent.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(sent),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** Stops sending and waits for every request in flight to finish. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
