@@ -18,6 +18,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "./helpers/ca.ts";
+import { hasEvent } from "./helpers/events.ts";
 
 interface Copy {
   dir: string;
@@ -140,7 +141,7 @@ function startService(c: Copy, pre: string[], args: string[]): Promise<{ listeni
     let err = "";
     child.stdout.on("data", (d) => {
       out += d;
-      if (/"event":"listening"/.test(out)) {
+      if (hasEvent(out, "listening")) {
         child.kill("SIGKILL");
         resolve({ listening: true, output: out });
       }

@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { ROOT, ca, cleanup, fingerprint, oneLineError, openssl, tempDir } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
 import { get, parse, promtool, value, type Sample } from "./helpers/prom.ts";
+import { ev } from "./helpers/events.ts";
 
 const TSX = import.meta.resolve("tsx");
 const ENROL = "/.well-known/est/simpleenroll";
@@ -130,8 +131,8 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     assert.equal(init.code, 0, init.stderr);
     // The port through the environment, as docs/metrics.md says mesh set-ups pass it.
     srv = serve(["--dir", dir], { MESH_CA_ADMIN_PORT: "0" });
-    url = String((await srv.waitFor((l) => l.event === "ca.started")).url);
-    const admin = await srv.waitFor((l) => l.event === "admin.listening");
+    url = String((await srv.waitFor(ev("ca.started"))).url);
+    const admin = await srv.waitFor(ev("admin.listening"));
     assert.equal(admin.host, "127.0.0.1");
     adminPort = Number(admin.port);
     assert.ok(adminPort > 0);
@@ -200,7 +201,7 @@ describe("ca serve --admin-port: the CA's metrics", () => {
     // 6. the CLI beside the server: it issues one and revokes it (the ledger and the CRL say so)
     assert.equal((await ca(["issue", "--domain", "cli.internal", "--dir", dir], { env: CLEAN })).code, 0);
     assert.equal((await ca(["revoke", "--domain", "cli.internal", "--dir", dir], { env: CLEAN })).code, 0);
-    await srv.waitFor((l) => l.event === "ca.state_reloaded", 5_000);
+    await srv.waitFor(ev("ca.state_reloaded"), 5_000);
 
     const res = await get(adminPort, "/metrics");
     assert.equal(res.status, 200);
@@ -298,9 +299,7 @@ describe("the CA's gauges follow a rotation the CLI makes while the server runs"
 
     assert.equal((await ca(["generation", "add", "--dir", t.dir], { env: CLEAN })).code, 0);
     assert.equal((await ca(["bundle", "--dir", t.dir], { env: CLEAN })).code, 0);
-    await t.lines.wait(
-      (l) => l.event === "ca.state_reloaded" && Array.isArray(l.generations) && l.generations.length === 2,
-    );
+    await t.lines.wait(ev("ca.state_reloaded", (l) => Array.isArray(l.generations) && l.generations.length === 2));
     s = await scrape();
     assert.equal(
       value(s, "mesh_ca_root_expiration_timestamp_seconds", { issuer: "root-2" }),
@@ -310,7 +309,7 @@ describe("the CA's gauges follow a rotation the CLI makes while the server runs"
     assert.equal(value(s, "mesh_ca_signer_generation"), 1, "adding a generation does not make it sign");
 
     assert.equal((await ca(["generation", "use", "2", "--dir", t.dir], { env: CLEAN })).code, 0);
-    const renewed = await t.lines.wait((l) => l.event === "ca.tls_renewed" && l.generation === 2);
+    const renewed = await t.lines.wait(ev("ca.tls_renewed", (l) => l.generation === 2));
     s = await scrape();
     assert.equal(value(s, "mesh_ca_signer_generation"), 2);
     assert.equal(
@@ -371,10 +370,10 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
   it("MESH_CA_ADMIN_PORT set but empty: no admin listener, and the EST server runs", async () => {
     const srv = serve(["--dir", dir], { MESH_CA_ADMIN_PORT: "" });
     try {
-      const started = await srv.waitFor((l) => l.event === "ca.started");
+      const started = await srv.waitFor(ev("ca.started"));
       assert.match(String(started.url), /^https:\/\/127\.0\.0\.1:\d+$/);
       await srv.ready();
-      assert.equal(srv.lines.filter((l) => l.event === "admin.listening").length, 0);
+      assert.equal(srv.lines.filter(ev("admin.listening")).length, 0);
     } finally {
       srv.child.kill("SIGTERM");
       assert.equal(await srv.exited, 0);
@@ -383,16 +382,16 @@ describe("ca serve: admin flags refused in one line, nothing changed", () => {
 
   it("SIGTERM as soon as ca.started is logged (the admin listener still starting): exit 0, ca.stopped logged", async () => {
     const srv = serve(["--dir", dir, "--admin-port", "0"]);
-    await srv.waitFor((l) => l.event === "ca.started");
+    await srv.waitFor(ev("ca.started"));
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
-    assert.equal(srv.lines.filter((l) => l.event === "ca.stopped").length, 1);
+    assert.equal(srv.lines.filter(ev("ca.stopped")).length, 1);
   });
 
   it("an admin port already taken: exit 3 in one line, and the EST server does not stay up", async () => {
     const other = serve(["--dir", dir, "--admin-port", "0"]);
     try {
-      const taken = Number((await other.waitFor((l) => l.event === "admin.listening")).port);
+      const taken = Number((await other.waitFor(ev("admin.listening"))).port);
       await other.ready();
       const r = await ca(["serve", "--port", "0", "--dir", dir, "--admin-port", String(taken)], { env: CLEAN });
       assert.equal(r.code, 3, r.stderr);

@@ -10,6 +10,7 @@ import { normalSerial } from "../ca/x509.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr } from "./helpers/est.ts";
 import { createDb, startReplica, type Replica, type TestDb } from "./helpers/replicas.ts";
+import { ev } from "./helpers/events.ts";
 
 const ENROL = "/.well-known/est/simpleenroll";
 const LEASE_S = 2;
@@ -74,7 +75,7 @@ describe("CA replicas on one PostgreSQL store", () => {
   }
 
   it("exactly one replica holds the once-only jobs' lease", async () => {
-    await Promise.race(replicas.map((r) => r.lines.wait((l) => l.event === "ca.lease_acquired", 15_000)));
+    await Promise.race(replicas.map((r) => r.lines.wait(ev("ca.lease_acquired"), 15_000)));
     const holders = replicas.filter((r) => r.lines.events("ca.lease_acquired").length > 0);
     assert.equal(holders.length, 1, "one holder");
     const own = replicas.map((r) => r.lines.events("ca.started")[0]!.tls_serial as string);
@@ -131,13 +132,16 @@ describe("CA replicas on one PostgreSQL store", () => {
       ),
     );
     // Killed once it has answered some of the burst.
-    await holder.lines.wait((l) => l.event === "est.enrolled" && String(l.name).startsWith("kill"), 30_000);
+    await holder.lines.wait(
+      ev("est.enrolled", (l) => String(l.name).startsWith("kill")),
+      30_000,
+    );
     killedAt = Date.now();
     await holder.kill();
     const answers = await burst;
     const survivors = replicas.filter((r) => r !== holder);
     const taken = await Promise.race(
-      survivors.map((r) => r.lines.wait((l) => l.event === "ca.lease_acquired", (LEASE_S + 10) * 1000)),
+      survivors.map((r) => r.lines.wait(ev("ca.lease_acquired"), (LEASE_S + 10) * 1000)),
     );
     const takeoverMs = Date.parse((taken.time as string) ?? "") || Date.now();
     // Lease term + one renewal tick, and slack for a loaded machine.
@@ -190,7 +194,7 @@ describe("two CA servers on one SQLite folder", () => {
   it("coordinate through a lease in the ledger and stop replacing each other's certificate", async () => {
     const ca = await CertificateAuthority.open({ dir });
     try {
-      await Promise.race(servers.map((s) => s.lines.wait((l) => l.event === "ca.lease_acquired", 15_000)));
+      await Promise.race(servers.map((s) => s.lines.wait(ev("ca.lease_acquired"), 15_000)));
       const serverRows = () => ca.ledger.list({ all: true }).filter((r) => r.source === "ca-server").length;
       assert.equal(serverRows(), 2, "one certificate per server");
       // Before the fix each replaced the other's every 500 ms (58 rows in 14 s): watch 3 s of polls (and a lease term).
@@ -203,7 +207,7 @@ describe("two CA servers on one SQLite folder", () => {
       const holder = servers.find((s) => s.lines.events("ca.lease_acquired").length > 0)!;
       const other = servers.find((s) => s !== holder)!;
       await holder.kill();
-      await other.lines.wait((l) => l.event === "ca.lease_acquired", (LEASE_S + 10) * 1000);
+      await other.lines.wait(ev("ca.lease_acquired"), (LEASE_S + 10) * 1000);
     } finally {
       ca.close();
     }

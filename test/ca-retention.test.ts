@@ -9,6 +9,7 @@ import { DAY_MS } from "../ca/profiles.ts";
 import { prune, expiredOnCrls } from "../ca/retention.ts";
 import { ca as runCa, cleanup, openssl, tempDir } from "./helpers/ca.ts";
 import { startCa, type TestCa } from "./helpers/est.ts";
+import { ev } from "./helpers/events.ts";
 
 const T0 = new Date("2027-05-01T00:00:00Z");
 const HOUR = 3_600_000;
@@ -153,7 +154,7 @@ describe("ca serve prunes on its own", () => {
     t.shift(5 * DAY_MS); // gone expired 4 days ago, stays 0
     const r = await t.server.prune();
     assert.ok(r && r.certs >= 1, JSON.stringify(r));
-    const line = await t.lines.wait((l) => l.event === "ca.pruned");
+    const line = await t.lines.wait(ev("ca.pruned"));
     assert.equal(line.cutoff, r!.cutoff.toISOString());
     assert.equal(t.ca.ledger.bySerial(gone.serial), undefined);
     assert.ok(t.ca.ledger.bySerial(stays.serial));

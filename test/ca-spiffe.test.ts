@@ -13,6 +13,7 @@ import { loadPublished } from "../ca/server/published.ts";
 import { SpiffeBundleEndpoint } from "../ca/server/spiffe-bundle.ts";
 import { ca as cli, oneLineError, openssl, tempDir, cleanup } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
+import { ev } from "./helpers/events.ts";
 
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
@@ -68,7 +69,7 @@ describe("SPIFFE identities from the online CA", () => {
     assert.match(text, /CA:FALSE/);
     assert.match(text, /X509v3 Key Usage: critical\s+Digital Signature\n/);
     assert.equal(
-      (await t.lines.wait((l) => l.event === "est.enrolled" && l.name === "shipping.internal")).spiffe_id,
+      (await t.lines.wait(ev("est.enrolled", (l) => l.name === "shipping.internal"))).spiffe_id,
       "spiffe://internal/shipping",
     );
 

@@ -8,6 +8,7 @@ import { ca, cleanup, fingerprint, oneLineError, tempDir } from "./helpers/ca.ts
 import { PKCS10, est, makeCsr, startCa, type TestCa } from "./helpers/est.ts";
 import { createToken, hashToken } from "../ca/tokens.ts";
 import { CaError } from "../ca/errors.ts";
+import { ev } from "./helpers/events.ts";
 
 describe("ca token: reserved names and live certificates", { concurrency: 1 }, () => {
   let dir: string;
@@ -116,7 +117,7 @@ describe("EST: a reserved name is never enrolled, token or not", () => {
     });
     assert.equal(r.status, 403, r.body);
     assert.match(r.body, /ca\.internal cannot be enrolled: it is the CA server's own name/);
-    const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "reserved_name");
+    const refused = await t.lines.wait(ev("est.refused", (l) => l.reason === "reserved_name"));
     assert.equal(refused.name, "ca.internal");
     assert.equal(t.ca.ledger.current("ca.internal")!.serial, server.serial, "the server's certificate is not replaced");
     assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "the token is not spent");

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ROOT, ca as cli, cleanup, tempDir } from "./helpers/ca.ts";
 import { PKCS10, est, makeCsr, startCa, type LogLine } from "./helpers/est.ts";
+import { ev, hasEvent, evAny } from "./helpers/events.ts";
 
 const TSX = import.meta.resolve("tsx");
 const MINUTE = 60_000;
@@ -64,7 +65,7 @@ async function serve(work: string, offsetMs: number): Promise<Served> {
       await new Promise((r) => setTimeout(r, 50));
     }
   };
-  const started = await wait((l) => l.event === "ca.started");
+  const started = await wait(ev("ca.started"));
   return {
     url: String(started.url),
     pki,
@@ -121,7 +122,7 @@ async function payment(
   child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   const deadline = Date.now() + 30_000;
-  while (child.exitCode === null && !/"event":"identity\.agent_started"/.test(out) && Date.now() < deadline)
+  while (child.exitCode === null && !hasEvent(out, "identity.agent_started") && Date.now() < deadline)
     await new Promise((r) => setTimeout(r, 50));
   if (child.exitCode === null) child.kill("SIGTERM");
   return { code: await exited, out, err };
@@ -159,18 +160,18 @@ describe("a CA whose clock is 10 minutes behind", () => {
     );
     assert.ok(!existsSync(join(work, "state-2m", "cert.pem")), "nothing enrolled");
     // The CA: a clock_skew refusal of its own (the token had verified) and an est.clock_skew line naming payment.
-    const refused = await s.wait((l) => l.event === "est.refused" && l.reason === "clock_skew");
+    const refused = await s.wait(ev("est.refused", (l) => l.reason === "clock_skew"));
     assert.equal(refused.name, "payment.internal");
     assert.equal(refused.authenticated, true);
-    const skew = await s.wait((l) => l.event === "est.clock_skew" && l.name === "payment.internal");
+    const skew = await s.wait(ev("est.clock_skew", (l) => l.name === "payment.internal"));
     assert.ok(Math.abs(Number(skew.clock_offset_ms) - 10 * MINUTE) < 3_000, JSON.stringify(skew));
     assert.match(String(skew.msg), /^clock skew: payment\.internal's clock is \d+m \d+s ahead of this CA's$/);
   });
 
   it("still issues what stays usable: an hour-long certificate, with the skew in the CA's log", async () => {
     const r = await payment(work, s, 0, "1h");
-    assert.match(r.out, /"event":"identity\.enrolled"/, r.out + r.err);
-    const enrolled = await s.wait((l) => l.event === "est.enrolled" && l.name === "payment.internal");
+    assert.ok(hasEvent(r.out, "identity.enrolled"), r.out + r.err);
+    const enrolled = await s.wait(ev("est.enrolled", (l) => l.name === "payment.internal"));
     assert.ok(
       Date.parse(String(enrolled.not_after)) - Date.now() > 45 * MINUTE,
       "valid for 50 minutes by the real clock",
@@ -198,13 +199,13 @@ describe("a service whose clock is 2 days ahead", () => {
     );
     assert.match(line, /the CA's certificate looks expired from here/);
     assert.doesNotMatch(line, /cannot reach the CA/);
-    const skew = await s.wait((l) => l.event === "est.clock_skew");
+    const skew = await s.wait(ev("est.clock_skew"));
     assert.equal(skew.authenticated, false);
     assert.equal(skew.remote, "127.0.0.1");
     assert.ok(Math.abs(Number(skew.clock_offset_ms) - 2 * DAY) < 3_000, JSON.stringify(skew));
     assert.match(String(skew.msg), /^clock skew: 127\.0\.0\.1's clock is 2d 0h ahead of this CA's$/);
     // The token was never sent: no enrolment was attempted.
-    assert.equal(s.lines().filter((l) => l.event === "est.enrolled" || l.event === "est.refused").length, 0);
+    assert.equal(s.lines().filter(evAny("est.enrolled", "est.refused")).length, 0);
   });
 });
 
@@ -244,9 +245,9 @@ it("any refusal to a client whose Date is off says clock skew; the CA's Date is 
       Math.abs(Date.parse(String(r.headers.date)) - (Date.now() - 10 * MINUTE)) < 5_000,
       `the CA's Date is its clock: ${r.headers.date}`,
     );
-    const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "token_unknown");
+    const refused = await t.lines.wait(ev("est.refused", (l) => l.reason === "token_unknown"));
     assert.ok(Math.abs(Number(refused.clock_offset_ms) - 10 * MINUTE) < 3_000);
-    const skew = await t.lines.wait((l) => l.event === "est.clock_skew");
+    const skew = await t.lines.wait(ev("est.clock_skew"));
     assert.equal(skew.authenticated, false);
     assert.equal(skew.name, "shipping.internal");
     // No Date, no comparison: curl is not told anything about clocks.

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { CertificateAuthority } from "../ca/authority.ts";
 import { startDashboard, type Dashboard } from "../scripts/dashboard/server.ts";
+import { eventsIn } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const CHROMIUM = "/usr/bin/chromium";
@@ -167,11 +168,9 @@ test("the page shows the three services, their identities and the policy, with n
   assert.match((await page.locator('[data-cell="inventory>payment"]').textContent()) ?? "", /deny · payment\.accepts/);
   assert.equal(await page.locator("#status").textContent(), "live");
   // mesh:up said where its run begins; the page shows that run only.
-  const started = readFileSync(join(tmp, "logs", "mesh-up.log"), "utf8")
-    .split("\n")
-    .filter((l) => l.includes('"event":"mesh.started"'));
+  const started = eventsIn(readFileSync(join(tmp, "logs", "mesh-up.log"), "utf8"), "mesh.started");
   assert.equal(started.length, 1);
-  assert.equal(dash.state.snapshot().runStartedAt, (JSON.parse(started[0]!) as { time: string }).time);
+  assert.equal(dash.state.snapshot().runStartedAt, started[0]!.time);
   assert.match((await page.locator("#run").textContent()) ?? "", /this mesh:up run since \d\d:\d\d:\d\d/);
   assert.deepEqual(pageErrors, []);
 });
@@ -312,8 +311,7 @@ test("a call on a route its own rule allows is judged by that rule, and a policy
   assert.equal(issued.code, 0, issued.out);
   const policy = join(tmp, "policy.toml");
   const original = readFileSync(policy, "utf8");
-  const reloads = () =>
-    (readFileSync(join(tmp, "logs", "inventory.log"), "utf8").match(/"event":"policy\.reloaded"/g) ?? []).length;
+  const reloads = () => eventsIn(readFileSync(join(tmp, "logs", "inventory.log"), "utf8"), "policy.reloaded").length;
   const before = reloads();
   writeFileSync(
     policy,

@@ -22,6 +22,7 @@ import { checkChain } from "../services/mesh/identity-agent/chain.ts";
 import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
 import { MeshMetrics } from "../services/mesh/metrics.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
+import { ev } from "./helpers/events.ts";
 
 test("the cacerts header: one positive whole number per root, or nothing", () => {
   assert.equal(formatRootGenerations([1, 2, 10]), "1, 2, 10");
@@ -140,12 +141,12 @@ test("an identity state folder from before the generations file learns them from
     rmSync(file);
     const again = await startIn(w, "payment", { lifetime: "1h", token: null });
     try {
-      const started = await again.logs.wait((l) => l.event === "identity.agent_started", 20_000);
+      const started = await again.logs.wait(ev("identity.agent_started"), 20_000);
       assert.equal(started.generation, null, "unknown, not guessed from the root's name");
       await again.svc.identity.poll(); // the bundle is unchanged: a 304, which carries the header
       assert.deepEqual([...readGenerations(join(w.stateDir("payment"), "bundle.pem")).values()], [1]);
       assert.equal(await again.svc.identity.renew("test"), true);
-      const renewed = await again.logs.wait((l) => l.event === "identity.renewed", 20_000);
+      const renewed = await again.logs.wait(ev("identity.renewed"), 20_000);
       assert.equal(renewed.generation, 1);
     } finally {
       await again.svc.close();

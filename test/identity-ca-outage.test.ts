@@ -4,6 +4,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, callAs, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const worlds: World[] = [];
 after(async () => {
@@ -20,7 +21,7 @@ test("the CA down: renewal failures are warned once, the service keeps serving, 
     const port = w.ca.server.listeningPort;
     await w.ca.server.close();
     for (let i = 0; i < 4; i++) assert.equal(await pay.svc.identity.renew("test"), false);
-    const warned = pay.logs.lines.filter((l) => l.event === "identity.renew_failed");
+    const warned = pay.logs.lines.filter(ev("identity.renew_failed"));
     assert.equal(warned.length, 1, "four failures in a row while the CA is unreachable: one warning");
     assert.equal(warned[0]!.code, "CA_UNREACHABLE");
     assert.match(String(warned[0]!.msg), /as soon as the CA answers a poll again/);
@@ -32,17 +33,13 @@ test("the CA down: renewal failures are warned once, the service keeps serving, 
     assert.equal("status" in r ? r.status : r, 200);
 
     w.ca.server = await CaServer.start({ ca: w.ca.ca, port, log: w.ca.server.log, limits: ROOMY_LIMITS });
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 15_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 15_000);
     assert.ok(Date.now() < backoffUntil, "renewed before the backoff ran out");
     assert.equal(renewed.reason, "the CA answers again");
     assert.equal(renewed.previous, first.serial);
     assert.equal(renewed.failuresBefore, 4);
-    assert.ok(pay.logs.find((l) => l.event === "trust.poll_restored"));
-    assert.equal(
-      pay.logs.lines.filter((l) => l.event === "trust.poll_failed").length,
-      1,
-      "the polls' failure is said once too",
-    );
+    assert.ok(pay.logs.find(ev("trust.poll_restored")));
+    assert.equal(pay.logs.lines.filter(ev("trust.poll_failed")).length, 1, "the polls' failure is said once too");
   } finally {
     await pay.svc.close();
   }

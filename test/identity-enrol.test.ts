@@ -12,6 +12,7 @@ import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, callAs, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
 import { LogSink } from "./mesh-fixtures.ts";
 import { IdentityError } from "../services/mesh/identity-agent/errors.ts";
+import { ev, hasEvent } from "./helpers/events.ts";
 
 let w: World;
 before(async () => {
@@ -51,7 +52,7 @@ test("enrolment with a token: key 0600 made in the state folder, certificate, bu
       openssl(["x509", "-in", join(dir, "cert.pem"), "-noout", "-subject", "-ext", "subjectAltName"]).out,
       /CN\s*=\s*payment\.internal[\s\S]*DNS:payment\.internal/,
     );
-    const enrolled = logs.find((l) => l.event === "identity.enrolled")!;
+    const enrolled = logs.find(ev("identity.enrolled"))!;
     assert.ok(enrolled, "identity.enrolled logged");
     assert.equal(
       enrolled.serial,
@@ -64,7 +65,7 @@ test("enrolment with a token: key 0600 made in the state folder, certificate, bu
     assert.equal(enrolled.issuer, "CN=Acme Corp CA");
     assert.equal(typeof enrolled.notAfter, "string");
     // The CA recorded it, and the token is now used.
-    await w.ca.lines.wait((l) => l.event === "est.enrolled" && l.name === "payment.internal");
+    await w.ca.lines.wait(ev("est.enrolled", (l) => l.name === "payment.internal"));
     assert.deepEqual(checkToken(w.ca.ca.ledger, token, "payment.internal", new Date()), { ok: false, why: "used" });
     // The key never left the folder: not in the CA's log, not in ours; neither is the token.
     const keyBody = readFileSync(join(dir, "key.pem"), "utf8").split("\n")[1]!;
@@ -132,7 +133,7 @@ test("restarted with the CA down, a service starts from its state folder's cache
     const again = await startIn(w, "order", { stateDir: dir, token: null, logs, pollMs: 200 });
     try {
       assert.equal(again.svc.identity.identity.serial, serial);
-      const failed = await logs.wait((l) => l.event === "trust.poll_failed");
+      const failed = await logs.wait(ev("trust.poll_failed"));
       assert.match(String(failed.reason), /cannot reach the CA at https:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);
       const r = await callAs(w, w.edge, again.svc.port, "order.internal", "GET", "/healthz");
       assert.deepEqual(r, { status: 200, body: JSON.stringify({ service: "order", caller: "edge" }) });
@@ -192,10 +193,10 @@ test("services/main.ts --ca: enrols from MESH_ENROL_TOKEN, which never appears i
   child.stderr.on("data", (d) => (out += d));
   try {
     const deadline = Date.now() + 20_000;
-    while (!/"event":"listening"/.test(out) && Date.now() < deadline && child.exitCode === null)
+    while (!hasEvent(out, "listening") && Date.now() < deadline && child.exitCode === null)
       await new Promise((r) => setTimeout(r, 100));
-    assert.match(out, /"event":"identity\.enrolled"/, out);
-    assert.match(out, /"event":"listening"/);
+    assert.ok(hasEvent(out, "identity.enrolled"), out);
+    assert.ok(hasEvent(out, "listening"), out);
     const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, "utf8");
     assert.ok(!cmdline.includes(token.split(".")[1]!));
     assert.ok(!out.includes(token.split(".")[1]!));
@@ -275,7 +276,7 @@ test("an expired identity: without a token it refuses to start and says how to f
   const again = await startIn(w, "payment", { stateDir: dir });
   try {
     assert.notEqual(again.svc.identity.identity.serial, old.serial);
-    assert.ok(again.logs.find((l) => l.event === "identity.enrolled"));
+    assert.ok(again.logs.find(ev("identity.enrolled")));
   } finally {
     await again.svc.close();
   }

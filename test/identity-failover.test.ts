@@ -16,6 +16,7 @@ import { statePaths } from "../services/mesh/identity-agent/state-folder.ts";
 import { ROOT, cleanup, tempDir } from "./helpers/ca.ts";
 import { Lines } from "./helpers/est.ts";
 import { startReplica, type Replica } from "./helpers/replicas.ts";
+import { ev } from "./helpers/events.ts";
 
 /** An address nothing listens on: a port taken, then released. */
 async function deadUrl(): Promise<string> {
@@ -78,7 +79,7 @@ describe("a service with several CA addresses", () => {
       {},
     );
     assert.ok(chain.length >= 1);
-    const renewed = await other.lines.wait((l) => l.event === "est.renewed" && l.name === "payment.internal");
+    const renewed = await other.lines.wait(ev("est.renewed", (l) => l.name === "payment.internal"));
     assert.equal(renewed.previous, e.facts.serial.toLowerCase());
     assert.ok(Date.now() - started < 10_000);
   });
@@ -140,24 +141,23 @@ describe("a service with several CA addresses", () => {
     });
     child.stderr!.on("data", (d) => (err += d));
     try {
-      const enrolled = await lines
-        .wait((l) => l.event === "identity.enrolled", 30_000)
-        .catch((e: Error) => {
-          throw new Error(`${e.message}\n${err}`);
-        });
+      const enrolled = await lines.wait(ev("identity.enrolled"), 30_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${err}`);
+      });
       const served = [a, b].find((r) => r.lines.events("est.enrolled").some((l) => l.name === "inventory.internal"))!;
       assert.ok(served, "one of the replicas enrolled it");
       const other = served === a ? b : a;
       await served.kill();
-      const renewed = await lines
-        .wait((l) => l.event === "identity.renewed", 60_000)
-        .catch((e: Error) => {
-          throw new Error(
-            `${e.message.slice(0, 3000)}\nthe other replica (${other.url}, exit ${other.child.exitCode} ${other.child.signalCode}) logged:\n${other.lines.raw().slice(-3000)}`,
-          );
-        });
+      const renewed = await lines.wait(ev("identity.renewed"), 60_000).catch((e: Error) => {
+        throw new Error(
+          `${e.message.slice(0, 3000)}\nthe other replica (${other.url}, exit ${other.child.exitCode} ${other.child.signalCode}) logged:\n${other.lines.raw().slice(-3000)}`,
+        );
+      });
       assert.notEqual(renewed.serial, enrolled.serial);
-      await other.lines.wait((l) => l.event === "est.renewed" && l.name === "inventory.internal", 10_000);
+      await other.lines.wait(
+        ev("est.renewed", (l) => l.name === "inventory.internal"),
+        10_000,
+      );
       assert.equal(child.exitCode, null, "the service kept running");
     } finally {
       child.kill("SIGTERM");

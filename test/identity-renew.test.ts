@@ -11,6 +11,7 @@ import { TestClock } from "../lib/clock.ts";
 import { ca as cli } from "./helpers/ca.ts";
 import { world, startIn, callAs, ROOMY_LIMITS, type World, type Result } from "./identity-fixtures.ts";
 import type { LogSink } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const worlds: World[] = [];
 after(async () => {
@@ -62,7 +63,7 @@ function traffic(w: World, port: number, servername: string, method: string, pat
   };
 }
 
-const renewals = (logs: LogSink) => logs.lines.filter((l) => l.event === "identity.renewed");
+const renewals = (logs: LogSink) => logs.lines.filter(ev("identity.renewed"));
 async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
@@ -136,20 +137,20 @@ test("a revoked identity is refused at renewal (renew_failed with the CA's reaso
   const pay = await startIn(w, "payment", { lifetime: "4s", pollMs: 60_000 });
   try {
     await w.ca.ca.revoke({ serial: pay.svc.identity.identity.serial, reason: "keyCompromise" });
-    const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed", 8_000);
+    const failed = await pay.logs.wait(ev("identity.renew_failed"), 8_000);
     assert.equal(failed.status, 403);
     assert.match(String(failed.reason), /the CA refused \/\.well-known\/est\/simplereenroll \(403\): .*revoked/);
     assert.equal(failed.serial, pay.svc.identity.identity.serial);
     assert.equal(typeof failed.nextRetry, "string");
-    const refused = await w.ca.lines.wait((l) => l.event === "est.refused" && l.reason === "cert_revoked");
+    const refused = await w.ca.lines.wait(ev("est.refused", (l) => l.reason === "cert_revoked"));
     assert.equal(refused.serial, pay.svc.identity.identity.serial);
     // Still serving with the revoked certificate until it expires (a peer with the new CRL would refuse it).
     const r = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.deepEqual(r, { status: 200, body: JSON.stringify({ service: "payment", caller: "edge" }) });
-    const expiring = await pay.logs.wait((l) => l.event === "identity.expiring", 6_000);
+    const expiring = await pay.logs.wait(ev("identity.expiring"), 6_000);
     // Said by the failure or by its own timer, whichever comes first (a renewal may still be under way).
     assert.match(String(expiring.msg), /expires in \d+ s and (could not be|has not been) renewed/);
-    const expired = await pay.logs.wait((l) => l.event === "identity.expired", 6_000);
+    const expired = await pay.logs.wait(ev("identity.expired"), 6_000);
     assert.equal(expired.level, 50);
     assert.match(
       String(expired.msg),
@@ -179,14 +180,14 @@ test("the CA down for longer than a renewal interval and back: traffic unharmed,
     await w.ca.server.close();
     // Real time on purpose: the end-to-end test of an outage that outlasts the renewal time.
     await sleep(Math.max(0, due - Date.now()) + 800); // past the renewal time
-    const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed");
+    const failed = await pay.logs.wait(ev("identity.renew_failed"));
     assert.equal(failed.code, "CA_UNREACHABLE");
     downFor = Date.now() - downAt;
     w.ca.server = await CaServer.start({ ca: w.ca.ca, port, log: w.ca.server.log, limits: ROOMY_LIMITS });
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 5_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 5_000);
     assert.equal(renewed.previous, first.serial);
     assert.ok(Date.now() < Date.parse(first.notAfter), "renewed before the old certificate expired");
-    await pay.logs.wait((l) => l.event === "trust.poll_restored", 3_000);
+    await pay.logs.wait(ev("trust.poll_restored"), 3_000);
   } finally {
     await load.stop();
     await pay.svc.close();
@@ -195,10 +196,7 @@ test("the CA down for longer than a renewal interval and back: traffic unharmed,
     downFor > due - Date.parse(first.notBefore) - 5 * 60_000 || downFor > 6_000,
     `the outage (${downFor} ms) outlasted the renewal interval`,
   );
-  assert.ok(
-    pay.logs.find((l) => l.event === "trust.poll_failed"),
-    "the failed polls were reported",
-  );
+  assert.ok(pay.logs.find(ev("trust.poll_failed")), "the failed polls were reported");
   const bad = load.results.filter((r) => !("status" in r) || r.status !== 200);
   assert.deepEqual(bad, [], `${bad.length} of ${load.results.length} requests failed`);
   assert.ok(load.results.length >= 50, `steady traffic: ${load.results.length} requests`);
@@ -213,7 +211,7 @@ test("a new generation published, then made the signer: the service takes the bu
     assert.equal((await cli(["generation", "add"], { env })).code, 0);
     assert.equal((await cli(["bundle"], { env })).code, 0);
     const updated = await pay.logs.wait(
-      (l) => l.event === "trust.updated" && Array.isArray(l.roots) && l.roots.length === 2,
+      ev("trust.updated", (l) => Array.isArray(l.roots) && l.roots.length === 2),
       5_000,
     );
     assert.deepEqual(updated.roots, ["Acme Corp CA", "Acme Corp CA G2"]);
@@ -225,9 +223,9 @@ test("a new generation published, then made the signer: the service takes the bu
     );
     assert.equal(renewals(pay.logs).length, 0, "no renewal for a bundle change alone");
     assert.equal((await cli(["generation", "use", "2"], { env })).code, 0);
-    const hint = await pay.logs.wait((l) => l.event === "identity.renew_now", 5_000);
+    const hint = await pay.logs.wait(ev("identity.renew_now"), 5_000);
     assert.equal(hint.generation, 1);
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 5_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 5_000);
     assert.equal(renewed.reason, "renew-now hint");
     assert.equal(renewed.generation, 2);
     assert.equal(renewed.root, "Acme Corp CA G2");
@@ -250,7 +248,7 @@ test("rate-limited by the CA (429): the retry waits as long as Retry-After says,
     assert.equal(await pay.svc.identity.renew("test"), true);
     const before = Date.now();
     assert.equal(await pay.svc.identity.renew("test"), false);
-    const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed");
+    const failed = await pay.logs.wait(ev("identity.renew_failed"));
     assert.equal(failed.status, 429);
     assert.match(String(failed.reason), /\(429\): too many requests/);
     // The lifetime-scaled backoff would retry within ~1.2 s; Retry-After asks for seconds more.
@@ -278,7 +276,7 @@ test("on a test clock, a certificate of an hour renews at two thirds of its life
     await agent.poll(); // a round trip to the CA: a renewal started by the advance would be logged by now
     assert.equal(renewals(pay.logs).length, 0, "nothing before the renewal time");
     clock.set(due);
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 10_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 10_000);
     assert.equal(renewed.reason, "scheduled");
     assert.equal(renewed.previous, first.serial);
     assert.ok(agent.nextRenewal > due, "the next renewal is scheduled after this one");
@@ -286,7 +284,7 @@ test("on a test clock, a certificate of an hour renews at two thirds of its life
     // The CA gone for good: the clock moved past the new certificate's end says identity.expired.
     await w.ca.server.close();
     clock.set(Date.parse(agent.identity.notAfter) + 1_000);
-    const expired = await pay.logs.wait((l) => l.event === "identity.expired", 10_000);
+    const expired = await pay.logs.wait(ev("identity.expired"), 10_000);
     assert.equal(expired.serial, agent.identity.serial);
     assert.equal(expired.level, 50);
   } finally {

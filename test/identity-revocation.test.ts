@@ -14,6 +14,7 @@ import { world, startIn, callAs, stateIdentity, type World, type Running } from 
 import { probeMesh } from "../scripts/probe.ts";
 import { parsePolicy } from "../services/mesh/policy.ts";
 import type { LogLine } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 /** In force within this of `revoke` returning (the CA notices in POLL_MS = 0.5 s, then one round trip). */
 const WITHIN_MS = 2_000;
@@ -88,7 +89,7 @@ test("revoke with the CLI: every service has the new CRLs within 2 s, refuses th
     const updates = await Promise.all(
       [pay, inv, ord].map((s, i) =>
         s.logs.wait(
-          (l) => l.event === "trust.updated" && Array.isArray(l.changed) && l.changed.includes("crls"),
+          ev("trust.updated", (l) => Array.isArray(l.changed) && l.changed.includes("crls")),
           DEADLINE_MS,
           marks[i],
         ),
@@ -105,7 +106,7 @@ test("revoke with the CLI: every service has the new CRLs within 2 s, refuses th
 
     // payment closed the connection order had open, at once, and said whose it was.
     const closed = await pay.logs.wait(
-      (l) => l.event === "tls.connections_closed" && l.why === "trust withdrawn",
+      ev("tls.connections_closed", (l) => l.why === "trust withdrawn"),
       DEADLINE_MS,
       marks[0],
     );
@@ -125,7 +126,7 @@ test("revoke with the CLI: every service has the new CRLs within 2 s, refuses th
       const res = await callAs(w, order, s.svc.port, `${name}.internal`, "GET", "/healthz");
       assert.ok("error" in res, `${name} refused order: ${JSON.stringify(res)}`);
       const refused = await s.logs.wait(
-        (l) => l.event === "tls.handshake_failed" && l.reason === "revoked",
+        ev("tls.handshake_failed", (l) => l.reason === "revoked"),
         DEADLINE_MS,
       );
       assert.equal(
@@ -170,7 +171,11 @@ test("a revoked server: order cuts its pooled connection to it and refuses it; m
     assert.equal(r.code, 0, r.stderr);
     const revokedAt = Date.now();
     const closed = await ord.logs
-      .wait((l) => l.event === "tls.connections_closed" && l.side === "caller", DEADLINE_MS, mark)
+      .wait(
+        ev("tls.connections_closed", (l) => l.side === "caller"),
+        DEADLINE_MS,
+        mark,
+      )
       .finally(() => (ordering = false));
     await orders;
     assert.match(JSON.stringify(closed.peers), /inventory \(its certificate was revoked\)/);
@@ -184,7 +189,7 @@ test("a revoked server: order cuts its pooled connection to it and refuses it; m
     });
     assert.ok("status" in after && after.status >= 500, JSON.stringify(after));
     const failed = await ord.logs.wait(
-      (l) => l.event === "upstream.failed" && l.upstream === "inventory" && l.reason === "server_revoked",
+      ev("upstream.failed", (l) => l.upstream === "inventory" && l.reason === "server_revoked"),
       DEADLINE_MS,
       mark,
     );
@@ -286,14 +291,18 @@ test("a CA that serves an older CRL set than the one in force (a replica behind,
     const mark = pay.logs.lines.length;
     const r = await cli(["revoke", "--domain", "edge.internal"], { env: { MESH_PKI_DIR: w.ca.dir } });
     assert.equal(r.code, 0, r.stderr);
-    await pay.logs.wait((l) => l.event === "trust.updated" && l.via === "watch", DEADLINE_MS, mark);
+    await pay.logs.wait(
+      ev("trust.updated", (l) => l.via === "watch"),
+      DEADLINE_MS,
+      mark,
+    );
     const edge = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.ok("error" in edge, "edge is refused once revoked");
     // The CA goes back to the CRLs from before, as a restored backup would: the ledger's copies,
     // then the files (the server sees the files change, reloads and announces the old set).
     for (const [id, der] of oldSigned) ledger.setSignedCrl(id, der);
     for (const [f, bytes] of old) writeFileSync(f, bytes);
-    const stale = await pay.logs.wait((l) => l.event === "trust.crls_stale", DEADLINE_MS, mark);
+    const stale = await pay.logs.wait(ev("trust.crls_stale"), DEADLINE_MS, mark);
     assert.deepEqual(stale.issuers, ["CN=Acme Corp CA"]);
     const still = await callAs(w, w.edge, pay.svc.port, "payment.internal", "GET", "/healthz");
     assert.ok("error" in still, `edge is still refused: ${JSON.stringify(still)}`);

@@ -17,6 +17,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import { LogSink } from "./mesh-fixtures.ts";
 import { CaServer } from "../ca/server/server.ts";
 import { world, startIn, ROOMY_LIMITS, type World } from "./identity-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const worlds: World[] = [];
 after(async () => {
@@ -64,7 +65,7 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
   await w.ca.server.close();
   const silent = await silentCa(w, port);
   try {
-    const failed = await pay.logs.wait((l) => l.event === "identity.renew_failed", 25_000);
+    const failed = await pay.logs.wait(ev("identity.renew_failed"), 25_000);
     assert.equal(failed.code, "CA_TIMEOUT");
     assert.match(
       String(failed.reason),
@@ -72,7 +73,10 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
     );
     assert.equal(failed.serial, first.serial);
     // Retried, and bounded again: the second attempt times out too.
-    const again = await pay.logs.wait((l) => l.event === "identity.renew_failed" && l.failures === 2, 25_000);
+    const again = await pay.logs.wait(
+      ev("identity.renew_failed", (l) => l.failures === 2),
+      25_000,
+    );
     assert.equal(again.code, "CA_TIMEOUT");
     assert.ok(silent.connections() >= 2, `${silent.connections()} connections reached the silent CA`);
     // The attempt took about its deadline, not the socket idle time: well before the certificate's end.
@@ -85,16 +89,13 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
   }
   w.ca.server = await CaServer.start({ ca: w.ca.ca, port, log, limits: ROOMY_LIMITS });
   try {
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 15_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 15_000);
     assert.equal(renewed.previous, first.serial);
     assert.ok(
       Date.parse(String(renewed.time)) < Date.parse(first.notAfter),
       "renewed before the old certificate expired",
     );
-    assert.equal(
-      pay.logs.find((l) => l.event === "identity.expired"),
-      undefined,
-    );
+    assert.equal(pay.logs.find(ev("identity.expired")), undefined);
   } finally {
     await pay.svc.close();
   }
@@ -109,9 +110,9 @@ test("a CA that never answers, for good: identity.expiring (warn, seconds left) 
   await w.ca.server.close();
   const silent = await silentCa(w, port);
   try {
-    const expired = await pay.logs.wait((l) => l.event === "identity.expired", 20_000);
+    const expired = await pay.logs.wait(ev("identity.expired"), 20_000);
     const lines = pay.logs.lines;
-    const expiring = lines.find((l) => l.event === "identity.expiring");
+    const expiring = lines.find(ev("identity.expiring"));
     assert.ok(expiring, "identity.expiring was logged");
     assert.ok(lines.indexOf(expiring) < lines.indexOf(expired), "expiring before expired");
     assert.equal(expiring.level, 40);
@@ -120,7 +121,7 @@ test("a CA that never answers, for good: identity.expiring (warn, seconds left) 
     assert.match(String(expiring.msg), /expires in \d+ s and could not be renewed \(the CA at .* did not/);
     assert.equal(expiring.serial, first.serial);
     // Not silent: each attempt in between ended at its deadline and said so.
-    const failures = lines.filter((l) => l.event === "identity.renew_failed");
+    const failures = lines.filter(ev("identity.renew_failed"));
     assert.ok(
       failures.length >= 1 && failures.every((l) => l.code === "CA_TIMEOUT"),
       JSON.stringify(failures.map((l) => l.code)),
@@ -144,12 +145,12 @@ test("a renewal timer held up by a blocked event loop says identity.renewal_late
     /* busy: a starved process */
   }
   try {
-    const late = await pay.logs.wait((l) => l.event === "identity.renewal_late", 5_000);
+    const late = await pay.logs.wait(ev("identity.renewal_late"), 5_000);
     assert.equal(late.level, 40);
     assert.equal(late.due, new Date(due).toISOString());
     assert.ok((late.lateMs as number) >= 2_000, JSON.stringify(late));
     assert.match(String(late.msg), /starts \d+\.\d s late/);
-    const renewed = await pay.logs.wait((l) => l.event === "identity.renewed", 5_000);
+    const renewed = await pay.logs.wait(ev("identity.renewed"), 5_000);
     assert.ok(pay.logs.lines.indexOf(late) < pay.logs.lines.indexOf(renewed));
   } finally {
     await pay.svc.close();
@@ -234,7 +235,7 @@ test("a renewal answered by a generation whose bundle arrived during the call is
   // generations (carried as data since libpki, never read from a root's name), then the bundle.
   writeFileSync(generationsPath(paths.bundle), readFileSync(generationsPath(w.ca.ca.paths.bundle)));
   writeFileSync(paths.bundle, readFileSync(w.ca.ca.paths.bundle));
-  assert.equal(await renewing, true, JSON.stringify(logs.lines.filter((l) => l.event === "identity.renew_failed")));
+  assert.equal(await renewing, true, JSON.stringify(logs.lines.filter(ev("identity.renew_failed"))));
   assert.notEqual(agent.identity.serial, e.facts.serial);
   assert.equal(agent.identity.generation, 2);
   agent.stop();

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { RotatingFile, rotateIfLarger, rotationFromEnv } from "../lib/rotating-file.ts";
 import { LogTail } from "../scripts/dashboard/log-tail.ts";
 import { freshPki, call, identity } from "./mesh-fixtures.ts";
+import { hasEvent, ev, linesOf, eventsIn } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
@@ -228,19 +229,11 @@ async function ownLogFile(entry: string, extra: string[], expectStatus: number):
         }
       };
       await waitFor(
-        () => read(file).includes('"event":"listening"'),
+        () => hasEvent(read(file), "listening"),
         60_000,
         () => `no listening line in ${file}`,
       );
-      const port = Number(
-        (
-          JSON.parse(
-            read(file)
-              .split("\n")
-              .find((l) => l.includes('"event":"listening"'))!,
-          ) as { port: number }
-        ).port,
-      );
+      const port = eventsIn(read(file), "listening")[0]!.port;
       // Enough request lines (~250 bytes each) for several rotations, in several batches.
       for (let i = 0; i < 80; i++) {
         const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
@@ -261,7 +254,7 @@ async function ownLogFile(entry: string, extra: string[], expectStatus: number):
         assert.ok(text.endsWith("\n"), `${f} ends inside a line`);
         for (const raw of text.trimEnd().split("\n")) JSON.parse(raw);
       }
-      assert.match(read(file).trimEnd().split("\n").at(-1)!, /"event":"shutdown"/);
+      assert.ok(ev("shutdown")(linesOf(read(file)).at(-1) ?? {}), "the last line is shutdown");
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
       pki.cleanup();

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { Client } from "undici";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -30,7 +31,7 @@ const as = (name: string) => identity(pki, name);
 test("an allowed call gets 200 and a request line", async () => {
   const r = await call(pki, pay.svc.port, "payment.internal", as("order"), "GET", "/healthz");
   assert.deepEqual(r, { status: 200, body: { service: "payment", caller: "order" } });
-  const l = await pay.logs.wait((x) => x.event === "request" && x.path === "/healthz");
+  const l = await pay.logs.wait(ev("request", (x) => x.path === "/healthz"));
   assert.equal(l.peer, "order");
   assert.equal(l.rule, "payment.accepts");
 });
@@ -46,14 +47,14 @@ test("a denied call gets 403 saying who the caller was taken to be; the log name
   assert.equal(r.body.error, "forbidden");
   assert.equal(r.body.caller, "inventory");
   assert.equal(r.body.identity, "inventory.internal");
-  const l = await pay.logs.wait((x) => x.event === "authz.denied", 2_000, since);
+  const l = await pay.logs.wait(ev("authz.denied"), 2_000, since);
   assert.equal(l.peer, "inventory");
   assert.equal(l.method, "POST");
   assert.equal(l.path, "/charge");
   assert.equal(l.rule, "payment.accepts");
   assert.match(String(l.hint), /add "inventory"/);
   // The route handler never ran: no charge was recorded, no request line.
-  assert.equal(pay.logs.lines.slice(since).filter((x) => x.event === "request").length, 0);
+  assert.equal(pay.logs.lines.slice(since).filter(ev("request")).length, 0);
 });
 
 test("order reserves, then charges, over mTLS with its own certificate", async () => {
@@ -66,8 +67,8 @@ test("order reserves, then charges, over mTLS with its own certificate", async (
   assert.equal(r.body.amount, 750);
   assert.equal(r.body.charge.caller, "order");
   assert.equal(r.body.reservation.quantity, 3);
-  assert.ok(inv.logs.find((x) => x.event === "request" && x.path === "/reserve" && x.peer === "order"));
-  assert.ok(pay.logs.find((x) => x.event === "request" && x.path === "/charge" && x.peer === "order"));
+  assert.ok(inv.logs.find(ev("request", (x) => x.path === "/reserve" && x.peer === "order")));
+  assert.ok(pay.logs.find(ev("request", (x) => x.path === "/charge" && x.peer === "order")));
 });
 
 async function stock(sku: string): Promise<number> {
@@ -88,7 +89,7 @@ test("a declined charge releases the reservation; out of stock charges nothing",
   assert.equal(declined.body.reservationReleased, true);
   assert.equal(await stock("piano"), pianos, "the reservation was released");
 
-  const charges = pay.logs.lines.filter((x) => x.event === "request" && x.path === "/charge").length;
+  const charges = pay.logs.lines.filter(ev("request", (x) => x.path === "/charge")).length;
   const out = await call(pki, ord.svc.port, "order.internal", as("edge"), "POST", "/orders", {
     sku: "gadget",
     quantity: 60,
@@ -97,7 +98,7 @@ test("a declined charge releases the reservation; out of stock charges nothing",
   assert.equal(out.status, 409, "60 gadgets are more than the 20 in stock");
   assert.equal(out.body.inventory.error, "out_of_stock");
   assert.equal(
-    pay.logs.lines.filter((x) => x.event === "request" && x.path === "/charge").length,
+    pay.logs.lines.filter(ev("request", (x) => x.path === "/charge")).length,
     charges,
     "no charge attempted",
   );
@@ -135,21 +136,21 @@ test("a policy edit changes decisions without a restart; a broken edit keeps the
     pki.policyFile,
     original.replace(`[payment]\naccepts = ["order"]`, `[payment]\naccepts = ["order", "inventory"]`),
   );
-  await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, since);
+  await pay.logs.wait(ev("policy.reloaded"), 5_000, since);
   let r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200, JSON.stringify(r));
   assert.equal(await keptStatus(), 200);
 
   since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[payment]\naccepts = ["order", "inventory"]\nallow_all = true\n`);
-  const failed = await pay.logs.wait((x) => x.event === "policy.reload_failed", 5_000, since);
+  const failed = await pay.logs.wait(ev("policy.reload_failed"), 5_000, since);
   assert.match(String(failed.error), /mesh-policy\.toml:3: unknown key "allow_all"/);
   r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200, "the old policy is still in force");
 
   since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, original);
-  await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, since);
+  await pay.logs.wait(ev("policy.reloaded"), 5_000, since);
   r = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 403);
   assert.equal(await keptStatus(), 403);
@@ -159,7 +160,11 @@ test("a policy edit changes decisions without a restart; a broken edit keeps the
 test("a renewed certificate is served to new connections without a restart", async () => {
   const since = pay.logs.lines.length;
   const renewed = await pki.ca.renew({ domain: "payment.internal" });
-  const l = await pay.logs.wait((x) => x.event === "tls.reloaded" && x.certChanged === true, 5_000, since);
+  const l = await pay.logs.wait(
+    ev("tls.reloaded", (x) => x.certChanged === true),
+    5_000,
+    since,
+  );
   assert.equal(l.serial, renewed.serial.toLowerCase());
   const r = await call(pki, pay.svc.port, "payment.internal", as("order"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200);
@@ -178,12 +183,20 @@ test("revocation takes effect without a restart: new connections refused as revo
   let since = pay.logs.lines.length;
   const ordSince = ord.logs.lines.length;
   await pki.ca.revoke({ domain: "inventory.internal", reason: "keyCompromise" });
-  await pay.logs.wait((x) => x.event === "tls.reloaded" && x.trustChanged === true, 5_000, since);
+  await pay.logs.wait(
+    ev("tls.reloaded", (x) => x.trustChanged === true),
+    5_000,
+    since,
+  );
   // order reloads the CRLs on its own watcher: on a loaded machine that can come a little later.
-  await ord.logs.wait((x) => x.event === "tls.reloaded" && x.trustChanged === true, 5_000, ordSince);
+  await ord.logs.wait(
+    ev("tls.reloaded", (x) => x.trustChanged === true),
+    5_000,
+    ordSince,
+  );
   const refused = await call(pki, pay.svc.port, "payment.internal", as("inventory"), "GET", "/healthz");
   assert.ok("error" in refused, JSON.stringify(refused));
-  const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
+  const l = await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since);
   assert.equal(l.reason, "revoked");
   // The fix it names works online too: a revoked identity cannot renew, and mesh:up enrols it afresh.
   assert.match(
@@ -210,15 +223,23 @@ test("revocation takes effect without a restart: new connections refused as revo
   // inventory gets a fresh certificate, so what follows is about order's revocation alone.
   since = inv.logs.lines.length;
   await pki.ca.issue({ domain: "inventory.internal" });
-  await inv.logs.wait((x) => x.event === "tls.reloaded" && x.certChanged === true, 5_000, since);
+  await inv.logs.wait(
+    ev("tls.reloaded", (x) => x.certChanged === true),
+    5_000,
+    since,
+  );
 
   // Now revoke order: its keep-alive connection is closed, its next connection refused,
   // and its own calls to payment fail as `rejected_in_handshake`.
   since = pay.logs.lines.length;
   await pki.ca.revoke({ domain: "order.internal" });
-  await pay.logs.wait((x) => x.event === "tls.reloaded" && x.trustChanged === true, 5_000, since);
-  await ord.logs.wait((x) => x.event === "tls.reloaded", 5_000);
-  const closed = await pay.logs.wait((x) => x.event === "tls.connections_closed", 3_000, since);
+  await pay.logs.wait(
+    ev("tls.reloaded", (x) => x.trustChanged === true),
+    5_000,
+    since,
+  );
+  await ord.logs.wait(ev("tls.reloaded"), 5_000);
+  const closed = await pay.logs.wait(ev("tls.connections_closed"), 3_000, since);
   // The test's keep-alive connection and order's own pooled one: only order's, nobody else's.
   assert.ok((closed.peers as string[]).length >= 1);
   for (const p of closed.peers as string[]) assert.equal(p, "order (its certificate was revoked)");
@@ -226,7 +247,7 @@ test("revocation takes effect without a restart: new connections refused as revo
     const again = await keep.request({ method: "GET", path: "/healthz" });
     await again.body.text();
   });
-  assert.equal((await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since)).reason, "revoked");
+  assert.equal((await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since)).reason, "revoked");
   await keep.close();
 
   since = ord.logs.lines.length;
@@ -237,7 +258,7 @@ test("revocation takes effect without a restart: new connections refused as revo
   assert.ok("status" in failed);
   assert.equal(failed.status, 502);
   assert.equal(failed.body.reason, "rejected_in_handshake");
-  const up = await ord.logs.wait((x) => x.event === "upstream.failed", 3_000, since);
+  const up = await ord.logs.wait(ev("upstream.failed"), 3_000, since);
   assert.equal(up.reason, "rejected_in_handshake");
   assert.equal(up.upstream, "inventory");
 });
@@ -246,7 +267,10 @@ test("an upstream that is down: 502 with upstream_down, promptly", async () => {
   await pay.svc.close();
   // order's own certificate is revoked by now; re-issue so only payment's absence matters.
   await pki.ca.issue({ domain: "order.internal" });
-  await ord.logs.wait((x) => x.event === "tls.reloaded" && x.certChanged === true, 5_000);
+  await ord.logs.wait(
+    ev("tls.reloaded", (x) => x.certChanged === true),
+    5_000,
+  );
   const before = await stockAs("widget");
   const since = ord.logs.lines.length;
   const t0 = Date.now();
@@ -259,7 +283,7 @@ test("an upstream that is down: 502 with upstream_down, promptly", async () => {
   assert.equal(r.status, 502, JSON.stringify(r.body));
   assert.equal(r.body.reason, "upstream_down");
   assert.equal(r.body.reservationReleased, true);
-  assert.equal((await ord.logs.wait((x) => x.event === "upstream.failed", 2_000, since)).reason, "upstream_down");
+  assert.equal((await ord.logs.wait(ev("upstream.failed"), 2_000, since)).reason, "upstream_down");
   assert.equal(await stockAs("widget"), before, "the reservation was released");
 });
 
@@ -295,8 +319,8 @@ test("past its budget of request lines a second, a service counts requests into 
     await client.close();
     await busy.svc.close(); // writes the summaries still counting
   }
-  const lines = busy.logs.lines.filter((l) => l.event === "request" && l.path === "/healthz");
-  const summaries = busy.logs.lines.filter((l) => l.event === "request.summary");
+  const lines = busy.logs.lines.filter(ev("request", (l) => l.path === "/healthz"));
+  const summaries = busy.logs.lines.filter(ev("request.summary"));
   assert.ok(lines.length < 40 && summaries.length > 0, `${lines.length} lines, ${summaries.length} summaries`);
   assert.equal(lines.length + summaries.reduce((n, s) => n + Number(s.count), 0), 40);
   for (const s of summaries)

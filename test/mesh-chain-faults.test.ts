@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freshPki, start, call, type TestPki, type TestService, type Identity, type LogLine } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let twin: TestPki;
@@ -97,8 +98,8 @@ async function refused(who: Identity): Promise<LogLine> {
   const since = pay.logs.lines.length;
   const r = await call(pki, pay.svc.port, "payment.internal", who, "GET", "/healthz");
   assert.ok("error" in r, `expected a refusal, got ${JSON.stringify(r)}`);
-  const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
-  assert.equal(pay.logs.lines.slice(since).filter((x) => x.event === "request").length, 0);
+  const l = await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since);
+  assert.equal(pay.logs.lines.slice(since).filter(ev("request")).length, 0);
   return l;
 }
 
@@ -209,7 +210,7 @@ test("a caller facing a look-alike callee says so too (another CA with the same 
     );
     try {
       await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError);
-      const l = await logs.wait((x) => x.event === "upstream.failed");
+      const l = await logs.wait(ev("upstream.failed"));
       assert.equal(l.reason, "server_untrusted", String(l.code));
       assert.match(String(l.msg), /another CA with the same name/);
       assert.equal((l.peer as { issuer?: string }).issuer, "CN=Mesh Test CA");

@@ -9,6 +9,7 @@ import { startAdmin, type Admin } from "../lib/admin-http.ts";
 import { checkMesh } from "../scripts/check/checks.ts";
 import { gatherMesh } from "../scripts/check/gather.ts";
 import { freshPki, start, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const DAY = 86_400_000;
 let pki: TestPki;
@@ -62,7 +63,7 @@ test("a certificate past 2/3 of its life with no renewal is ×, with the sentenc
   // The fix it names: the renewed certificate is loaded, and the heartbeat moves to now.
   const since = pay.logs.lines.length;
   await pki.ca.renew({ domain: "payment.internal" });
-  await pay.logs.wait((l) => l.event === "tls.reloaded", 10_000, since);
+  await pay.logs.wait(ev("tls.reloaded"), 10_000, since);
   const fixed = await renewalCheck();
   assert.equal(fixed.renewal.severity, "ok", fixed.renewal.detail);
   assert.match(fixed.renewal.detail, /^obtained .* UTC; next renewal due .* \(in \d+ days\)$/);

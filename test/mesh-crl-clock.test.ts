@@ -7,6 +7,7 @@ import { freshPki, start, call, identity, LogSink } from "./mesh-fixtures.ts";
 import { Upstreams, UpstreamError } from "../services/mesh/client.ts";
 import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
 import { createLogger } from "../services/mesh/log.ts";
+import { ev } from "./helpers/events.ts";
 
 test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", async () => {
   const pki = await freshPki();
@@ -18,13 +19,13 @@ test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", a
   try {
     const r = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
     assert.ok("error" in r, JSON.stringify(r));
-    const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed");
+    const l = await pay.logs.wait(ev("tls.handshake_failed"));
     assert.equal(l.tlsCode, "CRL_NOT_YET_VALID");
     assert.equal(l.reason, "crl_not_yet_valid");
     assert.match(String(l.msg), /dated later than payment's clock/);
     assert.match(String(l.msg), /clock is behind the CA's; check time sync/);
     assert.doesNotMatch(String(l.msg), /have the CA re-sign/);
-    assert.equal(pay.logs.lines.filter((x) => x.event === "request").length, 0);
+    assert.equal(pay.logs.lines.filter(ev("request")).length, 0);
 
     // A caller with the same CRLs refuses the callee for the same reason, on its side.
     const logs = new LogSink();
@@ -39,7 +40,7 @@ test("a CRL from the future: crl_not_yet_valid, with a sentence about clocks", a
         up.call("payment", "GET", "/healthz"),
         (e: unknown) => e instanceof UpstreamError && e.reason === "server_crl_not_yet_valid",
       );
-      const u = await logs.wait((x) => x.event === "upstream.failed");
+      const u = await logs.wait(ev("upstream.failed"));
       assert.equal(u.code, "CRL_NOT_YET_VALID");
       assert.match(String(u.msg), /this host's clock is behind the CA's: check time sync/);
     } finally {
@@ -60,7 +61,7 @@ test("a lapsed CRL is still crl_expired, with advice to re-sign", async () => {
   try {
     const r = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
     assert.ok("error" in r, JSON.stringify(r));
-    const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed");
+    const l = await pay.logs.wait(ev("tls.handshake_failed"));
     assert.equal(l.tlsCode, "CRL_HAS_EXPIRED");
     assert.equal(l.reason, "crl_expired");
     assert.match(String(l.msg), /re-sign its CRLs/);

@@ -11,6 +11,7 @@ import { crlDates } from "../lib/crl.ts";
 import { crlDeadlines } from "../services/mesh/crl-dates.ts";
 import { pemBlocks, pemToDer } from "../lib/pem.ts";
 import { freshPki, start, call, identity, type TestPki } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const DAY = 86_400_000;
 let pki: TestPki;
@@ -66,7 +67,7 @@ test("a CRL three days from lapsing is warned about at start-up, naming its issu
   await resignCrls(27);
   const s = await start(pki, "payment", { watch: false });
   try {
-    const w = s.logs.find((l) => l.event === "crl.expiring");
+    const w = s.logs.find(ev("crl.expiring"));
     assert.ok(w, "a crl.expiring line");
     assert.equal(w.level, 40);
     assert.equal(w.issuer, "CN=Mesh Test CA");
@@ -86,7 +87,7 @@ test("a lapsed CRL is said loudly at start-up, and indeed every client is refuse
   await resignCrls(31);
   const s = await start(pki, "payment", { watch: false });
   try {
-    const l = s.logs.find((x) => x.event === "crl.lapsed");
+    const l = s.logs.find(ev("crl.lapsed"));
     assert.ok(l, "a crl.lapsed line");
     assert.equal(l.level, 50);
     assert.equal(l.issuer, "CN=Mesh Test CA");
@@ -95,7 +96,7 @@ test("a lapsed CRL is said loudly at start-up, and indeed every client is refuse
     assert.match(String(l.msg), /re-sign the CRLs with npm run ca -- crl, or keep mesh:up running/);
     const r = await call(pki, s.svc.port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
     assert.ok("error" in r, `refused, got ${JSON.stringify(r)}`);
-    const refused = await s.logs.wait((x) => x.event === "tls.handshake_failed");
+    const refused = await s.logs.wait(ev("tls.handshake_failed"));
     assert.equal(refused.tlsCode, "CRL_HAS_EXPIRED");
   } finally {
     await s.svc.close();
@@ -114,10 +115,10 @@ test("while running, the CRLs are checked again on a timer, against the service'
       "nothing while the CRLs are fresh",
     );
     offset = 25 * DAY;
-    const w = await s.logs.wait((l) => l.event === "crl.expiring", 3_000);
+    const w = await s.logs.wait(ev("crl.expiring"), 3_000);
     assert.ok(Number(w.daysLeft) > 4 && Number(w.daysLeft) < 6, String(w.daysLeft));
     offset = 31 * DAY;
-    const l = await s.logs.wait((x) => x.event === "crl.lapsed", 3_000);
+    const l = await s.logs.wait(ev("crl.lapsed"), 3_000);
     assert.match(String(l.msg), /every client will be refused/);
   } finally {
     await s.svc.close();
@@ -132,8 +133,11 @@ test("CRLs re-signed while a service runs are checked when they are loaded", asy
       undefined,
     );
     await resignCrls(26);
-    await s.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 5_000);
-    const w = await s.logs.wait((l) => l.event === "crl.expiring", 2_000);
+    await s.logs.wait(
+      ev("tls.reloaded", (l) => l.trustChanged === true),
+      5_000,
+    );
+    const w = await s.logs.wait(ev("crl.expiring"), 2_000);
     assert.ok(Math.abs(Number(w.daysLeft) - 4) < 0.2, String(w.daysLeft));
   } finally {
     await s.svc.close();

@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { connect, type TLSSocket } from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freshPki, start, identity } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 /** Reads one HTTP/1.1 response (headers and a Content-Length body) from the socket. */
 function response(sock: TLSSocket, ms = 5_000): Promise<string> {
@@ -58,7 +59,7 @@ test("own certificate renewed: a request sent on an idle keep-alive connection a
     await pki.ca.renew({ domain: "payment.internal" });
     assert.ok(pay.svc.reloadTls());
     await pay.logs.wait(
-      (l) => l.event === "tls.connections_closed" && l.why === "this service's certificate changed",
+      ev("tls.connections_closed", (l) => l.why === "this service's certificate changed"),
       5_000,
       since,
     );

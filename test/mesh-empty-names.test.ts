@@ -8,6 +8,7 @@ import { generateKeyPair, exportPrivateKey } from "../ca/keys.ts";
 import { randomSerial, validityFor } from "../ca/profiles.ts";
 import { certToPem, x509 } from "../ca/x509.ts";
 import { call, freshPki, identity, start, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 describe("a client certificate with an empty name", () => {
   let pki: TestPki;
@@ -47,7 +48,7 @@ describe("a client certificate with an empty name", () => {
       s.on("error", () => resolve());
       s.on("close", () => resolve());
     });
-    const line = await pay.logs.wait((l) => l.event === "tls.handshake_failed", 5_000, since);
+    const line = await pay.logs.wait(ev("tls.handshake_failed"), 5_000, since);
     assert.equal(line.reason, "unknown_ca");
     const good = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
     assert.ok("status" in good, `the service must still answer: ${JSON.stringify(good)}`);

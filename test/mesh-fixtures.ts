@@ -50,6 +50,9 @@ export class LogSink {
     }
     return true;
   }
+  /** The first line so far matching `pred` (with ev(), narrowed to its event). */
+  find<T extends LogLine>(pred: (l: LogLine) => l is T): T | undefined;
+  find(pred: (l: LogLine) => boolean): LogLine | undefined;
   find(pred: (l: LogLine) => boolean): LogLine | undefined {
     return this.lines.find(pred);
   }
@@ -64,7 +67,9 @@ export class LogSink {
       LoggedEvent<E>
     >;
   }
-  /** The first line (already logged or still to come) matching `pred`. */
+  /** The first line (already logged or still to come) matching `pred` (with ev(), narrowed to its event). */
+  wait<T extends LogLine>(pred: (l: LogLine) => l is T, ms?: number, since?: number): Promise<T>;
+  wait(pred: (l: LogLine) => boolean, ms?: number, since?: number): Promise<LogLine>;
   wait(pred: (l: LogLine) => boolean, ms = 5_000, since = 0): Promise<LogLine> {
     const seen = this.lines.slice(since).find(pred);
     if (seen) return Promise.resolve(seen);

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { connect } from "node:tls";
 import { readFileSync } from "node:fs";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -63,7 +64,11 @@ test("HEAD /healthz answers 200 with GET's headers and no body", async () => {
   assert.equal(head.headers["content-type"], "application/json");
   assert.equal(head.headers["content-length"], String(Buffer.byteLength(get.body)));
   assert.equal(head.body, "", "no body after the head");
-  const l = await pay.logs.wait((x) => x.event === "request" && x.method === "HEAD", 2_000, since);
+  const l = await pay.logs.wait(
+    ev("request", (x) => x.method === "HEAD"),
+    2_000,
+    since,
+  );
   assert.equal(l.status, 200);
   assert.equal(l.path, "/healthz");
 });
@@ -92,7 +97,11 @@ test("a body sent as text/plain to a JSON route gets 415 with a one-line reason,
     answer.message,
     /^POST \/charge takes a JSON body: send it with content-type: application\/json \(got text\/plain\)$/,
   );
-  const l = await pay.logs.wait((x) => x.event === "request" && x.path === "/charge", 2_000, since);
+  const l = await pay.logs.wait(
+    ev("request", (x) => x.path === "/charge"),
+    2_000,
+    since,
+  );
   assert.equal(l.status, 415);
 
   for (const type of [null, "application/x-www-form-urlencoded", "application/jsonp"]) {

@@ -16,6 +16,7 @@ import { crlDates } from "../lib/crl.ts";
 import { pemBlocks, pemToDer } from "../lib/pem.ts";
 const crlDatesOfPem = (pem: string) => crlDates(pemToDer(pem));
 import { get, parse, promtool, value } from "./helpers/prom.ts";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -116,7 +117,7 @@ test("a running service's /metrics after real handshakes: promtool finds no prob
     assert.equal("status" in stranger && stranger.status, 403);
     // The refusal is counted when it is logged; wait for the line rather than for time.
     await new Promise<void>((r) => {
-      const tick = () => (svc.lines.some((l) => l.event === "tls.handshake_failed") ? r() : setTimeout(tick, 20));
+      const tick = () => (svc.lines.some(ev("tls.handshake_failed")) ? r() : setTimeout(tick, 20));
       tick();
     });
 
@@ -329,9 +330,9 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
       pki.policyFile,
       SEED_POLICY.replace('[payment]\naccepts = ["order"]', '[payment]\naccepts = ["order", "edge"]'),
     );
-    await pay.logs.wait((l) => l.event === "policy.reloaded");
+    await pay.logs.wait(ev("policy.reloaded"));
     writeFileSync(pki.policyFile, '[payment]\naccepts = ["no body"]\n'); // not a mesh name: refused (any valid name would load)
-    await pay.logs.wait((l) => l.event === "policy.reload_failed");
+    await pay.logs.wait(ev("policy.reload_failed"));
     let s = await scrape();
     assert.equal(value(s, "mesh_reloads_total", { kind: "policy", result: "ok" }), 1);
     assert.equal(value(s, "mesh_reloads_total", { kind: "policy", result: "failed" }), 1);
@@ -344,10 +345,10 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
     const before = value(s, "mesh_crl_next_update_timestamp_seconds", { issuer: "CN=Mesh Test CA" })!;
     await new Promise((r) => setTimeout(r, 1_100)); // the CRL's times have a resolution of one second
     await pki.ca.revoke({ domain: "inventory.internal" });
-    await pay.logs.wait((l) => l.event === "tls.reloaded");
+    await pay.logs.wait(ev("tls.reloaded"));
     const r = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "GET", "/healthz");
     assert.ok("error" in r);
-    await pay.logs.wait((l) => l.event === "tls.handshake_failed" && l.reason === "revoked");
+    await pay.logs.wait(ev("tls.handshake_failed", (l) => l.reason === "revoked"));
     s = await scrape();
     assert.equal(value(s, "mesh_reloads_total", { kind: "tls", result: "ok" }), 1);
     assert.equal(value(s, "mesh_tls_handshakes_total", { outcome: "refused", reason: "revoked" }), 1);
@@ -358,7 +359,7 @@ test("reloads are counted by kind and result, with their latency; a renewed trus
     const since = pay.logs.lines.length;
     const renewedAt = Date.now();
     await pki.ca.renew({ domain: "payment.internal" });
-    await pay.logs.wait((l) => l.event === "tls.reloaded", 10_000, since);
+    await pay.logs.wait(ev("tls.reloaded"), 10_000, since);
     s = await scrape();
     const after = value(s, "mesh_identity_cert_last_renewal_timestamp_seconds")!;
     assert.ok(after > heartbeat && after * 1000 >= renewedAt - 1, `heartbeat ${heartbeat} -> ${after}`);

@@ -7,6 +7,7 @@ import { openSync, closeSync, ftruncateSync, writeSync, writeFileSync, readFileS
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "undici";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev, evAny } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -82,7 +83,7 @@ test("a policy rewritten in place slowly is applied only once complete: no 403 w
     await sleep(120);
   }
   closeSync(fd);
-  const reloaded = await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, since);
+  const reloaded = await pay.logs.wait(ev("policy.reloaded"), 5_000, since);
   writing = false;
   await caller;
   await client.close();
@@ -98,13 +99,13 @@ test("a policy rewritten in place slowly is applied only once complete: no 403 w
     ["order", "inventory"],
     "the complete file was applied",
   );
-  const applied = pay.logs.lines.slice(since).filter((l) => l.event === "policy.reloaded");
+  const applied = pay.logs.lines.slice(since).filter(ev("policy.reloaded"));
   assert.equal(applied.length, 1, "one reload for one rewrite");
   assert.equal(await status("inventory"), 200, "the new policy is in force");
   assert.equal(await status("order"), 200);
 
   writeFileSync(pki.policyFile, original);
-  await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, pay.logs.lines.indexOf(reloaded) + 1);
+  await pay.logs.wait(ev("policy.reloaded"), 5_000, pay.logs.lines.indexOf(reloaded) + 1);
   assert.equal(await status("inventory"), 403);
 });
 
@@ -112,15 +113,15 @@ test("an empty policy file on reload is a failed reload that keeps the policy in
   const original = readFileSync(pki.policyFile, "utf8");
   const since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, "");
-  const failed = await pay.logs.wait((l) => l.event === "policy.reload_failed", 5_000, since);
+  const failed = await pay.logs.wait(ev("policy.reload_failed"), 5_000, since);
   assert.match(String(failed.error), /policy file is empty/);
   assert.match(String(failed.msg), /kept the previous policy/);
   assert.equal(await status("order"), 200, "the old policy still decides");
-  assert.equal(pay.logs.lines.slice(since).filter((l) => l.event === "policy.reloaded").length, 0);
+  assert.equal(pay.logs.lines.slice(since).filter(ev("policy.reloaded")).length, 0);
 
   const mark = pay.logs.lines.length;
   writeFileSync(pki.policyFile, original);
-  const back = await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, mark);
+  const back = await pay.logs.wait(ev("policy.reloaded"), 5_000, mark);
   assert.deepEqual((back.accepts as Record<string, string[]>).payment, ["order"]);
 });
 
@@ -128,22 +129,21 @@ test("one broken change is one reload_failed line; restoring the good policy log
   const original = readFileSync(pki.policyFile, "utf8");
   const since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[payment]\naccepts = ["order"]\nallow_all = true\n`);
-  await pay.logs.wait((l) => l.event === "policy.reload_failed", 5_000, since);
+  await pay.logs.wait(ev("policy.reload_failed"), 5_000, since);
   // Past three of the watcher's stat polls, which used to report the same change a second time.
   await polled("policy");
-  const failures = pay.logs.lines.slice(since).filter((l) => l.event === "policy.reload_failed");
+  const failures = pay.logs.lines.slice(since).filter(ev("policy.reload_failed"));
   assert.equal(failures.length, 1, failures.map((l) => l.error).join("\n"));
   assert.match(String(failures[0]!.error), /:3: unknown key "allow_all"/);
   assert.equal(await status("order"), 200);
 
   const mark = pay.logs.lines.length;
   writeFileSync(pki.policyFile, original);
-  const restored = await pay.logs.wait((l) => l.event === "policy.reloaded", 5_000, mark);
+  const restored = await pay.logs.wait(ev("policy.reloaded"), 5_000, mark);
   assert.deepEqual((restored.accepts as Record<string, string[]>).payment, ["order"]);
   await polled("policy");
   assert.equal(
-    pay.logs.lines.slice(mark).filter((l) => l.event === "policy.reloaded" || l.event === "policy.reload_failed")
-      .length,
+    pay.logs.lines.slice(mark).filter(evAny("policy.reloaded", "policy.reload_failed")).length,
     1,
     "one line for one change",
   );
@@ -154,12 +154,12 @@ test("at start-up, a service whose table is missing says loudly that it accepts 
   const since = pay.logs.lines.length;
   writeFileSync(pki.policyFile, `[inventory]\naccepts = ["order"]\n`);
   // The running payment applies it (a valid policy), and warns that it now accepts nobody.
-  const dropped = await pay.logs.wait((x) => x.event === "policy.table_missing", 5_000, since);
+  const dropped = await pay.logs.wait(ev("policy.table_missing"), 5_000, since);
   assert.equal(dropped.level, 40);
-  assert.ok(pay.logs.lines.slice(since).some((x) => x.event === "policy.reloaded"));
+  assert.ok(pay.logs.lines.slice(since).some(ev("policy.reloaded")));
   const lonely = await start(pki, "payment", { watch: false });
   try {
-    const l = lonely.logs.find((x) => x.event === "policy.table_missing");
+    const l = lonely.logs.find(ev("policy.table_missing"));
     assert.ok(l, "a policy.table_missing line");
     assert.ok(Number(l.level) >= 50, "logged as an error");
     assert.match(String(l.msg), /no \[payment\] table/);
@@ -171,15 +171,11 @@ test("at start-up, a service whose table is missing says loudly that it accepts 
     // The running payment must be back on the original before the next test calls it.
     const mark = pay.logs.lines.length;
     writeFileSync(pki.policyFile, original);
-    await pay.logs.wait((x) => x.event === "policy.reloaded", 5_000, mark);
+    await pay.logs.wait(ev("policy.reloaded"), 5_000, mark);
   }
   const ok = await start(pki, "inventory", { watch: false });
   await ok.svc.close();
-  assert.equal(
-    ok.logs.find((x) => x.event === "policy.table_missing"),
-    undefined,
-    "no warning when the table is there",
-  );
+  assert.equal(ok.logs.find(ev("policy.table_missing")), undefined, "no warning when the table is there");
 });
 
 test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.reloaded", async () => {
@@ -187,19 +183,15 @@ test("a broken CRL file is one tls.reload_failed line; restoring it logs tls.rel
   const good = readFileSync(crls);
   const since = pay.logs.lines.length;
   writeFileSync(crls, "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n");
-  const failed = await pay.logs.wait((l) => l.event === "tls.reload_failed", 5_000, since);
+  const failed = await pay.logs.wait(ev("tls.reload_failed"), 5_000, since);
   assert.match(String(failed.error), /crls\.pem/);
   await polled("tls");
-  assert.equal(
-    pay.logs.lines.slice(since).filter((l) => l.event === "tls.reload_failed").length,
-    1,
-    "one line for one broken change",
-  );
+  assert.equal(pay.logs.lines.slice(since).filter(ev("tls.reload_failed")).length, 1, "one line for one broken change");
   assert.equal(await status("order"), 200, "the previous material is still served");
 
   const mark = pay.logs.lines.length;
   writeFileSync(crls, good);
-  const back = await pay.logs.wait((l) => l.event === "tls.reloaded", 5_000, mark);
+  const back = await pay.logs.wait(ev("tls.reloaded"), 5_000, mark);
   assert.equal(back.restored, true);
   await polled("tls");
   assert.equal(pay.logs.lines.slice(mark).filter((l) => String(l.event).startsWith("tls.reload")).length, 1);

@@ -14,6 +14,7 @@ import { CertificateAuthority } from "../ca/index.ts";
 import { createLogger } from "../services/mesh/log.ts";
 import { appNamed } from "../services/apps/index.ts";
 import { startService } from "../services/mesh/runtime.ts";
+import { ev, evAny } from "./helpers/events.ts";
 import { MeshError } from "../services/mesh/errors.ts";
 import { decide, parsePolicy, unknownCallers } from "../services/mesh/policy.ts";
 import {
@@ -120,12 +121,8 @@ async function refused(who: Identity): Promise<LogLine> {
   const since = pay.logs.lines.length;
   const r = await call(pki, port, "payment.internal", who, "GET", "/healthz");
   assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
-  const line = await pay.logs.wait((l) => l.event === "tls.handshake_failed", 5_000, since);
-  assert.equal(
-    pay.logs.lines.slice(since).filter((l) => l.event === "request" || l.event === "authz.denied").length,
-    0,
-    "nothing reached HTTP",
-  );
+  const line = await pay.logs.wait(ev("tls.handshake_failed"), 5_000, since);
+  assert.equal(pay.logs.lines.slice(since).filter(evAny("request", "authz.denied")).length, 0, "nothing reached HTTP");
   return line;
 }
 
@@ -150,7 +147,7 @@ test("the policy accepts a caller named by SPIFFE ID; another caller is still de
   const since = pay.logs.lines.length;
   const no = await call(pki, port, "payment.internal", identity(pki, "edge"), "GET", "/healthz");
   assert.equal("status" in no && no.status, 403);
-  const denied = await pay.logs.wait((l) => l.event === "authz.denied", 5_000, since);
+  const denied = await pay.logs.wait(ev("authz.denied"), 5_000, since);
   assert.equal(denied.peerSpiffeId, "spiffe://internal/edge");
 });
 
@@ -397,10 +394,7 @@ test("a CA with another trust domain: services take theirs from their own certif
       "/healthz",
     );
     assert.ok("error" in r, JSON.stringify(r));
-    assert.equal(
-      (await logs.wait((l) => l.event === "tls.handshake_failed", 5_000, since)).reason,
-      "spiffe_foreign_domain",
-    );
+    assert.equal((await logs.wait(ev("tls.handshake_failed"), 5_000, since)).reason, "spiffe_foreign_domain");
   } finally {
     await svc?.close();
     ca.close();

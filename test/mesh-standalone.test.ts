@@ -9,6 +9,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freshPki, call, identity, type TestPki } from "./mesh-fixtures.ts";
+import { eventsIn } from "./helpers/events.ts";
 
 let pki: TestPki;
 const started: number[] = [];
@@ -71,14 +72,14 @@ async function startDetached(
   started.push(pid);
   for (let i = 0; i < 200; i++) {
     const text = existsSync(log) ? readFileSync(log, "utf8") : "";
-    const line = text.split("\n").find((l) => l.includes('"event":"listening"'));
+    const line = eventsIn(text, "listening")[0];
     if (line) {
       const hangUp = async () => {
         const gone = once(shell, "exit");
         shell.kill("SIGHUP");
         await gone;
       };
-      return { pid, port: Number((JSON.parse(line) as { port: number }).port), hangUp };
+      return { pid, port: line.port, hangUp };
     }
     if (!alive(pid)) assert.fail(`the service exited before listening: ${text}`);
     await sleep(100);

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { freshPki, start, type TestPki, type TestService, type LogLine } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -50,7 +51,7 @@ async function linesOf(since: number, first: (l: LogLine) => boolean): Promise<L
 test("plain HTTP on the TLS port: one line, protocol, with the remote address", async () => {
   const since = pay.logs.lines.length;
   const port = await rawSocket("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
+  const lines = await linesOf(since, ev("tls.handshake_failed"));
   assert.deepEqual(
     lines.map((l) => [l.event, l.reason]),
     [["tls.handshake_failed", "protocol"]],
@@ -62,7 +63,7 @@ test("plain HTTP on the TLS port: one line, protocol, with the remote address", 
 test("garbage on the TLS port: one line, protocol", async () => {
   const since = pay.logs.lines.length;
   const port = await rawSocket("\x16\x03\x01\x00\x05garbagegarbagegarbage\x00\xff\xfe");
-  const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
+  const lines = await linesOf(since, ev("tls.handshake_failed"));
   assert.deepEqual(
     lines.map((l) => [l.event, l.reason]),
     [["tls.handshake_failed", "protocol"]],
@@ -73,7 +74,7 @@ test("garbage on the TLS port: one line, protocol", async () => {
 test("a socket that never completes a handshake: one line, handshake_timeout, with the remote address", async () => {
   const since = pay.logs.lines.length;
   const port = await rawSocket(null);
-  const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
+  const lines = await linesOf(since, ev("tls.handshake_failed"));
   assert.deepEqual(
     lines.map((l) => [l.event, l.reason]),
     [["tls.handshake_failed", "handshake_timeout"]],
@@ -98,7 +99,7 @@ test("a client offering TLS 1.0 only: one line, old_tls_version, said in words",
     order.key,
   ]);
   assert.match(out, /alert protocol version|unsupported protocol|wrong version/i);
-  const lines = await linesOf(since, (l) => l.event === "tls.handshake_failed");
+  const lines = await linesOf(since, ev("tls.handshake_failed"));
   assert.deepEqual(
     lines.map((l) => [l.event, l.reason]),
     [["tls.handshake_failed", "old_tls_version"]],

@@ -9,6 +9,7 @@ import { freshPki, start, LogSink, type TestPki, type TestService } from "./mesh
 import { Upstreams, UpstreamError } from "../services/mesh/client.ts";
 import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
 import { createLogger } from "../services/mesh/log.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -70,7 +71,7 @@ test("TLS 1.2 with a CBC or SHA-1 suite is refused in the handshake", async () =
     const r = await sClient(["-tls1_2", "-cipher", cipher]);
     assert.notEqual(r.code, 0, `${cipher} was accepted:\n${r.out}`);
     assert.match(r.out, /handshake failure|no shared cipher/, cipher);
-    const l = await pay.logs.wait((x) => x.event === "tls.handshake_failed", 3_000, since);
+    const l = await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since);
     assert.equal(l.tlsCode, "ERR_SSL_NO_SHARED_CIPHER", cipher);
     assert.equal(l.reason, "no_shared_cipher", cipher);
     assert.match(
@@ -108,7 +109,7 @@ test("as a client, a service refuses a callee that offers only CBC suites", asyn
   try {
     await assert.rejects(up.call("payment", "GET", "/healthz"), (e: unknown) => e instanceof UpstreamError);
     assert.equal(handshakes, 0);
-    const l = await logs.wait((x) => x.event === "upstream.failed");
+    const l = await logs.wait(ev("upstream.failed"));
     assert.equal(l.upstream, "payment");
     assert.equal(l.code, "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE");
     assert.equal(l.reason, "server_tls_mismatch");

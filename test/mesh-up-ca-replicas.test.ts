@@ -8,6 +8,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_pro
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const PGHOST = process.env.PGHOST || "/var/run/postgresql";
@@ -188,7 +189,7 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
   assert.notEqual(first.url, second.url);
   // Both replicas write to the one database: what one issues, the other's ledger has.
   await waitFor(
-    () => linesOf(join(logs, "ca2.log")).some((l) => l.event === "ca.started"),
+    () => linesOf(join(logs, "ca2.log")).some(ev("ca.started")),
     30_000,
     () => "ca2's ca.started",
   );
@@ -214,17 +215,12 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
   for (const name of ["payment", "order", "inventory"]) {
     await waitFor(
       () =>
-        linesOf(join(logs, `${name}.log`)).filter(
-          (l) => l.event === "identity.renewed" && Date.parse(l.time!) > killedAt,
-        ).length >= 2,
+        linesOf(join(logs, `${name}.log`)).filter(ev("identity.renewed", (l) => Date.parse(l.time!) > killedAt))
+          .length >= 2,
       120_000,
       () => `${name} to renew twice after the kill`,
     );
-    assert.equal(
-      linesOf(join(logs, `${name}.log`)).some((l) => l.event === "identity.expired"),
-      false,
-      `${name}'s identity expired`,
-    );
+    assert.equal(linesOf(join(logs, `${name}.log`)).some(ev("identity.expired")), false, `${name}'s identity expired`);
   }
   const restarted = JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as {
     ca: { replicas: { name: string; pid: number }[] };
@@ -236,11 +232,11 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
   // Every renewal after the kill is in the one ledger both replicas write: ca.log or ca2.log holds it.
   const issued = new Set(
     [...linesOf(join(logs, "ca.log")), ...linesOf(join(logs, "ca2.log"))]
-      .filter((l) => l.event === "est.renewed")
+      .filter(ev("est.renewed"))
       .map((l) => l.serial!.toLowerCase()),
   );
   for (const name of ["payment", "order", "inventory"]) {
-    for (const r of linesOf(join(logs, `${name}.log`)).filter((l) => l.event === "identity.renewed"))
+    for (const r of linesOf(join(logs, `${name}.log`)).filter(ev("identity.renewed")))
       assert.ok(issued.has(r.serial!.toLowerCase()), `${name}'s renewal ${r.serial} in neither CA log`);
   }
 

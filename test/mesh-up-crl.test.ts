@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
+import { eventsIn } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const DAY = 86_400_000;
@@ -154,10 +155,7 @@ test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the se
     assert.equal((up.out().match(/re-signed the CRL/g) ?? []).length, 2, up.out());
     const payLog = join(tmp, "resign", "logs", "payment.log");
     await waitFor(
-      () =>
-        readFileSync(payLog, "utf8")
-          .split("\n")
-          .filter((l) => l.includes('"event":"tls.reloaded"')).length >= 2,
+      () => eventsIn(readFileSync(payLog, "utf8"), "tls.reloaded").length >= 2,
       5_000,
       "payment to reload both CRL changes",
     );

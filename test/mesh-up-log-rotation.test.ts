@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RotatingFile } from "../lib/rotating-file.ts";
 import { followFile } from "../scripts/log-follow.ts";
+import { ev, evAny } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const tmp = mkdtempSync(join(tmpdir(), "mesh-up-logrot-"));
@@ -171,8 +172,7 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
   const restartedAt = Date.now();
   // Renewals go on through the restarted CA, and its log goes on rotating.
   await waitFor(
-    () =>
-      allLines(logs, "payment.log").some((l) => l.event === "identity.renewed" && Date.parse(l.time!) > restartedAt),
+    () => allLines(logs, "payment.log").some(ev("identity.renewed", (l) => Date.parse(l.time!) > restartedAt)),
     90_000,
     () => "payment to renew after the CA's restart",
   );
@@ -220,7 +220,7 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
 
   // The console echoed every renewal each service logged, across all its rotations.
   for (const name of ["payment", "order", "inventory"]) {
-    const renewed = allLines(logs, `${name}.log`).filter((l) => l.event === "identity.renewed");
+    const renewed = allLines(logs, `${name}.log`).filter(ev("identity.renewed"));
     assert.ok(renewed.length >= 3, `${name} renewed ${renewed.length} times`);
     for (const r of renewed)
       assert.ok(out.includes(`serial ${r.serial}`), `${name}'s renewal ${r.serial} is not on mesh:up's console`);
@@ -228,13 +228,11 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
   // Every renewal a service logged, the CA logged too: no CA line was lost to a rotation or the kill.
   const caSerials = new Set(
     allLines(logs, "ca.log")
-      .filter((l) => l.event === "est.renewed" || l.event === "est.enrolled")
+      .filter(evAny("est.renewed", "est.enrolled"))
       .map((l) => l.serial!.toLowerCase()),
   );
   for (const name of ["payment", "order", "inventory"]) {
-    for (const r of allLines(logs, `${name}.log`).filter(
-      (l) => l.event === "identity.renewed" || l.event === "identity.enrolled",
-    )) {
+    for (const r of allLines(logs, `${name}.log`).filter(evAny("identity.renewed", "identity.enrolled"))) {
       assert.ok(caSerials.has(r.serial!.toLowerCase()), `${name}'s ${r.event} ${r.serial} is not in ca.log*`);
     }
   }
@@ -253,9 +251,9 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
     .map((l) => JSON.parse(l) as Line);
   assert.equal(shown.length, allLines(logs, "payment.log").length);
   assert.deepEqual(
-    shown.filter((l) => l.event === "identity.renewed").map((l) => l.serial),
+    shown.filter(ev("identity.renewed")).map((l) => l.serial),
     allLines(logs, "payment.log")
-      .filter((l) => l.event === "identity.renewed")
+      .filter(ev("identity.renewed"))
       .map((l) => l.serial),
   );
 });

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const tmp = mkdtempSync(join(tmpdir(), "mesh-up-policy-tests-"));
@@ -116,7 +117,7 @@ test("mesh:up names the audited rules at start, and warns when a reloaded policy
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l) as { event?: string; msg?: string });
-  const line = logged.find((l) => l.event === "policy.test_failed");
+  const line = logged.find(ev("policy.test_failed"));
   assert.ok(line, "a policy.test_failed line in mesh-up.log");
   assert.match(String(line.msg), /policy\.tests\.toml:8: expected payment → inventory/);
   // Still running: a warning, not a stop.

@@ -12,6 +12,7 @@ import { request } from "node:https";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
@@ -241,7 +242,7 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   assert.match(up.out(), /Each part is its own process: one that dies is restarted, the others keep serving/);
   const m = meshJson(logs);
   const supervisorLog = join(logs, "mesh-up.log");
-  const started = logEvents(supervisorLog).filter((l) => l.event === "supervisor.started");
+  const started = logEvents(supervisorLog).filter(ev("supervisor.started"));
   assert.deepEqual(started.map((l) => l.component).sort(), ["ca", "dashboard", "inventory", "order", "payment"]);
   const pids = Object.fromEntries(started.map((l) => [l.component!, l.pid!]));
   assert.equal(pids.ca, m.ca.pid);
@@ -256,19 +257,16 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   const caKilledAt = Date.now();
   process.kill(m.ca.pid, "SIGKILL");
   await waitFor(
-    () =>
-      logEvents(supervisorLog).some(
-        (l) => l.event === "supervisor.started" && l.component === "ca" && l.restarts === 1,
-      ),
+    () => logEvents(supervisorLog).some(ev("supervisor.started", (l) => l.component === "ca" && l.restarts === 1)),
     60_000,
     "the CA to be restarted",
   );
-  const ev = logEvents(supervisorLog).filter((l) => l.component === "ca");
-  const exited = ev.find((l) => l.event === "supervisor.exited")!;
+  const ca = logEvents(supervisorLog).filter((l) => l.component === "ca");
+  const exited = ca.find(ev("supervisor.exited"))!;
   assert.deepEqual([exited.pid, exited.code, exited.signal], [m.ca.pid, null, "SIGKILL"]);
-  const restarting = ev.find((l) => l.event === "supervisor.restarting")!;
+  const restarting = ca.find(ev("supervisor.restarting"))!;
   assert.deepEqual([restarting.attempt, restarting.delayMs], [1, 500]);
-  const caAgain = ev.find((l) => l.event === "supervisor.started" && l.restarts === 1)!;
+  const caAgain = ca.find(ev("supervisor.started", (l) => l.restarts === 1))!;
   assert.notEqual(caAgain.pid, m.ca.pid);
   assert.match(up.out(), /mesh:up: ca was killed by SIGKILL \(pid \d+\); the rest of the mesh keeps running/);
   assert.match(up.out(), /mesh:up: restarting ca in 0\.5 s \(attempt 1 of 5 within 2 minutes\)/);
@@ -279,7 +277,7 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
 
   // Every service renews with the CA that came back (30 s certificates: within about 20 s).
   const renewedAfter = (name: string) =>
-    logEvents(join(logs, `${name}.log`)).find((l) => l.event === "identity.renewed" && Date.parse(l.time) > caBackAt);
+    logEvents(join(logs, `${name}.log`)).find(ev("identity.renewed", (l) => Date.parse(l.time) > caBackAt));
   await waitFor(
     () => ["order", "payment", "inventory"].every((n) => renewedAfter(n)),
     90_000,
@@ -301,10 +299,7 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   const payPid = m.pids.payment!;
   process.kill(payPid, "SIGKILL");
   await waitFor(
-    () =>
-      logEvents(supervisorLog).some(
-        (l) => l.event === "supervisor.started" && l.component === "payment" && l.restarts === 1,
-      ),
+    () => logEvents(supervisorLog).some(ev("supervisor.started", (l) => l.component === "payment" && l.restarts === 1)),
     60_000,
     "payment to be restarted",
   );
@@ -314,11 +309,11 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   assert.equal(meshJson(logs).ports.payment, m.ports.payment, "on its port");
   // It serves again (on the identity in its state folder: no new enrolment).
   await waitFor(
-    () => logEvents(join(logs, "payment.log")).filter((l) => l.event === "listening").length === 2,
+    () => logEvents(join(logs, "payment.log")).filter(ev("listening")).length === 2,
     30_000,
     "payment to listen again",
   );
-  assert.equal(logEvents(join(logs, "payment.log")).filter((l) => l.event === "identity.enrolled").length, 1);
+  assert.equal(logEvents(join(logs, "payment.log")).filter(ev("identity.enrolled")).length, 1);
   const more = stock.results.length;
   await waitFor(() => stock.results.length >= more + 10, 30_000, "stock lookups after payment came back");
   await stock.stop();
@@ -326,7 +321,7 @@ test("kill -9 of the CA server under steady traffic, then of a service: each res
   assert.deepEqual(stockFailed, [], `${stockFailed.length} of ${stock.results.length} stock lookups failed`);
   for (const name of ["ca", "order", "inventory", "dashboard"]) {
     assert.equal(
-      logEvents(supervisorLog).filter((l) => l.event === "supervisor.exited" && l.component === name).length,
+      logEvents(supervisorLog).filter(ev("supervisor.exited", (l) => l.component === name)).length,
       name === "ca" ? 1 : 0,
       `${name} was not touched by payment's death`,
     );
@@ -413,7 +408,7 @@ test("kill -9 of mesh:up: the parts keep serving; another mesh:up refuses to run
     ),
   );
   for (const [name, c] of comps) assert.equal(alive(c.pid), false, `the old ${name} was stopped`);
-  const orphans = logEvents(join(logs, "mesh-up.log")).find((l) => l.event === "supervisor.orphans_stopped");
+  const orphans = logEvents(join(logs, "mesh-up.log")).find(ev("supervisor.orphans_stopped"));
   assert.ok(orphans, "logged");
   const n = meshJson(logs);
   next.proc.kill("SIGTERM");
@@ -440,8 +435,8 @@ test("a part that cannot start (its port taken) is not restarted: mesh:up says w
       ),
     );
     assert.doesNotMatch(up.out(), /restarting payment|the rest of the mesh keeps running/);
-    const ev = logEvents(join(tmp, "c", "logs", "mesh-up.log"));
-    assert.equal(ev.filter((l) => l.event === "supervisor.restarting").length, 0);
+    const lines = logEvents(join(tmp, "c", "logs", "mesh-up.log"));
+    assert.equal(lines.filter(ev("supervisor.restarting")).length, 0);
     assert.deepEqual(processesUnder(join(tmp, "c")), [], "no process left");
   } finally {
     taken.close();

@@ -10,6 +10,8 @@ import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+import { hasEvent } from "./helpers/events.ts";
+import type { LoggedEvent } from "../lib/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const tmp = mkdtempSync(join(tmpdir(), "mesh-up-workloads-"));
@@ -75,12 +77,12 @@ async function waitFor(cond: () => boolean, ms: number, what: () => string): Pro
 }
 
 /** Waits for a line of <logs>/<name>.log (a service writes its request line once the answer is sent). */
-function logged(name: string, re: RegExp): Promise<void> {
+function logged(name: string, what: string, pred: (l: LoggedEvent<"request">) => boolean): Promise<void> {
   const file = join(tmp, "logs", `${name}.log`);
   return waitFor(
-    () => existsSync(file) && re.test(readFileSync(file, "utf8")),
+    () => existsSync(file) && hasEvent(readFileSync(file, "utf8"), "request", pred),
     15_000,
-    () => `${re} in ${name}.log`,
+    () => `a request line ${what} in ${name}.log`,
   );
 }
 
@@ -192,7 +194,11 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   assert.equal(shipped.status, 201, JSON.stringify(shipped.body));
   assert.equal(shipped.body.caller, "edge");
   assert.equal(typeof shipped.body.available, "number");
-  await logged("inventory", /"event":"request","peer":"delivery","method":"GET","path":"\/stock\/widget","status":200/);
+  await logged(
+    "inventory",
+    "delivery GET /stock/widget 200",
+    (l) => l.peer === "delivery" && l.method === "GET" && l.path === "/stock/widget" && l.status === 200,
+  );
 
   // gRPC through two sidecars: cashier's app calls ledger.Ledger/Record in plaintext on its
   // sidecar's outbound port; ledger's sidecar names cashier in XFCC, which the ledger records.
@@ -203,7 +209,8 @@ test("mesh:up runs the shipped workloads: Python and gRPC apps behind enrolled s
   assert.deepEqual(entries.body, { entries: [{ entry: 1, orderId: "t-1", amount: 1250, caller: "cashier" }] });
   await logged(
     "ledger",
-    /"event":"request","peer":"cashier","method":"POST","path":"\/ledger\.Ledger\/Record","status":200/,
+    "cashier POST /ledger.Ledger/Record 200",
+    (l) => l.peer === "cashier" && l.method === "POST" && l.path === "/ledger.Ledger/Record" && l.status === 200,
   );
   // The ledger's policy accepts cashier only: edge is refused by its sidecar, before the app.
   assert.equal((await callAs(state, "ledger", "GET", "/healthz")).status, 403);

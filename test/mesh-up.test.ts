@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
@@ -181,7 +182,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   );
   // (The shipped policy names the workloads of mesh-workloads.toml too, which this run does not start.)
   const warned = logEvents(join(logs, "mesh-up.log")).find(
-    (l) => l.event === "policy.unknown_caller" && (l as { caller?: string }).caller === "shipping",
+    ev("policy.unknown_caller", (l) => (l as { caller?: string }).caller === "shipping"),
   ) as { caller?: string; rules?: string[] } | undefined;
   assert.deepEqual(
     [warned?.caller, warned?.rules],
@@ -224,20 +225,18 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   const enrolled = Object.fromEntries(
     ["order", "payment", "inventory"].map((n) => [
       n,
-      logEvents(join(logs, `${n}.log`)).find((l) => l.event === "identity.enrolled")!.serial,
+      logEvents(join(logs, `${n}.log`)).find(ev("identity.enrolled"))!.serial,
     ]),
   );
   await waitFor(
     () =>
-      ["order", "payment", "inventory"].every((n) =>
-        logEvents(join(logs, `${n}.log`)).some((l) => l.event === "identity.renewed"),
-      ),
+      ["order", "payment", "inventory"].every((n) => logEvents(join(logs, `${n}.log`)).some(ev("identity.renewed"))),
     40_000,
     "every service to renew",
   );
   await waitFor(() => /\[edge\] +\S+ identity\.renewed/.test(up.out()), 20_000, "edge to renew");
   for (const n of ["order", "payment", "inventory"]) {
-    const renewed = logEvents(join(logs, `${n}.log`)).find((l) => l.event === "identity.renewed")!;
+    const renewed = logEvents(join(logs, `${n}.log`)).find(ev("identity.renewed"))!;
     assert.notEqual(renewed.serial, enrolled[n], `${n} renewed onto a new certificate`);
   }
   assert.doesNotMatch(up.out(), /identity\.renew_failed|identity\.expired/);
@@ -276,9 +275,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   await waitFor(
     () =>
       ["order", "payment"].every((n) =>
-        logEvents(join(logs, `${n}.log`)).some(
-          (l) => l.event === "trust.updated" && (l as { via?: string }).via === "watch",
-        ),
+        logEvents(join(logs, `${n}.log`)).some(ev("trust.updated", (l) => (l as { via?: string }).via === "watch")),
       ),
     10_000,
     "order and payment to take the new CRLs",
@@ -415,8 +412,8 @@ test("--file-mode: mesh:up from nothing issues files with the CLI, probed, curle
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l) as { event: string; reason?: string });
-  assert.ok(payLog.some((l) => l.event === "tls.handshake_failed" && l.reason === "no_client_cert"));
-  assert.ok(payLog.some((l) => l.event === "authz.denied"));
+  assert.ok(payLog.some(ev("tls.handshake_failed", (l) => l.reason === "no_client_cert")));
+  assert.ok(payLog.some(ev("authz.denied")));
 
   up.proc.kill("SIGTERM");
   assert.equal(await up.exited, 0);

@@ -6,6 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let pay: TestService;
@@ -72,10 +73,14 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
   const since = order.logs.lines.length;
   const invSince = inv.logs.lines.length;
   const revoked = await pki.ca.revoke({ domain: "inventory.internal", reason: "keyCompromise" });
-  await order.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 5_000, since);
+  await order.logs.wait(
+    ev("tls.reloaded", (l) => l.trustChanged === true),
+    5_000,
+    since,
+  );
 
   // The pooled connection to the revoked callee is closed at once, and said so in order's log.
-  const closed = await order.logs.wait((l) => l.event === "tls.connections_closed", 2_000, since);
+  const closed = await order.logs.wait(ev("tls.connections_closed"), 2_000, since);
   assert.equal(closed.side, "caller");
   assert.equal(closed.why, "trust withdrawn");
   assert.deepEqual(closed.peers, ["inventory (its certificate was revoked)"]);
@@ -88,7 +93,7 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
   assert.ok("status" in second, JSON.stringify(second));
   assert.equal(second.status, 502);
   assert.equal(second.body.reason, "server_revoked");
-  const failed = await order.logs.wait((l) => l.event === "upstream.failed", 2_000, since);
+  const failed = await order.logs.wait(ev("upstream.failed"), 2_000, since);
   assert.equal(failed.reason, "server_revoked");
   assert.equal(failed.upstream, "inventory");
   assert.equal(failed.code, "CERT_REVOKED");
@@ -98,11 +103,7 @@ test("a revoked callee: pooled connection closed, new call refused with server_r
     String(failed.msg),
     /^inventory's certificate at 127\.0\.0\.1:\d+ has been revoked by the CA, so the call was refused; inventory needs a new identity \(online: restart mesh:up/,
   );
-  assert.equal(
-    inv.logs.lines.slice(invSince).filter((l) => l.event === "request").length,
-    0,
-    "no request reached the revoked callee",
-  );
+  assert.equal(inv.logs.lines.slice(invSince).filter(ev("request")).length, 0, "no request reached the revoked callee");
   assert.equal(payHandshakes, 0, "payment was neither called nor reconnected");
 
   // curl --crlfile and openssl -crl_check refuse the same certificate.
@@ -184,7 +185,7 @@ test("a call in flight when the callee is revoked fails as callee_withdrawn (thi
       err.message,
       /^this caller closed its connection to inventory at 127\.0\.0\.1:\d+ mid-call: inventory's certificate is no longer accepted \(its certificate was revoked\)/,
     );
-    const failed = await logs.wait((l) => l.event === "upstream.failed");
+    const failed = await logs.wait(ev("upstream.failed"));
     assert.equal(failed.reason, "callee_withdrawn");
     assert.doesNotMatch(String(failed.msg), /refused our certificate/);
   } finally {

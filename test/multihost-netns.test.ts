@@ -13,6 +13,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
@@ -267,7 +268,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
       ["payment", ADDR.b],
       ["inventory", ADDR.b],
     ] as const) {
-      const enrolled = ca.lines.find((l) => l.event === "est.enrolled" && l.name === `${name}.internal`);
+      const enrolled = ca.lines.find(ev("est.enrolled", (l) => l.name === `${name}.internal`));
       assert.ok(enrolled, `no est.enrolled for ${name}:\n${ca.text().slice(-2000)}`);
       assert.equal(
         String(enrolled.remote)
@@ -328,7 +329,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     await waitFor(
       "payment's request line for order's charge",
       10_000,
-      () => svc.payment.lines.some((l) => l.event === "request" && l.peer === "order" && l.path === "/charge"),
+      () => svc.payment.lines.some(ev("request", (l) => l.peer === "order" && l.path === "/charge")),
       svc.payment.text,
     );
     // payment is reachable only across the hosts: it listens on host b's address, not loopback.
@@ -340,7 +341,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     const renewed = await waitFor(
       "the CA's first est.renewed",
       90_000,
-      () => ca.lines.find((l) => l.event === "est.renewed"),
+      () => ca.lines.find(ev("est.renewed")),
       ca.text,
     );
     ca.child.kill("SIGKILL");
@@ -361,7 +362,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
         `order ${orders} failed ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the CA was killed`,
       );
       failed ??= Object.values(svc)
-        .map((p) => ({ p, l: p.lines.find((l) => l.event === "identity.renew_failed")! }))
+        .map((p) => ({ p, l: p.lines.find(ev("identity.renew_failed"))! }))
         .find((x) => x.l);
       if (failed) afterFailure++;
       if (Date.now() - killedAt > 60_000)
@@ -374,7 +375,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
 
     // The CA host's server back (same folder, same address): the service whose renewal failed
     // renews on its own, and orders still go through.
-    const before = failed!.p.lines.filter((l) => l.event === "identity.renewed").length;
+    const before = failed!.p.lines.filter(ev("identity.renewed")).length;
     const again = spawnIn(NS.ca, "ca-again", [
       join(ROOT, "bin", "ca.mjs"),
       "serve",
@@ -393,7 +394,7 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
     await waitFor(
       `${failed!.p.name} renewing after the CA came back`,
       60_000,
-      () => failed!.p.lines.filter((l) => l.event === "identity.renewed").length > before,
+      () => failed!.p.lines.filter(ev("identity.renewed")).length > before,
       failed!.p.text,
     );
     assert.equal(order(), "201");

@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { auditedRules, decide, parsePolicy, smallestEdit } from "../services/mesh/policy.ts";
 import { freshPki, start, call, identity, type TestPki, type TestService } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const AUDIT = `[payment]
 mode = "audit"
@@ -135,22 +136,30 @@ test("a real service in audit mode lets a would-be-denied call through, logs aut
   });
   assert.ok("status" in r, JSON.stringify(r));
   assert.equal(r.status, 201, JSON.stringify(r.body));
-  const l = await pay.logs.wait((x) => x.event === "authz.would_deny", 5_000, since);
+  const l = await pay.logs.wait(ev("authz.would_deny"), 5_000, since);
   assert.deepEqual(
     [l.peer, l.method, l.path, l.rule, l.level],
     ["inventory", "POST", "/charge", "payment.accepts", 40],
   );
   assert.match(String(l.reason), /inventory is not listed in payment.accepts/);
   assert.match(String(l.hint), /add "inventory"/);
-  const req = await pay.logs.wait((x) => x.event === "request" && x.path === "/charge", 5_000, since);
+  const req = await pay.logs.wait(
+    ev("request", (x) => x.path === "/charge"),
+    5_000,
+    since,
+  );
   assert.equal(req.status, 201);
   assert.equal(await wouldDenyCount(), before + 1);
   // The caller the rule lists: no would_deny line, no count.
   const since2 = pay.logs.lines.length;
   const ok = await call(pki, pay.svc.port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
   assert.ok("status" in ok && ok.status === 200);
-  await pay.logs.wait((x) => x.event === "request" && x.peer === "order", 5_000, since2);
-  assert.equal(pay.logs.lines.slice(since2).filter((x) => x.event === "authz.would_deny").length, 0);
+  await pay.logs.wait(
+    ev("request", (x) => x.peer === "order"),
+    5_000,
+    since2,
+  );
+  assert.equal(pay.logs.lines.slice(since2).filter(ev("authz.would_deny")).length, 0);
   assert.equal(await wouldDenyCount(), before + 1);
 
   // Save the service's own lines as a log file: what-if replays them below.
@@ -195,14 +204,14 @@ test("a real service in audit mode lets a would-be-denied call through, logs aut
   // Enforce it: the same call is now 403 and authz.denied, with the same fields.
   const since3 = pay.logs.lines.length;
   writeFileSync(pki.policyFile, enforced);
-  await pay.logs.wait((x) => x.event === "policy.reloaded", 10_000, since3);
+  await pay.logs.wait(ev("policy.reloaded"), 10_000, since3);
   const denied = await call(pki, pay.svc.port, "payment.internal", identity(pki, "inventory"), "POST", "/charge", {
     orderId: "o-audit-2",
     amount: 100,
   });
   assert.ok("status" in denied && denied.status === 403, JSON.stringify(denied));
-  const d = await pay.logs.wait((x) => x.event === "authz.denied", 5_000, since3);
+  const d = await pay.logs.wait(ev("authz.denied"), 5_000, since3);
   assert.deepEqual([d.peer, d.rule], ["inventory", "payment.accepts"]);
-  assert.equal(pay.logs.lines.slice(since3).filter((x) => x.event === "authz.would_deny").length, 0);
+  assert.equal(pay.logs.lines.slice(since3).filter(ev("authz.would_deny")).length, 0);
   assert.equal(await wouldDenyCount(), before + 1);
 });

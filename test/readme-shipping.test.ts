@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+import { hasEvent } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const TSX = import.meta.resolve("tsx");
@@ -148,7 +149,7 @@ test("README: a fourth identity enrolled by hand with a token, granted one route
   assert.equal(g.code, 0, g.err);
   const invLog = join(tmp, "logs", "inventory.log");
   await waitFor(
-    () => readFileSync(invLog, "utf8").includes('"event":"policy.reloaded"'),
+    () => hasEvent(readFileSync(invLog, "utf8"), "policy.reloaded"),
     10_000,
     "inventory to reload the policy",
   );

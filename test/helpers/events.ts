@@ -7,6 +7,7 @@ import {
   EVENTS,
   LEVELS,
   asEvent,
+  type LoggedEvent,
   parseJsonLine,
   type EventFields,
   type EventName,
@@ -51,4 +52,43 @@ export function checkedLine(raw: string): UnknownLine | undefined {
     }
   }
   return line;
+}
+
+/**
+ * A predicate for the lines of one catalogued event, with `pred` on its typed fields: tsc
+ * refuses an event name the catalogue lacks and a field the event does not have, so a renamed
+ * event fails the tests' type check rather than leaving them waiting for a line that never comes.
+ * It matches on the name, as the tools that read logs do; that a line has its event's fields is
+ * checkedLine's job (LogSink and the CA's line log hold every line to the catalogue).
+ */
+export function ev<E extends EventName>(name: E, pred: (l: LoggedEvent<E>) => boolean = () => true) {
+  return <L extends object>(l: L): l is L & LoggedEvent<E> =>
+    (l as { event?: unknown }).event === name && pred(l as unknown as LoggedEvent<E>);
+}
+
+/** The JSON lines of a process's output or a log file (anything else, such as npm's banner, skipped). */
+export function linesOf(text: string): UnknownLine[] {
+  return text.split("\n").flatMap((raw): UnknownLine[] => {
+    const l = parseJsonLine(raw.trim());
+    return l ? [l] : [];
+  });
+}
+
+/** The `name` lines in a text (a process's output, a log file), typed, filtered by `pred`. */
+export function eventsIn<E extends EventName>(
+  text: string,
+  name: E,
+  pred?: (l: LoggedEvent<E>) => boolean,
+): Array<UnknownLine & LoggedEvent<E>> {
+  return linesOf(text).filter(ev(name, pred));
+}
+
+/** Whether a text holds a `name` line matching `pred`. */
+export function hasEvent<E extends EventName>(text: string, name: E, pred?: (l: LoggedEvent<E>) => boolean): boolean {
+  return linesOf(text).some(ev(name, pred));
+}
+
+/** A predicate for the lines of any of several catalogued events (see ev). */
+export function evAny<E extends EventName>(...names: E[]) {
+  return <L extends object>(l: L): l is L & LoggedEvent<E> => names.some((name) => ev(name)(l));
 }

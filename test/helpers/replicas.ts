@@ -7,6 +7,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { Lines } from "./est.ts";
 import { ROOT } from "./ca.ts";
+import { ev } from "./events.ts";
 
 const TSX = import.meta.resolve("tsx");
 export const PGHOST = process.env.PGHOST || "/var/run/postgresql";
@@ -85,7 +86,7 @@ export async function startReplica(o: {
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const started = await Promise.race([
-    lines.wait((l) => l.event === "ca.started", 60_000),
+    lines.wait(ev("ca.started"), 60_000),
     exited.then(() => {
       throw new Error(`ca serve exited before starting: ${stderr}`);
     }),

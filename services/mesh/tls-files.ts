@@ -1,0 +1,118 @@
+// The TLS material in force for one service, read from its files, and its reload: a new set
+// is handed to the server, the outbound client and the app together, and a broken set keeps
+// the old material (reported once per broken content).
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { loadMaterial, type MaterialPaths, type TlsMaterial } from "./material.ts";
+import type { MeshLogger } from "./log.ts";
+import { messageOf } from "./errors.ts";
+import type { MeshMetrics } from "./metrics.ts";
+
+/** Who holds the material and must hear of a new one. */
+export interface TlsUsers {
+  /** The server says what changed; nothing changed means nothing else needs telling. */
+  server: { setMaterial(m: TlsMaterial): { certChanged: boolean; trustChanged: boolean } };
+  others: ReadonlyArray<{ setMaterial?(m: TlsMaterial): void }>;
+  log: MeshLogger;
+  metrics: MeshMetrics;
+  /** Called once a new trust bundle or CRL set is in force. */
+  onTrustChanged(): void;
+}
+
+export class TlsFiles {
+  #material: TlsMaterial;
+  // The files' content when the last reload failed: the same broken set is reported once.
+  #failedOn: string | undefined;
+  #users: TlsUsers | undefined;
+
+  /** Throws MeshError (missing or invalid TLS files). */
+  constructor(
+    readonly paths: MaterialPaths,
+    private readonly dns: string,
+  ) {
+    this.#material = loadMaterial(paths, dns);
+  }
+
+  get material(): TlsMaterial {
+    return this.#material;
+  }
+
+  /** Names who gets the material of each reload from now on. */
+  serve(users: TlsUsers): void {
+    this.#users = users;
+  }
+
+  /**
+   * Re-reads the files; false when the previous material stays in force. noticedAt: when the
+   * watcher first saw the change (performance.now()), for the reload latency metric.
+   */
+  reload(noticedAt = performance.now()): boolean {
+    const users = this.#users;
+    if (!users) throw new Error("TlsFiles.reload before serve()");
+    const { log, metrics } = users;
+    let next: TlsMaterial;
+    try {
+      next = loadMaterial(this.paths, this.dns);
+      const { certChanged, trustChanged } = users.server.setMaterial(next);
+      const restored = this.#failedOn !== undefined;
+      this.#failedOn = undefined;
+      if (!certChanged && !trustChanged) {
+        if (restored) {
+          const material = this.#material;
+          log.info(
+            {
+              event: "tls.reloaded",
+              certChanged,
+              trustChanged,
+              restored,
+              serial: material.leaf.serial,
+              notAfter: material.leaf.notAfter,
+              trusts: material.trust.subjects,
+            },
+            "the TLS files again hold the material in force",
+          );
+        }
+        return true;
+      }
+      for (const u of users.others) u.setMaterial?.(next);
+      this.#material = next;
+      log.info(
+        {
+          event: "tls.reloaded",
+          certChanged,
+          trustChanged,
+          serial: next.leaf.serial,
+          notAfter: next.leaf.notAfter,
+          trusts: next.trust.subjects,
+        },
+        `new ${[certChanged && "certificate", trustChanged && "trust bundle/CRLs"].filter(Boolean).join(" and ")} in force for new connections`,
+      );
+      metrics.reloaded("tls", true, noticedAt, next);
+      if (trustChanged) users.onTrustChanged();
+      return true;
+    } catch (e) {
+      const { cert, key, bundle, crls } = this.paths;
+      const failedOn = digestOf(cert, key, bundle, crls);
+      if (failedOn === this.#failedOn) return false;
+      this.#failedOn = failedOn;
+      metrics.reloaded("tls", false, noticedAt);
+      log.error(
+        { event: "tls.reload_failed", code: (e as { code?: string }).code, error: messageOf(e) },
+        `kept the previous TLS material: ${messageOf(e)}`,
+      );
+      return false;
+    }
+  }
+}
+
+function digestOf(...files: string[]): string {
+  const h = createHash("sha256");
+  for (const f of files) {
+    try {
+      h.update(readFileSync(f)).update("\0");
+    } catch {
+      h.update("unreadable\0");
+    }
+  }
+  return h.digest("hex");
+}
