@@ -126,7 +126,11 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
     await pause(dwell);
 
     // 3. Heal ------------------------------------------------------------------------------
-    await mesh.begin("heal", "3. Heal: the impostor stopped, the real payment back on its port with its own identity", false);
+    await mesh.begin(
+      "heal",
+      "3. Heal: the impostor stopped, the real payment back on its port with its own identity",
+      false,
+    );
     await imposter.stop();
     imposter = undefined;
     // Its state folder is intact: it starts from its own certificate, no token needed.
