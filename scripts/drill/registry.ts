@@ -39,6 +39,13 @@ export const DRILLS: readonly FailureDrill[] = [
     lifetimeS: 60,
     run: async (o) => (await import("./stolen.ts")).runStolenDrill(o),
   },
+  {
+    name: "policy-mistake",
+    summary:
+      "an edit drops order from payment's rule: what-if predicts the break, audit mode logs it and lets calls through, enforced the 403s name the rule and the fix; reverted by hot reload",
+    lifetimeS: 60,
+    run: async (o) => (await import("./policy-mistake.ts")).runPolicyMistakeDrill(o),
+  },
 ];
 
 export function listDrills(): string {
