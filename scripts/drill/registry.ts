@@ -46,6 +46,13 @@ export const DRILLS: readonly FailureDrill[] = [
     lifetimeS: 60,
     run: async (o) => (await import("./policy-mistake.ts")).runPolicyMistakeDrill(o),
   },
+  {
+    name: "clock-skew",
+    summary:
+      "payment's clock runs minutes, then days ahead: it refuses its callers as expired by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
+    lifetimeS: 60,
+    run: async (o) => (await import("./clock-skew.ts")).runClockSkewDrill(o),
+  },
 ];
 
 export function listDrills(): string {
