@@ -24,7 +24,12 @@ export const SKEWS = [
 ] as const;
 const BY_CLOCK = /MESH_CLOCK_OFFSET_MS sets/;
 
-export function runClockSkewDrill(o: FailureDrillOptions = {}): Promise<StoryReport> {
+export interface ClockSkewOptions extends FailureDrillOptions {
+  /** The skews shown (default SKEWS). A test gives one too small to matter to see the checks fail. */
+  skews?: ReadonlyArray<{ phase: string; ms: number }>;
+}
+
+export function runClockSkewDrill(o: ClockSkewOptions = {}): Promise<StoryReport> {
   return runWith(o, clockSkew);
 }
 
@@ -65,7 +70,7 @@ interface SkewSeen {
   refusedExpired: [number | undefined, number | undefined];
 }
 
-async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryReport> {
+async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport> {
   const mesh = await DrillMesh.open(setup, { lifetimeMs: o.lifetimeMs ?? 60_000, pollMs: o.pollMs ?? 1_000 });
   const { dwell, pause } = setup;
   const checks: StoryReport["checks"] = [];
@@ -79,7 +84,8 @@ async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryRep
     await pause(dwell);
 
     const seen: SkewSeen[] = [];
-    for (const [i, skew] of SKEWS.entries()) {
+    const skews = o.skews ?? SKEWS;
+    for (const [i, skew] of skews.entries()) {
       const by = formatOffset(skew.ms);
       mesh.begin(
         skew.phase,
@@ -93,41 +99,47 @@ async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryRep
       await mesh.startService("payment", { token: false, env: { MESH_CLOCK_OFFSET_MS: String(skew.ms) } });
       const before = await mesh.metric("payment", "mesh_tls_handshakes_total", EXPIRED);
       mesh.note(`payment restarted on :${mesh.ports.payment} from its own state folder, its clock ${by} ahead`);
-      const refusal = await mesh.line(
-        "payment to refuse a caller's certificate by its clock",
-        at,
-        (e) =>
-          e.service === "payment" &&
-          e.line.event === "tls.handshake_failed" &&
-          e.line.reason === "expired" &&
-          BY_CLOCK.test(String(e.line.msg)),
-        15_000,
-      );
+      // Waited for together: on a run where the story does not happen, the drill says so in one wait, not four.
+      const [refusal, caller, ca] = await Promise.all([
+        mesh.line(
+          "payment to refuse a caller's certificate by its clock",
+          at,
+          (e) =>
+            e.service === "payment" &&
+            e.line.event === "tls.handshake_failed" &&
+            e.line.reason === "expired" &&
+            BY_CLOCK.test(String(e.line.msg)),
+          15_000,
+        ),
+        mesh.line(
+          "order's call to payment to fail",
+          at,
+          (e) =>
+            e.service === "order" &&
+            e.line.event === "upstream.failed" &&
+            e.line.upstream === "payment" &&
+            e.line.reason === "rejected_in_handshake",
+          15_000,
+        ),
+        mesh.line(
+          "the CA to name payment's clock",
+          at,
+          // By name once payment's request authenticated; by address when payment refused the CA's own
+          // certificate first (by its clock it looks expired) and asked unauthenticated.
+          (e) =>
+            e.service === "ca" &&
+            e.line.event === "est.clock_skew" &&
+            (e.line.name === "payment.internal" || e.line.name === null) &&
+            Math.abs(Number(e.line.clock_offset_ms) - skew.ms) < 5_000,
+          15_000,
+        ),
+        setup
+          .until(() => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0, "an order to fail", 15_000)
+          .catch(() => {}),
+      ]);
       if (refusal) mesh.note(`[payment] tls.handshake_failed expired: ${String(refusal.line.msg).slice(0, 400)}`);
-      const caller = await mesh.line(
-        "order's call to payment to fail",
-        at,
-        (e) =>
-          e.service === "order" &&
-          e.line.event === "upstream.failed" &&
-          e.line.upstream === "payment" &&
-          e.line.reason === "rejected_in_handshake",
-        15_000,
-      );
       if (caller)
         mesh.note(`[order] upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 300)}`);
-      const ca = await mesh.line(
-        "the CA to name payment's clock",
-        at,
-        // By name once payment's request authenticated; by address when payment refused the CA's own
-        // certificate first (by its clock it looks expired) and asked unauthenticated.
-        (e) =>
-          e.service === "ca" &&
-          e.line.event === "est.clock_skew" &&
-          (e.line.name === "payment.internal" || e.line.name === null) &&
-          Math.abs(Number(e.line.clock_offset_ms) - skew.ms) < 5_000,
-        15_000,
-      );
       if (ca) mesh.note(`[ca] est.clock_skew: ${String(ca.line.msg)}`);
       const own = mesh.book.since(
         at,
@@ -140,9 +152,6 @@ async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryRep
         mesh.note(`[payment] ${String(own.line.event)}: ${String(own.line.reason ?? own.line.msg).slice(0, 300)}`);
       const c = await clockCheck(mesh, "payment");
       mesh.note(`mesh:check, payment's clock: ${c.severity}: ${c.detail}`);
-      await setup
-        .until(() => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0, "an order to fail", 15_000)
-        .catch(() => {});
       await pause(dwell);
       const after = await mesh.metric("payment", "mesh_tls_handshakes_total", EXPIRED);
       mesh.note(`payment's mesh_tls_handshakes_total{outcome="refused",reason="expired"}: ${before} → ${after}`);
@@ -159,7 +168,11 @@ async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryRep
     }
 
     // The heal: the clock fixed --------------------------------------------------------------
-    mesh.begin("heal", "4. Heal: payment's clock fixed (restarted without the skew), from its own state folder", false);
+    mesh.begin(
+      "heal",
+      `${skews.length + 2}. Heal: payment's clock fixed (restarted without the skew), from its own state folder`,
+      false,
+    );
     await mesh.stopService("payment");
     await mesh.startService("payment", { token: false });
     const healed = mesh.traffic!.mark();
@@ -169,7 +182,7 @@ async function clockSkew(o: FailureDrillOptions, setup: Setup): Promise<StoryRep
     mesh.note(
       `${healed.failed} of ${healed.sent} order(s) sent after the fix failed; mesh:check, payment's clock: ${checkHealed.severity}: ${checkHealed.detail}`,
     );
-    mesh.begin("after", "5. After: the mesh as before", true);
+    mesh.begin("after", `${skews.length + 3}. After: the mesh as before`, true);
     await pause(dwell);
 
     const phases = await mesh.report();

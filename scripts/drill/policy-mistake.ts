@@ -22,8 +22,6 @@ export const CANDIDATE_POLICY = DRILL_POLICY.replace(
   '[payment]\naccepts = ["order"]',
   '[payment]\n# The edit: inventory may now charge (refunds); "order" was dropped by mistake.\naccepts = ["inventory"]',
 );
-/** The same candidate, its payment table in audit mode: what it would deny is logged and let through. */
-export const AUDIT_POLICY = CANDIDATE_POLICY.replace("[payment]\n", '[payment]\nmode = "audit"\n');
 
 /** What `npm run policy -- what-if --json` prints (the fields the drill reads). */
 interface WhatIfJson {
@@ -35,7 +33,12 @@ interface WhatIfJson {
 const callKey = (c: { caller: string; service: string; method: string; path: string }) =>
   `${c.caller} → ${c.service} ${c.method} ${c.path}`;
 
-export function runPolicyMistakeDrill(o: FailureDrillOptions = {}): Promise<StoryReport> {
+export interface PolicyMistakeOptions extends FailureDrillOptions {
+  /** The candidate policy (default CANDIDATE_POLICY); its audit form adds mode = "audit" to [payment]. A test gives a harmless one to see the checks fail. */
+  candidate?: string;
+}
+
+export function runPolicyMistakeDrill(o: PolicyMistakeOptions = {}): Promise<StoryReport> {
   return runWith(o, policyMistake);
 }
 
@@ -63,7 +66,7 @@ async function putPolicy(mesh: DrillMesh, text: string): Promise<string[]> {
         `${s} to reload the policy`,
         at - 50,
         (e) => e.service === s && e.line.event === "policy.reloaded",
-        15_000,
+        10_000,
       ),
     ),
   );
@@ -84,13 +87,15 @@ async function probe(mesh: DrillMesh): Promise<ProbeCell[]> {
   return cells;
 }
 
-async function policyMistake(o: FailureDrillOptions, setup: Setup): Promise<StoryReport> {
+async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<StoryReport> {
   const mesh = await DrillMesh.open(setup, { lifetimeMs: o.lifetimeMs ?? 60_000, pollMs: o.pollMs ?? 1_000 });
   const { dwell, pause } = setup;
   const candidateFile = join(setup.work, "candidate.toml");
   const checks: StoryReport["checks"] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
   const rule = "payment.accepts";
+  const candidate = o.candidate ?? CANDIDATE_POLICY;
+  const auditPolicy = candidate.replace("[payment]\n", '[payment]\nmode = "audit"\n');
   const metric = (name: string) => mesh.metric("payment", name, { caller: "order", rule });
   try {
     await mesh.up();
@@ -104,7 +109,7 @@ async function policyMistake(o: FailureDrillOptions, setup: Setup): Promise<Stor
       "2. A candidate edit (payment accepts inventory instead of order), checked with npm run policy -- what-if before anything reloads",
       true,
     );
-    writeFileSync(candidateFile, CANDIDATE_POLICY);
+    writeFileSync(candidateFile, candidate);
     const whatIfArgs = ["what-if", candidateFile, "--policy", mesh.policy, "--logs", mesh.logs, "--since", "10m"];
     const wi = await policyCli([...whatIfArgs, "--json"]);
     let prediction: WhatIfJson | undefined;
@@ -125,13 +130,13 @@ async function policyMistake(o: FailureDrillOptions, setup: Setup): Promise<Stor
       true,
     );
     const auditAt = Date.now();
-    const auditReloaded = await putPolicy(mesh, AUDIT_POLICY);
+    const auditReloaded = await putPolicy(mesh, auditPolicy);
     mesh.note(`policy.reloaded by ${auditReloaded.join(", ") || "nobody"}`);
     const wouldDeny = await mesh.line(
       "payment to log authz.would_deny",
       auditAt,
       (e) => e.service === "payment" && e.line.event === "authz.would_deny" && e.line.peer === "order",
-      15_000,
+      10_000,
     );
     if (wouldDeny)
       mesh.note(
@@ -150,24 +155,26 @@ async function policyMistake(o: FailureDrillOptions, setup: Setup): Promise<Stor
     );
     const enforceAt = Date.now();
     const deniedBefore = await metric("mesh_inbound_http_authz_deny_total");
-    const enforceReloaded = await putPolicy(mesh, CANDIDATE_POLICY);
+    const enforceReloaded = await putPolicy(mesh, candidate);
     mesh.note(`policy.reloaded by ${enforceReloaded.join(", ") || "nobody"}`);
-    const callee = await mesh.line(
-      "payment to deny order",
-      enforceAt,
-      (e) => e.service === "payment" && e.line.event === "authz.denied" && e.line.peer === "order",
-      15_000,
-    );
-    const caller = await mesh.line(
-      "order to say payment refused it",
-      enforceAt,
-      (e) =>
-        e.service === "order" &&
-        e.line.event === "upstream.failed" &&
-        e.line.upstream === "payment" &&
-        e.line.reason === "forbidden",
-      15_000,
-    );
+    const [callee, caller] = await Promise.all([
+      mesh.line(
+        "payment to deny order",
+        enforceAt,
+        (e) => e.service === "payment" && e.line.event === "authz.denied" && e.line.peer === "order",
+        10_000,
+      ),
+      mesh.line(
+        "order to say payment refused it",
+        enforceAt,
+        (e) =>
+          e.service === "order" &&
+          e.line.event === "upstream.failed" &&
+          e.line.upstream === "payment" &&
+          e.line.reason === "forbidden",
+        10_000,
+      ),
+    ]);
     if (callee)
       mesh.note(
         `[payment] authz.denied rule=${String(callee.line.rule)}: ${String(callee.line.msg)}; fix: ${String(callee.line.hint)}`,
@@ -309,7 +316,7 @@ async function policyMistake(o: FailureDrillOptions, setup: Setup): Promise<Stor
       heal: 'the operator saves the previous policy back (or adds "order" to payment.accepts, the fix authz.denied names); every service hot-reloads it (policy.reloaded) and the next call goes through. Before enforcing an edit: npm run policy -- what-if <candidate> (exit 1 when a call that succeeds would be denied), and a while with mode = "audit" watching authz.would_deny',
       checks,
       facts: {
-        candidate: CANDIDATE_POLICY,
+        candidate,
         whatIf: {
           exitCode: wi.code,
           command: `npm run policy -- ${whatIfArgs.join(" ")}`,

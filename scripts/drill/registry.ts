@@ -22,6 +22,8 @@ export const DRILLS: readonly FailureDrill[] = [
     name: "expiry",
     summary:
       "the CA goes away: renewals fail loudly, certificates expire, calls fail as expired on both sides; the CA returns, the operator re-enrols the expired",
+    // Short, yet more than 1.5x the setup and baseline (~9 s on 2 busy cores): no identity may renew
+    // before the CA stops, or the expiries lose the order the story needs.
     lifetimeS: 20,
     run: async (o) => (await import("./expiry.ts")).runExpiryDrill(o),
   },
