@@ -3,6 +3,7 @@
 // services: both use it.
 import { createServer, type Server } from "node:http";
 import { isIP } from "node:net";
+import { httpDate, nowMs } from "./clock.ts";
 
 /** What /metrics serves: a prom-client Registry fits as it is. */
 export interface Exposition {
@@ -88,6 +89,8 @@ export function startAdmin(o: AdminOptions): Promise<Admin> {
           "content-type": type,
           "content-length": Buffer.byteLength(body),
           "cache-control": "no-store",
+          // This process's clock (MESH_CLOCK_OFFSET_MS moves it), which mesh:check compares with its own.
+          date: httpDate(nowMs()),
           ...extra,
         });
         res.end(body);

@@ -18,7 +18,7 @@ test("drill --list names every drill with one line each; an unknown name is a on
   const lines = list.out.trim().split("\n");
   assert.deepEqual(
     lines.map((l) => l.split(/\s+/)[0]),
-    ["rotate", "expiry", "impostor", "stolen"],
+    ["rotate", "expiry", "impostor", "stolen", "policy-mistake", "clock-skew"],
   );
   for (const l of lines) assert.ok(l.length > 40, l);
   const bad = await runDrillCli(["nope"]);

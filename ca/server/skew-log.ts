@@ -10,8 +10,8 @@ const LINE_EVERY_MS = 60_000;
 const MAX_NAMES = 1_000;
 
 export class SkewLog {
-  /** When each authenticated name last had a line; the least recently logged go first past MAX_NAMES. */
-  private readonly logged = new Map<string, number>();
+  /** When each authenticated name last had a line, and the skew it said; the least recently logged go first past MAX_NAMES. */
+  private readonly logged = new Map<string, { at: number; skewMs: number }>();
 
   constructor(
     private readonly log: EventLogger,
@@ -39,10 +39,11 @@ export class SkewLog {
     }
     const now = Date.now();
     const last = this.logged.get(call.authenticated);
-    if (last !== undefined && now - last < LINE_EVERY_MS) return;
+    // Within the minute, a clock that moved again (by more than a skew) is news: said at once.
+    if (last !== undefined && now - last.at < LINE_EVERY_MS && !isSkewed(call.skewMs - last.skewMs)) return;
     this.logged.delete(call.authenticated);
     if (this.logged.size >= MAX_NAMES) this.logged.delete(this.logged.keys().next().value!);
-    this.logged.set(call.authenticated, now);
+    this.logged.set(call.authenticated, { at: now, skewMs: call.skewMs });
     line();
   }
 }

@@ -239,15 +239,21 @@ async function expiry(o: FailureDrillOptions, setup: Setup): Promise<StoryReport
       await mesh.startService(s, { token: true });
       mesh.note(`${s} restarted with a new token on :${mesh.ports[s]}: enrolled afresh`);
     };
-    const restarted = await Promise.allSettled([restart("payment"), restart("inventory")]);
-    for (const r of restarted) if (r.status === "rejected") throw r.reason;
-    await restart("order");
-    if (victims.includes("edge")) {
+    const reEnrolEdge = async () => {
+      if (!victims.includes("edge")) return;
       // edge is this process's client: its expired folder is moved aside (removed) and it enrols afresh.
       rmSync(mesh.stateOf("edge").dir, { recursive: true, force: true });
       await mesh.enrolEdge();
       mesh.note("edge enrolled afresh with a new token");
-    }
+    };
+    // All at once, as mesh:up restarts them: order comes back on its port with its upstreams' addresses, which do not change.
+    const restarted = await Promise.allSettled([
+      restart("payment"),
+      restart("inventory"),
+      restart("order"),
+      reEnrolEdge(),
+    ]);
+    for (const r of restarted) if (r.status === "rejected") throw r.reason;
     const healed = mesh.traffic!.mark();
     await pause(dwell);
     mesh.traffic!.unmark(healed);

@@ -157,11 +157,13 @@ export class DrillMesh {
   /** A service as its own process; with `token`, it enrols (again) with a new one-time token. */
   async startService(
     service: string,
-    o: { token?: boolean; lifetimeMs?: number } = { token: true },
+    o: { token?: boolean; lifetimeMs?: number; env?: Record<string, string> } = { token: true },
   ): Promise<Launched> {
     // The admin port (metrics, healthz) on any free port: its admin.listening line says which.
     const env: NodeJS.ProcessEnv = { ...process.env, MESH_INVENTORY_STOCK: "widget=10000000", MESH_ADMIN_PORT: "0" };
     delete env.MESH_ENROL_TOKEN;
+    delete env.MESH_CLOCK_OFFSET_MS; // a drill's skew is given to one service, never inherited
+    Object.assign(env, o.env);
     if (o.token) env.MESH_ENROL_TOKEN = createToken(this.ca, { domain: `${service}.internal`, replace: true }).token;
     const upstreams =
       service === "order"

@@ -22,6 +22,8 @@ export const DRILLS: readonly FailureDrill[] = [
     name: "expiry",
     summary:
       "the CA goes away: renewals fail loudly, certificates expire, calls fail as expired on both sides; the CA returns, the operator re-enrols the expired",
+    // Short, yet more than 1.5x the setup and baseline (~9 s on 2 busy cores): no identity may renew
+    // before the CA stops, or the expiries lose the order the story needs.
     lifetimeS: 20,
     run: async (o) => (await import("./expiry.ts")).runExpiryDrill(o),
   },
@@ -38,6 +40,20 @@ export const DRILLS: readonly FailureDrill[] = [
       "a copy of order's key is used from elsewhere: the operator revokes it, every service refuses it within seconds and cuts its connection; the real order re-enrols",
     lifetimeS: 60,
     run: async (o) => (await import("./stolen.ts")).runStolenDrill(o),
+  },
+  {
+    name: "policy-mistake",
+    summary:
+      "an edit drops order from payment's rule: what-if predicts the break, audit mode logs it and lets calls through, enforced the 403s name the rule and the fix; reverted by hot reload",
+    lifetimeS: 60,
+    run: async (o) => (await import("./policy-mistake.ts")).runPolicyMistakeDrill(o),
+  },
+  {
+    name: "clock-skew",
+    summary:
+      "payment's clock runs minutes, then days ahead: it refuses its callers as expired by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
+    lifetimeS: 60,
+    run: async (o) => (await import("./clock-skew.ts")).runClockSkewDrill(o),
   },
 ];
 

@@ -16,6 +16,7 @@ import { decide, type Decision, type Policy } from "./policy.ts";
 import { identityOf, presented, type PeerIdentity, type PresentedCert } from "./peer-identity.ts";
 import { withdrawn } from "./revocations.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
+import { datesByProcessClock } from "./clock-dates.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
@@ -336,6 +337,15 @@ export class MeshServer {
     }
     // The leaf only: the detailed chain costs ~10x more and is needed only when trust changes.
     const cert = sock.getPeerCertificate();
+    // OpenSSL judged the dates by the machine's clock; a process with its own (MESH_CLOCK_OFFSET_MS) judges them again.
+    const late = datesByProcessClock(
+      sock.getPeerX509Certificate(),
+      `the client's certificate (${formatShown(presented(cert))})`,
+    );
+    if (late) {
+      this.refuse(sock, late.reason, late.sentence, remote, late.code, presented(cert));
+      return;
+    }
     const id = identityOf(cert, this.material.leaf.trustDomain);
     if (!id.ok) {
       this.refuse(
@@ -735,4 +745,8 @@ function readJson(req: Req, max: number): Promise<unknown> {
     // An HTTP/2 stream reset mid-body ends neither in "end" nor in "error".
     req.once("aborted", () => reject(new HttpError(499, { error: "aborted" })));
   });
+}
+
+function formatShown(p: PresentedCert | undefined): string {
+  return p ? `${p.subject}, serial ${p.serial}` : "unreadable";
 }

@@ -1,0 +1,273 @@
+// The clock-skew drill: payment's clock is wrong, first by minutes, then by days. The skew is real
+// for its process (MESH_CLOCK_OFFSET_MS, lib/clock.ts, a test and teaching knob: the clock it
+// judges its peers' certificates by, the Date it sends the CA, the Date its admin port answers);
+// the machine's clock is untouched. Each side names the clock: payment refuses its callers'
+// certificates as expired by its clock and says so, the CA logs est.clock_skew naming payment
+// and by how much, mesh:check's clock check fails, and order's calls are refused. The heal: the
+// clock fixed, i.e. payment restarted without the skew, from its own state folder; it carries on.
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { formatOffset } from "../../lib/clock.ts";
+import { checkClock } from "../check/checks.ts";
+import type { ServiceFacts } from "../check/facts.ts";
+import { runWith, type Setup } from "./drill.ts";
+import type { FailureDrillOptions } from "./impostor.ts";
+import type { Entry } from "./logbook.ts";
+import { DrillMesh, evidence, type Evidence, type StoryReport } from "./mesh.ts";
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+/** The skews shown, in order: both ahead, so a certificate issued now looks expired to payment at once. */
+export const SKEWS = [
+  { phase: "minutes", ms: 10 * MINUTE },
+  { phase: "days", ms: 2 * DAY },
+] as const;
+const BY_CLOCK = /MESH_CLOCK_OFFSET_MS sets/;
+
+export interface ClockSkewOptions extends FailureDrillOptions {
+  /** The skews shown (default SKEWS). A test gives one too small to matter to see the checks fail. */
+  skews?: ReadonlyArray<{ phase: string; ms: number }>;
+}
+
+export function runClockSkewDrill(o: ClockSkewOptions = {}): Promise<StoryReport> {
+  return runWith(o, clockSkew);
+}
+
+/** mesh:check's "clock agrees with the CA host's" for one service, by its own pure function, from its admin port's Date. */
+async function clockCheck(mesh: DrillMesh, service: string): Promise<{ severity: string; detail: string }> {
+  const listening = mesh.book.since(0, (e) => e.service === service && e.line.event === "admin.listening").at(-1);
+  const port = listening ? Number(listening.line.port) : null;
+  let admin: ServiceFacts["admin"] = { port };
+  if (port !== null) {
+    const sentAt = Date.now();
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(3_000) });
+      await res.text();
+      admin = { port, metrics: res.status, date: res.headers.get("date") ?? undefined, sentAt, receivedAt: Date.now() };
+    } catch (e) {
+      admin = { port, error: (e as Error).message };
+    }
+  }
+  const facts: ServiceFacts = {
+    name: service,
+    port: mesh.ports[service]!,
+    mtls: { identity: "edge.internal", served: undefined, verifyError: null },
+    admin,
+    ledger: undefined,
+  };
+  const r = checkClock(facts);
+  return { severity: r.severity, detail: r.detail };
+}
+
+interface SkewSeen {
+  phase: string;
+  offsetMs: number;
+  refusal?: Entry;
+  caller?: Entry;
+  ca?: Entry;
+  own?: Entry;
+  check: { severity: string; detail: string };
+  refusedExpired: [number | undefined, number | undefined];
+}
+
+async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport> {
+  const mesh = await DrillMesh.open(setup, { lifetimeMs: o.lifetimeMs ?? 60_000, pollMs: o.pollMs ?? 1_000 });
+  const { dwell, pause } = setup;
+  const checks: StoryReport["checks"] = [];
+  const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
+  const EXPIRED = { outcome: "refused", reason: "expired" };
+  try {
+    await mesh.up();
+    mesh.begin("baseline", "1. Baseline: every clock agrees, orders flowing", true);
+    const check0 = await clockCheck(mesh, "payment");
+    mesh.note(`mesh:check, payment's clock: ${check0.severity}: ${check0.detail}`);
+    await pause(dwell);
+
+    const seen: SkewSeen[] = [];
+    const skews = o.skews ?? SKEWS;
+    for (const [i, skew] of skews.entries()) {
+      const by = formatOffset(skew.ms);
+      mesh.begin(
+        skew.phase,
+        `${i + 2}. payment's clock ${by} ahead (restarted with MESH_CLOCK_OFFSET_MS=${skew.ms}; the machine's clock untouched)`,
+        false,
+      );
+      // The last baseline orders finish before payment stops: their failures would be the restart's, not the clock's.
+      await pause(Math.min(500, dwell / 2));
+      const at = Date.now();
+      await mesh.stopService("payment");
+      await mesh.startService("payment", { token: false, env: { MESH_CLOCK_OFFSET_MS: String(skew.ms) } });
+      const before = await mesh.metric("payment", "mesh_tls_handshakes_total", EXPIRED);
+      mesh.note(`payment restarted on :${mesh.ports.payment} from its own state folder, its clock ${by} ahead`);
+      // Waited for together: on a run where the story does not happen, the drill says so in one wait, not four.
+      const [refusal, caller, ca] = await Promise.all([
+        mesh.line(
+          "payment to refuse a caller's certificate by its clock",
+          at,
+          (e) =>
+            e.service === "payment" &&
+            e.line.event === "tls.handshake_failed" &&
+            e.line.reason === "expired" &&
+            BY_CLOCK.test(String(e.line.msg)),
+          15_000,
+        ),
+        mesh.line(
+          "order's call to payment to fail",
+          at,
+          (e) =>
+            e.service === "order" &&
+            e.line.event === "upstream.failed" &&
+            e.line.upstream === "payment" &&
+            e.line.reason === "rejected_in_handshake",
+          15_000,
+        ),
+        mesh.line(
+          "the CA to name payment's clock",
+          at,
+          // By name once payment's request authenticated; by address when payment refused the CA's own
+          // certificate first (by its clock it looks expired) and asked unauthenticated.
+          (e) =>
+            e.service === "ca" &&
+            e.line.event === "est.clock_skew" &&
+            (e.line.name === "payment.internal" || e.line.name === null) &&
+            Math.abs(Number(e.line.clock_offset_ms) - skew.ms) < 5_000,
+          15_000,
+        ),
+        setup
+          .until(() => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0, "an order to fail", 15_000)
+          .catch(() => {}),
+      ]);
+      if (refusal) mesh.note(`[payment] tls.handshake_failed expired: ${String(refusal.line.msg).slice(0, 400)}`);
+      if (caller)
+        mesh.note(`[order] upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 300)}`);
+      if (ca) mesh.note(`[ca] est.clock_skew: ${String(ca.line.msg)}`);
+      const own = mesh.book.since(
+        at,
+        (e) =>
+          e.service === "payment" &&
+          (e.line.event === "trust.poll_failed" || e.line.event === "identity.renew_failed") &&
+          /clock skew/.test(String(e.line.reason ?? e.line.msg)),
+      )[0];
+      if (own)
+        mesh.note(`[payment] ${String(own.line.event)}: ${String(own.line.reason ?? own.line.msg).slice(0, 300)}`);
+      const c = await clockCheck(mesh, "payment");
+      mesh.note(`mesh:check, payment's clock: ${c.severity}: ${c.detail}`);
+      await pause(dwell);
+      const after = await mesh.metric("payment", "mesh_tls_handshakes_total", EXPIRED);
+      mesh.note(`payment's mesh_tls_handshakes_total{outcome="refused",reason="expired"}: ${before} → ${after}`);
+      seen.push({
+        phase: skew.phase,
+        offsetMs: skew.ms,
+        refusal,
+        caller,
+        ca,
+        own,
+        check: c,
+        refusedExpired: [before, after],
+      });
+    }
+
+    // The heal: the clock fixed --------------------------------------------------------------
+    mesh.begin(
+      "heal",
+      `${skews.length + 2}. Heal: payment's clock fixed (restarted without the skew), from its own state folder`,
+      false,
+    );
+    await mesh.stopService("payment");
+    await mesh.startService("payment", { token: false });
+    const healed = mesh.traffic!.mark();
+    await pause(dwell);
+    mesh.traffic!.unmark(healed);
+    const checkHealed = await clockCheck(mesh, "payment");
+    mesh.note(
+      `${healed.failed} of ${healed.sent} order(s) sent after the fix failed; mesh:check, payment's clock: ${checkHealed.severity}: ${checkHealed.detail}`,
+    );
+    mesh.begin("after", `${skews.length + 3}. After: the mesh as before`, true);
+    await pause(dwell);
+
+    const phases = await mesh.report();
+    const phase = (n: string) => phases.find((p) => p.name === n)!;
+    check("mesh:check's clock check was ok before", check0.severity === "ok", `${check0.severity}: ${check0.detail}`);
+    for (const s of seen) {
+      const by = formatOffset(s.offsetMs);
+      check(
+        `${s.phase}: payment refused its callers by its clock and said so`,
+        !!s.refusal && String(s.refusal.line.msg).includes(`${by} ahead`),
+        s.refusal ? `tls.handshake_failed expired: …${String(s.refusal.line.msg).slice(-200)}` : "no such line",
+      );
+      check(
+        `${s.phase}: the CA named payment's clock and by how much`,
+        !!s.ca && /clock is .* ahead of this CA's/.test(String(s.ca.line.msg)),
+        s.ca
+          ? `${String(s.ca.line.msg)} (clock_offset_ms ${String(s.ca.line.clock_offset_ms)})`
+          : `no est.clock_skew of about ${s.offsetMs} ms`,
+      );
+      if (s.offsetMs >= DAY)
+        // Days ahead, even the CA's own certificate looks expired to payment: its agent says why.
+        check(
+          `${s.phase}: payment's agent named the clock`,
+          !!s.own,
+          s.own
+            ? `${String(s.own.line.event)}: ${String(s.own.line.reason ?? s.own.line.msg).slice(0, 160)}`
+            : "no line",
+        );
+      check(
+        `${s.phase}: mesh:check's clock check failed`,
+        s.check.severity === "error" && /ahead of this host/.test(s.check.detail),
+        `${s.check.severity}: ${s.check.detail}`,
+      );
+      check(
+        `${s.phase}: order's calls to payment were refused`,
+        !!s.caller && phase(s.phase).failed > 0,
+        `${s.caller ? `order: upstream.failed ${String(s.caller.line.reason)}` : "no upstream.failed"}; ${phase(s.phase).failed} of ${phase(s.phase).sent} orders failed: ${JSON.stringify(phase(s.phase).reasons)}`,
+      );
+      check(
+        `${s.phase}: payment's refusal counter moved`,
+        s.refusedExpired[0] !== undefined &&
+          s.refusedExpired[1] !== undefined &&
+          s.refusedExpired[1] > s.refusedExpired[0],
+        `mesh_tls_handshakes_total{outcome="refused",reason="expired"}: ${s.refusedExpired[0]} → ${s.refusedExpired[1]}`,
+      );
+    }
+    check(
+      "fixing the clock healed the mesh",
+      healed.failed === 0 && healed.sent > 0 && checkHealed.severity === "ok",
+      `${healed.failed} of ${healed.sent} failed after it; mesh:check ${checkHealed.severity}`,
+    );
+    for (const p of phases.filter((x) => x.safe))
+      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
+
+    const ev: Evidence[] = seen
+      .flatMap((s) => [s.refusal, s.own, s.ca, s.caller])
+      .filter((e): e is Entry => !!e)
+      .map(evidence);
+    const report: StoryReport = {
+      drill: "clock-skew",
+      ok: checks.every((c) => c.ok),
+      dir: setup.pki,
+      stateRemoved: setup.removeState,
+      reportFile: join(setup.work, "report.json"),
+      logs: mesh.logs,
+      rate: setup.rate,
+      lifetimeMs: mesh.lifeMs,
+      pollMs: mesh.o.pollMs,
+      phases,
+      evidence: ev,
+      heal: "fix the clock of the host whose lines say so (timedatectl set-ntp true; here: payment restarted without MESH_CLOCK_OFFSET_MS): nothing else changes, its state folder and certificate are as they were and it carries on. A clock ahead makes fresh certificates look expired to that host only; a clock behind by more than the CA's 5-minute backdating makes them look not yet valid",
+      checks,
+      facts: {
+        skews: seen.map((s) => ({
+          phase: s.phase,
+          offsetMs: s.offsetMs,
+          meshCheck: s.check,
+          refusedExpired: s.refusedExpired,
+        })),
+        meshCheck: { before: check0, healed: checkHealed },
+      },
+    };
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
+    return report;
+  } finally {
+    await mesh.close();
+  }
+}

@@ -1,0 +1,102 @@
+// `npm run drill -- clock-skew` for real: payment's clock 10 minutes, then 2 days ahead
+// (MESH_CLOCK_OFFSET_MS on its process only): it refuses its callers as expired by its clock and
+// says the clock is why, the CA and mesh:check name the clock and by how much, order's calls
+// fail; restarted without the skew, payment carries on from its own state folder. Exit 0 only if
+// every check held; nothing left behind. A skew too small to matter is a failed drill.
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { runClockSkewDrill } from "../scripts/drill/clock-skew.ts";
+import type { StoryReport } from "../scripts/drill/mesh.ts";
+import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
+import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+
+const lines = (dir: string, f: string): MeshLine[] =>
+  readFileSync(join(dir, f), "utf8")
+    .split("\n")
+    .map(parseLine)
+    .filter((l): l is MeshLine => l !== null);
+
+test("drill clock-skew: minutes and days ahead, each side names the clock; fixed, payment carries on; nothing left behind", {
+  timeout: 120_000,
+}, async () => {
+  const r = await runDrillCli(["clock-skew", "--json", "--dwell", "1000", "--rate", "10"]);
+  let passed = false;
+  try {
+    assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
+    const report = JSON.parse(r.out) as StoryReport;
+    assert.equal(report.ok, true);
+    assert.deepEqual(
+      report.phases.map((p) => p.name),
+      ["baseline", "minutes", "days", "heal", "after"],
+    );
+    assert.ok(report.checks.length >= 14 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
+
+    // payment: its refusals name its clock and the size of the skew, for each skew.
+    const payment = lines(report.logs, "payment.log");
+    for (const by of ["10m 0s", "2d 0h"])
+      assert.ok(
+        payment.some(
+          (l) =>
+            l.event === "tls.handshake_failed" &&
+            l.reason === "expired" &&
+            String(l.msg).includes(`which MESH_CLOCK_OFFSET_MS sets ${by} ahead of the machine's`) &&
+            /fix the clock \(NTP\), not the certificate/.test(String(l.msg)),
+        ),
+        `payment named its clock, ${by} ahead`,
+      );
+    // Days ahead, even the CA's certificate looks expired to payment's agent, and it says why.
+    assert.ok(
+      payment.some(
+        (l) => l.event === "trust.poll_failed" && /this host's clock is 2d 0h ahead of the CA's/.test(String(l.reason)),
+      ),
+    );
+    // The CA: the skew, by name or address, and by how much; once for each size.
+    const ca = lines(report.logs, "ca.log").filter((l) => l.event === "est.clock_skew");
+    assert.ok(
+      ca.some((l) => /payment\.internal's clock is (9m 59s|10m 0s|10m 1s) ahead of this CA's/.test(String(l.msg))),
+    );
+    assert.ok(ca.some((l) => /clock is 2d 0h ahead of this CA's/.test(String(l.msg))));
+    // order: its calls refused; mesh:check: the clock check failed, then ok.
+    assert.ok(
+      lines(report.logs, "order.log").some(
+        (l) => l.event === "upstream.failed" && l.upstream === "payment" && l.reason === "rejected_in_handshake",
+      ),
+    );
+    const skews = report.facts.skews as Array<{ phase: string; meshCheck: { severity: string; detail: string } }>;
+    for (const s of skews) assert.equal(s.meshCheck.severity, "error", s.meshCheck.detail);
+    assert.equal((report.facts.meshCheck as { healed: { severity: string } }).healed.severity, "ok");
+    // Healed without a new token: the state folder carried on.
+    assert.equal(payment.filter((l) => l.event === "identity.enrolled").length, 1);
+    assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
+
+    assert.equal(existsSync(report.dir), false);
+    assert.deepEqual(secretsBelow(r.tmp), []);
+    assert.deepEqual(processesMentioning(r.tmp), []);
+    passed = true;
+  } finally {
+    if (passed) rmSync(r.tmp, { recursive: true, force: true });
+    else console.log(`drill output kept in ${r.tmp}`);
+  }
+});
+
+test("drill clock-skew whose story does not happen (5 s ahead, within what certificates tolerate): not ok", {
+  timeout: 120_000,
+}, async () => {
+  const report = await runClockSkewDrill({ skews: [{ phase: "seconds", ms: 5_000 }], dwellMs: 600, rate: 10 });
+  try {
+    assert.equal(report.ok, false);
+    const failed = new Set(report.checks.filter((c) => !c.ok).map((c) => c.name));
+    for (const name of [
+      "seconds: payment refused its callers by its clock and said so",
+      "seconds: the CA named payment's clock and by how much",
+      "seconds: mesh:check's clock check failed",
+      "seconds: order's calls to payment were refused",
+    ])
+      assert.ok(failed.has(name), `${name} should fail: ${JSON.stringify(report.checks)}`);
+    assert.equal(existsSync(report.dir), false);
+  } finally {
+    rmSync(join(report.dir, ".."), { recursive: true, force: true });
+  }
+});
