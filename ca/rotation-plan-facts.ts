@@ -55,9 +55,8 @@ export function policyPairs(text: string, file: string): Array<{ caller: string;
     add(callee, t.accepts, `${callee}.accepts`);
     if (t.routes !== undefined) {
       if (!Array.isArray(t.routes)) throw badInput(`${file}: ${callee}.routes must be an array of tables`);
-      t.routes.forEach((r, i) =>
-        add(callee, (r as Record<string, unknown>)?.accepts, `${callee}.routes[${i}].accepts`),
-      );
+      for (const [i, r] of t.routes.entries())
+        add(callee, (r as Record<string, unknown>)?.accepts, `${callee}.routes[${i}].accepts`);
     }
   }
   return pairs;
