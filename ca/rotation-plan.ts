@@ -80,13 +80,18 @@ export interface Stance {
   generation: number;
   serial: string;
   trusts: number[];
-  /** Its renewal was refused by its own agent: it keeps a superseded certificate until it expires. */
-  stranded?: { notAfter: string; why: string };
+  /**
+   * Its renewal was refused by its own agent: it keeps a superseded certificate until it expires.
+   * `why`: the agent's words; `retries`: the CA server's words refusing each retry (identity.renew_failed).
+   */
+  stranded?: { notAfter: string; why: string; retries: string[] };
 }
 
 export interface IdentityStep {
   name: string;
   before: Stance;
+  /** Gate 3 in two halves: every identity renewed (what it waits for), and only then the old root dropped. */
+  mid?: Stance;
   after: Stance;
   /** What happens to it at this gate, in words. */
   change: string;
@@ -127,6 +132,8 @@ export interface RotationPlan {
 }
 
 const NO_CHAIN = "it does not chain to a root in the trust bundle";
+/** How the CA server refuses a stranded identity's retries (ca/server/est.ts): superseded, then expired. */
+const RETRIES_REFUSED = ["was already renewed", "not trusted by the published bundle (CERT_HAS_EXPIRED)"];
 
 /** The plan: the gates not done yet, in `order`, applied to the facts one after the other. */
 export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): RotationPlan {
@@ -137,6 +144,7 @@ export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): Rotat
     f.cas.find((c) => c.parent === null && c.generation === generation)?.subject ?? `generation ${generation}`;
   const gates = order.filter((g) => !f.done.includes(g));
   let world: World = {
+    added: !f.cas.some((c) => c.generation === f.to && c.parent === null && c.planned),
     published: new Set(f.published),
     signer: f.signer,
     stances: new Map(
@@ -156,9 +164,10 @@ export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): Rotat
   const steps: PlanStep[] = [];
   for (const gate of gates) {
     const next = apply(gate, world, f, ids, subject, rootGen);
-    const identities = f.identities.map((i) => ({
+    const identities: IdentityStep[] = f.identities.map((i) => ({
       name: i.name,
       before: world.stances.get(i.name)!,
+      ...(next.mid ? { mid: next.mid.get(i.name)! } : {}),
       after: next.world.stances.get(i.name)!,
       change: next.changes.get(i.name) ?? "no change",
     }));
@@ -166,11 +175,12 @@ export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): Rotat
       const a = identities.find((x) => x.name === caller)!;
       const b = identities.find((x) => x.name === callee)!;
       const during: Outcome[] = [];
-      for (const x of moments(a))
-        for (const y of moments(b)) {
-          const o = handshake(ids.get(caller)!, x, ids.get(callee)!, y, rootSubject);
-          if (!during.some((d) => sameOutcome(d, o))) during.push(o);
-        }
+      for (const [xs, ys] of moments(a, b))
+        for (const x of xs)
+          for (const y of ys) {
+            const o = handshake(ids.get(caller)!, x, ids.get(callee)!, y, rootSubject);
+            if (!during.some((d) => sameOutcome(d, o))) during.push(o);
+          }
       const after = handshake(ids.get(caller)!, expired(a.after), ids.get(callee)!, expired(b.after), rootSubject);
       during.sort((p, q) => Number(p.ok) - Number(q.ok));
       return { caller, callee, during, after };
@@ -208,6 +218,8 @@ export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): Rotat
 }
 
 interface World {
+  /** The new generation's root exists (it did before the plan, or a gate of the plan added it). */
+  added: boolean;
   published: Set<number>;
   signer: string;
   stances: Map<string, Stance>;
@@ -220,7 +232,7 @@ function apply(
   ids: Map<string, PlanIdentity>,
   subject: (id: string) => string,
   rootGen: (id: string) => number,
-): { world: World; does: string; refused?: string; changes: Map<string, string> } {
+): { world: World; does: string; refused?: string; changes: Map<string, string>; mid?: Map<string, Stance> } {
   const changes = new Map<string, string>();
   const stances = new Map(w.stances);
   const gens = (s: Set<number>) => [...s].sort((a, b) => a - b);
@@ -231,7 +243,7 @@ function apply(
     const s = stances.get(name)!;
     const gen = rootGen(signer);
     if (id.online && !s.trusts.includes(gen)) {
-      stances.set(name, { ...s, stranded: { notAfter: id.notAfter, why: NO_CHAIN } });
+      stances.set(name, { ...s, stranded: { notAfter: id.notAfter, why: NO_CHAIN, retries: RETRIES_REFUSED } });
       changes.set(
         name,
         `${how}, gets a certificate from ${subject(signer)} and refuses it (identity.renew_failed: the certificate from the CA cannot be used: ${NO_CHAIN}); its retry is refused too (already renewed: the CA marked its certificate superseded), so it serves serial ${s.serial} until it expires at ${id.notAfter}, then every peer refuses it`,
@@ -260,10 +272,9 @@ function apply(
         `trusts ${s.trusts.join(", ")} → ${gens(published).join(", ")} (${id.online ? "at its next cacerts poll; gate 1 waits for it" : "reloads bundle.pem from the folder"})`,
       );
     }
-    const planned = f.cas.find((c) => c.generation === f.to && c.parent === null)?.planned;
     return {
-      world: { ...w, published, stances },
-      does: `${planned ? `add ${subject(`root-${f.to}`)} (generation ${f.to}) and ` : ""}publish bundle.pem with generations ${gens(published).join(", ")}; generation ${rootGen(w.signer)} still signs`,
+      world: { ...w, added: true, published, stances },
+      does: `${w.added ? "" : `add ${subject(`root-${f.to}`)} (generation ${f.to}) and `}publish bundle.pem with generations ${gens(published).join(", ")}; generation ${rootGen(w.signer)} still signs`,
       changes,
     };
   }
@@ -284,8 +295,8 @@ function apply(
       );
     }
     return {
-      world: { ...w, signer, stances },
-      does: `${subject(signer)} (generation ${f.to}) signs every new certificate${trusted ? "" : `, while bundle.pem holds generation${w.published.size === 1 ? "" : "s"} ${gens(w.published).join(", ")} only`}`,
+      world: { ...w, added: true, signer, stances },
+      does: `${w.added ? "" : `add ${subject(`root-${f.to}`)} (generation ${f.to}); `}${subject(signer)} (generation ${f.to}) signs every new certificate${trusted ? "" : `, while bundle.pem holds generation${w.published.size === 1 ? "" : "s"} ${gens(w.published).join(", ")} only`}`,
       changes,
     };
   }
@@ -307,6 +318,7 @@ function apply(
         : `must be renewed by hand first (npm run ca -- renew --domain ${id.dns}; gate 3 waits for it)`,
     );
   }
+  const mid = new Map(stances);
   const published = new Set([...w.published].filter((g) => g !== f.from));
   for (const [name, s] of stances) {
     const id = ids.get(name)!;
@@ -319,12 +331,22 @@ function apply(
     world: { ...w, published, stances },
     does: `retire generation ${f.from}: bundle.pem and crls.pem without it (generation${published.size === 1 ? "" : "s"} ${gens(published).join(", ")})`,
     changes,
+    mid,
   };
 }
 
-/** The states an identity passes through during a gate: as it was, and as it is after (not yet expired). */
-function moments(i: IdentityStep): Stance[] {
-  return i.before === i.after ? [i.before] : [i.before, i.after];
+/**
+ * The states two identities can be in together while a gate moves them one at a time, in any
+ * order: each as it was or as it is after (not yet expired). With a middle state (gate 3), nobody
+ * drops the old root before everyone is past the middle: the two halves are not mixed.
+ */
+function moments(a: IdentityStep, b: IdentityStep): Array<[Stance[], Stance[]]> {
+  const two = (x: Stance, y: Stance) => (x === y ? [x] : [x, y]);
+  if (!a.mid || !b.mid) return [[two(a.before, a.after), two(b.before, b.after)]];
+  return [
+    [two(a.before, a.mid), two(b.before, b.mid)],
+    [two(a.mid, a.after), two(b.mid, b.after)],
+  ];
 }
 
 /** After the gate, a stranded certificate has run out. */
@@ -417,38 +439,44 @@ export function planText(p: RotationPlan): string {
   out.push("", "now");
   for (const i of p.identities)
     out.push(
-      `  ${i.name.padEnd(w)}  presents ${i.presents}; trusts ${i.trusts.join(", ") || "nothing"} (${i.trustSeen})`,
+      `  ${i.name.padEnd(w)}  presents ${i.presents}; trusts ${i.trusts.join(", ") || "nothing"}: ${i.trustSeen}`,
     );
-  for (const s of p.steps) {
-    out.push("", `gate ${p.order.indexOf(s.gate) + 1}/${p.order.length} ${s.gate}: ${s.does}`);
-    if (s.refused) {
-      out.push(`  refused by the CA: ${s.refused}`);
-      continue;
-    }
-    for (const i of s.identities) if (i.change !== "no change") out.push(`  ${i.name.padEnd(w)}  ${i.change}`);
-    const cw = Math.max(...s.calls.map((c) => `${c.caller} → ${c.callee}`.length), 10);
-    for (const c of s.calls) {
-      const bad = c.during.filter((o) => !o.ok);
-      const pair = `${c.caller} → ${c.callee}`.padEnd(cw);
-      if (bad.length === 0 && c.after.ok) {
-        out.push(`  ${pair}  ✓ throughout`);
-        continue;
-      }
-      const seen = new Set<string>();
-      for (const o of [...bad, ...(c.after.ok ? [] : [c.after])]) {
-        const t = outcomeText(o);
-        if (seen.has(t)) continue;
-        seen.add(t);
-        out.push(`  ${pair}  ${t}: ${o.why}`);
-      }
-      if (c.after.ok) out.push(`  ${" ".repeat(cw)}  ✓ once both have moved`);
-    }
-  }
+  for (const s of p.steps) out.push("", ...stepLines(p, s));
   out.push(
     "",
     p.firstBreak
-      ? `Predicted: gate ${p.firstBreak.gate} breaks ${p.firstBreak.calls.join(", ")}`
+      ? `Predicted: gate ${p.order.indexOf(p.firstBreak.gate) + 1} (${p.firstBreak.gate}) breaks ${p.firstBreak.calls.join(", ")}`
       : "Predicted: no call breaks at any gate",
   );
   return out.join("\n");
+}
+
+/** One gate of the plan as a person reads it: what it does, what it changes for whom, each call's outcome. */
+export function stepLines(p: RotationPlan, s: PlanStep): string[] {
+  const out: string[] = [];
+  const w = Math.max(...s.identities.map((i) => i.name.length), 8);
+  out.push(`gate ${p.order.indexOf(s.gate) + 1}/${p.order.length} ${s.gate}: ${s.does}`);
+  if (s.refused) {
+    out.push(`  refused by the CA: ${s.refused}`);
+    return out;
+  }
+  for (const i of s.identities) if (i.change !== "no change") out.push(`  ${i.name.padEnd(w)}  ${i.change}`);
+  const cw = Math.max(...s.calls.map((c) => `${c.caller} → ${c.callee}`.length), 10);
+  for (const c of s.calls) {
+    const bad = c.during.filter((o) => !o.ok);
+    const pair = `${c.caller} → ${c.callee}`.padEnd(cw);
+    if (bad.length === 0 && c.after.ok) {
+      out.push(`  ${pair}  ✓ throughout`);
+      continue;
+    }
+    const seen = new Set<string>();
+    for (const o of [...bad, ...(c.after.ok ? [] : [c.after])]) {
+      const t = outcomeText(o);
+      if (seen.has(t)) continue;
+      seen.add(t);
+      out.push(`  ${pair}  ${t}: ${o.why}`);
+    }
+    if (c.after.ok) out.push(`  ${" ".repeat(cw)}  ✓ once both have moved`);
+  }
+  return out;
 }
