@@ -90,11 +90,7 @@ export function planFacts(ca: PlanSource, pairs?: Array<{ caller: string; callee
     to = row.to_generation;
     done = row.phase === "activate" ? ["prepare"] : row.phase === "retire" ? ["prepare", "activate"] : [];
   } else {
-    // As runRotation begins one: from the signer's generation to the newest one above it not
-    // retired (adopted), else to the next number.
-    from = signer.generation;
-    const adopt = gens.filter((g) => g.generation > from && g.root.state !== "retired").at(-1);
-    to = adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1;
+    ({ from, to, done } = byHand(signer.generation, gens, notes));
   }
   const cas: PlanCa[] = issuers.map(caOf);
   const toGen = gens.find((g) => g.generation === to);
@@ -190,6 +186,46 @@ export function planFacts(ca: PlanSource, pairs?: Array<{ caller: string; callee
     done,
     rotation: row ? { id: row.id, phase: row.phase } : undefined,
     notes,
+  };
+}
+
+/**
+ * Where a rotation by hand stands (no `rotate` run, file mode: generation add/bundle/use/retire),
+ * read from which generations are published and which one signs; with none under way, where
+ * runRotation would begin: from the signer's generation to the newest one above it not retired
+ * (adopted), else to the next number.
+ */
+function byHand(
+  signerGen: number,
+  gens: Generation[],
+  notes: string[],
+): { from: number; to: number; done: GateName[] } {
+  const published = gens.filter((g) => g.root.state === "published").map((g) => g.generation);
+  if (!published.includes(signerGen) && published.length > 0) {
+    notes.push(
+      `generation ${signerGen} signs but is not in bundle.pem: a careless rotation is under way (activated before it was trusted)`,
+    );
+    return { from: Math.max(...published), to: signerGen, done: ["activate"] };
+  }
+  const newer = published.filter((g) => g > signerGen);
+  if (newer.length > 0) {
+    const to = Math.max(...newer);
+    notes.push(`generation ${to} is in bundle.pem but does not sign yet: gate 1 (prepare) is done by hand`);
+    return { from: signerGen, to, done: ["prepare"] };
+  }
+  const older = published.filter((g) => g < signerGen);
+  if (older.length > 0) {
+    const from = Math.min(...older);
+    notes.push(
+      `generation ${signerGen} signs and generation ${from} is still in bundle.pem: gates 1 and 2 are done by hand`,
+    );
+    return { from, to: signerGen, done: ["prepare", "activate"] };
+  }
+  const adopt = gens.filter((g) => g.generation > signerGen && g.root.state !== "retired").at(-1);
+  return {
+    from: signerGen,
+    to: adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1,
+    done: [],
   };
 }
 

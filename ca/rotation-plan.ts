@@ -296,7 +296,7 @@ function apply(
     }
     return {
       world: { ...w, added: true, signer, stances },
-      does: `${w.added ? "" : `add ${subject(`root-${f.to}`)} (generation ${f.to}); `}${subject(signer)} (generation ${f.to}) signs every new certificate${trusted ? "" : `, while bundle.pem holds generation${w.published.size === 1 ? "" : "s"} ${gens(w.published).join(", ")} only`}`,
+      does: `${w.added ? `${subject(signer)} (generation ${f.to}) signs` : `add ${subject(`root-${f.to}`)} (generation ${f.to})${signer === `root-${f.to}` ? "" : ` and its issuing CA ${subject(signer)}`}, which signs`} every new certificate${trusted ? "" : `, while bundle.pem holds generation${w.published.size === 1 ? "" : "s"} ${gens(w.published).join(", ")} only`}`,
       changes,
     };
   }

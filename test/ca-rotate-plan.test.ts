@@ -105,7 +105,7 @@ test("rotate --plan --order careless predicts the break, and the careless step t
     assert.equal(text.code, 1);
     assert.match(
       text.stdout,
-      /gate 1\/3 activate: add CN=Acme Corp CA G2 \(generation 2\); CN=Acme Corp CA G2 \(generation 2\) signs every new certificate, while bundle\.pem holds generation 1 only/,
+      /gate 1\/3 activate: add CN=Acme Corp CA G2 \(generation 2\), which signs every new certificate, while bundle\.pem holds generation 1 only/,
     );
     assert.match(text.stdout, /order → payment +✗ caller refuses: server_untrusted \(callee logs client_aborted\)/);
     assert.match(

@@ -9,13 +9,9 @@ import {
   createToken,
   type GateName,
   type PlanStep,
-  planFacts,
-  planRotation,
-  policyPairs,
   type RotationEvent,
   runRotation,
   SAFE_ORDER,
-  stepLines,
 } from "../../ca/index.ts";
 import { createLogger, type MeshLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
@@ -42,7 +38,7 @@ import {
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { PhaseLog } from "./phases.ts";
-import { matchStep, planCheck } from "./plan-check.ts";
+import { foretell as planAhead, matchStep, planCheck } from "./plan-check.ts";
 import { Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface OnlineDrillOptions extends DrillOptions {
@@ -478,19 +474,9 @@ async function carelessRotation(run: OnlineRun): Promise<Careless> {
   return { carelessAt, carelessGen, firstFailure, failedRenewal, explanations };
 }
 
-/**
- * Before a gate: what `ca rotate --plan` says it will do to each call, from the CA's facts now
- * (the bundle each identity last fetched), printed and kept to be held against what happens.
- */
 function foretell(run: OnlineRun, phase: PhaseName, order: readonly GateName[], gate: GateName): void {
-  const plan = planRotation(planFacts(run.ca, policyPairs(DRILL_POLICY, run.policy)), order);
-  const step = plan.steps.find((x) => x.gate === gate);
-  if (!step) return;
-  run.planned.set(phase, step);
-  run.say(
-    `  plan (npm run ca -- rotate --plan${order === CARELESS_ORDER ? " --order careless" : ""}), before gate ${gate}:`,
-  );
-  for (const l of stepLines(plan, step)) run.say(`    ${l}`);
+  const step = planAhead(run.ca, { text: DRILL_POLICY, file: run.policy }, order, gate, run.say);
+  if (step) run.planned.set(phase, step);
 }
 
 // 3. Recovery -------------------------------------------------------------------

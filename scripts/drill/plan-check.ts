@@ -2,10 +2,38 @@
 // predicted outcomes per caller → callee pair against the refusals the drill's traffic met in the
 // phase that gate drove, and the renewals the plan said would be refused against the services'
 // identity.renew_failed lines.
-import type { PlanStep } from "../../ca/index.ts";
-import type { Check } from "./drill.ts";
+import {
+  CARELESS_ORDER,
+  type GateName,
+  type PlanStep,
+  planFacts,
+  planRotation,
+  policyPairs,
+  stepLines,
+} from "../../ca/index.ts";
 import type { LogBook } from "./logbook.ts";
 import type { PhaseReport } from "./phases.ts";
+
+/**
+ * Before a gate: what `ca rotate --plan` says it will do to each call, from the CA's facts now
+ * (online: the bundle each identity last fetched), printed; returned to be held against what happens.
+ */
+export function foretell(
+  ca: Parameters<typeof planFacts>[0],
+  policy: { text: string; file: string },
+  order: readonly GateName[],
+  gate: GateName,
+  say: (line: string) => void,
+): PlanStep | undefined {
+  const plan = planRotation(planFacts(ca, policyPairs(policy.text, policy.file)), order);
+  const step = plan.steps.find((x) => x.gate === gate);
+  if (!step) return undefined;
+  say(
+    `  plan (npm run ca -- rotate --plan${order === CARELESS_ORDER ? " --order careless" : ""}), before gate ${gate}:`,
+  );
+  for (const l of stepLines(plan, step)) say(`    ${l}`);
+  return step;
+}
 
 /** A refusal the drill saw: caller → callee, and the reason as the caller logged it. */
 export interface Observed {
@@ -106,8 +134,8 @@ export function matchStep(step: PlanStep, phase: PhaseReport, book: LogBook): Pl
   };
 }
 
-/** The report's check: every planned gate matched what its phase showed. */
-export function planCheck(matches: PlanMatch[], expected: number): Check {
+/** The report's check (a drill Check): every planned gate matched what its phase showed. */
+export function planCheck(matches: PlanMatch[], expected: number): { name: string; ok: boolean; detail: string } {
   const bad = matches.filter((m) => !m.ok);
   return {
     name: "plan matched observation",
