@@ -181,6 +181,12 @@ export function planRotation(f: PlanFacts, order: PlanOrder = SAFE_ORDER): Rotat
             const o = handshake(ids.get(caller)!, x, ids.get(callee)!, y, rootSubject);
             if (!during.some((d) => sameOutcome(d, o))) during.push(o);
           }
+      // Stranded certificates run out one by one: either side may be expired while the other is not yet.
+      for (const x of [a.after, expired(a.after)])
+        for (const y of [b.after, expired(b.after)]) {
+          const o = handshake(ids.get(caller)!, x, ids.get(callee)!, y, rootSubject);
+          if (!during.some((d) => sameOutcome(d, o))) during.push(o);
+        }
       const after = handshake(ids.get(caller)!, expired(a.after), ids.get(callee)!, expired(b.after), rootSubject);
       during.sort((p, q) => Number(p.ok) - Number(q.ok));
       return { caller, callee, during, after };

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { CertificateAuthority } from "../ca/authority.ts";
-import type { RotationPlan } from "../ca/rotation-plan.ts";
+import { CARELESS_ORDER, planRotation, type RotationPlan } from "../ca/rotation-plan.ts";
 import { runRotation } from "../ca/rotation.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { pathOf } from "../services/mesh/chain.ts";
@@ -255,4 +255,51 @@ test("rotate --plan: bad input is one line on stderr and a non-zero exit, and ch
   } finally {
     cleanup(dir);
   }
+});
+
+test("planRotation, online careless: renewals refused by the agents, then each expiry refused from either side", () => {
+  const id = (name: string) => ({
+    name,
+    dns: `${name}.internal`,
+    serial: `${name}-serial`,
+    issuer: "root-1",
+    notAfter: "2026-12-06T12:00:00.000Z",
+    online: true,
+    trusts: [1],
+    trustSeen: "its cacerts poll at 2026-12-06T11:59:00.000Z",
+  });
+  const p = planRotation(
+    {
+      now: "2026-12-06T11:59:30.000Z",
+      from: 1,
+      to: 2,
+      cas: [
+        { id: "root-1", generation: 1, subject: "CN=Acme Corp CA", parent: null },
+        { id: "root-2", generation: 2, subject: "CN=Acme Corp CA G2", parent: null, planned: true },
+      ],
+      signer: "root-1",
+      newSigner: "root-2",
+      published: [1],
+      identities: [id("order"), id("payment")],
+      pairs: [{ caller: "order", callee: "payment" }],
+      done: [],
+      notes: [],
+    },
+    CARELESS_ORDER,
+  );
+  const step = p.steps[0]!;
+  assert.equal(step.gate, "activate");
+  for (const i of step.identities) {
+    assert.equal(i.after.stranded?.why, "it does not chain to a root in the trust bundle", i.name);
+    assert.equal(i.after.generation, 1, "it keeps serving its old certificate");
+  }
+  const call = step.calls[0]!;
+  assert.ok(
+    call.during.some((o) => o.ok),
+    "until a certificate expires, calls go through",
+  );
+  const reasons = call.during.filter((o) => !o.ok).map((o) => `${o.caller!.reason}/${o.callee!.reason}`);
+  assert.deepEqual(reasons.sort(), ["rejected_in_handshake/expired", "server_cert_expired/client_aborted"]);
+  assert.equal(call.after.caller?.reason, "server_cert_expired");
+  assert.deepEqual(p.firstBreak, { gate: "activate", calls: ["order → payment"] });
 });
