@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import type { CaCore } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
+import { generationName } from "./generation-name.ts";
 import { generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
 import { validateCaName, validateDays, validateDnsName } from "./names.ts";
@@ -120,9 +121,7 @@ export function intermediateProfile(ca: CaCore, id: string): IntermediateProfile
  * "Mesh Dev Issuing CA G2"). A name only: the generation itself travels as data (the ledger,
  * bundle.generations.json, the cacerts header; lib/generations.ts), never parsed back from it.
  */
-export function generationName(name: string, generation: number): string {
-  return `${name.replace(/ G\d+$/, "")} G${generation}`;
-}
+export { generationName } from "./generation-name.ts";
 
 /** Adds a root generation with a distinct subject. It is not trusted (published) nor signing yet. */
 export async function addGeneration(

@@ -35,3 +35,12 @@ export { normalSerial } from "./x509.ts";
 export { parseStore } from "./store/url.ts";
 export { openLedgerIn } from "./view.ts";
 export type { LedgerStore } from "./store/interface.ts";
+export {
+  CARELESS_ORDER,
+  planRotation,
+  planText,
+  SAFE_ORDER,
+  stepLines,
+} from "./rotation-plan.ts";
+export type { CallStep, Outcome, PlanFacts, PlanStep, RotationPlan } from "./rotation-plan.ts";
+export { planFacts, policyPairs } from "./rotation-plan-facts.ts";

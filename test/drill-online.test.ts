@@ -151,6 +151,18 @@ test("online drill: the careless rotation breaks through the services' own renew
         `${s} renewed onto generation ${newGen}`,
       );
     }
+    // `ca rotate --plan` before each gate foretold what the phase then showed: the careless
+    // order's break (renewals refused, then calls refused), and no break at any safe gate.
+    const planned = report.checks.find((c) => c.name === "plan matched observation");
+    assert.ok(planned?.ok, planned?.detail);
+    assert.match(planned.detail, /careless \(gate activate\): plan: breaks [^;]*order → payment/);
+    assert.match(planned.detail, /careless \(gate activate\): [^|]*seen: [^|]*renewal refused/);
+    for (const [p, g] of [
+      ["trust-both", "prepare"],
+      ["reissue", "activate"],
+      ["drop-old", "retire"],
+    ])
+      assert.match(planned.detail, new RegExp(`${p} \\(gate ${g}\\): plan: ✓ for every call; seen: no refusal`));
     assert.ok(
       report.checks.every((c) => c.ok),
       JSON.stringify(report.checks.filter((c) => !c.ok)),

@@ -93,6 +93,15 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
       report.probe.length === 18 && report.probe.every((c) => c.ok),
       JSON.stringify(report.probe.filter((c) => !c.ok)),
     );
+    // `ca rotate --plan` before each step foretold it: order → payment refused (server_untrusted)
+    // after the careless renewal, no refusal at any safe step.
+    const planned = report.checks.find((c) => c.name === "plan matched observation");
+    assert.ok(planned?.ok, planned?.detail);
+    assert.match(
+      planned.detail,
+      /careless \(gate activate\): plan: breaks [^;]*order → payment[^|]*seen: order → payment server_untrusted ×\d+/,
+    );
+    assert.match(planned.detail, /drop-old \(gate retire\): plan: ✓ for every call; seen: no refusal/);
     assert.ok(
       report.checks.every((c) => c.ok),
       JSON.stringify(report.checks.filter((c) => !c.ok)),
@@ -141,6 +150,10 @@ test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the t
   try {
     assert.equal(code, 0, out);
     assert.match(out, /through an intermediate/);
+    // The plan, printed before each step: the careless one foretells the break in the services' words.
+    assert.match(out, /plan \(npm run ca -- rotate --plan --order careless\), before gate activate:/);
+    assert.match(out, /order → payment +✗ caller refuses: server_untrusted \(callee logs client_aborted\)/);
+    assert.match(out, /plan \(npm run ca -- rotate --plan\), before gate retire:/);
     assert.match(out, /Timeline\nphase\s+ms\s+sent\s+ok\s+failed/);
     assert.match(out, /without losing a request/);
     const report = JSON.parse(readFileSync(reportFile!, "utf8")) as DrillReport;

@@ -10,10 +10,10 @@ export const warn = (warnings: string[]) => {
 };
 
 /** Like withCa, for commands that only read the ledger (ca/view.ts). */
-export async function withView(flags: StateFlags, fn: (ca: LedgerView) => void): Promise<void> {
+export async function withView(flags: StateFlags, fn: (ca: LedgerView) => void | Promise<void>): Promise<void> {
   const view = LedgerView.open(openOptions(flags));
   try {
-    fn(view);
+    await fn(view);
     warn(view.crlWarnings());
   } finally {
     view.close();

@@ -4,13 +4,22 @@
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { CaError, CertificateAuthority, type IssuedCert } from "../../ca/index.ts";
+import {
+  CARELESS_ORDER,
+  CaError,
+  CertificateAuthority,
+  type GateName,
+  type IssuedCert,
+  type PlanStep,
+  SAFE_ORDER,
+} from "../../ca/index.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { probeMesh, type ProbeCell } from "../probe.ts";
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { PhaseLog, type Phase, type PhaseName, type PhaseReport } from "./phases.ts";
+import { foretell, matchStep, planCheck } from "./plan-check.ts";
 import { Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface DrillOptions {
@@ -257,6 +266,8 @@ interface Run extends Setup {
   edgeReloads: Array<{ serial: string; at: number; trustChanged: boolean }>;
   reloads: ReloadTiming[];
   phases: PhaseLog;
+  /** `ca rotate --plan`'s prediction for each gate, by the phase that does it. */
+  planned: Map<PhaseName, PlanStep>;
 }
 
 async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
@@ -307,6 +318,7 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
       edgeReloads,
       reloads: [],
       phases: new PhaseLog(setup.say, (c) => recordPhase(logs, c), traffic, book),
+      planned: new Map(),
     };
 
     traffic.start();
@@ -325,6 +337,11 @@ async function drill(o: DrillOptions, setup: Setup): Promise<DrillReport> {
     await traffic.stop();
     const phases = run.phases.reports();
     const checks = verdict(oldGen, phases, explanations, recovered, refusal, lingering, proven);
+    const matched = [...run.planned].flatMap(([n, step]) => {
+      const p = phases.find((x) => x.name === n);
+      return p ? [matchStep(step, p, book)] : [];
+    });
+    checks.push(planCheck(matched, 4));
     const report: DrillReport = {
       ok: checks.every((c) => c.ok),
       mode: "file",
@@ -501,6 +518,12 @@ async function trustChange(run: Run, what: string, step: () => Promise<unknown> 
   phases.note(`${what}: every service reloaded it without a restart (slowest ${slowest} ms)`);
 }
 
+/** Before a gate: `ca rotate --plan`'s prediction, printed and kept for the check. */
+function plan(run: Run, phase: PhaseName, order: readonly GateName[], gate: GateName): void {
+  const step = foretell(run.ca, { text: DRILL_POLICY, file: run.policy }, order, gate, run.say);
+  if (step) run.planned.set(phase, step);
+}
+
 // 1. Baseline ---------------------------------------------------------------------
 async function baseline(run: Run): Promise<void> {
   run.phases.begin("baseline", `1. Baseline: everything issued by generation ${run.oldGen} and trusted as such`, true);
@@ -516,6 +539,7 @@ async function carelessRotation(run: Run): Promise<{ newGen: number; explanation
     "2. The careless rotation: payment gets a certificate from a new root nobody trusts yet",
     false,
   );
+  plan(run, "careless", CARELESS_ORDER, "activate");
   let newGen = 0;
   await trustChange(run, "a new root generation's CRL in crls.pem", async () => {
     const g = await ca.addGeneration({});
@@ -561,6 +585,7 @@ async function trustBoth(run: Run, newGen: number): Promise<void> {
     `4a. Safe rotation: every service trusts generations ${run.oldGen} and ${newGen}`,
     true,
   );
+  plan(run, "trust-both", SAFE_ORDER, "prepare");
   await trustChange(run, `bundle.pem with generations ${run.oldGen} and ${newGen}`, () => run.ca.publishBundle());
   await run.pause(run.dwell);
   run.phases.end();
@@ -571,6 +596,7 @@ async function trustBoth(run: Run, newGen: number): Promise<void> {
 async function reissue(run: Run, newGen: number): Promise<string | undefined> {
   const { ca, phases, oldGen } = run;
   phases.begin("reissue", `4b. Safe rotation: re-issue every identity from generation ${newGen}, one at a time`, true);
+  plan(run, "reissue", SAFE_ORDER, "activate");
   ca.useGeneration(newGen);
   let refusal: string | undefined;
   try {
@@ -593,6 +619,7 @@ async function reissue(run: Run, newGen: number): Promise<string | undefined> {
 async function dropOld(run: Run, newGen: number): Promise<ReturnType<Straggler["summary"]>> {
   const { ca, phases, oldGen, book, orStop } = run;
   phases.begin("drop-old", `4c. Safe rotation: retire generation ${oldGen} and drop it from every trust bundle`, true);
+  plan(run, "drop-old", SAFE_ORDER, "retire");
   const dropAt = Date.now();
   await trustChange(run, `bundle.pem with generation ${newGen} only`, () => {
     const { retired } = ca.retireGeneration(oldGen);

@@ -3,7 +3,16 @@
 // and the safe rotation run hands-off by runRotation, gate by gate, with traffic flowing.
 import { appendFileSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CertificateAuthority, createToken, runRotation, type RotationEvent } from "../../ca/index.ts";
+import {
+  CARELESS_ORDER,
+  CertificateAuthority,
+  createToken,
+  type GateName,
+  type PlanStep,
+  type RotationEvent,
+  runRotation,
+  SAFE_ORDER,
+} from "../../ca/index.ts";
 import { createLogger, type MeshLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
@@ -29,6 +38,7 @@ import {
 import { LogBook, type Entry } from "./logbook.ts";
 import { servedSerial, Straggler, tryOldCertificate } from "./peers.ts";
 import { PhaseLog } from "./phases.ts";
+import { foretell as planAhead, matchStep, planCheck } from "./plan-check.ts";
 import { Traffic, type PhaseCounts } from "./traffic.ts";
 
 export interface OnlineDrillOptions extends DrillOptions {
@@ -85,6 +95,8 @@ interface OnlineRun extends Setup {
   traffic: Traffic;
   phases: PhaseLog;
   drillLog: (line: Record<string, unknown>) => void;
+  /** The plan's prediction for each gate, by the phase that gate drives (`ca rotate --plan`). */
+  planned: Map<PhaseName, PlanStep>;
   /** What the run opened, closed however it ends. */
   held: Held;
 }
@@ -177,6 +189,7 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
       traffic,
       phases,
       drillLog,
+      planned: new Map(),
       held,
     };
     traffic.start();
@@ -388,6 +401,7 @@ async function carelessRotation(run: OnlineRun): Promise<Careless> {
     "2. The careless rotation: a new generation signs before anyone trusts it (generation add + use, no bundle)",
     false,
   );
+  foretell(run, "careless", CARELESS_ORDER, "activate");
   const carelessAt = Date.now();
   const g2 = await ca.addGeneration({});
   const carelessGen = g2.generation;
@@ -458,6 +472,11 @@ async function carelessRotation(run: OnlineRun): Promise<Careless> {
     }));
   for (const e of explanations) run.say(`  [${e.service}] ${e.event} ${e.reason}: ${e.msg.slice(0, 200)}`);
   return { carelessAt, carelessGen, firstFailure, failedRenewal, explanations };
+}
+
+function foretell(run: OnlineRun, phase: PhaseName, order: readonly GateName[], gate: GateName): void {
+  const step = planAhead(run.ca, { text: DRILL_POLICY, file: run.policy }, order, gate, run.say);
+  if (step) run.planned.set(phase, step);
 }
 
 // 3. Recovery -------------------------------------------------------------------
@@ -561,6 +580,7 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
     run.drillLog({ level: e.state === "timeout" ? 50 : 30, service: "ca", ...e });
     run.say(`  gate ${e.gate} ${e.state}: ${e.msg}`);
     if (e.gate === "retire" && e.state === "passed") retiredAt = Date.now();
+    if (e.gate === "activate" && e.state === "passed") foretell(run, "drop-old", SAFE_ORDER, "retire");
     if (e.gate === "activate" && e.state === "started") {
       phases.end();
       phases.begin(
@@ -570,12 +590,14 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
       );
     }
   };
+  foretell(run, "trust-both", SAFE_ORDER, "prepare");
   const rotationStart = Date.now();
   try {
     // Gate 1 passes within a fraction of a second (the CRL long poll brings every identity the new
     // bundle at once): hold the mesh trusting both generations, the old one signing, for a dwell
     // with traffic flowing, as the file-mode drill does, before gate 2 makes the new one sign.
     const beforeActivate = async () => {
+      foretell(run, "reissue", SAFE_ORDER, "activate");
       phases.note(
         `every identity holds a bundle with generations ${run.oldGen} and ${newGen}; generation ${run.oldGen} still signs: held ${run.dwell} ms with traffic flowing before gate 2`,
       );
@@ -856,6 +878,15 @@ function verdict(
 function report(run: OnlineRun, outcome: Outcome): DrillReport {
   const { phases, careless, recovery, rotation, proven } = outcome;
   const checks = verdict(run.oldGen, run.book, outcome);
+  checks.push(
+    planCheck(
+      [...run.planned].flatMap(([name, step]) => {
+        const p = phases.find((x) => x.name === name);
+        return p ? [matchStep(step, p, run.book)] : [];
+      }),
+      4,
+    ),
+  );
   const renewals = run.book.since(0, (e) => e.line.event === "identity.renewed").length;
   const r: DrillReport = {
     ok: checks.every((c) => c.ok),
