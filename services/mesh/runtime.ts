@@ -14,6 +14,7 @@ import { MeshError, messageOf } from "./errors.ts";
 import type { App } from "./app.ts";
 import { crlDeadlines } from "./crl-dates.ts";
 import { MeshMetrics } from "./metrics.ts";
+import { toggleDirOf, togglePaths, withToggle, type ToggleInForce } from "./toggle.ts";
 
 export interface ServiceOptions {
   /** The identity served as: any mesh name (its certificate is `<service>.internal`). */
@@ -89,7 +90,31 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   // watcher (fs.watch or the stat poll) noticed it, and however often.
   let policySeen = policyDigest;
   const paths = o.tlsPaths ?? materialPaths(o.pkiDir, dns);
-  let material: TlsMaterial = loadMaterial(paths, dns);
+  // A teaching toggle (toggle.ts, docs/toggles.md) is served in place of the identity while installed.
+  const toggle = togglePaths(toggleDirOf(paths.cert, o.service));
+  let toggled: ToggleInForce | undefined;
+  const load = (): TlsMaterial => {
+    const next = withToggle(loadMaterial(paths, dns), toggle);
+    noteToggle(next.toggle);
+    return next.material;
+  };
+  // Said once per change: on (warn, with the fix) and off (info).
+  const noteToggle = (next: ToggleInForce | undefined) => {
+    if (next?.serial === toggled?.serial) return;
+    const was = toggled;
+    toggled = next;
+    if (next)
+      log.warn(
+        { event: "toggle.on", kind: next.kind, serial: next.serial, dir: toggle.dir },
+        `${o.service} now presents a teaching toggle (${next.kind}, serial ${next.serial}) instead of its own identity, to callers and callees alike; put it back with: npm run mesh:toggle -- ${o.service} --restore`,
+      );
+    else if (was)
+      log.info(
+        { event: "toggle.off", kind: was.kind, serial: was.serial, dir: toggle.dir },
+        `${o.service} presents its own identity again (the ${was.kind} toggle is gone)`,
+      );
+  };
+  let material: TlsMaterial = load();
   const metrics = new MeshMetrics(o.service, material);
   metrics.setPolicy(policyDigest);
 
@@ -122,7 +147,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const reloadTls = (noticedAt = performance.now()): boolean => {
     let next: TlsMaterial;
     try {
-      next = loadMaterial(paths, dns);
+      next = load();
       const { certChanged, trustChanged } = server.setMaterial(next);
       const restored = tlsFailedOn !== undefined;
       tlsFailedOn = undefined;
@@ -161,7 +186,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
       if (trustChanged) checkCrls();
       return true;
     } catch (e) {
-      const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls);
+      const failedOn = digestOf(paths.cert, paths.key, paths.bundle, paths.crls, toggle.cert, toggle.key);
       if (failedOn === tlsFailedOn) return false;
       tlsFailedOn = failedOn;
       metrics.reloaded("tls", false, noticedAt);
@@ -259,6 +284,8 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     });
     if (!o.tlsPaths)
       watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls, poll("tls")));
+    // In both modes: the toggle's folder is put in place and taken away whole (a rename).
+    watches.push(watchFiles([toggle.dir, toggle.cert, toggle.key], () => reloadTls(), poll("tls")));
     watches.push(
       watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS, ...poll("policy") }),
     );
