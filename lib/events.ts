@@ -171,7 +171,7 @@ export const EVENTS = {
     level: ["warn"],
     about:
       "a teaching toggle is in force: the service presents a chosen bad identity instead of its own (npm run mesh:toggle, docs/toggles.md)",
-    fields: { kind: "string", serial: "string", dir: "string" },
+    fields: { kind: "string", serial: "string", notAfter: "string", dir: "string" },
   },
   "toggle.off": {
     level: ["info"],

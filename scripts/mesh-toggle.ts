@@ -175,8 +175,10 @@ async function restore(mesh: MeshState, t: Target, o: Opts): Promise<void> {
       "NOT_SEEN",
       `${t.service} did not log toggle.off within ${IN_FORCE_MS / 1000} s after the toggle was removed: is it running? (see ${relative(".", mesh.logs)}/${t.service}.log)`,
     );
-  const held = heldSerial(t);
-  const seen = await observe(mesh, t, { since, serial: held, name: t.service, failuresOnly: true });
+  // Read before and after the look: the agent may renew in between, and either is its own identity.
+  const before = heldSerial(t);
+  const seen = await observe(mesh, t, { since, serial: before, name: t.service, failuresOnly: true });
+  const held = seen.presented?.serial === heldSerial(t) ? heldSerial(t) : before;
   const exact = seen.presented?.serial === held;
   const report = {
     service: t.service,
@@ -243,7 +245,9 @@ function printSeen(t: Target, s: Observed, when: string): void {
   if (s.health) console.log(`  ${t.service} /healthz: ${s.health.status} ${s.health.body}`);
   if (s.dashboard) {
     const id = s.dashboard.identity;
-    console.log(`  ${t.service}'s identity: ${id ? `serial ${id.serial}, ${id.status}` : "not shown"}`);
+    console.log(
+      `  ${t.service}'s card: ${s.dashboard.toggle ? `toggle: ${s.dashboard.toggle}, ` : ""}${id ? `serial ${id.serial}, ${id.status === "unknown" ? "not in this CA's ledger" : id.status}` : "no identity shown"}`,
+    );
     for (const e of s.dashboard.edges) console.log(`  ${e}`);
   } else console.log(dim("  no dashboard running"));
 }

@@ -38,7 +38,7 @@ export interface Observed {
   order: { status: number | null; outcome: string } | null;
   lines: LogSignature[];
   health: { status: number; body: string } | null;
-  dashboard: { identity: { serial: string; status: string } | null; edges: string[] } | null;
+  dashboard: { identity: { serial: string; status: string } | null; toggle: string | null; edges: string[] } | null;
 }
 
 const norm = (s: unknown) =>
@@ -180,7 +180,7 @@ async function health(t: Target): Promise<{ status: number; body: string } | nul
 async function dashboard(mesh: MeshState, t: Target, serial: string): Promise<Observed["dashboard"]> {
   if (!mesh.dashboard) return null;
   type Snap = {
-    services: Array<{ name: string; identity: { serial: string; status: string } | null }>;
+    services: Array<{ name: string; identity: { serial: string; status: string } | null; toggle?: string | null }>;
     edges: Array<{ from: string; to: string; failing: boolean; allowed: number; lastReason: string | null }>;
   };
   let snap: Snap | undefined;
@@ -200,6 +200,7 @@ async function dashboard(mesh: MeshState, t: Target, serial: string): Promise<Ob
   const s = snap.services.find((x) => x.name === t.service);
   return {
     identity: s?.identity ? { serial: norm(s.identity.serial), status: s.identity.status } : null,
+    toggle: s?.toggle ?? null,
     edges: snap.edges
       .filter((e) => e.from === t.service || e.to === t.service)
       .map(

@@ -95,17 +95,17 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   let toggled: ToggleInForce | undefined;
   const load = (): TlsMaterial => {
     const next = withToggle(loadMaterial(paths, dns), toggle);
-    noteToggle(next.toggle);
+    noteToggle(next.toggle, next.material.leaf.notAfter);
     return next.material;
   };
   // Said once per change: on (warn, with the fix) and off (info).
-  const noteToggle = (next: ToggleInForce | undefined) => {
+  const noteToggle = (next: ToggleInForce | undefined, notAfter: string) => {
     if (next?.serial === toggled?.serial) return;
     const was = toggled;
     toggled = next;
     if (next)
       log.warn(
-        { event: "toggle.on", kind: next.kind, serial: next.serial, dir: toggle.dir },
+        { event: "toggle.on", kind: next.kind, serial: next.serial, notAfter, dir: toggle.dir },
         `${o.service} now presents a teaching toggle (${next.kind}, serial ${next.serial}) instead of its own identity, to callers and callees alike; put it back with: npm run mesh:toggle -- ${o.service} --restore`,
       );
     else if (was)
