@@ -167,6 +167,17 @@ export const EVENTS = {
     about: "the TLS files could not be loaded: the previous material stays in force",
     fields: { code: "string?", error: "string" },
   },
+  "toggle.on": {
+    level: ["warn"],
+    about:
+      "a teaching toggle is in force: the service presents a chosen bad identity instead of its own (npm run mesh:toggle, docs/toggles.md)",
+    fields: { kind: "string", serial: "string", notAfter: "string", dir: "string" },
+  },
+  "toggle.off": {
+    level: ["info"],
+    about: "the teaching toggle is gone: the service presents its own identity again",
+    fields: { kind: "string", serial: "string", dir: "string" },
+  },
   "tls.connections_closed": {
     level: ["info"],
     about: "open connections were closed or drained after the certificate or trust changed",

@@ -3,17 +3,22 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:https";
+import type { PeerCertificate } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { decide, type Policy } from "../services/mesh/policy.ts";
-import { spiffeIdOf } from "../lib/spiffe.ts";
+import { DEFAULT_TRUST_DOMAIN, spiffeIdOf, svidIdOf } from "../lib/spiffe.ts";
+import { calleeIdentity } from "../services/mesh/client.ts";
 import { SERVICES } from "../services/mesh/names.ts";
 import { parseEventLine } from "../lib/events.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
+import { toggleDirOf, toggleInstalled, togglePaths } from "../services/mesh/toggle.ts";
 
 export const PROBE_PATH = "/healthz";
+/** The name of the stranger's CA the probe makes for each run. */
+export const PROBE_FOREIGN_CA = "Probe Foreign CA";
 /** What the probe expects of an allowed call to a workload: its sidecar let it through to the app. */
 export const REACHED_APP = "app";
 
@@ -42,6 +47,7 @@ const SERVER_REFUSED = new Set([
   "server_crl_expired",
   "server_crl_not_yet_valid",
   "server_cert_expired",
+  "server_cert_not_yet_valid",
   "server_name_mismatch",
 ]);
 
@@ -54,6 +60,7 @@ function probe(
   port: number,
   callee: string,
   trust: { ca: Buffer; crl: string[] },
+  trustDomain: string,
   who: { cert: Buffer; key: Buffer } | null,
 ): Promise<Outcome & { localPort?: number }> {
   return new Promise((done) => {
@@ -67,6 +74,8 @@ function probe(
         method: "GET",
         ...trust,
         ...(who ?? {}),
+        // As the services' client judges a callee: its name, and its SPIFFE ID when it has one.
+        checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, trustDomain),
         agent: false,
         timeout: 4_000,
       },
@@ -182,9 +191,21 @@ export async function probeMesh(o: {
   // The CA's CRLs, as the services load them; a folder without (an old file-mode copy) checks no revocation.
   const crlsFile = join(pki, "crls.pem");
   const trust = { ca, crl: existsSync(crlsFile) ? pemBlocks(readFileSync(crlsFile, "utf8"), "X509 CRL") : [] };
+  // The mesh's trust domain, as its own identities carry it (the CA's --trust-domain).
+  let trustDomain = DEFAULT_TRUST_DOMAIN;
+  for (const f of Object.values(o.identities ?? {})) {
+    const id = existsSync(f.cert) ? svidIdOf(new X509Certificate(readFileSync(f.cert))) : undefined;
+    if (id?.kind === "one") {
+      trustDomain = id.id.trustDomain;
+      break;
+    }
+  }
   const own = (n: string) => {
     const p = join(pki, "certs", `${n}.internal`);
-    const f = o.identities?.[n] ?? { cert: `${p}.crt`, key: `${p}.key` };
+    const held = o.identities?.[n] ?? { cert: `${p}.crt`, key: `${p}.key` };
+    // What the identity presents now: a teaching toggle while one is on (docs/toggles.md).
+    const toggle = togglePaths(toggleDirOf(held.cert, n));
+    const f = toggleInstalled(toggle) ? toggle : held;
     if (!existsSync(f.cert) || !existsSync(f.key)) return null;
     // Read the key first: a renewal commits the key, then the certificate, so a pair read in the
     // other order could straddle it. Checked below, and read again once if it does not pair.
@@ -199,7 +220,7 @@ export async function probeMesh(o: {
   const tmp = mkdtempSync(join(tmpdir(), "mesh-probe-"));
   let foreign: { cert: Buffer; key: Buffer };
   try {
-    const fca = await CertificateAuthority.init({ dir: tmp, name: "Probe Foreign CA" });
+    const fca = await CertificateAuthority.init({ dir: tmp, name: PROBE_FOREIGN_CA });
     const leaf = await fca.issue({ domain: "order.internal", days: 1 });
     foreign = { cert: readFileSync(leaf.certPath), key: readFileSync(leaf.keyPath!) };
     fca.close();
@@ -236,7 +257,7 @@ export async function probeMesh(o: {
   for (const c of callers) {
     for (const callee of services) {
       const sent = Date.now();
-      const out = await probe(ports[callee]!, callee, trust, c.who);
+      const out = await probe(ports[callee]!, callee, trust, trustDomain, c.who);
       if (out.kind === "refused" && !out.ours)
         out.reason =
           (await reasonFromLog(logs, callee, out.localPort, sent)) ??

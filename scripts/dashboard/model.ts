@@ -55,6 +55,8 @@ interface ServiceState {
   notAfter: string | null;
   lastRenewal: string | null;
   trusts: string[];
+  /** The teaching toggle it presents instead of its identity (docs/toggles.md), or null. */
+  toggle: string | null;
   /** When it last started listening, and last put a new policy in force (ms): calls seen before are not judged by today's policy. */
   startedAt: number;
   policyAt: number;
@@ -135,10 +137,20 @@ export class MeshModel {
         break;
       case "identity.enrolled":
       case "identity.renewed":
-        this.identity(service, e, true).lastRenewal = time;
+        // Under a toggle the agent renews the identity it holds, not the one presented.
+        if (this.service(service).toggle !== null) this.service(service).lastRenewal = time;
+        else this.identity(service, e, true).lastRenewal = time;
+        break;
+      case "toggle.on":
+        this.identity(service, e, false).toggle = text(e.kind);
+        break;
+      case "toggle.off":
+        // The tls.reloaded that follows names the identity presented again.
+        this.service(service).toggle = null;
         break;
       case "shutdown":
         this.service(service).up = false;
+        this.service(service).toggle = null;
         break;
       case "request": {
         const status = Number(e.status);
@@ -368,6 +380,7 @@ export class MeshModel {
           notAfter: null,
           lastRenewal: null,
           trusts: [],
+          toggle: null,
           startedAt: 0,
           policyAt: 0,
         }),

@@ -27,6 +27,7 @@ export const CALLER_ONLY = new Set([
   "server_revoked",
   "callee_withdrawn",
   "server_cert_expired",
+  "server_cert_not_yet_valid",
   "server_name_mismatch",
 ]);
 

@@ -138,13 +138,23 @@ export class DashboardState {
       identity,
       lastRenewal: s.lastRenewal,
       trusts: s.trusts,
+      toggle: s.toggle,
     };
   }
 
   /** edge (and any other client identity mesh:up keeps): its certificate file is all there is. */
   private clientView(c: ClientCert, now: Date): ServiceView {
     const identity = c.serial && c.notAfter ? this.identityView(c.serial, c.notAfter, c.dns, now) : null;
-    return { name: c.name, port: null, up: true, client: true, identity, lastRenewal: c.notBefore, trusts: [] };
+    return {
+      name: c.name,
+      port: null,
+      up: true,
+      client: true,
+      identity,
+      lastRenewal: c.notBefore,
+      trusts: [],
+      toggle: null,
+    };
   }
 
   /**

@@ -23,6 +23,8 @@ export interface ServiceView {
   lastRenewal: string | null;
   /** Subjects of the roots it trusts, as it last said. */
   trusts: string[];
+  /** The teaching toggle it presents instead of its identity (npm run mesh:toggle), or null. */
+  toggle: string | null;
 }
 
 export interface EdgeView {

@@ -240,6 +240,7 @@ export type UpstreamReason =
   | "server_crl_expired"
   | "server_crl_not_yet_valid"
   | "server_cert_expired"
+  | "server_cert_not_yet_valid"
   | "server_tls_mismatch"
   | "server_name_mismatch"
   | "timeout"
@@ -329,11 +330,22 @@ export function upstreamReason(
   }
   if (has("CERT_HAS_EXPIRED"))
     return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
+  if (has("CERT_NOT_YET_VALID")) {
+    return {
+      reason: "server_cert_not_yet_valid",
+      code,
+      sentence: `${upstream}'s certificate at ${addr} is not valid yet by this host's clock: the clock of the CA that signed it, or this host's, is wrong; check time sync (NTP) on both`,
+    };
+  }
   if (has("ERR_TLS_CERT_ALTNAME_INVALID")) {
+    // calleeIdentity (client.ts): it names us, but its SPIFFE ID is not one usable identity.
+    const spiffe = errorChain(err).find((e) => typeof e.reason === "string" && e.reason.startsWith("spiffe_"));
     return {
       reason: "server_name_mismatch",
       code,
-      sentence: `the server at ${addr} is not ${upstream} (its certificate does not name it); check the --upstream address`,
+      sentence: spiffe
+        ? `${upstream}'s certificate at ${addr} names ${upstream} but is not one usable mesh identity (${String(spiffe.reason)}): ${String(spiffe.message).replace(/^the certificate of [^ ]+ is not a usable SPIFFE identity \([^)]*\): /, "")}`
+        : `the server at ${addr} is not ${upstream} (its certificate does not name it); check the --upstream address`,
     };
   }
   if (
@@ -364,6 +376,14 @@ export function upstreamReason(
     };
   }
   return { reason: "network", code, sentence: `the call to ${upstream} at ${addr} failed (${code})` };
+}
+
+/** An error and its causes, at most five deep. */
+function errorChain(err: unknown): Array<{ reason?: unknown; message?: unknown }> {
+  const out: Array<{ reason?: unknown; message?: unknown; cause?: unknown }> = [];
+  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++)
+    out.push(e as { reason?: unknown; message?: unknown });
+  return out;
 }
 
 /**

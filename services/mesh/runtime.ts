@@ -14,6 +14,7 @@ import { PolicyFile } from "./policy-file.ts";
 import { TlsFiles } from "./tls-files.ts";
 import { crlDeadlines } from "./crl-dates.ts";
 import { MeshMetrics } from "./metrics.ts";
+import type { TogglePaths } from "./toggle.ts";
 
 export interface ServiceOptions {
   /** The identity served as: any mesh name (its certificate is `<service>.internal`). */
@@ -77,7 +78,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
   const policy = new PolicyFile(o.policyFile, o.service, log);
-  const tls = new TlsFiles(o.tlsPaths ?? materialPaths(o.pkiDir, dns), dns);
+  const tls = new TlsFiles(o.tlsPaths ?? materialPaths(o.pkiDir, dns), dns, o.service, log);
   const metrics = new MeshMetrics(o.service, tls.material);
   policy.report(metrics);
   const { server, port, app, upstreams } = await serve(o, log, metrics, policy, tls.material);
@@ -85,7 +86,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   tls.serve({ server, others: [upstreams, app], log, metrics, onTrustChanged: checkCrls });
   const reloadTls = (noticedAt?: number) => tls.reload(noticedAt);
   const reloadPolicy = (noticedAt?: number) => policy.reload(noticedAt);
-  const watches = o.watch === false ? [] : watchServiceFiles(o, tls.paths, reloadTls, reloadPolicy);
+  const watches = o.watch === false ? [] : watchServiceFiles(o, tls, reloadTls, reloadPolicy);
   logListening(o, log, dns, port, tls.material);
   policy.warnIfNoTable("error");
   checkCrls();
@@ -172,7 +173,7 @@ async function closeQuietly(app: AppInstance, upstreams: Upstreams): Promise<voi
  */
 function watchServiceFiles(
   o: ServiceOptions,
-  paths: MaterialPaths,
+  { paths, toggle }: { paths: MaterialPaths; toggle: TogglePaths },
   reloadTls: (noticedAt: number) => void,
   reloadPolicy: (noticedAt: number) => void,
 ): Watch[] {
@@ -182,6 +183,8 @@ function watchServiceFiles(
   });
   const watches: Watch[] = [];
   if (!o.tlsPaths) watches.push(watchFiles([paths.cert, paths.key, paths.bundle, paths.crls], reloadTls, poll("tls")));
+  // In both modes: the toggle's folder is put in place and taken away whole (a rename).
+  watches.push(watchFiles([toggle.dir, toggle.cert, toggle.key], () => reloadTls(performance.now()), poll("tls")));
   watches.push(
     watchFiles([o.policyFile], reloadPolicy, { settleMs: o.policySettleMs ?? POLICY_SETTLE_MS, ...poll("policy") }),
   );

@@ -7,6 +7,7 @@ import { loadMaterial, type MaterialPaths, type TlsMaterial } from "./material.t
 import type { MeshLogger } from "./log.ts";
 import { messageOf } from "./errors.ts";
 import type { MeshMetrics } from "./metrics.ts";
+import { toggleDirOf, togglePaths, withToggle, type ToggleInForce, type TogglePaths } from "./toggle.ts";
 
 /** Who holds the material and must hear of a new one. */
 export interface TlsUsers {
@@ -24,13 +25,43 @@ export class TlsFiles {
   // The files' content when the last reload failed: the same broken set is reported once.
   #failedOn: string | undefined;
   #users: TlsUsers | undefined;
+  /** A teaching toggle (toggle.ts, docs/toggles.md) is served in place of the identity while installed. */
+  readonly toggle: TogglePaths;
+  #toggled: ToggleInForce | undefined;
 
   /** Throws MeshError (missing or invalid TLS files). */
   constructor(
     readonly paths: MaterialPaths,
     private readonly dns: string,
+    private readonly service: string,
+    private readonly log: MeshLogger,
   ) {
-    this.#material = loadMaterial(paths, dns);
+    this.toggle = togglePaths(toggleDirOf(paths.cert, service));
+    this.#material = this.load();
+  }
+
+  private load(): TlsMaterial {
+    const next = withToggle(loadMaterial(this.paths, this.dns), this.toggle);
+    this.noteToggle(next.toggle, next.material.leaf.notAfter);
+    return next.material;
+  }
+
+  /** Said once per change: on (warn, with the fix) and off (info). */
+  private noteToggle(next: ToggleInForce | undefined, notAfter: string): void {
+    if (next?.serial === this.#toggled?.serial) return;
+    const was = this.#toggled;
+    this.#toggled = next;
+    const { log, service } = this;
+    if (next)
+      log.warn(
+        { event: "toggle.on", kind: next.kind, serial: next.serial, notAfter, dir: this.toggle.dir },
+        `${service} now presents a teaching toggle (${next.kind}, serial ${next.serial}) instead of its own identity, to callers and callees alike; put it back with: npm run mesh:toggle -- ${service} --restore`,
+      );
+    else if (was)
+      log.info(
+        { event: "toggle.off", kind: was.kind, serial: was.serial, dir: this.toggle.dir },
+        `${service} presents its own identity again (the ${was.kind} toggle is gone)`,
+      );
   }
 
   get material(): TlsMaterial {
@@ -52,7 +83,7 @@ export class TlsFiles {
     const { log, metrics } = users;
     let next: TlsMaterial;
     try {
-      next = loadMaterial(this.paths, this.dns);
+      next = this.load();
       const { certChanged, trustChanged } = users.server.setMaterial(next);
       const restored = this.#failedOn !== undefined;
       this.#failedOn = undefined;
@@ -92,7 +123,7 @@ export class TlsFiles {
       return true;
     } catch (e) {
       const { cert, key, bundle, crls } = this.paths;
-      const failedOn = digestOf(cert, key, bundle, crls);
+      const failedOn = digestOf(cert, key, bundle, crls, this.toggle.cert, this.toggle.key);
       if (failedOn === this.#failedOn) return false;
       this.#failedOn = failedOn;
       metrics.reloaded("tls", false, noticedAt);

@@ -85,6 +85,13 @@ function renderServices(services: ServiceView[], components: ComponentView[]): v
                 note[0],
               )
             : null,
+          svc.toggle
+            ? h(
+                "span",
+                { class: "badge bad", "data-toggle": svc.toggle, title: "npm run mesh:toggle -- <service> --restore" },
+                `toggle: ${svc.toggle}`,
+              )
+            : null,
           svc.port ? h("small", { class: "muted" }, `:${svc.port}`) : null,
         ),
         id
