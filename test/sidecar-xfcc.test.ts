@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { spiffeIdOf, xfccElement, sanValues } from "../services/mesh/sidecar/xfcc.ts";
-import { forwardable } from "../services/mesh/sidecar/headers.ts";
+import { forwardable, forwardableList, type RawScan } from "../services/mesh/sidecar/headers.ts";
 import { grpcMessage } from "../services/mesh/grpc-status.ts";
 
 test("the SPIFFE ID is the certificate's spiffe:// URI SAN when present, else spiffe://internal/<name>", () => {
@@ -56,6 +56,53 @@ test("forwardable() drops pseudo-headers, hop-by-hop headers, those named in Con
     accept: "*/*",
   });
   assert.deepEqual(out, { te: "trailers", "content-type": "application/grpc", accept: "*/*" });
+});
+
+test("forwardableList() does the same over a raw list: names lower-cased, repeats kept in order, control characters refused; it finds the authority and whether a body follows", () => {
+  const scan: RawScan = { authority: undefined, body: false };
+  const out = forwardableList(
+    [
+      "Host",
+      "billing.internal:7404",
+      "Connection",
+      "keep-alive, X-Secret",
+      "X-Secret",
+      "1",
+      "Keep-Alive",
+      "5",
+      "X-Forwarded-Client-Cert",
+      "By=evil",
+      "x-forwarded-client-cert",
+      "By=evil2",
+      "Transfer-Encoding",
+      "chunked",
+      "TE",
+      "trailers",
+      "X-Rep",
+      "a",
+      "x-rep",
+      "b",
+      "X-Bad",
+      "a\r\nInjected: yes",
+      "Accept",
+      "*/*",
+    ],
+    scan,
+  );
+  assert.deepEqual(out, ["te", "trailers", "x-rep", "a", "x-rep", "b", "accept", "*/*"]);
+  assert.deepEqual(scan, { authority: "billing.internal:7404", body: true });
+
+  const h2: RawScan = { authority: undefined, body: false };
+  assert.deepEqual(forwardableList([":method", "GET", ":authority", "a:1", "content-length", "0", "x", "y"], h2), [
+    "content-length",
+    "0",
+    "x",
+    "y",
+  ]);
+  assert.deepEqual(h2, { authority: "a:1", body: false }, "content-length: 0 is no body");
+  const sized: RawScan = { authority: undefined, body: false };
+  forwardableList(["Content-Length", "12"], sized);
+  assert.equal(sized.body, true);
 });
 
 test("grpc-message is percent-encoded as the gRPC spec says", () => {

@@ -10,7 +10,7 @@ import type { TlsMaterial } from "../material.ts";
 import { MeshError } from "../errors.ts";
 import { isGrpc, sendGrpcStatus, GRPC_UNAVAILABLE } from "../grpc-status.ts";
 import { isLoopback } from "../../../lib/admin-http.ts";
-import { forwardable } from "./headers.ts";
+import { forwardable, forwardableList, type RawScan } from "./headers.ts";
 import { relay, H2Connection, type Dial } from "./relay.ts";
 import { ownSpiffeId, xfccElement, XFCC } from "./xfcc.ts";
 
@@ -91,12 +91,22 @@ export class Inbound {
   }
 
   readonly forward: Forward = (req, res, peer, done) => {
+    const failed = (e: Error) => this.appFailed(req, res, peer, e);
+    if (this.dial.protocol === "http1") {
+      // From the raw list: no header object is built for the request or for the app's call.
+      const scan: RawScan = { authority: undefined, body: false };
+      const headers = forwardableList(req.rawHeaders, scan);
+      headers.push(XFCC, this.xfccOf(peer));
+      // The authority the caller asked for (it named this service), for apps that route by Host.
+      if (scan.authority !== undefined) headers.push("host", scan.authority);
+      // HTTP/2 says where the body ends by END_STREAM, not by a header.
+      const body = "stream" in req ? !req.stream.endAfterHeaders : scan.body;
+      relay(req, res, this.dial, { headers, body, done, failed });
+      return;
+    }
     const headers: OutgoingHttpHeaders = forwardable(req.headers);
     headers[XFCC] = this.xfccOf(peer);
-    // The authority the caller asked for (it named this service), for apps that route by Host.
-    const authority = req.headers[":authority"] ?? req.headers.host;
-    if (this.dial.protocol === "http1" && typeof authority === "string") headers.host = authority;
-    relay(req, res, this.dial, { headers, done, failed: (e) => this.appFailed(req, res, peer, e) });
+    relay(req, res, this.dial, { headers, done, failed });
   };
 
   private xfccOf(peer: ForwardPeer): string {
