@@ -6,12 +6,13 @@
 // - HTTP/2 requests per second, multiplexed on one connection, against HTTP/1.1 keep-alive on
 //   as many connections as h2 has streams in flight;
 // - the sidecar's resident memory at rest against a bare Node https server.
-// Servers pinned to core 0, the load client to core 1; the targets are measured in alternating
-// windows (A B C D, D C B A, …) by one client, so this VM's drift falls on all of them.
+// Servers pinned to core 0 (free to use every core for the latency part), the load client to
+// core 1; the targets are measured in alternating windows (A B C D, D C B A, …) by one client,
+// so this VM's drift falls on all of them.
 // Alone: npx tsx bench/sidecar.ts. docs/bench.md explains the figures.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildSync } from "esbuild";
@@ -41,6 +42,12 @@ interface Proc {
 
 function pinned(core: number, args: string[]): [string, string[]] {
   return HAS_TASKSET ? ["taskset", ["-c", String(core), ...args]] : [args[0]!, args.slice(1)];
+}
+
+/** Moves running processes (every thread) onto `cpus` ("0", "0-1"); nothing without taskset. */
+function repin(pids: number[], cpus: string): void {
+  if (!HAS_TASKSET) return;
+  for (const pid of pids) spawnSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
 }
 
 function rssMb(pid: number): number {
@@ -128,8 +135,9 @@ export interface SidecarBenchResult {
     addedP99Ms: number;
     ratioP50: Spread;
     ratioP99: Spread;
-    /** Server CPU per request of the hop (both sidecars and the app) ÷ the app alone. */
-    hopCpu: Spread;
+    /** Server CPU per request, µs: of the hop (both sidecars and the app), and of the app called directly. */
+    hopCpuUs: number;
+    directCpuUs: number;
     target: number;
     pass: boolean;
   };
@@ -199,7 +207,7 @@ export async function runSidecarBench(
 
     const loadBefore = loadavg()[0]!;
     console.log(
-      `\nsidecar bench: ${rounds} alternating rounds of ${seconds} s windows; servers on core 0, load client on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`,
+      `\nsidecar bench: ${rounds} alternating rounds of ${seconds} s windows; servers on core 0 (all cores for the latency part), load client on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`,
     );
     // One at a time, each measured at rest (a second after it listens, before any request).
     const atRest = async (p: Proc) => {
@@ -246,7 +254,11 @@ export async function runSidecarBench(
     const inProcessPort = await waitFor(inProcess, "listening");
     bare.proc.kill("SIGTERM");
 
-    // 1. One hop at one request at a time: through order's outbound port and payment's sidecar to the app.
+    // 1. One hop at one request at a time: through order's outbound port and payment's sidecar to
+    // the app. Unpinned: one request at a time crosses three processes in turn, and on a shared
+    // machine, queueing all three behind whatever else runs on core 0 measures core 0, not them.
+    const servers = [app.pid, sidecar.pid, outbound.pid, inProcess.pid];
+    repin(servers, `0-${Math.max(0, cpus().length - 1)}`);
     const lat = await runLoad({
       pki,
       seconds,
@@ -264,6 +276,7 @@ export async function runSidecarBench(
       ],
     });
     console.log(`  latency rounds done (load average ${loadavg()[0]!.toFixed(1)})`);
+    repin(servers, "0");
     // 2 and 3. CPU per request and h2 against h1, all four in one alternation.
     const t = (label: string, port: number, proto: Target["proto"], pids: number[]): Target => ({
       label,
@@ -304,7 +317,8 @@ export async function runSidecarBench(
         addedP99Ms,
         ratioP50: perRound(through.windows, direct.windows, (w) => w.p50),
         ratioP99: perRound(through.windows, direct.windows, (w) => w.p99),
-        hopCpu: perRound(through.windows, direct.windows, cpuPerReq),
+        hopCpuUs: median(through.windows.map(cpuPerReq)),
+        directCpuUs: median(direct.windows.map(cpuPerReq)),
         target: SIDECAR_TARGETS.addedP99Ms,
         pass: addedP99Ms <= SIDECAR_TARGETS.addedP99Ms,
       },
@@ -369,7 +383,9 @@ export function printSidecarBench(r: SidecarBenchResult): void {
   console.log(
     `   added per hop: p50 +${f(l.addedP50Ms, 3)} ms (${spread(l.ratioP50)}), p99 +${f(l.addedP99Ms, 3)} ms (${spread(l.ratioP99)})   target ≤ +${l.target} ms p99  ${verdict(l.pass)}`,
   );
-  console.log(`   server CPU per request of the hop (both sidecars + app) ÷ the app alone: ${spread(l.hopCpu)}`);
+  console.log(
+    `   server CPU per request: ${f(l.hopCpuUs, 0)} µs through the hop (both sidecars + app), ${f(l.directCpuUs, 0)} µs the app called directly`,
+  );
   const c = r.cpu;
   console.log(
     `\n2. Server CPU per request: the sidecar + its app against the in-process runtime (payment's GET /healthz)`,
