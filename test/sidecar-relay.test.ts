@@ -9,7 +9,9 @@ import { createServer, request as httpRequest, type IncomingMessage } from "node
 import { request as httpsRequest } from "node:https";
 import { connect as h2connect } from "node:http2";
 import { readFileSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
+import { EventEmitter, once } from "node:events";
+import { APP_IDLE_MS } from "../services/mesh/sidecar/inbound.ts";
 import { freshPki, LogSink, identity, type TestPki } from "./mesh-fixtures.ts";
 import { startService, type RunningService } from "../services/mesh/runtime.ts";
 import { createLogger } from "../services/mesh/log.ts";
@@ -39,8 +41,12 @@ after(async () => {
   pki?.cleanup();
 });
 
-/** An app that records each request and answers with two cookies, or 1 MiB at /big. */
-async function recordingApp(): Promise<{ port: number; seen: Seen[] }> {
+/**
+ * An app that records each request and answers with two cookies, or 1 MiB at /big. It keeps
+ * idle connections for a minute and tells each connection's close (`closed`).
+ */
+async function recordingApp(): Promise<{ port: number; seen: Seen[]; closed: EventEmitter }> {
+  const closed = new EventEmitter();
   const seen: Seen[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -58,6 +64,11 @@ async function recordingApp(): Promise<{ port: number; seen: Seen[] }> {
       res.end(`got ${body.length}`);
     });
   });
+  server.keepAliveTimeout = 60_000;
+  server.on("connection", (sock: Socket) => {
+    const opened = performance.now();
+    sock.once("close", () => closed.emit("close", performance.now() - opened));
+  });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   closers.push(
     () =>
@@ -66,10 +77,10 @@ async function recordingApp(): Promise<{ port: number; seen: Seen[] }> {
         server.closeAllConnections();
       }),
   );
-  return { port: (server.address() as AddressInfo).port, seen };
+  return { port: (server.address() as AddressInfo).port, seen, closed };
 }
 
-let app: { port: number; seen: Seen[] };
+let app: Awaited<ReturnType<typeof recordingApp>>;
 let payment: RunningService;
 
 async function sidecar(name: string, appPort: number, outbound: { name: string; addr: string }[] = []) {
@@ -258,4 +269,16 @@ test("outbound HTTP/1.1: the app's POST body reaches the upstream with the upstr
   const xfcc = valuesOf(seen.raw, "x-forwarded-client-cert");
   assert.equal(xfcc.length, 1);
   assert.match(xfcc[0]!, /URI=spiffe:\/\/internal\/order/, "seen as order, and the app's forged copy is gone");
+});
+
+test("the sidecar closes an idle connection to the app itself, long before the app would (a request on one the app is closing would be lost)", {
+  timeout: 60_000,
+}, async () => {
+  const gone = once(app.closed, "close");
+  const r = await h1(payment.port, "GET", "/idle", {}, []);
+  assert.equal(r.status, 201);
+  // The app keeps idle connections for 60 s: a close now is the sidecar's.
+  const [aliveMs] = (await gone) as [number];
+  assert.ok(aliveMs >= APP_IDLE_MS * 0.9, `closed after ${aliveMs} ms, before the idle timeout`);
+  assert.ok(aliveMs < 30_000, `closed after ${aliveMs} ms`);
 });

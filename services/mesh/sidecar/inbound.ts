@@ -47,6 +47,16 @@ export function describeApp(a: AppAddress): string {
   return a.kind === "unix" ? `unix:${a.path}` : `http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
+/**
+ * How long a pooled connection to the app may stay idle. An app closes idle connections on
+ * its own clock (Node 5 s, gunicorn 2 s); a request sent on one the app is closing at that
+ * moment is lost (ECONNRESET: a 503 to the caller). Node's Agent honours an app's
+ * `Keep-Alive: timeout=` hint only below its own timeout, and without one keeps idle sockets
+ * forever: so the sidecar closes them first. A new loopback connection costs far less than a
+ * lost request.
+ */
+export const APP_IDLE_MS = 1_000;
+
 export interface InboundOptions {
   service: string;
   app: AppAddress;
@@ -69,7 +79,7 @@ export class Inbound {
     this.where = describeApp(o.app);
     const a = o.app;
     if (o.protocol === "http1") {
-      const agent = new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxFreeSockets: 64 });
+      const agent = new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxFreeSockets: 64, timeout: APP_IDLE_MS });
       this.agent = agent;
       const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
       this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };

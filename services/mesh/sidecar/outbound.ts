@@ -41,6 +41,8 @@ export interface OutboundRoute {
 }
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n");
+/** Idle time before a pooled connection to an upstream is closed (the mesh servers close at 5 s). */
+export const UPSTREAM_IDLE_MS = 4_000;
 
 /** The callee must be exactly `name`: the host-name check, then the mesh's own identity rules. */
 export function calleeCheck(name: string): (host: string, cert: PeerCertificate) => Error | undefined {
@@ -295,8 +297,10 @@ function contextOf(m: TlsMaterial): SecureContext {
 }
 
 function newAgent(): Agent {
-  // No TLS session reuse: every new connection is judged under the current trust.
-  return new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxCachedSessions: 0 });
+  // No TLS session reuse: every new connection is judged under the current trust. Idle
+  // connections closed after UPSTREAM_IDLE_MS, under the mesh servers' 5 s keep-alive timeout,
+  // as client.ts does: never reuse one the server is closing (the request would be lost).
+  return new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxCachedSessions: 0, timeout: UPSTREAM_IDLE_MS });
 }
 
 function splitAddr(addr: string): [string, number] {
