@@ -40,6 +40,18 @@ test("one element in Envoy's order; Subject always quoted; odd values quoted and
   );
 });
 
+test("a control character in the caller's subject or SANs is written as \\xHH: XFCC stays one header line", () => {
+  const x = xfccElement("spiffe://internal/billing", {
+    identity: { name: "order", dns: "order.internal", serial: "1", spiffeId: "spiffe://internal/order" },
+    der: Buffer.from("x"),
+    san: 'DNS:order.internal, DNS:"a\\r\\nb.internal"',
+    subject: "CN=order.internal\r\nx-forwarded-client-cert: By=evil",
+  });
+  assert.doesNotMatch(x, /[\x00-\x1f\x7f]/);
+  assert.match(x, /Subject="CN=order\.internal\\x0d\\x0ax-forwarded-client-cert: By=evil"/);
+  assert.match(x, /;DNS="a\\x0d\\x0ab\.internal"$/);
+});
+
 test("forwardable() drops pseudo-headers, hop-by-hop headers, those named in Connection, Host and every XFCC; keeps te: trailers", () => {
   const out = forwardable({
     ":path": "/x",
