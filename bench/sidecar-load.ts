@@ -38,6 +38,8 @@ export interface Window {
   ticks: number;
   /** Per process, in the order of Target.pids: [user, system] ticks. */
   perPid: Array<[number, number]>;
+  /** This load client's own CPU over the window, as a share of one core: near 1, it was the bottleneck. */
+  clientBusy: number;
   p50: number;
   p99: number;
 }
@@ -125,6 +127,7 @@ async function window(t: Target, seconds: number, lat: number[]): Promise<Window
   const start = performance.now();
   const deadline = start + seconds * 1000;
   const ticks0 = ticksOf(t.pids);
+  const cpu0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: t.conns }, async () => {
       while (performance.now() < deadline) {
@@ -144,10 +147,22 @@ async function window(t: Target, seconds: number, lat: number[]): Promise<Window
   const perPid = ticksOf(t.pids).map(([u, s], i): [number, number] => [u - ticks0[i]![0], s - ticks0[i]![1]]);
   const ticks = perPid.reduce((a, [u, s]) => a + u + s, 0);
   const elapsed = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu0);
+  const clientBusy = (used.user + used.system) / 1e6 / elapsed;
   await client.close();
   for (const x of mine) lat.push(x);
   mine.sort((a, b) => a - b);
-  return { ok, errors, seconds: elapsed, rate: ok / elapsed, ticks, perPid, p50: pct(mine, 50), p99: pct(mine, 99) };
+  return {
+    ok,
+    errors,
+    seconds: elapsed,
+    rate: ok / elapsed,
+    ticks,
+    perPid,
+    clientBusy,
+    p50: pct(mine, 50),
+    p99: pct(mine, 99),
+  };
 }
 
 // A warm-up window each, not recorded: JIT compilation is no per-request cost.

@@ -161,6 +161,8 @@ export interface SidecarBenchResult {
     inProcessRate: { h1: number; h2: number };
     sidecarRatio: Spread;
     inProcessRatio: Spread;
+    /** The load client's CPU as a share of its core, median of windows: near 1, the rate is the client's. */
+    clientBusy: { sidecarH1: number; sidecarH2: number; inProcessH1: number; inProcessH2: number };
   };
   rss: {
     bareMb: number;
@@ -340,6 +342,12 @@ export async function runSidecarBench(
         inProcessRate: { h1: medRate(ip1), h2: medRate(ip2) },
         sidecarRatio: perRound(sc2.windows, sc1.windows, (w) => w.rate),
         inProcessRatio: perRound(ip2.windows, ip1.windows, (w) => w.rate),
+        clientBusy: {
+          sidecarH1: median(sc1.windows.map((w) => w.clientBusy)),
+          sidecarH2: median(sc2.windows.map((w) => w.clientBusy)),
+          inProcessH1: median(ip1.windows.map((w) => w.clientBusy)),
+          inProcessH2: median(ip2.windows.map((w) => w.clientBusy)),
+        },
       },
       rss: {
         bareMb,
@@ -406,6 +414,10 @@ export function printSidecarBench(r: SidecarBenchResult): void {
   );
   console.log(
     `   in-process: h1 ${f(h.inProcessRate.h1, 0)}/s, h2 ${f(h.inProcessRate.h2, 0)}/s: h2 ÷ h1 ${spread(h.inProcessRatio)}`,
+  );
+  const b = h.clientBusy;
+  console.log(
+    `   load client busy (share of its core): sidecar h1 ${f(b.sidecarH1)}, h2 ${f(b.sidecarH2)}; in-process h1 ${f(b.inProcessH1)}, h2 ${f(b.inProcessH2)}`,
   );
   const m = r.rss;
   console.log(`\n4. Resident memory at rest (a second after listening, before any request)`);
