@@ -1,5 +1,5 @@
-// `npm run bench`: the CA bench, the mesh bench when bench/mesh.ts exists, the rotation
-// bench, then every result as JSON in bench-results/latest.json (git-ignored).
+// `npm run bench`: the CA bench, the mesh bench when bench/mesh.ts exists, the sidecar bench,
+// the rotation bench, then every result as JSON in bench-results/latest.json (git-ignored).
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -12,7 +12,7 @@ endQuietlyOnClosedOutput();
 // Flags first: `--help` or a typo must never start seven minutes of benchmarks.
 new Command("npm run bench --")
   .description(
-    "Run the CA, mesh and rotation benchmarks (about eight minutes on 2 cores); results go to bench-results/latest.json.",
+    "Run the CA, mesh, sidecar and rotation benchmarks (about ten minutes on 2 cores); results go to bench-results/latest.json.",
   )
   .addHelpText(
     "after",
@@ -30,8 +30,11 @@ Environment:
   MESH_BENCH_REPLICA_SECONDS   seconds per CA-replica rate round (default 2)
   MESH_BENCH_REPLICA_ROUNDS    CA-replica rate rounds per side, interleaved (default 3)
   MESH_BENCH_REPLICA_FAILOVERS kill -9 failovers timed (default 3)
+  SIDECAR_BENCH_SECONDS     seconds per sidecar bench window (default 1.5)
+  SIDECAR_BENCH_ROUNDS      alternating sidecar bench rounds (default 8)
+  SIDECAR_BENCH_CONNS       connections (HTTP/1.1) and streams (HTTP/2) in flight (default 8)
 
-One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
+One part alone: npx tsx bench/mesh.ts, npx tsx bench/sidecar.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
 (the last needs PostgreSQL: PGHOST, default /var/run/postgresql). See docs/bench.md.
 
 Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`,
@@ -46,6 +49,7 @@ const { runCaBench } = await import("./ca.ts");
 const { runRotationBench } = await import("./rotation.ts");
 const { runEstBench } = await import("./est.ts");
 const { runReplicaBench } = await import("./replicas.ts");
+const { runSidecarBench } = await import("./sidecar.ts");
 
 const meshUrl = new URL("./mesh.ts", import.meta.url);
 const resultsDir = fileURLToPath(new URL("../bench-results/", import.meta.url));
@@ -80,6 +84,17 @@ try {
   // Keep the CA numbers even when the mesh bench breaks, but fail the run.
   console.error(`\nthe mesh bench failed: ${(err as Error).stack ?? err}`);
   results.mesh = { error: (err as Error).message };
+  process.exitCode = 1;
+}
+try {
+  const sidecar = await runSidecarBench();
+  results.sidecar = sidecar;
+  // Its targets are printed PASS/FAIL and kept in the results, as the mesh bench's are; a
+  // request that failed is a broken sidecar and fails the run.
+  if (sidecar.errors > 0) process.exitCode = 1;
+} catch (err) {
+  console.error(`\nthe sidecar bench failed: ${(err as Error).stack ?? err}`);
+  results.sidecar = { error: (err as Error).message };
   process.exitCode = 1;
 }
 try {

@@ -39,3 +39,47 @@ export function forwardable(h: IncomingHttpHeaders): OutgoingHttpHeaders {
   }
   return out;
 }
+
+/** What forwardableList() found besides the headers to pass on. */
+export interface RawScan {
+  /** The authority the caller asked for (`host`, or HTTP/2's `:authority`). */
+  authority: string | undefined;
+  /** HTTP/1.1 framing says a body follows (a non-zero content-length, or transfer-encoding). */
+  body: boolean;
+}
+
+/** A header value Node would refuse to send (CR, LF, NUL and other controls but tab). */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * forwardable() over Node's raw list (`rawHeaders`: name, value, name, value …, each repeat
+ * kept), into a flat list of lower-case names that http.request and writeHead take as is. It
+ * builds no header object on either side: on the sidecar's HTTP/1.1 path that was several µs of
+ * each request. Node does not check the values of a list it is given, so this does: a value with
+ * a control character is dropped (the parsers that produced them refuse those already).
+ */
+export function forwardableList(raw: readonly string[], scan?: RawScan): string[] {
+  let named: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === "connection") {
+      for (const s of raw[i + 1]!.toLowerCase().split(",")) (named ??= []).push(s.trim());
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const k = name.toLowerCase();
+    if (scan) {
+      if (k === "host" || k === ":authority") scan.authority ??= value;
+      else if (k === "transfer-encoding" || (k === "content-length" && value !== "0")) scan.body = true;
+    }
+    if (k.charCodeAt(0) === 58 /* ':' */ || HOP.has(k) || named?.includes(k) || BAD_VALUE.test(value)) continue;
+    if (k === "te") {
+      if (value.toLowerCase().includes("trailers")) out.push("te", "trailers");
+      continue;
+    }
+    out.push(k, value);
+  }
+  return out;
+}

@@ -10,7 +10,7 @@ import type { TlsMaterial } from "../material.ts";
 import { MeshError } from "../errors.ts";
 import { isGrpc, sendGrpcStatus, GRPC_UNAVAILABLE } from "../grpc-status.ts";
 import { isLoopback } from "../../../lib/admin-http.ts";
-import { forwardable } from "./headers.ts";
+import { forwardable, forwardableList, type RawScan } from "./headers.ts";
 import { relay, H2Connection, type Dial } from "./relay.ts";
 import { ownSpiffeId, xfccElement, XFCC } from "./xfcc.ts";
 
@@ -47,6 +47,16 @@ export function describeApp(a: AppAddress): string {
   return a.kind === "unix" ? `unix:${a.path}` : `http://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
+/**
+ * How long a pooled connection to the app may stay idle. An app closes idle connections on
+ * its own clock (Node 5 s, gunicorn 2 s); a request sent on one the app is closing at that
+ * moment is lost (ECONNRESET: a 503 to the caller). Node's Agent honours an app's
+ * `Keep-Alive: timeout=` hint only below its own timeout, and without one keeps idle sockets
+ * forever: so the sidecar closes them first. A new loopback connection costs far less than a
+ * lost request.
+ */
+export const APP_IDLE_MS = 1_000;
+
 export interface InboundOptions {
   service: string;
   app: AppAddress;
@@ -69,7 +79,7 @@ export class Inbound {
     this.where = describeApp(o.app);
     const a = o.app;
     if (o.protocol === "http1") {
-      const agent = new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxFreeSockets: 64 });
+      const agent = new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxFreeSockets: 64, timeout: APP_IDLE_MS });
       this.agent = agent;
       const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
       this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };
@@ -91,12 +101,22 @@ export class Inbound {
   }
 
   readonly forward: Forward = (req, res, peer, done) => {
+    const failed = (e: Error) => this.appFailed(req, res, peer, e);
+    if (this.dial.protocol === "http1") {
+      // From the raw list: no header object is built for the request or for the app's call.
+      const scan: RawScan = { authority: undefined, body: false };
+      const headers = forwardableList(req.rawHeaders, scan);
+      headers.push(XFCC, this.xfccOf(peer));
+      // The authority the caller asked for (it named this service), for apps that route by Host.
+      if (scan.authority !== undefined) headers.push("host", scan.authority);
+      // HTTP/2 says where the body ends by END_STREAM, not by a header.
+      const body = "stream" in req ? !req.stream.endAfterHeaders : scan.body;
+      relay(req, res, this.dial, { headers, body, done, failed });
+      return;
+    }
     const headers: OutgoingHttpHeaders = forwardable(req.headers);
     headers[XFCC] = this.xfccOf(peer);
-    // The authority the caller asked for (it named this service), for apps that route by Host.
-    const authority = req.headers[":authority"] ?? req.headers.host;
-    if (this.dial.protocol === "http1" && typeof authority === "string") headers.host = authority;
-    relay(req, res, this.dial, { headers, done, failed: (e) => this.appFailed(req, res, peer, e) });
+    relay(req, res, this.dial, { headers, done, failed });
   };
 
   private xfccOf(peer: ForwardPeer): string {

@@ -6,6 +6,7 @@
 import {
   createServer as h1Server,
   type IncomingMessage,
+  type OutgoingHttpHeaders,
   type Server as H1Server,
   type ServerResponse,
 } from "node:http";
@@ -27,8 +28,8 @@ import { dnsName } from "../names.ts";
 import { identityOf } from "../peer-identity.ts";
 import { upstreamReason } from "../reasons.ts";
 import { isGrpc, sendGrpcStatus, GRPC_UNAVAILABLE } from "../grpc-status.ts";
-import { forwardable } from "./headers.ts";
-import { relay, H2Connection } from "./relay.ts";
+import { forwardable, forwardableList, type RawScan } from "./headers.ts";
+import { relay, H2Connection, type Dial } from "./relay.ts";
 
 export interface OutboundRoute {
   /** The upstream's mesh name: the identity its certificate must carry. */
@@ -40,6 +41,8 @@ export interface OutboundRoute {
 }
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n");
+/** Idle time before a pooled connection to an upstream is closed (the mesh servers close at 5 s). */
+export const UPSTREAM_IDLE_MS = 4_000;
 
 /** The callee must be exactly `name`: the host-name check, then the mesh's own identity rules. */
 export function calleeCheck(name: string): (host: string, cert: PeerCertificate) => Error | undefined {
@@ -63,6 +66,10 @@ class Lane {
   private agent: Agent;
   private readonly h2: H2Connection;
   readonly servername: string;
+  /** `<name>.internal:<port>`: the authority (Host) of every call to the upstream. */
+  private readonly authority: string;
+  private readonly h1Dial: Dial;
+  private readonly h2Dial: Dial;
   readonly h1: H1Server;
   readonly h2c: Http2Server;
   readonly net: NetServer;
@@ -89,8 +96,25 @@ class Lane {
         checkServerIdentity: check,
       }),
     );
+    this.authority = `${this.servername}:${port}`;
+    this.h2Dial = {
+      protocol: "h2",
+      scheme: "https",
+      authority: this.authority,
+      session: () => this.h2.session(),
+      lastError: () => this.h2.lastError(),
+    };
+    // Made once, not per request; setMaterial() makes it again with the new context and pool.
+    this.h1Dial = h1Dial(
+      host,
+      port,
+      this.servername,
+      check,
+      () => this.context,
+      () => this.agent,
+    );
     const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
-      this.onRequest(req, res, host, port, check);
+      this.onRequest(req, res);
     this.h1 = h1Server(handle);
     this.h2c = h2Server(handle);
     this.net = netServer((sock) => {
@@ -115,42 +139,22 @@ class Lane {
     });
   }
 
-  private onRequest(
-    req: IncomingMessage | Http2ServerRequest,
-    res: ServerResponse | Http2ServerResponse,
-    host: string,
-    port: number,
-    check: ReturnType<typeof calleeCheck>,
-  ): void {
-    const headers = forwardable(req.headers);
-    const agent = this.agent;
-    const context = this.context;
-    const dial =
-      req.httpVersionMajor === 2
-        ? {
-            protocol: "h2" as const,
-            scheme: "https" as const,
-            authority: `${this.servername}:${port}`,
-            session: () => this.h2.session(),
-            lastError: () => this.h2.lastError(),
-          }
-        : {
-            protocol: "http1" as const,
-            request: (o: object) =>
-              httpsRequest({
-                ...o,
-                host,
-                port,
-                servername: this.servername,
-                secureContext: context,
-                checkServerIdentity: check,
-                agent,
-                headers: { ...headers, host: `${this.servername}:${port}` },
-              } as RequestOptions),
-          };
+  private onRequest(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse): void {
+    const h2 = req.httpVersionMajor === 2;
+    let headers: OutgoingHttpHeaders | string[];
+    let body: boolean | undefined;
+    if (h2) headers = forwardable(req.headers);
+    else {
+      // As the inbound side does: from the raw list, no header object built on either side.
+      const scan: RawScan = { authority: undefined, body: false };
+      headers = forwardableList(req.rawHeaders, scan);
+      headers.push("host", this.authority);
+      body = scan.body;
+    }
     let reason: string | undefined;
-    relay(req, res, dial, {
+    relay(req, res, h2 ? this.h2Dial : this.h1Dial, {
       headers,
+      body,
       // As client.ts counts: a 403 or a 5xx from the callee is a failed call too.
       done: (status) =>
         this.metrics?.outboundCall(
@@ -256,6 +260,30 @@ function replaying(sock: Socket, first: Buffer): Duplex {
   return d;
 }
 
+/** HTTP/1.1 over mTLS to the upstream, with the context and pool in force when each call starts. */
+function h1Dial(
+  host: string,
+  port: number,
+  servername: string,
+  checkServerIdentity: ReturnType<typeof calleeCheck>,
+  context: () => SecureContext,
+  agent: () => Agent,
+): Dial {
+  return {
+    protocol: "http1",
+    request: (o) =>
+      httpsRequest({
+        ...o,
+        host,
+        port,
+        servername,
+        secureContext: context(),
+        checkServerIdentity,
+        agent: agent(),
+      } as RequestOptions),
+  };
+}
+
 function contextOf(m: TlsMaterial): SecureContext {
   // CRLs on: a revoked callee fails the handshake (CERT_REVOKED), as in client.ts.
   return createSecureContext({
@@ -269,8 +297,10 @@ function contextOf(m: TlsMaterial): SecureContext {
 }
 
 function newAgent(): Agent {
-  // No TLS session reuse: every new connection is judged under the current trust.
-  return new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxCachedSessions: 0 });
+  // No TLS session reuse: every new connection is judged under the current trust. Idle
+  // connections closed after UPSTREAM_IDLE_MS, under the mesh servers' 5 s keep-alive timeout,
+  // as client.ts does: never reuse one the server is closing (the request would be lost).
+  return new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxCachedSessions: 0, timeout: UPSTREAM_IDLE_MS });
 }
 
 function splitAddr(addr: string): [string, number] {

@@ -4,7 +4,7 @@
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions, ServerResponse } from "node:http";
 import { constants, type ClientHttp2Session, type ClientHttp2Stream, type Http2ServerResponse } from "node:http2";
 import type { MeshRequest, MeshResponse } from "../app.ts";
-import { forwardable } from "./headers.ts";
+import { forwardable, forwardableList } from "./headers.ts";
 
 export type Dial =
   | { readonly protocol: "http1"; request(o: RequestOptions): ClientRequest }
@@ -17,8 +17,13 @@ export type Dial =
     };
 
 export interface RelayHooks {
-  /** Headers to send: the caller's, filtered, plus whatever the side adds (XFCC). */
-  readonly headers: OutgoingHttpHeaders;
+  /**
+   * Headers to send: the caller's, filtered, plus whatever the side adds (XFCC). A flat list
+   * (forwardableList) only towards HTTP/1.1; an HTTP/2 target takes an object.
+   */
+  readonly headers: OutgoingHttpHeaders | string[];
+  /** Whether the caller's request has a body; when known to be false, nothing is piped. */
+  readonly body?: boolean;
   /** The target could not be reached or broke before answering: answer the caller, return the status sent. */
   failed(e: Error): number;
   /** The exchange is over (answered, or the caller went away: 499). */
@@ -47,23 +52,38 @@ export function relay(req: MeshRequest, res: MeshResponse, dial: Dial, hooks: Re
   const path = req.url ?? "/";
   const method = req.method ?? "GET";
   if (dial.protocol === "http1") {
-    const up = dial.request({ method, path, headers: hooks.headers });
+    const up = dial.request({ method, path, headers: hooks.headers as RequestOptions["headers"] });
     res.once("close", () => {
       if (!res.writableFinished) up.destroy();
       finish();
     });
     up.on("response", (ur: IncomingMessage) => {
       status = ur.statusCode ?? 502;
-      res.writeHead(status, forwardable(ur.headers));
+      // Http2ServerResponse#writeHead takes the same flat list at run time (its types say object only).
+      const out = res as ServerResponse;
+      out.writeHead(status, forwardableList(ur.rawHeaders));
+      // By hand rather than ur.pipe(res): a pipe's half-dozen listeners on both streams, set up
+      // and torn down, were a visible share of a small request's cost. Backpressure as a pipe's.
+      ur.on("data", (chunk: Buffer) => {
+        if (!out.write(chunk)) {
+          ur.pause();
+          res.once("drain", () => ur.resume());
+        }
+      });
       ur.once("end", () => {
         if (ur.rawTrailers.length > 0) res.addTrailers(ur.trailers as Record<string, string>);
+        res.end();
       });
       ur.on("error", () => destroy(res));
-      ur.pipe(res as ServerResponse);
     });
     up.on("error", fail);
-    req.on("error", () => up.destroy());
-    req.pipe(up);
+    if (hooks.body === false) {
+      req.resume();
+      up.end();
+    } else {
+      req.on("error", () => up.destroy());
+      req.pipe(up);
+    }
     return;
   }
   let up: ClientHttp2Stream;
@@ -73,7 +93,7 @@ export function relay(req: MeshRequest, res: MeshResponse, dial: Dial, hooks: Re
       ":path": path,
       ":scheme": dial.scheme,
       ":authority": dial.authority,
-      ...hooks.headers,
+      ...(Array.isArray(hooks.headers) ? listToObject(hooks.headers) : hooks.headers),
     });
   } catch (e) {
     fail(e as Error);
@@ -103,6 +123,16 @@ export function relay(req: MeshRequest, res: MeshResponse, dial: Dial, hooks: Re
   up.on("error", (e: Error) => fail(dial.lastError() ?? e));
   req.on("error", () => up.close(NGHTTP2_CANCEL));
   req.pipe(up);
+}
+
+function listToObject(list: readonly string[]): OutgoingHttpHeaders {
+  const o: Record<string, string | string[]> = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const k = list[i]!;
+    const seen = o[k];
+    o[k] = seen === undefined ? list[i + 1]! : [...(Array.isArray(seen) ? seen : [seen]), list[i + 1]!];
+  }
+  return o;
 }
 
 function destroy(res: MeshResponse): void {

@@ -38,13 +38,18 @@ export function xfccElement(by: string, peer: ForwardPeer): string {
   return parts.join(";");
 }
 
-/** Values with , ; = or a quote are double-quoted, inner quotes and backslashes escaped. */
+/**
+ * Values with , ; = or a quote are double-quoted, inner quotes and backslashes escaped. A
+ * control character (a certificate's subject or SAN may hold one) is written as `\xHH`: the
+ * header must stay one line, and the sidecar hands Node this value in a list Node does not check.
+ */
 function value(v: string): string {
-  return /[,;="\\\s]/.test(v) ? quoted(v) : v;
+  return /[,;="\\\s\x00-\x1f\x7f]/.test(v) ? quoted(v) : v;
 }
 
 function quoted(v: string): string {
-  return `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+  const escaped = v.replace(/["\\]/g, (c) => `\\${c}`);
+  return `"${escaped.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}"`;
 }
 
 /** The SANs of one type from Node's rendering ("DNS:a, URI:spiffe://…"; odd values JSON-quoted). */
