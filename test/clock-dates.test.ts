@@ -111,3 +111,16 @@ test("the CA's est.clock_skew: once a minute per name, and again at once when th
     "clock skew: payment.internal's clock is 2d 0h ahead of this CA's",
   ]);
 });
+
+test("a file-mode service with a MESH_CLOCK_OFFSET_MS that is not a number: one line, exit 2, before anything else", () => {
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "services/main.ts", "--service", "payment", "--port", "0", "--pki", "/nonexistent"],
+    { cwd: ROOT, env: { ...process.env, MESH_CLOCK_OFFSET_MS: "ten minutes" }, encoding: "utf8" },
+  );
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(
+    r.stderr.trim(),
+    'payment: cannot start: MESH_CLOCK_OFFSET_MS="ten minutes" is not a whole number of milliseconds within ±10 years (e.g. -600000 for 10 minutes behind)',
+  );
+});

@@ -1,6 +1,7 @@
 // Starts one mesh service: loads policy and TLS material, serves, and reloads both when
 // their files change, keeping the old state when a new file is broken.
 import { createHash } from "node:crypto";
+import { processClockOffsetMs } from "../../lib/clock.ts";
 import { readFileSync, statSync } from "node:fs";
 import type { DestinationStream } from "pino";
 import { parsePolicy, type Policy } from "./policy.ts";
@@ -73,6 +74,8 @@ export interface RunningService {
 
 /** Throws MeshError (bad policy, missing or invalid TLS files) before listening on anything. */
 export async function startService(o: ServiceOptions): Promise<RunningService> {
+  // Peers' certificate dates are judged by this clock (clock-dates.ts): a bad MESH_CLOCK_OFFSET_MS stops the start, not a handshake.
+  processClockOffsetMs();
   if (!isIdentityName(o.service))
     throw new MeshError(
       "BAD_ARGUMENT",
