@@ -63,6 +63,34 @@ test("ten minutes behind: not yet valid (the CA backdates only 5 minutes)", asyn
   assert.match(r.sentence, /is valid only from .* which MESH_CLOCK_OFFSET_MS sets 10m 0s behind the machine's/);
 });
 
+test("a caller whose clock is 2 days ahead refuses its callee's certificate by that clock, and says the clock is why", async () => {
+  const script = `
+    import { calleeIdentity } from "./services/mesh/client.ts";
+    import { upstreamReason } from "./services/mesh/reasons.ts";
+    import { X509Certificate } from "node:crypto";
+    import { readFileSync } from "node:fs";
+    const cert = new X509Certificate(readFileSync(process.argv[1])).toLegacyObject();
+    const err = calleeIdentity("order.internal", cert, "internal");
+    console.log(JSON.stringify({ code: err?.code, why: err ? upstreamReason(err, "order", "127.0.0.1:7402") : null }));`;
+  const run = async (offset: string) => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script, await certFile], {
+      cwd: ROOT,
+      env: { ...process.env, MESH_CLOCK_OFFSET_MS: offset },
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { code?: string; why: { reason: string; sentence: string } | null };
+  };
+  assert.deepEqual(await run(""), { why: null }, "the machine's clock: the certificate is fine");
+  const skewed = await run(String(2 * 86_400_000));
+  assert.equal(skewed.code, "CERT_HAS_EXPIRED");
+  assert.equal(skewed.why!.reason, "server_cert_expired");
+  assert.match(
+    skewed.why!.sentence,
+    /^the certificate of order\.internal expired on .* by this host's clock .*MESH_CLOCK_OFFSET_MS sets 2d 0h ahead/,
+  );
+});
+
 test("the CA's est.clock_skew: once a minute per name, and again at once when that name's clock moves again", () => {
   const said: string[] = [];
   const log = {
@@ -82,4 +110,17 @@ test("the CA's est.clock_skew: once a minute per name, and again at once when th
     "clock skew: payment.internal's clock is 10m 0s ahead of this CA's",
     "clock skew: payment.internal's clock is 2d 0h ahead of this CA's",
   ]);
+});
+
+test("a file-mode service with a MESH_CLOCK_OFFSET_MS that is not a number: one line, exit 2, before anything else", () => {
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "services/main.ts", "--service", "payment", "--port", "0", "--pki", "/nonexistent"],
+    { cwd: ROOT, env: { ...process.env, MESH_CLOCK_OFFSET_MS: "ten minutes" }, encoding: "utf8" },
+  );
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(
+    r.stderr.trim(),
+    'payment: cannot start: MESH_CLOCK_OFFSET_MS="ten minutes" is not a whole number of milliseconds within ±10 years (e.g. -600000 for 10 minutes behind)',
+  );
 });

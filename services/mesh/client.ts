@@ -11,7 +11,8 @@ import { checkServerIdentity, connect, createSecureContext, type PeerCertificate
 import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
 import { REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
-import type { X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
+import { datesByProcessClock } from "./clock-dates.ts";
 
 // undici adds about 20 MB to a process that loads it: only a service that calls another does.
 const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
@@ -45,11 +46,24 @@ export function calleeIdentity(host: string, cert: PeerCertificate, trustDomain:
   const err = checkServerIdentity(host, cert);
   if (err) return err;
   const id = identityOf(cert, trustDomain);
-  if (id.ok || !id.reason.startsWith("spiffe_")) return undefined;
+  if (id.ok || !id.reason.startsWith("spiffe_")) return calleeDatesByProcessClock(host, cert);
   return Object.assign(
     new Error(`the certificate of ${host} is not a usable SPIFFE identity (${id.reason}): ${id.detail}`),
     { code: "ERR_TLS_CERT_ALTNAME_INVALID", reason: id.reason, host, cert },
   );
+}
+
+/**
+ * OpenSSL judged the callee's dates by the machine's clock; a process whose clock is moved
+ * (MESH_CLOCK_OFFSET_MS) judges them again by its own, as a host with that clock would. The
+ * sentence names the clock (upstreamReason reads it from `byClock`).
+ */
+function calleeDatesByProcessClock(host: string, cert: PeerCertificate): Error | undefined {
+  if (!cert.raw) return undefined;
+  const late = datesByProcessClock(new X509Certificate(cert.raw), `the certificate of ${host}`);
+  return late
+    ? Object.assign(new Error(late.sentence), { code: late.code, byClock: late.sentence, host, cert })
+    : undefined;
 }
 
 export class Upstreams {

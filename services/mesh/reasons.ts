@@ -259,11 +259,13 @@ export function upstreamReason(
   addr: string,
 ): { reason: UpstreamReason; code: string; sentence: string } {
   const codes: string[] = [];
+  let byClock: string | undefined;
   for (
-    let e = err as { code?: unknown; cause?: unknown; name?: unknown } | undefined, i = 0;
+    let e = err as { code?: unknown; cause?: unknown; name?: unknown; byClock?: unknown } | undefined, i = 0;
     e && i < 5;
     e = e.cause as typeof e, i++
   ) {
+    if (typeof e.byClock === "string") byClock ??= e.byClock;
     if (typeof e.code === "string") codes.push(e.code);
     else if (typeof e.name === "string" && (e.name === "TimeoutError" || e.name === "AbortError")) codes.push(e.name);
   }
@@ -328,6 +330,9 @@ export function upstreamReason(
       sentence: `${upstream} at ${addr} and this service agreed on no TLS version or cipher suite (the mesh allows TLS 1.2 or later, and in TLS 1.2 only ECDHE suites with AES-GCM or ChaCha20-Poly1305); is something else listening there, or is ${upstream} configured otherwise?`,
     };
   }
+  // This process's moved clock (MESH_CLOCK_OFFSET_MS) refused it: the sentence says the clock is why.
+  if (byClock !== undefined)
+    return { reason: has("CERT_HAS_EXPIRED") ? "server_cert_expired" : "network", code, sentence: byClock };
   if (has("CERT_HAS_EXPIRED"))
     return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
   if (has("CERT_NOT_YET_VALID")) {

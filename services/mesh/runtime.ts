@@ -1,6 +1,7 @@
 // Starts one mesh service: loads policy and TLS material, serves, and reloads both when
 // their files change, keeping the old state when a new file is broken.
 import type { DestinationStream } from "pino";
+import { processClockOffsetMs } from "../../lib/clock.ts";
 import type { Policy } from "./policy.ts";
 import { materialPaths, type MaterialPaths, type TlsMaterial } from "./material.ts";
 import { MeshServer, type Limits } from "./server.ts";
@@ -74,6 +75,8 @@ export interface RunningService {
 
 /** Throws MeshError (bad policy, missing or invalid TLS files) before listening on anything. */
 export async function startService(o: ServiceOptions): Promise<RunningService> {
+  // Peers' certificate dates are judged by this clock (clock-dates.ts): a bad MESH_CLOCK_OFFSET_MS stops the start, not a handshake.
+  processClockOffsetMs();
   checkServiceName(o.service);
   const log = o.log ?? createLogger(o.service, o.logDestination);
   const dns = dnsName(o.service);
