@@ -5,7 +5,7 @@
 // every service learns of it the way it learns of any revocation (the long poll, within a second).
 import { execFile } from "node:child_process";
 import { X509Certificate, generateKeyPairSync, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../../ca/index.ts";
 import { spiffeIdForName } from "../../lib/spiffe.ts";
@@ -225,5 +225,6 @@ function iso(ms: number): string {
 
 /** A private work folder for one toggle (0700), under `parent`. */
 export function workFolder(parent: string): string {
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
   return mkdtempSync(join(parent, ".toggle-work-"));
 }
