@@ -110,7 +110,7 @@ async function flip(mesh: MeshState, t: Target, kind: ToggleKind, o: Opts): Prom
   const work = workFolder(dirname(t.toggle.dir));
   let made: Awaited<ReturnType<typeof craft>>;
   try {
-    made = await craft({ kind, service: t.service, pki: mesh.pki, work });
+    made = await craft({ kind, service: t.service, pki: mesh.pki, work, store: mesh.ca?.store });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
