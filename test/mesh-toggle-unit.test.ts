@@ -12,6 +12,8 @@ import { install, remove } from "../scripts/toggle/install.ts";
 import { toggleDirOf, togglePaths } from "../services/mesh/toggle.ts";
 import { MeshModel } from "../scripts/dashboard/model.ts";
 import { logged } from "./helpers/events.ts";
+import { checkToggle } from "../scripts/check/checks.ts";
+import type { ServiceFacts } from "../scripts/check/facts.ts";
 
 let pki: TestPki | undefined;
 let running: TestService | undefined;
@@ -146,4 +148,16 @@ test("the dashboard shows the toggle and the identity presented, through the age
   );
   [s] = m.servicesView();
   assert.deepEqual([s!.toggle, s!.serial], [null, "aa02"]);
+});
+
+test("mesh:check names a toggle that is on, with the restore as its fix, and says nothing of one that is off", () => {
+  // checkToggle reads the name and the toggle only.
+  const facts = (toggle: ServiceFacts["toggle"]) => ({ name: "payment", toggle }) as unknown as ServiceFacts;
+  assert.equal(checkToggle(facts(null)), null);
+  assert.equal(checkToggle(facts(undefined)), null);
+  const c = checkToggle(facts({ kind: "revoked", serial: "3cf8", since: "2026-12-06T22:55:42.808Z" }))!;
+  assert.equal(c.severity, "error");
+  assert.equal(c.ok, false);
+  assert.match(c.detail, /payment presents a teaching toggle \(revoked, serial 3cf8/);
+  assert.equal(c.fix, "npm run mesh:toggle -- payment --restore");
 });
