@@ -62,12 +62,14 @@ async function main(): Promise<void> {
   const o = program.opts<Opts>();
   // Everything the words say is checked before anything is read or written.
   if (o.list) return list(o);
+  // The first screen is the examples, as `npm run ca` with no command.
+  if (!service && !o.status && !o.restore) {
+    program.outputHelp();
+    return;
+  }
   if (!o.status) {
     if (!service)
-      throw new ToggleError(
-        "BAD_INPUT",
-        "name a service and a kind (npm run mesh:toggle -- payment expired), or --list",
-      );
+      throw new ToggleError("BAD_INPUT", "name the service to restore (npm run mesh:toggle -- payment --restore)");
     if (!isIdentityName(service))
       throw new ToggleError("BAD_INPUT", `${JSON.stringify(service.slice(0, 40))} is not a service name`);
     if (o.restore && kind) throw new ToggleError("BAD_INPUT", `--restore takes no kind (got ${kind})`);
@@ -110,7 +112,7 @@ async function flip(mesh: MeshState, t: Target, kind: ToggleKind, o: Opts): Prom
   const work = workFolder(dirname(t.toggle.dir));
   let made: Awaited<ReturnType<typeof craft>>;
   try {
-    made = await craft({ kind, service: t.service, pki: mesh.pki, work });
+    made = await craft({ kind, service: t.service, pki: mesh.pki, work, store: mesh.ca?.store });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -42,10 +42,14 @@ interface Report {
 }
 
 function toggle(args: string[], logDir = logs): Promise<{ code: number; out: string; err: string }> {
+  return run("scripts/mesh-toggle.ts", ["--logs", logDir, ...args]);
+}
+
+function run(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", "scripts/mesh-toggle.ts", "--logs", logDir, ...args],
+      ["--import", "tsx", script, ...args],
       { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 120_000 },
       (e, stdout, stderr) =>
         resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr }),
@@ -130,8 +134,9 @@ test("bad input: one line on stderr and a non-zero exit, before anything is touc
     [["payment", "expired"], 3, /no mesh is running: .*mesh\.json does not exist \(start one: npm run mesh:up\)/],
   ];
   const empty = join(tmp, "no-mesh-logs");
-  for (const [args, code, msg] of cases) {
-    const r = await toggle(args, code === 3 ? empty : logs);
+  const results = await Promise.all(cases.map(([args, code]) => toggle(args, code === 3 ? empty : logs)));
+  for (const [i, [args, code, msg]] of cases.entries()) {
+    const r = results[i]!;
     assert.equal(r.code, code, `${args.join(" ")}: ${r.err}`);
     assert.match(r.err, msg);
     assert.equal(r.err.trim().split("\n").length, 1, `one line: ${r.err}`);
@@ -148,6 +153,7 @@ const CASES: Array<{
   kind: string;
   service: string;
   check: (r: Report) => void;
+  also?: () => Promise<void>;
 }> = [
   {
     kind: "expired",
@@ -192,6 +198,13 @@ const CASES: Array<{
       assert.ok(line(r, "order", "upstream.failed", "server_revoked"));
       assert.ok(line(r, "inventory", "tls.handshake_failed", "revoked"));
       assert.equal(r.dashboard?.identity?.status, "revoked");
+    },
+    // mesh:check names the toggle, and its fix is the restore (not a new certificate).
+    also: async () => {
+      const check = await run("scripts/mesh-check.ts", ["--logs", logs]);
+      assert.equal(check.code, 1, check.out);
+      assert.match(check.out, /× presents its own identity\n\s+payment presents a teaching toggle \(revoked, serial/);
+      assert.match(check.out, /fix: npm run mesh:toggle -- payment --restore/);
     },
   },
   {
@@ -245,6 +258,7 @@ for (const c of CASES) {
     assert.equal(r.dashboard?.toggle, c.kind, "the dashboard's card says which toggle");
     assert.equal(r.dashboard?.identity?.serial, r.serial, "and shows the identity presented");
     c.check(r);
+    await c.also?.();
     const dir = join(state, c.service, "toggle");
     assert.equal(statSync(join(dir, "key.pem")).mode & 0o777, 0o600);
     assert.equal(statSync(dir).mode & 0o777, 0o700);

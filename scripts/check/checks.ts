@@ -522,8 +522,22 @@ export function checkClock(s: ServiceFacts): Check {
   );
 }
 
+/** Only when one is on: a toggle explains every certificate finding, and its fix is the restore. */
+export function checkToggle(s: ServiceFacts): Check | null {
+  if (!s.toggle) return null;
+  return check(
+    "toggle",
+    "presents its own identity",
+    "error",
+    `${s.name} presents a teaching toggle (${s.toggle.kind}, serial ${s.toggle.serial}, since ${s.toggle.since}) instead of its own identity, on purpose: what the checks below say of its certificate is the toggle's`,
+    `npm run mesh:toggle -- ${s.name} --restore`,
+  );
+}
+
 export function checkService(s: ServiceFacts, ca: CaFacts, now: number): Check[] {
+  const toggle = checkToggle(s);
   return [
+    ...(toggle ? [toggle] : []),
     checkMtls(s, ca),
     checkAdmin(s),
     checkCertificate(s, ca, now),

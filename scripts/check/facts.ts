@@ -68,6 +68,8 @@ export interface ServiceFacts {
   readonly admin: AdminFacts;
   /** The ledger's row of the served serial; undefined when the CA never issued it (or nothing was served). */
   readonly ledger?: LedgerCert;
+  /** A teaching toggle it presents instead of its identity (npm run mesh:toggle), if one is on. */
+  readonly toggle?: { readonly kind: string; readonly serial: string; readonly since: string } | null;
 }
 
 export interface IssuerFacts {

@@ -14,6 +14,8 @@ import { pemBlocks } from "../../lib/pem.ts";
 import { crlsDigest } from "../../services/mesh/metrics.ts";
 import { messageOf } from "../../services/mesh/errors.ts";
 import { CALLERS } from "../../services/mesh/names.ts";
+import { toggleDirOf, togglePaths } from "../../services/mesh/toggle.ts";
+import { installedKind } from "../toggle/install.ts";
 import type { AdminFacts, CaFacts, LedgerCert, MeshFacts, MtlsFacts, ServiceFacts } from "./facts.ts";
 import { samples } from "./prom.ts";
 
@@ -420,10 +422,17 @@ async function gatherOnce(
         mtls,
         admin,
         ledger: mtls.served ? ca.ledger.get(mtls.served.serial) : undefined,
+        toggle: toggleOf(t.name, pki, online),
       };
     }),
   );
   return { facts: { ca: ca.facts, services }, behind };
+}
+
+/** The teaching toggle beside a service's identity (docs/toggles.md), if one is installed. */
+function toggleOf(name: string, pki: string, online?: OnlineMode): ServiceFacts["toggle"] {
+  const cert = online?.identities[name]?.cert ?? join(pki, "certs", `${name}.internal.crt`);
+  return installedKind(togglePaths(toggleDirOf(cert, name)));
 }
 
 /** The facts of the mesh; when a service has not caught up with the CA's files yet, asked once more after settleMs. */

@@ -5,7 +5,7 @@
 // every service learns of it the way it learns of any revocation (the long poll, within a second).
 import { execFile } from "node:child_process";
 import { X509Certificate, generateKeyPairSync, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../../ca/index.ts";
 import { spiffeIdForName } from "../../lib/spiffe.ts";
@@ -33,10 +33,17 @@ export function otherName(service: string): string {
  * Makes the certificate and key for `kind`, presented as `service`. `work` is a private folder
  * (0700) for openssl's files, removed by the caller; the keys never leave it but in the answer.
  */
-export async function craft(o: { kind: ToggleKind; service: string; pki: string; work: string }): Promise<Crafted> {
+export async function craft(o: {
+  kind: ToggleKind;
+  service: string;
+  pki: string;
+  work: string;
+  /** The CA's ledger when it is not the folder's ca.db: mesh:up's --store (mesh.json's ca.store). */
+  store?: string;
+}): Promise<Crafted> {
   const dns = `${o.service}.internal`;
   if (o.kind === "foreign-ca") return foreign(dns, o.work);
-  const ca = await openMeshCa(o.pki);
+  const ca = await openMeshCa(o.pki, o.store);
   try {
     const td = ca.trustDomain();
     const id = (name: string) => spiffeIdForName(td, name);
@@ -87,11 +94,15 @@ interface Spec {
   eku: string;
 }
 
-async function openMeshCa(pki: string): Promise<CertificateAuthority> {
+async function openMeshCa(pki: string, store?: string): Promise<CertificateAuthority> {
   if (!CertificateAuthority.exists(pki))
     throw new ToggleError("NO_MESH", `no CA in ${pki}: is the mesh up? (npm run mesh:up)`);
   // As mesh:up and the CA's CLI: encrypted CA keys are opened with MESH_CA_PASSPHRASE, never an argument.
-  return CertificateAuthority.open({ dir: pki, passphrase: process.env.MESH_CA_PASSPHRASE || undefined });
+  return CertificateAuthority.open({
+    dir: pki,
+    passphrase: process.env.MESH_CA_PASSPHRASE || undefined,
+    store: store && store !== "sqlite" ? store : undefined,
+  });
 }
 
 /** A real other CA: the project's CA code, a name of its own and its own key, in `work` (removed after). */
@@ -142,6 +153,12 @@ async function signWithOpenssl(
   );
   await openssl(["req", "-new", "-key", f("key.pem"), "-subj", `/CN=${spec.dns}`, "-out", f("csr.pem")]);
   const pass = process.env.MESH_CA_PASSPHRASE ? ["-passin", "env:MESH_CA_PASSPHRASE"] : [];
+  // Without it, openssl would ask on the terminal and wait there.
+  if (pass.length === 0 && readFileSync(issuer.key, "utf8").includes("ENCRYPTED"))
+    throw new ToggleError(
+      "BAD_INPUT",
+      `the CA's key ${issuer.key} is encrypted: set MESH_CA_PASSPHRASE (as for mesh:up and npm run ca) and try again`,
+    );
   await openssl([
     "ca",
     "-batch",
@@ -225,5 +242,6 @@ function iso(ms: number): string {
 
 /** A private work folder for one toggle (0700), under `parent`. */
 export function workFolder(parent: string): string {
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
   return mkdtempSync(join(parent, ".toggle-work-"));
 }

@@ -4,6 +4,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -26,6 +27,8 @@ function write(path: string, data: string, mode: number): void {
 
 /** Installs (or replaces) the toggle: key 0600, certificate, toggle.json, in a folder 0700. */
 export function install(p: TogglePaths, t: { certPem: string; keyPem: string; kind: string; serial: string }): void {
+  // File mode's pki/toggles/ is made the first time (online, the parent is the state folder).
+  mkdirSync(dirname(p.dir), { recursive: true, mode: 0o700 });
   const staged = mkdtempSync(join(dirname(p.dir), ".toggle-new-"));
   try {
     write(join(staged, "key.pem"), t.keyPem, 0o600);

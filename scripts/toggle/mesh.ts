@@ -15,6 +15,8 @@ export interface MeshState {
   adminPorts: Record<string, number | null>;
   identities: Record<string, { cert: string; key: string; bundle: string; crls: string }>;
   dashboard: string | null;
+  /** Online: the CA server, and where its ledger is ("sqlite", or a postgres:// URL). */
+  ca?: { store?: string } | null;
 }
 
 function alive(pid: number): boolean {
