@@ -230,6 +230,10 @@ test("rotate --plan: bad input is one line on stderr and a non-zero exit, and ch
     const order = await ca(["rotate", "--plan", "--dir", pki, "--order", "retire,activate"]);
     assert.equal(order.code, 2);
     oneLine(order, /^error: --order "retire,activate": give safe, careless, or the three gates/);
+    // Without --plan, --order would be ignored while a real rotation starts: refused before anything.
+    const noPlan = await ca(["rotate", "--dir", pki, "--order", "careless"]);
+    assert.equal(noPlan.code, 2);
+    oneLine(noPlan, /^error: --order and --policy go with --plan/);
     writeFileSync(join(dir, "bad.toml"), "[payment\naccepts = 1");
     const bad = await ca(["rotate", "--plan", "--dir", pki, "--policy", join(dir, "bad.toml")]);
     assert.equal(bad.code, 2);
