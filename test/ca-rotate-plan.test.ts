@@ -132,6 +132,21 @@ test("rotate --plan --order careless predicts the break, and the careless step t
       openssl(["verify", "-CAfile", join(pki, "bundle.pem"), join(pki, "certs", `${n}.internal.crt`)]).code;
     assert.notEqual(verify("payment"), 0);
     assert.equal(verify("order"), 0);
+
+    // Planned again now, in the middle of the careless rotation: the plan says where it stands,
+    // that payment presents generation 2 to callers trusting generation 1, and that gate 1 heals it.
+    const now = await plan(dir, "--json");
+    assert.equal(now.code, 1, "the break is under way: order → payment fails until gate 1");
+    const q = now.plan!;
+    assert.match(q.notes.join("\n"), /generation 2 signs but is not in bundle\.pem: a careless rotation is under way/);
+    assert.deepEqual(q.done, ["activate"]);
+    assert.equal(q.steps[0]!.gate, "prepare");
+    const op = callsOf(q, "prepare").find((x) => x.caller === "order" && x.callee === "payment")!;
+    assert.ok(
+      op.during.some((o) => o.caller?.reason === "server_untrusted"),
+      "until order fetches the new bundle",
+    );
+    assert.ok(op.after.ok, "healed once everyone trusts generation 2");
   } finally {
     cleanup(dir);
   }
@@ -230,6 +245,10 @@ test("rotate --plan: bad input is one line on stderr and a non-zero exit, and ch
     const order = await ca(["rotate", "--plan", "--dir", pki, "--order", "retire,activate"]);
     assert.equal(order.code, 2);
     oneLine(order, /^error: --order "retire,activate": give safe, careless, or the three gates/);
+    // Without --plan, --order would be ignored while a real rotation starts: refused before anything.
+    const noPlan = await ca(["rotate", "--dir", pki, "--order", "careless"]);
+    assert.equal(noPlan.code, 2);
+    oneLine(noPlan, /^error: --order and --policy go with --plan/);
     writeFileSync(join(dir, "bad.toml"), "[payment\naccepts = 1");
     const bad = await ca(["rotate", "--plan", "--dir", pki, "--policy", join(dir, "bad.toml")]);
     assert.equal(bad.code, 2);

@@ -57,8 +57,12 @@ export function register(program: Command): void {
       3: "stopped: a gate waited longer than --timeout (the rotation is kept: run it again to carry on), or a rule forbids the next step; with --plan: nothing to plan (no identity holds a valid certificate)",
       4: CA_KEY,
     },
-  ).action((o) =>
-    o.plan
+  ).action((o) => {
+    if (!o.plan && (o.order !== "safe" || o.policy !== undefined))
+      throw badInput(
+        `--order and --policy go with --plan (npm run ca -- rotate --plan ${o.policy !== undefined ? "--policy FILE" : `--order ${o.order}`})`,
+      );
+    return o.plan
       ? withView(o, (view) => plan(view, o))
       : withCa(o, async (ca) => {
           const rotation = await import("../rotation.ts");
@@ -126,8 +130,8 @@ export function register(program: Command): void {
             process.off("SIGINT", stop);
             process.off("SIGTERM", stop);
           }
-        }),
-  );
+        });
+  });
 }
 
 /** rotate --plan: the plan from the ledger's facts, changing nothing (docs/rotation.md). */
