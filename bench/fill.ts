@@ -9,7 +9,7 @@ export interface LedgerShape {
 }
 
 const INSERT = `INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
-  VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`;
+  VALUES (@serial, @name, @sans, @issuerId, @keyType, @notBefore, @notAfter, @status, @revokedAt, @reason, @supersededBy, @source, @createdAt, @pem)`;
 
 const SPACING_MS = 30_000; // 100,000 rows span ~35 days: all still inside their 90 days
 const LEAF_DAYS_MS = 90 * 86_400_000;
@@ -36,16 +36,16 @@ export function fillLedger(ca: CertificateAuthority, shape: LedgerShape, pem: st
         serial: `4${i.toString(16).padStart(31, "0")}`,
         name,
         sans: JSON.stringify({ name, dns: [], ip: [], uri: [] }),
-        issuer_id: "root-1",
-        key_type: "ec-p256",
-        not_before: new Date(created - 5 * 60_000).toISOString(),
-        not_after: new Date(created + LEAF_DAYS_MS).toISOString(),
+        issuerId: "root-1",
+        keyType: "ec-p256",
+        notBefore: new Date(created - 5 * 60_000).toISOString(),
+        notAfter: new Date(created + LEAF_DAYS_MS).toISOString(),
         status: revoked ? "revoked" : "valid",
-        revoked_at: revoked ? new Date(created + 60_000).toISOString() : null,
+        revokedAt: revoked ? new Date(created + 60_000).toISOString() : null,
         reason: revoked ? "keyCompromise" : null,
-        superseded_by: null,
+        supersededBy: null,
         source: "issue",
-        created_at: new Date(created).toISOString(),
+        createdAt: new Date(created).toISOString(),
         pem,
       };
       insert.run(row);

@@ -253,12 +253,12 @@ export class CertificateAuthority implements CaCore {
       entries = concat([stored, encodeEntry(added)]);
     } else {
       // Expired serials leave only once a CRL signed after their expiry listed them (crl.ts).
-      const cutoff = dropCutoff(lastSignedAt(this.ledger.issuer(issuerId)?.crl_next_update ?? null), now);
+      const cutoff = dropCutoff(lastSignedAt(this.ledger.issuer(issuerId)?.crlNextUpdate ?? null), now);
       const revoked = this.ledger.revokedUnexpired(issuerId, cutoff.toISOString());
       entries = encodeEntries(
         revoked.map((r) => ({
           serial: r.serial,
-          revokedAt: new Date(r.revoked_at!),
+          revokedAt: new Date(r.revokedAt!),
           reason: (r.reason ?? "unspecified") as RevocationReason,
         })),
       );
@@ -294,7 +294,7 @@ export class CertificateAuthority implements CaCore {
   writeCrlBundle(): void {
     const pems = this.ledger
       .issuers()
-      .filter((r) => r.state !== "retired" && r.crl_next_update)
+      .filter((r) => r.state !== "retired" && r.crlNextUpdate)
       .map((r) => {
         // The ledger's copy is the newest, whichever host signed it (replicas on a shared store).
         const stored = this.ledger.signedCrl(r.id);
@@ -341,9 +341,7 @@ export class CertificateAuthority implements CaCore {
     const now = this.now().getTime();
     const due = this.ledger
       .issuers()
-      .filter(
-        (r) => r.state !== "retired" && r.crl_next_update && new Date(r.crl_next_update).getTime() - now <= within,
-      )
+      .filter((r) => r.state !== "retired" && r.crlNextUpdate && new Date(r.crlNextUpdate).getTime() - now <= within)
       .map((r) => r.id);
     return due.length > 0 ? this.publishCrls(due) : [];
   }

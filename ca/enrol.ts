@@ -124,7 +124,7 @@ export interface OnlineIssueOptions {
 export function tokenOpen(ca: CertificateAuthority, token: string): boolean {
   if (!isTokenShaped(token)) return false;
   const row = ca.ledger.token(hashToken(token));
-  return row !== undefined && row.used_at === null && new Date(row.expires_at) > ca.now();
+  return row !== undefined && row.usedAt === null && new Date(row.expiresAt) > ca.now();
 }
 
 /** Authenticates an enrolment: the token must be for exactly the CSR's name, unused and unexpired. */
@@ -237,13 +237,13 @@ function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: Ce
       `the certificate ${row.serial} was already renewed: renew with the newest certificate`,
       row.name,
     );
-  if (new Date(row.not_after) <= ca.now())
+  if (new Date(row.notAfter) <= ca.now())
     throw new EnrolError(
       "cert_expired",
-      `the certificate ${row.serial} expired at ${row.not_after}: enrol again with a new token`,
+      `the certificate ${row.serial} expired at ${row.notAfter}: enrol again with a new token`,
       row.name,
     );
-  const generation = ca.issuerRow(row.issuer_id).generation;
+  const generation = ca.issuerRow(row.issuerId).generation;
   const state = ca.issuerRow(`root-${generation}`).state;
   if (state !== "published")
     throw new EnrolError(

@@ -66,7 +66,7 @@ export function listTable(rows: ListedCert[]): string {
 
 export function issuerLine(r: IssuerRow): string {
   const kind = r.kind === "root" ? `root, generation ${r.generation}` : `intermediate under generation ${r.generation}`;
-  return `${r.name} (${kind}; ${r.id}; expires ${longDate(r.not_after)})`;
+  return `${r.name} (${kind}; ${r.id}; expires ${longDate(r.notAfter)})`;
 }
 
 /** `crlSource` says where the CRLs came from, for the revocation line. */

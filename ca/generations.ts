@@ -113,7 +113,7 @@ export function intermediateProfile(ca: CaCore, id: string): IntermediateProfile
     }
     permitDns = dns as string[];
   }
-  return { name: row.name, permitDns, keyType: validateKeyType(row.key_type) };
+  return { name: row.name, permitDns, keyType: validateKeyType(row.keyType) };
 }
 
 /**
@@ -132,7 +132,7 @@ export async function addGeneration(
   const generation = Math.max(...gens.map((g) => g.generation)) + 1;
   const name = validateCaName(opts.name ?? generationName(gens[0]!.root.name, generation));
   const days = validateDays(opts.days ?? 3650, CA_MAX_DAYS);
-  const keyType = validateKeyType(opts.keyType ?? gens.at(-1)!.root.key_type);
+  const keyType = validateKeyType(opts.keyType ?? gens.at(-1)!.root.keyType);
   refuseDuplicateName(ca, name);
   const now = ca.now();
   const keys = await generateKeyPair(keyType);
@@ -224,12 +224,12 @@ export function issuerRow(
     parent,
     name: cert.subjectName.getField("CN")[0] ?? cert.subject,
     serial: normalSerial(cert.serialNumber),
-    key_type: keyType,
-    not_before: cert.notBefore.toISOString(),
-    not_after: cert.notAfter.toISOString(),
+    keyType: keyType,
+    notBefore: cert.notBefore.toISOString(),
+    notAfter: cert.notAfter.toISOString(),
     state,
-    crl_number: 0,
-    crl_next_update: null,
-    created_at: now.toISOString(),
+    crlNumber: 0,
+    crlNextUpdate: null,
+    createdAt: now.toISOString(),
   };
 }

@@ -98,7 +98,7 @@ export async function renew(
       "REFUSED",
       `cannot renew ${name}: it was signed from a CSR, so its key is not here; sign a new CSR (run: npm run ca -- sign --csr FILE)`,
     );
-  const keyType = validateKeyType(opts.keyType ?? old.key_type);
+  const keyType = validateKeyType(opts.keyType ?? old.keyType);
   const sans = JSON.parse(old.sans) as LeafNames;
   const keys = await generateKeyPair(keyType);
   return signLeaf(ca, {
@@ -142,7 +142,7 @@ export async function revoke(
     }
   }
   if (row.status === "revoked") throw new CaError("REFUSED", `${row.name} (serial ${row.serial}) is already revoked`);
-  const signer = await ca.signer(row.issuer_id);
+  const signer = await ca.signer(row.issuerId);
   const at = ca.now();
   const serial = row.serial;
   // The ledger row and the re-signed CRL are written under one write lock,
@@ -150,7 +150,7 @@ export async function revoke(
   await ca.ledger.writeAsync(async () => {
     if (!ca.ledger.markRevoked(serial, at.toISOString(), reason))
       throw new CaError("REFUSED", `${row!.name} (serial ${serial}) was revoked by another command just now`);
-    await ca.resignCrl(row!.issuer_id, signer, at, { serial, revokedAt: at, reason });
+    await ca.resignCrl(row!.issuerId, signer, at, { serial, revokedAt: at, reason });
   });
   ca.writeCrlBundle();
   return ca.ledger.bySerial(serial)!;
@@ -180,10 +180,10 @@ export function svidNames(names: LeafNames, trustDomain: string): LeafNames {
 
 function refuseIfCurrent(ca: CaCore, name: string): void {
   const cur = ca.ledger.current(name);
-  if (cur && new Date(cur.not_after) > ca.now()) {
+  if (cur && new Date(cur.notAfter) > ca.now()) {
     throw new CaError(
       "ALREADY_EXISTS",
-      `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.not_after.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`,
+      `${name} already has a valid certificate (serial ${cur.serial}, expires ${cur.notAfter.slice(0, 10)}); to replace it run: npm run ca -- renew --domain ${name}`,
     );
   }
 }
@@ -254,7 +254,7 @@ export async function signLeaf(
             );
         } else {
           const cur = ca.ledger.current(name);
-          if (cur && new Date(cur.not_after) > now)
+          if (cur && new Date(cur.notAfter) > now)
             throw new CaError(
               "ALREADY_EXISTS",
               `${name} was issued by another command just now (serial ${cur.serial})`,
@@ -265,16 +265,16 @@ export async function signLeaf(
           serial,
           name,
           sans: JSON.stringify(names),
-          issuer_id: issuerId,
-          key_type: opts.keyType,
-          not_before: validity.notBefore.toISOString(),
-          not_after: validity.notAfter.toISOString(),
+          issuerId: issuerId,
+          keyType: opts.keyType,
+          notBefore: validity.notBefore.toISOString(),
+          notAfter: validity.notAfter.toISOString(),
           status: "valid",
-          revoked_at: null,
+          revokedAt: null,
           reason: null,
-          superseded_by: null,
+          supersededBy: null,
           source: opts.source,
-          created_at: now.toISOString(),
+          createdAt: now.toISOString(),
           pem: certToPem(cert),
         });
         // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and

@@ -3,6 +3,7 @@
 import Database from "better-sqlite3";
 import { CaError } from "./errors.ts";
 import type { LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
+import { allFromStored, fromStored, maybeFromStored, toStored } from "./store/stored.ts";
 import type {
   BundleHolderRow,
   CertRow,
@@ -261,16 +262,16 @@ export class Ledger implements LedgerStore {
   insertIssuer(row: IssuerRow): void {
     this.sql(`INSERT INTO issuers (id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at)
       VALUES (@id, @kind, @generation, @parent, @name, @serial, @key_type, @not_before, @not_after, @state, @crl_number, @crl_next_update, @created_at)`).run(
-      row,
+      toStored(row),
     );
   }
 
   issuers(): IssuerRow[] {
-    return this.sql("SELECT * FROM issuers ORDER BY generation, kind DESC, created_at").all() as IssuerRow[];
+    return allFromStored<IssuerRow>(this.sql("SELECT * FROM issuers ORDER BY generation, kind DESC, created_at").all());
   }
 
   issuer(id: string): IssuerRow | undefined {
-    return this.sql("SELECT * FROM issuers WHERE id = ?").get(id) as IssuerRow | undefined;
+    return maybeFromStored<IssuerRow>(this.sql("SELECT * FROM issuers WHERE id = ?").get(id));
   }
 
   setIssuerState(generation: number, state: GenerationState): void {
@@ -302,29 +303,31 @@ export class Ledger implements LedgerStore {
   insertCert(row: CertRow): void {
     this.sql(`INSERT INTO certs (serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at, pem)
       VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(
-      row,
+      toStored(row),
     );
   }
 
   /** The certificate currently in force for a name (status valid, possibly expired). */
   current(name: string): CertRow | undefined {
-    return this.sql("SELECT * FROM certs WHERE name = ? AND status = 'valid'").get(name) as CertRow | undefined;
+    return maybeFromStored<CertRow>(this.sql("SELECT * FROM certs WHERE name = ? AND status = 'valid'").get(name));
   }
 
   latest(name: string): CertRow | undefined {
-    return this.sql("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name) as
-      | CertRow
-      | undefined;
+    return maybeFromStored<CertRow>(
+      this.sql("SELECT * FROM certs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1").get(name),
+    );
   }
 
   bySerial(serial: string): CertRow | undefined {
-    return this.sql("SELECT * FROM certs WHERE serial = ?").get(serial) as CertRow | undefined;
+    return maybeFromStored<CertRow>(this.sql("SELECT * FROM certs WHERE serial = ?").get(serial));
   }
 
   /** Rows without their PEM, ordered by name; superseded ones only with `all`. */
   list(opts: { all?: boolean } = {}): LedgerEntry[] {
     const where = opts.all ? "" : "WHERE status != 'superseded'";
-    return this.sql(`SELECT ${ENTRY_COLUMNS} FROM certs ${where} ORDER BY name, created_at`).all() as LedgerEntry[];
+    return allFromStored<LedgerEntry>(
+      this.sql(`SELECT ${ENTRY_COLUMNS} FROM certs ${where} ORDER BY name, created_at`).all(),
+    );
   }
 
   markRevoked(serial: string, at: string, reason: string): boolean {
@@ -345,10 +348,12 @@ export class Ledger implements LedgerStore {
   }
 
   /** Revoked certificates of an issuer still inside their validity: what its CRL must list. */
-  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
-    return this.sql(
-      "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?",
-    ).all(issuerId, now) as Pick<CertRow, "serial" | "revoked_at" | "reason">[];
+  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revokedAt" | "reason">[] {
+    return allFromStored(
+      this.sql(
+        "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = ? AND status = 'revoked' AND not_after > ?",
+      ).all(issuerId, now),
+    );
   }
 
   /** Valid, unexpired certificates issued by any CA of a generation. */
@@ -372,11 +377,11 @@ export class Ledger implements LedgerStore {
   insertToken(row: TokenRow): void {
     this.sql(
       "INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES (@hash, @name, @created_at, @expires_at, @used_at, @used_by)",
-    ).run(row);
+    ).run(toStored(row));
   }
 
   token(hash: string): TokenRow | undefined {
-    return this.sql("SELECT * FROM enrol_tokens WHERE hash = ?").get(hash) as TokenRow | undefined;
+    return maybeFromStored<TokenRow>(this.sql("SELECT * FROM enrol_tokens WHERE hash = ?").get(hash));
   }
 
   /** Marks a token used, only if it still is unused and unexpired (inside the issuing transaction). */
@@ -406,12 +411,12 @@ export class Ledger implements LedgerStore {
   recordBundleHolder(row: BundleHolderRow): void {
     this.sql(`INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES (@name, @serial, @held_etag, @served_etag, @seen_at, @remote)
       ON CONFLICT(name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`).run(
-      row,
+      toStored(row),
     );
   }
 
   bundleHolders(): BundleHolderRow[] {
-    return this.sql("SELECT * FROM bundle_holders ORDER BY name").all() as BundleHolderRow[];
+    return allFromStored<BundleHolderRow>(this.sql("SELECT * FROM bundle_holders ORDER BY name").all());
   }
 
   /** Every bundle the server has published: ETag → its root generations. */
@@ -424,8 +429,10 @@ export class Ledger implements LedgerStore {
 
   /** Valid, unexpired certificates with their root generation (what the rotation gates count). */
   currentCerts(now: string): CurrentCertFact[] {
-    return this.sql(`SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
-      WHERE c.status = 'valid' AND c.not_after > ? ORDER BY c.name`).all(now) as CurrentCertFact[];
+    const rows =
+      this.sql(`SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
+      WHERE c.status = 'valid' AND c.not_after > ? ORDER BY c.name`).all(now);
+    return allFromStored<CurrentCertFact>(rows);
   }
 
   /** The root generation of the CA that issued a certificate (any status), or undefined. */
@@ -439,31 +446,37 @@ export class Ledger implements LedgerStore {
 
   /** The rotation not done yet, if any (at most one: a unique index says so). */
   unfinishedRotation(): RotationRow | undefined {
-    return this.sql("SELECT * FROM rotations WHERE phase != 'done'").get() as RotationRow | undefined;
+    return maybeFromStored<RotationRow>(this.sql("SELECT * FROM rotations WHERE phase != 'done'").get());
+  }
+
+  /** The latest rotation, finished or not (the dashboard shows a finished one for a while). */
+  lastRotation(): RotationRow | undefined {
+    return maybeFromStored<RotationRow>(this.sql("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get());
   }
 
   rotation(id: number): RotationRow | undefined {
-    return this.sql("SELECT * FROM rotations WHERE id = ?").get(id) as RotationRow | undefined;
+    return maybeFromStored<RotationRow>(this.sql("SELECT * FROM rotations WHERE id = ?").get(id));
   }
 
   insertRotation(
-    row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+    row: Pick<RotationRow, "fromGeneration" | "toGeneration" | "startedAt" | "owner"> & { inUse?: number },
   ): RotationRow {
     const r =
       this.sql(`INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
       VALUES (@from_generation, @to_generation, 'prepare', @in_use, @started_at, @started_at, @owner, @started_at)`).run(
-        { in_use: 0, ...row },
+        { in_use: 0, ...toStored(row) },
       );
     return this.rotation(Number(r.lastInsertRowid))!;
   }
 
   /** Moves a rotation on; `fields` are the timestamps this step sets. */
   updateRotation(id: number, fields: RotationFields, now: string): void {
-    const sets = Object.keys(fields)
+    const stored = toStored(fields);
+    const sets = Object.keys(stored)
       .filter((k) => ROTATION_FIELDS.has(k))
       .map((k) => `${k} = @${k}`);
     this.sql(`UPDATE rotations SET ${[...sets, "updated_at = @now"].join(", ")} WHERE id = @id`).run({
-      ...fields,
+      ...stored,
       id,
       now,
     });
@@ -476,7 +489,7 @@ export class Ledger implements LedgerStore {
       ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
         acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
       WHERE leases.holder = excluded.holder OR leases.expires_at <= @now`).run({ name, holder, now, expiresAt });
-    return this.sql("SELECT * FROM leases WHERE name = ?").get(name) as LeaseRow;
+    return fromStored<LeaseRow>(this.sql("SELECT * FROM leases WHERE name = ?").get(name));
   }
 
   releaseLease(name: string, holder: string): void {
@@ -532,12 +545,12 @@ export class Ledger implements LedgerStore {
 
 /** The status a person sees: expiry is derived from the clock, never stored. */
 export function displayStatus(
-  row: Pick<CertRow, "status" | "not_after">,
+  row: Pick<CertRow, "status" | "notAfter">,
   now: Date,
 ): "VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED" {
   if (row.status === "revoked") return "REVOKED";
   if (row.status === "superseded") return "SUPERSEDED";
-  return new Date(row.not_after) <= now ? "EXPIRED" : "VALID";
+  return new Date(row.notAfter) <= now ? "EXPIRED" : "VALID";
 }
 
 /** The SQLite ledger behind a store, for what only SQLite has (pragmas, bulk loading in the benchmark). */

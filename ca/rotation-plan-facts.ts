@@ -86,8 +86,8 @@ export function planFacts(ca: PlanSource, pairs?: Array<{ caller: string; callee
   let to: number;
   let done: GateName[] = [];
   if (row) {
-    from = row.from_generation;
-    to = row.to_generation;
+    from = row.fromGeneration;
+    to = row.toGeneration;
     done = row.phase === "activate" ? ["prepare"] : row.phase === "retire" ? ["prepare", "activate"] : [];
   } else {
     ({ from, to, done } = byHand(signer.generation, gens, notes));
@@ -130,13 +130,13 @@ export function planFacts(ca: PlanSource, pairs?: Array<{ caller: string; callee
     let trustSeen = "bundle.pem in the CA folder (file mode)";
     if (online) {
       const h = holders.get(c.domain);
-      const held = h ? [h.served_etag, ...etagsOf(h.held_etag)].map((t) => bundles.get(t)).find((g) => g) : undefined;
+      const held = h ? [h.servedEtag, ...etagsOf(h.heldEtag)].map((t) => bundles.get(t)).find((g) => g) : undefined;
       if (h && held) {
         trusts = [...held].sort((a, b) => a - b);
-        trustSeen = `its cacerts poll at ${h.seen_at}`;
+        trustSeen = `its cacerts poll at ${h.seenAt}`;
       } else {
         trustSeen = h
-          ? `its cacerts poll at ${h.seen_at} named a bundle the CA does not know: assumed bundle.pem`
+          ? `its cacerts poll at ${h.seenAt} named a bundle the CA does not know: assumed bundle.pem`
           : "has not polled cacerts with this certificate: assumed bundle.pem";
       }
     }

@@ -90,22 +90,22 @@ export function evaluatePrepare(f: PrepareFacts): GateVerdict {
       });
       continue;
     }
-    if (Date.parse(h.seen_at) < published) {
+    if (Date.parse(h.seenAt) < published) {
       const quietFor = f.now === undefined ? Infinity : Date.parse(f.now) - published;
       const ask = quietFor >= SILENCE_GRACE_MS ? "is its service running?" : "waiting for its next poll";
       waitingFor.push({
         name: id.name,
-        why: `last fetched cacerts at ${h.seen_at}, before generation ${gen} was published (${f.publishedAt}): ${ask}`,
+        why: `last fetched cacerts at ${h.seenAt}, before generation ${gen} was published (${f.publishedAt}): ${ask}`,
       });
       continue;
     }
-    const tags = [...etagsOf(h.held_etag), h.served_etag];
+    const tags = [...etagsOf(h.heldEtag), h.servedEtag];
     const gens = tags.map((t) => f.bundles.get(t)).filter((g): g is number[] => g !== undefined);
     if (gens.some((g) => g.includes(gen))) continue;
     const had = [...new Set(gens.flat())].sort((a, b) => a - b);
     waitingFor.push({
       name: id.name,
-      why: `fetched cacerts at ${h.seen_at} but holds a bundle with generation${had.length === 1 ? "" : "s"} ${had.join(", ") || "unknown"} only`,
+      why: `fetched cacerts at ${h.seenAt} but holds a bundle with generation${had.length === 1 ? "" : "s"} ${had.join(", ") || "unknown"} only`,
     });
   }
   const notes: string[] = [];
@@ -146,12 +146,12 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
     if (ONLINE_SOURCES.has(c.source)) {
       return {
         name: c.name,
-        why: `certificate ${c.serial} expires ${c.not_after}: its service renews at its next renewal, or at once when it next polls cacerts (Mesh-Renew-Now: 1)`,
+        why: `certificate ${c.serial} expires ${c.notAfter}: its service renews at its next renewal, or at once when it next polls cacerts (Mesh-Renew-Now: 1)`,
       };
     }
     return {
       name: c.name,
-      why: `file-mode certificate ${c.serial} (CLI ${c.source}) until ${c.not_after}: nothing renews it online; run: npm run ca -- renew --domain ${c.name}`,
+      why: `file-mode certificate ${c.serial} (CLI ${c.source}) until ${c.notAfter}: nothing renews it online; run: npm run ca -- renew --domain ${c.name}`,
     };
   });
   let total = old.length;
@@ -175,8 +175,8 @@ export function evaluateRetire(f: RetireFacts): GateVerdict {
 /** Facts for gate 1, read from the ledger now. */
 export function prepareFacts(ledger: LedgerStore, rotation: RotationRow, now: Date): PrepareFacts {
   return {
-    toGeneration: rotation.to_generation,
-    publishedAt: rotation.published_at ?? now.toISOString(),
+    toGeneration: rotation.toGeneration,
+    publishedAt: rotation.publishedAt ?? now.toISOString(),
     certs: ledger.currentCerts(now.toISOString()),
     holders: ledger.bundleHolders(),
     bundles: ledger.bundles(),
@@ -191,14 +191,14 @@ export function retireFacts(
   opts: { inUse?: boolean } = {},
 ): RetireFacts {
   const facts: RetireFacts = {
-    fromGeneration: rotation.from_generation,
+    fromGeneration: rotation.fromGeneration,
     certs: ledger.currentCerts(now.toISOString()),
   };
   if (opts.inUse) {
     facts.presented = new Map(
       ledger
         .bundleHolders()
-        .map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seen_at }]),
+        .map((h) => [h.name, { serial: h.serial, generation: ledger.generationOf(h.serial), seen_at: h.seenAt }]),
     );
   }
   return facts;
@@ -209,7 +209,7 @@ export function currentVerdict(ca: CertificateAuthority, rotation: RotationRow):
   const now = ca.now();
   if (rotation.phase === "prepare") return evaluatePrepare(prepareFacts(ca.ledger, rotation, now));
   if (rotation.phase === "retire")
-    return evaluateRetire(retireFacts(ca.ledger, rotation, now, { inUse: rotation.in_use === 1 }));
+    return evaluateRetire(retireFacts(ca.ledger, rotation, now, { inUse: rotation.inUse === 1 }));
   return null;
 }
 
@@ -221,7 +221,7 @@ export function inconsistency(
   rotation: RotationRow,
   state: { signerGeneration: number; rootState: (generation: number) => string | undefined },
 ): string | null {
-  const { from_generation: from, to_generation: to, phase } = rotation;
+  const { fromGeneration: from, toGeneration: to, phase } = rotation;
   const toState = state.rootState(to);
   if (toState === undefined && phase !== "prepare") return `generation ${to} is gone from the ledger`;
   if (toState === "retired") return `generation ${to} was retired by hand`;
@@ -305,8 +305,8 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
     opts.onEvent({
       event: "rotate.gate",
       rotation: rot!.id,
-      from: rot!.from_generation,
-      to: rot!.to_generation,
+      from: rot!.fromGeneration,
+      to: rot!.toGeneration,
       gate,
       state,
       waitingFor: shown.map((w) => w.name),
@@ -317,7 +317,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
   };
   const update = (fields: Parameters<LedgerStore["updateRotation"]>[1]) => {
     ledger.write(() =>
-      ledger.updateRotation(rot!.id, { ...fields, heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()),
+      ledger.updateRotation(rot!.id, { ...fields, heartbeatAt: ca.now().toISOString() }, ca.now().toISOString()),
     );
     rot = ledger.rotation(rot!.id)!;
   };
@@ -330,7 +330,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
     if (why)
       throw new CaError(
         "REFUSED",
-        `rotation ${rot!.id} (generation ${rot!.from_generation} → ${rot!.to_generation}) cannot go on: ${why}`,
+        `rotation ${rot!.id} (generation ${rot!.fromGeneration} → ${rot!.toGeneration}) cannot go on: ${why}`,
       );
   };
 
@@ -339,7 +339,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       emit(
         rot.phase === "done" ? "retire" : rot.phase,
         "started",
-        `resuming rotation ${rot.id} (generation ${rot.from_generation} → ${rot.to_generation}, started ${rot.started_at}) at gate ${GATE_NUMBER[rot.phase as GateName] ?? 3} (${rot.phase})`,
+        `resuming rotation ${rot.id} (generation ${rot.fromGeneration} → ${rot.toGeneration}, started ${rot.startedAt}) at gate ${GATE_NUMBER[rot.phase as GateName] ?? 3} (${rot.phase})`,
       );
 
     // Gate 1: publish the new generation, then wait until every enrolled identity holds it.
@@ -351,13 +351,13 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       const created = await ensureIntermediate(ca, rot, (msg) => emit("prepare", "started", msg));
       crashPoint("rotate:publish");
       // A fetch before a new intermediate's CRL was published proves too little: count from now.
-      if (!rot.published_at || created) update({ published_at: ca.now().toISOString() });
+      if (!rot.publishedAt || created) update({ publishedAt: ca.now().toISOString() });
       // Always (again, on resume): publishing is idempotent, and a crash may have come before it.
       ca.publishBundle();
       emit(
         "prepare",
         "started",
-        `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.to_generation}, so none refuses a certificate it signs`,
+        `published bundle.pem with generations ${publishedGenerations(ca).join(", ")}; waiting until every enrolled identity has fetched a bundle with generation ${rot.toGeneration}, so none refuses a certificate it signs`,
       );
       const g1 = await waitGate("prepare", () => evaluatePrepare(prepareFacts(ledger, rot!, ca.now())));
       update({ phase: "activate" });
@@ -366,7 +366,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
         "passed",
         g1.total === 0
           ? `no enrolled identity to wait for: none holds a valid certificate issued through EST`
-          : `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.to_generation} (waited ${seconds(g1.waitedMs)})`,
+          : `all ${g1.total} enrolled identit${g1.total === 1 ? "y holds" : "ies hold"} a bundle with generation ${rot.toGeneration} (waited ${seconds(g1.waitedMs)})`,
         [],
         g1.total,
       );
@@ -386,13 +386,13 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
         }
       }
       consistent();
-      emit("activate", "started", `every identity trusts generation ${rot.to_generation}: making it the signer`);
-      const signer = ca.useGeneration(rot.to_generation);
-      update({ phase: "retire", activated_at: ca.now().toISOString() });
+      emit("activate", "started", `every identity trusts generation ${rot.toGeneration}: making it the signer`);
+      const signer = ca.useGeneration(rot.toGeneration);
+      update({ phase: "retire", activatedAt: ca.now().toISOString() });
       emit(
         "activate",
         "passed",
-        `generation ${rot.to_generation} signs new certificates (${signer.id}, ${signer.name}); services move at their next renewal, or at once: cacerts now answers them with Mesh-Renew-Now: 1`,
+        `generation ${rot.toGeneration} signs new certificates (${signer.id}, ${signer.name}); services move at their next renewal, or at once: cacerts now answers them with Mesh-Renew-Now: 1`,
       );
       crashPoint("rotate:retire");
     }
@@ -401,23 +401,23 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
     if (rot.phase === "retire") {
       consistent();
       let waited = "it was retired already";
-      if (ca.generation(rot.from_generation).root.state !== "retired") {
+      if (ca.generation(rot.fromGeneration).root.state !== "retired") {
         emit(
           "retire",
           "started",
-          `waiting until no valid certificate chains to generation ${rot.from_generation}, so retiring it breaks no one`,
+          `waiting until no valid certificate chains to generation ${rot.fromGeneration}, so retiring it breaks no one`,
         );
         const g3 = await waitGate("retire", () =>
-          evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: rot!.in_use === 1 })),
+          evaluateRetire(retireFacts(ledger, rot!, ca.now(), { inUse: rot!.inUse === 1 })),
         );
-        ca.retireGeneration(rot.from_generation);
+        ca.retireGeneration(rot.fromGeneration);
         waited = `no valid certificate chained to it any more after ${seconds(g3.waitedMs)}`;
       }
-      update({ phase: "done", finished_at: ca.now().toISOString(), owner: null });
+      update({ phase: "done", finishedAt: ca.now().toISOString(), owner: null });
       emit(
         "retire",
         "passed",
-        `${waited}: retired generation ${rot.from_generation}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`,
+        `${waited}: retired generation ${rot.fromGeneration}: bundle.pem and crls.pem carry generation${publishedGenerations(ca).length === 1 ? "" : "s"} ${publishedGenerations(ca).join(", ")}; services drop it at their next bundle fetch and close connections authenticated under it. Rotation ${rot.id} done.`,
       );
     }
     return rot;
@@ -470,7 +470,7 @@ export async function runRotation(ca: CertificateAuthority, opts: RotateOptions)
       }
       if (clock() - lastBeat >= HEARTBEAT_MS) {
         ledger.write(() =>
-          ledger.updateRotation(rot!.id, { heartbeat_at: ca.now().toISOString() }, ca.now().toISOString()),
+          ledger.updateRotation(rot!.id, { heartbeatAt: ca.now().toISOString() }, ca.now().toISOString()),
         );
         lastBeat = clock();
       }
@@ -497,14 +497,14 @@ function claimOrBegin(ca: CertificateAuthority, owner: string, inUse: boolean): 
     const now = ca.now().toISOString();
     const row = ca.ledger.unfinishedRotation();
     if (row) {
-      if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeat_at, ca.now())) {
+      if (row.owner && row.owner !== owner && alive(row.owner, row.heartbeatAt, ca.now())) {
         throw new CaError(
           "REFUSED",
-          `rotation ${row.id} (generation ${row.from_generation} → ${row.to_generation}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeat_at}); wait for it, or stop that process and run this again to resume`,
+          `rotation ${row.id} (generation ${row.fromGeneration} → ${row.toGeneration}) is in progress at gate ${row.phase}, run by ${row.owner} (last heard ${row.heartbeatAt}); wait for it, or stop that process and run this again to resume`,
         );
       }
       // --in-use, once asked for, stays: a resumed run never waits for less.
-      ca.ledger.updateRotation(row.id, { owner, heartbeat_at: now, ...(inUse ? { in_use: 1 } : {}) }, now);
+      ca.ledger.updateRotation(row.id, { owner, heartbeatAt: now, ...(inUse ? { in_use: 1 } : {}) }, now);
       return { row: ca.ledger.rotation(row.id)!, resumed: true };
     }
     const from = ca.issuerRow(ca.signerId()).generation;
@@ -513,11 +513,11 @@ function claimOrBegin(ca: CertificateAuthority, owner: string, inUse: boolean): 
     const to = adopt?.generation ?? Math.max(...gens.map((g) => g.generation)) + 1;
     return {
       row: ca.ledger.insertRotation({
-        from_generation: from,
-        to_generation: to,
-        started_at: now,
+        fromGeneration: from,
+        toGeneration: to,
+        startedAt: now,
         owner,
-        in_use: inUse ? 1 : 0,
+        inUse: inUse ? 1 : 0,
       }),
       resumed: false,
     };
@@ -531,20 +531,20 @@ async function ensureGeneration(
   name: string | undefined,
   say: (msg: string) => void,
 ): Promise<void> {
-  const existing = ca.generations().find((g) => g.generation === rot.to_generation);
+  const existing = ca.generations().find((g) => g.generation === rot.toGeneration);
   if (existing) {
     say(
-      `rotation ${rot.id}: generation ${rot.from_generation} → ${rot.to_generation}; adopted ${existing.root.name} (generation ${rot.to_generation}, added earlier, ${existing.root.state})`,
+      `rotation ${rot.id}: generation ${rot.fromGeneration} → ${rot.toGeneration}; adopted ${existing.root.name} (generation ${rot.toGeneration}, added earlier, ${existing.root.state})`,
     );
     return;
   }
   const row = await ca.addGeneration({ name });
-  if (row.generation !== rot.to_generation) {
+  if (row.generation !== rot.toGeneration) {
     // Someone added one by hand between our row and this add: follow what exists.
-    ca.ledger.write(() => ca.ledger.updateRotation(rot.id, { to_generation: row.generation }, ca.now().toISOString()));
+    ca.ledger.write(() => ca.ledger.updateRotation(rot.id, { toGeneration: row.generation }, ca.now().toISOString()));
   }
   say(
-    `rotation ${rot.id}: generation ${rot.from_generation} → ${row.generation}; added ${row.name} (generation ${row.generation})`,
+    `rotation ${rot.id}: generation ${rot.fromGeneration} → ${row.generation}; added ${row.name} (generation ${row.generation})`,
   );
 }
 
@@ -560,17 +560,17 @@ async function ensureIntermediate(
   say: (msg: string) => void,
 ): Promise<boolean> {
   const existing = ca
-    .generation(rot.to_generation)
+    .generation(rot.toGeneration)
     .intermediates.filter((r) => r.state !== "retired")
     .at(-1);
   if (existing) {
     say(
-      `rotation ${rot.id}: adopted the issuing CA ${existing.name} (${existing.id}, under generation ${rot.to_generation}, added earlier)`,
+      `rotation ${rot.id}: adopted the issuing CA ${existing.name} (${existing.id}, under generation ${rot.toGeneration}, added earlier)`,
     );
     return false;
   }
   const signer = ca.issuerRow(ca.signerId());
-  if (signer.kind !== "intermediate" || signer.generation !== rot.from_generation) return false;
+  if (signer.kind !== "intermediate" || signer.generation !== rot.fromGeneration) return false;
   let profile: ReturnType<typeof intermediateProfile>;
   try {
     profile = intermediateProfile(ca, signer.id);
@@ -579,24 +579,24 @@ async function ensureIntermediate(
     // Generation to_generation stays added (pending: neither trusted nor signing); one made by hand is adopted.
     throw new CaError(
       err.code,
-      `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.to_generation} by hand (npm run ca -- intermediate --generation ${rot.to_generation} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`,
+      `rotation ${rot.id} stays at gate 1 (prepare): ${err.message}; create the issuing CA of generation ${rot.toGeneration} by hand (npm run ca -- intermediate --generation ${rot.toGeneration} --name NAME --permit-dns …), then run npm run ca -- rotate again: it adopts it`,
     );
   }
-  const root = ca.generation(rot.to_generation).root;
+  const root = ca.generation(rot.toGeneration).root;
   const taken = new Set(ca.ledger.issuers().map((r) => r.name));
   const name =
-    [generationName(profile.name, rot.to_generation), `${root.name} Issuing`].find((n) => !taken.has(n)) ??
+    [generationName(profile.name, rot.toGeneration), `${root.name} Issuing`].find((n) => !taken.has(n)) ??
     `${root.name} Issuing`;
   const row = await createIntermediate(ca, {
     name,
     permitDns: profile.permitDns,
     keyType: profile.keyType,
-    generation: rot.to_generation,
+    generation: rot.toGeneration,
   });
   const constraints =
     profile.permitDns.length > 0 ? `permitted DNS ${profile.permitDns.join(", ")}` : "no name constraints";
   say(
-    `rotation ${rot.id}: generation ${rot.from_generation} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.to_generation}, ${constraints}, ${row.key_type}): it signs from gate 2`,
+    `rotation ${rot.id}: generation ${rot.fromGeneration} signs through ${signer.name} (${signer.id}); added the issuing CA ${row.name} (${row.id}, under generation ${rot.toGeneration}, ${constraints}, ${row.keyType}): it signs from gate 2`,
   );
   return true;
 }
@@ -625,9 +625,9 @@ function alive(owner: string, heartbeat: string | null, now: Date): boolean {
 function waitingMessage(gate: GateName, rot: RotationRow, v: GateVerdict): string {
   const n = v.waitingFor.length;
   if (gate === "prepare") {
-    return `waiting for ${n} of ${v.total} enrolled identit${v.total === 1 ? "y" : "ies"} to fetch a bundle with generation ${rot.to_generation}: ${list(v.waitingFor.map((w) => w.name))}`;
+    return `waiting for ${n} of ${v.total} enrolled identit${v.total === 1 ? "y" : "ies"} to fetch a bundle with generation ${rot.toGeneration}: ${list(v.waitingFor.map((w) => w.name))}`;
   }
-  return `waiting for ${n} valid certificate${n === 1 ? "" : "s"} still chaining to generation ${rot.from_generation}: ${list(v.waitingFor.map((w) => w.name))}`;
+  return `waiting for ${n} valid certificate${n === 1 ? "" : "s"} still chaining to generation ${rot.fromGeneration}: ${list(v.waitingFor.map((w) => w.name))}`;
 }
 
 function list(names: string[]): string {

@@ -89,10 +89,10 @@ export function createToken(ca: CertificateAuthority, opts: TokenOptions): Issue
     ca.ledger.insertToken({
       hash: hashToken(token),
       name: domain,
-      created_at: createdAt.toISOString(),
-      expires_at: expiresAt.toISOString(),
-      used_at: null,
-      used_by: null,
+      createdAt: createdAt.toISOString(),
+      expiresAt: expiresAt.toISOString(),
+      usedAt: null,
+      usedBy: null,
     }),
   );
   return {
@@ -110,7 +110,7 @@ export function createToken(ca: CertificateAuthority, opts: TokenOptions): Issue
 function liveCert(ca: CertificateAuthority, name: string): { serial: string; notAfter: Date } | undefined {
   const row = ca.ledger.current(name);
   if (!row) return undefined;
-  const notAfter = new Date(row.not_after);
+  const notAfter = new Date(row.notAfter);
   return notAfter > ca.now() ? { serial: row.serial, notAfter } : undefined;
 }
 
@@ -131,7 +131,7 @@ export function checkToken(ledger: LedgerStore, token: string, name: string, now
   // how a database index compares strings.
   if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return { ok: false, why: "unknown" };
   if (row.name !== name) return { ok: false, why: "wrong_name" };
-  if (row.used_at !== null) return { ok: false, why: "used" };
-  if (new Date(row.expires_at) <= now) return { ok: false, why: "expired" };
+  if (row.usedAt !== null) return { ok: false, why: "used" };
+  if (new Date(row.expiresAt) <= now) return { ok: false, why: "expired" };
   return { ok: true, row };
 }

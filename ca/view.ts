@@ -84,17 +84,17 @@ export function listCerts(ledger: LedgerStore, now: Date, opts: { all?: boolean 
     domain: r.name,
     sans: JSON.parse(r.sans) as LeafNames,
     status: displayStatus(r, now),
-    issued: r.created_at,
-    notBefore: r.not_before,
-    notAfter: r.not_after,
-    issuer: issuers.get(r.issuer_id)?.name ?? r.issuer_id,
-    issuerId: r.issuer_id,
-    generation: issuers.get(r.issuer_id)?.generation ?? 0,
-    keyType: r.key_type,
+    issued: r.createdAt,
+    notBefore: r.notBefore,
+    notAfter: r.notAfter,
+    issuer: issuers.get(r.issuerId)?.name ?? r.issuerId,
+    issuerId: r.issuerId,
+    generation: issuers.get(r.issuerId)?.generation ?? 0,
+    keyType: r.keyType,
     source: r.source,
-    revokedAt: r.revoked_at,
+    revokedAt: r.revokedAt,
     reason: r.reason,
-    supersededBy: r.superseded_by,
+    supersededBy: r.supersededBy,
   }));
 }
 
@@ -103,12 +103,12 @@ export function crlWarnings(ledger: LedgerStore, at: Date): string[] {
   const now = at.getTime();
   return ledger
     .issuers()
-    .filter((r) => r.state !== "retired" && r.crl_next_update)
+    .filter((r) => r.state !== "retired" && r.crlNextUpdate)
     .flatMap((r) => {
-      const left = (new Date(r.crl_next_update!).getTime() - now) / DAY_MS;
+      const left = (new Date(r.crlNextUpdate!).getTime() - now) / DAY_MS;
       if (left <= 0)
         return [
-          `the CRL of ${r.name} lapsed on ${r.crl_next_update!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`,
+          `the CRL of ${r.name} lapsed on ${r.crlNextUpdate!.slice(0, 10)}: every peer using crls.pem now fails (run: npm run ca -- crl)`,
         ];
       if (left < CRL_WARN_DAYS)
         return [`the CRL of ${r.name} lapses in ${left.toFixed(1)} days (run: npm run ca -- crl)`];

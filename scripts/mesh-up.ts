@@ -338,7 +338,7 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
       try {
         for (const r of await ca.refreshCrls()) {
           console.log(
-            `mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crl_next_update?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`,
+            `mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crlNextUpdate?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`,
           );
         }
       } finally {

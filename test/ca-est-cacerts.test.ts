@@ -93,7 +93,7 @@ describe("EST cacerts", () => {
     assert.equal(held.headers["mesh-renew-now"], undefined, "generation 1 signs: no hint");
     let holder = t.ca.ledger.bundleHolders().find((h) => h.name === "svc.internal")!;
     assert.deepEqual(
-      [holder.serial, holder.held_etag, holder.served_etag, holder.remote],
+      [holder.serial, holder.heldEtag, holder.servedEtag, holder.remote],
       [g1Serial, e1, e1, "127.0.0.1"],
     );
     assert.deepEqual(t.ca.ledger.bundleGenerations(e1), [1]);
@@ -114,7 +114,7 @@ describe("EST cacerts", () => {
     const fetched = await est(t.server.url, { path: CACERTS, ca: t.bundle(), ...g1, headers: { "If-None-Match": e1 } });
     assert.equal(fetched.status, 200);
     holder = t.ca.ledger.bundleHolders().find((h) => h.name === "svc.internal")!;
-    assert.deepEqual([holder.held_etag, holder.served_etag], [e1, e2], "it said it held e1 and was served e2");
+    assert.deepEqual([holder.heldEtag, holder.servedEtag], [e1, e2], "it said it held e1 and was served e2");
     assert.equal(fetched.headers["mesh-renew-now"], undefined, "generation 1 still signs");
 
     // Generation 2 signs: a generation-1 caller is told to renew now, and the server moves its own certificate.

@@ -74,8 +74,8 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.equal(ledgerRow.source, "est-enrol");
     assert.equal(ledgerRow.status, "valid");
     const tok = t.ca.ledger.token(hashToken(token))!;
-    assert.equal(tok.used_by, ledgerRow.serial);
-    assert.ok(tok.used_at);
+    assert.equal(tok.usedBy, ledgerRow.serial);
+    assert.ok(tok.usedAt);
     const line = await t.lines.wait((l) => l.event === "est.enrolled" && l.name === "shipping.internal");
     assert.equal(line.serial, ledgerRow.serial);
     assert.equal(line.remote, "127.0.0.1");
@@ -133,7 +133,7 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.equal(r.body, "the enrolment token is not valid for payroll.internal\n");
     assert.ok(!r.body.includes("billing"));
     assert.equal(certCount(t), count);
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null);
     // …and it still works for its own name.
     const ok = await est(t.server.url, {
       method: "POST",
@@ -163,7 +163,7 @@ describe("EST simpleenroll with a one-time token", () => {
     } finally {
       t.shift(0);
     }
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null);
     const forged = `mt1.${randomBytes(32).toString("base64url")}.${token.split(".")[2]}`;
     const unknown = await est(t.server.url, {
       method: "POST",
@@ -241,7 +241,7 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.equal(r.status, 400);
     assert.match(r.body, /signature does not verify/);
     assert.equal(certCount(t), count);
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "a refused request does not spend the token");
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null, "a refused request does not spend the token");
   });
 
   it("bounds the body (413), checks the media type (415), the path (404) and the method (405)", async () => {
@@ -270,7 +270,7 @@ describe("EST simpleenroll with a one-time token", () => {
     const get = await est(t.server.url, { path: ENROL, ca: t.bundle() });
     assert.equal(get.status, 405);
     assert.equal(get.headers.allow, "POST");
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null);
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null);
     const refusals = t.lines.events("est.refused").map((l) => `${l.status} ${l.reason}`);
     for (const want of ["413 body_too_large", "415 wrong_media_type", "404 not_found", "405 method_not_allowed"])
       assert.ok(refusals.includes(want), `${want} logged: ${refusals}`);
@@ -367,7 +367,7 @@ describe("EST simplereenroll over mTLS", () => {
     );
     const old = t.ca.ledger.bySerial(oldSerial)!;
     assert.equal(old.status, "superseded");
-    assert.equal(old.superseded_by, newSerial);
+    assert.equal(old.supersededBy, newSerial);
     assert.equal(t.ca.ledger.bySerial(newSerial)!.source, "est-renew");
     const line = await t.lines.wait((l) => l.event === "est.renewed" && l.serial === newSerial);
     assert.equal(line.previous, oldSerial);
@@ -533,7 +533,7 @@ describe("EST rate limits", () => {
     });
     assert.equal(third.status, 429, "the name's enrolment budget (2) is spent by its own enrolments");
     assert.match(third.body, /^too many requests: busy\.internal may enrol 2 times a minute; retry in \d+s\n$/);
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "a refused enrolment does not spend its token");
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null, "a refused enrolment does not spend its token");
     const limited = t.lines.events("est.refused").filter((l) => l.reason === "rate_limited");
     // The address's 429 comes before the body is read: no name is known, none charged.
     assert.deepEqual(

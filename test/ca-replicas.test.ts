@@ -164,9 +164,9 @@ describe("CA replicas on one PostgreSQL store", () => {
       assert.ok(rows.length <= 1, `${n}: ${rows.length} certificates`);
       const a = answers[i]!;
       const spent = ca.ledger.token(hashToken(tokens[i]!));
-      if (a.status === 200) assert.equal(spent?.used_by, a.serial, `${n}: the token names the certificate answered`);
-      if (spent?.used_by)
-        assert.equal(rows[0]?.serial, spent.used_by, `${n}: a spent token names the one certificate in the ledger`);
+      if (a.status === 200) assert.equal(spent?.usedBy, a.serial, `${n}: the token names the certificate answered`);
+      if (spent?.usedBy)
+        assert.equal(rows[0]?.serial, spent.usedBy, `${n}: a spent token names the one certificate in the ledger`);
       // A request whose answer died with the replica may have spent its token: then its retry is refused as used, never issued twice.
       if (a.status !== 200) assert.ok(a.status === 401 || a.status === 0, `${n}: ${a.status} ${a.body}`);
     }

@@ -40,15 +40,17 @@ const cert = (name: string, generation: number, source: CurrentCertFact["source"
   name,
   serial: `${name.length}ab`,
   generation,
-  not_after: "2026-12-01T11:00:00.000Z",
+  notAfter: "2026-12-01T11:00:00.000Z",
   source,
 });
-const holder = (
-  name: string,
-  seen_at: string,
-  served_etag: string,
-  held_etag: string | null = null,
-): BundleHolderRow => ({ name, serial: "01", held_etag, served_etag, seen_at, remote: "127.0.0.1" });
+const holder = (name: string, seenAt: string, servedEtag: string, heldEtag: string | null = null): BundleHolderRow => ({
+  name,
+  serial: "01",
+  heldEtag,
+  servedEtag,
+  seenAt,
+  remote: "127.0.0.1",
+});
 
 test("gate 1 waits for every enrolled identity and says why for each", () => {
   const certs = [
@@ -172,7 +174,7 @@ test("gate 3 with --in-use also waits until each renewed identity has presented 
 });
 
 test("a rotation stops when the CA was changed by hand under it", () => {
-  const row = (phase: RotationRow["phase"]) => ({ id: 1, from_generation: 1, to_generation: 2, phase }) as RotationRow;
+  const row = (phase: RotationRow["phase"]) => ({ id: 1, fromGeneration: 1, toGeneration: 2, phase }) as RotationRow;
   const states = (s: Record<number, string>) => (g: number) => s[g];
   assert.equal(
     inconsistency(row("prepare"), { signerGeneration: 1, rootState: states({ 1: "published", 2: "pending" }) }),
@@ -206,20 +208,20 @@ test("ledger: an older ledger without the rotations table gains it on open; one 
     try {
       const now = "2026-12-01T10:00:00.000Z";
       const r = ledger.write(() =>
-        ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: now, owner: "h:1" }),
+        ledger.insertRotation({ fromGeneration: 1, toGeneration: 2, startedAt: now, owner: "h:1" }),
       );
       assert.equal(r.phase, "prepare");
       assert.throws(
         () =>
           ledger.write(() =>
-            ledger.insertRotation({ from_generation: 1, to_generation: 3, started_at: now, owner: "h:2" }),
+            ledger.insertRotation({ fromGeneration: 1, toGeneration: 3, startedAt: now, owner: "h:2" }),
           ),
         /UNIQUE constraint failed: index 'rotations_one_unfinished'/,
       );
-      ledger.write(() => ledger.updateRotation(r.id, { phase: "done", finished_at: now }, now));
+      ledger.write(() => ledger.updateRotation(r.id, { phase: "done", finishedAt: now }, now));
       assert.equal(ledger.unfinishedRotation(), undefined);
       const next = ledger.write(() =>
-        ledger.insertRotation({ from_generation: 2, to_generation: 3, started_at: now, owner: "h:2" }),
+        ledger.insertRotation({ fromGeneration: 2, toGeneration: 3, startedAt: now, owner: "h:2" }),
       );
       assert.equal(ledger.unfinishedRotation()?.id, next.id);
     } finally {
@@ -236,9 +238,9 @@ test("prepareFacts reads the ledger's rows: a CLI-issued certificate is not an e
     const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Acme Corp CA" });
     await ca.issue({ domain: "files.internal" });
     const rot = ca.ledger.write(() =>
-      ca.ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: PUBLISHED, owner: null }),
+      ca.ledger.insertRotation({ fromGeneration: 1, toGeneration: 2, startedAt: PUBLISHED, owner: null }),
     );
-    const f = prepareFacts(ca.ledger, { ...rot, published_at: PUBLISHED }, ca.now());
+    const f = prepareFacts(ca.ledger, { ...rot, publishedAt: PUBLISHED }, ca.now());
     assert.deepEqual(
       f.certs.map((c) => [c.name, c.generation, c.source]),
       [["files.internal", 1, "issue"]],
@@ -342,9 +344,9 @@ test("runRotation resumed at gate 1 after the new generation was published witho
     ca.publishBundle();
     const early = new Date(ca.now().getTime() - 60_000).toISOString();
     const row = ca.ledger.write(() =>
-      ca.ledger.insertRotation({ from_generation: 1, to_generation: 2, started_at: early, owner: null }),
+      ca.ledger.insertRotation({ fromGeneration: 1, toGeneration: 2, startedAt: early, owner: null }),
     );
-    ca.ledger.write(() => ca.ledger.updateRotation(row.id, { published_at: early }, early));
+    ca.ledger.write(() => ca.ledger.updateRotation(row.id, { publishedAt: early }, early));
     const events: string[] = [];
     const done = await runRotation(ca, { timeoutMs: 2000, intervalMs: 50, onEvent: (e) => events.push(e.msg) });
     assert.ok(
@@ -356,8 +358,8 @@ test("runRotation resumed at gate 1 after the new generation was published witho
       events.join("\n"),
     );
     assert.ok(
-      Date.parse(done.published_at!) > Date.parse(early),
-      `published_at moved past the new intermediate's CRL: ${done.published_at}`,
+      Date.parse(done.publishedAt!) > Date.parse(early),
+      `published_at moved past the new intermediate's CRL: ${done.publishedAt}`,
     );
     assert.equal(ca.signerId(), "int-2");
     assert.equal(ca.issuerRow("int-2").state, "published", "created under a published root, it is published with it");

@@ -130,16 +130,16 @@ describe("what both stores share", () => {
         serial,
         name: `${serial}.internal`,
         sans: "{}",
-        issuer_id: "root-1",
-        key_type: "ec-p256",
-        not_before: "2020-01-01T00:00:00.000Z",
-        not_after: notAfter,
+        issuerId: "root-1",
+        keyType: "ec-p256",
+        notBefore: "2020-01-01T00:00:00.000Z",
+        notAfter,
         status,
-        revoked_at: null,
+        revokedAt: null,
         reason: null,
-        superseded_by: null,
+        supersededBy: null,
         source: "issue" as const,
-        created_at: "2020-01-01T00:00:00.000Z",
+        createdAt: "2020-01-01T00:00:00.000Z",
         pem: "x",
       });
       s.write(() => {
@@ -158,7 +158,7 @@ describe("what both stores share", () => {
       const t = (sec: number) => new Date(Date.UTC(2030, 0, 1, 0, 0, sec)).toISOString();
       assert.equal(s.takeLease("job", "a", t(0), t(10)).holder, "a", s.kind);
       assert.equal(s.takeLease("job", "b", t(5), t(15)).holder, "a", `${s.kind}: b cannot take a live lease`);
-      assert.equal(s.takeLease("job", "a", t(6), t(16)).expires_at, t(16), `${s.kind}: renewed`);
+      assert.equal(s.takeLease("job", "a", t(6), t(16)).expiresAt, t(16), `${s.kind}: renewed`);
       assert.equal(s.takeLease("job", "b", t(16), t(26)).holder, "b", `${s.kind}: taken once run out`);
       s.releaseLease("job", "a"); // not a's any more: nothing happens
       assert.equal(s.takeLease("job", "a", t(17), t(27)).holder, "b");

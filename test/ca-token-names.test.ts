@@ -101,10 +101,10 @@ describe("EST: a reserved name is never enrolled, token or not", () => {
       t.ca.ledger.insertToken({
         hash: hashToken(token),
         name: "ca.internal",
-        created_at: now.toISOString(),
-        expires_at: new Date(now.getTime() + 600_000).toISOString(),
-        used_at: null,
-        used_by: null,
+        createdAt: now.toISOString(),
+        expiresAt: new Date(now.getTime() + 600_000).toISOString(),
+        usedAt: null,
+        usedBy: null,
       }),
     );
     const csr = await makeCsr("ca.internal");
@@ -120,7 +120,7 @@ describe("EST: a reserved name is never enrolled, token or not", () => {
     const refused = await t.lines.wait(ev("est.refused", (l) => l.reason === "reserved_name"));
     assert.equal(refused.name, "ca.internal");
     assert.equal(t.ca.ledger.current("ca.internal")!.serial, server.serial, "the server's certificate is not replaced");
-    assert.equal(t.ca.ledger.token(hashToken(token))!.used_at, null, "the token is not spent");
+    assert.equal(t.ca.ledger.token(hashToken(token))!.usedAt, null, "the token is not spent");
   });
 });
 

@@ -217,7 +217,7 @@ test("a new generation published, then made the signer: the service takes the bu
     assert.deepEqual(updated.roots, ["Acme Corp CA", "Acme Corp CA G2"]);
     // Polling over mTLS with If-None-Match, the service tells the CA which bundle it holds (a rotation gate reads this).
     await until(
-      () => w.ca.ca.ledger.bundleHolders().some((h) => h.name === "payment.internal" && h.held_etag === updated.etag),
+      () => w.ca.ca.ledger.bundleHolders().some((h) => h.name === "payment.internal" && h.heldEtag === updated.etag),
       3_000,
       "the CA to record the bundle payment holds",
     );

@@ -49,7 +49,7 @@ test("refreshCrls re-signs a CRL near its nextUpdate, under an injected clock, a
     ["root-1"],
   );
   assert.equal(
-    resigned[0]!.crl_next_update!.slice(0, 16),
+    resigned[0]!.crlNextUpdate!.slice(0, 16),
     new Date(late.getTime() + 30 * DAY).toISOString().slice(0, 16),
   );
   assert.notEqual(readFileSync(join(dir, "crls.pem"), "utf8"), crlsBefore);

@@ -11,7 +11,7 @@ export function register(program: Command): void {
   }).action((o) =>
     withCa(o, async (ca) => {
       for (const r of await ca.publishCrls())
-        console.log(`Re-signed the CRL of ${r.name}: next update ${longDate(r.crl_next_update!)}`);
+        console.log(`Re-signed the CRL of ${r.name}: next update ${longDate(r.crlNextUpdate!)}`);
       console.log(`  services load ${shown(ca.layout.crls)}`);
     }),
   );

@@ -39,7 +39,7 @@ export function register(program: Command): void {
     console.log(`  root cert    ${shown(ca.layout.root(1).cert)}`);
     console.log(`  trust bundle ${shown(ca.layout.bundle)}  (distribute to every client and service)`);
     console.log(`  CRLs         ${shown(ca.layout.crls)}`);
-    console.log(`  expires      ${longDate(root.not_after)}`);
+    console.log(`  expires      ${longDate(root.notAfter)}`);
     console.log(`  trust domain ${ca.trustDomain()}  (every leaf's SPIFFE ID: spiffe://${ca.trustDomain()}/<name>)`);
     ca.close();
   });

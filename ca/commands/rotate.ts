@@ -87,7 +87,7 @@ export function register(program: Command): void {
               return;
             }
             console.log(
-              `Rotation ${row.id}: generation ${row.from_generation} → ${row.to_generation}, at gate ${rotation.GATE_NUMBER[row.phase as keyof typeof rotation.GATE_NUMBER] ?? 3}/3 (${row.phase}), started ${row.started_at}${row.owner ? `, run by ${row.owner}` : ", no run in progress"}`,
+              `Rotation ${row.id}: generation ${row.fromGeneration} → ${row.toGeneration}, at gate ${rotation.GATE_NUMBER[row.phase as keyof typeof rotation.GATE_NUMBER] ?? 3}/3 (${row.phase}), started ${row.startedAt}${row.owner ? `, run by ${row.owner}` : ", no run in progress"}`,
             );
             if (v) {
               console.log(

@@ -47,9 +47,9 @@ export function register(program: Command): void {
         ];
         console.log(`  generation ${g.generation}: ${g.root.name} — ${state}`);
         for (const r of [g.root, ...g.intermediates]) {
-          const crl = r.crl_next_update ? `CRL #${r.crl_number} until ${shortDate(r.crl_next_update)}` : "no CRL";
+          const crl = r.crlNextUpdate ? `CRL #${r.crlNumber} until ${shortDate(r.crlNextUpdate)}` : "no CRL";
           console.log(
-            `    ${r.id.padEnd(7)} ${r.kind.padEnd(12)} expires ${shortDate(r.not_after)}  ${crl}${r.id === signer ? "  <- signs new certificates" : ""}`,
+            `    ${r.id.padEnd(7)} ${r.kind.padEnd(12)} expires ${shortDate(r.notAfter)}  ${crl}${r.id === signer ? "  <- signs new certificates" : ""}`,
           );
         }
       }

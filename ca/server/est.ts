@@ -105,15 +105,15 @@ export function cacerts(ctx: EstContext, call: Call): void {
     try {
       const row = currentRow(ctx.ca, peer.der);
       call.authenticated = row.name;
-      const generation = ctx.ca.issuerRow(row.issuer_id).generation;
+      const generation = ctx.ca.issuerRow(row.issuerId).generation;
       // Never hint towards a generation that peers do not trust yet.
       if (p.signerPublished && generation !== p.signerGeneration) headers[RENEW_NOW_HEADER] = "1";
       ctx.ca.ledger.recordBundleHolder({
         name: row.name,
         serial: row.serial,
-        held_etag: held ? held.slice(0, 200) : null,
-        served_etag: p.etag,
-        seen_at: ctx.ca.now().toISOString(),
+        heldEtag: held ? held.slice(0, 200) : null,
+        servedEtag: p.etag,
+        seenAt: ctx.ca.now().toISOString(),
         remote: call.remote,
       });
     } catch (err) {

@@ -34,7 +34,7 @@ export class Lease {
    */
   tick(): boolean {
     const was = this.heldNow;
-    let row: { holder: string; expires_at: string } | undefined;
+    let row: { holder: string; expiresAt: string } | undefined;
     try {
       const now = this.ca.now();
       // Shared: the upsert's own condition decides who holds it; issuances need not wait for it.
@@ -58,7 +58,7 @@ export class Lease {
     }
     if (this.heldNow && !was) {
       this.log.info(
-        { event: "ca.lease_acquired", lease: this.name, holder: this.holder, expires_at: row!.expires_at },
+        { event: "ca.lease_acquired", lease: this.name, holder: this.holder, expires_at: row!.expiresAt },
         `this server now runs the CA's once-only jobs (${this.name})`,
       );
     } else if (!this.heldNow && was) {

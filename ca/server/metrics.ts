@@ -200,7 +200,7 @@ export class CaMetrics {
         this.reset();
         const published = new Set(state().published.generations.map((g) => `root-${g}`));
         for (const row of ca.ledger.issuers())
-          if (published.has(row.id)) this.set({ issuer: row.id }, seconds(Date.parse(row.not_after)));
+          if (published.has(row.id)) this.set({ issuer: row.id }, seconds(Date.parse(row.notAfter)));
       },
     });
     new Gauge({
@@ -212,8 +212,8 @@ export class CaMetrics {
         this.reset();
         const served = state().published.crls;
         for (const row of ca.ledger.issuers())
-          if (served.has(row.id) && row.crl_next_update)
-            this.set({ issuer: row.id }, seconds(Date.parse(row.crl_next_update)));
+          if (served.has(row.id) && row.crlNextUpdate)
+            this.set({ issuer: row.id }, seconds(Date.parse(row.crlNextUpdate)));
       },
     });
   }

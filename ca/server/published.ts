@@ -48,7 +48,7 @@ export function loadPublished(ca: CertificateAuthority): Published {
   const pkcs7 = certsOnly(rootCerts);
   const crls = new Map<string, Uint8Array>();
   const pems: string[] = [];
-  for (const r of issuers.filter((i) => i.state !== "retired" && i.crl_next_update)) {
+  for (const r of issuers.filter((i) => i.state !== "retired" && i.crlNextUpdate)) {
     // The ledger's copy is the newest whichever replica or host signed it; a ledger from
     // before replicas has only the file.
     const stored = ca.ledger.signedCrl(r.id);

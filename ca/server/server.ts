@@ -350,7 +350,7 @@ export class CaServer {
         {
           event: "ca.crls_resigned",
           issuers: resigned.map((r) => r.id),
-          next_update: resigned.map((r) => r.crl_next_update),
+          next_update: resigned.map((r) => r.crlNextUpdate),
         },
         `re-signed ${resigned.length} CRL(s) before they lapse`,
       );

@@ -1,6 +1,7 @@
 // What the CA asks of its ledger, whichever database holds it: SQLite in the state folder
 // (ca/ledger.ts) or PostgreSQL shared by several replicas (ca/store/postgres.ts). Both are
-// synchronous to their callers (see pg-sync.ts for why); rows keep the ledger's column names.
+// synchronous to their callers (see pg-sync.ts for why); rows are camelCase (rows.ts), the
+// column names stay inside the stores (stored.ts).
 import type {
   BundleHolderRow,
   CertRow,
@@ -16,14 +17,14 @@ import type {
 export interface LeaseRow {
   name: string;
   holder: string;
-  acquired_at: string;
-  expires_at: string;
+  acquiredAt: string;
+  expiresAt: string;
 }
 
 export type RotationFields = Partial<
   Pick<
     RotationRow,
-    "to_generation" | "phase" | "in_use" | "published_at" | "activated_at" | "finished_at" | "owner" | "heartbeat_at"
+    "toGeneration" | "phase" | "inUse" | "publishedAt" | "activatedAt" | "finishedAt" | "owner" | "heartbeatAt"
   >
 >;
 
@@ -63,7 +64,7 @@ export interface LedgerStore {
   list(opts?: { all?: boolean }): LedgerEntry[];
   markRevoked(serial: string, at: string, reason: string): boolean;
   markSuperseded(serial: string, by: string): boolean;
-  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[];
+  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revokedAt" | "reason">[];
   validInGeneration(generation: number, now: string): number;
   counts(now: string): Record<"VALID" | "EXPIRED" | "REVOKED" | "SUPERSEDED", number>;
   /** Certificates the CLI issued (issue, csr, renew) since a time: a metric of the CA server. */
@@ -92,7 +93,7 @@ export interface LedgerStore {
   unfinishedRotation(): RotationRow | undefined;
   rotation(id: number): RotationRow | undefined;
   insertRotation(
-    row: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+    row: Pick<RotationRow, "fromGeneration" | "toGeneration" | "startedAt" | "owner"> & { inUse?: number },
   ): RotationRow;
   updateRotation(id: number, fields: RotationFields, now: string): void;
 

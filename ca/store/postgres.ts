@@ -14,6 +14,7 @@ import type {
   TokenRow,
 } from "../ledger.ts";
 import type { LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
+import { allFromStored, fromStored, maybeFromStored, toStored } from "./stored.ts";
 import { type PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
 
 const SCHEMA_VERSION = "1";
@@ -280,23 +281,23 @@ export class PgLedger implements LedgerStore {
         r.parent,
         r.name,
         r.serial,
-        r.key_type,
-        r.not_before,
-        r.not_after,
+        r.keyType,
+        r.notBefore,
+        r.notAfter,
         r.state,
-        r.crl_number,
-        r.crl_next_update,
-        r.created_at,
+        r.crlNumber,
+        r.crlNextUpdate,
+        r.createdAt,
       ],
     );
   }
 
   issuers(): IssuerRow[] {
-    return this.rows(`SELECT ${ISSUER_COLUMNS} FROM issuers ORDER BY generation, kind DESC, created_at`);
+    return allFromStored(this.rows(`SELECT ${ISSUER_COLUMNS} FROM issuers ORDER BY generation, kind DESC, created_at`));
   }
 
   issuer(id: string): IssuerRow | undefined {
-    return this.one(`SELECT ${ISSUER_COLUMNS} FROM issuers WHERE id = $1`, [id]);
+    return maybeFromStored(this.one(`SELECT ${ISSUER_COLUMNS} FROM issuers WHERE id = $1`, [id]));
   }
 
   setIssuerState(generation: number, state: GenerationState): void {
@@ -342,39 +343,44 @@ export class PgLedger implements LedgerStore {
         r.serial,
         r.name,
         r.sans,
-        r.issuer_id,
-        r.key_type,
-        r.not_before,
-        r.not_after,
+        r.issuerId,
+        r.keyType,
+        r.notBefore,
+        r.notAfter,
         r.status,
-        r.revoked_at,
+        r.revokedAt,
         r.reason,
-        r.superseded_by,
+        r.supersededBy,
         r.source,
-        r.created_at,
+        r.createdAt,
         r.pem,
       ],
     );
   }
 
   current(name: string): CertRow | undefined {
-    return this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 AND status = 'valid'`, [name]);
+    return maybeFromStored(
+      this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 AND status = 'valid'`, [name]),
+    );
   }
 
   latest(name: string): CertRow | undefined {
-    return this.one(
-      `SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 ORDER BY created_at DESC, seq DESC LIMIT 1`,
-      [name],
+    return maybeFromStored(
+      this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE name = $1 ORDER BY created_at DESC, seq DESC LIMIT 1`, [
+        name,
+      ]),
     );
   }
 
   bySerial(serial: string): CertRow | undefined {
-    return this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE serial = $1`, [serial]);
+    return maybeFromStored(this.one(`SELECT ${CERT_COLUMNS}, pem FROM certs WHERE serial = $1`, [serial]));
   }
 
   list(opts: { all?: boolean } = {}): LedgerEntry[] {
-    return this.rows(
-      `SELECT ${CERT_COLUMNS} FROM certs ${opts.all ? "" : "WHERE status <> 'superseded'"} ORDER BY name, created_at, seq`,
+    return allFromStored(
+      this.rows(
+        `SELECT ${CERT_COLUMNS} FROM certs ${opts.all ? "" : "WHERE status <> 'superseded'"} ORDER BY name, created_at, seq`,
+      ),
     );
   }
 
@@ -396,10 +402,12 @@ export class PgLedger implements LedgerStore {
     );
   }
 
-  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revoked_at" | "reason">[] {
-    return this.rows(
-      "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = $1 AND status = 'revoked' AND not_after > $2",
-      [issuerId, now],
+  revokedUnexpired(issuerId: string, now: string): Pick<CertRow, "serial" | "revokedAt" | "reason">[] {
+    return allFromStored(
+      this.rows(
+        "SELECT serial, revoked_at, reason FROM certs WHERE issuer_id = $1 AND status = 'revoked' AND not_after > $2",
+        [issuerId, now],
+      ),
     );
   }
 
@@ -451,14 +459,14 @@ export class PgLedger implements LedgerStore {
   insertToken(r: TokenRow): void {
     this.run(
       "INSERT INTO enrol_tokens (hash, name, created_at, expires_at, used_at, used_by) VALUES ($1, $2, $3, $4, $5, $6)",
-      [r.hash, r.name, r.created_at, r.expires_at, r.used_at, r.used_by],
+      [r.hash, r.name, r.createdAt, r.expiresAt, r.usedAt, r.usedBy],
     );
   }
 
   token(hash: string): TokenRow | undefined {
-    return this.one("SELECT hash, name, created_at, expires_at, used_at, used_by FROM enrol_tokens WHERE hash = $1", [
-      hash,
-    ]);
+    return maybeFromStored(
+      this.one("SELECT hash, name, created_at, expires_at, used_at, used_by FROM enrol_tokens WHERE hash = $1", [hash]),
+    );
   }
 
   consumeToken(hash: string, now: string, serial: string): boolean {
@@ -486,12 +494,14 @@ export class PgLedger implements LedgerStore {
     this.run(
       `INSERT INTO bundle_holders (name, serial, held_etag, served_etag, seen_at, remote) VALUES ($1, $2, $3, $4, $5, $6)
       ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, held_etag = excluded.held_etag, served_etag = excluded.served_etag, seen_at = excluded.seen_at, remote = excluded.remote`,
-      [r.name, r.serial, r.held_etag, r.served_etag, r.seen_at, r.remote],
+      [r.name, r.serial, r.heldEtag, r.servedEtag, r.seenAt, r.remote],
     );
   }
 
   bundleHolders(): BundleHolderRow[] {
-    return this.rows("SELECT name, serial, held_etag, served_etag, seen_at, remote FROM bundle_holders ORDER BY name");
+    return allFromStored(
+      this.rows("SELECT name, serial, held_etag, served_etag, seen_at, remote FROM bundle_holders ORDER BY name"),
+    );
   }
 
   bundles(): Map<string, number[]> {
@@ -502,10 +512,12 @@ export class PgLedger implements LedgerStore {
   // --- rotations -------------------------------------------------------------------------
 
   currentCerts(now: string): CurrentCertFact[] {
-    return this.rows(
-      `SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
+    return allFromStored(
+      this.rows(
+        `SELECT c.name, c.serial, i.generation, c.not_after, c.source FROM certs c JOIN issuers i ON i.id = c.issuer_id
       WHERE c.status = 'valid' AND c.not_after > $1 ORDER BY c.name`,
-      [now],
+        [now],
+      ),
     );
   }
 
@@ -517,26 +529,29 @@ export class PgLedger implements LedgerStore {
   }
 
   unfinishedRotation(): RotationRow | undefined {
-    return this.one("SELECT * FROM rotations WHERE phase <> 'done'");
+    return maybeFromStored(this.one("SELECT * FROM rotations WHERE phase <> 'done'"));
   }
 
   rotation(id: number): RotationRow | undefined {
-    return this.one("SELECT * FROM rotations WHERE id = $1", [id]);
+    return maybeFromStored(this.one("SELECT * FROM rotations WHERE id = $1", [id]));
   }
 
   insertRotation(
-    r: Pick<RotationRow, "from_generation" | "to_generation" | "started_at" | "owner"> & { in_use?: number },
+    r: Pick<RotationRow, "fromGeneration" | "toGeneration" | "startedAt" | "owner"> & { inUse?: number },
   ): RotationRow {
-    return this.one<RotationRow>(
-      `INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
+    return fromStored(
+      this.one(
+        `INSERT INTO rotations (from_generation, to_generation, phase, in_use, started_at, updated_at, owner, heartbeat_at)
       VALUES ($1, $2, 'prepare', $3, $4, $4, $5, $4) RETURNING *`,
-      [r.from_generation, r.to_generation, r.in_use ?? 0, r.started_at, r.owner],
-    )!;
+        [r.fromGeneration, r.toGeneration, r.inUse ?? 0, r.startedAt, r.owner],
+      ),
+    );
   }
 
   updateRotation(id: number, fields: RotationFields, now: string): void {
-    const keys = Object.keys(fields).filter((k) => ROTATION_FIELDS.has(k));
-    const values = keys.map((k) => (fields as Record<string, unknown>)[k]);
+    const stored: Record<string, unknown> = toStored(fields);
+    const keys = Object.keys(stored).filter((k) => ROTATION_FIELDS.has(k));
+    const values = keys.map((k) => stored[k]);
     const sets = keys.map((k, i) => `${k} = $${i + 1}`);
     this.run(
       `UPDATE rotations SET ${[...sets, `updated_at = $${keys.length + 1}`].join(", ")} WHERE id = $${keys.length + 2}`,
@@ -595,7 +610,7 @@ export class PgLedger implements LedgerStore {
       WHERE leases.holder = excluded.holder OR leases.expires_at <= $3`,
       [name, holder, now, expiresAt],
     );
-    return this.one<LeaseRow>("SELECT name, holder, acquired_at, expires_at FROM leases WHERE name = $1", [name])!;
+    return fromStored(this.one("SELECT name, holder, acquired_at, expires_at FROM leases WHERE name = $1", [name]));
   }
 
   releaseLease(name: string, holder: string): void {

@@ -1,6 +1,8 @@
 // The ledger's rows, whichever database holds them (ca/ledger.ts: SQLite, ca/store/postgres.ts:
 // PostgreSQL): their own module, so that the store's interface and the SQLite ledger that
-// implements it both import them without importing each other.
+// implements it both import them without importing each other. Fields are camelCase, as
+// everywhere in the code; the databases' snake_case column names stay inside the stores
+// (ca/store/stored.ts converts at the boundary).
 
 export type CertStatus = "valid" | "revoked" | "superseded";
 export type IssuerKind = "root" | "intermediate";
@@ -13,31 +15,31 @@ export interface IssuerRow {
   parent: string | null;
   name: string;
   serial: string;
-  key_type: string;
-  not_before: string;
-  not_after: string;
+  keyType: string;
+  notBefore: string;
+  notAfter: string;
   /** For roots: pending (not in the bundle yet), published, retired. Intermediates follow their root. */
   state: GenerationState;
-  crl_number: number;
-  crl_next_update: string | null;
-  created_at: string;
+  crlNumber: number;
+  crlNextUpdate: string | null;
+  createdAt: string;
 }
 
 export interface CertRow {
   serial: string;
   name: string;
   sans: string;
-  issuer_id: string;
-  key_type: string;
-  not_before: string;
-  not_after: string;
+  issuerId: string;
+  keyType: string;
+  notBefore: string;
+  notAfter: string;
   status: CertStatus;
-  revoked_at: string | null;
+  revokedAt: string | null;
   reason: string | null;
-  superseded_by: string | null;
+  supersededBy: string | null;
   /** How it was made: CLI issue / sign / renew, or online: EST enrolment, EST renewal, the CA server's own TLS certificate. */
   source: "issue" | "csr" | "renew" | "est-enrol" | "est-renew" | "ca-server";
-  created_at: string;
+  createdAt: string;
   pem: string;
 }
 
@@ -47,20 +49,20 @@ export type RotationPhase = "prepare" | "activate" | "retire" | "done";
 
 export interface RotationRow {
   id: number;
-  from_generation: number;
-  to_generation: number;
+  fromGeneration: number;
+  toGeneration: number;
   /** The gate it is at: prepare (waiting for every identity to hold the new root), activate, retire (waiting for the old generation to drain), done. */
   phase: RotationPhase;
   /** 1 when gate 3 also waits for each identity to present its new certificate (--in-use). */
-  in_use: number;
-  started_at: string;
+  inUse: number;
+  startedAt: string;
   /** When the new generation was published; only bundle fetches from then on count. */
-  published_at: string | null;
-  activated_at: string | null;
-  finished_at: string | null;
-  updated_at: string;
+  publishedAt: string | null;
+  activatedAt: string | null;
+  finishedAt: string | null;
+  updatedAt: string;
   owner: string | null;
-  heartbeat_at: string | null;
+  heartbeatAt: string | null;
 }
 
 /** A current certificate as the rotation gates see it. */
@@ -68,26 +70,26 @@ export interface CurrentCertFact {
   name: string;
   serial: string;
   generation: number;
-  not_after: string;
+  notAfter: string;
   source: CertRow["source"];
 }
 
 export interface TokenRow {
   hash: string;
   name: string;
-  created_at: string;
-  expires_at: string;
-  used_at: string | null;
-  used_by: string | null;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  usedBy: string | null;
 }
 
 export interface BundleHolderRow {
   name: string;
   serial: string;
   /** The ETag the caller sent in If-None-Match: the bundle it says it holds (null: none sent). */
-  held_etag: string | null;
+  heldEtag: string | null;
   /** The ETag of the bundle the server answered with (200) or confirmed (304). */
-  served_etag: string;
-  seen_at: string;
+  servedEtag: string;
+  seenAt: string;
   remote: string | null;
 }

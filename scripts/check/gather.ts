@@ -143,9 +143,9 @@ async function readCa(dir: string, policyFile: string, online?: OnlineMode): Pro
       name: r.name,
       generation: r.generation,
       state: r.state,
-      notBefore: r.not_before,
-      notAfter: r.not_after,
-      crlNextUpdate: r.crl_next_update,
+      notBefore: r.notBefore,
+      notAfter: r.notAfter,
+      crlNextUpdate: r.crlNextUpdate,
     }));
     const changedAt = (path: string) => {
       try {

@@ -23,32 +23,29 @@ export function readRotation(ledger: LedgerStore, now: Date): RotationView | nul
   let row: RotationRow | undefined;
   try {
     // A store other than SQLite is read through its interface: the rotation under way (a finished one is not shown).
-    row =
-      ledger instanceof Ledger
-        ? (ledger.db.prepare("SELECT * FROM rotations ORDER BY id DESC LIMIT 1").get() as RotationRow | undefined)
-        : ledger.unfinishedRotation();
+    row = ledger instanceof Ledger ? ledger.lastRotation() : ledger.unfinishedRotation();
   } catch {
     return null; // a CA from before rotations: no such table
   }
   if (!row) return null;
-  if (row.phase === "done" && (!row.finished_at || now.getTime() - Date.parse(row.finished_at) > SHOW_DONE_MS))
+  if (row.phase === "done" && (!row.finishedAt || now.getTime() - Date.parse(row.finishedAt) > SHOW_DONE_MS))
     return null;
   let v: GateVerdict | null = null;
   try {
     if (row.phase === "prepare") v = evaluatePrepare(prepareFacts(ledger, row, now));
-    else if (row.phase === "retire") v = evaluateRetire(retireFacts(ledger, row, now, { inUse: row.in_use === 1 }));
+    else if (row.phase === "retire") v = evaluateRetire(retireFacts(ledger, row, now, { inUse: row.inUse === 1 }));
   } catch {
     v = null;
   }
   return {
     id: row.id,
-    from: row.from_generation,
-    to: row.to_generation,
+    from: row.fromGeneration,
+    to: row.toGeneration,
     phase: row.phase,
     gate: row.phase === "done" ? 3 : GATE_NUMBER[row.phase],
-    startedAt: row.started_at,
-    activatedAt: row.activated_at,
-    finishedAt: row.finished_at,
+    startedAt: row.startedAt,
+    activatedAt: row.activatedAt,
+    finishedAt: row.finishedAt,
     owner: row.owner,
     total: v?.total ?? 0,
     waitingFor: (v?.waitingFor ?? [])

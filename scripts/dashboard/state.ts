@@ -313,12 +313,12 @@ export class DashboardState {
     if (!this.ledger) return null;
     const row = this.ledger.bySerial(normaliseSerial(serial)) ?? this.ledger.bySerial(serial);
     if (!row) return null;
-    const issuer = this.ledger.issuer(row.issuer_id);
+    const issuer = this.ledger.issuer(row.issuerId);
     return {
-      issuerName: issuer?.name ?? row.issuer_id,
+      issuerName: issuer?.name ?? row.issuerId,
       generation: issuer?.generation ?? 0,
       status: row.status,
-      revokedAt: row.revoked_at,
+      revokedAt: row.revokedAt,
     };
   }
 
@@ -336,8 +336,8 @@ export class DashboardState {
       kind: r.kind,
       generation: r.generation,
       state: r.state,
-      notAfter: r.not_after,
-      crlNextUpdate: r.crl_next_update,
+      notAfter: r.notAfter,
+      crlNextUpdate: r.crlNextUpdate,
     }));
   }
 }
