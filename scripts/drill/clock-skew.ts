@@ -78,7 +78,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
   const EXPIRED = { outcome: "refused", reason: "expired" };
   try {
     await mesh.up();
-    mesh.begin("baseline", "1. Baseline: every clock agrees, orders flowing", true);
+    await mesh.begin("baseline", "1. Baseline: every clock agrees, orders flowing", true);
     const check0 = await clockCheck(mesh, "payment");
     mesh.note(`mesh:check, payment's clock: ${check0.severity}: ${check0.detail}`);
     await pause(dwell);
@@ -87,7 +87,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
     const skews = o.skews ?? SKEWS;
     for (const [i, skew] of skews.entries()) {
       const by = formatOffset(skew.ms);
-      mesh.begin(
+      await mesh.begin(
         skew.phase,
         `${i + 2}. payment's clock ${by} ahead (restarted with MESH_CLOCK_OFFSET_MS=${skew.ms}; the machine's clock untouched)`,
         false,
@@ -168,7 +168,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
     }
 
     // The heal: the clock fixed --------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "heal",
       `${skews.length + 2}. Heal: payment's clock fixed (restarted without the skew), from its own state folder`,
       false,
@@ -182,7 +182,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
     mesh.note(
       `${healed.failed} of ${healed.sent} order(s) sent after the fix failed; mesh:check, payment's clock: ${checkHealed.severity}: ${checkHealed.detail}`,
     );
-    mesh.begin("after", `${skews.length + 3}. After: the mesh as before`, true);
+    await mesh.begin("after", `${skews.length + 3}. After: the mesh as before`, true);
     await pause(dwell);
 
     const phases = await mesh.report();

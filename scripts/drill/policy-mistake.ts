@@ -100,11 +100,11 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
   try {
     await mesh.up();
     const original = loadPolicy(mesh.policy);
-    mesh.begin("baseline", "1. Baseline: the policy in force lets order call payment, orders flowing", true);
+    await mesh.begin("baseline", "1. Baseline: the policy in force lets order call payment, orders flowing", true);
     await pause(dwell);
 
     // 2. What-if: the candidate replayed against the calls the logs show, nothing reloaded -------------
-    mesh.begin(
+    await mesh.begin(
       "what-if",
       "2. A candidate edit (payment accepts inventory instead of order), checked with npm run policy -- what-if before anything reloads",
       true,
@@ -124,7 +124,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     await pause(dwell / 2);
 
     // 3. Audit: the candidate in force with mode = "audit": logged, counted, let through -------------
-    mesh.begin(
+    await mesh.begin(
       "audit",
       '3. The candidate in force in audit mode (mode = "audit" on payment): what it would deny is logged and let through',
       true,
@@ -148,7 +148,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const auditEnd = Date.now();
 
     // 4. Enforced: the 403s ------------------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "enforce",
       "4. The candidate enforced (the mode line deleted): order's calls to payment are denied",
       false,
@@ -193,7 +193,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const enforceEnd = Date.now();
 
     // 5. Revert, by hot reload -----------------------------------------------------------------------
-    mesh.begin(
+    await mesh.begin(
       "revert",
       "5. Heal: the edit reverted (the previous policy saved back); the services hot-reload it",
       false,
@@ -204,7 +204,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     await pause(dwell);
     mesh.traffic!.unmark(healed);
     mesh.note(`${healed.failed} of ${healed.sent} order(s) sent after the revert failed`);
-    mesh.begin("after", "6. After: the mesh as before", true);
+    await mesh.begin("after", "6. After: the mesh as before", true);
     await pause(dwell);
 
     const phases = await mesh.report();
