@@ -21,6 +21,9 @@ Environment:
   MESH_BENCH_SECONDS        seconds per mesh load round (default 2)
   MESH_BENCH_ROUNDS         back-to-back mesh rounds (default 4)
   MESH_BENCH_PAIRED_ROUNDS  side-by-side mesh rounds (default twice the rounds)
+  MESH_BENCH_HANDSHAKE_SECONDS  seconds per handshake-bench phase (default 3)
+  MESH_BENCH_HANDSHAKE_ROUNDS   handshake-bench rounds, mesh and bare Node side by side (default 6)
+  MESH_BENCH_HANDSHAKE_WARMUP   seconds of each warm-up phase of the handshake bench (default 3)
   MESH_BENCH_EST_SECONDS    seconds per EST rate round (default 1)
   MESH_BENCH_EST_ROUNDS     EST rate rounds per side, interleaved (default 4)
   MESH_BENCH_EST_CLIENTS    EST clients in flight (default 8)
@@ -31,7 +34,7 @@ Environment:
   MESH_BENCH_REPLICA_ROUNDS    CA-replica rate rounds per side, interleaved (default 3)
   MESH_BENCH_REPLICA_FAILOVERS kill -9 failovers timed (default 3)
 
-One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
+One part alone: npx tsx bench/mesh.ts, npx tsx bench/mesh-handshake.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
 (the last needs PostgreSQL: PGHOST, default /var/run/postgresql). See docs/bench.md.
 
 Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`,
@@ -45,6 +48,7 @@ Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags
 const { runCaBench } = await import("./ca.ts");
 const { runRotationBench } = await import("./rotation.ts");
 const { runEstBench } = await import("./est.ts");
+const { runHandshakeBench } = await import("./mesh-handshake.ts");
 const { runReplicaBench } = await import("./replicas.ts");
 
 const meshUrl = new URL("./mesh.ts", import.meta.url);
@@ -80,6 +84,16 @@ try {
   // Keep the CA numbers even when the mesh bench breaks, but fail the run.
   console.error(`\nthe mesh bench failed: ${(err as Error).stack ?? err}`);
   results.mesh = { error: (err as Error).message };
+  process.exitCode = 1;
+}
+try {
+  const handshakes = await runHandshakeBench();
+  results.handshakes = handshakes;
+  // Issue 16's target: new mTLS connections at Node's floor; a FAIL fails the run.
+  if (!handshakes.verdict.pass) process.exitCode = 1;
+} catch (err) {
+  console.error(`\nthe handshake bench failed: ${(err as Error).stack ?? err}`);
+  results.handshakes = { error: (err as Error).message };
   process.exitCode = 1;
 }
 try {

@@ -9,8 +9,9 @@ import { dnsName } from "./names.ts";
 import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { checkServerIdentity, connect, createSecureContext, type PeerCertificate, type TLSSocket } from "node:tls";
 import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
-import { REVOKED, withdrawn } from "./revocations.ts";
+import { chainWithdrawn, REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
+import { CalleeSessions, connectionChain, meshConnector } from "./callee-sessions.ts";
 import type { X509Certificate } from "node:crypto";
 
 // undici adds about 20 MB to a process that loads it: only a service that calls another does.
@@ -34,6 +35,8 @@ export class UpstreamError extends MeshError {
 
 export interface UpstreamOptions {
   timeoutMs?: number;
+  /** Offer the TLS sessions of earlier connections to a callee (default true; see callee-sessions.ts). */
+  resume?: boolean;
 }
 
 /**
@@ -56,6 +59,7 @@ export class Upstreams {
   /** Absent while this service calls no one (and then undici is never loaded). */
   private agent: Agent | undefined;
   private readonly timeoutMs: number;
+  private readonly resume: boolean;
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
   private readonly origins = new Map<string, string>();
@@ -78,6 +82,7 @@ export class Upstreams {
     opts: UpstreamOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
+    this.resume = opts.resume ?? true;
     for (const [name, addr] of Object.entries(addrs)) {
       const origin = `https://${addr}`;
       this.origins.set(name, origin);
@@ -94,7 +99,10 @@ export class Upstreams {
   /**
    * The callee's chain is checked like a server checks its callers: against the trust
    * bundle and against the CRLs (one `crl` entry per CRL, see TlsMaterial.crl), so a
-   * revoked callee fails the handshake with CERT_REVOKED.
+   * revoked callee fails the handshake with CERT_REVOKED. Each connector keeps the TLS
+   * sessions of its own connections (callee-sessions.ts): new material makes a new connector,
+   * so no session made under other material is ever offered, and a resumed one is judged
+   * again under the material in force.
    */
   private connectorFor(m: TlsMaterial): buildConnector.connector {
     const secureContext = createSecureContext({
@@ -105,14 +113,15 @@ export class Upstreams {
       minVersion: "TLSv1.2",
       ciphers: TLS_CIPHERS,
     });
-    // No session cache: every new connection shows our certificate again, so a revocation
-    // or rotation is judged on the next connection, not on the next full handshake.
-    return loadUndici().buildConnector({
+    const { errors } = loadUndici();
+    return meshConnector({
       secureContext,
-      minVersion: "TLSv1.2",
-      timeout: this.timeoutMs,
-      maxCachedSessions: 0,
+      timeoutMs: this.timeoutMs,
       checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain),
+      madeUnder: m,
+      material: () => this.material,
+      sessions: this.resume ? new CalleeSessions() : undefined,
+      timeoutError: (message) => new errors.ConnectTimeoutError(message),
     });
   }
 
@@ -168,7 +177,13 @@ export class Upstreams {
     const retiring: TLSSocket[] = [];
     for (const [sock, upstream] of this.sockets) {
       if (sock.destroyed) continue;
-      const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
+      // The chain recorded when the connection was made (a resumed one has no certificate to read).
+      const chain = connectionChain(sock);
+      const why = chain
+        ? chainWithdrawn(chain, this.material.trust)
+        : sock.isSessionReused()
+          ? "its verified chain is unknown"
+          : withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
       // Remembered, so that a call in flight on it is reported as ours (callee_withdrawn), not as
