@@ -72,6 +72,7 @@ test("a caller's session resumes; revoked after its first handshake, it is refus
     const again = await get(pay.svc.port, order, ca, first.session);
     assert.equal(again.reused, true, "the session was resumed");
     assert.equal(again.status, 200, "and the resumed caller is served");
+    assert.match(await pay.svc.metrics.registry.metrics(), /^mesh_tls_handshakes_resumed_total 1$/m);
 
     const since = pay.logs.lines.length;
     await pki.ca.revoke({ domain: "order.internal", reason: "keyCompromise" });

@@ -254,6 +254,8 @@ export class MeshMetrics {
   readonly registry = new Registry();
   private readonly handshakes: CellCounter;
   private readonly accepted: Cell;
+  /** Accepted handshakes that resumed a TLS session (a part of `accepted`). */
+  private readonly resumed: Cell;
   private readonly requests: CellCounter;
   private readonly denials: CellCounter;
   private readonly wouldDenials: CellCounter;
@@ -302,6 +304,12 @@ export class MeshMetrics {
       ["outcome", "reason"],
     );
     this.accepted = this.handshakes.cell("accepted", "none");
+    this.resumed = new CellCounter(
+      r,
+      "mesh_tls_handshakes_resumed_total",
+      "Inbound TLS handshakes accepted on a resumed session (counted in mesh_tls_handshakes_total's accepted too); each was re-checked against the trust in force.",
+      [],
+    ).cell();
     for (const reason of HANDSHAKE_REASONS) this.handshakes.cell("refused", reason);
     this.requests = new CellCounter(
       r,
@@ -461,8 +469,9 @@ export class MeshMetrics {
     this.handshakeStarts.set(raw, performance.now());
   }
 
-  handshakeAccepted(sock?: object): void {
+  handshakeAccepted(sock?: object, resumed = false): void {
     this.accepted.n++;
+    if (resumed) this.resumed.n++;
     this.handshakeTimed("accepted", sock);
   }
 

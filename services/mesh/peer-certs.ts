@@ -58,13 +58,12 @@ export class PeerCerts {
    */
   of(sock: TLSSocket, resumed: boolean): CertFacts | undefined {
     let cert: PeerCertificate | undefined;
-    let der = this.sessionsReadable ? sessionPeerDer(sock) : undefined;
-    if (!der) {
+    let key = this.sessionsReadable ? sessionPeerKey(sock) : undefined;
+    if (key === undefined) {
       cert = sock.getPeerCertificate();
       if (!cert?.raw) return undefined;
-      der = cert.raw;
+      key = cert.raw.toString("latin1");
     }
-    let key = der.toString("latin1");
     const known = this.byDer.get(key);
     if (known) {
       // Least recently used goes first: re-inserting moves it to the end.
@@ -75,9 +74,10 @@ export class PeerCerts {
     }
     cert ??= sock.getPeerCertificate();
     if (!cert?.raw) return undefined;
-    if (!cert.raw.equals(der)) {
+    const der = cert.raw.toString("latin1");
+    if (der !== key) {
       this.sessionsReadable = false;
-      key = cert.raw.toString("latin1");
+      key = der;
     }
     const identity = identityOf(cert, this.trustDomain);
     const facts: CertFacts = {
@@ -100,6 +100,12 @@ export class PeerCerts {
  * before this returns, and only a copy of the certificate leaves.
  */
 export function sessionPeerDer(sock: TLSSocket): Buffer | undefined {
+  const key = sessionPeerKey(sock);
+  return key === undefined ? undefined : Buffer.from(key, "latin1");
+}
+
+/** sessionPeerDer() as a string of its bytes (latin1): the cache's key, without a Buffer copy. */
+function sessionPeerKey(sock: TLSSocket): string | undefined {
   const session = sock.getSession();
   if (!session) return undefined;
   try {
@@ -109,7 +115,7 @@ export function sessionPeerDer(sock: TLSSocket): Buffer | undefined {
       const field = readTlv(session, at, seq.end);
       if (field.tag === 0xa3) {
         const cert = readTlv(session, field.start, field.end);
-        return cert.tag === 0x30 && cert.end === field.end ? Buffer.from(cert.raw) : undefined;
+        return cert.tag === 0x30 && cert.end === field.end ? session.toString("latin1", cert.at, cert.end) : undefined;
       }
       at = field.end;
     }

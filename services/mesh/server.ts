@@ -154,6 +154,8 @@ export class MeshServer {
   /** What each peer certificate says, judged once per certificate under the material in force. */
   private certs: PeerCerts;
   private readonly sockets = new Set<TLSSocket>();
+  /** A socket's "close" listener, one function for all: no closure per connection. */
+  private readonly forgetSocket: (this: TLSSocket) => void;
   private readonly routes: CompiledRoute[];
   private readonly limits: Limits;
   private readonly logs: ExchangeLogs;
@@ -161,6 +163,10 @@ export class MeshServer {
   constructor(private readonly opts: MeshServerOptions) {
     this.material = opts.material;
     this.certs = new PeerCerts(opts.material.leaf.trustDomain);
+    const sockets = this.sockets;
+    this.forgetSocket = function (this: TLSSocket) {
+      sockets.delete(this);
+    };
     this.logs = { log: opts.log, access: new AccessLog(opts.log, opts.requestLinesPerSecond) };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
@@ -401,9 +407,9 @@ export class MeshServer {
     };
     this.peers.set(sock, state);
     (sock as TLSSocket & { [PEER]?: PeerState })[PEER] = state;
-    this.opts.metrics?.handshakeAccepted(sock);
+    this.opts.metrics?.handshakeAccepted(sock, resumed);
     this.sockets.add(sock);
-    sock.once("close", () => this.sockets.delete(sock));
+    sock.on("close", this.forgetSocket);
   }
 
   private refuse(
