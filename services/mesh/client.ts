@@ -60,6 +60,8 @@ export class Upstreams {
   private agent: Agent | undefined;
   private readonly timeoutMs: number;
   private readonly resume: boolean;
+  /** The sessions the current connector keeps (see connectorFor). */
+  private sessions: CalleeSessions | undefined;
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
   private readonly origins = new Map<string, string>();
@@ -120,7 +122,7 @@ export class Upstreams {
       checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain),
       madeUnder: m,
       material: () => this.material,
-      sessions: this.resume ? new CalleeSessions() : undefined,
+      sessions: (this.sessions = this.resume ? new CalleeSessions() : undefined),
       timeoutError: (message) => new errors.ConnectTimeoutError(message),
     });
   }
@@ -252,6 +254,9 @@ export class Upstreams {
       const { code } = r;
       let { reason, sentence } = r;
       const ours = this.withdrawnAt.get(name);
+      // Closed without an answer: if that was a resumed session the callee refused (it could no
+      // longer vouch for it, see resumption.ts), the next connection must not offer it again.
+      if (reason === "rejected_in_handshake") this.sessions?.forget(dnsName(name));
       if (reason === "rejected_in_handshake" && ours && ours.at >= started)
         ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
