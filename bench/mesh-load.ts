@@ -1,8 +1,9 @@
-// The benchmark's load client (run pinned to its own core): new connections per second,
-// or keep-alive requests per second at N connections, with latency percentiles and, given
-// the server's pid, the server's CPU ticks during the measured window only.
-import { request, type RequestOptions } from "node:https";
-import { createSecureContext } from "node:tls";
+// The benchmark's load client (run pinned to its own core): new connections per second (full
+// handshakes, or resumed ones with a cached TLS session), or keep-alive requests per second at N
+// connections, with latency percentiles and, given the server's pid, the server's CPU ticks
+// during the measured window only.
+import { Agent, request, type RequestOptions } from "node:https";
+import { createSecureContext, type TLSSocket } from "node:tls";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
@@ -30,6 +31,8 @@ const secureContext = createSecureContext(tls);
 const lat: number[] = [];
 let ok = 0;
 let errors = 0;
+/** New connections that resumed a TLS session (isSessionReused()): all of them but the first in "resume" mode, none in "conn". */
+let resumed = 0;
 let deadline = Infinity;
 let start = 0;
 let ticksAtStart = 0;
@@ -60,6 +63,13 @@ function end(): void {
   ticks = serverTicks() - ticksAtStart;
 }
 
+/**
+ * "resume": one agent for every request, without keep-alive: each request is a new connection,
+ * and the agent offers the TLS session (ticket) it kept from an earlier one, as Node's https
+ * agent does by default. "conn": a fresh agent per request, so every handshake is a full one.
+ */
+const resumingAgent = mode === "resume" ? new Agent({ keepAlive: false, maxCachedSessions: 1 }) : undefined;
+
 function once(): Promise<void> {
   return new Promise((resolve) => {
     const t = performance.now();
@@ -70,7 +80,7 @@ function once(): Promise<void> {
         path: "/healthz",
         secureContext,
         servername: tls.servername,
-        agent: false,
+        agent: resumingAgent ?? false,
         headers: { connection: "close" },
       } as RequestOptions,
       (res) => {
@@ -87,11 +97,20 @@ function once(): Promise<void> {
       errors++;
       resolve();
     });
+    req.once("socket", (s: TLSSocket) =>
+      s.once("secureConnect", () => {
+        if (s.isSessionReused()) resumed++;
+      }),
+    );
     req.end();
   });
 }
 
 async function newConnections(): Promise<void> {
+  // The first connection gets the session the others resume: outside the measured window.
+  if (resumingAgent) await once();
+  ok = errors = resumed = 0;
+  lat.length = 0;
   begin();
   await Promise.all(
     Array.from({ length: conns }, async () => {
@@ -127,9 +146,18 @@ async function keepAlive(): Promise<void> {
   await pool.close();
 }
 
-await (mode === "conn" ? newConnections().then(end) : keepAlive());
+await (mode === "conn" || mode === "resume" ? newConnections().then(end) : keepAlive());
 lat.sort((a, b) => a - b);
 const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0;
 console.log(
-  JSON.stringify({ ok, errors, seconds: elapsed, rate: ok / elapsed, p50: pct(50), p99: pct(99), serverTicks: ticks }),
+  JSON.stringify({
+    ok,
+    errors,
+    resumed,
+    seconds: elapsed,
+    rate: ok / elapsed,
+    p50: pct(50),
+    p99: pct(99),
+    serverTicks: ticks,
+  }),
 );

@@ -22,19 +22,19 @@ import {
   type Verdict,
 } from "./mesh-report.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
-const HAS_TASKSET = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
+export const ROOT = fileURLToPath(new URL("..", import.meta.url));
+export const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
+export const HAS_TASKSET = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 /** Issue 8: a mesh service at rest within 1.3× the resident memory of the bare server. */
 export const IDLE_RSS_TARGET = 1.3;
 
-type Load = Omit<Sample, "cpuUsPerReq"> & { serverTicks: number };
+export type Load = Omit<Sample, "cpuUsPerReq"> & { serverTicks: number; resumed?: number };
 
 function pinned(core: number, args: string[]): [string, string[]] {
   return HAS_TASKSET ? ["taskset", ["-c", String(core), ...args]] : [args[0]!, args.slice(1)];
 }
 
-function rssMb(pid: number): number {
+export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
 }
@@ -43,7 +43,7 @@ function rssMb(pid: number): number {
  * Start a server pinned to core 0; its stdout goes to a file we poll for `listening`. Every
  * server runs compiled JavaScript (no tsx loader in the process), as mesh:up runs services.
  */
-async function startServer(
+export async function startServer(
   args: string[],
   logFile: string,
 ): Promise<{ proc: ChildProcess; port: number; pid: number }> {
@@ -64,8 +64,8 @@ async function startServer(
  * One load client run; it reads the server's CPU ticks itself, at the edges of its measured
  * window. Asynchronous, so two can run at the same moment in the side-by-side rounds.
  */
-function runLoad(
-  mode: "conn" | "ka",
+export function runLoad(
+  mode: "conn" | "resume" | "ka",
   port: number,
   pki: string,
   conns: number,
@@ -99,7 +99,7 @@ function runLoad(
   });
 }
 
-const sample = (load: Load): Sample => {
+export const sample = (load: Load): Sample => {
   const { serverTicks, ...rest } = load;
   return { ...rest, cpuUsPerReq: rest.ok ? (serverTicks * TICK_US) / rest.ok : NaN };
 };
@@ -183,6 +183,32 @@ async function measureAll(
   }
 }
 
+/**
+ * In `dir`: a CA with payment's and order's certificates (pki/), the bare baseline compiled
+ * like the service (bin/bundle.mjs does the mesh), so that no server carries tsx, and a policy
+ * that lets order call payment.
+ */
+export async function prepareServers(dir: string): Promise<{ pki: string; bareJs: string; policy: string }> {
+  const pki = join(dir, "pki");
+  const ca = await CertificateAuthority.init({ dir: pki, name: "Mesh Bench CA" });
+  await ca.issue({ domain: "payment.internal" });
+  await ca.issue({ domain: "order.internal" });
+  ca.close();
+  const bareJs = join(dir, "mesh-bare.mjs");
+  buildSync({
+    entryPoints: [join(ROOT, "bench", "mesh-bare.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: bareJs,
+    logLevel: "error",
+  });
+  const policy = join(dir, "mesh-policy.toml");
+  writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
+  return { pki, bareJs, policy };
+}
+
 export interface MeshBenchResult {
   pinned: boolean;
   seconds: number;
@@ -212,24 +238,7 @@ export async function runMeshBench(
   const pairedRounds = opts.pairedRounds ?? Number(process.env.MESH_BENCH_PAIRED_ROUNDS ?? 2 * rounds);
   const dir = mkdtempSync(join(tmpdir(), "mesh-bench-"));
   try {
-    const pki = join(dir, "pki");
-    const ca = await CertificateAuthority.init({ dir: pki, name: "Mesh Bench CA" });
-    await ca.issue({ domain: "payment.internal" });
-    await ca.issue({ domain: "order.internal" });
-    ca.close();
-    // The baselines compiled like the service (bin/bundle.mjs), so that no server carries tsx.
-    const bareJs = join(dir, "mesh-bare.mjs");
-    buildSync({
-      entryPoints: [join(ROOT, "bench", "mesh-bare.ts")],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      outfile: bareJs,
-      logLevel: "error",
-    });
-    const policy = join(dir, "mesh-policy.toml");
-    writeFileSync(policy, `[payment]\naccepts = ["order"]\n`);
+    const { pki, bareJs, policy } = await prepareServers(dir);
 
     const loadBefore = loadavg()[0]!;
     console.log(

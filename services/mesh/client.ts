@@ -9,10 +9,11 @@ import { dnsName } from "./names.ts";
 import { calleeWithdrawn, upstreamReason, type UpstreamReason } from "./reasons.ts";
 import { checkServerIdentity, connect, createSecureContext, type PeerCertificate, type TLSSocket } from "node:tls";
 import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
-import { REVOKED, withdrawn } from "./revocations.ts";
+import { chainWithdrawn, REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
-import { X509Certificate } from "node:crypto";
 import { datesByProcessClock } from "./clock-dates.ts";
+import { CalleeSessions, connectionChain, meshConnector } from "./callee-sessions.ts";
+import type { X509Certificate } from "node:crypto";
 
 // undici adds about 20 MB to a process that loads it: only a service that calls another does.
 const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
@@ -35,6 +36,8 @@ export class UpstreamError extends MeshError {
 
 export interface UpstreamOptions {
   timeoutMs?: number;
+  /** Offer the TLS sessions of earlier connections to a callee (default true; see callee-sessions.ts). */
+  resume?: boolean;
 }
 
 /**
@@ -59,8 +62,7 @@ export function calleeIdentity(host: string, cert: PeerCertificate, trustDomain:
  * sentence names the clock (upstreamReason reads it from `byClock`).
  */
 function calleeDatesByProcessClock(host: string, cert: PeerCertificate): Error | undefined {
-  if (!cert.raw) return undefined;
-  const late = datesByProcessClock(new X509Certificate(cert.raw), `the certificate of ${host}`);
+  const late = datesByProcessClock(cert, `the certificate of ${host}`);
   return late
     ? Object.assign(new Error(late.sentence), { code: late.code, byClock: late.sentence, host, cert })
     : undefined;
@@ -70,6 +72,9 @@ export class Upstreams {
   /** Absent while this service calls no one (and then undici is never loaded). */
   private agent: Agent | undefined;
   private readonly timeoutMs: number;
+  private readonly resume: boolean;
+  /** The sessions the current connector keeps (see connectorFor). */
+  private sessions: CalleeSessions | undefined;
   /** origin "https://127.0.0.1:7402" -> servername "payment.internal" */
   private readonly servernames = new Map<string, string>();
   private readonly origins = new Map<string, string>();
@@ -92,6 +97,7 @@ export class Upstreams {
     opts: UpstreamOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
+    this.resume = opts.resume ?? true;
     for (const [name, addr] of Object.entries(addrs)) {
       const origin = `https://${addr}`;
       this.origins.set(name, origin);
@@ -108,7 +114,10 @@ export class Upstreams {
   /**
    * The callee's chain is checked like a server checks its callers: against the trust
    * bundle and against the CRLs (one `crl` entry per CRL, see TlsMaterial.crl), so a
-   * revoked callee fails the handshake with CERT_REVOKED.
+   * revoked callee fails the handshake with CERT_REVOKED. Each connector keeps the TLS
+   * sessions of its own connections (callee-sessions.ts): new material makes a new connector,
+   * so no session made under other material is ever offered, and a resumed one is judged
+   * again under the material in force.
    */
   private connectorFor(m: TlsMaterial): buildConnector.connector {
     const secureContext = createSecureContext({
@@ -119,14 +128,15 @@ export class Upstreams {
       minVersion: "TLSv1.2",
       ciphers: TLS_CIPHERS,
     });
-    // No session cache: every new connection shows our certificate again, so a revocation
-    // or rotation is judged on the next connection, not on the next full handshake.
-    return loadUndici().buildConnector({
+    const { errors } = loadUndici();
+    return meshConnector({
       secureContext,
-      minVersion: "TLSv1.2",
-      timeout: this.timeoutMs,
-      maxCachedSessions: 0,
+      timeoutMs: this.timeoutMs,
       checkServerIdentity: (host: string, cert: PeerCertificate) => calleeIdentity(host, cert, m.leaf.trustDomain),
+      madeUnder: m,
+      material: () => this.material,
+      sessions: (this.sessions = this.resume ? new CalleeSessions() : undefined),
+      timeoutError: (message) => new errors.ConnectTimeoutError(message),
     });
   }
 
@@ -182,7 +192,13 @@ export class Upstreams {
     const retiring: TLSSocket[] = [];
     for (const [sock, upstream] of this.sockets) {
       if (sock.destroyed) continue;
-      const why = withdrawn(sock.getPeerCertificate(true), this.material.trust);
+      // The chain recorded when the connection was made (a resumed one has no certificate to read).
+      const chain = connectionChain(sock);
+      const why = chain
+        ? chainWithdrawn(chain, this.material.trust)
+        : sock.isSessionReused()
+          ? "its verified chain is unknown"
+          : withdrawn(sock.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${upstream} (${why})`);
       // Remembered, so that a call in flight on it is reported as ours (callee_withdrawn), not as
@@ -251,6 +267,9 @@ export class Upstreams {
       const { code } = r;
       let { reason, sentence } = r;
       const ours = this.withdrawnAt.get(name);
+      // Closed without an answer: if that was a resumed session the callee refused (it could no
+      // longer vouch for it, see resumption.ts), the next connection must not offer it again.
+      if (reason === "rejected_in_handshake") this.sessions?.forget(dnsName(name));
       if (reason === "rejected_in_handshake" && ours && ours.at >= started)
         ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";

@@ -27,6 +27,7 @@ export type HandshakeReason =
   | "handshake_timeout"
   | "old_tls_version"
   | "no_shared_cipher"
+  | "session_unverifiable"
   | "tls_error";
 
 const UNKNOWN_CA = new Set([

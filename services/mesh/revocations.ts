@@ -29,14 +29,28 @@ export const REVOKED = "its certificate was revoked";
  * sides: the server for its callers, the client for its callees.
  */
 export function withdrawn(chain: DetailedPeerCertificate, trust: CurrentTrust): string | undefined {
-  const { serials, anchor } = verifiedChain(chain);
-  if (anchor !== undefined && !trust.fingerprints.has(anchor)) return "its CA is no longer trusted";
-  if (serials.some((x) => trust.revoked.has(x))) return REVOKED;
+  return chainWithdrawn(chainOf(chain), trust);
+}
+
+/**
+ * The chain OpenSSL verified at a full handshake: serials leaf to root, and the root's
+ * fingerprint. A resumed session carries the leaf alone (Node gives no chain for it), so what
+ * was recorded at the full handshake is what a resumption's re-check reads.
+ */
+export interface VerifiedChain {
+  readonly serials: readonly string[];
+  readonly anchor: string | undefined;
+}
+
+/** withdrawn() for a chain recorded earlier (see VerifiedChain). */
+export function chainWithdrawn(chain: VerifiedChain, trust: CurrentTrust): string | undefined {
+  if (chain.anchor !== undefined && !trust.fingerprints.has(chain.anchor)) return "its CA is no longer trusted";
+  if (chain.serials.some((x) => trust.revoked.has(x))) return REVOKED;
   return undefined;
 }
 
 /** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
-function verifiedChain(cert: DetailedPeerCertificate): { serials: string[]; anchor: string | undefined } {
+export function chainOf(cert: DetailedPeerCertificate): VerifiedChain {
   const serials: string[] = [];
   let c: DetailedPeerCertificate | undefined = cert;
   for (let depth = 0; c && depth < 8; depth++) {

@@ -13,8 +13,10 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:ht
 import type { TLSSocket, SecureContextOptions } from "node:tls";
 import type { Socket } from "node:net";
 import { decide, type Decision, type Policy } from "./policy.ts";
-import { identityOf, presented, type PeerIdentity, type PresentedCert } from "./peer-identity.ts";
-import { withdrawn } from "./revocations.ts";
+import { presented, type PeerIdentity, type PresentedCert } from "./peer-identity.ts";
+import { chainWithdrawn, withdrawn } from "./revocations.ts";
+import { PeerCerts, type CertFacts } from "./peer-certs.ts";
+import { resumedRefusal, sessionIdContext } from "./resumption.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import { datesByProcessClock } from "./clock-dates.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
@@ -97,6 +99,10 @@ type Res = ServerResponse | Http2ServerResponse;
 
 interface PeerState {
   readonly identity: PeerIdentity;
+  /** What its certificate says, shared by every connection that presents it. */
+  readonly facts: CertFacts;
+  /** It resumed a TLS session: Node gives its certificate without the chain it was verified with. */
+  readonly resumed: boolean;
   /** What a forwarder needs of the caller's certificate, read once per connection when asked. */
   forward?: ForwardPeer;
   /** The HTTP/2 session on this connection, if it speaks h2 (drained with GOAWAY). */
@@ -126,6 +132,10 @@ interface Routed {
   series?: RequestSeries;
 }
 
+/** Requests remembered across connections (see MeshServer#routed), and the longest path remembered. */
+const SHARED_ROUTED_MAX = 512;
+const SHARED_PATH_MAX = 256;
+
 interface CompiledRoute {
   readonly method: string;
   readonly match: PathMatcher;
@@ -139,13 +149,25 @@ export class MeshServer {
   private epoch = 0;
   private sweeping?: NodeJS.Timeout;
   private readonly peers = new WeakMap<TLSSocket, PeerState>();
+  /** Verdicts and routes shared by every connection, for sharedPolicy (see routed()). */
+  private readonly shared = new Map<string, Routed>();
+  private sharedPolicy: Policy | undefined;
+  /** What each peer certificate says, judged once per certificate under the material in force. */
+  private certs: PeerCerts;
   private readonly sockets = new Set<TLSSocket>();
+  /** A socket's "close" listener, one function for all: no closure per connection. */
+  private readonly forgetSocket: (this: TLSSocket) => void;
   private readonly routes: CompiledRoute[];
   private readonly limits: Limits;
   private readonly logs: ExchangeLogs;
 
   constructor(private readonly opts: MeshServerOptions) {
     this.material = opts.material;
+    this.certs = new PeerCerts(opts.material.leaf.trustDomain);
+    const sockets = this.sockets;
+    this.forgetSocket = function (this: TLSSocket) {
+      sockets.delete(this);
+    };
     this.logs = { log: opts.log, access: new AccessLog(opts.log, opts.requestLinesPerSecond) };
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.routes = opts.routes.map((route) => ({ method: route.method, match: compilePath(route.path), route }));
@@ -197,9 +219,12 @@ export class MeshServer {
    * before the socket is destroyed. setSecureContext() rebuilds from these options, so
    * they are passed whole every time.
    */
-  private tlsOptions(
-    m: TlsMaterial,
-  ): SecureContextOptions & { requestCert: true; rejectUnauthorized: false; ALPNProtocols: string[] } {
+  private tlsOptions(m: TlsMaterial): SecureContextOptions & {
+    requestCert: true;
+    rejectUnauthorized: false;
+    ALPNProtocols: string[];
+    sessionIdContext: string;
+  } {
     return {
       cert: m.cert,
       key: m.key,
@@ -210,6 +235,8 @@ export class MeshServer {
       requestCert: true,
       rejectUnauthorized: false,
       ALPNProtocols: ["h2", "http/1.1"],
+      // Sessions resume only into the material they were made under (see resumption.ts).
+      sessionIdContext: sessionIdContext(m),
     };
   }
 
@@ -241,8 +268,11 @@ export class MeshServer {
     if (!certChanged && !trustChanged) return { certChanged, trustChanged };
     this.https.setSecureContext(this.tlsOptions(m));
     this.material = m;
-    // Old session tickets would let a peer resume without a full handshake under the new material.
+    // Old session tickets would let a peer resume without a full handshake under the new
+    // material: new keys, so no ticket issued before decrypts (and the session ID context
+    // changed with the material too). What was concluded from certificates goes with them.
     this.https.setTicketKeys(randomBytes(48));
+    this.certs = new PeerCerts(m.leaf.trustDomain);
     if (trustChanged) this.closeInvalidated();
     if (certChanged) {
       this.epoch++;
@@ -257,8 +287,11 @@ export class MeshServer {
     for (const s of this.sockets) {
       const p = this.peers.get(s);
       if (!p) continue;
-      // The chain as verified at the handshake: the socket keeps the context it was made with.
-      const why = withdrawn(s.getPeerCertificate(true), this.material.trust);
+      // The chain as verified at the handshake: the socket keeps the context it was made with. A
+      // resumed session's socket has the leaf alone: the chain recorded at its full handshake.
+      const why = p.resumed
+        ? chainWithdrawn(p.facts.chain ?? { serials: [p.facts.serial], anchor: "" }, this.material.trust)
+        : withdrawn(s.getPeerCertificate(true), this.material.trust);
       if (!why) continue;
       closed.push(`${p.identity.name} (${why})`);
       s.destroy();
@@ -320,11 +353,19 @@ export class MeshServer {
     });
   }
 
+  /**
+   * The verdict on a connection whose handshake OpenSSL finished. What the peer's certificate
+   * says is read once per certificate (PeerCerts), not once per handshake. A resumed session
+   * skipped OpenSSL's chain and CRL checks: its certificate is judged again here against the
+   * trust in force (see resumedRefusal), though sessions never outlive the material they were
+   * made under (setMaterial).
+   */
   private onSecureConnection(sock: TLSSocket): void {
-    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
-    if (!sock.authorized) {
+    const resumed = sock.isSessionReused();
+    const facts = sock.authorized ? this.certs.of(sock, resumed) : undefined;
+    if (!facts) {
       const shown = presented(sock.getPeerCertificate());
-      const code = String(sock.authorizationError ?? "UNKNOWN");
+      const code = String(sock.authorizationError ?? (sock.authorized ? "NO_PEER_CERTIFICATE" : "UNKNOWN"));
       const { reason, sentence } = handshakeReason(
         code,
         sock.getPeerX509Certificate(),
@@ -332,38 +373,51 @@ export class MeshServer {
         this.material.trust,
         this.opts.service,
       );
-      this.refuse(sock, reason, sentence, remote, code, shown);
+      this.refuse(sock, reason, sentence, remoteOf(sock), code, shown);
       return;
     }
-    // The leaf only: the detailed chain costs ~10x more and is needed only when trust changes.
-    const cert = sock.getPeerCertificate();
-    // OpenSSL judged the dates by the machine's clock; a process with its own (MESH_CLOCK_OFFSET_MS) judges them again.
-    const late = datesByProcessClock(
-      sock.getPeerX509Certificate(),
-      `the client's certificate (${formatShown(presented(cert))})`,
-    );
+    // OpenSSL judged the dates by the machine's clock; a process with its own (MESH_CLOCK_OFFSET_MS)
+    // judges them again (a resumed session's certificate too), from the facts already read.
+    const late = datesByProcessClock(facts.cert, `the client's certificate (${formatShown(presented(facts.cert))})`);
     if (late) {
-      this.refuse(sock, late.reason, late.sentence, remote, late.code, presented(cert));
+      this.refuse(sock, late.reason, late.sentence, remoteOf(sock), late.code, presented(facts.cert));
       return;
     }
-    const id = identityOf(cert, this.material.leaf.trustDomain);
+    const id = facts.identity;
     if (!id.ok) {
       this.refuse(
         sock,
         id.reason,
         `the client's certificate cannot be used as a mesh identity: ${id.detail}`,
-        remote,
+        remoteOf(sock),
         undefined,
-        presented(cert),
+        presented(facts.cert),
       );
       return;
     }
-    const state: PeerState = { identity: id.identity, remote, epoch: this.epoch, inFlight: 0 };
+    if (resumed) {
+      const why = resumedRefusal(facts, this.material.trust);
+      if (why) {
+        this.refuse(sock, why.reason, why.sentence, remoteOf(sock), undefined, presented(facts.cert));
+        return;
+      }
+    }
+    const state: PeerState = {
+      identity: id.identity,
+      facts,
+      // Read only for a log line: getpeername() is a system call, not worth a handshake's time.
+      get remote() {
+        return remoteOf(sock);
+      },
+      epoch: this.epoch,
+      inFlight: 0,
+      resumed,
+    };
     this.peers.set(sock, state);
     (sock as TLSSocket & { [PEER]?: PeerState })[PEER] = state;
-    this.opts.metrics?.handshakeAccepted(sock);
+    this.opts.metrics?.handshakeAccepted(sock, resumed);
     this.sockets.add(sock);
-    sock.once("close", () => this.sockets.delete(sock));
+    sock.on("close", this.forgetSocket);
   }
 
   private refuse(
@@ -403,13 +457,32 @@ export class MeshServer {
   /**
    * The policy's verdict and the route for a request. A keep-alive connection mostly repeats
    * one request: that is answered from the connection's memo, while the policy is the same
-   * object (a reload makes a new one) and the method and path are the same.
+   * object (a reload makes a new one) and the method and path are the same. A new connection's
+   * first request is mostly one an earlier connection of the same caller made: that is answered
+   * from the server's memo, under the same condition.
    */
   private routed(peer: PeerState, method: string, path: string): Routed {
     const policy = this.opts.policy();
     const last = peer.last;
     if (last !== undefined && last.policy === policy && last.method === method && last.path === path) return last;
-    const decision = decide(policy, this.opts.service, peer.identity.name, method, path, peer.identity.spiffeId);
+    if (path.length > SHARED_PATH_MAX) return (peer.last = this.route(policy, peer.identity, method, path));
+    if (this.sharedPolicy !== policy) {
+      this.shared.clear();
+      this.sharedPolicy = policy;
+    }
+    const key = `${peer.identity.name}\0${peer.identity.spiffeId ?? ""}\0${method}\0${path}`;
+    let r = this.shared.get(key);
+    if (r === undefined) {
+      r = this.route(policy, peer.identity, method, path);
+      // A caller that sends ever new paths only empties it: no eviction to keep in order.
+      if (this.shared.size >= SHARED_ROUTED_MAX) this.shared.clear();
+      this.shared.set(key, r);
+    }
+    return (peer.last = r);
+  }
+
+  private route(policy: Policy, caller: PeerIdentity, method: string, path: string): Routed {
+    const decision = decide(policy, this.opts.service, caller.name, method, path, caller.spiffeId);
     let route: Route | undefined;
     let params: Record<string, string> = NO_PARAMS;
     let pathKnown = false;
@@ -421,13 +494,13 @@ export class MeshServer {
       pathKnown = true;
       // HEAD is GET without the body (RFC 9110 9.3.2): Node's response drops the body.
       if (r.method === method || (method === "HEAD" && r.method === "GET")) {
-        // Shared by the requests that repeat this one on the connection: nobody may change it.
+        // Shared by the requests that repeat this one: nobody may change it.
         params = Object.isFrozen(p) ? p : Object.freeze(p);
         route = r.route;
         break;
       }
     }
-    return (peer.last = { policy, method, path, decision, route, params, pathKnown });
+    return { policy, method, path, decision, route, params, pathKnown };
   }
 
   /** After the handshake: a request that is too slow, too large or not HTTP at all. */
@@ -528,7 +601,7 @@ export class MeshServer {
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
     x.series = series;
     if (this.opts.forward) {
-      peer.forward ??= forwardPeer(sock, peer.identity);
+      peer.forward ??= forwardPeer(peer.facts, peer.identity);
       this.opts.forward(req, res, peer.forward, (status) => x.forwarded(status));
       return;
     }
@@ -691,10 +764,14 @@ function send(res: Res, peer: { inFlight: number }, status: number, body: unknow
   res.end(text);
 }
 
-/** The caller's certificate facts a forwarder passes on (XFCC): read once per connection. */
-function forwardPeer(sock: TLSSocket, identity: PeerIdentity): ForwardPeer {
-  const c = sock.getPeerCertificate();
+/** The caller's certificate facts a forwarder passes on (XFCC): read once per connection, from the certificate's cached form. */
+function forwardPeer(facts: CertFacts, identity: PeerIdentity): ForwardPeer {
+  const c = facts.cert;
   return { identity, der: c.raw, san: c.subjectaltname, subject: formatSubject(c.subject) };
+}
+
+function remoteOf(sock: TLSSocket): string {
+  return `${sock.remoteAddress}:${sock.remotePort}`;
 }
 
 /** RFC 2253 order (most specific first), as Envoy writes XFCC's Subject. */
