@@ -147,7 +147,8 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
             e.line.event === "est.clock_skew" &&
             (e.line.name === "payment.internal" || e.line.name === null) &&
             Math.abs(Number(e.line.clock_offset_ms) - skew.ms) < 5_000,
-          15_000,
+          // Unauthenticated, the CA logs 3 lines per 10 s and summarises the rest (refusal-log.ts).
+          25_000,
         ),
         setup
           .until(() => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0, "an order to fail", 15_000)
