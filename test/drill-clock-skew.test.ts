@@ -1,5 +1,5 @@
-// `npm run drill -- clock-skew` for real: payment's clock 10 minutes, then 2 days ahead
-// (MESH_CLOCK_OFFSET_MS on its process only): it refuses its callers as expired by its clock and
+// `npm run drill -- clock-skew` for real: payment's clock 10 minutes ahead, 10 minutes behind, 2 days ahead
+// (MESH_CLOCK_OFFSET_MS on its process only): it refuses its callers (expired, not yet valid) by its clock and
 // says the clock is why, the CA and mesh:check name the clock and by how much, order's calls
 // fail; restarted without the skew, payment carries on from its own state folder. Exit 0 only if
 // every check held; nothing left behind. A skew too small to matter is a failed drill.
@@ -29,22 +29,26 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
     assert.equal(report.ok, true);
     assert.deepEqual(
       report.phases.map((p) => p.name),
-      ["baseline", "minutes", "days", "heal", "after"],
+      ["baseline", "minutes", "behind", "days", "heal", "after"],
     );
-    assert.ok(report.checks.length >= 14 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
+    assert.ok(report.checks.length >= 19 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
 
     // payment: its refusals name its clock and the size of the skew, for each skew.
     const payment = lines(report.logs, "payment.log");
-    for (const by of ["10m 0s", "2d 0h"])
+    for (const [reason, by] of [
+      ["expired", "10m 0s ahead of"],
+      ["not_yet_valid", "10m 0s behind"],
+      ["expired", "2d 0h ahead of"],
+    ])
       assert.ok(
         payment.some(
           (l) =>
             l.event === "tls.handshake_failed" &&
-            l.reason === "expired" &&
-            String(l.msg).includes(`which MESH_CLOCK_OFFSET_MS sets ${by} ahead of the machine's`) &&
+            l.reason === reason &&
+            String(l.msg).includes(`which MESH_CLOCK_OFFSET_MS sets ${by} the machine's`) &&
             /fix the clock \(NTP\), not the certificate/.test(String(l.msg)),
         ),
-        `payment named its clock, ${by} ahead`,
+        `payment named its clock, ${by}`,
       );
     // Days ahead, even the CA's certificate looks expired to payment's agent, and it says why.
     assert.ok(
@@ -58,6 +62,7 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
       ca.some((l) => /payment\.internal's clock is (9m 59s|10m 0s|10m 1s) ahead of this CA's/.test(String(l.msg))),
     );
     assert.ok(ca.some((l) => /clock is 2d 0h ahead of this CA's/.test(String(l.msg))));
+    assert.ok(ca.some((l) => /clock is (9m 59s|10m 0s|10m 1s) behind this CA's/.test(String(l.msg))));
     // order: its calls refused; mesh:check: the clock check failed, then ok.
     assert.ok(
       lines(report.logs, "order.log").some(
@@ -92,7 +97,7 @@ test("drill clock-skew whose story does not happen (5 s ahead, within what certi
       "seconds: payment refused its callers by its clock and said so",
       "seconds: the CA named payment's clock and by how much",
       "seconds: mesh:check's clock check failed",
-      "seconds: order's calls to payment were refused",
+      "seconds: order's calls to the running payment were refused",
     ])
       assert.ok(failed.has(name), `${name} should fail: ${JSON.stringify(report.checks)}`);
     assert.equal(existsSync(report.dir), false);

@@ -148,6 +148,10 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const auditEnd = Date.now();
 
     // 4. Enforced: the 403s ------------------------------------------------------------------------
+    // The audit's orders in flight finish first: one denied after the reload would be the enforcement's.
+    mesh.traffic!.paused = true;
+    await mesh.traffic!.settled();
+    mesh.traffic!.paused = false;
     await mesh.begin(
       "enforce",
       "4. The candidate enforced (the mode line deleted): order's calls to payment are denied",

@@ -51,7 +51,7 @@ export const DRILLS: readonly FailureDrill[] = [
   {
     name: "clock-skew",
     summary:
-      "payment's clock runs minutes, then days ahead: it refuses its callers as expired by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
+      "payment's clock runs minutes ahead, minutes behind, days ahead: it refuses its callers by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
     lifetimeS: 60,
     run: async (o) => (await import("./clock-skew.ts")).runClockSkewDrill(o),
   },
