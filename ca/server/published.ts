@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
+import { certsOnlyDer } from "../../lib/pkcs7.ts";
 import { readStateFile } from "../store.ts";
 import { certToPem, crlToPem, x509 } from "../x509.ts";
 
@@ -35,8 +36,8 @@ export function base64Lines(der: Uint8Array): string {
 }
 
 /** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates. */
-export function certsOnly(certs: x509.X509Certificate[]): Uint8Array {
-  return new Uint8Array(new x509.X509Certificates(certs).export("raw"));
+export function certsOnly(certs: readonly (x509.X509Certificate | Uint8Array)[]): Uint8Array {
+  return certsOnlyDer(certs.map((c) => (c instanceof Uint8Array ? c : new Uint8Array(c.rawData))));
 }
 
 export function loadPublished(ca: CertificateAuthority): Published {
