@@ -64,6 +64,10 @@ export class CertificateAuthority implements CaCore {
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
   private readonly signers = new Map<string, Signer>();
+  // An issuer's certificate never changes under its id (written once, beside a key that can
+  // never be overwritten): parsed once, not on every leaf, token or chain that needs it.
+  private readonly issuerCerts = new Map<string, x509.X509Certificate>();
+  private readonly chains = new Map<string, string>();
   private trustDomainCache?: TrustDomainSetting;
 
   private constructor(layout: Layout, ledger: LedgerStore, opts: OpenOptions) {
@@ -166,9 +170,13 @@ export class CertificateAuthority implements CaCore {
   }
 
   issuerCert(id: string): x509.X509Certificate {
+    const cached = this.issuerCerts.get(id);
+    if (cached) return cached;
     const path = this.layout.issuer(id).cert;
     try {
-      return new x509.X509Certificate(readStateFile(path, "the CA certificate"));
+      const cert = new x509.X509Certificate(readStateFile(path, "the CA certificate"));
+      this.issuerCerts.set(id, cert);
+      return cert;
     } catch (err) {
       if (err instanceof CaError) throw err;
       throw new CaError(
@@ -207,12 +215,15 @@ export class CertificateAuthority implements CaCore {
   /** The chain a leaf of this issuer is served with: every CA between it and the root. */
   /** @internal */
   chainPem(issuerId: string): string {
-    let pem = "";
+    let pem = this.chains.get(issuerId);
+    if (pem !== undefined) return pem;
+    pem = "";
     let row = this.issuerRow(issuerId);
     while (row.kind === "intermediate") {
       pem += certToPem(this.issuerCert(row.id));
       row = this.issuerRow(row.parent!);
     }
+    this.chains.set(issuerId, pem);
     return pem;
   }
 
