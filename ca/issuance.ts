@@ -334,11 +334,11 @@ async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: stri
   }
 }
 
-// What never changes for an issuing CA's id (its certificate is written once), read once per
-// CA object rather than parsed again for every leaf: its leaf template (per Signer, so a key
-// loaded again gets a new one) and the DNS names its name constraints permit.
+// Computed once per issuing CA rather than again for every leaf: its leaf template (per Signer,
+// so a key loaded again gets a new one) and the DNS names its name constraints permit (per parsed
+// certificate: authority.ts parses a CA's certificate again only when its file changed).
 const templates = new WeakMap<Signer, LeafTemplate>();
-const permittedCache = new WeakMap<CaCore, Map<string, string[] | undefined>>();
+const permittedCache = new WeakMap<object, string[] | undefined>();
 
 function templateOf(signer: Signer): LeafTemplate {
   let t = templates.get(signer);
@@ -350,11 +350,9 @@ function templateOf(signer: Signer): LeafTemplate {
 }
 
 async function permittedOf(ca: CaCore, id: string, signerId: string): Promise<string[] | undefined> {
-  let byId = permittedCache.get(ca);
-  if (!byId) permittedCache.set(ca, (byId = new Map()));
-  if (!byId.has(id))
-    byId.set(id, permittedDns(id === signerId ? (await ca.signer(id)).cert : ca.issuerCert(id)) ?? undefined);
-  return byId.get(id);
+  const cert = id === signerId ? (await ca.signer(id)).cert : ca.issuerCert(id);
+  if (!permittedCache.has(cert)) permittedCache.set(cert, permittedDns(cert) ?? undefined);
+  return permittedCache.get(cert);
 }
 
 function spkiOf(key: CryptoKey | Uint8Array): Uint8Array {
