@@ -31,7 +31,7 @@ Environment:
   MESH_BENCH_REPLICA_ROUNDS    CA-replica rate rounds per side, interleaved (default 3)
   MESH_BENCH_REPLICA_FAILOVERS kill -9 failovers timed (default 3)
 
-One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/replicas.ts
+One part alone: npx tsx bench/mesh.ts, npx tsx bench/rotation.ts, npx tsx bench/est.ts, npx tsx bench/est-rss.ts, npx tsx bench/replicas.ts
 (the last needs PostgreSQL: PGHOST, default /var/run/postgresql). See docs/bench.md.
 
 Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags.`,
@@ -45,6 +45,7 @@ Exit codes: 0 done, 1 a bench failed or the rotation lost a request, 2 bad flags
 const { runCaBench } = await import("./ca.ts");
 const { runRotationBench } = await import("./rotation.ts");
 const { runEstBench } = await import("./est.ts");
+const { runEstRssBench } = await import("./est-rss.ts");
 const { runReplicaBench } = await import("./replicas.ts");
 
 const meshUrl = new URL("./mesh.ts", import.meta.url);
@@ -100,6 +101,14 @@ try {
 } catch (err) {
   console.error(`\nthe EST bench failed: ${(err as Error).stack ?? err}`);
   results.est = { error: (err as Error).message };
+  process.exitCode = 1;
+}
+try {
+  // Issue 16's memory target is reported, not enforced: see docs/bench.md for where it stands.
+  results.estRss = await runEstRssBench();
+} catch (err) {
+  console.error(`\nthe EST memory bench failed: ${(err as Error).stack ?? err}`);
+  results.estRss = { error: (err as Error).message };
   process.exitCode = 1;
 }
 try {
