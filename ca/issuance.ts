@@ -7,19 +7,11 @@ import { KeyObject } from "node:crypto";
 import { csrKey, csrSignatureValid, CsrFormatError, parseCsr, type ParsedCsr } from "./csr.ts";
 import { exportPrivateKey, generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
-import { leafTemplate, signLeafDer as signDer, type LeafTemplate } from "./leaf-der.ts";
+import { permittedDnsOf, signLeafDer as signDer, templateFor } from "./leaf-der.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
-import {
-  LEAF_MAX_DAYS,
-  clampToIssuer,
-  randomSerial,
-  validityFor,
-  validityForMs,
-  type LeafNames,
-  type Signer,
-} from "./profiles.ts";
+import { LEAF_MAX_DAYS, clampToIssuer, randomSerial, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
 import { isUniqueViolation } from "./store/interface.ts";
-import { permittedDns, withinDns } from "./name-constraints.ts";
+import { withinDns } from "./name-constraints.ts";
 import { derToPem } from "../lib/pem.ts";
 import { spiffeIdForName } from "../lib/spiffe.ts";
 
@@ -220,9 +212,10 @@ export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ 
   const signer = await ca.signer(issuerId);
   const now = ca.now();
   const warnings: string[] = [];
+  const template = templateFor(signer);
   const validity = clampToIssuer(
     opts.lifetimeMs !== undefined ? validityForMs(now, opts.lifetimeMs) : validityFor(now, opts.days),
-    signer.cert,
+    template,
     warnings,
   );
   const rootRow = ca.issuerRow(`root-${issuer.generation}`);
@@ -235,7 +228,7 @@ export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ 
   const names = svidNames(opts.names, ca.trustDomain());
   await checkNameConstraints(ca, names, issuerId);
   const serialHex = randomSerial();
-  const der = await signDer(templateOf(signer), {
+  const der = await signDer(template, {
     names,
     spki: spkiOf(opts.publicKey),
     keyType: opts.keyType,
@@ -334,25 +327,15 @@ async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: stri
   }
 }
 
-// Computed once per issuing CA rather than again for every leaf: its leaf template (per Signer,
-// so a key loaded again gets a new one) and the DNS names its name constraints permit (per parsed
-// certificate: authority.ts parses a CA's certificate again only when its file changed).
-const templates = new WeakMap<Signer, LeafTemplate>();
+// The DNS names an issuing CA's name constraints permit, computed once per version of its
+// certificate (authority.ts reads a CA's certificate again only when its file changed).
 const permittedCache = new WeakMap<object, string[] | undefined>();
 
-function templateOf(signer: Signer): LeafTemplate {
-  let t = templates.get(signer);
-  if (!t) {
-    t = leafTemplate(new Uint8Array(signer.cert.rawData), signer.key, signer.keyType);
-    templates.set(signer, t);
-  }
-  return t;
-}
-
 async function permittedOf(ca: CaCore, id: string, signerId: string): Promise<string[] | undefined> {
-  const cert = id === signerId ? (await ca.signer(id)).cert : ca.issuerCert(id);
-  if (!permittedCache.has(cert)) permittedCache.set(cert, permittedDns(cert) ?? undefined);
-  return permittedCache.get(cert);
+  const signer = id === signerId ? await ca.signer(id) : undefined;
+  const der = signer ? (signer.certDer ?? new Uint8Array(signer.cert.rawData)) : ca.issuerDer(id);
+  if (!permittedCache.has(der)) permittedCache.set(der, permittedDnsOf(der));
+  return permittedCache.get(der);
 }
 
 function spkiOf(key: CryptoKey | Uint8Array): Uint8Array {

@@ -6,9 +6,20 @@
 // the two to the same bytes, and to openssl): change one, change both.
 import { createHash, KeyObject, sign } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
-import { bitString, children, DerError, integerHex, readOne, sequence, time, tlv, type Tlv } from "../lib/der.ts";
+import {
+  bitString,
+  children,
+  DerError,
+  integerHex,
+  readOne,
+  readTime,
+  sequence,
+  time,
+  tlv,
+  type Tlv,
+} from "../lib/der.ts";
 import type { KeyType } from "./keys.ts";
-import type { LeafNames, Validity } from "./profiles.ts";
+import type { LeafNames, Signer, Validity } from "./profiles.ts";
 
 type Bytes = Uint8Array<ArrayBuffer>;
 const hex = (h: string): Bytes => new Uint8Array(Buffer.from(h, "hex"));
@@ -51,6 +62,29 @@ export interface LeafTemplate {
   readonly aki: Bytes;
   readonly key: KeyObject;
   readonly digest: string | null;
+  /** The CA's notAfter: no leaf outlives it. */
+  readonly notAfter: Date;
+  /** The AKI for the CA's CRLs: only from an SKI the CA's certificate carries (as before). */
+  readonly crlAki?: Bytes;
+}
+
+const templates = new WeakMap<Signer, LeafTemplate>();
+
+/** A signer's template, made once per Signer object (authority.ts keeps one per CA). */
+export function templateFor(signer: Signer): LeafTemplate {
+  let t = templates.get(signer);
+  if (!t) {
+    t = leafTemplate(signer.certDer ?? new Uint8Array(signer.cert.rawData), signer.key, signer.keyType);
+    templates.set(signer, t);
+  }
+  return t;
+}
+
+/** A signature over `data` by the template's CA key, DER-encoded as X.509 wants it, on the thread pool. */
+export function signWith(t: LeafTemplate, data: Uint8Array): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) =>
+    sign(t.digest, data, { key: t.key, dsaEncoding: "der" }, (err, sig) => (err ? reject(err) : resolve(sig))),
+  );
 }
 
 /**
@@ -63,13 +97,33 @@ export function leafTemplate(certDer: Uint8Array, key: CryptoKey | KeyObject, ke
   const ski = extension(tbs, "551d0e");
   // RFC 5280 4.2.1.1: the issuer's own SKI when it has one, else method 1 over its key.
   const keyId = ski ? readOne(ski).body : sha1(subjectPublicKey(tbs[6]!));
+  const aki = extensionDer(AKI_OID, false, sequence([tlv(0x80, keyId)]));
   return {
     issuerName: new Uint8Array(subject.raw),
     algorithm: SIGNATURE_ALGORITHM[keyType],
-    aki: extensionDer(AKI_OID, false, sequence([tlv(0x80, keyId)])),
+    aki,
+    crlAki: ski ? aki : undefined,
     key: key instanceof KeyObject ? key : KeyObject.from(key as Parameters<typeof KeyObject.from>[0]),
     digest: DIGEST[keyType],
+    notAfter: readTime(children(tbs[4]!, 2)[1]!),
   };
+}
+
+/**
+ * The dNSName bases of a CA certificate's permitted subtrees (RFC 5280 4.2.1.10), as
+ * name-constraints.ts permittedDns reads them through @peculiar/x509: undefined when it has no
+ * nameConstraints or they permit nothing by name form; issuance refuses names outside them.
+ */
+export function permittedDnsOf(certDer: Uint8Array): string[] | undefined {
+  const value = extension(tbsFields(certDer), "551d1e");
+  if (!value) return undefined;
+  const nc = readOne(value);
+  const permitted = nc.tag === 0x30 ? children(nc, 2).find((t) => t.tag === 0xa0) : undefined;
+  if (!permitted) return undefined;
+  return children(permitted, 1024)
+    .map((subtree) => children(subtree, 3)[0])
+    .filter((base): base is Tlv => base?.tag === 0x82 && base.end > base.start)
+    .map((base) => Buffer.from(base.body).toString("latin1"));
 }
 
 export interface LeafFields {
@@ -115,10 +169,7 @@ export function leafTbs(t: LeafTemplate, f: LeafFields): Bytes {
 /** The signed leaf, DER. The signature runs on libuv's thread pool: other requests go on meanwhile. */
 export async function signLeafDer(t: LeafTemplate, f: LeafFields): Promise<Bytes> {
   const tbs = leafTbs(t, f);
-  const signature = await new Promise<Buffer>((resolve, reject) =>
-    sign(t.digest, tbs, { key: t.key, dsaEncoding: "der" }, (err, sig) => (err ? reject(err) : resolve(sig))),
-  );
-  return sequence([tbs, t.algorithm, bitString(signature)]);
+  return sequence([tbs, t.algorithm, bitString(await signWith(t, tbs))]);
 }
 
 // --- the parts ---------------------------------------------------------------------------

@@ -188,6 +188,71 @@ describe("leaf DER: openssl agrees", () => {
   }
 });
 
+/** buildCrl as it was before (commit 4e0e7e4), through @peculiar/x509 and WebCrypto: the oracle. */
+async function oldBuildCrl(issuer: Signer, entries: Uint8Array, number: number, now: Date): Promise<Uint8Array> {
+  const { asn1Schema, asn1X509, subtle } = await import("../ca/x509.ts");
+  const { signingAlgorithm } = await import("../ca/keys.ts");
+  const { bitString, sequence, time, tlv } = await import("../lib/der.ts");
+  const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
+  const algId = new Uint8Array(asn1Schema.AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));
+  const ski = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const extensions = [
+    new x509.Extension(
+      asn1X509.id_ce_cRLNumber,
+      false,
+      asn1Schema.AsnConvert.serialize(new asn1X509.CRLNumber(number)),
+    ),
+  ];
+  if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
+  const parts = [
+    new Uint8Array([2, 1, 1]),
+    algId,
+    new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
+    time(new Date(now.getTime() - 5 * 60_000)),
+    time(new Date(now.getTime() + 30 * 86_400_000)),
+  ];
+  if (entries.length > 0) parts.push(tlv(0x30, entries));
+  parts.push(tlv(0xa0, sequence(extensions.map((e) => new Uint8Array(e.rawData)))));
+  const tbs = sequence(parts);
+  let signature = new Uint8Array(await subtle.sign(algorithm, issuer.key, tbs));
+  if (algorithm.name === "ECDSA")
+    signature = new Uint8Array(new x509.AsnEcSignatureFormatter().toAsnSignature(algorithm, signature)!);
+  return sequence([tbs, algId, bitString(signature)]);
+}
+
+describe("CRLs: the same bytes as the @peculiar/x509 path they replaced", () => {
+  for (const keyType of ["ec-p256", "ec-p384", "rsa-2048", "ed25519"] as const) {
+    it(`${keyType} CA: identical tbsCertList (whole CRL for RSA and Ed25519); openssl verifies it`, async () => {
+      const { buildCrl } = await import("../ca/crl.ts");
+      const { encodeEntries } = await import("../lib/crl.ts");
+      const issuer = await rootSigner(keyType);
+      const entries = encodeEntries([
+        { serial: "7f01", revokedAt: NOW, reason: "keyCompromise" },
+        { serial: "41aa", revokedAt: NOW, reason: "unspecified" },
+      ]);
+      for (const [list, number] of [
+        [new Uint8Array(0), 1],
+        [entries, 300],
+      ] as const) {
+        const now = await buildCrl({ issuer, entries: list, number, now: NOW });
+        const old = await oldBuildCrl(issuer, list, number, NOW);
+        assert.deepEqual(tbsOf(now), tbsOf(old));
+        if (keyType === "rsa-2048" || keyType === "ed25519") assert.deepEqual(Buffer.from(now), Buffer.from(old));
+        const dir = tempDir("mesh-crl-");
+        try {
+          writeFileSync(join(dir, "ca.pem"), `${issuer.cert.toString("pem")}\n`);
+          writeFileSync(join(dir, "crl.pem"), derToPem(now, "X509 CRL"));
+          const v = openssl(["crl", "-in", join(dir, "crl.pem"), "-CAfile", join(dir, "ca.pem"), "-noout"]);
+          assert.equal(v.code, 0, v.out);
+          assert.match(v.out, /verify OK/);
+        } finally {
+          cleanup(dir);
+        }
+      }
+    });
+  }
+});
+
 describe("PKCS#7 certs-only: the same bytes as @peculiar/x509's X509Certificates", () => {
   it("one, two and three certificates", async () => {
     const a = await rootSigner("ec-p256", "A");
