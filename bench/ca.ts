@@ -155,7 +155,7 @@ export async function runCaBench(): Promise<CaBenchResult> {
 
 // --- 1. issuance rate ---------------------------------------------------------
 
-async function issuanceRate(dir: string, memDir?: string): Promise<{ rate: IssuanceRate; samplePem: string }> {
+export async function issuanceRate(dir: string, memDir?: string): Promise<{ rate: IssuanceRate; samplePem: string }> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench Rate CA" });
   const mem = memDir ? await CertificateAuthority.init({ dir: memDir, name: "Bench Rate CA" }) : undefined;
   try {
@@ -326,7 +326,7 @@ const col = (cells: string[], widths: number[]) =>
 const timing = (t: CommandTiming) =>
   t.stats ? ms(t.stats.median) : `FAILED (exit ${t.failed!.status}: ${t.failed!.error})`;
 
-function printIssuanceRate(r: IssuanceRate): void {
+export function printIssuanceRate(r: IssuanceRate): void {
   const w = [48, 14];
   console.log("1. In-process issuance rate (back to back, fresh CA in a temp dir)");
   console.log(
