@@ -443,6 +443,34 @@ describe("CSRs: the DER reader gives the old verdicts, messages and keys", () =>
     assert.match(r.message!, /not a DER PKCS#10/);
   });
 
+  it("2,000 mutated CSRs (a byte changed, cut short, or a length byte altered): each is refused with an EnrolError or, untouched in substance, read as the original", async () => {
+    const good = corpus[0]![1];
+    const original = await csrIdentity(good);
+    let seed = 16;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    let refused = 0;
+    for (let i = 0; i < 2000; i++) {
+      const m = Buffer.from(good);
+      const kind = i % 3;
+      let der: Buffer = m;
+      if (kind === 0) m[rand(m.length)] = rand(256);
+      else if (kind === 1) der = m.subarray(0, rand(m.length));
+      else m[1 + rand(8)] = rand(256); // the outer lengths live in the first bytes
+      try {
+        const id = await csrIdentity(der);
+        assert.equal(id.name, original.name);
+        assert.deepEqual(Buffer.from(id.spki), Buffer.from(original.spki));
+      } catch (err) {
+        assert.ok(err instanceof EnrolError, `mutation ${i}: ${(err as Error).stack}`);
+        refused++;
+      }
+    }
+    assert.ok(refused > 1500, `only ${refused} of 2,000 refused`);
+  });
+
   it("the key certified is the CSR's SubjectPublicKeyInfo, byte for byte", async () => {
     const id = await csrIdentity(corpus[0]![1]);
     const key = createPublicKey({ key: Buffer.from(id.spki), format: "der", type: "spki" });
