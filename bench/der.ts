@@ -1,7 +1,8 @@
 // The hand-written DER on its hot paths, in alternating rounds: a service reading the revoked
 // serials and dates of a large CRL (every reload), the CA encoding a large CRL's entries (every
-// `ca crl`), a CA certificate's basicConstraints (every refused handshake), and a PKCS#7 bundle
-// (every renewal). Baselines from the same run: @peculiar/x509 reading the same CRL, and with
+// `ca crl`), a CA certificate's basicConstraints (every refused handshake), a PKCS#7 bundle
+// (every renewal), and the CA's leaf and CSR paths (every issuance: ca/leaf-der.ts, ca/csr.ts)
+// against @peculiar/x509's and against the one node:crypto sign or verify each wraps. Baselines from the same run: @peculiar/x509 reading the same CRL, and with
 // `--before DIR` the same functions from an older checkout (e.g. `git worktree add DIR REV`),
 // so a change to lib/der.ts can be compared with what it replaced.
 //   node --import tsx bench/der.ts [--rounds 15] [--entries 10000] [--before DIR]
@@ -9,7 +10,11 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { buildCrl } from "../ca/crl.ts";
 import { generateKeyPair } from "../ca/keys.ts";
-import { createIntermediate, createRoot, randomSerial, validityFor } from "../ca/profiles.ts";
+import { createPublicKey, KeyObject, sign, verify } from "node:crypto";
+import { csrKey, csrSignatureValid, parseCsr } from "../ca/csr.ts";
+import { leafTbs, leafTemplate, signLeafDer } from "../ca/leaf-der.ts";
+import { createIntermediate, createLeaf, createRoot, randomSerial, validityFor } from "../ca/profiles.ts";
+import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
 import { crlToPem, x509 } from "../ca/x509.ts";
 import { crlDates, encodeEntries, revokedSerials, type CrlEntry } from "../lib/crl.ts";
 import { pkcs7Certificates } from "../lib/pkcs7.ts";
@@ -162,4 +167,80 @@ const ours = median(
 console.log(
   `  1,000 entries: @peculiar/x509 X509Crl ${peculiar.toFixed(2)} ms, revokedSerials ${ours.toFixed(3)} ms (${(peculiar / ours).toFixed(0)}×)`,
 );
+
+// --- the leaf path (issue 16): the hand-written leaf and CSR reader against @peculiar/x509's
+// and against the bare node:crypto operation each one wraps, the floor.
+async function timeAsync(fn: () => Promise<unknown>, reps: number): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < reps; i++) await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6 / reps;
+}
+const leafKeys = await generateKeyPair("ec-p256");
+const spki = new Uint8Array(
+  KeyObject.from(leafKeys.publicKey as Parameters<typeof KeyObject.from>[0]).export({ format: "der", type: "spki" }),
+);
+const names = { name: "payment.internal", dns: [], ip: [], uri: ["spiffe://internal/payment"] };
+const template = leafTemplate(new Uint8Array(rootCert.rawData), keys.privateKey, "ec-p256");
+const fields = {
+  names,
+  spki,
+  keyType: "ec-p256" as const,
+  validity: validityFor(new Date(), 1),
+  serial: randomSerial(),
+};
+const tbs = leafTbs(template, fields);
+const csr = newKeyAndCsr("payment.internal").csr;
+const csrInfo = parseCsr(csr);
+const csrKeyObject = createPublicKey({ key: Buffer.from(csrInfo.spki), format: "der", type: "spki" });
+const leafCases: { name: string; reps: number; fns: [string, () => Promise<unknown>][] }[] = [
+  {
+    name: "leaf, P-256 CA",
+    reps: 100,
+    fns: [
+      ["x509 createLeaf", () => createLeaf({ ...fields, publicKey: leafKeys.publicKey, issuer })],
+      ["signLeafDer", () => signLeafDer(template, fields)],
+      ["floor: node sign", () => new Promise((r) => sign("sha256", tbs, { key: template.key, dsaEncoding: "der" }, r))],
+    ],
+  },
+  {
+    name: "CSR read + verify",
+    reps: 200,
+    fns: [
+      [
+        "x509 Pkcs10",
+        async () => {
+          const r = new x509.Pkcs10CertificateRequest(new Uint8Array(csr));
+          sink += (await r.verify()) ? 1 : 0;
+        },
+      ],
+      [
+        "parseCsr",
+        async () => {
+          const c = parseCsr(csr);
+          sink += csrSignatureValid(c, csrKey(c).key) ? 1 : 0;
+        },
+      ],
+      [
+        "floor: node verify",
+        async () => {
+          sink += verify("sha256", csrInfo.info, { key: csrKeyObject, dsaEncoding: "der" }, csrInfo.signature) ? 1 : 0;
+        },
+      ],
+    ],
+  },
+];
+console.log("\nThe leaf path, alternating rounds, median ms per call (ratios: against the floor)");
+for (const c of leafCases) {
+  const samples = c.fns.map(() => [] as number[]);
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = c.fns.map((_, i) => i);
+    if (r % 2) order.reverse();
+    for (const i of order) samples[i]!.push(await timeAsync(c.fns[i]![1], c.reps));
+  }
+  const meds = samples.map(median);
+  const floor = meds.at(-1)!;
+  console.log(
+    `  ${c.name.padEnd(20)} ${c.fns.map(([label], i) => `${label} ${meds[i]!.toFixed(4)} (${(meds[i]! / floor).toFixed(1)}×)`).join("  ")}`,
+  );
+}
 if (sink === -1) console.log("unreachable");

@@ -3,15 +3,10 @@
 // AKI does not describe a candidate issuer as not issued by it (X509_check_akid, called from
 // X509_check_issued), and so a self-signed root whose AKI does not describe itself is not a
 // trust anchor: `openssl verify` then looks for its issuer ("unable to get issuer certificate").
-import { AsnConvert } from "@peculiar/asn1-schema";
-import {
-  AuthorityKeyIdentifier,
-  Certificate,
-  id_ce_authorityKeyIdentifier,
-  id_ce_subjectKeyIdentifier,
-  SubjectKeyIdentifier,
-} from "@peculiar/asn1-x509";
-import type { x509 } from "./x509.ts";
+import { asn1Schema, asn1X509, type x509 } from "./x509.ts";
+
+const id_ce_authorityKeyIdentifier = "2.5.29.35";
+const id_ce_subjectKeyIdentifier = "2.5.29.14";
 
 const hex = (b: ArrayBuffer | Uint8Array) =>
   Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString("hex");
@@ -25,6 +20,8 @@ const hex = (b: ArrayBuffer | Uint8Array) =>
 export function akiAllows(cert: x509.X509Certificate, issuer: x509.X509Certificate): boolean {
   const ext = cert.extensions.find((e) => e.type === id_ce_authorityKeyIdentifier);
   if (!ext) return true;
+  const { AsnConvert } = asn1Schema;
+  const { AuthorityKeyIdentifier, SubjectKeyIdentifier } = asn1X509;
   try {
     const aki = AsnConvert.parse(ext.value, AuthorityKeyIdentifier);
     if (aki.keyIdentifier) {
@@ -54,5 +51,5 @@ export function akiAllows(cert: x509.X509Certificate, issuer: x509.X509Certifica
 }
 
 function issuerTbs(c: x509.X509Certificate) {
-  return AsnConvert.parse(c.rawData, Certificate).tbsCertificate;
+  return asn1Schema.AsnConvert.parse(c.rawData, asn1X509.Certificate).tbsCertificate;
 }

@@ -47,6 +47,8 @@ export interface CaCore {
   signerId(): string;
   issuerRow(id: string): IssuerRow;
   issuerCert(id: string): x509.X509Certificate;
+  /** The same certificate's DER, without @peculiar/x509. */
+  issuerDer(id: string): Uint8Array;
   signer(id: string): Promise<Signer>;
   generations(): Generation[];
   generation(generation: number): Generation;

@@ -3,10 +3,14 @@
 // and a thisUpdate backdated like certificates' notBefore for peers whose clock is behind.
 // The list is assembled in linear time: @peculiar/x509's CRL generator costs
 // about a millisecond per entry, which would make revocation in a large CA slow. The
-// entries' encoding and every reading of a CRL are in lib/crl.ts; the signing is here.
-import { bitString, sequence, time, tlv } from "../lib/der.ts";
-import { signingAlgorithm } from "./keys.ts";
-import type { Signer } from "./profiles.ts";
+// entries' encoding and every reading of a CRL are in lib/crl.ts; the rest is encoded here
+// from the CA's template (ca/leaf-der.ts) and signed with node:crypto, without @peculiar/x509,
+// so that `ca serve` re-signs its CRLs without loading it.
+import { bitString, integerHex, sequence, time, tlv } from "../lib/der.ts";
+import { signWith, templateFor } from "./leaf-der.ts";
+import { BACKDATE_MS, DAY_MS, type Signer } from "./profiles.ts";
+
+const CRL_NUMBER_OID = new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x14]);
 
 export const CRL_VALID_DAYS = 30;
 
@@ -20,34 +24,24 @@ export async function buildCrl(opts: {
   number: number;
   now: Date;
 }): Promise<Uint8Array> {
-  // Loaded here: the CLI imports this module for its constants, and list and status never sign.
-  const [{ AsnConvert }, { CRLNumber, id_ce_cRLNumber }, { BACKDATE_MS, DAY_MS }, { subtle, x509 }] = await Promise.all(
-    [import("@peculiar/asn1-schema"), import("@peculiar/asn1-x509"), import("./profiles.ts"), import("./x509.ts")],
-  );
-  const { issuer, now } = opts;
-  const algorithm = { ...signingAlgorithm(issuer.keyType), ...issuer.key.algorithm } as Algorithm;
-  const algId = new Uint8Array(AsnConvert.serialize(new x509.AlgorithmProvider().toAsnAlgorithm(algorithm)));
-  const ski = issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension);
-  const extensions = [new x509.Extension(id_ce_cRLNumber, false, AsnConvert.serialize(new CRLNumber(opts.number)))];
-  if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
+  const { now } = opts;
+  const t = templateFor(opts.issuer);
+  // Extension cRLNumber (2.5.29.20): OCTET STRING { INTEGER }; then the AKI when the CA has an SKI.
+  const extensions = [sequence([CRL_NUMBER_OID, tlv(0x04, integerHex(opts.number.toString(16)))])];
+  if (t.crlAki) extensions.push(t.crlAki);
   const tbsParts = [
     new Uint8Array([0x02, 0x01, 0x01]), // version v2
-    algId,
-    new Uint8Array(issuer.cert.subjectName.toArrayBuffer()),
+    t.algorithm,
+    t.issuerName,
     // A CRL dated its signing second is "not yet valid" to a peer a minute behind, which
     // then refuses every client right after a revoke; nextUpdate stays as the ledger has it.
     time(new Date(now.getTime() - BACKDATE_MS)),
     time(new Date(now.getTime() + CRL_VALID_DAYS * DAY_MS)),
   ];
   if (opts.entries.length > 0) tbsParts.push(tlv(0x30, opts.entries));
-  tbsParts.push(tlv(0xa0, sequence(extensions.map((e) => new Uint8Array(e.rawData)))));
+  tbsParts.push(tlv(0xa0, sequence(extensions)));
   const tbs = sequence(tbsParts);
-  let signature = new Uint8Array(await subtle.sign(algorithm, issuer.key, tbs));
-  if (algorithm.name === "ECDSA") {
-    // WebCrypto signs as r||s; X.509 wants the DER Ecdsa-Sig-Value.
-    signature = new Uint8Array(new x509.AsnEcSignatureFormatter().toAsnSignature(algorithm, signature)!);
-  }
-  return sequence([tbs, algId, bitString(signature)]);
+  return sequence([tbs, t.algorithm, bitString(await signWith(t, tbs))]);
 }
 
 /**

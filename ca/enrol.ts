@@ -3,13 +3,16 @@
 // No HTTP here: the server maps each EnrolError code to a status (ca/server/est.ts).
 import type { CertificateAuthority, IssuedCert } from "./authority.ts";
 import { CaError } from "./errors.ts";
-import { leafNames, signLeaf } from "./issuance.ts";
-import { publicKeyType, type KeyType } from "./keys.ts";
+import { csrKey, csrSignatureValid, CsrFormatError, parseCsr } from "./csr.ts";
+import { leafNames, type signLeaf, signLeafDer } from "./issuance.ts";
+import type { KeyType } from "./keys.ts";
+import { certSerialAndKey } from "./leaf-der.ts";
 import type { CertRow } from "./ledger.ts";
 import type { LeafNames } from "./profiles.ts";
 import { validateDnsName } from "./names.ts";
 import { checkToken, hashToken, isTokenShaped } from "./tokens.ts";
-import { normalSerial, x509 } from "./x509.ts";
+import { normalSerial } from "../lib/crl.ts";
+import { DerError } from "../lib/der.ts";
 import { firstPemDer } from "../lib/pem.ts";
 
 export type EnrolErrorCode =
@@ -40,12 +43,13 @@ export class EnrolError extends Error {
 }
 
 export interface Enrolled extends IssuedCert {
-  /** The leaf, then any intermediate: what goes into the PKCS#7 answer. */
-  chain: x509.X509Certificate[];
+  /** The leaf, then any intermediate, DER: what goes into the PKCS#7 answer. */
+  chain: Uint8Array[];
 }
 
 export interface CsrIdentity {
-  csr: x509.Pkcs10CertificateRequest;
+  /** The key to certify, a DER SubjectPublicKeyInfo as the CSR carries it. */
+  spki: Uint8Array;
   name: string;
   keyType: KeyType;
 }
@@ -55,34 +59,29 @@ export interface CsrIdentity {
  * CN, and DNS SANs (if any) that are that same name, nothing else.
  */
 export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
-  let csr: x509.Pkcs10CertificateRequest;
+  let csr: ReturnType<typeof parseCsr>;
   try {
-    csr = new x509.Pkcs10CertificateRequest(bytes(der));
-  } catch {
+    csr = parseCsr(der);
+  } catch (err) {
+    if (!(err instanceof CsrFormatError)) throw err;
     throw new EnrolError(
       "malformed_csr",
       "the body is not a DER PKCS#10 certificate request (base64-encode the DER CSR)",
     );
   }
-  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
-  let keyType: KeyType;
+  // The key's type first: a curve this CA does not sign (P-192, secp256k1) would otherwise read as a bad signature.
+  let key: ReturnType<typeof csrKey>;
   try {
-    keyType = publicKeyType(csr.publicKey.rawData);
+    key = csrKey(csr);
   } catch (err) {
     throw new EnrolError("malformed_csr", `the CSR's key is not supported: ${(err as Error).message}`);
   }
-  let signed = false;
-  try {
-    signed = await csr.verify();
-  } catch {
-    /* an algorithm that cannot verify: treated as unsigned */
-  }
-  if (!signed)
+  if (!csrSignatureValid(csr, key.key))
     throw new EnrolError(
       "malformed_csr",
       "the CSR's signature does not verify: it was altered or signed with another key",
     );
-  const cn = csr.subjectName.getField("CN");
+  const cn = csr.cns;
   if (cn.length !== 1)
     throw new EnrolError(
       "malformed_csr",
@@ -94,12 +93,9 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
   } catch (err) {
     throw new EnrolError("malformed_csr", (err as Error).message);
   }
-  const san = csr.extensions.find(
-    (e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension,
-  );
   // A URI SAN is not the CSR's to choose: the CA sets the one SPIFFE ID from the authenticated
   // name (issuance.ts svidNames) and ignores whatever URI the CSR asks for.
-  const others = (san?.names.items ?? []).filter((n) => !(n.type === "dns" && n.value === name) && n.type !== "url");
+  const others = csr.sans.filter((n) => !(n.type === "dns" && n.value === name) && n.type !== "url");
   if (others.length > 0) {
     throw new EnrolError(
       "wrong_name",
@@ -107,7 +103,7 @@ export async function csrIdentity(der: Uint8Array): Promise<CsrIdentity> {
       name,
     );
   }
-  return { csr, name, keyType };
+  return { spki: csr.spki, name, keyType: key.keyType };
 }
 
 export interface OnlineIssueOptions {
@@ -151,7 +147,7 @@ export async function enrol(
     {
       names: leafNames({ domain: id.name }, ca.trustDomain()),
       keyType: id.keyType,
-      publicKey: id.csr.publicKey,
+      publicKey: id.spki,
       source: "est-enrol",
       supersede: current?.serial,
       ...opts,
@@ -182,7 +178,7 @@ export async function reenrol(
       `the CSR asks for ${id.name}, but the certificate presented is ${row.name}'s: renewal keeps the name`,
       id.name,
     );
-  if (Buffer.from(peer.publicKey.rawData).equals(Buffer.from(id.csr.publicKey.rawData))) {
+  if (Buffer.from(peer.spki).equals(Buffer.from(id.spki))) {
     throw new EnrolError(
       "same_key",
       "the CSR carries the current certificate's key: a renewal must bring a new key",
@@ -194,7 +190,7 @@ export async function reenrol(
     {
       names: JSON.parse(row.sans) as LeafNames,
       keyType: id.keyType,
-      publicKey: id.csr.publicKey,
+      publicKey: id.spki,
       source: "est-renew",
       supersede: row.serial,
       ...opts,
@@ -213,14 +209,18 @@ export function currentRow(ca: CertificateAuthority, presented: Uint8Array): Cer
 }
 
 /** currentRow, with the presented certificate parsed once (a renewal needs its key too). */
-function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: CertRow; peer: x509.X509Certificate } {
-  let peer: x509.X509Certificate;
+function currentCert(
+  ca: CertificateAuthority,
+  presented: Uint8Array,
+): { row: CertRow; peer: { serial: string; spki: Uint8Array } } {
+  let peer: { serial: string; spki: Uint8Array };
   try {
-    peer = new x509.X509Certificate(bytes(presented));
-  } catch {
+    peer = certSerialAndKey(presented);
+  } catch (err) {
+    if (!(err instanceof DerError)) throw err;
     throw new EnrolError("cert_unknown", "the presented certificate is not readable");
   }
-  const row = ca.ledger.bySerial(normalSerial(peer.serialNumber));
+  const row = ca.ledger.bySerial(normalSerial(peer.serial));
   // The exact bytes, compared without parsing the stored PEM again (each parse is ~0.25 ms).
   if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(presented))) {
     throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
@@ -260,8 +260,9 @@ async function sign(
   name: string,
 ): Promise<Enrolled> {
   let issued: IssuedCert;
+  let der: Uint8Array;
   try {
-    issued = await signLeaf(ca, { ...opts, days: 1 });
+    ({ issued, der } = await signLeafDer(ca, { ...opts, days: 1 }));
   } catch (err) {
     // Another request renewed or revoked this name between our check and the commit.
     if (err instanceof CaError && (err.code === "REFUSED" || err.code === "ALREADY_EXISTS")) {
@@ -273,21 +274,24 @@ async function sign(
     }
     throw err;
   }
-  const row = ca.ledger.bySerial(issued.serial)!;
-  const chain = [new x509.X509Certificate(row.pem), ...chainCerts(ca, issued.issuerId)];
-  return { ...issued, chain };
+  return { ...issued, chain: [der, ...chainDer(ca, issued.issuerId)] };
 }
 
-function chainCerts(ca: CertificateAuthority, issuerId: string): x509.X509Certificate[] {
-  const out: x509.X509Certificate[] = [];
-  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!))
-    out.push(ca.issuerCert(row.id));
-  return out;
-}
+// The intermediates a leaf is served with, DER, read once per issuer (a CA certificate never
+// changes under its id) instead of from its file for every enrolment.
+const chains = new WeakMap<CertificateAuthority, Map<string, Uint8Array[]>>();
 
-/** A copy in a plain ArrayBuffer, which is what @peculiar/x509 parses. */
-function bytes(u: Uint8Array): ArrayBuffer {
-  return u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength) as ArrayBuffer;
+function chainDer(ca: CertificateAuthority, issuerId: string): Uint8Array[] {
+  let byIssuer = chains.get(ca);
+  if (!byIssuer) chains.set(ca, (byIssuer = new Map()));
+  let chain = byIssuer.get(issuerId);
+  if (!chain) {
+    chain = [];
+    for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!))
+      chain.push(new Uint8Array(ca.issuerCert(row.id).rawData));
+    byIssuer.set(issuerId, chain);
+  }
+  return chain;
 }
 
 function tokenError(why: "malformed" | "unknown" | "wrong_name" | "used" | "expired", name: string): EnrolError {

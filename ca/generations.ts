@@ -2,7 +2,6 @@
 // generation, trusting it, signing with it and retiring the old one are
 // separate steps, and retiring refuses while anything still chains to it.
 import { existsSync } from "node:fs";
-import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import type { CaCore } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { generationName } from "./generation-name.ts";
@@ -18,6 +17,8 @@ import {
 } from "./profiles.ts";
 import { parseConstraints } from "./name-constraints.ts";
 import { normalSerial, type x509 } from "./x509.ts";
+
+const id_ce_nameConstraints = "2.5.29.30";
 
 export interface IntermediateOptions {
   name: string;

@@ -1,15 +1,18 @@
 // Leaf certificates: issue, sign a CSR, renew, revoke. Everything is validated
 // before any key is made; files and ledger row land together or not at all.
-import { REVOCATION_REASONS, type RevocationReason } from "../lib/crl.ts";
+import { normalSerial, REVOCATION_REASONS, type RevocationReason } from "../lib/crl.ts";
 import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
-import { exportPrivateKey, generateKeyPair, publicKeyType, validateKeyType, type KeyType } from "./keys.ts";
+import { KeyObject } from "node:crypto";
+import { csrKey, csrSignatureValid, CsrFormatError, parseCsr, type ParsedCsr } from "./csr.ts";
+import { exportPrivateKey, generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
+import { permittedDnsOf, signLeafDer as signDer, templateFor } from "./leaf-der.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
-import { LEAF_MAX_DAYS, clampToIssuer, createLeaf, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
+import { LEAF_MAX_DAYS, clampToIssuer, randomSerial, validityFor, validityForMs, type LeafNames } from "./profiles.ts";
 import { isUniqueViolation } from "./store/interface.ts";
-import { permittedDns, withinDns } from "./verify.ts";
-import { certToPem, normalSerial, x509 } from "./x509.ts";
+import { withinDns } from "./name-constraints.ts";
+import { derToPem } from "../lib/pem.ts";
 import { spiffeIdForName } from "../lib/spiffe.ts";
 
 const crashPoint = (where: string) => {
@@ -40,24 +43,15 @@ export async function signCsr(
   opts: { csrPem: string; days?: number | string; allowWildcard?: boolean },
 ): Promise<IssuedCert> {
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
-  const csr = parseCsr(opts.csrPem);
-  // The key's type first: a curve WebCrypto lacks (P-192, secp256k1) would otherwise read as a bad signature.
-  const keyType = csrKeyType(csr);
-  let signed = false;
-  try {
-    signed = await csr.verify();
-  } catch {
-    /* an algorithm that cannot verify: unsigned */
-  }
-  if (!signed)
+  const csr = readCsrPem(opts.csrPem);
+  // The key's type first: a curve this CA does not sign (P-192, secp256k1) would otherwise read as a bad signature.
+  const { key, keyType } = csrKeyOrRefuse(csr);
+  if (!csrSignatureValid(csr, key))
     throw badInput("the CSR's signature does not verify: it was altered or signed with another key; make a new CSR");
-  const cn = csr.subjectName.getField("CN");
-  const sanExt = csr.extensions.find(
-    (e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension,
-  );
-  const dns = sanExt ? sanExt.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
-  const ip = sanExt ? sanExt.names.items.filter((n) => n.type === "ip").map((n) => n.value) : [];
-  const other = sanExt ? sanExt.names.items.filter((n) => n.type !== "dns" && n.type !== "ip") : [];
+  const cn = csr.cns;
+  const dns = csr.sans.filter((n) => n.type === "dns").map((n) => n.value);
+  const ip = csr.sans.filter((n) => n.type === "ip").map((n) => n.value);
+  const other = csr.sans.filter((n) => n.type !== "dns" && n.type !== "ip");
   if (other.length > 0)
     throw badInput(
       `the CSR asks for ${other.map((n) => `${n.type}:${n.value}`).join(", ")}: only DNS and IP names are signed (the CA sets the SPIFFE ID itself, from the name)`,
@@ -70,7 +64,7 @@ export async function signCsr(
     throw badInput(`the CSR's CN ${cn[0]} is not among its DNS names (${dns.join(", ")})`);
   const names = leafNames({ domain: name, dns, ip, allowWildcard: opts.allowWildcard }, ca.trustDomain());
   refuseIfCurrent(ca, names.name);
-  return signLeaf(ca, { names, days, keyType, publicKey: csr.publicKey, source: "csr" });
+  return signLeaf(ca, { names, days, keyType, publicKey: csr.spki, source: "csr" });
 }
 
 /** New key and certificate for a name; the old one becomes SUPERSEDED, linked to its successor. */
@@ -193,29 +187,35 @@ function refuseIfCurrent(ca: CaCore, name: string): void {
  * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
  * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
  */
-export async function signLeaf(
-  ca: CaCore,
-  opts: {
-    names: LeafNames;
-    days: number;
-    keyType: KeyType;
-    publicKey: CryptoKey | x509.PublicKey;
-    privateKey?: CryptoKey;
-    source: CertRow["source"];
-    supersede?: string;
-    lifetimeMs?: number;
-    cdp?: (issuerId: string) => string[];
-    inTransaction?: (serial: string) => void;
-  },
-): Promise<IssuedCert> {
+export async function signLeaf(ca: CaCore, opts: SignLeafOptions): Promise<IssuedCert> {
+  return (await signLeafDer(ca, opts)).issued;
+}
+
+export interface SignLeafOptions {
+  names: LeafNames;
+  days: number;
+  keyType: KeyType;
+  /** A WebCrypto key, or a DER SubjectPublicKeyInfo (a CSR's). */
+  publicKey: CryptoKey | Uint8Array;
+  privateKey?: CryptoKey;
+  source: CertRow["source"];
+  supersede?: string;
+  lifetimeMs?: number;
+  cdp?: (issuerId: string) => string[];
+  inTransaction?: (serial: string) => void;
+}
+
+/** @internal signLeaf, with the leaf's DER (EST answers with it, without parsing the PEM again). */
+export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ issued: IssuedCert; der: Uint8Array }> {
   const issuerId = ca.signerId();
   const issuer = ca.issuerRow(issuerId);
   const signer = await ca.signer(issuerId);
   const now = ca.now();
   const warnings: string[] = [];
+  const template = templateFor(signer);
   const validity = clampToIssuer(
     opts.lifetimeMs !== undefined ? validityForMs(now, opts.lifetimeMs) : validityFor(now, opts.days),
-    signer.cert,
+    template,
     warnings,
   );
   const rootRow = ca.issuerRow(`root-${issuer.generation}`);
@@ -227,16 +227,18 @@ export async function signLeaf(
   // Every leaf, however it came to be signed (issue, sign, renew, EST, the CA server's own), gets its SPIFFE ID here.
   const names = svidNames(opts.names, ca.trustDomain());
   await checkNameConstraints(ca, names, issuerId);
-  const cert = await createLeaf({
+  const serialHex = randomSerial();
+  const der = await signDer(template, {
     names,
-    publicKey: opts.publicKey,
+    spki: spkiOf(opts.publicKey),
     keyType: opts.keyType,
-    issuer: signer,
     validity,
+    serial: serialHex,
     cdp: opts.cdp?.(issuerId),
   });
-  const serial = normalSerial(cert.serialNumber);
-  const certPem = certToPem(cert) + ca.chainPem(issuerId);
+  const leafPem = derToPem(der, "CERTIFICATE");
+  const serial = normalSerial(serialHex);
+  const certPem = leafPem + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
   ca.journal.stage(serial, { cert: certPem, key: keyPem });
   crashPoint("before-commit");
@@ -275,7 +277,7 @@ export async function signLeaf(
           supersededBy: null,
           source: opts.source,
           createdAt: now.toISOString(),
-          pem: certToPem(cert),
+          pem: leafPem,
         });
         // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
         // one current certificate per name is a unique index, so issuances need not queue.
@@ -292,7 +294,7 @@ export async function signLeaf(
   crashPoint("after-commit");
   ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
-  return {
+  const issued: IssuedCert = {
     serial,
     domain: name,
     sans: names,
@@ -306,6 +308,7 @@ export async function signLeaf(
     warnings,
     supersedes: opts.supersede,
   };
+  return { issued, der };
 }
 
 /** Refuses names that a CA on the signing path may not certify: such a certificate would never validate. */
@@ -315,7 +318,7 @@ async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: stri
     row;
     row = row.parent ? ca.issuerRow(row.parent) : undefined
   ) {
-    const permitted = permittedDns(row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id));
+    const permitted = await permittedOf(ca, row.id, issuerId);
     if (!permitted) continue;
     const outside = [names.name, ...names.dns].find(
       (n) => !permitted.some((p) => withinDns(n.replace(/^\*\./, ""), p)),
@@ -324,7 +327,24 @@ async function checkNameConstraints(ca: CaCore, names: LeafNames, issuerId: stri
   }
 }
 
-function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
+// The DNS names an issuing CA's name constraints permit, computed once per version of its
+// certificate (authority.ts reads a CA's certificate again only when its file changed).
+const permittedCache = new WeakMap<object, string[] | undefined>();
+
+async function permittedOf(ca: CaCore, id: string, signerId: string): Promise<string[] | undefined> {
+  const signer = id === signerId ? await ca.signer(id) : undefined;
+  const der = signer ? (signer.certDer ?? new Uint8Array(signer.cert.rawData)) : ca.issuerDer(id);
+  if (!permittedCache.has(der)) permittedCache.set(der, permittedDnsOf(der));
+  return permittedCache.get(der);
+}
+
+function spkiOf(key: CryptoKey | Uint8Array): Uint8Array {
+  if (key instanceof Uint8Array) return key;
+  return KeyObject.from(key as Parameters<typeof KeyObject.from>[0]).export({ format: "der", type: "spki" });
+}
+
+/** The DER of a PEM CSR, refused with the CLI's messages when it is something else. */
+function readCsrPem(pem: string): ParsedCsr {
   const m = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(pem);
   if (!m) throw badInput("the CSR file is not PEM: expected -----BEGIN CERTIFICATE REQUEST-----");
   if (m[1] !== "CERTIFICATE REQUEST" && m[1] !== "NEW CERTIFICATE REQUEST") {
@@ -332,17 +352,20 @@ function parseCsr(pem: string): x509.Pkcs10CertificateRequest {
       `the CSR file holds a ${m[1]}, not a CERTIFICATE REQUEST${m[1]!.includes("PRIVATE KEY") ? " (never send a private key to the CA: make a CSR with openssl req -new -key KEY)" : ""}`,
     );
   }
+  const body = new RegExp(`-----BEGIN ${m[1]}-----([A-Za-z0-9+/=\\s]*)-----END ${m[1]}-----`).exec(pem);
   try {
-    return new x509.Pkcs10CertificateRequest(pem);
-  } catch {
-    throw badInput("the CSR file is not a readable PKCS#10 request");
+    if (!body) throw new CsrFormatError("no PEM body");
+    return parseCsr(Buffer.from(body[1]!.replace(/\s+/g, ""), "base64"));
+  } catch (err) {
+    if (err instanceof CsrFormatError) throw badInput("the CSR file is not a readable PKCS#10 request");
+    throw err;
   }
 }
 
 /** The CA's name for a CSR's key type; an unsupported key or curve is named as such. */
-function csrKeyType(csr: x509.Pkcs10CertificateRequest): KeyType {
+function csrKeyOrRefuse(csr: ParsedCsr): ReturnType<typeof csrKey> {
   try {
-    return publicKeyType(csr.publicKey.rawData);
+    return csrKey(csr);
   } catch (err) {
     if (err instanceof CaError) throw badInput(`the CSR's key is not supported: ${err.message}`);
     throw badInput("the CSR's public key is not readable: make a new CSR");

@@ -1,11 +1,9 @@
 // RFC 5280 4.2.1.10 name constraints for the forms a mesh meets: DNS names,
 // IP ranges and directoryName subtrees, permitted and excluded, matched as
 // OpenSSL matches them. Any other form fails closed: never "half checked, OK".
-import { AsnConvert } from "@peculiar/asn1-schema";
-import { id_ce_nameConstraints, NameConstraints } from "@peculiar/asn1-x509";
 import { children, DerError, oid, readOne, type Tlv } from "../lib/der.ts";
 import { printable } from "./printable.ts";
-import { x509 } from "./x509.ts";
+import { asn1Schema, asn1X509, x509 } from "./x509.ts";
 
 export type NameForm = "DNS" | "IP" | "directoryName";
 
@@ -217,9 +215,9 @@ function withinRange(ip: Uint8Array, range: { addr: Uint8Array; mask: Uint8Array
 
 /** The DNS names a CA permits, for issuance to refuse a name no verifier would accept. */
 export function permittedDns(ca: x509.X509Certificate): string[] | undefined {
-  const ext = ca.getExtension(id_ce_nameConstraints);
+  const ext = ca.getExtension("2.5.29.30"); // id-ce-nameConstraints
   if (!ext) return undefined;
-  const nc = AsnConvert.parse(ext.value, NameConstraints);
+  const nc = asn1Schema.AsnConvert.parse(ext.value, asn1X509.NameConstraints);
   return nc.permittedSubtrees?.map((s) => s.base.dNSName).filter((d): d is string => !!d);
 }
 

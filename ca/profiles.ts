@@ -1,16 +1,8 @@
 // Certificate profiles (RFC 5280) for roots, intermediates and service leaves.
 // Subjects are structured values, never strings pasted into "CN=…".
 import { randomBytes } from "node:crypto";
-import { AsnConvert } from "@peculiar/asn1-schema";
-import {
-  GeneralName,
-  GeneralSubtree,
-  GeneralSubtrees,
-  NameConstraints,
-  id_ce_nameConstraints,
-} from "@peculiar/asn1-x509";
 import { signingAlgorithm, type KeyType } from "./keys.ts";
-import { x509 } from "./x509.ts";
+import { asn1Schema, asn1X509, x509 } from "./x509.ts";
 
 /** notBefore is backdated so a peer whose clock runs a little behind still accepts a fresh certificate. */
 export const BACKDATE_MS = 5 * 60 * 1000;
@@ -21,6 +13,8 @@ export const CA_MAX_DAYS = 7300;
 /** The CA that signs: its certificate, its private key and that key's type. */
 export interface Signer {
   cert: x509.X509Certificate;
+  /** The certificate's DER, when the signer was loaded without parsing it (authority.ts signer). */
+  certDer?: Uint8Array;
   key: CryptoKey;
   keyType: KeyType;
 }
@@ -40,7 +34,7 @@ export function validityForMs(now: Date, ms: number): Validity {
 }
 
 /** A certificate cannot outlive its issuer: path validation would reject it. */
-export function clampToIssuer(v: Validity, issuer: x509.X509Certificate, warnings: string[]): Validity {
+export function clampToIssuer(v: Validity, issuer: { notAfter: Date }, warnings: string[]): Validity {
   if (v.notAfter <= issuer.notAfter) return v;
   warnings.push(
     `the issuing CA expires on ${issuer.notAfter.toISOString().slice(0, 10)}, so this certificate does too`,
@@ -84,6 +78,8 @@ export async function createRoot(opts: {
 }
 
 function nameConstraints(permitDns: string[]): x509.Extension {
+  const { AsnConvert } = asn1Schema;
+  const { GeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } = asn1X509;
   const subtrees = new GeneralSubtrees(
     permitDns.map((d) => new GeneralSubtree({ base: new GeneralName({ dNSName: d }) })),
   );

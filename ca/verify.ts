@@ -2,7 +2,6 @@
 // signatures and dates; this also checks every issuer is a CA allowed to sign
 // certificates, path lengths, EKU, name constraints and revocation, and names
 // the check that failed. It is never looser than the OpenSSL the mesh runs on.
-import { id_ce_nameConstraints } from "@peculiar/asn1-x509";
 import { X509Certificate as NodeCertificate } from "node:crypto";
 import { isIP } from "node:net";
 import { akiAllows } from "./authority-key-id.ts";
@@ -11,6 +10,8 @@ import { pemBlocks } from "../lib/pem.ts";
 import { certNames, ConstraintError, parseConstraints, violation, type Constraints } from "./name-constraints.ts";
 import { printable } from "./printable.ts";
 import { normalSerial, x509 } from "./x509.ts";
+
+const id_ce_nameConstraints = "2.5.29.30";
 
 export { permittedDns, withinDns } from "./name-constraints.ts";
 

@@ -1,7 +1,7 @@
 // The certificates of a certs-only PKCS#7 (CMS SignedData without signers), as EST's cacerts,
 // simpleenroll and simplereenroll answer (RFC 7030 4.1.3, 4.2.3). What the CA sends is
 // hostile input to a service: bounded and checked here.
-import { children, DerError, readOne } from "./der.ts";
+import { children, concat, DerError, readOne, sequence, tlv } from "./der.ts";
 
 // OBJECT IDENTIFIER id-signedData (1.2.840.113549.1.7.2), tag and length included.
 const SIGNED_DATA = Buffer.from("06092a864886f70d010702", "hex");
@@ -21,4 +21,16 @@ export function pkcs7Certificates(der: Uint8Array, max = 1_000): Buffer[] {
   return children(certs, max)
     .filter((n) => n.tag === 0x30)
     .map((n) => Buffer.from(n.raw));
+}
+
+// SignedData's fixed parts around the certificates, as @peculiar/x509's X509Certificates writes
+// them (test/ca-leaf-der.test.ts holds the two to the same bytes): version 1, no digest
+// algorithms, id-data content with an empty OCTET STRING, and (after the certificates) no signers.
+const VERSION_NO_DIGESTS_DATA = Buffer.from("0201013100300f06092a864886f70d010701a0020400", "hex");
+const NO_SIGNERS = Buffer.from("3100", "hex");
+
+/** A certs-only PKCS#7 of the given DER certificates, in order (what EST's answers carry). */
+export function certsOnlyDer(certs: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const signedData = sequence([VERSION_NO_DIGESTS_DATA, tlv(0xa0, concat(certs)), NO_SIGNERS]);
+  return sequence([SIGNED_DATA, tlv(0xa0, signedData)]);
 }

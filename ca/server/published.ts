@@ -3,8 +3,10 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
+import { derToPem, firstPemDer } from "../../lib/pem.ts";
+import { certsOnlyDer } from "../../lib/pkcs7.ts";
 import { readStateFile } from "../store.ts";
-import { certToPem, crlToPem, x509 } from "../x509.ts";
+import { crlToPem, type x509 } from "../x509.ts";
 
 export interface Published {
   /** Strong ETag of the bundle: a quoted base64url SHA-256 of its PKCS#7 DER. */
@@ -35,8 +37,8 @@ export function base64Lines(der: Uint8Array): string {
 }
 
 /** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates. */
-export function certsOnly(certs: x509.X509Certificate[]): Uint8Array {
-  return new Uint8Array(new x509.X509Certificates(certs).export("raw"));
+export function certsOnly(certs: readonly (x509.X509Certificate | Uint8Array)[]): Uint8Array {
+  return certsOnlyDer(certs.map((c) => (c instanceof Uint8Array ? c : new Uint8Array(c.rawData))));
 }
 
 export function loadPublished(ca: CertificateAuthority): Published {
@@ -44,7 +46,7 @@ export function loadPublished(ca: CertificateAuthority): Published {
   const roots = issuers
     .filter((r) => r.kind === "root" && r.state === "published")
     .sort((a, b) => a.generation - b.generation);
-  const rootCerts = roots.map((r) => ca.issuerCert(r.id));
+  const rootCerts = roots.map((r) => ca.issuerDer(r.id));
   const pkcs7 = certsOnly(rootCerts);
   const crls = new Map<string, Uint8Array>();
   const pems: string[] = [];
@@ -54,7 +56,7 @@ export function loadPublished(ca: CertificateAuthority): Published {
     const stored = ca.ledger.signedCrl(r.id);
     const pem = stored ? crlToPem(stored) : readStateFile(ca.layout.issuer(r.id).crl, "the CRL");
     pems.push(pem);
-    crls.set(r.id, stored ?? new Uint8Array(x509.PemConverter.decode(pem)[0]!));
+    crls.set(r.id, stored ?? new Uint8Array(firstPemDer(pem, "X509 CRL") ?? []));
   }
   const signerId = ca.signerId();
   const signerGeneration = ca.issuerRow(signerId).generation;
@@ -63,7 +65,7 @@ export function loadPublished(ca: CertificateAuthority): Published {
     etag,
     generations: roots.map((r) => r.generation),
     cacertsBody: base64Lines(pkcs7),
-    rootsPem: rootCerts.map(certToPem).join(""),
+    rootsPem: rootCerts.map((der) => derToPem(der, "CERTIFICATE")).join(""),
     crls,
     crlsPem: pems.join(""),
     trustEtag: trustEtag(pems.join(""), etag),

@@ -214,14 +214,14 @@ export class CaServer {
       server.timers.push(setInterval(() => void server.prune(), RETENTION_CHECK_MS).unref());
       await server.prune();
     }
-    const root = server.ca.issuerCert(`root-${server.published.signerGeneration}`);
+    const root = server.ca.issuerDer(`root-${server.published.signerGeneration}`);
     server.log.info(
       {
         event: "ca.started",
         url: server.url,
         generations: server.published.generations,
         signer: server.published.signerId,
-        root_sha256: rootFingerprint(root.rawData).hex,
+        root_sha256: rootFingerprint(root).hex,
         tls_serial: server.own.serial,
         tls_not_after: server.own.notAfter.toISOString(),
         default_lifetime: formatDuration(defaultMs),

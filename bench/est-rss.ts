@@ -1,0 +1,120 @@
+// The online CA's resident memory at rest (issue 16: at most 1.3× a bare Node server): `ca serve`
+// as deployed (bin/ca.mjs, compiled, limits on), against a bare Node https server with a
+// certificate from the same CA (bench/mesh-bare.ts, compiled the same way), both idle after start.
+//   npx tsx bench/est-rss.ts
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { buildSync } from "esbuild";
+import { CertificateAuthority } from "../ca/index.ts";
+import { stats } from "./measure.ts";
+
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+export const EST_RSS_TARGET = 1.3;
+const ROUNDS = 3;
+const SETTLE_MS = 3_000; // after listening: start-up garbage collected, timers armed
+const SAMPLES = 5;
+const SAMPLE_GAP_MS = 300;
+
+export interface EstRssResult {
+  /** Medians over the rounds, MB. */
+  caServeMb: number;
+  bareMb: number;
+  ratio: number;
+  target: number;
+  pass: boolean;
+  rounds: Array<{ caServeMb: number; bareMb: number }>;
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a server and resolves when a stdout line matches `ready`. */
+function start(args: string[], ready: RegExp): { proc: ChildProcess; ready: Promise<void> } {
+  const proc = spawn(process.execPath, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  return {
+    proc,
+    ready: new Promise((resolve, reject) => {
+      createInterface({ input: proc.stdout! }).on("line", (l) => ready.test(l) && resolve());
+      proc.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}: ${err.trim()}`)));
+    }),
+  };
+}
+
+async function restingRss(proc: ChildProcess): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < SAMPLES; i++) {
+    samples.push(rssMb(proc.pid!));
+    await sleep(SAMPLE_GAP_MS);
+  }
+  return stats(samples).median;
+}
+
+async function stop(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once("exit", r));
+  proc.kill("SIGTERM");
+  await exited;
+}
+
+export async function runEstRssBench(): Promise<EstRssResult> {
+  const dir = mkdtempSync(join(tmpdir(), "mtls-bench-est-rss-"));
+  try {
+    const pki = join(dir, "pki");
+    const ca = await CertificateAuthority.init({ dir: pki, name: "Bench RSS CA" });
+    await ca.issue({ domain: "bare.internal" });
+    ca.close();
+    const bareJs = join(dir, "mesh-bare.mjs");
+    buildSync({
+      entryPoints: [join(REPO, "bench", "mesh-bare.ts")],
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: bareJs,
+      logLevel: "error",
+    });
+    console.log(`\nEST server memory at rest (ca serve against a bare Node https server, ${ROUNDS} rounds)`);
+    const rounds: EstRssResult["rounds"] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Both at once, so that whatever the machine does meanwhile falls on both.
+      const serve = start([join(REPO, "bin", "ca.mjs"), "serve", "--dir", pki, "--port", "0"], /"event":"ca\.started"/);
+      const bare = start([bareJs, pki, "bare.internal"], /"event":"listening"/);
+      try {
+        await Promise.all([serve.ready, bare.ready]);
+        await sleep(SETTLE_MS);
+        const [caServeMb, bareMb] = await Promise.all([restingRss(serve.proc), restingRss(bare.proc)]);
+        rounds.push({ caServeMb, bareMb });
+        console.log(
+          `   round ${round + 1}: ca serve ${caServeMb.toFixed(1)} MB, bare ${bareMb.toFixed(1)} MB (${(caServeMb / bareMb).toFixed(2)}×)`,
+        );
+      } finally {
+        await Promise.all([stop(serve.proc), stop(bare.proc)]);
+      }
+    }
+    const caServeMb = stats(rounds.map((r) => r.caServeMb)).median;
+    const bareMb = stats(rounds.map((r) => r.bareMb)).median;
+    const ratio = caServeMb / bareMb;
+    const pass = ratio <= EST_RSS_TARGET;
+    console.log(
+      `   median: ca serve ${caServeMb.toFixed(1)} MB / bare ${bareMb.toFixed(1)} MB = ${ratio.toFixed(2)}×  (target ≤ ${EST_RSS_TARGET}×: ${pass ? "PASS" : "FAIL"})`,
+    );
+    return { caServeMb, bareMb, ratio, target: EST_RSS_TARGET, pass, rounds };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await runEstRssBench();
+  process.exitCode = r.pass ? 0 : 1;
+}
