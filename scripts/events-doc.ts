@@ -32,7 +32,10 @@ catalogue, \`EVENTS\` in [lib/events.ts](../lib/events.ts), on both sides:
   still reads it, for tools that show every line, as mesh:logs does).
 - The tests' log sinks (test/mesh-fixtures.ts, test/helpers/est.ts) fail a test file that saw a
   line that is not a listed event with its fields, and test/events.test.ts fails when an event
-  name written in the source is not listed, or a listed event is written nowhere.
+  name written in the source is not listed, or a listed event is written nowhere. Tests match
+  lines through test/helpers/events.ts (\`logs.wait(ev("policy.reloaded", (l) => ...))\`,
+  \`eventsIn(text, "listening")\`, \`hasEvent(text, name)\`), never by string, so a renamed
+  event or field fails \`tsc\` in the tests too.
 
 To add an event: add it to \`EVENTS\` (levels, one line on what it means, its fields), log it,
 and run \`npm run events:doc\`.
