@@ -114,6 +114,8 @@ export interface OnlineIssueOptions {
   lifetimeMs: number;
   /** CRL distribution point URLs for a given issuer id. */
   cdp?: (issuerId: string) => string[];
+  /** The server's group commit (ca/store/group-commit.ts): resolves once the certificate is durable. */
+  commit?: (record: () => void) => Promise<void>;
 }
 
 /**

@@ -206,6 +206,14 @@ export async function signLeaf(
     lifetimeMs?: number;
     cdp?: (issuerId: string) => string[];
     inTransaction?: (serial: string) => void;
+    /**
+     * How the ledger row is committed. Default: a transaction of its own, now, with the
+     * certificate's files staged in the journal. The online CA passes its group commit
+     * (ca/store/group-commit.ts), which resolves once the row is durable; its certificates
+     * live in the ledger only (the CA has no key for them, the client has the certificate),
+     * so no file is written for them.
+     */
+    commit?: (record: () => void) => Promise<void>;
   },
 ): Promise<IssuedCert> {
   const issuerId = ca.signerId();
@@ -236,61 +244,58 @@ export async function signLeaf(
     cdp: opts.cdp?.(issuerId),
   });
   const serial = normalSerial(cert.serialNumber);
-  const certPem = certToPem(cert) + ca.chainPem(issuerId);
+  const leafPem = certToPem(cert);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
-  ca.journal.stage(serial, { cert: certPem, key: keyPem });
+  const files = opts.commit === undefined;
+  if (files) ca.journal.stage(serial, { cert: leafPem + ca.chainPem(issuerId), key: keyPem });
   crashPoint("before-commit");
   const name = names.name;
+  const record = () => {
+    // First: of requests racing with one token, the losers are told the token was used.
+    opts.inTransaction?.(serial);
+    if (opts.supersede !== undefined) {
+      if (!ca.ledger.markSuperseded(opts.supersede, serial))
+        throw new CaError(
+          "REFUSED",
+          `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+        );
+    } else {
+      const cur = ca.ledger.current(name);
+      if (cur && new Date(cur.not_after) > now)
+        throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
+      if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
+    }
+    ca.ledger.insertCert({
+      serial,
+      name,
+      sans: JSON.stringify(names),
+      issuer_id: issuerId,
+      key_type: opts.keyType,
+      not_before: validity.notBefore.toISOString(),
+      not_after: validity.notAfter.toISOString(),
+      status: "valid",
+      revoked_at: null,
+      reason: null,
+      superseded_by: null,
+      source: opts.source,
+      created_at: now.toISOString(),
+      pem: leafPem,
+    });
+  };
   try {
-    ca.ledger.write(
-      () => {
-        // First: of requests racing with one token, the losers are told the token was used.
-        opts.inTransaction?.(serial);
-        if (opts.supersede !== undefined) {
-          if (!ca.ledger.markSuperseded(opts.supersede, serial))
-            throw new CaError(
-              "REFUSED",
-              `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
-            );
-        } else {
-          const cur = ca.ledger.current(name);
-          if (cur && new Date(cur.not_after) > now)
-            throw new CaError(
-              "ALREADY_EXISTS",
-              `${name} was issued by another command just now (serial ${cur.serial})`,
-            );
-          if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
-        }
-        ca.ledger.insertCert({
-          serial,
-          name,
-          sans: JSON.stringify(names),
-          issuer_id: issuerId,
-          key_type: opts.keyType,
-          not_before: validity.notBefore.toISOString(),
-          not_after: validity.notAfter.toISOString(),
-          status: "valid",
-          revoked_at: null,
-          reason: null,
-          superseded_by: null,
-          source: opts.source,
-          created_at: now.toISOString(),
-          pem: certToPem(cert),
-        });
-        // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
-        // one current certificate per name is a unique index, so issuances need not queue.
-      },
-      { shared: true },
-    );
+    // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+    // one current certificate per name is a unique index, so issuances need not queue.
+    if (opts.commit) await opts.commit(record);
+    else ca.ledger.write(record, { shared: true });
   } catch (err) {
-    ca.journal.discard(serial);
+    if (files) ca.journal.discard(serial);
     if (isUniqueViolation(err)) {
       throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
     }
     throw err;
   }
   crashPoint("after-commit");
-  ca.journal.publish(serial, name);
+  if (files) ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   return {
     serial,

@@ -40,6 +40,8 @@ export interface EstContext {
   maxBodyBytes: number;
   cdp(issuerId: string): string[];
   metrics: CaMetrics;
+  /** Records an issuance with the others ready at the same time; resolves once it is durable (group-commit.ts). */
+  commit(record: () => void): Promise<void>;
 }
 
 /** One request as the routes see it, and what they learnt about it (the server logs from it). */
@@ -164,7 +166,10 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   ctx.admission.enrolment(id.name);
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
-  const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  const issued = await mapped(
+    () => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit: ctx.commit }),
+    id.name,
+  );
   ctx.metrics.issued("enrol");
   sendCerts(call.res, issued);
   ctx.log.info(
@@ -213,7 +218,10 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   call.claimed = id.name;
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
-  const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  const issued = await mapped(
+    () => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp, commit: ctx.commit }),
+    id.name,
+  );
   ctx.metrics.issued("renew");
   sendCerts(call.res, issued);
   ctx.log.info(
