@@ -25,6 +25,7 @@ import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
+import type { GroupCommit } from "../store/group-commit.ts";
 
 export const EST_PREFIX = "/.well-known/est";
 export const PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only";
@@ -40,8 +41,8 @@ export interface EstContext {
   maxBodyBytes: number;
   cdp(issuerId: string): string[];
   metrics: CaMetrics;
-  /** Records an issuance with the others ready at the same time; resolves once it is durable (group-commit.ts). */
-  commit(record: () => void): Promise<void>;
+  /** Runs an issuance whose record commits with the others under way at the same time; resolves once durable (group-commit.ts). */
+  commits: GroupCommit;
 }
 
 /** One request as the routes see it, and what they learnt about it (the server logs from it). */
@@ -167,7 +168,7 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(
-    () => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit: ctx.commit }),
+    () => ctx.commits.issue((commit) => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit })),
     id.name,
   );
   ctx.metrics.issued("enrol");
@@ -219,7 +220,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(
-    () => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp, commit: ctx.commit }),
+    () => ctx.commits.issue((commit) => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp, commit })),
     id.name,
   );
   ctx.metrics.issued("renew");

@@ -146,7 +146,7 @@ export class CaServer {
       maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
       cdp: (issuerId) => [`${this.url}/crl/${issuerId}.crl`],
       metrics: this.metrics,
-      commit: (record) => this.commits.submit(record),
+      commits: this.commits,
     };
     // No certificate yet: it names the port, known only once listening. Nothing is
     // accepted before start() has set it.
