@@ -190,7 +190,7 @@ describe("kill -9 of ca serve mid-burst (SQLite)", () => {
     const csrs = await Promise.all(names.map((n) => makeCsr(n)));
     const server = await startReplica({ dir, args: OPEN_LIMITS });
     const burst = Promise.all(
-      names.map((n, i) =>
+      names.map((_, i) =>
         est(server.url, {
           method: "POST",
           path: ENROL,
