@@ -174,7 +174,7 @@ export async function enrol(
 export async function reenrol(
   ca: CertificateAuthority,
   id: CsrIdentity,
-  presented: Uint8Array,
+  presented: Uint8Array | PresentedCert,
   opts: OnlineIssueOptions,
 ): Promise<Enrolled & { previous: CertRow }> {
   const { row, peer } = currentCert(ca, presented);
@@ -207,24 +207,43 @@ export async function reenrol(
 }
 
 /**
- * The ledger row of a presented certificate, if it is still one that may act: issued here
- * (the exact bytes), not revoked, not superseded, not expired, of a published generation.
+ * A certificate presented in a TLS handshake, parsed once: the CA server keeps it with the
+ * connection (ca/server/est.ts), so requests on one connection do not parse it again. What
+ * it may do is decided per request, from the ledger (currentRow).
  */
-export function currentRow(ca: CertificateAuthority, presented: Uint8Array): CertRow {
-  return currentCert(ca, presented).row;
+export interface PresentedCert {
+  der: Uint8Array;
+  cert: x509.X509Certificate;
+  serial: string;
 }
 
-/** currentRow, with the presented certificate parsed once (a renewal needs its key too). */
-function currentCert(ca: CertificateAuthority, presented: Uint8Array): { row: CertRow; peer: x509.X509Certificate } {
-  let peer: x509.X509Certificate;
+export function parsePresented(der: Uint8Array): PresentedCert {
   try {
-    peer = new x509.X509Certificate(bytes(presented));
+    const cert = new x509.X509Certificate(bytes(der));
+    return { der, cert, serial: normalSerial(cert.serialNumber) };
   } catch {
     throw new EnrolError("cert_unknown", "the presented certificate is not readable");
   }
-  const row = ca.ledger.bySerial(normalSerial(peer.serialNumber));
+}
+
+/**
+ * The ledger row of a presented certificate, if it is still one that may act: issued here
+ * (the exact bytes), not revoked, not superseded, not expired, of a published generation.
+ */
+export function currentRow(ca: CertificateAuthority, presented: Uint8Array | PresentedCert): CertRow {
+  return currentCert(ca, presented).row;
+}
+
+/** currentRow, with the presented certificate parsed (a renewal needs its key too). */
+function currentCert(
+  ca: CertificateAuthority,
+  presented: Uint8Array | PresentedCert,
+): { row: CertRow; peer: x509.X509Certificate } {
+  const p = presented instanceof Uint8Array ? parsePresented(presented) : presented;
+  const peer = p.cert;
+  const row = ca.ledger.bySerial(p.serial);
   // The exact bytes, compared without parsing the stored PEM again (each parse is ~0.25 ms).
-  if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(presented))) {
+  if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(p.der))) {
     throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
   }
   if (row.status === "revoked")

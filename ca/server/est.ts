@@ -12,11 +12,13 @@ import {
   csrIdentity,
   currentRow,
   enrol,
+  parsePresented,
   reenrol,
   tokenOpen,
   type CsrIdentity,
   type EnrolErrorCode,
   type Enrolled,
+  type PresentedCert,
 } from "../enrol.ts";
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
 import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/generations.ts";
@@ -79,16 +81,43 @@ export function remoteOf(req: IncomingMessage): string {
   return req.socket.remoteAddress ?? "unknown";
 }
 
+export interface Presented {
+  der: Uint8Array;
+  authorized: boolean;
+  error: string | null;
+  /** Parsed on first use, then kept with the connection. */
+  parsed?: PresentedCert;
+}
+
+/**
+ * What a connection's handshake established: computed once per TLS connection, not per request
+ * (a service polls cacerts on one keep-alive connection). The server refuses renegotiation
+ * (server.ts), so it cannot change on a connection; whether the certificate may still act
+ * (revoked, superseded, expired) is asked of the ledger on every request.
+ */
+const handshakes = new WeakMap<TLSSocket, Presented | null>();
+
 /** The certificate the caller presented in the handshake, and whether TLS trusted it. */
-export function presented(req: IncomingMessage): { der: Uint8Array; authorized: boolean; error: string | null } | null {
+export function presented(req: IncomingMessage): Presented | null {
   const sock = req.socket as TLSSocket;
+  const known = handshakes.get(sock);
+  if (known !== undefined) return known;
   const peer = sock.getPeerCertificate?.(false);
-  if (!peer?.raw) return null;
-  return {
-    der: new Uint8Array(peer.raw),
-    authorized: sock.authorized,
-    error: sock.authorizationError ? String(sock.authorizationError) : null,
-  };
+  const p = peer?.raw
+    ? {
+        der: new Uint8Array(peer.raw),
+        authorized: sock.authorized,
+        error: sock.authorizationError ? String(sock.authorizationError) : null,
+      }
+    : null;
+  handshakes.set(sock, p);
+  return p;
+}
+
+/** The presented certificate, parsed once per connection. */
+function parsedPeer(p: Presented): PresentedCert {
+  p.parsed ??= parsePresented(p.der);
+  return p.parsed;
 }
 
 /** GET /.well-known/est/cacerts: every published root, with an ETag; records which bundle a known caller holds. */
@@ -106,7 +135,7 @@ export function cacerts(ctx: EstContext, call: Call): void {
   const peer = presented(req);
   if (peer?.authorized) {
     try {
-      const row = currentRow(ctx.ca, peer.der);
+      const row = currentRow(ctx.ca, parsedPeer(peer));
       call.authenticated = row.name;
       const generation = ctx.ca.issuerRow(row.issuer_id).generation;
       // Never hint towards a generation that peers do not trust yet.
@@ -210,7 +239,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
         "cert_untrusted",
         `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`,
       );
-    const row = await mapped(async () => currentRow(ctx.ca, peer.der));
+    const row = await mapped(async () => currentRow(ctx.ca, parsedPeer(peer)));
     return { peer, row };
   });
   call.authenticated = row.name;
@@ -220,7 +249,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(
-    () => ctx.commits.issue((commit) => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp, commit })),
+    () => ctx.commits.issue((commit) => reenrol(ctx.ca, id, parsedPeer(peer), { lifetimeMs, cdp: ctx.cdp, commit })),
     id.name,
   );
   ctx.metrics.issued("renew");

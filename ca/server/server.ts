@@ -166,6 +166,9 @@ export class CaServer {
       },
       (req, res) => void this.handle(req, res),
     );
+    // The client certificate a connection presented is kept with it (est.ts presented()): it
+    // must not change under a renegotiation (TLS 1.2; TLS 1.3 has none).
+    this.https.on("secureConnection", (sock: TLSSocket) => sock.disableRenegotiation());
     this.refusals = new RefusalLog(this.log, opts.refusalLog);
     this.skew = new SkewLog(this.log, this.refusals);
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
