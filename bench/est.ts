@@ -3,14 +3,16 @@
 // in workloads per CA; the cost to a service of one renewal; the hands-off rotation's duration
 // against the certificate lifetime. Alone: npx tsx bench/est.ts (short settings: see docs/bench.md).
 import { spawn } from "node:child_process";
+import { cpus } from "node:os";
 import { createInterface } from "node:readline";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { Agent } from "undici";
+import { Agent, request } from "undici";
+import { cfsslInstalled, cfsslSignBody, cpuSeconds, startCfssl } from "./cfssl.ts";
 import { CaServer, CertificateAuthority, createToken, runRotation } from "../ca/index.ts";
 import { isEvent } from "../lib/events.ts";
 import { enrolCsr } from "../services/mesh/identity-agent/est-client.ts";
@@ -44,15 +46,33 @@ const DEFAULT_LIFETIME_S = 3600;
 const RENEW_FRACTION = 2 / 3;
 const DEFAULT_POLL_S = 30;
 const RATE_TARGET = 0.5;
+/** Issue 16: EST enrol and renew at least as fast as cfssl with its SQLite store, at most 1.5 ms of server CPU each. */
+const CFSSL_TARGET = 1.0;
+const CPU_TARGET_MS = 1.5;
+/** Both servers pinned the same way: to the last core (taskset), the client left to the others. */
+const SERVER_CORE = cpus().length - 1;
+const PIN = existsSync("/usr/bin/taskset") && cpus().length > 1 ? ["taskset", "-c", String(SERVER_CORE)] : [];
+
+/** A side's rate and the server's CPU per certificate over the same rounds. */
+export interface ServerRate extends Rate {
+  cpuMsPerCert: number;
+}
 
 export interface EstBenchResult {
   concurrency: number;
   issue: Rate;
-  enrol: Rate;
-  renew: Rate;
+  enrol: ServerRate;
+  renew: ServerRate;
   enrolVsIssue: number;
   renewVsIssue: number;
   ratePass: boolean;
+  /** `cfssl serve` with its SQLite store, pinned like `ca serve`; null when cfssl is not installed. */
+  cfssl: ServerRate | null;
+  pinned: string | null;
+  enrolVsCfssl: number | null;
+  renewVsCfssl: number | null;
+  /** Issue 16's targets: ≥ 1.0× cfssl-with-its-store (when measured) and ≤ 1.5 ms of server CPU per certificate. */
+  issue16Pass: boolean;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
   renewal: {
@@ -103,12 +123,36 @@ async function concurrentRate(n: number, ms: number, worker: (client: number) =>
   return { ops, seconds, perSec: ops / seconds };
 }
 
-async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew">> {
+/** A round against a server process: its rate, and the CPU it spent (user + system, /proc) over it. */
+async function serverRound(pid: number, round: () => Promise<Rate>): Promise<Rate & { cpuSeconds: number }> {
+  const before = cpuSeconds(pid);
+  const r = await round();
+  return { ...r, cpuSeconds: cpuSeconds(pid) - before };
+}
+
+function combineServer(rounds: Array<Rate & { cpuSeconds: number }>): ServerRate {
+  const r = combineRates(rounds);
+  const cpu = rounds.reduce((a, x) => a + x.cpuSeconds, 0);
+  return { ...r, cpuMsPerCert: r.ops > 0 ? (cpu * 1000) / r.ops : Number.NaN };
+}
+
+/** POSTs on one keep-alive client (undici, one connection per request in flight): the same for both servers. */
+async function post(agent: Agent, url: string, body: string, headers: Record<string, string>): Promise<void> {
+  const r = await request(url, { method: "POST", dispatcher: agent, body, headers });
+  const text = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode} ${text.slice(0, 200)}`);
+}
+
+export async function throughput(
+  dir: string,
+): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl"> & { cfsslNote: string | null }> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
-  // The CA service as deployed: `ca serve` in its own process (its own core), the clients here.
+  // The CA service as deployed: `ca serve` in its own process, pinned to one core, the clients here.
+  const [cmd, ...pre] = [...PIN, process.execPath];
   const server = spawn(
-    process.execPath,
+    cmd!,
     [
+      ...pre,
       join(REPO, "bin", "ca.mjs"),
       "serve",
       "--dir",
@@ -123,6 +167,9 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
   );
   const exited = new Promise<void>((r) => server.once("exit", () => r()));
+  let cf: Awaited<ReturnType<typeof startCfssl>> | null = null;
+  let cfsslNote: string | null = null;
+  const keepAlive: Agent[] = [];
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let err = "";
@@ -144,6 +191,9 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     let n = 0;
     const issue = () => ca.issue({ domain: `issue-${n++}.bench.internal` });
 
+    // Enrolment on keep-alive connections, as cfssl's sign below: the same client for both.
+    const estAgent = new Agent({ connect: { ca: bundle }, connections: CONCURRENCY });
+    keepAlive.push(estAgent);
     let enrolRounds = 0;
     const enrolRound = async (round: number) => {
       const items = prepare(guess, `enrol${enrolRounds++}-${round}`).map((x) => ({
@@ -154,7 +204,34 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
       return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
         const it = items[next++];
         if (!it) return false;
-        await enrolCsr({ url, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
+        await post(estAgent, `${url}/.well-known/est/simpleenroll`, Buffer.from(it.csr).toString("base64"), {
+          "content-type": "application/pkcs10",
+          "content-transfer-encoding": "base64",
+          authorization: `Bearer ${it.token}`,
+        });
+        return true;
+      });
+    };
+
+    // cfssl serve with its SQLite store, pinned the same way, signing the same kind of CSR.
+    if (!cfsslInstalled()) cfsslNote = "cfssl is not installed (Debian: apt install golang-cfssl): column skipped";
+    else {
+      const cfDir = join(dir, "..", "cfssl");
+      mkdirSync(cfDir, { recursive: true });
+      cf = await startCfssl(cfDir, PIN);
+    }
+    const cfAgent = cf ? new Agent({ connect: { ca: cf.tlsCa }, connections: CONCURRENCY }) : null;
+    if (cfAgent) keepAlive.push(cfAgent);
+    let cfRounds = 0;
+    const cfsslRound = async () => {
+      const items = prepare(guess, `cfssl${cfRounds++}`);
+      let next = 0;
+      return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
+        const it = items[next++];
+        if (!it) return false;
+        await post(cfAgent!, `${cf!.url}/api/v1/cfssl/sign`, cfsslSignBody(it.csr), {
+          "content-type": "application/json",
+        });
         return true;
       });
     };
@@ -186,17 +263,36 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
 
     await rateFor(issue, 300); // warm-up: signer cache, JIT
     await enrolRound(99);
-    const rounds: Record<"issue" | "enrol" | "renew", Rate[]> = { issue: [], enrol: [], renew: [] };
-    const sides: Array<[keyof typeof rounds, () => Promise<Rate>]> = [
-      ["issue", () => rateFor(issue, ROUND_MS)],
-      ["enrol", () => enrolRound(0)],
-      ["renew", () => renewRound()],
+    if (cf) await cfsslRound();
+    type Round = Rate & { cpuSeconds: number };
+    const rounds: Record<"issue" | "enrol" | "renew" | "cfssl", Round[]> = {
+      issue: [],
+      enrol: [],
+      renew: [],
+      cfssl: [],
+    };
+    const pid = server.pid!;
+    const sides: Array<[keyof typeof rounds, () => Promise<Round>]> = [
+      ["issue", async () => ({ ...(await rateFor(issue, ROUND_MS)), cpuSeconds: 0 })],
+      ["enrol", () => serverRound(pid, () => enrolRound(0))],
+      ["renew", () => serverRound(pid, () => renewRound())],
     ];
+    if (cf) sides.push(["cfssl", () => serverRound(cf!.pid, cfsslRound)]);
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run());
     }
-    return { issue: combineRates(rounds.issue), enrol: combineRates(rounds.enrol), renew: combineRates(rounds.renew) };
+    if (cf && cf.stored() < rounds.cfssl.reduce((a, x) => a + x.ops, 0))
+      throw new Error("cfssl's store holds fewer certificates than it answered: it was not recording");
+    return {
+      issue: combineRates(rounds.issue),
+      enrol: combineServer(rounds.enrol),
+      renew: combineServer(rounds.renew),
+      cfssl: cf ? combineServer(rounds.cfssl) : null,
+      cfsslNote,
+    };
   } finally {
+    await Promise.all(keepAlive.map((a) => a.close().catch(() => {})));
+    await cf?.stop();
     server.kill("SIGTERM");
     await exited;
     ca.close();
@@ -426,10 +522,15 @@ export async function runEstBench(): Promise<EstBenchResult> {
     console.log(
       `\nOnline CA (EST) benchmark: ${CONCURRENCY} clients in flight over HTTPS to a CaServer on 127.0.0.1, rate limits raised`,
     );
-    const t = await throughput(join(root, "rate"));
+    const { cfsslNote, ...t } = await throughput(join(root, "rate"));
     const enrolVsIssue = t.enrol.perSec / t.issue.perSec;
     const renewVsIssue = t.renew.perSec / t.issue.perSec;
     const ratePass = enrolVsIssue >= RATE_TARGET && renewVsIssue >= RATE_TARGET;
+    const enrolVsCfssl = t.cfssl ? t.enrol.perSec / t.cfssl.perSec : null;
+    const renewVsCfssl = t.cfssl ? t.renew.perSec / t.cfssl.perSec : null;
+    const cpuPass = t.enrol.cpuMsPerCert <= CPU_TARGET_MS && t.renew.cpuMsPerCert <= CPU_TARGET_MS;
+    const cfsslPass = enrolVsCfssl === null || (enrolVsCfssl >= CFSSL_TARGET && renewVsCfssl! >= CFSSL_TARGET);
+    const issue16Pass = cpuPass && cfsslPass;
     const workloadsPerCa = t.renew.perSec * DEFAULT_LIFETIME_S * RENEW_FRACTION;
     const row = (label: string, r: Rate, extra = "") =>
       console.log(
@@ -447,6 +548,28 @@ export async function runEstBench(): Promise<EstBenchResult> {
       t.renew,
       `  ${renewVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${renewVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`,
     );
+    const pinned = PIN.length ? PIN.join(" ") : null;
+    console.log(
+      `   against cfssl serve with its SQLite store${pinned ? ` (both servers pinned: ${pinned})` : " (not pinned: no taskset or one core)"}, the same keep-alive client, P-256:`,
+    );
+    const cpu = (r: ServerRate) =>
+      `${r.cpuMsPerCert.toFixed(2)} ms server CPU/cert (target ≤ ${CPU_TARGET_MS}: ${r.cpuMsPerCert <= CPU_TARGET_MS ? "PASS" : "FAIL"})`;
+    if (t.cfssl) {
+      console.log(
+        `     cfssl serve /api/v1/cfssl/sign + certdb (sqlite)     ${t.cfssl.perSec.toFixed(1)} /s, ${t.cfssl.cpuMsPerCert.toFixed(2)} ms server CPU/cert`,
+      );
+      console.log(
+        `     simpleenroll   ${enrolVsCfssl!.toFixed(2)}× cfssl (target ≥ ${CFSSL_TARGET}: ${enrolVsCfssl! >= CFSSL_TARGET ? "PASS" : "FAIL"}), ${cpu(t.enrol)}`,
+      );
+      console.log(
+        `     simplereenroll ${renewVsCfssl!.toFixed(2)}× cfssl (target ≥ ${CFSSL_TARGET}: ${renewVsCfssl! >= CFSSL_TARGET ? "PASS" : "FAIL"}; a new mTLS connection per renewal, as a service renews), ${cpu(t.renew)}`,
+      );
+    } else {
+      console.log(`     ${cfsslNote}`);
+      console.log(`     simpleenroll   ${cpu(t.enrol)}`);
+      console.log(`     simplereenroll ${cpu(t.renew)}`);
+    }
+    console.log(`     issue 16's EST targets: ${issue16Pass ? "PASS" : "FAIL"}`);
     console.log(
       `   workloads per CA = renewals/s × lifetime × 2/3 = ${t.renew.perSec.toFixed(1)} × ${DEFAULT_LIFETIME_S} s × 2/3 ≈ ${Math.round(workloadsPerCa).toLocaleString("en")} (1 h certificates renewed at 2/3 of their life, CA busy with nothing else)`,
     );
@@ -483,6 +606,10 @@ export async function runEstBench(): Promise<EstBenchResult> {
       enrolVsIssue,
       renewVsIssue,
       ratePass,
+      pinned,
+      enrolVsCfssl,
+      renewVsCfssl,
+      issue16Pass,
       workloadsPerCa,
       ...m,
       pass,
