@@ -40,8 +40,8 @@ export class EnrolError extends Error {
 }
 
 export interface Enrolled extends IssuedCert {
-  /** The leaf, then any intermediate: what goes into the PKCS#7 answer. */
-  chain: x509.X509Certificate[];
+  /** The leaf, then any intermediate (DER): what goes into the PKCS#7 answer. */
+  chain: Uint8Array[];
 }
 
 export interface CsrIdentity {
@@ -294,15 +294,17 @@ async function sign(
     }
     throw err;
   }
-  const row = ca.ledger.bySerial(issued.serial)!;
-  const chain = [new x509.X509Certificate(row.pem), ...chainCerts(ca, issued.issuerId)];
-  return { ...issued, chain };
+  // The leaf as signed (not read back and parsed again), then the intermediates.
+  return { ...issued, chain: [issued.der, ...(await chainDer(ca, issued.issuerId))] };
 }
 
-function chainCerts(ca: CertificateAuthority, issuerId: string): x509.X509Certificate[] {
-  const out: x509.X509Certificate[] = [];
-  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!))
-    out.push(ca.issuerCert(row.id));
+/** The intermediates between an issuer and its root, DER; the issuing one from the signer the CA keeps loaded. */
+async function chainDer(ca: CertificateAuthority, issuerId: string): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for (let row = ca.issuerRow(issuerId); row.kind === "intermediate"; row = ca.issuerRow(row.parent!)) {
+    const cert = row.id === issuerId ? (await ca.signer(issuerId)).cert : ca.issuerCert(row.id);
+    out.push(new Uint8Array(cert.rawData));
+  }
   return out;
 }
 

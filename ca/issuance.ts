@@ -302,6 +302,7 @@ export async function signLeaf(
     domain: name,
     sans: names,
     certPath: paths.cert,
+    der: new Uint8Array(cert.rawData),
     keyPath: keyPem ? paths.key : undefined,
     notBefore: validity.notBefore,
     notAfter: validity.notAfter,

@@ -5,6 +5,7 @@ import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
 import { readStateFile } from "../store.ts";
 import { certToPem, crlToPem, x509 } from "../x509.ts";
+import { certsOnlyDer } from "./pkcs7.ts";
 
 export interface Published {
   /** Strong ETag of the bundle: a quoted base64url SHA-256 of its PKCS#7 DER. */
@@ -34,9 +35,9 @@ export function base64Lines(der: Uint8Array): string {
     .replace(/.{1,64}/g, "$&\n");
 }
 
-/** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates. */
-export function certsOnly(certs: x509.X509Certificate[]): Uint8Array {
-  return new Uint8Array(new x509.X509Certificates(certs).export("raw"));
+/** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates (pkcs7.ts). */
+export function certsOnly(certs: ReadonlyArray<x509.X509Certificate | Uint8Array>): Uint8Array {
+  return certsOnlyDer(certs.map((c) => (c instanceof Uint8Array ? c : new Uint8Array(c.rawData))));
 }
 
 export function loadPublished(ca: CertificateAuthority): Published {
