@@ -149,10 +149,13 @@ export async function throughput(
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
   // The CA service as deployed: `ca serve` in its own process, pinned to one core, the clients here.
   const [cmd, ...pre] = [...PIN, process.execPath];
+  // MESH_BENCH_EST_PROFILE=<dir>: the server's CPU profile (node --cpu-prof), written when it stops.
+  const profile = process.env.MESH_BENCH_EST_PROFILE;
   const server = spawn(
     cmd!,
     [
       ...pre,
+      ...(profile ? ["--cpu-prof", "--cpu-prof-dir", profile] : []),
       join(REPO, "bin", "ca.mjs"),
       "serve",
       "--dir",
