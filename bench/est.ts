@@ -73,6 +73,8 @@ export interface EstBenchResult {
   renewVsCfssl: number | null;
   /** Issue 16's targets: ≥ 1.0× cfssl-with-its-store (when measured) and ≤ 1.5 ms of server CPU per certificate. */
   issue16Pass: boolean;
+  /** The ledger's commit alone: one transaction per certificate against the group commit. */
+  commit: CommitCost;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
   renewal: {
@@ -302,6 +304,85 @@ export async function throughput(
   }
 }
 
+// --- the commit in process: one transaction per certificate against the group commit ----------
+
+export interface CommitCost {
+  /** Certificates per batch in the grouped side (the bench's clients in flight). */
+  batch: number;
+  /** Wall and CPU (this process: the ledger is in it) per certificate recorded. */
+  single: { wallMs: number; cpuMs: number };
+  grouped: { wallMs: number; cpuMs: number };
+  /** single ÷ grouped, wall: what the group commit saves the server's event loop per certificate. */
+  ratio: number;
+}
+
+/**
+ * The ledger's part alone, on a fresh SQLite ledger (WAL, synchronous=FULL, as `ca serve` has
+ * it): rows as signLeaf records them, one write transaction each (the CLI's way, and the
+ * server's before issue 16) against batches of `batch` through writeBatch. Interleaved rounds.
+ */
+export async function commitCost(dir: string, batch = CONCURRENCY, rows = 400, rounds = 3): Promise<CommitCost> {
+  const ca = await CertificateAuthority.init({ dir, name: "Bench commit CA" });
+  try {
+    const l = ca.ledger;
+    let n = 0;
+    const record = () => {
+      const serial = (++n).toString(16).padStart(32, "0");
+      const name = `c${n}.bench.internal`;
+      const now = new Date().toISOString();
+      if (l.current(name)) throw new Error("unexpected");
+      l.insertCert({
+        serial,
+        name,
+        sans: JSON.stringify({ name, dns: [], ip: [], uri: [] }),
+        issuer_id: "root-1",
+        key_type: "ec-p256",
+        not_before: now,
+        not_after: now,
+        status: "valid",
+        revoked_at: null,
+        reason: null,
+        superseded_by: null,
+        source: "est-enrol",
+        created_at: now,
+        pem: "x".repeat(700),
+      });
+    };
+    const time = (fn: () => void) => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      fn();
+      const c = process.cpuUsage(c0);
+      return { wallMs: (performance.now() - t0) / rows, cpuMs: (c.user + c.system) / 1000 / rows };
+    };
+    const sides = {
+      single: [] as Array<{ wallMs: number; cpuMs: number }>,
+      grouped: [] as Array<{ wallMs: number; cpuMs: number }>,
+    };
+    for (let r = 0; r < rounds; r++) {
+      sides.single.push(
+        time(() => {
+          for (let i = 0; i < rows; i++) l.write(record, { shared: true });
+        }),
+      );
+      sides.grouped.push(
+        time(() => {
+          for (let i = 0; i < rows; i += batch) l.writeBatch(Array.from({ length: batch }, () => record));
+        }),
+      );
+    }
+    const median = (xs: Array<{ wallMs: number; cpuMs: number }>) => {
+      const by = (k: "wallMs" | "cpuMs") => xs.map((x) => x[k]).sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      return { wallMs: by("wallMs"), cpuMs: by("cpuMs") };
+    };
+    const single = median(sides.single);
+    const grouped = median(sides.grouped);
+    return { batch, single, grouped, ratio: single.wallMs / grouped.wallMs };
+  } finally {
+    ca.close();
+  }
+}
+
 // --- (b) and (c): an online mesh ------------------------------------------------------
 
 const POLICY = `[payment]\naccepts = ["order"]\n\n[inventory]\naccepts = ["order"]\n\n[order]\naccepts = ["edge"]\n`;
@@ -525,6 +606,7 @@ export async function runEstBench(): Promise<EstBenchResult> {
     console.log(
       `\nOnline CA (EST) benchmark: ${CONCURRENCY} clients in flight over HTTPS to a CaServer on 127.0.0.1, rate limits raised`,
     );
+    const commit = await commitCost(join(root, "commit"));
     const { cfsslNote, ...t } = await throughput(join(root, "rate"));
     const enrolVsIssue = t.enrol.perSec / t.issue.perSec;
     const renewVsIssue = t.renew.perSec / t.issue.perSec;
@@ -574,6 +656,9 @@ export async function runEstBench(): Promise<EstBenchResult> {
     }
     console.log(`     issue 16's EST targets: ${issue16Pass ? "PASS" : "FAIL"}`);
     console.log(
+      `   the ledger's commit alone (SQLite, WAL, synchronous=FULL): one transaction per certificate ${commit.single.wallMs.toFixed(3)} ms (${commit.single.cpuMs.toFixed(3)} ms CPU), group commit of ${commit.batch} ${commit.grouped.wallMs.toFixed(3)} ms (${commit.grouped.cpuMs.toFixed(3)} ms CPU) per certificate: ${commit.ratio.toFixed(1)}× less event-loop time`,
+    );
+    console.log(
       `   workloads per CA = renewals/s × lifetime × 2/3 = ${t.renew.perSec.toFixed(1)} × ${DEFAULT_LIFETIME_S} s × 2/3 ≈ ${Math.round(workloadsPerCa).toLocaleString("en")} (1 h certificates renewed at 2/3 of their life, CA busy with nothing else)`,
     );
 
@@ -613,6 +698,7 @@ export async function runEstBench(): Promise<EstBenchResult> {
       enrolVsCfssl,
       renewVsCfssl,
       issue16Pass,
+      commit,
       workloadsPerCa,
       ...m,
       pass,
