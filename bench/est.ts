@@ -75,6 +75,8 @@ export interface EstBenchResult {
   issue16Pass: boolean;
   /** The ledger's commit alone: one transaction per certificate against the group commit. */
   commit: CommitCost;
+  /** Over the whole throughput part: certificates the server committed, in how many commits. */
+  batches: { certificates: number; commits: number } | null;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
   renewal: {
@@ -138,6 +140,16 @@ function combineServer(rounds: Array<Rate & { cpuSeconds: number }>): ServerRate
   return { ...r, cpuMsPerCert: r.ops > 0 ? (cpu * 1000) / r.ops : Number.NaN };
 }
 
+/** Certificates and commits so far, from the server's mesh_ca_commit_batch_certificates. */
+async function commitBatches(adminUrl: string): Promise<{ certificates: number; commits: number } | null> {
+  const r = await request(`${adminUrl}/metrics`);
+  const text = await r.body.text();
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+  const certificates = read("mesh_ca_commit_batch_certificates_sum");
+  const commits = read("mesh_ca_commit_batch_certificates_count");
+  return Number.isFinite(certificates) && Number.isFinite(commits) ? { certificates, commits } : null;
+}
+
 /** POSTs on one keep-alive client (undici, one connection per request in flight): the same for both servers. */
 async function post(agent: Agent, url: string, body: string, headers: Record<string, string>): Promise<void> {
   const r = await request(url, { method: "POST", dispatcher: agent, body, headers });
@@ -147,7 +159,7 @@ async function post(agent: Agent, url: string, body: string, headers: Record<str
 
 export async function throughput(
   dir: string,
-): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl"> & { cfsslNote: string | null }> {
+): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl" | "batches"> & { cfsslNote: string | null }> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
   // The CA service as deployed: `ca serve` in its own process, pinned to one core, the clients here.
   const [cmd, ...pre] = [...PIN, process.execPath];
@@ -168,6 +180,9 @@ export async function throughput(
       "999999",
       "--rate-per-name",
       "999999",
+      // Its metrics: how many certificates each commit carried (mesh_ca_commit_batch_certificates).
+      "--admin-port",
+      "0",
     ],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -176,10 +191,13 @@ export async function throughput(
   let cfsslNote: string | null = null;
   const keepAlive: Agent[] = [];
   try {
+    let adminUrl: string | undefined;
     const url = await new Promise<string>((resolve, reject) => {
       let err = "";
       server.stderr!.on("data", (d) => (err += d));
       createInterface({ input: server.stdout! }).on("line", (l) => {
+        const a = /"event":"admin.listening".*"url":"(http:\/\/[^"]+)"/.exec(l);
+        if (a) adminUrl = a[1]!;
         const m = /"event":"ca.started".*"url":"(https:\/\/[^"]+)"/.exec(l);
         if (m) resolve(m[1]!);
       });
@@ -286,6 +304,7 @@ export async function throughput(
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run());
     }
+    const batches = adminUrl ? await commitBatches(adminUrl) : null;
     if (cf && cf.stored() < rounds.cfssl.reduce((a, x) => a + x.ops, 0))
       throw new Error("cfssl's store holds fewer certificates than it answered: it was not recording");
     return {
@@ -294,6 +313,7 @@ export async function throughput(
       renew: combineServer(rounds.renew),
       cfssl: cf ? combineServer(rounds.cfssl) : null,
       cfsslNote,
+      batches,
     };
   } finally {
     await Promise.all(keepAlive.map((a) => a.close().catch(() => {})));
@@ -655,6 +675,10 @@ export async function runEstBench(): Promise<EstBenchResult> {
       console.log(`     simplereenroll ${cpu(t.renew)}`);
     }
     console.log(`     issue 16's EST targets: ${issue16Pass ? "PASS" : "FAIL"}`);
+    if (t.batches)
+      console.log(
+        `   group commit in the server: ${t.batches.certificates} certificates in ${t.batches.commits} commits (${(t.batches.certificates / Math.max(1, t.batches.commits)).toFixed(1)} per commit and fsync)`,
+      );
     console.log(
       `   the ledger's commit alone (SQLite, WAL, synchronous=FULL): one transaction per certificate ${commit.single.wallMs.toFixed(3)} ms (${commit.single.cpuMs.toFixed(3)} ms CPU), group commit of ${commit.batch} ${commit.grouped.wallMs.toFixed(3)} ms (${commit.grouped.cpuMs.toFixed(3)} ms CPU) per certificate: ${commit.ratio.toFixed(1)}× less event-loop time`,
     );
