@@ -364,6 +364,9 @@ export class CaServer {
         },
         `re-signed ${resigned.length} CRL(s) before they lapse`,
       );
+      // A poll's refresh already under way may have read the CRLs before the re-signing: let it
+      // end, then read them again (refresh() would hand back that one's stale result).
+      await this.refreshing?.catch(() => {});
       await this.refresh();
     } catch (err) {
       this.log.error(
