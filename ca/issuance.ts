@@ -250,43 +250,43 @@ export async function signLeaf(
   if (files) ca.journal.stage(serial, { cert: leafPem + ca.chainPem(issuerId), key: keyPem });
   crashPoint("before-commit");
   const name = names.name;
-  const record = () => {
-    // First: of requests racing with one token, the losers are told the token was used.
-    opts.inTransaction?.(serial);
-    if (opts.supersede !== undefined) {
-      if (!ca.ledger.markSuperseded(opts.supersede, serial))
-        throw new CaError(
-          "REFUSED",
-          `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
-        );
-    } else {
-      const cur = ca.ledger.current(name);
-      if (cur && new Date(cur.not_after) > now)
-        throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
-      if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
-    }
-    ca.ledger.insertCert({
-      serial,
-      name,
-      sans: JSON.stringify(names),
-      issuer_id: issuerId,
-      key_type: opts.keyType,
-      not_before: validity.notBefore.toISOString(),
-      not_after: validity.notAfter.toISOString(),
-      status: "valid",
-      revoked_at: null,
-      reason: null,
-      superseded_by: null,
-      source: opts.source,
-      created_at: now.toISOString(),
-      pem: leafPem,
-    });
-  };
+  // The CLI's way by default: a transaction of its own, now (synchronously, inside this call).
+  const commit = opts.commit ?? (async (record: () => void) => ca.ledger.write(record, { shared: true }));
   try {
-    // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
-    // one current certificate per name is a unique index, so issuances need not queue.
-    if (opts.commit) await opts.commit(record);
-    else ca.ledger.write(record, { shared: true });
+    await commit(() => {
+      // First: of requests racing with one token, the losers are told the token was used.
+      opts.inTransaction?.(serial);
+      if (opts.supersede !== undefined) {
+        if (!ca.ledger.markSuperseded(opts.supersede, serial))
+          throw new CaError(
+            "REFUSED",
+            `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+          );
+      } else {
+        const cur = ca.ledger.current(name);
+        if (cur && new Date(cur.not_after) > now)
+          throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
+        if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
+      }
+      ca.ledger.insertCert({
+        serial,
+        name,
+        sans: JSON.stringify(names),
+        issuer_id: issuerId,
+        key_type: opts.keyType,
+        not_before: validity.notBefore.toISOString(),
+        not_after: validity.notAfter.toISOString(),
+        status: "valid",
+        revoked_at: null,
+        reason: null,
+        superseded_by: null,
+        source: opts.source,
+        created_at: now.toISOString(),
+        pem: leafPem,
+      });
+      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+      // one current certificate per name is a unique index, so issuances need not queue.
+    });
   } catch (err) {
     if (files) ca.journal.discard(serial);
     if (isUniqueViolation(err)) {
