@@ -3,14 +3,16 @@
 // in workloads per CA; the cost to a service of one renewal; the hands-off rotation's duration
 // against the certificate lifetime. Alone: npx tsx bench/est.ts (short settings: see docs/bench.md).
 import { spawn } from "node:child_process";
+import { cpus } from "node:os";
 import { createInterface } from "node:readline";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { Agent } from "undici";
+import { Agent, request } from "undici";
+import { cfsslInstalled, cfsslSignBody, cpuSeconds, startCfssl } from "./cfssl.ts";
 import { CaServer, CertificateAuthority, createToken, runRotation } from "../ca/index.ts";
 import { isEvent } from "../lib/events.ts";
 import { enrolCsr } from "../services/mesh/identity-agent/est-client.ts";
@@ -44,15 +46,37 @@ const DEFAULT_LIFETIME_S = 3600;
 const RENEW_FRACTION = 2 / 3;
 const DEFAULT_POLL_S = 30;
 const RATE_TARGET = 0.5;
+/** Issue 16: EST enrol and renew at least as fast as cfssl with its SQLite store, at most 1.5 ms of server CPU each. */
+const CFSSL_TARGET = 1.0;
+const CPU_TARGET_MS = 1.5;
+/** Both servers pinned the same way: to the last core (taskset), the client left to the others. */
+const SERVER_CORE = cpus().length - 1;
+const PIN = existsSync("/usr/bin/taskset") && cpus().length > 1 ? ["taskset", "-c", String(SERVER_CORE)] : [];
+
+/** A side's rate and the server's CPU per certificate over the same rounds. */
+export interface ServerRate extends Rate {
+  cpuMsPerCert: number;
+}
 
 export interface EstBenchResult {
   concurrency: number;
   issue: Rate;
-  enrol: Rate;
-  renew: Rate;
+  enrol: ServerRate;
+  renew: ServerRate;
   enrolVsIssue: number;
   renewVsIssue: number;
   ratePass: boolean;
+  /** `cfssl serve` with its SQLite store, pinned like `ca serve`; null when cfssl is not installed. */
+  cfssl: ServerRate | null;
+  pinned: string | null;
+  enrolVsCfssl: number | null;
+  renewVsCfssl: number | null;
+  /** Issue 16's targets: ≥ 1.0× cfssl-with-its-store (when measured) and ≤ 1.5 ms of server CPU per certificate. */
+  issue16Pass: boolean;
+  /** The ledger's commit alone: one transaction per certificate against the group commit. */
+  commit: CommitCost;
+  /** Over the whole throughput part: certificates the server committed, in how many commits. */
+  batches: { certificates: number; commits: number } | null;
   /** workloads = renewals/s × lifetime × 2/3, at the default lifetime (1 h). */
   workloadsPerCa: number;
   renewal: {
@@ -103,12 +127,49 @@ async function concurrentRate(n: number, ms: number, worker: (client: number) =>
   return { ops, seconds, perSec: ops / seconds };
 }
 
-async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew">> {
+/** A round against a server process: its rate, and the CPU it spent (user + system, /proc) over it. */
+async function serverRound(pid: number, round: () => Promise<Rate>): Promise<Rate & { cpuSeconds: number }> {
+  const before = cpuSeconds(pid);
+  const r = await round();
+  return { ...r, cpuSeconds: cpuSeconds(pid) - before };
+}
+
+function combineServer(rounds: Array<Rate & { cpuSeconds: number }>): ServerRate {
+  const r = combineRates(rounds);
+  const cpu = rounds.reduce((a, x) => a + x.cpuSeconds, 0);
+  return { ...r, cpuMsPerCert: r.ops > 0 ? (cpu * 1000) / r.ops : Number.NaN };
+}
+
+/** Certificates and commits so far, from the server's mesh_ca_commit_batch_certificates. */
+async function commitBatches(adminUrl: string): Promise<{ certificates: number; commits: number } | null> {
+  const r = await request(`${adminUrl}/metrics`);
+  const text = await r.body.text();
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+  const certificates = read("mesh_ca_commit_batch_certificates_sum");
+  const commits = read("mesh_ca_commit_batch_certificates_count");
+  return Number.isFinite(certificates) && Number.isFinite(commits) ? { certificates, commits } : null;
+}
+
+/** POSTs on one keep-alive client (undici, one connection per request in flight): the same for both servers. */
+async function post(agent: Agent, url: string, body: string, headers: Record<string, string>): Promise<void> {
+  const r = await request(url, { method: "POST", dispatcher: agent, body, headers });
+  const text = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode} ${text.slice(0, 200)}`);
+}
+
+export async function throughput(
+  dir: string,
+): Promise<Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl" | "batches"> & { cfsslNote: string | null }> {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
-  // The CA service as deployed: `ca serve` in its own process (its own core), the clients here.
+  // The CA service as deployed: `ca serve` in its own process, pinned to one core, the clients here.
+  const [cmd, ...pre] = [...PIN, process.execPath];
+  // MESH_BENCH_EST_PROFILE=<dir>: the server's CPU profile (node --cpu-prof), written when it stops.
+  const profile = process.env.MESH_BENCH_EST_PROFILE;
   const server = spawn(
-    process.execPath,
+    cmd!,
     [
+      ...pre,
+      ...(profile ? ["--cpu-prof", "--cpu-prof-dir", profile] : []),
       join(REPO, "bin", "ca.mjs"),
       "serve",
       "--dir",
@@ -119,15 +180,24 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
       "999999",
       "--rate-per-name",
       "999999",
+      // Its metrics: how many certificates each commit carried (mesh_ca_commit_batch_certificates).
+      "--admin-port",
+      "0",
     ],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
   );
   const exited = new Promise<void>((r) => server.once("exit", () => r()));
+  let cf: Awaited<ReturnType<typeof startCfssl>> | null = null;
+  let cfsslNote: string | null = null;
+  const keepAlive: Agent[] = [];
   try {
+    let adminUrl: string | undefined;
     const url = await new Promise<string>((resolve, reject) => {
       let err = "";
       server.stderr!.on("data", (d) => (err += d));
       createInterface({ input: server.stdout! }).on("line", (l) => {
+        const a = /"event":"admin.listening".*"url":"(http:\/\/[^"]+)"/.exec(l);
+        if (a) adminUrl = a[1]!;
         const m = /"event":"ca.started".*"url":"(https:\/\/[^"]+)"/.exec(l);
         if (m) resolve(m[1]!);
       });
@@ -144,6 +214,9 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
     let n = 0;
     const issue = () => ca.issue({ domain: `issue-${n++}.bench.internal` });
 
+    // Enrolment on keep-alive connections, as cfssl's sign below: the same client for both.
+    const estAgent = new Agent({ connect: { ca: bundle }, connections: CONCURRENCY });
+    keepAlive.push(estAgent);
     let enrolRounds = 0;
     const enrolRound = async (round: number) => {
       const items = prepare(guess, `enrol${enrolRounds++}-${round}`).map((x) => ({
@@ -154,7 +227,34 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
       return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
         const it = items[next++];
         if (!it) return false;
-        await enrolCsr({ url, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
+        await post(estAgent, `${url}/.well-known/est/simpleenroll`, Buffer.from(it.csr).toString("base64"), {
+          "content-type": "application/pkcs10",
+          "content-transfer-encoding": "base64",
+          authorization: `Bearer ${it.token}`,
+        });
+        return true;
+      });
+    };
+
+    // cfssl serve with its SQLite store, pinned the same way, signing the same kind of CSR.
+    if (!cfsslInstalled()) cfsslNote = "cfssl is not installed (Debian: apt install golang-cfssl): column skipped";
+    else {
+      const cfDir = join(dir, "..", "cfssl");
+      mkdirSync(cfDir, { recursive: true });
+      cf = await startCfssl(cfDir, PIN);
+    }
+    const cfAgent = cf ? new Agent({ connect: { ca: cf.tlsCa }, connections: CONCURRENCY }) : null;
+    if (cfAgent) keepAlive.push(cfAgent);
+    let cfRounds = 0;
+    const cfsslRound = async () => {
+      const items = prepare(guess, `cfssl${cfRounds++}`);
+      let next = 0;
+      return concurrentRate(CONCURRENCY, ROUND_MS, async () => {
+        const it = items[next++];
+        if (!it) return false;
+        await post(cfAgent!, `${cf!.url}/api/v1/cfssl/sign`, cfsslSignBody(it.csr), {
+          "content-type": "application/json",
+        });
         return true;
       });
     };
@@ -186,19 +286,119 @@ async function throughput(dir: string): Promise<Pick<EstBenchResult, "issue" | "
 
     await rateFor(issue, 300); // warm-up: signer cache, JIT
     await enrolRound(99);
-    const rounds: Record<"issue" | "enrol" | "renew", Rate[]> = { issue: [], enrol: [], renew: [] };
-    const sides: Array<[keyof typeof rounds, () => Promise<Rate>]> = [
-      ["issue", () => rateFor(issue, ROUND_MS)],
-      ["enrol", () => enrolRound(0)],
-      ["renew", () => renewRound()],
+    if (cf) await cfsslRound();
+    type Round = Rate & { cpuSeconds: number };
+    const rounds: Record<"issue" | "enrol" | "renew" | "cfssl", Round[]> = {
+      issue: [],
+      enrol: [],
+      renew: [],
+      cfssl: [],
+    };
+    const pid = server.pid!;
+    const sides: Array<[keyof typeof rounds, () => Promise<Round>]> = [
+      ["issue", async () => ({ ...(await rateFor(issue, ROUND_MS)), cpuSeconds: 0 })],
+      ["enrol", () => serverRound(pid, () => enrolRound(0))],
+      ["renew", () => serverRound(pid, () => renewRound())],
     ];
+    if (cf) sides.push(["cfssl", () => serverRound(cf!.pid, cfsslRound)]);
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) rounds[side].push(await run());
     }
-    return { issue: combineRates(rounds.issue), enrol: combineRates(rounds.enrol), renew: combineRates(rounds.renew) };
+    const batches = adminUrl ? await commitBatches(adminUrl) : null;
+    if (cf && cf.stored() < rounds.cfssl.reduce((a, x) => a + x.ops, 0))
+      throw new Error("cfssl's store holds fewer certificates than it answered: it was not recording");
+    return {
+      issue: combineRates(rounds.issue),
+      enrol: combineServer(rounds.enrol),
+      renew: combineServer(rounds.renew),
+      cfssl: cf ? combineServer(rounds.cfssl) : null,
+      cfsslNote,
+      batches,
+    };
   } finally {
+    await Promise.all(keepAlive.map((a) => a.close().catch(() => {})));
+    await cf?.stop();
     server.kill("SIGTERM");
     await exited;
+    ca.close();
+  }
+}
+
+// --- the commit in process: one transaction per certificate against the group commit ----------
+
+export interface CommitCost {
+  /** Certificates per batch in the grouped side (the bench's clients in flight). */
+  batch: number;
+  /** Wall and CPU (this process: the ledger is in it) per certificate recorded. */
+  single: { wallMs: number; cpuMs: number };
+  grouped: { wallMs: number; cpuMs: number };
+  /** single ÷ grouped, wall: what the group commit saves the server's event loop per certificate. */
+  ratio: number;
+}
+
+/**
+ * The ledger's part alone, on a fresh SQLite ledger (WAL, synchronous=FULL, as `ca serve` has
+ * it): rows as signLeaf records them, one write transaction each (the CLI's way, and the
+ * server's before issue 16) against batches of `batch` through writeBatch. Interleaved rounds.
+ */
+export async function commitCost(dir: string, batch = CONCURRENCY, rows = 400, rounds = 3): Promise<CommitCost> {
+  const ca = await CertificateAuthority.init({ dir, name: "Bench commit CA" });
+  try {
+    const l = ca.ledger;
+    let n = 0;
+    const record = () => {
+      const serial = (++n).toString(16).padStart(32, "0");
+      const name = `c${n}.bench.internal`;
+      const now = new Date().toISOString();
+      if (l.current(name)) throw new Error("unexpected");
+      l.insertCert({
+        serial,
+        name,
+        sans: JSON.stringify({ name, dns: [], ip: [], uri: [] }),
+        issuerId: "root-1",
+        keyType: "ec-p256",
+        notBefore: now,
+        notAfter: now,
+        status: "valid",
+        revokedAt: null,
+        reason: null,
+        supersededBy: null,
+        source: "est-enrol",
+        createdAt: now,
+        pem: "x".repeat(700),
+      });
+    };
+    const time = (fn: () => void) => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      fn();
+      const c = process.cpuUsage(c0);
+      return { wallMs: (performance.now() - t0) / rows, cpuMs: (c.user + c.system) / 1000 / rows };
+    };
+    const sides = {
+      single: [] as Array<{ wallMs: number; cpuMs: number }>,
+      grouped: [] as Array<{ wallMs: number; cpuMs: number }>,
+    };
+    for (let r = 0; r < rounds; r++) {
+      sides.single.push(
+        time(() => {
+          for (let i = 0; i < rows; i++) l.write(record, { shared: true });
+        }),
+      );
+      sides.grouped.push(
+        time(() => {
+          for (let i = 0; i < rows; i += batch) l.writeBatch(Array.from({ length: batch }, () => record));
+        }),
+      );
+    }
+    const median = (xs: Array<{ wallMs: number; cpuMs: number }>) => {
+      const by = (k: "wallMs" | "cpuMs") => xs.map((x) => x[k]).sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      return { wallMs: by("wallMs"), cpuMs: by("cpuMs") };
+    };
+    const single = median(sides.single);
+    const grouped = median(sides.grouped);
+    return { batch, single, grouped, ratio: single.wallMs / grouped.wallMs };
+  } finally {
     ca.close();
   }
 }
@@ -426,10 +626,16 @@ export async function runEstBench(): Promise<EstBenchResult> {
     console.log(
       `\nOnline CA (EST) benchmark: ${CONCURRENCY} clients in flight over HTTPS to a CaServer on 127.0.0.1, rate limits raised`,
     );
-    const t = await throughput(join(root, "rate"));
+    const commit = await commitCost(join(root, "commit"));
+    const { cfsslNote, ...t } = await throughput(join(root, "rate"));
     const enrolVsIssue = t.enrol.perSec / t.issue.perSec;
     const renewVsIssue = t.renew.perSec / t.issue.perSec;
     const ratePass = enrolVsIssue >= RATE_TARGET && renewVsIssue >= RATE_TARGET;
+    const enrolVsCfssl = t.cfssl ? t.enrol.perSec / t.cfssl.perSec : null;
+    const renewVsCfssl = t.cfssl ? t.renew.perSec / t.cfssl.perSec : null;
+    const cpuPass = t.enrol.cpuMsPerCert <= CPU_TARGET_MS && t.renew.cpuMsPerCert <= CPU_TARGET_MS;
+    const cfsslPass = enrolVsCfssl === null || (enrolVsCfssl >= CFSSL_TARGET && renewVsCfssl! >= CFSSL_TARGET);
+    const issue16Pass = cpuPass && cfsslPass;
     const workloadsPerCa = t.renew.perSec * DEFAULT_LIFETIME_S * RENEW_FRACTION;
     const row = (label: string, r: Rate, extra = "") =>
       console.log(
@@ -446,6 +652,35 @@ export async function runEstBench(): Promise<EstBenchResult> {
       `simplereenroll (mTLS, new key) over HTTPS, ${CONCURRENCY} in flight`,
       t.renew,
       `  ${renewVsIssue.toFixed(2)}× issue  (target ≥ ${RATE_TARGET}×: ${renewVsIssue >= RATE_TARGET ? "PASS" : "FAIL"})`,
+    );
+    const pinned = PIN.length ? PIN.join(" ") : null;
+    console.log(
+      `   against cfssl serve with its SQLite store${pinned ? ` (both servers pinned: ${pinned})` : " (not pinned: no taskset or one core)"}, the same keep-alive client, P-256:`,
+    );
+    const cpu = (r: ServerRate) =>
+      `${r.cpuMsPerCert.toFixed(2)} ms server CPU/cert (target ≤ ${CPU_TARGET_MS}: ${r.cpuMsPerCert <= CPU_TARGET_MS ? "PASS" : "FAIL"})`;
+    if (t.cfssl) {
+      console.log(
+        `     cfssl serve /api/v1/cfssl/sign + certdb (sqlite)     ${t.cfssl.perSec.toFixed(1)} /s, ${t.cfssl.cpuMsPerCert.toFixed(2)} ms server CPU/cert`,
+      );
+      console.log(
+        `     simpleenroll   ${enrolVsCfssl!.toFixed(2)}× cfssl (target ≥ ${CFSSL_TARGET.toFixed(1)}×: ${enrolVsCfssl! >= CFSSL_TARGET ? "PASS" : "FAIL"}), ${cpu(t.enrol)}`,
+      );
+      console.log(
+        `     simplereenroll ${renewVsCfssl!.toFixed(2)}× cfssl (target ≥ ${CFSSL_TARGET.toFixed(1)}×: ${renewVsCfssl! >= CFSSL_TARGET ? "PASS" : "FAIL"}; a new mTLS connection per renewal, as a service renews), ${cpu(t.renew)}`,
+      );
+    } else {
+      console.log(`     ${cfsslNote}`);
+      console.log(`     simpleenroll   ${cpu(t.enrol)}`);
+      console.log(`     simplereenroll ${cpu(t.renew)}`);
+    }
+    console.log(`     issue 16's EST targets: ${issue16Pass ? "PASS" : "FAIL"}`);
+    if (t.batches)
+      console.log(
+        `   group commit in the server: ${t.batches.certificates} certificates in ${t.batches.commits} commits (${(t.batches.certificates / Math.max(1, t.batches.commits)).toFixed(1)} per commit and fsync)`,
+      );
+    console.log(
+      `   the ledger's commit alone (SQLite, WAL, synchronous=FULL): one transaction per certificate ${commit.single.wallMs.toFixed(3)} ms (${commit.single.cpuMs.toFixed(3)} ms CPU), group commit of ${commit.batch} ${commit.grouped.wallMs.toFixed(3)} ms (${commit.grouped.cpuMs.toFixed(3)} ms CPU) per certificate: ${commit.ratio.toFixed(1)}× less event-loop time`,
     );
     console.log(
       `   workloads per CA = renewals/s × lifetime × 2/3 = ${t.renew.perSec.toFixed(1)} × ${DEFAULT_LIFETIME_S} s × 2/3 ≈ ${Math.round(workloadsPerCa).toLocaleString("en")} (1 h certificates renewed at 2/3 of their life, CA busy with nothing else)`,
@@ -483,6 +718,11 @@ export async function runEstBench(): Promise<EstBenchResult> {
       enrolVsIssue,
       renewVsIssue,
       ratePass,
+      pinned,
+      enrolVsCfssl,
+      renewVsCfssl,
+      issue16Pass,
+      commit,
       workloadsPerCa,
       ...m,
       pass,

@@ -14,7 +14,10 @@ export interface IssuedCert {
   serial: string;
   domain: string;
   sans: LeafNames;
+  /** Where the CA folder keeps this name's certificate; nothing is written there for the online CA's (signLeaf's commit). */
   certPath: string;
+  /** The certificate's DER (the online CA answers with it). */
+  der: Uint8Array;
   /** Absent for a certificate signed from a CSR: its key never left the service. */
   keyPath?: string;
   notBefore: Date;

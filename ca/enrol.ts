@@ -110,6 +110,8 @@ export interface OnlineIssueOptions {
   lifetimeMs: number;
   /** CRL distribution point URLs for a given issuer id. */
   cdp?: (issuerId: string) => string[];
+  /** The server's group commit (ca/store/group-commit.ts): resolves once the certificate is durable. */
+  commit?: (record: () => void) => Promise<void>;
 }
 
 /**
@@ -168,7 +170,7 @@ export async function enrol(
 export async function reenrol(
   ca: CertificateAuthority,
   id: CsrIdentity,
-  presented: Uint8Array,
+  presented: Uint8Array | PresentedCert,
   opts: OnlineIssueOptions,
 ): Promise<Enrolled & { previous: CertRow }> {
   const { row, peer } = currentCert(ca, presented);
@@ -201,28 +203,44 @@ export async function reenrol(
 }
 
 /**
- * The ledger row of a presented certificate, if it is still one that may act: issued here
- * (the exact bytes), not revoked, not superseded, not expired, of a published generation.
+ * A certificate presented in a TLS handshake, read once: the CA server keeps it with the
+ * connection (ca/server/est.ts), so requests on one connection do not read it again. What it
+ * may do is decided per request, from the ledger (currentRow).
  */
-export function currentRow(ca: CertificateAuthority, presented: Uint8Array): CertRow {
-  return currentCert(ca, presented).row;
+export interface PresentedCert {
+  der: Uint8Array;
+  /** Hex, as encoded (normalSerial). */
+  serial: string;
+  spki: Uint8Array;
 }
 
-/** currentRow, with the presented certificate parsed once (a renewal needs its key too). */
-function currentCert(
-  ca: CertificateAuthority,
-  presented: Uint8Array,
-): { row: CertRow; peer: { serial: string; spki: Uint8Array } } {
-  let peer: { serial: string; spki: Uint8Array };
+export function parsePresented(der: Uint8Array): PresentedCert {
   try {
-    peer = certSerialAndKey(presented);
+    const { serial, spki } = certSerialAndKey(der);
+    return { der, serial: normalSerial(serial), spki };
   } catch (err) {
     if (!(err instanceof DerError)) throw err;
     throw new EnrolError("cert_unknown", "the presented certificate is not readable");
   }
-  const row = ca.ledger.bySerial(normalSerial(peer.serial));
+}
+
+/**
+ * The ledger row of a presented certificate, if it is still one that may act: issued here
+ * (the exact bytes), not revoked, not superseded, not expired, of a published generation.
+ */
+export function currentRow(ca: CertificateAuthority, presented: Uint8Array | PresentedCert): CertRow {
+  return currentCert(ca, presented).row;
+}
+
+/** currentRow, with the presented certificate read (a renewal needs its key too). */
+function currentCert(
+  ca: CertificateAuthority,
+  presented: Uint8Array | PresentedCert,
+): { row: CertRow; peer: PresentedCert } {
+  const peer = presented instanceof Uint8Array ? parsePresented(presented) : presented;
+  const row = ca.ledger.bySerial(peer.serial);
   // The exact bytes, compared without parsing the stored PEM again (each parse is ~0.25 ms).
-  if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(presented))) {
+  if (!row || !firstPemDer(row.pem, "CERTIFICATE")?.equals(Buffer.from(peer.der))) {
     throw new EnrolError("cert_unknown", "the presented certificate was not issued by this CA");
   }
   if (row.status === "revoked")

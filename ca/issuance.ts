@@ -203,6 +203,14 @@ export interface SignLeafOptions {
   lifetimeMs?: number;
   cdp?: (issuerId: string) => string[];
   inTransaction?: (serial: string) => void;
+  /**
+   * How the ledger row is committed. Default: a transaction of its own, now, with the
+   * certificate's files staged in the journal. The online CA passes its group commit
+   * (ca/store/group-commit.ts), which resolves once the row is durable; its certificates
+   * live in the ledger only (the CA has no key for them, the client has the certificate),
+   * so no file is written for them.
+   */
+  commit?: (record: () => void) => Promise<void>;
 }
 
 /** @internal signLeaf, with the leaf's DER (EST answers with it, without parsing the PEM again). */
@@ -238,67 +246,64 @@ export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ 
   });
   const leafPem = derToPem(der, "CERTIFICATE");
   const serial = normalSerial(serialHex);
-  const certPem = leafPem + ca.chainPem(issuerId);
   const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
-  ca.journal.stage(serial, { cert: certPem, key: keyPem });
+  const files = opts.commit === undefined;
+  if (files) ca.journal.stage(serial, { cert: leafPem + ca.chainPem(issuerId), key: keyPem });
   crashPoint("before-commit");
   const name = names.name;
+  // The CLI's way by default: a transaction of its own, now (synchronously, inside this call).
+  const commit = opts.commit ?? (async (record: () => void) => ca.ledger.write(record, { shared: true }));
   try {
-    ca.ledger.write(
-      () => {
-        // First: of requests racing with one token, the losers are told the token was used.
-        opts.inTransaction?.(serial);
-        if (opts.supersede !== undefined) {
-          if (!ca.ledger.markSuperseded(opts.supersede, serial))
-            throw new CaError(
-              "REFUSED",
-              `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
-            );
-        } else {
-          const cur = ca.ledger.current(name);
-          if (cur && new Date(cur.notAfter) > now)
-            throw new CaError(
-              "ALREADY_EXISTS",
-              `${name} was issued by another command just now (serial ${cur.serial})`,
-            );
-          if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
-        }
-        ca.ledger.insertCert({
-          serial,
-          name,
-          sans: JSON.stringify(names),
-          issuerId: issuerId,
-          keyType: opts.keyType,
-          notBefore: validity.notBefore.toISOString(),
-          notAfter: validity.notAfter.toISOString(),
-          status: "valid",
-          revokedAt: null,
-          reason: null,
-          supersededBy: null,
-          source: opts.source,
-          createdAt: now.toISOString(),
-          pem: leafPem,
-        });
-        // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
-        // one current certificate per name is a unique index, so issuances need not queue.
-      },
-      { shared: true },
-    );
+    await commit(() => {
+      // First: of requests racing with one token, the losers are told the token was used.
+      opts.inTransaction?.(serial);
+      if (opts.supersede !== undefined) {
+        if (!ca.ledger.markSuperseded(opts.supersede, serial))
+          throw new CaError(
+            "REFUSED",
+            `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+          );
+      } else {
+        const cur = ca.ledger.current(name);
+        if (cur && new Date(cur.notAfter) > now)
+          throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
+        if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
+      }
+      ca.ledger.insertCert({
+        serial,
+        name,
+        sans: JSON.stringify(names),
+        issuerId: issuerId,
+        keyType: opts.keyType,
+        notBefore: validity.notBefore.toISOString(),
+        notAfter: validity.notAfter.toISOString(),
+        status: "valid",
+        revokedAt: null,
+        reason: null,
+        supersededBy: null,
+        source: opts.source,
+        createdAt: now.toISOString(),
+        pem: leafPem,
+      });
+      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+      // one current certificate per name is a unique index, so issuances need not queue.
+    });
   } catch (err) {
-    ca.journal.discard(serial);
+    if (files) ca.journal.discard(serial);
     if (isUniqueViolation(err)) {
       throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
     }
     throw err;
   }
   crashPoint("after-commit");
-  ca.journal.publish(serial, name);
+  if (files) ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   const issued: IssuedCert = {
     serial,
     domain: name,
     sans: names,
     certPath: paths.cert,
+    der,
     keyPath: keyPem ? paths.key : undefined,
     notBefore: validity.notBefore,
     notAfter: validity.notAfter,

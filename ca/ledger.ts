@@ -2,7 +2,7 @@
 // and transactions keep it consistent under concurrent commands and crashes.
 import Database from "better-sqlite3";
 import { CaError } from "./errors.ts";
-import type { LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
+import type { BatchOutcome, LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
 import { allFromStored, fromStored, maybeFromStored, toStored } from "./store/stored.ts";
 import type {
   BundleHolderRow,
@@ -228,6 +228,28 @@ export class Ledger implements LedgerStore {
         throw corrupt(this.path, err);
       throw err;
     }
+  }
+
+  writeBatch(fns: ReadonlyArray<() => void>): BatchOutcome[] {
+    return this.write(() =>
+      fns.map((fn): BatchOutcome => {
+        try {
+          // Nested in write(): a savepoint, so a function that throws undoes only its own statements.
+          this.db.transaction(fn)();
+          return { ok: true };
+        } catch (error) {
+          // The database failing (I/O, a full disk) fails the batch; a refused record fails only itself.
+          const code = (error as { code?: unknown }).code;
+          if (
+            error instanceof Database.SqliteError &&
+            typeof code === "string" &&
+            !code.startsWith("SQLITE_CONSTRAINT")
+          )
+            throw error;
+          return { ok: false, error };
+        }
+      }),
+    );
   }
 
   /**

@@ -12,11 +12,13 @@ import {
   csrIdentity,
   currentRow,
   enrol,
+  parsePresented,
   reenrol,
   tokenOpen,
   type CsrIdentity,
   type EnrolErrorCode,
   type Enrolled,
+  type PresentedCert,
 } from "../enrol.ts";
 import { describeSkew, httpDate, isSkewed } from "../../lib/clock.ts";
 import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/generations.ts";
@@ -25,6 +27,7 @@ import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
+import type { GroupCommit } from "../store/group-commit.ts";
 
 export const EST_PREFIX = "/.well-known/est";
 export const PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only";
@@ -40,6 +43,8 @@ export interface EstContext {
   maxBodyBytes: number;
   cdp(issuerId: string): string[];
   metrics: CaMetrics;
+  /** Runs an issuance whose record commits with the others under way at the same time; resolves once durable (group-commit.ts). */
+  commits: GroupCommit;
 }
 
 /** One request as the routes see it, and what they learnt about it (the server logs from it). */
@@ -76,16 +81,43 @@ export function remoteOf(req: IncomingMessage): string {
   return req.socket.remoteAddress ?? "unknown";
 }
 
+export interface Presented {
+  der: Uint8Array;
+  authorized: boolean;
+  error: string | null;
+  /** Parsed on first use, then kept with the connection. */
+  parsed?: PresentedCert;
+}
+
+/**
+ * What a connection's handshake established: computed once per TLS connection, not per request
+ * (a service polls cacerts on one keep-alive connection). The server refuses renegotiation
+ * (server.ts), so it cannot change on a connection; whether the certificate may still act
+ * (revoked, superseded, expired) is asked of the ledger on every request.
+ */
+const handshakes = new WeakMap<TLSSocket, Presented | null>();
+
 /** The certificate the caller presented in the handshake, and whether TLS trusted it. */
-export function presented(req: IncomingMessage): { der: Uint8Array; authorized: boolean; error: string | null } | null {
+export function presented(req: IncomingMessage): Presented | null {
   const sock = req.socket as TLSSocket;
+  const known = handshakes.get(sock);
+  if (known !== undefined) return known;
   const peer = sock.getPeerCertificate?.(false);
-  if (!peer?.raw) return null;
-  return {
-    der: new Uint8Array(peer.raw),
-    authorized: sock.authorized,
-    error: sock.authorizationError ? String(sock.authorizationError) : null,
-  };
+  const p = peer?.raw
+    ? {
+        der: new Uint8Array(peer.raw),
+        authorized: sock.authorized,
+        error: sock.authorizationError ? String(sock.authorizationError) : null,
+      }
+    : null;
+  handshakes.set(sock, p);
+  return p;
+}
+
+/** The presented certificate, parsed once per connection. */
+function parsedPeer(p: Presented): PresentedCert {
+  p.parsed ??= parsePresented(p.der);
+  return p.parsed;
 }
 
 /** GET /.well-known/est/cacerts: every published root, with an ETag; records which bundle a known caller holds. */
@@ -103,7 +135,7 @@ export function cacerts(ctx: EstContext, call: Call): void {
   const peer = presented(req);
   if (peer?.authorized) {
     try {
-      const row = currentRow(ctx.ca, peer.der);
+      const row = currentRow(ctx.ca, parsedPeer(peer));
       call.authenticated = row.name;
       const generation = ctx.ca.issuerRow(row.issuerId).generation;
       // Never hint towards a generation that peers do not trust yet.
@@ -164,7 +196,10 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   ctx.admission.enrolment(id.name);
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
-  const issued = await mapped(() => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  const issued = await mapped(
+    () => ctx.commits.issue((commit) => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit })),
+    id.name,
+  );
   ctx.metrics.issued("enrol");
   sendCerts(call.res, issued);
   ctx.log.info(
@@ -204,7 +239,7 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
         "cert_untrusted",
         `the presented certificate is not trusted by the published bundle (${peer.error ?? "unverified"})`,
       );
-    const row = await mapped(async () => currentRow(ctx.ca, peer.der));
+    const row = await mapped(async () => currentRow(ctx.ca, parsedPeer(peer)));
     return { peer, row };
   });
   call.authenticated = row.name;
@@ -213,7 +248,10 @@ export async function simplereenroll(ctx: EstContext, call: Call): Promise<void>
   call.claimed = id.name;
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
-  const issued = await mapped(() => reenrol(ctx.ca, id, peer.der, { lifetimeMs, cdp: ctx.cdp }), id.name);
+  const issued = await mapped(
+    () => ctx.commits.issue((commit) => reenrol(ctx.ca, id, parsedPeer(peer), { lifetimeMs, cdp: ctx.cdp, commit })),
+    id.name,
+  );
   ctx.metrics.issued("renew");
   sendCerts(call.res, issued);
   ctx.log.info(

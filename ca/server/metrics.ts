@@ -99,6 +99,7 @@ export class CaMetrics {
   private readonly durations: Histogram<"route" | "outcome">;
   private readonly tokens: Counter<"result" | "reason">;
   private readonly handshakes: Counter<"reason">;
+  private readonly batches: Histogram;
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
 
@@ -159,6 +160,12 @@ export class CaMetrics {
       registers: [r],
     });
     for (const reason of HANDSHAKE_LABELS) this.handshakes.inc({ reason }, 0);
+    this.batches = new Histogram({
+      name: "mesh_ca_commit_batch_certificates",
+      help: "Certificates committed together in one ledger transaction (group commit: one commit and one fsync for each batch).",
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+      registers: [r],
+    });
     for (const reason of TOKEN_REFUSALS) this.tokens.inc({ result: "refused", reason }, 0);
 
     new Gauge({
@@ -222,6 +229,11 @@ export class CaMetrics {
   issued(kind: Exclude<IssuedKind, "cli">): void {
     this.issuedCounts.set(kind, this.issuedCounts.get(kind)! + 1);
     if (kind === "enrol") this.tokens.inc({ result: "used", reason: "none" });
+  }
+
+  /** A group commit of `n` issuances (ca/store/group-commit.ts). */
+  commitBatch(n: number): void {
+    this.batches.observe(n);
   }
 
   /** A refusal with its est.refused reason; a token_* one is also a refused token. */

@@ -10,6 +10,7 @@ import { CaError, badInput } from "../errors.ts";
 import { formatDuration } from "../duration.ts";
 import { rootFingerprint } from "../tokens.ts";
 import { WriteGate } from "./write-gate.ts";
+import { GroupCommit } from "../store/group-commit.ts";
 import { describeSkew, httpDate, isSkewed, parseHttpDate } from "../../lib/clock.ts";
 import { Admission, type Limits } from "./admission.ts";
 import { SPIFFE_BUNDLE_PATH, SpiffeBundleEndpoint } from "./spiffe-bundle.ts";
@@ -110,6 +111,8 @@ export class CaServer {
   private timers: NodeJS.Timeout[] = [];
   private refreshing: Promise<void> | null = null;
   private readonly gate = new WriteGate();
+  /** Issuances ready together share one transaction and one fsync; each answer waits for its commit. */
+  private readonly commits: GroupCommit;
   private readonly refusals: RefusalLog;
   private readonly skew: SkewLog;
   /** Held by one of the servers on this ledger: that one re-signs the CRLs. */
@@ -130,6 +133,7 @@ export class CaServer {
     this.lease = new Lease(this.ca, this.log, opts.leaseMs ?? DEFAULT_LEASE_MS);
     const limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.metrics = new CaMetrics(this.ca, () => ({ published: this.published, tlsNotAfter: this.own?.notAfter }));
+    this.commits = new GroupCommit(this.ca.ledger, { onBatch: (n) => this.metrics.commitBatch(n) });
     this.ctx = {
       ca: this.ca,
       log: this.log,
@@ -142,6 +146,7 @@ export class CaServer {
       maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
       cdp: (issuerId) => [`${this.url}/crl/${issuerId}.crl`],
       metrics: this.metrics,
+      commits: this.commits,
     };
     // No certificate yet: it names the port, known only once listening. Nothing is
     // accepted before start() has set it.
@@ -161,6 +166,9 @@ export class CaServer {
       },
       (req, res) => void this.handle(req, res),
     );
+    // The client certificate a connection presented is kept with it (est.ts presented()): it
+    // must not change under a renegotiation (TLS 1.2; TLS 1.3 has none).
+    this.https.on("secureConnection", (sock: TLSSocket) => sock.disableRenegotiation());
     this.refusals = new RefusalLog(this.log, opts.refusalLog);
     this.skew = new SkewLog(this.log, this.refusals);
     this.https.on("tlsClientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => {
@@ -264,6 +272,8 @@ export class CaServer {
       this.https.close(() => resolve());
       this.https.closeAllConnections();
     });
+    // Whatever a request queued before its connection closed is committed before the ledger closes.
+    this.commits.close();
   }
 
   /**
@@ -354,6 +364,9 @@ export class CaServer {
         },
         `re-signed ${resigned.length} CRL(s) before they lapse`,
       );
+      // A poll's refresh already under way may have read the CRLs before the re-signing: let it
+      // end, then read them again (refresh() would hand back that one's stale result).
+      await this.refreshing?.catch(() => {});
       await this.refresh();
     } catch (err) {
       this.log.error(

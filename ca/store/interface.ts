@@ -21,6 +21,9 @@ export interface LeaseRow {
   expiresAt: string;
 }
 
+/** What became of one function of a writeBatch: it landed, or it threw and nothing of it landed. */
+export type BatchOutcome = { ok: true } | { ok: false; error: unknown };
+
 export type RotationFields = Partial<
   Pick<
     RotationRow,
@@ -40,6 +43,16 @@ export interface LedgerStore {
    * replicas and only exclude the exclusive ones (CRLs, generations, rotations).
    */
   write<T>(fn: () => T, opts?: { shared?: boolean }): T;
+  /**
+   * Group commit (ca/store/group-commit.ts): runs each function in one shared write transaction
+   * and commits them together, one commit and one fsync for all. Each is alone in effect: one
+   * that throws (a token already spent, a name taken) leaves nothing and the others still land.
+   * A function may run more than once (PostgreSQL runs the batch again without a failed one),
+   * so it must do nothing but ledger statements. Throws, with nothing committed, when the
+   * transaction itself fails (the disk, the connection); when COMMIT itself fails on
+   * PostgreSQL the outcome is unknown, as for any commit whose answer is lost.
+   */
+  writeBatch(fns: ReadonlyArray<() => void>): BatchOutcome[];
   /** The same, for work that awaits (signing a CRL) inside; the caller keeps other writers of this process out. */
   writeAsync<T>(fn: () => Promise<T>): Promise<T>;
 

@@ -13,9 +13,9 @@ import type {
   RotationRow,
   TokenRow,
 } from "../ledger.ts";
-import type { LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
+import type { BatchOutcome, LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
 import { allFromStored, fromStored, maybeFromStored, toStored } from "./stored.ts";
-import { type PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
+import { PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
 
 const SCHEMA_VERSION = "1";
 /** The advisory lock every write transaction takes ("mesh" in ASCII). */
@@ -243,6 +243,37 @@ export class PgLedger implements LedgerStore {
     }
     this.end(sp, true);
     return result;
+  }
+
+  /**
+   * Optimistic: no savepoint per function (two round trips each). A statement that fails aborts
+   * the whole transaction in PostgreSQL, so on a refused record the batch is rolled back and run
+   * again without it; refusals are rare (a token raced, a name renewed twice).
+   */
+  writeBatch(fns: ReadonlyArray<() => void>): BatchOutcome[] {
+    const outcomes: Array<BatchOutcome | undefined> = new Array(fns.length);
+    for (;;) {
+      const sp = this.begin(true);
+      let failed = -1;
+      let failure: unknown;
+      for (let i = 0; i < fns.length && failed < 0; i++) {
+        if (outcomes[i]) continue; // refused in an earlier run
+        try {
+          fns[i]!();
+        } catch (err) {
+          failed = i;
+          failure = err;
+        }
+      }
+      if (failed < 0) {
+        this.end(sp, true);
+        return fns.map((_, i) => outcomes[i] ?? { ok: true });
+      }
+      this.end(sp, false);
+      // The database failing (the connection, a timeout) fails the batch; a constraint (23xxx) or the CA's own refusal fails only that record.
+      if (failure instanceof PgError && !failure.code.startsWith("23")) throw failure;
+      outcomes[failed] = { ok: false, error: failure };
+    }
   }
 
   async writeAsync<T>(fn: () => Promise<T>): Promise<T> {
