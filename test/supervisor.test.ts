@@ -36,12 +36,15 @@ test("restartDelay doubles from the base up to the cap", () => {
   );
 });
 
-test("a child that keeps dying is restarted with backoff, then given up; its sibling is never touched; stop() ends the rest", async () => {
+test("a child that keeps dying is restarted with backoff, then given up; its sibling is never touched; stop() ends the rest", async (t) => {
   const events: SupervisorEvent[] = [];
   const s = new Supervisor({
     onEvent: (e) => events.push(e),
     policy: { baseMs: 50, maxMs: 400, burst: 3, intervalMs: 60_000 },
   });
+  // Whatever an assertion does, nothing outlives the test (a child left running and restarted
+  // would keep the test file's process, and npm test, from ever ending).
+  t.after(() => s.stop(500));
   const steady = s.add({ name: "steady", spawn: node("setInterval(() => {}, 1000)") });
   const steadyPid = steady.proc!.pid!;
   s.add({ name: "crashy", spawn: node("process.exit(3)") });
@@ -109,9 +112,10 @@ test("a child that keeps dying is restarted with backoff, then given up; its sib
   assert.equal(s.get("steady")!.state, "stopped");
 });
 
-test("stop(): SIGTERM to each process group, SIGKILL after the grace for one that ignores it; nothing is restarted", async () => {
+test("stop(): SIGTERM to each process group, SIGKILL after the grace for one that ignores it; nothing is restarted", async (t) => {
   const events: SupervisorEvent[] = [];
   const s = new Supervisor({ onEvent: (e) => events.push(e), policy: { baseMs: 10 } });
+  t.after(() => s.stop(500));
   // It ignores SIGTERM and has a child of its own in its group.
   const stubborn = s.add({
     name: "stubborn",
@@ -131,9 +135,10 @@ test("stop(): SIGTERM to each process group, SIGKILL after the grace for one tha
   assert.equal(events.filter((e) => e.event === "supervisor.restarting").length, 0);
 });
 
-test("a part that never got ready is not restarted (shouldRestart false)", async () => {
+test("a part that never got ready is not restarted (shouldRestart false)", async (t) => {
   const events: SupervisorEvent[] = [];
   const s = new Supervisor({ onEvent: (e) => events.push(e), policy: { baseMs: 10 } });
+  t.after(() => s.stop(500));
   s.add({ name: "bad-flags", spawn: node("process.exit(2)"), shouldRestart: () => false });
   await until(() => events.some((e) => e.event === "supervisor.exited"), 10_000, "exit");
   await new Promise((r) => setTimeout(r, 100));
