@@ -7,6 +7,7 @@ import { createToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { ca as cli } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
+import { ev } from "./helpers/events.ts";
 
 const CACERTS = "/.well-known/est/cacerts";
 
@@ -124,7 +125,7 @@ describe("EST cacerts", () => {
       "the renew-now hint",
       async () => (await est(t.server.url, { path: CACERTS, ca: t.bundle(), ...g1 })).headers["mesh-renew-now"] === "1",
     );
-    const renewedTls = await t.lines.wait((l) => l.event === "ca.tls_renewed" && l.generation === 2);
+    const renewedTls = await t.lines.wait(ev("ca.tls_renewed", (l) => l.generation === 2));
     assert.equal(renewedTls.reason, "generation 2 signs now");
     assert.equal(await serverIssuer(t), "Acme Corp CA G2");
 

@@ -10,6 +10,7 @@ import { DEFAULT_LIMITS } from "../ca/server/server.ts";
 import { DEFAULT_REFUSAL_LOG } from "../ca/server/refusal-log.ts";
 import { ROOT } from "./helpers/ca.ts";
 import { POLICY, startIn, world } from "./identity-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 const TSX = import.meta.resolve("tsx");
 
@@ -69,7 +70,7 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
     const answered = Object.values(flood.statuses).reduce((a, b) => a + b, 0);
     assert.ok(answered > 200, `a flood, not a trickle: ${JSON.stringify(flood)}`);
     assert.ok((flood.statuses["429"] ?? 0) > 0 && (flood.statuses["401"] ?? 0) > 0, JSON.stringify(flood));
-    assert.equal(pay.logs.lines.filter((l) => l.event === "identity.renew_failed").length, 0);
+    assert.equal(pay.logs.lines.filter(ev("identity.renew_failed")).length, 0);
 
     const lines = w.ca.lines;
     // The CA renewed payment and never refused it, while the junk claimed its name.

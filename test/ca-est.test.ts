@@ -11,6 +11,7 @@ import { createToken, hashToken } from "../ca/tokens.ts";
 import { normalSerial } from "../ca/x509.ts";
 import { openssl } from "./helpers/ca.ts";
 import { PKCS10, certsOf, est, makeCsr, pemOf, startCa, type TestCa } from "./helpers/est.ts";
+import { ev } from "./helpers/events.ts";
 
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
@@ -76,7 +77,7 @@ describe("EST simpleenroll with a one-time token", () => {
     const tok = t.ca.ledger.token(hashToken(token))!;
     assert.equal(tok.usedBy, ledgerRow.serial);
     assert.ok(tok.usedAt);
-    const line = await t.lines.wait((l) => l.event === "est.enrolled" && l.name === "shipping.internal");
+    const line = await t.lines.wait(ev("est.enrolled", (l) => l.name === "shipping.internal"));
     assert.equal(line.serial, ledgerRow.serial);
     assert.equal(line.remote, "127.0.0.1");
 
@@ -94,7 +95,7 @@ describe("EST simpleenroll with a one-time token", () => {
     assert.equal(again.headers["www-authenticate"], 'Bearer realm="est"');
     assert.equal(certCount(t), count);
     assert.equal(t.ca.ledger.current("shipping.internal")!.serial, ledgerRow.serial);
-    const refused = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "token_used");
+    const refused = await t.lines.wait(ev("est.refused", (l) => l.reason === "token_used"));
     assert.equal(refused.name, "shipping.internal");
     assert.equal(refused.status, 401);
     assert.ok(!t.lines.raw().includes(token.split(".")[1]!), "the token never reaches the log");
@@ -369,7 +370,7 @@ describe("EST simplereenroll over mTLS", () => {
     assert.equal(old.status, "superseded");
     assert.equal(old.supersededBy, newSerial);
     assert.equal(t.ca.ledger.bySerial(newSerial)!.source, "est-renew");
-    const line = await t.lines.wait((l) => l.event === "est.renewed" && l.serial === newSerial);
+    const line = await t.lines.wait(ev("est.renewed", (l) => l.serial === newSerial));
     assert.equal(line.previous, oldSerial);
 
     const count = certCount(t);
@@ -468,7 +469,7 @@ describe("EST simplereenroll over mTLS", () => {
       `the certificate ${serial} is revoked: a revoked identity cannot renew (enrol again with a new token)\n`,
     );
     assert.equal(certCount(t), count);
-    const line = await t.lines.wait((l) => l.event === "est.refused" && l.reason === "cert_revoked");
+    const line = await t.lines.wait(ev("est.refused", (l) => l.reason === "cert_revoked"));
     assert.equal(line.serial, serial);
     assert.equal(line.name, "revoked.internal");
     // The server serves the re-signed CRL within a second of the CLI's change.

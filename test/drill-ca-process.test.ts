@@ -15,6 +15,7 @@ import { startDrillCa } from "../scripts/drill/ca-process.ts";
 import type { MeshLine } from "../scripts/mesh-format.ts";
 import { cleanup, tempDir } from "./helpers/ca.ts";
 import { est } from "./helpers/est.ts";
+import { ev } from "./helpers/events.ts";
 
 test("the drill's CA server is its own process: a ledger lock the drill holds across an await freezes neither the drill nor the server for good", {
   timeout: 120_000,
@@ -66,7 +67,7 @@ test("the drill's CA server is its own process: a ledger lock the drill holds ac
       `the server answered ${answered!.at - released} ms after the lock was released`,
     );
     // The server's log lines reach the drill, and its own file.
-    assert.ok(lines.some((l) => l.event === "ca.started"));
+    assert.ok(lines.some(ev("ca.started")));
     assert.match(readFileSync(join(root, "ca.log"), "utf8"), /"event":"ca.started"/);
   } finally {
     await server.stop();

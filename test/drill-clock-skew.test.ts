@@ -11,6 +11,7 @@ import { runClockSkewDrill } from "../scripts/drill/clock-skew.ts";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { ev } from "./helpers/events.ts";
 
 const lines = (dir: string, f: string): MeshLine[] =>
   readFileSync(join(dir, f), "utf8")
@@ -57,7 +58,7 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
       ),
     );
     // The CA: the skew, by name or address, and by how much; once for each size.
-    const ca = lines(report.logs, "ca.log").filter((l) => l.event === "est.clock_skew");
+    const ca = lines(report.logs, "ca.log").filter(ev("est.clock_skew"));
     assert.ok(
       ca.some((l) => /payment\.internal's clock is (9m 59s|10m 0s|10m 1s) ahead of this CA's/.test(String(l.msg))),
     );
@@ -73,7 +74,7 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
     for (const s of skews) assert.equal(s.meshCheck.severity, "error", s.meshCheck.detail);
     assert.equal((report.facts.meshCheck as { healed: { severity: string } }).healed.severity, "ok");
     // Healed without a new token: the state folder carried on.
-    assert.equal(payment.filter((l) => l.event === "identity.enrolled").length, 1);
+    assert.equal(payment.filter(ev("identity.enrolled")).length, 1);
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
 
     assert.equal(existsSync(report.dir), false);

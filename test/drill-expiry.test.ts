@@ -10,6 +10,7 @@ import { test } from "node:test";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { ev } from "./helpers/events.ts";
 
 test("drill expiry: the CA goes away, every identity expires loudly, both sides say expired, re-enrolment heals; nothing left behind", {
   timeout: 180_000,
@@ -53,20 +54,17 @@ test("drill expiry: the CA goes away, every identity expires loudly, both sides 
           at("identity.expiring") < at("identity.expired"),
         `${s}: ${events.filter((e) => e.startsWith("identity.")).join(", ")}`,
       );
-      assert.ok(lines(`${s}.log`).some((l) => l.event === "identity.renew_failed" && l.code === "CA_UNREACHABLE"));
-      assert.match(
-        String(lines(`${s}.log`).find((l) => l.event === "identity.expired")!.msg),
-        /enrol again: make a token/,
-      );
+      assert.ok(lines(`${s}.log`).some(ev("identity.renew_failed", (l) => l.code === "CA_UNREACHABLE")));
+      assert.match(String(lines(`${s}.log`).find(ev("identity.expired"))!.msg), /enrol again: make a token/);
     }
     // Both sides: order refused edge's expired certificate, and said payment's had expired.
     const order = lines("order.log");
     assert.ok(
-      order.some((l) => l.event === "tls.handshake_failed" && l.reason === "expired"),
+      order.some(ev("tls.handshake_failed", (l) => l.reason === "expired")),
       "callee: tls.handshake_failed expired",
     );
     assert.ok(
-      order.some((l) => l.event === "upstream.failed" && l.reason === "server_cert_expired"),
+      order.some(ev("upstream.failed", (l) => l.reason === "server_cert_expired")),
       "caller: upstream.failed server_cert_expired",
     );
     const down = report.phases.find((p) => p.name === "ca-down")!;
@@ -77,10 +75,7 @@ test("drill expiry: the CA goes away, every identity expires loudly, both sides 
     // The CA back changed nothing by itself; the re-enrolment did, and the mesh renews again.
     assert.ok(report.phases.find((p) => p.name === "ca-back")!.failed > 0);
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
-    assert.ok(
-      lines("payment.log").filter((l) => l.event === "identity.enrolled").length >= 2,
-      "payment enrolled afresh",
-    );
+    assert.ok(lines("payment.log").filter(ev("identity.enrolled")).length >= 2, "payment enrolled afresh");
 
     assert.equal(existsSync(report.dir), false);
     assert.deepEqual(secretsBelow(r.tmp), []);

@@ -9,6 +9,7 @@ import { test } from "node:test";
 import { runOnlineDrill } from "../scripts/drill/online.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import type { DrillReport } from "../scripts/drill/drill.ts";
+import { ev } from "./helpers/events.ts";
 
 const logLines = (r: DrillReport, file: string): MeshLine[] =>
   readFileSync(join(r.logs, file), "utf8")
@@ -114,7 +115,7 @@ test("online drill: the careless rotation breaks through the services' own renew
       gates.some((g) => g.gate === "retire" && g.state === "waiting" && g.waitingFor.includes("payment.internal")),
     );
     const drillLog = logLines(report, "drill.log");
-    const gateLines = drillLog.filter((l) => l.event === "rotate.gate");
+    const gateLines = drillLog.filter(ev("rotate.gate"));
     assert.equal(gateLines.length, gates.length);
     for (const l of gateLines)
       assert.ok(
@@ -122,7 +123,7 @@ test("online drill: the careless rotation breaks through the services' own renew
         JSON.stringify(l),
       );
     assert.deepEqual(
-      drillLog.filter((l) => l.event === "drill.phase").map((l) => l.phase),
+      drillLog.filter(ev("drill.phase")).map((l) => l.phase),
       report.phases.map((p) => p.name),
     );
 
@@ -147,7 +148,7 @@ test("online drill: the careless rotation breaks through the services' own renew
     for (const s of ["payment", "inventory", "order", "edge"]) {
       const lines = s === "edge" ? logLines(report, "edge.log") : logLines(report, `${s}.log`);
       assert.ok(
-        lines.some((l) => l.event === "identity.renewed" && l.generation === newGen),
+        lines.some(ev("identity.renewed", (l) => l.generation === newGen)),
         `${s} renewed onto generation ${newGen}`,
       );
     }

@@ -12,6 +12,7 @@ import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { runPolicyMistakeDrill } from "../scripts/drill/policy-mistake.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { ev } from "./helpers/events.ts";
 
 const lines = (dir: string, f: string): MeshLine[] =>
   readFileSync(join(dir, f), "utf8")
@@ -46,11 +47,11 @@ test("drill policy-mistake: what-if predicts it, audit logs it and denies nothin
     // The lines a person looks for, in the services' own logs, in the right phases.
     const phaseAt = (name: string) => Date.parse(report.phases.find((p) => p.name === name)!.startedAt);
     const payment = lines(report.logs, "payment.log");
-    const wouldDeny = payment.filter((l) => l.event === "authz.would_deny");
+    const wouldDeny = payment.filter(ev("authz.would_deny"));
     assert.ok(wouldDeny.length > 0, "audit mode logged authz.would_deny");
     assert.equal(wouldDeny[0]!.rule, "payment.accepts");
     assert.match(String(wouldDeny[0]!.hint), /add "order" to that accepts list/);
-    const denied = payment.filter((l) => l.event === "authz.denied" && l.peer === "order");
+    const denied = payment.filter(ev("authz.denied", (l) => l.peer === "order"));
     assert.ok(denied.length > 0);
     // Nothing was denied before enforcement (the audit phase included), and the first denial names the fix.
     assert.ok(
@@ -64,7 +65,7 @@ test("drill policy-mistake: what-if predicts it, audit logs it and denies nothin
       ),
       "order said payment refused it, naming the rule",
     );
-    assert.ok(payment.filter((l) => l.event === "policy.reloaded").length >= 3, "audit, enforce, revert reloaded");
+    assert.ok(payment.filter(ev("policy.reloaded")).length >= 3, "audit, enforce, revert reloaded");
     const enforce = report.phases.find((p) => p.name === "enforce")!;
     assert.ok((enforce.reasons["502 payment:forbidden"] ?? 0) > 0, JSON.stringify(enforce.reasons));
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);

@@ -9,6 +9,7 @@ import { test } from "node:test";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { privateTmp, processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { ev } from "./helpers/events.ts";
 
 test("drill stolen: revoked, the stolen copy is refused everywhere within seconds and its connection cut; order re-enrols; nothing left behind", {
   timeout: 120_000,
@@ -42,14 +43,14 @@ test("drill stolen: revoked, the stolen copy is refused everywhere within second
         .filter((l): l is MeshLine => l !== null);
     const serial = String(report.facts.serial);
     for (const s of ["payment", "inventory", "order"]) {
-      const refused = lines(`${s}.log`).find((l) => l.event === "tls.handshake_failed" && l.reason === "revoked");
+      const refused = lines(`${s}.log`).find(ev("tls.handshake_failed", (l) => l.reason === "revoked"));
       assert.ok(refused, `${s} refused the revoked certificate`);
       assert.match(String(refused.msg), /has been revoked by the CA/);
     }
-    const cut = lines("payment.log").find((l) => l.event === "tls.connections_closed" && l.why === "trust withdrawn");
+    const cut = lines("payment.log").find(ev("tls.connections_closed", (l) => l.why === "trust withdrawn"));
     assert.match(JSON.stringify(cut?.peers), /order \(its certificate was revoked\)/);
     // The real order enrolled again, with a new certificate; the revoked serial is not served.
-    const enrolled = lines("order.log").filter((l) => l.event === "identity.enrolled");
+    const enrolled = lines("order.log").filter(ev("identity.enrolled"));
     assert.equal(enrolled.length, 2);
     assert.notEqual(String(enrolled[1]!.serial).toLowerCase(), serial);
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);

@@ -10,6 +10,7 @@ import { test } from "node:test";
 import { runDrill, type DrillReport } from "../scripts/drill/drill.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
 import { ROOT } from "./helpers/ca.ts";
+import { ev } from "./helpers/events.ts";
 
 const logLines = (r: DrillReport, service: string): MeshLine[] =>
   readFileSync(join(r.logs, `${service}.log`), "utf8")
@@ -35,7 +36,7 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
       JSON.stringify(phase("careless").reasons),
     );
     const orderLog = logLines(report, "order");
-    const untrusted = orderLog.find((l) => l.event === "upstream.failed" && l.reason === "server_untrusted");
+    const untrusted = orderLog.find(ev("upstream.failed", (l) => l.reason === "server_untrusted"));
     assert.ok(untrusted, "order logs why payment is refused");
     assert.equal((untrusted.peer as { issuer: string }).issuer, "CN=Acme Corp CA G2");
     assert.deepEqual(untrusted.trusts, ["CN=Acme Corp CA"]);
@@ -77,10 +78,10 @@ test("the careless rotation breaks; the safe rotation loses nothing; generation 
       );
       assert.ok(report.reloads.some((r) => r.phase === "drop-old" && r.who === who && r.what === "trust"));
     }
-    assert.equal(paymentLog.filter((l) => l.event === "listening").length, 1, "payment was never restarted");
+    assert.equal(paymentLog.filter(ev("listening")).length, 1, "payment was never restarted");
 
     // The proof: an old-generation certificate is refused for unknown_ca, and the straggler was cut.
-    const refused = paymentLog.filter((l) => l.event === "tls.handshake_failed" && l.reason === "unknown_ca");
+    const refused = paymentLog.filter(ev("tls.handshake_failed", (l) => l.reason === "unknown_ca"));
     assert.ok(refused.some((l) => (l.peer as { issuer: string }).issuer === "CN=Acme Corp CA"));
     assert.ok(
       paymentLog.some(

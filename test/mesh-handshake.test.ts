@@ -18,6 +18,7 @@ import {
   type Identity,
   type LogLine,
 } from "./mesh-fixtures.ts";
+import { ev } from "./helpers/events.ts";
 
 let pki: TestPki;
 let foreign: TestPki;
@@ -111,7 +112,7 @@ async function refused(who: Identity | null, opts: { maxVersion?: "TLSv1.2" | "T
   const since = pay.logs.lines.length;
   const r = await call(pki, port, "payment.internal", who, "POST", "/charge", { orderId: "x", amount: 1 }, opts);
   assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
-  const line = await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since);
+  const line = await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since);
   // Nothing of the request reached HTTP handling.
   assert.equal(
     pay.logs.lines.slice(since).filter((l) => l.event === "request" || l.event === "authz.denied").length,
@@ -192,10 +193,10 @@ function rawSocket(bytes: string | null): Promise<void> {
 test("plain HTTP, garbage and idle sockets are dropped without disturbing other clients", async () => {
   let since = pay.logs.lines.length;
   await rawSocket("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "protocol");
+  assert.equal((await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since)).reason, "protocol");
   since = pay.logs.lines.length;
   await rawSocket("\x16\x03\x01\x00\x05garbagegarbagegarbage\x00\xff\xfe");
-  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "protocol");
+  assert.equal((await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since)).reason, "protocol");
 
   // Five idle sockets that never speak; a real client is served meanwhile, promptly.
   since = pay.logs.lines.length;
@@ -208,7 +209,7 @@ test("plain HTTP, garbage and idle sockets are dropped without disturbing other 
   assert.ok(Date.now() - t0 < 3_000);
   const timeouts = pay.logs.lines
     .slice(since)
-    .filter((l) => l.event === "tls.handshake_failed" && l.reason === "handshake_timeout");
+    .filter(ev("tls.handshake_failed", (l) => l.reason === "handshake_timeout"));
   assert.equal(timeouts.length, 5);
 });
 
@@ -240,7 +241,7 @@ test("curl with --cacert (never -k) is served, and refused without a certificate
   const since = pay.logs.lines.length;
   const no = await curl([...base, `https://payment.internal:${port}/charge`]);
   assert.notEqual(no.code, 0);
-  assert.equal((await pay.logs.wait((l) => l.event === "tls.handshake_failed", 3_000, since)).reason, "no_client_cert");
+  assert.equal((await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since)).reason, "no_client_cert");
 });
 
 /** A TLS connection with `who`'s certificate that sends `bytes` and then nothing more. */
@@ -284,7 +285,7 @@ test("after the handshake, stalled, oversized and malformed requests are answere
       assert.match(r.answer, /^HTTP\/1\.1 408 Request Timeout\r\n/);
       assert.ok(r.ms < 3_000, `closed after ${r.ms} ms`);
     }
-    const timeouts = strict.logs.lines.filter((l) => l.event === "http.client_error" && l.reason === "request_timeout");
+    const timeouts = strict.logs.lines.filter(ev("http.client_error", (l) => l.reason === "request_timeout"));
     assert.equal(timeouts.length, 3);
     assert.equal(timeouts[0]!.peer, "order");
     assert.match(
@@ -307,7 +308,12 @@ test("after the handshake, stalled, oversized and malformed requests are answere
     const junk = await stalledPeer(p, order, "GET /healthz HTTP/1.1\r\nHost payment.internal\r\n\r\n");
     assert.match(junk.answer, /^HTTP\/1\.1 400 /);
     assert.equal(
-      (await strict.logs.wait((l) => l.event === "http.client_error" && l.reason === "bad_request", 3_000)).peer,
+      (
+        await strict.logs.wait(
+          ev("http.client_error", (l) => l.reason === "bad_request"),
+          3_000,
+        )
+      ).peer,
       "order",
     );
 
@@ -318,7 +324,7 @@ test("after the handshake, stalled, oversized and malformed requests are answere
     assert.equal("status" in body && body.status, 413);
     assert.equal("status" in body && body.body.error, "body_too_large");
     // No body reached the handler; the access log tells what each caller was answered.
-    const charges = strict.logs.lines.filter((l) => l.event === "request" && l.path === "/charge");
+    const charges = strict.logs.lines.filter(ev("request", (l) => l.path === "/charge"));
     assert.deepEqual(
       charges.map((l) => [l.status, l.abandoned]),
       [

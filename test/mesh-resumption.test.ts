@@ -174,6 +174,23 @@ test("the server's re-check of a resumed session: revoked, untrusted, and unknow
     assert.equal((await get(port, order, ca, second.session)).reused, true);
     assert.equal(seen.at(-1)!.refusal, undefined, "nothing changed: the resumed caller is accepted");
 
+    // A session can outlive a certificate of seconds, and resumption skips OpenSSL's date checks:
+    // the dates recorded at the full handshake are judged again (the recorded chain made to
+    // have run out, as a short-lived certificate's would while its session lives on).
+    const facts = lastFacts as { chain?: { validUntil?: number; validFrom?: number } };
+    const orderNotAfter = Date.parse(
+      loadMaterial(materialPaths(p.dir, "order.internal"), "order.internal").leaf.notAfter,
+    );
+    assert.ok(facts.chain?.validUntil !== undefined && facts.chain.validUntil <= orderNotAfter);
+    const recorded = facts.chain!;
+    facts.chain = { ...recorded, validUntil: Date.now() - 1_000 };
+    assert.equal((await get(port, order, ca, second.session)).reused, true);
+    assert.equal(seen.at(-1)!.refusal, "expired");
+    facts.chain = { ...recorded, validFrom: Date.now() + 60_000 };
+    assert.equal((await get(port, order, ca, second.session)).reused, true);
+    assert.equal(seen.at(-1)!.refusal, "not_yet_valid");
+    facts.chain = recorded;
+
     trust = { fingerprints: m.trust.fingerprints, revoked: new Set([...m.trust.revoked, orderSerial]) };
     assert.equal((await get(port, order, ca, first.session)).reused, true);
     assert.equal(seen.at(-1)!.refusal, "revoked");
@@ -285,6 +302,9 @@ test("the caller's connector: resumes, and re-judges a resumed callee (revoked, 
     assert.equal(resumedCalleeRefusal(facts, "inventory.internal", m)?.code, "ERR_TLS_CERT_ALTNAME_INVALID");
     assert.equal(resumedCalleeRefusal(undefined, "payment.internal", m)?.code, "ERR_TLS_SESSION_UNVERIFIABLE");
     assert.equal(resumedCalleeRefusal(facts, "payment.internal", m), undefined);
+    // A callee whose certificate ran out while its session lived on: refused as expired.
+    const ranOut = { ...facts, chain: { ...facts.chain, validUntil: Date.now() - 1_000 } };
+    assert.equal(resumedCalleeRefusal(ranOut, "payment.internal", m)?.code, "CERT_HAS_EXPIRED");
   } finally {
     await pay.svc.close();
     p.cleanup();

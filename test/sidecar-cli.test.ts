@@ -16,6 +16,7 @@ import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { startIdentityService } from "../services/mesh/identity-agent/service.ts";
 import { sidecarApp } from "../services/mesh/sidecar/index.ts";
 import { curl } from "./helpers/sidecar.ts";
+import { ev } from "./helpers/events.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const children: ChildProcess[] = [];
@@ -200,7 +201,7 @@ test("identity mode: a renewal swaps the sidecar's certificate without dropping 
   const pending = callAs(w, w.edge, svc.port, "slowapp.internal", "GET", "/slow");
   await inApp;
   assert.equal(await svc.identity.renew("test"), true);
-  await logs.wait((l) => l.event === "tls.reloaded" && l.certChanged === true);
+  await logs.wait(ev("tls.reloaded", (l) => l.certChanged === true));
   assert.notEqual(svc.identity.identity.serial, before);
   release();
   const r = await pending;

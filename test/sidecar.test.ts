@@ -16,6 +16,7 @@ import { Upstreams } from "../services/mesh/client.ts";
 import { appNamed } from "../services/apps/index.ts";
 import { sidecarApp, type OutboundRoute } from "../services/mesh/sidecar/index.ts";
 import { echoApp, curl, parseXfcc, type EchoApp } from "./helpers/sidecar.ts";
+import { ev } from "./helpers/events.ts";
 
 const POLICY = `[billing]
 accepts = ["order"]
@@ -135,7 +136,7 @@ test("inbound: a TS mesh service (order) is let through and named in XFCC; edge 
     ["URI", "spiffe://internal/order"],
     ["DNS", "order.internal"],
   ]);
-  const line = await billing.logs.wait((l) => l.event === "request" && l.peer === "order");
+  const line = await billing.logs.wait(ev("request", (l) => l.peer === "order"));
   assert.equal(line.status, 200);
 
   // edge is not in billing's accepts: 403 with the rule, logged as for any service.
@@ -143,7 +144,7 @@ test("inbound: a TS mesh service (order) is let through and named in XFCC; edge 
   assert.ok("status" in denied);
   assert.equal(denied.status, 403);
   assert.equal(denied.body.caller, "edge");
-  const why = await billing.logs.wait((l) => l.event === "authz.denied" && l.peer === "edge");
+  const why = await billing.logs.wait(ev("authz.denied", (l) => l.peer === "edge"));
   assert.equal(why.rule, "billing.accepts");
   assert.equal(app.seen.length, 1, "a denied request never reaches the app");
 });
@@ -270,10 +271,10 @@ test("the app down: 503 with reason app_down, logged as upstream.failed", async 
   assert.ok("status" in r);
   assert.equal(r.status, 503);
   assert.equal(r.body.reason, "app_down");
-  const line = await s.logs.wait((l) => l.event === "upstream.failed");
+  const line = await s.logs.wait(ev("upstream.failed"));
   assert.equal(line.reason, "app_down");
   assert.equal(line.upstream, "app");
-  const req = await s.logs.wait((l) => l.event === "request" && l.status === 503);
+  const req = await s.logs.wait(ev("request", (l) => l.status === 503));
   assert.equal(req.peer, "order");
 });
 
@@ -306,17 +307,17 @@ test("outbound: the app calls payment on loopback in plain HTTP and is seen as b
   const wrong = await plainGet(s.ports["payment-impostor"]!, "/healthz");
   assert.equal(wrong.status, 502);
   assert.equal(wrong.body.reason, "server_name_mismatch");
-  const failed = await s.logs.wait((l) => l.event === "upstream.failed" && l.upstream === "payment-impostor");
+  const failed = await s.logs.wait(ev("upstream.failed", (l) => l.upstream === "payment-impostor"));
   assert.equal(failed.reason, "server_name_mismatch");
-  assert.equal(
-    inventory.logs.find((l) => l.event === "request"),
-    undefined,
-    "nothing reached the impostor",
-  );
+  assert.equal(inventory.logs.find(ev("request")), undefined, "nothing reached the impostor");
 
   const since = s.logs.lines.length;
   await pki.ca.revoke({ domain: "payment.internal", reason: "keyCompromise" });
-  await s.logs.wait((l) => l.event === "tls.reloaded" && l.trustChanged === true, 10_000, since);
+  await s.logs.wait(
+    ev("tls.reloaded", (l) => l.trustChanged === true),
+    10_000,
+    since,
+  );
   const revoked = await plainGet(s.ports.payment!, "/healthz");
   assert.equal(revoked.status, 502);
   assert.equal(revoked.body.reason, "server_revoked");
@@ -426,7 +427,7 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
     denied.details,
     /frontend may not call POST \/greet\.Greeter\/Secret on greeter \(rule greeter\.routes\[0\]/,
   );
-  const line = await greeter.logs.wait((l) => l.event === "authz.denied");
+  const line = await greeter.logs.wait(ev("authz.denied"));
   assert.equal(line.peer, "frontend");
   assert.equal(line.path, "/greet.Greeter/Secret");
 
@@ -447,7 +448,7 @@ test("gRPC through two sidecars: unary, server-streaming and bidirectional with 
   const down = await new Promise<any>((resolve) => direct.SayHello({ name: "x" }, (e: unknown) => resolve(e)));
   assert.equal(down.code, grpc.status.UNAVAILABLE);
   assert.match(down.details, /^app_down: /);
-  const gone = await dead.logs.wait((l) => l.event === "upstream.failed");
+  const gone = await dead.logs.wait(ev("upstream.failed"));
   assert.equal(gone.reason, "app_down");
 });
 
@@ -486,7 +487,11 @@ test("h2: a new certificate drains an HTTP/2 connection with GOAWAY, and the str
 
   const since = s.logs.lines.length;
   await pki.ca.renew({ domain: "billing.internal" });
-  await s.logs.wait((l) => l.event === "tls.reloaded" && l.certChanged === true, 10_000, since);
+  await s.logs.wait(
+    ev("tls.reloaded", (l) => l.certChanged === true),
+    10_000,
+    since,
+  );
   await Promise.race([
     goaway,
     new Promise((_, reject) => setTimeout(() => reject(new Error("no GOAWAY after the certificate changed")), 5_000)),
@@ -529,7 +534,7 @@ test("the built-in services speak h2 on the same listener: curl --http2 GET and 
   const [postBody, postStatus] = post.stdout.trimEnd().split("\n");
   assert.equal(postStatus, "2 201", post.stderr);
   assert.equal(JSON.parse(postBody!).quantity, 2);
-  const line = await inventory.logs.wait((l) => l.event === "request" && l.path === "/reserve");
+  const line = await inventory.logs.wait(ev("request", (l) => l.path === "/reserve"));
   assert.equal(line.status, 201);
 });
 
@@ -627,6 +632,6 @@ test("h2: a request body that stops coming is cut off after the request timeout,
     ),
   ]);
   assert.equal(code, 8 /* NGHTTP2_CANCEL */);
-  const line = await logs.wait((l) => l.event === "request" && l.path === "/reserve");
+  const line = await logs.wait(ev("request", (l) => l.path === "/reserve"));
   assert.equal(line.abandoned, true);
 });

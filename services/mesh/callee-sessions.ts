@@ -13,7 +13,15 @@ import {
   type TLSSocket,
 } from "node:tls";
 import type { buildConnector } from "undici";
-import { chainOf, chainWithdrawn, REVOKED, type CurrentTrust, type VerifiedChain } from "./revocations.ts";
+import { nowMs } from "../../lib/clock.ts";
+import {
+  chainOf,
+  chainOutOfDate,
+  chainWithdrawn,
+  REVOKED,
+  type CurrentTrust,
+  type VerifiedChain,
+} from "./revocations.ts";
 
 /** What a full handshake proved about a callee: what a resumption of its session stands for. */
 export interface CalleeFacts {
@@ -108,6 +116,12 @@ export function resumedCalleeRefusal(
     return new ResumptionRefused(
       "ERR_TLS_SESSION_STALE",
       `${servername} resumed a TLS session made under another certificate or trust bundle than this caller's; refused`,
+    );
+  const dates = chainOutOfDate(facts.chain, nowMs());
+  if (dates)
+    return new ResumptionRefused(
+      dates === "expired" ? "CERT_HAS_EXPIRED" : "CERT_NOT_YET_VALID",
+      `${servername} resumed a TLS session, but its certificate or a CA that issued it ${dates === "expired" ? "has expired since" : "is not valid yet"} (by this host's clock); refused`,
     );
   const why = chainWithdrawn(facts.chain, m.trust);
   if (why === REVOKED)

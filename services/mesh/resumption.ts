@@ -5,7 +5,8 @@
 import { createHash } from "node:crypto";
 import type { CertFacts } from "./peer-certs.ts";
 import type { HandshakeReason } from "./reasons.ts";
-import { chainWithdrawn, REVOKED, type CurrentTrust } from "./revocations.ts";
+import { nowMs } from "../../lib/clock.ts";
+import { chainOutOfDate, chainWithdrawn, REVOKED, type CurrentTrust } from "./revocations.ts";
 
 /**
  * The session ID context of a service's TLS material: OpenSSL resumes a session (by ticket or
@@ -20,7 +21,7 @@ export function sessionIdContext(m: { readonly certDigest: string; readonly trus
 
 /** A refusal of a resumed session, in the words and reasons of tls.handshake_failed. */
 export interface ResumedRefusal {
-  readonly reason: HandshakeReason & ("revoked" | "unknown_ca" | "session_unverifiable");
+  readonly reason: HandshakeReason & ("revoked" | "unknown_ca" | "session_unverifiable" | "expired" | "not_yet_valid");
   readonly sentence: string;
 }
 
@@ -38,6 +39,12 @@ export function resumedRefusal(facts: CertFacts, trust: CurrentTrust): ResumedRe
       sentence: `${name} resumed a TLS session with a certificate (serial ${facts.serial}) whose verified chain this service does not hold, so its revocation cannot be checked; refused: its next connection makes a full handshake`,
     };
   }
+  const dates = chainOutOfDate(facts.chain, nowMs());
+  if (dates)
+    return {
+      reason: dates,
+      sentence: `${name} resumed a TLS session, but its certificate (serial ${facts.serial}) or a CA above it ${dates === "expired" ? "has expired since" : "is not valid yet"} (by this host's clock); refused: renew it`,
+    };
   const why = chainWithdrawn(facts.chain, trust);
   if (why === undefined) return undefined;
   if (why === REVOKED)

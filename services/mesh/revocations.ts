@@ -40,6 +40,23 @@ export function withdrawn(chain: DetailedPeerCertificate, trust: CurrentTrust): 
 export interface VerifiedChain {
   readonly serials: readonly string[];
   readonly anchor: string | undefined;
+  /**
+   * When the chain stops being valid (its earliest notAfter) and starts (its latest notBefore),
+   * ms: a resumed session skipped OpenSSL's date checks too, and a session can outlive a
+   * certificate of seconds. Absent on a chain recorded without them (then nothing is judged).
+   */
+  readonly validUntil?: number;
+  readonly validFrom?: number;
+}
+
+/**
+ * Whether a recorded chain is out of its dates now (this process's clock, lib/clock.ts), for a
+ * resumed session; undefined while it is within them.
+ */
+export function chainOutOfDate(chain: VerifiedChain, now: number): "expired" | "not_yet_valid" | undefined {
+  if (chain.validUntil !== undefined && now > chain.validUntil) return "expired";
+  if (chain.validFrom !== undefined && now < chain.validFrom) return "not_yet_valid";
+  return undefined;
 }
 
 /** withdrawn() for a chain recorded earlier (see VerifiedChain). */
@@ -52,13 +69,18 @@ export function chainWithdrawn(chain: VerifiedChain, trust: CurrentTrust): strin
 /** Serials of the chain OpenSSL verified (leaf to root) and the root's fingerprint. */
 export function chainOf(cert: DetailedPeerCertificate): VerifiedChain {
   const serials: string[] = [];
+  let validUntil = Number.POSITIVE_INFINITY;
+  let validFrom = Number.NEGATIVE_INFINITY;
   let c: DetailedPeerCertificate | undefined = cert;
   for (let depth = 0; c && depth < 8; depth++) {
     serials.push(normaliseSerial(c.serialNumber));
+    // An unreadable date (NaN) fails closed: the chain counts as out of date.
+    validUntil = Math.min(validUntil, Date.parse(c.valid_to) || Number.NEGATIVE_INFINITY);
+    validFrom = Math.max(validFrom, Date.parse(c.valid_from) || Number.POSITIVE_INFINITY);
     if (!c.issuerCertificate || c.issuerCertificate === c || c.issuerCertificate.fingerprint256 === c.fingerprint256) {
-      return { serials, anchor: c.fingerprint256 };
+      return { serials, anchor: c.fingerprint256, validUntil, validFrom };
     }
     c = c.issuerCertificate;
   }
-  return { serials, anchor: undefined };
+  return { serials, anchor: undefined, validUntil, validFrom };
 }
