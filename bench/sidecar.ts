@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import { buildSync } from "esbuild";
 import { CertificateAuthority } from "../ca/index.ts";
 import type { Plan, Target, TargetResult, Window } from "./sidecar-load.ts";
+import { parseJsonLine } from "../lib/events.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
@@ -69,12 +70,13 @@ async function start(name: string, args: string[], dir: string, procs: Proc[]): 
 }
 
 /** The `port` of the first log line of `event` (with `upstream`, if given). */
-async function waitFor(p: Proc, event: string): Promise<number> {
+async function waitFor(p: Proc, event: "listening" | "outbound.listening"): Promise<number> {
   for (let i = 0; i < 400; i++) {
     const text = existsSync(p.log) ? readFileSync(p.log, "utf8") : "";
-    for (const line of text.split("\n")) {
-      if (!line.includes(`"event":"${event}"`)) continue;
-      const port = Number(/"port":(\d+)/.exec(line)?.[1]);
+    for (const raw of text.split("\n")) {
+      const line = parseJsonLine(raw);
+      if (line?.event !== event) continue;
+      const port = Number(line.port);
       if (port > 0) return port;
     }
     if (p.proc.exitCode !== null) throw new Error(`${p.name} exited with ${p.proc.exitCode}: ${text.slice(-400)}`);

@@ -333,7 +333,11 @@ export function upstreamReason(
   }
   // This process's moved clock (MESH_CLOCK_OFFSET_MS) refused it: the sentence says the clock is why.
   if (byClock !== undefined)
-    return { reason: has("CERT_HAS_EXPIRED") ? "server_cert_expired" : "network", code, sentence: byClock };
+    return {
+      reason: has("CERT_HAS_EXPIRED") ? "server_cert_expired" : "server_cert_not_yet_valid",
+      code,
+      sentence: byClock,
+    };
   if (has("CERT_HAS_EXPIRED"))
     return { reason: "server_cert_expired", code, sentence: `${upstream}'s certificate has expired; renew it` };
   if (has("CERT_NOT_YET_VALID")) {

@@ -281,6 +281,29 @@ export class MeshServer {
     return { certChanged, trustChanged };
   }
 
+  /**
+   * Closes, at once, the connections made under an earlier certificate that carry no request
+   * now. For a teaching toggle (toggle.ts): its point is that callers meet the new identity at
+   * once, not on their next connection; a rotation's reload keeps drain()'s gentler terms (a
+   * caller that sends on an idle connection just as it closes sees a reset).
+   */
+  closeIdleBefore(why: string): number {
+    let closed = 0;
+    for (const s of this.sockets) {
+      const p = this.peers.get(s);
+      if (!p || p.epoch === this.epoch || p.inFlight > 0) continue;
+      if (p.session) p.session.close();
+      else s.destroy();
+      closed++;
+    }
+    if (closed > 0)
+      this.opts.log.info(
+        { event: "tls.connections_closed", count: closed, why },
+        `closed ${closed} idle connection(s) made before ${why}`,
+      );
+    return closed;
+  }
+
   /** Closes, at once, connections whose peer the current trust bundle and CRLs no longer accept. */
   private closeInvalidated(): number {
     const closed: string[] = [];

@@ -12,7 +12,11 @@ import { toggleDirOf, togglePaths, withToggle, type ToggleInForce, type TogglePa
 /** Who holds the material and must hear of a new one. */
 export interface TlsUsers {
   /** The server says what changed; nothing changed means nothing else needs telling. */
-  server: { setMaterial(m: TlsMaterial): { certChanged: boolean; trustChanged: boolean } };
+  server: {
+    setMaterial(m: TlsMaterial): { certChanged: boolean; trustChanged: boolean };
+    /** Closes idle connections made under an earlier certificate (a toggle is met at once). */
+    closeIdleBefore?(why: string): number;
+  };
   others: ReadonlyArray<{ setMaterial?(m: TlsMaterial): void }>;
   log: MeshLogger;
   metrics: MeshMetrics;
@@ -28,6 +32,8 @@ export class TlsFiles {
   /** A teaching toggle (toggle.ts, docs/toggles.md) is served in place of the identity while installed. */
   readonly toggle: TogglePaths;
   #toggled: ToggleInForce | undefined;
+  /** Set by a load that put a toggle on or took it off; read (and cleared) by reload. */
+  #toggleChanged = false;
 
   /** Throws MeshError (missing or invalid TLS files). */
   constructor(
@@ -49,6 +55,7 @@ export class TlsFiles {
   /** Said once per change: on (warn, with the fix) and off (info). */
   private noteToggle(next: ToggleInForce | undefined, notAfter: string): void {
     if (next?.serial === this.#toggled?.serial) return;
+    this.#toggleChanged = true;
     const was = this.#toggled;
     this.#toggled = next;
     const { log, service } = this;
@@ -85,6 +92,9 @@ export class TlsFiles {
     try {
       next = this.load();
       const { certChanged, trustChanged } = users.server.setMaterial(next);
+      if (certChanged && this.#toggleChanged)
+        users.server.closeIdleBefore?.(`a teaching toggle ${this.#toggled ? "was put on" : "was taken off"}`);
+      this.#toggleChanged = false;
       const restored = this.#failedOn !== undefined;
       this.#failedOn = undefined;
       if (!certChanged && !trustChanged) {
