@@ -3,14 +3,13 @@
 // certificate from the same CA (bench/mesh-bare.ts, compiled the same way), both idle after start.
 //   npx tsx bench/est-rss.ts
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { buildSync } from "esbuild";
-import { CertificateAuthority } from "../ca/index.ts";
-import { stats } from "./measure.ts";
+import { rssMb, stats } from "./measure.ts";
+import { prepareServers } from "./mesh.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 export const EST_RSS_TARGET = 1.3;
@@ -27,11 +26,6 @@ export interface EstRssResult {
   target: number;
   pass: boolean;
   rounds: Array<{ caServeMb: number; bareMb: number }>;
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,26 +63,14 @@ async function stop(proc: ChildProcess): Promise<void> {
 export async function runEstRssBench(): Promise<EstRssResult> {
   const dir = mkdtempSync(join(tmpdir(), "mtls-bench-est-rss-"));
   try {
-    const pki = join(dir, "pki");
-    const ca = await CertificateAuthority.init({ dir: pki, name: "Bench RSS CA" });
-    await ca.issue({ domain: "bare.internal" });
-    ca.close();
-    const bareJs = join(dir, "mesh-bare.mjs");
-    buildSync({
-      entryPoints: [join(REPO, "bench", "mesh-bare.ts")],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      outfile: bareJs,
-      logLevel: "error",
-    });
+    // The mesh bench's CA and bare server, compiled the same way.
+    const { pki, bareJs } = await prepareServers(dir);
     console.log(`\nEST server memory at rest (ca serve against a bare Node https server, ${ROUNDS} rounds)`);
     const rounds: EstRssResult["rounds"] = [];
     for (let round = 0; round < ROUNDS; round++) {
       // Both at once, so that whatever the machine does meanwhile falls on both.
       const serve = start([join(REPO, "bin", "ca.mjs"), "serve", "--dir", pki, "--port", "0"], /"event":"ca\.started"/);
-      const bare = start([bareJs, pki, "bare.internal"], /"event":"listening"/);
+      const bare = start([bareJs, pki, "payment.internal"], /"event":"listening"/);
       try {
         await Promise.all([serve.ready, bare.ready]);
         await sleep(SETTLE_MS);

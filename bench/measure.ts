@@ -1,6 +1,7 @@
 // Timing helpers shared by the benchmarks: samples, medians, time-boxed rates
 // and wall time of spawned commands. Only relative numbers are meant to be read.
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
 /** A summary of timing samples, in milliseconds. */
@@ -125,4 +126,10 @@ export function timeCommands(
     if (bad) return { label: c.label, failed: { status: bad.status, error: bad.lastError } };
     return { label: c.label, stats: stats(samples[i]!.map((r) => r.ms)), samples: samples[i]!.map((r) => r.ms) };
   });
+}
+
+/** A process's resident memory now, MB to 0.1 (Linux: /proc/<pid>/status); NaN when it cannot be read. */
+export function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : Number.NaN;
 }

@@ -21,6 +21,7 @@ import {
   type Sample,
   type Verdict,
 } from "./mesh-report.ts";
+import { rssMb } from "./measure.ts";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
@@ -34,10 +35,8 @@ function pinned(core: number, args: string[]): [string, string[]] {
   return HAS_TASKSET ? ["taskset", ["-c", String(core), ...args]] : [args[0]!, args.slice(1)];
 }
 
-export function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
-}
+/** rssMb, 0 for a process that cannot be read (the report's arithmetic wants numbers). */
+const rssOrZero = (pid: number): number => rssMb(pid) || 0;
 
 /**
  * Start a server pinned to core 0; its stdout goes to a file we poll for `listening`. Every
@@ -144,13 +143,13 @@ async function measureAll(
       started.push({ name: sv.name, ...s, samples: PLAN.map(() => []), together: PLAN.map(() => []), rss: [] });
     }
     await new Promise((r) => setTimeout(r, 1_000));
-    for (const st of started) st.startedRss = rssMb(st.pid);
+    for (const st of started) st.startedRss = rssOrZero(st.pid);
     // Warm-up, so the first round does not pay for JIT compilation: the mesh has more code
     // to compile than the baselines, and counting that as per-request cost would be wrong.
     for (const st of started) {
       await runLoad("conn", st.port, pki, 8, 1, st.pid);
       await runLoad("ka", st.port, pki, 16, 3, st.pid);
-      st.rss.push(rssMb(st.pid));
+      st.rss.push(rssOrZero(st.pid));
     }
     for (let round = 0; round < rounds; round++) {
       for (const [i, [, mode, conns]] of PLAN.entries()) {
@@ -158,7 +157,7 @@ async function measureAll(
           st.samples[i]!.push(sample(await runLoad(mode, st.port, pki, conns, seconds, st.pid)));
         }
       }
-      for (const st of started) st.rss.push(rssMb(st.pid));
+      for (const st of started) st.rss.push(rssOrZero(st.pid));
       console.log(`  round ${round + 1}/${rounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
     }
     // Side by side: ident and mesh loaded at the same moment, one client each, so whatever

@@ -19,6 +19,7 @@ import { buildSync } from "esbuild";
 import { CertificateAuthority } from "../ca/index.ts";
 import type { Plan, Target, TargetResult, Window } from "./sidecar-load.ts";
 import { parseJsonLine } from "../lib/events.ts";
+import { rssMb } from "./measure.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
@@ -49,11 +50,6 @@ function pinned(core: number, args: string[]): [string, string[]] {
 function repin(pids: number[], cpus: string): void {
   if (!HAS_TASKSET) return;
   for (const pid of pids) spawnSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Math.round(Number(m[1]) / 102.4) / 10 : NaN;
 }
 
 /** Starts a server on core 0 (stdout to a file, as mesh:up logs) and waits for the JSON line `event`. */

@@ -8,7 +8,8 @@ import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { DrillInterrupted } from "./drill/drill.ts";
 import { DRILLS, listDrills } from "./drill/registry.ts";
 import { storyTimeline } from "./drill/story.ts";
-import { startDashboard, type Dashboard } from "./dashboard/server.ts";
+import type { Dashboard } from "./dashboard/server.ts";
+import { drillDashboard } from "./drill/dashboard.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
 
 const [first, ...rest] = process.argv.slice(2);
@@ -90,23 +91,7 @@ async function runFailureDrill(name: string, args: string[]): Promise<void> {
   /** The drill's own mesh, on the page: its logs folder fills as the services start. */
   const watch = (w: { work: string; pki: string }) => {
     if (dashboardPort === undefined) return;
-    dashboard = startDashboard({
-      logs: join(w.work, "logs"),
-      pki: w.pki,
-      policy: join(w.work, "policy.toml"),
-      port: dashboardPort,
-    }).then(
-      (d) => {
-        console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`);
-        return d;
-      },
-      (e: NodeJS.ErrnoException) => {
-        console.error(
-          `drill ${name}: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
-        );
-        return undefined;
-      },
-    );
+    dashboard = drillDashboard(w, dashboardPort, `drill ${name}`);
   };
 
   const stop = new AbortController();

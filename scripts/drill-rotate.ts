@@ -7,7 +7,8 @@ import { CaError } from "../ca/index.ts";
 import { DrillInterrupted, runDrill } from "./drill/drill.ts";
 import { ONLINE_DEFAULTS, runOnlineDrill } from "./drill/online.ts";
 import { timeline } from "./drill/timeline.ts";
-import { startDashboard, type Dashboard } from "./dashboard/server.ts";
+import type { Dashboard } from "./dashboard/server.ts";
+import { drillDashboard } from "./drill/dashboard.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 
@@ -141,23 +142,7 @@ let dashboard: Promise<Dashboard | undefined> = Promise.resolve(undefined);
 /** The drill's own mesh, on the page: its logs folder fills as the services start. */
 const watch = (w: { work: string; pki: string }) => {
   if (dashboardPort === undefined) return;
-  dashboard = startDashboard({
-    logs: join(w.work, "logs"),
-    pki: w.pki,
-    policy: join(w.work, "policy.toml"),
-    port: dashboardPort,
-  }).then(
-    (d) => {
-      console.error(`dashboard: ${d.url}  (the drill's mesh, live; it stops with the drill)`);
-      return d;
-    },
-    (e: NodeJS.ErrnoException) => {
-      console.error(
-        `drill:rotate: no dashboard: ${e.code === "EADDRINUSE" ? `port ${dashboardPort} is taken (--dashboard 0 picks a free one)` : e.message}`,
-      );
-      return undefined;
-    },
-  );
+  dashboard = drillDashboard(w, dashboardPort, "drill:rotate");
 };
 try {
   const common = {

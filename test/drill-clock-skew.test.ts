@@ -4,20 +4,13 @@
 // fail; restarted without the skew, payment carries on from its own state folder. Exit 0 only if
 // every check held; nothing left behind. A skew too small to matter is a failed drill.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { runClockSkewDrill } from "../scripts/drill/clock-skew.ts";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
-import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
-import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { processesMentioning, runDrillCli, secretsBelow, logLines as lines } from "./helpers/drill-run.ts";
 import { ev } from "./helpers/events.ts";
-
-const lines = (dir: string, f: string): MeshLine[] =>
-  readFileSync(join(dir, f), "utf8")
-    .split("\n")
-    .map(parseLine)
-    .filter((l): l is MeshLine => l !== null);
 
 test("drill clock-skew: minutes and days ahead, each side names the clock; fixed, payment carries on; nothing left behind", {
   timeout: 120_000,

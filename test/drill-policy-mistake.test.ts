@@ -4,21 +4,14 @@
 // reverted by hot reload. Exit 0 only if every check held; nothing left behind. And a run whose
 // story does not happen (a harmless candidate) is a failed drill.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { DRILL_POLICY } from "../scripts/drill/drill.ts";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { runPolicyMistakeDrill } from "../scripts/drill/policy-mistake.ts";
-import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
-import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { processesMentioning, runDrillCli, secretsBelow, logLines as lines } from "./helpers/drill-run.ts";
 import { ev } from "./helpers/events.ts";
-
-const lines = (dir: string, f: string): MeshLine[] =>
-  readFileSync(join(dir, f), "utf8")
-    .split("\n")
-    .map(parseLine)
-    .filter((l): l is MeshLine => l !== null);
 
 test("drill policy-mistake: what-if predicts it, audit logs it and denies nothing, enforced 403s name rule and fix, revert heals", {
   timeout: 120_000,

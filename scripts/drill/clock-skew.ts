@@ -1,13 +1,5 @@
-// The clock-skew drill: payment's clock is wrong, first by minutes, then by days. The skew is real
-// for its process (MESH_CLOCK_OFFSET_MS, lib/clock.ts, a test and teaching knob: the clock it
-// judges its peers' certificates by, the Date it sends the CA, the Date its admin port answers);
-// the machine's clock is untouched. Each side names the clock: payment refuses its callers'
-// certificates as expired (or, behind, not yet valid) by its clock and says so, the CA logs est.clock_skew naming payment
-// and by how much, mesh:check's clock check fails, and order's calls are refused. The heal: the
-// clock fixed, i.e. payment restarted without the skew, from its own state folder; it carries on.
-import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { formatOffset } from "../../lib/clock.ts";
 import { checkClock } from "../check/checks.ts";
 import type { ServiceFacts } from "../check/facts.ts";
@@ -99,7 +91,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
       const by = formatOffset(skew.ms);
       // The orders in flight finish first: a baseline order failing at payment's restart is the restart's, not the clock's.
       mesh.traffic!.paused = true;
-      await mesh.traffic!.settled();
+      await mesh.traffic!.settle();
       await mesh.begin(
         skew.phase,
         `${i + 2}. payment's clock ${by} ${direction(skew.ms).word} (restarted with MESH_CLOCK_OFFSET_MS=${skew.ms}; the machine's clock untouched)`,
@@ -256,23 +248,13 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
       healed.failed === 0 && healed.sent > 0 && checkHealed.severity === "ok",
       `${healed.failed} of ${healed.sent} failed after it; mesh:check ${checkHealed.severity}`,
     );
-    for (const p of phases.filter((x) => x.safe))
-      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
 
     const ev: Evidence[] = seen
       .flatMap((s) => [s.refusal, s.own, s.ca, s.caller])
       .filter((e): e is Entry => !!e)
       .map(evidence);
-    const report: StoryReport = {
+    return mesh.finish({
       drill: "clock-skew",
-      ok: checks.every((c) => c.ok),
-      dir: setup.pki,
-      stateRemoved: setup.removeState,
-      reportFile: join(setup.work, "report.json"),
-      logs: mesh.logs,
-      rate: setup.rate,
-      lifetimeMs: mesh.lifeMs,
-      pollMs: mesh.o.pollMs,
       phases,
       evidence: ev,
       heal: "fix the clock of the host whose lines say so (timedatectl set-ntp true; here: payment restarted without MESH_CLOCK_OFFSET_MS): nothing else changes, its state folder and certificate are as they were and it carries on. A clock ahead makes fresh certificates look expired to that host only; a clock behind by more than the CA's 5-minute backdating makes them look not yet valid",
@@ -286,9 +268,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
         })),
         meshCheck: { before: check0, healed: checkHealed },
       },
-    };
-    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
-    return report;
+    });
   } finally {
     await mesh.close();
   }

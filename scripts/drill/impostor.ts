@@ -4,7 +4,7 @@
 // port is refused by order; both say why: another CA with the same name, the signature does not
 // verify against the trusted CA's key. The real payment comes back; the mesh carries on.
 import { createHash, X509Certificate } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CertificateAuthority } from "../../ca/index.ts";
 import { launchService, type Launched } from "../launch.ts";
@@ -190,19 +190,9 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
       healed.failed === 0 && healed.sent > 0,
       `${healed.failed} of ${healed.sent} failed after it came back`,
     );
-    for (const p of phases.filter((x) => x.safe))
-      check(`no request lost in ${p.name}`, p.failed === 0 && p.sent > 0, `${p.succeeded}/${p.sent} succeeded`);
 
-    const report: StoryReport = {
+    return mesh.finish({
       drill: "impostor",
-      ok: checks.every((c) => c.ok),
-      dir: setup.pki,
-      stateRemoved: setup.removeState,
-      reportFile: join(setup.work, "report.json"),
-      logs: mesh.logs,
-      rate: setup.rate,
-      lifetimeMs: mesh.lifeMs,
-      pollMs: mesh.o.pollMs,
       phases,
       evidence: ev,
       heal: "the operator stops the process serving the impostor's certificate and starts the real payment again on its port (its own state folder, no token): callers refuse the look-alike by themselves, nothing to revoke in the mesh's CA (it never issued that certificate)",
@@ -213,9 +203,7 @@ async function impostor(o: FailureDrillOptions, setup: Setup): Promise<StoryRepo
         port: mesh.ports.payment,
         metrics: { paymentUnknownCaRefusals: [refusalsBefore, refusalsAfter] },
       },
-    };
-    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
-    return report;
+    });
   } finally {
     await imposter?.stop();
     fake?.close();

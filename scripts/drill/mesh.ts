@@ -304,6 +304,44 @@ export class DrillMesh {
     }
   }
 
+  /**
+   * A failure drill's report: its own story, with what every one reports of its setup and mesh,
+   * and the check each makes last (no request lost in a safe phase); written to report.json.
+   */
+  finish(
+    story: Pick<StoryReport, "drill" | "phases" | "evidence" | "heal" | "checks" | "facts"> & { lifetimeMs?: number },
+  ): StoryReport {
+    const { setup } = this;
+    const checks = [
+      ...story.checks,
+      ...story.phases
+        .filter((p) => p.safe)
+        .map((p) => ({
+          name: `no request lost in ${p.name}`,
+          ok: p.failed === 0 && p.sent > 0,
+          detail: `${p.succeeded}/${p.sent} succeeded`,
+        })),
+    ];
+    const report: StoryReport = {
+      drill: story.drill,
+      ok: checks.every((c) => c.ok),
+      dir: setup.pki,
+      stateRemoved: setup.removeState,
+      reportFile: join(setup.work, "report.json"),
+      logs: this.logs,
+      rate: setup.rate,
+      lifetimeMs: story.lifetimeMs ?? this.lifeMs,
+      pollMs: this.o.pollMs,
+      phases: story.phases,
+      evidence: story.evidence,
+      heal: story.heal,
+      checks,
+      facts: story.facts,
+    };
+    writeFileSync(report.reportFile, `${JSON.stringify(report, null, 2)}\n`);
+    return report;
+  }
+
   /** The phases, counted once traffic has stopped (a request in flight at a phase's end counts in it). */
   async report(): Promise<StoryPhase[]> {
     this.end();

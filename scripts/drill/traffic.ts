@@ -206,11 +206,6 @@ export class Traffic {
     clearTimeout(timer);
   }
 
-  /** Waits for every request in flight to finish (pause first, or new ones keep coming). */
-  async settled(): Promise<void> {
-    await Promise.allSettled([...this.inFlight]);
-  }
-
   /** Stops sending and waits for every request in flight to finish. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);

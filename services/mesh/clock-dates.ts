@@ -20,11 +20,13 @@ export interface ClockRefusal {
  */
 export function datesByProcessClock(
   cert: { readonly validFrom: string; readonly validTo: string } | PeerCertificate | undefined,
-  who: string,
+  /** Named only when refusing: a handshake with the machine's clock builds no sentence. */
+  who: string | (() => string),
 ): ClockRefusal | null {
   const offset = processClockOffsetMs();
   if (offset === 0 || !cert) return null;
   const now = nowMs();
+  const name = typeof who === "function" ? who() : who;
   const clock = `by this host's clock (${new Date(now).toISOString()}), which MESH_CLOCK_OFFSET_MS sets ${formatOffset(offset)} ${offset > 0 ? "ahead of" : "behind"} the machine's`;
   const hint =
     "a certificate every other service accepts looks wrong only here because this host's clock is wrong: fix the clock (NTP), not the certificate";
@@ -33,14 +35,14 @@ export function datesByProcessClock(
     return {
       reason: "expired",
       code: "CERT_HAS_EXPIRED",
-      sentence: `${who} expired on ${new Date(to).toISOString()} ${clock}: ${hint}`,
+      sentence: `${name} expired on ${new Date(to).toISOString()} ${clock}: ${hint}`,
     };
   const from = Date.parse("validFrom" in cert ? cert.validFrom : cert.valid_from);
   if (now < from)
     return {
       reason: "not_yet_valid",
       code: "CERT_NOT_YET_VALID",
-      sentence: `${who} is valid only from ${new Date(from).toISOString()} ${clock}: ${hint}`,
+      sentence: `${name} is valid only from ${new Date(from).toISOString()} ${clock}: ${hint}`,
     };
   return null;
 }

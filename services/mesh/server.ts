@@ -401,7 +401,10 @@ export class MeshServer {
     }
     // OpenSSL judged the dates by the machine's clock; a process with its own (MESH_CLOCK_OFFSET_MS)
     // judges them again (a resumed session's certificate too), from the facts already read.
-    const late = datesByProcessClock(facts.cert, `the client's certificate (${formatShown(presented(facts.cert))})`);
+    const late = datesByProcessClock(
+      facts.cert,
+      () => `the client's certificate (${formatShown(presented(facts.cert))})`,
+    );
     if (late) {
       this.refuse(sock, late.reason, late.sentence, remoteOf(sock), late.code, presented(facts.cert));
       return;

@@ -5,6 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "./ca.ts";
+import { parseLine, type MeshLine } from "../../scripts/mesh-format.ts";
 
 export function privateTmp(): string {
   return mkdtempSync(join(tmpdir(), "drill-tmp-"));
@@ -74,4 +75,12 @@ export function runDrillCli(
   child.stdout.on("data", (d: Buffer) => ((out += d), look()));
   child.stderr.on("data", (d: Buffer) => ((err += d), look()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ tmp, code, out, err, interrupted })));
+}
+
+/** The mesh log lines of one file of a drill's logs folder (what mesh:logs would read). */
+export function logLines(dir: string, file: string): MeshLine[] {
+  return readFileSync(join(dir, file), "utf8")
+    .split("\n")
+    .map(parseLine)
+    .filter((l): l is MeshLine => l !== null);
 }
