@@ -32,8 +32,6 @@ export class TlsFiles {
   /** A teaching toggle (toggle.ts, docs/toggles.md) is served in place of the identity while installed. */
   readonly toggle: TogglePaths;
   #toggled: ToggleInForce | undefined;
-  /** Set by a load that put a toggle on or took it off; read (and cleared) by reload. */
-  #toggleChanged = false;
 
   /** Throws MeshError (missing or invalid TLS files). */
   constructor(
@@ -55,7 +53,6 @@ export class TlsFiles {
   /** Said once per change: on (warn, with the fix) and off (info). */
   private noteToggle(next: ToggleInForce | undefined, notAfter: string): void {
     if (next?.serial === this.#toggled?.serial) return;
-    this.#toggleChanged = true;
     const was = this.#toggled;
     this.#toggled = next;
     const { log, service } = this;
@@ -90,11 +87,11 @@ export class TlsFiles {
     const { log, metrics } = users;
     let next: TlsMaterial;
     try {
+      const toggledBefore = this.#toggled;
       next = this.load();
       const { certChanged, trustChanged } = users.server.setMaterial(next);
-      if (certChanged && this.#toggleChanged)
+      if (certChanged && toggledBefore?.serial !== this.#toggled?.serial)
         users.server.closeIdleBefore?.(`a teaching toggle ${this.#toggled ? "was put on" : "was taken off"}`);
-      this.#toggleChanged = false;
       const restored = this.#failedOn !== undefined;
       this.#failedOn = undefined;
       if (!certChanged && !trustChanged) {
