@@ -33,6 +33,8 @@ function withClosedStdout(
     closeWhen?: (out: string) => boolean;
     env?: NodeJS.ProcessEnv;
     onOut?: (out: string) => void;
+    /** Given the function that closes the reading end now, whatever was read. */
+    closer?: (close: () => void) => void;
   } = {},
 ): Promise<Ended> {
   const child = spawn(process.execPath, [...(opts.tsx === false ? [] : ["--import", TSX]), join(ROOT, file), ...args], {
@@ -43,6 +45,7 @@ function withClosedStdout(
   let out = "";
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => (stderr += d));
+  opts.closer?.(() => child.stdout.destroy());
   if (!opts.closeWhen) child.stdout.destroy();
   else {
     child.stdout.on("data", (d: Buffer) => {
@@ -145,8 +148,8 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
   it("probe and check end quietly; mesh:up stops every service and exits 0 when its reader goes", {
     timeout: 360_000,
   }, async () => {
-    let closeNow = false;
     let upOut = "";
+    let closeUpOut: (() => void) | undefined;
     const meshJson = join(work, "logs", "mesh.json");
     let ended: Ended | undefined;
     upDone = withClosedStdout(
@@ -157,7 +160,10 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
         onOut: (out) => {
           upOut = out;
         },
-        closeWhen: () => closeNow,
+        closeWhen: () => false,
+        closer: (close) => {
+          closeUpOut = close;
+        },
       },
     );
     void upDone.then((r) => (ended = r));
@@ -183,9 +189,12 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
       `mesh:check ends with its own verdict, not a crash: ${check.code}\n${check.stderr}`,
     );
 
-    // Now mesh:up's reader goes away; its next line (a stranger's handshake, which every service
-    // logs and mesh:up echoes) meets the closed pipe.
-    closeNow = true;
+    // Now mesh:up's reader goes away. mesh:up learns it at its next write, as any process does
+    // (`| head` closes its end and the writer gets EPIPE): that next line is a stranger's
+    // handshake, which every service logs and mesh:up echoes. The pipe is closed before the
+    // stranger connects, so the line cannot slip through before it (which left mesh:up with
+    // nothing more to write, waiting forever).
+    closeUpOut!();
     const sock = connect({
       host: "127.0.0.1",
       port: state.ports.payment!,
@@ -194,7 +203,16 @@ describe("a running mesh: mesh:probe and mesh:check into a closed pipe, then mes
     });
     sock.on("error", () => {});
     sock.on("secureConnect", () => sock.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n"));
-    const r = await upDone;
+    let timer: NodeJS.Timeout | undefined;
+    const r = await Promise.race([
+      upDone,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`mesh:up still running 60 s after its stdout closed: ${upOut.slice(-2000)}`)),
+          60_000,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
     sock.destroy();
     assertQuiet(r, "mesh:up with its stdout closed");
     for (const pid of pids) {
