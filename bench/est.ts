@@ -27,6 +27,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import { launchService, type Launched } from "../scripts/launch.ts";
 import { servedSerial } from "../scripts/drill/peers.ts";
 import { combineRates, rateFor, stats, type Rate, type Stats } from "./measure.ts";
+import { base64Lines, certsOnly } from "../ca/server/published.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const env = (name: string, dflt: number) => {
@@ -76,6 +77,12 @@ export interface EstBenchResult {
    * is the one the next renewal presents, so no connection or TLS session can carry over).
    */
   cfsslMtls: ServerRate | null;
+  /**
+   * Node's own floor for a renewal: a bare https server (requestCert, no session tickets, as
+   * `ca serve`) answering each POST with a fixed PKCS#7, the same client and connections as the
+   * renewals. What `ca serve` spends above it is the CA's work.
+   */
+  nodeFloor: ServerRate;
   pinned: string | null;
   enrolVsCfssl: number | null;
   /** Against cfssl's sign on a keep-alive connection (what the issue measured), and against cfsslMtls. */
@@ -164,6 +171,53 @@ async function commitBatches(adminUrl: string): Promise<{ certificates: number; 
 }
 
 /**
+ * The bare Node https server of nodeFloor, as an ES module for `node --input-type=module -e`:
+ * argv key, cert, CA bundle, answer; prints its port.
+ */
+const FLOOR_SERVER = `
+import https from "node:https";
+import { readFileSync } from "node:fs";
+import { constants } from "node:crypto";
+const [key, cert, ca, body] = process.argv.slice(1, 5).map((f) => readFileSync(f, "utf8"));
+const s = https.createServer(
+  { key, cert, ca, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2", secureOptions: constants.SSL_OP_NO_TICKET },
+  (req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/pkcs7-mime; smime-type=certs-only", "content-transfer-encoding": "base64" });
+      res.end(body);
+    });
+  },
+);
+s.listen(0, "127.0.0.1", () => console.log(s.address().port));
+`;
+
+async function startFloor(
+  files: { key: string; cert: string; ca: string; body: string },
+  cmd: string,
+  pre: string[],
+): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const child = spawn(
+    cmd,
+    [...pre, "--input-type=module", "-e", FLOOR_SERVER, files.key, files.cert, files.ca, files.body],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const port = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`the bare Node server exited with ${code}`)));
+  });
+  return {
+    url: `https://127.0.0.1:${port}`,
+    pid: child.pid!,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/**
  * POSTs on a new mTLS connection of its own (https.request without an agent: no connection and no
  * TLS session kept), as the services' EST client (est-client.ts) renews, and reads the certificate.
  */
@@ -201,10 +255,10 @@ async function post(agent: Agent, url: string, body: string, headers: Record<str
   if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode} ${text.slice(0, 200)}`);
 }
 
-export async function throughput(
-  dir: string,
-): Promise<
-  Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl" | "cfsslMtls" | "batches"> & { cfsslNote: string | null }
+export async function throughput(dir: string): Promise<
+  Pick<EstBenchResult, "issue" | "enrol" | "renew" | "cfssl" | "cfsslMtls" | "nodeFloor" | "batches"> & {
+    cfsslNote: string | null;
+  }
 > {
   const ca = await CertificateAuthority.init({ dir, name: "Bench EST CA" });
   // The CA service as deployed: `ca serve` in its own process, pinned to one core, the clients here.
@@ -235,6 +289,7 @@ export async function throughput(
   const exited = new Promise<void>((r) => server.once("exit", () => r()));
   let cf: Awaited<ReturnType<typeof startCfssl>> | null = null;
   let cfMtls: Awaited<ReturnType<typeof startCfssl>> | null = null;
+  let floor: Awaited<ReturnType<typeof startFloor>> | null = null;
   let cfsslNote: string | null = null;
   const keepAlive: Agent[] = [];
   try {
@@ -348,23 +403,48 @@ export async function throughput(
       });
     };
 
+    // Node's floor: the bare server, with a certificate and an answer of this CA, pinned the same way.
+    const floorCert = await ca.issue({ domain: "floor.bench.internal", ip: ["127.0.0.1"] });
+    const floorBody = join(dir, "..", "floor-answer");
+    writeFileSync(floorBody, base64Lines(certsOnly([floorCert.der])));
+    floor = await startFloor(
+      { key: floorCert.keyPath!, cert: floorCert.certPath, ca: ca.paths.bundle, body: floorBody },
+      cmd!,
+      pre,
+    );
+    const floorHolders = holders.map((h) => ({ ...h }));
+    const floorRound = async () => {
+      const pools = floorHolders.map((h) => prepare(Math.ceil(guess / CONCURRENCY), h.name.split(".")[0]!));
+      return concurrentRate(CONCURRENCY, ROUND_MS, async (c) => {
+        const h = floorHolders[c]!;
+        const it = pools[c]!.pop();
+        if (!it) return false;
+        // The same call as a renewal; the answer is parsed, and the certificate presented stays the same.
+        await enrolCsr({ url: floor!.url, ca: bundle, cert: h.cert, key: h.key }, "simplereenroll", it.csr, {});
+        return true;
+      });
+    };
+
     await rateFor(issue, 300); // warm-up: signer cache, JIT
+    await floorRound();
     await enrolRound(99);
     if (cf) await cfsslRound();
     if (cfMtls) await cfsslMtlsRound();
     type Round = Rate & { cpuSeconds: number };
-    const rounds: Record<"issue" | "enrol" | "renew" | "cfssl" | "cfsslMtls", Round[]> = {
+    const rounds: Record<"issue" | "enrol" | "renew" | "cfssl" | "cfsslMtls" | "nodeFloor", Round[]> = {
       issue: [],
       enrol: [],
       renew: [],
       cfssl: [],
       cfsslMtls: [],
+      nodeFloor: [],
     };
     const pid = server.pid!;
     const sides: Array<[keyof typeof rounds, () => Promise<Round>]> = [
       ["issue", async () => ({ ...(await rateFor(issue, ROUND_MS)), cpuSeconds: 0 })],
       ["enrol", () => serverRound(pid, () => enrolRound(0))],
       ["renew", () => serverRound(pid, () => renewRound())],
+      ["nodeFloor", () => serverRound(floor!.pid, floorRound)],
     ];
     if (cf) sides.push(["cfssl", () => serverRound(cf!.pid, cfsslRound)]);
     if (cfMtls) sides.push(["cfsslMtls", () => serverRound(cfMtls!.pid, cfsslMtlsRound)]);
@@ -382,6 +462,7 @@ export async function throughput(
       renew: combineServer(rounds.renew),
       cfssl: cf ? combineServer(rounds.cfssl) : null,
       cfsslMtls: cfMtls ? combineServer(rounds.cfsslMtls) : null,
+      nodeFloor: combineServer(rounds.nodeFloor),
       cfsslNote,
       batches,
     };
@@ -389,6 +470,7 @@ export async function throughput(
     await Promise.all(keepAlive.map((a) => a.close().catch(() => {})));
     await cf?.stop();
     await cfMtls?.stop();
+    await floor?.stop();
     server.kill("SIGTERM");
     await exited;
     ca.close();
@@ -751,6 +833,10 @@ export async function runEstBench(): Promise<EstBenchResult> {
       console.log(`     simpleenroll   ${cpu(t.enrol)}`);
       console.log(`     simplereenroll ${cpu(t.renew)}`);
     }
+    const fl = t.nodeFloor;
+    console.log(
+      `   Node's floor for a renewal (a bare https server: the same new mTLS connection, POST, fixed answer): ${fl.perSec.toFixed(1)} /s, ${fl.cpuMsPerCert.toFixed(2)} ms server CPU each; simplereenroll ${(t.renew.perSec / fl.perSec).toFixed(2)}× its rate, +${(t.renew.cpuMsPerCert - fl.cpuMsPerCert).toFixed(2)} ms of CPU above it (the CA's work)`,
+    );
     console.log(`     issue 16's EST targets: ${issue16Pass ? "PASS" : "FAIL"}`);
     if (t.batches)
       console.log(
