@@ -38,6 +38,8 @@ export interface Cfssl {
   pid: number;
   /** The server's TLS certificate, for the client to trust. */
   tlsCa: string;
+  /** With `mutualTls`: a P-256 client certificate (PEM) of cfssl's CA and its key, for the client to present. */
+  client: { cert: string; key: string } | null;
   /** Certificates its store holds. */
   stored(): number;
   stop(): Promise<void>;
@@ -77,9 +79,11 @@ async function listening(port: number, child: ChildProcess, deadlineMs: number):
 
 /**
  * Starts `cfssl serve` in `dir` with a P-256 CA, a TLS certificate for 127.0.0.1 and its SQLite
- * store; `pin` prefixes the command (taskset -c N), as for `ca serve`.
+ * store; `pin` prefixes the command (taskset -c N), as for `ca serve`. `mutualTls`: every client
+ * must present a certificate of cfssl's CA (`-mutual-tls-ca`), as `ca serve` asks of a renewal;
+ * one is made for the client (cfssl checks the chain and nothing else about the caller).
  */
-export async function startCfssl(dir: string, pin: string[]): Promise<Cfssl> {
+export async function startCfssl(dir: string, pin: string[], opts: { mutualTls?: boolean } = {}): Promise<Cfssl> {
   const openssl = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca-key.pem"]);
   openssl([
@@ -114,6 +118,41 @@ export async function startCfssl(dir: string, pin: string[]): Promise<Cfssl> {
     "-days",
     "2",
   ]);
+  if (opts.mutualTls) {
+    openssl([
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      "client-key.pem",
+      "-out",
+      "client.csr",
+      "-subj",
+      "/CN=client.bench.internal",
+    ]);
+    writeFileSync(join(dir, "client.ext"), "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n");
+    openssl([
+      "x509",
+      "-req",
+      "-in",
+      "client.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca-key.pem",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      "client.ext",
+      "-out",
+      "client.pem",
+    ]);
+  }
   writeFileSync(
     join(dir, "config.json"),
     JSON.stringify({
@@ -150,6 +189,7 @@ export async function startCfssl(dir: string, pin: string[]): Promise<Cfssl> {
       "tls.pem",
       "-tls-key",
       "tls-key.pem",
+      ...(opts.mutualTls ? ["-mutual-tls-ca", "ca.pem"] : []),
       // Errors only: a log line per request would be cost the CA server does not pay either (it logs JSON, buffered).
       "-loglevel",
       "3",
@@ -169,6 +209,9 @@ export async function startCfssl(dir: string, pin: string[]): Promise<Cfssl> {
     url: `https://127.0.0.1:${port}`,
     pid: child.pid!,
     tlsCa: readFileSync(join(dir, "tls.pem"), "utf8"),
+    client: opts.mutualTls
+      ? { cert: readFileSync(join(dir, "client.pem"), "utf8"), key: readFileSync(join(dir, "client-key.pem"), "utf8") }
+      : null,
     stored: () => {
       const d = new Database(dbPath, { readonly: true });
       try {

@@ -79,11 +79,28 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
 export function csrKey(csr: ParsedCsr): { key: KeyObject; keyType: KeyType } {
   let key: KeyObject;
   try {
+    const p256 = p256Point(csr.spki);
+    // The services' keys: imported from the point's coordinates, which skips OpenSSL 3's decoder
+    // search (~130 µs of CPU per DER import, ~70 µs this way); OpenSSL checks the point is on the
+    // curve either way. Any other key, or a P-256 one encoded otherwise, goes through the DER.
+    if (p256) return { key: createPublicKey({ key: p256, format: "jwk" }), keyType: "ec-p256" };
     key = createPublicKey({ key: Buffer.from(csr.spki), format: "der", type: "spki" });
   } catch {
     throw new CsrFormatError("the public key is not readable");
   }
   return { key, keyType: keyTypeOf(key) };
+}
+
+/** A P-256 SubjectPublicKeyInfo up to its uncompressed point's X (id-ecPublicKey, prime256v1, BIT STRING, 04). */
+const P256_SPKI_HEAD = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004", "hex");
+
+/** The JWK of a P-256 key encoded exactly as P256_SPKI_HEAD then X and Y (91 bytes), else undefined. */
+function p256Point(spki: Uint8Array): { kty: "EC"; crv: "P-256"; x: string; y: string } | undefined {
+  if (spki.length !== P256_SPKI_HEAD.length + 64) return undefined;
+  const b = Buffer.from(spki.buffer, spki.byteOffset, spki.length);
+  if (!b.subarray(0, P256_SPKI_HEAD.length).equals(P256_SPKI_HEAD)) return undefined;
+  const at = P256_SPKI_HEAD.length;
+  return { kty: "EC", crv: "P-256", x: b.toString("base64url", at, at + 32), y: b.toString("base64url", at + 32) };
 }
 
 /** Whether the request's self-signature verifies with its own key, by an algorithm this CA accepts. */

@@ -27,3 +27,10 @@ export function addProcessMetrics(registry: Registry): void {
   // getMetricsAsArray() is typed as the JSON shape, but it returns the metric objects.
   for (const m of processRegistry.getMetricsAsArray()) registry.registerMetric(m as unknown as Metric);
 }
+
+/** The process metrics alone, as an exposition of their own (for a process whose other metrics are not prom-client's). */
+export function processExposition(): Registry {
+  const registry = new Registry();
+  addProcessMetrics(registry);
+  return registry;
+}

@@ -10,6 +10,7 @@ import { Admission } from "../ca/server/admission.ts";
 import { RateLimiter } from "../ca/rate-limit.ts";
 import { createToken } from "../ca/tokens.ts";
 import { PKCS10, certsOf, makeCsr, pemOf, startCa, type Reply, type TestCa } from "./helpers/est.ts";
+import { parse, value } from "./helpers/prom.ts";
 
 const ENROL = "/.well-known/est/simpleenroll";
 const REENROL = "/.well-known/est/simplereenroll";
@@ -235,11 +236,12 @@ describe("unauthenticated refusals are summarised, authenticated ones keep their
     );
     assert.ok(summaries.every((s) => (s.top_remotes as unknown[]).length <= 10));
     // The metric counts each refusal, summarised or not.
-    const refused = await t.server.metrics.registry.getSingleMetric("mesh_ca_requests_refused_total")!.get();
-    assert.equal(refused.values.find((v) => v.labels.route === ENROL && v.labels.reason === "token_unknown")!.value, N);
-    const handshakes = await t.server.metrics.registry.getSingleMetric("mesh_ca_tls_handshake_failures_total")!.get();
+    const scraped = parse(await t.server.metrics.registry.metrics());
+    assert.equal(value(scraped, "mesh_ca_requests_refused_total", { route: ENROL, reason: "token_unknown" }), N);
     assert.deepEqual(
-      handshakes.values.filter((v) => v.value > 0).map((v) => [v.labels.reason, v.value]),
+      scraped
+        .filter((v) => v.name === "mesh_ca_tls_handshake_failures_total" && v.value > 0)
+        .map((v) => [v.labels.reason, v.value]),
       [["not_tls", 30]],
     );
   });

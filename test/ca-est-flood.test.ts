@@ -11,6 +11,7 @@ import { DEFAULT_REFUSAL_LOG } from "../ca/server/refusal-log.ts";
 import { ROOT } from "./helpers/ca.ts";
 import { POLICY, startIn, world } from "./identity-fixtures.ts";
 import { ev } from "./helpers/events.ts";
+import { parse } from "./helpers/prom.ts";
 
 const TSX = import.meta.resolve("tsx");
 
@@ -104,9 +105,9 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
     assert.ok(lines.all.length < 300, `${lines.all.length} CA log lines in all for ${answered} junk requests`);
 
     // Metrics count every one.
-    const refused = await w.ca.server.metrics.registry.getSingleMetric("mesh_ca_requests_refused_total")!.get();
-    const enrolRefusals = refused.values
-      .filter((v) => v.labels.route === "/.well-known/est/simpleenroll")
+    const refused = parse(await w.ca.server.metrics.registry.metrics());
+    const enrolRefusals = refused
+      .filter((v) => v.name === "mesh_ca_requests_refused_total" && v.labels.route === "/.well-known/est/simpleenroll")
       .reduce((n, v) => n + v.value, 0);
     assert.ok(
       enrolRefusals >= answered && enrolRefusals <= flood.sent,

@@ -2,10 +2,11 @@
 // (lib/pkcs7.ts) against what they replaced: @peculiar/x509's generator and parser, byte for
 // byte where the inputs are the same, and against openssl.
 import assert from "node:assert/strict";
-import { createPublicKey, KeyObject, webcrypto } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, KeyObject, webcrypto } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { CsrFormatError, csrKey } from "../ca/csr.ts";
 import { csrIdentity, EnrolError } from "../ca/enrol.ts";
 import { generateKeyPair, publicKeyType, type KeyType } from "../ca/keys.ts";
 import { leafTbs, leafTemplate, signLeafDer, type LeafFields } from "../ca/leaf-der.ts";
@@ -469,6 +470,31 @@ describe("CSRs: the DER reader gives the old verdicts, messages and keys", () =>
       }
     }
     assert.ok(refused > 1500, `only ${refused} of 2,000 refused`);
+  });
+
+  it("a P-256 key read from its point's coordinates is the key its DER gives; off the curve, refused", async () => {
+    for (let i = 0; i < 20; i++) {
+      const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+      const spki = publicKey.export({ type: "spki", format: "der" });
+      const parsed = { cns: [], sans: [], spki, signatureAlgorithm: "", info: new Uint8Array(), signature: spki };
+      const { key, keyType } = csrKey(parsed);
+      assert.equal(keyType, "ec-p256");
+      assert.deepEqual(key.export({ type: "spki", format: "der" }), spki);
+      assert.ok(key.equals(publicKey));
+      const bad = Buffer.from(spki);
+      bad[90]! ^= 0x01;
+      assert.throws(() => createPublicKey({ key: bad, format: "der", type: "spki" }), "the DER import refuses it too");
+      assert.throws(() => csrKey({ ...parsed, spki: bad }), CsrFormatError);
+    }
+    // In a whole CSR (the @peculiar/x509 path refused it too, with OpenSSL's "decode error").
+    const off = Buffer.from(corpus[0]![1]);
+    const head = off.indexOf(Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex"));
+    assert.ok(head > 0);
+    off[head + 90]! ^= 0x01; // the last byte of Y
+    const r = await verdict(() => csrIdentity(off));
+    assert.equal(r.code, "malformed_csr");
+    assert.match(r.message!, /^the CSR's key is not supported: the public key is not readable/);
+    assert.equal((await verdict(() => oldCsrIdentity(off))).code, "malformed_csr");
   });
 
   it("the key certified is the CSR's SubjectPublicKeyInfo, byte for byte", async () => {

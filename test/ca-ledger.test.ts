@@ -126,3 +126,44 @@ describe("ledger under concurrency and crashes", () => {
     );
   });
 });
+
+describe("an issuer's row", () => {
+  it("carries its fields and not its CRL's entries, which every issuance would otherwise copy", async () => {
+    const dir = tempDir("mesh-issuer-row-");
+    try {
+      const c = await CertificateAuthority.init({ dir, name: "Row CA" });
+      try {
+        for (const domain of ["a.internal", "b.internal", "c.internal"]) {
+          await c.issue({ domain });
+          await c.revoke({ domain, reason: "keyCompromise" });
+        }
+        const row = c.issuerRow("root-1");
+        assert.deepEqual(Object.keys(row).sort(), [
+          "createdAt",
+          "crlNextUpdate",
+          "crlNumber",
+          "generation",
+          "id",
+          "keyType",
+          "kind",
+          "name",
+          "notAfter",
+          "notBefore",
+          "parent",
+          "serial",
+          "state",
+        ]);
+        assert.deepEqual(
+          c.ledger.issuers().map((r) => Object.keys(r).length),
+          [13],
+        );
+        // The entries are still there for the CRL: three revocations, about 40 bytes each.
+        assert.ok((c.ledger.crlEntries("root-1")?.length ?? 0) > 3 * 30);
+      } finally {
+        c.close();
+      }
+    } finally {
+      cleanup(dir);
+    }
+  });
+});

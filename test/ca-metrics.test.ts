@@ -416,3 +416,60 @@ it("the shipped prometheus.yml scrapes the CA's admin port and passes promtool c
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /SUCCESS/);
 });
+
+describe("ca serve loads prom-client only for an admin listener", () => {
+  let work: string;
+  let dir: string;
+  let preload: string;
+  before(async () => {
+    work = tempDir("mesh-ca-metrics-lazy-");
+    dir = join(work, "pki");
+    const init = await ca(["init", "--name", "Lazy Metrics CA", "--dir", dir], { env: CLEAN });
+    assert.equal(init.code, 0, init.stderr);
+    // A resolve hook that refuses prom-client, however it is reached (an ES import or a require()).
+    writeFileSync(
+      join(work, "hooks.mjs"),
+      `export async function resolve(spec, ctx, next) {
+  if (spec === "prom-client") throw new Error("refused to load prom-client");
+  return next(spec, ctx);
+}\n`,
+    );
+    preload = join(work, "refuse.mjs");
+    writeFileSync(
+      preload,
+      `import Module from "node:module";
+Module.register("./hooks.mjs", import.meta.url);
+const resolve = Module._resolveFilename;
+Module._resolveFilename = function (spec, ...rest) {
+  if (spec === "prom-client") throw new Error("refused to load prom-client");
+  return resolve.call(this, spec, ...rest);
+};\n`,
+    );
+  });
+  after(() => cleanup(work));
+
+  it("without --admin-port it serves EST, and counts, without prom-client; with one it needs it (the process metrics)", async () => {
+    const env = { NODE_OPTIONS: `--import ${preload}` };
+    const srv = serve(["--dir", dir], env);
+    try {
+      const url = String((await srv.waitFor(ev("ca.started"))).url);
+      const r = await est(url, {
+        method: "GET",
+        path: "/.well-known/est/cacerts",
+        ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
+      });
+      assert.equal(r.status, 200);
+      const refused = await est(url, {
+        method: "GET",
+        path: "/nothing-here",
+        ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
+      });
+      assert.equal(refused.status, 404);
+    } finally {
+      srv.child.kill("SIGTERM");
+    }
+    assert.equal(await srv.exited, 0, "the server ran and stopped without prom-client");
+    const withAdmin = serve(["--dir", dir, "--admin-port", "0"], env);
+    assert.notEqual(await withAdmin.exited, 0, "the hook refused nothing: this test proves nothing");
+  });
+});

@@ -28,6 +28,7 @@ import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./htt
 import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
 import type { GroupCommit } from "../store/group-commit.ts";
+import { sessionPeerDer } from "../../lib/tls-session.ts";
 
 export const EST_PREFIX = "/.well-known/est";
 export const PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only";
@@ -97,15 +98,37 @@ export interface Presented {
  */
 const handshakes = new WeakMap<TLSSocket, Presented | null>();
 
+/**
+ * Whether the presented certificate is read from the TLS session's encoding (lib/tls-session.ts,
+ * a few µs) rather than through getPeerCertificate() (~70 µs of a renewal's CPU, which builds an
+ * object of every field): "unchecked" until the first certificate read both ways agrees byte for
+ * byte, "no" for good if it did not. The encoding is OpenSSL's, fixed for the life of the process.
+ * Either way the bytes must then be the ledger's own record of a current certificate (enrol.ts
+ * currentRow), so a misread is refused, never trusted.
+ */
+let sessionReads: "unchecked" | "yes" | "no" = "unchecked";
+
+/** The DER of the certificate the peer presented, or undefined for none. */
+function peerDer(sock: TLSSocket): Uint8Array | undefined {
+  if (sessionReads === "yes") {
+    const der = sessionPeerDer(sock);
+    if (der) return der;
+  }
+  const raw = sock.getPeerCertificate?.(false)?.raw;
+  if (!raw) return undefined;
+  if (sessionReads === "unchecked") sessionReads = sessionPeerDer(sock)?.equals(raw) ? "yes" : "no";
+  return new Uint8Array(raw);
+}
+
 /** The certificate the caller presented in the handshake, and whether TLS trusted it. */
 export function presented(req: IncomingMessage): Presented | null {
   const sock = req.socket as TLSSocket;
   const known = handshakes.get(sock);
   if (known !== undefined) return known;
-  const peer = sock.getPeerCertificate?.(false);
-  const p = peer?.raw
+  const der = peerDer(sock);
+  const p = der
     ? {
-        der: new Uint8Array(peer.raw),
+        der,
         authorized: sock.authorized,
         error: sock.authorizationError ? String(sock.authorizationError) : null,
       }

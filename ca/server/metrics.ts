@@ -1,7 +1,7 @@
 // The CA server's Prometheus metrics (docs/metrics.md, "The CA"): counters the EST routes bump
 // with one call each, and gauges read from the ledger and the published state only when scraped.
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { addProcessMetrics } from "../../lib/process-metrics.ts";
+import type { Exposition } from "../../lib/admin-http.ts";
+import { CounterFamily, HistogramFamily, PROM_CONTENT_TYPE, counterText, gaugeText } from "../../lib/prom-text.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import type { Published } from "./published.ts";
 
@@ -91,138 +91,71 @@ export interface CaServerState {
   tlsNotAfter: Date | undefined;
 }
 
+/**
+ * The CA server's metrics, kept by hand (lib/prom-text.ts) rather than in prom-client, which a
+ * `ca serve` without an admin listener loaded for nothing (1.5–2 MB of its memory at rest, 4.8 MB
+ * with one: docs/bench.md). The process metrics are still prom-client's defaults
+ * (lib/process-metrics.ts): loaded with the first exposition, or by processMetrics() when the
+ * admin listener starts.
+ */
 export class CaMetrics {
-  readonly registry = new Registry();
+  /** Its exposition for /metrics: the CA's metrics, then the process's. */
+  readonly registry: Exposition = {
+    contentType: PROM_CONTENT_TYPE,
+    metrics: async () => `${this.text()}\n${await (await this.processMetrics()).metrics()}`,
+  };
   private readonly issuedCounts = new Map<IssuedKind, number>(KINDS.map((k) => [k, 0]));
-  private readonly refusals: Counter<"route" | "reason">;
-  private readonly errors: Counter<"route">;
-  private readonly durations: Histogram<"route" | "outcome">;
-  private readonly tokens: Counter<"result" | "reason">;
-  private readonly handshakes: Counter<"reason">;
-  private readonly batches: Histogram;
+  private readonly refusals = new CounterFamily(
+    "mesh_ca_requests_refused_total",
+    "Requests the CA server refused, by route pattern and the reason of their est.refused log line.",
+  );
+  private readonly errors = new CounterFamily(
+    "mesh_ca_request_errors_total",
+    "Requests the CA server could not complete (500, an est.error log line), by route pattern.",
+  );
+  // A signature and a ledger transaction: a few ms; the write gate can queue a request behind a rotation.
+  private readonly durations = new HistogramFamily(
+    "mesh_ca_request_duration_seconds",
+    "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).",
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  );
+  private readonly tokens = new CounterFamily(
+    "mesh_ca_tokens_total",
+    "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).",
+  );
+  private readonly handshakes = new CounterFamily(
+    "mesh_ca_tls_handshake_failures_total",
+    "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.",
+  );
+  private readonly batches = new HistogramFamily(
+    "mesh_ca_commit_batch_certificates",
+    "Certificates committed together in one ledger transaction (group commit: one commit and one fsync for each batch).",
+    [1, 2, 4, 8, 16, 32, 64, 128],
+  );
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
+  private process: Promise<Exposition> | undefined;
 
   constructor(
     private readonly ca: CertificateAuthority,
-    state: () => CaServerState,
+    private readonly state: () => CaServerState,
   ) {
-    const r = this.registry;
-    addProcessMetrics(r);
     this.cliSince = ca.now().toISOString();
-    const counts = this.issuedCounts;
-    const cliIssued = () => this.cliIssued();
-    new Counter({
-      name: "mesh_ca_certificates_issued_total",
-      help: "Certificates this CA issued since the server started, by kind: enrol (EST, with a token), renew (EST, over mTLS), cli (issue, sign, renew by the CLI, read from the ledger), server (the CA server's own TLS certificate).",
-      labelNames: ["kind"],
-      registers: [r],
-      collect() {
-        this.reset();
-        counts.set("cli", cliIssued());
-        for (const [kind, n] of counts) this.inc({ kind }, n);
-      },
-    });
-    this.refusals = new Counter({
-      name: "mesh_ca_requests_refused_total",
-      help: "Requests the CA server refused, by route pattern and the reason of their est.refused log line.",
-      labelNames: ["route", "reason"],
-      registers: [r],
-    });
     for (const reason of ENROL_REASONS) this.refusals.inc({ route: ENROL, reason }, 0);
     for (const reason of REENROL_REASONS) this.refusals.inc({ route: REENROL, reason }, 0);
-    this.errors = new Counter({
-      name: "mesh_ca_request_errors_total",
-      help: "Requests the CA server could not complete (500, an est.error log line), by route pattern.",
-      labelNames: ["route"],
-      registers: [r],
-    });
     for (const route of [ENROL, REENROL]) this.errors.inc({ route }, 0);
-    // A signature and a ledger transaction: a few ms; the write gate can queue a request behind a rotation.
-    this.durations = new Histogram({
-      name: "mesh_ca_request_duration_seconds",
-      help: "Time from a request's arrival at the CA server to its answer, by route pattern and outcome (ok, refused, error).",
-      labelNames: ["route", "outcome"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [r],
-    });
-    this.tokens = new Counter({
-      name: "mesh_ca_tokens_total",
-      help: "One-time enrolment tokens presented: used (spent on a certificate, reason none) or refused (and why).",
-      labelNames: ["result", "reason"],
-      registers: [r],
-    });
     this.tokens.inc({ result: "used", reason: "none" }, 0);
-    this.handshakes = new Counter({
-      name: "mesh_ca_tls_handshake_failures_total",
-      help: "TLS handshakes with the CA server that failed (each a tls.handshake_failed line or counted in est.refused_summary), by reason: not_tls, protocol_version, no_shared_cipher, certificate_dates (a peer found a certificate expired or not yet valid: a clock may be off), certificate_refused, timeout, reset, other.",
-      labelNames: ["reason"],
-      registers: [r],
-    });
     for (const reason of HANDSHAKE_LABELS) this.handshakes.inc({ reason }, 0);
-    this.batches = new Histogram({
-      name: "mesh_ca_commit_batch_certificates",
-      help: "Certificates committed together in one ledger transaction (group commit: one commit and one fsync for each batch).",
-      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
-      registers: [r],
-    });
     for (const reason of TOKEN_REFUSALS) this.tokens.inc({ result: "refused", reason }, 0);
+  }
 
-    new Gauge({
-      name: "mesh_ca_certificates",
-      help: "Leaf certificates in the ledger by status: valid, expired (valid but past notAfter), revoked, superseded.",
-      labelNames: ["status"],
-      registers: [r],
-      collect() {
-        const c = ca.ledger.counts(ca.now().toISOString());
-        this.set({ status: "valid" }, c.VALID);
-        this.set({ status: "expired" }, c.EXPIRED);
-        this.set({ status: "revoked" }, c.REVOKED);
-        this.set({ status: "superseded" }, c.SUPERSEDED);
-      },
-    });
-    new Gauge({
-      name: "mesh_ca_tls_cert_expiration_timestamp_seconds",
-      help: "When the CA server's own TLS certificate (ca.internal) expires, in seconds since the Unix epoch.",
-      registers: [r],
-      collect() {
-        const at = state().tlsNotAfter;
-        if (at) this.set(seconds(at.getTime()));
-      },
-    });
-    new Gauge({
-      name: "mesh_ca_signer_generation",
-      help: "The root generation whose CA signs what this server issues.",
-      registers: [r],
-      collect() {
-        this.set(state().published.signerGeneration);
-      },
-    });
-    new Gauge({
-      name: "mesh_ca_root_expiration_timestamp_seconds",
-      help: "When each published root (each root in the trust bundle) expires, in seconds since the Unix epoch.",
-      labelNames: ["issuer"],
-      registers: [r],
-      collect() {
-        this.reset();
-        const published = new Set(state().published.generations.map((g) => `root-${g}`));
-        for (const row of ca.ledger.issuers())
-          if (published.has(row.id)) this.set({ issuer: row.id }, seconds(Date.parse(row.notAfter)));
-      },
-    });
-    new Gauge({
-      name: "mesh_ca_crl_next_update_timestamp_seconds",
-      help: "Each served CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every certificate that CA issued.",
-      labelNames: ["issuer"],
-      registers: [r],
-      collect() {
-        this.reset();
-        const served = state().published.crls;
-        for (const row of ca.ledger.issuers())
-          if (served.has(row.id) && row.crlNextUpdate)
-            this.set({ issuer: row.id }, seconds(Date.parse(row.crlNextUpdate)));
-      },
-    });
+  /**
+   * The process metrics (prom-client's defaults), started on first call: the admin listener calls
+   * it as it starts, so that the event-loop and GC histograms cover the server's life from then.
+   */
+  processMetrics(): Promise<Exposition> {
+    this.process ??= import("../../lib/process-metrics.ts").then((m) => m.processExposition());
+    return this.process;
   }
 
   /** A certificate issued by this server. An enrolment also spent its token. */
@@ -233,7 +166,7 @@ export class CaMetrics {
 
   /** A group commit of `n` issuances (ca/store/group-commit.ts). */
   commitBatch(n: number): void {
-    this.batches.observe(n);
+    this.batches.observe({}, n);
   }
 
   /** A refusal with its est.refused reason; a token_* one is also a refused token. */
@@ -256,6 +189,62 @@ export class CaMetrics {
   /** A request that ended in a 500. */
   failed(path: string): void {
     this.errors.inc({ route: routeOf(path) });
+  }
+
+  /** The CA's own families, as text; the gauges and the CLI's count read now. */
+  private text(): string {
+    const { ca } = this;
+    const state = this.state();
+    this.issuedCounts.set("cli", this.cliIssued());
+    const counts = ca.ledger.counts(ca.now().toISOString());
+    const published = new Set(state.published.generations.map((g) => `root-${g}`));
+    const issuers = ca.ledger.issuers();
+    const families = [
+      counterText(
+        "mesh_ca_certificates_issued_total",
+        "Certificates this CA issued since the server started, by kind: enrol (EST, with a token), renew (EST, over mTLS), cli (issue, sign, renew by the CLI, read from the ledger), server (the CA server's own TLS certificate).",
+        [...this.issuedCounts].map(([kind, n]) => [{ kind }, n] as const),
+      ),
+      this.refusals.text(),
+      this.errors.text(),
+      this.durations.text(),
+      this.tokens.text(),
+      this.handshakes.text(),
+      this.batches.text(),
+      gaugeText(
+        "mesh_ca_certificates",
+        "Leaf certificates in the ledger by status: valid, expired (valid but past notAfter), revoked, superseded.",
+        [
+          [{ status: "valid" }, counts.VALID],
+          [{ status: "expired" }, counts.EXPIRED],
+          [{ status: "revoked" }, counts.REVOKED],
+          [{ status: "superseded" }, counts.SUPERSEDED],
+        ],
+      ),
+      gaugeText(
+        "mesh_ca_tls_cert_expiration_timestamp_seconds",
+        "When the CA server's own TLS certificate (ca.internal) expires, in seconds since the Unix epoch.",
+        state.tlsNotAfter ? [[{}, seconds(state.tlsNotAfter.getTime())]] : [],
+      ),
+      gaugeText("mesh_ca_signer_generation", "The root generation whose CA signs what this server issues.", [
+        [{}, state.published.signerGeneration],
+      ]),
+      gaugeText(
+        "mesh_ca_root_expiration_timestamp_seconds",
+        "When each published root (each root in the trust bundle) expires, in seconds since the Unix epoch.",
+        issuers
+          .filter((row) => published.has(row.id))
+          .map((row) => [{ issuer: row.id }, seconds(Date.parse(row.notAfter))]),
+      ),
+      gaugeText(
+        "mesh_ca_crl_next_update_timestamp_seconds",
+        "Each served CRL's nextUpdate, in seconds since the Unix epoch: past it, OpenSSL refuses every certificate that CA issued.",
+        issuers
+          .filter((row) => state.published.crls.has(row.id) && row.crlNextUpdate)
+          .map((row) => [{ issuer: row.id }, seconds(Date.parse(row.crlNextUpdate!))]),
+      ),
+    ];
+    return families.join("\n");
   }
 
   private cliIssued(): number {

@@ -6,7 +6,7 @@
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { identityOf, normaliseSerial, type IdentityResult } from "./peer-identity.ts";
 import { chainOf, type VerifiedChain } from "./revocations.ts";
-import { readOne, readTlv } from "../../lib/der.ts";
+import { sessionPeerKey } from "../../lib/tls-session.ts";
 
 export interface CertFacts {
   /** Who it names, under the trust domain of the cache; or why it names nobody. */
@@ -93,39 +93,8 @@ export class PeerCerts {
   }
 }
 
-/**
- * The peer's certificate from the socket's TLS session encoding, or undefined when it has none
- * or does not read as expected: SSL_SESSION_ASN1 is a SEQUENCE whose only [3] field is the peer
- * certificate. The encoding also holds the session's master secret (TLS 1.2): it is wiped
- * before this returns, and only a copy of the certificate leaves.
- */
-export function sessionPeerDer(sock: TLSSocket): Buffer | undefined {
-  const key = sessionPeerKey(sock);
-  return key === undefined ? undefined : Buffer.from(key, "latin1");
-}
-
-/** sessionPeerDer() as a string of its bytes (latin1): the cache's key, without a Buffer copy. */
-function sessionPeerKey(sock: TLSSocket): string | undefined {
-  const session = sock.getSession();
-  if (!session) return undefined;
-  try {
-    const seq = readOne(session);
-    if (seq.tag !== 0x30) return undefined;
-    for (let at = seq.start, n = 0; at < seq.end && n < 32; n++) {
-      const field = readTlv(session, at, seq.end);
-      if (field.tag === 0xa3) {
-        const cert = readTlv(session, field.start, field.end);
-        return cert.tag === 0x30 && cert.end === field.end ? session.toString("latin1", cert.at, cert.end) : undefined;
-      }
-      at = field.end;
-    }
-    return undefined;
-  } catch {
-    return undefined;
-  } finally {
-    session.fill(0);
-  }
-}
+// The session reader lives in lib/ (the CA server uses it too); re-exported for this module's users.
+export { sessionPeerDer } from "../../lib/tls-session.ts";
 
 /**
  * The chain as OpenSSL verified it in this handshake (getPeerCertificate(true): the chain
