@@ -58,6 +58,11 @@ export interface StoryReport {
 export interface MeshOptions {
   lifetimeMs: number;
   pollMs: number;
+  /**
+   * How often the CA summarises unauthenticated refusals (default its 10 s): within that window it
+   * logs 3 of them, and a drill whose phases each need one such line waits for the next window.
+   */
+  refusalLogMs?: number;
 }
 
 const seconds = (ms: number) => `${Math.max(1, Math.round(ms / 1000))}s`;
@@ -141,6 +146,7 @@ export class DrillMesh {
         limits: LIMITS,
         pollMs: Math.min(500, this.o.pollMs),
         port: this.caPort,
+        refusalLogMs: this.o.refusalLogMs,
       },
       { logFile: join(this.logs, "ca.log"), onLine: (line) => this.book.add("ca", line) },
     );
