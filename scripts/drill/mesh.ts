@@ -236,7 +236,7 @@ export class DrillMesh {
   }
 
   /** The whole mesh up, each identity enrolled over EST, and orders flowing. */
-  async up(lifetimes: Record<string, number> = {}): Promise<void> {
+  async up(lifetimes: Record<string, number> = {}, o: { requestsPerConnection?: number } = {}): Promise<void> {
     const { say, rate, pause, until } = this.setup;
     await this.startCa();
     await pause(0);
@@ -255,7 +255,7 @@ export class DrillMesh {
       port: this.ports.order!,
       rate,
       paths: { key: s.key, cert: s.cert, bundle: s.bundle, crls: s.crls },
-      requestsPerConnection: Math.max(5, 2 * rate),
+      requestsPerConnection: o.requestsPerConnection ?? Math.max(5, 2 * rate),
     });
     this.traffic.start();
     say(
