@@ -245,8 +245,12 @@ export class DrillMesh {
       this.startService("inventory", { token: true, lifetimeMs: lifetimes.inventory }),
     ]);
     for (const r of started) if (r.status === "rejected") throw r.reason;
-    await this.startService("order", { token: true, lifetimeMs: lifetimes.order });
-    await this.enrolEdge(lifetimes.edge);
+    // edge enrols while order starts: it needs only the CA (the traffic starts below).
+    const next = await Promise.allSettled([
+      this.startService("order", { token: true, lifetimeMs: lifetimes.order }),
+      this.enrolEdge(lifetimes.edge),
+    ]);
+    for (const r of next) if (r.status === "rejected") throw r.reason;
     const s = this.stateOf("edge");
     // A new connection every 2 s or so: an expired identity is refused on new handshakes only.
     this.traffic = new Traffic({
