@@ -55,6 +55,12 @@ export interface StoryReport {
   facts: Record<string, unknown>;
 }
 
+/** Ends a wait for a line once `orders` orders succeeded after `after` (ms since the epoch) without it. */
+export interface QuietOrders {
+  after: number;
+  orders: number;
+}
+
 export interface MeshOptions {
   lifetimeMs: number;
   pollMs: number;
@@ -293,8 +299,37 @@ export class DrillMesh {
   }
 
   /** The first line since `since` that matches, or undefined once timeoutMs passed; Ctrl-C ends the wait. */
-  async line(what: string, since: number, match: (e: Entry) => boolean, timeoutMs: number): Promise<Entry | undefined> {
-    return this.setup.orStop(this.book.waitFor(what, since, match, timeoutMs).catch(() => undefined));
+  async line(
+    what: string,
+    since: number,
+    match: (e: Entry) => boolean,
+    timeoutMs: number,
+    quiet?: QuietOrders,
+  ): Promise<Entry | undefined> {
+    const cancel = new AbortController();
+    const found = this.setup.orStop(
+      this.book.waitFor(what, since, match, timeoutMs, cancel.signal).catch(() => undefined),
+    );
+    if (!quiet) return found;
+    // A story that did not happen ends the wait on an event too: that many orders got through,
+    // all of them through the break, without the line (they would have failed, or logged it).
+    let done = false;
+    const orders = this.setup
+      .until(
+        () => done || this.traffic!.successes.filter((t) => t > quiet.after).length >= quiet.orders,
+        `${quiet.orders} orders`,
+        timeoutMs + 1_000,
+      )
+      .then(
+        () => undefined,
+        () => undefined,
+      );
+    const first = await Promise.race([found, orders]);
+    done = true;
+    cancel.abort();
+    if (first !== undefined) return first;
+    // Orders got through: the line, if it came with them, is in the book by now or never.
+    return this.book.since(since, match)[0];
   }
 
   /**

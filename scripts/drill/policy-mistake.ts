@@ -54,6 +54,9 @@ function policyCli(args: string[]): Promise<{ code: number; out: string; err: st
   });
 }
 
+/** Orders through payment after a reload that end a wait for a line the story did not produce. */
+const QUIET_ORDERS = 20;
+
 /** Puts a policy in force the way an operator saves one (a whole file, renamed into place); waits for every service to reload it. */
 async function putPolicy(mesh: DrillMesh, text: string): Promise<string[]> {
   parsePolicy(text, "the drill's policy"); // a drill bug, not a drill result, if it does not parse
@@ -132,11 +135,13 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const auditAt = Date.now();
     const auditReloaded = await putPolicy(mesh, auditPolicy);
     mesh.note(`policy.reloaded by ${auditReloaded.join(", ") || "nobody"}`);
+    // Every order calls payment: once enough got through the reloaded policy without the line, it is not coming.
     const wouldDeny = await mesh.line(
       "payment to log authz.would_deny",
       auditAt,
       (e) => e.service === "payment" && e.line.event === "authz.would_deny" && e.line.peer === "order",
       10_000,
+      { after: Date.now(), orders: QUIET_ORDERS },
     );
     if (wouldDeny)
       mesh.note(
@@ -161,12 +166,15 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const deniedBefore = await metric("mesh_inbound_http_authz_deny_total");
     const enforceReloaded = await putPolicy(mesh, candidate);
     mesh.note(`policy.reloaded by ${enforceReloaded.join(", ") || "nobody"}`);
+    // Orders that get through the enforced policy end the waits: an enforced break fails them all.
+    const quiet = { after: Date.now(), orders: QUIET_ORDERS };
     const [callee, caller] = await Promise.all([
       mesh.line(
         "payment to deny order",
         enforceAt,
         (e) => e.service === "payment" && e.line.event === "authz.denied" && e.line.peer === "order",
         10_000,
+        quiet,
       ),
       mesh.line(
         "order to say payment refused it",
@@ -177,6 +185,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
           e.line.upstream === "payment" &&
           e.line.reason === "forbidden",
         10_000,
+        quiet,
       ),
     ]);
     if (callee)
