@@ -6,7 +6,7 @@
 // names the rule, orders fail), then reverted by hot reload, and the orders flow again. The
 // checks hold only if what-if's prediction is exactly what enforcement then denied.
 import { execFile } from "node:child_process";
-import { renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decide, loadPolicy, parsePolicy } from "../../services/mesh/policy.ts";
 import { ROOT } from "../launch.ts";
@@ -60,6 +60,8 @@ const QUIET_ORDERS = 20;
 /** Puts a policy in force the way an operator saves one (a whole file, renamed into place); waits for every service to reload it. */
 async function putPolicy(mesh: DrillMesh, text: string): Promise<string[]> {
   parsePolicy(text, "the drill's policy"); // a drill bug, not a drill result, if it does not parse
+  // The same policy again is no change: no service reloads it, so there is no line to wait for.
+  if (readFileSync(mesh.policy, "utf8") === text) return [];
   const at = Date.now();
   writeFileSync(`${mesh.policy}.new`, text);
   renameSync(`${mesh.policy}.new`, mesh.policy);
