@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { startService, type RunningService, type ServiceOptions } from "../runtime.ts";
 import { createLogger } from "../log.ts";
 import { dnsName } from "../names.ts";
-import { processClockNote, processClockOffsetMs, type Clock } from "../../../lib/clock.ts";
+import { nowMs, processClockNote, processClockOffsetMs, type Clock } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
@@ -120,7 +120,10 @@ export async function startIdentityService(
       nextRenewal: new Date(agent.nextRenewal).toISOString(),
       ca: id.caUrl,
     },
-    `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}${processClockNote()}`,
+    // Expired by this process's moved clock only: identity.expired said so, and nothing is scheduled.
+    Date.parse(agent.identity.notAfter) <= nowMs()
+      ? `${dns} does not renew: its certificate has expired${processClockNote()} (see identity.expired)`
+      : `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}${processClockNote()}`,
   );
   return {
     ...svc,
