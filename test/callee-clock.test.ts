@@ -172,3 +172,47 @@ test("an OpenSSL callee whose clock is 2 years ahead alerts certificate_expired:
     pki.cleanup();
   }
 });
+
+test("an OpenSSL callee whose clock is a day behind alerts bad_certificate: the caller names the callee's clock, if it is the dates", async () => {
+  const pki = await freshPki();
+  const p = pki.ca.paths.leaf("payment.internal");
+  const attime = Math.floor((Date.now() - DAY) / 1000);
+  const { c, port } = await child(
+    [
+      "openssl",
+      "s_server",
+      "-accept",
+      "127.0.0.1:0",
+      "-cert",
+      p.cert,
+      "-key",
+      p.key,
+      "-CAfile",
+      `${pki.dir}/bundle.pem`,
+      "-Verify",
+      "3",
+      "-verify_return_error",
+      "-attime",
+      String(attime),
+      "-www",
+    ],
+    {},
+    /ACCEPT 127\.0\.0\.1:(\d+)/,
+  );
+  const { logs, up } = caller(pki, port);
+  try {
+    await refusedCall(up);
+    const l = await logs.waitEvent("upstream.failed");
+    assert.equal(l.code, "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE");
+    assert.equal(l.refusedFor, "not_yet_valid");
+    assert.equal(l.clock, "callee");
+    assert.match(
+      String(l.msg),
+      /^payment refused our certificate \(TLS alert bad_certificate: .*\), and by this host's clock it is valid \(from .*\): if it is its dates, the callee's clock is the likely cause: it would have to be at least .* behind ours/,
+    );
+  } finally {
+    await up.close();
+    await stop(c);
+    pki.cleanup();
+  }
+});

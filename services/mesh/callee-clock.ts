@@ -62,13 +62,17 @@ export function calleeClockSentence(
   own: OwnDates,
   calleeDate: number | null,
   now: number = nowMs(),
+  /** A TLS alert bad_certificate: OpenSSL's for a certificate not yet valid, but for other faults too. */
+  maybe = false,
 ): { byClock: boolean; clockOffsetMs: number | null; sentence: string } {
   const notBefore = Date.parse(own.notBefore);
   const notAfter = Date.parse(own.notAfter);
   const word = refusal === "expired" ? "expired" : "not yet valid";
   const validHere = now >= notBefore && now <= notAfter;
   const offset = calleeDate === null ? null : calleeDate - now;
-  const refused = `${upstream} refused our certificate as ${word}`;
+  const refused = maybe
+    ? `${upstream} refused our certificate (TLS alert bad_certificate: OpenSSL's alert for a certificate not yet valid, among other faults)`
+    : `${upstream} refused our certificate as ${word}`;
   if (!validHere) {
     const ours = now > notAfter ? `it expired at ${own.notAfter}` : `it is valid only from ${own.notBefore}`;
     return {
@@ -87,6 +91,12 @@ export function calleeClockSentence(
       : offset !== null
         ? `its Date header says ${httpDate(calleeDate!)}, close to ours: check this host's clock as well`
         : `it would have to be ${bound}`;
+  if (maybe)
+    return {
+      byClock: true,
+      clockOffsetMs: offset,
+      sentence: `${refused}, and by this host's clock it is valid (from ${own.notBefore}): if it is its dates, the callee's clock is the likely cause: ${measured}; check the clock of ${upstream}'s host (NTP), and what it logged`,
+    };
   return {
     byClock: true,
     clockOffsetMs: offset,

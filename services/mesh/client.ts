@@ -21,6 +21,13 @@ import type { X509Certificate } from "node:crypto";
 const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
 
 const CERT_EXPIRED_ALERT = "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED";
+/** OpenSSL's alert for a certificate not yet valid, among other faults. */
+const BAD_CERTIFICATE_ALERT = "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE";
+/** The alerts a callee refusing our certificate for its dates sends (kept: undici drops them). */
+const DATE_ALERTS: Readonly<Record<string, DateRefusal>> = {
+  [CERT_EXPIRED_ALERT]: "expired",
+  [BAD_CERTIFICATE_ALERT]: "not_yet_valid",
+};
 
 export interface UpstreamReply {
   readonly status: number;
@@ -86,8 +93,8 @@ export class Upstreams {
   private readonly names = new Map<string, string>();
   /** Open connections to callees, to re-judge them when the CRLs or the bundle change. */
   private readonly sockets = new Map<TLSSocket, string>();
-  /** When each callee last sent the TLS alert certificate_expired. */
-  private readonly expiredAlertAt = new Map<string, number>();
+  /** When each callee last sent a TLS alert about our certificate (DATE_ALERTS), and which. */
+  private readonly alertAt = new Map<string, { at: number; code: string }>();
   /** When this caller last closed a connection to each callee itself, and why. */
   private readonly withdrawnAt = new Map<string, { at: number; why: string }>();
 
@@ -173,7 +180,7 @@ export class Upstreams {
     // undici reports a callee's TLS alert after the handshake only as "other side closed":
     // the alert that says our certificate looked expired to it is kept here (refusedForDates).
     sock.on("error", (e: NodeJS.ErrnoException) => {
-      if (e.code === CERT_EXPIRED_ALERT) this.expiredAlertAt.set(upstream, performance.now());
+      if (e.code && DATE_ALERTS[e.code]) this.alertAt.set(upstream, { at: performance.now(), code: e.code });
     });
     sock.once("close", () => this.sockets.delete(sock));
   }
@@ -287,8 +294,11 @@ export class Upstreams {
       if (reason === "rejected_in_handshake" && ours && ours.at >= started)
         ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
       else if (r.refusedFor) this.refusedForDates(name, method, path, r.refusedFor, null, code);
-      else if (reason === "rejected_in_handshake" && (this.expiredAlertAt.get(name) ?? -1) >= started)
-        this.refusedForDates(name, method, path, "expired", null, CERT_EXPIRED_ALERT);
+      else if (reason === "rejected_in_handshake") {
+        const alert = this.alertAt.get(name);
+        if (alert && alert.at >= started)
+          this.refusedForDates(name, method, path, DATE_ALERTS[alert.code]!, null, alert.code);
+      }
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
       const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
@@ -371,7 +381,14 @@ export class Upstreams {
     code: string,
   ): never {
     this.sessions?.forget(dnsName(name));
-    const { byClock, clockOffsetMs, sentence } = calleeClockSentence(name, refusal, this.material.leaf, calleeDate);
+    const { byClock, clockOffsetMs, sentence } = calleeClockSentence(
+      name,
+      refusal,
+      this.material.leaf,
+      calleeDate,
+      undefined,
+      code === BAD_CERTIFICATE_ALERT,
+    );
     this.log.warn(
       {
         event: "upstream.failed",
