@@ -122,6 +122,25 @@ export const systemClock: Clock = {
   },
 };
 
+/**
+ * The machine's timers, with now by this process's clock (MESH_CLOCK_OFFSET_MS): what a service
+ * judges its own certificate's dates by (when to renew, when it has expired), as it judges its
+ * peers' (services/mesh/clock-dates.ts). A delay is a delay on either clock.
+ */
+export const processClock: Clock = {
+  now: () => nowMs(),
+  setTimeout: (fn, ms) => systemClock.setTimeout(fn, ms),
+  clearTimeout: (t) => systemClock.clearTimeout(t),
+};
+
+/** "" with the machine's clock; else how this process's clock is set, for a sentence about a date judged by it. */
+export function processClockNote(): string {
+  const offset = processClockOffsetMs();
+  return offset === 0
+    ? ""
+    : ` (by this host's clock, which ${CLOCK_OFFSET_ENV} sets ${formatOffset(offset)} ${offset > 0 ? "ahead of" : "behind"} the machine's)`;
+}
+
 /** Calls fn every ms on a clock, each call timed from the end of the previous one; returns the stop. */
 export function every(clock: Clock, ms: number, fn: () => void): () => void {
   let t: ClockTimer | undefined;

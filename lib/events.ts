@@ -226,6 +226,10 @@ export const EVENTS = {
       rule: "string?",
       reservationId: "string?",
       orderId: "string?",
+      // The callee refused our certificate for its dates (callee-clock.ts): which clock is likely wrong.
+      refusedFor: "string?",
+      clock: "string?",
+      clock_offset_ms: "number?",
     },
   },
   "outbound.listening": {

@@ -14,6 +14,8 @@ import { SERVICES } from "../services/mesh/names.ts";
 import { parseEventLine } from "../lib/events.ts";
 import { pemBlocks } from "../lib/pem.ts";
 import { upstreamReason } from "../services/mesh/reasons.ts";
+import { calleeClockSentence, dateRefusalOf } from "../services/mesh/callee-clock.ts";
+import { nowMs, parseHttpDate } from "../lib/clock.ts";
 import { toggleDirOf, toggleInstalled, togglePaths } from "../services/mesh/toggle.ts";
 
 export const PROBE_PATH = "/healthz";
@@ -29,6 +31,8 @@ interface Outcome {
   reason?: string;
   /** Refused by the probe itself (the server's certificate), not by the callee. */
   ours?: boolean;
+  /** The callee refused the caller's certificate for dates it holds by this host's clock: the callee's clock. */
+  calleeClock?: boolean;
 }
 
 export interface ProbeCell {
@@ -80,6 +84,16 @@ function probe(
         timeout: 4_000,
       },
       (res) => {
+        // The callee refused the certificate for its dates, and said so with its clock (callee-clock.ts).
+        const refusal = res.statusCode === 400 ? dateRefusalOf(res.headers) : null;
+        if (refusal && who) {
+          res.resume();
+          const c = new X509Certificate(who.cert);
+          const dates = { notBefore: new Date(c.validFrom).toISOString(), notAfter: new Date(c.validTo).toISOString() };
+          const { byClock } = calleeClockSentence(callee, refusal, dates, parseHttpDate(res.headers.date), nowMs());
+          done({ kind: "refused", reason: refusal, localPort, calleeClock: byClock });
+          return;
+        }
         let text = "";
         res.setEncoding("utf8");
         res.on("data", (c: string) => (text += c));
@@ -157,7 +171,7 @@ function pairs(cert: Buffer, key: Buffer): boolean {
 
 function describeOutcome(o: Outcome): string {
   if (o.kind === "http") return o.status === 403 ? `403 ${o.rule ?? ""}`.trim() : String(o.status);
-  if (o.kind === "refused") return `refused: ${o.reason}`;
+  if (o.kind === "refused") return `refused: ${o.reason}${o.calleeClock ? " (the callee's clock)" : ""}`;
   return `error: ${o.reason}`;
 }
 

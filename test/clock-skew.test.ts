@@ -263,3 +263,38 @@ it("any refusal to a client whose Date is off says clock skew; the CA's Date is 
     await t.stop();
   }
 });
+
+describe("a service whose clock is 54 s ahead", () => {
+  const work = tempDir("mesh-skew-renew-");
+  let s: Served;
+  after(async () => {
+    await s?.stop();
+    cleanup(work);
+  });
+
+  it("schedules its renewal by its own clock: early by the machine's, the clock named", async () => {
+    s = await serve(work, 0);
+    // More than a third of the life apart, so that no jitter makes the two schedules meet.
+    const offset = 54_000;
+    const r = await payment(work, s, offset, "120s");
+    const started = r.out
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as LogLine)
+      .find(ev("identity.agent_started"));
+    assert.ok(started, r.out + r.err);
+    const enrolled = await s.wait(ev("est.enrolled", (l) => l.name === "payment.internal"));
+    const notAfter = Date.parse(String(enrolled.not_after));
+    // nextRenewal is by payment's clock; by the machine's it is `offset` earlier. Counted from
+    // receipt by its own clock, the 120 s life has 66 s left by that clock: renewal at 2/3 of
+    // those (±10%), 72 to 81 s before the end. On the machine's clock (the defect) it came at
+    // 2/3 of 120 s (±10%) by a clock read 54 s ahead: 86 s or more before the end.
+    const dueByMachine = Date.parse(String(started.nextRenewal)) - offset;
+    const beforeEnd = (notAfter - dueByMachine) / 1000;
+    assert.ok(beforeEnd > 68 && beforeEnd < 83.5, `renews ${beforeEnd} s before expiry by the machine's clock`);
+    assert.match(
+      String(started.msg),
+      /renews at .* \(by this host's clock, which MESH_CLOCK_OFFSET_MS sets 54s ahead of the machine's\)$/,
+    );
+  });
+});

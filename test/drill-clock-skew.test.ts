@@ -25,7 +25,7 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
       report.phases.map((p) => p.name),
       ["baseline", "minutes", "behind", "days", "heal", "after"],
     );
-    assert.ok(report.checks.length >= 19 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
+    assert.ok(report.checks.length >= 25 && report.checks.every((c) => c.ok), JSON.stringify(report.checks));
 
     // payment: its refusals name its clock and the size of the skew, for each skew.
     const payment = lines(report.logs, "payment.log");
@@ -57,12 +57,35 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
     );
     assert.ok(ca.some((l) => /clock is 2d 0h ahead of this CA's/.test(String(l.msg))));
     assert.ok(ca.some((l) => /clock is (9m 59s|10m 0s|10m 1s) behind this CA's/.test(String(l.msg))));
-    // order: its calls refused; mesh:check: the clock check failed, then ok.
-    assert.ok(
-      lines(report.logs, "order.log").some(
-        (l) => l.event === "upstream.failed" && l.upstream === "payment" && l.reason === "rejected_in_handshake",
-      ),
+    // order, the caller: its calls refused, and payment's clock named as the likely cause, with
+    // the skew read from payment's Date (services/mesh/callee-clock.ts); mesh:probe's cell too.
+    const order = lines(report.logs, "order.log").filter(
+      (l) =>
+        l.event === "upstream.failed" &&
+        l.upstream === "payment" &&
+        l.reason === "rejected_in_handshake" &&
+        l.clock === "callee",
     );
+    for (const [refused, by] of [
+      ["expired", /payment's clock is (9m 59s|10m 0s|10m 1s) ahead of ours/],
+      ["not_yet_valid", /payment's clock is (9m 59s|10m 0s|10m 1s) behind ours/],
+      ["expired", /payment's clock is 2d 0h ahead of ours/],
+    ] as const)
+      assert.ok(
+        order.some(
+          (l) =>
+            l.refusedFor === refused &&
+            by.test(String(l.msg)) &&
+            /^payment refused our certificate as .*, but by this host's clock it is valid .*: the callee's clock is the likely cause/.test(
+              String(l.msg),
+            ),
+        ),
+        `order named payment's clock: ${by}`,
+      );
+    for (const name of ["minutes", "behind", "days"])
+      assert.ok(
+        report.checks.some((c) => c.name === `${name}: mesh:probe's order → payment names the callee's clock` && c.ok),
+      );
     const skews = report.facts.skews as Array<{ phase: string; meshCheck: { severity: string; detail: string } }>;
     for (const s of skews) assert.equal(s.meshCheck.severity, "error", s.meshCheck.detail);
     assert.equal((report.facts.meshCheck as { healed: { severity: string } }).healed.severity, "ok");
@@ -92,6 +115,8 @@ test("drill clock-skew whose story does not happen (5 s ahead, within what certi
       "seconds: the CA named payment's clock and by how much",
       "seconds: mesh:check's clock check failed",
       "seconds: order's calls to the running payment were refused",
+      "seconds: order named payment's clock as the likely cause, and by how much",
+      "seconds: mesh:probe's order → payment names the callee's clock",
     ])
       assert.ok(failed.has(name), `${name} should fail: ${JSON.stringify(report.checks)}`);
     assert.equal(existsSync(report.dir), false);

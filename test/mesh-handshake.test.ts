@@ -17,8 +17,12 @@ import {
   type TestService,
   type Identity,
   type LogLine,
+  LogSink,
 } from "./mesh-fixtures.ts";
 import { ev } from "./helpers/events.ts";
+import { Upstreams, UpstreamError } from "../services/mesh/client.ts";
+import { loadMaterial, materialPaths } from "../services/mesh/material.ts";
+import { createLogger } from "../services/mesh/log.ts";
 
 let pki: TestPki;
 let foreign: TestPki;
@@ -108,10 +112,16 @@ function opensslLeaf(stem: string, subj: string, san: string): Identity {
   return { cert: readFileSync(crt), key: readFileSync(key) };
 }
 
-async function refused(who: Identity | null, opts: { maxVersion?: "TLSv1.2" | "TLSv1.3" } = {}): Promise<LogLine> {
+async function refused(
+  who: Identity | null,
+  opts: { maxVersion?: "TLSv1.2" | "TLSv1.3"; told?: boolean } = {},
+): Promise<LogLine> {
   const since = pay.logs.lines.length;
   const r = await call(pki, port, "payment.internal", who, "POST", "/charge", { orderId: "x", amount: 1 }, opts);
-  assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
+  // A refusal for the certificate's dates is told (callee-clock.ts): a 400 before any request is read.
+  if (opts.told)
+    assert.ok("status" in r && r.status === 400, `expected the refusal told as 400, got ${JSON.stringify(r)}`);
+  else assert.ok("error" in r, `expected the connection to be refused, got ${JSON.stringify(r)}`);
   const line = await pay.logs.wait(ev("tls.handshake_failed"), 3_000, since);
   // Nothing of the request reached HTTP handling.
   assert.equal(
@@ -150,11 +160,38 @@ test("a certificate from another CA: unknown_ca, naming the CAs this service tru
 });
 
 test("expired and not-yet-valid certificates", async () => {
-  const e = await refused(leaf("expired.internal"));
+  const e = await refused(leaf("expired.internal"), { told: true });
   assert.equal(e.reason, "expired");
   assert.equal((e.peer as { subject: string }).subject, "CN=expired.internal");
-  const f = await refused(leaf("future.internal"));
+  const f = await refused(leaf("future.internal"), { told: true });
   assert.equal(f.reason, "not_yet_valid");
+});
+
+test("an expired caller told so by a callee on the same clock: its own certificate, not a clock", async () => {
+  const logs = new LogSink();
+  const up = new Upstreams(
+    "expired",
+    loadMaterial(materialPaths(pki.dir, "expired.internal"), "expired.internal"),
+    { payment: `127.0.0.1:${port}` },
+    createLogger("order", logs),
+  );
+  try {
+    await assert.rejects(
+      up.call("payment", "GET", "/healthz"),
+      (e: unknown) => e instanceof UpstreamError && e.reason === "rejected_in_handshake",
+    );
+    const l = await logs.waitEvent("upstream.failed");
+    assert.equal(l.code, "MESH_REFUSED");
+    assert.equal(l.refusedFor, "expired");
+    assert.equal(l.clock, "own");
+    assert.ok(Math.abs(Number(l.clock_offset_ms)) < 3_000, JSON.stringify(l));
+    assert.match(
+      String(l.msg),
+      /^payment refused our certificate as expired: by this host's clock too \(it expired at 2020-/,
+    );
+  } finally {
+    await up.close();
+  }
 });
 
 test("a revoked certificate: revoked", async () => {

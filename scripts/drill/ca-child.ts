@@ -16,6 +16,7 @@ const server = await CaServer.start({
   defaultLifetimeMs: cfg.lifetimeMs,
   limits: cfg.limits,
   pollMs: cfg.pollMs,
+  refusalLog: cfg.refusalLogMs ? { intervalMs: cfg.refusalLogMs } : undefined,
   log: pino({ base: { service: "ca" }, timestamp: pino.stdTimeFunctions.isoTime }),
 });
 // Ctrl-C reaches the whole process group: the drill stops this server itself, after its services.

@@ -19,6 +19,8 @@ export interface DrillCaConfig {
   limits: { perAddress: BucketSpec; perName: BucketSpec };
   /** Where to listen (default 0: any free port); a CA that comes back listens where it was. */
   port?: number;
+  /** The window of the CA's summary of unauthenticated refusals (default the CA's 10 s). */
+  refusalLogMs?: number;
 }
 
 export interface DrillCa {

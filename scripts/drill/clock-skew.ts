@@ -2,6 +2,8 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { formatOffset } from "../../lib/clock.ts";
 import { checkClock } from "../check/checks.ts";
+import { probeMesh } from "../probe.ts";
+import { loadPolicy } from "../../services/mesh/policy.ts";
 import type { ServiceFacts } from "../check/facts.ts";
 import { runWith, type Setup } from "./drill.ts";
 import type { FailureDrillOptions } from "./impostor.ts";
@@ -26,6 +28,8 @@ const direction = (ms: number) =>
     ? { word: "ahead", rel: "ahead of", reason: "expired" }
     : { word: "behind", rel: "behind", reason: "not_yet_valid" };
 const BY_CLOCK = /MESH_CLOCK_OFFSET_MS sets/;
+/** Orders through a restarted payment that end the waits of a skew whose story did not happen. */
+const QUIET_ORDERS = 20;
 
 export interface ClockSkewOptions extends FailureDrillOptions {
   /** The skews shown (default SKEWS). A test gives one too small to matter to see the checks fail. */
@@ -71,10 +75,39 @@ interface SkewSeen {
   own?: Entry;
   check: { severity: string; detail: string };
   refusals: [number | undefined, number | undefined];
+  /** mesh:probe's order → payment cell. */
+  probe: string;
+}
+
+/** mesh:probe's order → payment cell, with order's own certificate, as `npm run mesh:probe` shows it. */
+async function probeOrderToPayment(mesh: DrillMesh): Promise<string> {
+  const s = mesh.stateOf("order");
+  try {
+    const { cells } = await probeMesh({
+      pki: mesh.setup.pki,
+      policy: loadPolicy(mesh.policy),
+      // Callers are the services of `ports` holding an identity: order only (edge and the strangers are the probe's own).
+      ports: { payment: mesh.ports.payment!, order: mesh.ports.order! },
+      logs: mesh.logs,
+      identities: { order: { cert: s.cert, key: s.key } },
+    });
+    return cells.find((c) => c.caller === "order" && c.callee === "payment")?.observed ?? "no cell";
+  } catch (e) {
+    return `probe failed: ${(e as Error).message}`;
+  }
 }
 
 async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport> {
-  const mesh = await DrillMesh.open(setup, { lifetimeMs: o.lifetimeMs ?? 60_000, pollMs: o.pollMs ?? 1_000 });
+  const mesh = await DrillMesh.open(setup, {
+    // Shorter than the 10 minutes a skew moves the clock (a caller's certificate must look expired
+    // to payment), long enough that no renewal is due while payment's clock is wrong (a clock
+    // ahead makes its own certificate look expired to it, and it stops renewing: identity.expired).
+    lifetimeMs: o.lifetimeMs ?? 180_000,
+    pollMs: o.pollMs ?? 1_000,
+    // Each skew needs the CA's line about an unauthenticated peer (payment, once the CA's own
+    // certificate looks invalid by its clock): the CA's 3 such lines per window, in a 2 s window.
+    refusalLogMs: 2_000,
+  });
   const { dwell, pause } = setup;
   const checks: StoryReport["checks"] = [];
   const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
@@ -107,8 +140,11 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
       const REFUSED = { outcome: "refused", reason };
       const before = await mesh.metric("payment", "mesh_tls_handshakes_total", REFUSED);
       mesh.note(`payment restarted on :${mesh.ports.payment} from its own state folder, its clock ${by} ${word}`);
-      // Waited for together: on a run where the story does not happen, the drill says so in one wait, not four.
-      const [refusal, caller, ca] = await Promise.all([
+      // Waited for together: on a run where the story does not happen, the drill says so in one wait,
+      // not four, and that wait ends once orders get through payment: a skewed payment fails them all.
+      const quiet = { after: upAt, orders: QUIET_ORDERS };
+      const quietNow = () => mesh.traffic!.successes.filter((t) => t > upAt).length >= QUIET_ORDERS;
+      const [refusal, caller, ca, , probe] = await Promise.all([
         mesh.line(
           "payment to refuse a caller's certificate by its clock",
           at,
@@ -118,16 +154,21 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
             e.line.reason === reason &&
             BY_CLOCK.test(String(e.line.msg)),
           15_000,
+          quiet,
         ),
+        // payment tells a caller it refused for dates, with its Date (services/mesh/callee-clock.ts):
+        // order, whose certificate is valid by its own clock, names payment's.
         mesh.line(
-          "order's call to payment to fail",
+          "order's call to payment to fail, naming payment's clock",
           upAt,
           (e) =>
             e.service === "order" &&
             e.line.event === "upstream.failed" &&
             e.line.upstream === "payment" &&
-            e.line.reason === "rejected_in_handshake",
+            e.line.reason === "rejected_in_handshake" &&
+            e.line.clock === "callee",
           15_000,
+          quiet,
         ),
         mesh.line(
           "the CA to name payment's clock",
@@ -139,16 +180,23 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
             e.line.event === "est.clock_skew" &&
             (e.line.name === "payment.internal" || e.line.name === null) &&
             Math.abs(Number(e.line.clock_offset_ms) - skew.ms) < 5_000,
-          // Unauthenticated, the CA logs 3 lines per 10 s and summarises the rest (refusal-log.ts).
-          25_000,
+          // Unauthenticated, the CA logs 3 lines per window (2 s in this drill) and summarises the rest.
+          10_000,
+          quiet,
         ),
         setup
-          .until(() => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0, "an order to fail", 15_000)
+          .until(
+            () => (mesh.traffic!.counts.get(skew.phase)?.failed ?? 0) > 0 || quietNow(),
+            "an order to fail",
+            15_000,
+          )
           .catch(() => {}),
+        probeOrderToPayment(mesh),
       ]);
       if (refusal) mesh.note(`[payment] tls.handshake_failed ${reason}: ${String(refusal.line.msg).slice(0, 400)}`);
       if (caller)
-        mesh.note(`[order] upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 300)}`);
+        mesh.note(`[order] upstream.failed ${String(caller.line.reason)}: ${String(caller.line.msg).slice(0, 400)}`);
+      mesh.note(`mesh:probe, order → payment: ${probe}`);
       if (ca) mesh.note(`[ca] est.clock_skew: ${String(ca.line.msg)}`);
       const own = mesh.book.since(
         at,
@@ -171,6 +219,7 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
         caller,
         ca,
         own,
+        probe,
         check: c,
         refusals: [before, after],
       });
@@ -231,6 +280,21 @@ async function clockSkew(o: ClockSkewOptions, setup: Setup): Promise<StoryReport
         `${s.phase}: mesh:check's clock check failed`,
         s.check.severity === "error" && s.check.detail.includes(`${direction(s.offsetMs).rel} this host`),
         `${s.check.severity}: ${s.check.detail}`,
+      );
+      const calleeClock = s.caller ? Number(s.caller.line.clock_offset_ms) : Number.NaN;
+      check(
+        `${s.phase}: order named payment's clock as the likely cause, and by how much`,
+        !!s.caller &&
+          String(s.caller.line.msg).includes("the callee's clock is the likely cause") &&
+          Math.abs(calleeClock - s.offsetMs) < 5_000,
+        s.caller
+          ? `upstream.failed clock=${String(s.caller.line.clock)} clock_offset_ms=${String(s.caller.line.clock_offset_ms)}: …${String(s.caller.line.msg).slice(-220)}`
+          : "no upstream.failed naming payment's clock",
+      );
+      check(
+        `${s.phase}: mesh:probe's order → payment names the callee's clock`,
+        s.probe === `refused: ${direction(s.offsetMs).reason} (the callee's clock)`,
+        s.probe,
       );
       check(
         `${s.phase}: order's calls to the running payment were refused`,

@@ -57,13 +57,27 @@ export class LogBook {
   }
 
   /** The first line (already logged since `since`, or still to come) that matches; rejects after timeoutMs. */
-  waitFor<E extends EventName>(what: string, since: number, match: Match<E>, timeoutMs?: number): Promise<Entry<E>>;
-  waitFor(what: string, since: number, match: (e: Entry) => boolean, timeoutMs?: number): Promise<Entry>;
+  waitFor<E extends EventName>(
+    what: string,
+    since: number,
+    match: Match<E>,
+    timeoutMs?: number,
+    cancel?: AbortSignal,
+  ): Promise<Entry<E>>;
+  waitFor(
+    what: string,
+    since: number,
+    match: (e: Entry) => boolean,
+    timeoutMs?: number,
+    cancel?: AbortSignal,
+  ): Promise<Entry>;
   waitFor<E extends EventName>(
     what: string,
     since: number,
     match: Match<E> | ((e: Entry) => boolean),
     timeoutMs = 10_000,
+    /** Ends the wait (rejected) before its timeout: its timer then holds nothing open. */
+    cancel?: AbortSignal,
   ): Promise<Entry> {
     const m = matcher(match);
     const seen = this.entries.find((e) => e.at >= since && m(e));
@@ -80,6 +94,15 @@ export class LogBook {
         this.waiters.delete(w);
         reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
       }, timeoutMs);
+      cancel?.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          reject(new Error(`no longer waiting for ${what}`));
+        },
+        { once: true },
+      );
       this.waiters.add(w);
     });
   }

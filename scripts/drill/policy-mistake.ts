@@ -6,7 +6,7 @@
 // names the rule, orders fail), then reverted by hot reload, and the orders flow again. The
 // checks hold only if what-if's prediction is exactly what enforcement then denied.
 import { execFile } from "node:child_process";
-import { renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decide, loadPolicy, parsePolicy } from "../../services/mesh/policy.ts";
 import { ROOT } from "../launch.ts";
@@ -54,9 +54,14 @@ function policyCli(args: string[]): Promise<{ code: number; out: string; err: st
   });
 }
 
+/** Orders through payment after a reload that end a wait for a line the story did not produce. */
+const QUIET_ORDERS = 20;
+
 /** Puts a policy in force the way an operator saves one (a whole file, renamed into place); waits for every service to reload it. */
 async function putPolicy(mesh: DrillMesh, text: string): Promise<string[]> {
   parsePolicy(text, "the drill's policy"); // a drill bug, not a drill result, if it does not parse
+  // The same policy again is no change: no service reloads it, so there is no line to wait for.
+  if (readFileSync(mesh.policy, "utf8") === text) return [];
   const at = Date.now();
   writeFileSync(`${mesh.policy}.new`, text);
   renameSync(`${mesh.policy}.new`, mesh.policy);
@@ -132,11 +137,13 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const auditAt = Date.now();
     const auditReloaded = await putPolicy(mesh, auditPolicy);
     mesh.note(`policy.reloaded by ${auditReloaded.join(", ") || "nobody"}`);
+    // Every order calls payment: once enough got through the reloaded policy without the line, it is not coming.
     const wouldDeny = await mesh.line(
       "payment to log authz.would_deny",
       auditAt,
       (e) => e.service === "payment" && e.line.event === "authz.would_deny" && e.line.peer === "order",
       10_000,
+      { after: Date.now(), orders: QUIET_ORDERS },
     );
     if (wouldDeny)
       mesh.note(
@@ -161,12 +168,15 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
     const deniedBefore = await metric("mesh_inbound_http_authz_deny_total");
     const enforceReloaded = await putPolicy(mesh, candidate);
     mesh.note(`policy.reloaded by ${enforceReloaded.join(", ") || "nobody"}`);
+    // Orders that get through the enforced policy end the waits: an enforced break fails them all.
+    const quiet = { after: Date.now(), orders: QUIET_ORDERS };
     const [callee, caller] = await Promise.all([
       mesh.line(
         "payment to deny order",
         enforceAt,
         (e) => e.service === "payment" && e.line.event === "authz.denied" && e.line.peer === "order",
         10_000,
+        quiet,
       ),
       mesh.line(
         "order to say payment refused it",
@@ -177,6 +187,7 @@ async function policyMistake(o: PolicyMistakeOptions, setup: Setup): Promise<Sto
           e.line.upstream === "payment" &&
           e.line.reason === "forbidden",
         10_000,
+        quiet,
       ),
     ]);
     if (callee)

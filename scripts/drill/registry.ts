@@ -22,9 +22,10 @@ export const DRILLS: readonly FailureDrill[] = [
     name: "expiry",
     summary:
       "the CA goes away: renewals fail loudly, certificates expire, calls fail as expired on both sides; the CA returns, the operator re-enrols the expired",
-    // Short, yet more than 1.5x the setup and baseline (~9 s on 2 busy cores): no identity may renew
-    // before the CA stops, or the expiries lose the order the story needs.
-    lifetimeS: 20,
+    // Short, yet no identity may renew before the CA stops (at 60 % of its life at the earliest:
+    // 9 s; the CA stops ~2 s after payment enrolled on an idle machine, ~5 s on a busy one), or
+    // the expiries lose the order the story needs; a check says so if one did.
+    lifetimeS: 15,
     run: async (o) => (await import("./expiry.ts")).runExpiryDrill(o),
   },
   {
@@ -52,7 +53,9 @@ export const DRILLS: readonly FailureDrill[] = [
     name: "clock-skew",
     summary:
       "payment's clock runs minutes ahead, minutes behind, days ahead: it refuses its callers by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
-    lifetimeS: 60,
+    // Less than the 10-minute skew (a fresh certificate must look expired to payment), more than
+    // the drill (payment's own, which its wrong clock stops it renewing, must outlive the skews).
+    lifetimeS: 180,
     run: async (o) => (await import("./clock-skew.ts")).runClockSkewDrill(o),
   },
 ];

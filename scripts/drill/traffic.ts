@@ -5,6 +5,7 @@ import { Agent } from "undici";
 import { loadMaterial, materialPaths, type MaterialPaths, type TlsMaterial } from "../../services/mesh/material.ts";
 import { watchFiles, type Watch } from "../../services/mesh/reload.ts";
 import { upstreamReason } from "../../services/mesh/reasons.ts";
+import { dateRefusalOf } from "../../services/mesh/callee-clock.ts";
 
 export interface PhaseCounts {
   sent: number;
@@ -165,6 +166,12 @@ export class Traffic {
       if (res.statusCode === 201) {
         for (const c of counts) c.succeeded++;
         this.successes.push(Date.now());
+        return;
+      }
+      // order refused edge's certificate for its dates, and said so (services/mesh/callee-clock.ts).
+      const refused = res.statusCode === 400 ? dateRefusalOf(res.headers) : null;
+      if (refused) {
+        this.fail(counts, `order:rejected_in_handshake (MESH_REFUSED ${refused})`);
         return;
       }
       let detail = "";

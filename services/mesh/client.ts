@@ -12,11 +12,22 @@ import { identityOf, presented, type PresentedCert } from "./peer-identity.ts";
 import { chainWithdrawn, REVOKED, withdrawn } from "./revocations.ts";
 import { pathOf } from "./chain.ts";
 import { datesByProcessClock } from "./clock-dates.ts";
+import { calleeClockSentence, dateRefusalOf, type DateRefusal } from "./callee-clock.ts";
+import { parseHttpDate } from "../../lib/clock.ts";
 import { CalleeSessions, connectionChain, meshConnector } from "./callee-sessions.ts";
 import type { X509Certificate } from "node:crypto";
 
 // undici adds about 20 MB to a process that loads it: only a service that calls another does.
 const loadUndici = (): typeof import("undici") => createRequire(import.meta.url)("undici");
+
+const CERT_EXPIRED_ALERT = "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED";
+/** OpenSSL's alert for a certificate not yet valid, among other faults. */
+const BAD_CERTIFICATE_ALERT = "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE";
+/** The alerts a callee refusing our certificate for its dates sends (kept: undici drops them). */
+const DATE_ALERTS: Readonly<Record<string, DateRefusal>> = {
+  [CERT_EXPIRED_ALERT]: "expired",
+  [BAD_CERTIFICATE_ALERT]: "not_yet_valid",
+};
 
 export interface UpstreamReply {
   readonly status: number;
@@ -82,6 +93,8 @@ export class Upstreams {
   private readonly names = new Map<string, string>();
   /** Open connections to callees, to re-judge them when the CRLs or the bundle change. */
   private readonly sockets = new Map<TLSSocket, string>();
+  /** When each callee last sent a TLS alert about our certificate (DATE_ALERTS), and which. */
+  private readonly alertAt = new Map<string, { at: number; code: string }>();
   /** When this caller last closed a connection to each callee itself, and why. */
   private readonly withdrawnAt = new Map<string, { at: number; why: string }>();
 
@@ -164,6 +177,11 @@ export class Upstreams {
 
   private track(sock: TLSSocket, upstream: string): void {
     this.sockets.set(sock, upstream);
+    // undici reports a callee's TLS alert after the handshake only as "other side closed":
+    // the alert that says our certificate looked expired to it is kept here (refusedForDates).
+    sock.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code && DATE_ALERTS[e.code]) this.alertAt.set(upstream, { at: performance.now(), code: e.code });
+    });
     sock.once("close", () => this.sockets.delete(sock));
   }
 
@@ -260,8 +278,11 @@ export class Upstreams {
       });
       status = res.statusCode;
       const text = await res.body.text();
+      const refusal = status === 400 ? dateRefusalOf(res.headers) : null;
+      if (refusal) this.refusedForDates(name, method, path, refusal, parseHttpDate(res.headers.date), "MESH_REFUSED");
       parsed = text ? safeJson(text) : undefined;
     } catch (e) {
+      if (e instanceof UpstreamError) throw e;
       const addr = origin.slice("https://".length);
       const r = upstreamReason(e, name, addr);
       const { code } = r;
@@ -272,6 +293,12 @@ export class Upstreams {
       if (reason === "rejected_in_handshake") this.sessions?.forget(dnsName(name));
       if (reason === "rejected_in_handshake" && ours && ours.at >= started)
         ({ reason, sentence } = calleeWithdrawn(name, addr, ours.why));
+      else if (r.refusedFor) this.refusedForDates(name, method, path, r.refusedFor, null, code);
+      else if (reason === "rejected_in_handshake") {
+        const alert = this.alertAt.get(name);
+        if (alert && alert.at >= started)
+          this.refusedForDates(name, method, path, DATE_ALERTS[alert.code]!, null, alert.code);
+      }
       const explain = reason === "server_untrusted" || reason === "server_revoked" || reason === "server_crl_missing";
       // Say what the callee showed (and for a stranger, which CAs we trust): that is the fix.
       const served = explain ? await servedCertificate(addr, dnsName(name), this.material) : undefined;
@@ -339,6 +366,44 @@ export class Upstreams {
       throw new UpstreamError(name, reason, sentence, status);
     }
     return { status, body: parsed };
+  }
+
+  /**
+   * The callee refused our certificate for its dates (its 400 with Mesh-Refused, or a TLS
+   * alert): logged and thrown as rejected_in_handshake, naming the clock that is likely wrong.
+   */
+  private refusedForDates(
+    name: string,
+    method: string,
+    path: string,
+    refusal: DateRefusal,
+    calleeDate: number | null,
+    code: string,
+  ): never {
+    this.sessions?.forget(dnsName(name));
+    const { byClock, clockOffsetMs, sentence } = calleeClockSentence(
+      name,
+      refusal,
+      this.material.leaf,
+      calleeDate,
+      undefined,
+      code === BAD_CERTIFICATE_ALERT,
+    );
+    this.log.warn(
+      {
+        event: "upstream.failed",
+        upstream: name,
+        method,
+        path,
+        reason: "rejected_in_handshake",
+        code,
+        refusedFor: refusal,
+        clock: byClock ? "callee" : "own",
+        clock_offset_ms: clockOffsetMs ?? undefined,
+      },
+      sentence,
+    );
+    throw new UpstreamError(name, "rejected_in_handshake", sentence);
   }
 
   close(): Promise<void> {

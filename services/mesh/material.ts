@@ -70,6 +70,7 @@ export interface TlsMaterial {
     readonly subject: string;
     readonly issuer: string;
     readonly serial: string;
+    readonly notBefore: string;
     readonly notAfter: string;
     readonly trustDomain: string;
   };
@@ -187,6 +188,7 @@ export function loadMaterial(paths: MaterialPaths, dns: string): TlsMaterial {
       subject: oneLine(leaf.subject),
       issuer: oneLine(leaf.issuer),
       serial: leaf.serialNumber.toLowerCase(),
+      notBefore: new Date(leaf.validFrom).toISOString(),
       notAfter: new Date(leaf.validTo).toISOString(),
       trustDomain: trustDomainOf(leaf),
     },

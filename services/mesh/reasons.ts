@@ -258,7 +258,7 @@ export function upstreamReason(
   err: unknown,
   upstream: string,
   addr: string,
-): { reason: UpstreamReason; code: string; sentence: string } {
+): { reason: UpstreamReason; code: string; sentence: string; refusedFor?: "expired" } {
   const codes: string[] = [];
   let byClock: string | undefined;
   for (
@@ -370,6 +370,16 @@ export function upstreamReason(
   ) {
     return { reason: "timeout", code, sentence: `${upstream} at ${addr} did not answer in time` };
   }
+  // Another TLS stack (not Node's, which only closes) refused our certificate with an alert:
+  // certificate_expired, or bad_certificate (OpenSSL's alert for one not yet valid, among others).
+  // The caller then judges our certificate's dates by its clock (callee-clock.ts).
+  if (has("ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED"))
+    return {
+      reason: "rejected_in_handshake",
+      code: "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED",
+      sentence: `${upstream} refused our certificate as expired (TLS alert certificate_expired)`,
+      refusedFor: "expired",
+    };
   if (
     has(
       "UND_ERR_SOCKET",

@@ -19,6 +19,7 @@ import { PeerCerts, type CertFacts } from "./peer-certs.ts";
 import { resumedRefusal, sessionIdContext } from "./resumption.ts";
 import { handshakeReason, clientErrorReason, httpErrorReason } from "./reasons.ts";
 import { datesByProcessClock } from "./clock-dates.ts";
+import { answerDateRefusal, refusalAnswered } from "./callee-clock.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "./material.ts";
 import type { MeshLogger } from "./log.ts";
 import { AccessLog } from "./access-log.ts";
@@ -455,7 +456,8 @@ export class MeshServer {
     peer: PresentedCert | undefined,
   ): void {
     this.opts.metrics?.handshakeRefused(reason, sock);
-    sock.destroy();
+    // Refused for its dates, an HTTP/1.1 caller is told so with this service's clock (callee-clock.ts).
+    if (!answerDateRefusal(sock, reason)) sock.destroy();
     this.opts.log.warn(
       {
         event: "tls.handshake_failed",
@@ -536,8 +538,9 @@ export class MeshServer {
     // handshake is onTlsClientError's to log (one failure, one line), and there is no HTTP
     // to answer on a socket that does not speak TLS.
     if (!peer) {
-      // onTlsClientError (listening after https) logs and destroys it within this tick.
-      setImmediate(() => sock.destroyed || sock.destroy());
+      // onTlsClientError (listening after https) logs and destroys it within this tick; a
+      // refusal already answered closes by itself (destroyed now, its answer could be lost).
+      if (!refusalAnswered(sock)) setImmediate(() => sock.destroyed || sock.destroy());
       return;
     }
     // A peer that went away mid-request: nobody to answer, nothing to act on.
@@ -557,9 +560,10 @@ export class MeshServer {
   private onRequest(req: Req, res: Res): void {
     const sock = req.socket as TLSSocket & { [PEER]?: PeerState };
     const peer = sock[PEER];
-    // Second line of defence: onSecureConnection should have destroyed such a socket.
+    // Second line of defence: onSecureConnection should have destroyed such a socket (or
+    // answered its refusal: that one closes by itself, and its request is not served).
     if (!peer || !sock.authorized) {
-      sock.destroy();
+      if (!refusalAnswered(sock)) sock.destroy();
       return;
     }
     peer.inFlight++;

@@ -95,6 +95,7 @@ export function withToggle(own: TlsMaterial, p: TogglePaths): { material: TlsMat
         subject: oneLine(leaf.subject),
         issuer: oneLine(leaf.issuer),
         serial,
+        notBefore: new Date(leaf.validFrom).toISOString(),
         notAfter: new Date(leaf.validTo).toISOString(),
         // The trust domain this service judges its peers in stays its own identity's.
         trustDomain: own.leaf.trustDomain,

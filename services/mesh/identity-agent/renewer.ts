@@ -23,7 +23,14 @@ import { TrustWatch } from "./trust-watch.ts";
 import { newKeyAndCsr } from "./csr.ts";
 import { checkChain, pemOf, splitPem, type IdentityFacts } from "./chain.ts";
 import { commitIdentity, readText, receivedAt, writeAtomic, type StatePaths } from "./state-folder.ts";
-import { every, systemClock, type Clock, type ClockTimer } from "../../../lib/clock.ts";
+import {
+  every,
+  processClock,
+  processClockNote,
+  processClockOffsetMs,
+  type Clock,
+  type ClockTimer,
+} from "../../../lib/clock.ts";
 import { DEFAULT_SCHEDULE, renewAt, retryDelay, timerDelay, type Schedule } from "./timing.ts";
 
 export const DEFAULT_POLL_MS = 30_000;
@@ -46,8 +53,17 @@ export interface AgentOptions {
   random?: () => number;
   /** Hold a long poll on the CA's CRLs (trust-watch.ts); default true. */
   watch?: boolean;
-  /** Now and the timers of renewal, expiry and polling (default the system's; tests advance a TestClock). */
+  /**
+   * Now and the timers of renewal, expiry and polling: default this process's clock (the
+   * machine's moved by MESH_CLOCK_OFFSET_MS, as every date the service judges); tests advance a
+   * TestClock.
+   */
   clock?: Clock;
+  /**
+   * How far `clock` is from the machine's, which dates the state folder's files: default this
+   * process's offset with the default clock, else 0.
+   */
+  clockOffsetMs?: number;
 }
 
 /** A scheduled renewal whose timer fires later than this (or 1/20 of the life) is logged as late. */
@@ -76,6 +92,7 @@ export class IdentityAgent {
   private stopped = false;
   private readonly random: () => number;
   private readonly clock: Clock;
+  private readonly clockOffsetMs: number;
   /** How many polls have completed (answered or failed): a test waits for it to grow, not for time. */
   polls = 0;
   /** When the next renewal is due (ms since the epoch), for tests and the log. */
@@ -86,7 +103,8 @@ export class IdentityAgent {
     private readonly h: AgentHooks,
   ) {
     this.random = o.random ?? Math.random;
-    this.clock = o.clock ?? systemClock;
+    this.clock = o.clock ?? processClock;
+    this.clockOffsetMs = o.clockOffsetMs ?? (o.clock ? 0 : processClockOffsetMs());
     this.facts = this.current().facts;
   }
 
@@ -161,7 +179,7 @@ export class IdentityAgent {
       delay !== undefined
         ? now + delay
         : renewAt(
-            { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: receivedAt(this.o.paths) },
+            { notBefore: Date.parse(this.facts.notBefore), notAfter, receivedAt: this.receivedAt() },
             this.o.schedule ?? DEFAULT_SCHEDULE,
             this.random,
             now,
@@ -189,7 +207,12 @@ export class IdentityAgent {
   /** The life of the certificate in force, counted as the schedule counts it (timing.ts). */
   private period(now = this.clock.now()): number {
     const notAfter = Date.parse(this.facts.notAfter);
-    return notAfter - Math.max(Date.parse(this.facts.notBefore), Math.min(receivedAt(this.o.paths), now));
+    return notAfter - Math.max(Date.parse(this.facts.notBefore), Math.min(this.receivedAt(), now));
+  }
+
+  /** When this certificate was received, by this agent's clock (the file's time is the machine's). */
+  private receivedAt(): number {
+    return receivedAt(this.o.paths) + this.clockOffsetMs;
   }
 
   /** identity.expiring comes this long before the end: 1/6 of the life (10 minutes of an hour), at least a second. */
@@ -260,7 +283,7 @@ export class IdentityAgent {
     this.clock.clearTimeout(this.renewTimer);
     this.h.log.error(
       { event: "identity.expired", ...factsFields(this.facts), stateDir: this.o.paths.dir },
-      `the identity ${this.o.dns} (serial ${this.facts.serial}) expired at ${this.facts.notAfter}: every peer now refuses this service and the CA will not renew it; enrol again: make a token (npm run -s ca -- token --domain ${this.o.dns} > token) and restart this service with --token-file token or MESH_ENROL_TOKEN`,
+      `the identity ${this.o.dns} (serial ${this.facts.serial}) expired at ${this.facts.notAfter}${processClockNote()}: every peer now refuses this service and the CA will not renew it; enrol again: make a token (npm run -s ca -- token --domain ${this.o.dns} > token) and restart this service with --token-file token or MESH_ENROL_TOKEN`,
     );
     // Said again every minute while it lasts: an outage that explains itself.
     this.expiryTimer = this.clock.setTimeout(() => this.expired(), 60_000);
@@ -290,7 +313,9 @@ export class IdentityAgent {
       // Judged against the bundle in force now, not the one read before the call: a poll may have
       // brought the new generation meanwhile, and the CA, which saw that poll, may sign with it
       // (a rotation's gate passes on the fetch). The old certificate is superseded by now: a
-      // refusal here could never be retried.
+      // refusal here could never be retried. Its dates are the machine's to judge here, not this
+      // process's moved clock: a certificate the CA just signed, refused for a clock behind,
+      // would leave only the superseded one (the schedule and identity.expired use the clock).
       const facts = checkChain(
         chain,
         splitPem(readFileSync(this.o.paths.bundle, "utf8")),
@@ -329,7 +354,7 @@ export class IdentityAgent {
       this.h.metrics.renewalFailed();
       const now = this.clock.now();
       const notAfter = Date.parse(before.notAfter);
-      const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(receivedAt(this.o.paths), now));
+      const period = notAfter - Math.max(Date.parse(before.notBefore), Math.min(this.receivedAt(), now));
       const status = e instanceof IdentityError ? e.status : undefined;
       // A rate-limited renewal waits as long as the CA asks, but not past expiry.
       const asked =

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { startService, type RunningService, type ServiceOptions } from "../runtime.ts";
 import { createLogger } from "../log.ts";
 import { dnsName } from "../names.ts";
-import { processClockOffsetMs, type Clock } from "../../../lib/clock.ts";
+import { nowMs, processClockNote, processClockOffsetMs, type Clock } from "../../../lib/clock.ts";
 import { IdentityError } from "./errors.ts";
 import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
@@ -47,6 +47,8 @@ export async function startIdentityService(
   const paths = statePaths(id.stateDir);
   recover(paths);
   const expiredAt = hasIdentity(paths) ? expiryOf(paths.cert) : undefined;
+  // By the machine's clock: an identity that only this process's moved clock calls expired is
+  // served all the same, and its agent says identity.expired with the clock (renewer.ts).
   const usable = expiredAt !== undefined && expiredAt > Date.now();
   // The enrolment's EST calls happen before the service (and its metrics) exist: kept, then counted.
   const early: Parameters<CaObserver>[] = [];
@@ -118,7 +120,10 @@ export async function startIdentityService(
       nextRenewal: new Date(agent.nextRenewal).toISOString(),
       ca: id.caUrl,
     },
-    `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}`,
+    // Expired by this process's moved clock only: identity.expired said so, and nothing is scheduled.
+    Date.parse(agent.identity.notAfter) <= nowMs()
+      ? `${dns} does not renew: its certificate has expired${processClockNote()} (see identity.expired)`
+      : `${dns} renews at ${new Date(agent.nextRenewal).toISOString()}${processClockNote()}`,
   );
   return {
     ...svc,
