@@ -424,3 +424,59 @@ test("the chunked reader finds the same end fed whole or a byte at a time, and r
     "hop-by-hop headers, and those Connection names, are left out",
   );
 });
+
+test("outbound: the app's pipelined calls are answered in order over mTLS as order; its smuggling attempt is refused 400 and never reaches the upstream", {
+  timeout: 60_000,
+}, async () => {
+  const { connect } = await import("node:net");
+  let ports: Record<string, number> = {};
+  const order = await startService({
+    service: "order",
+    app: sidecarApp({
+      app: { kind: "tcp", host: "127.0.0.1", port: 1 },
+      outbound: [{ name: "payment", addr: `127.0.0.1:${s.svc.port}`, listenPort: 0 }],
+      onOutbound: (p) => (ports = { ...p }),
+    }),
+    pkiDir: pki.dir,
+    policyFile: pki.policyFile,
+    port: 0,
+    log: createLogger("order", new LogSink()),
+  });
+  closers.push(() => order.close());
+  const plain = async (bytes: string) => {
+    const sock = connect(ports.payment!, "127.0.0.1");
+    closers.push(() => void sock.destroy());
+    let text = "";
+    sock.setEncoding("latin1");
+    sock.on("data", (c: string) => (text += c));
+    sock.on("error", () => {});
+    const closed = new Promise<void>((r) => sock.once("close", () => r()));
+    sock.write(bytes, "latin1");
+    return { closed, text: () => text, sock };
+  };
+  const before = app.seen.length;
+  const p = await plain(`${GET("/slow", "X-Forwarded-Client-Cert: By=forged\r\n")}${GET("/after")}`);
+  const deadline = Date.now() + 15_000;
+  while ([...p.text().matchAll(/HTTP\/1\.1 200 /g)].length < 2 && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(
+    [...p.text().matchAll(/"path":"([^"]+)"/g)].map((m) => m[1]),
+    ["/slow", "/after"],
+  );
+  const seen = app.seen.slice(before);
+  assert.deepEqual(
+    seen.map((x) => x.url),
+    ["/slow", "/after"],
+  );
+  assert.equal(seen[0]!.headers.host, `payment.internal:${s.svc.port}`, "the upstream's authority");
+  assert.match(String(seen[0]!.headers["x-forwarded-client-cert"]), /;URI=spiffe:\/\/internal\/order;/);
+  assert.doesNotMatch(String(seen[0]!.headers["x-forwarded-client-cert"]), /forged/);
+  p.sock.destroy();
+
+  const bad = await plain(
+    "POST /x HTTP/1.1\r\nHost: payment\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /secret HTTP/1.1\r\nHost: payment\r\n\r\n",
+  );
+  await bad.closed;
+  assert.match(bad.text(), /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.equal(app.seen.length, before + 2, "nothing more reached the upstream's app");
+});

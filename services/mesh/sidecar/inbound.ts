@@ -4,7 +4,7 @@
 import { Agent, request, type OutgoingHttpHeaders } from "node:http";
 import { connect as h2connect } from "node:http2";
 import { connect as netConnect } from "node:net";
-import type { Forward, ForwardPeer, MeshRequest, MeshResponse, Splice } from "../app.ts";
+import type { Forward, ForwardPeer, MeshRequest, MeshResponse, Splice, SpliceGate } from "../app.ts";
 import type { MeshLogger } from "../log.ts";
 import type { TlsMaterial } from "../material.ts";
 import { MeshError } from "../errors.ts";
@@ -72,7 +72,7 @@ export class Inbound {
   private readonly agent: Agent | undefined;
   private readonly h2: H2Connection | undefined;
   /** HTTP/1.1 callers to an HTTP/1.1 app: their connections spliced to the app's (splice.ts). */
-  private readonly spliced: Http1Splice | undefined;
+  private readonly spliced: Http1Splice<SpliceGate> | undefined;
   /** XFCC per caller connection (the same certificate for every request on it). */
   private readonly xfcc = new WeakMap<ForwardPeer, { by: string; value: string }>();
   private readonly where: string;
@@ -86,13 +86,19 @@ export class Inbound {
       this.agent = agent;
       const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
       this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };
-      this.spliced = new Http1Splice({
+      this.spliced = new Http1Splice<SpliceGate>({
         dial: () => (a.kind === "unix" ? netConnect(a.path) : netConnect(a.port, a.host)),
-        xfcc: (peer) => this.xfccOf(peer),
-        appFailed: (method, path, peer, e) => {
-          const sentence = this.logAppFailed(method, path, peer, e);
-          return { status: 503, body: this.unavailableBody(sentence) };
+        headText: (h, gate) => {
+          // The caller's headers as sent, less hop-by-hop ones and any XFCC (see http1-head.ts); the sidecar's XFCC.
+          let text = `${h.method} ${h.target} ${h.version}\r\n`;
+          for (const l of h.lines) text += `${l}\r\n`;
+          if (h.teTrailers) text += "te: trailers\r\n";
+          return `${text}${XFCC}: ${this.xfccOf(gate.peer)}\r\n\r\n`;
         },
+        failed: (method, path, gate, e) => ({
+          status: 503,
+          body: this.unavailableBody(this.logAppFailed(method, path, gate.peer, e)),
+        }),
         idleMs: APP_IDLE_MS,
       });
     } else {

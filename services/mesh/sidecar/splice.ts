@@ -11,9 +11,8 @@
 // the in-process runtime's CPU per request (docs/bench.md).
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import { ChunkedBody, parseRequestHead, parseResponseHead, type RequestHead } from "../../../lib/http1-head.ts";
-import type { ForwardPeer, Splice, SpliceGate } from "../forward.ts";
+import type { SpliceGate } from "../forward.ts";
 import { pathOf } from "../paths.ts";
 
 const CRLFCRLF = Buffer.from("\r\n\r\n");
@@ -22,14 +21,27 @@ const MAX_ANSWER_HEAD = 64 * 1024;
 /** Pipelined requests read ahead of their answers; past this, the caller's connection is paused. */
 const MAX_OUTSTANDING = 32;
 
-export interface SpliceOptions {
-  /** A new plain connection to the app. */
+/**
+ * What a splice asks of its side for each caller connection: the mesh server's gate on the
+ * inbound side (with the caller's certificate), a plain one on the outbound side.
+ */
+export type ConnGate = Omit<SpliceGate, "peer">;
+
+/** The side's failure answer, and how it counts the failure instead of the request's own done(). */
+export interface FailedAnswer {
+  status: number;
+  body: string;
+  done?: (status: number) => void;
+}
+
+export interface SpliceOptions<G extends ConnGate> {
+  /** A new connection to the target (the app in plain TCP, or an upstream in mTLS). */
   dial(): Socket;
-  /** The XFCC value naming this caller. */
-  xfcc(peer: ForwardPeer): string;
-  /** The app could not be reached or broke before answering `method path`: log it; what to answer. */
-  appFailed(method: string, path: string, peer: ForwardPeer, e: Error): { status: number; body: string };
-  /** An app connection idle this long is closed (see inbound.ts, APP_IDLE_MS). */
+  /** The head to send for an admitted request, ending in its blank line. */
+  headText(h: RequestHead, gate: G): string;
+  /** The target could not be reached or broke before answering `method path`: log it; what to answer. */
+  failed(method: string, path: string, gate: G, e: Error): FailedAnswer;
+  /** A target connection idle this long is closed (see inbound.ts, APP_IDLE_MS). */
   idleMs: number;
 }
 
@@ -43,7 +55,7 @@ interface Outstanding {
   readonly method: string;
   readonly path: string;
   /** Logs and counts it (allowed requests only: a denial was logged when judged). */
-  readonly done: ((status: number) => void) | undefined;
+  done: ((status: number) => void) | undefined;
   status: number;
   /** Some of the app's answer was passed on. */
   started: boolean;
@@ -56,14 +68,23 @@ type In = (typeof In)[keyof typeof In];
 const Out = { Head: 0, Length: 1, Chunked: 2, UntilClose: 3 } as const;
 type Out = (typeof Out)[keyof typeof Out];
 
-/** One plain connection to the app; owned by a caller's connection while it has requests under way. */
+/** What a target connection tells the caller connection that owns it. */
+interface AppOwner {
+  fromApp(chunk: Buffer): void;
+  appDrained(): void;
+  appClosed(c: AppConn, err: Error | undefined): void;
+}
+
+/** One connection to the target; owned by a caller's connection while it has requests under way. */
 class AppConn {
-  owner: SpliceConnection | undefined;
+  owner: AppOwner | undefined;
   idleSince = 0;
   private err: Error | undefined;
   constructor(
     readonly sock: Socket,
-    pool: Http1Splice,
+    pool: { forget(c: AppConn): void },
+    /** The splice's generation it was made in (see retire()). */
+    readonly generation: number,
   ) {
     sock.setNoDelay(true);
     sock.on("data", (c: Buffer) => {
@@ -84,34 +105,37 @@ class AppConn {
   }
 }
 
-/** The splice of one mesh server: its caller connections, the idle app connections, one timer for all limits. */
-export class Http1Splice {
+/** One splice (a mesh server's, or an outbound lane's): its caller connections, the idle target connections, one timer for all limits. */
+export class Http1Splice<G extends ConnGate> {
   private readonly idle: AppConn[] = [];
-  private readonly conns = new Set<SpliceConnection>();
+  private readonly conns = new Set<SpliceConnection<G>>();
   private timer: NodeJS.Timeout | undefined;
+  private generation = 0;
 
-  constructor(readonly o: SpliceOptions) {}
+  constructor(readonly o: SpliceOptions<G>) {}
 
-  readonly splice: Splice = (sock, gate) => {
-    const c = new SpliceConnection(this, sock, gate);
+  readonly splice = (sock: Socket, gate: G): void => {
+    const c = new SpliceConnection<G>(this, sock, gate);
     this.conns.add(c);
     if (!this.timer) {
       // As node:http checks its timeouts (connectionsCheckingInterval): late by a period at most, never early.
-      const period = Math.min(this.o.idleMs / 4, Math.max(50, gate.limits.headersTimeoutMs / 4));
+      // Idle target connections go at idleMs and at most 250 ms later: well before the target's own timeout.
+      const period = Math.min(250, this.o.idleMs / 4, Math.max(50, gate.limits.headersTimeoutMs / 4));
       this.timer = setInterval(() => this.sweep(), period).unref();
     }
   };
 
-  acquire(owner: SpliceConnection): AppConn {
+  acquire(owner: SpliceConnection<G>): AppConn {
     let c = this.idle.pop();
     while (c?.sock.destroyed) c = this.idle.pop();
-    c ??= new AppConn(this.o.dial(), this);
+    c ??= new AppConn(this.o.dial(), this, this.generation);
     c.owner = owner;
     return c;
   }
 
   release(c: AppConn): void {
     c.owner = undefined;
+    if (c.generation !== this.generation) c.sock.destroy();
     if (c.sock.destroyed) return;
     if (c.sock.isPaused()) c.sock.resume();
     c.idleSince = performance.now();
@@ -123,8 +147,14 @@ export class Http1Splice {
     if (i !== -1) this.idle.splice(i, 1);
   }
 
-  ended(c: SpliceConnection): void {
+  ended(c: SpliceConnection<G>): void {
     this.conns.delete(c);
+  }
+
+  /** New material (an outbound side's): idle connections made under the old one are closed, busy ones when released. */
+  retire(): void {
+    this.generation++;
+    for (const c of this.idle.splice(0)) c.sock.destroy();
   }
 
   private sweep(): void {
@@ -143,7 +173,7 @@ export class Http1Splice {
 }
 
 /** One caller's HTTP/1.1 connection. */
-class SpliceConnection {
+class SpliceConnection<G extends ConnGate> implements AppOwner {
   private inState: In = In.Head;
   /** Bytes read and not yet used: a head not yet whole, or pipelined requests held back. */
   private inPending: Buffer | undefined;
@@ -171,9 +201,9 @@ class SpliceConnection {
   private held = false;
 
   constructor(
-    private readonly s: Http1Splice,
-    readonly sock: TLSSocket,
-    private readonly gate: SpliceGate,
+    private readonly s: Http1Splice<G>,
+    readonly sock: Socket,
+    private readonly gate: G,
   ) {
     this.idleSince = performance.now();
     sock.setNoDelay(true);
@@ -278,10 +308,7 @@ class SpliceConnection {
       return;
     }
     this.app ??= this.s.acquire(this);
-    let text = `${h.method} ${h.target} ${h.version}\r\n`;
-    for (const l of h.lines) text += `${l}\r\n`;
-    if (h.teTrailers) text += "te: trailers\r\n";
-    text += `x-forwarded-client-cert: ${this.s.o.xfcc(this.gate.peer)}\r\n\r\n`;
+    const text = this.s.o.headText(h, this.gate);
     this.queue.push({
       local: undefined,
       closeAfter,
@@ -631,7 +658,8 @@ class SpliceConnection {
     }
     // No answer under way: each request sent to the app gets the sidecar's 503 in its turn, and
     // the connection goes on (a body still coming is read past).
-    this.failOutstanding(err ?? Object.assign(new Error("the app closed the connection"), { code: "ECONNRESET" }));
+    // As node:http's client names a connection closed before an answer.
+    this.failOutstanding(err ?? Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }));
     this.outState = Out.Head;
     this.outPending = undefined;
     if (this.inState !== In.Head) this.bodyToApp = false;
@@ -641,8 +669,9 @@ class SpliceConnection {
   private failOutstanding(e: Error): void {
     for (const q of this.queue) {
       if (q.local !== undefined) continue;
-      const f = this.s.o.appFailed(q.method, q.path, this.gate.peer, e);
+      const f = this.s.o.failed(q.method, q.path, this.gate, e);
       q.status = f.status;
+      if (f.done) q.done = f.done;
       q.local = `HTTP/1.1 ${f.status} ${STATUS_CODES[f.status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(f.body)}\r\n${q.closeAfter ? "connection: close\r\n" : ""}\r\n${f.body}`;
     }
   }
