@@ -480,3 +480,27 @@ test("outbound: the app's pipelined calls are answered in order over mTLS as ord
   assert.match(bad.text(), /^HTTP\/1\.1 400 Bad Request\r\n/);
   assert.equal(app.seen.length, before + 2, "nothing more reached the upstream's app");
 });
+
+test("a new certificate drains a spliced connection: its next answer says Connection: close and it closes, the answer whole", {
+  timeout: 60_000,
+}, async () => {
+  const c = await raw(s.svc.port);
+  c.send(GET("/before"));
+  await c.answers(1);
+  assert.doesNotMatch(c.text, /connection: close/i);
+  const since = s.logs.lines.length;
+  await pki.ca.renew({ domain: "payment.internal" });
+  await s.logs.wait(
+    ev("tls.reloaded", (l) => l.certChanged === true),
+    15_000,
+    since,
+  );
+  assert.equal(c.isClosed, false, "a connection is drained after its next answer, not cut");
+  c.send(GET("/after-renewal"));
+  await c.closed();
+  assert.deepEqual(c.statuses(), [200, 200]);
+  const second = c.text.slice(c.text.lastIndexOf("HTTP/1.1 200"));
+  assert.match(second, /\r\nconnection: close\r\n/i);
+  assert.doesNotMatch(second, /keep-alive/i, "the app's own Connection and Keep-Alive are replaced");
+  assert.match(second, /"path":"\/after-renewal"/);
+});
