@@ -60,10 +60,16 @@ const DROP = new Set([
 const FRAMING = new Set(["content-length", "transfer-encoding", "host"]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** A field line: a token, a colon with no space before it, then the value with its OWS. */
-const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*(.*?)[\t ]*$/;
-/** What a field value may hold: tab, visible ASCII, space, obs-text. Not CR, LF, NUL or other controls. */
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+/** Token characters (RFC 9110 5.6.2) by char code: a header name is checked without a regex. */
+const TCHAR = new Uint8Array(128);
+for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+  TCHAR[ch.charCodeAt(0)] = 1;
+/**
+ * What no head may hold, tested once over the whole head rather than per line: a control
+ * character but tab (NUL, DEL …), or a CR or LF that is not part of a CRLF line end. Values
+ * may hold tab, visible ASCII, space and obs-text.
+ */
+const HEAD_BAD = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const TARGET = /^[\x21-\x7e]+$/;
 const DIGITS = /^\d{1,15}$/;
 
@@ -71,11 +77,47 @@ function refuse(code: string, detail: string): Http1Refusal {
   return { ok: false, code, detail };
 }
 
+/** Where a field line's name ends (its colon), or -1: the name must be a token, the colon right after it. */
+function nameEnd(line: string): number {
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (c === 58 /* : */) return i > 0 ? i : -1;
+    if (c >= 128 || TCHAR[c] === 0) return -1;
+  }
+  return -1;
+}
+
+/** A field's value: after the colon, without its leading and trailing spaces and tabs (OWS). */
+function fieldValue(line: string, colon: number): string {
+  let a = colon + 1;
+  let b = line.length;
+  while (a < b && (line.charCodeAt(a) === 32 || line.charCodeAt(a) === 9)) a++;
+  while (b > a && (line.charCodeAt(b - 1) === 32 || line.charCodeAt(b - 1) === 9)) b--;
+  return line.slice(a, b);
+}
+
+/** The lengths of the request header names acted on: any other name is passed on without being lower-cased. */
+const ACTED_ON = new Set([...DROP, ...FRAMING, "expect"].map((n) => n.length));
+/** The same for an answer's: content-length, transfer-encoding, connection. */
+const ANSWER_ACTED_ON = new Set([14, 17, 10]);
+
+function badHead(head: string): Http1Refusal | undefined {
+  const bad = HEAD_BAD.exec(head);
+  if (!bad) return undefined;
+  const firstLine = head.indexOf("\r\n");
+  return refuse(
+    firstLine === -1 || bad.index < firstLine ? "HPE_INVALID_REQUEST_LINE" : "HPE_INVALID_HEADER_TOKEN",
+    "a control character, or a CR or LF that does not end a line",
+  );
+}
+
 /**
  * Reads one request head: `head` is its text (latin1) up to and without the blank line that
  * ends it. Returns the head, or why it is refused (always answered 400 and the connection closed).
  */
 export function parseRequestHead(head: string): RequestHead | Http1Refusal {
+  const bad = badHead(head);
+  if (bad) return bad;
   const lines = head.split("\r\n");
   const requestLine = lines[0]!;
   const sp1 = requestLine.indexOf(" ");
@@ -91,7 +133,6 @@ export function parseRequestHead(head: string): RequestHead | Http1Refusal {
   if (!TARGET.test(target) || !(target.charCodeAt(0) === 47 /* / */ || (target === "*" && method === "OPTIONS")))
     return refuse("HPE_INVALID_URL", "the request target must be a path (origin-form)");
   const kept: string[] = [];
-  const keptNames: string[] = [];
   let contentLength = -1;
   let chunked = false;
   let te = 0;
@@ -104,11 +145,14 @@ export function parseRequestHead(head: string): RequestHead | Http1Refusal {
     const line = lines[i]!;
     const c = line.charCodeAt(0);
     if (c === 32 || c === 9) return refuse("HPE_INVALID_HEADER_TOKEN", "a folded header line (obs-fold)");
-    const m = FIELD.exec(line);
-    if (!m) return refuse("HPE_INVALID_HEADER_TOKEN", "a header line that is not name: value");
-    const value = m[2]!;
-    if (BAD_VALUE.test(value)) return refuse("HPE_INVALID_HEADER_TOKEN", "a control character in a header value");
-    const name = m[1]!.toLowerCase();
+    const colon = nameEnd(line);
+    if (colon === -1) return refuse("HPE_INVALID_HEADER_TOKEN", "a header line that is not name: value");
+    if (!ACTED_ON.has(colon)) {
+      kept.push(line);
+      continue;
+    }
+    const value = fieldValue(line, colon);
+    const name = line.slice(0, colon).toLowerCase();
     switch (name) {
       case "content-length":
         if (contentLength !== -1) return refuse("HPE_UNEXPECTED_CONTENT_LENGTH", "two Content-Length headers");
@@ -142,7 +186,6 @@ export function parseRequestHead(head: string): RequestHead | Http1Refusal {
     }
     if (DROP.has(name)) continue;
     kept.push(line);
-    keptNames.push(name);
   }
   if (chunked && contentLength !== -1)
     return refuse("HPE_UNEXPECTED_CONTENT_LENGTH", "both Content-Length and Transfer-Encoding");
@@ -150,7 +193,7 @@ export function parseRequestHead(head: string): RequestHead | Http1Refusal {
     return refuse("HPE_INVALID_TRANSFER_ENCODING", "Transfer-Encoding in an HTTP/1.0 request");
   if (hosts === 0 && version === "HTTP/1.1") return refuse("HPE_INVALID_HEADER_TOKEN", "no Host header");
   // Headers the client named in Connection are for this hop only.
-  const pass = options ? kept.filter((_, i) => !options.includes(keptNames[i]!)) : kept;
+  const pass = options ? kept.filter((l) => !options.includes(l.slice(0, l.indexOf(":")).toLowerCase())) : kept;
   return {
     ok: true,
     method,
@@ -167,6 +210,8 @@ export function parseRequestHead(head: string): RequestHead | Http1Refusal {
 
 /** Reads a response head (text without the blank line), for its status and where its body ends. */
 export function parseResponseHead(head: string): ResponseHead | Http1Refusal {
+  const bad = badHead(head);
+  if (bad) return bad;
   const lines = head.split("\r\n");
   const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
   if (!m) return refuse("HPE_INVALID_STATUS", "the status line is not HTTP/1.x NNN");
@@ -179,10 +224,11 @@ export function parseResponseHead(head: string): ResponseHead | Http1Refusal {
     const line = lines[i]!;
     const c = line.charCodeAt(0);
     if (c === 32 || c === 9) return refuse("HPE_INVALID_HEADER_TOKEN", "a folded header line (obs-fold)");
-    const f = FIELD.exec(line);
-    if (!f || BAD_VALUE.test(f[2]!)) return refuse("HPE_INVALID_HEADER_TOKEN", "a malformed header line");
-    const name = f[1]!.toLowerCase();
-    const value = f[2]!.toLowerCase();
+    const colon = nameEnd(line);
+    if (colon === -1) return refuse("HPE_INVALID_HEADER_TOKEN", "a malformed header line");
+    if (!ANSWER_ACTED_ON.has(colon)) continue;
+    const name = line.slice(0, colon).toLowerCase();
+    const value = fieldValue(line, colon).toLowerCase();
     if (name === "content-length") {
       if (!DIGITS.test(value) || (contentLength !== -1 && contentLength !== Number(value)))
         return refuse("HPE_INVALID_CONTENT_LENGTH", "a bad or repeated Content-Length");
