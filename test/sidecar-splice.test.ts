@@ -78,7 +78,7 @@ async function recordingApp(slowMs = 300): Promise<{ port: number; seen: Seen[] 
   return { port: (server.address() as AddressInfo).port, seen };
 }
 
-async function sidecar(appPort: number, limits?: { headersTimeoutMs?: number }) {
+async function sidecar(appPort: number, limits?: { headersTimeoutMs?: number; requestTimeoutMs?: number }) {
   const logs = new LogSink();
   const svc: RunningService = await startService({
     service: "payment",
@@ -397,6 +397,38 @@ test("a head that stalls is answered 408 after the headers timeout, logged, and 
   assert.deepEqual(c.statuses(), [408]);
   await slow.logs.wait(ev("http.client_error", (l) => l.reason === "request_timeout"));
   assert.equal(app.seen.length, before);
+});
+
+test("a body that stops coming is cut off after the request timeout: both connections end, the app never gets it whole", {
+  timeout: 30_000,
+}, async () => {
+  const slow = await sidecar(app.port, { requestTimeoutMs: 300 });
+  const before = app.seen.length;
+  const c = await raw(slow.svc.port);
+  c.send("POST /upload HTTP/1.1\r\nHost: payment.internal\r\nContent-Length: 10\r\n\r\nabc");
+  await c.closed();
+  assert.deepEqual(c.statuses(), []);
+  await slow.logs.wait(ev("http.client_error", (l) => l.reason === "request_timeout"));
+  const line = await slow.logs.wait(ev("request", (l) => l.path === "/upload"));
+  assert.equal(line.status, 499);
+  assert.equal(app.seen.length, before);
+});
+
+test("the app down: pipelined requests each get the sidecar's 503 in turn, a denied one its 403, and the connection goes on", {
+  timeout: 30_000,
+}, async () => {
+  const gone = await recordingApp();
+  const port = gone.port;
+  await closers.pop()!();
+  const down = await sidecar(port);
+  const c = await raw(down.svc.port);
+  c.send(GET("/one") + GET("/secret") + GET("/two"));
+  await c.answers(3);
+  assert.deepEqual(c.statuses(), [503, 403, 503]);
+  assert.match(c.text, /"reason":"app_down"/);
+  assert.equal(c.isClosed, false);
+  const failed = await down.logs.wait(ev("upstream.failed", (l) => l.path === "/two"));
+  assert.equal(failed.reason, "app_down");
 });
 
 test("the chunked reader finds the same end fed whole or a byte at a time, and refuses what is malformed", () => {
