@@ -52,6 +52,12 @@ after(async () => {
 async function recordingApp(slowMs = 300): Promise<{ port: number; seen: Seen[] }> {
   const seen: Seen[] = [];
   const server = createServer((req, res) => {
+    if (req.url === "/early") {
+      // Answers before the body is read (node:http then reads the rest of the body past).
+      res.writeHead(200, { "content-type": "text/plain", "content-length": 5 });
+      res.end("early");
+      return;
+    }
     let body = "";
     req.setEncoding("latin1");
     req.on("data", (c: string) => (body += c));
@@ -429,6 +435,23 @@ test("the app down: pipelined requests each get the sidecar's 503 in turn, a den
   assert.equal(c.isClosed, false);
   const failed = await down.logs.wait(ev("upstream.failed", (l) => l.path === "/two"));
   assert.equal(failed.reason, "app_down");
+});
+
+test("an answer that comes before the body is all sent: that app connection is never handed to another caller", {
+  timeout: 30_000,
+}, async () => {
+  const c = await raw(s.svc.port);
+  c.send(
+    "POST /early HTTP/1.1\r\nHost: payment.internal\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789",
+  );
+  await c.closed();
+  assert.deepEqual(c.statuses(), [200]);
+  // A new caller whose head would be read by the app as the rest of that body, were the
+  // connection pooled.
+  const next = await raw(s.svc.port);
+  next.send(GET("/after-early"));
+  await next.answers(1);
+  assert.match(next.text, /"path":"\/after-early"/);
 });
 
 test("the chunked reader finds the same end fed whole or a byte at a time, and refuses what is malformed", () => {

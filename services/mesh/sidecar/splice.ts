@@ -181,6 +181,11 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   private chunks: ChunkedBody | undefined;
   /** The body being read goes to the app (else it is read past: a denied request's). */
   private bodyToApp = false;
+  /**
+   * The app connection holds a request whose body is not all there yet: it must not go back to
+   * the pool (the next request on it would be read as the rest of that body).
+   */
+  private appMidRequest = false;
   /** When the head under way began arriving (0: none), and when the request whose body streams began. */
   private headSince = 0;
   private requestSince = 0;
@@ -325,6 +330,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
 
   private expectBody(h: RequestHead, toApp: boolean): void {
     this.bodyToApp = toApp;
+    this.appMidRequest = toApp && (h.chunked || h.contentLength > 0);
     if (h.chunked) {
       this.chunks = new ChunkedBody();
       this.inState = In.Chunked;
@@ -339,6 +345,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   }
 
   private bodyEnded(): void {
+    this.appMidRequest = false;
     this.inState = In.Head;
     this.chunks = undefined;
     this.requestSince = 0;
@@ -476,7 +483,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   private maybeIdle(): void {
     if (this.queue.length > 0) return;
     const reading = this.inState === In.Head;
-    if (this.app && (reading || this.inState === In.Stopped)) {
+    if (this.app && !this.appMidRequest && (reading || this.inState === In.Stopped)) {
       const a = this.app;
       this.app = undefined;
       this.s.release(a);
@@ -603,8 +610,9 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
       this.outClose = false;
       const a = this.app;
       this.app = undefined;
-      // The caller's connection ends; the app's goes back to the pool unless the app ends it.
-      if (a && this.appCloses) {
+      // The caller's connection ends; the app's goes back to the pool unless the app ends it
+      // or still waits for the rest of a body (an answer may come before the body is all sent).
+      if (a && (this.appCloses || this.appMidRequest)) {
         a.owner = undefined;
         a.sock.destroy();
       } else if (a) this.s.release(a);
@@ -637,6 +645,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   appClosed(c: AppConn, err: Error | undefined): void {
     if (c !== this.app) return;
     this.app = undefined;
+    this.appMidRequest = false;
     const head = this.queue[0];
     if (this.outState === Out.UntilClose && head) {
       // An answer without a length ends with the connection.
@@ -681,11 +690,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
     // Requests the caller did not stay for: logged as nginx's 499, or with the status under way.
     for (const q of this.queue) q.done?.(q.status || 499);
     // Reusable only between exchanges: nothing owed, no answer or body half-way.
-    const clean =
-      this.queue.length === 0 &&
-      this.outState === Out.Head &&
-      !this.outPending &&
-      (this.inState === In.Head || this.inState === In.Stopped);
+    const clean = this.queue.length === 0 && this.outState === Out.Head && !this.outPending && !this.appMidRequest;
     this.queue.length = 0;
     this.stopReading();
     const a = this.app;
