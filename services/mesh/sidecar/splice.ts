@@ -543,11 +543,16 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
         p.status = r.status;
         this.appCloses = r.close;
         this.outClose = r.close || p.closeAfter;
-        if (r.options || (p.closeAfter && !r.close)) {
-          // Rewritten, rarely: headers the app named in Connection are for its hop only, and a
-          // caller whose connection ends after this answer is told so.
+        // An app that says it keeps connections idle longer than the sidecar keeps the caller's
+        // would have the caller reuse one the sidecar is closing (the request lost).
+        const keepAliveS = Math.floor(this.gate.limits.keepAliveTimeoutMs / 1000);
+        const longer = r.keepAliveS !== undefined && r.keepAliveS > keepAliveS;
+        if (r.options || longer || (p.closeAfter && !r.close)) {
+          // Rewritten, rarely: headers the app named in Connection are for its hop only, a caller
+          // whose connection ends after this answer is told so, and a longer Keep-Alive is cut.
           this.toClient(buf, flushed, i);
-          this.sock.write(rewritten(buf.toString("latin1", i, end), r.options, p.closeAfter), "latin1");
+          const head = buf.toString("latin1", i, end);
+          this.sock.write(rewritten(head, r.options, p.closeAfter, longer ? keepAliveS : undefined), "latin1");
           flushed = end + 4;
         }
         i = end + 4;
@@ -627,6 +632,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   private appBroke(why: string): void {
     const a = this.app;
     this.app = undefined;
+    this.appMidRequest = false;
     if (a) {
       a.owner = undefined;
       a.sock.destroy();
@@ -706,9 +712,15 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
 
 /**
  * An answer head (without its blank line) without the headers its Connection named (`options`),
- * and, with `close`, saying Connection: close instead of its own Connection and Keep-Alive.
+ * with `close` saying Connection: close instead of its own Connection and Keep-Alive, and with
+ * `keepAliveS` its Keep-Alive replaced by `timeout=<keepAliveS>`.
  */
-function rewritten(head: string, options: readonly string[] | undefined, close: boolean): string {
+function rewritten(
+  head: string,
+  options: readonly string[] | undefined,
+  close: boolean,
+  keepAliveS: number | undefined,
+): string {
   let out = "";
   let connection: string[] | undefined;
   for (const line of head.split("\r\n")) {
@@ -722,10 +734,11 @@ function rewritten(head: string, options: readonly string[] | undefined, close: 
       }
       continue;
     }
-    if ((close && name === "keep-alive") || options?.includes(name)) continue;
+    if (((close || keepAliveS !== undefined) && name === "keep-alive") || options?.includes(name)) continue;
     out += `${line}\r\n`;
   }
   if (close) out += "connection: close\r\n";
+  else if (keepAliveS !== undefined) out += `keep-alive: timeout=${keepAliveS}\r\n`;
   else if (connection) out += `connection: ${connection.join(", ")}\r\n`;
   return `${out}\r\n`;
 }
