@@ -42,6 +42,8 @@ export interface ResponseHead {
   readonly close: boolean;
   /** Headers its Connection names besides close and keep-alive: for this hop only, not passed on. */
   readonly options: readonly string[] | undefined;
+  /** Keep-Alive's `timeout=` in seconds: how long the server says it keeps the connection idle. */
+  readonly keepAliveS: number | undefined;
 }
 
 /** Headers a proxy never passes on (RFC 9110 7.6.1), plus the one only the sidecar sets. */
@@ -227,6 +229,7 @@ export function parseResponseHead(head: string): ResponseHead | Http1Refusal {
   let chunked = false;
   let te = false;
   let options: string[] | undefined;
+  let keepAliveS: number | undefined;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const c = line.charCodeAt(0);
@@ -253,13 +256,16 @@ export function parseResponseHead(head: string): ResponseHead | Http1Refusal {
         } else if (FRAMING.has(o)) return refuse("HPE_INVALID_HEADER_TOKEN", `Connection names ${o}`);
         else if (o !== "") (options ??= []).push(o);
       }
+    } else if (name === "keep-alive") {
+      const t = /(?:^|[,;\s])timeout=(\d{1,9})/.exec(value);
+      if (t) keepAliveS = Number(t[1]);
     }
   }
   if (te && contentLength !== -1)
     return refuse("HPE_UNEXPECTED_CONTENT_LENGTH", "both Content-Length and Transfer-Encoding");
   // A body that is neither sized nor chunked ends when the connection does.
   if (te && !chunked) close = true;
-  return { ok: true, status: Number(m[2]), contentLength, chunked, close, options };
+  return { ok: true, status: Number(m[2]), contentLength, chunked, close, options, keepAliveS };
 }
 
 /** The longest chunk-size line (size and extensions) and trailer section read. */

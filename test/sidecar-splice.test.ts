@@ -150,12 +150,28 @@ async function raw(port: number, alpn = true) {
     },
     /** The status codes of the answers so far, in order. */
     statuses: () => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])),
-    answers: (n: number) => until(() => [...text.matchAll(/HTTP\/1\.1 \d{3} /g)].length >= n, `${n} answer(s)`),
+    /** Waits for n whole answers (head and Content-Length body). */
+    answers: (n: number) => until(() => whole(text) >= n, `${n} whole answer(s)`),
     closed: () => until(() => closed, "the connection to close"),
     get isClosed() {
       return closed;
     },
   };
+}
+
+/** How many whole answers `text` holds: each a head and as many body bytes as its Content-Length says. */
+function whole(text: string): number {
+  let n = 0;
+  let at = 0;
+  for (;;) {
+    const end = text.indexOf("\r\n\r\n", at);
+    if (end === -1) return n;
+    const len = /\r\ncontent-length: *(\d+)/i.exec(text.slice(at, end));
+    const next = end + 4 + (len ? Number(len[1]) : 0);
+    if (next > text.length) return n;
+    n++;
+    at = next;
+  }
 }
 
 const GET = (path: string, extra = "") => `GET ${path} HTTP/1.1\r\nHost: payment.internal\r\n${extra}\r\n`;
@@ -176,6 +192,9 @@ test("setup: an allowed request through the splice, with and without ALPN", { ti
     assert.equal(seen.url, "/hello");
     assert.match(String(seen.headers["x-forwarded-client-cert"]), /;URI=spiffe:\/\/internal\/order;/);
     assert.doesNotMatch(String(seen.headers["x-forwarded-client-cert"]), /evil/);
+    // The app keeps idle connections 60 s; the sidecar closes the caller's at 5 s, and says so.
+    assert.match(c.text, /\r\nkeep-alive: timeout=5\r\n/i);
+    assert.doesNotMatch(c.text, /timeout=60/);
   }
 });
 
@@ -512,8 +531,7 @@ test("outbound: the app's pipelined calls are answered in order over mTLS as ord
   const before = app.seen.length;
   const p = await plain(`${GET("/slow", "X-Forwarded-Client-Cert: By=forged\r\n")}${GET("/after")}`);
   const deadline = Date.now() + 15_000;
-  while ([...p.text().matchAll(/HTTP\/1\.1 200 /g)].length < 2 && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 50));
+  while (whole(p.text()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(
     [...p.text().matchAll(/"path":"([^"]+)"/g)].map((m) => m[1]),
     ["/slow", "/after"],

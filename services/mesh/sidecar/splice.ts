@@ -738,7 +738,9 @@ function rewritten(
     out += `${line}\r\n`;
   }
   if (close) out += "connection: close\r\n";
-  else if (keepAliveS !== undefined) out += `keep-alive: timeout=${keepAliveS}\r\n`;
-  else if (connection) out += `connection: ${connection.join(", ")}\r\n`;
+  else {
+    if (connection) out += `connection: ${connection.join(", ")}\r\n`;
+    if (keepAliveS !== undefined) out += `keep-alive: timeout=${keepAliveS}\r\n`;
+  }
   return `${out}\r\n`;
 }
