@@ -194,6 +194,7 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   private readonly queue: Outstanding[] = [];
   private app: AppConn | undefined;
   private corked: Socket | undefined;
+  private corkedClient = false;
   private outState: Out = Out.Head;
   private outPending: Buffer | undefined;
   private outLeft = 0;
@@ -500,6 +501,14 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
   // ---- app → caller ----
 
   fromApp(chunk: Buffer): void {
+    this.readApp(chunk);
+    if (this.corkedClient) {
+      this.corkedClient = false;
+      this.sock.uncork();
+    }
+  }
+
+  private readApp(chunk: Buffer): void {
     let buf = chunk;
     if (this.outPending) {
       buf = Buffer.concat([this.outPending, chunk]);
@@ -550,6 +559,11 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
         if (r.options || longer || (p.closeAfter && !r.close)) {
           // Rewritten, rarely: headers the app named in Connection are for its hop only, a caller
           // whose connection ends after this answer is told so, and a longer Keep-Alive is cut.
+          // Corked: the rewritten head and the bytes after it leave in one write (one TLS record).
+          if (!this.corkedClient) {
+            this.corkedClient = true;
+            this.sock.cork();
+          }
           this.toClient(buf, flushed, i);
           const head = buf.toString("latin1", i, end);
           this.sock.write(rewritten(head, r.options, p.closeAfter, longer ? keepAliveS : undefined), "latin1");
