@@ -18,6 +18,8 @@ import { pathOf } from "../paths.ts";
 const CRLFCRLF = Buffer.from("\r\n\r\n");
 /** An app's answer head may be larger than a request's (cookies), not unbounded. */
 const MAX_ANSWER_HEAD = 64 * 1024;
+/** An answer head's Keep-Alive line (never its first: the status line). */
+const KEEP_ALIVE_LINE = /\r\nkeep-alive:[^\r]*/gi;
 /** Pipelined requests read ahead of their answers; past this, the caller's connection is paused. */
 const MAX_OUTSTANDING = 32;
 
@@ -566,7 +568,12 @@ class SpliceConnection<G extends ConnGate> implements AppOwner {
           }
           this.toClient(buf, flushed, i);
           const head = buf.toString("latin1", i, end);
-          this.sock.write(rewritten(head, r.options, p.closeAfter, longer ? keepAliveS : undefined), "latin1");
+          const text =
+            r.options || (p.closeAfter && !r.close)
+              ? rewritten(head, r.options, p.closeAfter, longer ? keepAliveS : undefined)
+              : // Only the Keep-Alive (every answer of an app that keeps connections long): one replace.
+                `${head.replace(KEEP_ALIVE_LINE, `\r\nkeep-alive: timeout=${keepAliveS}`)}\r\n\r\n`;
+          this.sock.write(text, "latin1");
           flushed = end + 4;
         }
         i = end + 4;
