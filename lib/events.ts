@@ -147,7 +147,7 @@ export const EVENTS = {
   "http.client_error": {
     level: ["warn"],
     about: "a connection sent something that is not acceptable HTTP (too large, too slow, malformed)",
-    fields: { reason: "string", peer: "string?", remote: "string?", code: "string?" },
+    fields: { reason: "string", peer: "string?", remote: "string?", code: "string?", detail: "string?" },
   },
   "tls.reloaded": {
     level: ["info"],

@@ -7,7 +7,7 @@ import type { Upstreams } from "./client.ts";
 import type { MeshLogger } from "./log.ts";
 import type { MeshMetrics } from "./metrics.ts";
 import type { TlsMaterial } from "./material.ts";
-import type { Forward } from "./forward.ts";
+import type { Forward, Splice } from "./forward.ts";
 
 /** What the runtime gives an app when it starts it. */
 export interface AppContext {
@@ -21,13 +21,15 @@ export interface AppContext {
   readonly material: TlsMaterial;
 }
 
-export type { Forward, ForwardPeer, MeshRequest, MeshResponse } from "./forward.ts";
+export type { Forward, ForwardPeer, MeshRequest, MeshResponse, Splice, SpliceGate } from "./forward.ts";
 
 export interface AppInstance {
   /** An in-process app: the server matches these after the policy allowed the request. */
   readonly routes?: readonly Route[];
   /** Or a forwarder: every allowed request goes to it whatever its path. */
   readonly forward?: Forward;
+  /** With forward: HTTP/1.1 connections handed over whole (see forward.ts), HTTP/2 ones still to forward. */
+  readonly splice?: Splice;
   /** New TLS material is in force (a renewal, a new bundle or CRLs). */
   setMaterial?(m: TlsMaterial): void;
   close?(): Promise<void>;

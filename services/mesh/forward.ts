@@ -3,6 +3,7 @@
 // both import it without importing each other.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import type { TLSSocket } from "node:tls";
 import type { PeerIdentity } from "./peer-identity.ts";
 
 export type MeshRequest = IncomingMessage | Http2ServerRequest;
@@ -23,3 +24,35 @@ export interface ForwardPeer {
  * complete (or the exchange broke: status 499 or 502/503), so the server logs and counts it.
  */
 export type Forward = (req: MeshRequest, res: MeshResponse, peer: ForwardPeer, done: (status: number) => void) => void;
+
+/**
+ * What the mesh server lends a splice for one HTTP/1.1 connection it hands over whole (the
+ * sidecar's inbound side, sidecar/splice.ts): the caller, the policy's verdict on each request
+ * logged and counted as the server's own, and the server's limits.
+ */
+export interface SpliceGate {
+  readonly peer: ForwardPeer;
+  readonly limits: {
+    readonly headersTimeoutMs: number;
+    readonly requestTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+    readonly maxHeaderSize: number;
+  };
+  /** The verdict on one request (logged as authz.denied / authz.would_deny, counted). */
+  admit(method: string, path: string): SpliceAdmission;
+  /** The connection was made under an earlier certificate of this server: close it after its answer. */
+  draining(): boolean;
+  /** Logs a request that is not valid HTTP/1.1 or came too slowly (http.client_error); the status to answer it with. */
+  clientError(code: string, detail: string): number;
+}
+
+export type SpliceAdmission =
+  | {
+      readonly allow: true;
+      /** The answer is complete (or the exchange broke: 499, 502, 503): log and count it. */
+      done(status: number): void;
+    }
+  | { readonly allow: false; readonly status: 403; readonly body: string };
+
+/** Takes an authenticated HTTP/1.1 connection whole, instead of node:http's parser. */
+export type Splice = (sock: TLSSocket, gate: SpliceGate) => void;

@@ -151,6 +151,7 @@ async function serve(
     policy: () => policy.policy,
     routes: app.routes ?? [],
     forward: app.forward,
+    splice: app.splice,
     log,
     limits: o.limits,
     requestLinesPerSecond: o.requestLinesPerSecond,

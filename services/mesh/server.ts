@@ -26,7 +26,7 @@ import { AccessLog } from "./access-log.ts";
 import { compilePath, pathOf, NO_PARAMS, type PathMatcher } from "./paths.ts";
 import { messageOf } from "./errors.ts";
 import type { MeshMetrics, RequestSeries } from "./metrics.ts";
-import type { Forward, ForwardPeer } from "./forward.ts";
+import type { Forward, ForwardPeer, Splice, SpliceAdmission, SpliceGate } from "./forward.ts";
 import { isGrpc, sendGrpcStatus, GRPC_PERMISSION_DENIED } from "./grpc-status.ts";
 
 export interface Reply {
@@ -86,6 +86,11 @@ export interface MeshServerOptions {
   routes: readonly Route[];
   /** Instead of routes: every allowed request is handed to this (the sidecar, see app.ts). */
   forward?: Forward;
+  /**
+   * With forward: HTTP/1.1 connections are handed whole to this instead of node:http's parser
+   * (the sidecar's inbound splice); HTTP/2 ones still go to node:http2 and forward.
+   */
+  splice?: Splice;
   log: MeshLogger;
   limits?: Partial<Limits>;
   /** `request` lines per second before per-second summaries (see AccessLog); 0: every request. */
@@ -196,7 +201,8 @@ export class MeshServer {
     // connection already, and an idle timer refreshed on every read and write was about
     // 1.3 µs of each keep-alive request.
     // Must run before https' own listener hands the socket to the HTTP parser.
-    this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
+    if (opts.splice) this.spliceHttp1(opts.splice);
+    else this.https.prependListener("secureConnection", (sock: TLSSocket) => this.onSecureConnection(sock));
     this.https.on("session", (session: ServerHttp2Session) => {
       const state = (session.socket as TLSSocket & { [PEER]?: PeerState })[PEER];
       if (!state) return;
@@ -212,6 +218,113 @@ export class MeshServer {
     const metrics = opts.metrics;
     if (metrics) this.https.on("connection", (raw: Socket) => metrics.handshakeStarted(raw));
     this.https.on("clientError", (err: NodeJS.ErrnoException, sock: TLSSocket) => this.onClientError(err, sock));
+  }
+
+  /**
+   * An authenticated HTTP/1.1 connection (ALPN http/1.1, or none) goes to the splice instead of
+   * node:http; an h2 one to node:http2's own listener, as without a splice. The splice reads
+   * the requests itself and asks gate() for each verdict.
+   */
+  private spliceHttp1(splice: Splice): void {
+    const http2Listeners = this.https.listeners("secureConnection") as Array<(sock: TLSSocket) => void>;
+    this.https.removeAllListeners("secureConnection");
+    this.https.on("secureConnection", (sock: TLSSocket) => {
+      this.onSecureConnection(sock);
+      const state = (sock as TLSSocket & { [PEER]?: PeerState })[PEER];
+      if (state && !sock.destroyed && (sock.alpnProtocol === false || sock.alpnProtocol === "http/1.1")) {
+        splice(sock, this.gate(state));
+        return;
+      }
+      for (const l of http2Listeners) l.call(this.https, sock);
+    });
+  }
+
+  private gate(peer: PeerState): SpliceGate {
+    peer.forward ??= forwardPeer(peer.facts, peer.identity);
+    return {
+      peer: peer.forward,
+      limits: this.limits,
+      admit: (method, path) => this.admit(peer, method, path),
+      draining: () => peer.epoch !== this.epoch,
+      clientError: (code, detail) => {
+        const { reason, status, sentence } = httpErrorReason(Object.assign(new Error(detail), { code }), this.limits);
+        this.opts.log.warn(
+          { event: "http.client_error", reason, peer: peer.identity.name, remote: peer.remote, code, detail },
+          sentence,
+        );
+        peer.refused = status;
+        return status;
+      },
+    };
+  }
+
+  /** A spliced request's verdict, logged and counted as onRequest does; an allowed one is in flight until done(). */
+  private admit(peer: PeerState, method: string, path: string): SpliceAdmission {
+    const routed = this.routed(peer, method, path);
+    const d = routed.decision;
+    const series = this.opts.metrics?.series(routed, peer.identity.name);
+    if (!d.allow) {
+      this.logDenied(peer, method, path, d);
+      series?.denied();
+      return { allow: false, status: 403, body: JSON.stringify(this.deniedBody(peer, method, path, d)) };
+    }
+    if (d.wouldDeny) {
+      this.logWouldDeny(peer, method, path, d);
+      series?.wouldDeny();
+    }
+    peer.inFlight++;
+    const x = new Exchange(undefined, peer, method, path, d.rule, this.logs);
+    x.series = series;
+    return { allow: true, done: (status) => x.forwarded(status) };
+  }
+
+  private logDenied(peer: PeerState, method: string, path: string, d: Decision): void {
+    const caller = peer.identity.name;
+    this.opts.log.warn(
+      {
+        event: "authz.denied",
+        peer: caller,
+        peerDns: peer.identity.dns,
+        peerSpiffeId: peer.identity.spiffeId,
+        method,
+        path,
+        rule: d.rule,
+        reason: d.reason,
+        hint: d.hint,
+        remote: peer.remote,
+      },
+      `denied ${caller} ${method} ${path}: ${d.reason}`,
+    );
+  }
+
+  private deniedBody(peer: PeerState, method: string, path: string, d: Decision): Record<string, unknown> {
+    const caller = peer.identity.name;
+    return {
+      error: "forbidden",
+      caller,
+      identity: peer.identity.dns,
+      rule: d.rule,
+      message: `${caller} may not call ${method} ${path} on ${this.opts.service}`,
+    };
+  }
+
+  private logWouldDeny(peer: PeerState, method: string, path: string, d: Decision): void {
+    const caller = peer.identity.name;
+    // Audit mode (docs/policy.md): the call goes on; the line says what enforcing would deny.
+    this.opts.log.warn(
+      {
+        event: "authz.would_deny",
+        peer: caller,
+        peerDns: peer.identity.dns,
+        method,
+        path,
+        rule: d.rule,
+        reason: d.reason,
+        hint: d.hint,
+        remote: peer.remote,
+      },
+      `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`,
+    );
   }
 
   /**
@@ -574,21 +687,7 @@ export class MeshServer {
     const { decision: d, route, params, pathKnown } = this.routed(peer, method, path);
     const series = this.opts.metrics?.series(peer.last!, caller);
     if (!d.allow) {
-      this.opts.log.warn(
-        {
-          event: "authz.denied",
-          peer: caller,
-          peerDns: peer.identity.dns,
-          peerSpiffeId: peer.identity.spiffeId,
-          method,
-          path,
-          rule: d.rule,
-          reason: d.reason,
-          hint: d.hint,
-          remote: peer.remote,
-        },
-        `denied ${caller} ${method} ${path}: ${d.reason}`,
-      );
+      this.logDenied(peer, method, path, d);
       series?.denied();
       req.resume();
       // A gRPC client reads a refusal from grpc-status, never from an HTTP status.
@@ -601,31 +700,11 @@ export class MeshServer {
         );
         return;
       }
-      send(res, peer, 403, {
-        error: "forbidden",
-        caller,
-        identity: peer.identity.dns,
-        rule: d.rule,
-        message: `${caller} may not call ${method} ${path} on ${this.opts.service}`,
-      });
+      send(res, peer, 403, this.deniedBody(peer, method, path, d));
       return;
     }
     if (d.wouldDeny) {
-      // Audit mode (docs/policy.md): the call goes on; the line says what enforcing would deny.
-      this.opts.log.warn(
-        {
-          event: "authz.would_deny",
-          peer: caller,
-          peerDns: peer.identity.dns,
-          method,
-          path,
-          rule: d.rule,
-          reason: d.reason,
-          hint: d.hint,
-          remote: peer.remote,
-        },
-        `would deny ${caller} ${method} ${path} (audit mode, let through): ${d.reason}`,
-      );
+      this.logWouldDeny(peer, method, path, d);
       series?.wouldDeny();
     }
     const x = new Exchange(res, peer, method, path, d.rule, this.logs);
@@ -692,7 +771,8 @@ class Exchange {
   series: RequestSeries | undefined;
   private readonly started = performance.now();
   constructor(
-    private readonly res: Res,
+    /** Undefined for a spliced request: answered by the splice, logged by forwarded(). */
+    private readonly res: Res | undefined,
     private readonly state: PeerState,
     private readonly method: string,
     private readonly path: string,
@@ -776,7 +856,7 @@ class Exchange {
 
   /** Send the answer and log the `request` line. */
   done(status: number, body: unknown): void {
-    send(this.res, this.state, status, body);
+    if (this.res) send(this.res, this.state, status, body);
     const ms = this.ms();
     this.series?.answered(status, ms);
     this.logs.access.record(

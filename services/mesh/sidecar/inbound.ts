@@ -4,7 +4,7 @@
 import { Agent, request, type OutgoingHttpHeaders } from "node:http";
 import { connect as h2connect } from "node:http2";
 import { connect as netConnect } from "node:net";
-import type { Forward, ForwardPeer, MeshRequest, MeshResponse } from "../app.ts";
+import type { Forward, ForwardPeer, MeshRequest, MeshResponse, Splice, SpliceGate } from "../app.ts";
 import type { MeshLogger } from "../log.ts";
 import type { TlsMaterial } from "../material.ts";
 import { MeshError } from "../errors.ts";
@@ -13,6 +13,7 @@ import { isLoopback } from "../../../lib/admin-http.ts";
 import { forwardable, forwardableList, type RawScan } from "./headers.ts";
 import { relay, H2Connection, type Dial } from "./relay.ts";
 import { ownSpiffeId, xfccElement, XFCC } from "./xfcc.ts";
+import { Http1Splice } from "./splice.ts";
 
 export type AppAddress =
   | { readonly kind: "tcp"; readonly host: string; readonly port: number }
@@ -70,6 +71,8 @@ export class Inbound {
   private readonly dial: Dial;
   private readonly agent: Agent | undefined;
   private readonly h2: H2Connection | undefined;
+  /** HTTP/1.1 callers to an HTTP/1.1 app: their connections spliced to the app's (splice.ts). */
+  private readonly spliced: Http1Splice<SpliceGate> | undefined;
   /** XFCC per caller connection (the same certificate for every request on it). */
   private readonly xfcc = new WeakMap<ForwardPeer, { by: string; value: string }>();
   private readonly where: string;
@@ -83,6 +86,21 @@ export class Inbound {
       this.agent = agent;
       const base = a.kind === "unix" ? { socketPath: a.path } : { host: a.host, port: a.port };
       this.dial = { protocol: "http1", request: (r) => request({ ...r, ...base, agent }) };
+      this.spliced = new Http1Splice<SpliceGate>({
+        dial: () => (a.kind === "unix" ? netConnect(a.path) : netConnect(a.port, a.host)),
+        headText: (h, gate) => {
+          // The caller's headers as sent, less hop-by-hop ones and any XFCC (see http1-head.ts); the sidecar's XFCC.
+          let text = `${h.method} ${h.target} ${h.version}\r\n`;
+          for (const l of h.lines) text += `${l}\r\n`;
+          if (h.teTrailers) text += "te: trailers\r\n";
+          return `${text}${XFCC}: ${this.xfccOf(gate.peer)}\r\n\r\n`;
+        },
+        failed: (method, path, gate, e) => ({
+          status: 503,
+          body: this.unavailableBody(this.logAppFailed(method, path, gate.peer, e)),
+        }),
+        idleMs: APP_IDLE_MS,
+      });
     } else {
       const h2 = new H2Connection(() =>
         a.kind === "unix"
@@ -98,6 +116,11 @@ export class Inbound {
         lastError: () => h2.lastError(),
       };
     }
+  }
+
+  /** HTTP/1.1 callers' connections, when the app speaks HTTP/1.1 (HTTP/2 callers still go through forward). */
+  get splice(): Splice | undefined {
+    return this.spliced?.splice;
   }
 
   readonly forward: Forward = (req, res, peer, done) => {
@@ -128,34 +151,39 @@ export class Inbound {
   }
 
   private appFailed(req: MeshRequest, res: MeshResponse, peer: ForwardPeer, e: Error): number {
+    const sentence = this.logAppFailed(req.method ?? "GET", req.url ?? "/", peer, e);
+    if (isGrpc(req)) {
+      sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `app_down: ${sentence}`);
+      return 200;
+    }
+    const text = this.unavailableBody(sentence);
+    res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+    return 503;
+  }
+
+  /** Logs upstream.failed for the app; the sentence. */
+  private logAppFailed(method: string, path: string, peer: ForwardPeer, e: Error): string {
     const code = (e as { code?: string }).code ?? "UNKNOWN";
-    const sentence = `the app at ${this.where} did not answer ${req.method} ${req.url} (${code}); is it running, and is --app right?`;
+    const sentence = `the app at ${this.where} did not answer ${method} ${path} (${code}); is it running, and is --app right?`;
     this.o.log.warn(
       {
         event: "upstream.failed",
         upstream: "app",
         addr: this.where,
-        method: req.method,
-        path: req.url,
+        method,
+        path,
         peer: peer.identity.name,
         reason: "app_down",
         code,
       },
       sentence,
     );
-    if (isGrpc(req)) {
-      sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `app_down: ${sentence}`);
-      return 200;
-    }
-    const text = JSON.stringify({
-      error: "app_unavailable",
-      reason: "app_down",
-      service: this.o.service,
-      message: sentence,
-    });
-    res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-    res.end(text);
-    return 503;
+    return sentence;
+  }
+
+  private unavailableBody(sentence: string): string {
+    return JSON.stringify({ error: "app_unavailable", reason: "app_down", service: this.o.service, message: sentence });
   }
 
   setMaterial(m: TlsMaterial): void {
@@ -163,6 +191,7 @@ export class Inbound {
   }
 
   close(): void {
+    this.spliced?.close();
     this.agent?.destroy();
     this.h2?.close();
   }

@@ -51,6 +51,7 @@ export function sidecarApp(o: SidecarOptions): App {
     o.onOutbound?.(ports);
     return {
       forward: inbound.forward,
+      splice: inbound.splice,
       setMaterial(m) {
         inbound.setMaterial(m);
         outbound.setMaterial(m);

@@ -3,14 +3,7 @@
 // on over mTLS with the workload's own identity, to a callee that must prove it *is* the
 // upstream named (its certificate's one identity, not merely any mesh certificate), trusted and
 // not revoked. The app never holds a key.
-import {
-  createServer as h1Server,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type Server as H1Server,
-  type ServerResponse,
-} from "node:http";
-import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import {
   connect as h2connect,
   createServer as h2Server,
@@ -20,16 +13,24 @@ import {
 } from "node:http2";
 import { createServer as netServer, type Server as NetServer, type Socket } from "node:net";
 import { Duplex } from "node:stream";
-import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from "node:tls";
+import {
+  checkServerIdentity,
+  connect as tlsConnect,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContext,
+} from "node:tls";
 import type { MeshLogger } from "../log.ts";
 import type { MeshMetrics } from "../metrics.ts";
 import { TLS_CIPHERS, type TlsMaterial } from "../material.ts";
 import { dnsName } from "../names.ts";
 import { identityOf } from "../peer-identity.ts";
-import { upstreamReason } from "../reasons.ts";
+import { httpErrorReason, upstreamReason } from "../reasons.ts";
 import { isGrpc, sendGrpcStatus, GRPC_UNAVAILABLE } from "../grpc-status.ts";
-import { forwardable, forwardableList, type RawScan } from "./headers.ts";
+import { forwardable } from "./headers.ts";
 import { relay, H2Connection, type Dial } from "./relay.ts";
+import { Http1Splice, type ConnGate } from "./splice.ts";
+import type { SpliceAdmission } from "../forward.ts";
 
 export interface OutboundRoute {
   /** The upstream's mesh name: the identity its certificate must carry. */
@@ -43,6 +44,13 @@ export interface OutboundRoute {
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n");
 /** Idle time before a pooled connection to an upstream is closed (the mesh servers close at 5 s). */
 export const UPSTREAM_IDLE_MS = 4_000;
+/** The app's connections to an outbound port: node:http's defaults, which bounded them before the splice. */
+const APP_LIMITS: ConnGate["limits"] = {
+  headersTimeoutMs: 60_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 5_000,
+  maxHeaderSize: 16 * 1024,
+};
 
 /** The callee must be exactly `name`: the host-name check, then the mesh's own identity rules. */
 export function calleeCheck(name: string): (host: string, cert: PeerCertificate) => Error | undefined {
@@ -63,14 +71,14 @@ export function calleeCheck(name: string): (host: string, cert: PeerCertificate)
 
 class Lane {
   private context: SecureContext;
-  private agent: Agent;
   private readonly h2: H2Connection;
   readonly servername: string;
   /** `<name>.internal:<port>`: the authority (Host) of every call to the upstream. */
   private readonly authority: string;
-  private readonly h1Dial: Dial;
   private readonly h2Dial: Dial;
-  readonly h1: H1Server;
+  /** The app's HTTP/1.1 calls, spliced to mTLS connections to the upstream (splice.ts). */
+  private readonly spliced: Http1Splice<ConnGate>;
+  private readonly gate: ConnGate;
   readonly h2c: Http2Server;
   readonly net: NetServer;
   private readonly sockets = new Set<Socket>();
@@ -84,7 +92,6 @@ class Lane {
   ) {
     this.servername = dnsName(route.name);
     this.context = contextOf(material);
-    this.agent = newAgent();
     const [host, port] = splitAddr(route.addr);
     const check = calleeCheck(route.name);
     this.h2 = new H2Connection(() =>
@@ -104,18 +111,55 @@ class Lane {
       session: () => this.h2.session(),
       lastError: () => this.h2.lastError(),
     };
-    // Made once, not per request; setMaterial() makes it again with the new context and pool.
-    this.h1Dial = h1Dial(
-      host,
-      port,
-      this.servername,
-      check,
-      () => this.context,
-      () => this.agent,
-    );
+    this.spliced = new Http1Splice<ConnGate>({
+      // No TLS session reuse: every new connection is judged under the current trust.
+      dial: () =>
+        tlsConnect({
+          host,
+          port,
+          servername: this.servername,
+          secureContext: this.context,
+          checkServerIdentity: check,
+          ALPNProtocols: ["http/1.1"],
+        }),
+      headText: (h) => {
+        // The app's headers less hop-by-hop ones and any XFCC (http1-head.ts); the upstream's authority as Host.
+        let text = `${h.method} ${h.target} ${h.version}\r\n`;
+        for (const l of h.lines)
+          if (!(l.charCodeAt(4) === 58 /* : */ && l.slice(0, 4).toLowerCase() === "host")) text += `${l}\r\n`;
+        if (h.teTrailers) text += "te: trailers\r\n";
+        return `${text}host: ${this.authority}\r\n\r\n`;
+      },
+      failed: (method, path, _gate, e) => {
+        const r = this.logFailed(method, path, e);
+        return {
+          status: 502,
+          body: this.failedBody(r),
+          done: () => this.metrics?.outboundCall(this.route.name, r.reason),
+        };
+      },
+      idleMs: UPSTREAM_IDLE_MS,
+    });
+    // As relay()'s done counts a call: a 403 or a 5xx from the callee is a failed call too (client.ts).
+    const admitted: SpliceAdmission = {
+      allow: true,
+      done: (status) => this.metrics?.outboundCall(this.route.name, callReason(status)),
+    };
+    this.gate = {
+      limits: APP_LIMITS,
+      admit: () => admitted,
+      draining: () => false,
+      clientError: (code, detail) => {
+        const { reason, status, sentence } = httpErrorReason(Object.assign(new Error(detail), { code }), APP_LIMITS);
+        this.log.warn(
+          { event: "http.client_error", reason, peer: "app", code, detail },
+          `the app's call to ${this.route.name}: ${sentence}`,
+        );
+        return status;
+      },
+    };
     const handle = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
       this.onRequest(req, res);
-    this.h1 = h1Server(handle);
     this.h2c = h2Server(handle);
     this.net = netServer((sock) => {
       this.sockets.add(sock);
@@ -131,7 +175,7 @@ class Lane {
           this.h2c.emit("connection", replaying(sock, first));
         } else {
           sock.unshift(first);
-          this.h1.emit("connection", sock);
+          this.spliced.splice(sock, this.gate);
         }
         sock.resume();
       });
@@ -139,35 +183,13 @@ class Lane {
     });
   }
 
+  /** The app's HTTP/2 (h2c) calls: relayed as streams to an h2 connection to the upstream. */
   private onRequest(req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse): void {
-    const h2 = req.httpVersionMajor === 2;
-    let headers: OutgoingHttpHeaders | string[];
-    let body: boolean | undefined;
-    if (h2) headers = forwardable(req.headers);
-    else {
-      // As the inbound side does: from the raw list, no header object built on either side.
-      const scan: RawScan = { authority: undefined, body: false };
-      headers = forwardableList(req.rawHeaders, scan);
-      headers.push("host", this.authority);
-      body = scan.body;
-    }
+    const headers: OutgoingHttpHeaders = forwardable(req.headers);
     let reason: string | undefined;
-    relay(req, res, h2 ? this.h2Dial : this.h1Dial, {
+    relay(req, res, this.h2Dial, {
       headers,
-      body,
-      // As client.ts counts: a 403 or a 5xx from the callee is a failed call too.
-      done: (status) =>
-        this.metrics?.outboundCall(
-          this.route.name,
-          reason ??
-            (status === 403
-              ? "forbidden"
-              : status >= 500
-                ? "upstream_error"
-                : status === 499
-                  ? "cancelled"
-                  : undefined),
-        ),
+      done: (status) => this.metrics?.outboundCall(this.route.name, reason ?? callReason(status)),
       failed: (e) => {
         const r = this.failed(req, res, e);
         reason = r.reason;
@@ -181,6 +203,33 @@ class Lane {
     res: ServerResponse | Http2ServerResponse,
     e: Error,
   ): { status: number; reason: string } {
+    const r = this.logFailed(req.method, req.url, e);
+    if (isGrpc(req)) {
+      sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `${r.reason}: ${r.sentence}`);
+      return { status: 200, reason: r.reason };
+    }
+    const text = this.failedBody(r);
+    res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+    return { status: 502, reason: r.reason };
+  }
+
+  private failedBody(r: { reason: string; sentence: string }): string {
+    return JSON.stringify({
+      error: "upstream_unavailable",
+      upstream: this.route.name,
+      reason: r.reason,
+      message: r.sentence,
+      from: this.service,
+    });
+  }
+
+  /** Logs a call that failed (upstream.failed); its reason and sentence. */
+  private logFailed(
+    method: string | undefined,
+    path: string | undefined,
+    e: Error,
+  ): { reason: string; sentence: string } {
     const name = this.route.name;
     const code = (e as { code?: string }).code;
     const r =
@@ -197,40 +246,25 @@ class Lane {
         side: "outbound",
         upstream: name,
         addr: this.route.addr,
-        method: req.method,
-        path: req.url,
+        method,
+        path,
         reason: r.reason,
         code: r.code,
       },
       r.sentence,
     );
-    if (isGrpc(req)) {
-      sendGrpcStatus(res, undefined, GRPC_UNAVAILABLE, `${r.reason}: ${r.sentence}`);
-      return { status: 200, reason: r.reason };
-    }
-    const text = JSON.stringify({
-      error: "upstream_unavailable",
-      upstream: name,
-      reason: r.reason,
-      message: r.sentence,
-      from: this.service,
-    });
-    res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-    res.end(text);
-    return { status: 502, reason: r.reason };
+    return r;
   }
 
   /** New calls use the new material; pooled connections to callees are re-made under it. */
   setMaterial(m: TlsMaterial): void {
     this.context = contextOf(m);
-    const old = this.agent;
-    this.agent = newAgent();
-    old.destroy();
+    this.spliced.retire();
     this.h2.retire();
   }
 
   close(): Promise<void> {
-    this.agent.destroy();
+    this.spliced.close();
     this.h2.close();
     for (const s of this.sockets) s.destroy();
     return new Promise((resolve) => this.net.close(() => resolve()));
@@ -260,28 +294,9 @@ function replaying(sock: Socket, first: Buffer): Duplex {
   return d;
 }
 
-/** HTTP/1.1 over mTLS to the upstream, with the context and pool in force when each call starts. */
-function h1Dial(
-  host: string,
-  port: number,
-  servername: string,
-  checkServerIdentity: ReturnType<typeof calleeCheck>,
-  context: () => SecureContext,
-  agent: () => Agent,
-): Dial {
-  return {
-    protocol: "http1",
-    request: (o) =>
-      httpsRequest({
-        ...o,
-        host,
-        port,
-        servername,
-        secureContext: context(),
-        checkServerIdentity,
-        agent: agent(),
-      } as RequestOptions),
-  };
+/** How a call answered with `status` is counted (as client.ts counts). */
+function callReason(status: number): string | undefined {
+  return status === 403 ? "forbidden" : status >= 500 ? "upstream_error" : status === 499 ? "cancelled" : undefined;
 }
 
 function contextOf(m: TlsMaterial): SecureContext {
@@ -294,13 +309,6 @@ function contextOf(m: TlsMaterial): SecureContext {
     minVersion: "TLSv1.2",
     ciphers: TLS_CIPHERS,
   });
-}
-
-function newAgent(): Agent {
-  // No TLS session reuse: every new connection is judged under the current trust. Idle
-  // connections closed after UPSTREAM_IDLE_MS, under the mesh servers' 5 s keep-alive timeout,
-  // as client.ts does: never reuse one the server is closing (the request would be lost).
-  return new Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxCachedSessions: 0, timeout: UPSTREAM_IDLE_MS });
 }
 
 function splitAddr(addr: string): [string, number] {
