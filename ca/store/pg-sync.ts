@@ -3,6 +3,10 @@
 // synchronous (better-sqlite3 is), and so are the dozens of callers that read it between
 // two awaits; this keeps every one of them unchanged on PostgreSQL. A round trip costs
 // about as much as a query over the local socket plus two thread wake-ups (docs/bench.md).
+// Statements with parameters are prepared once per connection (named), so PostgreSQL parses
+// and plans each kind once, not on every call. With `listen`, the worker LISTENs on a channel
+// and counts what it hears (and every new connection, which may have missed some) in `changes`,
+// which the calling thread reads without a round trip (the store's cache, postgres.ts).
 import { createRequire } from "node:module";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 
@@ -26,8 +30,16 @@ export class PgError extends Error {
 const WORKER = `
 const { workerData } = require("node:worker_threads");
 const pg = require(workerData.pgPath);
-const { port, flag, config } = workerData;
+const { port, flag, config, listen } = workerData;
 let client = null;
+// Parameterised statements by text, prepared under these names (per connection: pg prepares a
+// name again on a new one).
+const names = new Map();
+function prepared(text) {
+  let name = names.get(text);
+  if (!name) names.set(text, (name = "mesh" + names.size));
+  return name;
+}
 // A transaction is open on the connection; "lost": the connection died inside it, so every
 // statement fails until the caller's ROLLBACK (a fresh connection must never run the rest of
 // a transaction in autocommit, committing half of it).
@@ -38,6 +50,12 @@ async function connect() {
   const c = new pg.Client(config);
   c.on("error", () => { if (client === c) drop(); });
   await c.connect();
+  if (listen) {
+    c.on("notification", () => Atomics.add(flag, 1, 1));
+    await c.query("LISTEN " + listen);
+    // What changed while no connection listened is unknown: everything may have.
+    Atomics.add(flag, 1, 1);
+  }
   return c;
 }
 port.on("message", async (m) => {
@@ -51,7 +69,9 @@ port.on("message", async (m) => {
     } else {
       client ??= await connect();
       if (verb.startsWith("BEGIN")) inTx = true;
-      const r = await client.query({ text: m.sql, values: m.params });
+      const r = await client.query(
+        m.params.length > 0 ? { name: prepared(m.sql), text: m.sql, values: m.params } : { text: m.sql },
+      );
       if (verb.startsWith("COMMIT") || (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T"))) inTx = false;
       const last = Array.isArray(r) ? r[r.length - 1] : r;
       answer = { rows: last.rows ?? [], rowCount: last.rowCount ?? 0 };
@@ -81,24 +101,47 @@ export interface PgConfig {
   application_name?: string;
 }
 
+export interface SyncPgOptions {
+  /** A channel to LISTEN on: what is heard there moves `changes`. */
+  listen?: string;
+}
+
 export class SyncPg {
   private readonly worker: Worker;
   private readonly port: MessagePort;
-  private readonly flag = new Int32Array(new SharedArrayBuffer(4));
+  // [0]: the answer is ready; [1]: notifications heard and connections made (`changes`).
+  private readonly flag = new Int32Array(new SharedArrayBuffer(8));
   private closed = false;
 
-  constructor(config: PgConfig) {
+  constructor(config: PgConfig, opts: SyncPgOptions = {}) {
+    if (opts.listen !== undefined && !/^[a-z_][a-z0-9_]*$/.test(opts.listen))
+      throw new Error(`not a channel name: ${opts.listen}`);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     const pgPath = createRequire(import.meta.url).resolve("pg");
     this.worker = new Worker(WORKER, {
       eval: true,
-      workerData: { port: port2, flag: this.flag, config: { ...config, statement_timeout: QUERY_TIMEOUT_MS }, pgPath },
+      workerData: {
+        port: port2,
+        flag: this.flag,
+        config: { ...config, statement_timeout: QUERY_TIMEOUT_MS },
+        pgPath,
+        listen: opts.listen,
+      },
       transferList: [port2],
       // The worker must not run tsx's loader: it is plain JavaScript.
       execArgv: [],
     });
     this.worker.unref();
+  }
+
+  /**
+   * Moves whenever the LISTEN channel is notified or the worker connects afresh: while it stays
+   * the same, nothing was notified since it was read (up to the notification's delivery, which
+   * comes before the answer to any statement that began after the notifying commit).
+   */
+  get changes(): number {
+    return Atomics.load(this.flag, 1);
   }
 
   /** Runs one statement (or several separated by `;` when there are no parameters). */

@@ -21,6 +21,13 @@ const SCHEMA_VERSION = "1";
 /** The advisory lock every write transaction takes ("mesh" in ASCII). */
 const WRITE_LOCK = 0x6d657368;
 const SCHEMA_LOCK = WRITE_LOCK + 1;
+/** Notified by every statement that changes the issuers or the settings (the triggers below). */
+const CHANGED_CHANNEL = "mesh_ca_changed";
+/**
+ * The cache of issuers and settings is read again after this long even if nothing was heard:
+ * a bound on staleness should notifications not arrive (a pooler in transaction mode drops LISTEN).
+ */
+const SNAPSHOT_MAX_AGE_MS = 1_000;
 
 // Text compares byte-wise, as in SQLite: list order and ISO-date comparisons do not
 // depend on the database's locale.
@@ -103,6 +110,13 @@ CREATE OR REPLACE FUNCTION mesh_ca_bump_version() RETURNS trigger LANGUAGE plpgs
 CREATE OR REPLACE TRIGGER issuers_changed AFTER INSERT OR UPDATE OR DELETE ON issuers FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
 CREATE OR REPLACE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
 CREATE OR REPLACE TRIGGER signed_crls_changed AFTER INSERT OR UPDATE OR DELETE ON signed_crls FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
+-- And told at once to every replica listening (the cache of issuers and settings, PgLedger.cached):
+-- a function and triggers of their own, which an older replica's CREATE OR REPLACE of the above
+-- leaves in place.
+CREATE OR REPLACE FUNCTION mesh_ca_notify_changed() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_notify('${CHANGED_CHANNEL}', ''); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER issuers_notify AFTER INSERT OR UPDATE OR DELETE ON issuers FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_notify_changed();
+CREATE OR REPLACE TRIGGER meta_notify AFTER INSERT OR UPDATE OR DELETE ON meta FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_notify_changed();
 `.replace(/\bTEXT\b/g, 'TEXT COLLATE "C"');
 
 const CERT_COLUMNS =
@@ -119,6 +133,15 @@ const ROTATION_FIELDS = new Set([
   "owner",
   "heartbeat_at",
 ]);
+
+interface Snapshot {
+  /** SyncPg.changes when it was read. */
+  changes: number;
+  /** performance.now() when it was read. */
+  at: number;
+  issuers: IssuerRow[];
+  meta: Map<string, string>;
+}
 
 function unreachable(shown: string, err: unknown): CaError {
   const e = err as PgError;
@@ -140,6 +163,8 @@ export class PgLedger implements LedgerStore {
   readonly path: string;
   private readonly pg: SyncPg;
   private depth = 0;
+  /** The issuers and settings, as one statement read them (cached()). */
+  private snapshot: Snapshot | null = null;
 
   private constructor(pg: SyncPg, shown: string) {
     this.pg = pg;
@@ -148,7 +173,7 @@ export class PgLedger implements LedgerStore {
 
   /** Opens the ledger in a database; `create` (init) makes the tables and refuses a database that already holds a CA. */
   static open(config: PgConfig, shown: string, opts: { create?: boolean } = {}): PgLedger {
-    const pg = new SyncPg(config);
+    const pg = new SyncPg(config, { listen: CHANGED_CHANNEL });
     try {
       pg.query("BEGIN");
       try {
@@ -209,6 +234,39 @@ export class PgLedger implements LedgerStore {
 
   private run(sql: string, params: unknown[] = []): number {
     return this.pg.query(sql, params).rowCount;
+  }
+
+  /**
+   * The issuers and the settings, read in one statement and kept while nothing changes them: an
+   * issuance reads the signer, its issuer and its root (four round trips live). Any statement of
+   * another connection that changes them notifies CHANGED_CHANNEL (the triggers), and the
+   * notification reaches this connection's worker before the answer to any statement that began
+   * after that commit (PostgreSQL sends it before ReadyForQuery); this store's own changes drop
+   * the snapshot at once. So a cached read sees every change committed before this connection's
+   * previous round trip began, as a live read would have seen them then. Inside a transaction
+   * (null) the reads are live, under its locks and with its own uncommitted changes.
+   */
+  private cached(): Snapshot | null {
+    if (this.depth > 0) return null;
+    const s = this.snapshot;
+    const changes = this.pg.changes;
+    const now = performance.now();
+    if (s && s.changes === changes && now - s.at < SNAPSHOT_MAX_AGE_MS) return s;
+    const prefixed = ISSUER_COLUMNS.split(", ")
+      .map((c) => `i.${c}`)
+      .join(", ");
+    const rows = this.rows<{ meta: Record<string, string> | null; id: string | null }>(
+      `SELECT m.meta, ${prefixed} FROM (SELECT json_object_agg(key, value) AS meta FROM meta) m
+      LEFT JOIN issuers i ON true ORDER BY i.generation, i.kind DESC, i.created_at`,
+    );
+    const issuers = allFromStored<IssuerRow>(rows.filter((r) => r.id !== null).map(({ meta: _, ...issuer }) => issuer));
+    this.snapshot = { changes, at: now, issuers, meta: new Map(Object.entries(rows[0]?.meta ?? {})) };
+    return this.snapshot;
+  }
+
+  /** This store changed the issuers or the settings: the snapshot is read again (after the transaction). */
+  private changed(): void {
+    this.snapshot = null;
   }
 
   private begin(shared = false): string | null {
@@ -290,10 +348,13 @@ export class PgLedger implements LedgerStore {
   }
 
   getMeta(key: string): string | undefined {
+    const cached = this.cached();
+    if (cached) return cached.meta.get(key);
     return this.one<{ value: string }>("SELECT value FROM meta WHERE key = $1", [key])?.value;
   }
 
   setMeta(key: string, value: string): void {
+    this.changed();
     this.run("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
       key,
       value,
@@ -303,6 +364,7 @@ export class PgLedger implements LedgerStore {
   // --- issuers ---------------------------------------------------------------
 
   insertIssuer(r: IssuerRow): void {
+    this.changed();
     this.run(
       `INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
       [
@@ -324,14 +386,22 @@ export class PgLedger implements LedgerStore {
   }
 
   issuers(): IssuerRow[] {
+    const cached = this.cached();
+    if (cached) return cached.issuers.map((r) => ({ ...r }));
     return allFromStored(this.rows(`SELECT ${ISSUER_COLUMNS} FROM issuers ORDER BY generation, kind DESC, created_at`));
   }
 
   issuer(id: string): IssuerRow | undefined {
+    const cached = this.cached();
+    if (cached) {
+      const row = cached.issuers.find((r) => r.id === id);
+      return row && { ...row };
+    }
     return maybeFromStored(this.one(`SELECT ${ISSUER_COLUMNS} FROM issuers WHERE id = $1`, [id]));
   }
 
   setIssuerState(generation: number, state: GenerationState): void {
+    this.changed();
     this.run("UPDATE issuers SET state = $1 WHERE generation = $2", [state, generation]);
   }
 
@@ -347,6 +417,7 @@ export class PgLedger implements LedgerStore {
   }
 
   nextCrlNumber(id: string, nextUpdate: string): number {
+    this.changed();
     return this.one<{ crl_number: number }>(
       "UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = $1 WHERE id = $2 RETURNING crl_number",
       [nextUpdate, id],
@@ -595,6 +666,7 @@ export class PgLedger implements LedgerStore {
   /** Inserts rows as they are, in batches; inside write(). Column names come from the rows, checked against the table's. */
   importRows(table: string, rows: Record<string, unknown>[]): void {
     if (rows.length === 0) return;
+    this.changed();
     const known = new Set(
       this.rows<{ column_name: string }>(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
@@ -625,7 +697,8 @@ export class PgLedger implements LedgerStore {
   dropEverything(): void {
     try {
       this.pg.query(`DROP TABLE IF EXISTS signed_crls, leases, rotations, bundle_holders, bundles, enrol_tokens, certs, issuers, meta, store_version CASCADE;
-        DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE`);
+        DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE; DROP FUNCTION IF EXISTS mesh_ca_notify_changed() CASCADE`);
+      this.snapshot = null;
     } catch {
       /* the connection is gone: nothing more to undo here */
     }
