@@ -83,8 +83,9 @@ port.on("message", async (m) => {
     if (verb.startsWith("COMMIT")) { inTx = false; lost = false; }
     answer = { error: String(e.message), code: String(e.code ?? "08000") };
   }
+  answer.seq = m.seq;
   port.postMessage(answer);
-  Atomics.store(flag, 0, 1);
+  Atomics.store(flag, 0, m.seq);
   Atomics.notify(flag, 0);
 });
 `;
@@ -109,8 +110,12 @@ export interface SyncPgOptions {
 export class SyncPg {
   private readonly worker: Worker;
   private readonly port: MessagePort;
-  // [0]: the answer is ready; [1]: notifications heard and connections made (`changes`).
+  // [0]: the number of the last request answered; [1]: notifications heard and connections made (`changes`).
   private readonly flag = new Int32Array(new SharedArrayBuffer(8));
+  /** Slept on between looks for an answer that is late on the port (see answer()). */
+  private readonly nap = new Int32Array(new SharedArrayBuffer(4));
+  /** The number of the last request sent; its answer carries it back. */
+  private seq = 0;
   private closed = false;
 
   constructor(config: PgConfig, opts: SyncPgOptions = {}) {
@@ -147,22 +152,51 @@ export class SyncPg {
   /** Runs one statement (or several separated by `;` when there are no parameters). */
   query(sql: string, params: unknown[] = []): QueryResult {
     if (this.closed) throw new PgError("the PostgreSQL store is closed", "08003");
-    Atomics.store(this.flag, 0, 0);
-    this.port.postMessage({ sql, params });
-    if (Atomics.wait(this.flag, 0, 0, QUERY_TIMEOUT_MS + 5_000) === "timed-out") {
-      throw new PgError(`PostgreSQL did not answer within ${QUERY_TIMEOUT_MS / 1000} s`, "57014");
-    }
-    const m = receiveMessageOnPort(this.port)?.message as (QueryResult & { error?: string; code?: string }) | undefined;
-    if (!m) throw new PgError("the PostgreSQL worker gave no answer", "08000");
+    const seq = this.next();
+    this.port.postMessage({ seq, sql, params });
+    const m = this.answer(seq, QUERY_TIMEOUT_MS + 5_000);
+    if (!m) throw new PgError(`PostgreSQL did not answer within ${QUERY_TIMEOUT_MS / 1000} s`, "57014");
     if (m.error !== undefined) throw new PgError(m.error, m.code ?? "08000");
     return m;
   }
 
+  private next(): number {
+    this.seq = this.seq >= 0x7fffffff ? 1 : this.seq + 1;
+    return this.seq;
+  }
+
+  /**
+   * The answer to request `seq`, or null after `ms`. Atomics.wait returns on any notify, and the
+   * worker notifies after storing the flag: preempted between the two, its notify for request N
+   * woke this thread's wait for N+1 with no answer on the port yet ("the PostgreSQL worker gave
+   * no answer", twice in bench/replicas.ts under load). So the flag holds the number of the
+   * request answered, is checked after every wake-up, and answers carry their number.
+   */
+  private answer(seq: number, ms: number): (QueryResult & { error?: string; code?: string }) | null {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const left = deadline - performance.now();
+      const flagged = Atomics.load(this.flag, 0);
+      if (flagged !== seq) {
+        if (left <= 0) return null;
+        Atomics.wait(this.flag, 0, flagged, left);
+        continue;
+      }
+      const m = receiveMessageOnPort(this.port)?.message as
+        | (QueryResult & { seq: number; error?: string; code?: string })
+        | undefined;
+      if (m?.seq === seq) return m;
+      if (m) continue; // an answer to a request given up on: dropped
+      if (left <= 0) return null;
+      Atomics.wait(this.nap, 0, 0, 1); // flagged, but not on the port yet: look again shortly
+    }
+  }
+
   close(): void {
     if (this.closed) return;
-    Atomics.store(this.flag, 0, 0);
-    this.port.postMessage({ close: true });
-    Atomics.wait(this.flag, 0, 0, 2_000);
+    const seq = this.next();
+    this.port.postMessage({ seq, close: true });
+    this.answer(seq, 2_000);
     this.closed = true;
     void this.worker.terminate();
     this.port.close();
