@@ -162,9 +162,7 @@ export async function enrol(
       source: "est-enrol",
       supersede: current?.serial,
       ...opts,
-      inTransaction: (serial) => {
-        if (!ca.ledger.consumeToken(hash, now.toISOString(), serial)) throw tokenError("used", id.name);
-      },
+      spendToken: { hash, at: now.toISOString(), spent: () => tokenError("used", id.name) },
     },
     id.name,
   );

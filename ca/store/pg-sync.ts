@@ -18,10 +18,13 @@ export interface QueryResult {
 /** An error PostgreSQL answered with: its SQLSTATE in `code` (23505: unique violation). */
 export class PgError extends Error {
   readonly code: string;
-  constructor(message: string, code: string) {
+  /** With queryMany: the results of the statements that ran before the one that failed. */
+  readonly results?: QueryResult[];
+  constructor(message: string, code: string, results?: QueryResult[]) {
     super(message);
     this.name = "PgError";
     this.code = code;
+    this.results = results;
   }
 }
 
@@ -60,12 +63,21 @@ async function connect() {
 }
 port.on("message", async (m) => {
   let answer;
+  // queryMany's results so far: told with its error too.
+  const results = [];
   const verb = m.sql ? m.sql.trimStart().slice(0, 8).toUpperCase() : "";
   try {
     if (m.close) { if (client) await client.end().catch(() => {}); client = null; answer = { rows: [], rowCount: 0 }; }
     else if (lost) {
       if (verb.startsWith("ROLLBACK") && !verb.startsWith("ROLLBACK T")) { lost = false; inTx = false; answer = { rows: [], rowCount: 0 }; }
       else throw Object.assign(new Error("the connection to PostgreSQL was lost inside a transaction: nothing of it was committed"), { code: "08006" });
+    } else if (m.many) {
+      client ??= await connect();
+      for (const q of m.many) {
+        const r = await client.query({ name: prepared(q.sql), text: q.sql, values: q.params });
+        results.push({ rows: r.rows ?? [], rowCount: r.rowCount ?? 0 });
+      }
+      answer = { rows: [], rowCount: 0, results };
     } else {
       client ??= await connect();
       if (verb.startsWith("BEGIN")) inTx = true;
@@ -81,7 +93,7 @@ port.on("message", async (m) => {
     if (!e.code || /^(08|57P)/.test(e.code)) drop();
     // A failed COMMIT ends the transaction too (PostgreSQL rolled it back, or the connection is gone).
     if (verb.startsWith("COMMIT")) { inTx = false; lost = false; }
-    answer = { error: String(e.message), code: String(e.code ?? "08000") };
+    answer = { error: String(e.message), code: String(e.code ?? "08000"), results };
   }
   answer.seq = m.seq;
   port.postMessage(answer);
@@ -160,6 +172,21 @@ export class SyncPg {
     return m;
   }
 
+  /**
+   * Runs statements (each with parameters; never BEGIN, COMMIT or ROLLBACK) one after the other
+   * in one round trip between the threads, stopping at the first that fails (thrown). Meant for
+   * a transaction's statements whose results only matter once all have run.
+   */
+  queryMany(statements: ReadonlyArray<{ sql: string; params: unknown[] }>): QueryResult[] {
+    if (this.closed) throw new PgError("the PostgreSQL store is closed", "08003");
+    const seq = this.next();
+    this.port.postMessage({ seq, many: statements });
+    const m = this.answer(seq, QUERY_TIMEOUT_MS + 5_000);
+    if (!m) throw new PgError(`PostgreSQL did not answer within ${QUERY_TIMEOUT_MS / 1000} s`, "57014");
+    if (m.error !== undefined) throw new PgError(m.error, m.code ?? "08000", m.results);
+    return m.results ?? [];
+  }
+
   private next(): number {
     this.seq = this.seq >= 0x7fffffff ? 1 : this.seq + 1;
     return this.seq;
@@ -172,7 +199,10 @@ export class SyncPg {
    * no answer", twice in bench/replicas.ts under load). So the flag holds the number of the
    * request answered, is checked after every wake-up, and answers carry their number.
    */
-  private answer(seq: number, ms: number): (QueryResult & { error?: string; code?: string }) | null {
+  private answer(
+    seq: number,
+    ms: number,
+  ): (QueryResult & { error?: string; code?: string; results?: QueryResult[] }) | null {
     const deadline = performance.now() + ms;
     for (;;) {
       const left = deadline - performance.now();
@@ -183,7 +213,7 @@ export class SyncPg {
         continue;
       }
       const m = receiveMessageOnPort(this.port)?.message as
-        | (QueryResult & { seq: number; error?: string; code?: string })
+        | (QueryResult & { seq: number; error?: string; code?: string; results?: QueryResult[] })
         | undefined;
       if (m?.seq === seq) return m;
       if (m) continue; // an answer to a request given up on: dropped

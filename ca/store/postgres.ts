@@ -13,9 +13,16 @@ import type {
   RotationRow,
   TokenRow,
 } from "../ledger.ts";
-import type { BatchOutcome, LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
+import type {
+  BatchOutcome,
+  IssuanceRecord,
+  IssuanceRefusal,
+  LeaseRow,
+  LedgerStore,
+  RotationFields,
+} from "./interface.ts";
 import { allFromStored, fromStored, maybeFromStored, toStored } from "./stored.ts";
-import { PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
+import { PgError, SyncPg, type PgConfig, type QueryResult } from "./pg-sync.ts";
 
 const SCHEMA_VERSION = "1";
 /** The advisory lock every write transaction takes ("mesh" in ASCII). */
@@ -121,6 +128,27 @@ CREATE OR REPLACE TRIGGER meta_notify AFTER INSERT OR UPDATE OR DELETE ON meta F
 
 const CERT_COLUMNS =
   "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
+const INSERT_CERT = `INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
+
+function certParams(r: CertRow): unknown[] {
+  return [
+    r.serial,
+    r.name,
+    r.sans,
+    r.issuerId,
+    r.keyType,
+    r.notBefore,
+    r.notAfter,
+    r.status,
+    r.revokedAt,
+    r.reason,
+    r.supersededBy,
+    r.source,
+    r.createdAt,
+    r.pem,
+  ];
+}
+
 const ISSUER_COLUMNS =
   "id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at";
 const ROTATION_FIELDS = new Set([
@@ -270,14 +298,28 @@ export class PgLedger implements LedgerStore {
   }
 
   private begin(shared = false): string | null {
-    if (this.depth++ > 0) {
-      const sp = `sp${this.depth}`;
-      this.pg.query(`SAVEPOINT ${sp}`);
-      return sp;
+    const outer = this.depth++ === 0;
+    const sp = outer ? null : `sp${this.depth}`;
+    try {
+      // One round trip for both.
+      this.pg.query(
+        sp ? `SAVEPOINT ${sp}` : `BEGIN; SELECT pg_advisory_xact_lock${shared ? "_shared" : ""}(${WRITE_LOCK})`,
+      );
+    } catch (err) {
+      // Not begun: the depth back, and a BEGIN that met a dead connection ended on the worker's
+      // side too (it counts the connection lost inside a transaction until a ROLLBACK); without
+      // this every later call failed, the store's depth stuck inside a transaction that was gone.
+      this.depth--;
+      if (outer) {
+        try {
+          this.pg.query("ROLLBACK");
+        } catch {
+          /* nothing more to end */
+        }
+      }
+      throw err;
     }
-    // One round trip for both.
-    this.pg.query(`BEGIN; SELECT pg_advisory_xact_lock${shared ? "_shared" : ""}(${WRITE_LOCK})`);
-    return null;
+    return sp;
   }
 
   private end(sp: string | null, ok: boolean): void {
@@ -439,25 +481,46 @@ export class PgLedger implements LedgerStore {
   // --- certificates ----------------------------------------------------------
 
   insertCert(r: CertRow): void {
-    this.run(
-      `INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-      [
-        r.serial,
-        r.name,
-        r.sans,
-        r.issuerId,
-        r.keyType,
-        r.notBefore,
-        r.notAfter,
-        r.status,
-        r.revokedAt,
-        r.reason,
-        r.supersededBy,
-        r.source,
-        r.createdAt,
-        r.pem,
-      ],
-    );
+    this.run(INSERT_CERT, certParams(r));
+  }
+
+  recordIssuance(r: IssuanceRecord): IssuanceRefusal | null {
+    const { cert } = r;
+    // One round trip for all three; the results are read once all have run, and a refusal makes
+    // the caller roll back whatever ran. A live certificate for the name fails the INSERT on the
+    // one-current-per-name index (a unique violation, thrown), after an expired one was superseded.
+    const statements = [
+      ...(r.token
+        ? [
+            {
+              sql: "UPDATE enrol_tokens SET used_at = $1, used_by = $2 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1",
+              params: [r.token.at, cert.serial, r.token.hash],
+            },
+          ]
+        : []),
+      r.supersede !== undefined
+        ? {
+            sql: "UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE serial = $2 AND status = 'valid'",
+            params: [cert.serial, r.supersede],
+          }
+        : {
+            sql: "UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE name = $2 AND status = 'valid' AND not_after <= $3",
+            params: [cert.serial, cert.name, cert.createdAt],
+          },
+      { sql: INSERT_CERT, params: certParams(cert) },
+    ];
+    let results: QueryResult[];
+    try {
+      results = this.pg.queryMany(statements);
+    } catch (err) {
+      // A loser of a race on one token also meets the winner's certificate in the index: it is
+      // told, as on SQLite, that the token was spent (its UPDATE ran before the INSERT failed).
+      if (r.token && err instanceof PgError && err.results?.[0]?.rowCount === 0) return { why: "token_spent" };
+      throw err;
+    }
+    if (r.token && results[0]!.rowCount !== 1) return { why: "token_spent" };
+    if (r.supersede !== undefined && results[r.token ? 1 : 0]!.rowCount !== 1) return { why: "changed" };
+    return null;
   }
 
   current(name: string): CertRow | undefined {
