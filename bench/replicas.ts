@@ -127,11 +127,23 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** The machine's CPU time so far, all cores, and how much of it was idle (/proc/stat, in clock ticks; zeros elsewhere). */
+function machineCpu(): { total: number; idle: number } {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { total: f.reduce((a, b) => a + b, 0), idle: (f[3] ?? 0) + (f[4] ?? 0) };
+  } catch {
+    return { total: 0, idle: 0 };
+  }
+}
+
 /** CPU milliseconds per enrolment: in the servers (all of them), in this process (the clients), in PostgreSQL's backends for the database. */
 export interface CpuPerEnrolment {
   serversMs: number;
   clientMs: number;
   postgresMs: number;
+  /** The share of the machine's CPU (all cores) left idle while the side ran: what a second replica could have used. */
+  machineIdle: number;
 }
 
 /** The PostgreSQL backends serving a database (the replicas' connections), to read their CPU. */
@@ -185,9 +197,11 @@ async function enrolRate(
   tag: string,
   pids: number[] = [],
   backends: number[] = [],
-): Promise<Rate & { clientCpuS: number; serverCpuS: number; postgresCpuS: number }> {
-  // More than the CA takes in a round on this machine (about 500/s for one SQLite server on kept-alive connections).
-  const guess = 1200 * (ROUND_MS / 1000);
+): Promise<
+  Rate & { clientCpuS: number; serverCpuS: number; postgresCpuS: number; idleTicks: number; totalTicks: number }
+> {
+  // More than the CA takes in a round on this machine (about 1,300/s for one SQLite server on kept-alive connections, idle).
+  const guess = 2000 * (ROUND_MS / 1000);
   const items = Array.from({ length: guess }, (_, i) => {
     const name = `${tag}-${i}.bench.internal`;
     const { csr } = newKeyAndCsr(name);
@@ -199,6 +213,7 @@ async function enrolRate(
   // CPU from here on: the measured window only, not the preparation above.
   const serverCpu0 = pids.reduce((t, p) => t + cpuSeconds(p), 0);
   const postgresCpu0 = backends.reduce((t, p) => t + cpuSeconds(p), 0);
+  const machine0 = machineCpu();
   const clientCpu0 = process.cpuUsage();
   const start = performance.now();
   const deadline = start + ROUND_MS;
@@ -218,6 +233,7 @@ async function enrolRate(
   const c = process.cpuUsage(clientCpu0);
   const serverCpuS = pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0;
   const postgresCpuS = backends.reduce((t, p) => t + cpuSeconds(p), 0) - postgresCpu0;
+  const machine1 = machineCpu();
   await Promise.all(agents.map((a) => a.close()));
   return {
     ops,
@@ -226,6 +242,8 @@ async function enrolRate(
     clientCpuS: (c.user + c.system) / 1e6,
     serverCpuS,
     postgresCpuS,
+    idleTicks: machine1.idle - machine0.idle,
+    totalTicks: machine1.total - machine0.total,
   };
 }
 
@@ -338,14 +356,19 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
       ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`, [p1.child.pid!], backends)],
       ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`, [p1.child.pid!, p2.child.pid!], backends)],
     ];
-    const cpu: Record<keyof typeof rounds, { servers: number; client: number; postgres: number; ops: number }> = {
-      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0 },
-      pg1: { servers: 0, client: 0, postgres: 0, ops: 0 },
-      pg2: { servers: 0, client: 0, postgres: 0, ops: 0 },
+    const cpu: Record<
+      keyof typeof rounds,
+      { servers: number; client: number; postgres: number; ops: number; idle: number; ticks: number }
+    > = {
+      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
+      pg1: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
+      pg2: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
     };
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) {
-        const { clientCpuS, serverCpuS, postgresCpuS, ...rate } = await run(r);
+        const { clientCpuS, serverCpuS, postgresCpuS, idleTicks, totalTicks, ...rate } = await run(r);
+        cpu[side].idle += idleTicks;
+        cpu[side].ticks += totalTicks;
         cpu[side].postgres += postgresCpuS;
         cpu[side].servers += serverCpuS;
         cpu[side].client += clientCpuS;
@@ -357,6 +380,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
       serversMs: (cpu[k].servers / cpu[k].ops) * 1000,
       clientMs: (cpu[k].client / cpu[k].ops) * 1000,
       postgresMs: (cpu[k].postgres / cpu[k].ops) * 1000,
+      machineIdle: cpu[k].ticks > 0 ? cpu[k].idle / cpu[k].ticks : 0,
     });
     await Promise.all(servers.splice(0).map((s) => stop(s)));
 
@@ -408,7 +432,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     );
     for (const k of ["sqlite1", "pg1", "pg2"] as const) {
       console.log(
-        `  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ${result.cpu[k].postgresMs.toFixed(1)} ms`,
+        `  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ${result.cpu[k].postgresMs.toFixed(1)} ms; machine idle ${(result.cpu[k].machineIdle * 100).toFixed(0)}%`,
       );
     }
     if (result.failover.leaseTakeoverMs)
