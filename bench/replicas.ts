@@ -310,7 +310,12 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
   const work = mkdtempSync(join(tmpdir(), "mesh-bench-replicas-"));
   const dbName = `pgstore_bench_${randomBytes(4).toString("hex")}`;
   const store = `postgres:///${dbName}?host=${PGHOST}`;
-  await admin(`CREATE DATABASE ${dbName}`);
+  try {
+    await admin(`CREATE DATABASE ${dbName}`);
+  } catch (err) {
+    rmSync(work, { recursive: true, force: true }); // PostgreSQL is not there: nothing left behind
+    throw err;
+  }
   const opened: CertificateAuthority[] = [];
   const servers: Served[] = [];
   try {
