@@ -13,9 +13,11 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { Agent, request } from "undici";
 import { CertificateAuthority, createToken, csrIdentity, enrol } from "../ca/index.ts";
 import { enrolCsr } from "../services/mesh/identity-agent/est-client.ts";
 import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
+import { pkcs7Certificates } from "../lib/pkcs7.ts";
 import { combineRates, stats, type Rate, type Stats } from "./measure.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
@@ -26,6 +28,11 @@ const env = (name: string, dflt: number) => {
 const ROUND_MS = env("MESH_BENCH_REPLICA_SECONDS", 2) * 1000;
 const ROUNDS = env("MESH_BENCH_REPLICA_ROUNDS", 3);
 const CLIENTS = env("MESH_BENCH_EST_CLIENTS", 8);
+/**
+ * MESH_BENCH_REPLICA_FRESH=1: every enrolment on a fresh TLS connection through the identity
+ * agent's own client (as before 2026-12-07), instead of keep-alive connections (as bench/est.ts).
+ */
+const FRESH = process.env.MESH_BENCH_REPLICA_FRESH === "1";
 const FAILOVERS = env("MESH_BENCH_REPLICA_FAILOVERS", 3);
 const PGHOST = process.env.PGHOST || "/var/run/postgresql";
 const PGUSER = process.env.PGUSER || userInfo().username;
@@ -120,11 +127,23 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** The machine's CPU time so far, all cores, and how much of it was idle (/proc/stat, in clock ticks; zeros elsewhere). */
+function machineCpu(): { total: number; idle: number } {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { total: f.reduce((a, b) => a + b, 0), idle: (f[3] ?? 0) + (f[4] ?? 0) };
+  } catch {
+    return { total: 0, idle: 0 };
+  }
+}
+
 /** CPU milliseconds per enrolment: in the servers (all of them), in this process (the clients), in PostgreSQL's backends for the database. */
 export interface CpuPerEnrolment {
   serversMs: number;
   clientMs: number;
   postgresMs: number;
+  /** The share of the machine's CPU (all cores) left idle while the side ran: what a second replica could have used. */
+  machineIdle: number;
 }
 
 /** The PostgreSQL backends serving a database (the replicas' connections), to read their CPU. */
@@ -140,6 +159,36 @@ async function backendPids(db: string): Promise<number[]> {
   }
 }
 
+/**
+ * One EST enrolment (simpleenroll with a token, RFC 7030 4.2.1) over a keep-alive TLS connection:
+ * the CA's answer must be 200 and a certs-only PKCS#7 whose first certificate names the CSR's name.
+ * Lighter than the identity agent's client (a fresh connection and TLS handshake per call, every
+ * certificate parsed): the clients share the cores with the replicas, and what they spend is
+ * not the CA's (docs/bench.md, "CA replicas").
+ */
+async function enrolKeptAlive(
+  agent: Agent,
+  url: string,
+  name: string,
+  csrBase64: string,
+  token: string,
+): Promise<void> {
+  const r = await request(`${url}/.well-known/est/simpleenroll`, {
+    method: "POST",
+    dispatcher: agent,
+    body: csrBase64,
+    headers: {
+      "content-type": "application/pkcs10",
+      "content-transfer-encoding": "base64",
+      authorization: `Bearer ${token}`,
+    },
+  });
+  const body = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`${url}: simpleenroll answered ${r.statusCode} ${body.slice(0, 200)}`);
+  const leaf = pkcs7Certificates(Buffer.from(body, "base64"), 4)[0];
+  if (!leaf?.includes(name)) throw new Error(`${url}: simpleenroll's answer holds no certificate for ${name}`);
+}
+
 /** One round: CLIENTS enrolments in flight, spread over the replicas, for ROUND_MS. */
 async function enrolRate(
   ca: CertificateAuthority,
@@ -147,16 +196,24 @@ async function enrolRate(
   bundle: string,
   tag: string,
   pids: number[] = [],
-): Promise<Rate & { clientCpuS: number; serverCpuS: number }> {
-  const guess = 400 * (ROUND_MS / 1000);
+  backends: number[] = [],
+): Promise<
+  Rate & { clientCpuS: number; serverCpuS: number; postgresCpuS: number; idleTicks: number; totalTicks: number }
+> {
+  // More than the CA takes in a round on this machine (about 1,300/s for one SQLite server on kept-alive connections, idle).
+  const guess = 2000 * (ROUND_MS / 1000);
   const items = Array.from({ length: guess }, (_, i) => {
     const name = `${tag}-${i}.bench.internal`;
-    return { ...newKeyAndCsr(name), token: createToken(ca, { domain: name }).token };
+    const { csr } = newKeyAndCsr(name);
+    return { name, csr, csrBase64: csr.toString("base64"), token: createToken(ca, { domain: name }).token };
   });
+  const agents = urls.map(() => new Agent({ connect: { ca: bundle }, connections: CLIENTS }));
   let next = 0;
   let ops = 0;
   // CPU from here on: the measured window only, not the preparation above.
   const serverCpu0 = pids.reduce((t, p) => t + cpuSeconds(p), 0);
+  const postgresCpu0 = backends.reduce((t, p) => t + cpuSeconds(p), 0);
+  const machine0 = machineCpu();
   const clientCpu0 = process.cpuUsage();
   const start = performance.now();
   const deadline = start + ROUND_MS;
@@ -165,19 +222,28 @@ async function enrolRate(
       while (performance.now() < deadline) {
         const it = items[next++];
         if (!it) return;
-        await enrolCsr({ url: urls[c % urls.length]!, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
+        const at = c % urls.length;
+        if (FRESH) await enrolCsr({ url: urls[at]!, ca: bundle }, "simpleenroll", it.csr, { token: it.token });
+        else await enrolKeptAlive(agents[at]!, urls[at]!, it.name, it.csrBase64, it.token);
         ops++;
       }
     }),
   );
   const seconds = (performance.now() - start) / 1000;
   const c = process.cpuUsage(clientCpu0);
+  const serverCpuS = pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0;
+  const postgresCpuS = backends.reduce((t, p) => t + cpuSeconds(p), 0) - postgresCpu0;
+  const machine1 = machineCpu();
+  await Promise.all(agents.map((a) => a.close()));
   return {
     ops,
     seconds,
     perSec: ops / seconds,
     clientCpuS: (c.user + c.system) / 1e6,
-    serverCpuS: pids.reduce((t, p) => t + cpuSeconds(p), 0) - serverCpu0,
+    serverCpuS,
+    postgresCpuS,
+    idleTicks: machine1.idle - machine0.idle,
+    totalTicks: machine1.total - machine0.total,
   };
 }
 
@@ -239,12 +305,17 @@ async function storeCost(ca: CertificateAuthority, n: number, tag: string): Prom
 export async function runReplicaBench(): Promise<ReplicaBenchResult> {
   const loadAtStart = loadavg()[0]!;
   console.log(
-    `\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight, ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side (load average ${loadAtStart.toFixed(1)})`,
+    `\nCA replicas: EST enrolments/s with ${CLIENTS} clients in flight (${FRESH ? "a fresh TLS connection per enrolment" : "kept-alive TLS connections"}), ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per side (load average ${loadAtStart.toFixed(1)})`,
   );
   const work = mkdtempSync(join(tmpdir(), "mesh-bench-replicas-"));
   const dbName = `pgstore_bench_${randomBytes(4).toString("hex")}`;
   const store = `postgres:///${dbName}?host=${PGHOST}`;
-  await admin(`CREATE DATABASE ${dbName}`);
+  try {
+    await admin(`CREATE DATABASE ${dbName}`);
+  } catch (err) {
+    rmSync(work, { recursive: true, force: true }); // PostgreSQL is not there: nothing left behind
+    throw err;
+  }
   const opened: CertificateAuthority[] = [];
   const servers: Served[] = [];
   try {
@@ -283,26 +354,27 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     await enrolRate(sqliteCa, [s1.url], sqliteBundle, "warm-s");
     await enrolRate(pgCa, [p1.url, p2.url], pgBundle, "warm-p");
     const rounds: Record<"sqlite1" | "pg1" | "pg2", Rate[]> = { sqlite1: [], pg1: [], pg2: [] };
-    const sides: Array<
-      [keyof typeof rounds, (r: number) => Promise<Rate & { clientCpuS: number; serverCpuS: number }>]
-    > = [
-      ["sqlite1", (r) => enrolRate(sqliteCa, [s1.url], sqliteBundle, `s1-${r}`, [s1.child.pid!])],
-      ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`, [p1.child.pid!])],
-      ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`, [p1.child.pid!, p2.child.pid!])],
-    ];
-    const cpu: Record<keyof typeof rounds, { servers: number; client: number; postgres: number; ops: number }> = {
-      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0 },
-      pg1: { servers: 0, client: 0, postgres: 0, ops: 0 },
-      pg2: { servers: 0, client: 0, postgres: 0, ops: 0 },
-    };
+    // The replicas' connections (and this process's, idle while the clock runs).
     const backends = await backendPids(dbName);
-    const pgCpu = () => backends.reduce((t, p) => t + cpuSeconds(p), 0);
+    const sides: Array<[keyof typeof rounds, (r: number) => ReturnType<typeof enrolRate>]> = [
+      ["sqlite1", (r) => enrolRate(sqliteCa, [s1.url], sqliteBundle, `s1-${r}`, [s1.child.pid!])],
+      ["pg1", (r) => enrolRate(pgCa, [p1.url], pgBundle, `p1-${r}`, [p1.child.pid!], backends)],
+      ["pg2", (r) => enrolRate(pgCa, [p1.url, p2.url], pgBundle, `p2-${r}`, [p1.child.pid!, p2.child.pid!], backends)],
+    ];
+    const cpu: Record<
+      keyof typeof rounds,
+      { servers: number; client: number; postgres: number; ops: number; idle: number; ticks: number }
+    > = {
+      sqlite1: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
+      pg1: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
+      pg2: { servers: 0, client: 0, postgres: 0, ops: 0, idle: 0, ticks: 0 },
+    };
     for (let r = 0; r < ROUNDS; r++) {
       for (const [side, run] of r % 2 === 0 ? sides : [...sides].reverse()) {
-        // PostgreSQL's share includes the round's token inserts (made before its clock starts): an upper bound.
-        const pg0 = pgCpu();
-        const { clientCpuS, serverCpuS, ...rate } = await run(r);
-        cpu[side].postgres += pgCpu() - pg0;
+        const { clientCpuS, serverCpuS, postgresCpuS, idleTicks, totalTicks, ...rate } = await run(r);
+        cpu[side].idle += idleTicks;
+        cpu[side].ticks += totalTicks;
+        cpu[side].postgres += postgresCpuS;
         cpu[side].servers += serverCpuS;
         cpu[side].client += clientCpuS;
         cpu[side].ops += rate.ops;
@@ -313,6 +385,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
       serversMs: (cpu[k].servers / cpu[k].ops) * 1000,
       clientMs: (cpu[k].client / cpu[k].ops) * 1000,
       postgresMs: (cpu[k].postgres / cpu[k].ops) * 1000,
+      machineIdle: cpu[k].ticks > 0 ? cpu[k].idle / cpu[k].ticks : 0,
     });
     await Promise.all(servers.splice(0).map((s) => stop(s)));
 
@@ -364,7 +437,7 @@ export async function runReplicaBench(): Promise<ReplicaBenchResult> {
     );
     for (const k of ["sqlite1", "pg1", "pg2"] as const) {
       console.log(
-        `  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ≤ ${result.cpu[k].postgresMs.toFixed(1)} ms`,
+        `  CPU per enrolment, ${k.padEnd(7)}: CA server(s) ${result.cpu[k].serversMs.toFixed(1)} ms, bench clients ${result.cpu[k].clientMs.toFixed(1)} ms, PostgreSQL ${result.cpu[k].postgresMs.toFixed(1)} ms; machine idle ${(result.cpu[k].machineIdle * 100).toFixed(0)}%`,
       );
     }
     if (result.failover.leaseTakeoverMs)

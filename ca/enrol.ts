@@ -114,6 +114,15 @@ export interface OnlineIssueOptions {
   commit?: (record: () => void) => Promise<void>;
 }
 
+export interface EnrolOptions extends OnlineIssueOptions {
+  /**
+   * The caller has just run authenticateToken for this identity and token (the server does, before
+   * charging the name's budget): not read again. The token is still spent only by the commit's
+   * conditional UPDATE (unused, unexpired), so a token spent or expired in between still refuses.
+   */
+  authenticated?: boolean;
+}
+
 /**
  * Whether a token is one this CA could still accept for some name: well formed, known, unused,
  * unexpired. A cheap look (a hash and an indexed read) before any parsing, for when the server
@@ -136,10 +145,10 @@ export async function enrol(
   ca: CertificateAuthority,
   id: CsrIdentity,
   token: string,
-  opts: OnlineIssueOptions,
+  { authenticated, ...opts }: EnrolOptions,
 ): Promise<Enrolled> {
   const now = ca.now();
-  authenticateToken(ca, id, token);
+  if (!authenticated) authenticateToken(ca, id, token);
   // A token is the operator's say-so for this name: a service that lost its key enrols
   // again, and the certificate it had becomes SUPERSEDED.
   const current = ca.ledger.current(id.name);
@@ -153,9 +162,7 @@ export async function enrol(
       source: "est-enrol",
       supersede: current?.serial,
       ...opts,
-      inTransaction: (serial) => {
-        if (!ca.ledger.consumeToken(hash, now.toISOString(), serial)) throw tokenError("used", id.name);
-      },
+      spendToken: { hash, at: now.toISOString(), spent: () => tokenError("used", id.name) },
     },
     id.name,
   );

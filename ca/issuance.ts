@@ -184,8 +184,8 @@ function refuseIfCurrent(ca: CaCore, name: string): void {
 
 /**
  * @internal Signs and records a leaf. The online CA (ca/enrol.ts) also uses it: a lifetime
- * in milliseconds instead of days, CRL distribution points per issuer, and a hook that runs
- * inside the ledger transaction (spending the enrolment token with the issuance, or not at all).
+ * in milliseconds instead of days, CRL distribution points per issuer, and an enrolment token spent
+ * in the ledger transaction with the issuance, or not at all.
  */
 export async function signLeaf(ca: CaCore, opts: SignLeafOptions): Promise<IssuedCert> {
   return (await signLeafDer(ca, opts)).issued;
@@ -202,7 +202,11 @@ export interface SignLeafOptions {
   supersede?: string;
   lifetimeMs?: number;
   cdp?: (issuerId: string) => string[];
-  inTransaction?: (serial: string) => void;
+  /**
+   * An enrolment token spent with the record, in its transaction (SHA-256 hex; unused and
+   * unexpired at `at`), and the error to throw when it no longer is.
+   */
+  spendToken?: { hash: string; at: string; spent: () => Error };
   /**
    * How the ledger row is committed. Default: a transaction of its own, now, with the
    * certificate's files staged in the journal. The online CA passes its group commit
@@ -254,39 +258,42 @@ export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ 
   // The CLI's way by default: a transaction of its own, now (synchronously, inside this call).
   const commit = opts.commit ?? (async (record: () => void) => ca.ledger.write(record, { shared: true }));
   try {
+    const cert: CertRow = {
+      serial,
+      name,
+      sans: JSON.stringify(names),
+      issuerId: issuerId,
+      keyType: opts.keyType,
+      notBefore: validity.notBefore.toISOString(),
+      notAfter: validity.notAfter.toISOString(),
+      status: "valid",
+      revokedAt: null,
+      reason: null,
+      supersededBy: null,
+      source: opts.source,
+      createdAt: now.toISOString(),
+      pem: leafPem,
+    };
     await commit(() => {
-      // First: of requests racing with one token, the losers are told the token was used.
-      opts.inTransaction?.(serial);
-      if (opts.supersede !== undefined) {
-        if (!ca.ledger.markSuperseded(opts.supersede, serial))
-          throw new CaError(
-            "REFUSED",
-            `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
-          );
-      } else {
-        const cur = ca.ledger.current(name);
-        if (cur && new Date(cur.notAfter) > now)
-          throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${cur.serial})`);
-        if (cur) ca.ledger.markSuperseded(cur.serial, serial); // an expired predecessor
-      }
-      ca.ledger.insertCert({
-        serial,
-        name,
-        sans: JSON.stringify(names),
-        issuerId: issuerId,
-        keyType: opts.keyType,
-        notBefore: validity.notBefore.toISOString(),
-        notAfter: validity.notAfter.toISOString(),
-        status: "valid",
-        revokedAt: null,
-        reason: null,
-        supersededBy: null,
-        source: opts.source,
-        createdAt: now.toISOString(),
-        pem: leafPem,
-      });
       // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
       // one current certificate per name is a unique index, so issuances need not queue.
+      const refused = ca.ledger.recordIssuance({
+        cert,
+        supersede: opts.supersede,
+        token: opts.spendToken && { hash: opts.spendToken.hash, at: opts.spendToken.at },
+      });
+      // Of requests racing with one token, the losers are told the token was used.
+      if (refused?.why === "token_spent") throw opts.spendToken!.spent();
+      if (refused?.why === "changed")
+        throw new CaError(
+          "REFUSED",
+          `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+        );
+      if (refused?.why === "taken")
+        throw new CaError(
+          "ALREADY_EXISTS",
+          `${name} was issued by another command just now (serial ${refused.serial})`,
+        );
     });
   } catch (err) {
     if (files) ca.journal.discard(serial);

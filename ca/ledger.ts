@@ -2,7 +2,14 @@
 // and transactions keep it consistent under concurrent commands and crashes.
 import Database from "better-sqlite3";
 import { CaError } from "./errors.ts";
-import type { BatchOutcome, LeaseRow, LedgerStore, RotationFields } from "./store/interface.ts";
+import type {
+  BatchOutcome,
+  IssuanceRecord,
+  IssuanceRefusal,
+  LeaseRow,
+  LedgerStore,
+  RotationFields,
+} from "./store/interface.ts";
 import { allFromStored, fromStored, maybeFromStored, toStored } from "./store/stored.ts";
 import type {
   BundleHolderRow,
@@ -337,6 +344,20 @@ export class Ledger implements LedgerStore {
       VALUES (@serial, @name, @sans, @issuer_id, @key_type, @not_before, @not_after, @status, @revoked_at, @reason, @superseded_by, @source, @created_at, @pem)`).run(
       toStored(row),
     );
+  }
+
+  recordIssuance(r: IssuanceRecord): IssuanceRefusal | null {
+    const { cert } = r;
+    if (r.token && !this.consumeToken(r.token.hash, r.token.at, cert.serial)) return { why: "token_spent" };
+    if (r.supersede !== undefined) {
+      if (!this.markSuperseded(r.supersede, cert.serial)) return { why: "changed" };
+    } else {
+      const cur = this.current(cert.name);
+      if (cur && new Date(cur.notAfter) > new Date(cert.createdAt)) return { why: "taken", serial: cur.serial };
+      if (cur) this.markSuperseded(cur.serial, cert.serial); // an expired predecessor
+    }
+    this.insertCert(cert);
+    return null;
   }
 
   /** The certificate currently in force for a name (status valid, possibly expired). */

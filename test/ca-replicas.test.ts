@@ -2,6 +2,7 @@
 // once across them, every answered certificate is in the ledger, no serial twice, and the
 // once-only jobs' lease moves to a survivor when its holder is killed (kill -9).
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CertificateAuthority } from "../ca/authority.ts";
@@ -22,7 +23,8 @@ describe("CA replicas on one PostgreSQL store", () => {
   let dir: string;
   let ca: CertificateAuthority;
   const replicas: Replica[] = [];
-  const bundle = () => ca.issuerCert("root-1").toString("pem");
+  // Every published root: a replica whose own certificate a later generation signed is trusted too.
+  const bundle = () => readFileSync(ca.paths.bundle, "utf8");
 
   before(async () => {
     db = await createDb();
@@ -172,6 +174,23 @@ describe("CA replicas on one PostgreSQL store", () => {
     }
     const rowsAfter = ca.ledger.list({ all: true }).filter((r) => r.name.startsWith("kill"));
     assert.equal(new Set(rowsAfter.map((r) => r.serial)).size, rowsAfter.length);
+  });
+
+  it("a signer changed by another process signs the very next enrolment on every replica", async () => {
+    const alive = replicas.filter((r) => r.child.exitCode === null && r.child.signalCode === null);
+    await ca.addGeneration({});
+    ca.publishBundle();
+    const issuerOf = async (name: string, r: Replica) => {
+      const { token } = createToken(ca, { domain: name });
+      const a = await enrol(name, token, 0, () => [r]);
+      assert.equal(a.status, 200, a.body);
+      return ca.ledger.bySerial(a.serial!)?.issuerId;
+    };
+    // Each replica has just read the issuers and the signer (its cache holds generation 1's)…
+    for (const [i, r] of alive.entries()) assert.equal(await issuerOf(`gen-before${i}.internal`, r), "root-1");
+    ca.useGeneration(2);
+    // …and the next enrolment, right after the change was committed, is signed by generation 2.
+    for (const [i, r] of alive.entries()) assert.equal(await issuerOf(`gen-after${i}.internal`, r), "root-2");
   });
 });
 

@@ -236,3 +236,116 @@ describe("ca store-copy", () => {
     }
   });
 });
+
+describe("the PostgreSQL store's cache of issuers and settings", () => {
+  let db: TestDb;
+  let root: string;
+  before(async () => {
+    db = await createDb();
+    root = tempDir("mesh-pgcache-");
+  });
+  after(async () => {
+    await db?.drop();
+    if (root) cleanup(root);
+  });
+
+  /** Round trips the calls in fn make, by any SyncPg of this process. */
+  async function roundTrips(fn: () => void): Promise<number> {
+    const { SyncPg } = await import("../ca/store/pg-sync.ts");
+    const query = SyncPg.prototype.query;
+    let n = 0;
+    SyncPg.prototype.query = function (this: InstanceType<typeof SyncPg>, ...args: Parameters<typeof query>) {
+      n++;
+      return query.apply(this, args);
+    };
+    try {
+      fn();
+    } finally {
+      SyncPg.prototype.query = query;
+    }
+    return n;
+  }
+
+  it("serves repeated reads without a round trip, and sees another replica's change after its next round trip", async () => {
+    const ca = await CertificateAuthority.init({ dir: join(root, "pki"), name: "Cache CA", store: db.url });
+    const setting = parseStore(db.url);
+    assert.equal(setting.kind, "postgres");
+    const other = PgLedger.open(setting.kind === "postgres" ? setting.config : {}, "other");
+    try {
+      const a = ca.ledger;
+      assert.equal(other.getMeta("signer"), "root-1");
+      assert.equal(other.issuer("root-1")?.state, "published");
+      // The enrolment path's four reads (signer, its issuer, its root…): none goes to the database.
+      assert.equal(
+        await roundTrips(() => {
+          other.getMeta("signer");
+          other.issuer("root-1");
+          other.issuers();
+        }),
+        0,
+      );
+      // Another connection (replica, CLI) changes the signer and an issuer's state.
+      a.write(() => {
+        a.setMeta("signer", "root-2");
+        a.setIssuerState(1, "retired");
+      });
+      // Any round trip begun after that commit brings the notification with its answer.
+      other.dataVersion();
+      assert.equal(other.getMeta("signer"), "root-2");
+      assert.equal(other.issuer("root-1")?.state, "retired");
+      assert.equal(other.issuers()[0]?.state, "retired");
+      // Its own change is seen at once; a rolled back one never.
+      other.write(() => other.setMeta("signer", "root-3"));
+      assert.equal(other.getMeta("signer"), "root-3");
+      assert.throws(() =>
+        other.write(() => {
+          other.setMeta("signer", "root-4");
+          assert.equal(other.getMeta("signer"), "root-4", "inside its transaction, its own change");
+          throw new Error("rolled back");
+        }),
+      );
+      assert.equal(other.getMeta("signer"), "root-3");
+      // Inside a transaction the reads are live: another's commit is seen without any notification.
+      other.write(() => {
+        a.setMeta("signer", "root-5");
+        assert.equal(other.getMeta("signer"), "root-5");
+      });
+    } finally {
+      other.close();
+      ca.close();
+    }
+  });
+
+  it("a connection made afresh reads again: what changed while it was gone was never notified to it", async () => {
+    const setting = parseStore(db.url);
+    assert.equal(setting.kind, "postgres");
+    const config = setting.kind === "postgres" ? setting.config : {};
+    const a = PgLedger.open(config, "a");
+    const b = PgLedger.open(config, "b");
+    const { SyncPg } = await import("../ca/store/pg-sync.ts");
+    const admin = new SyncPg(config);
+    try {
+      a.write(() => a.setMeta("signer", "before"));
+      b.dataVersion();
+      assert.equal(b.getMeta("signer"), "before");
+      // b's connection dies; a changes the signer while b has no connection that listens.
+      admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+      );
+      const retried = <T>(f: () => T): T => {
+        try {
+          return f();
+        } catch {
+          return f(); // the first call may meet the dead connection
+        }
+      };
+      retried(() => a.write(() => a.setMeta("signer", "while b was away")));
+      retried(() => b.dataVersion());
+      assert.equal(b.getMeta("signer"), "while b was away");
+    } finally {
+      admin.close();
+      a.close();
+      b.close();
+    }
+  });
+});

@@ -220,7 +220,10 @@ export async function simpleenroll(ctx: EstContext, call: Call): Promise<void> {
   const lifetimeMs = lifetimeOf(ctx, call.url, id.name);
   usableByClient(ctx, call, lifetimeMs, id.name);
   const issued = await mapped(
-    () => ctx.commits.issue((commit) => enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit })),
+    () =>
+      ctx.commits.issue((commit) =>
+        enrol(ctx.ca, id, token, { lifetimeMs, cdp: ctx.cdp, commit, authenticated: true }),
+      ),
     id.name,
   );
   ctx.metrics.issued("enrol");

@@ -24,6 +24,21 @@ export interface LeaseRow {
 /** What became of one function of a writeBatch: it landed, or it threw and nothing of it landed. */
 export type BatchOutcome = { ok: true } | { ok: false; error: unknown };
 
+/** One issuance's ledger statements (recordIssuance), inside a write. */
+export interface IssuanceRecord {
+  cert: CertRow;
+  /** The certificate it replaces, which must still be current; without it, a certificate still current for the name must have expired (it is superseded). */
+  supersede?: string;
+  /** The enrolment token spent with it (SHA-256 hex), which must be unused and unexpired at `at`. */
+  token?: { hash: string; at: string };
+}
+
+/** Why an issuance's record was refused: the caller throws, and nothing of the record lands. */
+export type IssuanceRefusal =
+  | { why: "token_spent" } // the token was used (or expired) meanwhile
+  | { why: "changed" } // the certificate to supersede is no longer current
+  | { why: "taken"; serial: string }; // the name has a live certificate
+
 export type RotationFields = Partial<
   Pick<
     RotationRow,
@@ -71,6 +86,13 @@ export interface LedgerStore {
   setSignedCrl(id: string, der: Uint8Array): void;
 
   insertCert(row: CertRow): void;
+  /**
+   * Records one issuance: spends its token, supersedes its predecessor, inserts it; null when
+   * it landed. On PostgreSQL in one round trip (a live certificate for the name then shows as a
+   * unique violation, thrown, rather than as "taken"). Inside a write, whose caller throws on a
+   * refusal so that the transaction (or the batch) drops whatever of it ran.
+   */
+  recordIssuance(r: IssuanceRecord): IssuanceRefusal | null;
   current(name: string): CertRow | undefined;
   latest(name: string): CertRow | undefined;
   bySerial(serial: string): CertRow | undefined;

@@ -13,14 +13,28 @@ import type {
   RotationRow,
   TokenRow,
 } from "../ledger.ts";
-import type { BatchOutcome, LeaseRow, LedgerStore, RotationFields } from "./interface.ts";
+import type {
+  BatchOutcome,
+  IssuanceRecord,
+  IssuanceRefusal,
+  LeaseRow,
+  LedgerStore,
+  RotationFields,
+} from "./interface.ts";
 import { allFromStored, fromStored, maybeFromStored, toStored } from "./stored.ts";
-import { PgError, SyncPg, type PgConfig } from "./pg-sync.ts";
+import { PgError, SyncPg, type PgConfig, type QueryResult } from "./pg-sync.ts";
 
 const SCHEMA_VERSION = "1";
 /** The advisory lock every write transaction takes ("mesh" in ASCII). */
 const WRITE_LOCK = 0x6d657368;
 const SCHEMA_LOCK = WRITE_LOCK + 1;
+/** Notified by every statement that changes the issuers or the settings (the triggers below). */
+const CHANGED_CHANNEL = "mesh_ca_changed";
+/**
+ * The cache of issuers and settings is read again after this long even if nothing was heard:
+ * a bound on staleness should notifications not arrive (a pooler in transaction mode drops LISTEN).
+ */
+const SNAPSHOT_MAX_AGE_MS = 1_000;
 
 // Text compares byte-wise, as in SQLite: list order and ISO-date comparisons do not
 // depend on the database's locale.
@@ -103,10 +117,38 @@ CREATE OR REPLACE FUNCTION mesh_ca_bump_version() RETURNS trigger LANGUAGE plpgs
 CREATE OR REPLACE TRIGGER issuers_changed AFTER INSERT OR UPDATE OR DELETE ON issuers FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
 CREATE OR REPLACE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
 CREATE OR REPLACE TRIGGER signed_crls_changed AFTER INSERT OR UPDATE OR DELETE ON signed_crls FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_bump_version();
+-- And told at once to every replica listening (the cache of issuers and settings, PgLedger.cached):
+-- a function and triggers of their own, which an older replica's CREATE OR REPLACE of the above
+-- leaves in place.
+CREATE OR REPLACE FUNCTION mesh_ca_notify_changed() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_notify('${CHANGED_CHANNEL}', ''); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER issuers_notify AFTER INSERT OR UPDATE OR DELETE ON issuers FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_notify_changed();
+CREATE OR REPLACE TRIGGER meta_notify AFTER INSERT OR UPDATE OR DELETE ON meta FOR EACH STATEMENT EXECUTE FUNCTION mesh_ca_notify_changed();
 `.replace(/\bTEXT\b/g, 'TEXT COLLATE "C"');
 
 const CERT_COLUMNS =
   "serial, name, sans, issuer_id, key_type, not_before, not_after, status, revoked_at, reason, superseded_by, source, created_at";
+const INSERT_CERT = `INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
+
+function certParams(r: CertRow): unknown[] {
+  return [
+    r.serial,
+    r.name,
+    r.sans,
+    r.issuerId,
+    r.keyType,
+    r.notBefore,
+    r.notAfter,
+    r.status,
+    r.revokedAt,
+    r.reason,
+    r.supersededBy,
+    r.source,
+    r.createdAt,
+    r.pem,
+  ];
+}
+
 const ISSUER_COLUMNS =
   "id, kind, generation, parent, name, serial, key_type, not_before, not_after, state, crl_number, crl_next_update, created_at";
 const ROTATION_FIELDS = new Set([
@@ -119,6 +161,15 @@ const ROTATION_FIELDS = new Set([
   "owner",
   "heartbeat_at",
 ]);
+
+interface Snapshot {
+  /** SyncPg.changes when it was read. */
+  changes: number;
+  /** performance.now() when it was read. */
+  at: number;
+  issuers: IssuerRow[];
+  meta: Map<string, string>;
+}
 
 function unreachable(shown: string, err: unknown): CaError {
   const e = err as PgError;
@@ -140,6 +191,8 @@ export class PgLedger implements LedgerStore {
   readonly path: string;
   private readonly pg: SyncPg;
   private depth = 0;
+  /** The issuers and settings, as one statement read them (cached()). */
+  private snapshot: Snapshot | null = null;
 
   private constructor(pg: SyncPg, shown: string) {
     this.pg = pg;
@@ -148,7 +201,7 @@ export class PgLedger implements LedgerStore {
 
   /** Opens the ledger in a database; `create` (init) makes the tables and refuses a database that already holds a CA. */
   static open(config: PgConfig, shown: string, opts: { create?: boolean } = {}): PgLedger {
-    const pg = new SyncPg(config);
+    const pg = new SyncPg(config, { listen: CHANGED_CHANNEL });
     try {
       pg.query("BEGIN");
       try {
@@ -211,15 +264,62 @@ export class PgLedger implements LedgerStore {
     return this.pg.query(sql, params).rowCount;
   }
 
+  /**
+   * The issuers and the settings, read in one statement and kept while nothing changes them: an
+   * issuance reads the signer, its issuer and its root (four round trips live). Any statement of
+   * another connection that changes them notifies CHANGED_CHANNEL (the triggers), and the
+   * notification reaches this connection's worker before the answer to any statement that began
+   * after that commit (PostgreSQL sends it before ReadyForQuery); this store's own changes drop
+   * the snapshot at once. So a cached read sees every change committed before this connection's
+   * previous round trip began, as a live read would have seen them then. Inside a transaction
+   * (null) the reads are live, under its locks and with its own uncommitted changes.
+   */
+  private cached(): Snapshot | null {
+    if (this.depth > 0) return null;
+    const s = this.snapshot;
+    const changes = this.pg.changes;
+    const now = performance.now();
+    if (s && s.changes === changes && now - s.at < SNAPSHOT_MAX_AGE_MS) return s;
+    const prefixed = ISSUER_COLUMNS.split(", ")
+      .map((c) => `i.${c}`)
+      .join(", ");
+    const rows = this.rows<{ meta: Record<string, string> | null; id: string | null }>(
+      `SELECT m.meta, ${prefixed} FROM (SELECT json_object_agg(key, value) AS meta FROM meta) m
+      LEFT JOIN issuers i ON true ORDER BY i.generation, i.kind DESC, i.created_at`,
+    );
+    const issuers = allFromStored<IssuerRow>(rows.filter((r) => r.id !== null).map(({ meta: _, ...issuer }) => issuer));
+    this.snapshot = { changes, at: now, issuers, meta: new Map(Object.entries(rows[0]?.meta ?? {})) };
+    return this.snapshot;
+  }
+
+  /** This store changed the issuers or the settings: the snapshot is read again (after the transaction). */
+  private changed(): void {
+    this.snapshot = null;
+  }
+
   private begin(shared = false): string | null {
-    if (this.depth++ > 0) {
-      const sp = `sp${this.depth}`;
-      this.pg.query(`SAVEPOINT ${sp}`);
-      return sp;
+    const outer = this.depth++ === 0;
+    const sp = outer ? null : `sp${this.depth}`;
+    try {
+      // One round trip for both.
+      this.pg.query(
+        sp ? `SAVEPOINT ${sp}` : `BEGIN; SELECT pg_advisory_xact_lock${shared ? "_shared" : ""}(${WRITE_LOCK})`,
+      );
+    } catch (err) {
+      // Not begun: the depth back, and a BEGIN that met a dead connection ended on the worker's
+      // side too (it counts the connection lost inside a transaction until a ROLLBACK); without
+      // this every later call failed, the store's depth stuck inside a transaction that was gone.
+      this.depth--;
+      if (outer) {
+        try {
+          this.pg.query("ROLLBACK");
+        } catch {
+          /* nothing more to end */
+        }
+      }
+      throw err;
     }
-    // One round trip for both.
-    this.pg.query(`BEGIN; SELECT pg_advisory_xact_lock${shared ? "_shared" : ""}(${WRITE_LOCK})`);
-    return null;
+    return sp;
   }
 
   private end(sp: string | null, ok: boolean): void {
@@ -290,10 +390,13 @@ export class PgLedger implements LedgerStore {
   }
 
   getMeta(key: string): string | undefined {
+    const cached = this.cached();
+    if (cached) return cached.meta.get(key);
     return this.one<{ value: string }>("SELECT value FROM meta WHERE key = $1", [key])?.value;
   }
 
   setMeta(key: string, value: string): void {
+    this.changed();
     this.run("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
       key,
       value,
@@ -303,6 +406,7 @@ export class PgLedger implements LedgerStore {
   // --- issuers ---------------------------------------------------------------
 
   insertIssuer(r: IssuerRow): void {
+    this.changed();
     this.run(
       `INSERT INTO issuers (${ISSUER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
       [
@@ -324,14 +428,22 @@ export class PgLedger implements LedgerStore {
   }
 
   issuers(): IssuerRow[] {
+    const cached = this.cached();
+    if (cached) return cached.issuers.map((r) => ({ ...r }));
     return allFromStored(this.rows(`SELECT ${ISSUER_COLUMNS} FROM issuers ORDER BY generation, kind DESC, created_at`));
   }
 
   issuer(id: string): IssuerRow | undefined {
+    const cached = this.cached();
+    if (cached) {
+      const row = cached.issuers.find((r) => r.id === id);
+      return row && { ...row };
+    }
     return maybeFromStored(this.one(`SELECT ${ISSUER_COLUMNS} FROM issuers WHERE id = $1`, [id]));
   }
 
   setIssuerState(generation: number, state: GenerationState): void {
+    this.changed();
     this.run("UPDATE issuers SET state = $1 WHERE generation = $2", [state, generation]);
   }
 
@@ -347,6 +459,7 @@ export class PgLedger implements LedgerStore {
   }
 
   nextCrlNumber(id: string, nextUpdate: string): number {
+    this.changed();
     return this.one<{ crl_number: number }>(
       "UPDATE issuers SET crl_number = crl_number + 1, crl_next_update = $1 WHERE id = $2 RETURNING crl_number",
       [nextUpdate, id],
@@ -368,25 +481,46 @@ export class PgLedger implements LedgerStore {
   // --- certificates ----------------------------------------------------------
 
   insertCert(r: CertRow): void {
-    this.run(
-      `INSERT INTO certs (${CERT_COLUMNS}, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-      [
-        r.serial,
-        r.name,
-        r.sans,
-        r.issuerId,
-        r.keyType,
-        r.notBefore,
-        r.notAfter,
-        r.status,
-        r.revokedAt,
-        r.reason,
-        r.supersededBy,
-        r.source,
-        r.createdAt,
-        r.pem,
-      ],
-    );
+    this.run(INSERT_CERT, certParams(r));
+  }
+
+  recordIssuance(r: IssuanceRecord): IssuanceRefusal | null {
+    const { cert } = r;
+    // One round trip for all three; the results are read once all have run, and a refusal makes
+    // the caller roll back whatever ran. A live certificate for the name fails the INSERT on the
+    // one-current-per-name index (a unique violation, thrown), after an expired one was superseded.
+    const statements = [
+      ...(r.token
+        ? [
+            {
+              sql: "UPDATE enrol_tokens SET used_at = $1, used_by = $2 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1",
+              params: [r.token.at, cert.serial, r.token.hash],
+            },
+          ]
+        : []),
+      r.supersede !== undefined
+        ? {
+            sql: "UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE serial = $2 AND status = 'valid'",
+            params: [cert.serial, r.supersede],
+          }
+        : {
+            sql: "UPDATE certs SET status = 'superseded', superseded_by = $1 WHERE name = $2 AND status = 'valid' AND not_after <= $3",
+            params: [cert.serial, cert.name, cert.createdAt],
+          },
+      { sql: INSERT_CERT, params: certParams(cert) },
+    ];
+    let results: QueryResult[];
+    try {
+      results = this.pg.queryMany(statements);
+    } catch (err) {
+      // A loser of a race on one token also meets the winner's certificate in the index: it is
+      // told, as on SQLite, that the token was spent (its UPDATE ran before the INSERT failed).
+      if (r.token && err instanceof PgError && err.results?.[0]?.rowCount === 0) return { why: "token_spent" };
+      throw err;
+    }
+    if (r.token && results[0]!.rowCount !== 1) return { why: "token_spent" };
+    if (r.supersede !== undefined && results[r.token ? 1 : 0]!.rowCount !== 1) return { why: "changed" };
+    return null;
   }
 
   current(name: string): CertRow | undefined {
@@ -595,6 +729,7 @@ export class PgLedger implements LedgerStore {
   /** Inserts rows as they are, in batches; inside write(). Column names come from the rows, checked against the table's. */
   importRows(table: string, rows: Record<string, unknown>[]): void {
     if (rows.length === 0) return;
+    this.changed();
     const known = new Set(
       this.rows<{ column_name: string }>(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
@@ -625,7 +760,8 @@ export class PgLedger implements LedgerStore {
   dropEverything(): void {
     try {
       this.pg.query(`DROP TABLE IF EXISTS signed_crls, leases, rotations, bundle_holders, bundles, enrol_tokens, certs, issuers, meta, store_version CASCADE;
-        DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE`);
+        DROP FUNCTION IF EXISTS mesh_ca_bump_version() CASCADE; DROP FUNCTION IF EXISTS mesh_ca_notify_changed() CASCADE`);
+      this.snapshot = null;
     } catch {
       /* the connection is gone: nothing more to undo here */
     }
