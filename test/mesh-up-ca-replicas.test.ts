@@ -150,8 +150,9 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
       "0",
       "--dashboard-port",
       "0",
+      // 15 s certificates: the two renewals after the kill come ~10 s apart, not ~20.
       "--lifetime",
-      "30s",
+      "15s",
       "--poll",
       "1",
       "--quiet",
