@@ -41,8 +41,22 @@ function run(args: string[]): Promise<{ code: number; out: string }> {
   });
 }
 
+function runCa(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      args,
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
+      },
+    );
+  });
+}
+
 const meshCheck = (...extra: string[]) => run(["scripts/mesh-check.ts", "--logs", join(tmp, "logs"), ...extra]);
-const ca = (...args: string[]) => run(["ca/cli.ts", ...args, "--dir", join(tmp, "pki")]);
+// The compiled CLI, as `npm run ca` runs it (bin/ca.mjs): a third of tsx's start-up.
+const ca = (...args: string[]) => runCa(["bin/ca.mjs", ...args, "--dir", join(tmp, "pki")]);
 
 interface JsonCheck {
   name: string;

@@ -254,9 +254,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   // A revoked identity cannot renew: mesh:check says so, and that restarting mesh:up (which
   // moves the folder aside and enrols afresh) is the fix, not the file mode's `ca issue`.
   const revoke = await run(process.execPath, [
-    "--import",
-    "tsx",
-    "ca/cli.ts",
+    "bin/ca.mjs",
     "revoke",
     "--dir",
     join(tmp, "online-pki"),
