@@ -298,16 +298,7 @@ test("a call on a route its own rule allows is judged by that rule, and a policy
   timeout: 90_000,
 }, async () => {
   // A fourth identity, issued by hand, which only a route rule lets in.
-  const issued = await run(process.execPath, [
-    "--import",
-    "tsx",
-    "ca/cli.ts",
-    "issue",
-    "--dir",
-    pki(),
-    "--domain",
-    "shipping.internal",
-  ]);
+  const issued = await run(process.execPath, ["bin/ca.mjs", "issue", "--dir", pki(), "--domain", "shipping.internal"]);
   assert.equal(issued.code, 0, issued.out);
   const policy = join(tmp, "policy.toml");
   const original = readFileSync(policy, "utf8");
@@ -429,16 +420,7 @@ for (const width of [1280, 1920]) {
 }
 
 test("a revoked identity shows as revoked", { timeout: 40_000 }, async () => {
-  const r = await run(process.execPath, [
-    "--import",
-    "tsx",
-    "ca/cli.ts",
-    "revoke",
-    "--dir",
-    pki(),
-    "--domain",
-    "inventory.internal",
-  ]);
+  const r = await run(process.execPath, ["bin/ca.mjs", "revoke", "--dir", pki(), "--domain", "inventory.internal"]);
   assert.equal(r.code, 0, r.out);
   await page.locator('[data-service="inventory"] [data-status="REVOKED"]').waitFor({ timeout: 10_000 });
   assert.equal(
