@@ -96,9 +96,7 @@ describe("a service with several CA addresses", () => {
     const child = spawn(
       process.execPath,
       [
-        "--import",
-        "tsx",
-        "services/main.ts",
+        "bin/mesh-service.mjs", // services/main.ts compiled, as mesh:up starts it
         "--service",
         "inventory",
         "--port",
