@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ROOT, ca as cli, cleanup, tempDir } from "./helpers/ca.ts";
 
-const TSX = import.meta.resolve("tsx");
+// The compiled CLI, as `npm run ca` runs it (bin/ca.mjs): it starts in a third of tsx's time.
+const CLI = join(ROOT, "bin", "ca.mjs");
 
 function sh(
   script: string,
@@ -29,11 +30,10 @@ describe("curl + openssl against ca serve", () => {
   before(async () => {
     work = tempDir("mesh-est-curl-");
     assert.equal((await cli(["init", "--name", "Acme Corp CA", "--dir", join(work, "pki")])).code, 0);
-    child = spawn(
-      process.execPath,
-      ["--import", TSX, join(ROOT, "ca", "cli.ts"), "serve", "--dir", join(work, "pki"), "--port", "0"],
-      { cwd: work, stdio: ["ignore", "pipe", "pipe"] },
-    );
+    child = spawn(process.execPath, [CLI, "serve", "--dir", join(work, "pki"), "--port", "0"], {
+      cwd: work,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
     url = await new Promise<string>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`ca serve did not start:\n${stdout}`)), 20_000);

@@ -137,16 +137,7 @@ describe("ca token > file: the token file is 0600 whatever the umask", () => {
       const code = await new Promise<number | null>((resolve) => {
         const child = spawn(
           process.execPath,
-          [
-            "--import",
-            import.meta.resolve("tsx"),
-            join(import.meta.dirname, "..", "ca", "cli.ts"),
-            "token",
-            "--domain",
-            "svc.internal",
-            "--dir",
-            pki,
-          ],
+          [join(import.meta.dirname, "..", "bin", "ca.mjs"), "token", "--domain", "svc.internal", "--dir", pki],
           { stdio: ["ignore", fd, "ignore"] },
         );
         child.on("close", resolve);

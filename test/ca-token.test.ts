@@ -152,6 +152,18 @@ describe("durations", () => {
     assert.equal(formatDuration(86_400_000), "24h");
     assert.equal(formatDuration(5_400_000), "90m");
   });
+
+  it("takes milliseconds only where a flag asks for them (rotate's --interval), bounded there too", () => {
+    const interval = { flag: "--interval", min: 100, max: 3_600_000, milliseconds: true };
+    assert.equal(parseDuration("250ms", interval), 250);
+    assert.equal(parseDuration("2s", interval), 2_000);
+    assert.throws(() => parseDuration("50ms", interval), /--interval 50ms is shorter than the 100ms allowed/);
+    assert.throws(() => parseDuration("1.5ms", interval), /"1\.5ms" is not a duration: use .* e\.g\. 500ms, 90s/);
+    // Every other flag still refuses them: "500ms" is not a lifetime, a TTL, a retention.
+    assert.throws(() => parseDuration("5000ms", { flag: "--ttl" }), /--ttl "5000ms" is not a duration/);
+    assert.throws(() => parseDuration("0ms", { flag: "--retention", min: 0 }), /not a duration/);
+    assert.equal(formatDuration(100), "100ms");
+  });
 });
 
 function tokenCount(dir: string): number {

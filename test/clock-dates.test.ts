@@ -115,7 +115,7 @@ test("the CA's est.clock_skew: once a minute per name, and again at once when th
 test("a file-mode service with a MESH_CLOCK_OFFSET_MS that is not a number: one line, exit 2, before anything else", () => {
   const r = spawnSync(
     process.execPath,
-    ["--import", "tsx", "services/main.ts", "--service", "payment", "--port", "0", "--pki", "/nonexistent"],
+    ["bin/mesh-service.mjs", "--service", "payment", "--port", "0", "--pki", "/nonexistent"],
     { cwd: ROOT, env: { ...process.env, MESH_CLOCK_OFFSET_MS: "ten minutes" }, encoding: "utf8" },
   );
   assert.equal(r.status, 2, r.stderr);

@@ -358,7 +358,8 @@ test("the supervisor's restarts come from a hand-written mesh-up.log", () => {
 });
 
 function cli(args: string[]): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", join(ROOT, "ca", "cli.ts"), ...args], {
+  // The compiled CLI, as `npm run ca` runs it (bin/ca.mjs).
+  return spawn(process.execPath, [join(ROOT, "bin", "ca.mjs"), ...args], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, MESH_PKI_DIR: "", MESH_CA_PASSPHRASE: "" },
@@ -416,7 +417,7 @@ test("edge, the tools' client identity, has an identity card from its certificat
   assert.equal(st.snapshot().feed[0]!.severity, "refused");
 
   // The README's command, as a person runs it: plain text on a terminal, no --json, no log file.
-  const rot = cli(["rotate", "--dir", pki, "--timeout", "2m", "--interval", "1s"]);
+  const rot = cli(["rotate", "--dir", pki, "--timeout", "2m", "--interval", "100ms"]);
   let out = "";
   rot.stdout!.on("data", (d) => (out += d));
   rot.stderr!.on("data", (d) => (out += d));

@@ -168,9 +168,7 @@ test("services/main.ts --ca: enrols from MESH_ENROL_TOKEN, which never appears i
   const child = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "services/main.ts",
+      "bin/mesh-service.mjs", // services/main.ts compiled, as mesh:up starts it
       "--service",
       "payment",
       "--ca",
@@ -214,9 +212,7 @@ test("services/main.ts --ca with a malformed token file: one line, exit 2, no st
   const child = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "services/main.ts",
+      "bin/mesh-service.mjs", // services/main.ts compiled, as mesh:up starts it
       "--service",
       "payment",
       "--ca",

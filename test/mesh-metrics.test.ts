@@ -37,7 +37,7 @@ interface Proc {
 }
 
 function service(args: string[], env: Record<string, string> = {}): Proc {
-  const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, "services", "main.ts"), ...args], {
+  const proc = spawn(process.execPath, [join(ROOT, "bin", "mesh-service.mjs"), ...args], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, MESH_ADMIN_PORT: "", ...env },

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
+import { compiledScript, type Script } from "./helpers/compiled.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
@@ -42,14 +43,16 @@ interface Report {
 }
 
 function toggle(args: string[], logDir = logs): Promise<{ code: number; out: string; err: string }> {
-  return run("scripts/mesh-toggle.ts", ["--logs", logDir, ...args]);
+  return run("mesh-toggle", ["--logs", logDir, ...args]);
 }
 
-function run(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+/** scripts/<script>.ts, compiled once for this file (helpers/compiled.ts): it runs ~25 times here. */
+async function run(script: Script, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const js = await compiledScript(script);
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", script, ...args],
+      [js, ...args],
       { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" }, timeout: 120_000 },
       (e, stdout, stderr) =>
         resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr }),
@@ -201,7 +204,7 @@ const CASES: Array<{
     },
     // mesh:check names the toggle, and its fix is the restore (not a new certificate).
     also: async () => {
-      const check = await run("scripts/mesh-check.ts", ["--logs", logs]);
+      const check = await run("mesh-check", ["--logs", logs]);
       assert.equal(check.code, 1, check.out);
       assert.match(check.out, /× presents its own identity\n\s+payment presents a teaching toggle \(revoked, serial/);
       assert.match(check.out, /fix: npm run mesh:toggle -- payment --restore/);

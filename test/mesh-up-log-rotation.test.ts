@@ -97,7 +97,7 @@ function allLines(logs: string, base: string): Line[] {
   return [...rotated.map((k) => join(logs, `${base}.${k}`)), join(logs, base)].filter(existsSync).flatMap(linesOf);
 }
 
-test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 is seen ready again through its rotated log, the console and mesh:logs miss no line", {
+test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 is seen ready again through its rotated log, the console and mesh:logs miss no line", {
   timeout: 300_000,
 }, async () => {
   const d = join(tmp, "up");
@@ -132,15 +132,16 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1500: every log rotates, the CA killed -9 i
       "0",
       "--dashboard-port",
       "0",
+      // 15 s certificates: a renewal every ~10 s, the three each service must show within ~30 s.
       "--lifetime",
-      "30s",
+      "15s",
       "--poll",
       "1",
     ],
     {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "1500", MESH_LOG_KEEP: "500" },
+      env: { ...process.env, NO_COLOR: "1", MESH_LOG_MAX_SIZE: "1000", MESH_LOG_KEEP: "500" },
     },
   );
   started.push(proc);

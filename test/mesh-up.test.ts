@@ -12,6 +12,8 @@ import { join } from "node:path";
 
 import { SHIPPED_POLICY_FILE } from "./mesh-fixtures.ts";
 import { ev } from "./helpers/events.ts";
+// mesh:probe and mesh:check compiled once for this file (helpers/compiled.ts); the last probe runs as npm does, under tsx.
+import { compiledScript } from "./helpers/compiled.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 let tmp: string;
@@ -205,7 +207,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   const sent = [...shown.out.matchAll(/^ *\d+ s:(.*)$/gm)].map((m) => m[1]!.trim());
   assert.deepEqual(sent, ["CN = payment.internal", "CN = Mesh Dev Issuing CA"], shown.out);
 
-  const probe = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", logs]);
+  const probe = await run(process.execPath, [await compiledScript("mesh-probe"), "--logs", logs]);
   assert.equal(probe.code, 0, probe.out);
   assert.match(probe.out, /^edge +✓ 403 order\.accepts/m, "edge's identity from state/edge is probed");
   assert.match(probe.out, /the mesh does what the policy says/);
@@ -243,7 +245,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   // The same commands still work with the renewed files.
   const again = await curl(lines[0]!);
   assert.match(again.out, /"caller":"order","status":"captured","repeated":true\}\n200$/, again.out); // the same orderId: payment answers the first charge again
-  const check = await run(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", logs]);
+  const check = await run(process.execPath, [await compiledScript("mesh-check"), "--logs", logs]);
   assert.equal(check.code, 0, check.out);
   assert.match(check.out, /certificate is valid: serial [0-9a-f]+, valid until .*renews itself/);
   assert.match(
@@ -254,9 +256,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   // A revoked identity cannot renew: mesh:check says so, and that restarting mesh:up (which
   // moves the folder aside and enrols afresh) is the fix, not the file mode's `ca issue`.
   const revoke = await run(process.execPath, [
-    "--import",
-    "tsx",
-    "ca/cli.ts",
+    "bin/ca.mjs",
     "revoke",
     "--dir",
     join(tmp, "online-pki"),
@@ -264,7 +264,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
     "inventory.internal",
   ]);
   assert.equal(revoke.code, 0, revoke.out);
-  const revoked = await run(process.execPath, ["--import", "tsx", "scripts/mesh-check.ts", "--logs", logs]);
+  const revoked = await run(process.execPath, [await compiledScript("mesh-check"), "--logs", logs]);
   assert.equal(revoked.code, 1, revoked.out);
   assert.match(
     revoked.out,
@@ -280,7 +280,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
     10_000,
     "order and payment to take the new CRLs",
   );
-  const probed = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", logs]);
+  const probed = await run(process.execPath, [await compiledScript("mesh-probe"), "--logs", logs]);
   assert.equal(probed.code, 1, probed.out);
   assert.match(probed.out, /^order +✓ 403 order\.accepts +✓ 200 +✗ refused: server_revoked/m, probed.out);
   assert.match(
@@ -330,7 +330,7 @@ test("online: mesh:up enrols every identity with a one-time token, they renew on
   );
   assert.ok(existsSync(join(moved[2]!, "key.pem")), "the old key was moved, not deleted");
   assert.match(restarted.out(), /^token  inventory\.internal /m);
-  const healed = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", logs]);
+  const healed = await run(process.execPath, [await compiledScript("mesh-probe"), "--logs", logs]);
   assert.equal(healed.code, 0, healed.out);
   const state3 = JSON.parse(readFileSync(stateFile, "utf8")) as { pids: Record<string, number> };
   restarted.proc.kill("SIGTERM");
@@ -359,7 +359,7 @@ test("--file-mode: mesh:up from nothing issues files with the CLI, probed, curle
   ]);
   const sent = [...shown.out.matchAll(/^ *\d+ s:(.*)$/gm)].map((m) => m[1]!.trim());
   assert.deepEqual(sent, ["CN = payment.internal", "CN = Mesh Dev Issuing CA"], shown.out);
-  const probe = await run(process.execPath, ["--import", "tsx", "scripts/mesh-probe.ts", "--logs", join(tmp, "logs")]);
+  const probe = await run(process.execPath, [await compiledScript("mesh-probe"), "--logs", join(tmp, "logs")]);
   assert.equal(probe.code, 0, probe.out);
   assert.match(probe.out, /the mesh does what the policy says/);
   assert.match(probe.out, /refused: unknown_ca/);

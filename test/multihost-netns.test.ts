@@ -22,8 +22,9 @@ const NS = { sw: `${TAG}sw`, ca: `${TAG}ca`, a: `${TAG}a`, b: `${TAG}b` } as con
 // Addresses inside the namespaces this test creates, and nowhere else.
 const ADDR = { ca: "10.213.0.1", a: "10.213.0.2", b: "10.213.0.3" } as const;
 const CA_URL = `https://${ADDR.ca}:7400`;
-// Long enough that a renewal that failed while the CA was down still has time left when it is back, on a loaded machine.
-const LIFETIME = "60s";
+// Long enough that a renewal that failed while the CA was down still has time left when it is back, on a loaded machine:
+// renewals fall due at 27-33 s, the CA is back a few seconds after the first failure, and retries come every 1.5-4.5 s.
+const LIFETIME = "45s";
 
 function ip(args: string[]): { ok: boolean; out: string } {
   const r = spawnSync("ip", args, { encoding: "utf8" });

@@ -31,12 +31,12 @@ function shellBlocks(readme: string, heading: string): string[] {
 }
 
 /**
- * Runs one block with bash in the mesh's folder. `npm run -s ca -- …` there is the CA's CLI:
- * the folder is not the repository, so npm could not find the script.
+ * Runs one block with bash in the mesh's folder. `npm run -s ca -- …` there is the CA's CLI as
+ * npm runs it (bin/ca.mjs): the folder is not the repository, so npm could not find the script.
  */
 function sh(script: string): Promise<{ code: number; out: string; err: string }> {
   const prelude = `set -euo pipefail
-npm() { if [ "$1 $2 $3 $4" = "run -s ca --" ]; then shift 4; node --import ${JSON.stringify(TSX)} ${JSON.stringify(join(ROOT, "ca", "cli.ts"))} "$@"; else echo "unexpected: npm $*" >&2; return 1; fi; }
+npm() { if [ "$1 $2 $3 $4" = "run -s ca --" ]; then shift 4; node ${JSON.stringify(join(ROOT, "bin", "ca.mjs"))} "$@"; else echo "unexpected: npm $*" >&2; return 1; fi; }
 `;
   return new Promise((resolve) => {
     execFile("bash", ["-c", prelude + script], { cwd: tmp, env: meshEnv(), timeout: 60_000 }, (err, stdout, stderr) => {

@@ -24,7 +24,7 @@ export function register(program: Command): void {
         "how long each gate may wait before the run stops (state kept; run again to carry on)",
         "15m",
       )
-      .option("--interval <duration>", "how often a waiting gate reads the ledger", "1s")
+      .option("--interval <duration>", "how often a waiting gate reads the ledger (100ms to 1h)", "1s")
       .option("--name <name>", "the new generation's name (default: the first root's name + \" G<n>\")")
       .addOption(jsonOption("JSON lines (rotate.gate events) instead of text"))
       .option(
@@ -68,7 +68,12 @@ export function register(program: Command): void {
           const rotation = await import("../rotation.ts");
           const { parseDuration } = await import("../duration.ts");
           const timeoutMs = parseDuration(o.timeout, { flag: "--timeout", max: 30 * 86_400_000 });
-          const intervalMs = parseDuration(o.interval, { flag: "--interval", max: 3_600_000 });
+          const intervalMs = parseDuration(o.interval, {
+            flag: "--interval",
+            min: 100,
+            max: 3_600_000,
+            milliseconds: true,
+          });
           const names = (ws: { name: string; why: string }[]) =>
             ws
               .slice(0, 20)

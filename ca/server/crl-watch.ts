@@ -33,6 +33,8 @@ interface Held {
 export class HeldCalls {
   private readonly held = new Set<Held>();
   private readonly perAddress = new Map<string, number>();
+  /** After close(), nothing more is held: a call that arrives while the server closes is answered at once. */
+  private closed = false;
 
   constructor(private readonly limits: HoldLimits = DEFAULT_HOLD_LIMITS) {}
 
@@ -40,9 +42,15 @@ export class HeldCalls {
     return this.held.size;
   }
 
+  /** Whether close() was called: the server is going, so an answer also closes its connection. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Holds `res` until changed() or `ms`; false (answer now) when a limit is reached. */
   hold(remote: string, ms: number, res: ServerResponse, answer: () => void): boolean {
     const mine = this.perAddress.get(remote) ?? 0;
+    if (this.closed) return false;
     if (this.held.size >= this.limits.total || mine >= this.limits.perAddress) return false;
     const h: Held = { remote, answer, timer: setTimeout(() => this.release(h, true), ms) };
     this.held.add(h);
@@ -58,6 +66,7 @@ export class HeldCalls {
 
   /** The server is closing: its connections go with it. */
   close(): void {
+    this.closed = true;
     for (const h of [...this.held]) this.release(h, false);
   }
 
@@ -104,6 +113,8 @@ export function crlsWatch(
     };
     // Over the limit: the caller is told to come back later rather than spin.
     if (busy) headers["Retry-After"] = String(Math.ceil(waitMs / 1000));
+    // The server is closing: a kept-alive connection would hold its close() for the keep-alive timeout.
+    if (calls.isClosed) headers.Connection = "close";
     if (matchesEtag(held, p.trustEtag)) {
       res.writeHead(304, headers);
       res.end();

@@ -194,7 +194,8 @@ async function dashboard(mesh: MeshState, t: Target, serial: string): Promise<Ob
     } catch {
       /* not up yet, or gone: try again until the deadline */
     }
-    await new Promise((r) => setTimeout(r, 500));
+    // The dashboard reads the logs every 250 ms: look again at that pace, not every half second.
+    await new Promise((r) => setTimeout(r, 100));
   }
   if (!snap) return null;
   const s = snap.services.find((x) => x.name === t.service);

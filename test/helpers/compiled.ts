@@ -1,0 +1,64 @@
+// The mesh's command-line scripts compiled once per test file, for the suites that run them
+// dozens of times (mesh:toggle, mesh:check, mesh:probe). Loading a script's module graph through
+// tsx's loader costs each process ~0.3-1 s of CPU more than the same code compiled (measured on
+// the 2-core CI machine; docs/testing.md); the code is the same sources, compiled by the same
+// esbuild tsx uses, as bin/bundle.mjs compiles the CLI and the services. The output goes under
+// .scratch/ (git-ignored) so that the bundle's imports of node_modules resolve as the sources' do.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { build, type Plugin } from "esbuild";
+import { ROOT } from "./ca.ts";
+
+export type Script = "mesh-toggle" | "mesh-check" | "mesh-probe";
+const SCRIPTS: Script[] = ["mesh-toggle", "mesh-check", "mesh-probe"];
+
+/**
+ * A module's import.meta is its own source file's, as under tsx (bin/bundle.mjs does the same):
+ * bundled, it would be the bundle's, and a path made relative to it would point into .scratch/.
+ */
+const sourceMeta: Plugin = {
+  name: "source-import-meta",
+  setup(b) {
+    b.onLoad({ filter: /\.ts$/ }, (args) => {
+      if (args.path.includes("/node_modules/")) return undefined;
+      const text = readFileSync(args.path, "utf8");
+      if (!text.includes("import.meta")) return undefined;
+      const contents = text
+        .replaceAll("import.meta.url", JSON.stringify(pathToFileURL(args.path).href))
+        .replaceAll("import.meta.dirname", JSON.stringify(dirname(args.path)))
+        .replaceAll("import.meta.filename", JSON.stringify(args.path));
+      return { contents, loader: "ts" };
+    });
+  },
+};
+
+let built: Promise<string> | undefined;
+
+async function buildAll(): Promise<string> {
+  const scratch = join(ROOT, ".scratch");
+  mkdirSync(scratch, { recursive: true });
+  const dir = mkdtempSync(join(scratch, "test-scripts-"));
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  await build({
+    absWorkingDir: ROOT,
+    entryPoints: SCRIPTS.map((s) => `scripts/${s}.ts`),
+    bundle: true,
+    splitting: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    packages: "external",
+    outdir: dir,
+    outExtension: { ".js": ".mjs" },
+    logLevel: "silent",
+    plugins: [sourceMeta],
+  });
+  return dir;
+}
+
+/** The path of `scripts/<name>.ts` compiled (built on the first call in this process): run it with `node <path>`. */
+export async function compiledScript(name: Script): Promise<string> {
+  built ??= buildAll();
+  return join(await built, `${name}.mjs`);
+}
