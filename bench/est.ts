@@ -27,7 +27,8 @@ import { createLogger } from "../services/mesh/log.ts";
 import { launchService, type Launched } from "../scripts/launch.ts";
 import { servedSerial } from "../scripts/drill/peers.ts";
 import { combineRates, rateFor, stats, type Rate, type Stats } from "./measure.ts";
-import { base64Lines, certsOnly } from "../ca/server/published.ts";
+import { base64Lines } from "../lib/pem.ts";
+import { certsOnlyDer } from "../lib/pkcs7.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const env = (name: string, dflt: number) => {
@@ -406,7 +407,7 @@ export async function throughput(dir: string): Promise<
     // Node's floor: the bare server, with a certificate and an answer of this CA, pinned the same way.
     const floorCert = await ca.issue({ domain: "floor.bench.internal", ip: ["127.0.0.1"] });
     const floorBody = join(dir, "..", "floor-answer");
-    writeFileSync(floorBody, base64Lines(certsOnly([floorCert.der])));
+    writeFileSync(floorBody, base64Lines(certsOnlyDer([floorCert.der])));
     floor = await startFloor(
       { key: floorCert.keyPath!, cert: floorCert.certPath, ca: ca.paths.bundle, body: floorBody },
       cmd!,

@@ -40,8 +40,14 @@ export function firstPemDer(text: string, label: PemLabel): Buffer | undefined {
   return block === undefined ? undefined : pemToDer(block);
 }
 
+/** base64 in 64-character lines, each ending with a newline: PEM's body, and what RFC 2045 (EST's bodies) wants. */
+export function base64Lines(der: Uint8Array): string {
+  return Buffer.from(der.buffer, der.byteOffset, der.byteLength)
+    .toString("base64")
+    .replace(/.{1,64}/g, "$&\n");
+}
+
 /** A PEM block, base64 in 64-character lines, ending with a newline. */
 export function derToPem(der: Uint8Array, label: PemLabel): string {
-  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
-  return `-----BEGIN ${label}-----\n${b64.replace(/.{1,64}/g, "$&\n")}-----END ${label}-----\n`;
+  return `-----BEGIN ${label}-----\n${base64Lines(der)}-----END ${label}-----\n`;
 }

@@ -25,7 +25,8 @@ import { ROOT_GENERATIONS_HEADER, formatRootGenerations } from "../../lib/genera
 import type { Admission } from "./admission.ts";
 import { reservedReason } from "../reserved.ts";
 import { HttpError, bearerToken, decodeBase64, mediaType, readBody } from "./http.ts";
-import { base64Lines, certsOnly, matchesEtag, type Published } from "./published.ts";
+import { base64Lines } from "../../lib/pem.ts";
+import { certsOnly, matchesEtag, type Published } from "./published.ts";
 import type { CaMetrics } from "./metrics.ts";
 import type { GroupCommit } from "../store/group-commit.ts";
 import { sessionPeerDer } from "../../lib/tls-session.ts";

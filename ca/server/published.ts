@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import type { CertificateAuthority } from "../authority.ts";
-import { derToPem, firstPemDer } from "../../lib/pem.ts";
+import { base64Lines, derToPem, firstPemDer } from "../../lib/pem.ts";
 import { certsOnlyDer } from "../../lib/pkcs7.ts";
 import { readStateFile } from "../store.ts";
 import { crlToPem, type x509 } from "../x509.ts";
@@ -27,13 +27,6 @@ export interface Published {
   signerId: string;
   signerGeneration: number;
   signerPublished: boolean;
-}
-
-/** base64 in lines, as RFC 2045 wants it and as `openssl base64 -d` reads it. */
-export function base64Lines(der: Uint8Array): string {
-  return Buffer.from(der)
-    .toString("base64")
-    .replace(/.{1,64}/g, "$&\n");
 }
 
 /** A certs-only PKCS#7 (CMS SignedData without signers) of the given certificates. */
