@@ -52,7 +52,7 @@ export const DRILLS: readonly FailureDrill[] = [
   {
     name: "clock-skew",
     summary:
-      "payment's clock runs minutes ahead, minutes behind, days ahead: it refuses its callers by its clock and says so, the CA and mesh:check name the clock; fixed, it carries on",
+      "payment's clock runs minutes ahead, minutes behind, days ahead: it refuses its callers by its clock and says so; its callers, the CA and mesh:check name its clock; fixed, it carries on",
     // Less than the 10-minute skew (a fresh certificate must look expired to payment), more than
     // the drill (payment's own, which its wrong clock stops it renewing, must outlive the skews).
     lifetimeS: 180,
