@@ -9,6 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CertificateAuthority } from "../ca/index.ts";
 import { eventsIn } from "./helpers/events.ts";
+import { compiledScript } from "./helpers/compiled.ts";
+
+// mesh:up compiled once for this file (helpers/compiled.ts): under tsx its module graph cost each
+// start ~0.4 s of CPU more. mesh-up.test.ts starts it as npm does, under tsx.
+const MESH_UP = await compiledScript("mesh-up");
 
 const ROOT = join(import.meta.dirname, "..");
 const DAY = 86_400_000;
@@ -73,9 +78,7 @@ function meshUp(name: string, extra: string[] = [], env: Record<string, string> 
   const proc = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "scripts/mesh-up.ts",
+      MESH_UP,
       "--pki",
       join(tmp, name, "pki"),
       "--logs",
