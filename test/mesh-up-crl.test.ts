@@ -150,8 +150,30 @@ test("mesh:up re-signs a CRL that nears its nextUpdate while it runs, and the se
     );
     const renewed = nextUpdate(join(pki, "crls.pem")).getTime();
     assert.ok(renewed > Date.now() + 29 * DAY, `nextUpdate is 30 days out again (${new Date(renewed).toISOString()})`);
-    // Once only: the next checks find nothing due.
-    await new Promise((r) => setTimeout(r, 2_500));
+    // Once only: the next checks find nothing due. Two checks after the last one that re-signed,
+    // each logged as crl.checked in mesh-up.log with nothing re-signed (not a guessed sleep).
+    const upLog = join(tmp, "resign", "logs", "mesh-up.log");
+    const checks = () => (existsSync(upLog) ? eventsIn(readFileSync(upLog, "utf8"), "crl.checked") : []);
+    const afterLastResign = () => {
+      const all = checks();
+      return all.slice(all.findLastIndex((l) => l.resigned.length > 0) + 1);
+    };
+    await waitFor(
+      () => checks().some((l) => l.resigned.length > 0) && afterLastResign().length >= 2,
+      15_000,
+      "two more CRL checks after the re-signing",
+      () =>
+        `${up.out()}\n${checks()
+          .map((l) => JSON.stringify(l))
+          .join("\n")}`,
+    );
+    assert.deepEqual(
+      checks()
+        .flatMap((l) => l.resigned)
+        .sort(),
+      ["Mesh Dev CA", "Mesh Dev Issuing CA"],
+      "the checks' lines name each re-signed CA once",
+    );
     // mesh:up's CA is a root and its issuing intermediate: each CRL re-signed once.
     assert.equal((up.out().match(/re-signed the CRL of Mesh Dev CA /g) ?? []).length, 1, up.out());
     assert.equal((up.out().match(/re-signed the CRL of Mesh Dev Issuing CA /g) ?? []).length, 1, up.out());
