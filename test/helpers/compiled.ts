@@ -1,6 +1,6 @@
 // The mesh's command-line scripts compiled once per test file, for the suites that run them
 // dozens of times (mesh:toggle, mesh:check, mesh:probe), for mesh:up in the files that start it
-// most, and for the drills' CLIs, which tests run
+// most, for the policy CLI (npm run policy) and for the drills' CLIs, which tests run
 // with a private TMPDIR, where tsx's compile cache starts empty every time (drill, drill:rotate). Loading a script's module graph through
 // tsx's loader costs each process ~0.3-1 s of CPU more than the same code compiled (measured on
 // the 2-core CI machine; docs/testing.md); the code is the same sources, compiled by the same
@@ -12,8 +12,23 @@ import { pathToFileURL } from "node:url";
 import { build, type Plugin } from "esbuild";
 import { ROOT } from "./ca.ts";
 
-export type Script = "mesh-toggle" | "mesh-check" | "mesh-probe" | "mesh-up" | "drill-cli" | "drill-rotate";
-const SCRIPTS: Script[] = ["mesh-toggle", "mesh-check", "mesh-probe", "mesh-up", "drill-cli", "drill-rotate"];
+export type Script =
+  | "mesh-toggle"
+  | "mesh-check"
+  | "mesh-probe"
+  | "mesh-up"
+  | "drill-cli"
+  | "drill-rotate"
+  | "policy/main";
+const SCRIPTS: Script[] = [
+  "mesh-toggle",
+  "mesh-check",
+  "mesh-probe",
+  "mesh-up",
+  "drill-cli",
+  "drill-rotate",
+  "policy/main",
+];
 
 /**
  * A module's import.meta is its own source file's, as under tsx (bin/bundle.mjs does the same):
