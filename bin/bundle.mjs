@@ -1,4 +1,5 @@
-// Compiles the CLI and the service (ca/cli.ts, services/main.ts) into one esbuild bundle
+// Compiles the CLI, the service and mesh:up's dashboard (ca/cli.ts, services/main.ts,
+// services/sidecar.ts, scripts/mesh-dashboard.ts) into one esbuild bundle
 // in .build/ (git-ignored) and rebuilds it whenever a source file it was built from changed,
 // so running compiled code never runs stale code. Plain JavaScript: it must run before any
 // TypeScript can. `node bin/bundle.mjs` builds now (npm's prepare script runs it).
@@ -11,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BUILD_DIR = join(ROOT, ".build");
 const POINTER = join(BUILD_DIR, "current.json");
-export const ENTRIES = ["ca/cli.ts", "services/main.ts", "services/sidecar.ts"];
+export const ENTRIES = ["ca/cli.ts", "services/main.ts", "services/sidecar.ts", "scripts/mesh-dashboard.ts"];
 // Superseded builds stay this long: a process started from one may still import a lazy chunk.
 const KEEP_OLD_MS = 24 * 3600_000;
 

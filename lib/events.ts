@@ -573,6 +573,12 @@ export const EVENTS = {
     about: "mesh:up stopped components a previous mesh:up left running",
     fields: { supervisor: "number", components: "map<number>" },
   },
+  "crl.checked": {
+    level: ["info"],
+    about:
+      "mesh:up (file mode) checked the CRLs for a nextUpdate within 10 days, as it does every --crl-check seconds; resigned: the CAs whose CRL it re-signed (usually none)",
+    fields: { resigned: "string[]" },
+  },
   "policy.unknown_caller": {
     level: ["warn"],
     about: "mesh:up found a policy rule naming a caller that has no identity (a typo, or a service not started)",

@@ -320,7 +320,7 @@ export function serviceProcess(o: ServiceProcessOptions): ServiceProcess {
   return s;
 }
 
-/** The dashboard (scripts/mesh-dashboard.ts, under tsx); its stdout is one line for people, so it goes to dashboard.out, not a .log. */
+/** The dashboard (scripts/mesh-dashboard.ts, compiled: bin/mesh-dashboard.mjs); its stdout is one line for people, so it goes to dashboard.out, not a .log. */
 export interface DashboardProcess {
   runner: Runner;
   url: string;
@@ -340,9 +340,8 @@ export function dashboardProcess(o: {
     outFile: join(o.logs, "dashboard.out"),
     command: (_restarts, logFile) => ({
       args: [
-        "--import",
-        "tsx",
-        join(ROOT, "scripts", "mesh-dashboard.ts"),
+        // The compiled bundle (bin/bundle.mjs), as for the services: tsx's loader cost every start.
+        join(ROOT, "bin", "mesh-dashboard.mjs"),
         "--logs",
         o.logs,
         "--pki",

@@ -328,7 +328,7 @@ async function preparePki(dir: string, renewWithinDays: number, names: readonly 
  * peer. mesh:up holds the CA, so while it runs it re-signs those near their nextUpdate. The CA
  * is opened for each check only: a person may run CA commands on the same folder meanwhile.
  */
-function keepCrlsFresh(dir: string, everyMs: number): () => void {
+function keepCrlsFresh(dir: string, everyMs: number, events: EventLogger): () => void {
   let busy = false;
   const check = async () => {
     if (busy) return;
@@ -336,11 +336,20 @@ function keepCrlsFresh(dir: string, everyMs: number): () => void {
     try {
       const ca = await CertificateAuthority.open({ dir, passphrase: process.env.MESH_CA_PASSPHRASE || undefined });
       try {
-        for (const r of await ca.refreshCrls()) {
+        const resigned = await ca.refreshCrls();
+        for (const r of resigned) {
           console.log(
             `mesh:up: re-signed the CRL of ${r.name} before it lapsed (next update ${r.crlNextUpdate?.slice(0, 16).replace("T", " ")} UTC); the services reload crls.pem`,
           );
         }
+        // Every check, also one that found nothing due: a check that did nothing is otherwise
+        // invisible (hourly by default, so one line an hour).
+        events.info(
+          { event: "crl.checked", resigned: resigned.map((r) => r.name) },
+          resigned.length > 0
+            ? `checked the CRLs: re-signed ${resigned.map((r) => r.name).join(", ")}`
+            : "checked the CRLs: none near its nextUpdate",
+        );
       } finally {
         ca.close();
       }
@@ -806,7 +815,7 @@ async function main(): Promise<void> {
   await warnPolicy(policy, o.pki, o.logs, warned);
   stopPolicyWatch = watchPolicy(o, warned);
   banner(o, mode, ports, caProc, dashboardUrl, workloads, replicas);
-  if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000);
+  if (mode === "file") stopCrls = keepCrlsFresh(o.pki, o.crlCheck * 1000, events);
 }
 
 // --- workloads: apps in any language behind their sidecars (mesh-workloads.toml) -------------

@@ -28,7 +28,8 @@ interface Copy {
 
 function copyOfSources(): Copy {
   const dir = mkdtempSync(join(tmpdir(), "mesh-build-"));
-  for (const d of ["bin", "ca", "services", "lib"]) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
+  // scripts/: the bundle compiles mesh:up's dashboard too (scripts/mesh-dashboard.ts).
+  for (const d of ["bin", "ca", "services", "lib", "scripts"]) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
   for (const f of ["package.json", "tsconfig.json"]) cpSync(join(ROOT, f), join(dir, f));
   symlinkSync(realpathSync(join(ROOT, "node_modules")), join(dir, "node_modules"));
   return {

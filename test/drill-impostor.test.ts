@@ -13,7 +13,7 @@ import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-
 test("drill --list names every drill with one line each; an unknown name is a one-line error, exit 2", {
   timeout: 60_000,
 }, async () => {
-  const list = await runDrillCli(["--list"]);
+  const list = await runDrillCli(["--list"], { tsx: true });
   assert.equal(list.code, 0, list.err);
   const lines = list.out.trim().split("\n");
   assert.deepEqual(
@@ -103,8 +103,9 @@ test("drill impostor: callers and callees refuse the look-alike and say so; the 
 test("drill impostor stopped with SIGINT while the impostor serves: everything stopped, no key left, exit 130", {
   timeout: 90_000,
 }, async () => {
-  const r = await runDrillCli(["impostor", "--dwell", "5000", "--rate", "5"], {
+  const r = await runDrillCli(["impostor", "--dwell", "2000", "--rate", "5"], {
     interrupt: { when: /a process with the impostor's payment\.internal serves/, signal: "SIGINT" },
+    tsx: true,
   });
   assert.ok(r.interrupted, r.out + r.err);
   assert.equal(r.code, 130, r.out + r.err);

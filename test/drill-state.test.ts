@@ -10,6 +10,7 @@ import { after, test } from "node:test";
 import { CertificateAuthority } from "../ca/index.ts";
 import { checkStartState } from "../scripts/drill/drill.ts";
 import { ROOT, ca as caCli, fingerprint } from "./helpers/ca.ts";
+import { compiledScript } from "./helpers/compiled.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "drill-state-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -24,8 +25,9 @@ async function carelessState(dir: string): Promise<void> {
   ca.close();
 }
 
-function drill(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-rotate.ts"), ...args], {
+/** drill:rotate compiled once for the file (helpers/compiled.ts; drill.test.ts runs it under tsx, as npm does). */
+async function drill(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [await compiledScript("drill-rotate"), ...args], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NO_COLOR: "1" },

@@ -12,6 +12,11 @@ import { join } from "node:path";
 import { RotatingFile } from "../lib/rotating-file.ts";
 import { followFile } from "../scripts/log-follow.ts";
 import { ev, evAny } from "./helpers/events.ts";
+import { compiledScript } from "./helpers/compiled.ts";
+
+// mesh:up compiled once for this file (helpers/compiled.ts): under tsx its module graph cost each
+// start ~0.4 s of CPU more. mesh-up.test.ts starts it as npm does, under tsx.
+const MESH_UP = await compiledScript("mesh-up");
 
 const ROOT = join(import.meta.dirname, "..");
 const tmp = mkdtempSync(join(tmpdir(), "mesh-up-logrot-"));
@@ -111,9 +116,7 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
   const proc = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "scripts/mesh-up.ts",
+      MESH_UP,
       "--pki",
       join(d, "pki"),
       "--logs",
@@ -265,9 +268,7 @@ test("a bad MESH_LOG_MAX_SIZE stops mesh:up with one line and exit 2 before any 
     const p = spawn(
       process.execPath,
       [
-        "--import",
-        "tsx",
-        "scripts/mesh-up.ts",
+        MESH_UP,
         "--pki",
         join(d, "pki"),
         "--logs",

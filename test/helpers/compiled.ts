@@ -1,17 +1,37 @@
 // The mesh's command-line scripts compiled once per test file, for the suites that run them
-// dozens of times (mesh:toggle, mesh:check, mesh:probe). Loading a script's module graph through
-// tsx's loader costs each process ~0.3-1 s of CPU more than the same code compiled (measured on
-// the 2-core CI machine; docs/testing.md); the code is the same sources, compiled by the same
-// esbuild tsx uses, as bin/bundle.mjs compiles the CLI and the services. The output goes under
-// .scratch/ (git-ignored) so that the bundle's imports of node_modules resolve as the sources' do.
+// dozens of times (mesh:toggle, mesh:check, mesh:probe, mesh:logs, npm run policy), for mesh:up in
+// the files that start it most, and for the drills' CLIs (drill, drill:rotate), which tests run
+// with a private TMPDIR, where tsx's compile cache starts empty every time. Loading a script's
+// module graph through tsx's loader costs each process ~0.3-1 s of CPU more than the same code
+// compiled (measured on the 2-core CI machine; docs/testing.md); the code is the same sources,
+// compiled by the same esbuild tsx uses, as bin/bundle.mjs compiles the CLI and the services. The
+// output goes under .scratch/ (git-ignored) so that the bundle's imports of node_modules resolve
+// as the sources' do. Every script keeps at least one run in the suite under tsx, as npm runs it.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { build, type Plugin } from "esbuild";
 import { ROOT } from "./ca.ts";
 
-export type Script = "mesh-toggle" | "mesh-check" | "mesh-probe";
-const SCRIPTS: Script[] = ["mesh-toggle", "mesh-check", "mesh-probe"];
+export type Script =
+  | "mesh-toggle"
+  | "mesh-check"
+  | "mesh-probe"
+  | "mesh-up"
+  | "mesh-logs"
+  | "drill-cli"
+  | "drill-rotate"
+  | "policy/main";
+const SCRIPTS: Script[] = [
+  "mesh-toggle",
+  "mesh-check",
+  "mesh-probe",
+  "mesh-up",
+  "mesh-logs",
+  "drill-cli",
+  "drill-rotate",
+  "policy/main",
+];
 
 /**
  * A module's import.meta is its own source file's, as under tsx (bin/bundle.mjs does the same):

@@ -1,10 +1,14 @@
 // Runs `npm run drill -- <name>` as its own process with a private TMPDIR, so whatever it leaves
-// behind (keys, the CA's ledger, processes) can be listed afterwards.
+// behind (keys, the CA's ledger, processes) can be listed afterwards. The script runs compiled
+// once per test file (helpers/compiled.ts): in a private TMPDIR tsx's compile cache starts empty,
+// so each run under tsx compiles the drill's whole module graph again. `{ tsx: true }` runs it as
+// npm does (drill-impostor.test.ts keeps two such runs: --list, and a drill interrupted).
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "./ca.ts";
+import { compiledScript } from "./compiled.ts";
 import { parseLine, type MeshLine } from "../../scripts/mesh-format.ts";
 
 export function privateTmp(): string {
@@ -52,13 +56,16 @@ export interface DrillRun {
   interrupted: boolean;
 }
 
-/** `drill <args>`; with `interrupt`, sends its signal once its pattern shows in the output. */
-export function runDrillCli(
+/** `drill <args>`; with `interrupt`, sends its signal once its pattern shows in the output; with `tsx`, under tsx's loader. */
+export async function runDrillCli(
   args: string[],
-  o: { interrupt?: { when: RegExp; signal: NodeJS.Signals } } = {},
+  o: { interrupt?: { when: RegExp; signal: NodeJS.Signals }; tsx?: boolean } = {},
 ): Promise<DrillRun> {
   const tmp = privateTmp();
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "drill-cli.ts"), ...args], {
+  const entry = o.tsx
+    ? ["--import", "tsx", join(ROOT, "scripts", "drill-cli.ts")]
+    : [await compiledScript("drill-cli")];
+  const child = spawn(process.execPath, [...entry, ...args], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" },
