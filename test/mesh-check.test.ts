@@ -187,8 +187,15 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   );
 
   // 2. Revoke inventory: exit 1, inventory's certificate ×, with why and the fix; the others still ✓.
+  // The certificate check reads the CA's files at once; inventory's /healthz judges by the CRLs
+  // it holds, loaded within a second of the file's change: wait for that load (tls.reloaded), or
+  // a compiled mesh:check can ask before it.
+  const inventoryLog = join(tmp, "logs", "inventory.log");
+  const reloads = () => eventsIn(readFileSync(inventoryLog, "utf8"), "tls.reloaded").length;
+  const reloadsBefore = reloads();
   const revoke = await ca("revoke", "--domain", "inventory.internal");
   assert.equal(revoke.code, 0, revoke.out);
+  await waitFor(() => reloads() > reloadsBefore, 10_000, "inventory to load the CRL that revokes it");
   const revoked = await meshCheck();
   assert.equal(revoked.code, 1, revoked.out);
   assert.match(
