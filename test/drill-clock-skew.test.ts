@@ -9,15 +9,14 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { runClockSkewDrill } from "../scripts/drill/clock-skew.ts";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
-import { processesMentioning, runDrillCli, secretsBelow, logLines as lines } from "./helpers/drill-run.ts";
+import { checkLeavesNothing, runDrillCli, logLines as lines } from "./helpers/drill-run.ts";
 import { ev } from "./helpers/events.ts";
 
 test("drill clock-skew: minutes and days ahead, each side names the clock; fixed, payment carries on; nothing left behind", {
   timeout: 120_000,
 }, async () => {
   const r = await runDrillCli(["clock-skew", "--json", "--dwell", "1000", "--rate", "10"]);
-  let passed = false;
-  try {
+  await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
@@ -93,14 +92,8 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
     assert.equal(payment.filter(ev("identity.enrolled")).length, 1);
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
 
-    assert.equal(existsSync(report.dir), false);
-    assert.deepEqual(secretsBelow(r.tmp), []);
-    assert.deepEqual(processesMentioning(r.tmp), []);
-    passed = true;
-  } finally {
-    if (passed) rmSync(r.tmp, { recursive: true, force: true });
-    else console.log(`drill output kept in ${r.tmp}`);
-  }
+    return report.dir;
+  });
 });
 
 test("drill clock-skew whose story does not happen (5 s ahead, within what certificates tolerate): not ok", {

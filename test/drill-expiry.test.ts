@@ -4,20 +4,19 @@
 // return heals nothing by itself, a new token and a restart do. Exit 0 only if every check held;
 // nothing left behind.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { parseLine, type MeshLine } from "../scripts/mesh-format.ts";
-import { processesMentioning, runDrillCli, secretsBelow } from "./helpers/drill-run.ts";
+import { checkLeavesNothing, runDrillCli } from "./helpers/drill-run.ts";
 import { ev } from "./helpers/events.ts";
 
 test("drill expiry: the CA goes away, every identity expires loudly, both sides say expired, re-enrolment heals; nothing left behind", {
   timeout: 180_000,
 }, async () => {
   const r = await runDrillCli(["expiry", "--json", "--dwell", "1000", "--rate", "10"]);
-  let passed = false;
-  try {
+  await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
@@ -77,12 +76,6 @@ test("drill expiry: the CA goes away, every identity expires loudly, both sides 
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
     assert.ok(lines("payment.log").filter(ev("identity.enrolled")).length >= 2, "payment enrolled afresh");
 
-    assert.equal(existsSync(report.dir), false);
-    assert.deepEqual(secretsBelow(r.tmp), []);
-    assert.deepEqual(processesMentioning(r.tmp), []);
-    passed = true;
-  } finally {
-    if (passed) rmSync(r.tmp, { recursive: true, force: true });
-    else console.log(`drill output kept in ${r.tmp}`);
-  }
+    return report.dir;
+  });
 });

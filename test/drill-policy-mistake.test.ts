@@ -10,15 +10,14 @@ import { test } from "node:test";
 import { DRILL_POLICY } from "../scripts/drill/drill.ts";
 import type { StoryReport } from "../scripts/drill/mesh.ts";
 import { runPolicyMistakeDrill } from "../scripts/drill/policy-mistake.ts";
-import { processesMentioning, runDrillCli, secretsBelow, logLines as lines } from "./helpers/drill-run.ts";
+import { checkLeavesNothing, runDrillCli, logLines as lines } from "./helpers/drill-run.ts";
 import { ev } from "./helpers/events.ts";
 
 test("drill policy-mistake: what-if predicts it, audit logs it and denies nothing, enforced 403s name rule and fix, revert heals", {
   timeout: 120_000,
 }, async () => {
   const r = await runDrillCli(["policy-mistake", "--json", "--dwell", "1000", "--rate", "10"]);
-  let passed = false;
-  try {
+  await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
     assert.equal(report.ok, true);
@@ -63,14 +62,8 @@ test("drill policy-mistake: what-if predicts it, audit logs it and denies nothin
     assert.ok((enforce.reasons["502 payment:forbidden"] ?? 0) > 0, JSON.stringify(enforce.reasons));
     assert.equal(report.phases.find((p) => p.name === "after")!.failed, 0);
 
-    assert.equal(existsSync(report.dir), false);
-    assert.deepEqual(secretsBelow(r.tmp), []);
-    assert.deepEqual(processesMentioning(r.tmp), []);
-    passed = true;
-  } finally {
-    if (passed) rmSync(r.tmp, { recursive: true, force: true });
-    else console.log(`drill output kept in ${r.tmp}`);
-  }
+    return report.dir;
+  });
 });
 
 test("drill policy-mistake whose story does not happen (a harmless candidate): not ok, the checks say what was missing", {

@@ -3,8 +3,9 @@
 // once per test file (helpers/compiled.ts): in a private TMPDIR tsx's compile cache starts empty,
 // so each run under tsx compiles the drill's whole module graph again. `{ tsx: true }` runs it as
 // npm does (drill-impostor.test.ts keeps two such runs: --list, and a drill interrupted).
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "./ca.ts";
@@ -82,6 +83,24 @@ export async function runDrillCli(
   child.stdout.on("data", (d: Buffer) => ((out += d), look()));
   child.stderr.on("data", (d: Buffer) => ((err += d), look()));
   return new Promise((resolve) => child.on("close", (code) => resolve({ tmp, code, out, err, interrupted })));
+}
+
+/**
+ * Runs `check` on a drill's run (it returns the drill's own folder, from its report), then checks
+ * that nothing is left behind: the folder, a key below the run's TMPDIR, a process naming it. The
+ * TMPDIR is removed when every assertion held, and kept and named when one failed.
+ */
+export async function checkLeavesNothing(r: DrillRun, check: () => Promise<string>): Promise<void> {
+  let passed = false;
+  try {
+    assert.equal(existsSync(await check()), false);
+    assert.deepEqual(secretsBelow(r.tmp), []);
+    assert.deepEqual(processesMentioning(r.tmp), []);
+    passed = true;
+  } finally {
+    if (passed) rmSync(r.tmp, { recursive: true, force: true });
+    else console.log(`drill output kept in ${r.tmp}`);
+  }
 }
 
 /** The mesh log lines of one file of a drill's logs folder (what mesh:logs would read). */
