@@ -130,11 +130,10 @@ test("a mesh callee whose clock is 2 years ahead: the caller names the callee's 
   }
 });
 
-test("an OpenSSL callee whose clock is 2 years ahead alerts certificate_expired: the caller names the callee's clock", async () => {
-  const pki = await freshPki();
+/** `openssl s_server` as payment, requiring a client certificate and judging it by a clock `offsetMs` from ours (-attime). */
+function opensslCallee(pki: Awaited<ReturnType<typeof freshPki>>, offsetMs: number) {
   const p = pki.ca.paths.leaf("payment.internal");
-  const attime = Math.floor((Date.now() + YEARS) / 1000);
-  const { c, port } = await child(
+  return child(
     [
       "openssl",
       "s_server",
@@ -150,12 +149,17 @@ test("an OpenSSL callee whose clock is 2 years ahead alerts certificate_expired:
       "3",
       "-verify_return_error",
       "-attime",
-      String(attime),
+      String(Math.floor((Date.now() + offsetMs) / 1000)),
       "-www",
     ],
     {},
     /ACCEPT 127\.0\.0\.1:(\d+)/,
   );
+}
+
+test("an OpenSSL callee whose clock is 2 years ahead alerts certificate_expired: the caller names the callee's clock", async () => {
+  const pki = await freshPki();
+  const { c, port } = await opensslCallee(pki, YEARS);
   const { logs, up } = caller(pki, port);
   try {
     await refusedCall(up);
@@ -175,30 +179,7 @@ test("an OpenSSL callee whose clock is 2 years ahead alerts certificate_expired:
 
 test("an OpenSSL callee whose clock is a day behind alerts bad_certificate: the caller names the callee's clock, if it is the dates", async () => {
   const pki = await freshPki();
-  const p = pki.ca.paths.leaf("payment.internal");
-  const attime = Math.floor((Date.now() - DAY) / 1000);
-  const { c, port } = await child(
-    [
-      "openssl",
-      "s_server",
-      "-accept",
-      "127.0.0.1:0",
-      "-cert",
-      p.cert,
-      "-key",
-      p.key,
-      "-CAfile",
-      `${pki.dir}/bundle.pem`,
-      "-Verify",
-      "3",
-      "-verify_return_error",
-      "-attime",
-      String(attime),
-      "-www",
-    ],
-    {},
-    /ACCEPT 127\.0\.0\.1:(\d+)/,
-  );
+  const { c, port } = await opensslCallee(pki, -DAY);
   const { logs, up } = caller(pki, port);
   try {
     await refusedCall(up);
