@@ -57,7 +57,7 @@ const outName = (entry) => entry.replace(/\.ts$/, ".mjs");
  * A module's import.meta.url is its own source file's URL, as under tsx: bundled, it would
  * be the bundle's, and a path made relative to it would point into .build/.
  */
-const sourceMeta = {
+export const sourceMeta = {
   name: "source-import-meta",
   setup(build) {
     build.onLoad({ filter: /\.ts$/ }, (args) => {

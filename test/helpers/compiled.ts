@@ -7,10 +7,12 @@
 // compiled by the same esbuild tsx uses, as bin/bundle.mjs compiles the CLI and the services. The
 // output goes under .scratch/ (git-ignored) so that the bundle's imports of node_modules resolve
 // as the sources' do. Every script keeps at least one run in the suite under tsx, as npm runs it.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { build, type Plugin } from "esbuild";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { build } from "esbuild";
+// A module's import.meta stays its own source file's, as under tsx (bin/bundle.mjs does the same):
+// bundled, a path made relative to it would point into .scratch/.
+import { sourceMeta } from "../../bin/bundle.mjs";
 import { ROOT } from "./ca.ts";
 
 export type Script =
@@ -32,26 +34,6 @@ const SCRIPTS: Script[] = [
   "drill-rotate",
   "policy/main",
 ];
-
-/**
- * A module's import.meta is its own source file's, as under tsx (bin/bundle.mjs does the same):
- * bundled, it would be the bundle's, and a path made relative to it would point into .scratch/.
- */
-const sourceMeta: Plugin = {
-  name: "source-import-meta",
-  setup(b) {
-    b.onLoad({ filter: /\.ts$/ }, (args) => {
-      if (args.path.includes("/node_modules/")) return undefined;
-      const text = readFileSync(args.path, "utf8");
-      if (!text.includes("import.meta")) return undefined;
-      const contents = text
-        .replaceAll("import.meta.url", JSON.stringify(pathToFileURL(args.path).href))
-        .replaceAll("import.meta.dirname", JSON.stringify(dirname(args.path)))
-        .replaceAll("import.meta.filename", JSON.stringify(args.path));
-      return { contents, loader: "ts" };
-    });
-  },
-};
 
 let built: Promise<string> | undefined;
 
