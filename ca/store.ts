@@ -6,6 +6,7 @@ import { CaError } from "./errors.ts";
 import { CERT_MODE, KEY_MODE, inside, writeAtomic } from "./files.ts";
 import type { LedgerStore } from "./store/interface.ts";
 import { fileStem } from "./names.ts";
+import { processAlive } from "../lib/process-alive.ts";
 
 export interface IssuerPaths {
   dir: string;
@@ -109,11 +110,11 @@ export class Journal {
       const path = join(this.layout.pendingDir, file);
       if (!m) {
         // A temporary file of a write that crashed: never a complete file.
-        if (/\.tmp$/.test(file) && !alive(Number(file.split(".").at(-3)))) unlinkSync(path);
+        if (/\.tmp$/.test(file) && !processAlive(Number(file.split(".").at(-3)))) unlinkSync(path);
         continue;
       }
       const [, serial, pid] = m;
-      if (Number(pid) !== process.pid && alive(Number(pid))) continue; // another command is mid-flight
+      if (Number(pid) !== process.pid && processAlive(Number(pid))) continue; // another command is mid-flight
       const row = ledger.bySerial(serial!);
       if (row && row.status === "valid") {
         const target = this.layout.leaf(row.name);
@@ -126,15 +127,5 @@ export class Journal {
 
   private pendingPath(serial: string, ext: "key" | "crt"): string {
     return join(this.layout.pendingDir, `${serial}.${process.pid}.${ext}`);
-  }
-}
-
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -4,6 +4,7 @@
 // supervisor killed with SIGKILL on purpose (see docs/mesh.md); the next mesh:up finds them here.
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { signalGroup } from "./supervisor.ts";
+import { processAlive } from "../lib/process-alive.ts";
 
 export interface RecordedProcess {
   readonly pid: number;
@@ -36,11 +37,7 @@ export function recordOf(pid: number): RecordedProcess {
  * pid but no start time can tell (no /proc), since a pid may have been given to another since.
  */
 export function sameProcess(p: RecordedProcess): "yes" | "no" | "unknown" {
-  try {
-    process.kill(p.pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EPERM") return "no";
-  }
+  if (!processAlive(p.pid)) return "no";
   const now = startTimeOf(p.pid);
   if (p.startTime === null || now === null) return "unknown";
   return now === p.startTime ? "yes" : "no";

@@ -5,6 +5,7 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseEventLine } from "../../lib/events.ts";
 import type { Check } from "./checks.ts";
+import { processAlive } from "../../lib/process-alive.ts";
 
 /** A restart within this long is worth a warning: the part may be crashing over and over. */
 export const RECENT_RESTART_MS = 10 * 60_000;
@@ -76,16 +77,11 @@ export function readSupervision(logs: string): SupervisionFacts | null {
     else c.gaveUp = true;
   }
   const pid = mesh?.pid ?? null;
-  return { pid, running: pid !== null && alive(pid), components: [...byName].map(([name, c]) => ({ name, ...c })) };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return {
+    pid,
+    running: pid !== null && processAlive(pid),
+    components: [...byName].map(([name, c]) => ({ name, ...c })),
+  };
 }
 
 const hhmmss = (ms: number) => `${new Date(ms).toISOString().slice(11, 19)} UTC`;

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { toggleDirOf, togglePaths, type TogglePaths } from "../../services/mesh/toggle.ts";
 import { ToggleError } from "./errors.ts";
+import { processAlive } from "../../lib/process-alive.ts";
 
 export interface MeshState {
   logs: string;
@@ -17,15 +18,6 @@ export interface MeshState {
   dashboard: string | null;
   /** Online: the CA server, and where its ledger is ("sqlite", or a postgres:// URL). */
   ca?: { store?: string } | null;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** mesh.json of a mesh:up that still runs; NO_MESH otherwise. */
@@ -42,7 +34,7 @@ export function readMesh(logs: string): MeshState {
       `${file} is not mesh:up's record (not JSON): start the mesh again (npm run mesh:up)`,
     );
   }
-  if (typeof m.pid !== "number" || !alive(m.pid))
+  if (typeof m.pid !== "number" || !processAlive(m.pid))
     throw new ToggleError(
       "NO_MESH",
       `no mesh is running: the mesh:up recorded in ${file} (pid ${m.pid}) has stopped (start one: npm run mesh:up)`,
