@@ -93,6 +93,7 @@ export async function startIn(
       schedule: opts.schedule,
       random: opts.random,
       clock: opts.clock,
+      callDeadline: opts.callDeadline,
     },
   });
   return { svc, logs };

@@ -8,7 +8,13 @@ import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { renewAt, retryDelay, DEFAULT_SCHEDULE } from "../services/mesh/identity-agent/timing.ts";
+import {
+  renewAt,
+  retryDelay,
+  DEFAULT_SCHEDULE,
+  checkCallDeadline,
+  renewalCallMs,
+} from "../services/mesh/identity-agent/timing.ts";
 import { newKeyAndCsr } from "../services/mesh/identity-agent/csr.ts";
 import { pkcs7Certificates } from "../lib/pkcs7.ts";
 import { parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
@@ -68,6 +74,28 @@ test("retry backoff: doubles from a base scaled to the lifetime, capped, jittere
     retryDelay(1, hour, hour, () => 1),
     6 * S,
   );
+});
+
+test("a renewal call's deadline: a third of the time left, between 2 s and 15 s by default, within the bounds a caller gives; bad bounds refused", () => {
+  assert.equal(renewalCallMs(3600 * S), 15 * S, "an hour left: the maximum");
+  assert.equal(renewalCallMs(21 * S), 7 * S, "a third of what is left");
+  assert.equal(renewalCallMs(3 * S), 2 * S, "a few seconds left: the minimum");
+  assert.equal(renewalCallMs(-5 * S), 2 * S, "expired: still the minimum, never 0");
+  assert.equal(renewalCallMs(1_000, { minMs: 250, maxMs: 1_000 }), 333);
+  assert.equal(renewalCallMs(21 * S, { minMs: 250, maxMs: 1_000 }), 1_000);
+  assert.deepEqual(checkCallDeadline({ minMs: 100, maxMs: 100 }), { minMs: 100, maxMs: 100 });
+  for (const bad of [
+    { minMs: 0, maxMs: 1_000 },
+    { minMs: 99, maxMs: 1_000 },
+    { minMs: 2_000, maxMs: 1_000 },
+    { minMs: 1_000, maxMs: 600_001 },
+    { minMs: 1.5, maxMs: 1_000 },
+    { minMs: Number.NaN, maxMs: 1_000 },
+  ])
+    assert.throws(
+      () => checkCallDeadline(bad),
+      /deadline bounds must be whole milliseconds with 100 <= minMs <= maxMs <= 600000/,
+    );
 });
 
 test("the CSR is what OpenSSL calls a valid PKCS#10 for CN = SAN DNS = the name, signed by a new P-256 key each time", () => {

@@ -31,7 +31,17 @@ import {
   type Clock,
   type ClockTimer,
 } from "../../../lib/clock.ts";
-import { DEFAULT_SCHEDULE, renewAt, retryDelay, timerDelay, type Schedule } from "./timing.ts";
+import {
+  DEFAULT_CALL_DEADLINE,
+  DEFAULT_SCHEDULE,
+  checkCallDeadline,
+  renewAt,
+  renewalCallMs,
+  retryDelay,
+  timerDelay,
+  type CallDeadline,
+  type Schedule,
+} from "./timing.ts";
 
 export const DEFAULT_POLL_MS = 30_000;
 
@@ -64,6 +74,11 @@ export interface AgentOptions {
    * process's offset with the default clock, else 0.
    */
   clockOffsetMs?: number;
+  /**
+   * Bounds of one renewal call's deadline (a third of the time left): default 2 s to 15 s. A
+   * test of a CA that never answers gives shorter ones, so that it waits for seconds less.
+   */
+  callDeadline?: CallDeadline;
 }
 
 /** A scheduled renewal whose timer fires later than this (or 1/20 of the life) is logged as late. */
@@ -93,6 +108,7 @@ export class IdentityAgent {
   private readonly random: () => number;
   private readonly clock: Clock;
   private readonly clockOffsetMs: number;
+  private readonly callDeadline: CallDeadline;
   /** How many polls have completed (answered or failed): a test waits for it to grow, not for time. */
   polls = 0;
   /** When the next renewal is due (ms since the epoch), for tests and the log. */
@@ -105,6 +121,7 @@ export class IdentityAgent {
     this.random = o.random ?? Math.random;
     this.clock = o.clock ?? processClock;
     this.clockOffsetMs = o.clockOffsetMs ?? (o.clock ? 0 : processClockOffsetMs());
+    this.callDeadline = checkCallDeadline(o.callDeadline ?? DEFAULT_CALL_DEADLINE);
     this.facts = this.current().facts;
   }
 
@@ -262,13 +279,9 @@ export class IdentityAgent {
     );
   }
 
-  /**
-   * Time for one EST call of a renewal: a third of the time left, between 2 s and 15 s, so a CA
-   * that accepts and never answers leaves room for retries before expiry.
-   */
+  /** Time for one EST call of a renewal (timing.ts's renewalCallMs); the handshake's part at most 5 s. */
   private callTimeouts(): { timeoutMs: number; connectTimeoutMs: number } {
-    const left = Date.parse(this.facts.notAfter) - this.clock.now();
-    const timeoutMs = Math.round(Math.min(15_000, Math.max(2_000, left / 3)));
+    const timeoutMs = renewalCallMs(Date.parse(this.facts.notAfter) - this.clock.now(), this.callDeadline);
     return { timeoutMs, connectTimeoutMs: Math.min(5_000, timeoutMs) };
   }
 

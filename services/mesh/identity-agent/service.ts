@@ -11,7 +11,7 @@ import { enrolWithToken, type Token } from "./bootstrap.ts";
 import { IdentityAgent, factsFields } from "./renewer.ts";
 import { hasIdentity, receivedAt, recover, statePaths } from "./state-folder.ts";
 import type { CaObserver } from "./est-client.ts";
-import type { Schedule } from "./timing.ts";
+import type { CallDeadline, Schedule } from "./timing.ts";
 
 export interface IdentityOptions {
   /** The CA's EST server, e.g. https://127.0.0.1:7400. */
@@ -26,6 +26,8 @@ export interface IdentityOptions {
   random?: () => number;
   /** The agent's clock (renewal, expiry and poll timers); tests pass a TestClock. */
   clock?: Clock;
+  /** Bounds of a renewal call's deadline (renewer.ts); default 2 s to 15 s. */
+  callDeadline?: CallDeadline;
 }
 
 export interface IdentityService extends RunningService {
@@ -105,6 +107,7 @@ export async function startIdentityService(
         pollMs: id.pollMs,
         random: id.random,
         clock: id.clock,
+        callDeadline: id.callDeadline,
       },
       { reloadTls: () => svc.reloadTls(), log, metrics: svc.metrics },
     );

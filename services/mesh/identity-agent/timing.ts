@@ -40,6 +40,35 @@ export function retryDelay(failures: number, period: number, untilExpiry: number
   return Math.round(Math.max(100, Math.min(d, untilExpiry - 250)));
 }
 
+/** Bounds of the deadline of one renewal call (docs/identity.md, "Bounded in time"). */
+export interface CallDeadline {
+  minMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_CALL_DEADLINE: CallDeadline = { minMs: 2_000, maxMs: 15_000 };
+
+/**
+ * Checks bounds given by a caller: whole milliseconds, 100 ms ≤ minMs ≤ maxMs ≤ 10 minutes.
+ * Throws a RangeError that names what is wrong.
+ */
+export function checkCallDeadline(d: CallDeadline): CallDeadline {
+  const ok = (n: number) => Number.isInteger(n) && n >= 100 && n <= 600_000;
+  if (!ok(d.minMs) || !ok(d.maxMs) || d.minMs > d.maxMs)
+    throw new RangeError(
+      `a renewal call's deadline bounds must be whole milliseconds with 100 <= minMs <= maxMs <= 600000 (got minMs ${d.minMs}, maxMs ${d.maxMs})`,
+    );
+  return d;
+}
+
+/**
+ * The deadline of one renewal call: a third of the time the certificate has left, within the
+ * bounds, so a CA that accepts and never answers leaves room for retries before expiry.
+ */
+export function renewalCallMs(leftMs: number, d: CallDeadline = DEFAULT_CALL_DEADLINE): number {
+  return Math.round(Math.min(d.maxMs, Math.max(d.minMs, leftMs / 3)));
+}
+
 /** Node timers hold at most 2^31-1 ms. */
 export function timerDelay(ms: number): number {
   return Math.max(0, Math.min(ms, 2 ** 31 - 1));
