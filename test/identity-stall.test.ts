@@ -57,25 +57,32 @@ async function silentCa(
 test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), is logged and retried, and renews once a working CA is back", async () => {
   const w = await world();
   worlds.push(w);
-  // Renewal at 30 % of a 30 s life: room for two timed-out attempts and a good one before expiry.
-  const pay = await startIn(w, "payment", { lifetime: "30s", pollMs: 60_000, schedule: { fraction: 0.3, jitter: 0 } });
+  // Renewal at 30 % of a 12 s life (3.6 s in), each call's deadline at most 1 s (by default a third
+  // of the time left, at least 2 s: 7 s of a 30 s certificate's): two timed-out attempts end by
+  // ~6 s, and a good one has 6 s before expiry.
+  const pay = await startIn(w, "payment", {
+    lifetime: "12s",
+    pollMs: 60_000,
+    schedule: { fraction: 0.3, jitter: 0 },
+    callDeadline: { minMs: 250, maxMs: 1_000 },
+  });
   const first = pay.svc.identity.identity;
   const port = w.ca.server.listeningPort;
   const log = w.ca.server.log;
   await w.ca.server.close();
   const silent = await silentCa(w, port);
   try {
-    const failed = await pay.logs.wait(ev("identity.renew_failed"), 25_000);
+    const failed = await pay.logs.wait(ev("identity.renew_failed"), 15_000);
     assert.equal(failed.code, "CA_TIMEOUT");
     assert.match(
       String(failed.reason),
-      /did not (answer|complete the TCP and TLS handshake) within \d+ ms \(POST \/\.well-known\/est\/simplereenroll\)/,
+      /did not (answer|complete the TCP and TLS handshake) within 1000 ms \(POST \/\.well-known\/est\/simplereenroll\)/,
     );
     assert.equal(failed.serial, first.serial);
     // Retried, and bounded again: the second attempt times out too.
     const again = await pay.logs.wait(
       ev("identity.renew_failed", (l) => l.failures === 2),
-      25_000,
+      15_000,
     );
     assert.equal(again.code, "CA_TIMEOUT");
     assert.ok(silent.connections() >= 2, `${silent.connections()} connections reached the silent CA`);
@@ -104,13 +111,20 @@ test("a CA that accepts and never answers: the renewal times out (CA_TIMEOUT), i
 test("a CA that never answers, for good: identity.expiring (warn, seconds left) comes before identity.expired, with the renewal failures between", async () => {
   const w = await world();
   worlds.push(w);
-  const pay = await startIn(w, "payment", { lifetime: "9s", pollMs: 60_000, schedule: { fraction: 0.4, jitter: 0 } });
+  // Due 1.8 s into a 6 s life; each timed-out attempt ends within 1 s, the first 2 s before
+  // identity.expiring (1 s before the end, the least lead it has).
+  const pay = await startIn(w, "payment", {
+    lifetime: "6s",
+    pollMs: 60_000,
+    schedule: { fraction: 0.3, jitter: 0 },
+    callDeadline: { minMs: 250, maxMs: 1_000 },
+  });
   const first = pay.svc.identity.identity;
   const port = w.ca.server.listeningPort;
   await w.ca.server.close();
   const silent = await silentCa(w, port);
   try {
-    const expired = await pay.logs.wait(ev("identity.expired"), 20_000);
+    const expired = await pay.logs.wait(ev("identity.expired"), 15_000);
     const lines = pay.logs.lines;
     const expiring = lines.find(ev("identity.expiring"));
     assert.ok(expiring, "identity.expiring was logged");
@@ -136,7 +150,8 @@ test("a CA that never answers, for good: identity.expiring (warn, seconds left) 
 test("a renewal timer held up by a blocked event loop says identity.renewal_late with how late, then renews", async () => {
   const w = await world();
   worlds.push(w);
-  const pay = await startIn(w, "payment", { lifetime: "10s", pollMs: 60_000, schedule: { fraction: 0.5, jitter: 0 } });
+  // Due 2 s into an 8 s life: blocked until 2.5 s past it, the renewal still has 3.5 s.
+  const pay = await startIn(w, "payment", { lifetime: "8s", pollMs: 60_000, schedule: { fraction: 0.25, jitter: 0 } });
   const due = pay.svc.identity.nextRenewal;
   // Block this process (the service and the CA are in it) across the renewal time.
   await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now() - 500)));
@@ -239,4 +254,13 @@ test("a renewal answered by a generation whose bundle arrived during the call is
   assert.notEqual(agent.identity.serial, e.facts.serial);
   assert.equal(agent.identity.generation, 2);
   agent.stop();
+  // The deadline's bounds a test may give are checked like any option (timing.ts).
+  assert.throws(
+    () =>
+      new IdentityAgent(
+        { caUrl: w.ca.server.url, dns: "payment.internal", paths, watch: false, callDeadline: { minMs: 0, maxMs: 1 } },
+        { reloadTls: () => true, log: createLogger("payment", logs), metrics: { renewed() {}, renewalFailed() {} } },
+      ),
+    /deadline bounds must be whole milliseconds/,
+  );
 });
