@@ -1,5 +1,5 @@
 // Issue 13, "the CA cannot be starved": junk-token enrolments naming payment.internal, from 40
-// loopback source addresses at once, while the real payment service renews 30-second
+// loopback source addresses at once, while the real payment service renews 15-second
 // certificates over mTLS against the CA's default limits. Before the fix the junk spent
 // payment's per-name budget and payment's renewals got 429 until its certificate expired.
 import assert from "node:assert/strict";
@@ -19,10 +19,12 @@ test("a junk-token flood naming payment.internal from 40 addresses: payment rene
   timeout: 180_000,
 }, async () => {
   const w = await world(POLICY, DEFAULT_LIMITS);
-  // 30-second certificates renewed at a third of their life (not 2/3): the two renewals under the
-  // flood come 10 s apart instead of 20 s, and each is still judged against when it was planned.
+  // 15-second certificates renewed at a third of their life (not 2/3): the two renewals under the
+  // flood come 5 s apart (10 s with 30 s ones), each still judged against when it was planned,
+  // with 10 s of the old certificate left; two renewals stay within payment's renewal bucket (5 at
+  // once), so a 429 here is the flood's doing (a flood of 10 s answers thousands, not 200).
   const pay = await startIn(w, "payment", {
-    lifetime: "30s",
+    lifetime: "15s",
     pollMs: 60_000,
     schedule: { fraction: 1 / 3, jitter: 0 },
   });
