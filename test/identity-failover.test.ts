@@ -105,9 +105,12 @@ describe("a service with several CA addresses", () => {
         `${dead},${a.url},${b.url}`,
         "--state",
         state,
-        // 15 s: it renews about 10 s after enrolling (2/3 of its life), with 5 s to spare for the failover.
+        // 15 s renewed at 1/3: about 5 s after enrolling (the kill comes well before), with 10 s to
+        // spare for the failover (at 2/3 the renewal waited 10 s).
         "--lifetime",
         "15s",
+        "--renew-at",
+        "0.33",
         "--poll",
         "1",
       ],
