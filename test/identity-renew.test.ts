@@ -75,11 +75,14 @@ async function until(pred: () => boolean, ms: number, what: string): Promise<voi
 test("renewal over mTLS with a new key, several times, under steady order -> inventory, payment traffic: zero failed requests", async () => {
   const w = await fresh();
   process.env.MESH_INVENTORY_STOCK = "widget=1000000";
-  const pay = await startIn(w, "payment", { lifetime: "6s", pollMs: 1_000 });
-  const inv = await startIn(w, "inventory", { lifetime: "6s", pollMs: 1_000 });
+  // Renewed at 1/3 of the life (±10 %): three renewals in ~6 s instead of ~12 s, each with 4 s left.
+  const schedule = { fraction: 1 / 3, jitter: 0.1 };
+  const pay = await startIn(w, "payment", { lifetime: "6s", pollMs: 1_000, schedule });
+  const inv = await startIn(w, "inventory", { lifetime: "6s", pollMs: 1_000, schedule });
   const ord = await startIn(w, "order", {
     lifetime: "6s",
     pollMs: 1_000,
+    schedule,
     upstreams: { payment: `127.0.0.1:${pay.svc.port}`, inventory: `127.0.0.1:${inv.svc.port}` },
   });
   const load = traffic(w, ord.svc.port, "order.internal", "POST", "/orders", { sku: "widget", quantity: 1 });
@@ -168,8 +171,14 @@ test("a revoked identity is refused at renewal (renew_failed with the CA's reaso
 
 test("the CA down for longer than a renewal interval and back: traffic unharmed, renewal resumes before expiry", async () => {
   const w = await fresh();
-  // random() = 0.5: no jitter, renewal at exactly 2/3 of the life left when the certificate came.
-  const pay = await startIn(w, "payment", { lifetime: "10s", pollMs: 500, random: () => 0.5 });
+  // random() = 0.5: no jitter, renewal at exactly 1/3 of the life left when the certificate came
+  // (3.3 s; at 2/3 the outage lasted 7.5 s), 6.7 s left to renew once the CA is back.
+  const pay = await startIn(w, "payment", {
+    lifetime: "10s",
+    pollMs: 500,
+    random: () => 0.5,
+    schedule: { fraction: 1 / 3, jitter: 0.1 },
+  });
   const load = traffic(w, pay.svc.port, "payment.internal", "GET", "/healthz");
   const port = w.ca.server.listeningPort;
   const first = pay.svc.identity.identity;
