@@ -110,7 +110,7 @@ export class Journal {
       const path = join(this.layout.pendingDir, file);
       if (!m) {
         // A temporary file of a write that crashed: never a complete file.
-        if (/\.tmp$/.test(file) && !processAlive(Number(file.split(".").at(-3)))) unlinkSync(path);
+        if (/\.tmp$/.test(file) && !processAlive(Number(file.split(".").at(-3)))) gone(() => unlinkSync(path));
         continue;
       }
       const [, serial, pid] = m;
@@ -118,14 +118,27 @@ export class Journal {
       const row = ledger.bySerial(serial!);
       if (row && row.status === "valid") {
         const target = this.layout.leaf(row.name);
-        renameSync(path, m[3] === "key" ? target.key : target.cert);
+        gone(() => renameSync(path, m[3] === "key" ? target.key : target.cert));
       } else {
-        unlinkSync(path);
+        gone(() => unlinkSync(path));
       }
     }
   }
 
   private pendingPath(serial: string, ext: "key" | "crt"): string {
     return join(this.layout.pendingDir, `${serial}.${process.pid}.${ext}`);
+  }
+}
+
+/**
+ * Runs a move or removal of a staged file that may be gone already: between the listing and the
+ * move, the command that staged it may have published it and exited (so it no longer counts as
+ * mid-flight), or another command started at the same time may have recovered it first.
+ */
+function gone(op: () => void): void {
+  try {
+    op();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
 }
