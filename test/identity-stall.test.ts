@@ -150,8 +150,9 @@ test("a CA that never answers, for good: identity.expiring (warn, seconds left) 
 test("a renewal timer held up by a blocked event loop says identity.renewal_late with how late, then renews", async () => {
   const w = await world();
   worlds.push(w);
-  // Due 2 s into an 8 s life: blocked until 2.5 s past it, the renewal still has 3.5 s.
-  const pay = await startIn(w, "payment", { lifetime: "8s", pollMs: 60_000, schedule: { fraction: 0.25, jitter: 0 } });
+  // Due 3 s into a 10 s life (was 5 s): the service's start after its enrolment has 2.5 s to
+  // finish before the block must begin; blocked until 2.5 s past it, the renewal still has 4.5 s.
+  const pay = await startIn(w, "payment", { lifetime: "10s", pollMs: 60_000, schedule: { fraction: 0.3, jitter: 0 } });
   const due = pay.svc.identity.nextRenewal;
   // Block this process (the service and the CA are in it) across the renewal time.
   await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now() - 500)));
