@@ -160,6 +160,15 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
     120_000,
     () => `mesh:up to be ready:\n${out}`,
   );
+  // --renew-at reached every service through mesh:up: each schedules its first renewal at about
+  // 1/3 of the life its certificate has left (the default 2/3 would be 0.6 or more).
+  for (const name of ["payment", "order", "inventory"]) {
+    const started = allLines(logs, `${name}.log`).find(ev("identity.agent_started"));
+    assert.ok(started, `${name}'s identity.agent_started`);
+    const at = Date.parse(started.time!);
+    const share = (Date.parse(started.nextRenewal) - at) / (Date.parse(started.notAfter) - at);
+    assert.ok(share > 0.2 && share < 0.45, `${name} renews at ${share.toFixed(2)} of the life left`);
+  }
   await waitFor(
     () => ["ca", "payment", "order", "inventory"].every((n) => existsSync(join(logs, `${n}.log.2`))),
     150_000,

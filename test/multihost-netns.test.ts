@@ -267,6 +267,13 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
       const listening = await waitFor(`${p.name} listening`, 60_000, () => event(p, "listening"), p.text);
       assert.equal(listening.host, p.name === "order" ? ADDR.a : ADDR.b);
       assert.ok(event(p, "identity.enrolled"), `${p.name} did not enrol over the network`);
+      // --renew-at: the first renewal at about 1/3 of the life left (the default 2/3 would be 0.6 or more).
+      const started = await waitFor(`${p.name}'s identity.agent_started`, 30_000, () =>
+        p.lines.find(ev("identity.agent_started")),
+      );
+      const at = Date.parse(started.time);
+      const share = (Date.parse(started.nextRenewal) - at) / (Date.parse(started.notAfter) - at);
+      assert.ok(share > 0.2 && share < 0.45, `${p.name} renews at ${share.toFixed(2)} of the life left`);
     }
     // The CA saw each enrolment come from the service's own host.
     for (const [name, host] of [
