@@ -631,7 +631,7 @@ async function main(): Promise<void> {
       return abort(e instanceof CaError ? e.message : `cannot prepare the CA in ${o.pki}: ${(e as Error).message}`, 4);
     }
     const lifetimeMs = parseDuration(o.lifetime, { flag: "--lifetime" });
-    const limits = rateLimits(lifetimeMs);
+    const limits = rateLimits(lifetimeMs, o.renewAt);
     // The services ask for --lifetime; the server's own certificate lives its max (at least a day).
     caProc = caProcess({
       logs,

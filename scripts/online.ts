@@ -18,11 +18,12 @@ const TOKEN_TTL_MS = 10 * 60_000;
 /**
  * The CA server's default limits (5 a minute per name, 30 per address) fit hour-long
  * certificates. mesh:up's identities all renew from 127.0.0.1, at about 60 % of their life at the
- * earliest: with lifetimes of seconds that is more than 5 a minute. Each name gets three times its
- * renewal rate (retries, a restart's enrolment), and the address room for six such names (mesh:up's four and two enrolled by hand).
+ * earliest (90 % of --renew-at, when it is given): with lifetimes of seconds that is more than 5 a
+ * minute. Each name gets three times its renewal rate (retries, a restart's enrolment), and the
+ * address room for six such names (mesh:up's four and two enrolled by hand).
  */
-export function rateLimits(lifetimeMs: number): { perName: BucketSpec; perAddress: BucketSpec } {
-  const renewalsPerMinute = 60_000 / (lifetimeMs * 0.6);
+export function rateLimits(lifetimeMs: number, renewAt = 2 / 3): { perName: BucketSpec; perAddress: BucketSpec } {
+  const renewalsPerMinute = 60_000 / (lifetimeMs * Math.min(0.6, renewAt * 0.9));
   const perName = Math.max(DEFAULT_LIMITS.perName.perMinute, Math.ceil(3 * renewalsPerMinute));
   const perAddress = Math.max(DEFAULT_LIMITS.perAddress.perMinute, 6 * perName);
   return {

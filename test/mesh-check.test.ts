@@ -101,9 +101,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   up = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "scripts/mesh-up.ts",
+      await compiledScript("mesh-up"),
       "--pki",
       join(tmp, "pki"),
       "--logs",
@@ -138,8 +136,8 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
     assert.notEqual(state.adminPorts[s], state.ports[s]);
   }
 
-  // 1. Clean: exit 0 and every check line is ✓.
-  const clean = await meshCheck();
+  // 1. Clean: exit 0 and every check line is ✓. The text report and --json side by side.
+  const [clean, json] = await Promise.all([meshCheck(), meshCheck("--json")]);
   assert.equal(clean.code, 0, clean.out);
   const marks = clean.out.split("\n").filter((l) => /^[✓‼×] /.test(l));
   // The CA: its root, its issuing intermediate, its CRLs; then eight checks per service; then
@@ -168,7 +166,6 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
     assert.equal(eventsIn(readFileSync(join(tmp, "logs", `${s}.log`), "utf8"), "authz.denied").length, 0, s);
 
   // --json: the stable shape, the same verdicts.
-  const json = await meshCheck("--json");
   assert.equal(json.code, 0, json.out);
   const report = JSON.parse(json.out) as JsonReport;
   assert.deepEqual(Object.keys(report), ["ok", "checkedAt", "ca", "services", "supervisor"]);
@@ -196,7 +193,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   const revoke = await ca("revoke", "--domain", "inventory.internal");
   assert.equal(revoke.code, 0, revoke.out);
   await waitFor(() => reloads() > reloadsBefore, 10_000, "inventory to load the CRL that revokes it");
-  const revoked = await meshCheck();
+  const [revoked, revokedJsonRun] = await Promise.all([meshCheck(), meshCheck("--json")]);
   assert.equal(revoked.code, 1, revoked.out);
   assert.match(
     section(revoked.out, "inventory"),
@@ -209,7 +206,7 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
   );
   for (const s of ["order", "payment"]) assert.doesNotMatch(section(revoked.out, s), /^×/m);
   assert.match(revoked.out, /Status check results are ×: 2 failed/);
-  const revokedJson = JSON.parse((await meshCheck("--json")).out) as JsonReport;
+  const revokedJson = JSON.parse(revokedJsonRun.out) as JsonReport;
   const failed = revokedJson.services.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => `${s.name}/${c.name}`));
   assert.deepEqual(failed, ["inventory/admin", "inventory/certificate"]);
   assert.equal(revokedJson.ok, false);
@@ -285,24 +282,27 @@ test("mesh:check on a real mesh: clean, revoked and re-issued, broken bundle and
 });
 
 test("mesh:check with no mesh to check: one line, exit 2", async () => {
-  const r = await run(["scripts/mesh-check.ts", "--logs", join(tmp, "nowhere")]);
-  assert.equal(r.code, 2);
-  assert.match(
-    r.out,
-    /^mesh:check: no .*nowhere\/mesh\.json with the services' ports: is the mesh up\? \(npm run mesh:up\), or pass --logs\n$/,
-  );
-  // A mesh.json whose CA folder is gone: one line naming it, exit 2, nothing created there.
+  // A mesh.json whose CA folder is gone, for the second run; the three runs side by side.
   const logs = join(tmp, "stale-logs");
   mkdirSync(logs);
   writeFileSync(
     join(logs, "mesh.json"),
     JSON.stringify({ pki: join(tmp, "no-pki"), ports: { order: 1, payment: 2, inventory: 3 } }),
   );
-  const noCa = await run(["scripts/mesh-check.ts", "--logs", logs]);
+  const [r, noCa, flag] = await Promise.all([
+    run(["scripts/mesh-check.ts", "--logs", join(tmp, "nowhere")]),
+    run(["scripts/mesh-check.ts", "--logs", logs]),
+    run(["scripts/mesh-check.ts", "--bogus"]),
+  ]);
+  assert.equal(r.code, 2);
+  assert.match(
+    r.out,
+    /^mesh:check: no .*nowhere\/mesh\.json with the services' ports: is the mesh up\? \(npm run mesh:up\), or pass --logs\n$/,
+  );
+  // A mesh.json whose CA folder is gone: one line naming it, exit 2, nothing created there.
   assert.equal(noCa.code, 2);
   assert.match(noCa.out, /^mesh:check: no CA in .*no-pki: is the mesh up\? \(npm run mesh:up\), or pass --pki\n$/);
   assert.equal(existsSync(join(tmp, "no-pki")), false);
-  const flag = await run(["scripts/mesh-check.ts", "--bogus"]);
   assert.equal(flag.code, 2);
   assert.doesNotMatch(flag.out, /\n\s+at /);
 });

@@ -13,9 +13,16 @@ import { eventsIn } from "./helpers/events.ts";
 
 let pki: TestPki;
 const started: number[] = [];
+type Detached = Awaited<ReturnType<typeof startDetached>>;
+// The service the second test owns starts beside the first test's: its parent check (a poll
+// once a second, which logs nothing) runs all through the first test, not in a sleep of its own.
+let owned: Promise<Detached>;
 
 before(async () => {
   pki = await freshPki();
+  owned = startDetached("owned", ["--exit-with-parent"]);
+  // Not awaited here: the first test runs meanwhile. Its failure is the second test's.
+  owned.catch(() => {});
 });
 
 after(() => {
@@ -44,7 +51,7 @@ function alive(pid: number): boolean {
 async function startDetached(
   name: string,
   extra: string[],
-): Promise<{ pid: number; port: number; hangUp(): Promise<void> }> {
+): Promise<{ pid: number; port: number; listeningAt: number; hangUp(): Promise<void> }> {
   const log = join(pki.root, `${name}.log`);
   const args = [
     "--import",
@@ -79,7 +86,7 @@ async function startDetached(
         shell.kill("SIGHUP");
         await gone;
       };
-      return { pid, port: line.port, hangUp };
+      return { pid, port: line.port, listeningAt: Date.now(), hangUp };
     }
     if (!alive(pid)) assert.fail(`the service exited before listening: ${text}`);
     await sleep(100);
@@ -114,10 +121,11 @@ test("a service started with setsid from a shell that exits keeps serving", asyn
 });
 
 test("with --exit-with-parent it ends when the process that started it is gone", async () => {
-  const { pid, port, hangUp } = await startDetached("owned", ["--exit-with-parent"]);
+  const { pid, port, listeningAt, hangUp } = await owned;
   const r = await call(pki, port, "payment.internal", identity(pki, "order"), "GET", "/healthz");
   assert.ok("status" in r && r.status === 200, "it serves while its parent runs");
-  await sleep(1_500);
+  // At least 1.5 s with its parent alive (a poll or more), mostly spent while the first test ran.
+  await sleep(Math.max(0, listeningAt + 1_500 - Date.now()));
   assert.ok(alive(pid), "and keeps running while its parent does");
   await hangUp();
   for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);

@@ -1,6 +1,6 @@
 // mesh:up --ca-replicas 2 --store postgres://… (issue 13): two supervised `ca serve` replicas on
 // one PostgreSQL database (a fresh one, dropped after), the services given both addresses. The
-// first killed -9: the services' calls to the CA go to the second meanwhile, renewals of 30 s
+// first killed -9: the services' calls to the CA go to the second meanwhile, renewals of 15 s
 // certificates go on, the killed one is restarted; mesh:check checks both. Bad flag pairs: exit 2.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -9,6 +9,12 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ev } from "./helpers/events.ts";
+import { compiledScript } from "./helpers/compiled.ts";
+
+// mesh:up and mesh:check compiled once for this file (helpers/compiled.ts): under tsx each start
+// cost ~0.4 s of CPU more. mesh-up.test.ts and mesh-check.test.ts run them as npm does.
+const MESH_UP = await compiledScript("mesh-up");
+const MESH_CHECK = await compiledScript("mesh-check");
 
 const ROOT = join(import.meta.dirname, "..");
 const PGHOST = process.env.PGHOST || "/var/run/postgresql";
@@ -57,7 +63,7 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", ...args],
+      args,
       { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", ...env }, timeout: 90_000 },
       (err, stdout, stderr) => {
         resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr });
@@ -92,7 +98,7 @@ const linesOf = (file: string): Line[] =>
 
 test("bad --ca-replicas/--store pairs: one line, exit 2, nothing started", async () => {
   const base = [
-    "scripts/mesh-up.ts",
+    MESH_UP,
     "--logs",
     join(tmp, "bad", "logs"),
     "--pki",
@@ -100,16 +106,19 @@ test("bad --ca-replicas/--store pairs: one line, exit 2, nothing started", async
     "--state",
     join(tmp, "bad", "state"),
   ];
-  const sqlite = await run([...base, "--ca-replicas", "2"]);
+  // Side by side: each is refused before anything starts.
+  const [sqlite, four, password] = await Promise.all([
+    run([...base, "--ca-replicas", "2"]),
+    run([...base, "--ca-replicas", "4", "--store", STORE]),
+    run([...base, "--ca-replicas", "2", "--store", `postgres://ca:secret@127.0.0.1/${DB}`]),
+  ]);
   assert.equal(sqlite.code, 2, sqlite.out);
   assert.match(
     sqlite.out,
     /^mesh:up: --ca-replicas 2 needs a store they share: add --store postgres:\/\/user@host\/db/m,
   );
-  const four = await run([...base, "--ca-replicas", "4", "--store", STORE]);
   assert.equal(four.code, 2, four.out);
   assert.match(four.out, /--ca-replicas.*must be a whole number from 1 to 3/);
-  const password = await run([...base, "--ca-replicas", "2", "--store", `postgres://ca:secret@127.0.0.1/${DB}`]);
   assert.equal(password.code, 2, password.out);
   assert.match(password.out, /--store must not carry a password/);
   assert.doesNotMatch(password.out, /secret/);
@@ -129,9 +138,7 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
   const proc = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
-      "scripts/mesh-up.ts",
+      MESH_UP,
       "--pki",
       join(d, "pki"),
       "--logs",
@@ -150,9 +157,12 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
       "0",
       "--dashboard-port",
       "0",
-      // 15 s certificates: the two renewals after the kill come ~10 s apart, not ~20.
+      // 15 s certificates renewed at 1/3 of their life: the two renewals after the kill come ~5 s
+      // apart (at the default 2/3, ~10 s), with 10 s left to retry one.
       "--lifetime",
       "15s",
+      "--renew-at",
+      "0.33",
       "--poll",
       "1",
       "--quiet",
@@ -195,7 +205,7 @@ test("mesh:up --ca-replicas 2 on PostgreSQL: the first replica killed -9, the se
     () => "ca2's ca.started",
   );
 
-  const check = await run(["scripts/mesh-check.ts", "--logs", logs], { MESH_CA_STORE: "" });
+  const check = await run([MESH_CHECK, "--logs", logs], { MESH_CA_STORE: "" });
   assert.equal(check.code, 0, check.out);
   assert.match(check.out, /^✓ CA replica 2 answers: https:\/\/127\.0\.0\.1:\d+: cacerts 200/m);
 

@@ -135,9 +135,12 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
       "0",
       "--dashboard-port",
       "0",
-      // 15 s certificates: a renewal every ~10 s, the three each service must show within ~30 s.
+      // 15 s certificates renewed at 1/3 of their life: a renewal every ~5 s, the three each
+      // service must show within ~15 s, with 10 s left to retry one the CA's kill held up.
       "--lifetime",
       "15s",
+      "--renew-at",
+      "0.33",
       "--poll",
       "1",
     ],
@@ -157,6 +160,15 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
     120_000,
     () => `mesh:up to be ready:\n${out}`,
   );
+  // --renew-at reached every service through mesh:up: each schedules its first renewal at about
+  // 1/3 of the life its certificate has left (the default 2/3 would be 0.6 or more).
+  for (const name of ["payment", "order", "inventory"]) {
+    const started = allLines(logs, `${name}.log`).find(ev("identity.agent_started"));
+    assert.ok(started, `${name}'s identity.agent_started`);
+    const at = Date.parse(started.time!);
+    const share = (Date.parse(started.nextRenewal) - at) / (Date.parse(started.notAfter) - at);
+    assert.ok(share > 0.2 && share < 0.45, `${name} renews at ${share.toFixed(2)} of the life left`);
+  }
   await waitFor(
     () => ["ca", "payment", "order", "inventory"].every((n) => existsSync(join(logs, `${n}.log.2`))),
     150_000,
@@ -174,20 +186,10 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
     () => `the restarted CA's ca.started on the console:\n${out.slice(-3000)}`,
   );
   const restartedAt = Date.now();
-  // Renewals go on through the restarted CA, and its log goes on rotating.
-  await waitFor(
-    () => allLines(logs, "payment.log").some(ev("identity.renewed", (l) => Date.parse(l.time!) > restartedAt)),
-    90_000,
-    () => "payment to renew after the CA's restart",
-  );
   const caRotations = readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length;
-  await waitFor(
-    () => readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length > caRotations,
-    90_000,
-    () => "ca.log to rotate after the restart",
-  );
 
-  // Unauthenticated refusals beyond a few are summarised by the CA every 10 s: the console shows the summary.
+  // Unauthenticated refusals beyond a few are summarised by the restarted CA every 10 s: the console
+  // shows the summary. Sent now, so that the wait for the summary overlaps the renewals'.
   const caUrl = (JSON.parse(readFileSync(join(logs, "mesh.json"), "utf8")) as { ca: { url: string } }).ca.url;
   for (let i = 0; i < 8; i++) {
     await new Promise<void>((resolve) => {
@@ -211,6 +213,17 @@ test("mesh:up with MESH_LOG_MAX_SIZE=1000: every log rotates, the CA killed -9 i
       req.end("MIIB");
     });
   }
+  // Renewals go on through the restarted CA, and its log goes on rotating.
+  await waitFor(
+    () => allLines(logs, "payment.log").some(ev("identity.renewed", (l) => Date.parse(l.time!) > restartedAt)),
+    90_000,
+    () => "payment to renew after the CA's restart",
+  );
+  await waitFor(
+    () => readdirSync(logs).filter((f) => /^ca\.log\.\d+$/.test(f)).length > caRotations,
+    90_000,
+    () => "ca.log to rotate after the restart",
+  );
   await waitFor(
     () => /^\[ca\]\s.*est\.refused_summary/m.test(out),
     60_000,

@@ -82,4 +82,9 @@ test("the CA's rate limits: the defaults for hour-long certificates, room for ev
   const short = rateLimits(10_000); // renewals every 6 s at the earliest: 10 a minute per name
   assert.equal(short.perName.perMinute, 30);
   assert.equal(short.perAddress.perMinute, 180);
+  // Renewed at 1/5 of their life (--renew-at 0.2): every 1.8 s at the earliest, 33 a minute per name.
+  const often = rateLimits(10_000, 0.2);
+  assert.equal(often.perName.perMinute, 100);
+  assert.equal(often.perAddress.perMinute, 600);
+  assert.deepEqual(rateLimits(10_000, 0.9), short, "renewed later than 2/3: no fewer than at 2/3");
 });

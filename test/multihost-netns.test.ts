@@ -22,9 +22,12 @@ const NS = { sw: `${TAG}sw`, ca: `${TAG}ca`, a: `${TAG}a`, b: `${TAG}b` } as con
 // Addresses inside the namespaces this test creates, and nowhere else.
 const ADDR = { ca: "10.213.0.1", a: "10.213.0.2", b: "10.213.0.3" } as const;
 const CA_URL = `https://${ADDR.ca}:7400`;
-// Long enough that a renewal that failed while the CA was down still has time left when it is back, on a loaded machine:
-// renewals fall due at 27-33 s, the CA is back a few seconds after the first failure, and retries come every 1.5-4.5 s.
-const LIFETIME = "45s";
+// Renewed at 1/3 of their life (--renew-at), 30 s certificates renew at 9-11 s and keep 20 s to
+// retry a renewal that failed while the CA was down, on a loaded machine: the CA is back a few
+// seconds after the first failure, and retries come every 1-3 s. (At the default 2/3, 45 s ones
+// renewed at 27-33 s with 15 s left.)
+const LIFETIME = "30s";
+const RENEW_AT = "0.33";
 
 function ip(args: string[]): { ok: boolean; out: string } {
   const r = spawnSync("ip", args, { encoding: "utf8" });
@@ -250,6 +253,8 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
           LIFETIME,
           "--poll",
           "2",
+          "--renew-at",
+          RENEW_AT,
           "--exit-with-parent",
           ...extra,
         ],
@@ -262,6 +267,13 @@ describe("the CA and the services on three hosts (network namespaces)", { skip }
       const listening = await waitFor(`${p.name} listening`, 60_000, () => event(p, "listening"), p.text);
       assert.equal(listening.host, p.name === "order" ? ADDR.a : ADDR.b);
       assert.ok(event(p, "identity.enrolled"), `${p.name} did not enrol over the network`);
+      // --renew-at: the first renewal at about 1/3 of the life left (the default 2/3 would be 0.6 or more).
+      const started = await waitFor(`${p.name}'s identity.agent_started`, 30_000, () =>
+        p.lines.find(ev("identity.agent_started")),
+      );
+      const at = Date.parse(started.time);
+      const share = (Date.parse(started.nextRenewal) - at) / (Date.parse(started.notAfter) - at);
+      assert.ok(share > 0.2 && share < 0.45, `${p.name} renews at ${share.toFixed(2)} of the life left`);
     }
     // The CA saw each enrolment come from the service's own host.
     for (const [name, host] of [
