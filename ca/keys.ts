@@ -7,6 +7,7 @@ import {
   generateKeyPair as generateNodeKeyPair,
   webcrypto,
 } from "node:crypto";
+import { ecKeyPair } from "./ec-key-der.ts";
 import { CaError, badInput } from "./errors.ts";
 
 // Node's WebCrypto, as ./x509.ts hands it to @peculiar/x509; taken from there, this module
@@ -75,12 +76,16 @@ const NODE_KEYS: Record<KeyType, { type: "ec" | "rsa" | "ed25519"; options: obje
 };
 
 /**
- * A leaf's key pair, generated and encoded on libuv's thread pool. The same OpenSSL keys as
+ * A leaf's key pair, as its certificate and file need it. The same OpenSSL keys as
  * generateKeyPair's, without the CryptoKey objects and the two exports on the main thread
- * that issuing then needs (KeyObject.from, SPKI and PKCS#8 encoding: 30% of the main
- * thread's time with eight issuances in flight, docs/bench.md).
+ * that issuing then needed (KeyObject.from, SPKI and PKCS#8 encoding: 30% of the main
+ * thread's time with eight issuances in flight, docs/bench.md): EC keys are written by hand
+ * (ec-key-der.ts), the others generated and encoded on libuv's thread pool.
  */
 export function generateLeafKey(type: KeyType): Promise<EncodedKeyPair> {
+  // EC keys (the mesh's): encoded by hand, without OpenSSL's encoders (ec-key-der.ts).
+  if (type === "ec-p256") return Promise.resolve(ecKeyPair("P-256"));
+  if (type === "ec-p384") return Promise.resolve(ecKeyPair("P-384"));
   const { type: kind, options } = NODE_KEYS[type];
   return new Promise((resolve, reject) => {
     generateNodeKeyPair(
