@@ -49,6 +49,26 @@ export async function rateFor(fn: () => Promise<unknown>, durationMs: number): P
   return { ops, seconds: elapsed / 1000, perSec: ops / (elapsed / 1000) };
 }
 
+/**
+ * The same with `inFlight` calls under way at every moment (a new one starts as one ends), as
+ * a server's clients or a caller issuing several certificates at once use it.
+ */
+export async function rateInFlight(fn: () => Promise<unknown>, durationMs: number, inFlight: number): Promise<Rate> {
+  let ops = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < deadline) {
+        await fn();
+        ops++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  return { ops, seconds, perSec: ops / seconds };
+}
+
 /** Adds up rounds of the same measurement (taken interleaved with another) into one rate. */
 export function combineRates(rounds: Rate[]): Rate {
   const ops = rounds.reduce((s, r) => s + r.ops, 0);
