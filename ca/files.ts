@@ -104,10 +104,15 @@ export async function writeDurable(files: ReadonlyArray<NewFile>): Promise<void>
       fds.push(fd);
       writeAll(fd, typeof f.data === "string" ? Buffer.from(f.data) : f.data);
     }
-    await Promise.all(fds.map(fsyncAsync));
+    // Every fsync ends before any descriptor is closed: none is reused under a running fsync.
+    const synced = await Promise.allSettled(fds.map(fsyncAsync));
+    const failed = synced.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
   } finally {
     for (const fd of fds) closeSync(fd);
   }
+  // Then the folders: on ext4 the files' fsyncs have committed their entries by now, so this is
+  // cheap (side by side with them it measured no better here, under a noisy disk).
   await Promise.all([...new Set(files.map((f) => dirname(f.path)))].map(fsyncDirAsync));
 }
 
