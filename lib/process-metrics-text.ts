@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { constants, monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from "node:perf_hooks";
 import { getHeapSpaceStatistics } from "node:v8";
-import { counterText, gaugeText, HistogramFamily, type Labels } from "./prom-text.ts";
+import { familyText, HistogramFamily, type Family, type Labels } from "./prom-text.ts";
 
 const GC_KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MAJOR]: "major",
@@ -27,6 +27,16 @@ const VERSION = process.version.slice(1).split(".");
 
 type Series = ReadonlyArray<readonly [Labels, number]>;
 const one = (value: number | undefined): Series => (value === undefined ? [] : [[{}, value]]);
+const family =
+  (type: "counter" | "gauge") =>
+  (name: string, help: string, series: Series): Family => ({
+    name,
+    help,
+    type,
+    samples: series.map(([labels, value]) => ({ name, labels, value })),
+  });
+const gauge = family("gauge");
+const counter = family("counter");
 
 /** The process's own metrics, one set per process (its monitors run for good once started). */
 export class ProcessMetrics {
@@ -59,8 +69,13 @@ export class ProcessMetrics {
     return ProcessMetrics.instance;
   }
 
-  /** The exposition's text, read now; the event-loop delay figures cover the time since the previous call. */
+  /** The exposition's text, read now (families()). */
   text(): string {
+    return this.families().map(familyText).join("");
+  }
+
+  /** Every family, read now; the event-loop delay figures cover the time since the previous call. */
+  families(): Family[] {
     const cpu = process.cpuUsage();
     const status = procStatus();
     const memory = safeMemoryUsage();
@@ -85,85 +100,73 @@ export class ProcessMetrics {
       spaces.map((s) => [{ space: s.space }, s[k]] as const);
     const internals = process as unknown as { _getActiveHandles?(): object[]; _getActiveRequests?(): object[] };
     return [
-      counterText("process_cpu_user_seconds_total", "Total user CPU time spent in seconds.", one(cpu.user / 1e6)),
-      counterText("process_cpu_system_seconds_total", "Total system CPU time spent in seconds.", one(cpu.system / 1e6)),
-      counterText(
+      counter("process_cpu_user_seconds_total", "Total user CPU time spent in seconds.", one(cpu.user / 1e6)),
+      counter("process_cpu_system_seconds_total", "Total system CPU time spent in seconds.", one(cpu.system / 1e6)),
+      counter(
         "process_cpu_seconds_total",
         "Total user and system CPU time spent in seconds.",
         one((cpu.user + cpu.system) / 1e6),
       ),
-      gaugeText(
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        one(START_SECONDS),
-      ),
-      gaugeText(
+      gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", one(START_SECONDS)),
+      gauge(
         "process_resident_memory_bytes",
         "Resident memory size in bytes.",
         one(status ? status.VmRSS : memory?.rss),
       ),
       ...(status
         ? [
-            gaugeText("process_virtual_memory_bytes", "Virtual memory size in bytes.", one(status.VmSize)),
-            gaugeText("process_heap_bytes", "Process heap size in bytes.", one(status.VmData)),
+            gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", one(status.VmSize)),
+            gauge("process_heap_bytes", "Process heap size in bytes.", one(status.VmData)),
           ]
         : []),
-      gaugeText("process_open_fds", "Number of open file descriptors.", one(openFds())),
+      gauge("process_open_fds", "Number of open file descriptors.", one(openFds())),
       ...(this.maxFds === undefined
         ? []
-        : [gaugeText("process_max_fds", "Maximum number of open file descriptors.", one(this.maxFds))]),
-      gaugeText("nodejs_eventloop_lag_seconds", "Lag of event loop in seconds.", one(this.lag)),
-      ...loopFigures.map(([k, help, v]) => gaugeText(`nodejs_eventloop_lag_${k}_seconds`, help, one(v))),
-      gaugeText(
+        : [gauge("process_max_fds", "Maximum number of open file descriptors.", one(this.maxFds))]),
+      gauge("nodejs_eventloop_lag_seconds", "Lag of event loop in seconds.", one(this.lag)),
+      ...loopFigures.map(([k, help, v]) => gauge(`nodejs_eventloop_lag_${k}_seconds`, help, one(v))),
+      gauge(
         "nodejs_active_resources",
         "Number of active resources that are currently keeping the event loop alive, grouped by async resource type.",
         countBy(process.getActiveResourcesInfo(), (r) => r),
       ),
-      gaugeText(
+      gauge(
         "nodejs_active_handles",
         "Number of active libuv handles grouped by handle type. Every handle type is C++ class name.",
         countBy(internals._getActiveHandles?.() ?? [], (h) => h?.constructor?.name),
       ),
-      gaugeText(
+      gauge(
         "nodejs_active_requests",
         "Number of active libuv requests grouped by request type. Every request type is C++ class name.",
         countBy(internals._getActiveRequests?.() ?? [], (r) => r?.constructor?.name),
       ),
       ...(memory
         ? [
-            gaugeText(
-              "nodejs_heap_size_total_bytes",
-              "Process heap size from Node.js in bytes.",
-              one(memory.heapTotal),
-            ),
-            gaugeText(
-              "nodejs_heap_size_used_bytes",
-              "Process heap size used from Node.js in bytes.",
-              one(memory.heapUsed),
-            ),
-            gaugeText("nodejs_external_memory_bytes", "Node.js external memory size in bytes.", one(memory.external)),
+            gauge("nodejs_heap_size_total_bytes", "Process heap size from Node.js in bytes.", one(memory.heapTotal)),
+            gauge("nodejs_heap_size_used_bytes", "Process heap size used from Node.js in bytes.", one(memory.heapUsed)),
+            gauge("nodejs_external_memory_bytes", "Node.js external memory size in bytes.", one(memory.external)),
           ]
         : []),
-      gaugeText(
+      gauge(
         "nodejs_heap_space_size_total_bytes",
         "Process heap space size total from Node.js in bytes.",
         bySpace("space_size"),
       ),
-      gaugeText(
+      gauge(
         "nodejs_heap_space_size_used_bytes",
         "Process heap space size used from Node.js in bytes.",
         bySpace("space_used_size"),
       ),
-      gaugeText(
+      gauge(
         "nodejs_heap_space_size_available_bytes",
         "Process heap space size available from Node.js in bytes.",
         bySpace("space_available_size"),
       ),
-      gaugeText("nodejs_version_info", "Node.js version info.", [
+      gauge("nodejs_version_info", "Node.js version info.", [
         [{ version: process.version, major: VERSION[0]!, minor: VERSION[1]!, patch: VERSION[2]! }, 1],
       ]),
-      this.gc.text(),
-    ].join("");
+      this.gc.family(),
+    ];
   }
 }
 

@@ -1,10 +1,12 @@
-// lib/process-metrics-text.ts, prom-client's default process metrics written by hand: the same
+// lib/process-metrics-text.ts, prom-client's default process metrics written by hand (and lib/process-metrics.ts,
+// the same in a prom-client Registry for the services): the same
 // families (names, types, HELP, label names) as prom-client's collectDefaultMetrics() less the
 // three it misnames, values that agree with what the process and the kernel say, and the real
 // `promtool check metrics` finds nothing to flag.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import { addProcessMetrics } from "../lib/process-metrics.ts";
 import { ProcessMetrics } from "../lib/process-metrics-text.ts";
 import { parse, promtool, value } from "./helpers/prom.ts";
 
@@ -106,4 +108,20 @@ test("event-loop delay: a blocked loop shows in the next scrape's figures, and t
   );
   assert.ok(value(s, "nodejs_eventloop_lag_p99_seconds")! >= value(s, "nodejs_eventloop_lag_p50_seconds")!);
   assert.ok(value(s, "nodejs_eventloop_lag_seconds")! > 0, "the lag measured after the previous scrape");
+});
+
+test("in a prom-client Registry (the services'), the same families and series; promtool accepts it", async () => {
+  const reg = new Registry();
+  addProcessMetrics(reg);
+  const viaRegistry = await reg.metrics();
+  const direct = ProcessMetrics.get().text();
+  const shape = (text: string) =>
+    parse(text)
+      .map((s) => `${s.name}{${Object.keys(s.labels).sort().join(",")}}`)
+      .filter((k) => !k.startsWith("nodejs_active_") && !k.startsWith("nodejs_gc_")) // these come and go
+      .sort();
+  assert.deepEqual(shape(viaRegistry), shape(direct));
+  assert.deepEqual(families(viaRegistry).get("process_cpu_seconds_total TYPE"), "counter");
+  const lint = await promtool(["check", "metrics"], viaRegistry);
+  assert.deepEqual(lint, { code: 0, out: "" }, `promtool check metrics:\n${lint.out}`);
 });
