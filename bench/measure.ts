@@ -34,7 +34,7 @@ export interface Rate {
 }
 
 /**
- * Calls fn back to back (never concurrently: that is how the CA is used) for
+ * Calls fn back to back (never concurrently: as one CLI command issues; rateInFlight for several) for
  * at least durationMs and returns how many calls completed per second.
  */
 export async function rateFor(fn: () => Promise<unknown>, durationMs: number): Promise<Rate> {
