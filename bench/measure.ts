@@ -34,7 +34,7 @@ export interface Rate {
 }
 
 /**
- * Calls fn back to back (never concurrently: that is how the CA is used) for
+ * Calls fn back to back (never concurrently: as one CLI command issues; rateInFlight for several) for
  * at least durationMs and returns how many calls completed per second.
  */
 export async function rateFor(fn: () => Promise<unknown>, durationMs: number): Promise<Rate> {
@@ -47,6 +47,26 @@ export async function rateFor(fn: () => Promise<unknown>, durationMs: number): P
     elapsed = performance.now() - start;
   }
   return { ops, seconds: elapsed / 1000, perSec: ops / (elapsed / 1000) };
+}
+
+/**
+ * The same with `inFlight` calls under way at every moment (a new one starts as one ends), as
+ * a server's clients or a caller issuing several certificates at once use it.
+ */
+export async function rateInFlight(fn: () => Promise<unknown>, durationMs: number, inFlight: number): Promise<Rate> {
+  let ops = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < deadline) {
+        await fn();
+        ops++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  return { ops, seconds, perSec: ops / seconds };
 }
 
 /** Adds up rounds of the same measurement (taken interleaved with another) into one rate. */

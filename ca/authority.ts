@@ -14,6 +14,7 @@ import { CERT_MODE, KEY_MODE, writeAtomic, writeNew } from "./files.ts";
 import { exportPrivateKey, generateKeyPair, importSigningKey, validateKeyType, type KeyType } from "./keys.ts";
 import { Ledger, type CertRow, type IssuerRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";
+import { JournalCommit } from "./store/journal-commit.ts";
 import { PgLedger } from "./store/postgres.ts";
 import { parseStore } from "./store/url.ts";
 import * as generations from "./generations.ts";
@@ -65,6 +66,8 @@ export class CertificateAuthority implements CaCore {
   private readonly passphrase?: string;
   /** @internal the staging area of issuance.ts */
   readonly journal: Journal;
+  /** @internal the group commit of issuance.ts */
+  readonly journalCommit: JournalCommit;
   private readonly signers = new Map<string, Signer>();
   // An issuer's certificate, read once while its file stays the same (one stat, not a read and
   // a ~0.25 ms parse on every leaf, token and chain that needs it; an operator may still replace
@@ -79,6 +82,7 @@ export class CertificateAuthority implements CaCore {
     this.now = caClock(opts.now);
     this.passphrase = opts.passphrase;
     this.journal = new Journal(layout);
+    this.journalCommit = new JournalCommit(this.journal, ledger);
   }
 
   /** The files services and users read: trust bundle, CRLs, certificates by name. */

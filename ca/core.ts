@@ -5,6 +5,7 @@ import type { CrlEntry } from "../lib/crl.ts";
 import type { KeyType } from "./keys.ts";
 import type { IssuerRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";
+import type { JournalCommit } from "./store/journal-commit.ts";
 import type { LeafNames, Signer } from "./profiles.ts";
 import type { Journal, Layout } from "./store.ts";
 import type { Generation, ListedCert } from "./view.ts";
@@ -46,6 +47,8 @@ export interface CaCore {
   readonly now: () => Date;
   /** The staging area of issuance.ts: a certificate's files and its ledger row land together. */
   readonly journal: Journal;
+  /** How issuance.ts commits a leaf whose files the CA keeps: staged, committed and published in batches. */
+  readonly journalCommit: JournalCommit;
   trustDomain(): string;
   signerId(): string;
   issuerRow(id: string): IssuerRow;

@@ -5,7 +5,8 @@ import type { CaCore, IssuedCert, IssueOptions } from "./core.ts";
 import { CaError, badInput } from "./errors.ts";
 import { KeyObject } from "node:crypto";
 import { csrKey, csrSignatureValid, CsrFormatError, parseCsr, type ParsedCsr } from "./csr.ts";
-import { exportPrivateKey, generateKeyPair, validateKeyType, type KeyType } from "./keys.ts";
+import { crashPoint } from "./crash-point.ts";
+import { exportPrivateKey, generateLeafKey, validateKeyType, type KeyType } from "./keys.ts";
 import type { CertRow, IssuerRow } from "./ledger.ts";
 import { permittedDnsOf, signLeafDer as signDer, templateFor } from "./leaf-der.ts";
 import { validateDays, validateDnsName, validateIp } from "./names.ts";
@@ -15,26 +16,14 @@ import { withinDns } from "./name-constraints.ts";
 import { derToPem } from "../lib/pem.ts";
 import { spiffeIdForName } from "../lib/spiffe.ts";
 
-const crashPoint = (where: string) => {
-  // Fault injection for the crash tests: the process dies here as if killed.
-  if (process.env.MESH_CA_CRASH_AT === where) process.kill(process.pid, "SIGKILL");
-};
-
 /** Issues a key and certificate for a name that has no valid certificate yet. */
 export async function issue(ca: CaCore, opts: IssueOptions): Promise<IssuedCert> {
   const names = leafNames(opts, ca.trustDomain());
   const days = validateDays(opts.days ?? 90, LEAF_MAX_DAYS);
   const keyType = validateKeyType(opts.keyType ?? "ec-p256");
   refuseIfCurrent(ca, names.name);
-  const keys = await generateKeyPair(keyType);
-  return signLeaf(ca, {
-    names,
-    days,
-    keyType,
-    publicKey: keys.publicKey,
-    privateKey: keys.privateKey,
-    source: "issue",
-  });
+  const keys = await generateLeafKey(keyType);
+  return signLeaf(ca, { names, days, keyType, publicKey: keys.spki, privateKeyPem: keys.pkcs8Pem, source: "issue" });
 }
 
 /** Signs a CSR after checking its PEM type, its signature and its names. */
@@ -94,13 +83,13 @@ export async function renew(
     );
   const keyType = validateKeyType(opts.keyType ?? old.keyType);
   const sans = JSON.parse(old.sans) as LeafNames;
-  const keys = await generateKeyPair(keyType);
+  const keys = await generateLeafKey(keyType);
   return signLeaf(ca, {
     names: sans,
     days,
     keyType,
-    publicKey: keys.publicKey,
-    privateKey: keys.privateKey,
+    publicKey: keys.spki,
+    privateKeyPem: keys.pkcs8Pem,
     source: "renew",
     supersede: old.serial,
   });
@@ -198,6 +187,8 @@ export interface SignLeafOptions {
   /** A WebCrypto key, or a DER SubjectPublicKeyInfo (a CSR's). */
   publicKey: CryptoKey | Uint8Array;
   privateKey?: CryptoKey;
+  /** The same, already PKCS#8 PEM (keys.ts generateLeafKey). */
+  privateKeyPem?: string;
   source: CertRow["source"];
   supersede?: string;
   lifetimeMs?: number;
@@ -208,8 +199,9 @@ export interface SignLeafOptions {
    */
   spendToken?: { hash: string; at: string; spent: () => Error };
   /**
-   * How the ledger row is committed. Default: a transaction of its own, now, with the
-   * certificate's files staged in the journal. The online CA passes its group commit
+   * How the ledger row is committed. Default: the CA's journal commit (ca/store/journal-commit.ts),
+   * with the certificate's files staged before and published after; issuances under way
+   * together share its fsyncs and its transaction. The online CA passes its group commit
    * (ca/store/group-commit.ts), which resolves once the row is durable; its certificates
    * live in the ledger only (the CA has no key for them, the client has the certificate),
    * so no file is written for them.
@@ -250,60 +242,57 @@ export async function signLeafDer(ca: CaCore, opts: SignLeafOptions): Promise<{ 
   });
   const leafPem = derToPem(der, "CERTIFICATE");
   const serial = normalSerial(serialHex);
-  const keyPem = opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined;
-  const files = opts.commit === undefined;
-  if (files) ca.journal.stage(serial, { cert: leafPem + ca.chainPem(issuerId), key: keyPem });
-  crashPoint("before-commit");
+  const keyPem = opts.privateKeyPem ?? (opts.privateKey ? await exportPrivateKey(opts.privateKey) : undefined);
   const name = names.name;
-  // The CLI's way by default: a transaction of its own, now (synchronously, inside this call).
-  const commit = opts.commit ?? (async (record: () => void) => ca.ledger.write(record, { shared: true }));
-  try {
-    const cert: CertRow = {
-      serial,
-      name,
-      sans: JSON.stringify(names),
-      issuerId: issuerId,
-      keyType: opts.keyType,
-      notBefore: validity.notBefore.toISOString(),
-      notAfter: validity.notAfter.toISOString(),
-      status: "valid",
-      revokedAt: null,
-      reason: null,
-      supersededBy: null,
-      source: opts.source,
-      createdAt: now.toISOString(),
-      pem: leafPem,
-    };
-    await commit(() => {
-      // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
-      // one current certificate per name is a unique index, so issuances need not queue.
-      const refused = ca.ledger.recordIssuance({
-        cert,
-        supersede: opts.supersede,
-        token: opts.spendToken && { hash: opts.spendToken.hash, at: opts.spendToken.at },
-      });
-      // Of requests racing with one token, the losers are told the token was used.
-      if (refused?.why === "token_spent") throw opts.spendToken!.spent();
-      if (refused?.why === "changed")
-        throw new CaError(
-          "REFUSED",
-          `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
-        );
-      if (refused?.why === "taken")
-        throw new CaError(
-          "ALREADY_EXISTS",
-          `${name} was issued by another command just now (serial ${refused.serial})`,
-        );
+  const cert: CertRow = {
+    serial,
+    name,
+    sans: JSON.stringify(names),
+    issuerId: issuerId,
+    keyType: opts.keyType,
+    notBefore: validity.notBefore.toISOString(),
+    notAfter: validity.notAfter.toISOString(),
+    status: "valid",
+    revokedAt: null,
+    reason: null,
+    supersededBy: null,
+    source: opts.source,
+    createdAt: now.toISOString(),
+    pem: leafPem,
+  };
+  const record = () => {
+    // Shared: the token is spent and the predecessor superseded by conditional UPDATEs, and
+    // one current certificate per name is a unique index, so issuances need not queue.
+    const refused = ca.ledger.recordIssuance({
+      cert,
+      supersede: opts.supersede,
+      token: opts.spendToken && { hash: opts.spendToken.hash, at: opts.spendToken.at },
     });
+    // Of requests racing with one token, the losers are told the token was used.
+    if (refused?.why === "token_spent") throw opts.spendToken!.spent();
+    if (refused?.why === "changed")
+      throw new CaError(
+        "REFUSED",
+        `${name} changed while renewing (another command renewed or revoked it); run list and try again`,
+      );
+    if (refused?.why === "taken")
+      throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now (serial ${refused.serial})`);
+  };
+  try {
+    if (opts.commit) {
+      crashPoint("before-commit");
+      await opts.commit(record);
+      crashPoint("after-commit");
+    } else {
+      // Staged, committed, published; the crash points are in there, around the commit.
+      await ca.journalCommit.commit({ serial, name, cert: leafPem + ca.chainPem(issuerId), key: keyPem, record });
+    }
   } catch (err) {
-    if (files) ca.journal.discard(serial);
     if (isUniqueViolation(err)) {
       throw new CaError("ALREADY_EXISTS", `${name} was issued by another command just now`);
     }
     throw err;
   }
-  crashPoint("after-commit");
-  if (files) ca.journal.publish(serial, name);
   const paths = ca.layout.leaf(name);
   const issued: IssuedCert = {
     serial,

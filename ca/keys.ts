@@ -1,6 +1,13 @@
 // Key pairs: generation per key type, PKCS#8 PEM export (optionally encrypted
 // with a passphrase through node:crypto) and import back into WebCrypto.
-import { KeyObject, createPrivateKey, createPublicKey, webcrypto } from "node:crypto";
+import {
+  KeyObject,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPair as generateNodeKeyPair,
+  webcrypto,
+} from "node:crypto";
+import { ecKeyPair } from "./ec-key-der.ts";
 import { CaError, badInput } from "./errors.ts";
 
 // Node's WebCrypto, as ./x509.ts hands it to @peculiar/x509; taken from there, this module
@@ -51,6 +58,46 @@ export function signingAlgorithm(type: KeyType): Algorithm | EcdsaParams {
 
 export async function generateKeyPair(type: KeyType): Promise<CryptoKeyPair> {
   return (await subtle.generateKey(PROFILES[type].generate, true, ["sign", "verify"])) as CryptoKeyPair;
+}
+
+/** A leaf's key pair as its certificate and its file need it: the SPKI DER and the PKCS#8 PEM. */
+export interface EncodedKeyPair {
+  spki: Buffer;
+  pkcs8Pem: string;
+}
+
+// The same key types as PROFILES, in node:crypto's words.
+const NODE_KEYS: Record<KeyType, { type: "ec" | "rsa" | "ed25519"; options: object }> = {
+  "ec-p256": { type: "ec", options: { namedCurve: "P-256" } },
+  "ec-p384": { type: "ec", options: { namedCurve: "P-384" } },
+  "rsa-2048": { type: "rsa", options: { modulusLength: 2048, publicExponent: 0x10001 } },
+  "rsa-3072": { type: "rsa", options: { modulusLength: 3072, publicExponent: 0x10001 } },
+  ed25519: { type: "ed25519", options: {} },
+};
+
+/**
+ * A leaf's key pair, as its certificate and file need it. The same OpenSSL keys as
+ * generateKeyPair's, without the CryptoKey objects and the two exports on the main thread
+ * that issuing then needed (KeyObject.from, SPKI and PKCS#8 encoding: 30% of the main
+ * thread's time with eight issuances in flight, docs/bench.md): EC keys are written by hand
+ * (ec-key-der.ts), the others generated and encoded on libuv's thread pool.
+ */
+export function generateLeafKey(type: KeyType): Promise<EncodedKeyPair> {
+  // EC keys (the mesh's): encoded by hand, without OpenSSL's encoders (ec-key-der.ts).
+  if (type === "ec-p256") return Promise.resolve(ecKeyPair("P-256"));
+  if (type === "ec-p384") return Promise.resolve(ecKeyPair("P-384"));
+  const { type: kind, options } = NODE_KEYS[type];
+  return new Promise((resolve, reject) => {
+    generateNodeKeyPair(
+      kind as "ec",
+      {
+        ...(options as { namedCurve: string }),
+        publicKeyEncoding: { type: "spki", format: "der" },
+        privateKeyEncoding: { type: "pkcs8", format: "pem" },
+      },
+      (err, spki, pkcs8Pem) => (err ? reject(err) : resolve({ spki, pkcs8Pem })),
+    );
+  });
 }
 
 /** PKCS#8 PEM; encrypted with AES-256 when a passphrase is given. */

@@ -4,6 +4,7 @@
 import { hostname } from "node:os";
 import type { CertificateAuthority } from "./authority.ts";
 import { CaError } from "./errors.ts";
+import { crashPoint } from "./crash-point.ts";
 import { createIntermediate, generationName, intermediateProfile } from "./generations.ts";
 import type { BundleHolderRow, CurrentCertFact, RotationRow } from "./ledger.ts";
 import type { LedgerStore } from "./store/interface.ts";
@@ -286,11 +287,6 @@ const REMIND_MS = 30_000;
 /** Another host's run is presumed dead once its heartbeat is this old. */
 const LEASE_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
-
-const crashPoint = (where: string) => {
-  // Fault injection for the resume tests: the process dies here as if killed.
-  if (process.env.MESH_CA_CRASH_AT === where) process.kill(process.pid, "SIGKILL");
-};
 
 /** Runs (or resumes) the rotation to the end; returns its final row. */
 export async function runRotation(ca: CertificateAuthority, opts: RotateOptions): Promise<RotationRow> {

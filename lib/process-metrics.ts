@@ -1,36 +1,51 @@
-// prom-client's default process metrics, once per process, for any registry that wants them.
-import { Registry, collectDefaultMetrics, type Metric } from "prom-client";
+// The process metrics (lib/process-metrics-text.ts, prom-client's default set written by hand)
+// in a prom-client Registry, for the services, whose other metrics are prom-client's: one set of
+// monitors per process, the same families and numbers as `ca serve`'s exposition.
+import type { Metric, Registry } from "prom-client";
+import { ProcessMetrics } from "./process-metrics-text.ts";
+import type { Family } from "./prom-text.ts";
 
-/**
- * Gauges prom-client names like counters, which `promtool check metrics` flags (`_total` is
- * for counters); sum(nodejs_active_handles) etc. say the same by type.
- */
-const MISNAMED_DEFAULTS = [
-  "nodejs_active_handles_total",
-  "nodejs_active_requests_total",
-  "nodejs_active_resources_total",
-];
-
-let processRegistry: Registry | undefined;
-
-/**
- * Registers the process metrics (CPU, memory, fds, event-loop lag, GC, …) in `registry`. Each
- * collectDefaultMetrics() keeps an event-loop timer and a GC observer running for good, so one
- * set is made per process and shared by every registry in it.
- */
-export function addProcessMetrics(registry: Registry): void {
-  if (!processRegistry) {
-    processRegistry = new Registry();
-    collectDefaultMetrics({ register: processRegistry });
-    for (const name of MISNAMED_DEFAULTS) processRegistry.removeSingleMetric(name);
-  }
-  // getMetricsAsArray() is typed as the JSON shape, but it returns the metric objects.
-  for (const m of processRegistry.getMetricsAsArray()) registry.registerMetric(m as unknown as Metric);
+/** What prom-client's Registry reads of a metric: its name, and its values when scraped. */
+interface FamilyMetric {
+  name: string;
+  help: string;
+  type: Family["type"];
+  aggregator: "sum";
+  get(): Promise<{
+    name: string;
+    help: string;
+    type: Family["type"];
+    aggregator: "sum";
+    values: Array<{ value: number; labels: Family["samples"][number]["labels"]; metricName: string }>;
+  }>;
 }
 
-/** The process metrics alone, as an exposition of their own (for a process whose other metrics are not prom-client's). */
-export function processExposition(): Registry {
-  const registry = new Registry();
-  addProcessMetrics(registry);
-  return registry;
+// One reading serves every family of one scrape (prom-client asks each family in the same turn).
+let reading: Family[] | undefined;
+function current(): Family[] {
+  if (!reading) {
+    reading = ProcessMetrics.get().families();
+    setImmediate(() => {
+      reading = undefined;
+    });
+  }
+  return reading;
+}
+
+/** Registers the process metrics (CPU, memory, fds, event-loop delay, GC, …) in `registry`. */
+export function addProcessMetrics(registry: Registry): void {
+  for (const { name, help, type } of current()) {
+    const metric: FamilyMetric = {
+      name,
+      help,
+      type,
+      aggregator: "sum",
+      async get() {
+        const f = current().find((x) => x.name === name);
+        const values = (f?.samples ?? []).map((s) => ({ value: s.value, labels: s.labels, metricName: s.name }));
+        return { name, help, type, aggregator: "sum", values };
+      },
+    };
+    registry.registerMetric(metric as unknown as Metric);
+  }
 }

@@ -35,6 +35,22 @@ function header(name: string, help: string, type: "counter" | "gauge" | "histogr
   return `# HELP ${name} ${escapeHelp(help)}\n# TYPE ${name} ${type}\n`;
 }
 
+/** One family as data: its text is written from it, and a prom-client Registry can be handed it (lib/process-metrics.ts). */
+export interface Family {
+  name: string;
+  help: string;
+  type: "counter" | "gauge" | "histogram";
+  /** Each sample under its own name (a histogram's `_bucket`, `_sum`, `_count`). */
+  samples: Array<{ name: string; labels: Labels; value: number }>;
+}
+
+/** A family's HELP, TYPE and samples. */
+export function familyText(f: Family): string {
+  let out = header(f.name, f.help, f.type);
+  for (const s of f.samples) out += `${s.name}${labelText(s.labels)} ${number(s.value)}\n`;
+  return out;
+}
+
 /** A family of counters by label set, in the order each set was first seen. */
 export class CounterFamily {
   private readonly series = new Map<string, { labels: Labels; value: number }>();
@@ -81,6 +97,22 @@ export class HistogramFamily {
     if (i >= 0) s.counts[i]!++;
     s.sum += value;
     s.count++;
+  }
+
+  /** The same as data: each series' cumulative buckets, sum and count. */
+  family(): Family {
+    const samples: Family["samples"] = [];
+    for (const s of this.series.values()) {
+      let cumulative = 0;
+      this.buckets.forEach((le, i) => {
+        cumulative += s.counts[i]!;
+        samples.push({ name: `${this.name}_bucket`, labels: { ...s.labels, le: number(le) }, value: cumulative });
+      });
+      samples.push({ name: `${this.name}_bucket`, labels: { ...s.labels, le: "+Inf" }, value: s.count });
+      samples.push({ name: `${this.name}_sum`, labels: s.labels, value: s.sum });
+      samples.push({ name: `${this.name}_count`, labels: s.labels, value: s.count });
+    }
+    return { name: this.name, help: this.help, type: "histogram", samples };
   }
 
   text(): string {

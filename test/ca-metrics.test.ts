@@ -2,7 +2,7 @@
 // listener, real EST enrolments, renewals and refusals, real CLI commands beside it; /metrics
 // checked by the real `promtool check metrics` and series by series, dates against openssl.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -414,7 +414,7 @@ it("the shipped prometheus.yml scrapes the CA's admin port and passes promtool c
   assert.match(r.out, /SUCCESS/);
 });
 
-describe("ca serve loads prom-client only for an admin listener", () => {
+describe("ca serve never loads prom-client, with or without an admin listener", () => {
   let work: string;
   let dir: string;
   let preload: string;
@@ -445,7 +445,7 @@ Module._resolveFilename = function (spec, ...rest) {
   });
   after(() => cleanup(work));
 
-  it("without --admin-port it serves EST, and counts, without prom-client; with one it needs it (the process metrics)", async () => {
+  it("without --admin-port it serves EST without prom-client; with one it serves /metrics, process metrics included, without it", async () => {
     const env = { NODE_OPTIONS: `--import ${preload}` };
     const srv = serve(["--dir", dir], env);
     try {
@@ -466,7 +466,29 @@ Module._resolveFilename = function (spec, ...rest) {
       srv.child.kill("SIGTERM");
     }
     assert.equal(await srv.exited, 0, "the server ran and stopped without prom-client");
+    // With one: the process metrics are written by hand (lib/process-metrics-text.ts).
     const withAdmin = serve(["--dir", dir, "--admin-port", "0"], env);
-    assert.notEqual(await withAdmin.exited, 0, "the hook refused nothing: this test proves nothing");
+    try {
+      const admin = Number((await withAdmin.waitFor(ev("admin.listening"))).port);
+      const scraped = await get(admin, "/metrics");
+      assert.equal(scraped.status, 200);
+      const s = parse(scraped.body);
+      assert.ok(value(s, "process_resident_memory_bytes")! > 0, "the process metrics are there");
+      assert.ok(value(s, "process_cpu_seconds_total")! > 0);
+      assert.ok(s.some((x) => x.name === "nodejs_eventloop_lag_p99_seconds"));
+      assert.ok(s.some((x) => x.name === "nodejs_heap_space_size_used_bytes"));
+      const lint = await promtool(["check", "metrics"], scraped.body);
+      assert.deepEqual(lint, { code: 0, out: "" }, `promtool check metrics:\n${lint.out}`);
+    } finally {
+      withAdmin.child.kill("SIGTERM");
+    }
+    assert.equal(await withAdmin.exited, 0, "the server with an admin listener ran and stopped without prom-client");
+    // The hook does refuse prom-client: without that, this test would prove nothing.
+    const probe = spawnSync(process.execPath, ["--import", preload, "-e", "require('prom-client')"], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    assert.notEqual(probe.status, 0, "the hook refused nothing: this test proves nothing");
+    assert.match(probe.stderr, /refused to load prom-client/);
   });
 });

@@ -148,8 +148,8 @@ export function register(program: Command): void {
       let admin: Awaited<ReturnType<typeof startAdmin>> | undefined;
       if (adminPort !== undefined) {
         try {
-          // The process metrics (prom-client's) start with the admin listener: never loaded without one.
-          await server.metrics.processMetrics();
+          // The process metrics' monitors start with the admin listener: never run without one.
+          server.metrics.processMetrics();
           admin = await startAdmin({
             exposition: server.metrics.registry,
             port: Number(adminPort),

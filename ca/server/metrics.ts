@@ -2,6 +2,7 @@
 // with one call each, and gauges read from the ledger and the published state only when scraped.
 import type { Exposition } from "../../lib/admin-http.ts";
 import { CounterFamily, HistogramFamily, PROM_CONTENT_TYPE, counterText, gaugeText } from "../../lib/prom-text.ts";
+import { ProcessMetrics } from "../../lib/process-metrics-text.ts";
 import type { CertificateAuthority } from "../authority.ts";
 import type { Published } from "./published.ts";
 
@@ -94,15 +95,15 @@ export interface CaServerState {
 /**
  * The CA server's metrics, kept by hand (lib/prom-text.ts) rather than in prom-client, which a
  * `ca serve` without an admin listener loaded for nothing (1.5–2 MB of its memory at rest, 4.8 MB
- * with one: docs/bench.md). The process metrics are still prom-client's defaults
- * (lib/process-metrics.ts): loaded with the first exposition, or by processMetrics() when the
- * admin listener starts.
+ * with one: docs/bench.md). The process metrics are prom-client's defaults written by hand too
+ * (lib/process-metrics-text.ts), so `ca serve` never loads prom-client: their monitors start
+ * with the first exposition, or by processMetrics() when the admin listener starts.
  */
 export class CaMetrics {
   /** Its exposition for /metrics: the CA's metrics, then the process's. */
   readonly registry: Exposition = {
     contentType: PROM_CONTENT_TYPE,
-    metrics: async () => `${this.text()}\n${await (await this.processMetrics()).metrics()}`,
+    metrics: async () => `${this.text()}\n${this.processMetrics().text()}`,
   };
   private readonly issuedCounts = new Map<IssuedKind, number>(KINDS.map((k) => [k, 0]));
   private readonly refusals = new CounterFamily(
@@ -134,7 +135,6 @@ export class CaMetrics {
   );
   /** The CLI's issuance is counted from the ledger: rows it made since this server started. */
   private readonly cliSince: string;
-  private process: Promise<Exposition> | undefined;
 
   constructor(
     private readonly ca: CertificateAuthority,
@@ -150,12 +150,12 @@ export class CaMetrics {
   }
 
   /**
-   * The process metrics (prom-client's defaults), started on first call: the admin listener calls
-   * it as it starts, so that the event-loop and GC histograms cover the server's life from then.
+   * The process metrics (prom-client's defaults, by hand), started on first call: the admin
+   * listener calls it as it starts, so that the event-loop and GC figures cover the server's
+   * life from then.
    */
-  processMetrics(): Promise<Exposition> {
-    this.process ??= import("../../lib/process-metrics.ts").then((m) => m.processExposition());
-    return this.process;
+  processMetrics(): ProcessMetrics {
+    return ProcessMetrics.get();
   }
 
   /** A certificate issued by this server. An enrolment also spent its token. */
