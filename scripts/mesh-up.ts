@@ -36,6 +36,7 @@ import {
 } from "./mesh-components.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
 import { loadWorkloads, type Workloads } from "../services/mesh/workloads.ts";
+import { renewFraction } from "../services/mesh/identity-agent/timing.ts";
 import { placeWorkloads, workloadApp, workloadsCwd, workloadSidecar, type PlacedWorkload } from "./mesh-workloads.ts";
 import { spawnSync } from "node:child_process";
 import { rotationFromEnv } from "../lib/rotating-file.ts";
@@ -87,6 +88,12 @@ const caUrls = (v: string) => {
       );
   }
   return list.join(",");
+};
+
+const renewAt = (v: string) => {
+  const fraction = renewFraction(v);
+  if (fraction === undefined) throw new InvalidArgumentError("It must be a fraction from 0.1 to 0.9, e.g. 0.5.");
+  return fraction;
 };
 
 const lifetime = (v: string) => {
@@ -152,11 +159,19 @@ const program = new Command("mesh:up")
   .addOption(
     new Option(
       "--lifetime <d>",
-      "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it",
+      "online: the lifetime of every certificate (10s to 30d, e.g. 90s, 10m, 1h); renewed at about 2/3 of it (--renew-at)",
     )
       .env("MESH_LIFETIME")
       .default("1h")
       .argParser(lifetime),
+  )
+  .addOption(
+    new Option(
+      "--renew-at <fraction>",
+      "online: renew every certificate at this fraction of its life, ±10 %, from 0.1 to 0.9 (default 0.667)",
+    )
+      .env("MESH_RENEW_AT")
+      .argParser(renewAt),
   )
   .addOption(
     new Option("--poll <seconds>", "online: how often services fetch the trust bundle and CRLs")
@@ -251,6 +266,7 @@ interface Opts {
   fileMode?: boolean;
   state: string;
   lifetime: string;
+  renewAt?: number;
   poll: number;
   caPort: number;
   caAdminPort?: number;
@@ -484,6 +500,8 @@ async function main(): Promise<void> {
   const o = program.opts<Opts>();
   const mode: "online" | "file" = o.fileMode ? "file" : "online";
   useStore(o);
+  // The services and sidecars read it from their environment (their --renew-at's default).
+  if (o.renewAt !== undefined) process.env.MESH_RENEW_AT = String(o.renewAt);
   checkLogRotation();
   let policy: Policy;
   try {
@@ -674,6 +692,7 @@ async function main(): Promise<void> {
         dir: join(o.state, "edge"),
         lifetime: o.lifetime,
         pollMs: o.poll * 1000,
+        renewAt: o.renewAt,
         echo,
       });
     } catch (e) {
@@ -1141,7 +1160,7 @@ function banner(
   const url = `https://payment.internal:${ports.payment}/charge`;
   const body = `-H 'content-type: application/json' -d '{"orderId":"demo-1","amount":1250}'`;
   const caLine = ca
-    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about 2/3 of that; metrics ${ca.adminUrl}/metrics)\n${replicaBannerLines(replicas, o.store)}`
+    ? `  CA         ${ca.url}      (EST: enrolment and renewal; certificates live ${o.lifetime}, renewed at about ${o.renewAt ?? "2/3"} of that; metrics ${ca.adminUrl}/metrics)\n${replicaBannerLines(replicas, o.store)}`
     : "";
   const where =
     mode === "online"

@@ -9,6 +9,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";
 import { statePaths, type StatePaths } from "../services/mesh/identity-agent/state-folder.ts";
+import { DEFAULT_SCHEDULE } from "../services/mesh/identity-agent/timing.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 
 /** A token lives long enough for a slow start, and no longer: it is a bearer secret. */
@@ -95,6 +96,8 @@ export async function startEdgeIdentity(o: {
   dir: string;
   lifetime: string;
   pollMs?: number;
+  /** mesh:up's --renew-at: the fraction of the life at which to renew (default 2/3). */
+  renewAt?: number;
   echo: (line: MeshLine) => void;
 }): Promise<EdgeIdentity> {
   const paths = statePaths(o.dir);
@@ -129,7 +132,14 @@ export async function startEdgeIdentity(o: {
     );
   }
   const agent = new IdentityAgent(
-    { caUrl: o.caUrl, dns, paths, lifetime: o.lifetime, pollMs: o.pollMs },
+    {
+      caUrl: o.caUrl,
+      dns,
+      paths,
+      lifetime: o.lifetime,
+      pollMs: o.pollMs,
+      schedule: o.renewAt === undefined ? undefined : { ...DEFAULT_SCHEDULE, fraction: o.renewAt },
+    },
     { reloadTls: () => true, log, metrics: { renewed() {}, renewalFailed() {} } },
   );
   agent.start();

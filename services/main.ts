@@ -82,6 +82,11 @@ const program = new Command("mesh-service")
     "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h; default the CA's)",
   )
   .option("--poll <seconds>", "identity mode: how often to fetch the trust bundle and CRLs from the CA (default 30)")
+  .option(
+    "--renew-at <fraction>",
+    "identity mode: renew at this fraction of the certificate's life, ±10 %, from 0.1 to 0.9 (default MESH_RENEW_AT, else 0.667)",
+    process.env.MESH_RENEW_AT,
+  )
   .addHelpText(
     "after",
     `
@@ -125,6 +130,7 @@ const o = program.opts<{
   tokenFile?: string;
   lifetime?: string;
   poll?: string;
+  renewAt?: string;
 }>();
 
 let requestLines = o.requestLines ?? DEFAULT_REQUEST_LINES_PER_SECOND;

@@ -78,6 +78,11 @@ const program = new Command("mesh-sidecar")
   )
   .option("--lifetime <duration>", "identity mode: the certificate lifetime to ask the CA for (90s, 10m, 1h)")
   .option("--poll <seconds>", "identity mode: how often to fetch the trust bundle and CRLs (default 30)")
+  .option(
+    "--renew-at <fraction>",
+    "identity mode: renew at this fraction of the certificate's life, ±10 %, from 0.1 to 0.9 (default MESH_RENEW_AT, else 0.667)",
+    process.env.MESH_RENEW_AT,
+  )
   .addHelpText(
     "after",
     `
@@ -125,6 +130,7 @@ const o = program.opts<{
   tokenFile?: string;
   lifetime?: string;
   poll?: string;
+  renewAt?: string;
 }>();
 
 try {

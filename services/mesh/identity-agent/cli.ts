@@ -4,13 +4,14 @@ import { IdentityError } from "./errors.ts";
 import { readToken } from "./bootstrap.ts";
 import { caOrigins } from "./est-client.ts";
 import type { IdentityOptions } from "./service.ts";
+import { DEFAULT_SCHEDULE, renewFraction } from "./timing.ts";
 
 export const IDENTITY_HELP = `
 Identity mode (--ca): the service keeps its own key and certificate in --state, enrols on first
 start with a one-time token (--token-file FILE or MESH_ENROL_TOKEN; make one with
 npm run -s ca -- token --domain <service>.internal > FILE), trusts the CA only through the root
-fingerprint in the token, renews over mTLS at about 2/3 of the certificate's life, and polls the
-CA's bundle and CRLs. It starts from its cached state when the CA is down. See docs/identity.md.`;
+fingerprint in the token, renews over mTLS at about 2/3 of the certificate's life (--renew-at), and
+polls the CA's bundle and CRLs. It starts from its cached state when the CA is down. See docs/identity.md.`;
 
 function caOrigin(text: string): string {
   let url: URL;
@@ -32,7 +33,15 @@ function caOrigin(text: string): string {
 }
 
 export function identityOptions(
-  o: { service: string; ca: string; state?: string; tokenFile?: string; lifetime?: string; poll?: string },
+  o: {
+    service: string;
+    ca: string;
+    state?: string;
+    tokenFile?: string;
+    lifetime?: string;
+    poll?: string;
+    renewAt?: string;
+  },
   env: NodeJS.ProcessEnv = process.env,
 ): IdentityOptions {
   // Several CA replicas: their origins separated by commas, tried in turn (est-client.ts).
@@ -59,8 +68,25 @@ export function identityOptions(
       );
     pollMs = Math.round(n * 1000);
   }
+  let schedule: IdentityOptions["schedule"];
+  if (o.renewAt !== undefined) {
+    const fraction = renewFraction(o.renewAt);
+    if (fraction === undefined)
+      throw new IdentityError(
+        "STATE_INVALID",
+        `--renew-at ${JSON.stringify(o.renewAt.slice(0, 40))} must be a fraction of the certificate's life from 0.1 to 0.9, e.g. 0.5`,
+      );
+    schedule = { ...DEFAULT_SCHEDULE, fraction };
+  }
   const token = readToken(o.tokenFile, env);
   // Read once; nothing this process starts should inherit it.
   delete env.MESH_ENROL_TOKEN;
-  return { caUrl: urls.join(","), stateDir: o.state ?? join("state", o.service), token, lifetime: o.lifetime, pollMs };
+  return {
+    caUrl: urls.join(","),
+    stateDir: o.state ?? join("state", o.service),
+    token,
+    lifetime: o.lifetime,
+    pollMs,
+    schedule,
+  };
 }

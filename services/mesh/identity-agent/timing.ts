@@ -11,6 +11,16 @@ export interface Schedule {
 export const DEFAULT_SCHEDULE: Schedule = { fraction: 2 / 3, jitter: 0.1 };
 
 /**
+ * `--renew-at` / MESH_RENEW_AT: the fraction of the life at which to renew, a decimal from 0.1 to
+ * 0.9 (the jitter stays); undefined when the text is not one. SPIRE renews at 0.5; the tests renew
+ * short certificates at 1/3 so that a renewal comes sooner without less time left to retry it.
+ */
+export function renewFraction(text: string): number | undefined {
+  const n = Number(text);
+  return /^0?\.\d{1,6}$/.test(text) && n >= 0.1 && n <= 0.9 ? n : undefined;
+}
+
+/**
  * The lifetime counts from when this service got the certificate, not from its notBefore:
  * the CA backdates notBefore (5 minutes, for clock skew), and with a lifetime of seconds a
  * backdated start would put the renewal time in the past and renew without end (step-ca's
