@@ -579,6 +579,11 @@ interface Rotation {
   gates: GateMark[];
   rotationMs: number;
   retiredAt: number;
+  /**
+   * When gate 3 began: the services' lines about the retirement are looked for from here, since
+   * a long poll can bring a service the new bundle before the drill hears that the gate passed.
+   */
+  retireStartedAt: number;
   /** order's certificate from before the rotation, and a keep-alive connection made with it. */
   oldOrder: { cert: Buffer; key: Buffer };
   straggler: Straggler;
@@ -605,6 +610,7 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const gates: GateMark[] = [];
   let newGen = 0;
   let retiredAt = 0;
+  let retireStartedAt = 0;
   phases.begin(
     "trust-both",
     "4a. Safe rotation, gate 1 (prepare): add and publish a generation; wait until every identity has fetched it",
@@ -616,6 +622,7 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
     gates.push({ at, gate: e.gate, state: e.state, waitingFor: e.waitingFor, msg: e.msg });
     run.drillLog({ level: e.state === "timeout" ? 50 : 30, service: "ca", ...e });
     run.say(`  gate ${e.gate} ${e.state}: ${e.msg}`);
+    if (e.gate === "retire" && e.state === "started") retireStartedAt = Date.now();
     if (e.gate === "retire" && e.state === "passed") retiredAt = Date.now();
     if (e.gate === "activate" && e.state === "passed") foretell(run, "drop-old", SAFE_ORDER, "retire");
     if (e.gate === "activate" && e.state === "started") {
@@ -655,13 +662,13 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const rotationMs = Date.now() - rotationStart;
   await run.pause(0);
   phases.end();
-  return { newGen, gates, rotationMs, retiredAt, oldOrder, straggler };
+  return { newGen, gates, rotationMs, retiredAt, retireStartedAt, oldOrder, straggler };
 }
 
 // 4c. Drop the old generation: it was retired by gate 3; each service drops it at its next poll.
 async function dropOld(
   run: OnlineRun,
-  { retiredAt, straggler }: Rotation,
+  { retiredAt, retireStartedAt, straggler }: Rotation,
 ): Promise<{ notDropped: string[]; lingering: ReturnType<Straggler["summary"]> }> {
   const { phases, book, oldGen, oldRootName, pollMs } = run;
   const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
@@ -676,7 +683,8 @@ async function dropOld(
       book
         .waitFor(
           `${s} to fetch the bundle without generation ${oldGen}`,
-          retiredAt,
+          // Until gate 3 every bundle held the old generation: a line without it is the retirement's.
+          retireStartedAt,
           (x) =>
             x.service === s &&
             x.line.event === "trust.updated" &&
@@ -702,7 +710,11 @@ async function dropOld(
       ? `still trusting ${oldRootName}: ${notDropped.join("; ")}`
       : `every service and edge dropped ${oldRootName} from its trust (the drill waited for each trust.updated)`,
   );
-  const closed = since(retiredAt, (x) => x.service === "payment" && x.line.event === "tls.connections_closed")[0];
+  // The connections payment closed because their peer's trust was withdrawn (not a renewal's drain).
+  const closed = since(
+    retireStartedAt,
+    (x) => x.service === "payment" && x.line.event === "tls.connections_closed" && x.line.why === "trust withdrawn",
+  )[0];
   await run.pause(run.dwell);
   const lingering = straggler.summary(retiredAt);
   phases.note(
