@@ -11,6 +11,7 @@ import type { Dashboard } from "./dashboard/server.ts";
 import { drillDashboard } from "./drill/dashboard.ts";
 import { DEFAULT_DASHBOARD_PORT } from "./mesh-ports.ts";
 import { endQuietlyOnClosedOutput } from "../lib/closed-output.ts";
+import { renewFraction } from "../services/mesh/identity-agent/timing.ts";
 
 // A closed stdout (`drill:rotate | head`): before the drill starts, just end; once it runs, stop it
 // as a signal does, so the services stop and a temporary CA's keys are removed (exit 141, as SIGPIPE).
@@ -21,6 +22,14 @@ const whole = (min: number, max: number) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min || n > max)
     throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+  return n;
+};
+
+/** The services' --renew-at: a fraction of the life from 0.1 to 0.9. */
+const fraction = (v: string) => {
+  const n = renewFraction(v);
+  if (n === undefined)
+    throw new InvalidArgumentError("must be a fraction of the certificate's life from 0.1 to 0.9, e.g. 0.33");
   return n;
 };
 
@@ -47,6 +56,11 @@ const program = new Command("drill:rotate")
     "online: how often each service polls the CA's bundle and CRLs (the gates move at this pace)",
     whole(100, 60_000),
     ONLINE_DEFAULTS.pollMs,
+  )
+  .option(
+    "--renew-at <fraction>",
+    "online: when each identity renews, as a fraction of its certificate's life, ±10 % (the services' --renew-at; default 0.667)",
+    fraction,
   )
   .option(
     "--dir <path>",
@@ -97,6 +111,7 @@ const o = program.opts<{
   fileMode?: boolean;
   lifetime: number;
   poll: number;
+  renewAt?: number;
 }>();
 if (o.online && o.fileMode) {
   console.error("drill:rotate: --online and --file-mode exclude each other: pick one (online is the default)");
@@ -160,7 +175,7 @@ try {
   };
   const report = o.fileMode
     ? await runDrill(common)
-    : await runOnlineDrill({ ...common, lifetimeMs: o.lifetime * 1000, pollMs: o.poll });
+    : await runOnlineDrill({ ...common, lifetimeMs: o.lifetime * 1000, pollMs: o.poll, renewAt: o.renewAt });
   if (o.json) console.log(JSON.stringify(report, null, 2));
   else {
     console.log(timeline(report));

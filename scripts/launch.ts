@@ -33,7 +33,7 @@ export interface LaunchOptions {
    * Identity mode: the service enrols with (a token in `env.MESH_ENROL_TOKEN`, never an argument)
    * and renews from the CA's EST server, keeping its own state folder; `pki` is then not read.
    */
-  identity?: { ca: string; state: string; lifetime?: string; poll?: number };
+  identity?: { ca: string; state: string; lifetime?: string; poll?: number; renewAt?: number };
 }
 
 export interface Launched {
@@ -67,6 +67,7 @@ export function launchService(o: LaunchOptions): Promise<Launched> {
           resolve(o.identity.state),
           ...(o.identity.lifetime ? ["--lifetime", o.identity.lifetime] : []),
           ...(o.identity.poll ? ["--poll", String(o.identity.poll)] : []),
+          ...(o.identity.renewAt ? ["--renew-at", String(o.identity.renewAt)] : []),
         ]
       : []),
     "--exit-with-parent", // end with mesh:up or the drill; a service started on its own outlives its shell

@@ -69,15 +69,18 @@ async function withTmpdir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
 /**
  * Runs the CLI (compiled once for the file: in a private TMPDIR tsx would compile it afresh each
  * run; drill.test.ts runs it under tsx) until `when` shows in its output, then sends `sig`. The
- * baseline lasts until a service has renewed on its own schedule: 30 s certificates (drill-online's,
- * which hold under the full suite) renew at ~20 s, where the default 60 s ones took 40 s. The
- * careless phase that follows is interrupted as it begins.
+ * baseline lasts until a service has renewed on its own schedule: 15 s certificates renewed at 1/3
+ * of their life (drill-online's) renew at ~5 s, where the default 60 s ones renewed at 2/3 took
+ * 40 s. The careless phase that follows is interrupted as it begins.
  */
 async function interrupt(sig: NodeJS.Signals, when: RegExp) {
   const tmp = privateTmp();
   const child = spawn(
     process.execPath,
-    [await compiledScript("drill-rotate"), "--rate", "10", "--dwell", "1000", "--lifetime", "30", "--poll", "500"],
+    [
+      await compiledScript("drill-rotate"),
+      ...["--rate", "10", "--dwell", "1000", "--lifetime", "15", "--renew-at", "0.33", "--poll", "500"],
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp, NO_COLOR: "1" } },
   );
   let out = "";

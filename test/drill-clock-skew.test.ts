@@ -15,7 +15,7 @@ import { ev } from "./helpers/events.ts";
 test("drill clock-skew: minutes and days ahead, each side names the clock; fixed, payment carries on; nothing left behind", {
   timeout: 120_000,
 }, async () => {
-  const r = await runDrillCli(["clock-skew", "--json", "--dwell", "1000", "--rate", "10"]);
+  const r = await runDrillCli(["clock-skew", "--json", "--dwell", "500", "--rate", "20"]);
   await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
@@ -99,7 +99,7 @@ test("drill clock-skew: minutes and days ahead, each side names the clock; fixed
 test("drill clock-skew whose story does not happen (5 s ahead, within what certificates tolerate): not ok", {
   timeout: 120_000,
 }, async () => {
-  const report = await runClockSkewDrill({ skews: [{ phase: "seconds", ms: 5_000 }], dwellMs: 600, rate: 10 });
+  const report = await runClockSkewDrill({ skews: [{ phase: "seconds", ms: 5_000 }], dwellMs: 300, rate: 20 });
   try {
     assert.equal(report.ok, false);
     const failed = new Set(report.checks.filter((c) => !c.ok).map((c) => c.name));

@@ -15,7 +15,7 @@ import { ev } from "./helpers/events.ts";
 test("drill expiry: the CA goes away, every identity expires loudly, both sides say expired, re-enrolment heals; nothing left behind", {
   timeout: 180_000,
 }, async () => {
-  const r = await runDrillCli(["expiry", "--json", "--dwell", "1000", "--rate", "10"]);
+  const r = await runDrillCli(["expiry", "--json", "--dwell", "500", "--rate", "20"]);
   await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;

@@ -16,7 +16,7 @@ import { ev } from "./helpers/events.ts";
 test("drill policy-mistake: what-if predicts it, audit logs it and denies nothing, enforced 403s name rule and fix, revert heals", {
   timeout: 120_000,
 }, async () => {
-  const r = await runDrillCli(["policy-mistake", "--json", "--dwell", "1000", "--rate", "10"]);
+  const r = await runDrillCli(["policy-mistake", "--json", "--dwell", "500", "--rate", "20"]);
   await checkLeavesNothing(r, async () => {
     assert.equal(r.code, 0, `${r.err}\n${r.out.slice(-4000)}`);
     const report = JSON.parse(r.out) as StoryReport;
@@ -69,7 +69,7 @@ test("drill policy-mistake: what-if predicts it, audit logs it and denies nothin
 test("drill policy-mistake whose story does not happen (a harmless candidate): not ok, the checks say what was missing", {
   timeout: 120_000,
 }, async () => {
-  const report = await runPolicyMistakeDrill({ candidate: DRILL_POLICY, dwellMs: 600, rate: 10 });
+  const report = await runPolicyMistakeDrill({ candidate: DRILL_POLICY, dwellMs: 300, rate: 20 });
   try {
     assert.equal(report.ok, false);
     const failed = new Set(report.checks.filter((c) => !c.ok).map((c) => c.name));

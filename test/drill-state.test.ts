@@ -80,7 +80,7 @@ test("a --dir left mid careless rotation is refused at once, unchanged; the roll
     assert.equal(done.code, 0, done.stderr);
   }
   // Enough traffic per phase that each safe phase sees some even on a loaded machine.
-  const again = await drill(["--file-mode", "--dir", dir, "--rate", "20", "--dwell", "600"]);
+  const again = await drill(["--file-mode", "--dir", dir, "--rate", "40", "--dwell", "300"]);
   assert.equal(again.code, 0, again.stdout + again.stderr);
   assert.match(again.stdout, /moved the whole mesh from generation 1 to 3 without losing a request/);
   assert.match(again.stdout, /^CA state \(keys included\): /m, "a --dir is the user's: kept");

@@ -21,7 +21,7 @@ const logLines = (r: DrillReport, service: string): MeshLine[] =>
 test("the careless rotation breaks; the safe rotation loses nothing; generation 1 is locked out", {
   timeout: 90_000,
 }, async () => {
-  const report = await runDrill({ rate: 20, dwellMs: 1_000 });
+  const report = await runDrill({ rate: 40, dwellMs: 500 });
   try {
     const phase = (n: string) => report.phases.find((p) => p.name === n)!;
     assert.deepEqual(
@@ -138,8 +138,7 @@ test("npm run drill:rotate --file-mode --with-intermediate exits 0, prints the t
       join(ROOT, "scripts", "drill-rotate.ts"),
       "--file-mode",
       "--with-intermediate",
-      "--dwell",
-      "800",
+      ...["--dwell", "400", "--rate", "40"],
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TMPDIR: tmp } },
   );

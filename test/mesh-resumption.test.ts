@@ -289,9 +289,13 @@ test("the caller's connector: resumes, and re-judges a resumed callee (revoked, 
     current = m;
     assert.deepEqual(await dial(), { reused: false, status: 200 });
 
-    // A session made under material no longer in force is not resumed into the new one.
+    // A session made under material no longer in force is not resumed into the new one; the
+    // connection (dialed by a connector made before the change: a renewal while it dials) comes up
+    // by a full handshake instead, so the call is not lost. It was lost (ERR_TLS_SESSION_STALE):
+    // the online drill's baseline failed orders at order's own renewal.
     current = { ...m, trustDigest: "another bundle" };
-    assert.deepEqual(await dial(), { code: "ERR_TLS_SESSION_STALE" });
+    assert.deepEqual(await dial(), { reused: false, status: 200 });
+    current = m;
 
     const facts = {
       servername: "payment.internal",

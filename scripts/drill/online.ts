@@ -17,6 +17,7 @@ import { createLogger, type MeshLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent } from "../../services/mesh/identity-agent/renewer.ts";
+import { DEFAULT_SCHEDULE, renewFraction, type Schedule } from "../../services/mesh/identity-agent/timing.ts";
 import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/state-folder.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
@@ -48,6 +49,11 @@ export interface OnlineDrillOptions extends DrillOptions {
   pollMs?: number;
   /** How long each of the rotation's gates may wait (ms). */
   gateTimeoutMs?: number;
+  /**
+   * The fraction of its life at which each identity renews (the services' --renew-at, ±10 %;
+   * default 2/3). At 1/3 a short certificate renews soon and keeps 2/3 of its life to retry in.
+   */
+  renewAt?: number;
 }
 
 export const ONLINE_DEFAULTS = { lifetimeMs: 60_000, pollMs: 1_000 };
@@ -87,6 +93,8 @@ interface OnlineRun extends Setup {
   lifetime: string;
   lifeMs: number;
   pollMs: number;
+  /** When each identity renews (its services' --renew-at). */
+  schedule: Schedule;
   gateTimeoutMs: number;
   oldGen: number;
   oldRootName: string;
@@ -115,6 +123,7 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
   // The lifetime is asked as whole seconds (the services' --lifetime takes 90s, 10m, 1h).
   const lifetime = seconds(o.lifetimeMs ?? ONLINE_DEFAULTS.lifetimeMs);
   const lifeMs = Number(lifetime.slice(0, -1)) * 1000;
+  const schedule = renewSchedule(o.renewAt);
 
   // --- the CA: the drill's own handle (as the CLI has), checked before anything is written ---
   const ca = await openDrillCa(setup.pki);
@@ -140,12 +149,13 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
       book,
       lifetime,
       pollMs,
+      renewAt: o.renewAt,
     });
     await setup.pause(0);
     const started = await Promise.allSettled([mesh.start("payment"), mesh.start("inventory")]);
     for (const r of started) if (r.status === "rejected") throw r.reason;
     await mesh.start("order", mesh.upstreamsOfOrder());
-    const edge = new Edge(ca, { caUrl, logs, book, lifetime, pollMs, paths: mesh.stateOf("edge") });
+    const edge = new Edge(ca, { caUrl, logs, book, lifetime, pollMs, schedule, paths: mesh.stateOf("edge") });
     held.edge = edge;
     await edge.enrol();
     // A new connection every 2 s or so: an expired identity is refused on new handshakes only.
@@ -181,6 +191,7 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
       lifetime,
       lifeMs,
       pollMs,
+      schedule,
       gateTimeoutMs: o.gateTimeoutMs ?? Math.max(30_000, 20 * pollMs),
       oldGen,
       oldRootName: oldRoot.name,
@@ -213,6 +224,14 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
     held.rotationCa?.close();
     ca.close();
   }
+}
+
+/** The identities' renewal schedule: the agent's default, or renewal at `renewAt` of the life. */
+function renewSchedule(renewAt: number | undefined): Schedule {
+  if (renewAt === undefined) return DEFAULT_SCHEDULE;
+  if (renewFraction(String(renewAt)) === undefined)
+    throw new Error(`renewAt ${renewAt} must be a fraction of the certificate's life from 0.1 to 0.9, e.g. 0.33`);
+  return { ...DEFAULT_SCHEDULE, fraction: renewAt };
 }
 
 /** Fresh logs and state folders and the drill's policy in the work folder. */
@@ -262,6 +281,7 @@ class OnlineMesh {
       book: LogBook;
       lifetime: string;
       pollMs: number;
+      renewAt?: number;
     },
   ) {}
 
@@ -286,7 +306,13 @@ class OnlineMesh {
       logFile: join(s.logs, `${service}.log`),
       onLine: (line) => line && s.book.add(service, line),
       env: { ...process.env, MESH_ENROL_TOKEN: token, MESH_INVENTORY_STOCK: "widget=10000000" },
-      identity: { ca: s.caUrl, state: this.stateOf(service).dir, lifetime: s.lifetime, poll: s.pollMs / 1000 },
+      identity: {
+        ca: s.caUrl,
+        state: this.stateOf(service).dir,
+        lifetime: s.lifetime,
+        poll: s.pollMs / 1000,
+        renewAt: s.renewAt,
+      },
     });
     this.services.set(service, svc);
     this.ports[service] = svc.port;
@@ -318,6 +344,7 @@ class Edge {
       book: LogBook;
       lifetime: string;
       pollMs: number;
+      schedule: Schedule;
       paths: StatePaths;
     },
   ) {
@@ -354,7 +381,14 @@ class Edge {
   startAgent(traffic: Traffic): void {
     const { s } = this;
     this.agent = new IdentityAgent(
-      { caUrl: s.caUrl, dns: "edge.internal", paths: s.paths, lifetime: s.lifetime, pollMs: s.pollMs },
+      {
+        caUrl: s.caUrl,
+        dns: "edge.internal",
+        paths: s.paths,
+        lifetime: s.lifetime,
+        pollMs: s.pollMs,
+        schedule: s.schedule,
+      },
       { reloadTls: () => traffic.reload(), log: this.log, metrics: { renewed() {}, renewalFailed() {} } },
     );
     this.agent.start();
@@ -370,7 +404,7 @@ async function baseline(run: OnlineRun): Promise<void> {
   const { phases, book, lifeMs } = run;
   phases.begin(
     "baseline",
-    `1. Baseline: four identities enrolled over EST from generation ${run.oldGen}, renewing on their own every ~${Math.round((lifeMs * 2) / 3000)} s`,
+    `1. Baseline: four identities enrolled over EST from generation ${run.oldGen}, renewing on their own every ~${Math.round((lifeMs * run.schedule.fraction) / 1000)} s`,
     true,
   );
   // Until one of them has renewed on its own schedule, under traffic: a renewal is part of normal life.
@@ -448,21 +482,24 @@ async function carelessRotation(run: OnlineRun): Promise<Careless> {
       2 * lifeMs + 10_000,
     )
     .catch(() => {});
-  const expired = since(carelessAt, (e) => e.line.event === "identity.expired")[0];
+  // Both sides' words for it, waited for as lines rather than a guessed time: the victim's
+  // identity.expired and the refusal a peer logged (they may reach the book after the failed order).
+  const logged = (what: string, match: (e: Entry) => boolean) =>
+    orStop(book.waitFor(what, carelessAt, match, 10_000).catch(() => undefined));
+  const expired = await logged("a victim's identity.expired", (e) => e.line.event === "identity.expired");
   if (expired)
     phases.note(
       `${expired.service}'s certificate expired (${String(expired.line.serial).slice(0, 12)}…): ${String(expired.line.msg).slice(0, 160)}`,
     );
-  // Long enough to see the break spread as connections are made anew.
-  await run.pause(Math.max(run.dwell, 2_000));
+  const refused = await logged(
+    "a peer's refusal",
+    (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed",
+  );
+  // The break spreads for a dwell as connections are made anew.
+  await run.pause(run.dwell);
   phases.end();
   const failedRenewal = since(carelessAt, (e) => e.line.event === "identity.renew_failed").map((e) => e.service);
-  const explanations = [
-    firstFailure,
-    superseded,
-    expired,
-    since(carelessAt, (e) => e.line.event === "tls.handshake_failed" || e.line.event === "upstream.failed")[0],
-  ]
+  const explanations = [firstFailure, superseded, expired, refused]
     .filter((e): e is Entry => !!e)
     .map((e) => ({
       service: e.service,
@@ -542,6 +579,11 @@ interface Rotation {
   gates: GateMark[];
   rotationMs: number;
   retiredAt: number;
+  /**
+   * When gate 3 began: the services' lines about the retirement are looked for from here, since
+   * a long poll can bring a service the new bundle before the drill hears that the gate passed.
+   */
+  retireStartedAt: number;
   /** order's certificate from before the rotation, and a keep-alive connection made with it. */
   oldOrder: { cert: Buffer; key: Buffer };
   straggler: Straggler;
@@ -568,6 +610,7 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const gates: GateMark[] = [];
   let newGen = 0;
   let retiredAt = 0;
+  let retireStartedAt = 0;
   phases.begin(
     "trust-both",
     "4a. Safe rotation, gate 1 (prepare): add and publish a generation; wait until every identity has fetched it",
@@ -579,6 +622,7 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
     gates.push({ at, gate: e.gate, state: e.state, waitingFor: e.waitingFor, msg: e.msg });
     run.drillLog({ level: e.state === "timeout" ? 50 : 30, service: "ca", ...e });
     run.say(`  gate ${e.gate} ${e.state}: ${e.msg}`);
+    if (e.gate === "retire" && e.state === "started") retireStartedAt = Date.now();
     if (e.gate === "retire" && e.state === "passed") retiredAt = Date.now();
     if (e.gate === "activate" && e.state === "passed") foretell(run, "drop-old", SAFE_ORDER, "retire");
     if (e.gate === "activate" && e.state === "started") {
@@ -618,13 +662,13 @@ async function safeRotation(run: OnlineRun): Promise<Rotation> {
   const rotationMs = Date.now() - rotationStart;
   await run.pause(0);
   phases.end();
-  return { newGen, gates, rotationMs, retiredAt, oldOrder, straggler };
+  return { newGen, gates, rotationMs, retiredAt, retireStartedAt, oldOrder, straggler };
 }
 
 // 4c. Drop the old generation: it was retired by gate 3; each service drops it at its next poll.
 async function dropOld(
   run: OnlineRun,
-  { retiredAt, straggler }: Rotation,
+  { retiredAt, retireStartedAt, straggler }: Rotation,
 ): Promise<{ notDropped: string[]; lingering: ReturnType<Straggler["summary"]> }> {
   const { phases, book, oldGen, oldRootName, pollMs } = run;
   const since = (at: number, match: (e: Entry) => boolean) => book.since(at, match);
@@ -639,7 +683,8 @@ async function dropOld(
       book
         .waitFor(
           `${s} to fetch the bundle without generation ${oldGen}`,
-          retiredAt,
+          // Until gate 3 every bundle held the old generation: a line without it is the retirement's.
+          retireStartedAt,
           (x) =>
             x.service === s &&
             x.line.event === "trust.updated" &&
@@ -665,7 +710,11 @@ async function dropOld(
       ? `still trusting ${oldRootName}: ${notDropped.join("; ")}`
       : `every service and edge dropped ${oldRootName} from its trust (the drill waited for each trust.updated)`,
   );
-  const closed = since(retiredAt, (x) => x.service === "payment" && x.line.event === "tls.connections_closed")[0];
+  // The connections payment closed because their peer's trust was withdrawn (not a renewal's drain).
+  const closed = since(
+    retireStartedAt,
+    (x) => x.service === "payment" && x.line.event === "tls.connections_closed" && x.line.why === "trust withdrawn",
+  )[0];
   await run.pause(run.dwell);
   const lingering = straggler.summary(retiredAt);
   phases.note(

@@ -160,78 +160,88 @@ export interface ConnectorOptions {
 export function meshConnector(o: ConnectorOptions): buildConnector.connector {
   return (opts, callback) => {
     const servername = opts.servername || opts.hostname;
-    const kept = o.sessions?.get(servername);
-    let verified: VerifiedChain | undefined;
     let cb: buildConnector.Callback | undefined = callback;
-    const done = (err: Error | null, sock?: TLSSocket) => {
+    let sock: TLSSocket | undefined;
+    const done = (err: Error | null, s?: TLSSocket) => {
       clearTimeout(timer);
       const f = cb;
       cb = undefined;
       if (!f) return;
       if (err) f(err, null);
-      else f(null, sock!);
+      else f(null, s!);
     };
-    const sock = connect({
-      host: opts.hostname,
-      port: Number(opts.port) || 443,
-      servername,
-      secureContext: o.secureContext,
-      minVersion: "TLSv1.2",
-      ALPNProtocols: ["http/1.1"],
-      session: kept?.session,
-      // Node runs this on a full handshake only, with the chain it verified (getPeerCertificate(true)):
-      // what a resumption of this connection's sessions will be judged by. Reading the chain
-      // again later would cost as much, and getPeerX509Certificate() on a client socket takes
-      // the leaf out of the chain Node gives afterwards (Node 20), which the re-check of open
-      // connections (client.ts closeWithdrawn) reads.
-      checkServerIdentity: (host: string, cert: PeerCertificate) => {
-        const err = o.checkServerIdentity(host, cert);
-        if (!err) verified = chainOf(cert as DetailedPeerCertificate);
-        return err;
-      },
-    });
-    sock.setKeepAlive(true, 60_000).setNoDelay(true);
     const timer = setTimeout(() => {
       const err = o.timeoutError(
         `Connect Timeout Error (attempted address: ${opts.hostname}:${opts.port}, timeout: ${o.timeoutMs}ms)`,
       );
-      sock.destroy(err);
+      sock?.destroy(err);
       done(err);
     }, o.timeoutMs);
-    let facts: CalleeFacts | undefined;
-    sock.once("secureConnect", () => {
-      if (sock.isSessionReused()) {
-        const refused = resumedCalleeRefusal(kept?.facts, servername, o.material());
-        if (refused) {
-          o.sessions?.forget(servername, kept?.session);
-          sock.destroy();
-          done(refused);
-          return;
-        }
-        facts = kept!.facts;
-      }
-      const chain = facts?.chain ?? verified;
-      if (chain) chains.set(sock, chain);
-      done(null, sock);
-    });
-    // Tickets arrive after the handshake (TLS 1.3), once Node has verified the callee.
-    if (o.sessions) {
-      const sessions = o.sessions;
-      sock.on("session", (session: Buffer) => {
-        if (!facts && verified)
-          facts = {
-            servername,
-            chain: verified,
-            certDigest: o.madeUnder.certDigest,
-            trustDigest: o.madeUnder.trustDigest,
-          };
-        if (facts) sessions.keep(servername, session, facts);
+    const dial = (kept: Kept | undefined) => {
+      let verified: VerifiedChain | undefined;
+      const s = connect({
+        host: opts.hostname,
+        port: Number(opts.port) || 443,
+        servername,
+        secureContext: o.secureContext,
+        minVersion: "TLSv1.2",
+        ALPNProtocols: ["http/1.1"],
+        session: kept?.session,
+        // Node runs this on a full handshake only, with the chain it verified (getPeerCertificate(true)):
+        // what a resumption of this connection's sessions will be judged by. Reading the chain
+        // again later would cost as much, and getPeerX509Certificate() on a client socket takes
+        // the leaf out of the chain Node gives afterwards (Node 20), which the re-check of open
+        // connections (client.ts closeWithdrawn) reads.
+        checkServerIdentity: (host: string, cert: PeerCertificate) => {
+          const err = o.checkServerIdentity(host, cert);
+          if (!err) verified = chainOf(cert as DetailedPeerCertificate);
+          return err;
+        },
       });
-    }
-    sock.on("error", (err) => {
-      // A session that led to an error is not offered again.
-      if (kept) o.sessions?.forget(servername, kept.session);
-      done(err);
-    });
+      sock = s;
+      s.setKeepAlive(true, 60_000).setNoDelay(true);
+      let facts: CalleeFacts | undefined;
+      s.once("secureConnect", () => {
+        if (s.isSessionReused()) {
+          const refused = resumedCalleeRefusal(kept?.facts, servername, o.material());
+          if (refused) {
+            o.sessions?.forget(servername, kept?.session);
+            s.destroy();
+            // A session made under the caller's previous certificate or trust: this connection
+            // was dialed before the material changed (a renewal) and the session is not resumed
+            // into the new one, but the call is not lost for it: a full handshake instead, judged
+            // by OpenSSL as any. Other refusals (revoked, untrusted, expired) end the call.
+            if (refused.code === "ERR_TLS_SESSION_STALE" && cb) dial(undefined);
+            else done(refused);
+            return;
+          }
+          facts = kept!.facts;
+        }
+        const chain = facts?.chain ?? verified;
+        if (chain) chains.set(s, chain);
+        done(null, s);
+      });
+      // Tickets arrive after the handshake (TLS 1.3), once Node has verified the callee.
+      if (o.sessions) {
+        const sessions = o.sessions;
+        s.on("session", (session: Buffer) => {
+          if (!facts && verified)
+            facts = {
+              servername,
+              chain: verified,
+              certDigest: o.madeUnder.certDigest,
+              trustDigest: o.madeUnder.trustDigest,
+            };
+          if (facts) sessions.keep(servername, session, facts);
+        });
+      }
+      s.on("error", (err) => {
+        // A session that led to an error is not offered again.
+        if (kept) o.sessions?.forget(servername, kept.session);
+        // The socket given up for a full handshake is not this call's to fail.
+        if (s === sock) done(err);
+      });
+    };
+    dial(o.sessions?.get(servername));
   };
 }
