@@ -26,7 +26,9 @@ const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toS
 const HAS_TASKSET = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 
 /** Issue 15's targets. */
-export const SIDECAR_TARGETS = {
+export /** When RSS "at rest" is read: after V8's memory reducer's first GC (~8 s after start), as bench/est-rss.ts. */
+const RSS_SETTLE_MS = 12_000;
+const SIDECAR_TARGETS = {
   /** Added p99 of one hop (outbound + inbound sidecar) at one request at a time, ms. */
   addedP99Ms: 1,
   /** Server CPU per request, sidecar + app ÷ the in-process runtime. */
@@ -170,6 +172,8 @@ export interface SidecarBenchResult {
     outboundSidecarMb: number;
     inProcessMb: number;
     ratio: number;
+    /** The same a second after start, before V8's memory reducer ran (not judged). */
+    early: { bareMb: number; sidecarMb: number; ratio: number };
     target: number;
     pass: boolean;
   };
@@ -211,13 +215,23 @@ export async function runSidecarBench(
     console.log(
       `\nsidecar bench: ${rounds} alternating rounds of ${seconds} s windows; servers on core 0 (all cores for the latency part), load client on core 1${HAS_TASKSET ? "" : " (taskset missing: NOT pinned)"}; load average ${loadBefore.toFixed(1)}`,
     );
-    // One at a time, each measured at rest (a second after it listens, before any request).
+    // Each measured at rest, before any request, twice: a second after it starts (what this bench
+    // read before), and once V8's memory reducer has given back what start-up grew (its first
+    // memory-reducing GC comes about 8 s after start: bench/est-rss.ts measured it every second,
+    // flat before 8 s and after 10 s). The target is judged on the second, as est-rss.ts judges
+    // `ca serve`: a second after start measures start-up's garbage, not what the process keeps.
     const atRest = async (p: Proc) => {
+      const started = performance.now();
       await new Promise((r) => setTimeout(r, 1_000));
+      return { early: rssMb(p.pid), started };
+    };
+    const settled = async (p: Proc, at: { started: number }) => {
+      const wait = at.started + RSS_SETTLE_MS - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       return rssMb(p.pid);
     };
     const bare = await start("bare", [join(dir, "bare.mjs"), pki, "payment.internal"], dir, procs);
-    const bareMb = await atRest(bare);
+    const bareAt = await atRest(bare);
     const app = await start("app", [join(dir, "app.mjs")], dir, procs);
     const appPort = await waitFor(app, "listening");
     const common = ["--pki", pki, "--policy", policy, "--port", "0"];
@@ -227,7 +241,7 @@ export async function runSidecarBench(
       dir,
       procs,
     );
-    const sidecarMb = await atRest(sidecar);
+    const sidecarAt = await atRest(sidecar);
     const sidecarPort = await waitFor(sidecar, "listening");
     const outbound = await start(
       "outbound",
@@ -244,7 +258,7 @@ export async function runSidecarBench(
       dir,
       procs,
     );
-    const outboundMb = await atRest(outbound);
+    const outboundAt = await atRest(outbound);
     const outboundPort = await waitFor(outbound, "outbound.listening");
     const inProcess = await start(
       "in-process",
@@ -252,8 +266,13 @@ export async function runSidecarBench(
       dir,
       procs,
     );
-    const inProcessMb = await atRest(inProcess);
+    const inProcessAt = await atRest(inProcess);
     const inProcessPort = await waitFor(inProcess, "listening");
+    // The four started one after the other; by the in-process service's settling time, all have.
+    const bareMb = await settled(bare, bareAt);
+    const sidecarMb = await settled(sidecar, sidecarAt);
+    const outboundMb = await settled(outbound, outboundAt);
+    const inProcessMb = await settled(inProcess, inProcessAt);
     bare.proc.kill("SIGTERM");
 
     // 1. One hop at one request at a time: through order's outbound port and payment's sidecar to
@@ -356,6 +375,7 @@ export async function runSidecarBench(
         outboundSidecarMb: outboundMb,
         inProcessMb,
         ratio: rssRatio,
+        early: { bareMb: bareAt.early, sidecarMb: sidecarAt.early, ratio: sidecarAt.early / bareAt.early },
         target: SIDECAR_TARGETS.rss,
         pass: rssRatio <= SIDECAR_TARGETS.rss,
       },
@@ -423,12 +443,17 @@ export function printSidecarBench(r: SidecarBenchResult): void {
     `   load client busy (share of its core): sidecar h1 ${f(b.sidecarH1)}, h2 ${f(b.sidecarH2)}; in-process h1 ${f(b.inProcessH1)}, h2 ${f(b.inProcessH2)}`,
   );
   const m = r.rss;
-  console.log(`\n4. Resident memory at rest (a second after listening, before any request)`);
+  console.log(
+    `\n4. Resident memory at rest (${RSS_SETTLE_MS / 1000} s after start, once V8's memory reducer has run; before any request)`,
+  );
   console.log(
     `   sidecar ${m.sidecarMb} MB ÷ bare Node https server ${m.bareMb} MB = ${f(m.ratio)}×   target ≤ ${m.target}×  ${verdict(m.pass)}`,
   );
   console.log(
     `   (a sidecar with one outbound listener ${m.outboundSidecarMb} MB; the in-process payment service ${m.inProcessMb} MB)`,
+  );
+  console.log(
+    `   a second after start, mid start-up: sidecar ${m.early.sidecarMb} MB ÷ bare ${m.early.bareMb} MB = ${f(m.early.ratio)}× (not judged)`,
   );
   console.log(
     `errors: ${r.errors}; load average ${f(r.loadAverage.before, 1)} before, ${f(r.loadAverage.after, 1)} after`,
