@@ -1,11 +1,12 @@
 // Group commit for issuances whose key and certificate files the CA keeps (issue, renew, sign,
 // the CA server's own certificate): those that are ready together stage their files in one
-// round of fsyncs, commit their rows in one transaction (one fsync of the WAL), and only then
-// move their files into place. Each caller learns its own outcome, and only once its row and
+// round of fsyncs, commit their rows in one transaction (one fsync of the WAL: the online CA's
+// GroupCommit, group-commit.ts), and only then move their files into place. Each caller learns its own outcome, and only once its row and
 // files are durable. One issuance alone (the CLI's) is a batch of one: two fsyncs fewer than
 // staging each file on its own (docs/bench.md, "Where the CA's time goes").
 import { crashPoint } from "../crash-point.ts";
 import type { Journal, StagedFiles } from "../store.ts";
+import { GroupCommit } from "./group-commit.ts";
 import type { LedgerStore } from "./interface.ts";
 
 /** Issuances per batch at most: a larger burst is committed in several. */
@@ -28,11 +29,15 @@ export class JournalCommit {
   /** A batch's files are being written and flushed; the next batch waits for that, not for the commit. */
   private staging = false;
   private scheduled = false;
+  /** The ledger's side: a staged batch's records, submitted in one turn, commit in one transaction. */
+  private readonly rows: GroupCommit;
 
   constructor(
     private readonly journal: Journal,
-    private readonly ledger: LedgerStore,
-  ) {}
+    ledger: LedgerStore,
+  ) {
+    this.rows = new GroupCommit(ledger, { maxBatch: MAX_BATCH });
+  }
 
   /**
    * Stages the entry's files, commits its record and publishes its files. Resolves once all
@@ -75,30 +80,28 @@ export class JournalCommit {
   }
 
   private commitStaged(batch: Queued[]): void {
-    let outcomes: ReturnType<LedgerStore["writeBatch"]>;
-    try {
-      crashPoint("before-commit");
-      outcomes = this.ledger.writeBatch(batch.map((e) => e.record));
-    } catch (err) {
-      this.fail(batch, err);
-      return;
+    crashPoint("before-commit");
+    let committed = false;
+    for (const e of batch) {
+      this.rows.submit(e.record).then(
+        () => {
+          // Once, after the transaction and before any of its files is published.
+          if (!committed) crashPoint("after-commit");
+          committed = true;
+          try {
+            this.journal.publish(e.serial, e.name);
+            e.resolve();
+          } catch (err) {
+            // Committed: the next open of the CA rolls the staged files forward (Journal.recover).
+            e.reject(err);
+          }
+        },
+        (err: unknown) => {
+          this.journal.discard(e.serial);
+          e.reject(err);
+        },
+      );
     }
-    crashPoint("after-commit");
-    batch.forEach((e, i) => {
-      const o = outcomes[i]!;
-      if (!o.ok) {
-        this.journal.discard(e.serial);
-        e.reject(o.error);
-        return;
-      }
-      try {
-        this.journal.publish(e.serial, e.name);
-        e.resolve();
-      } catch (err) {
-        // Committed: the next open of the CA rolls the staged files forward (Journal.recover).
-        e.reject(err);
-      }
-    });
   }
 
   private fail(batch: Queued[], err: unknown): void {
