@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { constants, monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from "node:perf_hooks";
 import { getHeapSpaceStatistics } from "node:v8";
-import { familyText, HistogramFamily, type Family, type Labels } from "./prom-text.ts";
+import { familyText, HistogramFamily, seriesFamily, type Family, type Labels } from "./prom-text.ts";
 
 const GC_KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MAJOR]: "major",
@@ -27,16 +27,8 @@ const VERSION = process.version.slice(1).split(".");
 
 type Series = ReadonlyArray<readonly [Labels, number]>;
 const one = (value: number | undefined): Series => (value === undefined ? [] : [[{}, value]]);
-const family =
-  (type: "counter" | "gauge") =>
-  (name: string, help: string, series: Series): Family => ({
-    name,
-    help,
-    type,
-    samples: series.map(([labels, value]) => ({ name, labels, value })),
-  });
-const gauge = family("gauge");
-const counter = family("counter");
+const gauge = (name: string, help: string, series: Series): Family => seriesFamily("gauge", name, help, series);
+const counter = (name: string, help: string, series: Series): Family => seriesFamily("counter", name, help, series);
 
 /** The process's own metrics, one set per process (its monitors run for good once started). */
 export class ProcessMetrics {

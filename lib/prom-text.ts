@@ -9,9 +9,8 @@ export const PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 export type Labels = Readonly<Record<string, string>>;
 
 /** One series' labels as the exposition writes them, `{a="x",b="y"}` or "" without labels. */
-function labelText(labels: Labels, extra?: [string, string]): string {
+function labelText(labels: Labels): string {
   const pairs = Object.entries(labels);
-  if (extra) pairs.push(extra);
   if (pairs.length === 0) return "";
   return `{${pairs.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`;
 }
@@ -44,6 +43,16 @@ export interface Family {
   samples: Array<{ name: string; labels: Labels; value: number }>;
 }
 
+/** A counter or gauge family from its series, [labels, value] pairs (none: only its HELP and TYPE). */
+export function seriesFamily(
+  type: "counter" | "gauge",
+  name: string,
+  help: string,
+  series: ReadonlyArray<readonly [Labels, number]>,
+): Family {
+  return { name, help, type, samples: series.map(([labels, value]) => ({ name, labels, value })) };
+}
+
 /** A family's HELP, TYPE and samples. */
 export function familyText(f: Family): string {
   let out = header(f.name, f.help, f.type);
@@ -69,9 +78,14 @@ export class CounterFamily {
   }
 
   text(): string {
-    let out = header(this.name, this.help, "counter");
-    for (const [key, s] of this.series) out += `${this.name}${key} ${number(s.value)}\n`;
-    return out;
+    return familyText(
+      seriesFamily(
+        "counter",
+        this.name,
+        this.help,
+        [...this.series.values()].map((s) => [s.labels, s.value] as const),
+      ),
+    );
   }
 }
 
@@ -116,31 +130,16 @@ export class HistogramFamily {
   }
 
   text(): string {
-    let out = header(this.name, this.help, "histogram");
-    for (const s of this.series.values()) {
-      let cumulative = 0;
-      this.buckets.forEach((le, i) => {
-        cumulative += s.counts[i]!;
-        out += `${this.name}_bucket${labelText(s.labels, ["le", number(le)])} ${cumulative}\n`;
-      });
-      out += `${this.name}_bucket${labelText(s.labels, ["le", "+Inf"])} ${s.count}\n`;
-      out += `${this.name}_sum${labelText(s.labels)} ${number(s.sum)}\n`;
-      out += `${this.name}_count${labelText(s.labels)} ${s.count}\n`;
-    }
-    return out;
+    return familyText(this.family());
   }
 }
 
 /** A gauge family read at scrape time: its series as [labels, value] pairs (none: only its HELP and TYPE). */
 export function gaugeText(name: string, help: string, series: ReadonlyArray<readonly [Labels, number]>): string {
-  let out = header(name, help, "gauge");
-  for (const [labels, value] of series) out += `${name}${labelText(labels)} ${number(value)}\n`;
-  return out;
+  return familyText(seriesFamily("gauge", name, help, series));
 }
 
 /** A counter family computed at scrape time, likewise. */
 export function counterText(name: string, help: string, series: ReadonlyArray<readonly [Labels, number]>): string {
-  let out = header(name, help, "counter");
-  for (const [labels, value] of series) out += `${name}${labelText(labels)} ${number(value)}\n`;
-  return out;
+  return familyText(seriesFamily("counter", name, help, series));
 }
