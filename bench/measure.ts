@@ -37,16 +37,8 @@ export interface Rate {
  * Calls fn back to back (never concurrently: as one CLI command issues; rateInFlight for several) for
  * at least durationMs and returns how many calls completed per second.
  */
-export async function rateFor(fn: () => Promise<unknown>, durationMs: number): Promise<Rate> {
-  let ops = 0;
-  const start = performance.now();
-  let elapsed = 0;
-  while (elapsed < durationMs) {
-    await fn();
-    ops++;
-    elapsed = performance.now() - start;
-  }
-  return { ops, seconds: elapsed / 1000, perSec: ops / (elapsed / 1000) };
+export function rateFor(fn: () => Promise<unknown>, durationMs: number): Promise<Rate> {
+  return rateInFlight(fn, durationMs, 1);
 }
 
 /**

@@ -9,7 +9,7 @@ import { createLogger } from "../services/mesh/log.ts";
 import { enrolWithToken, parseToken } from "../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent, factsFields } from "../services/mesh/identity-agent/renewer.ts";
 import { statePaths, type StatePaths } from "../services/mesh/identity-agent/state-folder.ts";
-import { DEFAULT_SCHEDULE } from "../services/mesh/identity-agent/timing.ts";
+import { scheduleAt } from "../services/mesh/identity-agent/timing.ts";
 import { parseLine, type MeshLine } from "./mesh-format.ts";
 
 /** A token lives long enough for a slow start, and no longer: it is a bearer secret. */
@@ -139,7 +139,7 @@ export async function startEdgeIdentity(o: {
       paths,
       lifetime: o.lifetime,
       pollMs: o.pollMs,
-      schedule: o.renewAt === undefined ? undefined : { ...DEFAULT_SCHEDULE, fraction: o.renewAt },
+      schedule: scheduleAt(o.renewAt),
     },
     { reloadTls: () => true, log, metrics: { renewed() {}, renewalFailed() {} } },
   );

@@ -17,7 +17,7 @@ import { createLogger, type MeshLogger } from "../../services/mesh/log.ts";
 import { loadPolicy } from "../../services/mesh/policy.ts";
 import { enrolWithToken, parseToken } from "../../services/mesh/identity-agent/bootstrap.ts";
 import { IdentityAgent } from "../../services/mesh/identity-agent/renewer.ts";
-import { DEFAULT_SCHEDULE, renewFraction, type Schedule } from "../../services/mesh/identity-agent/timing.ts";
+import { renewFraction, scheduleAt, type Schedule } from "../../services/mesh/identity-agent/timing.ts";
 import { statePaths, type StatePaths } from "../../services/mesh/identity-agent/state-folder.ts";
 import { launchService, type Launched } from "../launch.ts";
 import { parseLine } from "../mesh-format.ts";
@@ -228,10 +228,9 @@ async function online(o: OnlineDrillOptions, setup: Setup): Promise<DrillReport>
 
 /** The identities' renewal schedule: the agent's default, or renewal at `renewAt` of the life. */
 function renewSchedule(renewAt: number | undefined): Schedule {
-  if (renewAt === undefined) return DEFAULT_SCHEDULE;
-  if (renewFraction(String(renewAt)) === undefined)
+  if (renewAt !== undefined && renewFraction(String(renewAt)) === undefined)
     throw new Error(`renewAt ${renewAt} must be a fraction of the certificate's life from 0.1 to 0.9, e.g. 0.33`);
-  return { ...DEFAULT_SCHEDULE, fraction: renewAt };
+  return scheduleAt(renewAt);
 }
 
 /** Fresh logs and state folders and the drill's policy in the work folder. */

@@ -4,7 +4,7 @@ import { IdentityError } from "./errors.ts";
 import { readToken } from "./bootstrap.ts";
 import { caOrigins } from "./est-client.ts";
 import type { IdentityOptions } from "./service.ts";
-import { DEFAULT_SCHEDULE, renewFraction } from "./timing.ts";
+import { renewFraction, scheduleAt } from "./timing.ts";
 
 export const IDENTITY_HELP = `
 Identity mode (--ca): the service keeps its own key and certificate in --state, enrols on first
@@ -76,7 +76,7 @@ export function identityOptions(
         "STATE_INVALID",
         `--renew-at ${JSON.stringify(o.renewAt.slice(0, 40))} must be a fraction of the certificate's life from 0.1 to 0.9, e.g. 0.5`,
       );
-    schedule = { ...DEFAULT_SCHEDULE, fraction };
+    schedule = scheduleAt(fraction);
   }
   const token = readToken(o.tokenFile, env);
   // Read once; nothing this process starts should inherit it.

@@ -20,6 +20,11 @@ export function renewFraction(text: string): number | undefined {
   return /^0?\.\d{1,6}$/.test(text) && n >= 0.1 && n <= 0.9 ? n : undefined;
 }
 
+/** The default schedule, or renewal at `fraction` of the life (a renewFraction) with the default jitter. */
+export function scheduleAt(fraction: number | undefined): Schedule {
+  return fraction === undefined ? DEFAULT_SCHEDULE : { ...DEFAULT_SCHEDULE, fraction };
+}
+
 /**
  * The lifetime counts from when this service got the certificate, not from its notBefore:
  * the CA backdates notBefore (5 minutes, for clock skew), and with a lifetime of seconds a
