@@ -10,17 +10,15 @@ import { derToPem } from "../lib/pem.ts";
 
 export type EcCurve = "P-256" | "P-384";
 
-const CURVES: Record<EcCurve, { openssl: string; oid: string; bytes: number }> = {
-  "P-256": { openssl: "prime256v1", oid: "1.2.840.10045.3.1.7", bytes: 32 },
-  "P-384": { openssl: "secp384r1", oid: "1.3.132.0.34", bytes: 48 },
-};
 const EC_PUBLIC_KEY = "1.2.840.10045.2.1";
-
-const algorithms = new Map<EcCurve, Uint8Array>();
-const algorithmOf = (curve: EcCurve): Uint8Array => {
-  let der = algorithms.get(curve);
-  if (!der) algorithms.set(curve, (der = sequence([oidDer(EC_PUBLIC_KEY), oidDer(CURVES[curve].oid)])));
-  return der;
+/** Per curve: OpenSSL's name, the scalar's length, and the AlgorithmIdentifier both structures carry. */
+const CURVES: Record<EcCurve, { openssl: string; bytes: number; algorithm: Uint8Array }> = {
+  "P-256": {
+    openssl: "prime256v1",
+    bytes: 32,
+    algorithm: sequence([oidDer(EC_PUBLIC_KEY), oidDer("1.2.840.10045.3.1.7")]),
+  },
+  "P-384": { openssl: "secp384r1", bytes: 48, algorithm: sequence([oidDer(EC_PUBLIC_KEY), oidDer("1.3.132.0.34")]) },
 };
 
 /** A fresh key pair on `curve`: the SPKI DER for the certificate, the unencrypted PKCS#8 PEM for its file. */
@@ -29,7 +27,7 @@ export function ecKeyPair(curve: EcCurve): { spki: Buffer; pkcs8Pem: string } {
   const ecdh = createECDH(c.openssl);
   const point = ecdh.generateKeys(); // uncompressed: 04 || X || Y
   const d = leftPad(ecdh.getPrivateKey(), c.bytes);
-  const algorithm = algorithmOf(curve);
+  const algorithm = c.algorithm;
   const spki = sequence([algorithm, bitString(point)]);
   // ECPrivateKey without its optional parameters: PKCS#8's algorithm names the curve (as OpenSSL writes it).
   const ecPrivateKey = sequence([tlv(0x02, Uint8Array.of(1)), tlv(0x04, d), tlv(0xa1, bitString(point))]);
