@@ -146,30 +146,24 @@ describe("mesh:up as a real process", { concurrency: true }, () => {
     // 24 s certificates renewed at 1/3 of their life (~8 s; at the default 2/3 of 20 s, ~13 s).
     // Revoked, inventory keeps its certificate until it expires, at least 15 s later: the steps
     // from the revocation to the probe that must see "revoked", not "expired", have that long.
-    const up = await meshUp(
-      [
-        "--policy",
-        policy,
-        "--logs",
-        logs,
-        "--pki",
-        join(tmp, "online-pki"),
-        "--state",
-        stateDir,
-        "--ca-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--lifetime",
-        "24s",
-        "--renew-at",
-        "0.33",
-        "--poll",
-        "5",
-        "--no-quiet",
-      ],
-      { tsx: true },
-    );
+    // The same folders and free ports on both starts.
+    const online = [
+      "--policy",
+      policy,
+      "--logs",
+      logs,
+      "--pki",
+      join(tmp, "online-pki"),
+      "--state",
+      stateDir,
+      "--ca-port",
+      "0",
+      "--dashboard-port",
+      "0",
+    ];
+    const up = await meshUp([...online, "--lifetime", "24s", "--renew-at", "0.33", "--poll", "5", "--no-quiet"], {
+      tsx: true,
+    });
     const stateFile = join(logs, "mesh.json");
     await waitFor(
       () => existsSync(stateFile) && /Ctrl-C stops everything/.test(up.out()),
@@ -318,22 +312,7 @@ describe("mesh:up as a real process", { concurrency: true }, () => {
     assert.equal(await portOpen(Number(new URL(state.ca.adminUrl).port)), false, "and the CA's admin listener");
 
     // Started again: the revoked identity's folder is moved aside (its key kept) and inventory enrols afresh.
-    const restarted = await meshUp([
-      "--policy",
-      policy,
-      "--logs",
-      logs,
-      "--pki",
-      join(tmp, "online-pki"),
-      "--state",
-      stateDir,
-      "--ca-port",
-      "0",
-      "--dashboard-port",
-      "0",
-      "--lifetime",
-      "1h",
-    ]);
+    const restarted = await meshUp([...online, "--lifetime", "1h"]);
     await waitFor(() => /Ctrl-C stops everything/.test(restarted.out()), 60_000, "mesh:up to start again");
     const moved =
       /state\/inventory: its certificate \(serial ([0-9a-f]+)\) is revoked; moved it to (\S+) and inventory enrols again/.exec(
