@@ -9,17 +9,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { rssMb, stats } from "./measure.ts";
+import { RSS_SETTLE_MS, rssMb, stats } from "./measure.ts";
 import { prepareServers } from "./mesh.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 export const EST_RSS_TARGET = 1.3;
 const ROUNDS = 3;
-// After listening, until start-up's garbage is collected: V8's memory reducer runs its first
-// memory-reducing GC about 8 s after start, which gives back what start-up grew (both servers
-// lose 1.3–4 MB then: measured every second for 20 s, flat before 8 s and after 10 s). At 3 s,
-// as before, both were measured mid-transient (ca serve 60.6 MB there, 56.4 MB from 10 s on).
-const SETTLE_MS = 12_000;
 const SAMPLES = 5;
 const SAMPLE_GAP_MS = 300;
 
@@ -92,7 +87,8 @@ export async function runEstRssBench(): Promise<EstRssResult> {
       const bare = start([bareJs, pki, "payment.internal"], /"event":"listening"/);
       try {
         await Promise.all([serve.ready, admin.ready, bare.ready]);
-        await sleep(SETTLE_MS);
+        // At rest: at 3 s, as this bench read before, ca serve was mid-transient (60.6 MB there, 56.4 MB from 10 s on).
+        await sleep(RSS_SETTLE_MS);
         const [caServeMb, adminMb, bareMb] = await Promise.all([
           restingRss(serve.proc),
           restingRss(admin.proc),

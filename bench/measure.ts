@@ -140,6 +140,14 @@ export function timeCommands(
   });
 }
 
+/**
+ * When a server's memory is "at rest": after start, until start-up's garbage is collected. V8's
+ * memory reducer runs its first memory-reducing GC about 8 s after start, which gives back what
+ * start-up grew (`ca serve` and a bare server lose 1.3–4 MB then: measured every second for 20 s,
+ * flat before 8 s and after 10 s). At 1–3 s a server is measured mid-transient.
+ */
+export const RSS_SETTLE_MS = 12_000;
+
 /** A process's resident memory now, MB to 0.1 (Linux: /proc/<pid>/status); NaN when it cannot be read. */
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

@@ -21,7 +21,7 @@ import {
   type Sample,
   type Verdict,
 } from "./mesh-report.ts";
-import { rssMb } from "./measure.ts";
+import { RSS_SETTLE_MS, rssMb } from "./measure.ts";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
@@ -142,10 +142,9 @@ async function measureAll(
       const s = await startServer(sv.args, join(dir, `${sv.name}.log`));
       started.push({ name: sv.name, ...s, samples: PLAN.map(() => []), together: PLAN.map(() => []), rss: [] });
     }
-    // At rest: once V8's memory reducer has given back what start-up grew (its first
-    // memory-reducing GC comes about 8 s after start; bench/est-rss.ts measured it). A second
-    // after start, as this bench read before, measured start-up's garbage too.
-    await new Promise((r) => setTimeout(r, 12_000));
+    // At rest (RSS_SETTLE_MS): a second after start, as this bench read before, measured
+    // start-up's garbage too.
+    await new Promise((r) => setTimeout(r, RSS_SETTLE_MS));
     for (const st of started) st.startedRss = rssOrZero(st.pid);
     // Warm-up, so the first round does not pay for JIT compilation: the mesh has more code
     // to compile than the baselines, and counting that as per-request cost would be wrong.

@@ -19,16 +19,14 @@ import { buildSync } from "esbuild";
 import { CertificateAuthority } from "../ca/index.ts";
 import type { Plan, Target, TargetResult, Window } from "./sidecar-load.ts";
 import { parseJsonLine } from "../lib/events.ts";
-import { rssMb } from "./measure.ts";
+import { RSS_SETTLE_MS, rssMb } from "./measure.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const TICK_US = 1_000_000 / Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100);
 const HAS_TASKSET = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 
 /** Issue 15's targets. */
-export /** When RSS "at rest" is read: after V8's memory reducer's first GC (~8 s after start), as bench/est-rss.ts. */
-const RSS_SETTLE_MS = 12_000;
-const SIDECAR_TARGETS = {
+export const SIDECAR_TARGETS = {
   /** Added p99 of one hop (outbound + inbound sidecar) at one request at a time, ms. */
   addedP99Ms: 1,
   /** Server CPU per request, sidecar + app ÷ the in-process runtime. */
